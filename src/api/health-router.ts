@@ -1,0 +1,25 @@
+import { Router } from 'express';
+import type { Db } from '../store/db';
+import type { EventStore } from '../log/event-store';
+
+/** `/healthz`: the process answers. `/readyz`: the log and the database can be written. */
+export function createHealthRouter(deps: { store: EventStore; db: Db }): Router {
+  const router = Router();
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+  router.get('/readyz', (_req, res) => {
+    const checks: Record<string, string> = {};
+    const storeHealth = deps.store.health();
+    checks.log = storeHealth.writable ? 'ok' : (storeHealth.reason ?? 'not writable');
+    try {
+      deps.db.prepare('SELECT 1').get();
+      checks.database = deps.db.open && !deps.db.readonly ? 'ok' : 'not writable';
+    } catch (err) {
+      checks.database = (err as Error).message;
+    }
+    const ready = Object.values(checks).every((v) => v === 'ok');
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks });
+  });
+  return router;
+}

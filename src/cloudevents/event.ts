@@ -1,0 +1,51 @@
+/** Attribute values as the JSON format allows them: String (and string-encoded types), Integer, Boolean. */
+export type AttributeValue = string | number | boolean;
+
+/**
+ * Event payload as received, so it can be delivered back exactly:
+ * - `json`: the `data` member of a structured event (any JSON value, `null` included);
+ * - `bytes`: the body of a binary-mode request, byte for byte;
+ * - `base64`: decoded `data_base64` of a structured event (returned as `data_base64` again).
+ */
+export type EventData =
+  | { kind: 'none' }
+  | { kind: 'json'; value: unknown }
+  | { kind: 'bytes'; bytes: Buffer }
+  | { kind: 'base64'; bytes: Buffer };
+
+/** A validated CloudEvent: every context attribute and extension as received, plus its data. */
+export interface CloudEvent {
+  attributes: Record<string, AttributeValue>;
+  data: EventData;
+}
+
+export const REQUIRED_ATTRIBUTES = ['id', 'source', 'specversion', 'type'] as const;
+export const STRING_ATTRIBUTES = new Set(['id', 'source', 'specversion', 'type', 'datacontenttype', 'dataschema', 'subject', 'time']);
+
+export function eventId(event: CloudEvent): string {
+  return event.attributes.id as string;
+}
+
+export function eventSource(event: CloudEvent): string {
+  return event.attributes.source as string;
+}
+
+/** Media type without parameters, lower-cased: `Application/JSON; charset=utf-8` → `application/json`. */
+export function mediaType(contentType: string | undefined): string | undefined {
+  if (contentType === undefined) return undefined;
+  return contentType.split(';', 1)[0]!.trim().toLowerCase();
+}
+
+/** `*\/json` or `*\/*+json`, per the JSON format §3.1.1. */
+export function isJsonMediaType(contentType: string | undefined): boolean {
+  const type = mediaType(contentType);
+  if (type === undefined) return false;
+  const subtype = type.slice(type.indexOf('/') + 1);
+  return subtype === 'json' || subtype.endsWith('+json');
+}
+
+export function isTextMediaType(contentType: string | undefined): boolean {
+  const type = mediaType(contentType);
+  if (type === undefined) return false;
+  return type.startsWith('text/') || type === 'application/xml' || type.endsWith('+xml');
+}

@@ -1,0 +1,73 @@
+import { AttributeValue } from './event';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+export class HeaderDecodeError extends Error {
+  override name = 'HeaderDecodeError';
+}
+
+/**
+ * Decodes a binary-mode `ce-*` header value: an RFC 9110 quoted-string is
+ * unquoted first, then `%XX` escapes are decoded once as UTF-8.
+ * @see cloudevents/bindings/http-protocol-binding.md §3.1.3.2
+ * @throws HeaderDecodeError for a malformed escape or invalid UTF-8
+ */
+export function decodeHeaderValue(raw: string): string {
+  let value = raw;
+  if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) {
+    value = unquote(value.slice(1, -1));
+  }
+  if (!value.includes('%')) return value;
+  const bytes: number[] = [];
+  for (let i = 0; i < value.length; i++) {
+    const ch = value.charCodeAt(i);
+    if (ch === 0x25 /* % */) {
+      const hex = value.slice(i + 1, i + 3);
+      if (!/^[0-9A-Fa-f]{2}$/.test(hex)) throw new HeaderDecodeError(`invalid percent-encoding at position ${i}`);
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else {
+      // Node gives header values as latin1 strings; a code unit is a byte.
+      bytes.push(ch & 0xff);
+    }
+  }
+  try {
+    return utf8.decode(Uint8Array.from(bytes));
+  } catch {
+    throw new HeaderDecodeError('value is not valid UTF-8 after percent-decoding');
+  }
+}
+
+function unquote(inner: string): string {
+  let out = '';
+  for (let i = 0; i < inner.length; i++) {
+    const ch = inner[i]!;
+    if (ch === '\\') {
+      if (i + 1 >= inner.length) throw new HeaderDecodeError('quoted string ends with a lone backslash');
+      out += inner[++i];
+    } else if (ch === '"') {
+      throw new HeaderDecodeError('unescaped double quote inside a quoted string');
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+/**
+ * Encodes an attribute value for a `ce-*` header: space, `"`, `%`, controls
+ * and every non-ASCII character are percent-encoded as UTF-8.
+ * @see cloudevents/bindings/http-protocol-binding.md §3.1.3.2
+ */
+export function encodeHeaderValue(value: AttributeValue): string {
+  const text = String(value);
+  let out = '';
+  for (const byte of Buffer.from(text, 'utf8')) {
+    if (byte <= 0x20 || byte === 0x22 || byte === 0x25 || byte >= 0x7f) {
+      out += '%' + byte.toString(16).toUpperCase().padStart(2, '0');
+    } else {
+      out += String.fromCharCode(byte);
+    }
+  }
+  return out;
+}

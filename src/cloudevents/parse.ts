@@ -1,0 +1,114 @@
+import type { IncomingHttpHeaders } from 'node:http';
+import { AppError, Violation } from '../errors';
+import { AttributeValue, CloudEvent, mediaType } from './event';
+import { HeaderDecodeError, decodeHeaderValue } from './headers';
+import { parseJsonEvent, validateAttributes } from './validate';
+
+export type ContentMode = 'binary' | 'structured' | 'batch';
+
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Picks the content mode from `Content-Type`; batch is checked first since structured is its prefix. */
+export function contentModeOf(contentType: string | undefined): ContentMode {
+  const type = mediaType(contentType) ?? '';
+  if (type === 'application/cloudevents-batch+json') return 'batch';
+  if (type === 'application/cloudevents+json') return 'structured';
+  if (type.startsWith('application/cloudevents+')) {
+    throw new AppError('unsupported_media_type', `event format "${type}" is not supported; use application/cloudevents+json`, {
+      details: [{ attribute: 'content-type', message: 'supported formats: application/cloudevents+json, application/cloudevents-batch+json, or binary mode' }],
+    });
+  }
+  return 'binary';
+}
+
+export interface HttpMessage {
+  /** `req.headersDistinct`: repeated headers stay separate so they can be refused. */
+  headers: Record<string, string[] | undefined>;
+  body: Buffer;
+}
+
+/**
+ * Turns an HTTP request into validated events in any of the three content modes.
+ * A batch is all-or-nothing: one bad event fails the request, naming each bad event by index.
+ * @see cloudevents/bindings/http-protocol-binding.md §3
+ * @throws AppError `invalid_event` (400) or `unsupported_media_type` (415)
+ */
+export function parseHttpMessage(message: HttpMessage): { mode: ContentMode; events: CloudEvent[] } {
+  const contentType = single(message.headers, 'content-type');
+  const mode = contentModeOf(contentType);
+  if (mode === 'binary') return { mode, events: [parseBinary(message.headers, message.body, contentType)] };
+  const parsed = parseJsonBody(message.body);
+  if (mode === 'structured') {
+    const outcome = parseJsonEvent(parsed);
+    if (!outcome.ok) throw invalid('the event is not a valid CloudEvent', outcome.violations);
+    return { mode, events: [outcome.event] };
+  }
+  if (!Array.isArray(parsed)) {
+    throw invalid('a batch must be a JSON array of events', [{ message: 'expected a JSON array' }]);
+  }
+  const events: CloudEvent[] = [];
+  const violations: Violation[] = [];
+  parsed.forEach((item, index) => {
+    const outcome = parseJsonEvent(item, index);
+    if (outcome.ok) events.push(outcome.event);
+    else violations.push(...outcome.violations);
+  });
+  if (violations.length > 0) {
+    const bad = new Set(violations.map((v) => v.index)).size;
+    throw invalid(`${bad} of ${parsed.length} events in the batch are invalid; none was stored`, violations);
+  }
+  return { mode, events };
+}
+
+function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType: string | undefined): CloudEvent {
+  const attributes: Record<string, AttributeValue> = {};
+  const violations: Violation[] = [];
+  for (const [name, values] of Object.entries(headers)) {
+    if (!name.startsWith('ce-') || values === undefined) continue;
+    const attribute = name.slice(3);
+    if (values.length !== 1) {
+      violations.push({ attribute, message: `header "${name}" appears ${values.length} times; each attribute may be sent once` });
+      continue;
+    }
+    try {
+      attributes[attribute] = decodeHeaderValue(values[0]!);
+    } catch (err) {
+      if (!(err instanceof HeaderDecodeError)) throw err;
+      violations.push({ attribute, message: `header "${name}": ${err.message}` });
+    }
+  }
+  if (contentType !== undefined) attributes.datacontenttype = contentType;
+  violations.push(...validateAttributes(attributes).filter((v) => !violations.some((seen) => seen.attribute === v.attribute)));
+  if (violations.length > 0) throw invalid('the binary-mode request is not a valid CloudEvent', violations);
+  return { attributes, data: body.length === 0 ? { kind: 'none' } : { kind: 'bytes', bytes: body } };
+}
+
+function parseJsonBody(body: Buffer): unknown {
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    throw invalid('the body is not valid UTF-8', [{ message: 'JSON bodies must be UTF-8' }]);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw invalid('the body is not valid JSON', [{ message: (err as Error).message }]);
+  }
+}
+
+function single(headers: HttpMessage['headers'], name: string): string | undefined {
+  const values = headers[name];
+  if (values === undefined || values.length === 0) return undefined;
+  if (values.length > 1) throw invalid(`header "${name}" appears more than once`, [{ attribute: name, message: 'repeated header' }]);
+  return values[0];
+}
+
+function invalid(message: string, details: Violation[]): AppError {
+  return new AppError('invalid_event', message, { details });
+}
+
+/** Adapter for `IncomingMessage.headersDistinct`, whose type allows undefined entries. */
+export function distinctHeaders(headers: IncomingHttpHeaders | NodeJS.Dict<string[]>): Record<string, string[] | undefined> {
+  return headers as Record<string, string[] | undefined>;
+}

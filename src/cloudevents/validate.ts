@@ -1,0 +1,160 @@
+import type { Violation } from '../errors';
+import { AttributeValue, CloudEvent, EventData, REQUIRED_ATTRIBUTES, STRING_ATTRIBUTES, isJsonMediaType } from './event';
+
+const ATTRIBUTE_NAME = /^[a-z0-9]+$/;
+const INT32_MIN = -2147483648;
+const INT32_MAX = 2147483647;
+// RFC 3986 characters; `%` only as a valid escape (checked separately).
+const URI_CHARS = /^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]*$/;
+const BAD_PERCENT = /%(?![0-9A-Fa-f]{2})/;
+const SCHEME = /^[A-Za-z][A-Za-z0-9+.-]*:/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz]|([+-])(\d{2}):(\d{2}))$/;
+const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+\s*(;.*)?$/s;
+const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+
+/** RFC 3986 URI-reference: allowed characters, valid escapes, and a well-formed scheme if one is given. */
+export function isUriReference(value: string): boolean {
+  if (!URI_CHARS.test(value) || BAD_PERCENT.test(value)) return false;
+  const firstDelimiter = value.search(/[/?#]/);
+  const colon = value.indexOf(':');
+  // A colon before any delimiter means a scheme, which must be well-formed.
+  if (colon !== -1 && (firstDelimiter === -1 || colon < firstDelimiter)) return SCHEME.test(value);
+  return true;
+}
+
+/** Absolute URI: a URI-reference with a scheme. */
+export function isAbsoluteUri(value: string): boolean {
+  return SCHEME.test(value) && isUriReference(value);
+}
+
+/** RFC 3339 `date-time`, with calendar and clock ranges checked (leap second allowed). */
+export function isRfc3339(value: string): boolean {
+  const m = RFC3339.exec(value);
+  if (!m) return false;
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as number[] as [number, number, number, number, number, number];
+  if (month < 1 || month > 12 || day < 1) return false;
+  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  if (day > daysInMonth || hour > 23 || minute > 59 || second > 60) return false;
+  if (m[9] !== undefined && (Number(m[10]) > 23 || Number(m[11]) > 59)) return false;
+  return true;
+}
+
+export function isBase64(value: string): boolean {
+  return BASE64.test(value);
+}
+
+/**
+ * Checks every rule the CloudEvents 1.0 spec states as MUST on a set of
+ * context attributes (extensions included). Null values must already be
+ * removed (the JSON format treats them as unset).
+ * @see cloudevents/spec.md §2, §3
+ */
+export function validateAttributes(attributes: Record<string, unknown>, index?: number): Violation[] {
+  const violations: Violation[] = [];
+  const fail = (attribute: string, message: string) => violations.push(withIndex({ attribute, message }, index));
+
+  for (const name of REQUIRED_ATTRIBUTES) {
+    if (attributes[name] === undefined) fail(name, `required attribute "${name}" is missing`);
+  }
+  for (const [name, value] of Object.entries(attributes)) {
+    if (!ATTRIBUTE_NAME.test(name)) {
+      fail(name, 'attribute names must consist of lower-case letters a-z and digits 0-9');
+      continue;
+    }
+    if (name === 'data') {
+      fail(name, '"data" is reserved and cannot be an attribute name');
+      continue;
+    }
+    if (STRING_ATTRIBUTES.has(name)) {
+      if (typeof value !== 'string') {
+        fail(name, `"${name}" must be a string`);
+        continue;
+      }
+      const problem = checkCoreAttribute(name, value);
+      if (problem) fail(name, problem);
+      continue;
+    }
+    if (typeof value === 'string' || typeof value === 'boolean') continue;
+    if (typeof value === 'number') {
+      if (!Number.isInteger(value) || value < INT32_MIN || value > INT32_MAX) {
+        fail(name, 'integer extension values must be whole numbers within the signed 32-bit range');
+      }
+      continue;
+    }
+    fail(name, 'extension values must be a string, a boolean or an integer');
+  }
+  return violations;
+}
+
+function checkCoreAttribute(name: string, value: string): string | undefined {
+  switch (name) {
+    case 'id':
+    case 'type':
+    case 'subject':
+      return value === '' ? `"${name}" must be a non-empty string` : undefined;
+    case 'specversion':
+      return value === '1.0' ? undefined : `unsupported specversion "${value}"; only "1.0" is accepted`;
+    case 'source':
+      if (value === '') return '"source" must be a non-empty URI-reference';
+      return isUriReference(value) ? undefined : '"source" must be a URI-reference (RFC 3986)';
+    case 'dataschema':
+      return isAbsoluteUri(value) ? undefined : '"dataschema" must be an absolute URI (RFC 3986)';
+    case 'time':
+      return isRfc3339(value) ? undefined : '"time" must be an RFC 3339 timestamp';
+    case 'datacontenttype':
+      return MEDIA_TYPE.test(value) ? undefined : '"datacontenttype" must be a media type (RFC 2046), such as application/json';
+    default:
+      return undefined;
+  }
+}
+
+function withIndex(v: Violation, index: number | undefined): Violation {
+  return index === undefined ? v : { index, ...v };
+}
+
+export type ParseOutcome = { ok: true; event: CloudEvent } | { ok: false; violations: Violation[] };
+
+/**
+ * Validates one event in the JSON format (a structured body, or an element of a batch).
+ * @see cloudevents/formats/json-format.md §2.2, §3.1
+ */
+export function parseJsonEvent(input: unknown, index?: number): ParseOutcome {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    return { ok: false, violations: [withIndex({ message: 'an event must be a JSON object' }, index)] };
+  }
+  const attributes: Record<string, AttributeValue> = {};
+  let hasData = false;
+  let dataValue: unknown;
+  let base64: unknown;
+  for (const [name, value] of Object.entries(input as Record<string, unknown>)) {
+    if (name === 'data') {
+      hasData = true;
+      dataValue = value;
+    } else if (name === 'data_base64') {
+      base64 = value;
+    } else if (value !== null) {
+      attributes[name] = value as AttributeValue;
+    }
+  }
+  const violations = validateAttributes(attributes, index);
+  let data: EventData = { kind: 'none' };
+  if (hasData && base64 !== undefined && base64 !== null) {
+    violations.push(withIndex({ attribute: 'data_base64', message: '"data" and "data_base64" must not both be present' }, index));
+  } else if (base64 !== undefined && base64 !== null) {
+    if (typeof base64 !== 'string' || !isBase64(base64)) {
+      violations.push(withIndex({ attribute: 'data_base64', message: '"data_base64" must be a base64 string (RFC 4648)' }, index));
+    } else {
+      data = { kind: 'base64', bytes: Buffer.from(base64, 'base64') };
+    }
+  } else if (hasData) {
+    data = { kind: 'json', value: dataValue };
+  }
+  if (violations.length > 0) return { ok: false, violations };
+  return { ok: true, event: { attributes, data } };
+}
+
+/** True when the structured `data` member is the payload text itself rather than a JSON value. */
+export function isStringPayload(event: CloudEvent): boolean {
+  const contentType = event.attributes.datacontenttype as string | undefined;
+  return event.data.kind === 'json' && typeof event.data.value === 'string' && contentType !== undefined && !isJsonMediaType(contentType);
+}

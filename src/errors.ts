@@ -1,0 +1,74 @@
+/** One entry of a problem's machine-readable `errors` list. */
+export interface Violation {
+  /** Position of the event in a batch request; absent for single events and non-event input. */
+  index?: number;
+  /** Attribute, header or field that is wrong (`source`, `ce-time`, `delivery.retry.maxAttempts`…). */
+  attribute?: string;
+  message: string;
+}
+
+export const errorStatus = {
+  invalid_event: 400,
+  invalid_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  conflict: 409,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  unavailable: 503,
+  internal: 500,
+} as const;
+
+export type ErrorCode = keyof typeof errorStatus;
+
+export const errorTitle: Record<ErrorCode, string> = {
+  invalid_event: 'Invalid CloudEvent',
+  invalid_request: 'Invalid request',
+  unauthorized: 'Unauthorized',
+  forbidden: 'Forbidden',
+  not_found: 'Not found',
+  conflict: 'Conflict',
+  payload_too_large: 'Payload too large',
+  unsupported_media_type: 'Unsupported media type',
+  unavailable: 'Service unavailable',
+  internal: 'Internal server error',
+};
+
+/**
+ * The one error type the gateway raises on purpose. `api/` maps it to an
+ * RFC 9457 problem; anything else reaching the API is an opaque 500.
+ */
+export class AppError extends Error {
+  readonly code: ErrorCode;
+  readonly details: Violation[];
+  /** Seconds, sent as `Retry-After` (503s from a failing disk). */
+  readonly retryAfter?: number;
+  readonly headers?: Record<string, string>;
+
+  constructor(
+    code: ErrorCode,
+    message: string,
+    opts: { details?: Violation[]; cause?: unknown; retryAfter?: number; headers?: Record<string, string> } = {},
+  ) {
+    super(message, { cause: opts.cause });
+    this.name = 'AppError';
+    this.code = code;
+    this.details = opts.details ?? [];
+    this.retryAfter = opts.retryAfter;
+    this.headers = opts.headers;
+  }
+
+  get status(): number {
+    return errorStatus[this.code];
+  }
+}
+
+export function isAppError(err: unknown): err is AppError {
+  return err instanceof AppError;
+}
+
+/** Turns anything thrown into an Error without losing it (for logs and `cause`). */
+export function coerceError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}

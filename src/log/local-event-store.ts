@@ -1,0 +1,353 @@
+import path from 'node:path';
+import type { Logger } from 'pino';
+import { eventId, eventSource, type CloudEvent } from '../cloudevents/event';
+import { partitionOf } from '../cloudevents/partition';
+import { AppError, coerceError } from '../errors';
+import type { Db } from '../store/db';
+import { createIdempotencyRepo } from '../store/idempotency-repo';
+import { createLogIndexRepo } from '../store/log-index-repo';
+import { createMetaRepo } from '../store/meta-repo';
+import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
+import type { AppendResult, EventStore, StoredEvent } from './event-store';
+import { decodeRecord, decodeRecordHeader, encodeRecord } from './record';
+import { openSegmentLog } from './segment-log';
+
+export interface LocalEventStoreOptions {
+  dataDir: string;
+  db: Db;
+  log: Logger;
+  partitions: number;
+  fsync: 'always' | 'interval' | 'never';
+  fsyncIntervalMs: number;
+  segmentBytes: number;
+  idempotencyWindowMs: number;
+  clock?: () => number;
+}
+
+export interface RecoveryReport {
+  scannedBytes: number;
+  truncatedBytes: number;
+  rebuiltRecords: number;
+  rolledBackRecords: number;
+  ms: number;
+}
+
+export class StartupError extends Error {
+  override name = 'StartupError';
+}
+
+interface PendingEntry {
+  source: string;
+  id: string;
+  key: string;
+  partition: number;
+  offset: number;
+  storedAt: number;
+  frame: Buffer;
+}
+
+interface Group {
+  entries: PendingEntry[];
+  bytes: number;
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+const REBUILD_BATCH = 10_000;
+const PRUNE_BATCH = 5_000;
+const RETRY_AFTER_SECONDS = 1;
+
+/**
+ * The local backend: a write-ahead log of segment files under `<dataDir>/wal`
+ * with group commit, and SQLite rows derived from it (idempotency, index,
+ * partition heads) that recovery rebuilds from the log.
+ */
+export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & { recovery: RecoveryReport; pruneIdempotency(): number } {
+  const clock = opts.clock ?? Date.now;
+  const { db, log } = opts;
+  const meta = createMetaRepo(db);
+  const idempotency = createIdempotencyRepo(db);
+  const index = createLogIndexRepo(db);
+  const headsRepo = createPartitionHeadsRepo(db);
+
+  const recorded = meta.get('partitions');
+  if (recorded !== undefined && Number(recorded) !== opts.partitions) {
+    throw new StartupError(
+      `data dir ${opts.dataDir} was created with ${recorded} partitions; HERALD_PARTITIONS=${opts.partitions} would re-route keys. Start with HERALD_PARTITIONS=${recorded}.`,
+    );
+  }
+  if (recorded === undefined) meta.set('partitions', opts.partitions);
+
+  const segments = openSegmentLog({
+    dir: path.join(opts.dataDir, 'wal'),
+    segmentBytes: opts.segmentBytes,
+    durable: opts.fsync !== 'never',
+    warn: (msg, fields) => log.warn(fields ?? {}, msg),
+  });
+
+  const recovery = recover();
+  let committedHeads = headsRepo.load(opts.partitions);
+  let heads = committedHeads.slice();
+
+  // Keys of entries written by groups not yet committed; a second send waits for the first.
+  const pendingKeys = new Map<string, { entry: PendingEntry; group: Group }>();
+  let current = newGroup();
+  let flushing = false;
+  let closed = false;
+  let writable = true;
+  let failureReason: string | undefined;
+  let dirty = false;
+  const listeners = new Set<(partitions: ReadonlySet<number>) => void>();
+
+  const insertRows = db.transaction((entries: PendingEntry[], positions: number[], end: number) => {
+    const touched = new Map<number, number>();
+    entries.forEach((e, i) => {
+      idempotency.insert(e);
+      index.insert(e.partition, { offset: e.offset, position: positions[i]!, length: e.frame.length });
+      touched.set(e.partition, e.offset + 1);
+    });
+    for (const [partition, head] of touched) headsRepo.set(partition, head);
+    meta.set('log_indexed_through', end);
+  });
+
+  const syncTimer =
+    opts.fsync === 'interval'
+      ? setInterval(() => {
+          if (!dirty || closed) return;
+          dirty = false;
+          segments.sync().catch((err) => markUnwritable(err));
+        }, opts.fsyncIntervalMs)
+      : undefined;
+  syncTimer?.unref();
+
+  function newGroup(): Group {
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    done.catch(() => undefined); // every waiter handles it; this keeps an unobserved group quiet
+    return { entries: [], bytes: 0, done, resolve, reject };
+  }
+
+  function recover(): RecoveryReport {
+    const started = Date.now();
+    const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
+    const from = Math.min(indexedThrough, segments.activeSegmentBase(), segments.end());
+    const windowStart = clock() - opts.idempotencyWindowMs;
+    let batch: { position: number; frame: Buffer }[] = [];
+    let rebuiltRecords = 0;
+    const rebuiltHeads = headsRepo.load(opts.partitions);
+    const rebuild = db.transaction((items: { position: number; frame: Buffer }[]) => {
+      for (const { position, frame } of items) {
+        const h = decodeRecordHeader(frame);
+        if (h.storedAt >= windowStart) idempotency.insert(h);
+        index.insert(h.partition, { offset: h.offset, position, length: frame.length });
+        rebuiltHeads[h.partition] = Math.max(rebuiltHeads[h.partition]!, h.offset + 1);
+      }
+      rebuiltHeads.forEach((head, partition) => headsRepo.set(partition, head));
+    });
+    const scan = segments.scan(from, (position, frame) => {
+      if (position < indexedThrough) return;
+      batch.push({ position, frame: Buffer.from(frame) });
+      rebuiltRecords++;
+      if (batch.length >= REBUILD_BATCH) {
+        rebuild(batch);
+        batch = [];
+      }
+    });
+    if (batch.length > 0) rebuild(batch);
+
+    // SQLite can be ahead of the log only after a power cut with fsync=interval/never: forget what the log lost.
+    let rolledBackRecords = 0;
+    if (indexedThrough > scan.end) {
+      db.transaction(() => {
+        for (const { partition, offset } of index.firstOffsetsPast(scan.end)) {
+          const head = headsRepo.load(opts.partitions)[partition] ?? 0;
+          rolledBackRecords += Math.max(0, head - offset);
+          idempotency.deleteFrom(partition, offset);
+          headsRepo.set(partition, offset);
+        }
+        index.deletePast(scan.end);
+      })();
+    }
+    meta.set('log_indexed_through', scan.end);
+    const report = { scannedBytes: scan.scannedBytes, truncatedBytes: scan.truncatedBytes, rebuiltRecords, rolledBackRecords, ms: Date.now() - started };
+    log.info(report, 'log recovered');
+    return report;
+  }
+
+  async function append(events: CloudEvent[]): Promise<AppendResult[]> {
+    if (closed) throw new AppError('unavailable', 'the gateway is shutting down', { retryAfter: RETRY_AFTER_SECONDS });
+    const results: AppendResult[] = [];
+    const waitFor = new Set<Group>();
+    const storedAt = clock();
+    const added: PendingEntry[] = [];
+    const inRequest = new Map<string, PendingEntry>();
+    for (const event of events) {
+      const source = eventSource(event);
+      const id = eventId(event);
+      const key = `${source}\u0000${id}`;
+      const earlier = inRequest.get(key) ?? pendingKeys.get(key)?.entry;
+      if (earlier) {
+        const pending = pendingKeys.get(key);
+        if (pending) waitFor.add(pending.group);
+        results.push({ id, source, partition: earlier.partition, offset: earlier.offset, duplicate: true });
+        continue;
+      }
+      const found = idempotency.find(source, id);
+      if (found) {
+        results.push({ id, source, partition: found.partition, offset: found.offset, duplicate: true });
+        continue;
+      }
+      const partition = partitionOf(event, opts.partitions);
+      const offset = heads[partition]!++;
+      const frame = encodeRecord({ partition, offset, storedAt, event });
+      const entry: PendingEntry = { source, id, key, partition, offset, storedAt, frame };
+      added.push(entry);
+      inRequest.set(key, entry);
+      results.push({ id, source, partition, offset, duplicate: false });
+    }
+    if (added.length > 0) {
+      const group = current;
+      for (const entry of added) {
+        group.entries.push(entry);
+        group.bytes += entry.frame.length;
+        pendingKeys.set(entry.key, { entry, group });
+      }
+      waitFor.add(group);
+      if (!flushing) setImmediate(flush);
+    }
+    for (const group of waitFor) await group.done;
+    return results;
+  }
+
+  async function flush(): Promise<void> {
+    if (flushing) return;
+    flushing = true;
+    try {
+      while (current.entries.length > 0) {
+        const group = current;
+        current = newGroup();
+        await commit(group);
+      }
+    } finally {
+      flushing = false;
+    }
+  }
+
+  async function commit(group: Group): Promise<void> {
+    const before = segments.end();
+    try {
+      const first = await segments.append(group.entries.map((e) => e.frame), group.bytes);
+      if (opts.fsync === 'always') await segments.sync();
+      else dirty = true;
+      const positions: number[] = [];
+      let at = first;
+      for (const e of group.entries) {
+        positions.push(at);
+        at += e.frame.length;
+      }
+      insertRows(group.entries, positions, at);
+      for (const e of group.entries) {
+        pendingKeys.delete(e.key);
+        committedHeads[e.partition] = e.offset + 1;
+      }
+      if (!writable) {
+        writable = true;
+        failureReason = undefined;
+        log.info('log is writable again');
+      }
+      group.resolve();
+      notify(group.entries);
+    } catch (err) {
+      failGroups(group, before, err);
+    }
+  }
+
+  /** Undoes a failed group and every group queued behind it (their offsets follow its offsets). */
+  function failGroups(group: Group, before: number, err: unknown): void {
+    markUnwritable(err);
+    try {
+      segments.truncate(before);
+    } catch (truncateErr) {
+      log.error({ err: coerceError(truncateErr) }, 'log: could not undo a failed append; restart to recover');
+    }
+    const queued = current;
+    current = newGroup();
+    pendingKeys.clear();
+    heads = committedHeads.slice();
+    const error = new AppError('unavailable', 'the event log cannot be written right now; nothing from this request was stored', {
+      cause: err,
+      retryAfter: RETRY_AFTER_SECONDS,
+    });
+    group.reject(error);
+    queued.reject(error);
+  }
+
+  function markUnwritable(err: unknown): void {
+    const e = coerceError(err);
+    writable = false;
+    failureReason = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
+    log.error({ err: e }, 'log write failed');
+  }
+
+  function notify(entries: PendingEntry[]): void {
+    if (listeners.size === 0) return;
+    const partitions = new Set(entries.map((e) => e.partition));
+    for (const listener of listeners) listener(partitions);
+  }
+
+  function toStored(partition: number, entry: { offset: number; position: number; length: number }): StoredEvent {
+    const record = decodeRecord(segments.read(entry.position, entry.length));
+    return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
+  }
+
+  const pruneTimer = setInterval(() => pruneIdempotency(), Math.min(60_000, Math.max(1000, opts.idempotencyWindowMs / 10)));
+  pruneTimer.unref();
+
+  function pruneIdempotency(): number {
+    let total = 0;
+    const cutoff = clock() - opts.idempotencyWindowMs;
+    for (;;) {
+      const n = idempotency.prune(cutoff, PRUNE_BATCH);
+      total += n;
+      if (n < PRUNE_BATCH) return total;
+    }
+  }
+
+  return {
+    partitions: opts.partitions,
+    recovery,
+    pruneIdempotency,
+    append,
+    read(partition, fromOffset, limit) {
+      return index.range(partition, fromOffset, limit).map((entry) => toStored(partition, entry));
+    },
+    lookup(source, id) {
+      const found = idempotency.find(source, id);
+      if (!found) return undefined;
+      const entry = index.get(found.partition, found.offset);
+      return entry ? toStored(found.partition, entry) : undefined;
+    },
+    heads: () => committedHeads,
+    health: () => (writable && !closed ? { writable: true } : { writable: false, reason: closed ? 'closed' : failureReason }),
+    onAppend(listener) {
+      listeners.add(listener);
+      return () => listeners.delete(listener);
+    },
+    async close() {
+      if (closed) return;
+      closed = true;
+      clearInterval(pruneTimer);
+      if (syncTimer) clearInterval(syncTimer);
+      while (flushing || current.entries.length > 0) {
+        await flush();
+        await new Promise((r) => setImmediate(r));
+      }
+      segments.close();
+    },
+  };
+}

@@ -1,0 +1,120 @@
+import { crc32 } from 'node:zlib';
+import type { CloudEvent, EventData } from '../cloudevents/event';
+
+/**
+ * On-disk record frame (little-endian):
+ *
+ *   u32 bodyLength | u32 crc32(bodyLength bytes ++ body) | body
+ *   body = u8 version | u8 dataKind | u16 partition | f64 offset | f64 storedAt | u32 attrsLength | attrs JSON | data
+ *
+ * The checksum covers the length too, so a torn length is caught as surely as a
+ * torn body. Offsets are f64: exact up to 2^53, far beyond any real partition.
+ */
+export const FRAME_HEADER_BYTES = 8;
+const BODY_FIXED_BYTES = 1 + 1 + 2 + 8 + 8 + 4;
+const VERSION = 1;
+/** Anything longer is garbage, not a record: no request body can be this large. */
+export const MAX_RECORD_BYTES = 512 * 1024 * 1024;
+
+const DATA_KINDS = ['none', 'json', 'bytes', 'base64'] as const;
+
+export interface LogRecord {
+  partition: number;
+  offset: number;
+  storedAt: number;
+  event: CloudEvent;
+}
+
+export function encodeRecord(record: LogRecord): Buffer {
+  const attrs = Buffer.from(JSON.stringify(record.event.attributes), 'utf8');
+  const data = encodeData(record.event.data);
+  const bodyLength = BODY_FIXED_BYTES + attrs.length + data.length;
+  const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bodyLength);
+  frame.writeUInt32LE(bodyLength, 0);
+  let at = FRAME_HEADER_BYTES;
+  at = frame.writeUInt8(VERSION, at);
+  at = frame.writeUInt8(DATA_KINDS.indexOf(record.event.data.kind), at);
+  at = frame.writeUInt16LE(record.partition, at);
+  at = frame.writeDoubleLE(record.offset, at);
+  at = frame.writeDoubleLE(record.storedAt, at);
+  at = frame.writeUInt32LE(attrs.length, at);
+  at += attrs.copy(frame, at);
+  data.copy(frame, at);
+  frame.writeUInt32LE(checksum(frame, bodyLength), 4);
+  return frame;
+}
+
+function encodeData(data: EventData): Buffer {
+  switch (data.kind) {
+    case 'none':
+      return Buffer.alloc(0);
+    case 'json':
+      return Buffer.from(JSON.stringify(data.value), 'utf8');
+    case 'bytes':
+    case 'base64':
+      return data.bytes;
+  }
+}
+
+function checksum(frame: Buffer, bodyLength: number): number {
+  const lengthCrc = crc32(frame.subarray(0, 4));
+  return crc32(frame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + bodyLength), lengthCrc);
+}
+
+export type FrameCheck =
+  | { status: 'ok'; length: number }
+  | { status: 'incomplete' }
+  | { status: 'corrupt'; reason: string };
+
+/** Checks the frame that starts at `at` in `buf` without decoding it. */
+export function checkFrame(buf: Buffer, at: number): FrameCheck {
+  if (buf.length - at < FRAME_HEADER_BYTES) return { status: 'incomplete' };
+  const bodyLength = buf.readUInt32LE(at);
+  if (bodyLength < BODY_FIXED_BYTES || bodyLength > MAX_RECORD_BYTES) return { status: 'corrupt', reason: `implausible length ${bodyLength}` };
+  const length = FRAME_HEADER_BYTES + bodyLength;
+  if (buf.length - at < length) return { status: 'incomplete' };
+  const frame = buf.subarray(at, at + length);
+  if (checksum(frame, bodyLength) !== frame.readUInt32LE(4)) return { status: 'corrupt', reason: 'checksum mismatch' };
+  if (frame.readUInt8(FRAME_HEADER_BYTES) !== VERSION) return { status: 'corrupt', reason: 'unknown record version' };
+  return { status: 'ok', length };
+}
+
+/** Decodes a frame already known to be intact (`checkFrame` said ok, or it came from the index). */
+export function decodeRecord(frame: Buffer): LogRecord {
+  let at = FRAME_HEADER_BYTES + 1;
+  const kind = DATA_KINDS[frame.readUInt8(at++)];
+  const partition = frame.readUInt16LE(at);
+  const offset = frame.readDoubleLE(at + 2);
+  const storedAt = frame.readDoubleLE(at + 10);
+  const attrsLength = frame.readUInt32LE(at + 18);
+  at += 22;
+  const attributes = JSON.parse(frame.toString('utf8', at, at + attrsLength));
+  const dataBytes = frame.subarray(at + attrsLength);
+  let data: EventData;
+  switch (kind) {
+    case 'json':
+      data = { kind, value: JSON.parse(dataBytes.toString('utf8')) };
+      break;
+    case 'bytes':
+    case 'base64':
+      data = { kind, bytes: Buffer.from(dataBytes) };
+      break;
+    default:
+      data = { kind: 'none' };
+  }
+  return { partition, offset, storedAt, event: { attributes, data } };
+}
+
+/** Partition, offset, storedAt and the idempotency key, without parsing the data. */
+export function decodeRecordHeader(frame: Buffer): { partition: number; offset: number; storedAt: number; source: string; id: string } {
+  const at = FRAME_HEADER_BYTES + 2;
+  const attrsLength = frame.readUInt32LE(at + 18);
+  const attributes = JSON.parse(frame.toString('utf8', at + 22, at + 22 + attrsLength)) as { source: string; id: string };
+  return {
+    partition: frame.readUInt16LE(at),
+    offset: frame.readDoubleLE(at + 2),
+    storedAt: frame.readDoubleLE(at + 10),
+    source: attributes.source,
+    id: attributes.id,
+  };
+}

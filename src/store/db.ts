@@ -1,0 +1,57 @@
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import path from 'node:path';
+
+export type Db = Database.Database;
+
+/** Works from `src/store` (ts-jest) and `dist/store` (build) alike. */
+export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
+
+/**
+ * Opens the gateway's SQLite database with the pragmas Herald relies on.
+ * `synchronous=NORMAL`: a power cut may lose the last transactions, but every
+ * row the log implies is rebuilt from the log at start-up, and the rest
+ * (subscriptions, delivery offsets) may only move back to a safe older state.
+ * Automatic checkpoints are off: they stall commits on the request path, so
+ * the gateway checkpoints on a timer instead (see `checkpoint`).
+ */
+export function openDatabase(file: string): Db {
+  const db = new Database(file);
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = NORMAL');
+  db.pragma('foreign_keys = ON');
+  db.pragma('busy_timeout = 5000');
+  db.pragma('wal_autocheckpoint = 0');
+  migrate(db);
+  return db;
+}
+
+/** Applies `migrations/NNNN_name.sql` files not yet recorded, in order, each in a transaction. */
+export function migrate(db: Db, dir = MIGRATIONS_DIR): number[] {
+  db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
+    version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
+  const applied = new Set(
+    (db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version),
+  );
+  const files = fs
+    .readdirSync(dir)
+    .filter((f) => /^\d+_.+\.sql$/.test(f))
+    .sort();
+  const newlyApplied: number[] = [];
+  for (const file of files) {
+    const version = Number(file.split('_', 1)[0]);
+    if (applied.has(version)) continue;
+    const sql = fs.readFileSync(path.join(dir, file), 'utf8');
+    db.transaction(() => {
+      db.exec(sql);
+      db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (?, ?, ?)').run(version, file, Date.now());
+    })();
+    newlyApplied.push(version);
+  }
+  return newlyApplied;
+}
+
+/** Moves the SQLite WAL into the main file without blocking writers (PASSIVE). */
+export function checkpoint(db: Db): void {
+  db.pragma('wal_checkpoint(PASSIVE)');
+}

@@ -1,0 +1,41 @@
+import type { Db } from './db';
+
+export interface IdempotencyRow {
+  source: string;
+  id: string;
+  partition: number;
+  offset: number;
+  storedAt: number;
+}
+
+/** `idempotency`: source+id → where the event was stored. Owned by the local event store. */
+export function createIdempotencyRepo(db: Db) {
+  const find = db.prepare<[string, string], { partition: number; offset: number; storedAt: number }>(
+    'SELECT partition, "offset" AS offset, stored_at AS storedAt FROM idempotency WHERE source = ? AND id = ?',
+  );
+  const insert = db.prepare<[string, string, number, number, number]>(
+    'INSERT OR IGNORE INTO idempotency (source, id, partition, "offset", stored_at) VALUES (?, ?, ?, ?, ?)',
+  );
+  const pruneBatch = db.prepare<[number, number]>(
+    `DELETE FROM idempotency WHERE (source, id) IN
+       (SELECT source, id FROM idempotency WHERE stored_at < ? LIMIT ?)`,
+  );
+  const deleteFrom = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" >= ?');
+  return {
+    find(source: string, id: string) {
+      return find.get(source, id);
+    },
+    insert(row: IdempotencyRow): void {
+      insert.run(row.source, row.id, row.partition, row.offset, row.storedAt);
+    },
+    /** Deletes up to `limit` records stored before `cutoff`; returns how many. Bounded so it never stalls ingest. */
+    prune(cutoff: number, limit: number): number {
+      return pruneBatch.run(cutoff, limit).changes;
+    },
+    /** Forgets records at or past `offset` in a partition (SQLite ahead of the log after a power cut). */
+    deleteFrom(partition: number, offset: number): void {
+      deleteFrom.run(partition, offset);
+    },
+  };
+}
+export type IdempotencyRepo = ReturnType<typeof createIdempotencyRepo>;

@@ -1,0 +1,43 @@
+import type { Db } from './db';
+
+export interface IndexEntry {
+  offset: number;
+  position: number;
+  length: number;
+}
+
+/** `log_index`: (partition, offset) → byte range in the log. Owned by the local event store. */
+export function createLogIndexRepo(db: Db) {
+  const insert = db.prepare<[number, number, number, number]>(
+    'INSERT OR REPLACE INTO log_index (partition, "offset", position, length) VALUES (?, ?, ?, ?)',
+  );
+  const range = db.prepare<[number, number, number], IndexEntry>(
+    'SELECT "offset" AS offset, position, length FROM log_index WHERE partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT ?',
+  );
+  const one = db.prepare<[number, number], IndexEntry>(
+    'SELECT "offset" AS offset, position, length FROM log_index WHERE partition = ? AND "offset" = ?',
+  );
+  const past = db.prepare<[number], { partition: number; offset: number }>(
+    'SELECT partition, MIN("offset") AS offset FROM log_index WHERE position >= ? GROUP BY partition',
+  );
+  const deletePast = db.prepare<[number]>('DELETE FROM log_index WHERE position >= ?');
+  return {
+    insert(partition: number, entry: IndexEntry): void {
+      insert.run(partition, entry.offset, entry.position, entry.length);
+    },
+    range(partition: number, fromOffset: number, limit: number): IndexEntry[] {
+      return range.all(partition, fromOffset, limit);
+    },
+    get(partition: number, offset: number): IndexEntry | undefined {
+      return one.get(partition, offset);
+    },
+    /** First offset per partition of entries at or past `position` (entries the log no longer holds). */
+    firstOffsetsPast(position: number) {
+      return past.all(position);
+    },
+    deletePast(position: number): void {
+      deletePast.run(position);
+    },
+  };
+}
+export type LogIndexRepo = ReturnType<typeof createLogIndexRepo>;
