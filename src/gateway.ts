@@ -5,18 +5,25 @@ import path from 'node:path';
 import { createApp } from './api/app';
 import { createEventsRouter } from './api/events-router';
 import { createHealthRouter } from './api/health-router';
+import { createDeliveriesRouter } from './api/deliveries-router';
 import { createIngestHandler } from './api/ingest-handler';
+import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
+import { createDispatcher, type Dispatcher } from './delivery/dispatcher';
+import { createHttpSender } from './delivery/http-sender';
 import type { EventStore } from './log/event-store';
 import { openLocalEventStore } from './log/local-event-store';
 import { createLogger, type Logger } from './logger';
 import { checkpoint, openDatabase, type Db } from './store/db';
+import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 
 export interface Gateway {
   url: string;
   port: number;
   store: EventStore;
   db: Db;
+  dispatcher: Dispatcher;
+  subscriptions: SubscriptionsService;
   log: Logger;
   close(): Promise<void>;
 }
@@ -46,7 +53,19 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
     throw err;
   }
 
-  const app = createApp({ log, routers: [createHealthRouter({ store, db }), createEventsRouter(store)] });
+  let publicUrl = config.publicUrl ?? '';
+  const dispatcher = createDispatcher({ store, db, log, sender: createHttpSender(), ackUrlBase: () => publicUrl });
+  const subscriptions = createSubscriptionsService({ db, store, dispatcher });
+
+  const app = createApp({
+    log,
+    routers: [
+      createHealthRouter({ store, db }),
+      createEventsRouter(store),
+      createSubscriptionsRouter(subscriptions),
+      createDeliveriesRouter(dispatcher),
+    ],
+  });
   const ingest = createIngestHandler({ store, log, maxBodyBytes: config.maxBodyBytes });
   const server = http.createServer((req, res) => {
     if (req.method === 'POST' && (req.url === '/events' || req.url?.startsWith('/events?'))) {
@@ -67,6 +86,8 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
   const port = (server.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
+  publicUrl ||= url;
+  subscriptions.startAll();
 
   const checkpointTimer = setInterval(() => {
     try {
@@ -88,6 +109,7 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       force.unref();
       await closed;
       clearTimeout(force);
+      await dispatcher.close();
       await store.close();
       checkpoint(db);
       db.close();
@@ -96,5 +118,5 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
     return closing;
   }
 
-  return { url, port, store, db, log, close };
+  return { url, port, store, db, dispatcher, subscriptions, log, close };
 }

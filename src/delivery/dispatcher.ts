@@ -1,0 +1,278 @@
+import type { Logger } from 'pino';
+import { AppError } from '../errors';
+import type { EventStore } from '../log/event-store';
+import type { Db } from '../store/db';
+import { createDeadLettersRepo, type DeadLetterReason } from '../store/dead-letters-repo';
+import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
+import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { Matcher } from '../subscriptions/filter';
+import type { HttpSender } from './http-sender';
+import {
+  createSubscriptionWorker,
+  type CallbackOutcome,
+  type Pending,
+  type StatePersistence,
+  type SubscriptionWorker,
+} from './subscription-worker';
+
+export interface DispatcherDeps {
+  store: EventStore;
+  db: Db;
+  log: Logger;
+  sender: HttpSender;
+  ackUrlBase: () => string;
+  clock?: () => number;
+  random?: () => number;
+}
+
+/** Live view of a subscription the dispatcher delivers for; the subscriptions service owns the record. */
+export interface SubscriptionHandle {
+  record: () => SubscriptionRecord;
+  matcher: () => Matcher;
+  /** The receiver answered 410: pause with reason `gone`. */
+  onGone: () => void;
+}
+
+interface CallbackEntry {
+  worker: SubscriptionWorker;
+  pending: Pending;
+  outcome: CallbackOutcome | null;
+}
+
+export type CallbackAction = 'ack' | 'nack' | 'extend' | 'reject';
+const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
+
+const FLUSH_INTERVAL_MS = 10;
+/** Settled callback ids remembered so a repeat is answered 200 or 409 rather than 404. */
+const SETTLED_CALLBACKS_KEPT = 100_000;
+
+/**
+ * Runs one worker per subscription, routes ack callbacks to them, and writes
+ * their state to SQLite behind them: one transaction per flush instead of
+ * one per event. A crash loses at most the last flush interval of progress,
+ * which means redelivery (at least once), never loss.
+ */
+export function createDispatcher(deps: DispatcherDeps) {
+  const clock = deps.clock ?? Date.now;
+  const random = deps.random ?? Math.random;
+  const stateRepo = createDeliveryStateRepo(deps.db);
+  const deadLetters = createDeadLettersRepo(deps.db);
+  const workers = new Map<string, SubscriptionWorker>();
+  const callbacks = new Map<string, CallbackEntry>();
+
+  // Write-behind buffers, keyed so that only the latest state of each row is written.
+  const dirtyPending = new Map<string, { subscriptionId: string; pending: Pending; remove: boolean }>();
+  const dirtyOffsets = new Map<string, { subscriptionId: string; row: OffsetRow }>();
+  let deadLetterInserts: { subscriptionId: string; partition: number; offset: number; attempts: number; lastStatus: number | null; lastError: string | null; reason: DeadLetterReason; deadAt: number }[] = [];
+  let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
+  let flushTimer: NodeJS.Timeout | undefined;
+
+  const writeBatch = deps.db.transaction(() => {
+    for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
+      if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset);
+      else stateRepo.savePending(subscriptionId, snapshot(pending));
+    }
+    for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
+    for (const dl of deadLetterInserts) deadLetters.insert(dl);
+    for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
+  });
+
+  function flush(): void {
+    if (flushTimer) clearTimeout(flushTimer);
+    flushTimer = undefined;
+    if (dirtyPending.size === 0 && dirtyOffsets.size === 0 && deadLetterInserts.length === 0 && deadLetterDeletes.length === 0) return;
+    try {
+      writeBatch();
+    } catch (err) {
+      deps.log.error({ err }, 'delivery state flush failed; will retry');
+      scheduleFlush();
+      return;
+    }
+    dirtyPending.clear();
+    dirtyOffsets.clear();
+    deadLetterInserts = [];
+    deadLetterDeletes = [];
+  }
+
+  function scheduleFlush(): void {
+    flushTimer ??= setTimeout(flush, FLUSH_INTERVAL_MS);
+  }
+
+  const key = (subscriptionId: string, p: { partition: number; offset: number }) => `${subscriptionId}\u0000${p.partition}\u0000${p.offset}`;
+
+  const persistence: StatePersistence = {
+    savePending(subscriptionId, pending) {
+      dirtyPending.set(key(subscriptionId, pending), { subscriptionId, pending, remove: false });
+      scheduleFlush();
+    },
+    deletePending(subscriptionId, pending) {
+      dirtyPending.set(key(subscriptionId, pending), { subscriptionId, pending, remove: true });
+      scheduleFlush();
+    },
+    saveOffset(subscriptionId, row) {
+      dirtyOffsets.set(`${subscriptionId}\u0000${row.partition}`, { subscriptionId, row: { ...row } });
+      scheduleFlush();
+    },
+    deadLetter(subscriptionId, pending, reason, at) {
+      deadLetterInserts.push({
+        subscriptionId,
+        partition: pending.partition,
+        offset: pending.offset,
+        attempts: pending.attempt,
+        lastStatus: pending.lastStatus,
+        lastError: pending.lastError?.slice(0, 1024) ?? null,
+        reason,
+        deadAt: at,
+      });
+      scheduleFlush();
+    },
+    consumeDeadLetter(subscriptionId, deadLetterId) {
+      deadLetterDeletes.push({ subscriptionId, id: Number(deadLetterId) });
+      scheduleFlush();
+    },
+  };
+
+  const registry = {
+    issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending) {
+      callbacks.set(deliveryId, { worker, pending, outcome: null });
+    },
+    settle(deliveryId: string, outcome: CallbackOutcome) {
+      const entry = callbacks.get(deliveryId);
+      if (!entry || entry.outcome) return;
+      entry.outcome = outcome;
+      // Re-insert so the Map's order is settlement order, and drop the oldest settled ones.
+      callbacks.delete(deliveryId);
+      callbacks.set(deliveryId, entry);
+      if (callbacks.size > SETTLED_CALLBACKS_KEPT) {
+        for (const [id, e] of callbacks) {
+          if (callbacks.size <= SETTLED_CALLBACKS_KEPT) break;
+          if (e.outcome) callbacks.delete(id);
+        }
+      }
+    },
+  };
+
+  function snapshot(p: Pending) {
+    return {
+      partition: p.partition,
+      offset: p.offset,
+      attempt: p.attempt,
+      state: p.state,
+      deliveryId: p.deliveryId,
+      previousOffset: p.previousOffset,
+      nextAttemptAt: p.nextAttemptAt,
+      leaseUntil: p.leaseUntil,
+      redrive: p.redrive,
+      lastStatus: p.lastStatus,
+      lastError: p.lastError,
+    };
+  }
+
+  const unsubscribe = deps.store.onAppend(() => {
+    for (const worker of workers.values()) worker.wake();
+  });
+
+  function workerOf(subscriptionId: string): SubscriptionWorker {
+    const worker = workers.get(subscriptionId);
+    if (!worker) throw new AppError('not_found', `subscription ${subscriptionId} does not exist`);
+    return worker;
+  }
+
+  return {
+    /** Starts delivering for a subscription, from its saved offsets and pending rows. */
+    add(handle: SubscriptionHandle): void {
+      const id = handle.record().id;
+      flush();
+      const worker = createSubscriptionWorker(
+        {
+          subscription: handle.record,
+          matcher: handle.matcher,
+          store: deps.store,
+          sender: deps.sender,
+          persistence,
+          callbacks: registry,
+          ackUrlBase: deps.ackUrlBase,
+          onGone: handle.onGone,
+          log: deps.log,
+          clock,
+          random,
+        },
+        { offsets: stateRepo.offsets(id), pending: stateRepo.pending(id) },
+      );
+      workers.set(id, worker);
+      worker.start();
+    },
+    /** Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning. */
+    initOffsets(subscriptionId: string, startAt: 'latest' | 'earliest'): void {
+      const heads = deps.store.heads();
+      for (let p = 0; p < deps.store.partitions; p++) {
+        stateRepo.saveOffset(subscriptionId, { partition: p, committedOffset: startAt === 'latest' ? heads[p]! : 0, lastMatchedOffset: null });
+      }
+    },
+    resume(subscriptionId: string): void {
+      workerOf(subscriptionId).resume();
+    },
+    remove(subscriptionId: string): void {
+      const worker = workers.get(subscriptionId);
+      worker?.stop();
+      workers.delete(subscriptionId);
+      for (const [k, v] of dirtyPending) if (v.subscriptionId === subscriptionId) dirtyPending.delete(k);
+      for (const [k, v] of dirtyOffsets) if (v.subscriptionId === subscriptionId) dirtyOffsets.delete(k);
+      deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
+      deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
+      for (const [id, entry] of callbacks) if (entry.worker === worker) callbacks.delete(id);
+    },
+    stats(subscriptionId: string) {
+      return workerOf(subscriptionId).stats();
+    },
+    /** Writes buffered state now; reads of dead letters call this first so they see every one. */
+    flush,
+    redrive(subscriptionId: string, items: { deadLetterId: string; partition: number; offset: number }[]): void {
+      workerOf(subscriptionId).redrive(items);
+    },
+    /**
+     * A receiver's callback for one attempt. Repeating the same call is
+     * idempotent; a call for an attempt that is no longer current is a conflict.
+     */
+    callback(deliveryId: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string } = {}) {
+      const entry = callbacks.get(deliveryId);
+      if (!entry) throw new AppError('not_found', `no delivery attempt ${deliveryId}`);
+      const wanted = ACTION_OUTCOME[action];
+      if (entry.outcome !== null) {
+        if (wanted !== null && entry.outcome === wanted) return { deliveryId, status: entry.outcome, repeated: true };
+        throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current (${entry.outcome})`);
+      }
+      const { pending, worker } = entry;
+      if (pending.finished || pending.deliveryId !== deliveryId || (pending.state !== 'awaiting_ack' && pending.state !== 'in_flight')) {
+        throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current`);
+      }
+      switch (action) {
+        case 'ack':
+          registry.settle(deliveryId, 'acked');
+          worker.ack(pending);
+          return { deliveryId, status: 'acked' as const };
+        case 'nack':
+          registry.settle(deliveryId, 'nacked');
+          worker.nack(pending, arg.delayMs);
+          return { deliveryId, status: 'nacked' as const, nextAttemptAt: pending.finished ? null : pending.nextAttemptAt };
+        case 'reject':
+          registry.settle(deliveryId, 'rejected');
+          worker.reject(pending, arg.reason);
+          return { deliveryId, status: 'rejected' as const };
+        case 'extend': {
+          const leaseUntil = worker.extend(pending, arg.ms ?? 0);
+          return { deliveryId, status: 'extended' as const, leaseUntil: new Date(leaseUntil).toISOString() };
+        }
+      }
+    },
+    async close(): Promise<void> {
+      unsubscribe();
+      for (const worker of workers.values()) worker.stop();
+      workers.clear();
+      flush();
+      await deps.sender.close();
+    },
+  };
+}
+
+export type Dispatcher = ReturnType<typeof createDispatcher>;

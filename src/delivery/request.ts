@@ -1,0 +1,71 @@
+import { createHash } from 'node:crypto';
+import { toBinaryMessage, toStructuredMessage } from '../cloudevents/format';
+import type { CloudEvent } from '../cloudevents/event';
+import { signWebhook } from './signing';
+
+export interface DeliveryRequestInput {
+  subscriptionId: string;
+  secret: string;
+  format: 'binary' | 'structured';
+  partition: number;
+  offset: number;
+  previousOffset: number | null;
+  attempt: number;
+  deliveryId: string;
+  ackUrlBase: string;
+  redrive: boolean;
+  event: CloudEvent;
+  nowSeconds: number;
+}
+
+/** Same for every attempt of one event to one subscription, restarts included: derived, not stored. */
+export function webhookIdOf(subscriptionId: string, partition: number, offset: number): string {
+  const digest = createHash('sha256').update(`${subscriptionId}:${partition}:${offset}`).digest('base64url');
+  return `msg_${digest.slice(0, 27)}`;
+}
+
+/**
+ * Headers and body of one delivery attempt: the event in its HTTP binding
+ * (binary by default; structured when asked, or when there is no data, since
+ * a webhook request needs a body), Standard Webhooks signature headers, and
+ * Herald's ordering and ack headers.
+ */
+export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Record<string, string>; body: Buffer } {
+  const useStructured = input.format === 'structured' || input.event.data.kind === 'none';
+  const message = useStructured ? toStructuredMessage(input.event) : toBinaryMessage(input.event);
+  const webhookId = webhookIdOf(input.subscriptionId, input.partition, input.offset);
+  const headers: Record<string, string> = {
+    ...message.headers,
+    'webhook-id': webhookId,
+    'webhook-timestamp': String(input.nowSeconds),
+    'webhook-signature': signWebhook(input.secret, webhookId, input.nowSeconds, message.body),
+    'herald-subscription-id': input.subscriptionId,
+    'herald-partition': String(input.partition),
+    'herald-offset': String(input.offset),
+    'herald-attempt': String(input.attempt),
+    'herald-delivery-id': input.deliveryId,
+    'herald-ack-url': `${input.ackUrlBase}/deliveries/${input.deliveryId}/ack`,
+  };
+  if (input.previousOffset !== null && !input.redrive) headers['herald-previous-offset'] = String(input.previousOffset);
+  if (input.redrive) headers['herald-redelivery'] = 'true';
+  if (!headers['content-type']) headers['content-type'] = 'application/octet-stream';
+  return { headers, body: message.body };
+}
+
+export type Outcome =
+  | { kind: 'done' }
+  | { kind: 'await_ack' }
+  | { kind: 'retry'; retryAfterHeader?: string }
+  | { kind: 'gone' }
+  | { kind: 'dead' };
+
+/**
+ * What an HTTP answer means for the attempt.
+ * @see http-webhook.md (202: accepted, not yet processed; 410: stop sending)
+ */
+export function classifyStatus(status: number, ackMode: 'auto' | 'manual'): Outcome['kind'] {
+  if (status >= 200 && status < 300) return status === 202 || ackMode === 'manual' ? 'await_ack' : 'done';
+  if (status === 410) return 'gone';
+  if (status === 408 || status === 409 || status === 425 || status === 429 || status >= 500) return 'retry';
+  return 'dead';
+}

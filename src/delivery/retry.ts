@@ -1,0 +1,31 @@
+export interface RetryPolicy {
+  maxAttempts: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  multiplier: number;
+  /** Fraction of the delay randomised either way: 0.2 gives ±20 %. */
+  jitter: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 10, initialDelayMs: 1000, maxDelayMs: 300_000, multiplier: 2, jitter: 0.2 };
+
+/**
+ * Delay before the attempt after `failedAttempt` (1-based): exponential,
+ * jittered, capped at `maxDelayMs`. A receiver's `Retry-After` wins, capped too.
+ */
+export function retryDelayMs(failedAttempt: number, policy: RetryPolicy, opts: { retryAfterMs?: number; random?: () => number } = {}): number {
+  if (opts.retryAfterMs !== undefined) return Math.min(Math.max(0, opts.retryAfterMs), policy.maxDelayMs);
+  const random = opts.random ?? Math.random;
+  const base = policy.initialDelayMs * policy.multiplier ** Math.max(0, failedAttempt - 1);
+  const jittered = base * (1 + policy.jitter * (2 * random() - 1));
+  return Math.round(Math.min(policy.maxDelayMs, Math.max(0, jittered)));
+}
+
+/** `Retry-After` as seconds or an HTTP date, in ms from `now`; undefined when absent or unreadable. */
+export function parseRetryAfter(value: string | undefined, now: number): number | undefined {
+  if (value === undefined) return undefined;
+  const trimmed = value.trim();
+  if (/^\d+$/.test(trimmed)) return Number(trimmed) * 1000;
+  const date = Date.parse(trimmed);
+  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+}

@@ -1,0 +1,484 @@
+import { randomBytes } from 'node:crypto';
+import type { Logger } from 'pino';
+import type { EventStore, StoredEvent } from '../log/event-store';
+import type { DeadLetterReason } from '../store/dead-letters-repo';
+import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
+import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { Matcher } from '../subscriptions/filter';
+import type { HttpSender } from './http-sender';
+import { buildDeliveryRequest, classifyStatus } from './request';
+import { parseRetryAfter, retryDelayMs } from './retry';
+
+/** An event this subscription has started and not finished. */
+export interface Pending extends PendingRow {
+  event?: StoredEvent;
+  timer?: NodeJS.Timeout;
+  finished: boolean;
+  /** Lease asked for by `extend` before the 202 arrived. */
+  leaseFloor?: number;
+  /** The HTTP request of the current attempt is open. */
+  sending?: boolean;
+}
+
+interface PartitionCursor {
+  partition: number;
+  /** Every offset below is finished. */
+  committed: number;
+  committedLastMatched: number | null;
+  /** Next offset to examine. */
+  cursor: number;
+  lastMatched: number | null;
+  /** Finished offsets above `committed` (ordering none), with whether they matched. */
+  finished: Map<number, boolean>;
+  pending: Map<number, Pending>;
+  buffer: StoredEvent[];
+  bufferAt: number;
+}
+
+/** Writes the dispatcher batches into SQLite (write-behind, one transaction per flush). */
+export interface StatePersistence {
+  savePending(subscriptionId: string, pending: Pending): void;
+  deletePending(subscriptionId: string, pending: Pending): void;
+  saveOffset(subscriptionId: string, row: OffsetRow): void;
+  deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number): void;
+  consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
+}
+
+export type CallbackOutcome = 'acked' | 'nacked' | 'rejected' | 'expired' | 'failed' | 'superseded';
+
+/** Ack-URL tokens: the dispatcher routes callbacks to the worker that issued them. */
+export interface CallbackRegistry {
+  issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending): void;
+  settle(deliveryId: string, outcome: CallbackOutcome): void;
+}
+
+export interface WorkerDeps {
+  subscription: () => SubscriptionRecord;
+  matcher: () => Matcher;
+  store: EventStore;
+  sender: HttpSender;
+  persistence: StatePersistence;
+  callbacks: CallbackRegistry;
+  ackUrlBase: () => string;
+  onGone: () => void;
+  log: Logger;
+  clock: () => number;
+  random: () => number;
+}
+
+const PAGE = 64;
+/** With ordering none, how far past the oldest unfinished offset a partition may run: bounds memory. */
+const MAX_WINDOW = 10_000;
+
+export function newDeliveryId(): string {
+  return `dlv_${randomBytes(18).toString('base64url')}`;
+}
+
+/**
+ * Delivers one subscription: per partition, walks the log from the committed
+ * offset, filters, posts, retries, awaits acks, dead-letters, and advances the
+ * committed offset over contiguous finished offsets.
+ */
+export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: OffsetRow[]; pending: PendingRow[] }) {
+  const subId = deps.subscription().id;
+  const parts: PartitionCursor[] = [];
+  const byPartition = new Map(saved.offsets.map((o) => [o.partition, o]));
+  for (let p = 0; p < deps.store.partitions; p++) {
+    const o = byPartition.get(p);
+    const committed = o?.committedOffset ?? 0;
+    const lastMatched = o?.lastMatchedOffset ?? null;
+    parts.push({ partition: p, committed, committedLastMatched: lastMatched, cursor: committed, lastMatched, finished: new Map(), pending: new Map(), buffer: [], bufferAt: 0 });
+  }
+  const redrives = new Map<string, Pending>();
+  const redriveQueue: { deadLetterId: string; partition: number; offset: number }[] = [];
+  const queuedDeadLetters = new Set<string>();
+  let stopped = false;
+  let pumpScheduled = false;
+  let worker!: SubscriptionWorker;
+
+  const paused = () => deps.subscription().state === 'paused';
+  const options = () => deps.subscription().delivery;
+  const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
+
+  function hasCapacity(part: PartitionCursor): boolean {
+    if (options().ordering === 'partition') return part.pending.size === 0;
+    return part.cursor - part.committed < MAX_WINDOW;
+  }
+
+  function schedulePump(): void {
+    if (pumpScheduled || stopped) return;
+    pumpScheduled = true;
+    setImmediate(() => {
+      pumpScheduled = false;
+      pump();
+    });
+  }
+
+  function pump(): void {
+    if (stopped || paused()) return;
+    const max = options().maxInFlight;
+    while (redriveQueue.length > 0 && totalPending() < max) startRedrive(redriveQueue.shift()!);
+    let progressed = true;
+    while (progressed && totalPending() < max) {
+      progressed = false;
+      for (const part of parts) {
+        if (totalPending() >= max) break;
+        if (hasCapacity(part) && takeOne(part)) progressed = true;
+      }
+    }
+  }
+
+  function next(part: PartitionCursor): StoredEvent | undefined {
+    if (part.bufferAt >= part.buffer.length) {
+      if (part.cursor >= deps.store.heads()[part.partition]!) return undefined;
+      part.buffer = deps.store.read(part.partition, part.cursor, PAGE);
+      part.bufferAt = 0;
+    }
+    const event = part.buffer[part.bufferAt];
+    if (event === undefined || event.offset !== part.cursor) {
+      part.buffer = [];
+      part.bufferAt = 0;
+      return undefined;
+    }
+    part.bufferAt++;
+    return event;
+  }
+
+  /** Starts the next matching event of a partition; filtered-out events finish on the way. */
+  function takeOne(part: PartitionCursor): boolean {
+    for (;;) {
+      if (!hasCapacity(part)) return false;
+      const stored = next(part);
+      if (!stored) return false;
+      part.cursor++;
+      if (part.pending.has(stored.offset)) {
+        part.lastMatched = stored.offset; // restored from before a restart
+        continue;
+      }
+      if (!deps.matcher()(stored.event.attributes)) {
+        finish(part, stored.offset, false);
+        continue;
+      }
+      const pending: Pending = {
+        partition: part.partition,
+        offset: stored.offset,
+        attempt: 0,
+        state: 'in_flight',
+        deliveryId: null,
+        previousOffset: part.lastMatched,
+        nextAttemptAt: null,
+        leaseUntil: null,
+        redrive: false,
+        lastStatus: null,
+        lastError: null,
+        event: stored,
+        finished: false,
+      };
+      part.lastMatched = stored.offset;
+      part.pending.set(stored.offset, pending);
+      void attempt(pending);
+      return true;
+    }
+  }
+
+  function startRedrive(item: { deadLetterId: string; partition: number; offset: number }): void {
+    queuedDeadLetters.delete(item.deadLetterId);
+    const key = `${item.partition}:${item.offset}`;
+    if (redrives.has(key)) return;
+    const pending: Pending = {
+      partition: item.partition,
+      offset: item.offset,
+      attempt: 0,
+      state: 'in_flight',
+      deliveryId: null,
+      previousOffset: null,
+      nextAttemptAt: null,
+      leaseUntil: null,
+      redrive: true,
+      lastStatus: null,
+      lastError: null,
+      finished: false,
+    };
+    redrives.set(key, pending);
+    deps.persistence.consumeDeadLetter(subId, item.deadLetterId);
+    void attempt(pending);
+  }
+
+  function finish(part: PartitionCursor, offset: number, matched: boolean): void {
+    if (offset < part.committed) return;
+    part.finished.set(offset, matched);
+    const before = part.committed;
+    while (part.finished.has(part.committed)) {
+      if (part.finished.get(part.committed)) part.committedLastMatched = part.committed;
+      part.finished.delete(part.committed);
+      part.committed++;
+    }
+    if (part.committed !== before) {
+      deps.persistence.saveOffset(subId, { partition: part.partition, committedOffset: part.committed, lastMatchedOffset: part.committedLastMatched });
+    }
+  }
+
+  function eventOf(pending: Pending): StoredEvent | undefined {
+    pending.event ??= deps.store.read(pending.partition, pending.offset, 1)[0];
+    return pending.event;
+  }
+
+  async function attempt(pending: Pending): Promise<void> {
+    if (stopped || pending.finished) return;
+    clearTimer(pending);
+    const stored = eventOf(pending);
+    if (!stored) {
+      deps.log.error({ subscription: subId, partition: pending.partition, offset: pending.offset }, 'event missing from the log; skipping');
+      complete(pending);
+      return;
+    }
+    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
+    pending.attempt++;
+    pending.deliveryId = newDeliveryId();
+    pending.state = 'in_flight';
+    pending.nextAttemptAt = null;
+    pending.leaseUntil = null;
+    pending.leaseFloor = undefined;
+    const attemptId = pending.deliveryId;
+    deps.callbacks.issue(attemptId, worker, pending);
+    deps.persistence.savePending(subId, pending);
+
+    const sub = deps.subscription();
+    const request = buildDeliveryRequest({
+      subscriptionId: subId,
+      secret: sub.secret,
+      format: sub.delivery.format,
+      partition: pending.partition,
+      offset: pending.offset,
+      previousOffset: pending.previousOffset,
+      attempt: pending.attempt,
+      deliveryId: attemptId,
+      ackUrlBase: deps.ackUrlBase(),
+      redrive: pending.redrive,
+      event: stored.event,
+      nowSeconds: Math.floor(deps.clock() / 1000),
+    });
+    pending.sending = true;
+    const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs);
+    pending.sending = false;
+    // A callback may have settled this attempt while the request was open.
+    if (stopped || pending.finished || pending.deliveryId !== attemptId || pending.state !== 'in_flight') return;
+    pending.lastStatus = result.status;
+    if (result.status === null) {
+      fail(pending, result.error ?? 'request failed');
+      return;
+    }
+    switch (classifyStatus(result.status, deps.subscription().delivery.ackMode)) {
+      case 'done':
+        pending.lastError = null;
+        deps.callbacks.settle(attemptId, 'acked');
+        complete(pending);
+        return;
+      case 'await_ack': {
+        const now = deps.clock();
+        pending.state = 'awaiting_ack';
+        pending.leaseUntil = Math.max(now + deps.subscription().delivery.ackDeadlineMs, pending.leaseFloor ?? 0);
+        armLease(pending);
+        deps.persistence.savePending(subId, pending);
+        return;
+      }
+      case 'gone':
+        pending.lastError = result.error ?? 'subscriber answered 410 Gone';
+        deps.callbacks.settle(attemptId, 'failed');
+        waitForResume(pending);
+        deps.onGone();
+        return;
+      case 'retry':
+        fail(pending, result.error ?? `HTTP ${result.status}`, parseRetryAfter(result.retryAfter, deps.clock()));
+        return;
+      case 'dead':
+        pending.lastError = result.error ?? `HTTP ${result.status}`;
+        deps.callbacks.settle(attemptId, 'failed');
+        deadLetter(pending, 'rejected_status');
+        return;
+    }
+  }
+
+  function armLease(pending: Pending): void {
+    clearTimer(pending);
+    const delay = Math.max(0, (pending.leaseUntil ?? 0) - deps.clock());
+    pending.timer = setTimeout(() => {
+      if (stopped || pending.finished || pending.state !== 'awaiting_ack') return;
+      if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'expired');
+      fail(pending, `no acknowledgement within the lease (ackDeadlineMs=${deps.subscription().delivery.ackDeadlineMs})`);
+    }, delay);
+  }
+
+  /** A failed attempt: retry after the backoff (or the receiver's delay), or dead-letter after maxAttempts. */
+  function fail(pending: Pending, error: string, delayMs?: number): void {
+    pending.lastError = error;
+    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'failed');
+    const policy = deps.subscription().delivery.retry;
+    if (pending.attempt >= policy.maxAttempts) {
+      deadLetter(pending, 'max_attempts');
+      return;
+    }
+    const delay = retryDelayMs(pending.attempt, policy, { retryAfterMs: delayMs, random: deps.random });
+    schedule(pending, deps.clock() + delay);
+  }
+
+  function schedule(pending: Pending, at: number): void {
+    pending.state = 'scheduled';
+    pending.nextAttemptAt = at;
+    pending.leaseUntil = null;
+    deps.persistence.savePending(subId, pending);
+    armRetry(pending);
+  }
+
+  function armRetry(pending: Pending): void {
+    clearTimer(pending);
+    pending.timer = setTimeout(() => {
+      pending.timer = undefined;
+      if (stopped || pending.finished || paused()) return; // resume() re-arms
+      void attempt(pending);
+    }, Math.max(0, (pending.nextAttemptAt ?? 0) - deps.clock()));
+  }
+
+  /** 410 Gone: keep the event, retry it when the subscription is resumed. */
+  function waitForResume(pending: Pending): void {
+    clearTimer(pending);
+    pending.state = 'scheduled';
+    pending.nextAttemptAt = deps.clock();
+    deps.persistence.savePending(subId, pending);
+  }
+
+  function deadLetter(pending: Pending, reason: DeadLetterReason): void {
+    deps.persistence.deadLetter(subId, pending, reason, deps.clock());
+    complete(pending);
+  }
+
+  function complete(pending: Pending): void {
+    pending.finished = true;
+    clearTimer(pending);
+    deps.persistence.deletePending(subId, pending);
+    if (pending.redrive) {
+      redrives.delete(`${pending.partition}:${pending.offset}`);
+    } else {
+      const part = parts[pending.partition]!;
+      part.pending.delete(pending.offset);
+      finish(part, pending.offset, true);
+    }
+    schedulePump();
+  }
+
+  function clearTimer(pending: Pending): void {
+    if (pending.timer) clearTimeout(pending.timer);
+    pending.timer = undefined;
+  }
+
+  function restore(rows: PendingRow[]): void {
+    const now = deps.clock();
+    for (const row of rows) {
+      const pending: Pending = { ...row, finished: false };
+      if (row.redrive) redrives.set(`${row.partition}:${row.offset}`, pending);
+      else parts[row.partition]?.pending.set(row.offset, pending);
+      if (row.state === 'awaiting_ack' && row.deliveryId && (row.leaseUntil ?? 0) > now) {
+        deps.callbacks.issue(row.deliveryId, worker, pending);
+        armLease(pending);
+      } else if (row.state === 'awaiting_ack') {
+        fail(pending, 'ack lease ran out while the gateway was down');
+      } else if (row.state === 'scheduled') {
+        armRetry(pending);
+      }
+      // in_flight at a crash: delivered again by resume() below, same webhook-id.
+    }
+  }
+
+  worker = {
+    id: subId,
+    start(): void {
+      restore(saved.pending);
+      this.resume();
+    },
+    /** Re-arms due retries and starts pulling again (after creation, restart or resume). */
+    resume(): void {
+      if (stopped || paused()) return;
+      for (const pending of allPending()) {
+        if (pending.finished) continue;
+        if (pending.state === 'in_flight' && !pending.sending) void attempt(pending);
+        else if (pending.state === 'scheduled' && pending.timer === undefined) armRetry(pending);
+      }
+      schedulePump();
+    },
+    wake: schedulePump,
+    /** Callback from the receiver for the current attempt. */
+    ack(pending: Pending): void {
+      pending.lastError = null;
+      complete(pending);
+    },
+    nack(pending: Pending, delayMs?: number): void {
+      fail(pending, 'negatively acknowledged by the receiver', delayMs);
+    },
+    extend(pending: Pending, ms: number): number {
+      const until = deps.clock() + ms;
+      if (pending.state === 'awaiting_ack') {
+        pending.leaseUntil = until;
+        armLease(pending);
+        deps.persistence.savePending(subId, pending);
+      } else {
+        pending.leaseFloor = until;
+      }
+      return until;
+    },
+    reject(pending: Pending, reason?: string): void {
+      pending.lastError = reason ?? 'rejected by the receiver';
+      deadLetter(pending, 'receiver_rejected');
+    },
+    redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void {
+      for (const item of items) {
+        if (queuedDeadLetters.has(item.deadLetterId)) continue;
+        queuedDeadLetters.add(item.deadLetterId);
+        redriveQueue.push(item);
+      }
+      schedulePump();
+    },
+    stop(): void {
+      stopped = true;
+      for (const pending of allPending()) clearTimer(pending);
+    },
+    stats() {
+      const heads = deps.store.heads();
+      const now = deps.clock();
+      return parts.map((part) => {
+        const head = heads[part.partition] ?? 0;
+        let oldestPendingAgeMs: number | null = null;
+        if (part.committed < head) {
+          const oldest = part.pending.get(part.committed)?.event ?? deps.store.read(part.partition, part.committed, 1)[0];
+          if (oldest) oldestPendingAgeMs = Math.max(0, now - oldest.storedAt);
+        }
+        return {
+          partition: part.partition,
+          committedOffset: part.committed,
+          headOffset: head,
+          lag: Math.max(0, head - part.committed),
+          inFlight: part.pending.size,
+          oldestPendingAgeMs,
+        };
+      });
+    },
+  };
+  function allPending(): Pending[] {
+    return [...parts.flatMap((p) => [...p.pending.values()]), ...redrives.values()];
+  }
+
+  return worker;
+}
+
+export interface SubscriptionWorker {
+  id: string;
+  start(): void;
+  resume(): void;
+  wake(): void;
+  ack(pending: Pending): void;
+  nack(pending: Pending, delayMs?: number): void;
+  extend(pending: Pending, ms: number): number;
+  reject(pending: Pending, reason?: string): void;
+  redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void;
+  stop(): void;
+  stats(): { partition: number; committedOffset: number; headOffset: number; lag: number; inFlight: number; oldestPendingAgeMs: number | null }[];
+}

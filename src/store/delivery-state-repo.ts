@@ -1,0 +1,76 @@
+import type { Db } from './db';
+
+export interface OffsetRow {
+  partition: number;
+  committedOffset: number;
+  lastMatchedOffset: number | null;
+}
+
+export type PendingState = 'in_flight' | 'awaiting_ack' | 'scheduled';
+
+export interface PendingRow {
+  partition: number;
+  offset: number;
+  attempt: number;
+  state: PendingState;
+  deliveryId: string | null;
+  previousOffset: number | null;
+  nextAttemptAt: number | null;
+  leaseUntil: number | null;
+  redrive: boolean;
+  lastStatus: number | null;
+  lastError: string | null;
+}
+
+/**
+ * `subscription_offsets` and `pending_deliveries`: where each subscription is
+ * in each partition, and the events it has started. Owned by the dispatcher.
+ */
+export function createDeliveryStateRepo(db: Db) {
+  const offsets = db.prepare<[string], OffsetRow>(
+    `SELECT partition, committed_offset AS committedOffset, last_matched_offset AS lastMatchedOffset
+     FROM subscription_offsets WHERE subscription_id = ?`,
+  );
+  const upsertOffset = db.prepare<[string, number, number, number | null]>(
+    `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset) VALUES (?, ?, ?, ?)
+     ON CONFLICT (subscription_id, partition) DO UPDATE SET
+       committed_offset = MAX(committed_offset, excluded.committed_offset),
+       last_matched_offset = CASE WHEN excluded.committed_offset >= committed_offset THEN excluded.last_matched_offset ELSE last_matched_offset END`,
+  );
+  const pending = db.prepare<[string], Omit<PendingRow, 'redrive'> & { redrive: number }>(
+    `SELECT partition, "offset" AS offset, attempt, state, delivery_id AS deliveryId, previous_offset AS previousOffset,
+       next_attempt_at AS nextAttemptAt, lease_until AS leaseUntil, redrive, last_status AS lastStatus, last_error AS lastError
+     FROM pending_deliveries WHERE subscription_id = ? ORDER BY partition, "offset"`,
+  );
+  const upsertPending = db.prepare(
+    `INSERT INTO pending_deliveries (subscription_id, partition, "offset", attempt, state, delivery_id, previous_offset,
+       next_attempt_at, lease_until, redrive, last_status, last_error)
+     VALUES (@subscriptionId, @partition, @offset, @attempt, @state, @deliveryId, @previousOffset, @nextAttemptAt, @leaseUntil,
+       @redrive, @lastStatus, @lastError)
+     ON CONFLICT (subscription_id, partition, "offset") DO UPDATE SET attempt = excluded.attempt, state = excluded.state,
+       delivery_id = excluded.delivery_id, previous_offset = excluded.previous_offset, next_attempt_at = excluded.next_attempt_at,
+       lease_until = excluded.lease_until, redrive = excluded.redrive, last_status = excluded.last_status, last_error = excluded.last_error`,
+  );
+  const deletePending = db.prepare<[string, number, number]>(
+    'DELETE FROM pending_deliveries WHERE subscription_id = ? AND partition = ? AND "offset" = ?',
+  );
+  return {
+    offsets(subscriptionId: string): OffsetRow[] {
+      return offsets.all(subscriptionId);
+    },
+    /** Never moves a committed offset backwards, whatever order writes arrive in. */
+    saveOffset(subscriptionId: string, row: OffsetRow): void {
+      upsertOffset.run(subscriptionId, row.partition, row.committedOffset, row.lastMatchedOffset);
+    },
+    pending(subscriptionId: string): PendingRow[] {
+      return pending.all(subscriptionId).map((r) => ({ ...r, redrive: r.redrive === 1 }));
+    },
+    savePending(subscriptionId: string, row: PendingRow): void {
+      upsertPending.run({ subscriptionId, ...row, redrive: row.redrive ? 1 : 0 });
+    },
+    deletePending(subscriptionId: string, partition: number, offset: number): void {
+      deletePending.run(subscriptionId, partition, offset);
+    },
+  };
+}
+export type DeliveryStateRepo = ReturnType<typeof createDeliveryStateRepo>;

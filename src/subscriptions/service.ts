@@ -1,0 +1,187 @@
+import { randomUUID } from 'node:crypto';
+import { toStructured } from '../cloudevents/format';
+import type { Dispatcher } from '../delivery/dispatcher';
+import { newSigningSecret } from '../delivery/signing';
+import { AppError } from '../errors';
+import type { EventStore } from '../log/event-store';
+import type { Db } from '../store/db';
+import { createDeadLettersRepo } from '../store/dead-letters-repo';
+import { createSubscriptionsRepo, type SubscriptionRecord } from '../store/subscriptions-repo';
+import { parseInput } from '../api/query';
+import { compileFilters, type Matcher } from './filter';
+import { createSubscriptionSchema, deliverySchema, mergeDelivery, patchSubscriptionSchema } from './schema';
+
+interface Live {
+  record: SubscriptionRecord;
+  matcher: Matcher;
+}
+
+const REDRIVE_PAGE = 1000;
+
+/** Subscriptions: their records (SQLite `subscriptions`), validation, secrets, and the dispatcher's lifecycle hooks. */
+export function createSubscriptionsService(deps: { db: Db; store: EventStore; dispatcher: Dispatcher; clock?: () => number }) {
+  const clock = deps.clock ?? Date.now;
+  const repo = createSubscriptionsRepo(deps.db);
+  const deadLetters = createDeadLettersRepo(deps.db);
+  const live = new Map<string, Live>();
+
+  function liveOf(id: string): Live {
+    const found = live.get(id);
+    if (!found) throw new AppError('not_found', `subscription ${id} does not exist`);
+    return found;
+  }
+
+  function attach(record: SubscriptionRecord): void {
+    const entry: Live = { record, matcher: compileFilters(record.filters) };
+    live.set(record.id, entry);
+    deps.dispatcher.add({
+      record: () => entry.record,
+      matcher: () => entry.matcher,
+      onGone: () => setState(record.id, 'paused', 'gone'),
+    });
+  }
+
+  function save(entry: Live, changes: Partial<SubscriptionRecord>): SubscriptionRecord {
+    entry.record = { ...entry.record, ...changes, updatedAt: clock() };
+    repo.update(entry.record);
+    return entry.record;
+  }
+
+  function setState(id: string, state: 'active' | 'paused', reason: string | null): SubscriptionRecord {
+    const entry = liveOf(id);
+    const record = save(entry, { state, stateReason: reason });
+    if (state === 'active') deps.dispatcher.resume(id);
+    return record;
+  }
+
+  function view(record: SubscriptionRecord, withStats: boolean) {
+    return {
+      id: record.id,
+      sink: record.sink,
+      filters: record.filters,
+      delivery: record.delivery,
+      startAt: record.startAt,
+      state: record.state,
+      stateReason: record.stateReason,
+      createdAt: new Date(record.createdAt).toISOString(),
+      stats: withStats ? stats(record.id) : null,
+    };
+  }
+
+  function stats(id: string) {
+    deps.dispatcher.flush();
+    return { partitions: deps.dispatcher.stats(id), deadLetters: deadLetters.count(id) };
+  }
+
+  return {
+    /** Starts delivery for every stored subscription (at boot). */
+    startAll(): void {
+      for (const record of repo.all()) attach(record);
+    },
+    create(body: unknown) {
+      const input = parseInput(createSubscriptionSchema, body, 'subscription');
+      compileFilters(input.filters);
+      const delivery = parseInput(deliverySchema, mergeDelivery(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry }), 'delivery options');
+      const now = clock();
+      const record: SubscriptionRecord = {
+        id: randomUUID(),
+        sink: input.sink,
+        filters: input.filters,
+        delivery,
+        startAt: input.startAt,
+        state: 'active',
+        stateReason: null,
+        secret: newSigningSecret(),
+        createdAt: now,
+        updatedAt: now,
+      };
+      deps.db.transaction(() => {
+        repo.insert(record);
+        deps.dispatcher.initOffsets(record.id, record.startAt);
+      })();
+      attach(record);
+      return { ...view(record, true), secret: record.secret };
+    },
+    list() {
+      return [...live.values()].map((l) => view(l.record, true));
+    },
+    get(id: string) {
+      return view(liveOf(id).record, true);
+    },
+    patch(id: string, body: unknown) {
+      const entry = liveOf(id);
+      const input = parseInput(patchSubscriptionSchema, body, 'subscription update');
+      const matcher = input.filters !== undefined ? compileFilters(input.filters) : entry.matcher;
+      const delivery = input.delivery !== undefined ? parseInput(deliverySchema, mergeDelivery(entry.record.delivery, input.delivery), 'delivery options') : entry.record.delivery;
+      const record = save(entry, { sink: input.sink ?? entry.record.sink, filters: input.filters ?? entry.record.filters, delivery });
+      entry.matcher = matcher;
+      deps.dispatcher.resume(id);
+      return view(record, true);
+    },
+    remove(id: string): void {
+      liveOf(id);
+      deps.dispatcher.remove(id);
+      live.delete(id);
+      repo.remove(id);
+    },
+    pause(id: string) {
+      return view(setState(id, 'paused', 'user'), true);
+    },
+    resume(id: string) {
+      return view(setState(id, 'active', null), true);
+    },
+    rotateSecret(id: string) {
+      const record = save(liveOf(id), { secret: newSigningSecret() });
+      return { ...view(record, false), secret: record.secret };
+    },
+    deadLetters(id: string, page: { limit: number; after: number }) {
+      liveOf(id);
+      deps.dispatcher.flush();
+      const rows = deadLetters.page(id, page.after, page.limit);
+      return {
+        deadLetters: rows.map((row) => {
+          const stored = deps.store.read(row.partition, row.offset, 1)[0];
+          return {
+            id: row.id,
+            partition: row.partition,
+            offset: row.offset,
+            event: stored && stored.offset === row.offset ? toStructured(stored.event) : null,
+            attempts: row.attempts,
+            lastStatus: row.lastStatus,
+            lastError: row.lastError,
+            reason: row.reason,
+            deadAt: new Date(row.deadAt).toISOString(),
+          };
+        }),
+        nextAfter: rows.length === page.limit ? rows[rows.length - 1]!.id : null,
+      };
+    },
+    /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */
+    redeliver(id: string, ids: string[] | undefined): number {
+      liveOf(id);
+      deps.dispatcher.flush();
+      const items: { deadLetterId: string; partition: number; offset: number }[] = [];
+      if (ids) {
+        const numeric = ids.map(Number).filter((n) => Number.isSafeInteger(n));
+        for (const row of deadLetters.byIds(id, numeric)) items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
+      } else {
+        let after = 0;
+        for (;;) {
+          const rows = deadLetters.page(id, after, REDRIVE_PAGE);
+          for (const row of rows) items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
+          if (rows.length < REDRIVE_PAGE) break;
+          after = Number(rows[rows.length - 1]!.id);
+        }
+      }
+      deps.dispatcher.redrive(id, items);
+      return items.length;
+    },
+    deleteDeadLetter(id: string, deadLetterId: string): void {
+      liveOf(id);
+      deps.dispatcher.flush();
+      const n = Number(deadLetterId);
+      if (!Number.isSafeInteger(n) || !deadLetters.remove(id, n)) throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
+    },
+  };
+}
+export type SubscriptionsService = ReturnType<typeof createSubscriptionsService>;
