@@ -1,0 +1,113 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import net from 'node:net';
+import { ConfigError } from '../config';
+import { AppError } from '../errors';
+
+export type Scope = 'publish' | 'read' | 'admin';
+const SCOPES: readonly Scope[] = ['publish', 'read', 'admin'];
+
+export interface ApiKey {
+  name: string;
+  digest: Buffer;
+  scopes: ReadonlySet<Scope>;
+}
+
+/**
+ * Parses `HERALD_API_KEYS`: entries `name:secret:scopes`, separated by `,`, `;`
+ * or new lines; scopes joined by `+`, `|`, `,` or spaces (`ci:s3cret:publish+read`).
+ * A `,`-separated token without a colon is another scope of the entry before it.
+ * @throws ConfigError naming the bad entry by name (never by secret)
+ */
+export function parseApiKeys(raw: string | undefined): ApiKey[] {
+  if (raw === undefined || raw.trim() === '') return [];
+  const entries: string[] = [];
+  for (const token of raw.split(/[;\n]|,/).map((t) => t.trim()).filter(Boolean)) {
+    if (!token.includes(':') && entries.length > 0) entries[entries.length - 1] += `+${token}`;
+    else entries.push(token);
+  }
+  const names = new Set<string>();
+  return entries.map((entry, i) => {
+    const [name, secret, scopeList, ...rest] = entry.split(':');
+    if (!name || !secret || !scopeList || rest.length > 0) {
+      throw new ConfigError(`HERALD_API_KEYS: entry ${i + 1}${name ? ` ("${name}")` : ''} must be name:secret:scopes`);
+    }
+    const scopes = scopeList.split(/[+| ]/).filter(Boolean);
+    const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope));
+    if (unknown.length > 0 || scopes.length === 0) {
+      throw new ConfigError(`HERALD_API_KEYS: key "${name}" has unknown scope(s) ${unknown.join(', ') || '(none)'}; use publish, read, admin`);
+    }
+    if (names.has(name)) throw new ConfigError(`HERALD_API_KEYS: key name "${name}" appears twice`);
+    names.add(name);
+    return { name, digest: digest(secret), scopes: new Set(scopes as Scope[]) };
+  });
+}
+
+function digest(secret: string): Buffer {
+  return createHash('sha256').update(secret, 'utf8').digest();
+}
+
+/** Which scope a request needs; `null` for endpoints open to all (health, contract, docs, ack callbacks). */
+export function requiredScope(method: string, path: string): Scope | null {
+  if (path === '/healthz' || path === '/readyz' || path === '/openapi.json' || path === '/openapi.yaml') return null;
+  if (path === '/docs' || path.startsWith('/docs/')) return null;
+  // Receivers authorise callbacks with the unguessable delivery id they were sent.
+  if (path.startsWith('/deliveries/')) return null;
+  if (path === '/events' && method === 'POST') return 'publish';
+  if (path === '/subscriptions' || path.startsWith('/subscriptions/')) return 'admin';
+  return 'read';
+}
+
+/** `read` is granted by `read` or `admin`; other scopes only by themselves. */
+function grants(key: ApiKey, scope: Scope): boolean {
+  return key.scopes.has(scope) || (scope === 'read' && key.scopes.has('admin'));
+}
+
+/**
+ * Authorises a request. Open when no keys are configured (start-up has
+ * already refused that on a non-loopback address unless explicitly allowed).
+ * Every key is compared, in constant time, so timing reveals nothing.
+ */
+export function createAuthorizer(keys: ApiKey[]) {
+  return function authorize(method: string, path: string, authorization: string | undefined): ApiKey | null {
+    if (keys.length === 0) return null;
+    const scope = requiredScope(method, path);
+    if (scope === null) return null;
+    const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
+    if (!match) {
+      throw new AppError('unauthorized', 'this endpoint needs an API key: send Authorization: Bearer <key>', {
+        headers: { 'www-authenticate': 'Bearer realm="herald"' },
+      });
+    }
+    const presented = digest(match[1]!);
+    let found: ApiKey | null = null;
+    for (const key of keys) if (timingSafeEqual(key.digest, presented)) found = key;
+    if (!found) {
+      throw new AppError('unauthorized', 'the API key is not valid', {
+        headers: { 'www-authenticate': 'Bearer realm="herald", error="invalid_token"' },
+      });
+    }
+    if (!grants(found, scope)) {
+      throw new AppError('forbidden', `API key "${found.name}" lacks the "${scope}" scope this endpoint needs`, {
+        details: [{ attribute: 'authorization', message: `required scope: ${scope}` }],
+      });
+    }
+    return found;
+  };
+}
+export type Authorizer = ReturnType<typeof createAuthorizer>;
+
+export function isLoopback(host: string): boolean {
+  const bare = host.replace(/^\[|\]$/g, '');
+  if (bare === 'localhost') return true;
+  if (net.isIPv4(bare)) return bare.startsWith('127.');
+  if (net.isIPv6(bare)) return bare === '::1' || /^::ffff:127\./i.test(bare);
+  return false;
+}
+
+/** An open gateway is allowed only on loopback, unless the operator says otherwise. */
+export function checkExposure(host: string, keys: ApiKey[], allowUnauthenticated: boolean): void {
+  if (keys.length > 0 || allowUnauthenticated || isLoopback(host)) return;
+  throw new ConfigError(
+    `refusing to listen on ${host} without API keys: set HERALD_API_KEYS (name:secret:scopes), or HERALD_ALLOW_UNAUTHENTICATED=true to run open`,
+  );
+}

@@ -1,0 +1,117 @@
+import { checkExposure, createAuthorizer, isLoopback, parseApiKeys, requiredScope } from '../../../src/api/auth';
+import { ConfigError } from '../../../src/config';
+import { AppError } from '../../../src/errors';
+
+describe('parseApiKeys', () => {
+  it('reads name:secret:scopes entries with several scope separators', () => {
+    const keys = parseApiKeys('ci:s3cret:publish+read; ops:xyz:admin,reader:r1:read|publish');
+    expect(keys.map((k) => [k.name, [...k.scopes].sort()])).toEqual([
+      ['ci', ['publish', 'read']],
+      ['ops', ['admin']],
+      ['reader', ['publish', 'read']],
+    ]);
+  });
+
+  it('treats a comma-separated token without a colon as another scope of the previous key', () => {
+    const keys = parseApiKeys('ci:s3cret:publish,read,ops:xyz:admin');
+    expect(keys.map((k) => [k.name, [...k.scopes].sort()])).toEqual([
+      ['ci', ['publish', 'read']],
+      ['ops', ['admin']],
+    ]);
+  });
+
+  it('refuses malformed entries and unknown scopes without echoing the secret', () => {
+    expect(() => parseApiKeys('ci:topsecret')).toThrow(ConfigError);
+    try {
+      parseApiKeys('ci:topsecret:superuser');
+    } catch (err) {
+      expect((err as Error).message).toMatch(/superuser/);
+      expect((err as Error).message).not.toMatch(/topsecret/);
+    }
+    expect(() => parseApiKeys('a:x:read,a:y:read')).toThrow(/appears twice/);
+  });
+
+  it('returns no keys for an empty value', () => {
+    expect(parseApiKeys(undefined)).toEqual([]);
+    expect(parseApiKeys('  ')).toEqual([]);
+  });
+});
+
+describe('requiredScope', () => {
+  it.each([
+    ['POST', '/events', 'publish'],
+    ['GET', '/events', 'read'],
+    ['GET', '/partitions', 'read'],
+    ['GET', '/partitions/3/events', 'read'],
+    ['POST', '/subscriptions', 'admin'],
+    ['GET', '/subscriptions/x/dead-letters', 'admin'],
+    ['POST', '/deliveries/dlv_x/ack', null],
+    ['GET', '/healthz', null],
+    ['GET', '/readyz', null],
+    ['GET', '/openapi.json', null],
+    ['GET', '/openapi.yaml', null],
+    ['GET', '/docs', null],
+  ])('%s %s needs %s', (method, path, scope) => {
+    expect(requiredScope(method, path)).toBe(scope);
+  });
+});
+
+describe('createAuthorizer', () => {
+  const authorize = createAuthorizer(parseApiKeys('pub:p1:publish,adm:a1:admin,rd:r1:read'));
+  const statusOf = (fn: () => unknown) => {
+    try {
+      fn();
+      return 200;
+    } catch (err) {
+      return (err as AppError).status;
+    }
+  };
+
+  it('answers 401 with WWW-Authenticate when the key is missing or wrong', () => {
+    try {
+      authorize('POST', '/events', undefined);
+      throw new Error('expected a 401');
+    } catch (err) {
+      expect((err as AppError).status).toBe(401);
+      expect((err as AppError).headers?.['www-authenticate']).toMatch(/^Bearer/);
+    }
+    expect(statusOf(() => authorize('POST', '/events', 'Bearer nope'))).toBe(401);
+    expect(statusOf(() => authorize('POST', '/events', 'Basic cDE='))).toBe(401);
+  });
+
+  it('answers 403 for a key without the scope', () => {
+    expect(statusOf(() => authorize('POST', '/events', 'Bearer r1'))).toBe(403);
+    expect(statusOf(() => authorize('POST', '/subscriptions', 'Bearer p1'))).toBe(403);
+    expect(statusOf(() => authorize('GET', '/events', 'Bearer p1'))).toBe(403);
+  });
+
+  it('grants publish, read (to read and admin keys) and admin', () => {
+    expect(statusOf(() => authorize('POST', '/events', 'Bearer p1'))).toBe(200);
+    expect(statusOf(() => authorize('GET', '/partitions', 'Bearer r1'))).toBe(200);
+    expect(statusOf(() => authorize('GET', '/partitions', 'Bearer a1'))).toBe(200);
+    expect(statusOf(() => authorize('DELETE', '/subscriptions/x', 'bearer a1'))).toBe(200);
+  });
+
+  it('lets callbacks and health through without a key', () => {
+    expect(statusOf(() => authorize('POST', '/deliveries/dlv_abc/ack', undefined))).toBe(200);
+    expect(statusOf(() => authorize('GET', '/readyz', undefined))).toBe(200);
+  });
+
+  it('is open when no keys are configured', () => {
+    expect(createAuthorizer([])('POST', '/subscriptions', undefined)).toBeNull();
+  });
+});
+
+describe('checkExposure', () => {
+  it('recognises loopback addresses', () => {
+    for (const host of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost']) expect(isLoopback(host)).toBe(true);
+    for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) expect(isLoopback(host)).toBe(false);
+  });
+
+  it('refuses an open gateway on a non-loopback address unless allowed', () => {
+    expect(() => checkExposure('0.0.0.0', [], false)).toThrow(/HERALD_API_KEYS/);
+    expect(() => checkExposure('0.0.0.0', [], true)).not.toThrow();
+    expect(() => checkExposure('0.0.0.0', parseApiKeys('a:b:read'), false)).not.toThrow();
+    expect(() => checkExposure('127.0.0.1', [], false)).not.toThrow();
+  });
+});
