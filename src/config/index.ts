@@ -42,10 +42,10 @@ export const configSchema = z.object({
     .describe('Log level (JSON logs on stdout).'),
   HERALD_PUBLIC_URL: z
     .preprocess(unsetIfEmpty, z.url({ protocol: /^https?$/ }).optional())
-    .describe('Base URL receivers use for ack callbacks. Default `http://HOST:PORT`.'),
+    .describe('Base URL of the gateway as receivers reach it; ack callback URLs (`herald-ack-url`) are built from it.'),
   HERALD_API_KEYS: z
     .preprocess(unsetIfEmpty, z.string().optional())
-    .describe('Comma-separated API keys `name:secret:scopes`, scopes joined by `+` or `|` from `publish`, `read`, `admin`.'),
+    .describe('API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.'),
   HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false')
     .describe('Allow running without API keys on a non-loopback address.'),
 });
@@ -100,10 +100,30 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
   });
 }
 
+/** Defaults as an operator would write them, where the parsed value reads badly. */
+const DEFAULT_TEXT: Partial<Record<keyof typeof configSchema.shape, string>> = {
+  HERALD_MAX_BODY_BYTES: '1048576 (1 MiB)',
+  HERALD_SEGMENT_BYTES: '67108864 (64 MiB)',
+  HERALD_IDEMPOTENCY_WINDOW: '7d',
+  HERALD_PUBLIC_URL: 'http://HOST:PORT',
+  HERALD_API_KEYS: '(none: open, loopback only)',
+};
+
 /** Rows for the README's configuration table, generated from the schema. */
-export function configDocs(): { name: string; description: string }[] {
-  return Object.entries(configSchema.shape).map(([name, schema]) => ({
-    name,
-    description: (schema as z.ZodType).description ?? '',
-  }));
+export function configDocs(): { name: string; defaultValue: string; description: string }[] {
+  return Object.entries(configSchema.shape).map(([name, schema]) => {
+    const parsed = (schema as z.ZodType).safeParse(undefined);
+    const fallback = parsed.success && parsed.data !== undefined ? String(parsed.data) : '';
+    return {
+      name,
+      defaultValue: DEFAULT_TEXT[name as keyof typeof configSchema.shape] ?? fallback,
+      description: (schema as z.ZodType).description ?? '',
+    };
+  });
+}
+
+/** The README's configuration table (`npm run docs:config`); a test keeps the README in step. */
+export function configTable(): string {
+  const rows = configDocs().map((r) => `| \`${r.name}\` | \`${r.defaultValue}\` | ${r.description} |`);
+  return ['| Variable | Default | Meaning |', '| --- | --- | --- |', ...rows].join('\n') + '\n';
 }
