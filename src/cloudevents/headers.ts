@@ -17,7 +17,8 @@ export function decodeHeaderValue(raw: string): string {
   if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) {
     value = unquote(value.slice(1, -1));
   }
-  if (!value.includes('%')) return value;
+  // Only pure ASCII may skip decoding: raw bytes >= 0x80 (latin1 code units from node:http) must be read as UTF-8 too.
+  if (!/[%\u0080-\uffff]/.test(value)) return value;
   const bytes: number[] = [];
   for (let i = 0; i < value.length; i++) {
     const ch = value.charCodeAt(i);
@@ -28,7 +29,8 @@ export function decodeHeaderValue(raw: string): string {
       i += 2;
     } else {
       // Node gives header values as latin1 strings; a code unit is a byte.
-      bytes.push(ch & 0xff);
+      if (ch > 0xff) throw new HeaderDecodeError(`character at position ${i} is not a byte; header values are latin1 strings`);
+      bytes.push(ch);
     }
   }
   try {

@@ -61,7 +61,8 @@ export function parseHttpMessage(message: HttpMessage): { mode: ContentMode; eve
 }
 
 function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType: string | undefined): CloudEvent {
-  const attributes: Record<string, AttributeValue> = {};
+  // No prototype: a "ce-__proto__" header must be an ordinary (invalid) attribute, not a prototype assignment.
+  const attributes: Record<string, AttributeValue> = Object.create(null);
   const violations: Violation[] = [];
   for (const [name, values] of Object.entries(headers)) {
     if (!name.startsWith('ce-') || values === undefined) continue;

@@ -33,7 +33,8 @@ export function isRfc3339(value: string): boolean {
   if (!m) return false;
   const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as number[] as [number, number, number, number, number, number];
   if (month < 1 || month > 12 || day < 1) return false;
-  const daysInMonth = new Date(Date.UTC(year, month, 0)).getUTCDate();
+  // setUTCFullYear, not Date.UTC: Date.UTC maps years 0-99 to 1900-1999, and 1900 is not a leap year but 0000 is.
+  const daysInMonth = new Date(new Date(0).setUTCFullYear(year, month, 0)).getUTCDate();
   if (day > daysInMonth || hour > 23 || minute > 59 || second > 60) return false;
   if (m[9] !== undefined && (Number(m[10]) > 23 || Number(m[11]) > 59)) return false;
   return true;
@@ -122,7 +123,8 @@ export function parseJsonEvent(input: unknown, index?: number): ParseOutcome {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     return { ok: false, violations: [withIndex({ message: 'an event must be a JSON object' }, index)] };
   }
-  const attributes: Record<string, AttributeValue> = {};
+  // No prototype: a "__proto__" member must be an ordinary (invalid) attribute, not replace the prototype.
+  const attributes: Record<string, AttributeValue> = Object.create(null);
   let hasData = false;
   let dataValue: unknown;
   let base64: unknown;

@@ -1,0 +1,128 @@
+import http from 'node:http';
+import request from 'supertest';
+import { startTestGateway } from '../helpers/gateway';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+type Gw = Awaited<ReturnType<typeof startTestGateway>>;
+const KiB = 1024;
+const MiB = 1024 * KiB;
+
+interface Reply {
+  status: number;
+  contentType?: string;
+  body: any;
+}
+
+/**
+ * POST /events. With `chunked`, the body goes out in 16 KiB chunks without Content-Length,
+ * so the gateway cannot refuse it up front and must count as it reads.
+ */
+function post(url: string, headers: Record<string, string>, body: Buffer, chunked = false): Promise<Reply> {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}/events`, { method: 'POST', headers: chunked ? headers : { ...headers, 'content-length': String(body.length) } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
+    });
+    // The gateway may answer 413 before the whole body is sent; the response is what the test checks.
+    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
+    if (chunked) {
+      for (let at = 0; at < body.length; at += 16 * KiB) req.write(body.subarray(at, at + 16 * KiB));
+      req.end();
+    } else {
+      req.end(body);
+    }
+  });
+}
+
+const ce = (id: string) => ({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/limits', 'ce-type': 'com.example.limits', 'content-type': 'application/octet-stream' });
+
+/** A structured event whose JSON body is exactly `size` bytes, padded through its data string. */
+function structuredOfSize(id: string, size: number): Buffer {
+  const empty = JSON.stringify({ specversion: '1.0', id, source: '/limits', type: 'com.example.limits', datacontenttype: 'text/plain', data: '' });
+  const body = Buffer.from(JSON.stringify({ specversion: '1.0', id, source: '/limits', type: 'com.example.limits', datacontenttype: 'text/plain', data: 'x'.repeat(size - empty.length) }));
+  expect(body.length).toBe(size);
+  return body;
+}
+
+const heads = async (gw: Gw) => (await request(gw.url).get('/partitions')).body;
+
+function expectTooLarge(res: Reply) {
+  expect(res.status).toBe(413);
+  expect(res.contentType).toBe('application/problem+json');
+  expect(res.body).toEqual({ type: 'urn:herald:problem:payload_too_large', title: expect.any(String), status: 413, detail: expect.any(String), code: 'payload_too_large', errors: expect.any(Array) });
+}
+
+afterAll(cleanupTmpDirs);
+
+describe('request body limit at the default of 1 MiB', () => {
+  let gw: Gw;
+  beforeAll(async () => {
+    gw = await startTestGateway();
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it('accepts a binary body of exactly 1 MiB and stores it byte for byte', async () => {
+    const body = Buffer.alloc(MiB, 0xab);
+    const res = await post(gw.url, ce('exactly-1mib'), body);
+    expect(res.status).toBe(202);
+    const read = await request(gw.url).get('/events').query({ source: '/limits', id: 'exactly-1mib' });
+    expect(Buffer.from(read.body.event.data_base64, 'base64').equals(body)).toBe(true);
+  });
+
+  it('answers 413 for a body one byte over 1 MiB and stores nothing', async () => {
+    const before = await heads(gw);
+    expectTooLarge(await post(gw.url, ce('over-1mib'), Buffer.alloc(MiB + 1)));
+    expect(await heads(gw)).toEqual(before);
+  });
+
+  it('answers 413 for an oversized chunked body sent without Content-Length', async () => {
+    const before = await heads(gw);
+    expectTooLarge(await post(gw.url, ce('chunked-over'), Buffer.alloc(MiB + 64 * KiB), true));
+    expect(await heads(gw)).toEqual(before);
+  });
+
+  it('accepts a chunked body within the limit', async () => {
+    expect((await post(gw.url, ce('chunked-within'), Buffer.alloc(200 * KiB, 1), true)).status).toBe(202);
+  });
+
+  it('answers 413 for an oversized structured batch and stores none of it', async () => {
+    const before = await heads(gw);
+    const events = Array.from({ length: 20 }, (_, i) => ({ specversion: '1.0', id: `big-${i}`, source: '/limits', type: 't', data: 'y'.repeat(64 * KiB) }));
+    expectTooLarge(await post(gw.url, { 'content-type': 'application/cloudevents-batch+json' }, Buffer.from(JSON.stringify(events))));
+    expect(await heads(gw)).toEqual(before);
+  });
+});
+
+describe('request body limit at its 64 KiB minimum', () => {
+  let gw: Gw;
+  beforeAll(async () => {
+    gw = await startTestGateway({ HERALD_MAX_BODY_BYTES: String(64 * KiB) });
+  });
+  afterAll(async () => {
+    await gw?.close();
+  });
+
+  it('accepts a 64 KiB binary-mode event', async () => {
+    expect((await post(gw.url, ce('b-64k'), Buffer.alloc(64 * KiB, 7))).status).toBe(202);
+  });
+
+  it('accepts a 64 KiB structured event', async () => {
+    const body = structuredOfSize('s-64k', 64 * KiB);
+    const res = await post(gw.url, { 'content-type': 'application/cloudevents+json' }, body);
+    expect(res.status).toBe(202);
+    const read = await request(gw.url).get('/events').query({ source: '/limits', id: 's-64k' });
+    // Compare lengths, not the strings: a failure would otherwise print 64 KiB of padding.
+    expect(read.body.event.data.length).toBe(JSON.parse(body.toString()).data.length);
+    expect(read.body.event.data === JSON.parse(body.toString()).data).toBe(true);
+  });
+
+  it('answers 413 one byte over the configured limit', async () => {
+    const before = await heads(gw);
+    expectTooLarge(await post(gw.url, { 'content-type': 'application/cloudevents+json' }, structuredOfSize('s-64k-plus', 64 * KiB + 1)));
+    expectTooLarge(await post(gw.url, ce('b-64k-plus'), Buffer.alloc(64 * KiB + 1)));
+    expect(await heads(gw)).toEqual(before);
+  });
+});

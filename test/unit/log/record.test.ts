@@ -1,0 +1,115 @@
+import fc from 'fast-check';
+import { crc32 } from 'node:zlib';
+import type { EventData } from '../../../src/cloudevents/event';
+import { FRAME_HEADER_BYTES, MAX_RECORD_BYTES, checkFrame, decodeRecord, decodeRecordHeader, encodeRecord, type LogRecord } from '../../../src/log/record';
+
+const attributes = { specversion: '1.0', id: 'r-1', source: '/records', type: 'com.example.record', subject: 'Hello, 🌎!', flag: true, count: -42 };
+const record = (data: EventData, extra: Partial<LogRecord> = {}): LogRecord => ({
+  partition: 3,
+  offset: 17,
+  storedAt: 1_700_000_000_123,
+  event: { attributes, data },
+  ...extra,
+});
+
+describe('encodeRecord and decodeRecord', () => {
+  it.each<[string, EventData]>([
+    ['no data', { kind: 'none' }],
+    ['JSON data', { kind: 'json', value: { nested: [1, 'two', null, { deep: true }] } }],
+    ['JSON null data', { kind: 'json', value: null }],
+    ['JSON string data', { kind: 'json', value: '🌎' }],
+    ['raw bytes', { kind: 'bytes', bytes: Buffer.from([0, 1, 2, 253, 254, 255]) }],
+    ['base64 bytes', { kind: 'base64', bytes: Buffer.from('binary\u0000payload') }],
+    ['empty bytes', { kind: 'bytes', bytes: Buffer.alloc(0) }],
+  ])('round-trips an event with %s', (_label, data) => {
+    const original = record(data);
+    expect(decodeRecord(encodeRecord(original))).toEqual(original);
+  });
+
+  it('keeps the largest partition and offsets beyond 32 bits', () => {
+    const original = record({ kind: 'none' }, { partition: 65535, offset: 2 ** 40 + 1, storedAt: 0 });
+    expect(decodeRecord(encodeRecord(original))).toEqual(original);
+  });
+
+  it('reads partition, offset, storedAt, source and id from the header alone', () => {
+    const frame = encodeRecord(record({ kind: 'json', value: { big: 'x'.repeat(1000) } }));
+    expect(decodeRecordHeader(frame)).toEqual({ partition: 3, offset: 17, storedAt: 1_700_000_000_123, source: '/records', id: 'r-1' });
+  });
+
+  it('round-trips arbitrary events', () => {
+    const data = fc.oneof(
+      fc.constant<EventData>({ kind: 'none' }),
+      fc.jsonValue().map((v): EventData => ({ kind: 'json', value: JSON.parse(JSON.stringify(v)) })),
+      fc.uint8Array().map((b): EventData => ({ kind: 'bytes', bytes: Buffer.from(b) })),
+      fc.uint8Array().map((b): EventData => ({ kind: 'base64', bytes: Buffer.from(b) })),
+    );
+    const attrs = fc.dictionary(fc.stringMatching(/^[a-z0-9]{1,10}$/), fc.oneof(fc.string({ unit: 'binary' }), fc.boolean(), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })));
+    fc.assert(
+      fc.property(attrs, data, fc.integer({ min: 0, max: 65535 }), fc.nat({ max: Number.MAX_SAFE_INTEGER }), fc.nat(), (extra, d, partition, offset, storedAt) => {
+        const original: LogRecord = { partition, offset, storedAt, event: { attributes: { ...extra, ...attributes }, data: d } };
+        const frame = encodeRecord(original);
+        expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length });
+        expect(decodeRecord(frame)).toEqual(original);
+      }),
+      { numRuns: 300 },
+    );
+  });
+});
+
+describe('checkFrame', () => {
+  const frame = encodeRecord(record({ kind: 'json', value: { a: 'b' } }));
+
+  it('accepts an intact frame and reports its length', () => {
+    expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length });
+  });
+
+  it('checks a frame at an offset inside a larger buffer', () => {
+    const second = encodeRecord(record({ kind: 'bytes', bytes: Buffer.from('second') }, { offset: 18 }));
+    const buf = Buffer.concat([frame, second, Buffer.from([1, 2, 3])]);
+    expect(checkFrame(buf, frame.length)).toEqual({ status: 'ok', length: second.length });
+    expect(decodeRecord(buf.subarray(frame.length, frame.length + second.length)).offset).toBe(18);
+  });
+
+  it('detects a flipped bit in any byte of the frame', () => {
+    for (let i = 0; i < frame.length; i++) {
+      for (const mask of [0x01, 0x80, 0xff]) {
+        const damaged = Buffer.from(frame);
+        damaged[i]! ^= mask;
+        const followed = Buffer.concat([damaged, Buffer.alloc(1024)]);
+        // A damaged length may point past the end of the data (read as a torn tail); anywhere else it is corrupt.
+        const expected = i < 4 ? expect.stringMatching(/^(corrupt|incomplete)$/) : 'corrupt';
+        expect({ i, mask, status: checkFrame(followed, 0).status }).toEqual({ i, mask, status: expected });
+        expect({ i, mask, status: checkFrame(damaged, 0).status }).toEqual({ i, mask, status: expected });
+      }
+    }
+  });
+
+  it('reports every truncated prefix as incomplete', () => {
+    for (let n = 0; n < frame.length; n++) {
+      expect({ n, check: checkFrame(frame.subarray(0, n), 0) }).toEqual({ n, check: { status: 'incomplete' } });
+    }
+  });
+
+  it('reports an implausible length as corrupt without reading further', () => {
+    const tooSmall = Buffer.from(frame);
+    tooSmall.writeUInt32LE(0, 0);
+    expect(checkFrame(tooSmall, 0)).toEqual({ status: 'corrupt', reason: 'implausible length 0' });
+    const tooLarge = Buffer.from(frame);
+    tooLarge.writeUInt32LE(MAX_RECORD_BYTES + 1, 0);
+    expect(checkFrame(tooLarge, 0)).toEqual({ status: 'corrupt', reason: `implausible length ${MAX_RECORD_BYTES + 1}` });
+    const allOnes = Buffer.alloc(FRAME_HEADER_BYTES, 0xff);
+    expect(checkFrame(allOnes, 0)).toMatchObject({ status: 'corrupt' });
+  });
+
+  it('refuses an unknown record version even with a valid checksum', () => {
+    const other = Buffer.from(frame);
+    other.writeUInt8(2, FRAME_HEADER_BYTES);
+    const bodyLength = other.readUInt32LE(0);
+    other.writeUInt32LE(crc32(other.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + bodyLength), crc32(other.subarray(0, 4))), 4);
+    expect(checkFrame(other, 0)).toEqual({ status: 'corrupt', reason: 'unknown record version' });
+  });
+
+  it('reports zero-filled space (a preallocated or torn tail) as corrupt, not as a record', () => {
+    expect(checkFrame(Buffer.alloc(64), 0).status).toBe('corrupt');
+  });
+});
