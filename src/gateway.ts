@@ -3,6 +3,8 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createApp } from './api/app';
+import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
+import { sendProblem } from './api/problem';
 import { createEventsRouter } from './api/events-router';
 import { createHealthRouter } from './api/health-router';
 import { createDeliveriesRouter } from './api/deliveries-router';
@@ -14,6 +16,7 @@ import { createHttpSender } from './delivery/http-sender';
 import type { EventStore } from './log/event-store';
 import { openLocalEventStore } from './log/local-event-store';
 import { createLogger, type Logger } from './logger';
+import { startCheckpointer } from './store/checkpointer';
 import { checkpoint, openDatabase, type Db } from './store/db';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 
@@ -31,11 +34,21 @@ export interface Gateway {
 const CHECKPOINT_INTERVAL_MS = 1000;
 const SHUTDOWN_GRACE_MS = 10_000;
 
+function pathOf(url: string | undefined): string {
+  const raw = url ?? '/';
+  const q = raw.indexOf('?');
+  return q === -1 ? raw : raw.slice(0, q);
+}
+
 /** Composition root: opens storage, wires the modules and listens. */
 export async function startGateway(config: Readonly<Config>, opts: { log?: Logger } = {}): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.logLevel);
+  const apiKeys = parseApiKeys(config.apiKeysRaw);
+  checkExposure(config.host, apiKeys, config.allowUnauthenticated);
+  const authorize = createAuthorizer(apiKeys);
   fs.mkdirSync(config.dataDir, { recursive: true });
-  const db = openDatabase(path.join(config.dataDir, 'herald.db'));
+  const dbFile = path.join(config.dataDir, 'herald.db');
+  const db = openDatabase(dbFile);
   let store: EventStore;
   try {
     store = openLocalEventStore({
@@ -67,12 +80,21 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
     ],
   });
   const ingest = createIngestHandler({ store, log, maxBodyBytes: config.maxBodyBytes });
+  // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
+  const unanswered = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
-    if (req.method === 'POST' && (req.url === '/events' || req.url?.startsWith('/events?'))) {
-      void ingest(req, res);
-    } else {
-      app(req, res);
+    unanswered.add(res);
+    res.once('close', () => unanswered.delete(res));
+    const path = pathOf(req.url);
+    try {
+      authorize(req.method ?? 'GET', path, req.headers.authorization);
+    } catch (err) {
+      req.resume();
+      sendProblem(res, err, log);
+      return;
     }
+    if (req.method === 'POST' && path === '/events') void ingest(req, res);
+    else app(req, res);
   });
   server.keepAliveTimeout = 65_000;
 
@@ -89,21 +111,15 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
   publicUrl ||= url;
   subscriptions.startAll();
 
-  const checkpointTimer = setInterval(() => {
-    try {
-      checkpoint(db);
-    } catch (err) {
-      log.warn({ err }, 'sqlite checkpoint failed');
-    }
-  }, CHECKPOINT_INTERVAL_MS);
-  checkpointTimer.unref();
-  log.info({ url, dataDir: config.dataDir, fsync: config.fsync, partitions: config.partitions }, 'herald listening');
+  const checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
+  log.info({ url, dataDir: config.dataDir, fsync: config.fsync, partitions: config.partitions, apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
 
   let closing: Promise<void> | undefined;
   async function close(): Promise<void> {
     closing ??= (async () => {
-      clearInterval(checkpointTimer);
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+      // Otherwise a request in flight now leaves its connection open until the grace period ends.
+      for (const res of unanswered) if (!res.headersSent) res.setHeader('connection', 'close');
       server.closeIdleConnections();
       const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
       force.unref();
@@ -111,6 +127,7 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       clearTimeout(force);
       await dispatcher.close();
       await store.close();
+      await checkpointer.stop();
       checkpoint(db);
       db.close();
       log.info('herald stopped');

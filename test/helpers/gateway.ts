@@ -1,5 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import path from 'node:path';
+import { crc32 } from 'node:zlib';
 import { loadConfig } from '../../src/config';
 import { startGateway, type Gateway } from '../../src/gateway';
 import { createLogger } from '../../src/logger';
@@ -50,4 +52,137 @@ export function spawnGateway(env: Env): Promise<ChildGateway> {
     child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
     void exited.then((code) => reject(new Error(`gateway exited (${code}) before listening:\n${out}`)));
   });
+}
+
+// ---- Durability and lifecycle helpers -------------------------------------------------
+
+/** A child gateway that was started and must not outlive the test: SIGKILLs it if it still runs. */
+export async function killIfRunning(gw: ChildGateway | undefined): Promise<void> {
+  if (!gw || gw.child.exitCode !== null || gw.child.signalCode !== null) return;
+  gw.child.kill('SIGKILL');
+  await gw.exited;
+}
+
+/** Runs the built gateway expecting it to refuse to start; resolves with its exit code and output. */
+export function runGatewayUntilExit(env: Env, timeoutMs = 20_000): Promise<{ code: number | string; stdout: string; stderr: string }> {
+  const child = spawn(process.execPath, [MAIN_JS], {
+    env: { PATH: process.env.PATH, HERALD_PORT: '0', HERALD_LOG_LEVEL: 'info', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+  // A gateway that starts after all must not linger: bound the wait and kill it.
+  const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+  return new Promise((resolve) =>
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? signal ?? -1, stdout, stderr });
+    }),
+  );
+}
+
+export interface TestEvent {
+  source: string;
+  id: string;
+  type?: string;
+  data?: unknown;
+}
+
+export interface AppendResultBody {
+  id: string;
+  source: string;
+  partition: number;
+  offset: number;
+  duplicate: boolean;
+}
+
+export const eventKey = (e: { source: string; id: string }) => `${e.source}\u0000${e.id}`;
+
+/** POSTs one event in binary mode (JSON body). */
+export async function postBinary(url: string, ev: TestEvent): Promise<{ status: number; body: any; headers: Headers }> {
+  const res = await fetch(`${url}/events`, {
+    method: 'POST',
+    headers: { 'ce-specversion': '1.0', 'ce-id': ev.id, 'ce-source': ev.source, 'ce-type': ev.type ?? 'test.event', 'content-type': 'application/json' },
+    body: JSON.stringify(ev.data ?? { id: ev.id }),
+  });
+  return { status: res.status, body: await res.json(), headers: res.headers };
+}
+
+/** POSTs events as one `application/cloudevents-batch+json` request. */
+export async function postBatch(url: string, events: TestEvent[]): Promise<{ status: number; body: any; headers: Headers }> {
+  const res = await fetch(`${url}/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/cloudevents-batch+json' },
+    body: JSON.stringify(
+      events.map((ev) => ({ specversion: '1.0', id: ev.id, source: ev.source, type: ev.type ?? 'test.event', data: ev.data ?? { id: ev.id } })),
+    ),
+  });
+  return { status: res.status, body: await res.json(), headers: res.headers };
+}
+
+export async function getJson(url: string): Promise<{ status: number; body: any }> {
+  const res = await fetch(url);
+  return { status: res.status, body: await res.json() };
+}
+
+/** `GET /events?source&id`. */
+export function lookupEvent(url: string, ev: { source: string; id: string }): Promise<{ status: number; body: any }> {
+  return getJson(`${url}/events?${new URLSearchParams({ source: ev.source, id: ev.id })}`);
+}
+
+/** Next offset of each partition, from `GET /partitions`. */
+export async function partitionHeads(url: string): Promise<number[]> {
+  const { body } = await getJson(`${url}/partitions`);
+  return (body.partitions as { partition: number; headOffset: number }[]).map((p) => p.headOffset);
+}
+
+export interface ReadEvent {
+  partition: number;
+  offset: number;
+  event: Record<string, unknown> & { id: string; source: string };
+}
+
+/** Every stored event, paging through each partition with `GET /partitions/{p}/events`. */
+export async function readAllEvents(url: string, pageSize = 1000): Promise<ReadEvent[]> {
+  const heads = await partitionHeads(url);
+  const all: ReadEvent[] = [];
+  for (let p = 0; p < heads.length; p++) {
+    let from = 0;
+    for (let pages = 0; pages < 10_000; pages++) {
+      const { status, body } = await getJson(`${url}/partitions/${p}/events?from=${from}&limit=${pageSize}`);
+      if (status !== 200) throw new Error(`GET /partitions/${p}/events answered ${status}`);
+      if (body.events.length === 0) break;
+      all.push(...body.events);
+      from = body.nextOffset;
+    }
+  }
+  return all;
+}
+
+/** Segment files of a data dir's log, oldest first. */
+export function segmentFiles(dataDir: string): string[] {
+  const dir = path.join(dataDir, 'wal');
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^\d{20}\.seg$/.test(f))
+    .sort()
+    .map((f) => path.join(dir, f));
+}
+
+/** Byte offsets just past each intact record of a segment file (independent of the gateway's own scanner). */
+export function recordEnds(file: string): number[] {
+  const buf = fs.readFileSync(file);
+  const ends: number[] = [];
+  let at = 0;
+  while (at + 8 <= buf.length) {
+    const length = 8 + buf.readUInt32LE(at);
+    if (at + length > buf.length) break;
+    const lengthCrc = crc32(buf.subarray(at, at + 4));
+    if (crc32(buf.subarray(at + 8, at + length), lengthCrc) !== buf.readUInt32LE(at + 4)) break;
+    at += length;
+    ends.push(at);
+  }
+  return ends;
 }
