@@ -104,6 +104,8 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
       }
       try {
         const expression = compileCesql(value);
+        // An unknown function can never evaluate: refuse it now rather than match nothing forever.
+        for (const err of expression.staticErrors) violations.push({ attribute: at, message: `invalid CloudEvents SQL expression: ${err.message}` });
         return (a) => cesqlMatches(expression, a);
       } catch (err) {
         if (!(err instanceof CesqlError)) throw err;
