@@ -9,6 +9,7 @@ import { createEventsRouter } from './api/events-router';
 import { createHealthRouter } from './api/health-router';
 import { createDeliveriesRouter } from './api/deliveries-router';
 import { createIngestHandler } from './api/ingest-handler';
+import { createOpenApiRouter } from './api/openapi-router';
 import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
 import { createDispatcher, type Dispatcher } from './delivery/dispatcher';
@@ -77,6 +78,7 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       createEventsRouter(store),
       createSubscriptionsRouter(subscriptions),
       createDeliveriesRouter(dispatcher),
+      createOpenApiRouter(),
     ],
   });
   const ingest = createIngestHandler({ store, log, maxBodyBytes: config.maxBodyBytes });
@@ -125,11 +127,23 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       force.unref();
       await closed;
       clearTimeout(force);
-      await dispatcher.close();
-      await store.close();
-      await checkpointer.stop();
-      checkpoint(db);
+      // Every step runs even if one fails (a failing disk at shutdown), so SQLite is always closed cleanly;
+      // the first failure is rethrown so the process exits non-zero.
+      const failures: unknown[] = [];
+      const step = async (what: string, fn: () => unknown) => {
+        try {
+          await fn();
+        } catch (err) {
+          failures.push(err);
+          log.error({ err }, `shutdown: ${what} failed`);
+        }
+      };
+      await step('writing delivery state', () => dispatcher.close());
+      await step('flushing the log', () => store.close());
+      await step('stopping the checkpointer', () => checkpointer.stop());
+      await step('checkpointing SQLite', () => checkpoint(db));
       db.close();
+      if (failures.length > 0) throw failures[0];
       log.info('herald stopped');
     })();
     return closing;

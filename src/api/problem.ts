@@ -45,7 +45,7 @@ function build(err: AppError): Problem {
 function fromFrameworkError(err: unknown): AppError | undefined {
   const e = err as { status?: number; type?: string; message?: string } | undefined;
   if (!e || typeof e.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
-  if (e.status === 413) return new AppError('payload_too_large', 'the request body is larger than HERALD_MAX_BODY_BYTES');
+  if (e.status === 413) return new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
   if (e.status === 415) return new AppError('unsupported_media_type', e.message ?? 'unsupported media type');
   if (e.type === 'entity.parse.failed') return new AppError('invalid_request', 'the body is not valid JSON', { details: [{ message: e.message ?? 'invalid JSON' }] });
   return new AppError('invalid_request', e.message ?? 'bad request');

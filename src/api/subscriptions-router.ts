@@ -10,7 +10,8 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   const router = Router();
 
   router.post('/subscriptions', (req, res) => {
-    res.status(201).json(service.create(req.body));
+    const created = service.create(req.body);
+    res.status(201).location(`/subscriptions/${created.id}`).json(created);
   });
   router.get('/subscriptions', (_req, res) => {
     res.json({ subscriptions: service.list() });

@@ -254,7 +254,7 @@ export function createDispatcher(deps: DispatcherDeps) {
         case 'nack':
           registry.settle(deliveryId, 'nacked');
           worker.nack(pending, arg.delayMs);
-          return { deliveryId, status: 'nacked' as const, nextAttemptAt: pending.finished ? null : pending.nextAttemptAt };
+          return { deliveryId, status: 'nacked' as const, nextAttemptAt: pending.finished || pending.nextAttemptAt === null ? null : new Date(pending.nextAttemptAt).toISOString() };
         case 'reject':
           registry.settle(deliveryId, 'rejected');
           worker.reject(pending, arg.reason);

@@ -17,6 +17,8 @@ export function retryDelayMs(failedAttempt: number, policy: RetryPolicy, opts: {
   if (opts.retryAfterMs !== undefined) return Math.min(Math.max(0, opts.retryAfterMs), policy.maxDelayMs);
   const random = opts.random ?? Math.random;
   const base = policy.initialDelayMs * policy.multiplier ** Math.max(0, failedAttempt - 1);
+  // Late attempts overflow to Infinity (0 × Infinity is NaN): past any cap, or 0 when the delays start at 0.
+  if (!Number.isFinite(base)) return policy.initialDelayMs === 0 ? 0 : policy.maxDelayMs;
   const jittered = base * (1 + policy.jitter * (2 * random() - 1));
   return Math.round(Math.min(policy.maxDelayMs, Math.max(0, jittered)));
 }

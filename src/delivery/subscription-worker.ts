@@ -150,9 +150,19 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       if (!hasCapacity(part)) return false;
       const stored = next(part);
       if (!stored) return false;
+      if (stored.offset < part.committed) {
+        // Restored work finished before the cursor got here: everything below committed is done.
+        part.cursor = part.committed;
+        part.lastMatched = part.committedLastMatched;
+        part.buffer = [];
+        part.bufferAt = 0;
+        continue;
+      }
       part.cursor++;
-      if (part.pending.has(stored.offset)) {
-        part.lastMatched = stored.offset; // restored from before a restart
+      const finishedMatch = part.finished.get(stored.offset);
+      if (part.pending.has(stored.offset) || finishedMatch !== undefined) {
+        // Started before a restart (still pending, or finished since): never start it twice.
+        if (finishedMatch !== false) part.lastMatched = stored.offset;
         continue;
       }
       if (!deps.matcher()(stored.event.attributes)) {

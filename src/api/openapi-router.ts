@@ -1,0 +1,80 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { Router } from 'express';
+import YAML from 'yaml';
+
+/** `openapi/openapi.yaml` at the repository root: two levels up from both `src/api` and `dist/api`. */
+export const OPENAPI_FILE = path.resolve(__dirname, '..', '..', 'openapi', 'openapi.yaml');
+
+const REDOC_BUNDLE = 'redoc/bundles/redoc.standalone.js';
+const SCRIPT_ROUTE = '/docs/assets/redoc.standalone.js';
+
+/**
+ * The published contract: `GET /openapi.yaml` (the file as written), `GET /openapi.json` (the same,
+ * parsed) and `GET /docs`, a Redoc reference page whose script is served from the installed `redoc`
+ * package, so the page works offline and loads nothing from a CDN.
+ * The file is read and parsed once, here: a missing or malformed contract fails start-up.
+ */
+export function createOpenApiRouter(opts: { file?: string } = {}): Router {
+  const file = opts.file ?? OPENAPI_FILE;
+  const yamlText = fs.readFileSync(file, 'utf8');
+  const document = YAML.parse(yamlText) as { info?: { title?: string } };
+  const jsonText = JSON.stringify(document);
+  let script: string;
+  try {
+    script = require.resolve(REDOC_BUNDLE);
+  } catch (err) {
+    throw new Error(`cannot serve /docs: ${REDOC_BUNDLE} is not installed (run npm ci)`, { cause: err });
+  }
+  const title = document.info?.title ?? 'API reference';
+
+  const router = Router();
+  router.get('/openapi.yaml', (_req, res) => {
+    res.type('application/yaml').send(yamlText);
+  });
+  router.get('/openapi.json', (_req, res) => {
+    res.type('application/json').send(jsonText);
+  });
+  router.get('/docs', (req, res) => {
+    // Relative URL so the page also works behind a reverse proxy that adds a path prefix.
+    const scriptUrl = req.path.endsWith('/') ? 'assets/redoc.standalone.js' : 'docs/assets/redoc.standalone.js';
+    res
+      .type('html')
+      .set('x-content-type-options', 'nosniff')
+      .send(docsPage(title, scriptUrl, jsonText));
+  });
+  router.get(SCRIPT_ROUTE, (_req, res, next) => {
+    // Redoc's bundle builds its search worker from a blob, so this one file is the whole renderer.
+    res.type('text/javascript; charset=utf-8');
+    res.sendFile(script, { maxAge: '1d' }, (err) => {
+      if (err) next(err);
+    });
+  });
+  return router;
+}
+
+/** The spec is inlined (one request fewer, no base-URL guessing); `<` is escaped so it cannot close the script. */
+function docsPage(title: string, scriptUrl: string, specJson: string): string {
+  const inline = specJson.replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  return `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>${escapeHtml(title)}</title>
+<style>body { margin: 0; padding: 0; }</style>
+</head>
+<body>
+<div id="redoc"></div>
+<script src="${scriptUrl}"></script>
+<script>
+Redoc.init(${inline}, { expandResponses: '200,201,202', jsonSampleExpandLevel: 3, hideDownloadButton: false }, document.getElementById('redoc'));
+</script>
+</body>
+</html>
+`;
+}
+
+function escapeHtml(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+}

@@ -1,0 +1,300 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { Gateway } from '../../src/gateway';
+import { startTestGateway } from '../helpers/gateway';
+import {
+  createContractChecker,
+  createContractClient,
+  documentedOperations,
+  examplePath,
+  loadContract,
+  type ContractClient,
+} from '../helpers/openapi';
+import { startReceiver, waitFor, type Receiver, type ReceivedRequest } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+/**
+ * Drives every operation against a real gateway and validates each real answer — status,
+ * content type, headers and body — against the contract (`createContractClient` checks every
+ * response before the test sees it), and each webhook request Herald sends against `webhooks`.
+ * The last test fails if a documented response was never produced here.
+ */
+const doc = loadContract();
+const checker = createContractChecker(doc);
+
+/** Documented responses no black-box test can provoke: an unexpected exception (opaque 500). */
+const NOT_PROVOKED = new Set(['500']);
+
+const MAX_BODY = 64 * 1024;
+const OVER_JSON_LIMIT = JSON.stringify({ pad: 'x'.repeat(1024 * 1024 + 16) });
+
+let gw: Gateway;
+let call: ContractClient;
+let manual: Receiver;
+let structured: Receiver;
+
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_MAX_BODY_BYTES: String(MAX_BODY) });
+  call = createContractClient(gw.url, checker);
+  manual = await startReceiver(() => ({ status: 202 }));
+  structured = await startReceiver(() => ({ status: 204 }));
+});
+
+afterAll(async () => {
+  await manual?.close();
+  await structured?.close();
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+const binaryHeaders = (id: string, source: string, type = 'com.example.contract') => ({
+  'ce-specversion': '1.0',
+  'ce-id': id,
+  'ce-source': source,
+  'ce-type': type,
+  'content-type': 'application/json',
+});
+const event = (id: string, source: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source, type: 'com.example.contract', ...extra });
+
+/** The body-parser failures every JSON-body operation documents: too large (413), non-UTF charset (415). */
+async function expectJsonBodyErrors(method: string, url: string): Promise<void> {
+  const tooLarge = await call(method, url, { headers: { 'content-type': 'application/json' }, body: OVER_JSON_LIMIT });
+  expect(tooLarge.status).toBe(413);
+  const latin1 = await call(method, url, { headers: { 'content-type': 'application/json; charset=latin1' }, body: '{}' });
+  expect(latin1.status).toBe(415);
+}
+
+describe('every operation answers as the contract says', () => {
+  it('publishes in binary, structured and batch mode, and refuses what it must', async () => {
+    const binary = await call('POST', '/events', { headers: binaryHeaders('b1', '/contract/events'), body: '{"n":1}' });
+    expect(binary.status).toBe(202);
+    expect(binary.body.results[0]).toMatchObject({ id: 'b1', duplicate: false });
+    const again = await call('POST', '/events', { headers: binaryHeaders('b1', '/contract/events'), body: '{"n":1}' });
+    expect(again.status).toBe(200);
+    expect(again.body.results[0]).toMatchObject({ id: 'b1', duplicate: true });
+
+    const text = await call('POST', '/events', { headers: { ...binaryHeaders('t1', '/contract/events'), 'content-type': 'text/plain', 'ce-partitionkey': 'k' }, body: 'hello' });
+    expect(text.status).toBe(202);
+    const structuredEvent = await call('POST', '/events', {
+      headers: { 'content-type': 'application/cloudevents+json' },
+      json: event('s1', '/contract/events', { time: '2025-01-31T12:00:00Z', data: { n: 2 } }),
+    });
+    expect(structuredEvent.status).toBe(202);
+    const batch = await call('POST', '/events', {
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      json: [event('s2', '/contract/events'), event('s3', '/contract/events', { data_base64: 'aGk=', partitionkey: 7 })],
+    });
+    expect(batch.status).toBe(202);
+    expect(batch.body.results).toHaveLength(2);
+    const empty = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, json: [] });
+    expect(empty.status).toBe(202);
+    expect(empty.body.results).toEqual([]);
+
+    const invalid = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, json: [event('ok', '/c'), { specversion: '1.0', id: 'x', type: 't' }] });
+    expect(invalid.status).toBe(400);
+    expect(invalid.body.errors).toContainEqual(expect.objectContaining({ index: 1, attribute: 'source' }));
+    const tooLarge = await call('POST', '/events', { headers: binaryHeaders('big', '/contract/events'), body: JSON.stringify('x'.repeat(MAX_BODY)) });
+    expect(tooLarge.status).toBe(413);
+    const xml = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents+xml' }, body: '<event/>' });
+    expect(xml.status).toBe(415);
+  });
+
+  it('reads events back by source and id, and by partition', async () => {
+    const found = await call('GET', '/events?source=%2Fcontract%2Fevents&id=s1');
+    expect(found.status).toBe(200);
+    expect(found.body.event).toMatchObject({ id: 's1', data: { n: 2 } });
+    const binary = await call('GET', '/events?source=%2Fcontract%2Fevents&id=t1');
+    expect(binary.body.event).toMatchObject({ data: 'hello', partitionkey: 'k' });
+    expect((await call('GET', '/events?source=%2Fcontract%2Fevents&id=s3')).body.event).toMatchObject({ data_base64: 'aGk=', partitionkey: 7 });
+    expect((await call('GET', '/events?source=%2Fcontract%2Fevents')).status).toBe(400);
+    expect((await call('GET', '/events?source=%2Fnowhere&id=1')).status).toBe(404);
+
+    const partitions = await call('GET', '/partitions');
+    expect(partitions.body.partitions).toHaveLength(4);
+    const busy = (partitions.body.partitions as { partition: number; headOffset: number }[]).find((p) => p.headOffset > 0)!;
+    const page = await call('GET', `/partitions/${busy.partition}/events?from=0&limit=10`);
+    expect(page.status).toBe(200);
+    expect(page.body.events.length).toBeGreaterThan(0);
+    expect((await call('GET', `/partitions/${busy.partition}/events?from=${busy.headOffset + 5}`)).body).toEqual({ events: [], nextOffset: busy.headOffset });
+    expect((await call('GET', '/partitions/0/events?limit=5000')).status).toBe(400);
+    expect((await call('GET', '/partitions/abc/events')).status).toBe(400);
+    expect((await call('GET', '/partitions/4/events')).status).toBe(404);
+  });
+
+  it('serves health, readiness, the contract and the docs page', async () => {
+    expect((await call('GET', '/healthz')).status).toBe(200);
+    expect((await call('GET', '/readyz')).body).toEqual({ status: 'ready', checks: { log: 'ok', database: 'ok' } });
+    const json = await call('GET', '/openapi.json');
+    expect(json.body).toEqual(doc);
+    const yaml = await call('GET', '/openapi.yaml');
+    expect(yaml.text).toBe(fs.readFileSync(path.resolve(__dirname, '../../openapi/openapi.yaml'), 'utf8'));
+    const page = await call('GET', '/docs');
+    expect(page.text).toContain('docs/assets/redoc.standalone.js');
+    const script = await call('GET', '/docs/assets/redoc.standalone.js');
+    expect(script.text.length).toBeGreaterThan(100_000);
+  });
+
+  it('manages subscriptions', async () => {
+    const created = await call('POST', '/subscriptions', {
+      json: { sink: structured.url, filters: [{ exact: { source: '/contract/structured' } }, { not: { sql: "type = 'skip'" } }], delivery: { format: 'structured' }, startAt: 'latest' },
+    });
+    expect(created.status).toBe(201);
+    const id = created.body.id as string;
+    expect((await call('POST', '/subscriptions', { json: { sink: 'ftp://example.com' } })).status).toBe(400);
+    expect((await call('POST', '/subscriptions', { json: { sink: structured.url, filters: [{ exact: {}, prefix: {} }] } })).status).toBe(400);
+    expect((await call('POST', '/subscriptions', { headers: { 'content-type': 'application/json' }, body: '{"sink":' })).status).toBe(400);
+    await expectJsonBodyErrors('POST', '/subscriptions');
+
+    expect((await call('GET', '/subscriptions')).body.subscriptions.map((s: { id: string }) => s.id)).toContain(id);
+    expect((await call('GET', `/subscriptions/${id}`)).body.id).toBe(id);
+    expect((await call('GET', '/subscriptions/nope')).status).toBe(404);
+
+    const patched = await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { maxInFlight: 4, retry: { maxAttempts: 3 } } } });
+    // As documented: `delivery` (and its `retry`) is merged field by field, so what is not sent is kept.
+    expect(patched.body.delivery).toMatchObject({ format: 'structured', maxInFlight: 4, retry: { maxAttempts: 3, initialDelayMs: 1000 } });
+    expect((await call('PATCH', `/subscriptions/${id}`, { json: { bogus: true } })).status).toBe(400);
+    expect((await call('PATCH', '/subscriptions/nope', { json: {} })).status).toBe(404);
+    await expectJsonBodyErrors('PATCH', `/subscriptions/${id}`);
+
+    expect((await call('POST', `/subscriptions/${id}/pause`)).body).toMatchObject({ state: 'paused', stateReason: 'user' });
+    expect((await call('POST', `/subscriptions/${id}/resume`)).body).toMatchObject({ state: 'active', stateReason: null });
+    const rotated = await call('POST', `/subscriptions/${id}/rotate-secret`);
+    expect(rotated.body.secret).not.toBe(created.body.secret);
+    for (const action of ['pause', 'resume', 'rotate-secret']) expect((await call('POST', `/subscriptions/nope/${action}`)).status).toBe(404);
+
+    // The structured-mode subscription gets a delivery whose request must match `webhooks`.
+    await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents+json' }, json: event('w1', '/contract/structured', { data: { n: 1 } }) });
+    await call('POST', '/events', { headers: binaryHeaders('w2', '/contract/structured'), body: '' }); // no data: goes structured too
+    const requests = await waitFor(() => (structured.requests.length >= 2 ? structured.requests : undefined));
+    for (const req of requests) checker.checkWebhookRequest(req);
+    expect(requests.map((r) => r.headers['content-type'])).toEqual(['application/cloudevents+json; charset=utf-8', 'application/cloudevents+json; charset=utf-8']);
+
+    const doomed = await call('POST', '/subscriptions', { json: { sink: structured.url, filters: [{ exact: { source: '/none' } }] } });
+    expect((await call('DELETE', `/subscriptions/${doomed.body.id}`)).status).toBe(204);
+    expect((await call('DELETE', `/subscriptions/${doomed.body.id}`)).status).toBe(404);
+  });
+
+  it('takes delivery callbacks and keeps dead letters', async () => {
+    const sub = await call('POST', '/subscriptions', {
+      json: { sink: manual.url, filters: [{ prefix: { source: '/contract/manual' } }], delivery: { ordering: 'none', ackDeadlineMs: 600_000 } },
+    });
+    const subId = sub.body.id as string;
+    const published = await call('POST', '/events', {
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      json: ['m1', 'm2', 'm3', 'm4', 'm5'].map((id) => event(id, '/contract/manual', { data: { id } })),
+    });
+    expect(published.status).toBe(202);
+    await waitFor(() => manual.requests.length >= 5, { what: 'five deliveries' });
+    for (const req of manual.requests) checker.checkWebhookRequest(req);
+    const deliveryOf = (ceId: string) => manual.requests.find((r) => r.headers['ce-id'] === ceId)!.headers['herald-delivery-id'] as string;
+    const cb = (ceId: string, action: string) => `/deliveries/${deliveryOf(ceId)}/${action}`;
+
+    // m1: extend, ack, ack again (repeated), then every other callback is a conflict.
+    expect((await call('POST', cb('m1', 'extend'), { json: { ms: 60_000 } })).body.status).toBe('extended');
+    expect((await call('POST', cb('m1', 'ack'))).body).toEqual({ deliveryId: deliveryOf('m1'), status: 'acked' });
+    expect((await call('POST', cb('m1', 'ack'))).body).toEqual({ deliveryId: deliveryOf('m1'), status: 'acked', repeated: true });
+    expect((await call('POST', cb('m1', 'nack'), { json: {} })).status).toBe(409);
+    expect((await call('POST', cb('m1', 'extend'), { json: { ms: 1000 } })).status).toBe(409);
+    expect((await call('POST', cb('m1', 'reject'), { json: {} })).status).toBe(409);
+    expect((await call('POST', cb('m1', 'ack'), { json: { ignored: true } })).status).toBe(200);
+
+    // m2: nack with a delay far in the future; m3 and m4: rejected into the dead letters.
+    const nacked = await call('POST', cb('m2', 'nack'), { json: { delayMs: 3_600_000 } });
+    expect(Date.parse(nacked.body.nextAttemptAt)).toBeGreaterThan(Date.now());
+    expect((await call('POST', cb('m3', 'reject'), { json: { reason: 'no such order' } })).body.status).toBe('rejected');
+    expect((await call('POST', cb('m4', 'reject'))).body.status).toBe('rejected');
+    expect((await call('POST', cb('m3', 'ack'))).status).toBe(409);
+
+    for (const action of ['ack', 'nack', 'extend', 'reject']) {
+      expect((await call('POST', `/deliveries/dlv_unknown/${action}`, { json: action === 'extend' ? { ms: 1000 } : {} })).status).toBe(404);
+      if (action === 'ack') continue;
+      expect((await call('POST', cb('m5', action), { json: { bogus: 1 } })).status).toBe(400);
+      await expectJsonBodyErrors('POST', cb('m5', action));
+    }
+
+    // Dead letters: page, redeliver one, delete the other.
+    const all = await waitFor(async () => {
+      const res = await call('GET', `/subscriptions/${subId}/dead-letters`);
+      return res.body.deadLetters.length === 2 ? res.body : undefined;
+    });
+    expect(all.deadLetters.map((d: { reason: string }) => d.reason)).toEqual(['receiver_rejected', 'receiver_rejected']);
+    expect(all.deadLetters[0]).toMatchObject({ lastError: 'no such order', lastStatus: 202, event: { id: 'm3' } });
+    const first = await call('GET', `/subscriptions/${subId}/dead-letters?limit=1`);
+    expect(first.body.nextAfter).toBe(first.body.deadLetters[0].id);
+    const second = await call('GET', `/subscriptions/${subId}/dead-letters?limit=1&after=${first.body.nextAfter}`);
+    expect(second.body.deadLetters[0].id).not.toBe(first.body.nextAfter);
+    expect((await call('GET', `/subscriptions/${subId}/dead-letters?limit=5000`)).status).toBe(400);
+    expect((await call('GET', '/subscriptions/nope/dead-letters')).status).toBe(404);
+
+    const [m3Letter, m4Letter] = all.deadLetters as { id: string }[];
+    const before = manual.requests.length;
+    const redelivering = await call('POST', `/subscriptions/${subId}/dead-letters/redeliver`, { json: { ids: [m3Letter!.id] } });
+    expect(redelivering).toMatchObject({ status: 202, body: { redelivering: 1 } });
+    const redelivery = await waitFor(() => manual.requests.slice(before).find((r: ReceivedRequest) => r.headers['herald-redelivery'] === 'true'));
+    checker.checkWebhookRequest(redelivery);
+    expect(redelivery.headers['ce-id']).toBe('m3');
+    expect((await call('POST', `/subscriptions/${subId}/dead-letters/redeliver`, { json: { ids: 'all' } })).status).toBe(400);
+    expect((await call('POST', '/subscriptions/nope/dead-letters/redeliver')).status).toBe(404);
+    await expectJsonBodyErrors('POST', `/subscriptions/${subId}/dead-letters/redeliver`);
+
+    expect((await call('DELETE', `/subscriptions/${subId}/dead-letters/${m4Letter!.id}`)).status).toBe(204);
+    expect((await call('DELETE', `/subscriptions/${subId}/dead-letters/${m4Letter!.id}`)).status).toBe(404);
+  });
+
+  it('answers 503 with Retry-After when the log cannot be written, and is then unready', async () => {
+    // A real failing disk: the active segment is /dev/full, where every write fails with ENOSPC.
+    const dataDir = tmpDir();
+    fs.mkdirSync(path.join(dataDir, 'wal'));
+    const segment = path.join(dataDir, 'wal', '00000000000000000000.seg');
+    fs.symlinkSync('/dev/full', segment);
+    const broken = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
+    const brokenCall = createContractClient(broken.url, checker);
+    try {
+      const failed = await brokenCall('POST', '/events', { headers: binaryHeaders('d1', '/contract/disk'), body: '{}' });
+      expect(failed.status).toBe(503);
+      const ready = await brokenCall('GET', '/readyz');
+      expect(ready.status).toBe(503);
+      expect(ready.body.status).toBe('unavailable');
+    } finally {
+      // Repair the disk and append once so the log recovers: closing on a still-failing disk throws (reported).
+      fs.unlinkSync(segment);
+      fs.writeFileSync(segment, '');
+      expect((await brokenCall('POST', '/events', { headers: binaryHeaders('d1', '/contract/disk'), body: '{}' })).status).toBe(202);
+      await broken.close();
+    }
+  });
+
+  it('asks for an API key with the scope each operation declares', async () => {
+    const secured = await startTestGateway({ HERALD_API_KEYS: 'pub:pub-key:publish,rd:read-key:read,adm:admin-key:admin' });
+    try {
+      const securedCall = createContractClient(secured.url, checker);
+      const keyFor = { publish: 'pub-key', read: 'read-key', admin: 'admin-key' } as Record<string, string>;
+      const wrongKeyFor = { publish: 'admin-key', read: 'pub-key', admin: 'read-key' } as Record<string, string>;
+      for (const op of documentedOperations(doc)) {
+        const scope = op.operation['x-herald-scope']!;
+        const url = examplePath(op.path);
+        const method = op.method.toUpperCase();
+        const anonymous = await securedCall(method, url);
+        if (scope === 'none') {
+          expect([op.operationId, anonymous.status]).not.toEqual([op.operationId, 401]);
+          continue;
+        }
+        expect([op.operationId, anonymous.status]).toEqual([op.operationId, 401]);
+        const bad = await securedCall(method, url, { headers: { authorization: 'Bearer not-a-key' } });
+        expect([op.operationId, bad.status]).toEqual([op.operationId, 401]);
+        const wrong = await securedCall(method, url, { headers: { authorization: `Bearer ${wrongKeyFor[scope]}` } });
+        expect([op.operationId, wrong.status]).toEqual([op.operationId, 403]);
+        const right = await securedCall(method, url, { headers: { authorization: `Bearer ${keyFor[scope]}` } });
+        expect([op.operationId, [401, 403].includes(right.status)]).toEqual([op.operationId, false]);
+      }
+    } finally {
+      await secured.close();
+    }
+  });
+
+  // Depends on the tests above having run (it is last on purpose): run the whole file.
+  it('has produced every documented response', () => {
+    const missing = checker.documentedResponses().filter((r) => !checker.covered.has(r) && !NOT_PROVOKED.has(r.split(' ')[1]!));
+    expect(missing).toEqual([]);
+  });
+});

@@ -1,0 +1,70 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import request from 'supertest';
+import YAML from 'yaml';
+import { createApp } from '../../src/api/app';
+import { createOpenApiRouter, OPENAPI_FILE } from '../../src/api/openapi-router';
+import { createLogger } from '../../src/logger';
+import { OPENAPI_FILE as CONTRACT } from '../helpers/openapi';
+import { tmpDir, cleanupTmpDirs } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+const app = () => createApp({ log: createLogger('silent'), routers: [createOpenApiRouter()] });
+
+describe('the contract router', () => {
+  it('finds openapi/openapi.yaml from src/ and from the build in dist/', () => {
+    expect(OPENAPI_FILE).toBe(CONTRACT);
+    // The integration global setup builds dist/ first.
+    const built = require(path.resolve(__dirname, '../../dist/api/openapi-router.js')) as { OPENAPI_FILE: string };
+    expect(built.OPENAPI_FILE).toBe(CONTRACT);
+  });
+
+  it('serves the YAML file byte for byte and the same document as JSON', async () => {
+    const yaml = await request(app()).get('/openapi.yaml').expect(200);
+    expect(yaml.headers['content-type']).toMatch(/^application\/yaml/);
+    expect(yaml.text).toBe(fs.readFileSync(CONTRACT, 'utf8'));
+    const json = await request(app()).get('/openapi.json').expect(200);
+    expect(json.headers['content-type']).toMatch(/^application\/json/);
+    expect(json.body).toEqual(YAML.parse(yaml.text));
+  });
+
+  it('reads the document once, at start-up', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'openapi.yaml');
+    fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: First, version: "1" }\npaths: {}\n');
+    const served = createApp({ log: createLogger('silent'), routers: [createOpenApiRouter({ file })] });
+    fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: Second, version: "1" }\npaths: {}\n');
+    expect((await request(served).get('/openapi.json')).body.info.title).toBe('First');
+    expect(() => createOpenApiRouter({ file: path.join(dir, 'missing.yaml') })).toThrow(/ENOENT/);
+  });
+
+  it('renders the docs page with the Redoc bundle from node_modules, loading nothing from elsewhere', async () => {
+    const page = await request(app()).get('/docs').expect(200);
+    expect(page.headers['content-type']).toMatch(/^text\/html/);
+    const sources = [...page.text.matchAll(/\b(?:src|href)="([^"]*)"/g)].map((m) => m[1]);
+    expect(sources).toEqual(['docs/assets/redoc.standalone.js']); // relative, so a path prefix in front of Herald keeps working
+    expect(page.text).toContain('Redoc.init(');
+    expect(page.text).not.toMatch(/<\/script>[^]*<\/script>[^]*<\/script>/); // the inlined spec cannot close its script early
+    expect((await request(app()).get('/docs/').expect(200)).text).toContain('src="assets/redoc.standalone.js"');
+
+    const script = await request(app()).get('/docs/assets/redoc.standalone.js').buffer(true).parse((res, done) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => done(null, Buffer.concat(chunks)));
+    });
+    expect(script.status).toBe(200);
+    expect(script.headers['content-type']).toBe('text/javascript; charset=utf-8');
+    expect(script.headers['cache-control']).toMatch(/max-age=86400/);
+    expect((script.body as Buffer).equals(fs.readFileSync(require.resolve('redoc/bundles/redoc.standalone.js')))).toBe(true);
+  });
+
+  it('escapes the inlined document so text in it cannot end the script', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'openapi.yaml');
+    fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: "</script><script>alert(1)</script>", version: "1" }\npaths: {}\n');
+    const page = await request(createApp({ log: createLogger('silent'), routers: [createOpenApiRouter({ file })] })).get('/docs').expect(200);
+    expect(page.text).not.toContain('<script>alert(1)');
+    expect(page.text).toContain('\\u003c/script>');
+  });
+});
