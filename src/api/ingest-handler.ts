@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { parseHttpMessage } from '../cloudevents/parse';
+import { bindingHeaders, parseHttpMessage } from '../cloudevents/parse';
 import type { EventStore } from '../log/event-store';
 import { sendJson, sendProblem } from './problem';
 import { readBody } from './read-body';
@@ -21,7 +21,7 @@ export function createIngestHandler(deps: IngestDeps) {
   return async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const body = await readBody(req, deps.maxBodyBytes);
-      const { events } = parseHttpMessage({ headers: req.headersDistinct as Record<string, string[] | undefined>, body });
+      const { events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body });
       const results = await deps.store.append(events);
       const allDuplicates = results.length > 0 && results.every((r) => r.duplicate);
       sendJson(res, allDuplicates ? 200 : 202, { results });

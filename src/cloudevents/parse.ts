@@ -1,4 +1,3 @@
-import type { IncomingHttpHeaders } from 'node:http';
 import { AppError, Violation } from '../errors';
 import { AttributeValue, CloudEvent, mediaType } from './event';
 import { HeaderDecodeError, decodeHeaderValue } from './headers';
@@ -109,7 +108,21 @@ function invalid(message: string, details: Violation[]): AppError {
   return new AppError('invalid_event', message, { details });
 }
 
-/** Adapter for `IncomingMessage.headersDistinct`, whose type allows undefined entries. */
-export function distinctHeaders(headers: IncomingHttpHeaders | NodeJS.Dict<string[]>): Record<string, string[] | undefined> {
-  return headers as Record<string, string[] | undefined>;
+/**
+ * The headers the HTTP binding reads (`ce-*` and `content-type`), each with
+ * every value it was sent with, straight from `IncomingMessage.rawHeaders`:
+ * cheaper than `headersDistinct`, which copies every header of the request.
+ */
+export function bindingHeaders(rawHeaders: readonly string[]): Record<string, string[]> {
+  const headers: Record<string, string[]> = Object.create(null);
+  for (let i = 0; i + 1 < rawHeaders.length; i += 2) {
+    const name = rawHeaders[i]!;
+    const first = name.charCodeAt(0) | 0x20;
+    // Only names starting with c/C can be ce-* or content-type.
+    if (first !== 0x63) continue;
+    const lower = name.toLowerCase();
+    if (lower !== 'content-type' && !lower.startsWith('ce-')) continue;
+    (headers[lower] ??= []).push(rawHeaders[i + 1]!);
+  }
+  return headers;
 }

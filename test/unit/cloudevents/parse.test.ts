@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { contentModeOf, parseHttpMessage, type HttpMessage } from '../../../src/cloudevents/parse';
+import { bindingHeaders, contentModeOf, parseHttpMessage, type HttpMessage } from '../../../src/cloudevents/parse';
 import { AppError } from '../../../src/errors';
 
 const ceHeaders = { 'ce-specversion': ['1.0'], 'ce-id': ['b-1'], 'ce-source': ['/binary'], 'ce-type': ['com.example.binary'] };
@@ -186,5 +186,12 @@ describe('parseHttpMessage with arbitrary input', () => {
       }),
       { numRuns: 3000 },
     );
+  });
+});
+
+describe('bindingHeaders', () => {
+  it('keeps only ce-* and content-type, lower-cased, with every repeated value', () => {
+    const headers = bindingHeaders(['Host', 'x', 'CE-Id', '1', 'Content-Type', 'application/json', 'ce-id', '2', 'Cookie', 'c', 'ce-source', '/s']);
+    expect({ ...headers }).toEqual({ 'ce-id': ['1', '2'], 'content-type': ['application/json'], 'ce-source': ['/s'] });
   });
 });
