@@ -77,7 +77,6 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       `data dir ${opts.dataDir} was created with ${recorded} partitions; HERALD_PARTITIONS=${opts.partitions} would re-route keys. Start with HERALD_PARTITIONS=${recorded}.`,
     );
   }
-  if (recorded === undefined) meta.set('partitions', opts.partitions);
 
   const segments = openSegmentLog({
     dir: path.join(opts.dataDir, 'wal'),
@@ -87,6 +86,8 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   });
 
   const recovery = recover();
+  // Recorded only once recovery has checked the log against it, so a refused start does not record a wrong count.
+  if (recorded === undefined) meta.set('partitions', opts.partitions);
   let committedHeads = headsRepo.load(opts.partitions);
   let heads = committedHeads.slice();
 
@@ -143,6 +144,12 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     const rebuild = db.transaction((items: { position: number; frame: Buffer }[]) => {
       for (const { position, frame } of items) {
         const h = decodeRecordHeader(frame);
+        if (h.partition >= opts.partitions) {
+          // Only possible when SQLite (and the partition count it recorded) was lost: the log still knows better.
+          throw new StartupError(
+            `data dir ${opts.dataDir} holds events of partition ${h.partition}, so it was created with more than HERALD_PARTITIONS=${opts.partitions}; start with the HERALD_PARTITIONS it was created with.`,
+          );
+        }
         if (h.storedAt >= windowStart) idempotency.insert(h);
         index.insert(h.partition, { offset: h.offset, position, length: frame.length });
         rebuiltHeads[h.partition] = Math.max(rebuiltHeads[h.partition]!, h.offset + 1);
@@ -261,10 +268,11 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
         log.info('log is writable again');
       }
       group.resolve();
-      notify(group.entries);
     } catch (err) {
       failGroups(group, before, err);
+      return;
     }
+    notify(group.entries); // outside the try: the group is committed, a listener's failure must not undo it
   }
 
   /** Undoes a failed group and every group queued behind it (their offsets follow its offsets). */
@@ -297,7 +305,13 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   function notify(entries: PendingEntry[]): void {
     if (listeners.size === 0) return;
     const partitions = new Set(entries.map((e) => e.partition));
-    for (const listener of listeners) listener(partitions);
+    for (const listener of listeners) {
+      try {
+        listener(partitions);
+      } catch (err) {
+        log.error({ err: coerceError(err) }, 'append listener failed');
+      }
+    }
   }
 
   function toStored(partition: number, entry: { offset: number; position: number; length: number }): StoredEvent {

@@ -47,6 +47,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     });
   if (segments.length === 0) segments.push(createSegment(0));
   let writeFd = fs.openSync(active().file, 'a');
+  /** A failed append's bytes may still be in the active segment: cut them before the next write. */
+  let undoOwed = false;
 
   function active(): Segment {
     return segments[segments.length - 1]!;
@@ -78,17 +80,28 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   /**
    * Checks every record from `from` (a record boundary) to the end, calling
    * `onRecord` for each intact one. At the first torn or corrupt record the log
-   * is cut there; later segments (possible only after a corrupt middle) are
+   * is cut there; later segments (possible only after a corrupt middle, or an older segment that lost its unsynced tail) are
    * set aside as `.corrupt` files, never deleted.
    */
   function scan(from: number, onRecord: (position: number, frame: Buffer) => void): ScanResult {
     let scannedBytes = 0;
-    const startIndex = segments.indexOf(segmentAt(from));
+    let startIndex = segments.indexOf(segmentAt(from));
+    // An older segment ending short of the next one's base lost its unsynced tail (fsync=never: rolls are
+    // not synced): the log ends there, so scanning starts no later than that segment.
+    const short = segments.findIndex((s, i) => i + 1 < segments.length && s.base + s.size !== segments[i + 1]!.base);
+    if (short !== -1 && short < startIndex) {
+      startIndex = short;
+      from = segments[short]!.base; // from its start: its lost tail may have been cut mid-record
+    }
     for (let i = startIndex; i < segments.length; i++) {
       const seg = segments[i]!;
       const startInFile = i === startIndex ? Math.max(0, from - seg.base) : 0;
-      const cut = scanSegment(seg, startInFile, onRecord);
+      let cut = scanSegment(seg, startInFile, onRecord);
       scannedBytes += cut.scanned;
+      const next = segments[i + 1];
+      if (cut.badAt === undefined && next !== undefined && seg.base + seg.size !== next.base) {
+        cut = { badAt: seg.size, reason: `segment ends at ${seg.base + seg.size}, short of the next segment at ${next.base}`, scanned: cut.scanned };
+      }
       if (cut.badAt !== undefined) {
         const truncatedBytes = seg.size - cut.badAt + segments.slice(i + 1).reduce((n, s) => n + s.size, 0);
         opts.warn('log: cutting torn or corrupt tail', { segment: seg.file, at: cut.badAt, reason: cut.reason, truncatedBytes });
@@ -143,6 +156,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /** Appends frames after rolling to a new segment if the active one is full. Does not fsync. */
   async function append(frames: Buffer[], totalBytes: number): Promise<number> {
+    if (undoOwed) reopenActive(); // a failed undo is retried before anything lands after its garbage
     if (active().size > 0 && active().size + totalBytes > opts.segmentBytes) roll();
     const seg = active();
     const position = seg.base + seg.size;
@@ -166,18 +180,32 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return new Promise((resolve, reject) => fs.fdatasync(writeFd, (err) => (err ? reject(err) : resolve())));
   }
 
-  /** Undoes a failed append: cuts the active segment back and reopens it so a bad descriptor is not reused. */
+  /**
+   * Undoes a failed append: cuts the active segment back and reopens it so a bad descriptor is not reused.
+   * If the reopen or the cut fails (the disk is still failing) it throws and stays owed: the next
+   * `append` retries it first, so new records never land after the failed group's bytes, and a
+   * segment file that was replaced meanwhile (operator repair) is the one written.
+   */
   function truncate(to: number): void {
     const seg = active();
     if (to < seg.base) throw new Error(`cannot truncate into an older segment (${to} < ${seg.base})`);
-    try {
-      fs.closeSync(writeFd);
-    } catch {
-      // Already unusable; reopening below is what matters.
-    }
-    writeFd = fs.openSync(seg.file, 'a');
-    fs.ftruncateSync(writeFd, to - seg.base);
     seg.size = to - seg.base;
+    undoOwed = true;
+    reopenActive();
+  }
+
+  function reopenActive(): void {
+    if (writeFd >= 0) {
+      try {
+        fs.closeSync(writeFd);
+      } catch {
+        // Already unusable; reopening below is what matters.
+      }
+      writeFd = -1; // never write through (or close) a descriptor number the process may have reused
+    }
+    writeFd = fs.openSync(active().file, 'a');
+    fs.ftruncateSync(writeFd, active().size);
+    undoOwed = false;
   }
 
   /** Reads one record's bytes. Synchronous: the records are recent and in the page cache. */
@@ -192,9 +220,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   function close(): void {
     try {
-      if (opts.durable) fs.fdatasyncSync(writeFd);
+      if (opts.durable && writeFd >= 0) fs.fdatasyncSync(writeFd);
     } finally {
-      fs.closeSync(writeFd);
+      if (writeFd >= 0) fs.closeSync(writeFd);
+      writeFd = -1;
       for (const seg of segments) {
         if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
         seg.readFd = undefined;

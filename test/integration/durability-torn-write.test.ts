@@ -1,0 +1,155 @@
+import crypto from 'node:crypto';
+import fs from 'node:fs';
+import { encodeRecord } from '../../src/log/record';
+import {
+  eventKey,
+  killIfRunning,
+  lookupEvent,
+  partitionHeads,
+  postBatch,
+  postBinary,
+  readAllEvents,
+  recordEnds,
+  segmentFiles,
+  spawnGateway,
+  startTestGateway,
+  type AppendResultBody,
+  type ChildGateway,
+} from '../helpers/gateway';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+const ENV = { HERALD_PARTITIONS: '4' };
+
+let child: ChildGateway | undefined;
+afterEach(() => killIfRunning(child));
+
+/** Stores 20 events (binary and batch) and returns their acks. */
+async function storeEvents(url: string, source: string): Promise<AppendResultBody[]> {
+  const acked: AppendResultBody[] = [];
+  for (let i = 0; i < 10; i++) {
+    const res = await postBinary(url, { source, id: `b${i}` });
+    expect(res.status).toBe(202);
+    acked.push(...res.body.results);
+  }
+  const batch = await postBatch(url, Array.from({ length: 10 }, (_, i) => ({ source, id: `batch${i}` })));
+  expect(batch.status).toBe(202);
+  return [...acked, ...batch.body.results];
+}
+
+/** A frame that looks like the next record (valid length and header) but stops half way. */
+function partialFrame(): Buffer {
+  const event = { attributes: { specversion: '1.0', id: 'torn', source: '/torn', type: 'torn' }, data: { kind: 'json' as const, value: { pad: 'x'.repeat(200) } } };
+  const frame = encodeRecord({ partition: 0, offset: 10, storedAt: Date.now(), event });
+  return frame.subarray(0, Math.floor(frame.length / 2));
+}
+
+function badChecksumFrame(): Buffer {
+  const event = { attributes: { specversion: '1.0', id: 'bad', source: '/torn', type: 'torn' }, data: { kind: 'none' as const } };
+  const frame = Buffer.from(encodeRecord({ partition: 0, offset: 10, storedAt: Date.now(), event }));
+  frame[frame.length - 1]! ^= 0x01;
+  return frame;
+}
+
+const tails: [string, () => Buffer][] = [
+  ['random bytes', () => crypto.randomBytes(1000)],
+  ['a plausible partial frame', partialFrame],
+  ['a whole frame with a bad checksum', badChecksumFrame],
+  ['three stray bytes', () => Buffer.from([1, 2, 3])],
+];
+
+describe('torn writes at the end of the log', () => {
+  it.each(tails)('cuts %s after a graceful stop, keeps every acknowledged event and continues the offsets', async (_name, tail) => {
+    const gw = await startTestGateway(ENV);
+    const acked = await storeEvents(gw.url, '/torn');
+    const headsBefore = await partitionHeads(gw.url);
+    await gw.close();
+    await expectTornTailRepaired(gw.dataDir, tail(), acked, headsBefore);
+  });
+
+  it.each(tails)('cuts %s after a SIGKILL, keeps every acknowledged event and continues the offsets', async (_name, tail) => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ ...ENV, HERALD_DATA_DIR: dataDir });
+    const acked = await storeEvents(child.url, '/torn-kill');
+    const headsBefore = await partitionHeads(child.url);
+    child.child.kill('SIGKILL');
+    expect(await child.exited).toBe('SIGKILL');
+    await expectTornTailRepaired(dataDir, tail(), acked, headsBefore);
+  });
+});
+
+async function expectTornTailRepaired(dataDir: string, garbage: Buffer, acked: AppendResultBody[], headsBefore: number[]) {
+  const newest = segmentFiles(dataDir).at(-1)!;
+  const goodSize = fs.statSync(newest).size;
+  expect(recordEnds(newest).at(-1)).toBe(goodSize); // the log ended on a record before the damage
+  fs.appendFileSync(newest, garbage);
+
+  const gw = await startTestGateway({ ...ENV, HERALD_DATA_DIR: dataDir });
+  try {
+    expect(fs.statSync(newest).size).toBe(goodSize);
+    expect(await partitionHeads(gw.url)).toEqual(headsBefore);
+    for (const r of acked) {
+      const found = await lookupEvent(gw.url, r);
+      expect(found.status).toBe(200);
+      expect(found.body).toMatchObject({ partition: r.partition, offset: r.offset });
+    }
+    const more = await storeEvents(gw.url, '/after-repair');
+    // New offsets pick up exactly at the old heads: no gap, no reuse.
+    for (let p = 0; p < headsBefore.length; p++) {
+      const offsets = more.filter((r) => r.partition === p).map((r) => r.offset);
+      expect(offsets).toEqual(offsets.map((_, i) => headsBefore[p]! + i));
+    }
+    const all = await readAllEvents(gw.url);
+    expect(all).toHaveLength(acked.length + more.length);
+    expect(new Set(all.map((e) => eventKey(e.event))).size).toBe(all.length);
+    for (const r of more) expect((await lookupEvent(gw.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
+    expect(recordEnds(newest).at(-1)).toBe(fs.statSync(newest).size);
+  } finally {
+    await gw.close();
+  }
+}
+
+describe('SQLite ahead of the log (power cut that lost unsynced log bytes)', () => {
+  it.each([
+    ['on a record boundary', 0],
+    ['inside a record', 5],
+  ])('forgets events cut from the log (%s) and stores them again at the rolled-back offsets', async (_name, extra) => {
+    const gw = await startTestGateway({ ...ENV, HERALD_FSYNC: 'interval' });
+    const acked: AppendResultBody[] = [];
+    for (let i = 0; i < 10; i++) {
+      const res = await postBinary(gw.url, { source: '/ahead', id: `a${i}` });
+      expect(res.status).toBe(202);
+      acked.push(...res.body.results);
+    }
+    const headsBefore = await partitionHeads(gw.url);
+    await gw.close();
+
+    const [file] = segmentFiles(gw.dataDir);
+    const ends = recordEnds(file!);
+    expect(ends).toHaveLength(10);
+    fs.truncateSync(file!, ends[6]! + extra); // the last 3 records are lost; SQLite still has their rows
+    const kept = acked.slice(0, 7);
+    const lost = acked.slice(7);
+
+    const again = await startTestGateway({ ...ENV, HERALD_FSYNC: 'interval', HERALD_DATA_DIR: gw.dataDir });
+    try {
+      for (const r of lost) expect((await lookupEvent(again.url, r)).status).toBe(404);
+      for (const r of kept) expect((await lookupEvent(again.url, r)).status).toBe(200);
+      const rolledBack = headsBefore.slice();
+      for (const r of lost) rolledBack[r.partition] = Math.min(rolledBack[r.partition]!, r.offset);
+      expect(await partitionHeads(again.url)).toEqual(rolledBack);
+      expect(await readAllEvents(again.url)).toHaveLength(7);
+
+      for (const r of lost) {
+        const res = await postBinary(again.url, { source: r.source, id: r.id });
+        expect(res.status).toBe(202);
+        expect(res.body.results).toEqual([{ ...r, duplicate: false }]);
+      }
+      for (const r of kept) expect((await postBinary(again.url, { source: r.source, id: r.id })).status).toBe(200);
+      expect(await partitionHeads(again.url)).toEqual(headsBefore);
+    } finally {
+      await again.close();
+    }
+  });
+});

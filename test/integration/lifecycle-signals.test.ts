@@ -1,0 +1,114 @@
+import http from 'node:http';
+import {
+  eventKey,
+  killIfRunning,
+  lookupEvent,
+  postBatch,
+  postBinary,
+  readAllEvents,
+  spawnGateway,
+  type AppendResultBody,
+  type ChildGateway,
+} from '../helpers/gateway';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+let running: ChildGateway[] = [];
+afterEach(async () => {
+  for (const gw of running) await killIfRunning(gw);
+  running = [];
+});
+
+async function start(dataDir: string): Promise<ChildGateway> {
+  const gw = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+  running.push(gw);
+  return gw;
+}
+
+/** Waits (bounded by count) until the child's output shows `text`. */
+async function waitForOutput(gw: ChildGateway, text: string): Promise<void> {
+  for (let i = 0; i < 1000 && !gw.output().includes(text); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(gw.output()).toContain(text);
+}
+
+describe.each(['SIGTERM', 'SIGINT'] as const)('%s', (signal) => {
+  it('exits 0 and keeps every event acknowledged before it', async () => {
+    const dataDir = tmpDir();
+    const gw = await start(dataDir);
+    const acked: AppendResultBody[] = [];
+    for (let i = 0; i < 5; i++) acked.push(...(await postBinary(gw.url, { source: `/${signal}`, id: `b${i}` })).body.results);
+    const batch = await postBatch(gw.url, Array.from({ length: 10 }, (_, i) => ({ source: `/${signal}`, id: `batch${i}` })));
+    expect(batch.status).toBe(202);
+    acked.push(...batch.body.results);
+
+    gw.child.kill(signal);
+    expect(await gw.exited).toBe(0);
+    expect(gw.output()).toContain('herald stopped');
+
+    const again = await start(dataDir);
+    for (const r of acked) expect((await lookupEvent(again.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
+    expect((await readAllEvents(again.url)).map((e) => eventKey(e.event)).sort()).toEqual(acked.map(eventKey).sort());
+  });
+});
+
+describe('graceful shutdown with a request in flight', () => {
+  it('finishes a large batch still being uploaded at SIGTERM, answers 202, then exits 0 with the batch stored', async () => {
+    const dataDir = tmpDir();
+    const gw = await start(dataDir);
+    const events = Array.from({ length: 2000 }, (_, i) => ({ specversion: '1.0', id: `slow-${i}`, source: '/inflight', type: 't', data: { i } }));
+    const body = Buffer.from(JSON.stringify(events));
+    const { hostname, port } = new URL(gw.url);
+
+    const agent = new http.Agent({ keepAlive: true });
+    const response = new Promise<{ status: number; connection?: string; body: any }>((resolve, reject) => {
+      const req = http.request({
+        hostname,
+        port,
+        method: 'POST',
+        path: '/events',
+        agent, // keep-alive, like a load balancer's pooled connection
+        headers: {
+          'content-type': 'application/cloudevents-batch+json',
+          'content-length': body.length,
+          // The server answers "100 Continue" once it has the headers: from then on the request is in flight.
+          expect: '100-continue',
+        },
+      });
+      req.on('error', reject);
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, body: JSON.parse(Buffer.concat(chunks).toString()) }));
+        res.on('error', reject);
+      });
+      req.on('continue', () => {
+        void (async () => {
+          req.write(body.subarray(0, 1000));
+          gw.child.kill('SIGTERM');
+          await waitForOutput(gw, 'shutting down'); // the gateway is now closing, with our body half sent
+          for (let at = 1000; at < body.length; at += 64 * 1024) {
+            req.write(body.subarray(at, at + 64 * 1024));
+            await new Promise((r) => setImmediate(r));
+          }
+          req.end();
+        })().catch(reject);
+      });
+    });
+
+    const res = await response;
+    agent.destroy();
+    expect(res.status).toBe(202);
+    expect(res.body.results).toHaveLength(2000);
+    // The pooled connection is let go, so shutdown need not wait out its grace period for it.
+    expect(res.connection).toBe('close');
+    expect(await gw.exited).toBe(0);
+
+    const again = await start(dataDir);
+    const stored = await readAllEvents(again.url);
+    expect(stored.map((e) => e.event.id).sort()).toEqual(events.map((e) => e.id).sort());
+    for (const r of res.body.results.slice(0, 20) as AppendResultBody[]) {
+      expect((await lookupEvent(again.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
+    }
+  });
+});

@@ -1,0 +1,81 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import {
+  killIfRunning,
+  lookupEvent,
+  postBinary,
+  runGatewayUntilExit,
+  spawnGateway,
+  type AppendResultBody,
+  type ChildGateway,
+} from '../helpers/gateway';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+let child: ChildGateway | undefined;
+afterEach(() => killIfRunning(child));
+
+/** The refusal is one line on stderr, prefixed like every other start-up message. */
+function oneLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^herald: /);
+  return lines[0]!;
+}
+
+describe('start-up refusals', () => {
+  it('refuses a data dir created with another HERALD_PARTITIONS, naming the variable and the recorded count', async () => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    expect((await postBinary(child.url, { source: '/start', id: 's1' })).status).toBe(202);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '8' });
+    expect(refused.code).not.toBe(0);
+    expect(typeof refused.code).toBe('number');
+    const line = oneLine(refused.stderr);
+    expect(line).toContain('HERALD_PARTITIONS');
+    expect(line).toMatch(/HERALD_PARTITIONS=4/); // says what to do
+    expect(refused.stdout).not.toMatch(/herald listening/);
+
+    // The refusal changed nothing: the original count still starts and still has the event.
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    expect((await postBinary(child.url, { source: '/start', id: 's1' })).status).toBe(200);
+  });
+
+  it('refuses too few HERALD_PARTITIONS for the log even after herald.db was lost, and rebuilds with the right count', async () => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '16' });
+    const acked: AppendResultBody[] = [];
+    for (let i = 0; i < 40; i++) acked.push(...(await postBinary(child.url, { source: '/lost-db', id: `e${i}` })).body.results);
+    expect(Math.max(...acked.map((r) => r.partition))).toBeGreaterThanOrEqual(4);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    // SQLite holds only what the log implies, so an operator may delete it; the log must still guard the count.
+    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db'))) fs.rmSync(path.join(dataDir, f));
+
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    expect(typeof refused.code).toBe('number');
+    expect(refused.code).not.toBe(0);
+    expect(oneLine(refused.stderr)).toContain('HERALD_PARTITIONS');
+
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '16' });
+    for (const r of acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
+  });
+
+  it.each([
+    ['HERALD_FSYNC', 'sometimes'],
+    ['HERALD_PARTITIONS', 'lots'],
+    ['HERALD_SEGMENT_BYTES', '1024'],
+    ['HERALD_IDEMPOTENCY_WINDOW', 'forever'],
+  ])('stops start-up on %s=%s with a one-line message naming the variable', async (name, value) => {
+    const dataDir = tmpDir();
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, [name]: value });
+    expect(refused.code).not.toBe(0);
+    expect(typeof refused.code).toBe('number');
+    expect(oneLine(refused.stderr)).toContain(name);
+    expect(refused.stdout).not.toMatch(/herald listening/);
+  });
+});

@@ -1,0 +1,340 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CloudEvent } from '../../../src/cloudevents/event';
+import { openLocalEventStore, StartupError, type LocalEventStoreOptions } from '../../../src/log/local-event-store';
+import { createLogger } from '../../../src/logger';
+import { openDatabase, type Db } from '../../../src/store/db';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+const WINDOW_MS = 1000;
+const T0 = 1_700_000_000_000;
+
+function ev(id: string, source = '/store'): CloudEvent {
+  return { attributes: { specversion: '1.0', id, source, type: 'store.test' }, data: { kind: 'json', value: { id } } };
+}
+
+type Store = ReturnType<typeof openLocalEventStore>;
+interface Opened {
+  store: Store;
+  db: Db;
+  dir: string;
+  clock: { now: number };
+  close(): Promise<void>;
+}
+
+const opened: Opened[] = [];
+afterEach(async () => {
+  for (const o of opened.splice(0)) await o.close();
+});
+
+function openStore(dir = tmpDir(), overrides: Partial<LocalEventStoreOptions> = {}, clock = { now: T0 }): Opened {
+  const db = openDatabase(path.join(dir, 'herald.db'));
+  let store: Store;
+  try {
+    store = openLocalEventStore({
+      dataDir: dir,
+      db,
+      log: createLogger('silent'),
+      partitions: 4,
+      fsync: 'always',
+      fsyncIntervalMs: 50,
+      segmentBytes: 1 << 20,
+      idempotencyWindowMs: WINDOW_MS,
+      clock: () => clock.now,
+      ...overrides,
+    });
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  let closed = false;
+  const o: Opened = {
+    store,
+    db,
+    dir,
+    clock,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await store.close();
+      db.close();
+    },
+  };
+  opened.push(o);
+  return o;
+}
+
+const total = (heads: readonly number[]) => heads.reduce((a, b) => a + b, 0);
+/** Offsets within each partition are dense: 0..head-1, each given once. */
+function expectDenseOffsets(results: { partition: number; offset: number }[], heads: readonly number[]): void {
+  heads.forEach((head, p) => {
+    const offsets = results.filter((r) => r.partition === p).map((r) => r.offset).sort((a, b) => a - b);
+    expect(offsets).toEqual(Array.from({ length: head }, (_, i) => i));
+  });
+}
+
+// Local rather than from helpers/gateway, so this unit test does not load the whole gateway.
+function segmentFiles(dataDir: string): string[] {
+  const dir = path.join(dataDir, 'wal');
+  return fs.readdirSync(dir).filter((f) => /^\d{20}\.seg$/.test(f)).sort().map((f) => path.join(dir, f));
+}
+
+/** Byte offsets just past each record of an intact segment file. */
+function recordEnds(file: string): number[] {
+  const buf = fs.readFileSync(file);
+  const ends: number[] = [];
+  for (let at = 0; at < buf.length; at += 8 + buf.readUInt32LE(at)) ends.push(at + 8 + buf.readUInt32LE(at));
+  return ends;
+}
+
+/** SQLite holds only what the log implies: losing it entirely must be recoverable. */
+function removeDatabase(dir: string): void {
+  for (const f of ['herald.db', 'herald.db-wal', 'herald.db-shm']) fs.rmSync(path.join(dir, f), { force: true });
+}
+
+const countRows = (db: Db, table: string) => (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
+
+describe('local event store: group commit', () => {
+  it('serves appends from many callers in the same tick with one group', async () => {
+    const { store } = openStore();
+    const groups: number[] = [];
+    store.onAppend((partitions) => groups.push(partitions.size));
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => store.append([ev(`c${i}`)])));
+    expect(groups).toHaveLength(1);
+    expect(results.flat().every((r) => !r.duplicate)).toBe(true);
+    expect(total(store.heads())).toBe(50);
+    expectDenseOffsets(results.flat(), store.heads());
+  });
+
+  it('stores a source+id sent by concurrent callers in the same tick once', async () => {
+    const { store } = openStore();
+    const results = (await Promise.all(Array.from({ length: 5 }, () => store.append([ev('same')])))).flat();
+    expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
+    expect(new Set(results.map((r) => `${r.partition}/${r.offset}`)).size).toBe(1);
+    expect(total(store.heads())).toBe(1);
+    expect(store.read(results[0]!.partition, 0, 10)).toHaveLength(1);
+  });
+
+  it('makes a resend wait for the first send still committing, then answers with its offset', async () => {
+    const { store } = openStore();
+    const first = store.append([ev('racing'), ev('other')]);
+    await new Promise((r) => setImmediate(r)); // the group is now being written
+    const second = await store.append([ev('racing')]);
+    // The resend only resolves once the original is durable and visible.
+    expect(store.lookup('/store', 'racing')).toBeDefined();
+    const [original] = await first;
+    expect(second).toEqual([{ ...original, duplicate: true }]);
+    expect(total(store.heads())).toBe(2);
+  });
+
+  it('stores a source+id repeated within one batch once', async () => {
+    const { store } = openStore();
+    const results = await store.append([ev('a'), ev('b'), ev('a')]);
+    expect(results.map((r) => r.duplicate)).toEqual([false, false, true]);
+    expect(results[2]).toMatchObject({ partition: results[0]!.partition, offset: results[0]!.offset });
+    expect(total(store.heads())).toBe(2);
+  });
+
+  it('keeps a committed group when an append listener throws', async () => {
+    const o = openStore();
+    let calls = 0;
+    o.store.onAppend(() => {
+      calls++;
+      throw new Error('listener bug');
+    });
+    const [first] = await o.store.append([ev('l1')]);
+    const [second] = await o.store.append([ev('l2')]);
+    expect(calls).toBe(2);
+    expect(second!.duplicate).toBe(false);
+    expect(o.store.health()).toEqual({ writable: true });
+    expect(o.store.lookup('/store', 'l1')).toMatchObject({ offset: first!.offset });
+    expect(o.store.lookup('/store', 'l2')).toMatchObject({ offset: second!.offset });
+    await o.close();
+    const again = openStore(o.dir);
+    expect(again.store.recovery).toMatchObject({ rolledBackRecords: 0, truncatedBytes: 0 });
+    expect(again.store.lookup('/store', 'l2')).toMatchObject({ offset: second!.offset });
+  });
+
+  it('flushes queued appends on close, and refuses appends after it', async () => {
+    const o = openStore();
+    const pending = o.store.append([ev('late')]);
+    await o.close();
+    await expect(pending).resolves.toMatchObject([{ duplicate: false }]);
+    await expect(o.store.append([ev('after')])).rejects.toMatchObject({ code: 'unavailable' });
+    const again = openStore(o.dir);
+    expect(again.store.lookup('/store', 'late')).toBeDefined();
+  });
+});
+
+describe('local event store: failed appends', () => {
+  it('makes nothing of a failed group or the groups queued behind it visible, and recovers once the disk does', async () => {
+    const dir = tmpDir();
+    fs.mkdirSync(path.join(dir, 'wal'));
+    const file = path.join(dir, 'wal', '00000000000000000000.seg');
+    fs.symlinkSync('/dev/full', file);
+    const { store } = openStore(dir);
+    const first = store.append([ev('f1'), ev('f2')]);
+    await new Promise((r) => setImmediate(r));
+    const queued = store.append([ev('f3')]);
+    await expect(first).rejects.toMatchObject({ code: 'unavailable', retryAfter: expect.any(Number) });
+    await expect(queued).rejects.toMatchObject({ code: 'unavailable' });
+    expect(store.heads()).toEqual([0, 0, 0, 0]);
+    expect(store.lookup('/store', 'f1')).toBeUndefined();
+    expect(store.health()).toMatchObject({ writable: false, reason: expect.stringContaining('ENOSPC') });
+
+    fs.unlinkSync(file);
+    fs.writeFileSync(file, '');
+    const results = await store.append([ev('f1'), ev('f3')]);
+    expect(results.every((r) => !r.duplicate)).toBe(true);
+    expectDenseOffsets(results, store.heads()); // the failed groups left no gap
+    expect(total(store.heads())).toBe(2);
+    expect(store.health()).toEqual({ writable: true });
+    expect(store.lookup('/store', 'f3')).toMatchObject({ offset: results[1]!.offset });
+  });
+});
+
+describe('local event store: idempotency window', () => {
+  it('answers duplicate within the window and stores again once the window has been pruned', async () => {
+    const { store, db, clock } = openStore();
+    const [stored] = await store.append([ev('w1')]);
+    clock.now += WINDOW_MS - 1;
+    expect(await store.append([ev('w1')])).toEqual([{ ...stored, duplicate: true }]);
+    store.pruneIdempotency();
+    expect(countRows(db, 'idempotency')).toBe(1); // still inside the window
+    clock.now += 2;
+    store.pruneIdempotency();
+    expect(countRows(db, 'idempotency')).toBe(0);
+    expect(store.lookup('/store', 'w1')).toBeUndefined();
+    const [again] = await store.append([ev('w1')]);
+    expect(again).toMatchObject({ duplicate: false, partition: stored!.partition, offset: stored!.offset + 1 });
+    expect(store.lookup('/store', 'w1')).toMatchObject({ offset: stored!.offset + 1 });
+  });
+
+  it('rebuilds SQLite from the log alone, skipping idempotency rows older than the window', async () => {
+    const o = openStore();
+    const [old] = await o.store.append([ev('old')]);
+    o.clock.now += 600;
+    const [recent] = await o.store.append([ev('recent')]);
+    const heads = o.store.heads().slice();
+    await o.close();
+    removeDatabase(o.dir);
+
+    const again = openStore(o.dir, {}, { now: T0 + WINDOW_MS + 300 }); // "old" is past the window, "recent" is not
+    expect(again.store.recovery).toMatchObject({ rebuiltRecords: 2, truncatedBytes: 0, rolledBackRecords: 0 });
+    expect(again.store.heads()).toEqual(heads);
+    expect(again.store.lookup('/store', 'old')).toBeUndefined();
+    expect(again.store.lookup('/store', 'recent')).toMatchObject({ offset: recent!.offset });
+    expect(again.store.read(old!.partition, old!.offset, 1)[0]!.event.attributes.id).toBe('old');
+    const results = await again.store.append([ev('old'), ev('recent')]);
+    expect(results.map((r) => r.duplicate)).toEqual([false, true]);
+  });
+});
+
+describe('local event store: recovery', () => {
+  it('rebuilds the rows of a group written to the log but not yet to SQLite', async () => {
+    const o = openStore();
+    await o.store.append([ev('r1')]);
+    const indexedThrough = (o.db.prepare("SELECT value FROM meta WHERE key = 'log_indexed_through'").get() as { value: string }).value;
+    const later = await o.store.append([ev('r2'), ev('r3')]);
+    const heads = o.store.heads().slice();
+    await o.close();
+    // What a crash between the log write and the SQLite transaction leaves behind.
+    const db = openDatabase(path.join(o.dir, 'herald.db'));
+    db.transaction(() => {
+      for (const r of later) {
+        db.prepare('DELETE FROM idempotency WHERE source = ? AND id = ?').run(r.source, r.id);
+        db.prepare('DELETE FROM log_index WHERE partition = ? AND "offset" = ?').run(r.partition, r.offset);
+        db.prepare('UPDATE partition_heads SET head_offset = ? WHERE partition = ?').run(r.offset, r.partition);
+      }
+      db.prepare("UPDATE meta SET value = ? WHERE key = 'log_indexed_through'").run(indexedThrough);
+    })();
+    db.close();
+
+    const again = openStore(o.dir);
+    expect(again.store.recovery).toMatchObject({ rebuiltRecords: 2, rolledBackRecords: 0, truncatedBytes: 0 });
+    expect(again.store.heads()).toEqual(heads);
+    for (const r of later) expect(again.store.lookup(r.source, r.id)).toMatchObject({ partition: r.partition, offset: r.offset });
+    expect((await again.store.append([ev('r2')]))[0]!.duplicate).toBe(true);
+  });
+
+  it.each([
+    ['on a record boundary', 0],
+    ['in the middle of a record', 7],
+  ])('forgets rows the log no longer has when SQLite is ahead of it (cut %s)', async (_name, extra) => {
+    const o = openStore();
+    const stored = [];
+    for (let i = 0; i < 6; i++) stored.push(...(await o.store.append([ev(`s${i}`)])));
+    const headsBefore = o.store.heads().slice();
+    await o.close();
+    const [file] = segmentFiles(o.dir);
+    const ends = recordEnds(file!);
+    expect(ends).toHaveLength(6);
+    fs.truncateSync(file!, ends[3]! + extra); // keep 4 records (plus a torn fragment of the 5th)
+
+    const again = openStore(o.dir);
+    expect(again.store.recovery).toMatchObject({ rolledBackRecords: 2, truncatedBytes: extra });
+    const lost = stored.slice(4);
+    for (const r of lost) expect(again.store.lookup(r.source, r.id)).toBeUndefined();
+    const expectedHeads = headsBefore.slice();
+    for (const r of lost) expectedHeads[r.partition] = Math.min(expectedHeads[r.partition]!, r.offset);
+    expect(again.store.heads()).toEqual(expectedHeads);
+    for (const r of stored.slice(0, 4)) expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
+    for (const r of lost) expect(await again.store.append([ev(r.id)])).toEqual([{ ...r, duplicate: false }]);
+    expect(again.store.heads()).toEqual(headsBefore);
+  });
+
+  it('rolls back to a hole left by an older segment that lost its unsynced tail (fsync=never)', async () => {
+    const o = openStore(tmpDir(), { fsync: 'never', segmentBytes: 2048 });
+    const stored = [];
+    for (let i = 0; i < 40; i++) stored.push(...(await o.store.append([ev(`h${i}`)])));
+    await o.close();
+    const files = segmentFiles(o.dir);
+    expect(files.length).toBeGreaterThan(2);
+    const ends = recordEnds(files[0]!);
+    fs.truncateSync(files[0]!, ends.at(-2)!); // the first segment's last record never reached the disk
+    const kept = ends.length - 1;
+
+    const again = openStore(o.dir, { fsync: 'never', segmentBytes: 2048 });
+    expect(again.store.recovery.rolledBackRecords).toBe(40 - kept);
+    for (const r of stored.slice(0, kept)) expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
+    for (const r of stored.slice(kept)) expect(again.store.lookup(r.source, r.id)).toBeUndefined();
+    for (const r of stored.slice(kept)) expect(await again.store.append([ev(r.id)])).toEqual([{ ...r, duplicate: false }]);
+    for (const r of stored) expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
+  });
+
+  it('rebuilds a lost SQLite database from a log spread over many segments', async () => {
+    const o = openStore(tmpDir(), { segmentBytes: 4096 });
+    const stored = [];
+    for (let i = 0; i < 10; i++) stored.push(...(await o.store.append(Array.from({ length: 10 }, (_, j) => ev(`m${i}-${j}`)))));
+    const heads = o.store.heads().slice();
+    await o.close();
+    expect(segmentFiles(o.dir).length).toBeGreaterThan(3);
+    removeDatabase(o.dir);
+
+    const again = openStore(o.dir, { segmentBytes: 4096 });
+    expect(again.store.recovery).toMatchObject({ rebuiltRecords: 100, truncatedBytes: 0 });
+    expect(again.store.heads()).toEqual(heads);
+    for (const r of stored) expect(again.store.lookup(r.source, r.id)).toMatchObject({ partition: r.partition, offset: r.offset });
+  });
+
+  it('refuses too few partitions for the log when SQLite was lost, without recording them', async () => {
+    const o = openStore(tmpDir(), { partitions: 16 });
+    const stored = await o.store.append(Array.from({ length: 40 }, (_, i) => ev(`p${i}`)));
+    expect(Math.max(...stored.map((r) => r.partition))).toBeGreaterThanOrEqual(4);
+    await o.close();
+    removeDatabase(o.dir);
+    expect(() => openStore(o.dir, { partitions: 4 })).toThrow(StartupError);
+    expect(() => openStore(o.dir, { partitions: 4 })).toThrow(/HERALD_PARTITIONS=4/);
+    const again = openStore(o.dir, { partitions: 16 });
+    expect(again.store.lookup('/store', 'p0')).toMatchObject({ offset: stored[0]!.offset });
+  });
+
+  it('refuses a data dir created with another partition count', async () => {
+    const o = openStore();
+    await o.close();
+    expect(() => openStore(o.dir, { partitions: 8 })).toThrow(StartupError);
+    expect(() => openStore(o.dir, { partitions: 8 })).toThrow(/created with 4 partitions.*HERALD_PARTITIONS=4/);
+  });
+});

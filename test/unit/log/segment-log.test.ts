@@ -1,0 +1,223 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { decodeRecord, encodeRecord } from '../../../src/log/record';
+import { openSegmentLog, type SegmentLog } from '../../../src/log/segment-log';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+function frame(offset: number, data: unknown = { n: offset }): Buffer {
+  const event = { attributes: { specversion: '1.0', id: `e${offset}`, source: '/seg', type: 't' }, data: { kind: 'json' as const, value: data } };
+  return encodeRecord({ partition: 0, offset, storedAt: 1_700_000_000_000 + offset, event });
+}
+
+interface Opened {
+  log: SegmentLog;
+  dir: string;
+  warnings: string[];
+}
+
+const open: SegmentLog[] = [];
+afterEach(() => {
+  for (const log of open.splice(0)) log.close();
+});
+
+function openLog(dir: string, segmentBytes = 1 << 20): Opened {
+  const warnings: string[] = [];
+  const log = openSegmentLog({ dir, segmentBytes, durable: true, warn: (msg) => warnings.push(msg) });
+  open.push(log);
+  return { log, dir, warnings };
+}
+
+function reopen(o: Opened, segmentBytes?: number): Opened {
+  o.log.close();
+  open.splice(open.indexOf(o.log), 1);
+  return openLog(o.dir, segmentBytes);
+}
+
+async function appendAll(log: SegmentLog, frames: Buffer[]): Promise<number[]> {
+  const positions: number[] = [];
+  for (const f of frames) positions.push(await log.append([f], f.length));
+  return positions;
+}
+
+function scanAll(log: SegmentLog, from = 0) {
+  const seen: { position: number; offset: number; length: number }[] = [];
+  const result = log.scan(from, (position, f) => seen.push({ position, offset: decodeRecord(f).offset, length: f.length }));
+  return { ...result, seen };
+}
+
+function recordEndsOf(file: string): number[] {
+  const buf = fs.readFileSync(file);
+  const ends: number[] = [];
+  for (let at = 0; at < buf.length; at += 8 + buf.readUInt32LE(at)) ends.push(at + 8 + buf.readUInt32LE(at));
+  return ends;
+}
+
+const segName = (base: number) => `${String(base).padStart(20, '0')}.seg`;
+
+describe('segment log', () => {
+  it('starts an empty dir with one empty segment at position 0', () => {
+    const { log, dir } = openLog(path.join(tmpDir(), 'wal'));
+    expect(fs.readdirSync(dir)).toEqual([segName(0)]);
+    expect(log.end()).toBe(0);
+    expect(scanAll(log)).toEqual({ end: 0, truncatedBytes: 0, scannedBytes: 0, seen: [] });
+  });
+
+  it('appends a group of frames in one write and scans every record back at its position', async () => {
+    const { log } = openLog(tmpDir());
+    const frames = [frame(0), frame(1), frame(2)];
+    const total = frames.reduce((n, f) => n + f.length, 0);
+    expect(await log.append(frames, total)).toBe(0);
+    const more = await log.append([frame(3)], frame(3).length);
+    expect(more).toBe(total);
+    const { seen, end, scannedBytes } = scanAll(log);
+    expect(seen.map((r) => r.offset)).toEqual([0, 1, 2, 3]);
+    expect(seen.map((r) => r.position)).toEqual([0, frames[0]!.length, frames[0]!.length + frames[1]!.length, total]);
+    expect(end).toBe(total + frame(3).length);
+    expect(scannedBytes).toBe(end);
+    for (const r of seen) expect(decodeRecord(log.read(r.position, r.length)).offset).toBe(r.offset);
+  });
+
+  it('scans from a record boundary past the start, reporting only later records', async () => {
+    const { log } = openLog(tmpDir());
+    const positions = await appendAll(log, [frame(0), frame(1), frame(2)]);
+    expect(scanAll(log, positions[1]!).seen.map((r) => r.offset)).toEqual([1, 2]);
+  });
+
+  it('rolls to a new segment named by its global base position and reads across segments', async () => {
+    const o = openLog(tmpDir(), 1000);
+    const frames = Array.from({ length: 40 }, (_, i) => frame(i, 'x'.repeat(100)));
+    const positions = await appendAll(o.log, frames);
+    const files = o.log.segmentFiles();
+    expect(files.length).toBeGreaterThan(3);
+    for (const file of files) {
+      const base = Number(path.basename(file).slice(0, 20));
+      expect(positions).toContain(base); // every segment starts at a record
+      expect(fs.statSync(file).size).toBeLessThanOrEqual(1000);
+    }
+    frames.forEach((f, i) => expect(o.log.read(positions[i]!, f.length).equals(f)).toBe(true));
+    const again = reopen(o, 1000);
+    const { seen, truncatedBytes } = scanAll(again.log);
+    expect(truncatedBytes).toBe(0);
+    expect(seen.map((r) => r.position)).toEqual(positions);
+    expect(await again.log.append([frame(40)], frame(40).length)).toBe(again.log.end() - frame(40).length);
+    expect(scanAll(again.log).seen).toHaveLength(41);
+  });
+
+  it('scans a record larger than its read chunk', async () => {
+    const { log } = openLog(tmpDir(), 64 << 20);
+    const big = frame(1, 'y'.repeat(9 * 1024 * 1024));
+    await appendAll(log, [frame(0), big, frame(2)]);
+    const { seen, truncatedBytes } = scanAll(log);
+    expect(truncatedBytes).toBe(0);
+    expect(seen.map((r) => [r.offset, r.length])).toEqual([[0, frame(0).length], [1, big.length], [2, frame(2).length]]);
+  });
+
+  it.each([
+    ['a partial frame', (next: Buffer) => next.subarray(0, next.length - 5)],
+    ['a lone partial length field', () => Buffer.from([0x20, 0x00])],
+    ['a whole frame with a bad checksum', (next: Buffer) => Buffer.concat([next.subarray(0, 10), Buffer.from([next[10]! ^ 0xff]), next.subarray(11)])],
+    ['an implausible length', () => Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8])],
+    ['zeros', () => Buffer.alloc(4096)],
+  ])('cuts a tail of %s back to the last intact record, then appends after it', async (_name, tail) => {
+    const o = openLog(tmpDir());
+    await appendAll(o.log, [frame(0), frame(1)]);
+    const good = o.log.end();
+    const file = o.log.segmentFiles()[0]!;
+    const garbage = tail(frame(2));
+    const again = reopen(o);
+    fs.appendFileSync(file, garbage);
+    const after = reopen(again);
+    const { seen, end, truncatedBytes } = scanAll(after.log);
+    expect(seen.map((r) => r.offset)).toEqual([0, 1]);
+    expect(end).toBe(good);
+    expect(truncatedBytes).toBe(garbage.length);
+    expect(fs.statSync(file).size).toBe(good);
+    expect(after.warnings).toEqual(['log: cutting torn or corrupt tail']);
+    expect(await after.log.append([frame(2)], frame(2).length)).toBe(good);
+    expect(scanAll(after.log).seen.map((r) => r.offset)).toEqual([0, 1, 2]);
+  });
+
+  it('cuts at a corrupt record in an older segment and sets later segments aside without deleting them', async () => {
+    const o = openLog(tmpDir(), 1000);
+    const positions = await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'z'.repeat(100))));
+    const files = o.log.segmentFiles();
+    const logEnd = o.log.end();
+    expect(files.length).toBeGreaterThan(2);
+    const firstFile = files[0]!;
+    const secondRecord = positions[1]!;
+    const fd = fs.openSync(firstFile, 'r+');
+    fs.writeSync(fd, Buffer.from([0xaa]), 0, 1, secondRecord + 20); // flip a body byte of record 1
+    fs.closeSync(fd);
+    const after = reopen(o, 1000);
+    const { seen, end, truncatedBytes } = scanAll(after.log);
+    expect(seen.map((r) => r.offset)).toEqual([0]);
+    expect(end).toBe(secondRecord);
+    expect(truncatedBytes).toBe(logEnd - secondRecord);
+    expect(after.log.segmentFiles()).toEqual([firstFile]);
+    const setAside = fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'));
+    expect(setAside).toHaveLength(files.length - 1);
+    // A reopened log does not pick the set-aside files up again.
+    expect(scanAll(reopen(after, 1000).log).seen).toHaveLength(1);
+  });
+
+  it.each([
+    ['on a record boundary', 0],
+    ['inside a record', 5],
+  ])('cuts the log where an older segment ends short of the next one (unsynced tail lost %s), even when asked to scan only the newest', async (_name, extra) => {
+    const o = openLog(tmpDir(), 1000);
+    const positions = await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))));
+    const files = o.log.segmentFiles();
+    expect(files.length).toBeGreaterThan(2);
+    const ends = recordEndsOf(files[0]!);
+    fs.truncateSync(files[0]!, ends.at(-2)! + extra); // a power cut took (part of) the last record of the first segment
+    const after = reopen(o, 1000);
+    const { seen, end } = scanAll(after.log, after.log.activeSegmentBase());
+    expect(end).toBe(ends.at(-2));
+    expect(seen.every((r) => r.position < ends.at(-2)!)).toBe(true);
+    expect(after.log.segmentFiles()).toEqual([files[0]]);
+    expect(fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'))).toHaveLength(files.length - 1);
+    expect(await after.log.append([frame(99)], frame(99).length)).toBe(ends.at(-2));
+    expect(positions).toContain(ends.at(-2)); // the cut is on the boundary of a record that was lost
+  });
+
+  it('truncate undoes an append so the next append takes its position', async () => {
+    const { log } = openLog(tmpDir());
+    await appendAll(log, [frame(0)]);
+    const before = log.end();
+    await log.append([frame(1), frame(2)], frame(1).length + frame(2).length);
+    log.truncate(before);
+    expect(log.end()).toBe(before);
+    expect(await log.append([frame(1)], frame(1).length)).toBe(before);
+    expect(scanAll(log).seen.map((r) => r.offset)).toEqual([0, 1]);
+  });
+
+  it('refuses to truncate into an older segment', async () => {
+    const { log } = openLog(tmpDir(), 1000);
+    await appendAll(log, Array.from({ length: 20 }, (_, i) => frame(i, 'w'.repeat(100))));
+    expect(() => log.truncate(0)).toThrow(/older segment/);
+  });
+
+  it('refuses to read past the end of the log', async () => {
+    const { log } = openLog(tmpDir());
+    await appendAll(log, [frame(0)]);
+    expect(() => log.read(0, log.end() + 10)).toThrow(/past end/);
+  });
+
+  it('retries an undo that failed before writing again, so a repaired disk takes the next append', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, segName(0));
+    fs.symlinkSync('/dev/full', file);
+    const { log } = openLog(dir);
+    await expect(log.append([frame(0)], frame(0).length)).rejects.toMatchObject({ code: 'ENOSPC' });
+    expect(() => log.truncate(0)).toThrow(); // /dev/full cannot be truncated: the undo is still owed
+    await expect(log.append([frame(0)], frame(0).length)).rejects.toThrow(); // still the failing device
+    expect(() => log.truncate(0)).toThrow();
+    fs.unlinkSync(file);
+    fs.writeFileSync(file, '');
+    expect(await log.append([frame(0)], frame(0).length)).toBe(0);
+    expect(fs.statSync(file).size).toBe(frame(0).length);
+    expect(scanAll(log).seen.map((r) => r.offset)).toEqual([0]);
+  });
+});
