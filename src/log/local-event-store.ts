@@ -99,6 +99,8 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   let writable = true;
   let failureReason: string | undefined;
   let dirty = false;
+  /** fsync=interval: the last timed sync failed, so every commit syncs until one succeeds. */
+  let syncFailed = false;
   const listeners = new Set<(partitions: ReadonlySet<number>) => void>();
 
   const insertRows = db.transaction((entries: PendingEntry[], positions: number[], end: number) => {
@@ -117,7 +119,16 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       ? setInterval(() => {
           if (!dirty || closed) return;
           dirty = false;
-          segments.sync().catch((err) => markUnwritable(err));
+          segments.sync().then(
+            () => {
+              syncFailed = false;
+            },
+            (err) => {
+              // Sticky until a sync succeeds: acknowledging writes the disk cannot make durable would be a lie.
+              syncFailed = true;
+              markUnwritable(err);
+            },
+          );
         }, opts.fsyncIntervalMs)
       : undefined;
   syncTimer?.unref();
@@ -181,6 +192,10 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       })();
     }
     meta.set('log_indexed_through', scan.end);
+    if (rolledBackRecords > 0 || scan.truncatedBytes > 0) {
+      // New appends will reuse the cut positions: the corrected index must be on disk before they do.
+      db.pragma('wal_checkpoint(FULL)');
+    }
     const report = { scannedBytes: scan.scannedBytes, truncatedBytes: scan.truncatedBytes, rebuiltRecords, rolledBackRecords, ms: Date.now() - started };
     log.info(report, 'log recovered');
     return report;
@@ -249,8 +264,12 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     const before = segments.end();
     try {
       const first = await segments.append(group.entries.map((e) => e.frame), group.bytes);
-      if (opts.fsync === 'always') await segments.sync();
-      else dirty = true;
+      if (opts.fsync === 'always' || syncFailed) {
+        await segments.sync();
+        syncFailed = false;
+      } else {
+        dirty = true;
+      }
       const positions: number[] = [];
       let at = first;
       for (const e of group.entries) {

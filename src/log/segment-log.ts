@@ -36,7 +36,10 @@ interface Segment {
  * failed append.
  */
 export function openSegmentLog(opts: SegmentLogOptions) {
+  const created = !fs.existsSync(opts.dir);
   fs.mkdirSync(opts.dir, { recursive: true });
+  // A new wal/ directory must itself survive a power cut: sync the entry in its parent.
+  if (created && opts.durable) fsyncDir(path.dirname(opts.dir));
   const segments: Segment[] = fs
     .readdirSync(opts.dir)
     .filter((f) => /^\d{20}\.seg$/.test(f))
