@@ -3,27 +3,52 @@ import { DEFAULT_RETRY } from '../delivery/retry';
 
 const ms = (min: number, max: number) => z.number().int().min(min).max(max);
 
+const retryShape = {
+  maxAttempts: z.number().int().min(1).max(1000),
+  initialDelayMs: ms(0, 86_400_000),
+  maxDelayMs: ms(0, 7 * 86_400_000),
+  multiplier: z.number().min(1).max(100),
+  jitter: z.number().min(0).max(1),
+};
+
 export const retrySchema = z
   .object({
-    maxAttempts: z.number().int().min(1).max(1000).default(DEFAULT_RETRY.maxAttempts),
-    initialDelayMs: ms(0, 86_400_000).default(DEFAULT_RETRY.initialDelayMs),
-    maxDelayMs: ms(0, 7 * 86_400_000).default(DEFAULT_RETRY.maxDelayMs),
-    multiplier: z.number().min(1).max(100).default(DEFAULT_RETRY.multiplier),
-    jitter: z.number().min(0).max(1).default(DEFAULT_RETRY.jitter),
+    maxAttempts: retryShape.maxAttempts.default(DEFAULT_RETRY.maxAttempts),
+    initialDelayMs: retryShape.initialDelayMs.default(DEFAULT_RETRY.initialDelayMs),
+    maxDelayMs: retryShape.maxDelayMs.default(DEFAULT_RETRY.maxDelayMs),
+    multiplier: retryShape.multiplier.default(DEFAULT_RETRY.multiplier),
+    jitter: retryShape.jitter.default(DEFAULT_RETRY.jitter),
   })
   .strict();
 
+const deliveryShape = {
+  format: z.enum(['binary', 'structured']),
+  ordering: z.enum(['partition', 'none']),
+  maxInFlight: z.number().int().min(1).max(1024),
+  timeoutMs: ms(10, 300_000),
+  ackMode: z.enum(['auto', 'manual']),
+  ackDeadlineMs: ms(10, 86_400_000),
+};
+
 export const deliverySchema = z
   .object({
-    format: z.enum(['binary', 'structured']).default('binary'),
-    ordering: z.enum(['partition', 'none']).default('partition'),
-    maxInFlight: z.number().int().min(1).max(1024).default(16),
-    timeoutMs: ms(10, 300_000).default(10_000),
-    ackMode: z.enum(['auto', 'manual']).default('auto'),
-    ackDeadlineMs: ms(10, 86_400_000).default(30_000),
+    format: deliveryShape.format.default('binary'),
+    ordering: deliveryShape.ordering.default('partition'),
+    maxInFlight: deliveryShape.maxInFlight.default(16),
+    timeoutMs: deliveryShape.timeoutMs.default(10_000),
+    ackMode: deliveryShape.ackMode.default('auto'),
+    ackDeadlineMs: deliveryShape.ackDeadlineMs.default(30_000),
     retry: retrySchema.prefault({}),
   })
   .strict();
+
+/**
+ * Partial changes carry no defaults (zod 4 applies a default even inside
+ * `.partial()`), so an absent field stays absent and `mergeDelivery` keeps the
+ * current value instead of resetting it.
+ */
+const retryChangeSchema = z.object(retryShape).partial().strict();
+const deliveryChangeSchema = z.object({ ...deliveryShape, retry: retryChangeSchema }).partial().strict();
 
 export type DeliveryOptions = z.output<typeof deliverySchema>;
 
@@ -37,13 +62,10 @@ export const createSubscriptionSchema = z
   .object({
     sink: sinkSchema,
     filters: z.array(z.unknown()).max(100).default([]),
-    delivery: deliverySchema.omit({ retry: true, ackMode: true }).partial().extend({
-      retry: retrySchema.partial().optional(),
-      ackMode: z.enum(['auto', 'manual']).optional(),
-    }).strict().default({}),
+    delivery: deliveryChangeSchema.default({}),
     startAt: z.enum(['latest', 'earliest']).default('latest'),
-    ackMode: z.enum(['auto', 'manual']).optional(),
-    retry: retrySchema.partial().optional(),
+    ackMode: deliveryShape.ackMode.optional(),
+    retry: retryChangeSchema.optional(),
   })
   .strict();
 
@@ -51,7 +73,7 @@ export const patchSubscriptionSchema = z
   .object({
     sink: sinkSchema.optional(),
     filters: z.array(z.unknown()).max(100).optional(),
-    delivery: deliverySchema.omit({ retry: true }).partial().extend({ retry: retrySchema.partial().optional() }).strict().optional(),
+    delivery: deliveryChangeSchema.optional(),
   })
   .strict();
 
