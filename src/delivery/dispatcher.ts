@@ -71,6 +71,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
       if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset);
       else stateRepo.savePending(subscriptionId, snapshot(pending));
+      pending.persisted = !remove;
     }
     for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
@@ -106,7 +107,10 @@ export function createDispatcher(deps: DispatcherDeps) {
       scheduleFlush();
     },
     deletePending(subscriptionId, pending) {
-      dirtyPending.set(key(subscriptionId, pending), { subscriptionId, pending, remove: true });
+      const k = key(subscriptionId, pending);
+      // Started and finished within one flush window (the common, healthy case): SQLite never needs to hear of it.
+      if (!pending.persisted) dirtyPending.delete(k);
+      else dirtyPending.set(k, { subscriptionId, pending, remove: true });
       scheduleFlush();
     },
     saveOffset(subscriptionId, row) {

@@ -18,6 +18,8 @@ export interface Pending extends PendingRow {
   leaseFloor?: number;
   /** The HTTP request of the current attempt is open. */
   sending?: boolean;
+  /** A row for it exists in SQLite (written by a flush). */
+  persisted?: boolean;
 }
 
 interface PartitionCursor {
@@ -384,7 +386,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   function restore(rows: PendingRow[]): void {
     const now = deps.clock();
     for (const row of rows) {
-      const pending: Pending = { ...row, finished: false };
+      const pending: Pending = { ...row, finished: false, persisted: true };
       if (row.redrive) redrives.set(`${row.partition}:${row.offset}`, pending);
       else parts[row.partition]?.pending.set(row.offset, pending);
       if (row.state === 'awaiting_ack' && row.deliveryId && (row.leaseUntil ?? 0) > now) {
