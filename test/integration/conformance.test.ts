@@ -97,7 +97,8 @@ describeIfPresent('CloudEvents conformance events', () => {
     expect(events).toHaveLength(8);
   });
 
-  describe.each(events.map((e) => [e.name, e] as const))('%s', (_name, e) => {
+  // Without the reference data the table is empty, and jest refuses an empty .each even inside a skipped describe.
+  describe.each(present ? events.map((e) => [e.name, e] as const) : [['(no reference data)', undefined as never] as const])('%s', (_name, e) => {
     it('is accepted in binary mode and read back with identical attributes and data', async () => {
       const { datacontenttype, ...rest } = e.attributes;
       const headers: Record<string, string> = { ...e.transportHeaders };
@@ -190,7 +191,7 @@ describeIfPresent('HTTP protocol binding scenarios (http-protocol-binding.featur
     ]);
   });
 
-  it.each(cases)('%s: the request is accepted and parsed into the listed attributes and data', async (_name, scenario, values) => {
+  it.each(present ? cases : [['(no reference data)', undefined as never, undefined as never] as const])('%s: the request is accepted and parsed into the listed attributes and data', async (_name, scenario, values) => {
     const { headers, body } = parseHttpRequest(fill(scenario.request, values));
     const declaredLength = headers.find(([k]) => k.toLowerCase() === 'content-length')?.[1];
     // The doc string is the request byte for byte: its own Content-Length proves the parse.
