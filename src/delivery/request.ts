@@ -31,7 +31,11 @@ export function webhookIdOf(subscriptionId: string, partition: number, offset: n
  * Herald's ordering and ack headers.
  */
 export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Record<string, string>; body: Buffer } {
-  const useStructured = input.format === 'structured' || input.event.data.kind === 'none';
+  // Content-Type is datacontenttype verbatim (only ce-* values are percent-encoded): one that is not plain
+  // ASCII cannot be sent as a header (or not unambiguously), so that event goes structured.
+  const contentType = input.event.attributes.datacontenttype;
+  const headerSafe = contentType === undefined || /^[\t\x20-\x7e]*$/.test(String(contentType));
+  const useStructured = input.format === 'structured' || input.event.data.kind === 'none' || !headerSafe;
   const message = useStructured ? toStructuredMessage(input.event) : toBinaryMessage(input.event);
   const webhookId = webhookIdOf(input.subscriptionId, input.partition, input.offset);
   const headers: Record<string, string> = {

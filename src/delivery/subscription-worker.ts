@@ -389,10 +389,12 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       const pending: Pending = { ...row, finished: false, persisted: true };
       if (row.redrive) redrives.set(`${row.partition}:${row.offset}`, pending);
       else parts[row.partition]?.pending.set(row.offset, pending);
+      // The last attempt's id stays known, so a late callback for it is a 409 (stale), not a 404 (unknown).
+      if (row.deliveryId) deps.callbacks.issue(row.deliveryId, worker, pending);
       if (row.state === 'awaiting_ack' && row.deliveryId && (row.leaseUntil ?? 0) > now) {
-        deps.callbacks.issue(row.deliveryId, worker, pending);
         armLease(pending);
       } else if (row.state === 'awaiting_ack') {
+        if (row.deliveryId) deps.callbacks.settle(row.deliveryId, 'expired');
         fail(pending, 'ack lease ran out while the gateway was down');
       } else if (row.state === 'scheduled') {
         armRetry(pending);

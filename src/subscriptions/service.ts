@@ -153,7 +153,8 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
             deadAt: new Date(row.deadAt).toISOString(),
           };
         }),
-        nextAfter: rows.length === page.limit ? rows[rows.length - 1]!.id : null,
+        // limit=0 is allowed and returns an empty page, which has no last id.
+        nextAfter: rows.length > 0 && rows.length === page.limit ? rows[rows.length - 1]!.id : null,
       };
     },
     /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */

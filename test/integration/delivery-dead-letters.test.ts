@@ -1,0 +1,183 @@
+import request from 'supertest';
+import { startTestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver, type Reply } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/** Dead letters: rejected statuses, redirects, exhausted retries; listing, paging, redelivery and deletion. */
+
+type Gw = Awaited<ReturnType<typeof startTestGateway>>;
+let gw: Gw;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  receiver = await startReceiver();
+});
+afterAll(async () => {
+  await receiver?.close();
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+let current: string | undefined;
+afterEach(async () => {
+  if (current) await request(gw.url).delete(`/subscriptions/${current}`);
+  current = undefined;
+});
+
+async function subscribe(type: string, retry: Record<string, unknown> = {}) {
+  const res = await request(gw.url)
+    .post('/subscriptions')
+    .send({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50, ...retry } } })
+    .expect(201);
+  current = res.body.id;
+  return res.body as { id: string };
+}
+
+async function publish(type: string, ids: string[]) {
+  const batch = ids.map((id) => ({ specversion: '1.0', id, source: '/dead', type, partitionkey: type, data: { id } }));
+  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
+  expect(res.status).toBe(202);
+  return res.body.results as { id: string; partition: number; offset: number }[];
+}
+
+const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
+const waitLagZero = (id: string) => waitFor(async () => ((await getSub(id)).stats.partitions.every((p: { lag: number }) => p.lag === 0) ? true : undefined), { what: 'lag 0' });
+async function deadLetters(id: string, query = '') {
+  const res = await request(gw.url).get(`/subscriptions/${id}/dead-letters${query}`).expect(200);
+  return res.body as { deadLetters: any[]; nextAfter: string | null };
+}
+const requestsFor = (sub: string, ceId?: string) =>
+  receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub && (ceId === undefined || q.headers['ce-id'] === ceId));
+const idsOf = (rows: { event: { id: string } }[]) => rows.map((d) => d.event.id);
+
+describe('rejected at once', () => {
+  const statuses = [400, 401, 403, 404, 405, 413, 415, 422, 451, 300, 301, 302, 303, 307, 308];
+  const BIG = 'x'.repeat(5000);
+
+  it('dead-letters 4xx (other than the retried ones) and 3xx after one attempt, never following a redirect, and moves on', async () => {
+    receiver.setResponder((req: ReceivedRequest): Reply => {
+      const id = req.headers['ce-id'] as string;
+      if (!id?.startsWith('s')) return { status: 204 };
+      const status = Number(id.slice(1));
+      if (status === 413) return { status, body: BIG };
+      return { status, headers: status < 400 ? { location: receiver.url.replace('/hook', '/elsewhere') } : {}, body: `rejected with ${status}` };
+    });
+    const sub = await subscribe('dl.status');
+    const stored = await publish('dl.status', [...statuses.map((s) => `s${s}`), 'after']);
+    await waitLagZero(sub.id);
+
+    for (const status of statuses) expect(requestsFor(sub.id, `s${status}`).map((q) => q.headers['herald-attempt'])).toEqual(['1']);
+    expect(requestsFor(sub.id, 'after')).toHaveLength(1);
+    expect(receiver.requests.filter((q) => !q.url.startsWith('/hook'))).toEqual([]);
+
+    const { deadLetters: dead, nextAfter } = await deadLetters(sub.id);
+    expect(nextAfter).toBeNull();
+    expect(idsOf(dead)).toEqual(statuses.map((s) => `s${s}`));
+    for (const [i, d] of dead.entries()) {
+      const status = statuses[i]!;
+      const s = stored[i]!;
+      expect(d).toEqual({
+        id: expect.any(String),
+        partition: s.partition,
+        offset: s.offset,
+        event: { specversion: '1.0', id: `s${status}`, source: '/dead', type: 'dl.status', partitionkey: 'dl.status', data: { id: `s${status}` } },
+        attempts: 1,
+        lastStatus: status,
+        lastError: status === 413 ? expect.any(String) : `rejected with ${status}`,
+        reason: 'rejected_status',
+        deadAt: expect.any(String),
+      });
+      expect(new Date(d.deadAt).toISOString()).toBe(d.deadAt);
+    }
+    const big = dead.find((d) => d.lastStatus === 413)!;
+    expect(big.lastError.length).toBeGreaterThan(0);
+    expect(Buffer.byteLength(big.lastError)).toBeLessThanOrEqual(1024);
+    expect(BIG.startsWith(big.lastError)).toBe(true);
+    expect((await getSub(sub.id)).stats.deadLetters).toBe(statuses.length);
+  });
+});
+
+describe('retries exhausted', () => {
+  it('dead-letters with max_attempts after maxAttempts, then the partition moves on', async () => {
+    receiver.setResponder((req) => (req.headers['ce-id'] === 'x1' ? { status: 500, body: 'boom' } : { status: 204 }));
+    const sub = await subscribe('dl.exhaust', { maxAttempts: 3 });
+    const stored = await publish('dl.exhaust', ['x1', 'x2']);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id, 'x1').map((q) => q.headers['herald-attempt'])).toEqual(['1', '2', '3']);
+    const [x2] = requestsFor(sub.id, 'x2');
+    expect(x2!.headers['herald-previous-offset']).toBe(String(stored[0]!.offset));
+    const [d] = (await deadLetters(sub.id)).deadLetters;
+    expect(d).toMatchObject({ partition: stored[0]!.partition, offset: stored[0]!.offset, attempts: 3, lastStatus: 500, lastError: 'boom', reason: 'max_attempts' });
+
+    // Redelivered with a fresh attempt count; failing again makes a new dead letter.
+    await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({ ids: [d.id] }).expect(202);
+    const again = await waitFor(async () => {
+      const rows = (await deadLetters(sub.id)).deadLetters;
+      return rows.length === 1 && rows[0].id !== d.id ? rows[0] : undefined;
+    }, { what: 'a new dead letter' });
+    expect(again).toMatchObject({ offset: d.offset, attempts: 3, reason: 'max_attempts' });
+    const redelivered = requestsFor(sub.id, 'x1').slice(3);
+    expect(redelivered.map((q) => [q.headers['herald-attempt'], q.headers['herald-redelivery']])).toEqual([
+      ['1', 'true'],
+      ['2', 'true'],
+      ['3', 'true'],
+    ]);
+  });
+});
+
+describe('listing, redelivering and deleting', () => {
+  it('pages with limit and after, redelivers by id and then all with herald-attempt 1, and deletes one', async () => {
+    receiver.setResponder((req) => ({ status: 400, body: `bad ${req.headers['ce-id']}` }));
+    const sub = await subscribe('dl.manage');
+    await publish('dl.manage', ['m1', 'm2', 'm3', 'm4']);
+    await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 4, { what: '4 dead letters' });
+
+    const page1 = await deadLetters(sub.id, '?limit=3');
+    expect(idsOf(page1.deadLetters)).toEqual(['m1', 'm2', 'm3']);
+    expect(page1.nextAfter).toBe(page1.deadLetters[2].id);
+    const page2 = await deadLetters(sub.id, `?limit=3&after=${page1.nextAfter}`);
+    expect(idsOf(page2.deadLetters)).toEqual(['m4']);
+    expect(page2.nextAfter).toBeNull();
+    expect(await deadLetters(sub.id, '?limit=0')).toEqual({ deadLetters: [], nextAfter: null });
+    for (const query of ['?limit=abc', '?limit=1001', '?after=-1']) {
+      expect((await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters${query}`)).status).toBe(400);
+    }
+    const byEvent = Object.fromEntries([...page1.deadLetters, ...page2.deadLetters].map((d) => [d.event.id, d]));
+
+    receiver.setResponder(() => ({ status: 204 }));
+    await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({ ids: [byEvent.m2.id] }).expect(202);
+    await waitFor(() => requestsFor(sub.id, 'm2').length === 2, { what: 'm2 redelivered' });
+    await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 3, { what: 'm2 no longer dead' });
+    expect(requestsFor(sub.id, 'm2')[1]!.headers).toMatchObject({ 'herald-attempt': '1', 'herald-redelivery': 'true' });
+    expect(idsOf((await deadLetters(sub.id)).deadLetters)).toEqual(['m1', 'm3', 'm4']);
+
+    await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${byEvent.m1.id}`).expect(204);
+    await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${byEvent.m1.id}`).expect(404);
+    await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/not-a-number`).expect(404);
+    expect(idsOf((await deadLetters(sub.id)).deadLetters)).toEqual(['m3', 'm4']);
+    expect((await getSub(sub.id)).stats.deadLetters).toBe(2);
+
+    await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).expect(202);
+    await waitFor(() => requestsFor(sub.id, 'm3').length === 2 && requestsFor(sub.id, 'm4').length === 2, { what: 'm3 and m4 redelivered' });
+    await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { what: 'no dead letters' });
+    for (const id of ['m3', 'm4']) expect(requestsFor(sub.id, id)[1]!.headers).toMatchObject({ 'herald-attempt': '1', 'herald-redelivery': 'true' });
+    expect(requestsFor(sub.id, 'm1')).toHaveLength(1);
+    expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
+  });
+
+  it('does not touch the dead letters of another subscription', async () => {
+    receiver.setResponder(() => ({ status: 404 }));
+    const a = await subscribe('dl.iso');
+    const bRes = await request(gw.url).post('/subscriptions').send({ sink: receiver.url, filters: [{ exact: { type: 'dl.iso' } }] }).expect(201);
+    try {
+      await publish('dl.iso', ['i1']);
+      await waitFor(async () => (await getSub(a.id)).stats.deadLetters === 1 && (await getSub(bRes.body.id)).stats.deadLetters === 1);
+      const [dA] = (await deadLetters(a.id)).deadLetters;
+      await request(gw.url).delete(`/subscriptions/${bRes.body.id}/dead-letters/${dA.id}`).expect(404);
+      expect((await deadLetters(a.id)).deadLetters).toHaveLength(1);
+    } finally {
+      await request(gw.url).delete(`/subscriptions/${bRes.body.id}`).expect(204);
+    }
+  });
+});

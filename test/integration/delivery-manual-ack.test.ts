@@ -1,0 +1,232 @@
+import request from 'supertest';
+import { startTestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver, type Reply } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/** Manual acknowledgement: 202 (or any 2xx with ackMode manual) holds the event until a callback or the lease ends. */
+
+type Gw = Awaited<ReturnType<typeof startTestGateway>>;
+let gw: Gw;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  receiver = await startReceiver();
+});
+afterAll(async () => {
+  await receiver?.close();
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+let current: string | undefined;
+afterEach(async () => {
+  if (current) await request(gw.url).delete(`/subscriptions/${current}`);
+  current = undefined;
+});
+
+async function subscribe(type: string, extra: Record<string, unknown> = {}, delivery: Record<string, unknown> = {}) {
+  const res = await request(gw.url)
+    .post('/subscriptions')
+    .send({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { ackDeadlineMs: 300, retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery }, ...extra })
+    .expect(201);
+  current = res.body.id;
+  return res.body as { id: string };
+}
+
+async function publish(type: string, ids: string[]) {
+  const batch = ids.map((id) => ({ specversion: '1.0', id, source: '/ack', type, partitionkey: type, data: { id } }));
+  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
+  expect(res.status).toBe(202);
+  return res.body.results as { id: string; partition: number; offset: number }[];
+}
+
+const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
+const lagOf = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
+const inFlightOf = (sub: { stats: { partitions: { inFlight: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.inFlight, 0);
+const waitLagZero = (id: string) => waitFor(async () => (lagOf(await getSub(id)) === 0 ? true : undefined), { what: 'lag 0' });
+const requestsFor = (sub: string) => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub);
+const nth = (sub: string, n: number) => waitFor(() => requestsFor(sub)[n], { what: `request #${n + 1}` });
+const deliveryId = (q: ReceivedRequest) => q.headers['herald-delivery-id'] as string;
+/** Posts a callback to the absolute URL the gateway gave, or to a sibling of it. */
+const callback = (q: ReceivedRequest, action: 'ack' | 'nack' | 'extend' | 'reject', body?: object) => {
+  const url = new URL((q.headers['herald-ack-url'] as string).replace(/\/ack$/, `/${action}`));
+  const req = request(url.origin).post(url.pathname);
+  return body ? req.send(body) : req;
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Answers each request with the next reply of the list (the last repeats). */
+function replies(...list: Reply[]) {
+  let n = 0;
+  return () => list[Math.min(n++, list.length - 1)]!;
+}
+
+describe('202 Accepted', () => {
+  it('holds the event until ack, then moves on; a repeated ack is 200', async () => {
+    const sub = await subscribe('ack.ok', {}, { ackDeadlineMs: 30_000 });
+    receiver.setResponder(replies({ status: 202 }, { status: 204 }));
+    await publish('ack.ok', ['a1', 'a2']);
+    const first = await nth(sub.id, 0);
+    expect(first.headers['herald-ack-url']).toBe(`${gw.url}/deliveries/${deliveryId(first)}/ack`);
+    const held = await waitFor(async () => {
+      const got = await getSub(sub.id);
+      return inFlightOf(got) === 1 ? got : undefined;
+    });
+    expect(lagOf(held)).toBe(2);
+    expect(requestsFor(sub.id)).toHaveLength(1); // a2 waits behind a1 in its partition
+
+    const acked = await callback(first, 'ack');
+    expect(acked.status).toBe(200);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id).map((q) => q.headers['ce-id'])).toEqual(['a1', 'a2']);
+    expect((await callback(first, 'ack')).status).toBe(200);
+    expect((await getSub(sub.id)).stats.deadLetters).toBe(0);
+  });
+
+  it('nack redelivers as attempt 2 with the same webhook-id; the old attempt then answers 409', async () => {
+    const sub = await subscribe('ack.nack', {}, { ackDeadlineMs: 30_000 });
+    receiver.setResponder(replies({ status: 202 }, { status: 204 }));
+    await publish('ack.nack', ['n1']);
+    const first = await nth(sub.id, 0);
+    expect((await callback(first, 'nack', { delayMs: 0 })).status).toBe(200);
+    const second = await nth(sub.id, 1);
+    expect(second.headers['herald-attempt']).toBe('2');
+    expect(second.headers['webhook-id']).toBe(first.headers['webhook-id']);
+    expect(deliveryId(second)).not.toBe(deliveryId(first));
+    await waitLagZero(sub.id);
+    expect((await callback(first, 'nack')).status).toBe(200); // the same callback again
+    expect((await callback(first, 'ack')).status).toBe(409); // a different outcome for a settled attempt
+    expect((await callback(first, 'reject')).status).toBe(409);
+  });
+
+  it('nack with delayMs waits that long before the next attempt', async () => {
+    const sub = await subscribe('ack.nack-delay', {}, { ackDeadlineMs: 30_000, retry: { initialDelayMs: 10, maxDelayMs: 5000 } });
+    receiver.setResponder(replies({ status: 202 }, { status: 204 }));
+    await publish('ack.nack-delay', ['nd1']);
+    const first = await nth(sub.id, 0);
+    const nackedAt = Date.now();
+    expect((await callback(first, 'nack', { delayMs: 800 })).status).toBe(200);
+    const second = await nth(sub.id, 1);
+    // Without the delay the retry would come after ~10 ms.
+    expect(second.receivedAt - nackedAt).toBeGreaterThanOrEqual(700);
+    await waitLagZero(sub.id);
+  });
+
+  it('redelivers when the lease runs out; callbacks for the expired attempt answer 409', async () => {
+    const sub = await subscribe('ack.expire');
+    receiver.setResponder(replies({ status: 202 }, { status: 202 }));
+    await publish('ack.expire', ['e1']);
+    const first = await nth(sub.id, 0);
+    const second = await nth(sub.id, 1);
+    expect(second.headers['herald-attempt']).toBe('2');
+    expect(second.headers['webhook-id']).toBe(first.headers['webhook-id']);
+    for (const action of ['ack', 'nack', 'extend', 'reject'] as const) {
+      const res = await callback(first, action, action === 'extend' ? { ms: 1000 } : undefined);
+      expect({ action, status: res.status }).toEqual({ action, status: 409 });
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    }
+    expect((await callback(second, 'ack')).status).toBe(200);
+    await waitLagZero(sub.id);
+  });
+
+  it('extend keeps the lease from running out at the original deadline', async () => {
+    const sub = await subscribe('ack.extend', {}, { ackDeadlineMs: 500 });
+    receiver.setResponder(replies({ status: 202 }));
+    await publish('ack.extend', ['x1']);
+    const first = await nth(sub.id, 0);
+    const extended = await callback(first, 'extend', { ms: 5000 });
+    expect(extended.status).toBe(200);
+    await sleep(1200); // well past the 500 ms deadline
+    expect(requestsFor(sub.id)).toHaveLength(1);
+    expect(inFlightOf(await getSub(sub.id))).toBe(1);
+    expect((await callback(first, 'ack')).status).toBe(200);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id)).toHaveLength(1);
+  });
+
+  it('reject dead-letters the event with reason receiver_rejected and moves on', async () => {
+    const sub = await subscribe('ack.reject', {}, { ackDeadlineMs: 30_000 });
+    receiver.setResponder((req) => (req.headers['ce-id'] === 'j1' ? { status: 202 } : { status: 204 }));
+    const stored = await publish('ack.reject', ['j1', 'j2']);
+    const first = await nth(sub.id, 0);
+    expect((await callback(first, 'reject', { reason: 'schema mismatch' })).status).toBe(200);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id).map((q) => q.headers['ce-id'])).toEqual(['j1', 'j2']);
+    const res = await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters`).expect(200);
+    expect(res.body.deadLetters).toEqual([
+      expect.objectContaining({ partition: stored[0]!.partition, offset: stored[0]!.offset, attempts: 1, lastError: 'schema mismatch', reason: 'receiver_rejected' }),
+    ]);
+    expect((await callback(first, 'reject', { reason: 'schema mismatch' })).status).toBe(200);
+    expect((await callback(first, 'ack')).status).toBe(409);
+  });
+
+  it('answers 404 for an unknown delivery id', async () => {
+    for (const action of ['ack', 'nack', 'extend', 'reject']) {
+      const res = await request(gw.url)
+        .post(`/deliveries/dlv_doesnotexist/${action}`)
+        .send(action === 'extend' ? { ms: 1000 } : {});
+      expect({ action, status: res.status }).toEqual({ action, status: 404 });
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    }
+  });
+
+  it('refuses malformed callback bodies with 400', async () => {
+    const sub = await subscribe('ack.bad', {}, { ackDeadlineMs: 30_000 });
+    receiver.setResponder(replies({ status: 202 }));
+    await publish('ack.bad', ['b1']);
+    const first = await nth(sub.id, 0);
+    expect((await callback(first, 'extend', {})).status).toBe(400);
+    expect((await callback(first, 'extend', { ms: -5 })).status).toBe(400);
+    expect((await callback(first, 'nack', { delayMs: 'soon' })).status).toBe(400);
+    expect((await callback(first, 'reject', { reason: 42 })).status).toBe(400);
+    expect((await callback(first, 'ack')).status).toBe(200);
+  });
+});
+
+describe('ackMode manual', () => {
+  it('waits for a callback after a 200 too: without one the lease runs out and the event comes again', async () => {
+    const sub = await subscribe('ack.manual', { ackMode: 'manual' });
+    receiver.setResponder(replies({ status: 200 }));
+    await publish('ack.manual', ['m1']);
+    const first = await nth(sub.id, 0);
+    const second = await nth(sub.id, 1);
+    expect([first.headers['herald-attempt'], second.headers['herald-attempt']]).toEqual(['1', '2']);
+    expect(lagOf(await getSub(sub.id))).toBe(1);
+    expect((await callback(second, 'ack')).status).toBe(200);
+    await waitLagZero(sub.id);
+    expect((await callback(first, 'ack')).status).toBe(409);
+  });
+
+  it('an ack sent while the request is still open settles the event', async () => {
+    const sub = await subscribe('ack.early', { ackMode: 'manual' });
+    receiver.setResponder(async (req) => {
+      const url = new URL(req.headers['herald-ack-url'] as string);
+      const res = await request(url.origin).post(url.pathname);
+      return { status: res.status === 200 ? 200 : 500 };
+    });
+    await publish('ack.early', ['early']);
+    await waitLagZero(sub.id);
+    await sleep(400); // past the 300 ms deadline: no redelivery
+    expect(requestsFor(sub.id)).toHaveLength(1);
+  });
+});
+
+describe('HERALD_PUBLIC_URL', () => {
+  it('is the base of herald-ack-url', async () => {
+    receiver.setResponder(() => ({ status: 204 }));
+    const behindProxy = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_PUBLIC_URL: 'https://herald.example.com/base/' });
+    try {
+      const res = await request(behindProxy.url).post('/subscriptions').send({ sink: receiver.url, filters: [{ exact: { type: 'ack.public' } }] }).expect(201);
+      await request(behindProxy.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': 'pub1', 'ce-source': '/ack', 'ce-type': 'ack.public', 'content-type': 'text/plain' })
+        .send('x')
+        .expect(202);
+      const q = await nth(res.body.id, 0);
+      expect(q.headers['herald-ack-url']).toBe(`https://herald.example.com/base/deliveries/${deliveryId(q)}/ack`);
+    } finally {
+      await behindProxy.close();
+    }
+  });
+});

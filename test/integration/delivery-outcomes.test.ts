@@ -1,0 +1,166 @@
+import request from 'supertest';
+import { startTestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver, type Reply } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/** What each answer of a receiver leads to: retries, Retry-After, 410 Gone, timeouts and connection errors. */
+
+type Gw = Awaited<ReturnType<typeof startTestGateway>>;
+let gw: Gw;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  receiver = await startReceiver();
+});
+afterAll(async () => {
+  await receiver?.close();
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+let current: string | undefined;
+afterEach(async () => {
+  if (current) await request(gw.url).delete(`/subscriptions/${current}`);
+  current = undefined;
+});
+
+/** A subscription to events of one type, with a fast retry policy unless told otherwise. */
+async function subscribe(type: string, delivery: Record<string, unknown> = {}) {
+  const res = await request(gw.url)
+    .post('/subscriptions')
+    .send({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery } })
+    .expect(201);
+  current = res.body.id;
+  return res.body as { id: string };
+}
+
+async function publish(type: string, ids: string[]) {
+  const batch = ids.map((id) => ({ specversion: '1.0', id, source: '/outcomes', type, partitionkey: type, data: { id } }));
+  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
+  expect(res.status).toBe(202);
+  return res.body.results as { id: string; partition: number; offset: number }[];
+}
+
+const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
+const lagOf = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
+const waitLagZero = (id: string) => waitFor(async () => ((await getSub(id)).stats.partitions.every((p: { lag: number }) => p.lag === 0) ? true : undefined), { what: 'lag 0' });
+const deadLetters = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters;
+const requestsFor = (sub: string, ceId?: string) =>
+  receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub && (ceId === undefined || q.headers['ce-id'] === ceId));
+
+/** A responder that answers the n-th request for each event id from a script (the last entry repeats). */
+function scripted(script: Record<string, Reply[]>) {
+  const counts = new Map<string, number>();
+  return (req: ReceivedRequest): Reply => {
+    const id = req.headers['ce-id'] as string;
+    const n = counts.get(id) ?? 0;
+    counts.set(id, n + 1);
+    const replies = script[id] ?? [{ status: 204 }];
+    return replies[Math.min(n, replies.length - 1)]!;
+  };
+}
+
+describe('retry', () => {
+  it('retries 500, 503, 408, 429, 409 and 425, then succeeds: attempts count up under one webhook-id, each with a fresh delivery id', async () => {
+    const statuses = [500, 503, 408, 429, 409, 425];
+    receiver.setResponder(scripted({ r1: [...statuses.map((status) => ({ status, body: `no (${status})` })), { status: 200 }] }));
+    const sub = await subscribe('out.retry');
+    const [stored] = await publish('out.retry', ['r1']);
+    await waitLagZero(sub.id);
+    const attempts = requestsFor(sub.id, 'r1');
+    expect(attempts.map((q) => q.headers['herald-attempt'])).toEqual(['1', '2', '3', '4', '5', '6', '7']);
+    expect(new Set(attempts.map((q) => q.headers['webhook-id'])).size).toBe(1);
+    expect(new Set(attempts.map((q) => q.headers['herald-delivery-id'])).size).toBe(7);
+    expect(new Set(attempts.map((q) => q.headers['herald-ack-url'])).size).toBe(7);
+    expect(attempts.every((q) => q.headers['herald-offset'] === String(stored!.offset))).toBe(true);
+    expect((await getSub(sub.id)).stats.deadLetters).toBe(0);
+  });
+
+  it('obeys Retry-After in seconds on 429', async () => {
+    receiver.setResponder(scripted({ ra1: [{ status: 429, headers: { 'retry-after': '1' } }, { status: 204 }] }));
+    const sub = await subscribe('out.retry-after', { retry: { initialDelayMs: 10, maxDelayMs: 5000 } });
+    await publish('out.retry-after', ['ra1']);
+    await waitLagZero(sub.id);
+    const [first, second] = requestsFor(sub.id, 'ra1');
+    expect(second!.headers['herald-attempt']).toBe('2');
+    // Without Retry-After the next attempt would come after ~10 ms.
+    expect(second!.receivedAt - first!.receivedAt).toBeGreaterThanOrEqual(900);
+  });
+
+  it('obeys Retry-After as an HTTP date on 503', async () => {
+    let n = 0;
+    // The date is made when the request arrives: it names a time 1-2 s ahead (HTTP dates have whole seconds).
+    receiver.setResponder(() => (n++ === 0 ? { status: 503, headers: { 'retry-after': new Date(Date.now() + 2000).toUTCString() } } : { status: 204 }));
+    const sub = await subscribe('out.retry-date', { retry: { initialDelayMs: 10, maxDelayMs: 5000 } });
+    await publish('out.retry-date', ['rd1']);
+    await waitLagZero(sub.id);
+    const [first, second] = requestsFor(sub.id, 'rd1');
+    expect(second!.receivedAt - first!.receivedAt).toBeGreaterThanOrEqual(900);
+  });
+
+  it('caps a long Retry-After at maxDelayMs', async () => {
+    receiver.setResponder(scripted({ rc1: [{ status: 429, headers: { 'retry-after': '3600' } }, { status: 204 }] }));
+    const sub = await subscribe('out.retry-cap', { retry: { initialDelayMs: 10, maxDelayMs: 50 } });
+    await publish('out.retry-cap', ['rc1']);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id, 'rc1').map((q) => q.headers['herald-attempt'])).toEqual(['1', '2']);
+  });
+});
+
+describe('410 Gone', () => {
+  it('pauses the subscription with reason gone, keeps the backlog, and delivers all of it on resume', async () => {
+    receiver.setResponder(scripted({ g1: [{ status: 410, body: 'unsubscribed' }, { status: 204 }] }));
+    const sub = await subscribe('out.gone');
+    const stored = await publish('out.gone', ['g1']);
+    const paused = await waitFor(async () => {
+      const got = await getSub(sub.id);
+      return got.state === 'paused' ? got : undefined;
+    }, { what: 'paused' });
+    expect(paused.stateReason).toBe('gone');
+    stored.push(...(await publish('out.gone', ['g2', 'g3'])));
+    await waitFor(async () => lagOf(await getSub(sub.id)) === 3, { what: 'backlog of 3' });
+    await new Promise((r) => setTimeout(r, 200));
+    expect(requestsFor(sub.id).map((q) => q.headers['ce-id'])).toEqual(['g1']);
+
+    const resumed = await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+    expect(resumed.body).toMatchObject({ state: 'active', stateReason: null });
+    await waitLagZero(sub.id);
+    const got = requestsFor(sub.id);
+    expect(got.map((q) => [q.headers['ce-id'], q.headers['herald-attempt']])).toEqual([
+      ['g1', '1'],
+      ['g1', '2'],
+      ['g2', '1'],
+      ['g3', '1'],
+    ]);
+    expect(got.map((q) => q.headers['herald-offset'])).toEqual([stored[0], ...stored].map((s) => String(s!.offset)));
+    expect(await deadLetters(sub.id)).toEqual([]);
+  });
+});
+
+describe('timeouts and connection errors', () => {
+  it('retries a request that gets no answer within timeoutMs, and dead-letters it with lastStatus null once attempts run out', async () => {
+    receiver.setResponder(
+      scripted({
+        slow: [{ status: 204, delayMs: 1500 }],
+        'slow-once': [{ status: 204, delayMs: 1500 }, { status: 204 }],
+        dropped: [{ status: 204, destroy: true }],
+      }),
+    );
+    const sub = await subscribe('out.timeout', { timeoutMs: 300, retry: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 50 } });
+    const stored = await publish('out.timeout', ['slow', 'slow-once', 'dropped']);
+    await waitLagZero(sub.id);
+
+    expect(requestsFor(sub.id, 'slow').map((q) => q.headers['herald-attempt'])).toEqual(['1', '2']);
+    expect(requestsFor(sub.id, 'slow-once').map((q) => q.headers['herald-attempt'])).toEqual(['1', '2']);
+    expect(requestsFor(sub.id, 'dropped').map((q) => q.headers['herald-attempt'])).toEqual(['1', '2']);
+    const dead = await deadLetters(sub.id);
+    expect(dead.map((d: { event: { id: string } }) => d.event.id)).toEqual(['slow', 'dropped']);
+    for (const d of dead) {
+      const s = stored.find((x) => x.id === d.event.id)!;
+      expect(d).toMatchObject({ partition: s.partition, offset: s.offset, attempts: 2, lastStatus: null, reason: 'max_attempts' });
+      expect(typeof d.lastError).toBe('string');
+      expect(d.lastError.length).toBeGreaterThan(0);
+    }
+  });
+});

@@ -1,0 +1,205 @@
+import request from 'supertest';
+import { killIfRunning, spawnGateway, startTestGateway, type ChildGateway, type Env } from '../helpers/gateway';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+/** Delivery state survives restarts: committed offsets, pending attempts, retry schedules and ack leases. */
+
+afterAll(cleanupTmpDirs);
+
+interface PartitionStats {
+  partition: number;
+  committedOffset: number;
+  headOffset: number;
+  lag: number;
+}
+const statsOf = async (url: string, id: string) => (await request(url).get(`/subscriptions/${id}`).expect(200)).body.stats.partitions as PartitionStats[];
+const committed = (stats: PartitionStats[]) => stats.map((p) => p.committedOffset);
+const waitLagZero = (url: string, id: string, timeoutMs = 20_000) =>
+  waitFor(async () => {
+    const stats = await statsOf(url, id);
+    return stats.every((p) => p.lag === 0) ? stats : undefined;
+  }, { timeoutMs, what: 'lag 0' });
+
+function expectNotBehind(later: number[], earlier: number[]) {
+  for (const [p, offset] of earlier.entries()) expect({ partition: p, committed: later[p]! >= offset }).toEqual({ partition: p, committed: true });
+}
+
+/** mulberry32: a small seeded PRNG. */
+function seeded(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+async function publish(url: string, events: { id: string; key: string }[]) {
+  const batch = events.map((e) => ({ specversion: '1.0', id: e.id, source: '/restart', type: 'restart.test', partitionkey: e.key, data: { id: e.id } }));
+  const res = await request(url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
+  expect(res.status).toBe(202);
+  return res.body.results as { id: string; partition: number; offset: number }[];
+}
+
+describe('crash (SIGKILL) with deliveries pending', () => {
+  let receiver: Receiver | undefined;
+  let first: ChildGateway | undefined;
+  let second: ChildGateway | undefined;
+  let release: () => void = () => {};
+  afterEach(async () => {
+    release();
+    await killIfRunning(first);
+    await killIfRunning(second);
+    await receiver?.close();
+  });
+
+  it('delivers every event at least once after the restart, never moves committed offsets back, and keeps webhook-ids', async () => {
+    const random = seeded(7);
+    const outcomes: { req: ReceivedRequest; status: number }[] = [];
+    const held = new Promise<void>((r) => (release = r));
+    let holding = true;
+    receiver = await startReceiver(async (req) => {
+      if (holding && req.headers['ce-id'] === 'held') {
+        outcomes.push({ req, status: 0 });
+        await held; // never answered before the crash
+        return { status: 204 };
+      }
+      const status = random() < 0.5 ? 500 : 204;
+      outcomes.push({ req, status });
+      return { status };
+    });
+    const env: Env = { HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '4' };
+    first = await spawnGateway(env);
+    const sub = await request(first.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { retry: { maxAttempts: 1000, initialDelayMs: 20, maxDelayMs: 100 } } })
+      .expect(201);
+    const events = Array.from({ length: 40 }, (_, i) => ({ id: `c${i}`, key: `key-${i % 6}` }));
+    const stored = await publish(first.url, [{ id: 'held', key: 'held-key' }, ...events]);
+
+    await waitFor(() => outcomes.filter((o) => o.status === 204).length >= 10 && outcomes.some((o) => o.req.headers['ce-id'] === 'held'), { what: 'some progress' });
+    const before = committed(await statsOf(first.url, sub.body.id)); // reading stats writes the state first
+    expect(before.some((c) => c > 0)).toBe(true);
+    first.child.kill('SIGKILL');
+    await first.exited;
+
+    holding = false;
+    receiver.setResponder((req) => {
+      outcomes.push({ req, status: 204 });
+      return { status: 204 };
+    });
+    second = await spawnGateway(env);
+    expectNotBehind(committed(await statsOf(second.url, sub.body.id)), before);
+    const after = await waitLagZero(second.url, sub.body.id);
+    expectNotBehind(committed(after), before);
+    expect(after.map((p) => p.headOffset)).toEqual(after.map((p) => p.committedOffset));
+
+    const delivered = new Set(outcomes.filter((o) => o.status === 204).map((o) => o.req.headers['ce-id']));
+    expect([...stored.map((s) => s.id)].filter((id) => !delivered.has(id))).toEqual([]);
+    // Every attempt of one event, before and after the crash, carries the same webhook-id.
+    for (const s of stored) {
+      const ids = new Set(outcomes.filter((o) => o.req.headers['ce-id'] === s.id).map((o) => o.req.headers['webhook-id']));
+      expect({ event: s.id, webhookIds: ids.size }).toEqual({ event: s.id, webhookIds: 1 });
+    }
+    const heldAttempts = outcomes.filter((o) => o.req.headers['ce-id'] === 'held');
+    expect(heldAttempts.length).toBeGreaterThanOrEqual(2);
+    expect(heldAttempts.every((o) => o.req.headers['herald-offset'] === String(stored[0]!.offset))).toBe(true);
+    expect(heldAttempts[1]!.req.headers['herald-attempt']).toBe('2');
+    // The attempt open at the crash was superseded by the one after the restart.
+    expect((await request(second.url).post(`/deliveries/${heldAttempts[0]!.req.headers['herald-delivery-id']}/ack`)).status).toBe(409);
+  });
+});
+
+describe('graceful restart', () => {
+  let receiver: Receiver | undefined;
+  const gateways: { close(): Promise<void> }[] = [];
+  afterEach(async () => {
+    for (const gw of gateways.splice(0)) await gw.close();
+    await receiver?.close();
+  });
+
+  it('keeps an awaiting_ack lease: the same delivery id is acked after the restart, with no redelivery', async () => {
+    receiver = await startReceiver(() => ({ status: 202 }));
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+    gateways.push(gw);
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, ackMode: 'manual', delivery: { ackDeadlineMs: 60_000 } })
+      .expect(201);
+    await publish(gw.url, [{ id: 'lease', key: 'k' }]);
+    const delivered = await waitFor(() => receiver!.requests[0]);
+    await waitFor(async () => (await statsOf(gw.url, sub.body.id)).some((p) => p.lag === 1 && p.committedOffset < p.headOffset));
+    await gw.close();
+    gateways.pop();
+
+    const again = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_DATA_DIR: gw.dataDir });
+    gateways.push(again);
+    const stats = await statsOf(again.url, sub.body.id);
+    expect(stats.reduce((n, p) => n + p.lag, 0)).toBe(1);
+    expect(stats.reduce((n, p) => n + (p as PartitionStats & { inFlight: number }).inFlight, 0)).toBe(1);
+    const ack = await request(again.url).post(`/deliveries/${delivered.headers['herald-delivery-id']}/ack`);
+    expect(ack.status).toBe(200);
+    await waitLagZero(again.url, sub.body.id);
+    expect(receiver.requests).toHaveLength(1);
+  });
+
+  it('counts an ack lease that ran out while the gateway was down as a failed attempt, and redelivers', async () => {
+    let n = 0;
+    receiver = await startReceiver(() => ({ status: n++ === 0 ? 202 : 204 }));
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+    gateways.push(gw);
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ackDeadlineMs: 400, retry: { initialDelayMs: 10 } } })
+      .expect(201);
+    await publish(gw.url, [{ id: 'expires', key: 'k' }]);
+    const first = await waitFor(() => receiver!.requests[0]);
+    await gw.close();
+    gateways.pop();
+    await new Promise((r) => setTimeout(r, 500)); // the lease ends while nothing runs
+
+    const again = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_DATA_DIR: gw.dataDir });
+    gateways.push(again);
+    await waitLagZero(again.url, sub.body.id);
+    const second = receiver.requests[1]!;
+    expect(second.headers['herald-attempt']).toBe('2');
+    expect(second.headers['webhook-id']).toBe(first.headers['webhook-id']);
+    // The expired attempt is stale, not unknown, after the restart too.
+    expect((await request(again.url).post(`/deliveries/${first.headers['herald-delivery-id']}/ack`)).status).toBe(409);
+    expect(receiver.requests).toHaveLength(2);
+  });
+
+  it('resumes from the committed offset and keeps counting attempts of a scheduled retry', async () => {
+    const failing = new Set(['r2']);
+    receiver = await startReceiver((req) => (failing.has(req.headers['ce-id'] as string) ? { status: 500 } : { status: 204 }));
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+    gateways.push(gw);
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, retry: { maxAttempts: 20, initialDelayMs: 300, multiplier: 1, jitter: 0 } })
+      .expect(201);
+    const [r1] = await publish(gw.url, [{ id: 'r1', key: 'same' }]);
+    await waitFor(async () => (await statsOf(gw.url, sub.body.id))[r1!.partition]!.committedOffset === r1!.offset + 1);
+    await publish(gw.url, [{ id: 'r2', key: 'same' }]);
+    await waitFor(() => receiver!.requests.filter((q) => q.headers['ce-id'] === 'r2').length >= 2, { what: 'two failed attempts' });
+    const before = committed(await statsOf(gw.url, sub.body.id));
+    await gw.close();
+    gateways.pop();
+    const attemptsBefore = receiver.requests.filter((q) => q.headers['ce-id'] === 'r2');
+
+    failing.clear();
+    const again = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_DATA_DIR: gw.dataDir });
+    gateways.push(again);
+    expectNotBehind(committed(await statsOf(again.url, sub.body.id)), before);
+    await waitLagZero(again.url, sub.body.id);
+    const r2 = receiver.requests.filter((q) => q.headers['ce-id'] === 'r2');
+    const next = r2[attemptsBefore.length]!;
+    expect(Number(next.headers['herald-attempt'])).toBe(attemptsBefore.length + 1);
+    expect(next.headers['webhook-id']).toBe(attemptsBefore[0]!.headers['webhook-id']);
+    expect(r2).toHaveLength(attemptsBefore.length + 1);
+    expect(receiver.requests.filter((q) => q.headers['ce-id'] === 'r1')).toHaveLength(1);
+  });
+});

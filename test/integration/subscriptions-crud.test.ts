@@ -1,0 +1,276 @@
+import request from 'supertest';
+import { Webhook } from 'standardwebhooks';
+import { startTestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/** The subscriptions resource: create/read/update/delete, validation, secrets, pause and resume. */
+
+type Gw = Awaited<ReturnType<typeof startTestGateway>>;
+let gw: Gw;
+let receiver: Receiver;
+const PARTITIONS = 4;
+
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: String(PARTITIONS) });
+  receiver = await startReceiver();
+});
+afterAll(async () => {
+  await receiver?.close();
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+const FAST = { retry: { initialDelayMs: 10, maxDelayMs: 50 } };
+let seq = 0;
+
+async function create(body: Record<string, unknown>) {
+  const res = await request(gw.url).post('/subscriptions').send(body);
+  expect(res.status).toBe(201);
+  return res.body;
+}
+
+/** Publishes binary-mode events; returns the append results. */
+async function publish(type: string, n = 1, attrs: Record<string, string> = {}) {
+  const results = [];
+  for (let i = 0; i < n; i++) {
+    const headers: Record<string, string> = { 'ce-specversion': '1.0', 'ce-id': `crud-${++seq}`, 'ce-source': '/crud', 'ce-type': type, 'content-type': 'application/json' };
+    for (const [k, v] of Object.entries(attrs)) headers[`ce-${k}`] = v;
+    const res = await request(gw.url).post('/events').set(headers).send(JSON.stringify({ seq }));
+    expect(res.status).toBe(202);
+    results.push(res.body.results[0]);
+  }
+  return results;
+}
+
+const totalLag = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
+const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
+const waitLagZero = (id: string) => waitFor(async () => ((await getSub(id)).stats.partitions.every((p: { lag: number }) => p.lag === 0) ? true : undefined), { what: 'lag 0' });
+const typesFor = (r: Receiver, sub: string) => r.requests.filter((q) => q.headers['herald-subscription-id'] === sub).map((q) => q.headers['ce-type']);
+
+function expectProblem(res: request.Response, status: number, code: string) {
+  expect(res.status).toBe(status);
+  expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+  expect(res.body).toMatchObject({ status, code });
+}
+
+describe('creating a subscription', () => {
+  it('answers 201 with the subscription, its defaults, stats and a whsec_ secret', async () => {
+    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.created' } }] });
+    expect(sub).toEqual({
+      id: expect.any(String),
+      sink: receiver.url,
+      filters: [{ exact: { type: 'crud.created' } }],
+      delivery: {
+        format: 'binary',
+        ordering: 'partition',
+        maxInFlight: 16,
+        timeoutMs: 10_000,
+        ackMode: 'auto',
+        ackDeadlineMs: 30_000,
+        retry: { maxAttempts: 10, initialDelayMs: 1000, maxDelayMs: 300_000, multiplier: 2, jitter: 0.2 },
+      },
+      startAt: 'latest',
+      state: 'active',
+      stateReason: null,
+      createdAt: expect.any(String),
+      stats: { partitions: expect.any(Array), deadLetters: 0 },
+      secret: expect.stringMatching(/^whsec_/),
+    });
+    expect(new Date(sub.createdAt).toISOString()).toBe(sub.createdAt);
+    expect(Buffer.from(sub.secret.slice('whsec_'.length), 'base64')).toHaveLength(32);
+    expect(sub.stats.partitions).toHaveLength(PARTITIONS);
+    for (const p of sub.stats.partitions) {
+      expect(p).toEqual({ partition: expect.any(Number), committedOffset: p.headOffset, headOffset: expect.any(Number), lag: 0, inFlight: 0, oldestPendingAgeMs: null });
+    }
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it('accepts ackMode and retry at the top level', async () => {
+    const sub = await create({ sink: receiver.url, ackMode: 'manual', retry: { maxAttempts: 3 } });
+    expect(sub.delivery.ackMode).toBe('manual');
+    expect(sub.delivery.retry).toMatchObject({ maxAttempts: 3, initialDelayMs: 1000 });
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it.each([
+    ['a sink with another scheme', { sink: 'ftp://example.com/hook' }],
+    ['a relative sink', { sink: '/hook' }],
+    ['a sink that is not a URL', { sink: 'not a url' }],
+    ['no sink', {}],
+    ['an unknown filter dialect', { filters: [{ regex: { type: '.*' } }] }],
+    ['a malformed filter', { filters: [{ exact: { type: 42 } }] }],
+    ['a filter with two dialects', { filters: [{ exact: { type: 'a' }, prefix: { type: 'b' } }] }],
+    ['filters that are not a list', { filters: { exact: { type: 'a' } } }],
+    ['an unknown field', { colour: 'blue' }],
+    ['an unknown delivery field', { delivery: { colour: 'blue' } }],
+    ['an unknown retry field', { delivery: { retry: { backoff: 'linear' } } }],
+    ['an unknown format', { delivery: { format: 'xml' } }],
+    ['an unknown startAt', { startAt: 'middle' }],
+  ])('refuses %s with 400', async (_name, body) => {
+    const full = 'sink' in body || Object.keys(body).length === 0 ? body : { sink: receiver.url, ...body };
+    const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
+    const before = await count();
+    const res = await request(gw.url).post('/subscriptions').send(full);
+    expectProblem(res, 400, 'invalid_request');
+    expect(res.body.errors.length).toBeGreaterThan(0);
+    expect(await count()).toBe(before);
+  });
+});
+
+describe('reading, listing and secrets', () => {
+  it('lists and reads subscriptions without their secret', async () => {
+    const sub = await create({ sink: receiver.url });
+    const list = await request(gw.url).get('/subscriptions').expect(200);
+    const listed = list.body.subscriptions.find((s: { id: string }) => s.id === sub.id);
+    expect(listed).toMatchObject({ id: sub.id, sink: receiver.url, state: 'active' });
+    expect(listed).not.toHaveProperty('secret');
+    const got = await getSub(sub.id);
+    expect(got).not.toHaveProperty('secret');
+    const { secret: _secret, ...withoutSecret } = sub;
+    expect(got).toMatchObject({ ...withoutSecret, stats: { deadLetters: 0 } });
+    expect(JSON.stringify(list.body)).not.toContain(sub.secret);
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it('rotate-secret returns a new secret that signs the following deliveries', async () => {
+    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.rotate' } }], delivery: FAST });
+    const rotated = await request(gw.url).post(`/subscriptions/${sub.id}/rotate-secret`).expect(200);
+    expect(rotated.body.secret).toMatch(/^whsec_/);
+    expect(rotated.body.secret).not.toBe(sub.secret);
+    expect(rotated.body.id).toBe(sub.id);
+    expect(await getSub(sub.id)).not.toHaveProperty('secret');
+    await publish('crud.rotate');
+    const req = await waitFor(() => receiver.requests.find((q) => q.headers['herald-subscription-id'] === sub.id));
+    const headers = req.headers as Record<string, string>;
+    expect(() => new Webhook(rotated.body.secret).verify(req.body, headers)).not.toThrow();
+    expect(() => new Webhook(sub.secret).verify(req.body, headers)).toThrow();
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+});
+
+describe('unknown subscriptions', () => {
+  it.each([
+    ['get', '/subscriptions/nope'],
+    ['patch', '/subscriptions/nope'],
+    ['delete', '/subscriptions/nope'],
+    ['post', '/subscriptions/nope/pause'],
+    ['post', '/subscriptions/nope/resume'],
+    ['post', '/subscriptions/nope/rotate-secret'],
+    ['get', '/subscriptions/nope/dead-letters'],
+    ['post', '/subscriptions/nope/dead-letters/redeliver'],
+    ['delete', '/subscriptions/nope/dead-letters/1'],
+  ] as const)('%s %s → 404 problem', async (method, path) => {
+    const res = await request(gw.url)[method](path).send(method === 'patch' ? { sink: receiver.url } : undefined);
+    expectProblem(res, 404, 'not_found');
+  });
+});
+
+describe('updating and deleting', () => {
+  it('refuses a bad update with 400 and keeps the subscription as it was', async () => {
+    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.keep' } }] });
+    for (const body of [{ sink: 'ftp://x' }, { filters: [{ nope: {} }] }, { filters: [{ exact: {} }] }, { name: 'x' }, { delivery: { colour: 'blue' } }, { state: 'paused' }]) {
+      expectProblem(await request(gw.url).patch(`/subscriptions/${sub.id}`).send(body), 400, 'invalid_request');
+    }
+    const got = await getSub(sub.id);
+    expect(got).toMatchObject({ sink: receiver.url, filters: [{ exact: { type: 'crud.keep' } }], delivery: sub.delivery, state: 'active' });
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it('changes filters live and merges partial delivery options', async () => {
+    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.a' } }], delivery: { ...FAST, ordering: 'none', maxInFlight: 4 } });
+    await publish('crud.a');
+    await publish('crud.b');
+    await waitLagZero(sub.id);
+    expect(typesFor(receiver, sub.id)).toEqual(['crud.a']);
+
+    const patched = await request(gw.url)
+      .patch(`/subscriptions/${sub.id}`)
+      .send({ filters: [{ exact: { type: 'crud.b' } }], delivery: { timeoutMs: 500, retry: { maxAttempts: 4 } } })
+      .expect(200);
+    expect(patched.body.filters).toEqual([{ exact: { type: 'crud.b' } }]);
+    expect(patched.body.delivery).toEqual({ ...sub.delivery, timeoutMs: 500, retry: { ...sub.delivery.retry, maxAttempts: 4 } });
+    await publish('crud.a');
+    await publish('crud.b');
+    await waitLagZero(sub.id);
+    expect(typesFor(receiver, sub.id)).toEqual(['crud.a', 'crud.b']);
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it('PATCH sink sends the following deliveries to the new sink, path and query included', async () => {
+    const other = await startReceiver();
+    try {
+      const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.sink' } }], delivery: FAST });
+      await publish('crud.sink');
+      await waitLagZero(sub.id);
+      const sink = other.url.replace('/hook', '/other/path?token=a%20b&x=1');
+      expect((await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ sink }).expect(200)).body.sink).toBe(sink);
+      await publish('crud.sink');
+      await waitLagZero(sub.id);
+      expect(typesFor(receiver, sub.id)).toEqual(['crud.sink']);
+      expect(other.requests.map((q) => [q.method, q.url])).toEqual([['POST', '/other/path?token=a%20b&x=1']]);
+      await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+    } finally {
+      await other.close();
+    }
+  });
+
+  it('DELETE answers 204, the subscription is gone, and nothing more is delivered to it', async () => {
+    const doomed = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.del' } }], delivery: FAST });
+    const control = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.del' } }], delivery: FAST });
+    await request(gw.url).delete(`/subscriptions/${doomed.id}`).expect(204);
+    expectProblem(await request(gw.url).get(`/subscriptions/${doomed.id}`), 404, 'not_found');
+    expectProblem(await request(gw.url).delete(`/subscriptions/${doomed.id}`), 404, 'not_found');
+    const list = await request(gw.url).get('/subscriptions').expect(200);
+    expect(list.body.subscriptions.map((s: { id: string }) => s.id)).not.toContain(doomed.id);
+    await publish('crud.del', 3);
+    await waitLagZero(control.id);
+    expect(typesFor(receiver, control.id)).toHaveLength(3);
+    expect(typesFor(receiver, doomed.id)).toEqual([]);
+    await request(gw.url).delete(`/subscriptions/${control.id}`).expect(204);
+  });
+});
+
+describe('startAt', () => {
+  it('latest delivers only events stored after creation; earliest delivers the stored ones too', async () => {
+    const [before] = await publish('crud.start');
+    const latest = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.start' } }], delivery: FAST });
+    const earliest = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.start' } }], delivery: FAST, startAt: 'earliest' });
+    expect(earliest.startAt).toBe('earliest');
+    const [after] = await publish('crud.start');
+    await waitLagZero(latest.id);
+    await waitLagZero(earliest.id);
+    const ids = (sub: string) => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub).map((q) => q.headers['ce-id']);
+    expect(ids(latest.id)).toEqual([after.id]);
+    expect(ids(earliest.id).sort()).toEqual([before.id, after.id].sort());
+    await request(gw.url).delete(`/subscriptions/${latest.id}`).expect(204);
+    await request(gw.url).delete(`/subscriptions/${earliest.id}`).expect(204);
+  });
+});
+
+describe('pause and resume', () => {
+  it('a paused subscription receives nothing new, its lag shows the backlog, and resume delivers it in order', async () => {
+    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.pause' } }], delivery: FAST });
+    const paused = await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+    expect(paused.body).toMatchObject({ id: sub.id, state: 'paused', stateReason: 'user' });
+    const published = await publish('crud.pause', 5, { partitionkey: 'one-key' });
+    const withBacklog = await waitFor(async () => {
+      const got = await getSub(sub.id);
+      return totalLag(got) === 5 ? got : undefined;
+    });
+    expect(withBacklog.state).toBe('paused');
+    const partition = withBacklog.stats.partitions.find((p: { partition: number }) => p.partition === published[0].partition);
+    expect(partition).toMatchObject({ lag: 5, inFlight: 0, oldestPendingAgeMs: expect.any(Number) });
+    // Give a wrongly active worker the time to deliver; the backlog must stay put.
+    await new Promise((r) => setTimeout(r, 200));
+    expect(typesFor(receiver, sub.id)).toEqual([]);
+
+    const resumed = await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+    expect(resumed.body).toMatchObject({ state: 'active', stateReason: null });
+    await waitLagZero(sub.id);
+    const delivered = receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub.id);
+    expect(delivered.map((q) => q.headers['ce-id'])).toEqual(published.map((r: { id: string }) => r.id));
+    expect(delivered.map((q) => Number(q.headers['herald-offset']))).toEqual(published.map((r: { offset: number }) => r.offset));
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+});

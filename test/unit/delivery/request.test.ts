@@ -1,0 +1,187 @@
+import { Webhook } from 'standardwebhooks';
+import type { CloudEvent } from '../../../src/cloudevents/event';
+import { buildDeliveryRequest, classifyStatus, webhookIdOf, type DeliveryRequestInput } from '../../../src/delivery/request';
+import { newSigningSecret } from '../../../src/delivery/signing';
+
+/** One delivery attempt's HTTP request, and what the receiver's status code means. */
+
+describe('classifyStatus', () => {
+  const table: [number[], 'done' | 'await_ack' | 'retry' | 'gone' | 'dead'][] = [
+    [[200, 201, 203, 204, 206, 226, 299], 'done'],
+    [[202], 'await_ack'],
+    [[408, 409, 425, 429], 'retry'],
+    [[500, 501, 502, 503, 504, 507, 599], 'retry'],
+    [[410], 'gone'],
+    [[300, 301, 302, 303, 304, 307, 308], 'dead'],
+    [[400, 401, 403, 404, 405, 406, 411, 412, 413, 414, 415, 418, 422, 451, 499], 'dead'],
+  ];
+  for (const [statuses, expected] of table) {
+    it.each(statuses)(`ackMode auto: %d → ${expected}`, (status) => {
+      expect(classifyStatus(status, 'auto')).toBe(expected);
+    });
+  }
+
+  it.each([200, 201, 202, 204, 299])('ackMode manual: %d → await_ack (any 2xx waits for the callback)', (status) => {
+    expect(classifyStatus(status, 'manual')).toBe('await_ack');
+  });
+
+  it.each([301, 400, 404, 410, 429, 500, 503])('ackMode manual: %d is classified as in auto mode', (status) => {
+    expect(classifyStatus(status, 'manual')).toBe(classifyStatus(status, 'auto'));
+  });
+});
+
+describe('webhookIdOf', () => {
+  it('is stable for one (subscription, partition, offset)', () => {
+    expect(webhookIdOf('sub-a', 3, 17)).toBe(webhookIdOf('sub-a', 3, 17));
+    expect(webhookIdOf('sub-a', 3, 17)).toMatch(/^msg_[A-Za-z0-9_-]{27}$/);
+  });
+
+  it('differs across subscriptions, partitions and offsets', () => {
+    const ids = new Set<string>();
+    for (const sub of ['sub-a', 'sub-b']) for (let p = 0; p < 4; p++) for (let o = 0; o < 50; o++) ids.add(webhookIdOf(sub, p, o));
+    expect(ids.size).toBe(2 * 4 * 50);
+    // No ambiguity from concatenation: (1, 23) is not (12, 3).
+    expect(webhookIdOf('s', 1, 23)).not.toBe(webhookIdOf('s', 12, 3));
+  });
+});
+
+describe('buildDeliveryRequest', () => {
+  const secret = newSigningSecret();
+  const event: CloudEvent = {
+    attributes: {
+      specversion: '1.0',
+      id: 'evt-1',
+      source: '/orders',
+      type: 'order.created',
+      datacontenttype: 'application/json',
+      time: '2024-01-02T03:04:05Z',
+      comment: 'hello wörld 100%',
+      priority: 7,
+      urgent: true,
+    },
+    data: { kind: 'bytes', bytes: Buffer.from('{"n":1}') },
+  };
+  const input = (overrides: Partial<DeliveryRequestInput> = {}): DeliveryRequestInput => ({
+    subscriptionId: 'sub-1',
+    secret,
+    format: 'binary',
+    partition: 2,
+    offset: 41,
+    previousOffset: 40,
+    attempt: 3,
+    deliveryId: 'dlv_abc',
+    ackUrlBase: 'http://gateway.example:8080',
+    redrive: false,
+    event,
+    nowSeconds: Math.floor(Date.now() / 1000),
+    ...overrides,
+  });
+
+  it('sends binary mode with every attribute as a ce- header, values percent-encoded', () => {
+    const { headers, body } = buildDeliveryRequest(input());
+    expect(body.toString()).toBe('{"n":1}');
+    expect(headers['content-type']).toBe('application/json');
+    expect(headers).toMatchObject({
+      'ce-specversion': '1.0',
+      'ce-id': 'evt-1',
+      'ce-source': '/orders',
+      'ce-type': 'order.created',
+      'ce-time': '2024-01-02T03:04:05Z',
+      'ce-comment': 'hello%20w%C3%B6rld%20100%25',
+      'ce-priority': '7',
+      'ce-urgent': 'true',
+    });
+    expect(decodeURIComponent(headers['ce-comment']!)).toBe('hello wörld 100%');
+    expect(headers['ce-datacontenttype']).toBeUndefined();
+  });
+
+  it('sets the Standard Webhooks and Herald headers', () => {
+    const { headers } = buildDeliveryRequest(input());
+    expect(headers).toMatchObject({
+      'webhook-id': webhookIdOf('sub-1', 2, 41),
+      'webhook-timestamp': expect.stringMatching(/^\d+$/),
+      'webhook-signature': expect.stringMatching(/^v1,/),
+      'herald-subscription-id': 'sub-1',
+      'herald-partition': '2',
+      'herald-offset': '41',
+      'herald-previous-offset': '40',
+      'herald-attempt': '3',
+      'herald-delivery-id': 'dlv_abc',
+      'herald-ack-url': 'http://gateway.example:8080/deliveries/dlv_abc/ack',
+    });
+    expect(headers['herald-redelivery']).toBeUndefined();
+  });
+
+  it('leaves herald-previous-offset out for the first matching event of a partition', () => {
+    expect(buildDeliveryRequest(input({ previousOffset: null })).headers['herald-previous-offset']).toBeUndefined();
+    expect(buildDeliveryRequest(input({ previousOffset: 0 })).headers['herald-previous-offset']).toBe('0');
+  });
+
+  it('marks a redelivery of a dead letter', () => {
+    expect(buildDeliveryRequest(input({ redrive: true, attempt: 1 })).headers).toMatchObject({ 'herald-redelivery': 'true', 'herald-attempt': '1' });
+  });
+
+  it('keeps webhook-id across attempts and changes only the attempt headers', () => {
+    const first = buildDeliveryRequest(input({ attempt: 1, deliveryId: 'dlv_1' })).headers;
+    const second = buildDeliveryRequest(input({ attempt: 2, deliveryId: 'dlv_2' })).headers;
+    expect(second['webhook-id']).toBe(first['webhook-id']);
+    expect([first['herald-attempt'], second['herald-attempt']]).toEqual(['1', '2']);
+    expect(second['herald-ack-url']).toBe('http://gateway.example:8080/deliveries/dlv_2/ack');
+  });
+
+  it('signs the exact body: standardwebhooks verifies it, and not with another secret', () => {
+    for (const format of ['binary', 'structured'] as const) {
+      const { headers, body } = buildDeliveryRequest(input({ format }));
+      expect(() => new Webhook(secret).verify(body, headers)).not.toThrow();
+      expect(() => new Webhook(newSigningSecret()).verify(body, headers)).toThrow();
+    }
+  });
+
+  it('sends structured mode as the JSON format when asked', () => {
+    const { headers, body } = buildDeliveryRequest(input({ format: 'structured' }));
+    expect(headers['content-type']).toBe('application/cloudevents+json; charset=utf-8');
+    expect(Object.keys(headers).filter((h) => h.startsWith('ce-'))).toEqual([]);
+    expect(JSON.parse(body.toString())).toEqual({ ...event.attributes, data: { n: 1 } });
+  });
+
+  it('sends an event without data in structured mode even when binary is asked', () => {
+    const noData: CloudEvent = { attributes: { specversion: '1.0', id: 'e0', source: '/s', type: 't' }, data: { kind: 'none' } };
+    const { headers, body } = buildDeliveryRequest(input({ event: noData }));
+    expect(headers['content-type']).toMatch(/^application\/cloudevents\+json/);
+    expect(JSON.parse(body.toString())).toEqual(noData.attributes);
+    expect(headers['ce-id']).toBeUndefined();
+  });
+
+  it('carries binary data byte for byte: raw in binary mode, data_base64 in structured mode', () => {
+    const bytes = Buffer.from([0x00, 0xff, 0x10, 0x80, 0xfe]);
+    const binaryEvent: CloudEvent = {
+      attributes: { specversion: '1.0', id: 'b1', source: '/s', type: 't', datacontenttype: 'application/octet-stream' },
+      data: { kind: 'bytes', bytes },
+    };
+    const binary = buildDeliveryRequest(input({ event: binaryEvent }));
+    expect(binary.body.equals(bytes)).toBe(true);
+    expect(binary.headers['content-type']).toBe('application/octet-stream');
+    const structured = buildDeliveryRequest(input({ event: binaryEvent, format: 'structured' }));
+    expect(JSON.parse(structured.body.toString()).data_base64).toBe(bytes.toString('base64'));
+  });
+
+  it.each(['text/plain; note="5 €"', 'text/plain; a="x\ny"', 'text/plain; name="wörld"'])(
+    'goes structured when datacontenttype %j cannot be a Content-Type header',
+    (datacontenttype) => {
+      const odd: CloudEvent = { attributes: { specversion: '1.0', id: 'o1', source: '/s', type: 't', datacontenttype }, data: { kind: 'json', value: 'price' } };
+      const { headers, body } = buildDeliveryRequest(input({ event: odd }));
+      expect(headers['content-type']).toMatch(/^application\/cloudevents\+json/);
+      expect(JSON.parse(body.toString())).toEqual({ ...odd.attributes, data: 'price' });
+      expect(Object.values(headers).every((v) => /^[\t\x20-\x7e]*$/.test(v))).toBe(true);
+    },
+  );
+
+  it('gives data without a datacontenttype a content type in binary mode', () => {
+    const untyped: CloudEvent = { attributes: { specversion: '1.0', id: 'u1', source: '/s', type: 't' }, data: { kind: 'bytes', bytes: Buffer.from('xyz') } };
+    expect(buildDeliveryRequest(input({ event: untyped })).headers['content-type']).toBe('application/octet-stream');
+    const json: CloudEvent = { attributes: { specversion: '1.0', id: 'j1', source: '/s', type: 't' }, data: { kind: 'json', value: { a: 1 } } };
+    const built = buildDeliveryRequest(input({ event: json }));
+    expect(built.headers['content-type']).toBe('application/json');
+    expect(JSON.parse(built.body.toString())).toEqual({ a: 1 });
+  });
+});
