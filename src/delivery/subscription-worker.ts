@@ -301,7 +301,9 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
         deps.onGone();
         return;
       case 'retry':
-        fail(pending, result.error ?? `HTTP ${result.status}`, parseRetryAfter(result.retryAfter, deps.clock()));
+        // Retry-After means "come back later" only on 429 and 503 (RFC 9110 §10.2.3); other statuses use the backoff.
+        const retryAfter = result.status === 429 || result.status === 503 ? result.retryAfter : undefined;
+        fail(pending, result.error ?? `HTTP ${result.status}`, parseRetryAfter(retryAfter, deps.clock()));
         return;
       case 'dead':
         pending.lastError = result.error ?? `HTTP ${result.status}`;
@@ -429,7 +431,8 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       fail(pending, 'negatively acknowledged by the receiver', delayMs);
     },
     extend(pending: Pending, ms: number): number {
-      const until = deps.clock() + ms;
+      // Extending never shortens a lease.
+      const until = Math.max(deps.clock() + ms, pending.leaseUntil ?? 0);
       if (pending.state === 'awaiting_ack') {
         pending.leaseUntil = until;
         armLease(pending);

@@ -145,6 +145,20 @@ describe('202 Accepted', () => {
     expect(requestsFor(sub.id)).toHaveLength(1);
   });
 
+  it('extend never shortens a lease', async () => {
+    const sub = await subscribe('ack.noshorten', {}, { ackDeadlineMs: 1500 });
+    receiver.setResponder(replies({ status: 202 }));
+    await publish('ack.noshorten', ['s1']);
+    const first = await nth(sub.id, 0);
+    const extended = await callback(first, 'extend', { ms: 1 });
+    expect(extended.status).toBe(200);
+    expect(Date.parse(extended.body.leaseUntil)).toBeGreaterThan(Date.now() + 500);
+    await sleep(300); // past the 1 ms asked for, inside the original 1500 ms lease
+    expect((await callback(first, 'ack')).status).toBe(200);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id)).toHaveLength(1);
+  });
+
   it('reject dead-letters the event with reason receiver_rejected and moves on', async () => {
     const sub = await subscribe('ack.reject', {}, { ackDeadlineMs: 30_000 });
     receiver.setResponder((req) => (req.headers['ce-id'] === 'j1' ? { status: 202 } : { status: 204 }));

@@ -164,3 +164,27 @@ describe('timeouts and connection errors', () => {
     }
   });
 });
+
+describe('Retry-After on statuses other than 429 and 503', () => {
+  it('is ignored: a 500 with Retry-After: 30 is retried on the subscription backoff', async () => {
+    const receiver = await startReceiver((_req, i) => (i === 0 ? { status: 500, headers: { 'retry-after': '30' } } : { status: 204 }));
+    const gw = await startTestGateway();
+    try {
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: receiver.url, delivery: { retry: { initialDelayMs: 20, jitter: 0 } } })
+        .expect(201);
+      await request(gw.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': 'ra-500', 'ce-source': '/ra', 'ce-type': 't', 'content-type': 'application/json' })
+        .send('{}')
+        .expect(202);
+      // Obeying the header would hold the retry for 30 s, far past this wait.
+      await waitFor(() => receiver.requests.length >= 2, { timeoutMs: 10_000, what: 'the retry' });
+      expect(receiver.requests[1]!.headers['herald-attempt']).toBe('2');
+    } finally {
+      await gw.close();
+      await receiver.close();
+    }
+  });
+});

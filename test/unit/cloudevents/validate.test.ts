@@ -119,6 +119,10 @@ describe('validateAttributes', () => {
     expect(validateAttributes({ ...base, dataschema: '/relative' })).toEqual([{ attribute: 'dataschema', message: expect.any(String) }]);
     expect(validateAttributes({ ...base, source: 'not a uri' })).toEqual([{ attribute: 'source', message: expect.any(String) }]);
     expect(validateAttributes({ ...base, datacontenttype: 'json' })).toEqual([{ attribute: 'datacontenttype', message: expect.any(String) }]);
+    for (const bad of ['text/plain; a=b\r\nx: y', 'text/plain; note="5 €"', 'text/plain\u0000']) {
+      expect(validateAttributes({ ...base, datacontenttype: bad })).toEqual([{ attribute: 'datacontenttype', message: expect.any(String) }]);
+    }
+    expect(validateAttributes({ ...base, datacontenttype: 'application/json;\tcharset="utf-8"' })).toEqual([]);
   });
 
   it.each(['Upper', 'with_underscore', 'with-dash', 'dotted.name', 'ümlaut', ''])('refuses the attribute name %j', (name) => {
