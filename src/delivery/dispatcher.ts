@@ -36,7 +36,6 @@ export interface SubscriptionHandle {
 interface CallbackEntry {
   worker: SubscriptionWorker;
   pending: Pending;
-  outcome: CallbackOutcome | null;
 }
 
 export type CallbackAction = 'ack' | 'nack' | 'extend' | 'reject';
@@ -58,7 +57,10 @@ export function createDispatcher(deps: DispatcherDeps) {
   const stateRepo = createDeliveryStateRepo(deps.db);
   const deadLetters = createDeadLettersRepo(deps.db);
   const workers = new Map<string, SubscriptionWorker>();
+  /** Attempts whose callback is still open. */
   const callbacks = new Map<string, CallbackEntry>();
+  /** Outcomes of recent attempts, so a repeated callback is answered 200 or 409 rather than 404. */
+  const settled = new Map<string, CallbackOutcome>();
 
   // Write-behind buffers, keyed so that only the latest state of each row is written.
   const dirtyPending = new Map<string, { subscriptionId: string; pending: Pending; remove: boolean }>();
@@ -138,21 +140,13 @@ export function createDispatcher(deps: DispatcherDeps) {
 
   const registry = {
     issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending) {
-      callbacks.set(deliveryId, { worker, pending, outcome: null });
+      callbacks.set(deliveryId, { worker, pending });
     },
     settle(deliveryId: string, outcome: CallbackOutcome) {
-      const entry = callbacks.get(deliveryId);
-      if (!entry || entry.outcome) return;
-      entry.outcome = outcome;
-      // Re-insert so the Map's order is settlement order, and drop the oldest settled ones.
-      callbacks.delete(deliveryId);
-      callbacks.set(deliveryId, entry);
-      if (callbacks.size > SETTLED_CALLBACKS_KEPT) {
-        for (const [id, e] of callbacks) {
-          if (callbacks.size <= SETTLED_CALLBACKS_KEPT) break;
-          if (e.outcome) callbacks.delete(id);
-        }
-      }
+      if (!callbacks.delete(deliveryId)) return;
+      // Only the outcome is kept (not the event), in settlement order, the oldest dropped first.
+      settled.set(deliveryId, outcome);
+      if (settled.size > SETTLED_CALLBACKS_KEPT) settled.delete(settled.keys().next().value!);
     },
   };
 
@@ -240,11 +234,11 @@ export function createDispatcher(deps: DispatcherDeps) {
      */
     callback(deliveryId: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string } = {}) {
       const entry = callbacks.get(deliveryId);
-      if (!entry) throw new AppError('not_found', `no delivery attempt ${deliveryId}`);
-      const wanted = ACTION_OUTCOME[action];
-      if (entry.outcome !== null) {
-        if (wanted !== null && entry.outcome === wanted) return { deliveryId, status: entry.outcome, repeated: true };
-        throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current (${entry.outcome})`);
+      if (!entry) {
+        const outcome = settled.get(deliveryId);
+        if (outcome === undefined) throw new AppError('not_found', `no delivery attempt ${deliveryId}`);
+        if (ACTION_OUTCOME[action] === outcome) return { deliveryId, status: outcome, repeated: true };
+        throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current (${outcome})`);
       }
       const { pending, worker } = entry;
       if (pending.finished || pending.deliveryId !== deliveryId || (pending.state !== 'awaiting_ack' && pending.state !== 'in_flight')) {

@@ -368,6 +368,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
 
   function complete(pending: Pending): void {
     pending.finished = true;
+    pending.event = undefined; // settled callbacks and stats must not keep finished events alive
     clearTimer(pending);
     deps.persistence.deletePending(subId, pending);
     if (pending.redrive) {
