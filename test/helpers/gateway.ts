@@ -5,7 +5,7 @@ import { crc32 } from 'node:zlib';
 import { loadConfig } from '../../src/config';
 import { startGateway, type Gateway } from '../../src/gateway';
 import { createLogger } from '../../src/logger';
-import { tmpDir } from './tmp';
+import { cleanupTmpDirs, tmpDir } from './tmp';
 
 export type Env = Record<string, string | undefined>;
 
@@ -15,6 +15,30 @@ export async function startTestGateway(env: Env = {}): Promise<Gateway & { dataD
   const config = loadConfig({ HERALD_PORT: '0', HERALD_LOG_LEVEL: 'silent', ...env, HERALD_DATA_DIR: dataDir });
   const gateway = await startGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent') });
   return Object.assign(gateway, { dataDir });
+}
+
+/** A gateway started by {@link startTestGateway}. */
+export type TestGateway = Awaited<ReturnType<typeof startTestGateway>>;
+
+/**
+ * Starts one gateway for the whole test file (`beforeAll`), then closes it and removes the temp
+ * data dirs (`afterAll`). Read `url` inside tests and hooks, once the gateway has started.
+ */
+export function useGatewayForFile(env: Env = {}): { readonly url: string } {
+  let gateway: TestGateway | undefined;
+  beforeAll(async () => {
+    gateway = await startTestGateway(env);
+  });
+  afterAll(async () => {
+    await gateway?.close();
+    cleanupTmpDirs();
+  });
+  return {
+    get url() {
+      if (!gateway) throw new Error('the file gateway is not running: read url inside a test or hook');
+      return gateway.url;
+    },
+  };
 }
 
 export const MAIN_JS = path.resolve(__dirname, '..', '..', 'dist', 'main.js');
@@ -61,6 +85,22 @@ export async function killIfRunning(gw: ChildGateway | undefined): Promise<void>
   if (!gw || gw.child.exitCode !== null || gw.child.signalCode !== null) return;
   gw.child.kill('SIGKILL');
   await gw.exited;
+}
+
+/**
+ * Returns a `spawn(env)` that starts the built gateway as a child process (see {@link spawnGateway})
+ * and registers an `afterEach` that SIGKILLs, at the end of each test, every child it started.
+ */
+export function useChildGateways(): (env: Env) => Promise<ChildGateway> {
+  const running: ChildGateway[] = [];
+  afterEach(async () => {
+    for (const gw of running.splice(0)) await killIfRunning(gw);
+  });
+  return async (env) => {
+    const gw = await spawnGateway(env);
+    running.push(gw);
+    return gw;
+  };
 }
 
 /** Runs the built gateway expecting it to refuse to start; resolves with its exit code and output. */

@@ -1,10 +1,10 @@
 import fs from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import request from 'supertest';
 import { parseAllDocuments } from 'yaml';
 import { encodeHeaderValue } from '../../src/cloudevents/headers';
-import { startTestGateway } from '../helpers/gateway';
+import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
+import { postEventsRaw } from '../helpers/http';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
 /**
@@ -17,7 +17,6 @@ const present = fs.existsSync(REFERENCE);
 if (!present) console.warn(`conformance tests skipped: reference data not found at ${REFERENCE} (see ../shared/reference/README.md)`);
 const describeIfPresent = present ? describe : describe.skip;
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
 let gw: Gw;
 beforeEach(async () => {
   // Conformance events reuse source+id across documents: each case gets its own gateway.
@@ -29,17 +28,7 @@ afterEach(async () => {
 afterAll(cleanupTmpDirs);
 
 /** POST /events with headers and body exactly as given (no client-side serialisation). */
-function post(headers: Record<string, string>, body: string): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${gw.url}/events`, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const post = (headers: Record<string, string>, body: string) => postEventsRaw(gw.url, headers, body);
 
 async function readBack(source: string, id: string): Promise<Record<string, unknown>> {
   const res = await request(gw.url).get('/events').query({ source, id });

@@ -1,54 +1,22 @@
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type ReceivedRequest, type Receiver, type Reply } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { getSubscription, publishOfType, requestsForSubscription, useDeliveryFixture, useLastSubscriptionCleanup, waitForLagZero } from '../helpers/delivery';
+import { waitFor, type ReceivedRequest, type Reply } from '../helpers/receiver';
 
 /** Dead letters: rejected statuses, redirects, exhausted retries; listing, paging, redelivery and deletion. */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
-let receiver: Receiver;
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
+const createSubscription = useLastSubscriptionCleanup(gw);
 
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-let current: string | undefined;
-afterEach(async () => {
-  if (current) await request(gw.url).delete(`/subscriptions/${current}`);
-  current = undefined;
-});
-
-async function subscribe(type: string, retry: Record<string, unknown> = {}) {
-  const res = await request(gw.url)
-    .post('/subscriptions')
-    .send({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50, ...retry } } })
-    .expect(201);
-  current = res.body.id;
-  return res.body as { id: string };
-}
-
-async function publish(type: string, ids: string[]) {
-  const batch = ids.map((id) => ({ specversion: '1.0', id, source: '/dead', type, partitionkey: type, data: { id } }));
-  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
-  expect(res.status).toBe(202);
-  return res.body.results as { id: string; partition: number; offset: number }[];
-}
-
-const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
-const waitLagZero = (id: string) => waitFor(async () => ((await getSub(id)).stats.partitions.every((p: { lag: number }) => p.lag === 0) ? true : undefined), { what: 'lag 0' });
+const subscribe = (type: string, retry: Record<string, unknown> = {}) =>
+  createSubscription({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50, ...retry } } });
+const publish = (type: string, ids: string[]) => publishOfType(gw.url, '/dead', type, ids);
+const getSub = (id: string) => getSubscription(gw.url, id);
+const waitLagZero = (id: string) => waitForLagZero(gw.url, id);
 async function deadLetters(id: string, query = '') {
   const res = await request(gw.url).get(`/subscriptions/${id}/dead-letters${query}`).expect(200);
   return res.body as { deadLetters: any[]; nextAfter: string | null };
 }
-const requestsFor = (sub: string, ceId?: string) =>
-  receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub && (ceId === undefined || q.headers['ce-id'] === ceId));
+const requestsFor = (sub: string, ceId?: string) => requestsForSubscription(receiver, sub, ceId);
 const idsOf = (rows: { event: { id: string } }[]) => rows.map((d) => d.event.id);
 
 describe('rejected at once', () => {

@@ -1,23 +1,10 @@
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { publishBatch, useDeliveryFixture, waitForLagZero } from '../helpers/delivery';
+import { waitFor } from '../helpers/receiver';
 
 /** Fan-out: every subscription gets exactly the events its filters match; the others still advance its offsets. */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
-let receiver: Receiver;
-
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
 
 const FAST = { retry: { initialDelayMs: 10, maxDelayMs: 50 } };
 
@@ -45,12 +32,8 @@ const cases: { name: string; filters: unknown[]; expected: string[] }[] = [
   { name: 'matches nothing', filters: [{ exact: { type: 'fan.never' } }], expected: [] },
 ];
 
-async function publishStructured(batch: Record<string, unknown>[]) {
-  const body = batch.map((e) => ({ specversion: '1.0', ...e, datacontenttype: 'application/json', data: { id: e.id } }));
-  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(body));
-  expect(res.status).toBe(202);
-  return res.body.results as { id: string; partition: number; offset: number }[];
-}
+const publishStructured = (batch: Record<string, unknown>[]) =>
+  publishBatch(gw.url, batch.map((e) => ({ specversion: '1.0', ...e, datacontenttype: 'application/json', data: { id: e.id } })));
 
 describe('fan-out', () => {
   it('delivers each event to exactly the subscriptions whose filters match it, and filtered-out events leave lag 0', async () => {
@@ -65,10 +48,7 @@ describe('fan-out', () => {
 
     // Lag 0 everywhere means every event was delivered or filtered out; every request has been received by then.
     for (const sub of subs) {
-      const stats = await waitFor(async () => {
-        const res = await request(gw.url).get(`/subscriptions/${sub.id}`).expect(200);
-        return res.body.stats.partitions.every((p: { lag: number }) => p.lag === 0) ? res.body.stats : undefined;
-      }, { what: `lag 0 for ${sub.id}` });
+      const { stats } = await waitForLagZero(gw.url, sub.id, { what: `lag 0 for ${sub.id}` });
       expect(stats.partitions.map((p: { committedOffset: number }) => p.committedOffset)).toEqual(heads);
       expect(stats.partitions.every((p: { inFlight: number }) => p.inFlight === 0)).toBe(true);
       expect(stats.deadLetters).toBe(0);

@@ -2,9 +2,8 @@ import { HTTP, type CloudEvent } from 'cloudevents';
 import { createHmac } from 'node:crypto';
 import request from 'supertest';
 import { Webhook } from 'standardwebhooks';
-import { startTestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { useDeliveryFixture } from '../helpers/delivery';
+import { waitFor, type ReceivedRequest } from '../helpers/receiver';
 
 /**
  * What a receiver gets: the event exactly as ingested (every attribute, every
@@ -13,9 +12,7 @@ import { cleanupTmpDirs } from '../helpers/tmp';
  * the reference verifier.
  */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
-let receiver: Receiver;
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
 const subs: Record<'binary' | 'structured', { id: string; secret: string }> = {} as never;
 const TIME = '2024-01-02T03:04:05.678Z';
 const BYTES = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41, 0x0a, 0x0d, 0xc3]);
@@ -52,8 +49,6 @@ async function ingest(name: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  receiver = await startReceiver();
   for (const format of ['binary', 'structured'] as const) {
     const res = await request(gw.url)
       .post('/subscriptions')
@@ -63,11 +58,6 @@ beforeAll(async () => {
   }
   for (const name of order) await ingest(name);
   await waitFor(() => receiver.requests.length >= 2 * order.length, { what: 'every delivery' });
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
 });
 
 const requestsOf = (format: 'binary' | 'structured') => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === subs[format].id);

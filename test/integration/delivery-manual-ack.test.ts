@@ -1,51 +1,21 @@
 import request from 'supertest';
+import { getSubscription, publishOfType, requestsForSubscription, totalLag, useDeliveryFixture, useLastSubscriptionCleanup } from '../helpers/delivery';
 import { startTestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type ReceivedRequest, type Receiver, type Reply } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { waitFor, type ReceivedRequest, type Reply } from '../helpers/receiver';
 
 /** Manual acknowledgement: 202 (or any 2xx with ackMode manual) holds the event until a callback or the lease ends. */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
-let receiver: Receiver;
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
+const createSubscription = useLastSubscriptionCleanup(gw);
 
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-let current: string | undefined;
-afterEach(async () => {
-  if (current) await request(gw.url).delete(`/subscriptions/${current}`);
-  current = undefined;
-});
-
-async function subscribe(type: string, extra: Record<string, unknown> = {}, delivery: Record<string, unknown> = {}) {
-  const res = await request(gw.url)
-    .post('/subscriptions')
-    .send({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { ackDeadlineMs: 300, retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery }, ...extra })
-    .expect(201);
-  current = res.body.id;
-  return res.body as { id: string };
-}
-
-async function publish(type: string, ids: string[]) {
-  const batch = ids.map((id) => ({ specversion: '1.0', id, source: '/ack', type, partitionkey: type, data: { id } }));
-  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
-  expect(res.status).toBe(202);
-  return res.body.results as { id: string; partition: number; offset: number }[];
-}
-
-const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
-const lagOf = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
+const subscribe = (type: string, extra: Record<string, unknown> = {}, delivery: Record<string, unknown> = {}) =>
+  createSubscription({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { ackDeadlineMs: 300, retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery }, ...extra });
+const publish = (type: string, ids: string[]) => publishOfType(gw.url, '/ack', type, ids);
+const getSub = (id: string) => getSubscription(gw.url, id);
+const lagOf = totalLag;
 const inFlightOf = (sub: { stats: { partitions: { inFlight: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.inFlight, 0);
 const waitLagZero = (id: string) => waitFor(async () => (lagOf(await getSub(id)) === 0 ? true : undefined), { what: 'lag 0' });
-const requestsFor = (sub: string) => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub);
+const requestsFor = (sub: string) => requestsForSubscription(receiver, sub);
 const nth = (sub: string, n: number) => waitFor(() => requestsFor(sub)[n], { what: `request #${n + 1}` });
 const deliveryId = (q: ReceivedRequest) => q.headers['herald-delivery-id'] as string;
 /** Posts a callback to the absolute URL the gateway gave, or to a sibling of it. */

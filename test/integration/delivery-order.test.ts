@@ -1,49 +1,19 @@
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { publishBatch, useDeliveryFixture, waitForLagZero } from '../helpers/delivery';
+import { seededRandom } from '../helpers/random';
+import { waitFor, type ReceivedRequest } from '../helpers/receiver';
 
 /** Ordering: one event in flight per (subscription, partition) with `partition`; up to maxInFlight with `none`. */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
-let receiver: Receiver;
-
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
 
 async function publish(type: string, keys: string[], perKey: number) {
   const batch = [];
   for (let i = 0; i < perKey; i++) for (const key of keys) batch.push({ specversion: '1.0', id: `${type}-${key}-${i}`, source: '/order', type, partitionkey: key, data: { i } });
-  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
-  expect(res.status).toBe(202);
-  return res.body.results as { id: string; partition: number; offset: number }[];
+  return publishBatch(gw.url, batch);
 }
 
-const waitLagZero = (id: string, timeoutMs = 20_000) =>
-  waitFor(async () => {
-    const res = await request(gw.url).get(`/subscriptions/${id}`).expect(200);
-    return res.body.stats.partitions.every((p: { lag: number }) => p.lag === 0) ? res.body : undefined;
-  }, { timeoutMs, what: 'lag 0' });
+const waitLagZero = (id: string, timeoutMs = 20_000) => waitForLagZero(gw.url, id, { timeoutMs });
 
 interface Seen {
   req: ReceivedRequest;
@@ -52,7 +22,7 @@ interface Seen {
 
 describe('ordering partition', () => {
   it('with a receiver failing 30% at random: per partition, first successes come in offset order and previous offsets chain without a gap', async () => {
-    const random = seeded(20240607);
+    const random = seededRandom(20240607);
     const seen: Seen[] = [];
     const open = new Map<string, number>();
     let maxOpenPerPartition = 0;

@@ -1,53 +1,22 @@
 import request from 'supertest';
+import { getSubscription, publishOfType, requestsForSubscription, totalLag, useDeliveryFixture, useLastSubscriptionCleanup, waitForLagZero } from '../helpers/delivery';
 import { startTestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type ReceivedRequest, type Receiver, type Reply } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { startReceiver, waitFor, type ReceivedRequest, type Reply } from '../helpers/receiver';
 
 /** What each answer of a receiver leads to: retries, Retry-After, 410 Gone, timeouts and connection errors. */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
-let receiver: Receiver;
-
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-let current: string | undefined;
-afterEach(async () => {
-  if (current) await request(gw.url).delete(`/subscriptions/${current}`);
-  current = undefined;
-});
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
+const createSubscription = useLastSubscriptionCleanup(gw);
 
 /** A subscription to events of one type, with a fast retry policy unless told otherwise. */
-async function subscribe(type: string, delivery: Record<string, unknown> = {}) {
-  const res = await request(gw.url)
-    .post('/subscriptions')
-    .send({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery } })
-    .expect(201);
-  current = res.body.id;
-  return res.body as { id: string };
-}
-
-async function publish(type: string, ids: string[]) {
-  const batch = ids.map((id) => ({ specversion: '1.0', id, source: '/outcomes', type, partitionkey: type, data: { id } }));
-  const res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
-  expect(res.status).toBe(202);
-  return res.body.results as { id: string; partition: number; offset: number }[];
-}
-
-const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
-const lagOf = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
-const waitLagZero = (id: string) => waitFor(async () => ((await getSub(id)).stats.partitions.every((p: { lag: number }) => p.lag === 0) ? true : undefined), { what: 'lag 0' });
+const subscribe = (type: string, delivery: Record<string, unknown> = {}) =>
+  createSubscription({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery } });
+const publish = (type: string, ids: string[]) => publishOfType(gw.url, '/outcomes', type, ids);
+const getSub = (id: string) => getSubscription(gw.url, id);
+const lagOf = totalLag;
+const waitLagZero = (id: string) => waitForLagZero(gw.url, id);
 const deadLetters = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters;
-const requestsFor = (sub: string, ceId?: string) =>
-  receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub && (ceId === undefined || q.headers['ce-id'] === ceId));
+const requestsFor = (sub: string, ceId?: string) => requestsForSubscription(receiver, sub, ceId);
 
 /** A responder that answers the n-th request for each event id from a script (the last entry repeats). */
 function scripted(script: Record<string, Reply[]>) {

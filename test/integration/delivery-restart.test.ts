@@ -1,5 +1,7 @@
 import request from 'supertest';
+import { getSubscription, publishBatch, waitForLagZero } from '../helpers/delivery';
 import { killIfRunning, spawnGateway, startTestGateway, type ChildGateway, type Env } from '../helpers/gateway';
+import { seededRandom } from '../helpers/random';
 import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -13,36 +15,16 @@ interface PartitionStats {
   headOffset: number;
   lag: number;
 }
-const statsOf = async (url: string, id: string) => (await request(url).get(`/subscriptions/${id}`).expect(200)).body.stats.partitions as PartitionStats[];
+const statsOf = async (url: string, id: string) => (await getSubscription(url, id)).stats.partitions as PartitionStats[];
 const committed = (stats: PartitionStats[]) => stats.map((p) => p.committedOffset);
-const waitLagZero = (url: string, id: string, timeoutMs = 20_000) =>
-  waitFor(async () => {
-    const stats = await statsOf(url, id);
-    return stats.every((p) => p.lag === 0) ? stats : undefined;
-  }, { timeoutMs, what: 'lag 0' });
+const waitLagZero = async (url: string, id: string, timeoutMs = 20_000) => (await waitForLagZero(url, id, { timeoutMs })).stats.partitions as PartitionStats[];
 
 function expectNotBehind(later: number[], earlier: number[]) {
   for (const [p, offset] of earlier.entries()) expect({ partition: p, committed: later[p]! >= offset }).toEqual({ partition: p, committed: true });
 }
 
-/** mulberry32: a small seeded PRNG. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
-async function publish(url: string, events: { id: string; key: string }[]) {
-  const batch = events.map((e) => ({ specversion: '1.0', id: e.id, source: '/restart', type: 'restart.test', partitionkey: e.key, data: { id: e.id } }));
-  const res = await request(url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(JSON.stringify(batch));
-  expect(res.status).toBe(202);
-  return res.body.results as { id: string; partition: number; offset: number }[];
-}
+const publish = (url: string, events: { id: string; key: string }[]) =>
+  publishBatch(url, events.map((e) => ({ specversion: '1.0', id: e.id, source: '/restart', type: 'restart.test', partitionkey: e.key, data: { id: e.id } })));
 
 describe('crash (SIGKILL) with deliveries pending', () => {
   let receiver: Receiver | undefined;
@@ -57,7 +39,7 @@ describe('crash (SIGKILL) with deliveries pending', () => {
   });
 
   it('delivers every event at least once after the restart, never moves committed offsets back, and keeps webhook-ids', async () => {
-    const random = seeded(7);
+    const random = seededRandom(7);
     const outcomes: { req: ReceivedRequest; status: number }[] = [];
     const held = new Promise<void>((r) => (release = r));
     let holding = true;

@@ -1,11 +1,10 @@
 import {
   eventKey,
-  killIfRunning,
   lookupEvent,
   postBatch,
   postBinary,
   readAllEvents,
-  spawnGateway,
+  useChildGateways,
   type AppendResultBody,
   type ChildGateway,
   type ReadEvent,
@@ -21,16 +20,8 @@ const BATCH_SIZE = 5;
 /** A bound, not an expectation: producers stop here even if the kill never came. */
 const PRODUCE_FOR_AT_MOST_MS = 30_000;
 
-const running: ChildGateway[] = [];
-afterEach(async () => {
-  for (const gw of running.splice(0)) await killIfRunning(gw);
-});
-
-async function start(dataDir: string): Promise<ChildGateway> {
-  const gw = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_FSYNC: 'always', HERALD_PARTITIONS: '4' });
-  running.push(gw);
-  return gw;
-}
+const spawnChildGateway = useChildGateways();
+const start = (dataDir: string): Promise<ChildGateway> => spawnChildGateway({ HERALD_DATA_DIR: dataDir, HERALD_FSYNC: 'always', HERALD_PARTITIONS: '4' });
 
 /** Each event's data is its own id, so a read-back can be checked against what was sent. */
 const dataOf = (id: string) => ({ id });

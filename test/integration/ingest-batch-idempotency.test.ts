@@ -1,39 +1,13 @@
-import http from 'node:http';
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { useGatewayForFile } from '../helpers/gateway';
+import { postEventsRaw } from '../helpers/http';
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
+const gw = useGatewayForFile();
 let seq = 0;
 const nextId = () => `bi-${++seq}`;
 
-beforeAll(async () => {
-  gw = await startTestGateway();
-});
-afterAll(async () => {
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-interface Reply {
-  status: number;
-  contentType?: string;
-  body: any;
-}
-
 /** POST /events with headers and body exactly as given (no client-side serialisation). */
-function post(headers: Record<string, string>, body: string | Buffer = ''): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${gw.url}/events`, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+const post = (headers: Record<string, string>, body: string | Buffer = '') => postEventsRaw(gw.url, headers, body);
 
 const event = (id: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source: '/batch', type: 'com.example.batch', ...extra });
 const postBatch = (events: unknown) => post({ 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify(events));

@@ -1,39 +1,18 @@
-import http from 'node:http';
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
+import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
+import { postEventsRaw, type RawReply as Reply } from '../helpers/http';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
 const KiB = 1024;
 const MiB = 1024 * KiB;
 
-interface Reply {
-  status: number;
-  contentType?: string;
-  body: any;
-}
-
 /**
  * POST /events. With `chunked`, the body goes out in 16 KiB chunks without Content-Length,
- * so the gateway cannot refuse it up front and must count as it reads.
+ * so the gateway cannot refuse it up front and must count as it reads. The gateway may answer 413
+ * before the whole body is sent; the response is what the test checks.
  */
-function post(url: string, headers: Record<string, string>, body: Buffer, chunked = false): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${url}/events`, { method: 'POST', headers: chunked ? headers : { ...headers, 'content-length': String(body.length) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-    });
-    // The gateway may answer 413 before the whole body is sent; the response is what the test checks.
-    req.on('error', (err: NodeJS.ErrnoException) => (err.code === 'EPIPE' || err.code === 'ECONNRESET' ? undefined : reject(err)));
-    if (chunked) {
-      for (let at = 0; at < body.length; at += 16 * KiB) req.write(body.subarray(at, at + 16 * KiB));
-      req.end();
-    } else {
-      req.end(body);
-    }
-  });
-}
+const post = (url: string, headers: Record<string, string>, body: Buffer, chunked = false) =>
+  postEventsRaw(url, headers, body, { chunked, tolerateEarlyReply: true });
 
 const ce = (id: string) => ({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/limits', 'ce-type': 'com.example.limits', 'content-type': 'application/octet-stream' });
 

@@ -1,20 +1,10 @@
-import http from 'node:http';
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { useGatewayForFile } from '../helpers/gateway';
+import { postEventsRaw, type RawReply as Reply } from '../helpers/http';
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
+const gw = useGatewayForFile();
 let seq = 0;
 const nextId = () => `modes-${++seq}`;
-
-beforeAll(async () => {
-  gw = await startTestGateway();
-});
-afterAll(async () => {
-  await gw?.close();
-  cleanupTmpDirs();
-});
 
 const ce = (id: string, extra: Record<string, string> = {}) => ({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/modes', 'ce-type': 'com.example.modes', ...extra });
 const structured = (id: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source: '/modes', type: 'com.example.modes', ...extra });
@@ -28,27 +18,8 @@ const readBack = async (id: string, source = '/modes') => {
 };
 const heads = async () => (await request(gw.url).get('/partitions')).body;
 
-interface Reply {
-  status: number;
-  contentType?: string;
-  body: any;
-}
-
-/**
- * POST /events with headers and body exactly as given (supertest JSON-serialises Buffers sent with a
- * JSON Content-Type). An array header value is sent as that many separate header lines.
- */
-function post(headers: Record<string, string | string[]>, body: string | Buffer = ''): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${gw.url}/events`, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+/** POST /events with headers and body exactly as given; an array header value is sent as that many header lines. */
+const post = (headers: Record<string, string | string[]>, body: string | Buffer = '') => postEventsRaw(gw.url, headers, body);
 
 function expectProblem(res: Reply, status: number, code: string) {
   expect(res.status).toBe(status);

@@ -1,24 +1,10 @@
-import http from 'node:http';
 import { crc32 } from 'node:zlib';
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
+import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
+import { postEventsRaw as post } from '../helpers/http';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
 const PARTITIONS = 4;
-
-/** POST /events with headers and body exactly as given (no client-side serialisation). */
-function post(url: string, headers: Record<string, string>, body: string): Promise<{ status: number; body: any }> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${url}/events`, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 const event = (id: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source: '/parts', type: 'com.example.parts', ...extra });
 const postBatch = (gw: Gw, events: unknown[]) => post(gw.url, { 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify(events));

@@ -1,44 +1,15 @@
 import fc from 'fast-check';
-import http from 'node:http';
 import request from 'supertest';
 import { encodeHeaderValue } from '../../src/cloudevents/headers';
-import { startTestGateway } from '../helpers/gateway';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { useGatewayForFile } from '../helpers/gateway';
+import { postEventsRaw, type RawReply as Reply } from '../helpers/http';
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
+const gw = useGatewayForFile();
 let seq = 0;
 const nextId = () => `val-${++seq}`;
 
-beforeAll(async () => {
-  gw = await startTestGateway();
-});
-afterAll(async () => {
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-interface Reply {
-  status: number;
-  contentType?: string;
-  body: any;
-}
-
-/** POST /events with headers and body exactly as given (no client-side serialisation). */
-function post(headers: Record<string, string>, body: string | Buffer = ''): Promise<Reply> {
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${gw.url}/events`, { method: 'POST', headers: { ...headers, 'content-length': String(Buffer.byteLength(body)) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: text ? JSON.parse(text) : undefined });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
+/** POST /events with headers and body exactly as given (no client-side serialisation); an empty answer has no body. */
+const post = (headers: Record<string, string>, body: string | Buffer = '') => postEventsRaw(gw.url, headers, body, { allowEmptyBody: true });
 
 const STRUCTURED = 'application/cloudevents+json';
 const base = (id = nextId()) => ({ specversion: '1.0', id, source: '/validation', type: 'com.example.validation' });

@@ -1,12 +1,11 @@
 import http from 'node:http';
 import {
   eventKey,
-  killIfRunning,
   lookupEvent,
   postBatch,
   postBinary,
   readAllEvents,
-  spawnGateway,
+  useChildGateways,
   type AppendResultBody,
   type ChildGateway,
 } from '../helpers/gateway';
@@ -14,17 +13,8 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
 
-let running: ChildGateway[] = [];
-afterEach(async () => {
-  for (const gw of running) await killIfRunning(gw);
-  running = [];
-});
-
-async function start(dataDir: string): Promise<ChildGateway> {
-  const gw = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
-  running.push(gw);
-  return gw;
-}
+const spawnChildGateway = useChildGateways();
+const start = (dataDir: string): Promise<ChildGateway> => spawnChildGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
 
 /** Waits (bounded by count) until the child's output shows `text`. */
 async function waitForOutput(gw: ChildGateway, text: string): Promise<void> {

@@ -1,40 +1,22 @@
 import { CloudEvent, HTTP, Mode, emitterFor, httpTransport, type Message } from 'cloudevents';
-import http from 'node:http';
 import request from 'supertest';
-import { startTestGateway } from '../helpers/gateway';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { useGatewayForFile } from '../helpers/gateway';
+import { postEventsRaw } from '../helpers/http';
 
 /** Events built and serialised by the official CloudEvents JavaScript SDK must be accepted and read back identical. */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
+const gw = useGatewayForFile();
 let seq = 0;
 const nextId = () => `sdk-${++seq}`;
-
-beforeAll(async () => {
-  gw = await startTestGateway();
-});
-afterAll(async () => {
-  await gw?.close();
-  cleanupTmpDirs();
-});
 
 const TIME = '2024-01-02T03:04:05.678Z';
 const extensions = { comexampleext: 'value', extbool: true, extint: 42 };
 
 /** Sends an SDK message as is (the SDK's own transport does not report the status code). */
-function send(message: Message): Promise<{ status: number; body: any }> {
+function send(message: Message) {
   // A binary-mode event without data has no body at all.
   const body = message.body === undefined ? Buffer.alloc(0) : Buffer.from(message.body as string | Uint8Array);
-  return new Promise((resolve, reject) => {
-    const req = http.request(`${gw.url}/events`, { method: 'POST', headers: { ...(message.headers as Record<string, string>), 'content-length': String(body.length) } }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => resolve({ status: res.statusCode!, body: JSON.parse(Buffer.concat(chunks).toString('utf8')) }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
+  return postEventsRaw(gw.url, message.headers as Record<string, string>, body);
 }
 
 async function readBack(event: CloudEvent<unknown>): Promise<Record<string, unknown>> {

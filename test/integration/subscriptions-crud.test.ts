@@ -1,25 +1,12 @@
 import request from 'supertest';
 import { Webhook } from 'standardwebhooks';
-import { startTestGateway } from '../helpers/gateway';
+import { getSubscription, requestsForSubscription, totalLag, useDeliveryFixture, waitForLagZero } from '../helpers/delivery';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
 
 /** The subscriptions resource: create/read/update/delete, validation, secrets, pause and resume. */
 
-type Gw = Awaited<ReturnType<typeof startTestGateway>>;
-let gw: Gw;
-let receiver: Receiver;
 const PARTITIONS = 4;
-
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: String(PARTITIONS) });
-  receiver = await startReceiver();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: String(PARTITIONS) });
 
 const FAST = { retry: { initialDelayMs: 10, maxDelayMs: 50 } };
 let seq = 0;
@@ -43,10 +30,9 @@ async function publish(type: string, n = 1, attrs: Record<string, string> = {}) 
   return results;
 }
 
-const totalLag = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
-const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
-const waitLagZero = (id: string) => waitFor(async () => ((await getSub(id)).stats.partitions.every((p: { lag: number }) => p.lag === 0) ? true : undefined), { what: 'lag 0' });
-const typesFor = (r: Receiver, sub: string) => r.requests.filter((q) => q.headers['herald-subscription-id'] === sub).map((q) => q.headers['ce-type']);
+const getSub = (id: string) => getSubscription(gw.url, id);
+const waitLagZero = (id: string) => waitForLagZero(gw.url, id);
+const typesFor = (r: Receiver, sub: string) => requestsForSubscription(r, sub).map((q) => q.headers['ce-type']);
 
 function expectProblem(res: request.Response, status: number, code: string) {
   expect(res.status).toBe(status);

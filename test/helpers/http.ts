@@ -1,0 +1,67 @@
+import http from 'node:http';
+
+/** What `POST /events` answered: status, Content-Type and the parsed JSON body. */
+export interface RawReply {
+  status: number;
+  contentType?: string;
+  body: any;
+}
+
+/** Options for {@link postEventsRaw}; each defaults to off. */
+export interface RawPostOptions {
+  /**
+   * Send the body in 16 KiB chunks without Content-Length, so the gateway cannot refuse it
+   * up front and must count as it reads.
+   */
+  chunked?: boolean;
+  /**
+   * Ignore EPIPE and ECONNRESET while sending: the gateway may answer (413) before the whole body
+   * is sent, and the response is what the test checks.
+   */
+  tolerateEarlyReply?: boolean;
+  /** Answer `body: undefined` for an empty response body instead of failing to parse it as JSON. */
+  allowEmptyBody?: boolean;
+}
+
+const CHUNK_BYTES = 16 * 1024;
+
+/**
+ * POSTs to `${baseUrl}/events` with headers and body exactly as given, over node:http: supertest
+ * JSON-serialises Buffers sent with a JSON Content-Type, so raw bytes cannot go through it.
+ * Content-Length is set from the body (unless `chunked`); an array header value is sent as that
+ * many separate header lines. The response body must be JSON (or empty, with `allowEmptyBody`).
+ */
+export function postEventsRaw(
+  baseUrl: string,
+  headers: Record<string, string | string[]>,
+  body: string | Buffer = '',
+  options: RawPostOptions = {},
+): Promise<RawReply> {
+  const sentHeaders = options.chunked ? headers : { ...headers, 'content-length': String(Buffer.byteLength(body)) };
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${baseUrl}/events`, { method: 'POST', headers: sentHeaders }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        try {
+          const parsed = options.allowEmptyBody && !text ? undefined : JSON.parse(text);
+          resolve({ status: res.statusCode!, contentType: res.headers['content-type'], body: parsed });
+        } catch (err) {
+          reject(err);
+        }
+      });
+    });
+    req.on('error', (err: NodeJS.ErrnoException) => {
+      if (options.tolerateEarlyReply && (err.code === 'EPIPE' || err.code === 'ECONNRESET')) return;
+      reject(err);
+    });
+    if (options.chunked) {
+      const bytes = Buffer.from(body);
+      for (let at = 0; at < bytes.length; at += CHUNK_BYTES) req.write(bytes.subarray(at, at + CHUNK_BYTES));
+      req.end();
+    } else {
+      req.end(body);
+    }
+  });
+}
