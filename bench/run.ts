@@ -1,0 +1,186 @@
+/**
+ * Herald's benchmark suite (`npm run bench`, issue 5). Every figure is a ratio
+ * to a ceiling measured in the same run on the same machine; ceilings and
+ * Herald alternate (warm-up, then `--rounds` measured runs each, median).
+ *
+ *   npm run bench                              all cases (about 9 minutes)
+ *   npm run bench -- ingest-single deliver     a subset
+ *   npm run bench -- --quick                   smoke run: checks the scripts work, numbers mean nothing
+ *   options: --rounds=N (3)  --latency-seconds=S (30)  --profile=auto|always|never (auto: on a missed target)
+ *            --out=FILE (bench/results/<time>.jsonl)
+ *
+ * stdout: one JSON line per case, then one `{"summary":…}` line. stderr: progress and a table.
+ */
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import * as backlog from './cases/backlog';
+import * as deliver from './cases/deliver';
+import * as ingestBatch from './cases/ingest-batch';
+import * as ingestSingle from './cases/ingest-single';
+import * as latency from './cases/latency';
+import * as recovery from './cases/recovery';
+import { execFileSync } from 'node:child_process';
+import { MAIN_JS, ROOT, killAll, snapshotGateway } from './lib/children';
+import type { CaseReport, Ctx, Options } from './lib/common';
+import { baseReport } from './lib/common';
+import { formatProfile, type ProfileSummary } from './lib/profile';
+
+const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
+  'ingest-single': ingestSingle.run,
+  'ingest-batch': ingestBatch.run,
+  deliver: deliver.runDeliver,
+  'deliver-ordered': deliver.runDeliverOrdered,
+  latency: latency.run,
+  backlog: backlog.run,
+  recovery: recovery.run,
+};
+const ORDER = Object.keys(CASES);
+
+function usage(msg: string): never {
+  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [${ORDER.join('|')} …] [--quick] [--rounds=N] [--latency-seconds=S] [--profile=auto|always|never] [--out=FILE]\n`);
+  process.exit(2);
+}
+
+export function parseArgs(argv: string[]): Options & { out?: string } {
+  const opts: Options & { out?: string } = { cases: [], quick: false, rounds: 3, latencySeconds: 30, profile: 'auto' };
+  for (const arg of argv) {
+    const [flag, value] = arg.split('=', 2) as [string, string | undefined];
+    const num = () => {
+      const n = Number(value);
+      if (!value || !Number.isInteger(n) || n < 1 || n > 600) usage(`${flag} needs a whole number from 1 to 600`);
+      return n;
+    };
+    if (flag === '--quick') opts.quick = true;
+    else if (flag === '--rounds') opts.rounds = num();
+    else if (flag === '--latency-seconds') opts.latencySeconds = num();
+    else if (flag === '--profile') {
+      if (value !== 'auto' && value !== 'always' && value !== 'never') usage('--profile is auto, always or never');
+      opts.profile = value;
+    } else if (flag === '--out' && value) opts.out = value;
+    else if (flag === '--help' || flag === '-h') usage('help');
+    else if (flag.startsWith('-')) usage(`unknown option ${arg}`);
+    else if (!(flag in CASES)) usage(`unknown case "${flag}"`);
+    else opts.cases.push(flag);
+  }
+  if (opts.quick && !argv.some((a) => a.startsWith('--rounds'))) opts.rounds = 1;
+  // Canonical order: later cases reuse earlier figures and fixtures (latency's rate, backlog's log for recovery).
+  opts.cases = opts.cases.length === 0 ? ORDER : ORDER.filter((c) => opts.cases.includes(c));
+  return opts;
+}
+
+/** Which code ran: the commit, and whether src/ or migrations/ differed from it (read-only git). */
+function revision() {
+  const git = (args: string[]) => {
+    try {
+      return execFileSync('git', args, { cwd: ROOT, encoding: 'utf8', stdio: ['ignore', 'pipe', 'ignore'] }).trim();
+    } catch {
+      return undefined;
+    }
+  };
+  const dirty = git(['status', '--porcelain', '--', 'src', 'migrations']);
+  return { commit: git(['rev-parse', '--short', 'HEAD']) ?? 'unknown', srcDirty: dirty === undefined ? null : dirty.length > 0 };
+}
+
+function machine() {
+  const cpuinfo = fs.existsSync('/proc/cpuinfo') ? fs.readFileSync('/proc/cpuinfo', 'utf8') : '';
+  return {
+    node: process.version,
+    cpus: os.cpus().length,
+    cpuModel: /model name\s*:\s*(.+)/.exec(cpuinfo)?.[1] ?? os.cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round((os.totalmem() / 2 ** 30) * 10) / 10,
+    kernel: `${os.type()} ${os.release()}`,
+    tmpdir: os.tmpdir(),
+  };
+}
+
+function tableLine(r: CaseReport): string {
+  const fmt = (v: unknown) => (typeof v === 'number' ? String(v) : v === null || v === undefined ? '-' : String(v));
+  const ratios = Object.entries(r.ratios)
+    .map(([k, v]) => `${k}=${fmt(v)}`)
+    .join(' ');
+  const targets = r.targets.map((t) => `${t.pass ? 'PASS' : 'MISS'} ${t.name} ${t.want} (got ${fmt(t.value)})`).join('; ');
+  return `${r.case.padEnd(16)} ${ratios}\n${' '.repeat(17)}${targets || 'no target'}; correctness ${r.correctness.ok ? 'ok' : 'FAILED'}`;
+}
+
+async function main(): Promise<void> {
+  const opts = parseArgs(process.argv.slice(2));
+  if (!fs.existsSync(MAIN_JS)) usage(`${MAIN_JS} is missing: run npm run build first`);
+  const rev = revision();
+  const snapshot = snapshotGateway();
+  const resultsDir = path.join(ROOT, 'bench', 'results');
+  fs.mkdirSync(resultsDir, { recursive: true });
+  const out = opts.out ?? path.join(resultsDir, `${new Date().toISOString().replace(/[:.]/g, '-')}${opts.quick ? '-quick' : ''}.jsonl`);
+  const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-bench-'));
+  const deferred: (() => Promise<unknown> | unknown)[] = [];
+  const started = Date.now();
+  const ctx: Ctx = {
+    ...opts,
+    tmpRoot,
+    resultsDir,
+    reports: new Map(),
+    shared: {},
+    log: (msg) => process.stderr.write(`[bench +${Math.round((Date.now() - started) / 1000)}s] ${msg}\n`),
+    defer: (fn) => deferred.push(fn),
+  };
+  const cleanup = () => {
+    killAll();
+    fs.rmSync(tmpRoot, { recursive: true, force: true });
+  };
+  process.on('SIGINT', () => {
+    cleanup();
+    process.exit(130);
+  });
+
+  const emit = (line: object) => {
+    const text = JSON.stringify(line);
+    process.stdout.write(`${text}\n`);
+    fs.appendFileSync(out, `${text}\n`);
+  };
+  const info = machine();
+  emit({ machine: info, revision: rev, gateway: snapshot, options: opts, started: new Date(started).toISOString() });
+  let failed = false;
+  try {
+    for (const name of opts.cases) {
+      ctx.log(`${name}: start`);
+      let report: CaseReport;
+      try {
+        report = await CASES[name]!(ctx);
+      } catch (err) {
+        failed = true;
+        report = baseReport(name, ctx);
+        report.error = (err as Error).stack ?? String(err);
+        report.correctness.ok = false;
+        ctx.log(`${name}: FAILED: ${(err as Error).message}`);
+      }
+      report.seconds = Math.round((Date.now() - started) / 1000);
+      ctx.reports.set(name, report);
+      emit(report);
+      for (const p of [report.profile, ...((report.moreProfiles as ProfileSummary[] | undefined) ?? [])]) {
+        if (p && 'top' in p) process.stderr.write(`${formatProfile(p)}\n`);
+      }
+    }
+  } finally {
+    for (const fn of deferred.reverse()) await Promise.resolve(fn()).catch(() => undefined);
+    cleanup();
+  }
+  const reports = [...ctx.reports.values()];
+  const summary = {
+    summary: reports.map((r) => ({ case: r.case, ratios: r.ratios, targets: r.targets.map((t) => ({ name: t.name, want: t.want, value: t.value, pass: t.pass })), correct: r.correctness.ok, error: r.error ? true : undefined })),
+    seconds: Math.round((Date.now() - started) / 1000),
+    results: out,
+  };
+  emit(summary);
+  process.stderr.write(`\n${info.cpuModel}, ${info.cpus} CPUs, Node ${info.node}${opts.quick ? ' — QUICK RUN, numbers mean nothing' : ''}\n`);
+  for (const r of reports) process.stderr.write(`${tableLine(r)}\n`);
+  process.stderr.write(`results: ${out} (${summary.seconds} s)\n`);
+  if (failed || reports.some((r) => !r.correctness.ok)) process.exitCode = 1;
+}
+
+if (require.main === module) {
+  main().catch((err) => {
+    process.stderr.write(`bench: ${(err as Error).stack}\n`);
+    killAll();
+    process.exit(1);
+  });
+}
