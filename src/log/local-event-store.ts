@@ -9,6 +9,7 @@ import { createLogIndexRepo } from '../store/log-index-repo';
 import { createMetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import type { AppendResult, EventStore, StoredEvent } from './event-store';
+import { createKeyFilter, type KeyFilter } from './key-filter';
 import { decodeRecord, decodeRecordHeader, encodeRecord } from './record';
 import { openSegmentLog } from './segment-log';
 
@@ -56,6 +57,7 @@ interface Group {
 
 const REBUILD_BATCH = 10_000;
 const PRUNE_BATCH = 5_000;
+const KEY_FILTER_PAGE = 5_000;
 const RETRY_AFTER_SECONDS = 1;
 
 /**
@@ -219,7 +221,8 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
         results.push({ id, source, partition: earlier.partition, offset: earlier.offset, duplicate: true });
         continue;
       }
-      const found = idempotency.find(source, id);
+      // A Bloom filter miss means never seen: skip SQLite. A hit (or no filter yet) asks SQLite.
+      const found = keyFilter && !keyFilter.mightContain(key) ? undefined : idempotency.find(source, id);
       if (found) {
         results.push({ id, source, partition: found.partition, offset: found.offset, duplicate: true });
         continue;
@@ -228,6 +231,8 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       const offset = heads[partition]!++;
       const frame = encodeRecord({ partition, offset, storedAt, event });
       const entry: PendingEntry = { source, id, key, partition, offset, storedAt, frame };
+      keyFilter?.add(key);
+      nextKeyFilter?.add(key);
       added.push(entry);
       inRequest.set(key, entry);
       results.push({ id, source, partition, offset, duplicate: false });
@@ -338,10 +343,44 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
   }
 
+  let keyFilter: KeyFilter | undefined;
+  let nextKeyFilter: KeyFilter | undefined;
+
+  /**
+   * (Re)builds the key filter from the idempotency table in pages between
+   * other work, so start-up does not wait for it; until it is ready every
+   * lookup goes to SQLite. Sized for twice the keys there are now.
+   */
+  function buildKeyFilter(): void {
+    if (nextKeyFilter || closed) return;
+    const wanted = Math.max(1, idempotency.count() * 2 * 9.6);
+    const next = createKeyFilter(Math.min(30, Math.max(20, Math.ceil(Math.log2(wanted)))));
+    nextKeyFilter = next;
+    // Keys of groups not yet committed may sort before where the scan starts reading: add them now.
+    for (const key of pendingKeys.keys()) next.add(key);
+    let after: { source: string; id: string } | undefined;
+    const step = () => {
+      if (closed || nextKeyFilter !== next) return;
+      const rows = idempotency.keys(after, KEY_FILTER_PAGE);
+      for (const row of rows) next.add(`${row.source}\u0000${row.id}`);
+      if (rows.length === KEY_FILTER_PAGE) {
+        after = rows[rows.length - 1];
+        setImmediate(step);
+      } else {
+        keyFilter = next;
+        nextKeyFilter = undefined;
+      }
+    };
+    setImmediate(step);
+  }
+  buildKeyFilter();
+
   const pruneTimer = setInterval(() => pruneIdempotency(), Math.min(60_000, Math.max(1000, opts.idempotencyWindowMs / 10)));
   pruneTimer.unref();
 
   function pruneIdempotency(): number {
+    // Pruned keys stay in the filter as false positives; a filter past its capacity is rebuilt from the table.
+    if (keyFilter && keyFilter.count > keyFilter.capacity) buildKeyFilter();
     let total = 0;
     const cutoff = clock() - opts.idempotencyWindowMs;
     for (;;) {

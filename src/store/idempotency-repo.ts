@@ -21,6 +21,11 @@ export function createIdempotencyRepo(db: Db) {
        (SELECT source, id FROM idempotency WHERE stored_at < ? LIMIT ?)`,
   );
   const deleteFrom = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" >= ?');
+  const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM idempotency');
+  const firstKeys = db.prepare<[number], { source: string; id: string }>('SELECT source, id FROM idempotency ORDER BY source, id LIMIT ?');
+  const keysAfter = db.prepare<[string, string, number], { source: string; id: string }>(
+    'SELECT source, id FROM idempotency WHERE (source, id) > (?, ?) ORDER BY source, id LIMIT ?',
+  );
   return {
     find(source: string, id: string) {
       return find.get(source, id);
@@ -31,6 +36,13 @@ export function createIdempotencyRepo(db: Db) {
     /** Deletes up to `limit` records stored before `cutoff`; returns how many. Bounded so it never stalls ingest. */
     prune(cutoff: number, limit: number): number {
       return pruneBatch.run(cutoff, limit).changes;
+    },
+    count(): number {
+      return count.get()!.n;
+    },
+    /** One page of keys in key order, after `after` (keyset paging: each page is an index range scan). */
+    keys(after: { source: string; id: string } | undefined, limit: number): { source: string; id: string }[] {
+      return after ? keysAfter.all(after.source, after.id, limit) : firstKeys.all(limit);
     },
     /** Forgets records at or past `offset` in a partition (SQLite ahead of the log after a power cut). */
     deleteFrom(partition: number, offset: number): void {
