@@ -72,8 +72,20 @@ const PAGE = 64;
 /** With ordering none, how far past the oldest unfinished offset a partition may run: bounds memory. */
 const MAX_WINDOW = 10_000;
 
+const ID_BYTES = 18;
+const IDS_PER_DRAW = 1024;
+let idPool = Buffer.alloc(0);
+let idAt = 0;
+
+/** `dlv_` + 144 random bits. Entropy is drawn for 1024 ids at a time: one OpenSSL call per attempt was 9 % of delivery CPU. */
 export function newDeliveryId(): string {
-  return `dlv_${randomBytes(18).toString('base64url')}`;
+  if (idAt + ID_BYTES > idPool.length) {
+    idPool = randomBytes(ID_BYTES * IDS_PER_DRAW);
+    idAt = 0;
+  }
+  const id = idPool.toString('base64url', idAt, idAt + ID_BYTES);
+  idAt += ID_BYTES;
+  return `dlv_${id}`;
 }
 
 /**

@@ -116,6 +116,24 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     meta.set('log_indexed_through', end);
   });
 
+  /** Removes the rows of a group whose fsync failed; if that fails too, start-up recovery removes them. */
+  function undoRows(entries: PendingEntry[], before: number): void {
+    try {
+      db.transaction(() => {
+        const firstOffsets = new Map<number, number>();
+        for (const e of entries) if (!firstOffsets.has(e.partition)) firstOffsets.set(e.partition, e.offset);
+        for (const [partition, offset] of firstOffsets) {
+          idempotency.deleteFrom(partition, offset);
+          headsRepo.set(partition, offset);
+        }
+        index.deletePast(before);
+        meta.set('log_indexed_through', before);
+      })();
+    } catch (err) {
+      log.error({ err: coerceError(err) }, 'could not undo the rows of a failed group; recovery will at the next start');
+    }
+  }
+
   const syncTimer =
     opts.fsync === 'interval'
       ? setInterval(() => {
@@ -269,19 +287,33 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     const before = segments.end();
     try {
       const first = await segments.append(group.entries.map((e) => e.frame), group.bytes);
-      if (opts.fsync === 'always' || syncFailed) {
-        await segments.sync();
-        syncFailed = false;
-      } else {
-        dirty = true;
-      }
       const positions: number[] = [];
       let at = first;
       for (const e of group.entries) {
         positions.push(at);
         at += e.frame.length;
       }
-      insertRows(group.entries, positions, at);
+      const mustSync = opts.fsync === 'always' || syncFailed;
+      if (!mustSync) dirty = true;
+      // The group's SQLite rows are written while its fsync runs instead of after it. Until the sync
+      // returns they are invisible to delivery and partition reads (committedHeads moves after it), a
+      // second send of a key waits on the group (pendingKeys), and a failed sync undoes them.
+      const synced = mustSync ? segments.sync() : undefined;
+      try {
+        insertRows(group.entries, positions, at);
+      } catch (err) {
+        await synced?.catch(() => undefined);
+        throw err;
+      }
+      if (synced) {
+        try {
+          await synced;
+        } catch (err) {
+          undoRows(group.entries, before);
+          throw err;
+        }
+        syncFailed = false;
+      }
       for (const e of group.entries) {
         pendingKeys.delete(e.key);
         committedHeads[e.partition] = e.offset + 1;

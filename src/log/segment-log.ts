@@ -82,7 +82,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /**
    * Checks every record from `from` (a record boundary) to the end, calling
-   * `onRecord` for each intact one. At the first torn or corrupt record the log
+   * `onRecord` for each intact one. The frame is a view into a reused buffer:
+   * copy it to keep it. At the first torn or corrupt record the log
    * is cut there; later segments (possible only after a corrupt middle, or an older segment that lost its unsynced tail) are
    * set aside as `.corrupt` files, never deleted.
    */
@@ -127,6 +128,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     try {
       let bufStart = startInFile;
       let buf = Buffer.alloc(0);
+      let work = Buffer.alloc(0);
       let at = 0;
       let scanned = 0;
       for (;;) {
@@ -145,10 +147,18 @@ export function openSegmentLog(opts: SegmentLogOptions) {
           return remaining.length === 0 ? { scanned } : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned };
         }
         const needed = remaining.length >= 4 ? remaining.readUInt32LE(0) + 8 : 0;
-        const chunk = Buffer.allocUnsafe(Math.min(fileLeft, Math.max(SCAN_CHUNK_BYTES, needed)));
-        const read = fs.readSync(fd, chunk, 0, chunk.length, bufStart + buf.length);
+        const want = Math.min(fileLeft, Math.max(SCAN_CHUNK_BYTES, needed));
+        // One work buffer for the whole scan: the unread tail moves to its front and the file is read in after it.
+        if (work.length < remaining.length + want) {
+          const grown = Buffer.allocUnsafe(remaining.length + want);
+          remaining.copy(grown, 0);
+          work = grown;
+        } else {
+          remaining.copy(work, 0); // Buffer#copy allows the overlap
+        }
+        const read = fs.readSync(fd, work, remaining.length, want, bufStart + buf.length);
         bufStart += at;
-        buf = Buffer.concat([remaining, chunk.subarray(0, read)]);
+        buf = work.subarray(0, remaining.length + read);
         at = 0;
         if (read === 0) return { badAt: bufStart, reason: 'unexpected end of file', scanned };
       }

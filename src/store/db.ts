@@ -22,6 +22,8 @@ export function openDatabase(file: string): Db {
   db.pragma('foreign_keys = ON');
   db.pragma('busy_timeout = 5000');
   db.pragma('wal_autocheckpoint = 0');
+  // Without a limit the WAL file keeps its high-water size forever, and opening it after a crash reads all of it.
+  db.pragma('journal_size_limit = 67108864');
   migrate(db);
   return db;
 }
