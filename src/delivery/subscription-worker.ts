@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import type { EventStore, StoredEvent } from '../log/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
@@ -6,53 +5,11 @@ import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
 import type { HttpSender } from './http-sender';
+import { newDeliveryId, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
+import { createCursor, eventAtCursor, finishOffset, type PartitionCursor } from './partition-cursor';
 import { buildDeliveryRequest, classifyStatus } from './request';
 import { parseRetryAfter, retryDelayMs } from './retry';
 
-/** An event this subscription has started and not finished. */
-export interface Pending extends PendingRow {
-  event?: StoredEvent;
-  timer?: NodeJS.Timeout;
-  finished: boolean;
-  /** Lease asked for by `extend` before the 202 arrived. */
-  leaseFloor?: number;
-  /** The HTTP request of the current attempt is open. */
-  sending?: boolean;
-  /** A row for it exists in SQLite (written by a flush). */
-  persisted?: boolean;
-}
-
-interface PartitionCursor {
-  partition: number;
-  /** Every offset below is finished. */
-  committed: number;
-  committedLastMatched: number | null;
-  /** Next offset to examine. */
-  cursor: number;
-  lastMatched: number | null;
-  /** Finished offsets above `committed` (ordering none), with whether they matched. */
-  finished: Map<number, boolean>;
-  pending: Map<number, Pending>;
-  buffer: StoredEvent[];
-  bufferAt: number;
-}
-
-/** Writes the dispatcher batches into SQLite (write-behind, one transaction per flush). */
-export interface StatePersistence {
-  savePending(subscriptionId: string, pending: Pending): void;
-  deletePending(subscriptionId: string, pending: Pending): void;
-  saveOffset(subscriptionId: string, row: OffsetRow): void;
-  deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number): void;
-  consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
-}
-
-export type CallbackOutcome = 'acked' | 'nacked' | 'rejected' | 'expired' | 'failed' | 'superseded';
-
-/** Ack-URL tokens: the dispatcher routes callbacks to the worker that issued them. */
-export interface CallbackRegistry {
-  issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending): void;
-  settle(deliveryId: string, outcome: CallbackOutcome): void;
-}
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -68,25 +25,8 @@ export interface WorkerDeps {
   random: () => number;
 }
 
-const PAGE = 64;
 /** With ordering none, how far past the oldest unfinished offset a partition may run: bounds memory. */
 const MAX_WINDOW = 10_000;
-
-const ID_BYTES = 18;
-const IDS_PER_DRAW = 1024;
-let idPool = Buffer.alloc(0);
-let idAt = 0;
-
-/** `dlv_` + 144 random bits. Entropy is drawn for 1024 ids at a time: one OpenSSL call per attempt was 9 % of delivery CPU. */
-export function newDeliveryId(): string {
-  if (idAt + ID_BYTES > idPool.length) {
-    idPool = randomBytes(ID_BYTES * IDS_PER_DRAW);
-    idAt = 0;
-  }
-  const id = idPool.toString('base64url', idAt, idAt + ID_BYTES);
-  idAt += ID_BYTES;
-  return `dlv_${id}`;
-}
 
 /**
  * Delivers one subscription: per partition, walks the log from the committed
@@ -97,12 +37,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   const subId = deps.subscription().id;
   const parts: PartitionCursor[] = [];
   const byPartition = new Map(saved.offsets.map((o) => [o.partition, o]));
-  for (let p = 0; p < deps.store.partitions; p++) {
-    const o = byPartition.get(p);
-    const committed = o?.committedOffset ?? 0;
-    const lastMatched = o?.lastMatchedOffset ?? null;
-    parts.push({ partition: p, committed, committedLastMatched: lastMatched, cursor: committed, lastMatched, finished: new Map(), pending: new Map(), buffer: [], bufferAt: 0 });
-  }
+  for (let p = 0; p < deps.store.partitions; p++) parts.push(createCursor(p, byPartition.get(p)));
   const redrives = new Map<string, Pending>();
   const redriveQueue: { deadLetterId: string; partition: number; offset: number }[] = [];
   const queuedDeadLetters = new Set<string>();
@@ -142,27 +77,13 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     }
   }
 
-  function next(part: PartitionCursor): StoredEvent | undefined {
-    if (part.bufferAt >= part.buffer.length) {
-      if (part.cursor >= deps.store.heads()[part.partition]!) return undefined;
-      part.buffer = deps.store.read(part.partition, part.cursor, PAGE);
-      part.bufferAt = 0;
-    }
-    const event = part.buffer[part.bufferAt];
-    if (event === undefined || event.offset !== part.cursor) {
-      part.buffer = [];
-      part.bufferAt = 0;
-      return undefined;
-    }
-    part.bufferAt++;
-    return event;
-  }
+
 
   /** Starts the next matching event of a partition; filtered-out events finish on the way. */
   function takeOne(part: PartitionCursor): boolean {
     for (;;) {
       if (!hasCapacity(part)) return false;
-      const stored = next(part);
+      const stored = eventAtCursor(part, deps.store);
       if (!stored) return false;
       if (stored.offset < part.committed) {
         // Restored work finished before the cursor got here: everything below committed is done.
@@ -180,7 +101,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
         continue;
       }
       if (!deps.matcher()(stored.event.attributes)) {
-        finish(part, stored.offset, false);
+        saveOffset(finishOffset(part, stored.offset, false));
         continue;
       }
       const pending: Pending = {
@@ -228,18 +149,10 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     void attempt(pending);
   }
 
-  function finish(part: PartitionCursor, offset: number, matched: boolean): void {
-    if (offset < part.committed) return;
-    part.finished.set(offset, matched);
-    const before = part.committed;
-    while (part.finished.has(part.committed)) {
-      if (part.finished.get(part.committed)) part.committedLastMatched = part.committed;
-      part.finished.delete(part.committed);
-      part.committed++;
-    }
-    if (part.committed !== before) {
-      deps.persistence.saveOffset(subId, { partition: part.partition, committedOffset: part.committed, lastMatchedOffset: part.committedLastMatched });
-    }
+
+
+  function saveOffset(row: OffsetRow | undefined): void {
+    if (row) deps.persistence.saveOffset(subId, row);
   }
 
   function eventOf(pending: Pending): StoredEvent | undefined {
@@ -388,7 +301,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     } else {
       const part = parts[pending.partition]!;
       part.pending.delete(pending.offset);
-      finish(part, pending.offset, true);
+      saveOffset(finishOffset(part, pending.offset, true));
     }
     schedulePump();
   }
@@ -499,16 +412,4 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   return worker;
 }
 
-export interface SubscriptionWorker {
-  id: string;
-  start(): void;
-  resume(): void;
-  wake(): void;
-  ack(pending: Pending): void;
-  nack(pending: Pending, delayMs?: number): void;
-  extend(pending: Pending, ms: number): number;
-  reject(pending: Pending, reason?: string): void;
-  redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void;
-  stop(): void;
-  stats(): { partition: number; committedOffset: number; headOffset: number; lag: number; inFlight: number; oldestPendingAgeMs: number | null }[];
-}
+export { newDeliveryId, type CallbackOutcome, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';

@@ -10,8 +10,11 @@ import { createMetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import type { AppendResult, EventStore, StoredEvent } from './event-store';
 import { createKeyFilter, type KeyFilter } from './key-filter';
-import { decodeRecord, decodeRecordHeader, encodeRecord } from './record';
+import { decodeRecord, encodeRecord } from './record';
+import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { openSegmentLog } from './segment-log';
+
+export { StartupError, type RecoveryReport };
 
 export interface LocalEventStoreOptions {
   dataDir: string;
@@ -25,17 +28,7 @@ export interface LocalEventStoreOptions {
   clock?: () => number;
 }
 
-export interface RecoveryReport {
-  scannedBytes: number;
-  truncatedBytes: number;
-  rebuiltRecords: number;
-  rolledBackRecords: number;
-  ms: number;
-}
 
-export class StartupError extends Error {
-  override name = 'StartupError';
-}
 
 interface PendingEntry {
   source: string;
@@ -55,7 +48,6 @@ interface Group {
   reject: (err: unknown) => void;
 }
 
-const REBUILD_BATCH = 10_000;
 const PRUNE_BATCH = 5_000;
 const KEY_FILTER_PAGE = 5_000;
 const RETRY_AFTER_SECONDS = 1;
@@ -87,7 +79,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     warn: (msg, fields) => log.warn(fields ?? {}, msg),
   });
 
-  const recovery = recover();
+  const recovery = recoverLog({ db, log, segments, meta, idempotency, index, headsRepo, partitions: opts.partitions, dataDir: opts.dataDir, windowStart: clock() - opts.idempotencyWindowMs });
   // Recorded only once recovery has checked the log against it, so a refused start does not record a wrong count.
   if (recorded === undefined) meta.set('partitions', opts.partitions);
   let committedHeads = headsRepo.load(opts.partitions);
@@ -162,63 +154,6 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     });
     done.catch(() => undefined); // every waiter handles it; this keeps an unobserved group quiet
     return { entries: [], bytes: 0, done, resolve, reject };
-  }
-
-  function recover(): RecoveryReport {
-    const started = Date.now();
-    const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
-    const from = Math.min(indexedThrough, segments.activeSegmentBase(), segments.end());
-    const windowStart = clock() - opts.idempotencyWindowMs;
-    let batch: { position: number; frame: Buffer }[] = [];
-    let rebuiltRecords = 0;
-    const rebuiltHeads = headsRepo.load(opts.partitions);
-    const rebuild = db.transaction((items: { position: number; frame: Buffer }[]) => {
-      for (const { position, frame } of items) {
-        const h = decodeRecordHeader(frame);
-        if (h.partition >= opts.partitions) {
-          // Only possible when SQLite (and the partition count it recorded) was lost: the log still knows better.
-          throw new StartupError(
-            `data dir ${opts.dataDir} holds events of partition ${h.partition}, so it was created with more than HERALD_PARTITIONS=${opts.partitions}; start with the HERALD_PARTITIONS it was created with.`,
-          );
-        }
-        if (h.storedAt >= windowStart) idempotency.insert(h);
-        index.insert(h.partition, { offset: h.offset, position, length: frame.length });
-        rebuiltHeads[h.partition] = Math.max(rebuiltHeads[h.partition]!, h.offset + 1);
-      }
-      rebuiltHeads.forEach((head, partition) => headsRepo.set(partition, head));
-    });
-    const scan = segments.scan(from, (position, frame) => {
-      if (position < indexedThrough) return;
-      batch.push({ position, frame: Buffer.from(frame) });
-      rebuiltRecords++;
-      if (batch.length >= REBUILD_BATCH) {
-        rebuild(batch);
-        batch = [];
-      }
-    });
-    if (batch.length > 0) rebuild(batch);
-
-    // SQLite can be ahead of the log only after a power cut with fsync=interval/never: forget what the log lost.
-    let rolledBackRecords = 0;
-    if (indexedThrough > scan.end) {
-      db.transaction(() => {
-        for (const { partition, offset } of index.firstOffsetsPast(scan.end)) {
-          const head = headsRepo.load(opts.partitions)[partition] ?? 0;
-          rolledBackRecords += Math.max(0, head - offset);
-          idempotency.deleteFrom(partition, offset);
-          headsRepo.set(partition, offset);
-        }
-        index.deletePast(scan.end);
-      })();
-    }
-    meta.set('log_indexed_through', scan.end);
-    if (rolledBackRecords > 0 || scan.truncatedBytes > 0) {
-      // New appends will reuse the cut positions: the corrected index must be on disk before they do.
-      db.pragma('wal_checkpoint(FULL)');
-    }
-    const report = { scannedBytes: scan.scannedBytes, truncatedBytes: scan.truncatedBytes, rebuiltRecords, rolledBackRecords, ms: Date.now() - started };
-    log.info(report, 'log recovered');
-    return report;
   }
 
   async function append(events: CloudEvent[]): Promise<AppendResult[]> {
