@@ -28,6 +28,8 @@ const COLUMNS: [key: string, title: string][] = [
   ['p99', 'p99 ms'],
   ['max', 'max ms'],
   ['p2rP99', 'publish→receipt p99 ms'],
+  ['maxRssMb', 'VmRSS max MB'],
+  ['drainEventsPerSec', 'drained events/s'],
   ['non2xx', 'non-2xx'],
   ['errors', 'errors'],
   ['dropped', 'dropped'],
@@ -59,7 +61,7 @@ for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
   if (!r.case) continue;
   out.push(`### ${r.case}`, '');
   if (r.error) out.push('```', String(r.error), '```', '');
-  const sides = [r.ceiling, r.herald, ...Object.values(r.others ?? {})].filter((s): s is Side => s !== undefined);
+  const sides = [r.ceiling, r.herald, r.baseline, ...Object.values(r.others ?? {})].filter((s): s is Side => s !== undefined);
   if (sides.length > 0) out.push(table(sides), '');
   const ratios = Object.entries(r.ratios).map(([k, v]) => `\`${k}\` = **${fmt(v, 3)}**`);
   if (ratios.length > 0) out.push(`Ratios: ${ratios.join(', ')}.`, '');

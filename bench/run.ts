@@ -8,6 +8,8 @@
  *   npm run bench -- --quick                   smoke run: checks the scripts work, numbers mean nothing
  *   options: --rounds=N (3)  --latency-seconds=S (30)  --profile=auto|always|never (auto: on a missed target)
  *            --out=FILE (bench/results/<time>.jsonl)
+ *            --baseline=<git-ref>: build that ref's gateway into dist-bench/baseline/ and run it in every round
+ *              right after Herald (ceiling, Herald, baseline, …); each case gets a baseline side and `herald_vs_baseline`
  *
  * stdout: one JSON line per case, then one `{"summary":…}` line. stderr: progress and a table.
  */
@@ -21,7 +23,7 @@ import * as ingestSingle from './cases/ingest-single';
 import * as latency from './cases/latency';
 import * as recovery from './cases/recovery';
 import { execFileSync } from 'node:child_process';
-import { MAIN_JS, ROOT, killAll, snapshotGateway } from './lib/children';
+import { MAIN_JS, ROOT, buildBaseline, killAll, snapshotGateway } from './lib/children';
 import type { CaseReport, Ctx, Options } from './lib/common';
 import { baseReport } from './lib/common';
 import { formatProfile, type ProfileSummary } from './lib/profile';
@@ -38,7 +40,7 @@ const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
 const ORDER = Object.keys(CASES);
 
 function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [${ORDER.join('|')} …] [--quick] [--rounds=N] [--latency-seconds=S] [--profile=auto|always|never] [--out=FILE]\n`);
+  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [${ORDER.join('|')} …] [--quick] [--rounds=N] [--latency-seconds=S] [--profile=auto|always|never] [--out=FILE] [--baseline=<git-ref>]\n`);
   process.exit(2);
 }
 
@@ -58,6 +60,10 @@ export function parseArgs(argv: string[]): Options & { out?: string } {
       if (value !== 'auto' && value !== 'always' && value !== 'never') usage('--profile is auto, always or never');
       opts.profile = value;
     } else if (flag === '--out' && value) opts.out = value;
+    else if (flag === '--baseline') {
+      if (!value || value.startsWith('-')) usage('--baseline needs a git ref (a commit, tag or branch)');
+      opts.baseline = value;
+    }
     else if (flag === '--help' || flag === '-h') usage('help');
     else if (flag.startsWith('-')) usage(`unknown option ${arg}`);
     else if (!(flag in CASES)) usage(`unknown case "${flag}"`);
@@ -100,7 +106,13 @@ function tableLine(r: CaseReport): string {
     .map(([k, v]) => `${k}=${fmt(v)}`)
     .join(' ');
   const targets = r.targets.map((t) => `${t.pass ? 'PASS' : 'MISS'} ${t.name} ${t.want} (got ${fmt(t.value)})`).join('; ');
-  return `${r.case.padEnd(16)} ${ratios}\n${' '.repeat(17)}${targets || 'no target'}; correctness ${r.correctness.ok ? 'ok' : 'FAILED'}`;
+  const medians = (label: string, m: Record<string, unknown> | undefined) => {
+    if (!m) return '';
+    const keys = ['rps', 'eventsPerSec', 'p99', 'p2rP99', 'scanMBps', 'readyMs', 'maxRssMb'].filter((k) => typeof m[k] === 'number');
+    return `\n${' '.repeat(17)}${label} median: ${keys.map((k) => `${k}=${fmt(m[k])}`).join(' ')}`;
+  };
+  const base = r.baseline ? medians('Herald', r.herald?.median) + medians(r.baseline.name.split(' — ')[0]!, r.baseline.median) : '';
+  return `${r.case.padEnd(16)} ${ratios}${base}\n${' '.repeat(17)}${targets || 'no target'}; correctness ${r.correctness.ok ? 'ok' : 'FAILED'}`;
 }
 
 async function main(): Promise<void> {
@@ -108,12 +120,14 @@ async function main(): Promise<void> {
   if (!fs.existsSync(MAIN_JS)) usage(`${MAIN_JS} is missing: run npm run build first`);
   const rev = revision();
   const snapshot = snapshotGateway();
+  const baseline = opts.baseline ? buildBaseline(opts.baseline, (msg) => process.stderr.write(`[bench] ${msg}\n`)) : undefined;
   const resultsDir = path.join(ROOT, 'bench', 'results');
   fs.mkdirSync(resultsDir, { recursive: true });
   const out = opts.out ?? path.join(resultsDir, `${new Date().toISOString().replace(/[:.]/g, '-')}${opts.quick ? '-quick' : ''}.jsonl`);
   const tmpRoot = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-bench-'));
   const deferred: (() => Promise<unknown> | unknown)[] = [];
   const started = Date.now();
+  if (baseline) opts.baseline = baseline.commit;
   const ctx: Ctx = {
     ...opts,
     tmpRoot,
@@ -138,7 +152,7 @@ async function main(): Promise<void> {
     fs.appendFileSync(out, `${text}\n`);
   };
   const info = machine();
-  emit({ machine: info, revision: rev, gateway: snapshot, options: opts, started: new Date(started).toISOString() });
+  emit({ machine: info, revision: rev, gateway: snapshot, ...(baseline ? { baseline } : {}), options: opts, started: new Date(started).toISOString() });
   let failed = false;
   try {
     for (const name of opts.cases) {

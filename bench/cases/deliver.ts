@@ -5,7 +5,7 @@
  * receiver at the same concurrency. Both cases share one filled gateway.
  */
 import { forkRpc, httpJson, runJson, startGateway, type GatewayChild, type RpcChild } from '../lib/children';
-import { addCheck, atLeast, baseReport, headsSum, newDir, ratio, removeDir, side, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
+import { addCheck, atLeast, baseReport, baselineLabel, headsSum, newDir, ratio, removeDir, side, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
 import { runLoad } from '../lib/load';
 import { monoUs } from '../lib/profile';
 import { attachProfile, wantProfile } from '../lib/profiled';
@@ -25,32 +25,33 @@ interface Fixture {
   restart(cpuProfDir?: string): Promise<void>;
 }
 
-async function fixture(ctx: Ctx): Promise<Fixture> {
-  const existing = ctx.shared.deliverFixture as Fixture | undefined;
+async function fixture(ctx: Ctx, baseline = false): Promise<Fixture> {
+  const sharedKey = baseline ? 'deliverFixtureBaseline' : 'deliverFixture';
+  const existing = ctx.shared[sharedKey] as Fixture | undefined;
   if (existing) return existing;
   const events = ctx.quick ? 5_000 : 100_000;
   const receiver = await startReceiver(ctx);
-  const dir = newDir(ctx, 'deliver');
+  const dir = newDir(ctx, baseline ? 'deliver-baseline' : 'deliver');
   const fx: Fixture = {
     dir,
-    gw: await startGateway({ dataDir: dir, fsync: 'always' }),
+    gw: await startGateway({ dataDir: dir, fsync: 'always', baseline }),
     receiver,
     receiverPort: receiver.port,
     events,
     async restart(cpuProfDir?: string) {
       await fx.gw.stop();
-      fx.gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir });
+      fx.gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir, baseline });
     },
   };
   ctx.defer(async () => {
     await fx.gw.stop();
     removeDir(dir);
   });
-  ctx.log(`deliver: storing ${events} events (batches of 100)`);
+  ctx.log(`deliver: storing ${events} events (batches of 100)${baseline ? ' in the baseline gateway' : ''}`);
   const fill = await runLoad({ port: Number(new URL(fx.gw.url).port), kind: 'batch', batchSize: 100, connections: 8, maxRequests: events / 100, tag: uniqueTag('d') });
   const heads = await headsSum(fx.gw);
   if (fill.okEvents !== events || heads !== events) throw new Error(`deliver fixture: stored ${heads} of ${events} events (${fill.non2xx} non-2xx, ${fill.errors} errors)`);
-  ctx.shared.deliverFixture = fx;
+  ctx.shared[sharedKey] = fx;
   return fx;
 }
 
@@ -120,20 +121,28 @@ async function heraldRun(fx: Fixture, ordering: 'none' | 'partition', count: num
 async function runCase(ctx: Ctx, name: 'deliver' | 'deliver-ordered', ordering: 'none' | 'partition'): Promise<CaseReport> {
   const report = baseReport(name, ctx);
   const fx = await fixture(ctx);
+  const bfx = ctx.baseline ? await fixture(ctx, true) : undefined;
   const n = fx.events;
   ctx.log(`${name}: warm-up`);
   await ceilingRun(fx, n / 5);
   await heraldRun(fx, ordering, n / 5);
-  const runs = { ceiling: [] as RunMetrics[], herald: [] as RunMetrics[] };
+  if (bfx) await heraldRun(bfx, ordering, n / 5);
+  const runs = { ceiling: [] as RunMetrics[], herald: [] as RunMetrics[], baseline: [] as RunMetrics[] };
   for (let i = 0; i < ctx.rounds; i++) {
     ctx.log(`${name}: round ${i + 1}/${ctx.rounds}`);
     runs.ceiling.push(await ceilingRun(fx, n));
     runs.herald.push(await heraldRun(fx, ordering, n, report));
+    if (bfx) runs.baseline.push(await heraldRun(bfx, ordering, n, report));
   }
   report.ceiling = side(`undici Pool, ${CONCURRENCY} concurrent POSTs of the same bodies (p50/p99/max: receiver-side connection turnaround)`, runs.ceiling);
   report.herald = side(`Herald subscription ordering=${ordering}, maxInFlight ${CONCURRENCY}, ${n} events from earliest (p50/p99/max: receiver-side connection turnaround)`, runs.herald);
   const key = ordering === 'none' ? 'herald_vs_undici' : 'ordered_vs_deliver_ceiling';
   report.ratios = { [key]: ratio(report.herald.median.rps, report.ceiling.median.rps) };
+  if (bfx) {
+    report.baseline = side(baselineLabel(ctx, `subscription ordering=${ordering}, maxInFlight ${CONCURRENCY}, ${n} events from earliest`), runs.baseline);
+    report.ratios.herald_vs_baseline = ratio(report.herald.median.rps, report.baseline.median.rps);
+    report.ratios.baseline_vs_ceiling = ratio(report.baseline.median.rps, report.ceiling.median.rps);
+  }
   if (ordering === 'none') report.targets.push(atLeast('Herald events/s ÷ undici Pool req/s', report.ratios[key] ?? null, 0.5));
   if (ordering === 'partition') {
     const deliver = ctx.reports.get('deliver');

@@ -8,6 +8,7 @@ import {
   addCheck,
   atLeast,
   baseReport,
+  baselineLabel,
   checkIngest,
   fromLoad,
   newDir,
@@ -43,10 +44,10 @@ export async function heraldIngestRun(
   ctx: Ctx,
   report: CaseReport | undefined,
   spec: (port: number, tag: string) => LoadSpec,
-  opts: { batchSize?: number; cpuProfDir?: string; warmupMs?: number } = {},
+  opts: { batchSize?: number; cpuProfDir?: string; warmupMs?: number; baseline?: boolean } = {},
 ): Promise<{ metrics: RunMetrics; windowUs: [number, number] }> {
   const dir = newDir(ctx, 'ingest');
-  const gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir: opts.cpuProfDir });
+  const gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir: opts.cpuProfDir, baseline: opts.baseline });
   try {
     const port = Number(new URL(gw.url).port);
     const warmupMs = opts.warmupMs ?? inRunWarmupMs(ctx);
@@ -71,12 +72,14 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
     ctx.log('ingest-single: warm-up');
     await ceilingRun(bare.port, warmupMs);
     await heraldIngestRun(ctx, undefined, (port, tag) => singleSpec(port, warmupMs, tag), { warmupMs: 0 });
+    if (ctx.baseline) await heraldIngestRun(ctx, undefined, (port, tag) => singleSpec(port, warmupMs, tag), { warmupMs: 0, baseline: true });
     await ceilingRun(express.port, warmupMs);
-    const runs = { bare: [] as RunMetrics[], herald: [] as RunMetrics[], express: [] as RunMetrics[] };
+    const runs = { bare: [] as RunMetrics[], herald: [] as RunMetrics[], baseline: [] as RunMetrics[], express: [] as RunMetrics[] };
     for (let i = 0; i < ctx.rounds; i++) {
       ctx.log(`ingest-single: round ${i + 1}/${ctx.rounds}`);
       runs.bare.push(await ceilingRun(bare.port, runMs));
       runs.herald.push((await heraldIngestRun(ctx, report, (port, tag) => singleSpec(port, runMs, tag))).metrics);
+      if (ctx.baseline) runs.baseline.push((await heraldIngestRun(ctx, report, (port, tag) => singleSpec(port, runMs, tag), { baseline: true })).metrics);
       runs.express.push(await ceilingRun(express.port, runMs));
     }
     report.ceiling = side('bare node:http handler, JSON.parse, 202', runs.bare);
@@ -87,6 +90,11 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       herald_vs_bare: ratio(report.herald.median.rps, report.ceiling.median.rps),
       herald_vs_express: ratio(report.herald.median.rps, expressSide.median.rps),
     };
+    if (ctx.baseline) {
+      report.baseline = side(baselineLabel(ctx, 'POST /events binary, fsync=always'), runs.baseline);
+      report.ratios.herald_vs_baseline = ratio(report.herald.median.rps, report.baseline.median.rps);
+      report.ratios.baseline_vs_bare = ratio(report.baseline.median.rps, report.ceiling.median.rps);
+    }
     report.targets.push(atLeast('Herald req/s ÷ bare node:http req/s', report.ratios.herald_vs_bare ?? null, 0.5));
   } finally {
     await stopChild(bare.child);

@@ -8,7 +8,7 @@
  * connection picked it up), so a server that falls behind cannot hide it.
  */
 import { httpJson, startGateway, startServer, stopChild } from '../lib/children';
-import { addCheck, atMost, baseReport, below, checkIngest, fromLoad, newDir, removeDir, side, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
+import { addCheck, atMost, baseReport, baselineLabel, below, ratio, checkIngest, fromLoad, newDir, removeDir, side, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
 import { runLoad, type LoadSpec } from '../lib/load';
 import { attachProfile, wantProfile } from '../lib/profiled';
 import { round } from '../lib/stats';
@@ -48,9 +48,9 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
 
     let lastWindowUs: [number, number] = [0, 0];
     const ceilingRun = async (ms: number) => fromLoad(await runLoad(openSpec(bare.port, rate, ms, uniqueTag('c'))));
-    const heraldRun = async (ms: number, withReport: boolean, cpuProfDir?: string, atRate = rate): Promise<RunMetrics> => {
+    const heraldRun = async (ms: number, withReport: boolean, cpuProfDir?: string, atRate = rate, baseline = false): Promise<RunMetrics> => {
       const dir = newDir(ctx, 'latency');
-      const gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir });
+      const gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir, baseline });
       const key = `/lat-${uniqueTag('')}`;
       try {
         const sub = await httpJson('POST', `${gw.url}/subscriptions`, {
@@ -78,17 +78,27 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
     ctx.log(`latency: warm-up at ${rate} req/s`);
     await ceilingRun(warmupMs);
     await heraldRun(warmupMs, false);
-    const runs = { ceiling: [] as RunMetrics[], herald: [] as RunMetrics[] };
+    if (ctx.baseline) await heraldRun(warmupMs, false, undefined, rate, true);
+    const runs = { ceiling: [] as RunMetrics[], herald: [] as RunMetrics[], baseline: [] as RunMetrics[] };
     for (let i = 0; i < ctx.rounds; i++) {
       ctx.log(`latency: round ${i + 1}/${ctx.rounds} (${runMs / 1000} s each at ${rate} req/s)`);
       runs.ceiling.push(await ceilingRun(runMs));
       runs.herald.push(await heraldRun(runMs, true));
+      if (ctx.baseline) runs.baseline.push(await heraldRun(runMs, true, undefined, rate, true));
     }
     report.ceiling = side(`bare node:http handler, open loop ${rate} req/s`, runs.ceiling);
     report.herald = side(`Herald POST /events binary, fsync=always, open loop ${rate} req/s, subscriber ordering=none maxInFlight 64`, runs.herald);
     const c99 = report.ceiling.median.p99;
     const h99 = report.herald.median.p99;
     report.ratios = { herald_p99_minus_ceiling_p99_ms: h99 !== null && c99 !== null ? round(h99 - c99, 3) : null };
+    if (ctx.baseline) {
+      report.baseline = side(baselineLabel(ctx, `POST /events binary, fsync=always, open loop ${rate} req/s, subscriber attached`), runs.baseline);
+      const b = report.baseline.median;
+      // Latency: below 1 is better. achievedRate: above 1 is better.
+      report.ratios.herald_vs_baseline = ratio(h99, b.p99);
+      report.ratios.herald_vs_baseline_p2r_p99 = ratio(report.herald.median.p2rP99 as number | undefined, b.p2rP99 as number | undefined);
+      report.ratios.herald_vs_baseline_achieved_rate = ratio(report.herald.median.achievedRate as number | undefined, b.achievedRate as number | undefined);
+    }
     report.targets.push(atMost('Herald ingest p99 (ms), ceiling p99 + 2 ms', h99, (c99 ?? NaN) + 2, ' ms'));
     report.targets.push(below('publish-to-receipt p99 (ms)', (report.herald.median.p2rP99 as number | undefined) ?? null, 50, ' ms'));
 

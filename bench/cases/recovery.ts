@@ -5,8 +5,8 @@
  * sequential read + crc32 of the same segment files. Afterwards the log is
  * read independently: every event ever answered 2xx is there exactly once.
  */
-import { delay, runJson, startGateway, waitReady, type GatewayChild } from '../lib/children';
-import { addCheck, atLeast, atMost, baseReport, headsSum, newDir, ratio, removeDir, sampleAcked, side, spotCheck, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
+import { delay, runJson, startGateway, waitReady } from '../lib/children';
+import { addCheck, atLeast, atMost, baseReport, baselineLabel, headsSum, newDir, ratio, removeDir, sampleAcked, side, spotCheck, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
 import { verifyLog, type History } from '../lib/history';
 import { runLoad, startLoad } from '../lib/load';
 import { logBytes, segmentFiles } from '../lib/log-scan';
@@ -18,12 +18,12 @@ import { singleSpec } from './ingest-single';
 
 const READY_LIMIT_MS = 2000;
 
-async function ownFixture(ctx: Ctx): Promise<RecoveryFixture> {
+async function ownFixture(ctx: Ctx, baseline = false): Promise<RecoveryFixture> {
   const target = ctx.quick ? 32 * 2 ** 20 : 2 ** 30;
-  const dir = newDir(ctx, 'recovery');
-  const gw = await startGateway({ dataDir: dir, fsync: 'always' });
+  const dir = newDir(ctx, baseline ? 'recovery-baseline' : 'recovery');
+  const gw = await startGateway({ dataDir: dir, fsync: 'always', baseline });
   const history: History = { loads: [] };
-  ctx.log(`recovery: writing ${round(target / 2 ** 30, 3)} GiB of log`);
+  ctx.log(`recovery${baseline ? ' (baseline)' : ''}: writing ${round(target / 2 ** 30, 3)} GiB of log`);
   const port = Number(new URL(gw.url).port);
   // A first slice measures bytes per event; the second fills up to the target.
   for (let i = 0; i < 2 && logBytes(dir) < target; i++) {
@@ -43,26 +43,28 @@ interface Recovered {
   ms: number;
 }
 
-export async function run(ctx: Ctx): Promise<CaseReport> {
-  const report = baseReport('recovery', ctx);
-  const fx = (ctx.shared.recoveryFixture as RecoveryFixture | undefined) ?? (await ownFixture(ctx));
-  delete ctx.shared.recoveryFixture;
-  const { dir, history } = fx;
-  let gw: GatewayChild = fx.gw;
-  const loadMs = ctx.quick ? 300 : 1000;
+/** One gateway's data dir through crash/restart rounds (Herald, or the `--baseline` build). */
+class Crasher {
+  constructor(
+    private ctx: Ctx,
+    public fx: RecoveryFixture,
+    private baseline: boolean,
+  ) {}
 
   /** Ingest load, SIGKILL mid-flight, then restart; returns the restart's figures. */
-  const crashAndRestart = async (cpuProfDir?: string): Promise<RunMetrics> => {
+  async crashAndRestart(cpuProfDir?: string): Promise<RunMetrics> {
+    const { fx } = this;
     const tag = uniqueTag('k');
-    const load = await startLoad({ ...singleSpec(Number(new URL(gw.url).port), 60_000, tag), drainTimeoutMs: 2000 });
-    await delay(loadMs);
-    await gw.kill();
+    const load = await startLoad({ ...singleSpec(Number(new URL(fx.gw.url).port), 60_000, tag), drainTimeoutMs: 2000 });
+    await delay(this.ctx.quick ? 300 : 1000);
+    await fx.gw.kill();
     await load.stop();
     const killed = await load.result;
-    history.loads.push({ tag, result: killed });
-    const bytes = logBytes(dir);
+    fx.history.loads.push({ tag, result: killed });
+    const bytes = logBytes(fx.dir);
     // Recovery takes tens of milliseconds: sample every 50 µs rather than every 1 ms.
-    gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir, cpuProfIntervalUs: cpuProfDir ? 50 : undefined });
+    fx.gw = await startGateway({ dataDir: fx.dir, fsync: 'always', cpuProfDir, cpuProfIntervalUs: cpuProfDir ? 50 : undefined, baseline: this.baseline });
+    const gw = fx.gw;
     const readyAt = await waitReady(gw.url, 60_000);
     const line = gw.logs().find((l) => l.msg === 'log recovered') as unknown as Recovered | undefined;
     if (!line) throw new Error('the gateway logged no "log recovered" line (HERALD_LOG_LEVEL must be info)');
@@ -83,7 +85,28 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       rebuiltRecords: line.rebuiltRecords,
       acknowledgedBeforeKill: killed.okEvents,
     };
-  };
+  }
+
+  /** Every event ever answered 2xx on this data dir is in the log exactly once. Stops the gateway. */
+  async verify(report: CaseReport, label: string): Promise<void> {
+    const { fx } = this;
+    const samples = fx.history.loads.flatMap((l) => sampleAcked(l.tag, l.result, 4, l.batchSize));
+    const spot = await spotCheck(fx.gw, samples);
+    addCheck(report, { ...spot, name: `${label}${spot.name}` });
+    const heads = await headsSum(fx.gw);
+    await fx.gw.stop();
+    for (const check of verifyLog(fx.dir, fx.history, heads)) addCheck(report, { ...check, name: `${label}${check.name}` });
+  }
+}
+
+export async function run(ctx: Ctx): Promise<CaseReport> {
+  const report = baseReport('recovery', ctx);
+  const fx = (ctx.shared.recoveryFixture as RecoveryFixture | undefined) ?? (await ownFixture(ctx));
+  delete ctx.shared.recoveryFixture;
+  const herald = new Crasher(ctx, fx, false);
+  let base: Crasher | undefined;
+  const dir = fx.dir;
+
   const raw = async (): Promise<RunMetrics> => {
     const r = await runJson<{ bytes: number; seconds: number; bytesPerSec: number }>('readcrc-ceiling', segmentFiles(dir), 120_000);
     return { rps: null, p50: null, p99: null, max: null, non2xx: 0, errors: 0, bytes: r.bytes, seconds: r.seconds, scanMBps: round(r.bytesPerSec / 2 ** 20, 1) };
@@ -91,17 +114,30 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
 
   let finished = false;
   try {
-    ctx.log(`recovery: ${round(logBytes(dir) / 2 ** 30, 3)} GiB of log; warm-up`);
+    if (ctx.baseline) {
+      const bfx = (ctx.shared.recoveryFixtureBaseline as RecoveryFixture | undefined) ?? (await ownFixture(ctx, true));
+      delete ctx.shared.recoveryFixtureBaseline;
+      base = new Crasher(ctx, bfx, true);
+    }
+    ctx.log(`recovery: ${round(logBytes(dir) / 2 ** 30, 3)} GiB of log${base ? ` (baseline: ${round(logBytes(base.fx.dir) / 2 ** 30, 3)} GiB)` : ''}; warm-up`);
     await raw();
-    const runs = { raw: [] as RunMetrics[], herald: [] as RunMetrics[] };
+    const runs = { raw: [] as RunMetrics[], herald: [] as RunMetrics[], baseline: [] as RunMetrics[] };
     for (let i = 0; i < ctx.rounds; i++) {
       ctx.log(`recovery: round ${i + 1}/${ctx.rounds}`);
       runs.raw.push(await raw());
-      runs.herald.push(await crashAndRestart());
+      runs.herald.push(await herald.crashAndRestart());
+      if (base) runs.baseline.push(await base.crashAndRestart());
     }
     report.ceiling = side('sequential read + crc32 of every segment file (8 MiB reads)', runs.raw);
     report.herald = side('Herald restart after SIGKILL under load: spawn → /readyz 200; scan rate from its "log recovered" line', runs.herald);
     report.ratios = { scan_vs_read_crc: ratio(report.herald.median.scanMBps as number, report.ceiling.median.scanMBps as number) };
+    if (base) {
+      report.baseline = side(baselineLabel(ctx, 'restart after SIGKILL under load (its own data dir from backlog)'), runs.baseline);
+      // Scan rate: above 1 is better. Ready ms: below 1 is better.
+      report.ratios.herald_vs_baseline = ratio(report.herald.median.scanMBps as number, report.baseline.median.scanMBps as number);
+      report.ratios.herald_vs_baseline_ready_ms = ratio(report.herald.median.readyMs as number, report.baseline.median.readyMs as number);
+      report.ratios.baseline_scan_vs_read_crc = ratio(report.baseline.median.scanMBps as number, report.ceiling.median.scanMBps as number);
+    }
     report.targets.push(atMost('ready after restart (ms)', (report.herald.median.readyMs as number | undefined) ?? null, READY_LIMIT_MS, ' ms'));
     report.targets.push(atLeast('recovery scan MB/s ÷ read+crc MB/s', report.ratios.scan_vs_read_crc ?? null, 0.3));
     report.notes = [
@@ -111,27 +147,28 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
 
     if (wantProfile(ctx, report)) {
       await attachProfile(ctx, report, async (profDir) => {
-        await crashAndRestart(profDir);
-        await gw.stop();
-        gw = await startGateway({ dataDir: dir, fsync: 'always' });
-        await waitReady(gw.url, 60_000);
+        await herald.crashAndRestart(profDir);
+        await fx.gw.stop();
+        fx.gw = await startGateway({ dataDir: dir, fsync: 'always' });
+        await waitReady(fx.gw.url, 60_000);
         return [
-          { under: 'recover', label: 'log recovery' },
+          { under: 'recoverLog', label: 'log recovery' },
           { under: 'startGateway', label: 'start-up' },
         ];
       });
     }
 
     ctx.log('recovery: checking every acknowledged event');
-    const samples = history.loads.flatMap((l) => sampleAcked(l.tag, l.result, 4, l.batchSize));
-    addCheck(report, await spotCheck(gw, samples));
-    const heads = await headsSum(gw);
-    await gw.stop();
-    for (const check of verifyLog(dir, history, heads)) addCheck(report, check);
+    await herald.verify(report, '');
+    if (base) await base.verify(report, 'baseline: ');
     finished = true;
   } finally {
-    if (!finished) await gw.stop();
+    if (!finished) {
+      await fx.gw.stop();
+      if (base) await base.fx.gw.stop();
+    }
     removeDir(dir);
+    if (base) removeDir(base.fx.dir);
   }
   return report;
 }

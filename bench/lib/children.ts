@@ -3,9 +3,10 @@
  * the receiver and load generators. Every child is registered so an aborted
  * run never leaves one behind (each is killed by its own pid).
  */
-import { fork, spawn, type ChildProcess } from 'node:child_process';
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
+import os from 'node:os';
 import path from 'node:path';
 import { request } from 'undici';
 import { nowMs } from './stats';
@@ -29,6 +30,44 @@ export function snapshotGateway(): string {
   }
   MAIN_JS = path.join(dest, 'dist', 'main.js');
   return dest;
+}
+
+/** The baseline gateway's entry point when `--baseline=<ref>` was given (see `buildBaseline`). */
+export let BASELINE_JS: string | undefined;
+
+/**
+ * Builds the gateway of a git ref into dist-bench/baseline (dist/, migrations/,
+ * openapi/ — the same layout as the snapshot): `git archive` of the ref into a
+ * temporary directory, compiled with this checkout's TypeScript and
+ * node_modules (symlinked), copied, and the temporary directory removed. Only
+ * reads the repository. node_modules resolves from the repository at run time.
+ */
+export function buildBaseline(ref: string, log: (msg: string) => void): { ref: string; commit: string; dir: string } {
+  const git = (args: string[], opts: { input?: Buffer } = {}) => execFileSync('git', ['-C', ROOT, ...args], { input: opts.input, maxBuffer: 1 << 30 });
+  const commit = git(['rev-parse', '--short', '--verify', `${ref}^{commit}`]).toString().trim();
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-baseline-'));
+  const dest = path.join(ROOT, 'dist-bench', 'baseline');
+  try {
+    const wanted = ['src', 'migrations', 'openapi', 'tsconfig.json', 'tsconfig.build.json'];
+    const present = git(['ls-tree', '--name-only', commit]).toString().split('\n').filter((n) => wanted.includes(n));
+    const tar = git(['archive', '--format=tar', commit, ...present]);
+    execFileSync('tar', ['-x', '-C', tmp], { input: tar, maxBuffer: 1 << 30 });
+    fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(tmp, 'node_modules'), 'dir');
+    log(`baseline: compiling ${ref} (${commit})`);
+    execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(tmp, 'tsconfig.build.json'), '--outDir', path.join(tmp, 'dist')], {
+      stdio: ['ignore', 'inherit', 'inherit'],
+      timeout: 300_000,
+    });
+    fs.rmSync(dest, { recursive: true, force: true });
+    for (const dir of ['dist', 'migrations', 'openapi']) {
+      if (fs.existsSync(path.join(tmp, dir))) fs.cpSync(path.join(tmp, dir), path.join(dest, dir), { recursive: true });
+    }
+  } finally {
+    fs.rmSync(tmp, { recursive: true, force: true });
+  }
+  BASELINE_JS = path.join(dest, 'dist', 'main.js');
+  if (!fs.existsSync(BASELINE_JS)) throw new Error(`baseline ${ref}: ${BASELINE_JS} was not built`);
+  return { ref, commit, dir: dest };
 }
 
 const live = new Set<ChildProcess>();
@@ -170,6 +209,8 @@ export interface GatewayOptions {
   /** Sampling interval of that profile in µs (V8's default is 1000). */
   cpuProfIntervalUs?: number;
   env?: Record<string, string>;
+  /** Run the `--baseline` build instead of the current gateway. */
+  baseline?: boolean;
 }
 
 export interface GatewayChild {
@@ -185,6 +226,11 @@ export interface GatewayChild {
   kill(): Promise<number | string>;
 }
 
+function baselineJs(): string {
+  if (!BASELINE_JS) throw new Error('a baseline gateway was asked for but --baseline was not given');
+  return BASELINE_JS;
+}
+
 /** Starts `node dist/main.js` on a free port with only the given HERALD_* variables (plus PATH). */
 export function startGateway(opts: GatewayOptions): Promise<GatewayChild> {
   const nodeArgs = opts.cpuProfDir
@@ -192,7 +238,7 @@ export function startGateway(opts: GatewayOptions): Promise<GatewayChild> {
     : [];
   const spawnedAt = nowMs();
   const child = track(
-    spawn(process.execPath, [...nodeArgs, MAIN_JS], {
+    spawn(process.execPath, [...nodeArgs, opts.baseline ? baselineJs() : MAIN_JS], {
       env: {
         PATH: process.env.PATH ?? '',
         HERALD_HOST: '127.0.0.1',

@@ -16,6 +16,8 @@ export interface Options {
   rounds: number;
   latencySeconds: number;
   profile: 'auto' | 'always' | 'never';
+  /** `--baseline=<git-ref>`: also run that ref's gateway after every Herald run. */
+  baseline?: string;
 }
 
 export interface Ctx extends Options {
@@ -69,6 +71,8 @@ export interface CaseReport {
   quick: boolean;
   ceiling?: Side;
   herald?: Side;
+  /** The `--baseline` gateway's runs, when one was given. */
+  baseline?: Side;
   others?: Record<string, Side>;
   ratios: Record<string, number | null>;
   targets: Target[];
@@ -136,6 +140,9 @@ export function below(name: string, value: number | null, max: number, unit = ''
   const pass = value !== null && value < max;
   return { name, want: `< ${max}${unit}`, value, pass, shortBy: pass || value === null ? undefined : `${round(value - max, 3)}${unit} over` };
 }
+
+/** Label of the baseline side: `baseline <ref>`. */
+export const baselineLabel = (ctx: Ctx, what: string) => `baseline ${ctx.baseline} — ${what}`;
 
 export function newDir(ctx: Ctx, name: string): string {
   return fs.mkdtempSync(path.join(ctx.tmpRoot, `${name}-`));

@@ -61,6 +61,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   const callbacks = new Map<string, CallbackEntry>();
   /** Outcomes of recent attempts, so a repeated callback is answered 200 or 409 rather than 404. */
   const settled = new Map<string, CallbackOutcome>();
+  const settledRing = new Array<string | undefined>(SETTLED_CALLBACKS_KEPT);
+  let settledAt = 0;
 
   // Write-behind buffers, keyed so that only the latest state of each row is written.
   const dirtyPending = new Map<string, { subscriptionId: string; pending: Pending; remove: boolean }>();
@@ -144,9 +146,13 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     settle(deliveryId: string, outcome: CallbackOutcome) {
       if (!callbacks.delete(deliveryId)) return;
-      // Only the outcome is kept (not the event), in settlement order, the oldest dropped first.
+      // Only the outcome is kept (not the event). A ring of ids evicts the oldest in O(1): deleting a
+      // Map's first key instead leaves holes its iterator walks over on every later eviction.
+      const evicted = settledRing[settledAt];
+      if (evicted !== undefined) settled.delete(evicted);
+      settledRing[settledAt] = deliveryId;
+      settledAt = (settledAt + 1) % SETTLED_CALLBACKS_KEPT;
       settled.set(deliveryId, outcome);
-      if (settled.size > SETTLED_CALLBACKS_KEPT) settled.delete(settled.keys().next().value!);
     },
   };
 

@@ -186,6 +186,8 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       const entry: PendingEntry = { source, id, key, partition, offset, storedAt, frame };
       keyFilter?.add(key);
       nextKeyFilter?.add(key);
+      // Past its capacity the filter's false positives climb: rebuild it (in the background) at twice the size.
+      if (keyFilter && keyFilter.count > keyFilter.capacity) buildKeyFilter();
       added.push(entry);
       inRequest.set(key, entry);
       results.push({ id, source, partition, offset, duplicate: false });
@@ -320,8 +322,10 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
    */
   function buildKeyFilter(): void {
     if (nextKeyFilter || closed) return;
-    const wanted = Math.max(1, idempotency.count() * 2 * 9.6);
-    const next = createKeyFilter(Math.min(30, Math.max(20, Math.ceil(Math.log2(wanted)))));
+    // COUNT(*) scans the table, so only the first build pays it; a rebuild knows the filter's count.
+    const keys = keyFilter ? keyFilter.count : idempotency.count();
+    const wanted = Math.max(1, keys * 2 * 9.6);
+    const next = createKeyFilter(Math.min(30, Math.max(24, Math.ceil(Math.log2(wanted)))));
     nextKeyFilter = next;
     // Keys of groups not yet committed may sort before where the scan starts reading: add them now.
     for (const key of pendingKeys.keys()) next.add(key);
