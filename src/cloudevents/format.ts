@@ -60,9 +60,8 @@ export function dataBytes(event: CloudEvent): { body: Buffer; contentType?: stri
   }
 }
 
-/** Headers and body of the event in HTTP binary content mode. */
-export function toBinaryMessage(event: CloudEvent): { headers: Record<string, string>; body: Buffer } {
-  const headers: Record<string, string> = {};
+/** Headers and body of the event in HTTP binary content mode; the headers go into `headers` when given. */
+export function toBinaryMessage(event: CloudEvent, headers: Record<string, string> = {}): { headers: Record<string, string>; body: Buffer } {
   for (const [name, value] of Object.entries(event.attributes)) {
     if (name === 'datacontenttype') continue;
     headers[`ce-${name}`] = encodeHeaderValue(value);

@@ -50,6 +50,7 @@ interface Group {
 
 const PRUNE_BATCH = 5_000;
 const KEY_FILTER_PAGE = 5_000;
+const MAX_READ_SPAN = 4 * 1024 * 1024;
 const RETRY_AFTER_SECONDS = 1;
 
 /**
@@ -367,7 +368,23 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     pruneIdempotency,
     append,
     read(partition, fromOffset, limit) {
-      return index.range(partition, fromOffset, limit).map((entry) => toStored(partition, entry));
+      // Only durable events: a group's index rows exist while its fsync is still running.
+      const available = Math.min(limit, (committedHeads[partition] ?? 0) - fromOffset);
+      if (available <= 0) return [];
+      const entries = index.range(partition, fromOffset, available);
+      const first = entries[0];
+      const last = entries[entries.length - 1];
+      if (!first || !last || entries.length === 1) return entries.map((entry) => toStored(partition, entry));
+      const span = last.position + last.length - first.position;
+      // A page's records are interleaved with other partitions' but close together: one read of the span
+      // beats a read per record (decodeRecord copies what it keeps, so the span buffer is dropped after).
+      if (span > MAX_READ_SPAN || !segments.sameSegment(first.position, last.position)) return entries.map((entry) => toStored(partition, entry));
+      const buf = segments.read(first.position, span);
+      return entries.map((entry) => {
+        const at = entry.position - first.position;
+        const record = decodeRecord(buf.subarray(at, at + entry.length));
+        return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
+      });
     },
     lookup(source, id) {
       const found = idempotency.find(source, id);

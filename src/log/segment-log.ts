@@ -221,6 +221,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     undoOwed = false;
   }
 
+  function sameSegment(a: number, b: number): boolean {
+    return segmentAt(a) === segmentAt(b);
+  }
+
   /** Reads one record's bytes. Synchronous: the records are recent and in the page cache. */
   function read(position: number, length: number): Buffer {
     const seg = segmentAt(position);
@@ -251,6 +255,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     sync,
     truncate,
     read,
+    sameSegment,
     close,
     firstSegmentBase: () => segments[0]!.base,
     activeSegmentBase: () => active().base,
