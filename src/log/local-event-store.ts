@@ -83,7 +83,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   const recovery = recoverLog({ db, log, segments, meta, idempotency, index, headsRepo, partitions: opts.partitions, dataDir: opts.dataDir, windowStart: clock() - opts.idempotencyWindowMs });
   // Recorded only once recovery has checked the log against it, so a refused start does not record a wrong count.
   if (recorded === undefined) meta.set('partitions', opts.partitions);
-  let committedHeads = headsRepo.load(opts.partitions);
+  const committedHeads = headsRepo.load(opts.partitions);
   let heads = committedHeads.slice();
 
   // Keys of entries written by groups not yet committed; a second send waits for the first.
@@ -388,7 +388,8 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     },
     lookup(source, id) {
       const found = idempotency.find(source, id);
-      if (!found) return undefined;
+      // Durable events only, as for read(): the rows of a group whose fsync runs are already there.
+      if (!found || found.offset >= (committedHeads[found.partition] ?? 0)) return undefined;
       const entry = index.get(found.partition, found.offset);
       return entry ? toStored(found.partition, entry) : undefined;
     },
