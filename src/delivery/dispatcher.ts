@@ -75,7 +75,6 @@ export function createDispatcher(deps: DispatcherDeps) {
     for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
       if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset);
       else stateRepo.savePending(subscriptionId, snapshot(pending));
-      pending.persisted = !remove;
     }
     for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
@@ -93,6 +92,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       scheduleFlush();
       return;
     }
+    // Only once the transaction has committed: a rolled-back flush must not leave rows believed written.
+    for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
     dirtyPending.clear();
     dirtyOffsets.clear();
     deadLetterInserts = [];

@@ -56,18 +56,13 @@ export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Re
   return { headers, body: message.body };
 }
 
-export type Outcome =
-  | { kind: 'done' }
-  | { kind: 'await_ack' }
-  | { kind: 'retry'; retryAfterHeader?: string }
-  | { kind: 'gone' }
-  | { kind: 'dead' };
+export type Outcome = 'done' | 'await_ack' | 'retry' | 'gone' | 'dead';
 
 /**
  * What an HTTP answer means for the attempt.
  * @see http-webhook.md (202: accepted, not yet processed; 410: stop sending)
  */
-export function classifyStatus(status: number, ackMode: 'auto' | 'manual'): Outcome['kind'] {
+export function classifyStatus(status: number, ackMode: 'auto' | 'manual'): Outcome {
   if (status >= 200 && status < 300) return status === 202 || ackMode === 'manual' ? 'await_ack' : 'done';
   if (status === 410) return 'gone';
   if (status === 408 || status === 409 || status === 425 || status === 429 || status >= 500) return 'retry';

@@ -197,7 +197,8 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     });
     pending.sending = true;
     const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs);
-    pending.sending = false;
+    // A newer attempt may have started meanwhile (nack during the request): its flag is its own.
+    if (pending.deliveryId === attemptId) pending.sending = false;
     // A callback may have settled this attempt while the request was open.
     if (stopped || pending.finished || pending.deliveryId !== attemptId || pending.state !== 'in_flight') return;
     pending.lastStatus = result.status;

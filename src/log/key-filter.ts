@@ -1,5 +1,10 @@
 import { crc32 } from 'node:zlib';
 
+/** The idempotency key of an event: the filter and the pending-group map must build it the same way. */
+export function idempotencyKey(source: string, id: string): string {
+  return `${source}\u0000${id}`;
+}
+
 /**
  * A Bloom filter over idempotency keys (source + NUL + id). Most events are
  * new, and "definitely not seen" lets ingest skip the per-event SQLite lookup;

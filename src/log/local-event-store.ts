@@ -9,7 +9,7 @@ import { createLogIndexRepo } from '../store/log-index-repo';
 import { createMetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import type { AppendResult, EventStore, StoredEvent } from './event-store';
-import { createKeyFilter, type KeyFilter } from './key-filter';
+import { createKeyFilter, idempotencyKey, type KeyFilter } from './key-filter';
 import { decodeRecord, encodeRecord } from './record';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { openSegmentLog } from './segment-log';
@@ -167,7 +167,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     for (const event of events) {
       const source = eventSource(event);
       const id = eventId(event);
-      const key = `${source}\u0000${id}`;
+      const key = idempotencyKey(source, id);
       const earlier = inRequest.get(key) ?? pendingKeys.get(key)?.entry;
       if (earlier) {
         const pending = pendingKeys.get(key);
@@ -334,7 +334,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     const step = () => {
       if (closed || nextKeyFilter !== next) return;
       const rows = idempotency.keys(after, KEY_FILTER_PAGE);
-      for (const row of rows) next.add(`${row.source}\u0000${row.id}`);
+      for (const row of rows) next.add(idempotencyKey(row.source, row.id));
       if (rows.length === KEY_FILTER_PAGE) {
         after = rows[rows.length - 1];
         setImmediate(step);

@@ -79,8 +79,9 @@ const { db, log, segments, meta, idempotency, index, headsRepo, partitions, data
   let rolledBackRecords = 0;
   if (indexedThrough > scan.end) {
     db.transaction(() => {
+      const headsBefore = headsRepo.load(partitions);
       for (const { partition, offset } of index.firstOffsetsPast(scan.end)) {
-        const head = headsRepo.load(partitions)[partition] ?? 0;
+        const head = headsBefore[partition] ?? 0;
         rolledBackRecords += Math.max(0, head - offset);
         idempotency.deleteFrom(partition, offset);
         headsRepo.set(partition, offset);

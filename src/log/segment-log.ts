@@ -257,7 +257,6 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     read,
     sameSegment,
     close,
-    firstSegmentBase: () => segments[0]!.base,
     activeSegmentBase: () => active().base,
     segmentFiles: () => segments.map((s) => s.file),
   };

@@ -70,6 +70,28 @@ describe('202 Accepted', () => {
     expect((await callback(first, 'reject')).status).toBe(409);
   });
 
+  it('a nack while the request is still open never leaves two attempts of one event in flight after a resume', async () => {
+    const sub = await subscribe('ack.nack-open', {}, { ackDeadlineMs: 30_000 });
+    const events: string[] = [];
+    receiver.setResponder(async (q) => {
+      if (q.headers['herald-subscription-id'] !== sub.id) return { status: 204 };
+      if (q.headers['herald-attempt'] === '1') {
+        // Nack before answering: attempt 2 starts while attempt 1's request is still open.
+        expect((await callback(q, 'nack', { delayMs: 0 })).status).toBe(200);
+        return { status: 202, delayMs: 200 };
+      }
+      events.push(`attempt ${q.headers['herald-attempt']}`);
+      return { status: 204, delayMs: 1500 };
+    });
+    await publish('ack.nack-open', ['o1']);
+    await waitFor(() => events.length === 1, { what: 'attempt 2' });
+    await sleep(400); // attempt 1's answer is back; attempt 2 is still open
+    await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+    await waitLagZero(sub.id);
+    expect(events).toEqual(['attempt 2']);
+    expect(requestsFor(sub.id)).toHaveLength(2);
+  });
+
   it('nack with delayMs waits that long before the next attempt', async () => {
     const sub = await subscribe('ack.nack-delay', {}, { ackDeadlineMs: 30_000, retry: { initialDelayMs: 10, maxDelayMs: 5000 } });
     receiver.setResponder(replies({ status: 202 }, { status: 204 }));
