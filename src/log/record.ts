@@ -80,16 +80,24 @@ export function checkFrame(buf: Buffer, at: number): FrameCheck {
 }
 
 /** Decodes a frame already known to be intact (`checkFrame` said ok, or it came from the index). */
+/** The fixed part of a body, and where the attributes JSON lies, shared by both decoders. */
+function readFixed(frame: Buffer) {
+  const at = FRAME_HEADER_BYTES;
+  const attrsStart = at + BODY_FIXED_BYTES;
+  return {
+    kind: DATA_KINDS[frame.readUInt8(at + 1)],
+    partition: frame.readUInt16LE(at + 2),
+    offset: frame.readDoubleLE(at + 4),
+    storedAt: frame.readDoubleLE(at + 12),
+    attrsStart,
+    attrsEnd: attrsStart + frame.readUInt32LE(at + 20),
+  };
+}
+
 export function decodeRecord(frame: Buffer): LogRecord {
-  let at = FRAME_HEADER_BYTES + 1;
-  const kind = DATA_KINDS[frame.readUInt8(at++)];
-  const partition = frame.readUInt16LE(at);
-  const offset = frame.readDoubleLE(at + 2);
-  const storedAt = frame.readDoubleLE(at + 10);
-  const attrsLength = frame.readUInt32LE(at + 18);
-  at += 22;
-  const attributes = JSON.parse(frame.toString('utf8', at, at + attrsLength));
-  const dataBytes = frame.subarray(at + attrsLength);
+  const { kind, partition, offset, storedAt, attrsStart, attrsEnd } = readFixed(frame);
+  const attributes = JSON.parse(frame.toString('utf8', attrsStart, attrsEnd));
+  const dataBytes = frame.subarray(attrsEnd);
   let data: EventData;
   switch (kind) {
     case 'json':
@@ -107,14 +115,7 @@ export function decodeRecord(frame: Buffer): LogRecord {
 
 /** Partition, offset, storedAt and the idempotency key, without parsing the data. */
 export function decodeRecordHeader(frame: Buffer): { partition: number; offset: number; storedAt: number; source: string; id: string } {
-  const at = FRAME_HEADER_BYTES + 2;
-  const attrsLength = frame.readUInt32LE(at + 18);
-  const attributes = JSON.parse(frame.toString('utf8', at + 22, at + 22 + attrsLength)) as { source: string; id: string };
-  return {
-    partition: frame.readUInt16LE(at),
-    offset: frame.readDoubleLE(at + 2),
-    storedAt: frame.readDoubleLE(at + 10),
-    source: attributes.source,
-    id: attributes.id,
-  };
+  const { partition, offset, storedAt, attrsStart, attrsEnd } = readFixed(frame);
+  const attributes = JSON.parse(frame.toString('utf8', attrsStart, attrsEnd)) as { source: string; id: string };
+  return { partition, offset, storedAt, source: attributes.source, id: attributes.id };
 }

@@ -39,7 +39,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   const created = !fs.existsSync(opts.dir);
   fs.mkdirSync(opts.dir, { recursive: true });
   // A new wal/ directory must itself survive a power cut: sync the entry in its parent.
-  if (created && opts.durable) fsyncDir(path.dirname(opts.dir));
+  if (created && opts.durable) fsyncPath(path.dirname(opts.dir));
   const segments: Segment[] = fs
     .readdirSync(opts.dir)
     .filter((f) => /^\d{20}\.seg$/.test(f))
@@ -60,7 +60,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   function createSegment(base: number): Segment {
     const file = path.join(opts.dir, `${String(base).padStart(20, '0')}${SEGMENT_SUFFIX}`);
     fs.closeSync(fs.openSync(file, 'a'));
-    if (opts.durable) fsyncDir(opts.dir);
+    if (opts.durable) fsyncPath(opts.dir);
     return { base, file, size: fs.statSync(file).size };
   }
 
@@ -114,7 +114,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         for (const later of segments.splice(i + 1)) {
           fs.renameSync(later.file, `${later.file}.corrupt-${Date.now()}`);
         }
-        if (opts.durable) fsyncFile(seg.file);
+        if (opts.durable) fsyncPath(seg.file);
         fs.closeSync(writeFd);
         writeFd = fs.openSync(active().file, 'a');
         return { end: end(), truncatedBytes, scannedBytes };
@@ -264,17 +264,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
 export type SegmentLog = ReturnType<typeof openSegmentLog>;
 
-function fsyncDir(dir: string): void {
-  const fd = fs.openSync(dir, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
-
-function fsyncFile(file: string): void {
-  const fd = fs.openSync(file, 'r+');
+/** fsync through a read-only descriptor: enough on Linux for files and directory entries alike. */
+function fsyncPath(target: string): void {
+  const fd = fs.openSync(target, 'r');
   try {
     fs.fsyncSync(fd);
   } finally {

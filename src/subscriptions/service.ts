@@ -31,8 +31,8 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     return found;
   }
 
-  function attach(record: SubscriptionRecord): void {
-    const entry: Live = { record, matcher: compileFilters(record.filters) };
+  function attach(record: SubscriptionRecord, matcher = compileFilters(record.filters)): void {
+    const entry: Live = { record, matcher };
     live.set(record.id, entry);
     deps.dispatcher.add({
       record: () => entry.record,
@@ -80,7 +80,7 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     },
     create(body: unknown) {
       const input = parseInput(createSubscriptionSchema, body, 'subscription');
-      compileFilters(input.filters);
+      const matcher = compileFilters(input.filters);
       const delivery = parseInput(deliverySchema, mergeDelivery(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry }), 'delivery options');
       const now = clock();
       const record: SubscriptionRecord = {
@@ -99,7 +99,7 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
         repo.insert(record);
         deps.dispatcher.initOffsets(record.id, record.startAt);
       })();
-      attach(record);
+      attach(record, matcher);
       return { ...view(record, true), secret: record.secret };
     },
     list() {
