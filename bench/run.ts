@@ -5,6 +5,7 @@
  *
  *   npm run bench                              all cases (about 9 minutes)
  *   npm run bench -- ingest-single deliver     a subset
+ *   npm run bench -- filters                   adversarial subscription filters, in-process (issue 8)
  *   npm run bench -- --quick                   smoke run: checks the scripts work, numbers mean nothing
  *   options: --rounds=N (3)  --latency-seconds=S (30)  --profile=auto|always|never (auto: on a missed target)
  *            --out=FILE (bench/results/<time>.jsonl)
@@ -18,6 +19,7 @@ import os from 'node:os';
 import path from 'node:path';
 import * as backlog from './cases/backlog';
 import * as deliver from './cases/deliver';
+import * as filters from './cases/filters';
 import * as ingestBatch from './cases/ingest-batch';
 import * as ingestSingle from './cases/ingest-single';
 import * as latency from './cases/latency';
@@ -36,6 +38,7 @@ const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
   latency: latency.run,
   backlog: backlog.run,
   recovery: recovery.run,
+  filters: filters.run,
 };
 const ORDER = Object.keys(CASES);
 

@@ -7,6 +7,9 @@ export interface Violation {
   message: string;
 }
 
+/** At most this many violations go into a problem's `errors`; the rest are counted in `totalErrors`. */
+export const MAX_PROBLEM_ERRORS = 100;
+
 export const errorStatus = {
   invalid_event: 400,
   invalid_request: 400,
@@ -18,6 +21,7 @@ export const errorStatus = {
   unsupported_media_type: 415,
   unavailable: 503,
   internal: 500,
+  corrupt_record: 500,
 } as const;
 
 export type ErrorCode = keyof typeof errorStatus;
@@ -33,6 +37,7 @@ export const errorTitle: Record<ErrorCode, string> = {
   unsupported_media_type: 'Unsupported media type',
   unavailable: 'Service unavailable',
   internal: 'Internal server error',
+  corrupt_record: 'Corrupt record',
 };
 
 /**
@@ -42,6 +47,8 @@ export const errorTitle: Record<ErrorCode, string> = {
 export class AppError extends Error {
   readonly code: ErrorCode;
   readonly details: Violation[];
+  /** How many violations were found, when `details` holds only some of them (a long batch). */
+  readonly totalErrors: number;
   /** Seconds, sent as `Retry-After` (503s from a failing disk). */
   readonly retryAfter?: number;
   readonly headers?: Record<string, string>;
@@ -49,12 +56,13 @@ export class AppError extends Error {
   constructor(
     code: ErrorCode,
     message: string,
-    opts: { details?: Violation[]; cause?: unknown; retryAfter?: number; headers?: Record<string, string> } = {},
+    opts: { details?: Violation[]; totalErrors?: number; cause?: unknown; retryAfter?: number; headers?: Record<string, string> } = {},
   ) {
     super(message, { cause: opts.cause });
     this.name = 'AppError';
     this.code = code;
     this.details = opts.details ?? [];
+    this.totalErrors = Math.max(opts.totalErrors ?? 0, this.details.length);
     this.retryAfter = opts.retryAfter;
     this.headers = opts.headers;
   }
@@ -71,4 +79,12 @@ export function isAppError(err: unknown): err is AppError {
 /** Turns anything thrown into an Error without losing it (for logs and `cause`). */
 export function coerceError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
+}
+
+/**
+ * The gateway cannot start on this configuration or data dir. `main` prints its
+ * message as one line and exits 2: the operator must act, a restart loop won't help.
+ */
+export class StartupError extends Error {
+  override name = 'StartupError';
 }

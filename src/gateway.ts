@@ -10,6 +10,7 @@ import { createHealthRouter } from './api/health-router';
 import { createDeliveriesRouter } from './api/deliveries-router';
 import { createIngestHandler } from './api/ingest-handler';
 import { createOpenApiRouter } from './api/openapi-router';
+import { normalizeRequestTarget } from './api/routing';
 import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
 import { createDispatcher, type Dispatcher } from './delivery/dispatcher';
@@ -19,6 +20,8 @@ import { openLocalEventStore } from './log/local-event-store';
 import { createLogger, type Logger } from './logger';
 import { startCheckpointer } from './store/checkpointer';
 import { checkpoint, openDatabase, type Db } from './store/db';
+import { lockDataDir, unusable, type DataDirLock } from './store/data-dir';
+import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 
 export interface Gateway {
@@ -41,18 +44,23 @@ function pathOf(url: string | undefined): string {
   return q === -1 ? raw : raw.slice(0, q);
 }
 
-/** Composition root: opens storage, wires the modules and listens. */
-export async function startGateway(config: Readonly<Config>, opts: { log?: Logger } = {}): Promise<Gateway> {
-  const log = opts.log ?? createLogger(config.logLevel);
-  const apiKeys = parseApiKeys(config.apiKeysRaw);
-  checkExposure(config.host, apiKeys, config.allowUnauthenticated);
-  const authorize = createAuthorizer(apiKeys);
-  fs.mkdirSync(config.dataDir, { recursive: true });
-  const dbFile = path.join(config.dataDir, 'herald.db');
-  const db = openDatabase(dbFile);
-  let store: EventStore;
+/**
+ * Takes the data dir's lock, then opens SQLite and the log. Anything the OS refuses (a read-only
+ * or missing dir, a file where the dir should be) is a one-line StartupError, not a stack trace.
+ */
+function openStorage(config: Readonly<Config>, log: Logger): { db: Db; store: EventStore; lock: DataDirLock; dbFile: string } {
   try {
-    store = openLocalEventStore({
+    fs.mkdirSync(config.dataDir, { recursive: true });
+    fs.accessSync(config.dataDir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
+  } catch (err) {
+    throw unusable(config.dataDir, err);
+  }
+  const lock = lockDataDir(config.dataDir);
+  const dbFile = path.join(config.dataDir, 'herald.db');
+  let db: Db | undefined;
+  try {
+    db = openDatabase(dbFile);
+    const store = openLocalEventStore({
       dataDir: config.dataDir,
       db,
       log,
@@ -61,52 +69,91 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       fsyncIntervalMs: config.fsyncIntervalMs,
       segmentBytes: config.segmentBytes,
       idempotencyWindowMs: config.idempotencyWindowMs,
+      recovery: config.recovery,
     });
+    return { db, store, lock, dbFile };
   } catch (err) {
-    db.close();
+    if (db?.open) db.close();
+    lock.release();
+    if (err instanceof StartupError) throw err;
+    const code = (err as { code?: unknown }).code;
+    if (typeof code === 'string' && /^(E[A-Z]+|SQLITE_(CANTOPEN|READONLY|IOERR|FULL|PERM|NOTADB|CORRUPT)\w*)$/.test(code)) throw unusable(config.dataDir, err);
     throw err;
   }
+}
 
+/** Composition root: opens storage, wires the modules and listens. */
+export async function startGateway(config: Readonly<Config>, opts: { log?: Logger } = {}): Promise<Gateway> {
+  const log = opts.log ?? createLogger(config.logLevel);
+  const apiKeys = parseApiKeys(config.apiKeysRaw);
+  checkExposure(config.host, apiKeys, config.allowUnauthenticated);
+  const authorize = createAuthorizer(apiKeys);
+  const { db, store, lock, dbFile } = openStorage(config, log);
   let publicUrl = config.publicUrl ?? '';
   const dispatcher = createDispatcher({ store, db, log, sender: createHttpSender(), ackUrlBase: () => publicUrl });
-  const subscriptions = createSubscriptionsService({ db, store, dispatcher });
+  const subscriptions = createSubscriptionsService({ db, store, dispatcher, log });
 
+  const ingest = createIngestHandler({ store, log, maxBodyBytes: config.maxBodyBytes, maxJsonDepth: config.maxJsonDepth });
   const app = createApp({
     log,
+    authorize,
     routers: [
       createHealthRouter({ store, db }),
-      createEventsRouter(store),
+      createEventsRouter(store, ingest),
       createSubscriptionsRouter(subscriptions),
       createDeliveriesRouter(dispatcher),
       createOpenApiRouter(),
     ],
   });
-  const ingest = createIngestHandler({ store, log, maxBodyBytes: config.maxBodyBytes });
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
   const unanswered = new Set<http.ServerResponse>();
   const server = http.createServer((req, res) => {
     unanswered.add(res);
     res.once('close', () => unanswered.delete(res));
-    const path = pathOf(req.url);
     try {
-      authorize(req.method ?? 'GET', path, req.headers.authorization);
+      // Routes see the origin form only: no `#fragment`, no `http://host` prefix (else a 400).
+      req.url = normalizeRequestTarget(req.method, req.url);
+      // The ingest hot path skips express (whose `POST /events` route runs the same handler): exact path, case-sensitive.
+      if (req.method === 'POST' && pathOf(req.url) === '/events') {
+        authorize('publish', req.headers.authorization);
+        void ingest(req, res);
+        return;
+      }
     } catch (err) {
       req.resume();
       sendProblem(res, err, log);
       return;
     }
-    if (req.method === 'POST' && path === '/events') void ingest(req, res);
-    else app(req, res);
+    if (req.url === '*') {
+      res.writeHead(204, { allow: 'GET, HEAD, POST, PATCH, DELETE, OPTIONS' }).end(); // OPTIONS *
+      return;
+    }
+    app(req, res);
   });
   server.keepAliveTimeout = 65_000;
+  // Read every header (the 16 KiB header size limit still bounds them): node drops those past 2,000
+  // by default, and a repeated `ce-id` there would go unseen.
+  server.maxHeadersCount = 0;
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(config.port, config.host, () => {
-      server.off('error', reject);
-      resolve();
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(config.port, config.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
     });
-  });
+  } catch (err) {
+    await dispatcher.close({ deadline: Date.now() });
+    await store.close();
+    db.close();
+    lock.release();
+    const e = err as NodeJS.ErrnoException;
+    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND' || e.code === 'EAFNOSUPPORT') {
+      throw new StartupError(`cannot listen on ${config.host} port ${config.port}: ${e.code} (HERALD_HOST, HERALD_PORT)`);
+    }
+    throw err;
+  }
   const port = (server.address() as AddressInfo).port;
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
@@ -119,11 +166,14 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
   let closing: Promise<void> | undefined;
   async function close(): Promise<void> {
     closing ??= (async () => {
+      // One deadline for the whole shutdown (HERALD_SHUTDOWN_TIMEOUT_MS): requests get most of it, then
+      // open connections are destroyed; delivery's open requests are destroyed by its own share of it.
+      const deadline = Date.now() + config.shutdownTimeoutMs;
       const closed = new Promise<void>((resolve) => server.close(() => resolve()));
       // Otherwise a request in flight now leaves its connection open until the grace period ends.
       for (const res of unanswered) if (!res.headersSent) res.setHeader('connection', 'close');
       server.closeIdleConnections();
-      const force = setTimeout(() => server.closeAllConnections(), SHUTDOWN_GRACE_MS);
+      const force = setTimeout(() => server.closeAllConnections(), Math.min(SHUTDOWN_GRACE_MS, config.shutdownTimeoutMs / 2));
       force.unref();
       await closed;
       clearTimeout(force);
@@ -138,11 +188,12 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
           log.error({ err }, `shutdown: ${what} failed`);
         }
       };
-      await step('writing delivery state', () => dispatcher.close());
+      await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));
       await step('flushing the log', () => store.close());
       await step('stopping the checkpointer', () => checkpointer.stop());
       await step('checkpointing SQLite', () => checkpoint(db));
       db.close();
+      lock.release();
       if (failures.length > 0) throw failures[0];
       log.info('herald stopped');
     })();

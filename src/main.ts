@@ -1,6 +1,6 @@
 import { ConfigError, loadConfig } from './config';
 import { startGateway } from './gateway';
-import { StartupError } from './log/local-event-store';
+import { StartupError } from './errors';
 
 async function main(): Promise<void> {
   let config;
@@ -28,6 +28,11 @@ async function main(): Promise<void> {
     if (stopping) return;
     stopping = true;
     gateway.log.info({ signal }, 'shutting down: finishing in-flight requests, flushing the log');
+    // close() keeps to HERALD_SHUTDOWN_TIMEOUT_MS itself; this is the backstop if a step hangs anyway.
+    setTimeout(() => {
+      gateway.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown took too long; exiting');
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 5000).unref();
     gateway.close().then(
       () => process.exit(0),
       (err) => {

@@ -1,20 +1,30 @@
 import express, { type ErrorRequestHandler, type Router } from 'express';
 import type { Logger } from 'pino';
 import { AppError } from '../errors';
+import type { Authorizer } from './auth';
 import { sendProblem } from './problem';
+import { setAuthorizer } from './routing';
 
 export interface AppDeps {
   log: Logger;
+  /** Checks the scope each route declares with `requireScope`. */
+  authorize: Authorizer;
   routers: Router[];
 }
 
-/** The express app for every route but the ingest hot path. Errors become problem+json here and only here. */
+/**
+ * The express app for every route (`POST /events` is also served by a fast path in front of it).
+ * Routing is case-sensitive and strict; each route checks its own scope and parses its own body.
+ * An unknown route is a 404 whatever the key. Errors become problem+json here and only here.
+ */
 export function createApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
   app.set('query parser', 'simple');
-  app.use(express.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
+  app.set('case sensitive routing', true);
+  app.set('strict routing', true);
+  setAuthorizer(app, deps.authorize);
   for (const router of deps.routers) app.use(router);
   app.use((req, _res, next) => next(new AppError('not_found', `no route for ${req.method} ${req.path}`)));
   const onError: ErrorRequestHandler = (err, _req, res, _next) => sendProblem(res, err, deps.log);

@@ -1,7 +1,8 @@
-import { Router } from 'express';
+import type { Router } from 'express';
 import { z } from 'zod';
 import type { Dispatcher } from '../delivery/dispatcher';
 import { parseInput } from './query';
+import { jsonBody, newRouter, requireScope } from './routing';
 
 const MAX_LEASE_MS = 12 * 3600 * 1000;
 
@@ -10,21 +11,23 @@ const MAX_LEASE_MS = 12 * 3600 * 1000;
  * unguessable delivery id alone: the receiver got it in the delivery.
  */
 export function createDeliveriesRouter(dispatcher: Dispatcher): Router {
-  const router = Router();
+  const router = newRouter();
+  const open = requireScope('none');
   const body = (req: { body?: unknown }) => req.body ?? {};
 
-  router.post('/deliveries/:deliveryId/ack', (req, res) => {
+  // The body of an ack, if any, is ignored: no parser, so any content type is fine.
+  router.post('/deliveries/:deliveryId/ack', open, (req, res) => {
     res.json(dispatcher.callback(req.params.deliveryId, 'ack'));
   });
-  router.post('/deliveries/:deliveryId/nack', (req, res) => {
+  router.post('/deliveries/:deliveryId/nack', open, jsonBody, (req, res) => {
     const { delayMs } = parseInput(z.object({ delayMs: z.number().int().min(0).max(7 * 86_400_000).optional() }).strict(), body(req), 'request');
     res.json(dispatcher.callback(req.params.deliveryId, 'nack', { delayMs }));
   });
-  router.post('/deliveries/:deliveryId/extend', (req, res) => {
+  router.post('/deliveries/:deliveryId/extend', open, jsonBody, (req, res) => {
     const { ms } = parseInput(z.object({ ms: z.number().int().min(1).max(MAX_LEASE_MS) }).strict(), body(req), 'request');
     res.json(dispatcher.callback(req.params.deliveryId, 'extend', { ms }));
   });
-  router.post('/deliveries/:deliveryId/reject', (req, res) => {
+  router.post('/deliveries/:deliveryId/reject', open, jsonBody, (req, res) => {
     const { reason } = parseInput(z.object({ reason: z.string().max(1024).optional() }).strict(), body(req), 'request');
     res.json(dispatcher.callback(req.params.deliveryId, 'reject', { reason }));
   });

@@ -1,36 +1,50 @@
-import { Router } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Router } from 'express';
 import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import type { EventStore } from '../log/event-store';
-import { parseInput, queryInt } from './query';
+import { parseInput, pathInt, queryInt } from './query';
+import { newRouter, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
 
-/** Reads from the log: one event by source+id, a partition page for replay, partition heads. */
-export function createEventsRouter(store: EventStore): Router {
-  const router = Router();
+/**
+ * `POST /events` (the ingest handler: the gateway's node:http fast path serves the same requests
+ * before express sees them, so this route is what express lists and answers `OPTIONS` with), and
+ * reads from the log: one event by source+id, a partition page for replay, partition heads.
+ */
+export function createEventsRouter(store: EventStore, ingest: (req: IncomingMessage, res: ServerResponse) => Promise<void>): Router {
+  const router = newRouter();
+  const read = requireScope('read');
 
-  router.get('/events', (req, res) => {
+  router.post('/events', requireScope('publish'), (req, res) => ingest(req, res));
+
+  router.get('/events', read, (req, res) => {
     const { source, id } = parseInput(z.object({ source: z.string().min(1), id: z.string().min(1) }), req.query, 'query');
     const found = store.lookup(source, id);
     if (!found) throw new AppError('not_found', `no event with source "${source}" and id "${id}" (or it is older than the idempotency window)`);
     res.json({ event: toStructured(found.event), partition: found.partition, offset: found.offset });
   });
 
-  router.get('/partitions', (_req, res) => {
+  router.get('/partitions', read, (_req, res) => {
     res.json({ partitions: store.heads().map((headOffset, partition) => ({ partition, headOffset })) });
   });
 
-  router.get('/partitions/:partition/events', (req, res) => {
-    const { partition } = parseInput(z.object({ partition: z.coerce.number().int().min(0) }), req.params, 'path');
+  router.get('/partitions/:partition/events', read, (req, res) => {
+    const { partition } = parseInput(z.object({ partition: pathInt() }), req.params, 'path');
     if (partition >= store.partitions) throw new AppError('not_found', `partition ${partition} does not exist (there are ${store.partitions})`);
     const { from, limit } = parseInput(z.object({ from: queryInt(0), limit: queryInt(100, MAX_PAGE) }), req.query, 'query');
-    const events = limit === 0 ? [] : store.read(partition, from, limit);
-    const last = events[events.length - 1];
+    const page: ReturnType<EventStore['read']> = limit === 0 ? { events: [] } : store.read(partition, from, limit);
+    const head = store.heads()[partition]!;
+    const last = page.events[page.events.length - 1];
+    // A corrupt record ends the page and is named, so a reader can see it and go on past it. An empty
+    // page continues at the head: offsets between are a gap (lost records are never reused).
+    const nextOffset = page.corruptOffset !== undefined ? page.corruptOffset + 1 : last ? last.offset + 1 : limit === 0 ? Math.min(from, head) : head;
     res.json({
-      events: events.map((e) => ({ partition: e.partition, offset: e.offset, event: toStructured(e.event) })),
-      nextOffset: last ? last.offset + 1 : Math.min(from, store.heads()[partition]!),
+      events: page.events.map((e) => ({ partition: e.partition, offset: e.offset, event: toStructured(e.event) })),
+      nextOffset,
+      ...(page.corruptOffset !== undefined ? { corruptOffset: page.corruptOffset } : {}),
     });
   });
 

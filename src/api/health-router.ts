@@ -1,14 +1,15 @@
-import { Router } from 'express';
+import type { Router } from 'express';
 import type { Db } from '../store/db';
 import type { EventStore } from '../log/event-store';
+import { newRouter, requireScope } from './routing';
 
 /** `/healthz`: the process answers. `/readyz`: the log and the database can be written. */
 export function createHealthRouter(deps: { store: EventStore; db: Db }): Router {
-  const router = Router();
-  router.get('/healthz', (_req, res) => {
+  const router = newRouter();
+  router.get('/healthz', requireScope('none'), (_req, res) => {
     res.json({ status: 'ok' });
   });
-  router.get('/readyz', (_req, res) => {
+  router.get('/readyz', requireScope('none'), (_req, res) => {
     const checks: Record<string, string> = {};
     const storeHealth = deps.store.health();
     checks.log = storeHealth.writable ? 'ok' : (storeHealth.reason ?? 'not writable');

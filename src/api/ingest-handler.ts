@@ -9,6 +9,7 @@ export interface IngestDeps {
   store: EventStore;
   log: Logger;
   maxBodyBytes: number;
+  maxJsonDepth: number;
 }
 
 /**
@@ -21,7 +22,7 @@ export function createIngestHandler(deps: IngestDeps) {
   return async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     try {
       const body = await readBody(req, deps.maxBodyBytes);
-      const { events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body });
+      const { events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body }, { maxJsonDepth: deps.maxJsonDepth });
       const results = await deps.store.append(events);
       const allDuplicates = results.length > 0 && results.every((r) => r.duplicate);
       sendJson(res, allDuplicates ? 200 : 202, { results });

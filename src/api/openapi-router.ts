@@ -1,13 +1,16 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { Router } from 'express';
+import type { RequestHandler, Router } from 'express';
 import YAML from 'yaml';
+import { newRouter, requireScope } from './routing';
 
 /** `openapi/openapi.yaml` at the repository root: two levels up from both `src/api` and `dist/api`. */
 export const OPENAPI_FILE = path.resolve(__dirname, '..', '..', 'openapi', 'openapi.yaml');
 
 const REDOC_BUNDLE = 'redoc/bundles/redoc.standalone.js';
 const SCRIPT_ROUTE = '/docs/assets/redoc.standalone.js';
+/** `GET /docs/`: the same page as `GET /docs`, the one route served but not documented separately. */
+export const DOCS_ALIAS = '/docs/';
 
 /**
  * The published contract: `GET /openapi.yaml` (the file as written), `GET /openapi.json` (the same,
@@ -28,22 +31,26 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
   }
   const title = document.info?.title ?? 'API reference';
 
-  const router = Router();
-  router.get('/openapi.yaml', (_req, res) => {
+  const router = newRouter();
+  const open = requireScope('none');
+  router.get('/openapi.yaml', open, (_req, res) => {
     res.type('application/yaml').send(yamlText);
   });
-  router.get('/openapi.json', (_req, res) => {
+  router.get('/openapi.json', open, (_req, res) => {
     res.type('application/json').send(jsonText);
   });
-  router.get('/docs', (req, res) => {
+  const docs: RequestHandler = (req, res) => {
     // Relative URL so the page also works behind a reverse proxy that adds a path prefix.
     const scriptUrl = req.path.endsWith('/') ? 'assets/redoc.standalone.js' : 'docs/assets/redoc.standalone.js';
     res
       .type('html')
       .set('x-content-type-options', 'nosniff')
       .send(docsPage(title, scriptUrl, jsonText));
-  });
-  router.get(SCRIPT_ROUTE, (_req, res, next) => {
+  };
+  router.get('/docs', open, docs);
+  // Routing is strict about trailing slashes; the page alone answers at both (see DOCS_ALIAS).
+  router.get(DOCS_ALIAS, open, docs);
+  router.get(SCRIPT_ROUTE, open, (_req, res, next) => {
     // Redoc's bundle builds its search worker from a blob, so this one file is the whole renderer.
     res.type('text/javascript; charset=utf-8');
     res.sendFile(script, { maxAge: '1d' }, (err) => {

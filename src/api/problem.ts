@@ -1,8 +1,8 @@
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { AppError, ErrorCode, Violation, errorTitle, isAppError } from '../errors';
+import { AppError, ErrorCode, MAX_PROBLEM_ERRORS, Violation, errorTitle, isAppError } from '../errors';
 
-/** RFC 9457 problem details, plus Herald's machine-readable `errors` list. */
+/** RFC 9457 problem details, plus Herald's machine-readable `errors` list (at most {@link MAX_PROBLEM_ERRORS}). */
 export interface Problem {
   type: string;
   title: string;
@@ -10,6 +10,10 @@ export interface Problem {
   detail: string;
   code: ErrorCode;
   errors: Violation[];
+  /** Present, and `true`, when `errors` lists only the first violations found. */
+  truncated?: true;
+  /** How many violations there are in all; present with `truncated`. */
+  totalErrors?: number;
 }
 
 export const PROBLEM_CONTENT_TYPE = 'application/problem+json';
@@ -31,14 +35,14 @@ export function toProblem(err: unknown, log: Logger): { problem: Problem; header
 }
 
 function build(err: AppError): Problem {
-  return {
-    type: problemType(err.code),
-    title: errorTitle[err.code],
-    status: err.status,
-    detail: err.message,
-    code: err.code,
-    errors: err.details.length > 0 ? err.details : [{ message: err.message }],
-  };
+  const errors = err.details.length > 0 ? err.details.slice(0, MAX_PROBLEM_ERRORS) : [{ message: err.message }];
+  const problem: Problem = { type: problemType(err.code), title: errorTitle[err.code], status: err.status, detail: err.message, code: err.code, errors };
+  // The size of an answer must not grow with the size of the request that was wrong.
+  if (err.totalErrors > errors.length) {
+    problem.truncated = true;
+    problem.totalErrors = err.totalErrors;
+  }
+  return problem;
 }
 
 /** body-parser and friends throw errors with `status`/`type`; keep their 4xx meaning. */

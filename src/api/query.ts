@@ -13,6 +13,20 @@ export function parseInput<T extends z.ZodType>(schema: T, input: unknown, what 
   });
 }
 
+/**
+ * A non-negative integer in strict decimal: digits only, nothing else (no sign, space, `0x`, `.`,
+ * exponent), within the safe-integer range and at most `max`.
+ */
+const decimal = (max: number) =>
+  z
+    .string()
+    .regex(/^[0-9]+$/, 'expected a non-negative integer in decimal digits')
+    .transform(Number)
+    .pipe(z.number().max(Math.min(max, Number.MAX_SAFE_INTEGER)));
+
 /** A non-negative integer from a query string (`""` and absent mean the default). */
 export const queryInt = (fallback: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.preprocess((v) => (v === undefined || v === '' ? undefined : v), z.coerce.number().int().min(0).max(max).default(fallback));
+  z.preprocess((v) => (v === undefined || v === '' ? undefined : v), decimal(max).default(fallback));
+
+/** A non-negative integer path parameter. */
+export const pathInt = (max = Number.MAX_SAFE_INTEGER) => decimal(max);

@@ -1,50 +1,52 @@
-import { Router } from 'express';
+import type { Router } from 'express';
 import { z } from 'zod';
 import type { SubscriptionsService } from '../subscriptions/service';
 import { parseInput, queryInt } from './query';
+import { jsonBody, newRouter, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
 
 /** `/subscriptions…`: CRUD, pause/resume, secret rotation, dead letters. */
 export function createSubscriptionsRouter(service: SubscriptionsService): Router {
-  const router = Router();
+  const router = newRouter();
+  const admin = requireScope('admin');
 
-  router.post('/subscriptions', (req, res) => {
+  router.post('/subscriptions', admin, jsonBody, (req, res) => {
     const created = service.create(req.body);
     res.status(201).location(`/subscriptions/${created.id}`).json(created);
   });
-  router.get('/subscriptions', (_req, res) => {
+  router.get('/subscriptions', admin, (_req, res) => {
     res.json({ subscriptions: service.list() });
   });
-  router.get('/subscriptions/:id', (req, res) => {
+  router.get('/subscriptions/:id', admin, (req, res) => {
     res.json(service.get(req.params.id));
   });
-  router.patch('/subscriptions/:id', (req, res) => {
+  router.patch('/subscriptions/:id', admin, jsonBody, (req, res) => {
     res.json(service.patch(req.params.id, req.body));
   });
-  router.delete('/subscriptions/:id', (req, res) => {
+  router.delete('/subscriptions/:id', admin, (req, res) => {
     service.remove(req.params.id);
     res.status(204).end();
   });
-  router.post('/subscriptions/:id/pause', (req, res) => {
+  router.post('/subscriptions/:id/pause', admin, (req, res) => {
     res.json(service.pause(req.params.id));
   });
-  router.post('/subscriptions/:id/resume', (req, res) => {
+  router.post('/subscriptions/:id/resume', admin, (req, res) => {
     res.json(service.resume(req.params.id));
   });
-  router.post('/subscriptions/:id/rotate-secret', (req, res) => {
+  router.post('/subscriptions/:id/rotate-secret', admin, (req, res) => {
     res.json(service.rotateSecret(req.params.id));
   });
 
-  router.get('/subscriptions/:id/dead-letters', (req, res) => {
+  router.get('/subscriptions/:id/dead-letters', admin, (req, res) => {
     const page = parseInput(z.object({ limit: queryInt(100, MAX_PAGE), after: queryInt(0) }), req.query, 'query');
     res.json(service.deadLetters(req.params.id, page));
   });
-  router.post('/subscriptions/:id/dead-letters/redeliver', (req, res) => {
+  router.post('/subscriptions/:id/dead-letters/redeliver', admin, jsonBody, (req, res) => {
     const { ids } = parseInput(z.object({ ids: z.array(z.string().min(1)).max(10_000).optional() }).strict(), req.body ?? {}, 'request');
     res.status(202).json({ redelivering: service.redeliver(req.params.id, ids) });
   });
-  router.delete('/subscriptions/:id/dead-letters/:deadLetterId', (req, res) => {
+  router.delete('/subscriptions/:id/dead-letters/:deadLetterId', admin, (req, res) => {
     service.deleteDeadLetter(req.params.id, req.params.deadLetterId);
     res.status(204).end();
   });

@@ -8,9 +8,11 @@ export class HeaderDecodeError extends Error {
 
 /**
  * Decodes a binary-mode `ce-*` header value: an RFC 9110 quoted-string is
- * unquoted first, then `%XX` escapes are decoded once as UTF-8.
+ * unquoted first, then `%XX` escapes are decoded once, and the bytes read as UTF-8.
+ * A `%` not followed by two hex digits is a literal `%`: senders that do not
+ * percent-encode (the official JavaScript SDK among them) send `50% off` as is.
  * @see cloudevents/bindings/http-protocol-binding.md §3.1.3.2
- * @throws HeaderDecodeError for a malformed escape or invalid UTF-8
+ * @throws HeaderDecodeError for a malformed quoted-string or invalid UTF-8
  */
 export function decodeHeaderValue(raw: string): string {
   let value = raw;
@@ -24,9 +26,12 @@ export function decodeHeaderValue(raw: string): string {
     const ch = value.charCodeAt(i);
     if (ch === 0x25 /* % */) {
       const hex = value.slice(i + 1, i + 3);
-      if (!/^[0-9A-Fa-f]{2}$/.test(hex)) throw new HeaderDecodeError(`invalid percent-encoding at position ${i}`);
-      bytes.push(parseInt(hex, 16));
-      i += 2;
+      if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+        bytes.push(parseInt(hex, 16));
+        i += 2;
+      } else {
+        bytes.push(ch);
+      }
     } else {
       // Node gives header values as latin1 strings; a code unit is a byte.
       if (ch > 0xff) throw new HeaderDecodeError(`character at position ${i} is not a byte; header values are latin1 strings`);

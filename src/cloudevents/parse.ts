@@ -1,6 +1,7 @@
-import { AppError, Violation } from '../errors';
-import { AttributeValue, CloudEvent, mediaType } from './event';
+import { AppError, MAX_PROBLEM_ERRORS, Violation } from '../errors';
+import { AttributeValue, CloudEvent, isJsonMediaType, mediaType } from './event';
 import { HeaderDecodeError, decodeHeaderValue } from './headers';
+import { jsonDepthExceeds, jsonTextDepthExceeds } from './json-depth';
 import { parseJsonEvent, validateAttributes } from './validate';
 
 export type ContentMode = 'binary' | 'structured' | 'batch';
@@ -32,13 +33,27 @@ export interface HttpMessage {
  * @see cloudevents/bindings/http-protocol-binding.md §3
  * @throws AppError `invalid_event` (400) or `unsupported_media_type` (415)
  */
-export function parseHttpMessage(message: HttpMessage): { mode: ContentMode; events: CloudEvent[] } {
+export function parseHttpMessage(message: HttpMessage, limits: ParseLimits = { maxJsonDepth: DEFAULT_MAX_JSON_DEPTH }): { mode: ContentMode; events: CloudEvent[] } {
   const contentType = single(message.headers, 'content-type');
   const mode = contentModeOf(contentType);
-  if (mode === 'binary') return { mode, events: [parseBinary(message.headers, message.body, contentType)] };
+  if (mode === 'binary') {
+    const event = parseBinary(message.headers, message.body, contentType);
+    // Stored as bytes, but parsed when read back or delivered structured: the same limit applies.
+    if (isJsonMediaType(contentType) && jsonTextDepthExceeds(message.body, limits.maxJsonDepth)) {
+      throw invalid('the binary-mode request is not a valid CloudEvent', [tooDeep(limits)]);
+    }
+    return { mode, events: [event] };
+  }
   const parsed = parseJsonBody(message.body);
+  const parseEvent = (item: unknown, index?: number) => {
+    const outcome = parseJsonEvent(item, index);
+    if (outcome.ok && outcome.event.data.kind === 'json' && jsonDepthExceeds(outcome.event.data.value, limits.maxJsonDepth)) {
+      return { ok: false as const, violations: [{ ...(index === undefined ? {} : { index }), ...tooDeep(limits) }] };
+    }
+    return outcome;
+  };
   if (mode === 'structured') {
-    const outcome = parseJsonEvent(parsed);
+    const outcome = parseEvent(parsed);
     if (!outcome.ok) throw invalid('the event is not a valid CloudEvent', outcome.violations);
     return { mode, events: [outcome.event] };
   }
@@ -46,17 +61,41 @@ export function parseHttpMessage(message: HttpMessage): { mode: ContentMode; eve
     throw invalid('a batch must be a JSON array of events', [{ message: 'expected a JSON array' }]);
   }
   const events: CloudEvent[] = [];
+  // Only the first violations are kept (a problem lists at most MAX_PROBLEM_ERRORS); the rest are counted.
   const violations: Violation[] = [];
+  let totalViolations = 0;
+  let badEvents = 0;
   parsed.forEach((item, index) => {
-    const outcome = parseJsonEvent(item, index);
-    if (outcome.ok) events.push(outcome.event);
-    else violations.push(...outcome.violations);
+    const outcome = parseEvent(item, index);
+    if (outcome.ok) {
+      if (badEvents === 0) events.push(outcome.event);
+      return;
+    }
+    badEvents++;
+    totalViolations += outcome.violations.length;
+    for (const v of outcome.violations) {
+      if (violations.length >= MAX_PROBLEM_ERRORS) break;
+      violations.push(v);
+    }
   });
-  if (violations.length > 0) {
-    const bad = new Set(violations.map((v) => v.index)).size;
-    throw invalid(`${bad} of ${parsed.length} events in the batch are invalid; none was stored`, violations);
+  if (badEvents > 0) {
+    throw new AppError('invalid_event', `${badEvents} of ${parsed.length} events in the batch are invalid; none was stored`, {
+      details: violations,
+      totalErrors: totalViolations,
+    });
   }
   return { mode, events };
+}
+
+export interface ParseLimits {
+  /** Deepest nesting of arrays and objects accepted in `data` (`HERALD_MAX_JSON_DEPTH`). */
+  maxJsonDepth: number;
+}
+
+export const DEFAULT_MAX_JSON_DEPTH = 64;
+
+function tooDeep(limits: ParseLimits): Violation {
+  return { attribute: 'data', message: `"data" nests arrays and objects deeper than ${limits.maxJsonDepth} levels (HERALD_MAX_JSON_DEPTH)` };
 }
 
 function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType: string | undefined): CloudEvent {
@@ -78,7 +117,8 @@ function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType:
     }
   }
   if (contentType !== undefined) attributes.datacontenttype = contentType;
-  violations.push(...validateAttributes(attributes).filter((v) => !violations.some((seen) => seen.attribute === v.attribute)));
+  const reported = new Set(violations.map((v) => v.attribute));
+  violations.push(...validateAttributes(attributes).filter((v) => !reported.has(v.attribute)));
   if (violations.length > 0) throw invalid('the binary-mode request is not a valid CloudEvent', violations);
   return { attributes, data: body.length === 0 ? { kind: 'none' } : { kind: 'bytes', bytes: body } };
 }

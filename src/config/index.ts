@@ -2,6 +2,9 @@ import { z } from 'zod';
 
 const MiB = 1024 * 1024;
 
+export const RECOVERY_PERMISSIONS = ['skip-corrupt', 'rebuild-events-only'] as const;
+export type RecoveryPermission = (typeof RECOVERY_PERMISSIONS)[number];
+
 /** `""` counts as unset, so `HERALD_PORT=` does not become port 0. */
 const unsetIfEmpty = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
 
@@ -48,6 +51,21 @@ export const configSchema = z.object({
     .describe('API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.'),
   HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false')
     .describe('Allow running without API keys on a non-loopback address.'),
+  HERALD_MAX_JSON_DEPTH: int(1, 1000, 64).describe(
+    'Deepest nesting of arrays and objects accepted in event data (structured, batch, and binary bodies with a JSON content type); deeper is a 400.',
+  ),
+  HERALD_RECOVERY: withDefault(
+    z
+      .string()
+      .transform((v) => v.split(',').map((p) => p.trim()).filter(Boolean))
+      .pipe(z.array(z.enum(RECOVERY_PERMISSIONS, { error: `expected a comma-separated set of ${RECOVERY_PERMISSIONS.join(', ')}` }))),
+    '',
+  ).describe(
+    'Comma-separated recovery permissions, empty by default. `skip-corrupt`: set unreadable bytes in the middle of the log aside (copied to a side file) and keep the records after them, instead of refusing to start. `rebuild-events-only`: start when `herald.db` is missing, rebuilding events from the log (subscriptions, offsets and dead letters are lost).',
+  ),
+  HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
+    'Longest a graceful shutdown (SIGTERM/SIGINT) may take; then open requests are destroyed, state is persisted and the process exits.',
+  ),
 });
 
 type RawConfig = z.output<typeof configSchema>;
@@ -66,6 +84,9 @@ export interface Config {
   publicUrl?: string;
   apiKeysRaw?: string;
   allowUnauthenticated: boolean;
+  maxJsonDepth: number;
+  recovery: ReadonlySet<RecoveryPermission>;
+  shutdownTimeoutMs: number;
 }
 
 export class ConfigError extends Error {
@@ -84,7 +105,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
   }
   const raw = parsed.data;
   return Object.freeze({
-    host: raw.HERALD_HOST,
+    host: raw.HERALD_HOST.replace(/^\[(.*)\]$/, '$1'), // `[::1]` as in a URL means `::1`
     port: raw.HERALD_PORT,
     dataDir: raw.HERALD_DATA_DIR,
     fsync: raw.HERALD_FSYNC,
@@ -97,6 +118,9 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     publicUrl: raw.HERALD_PUBLIC_URL?.replace(/\/+$/, ''),
     apiKeysRaw: raw.HERALD_API_KEYS,
     allowUnauthenticated: raw.HERALD_ALLOW_UNAUTHENTICATED,
+    maxJsonDepth: raw.HERALD_MAX_JSON_DEPTH,
+    recovery: new Set(raw.HERALD_RECOVERY),
+    shutdownTimeoutMs: raw.HERALD_SHUTDOWN_TIMEOUT_MS,
   });
 }
 
@@ -107,6 +131,7 @@ const DEFAULT_TEXT: Partial<Record<keyof typeof configSchema.shape, string>> = {
   HERALD_IDEMPOTENCY_WINDOW: '7d',
   HERALD_PUBLIC_URL: 'http://HOST:PORT',
   HERALD_API_KEYS: '(none: open, loopback only)',
+  HERALD_RECOVERY: '(empty)',
 };
 
 /** Rows for the README's configuration table, generated from the schema. */

@@ -219,7 +219,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     remove(subscriptionId: string): void {
       const worker = workers.get(subscriptionId);
-      worker?.stop();
+      worker?.stop({ abort: true });
       workers.delete(subscriptionId);
       for (const [k, v] of dirtyPending) if (v.subscriptionId === subscriptionId) dirtyPending.delete(k);
       for (const [k, v] of dirtyOffsets) if (v.subscriptionId === subscriptionId) dirtyOffsets.delete(k);
@@ -270,12 +270,17 @@ export function createDispatcher(deps: DispatcherDeps) {
         }
       }
     },
-    async close(): Promise<void> {
+    /**
+     * Stops every worker and writes their state. Requests still open are then given until
+     * `deadline` to finish and destroyed after it: their events stay pending and are delivered
+     * again after the restart (same webhook-id).
+     */
+    async close(opts: { deadline?: number } = {}): Promise<void> {
       unsubscribe();
       for (const worker of workers.values()) worker.stop();
       workers.clear();
       flush();
-      await deps.sender.close();
+      await deps.sender.close(opts.deadline);
     },
   };
 }

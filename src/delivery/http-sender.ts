@@ -13,9 +13,10 @@ const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
  * Posts webhook requests through one keep-alive undici Pool per sink origin.
- * Redirects are never followed. `timeoutMs` bounds the wait for the answer's
- * headers and each gap in its body (undici's own timers: an AbortSignal per
- * request cost 4 % of delivery CPU); connecting is bounded separately.
+ * Redirects are never followed. `timeoutMs` bounds the whole attempt: connect,
+ * headers and body (a receiver that drips its answer a byte at a time is timed
+ * out like one that never answers). `signal` aborts it early (the subscription
+ * was deleted: its answer no longer matters).
  */
 export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
   const pools = new Map<string, Pool>();
@@ -29,9 +30,18 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
     return pool;
   }
 
-  async function send(sink: string, headers: Record<string, string>, body: Buffer, timeoutMs: number): Promise<SendResult> {
+  async function send(sink: string, headers: Record<string, string>, body: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<SendResult> {
     const url = new URL(sink);
+    const controller = new AbortController();
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, timeoutMs);
+    const onAbort = () => controller.abort();
+    signal?.addEventListener('abort', onAbort, { once: true });
     try {
+      if (signal?.aborted) controller.abort();
       const res = await poolFor(url.origin).request({
         method: 'POST',
         path: url.pathname + url.search,
@@ -39,6 +49,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
         body,
         headersTimeout: timeoutMs,
         bodyTimeout: timeoutMs,
+        signal: controller.signal,
       });
       const excerpt = await readExcerpt(res.body);
       const retryAfter = res.headers['retry-after'];
@@ -49,16 +60,31 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
       };
     } catch (err) {
       const e = err as Error & { code?: string };
-      const timedOut = e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT';
-      return { status: null, error: timedOut ? `no answer within ${timeoutMs} ms` : `${e.code ?? e.name}: ${e.message}` };
+      if (timedOut || e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') {
+        return { status: null, error: `no complete answer within ${timeoutMs} ms` };
+      }
+      if (controller.signal.aborted) return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
+      return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
     }
   }
 
   return {
     send,
-    async close(): Promise<void> {
-      await Promise.all([...pools.values()].map((p) => p.close().catch(() => p.destroy())));
+    /** Lets open requests finish until `deadline` (epoch ms), then destroys what is still open. */
+    async close(deadline = Number.POSITIVE_INFINITY): Promise<void> {
+      const all = [...pools.values()];
       pools.clear();
+      const graceful = Promise.all(all.map((p) => p.close().catch(() => undefined)));
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<void>((resolve) => {
+        if (Number.isFinite(deadline)) timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+      });
+      await Promise.race([graceful, late]);
+      clearTimeout(timer);
+      await Promise.all(all.map((p) => (p.destroyed ? undefined : p.destroy().catch(() => undefined))));
     },
   };
 }

@@ -16,7 +16,19 @@ export interface PartitionCursor {
   pending: Map<number, Pending>;
   buffer: StoredEvent[];
   bufferAt: number;
+  /** The corrupt record that ended the buffered page, if one did. */
+  bufferCorrupt?: number;
 }
+
+/**
+ * What the cursor finds next: an event; a record that fails its checksum;
+ * or offsets `[from, to)` whose records are not in the log (lost after a
+ * power cut or set aside by recovery), which must be skipped, never waited for.
+ */
+export type CursorItem =
+  | { kind: 'event'; event: StoredEvent }
+  | { kind: 'corrupt'; offset: number }
+  | { kind: 'missing'; from: number; to: number };
 
 /** Events are read from the log a page at a time: a backlog stays on disk. */
 const PAGE = 64;
@@ -27,21 +39,43 @@ export function createCursor(partition: number, saved: OffsetRow | undefined): P
   return { partition, committed, committedLastMatched: lastMatched, cursor: committed, lastMatched, finished: new Map(), pending: new Map(), buffer: [], bufferAt: 0 };
 }
 
-/** The stored event at the cursor, from the page buffer (refilled from the log when empty), or undefined at the head. */
-export function eventAtCursor(part: PartitionCursor, store: EventStore): StoredEvent | undefined {
-  if (part.bufferAt >= part.buffer.length) {
-    if (part.cursor >= store.heads()[part.partition]!) return undefined;
-    part.buffer = store.read(part.partition, part.cursor, PAGE);
+/**
+ * What lies at the cursor, from the page buffer (refilled from the log when
+ * empty), or undefined at the head. Does not move the cursor.
+ */
+export function itemAtCursor(part: PartitionCursor, store: EventStore): CursorItem | undefined {
+  const head = store.heads()[part.partition]!;
+  for (;;) {
+    const event = part.buffer[part.bufferAt];
+    if (event !== undefined) {
+      if (event.offset < part.cursor) {
+        part.bufferAt++;
+        continue;
+      }
+      if (event.offset === part.cursor) return { kind: 'event', event };
+      return { kind: 'missing', from: part.cursor, to: event.offset };
+    }
+    const corrupt = part.bufferCorrupt;
+    if (corrupt !== undefined && corrupt >= part.cursor) {
+      return corrupt === part.cursor ? { kind: 'corrupt', offset: corrupt } : { kind: 'missing', from: part.cursor, to: corrupt };
+    }
+    if (part.cursor >= head) return undefined;
+    if (part.bufferAt > 0 || part.buffer.length > 0 || corrupt !== undefined) {
+      clearBuffer(part);
+      continue;
+    }
+    const page = store.read(part.partition, part.cursor, PAGE);
+    if (page.events.length === 0 && page.corruptOffset === undefined) return { kind: 'missing', from: part.cursor, to: head };
+    part.buffer = page.events;
     part.bufferAt = 0;
+    part.bufferCorrupt = page.corruptOffset;
   }
-  const event = part.buffer[part.bufferAt];
-  if (event === undefined || event.offset !== part.cursor) {
-    part.buffer = [];
-    part.bufferAt = 0;
-    return undefined;
-  }
-  part.bufferAt++;
-  return event;
+}
+
+export function clearBuffer(part: PartitionCursor): void {
+  part.buffer = [];
+  part.bufferAt = 0;
+  part.bufferCorrupt = undefined;
 }
 
 /**

@@ -43,7 +43,8 @@ export interface SubscriptionWorker {
   extend(pending: Pending, ms: number): number;
   reject(pending: Pending, reason?: string): void;
   redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void;
-  stop(): void;
+  /** Stops delivering; `abort` also cancels open requests (the subscription is gone). */
+  stop(opts?: { abort?: boolean }): void;
   stats(): { partition: number; committedOffset: number; headOffset: number; lag: number; inFlight: number; oldestPendingAgeMs: number | null }[];
 }
 

@@ -1,12 +1,12 @@
 import type { Logger } from 'pino';
-import type { EventStore, StoredEvent } from '../log/event-store';
+import { readOne, type EventStore, type StoredEvent } from '../log/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
 import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
 import type { HttpSender } from './http-sender';
 import { newDeliveryId, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
-import { createCursor, eventAtCursor, finishOffset, type PartitionCursor } from './partition-cursor';
+import { clearBuffer, createCursor, finishOffset, itemAtCursor, type PartitionCursor } from './partition-cursor';
 import { buildDeliveryRequest, classifyStatus } from './request';
 import { parseRetryAfter, retryDelayMs } from './retry';
 
@@ -43,6 +43,8 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   const queuedDeadLetters = new Set<string>();
   let stopped = false;
   let pumpScheduled = false;
+  /** Aborted when the subscription is deleted: its open requests' answers no longer matter. */
+  const openRequests = new AbortController();
   let worker!: SubscriptionWorker;
 
   const paused = () => deps.subscription().state === 'paused';
@@ -59,7 +61,13 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     pumpScheduled = true;
     setImmediate(() => {
       pumpScheduled = false;
-      pump();
+      try {
+        pump();
+      } catch (err) {
+        // Nothing may escape the delivery loop (it would end the process); try again shortly.
+        deps.log.error({ subscription: subId, err }, 'delivery loop failed; retrying in 1 s');
+        setTimeout(schedulePump, 1000).unref();
+      }
     });
   }
 
@@ -79,71 +87,96 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
 
 
 
-  /** Starts the next matching event of a partition; filtered-out events finish on the way. */
+  /** Starts the next matching event of a partition; filtered-out, missing and corrupt ones finish on the way. */
   function takeOne(part: PartitionCursor): boolean {
     for (;;) {
       if (!hasCapacity(part)) return false;
-      const stored = eventAtCursor(part, deps.store);
-      if (!stored) return false;
-      if (stored.offset < part.committed) {
+      const item = itemAtCursor(part, deps.store);
+      if (!item) return false;
+      if (item.kind === 'missing') {
+        skipMissing(part, item.from, item.to);
+        continue;
+      }
+      const offset = item.kind === 'event' ? item.event.offset : item.offset;
+      if (offset < part.committed) {
         // Restored work finished before the cursor got here: everything below committed is done.
         part.cursor = part.committed;
         part.lastMatched = part.committedLastMatched;
-        part.buffer = [];
-        part.bufferAt = 0;
+        clearBuffer(part);
         continue;
       }
       part.cursor++;
-      const finishedMatch = part.finished.get(stored.offset);
-      if (part.pending.has(stored.offset) || finishedMatch !== undefined) {
+      const finishedMatch = part.finished.get(offset);
+      if (part.pending.has(offset) || finishedMatch !== undefined) {
         // Started before a restart (still pending, or finished since): never start it twice.
-        if (finishedMatch !== false) part.lastMatched = stored.offset;
+        if (finishedMatch !== false) part.lastMatched = offset;
         continue;
       }
-      if (!deps.matcher()(stored.event.attributes)) {
-        saveOffset(finishOffset(part, stored.offset, false));
+      if (item.kind === 'corrupt') {
+        // Its attributes cannot be read, so no filter can rule it out: every subscription dead-letters it.
+        const pending = newPending(part.partition, offset, part.lastMatched);
+        pending.lastError = 'the record fails its checksum; it is never delivered';
+        part.pending.set(offset, pending);
+        deadLetter(pending, 'corrupt_record');
         continue;
       }
-      const pending: Pending = {
-        partition: part.partition,
-        offset: stored.offset,
-        attempt: 0,
-        state: 'in_flight',
-        deliveryId: null,
-        previousOffset: part.lastMatched,
-        nextAttemptAt: null,
-        leaseUntil: null,
-        redrive: false,
-        lastStatus: null,
-        lastError: null,
-        event: stored,
-        finished: false,
-      };
-      part.lastMatched = stored.offset;
-      part.pending.set(stored.offset, pending);
+      if (!matches(item.event)) {
+        saveOffset(finishOffset(part, offset, false));
+        continue;
+      }
+      const pending = newPending(part.partition, offset, part.lastMatched);
+      pending.event = item.event;
+      part.lastMatched = offset;
+      part.pending.set(offset, pending);
       void attempt(pending);
       return true;
     }
+  }
+
+  function newPending(partition: number, offset: number, previousOffset: number | null): Pending {
+    return {
+      partition,
+      offset,
+      attempt: 0,
+      state: 'in_flight',
+      deliveryId: null,
+      previousOffset,
+      nextAttemptAt: null,
+      leaseUntil: null,
+      redrive: false,
+      lastStatus: null,
+      lastError: null,
+      finished: false,
+    };
+  }
+
+  /** A filter that fails to evaluate does not match (the matcher reports it); it never stops the loop. */
+  function matches(stored: StoredEvent): boolean {
+    try {
+      return deps.matcher()(stored.event.attributes);
+    } catch (err) {
+      deps.log.warn({ subscription: subId, err }, 'filter evaluation failed; the event does not match');
+      return false;
+    }
+  }
+
+  /** Offsets with no record (lost before a restart): skipped with one error line, never waited for. */
+  function skipMissing(part: PartitionCursor, from: number, to: number): void {
+    deps.log.error(
+      { subscription: subId, partition: part.partition, fromOffset: from, toOffset: to - 1, count: to - from },
+      'events missing from the log (lost or set aside at recovery); skipping them',
+    );
+    let row: OffsetRow | undefined;
+    for (let offset = from; offset < to; offset++) row = finishOffset(part, offset, false) ?? row;
+    saveOffset(row);
+    part.cursor = to;
   }
 
   function startRedrive(item: { deadLetterId: string; partition: number; offset: number }): void {
     queuedDeadLetters.delete(item.deadLetterId);
     const key = `${item.partition}:${item.offset}`;
     if (redrives.has(key)) return;
-    const pending: Pending = {
-      partition: item.partition,
-      offset: item.offset,
-      attempt: 0,
-      state: 'in_flight',
-      deliveryId: null,
-      previousOffset: null,
-      nextAttemptAt: null,
-      leaseUntil: null,
-      redrive: true,
-      lastStatus: null,
-      lastError: null,
-      finished: false,
-    };
+    const pending: Pending = { ...newPending(item.partition, item.offset, null), redrive: true };
     redrives.set(key, pending);
     deps.persistence.consumeDeadLetter(subId, item.deadLetterId);
     void attempt(pending);
@@ -155,20 +188,22 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     if (row) deps.persistence.saveOffset(subId, row);
   }
 
-  function eventOf(pending: Pending): StoredEvent | undefined {
-    pending.event ??= deps.store.read(pending.partition, pending.offset, 1)[0];
-    return pending.event;
-  }
-
   async function attempt(pending: Pending): Promise<void> {
     if (stopped || pending.finished) return;
     clearTimer(pending);
-    const stored = eventOf(pending);
+    const stored = pending.event ?? readOne(deps.store, pending.partition, pending.offset);
+    if (stored === 'corrupt') {
+      pending.lastError = 'the record fails its checksum; it is never delivered';
+      if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'failed');
+      deadLetter(pending, 'corrupt_record');
+      return;
+    }
     if (!stored) {
       deps.log.error({ subscription: subId, partition: pending.partition, offset: pending.offset }, 'event missing from the log; skipping');
       complete(pending);
       return;
     }
+    pending.event = stored;
     if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
     pending.attempt++;
     pending.deliveryId = newDeliveryId();
@@ -196,7 +231,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       nowSeconds: Math.floor(deps.clock() / 1000),
     });
     pending.sending = true;
-    const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs);
+    const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, openRequests.signal);
     // A newer attempt may have started meanwhile (nack during the request): its flag is its own.
     if (pending.deliveryId === attemptId) pending.sending = false;
     // A callback may have settled this attempt while the request was open.
@@ -381,8 +416,9 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       }
       schedulePump();
     },
-    stop(): void {
+    stop(opts = {}): void {
       stopped = true;
+      if (opts.abort) openRequests.abort();
       for (const pending of allPending()) clearTimer(pending);
     },
     stats() {
@@ -392,7 +428,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
         const head = heads[part.partition] ?? 0;
         let oldestPendingAgeMs: number | null = null;
         if (part.committed < head) {
-          const oldest = part.pending.get(part.committed)?.event ?? deps.store.read(part.partition, part.committed, 1)[0];
+          const oldest = part.pending.get(part.committed)?.event ?? deps.store.read(part.partition, part.committed, 1).events[0];
           if (oldest) oldestPendingAgeMs = Math.max(0, now - oldest.storedAt);
         }
         return {

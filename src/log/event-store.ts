@@ -16,6 +16,16 @@ export interface StoredEvent {
   event: CloudEvent;
 }
 
+/**
+ * A page of one partition. `events` are intact records in offset order; a
+ * corrupt record ends the page early and is named by `corruptOffset` (it is
+ * never served). Offsets whose records were lost are simply absent (a gap).
+ */
+export interface ReadPage {
+  events: StoredEvent[];
+  corruptOffset?: number;
+}
+
 export interface StoreHealth {
   writable: boolean;
   reason?: string;
@@ -35,9 +45,12 @@ export interface EventStore {
    * cannot be written.
    */
   append(events: CloudEvent[]): Promise<AppendResult[]>;
-  /** Up to `limit` events of a partition from `fromOffset`, in offset order. */
-  read(partition: number, fromOffset: number, limit: number): StoredEvent[];
-  /** The event stored under source+id, while its idempotency record is kept. */
+  /** Up to `limit` durable events of a partition from `fromOffset`, in offset order, each verified by its checksum. */
+  read(partition: number, fromOffset: number, limit: number): ReadPage;
+  /**
+   * The event stored under source+id, while its idempotency record is kept.
+   * @throws AppError `corrupt_record` when its record fails its checksum
+   */
   lookup(source: string, id: string): StoredEvent | undefined;
   /** Next offset each partition will assign, indexed by partition. */
   heads(): readonly number[];
@@ -45,4 +58,12 @@ export interface EventStore {
   /** Called after each durable append with the partitions that grew. Returns an unsubscribe function. */
   onAppend(listener: (partitions: ReadonlySet<number>) => void): () => void;
   close(): Promise<void>;
+}
+
+/** The event at exactly `offset`: `'corrupt'` when its record fails its checksum, undefined when it is not stored. */
+export function readOne(store: Pick<EventStore, 'read'>, partition: number, offset: number): StoredEvent | 'corrupt' | undefined {
+  const page = store.read(partition, offset, 1);
+  if (page.corruptOffset === offset) return 'corrupt';
+  const event = page.events[0];
+  return event?.offset === offset ? event : undefined;
 }

@@ -3,18 +3,22 @@ import type { Logger } from 'pino';
 import { eventId, eventSource, type CloudEvent } from '../cloudevents/event';
 import { partitionOf } from '../cloudevents/partition';
 import { AppError, coerceError } from '../errors';
+import type { RecoveryPermission } from '../config';
 import type { Db } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
-import { createLogIndexRepo } from '../store/log-index-repo';
+import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
 import { createMetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
-import type { AppendResult, EventStore, StoredEvent } from './event-store';
+import { createDeliveryStateRepo } from '../store/delivery-state-repo';
+import { IDENTITY_FILE, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
+import type { AppendResult, EventStore, ReadPage, StoredEvent } from './event-store';
 import { createKeyFilter, idempotencyKey, type KeyFilter } from './key-filter';
-import { decodeRecord, encodeRecord } from './record';
+import { encodeRecord, verifyAndDecode } from './record';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { openSegmentLog } from './segment-log';
 
 export { StartupError, type RecoveryReport };
+export { CorruptLogError } from './segment-log';
 
 export interface LocalEventStoreOptions {
   dataDir: string;
@@ -25,6 +29,8 @@ export interface LocalEventStoreOptions {
   fsyncIntervalMs: number;
   segmentBytes: number;
   idempotencyWindowMs: number;
+  /** `HERALD_RECOVERY`: what start-up may do beyond cutting a torn tail. */
+  recovery?: ReadonlySet<RecoveryPermission>;
   clock?: () => number;
 }
 
@@ -65,9 +71,12 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   const idempotency = createIdempotencyRepo(db);
   const index = createLogIndexRepo(db);
   const headsRepo = createPartitionHeadsRepo(db);
+  const deliveryState = createDeliveryStateRepo(db);
 
-  const recorded = meta.get('partitions');
-  if (recorded !== undefined && Number(recorded) !== opts.partitions) {
+  const permissions = opts.recovery ?? new Set<RecoveryPermission>();
+  const identity = readIdentity(opts.dataDir);
+  const recorded = identity?.partitions ?? (meta.get('partitions') === undefined ? undefined : Number(meta.get('partitions')));
+  if (recorded !== undefined && recorded !== opts.partitions) {
     throw new StartupError(
       `data dir ${opts.dataDir} was created with ${recorded} partitions; HERALD_PARTITIONS=${opts.partitions} would re-route keys. Start with HERALD_PARTITIONS=${recorded}.`,
     );
@@ -78,11 +87,54 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     segmentBytes: opts.segmentBytes,
     durable: opts.fsync !== 'never',
     warn: (msg, fields) => log.warn(fields ?? {}, msg),
+    error: (msg, fields) => log.error(fields ?? {}, msg),
   });
+  const lostDatabase = checkDatabaseBelongs(identity, segments.hasRecords());
 
-  const recovery = recoverLog({ db, log, segments, meta, idempotency, index, headsRepo, partitions: opts.partitions, dataDir: opts.dataDir, windowStart: clock() - opts.idempotencyWindowMs });
-  // Recorded only once recovery has checked the log against it, so a refused start does not record a wrong count.
-  if (recorded === undefined) meta.set('partitions', opts.partitions);
+  const recovery = recoverLog({
+    db,
+    log,
+    segments,
+    meta,
+    idempotency,
+    index,
+    headsRepo,
+    offsetFloors: deliveryState.offsetFloors,
+    partitions: opts.partitions,
+    dataDir: opts.dataDir,
+    windowStart: clock() - opts.idempotencyWindowMs,
+    policy: { skipCorrupt: permissions.has('skip-corrupt') },
+  });
+  // Recorded only once recovery has checked the log against it, so a refused start records nothing.
+  const id = identity?.id ?? writeIdentity(opts.dataDir, opts.partitions).id;
+  meta.set('partitions', opts.partitions);
+  meta.set('data_dir_id', id);
+  if (lostDatabase) {
+    log.error(
+      { dataDir: opts.dataDir, rebuiltRecords: recovery.rebuiltRecords },
+      'herald.db was missing or not this data dir\'s: events were rebuilt from the log (HERALD_RECOVERY=rebuild-events-only); subscriptions, their offsets and dead letters were not recoverable and are gone',
+    );
+  }
+
+  /**
+   * `herald.db` holds what the log cannot rebuild (subscriptions, their offsets, dead letters). A
+   * database that is missing (no id) or another data dir's (another id) must not start quietly
+   * empty. Returns whether the operator allowed starting without it.
+   */
+  function checkDatabaseBelongs(known: DataDirIdentity | undefined, hasLog: boolean): boolean {
+    const dbId = meta.get('data_dir_id');
+    const lost = known !== undefined ? dbId !== known.id : meta.get('partitions') === undefined && hasLog;
+    if (!lost) return false;
+    if (known && dbId !== undefined) {
+      throw new StartupError(`${path.join(opts.dataDir, 'herald.db')} belongs to another data dir (its id is not the one in ${IDENTITY_FILE}); restore this data dir's herald.db.`);
+    }
+    if (permissions.has('rebuild-events-only')) return true;
+    throw new StartupError(
+      `${path.join(opts.dataDir, 'herald.db')} is missing or empty, but this data dir has a log: subscriptions, their offsets and dead letters live only in herald.db. ` +
+        'Restore it from a backup, or start with HERALD_RECOVERY=rebuild-events-only to rebuild events from the log and start with no subscriptions.',
+    );
+  }
+
   const committedHeads = headsRepo.load(opts.partitions);
   let heads = committedHeads.slice();
 
@@ -157,12 +209,14 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     return { entries: [], bytes: 0, done, resolve, reject };
   }
 
-  async function append(events: CloudEvent[]): Promise<AppendResult[]> {
-    if (closed) throw new AppError('unavailable', 'the gateway is shutting down', { retryAfter: RETRY_AFTER_SECONDS });
-    const results: AppendResult[] = [];
-    const waitFor = new Set<Group>();
+  /**
+   * Answers duplicates and frames the new events of one request. An offset is
+   * taken only once its record is built, so a record that cannot be encoded
+   * leaves the head where it was; the caller undoes earlier events of the
+   * request if a later one fails.
+   */
+  function prepare(events: CloudEvent[], results: AppendResult[], added: PendingEntry[], waitFor: Set<Group>): void {
     const storedAt = clock();
-    const added: PendingEntry[] = [];
     const inRequest = new Map<string, PendingEntry>();
     for (const event of events) {
       const source = eventSource(event);
@@ -182,16 +236,41 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
         continue;
       }
       const partition = partitionOf(event, opts.partitions);
-      const offset = heads[partition]!++;
-      const frame = encodeRecord({ partition, offset, storedAt, event });
+      const offset = heads[partition]!;
+      let frame: Buffer;
+      try {
+        frame = encodeRecord({ partition, offset, storedAt, event });
+      } catch (err) {
+        throw new AppError('invalid_event', 'the event cannot be stored', {
+          cause: err,
+          details: [{ index: events.length > 1 ? events.indexOf(event) : undefined, message: `the event cannot be encoded: ${coerceError(err).message}` }],
+        });
+      }
+      heads[partition] = offset + 1;
       const entry: PendingEntry = { source, id, key, partition, offset, storedAt, frame };
-      keyFilter?.add(key);
-      nextKeyFilter?.add(key);
-      // Past its capacity the filter's false positives climb: rebuild it (in the background) at twice the size.
-      if (keyFilter && keyFilter.count > keyFilter.capacity) buildKeyFilter();
       added.push(entry);
       inRequest.set(key, entry);
       results.push({ id, source, partition, offset, duplicate: false });
+    }
+    for (const entry of added) {
+      keyFilter?.add(entry.key);
+      nextKeyFilter?.add(entry.key);
+    }
+    // Past its capacity the filter's false positives climb: rebuild it (in the background) at twice the size.
+    if (keyFilter && keyFilter.count > keyFilter.capacity) buildKeyFilter();
+  }
+
+  async function append(events: CloudEvent[]): Promise<AppendResult[]> {
+    if (closed) throw new AppError('unavailable', 'the gateway is shutting down', { retryAfter: RETRY_AFTER_SECONDS });
+    const results: AppendResult[] = [];
+    const waitFor = new Set<Group>();
+    const added: PendingEntry[] = [];
+    try {
+      prepare(events, results, added, waitFor);
+    } catch (err) {
+      // Nothing of this request joined a group yet: give its offsets back so none is burnt.
+      for (let i = added.length - 1; i >= 0; i--) heads[added[i]!.partition] = added[i]!.offset;
+      throw err;
     }
     if (added.length > 0) {
       const group = current;
@@ -308,9 +387,41 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     }
   }
 
-  function toStored(partition: number, entry: { offset: number; position: number; length: number }): StoredEvent {
-    const record = decodeRecord(segments.read(entry.position, entry.length));
-    return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
+  /** Verifies and decodes one record's bytes; undefined (and an error log) when they are not that record. */
+  function decodeAt(partition: number, entry: IndexEntry, frame: Buffer | undefined): StoredEvent | undefined {
+    const record = frame && verifyAndDecode(frame, partition, entry.offset);
+    if (record) return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
+    log.error({ partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length }, 'log: corrupt record (checksum or header mismatch); it is not served');
+    return undefined;
+  }
+
+  function readFrame(entry: IndexEntry): Buffer | undefined {
+    try {
+      return segments.read(entry.position, entry.length);
+    } catch {
+      return undefined; // the bytes are gone (a lost range): as corrupt as a bad checksum
+    }
+  }
+
+  function readPage(partition: number, entries: IndexEntry[]): ReadPage {
+    const events: StoredEvent[] = [];
+    const first = entries[0];
+    const last = entries[entries.length - 1];
+    const span = first && last ? last.position + last.length - first.position : 0;
+    // A page's records are interleaved with other partitions' but close together: one read of the span
+    // beats a read per record (decoding copies what it keeps, so the span buffer is dropped after).
+    const spanBuf =
+      first && last && entries.length > 1 && span <= MAX_READ_SPAN && span > 0 && segments.sameSegment(first.position, last.position)
+        ? readFrame({ offset: first.offset, position: first.position, length: span })
+        : undefined;
+    for (const entry of entries) {
+      const at = entry.position - (first?.position ?? 0);
+      const frame = spanBuf ? spanBuf.subarray(at, at + entry.length) : readFrame(entry);
+      const stored = decodeAt(partition, entry, frame);
+      if (!stored) return { events, corruptOffset: entry.offset };
+      events.push(stored);
+    }
+    return { events };
   }
 
   let keyFilter: KeyFilter | undefined;
@@ -370,28 +481,24 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     read(partition, fromOffset, limit) {
       // Only durable events: a group's index rows exist while its fsync is still running.
       const available = Math.min(limit, (committedHeads[partition] ?? 0) - fromOffset);
-      if (available <= 0) return [];
-      const entries = index.range(partition, fromOffset, available);
-      const first = entries[0];
-      const last = entries[entries.length - 1];
-      if (!first || !last || entries.length === 1) return entries.map((entry) => toStored(partition, entry));
-      const span = last.position + last.length - first.position;
-      // A page's records are interleaved with other partitions' but close together: one read of the span
-      // beats a read per record (decodeRecord copies what it keeps, so the span buffer is dropped after).
-      if (span > MAX_READ_SPAN || !segments.sameSegment(first.position, last.position)) return entries.map((entry) => toStored(partition, entry));
-      const buf = segments.read(first.position, span);
-      return entries.map((entry) => {
-        const at = entry.position - first.position;
-        const record = decodeRecord(buf.subarray(at, at + entry.length));
-        return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
-      });
+      if (available <= 0) return { events: [] };
+      const head = committedHeads[partition] ?? 0;
+      // After a gap, rows of a group whose fsync still runs may follow in the same range: never serve those.
+      return readPage(partition, index.range(partition, fromOffset, available).filter((e) => e.offset < head));
     },
     lookup(source, id) {
       const found = idempotency.find(source, id);
       // Durable events only, as for read(): the rows of a group whose fsync runs are already there.
       if (!found || found.offset >= (committedHeads[found.partition] ?? 0)) return undefined;
       const entry = index.get(found.partition, found.offset);
-      return entry ? toStored(found.partition, entry) : undefined;
+      if (!entry) return undefined;
+      const page = readPage(found.partition, [entry]);
+      if (page.corruptOffset !== undefined) {
+        throw new AppError('corrupt_record', `the stored record of this event (partition ${found.partition}, offset ${found.offset}) is corrupt and is not served`, {
+          details: [{ message: `partition ${found.partition}, offset ${found.offset}: checksum mismatch` }],
+        });
+      }
+      return page.events[0];
     },
     heads: () => committedHeads,
     health: () => (writable && !closed ? { writable: true } : { writable: false, reason: closed ? 'closed' : failureReason }),

@@ -7,12 +7,19 @@ import type { CloudEvent, EventData } from '../cloudevents/event';
  *   u32 bodyLength | u32 crc32(bodyLength bytes ++ body) | body
  *   body = u8 version | u8 dataKind | u16 partition | f64 offset | f64 storedAt | u32 attrsLength | attrs JSON | data
  *
+ * A padding frame (version {@link PADDING_VERSION}, any body after it) holds no
+ * event: recovery writes one over unreadable bytes it was allowed to set aside
+ * (`HERALD_RECOVERY=skip-corrupt`), so positions after it stay where they were.
+ *
  * The checksum covers the length too, so a torn length is caught as surely as a
  * torn body. Offsets are f64: exact up to 2^53, far beyond any real partition.
  */
 export const FRAME_HEADER_BYTES = 8;
 const BODY_FIXED_BYTES = 1 + 1 + 2 + 8 + 8 + 4;
 const VERSION = 1;
+export const PADDING_VERSION = 0xff;
+/** The smallest frame: a padding frame whose body is its version byte alone. */
+export const MIN_FRAME_BYTES = FRAME_HEADER_BYTES + 1;
 /** Anything longer is garbage, not a record: no request body can be this large. */
 export const MAX_RECORD_BYTES = 512 * 1024 * 1024;
 
@@ -62,7 +69,7 @@ function checksum(frame: Buffer, bodyLength: number): number {
 }
 
 export type FrameCheck =
-  | { status: 'ok'; length: number }
+  | { status: 'ok'; length: number; padding: boolean }
   | { status: 'incomplete' }
   | { status: 'corrupt'; reason: string };
 
@@ -70,16 +77,44 @@ export type FrameCheck =
 export function checkFrame(buf: Buffer, at: number): FrameCheck {
   if (buf.length - at < FRAME_HEADER_BYTES) return { status: 'incomplete' };
   const bodyLength = buf.readUInt32LE(at);
-  if (bodyLength < BODY_FIXED_BYTES || bodyLength > MAX_RECORD_BYTES) return { status: 'corrupt', reason: `implausible length ${bodyLength}` };
+  if (bodyLength < 1 || bodyLength > MAX_RECORD_BYTES) return { status: 'corrupt', reason: `implausible length ${bodyLength}` };
   const length = FRAME_HEADER_BYTES + bodyLength;
   if (buf.length - at < length) return { status: 'incomplete' };
   const frame = buf.subarray(at, at + length);
   if (checksum(frame, bodyLength) !== frame.readUInt32LE(4)) return { status: 'corrupt', reason: 'checksum mismatch' };
-  if (frame.readUInt8(FRAME_HEADER_BYTES) !== VERSION) return { status: 'corrupt', reason: 'unknown record version' };
-  return { status: 'ok', length };
+  const version = frame.readUInt8(FRAME_HEADER_BYTES);
+  if (version === PADDING_VERSION) return { status: 'ok', length, padding: true };
+  if (version !== VERSION || bodyLength < BODY_FIXED_BYTES) return { status: 'corrupt', reason: 'unknown record version' };
+  return { status: 'ok', length, padding: false };
 }
 
-/** Decodes a frame already known to be intact (`checkFrame` said ok, or it came from the index). */
+/** A frame that holds no event and covers exactly `length` bytes (at least {@link MIN_FRAME_BYTES}). */
+export function encodePadding(length: number): Buffer {
+  if (length < MIN_FRAME_BYTES) throw new RangeError(`a padding frame needs at least ${MIN_FRAME_BYTES} bytes`);
+  const frame = Buffer.alloc(length);
+  const bodyLength = length - FRAME_HEADER_BYTES;
+  frame.writeUInt32LE(bodyLength, 0);
+  frame.writeUInt8(PADDING_VERSION, FRAME_HEADER_BYTES);
+  frame.writeUInt32LE(checksum(frame, bodyLength), 4);
+  return frame;
+}
+
+/**
+ * Verifies that `frame` is one intact event record of `partition` at `offset`
+ * (what the index says lies there) and decodes it; undefined when it is not.
+ * Every read goes through this: a record whose bytes changed is never served.
+ */
+export function verifyAndDecode(frame: Buffer, partition: number, offset: number): LogRecord | undefined {
+  const check = checkFrame(frame, 0);
+  if (check.status !== 'ok' || check.padding || check.length !== frame.length) return undefined;
+  try {
+    const record = decodeRecord(frame);
+    return record.partition === partition && record.offset === offset ? record : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /** The fixed part of a body, and where the attributes JSON lies, shared by both decoders. */
 function readFixed(frame: Buffer) {
   const at = FRAME_HEADER_BYTES;
@@ -94,6 +129,7 @@ function readFixed(frame: Buffer) {
   };
 }
 
+/** Decodes a frame already known to be an intact event record (`checkFrame` said ok and not padding). */
 export function decodeRecord(frame: Buffer): LogRecord {
   const { kind, partition, offset, storedAt, attrsStart, attrsEnd } = readFixed(frame);
   const attributes = JSON.parse(frame.toString('utf8', attrsStart, attrsEnd));

@@ -1,21 +1,22 @@
 import type { Logger } from 'pino';
+import { StartupError } from '../errors';
 import type { Db } from '../store/db';
 import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { LogIndexRepo } from '../store/log-index-repo';
 import type { MetaRepo } from '../store/meta-repo';
 import type { PartitionHeadsRepo } from '../store/partition-heads-repo';
 import { decodeRecordHeader } from './record';
-import type { SegmentLog } from './segment-log';
+import type { ScanPolicy, SegmentLog } from './segment-log';
 
-export class StartupError extends Error {
-  override name = 'StartupError';
-}
+export { StartupError };
 
 export interface RecoveryReport {
   scannedBytes: number;
   truncatedBytes: number;
   rebuiltRecords: number;
   rolledBackRecords: number;
+  /** Offsets that were acknowledged once and are no longer in the log, per partition (never reused). */
+  lostOffsets: number;
   ms: number;
 }
 
@@ -27,10 +28,13 @@ export interface RecoveryDeps {
   idempotency: IdempotencyRepo;
   index: LogIndexRepo;
   headsRepo: PartitionHeadsRepo;
+  /** Where delivery has been in each partition: heads never go below it. */
+  offsetFloors: () => { partition: number; next: number }[];
   partitions: number;
   dataDir: string;
   /** Records stored before this get no idempotency row back (they are past the window). */
   windowStart: number;
+  policy: ScanPolicy;
 }
 
 const REBUILD_BATCH = 10_000;
@@ -38,17 +42,23 @@ const REBUILD_BATCH = 10_000;
 /**
  * Start-up recovery; the log is the source of truth. Scans from where the
  * SQLite index ends (or the active segment's start, whichever is earlier),
- * cuts a torn or corrupt tail, rebuilds the rows SQLite lacks, and removes
- * rows the log no longer backs (SQLite ahead of the log after a power cut).
+ * cuts a torn tail (or refuses, or sets aside, corruption in the middle: see
+ * `SegmentLog.scan`), rebuilds the rows SQLite lacks, and removes rows the log
+ * no longer backs (SQLite ahead of the log after a power cut).
+ *
+ * An offset is never assigned twice: a partition's head never moves back,
+ * and is at least past every offset delivery has committed, started or
+ * dead-lettered. Offsets whose records were lost become a gap, logged at
+ * `error` with the partition and count.
  */
 export function recoverLog(deps: RecoveryDeps): RecoveryReport {
-const { db, log, segments, meta, idempotency, index, headsRepo, partitions, dataDir, windowStart } = deps;
+  const { db, log, segments, meta, idempotency, index, headsRepo, partitions, dataDir, windowStart } = deps;
   const started = Date.now();
   const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
   const from = Math.min(indexedThrough, segments.activeSegmentBase(), segments.end());
   let batch: { position: number; frame: Buffer }[] = [];
   let rebuiltRecords = 0;
-  const rebuiltHeads = headsRepo.load(partitions);
+  const heads = headsRepo.load(partitions);
   const rebuild = db.transaction((items: { position: number; frame: Buffer }[]) => {
     for (const { position, frame } of items) {
       const h = decodeRecordHeader(frame);
@@ -60,42 +70,77 @@ const { db, log, segments, meta, idempotency, index, headsRepo, partitions, data
       }
       if (h.storedAt >= windowStart) idempotency.insert(h);
       index.insert(h.partition, { offset: h.offset, position, length: frame.length });
-      rebuiltHeads[h.partition] = Math.max(rebuiltHeads[h.partition]!, h.offset + 1);
-    }
-    rebuiltHeads.forEach((head, partition) => headsRepo.set(partition, head));
-  });
-  const scan = segments.scan(from, (position, frame) => {
-    if (position < indexedThrough) return;
-    batch.push({ position, frame: Buffer.from(frame) });
-    rebuiltRecords++;
-    if (batch.length >= REBUILD_BATCH) {
-      rebuild(batch);
-      batch = [];
+      heads[h.partition] = Math.max(heads[h.partition]!, h.offset + 1);
     }
   });
+  const scan = segments.scan(
+    from,
+    (position, frame) => {
+      if (position < indexedThrough) return;
+      batch.push({ position, frame: Buffer.from(frame) });
+      rebuiltRecords++;
+      if (batch.length >= REBUILD_BATCH) {
+        rebuild(batch);
+        batch = [];
+      }
+    },
+    deps.policy,
+  );
   if (batch.length > 0) rebuild(batch);
 
-  // SQLite can be ahead of the log only after a power cut with fsync=interval/never: forget what the log lost.
+  const lost = new Map<number, number>();
+  const countLost = (partition: number, n: number) => lost.set(partition, (lost.get(partition) ?? 0) + n);
   let rolledBackRecords = 0;
-  if (indexedThrough > scan.end) {
-    db.transaction(() => {
-      const headsBefore = headsRepo.load(partitions);
+  db.transaction(() => {
+    // Records set aside or missing in the middle of the log: their rows go, their offsets stay used.
+    for (const range of scan.lost) {
+      for (const { partition, offset } of index.deleteRange(range.from, range.to)) {
+        idempotency.deleteAt(partition, offset);
+        countLost(partition, 1);
+      }
+    }
+    // SQLite can be ahead of the log only after a power cut with fsync=interval/never: forget what the log lost.
+    if (indexedThrough > scan.end) {
       for (const { partition, offset } of index.firstOffsetsPast(scan.end)) {
-        const head = headsBefore[partition] ?? 0;
-        rolledBackRecords += Math.max(0, head - offset);
+        const n = Math.max(0, heads[partition]! - offset);
+        rolledBackRecords += n;
+        countLost(partition, n);
         idempotency.deleteFrom(partition, offset);
-        headsRepo.set(partition, offset);
       }
       index.deletePast(scan.end);
-    })();
+    }
+    for (const { partition, offset } of index.maxOffsets()) {
+      if (partition < partitions) heads[partition] = Math.max(heads[partition]!, offset + 1);
+    }
+    for (const { partition, next } of deps.offsetFloors()) {
+      if (partition < partitions && next > heads[partition]!) {
+        countLost(partition, next - heads[partition]!);
+        heads[partition] = next;
+      }
+    }
+    heads.forEach((head, partition) => headsRepo.set(partition, head));
+    meta.set('log_indexed_through', scan.end);
+  })();
+  let lostOffsets = 0;
+  for (const [partition, count] of lost) {
+    lostOffsets += count;
+    log.error(
+      { partition, lostOffsets: count, headOffset: heads[partition] },
+      'log: acknowledged events of this partition are no longer in the log; their offsets stay a gap and are never reused',
+    );
   }
-  meta.set('log_indexed_through', scan.end);
-  if (rolledBackRecords > 0 || scan.truncatedBytes > 0) {
+  if (rolledBackRecords > 0 || scan.truncatedBytes > 0 || scan.lost.length > 0) {
     // New appends will reuse the cut positions: the corrected index must be on disk before they do.
     db.pragma('wal_checkpoint(FULL)');
   }
-  const report = { scannedBytes: scan.scannedBytes, truncatedBytes: scan.truncatedBytes, rebuiltRecords, rolledBackRecords, ms: Date.now() - started };
+  const report = {
+    scannedBytes: scan.scannedBytes,
+    truncatedBytes: scan.truncatedBytes,
+    rebuiltRecords,
+    rolledBackRecords,
+    lostOffsets,
+    ms: Date.now() - started,
+  };
   log.info(report, 'log recovered');
   return report;
 }
-

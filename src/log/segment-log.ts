@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { checkFrame } from './record';
+import { StartupError } from '../errors';
+import { FRAME_HEADER_BYTES, MIN_FRAME_BYTES, checkFrame, encodePadding } from './record';
 
 const SEGMENT_SUFFIX = '.seg';
 const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
@@ -11,6 +12,21 @@ export interface SegmentLogOptions {
   /** Whether rolled segments and new directory entries are fsynced (false for `HERALD_FSYNC=never`). */
   durable: boolean;
   warn: (msg: string, fields?: Record<string, unknown>) => void;
+  /** Damage that loses or sets aside bytes; defaults to `warn`. */
+  error?: (msg: string, fields?: Record<string, unknown>) => void;
+}
+
+/** What recovery may do beyond cutting a torn tail (`HERALD_RECOVERY`). */
+export interface ScanPolicy {
+  /** Set unreadable bytes in the middle of the log aside (copied to a side file) and keep what follows. */
+  skipCorrupt: boolean;
+}
+
+/** Global position range `[from, to)` that holds no readable record any more. */
+export interface LostRange {
+  from: number;
+  to: number;
+  reason: string;
 }
 
 export interface ScanResult {
@@ -19,6 +35,28 @@ export interface ScanResult {
   /** Bytes of torn or corrupt tail that were cut off. */
   truncatedBytes: number;
   scannedBytes: number;
+  /** Ranges set aside or missing in the middle of the log (records the index may still point into). */
+  lost: LostRange[];
+}
+
+/**
+ * Intact records follow unreadable bytes: the damage is not a torn tail, and
+ * cutting there would delete acknowledged events. Start-up refuses unless the
+ * operator allows `skip-corrupt`.
+ */
+export class CorruptLogError extends StartupError {
+  override name = 'CorruptLogError';
+  constructor(
+    readonly segment: string,
+    readonly position: number,
+    readonly reason: string,
+    readonly validAfter: number,
+  ) {
+    super(
+      `the log is corrupt in the middle: ${segment} at byte ${position} (${reason}), and ${validAfter} intact record(s) follow; ` +
+        'nothing was changed. Restore the data dir from a backup, or start with HERALD_RECOVERY=skip-corrupt to set the unreadable bytes aside and keep the records after them.',
+    );
+  }
 }
 
 interface Segment {
@@ -82,48 +120,201 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /**
    * Checks every record from `from` (a record boundary) to the end, calling
-   * `onRecord` for each intact one. The frame is a view into a reused buffer:
-   * copy it to keep it. At the first torn or corrupt record the log
-   * is cut there; later segments (possible only after a corrupt middle, or an older segment that lost its unsynced tail) are
-   * set aside as `.corrupt` files, never deleted.
+   * `onRecord` for each intact event record (padding frames are skipped). The
+   * frame is a view into a reused buffer: copy it to keep it.
+   *
+   * Damage is told apart by what follows it. Nothing intact after the bad
+   * bytes is a torn tail: it is cut (later segments holding only garbage are
+   * renamed `.corrupt-…`, never deleted). Intact records after it is
+   * corruption in the middle: {@link CorruptLogError}, unless `policy.skipCorrupt`,
+   * which copies the unreadable bytes to a side file, covers them with a padding
+   * frame (or cuts them at a segment's end), and goes on. A record that passes
+   * its checksum is never removed.
    */
-  function scan(from: number, onRecord: (position: number, frame: Buffer) => void): ScanResult {
+  function scan(from: number, onRecord: (position: number, frame: Buffer) => void, policy: ScanPolicy = { skipCorrupt: false }): ScanResult {
     let scannedBytes = 0;
-    let startIndex = segments.indexOf(segmentAt(from));
+    const lost: LostRange[] = [];
+    let index = segments.indexOf(segmentAt(from));
+    let startInFile = Math.max(0, from - segments[index]!.base);
     // An older segment ending short of the next one's base lost its unsynced tail (fsync=never: rolls are
-    // not synced): the log ends there, so scanning starts no later than that segment.
+    // not synced), possibly mid-record: scanning starts no later than that segment.
     const short = segments.findIndex((s, i) => i + 1 < segments.length && s.base + s.size !== segments[i + 1]!.base);
-    if (short !== -1 && short < startIndex) {
-      startIndex = short;
-      from = segments[short]!.base; // from its start: its lost tail may have been cut mid-record
+    if (short !== -1 && short < index) {
+      index = short;
+      startInFile = 0;
     }
-    for (let i = startIndex; i < segments.length; i++) {
-      const seg = segments[i]!;
-      const startInFile = i === startIndex ? Math.max(0, from - seg.base) : 0;
-      let cut = scanSegment(seg, startInFile, onRecord);
-      scannedBytes += cut.scanned;
-      const next = segments[i + 1];
-      if (cut.badAt === undefined && next !== undefined && seg.base + seg.size !== next.base) {
-        cut = { badAt: seg.size, reason: `segment ends at ${seg.base + seg.size}, short of the next segment at ${next.base}`, scanned: cut.scanned };
-      }
-      if (cut.badAt !== undefined) {
-        const truncatedBytes = seg.size - cut.badAt + segments.slice(i + 1).reduce((n, s) => n + s.size, 0);
-        opts.warn('log: cutting torn or corrupt tail', { segment: seg.file, at: cut.badAt, reason: cut.reason, truncatedBytes });
-        fs.truncateSync(seg.file, cut.badAt);
-        seg.size = cut.badAt;
-        for (const later of segments.splice(i + 1)) {
-          fs.renameSync(later.file, `${later.file}.corrupt-${Date.now()}`);
+    while (index < segments.length) {
+      const seg = segments[index]!;
+      const result = scanSegment(seg, startInFile, onRecord);
+      scannedBytes += result.scanned;
+      if (result.badAt === undefined) {
+        const next = segments[index + 1];
+        if (next !== undefined && seg.base + seg.size < next.base) {
+          const range = { from: seg.base + seg.size, to: next.base, reason: 'segment ends short of the next one (unsynced tail lost)' };
+          logError('log: a segment lost its tail; the records that were there are gone', { segment: seg.file, ...range });
+          lost.push(range);
         }
-        if (opts.durable) fsyncPath(seg.file);
-        fs.closeSync(writeFd);
-        writeFd = fs.openSync(active().file, 'a');
-        return { end: end(), truncatedBytes, scannedBytes };
+        index++;
+        startInFile = 0;
+        continue;
       }
+      const resume = nextIntactFrame(index, result.badAt + 1);
+      if (resume === undefined) {
+        const truncatedBytes = cutTail(index, result.badAt, result.reason);
+        return { end: end(), truncatedBytes, scannedBytes, lost };
+      }
+      if (!policy.skipCorrupt) throw new CorruptLogError(seg.file, result.badAt, result.reason, countIntact(resume));
+      lost.push(setAside(index, result.badAt, resume, result.reason));
+      index = resume.index;
+      startInFile = resume.inFile;
     }
-    return { end: end(), truncatedBytes: 0, scannedBytes };
+    return { end: end(), truncatedBytes: 0, scannedBytes, lost };
   }
 
-  function scanSegment(seg: Segment, startInFile: number, onRecord: (position: number, frame: Buffer) => void) {
+  function logError(msg: string, fields: Record<string, unknown>): void {
+    (opts.error ?? opts.warn)(msg, fields);
+  }
+
+  /** Cuts a torn tail at `badAt` of segment `index`; later segments (garbage only) are set aside whole. */
+  function cutTail(index: number, badAt: number, reason: string): number {
+    const seg = segments[index]!;
+    const truncatedBytes = seg.size - badAt + segments.slice(index + 1).reduce((n, s) => n + s.size, 0);
+    opts.warn('log: cutting torn tail', { segment: seg.file, at: badAt, reason, truncatedBytes });
+    fs.truncateSync(seg.file, badAt);
+    seg.size = badAt;
+    for (const later of segments.splice(index + 1)) {
+      if (later.size === 0) fs.rmSync(later.file);
+      else fs.renameSync(later.file, `${later.file}.corrupt-${Date.now()}`);
+    }
+    if (opts.durable) {
+      fsyncPath(seg.file);
+      fsyncPath(opts.dir);
+    }
+    fs.closeSync(writeFd);
+    writeFd = fs.openSync(active().file, 'a');
+    return truncatedBytes;
+  }
+
+  /**
+   * Sets the unreadable bytes from `badAt` in segment `index` up to `resume` aside: copied to
+   * `<segment>.corrupt-<byte>` first, then covered with a padding frame (inside a segment) or cut
+   * (at a segment's end, leaving a hole in the positions). Segments wholly inside are renamed.
+   */
+  function setAside(index: number, badAt: number, resume: { index: number; inFile: number }, reason: string): LostRange {
+    const seg = segments[index]!;
+    const range = { from: seg.base + badAt, to: segments[resume.index]!.base + resume.inFile, reason };
+    if (resume.index === index) {
+      padOver(seg, badAt, resume.inFile);
+    } else {
+      copyAside(seg, badAt, seg.size);
+      fs.truncateSync(seg.file, badAt);
+      seg.size = badAt;
+      if (opts.durable) fsyncPath(seg.file);
+      for (const inside of segments.splice(index + 1, resume.index - index - 1)) {
+        fs.renameSync(inside.file, `${inside.file}.corrupt-${Date.now()}`);
+      }
+      const target = segments[index + 1]!;
+      if (resume.inFile > 0) padOver(target, 0, resume.inFile);
+      resume.index = index + 1;
+    }
+    logError('log: set unreadable bytes aside (HERALD_RECOVERY=skip-corrupt); the records after them are kept', {
+      segment: seg.file,
+      at: badAt,
+      bytes: range.to - range.from,
+      reason,
+    });
+    return range;
+  }
+
+  function padOver(seg: Segment, from: number, to: number): void {
+    if (to - from < MIN_FRAME_BYTES) {
+      throw new CorruptLogError(seg.file, from, `only ${to - from} unreadable bytes before the next record: too few to set aside`, 1);
+    }
+    copyAside(seg, from, to);
+    const fd = fs.openSync(seg.file, 'r+');
+    try {
+      fs.writeSync(fd, encodePadding(to - from), 0, to - from, from);
+      if (opts.durable) fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  function copyAside(seg: Segment, from: number, to: number): void {
+    const side = `${seg.file}.corrupt-${from}`;
+    const src = fs.openSync(seg.file, 'r');
+    const dst = fs.openSync(side, 'w');
+    try {
+      const chunk = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(1, to - from)));
+      for (let at = from; at < to; ) {
+        const n = fs.readSync(src, chunk, 0, Math.min(chunk.length, to - at), at);
+        if (n === 0) break;
+        fs.writeSync(dst, chunk, 0, n);
+        at += n;
+      }
+      fs.fsyncSync(dst);
+    } finally {
+      fs.closeSync(src);
+      fs.closeSync(dst);
+    }
+    if (opts.durable) fsyncPath(opts.dir);
+  }
+
+  /** The first intact frame at or after `inFile` of segment `index`, or in any later segment. */
+  function nextIntactFrame(index: number, inFile: number): { index: number; inFile: number } | undefined {
+    for (let i = index; i < segments.length; i++) {
+      const found = findFrame(segments[i]!, i === index ? inFile : 0);
+      if (found !== undefined) return { index: i, inFile: found };
+    }
+    return undefined;
+  }
+
+  /**
+   * Tries every byte position from `start` for a frame whose checksum holds. Most positions are
+   * refused by their length field alone (longer than what is left, or zero), so only plausible
+   * candidates cost a checksum.
+   */
+  function findFrame(seg: Segment, start: number): number | undefined {
+    const fd = fs.openSync(seg.file, 'r');
+    try {
+      const window = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(FRAME_HEADER_BYTES, seg.size)));
+      let windowStart = -1;
+      let windowLength = 0;
+      for (let at = start; at + MIN_FRAME_BYTES <= seg.size; at++) {
+        if (at < windowStart || at + FRAME_HEADER_BYTES > windowStart + windowLength) {
+          windowStart = at;
+          windowLength = fs.readSync(fd, window, 0, window.length, at);
+          if (windowLength < FRAME_HEADER_BYTES) return undefined;
+        }
+        const bodyLength = window.readUInt32LE(at - windowStart);
+        if (bodyLength < 1 || at + FRAME_HEADER_BYTES + bodyLength > seg.size) continue;
+        const length = FRAME_HEADER_BYTES + bodyLength;
+        let frame: Buffer;
+        if (at + length <= windowStart + windowLength) {
+          frame = window.subarray(at - windowStart, at - windowStart + length);
+        } else {
+          frame = Buffer.allocUnsafe(length);
+          if (fs.readSync(fd, frame, 0, length, at) !== length) continue;
+        }
+        if (checkFrame(frame, 0).status === 'ok') return at;
+      }
+      return undefined;
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  /** How many intact records follow `from`, up to the next damage (for the refusal message). */
+  function countIntact(from: { index: number; inFile: number }): number {
+    let count = 0;
+    for (let i = from.index; i < segments.length; i++) {
+      const result = scanSegment(segments[i]!, i === from.index ? from.inFile : 0, () => count++);
+      if (result.badAt !== undefined) break;
+    }
+    return count;
+  }
+
+  function scanSegment(seg: Segment, startInFile: number, onRecord: (position: number, frame: Buffer) => void): { badAt?: number; reason: string; scanned: number } {
     const fd = fs.openSync(seg.file, 'r');
     try {
       let bufStart = startInFile;
@@ -134,7 +325,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       for (;;) {
         const check = checkFrame(buf, at);
         if (check.status === 'ok') {
-          onRecord(seg.base + bufStart + at, buf.subarray(at, at + check.length));
+          if (!check.padding) onRecord(seg.base + bufStart + at, buf.subarray(at, at + check.length));
           at += check.length;
           scanned += check.length;
           continue;
@@ -144,7 +335,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         const remaining = buf.subarray(at);
         const fileLeft = seg.size - (bufStart + buf.length);
         if (fileLeft <= 0) {
-          return remaining.length === 0 ? { scanned } : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned };
+          return remaining.length === 0 ? { reason: '', scanned } : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned };
         }
         const needed = remaining.length >= 4 ? remaining.readUInt32LE(0) + 8 : 0;
         const want = Math.min(fileLeft, Math.max(SCAN_CHUNK_BYTES, needed));
@@ -258,6 +449,13 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     sameSegment,
     close,
     activeSegmentBase: () => active().base,
+    /** The segment file holding `position` and the byte within it (for error logs). */
+    locate: (position: number) => {
+      const seg = segmentAt(position);
+      return { segment: seg.file, at: position - seg.base };
+    },
+    /** Whether any segment holds bytes (a data dir with a log but no database is a lost database). */
+    hasRecords: () => segments.some((s) => s.size > 0),
     segmentFiles: () => segments.map((s) => s.file),
   };
 }

@@ -1,6 +1,6 @@
 import type { Db } from './db';
 
-export type DeadLetterReason = 'rejected_status' | 'max_attempts' | 'receiver_rejected';
+export type DeadLetterReason = 'rejected_status' | 'max_attempts' | 'receiver_rejected' | 'corrupt_record';
 
 export interface DeadLetterRow {
   id: string;

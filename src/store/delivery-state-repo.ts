@@ -54,7 +54,21 @@ export function createDeliveryStateRepo(db: Db) {
   const deletePending = db.prepare<[string, number, number]>(
     'DELETE FROM pending_deliveries WHERE subscription_id = ? AND partition = ? AND "offset" = ?',
   );
+  const floors = db.prepare<[], { partition: number; next: number }>(
+    `SELECT partition, MAX(next) AS next FROM (
+       SELECT partition, MAX(committed_offset) AS next FROM subscription_offsets GROUP BY partition
+       UNION ALL SELECT partition, MAX("offset") + 1 FROM pending_deliveries GROUP BY partition
+       UNION ALL SELECT partition, MAX("offset") + 1 FROM dead_letters GROUP BY partition)
+     GROUP BY partition`,
+  );
   return {
+    /**
+     * Per partition, the lowest head offset that reuses nothing delivery has seen: past every
+     * committed offset, pending delivery and dead letter. Recovery never assigns below it.
+     */
+    offsetFloors(): { partition: number; next: number }[] {
+      return floors.all();
+    },
     offsets(subscriptionId: string): OffsetRow[] {
       return offsets.all(subscriptionId);
     },

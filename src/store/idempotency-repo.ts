@@ -21,6 +21,7 @@ export function createIdempotencyRepo(db: Db) {
        (SELECT source, id FROM idempotency WHERE stored_at < ? LIMIT ?)`,
   );
   const deleteFrom = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" >= ?');
+  const deleteOne = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" = ?');
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM idempotency');
   const firstKeys = db.prepare<[number], { source: string; id: string }>('SELECT source, id FROM idempotency ORDER BY source, id LIMIT ?');
   const keysAfter = db.prepare<[string, string, number], { source: string; id: string }>(
@@ -47,6 +48,10 @@ export function createIdempotencyRepo(db: Db) {
     /** Forgets records at or past `offset` in a partition (SQLite ahead of the log after a power cut). */
     deleteFrom(partition: number, offset: number): void {
       deleteFrom.run(partition, offset);
+    },
+    /** Forgets the record of one stored event (its bytes were lost or set aside). */
+    deleteAt(partition: number, offset: number): void {
+      deleteOne.run(partition, offset);
     },
   };
 }

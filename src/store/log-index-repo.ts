@@ -21,6 +21,13 @@ export function createLogIndexRepo(db: Db) {
     'SELECT partition, MIN("offset") AS offset FROM log_index WHERE position >= ? GROUP BY partition',
   );
   const deletePast = db.prepare<[number]>('DELETE FROM log_index WHERE position >= ?');
+  const inRange = db.prepare<[number, number], { partition: number; offset: number }>(
+    'SELECT partition, "offset" AS offset FROM log_index WHERE position >= ? AND position < ?',
+  );
+  const deleteRange = db.prepare<[number, number]>('DELETE FROM log_index WHERE position >= ? AND position < ?');
+  const maxOffsets = db.prepare<[], { partition: number; offset: number }>(
+    'SELECT partition, MAX("offset") AS offset FROM log_index GROUP BY partition',
+  );
   return {
     insert(partition: number, entry: IndexEntry): void {
       insert.run(partition, entry.offset, entry.position, entry.length);
@@ -37,6 +44,16 @@ export function createLogIndexRepo(db: Db) {
     },
     deletePast(position: number): void {
       deletePast.run(position);
+    },
+    /** Removes the entries of records in `[from, to)` (bytes set aside or lost); returns which they were. */
+    deleteRange(from: number, to: number): { partition: number; offset: number }[] {
+      const removed = inRange.all(from, to);
+      deleteRange.run(from, to);
+      return removed;
+    },
+    /** Highest indexed offset per partition. */
+    maxOffsets(): { partition: number; offset: number }[] {
+      return maxOffsets.all();
     },
   };
 }

@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import type { AttributeValue } from '../cloudevents/event';
 import { AppError, type Violation } from '../errors';
-import { CesqlError, cesqlMatches, compileCesql } from './cesql';
+import { CesqlError, WORK_BUDGET, cesqlBudget, cesqlMatches, compileCesql, type CesqlBudget } from './cesql';
 
 /**
  * A filter of the CloudEvents Subscriptions API: one dialect per object.
@@ -17,10 +17,60 @@ export type Filter =
   | { sql: string };
 
 export type Attributes = Record<string, AttributeValue>;
+
+/** Whether an event passes a subscription's filters. Never throws. */
 export type Matcher = (attributes: Attributes) => boolean;
 
+/** Longest `sql` expression accepted, in UTF-16 units (characters for all but emoji and rarer scripts). */
+export const MAX_SQL_LENGTH = 4096;
+/** Filter objects allowed in one subscription's list, nested ones included. */
+export const MAX_FILTER_NODES = 64;
+/** Levels of `all`/`any`/`not` nesting allowed below a top-level filter. */
+export const MAX_FILTER_DEPTH = 16;
+
 const DIALECTS = ['exact', 'prefix', 'suffix', 'all', 'any', 'not', 'sql'] as const;
-const MAX_DEPTH = 16;
+
+/**
+ * Why a filter evaluation was abandoned: `budget` when a `sql` filter needed
+ * more work than {@link WORK_BUDGET} allows for one event, `exception` when
+ * evaluation threw (a bug, or a resource limit such as V8's maximum string
+ * length). Either way the event does not match.
+ */
+export class FilterEvaluationError extends Error {
+  override readonly name = 'FilterEvaluationError';
+
+  constructor(
+    readonly reason: 'budget' | 'exception',
+    /** The filter being evaluated, as named in violations (`filters.0.sql`); `filters` when not known. */
+    readonly path: string,
+    message: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export interface FilterOptions {
+  /** Prefix of the paths named in violations and errors. */
+  path?: string;
+  /**
+   * Called when an evaluation is abandoned (see {@link FilterEvaluationError});
+   * the matcher then returns false. Ordinary CESQL errors, such as a missing
+   * attribute, are plain non-matches and are not reported. Must not throw
+   * (if it does, the error is dropped).
+   */
+  onError?: (err: FilterEvaluationError) => void;
+  /** Work allowed per event for all `sql` filters of the list together; {@link WORK_BUDGET} by default. */
+  budget?: number;
+}
+
+/** Per-call state shared by the compiled filters of one list. */
+interface Evaluation {
+  readonly budget: CesqlBudget;
+  failure: FilterEvaluationError | undefined;
+}
+
+type Compiled = (attributes: Attributes, evaluation: Evaluation) => boolean;
 
 const stringMap = z
   .record(z.string().min(1, 'attribute names must not be empty'), z.string().min(1, 'values must not be empty strings'))
@@ -28,22 +78,69 @@ const stringMap = z
 
 /**
  * Checks a list of filters and compiles it to one matcher (the list is ANDed).
+ *
+ * The matcher never throws and its cost per event is bounded: filters are
+ * limited in size ({@link MAX_SQL_LENGTH}, {@link MAX_FILTER_NODES},
+ * {@link MAX_FILTER_DEPTH}) and all their `sql` expressions share one work
+ * budget per event. An evaluation that throws or runs out of budget does not
+ * match, whatever `not` surrounds it, and is reported to `onError`: a filter
+ * that fails on some event must neither stop delivery nor crash the process
+ * that would then fail again on the same event at every start.
  * @throws AppError `invalid_request` naming each malformed filter by path
  */
-export function compileFilters(filters: unknown, path = 'filters'): Matcher {
+export function compileFilters(filters: unknown, options: FilterOptions = {}): Matcher {
+  const { path = 'filters', onError, budget: limit = WORK_BUDGET } = options;
   const violations: Violation[] = [];
   if (!Array.isArray(filters)) {
     throw new AppError('invalid_request', 'filters must be an array', { details: [{ attribute: path, message: 'expected an array of filter expressions' }] });
   }
-  const matchers = filters.map((f, i) => compileOne(f, `${path}.${i}`, 0, violations));
+  const counter: NodeCounter = { path, nodes: 0 };
+  const matchers = filters.map((f, i) => compileOne(f, `${path}.${i}`, 0, violations, counter));
   if (violations.length > 0) throw new AppError('invalid_request', 'the subscription filters are not valid', { details: violations });
-  return (attributes) => matchers.every((m) => m(attributes));
+  // One state object per matcher: matching is synchronous, so calls never overlap.
+  const evaluation: Evaluation = { budget: cesqlBudget(limit), failure: undefined };
+  return (attributes) => {
+    evaluation.budget.remaining = limit;
+    evaluation.failure = undefined;
+    let matched = false;
+    try {
+      matched = matchers.every((m) => m(attributes, evaluation));
+    } catch (err) {
+      evaluation.failure ??= failed(path, err);
+    }
+    const failure = evaluation.failure;
+    if (failure === undefined) return matched;
+    try {
+      onError?.(failure);
+    } catch {
+      // A failing reporter must not turn a non-match into a crash.
+    }
+    return false;
+  };
 }
 
-function compileOne(filter: unknown, path: string, depth: number, violations: Violation[]): Matcher {
-  const never: Matcher = () => false;
-  if (depth > MAX_DEPTH) {
-    violations.push({ attribute: path, message: `filters may nest at most ${MAX_DEPTH} levels` });
+function failed(path: string, err: unknown): FilterEvaluationError {
+  let message = 'a non-Error value was thrown';
+  if (err instanceof Error) message = `${err.name}: ${err.message}`;
+  return new FilterEvaluationError('exception', path, `evaluating ${path} failed: ${message}`, { cause: err });
+}
+
+interface NodeCounter {
+  readonly path: string;
+  nodes: number;
+}
+
+function compileOne(filter: unknown, path: string, depth: number, violations: Violation[], counter: NodeCounter): Compiled {
+  const never: Compiled = () => false;
+  if (depth > MAX_FILTER_DEPTH) {
+    violations.push({ attribute: path, message: `filters may nest at most ${MAX_FILTER_DEPTH} levels` });
+    return never;
+  }
+  // Past the limit, the rest is only counted: one violation says it all, and compiling stays cheap.
+  if (++counter.nodes > MAX_FILTER_NODES) {
+    if (counter.nodes === MAX_FILTER_NODES + 1) {
+      violations.push({ attribute: counter.path, message: `a subscription may have at most ${MAX_FILTER_NODES} filter expressions, nested ones included` });
+    }
     return never;
   }
   if (typeof filter !== 'object' || filter === null || Array.isArray(filter)) {
@@ -90,23 +187,36 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
         violations.push({ attribute: at, message: `"${dialect}" needs a non-empty array of filter expressions` });
         return never;
       }
-      const nested = value.map((f, i) => compileOne(f, `${at}.${i}`, depth + 1, violations));
-      return dialect === 'all' ? (a) => nested.every((m) => m(a)) : (a) => nested.some((m) => m(a));
+      const nested = value.map((f, i) => compileOne(f, `${at}.${i}`, depth + 1, violations, counter));
+      return dialect === 'all' ? (a, e) => nested.every((m) => m(a, e)) : (a, e) => nested.some((m) => m(a, e));
     }
     case 'not': {
-      const nested = compileOne(value, at, depth + 1, violations);
-      return (a) => !nested(a);
+      const nested = compileOne(value, at, depth + 1, violations, counter);
+      return (a, e) => !nested(a, e);
     }
     default: {
       if (typeof value !== 'string' || value.trim() === '') {
         violations.push({ attribute: at, message: '"sql" needs a CloudEvents SQL expression string' });
         return never;
       }
+      if (value.length > MAX_SQL_LENGTH) {
+        violations.push({ attribute: at, message: `sql expressions may be at most ${MAX_SQL_LENGTH} characters (this one has ${value.length})` });
+        return never;
+      }
       try {
         const expression = compileCesql(value);
         // An unknown function can never evaluate: refuse it now rather than match nothing forever.
         for (const err of expression.staticErrors) violations.push({ attribute: at, message: `invalid CloudEvents SQL expression: ${err.message}` });
-        return (a) => cesqlMatches(expression, a);
+        return (a, e) => {
+          try {
+            const matched = cesqlMatches(expression, a, e.budget);
+            if (e.budget.remaining >= 0) return matched;
+            e.failure ??= new FilterEvaluationError('budget', at, `${at} needed more than the work budget of ${e.budget.limit} units (about one per character read) for this event`);
+          } catch (err) {
+            e.failure ??= failed(at, err);
+          }
+          return false;
+        };
       } catch (err) {
         if (!(err instanceof CesqlError)) throw err;
         violations.push({ attribute: at, message: `invalid CloudEvents SQL expression: ${err.message}` });
@@ -114,4 +224,44 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
       }
     }
   }
+}
+
+/** The part of a pino logger the reporter uses. */
+export interface WarnLog {
+  warn(obj: object, msg: string): void;
+}
+
+export interface FilterErrorReporterOptions {
+  log: WarnLog;
+  subscriptionId: string;
+  clock?: () => number;
+  /** At most one line per this many milliseconds; 60,000 by default. */
+  intervalMs?: number;
+  /** Called for every error, logged or not: where `herald_filter_errors_total{subscription}` is counted. */
+  count?: (err: FilterEvaluationError) => void;
+}
+
+/**
+ * An `onError` for {@link compileFilters} that logs at `warn`, at most once
+ * per interval for the subscription. A filter that fails on one event
+ * usually fails on every event like it, and one line per event would flood
+ * the log at the ingest rate; the line says how many were left out since the
+ * previous one (`suppressed`).
+ */
+export function createFilterErrorReporter(options: FilterErrorReporterOptions): (err: FilterEvaluationError) => void {
+  const { log, subscriptionId, clock = Date.now, intervalMs = 60_000, count } = options;
+  let lastAt = -Infinity;
+  let suppressed = 0;
+  return (err) => {
+    count?.(err);
+    const now = clock();
+    // A clock that went back (wall time adjusted) starts a new interval rather than silencing the log.
+    if (now - lastAt < intervalMs && now >= lastAt) {
+      suppressed++;
+      return;
+    }
+    lastAt = now;
+    log.warn({ subscription: subscriptionId, err, suppressed }, 'filter evaluation failed: the event does not match this subscription');
+    suppressed = 0;
+  };
 }

@@ -52,7 +52,11 @@ const deliveryChangeSchema = z.object({ ...deliveryShape, retry: retryChangeSche
 
 export type DeliveryOptions = z.output<typeof deliverySchema>;
 
-export const sinkSchema = z.url({ protocol: /^https?$/, error: 'sink must be an absolute http(s) URL' });
+/** An absolute http(s) URL whose port, if given, can be connected to (1–65535; not 0). */
+export const sinkSchema = z
+  .url({ protocol: /^https?$/, error: 'sink must be an absolute http(s) URL' })
+  // An unparsable URL has already failed above; only its own error is reported then.
+  .refine((sink) => !URL.canParse(sink) || new URL(sink).port !== '0', 'sink port must be between 1 and 65535');
 
 /**
  * Create request. `ackMode` and `retry` are also accepted at the top level
@@ -61,7 +65,7 @@ export const sinkSchema = z.url({ protocol: /^https?$/, error: 'sink must be an 
 export const createSubscriptionSchema = z
   .object({
     sink: sinkSchema,
-    filters: z.array(z.unknown()).max(100).default([]),
+    filters: z.array(z.unknown()).max(64).default([]),
     delivery: deliveryChangeSchema.default({}),
     startAt: z.enum(['latest', 'earliest']).default('latest'),
     ackMode: deliveryShape.ackMode.optional(),
@@ -72,7 +76,7 @@ export const createSubscriptionSchema = z
 export const patchSubscriptionSchema = z
   .object({
     sink: sinkSchema.optional(),
-    filters: z.array(z.unknown()).max(100).optional(),
+    filters: z.array(z.unknown()).max(64).optional(),
     delivery: deliveryChangeSchema.optional(),
   })
   .strict();

@@ -3,12 +3,13 @@ import { toStructured } from '../cloudevents/format';
 import type { Dispatcher } from '../delivery/dispatcher';
 import { newSigningSecret } from '../delivery/signing';
 import { AppError } from '../errors';
-import type { EventStore } from '../log/event-store';
+import { readOne, type EventStore } from '../log/event-store';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo } from '../store/dead-letters-repo';
 import { createSubscriptionsRepo, type SubscriptionRecord } from '../store/subscriptions-repo';
 import { parseInput } from '../api/query';
-import { compileFilters, type Matcher } from './filter';
+import type { Logger } from '../logger';
+import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from './filter';
 import { createSubscriptionSchema, deliverySchema, mergeDelivery, patchSubscriptionSchema } from './schema';
 
 interface Live {
@@ -19,7 +20,7 @@ interface Live {
 const REDRIVE_PAGE = 1000;
 
 /** Subscriptions: their records (SQLite `subscriptions`), validation, secrets, and the dispatcher's lifecycle hooks. */
-export function createSubscriptionsService(deps: { db: Db; store: EventStore; dispatcher: Dispatcher; clock?: () => number }) {
+export function createSubscriptionsService(deps: { db: Db; store: EventStore; dispatcher: Dispatcher; log: Logger; clock?: () => number }) {
   const clock = deps.clock ?? Date.now;
   const repo = createSubscriptionsRepo(deps.db);
   const deadLetters = createDeadLettersRepo(deps.db);
@@ -31,7 +32,15 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     return found;
   }
 
-  function attach(record: SubscriptionRecord, matcher = compileFilters(record.filters)): void {
+  const reporters = new Map<string, (err: FilterEvaluationError) => void>();
+  /** One reporter per subscription, kept across PATCHes, so "once a minute" holds per subscription. */
+  function matcherFor(id: string, filters: unknown): Matcher {
+    let report = reporters.get(id);
+    if (!report) reporters.set(id, (report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock })));
+    return compileFilters(filters, { onError: report });
+  }
+
+  function attach(record: SubscriptionRecord, matcher = matcherFor(record.id, record.filters)): void {
     const entry: Live = { record, matcher };
     live.set(record.id, entry);
     deps.dispatcher.add({
@@ -80,11 +89,12 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     },
     create(body: unknown) {
       const input = parseInput(createSubscriptionSchema, body, 'subscription');
-      const matcher = compileFilters(input.filters);
+      const id = randomUUID();
+      const matcher = matcherFor(id, input.filters);
       const delivery = parseInput(deliverySchema, mergeDelivery(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry }), 'delivery options');
       const now = clock();
       const record: SubscriptionRecord = {
-        id: randomUUID(),
+        id,
         sink: input.sink,
         filters: input.filters,
         delivery,
@@ -111,7 +121,7 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     patch(id: string, body: unknown) {
       const entry = liveOf(id);
       const input = parseInput(patchSubscriptionSchema, body, 'subscription update');
-      const matcher = input.filters !== undefined ? compileFilters(input.filters) : entry.matcher;
+      const matcher = input.filters !== undefined ? matcherFor(id, input.filters) : entry.matcher;
       const delivery = input.delivery !== undefined ? parseInput(deliverySchema, mergeDelivery(entry.record.delivery, input.delivery), 'delivery options') : entry.record.delivery;
       const record = save(entry, { sink: input.sink ?? entry.record.sink, filters: input.filters ?? entry.record.filters, delivery });
       entry.matcher = matcher;
@@ -122,6 +132,7 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       liveOf(id);
       deps.dispatcher.remove(id);
       live.delete(id);
+      reporters.delete(id);
       repo.remove(id);
     },
     pause(id: string) {
@@ -140,12 +151,12 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       const rows = deadLetters.page(id, page.after, page.limit);
       return {
         deadLetters: rows.map((row) => {
-          const stored = deps.store.read(row.partition, row.offset, 1)[0];
+          const stored = readOne(deps.store, row.partition, row.offset);
           return {
             id: row.id,
             partition: row.partition,
             offset: row.offset,
-            event: stored && stored.offset === row.offset ? toStructured(stored.event) : null,
+            event: stored && stored !== 'corrupt' ? toStructured(stored.event) : null,
             attempts: row.attempts,
             lastStatus: row.lastStatus,
             lastError: row.lastError,

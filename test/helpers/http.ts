@@ -65,3 +65,47 @@ export function postEventsRaw(
     }
   });
 }
+
+/** What {@link sendRaw} got back: status, headers, the body as text and, when it is JSON, parsed. */
+export interface RawResponse {
+  status: number;
+  headers: http.IncomingHttpHeaders;
+  text: string;
+  body: any;
+}
+
+/**
+ * Sends one request over node:http with the request target exactly as given (`fetch` and supertest
+ * normalise URLs, so absolute-form targets, `#fragments` or `%`-escaped letters would not reach the
+ * server as written). Sets Content-Length from `body` when there is one.
+ */
+export function sendRaw(
+  baseUrl: string,
+  method: string,
+  target: string,
+  opts: { headers?: Record<string, string>; body?: string | Buffer } = {},
+): Promise<RawResponse> {
+  const { hostname, port } = new URL(baseUrl);
+  const headers: Record<string, string> = { ...opts.headers };
+  if (opts.body !== undefined) headers['content-length'] = String(Buffer.byteLength(opts.body));
+  return new Promise((resolve, reject) => {
+    const req = http.request({ host: hostname, port, method, path: target, headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        const json = /^application\/(?:[\w.+-]+\+)?json/.test(res.headers['content-type'] ?? '');
+        let body: unknown = text;
+        try {
+          if (json && text) body = JSON.parse(text);
+        } catch (err) {
+          reject(err);
+          return;
+        }
+        resolve({ status: res.statusCode!, headers: res.headers, text, body });
+      });
+    });
+    req.on('error', reject);
+    req.end(opts.body);
+  });
+}

@@ -101,10 +101,12 @@ export interface Route {
   method: string;
   /** OpenAPI style: `/subscriptions/{id}`. */
   path: string;
+  /** The scope its first handler checks (`requireScope` in src/api/routing.ts); undefined if it does not start with one. */
+  scope?: string;
 }
 
 interface Layer {
-  route?: { path: unknown; methods: Record<string, boolean> };
+  route?: { path: unknown; methods: Record<string, boolean>; stack?: { handle?: { scope?: unknown } }[] };
   handle?: { stack?: Layer[] };
   rawPath?: unknown;
 }
@@ -127,9 +129,10 @@ function walk(stack: Layer[], prefix: string, routes: Route[]): void {
     if (layer.route) {
       if (typeof layer.route.path !== 'string') throw new Error(`cannot list a route whose path is ${String(layer.route.path)}`);
       const full = toOpenApiPath(prefix + layer.route.path);
+      const scope = layer.route.stack?.[0]?.handle?.scope;
       for (const method of Object.keys(layer.route.methods)) {
         if (method === '_all') throw new Error(`cannot list router.all('${full}')`);
-        routes.push({ method: method.toLowerCase(), path: full });
+        routes.push({ method: method.toLowerCase(), path: full, scope: typeof scope === 'string' ? scope : undefined });
       }
     } else if (layer.handle?.stack) {
       if (typeof layer.rawPath !== 'string') throw new Error('cannot list a router mounted on a non-string path');

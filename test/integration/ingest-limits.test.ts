@@ -1,6 +1,6 @@
 import request from 'supertest';
 import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
-import { postEventsRaw, type RawReply as Reply } from '../helpers/http';
+import { postEventsRaw, sendRaw, type RawReply as Reply } from '../helpers/http';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
 const KiB = 1024;
@@ -72,6 +72,27 @@ describe('request body limit at the default of 1 MiB', () => {
     const events = Array.from({ length: 20 }, (_, i) => ({ specversion: '1.0', id: `big-${i}`, source: '/limits', type: 't', data: 'y'.repeat(64 * KiB) }));
     expectTooLarge(await post(gw.url, { 'content-type': 'application/cloudevents-batch+json' }, Buffer.from(JSON.stringify(events))));
     expect(await heads(gw)).toEqual(before);
+  });
+
+  it('answers a batch of 400,000 invalid events with the first 100 violations and the count, in a small body', async () => {
+    const n = 400_000;
+    const body = `[${Array(n).fill('1').join(',')}]`; // 0.8 MB
+    expect(body.length).toBeLessThan(MiB);
+    const res = await sendRaw(gw.url, 'POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, body });
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.text.length).toBeLessThan(32 * KiB);
+    expect(res.body).toMatchObject({ code: 'invalid_event', truncated: true, totalErrors: n, detail: `${n} of ${n} events in the batch are invalid; none was stored` });
+    expect(res.body.errors).toHaveLength(100);
+    expect(res.body.errors[99]).toEqual({ index: 99, message: expect.any(String) });
+  });
+
+  it('lists every violation, without truncated or totalErrors, when there are at most 100', async () => {
+    const res = await sendRaw(gw.url, 'POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify(Array(100).fill(1)) });
+    expect(res.status).toBe(400);
+    expect(res.body.errors).toHaveLength(100);
+    expect(res.body).not.toHaveProperty('truncated');
+    expect(res.body).not.toHaveProperty('totalErrors');
   });
 });
 

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import request from 'supertest';
 import { useGatewayForFile } from '../helpers/gateway';
 import { postEventsRaw, type RawReply as Reply } from '../helpers/http';
@@ -17,6 +18,21 @@ const readBack = async (id: string, source = '/modes') => {
   return res.body.event as Record<string, unknown>;
 };
 const heads = async () => (await request(gw.url).get('/partitions')).body;
+
+/** Sends a request written out by hand over a plain socket; resolves with the status and body of the answer. */
+function rawHttp(text: string): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(gw.url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(text, 'latin1')); // Connection: close: the server ends it
+    const chunks: Buffer[] = [];
+    socket.on('data', (c: Buffer) => chunks.push(c));
+    socket.on('error', reject);
+    socket.on('close', () => {
+      const reply = Buffer.concat(chunks).toString('utf8');
+      resolve({ status: Number(/^HTTP\/1\.1 (\d{3})/.exec(reply)?.[1]), body: reply.slice(reply.indexOf('\r\n\r\n') + 4) });
+    });
+  });
+}
 
 /** POST /events with headers and body exactly as given; an array header value is sent as that many header lines. */
 const post = (headers: Record<string, string | string[]>, body: string | Buffer = '') => postEventsRaw(gw.url, headers, body);
@@ -80,12 +96,38 @@ describe('binary content mode', () => {
     ['a percent-encoded invalid UTF-8 sequence', '%C3%28'],
     ['a lone continuation byte', '%80'],
     ['a raw byte that is not UTF-8', 'caf\u00e9'],
-    ['a malformed escape', '%G0'],
+    ['a raw byte that is not UTF-8 next to a literal %', '50% caf\u00e9'],
+    ['an escape decoding to invalid UTF-8 next to a literal %', '50% %FF'],
   ])('answers 400 for a header with %s and stores nothing', async (_label, value) => {
     const before = await heads();
     const res = await postBinary(ce(nextId(), { 'ce-subject': value }));
     expectProblem(res, 400, 'invalid_event');
     expect(res.body.errors).toEqual([{ attribute: 'subject', message: expect.any(String) }]);
+    expect(await heads()).toEqual(before);
+  });
+
+  // The official JavaScript SDK (and curl users) send attribute values without percent-encoding them.
+  it.each([
+    ['a % followed by a space', '50% off', '50% off'],
+    ['a % at the end', 'up 100%', 'up 100%'],
+    ['a % followed by non-hex characters', '%G0 %zz', '%G0 %zz'],
+    ['a % followed by one hex digit', 'a%2', 'a%2'],
+    ['a % before a valid escape', '%%41', '%A'],
+    ['unescaped UTF-8 with a literal %', Buffer.from('café 50% off', 'utf8').toString('latin1'), 'café 50% off'],
+    ['a literal % next to valid escapes', 'caf%C3%A9 50% off', 'café 50% off'],
+  ])('takes %s literally and decodes the rest', async (_label, value, expected) => {
+    const id = nextId();
+    const res = await postBinary(ce(id, { 'ce-subject': value }));
+    expect(res.status).toBe(202);
+    expect((await readBack(id)).subject).toBe(expected);
+  });
+
+  it('refuses a repeated ce-id sent after more than 2,000 other headers', async () => {
+    const before = await heads();
+    const lines = [...Object.entries(ce(nextId())).map(([k, v]) => `${k}: ${v}`), ...Array.from({ length: 2000 }, () => 'x: 1'), 'ce-id: second'];
+    const { status, body } = await rawHttp(`POST /events HTTP/1.1\r\nhost: x\r\n${lines.join('\r\n')}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    expect(status).toBe(400);
+    expect(JSON.parse(body)).toMatchObject({ code: 'invalid_event', errors: [{ attribute: 'id', message: expect.stringContaining('2 times') }] });
     expect(await heads()).toEqual(before);
   });
 

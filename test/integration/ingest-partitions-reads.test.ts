@@ -1,7 +1,7 @@
 import { crc32 } from 'node:zlib';
 import request from 'supertest';
 import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
-import { postEventsRaw as post } from '../helpers/http';
+import { postEventsRaw as post, sendRaw } from '../helpers/http';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
 const PARTITIONS = 4;
@@ -185,5 +185,34 @@ describe('read endpoints', () => {
     expect(res.status).toBe(400);
     expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
     expect(res.body).toMatchObject({ type: 'urn:herald:problem:invalid_request', status: 400, code: 'invalid_request', errors: expect.any(Array) });
+  });
+
+  // Path and query integers are decimal digits only; what Number() would also take is refused.
+  it.each([
+    ['a blank partition', '/partitions/%20/events'],
+    ['a partition with a leading space', '/partitions/%201/events'],
+    ['a hexadecimal partition', '/partitions/0x1/events'],
+    ['a partition with a fraction of zero', '/partitions/1.0/events'],
+    ['a partition in exponent form', '/partitions/1e0/events'],
+    ['a partition with a plus sign', '/partitions/+1/events'],
+    ['a partition past the safe-integer range', '/partitions/9007199254740993/events'],
+    ['a from with a fraction of zero', '/partitions/0/events?from=9.0'],
+    ['a from in exponent form', '/partitions/0/events?from=9.3e2'],
+    ['a hexadecimal from', '/partitions/0/events?from=0x9'],
+    ['a from with spaces', '/partitions/0/events?from=%209'],
+    ['a from past the safe-integer range', '/partitions/0/events?from=9007199254740993'],
+    ['a limit of -0', '/partitions/0/events?limit=-0'],
+    ['a limit with a plus sign', '/partitions/0/events?limit=%2B5'],
+  ])('answers 400 for %s', async (_label, target) => {
+    const res = await sendRaw(gw.url, 'GET', target);
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(res.body).toMatchObject({ status: 400, code: 'invalid_request', errors: [expect.objectContaining({ message: expect.any(String) })] });
+  });
+
+  it('takes decimal digits, leading zeros included', async () => {
+    const res = await sendRaw(gw.url, 'GET', `/partitions/${String(partition).padStart(3, '0')}/events?from=003&limit=002`);
+    expect(res.status).toBe(200);
+    expect(res.body.events.map((e: { offset: number }) => e.offset)).toEqual([3, 4]);
   });
 });

@@ -61,7 +61,7 @@ describe('start-up refusals', () => {
     expect(refused.code).not.toBe(0);
     expect(oneLine(refused.stderr)).toContain('HERALD_PARTITIONS');
 
-    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '16' });
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '16', HERALD_RECOVERY: 'rebuild-events-only' });
     for (const r of acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
   });
 

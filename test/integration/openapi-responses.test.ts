@@ -56,12 +56,21 @@ const binaryHeaders = (id: string, source: string, type = 'com.example.contract'
 });
 const event = (id: string, source: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source, type: 'com.example.contract', ...extra });
 
-/** The body-parser failures every JSON-body operation documents: too large (413), non-UTF charset (415). */
+/**
+ * The body failures every JSON-body operation documents: too large (413); a non-UTF charset, a
+ * body that is not JSON or a body without Content-Type (415).
+ */
 async function expectJsonBodyErrors(method: string, url: string): Promise<void> {
   const tooLarge = await call(method, url, { headers: { 'content-type': 'application/json' }, body: OVER_JSON_LIMIT });
   expect(tooLarge.status).toBe(413);
   const latin1 = await call(method, url, { headers: { 'content-type': 'application/json; charset=latin1' }, body: '{}' });
   expect(latin1.status).toBe(415);
+  for (const contentType of ['text/plain', 'application/x-www-form-urlencoded', 'application/cloudevents+xml']) {
+    const other = await call(method, url, { headers: { 'content-type': contentType }, body: '{}' });
+    expect([contentType, other.status, other.body.code]).toEqual([contentType, 415, 'unsupported_media_type']);
+  }
+  const untyped = await call(method, url, { body: Buffer.from('{}') }); // fetch sends no Content-Type for bytes
+  expect(untyped.status).toBe(415);
 }
 
 describe('every operation answers as the contract says', () => {
@@ -97,6 +106,12 @@ describe('every operation answers as the contract says', () => {
     expect(tooLarge.status).toBe(413);
     const xml = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents+xml' }, body: '<event/>' });
     expect(xml.status).toBe(415);
+
+    // A long list of bad events gets the first 100 violations and the count of all of them.
+    const many = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify(Array(150).fill(1)) });
+    expect(many.status).toBe(400);
+    expect(many.body).toMatchObject({ code: 'invalid_event', truncated: true, totalErrors: 150 });
+    expect(many.body.errors).toHaveLength(100);
   });
 
   it('reads events back by source and id, and by partition', async () => {
@@ -118,6 +133,8 @@ describe('every operation answers as the contract says', () => {
     expect((await call('GET', `/partitions/${busy.partition}/events?from=${busy.headOffset + 5}`)).body).toEqual({ events: [], nextOffset: busy.headOffset });
     expect((await call('GET', '/partitions/0/events?limit=5000')).status).toBe(400);
     expect((await call('GET', '/partitions/abc/events')).status).toBe(400);
+    expect((await call('GET', '/partitions/0x1/events')).status).toBe(400);
+    expect((await call('GET', '/partitions/0/events?from=1e2')).status).toBe(400);
     expect((await call('GET', '/partitions/4/events')).status).toBe(404);
   });
 
@@ -197,6 +214,8 @@ describe('every operation answers as the contract says', () => {
     expect((await call('POST', cb('m1', 'extend'), { json: { ms: 1000 } })).status).toBe(409);
     expect((await call('POST', cb('m1', 'reject'), { json: {} })).status).toBe(409);
     expect((await call('POST', cb('m1', 'ack'), { json: { ignored: true } })).status).toBe(200);
+    // The body of an ack is ignored, whatever its type.
+    expect((await call('POST', cb('m1', 'ack'), { headers: { 'content-type': 'text/plain' }, body: 'thanks' })).status).toBe(200);
 
     // m2: nack with a delay far in the future; m3 and m4: rejected into the dead letters.
     const nacked = await call('POST', cb('m2', 'nack'), { json: { delayMs: 3_600_000 } });

@@ -3,6 +3,7 @@ import path from 'node:path';
 import request from 'supertest';
 import YAML from 'yaml';
 import { createApp } from '../../src/api/app';
+import { createAuthorizer } from '../../src/api/auth';
 import { createOpenApiRouter, OPENAPI_FILE } from '../../src/api/openapi-router';
 import { createLogger } from '../../src/logger';
 import { OPENAPI_FILE as CONTRACT } from '../helpers/openapi';
@@ -10,7 +11,7 @@ import { tmpDir, cleanupTmpDirs } from '../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
 
-const app = () => createApp({ log: createLogger('silent'), routers: [createOpenApiRouter()] });
+const app = () => createApp({ log: createLogger('silent'), authorize: createAuthorizer([]), routers: [createOpenApiRouter()] });
 
 describe('the contract router', () => {
   it('finds openapi/openapi.yaml from src/ and from the build in dist/', () => {
@@ -33,7 +34,7 @@ describe('the contract router', () => {
     const dir = tmpDir();
     const file = path.join(dir, 'openapi.yaml');
     fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: First, version: "1" }\npaths: {}\n');
-    const served = createApp({ log: createLogger('silent'), routers: [createOpenApiRouter({ file })] });
+    const served = createApp({ log: createLogger('silent'), authorize: createAuthorizer([]), routers: [createOpenApiRouter({ file })] });
     fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: Second, version: "1" }\npaths: {}\n');
     expect((await request(served).get('/openapi.json')).body.info.title).toBe('First');
     expect(() => createOpenApiRouter({ file: path.join(dir, 'missing.yaml') })).toThrow(/ENOENT/);
@@ -63,7 +64,7 @@ describe('the contract router', () => {
     const dir = tmpDir();
     const file = path.join(dir, 'openapi.yaml');
     fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: "</script><script>alert(1)</script>", version: "1" }\npaths: {}\n');
-    const page = await request(createApp({ log: createLogger('silent'), routers: [createOpenApiRouter({ file })] })).get('/docs').expect(200);
+    const page = await request(createApp({ log: createLogger('silent'), authorize: createAuthorizer([]), routers: [createOpenApiRouter({ file })] })).get('/docs').expect(200);
     expect(page.text).not.toContain('<script>alert(1)');
     expect(page.text).toContain('\\u003c/script>');
   });

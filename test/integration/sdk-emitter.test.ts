@@ -61,6 +61,16 @@ describe('CloudEvents SDK emitter over HTTP', () => {
 });
 
 describe('CloudEvents SDK messages', () => {
+  it('accepts attribute values the SDK sends without percent-encoding them, a literal % included', async () => {
+    const event = new CloudEvent({ ...base(nextId()), subject: 'Save 50% off, 100%25 sure', data: { ok: true } });
+    const message = HTTP.binary(event);
+    expect((message.headers as Record<string, string>)['ce-subject']).toBe('Save 50% off, 100%25 sure'); // sent as is
+    const res = await send(message);
+    expect(res.status).toBe(202);
+    // A valid escape is still decoded, as the HTTP binding says (a sender meaning "%25" must encode it as %2525).
+    expect((await readBack(event)).subject).toBe('Save 50% off, 100% sure');
+  });
+
   it.each([Mode.BINARY, Mode.STRUCTURED])('accepts string data with a text content type in %s mode and reads it back as the same text', async (mode) => {
     const event = new CloudEvent({ ...base(nextId()), datacontenttype: 'text/plain; charset=utf-8', data: 'Hello, 🌎!\nsecond line' });
     const res = await send(mode === Mode.BINARY ? HTTP.binary(event) : HTTP.structured(event));

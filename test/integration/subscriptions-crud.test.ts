@@ -93,6 +93,8 @@ describe('creating a subscription', () => {
     ['an unknown retry field', { delivery: { retry: { backoff: 'linear' } } }],
     ['an unknown format', { delivery: { format: 'xml' } }],
     ['an unknown startAt', { startAt: 'middle' }],
+    ['a sink on port 0', { sink: 'http://127.0.0.1:0/hook' }],
+    ['an https sink on port 0', { sink: 'https://example.com:0/hook' }],
   ])('refuses %s with 400', async (_name, body) => {
     const full = 'sink' in body || Object.keys(body).length === 0 ? body : { sink: receiver.url, ...body };
     const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
@@ -101,6 +103,43 @@ describe('creating a subscription', () => {
     expectProblem(res, 400, 'invalid_request');
     expect(res.body.errors.length).toBeGreaterThan(0);
     expect(await count()).toBe(before);
+  });
+});
+
+describe('request bodies that are not JSON', () => {
+  const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
+
+  it.each(['text/plain', 'application/x-www-form-urlencoded', 'application/octet-stream'])('refuses a %s create body with 415 and creates nothing', async (type) => {
+    const before = await count();
+    const res = await request(gw.url).post('/subscriptions').set('content-type', type).send(JSON.stringify({ sink: receiver.url }));
+    expectProblem(res, 415, 'unsupported_media_type');
+    expect(res.body.errors).toEqual([expect.objectContaining({ attribute: 'content-type' })]);
+    expect(await count()).toBe(before);
+  });
+
+  it('refuses a non-JSON update body with 415 and keeps the subscription as it was', async () => {
+    const sub = await create({ sink: receiver.url });
+    const res = await request(gw.url).patch(`/subscriptions/${sub.id}`).set('content-type', 'text/plain').send(JSON.stringify({ sink: 'http://127.0.0.1:9/elsewhere' }));
+    expectProblem(res, 415, 'unsupported_media_type');
+    expect((await getSub(sub.id)).sink).toBe(receiver.url);
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it('refuses a non-JSON redeliver body with 415, but takes a request without a body whatever its Content-Type', async () => {
+    const sub = await create({ sink: receiver.url });
+    const path = `/subscriptions/${sub.id}/dead-letters/redeliver`;
+    expectProblem(await request(gw.url).post(path).set('content-type', 'text/plain').send('{"ids":[]}'), 415, 'unsupported_media_type');
+    // No body: no Content-Length (or 0) and no Transfer-Encoding.
+    expect((await request(gw.url).post(path).set('content-type', 'text/plain')).status).toBe(202);
+    expect((await request(gw.url).post(path).set('content-type', 'text/plain').set('content-length', '0')).status).toBe(202);
+    expect((await request(gw.url).post(path)).status).toBe(202);
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it.each(['limit=1e2', 'limit=-0', 'after=0x1', 'after=1.0'])('refuses a dead-letter page with %s', async (query) => {
+    const sub = await create({ sink: receiver.url });
+    expectProblem(await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters?${query}`), 400, 'invalid_request');
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
   });
 });
 

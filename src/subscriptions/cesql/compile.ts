@@ -9,7 +9,10 @@ import {
   type ValueType,
   castTo,
   checkedInteger,
+  exhaust,
+  newBudget,
   readAttribute,
+  same,
   toBoolean,
   toInteger,
   toStringValue,
@@ -82,7 +85,13 @@ export function compileNode(node: Node, unresolved: ErrorRecord[]): Evaluator {
     case 'like': {
       const matches = compileLike(node.pattern);
       const { negated } = node;
-      return unary(compile(node.operand), 'boolean', (v) => matches(toStringValue(v)) !== negated);
+      return unary(compile(node.operand), 'boolean', (v, ctx) => {
+        const matched = ctx.budget.remaining >= 0 && matches(toStringValue(v), ctx.budget);
+        if (ctx.budget.remaining >= 0) return matched !== negated;
+        // Out of budget: neither answer is known, so neither LIKE nor NOT LIKE holds.
+        exhaust(ctx);
+        return false;
+      });
     }
     case 'in':
       return membership(compile(node.operand), node.set, compile, node.negated);
@@ -137,10 +146,11 @@ function logical(kind: 'and' | 'or', operands: readonly Evaluator[]): Evaluator 
 function comparison(operator: ComparisonOperator): (a: Value, b: Value, ctx: Context) => boolean {
   switch (operator) {
     case '=':
-      return (a, b, ctx) => castTo(a, typeOf(b), ctx) === b;
+      return (a, b, ctx) => same(castTo(a, typeOf(b), ctx), b, ctx);
     case '!=':
     case '<>':
-      return (a, b, ctx) => castTo(a, typeOf(b), ctx) !== b;
+      // Out of budget, `same` is false and this true, but the budget error already fails the expression.
+      return (a, b, ctx) => !same(castTo(a, typeOf(b), ctx), b, ctx);
     case '<':
       return (a, b, ctx) => toInteger(a, ctx) < toInteger(b, ctx);
     case '<=':
@@ -187,7 +197,7 @@ function membership(operand: Evaluator, set: readonly Node[], compile: (n: Node)
   if (literals !== undefined) {
     const byType = new Map<ValueType, { values: ReadonlySet<Value>; errors: ErrorRecord[] }>();
     for (const type of ['string', 'integer', 'boolean'] as const) {
-      const ctx: Context = { attributes: {}, errors: [] };
+      const ctx: Context = { attributes: {}, errors: [], budget: newBudget(Infinity), outOfBudget: false };
       byType.set(type, { values: new Set(literals.map((v) => castTo(v, type, ctx))), errors: ctx.errors });
     }
     return unary(operand, 'boolean', (v, ctx) => {
@@ -204,7 +214,7 @@ function membership(operand: Evaluator, set: readonly Node[], compile: (n: Node)
     if (ctx.errors.length !== before) return false;
     const type = typeOf(v);
     let found = false;
-    for (const element of values) found = castTo(element, type, ctx) === v || found;
+    for (const element of values) found = same(castTo(element, type, ctx), v, ctx) || found;
     return found !== negated;
   };
 }

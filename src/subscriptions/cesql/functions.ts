@@ -1,6 +1,7 @@
 import {
   INT_MAX,
   INT_MIN,
+  charge,
   type Context,
   type ParamType,
   type Value,
@@ -10,6 +11,7 @@ import {
   toBoolean,
   toInteger,
   toStringValue,
+  zeroOf,
 } from './values';
 
 /**
@@ -24,19 +26,35 @@ export interface FunctionDefinition {
   readonly call: (args: readonly Value[], ctx: Context) => Value;
 }
 
-// Only strings with surrogate pairs need the slower code point path; the
-// spec counts characters, and a UTF-16 length would count an emoji twice.
+// The spec counts characters, and a UTF-16 length would count an emoji twice.
+// Only strings with surrogates need the code point walk; the test is a fast scan.
 const SURROGATE = /[\uD800-\uDFFF]/;
+
+/** Whether a surrogate pair (one code point in two UTF-16 units) starts at `i`; lone surrogates count as one character, as in `Array.from`. */
+function pairAt(s: string, i: number): boolean {
+  const c = s.charCodeAt(i);
+  return c >= 0xd800 && c <= 0xdbff && (s.charCodeAt(i + 1) & 0xfc00) === 0xdc00;
+}
 
 function length(s: string): number {
   if (!SURROGATE.test(s)) return s.length;
   let n = 0;
-  for (const _ of s) n++;
+  for (let i = 0; i < s.length; i += pairAt(s, i) ? 2 : 1) n++;
   return n;
 }
 
+/** UTF-16 offset of code point `index` (clamped to the end). Walks the string instead of building an array of it. */
+function offsetOf(s: string, index: number): number {
+  let i = 0;
+  for (let n = 0; n < index && i < s.length; n++) i += pairAt(s, i) ? 2 : 1;
+  return i;
+}
+
+/** `slice` by code point indices (both ≥ 0). */
 function slice(s: string, start: number, end?: number): string {
-  return SURROGATE.test(s) ? Array.from(s).slice(start, end).join('') : s.slice(start, end);
+  if (!SURROGATE.test(s)) return s.slice(start, end);
+  const from = offsetOf(s, start);
+  return end === undefined ? s.slice(from) : s.slice(from, offsetOf(s, end));
 }
 
 function fail(ctx: Context, message: string): void {
@@ -45,6 +63,51 @@ function fail(ctx: Context, message: string): void {
 
 const str = (v: Value | undefined) => v as string;
 const int = (v: Value | undefined) => v as number;
+
+/**
+ * A string function whose work is proportional to its string argument: the
+ * argument's length times `weight` is charged to the evaluation's budget
+ * first, and the function returns its zero value if the budget cannot pay.
+ */
+function scanning(
+  params: readonly ParamType[],
+  returns: ValueType,
+  body: (args: readonly Value[], ctx: Context) => Value,
+  weight: (s: string) => number = () => 1,
+): FunctionDefinition {
+  const zero = zeroOf(returns);
+  return {
+    params,
+    returns,
+    call: (args, ctx) => {
+      const s = str(args[0]);
+      // The base charge first: working out the weight reads the string too.
+      if (!charge(ctx, s.length)) return zero;
+      const extra = weight(s) - 1;
+      return extra <= 0 || charge(ctx, s.length * extra) ? body(args, ctx) : zero;
+    },
+  };
+}
+
+// Weights keep a unit of budget within the cost of one character of a native
+// scan (a few nanoseconds), so that the budget bounds time. Code points are
+// counted by walking the string in JavaScript, up to three times for
+// SUBSTRING (length, start, end); full Unicode case mapping (ICU) costs up
+// to 40 times the ASCII fast path per character (lowercasing "İ" expands it).
+const NON_ASCII = /[^\x00-\x7f]/;
+const byCodePoint = (s: string) => (SURROGATE.test(s) ? 3 : 1);
+const caseMapping = (s: string) => (NON_ASCII.test(s) ? 6 : 1);
+
+/**
+ * Joins strings after charging their total length: checked before joining,
+ * so that `CONCAT(big, big, …)` never builds a string longer than the budget
+ * (V8 throws a RangeError past about 2^29 characters).
+ */
+function join(parts: readonly Value[], separator: string, ctx: Context): string {
+  let total = separator.length * Math.max(0, parts.length - 1);
+  for (const part of parts) total += str(part).length;
+  return charge(ctx, total) ? parts.join(separator) : '';
+}
 
 function substring(x: string, pos: number, len: number | undefined, ctx: Context): string {
   const n = length(x);
@@ -69,40 +132,32 @@ function substring(x: string, pos: number, len: number | undefined, ctx: Context
  */
 const BUILTINS: Readonly<Record<string, readonly FunctionDefinition[]>> = {
   // §3.5.1 String manipulation
-  LENGTH: [{ params: ['string'], returns: 'integer', call: ([x]) => length(str(x)) }],
-  CONCAT: [{ params: [], variadic: 'string', returns: 'string', call: (xs) => xs.join('') }],
-  CONCAT_WS: [{ params: ['string'], variadic: 'string', returns: 'string', call: ([sep, ...xs]) => xs.join(str(sep)) }],
-  LOWER: [{ params: ['string'], returns: 'string', call: ([x]) => str(x).toLowerCase() }],
-  UPPER: [{ params: ['string'], returns: 'string', call: ([x]) => str(x).toUpperCase() }],
-  TRIM: [{ params: ['string'], returns: 'string', call: ([x]) => str(x).trim() }],
+  LENGTH: [scanning(['string'], 'integer', ([x]) => length(str(x)), byCodePoint)],
+  CONCAT: [{ params: [], variadic: 'string', returns: 'string', call: (xs, ctx) => join(xs, '', ctx) }],
+  CONCAT_WS: [{ params: ['string'], variadic: 'string', returns: 'string', call: ([sep, ...xs], ctx) => join(xs, str(sep), ctx) }],
+  LOWER: [scanning(['string'], 'string', ([x]) => str(x).toLowerCase(), caseMapping)],
+  UPPER: [scanning(['string'], 'string', ([x]) => str(x).toUpperCase(), caseMapping)],
+  TRIM: [scanning(['string'], 'string', ([x]) => str(x).trim())],
   LEFT: [
-    {
-      params: ['string', 'integer'],
-      returns: 'string',
-      call: ([x, y], ctx) => {
-        if (int(y) >= 0) return slice(str(x), 0, int(y));
-        fail(ctx, `LEFT length ${int(y)} is negative`);
-        return str(x);
-      },
-    },
+    scanning(['string', 'integer'], 'string', ([x, y], ctx) => {
+      if (int(y) >= 0) return slice(str(x), 0, int(y));
+      fail(ctx, `LEFT length ${int(y)} is negative`);
+      return str(x);
+    }, byCodePoint),
   ],
   RIGHT: [
-    {
-      params: ['string', 'integer'],
-      returns: 'string',
-      call: ([x, y], ctx) => {
-        if (int(y) < 0) {
-          fail(ctx, `RIGHT length ${int(y)} is negative`);
-          return str(x);
-        }
-        const n = length(str(x));
-        return int(y) >= n ? str(x) : slice(str(x), n - int(y));
-      },
-    },
+    scanning(['string', 'integer'], 'string', ([x, y], ctx) => {
+      if (int(y) < 0) {
+        fail(ctx, `RIGHT length ${int(y)} is negative`);
+        return str(x);
+      }
+      const n = length(str(x));
+      return int(y) >= n ? str(x) : slice(str(x), n - int(y));
+    }, byCodePoint),
   ],
   SUBSTRING: [
-    { params: ['string', 'integer'], returns: 'string', call: ([x, pos], ctx) => substring(str(x), int(pos), undefined, ctx) },
-    { params: ['string', 'integer', 'integer'], returns: 'string', call: ([x, pos, len], ctx) => substring(str(x), int(pos), int(len), ctx) },
+    scanning(['string', 'integer'], 'string', ([x, pos], ctx) => substring(str(x), int(pos), undefined, ctx), byCodePoint),
+    scanning(['string', 'integer', 'integer'], 'string', ([x, pos, len], ctx) => substring(str(x), int(pos), int(len), ctx), byCodePoint),
   ],
   // §3.5.2 Math
   ABS: [
@@ -121,7 +176,7 @@ const BUILTINS: Readonly<Record<string, readonly FunctionDefinition[]>> = {
   INT: [{ params: ['any'], returns: 'integer', call: ([x], ctx) => toInteger(x!, ctx) }],
   BOOL: [{ params: ['any'], returns: 'boolean', call: ([x], ctx) => (typeof x === 'number' ? x !== 0 : toBoolean(x!, ctx)) }],
   STRING: [{ params: ['any'], returns: 'string', call: ([x]) => toStringValue(x!) }],
-  IS_INT: [{ params: ['string'], returns: 'boolean', call: ([x]) => parseInteger(str(x)) !== undefined }],
+  IS_INT: [scanning(['string'], 'boolean', ([x]) => parseInteger(str(x)) !== undefined)],
   IS_BOOL: [{ params: ['string'], returns: 'boolean', call: ([x]) => parseBoolean(str(x)) !== undefined }],
 };
 

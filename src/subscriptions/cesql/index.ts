@@ -1,11 +1,11 @@
 import { compileNode } from './compile';
 import { CesqlError, type ErrorRecord } from './errors';
 import { parse } from './parser';
-import type { Context, Value } from './values';
+import { type Budget, type Context, type Value, newBudget } from './values';
 
 export { CesqlError, type CesqlErrorKind } from './errors';
 export { MAX_DEPTH } from './parser';
-export type { Value as CesqlValue } from './values';
+export { WORK_BUDGET, newBudget as cesqlBudget, type Budget as CesqlBudget, type Value as CesqlValue } from './values';
 
 /** Context attributes of one event, extensions included, as the filter sees them. */
 export type CesqlAttributes = Record<string, string | number | boolean>;
@@ -22,8 +22,10 @@ export interface CesqlExpression {
    * returned in `errors` next to the value the spec defines for them.
    * Attribute values are read with their JSON type (string, integer or
    * boolean); numbers that are not 32-bit integers are read as their text.
+   * The work is charged to `budget` (a fresh {@link WORK_BUDGET} if absent);
+   * when it runs out, the result carries a `budget` error.
    */
-  evaluate(event: CesqlAttributes): CesqlResult;
+  evaluate(event: CesqlAttributes, budget?: Budget): CesqlResult;
   /**
    * Errors known before any event arrives: calls to functions that do not
    * exist with that number of arguments. Such an expression can never match,
@@ -37,7 +39,7 @@ export interface CesqlExpression {
 // objects (each captures a stack trace) for every non-matching event.
 const run = Symbol('cesql.run');
 interface Compiled extends CesqlExpression {
-  readonly [run]: (event: CesqlAttributes) => { value: Value; errors: ErrorRecord[] };
+  readonly [run]: (event: CesqlAttributes, budget: Budget) => { value: Value; errors: ErrorRecord[] };
 }
 
 /**
@@ -51,16 +53,16 @@ interface Compiled extends CesqlExpression {
 export function compileCesql(expression: string): CesqlExpression {
   const unresolved: ErrorRecord[] = [];
   const root = compileNode(parse(expression), unresolved);
-  const execute = (event: CesqlAttributes) => {
-    const ctx: Context = { attributes: event, errors: [] };
+  const execute = (event: CesqlAttributes, budget: Budget) => {
+    const ctx: Context = { attributes: event, errors: [], budget, outOfBudget: false };
     const value = root(ctx);
     return { value, errors: ctx.errors };
   };
   const compiled: Compiled = {
     [run]: execute,
     staticErrors: unresolved.map(toError),
-    evaluate(event) {
-      const { value, errors } = execute(event);
+    evaluate(event, budget = newBudget()) {
+      const { value, errors } = execute(event, budget);
       return { value, errors: errors.map(toError) };
     },
   };
@@ -73,10 +75,12 @@ export function compileCesql(expression: string): CesqlExpression {
  * that would cast to true (such as the string "true"): CESQL 1.0 §1.2 says
  * "If the output value is not a Boolean or any errors are returned, the event
  * MUST NOT pass the filter". Write `BOOL(myext)` to test a string attribute.
+ * A caller that must tell "too costly" from "does not match" passes its own
+ * `budget` and looks at `budget.remaining` (negative once exhausted).
  * @see cesql/spec.md §1.2; subscriptions/spec.md §3.2.4.1 (the `sql` dialect)
  */
-export function cesqlMatches(expr: CesqlExpression, event: CesqlAttributes): boolean {
-  const result = run in expr ? (expr as Compiled)[run](event) : expr.evaluate(event);
+export function cesqlMatches(expr: CesqlExpression, event: CesqlAttributes, budget: Budget = newBudget()): boolean {
+  const result = run in expr ? (expr as Compiled)[run](event, budget) : expr.evaluate(event, budget);
   return result.value === true && result.errors.length === 0;
 }
 

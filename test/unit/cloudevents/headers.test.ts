@@ -44,10 +44,21 @@ describe('decodeHeaderValue', () => {
     expect(decodeHeaderValue('%2541')).toBe('%41');
   });
 
-  it('refuses malformed percent escapes', () => {
-    for (const raw of ['%', 'abc%', '%4', '%G1', '%%41', 'a%2']) {
-      expect(() => decodeHeaderValue(raw)).toThrow(HeaderDecodeError);
-    }
+  it('takes a % not followed by two hex digits literally, as senders that do not percent-encode mean it', () => {
+    expect(decodeHeaderValue('%')).toBe('%');
+    expect(decodeHeaderValue('abc%')).toBe('abc%');
+    expect(decodeHeaderValue('%4')).toBe('%4');
+    expect(decodeHeaderValue('%G1')).toBe('%G1');
+    expect(decodeHeaderValue('%%41')).toBe('%A');
+    expect(decodeHeaderValue('a%2')).toBe('a%2');
+    expect(decodeHeaderValue('50% off')).toBe('50% off');
+    expect(decodeHeaderValue(asReceived('café 50% off'))).toBe('café 50% off');
+    expect(decodeHeaderValue('"50% off"')).toBe('50% off');
+  });
+
+  it('still refuses invalid UTF-8 next to a literal %', () => {
+    expect(() => decodeHeaderValue('50% %FF')).toThrow(/UTF-8/);
+    expect(() => decodeHeaderValue('50% caf\u00e9')).toThrow(/UTF-8/);
   });
 
   it('refuses bytes that are not valid UTF-8 once decoded', () => {

@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { bindingHeaders, contentModeOf, parseHttpMessage, type HttpMessage } from '../../../src/cloudevents/parse';
-import { AppError } from '../../../src/errors';
+import { AppError, MAX_PROBLEM_ERRORS } from '../../../src/errors';
 
 const ceHeaders = { 'ce-specversion': ['1.0'], 'ce-id': ['b-1'], 'ce-source': ['/binary'], 'ce-type': ['com.example.binary'] };
 const event = { specversion: '1.0', id: 's-1', source: '/structured', type: 'com.example.structured' };
@@ -72,6 +72,11 @@ describe('parseHttpMessage in binary mode', () => {
     expect(parsed.events[0]!.attributes).toMatchObject({ count: '42', flag: 'true' });
   });
 
+  it('takes a % that starts no escape literally', () => {
+    const parsed = parseHttpMessage({ headers: { ...ceHeaders, 'ce-subject': ['50% off, 100%'] }, body: Buffer.alloc(0) });
+    expect(parsed.events[0]!.attributes.subject).toBe('50% off, 100%');
+  });
+
   it('refuses a header that is not valid UTF-8 after decoding, naming the attribute', () => {
     const err = refusal({ headers: { ...ceHeaders, 'ce-subject': ['%C3%28'] }, body: Buffer.alloc(0) });
     expect(err.code).toBe('invalid_event');
@@ -100,8 +105,8 @@ describe('parseHttpMessage in binary mode', () => {
   });
 
   it('reports a header decoding failure once, not again as a missing attribute', () => {
-    const err = refusal({ headers: { ...ceHeaders, 'ce-id': ['%ZZ'] }, body: Buffer.alloc(0) });
-    expect(err.details).toEqual([{ attribute: 'id', message: expect.stringContaining('percent') }]);
+    const err = refusal({ headers: { ...ceHeaders, 'ce-id': ['%FF'] }, body: Buffer.alloc(0) });
+    expect(err.details).toEqual([{ attribute: 'id', message: expect.stringContaining('UTF-8') }]);
   });
 });
 
@@ -159,6 +164,16 @@ describe('parseHttpMessage in batch mode', () => {
       { index: 4, attribute: 'time', message: expect.any(String) },
       { index: 4, attribute: 'ext', message: expect.any(String) },
     ]);
+    expect(err.totalErrors).toBe(4);
+  });
+
+  it('keeps the first 100 violations of a long batch and counts them all', () => {
+    const items = [...Array.from({ length: 150 }, () => 'x'), ...Array.from({ length: 50 }, () => ({ ...event, id: '', time: 'never' })), event];
+    const err = refusal(batch(items));
+    expect(err.details).toHaveLength(MAX_PROBLEM_ERRORS);
+    expect(err.details[99]).toEqual({ index: 99, message: 'an event must be a JSON object' });
+    expect(err.totalErrors).toBe(150 + 50 * 2);
+    expect(err.message).toBe('200 of 201 events in the batch are invalid; none was stored');
   });
 });
 

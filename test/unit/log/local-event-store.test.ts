@@ -114,7 +114,7 @@ describe('local event store: group commit', () => {
     expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
     expect(new Set(results.map((r) => `${r.partition}/${r.offset}`)).size).toBe(1);
     expect(total(store.heads())).toBe(1);
-    expect(store.read(results[0]!.partition, 0, 10)).toHaveLength(1);
+    expect(store.read(results[0]!.partition, 0, 10).events).toHaveLength(1);
   });
 
   it('makes a resend wait for the first send still committing, then answers with its offset', async () => {
@@ -195,6 +195,24 @@ describe('local event store: failed appends', () => {
   });
 });
 
+describe('local event store: events that cannot be encoded', () => {
+  it('leaves every head where it was and stores nothing of the request, so no offset is burnt', async () => {
+    const { store } = openStore();
+    const [before] = await store.append([ev('e0')]);
+    const unencodable: CloudEvent = { ...ev('bad'), data: { kind: 'json', value: { n: 1n } } }; // JSON.stringify throws on a BigInt
+    // Same partition key as e0 for every event, so a burnt offset would show as a gap there.
+    const sameKey = (e: CloudEvent): CloudEvent => ({ ...e, attributes: { ...e.attributes, partitionkey: 'k' } });
+    const heads = store.heads().slice();
+    await expect(store.append([sameKey(ev('e1')), sameKey(unencodable), sameKey(ev('e2'))])).rejects.toMatchObject({ code: 'invalid_event' });
+    expect(store.heads()).toEqual(heads);
+    expect(store.lookup('/store', 'e1')).toBeUndefined();
+    const after = await store.append([sameKey(ev('e1')), sameKey(ev('e2'))]);
+    const p = after[0]!.partition;
+    expect(after.map((r) => r.offset)).toEqual([heads[p]!, heads[p]! + 1]);
+    expect(before).toBeDefined();
+  });
+});
+
 describe('local event store: idempotency window', () => {
   it('answers duplicate within the window and stores again once the window has been pruned', async () => {
     const { store, db, clock } = openStore();
@@ -221,12 +239,12 @@ describe('local event store: idempotency window', () => {
     await o.close();
     removeDatabase(o.dir);
 
-    const again = openStore(o.dir, {}, { now: T0 + WINDOW_MS + 300 }); // "old" is past the window, "recent" is not
+    const again = openStore(o.dir, { recovery: new Set(['rebuild-events-only']) }, { now: T0 + WINDOW_MS + 300 }); // "old" is past the window, "recent" is not
     expect(again.store.recovery).toMatchObject({ rebuiltRecords: 2, truncatedBytes: 0, rolledBackRecords: 0 });
     expect(again.store.heads()).toEqual(heads);
     expect(again.store.lookup('/store', 'old')).toBeUndefined();
     expect(again.store.lookup('/store', 'recent')).toMatchObject({ offset: recent!.offset });
-    expect(again.store.read(old!.partition, old!.offset, 1)[0]!.event.attributes.id).toBe('old');
+    expect(again.store.read(old!.partition, old!.offset, 1).events[0]!.event.attributes.id).toBe('old');
     const results = await again.store.append([ev('old'), ev('recent')]);
     expect(results.map((r) => r.duplicate)).toEqual([false, true]);
   });
@@ -262,7 +280,7 @@ describe('local event store: recovery', () => {
   it.each([
     ['on a record boundary', 0],
     ['in the middle of a record', 7],
-  ])('forgets rows the log no longer has when SQLite is ahead of it (cut %s)', async (_name, extra) => {
+  ])('forgets rows the log no longer has when SQLite is ahead of it (cut %s), never reusing their offsets', async (_name, extra) => {
     const o = openStore();
     const stored = [];
     for (let i = 0; i < 6; i++) stored.push(...(await o.store.append([ev(`s${i}`)])));
@@ -277,31 +295,35 @@ describe('local event store: recovery', () => {
     expect(again.store.recovery).toMatchObject({ rolledBackRecords: 2, truncatedBytes: extra });
     const lost = stored.slice(4);
     for (const r of lost) expect(again.store.lookup(r.source, r.id)).toBeUndefined();
-    const expectedHeads = headsBefore.slice();
-    for (const r of lost) expectedHeads[r.partition] = Math.min(expectedHeads[r.partition]!, r.offset);
-    expect(again.store.heads()).toEqual(expectedHeads);
-    for (const r of stored.slice(0, 4)) expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
-    for (const r of lost) expect(await again.store.append([ev(r.id)])).toEqual([{ ...r, duplicate: false }]);
+    expect(again.store.recovery.lostOffsets).toBe(2);
     expect(again.store.heads()).toEqual(headsBefore);
+    for (const r of stored.slice(0, 4)) expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
+    const next = headsBefore.slice();
+    for (const r of lost) expect(await again.store.append([ev(r.id)])).toEqual([{ ...r, offset: next[r.partition]!++, duplicate: false }]);
+    expect(again.store.heads()).toEqual(next);
   });
 
-  it('rolls back to a hole left by an older segment that lost its unsynced tail (fsync=never)', async () => {
+  it('keeps the records after a hole left by an older segment that lost its unsynced tail (fsync=never), and reuses no offset', async () => {
     const o = openStore(tmpDir(), { fsync: 'never', segmentBytes: 2048 });
     const stored = [];
     for (let i = 0; i < 40; i++) stored.push(...(await o.store.append([ev(`h${i}`)])));
+    const headsBefore = o.store.heads().slice();
     await o.close();
     const files = segmentFiles(o.dir);
     expect(files.length).toBeGreaterThan(2);
     const ends = recordEnds(files[0]!);
     fs.truncateSync(files[0]!, ends.at(-2)!); // the first segment's last record never reached the disk
-    const kept = ends.length - 1;
+    const lostIndex = ends.length - 1;
 
     const again = openStore(o.dir, { fsync: 'never', segmentBytes: 2048 });
-    expect(again.store.recovery.rolledBackRecords).toBe(40 - kept);
-    for (const r of stored.slice(0, kept)) expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
-    for (const r of stored.slice(kept)) expect(again.store.lookup(r.source, r.id)).toBeUndefined();
-    for (const r of stored.slice(kept)) expect(await again.store.append([ev(r.id)])).toEqual([{ ...r, duplicate: false }]);
-    for (const r of stored) expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
+    expect(again.store.recovery.lostOffsets).toBe(1);
+    expect(again.store.heads()).toEqual(headsBefore);
+    stored.forEach((r, i) => {
+      if (i === lostIndex) expect(again.store.lookup(r.source, r.id)).toBeUndefined();
+      else expect(again.store.lookup(r.source, r.id)).toMatchObject({ offset: r.offset });
+    });
+    const lost = stored[lostIndex]!;
+    expect(await again.store.append([ev(lost.id)])).toEqual([{ ...lost, offset: headsBefore[lost.partition], duplicate: false }]);
   });
 
   it('rebuilds a lost SQLite database from a log spread over many segments', async () => {
@@ -313,7 +335,9 @@ describe('local event store: recovery', () => {
     expect(segmentFiles(o.dir).length).toBeGreaterThan(3);
     removeDatabase(o.dir);
 
-    const again = openStore(o.dir, { segmentBytes: 4096 });
+    expect(() => openStore(o.dir, { segmentBytes: 4096 })).toThrow(/herald\.db is missing or empty/);
+    removeDatabase(o.dir);
+    const again = openStore(o.dir, { segmentBytes: 4096, recovery: new Set(['rebuild-events-only']) });
     expect(again.store.recovery).toMatchObject({ rebuiltRecords: 100, truncatedBytes: 0 });
     expect(again.store.heads()).toEqual(heads);
     for (const r of stored) expect(again.store.lookup(r.source, r.id)).toMatchObject({ partition: r.partition, offset: r.offset });
@@ -327,7 +351,12 @@ describe('local event store: recovery', () => {
     removeDatabase(o.dir);
     expect(() => openStore(o.dir, { partitions: 4 })).toThrow(StartupError);
     expect(() => openStore(o.dir, { partitions: 4 })).toThrow(/HERALD_PARTITIONS=4/);
-    const again = openStore(o.dir, { partitions: 16 });
+    // Without herald.json either (a data dir from before it existed), the log itself still guards the count.
+    fs.rmSync(path.join(o.dir, 'herald.json'));
+    removeDatabase(o.dir);
+    expect(() => openStore(o.dir, { partitions: 4, recovery: new Set(['rebuild-events-only']) })).toThrow(/holds events of partition/);
+    removeDatabase(o.dir);
+    const again = openStore(o.dir, { partitions: 16, recovery: new Set(['rebuild-events-only']) });
     expect(again.store.lookup('/store', 'p0')).toMatchObject({ offset: stored[0]!.offset });
   });
 

@@ -48,7 +48,7 @@ describe('encodeRecord and decodeRecord', () => {
       fc.property(attrs, data, fc.integer({ min: 0, max: 65535 }), fc.nat({ max: Number.MAX_SAFE_INTEGER }), fc.nat(), (extra, d, partition, offset, storedAt) => {
         const original: LogRecord = { partition, offset, storedAt, event: { attributes: { ...extra, ...attributes }, data: d } };
         const frame = encodeRecord(original);
-        expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length });
+        expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length, padding: false });
         expect(decodeRecord(frame)).toEqual(original);
       }),
       { numRuns: 300 },
@@ -60,13 +60,13 @@ describe('checkFrame', () => {
   const frame = encodeRecord(record({ kind: 'json', value: { a: 'b' } }));
 
   it('accepts an intact frame and reports its length', () => {
-    expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length });
+    expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length, padding: false });
   });
 
   it('checks a frame at an offset inside a larger buffer', () => {
     const second = encodeRecord(record({ kind: 'bytes', bytes: Buffer.from('second') }, { offset: 18 }));
     const buf = Buffer.concat([frame, second, Buffer.from([1, 2, 3])]);
-    expect(checkFrame(buf, frame.length)).toEqual({ status: 'ok', length: second.length });
+    expect(checkFrame(buf, frame.length)).toEqual({ status: 'ok', length: second.length, padding: false });
     expect(decodeRecord(buf.subarray(frame.length, frame.length + second.length)).offset).toBe(18);
   });
 

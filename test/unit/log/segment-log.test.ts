@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { decodeRecord, encodeRecord } from '../../../src/log/record';
-import { openSegmentLog, type SegmentLog } from '../../../src/log/segment-log';
+import { CorruptLogError, openSegmentLog, type SegmentLog } from '../../../src/log/segment-log';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
@@ -41,9 +41,9 @@ async function appendAll(log: SegmentLog, frames: Buffer[]): Promise<number[]> {
   return positions;
 }
 
-function scanAll(log: SegmentLog, from = 0) {
+function scanAll(log: SegmentLog, from = 0, skipCorrupt = false) {
   const seen: { position: number; offset: number; length: number }[] = [];
-  const result = log.scan(from, (position, f) => seen.push({ position, offset: decodeRecord(f).offset, length: f.length }));
+  const result = log.scan(from, (position, f) => seen.push({ position, offset: decodeRecord(f).offset, length: f.length }), { skipCorrupt });
   return { ...result, seen };
 }
 
@@ -61,7 +61,7 @@ describe('segment log', () => {
     const { log, dir } = openLog(path.join(tmpDir(), 'wal'));
     expect(fs.readdirSync(dir)).toEqual([segName(0)]);
     expect(log.end()).toBe(0);
-    expect(scanAll(log)).toEqual({ end: 0, truncatedBytes: 0, scannedBytes: 0, seen: [] });
+    expect(scanAll(log)).toEqual({ end: 0, truncatedBytes: 0, scannedBytes: 0, seen: [], lost: [] });
   });
 
   it('appends a group of frames in one write and scans every record back at its position', async () => {
@@ -134,52 +134,82 @@ describe('segment log', () => {
     expect(end).toBe(good);
     expect(truncatedBytes).toBe(garbage.length);
     expect(fs.statSync(file).size).toBe(good);
-    expect(after.warnings).toEqual(['log: cutting torn or corrupt tail']);
+    expect(after.warnings).toEqual(['log: cutting torn tail']);
     expect(await after.log.append([frame(2)], frame(2).length)).toBe(good);
     expect(scanAll(after.log).seen.map((r) => r.offset)).toEqual([0, 1, 2]);
   });
 
-  it('cuts at a corrupt record in an older segment and sets later segments aside without deleting them', async () => {
+  it('refuses a corrupt record with intact records after it, changing nothing; skip-corrupt pads over it and keeps the rest', async () => {
     const o = openLog(tmpDir(), 1000);
     const positions = await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'z'.repeat(100))));
     const files = o.log.segmentFiles();
-    const logEnd = o.log.end();
     expect(files.length).toBeGreaterThan(2);
     const firstFile = files[0]!;
     const secondRecord = positions[1]!;
     const fd = fs.openSync(firstFile, 'r+');
     fs.writeSync(fd, Buffer.from([0xaa]), 0, 1, secondRecord + 20); // flip a body byte of record 1
     fs.closeSync(fd);
+    const damaged = fs.readFileSync(firstFile);
+    const after = reopen(o, 1000);
+    expect(() => scanAll(after.log)).toThrow(CorruptLogError);
+    expect(() => scanAll(after.log)).toThrow(`${firstFile} at byte ${secondRecord} (checksum mismatch), and 28 intact record(s) follow`);
+    expect(fs.readFileSync(firstFile).equals(damaged)).toBe(true);
+    expect(after.log.segmentFiles()).toEqual(files);
+
+    const { seen, lost } = scanAll(after.log, 0, true);
+    expect(seen.map((r) => r.offset)).toEqual(Array.from({ length: 30 }, (_, i) => i).filter((i) => i !== 1));
+    expect(lost).toEqual([{ from: secondRecord, to: positions[2], reason: 'checksum mismatch' }]);
+    expect(after.log.segmentFiles()).toEqual(files);
+    const side = fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'));
+    expect(side).toEqual([`${path.basename(firstFile)}.corrupt-${secondRecord}`]);
+    expect(fs.readFileSync(path.join(o.dir, side[0]!)).equals(damaged.subarray(secondRecord, positions[2]))).toBe(true);
+    // The padding is a valid frame: a plain scan now passes.
+    expect(scanAll(reopen(after, 1000).log).seen).toHaveLength(29);
+  });
+
+  it('cuts a torn tail whose later segments hold only garbage, setting them aside without deleting them', async () => {
+    const o = openLog(tmpDir(), 1000);
+    const positions = await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'z'.repeat(100))));
+    const files = o.log.segmentFiles();
+    for (const later of files.slice(1)) fs.writeFileSync(later, Buffer.alloc(fs.statSync(later).size, 0xab));
+    const garbageAfter = files.slice(1).reduce((n, f) => n + fs.statSync(f).size, 0);
+    fs.truncateSync(files[0]!, positions[1]! + 7);
     const after = reopen(o, 1000);
     const { seen, end, truncatedBytes } = scanAll(after.log);
     expect(seen.map((r) => r.offset)).toEqual([0]);
-    expect(end).toBe(secondRecord);
-    expect(truncatedBytes).toBe(logEnd - secondRecord);
-    expect(after.log.segmentFiles()).toEqual([firstFile]);
-    const setAside = fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'));
-    expect(setAside).toHaveLength(files.length - 1);
-    // A reopened log does not pick the set-aside files up again.
-    expect(scanAll(reopen(after, 1000).log).seen).toHaveLength(1);
+    expect(end).toBe(positions[1]);
+    expect(truncatedBytes).toBe(7 + garbageAfter);
+    expect(after.log.segmentFiles()).toEqual([files[0]]);
+    expect(fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'))).toHaveLength(files.length - 1);
   });
 
-  it.each([
-    ['on a record boundary', 0],
-    ['inside a record', 5],
-  ])('cuts the log where an older segment ends short of the next one (unsynced tail lost %s), even when asked to scan only the newest', async (_name, extra) => {
+  it('keeps later segments when an older one lost its unsynced tail on a record boundary, reporting the hole', async () => {
     const o = openLog(tmpDir(), 1000);
-    const positions = await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))));
+    await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))));
     const files = o.log.segmentFiles();
     expect(files.length).toBeGreaterThan(2);
     const ends = recordEndsOf(files[0]!);
-    fs.truncateSync(files[0]!, ends.at(-2)! + extra); // a power cut took (part of) the last record of the first segment
+    fs.truncateSync(files[0]!, ends.at(-2)!); // a power cut took the last record of the first segment
     const after = reopen(o, 1000);
-    const { seen, end } = scanAll(after.log, after.log.activeSegmentBase());
-    expect(end).toBe(ends.at(-2));
-    expect(seen.every((r) => r.position < ends.at(-2)!)).toBe(true);
-    expect(after.log.segmentFiles()).toEqual([files[0]]);
-    expect(fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'))).toHaveLength(files.length - 1);
-    expect(await after.log.append([frame(99)], frame(99).length)).toBe(ends.at(-2));
-    expect(positions).toContain(ends.at(-2)); // the cut is on the boundary of a record that was lost
+    const { seen, lost } = scanAll(after.log, after.log.activeSegmentBase());
+    expect(lost).toEqual([{ from: ends.at(-2), to: ends.at(-1), reason: expect.stringContaining('short') }]);
+    expect(after.log.segmentFiles()).toEqual(files);
+    expect(seen.length).toBeGreaterThan(0);
+  });
+
+  it('refuses an older segment that lost its tail inside a record (intact records follow), unless skip-corrupt', async () => {
+    const o = openLog(tmpDir(), 1000);
+    await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))));
+    const files = o.log.segmentFiles();
+    const ends = recordEndsOf(files[0]!);
+    fs.truncateSync(files[0]!, ends.at(-2)! + 5);
+    const after = reopen(o, 1000);
+    expect(() => scanAll(after.log, after.log.activeSegmentBase())).toThrow(CorruptLogError);
+    const { lost } = scanAll(after.log, after.log.activeSegmentBase(), true);
+    expect(lost.map((r) => [r.from, r.to])).toEqual([[ends.at(-2), ends.at(-1)]]); // the partial record and the hole after it
+    expect(fs.statSync(files[0]!).size).toBe(ends.at(-2));
+    expect(after.log.segmentFiles()).toEqual(files);
+    expect(fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'))).toEqual([`${path.basename(files[0]!)}.corrupt-${ends.at(-2)}`]);
   });
 
   it('truncate undoes an append so the next append takes its position', async () => {

@@ -1,5 +1,16 @@
+import { Writable } from 'node:stream';
+import pino from 'pino';
 import { AppError } from '../../../src/errors';
-import { compileFilters, type Attributes } from '../../../src/subscriptions/filter';
+import {
+  FilterEvaluationError,
+  MAX_FILTER_DEPTH,
+  MAX_FILTER_NODES,
+  MAX_SQL_LENGTH,
+  compileFilters,
+  createFilterErrorReporter,
+  type Attributes,
+  type WarnLog,
+} from '../../../src/subscriptions/filter';
 
 /** Filter dialects of the CloudEvents Subscriptions API (§3.2.4), compiled to one matcher per subscription. */
 
@@ -181,5 +192,176 @@ describe('compileFilters: malformed filters', () => {
     let fine: unknown = { exact: { type: 'x' } };
     for (let i = 0; i < 7; i++) fine = { not: { not: fine } }; // 14 levels: within the limit
     expect(matches([fine], { ...event, type: 'x' })).toBe(true);
+  });
+});
+
+describe('compileFilters: size limits (issue 8)', () => {
+  const nest = (levels: number): unknown => {
+    let filter: unknown = { exact: { type: 'x' } };
+    for (let i = 0; i < levels; i++) filter = { not: { not: filter } };
+    return filter;
+  };
+
+  it(`refuses a sql expression over ${MAX_SQL_LENGTH} characters, naming the limit`, () => {
+    const sql = (length: number) => `type = '${'x'.repeat(length - 9)}'`;
+    expect(sql(4097)).toHaveLength(4097);
+    expect(violationsOf([{ exact: { type: 'x' } }, { sql: sql(4097) }])).toEqual([
+      { attribute: 'filters.1.sql', message: expect.stringContaining('sql expressions may be at most 4096 characters') },
+    ]);
+    expect(matches([{ sql: sql(4096) }])).toBe(false);
+  });
+
+  it(`refuses more than ${MAX_FILTER_NODES} filter objects in all, nested ones included, naming the limit`, () => {
+    const leaf = { exact: { type: 'com.example.order.created' } };
+    expect(violationsOf(Array.from({ length: 65 }, () => leaf))).toEqual([
+      { attribute: 'filters', message: expect.stringContaining('at most 64 filter expressions') },
+    ]);
+    expect(violationsOf([{ all: Array.from({ length: 64 }, () => leaf) }])).toHaveLength(1);
+    expect(violationsOf([leaf, { any: [{ not: leaf }, ...Array.from({ length: 61 }, () => leaf)] }])[0]!.message).toMatch(/64/);
+    expect(matches(Array.from({ length: 64 }, () => leaf))).toBe(true);
+    expect(matches([{ all: Array.from({ length: 63 }, () => leaf) }])).toBe(true);
+  });
+
+  it(`refuses nesting deeper than ${MAX_FILTER_DEPTH} levels, naming the limit`, () => {
+    const tooDeep = { not: nest(8) }; // 17 levels below the top-level filter
+    expect(violationsOf([tooDeep])).toEqual([{ attribute: `filters.0${'.not'.repeat(17)}`, message: 'filters may nest at most 16 levels' }]);
+    expect(matches([nest(8)], { ...event, type: 'x' })).toBe(true);
+  });
+});
+
+describe('compileFilters: failures while matching (issue 8)', () => {
+  const KB = 1024;
+
+  function compileWithErrors(filters: unknown[], options: { budget?: number } = {}) {
+    const errors: FilterEvaluationError[] = [];
+    const matcher = compileFilters(filters, { ...options, onError: (err) => errors.push(err) });
+    return { matcher, errors };
+  }
+
+  it('does not match, and reports, a CONCAT that would build a string longer than V8 allows (defect 7)', () => {
+    const { matcher, errors } = compileWithErrors([{ sql: `CONCAT(${Array.from({ length: 600 }, () => 'big').join(', ')}) = 'z'` }]);
+    const attributes = { ...event, big: 'x'.repeat(900 * KB) };
+    expect(() => matcher(attributes)).not.toThrow();
+    expect(matcher(attributes)).toBe(false);
+    expect(errors).toHaveLength(2);
+    expect(errors[0]).toBeInstanceOf(FilterEvaluationError);
+    expect(errors[0]).toMatchObject({ reason: 'budget', path: 'filters.0.sql' });
+    expect(errors[0]!.message).toMatch(/work budget of 1000000 units/);
+  });
+
+  it('does not match, and reports, an evaluation that runs out of budget — also under `not`', () => {
+    const big = 'a'.repeat(600 * KB);
+    const costly = { sql: "LOWER(big) = 'x' OR UPPER(big) = 'y'" };
+    for (const filters of [[costly], [{ not: costly }], [{ any: [costly, { exact: { tenant: 'acme' } }] }], [{ not: { not: costly } }]]) {
+      const { matcher, errors } = compileWithErrors(filters);
+      expect(matcher({ ...event, big })).toBe(false);
+      expect(errors.map((e) => e.reason)).toEqual(['budget']);
+    }
+  });
+
+  it('shares one budget between the sql filters of a list', () => {
+    const big = 'a'.repeat(600 * KB);
+    const one = { sql: "LOWER(big) != 'x'" };
+    expect(compileWithErrors([one]).matcher({ ...event, big })).toBe(true);
+    const { matcher, errors } = compileWithErrors([one, one]);
+    expect(matcher({ ...event, big })).toBe(false);
+    expect(errors).toMatchObject([{ reason: 'budget', path: 'filters.1.sql' }]);
+    // …and gives every event a full budget again.
+    expect(compileWithErrors([one]).matcher({ ...event, big }) && compileWithErrors([one]).matcher({ ...event, big })).toBe(true);
+  });
+
+  it('matches a quadratic-looking LIKE in linear time, without an error (defect 8)', () => {
+    const { matcher, errors } = compileWithErrors([{ sql: `a LIKE '%${'a'.repeat(4000)}b%'` }]);
+    expect(matcher({ ...event, a: 'a'.repeat(100 * KB) })).toBe(false);
+    expect(matcher({ ...event, a: `${'a'.repeat(100 * KB)}b` })).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
+  it('does not report the ordinary CESQL errors of a non-matching event', () => {
+    const { matcher, errors } = compileWithErrors([{ sql: "region = 'eu'" }, { not: { sql: "INT(tenant) = 1" } }]);
+    expect(matcher(event)).toBe(false);
+    expect(compileWithErrors([{ not: { sql: "region = 'eu'" } }]).matcher(event)).toBe(true);
+    expect(errors).toEqual([]);
+  });
+
+  it('does not match, and reports, anything that throws during evaluation', () => {
+    const throwing = { ...event };
+    Object.defineProperty(throwing, 'tenant', { enumerable: true, get: () => { throw new RangeError('Invalid string length'); } });
+    for (const filters of [[{ sql: "tenant = 'acme'" }], [{ not: { exact: { tenant: 'acme' } } }]]) {
+      const { matcher, errors } = compileWithErrors(filters);
+      expect(matcher(throwing)).toBe(false);
+      expect(errors).toHaveLength(1);
+      expect(errors[0]).toMatchObject({ reason: 'exception' });
+      expect(errors[0]!.message).toMatch(/RangeError: Invalid string length/);
+      expect(errors[0]!.cause).toBeInstanceOf(RangeError);
+    }
+  });
+
+  it('never throws, even when the error callback does', () => {
+    const matcher = compileFilters([{ sql: "LOWER(big) = 'x'" }], {
+      budget: 10,
+      onError: () => {
+        throw new Error('reporter failed');
+      },
+    });
+    expect(matcher({ ...event, big: 'a'.repeat(100) })).toBe(false);
+    expect(compileFilters([{ sql: "LOWER(big) = 'x'" }], { budget: 10 })({ ...event, big: 'a'.repeat(100) })).toBe(false);
+  });
+});
+
+describe('createFilterErrorReporter', () => {
+  const error = new FilterEvaluationError('budget', 'filters.0.sql', 'filters.0.sql needed more than the work budget');
+
+  it('logs at most once a minute per subscription, with the count of errors left out', () => {
+    const lines: { obj: Record<string, unknown>; msg: string }[] = [];
+    const log: WarnLog = { warn: (obj, msg) => lines.push({ obj: obj as Record<string, unknown>, msg }) };
+    let now = 1_000_000;
+    const counted: FilterEvaluationError[] = [];
+    const report = createFilterErrorReporter({ log, subscriptionId: 'sub-1', clock: () => now, count: (err) => counted.push(err) });
+    const other = createFilterErrorReporter({ log, subscriptionId: 'sub-2', clock: () => now });
+    report(error);
+    now += 30_000;
+    report(error);
+    other(error);
+    now += 29_999;
+    report(error);
+    expect(lines.map((l) => [l.obj.subscription, l.obj.suppressed])).toEqual([
+      ['sub-1', 0],
+      ['sub-2', 0],
+    ]);
+    now += 1;
+    report(error);
+    expect(lines.map((l) => [l.obj.subscription, l.obj.suppressed])).toEqual([
+      ['sub-1', 0],
+      ['sub-2', 0],
+      ['sub-1', 2],
+    ]);
+    expect(lines[0]!.obj.err).toBe(error);
+    expect(lines[0]!.msg).toMatch(/filter/);
+    expect(counted).toHaveLength(4);
+    // A clock set back does not silence the log for the time it went back.
+    now -= 3_600_000;
+    report(error);
+    expect(lines).toHaveLength(4);
+  });
+
+  it('takes a pino logger, logging at warn with the error serialized', () => {
+    const out: string[] = [];
+    const stream = new Writable({
+      write(chunk: Buffer, _encoding, done) {
+        out.push(chunk.toString());
+        done();
+      },
+    });
+    const logger = pino({ level: 'info' }, stream);
+    const report = createFilterErrorReporter({ log: logger, subscriptionId: 'sub-1' });
+    report(error);
+    report(error);
+    logger.flush();
+    return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+      expect(out).toHaveLength(1);
+      const line = JSON.parse(out[0]!) as { level: number; subscription: string; err: { type: string; message: string } };
+      expect(line).toMatchObject({ level: 40, subscription: 'sub-1', err: { type: 'FilterEvaluationError', message: error.message } });
+    });
   });
 });

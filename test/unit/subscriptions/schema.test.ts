@@ -101,7 +101,7 @@ describe('sink', () => {
     expect(sinkSchema.safeParse(sink).success).toBe(true);
   });
 
-  it.each(['ftp://example.com/hook', 'ws://example.com/hook', '/hook', 'example.com/hook', 'not a url', '', 'mailto:ops@example.com', 42])(
+  it.each(['ftp://example.com/hook', 'ws://example.com/hook', '/hook', 'example.com/hook', 'not a url', '', 'mailto:ops@example.com', 42, 'http://127.0.0.1:0/hook', 'https://example.com:000/hook', 'http://example.com:65536/'])(
     'refuses %s',
     (sink) => {
       expect(sinkSchema.safeParse(sink).success).toBe(false);

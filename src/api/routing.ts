@@ -1,0 +1,94 @@
+import express, { Router, type Express, type Request, type RequestHandler } from 'express';
+import { AppError } from '../errors';
+import type { Authorizer, RouteScope } from './auth';
+
+/**
+ * A router that matches paths exactly as written: case-sensitive and strict about a trailing
+ * slash, so `/SUBSCRIPTIONS` or `/subscriptions/` is no route at all (404) rather than an alias
+ * that an authorisation rule might see differently.
+ */
+export function newRouter(): Router {
+  return Router({ caseSensitive: true, strict: true });
+}
+
+const AUTHORIZER = 'heraldAuthorizer';
+
+/** Gives the app the authoriser its routes' `requireScope` checks use. */
+export function setAuthorizer(app: Express, authorize: Authorizer): void {
+  app.locals[AUTHORIZER] = authorize;
+}
+
+/**
+ * Middleware that fits any route: its params type is left open so that express still infers the
+ * route's own (`/subscriptions/:id` → `{ id: string }`) for the handlers after it.
+ */
+type AnyRouteHandler = RequestHandler<any, any, any, any>;
+
+/** A `requireScope` middleware; `scope` says what it checks (read by the route-listing tests). */
+export type ScopeCheck = AnyRouteHandler & { readonly scope: RouteScope };
+
+/**
+ * The first handler of every route: checks the API key against the scope the route declares,
+ * so the check runs on the route that actually matched and nowhere else. `none` checks nothing
+ * (health, the contract, docs, delivery callbacks) but still says so where the route is mounted.
+ */
+export function requireScope(scope: RouteScope): ScopeCheck {
+  const check: AnyRouteHandler = (req, _res, next) => {
+    if (scope === 'none') return next();
+    const authorize = req.app.locals[AUTHORIZER] as Authorizer | undefined;
+    // Fail closed: a scoped route in an app without an authoriser is a wiring bug, not an open door.
+    if (!authorize) throw new Error(`no authoriser is set on the app, so ${req.method} ${req.path} cannot be checked`);
+    authorize(scope, req.headers.authorization);
+    next();
+  };
+  return Object.assign(check, { scope });
+}
+
+const JSON_TYPES = ['application/json', 'application/*+json'];
+const parseJson = express.json({ limit: '1mb', type: JSON_TYPES });
+
+/** Whether a request has a body: a `Transfer-Encoding`, or a `Content-Length` above 0. */
+export function hasBody(req: Pick<Request, 'headers'>): boolean {
+  if (req.headers['transfer-encoding'] !== undefined) return true;
+  const length = req.headers['content-length'];
+  return length !== undefined && length !== '' && Number(length) !== 0;
+}
+
+/**
+ * Body parsing for the operations whose request body is JSON (placed after `requireScope`, so an
+ * unauthorised body is never read): a body of another media type, or one without `Content-Type`,
+ * is a 415; malformed JSON a 400; over 1 MiB a 413; a charset other than UTF-8 a 415. A request
+ * without a body passes with `req.body` undefined. Routes that ignore their body leave this out.
+ */
+export const jsonBody: AnyRouteHandler = (req, res, next) => {
+  if (!hasBody(req)) return next();
+  if (!req.is(JSON_TYPES)) {
+    const sent = req.headers['content-type'];
+    throw new AppError('unsupported_media_type', sent ? `a body of type "${sent}" is not accepted here; send application/json` : 'the body has no Content-Type; send application/json', {
+      details: [{ attribute: 'content-type', message: 'expected application/json (or application/*+json)' }],
+    });
+  }
+  parseJson(req, res, next);
+};
+
+/**
+ * The request target as the routes must see it. A `#fragment` (never meaningful to a server) is
+ * cut off; the absolute form (`http://host/path?q`, which HTTP/1.1 servers must accept) becomes
+ * the origin form (`/path?q`); `OPTIONS *` stays `*`. Anything else (`*` with another method, an
+ * authority, a relative path, another scheme) is a 400.
+ */
+export function normalizeRequestTarget(method: string | undefined, target: string | undefined): string {
+  let out = target ?? '/';
+  const hash = out.indexOf('#');
+  if (hash !== -1) out = out.slice(0, hash);
+  if (out.startsWith('/')) return out;
+  if (out === '*' && method === 'OPTIONS') return out;
+  const absolute = /^https?:\/\/[^/?]*/i.exec(out);
+  if (absolute) {
+    const rest = out.slice(absolute[0].length);
+    return rest.startsWith('/') ? rest : `/${rest}`;
+  }
+  throw new AppError('invalid_request', 'the request target must be a path such as /events, or an absolute http(s) URL', {
+    details: [{ attribute: 'request-target', message: 'expected origin-form (/path?query) or absolute-form (http://host/path?query)' }],
+  });
+}

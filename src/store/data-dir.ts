@@ -1,0 +1,128 @@
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { StartupError } from '../errors';
+
+export const LOCK_FILE = 'herald.lock';
+export const PID_FILE = 'herald.pid';
+export const IDENTITY_FILE = 'herald.json';
+
+export interface DataDirLock {
+  release(): void;
+}
+
+/**
+ * Takes the data dir for this process alone, before anything in it is read.
+ *
+ * The lock is SQLite's own: a `BEGIN IMMEDIATE` transaction held open on
+ * `herald.lock` keeps a POSIX advisory lock that the kernel drops when the
+ * process dies (a SIGKILL never leaves a stale lock), and that SQLite also
+ * enforces between connections of one process. The holder writes its PID to
+ * `herald.pid` only after it holds the lock, so a refused second gateway can
+ * name it.
+ * @throws StartupError naming the dir and the holder's PID
+ */
+export function lockDataDir(dataDir: string): DataDirLock {
+  const file = path.join(dataDir, LOCK_FILE);
+  let db: Database.Database;
+  try {
+    db = new Database(file);
+    db.pragma('busy_timeout = 0');
+    db.pragma('journal_mode = DELETE');
+  } catch (err) {
+    throw unusable(dataDir, err);
+  }
+  try {
+    db.exec('BEGIN IMMEDIATE');
+    // A write inside the open transaction keeps its lock at RESERVED: others may read, none may take it.
+    db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER)');
+  } catch (err) {
+    db.close();
+    if ((err as { code?: string }).code?.startsWith('SQLITE_BUSY')) {
+      const holder = readPid(dataDir);
+      throw new StartupError(
+        `data dir ${path.resolve(dataDir)} is in use by another Herald process${holder ? ` (PID ${holder})` : ''}; two gateways on one data dir would destroy each other's data`,
+      );
+    }
+    throw unusable(dataDir, err);
+  }
+  fs.writeFileSync(path.join(dataDir, PID_FILE), `${process.pid}\n`);
+  return {
+    release() {
+      try {
+        fs.rmSync(path.join(dataDir, PID_FILE), { force: true });
+      } finally {
+        if (db.open) db.close(); // closing without COMMIT rolls back and drops the lock
+      }
+    },
+  };
+}
+
+function readPid(dataDir: string): string | undefined {
+  try {
+    const text = fs.readFileSync(path.join(dataDir, PID_FILE), 'utf8').trim();
+    return /^\d+$/.test(text) ? text : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A data dir that cannot be created, read or written: one line, not a stack trace. */
+export function unusable(dataDir: string, err: unknown): StartupError {
+  const e = err as NodeJS.ErrnoException;
+  return new StartupError(`data dir ${path.resolve(dataDir)} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}`);
+}
+
+/**
+ * Facts about a data dir that must survive the loss of `herald.db`: its
+ * partition count, and an id that `herald.db` repeats, so a database that is
+ * missing or belongs elsewhere is noticed instead of silently starting empty.
+ */
+export interface DataDirIdentity {
+  id: string;
+  partitions: number;
+  createdAt: string;
+}
+
+export function readIdentity(dataDir: string): DataDirIdentity | undefined {
+  const file = path.join(dataDir, IDENTITY_FILE);
+  let text: string;
+  try {
+    text = fs.readFileSync(file, 'utf8');
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw unusable(dataDir, err);
+  }
+  try {
+    const parsed = JSON.parse(text) as Partial<DataDirIdentity>;
+    if (typeof parsed.id === 'string' && Number.isInteger(parsed.partitions) && typeof parsed.createdAt === 'string') {
+      return parsed as DataDirIdentity;
+    }
+  } catch {
+    // Reported below.
+  }
+  throw new StartupError(`${file} is not a Herald data dir identity file; restore it from a backup`);
+}
+
+/** Written once, atomically: a temp file, fsync, rename, fsync of the directory. */
+export function writeIdentity(dataDir: string, partitions: number): DataDirIdentity {
+  const identity: DataDirIdentity = { id: randomUUID(), partitions, createdAt: new Date().toISOString() };
+  const file = path.join(dataDir, IDENTITY_FILE);
+  const tmp = `${file}.tmp`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, `${JSON.stringify(identity, null, 2)}\n`);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+  const dirFd = fs.openSync(dataDir, 'r');
+  try {
+    fs.fsyncSync(dirFd);
+  } finally {
+    fs.closeSync(dirFd);
+  }
+  return identity;
+}

@@ -1,0 +1,253 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import request from 'supertest';
+import {
+  getJson,
+  killIfRunning,
+  lookupEvent,
+  partitionHeads,
+  postBinary,
+  runGatewayUntilExit,
+  segmentFiles,
+  spawnGateway,
+  startTestGateway,
+  recordEnds,
+  type AppendResultBody,
+  type ChildGateway,
+} from '../helpers/gateway';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+let child: ChildGateway | undefined;
+let second: ChildGateway | undefined;
+let receiver: Receiver | undefined;
+afterEach(async () => {
+  await killIfRunning(child);
+  await killIfRunning(second);
+  await receiver?.close();
+  receiver = undefined;
+});
+
+/** The refusal is one line on stderr, prefixed like every other start-up message. */
+function oneLine(stderr: string): string {
+  const lines = stderr.split('\n').filter((l) => l.trim() !== '');
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(/^herald: /);
+  return lines[0]!;
+}
+
+/** Publishes `n` binary events with one partition key, so they share a partition and its offsets. */
+async function publishKeyed(url: string, key: string, prefix: string, n: number, padBytes = 200): Promise<AppendResultBody[]> {
+  const out: AppendResultBody[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = await fetch(`${url}/events`, {
+      method: 'POST',
+      headers: { 'ce-specversion': '1.0', 'ce-id': `${prefix}${i}`, 'ce-source': '/hard', 'ce-type': 'hard.t', 'ce-partitionkey': key, 'content-type': 'application/json' },
+      body: JSON.stringify({ i, pad: 'x'.repeat(padBytes) }),
+    });
+    expect(res.status).toBe(202);
+    out.push(...((await res.json()) as { results: AppendResultBody[] }).results);
+  }
+  return out;
+}
+
+describe('two gateways on one data dir', () => {
+  it('refuses the second one (exit 2, one line naming the dir and the holder PID); a SIGKILLed holder leaves no lock behind', async () => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir });
+    expect((await postBinary(child.url, { source: '/lock', id: 'a' })).status).toBe(202);
+
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
+    expect(refused.code).toBe(2);
+    const line = oneLine(refused.stderr);
+    expect(line).toContain(path.resolve(dataDir));
+    expect(line).toContain(`PID ${child.child.pid}`);
+    expect(refused.stdout).not.toMatch(/herald listening/);
+    // The refused process touched nothing: the first one still serves.
+    expect((await postBinary(child.url, { source: '/lock', id: 'b' })).status).toBe(202);
+
+    child.child.kill('SIGKILL');
+    await child.exited;
+    second = await spawnGateway({ HERALD_DATA_DIR: dataDir });
+    expect((await lookupEvent(second.url, { source: '/lock', id: 'b' })).status).toBe(200);
+  });
+
+  it('refuses a second gateway in the same process too', async () => {
+    const gw = await startTestGateway();
+    try {
+      await expect(startTestGateway({ HERALD_DATA_DIR: gw.dataDir })).rejects.toThrow(/in use by another Herald process/);
+      expect((await postBinary(gw.url, { source: '/lock', id: 'same' })).status).toBe(202);
+    } finally {
+      await gw.close();
+    }
+    const again = await startTestGateway({ HERALD_DATA_DIR: gw.dataDir });
+    await again.close();
+  });
+});
+
+describe('a lost herald.db', () => {
+  it('refuses to start on the log alone (exit 2 naming herald.db) and, with rebuild-events-only, rebuilds events and says subscriptions are gone', async () => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    const acked = [];
+    for (let i = 0; i < 10; i++) acked.push(...(await postBinary(child.url, { source: '/lost', id: `e${i}` })).body.results);
+    await request(child.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/never', startAt: 'earliest' }).expect(201);
+    await request(child.url).post(`/subscriptions/${(await getJson(`${child.url}/subscriptions`)).body.subscriptions[0].id}/pause`).expect(200);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db'))) fs.rmSync(path.join(dataDir, f));
+
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    expect(refused.code).toBe(2);
+    const line = oneLine(refused.stderr);
+    expect(line).toContain(path.join(dataDir, 'herald.db'));
+    expect(line).toContain('HERALD_RECOVERY=rebuild-events-only');
+
+    // The partition count survives the database: another count is still refused.
+    const wrongCount = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '16', HERALD_RECOVERY: 'rebuild-events-only' });
+    expect(wrongCount.code).toBe(2);
+    expect(oneLine(wrongCount.stderr)).toContain('HERALD_PARTITIONS=4');
+
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4', HERALD_RECOVERY: 'rebuild-events-only' });
+    for (const r of acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
+    expect(child.output()).toMatch(/"level":50[^\n]*subscriptions, their offsets and dead letters were not recoverable/);
+    // From now on the rebuilt database is this data dir's: a plain restart needs no permission.
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    expect((await postBinary(child.url, { source: '/lost', id: 'e0' })).status).toBe(200);
+  });
+});
+
+describe('a lost log tail', () => {
+  it('never reuses an offset: new events continue past what was delivered, and a lagging subscription skips the gap', async () => {
+    receiver = await startReceiver();
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_FSYNC: 'interval' });
+    const before = await publishKeyed(gw.url, 'k', 'a', 10);
+    const partition = before[0]!.partition;
+    expect(before.map((r) => r.offset)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    const fast = (await request(gw.url).post('/subscriptions').send({ sink: `${receiver.url}/fast`, startAt: 'earliest' }).expect(201)).body;
+    const slow = (await request(gw.url).post('/subscriptions').send({ sink: `${receiver.url}/slow`, startAt: 'earliest' }).expect(201)).body;
+    await request(gw.url).post(`/subscriptions/${slow.id}/pause`).expect(200);
+    await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/fast')).length === 10 || undefined, { what: '10 deliveries' });
+    await waitFor(async () => ((await getJson(`${gw.url}/subscriptions/${fast.id}`)).body.stats.partitions[partition].committedOffset === 10) || undefined, {
+      what: 'committed offset 10',
+    });
+    await gw.close();
+
+    // A power cut lost the last 3 records (possible under HERALD_FSYNC=interval): cut them from the log.
+    const file = segmentFiles(gw.dataDir).at(-1)!;
+    const ends = recordEnds(file);
+    fs.truncateSync(file, ends[6]!);
+
+    const again = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_FSYNC: 'interval', HERALD_DATA_DIR: gw.dataDir });
+    try {
+      expect((await partitionHeads(again.url))[partition]).toBe(10);
+      const after = await publishKeyed(again.url, 'k', 'b', 2);
+      expect(after.map((r) => r.offset)).toEqual([10, 11]);
+      // The fast subscription gets the new events; a receiver deduplicating on webhook-id would not drop them.
+      await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/fast')).length === 12 || undefined, { what: 'new events delivered' });
+      const fastOffsets = receiver.requests.filter((q) => q.url.endsWith('/fast')).map((q) => Number(q.headers['herald-offset']));
+      expect(fastOffsets.slice(10)).toEqual([10, 11]);
+      expect(new Set(receiver.requests.filter((q) => q.url.endsWith('/fast')).map((q) => q.headers['webhook-id'])).size).toBe(12);
+
+      // The paused one resumes from offset 0: it gets 0..6 and 10..11 and never waits for 7..9.
+      await request(again.url).post(`/subscriptions/${slow.id}/resume`).expect(200);
+      await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/slow')).length === 9 || undefined, { what: 'slow subscription past the gap' });
+      const slowOffsets = receiver.requests.filter((q) => q.url.endsWith('/slow')).map((q) => Number(q.headers['herald-offset']));
+      expect(slowOffsets).toEqual([0, 1, 2, 3, 4, 5, 6, 10, 11]);
+      const sub = (await getJson(`${again.url}/subscriptions/${slow.id}`)).body;
+      await waitFor(async () => ((await getJson(`${again.url}/subscriptions/${slow.id}`)).body.stats.partitions[partition].lag === 0) || undefined, { what: 'lag 0' });
+      expect(sub.state).toBe('active');
+
+      // A reader of the partition sees the gap and goes on.
+      const page = (await getJson(`${again.url}/partitions/${partition}/events?from=0&limit=100`)).body;
+      expect(page.events.map((e: { offset: number }) => e.offset)).toEqual([0, 1, 2, 3, 4, 5, 6, 10, 11]);
+      expect(page.nextOffset).toBe(12);
+      const inGap = (await getJson(`${again.url}/partitions/${partition}/events?from=7&limit=2`)).body;
+      expect(inGap.events.map((e: { offset: number }) => e.offset)).toEqual([10, 11]);
+    } finally {
+      await again.close();
+    }
+  });
+});
+
+describe('corruption in the middle of the log', () => {
+  async function storeAndStop(env: Record<string, string>, padBytes?: number): Promise<{ dataDir: string; acked: AppendResultBody[] }> {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ ...env, HERALD_DATA_DIR: dataDir });
+    const acked = await publishKeyed(child.url, 'mid', 'm', 60, padBytes);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    return { dataDir, acked };
+  }
+
+  function flipBit(file: string, at: number): void {
+    const fd = fs.openSync(file, 'r+');
+    const b = Buffer.alloc(1);
+    fs.readSync(fd, b, 0, 1, at);
+    b[0]! ^= 0x10;
+    fs.writeSync(fd, b, 0, 1, at);
+    fs.closeSync(fd);
+  }
+
+  it('refuses to start (exit 2: segment, byte, records that follow) without touching the log; skip-corrupt keeps every intact record', async () => {
+    const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2' });
+    const file = segmentFiles(dataDir).at(-1)!;
+    const ends = recordEnds(file);
+    const damaged = ends.findIndex((end) => end > 2000); // the record holding byte 2,000
+    flipBit(file, 2000);
+    const bytes = fs.readFileSync(file);
+
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(refused.code).toBe(2);
+    const line = oneLine(refused.stderr);
+    expect(line).toContain(file);
+    expect(line).toContain(`at byte ${ends[damaged - 1]}`);
+    expect(line).toContain(`${ends.length - damaged - 1} intact record(s) follow`);
+    expect(line).toContain('HERALD_RECOVERY=skip-corrupt');
+    expect(fs.readFileSync(file).equals(bytes)).toBe(true);
+
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_RECOVERY: 'skip-corrupt' });
+    expect(child.output()).toMatch(/"level":50[^\n]*set unreadable bytes aside/);
+    for (const [i, r] of acked.entries()) {
+      const found = await lookupEvent(child.url, r);
+      if (i === damaged) expect(found.status).toBe(404);
+      else expect(found.body).toMatchObject({ partition: r.partition, offset: r.offset });
+    }
+    const side = fs.readdirSync(path.dirname(file)).filter((f) => f.startsWith(`${path.basename(file)}.corrupt-`));
+    expect(side).toHaveLength(1);
+    expect(fs.statSync(path.join(path.dirname(file), side[0]!)).size).toBe(ends[damaged]! - ends[damaged - 1]!);
+    // New events continue after the old head; the damaged offset stays a gap.
+    const more = await publishKeyed(child.url, 'mid', 'n', 1);
+    expect(more[0]!.offset).toBe(60);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    // The padding written over the bad bytes is a valid frame: a plain restart needs no permission.
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect((await lookupEvent(child.url, more[0]!)).status).toBe(200);
+  });
+
+  it('with segment 0 damaged and herald.db gone, refuses; with permission keeps every intact record and renames no segment', async () => {
+    const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
+    const files = segmentFiles(dataDir);
+    expect(files.length).toBeGreaterThan(2);
+    const [first] = files;
+    const ends = recordEnds(first!);
+    flipBit(first!, ends[3]! + 40); // inside the fifth record
+    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db'))) fs.rmSync(path.join(dataDir, f));
+
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_RECOVERY: 'rebuild-events-only' });
+    expect(refused.code).toBe(2);
+    expect(oneLine(refused.stderr)).toContain('corrupt in the middle');
+    expect(segmentFiles(dataDir)).toEqual(files);
+
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_RECOVERY: 'skip-corrupt,rebuild-events-only' });
+    expect(segmentFiles(dataDir)).toEqual(files);
+    let found = 0;
+    for (const r of acked) if ((await lookupEvent(child.url, r)).status === 200) found++;
+    expect(found).toBe(acked.length - 1);
+  });
+});

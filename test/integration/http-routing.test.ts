@@ -1,0 +1,123 @@
+import { useGatewayForFile } from '../helpers/gateway';
+import { sendRaw } from '../helpers/http';
+
+/**
+ * How request targets and methods reach the routes: exact (case-sensitive, strict) paths, the
+ * absolute form and `#fragments` normalised, other target forms refused, and `OPTIONS` answered
+ * from the routes actually registered, `POST /events` included.
+ */
+
+const gw = useGatewayForFile({ HERALD_API_KEYS: 'pub:routing-pub:publish,rd:routing-read:read,adm:routing-admin:admin' });
+const as = (secret: string) => ({ authorization: `Bearer ${secret}` });
+let seq = 0;
+const binary = () => ({ 'ce-specversion': '1.0', 'ce-id': `routing-${++seq}`, 'ce-source': '/routing', 'ce-type': 't', 'content-type': 'application/json' });
+
+describe('OPTIONS', () => {
+  it('lists POST for /events along with GET and HEAD, without a key', async () => {
+    const res = await sendRaw(gw.url, 'OPTIONS', '/events');
+    expect(res.status).toBe(200);
+    expect(res.headers.allow?.split(/,\s*/).sort()).toEqual(['GET', 'HEAD', 'POST']);
+  });
+
+  it('lists the methods of other routes', async () => {
+    const res = await sendRaw(gw.url, 'OPTIONS', '/subscriptions/abc');
+    expect(res.headers.allow?.split(/,\s*/).sort()).toEqual(['DELETE', 'GET', 'HEAD', 'PATCH']);
+  });
+
+  it('answers OPTIONS * for the server as a whole', async () => {
+    const res = await sendRaw(gw.url, 'OPTIONS', '*');
+    expect(res.status).toBe(204);
+    expect(res.headers.allow).toMatch(/POST/);
+  });
+});
+
+describe('request targets', () => {
+  it('serves POST /events in absolute form and with a fragment, and with a query string', async () => {
+    for (const target of [`${gw.url}/events`, '/events#frag', '/events?x=1', `${gw.url}/events?x=1#frag`]) {
+      const res = await sendRaw(gw.url, 'POST', target, { headers: { ...binary(), ...as('routing-pub') }, body: '{}' });
+      expect([target, res.status]).toEqual([target, 202]);
+    }
+  });
+
+  it('checks the scope of the path an absolute-form target names, whatever its host', async () => {
+    const res = await sendRaw(gw.url, 'POST', 'http://other.example/subscriptions', {
+      headers: { ...as('routing-read'), 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: 'http://127.0.0.1:9/' }),
+    });
+    expect(res.status).toBe(403);
+    expect((await sendRaw(gw.url, 'GET', 'http://other.example/partitions#x', { headers: as('routing-read') })).status).toBe(200);
+    expect((await sendRaw(gw.url, 'GET', 'https://other.example?x=1', { headers: as('routing-read') })).status).toBe(404); // path "/"
+  });
+
+  it.each([
+    ['* with GET', 'GET', '*'],
+    ['* with POST', 'POST', '*'],
+    ['another scheme', 'GET', 'ftp://example.com/partitions'],
+  ])('refuses a target that is %s with a 400 problem', async (_label, method, target) => {
+    const res = await sendRaw(gw.url, method, target, { headers: as('routing-admin') });
+    expect(res.status).toBe(400);
+    expect(res.headers['content-type']).toBe('application/problem+json');
+    expect(res.body).toMatchObject({ code: 'invalid_request', errors: [{ attribute: 'request-target', message: expect.any(String) }] });
+  });
+
+  it('matches paths case-sensitively and strictly, for every key, and says 404 without asking for one', async () => {
+    for (const [method, target] of [
+      ['POST', '/EVENTS'],
+      ['POST', '/Events'],
+      ['POST', '/events/'],
+      ['POST', '/%65vents'],
+      ['GET', '/PARTITIONS'],
+      ['GET', '/partitions/'],
+      ['POST', '/SUBSCRIPTIONS'],
+      ['GET', '/subscriptions/'],
+      ['GET', '/HEALTHZ'],
+      ['GET', '/nowhere'],
+    ] as const) {
+      for (const headers of [{}, as('routing-pub'), as('routing-read'), as('routing-admin'), as('wrong')]) {
+        const res = await sendRaw(gw.url, method, target, { headers: { ...binary(), ...headers }, body: '{}' });
+        expect([method, target, headers, res.status]).toEqual([method, target, headers, 404]);
+        expect(res.body).toMatchObject({ code: 'not_found' });
+      }
+    }
+  });
+
+  it('serves the docs page at /docs and /docs/', async () => {
+    expect((await sendRaw(gw.url, 'GET', '/docs')).status).toBe(200);
+    expect((await sendRaw(gw.url, 'GET', '/docs/')).status).toBe(200);
+    expect((await sendRaw(gw.url, 'GET', '/DOCS')).status).toBe(404);
+  });
+});
+
+describe('a read key and the admin routes (issue: case and target tricks reached them all)', () => {
+  it('reaches none of them under another spelling, and changes nothing', async () => {
+    const created = await sendRaw(gw.url, 'POST', '/subscriptions', {
+      headers: { ...as('routing-admin'), 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: 'http://127.0.0.1:9/hook', filters: [{ exact: { source: '/never' } }] }),
+    });
+    expect(created.status).toBe(201);
+    const id = created.body.id as string;
+    const json = { ...as('routing-read'), 'content-type': 'application/json' };
+    const attempts: [string, string, string?][] = [
+      ['POST', '/SUBSCRIPTIONS', JSON.stringify({ sink: 'http://127.0.0.1:9/x' })],
+      ['POST', `${gw.url}/Subscriptions#x`, JSON.stringify({ sink: 'http://127.0.0.1:9/x' })],
+      ['PATCH', `/SUBSCRIPTIONS/${id}`, JSON.stringify({ sink: 'http://127.0.0.1:9/x' })],
+      ['PATCH', `/subscriptions/${id}/`, JSON.stringify({ sink: 'http://127.0.0.1:9/x' })],
+      ['POST', `/Subscriptions/${id}/rotate-secret`],
+      ['POST', `/subscriptions/${id}/ROTATE-SECRET`],
+      ['POST', `/subscriptions/${id}/rotate-secret/`],
+      ['POST', `/%73ubscriptions/${id}/rotate-secret`],
+      ['DELETE', `/SUBSCRIPTIONS/${id}`],
+    ];
+    for (const [method, target, body] of attempts) {
+      const res = await sendRaw(gw.url, method, target, { headers: json, body });
+      expect([method, target, res.status]).toEqual([method, target, 404]);
+      expect(res.text).not.toMatch(/whsec_/);
+    }
+    for (const [method, target] of [['POST', `/subscriptions/${id}/rotate-secret`], ['DELETE', `/subscriptions/${id}`], ['POST', `${gw.url}/subscriptions/${id}/rotate-secret#x`]]) {
+      expect((await sendRaw(gw.url, method!, target!, { headers: json })).status).toBe(403);
+    }
+    const after = await sendRaw(gw.url, 'GET', `/subscriptions/${id}`, { headers: as('routing-admin') });
+    expect(after.body).toMatchObject({ id, sink: 'http://127.0.0.1:9/hook' });
+    expect((await sendRaw(gw.url, 'GET', '/subscriptions', { headers: as('routing-admin') })).body.subscriptions).toHaveLength(1);
+  });
+});
