@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import { eventId, eventSource, type CloudEvent } from '../cloudevents/event';
@@ -106,9 +107,12 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     policy: { skipCorrupt: permissions.has('skip-corrupt') },
   });
   // Recorded only once recovery has checked the log against it, so a refused start records nothing.
-  const id = identity?.id ?? writeIdentity(opts.dataDir, opts.partitions).id;
+  // The database learns the id before herald.json is written: a crash between the two leaves a
+  // database that still belongs (the id is kept and the file written at the next start).
+  const id = identity?.id ?? meta.get('data_dir_id') ?? randomUUID();
   meta.set('partitions', opts.partitions);
   meta.set('data_dir_id', id);
+  if (!identity) writeIdentity(opts.dataDir, { id, partitions: opts.partitions });
   if (lostDatabase) {
     log.error(
       { dataDir: opts.dataDir, rebuiltRecords: recovery.rebuiltRecords },

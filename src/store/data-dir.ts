@@ -1,5 +1,4 @@
 import Database from 'better-sqlite3';
-import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { StartupError } from '../errors';
@@ -106,8 +105,8 @@ export function readIdentity(dataDir: string): DataDirIdentity | undefined {
 }
 
 /** Written once, atomically: a temp file, fsync, rename, fsync of the directory. */
-export function writeIdentity(dataDir: string, partitions: number): DataDirIdentity {
-  const identity: DataDirIdentity = { id: randomUUID(), partitions, createdAt: new Date().toISOString() };
+export function writeIdentity(dataDir: string, facts: { id: string; partitions: number }): DataDirIdentity {
+  const identity: DataDirIdentity = { ...facts, createdAt: new Date().toISOString() };
   const file = path.join(dataDir, IDENTITY_FILE);
   const tmp = `${file}.tmp`;
   const fd = fs.openSync(tmp, 'w');
