@@ -14,7 +14,8 @@ if (!file) {
 
 const fmt = (v: unknown, digits = 1): string => {
   if (v === null || v === undefined) return '–';
-  if (typeof v === 'number') return Number.isInteger(v) ? v.toLocaleString('en-US') : v.toLocaleString('en-US', { maximumFractionDigits: digits });
+  if (typeof v === 'number')
+    return Number.isInteger(v) ? v.toLocaleString('en-US') : v.toLocaleString('en-US', { maximumFractionDigits: digits });
   return String(v);
 };
 
@@ -49,7 +50,12 @@ function table(sides: Side[]): string {
 }
 
 function profile(p: ProfileSummary, top = 12): string {
-  const lines = [`Profile \`${p.file.split('/').pop()}\` (${p.scope}): busy ${fmt(p.busyMs)} ms, idle ${fmt(p.idleMs)} ms, GC ${fmt(p.gcMs)} ms.`, '', '| self ms | % of busy | function | where |', '| ---: | ---: | --- | --- |'];
+  const lines = [
+    `Profile \`${p.file.split('/').pop()}\` (${p.scope}): busy ${fmt(p.busyMs)} ms, idle ${fmt(p.idleMs)} ms, GC ${fmt(p.gcMs)} ms.`,
+    '',
+    '| self ms | % of busy | function | where |',
+    '| ---: | ---: | --- | --- |',
+  ];
   for (const t of p.top.slice(0, top)) lines.push(`| ${fmt(t.selfMs)} | ${fmt(t.pct)} | \`${t.fn}\` | ${t.where || '(native)'} |`);
   return lines.join('\n');
 }
@@ -65,10 +71,14 @@ for (const line of fs.readFileSync(file, 'utf8').split('\n')) {
   if (sides.length > 0) out.push(table(sides), '');
   const ratios = Object.entries(r.ratios).map(([k, v]) => `\`${k}\` = **${fmt(v, 3)}**`);
   if (ratios.length > 0) out.push(`Ratios: ${ratios.join(', ')}.`, '');
-  for (const t of r.targets) out.push(`- ${t.pass ? '✅ holds' : '❌ missed'}: ${t.name} ${t.want} — got ${fmt(t.value, 3)}${t.shortBy ? ` (${t.shortBy})` : ''}`);
+  for (const t of r.targets)
+    out.push(`- ${t.pass ? '✅ holds' : '❌ missed'}: ${t.name} ${t.want} — got ${fmt(t.value, 3)}${t.shortBy ? ` (${t.shortBy})` : ''}`);
   if (r.targets.length > 0) out.push('');
   const failed = r.correctness.checks.filter((c) => !c.ok);
-  out.push(`Correctness: ${r.correctness.checks.length} checks, ${failed.length === 0 ? 'all passed' : `${failed.length} FAILED: ${failed.map((c) => c.name).join('; ')}`}.`, '');
+  out.push(
+    `Correctness: ${r.correctness.checks.length} checks, ${failed.length === 0 ? 'all passed' : `${failed.length} FAILED: ${failed.map((c) => c.name).join('; ')}`}.`,
+    '',
+  );
   for (const p of [r.profile, ...((r.moreProfiles as ProfileSummary[] | undefined) ?? [])]) {
     if (p && 'top' in p) out.push(profile(p), '');
   }

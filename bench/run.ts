@@ -43,7 +43,9 @@ const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
 const ORDER = Object.keys(CASES);
 
 function usage(msg: string): never {
-  process.stderr.write(`bench: ${msg}\nusage: npm run bench -- [${ORDER.join('|')} …] [--quick] [--rounds=N] [--latency-seconds=S] [--profile=auto|always|never] [--out=FILE] [--baseline=<git-ref>]\n`);
+  process.stderr.write(
+    `bench: ${msg}\nusage: npm run bench -- [${ORDER.join('|')} …] [--quick] [--rounds=N] [--latency-seconds=S] [--profile=auto|always|never] [--out=FILE] [--baseline=<git-ref>]\n`,
+  );
   process.exit(2);
 }
 
@@ -66,8 +68,7 @@ export function parseArgs(argv: string[]): Options & { out?: string } {
     else if (flag === '--baseline') {
       if (!value || value.startsWith('-')) usage('--baseline needs a git ref (a commit, tag or branch)');
       opts.baseline = value;
-    }
-    else if (flag === '--help' || flag === '-h') usage('help');
+    } else if (flag === '--help' || flag === '-h') usage('help');
     else if (flag.startsWith('-')) usage(`unknown option ${arg}`);
     else if (!(flag in CASES)) usage(`unknown case "${flag}"`);
     else opts.cases.push(flag);
@@ -155,7 +156,14 @@ async function main(): Promise<void> {
     fs.appendFileSync(out, `${text}\n`);
   };
   const info = machine();
-  emit({ machine: info, revision: rev, gateway: snapshot, ...(baseline ? { baseline } : {}), options: opts, started: new Date(started).toISOString() });
+  emit({
+    machine: info,
+    revision: rev,
+    gateway: snapshot,
+    ...(baseline ? { baseline } : {}),
+    options: opts,
+    started: new Date(started).toISOString(),
+  });
   let failed = false;
   try {
     for (const name of opts.cases) {
@@ -183,12 +191,20 @@ async function main(): Promise<void> {
   }
   const reports = [...ctx.reports.values()];
   const summary = {
-    summary: reports.map((r) => ({ case: r.case, ratios: r.ratios, targets: r.targets.map((t) => ({ name: t.name, want: t.want, value: t.value, pass: t.pass })), correct: r.correctness.ok, error: r.error ? true : undefined })),
+    summary: reports.map((r) => ({
+      case: r.case,
+      ratios: r.ratios,
+      targets: r.targets.map((t) => ({ name: t.name, want: t.want, value: t.value, pass: t.pass })),
+      correct: r.correctness.ok,
+      error: r.error ? true : undefined,
+    })),
     seconds: Math.round((Date.now() - started) / 1000),
     results: out,
   };
   emit(summary);
-  process.stderr.write(`\n${info.cpuModel}, ${info.cpus} CPUs, Node ${info.node}${opts.quick ? ' — QUICK RUN, numbers mean nothing' : ''}\n`);
+  process.stderr.write(
+    `\n${info.cpuModel}, ${info.cpus} CPUs, Node ${info.node}${opts.quick ? ' — QUICK RUN, numbers mean nothing' : ''}\n`,
+  );
   for (const r of reports) process.stderr.write(`${tableLine(r)}\n`);
   process.stderr.write(`results: ${out} (${summary.seconds} s)\n`);
   if (failed || reports.some((r) => !r.correctness.ok)) process.exitCode = 1;

@@ -77,7 +77,8 @@ function openStorage(config: Readonly<Config>, log: Logger): { db: Db; store: Ev
     lock.release();
     if (err instanceof StartupError) throw err;
     const code = (err as { code?: unknown }).code;
-    if (typeof code === 'string' && /^(E[A-Z]+|SQLITE_(CANTOPEN|READONLY|IOERR|FULL|PERM|NOTADB|CORRUPT)\w*)$/.test(code)) throw unusable(config.dataDir, err);
+    if (typeof code === 'string' && /^(E[A-Z]+|SQLITE_(CANTOPEN|READONLY|IOERR|FULL|PERM|NOTADB|CORRUPT)\w*)$/.test(code))
+      throw unusable(config.dataDir, err);
     throw err;
   }
 }
@@ -149,7 +150,13 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
     db.close();
     lock.release();
     const e = err as NodeJS.ErrnoException;
-    if (e.code === 'EADDRINUSE' || e.code === 'EACCES' || e.code === 'EADDRNOTAVAIL' || e.code === 'ENOTFOUND' || e.code === 'EAFNOSUPPORT') {
+    if (
+      e.code === 'EADDRINUSE' ||
+      e.code === 'EACCES' ||
+      e.code === 'EADDRNOTAVAIL' ||
+      e.code === 'ENOTFOUND' ||
+      e.code === 'EAFNOSUPPORT'
+    ) {
       throw new StartupError(`cannot listen on ${config.host} port ${config.port}: ${e.code} (HERALD_HOST, HERALD_PORT)`);
     }
     throw err;
@@ -161,7 +168,10 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
   subscriptions.startAll();
 
   const checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
-  log.info({ url, dataDir: config.dataDir, fsync: config.fsync, partitions: config.partitions, apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
+  log.info(
+    { url, dataDir: config.dataDir, fsync: config.fsync, partitions: config.partitions, apiKeys: apiKeys.map((k) => k.name) },
+    'herald listening',
+  );
 
   let closing: Promise<void> | undefined;
   async function close(): Promise<void> {

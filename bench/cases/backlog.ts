@@ -8,7 +8,21 @@
  * (over 1 GiB of log) instead of filling its own.
  */
 import { forkRpc, freePort, httpJson, sampleRss, startGateway, type GatewayChild, type RpcChild } from '../lib/children';
-import { addCheck, atLeast, atMost, baseReport, baselineLabel, fromLoad, newDir, ratio, removeDir, side, uniqueTag, type CaseReport, type Ctx } from '../lib/common';
+import {
+  addCheck,
+  atLeast,
+  atMost,
+  baseReport,
+  baselineLabel,
+  fromLoad,
+  newDir,
+  ratio,
+  removeDir,
+  side,
+  uniqueTag,
+  type CaseReport,
+  type Ctx,
+} from '../lib/common';
 import type { History } from '../lib/history';
 import { runLoad, type LoadResult } from '../lib/load';
 import { logBytes } from '../lib/log-scan';
@@ -55,7 +69,7 @@ async function scenario(ctx: Ctx, report: CaseReport, baseline: boolean, handOve
   const drainMs = ctx.quick ? 2000 : 15_000;
   const dir = newDir(ctx, baseline ? 'backlog-baseline' : 'backlog');
   const history: History = { loads: [] };
-  let gw = await startGateway({ dataDir: dir, fsync: 'always', baseline });
+  const gw = await startGateway({ dataDir: dir, fsync: 'always', baseline });
   let rss = sampleRss(gw.pid);
   const rssRuns: { phase: string; maxMb: number; samplesEverySecond: { t: number; mb: number }[] }[] = [];
   let receiver: RpcChild | undefined;
@@ -80,7 +94,16 @@ async function scenario(ctx: Ctx, report: CaseReport, baseline: boolean, handOve
     ctx.log(`backlog (${who}): storing ${remaining} more events in batches of ${BATCH} (subscriber down)`);
     const fillTag = uniqueTag('f');
     const fillStart = nowMs();
-    const fill = await runLoad({ port: port(), kind: 'batch', batchSize: BATCH, connections: 8, maxRequests: Math.ceil(remaining / BATCH), tag: fillTag, track: true, drainTimeoutMs: 30_000 });
+    const fill = await runLoad({
+      port: port(),
+      kind: 'batch',
+      batchSize: BATCH,
+      connections: 8,
+      maxRequests: Math.ceil(remaining / BATCH),
+      tag: fillTag,
+      track: true,
+      drainTimeoutMs: 30_000,
+    });
     history.loads.push({ tag: fillTag, result: fill, batchSize: BATCH });
     const fillSeconds = (nowMs() - fillStart) / 1000;
     const stored = before.okEvents + fill.okEvents;
@@ -88,7 +111,9 @@ async function scenario(ctx: Ctx, report: CaseReport, baseline: boolean, handOve
     rssRuns.push({ phase: 'baseline + fill (subscriber down)', ...rss.stop() });
     rss = sampleRss(gw.pid);
 
-    ctx.log(`backlog (${who}): ${stored} events stored (${round(logBytes(dir) / 2 ** 30, 2)} GiB of log); subscriber comes up, ingest continues for ${drainMs / 1000} s`);
+    ctx.log(
+      `backlog (${who}): ${stored} events stored (${round(logBytes(dir) / 2 ** 30, 2)} GiB of log); subscriber comes up, ingest continues for ${drainMs / 1000} s`,
+    );
     receiver = await forkRpc('receiver');
     await receiver.call('listen', { port: receiverPort });
     const drainTag = uniqueTag('g');
@@ -114,7 +139,11 @@ async function scenario(ctx: Ctx, report: CaseReport, baseline: boolean, handOve
       rss: rssRuns,
       maxRssMb: maxRss,
     };
-    addCheck(report, { name: `${who} fill: every batch answered 2xx`, ok: fill.errors === 0 && fill.non2xx === 0, detail: { non2xx: fill.non2xx, errors: fill.errors } });
+    addCheck(report, {
+      name: `${who} fill: every batch answered 2xx`,
+      ok: fill.errors === 0 && fill.non2xx === 0,
+      detail: { non2xx: fill.non2xx, errors: fill.errors },
+    });
 
     const result: SideResult = { before, during, drained: stats.distinct, drainSeconds, maxRss, info };
     if (handOver) {
@@ -149,7 +178,8 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
   };
   const keepForRecovery = ctx.cases.includes('recovery');
   try {
-    const metrics = (r: SideResult) => fromLoad(r.during, { drainedEvents: r.drained, drainEventsPerSec: round(r.drained / r.drainSeconds, 1), maxRssMb: r.maxRss });
+    const metrics = (r: SideResult) =>
+      fromLoad(r.during, { drainedEvents: r.drained, drainEventsPerSec: round(r.drained / r.drainSeconds, 1), maxRssMb: r.maxRss });
     const single = ctx.reports.get('ingest-single')?.herald?.median.rps ?? null;
     report.herald = side('Herald ingest-single load while the backlog drains', [metrics(h)]);
     report.ceiling = side('Herald ingest-single load on the same gateway before the backlog (baseline)', [fromLoad(h.before)]);
@@ -161,7 +191,9 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
     report.targets.push(atMost('gateway VmRSS max (MB)', h.maxRss, RSS_LIMIT_MB, ' MB'));
     report.targets.push(
       atLeast(
-        single !== null ? 'ingest req/s while draining ÷ ingest-single Herald median' : 'ingest req/s while draining ÷ baseline on this gateway',
+        single !== null
+          ? 'ingest req/s while draining ÷ ingest-single Herald median'
+          : 'ingest req/s while draining ÷ baseline on this gateway',
         single !== null ? report.ratios.during_drain_vs_ingest_single! : report.ratios.during_drain_vs_baseline!,
         0.7,
       ),
@@ -193,7 +225,10 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       const bSingle = ctx.reports.get('ingest-single')?.baseline?.median.rps ?? null;
       report.ratios.herald_vs_baseline = ratio(h.during.rps, b.during.rps);
       report.ratios.herald_vs_baseline_rss = ratio(h.maxRss, b.maxRss);
-      report.ratios.herald_vs_baseline_drain_rate = ratio(report.herald.median.drainEventsPerSec as number, report.baseline.median.drainEventsPerSec as number);
+      report.ratios.herald_vs_baseline_drain_rate = ratio(
+        report.herald.median.drainEventsPerSec as number,
+        report.baseline.median.drainEventsPerSec as number,
+      );
       report.ratios.baseline_during_drain_vs_its_ingest_single = ratio(b.during.rps, bSingle);
       if (keepForRecovery) hfx.gw = await startGateway({ dataDir: hfx.dir, fsync: 'always' });
     }

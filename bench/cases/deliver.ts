@@ -5,7 +5,21 @@
  * receiver at the same concurrency. Both cases share one filled gateway.
  */
 import { forkRpc, httpJson, runJson, startGateway, type GatewayChild, type RpcChild } from '../lib/children';
-import { addCheck, atLeast, baseReport, baselineLabel, headsSum, newDir, ratio, removeDir, side, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
+import {
+  addCheck,
+  atLeast,
+  baseReport,
+  baselineLabel,
+  headsSum,
+  newDir,
+  ratio,
+  removeDir,
+  side,
+  uniqueTag,
+  type CaseReport,
+  type Ctx,
+  type RunMetrics,
+} from '../lib/common';
 import { runLoad } from '../lib/load';
 import { monoUs } from '../lib/profile';
 import { attachProfile, wantProfile } from '../lib/profiled';
@@ -48,9 +62,17 @@ async function fixture(ctx: Ctx, baseline = false): Promise<Fixture> {
     removeDir(dir);
   });
   ctx.log(`deliver: storing ${events} events (batches of 100)${baseline ? ' in the baseline gateway' : ''}`);
-  const fill = await runLoad({ port: Number(new URL(fx.gw.url).port), kind: 'batch', batchSize: 100, connections: 8, maxRequests: events / 100, tag: uniqueTag('d') });
+  const fill = await runLoad({
+    port: Number(new URL(fx.gw.url).port),
+    kind: 'batch',
+    batchSize: 100,
+    connections: 8,
+    maxRequests: events / 100,
+    tag: uniqueTag('d'),
+  });
   const heads = await headsSum(fx.gw);
-  if (fill.okEvents !== events || heads !== events) throw new Error(`deliver fixture: stored ${heads} of ${events} events (${fill.non2xx} non-2xx, ${fill.errors} errors)`);
+  if (fill.okEvents !== events || heads !== events)
+    throw new Error(`deliver fixture: stored ${heads} of ${events} events (${fill.non2xx} non-2xx, ${fill.errors} errors)`);
   ctx.shared[sharedKey] = fx;
   return fx;
 }
@@ -78,7 +100,15 @@ async function ceilingRun(fx: Fixture, count: number): Promise<RunMetrics> {
   );
   const { stats } = await fx.receiver.call<{ stats: ReceiverStats }>('stats', { key });
   await fx.receiver.call('forget', { key });
-  return { rps: r.rps, ...gapMetrics(stats), non2xx: r.non2xx, errors: r.errors, delivered: stats.distinct, seconds: r.seconds, clientLatencyMs: r.latencyMs };
+  return {
+    rps: r.rps,
+    ...gapMetrics(stats),
+    non2xx: r.non2xx,
+    errors: r.errors,
+    delivered: stats.distinct,
+    seconds: r.seconds,
+    clientLatencyMs: r.latencyMs,
+  };
 }
 
 async function heraldRun(fx: Fixture, ordering: 'none' | 'partition', count: number, report?: CaseReport): Promise<RunMetrics> {
@@ -101,7 +131,11 @@ async function heraldRun(fx: Fixture, ordering: 'none' | 'partition', count: num
       lag = sub.body.stats.partitions.reduce((n, p) => n + p.lag, 0);
       if (lag !== 0) await new Promise((r) => setTimeout(r, 50));
     }
-    addCheck(report, { name: `all ${count} stored events delivered (distinct partition/offset at the receiver)`, ok: stats.distinct >= count, detail: { distinct: stats.distinct, requests: stats.requests } });
+    addCheck(report, {
+      name: `all ${count} stored events delivered (distinct partition/offset at the receiver)`,
+      ok: stats.distinct >= count,
+      detail: { distinct: stats.distinct, requests: stats.requests },
+    });
     addCheck(report, { name: 'subscription lag 0 after delivery (GET /subscriptions/{id})', ok: lag === 0, detail: { lag } });
   }
   const deleted = await httpJson('DELETE', `${fx.gw.url}/subscriptions/${id}`);
@@ -134,12 +168,21 @@ async function runCase(ctx: Ctx, name: 'deliver' | 'deliver-ordered', ordering: 
     runs.herald.push(await heraldRun(fx, ordering, n, report));
     if (bfx) runs.baseline.push(await heraldRun(bfx, ordering, n, report));
   }
-  report.ceiling = side(`undici Pool, ${CONCURRENCY} concurrent POSTs of the same bodies (p50/p99/max: receiver-side connection turnaround)`, runs.ceiling);
-  report.herald = side(`Herald subscription ordering=${ordering}, maxInFlight ${CONCURRENCY}, ${n} events from earliest (p50/p99/max: receiver-side connection turnaround)`, runs.herald);
+  report.ceiling = side(
+    `undici Pool, ${CONCURRENCY} concurrent POSTs of the same bodies (p50/p99/max: receiver-side connection turnaround)`,
+    runs.ceiling,
+  );
+  report.herald = side(
+    `Herald subscription ordering=${ordering}, maxInFlight ${CONCURRENCY}, ${n} events from earliest (p50/p99/max: receiver-side connection turnaround)`,
+    runs.herald,
+  );
   const key = ordering === 'none' ? 'herald_vs_undici' : 'ordered_vs_deliver_ceiling';
   report.ratios = { [key]: ratio(report.herald.median.rps, report.ceiling.median.rps) };
   if (bfx) {
-    report.baseline = side(baselineLabel(ctx, `subscription ordering=${ordering}, maxInFlight ${CONCURRENCY}, ${n} events from earliest`), runs.baseline);
+    report.baseline = side(
+      baselineLabel(ctx, `subscription ordering=${ordering}, maxInFlight ${CONCURRENCY}, ${n} events from earliest`),
+      runs.baseline,
+    );
     report.ratios.herald_vs_baseline = ratio(report.herald.median.rps, report.baseline.median.rps);
     report.ratios.baseline_vs_ceiling = ratio(report.baseline.median.rps, report.ceiling.median.rps);
   }
@@ -147,7 +190,9 @@ async function runCase(ctx: Ctx, name: 'deliver' | 'deliver-ordered', ordering: 
   if (ordering === 'partition') {
     const deliver = ctx.reports.get('deliver');
     if (deliver?.herald?.median.rps) report.ratios.ordered_vs_unordered_herald = ratio(report.herald.median.rps, deliver.herald.median.rps);
-    report.notes = [`ordering=partition allows one event in flight per partition: at most ${16} concurrent requests with 16 partitions, against ${CONCURRENCY} for the ceiling.`];
+    report.notes = [
+      `ordering=partition allows one event in flight per partition: at most ${16} concurrent requests with 16 partitions, against ${CONCURRENCY} for the ceiling.`,
+    ];
   }
   if (wantProfile(ctx, report)) {
     await attachProfile(ctx, report, async (profDir) => {

@@ -116,9 +116,17 @@ function scenarios(mod: FilterModule): Scenario[] {
     { name: `${mod.MAX_FILTER_NODES} × LIKE %a…(127)b%`, filters: list(like(() => `%${as(127)}b%`)) },
     { name: `${mod.MAX_FILTER_NODES} × LOWER(a) != 'x'`, filters: list(sql("LOWER(a) != 'x'")) },
     { name: `${mod.MAX_FILTER_NODES} × UPPER(a) != 'x'`, filters: list(sql("UPPER(a) != 'x'")) },
-    { name: `${mod.MAX_FILTER_NODES} × x IN (m, m, …) (missing attributes)`, filters: list(sql(`x IN (${fill('m', ',', L - 8)})`)), expect: 'never' },
+    {
+      name: `${mod.MAX_FILTER_NODES} × x IN (m, m, …) (missing attributes)`,
+      filters: list(sql(`x IN (${fill('m', ',', L - 8)})`)),
+      expect: 'never',
+    },
     { name: `${mod.MAX_FILTER_NODES} × FALSE OR FALSE OR …`, filters: list(sql(fill('FALSE', ' OR ', L))), expect: 'never' },
-    { name: `${mod.MAX_FILTER_NODES} × type = 'x' OR … (short comparisons)`, filters: list(sql(fill("type = 'x'", ' OR ', L))), expect: 'never' },
+    {
+      name: `${mod.MAX_FILTER_NODES} × type = 'x' OR … (short comparisons)`,
+      filters: list(sql(fill("type = 'x'", ' OR ', L))),
+      expect: 'never',
+    },
     { name: `${mod.MAX_FILTER_NODES} × exact a = 16 KB of a`, filters: list({ exact: { a: as(16 * KB) } }), expect: 'never' },
     {
       name: `nested any/all/not to depth ${mod.MAX_FILTER_DEPTH}, sql leaves`,
@@ -138,8 +146,16 @@ function overLimits(mod: FilterModule): { name: string; filters: unknown[]; limi
   let deep: unknown = { exact: { type: 'x' } };
   for (let i = 0; i <= mod.MAX_FILTER_DEPTH; i++) deep = { not: deep };
   return [
-    { name: `sql of ${mod.MAX_SQL_LENGTH + 1} characters`, filters: [{ sql: `a LIKE '%${'a'.repeat(mod.MAX_SQL_LENGTH - 10)}%'` }], limit: String(mod.MAX_SQL_LENGTH) },
-    { name: `${mod.MAX_FILTER_NODES + 1} filter objects`, filters: Array.from({ length: mod.MAX_FILTER_NODES + 1 }, () => ({ exact: { type: 'x' } })), limit: String(mod.MAX_FILTER_NODES) },
+    {
+      name: `sql of ${mod.MAX_SQL_LENGTH + 1} characters`,
+      filters: [{ sql: `a LIKE '%${'a'.repeat(mod.MAX_SQL_LENGTH - 10)}%'` }],
+      limit: String(mod.MAX_SQL_LENGTH),
+    },
+    {
+      name: `${mod.MAX_FILTER_NODES + 1} filter objects`,
+      filters: Array.from({ length: mod.MAX_FILTER_NODES + 1 }, () => ({ exact: { type: 'x' } })),
+      limit: String(mod.MAX_FILTER_NODES),
+    },
     { name: `depth ${mod.MAX_FILTER_DEPTH + 1}`, filters: [deep], limit: String(mod.MAX_FILTER_DEPTH) },
   ];
 }
@@ -191,6 +207,7 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
   const gc = collector();
   const report = baseReport('filters', ctx);
   const modulePath = path.join(path.dirname(MAIN_JS), 'subscriptions', 'filter.js');
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- the built module, loaded at run time
   const mod = require(modulePath) as FilterModule;
   const plan = ctx.quick ? { warmup: 1, rounds: 3, sweeps: 2 } : { warmup: 3, rounds: 10, sweeps: 3 };
   const evs = events();
@@ -217,7 +234,8 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       gc();
       evs.forEach((ev, e) => {
         const m = measure(c.matcher, c.errors, ev.attributes, plan.warmup, plan.rounds);
-        if (m.threw !== undefined) addCheck(report, { name: `${c.scenario.name} on ${ev.name}: the matcher does not throw`, ok: false, detail: String(m.threw) });
+        if (m.threw !== undefined)
+          addCheck(report, { name: `${c.scenario.name} on ${ev.name}: the matcher does not throw`, ok: false, detail: String(m.threw) });
         for (const o of m.outcomes) c.outcomes.add(o);
         c.samples.push(...m.samples);
         c.sweepMax[e]!.push(m.max);
@@ -241,11 +259,27 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
     if (scenarioWorst.ms > worst.ms) worst = { ms: scenarioWorst.ms, scenario: s.name, event: scenarioWorst.event };
     const seen = [...c.outcomes].sort();
     if (s.expect === 'never') addCheck(report, { name: `${s.name}: never matches`, ok: !seen.includes('match'), detail: seen });
-    if (s.expect === 'error') addCheck(report, { name: `${s.name}: reported as a budget error on large values`, ok: seen.includes('error:budget') && !seen.includes('match'), detail: seen });
-    if (s.expect === 'no-error') addCheck(report, { name: `${s.name}: no filter error`, ok: !seen.some((o) => o.startsWith('error')), detail: seen });
+    if (s.expect === 'error')
+      addCheck(report, {
+        name: `${s.name}: reported as a budget error on large values`,
+        ok: seen.includes('error:budget') && !seen.includes('match'),
+        detail: seen,
+      });
+    if (s.expect === 'no-error')
+      addCheck(report, { name: `${s.name}: no filter error`, ok: !seen.some((o) => o.startsWith('error')), detail: seen });
     const p50 = summarize(c.samples).p50;
-    results.push({ scenario: s.name, worstMs: round(scenarioWorst.ms, 3), rawMaxMs: round(scenarioRaw, 3), p50Ms: p50, on: scenarioWorst.event, compileMs: round(c.compileMs, 3), outcomes: seen });
-    ctx.log(`filters: ${s.name.padEnd(58)} worst ${String(round(scenarioWorst.ms, 2)).padStart(5)} ms (raw ${String(round(scenarioRaw, 2)).padStart(5)}), p50 ${String(p50).padStart(6)} ms (${scenarioWorst.event}) ${seen.join(',')}`);
+    results.push({
+      scenario: s.name,
+      worstMs: round(scenarioWorst.ms, 3),
+      rawMaxMs: round(scenarioRaw, 3),
+      p50Ms: p50,
+      on: scenarioWorst.event,
+      compileMs: round(c.compileMs, 3),
+      outcomes: seen,
+    });
+    ctx.log(
+      `filters: ${s.name.padEnd(58)} worst ${String(round(scenarioWorst.ms, 2)).padStart(5)} ms (raw ${String(round(scenarioRaw, 2)).padStart(5)}), p50 ${String(p50).padStart(6)} ms (${scenarioWorst.event}) ${seen.join(',')}`,
+    );
   }
 
   for (const o of overLimits(mod)) {
@@ -271,8 +305,8 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
   report.scenarios = results;
   report.notes = [
     `${results.length} scenarios × ${evs.length} events × ${plan.sweeps} sweeps of ${plan.rounds} timed evaluations (after ${plan.warmup} untimed)`,
-    'worst_evaluation_ms: per scenario and event the smallest of the sweeps\' maxima, then the largest of those; worst_raw_ms: largest single sample, pauses from other processes included',
+    "worst_evaluation_ms: per scenario and event the smallest of the sweeps' maxima, then the largest of those; worst_raw_ms: largest single sample, pauses from other processes included",
   ];
-  if (ctx.baseline) report.notes.push('--baseline ignored: the case runs this checkout\'s filters in-process');
+  if (ctx.baseline) report.notes.push("--baseline ignored: the case runs this checkout's filters in-process");
   return report;
 }

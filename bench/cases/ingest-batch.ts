@@ -38,10 +38,26 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
   const raw = async (ms: number): Promise<RunMetrics> => {
     const r = await runJson<AppendResult>('append-ceiling', [ctx.tmpRoot, String(ms), String(BATCH), '1024'], ms + 30_000);
     // Per-group write+fdatasync latency stands in for request latency.
-    return { rps: r.groups / r.seconds, eventsPerSec: r.recordsPerSec, p50: r.syncMs.p50, p99: r.syncMs.p99, max: r.syncMs.max, non2xx: 0, errors: 0, records: r.records, seconds: r.seconds };
+    return {
+      rps: r.groups / r.seconds,
+      eventsPerSec: r.recordsPerSec,
+      p50: r.syncMs.p50,
+      p99: r.syncMs.p99,
+      max: r.syncMs.max,
+      non2xx: 0,
+      errors: 0,
+      records: r.records,
+      seconds: r.seconds,
+    };
   };
   const herald = async (ms: number, withReport: boolean, warmupMs?: number, baseline?: boolean) =>
-    (await heraldIngestRun(ctx, withReport ? report : undefined, (port, tag) => batchSpec(port, ms, tag), { batchSize: BATCH, warmupMs, baseline })).metrics;
+    (
+      await heraldIngestRun(ctx, withReport ? report : undefined, (port, tag) => batchSpec(port, ms, tag), {
+        batchSize: BATCH,
+        warmupMs,
+        baseline,
+      })
+    ).metrics;
   ctx.log('ingest-batch: warm-up');
   await raw(warmupMs);
   await herald(warmupMs, false, 0);
@@ -64,7 +80,10 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
   report.targets.push(atLeast('Herald events/s ÷ raw records/s', report.ratios.herald_events_vs_raw_records ?? null, 0.4));
   if (wantProfile(ctx, report)) {
     await attachProfile(ctx, report, async (profDir) => {
-      const { windowUs } = await heraldIngestRun(ctx, undefined, (port, tag) => batchSpec(port, runMs, tag), { batchSize: BATCH, cpuProfDir: profDir });
+      const { windowUs } = await heraldIngestRun(ctx, undefined, (port, tag) => batchSpec(port, runMs, tag), {
+        batchSize: BATCH,
+        cpuProfDir: profDir,
+      });
       return [{ fromUs: windowUs[0], toUs: windowUs[1] }];
     });
   }

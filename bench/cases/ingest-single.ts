@@ -72,14 +72,16 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
     ctx.log('ingest-single: warm-up');
     await ceilingRun(bare.port, warmupMs);
     await heraldIngestRun(ctx, undefined, (port, tag) => singleSpec(port, warmupMs, tag), { warmupMs: 0 });
-    if (ctx.baseline) await heraldIngestRun(ctx, undefined, (port, tag) => singleSpec(port, warmupMs, tag), { warmupMs: 0, baseline: true });
+    if (ctx.baseline)
+      await heraldIngestRun(ctx, undefined, (port, tag) => singleSpec(port, warmupMs, tag), { warmupMs: 0, baseline: true });
     await ceilingRun(express.port, warmupMs);
     const runs = { bare: [] as RunMetrics[], herald: [] as RunMetrics[], baseline: [] as RunMetrics[], express: [] as RunMetrics[] };
     for (let i = 0; i < ctx.rounds; i++) {
       ctx.log(`ingest-single: round ${i + 1}/${ctx.rounds}`);
       runs.bare.push(await ceilingRun(bare.port, runMs));
       runs.herald.push((await heraldIngestRun(ctx, report, (port, tag) => singleSpec(port, runMs, tag))).metrics);
-      if (ctx.baseline) runs.baseline.push((await heraldIngestRun(ctx, report, (port, tag) => singleSpec(port, runMs, tag), { baseline: true })).metrics);
+      if (ctx.baseline)
+        runs.baseline.push((await heraldIngestRun(ctx, report, (port, tag) => singleSpec(port, runMs, tag), { baseline: true })).metrics);
       runs.express.push(await ceilingRun(express.port, runMs));
     }
     report.ceiling = side('bare node:http handler, JSON.parse, 202', runs.bare);

@@ -8,7 +8,23 @@
  * connection picked it up), so a server that falls behind cannot hide it.
  */
 import { httpJson, startGateway, startServer, stopChild } from '../lib/children';
-import { addCheck, atMost, baseReport, baselineLabel, below, ratio, checkIngest, fromLoad, newDir, removeDir, side, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
+import {
+  addCheck,
+  atMost,
+  baseReport,
+  baselineLabel,
+  below,
+  ratio,
+  checkIngest,
+  fromLoad,
+  newDir,
+  removeDir,
+  side,
+  uniqueTag,
+  type CaseReport,
+  type Ctx,
+  type RunMetrics,
+} from '../lib/common';
 import { runLoad, type LoadSpec } from '../lib/load';
 import { attachProfile, wantProfile } from '../lib/profiled';
 import { round } from '../lib/stats';
@@ -41,14 +57,22 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
     if (!ceilingRps) {
       ctx.log('latency: measuring the ingest-single ceiling for the rate');
       ceilingRps = (await runLoad(singleSpec(bare.port, ctx.quick ? 1000 : 3000, uniqueTag('r')))).rps;
-      report.notes = [`rate from a ${ctx.quick ? 1 : 3} s closed-loop run of the bare handler with ${CONNECTIONS} connections (ingest-single did not run)`];
+      report.notes = [
+        `rate from a ${ctx.quick ? 1 : 3} s closed-loop run of the bare handler with ${CONNECTIONS} connections (ingest-single did not run)`,
+      ];
     }
     const rate = Math.max(100, Math.round(ceilingRps / 2));
     report.rate = rate;
 
     let lastWindowUs: [number, number] = [0, 0];
     const ceilingRun = async (ms: number) => fromLoad(await runLoad(openSpec(bare.port, rate, ms, uniqueTag('c'))));
-    const heraldRun = async (ms: number, withReport: boolean, cpuProfDir?: string, atRate = rate, baseline = false): Promise<RunMetrics> => {
+    const heraldRun = async (
+      ms: number,
+      withReport: boolean,
+      cpuProfDir?: string,
+      atRate = rate,
+      baseline = false,
+    ): Promise<RunMetrics> => {
       const dir = newDir(ctx, 'latency');
       const gw = await startGateway({ dataDir: dir, fsync: 'always', cpuProfDir, baseline });
       const key = `/lat-${uniqueTag('')}`;
@@ -66,9 +90,18 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
         await receiver.call('forget', { key });
         if (withReport) {
           for (const check of await checkIngest(gw, r, tag)) addCheck(report, check);
-          addCheck(report, { name: 'every acknowledged event reached the receiver', ok: stats.distinct >= r.okEvents, detail: { acknowledged: r.okEvents, delivered: stats.distinct } });
+          addCheck(report, {
+            name: 'every acknowledged event reached the receiver',
+            ok: stats.distinct >= r.okEvents,
+            detail: { acknowledged: r.okEvents, delivered: stats.distinct },
+          });
         }
-        return fromLoad(r, { achievedRate: round(r.requests / r.seconds, 1), delivered: stats.distinct, publishToReceiptMs: stats.publishToReceiptMs, p2rP99: stats.publishToReceiptMs.p99 });
+        return fromLoad(r, {
+          achievedRate: round(r.requests / r.seconds, 1),
+          delivered: stats.distinct,
+          publishToReceiptMs: stats.publishToReceiptMs,
+          p2rP99: stats.publishToReceiptMs.p99,
+        });
       } finally {
         await gw.stop();
         removeDir(dir);
@@ -87,17 +120,26 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       if (ctx.baseline) runs.baseline.push(await heraldRun(runMs, true, undefined, rate, true));
     }
     report.ceiling = side(`bare node:http handler, open loop ${rate} req/s`, runs.ceiling);
-    report.herald = side(`Herald POST /events binary, fsync=always, open loop ${rate} req/s, subscriber ordering=none maxInFlight 64`, runs.herald);
+    report.herald = side(
+      `Herald POST /events binary, fsync=always, open loop ${rate} req/s, subscriber ordering=none maxInFlight 64`,
+      runs.herald,
+    );
     const c99 = report.ceiling.median.p99;
     const h99 = report.herald.median.p99;
     report.ratios = { herald_p99_minus_ceiling_p99_ms: h99 !== null && c99 !== null ? round(h99 - c99, 3) : null };
     if (ctx.baseline) {
-      report.baseline = side(baselineLabel(ctx, `POST /events binary, fsync=always, open loop ${rate} req/s, subscriber attached`), runs.baseline);
+      report.baseline = side(
+        baselineLabel(ctx, `POST /events binary, fsync=always, open loop ${rate} req/s, subscriber attached`),
+        runs.baseline,
+      );
       const b = report.baseline.median;
       // Latency: below 1 is better. achievedRate: above 1 is better.
       report.ratios.herald_vs_baseline = ratio(h99, b.p99);
       report.ratios.herald_vs_baseline_p2r_p99 = ratio(report.herald.median.p2rP99 as number | undefined, b.p2rP99 as number | undefined);
-      report.ratios.herald_vs_baseline_achieved_rate = ratio(report.herald.median.achievedRate as number | undefined, b.achievedRate as number | undefined);
+      report.ratios.herald_vs_baseline_achieved_rate = ratio(
+        report.herald.median.achievedRate as number | undefined,
+        b.achievedRate as number | undefined,
+      );
     }
     report.targets.push(atMost('Herald ingest p99 (ms), ceiling p99 + 2 ms', h99, (c99 ?? NaN) + 2, ' ms'));
     report.targets.push(below('publish-to-receipt p99 (ms)', (report.herald.median.p2rP99 as number | undefined) ?? null, 50, ' ms'));
@@ -113,7 +155,11 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
     const ownMs = Math.min(runMs, 10_000);
     ctx.log(`latency: informational run at half of Herald's own capacity, ${ownRate} req/s for ${ownMs / 1000} s`);
     const atOwn = await heraldRun(ownMs, true, undefined, ownRate);
-    report.others = { heraldAtHalfItsOwnCapacity: side(`Herald at ${ownRate} req/s (half its ingest-single median), ${ownMs / 1000} s, not a target`, [atOwn]) };
+    report.others = {
+      heraldAtHalfItsOwnCapacity: side(`Herald at ${ownRate} req/s (half its ingest-single median), ${ownMs / 1000} s, not a target`, [
+        atOwn,
+      ]),
+    };
     if (wantProfile(ctx, report)) {
       await attachProfile(ctx, report, async (profDir) => {
         await heraldRun(Math.min(runMs, 10_000), false, profDir);

@@ -6,7 +6,24 @@
  * read independently: every event ever answered 2xx is there exactly once.
  */
 import { delay, runJson, startGateway, waitReady } from '../lib/children';
-import { addCheck, atLeast, atMost, baseReport, baselineLabel, headsSum, newDir, ratio, removeDir, sampleAcked, side, spotCheck, uniqueTag, type CaseReport, type Ctx, type RunMetrics } from '../lib/common';
+import {
+  addCheck,
+  atLeast,
+  atMost,
+  baseReport,
+  baselineLabel,
+  headsSum,
+  newDir,
+  ratio,
+  removeDir,
+  sampleAcked,
+  side,
+  spotCheck,
+  uniqueTag,
+  type CaseReport,
+  type Ctx,
+  type RunMetrics,
+} from '../lib/common';
 import { verifyLog, type History } from '../lib/history';
 import { runLoad, startLoad } from '../lib/load';
 import { logBytes, segmentFiles } from '../lib/log-scan';
@@ -30,7 +47,16 @@ async function ownFixture(ctx: Ctx, baseline = false): Promise<RecoveryFixture> 
     const perEvent = i === 0 ? undefined : logBytes(dir) / history.loads.reduce((n, l) => n + l.result.okEvents, 0);
     const requests = perEvent === undefined ? 100 : Math.ceil((target - logBytes(dir)) / perEvent / BATCH);
     const tag = uniqueTag('w');
-    const r = await runLoad({ port, kind: 'batch', batchSize: BATCH, connections: 8, maxRequests: requests, tag, track: true, drainTimeoutMs: 30_000 });
+    const r = await runLoad({
+      port,
+      kind: 'batch',
+      batchSize: BATCH,
+      connections: 8,
+      maxRequests: requests,
+      tag,
+      track: true,
+      drainTimeoutMs: 30_000,
+    });
     history.loads.push({ tag, result: r, batchSize: BATCH });
   }
   return { dir, gw, history };
@@ -63,7 +89,13 @@ class Crasher {
     fx.history.loads.push({ tag, result: killed });
     const bytes = logBytes(fx.dir);
     // Recovery takes tens of milliseconds: sample every 50 µs rather than every 1 ms.
-    fx.gw = await startGateway({ dataDir: fx.dir, fsync: 'always', cpuProfDir, cpuProfIntervalUs: cpuProfDir ? 50 : undefined, baseline: this.baseline });
+    fx.gw = await startGateway({
+      dataDir: fx.dir,
+      fsync: 'always',
+      cpuProfDir,
+      cpuProfIntervalUs: cpuProfDir ? 50 : undefined,
+      baseline: this.baseline,
+    });
     const gw = fx.gw;
     const readyAt = await waitReady(gw.url, 60_000);
     const line = gw.logs().find((l) => l.msg === 'log recovered') as unknown as Recovered | undefined;
@@ -109,7 +141,17 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
 
   const raw = async (): Promise<RunMetrics> => {
     const r = await runJson<{ bytes: number; seconds: number; bytesPerSec: number }>('readcrc-ceiling', segmentFiles(dir), 120_000);
-    return { rps: null, p50: null, p99: null, max: null, non2xx: 0, errors: 0, bytes: r.bytes, seconds: r.seconds, scanMBps: round(r.bytesPerSec / 2 ** 20, 1) };
+    return {
+      rps: null,
+      p50: null,
+      p99: null,
+      max: null,
+      non2xx: 0,
+      errors: 0,
+      bytes: r.bytes,
+      seconds: r.seconds,
+      scanMBps: round(r.bytesPerSec / 2 ** 20, 1),
+    };
   };
 
   let finished = false;
@@ -119,7 +161,9 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       delete ctx.shared.recoveryFixtureBaseline;
       base = new Crasher(ctx, bfx, true);
     }
-    ctx.log(`recovery: ${round(logBytes(dir) / 2 ** 30, 3)} GiB of log${base ? ` (baseline: ${round(logBytes(base.fx.dir) / 2 ** 30, 3)} GiB)` : ''}; warm-up`);
+    ctx.log(
+      `recovery: ${round(logBytes(dir) / 2 ** 30, 3)} GiB of log${base ? ` (baseline: ${round(logBytes(base.fx.dir) / 2 ** 30, 3)} GiB)` : ''}; warm-up`,
+    );
     await raw();
     const runs = { raw: [] as RunMetrics[], herald: [] as RunMetrics[], baseline: [] as RunMetrics[] };
     for (let i = 0; i < ctx.rounds; i++) {
@@ -129,7 +173,10 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       if (base) runs.baseline.push(await base.crashAndRestart());
     }
     report.ceiling = side('sequential read + crc32 of every segment file (8 MiB reads)', runs.raw);
-    report.herald = side('Herald restart after SIGKILL under load: spawn → /readyz 200; scan rate from its "log recovered" line', runs.herald);
+    report.herald = side(
+      'Herald restart after SIGKILL under load: spawn → /readyz 200; scan rate from its "log recovered" line',
+      runs.herald,
+    );
     report.ratios = { scan_vs_read_crc: ratio(report.herald.median.scanMBps as number, report.ceiling.median.scanMBps as number) };
     if (base) {
       report.baseline = side(baselineLabel(ctx, 'restart after SIGKILL under load (its own data dir from backlog)'), runs.baseline);
@@ -138,7 +185,9 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       report.ratios.herald_vs_baseline_ready_ms = ratio(report.herald.median.readyMs as number, report.baseline.median.readyMs as number);
       report.ratios.baseline_scan_vs_read_crc = ratio(report.baseline.median.scanMBps as number, report.ceiling.median.scanMBps as number);
     }
-    report.targets.push(atMost('ready after restart (ms)', (report.herald.median.readyMs as number | undefined) ?? null, READY_LIMIT_MS, ' ms'));
+    report.targets.push(
+      atMost('ready after restart (ms)', (report.herald.median.readyMs as number | undefined) ?? null, READY_LIMIT_MS, ' ms'),
+    );
     report.targets.push(atLeast('recovery scan MB/s ÷ read+crc MB/s', report.ratios.scan_vs_read_crc ?? null, 0.3));
     report.notes = [
       'Herald scans from where its SQLite index ends (at most the active segment plus any unindexed tail), so scannedBytes is far less than the log; the ratio compares rates, not totals.',

@@ -43,21 +43,37 @@ export let BASELINE_JS: string | undefined;
  * reads the repository. node_modules resolves from the repository at run time.
  */
 export function buildBaseline(ref: string, log: (msg: string) => void): { ref: string; commit: string; dir: string } {
-  const git = (args: string[], opts: { input?: Buffer } = {}) => execFileSync('git', ['-C', ROOT, ...args], { input: opts.input, maxBuffer: 1 << 30 });
-  const commit = git(['rev-parse', '--short', '--verify', `${ref}^{commit}`]).toString().trim();
+  const git = (args: string[], opts: { input?: Buffer } = {}) =>
+    execFileSync('git', ['-C', ROOT, ...args], { input: opts.input, maxBuffer: 1 << 30 });
+  const commit = git(['rev-parse', '--short', '--verify', `${ref}^{commit}`])
+    .toString()
+    .trim();
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-baseline-'));
   const dest = path.join(ROOT, 'dist-bench', 'baseline');
   try {
     const wanted = ['src', 'migrations', 'openapi', 'tsconfig.json', 'tsconfig.build.json'];
-    const present = git(['ls-tree', '--name-only', commit]).toString().split('\n').filter((n) => wanted.includes(n));
+    const present = git(['ls-tree', '--name-only', commit])
+      .toString()
+      .split('\n')
+      .filter((n) => wanted.includes(n));
     const tar = git(['archive', '--format=tar', commit, ...present]);
     execFileSync('tar', ['-x', '-C', tmp], { input: tar, maxBuffer: 1 << 30 });
     fs.symlinkSync(path.join(ROOT, 'node_modules'), path.join(tmp, 'node_modules'), 'dir');
     log(`baseline: compiling ${ref} (${commit})`);
-    execFileSync(process.execPath, [path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', path.join(tmp, 'tsconfig.build.json'), '--outDir', path.join(tmp, 'dist')], {
-      stdio: ['ignore', 'inherit', 'inherit'],
-      timeout: 300_000,
-    });
+    execFileSync(
+      process.execPath,
+      [
+        path.join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc'),
+        '-p',
+        path.join(tmp, 'tsconfig.build.json'),
+        '--outDir',
+        path.join(tmp, 'dist'),
+      ],
+      {
+        stdio: ['ignore', 'inherit', 'inherit'],
+        timeout: 300_000,
+      },
+    );
     fs.rmSync(dest, { recursive: true, force: true });
     for (const dir of ['dist', 'migrations', 'openapi']) {
       if (fs.existsSync(path.join(tmp, dir))) fs.cpSync(path.join(tmp, dir), path.join(dest, dir), { recursive: true });
@@ -119,7 +135,9 @@ export interface RpcChild {
 
 /** Forks `procs/<name>.js` and waits for its `{ type: 'ready' }`. Requests carry `rid`; replies echo it. */
 export async function forkRpc(name: string): Promise<RpcChild> {
-  const child = track(fork(path.join(PROCS, `${name}.js`), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' }));
+  const child = track(
+    fork(path.join(PROCS, `${name}.js`), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced' }),
+  );
   const waiting = new Map<number, { resolve: (v: never) => void; reject: (e: Error) => void }>();
   let nextRid = 1;
   await new Promise<void>((resolve, reject) => {
@@ -234,7 +252,11 @@ function baselineJs(): string {
 /** Starts `node dist/main.js` on a free port with only the given HERALD_* variables (plus PATH). */
 export function startGateway(opts: GatewayOptions): Promise<GatewayChild> {
   const nodeArgs = opts.cpuProfDir
-    ? ['--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`, ...(opts.cpuProfIntervalUs ? [`--cpu-prof-interval=${opts.cpuProfIntervalUs}`] : [])]
+    ? [
+        '--cpu-prof',
+        `--cpu-prof-dir=${opts.cpuProfDir}`,
+        ...(opts.cpuProfIntervalUs ? [`--cpu-prof-interval=${opts.cpuProfIntervalUs}`] : []),
+      ]
     : [];
   const spawnedAt = nowMs();
   const child = track(
@@ -301,7 +323,11 @@ export function startGateway(opts: GatewayOptions): Promise<GatewayChild> {
 
 // ---- control-plane HTTP ---------------------------------------------------------
 
-export async function httpJson<T = Record<string, unknown>>(method: 'GET' | 'POST' | 'DELETE', url: string, body?: unknown): Promise<{ status: number; body: T }> {
+export async function httpJson<T = Record<string, unknown>>(
+  method: 'GET' | 'POST' | 'DELETE',
+  url: string,
+  body?: unknown,
+): Promise<{ status: number; body: T }> {
   const res = await request(url, {
     method,
     headers: body === undefined ? {} : { 'content-type': 'application/json' },

@@ -83,7 +83,15 @@ export interface CaseReport {
 }
 
 export function baseReport(name: string, ctx: Ctx): CaseReport {
-  return { case: name, node: process.version, cpus: os.cpus().length, quick: ctx.quick, ratios: {}, targets: [], correctness: { ok: true, checks: [] } };
+  return {
+    case: name,
+    node: process.version,
+    cpus: os.cpus().length,
+    quick: ctx.quick,
+    ratios: {},
+    targets: [],
+    correctness: { ok: true, checks: [] },
+  };
 }
 
 export function addCheck(report: CaseReport, check: Check): void {
@@ -128,17 +136,35 @@ export function ratio(a: number | null | undefined, b: number | null | undefined
 
 export function atLeast(name: string, value: number | null, min: number): Target {
   const pass = value !== null && value >= min;
-  return { name, want: `>= ${min}`, value, pass, shortBy: pass || value === null ? undefined : `${round(min - value, 3)} below (${round((value / min) * 100, 1)}% of the target)` };
+  return {
+    name,
+    want: `>= ${min}`,
+    value,
+    pass,
+    shortBy: pass || value === null ? undefined : `${round(min - value, 3)} below (${round((value / min) * 100, 1)}% of the target)`,
+  };
 }
 
 export function atMost(name: string, value: number | null, max: number, unit = ''): Target {
   const pass = value !== null && value <= max;
-  return { name, want: `<= ${round(max, 3)}${unit}`, value, pass, shortBy: pass || value === null ? undefined : `${round(value - max, 3)}${unit} over` };
+  return {
+    name,
+    want: `<= ${round(max, 3)}${unit}`,
+    value,
+    pass,
+    shortBy: pass || value === null ? undefined : `${round(value - max, 3)}${unit} over`,
+  };
 }
 
 export function below(name: string, value: number | null, max: number, unit = ''): Target {
   const pass = value !== null && value < max;
-  return { name, want: `< ${max}${unit}`, value, pass, shortBy: pass || value === null ? undefined : `${round(value - max, 3)}${unit} over` };
+  return {
+    name,
+    want: `< ${max}${unit}`,
+    value,
+    pass,
+    shortBy: pass || value === null ? undefined : `${round(value - max, 3)}${unit} over`,
+  };
 }
 
 /** Label of the baseline side: `baseline <ref>`. */
@@ -183,10 +209,17 @@ export function sampleAcked(tag: string, r: LoadResult, n: number, batchSize?: n
 export async function spotCheck(gw: GatewayChild, ids: string[]): Promise<Check> {
   const missing: string[] = [];
   for (const id of ids) {
-    const res = await httpJson<{ event?: { id?: string } }>('GET', `${gw.url}/events?source=${encodeURIComponent(SOURCE)}&id=${encodeURIComponent(id)}`);
+    const res = await httpJson<{ event?: { id?: string } }>(
+      'GET',
+      `${gw.url}/events?source=${encodeURIComponent(SOURCE)}&id=${encodeURIComponent(id)}`,
+    );
     if (res.status !== 200 || res.body.event?.id !== id) missing.push(`${id} (${res.status})`);
   }
-  return { name: `GET /events finds ${ids.length} sampled acknowledged events`, ok: missing.length === 0 && ids.length > 0, detail: missing.length > 0 ? { missing } : undefined };
+  return {
+    name: `GET /events finds ${ids.length} sampled acknowledged events`,
+    ok: missing.length === 0 && ids.length > 0,
+    detail: missing.length > 0 ? { missing } : undefined,
+  };
 }
 
 /**
@@ -195,7 +228,13 @@ export async function spotCheck(gw: GatewayChild, ids: string[]): Promise<Check>
  * the same dir (requests lost to a connection error may or may not have been
  * stored: they widen the allowed range), and sampled acknowledged events are found by id.
  */
-export async function checkIngest(gw: GatewayChild, r: LoadResult, tag: string, batchSize?: number, earlier?: LoadResult): Promise<Check[]> {
+export async function checkIngest(
+  gw: GatewayChild,
+  r: LoadResult,
+  tag: string,
+  batchSize?: number,
+  earlier?: LoadResult,
+): Promise<Check[]> {
   const heads = await headsSum(gw);
   const perRequest = batchSize ?? 1;
   const acknowledged = r.okEvents + (earlier?.okEvents ?? 0);

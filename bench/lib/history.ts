@@ -62,9 +62,21 @@ export function verifyLog(dataDir: string, h: History, headsSum: number): Check[
     }
   }
   return [
-    { name: 'log scan: no torn or corrupt frame after recovery', ok: scan.bad === 0, detail: { records: scan.records, bytes: scan.bytes, bad: scan.bad } },
-    { name: 'every event answered 2xx is in the log', ok: missing === 0 && acked === acknowledged(h), detail: { acknowledged: acked, missing, missingSample, storedThoughNotAcknowledged: unackedStored } },
+    {
+      name: 'log scan: no torn or corrupt frame after recovery',
+      ok: scan.bad === 0,
+      detail: { records: scan.records, bytes: scan.bytes, bad: scan.bad },
+    },
+    {
+      name: 'every event answered 2xx is in the log',
+      ok: missing === 0 && acked === acknowledged(h),
+      detail: { acknowledged: acked, missing, missingSample, storedThoughNotAcknowledged: unackedStored },
+    },
     { name: 'no event is in the log twice', ok: duplicates === 0, detail: { duplicates, foreign } },
-    { name: 'sum of partition heads = records in the log', ok: headsSum === scan.records, detail: { heads: headsSum, records: scan.records } },
+    {
+      name: 'sum of partition heads = records in the log',
+      ok: headsSum === scan.records,
+      detail: { heads: headsSum, records: scan.records },
+    },
   ];
 }

@@ -118,7 +118,11 @@ export function summarizeProfile(file: string, scope: ProfileScope = {}, topN = 
   const pct = (us: number) => Math.round((us / Math.max(1, busyUs)) * 1000) / 10;
   const ms = (us: number) => Math.round(us / 100) / 10;
   const windowed = scope.fromUs !== undefined || scope.toUs !== undefined;
-  const parts = [scope.label, windowed ? 'samples in the measured window only' : scope.under ? undefined : 'whole process', scope.under ? `stacks under ${scope.under}()` : undefined];
+  const parts = [
+    scope.label,
+    windowed ? 'samples in the measured window only' : scope.under ? undefined : 'whole process',
+    scope.under ? `stacks under ${scope.under}()` : undefined,
+  ];
   return {
     file,
     scope: parts.filter(Boolean).join(', '),
@@ -145,13 +149,18 @@ export function summarizeProfile(file: string, scope: ProfileScope = {}, topN = 
 export function mainThreadProfile(dir: string): string | undefined {
   const files = fs.readdirSync(dir).filter((f) => f.endsWith('.cpuprofile'));
   const main = files.filter((f) => /\.\d+\.0\.\d+\.cpuprofile$/.test(f));
-  const pick = (main.length > 0 ? main : files).map((f) => path.join(dir, f)).sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
+  const pick = (main.length > 0 ? main : files)
+    .map((f) => path.join(dir, f))
+    .sort((a, b) => fs.statSync(b).mtimeMs - fs.statSync(a).mtimeMs);
   return pick[0];
 }
 
 /** Human-readable lines for a summary (used by `profile-summary` and BENCHMARKS.md). */
 export function formatProfile(s: ProfileSummary): string {
-  const lines = [`${path.basename(s.file)} [${s.scope}]: busy ${s.busyMs} ms of ${s.wallMs} ms wall (idle ${s.idleMs} ms, GC ${s.gcMs} ms)`, '  self ms    %   function (file:line)'];
+  const lines = [
+    `${path.basename(s.file)} [${s.scope}]: busy ${s.busyMs} ms of ${s.wallMs} ms wall (idle ${s.idleMs} ms, GC ${s.gcMs} ms)`,
+    '  self ms    %   function (file:line)',
+  ];
   for (const t of s.top) lines.push(`  ${String(t.selfMs).padStart(7)} ${String(t.pct).padStart(5)}  ${t.fn} ${t.where}`);
   lines.push('  by file/package:');
   for (const f of s.byFile) lines.push(`  ${String(f.selfMs).padStart(7)} ${String(f.pct).padStart(5)}  ${f.where}`);

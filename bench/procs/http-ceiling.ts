@@ -45,7 +45,10 @@ function express(): http.Server {
   app.use(expressFn.json({ limit: '1mb', type: ['application/json', 'application/*+json'] }));
   app.post('/events', (req, res) => {
     const events = Array.isArray(req.body) ? req.body.length : 1;
-    res.status(202).type('application/json').send(answer(req.get('ce-id'), events));
+    res
+      .status(202)
+      .type('application/json')
+      .send(answer(req.get('ce-id'), events));
   });
   return http.createServer(app);
 }

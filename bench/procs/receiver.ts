@@ -51,7 +51,15 @@ function stateOf(key: string): KeyState {
 
 function statsOf(key: string): ReceiverStats {
   const s = stateOf(key);
-  return { key, requests: s.requests, distinct: s.distinct.size || s.requests, firstAt: s.firstAt, lastAt: s.lastAt, publishToReceiptMs: summarize(Float64Array.from(s.latency.values())), turnaroundMs: summarize(Float64Array.from(s.gaps.values())) };
+  return {
+    key,
+    requests: s.requests,
+    distinct: s.distinct.size || s.requests,
+    firstAt: s.firstAt,
+    lastAt: s.lastAt,
+    publishToReceiptMs: summarize(Float64Array.from(s.latency.values())),
+    turnaroundMs: summarize(Float64Array.from(s.gaps.values())),
+  };
 }
 
 /** Per socket: the key and time of the last answer. A gap counts only within one key (one run). */

@@ -21,7 +21,10 @@ export interface ApiKey {
 export function parseApiKeys(raw: string | undefined): ApiKey[] {
   if (raw === undefined || raw.trim() === '') return [];
   const entries: string[] = [];
-  for (const token of raw.split(/[;\n]|,/).map((t) => t.trim()).filter(Boolean)) {
+  for (const token of raw
+    .split(/[;\n]|,/)
+    .map((t) => t.trim())
+    .filter(Boolean)) {
     if (!token.includes(':') && entries.length > 0) entries[entries.length - 1] += `+${token}`;
     else entries.push(token);
   }
@@ -34,7 +37,9 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     const scopes = scopeList.split(/[+| ]/).filter(Boolean);
     const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope));
     if (unknown.length > 0 || scopes.length === 0) {
-      throw new ConfigError(`HERALD_API_KEYS: key "${name}" has unknown scope(s) ${unknown.join(', ') || '(none)'}; use publish, read, admin`);
+      throw new ConfigError(
+        `HERALD_API_KEYS: key "${name}" has unknown scope(s) ${unknown.join(', ') || '(none)'}; use publish, read, admin`,
+      );
     }
     if (names.has(name)) throw new ConfigError(`HERALD_API_KEYS: key name "${name}" appears twice`);
     names.add(name);

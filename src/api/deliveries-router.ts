@@ -20,7 +20,20 @@ export function createDeliveriesRouter(dispatcher: Dispatcher): Router {
     res.json(dispatcher.callback(req.params.deliveryId, 'ack'));
   });
   router.post('/deliveries/:deliveryId/nack', open, jsonBody, (req, res) => {
-    const { delayMs } = parseInput(z.object({ delayMs: z.number().int().min(0).max(7 * 86_400_000).optional() }).strict(), body(req), 'request');
+    const { delayMs } = parseInput(
+      z
+        .object({
+          delayMs: z
+            .number()
+            .int()
+            .min(0)
+            .max(7 * 86_400_000)
+            .optional(),
+        })
+        .strict(),
+      body(req),
+      'request',
+    );
     res.json(dispatcher.callback(req.params.deliveryId, 'nack', { delayMs }));
   });
   router.post('/deliveries/:deliveryId/extend', open, jsonBody, (req, res) => {

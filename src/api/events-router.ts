@@ -23,7 +23,8 @@ export function createEventsRouter(store: EventStore, ingest: (req: IncomingMess
   router.get('/events', read, (req, res) => {
     const { source, id } = parseInput(z.object({ source: z.string().min(1), id: z.string().min(1) }), req.query, 'query');
     const found = store.lookup(source, id);
-    if (!found) throw new AppError('not_found', `no event with source "${source}" and id "${id}" (or it is older than the idempotency window)`);
+    if (!found)
+      throw new AppError('not_found', `no event with source "${source}" and id "${id}" (or it is older than the idempotency window)`);
     res.json({ event: toStructured(found.event), partition: found.partition, offset: found.offset });
   });
 
@@ -33,14 +34,16 @@ export function createEventsRouter(store: EventStore, ingest: (req: IncomingMess
 
   router.get('/partitions/:partition/events', read, (req, res) => {
     const { partition } = parseInput(z.object({ partition: pathInt() }), req.params, 'path');
-    if (partition >= store.partitions) throw new AppError('not_found', `partition ${partition} does not exist (there are ${store.partitions})`);
+    if (partition >= store.partitions)
+      throw new AppError('not_found', `partition ${partition} does not exist (there are ${store.partitions})`);
     const { from, limit } = parseInput(z.object({ from: queryInt(0), limit: queryInt(100, MAX_PAGE) }), req.query, 'query');
     const page: ReturnType<EventStore['read']> = limit === 0 ? { events: [] } : store.read(partition, from, limit);
     const head = store.heads()[partition]!;
     const last = page.events[page.events.length - 1];
     // A corrupt record ends the page and is named, so a reader can see it and go on past it. An empty
     // page continues at the head: offsets between are a gap (lost records are never reused).
-    const nextOffset = page.corruptOffset !== undefined ? page.corruptOffset + 1 : last ? last.offset + 1 : limit === 0 ? Math.min(from, head) : head;
+    const nextOffset =
+      page.corruptOffset !== undefined ? page.corruptOffset + 1 : last ? last.offset + 1 : limit === 0 ? Math.min(from, head) : head;
     res.json({
       events: page.events.map((e) => ({ partition: e.partition, offset: e.offset, event: toStructured(e.event) })),
       nextOffset,

@@ -62,7 +62,10 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
 
 /** The spec is inlined (one request fewer, no base-URL guessing); `<` is escaped so it cannot close the script. */
 function docsPage(title: string, scriptUrl: string, specJson: string): string {
-  const inline = specJson.replace(/</g, '\\u003c').replace(/\u2028/g, '\\u2028').replace(/\u2029/g, '\\u2029');
+  const inline = specJson
+    .replace(/</g, '\\u003c')
+    .replace(/\u2028/g, '\\u2028')
+    .replace(/\u2029/g, '\\u2029');
   return `<!doctype html>
 <html lang="en">
 <head>

@@ -36,7 +36,14 @@ export function toProblem(err: unknown, log: Logger): { problem: Problem; header
 
 function build(err: AppError): Problem {
   const errors = err.details.length > 0 ? err.details.slice(0, MAX_PROBLEM_ERRORS) : [{ message: err.message }];
-  const problem: Problem = { type: problemType(err.code), title: errorTitle[err.code], status: err.status, detail: err.message, code: err.code, errors };
+  const problem: Problem = {
+    type: problemType(err.code),
+    title: errorTitle[err.code],
+    status: err.status,
+    detail: err.message,
+    code: err.code,
+    errors,
+  };
   // The size of an answer must not grow with the size of the request that was wrong.
   if (err.totalErrors > errors.length) {
     problem.truncated = true;
@@ -51,7 +58,8 @@ function fromFrameworkError(err: unknown): AppError | undefined {
   if (!e || typeof e.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
   if (e.status === 413) return new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
   if (e.status === 415) return new AppError('unsupported_media_type', e.message ?? 'unsupported media type');
-  if (e.type === 'entity.parse.failed') return new AppError('invalid_request', 'the body is not valid JSON', { details: [{ message: e.message ?? 'invalid JSON' }] });
+  if (e.type === 'entity.parse.failed')
+    return new AppError('invalid_request', 'the body is not valid JSON', { details: [{ message: e.message ?? 'invalid JSON' }] });
   return new AppError('invalid_request', e.message ?? 'bad request');
 }
 

@@ -22,6 +22,7 @@ export function setAuthorizer(app: Express, authorize: Authorizer): void {
  * Middleware that fits any route: its params type is left open so that express still infers the
  * route's own (`/subscriptions/:id` → `{ id: string }`) for the handlers after it.
  */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above: any route's params, body and query
 type AnyRouteHandler = RequestHandler<any, any, any, any>;
 
 /** A `requireScope` middleware; `scope` says what it checks (read by the route-listing tests). */
@@ -64,9 +65,13 @@ export const jsonBody: AnyRouteHandler = (req, res, next) => {
   if (!hasBody(req)) return next();
   if (!req.is(JSON_TYPES)) {
     const sent = req.headers['content-type'];
-    throw new AppError('unsupported_media_type', sent ? `a body of type "${sent}" is not accepted here; send application/json` : 'the body has no Content-Type; send application/json', {
-      details: [{ attribute: 'content-type', message: 'expected application/json (or application/*+json)' }],
-    });
+    throw new AppError(
+      'unsupported_media_type',
+      sent ? `a body of type "${sent}" is not accepted here; send application/json` : 'the body has no Content-Type; send application/json',
+      {
+        details: [{ attribute: 'content-type', message: 'expected application/json (or application/*+json)' }],
+      },
+    );
   }
   parseJson(req, res, next);
 };

@@ -8,10 +8,7 @@ export type AttributeValue = string | number | boolean;
  * - `base64`: decoded `data_base64` of a structured event (returned as `data_base64` again).
  */
 export type EventData =
-  | { kind: 'none' }
-  | { kind: 'json'; value: unknown }
-  | { kind: 'bytes'; bytes: Buffer }
-  | { kind: 'base64'; bytes: Buffer };
+  { kind: 'none' } | { kind: 'json'; value: unknown } | { kind: 'bytes'; bytes: Buffer } | { kind: 'base64'; bytes: Buffer };
 
 /** A validated CloudEvent: every context attribute and extension as received, plus its data. */
 export interface CloudEvent {

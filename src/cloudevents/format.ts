@@ -61,7 +61,10 @@ export function dataBytes(event: CloudEvent): { body: Buffer; contentType?: stri
 }
 
 /** Headers and body of the event in HTTP binary content mode; the headers go into `headers` when given. */
-export function toBinaryMessage(event: CloudEvent, headers: Record<string, string> = {}): { headers: Record<string, string>; body: Buffer } {
+export function toBinaryMessage(
+  event: CloudEvent,
+  headers: Record<string, string> = {},
+): { headers: Record<string, string>; body: Buffer } {
   for (const [name, value] of Object.entries(event.attributes)) {
     if (name === 'datacontenttype') continue;
     headers[`ce-${name}`] = encodeHeaderValue(value);

@@ -15,7 +15,12 @@ export function contentModeOf(contentType: string | undefined): ContentMode {
   if (type === 'application/cloudevents+json') return 'structured';
   if (type.startsWith('application/cloudevents+')) {
     throw new AppError('unsupported_media_type', `event format "${type}" is not supported; use application/cloudevents+json`, {
-      details: [{ attribute: 'content-type', message: 'supported formats: application/cloudevents+json, application/cloudevents-batch+json, or binary mode' }],
+      details: [
+        {
+          attribute: 'content-type',
+          message: 'supported formats: application/cloudevents+json, application/cloudevents-batch+json, or binary mode',
+        },
+      ],
     });
   }
   return 'binary';
@@ -33,7 +38,10 @@ export interface HttpMessage {
  * @see cloudevents/bindings/http-protocol-binding.md §3
  * @throws AppError `invalid_event` (400) or `unsupported_media_type` (415)
  */
-export function parseHttpMessage(message: HttpMessage, limits: ParseLimits = { maxJsonDepth: DEFAULT_MAX_JSON_DEPTH }): { mode: ContentMode; events: CloudEvent[] } {
+export function parseHttpMessage(
+  message: HttpMessage,
+  limits: ParseLimits = { maxJsonDepth: DEFAULT_MAX_JSON_DEPTH },
+): { mode: ContentMode; events: CloudEvent[] } {
   const contentType = single(message.headers, 'content-type');
   const mode = contentModeOf(contentType);
   if (mode === 'binary') {
@@ -95,7 +103,10 @@ export interface ParseLimits {
 export const DEFAULT_MAX_JSON_DEPTH = 64;
 
 function tooDeep(limits: ParseLimits): Violation {
-  return { attribute: 'data', message: `"data" nests arrays and objects deeper than ${limits.maxJsonDepth} levels (HERALD_MAX_JSON_DEPTH)` };
+  return {
+    attribute: 'data',
+    message: `"data" nests arrays and objects deeper than ${limits.maxJsonDepth} levels (HERALD_MAX_JSON_DEPTH)`,
+  };
 }
 
 function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType: string | undefined): CloudEvent {

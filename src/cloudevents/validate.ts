@@ -32,7 +32,14 @@ export function isAbsoluteUri(value: string): boolean {
 export function isRfc3339(value: string): boolean {
   const m = RFC3339.exec(value);
   if (!m) return false;
-  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as number[] as [number, number, number, number, number, number];
+  const [year, month, day, hour, minute, second] = [m[1], m[2], m[3], m[4], m[5], m[6]].map(Number) as number[] as [
+    number,
+    number,
+    number,
+    number,
+    number,
+    number,
+  ];
   if (month < 1 || month > 12 || day < 1) return false;
   // setUTCFullYear, not Date.UTC: Date.UTC maps years 0-99 to 1900-1999, and 1900 is not a leap year but 0000 is.
   const daysInMonth = new Date(new Date(0).setUTCFullYear(year, month, 0)).getUTCDate();

@@ -12,52 +12,63 @@ const unsetIfEmpty = (v: unknown) => (typeof v === 'string' && v.trim() === '' ?
 const withDefault = <T extends z.ZodType>(schema: T, fallback: z.input<T>) =>
   z.preprocess(unsetIfEmpty, schema.prefault(fallback as never));
 
-const int = (min: number, max: number, fallback: number) =>
-  withDefault(z.coerce.number().int().min(min).max(max), fallback);
+const int = (min: number, max: number, fallback: number) => withDefault(z.coerce.number().int().min(min).max(max), fallback);
 
 const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 /** Durations are milliseconds, or a number with a unit: `500ms`, `30s`, `15m`, `12h`, `7d`. */
 const duration = (fallback: string) =>
   withDefault(
-  z
-    .string()
-    .regex(/^\d+(ms|s|m|h|d)?$/, 'expected milliseconds or a duration such as 30s, 12h, 7d')
-    .transform((v) => {
-      const match = /^(\d+)(ms|s|m|h|d)?$/.exec(v)!;
-      return Number(match[1]) * durationUnits[match[2] ?? 'ms']!;
-    }),
-  fallback,
-);
+    z
+      .string()
+      .regex(/^\d+(ms|s|m|h|d)?$/, 'expected milliseconds or a duration such as 30s, 12h, 7d')
+      .transform((v) => {
+        const match = /^(\d+)(ms|s|m|h|d)?$/.exec(v)!;
+        return Number(match[1]) * durationUnits[match[2] ?? 'ms']!;
+      }),
+    fallback,
+  );
 
 export const configSchema = z.object({
   HERALD_HOST: withDefault(z.string(), '127.0.0.1').describe('Address to listen on.'),
   HERALD_PORT: int(0, 65535, 8080).describe('TCP port to listen on (0 picks a free port).'),
-  HERALD_DATA_DIR: withDefault(z.string(), './data').describe('Directory holding the write-ahead log (`wal/`) and the SQLite database (`herald.db`).'),
-  HERALD_FSYNC: withDefault(z.enum(['always', 'interval', 'never']), 'always')
-    .describe('`always`: answer only after an fsync covering the events (group commit). `interval`: fsync every HERALD_FSYNC_INTERVAL_MS. `never`: leave flushing to the OS.'),
+  HERALD_DATA_DIR: withDefault(z.string(), './data').describe(
+    'Directory holding the write-ahead log (`wal/`) and the SQLite database (`herald.db`).',
+  ),
+  HERALD_FSYNC: withDefault(z.enum(['always', 'interval', 'never']), 'always').describe(
+    '`always`: answer only after an fsync covering the events (group commit). `interval`: fsync every HERALD_FSYNC_INTERVAL_MS. `never`: leave flushing to the OS.',
+  ),
   HERALD_FSYNC_INTERVAL_MS: int(1, 60_000, 50).describe('fsync period for HERALD_FSYNC=interval.'),
   HERALD_PARTITIONS: int(1, 4096, 16).describe('Number of partitions. Fixed when the data dir is created.'),
   HERALD_MAX_BODY_BYTES: int(64 * 1024, 256 * MiB, MiB).describe('Largest accepted request body; larger is a 413. At least 64 KiB.'),
   HERALD_SEGMENT_BYTES: int(64 * 1024, 4096 * MiB, 64 * MiB).describe('Log segment size at which a new segment file is started.'),
-  HERALD_IDEMPOTENCY_WINDOW: duration('7d').describe('How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds).'),
-  HERALD_LOG_LEVEL: withDefault(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info')
-    .describe('Log level (JSON logs on stdout).'),
+  HERALD_IDEMPOTENCY_WINDOW: duration('7d').describe(
+    'How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds).',
+  ),
+  HERALD_LOG_LEVEL: withDefault(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info').describe(
+    'Log level (JSON logs on stdout).',
+  ),
   HERALD_PUBLIC_URL: z
     .preprocess(unsetIfEmpty, z.url({ protocol: /^https?$/ }).optional())
     .describe('Base URL of the gateway as receivers reach it; ack callback URLs (`herald-ack-url`) are built from it.'),
   HERALD_API_KEYS: z
     .preprocess(unsetIfEmpty, z.string().optional())
-    .describe('API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.'),
-  HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false')
-    .describe('Allow running without API keys on a non-loopback address.'),
+    .describe(
+      'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.',
+    ),
+  HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe('Allow running without API keys on a non-loopback address.'),
   HERALD_MAX_JSON_DEPTH: int(1, 1000, 64).describe(
     'Deepest nesting of arrays and objects accepted in event data (structured, batch, and binary bodies with a JSON content type); deeper is a 400.',
   ),
   HERALD_RECOVERY: withDefault(
     z
       .string()
-      .transform((v) => v.split(',').map((p) => p.trim()).filter(Boolean))
+      .transform((v) =>
+        v
+          .split(',')
+          .map((p) => p.trim())
+          .filter(Boolean),
+      )
       .pipe(z.array(z.enum(RECOVERY_PERMISSIONS, { error: `expected a comma-separated set of ${RECOVERY_PERMISSIONS.join(', ')}` }))),
     '',
   ).describe(

@@ -67,7 +67,16 @@ export function createDispatcher(deps: DispatcherDeps) {
   // Write-behind buffers, keyed so that only the latest state of each row is written.
   const dirtyPending = new Map<string, { subscriptionId: string; pending: Pending; remove: boolean }>();
   const dirtyOffsets = new Map<string, { subscriptionId: string; row: OffsetRow }>();
-  let deadLetterInserts: { subscriptionId: string; partition: number; offset: number; attempts: number; lastStatus: number | null; lastError: string | null; reason: DeadLetterReason; deadAt: number }[] = [];
+  let deadLetterInserts: {
+    subscriptionId: string;
+    partition: number;
+    offset: number;
+    attempts: number;
+    lastStatus: number | null;
+    lastError: string | null;
+    reason: DeadLetterReason;
+    deadAt: number;
+  }[] = [];
   let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
 
@@ -104,7 +113,8 @@ export function createDispatcher(deps: DispatcherDeps) {
     flushTimer ??= setTimeout(flush, FLUSH_INTERVAL_MS);
   }
 
-  const key = (subscriptionId: string, p: { partition: number; offset: number }) => `${subscriptionId}\u0000${p.partition}\u0000${p.offset}`;
+  const key = (subscriptionId: string, p: { partition: number; offset: number }) =>
+    `${subscriptionId}\u0000${p.partition}\u0000${p.offset}`;
 
   const persistence: StatePersistence = {
     savePending(subscriptionId, pending) {
@@ -211,7 +221,11 @@ export function createDispatcher(deps: DispatcherDeps) {
     initOffsets(subscriptionId: string, startAt: 'latest' | 'earliest'): void {
       const heads = deps.store.heads();
       for (let p = 0; p < deps.store.partitions; p++) {
-        stateRepo.saveOffset(subscriptionId, { partition: p, committedOffset: startAt === 'latest' ? heads[p]! : 0, lastMatchedOffset: null });
+        stateRepo.saveOffset(subscriptionId, {
+          partition: p,
+          committedOffset: startAt === 'latest' ? heads[p]! : 0,
+          lastMatchedOffset: null,
+        });
       }
     },
     resume(subscriptionId: string): void {
@@ -259,7 +273,11 @@ export function createDispatcher(deps: DispatcherDeps) {
         case 'nack':
           registry.settle(deliveryId, 'nacked');
           worker.nack(pending, arg.delayMs);
-          return { deliveryId, status: 'nacked' as const, nextAttemptAt: pending.finished || pending.nextAttemptAt === null ? null : new Date(pending.nextAttemptAt).toISOString() };
+          return {
+            deliveryId,
+            status: 'nacked' as const,
+            nextAttemptAt: pending.finished || pending.nextAttemptAt === null ? null : new Date(pending.nextAttemptAt).toISOString(),
+          };
         case 'reject':
           registry.settle(deliveryId, 'rejected');
           worker.reject(pending, arg.reason);

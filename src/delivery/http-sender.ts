@@ -24,13 +24,23 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
   function poolFor(origin: string): Pool {
     let pool = pools.get(origin);
     if (!pool) {
-      pool = new Pool(origin, { connections: opts.connectionsPerOrigin ?? 64, keepAliveTimeout: 30_000, connectTimeout: CONNECT_TIMEOUT_MS });
+      pool = new Pool(origin, {
+        connections: opts.connectionsPerOrigin ?? 64,
+        keepAliveTimeout: 30_000,
+        connectTimeout: CONNECT_TIMEOUT_MS,
+      });
       pools.set(origin, pool);
     }
     return pool;
   }
 
-  async function send(sink: string, headers: Record<string, string>, body: Buffer, timeoutMs: number, signal?: AbortSignal): Promise<SendResult> {
+  async function send(
+    sink: string,
+    headers: Record<string, string>,
+    body: Buffer,
+    timeoutMs: number,
+    signal?: AbortSignal,
+  ): Promise<SendResult> {
     const url = new URL(sink);
     const controller = new AbortController();
     let timedOut = false;

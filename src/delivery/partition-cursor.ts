@@ -26,9 +26,7 @@ export interface PartitionCursor {
  * power cut or set aside by recovery), which must be skipped, never waited for.
  */
 export type CursorItem =
-  | { kind: 'event'; event: StoredEvent }
-  | { kind: 'corrupt'; offset: number }
-  | { kind: 'missing'; from: number; to: number };
+  { kind: 'event'; event: StoredEvent } | { kind: 'corrupt'; offset: number } | { kind: 'missing'; from: number; to: number };
 
 /** Events are read from the log a page at a time: a backlog stays on disk. */
 const PAGE = 64;
@@ -36,7 +34,17 @@ const PAGE = 64;
 export function createCursor(partition: number, saved: OffsetRow | undefined): PartitionCursor {
   const committed = saved?.committedOffset ?? 0;
   const lastMatched = saved?.lastMatchedOffset ?? null;
-  return { partition, committed, committedLastMatched: lastMatched, cursor: committed, lastMatched, finished: new Map(), pending: new Map(), buffer: [], bufferAt: 0 };
+  return {
+    partition,
+    committed,
+    committedLastMatched: lastMatched,
+    cursor: committed,
+    lastMatched,
+    finished: new Map(),
+    pending: new Map(),
+    buffer: [],
+    bufferAt: 0,
+  };
 }
 
 /**

@@ -45,7 +45,14 @@ export interface SubscriptionWorker {
   redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void;
   /** Stops delivering; `abort` also cancels open requests (the subscription is gone). */
   stop(opts?: { abort?: boolean }): void;
-  stats(): { partition: number; committedOffset: number; headOffset: number; lag: number; inFlight: number; oldestPendingAgeMs: number | null }[];
+  stats(): {
+    partition: number;
+    committedOffset: number;
+    headOffset: number;
+    lag: number;
+    inFlight: number;
+    oldestPendingAgeMs: number | null;
+  }[];
 }
 
 const ID_BYTES = 18;

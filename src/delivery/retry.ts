@@ -13,7 +13,11 @@ export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 10, initialDelayMs: 100
  * Delay before the attempt after `failedAttempt` (1-based): exponential,
  * jittered, capped at `maxDelayMs`. A receiver's `Retry-After` wins, capped too.
  */
-export function retryDelayMs(failedAttempt: number, policy: RetryPolicy, opts: { retryAfterMs?: number; random?: () => number } = {}): number {
+export function retryDelayMs(
+  failedAttempt: number,
+  policy: RetryPolicy,
+  opts: { retryAfterMs?: number; random?: () => number } = {},
+): number {
   if (opts.retryAfterMs !== undefined) return Math.min(Math.max(0, opts.retryAfterMs), policy.maxDelayMs);
   const random = opts.random ?? Math.random;
   const base = policy.initialDelayMs * policy.multiplier ** Math.max(0, failedAttempt - 1);

@@ -10,7 +10,6 @@ import { clearBuffer, createCursor, finishOffset, itemAtCursor, type PartitionCu
 import { buildDeliveryRequest, classifyStatus } from './request';
 import { parseRetryAfter, retryDelayMs } from './retry';
 
-
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
   matcher: () => Matcher;
@@ -84,8 +83,6 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       }
     }
   }
-
-
 
   /** Starts the next matching event of a partition; filtered-out, missing and corrupt ones finish on the way. */
   function takeOne(part: PartitionCursor): boolean {
@@ -182,8 +179,6 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     void attempt(pending);
   }
 
-
-
   function saveOffset(row: OffsetRow | undefined): void {
     if (row) deps.persistence.saveOffset(subId, row);
   }
@@ -261,11 +256,12 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
         waitForResume(pending);
         deps.onGone();
         return;
-      case 'retry':
+      case 'retry': {
         // Retry-After means "come back later" only on 429 and 503 (RFC 9110 §10.2.3); other statuses use the backoff.
         const retryAfter = result.status === 429 || result.status === 503 ? result.retryAfter : undefined;
         fail(pending, result.error ?? `HTTP ${result.status}`, parseRetryAfter(retryAfter, deps.clock()));
         return;
+      }
       case 'dead':
         pending.lastError = result.error ?? `HTTP ${result.status}`;
         deps.callbacks.settle(attemptId, 'failed');
@@ -307,11 +303,14 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
 
   function armRetry(pending: Pending): void {
     clearTimer(pending);
-    pending.timer = setTimeout(() => {
-      pending.timer = undefined;
-      if (stopped || pending.finished || paused()) return; // resume() re-arms
-      void attempt(pending);
-    }, Math.max(0, (pending.nextAttemptAt ?? 0) - deps.clock()));
+    pending.timer = setTimeout(
+      () => {
+        pending.timer = undefined;
+        if (stopped || pending.finished || paused()) return; // resume() re-arms
+        void attempt(pending);
+      },
+      Math.max(0, (pending.nextAttemptAt ?? 0) - deps.clock()),
+    );
   }
 
   /** 410 Gone: keep the event, retry it when the subscription is resumed. */
@@ -449,4 +448,11 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   return worker;
 }
 
-export { newDeliveryId, type CallbackOutcome, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
+export {
+  newDeliveryId,
+  type CallbackOutcome,
+  type CallbackRegistry,
+  type Pending,
+  type StatePersistence,
+  type SubscriptionWorker,
+} from './pending';

@@ -35,8 +35,6 @@ export interface LocalEventStoreOptions {
   clock?: () => number;
 }
 
-
-
 interface PendingEntry {
   source: string;
   id: string;
@@ -116,7 +114,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   if (lostDatabase) {
     log.error(
       { dataDir: opts.dataDir, rebuiltRecords: recovery.rebuiltRecords },
-      'herald.db was missing or not this data dir\'s: events were rebuilt from the log (HERALD_RECOVERY=rebuild-events-only); subscriptions, their offsets and dead letters were not recoverable and are gone',
+      "herald.db was missing or not this data dir's: events were rebuilt from the log (HERALD_RECOVERY=rebuild-events-only); subscriptions, their offsets and dead letters were not recoverable and are gone",
     );
   }
 
@@ -130,7 +128,9 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
     const lost = known !== undefined ? dbId !== known.id : meta.get('partitions') === undefined && hasLog;
     if (!lost) return false;
     if (known && dbId !== undefined) {
-      throw new StartupError(`${path.join(opts.dataDir, 'herald.db')} belongs to another data dir (its id is not the one in ${IDENTITY_FILE}); restore this data dir's herald.db.`);
+      throw new StartupError(
+        `${path.join(opts.dataDir, 'herald.db')} belongs to another data dir (its id is not the one in ${IDENTITY_FILE}); restore this data dir's herald.db.`,
+      );
     }
     if (permissions.has('rebuild-events-only')) return true;
     throw new StartupError(
@@ -247,7 +247,12 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       } catch (err) {
         throw new AppError('invalid_event', 'the event cannot be stored', {
           cause: err,
-          details: [{ index: events.length > 1 ? events.indexOf(event) : undefined, message: `the event cannot be encoded: ${coerceError(err).message}` }],
+          details: [
+            {
+              index: events.length > 1 ? events.indexOf(event) : undefined,
+              message: `the event cannot be encoded: ${coerceError(err).message}`,
+            },
+          ],
         });
       }
       heads[partition] = offset + 1;
@@ -307,7 +312,10 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   async function commit(group: Group): Promise<void> {
     const before = segments.end();
     try {
-      const first = await segments.append(group.entries.map((e) => e.frame), group.bytes);
+      const first = await segments.append(
+        group.entries.map((e) => e.frame),
+        group.bytes,
+      );
       const positions: number[] = [];
       let at = first;
       for (const e of group.entries) {
@@ -395,7 +403,10 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
   function decodeAt(partition: number, entry: IndexEntry, frame: Buffer | undefined): StoredEvent | undefined {
     const record = frame && verifyAndDecode(frame, partition, entry.offset);
     if (record) return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
-    log.error({ partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length }, 'log: corrupt record (checksum or header mismatch); it is not served');
+    log.error(
+      { partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length },
+      'log: corrupt record (checksum or header mismatch); it is not served',
+    );
     return undefined;
   }
 
@@ -488,7 +499,10 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       if (available <= 0) return { events: [] };
       const head = committedHeads[partition] ?? 0;
       // After a gap, rows of a group whose fsync still runs may follow in the same range: never serve those.
-      return readPage(partition, index.range(partition, fromOffset, available).filter((e) => e.offset < head));
+      return readPage(
+        partition,
+        index.range(partition, fromOffset, available).filter((e) => e.offset < head),
+      );
     },
     lookup(source, id) {
       const found = idempotency.find(source, id);
@@ -498,9 +512,13 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       if (!entry) return undefined;
       const page = readPage(found.partition, [entry]);
       if (page.corruptOffset !== undefined) {
-        throw new AppError('corrupt_record', `the stored record of this event (partition ${found.partition}, offset ${found.offset}) is corrupt and is not served`, {
-          details: [{ message: `partition ${found.partition}, offset ${found.offset}: checksum mismatch` }],
-        });
+        throw new AppError(
+          'corrupt_record',
+          `the stored record of this event (partition ${found.partition}, offset ${found.offset}) is corrupt and is not served`,
+          {
+            details: [{ message: `partition ${found.partition}, offset ${found.offset}: checksum mismatch` }],
+          },
+        );
       }
       return page.events[0];
     },

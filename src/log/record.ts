@@ -69,9 +69,7 @@ function checksum(frame: Buffer, bodyLength: number): number {
 }
 
 export type FrameCheck =
-  | { status: 'ok'; length: number; padding: boolean }
-  | { status: 'incomplete' }
-  | { status: 'corrupt'; reason: string };
+  { status: 'ok'; length: number; padding: boolean } | { status: 'incomplete' } | { status: 'corrupt'; reason: string };
 
 /** Checks the frame that starts at `at` in `buf` without decoding it. */
 export function checkFrame(buf: Buffer, at: number): FrameCheck {

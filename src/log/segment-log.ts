@@ -131,7 +131,11 @@ export function openSegmentLog(opts: SegmentLogOptions) {
    * frame (or cuts them at a segment's end), and goes on. A record that passes
    * its checksum is never removed.
    */
-  function scan(from: number, onRecord: (position: number, frame: Buffer) => void, policy: ScanPolicy = { skipCorrupt: false }): ScanResult {
+  function scan(
+    from: number,
+    onRecord: (position: number, frame: Buffer) => void,
+    policy: ScanPolicy = { skipCorrupt: false },
+  ): ScanResult {
     let scannedBytes = 0;
     const lost: LostRange[] = [];
     let index = segments.indexOf(segmentAt(from));
@@ -246,7 +250,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     const dst = fs.openSync(side, 'w');
     try {
       const chunk = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(1, to - from)));
-      for (let at = from; at < to; ) {
+      for (let at = from; at < to;) {
         const n = fs.readSync(src, chunk, 0, Math.min(chunk.length, to - at), at);
         if (n === 0) break;
         fs.writeSync(dst, chunk, 0, n);
@@ -314,7 +318,11 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return count;
   }
 
-  function scanSegment(seg: Segment, startInFile: number, onRecord: (position: number, frame: Buffer) => void): { badAt?: number; reason: string; scanned: number } {
+  function scanSegment(
+    seg: Segment,
+    startInFile: number,
+    onRecord: (position: number, frame: Buffer) => void,
+  ): { badAt?: number; reason: string; scanned: number } {
     const fd = fs.openSync(seg.file, 'r');
     try {
       let bufStart = startInFile;
@@ -335,7 +343,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         const remaining = buf.subarray(at);
         const fileLeft = seg.size - (bufStart + buf.length);
         if (fileLeft <= 0) {
-          return remaining.length === 0 ? { reason: '', scanned } : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned };
+          return remaining.length === 0
+            ? { reason: '', scanned }
+            : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned };
         }
         const needed = remaining.length >= 4 ? remaining.readUInt32LE(0) + 8 : 0;
         const want = Math.min(fileLeft, Math.max(SCAN_CHUNK_BYTES, needed));

@@ -26,7 +26,8 @@ export function createDeadLettersRepo(db: Db) {
      VALUES (@subscriptionId, @partition, @offset, @attempts, @lastStatus, @lastError, @reason, @deadAt)`,
   );
   const page = db.prepare<[string, number, number], Raw>(`${SELECT} WHERE subscription_id = ? AND id > ? ORDER BY id LIMIT ?`);
-  const byIds = (ids: number[]) => db.prepare<unknown[], Raw>(`${SELECT} WHERE subscription_id = ? AND id IN (${ids.map(() => '?').join(',')})`);
+  const byIds = (ids: number[]) =>
+    db.prepare<unknown[], Raw>(`${SELECT} WHERE subscription_id = ? AND id IN (${ids.map(() => '?').join(',')})`);
   const count = db.prepare<[string], { n: number }>('SELECT COUNT(*) AS n FROM dead_letters WHERE subscription_id = ?');
   const remove = db.prepare<[string, number]>('DELETE FROM dead_letters WHERE subscription_id = ? AND id = ?');
   return {
@@ -38,7 +39,9 @@ export function createDeadLettersRepo(db: Db) {
     },
     byIds(subscriptionId: string, ids: number[]): DeadLetterRow[] {
       if (ids.length === 0) return [];
-      return byIds(ids).all(subscriptionId, ...ids).map(toRow);
+      return byIds(ids)
+        .all(subscriptionId, ...ids)
+        .map(toRow);
     },
     count(subscriptionId: string): number {
       return count.get(subscriptionId)!.n;

@@ -92,7 +92,9 @@ export function compileFilters(filters: unknown, options: FilterOptions = {}): M
   const { path = 'filters', onError, budget: limit = WORK_BUDGET } = options;
   const violations: Violation[] = [];
   if (!Array.isArray(filters)) {
-    throw new AppError('invalid_request', 'filters must be an array', { details: [{ attribute: path, message: 'expected an array of filter expressions' }] });
+    throw new AppError('invalid_request', 'filters must be an array', {
+      details: [{ attribute: path, message: 'expected an array of filter expressions' }],
+    });
   }
   const counter: NodeCounter = { path, nodes: 0 };
   const matchers = filters.map((f, i) => compileOne(f, `${path}.${i}`, 0, violations, counter));
@@ -139,7 +141,10 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
   // Past the limit, the rest is only counted: one violation says it all, and compiling stays cheap.
   if (++counter.nodes > MAX_FILTER_NODES) {
     if (counter.nodes === MAX_FILTER_NODES + 1) {
-      violations.push({ attribute: counter.path, message: `a subscription may have at most ${MAX_FILTER_NODES} filter expressions, nested ones included` });
+      violations.push({
+        attribute: counter.path,
+        message: `a subscription may have at most ${MAX_FILTER_NODES} filter expressions, nested ones included`,
+      });
     }
     return never;
   }
@@ -200,18 +205,26 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
         return never;
       }
       if (value.length > MAX_SQL_LENGTH) {
-        violations.push({ attribute: at, message: `sql expressions may be at most ${MAX_SQL_LENGTH} characters (this one has ${value.length})` });
+        violations.push({
+          attribute: at,
+          message: `sql expressions may be at most ${MAX_SQL_LENGTH} characters (this one has ${value.length})`,
+        });
         return never;
       }
       try {
         const expression = compileCesql(value);
         // An unknown function can never evaluate: refuse it now rather than match nothing forever.
-        for (const err of expression.staticErrors) violations.push({ attribute: at, message: `invalid CloudEvents SQL expression: ${err.message}` });
+        for (const err of expression.staticErrors)
+          violations.push({ attribute: at, message: `invalid CloudEvents SQL expression: ${err.message}` });
         return (a, e) => {
           try {
             const matched = cesqlMatches(expression, a, e.budget);
             if (e.budget.remaining >= 0) return matched;
-            e.failure ??= new FilterEvaluationError('budget', at, `${at} needed more than the work budget of ${e.budget.limit} units (about one per character read) for this event`);
+            e.failure ??= new FilterEvaluationError(
+              'budget',
+              at,
+              `${at} needed more than the work budget of ${e.budget.limit} units (about one per character read) for this event`,
+            );
           } catch (err) {
             e.failure ??= failed(at, err);
           }

@@ -48,7 +48,10 @@ export const deliverySchema = z
  * current value instead of resetting it.
  */
 const retryChangeSchema = z.object(retryShape).partial().strict();
-const deliveryChangeSchema = z.object({ ...deliveryShape, retry: retryChangeSchema }).partial().strict();
+const deliveryChangeSchema = z
+  .object({ ...deliveryShape, retry: retryChangeSchema })
+  .partial()
+  .strict();
 
 export type DeliveryOptions = z.output<typeof deliverySchema>;
 
@@ -82,7 +85,11 @@ export const patchSubscriptionSchema = z
   .strict();
 
 /** Folds a (partial) delivery change over the current options and checks the result as a whole. */
-export function mergeDelivery(current: Partial<DeliveryOptions> | undefined, change: Record<string, unknown> | undefined, extra: { ackMode?: string; retry?: Record<string, unknown> } = {}): unknown {
+export function mergeDelivery(
+  current: Partial<DeliveryOptions> | undefined,
+  change: Record<string, unknown> | undefined,
+  extra: { ackMode?: string; retry?: Record<string, unknown> } = {},
+): unknown {
   const base = (current ?? {}) as Record<string, unknown>;
   const next = { ...base, ...(change ?? {}) };
   if (extra.ackMode !== undefined) next.ackMode = extra.ackMode;

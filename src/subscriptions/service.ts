@@ -91,7 +91,11 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       const input = parseInput(createSubscriptionSchema, body, 'subscription');
       const id = randomUUID();
       const matcher = matcherFor(id, input.filters);
-      const delivery = parseInput(deliverySchema, mergeDelivery(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry }), 'delivery options');
+      const delivery = parseInput(
+        deliverySchema,
+        mergeDelivery(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry }),
+        'delivery options',
+      );
       const now = clock();
       const record: SubscriptionRecord = {
         id,
@@ -122,7 +126,10 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       const entry = liveOf(id);
       const input = parseInput(patchSubscriptionSchema, body, 'subscription update');
       const matcher = input.filters !== undefined ? matcherFor(id, input.filters) : entry.matcher;
-      const delivery = input.delivery !== undefined ? parseInput(deliverySchema, mergeDelivery(entry.record.delivery, input.delivery), 'delivery options') : entry.record.delivery;
+      const delivery =
+        input.delivery !== undefined
+          ? parseInput(deliverySchema, mergeDelivery(entry.record.delivery, input.delivery), 'delivery options')
+          : entry.record.delivery;
       const record = save(entry, { sink: input.sink ?? entry.record.sink, filters: input.filters ?? entry.record.filters, delivery });
       entry.matcher = matcher;
       deps.dispatcher.resume(id);
@@ -175,7 +182,8 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       const items: { deadLetterId: string; partition: number; offset: number }[] = [];
       if (ids) {
         const numeric = ids.map(Number).filter((n) => Number.isSafeInteger(n));
-        for (const row of deadLetters.byIds(id, numeric)) items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
+        for (const row of deadLetters.byIds(id, numeric))
+          items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
       } else {
         let after = 0;
         for (;;) {
@@ -192,7 +200,8 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       liveOf(id);
       deps.dispatcher.flush();
       const n = Number(deadLetterId);
-      if (!Number.isSafeInteger(n) || !deadLetters.remove(id, n)) throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
+      if (!Number.isSafeInteger(n) || !deadLetters.remove(id, n))
+        throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
     },
   };
 }

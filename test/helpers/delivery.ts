@@ -88,7 +88,10 @@ export async function publishBatch(url: string, events: object[]): Promise<Appen
  * event's data is `{ id }`.
  */
 export const publishOfType = (url: string, source: string, type: string, ids: string[]): Promise<AppendResult[]> =>
-  publishBatch(url, ids.map((id) => ({ specversion: '1.0', id, source, type, partitionkey: type, data: { id } })));
+  publishBatch(
+    url,
+    ids.map((id) => ({ specversion: '1.0', id, source, type, partitionkey: type, data: { id } })),
+  );
 
 /** `GET /subscriptions/{id}`, expecting 200; returns the subscription with its stats. */
 export async function getSubscription(url: string, id: string) {
@@ -111,4 +114,6 @@ export const totalLag = (sub: { stats: { partitions: { lag: number }[] } }) => s
 
 /** The requests a receiver got for one subscription, optionally only those for one event id (`ce-id`). */
 export const requestsForSubscription = (receiver: Receiver, subscriptionId: string, ceId?: string): ReceivedRequest[] =>
-  receiver.requests.filter((q) => q.headers['herald-subscription-id'] === subscriptionId && (ceId === undefined || q.headers['ce-id'] === ceId));
+  receiver.requests.filter(
+    (q) => q.headers['herald-subscription-id'] === subscriptionId && (ceId === undefined || q.headers['ce-id'] === ceId),
+  );

@@ -144,7 +144,13 @@ export const eventKey = (e: { source: string; id: string }) => `${e.source}\u000
 export async function postBinary(url: string, ev: TestEvent): Promise<{ status: number; body: any; headers: Headers }> {
   const res = await fetch(`${url}/events`, {
     method: 'POST',
-    headers: { 'ce-specversion': '1.0', 'ce-id': ev.id, 'ce-source': ev.source, 'ce-type': ev.type ?? 'test.event', 'content-type': 'application/json' },
+    headers: {
+      'ce-specversion': '1.0',
+      'ce-id': ev.id,
+      'ce-source': ev.source,
+      'ce-type': ev.type ?? 'test.event',
+      'content-type': 'application/json',
+    },
     body: JSON.stringify(ev.data ?? { id: ev.id }),
   });
   return { status: res.status, body: await res.json(), headers: res.headers };
@@ -156,7 +162,13 @@ export async function postBatch(url: string, events: TestEvent[]): Promise<{ sta
     method: 'POST',
     headers: { 'content-type': 'application/cloudevents-batch+json' },
     body: JSON.stringify(
-      events.map((ev) => ({ specversion: '1.0', id: ev.id, source: ev.source, type: ev.type ?? 'test.event', data: ev.data ?? { id: ev.id } })),
+      events.map((ev) => ({
+        specversion: '1.0',
+        id: ev.id,
+        source: ev.source,
+        type: ev.type ?? 'test.event',
+        data: ev.data ?? { id: ev.id },
+      })),
     ),
   });
   return { status: res.status, body: await res.json(), headers: res.headers };

@@ -205,7 +205,9 @@ export function createContractChecker(doc: OpenApiDoc) {
   function validateValue(jsonPointer: string, value: unknown, what: string): void {
     const validate = validatorFor(jsonPointer);
     if (!validate(value)) {
-      throw new Error(`${what} does not match the contract (${jsonPointer}):\n${ajv.errorsText(validate.errors, { separator: '\n' })}\nvalue: ${JSON.stringify(value, null, 2).slice(0, 2000)}`);
+      throw new Error(
+        `${what} does not match the contract (${jsonPointer}):\n${ajv.errorsText(validate.errors, { separator: '\n' })}\nvalue: ${JSON.stringify(value, null, 2).slice(0, 2000)}`,
+      );
     }
   }
 
@@ -222,7 +224,10 @@ export function createContractChecker(doc: OpenApiDoc) {
     const where = `${ex.method.toUpperCase()} ${ex.url} → ${ex.status} (${op.operationId})`;
     const responses = op.operation.responses;
     const key = [String(ex.status), `${String(ex.status)[0]}XX`, 'default'].find((k) => k in responses);
-    if (!key) throw new Error(`${where}: status ${ex.status} is not documented; documented: ${Object.keys(responses).join(', ')}\nbody: ${ex.body.slice(0, 500)}`);
+    if (!key)
+      throw new Error(
+        `${where}: status ${ex.status} is not documented; documented: ${Object.keys(responses).join(', ')}\nbody: ${ex.body.slice(0, 500)}`,
+      );
     const responsePointer = `/paths/${escapePointer(op.path)}/${op.method}/responses/${key}`;
     const response = deref<ResponseObject>(doc, responses[key]!);
     const resolvedPointer = '$ref' in responses[key]! ? (responses[key] as { $ref: string }).$ref.slice(1) : responsePointer;
@@ -242,11 +247,13 @@ export function createContractChecker(doc: OpenApiDoc) {
 
     const mediaType = mediaTypeOf(ex.headers.get('content-type'));
     if (!response.content) {
-      if (ex.body.length > 0 || mediaType) throw new Error(`${where}: documented without a body, but got ${mediaType ?? 'no content-type'} "${ex.body.slice(0, 200)}"`);
+      if (ex.body.length > 0 || mediaType)
+        throw new Error(`${where}: documented without a body, but got ${mediaType ?? 'no content-type'} "${ex.body.slice(0, 200)}"`);
     } else {
       if (!mediaType) throw new Error(`${where}: no content-type; documented: ${Object.keys(response.content).join(', ')}`);
       const documented = Object.keys(response.content).find((k) => matches(k, mediaType));
-      if (!documented) throw new Error(`${where}: content-type ${mediaType} is not documented; documented: ${Object.keys(response.content).join(', ')}`);
+      if (!documented)
+        throw new Error(`${where}: content-type ${mediaType} is not documented; documented: ${Object.keys(response.content).join(', ')}`);
       if (response.content[documented]!.schema) {
         let value: unknown = ex.body;
         if (isJson(mediaType)) {
@@ -265,7 +272,8 @@ export function createContractChecker(doc: OpenApiDoc) {
 
   function validateHeaderValue(schema: Schema, value: unknown, what: string): void {
     const validate = ajv.compile(schema);
-    if (!validate(value)) throw new Error(`${what} = ${JSON.stringify(value)} does not match ${JSON.stringify(schema)}: ${ajv.errorsText(validate.errors)}`);
+    if (!validate(value))
+      throw new Error(`${what} = ${JSON.stringify(value)} does not match ${JSON.stringify(schema)}: ${ajv.errorsText(validate.errors)}`);
   }
 
   /**
@@ -273,7 +281,10 @@ export function createContractChecker(doc: OpenApiDoc) {
    * there, every `ce-*`, `webhook-*` and `herald-*` header is documented and valid, and the body
    * matches the documented content type.
    */
-  function checkWebhookRequest(req: { headers: Record<string, string | string[] | undefined>; body: Buffer }, webhook = 'eventDelivery'): void {
+  function checkWebhookRequest(
+    req: { headers: Record<string, string | string[] | undefined>; body: Buffer },
+    webhook = 'eventDelivery',
+  ): void {
     const operation = doc.webhooks?.[webhook]?.post;
     if (!operation) throw new Error(`webhook ${webhook} is not in the contract`);
     const params = (operation.parameters ?? []).map((p) => deref(doc, p)).filter((p) => p.in === 'header');
@@ -303,10 +314,15 @@ export function createContractChecker(doc: OpenApiDoc) {
     if (!mediaType) throw new Error('webhook request has no content-type');
     const key = Object.keys(body.content).find((k) => matches(k, mediaType));
     if (!key) throw new Error(`webhook request content-type ${mediaType} is not documented`);
-    if (!binary && key !== 'application/cloudevents+json') throw new Error(`a structured webhook request must be application/cloudevents+json, got ${mediaType}`);
+    if (!binary && key !== 'application/cloudevents+json')
+      throw new Error(`a structured webhook request must be application/cloudevents+json, got ${mediaType}`);
     const schema = body.content[key]!.schema;
     if (schema && isJson(mediaType)) {
-      validateValue(`/webhooks/${escapePointer(webhook)}/post/requestBody/content/${escapePointer(key)}/schema`, JSON.parse(req.body.toString('utf8')), 'webhook request body');
+      validateValue(
+        `/webhooks/${escapePointer(webhook)}/post/requestBody/content/${escapePointer(key)}/schema`,
+        JSON.parse(req.body.toString('utf8')),
+        'webhook request body',
+      );
     }
   }
 
@@ -331,7 +347,16 @@ export function createContractChecker(doc: OpenApiDoc) {
     return operations.flatMap((o) => Object.keys(o.operation.responses).map((k) => `${o.operationId} ${k}`));
   }
 
-  return { checkResponse, checkWebhookRequest, documentedResponses, covered, validateValue, findOperation, schemaPointers, compile: validatorFor };
+  return {
+    checkResponse,
+    checkWebhookRequest,
+    documentedResponses,
+    covered,
+    validateValue,
+    findOperation,
+    schemaPointers,
+    compile: validatorFor,
+  };
 }
 export type ContractChecker = ReturnType<typeof createContractChecker>;
 

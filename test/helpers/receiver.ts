@@ -32,7 +32,13 @@ export async function startReceiver(respond: Responder = () => ({ status: 204 })
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', async () => {
-      const received: ReceivedRequest = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, body: Buffer.concat(chunks), receivedAt: Date.now() };
+      const received: ReceivedRequest = {
+        method: req.method ?? '',
+        url: req.url ?? '',
+        headers: req.headers,
+        body: Buffer.concat(chunks),
+        receivedAt: Date.now(),
+      };
       const index = requests.push(received) - 1;
       const reply = await state.respond(received, index);
       if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs));
@@ -62,7 +68,10 @@ export async function startReceiver(respond: Responder = () => ({ status: 204 })
 export type Receiver = Awaited<ReturnType<typeof startReceiver>>;
 
 /** Polls until `check` returns a truthy value (bounded); returns it. */
-export async function waitFor<T>(check: () => T | Promise<T>, opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {}): Promise<NonNullable<T>> {
+export async function waitFor<T>(
+  check: () => T | Promise<T>,
+  opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},
+): Promise<NonNullable<T>> {
   const deadline = Date.now() + (opts.timeoutMs ?? 10_000);
   for (;;) {
     const value = await check();

@@ -66,7 +66,15 @@ const VARIANTS: Variant[] = [
   { name: 'absolute-form', sameRoute: true, path: (t) => t, absolute: (base) => base },
   { name: 'absolute-form, another host and scheme case', sameRoute: true, path: (t) => t, absolute: () => 'HTTP://other.example:1' },
   { name: '#fragment', sameRoute: true, path: (t) => t, suffix: '#section' },
-  { name: 'upper case', sameRoute: false, path: (t) => t.split('/').map((s) => (s.startsWith('{') ? s : s.toUpperCase())).join('/') },
+  {
+    name: 'upper case',
+    sameRoute: false,
+    path: (t) =>
+      t
+        .split('/')
+        .map((s) => (s.startsWith('{') ? s : s.toUpperCase()))
+        .join('/'),
+  },
   { name: 'capitalised first segment', sameRoute: false, path: (t) => rewriteSegment(t, 'first', capitaliseFirstLetter) },
   { name: 'capitalised last segment', sameRoute: false, path: (t) => rewriteSegment(t, 'last', capitaliseFirstLetter) },
   { name: 'percent-encoded letter, first segment', sameRoute: false, path: (t) => rewriteSegment(t, 'first', pctEncodeFirstLetter) },
@@ -91,7 +99,9 @@ async function createSubscription(): Promise<string> {
 }
 
 /** Parameter values, query string, headers and body that make a well-formed call of each operation. */
-async function requestFor(op: DocumentedOperation): Promise<{ values: Record<string, string>; query: string; headers: Record<string, string>; body?: string }> {
+async function requestFor(
+  op: DocumentedOperation,
+): Promise<{ values: Record<string, string>; query: string; headers: Record<string, string>; body?: string }> {
   // Destructive operations get a throwaway subscription, so the matrix does not depend on its own order.
   const id = op.operationId === 'deleteSubscription' ? await createSubscription() : subscriptionId;
   const values = { id, partition: '0', deliveryId: 'dlv_matrix_unknown', deadLetterId: '1' };
@@ -101,7 +111,13 @@ async function requestFor(op: DocumentedOperation): Promise<{ values: Record<str
       return {
         values,
         query: '',
-        headers: { 'ce-specversion': '1.0', 'ce-id': `matrix-${++seq}`, 'ce-source': '/matrix', 'ce-type': 'com.example.matrix', 'content-type': 'application/json' },
+        headers: {
+          'ce-specversion': '1.0',
+          'ce-id': `matrix-${++seq}`,
+          'ce-source': '/matrix',
+          'ce-type': 'com.example.matrix',
+          'content-type': 'application/json',
+        },
         body: '{"n":1}',
       };
     case 'getEvent':
@@ -121,7 +137,8 @@ async function requestFor(op: DocumentedOperation): Promise<{ values: Record<str
   }
 }
 
-const fill = (template: string, values: Record<string, string>) => template.replace(/\{([^}]+)\}/g, (_m, name: string) => values[name] ?? 'x');
+const fill = (template: string, values: Record<string, string>) =>
+  template.replace(/\{([^}]+)\}/g, (_m, name: string) => values[name] ?? 'x');
 
 beforeAll(async () => {
   gw = await startTestGateway({
@@ -139,35 +156,44 @@ afterAll(async () => {
 describe('authorisation matrix generated from x-herald-scope', () => {
   it('covers every operation, each with a scope', () => {
     expect(operations.length).toBeGreaterThan(20);
-    for (const op of operations) expect([op.operationId, op.operation['x-herald-scope']]).toEqual([op.operationId, expect.stringMatching(/^(publish|read|admin|none)$/)]);
+    for (const op of operations)
+      expect([op.operationId, op.operation['x-herald-scope']]).toEqual([
+        op.operationId,
+        expect.stringMatching(/^(publish|read|admin|none)$/),
+      ]);
   });
 
-  it.each(operations.map((op) => [`${op.method.toUpperCase()} ${op.path}`, op] as const))('%s answers exactly as its scope says, under every spelling', async (_name, op) => {
-    const scope = op.operation['x-herald-scope']!;
-    const failures: string[] = [];
-    for (const variant of VARIANTS) {
-      for (const key of KEYS) {
-        const call = await requestFor(op);
-        const path = fill(variant.path(op.path), call.values);
-        const target = `${variant.absolute ? variant.absolute(gw.url) : ''}${path}${call.query}${variant.suffix ?? ''}`;
-        const headers = { ...call.headers, ...(key.authorization ? { authorization: key.authorization } : {}) };
-        const res: RawResponse = await sendRaw(gw.url, op.method.toUpperCase(), target, { headers, body: call.body });
-        const seen = `${variant.name}, ${key.kind} key: ${op.method.toUpperCase()} ${target} → ${res.status} ${res.text.slice(0, 160)}`;
+  it.each(operations.map((op) => [`${op.method.toUpperCase()} ${op.path}`, op] as const))(
+    '%s answers exactly as its scope says, under every spelling',
+    async (_name, op) => {
+      const scope = op.operation['x-herald-scope']!;
+      const failures: string[] = [];
+      for (const variant of VARIANTS) {
+        for (const key of KEYS) {
+          const call = await requestFor(op);
+          const path = fill(variant.path(op.path), call.values);
+          const target = `${variant.absolute ? variant.absolute(gw.url) : ''}${path}${call.query}${variant.suffix ?? ''}`;
+          const headers = { ...call.headers, ...(key.authorization ? { authorization: key.authorization } : {}) };
+          const res: RawResponse = await sendRaw(gw.url, op.method.toUpperCase(), target, { headers, body: call.body });
+          const seen = `${variant.name}, ${key.kind} key: ${op.method.toUpperCase()} ${target} → ${res.status} ${res.text.slice(0, 160)}`;
 
-        if (variant.sameRoute || isDocsAlias(op, variant)) {
-          const refused = isDocsAlias(op, variant) ? undefined : refusal(key.kind, scope);
-          if (refused !== undefined) {
-            if (res.status !== refused) failures.push(`expected ${refused}; ${seen}`);
-            continue;
+          if (variant.sameRoute || isDocsAlias(op, variant)) {
+            const refused = isDocsAlias(op, variant) ? undefined : refusal(key.kind, scope);
+            if (refused !== undefined) {
+              if (res.status !== refused) failures.push(`expected ${refused}; ${seen}`);
+              continue;
+            }
+            const routeMissing = res.status === 404 && typeof res.body === 'object' && /^no route for/.test(res.body?.detail ?? '');
+            const ok =
+              (res.status >= 200 && res.status < 300) ||
+              (res.status >= 400 && res.status < 500 && res.status !== 401 && res.status !== 403 && !routeMissing);
+            if (!ok) failures.push(`expected 2xx or a business 4xx; ${seen}`);
+          } else if (res.status !== 404) {
+            failures.push(`expected 404 (no such route); ${seen}`);
           }
-          const routeMissing = res.status === 404 && typeof res.body === 'object' && /^no route for/.test(res.body?.detail ?? '');
-          const ok = (res.status >= 200 && res.status < 300) || (res.status >= 400 && res.status < 500 && res.status !== 401 && res.status !== 403 && !routeMissing);
-          if (!ok) failures.push(`expected 2xx or a business 4xx; ${seen}`);
-        } else if (res.status !== 404) {
-          failures.push(`expected 404 (no such route); ${seen}`);
         }
       }
-    }
-    expect(failures).toEqual([]);
-  });
+      expect(failures).toEqual([]);
+    },
+  );
 });

@@ -28,11 +28,17 @@ describe('API keys', () => {
       expect((await request(gw.url).post('/events').set(event).set('authorization', 'Bearer pub-secret').send('{}')).status).toBe(202);
       expect((await request(gw.url).get('/partitions').set('authorization', 'Bearer read-secret')).status).toBe(200);
       expect((await request(gw.url).get('/partitions').set('authorization', 'Bearer admin-secret')).status).toBe(200);
-      expect((await request(gw.url).get('/events').query({ source: '/auth', id: 'auth-1' }).set('authorization', 'Bearer pub-secret')).status).toBe(403);
+      expect(
+        (await request(gw.url).get('/events').query({ source: '/auth', id: 'auth-1' }).set('authorization', 'Bearer pub-secret')).status,
+      ).toBe(403);
 
       expect((await request(gw.url).post('/subscriptions').send({ sink: receiver.url })).status).toBe(401);
-      expect((await request(gw.url).post('/subscriptions').set('authorization', 'Bearer read-secret').send({ sink: receiver.url })).status).toBe(403);
-      expect((await request(gw.url).post('/subscriptions').set('authorization', 'Bearer admin-secret').send({ sink: receiver.url })).status).toBe(201);
+      expect(
+        (await request(gw.url).post('/subscriptions').set('authorization', 'Bearer read-secret').send({ sink: receiver.url })).status,
+      ).toBe(403);
+      expect(
+        (await request(gw.url).post('/subscriptions').set('authorization', 'Bearer admin-secret').send({ sink: receiver.url })).status,
+      ).toBe(201);
 
       expect((await request(gw.url).get('/healthz')).status).toBe(200);
       expect((await request(gw.url).get('/readyz')).status).toBe(200);

@@ -57,10 +57,20 @@ function loadEvents(file: string): ConformanceEvent[] {
   if (!present) return [];
   const docs = parseAllDocuments(fs.readFileSync(path.join(REFERENCE, file), 'utf8'), { schema: 'failsafe' });
   return docs.map((doc, i) => {
-    const js = doc.toJS() as { Mode?: string; ContextAttributes: Record<string, unknown>; TransportExtensions?: Record<string, string>; Data?: string };
+    const js = doc.toJS() as {
+      Mode?: string;
+      ContextAttributes: Record<string, unknown>;
+      TransportExtensions?: Record<string, string>;
+      Data?: string;
+    };
     const { Extensions, ...context } = js.ContextAttributes as Record<string, string> & { Extensions?: Record<string, string> };
     const attributes = Object.fromEntries(Object.entries({ ...context, ...Extensions }).map(([k, v]) => [k, String(v)]));
-    return { name: `${file}#${i} (${attributes.id}, declared ${js.Mode ?? 'binary'} mode)`, attributes, transportHeaders: js.TransportExtensions ?? {}, data: js.Data };
+    return {
+      name: `${file}#${i} (${attributes.id}, declared ${js.Mode ?? 'binary'} mode)`,
+      attributes,
+      transportHeaders: js.TransportExtensions ?? {},
+      data: js.Data,
+    };
   });
 }
 
@@ -87,26 +97,39 @@ describeIfPresent('CloudEvents conformance events', () => {
   });
 
   // Without the reference data the table is empty, and jest refuses an empty .each even inside a skipped describe.
-  describe.each(present ? events.map((e) => [e.name, e] as const) : [['(no reference data)', undefined as never] as const])('%s', (_name, e) => {
-    it('is accepted in binary mode and read back with identical attributes and data', async () => {
-      const { datacontenttype, ...rest } = e.attributes;
-      const headers: Record<string, string> = { ...e.transportHeaders };
-      for (const [name, value] of Object.entries(rest)) headers[`ce-${name}`] = encodeHeaderValue(value);
-      if (datacontenttype !== undefined) headers['content-type'] = datacontenttype;
-      const res = await post(headers, e.data ?? '');
-      expect(res.status).toBe(202);
-      expect(res.body.results).toEqual([{ id: e.attributes.id, source: e.attributes.source, partition: expect.any(Number), offset: 0, duplicate: false }]);
-      expect(await readBack(e.attributes.source!, e.attributes.id!)).toEqual({ ...e.attributes, ...binaryReadBack(datacontenttype, e.data) });
-    });
+  describe.each(present ? events.map((e) => [e.name, e] as const) : [['(no reference data)', undefined as never] as const])(
+    '%s',
+    (_name, e) => {
+      it('is accepted in binary mode and read back with identical attributes and data', async () => {
+        const { datacontenttype, ...rest } = e.attributes;
+        const headers: Record<string, string> = { ...e.transportHeaders };
+        for (const [name, value] of Object.entries(rest)) headers[`ce-${name}`] = encodeHeaderValue(value);
+        if (datacontenttype !== undefined) headers['content-type'] = datacontenttype;
+        const res = await post(headers, e.data ?? '');
+        expect(res.status).toBe(202);
+        expect(res.body.results).toEqual([
+          { id: e.attributes.id, source: e.attributes.source, partition: expect.any(Number), offset: 0, duplicate: false },
+        ]);
+        expect(await readBack(e.attributes.source!, e.attributes.id!)).toEqual({
+          ...e.attributes,
+          ...binaryReadBack(datacontenttype, e.data),
+        });
+      });
 
-    it('is accepted in structured mode and read back with identical attributes and data', async () => {
-      const structured = { ...e.attributes, ...structuredData(e.attributes.datacontenttype, e.data) };
-      const res = await post({ ...e.transportHeaders, 'content-type': 'application/cloudevents+json; charset=utf-8' }, JSON.stringify(structured));
-      expect(res.status).toBe(202);
-      expect(res.body.results).toEqual([{ id: e.attributes.id, source: e.attributes.source, partition: expect.any(Number), offset: 0, duplicate: false }]);
-      expect(await readBack(e.attributes.source!, e.attributes.id!)).toEqual(structured);
-    });
-  });
+      it('is accepted in structured mode and read back with identical attributes and data', async () => {
+        const structured = { ...e.attributes, ...structuredData(e.attributes.datacontenttype, e.data) };
+        const res = await post(
+          { ...e.transportHeaders, 'content-type': 'application/cloudevents+json; charset=utf-8' },
+          JSON.stringify(structured),
+        );
+        expect(res.status).toBe(202);
+        expect(res.body.results).toEqual([
+          { id: e.attributes.id, source: e.attributes.source, partition: expect.any(Number), offset: 0, duplicate: false },
+        ]);
+        expect(await readBack(e.attributes.source!, e.attributes.id!)).toEqual(structured);
+      });
+    },
+  );
 });
 
 // ---------------------------------------------------------------- Gherkin scenarios
@@ -150,7 +173,13 @@ function loadScenarios(): Scenario[] {
       current.docs.push(body.join('\n'));
     } else if (current && trimmed.startsWith('|')) {
       const table: string[][] = [];
-      for (; i < lines.length && lines[i]!.trim().startsWith('|'); i++) table.push(lines[i]!.trim().slice(1, -1).split('|').map((c) => c.trim()));
+      for (; i < lines.length && lines[i]!.trim().startsWith('|'); i++)
+        table.push(
+          lines[i]!.trim()
+            .slice(1, -1)
+            .split('|')
+            .map((c) => c.trim()),
+        );
       i--;
       current.tables.push(table);
     }
@@ -180,15 +209,18 @@ describeIfPresent('HTTP protocol binding scenarios (http-protocol-binding.featur
     ]);
   });
 
-  it.each(present ? cases : [['(no reference data)', undefined as never, undefined as never] as const])('%s: the request is accepted and parsed into the listed attributes and data', async (_name, scenario, values) => {
-    const { headers, body } = parseHttpRequest(fill(scenario.request, values));
-    const declaredLength = headers.find(([k]) => k.toLowerCase() === 'content-length')?.[1];
-    // The doc string is the request byte for byte: its own Content-Length proves the parse.
-    expect(Buffer.byteLength(body)).toBe(Number(declaredLength));
-    const sent = Object.fromEntries(headers.filter(([k]) => !['host', 'content-length'].includes(k.toLowerCase())));
-    const res = await post(sent, body);
-    expect(res.status).toBe(202);
-    const attributes = Object.fromEntries(scenario.attributes.map(([k, v]) => [k, fill(v, values)]));
-    expect(await readBack(attributes.source!, attributes.id!)).toEqual({ ...attributes, data: scenario.data });
-  });
+  it.each(present ? cases : [['(no reference data)', undefined as never, undefined as never] as const])(
+    '%s: the request is accepted and parsed into the listed attributes and data',
+    async (_name, scenario, values) => {
+      const { headers, body } = parseHttpRequest(fill(scenario.request, values));
+      const declaredLength = headers.find(([k]) => k.toLowerCase() === 'content-length')?.[1];
+      // The doc string is the request byte for byte: its own Content-Length proves the parse.
+      expect(Buffer.byteLength(body)).toBe(Number(declaredLength));
+      const sent = Object.fromEntries(headers.filter(([k]) => !['host', 'content-length'].includes(k.toLowerCase())));
+      const res = await post(sent, body);
+      expect(res.status).toBe(202);
+      const attributes = Object.fromEntries(scenario.attributes.map(([k, v]) => [k, fill(v, values)]));
+      expect(await readBack(attributes.source!, attributes.id!)).toEqual({ ...attributes, data: scenario.data });
+    },
+  );
 });

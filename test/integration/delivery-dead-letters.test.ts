@@ -1,5 +1,12 @@
 import request from 'supertest';
-import { getSubscription, publishOfType, requestsForSubscription, useDeliveryFixture, useLastSubscriptionCleanup, waitForLagZero } from '../helpers/delivery';
+import {
+  getSubscription,
+  publishOfType,
+  requestsForSubscription,
+  useDeliveryFixture,
+  useLastSubscriptionCleanup,
+  waitForLagZero,
+} from '../helpers/delivery';
 import { waitFor, type ReceivedRequest, type Reply } from '../helpers/receiver';
 
 /** Dead letters: rejected statuses, redirects, exhausted retries; listing, paging, redelivery and deletion. */
@@ -8,7 +15,11 @@ const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
 const createSubscription = useLastSubscriptionCleanup(gw);
 
 const subscribe = (type: string, retry: Record<string, unknown> = {}) =>
-  createSubscription({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50, ...retry } } });
+  createSubscription({
+    sink: receiver.url,
+    filters: [{ exact: { type } }],
+    delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50, ...retry } },
+  });
 const publish = (type: string, ids: string[]) => publishOfType(gw.url, '/dead', type, ids);
 const getSub = (id: string) => getSubscription(gw.url, id);
 const waitLagZero = (id: string) => waitForLagZero(gw.url, id);
@@ -29,7 +40,11 @@ describe('rejected at once', () => {
       if (!id?.startsWith('s')) return { status: 204 };
       const status = Number(id.slice(1));
       if (status === 413) return { status, body: BIG };
-      return { status, headers: status < 400 ? { location: receiver.url.replace('/hook', '/elsewhere') } : {}, body: `rejected with ${status}` };
+      return {
+        status,
+        headers: status < 400 ? { location: receiver.url.replace('/hook', '/elsewhere') } : {},
+        body: `rejected with ${status}`,
+      };
     });
     const sub = await subscribe('dl.status');
     const stored = await publish('dl.status', [...statuses.map((s) => `s${s}`), 'after']);
@@ -49,7 +64,14 @@ describe('rejected at once', () => {
         id: expect.any(String),
         partition: s.partition,
         offset: s.offset,
-        event: { specversion: '1.0', id: `s${status}`, source: '/dead', type: 'dl.status', partitionkey: 'dl.status', data: { id: `s${status}` } },
+        event: {
+          specversion: '1.0',
+          id: `s${status}`,
+          source: '/dead',
+          type: 'dl.status',
+          partitionkey: 'dl.status',
+          data: { id: `s${status}` },
+        },
         attempts: 1,
         lastStatus: status,
         lastError: status === 413 ? expect.any(String) : `rejected with ${status}`,
@@ -76,14 +98,27 @@ describe('retries exhausted', () => {
     const [x2] = requestsFor(sub.id, 'x2');
     expect(x2!.headers['herald-previous-offset']).toBe(String(stored[0]!.offset));
     const [d] = (await deadLetters(sub.id)).deadLetters;
-    expect(d).toMatchObject({ partition: stored[0]!.partition, offset: stored[0]!.offset, attempts: 3, lastStatus: 500, lastError: 'boom', reason: 'max_attempts' });
+    expect(d).toMatchObject({
+      partition: stored[0]!.partition,
+      offset: stored[0]!.offset,
+      attempts: 3,
+      lastStatus: 500,
+      lastError: 'boom',
+      reason: 'max_attempts',
+    });
 
     // Redelivered with a fresh attempt count; failing again makes a new dead letter.
-    await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({ ids: [d.id] }).expect(202);
-    const again = await waitFor(async () => {
-      const rows = (await deadLetters(sub.id)).deadLetters;
-      return rows.length === 1 && rows[0].id !== d.id ? rows[0] : undefined;
-    }, { what: 'a new dead letter' });
+    await request(gw.url)
+      .post(`/subscriptions/${sub.id}/dead-letters/redeliver`)
+      .send({ ids: [d.id] })
+      .expect(202);
+    const again = await waitFor(
+      async () => {
+        const rows = (await deadLetters(sub.id)).deadLetters;
+        return rows.length === 1 && rows[0].id !== d.id ? rows[0] : undefined;
+      },
+      { what: 'a new dead letter' },
+    );
     expect(again).toMatchObject({ offset: d.offset, attempts: 3, reason: 'max_attempts' });
     const redelivered = requestsFor(sub.id, 'x1').slice(3);
     expect(redelivered.map((q) => [q.headers['herald-attempt'], q.headers['herald-redelivery']])).toEqual([
@@ -114,7 +149,10 @@ describe('listing, redelivering and deleting', () => {
     const byEvent = Object.fromEntries([...page1.deadLetters, ...page2.deadLetters].map((d) => [d.event.id, d]));
 
     receiver.setResponder(() => ({ status: 204 }));
-    await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({ ids: [byEvent.m2.id] }).expect(202);
+    await request(gw.url)
+      .post(`/subscriptions/${sub.id}/dead-letters/redeliver`)
+      .send({ ids: [byEvent.m2.id] })
+      .expect(202);
     await waitFor(() => requestsFor(sub.id, 'm2').length === 2, { what: 'm2 redelivered' });
     await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 3, { what: 'm2 no longer dead' });
     expect(requestsFor(sub.id, 'm2')[1]!.headers).toMatchObject({ 'herald-attempt': '1', 'herald-redelivery': 'true' });
@@ -127,9 +165,12 @@ describe('listing, redelivering and deleting', () => {
     expect((await getSub(sub.id)).stats.deadLetters).toBe(2);
 
     await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).expect(202);
-    await waitFor(() => requestsFor(sub.id, 'm3').length === 2 && requestsFor(sub.id, 'm4').length === 2, { what: 'm3 and m4 redelivered' });
+    await waitFor(() => requestsFor(sub.id, 'm3').length === 2 && requestsFor(sub.id, 'm4').length === 2, {
+      what: 'm3 and m4 redelivered',
+    });
     await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { what: 'no dead letters' });
-    for (const id of ['m3', 'm4']) expect(requestsFor(sub.id, id)[1]!.headers).toMatchObject({ 'herald-attempt': '1', 'herald-redelivery': 'true' });
+    for (const id of ['m3', 'm4'])
+      expect(requestsFor(sub.id, id)[1]!.headers).toMatchObject({ 'herald-attempt': '1', 'herald-redelivery': 'true' });
     expect(requestsFor(sub.id, 'm1')).toHaveLength(1);
     expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
   });
@@ -137,7 +178,10 @@ describe('listing, redelivering and deleting', () => {
   it('does not touch the dead letters of another subscription', async () => {
     receiver.setResponder(() => ({ status: 404 }));
     const a = await subscribe('dl.iso');
-    const bRes = await request(gw.url).post('/subscriptions').send({ sink: receiver.url, filters: [{ exact: { type: 'dl.iso' } }] }).expect(201);
+    const bRes = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, filters: [{ exact: { type: 'dl.iso' } }] })
+      .expect(201);
     try {
       await publish('dl.iso', ['i1']);
       await waitFor(async () => (await getSub(a.id)).stats.deadLetters === 1 && (await getSub(bRes.body.id)).stats.deadLetters === 1);

@@ -24,7 +24,11 @@ const cases: { name: string; filters: unknown[]; expected: string[] }[] = [
   { name: 'prefix source', filters: [{ prefix: { source: '/fan/shop' } }], expected: ['f1', 'f2', 'f5'] },
   { name: 'suffix type', filters: [{ suffix: { type: '.deleted' } }], expected: ['f2', 'f6'] },
   { name: 'any', filters: [{ any: [{ exact: { tenant: 'acme' } }, { suffix: { type: '.deleted' } }] }], expected: ['f1', 'f2', 'f6'] },
-  { name: 'all + not', filters: [{ all: [{ prefix: { type: 'fan.order.' } }, { not: { exact: { subject: 'skip' } } }] }], expected: ['f1'] },
+  {
+    name: 'all + not',
+    filters: [{ all: [{ prefix: { type: 'fan.order.' } }, { not: { exact: { subject: 'skip' } } }] }],
+    expected: ['f1'],
+  },
   { name: 'list ANDed', filters: [{ prefix: { type: 'fan.order.' } }, { exact: { tenant: 'globex' } }], expected: ['f4'] },
   { name: 'integer extension', filters: [{ exact: { priority: '5' } }], expected: ['f3'] },
   { name: 'boolean extension', filters: [{ exact: { urgent: 'true' } }], expected: ['f6'] },
@@ -33,7 +37,10 @@ const cases: { name: string; filters: unknown[]; expected: string[] }[] = [
 ];
 
 const publishStructured = (batch: Record<string, unknown>[]) =>
-  publishBatch(gw.url, batch.map((e) => ({ specversion: '1.0', ...e, datacontenttype: 'application/json', data: { id: e.id } })));
+  publishBatch(
+    gw.url,
+    batch.map((e) => ({ specversion: '1.0', ...e, datacontenttype: 'application/json', data: { id: e.id } })),
+  );
 
 describe('fan-out', () => {
   it('delivers each event to exactly the subscriptions whose filters match it, and filtered-out events leave lag 0', async () => {
@@ -77,8 +84,14 @@ describe('fan-out', () => {
   });
 
   it('gives one event a different webhook-id in each subscription, and the same partition and offset', async () => {
-    const a = await request(gw.url).post('/subscriptions').send({ sink: receiver.url, filters: [{ exact: { type: 'fan.twice' } }], delivery: FAST }).expect(201);
-    const b = await request(gw.url).post('/subscriptions').send({ sink: receiver.url, filters: [{ exact: { type: 'fan.twice' } }], delivery: FAST }).expect(201);
+    const a = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, filters: [{ exact: { type: 'fan.twice' } }], delivery: FAST })
+      .expect(201);
+    const b = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, filters: [{ exact: { type: 'fan.twice' } }], delivery: FAST })
+      .expect(201);
     const [stored] = await publishStructured([{ id: 't1', source: '/fan', type: 'fan.twice' }]);
     const [ra, rb] = await waitFor(() => {
       const ra = receiver.requests.find((q) => q.headers['herald-subscription-id'] === a.body.id);

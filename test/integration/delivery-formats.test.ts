@@ -21,8 +21,22 @@ const base = (id: string) => ({ specversion: '1.0', id, source: '/fmt', type: 'f
 
 /** Each event in the JSON format, as the gateway must hand it back. */
 const expected: Record<string, Record<string, unknown>> = {
-  json: { ...base('json'), subject: 'order 7', dataschema: 'https://example.com/s.json', datacontenttype: 'application/json', comexampleext: 'value', extint: 42, extbool: true, data: { hello: 'world', list: [1, 2, 3] } },
-  bytes: { ...base('bytes'), traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01', datacontenttype: 'application/octet-stream', data_base64: BYTES.toString('base64') },
+  json: {
+    ...base('json'),
+    subject: 'order 7',
+    dataschema: 'https://example.com/s.json',
+    datacontenttype: 'application/json',
+    comexampleext: 'value',
+    extint: 42,
+    extbool: true,
+    data: { hello: 'world', list: [1, 2, 3] },
+  },
+  bytes: {
+    ...base('bytes'),
+    traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+    datacontenttype: 'application/octet-stream',
+    data_base64: BYTES.toString('base64'),
+  },
   text: { ...base('text'), datacontenttype: 'text/plain; charset=utf-8', data: 'hello, wörld' },
   nodata: { ...base('nodata'), comexampleext: 'no data here' },
   base64: { ...base('base64'), datacontenttype: 'image/png', data_base64: PNG.toString('base64') },
@@ -36,11 +50,17 @@ async function ingest(name: string): Promise<void> {
   if (name === 'bytes') {
     const { data_base64: _d, datacontenttype, ...attrs } = expected.bytes!;
     const headers = Object.fromEntries(Object.entries(attrs).map(([k, v]) => [`ce-${k}`, String(v)]));
-    res = await request(gw.url).post('/events').set({ ...headers, 'content-type': String(datacontenttype) }).send(BYTES);
+    res = await request(gw.url)
+      .post('/events')
+      .set({ ...headers, 'content-type': String(datacontenttype) })
+      .send(BYTES);
   } else if (name === 'text') {
     const { data, datacontenttype, ...attrs } = expected.text!;
     const headers = Object.fromEntries(Object.entries(attrs).map(([k, v]) => [`ce-${k}`, String(v)]));
-    res = await request(gw.url).post('/events').set({ ...headers, 'content-type': String(datacontenttype) }).send(Buffer.from(String(data), 'utf8'));
+    res = await request(gw.url)
+      .post('/events')
+      .set({ ...headers, 'content-type': String(datacontenttype) })
+      .send(Buffer.from(String(data), 'utf8'));
   } else {
     res = await request(gw.url).post('/events').set('content-type', 'application/cloudevents+json').send(JSON.stringify(expected[name]));
   }
@@ -60,7 +80,8 @@ beforeAll(async () => {
   await waitFor(() => receiver.requests.length >= 2 * order.length, { what: 'every delivery' });
 });
 
-const requestsOf = (format: 'binary' | 'structured') => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === subs[format].id);
+const requestsOf = (format: 'binary' | 'structured') =>
+  receiver.requests.filter((q) => q.headers['herald-subscription-id'] === subs[format].id);
 const header = (q: ReceivedRequest, name: string) => q.headers[name] as string | undefined;
 const isUtf8 = (b: Buffer) => {
   try {
@@ -75,12 +96,17 @@ const isUtf8 = (b: Buffer) => {
 function sdkEvent(q: ReceivedRequest): CloudEvent<unknown> {
   const type = header(q, 'content-type') ?? '';
   const textual = /json|^text\//.test(type);
-  return HTTP.toEvent({ headers: q.headers as Record<string, string>, body: textual ? q.body.toString('utf8') : q.body }) as CloudEvent<unknown>;
+  return HTTP.toEvent({
+    headers: q.headers as Record<string, string>,
+    body: textual ? q.body.toString('utf8') : q.body,
+  }) as CloudEvent<unknown>;
 }
 
 /** Binary mode carries attributes as strings, percent-encoded; the SDK does not decode them, so do it here. */
 function fromBinaryHeaders(event: Record<string, unknown>): Record<string, unknown> {
-  return Object.fromEntries(Object.entries(event).map(([k, v]) => [k, typeof v === 'string' && k !== 'data' && k !== 'data_base64' ? decodeURIComponent(v) : v]));
+  return Object.fromEntries(
+    Object.entries(event).map(([k, v]) => [k, typeof v === 'string' && k !== 'data' && k !== 'data_base64' ? decodeURIComponent(v) : v]),
+  );
 }
 const asHeaderStrings = (event: Record<string, unknown>) =>
   Object.fromEntries(Object.entries(event).map(([k, v]) => [k, k === 'data' || k === 'data_base64' ? v : String(v)]));
@@ -100,7 +126,10 @@ describe.each(['binary', 'structured'] as const)('%s delivery', (format) => {
       const mac = createHmac('sha256', key).update(`${id}.${ts}.`).update(q.body).digest('base64');
       expect(header(q, 'webhook-signature')).toBe(`v1,${mac}`);
       // standardwebhooks reads the payload as UTF-8 text: it can only check bodies that are.
-      if (isUtf8(q.body)) expect(() => new Webhook(subs[format].secret).verify(q.body, q.headers as Record<string, string>, { jsonParse: false })).not.toThrow();
+      if (isUtf8(q.body))
+        expect(() =>
+          new Webhook(subs[format].secret).verify(q.body, q.headers as Record<string, string>, { jsonParse: false }),
+        ).not.toThrow();
       expect(Math.abs(Number(ts) - Date.now() / 1000)).toBeLessThan(300);
     }
   });

@@ -1,5 +1,12 @@
 import request from 'supertest';
-import { getSubscription, publishOfType, requestsForSubscription, totalLag, useDeliveryFixture, useLastSubscriptionCleanup } from '../helpers/delivery';
+import {
+  getSubscription,
+  publishOfType,
+  requestsForSubscription,
+  totalLag,
+  useDeliveryFixture,
+  useLastSubscriptionCleanup,
+} from '../helpers/delivery';
 import { startTestGateway } from '../helpers/gateway';
 import { waitFor, type ReceivedRequest, type Reply } from '../helpers/receiver';
 
@@ -9,7 +16,12 @@ const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
 const createSubscription = useLastSubscriptionCleanup(gw);
 
 const subscribe = (type: string, extra: Record<string, unknown> = {}, delivery: Record<string, unknown> = {}) =>
-  createSubscription({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { ackDeadlineMs: 300, retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery }, ...extra });
+  createSubscription({
+    sink: receiver.url,
+    filters: [{ exact: { type } }],
+    delivery: { ackDeadlineMs: 300, retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery },
+    ...extra,
+  });
 const publish = (type: string, ids: string[]) => publishOfType(gw.url, '/ack', type, ids);
 const getSub = (id: string) => getSubscription(gw.url, id);
 const lagOf = totalLag;
@@ -161,7 +173,13 @@ describe('202 Accepted', () => {
     expect(requestsFor(sub.id).map((q) => q.headers['ce-id'])).toEqual(['j1', 'j2']);
     const res = await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters`).expect(200);
     expect(res.body.deadLetters).toEqual([
-      expect.objectContaining({ partition: stored[0]!.partition, offset: stored[0]!.offset, attempts: 1, lastError: 'schema mismatch', reason: 'receiver_rejected' }),
+      expect.objectContaining({
+        partition: stored[0]!.partition,
+        offset: stored[0]!.offset,
+        attempts: 1,
+        lastError: 'schema mismatch',
+        reason: 'receiver_rejected',
+      }),
     ]);
     expect((await callback(first, 'reject', { reason: 'schema mismatch' })).status).toBe(200);
     expect((await callback(first, 'ack')).status).toBe(409);
@@ -223,7 +241,10 @@ describe('HERALD_PUBLIC_URL', () => {
     receiver.setResponder(() => ({ status: 204 }));
     const behindProxy = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_PUBLIC_URL: 'https://herald.example.com/base/' });
     try {
-      const res = await request(behindProxy.url).post('/subscriptions').send({ sink: receiver.url, filters: [{ exact: { type: 'ack.public' } }] }).expect(201);
+      const res = await request(behindProxy.url)
+        .post('/subscriptions')
+        .send({ sink: receiver.url, filters: [{ exact: { type: 'ack.public' } }] })
+        .expect(201);
       await request(behindProxy.url)
         .post('/events')
         .set({ 'ce-specversion': '1.0', 'ce-id': 'pub1', 'ce-source': '/ack', 'ce-type': 'ack.public', 'content-type': 'text/plain' })

@@ -9,7 +9,9 @@ const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
 
 async function publish(type: string, keys: string[], perKey: number) {
   const batch = [];
-  for (let i = 0; i < perKey; i++) for (const key of keys) batch.push({ specversion: '1.0', id: `${type}-${key}-${i}`, source: '/order', type, partitionkey: key, data: { i } });
+  for (let i = 0; i < perKey; i++)
+    for (const key of keys)
+      batch.push({ specversion: '1.0', id: `${type}-${key}-${i}`, source: '/order', type, partitionkey: key, data: { i } });
   return publishBatch(gw.url, batch);
 }
 
@@ -38,7 +40,11 @@ describe('ordering partition', () => {
     });
     const sub = await request(gw.url)
       .post('/subscriptions')
-      .send({ sink: receiver.url, filters: [{ exact: { type: 'order.random' } }], delivery: { retry: { maxAttempts: 100, initialDelayMs: 5, maxDelayMs: 20 } } })
+      .send({
+        sink: receiver.url,
+        filters: [{ exact: { type: 'order.random' } }],
+        delivery: { retry: { maxAttempts: 100, initialDelayMs: 5, maxDelayMs: 20 } },
+      })
       .expect(201);
     const stored = await publish('order.random', ['k0', 'k1', 'k2', 'k3', 'k4', 'k5'], 25);
     const final = await waitLagZero(sub.body.id);
@@ -80,7 +86,10 @@ describe('ordering partition', () => {
       if (req.headers['ce-id'] === 'order.hold-k0-0') await held;
       return { status: 204 };
     });
-    const sub = await request(gw.url).post('/subscriptions').send({ sink: receiver.url, filters: [{ exact: { type: 'order.hold' } }] }).expect(201);
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, filters: [{ exact: { type: 'order.hold' } }] })
+      .expect(201);
     const stored = await publish('order.hold', ['k0', 'k1'], 3);
     const p0 = stored.find((s) => s.id === 'order.hold-k0-0')!.partition;
     const p1 = stored.find((s) => s.id === 'order.hold-k1-0')!.partition;
@@ -90,7 +99,11 @@ describe('ordering partition', () => {
     expect(seen.filter((q) => String(q.headers['ce-id']).includes('-k0-')).map((q) => q.headers['ce-id'])).toEqual(['order.hold-k0-0']);
     release();
     await waitLagZero(sub.body.id);
-    expect(seen.filter((q) => String(q.headers['ce-id']).includes('-k0-')).map((q) => q.headers['ce-id'])).toEqual(['order.hold-k0-0', 'order.hold-k0-1', 'order.hold-k0-2']);
+    expect(seen.filter((q) => String(q.headers['ce-id']).includes('-k0-')).map((q) => q.headers['ce-id'])).toEqual([
+      'order.hold-k0-0',
+      'order.hold-k0-1',
+      'order.hold-k0-2',
+    ]);
   });
 });
 

@@ -1,5 +1,13 @@
 import request from 'supertest';
-import { getSubscription, publishOfType, requestsForSubscription, totalLag, useDeliveryFixture, useLastSubscriptionCleanup, waitForLagZero } from '../helpers/delivery';
+import {
+  getSubscription,
+  publishOfType,
+  requestsForSubscription,
+  totalLag,
+  useDeliveryFixture,
+  useLastSubscriptionCleanup,
+  waitForLagZero,
+} from '../helpers/delivery';
 import { startTestGateway } from '../helpers/gateway';
 import { startReceiver, waitFor, type ReceivedRequest, type Reply } from '../helpers/receiver';
 
@@ -10,7 +18,11 @@ const createSubscription = useLastSubscriptionCleanup(gw);
 
 /** A subscription to events of one type, with a fast retry policy unless told otherwise. */
 const subscribe = (type: string, delivery: Record<string, unknown> = {}) =>
-  createSubscription({ sink: receiver.url, filters: [{ exact: { type } }], delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery } });
+  createSubscription({
+    sink: receiver.url,
+    filters: [{ exact: { type } }],
+    delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery },
+  });
 const publish = (type: string, ids: string[]) => publishOfType(gw.url, '/outcomes', type, ids);
 const getSub = (id: string) => getSubscription(gw.url, id);
 const lagOf = totalLag;
@@ -60,7 +72,9 @@ describe('retry', () => {
   it('obeys Retry-After as an HTTP date on 503', async () => {
     let n = 0;
     // The date is made when the request arrives: it names a time 1-2 s ahead (HTTP dates have whole seconds).
-    receiver.setResponder(() => (n++ === 0 ? { status: 503, headers: { 'retry-after': new Date(Date.now() + 2000).toUTCString() } } : { status: 204 }));
+    receiver.setResponder(() =>
+      n++ === 0 ? { status: 503, headers: { 'retry-after': new Date(Date.now() + 2000).toUTCString() } } : { status: 204 },
+    );
     const sub = await subscribe('out.retry-date', { retry: { initialDelayMs: 10, maxDelayMs: 5000 } });
     await publish('out.retry-date', ['rd1']);
     await waitLagZero(sub.id);
@@ -82,10 +96,13 @@ describe('410 Gone', () => {
     receiver.setResponder(scripted({ g1: [{ status: 410, body: 'unsubscribed' }, { status: 204 }] }));
     const sub = await subscribe('out.gone');
     const stored = await publish('out.gone', ['g1']);
-    const paused = await waitFor(async () => {
-      const got = await getSub(sub.id);
-      return got.state === 'paused' ? got : undefined;
-    }, { what: 'paused' });
+    const paused = await waitFor(
+      async () => {
+        const got = await getSub(sub.id);
+        return got.state === 'paused' ? got : undefined;
+      },
+      { what: 'paused' },
+    );
     expect(paused.stateReason).toBe('gone');
     stored.push(...(await publish('out.gone', ['g2', 'g3'])));
     await waitFor(async () => lagOf(await getSub(sub.id)) === 3, { what: 'backlog of 3' });

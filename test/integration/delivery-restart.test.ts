@@ -17,14 +17,26 @@ interface PartitionStats {
 }
 const statsOf = async (url: string, id: string) => (await getSubscription(url, id)).stats.partitions as PartitionStats[];
 const committed = (stats: PartitionStats[]) => stats.map((p) => p.committedOffset);
-const waitLagZero = async (url: string, id: string, timeoutMs = 20_000) => (await waitForLagZero(url, id, { timeoutMs })).stats.partitions as PartitionStats[];
+const waitLagZero = async (url: string, id: string, timeoutMs = 20_000) =>
+  (await waitForLagZero(url, id, { timeoutMs })).stats.partitions as PartitionStats[];
 
 function expectNotBehind(later: number[], earlier: number[]) {
-  for (const [p, offset] of earlier.entries()) expect({ partition: p, committed: later[p]! >= offset }).toEqual({ partition: p, committed: true });
+  for (const [p, offset] of earlier.entries())
+    expect({ partition: p, committed: later[p]! >= offset }).toEqual({ partition: p, committed: true });
 }
 
 const publish = (url: string, events: { id: string; key: string }[]) =>
-  publishBatch(url, events.map((e) => ({ specversion: '1.0', id: e.id, source: '/restart', type: 'restart.test', partitionkey: e.key, data: { id: e.id } })));
+  publishBatch(
+    url,
+    events.map((e) => ({
+      specversion: '1.0',
+      id: e.id,
+      source: '/restart',
+      type: 'restart.test',
+      partitionkey: e.key,
+      data: { id: e.id },
+    })),
+  );
 
 describe('crash (SIGKILL) with deliveries pending', () => {
   let receiver: Receiver | undefined;
@@ -62,7 +74,9 @@ describe('crash (SIGKILL) with deliveries pending', () => {
     const events = Array.from({ length: 40 }, (_, i) => ({ id: `c${i}`, key: `key-${i % 6}` }));
     const stored = await publish(first.url, [{ id: 'held', key: 'held-key' }, ...events]);
 
-    await waitFor(() => outcomes.filter((o) => o.status === 204).length >= 10 && outcomes.some((o) => o.req.headers['ce-id'] === 'held'), { what: 'some progress' });
+    await waitFor(() => outcomes.filter((o) => o.status === 204).length >= 10 && outcomes.some((o) => o.req.headers['ce-id'] === 'held'), {
+      what: 'some progress',
+    });
     const before = committed(await statsOf(first.url, sub.body.id)); // reading stats writes the state first
     expect(before.some((c) => c > 0)).toBe(true);
     first.child.kill('SIGKILL');

@@ -21,7 +21,8 @@ const BATCH_SIZE = 5;
 const PRODUCE_FOR_AT_MOST_MS = 30_000;
 
 const spawnChildGateway = useChildGateways();
-const start = (dataDir: string): Promise<ChildGateway> => spawnChildGateway({ HERALD_DATA_DIR: dataDir, HERALD_FSYNC: 'always', HERALD_PARTITIONS: '4' });
+const start = (dataDir: string): Promise<ChildGateway> =>
+  spawnChildGateway({ HERALD_DATA_DIR: dataDir, HERALD_FSYNC: 'always', HERALD_PARTITIONS: '4' });
 
 /** Each event's data is its own id, so a read-back can be checked against what was sent. */
 const dataOf = (id: string) => ({ id });
@@ -52,7 +53,10 @@ async function produceUntilKilled(gw: ChildGateway): Promise<ProducerRun> {
       let res;
       try {
         if (i % 3 === 2) {
-          res = await postBatch(gw.url, Array.from({ length: BATCH_SIZE }, (_, j) => ({ source, id: `${i}-${j}`, data: dataOf(`${i}-${j}`) })));
+          res = await postBatch(
+            gw.url,
+            Array.from({ length: BATCH_SIZE }, (_, j) => ({ source, id: `${i}-${j}`, data: dataOf(`${i}-${j}`) })),
+          );
         } else {
           res = await postBinary(gw.url, { source, id: `${i}`, data: dataOf(`${i}`) });
         }
@@ -95,7 +99,11 @@ describe('crash safety (SIGKILL with HERALD_FSYNC=always)', () => {
     for (const r of acked) {
       const found = await lookupEvent(second.url, r);
       expect(found.status).toBe(200);
-      expect(found.body).toMatchObject({ partition: r.partition, offset: r.offset, event: { source: r.source, id: r.id, data: dataOf(r.id) } });
+      expect(found.body).toMatchObject({
+        partition: r.partition,
+        offset: r.offset,
+        event: { source: r.source, id: r.id, data: dataOf(r.id) },
+      });
     }
 
     // Exactly once: no source+id appears twice anywhere in the log, and offsets have no gaps.
@@ -111,7 +119,10 @@ describe('crash safety (SIGKILL with HERALD_FSYNC=always)', () => {
     // Re-sending acknowledged events is answered as a duplicate with the original place.
     for (let i = 0; i < acked.length; i += 50) {
       const chunk = acked.slice(i, i + 50);
-      const res = await postBatch(second.url, chunk.map((r) => ({ source: r.source, id: r.id, data: dataOf(r.id) })));
+      const res = await postBatch(
+        second.url,
+        chunk.map((r) => ({ source: r.source, id: r.id, data: dataOf(r.id) })),
+      );
       expect(res.status).toBe(200);
       expect(res.body.results).toEqual(chunk.map((r) => ({ ...r, duplicate: true })));
     }

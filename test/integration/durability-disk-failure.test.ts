@@ -38,7 +38,10 @@ describe('disk failure on append', () => {
       expect(failed.body).toMatchObject({ status: 503, code: 'unavailable', type: 'urn:herald:problem:unavailable' });
       expect(JSON.stringify(failed.body)).not.toMatch(/ENOSPC|\/dev\/full|stack/); // no internals leak
 
-      const failedBatch = await postBatch(gw.url, [{ source: '/disk', id: 'd2' }, { source: '/disk', id: 'd3' }]);
+      const failedBatch = await postBatch(gw.url, [
+        { source: '/disk', id: 'd2' },
+        { source: '/disk', id: 'd3' },
+      ]);
       expect(failedBatch.status).toBe(503);
 
       const ready = await getJson(`${gw.url}/readyz`);
@@ -55,7 +58,10 @@ describe('disk failure on append', () => {
       expect(ok.body.results).toEqual([expect.objectContaining({ id: 'd1', offset: 0, duplicate: false })]);
       expect((await getJson(`${gw.url}/readyz`)).status).toBe(200);
       expect((await lookupEvent(gw.url, { source: '/disk', id: 'd1' })).status).toBe(200);
-      const batch = await postBatch(gw.url, [{ source: '/disk', id: 'd2' }, { source: '/disk', id: 'd3' }]);
+      const batch = await postBatch(gw.url, [
+        { source: '/disk', id: 'd2' },
+        { source: '/disk', id: 'd3' },
+      ]);
       expect(batch.status).toBe(202);
       expect(await readAllEvents(gw.url)).toHaveLength(3);
     } finally {

@@ -31,7 +31,10 @@ describe('idempotency across a graceful restart', () => {
     const env: Env = { HERALD_PARTITIONS: '4' };
     const gw = await startTestGateway(env);
     const single = await postBinary(gw.url, { source: '/restart', id: 'one' });
-    const batch = await postBatch(gw.url, [{ source: '/restart', id: 'two' }, { source: '/restart', id: 'three' }]);
+    const batch = await postBatch(gw.url, [
+      { source: '/restart', id: 'two' },
+      { source: '/restart', id: 'three' },
+    ]);
     expect([single.status, batch.status]).toEqual([202, 202]);
     const acked: AppendResultBody[] = [...single.body.results, ...batch.body.results];
     await gw.close();
@@ -41,9 +44,17 @@ describe('idempotency across a graceful restart', () => {
       const resent = await postBinary(again.url, { source: '/restart', id: 'one' });
       expect(resent.status).toBe(200);
       expect(resent.body.results).toEqual([{ ...acked[0], duplicate: true }]);
-      const mixed = await postBatch(again.url, [{ source: '/restart', id: 'two' }, { source: '/restart', id: 'four' }, { source: '/restart', id: 'three' }]);
+      const mixed = await postBatch(again.url, [
+        { source: '/restart', id: 'two' },
+        { source: '/restart', id: 'four' },
+        { source: '/restart', id: 'three' },
+      ]);
       expect(mixed.status).toBe(202);
-      expect(mixed.body.results.map((r: AppendResultBody) => [r.id, r.duplicate])).toEqual([['two', true], ['four', false], ['three', true]]);
+      expect(mixed.body.results.map((r: AppendResultBody) => [r.id, r.duplicate])).toEqual([
+        ['two', true],
+        ['four', false],
+        ['three', true],
+      ]);
       expect(mixed.body.results[0]).toEqual({ ...acked[1], duplicate: true });
       expect(mixed.body.results[2]).toEqual({ ...acked[2], duplicate: true });
       await expectAllReadable(again.url, [...acked, mixed.body.results[1]]);
@@ -65,7 +76,11 @@ describe('HERALD_IDEMPOTENCY_WINDOW', () => {
       expect((await lookupEvent(gw.url, { source: '/window', id: 'w' })).status).toBe(404);
       const again = await postBinary(gw.url, { source: '/window', id: 'w' });
       expect(again.status).toBe(202);
-      expect(again.body.results[0]).toMatchObject({ duplicate: false, partition: first.body.results[0].partition, offset: first.body.results[0].offset + 1 });
+      expect(again.body.results[0]).toMatchObject({
+        duplicate: false,
+        partition: first.body.results[0].partition,
+        offset: first.body.results[0].offset + 1,
+      });
     } finally {
       await gw.close();
     }
@@ -79,7 +94,10 @@ describe('segment roll', () => {
     const acked: AppendResultBody[] = [];
     const pad = 'p'.repeat(1000);
     for (let b = 0; b < 15; b++) {
-      const res = await postBatch(gw.url, Array.from({ length: 20 }, (_, i) => ({ source: '/roll', id: `${b}-${i}`, data: { pad } })));
+      const res = await postBatch(
+        gw.url,
+        Array.from({ length: 20 }, (_, i) => ({ source: '/roll', id: `${b}-${i}`, data: { pad } })),
+      );
       expect(res.status).toBe(202);
       acked.push(...res.body.results);
     }
@@ -123,7 +141,10 @@ describe.each(['interval', 'never'])('HERALD_FSYNC=%s', (fsync) => {
       Array.from({ length: 10 }, (_, i) =>
         i % 2 === 0
           ? postBinary(gw.url, { source: `/fsync-${fsync}`, id: `b${i}` })
-          : postBatch(gw.url, [{ source: `/fsync-${fsync}`, id: `a${i}` }, { source: `/fsync-${fsync}`, id: `c${i}` }]),
+          : postBatch(gw.url, [
+              { source: `/fsync-${fsync}`, id: `a${i}` },
+              { source: `/fsync-${fsync}`, id: `c${i}` },
+            ]),
       ),
     );
     expect(results.map((r) => r.status)).toEqual(results.map(() => 202));

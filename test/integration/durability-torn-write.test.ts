@@ -33,14 +33,20 @@ async function storeEvents(url: string, source: string): Promise<AppendResultBod
     expect(res.status).toBe(202);
     acked.push(...res.body.results);
   }
-  const batch = await postBatch(url, Array.from({ length: 10 }, (_, i) => ({ source, id: `batch${i}` })));
+  const batch = await postBatch(
+    url,
+    Array.from({ length: 10 }, (_, i) => ({ source, id: `batch${i}` })),
+  );
   expect(batch.status).toBe(202);
   return [...acked, ...batch.body.results];
 }
 
 /** A frame that looks like the next record (valid length and header) but stops half way. */
 function partialFrame(): Buffer {
-  const event = { attributes: { specversion: '1.0', id: 'torn', source: '/torn', type: 'torn' }, data: { kind: 'json' as const, value: { pad: 'x'.repeat(200) } } };
+  const event = {
+    attributes: { specversion: '1.0', id: 'torn', source: '/torn', type: 'torn' },
+    data: { kind: 'json' as const, value: { pad: 'x'.repeat(200) } },
+  };
   const frame = encodeRecord({ partition: 0, offset: 10, storedAt: Date.now(), event });
   return frame.subarray(0, Math.floor(frame.length / 2));
 }

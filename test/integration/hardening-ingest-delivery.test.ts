@@ -21,9 +21,17 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
 
-const structured = (id: string, data: unknown, key = 'deep') => ({ specversion: '1.0', id, source: '/hard', type: 'hard.t', partitionkey: key, data });
+const structured = (id: string, data: unknown, key = 'deep') => ({
+  specversion: '1.0',
+  id,
+  source: '/hard',
+  type: 'hard.t',
+  partitionkey: key,
+  data,
+});
 /** JSON text of an event whose data nests arrays `depth` deep (built as text: JSON.stringify itself would overflow). */
-const deepEvent = (id: string, depth: number) => JSON.stringify(structured(id, 'DATA')).replace('"DATA"', '['.repeat(depth) + '1' + ']'.repeat(depth));
+const deepEvent = (id: string, depth: number) =>
+  JSON.stringify(structured(id, 'DATA')).replace('"DATA"', '['.repeat(depth) + '1' + ']'.repeat(depth));
 
 describe('a bad event never burns an offset', () => {
   let gw: TestGateway;
@@ -39,7 +47,11 @@ describe('a bad event never burns an offset', () => {
 
   it('refuses data nested 5,000 deep (structured, batch, binary JSON) with 400 naming data; heads stay, delivery does not stall', async () => {
     const sub = (await request(gw.url).post('/subscriptions').send({ sink: receiver.url, startAt: 'earliest' }).expect(201)).body;
-    const first = await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(structured('ok-1', { a: 1 })));
+    const first = await postEventsRaw(
+      gw.url,
+      { 'content-type': 'application/cloudevents+json' },
+      JSON.stringify(structured('ok-1', { a: 1 })),
+    );
     expect(first.status).toBe(202);
     const { partition } = first.body.results[0];
     const heads = await partitionHeads(gw.url);
@@ -47,7 +59,9 @@ describe('a bad event never burns an offset', () => {
     const deep = await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, deepEvent('deep-1', 5000));
     expect(deep.status).toBe(400);
     expect(deep.body.code).toBe('invalid_event');
-    expect(deep.body.errors).toEqual([expect.objectContaining({ attribute: 'data', message: expect.stringContaining('HERALD_MAX_JSON_DEPTH') })]);
+    expect(deep.body.errors).toEqual([
+      expect.objectContaining({ attribute: 'data', message: expect.stringContaining('HERALD_MAX_JSON_DEPTH') }),
+    ]);
 
     const batch = await postEventsRaw(
       gw.url,
@@ -57,28 +71,45 @@ describe('a bad event never burns an offset', () => {
     expect(batch.status).toBe(400);
     expect(batch.body.errors).toEqual([expect.objectContaining({ index: 1, attribute: 'data' })]);
 
-    const binaryHeaders = { 'ce-specversion': '1.0', 'ce-id': 'deep-3', 'ce-source': '/hard', 'ce-type': 'hard.t', 'ce-partitionkey': 'deep' };
+    const binaryHeaders = {
+      'ce-specversion': '1.0',
+      'ce-id': 'deep-3',
+      'ce-source': '/hard',
+      'ce-type': 'hard.t',
+      'ce-partitionkey': 'deep',
+    };
     const deepText = '['.repeat(5000) + ']'.repeat(5000);
     const binary = await postEventsRaw(gw.url, { ...binaryHeaders, 'content-type': 'application/json' }, deepText);
     expect(binary.status).toBe(400);
     expect(binary.body.errors).toEqual([expect.objectContaining({ attribute: 'data' })]);
     // The same bytes declared as opaque are just bytes.
-    const opaque = await postEventsRaw(gw.url, { ...binaryHeaders, 'ce-id': 'opaque-1', 'content-type': 'application/octet-stream' }, deepText);
+    const opaque = await postEventsRaw(
+      gw.url,
+      { ...binaryHeaders, 'ce-id': 'opaque-1', 'content-type': 'application/octet-stream' },
+      deepText,
+    );
     expect(opaque.status).toBe(202);
 
     expect(await partitionHeads(gw.url)).toEqual(heads.map((h, p) => (p === partition ? h + 1 : h)));
     expect(opaque.body.results[0]).toMatchObject({ partition, offset: heads[partition] });
-    const after = await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(structured('ok-4', { a: 4 })));
+    const after = await postEventsRaw(
+      gw.url,
+      { 'content-type': 'application/cloudevents+json' },
+      JSON.stringify(structured('ok-4', { a: 4 })),
+    );
     expect(after.body.results[0]).toMatchObject({ partition, offset: heads[partition]! + 1 });
     // Nothing waits at a missing offset: every stored event reaches the subscriber.
-    await waitFor(() => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub.id).length === 3 || undefined, { what: '3 deliveries' });
+    await waitFor(() => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub.id).length === 3 || undefined, {
+      what: '3 deliveries',
+    });
     expect(receiver.requests.map((q) => q.headers['ce-id'])).toEqual(['ok-1', 'opaque-1', 'ok-4']);
   });
 
   it('honours HERALD_MAX_JSON_DEPTH', async () => {
     const shallow = await startTestGateway({ HERALD_MAX_JSON_DEPTH: '3' });
     try {
-      const post = (id: string, data: unknown) => postEventsRaw(shallow.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(structured(id, data)));
+      const post = (id: string, data: unknown) =>
+        postEventsRaw(shallow.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(structured(id, data)));
       expect((await post('d3', { a: { b: [1] } })).status).toBe(202);
       expect((await post('d4', { a: { b: [[1]] } })).status).toBe(400);
     } finally {
@@ -138,7 +169,10 @@ describe('reads verify every record', () => {
     expect(last.events.map((e: { event: { id: string } }) => e.event.id)).toEqual(['c4']);
 
     const sub = (await request(gw.url).post('/subscriptions').send({ sink: receiver.url, startAt: 'earliest' }).expect(201)).body;
-    await waitFor(async () => (await getJson(`${gw.url}/subscriptions/${sub.id}`)).body.stats.partitions[partition].lag === 0 || undefined, { what: 'lag 0' });
+    await waitFor(
+      async () => (await getJson(`${gw.url}/subscriptions/${sub.id}`)).body.stats.partitions[partition].lag === 0 || undefined,
+      { what: 'lag 0' },
+    );
     expect(receiver.requests.map((q) => q.headers['ce-id'])).toEqual(['c0', 'c1', 'c4']);
     const dead = (await getJson(`${gw.url}/subscriptions/${sub.id}/dead-letters`)).body.deadLetters;
     expect(dead.map((d: { offset: number; reason: string; event: unknown }) => [d.offset, d.reason, d.event])).toEqual([
@@ -194,7 +228,9 @@ describe('receivers that drip their answers', () => {
           .expect(201)
       ).body;
       await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(structured('drip-1', {})));
-      const dead = await waitFor(async () => (await getJson(`${gw.url}/subscriptions/${sub.id}/dead-letters`)).body.deadLetters[0], { what: 'dead letter' });
+      const dead = await waitFor(async () => (await getJson(`${gw.url}/subscriptions/${sub.id}/dead-letters`)).body.deadLetters[0], {
+        what: 'dead letter',
+      });
       expect(dead).toMatchObject({ reason: 'max_attempts', attempts: 2, lastError: expect.stringContaining('within 300 ms') });
       expect(drip.requests.map((r) => r.attempt)).toEqual(['1', '2']);
     } finally {
@@ -207,7 +243,12 @@ describe('receivers that drip their answers', () => {
     const drip = await startDripReceiver();
     const gw = await startTestGateway();
     try {
-      const sub = (await request(gw.url).post('/subscriptions').send({ sink: drip.url, delivery: { timeoutMs: 120_000 } }).expect(201)).body;
+      const sub = (
+        await request(gw.url)
+          .post('/subscriptions')
+          .send({ sink: drip.url, delivery: { timeoutMs: 120_000 } })
+          .expect(201)
+      ).body;
       await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(structured('drip-2', {})));
       await waitFor(() => drip.requests.length === 1 || undefined, { what: 'the request' });
       await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
@@ -222,7 +263,10 @@ describe('receivers that drip their answers', () => {
     const drip = await startDripReceiver(100, 1000);
     try {
       child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_SHUTDOWN_TIMEOUT_MS: '1500' });
-      await request(child.url).post('/subscriptions').send({ sink: drip.url, delivery: { timeoutMs: 120_000 } }).expect(201);
+      await request(child.url)
+        .post('/subscriptions')
+        .send({ sink: drip.url, delivery: { timeoutMs: 120_000 } })
+        .expect(201);
       await postEventsRaw(child.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(structured('drip-3', {})));
       await waitFor(() => drip.requests.length === 1 || undefined, { what: 'the request' });
       child.child.kill('SIGTERM');

@@ -44,7 +44,14 @@ async function publishKeyed(url: string, key: string, prefix: string, n: number,
   for (let i = 0; i < n; i++) {
     const res = await fetch(`${url}/events`, {
       method: 'POST',
-      headers: { 'ce-specversion': '1.0', 'ce-id': `${prefix}${i}`, 'ce-source': '/hard', 'ce-type': 'hard.t', 'ce-partitionkey': key, 'content-type': 'application/json' },
+      headers: {
+        'ce-specversion': '1.0',
+        'ce-id': `${prefix}${i}`,
+        'ce-source': '/hard',
+        'ce-type': 'hard.t',
+        'ce-partitionkey': key,
+        'content-type': 'application/json',
+      },
       body: JSON.stringify({ i, pad: 'x'.repeat(padBytes) }),
     });
     expect(res.status).toBe(202);
@@ -94,7 +101,9 @@ describe('a lost herald.db', () => {
     const acked = [];
     for (let i = 0; i < 10; i++) acked.push(...(await postBinary(child.url, { source: '/lost', id: `e${i}` })).body.results);
     await request(child.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/never', startAt: 'earliest' }).expect(201);
-    await request(child.url).post(`/subscriptions/${(await getJson(`${child.url}/subscriptions`)).body.subscriptions[0].id}/pause`).expect(200);
+    await request(child.url)
+      .post(`/subscriptions/${(await getJson(`${child.url}/subscriptions`)).body.subscriptions[0].id}/pause`)
+      .expect(200);
     child.child.kill('SIGTERM');
     expect(await child.exited).toBe(0);
     for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db'))) fs.rmSync(path.join(dataDir, f));
@@ -106,7 +115,11 @@ describe('a lost herald.db', () => {
     expect(line).toContain('HERALD_RECOVERY=rebuild-events-only');
 
     // The partition count survives the database: another count is still refused.
-    const wrongCount = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '16', HERALD_RECOVERY: 'rebuild-events-only' });
+    const wrongCount = await runGatewayUntilExit({
+      HERALD_DATA_DIR: dataDir,
+      HERALD_PARTITIONS: '16',
+      HERALD_RECOVERY: 'rebuild-events-only',
+    });
     expect(wrongCount.code).toBe(2);
     expect(oneLine(wrongCount.stderr)).toContain('HERALD_PARTITIONS=4');
 
@@ -128,13 +141,27 @@ describe('a lost log tail', () => {
     const before = await publishKeyed(gw.url, 'k', 'a', 10);
     const partition = before[0]!.partition;
     expect(before.map((r) => r.offset)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
-    const fast = (await request(gw.url).post('/subscriptions').send({ sink: `${receiver.url}/fast`, startAt: 'earliest' }).expect(201)).body;
-    const slow = (await request(gw.url).post('/subscriptions').send({ sink: `${receiver.url}/slow`, startAt: 'earliest' }).expect(201)).body;
+    const fast = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: `${receiver.url}/fast`, startAt: 'earliest' })
+        .expect(201)
+    ).body;
+    const slow = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: `${receiver.url}/slow`, startAt: 'earliest' })
+        .expect(201)
+    ).body;
     await request(gw.url).post(`/subscriptions/${slow.id}/pause`).expect(200);
     await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/fast')).length === 10 || undefined, { what: '10 deliveries' });
-    await waitFor(async () => ((await getJson(`${gw.url}/subscriptions/${fast.id}`)).body.stats.partitions[partition].committedOffset === 10) || undefined, {
-      what: 'committed offset 10',
-    });
+    await waitFor(
+      async () =>
+        (await getJson(`${gw.url}/subscriptions/${fast.id}`)).body.stats.partitions[partition].committedOffset === 10 || undefined,
+      {
+        what: 'committed offset 10',
+      },
+    );
     await gw.close();
 
     // A power cut lost the last 3 records (possible under HERALD_FSYNC=interval): cut them from the log.
@@ -148,18 +175,25 @@ describe('a lost log tail', () => {
       const after = await publishKeyed(again.url, 'k', 'b', 2);
       expect(after.map((r) => r.offset)).toEqual([10, 11]);
       // The fast subscription gets the new events; a receiver deduplicating on webhook-id would not drop them.
-      await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/fast')).length === 12 || undefined, { what: 'new events delivered' });
+      await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/fast')).length === 12 || undefined, {
+        what: 'new events delivered',
+      });
       const fastOffsets = receiver.requests.filter((q) => q.url.endsWith('/fast')).map((q) => Number(q.headers['herald-offset']));
       expect(fastOffsets.slice(10)).toEqual([10, 11]);
       expect(new Set(receiver.requests.filter((q) => q.url.endsWith('/fast')).map((q) => q.headers['webhook-id'])).size).toBe(12);
 
       // The paused one resumes from offset 0: it gets 0..6 and 10..11 and never waits for 7..9.
       await request(again.url).post(`/subscriptions/${slow.id}/resume`).expect(200);
-      await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/slow')).length === 9 || undefined, { what: 'slow subscription past the gap' });
+      await waitFor(() => receiver!.requests.filter((q) => q.url.endsWith('/slow')).length === 9 || undefined, {
+        what: 'slow subscription past the gap',
+      });
       const slowOffsets = receiver.requests.filter((q) => q.url.endsWith('/slow')).map((q) => Number(q.headers['herald-offset']));
       expect(slowOffsets).toEqual([0, 1, 2, 3, 4, 5, 6, 10, 11]);
       const sub = (await getJson(`${again.url}/subscriptions/${slow.id}`)).body;
-      await waitFor(async () => ((await getJson(`${again.url}/subscriptions/${slow.id}`)).body.stats.partitions[partition].lag === 0) || undefined, { what: 'lag 0' });
+      await waitFor(
+        async () => (await getJson(`${again.url}/subscriptions/${slow.id}`)).body.stats.partitions[partition].lag === 0 || undefined,
+        { what: 'lag 0' },
+      );
       expect(sub.state).toBe('active');
 
       // A reader of the partition sees the gap and goes on.

@@ -10,7 +10,13 @@ import { sendRaw } from '../helpers/http';
 const gw = useGatewayForFile({ HERALD_API_KEYS: 'pub:routing-pub:publish,rd:routing-read:read,adm:routing-admin:admin' });
 const as = (secret: string) => ({ authorization: `Bearer ${secret}` });
 let seq = 0;
-const binary = () => ({ 'ce-specversion': '1.0', 'ce-id': `routing-${++seq}`, 'ce-source': '/routing', 'ce-type': 't', 'content-type': 'application/json' });
+const binary = () => ({
+  'ce-specversion': '1.0',
+  'ce-id': `routing-${++seq}`,
+  'ce-source': '/routing',
+  'ce-type': 't',
+  'content-type': 'application/json',
+});
 
 describe('OPTIONS', () => {
   it('lists POST for /events along with GET and HEAD, without a key', async () => {
@@ -113,7 +119,11 @@ describe('a read key and the admin routes (issue: case and target tricks reached
       expect([method, target, res.status]).toEqual([method, target, 404]);
       expect(res.text).not.toMatch(/whsec_/);
     }
-    for (const [method, target] of [['POST', `/subscriptions/${id}/rotate-secret`], ['DELETE', `/subscriptions/${id}`], ['POST', `${gw.url}/subscriptions/${id}/rotate-secret#x`]]) {
+    for (const [method, target] of [
+      ['POST', `/subscriptions/${id}/rotate-secret`],
+      ['DELETE', `/subscriptions/${id}`],
+      ['POST', `${gw.url}/subscriptions/${id}/rotate-secret#x`],
+    ]) {
       expect((await sendRaw(gw.url, method!, target!, { headers: json })).status).toBe(403);
     }
     const after = await sendRaw(gw.url, 'GET', `/subscriptions/${id}`, { headers: as('routing-admin') });

@@ -9,13 +9,26 @@ const nextId = () => `bi-${++seq}`;
 /** POST /events with headers and body exactly as given (no client-side serialisation). */
 const post = (headers: Record<string, string>, body: string | Buffer = '') => postEventsRaw(gw.url, headers, body);
 
-const event = (id: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source: '/batch', type: 'com.example.batch', ...extra });
+const event = (id: string, extra: Record<string, unknown> = {}) => ({
+  specversion: '1.0',
+  id,
+  source: '/batch',
+  type: 'com.example.batch',
+  ...extra,
+});
 const postBatch = (events: unknown) => post({ 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify(events));
 const postStructured = (e: unknown) => post({ 'content-type': 'application/cloudevents+json' }, JSON.stringify(e));
-const heads = async (): Promise<{ partitions: { partition: number; headOffset: number }[] }> => (await request(gw.url).get('/partitions')).body;
+const heads = async (): Promise<{ partitions: { partition: number; headOffset: number }[] }> =>
+  (await request(gw.url).get('/partitions')).body;
 const totalStored = async () => (await heads()).partitions.reduce((sum, p) => sum + p.headOffset, 0);
 const lookup = (id: string, source = '/batch') => request(gw.url).get('/events').query({ source, id });
-const fresh = (id: string, source = '/batch') => ({ id, source, partition: expect.any(Number), offset: expect.any(Number), duplicate: false });
+const fresh = (id: string, source = '/batch') => ({
+  id,
+  source,
+  partition: expect.any(Number),
+  offset: expect.any(Number),
+  duplicate: false,
+});
 
 describe('batch mode', () => {
   it('accepts an empty batch with 202 and no results, storing nothing', async () => {
@@ -35,14 +48,24 @@ describe('batch mode', () => {
     expect(await totalStored()).toBe(before + ids.length);
     for (const [i, id] of ids.entries()) {
       const read = await lookup(id);
-      expect(read.body).toEqual({ event: event(id, { data: { i } }), partition: res.body.results[i].partition, offset: res.body.results[i].offset });
+      expect(read.body).toEqual({
+        event: event(id, { data: { i } }),
+        partition: res.body.results[i].partition,
+        offset: res.body.results[i].offset,
+      });
     }
   });
 
   it('stores none of a batch with an invalid event, listing each bad event by index', async () => {
     const ids = [nextId(), nextId(), nextId(), nextId(), nextId()];
     const before = await heads();
-    const res = await postBatch([event(ids[0]!), event(ids[1]!, { specversion: '0.3' }), event(ids[2]!), 'not an event', event(ids[4]!, { time: 'never', ext: { nested: true } })]);
+    const res = await postBatch([
+      event(ids[0]!),
+      event(ids[1]!, { specversion: '0.3' }),
+      event(ids[2]!),
+      'not an event',
+      event(ids[4]!, { time: 'never', ext: { nested: true } }),
+    ]);
     expect(res.status).toBe(400);
     expect(res.contentType).toBe('application/problem+json');
     expect(res.body).toEqual({
@@ -106,7 +129,10 @@ describe('idempotency by source and id', () => {
   it('treats the same source and id as a duplicate whatever the content or mode, keeping the first event', async () => {
     const id = nextId();
     const first = await postStructured(event(id, { data: 'first' }));
-    const again = await post({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/batch', 'ce-type': 'other.type', 'content-type': 'text/plain' }, 'second');
+    const again = await post(
+      { 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/batch', 'ce-type': 'other.type', 'content-type': 'text/plain' },
+      'second',
+    );
     expect(again.status).toBe(200);
     expect(again.body.results).toEqual([{ ...first.body.results[0], duplicate: true }]);
     expect((await lookup(id)).body.event).toEqual(event(id, { data: 'first' }));
@@ -126,7 +152,11 @@ describe('idempotency by source and id', () => {
     const before = await totalStored();
     const res = await postBatch([event(b), event(c), event(a)]);
     expect(res.status).toBe(202);
-    expect(res.body.results).toEqual([{ ...first.body.results[1], duplicate: true }, fresh(c), { ...first.body.results[0], duplicate: true }]);
+    expect(res.body.results).toEqual([
+      { ...first.body.results[1], duplicate: true },
+      fresh(c),
+      { ...first.body.results[0], duplicate: true },
+    ]);
     expect(await totalStored()).toBe(before + 1);
   });
 
@@ -158,7 +188,8 @@ describe('idempotency by source and id', () => {
     const replies = await Promise.all(Array.from({ length: 8 }, () => postStructured(event(id))));
     const results = replies.map((r) => r.body.results[0]);
     expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
-    for (const r of results) expect({ partition: r.partition, offset: r.offset }).toEqual({ partition: results[0].partition, offset: results[0].offset });
+    for (const r of results)
+      expect({ partition: r.partition, offset: r.offset }).toEqual({ partition: results[0].partition, offset: results[0].offset });
     expect(replies.map((r) => r.status).sort()).toEqual([200, 200, 200, 200, 200, 200, 200, 202]);
     expect(await totalStored()).toBe(before + 1);
   });

@@ -14,12 +14,34 @@ const MiB = 1024 * KiB;
 const post = (url: string, headers: Record<string, string>, body: Buffer, chunked = false) =>
   postEventsRaw(url, headers, body, { chunked, tolerateEarlyReply: true });
 
-const ce = (id: string) => ({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/limits', 'ce-type': 'com.example.limits', 'content-type': 'application/octet-stream' });
+const ce = (id: string) => ({
+  'ce-specversion': '1.0',
+  'ce-id': id,
+  'ce-source': '/limits',
+  'ce-type': 'com.example.limits',
+  'content-type': 'application/octet-stream',
+});
 
 /** A structured event whose JSON body is exactly `size` bytes, padded through its data string. */
 function structuredOfSize(id: string, size: number): Buffer {
-  const empty = JSON.stringify({ specversion: '1.0', id, source: '/limits', type: 'com.example.limits', datacontenttype: 'text/plain', data: '' });
-  const body = Buffer.from(JSON.stringify({ specversion: '1.0', id, source: '/limits', type: 'com.example.limits', datacontenttype: 'text/plain', data: 'x'.repeat(size - empty.length) }));
+  const empty = JSON.stringify({
+    specversion: '1.0',
+    id,
+    source: '/limits',
+    type: 'com.example.limits',
+    datacontenttype: 'text/plain',
+    data: '',
+  });
+  const body = Buffer.from(
+    JSON.stringify({
+      specversion: '1.0',
+      id,
+      source: '/limits',
+      type: 'com.example.limits',
+      datacontenttype: 'text/plain',
+      data: 'x'.repeat(size - empty.length),
+    }),
+  );
   expect(body.length).toBe(size);
   return body;
 }
@@ -29,7 +51,14 @@ const heads = async (gw: Gw) => (await request(gw.url).get('/partitions')).body;
 function expectTooLarge(res: Reply) {
   expect(res.status).toBe(413);
   expect(res.contentType).toBe('application/problem+json');
-  expect(res.body).toEqual({ type: 'urn:herald:problem:payload_too_large', title: expect.any(String), status: 413, detail: expect.any(String), code: 'payload_too_large', errors: expect.any(Array) });
+  expect(res.body).toEqual({
+    type: 'urn:herald:problem:payload_too_large',
+    title: expect.any(String),
+    status: 413,
+    detail: expect.any(String),
+    code: 'payload_too_large',
+    errors: expect.any(Array),
+  });
 }
 
 afterAll(cleanupTmpDirs);
@@ -69,7 +98,13 @@ describe('request body limit at the default of 1 MiB', () => {
 
   it('answers 413 for an oversized structured batch and stores none of it', async () => {
     const before = await heads(gw);
-    const events = Array.from({ length: 20 }, (_, i) => ({ specversion: '1.0', id: `big-${i}`, source: '/limits', type: 't', data: 'y'.repeat(64 * KiB) }));
+    const events = Array.from({ length: 20 }, (_, i) => ({
+      specversion: '1.0',
+      id: `big-${i}`,
+      source: '/limits',
+      type: 't',
+      data: 'y'.repeat(64 * KiB),
+    }));
     expectTooLarge(await post(gw.url, { 'content-type': 'application/cloudevents-batch+json' }, Buffer.from(JSON.stringify(events))));
     expect(await heads(gw)).toEqual(before);
   });
@@ -82,13 +117,21 @@ describe('request body limit at the default of 1 MiB', () => {
     expect(res.status).toBe(400);
     expect(res.headers['content-type']).toBe('application/problem+json');
     expect(res.text.length).toBeLessThan(32 * KiB);
-    expect(res.body).toMatchObject({ code: 'invalid_event', truncated: true, totalErrors: n, detail: `${n} of ${n} events in the batch are invalid; none was stored` });
+    expect(res.body).toMatchObject({
+      code: 'invalid_event',
+      truncated: true,
+      totalErrors: n,
+      detail: `${n} of ${n} events in the batch are invalid; none was stored`,
+    });
     expect(res.body.errors).toHaveLength(100);
     expect(res.body.errors[99]).toEqual({ index: 99, message: expect.any(String) });
   });
 
   it('lists every violation, without truncated or totalErrors, when there are at most 100', async () => {
-    const res = await sendRaw(gw.url, 'POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify(Array(100).fill(1)) });
+    const res = await sendRaw(gw.url, 'POST', '/events', {
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      body: JSON.stringify(Array(100).fill(1)),
+    });
     expect(res.status).toBe(400);
     expect(res.body.errors).toHaveLength(100);
     expect(res.body).not.toHaveProperty('truncated');

@@ -7,8 +7,20 @@ const gw = useGatewayForFile();
 let seq = 0;
 const nextId = () => `modes-${++seq}`;
 
-const ce = (id: string, extra: Record<string, string> = {}) => ({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/modes', 'ce-type': 'com.example.modes', ...extra });
-const structured = (id: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source: '/modes', type: 'com.example.modes', ...extra });
+const ce = (id: string, extra: Record<string, string> = {}) => ({
+  'ce-specversion': '1.0',
+  'ce-id': id,
+  'ce-source': '/modes',
+  'ce-type': 'com.example.modes',
+  ...extra,
+});
+const structured = (id: string, extra: Record<string, unknown> = {}) => ({
+  specversion: '1.0',
+  id,
+  source: '/modes',
+  type: 'com.example.modes',
+  ...extra,
+});
 
 const postBinary = (headers: Record<string, string>, body: Buffer = Buffer.alloc(0)) => post(headers, body);
 const postJson = (contentType: string, value: unknown) => post({ 'content-type': contentType }, JSON.stringify(value));
@@ -40,7 +52,14 @@ const post = (headers: Record<string, string | string[]>, body: string | Buffer 
 function expectProblem(res: Reply, status: number, code: string) {
   expect(res.status).toBe(status);
   expect(res.contentType).toBe('application/problem+json');
-  expect(res.body).toEqual({ type: `urn:herald:problem:${code}`, title: expect.any(String), status, detail: expect.any(String), code, errors: expect.any(Array) });
+  expect(res.body).toEqual({
+    type: `urn:herald:problem:${code}`,
+    title: expect.any(String),
+    status,
+    detail: expect.any(String),
+    code,
+    errors: expect.any(Array),
+  });
   expect(res.body.errors.length).toBeGreaterThan(0);
   for (const e of res.body.errors) expect(typeof e.message).toBe('string');
 }
@@ -51,8 +70,17 @@ describe('binary content mode', () => {
     const body = Buffer.from([0, 1, 2, 127, 128, 254, 255]);
     const res = await postBinary({ ...ce(id), 'content-type': 'application/octet-stream' }, body);
     expect(res.status).toBe(202);
-    expect(res.body).toEqual({ results: [{ id, source: '/modes', partition: expect.any(Number), offset: expect.any(Number), duplicate: false }] });
-    expect(await readBack(id)).toEqual({ specversion: '1.0', id, source: '/modes', type: 'com.example.modes', datacontenttype: 'application/octet-stream', data_base64: body.toString('base64') });
+    expect(res.body).toEqual({
+      results: [{ id, source: '/modes', partition: expect.any(Number), offset: expect.any(Number), duplicate: false }],
+    });
+    expect(await readBack(id)).toEqual({
+      specversion: '1.0',
+      id,
+      source: '/modes',
+      type: 'com.example.modes',
+      datacontenttype: 'application/octet-stream',
+      data_base64: body.toString('base64'),
+    });
   });
 
   it('stores no datacontenttype and no data for a request without Content-Type or body', async () => {
@@ -63,20 +91,32 @@ describe('binary content mode', () => {
 
   it('stores extension headers as string attributes and ignores other headers', async () => {
     const id = nextId();
-    const res = await postBinary({ ...ce(id, { 'ce-comexampleext': 'value', 'ce-count': '5' }), 'x-other': 'ignored', 'content-type': 'text/plain' }, Buffer.from('hi'));
+    const res = await postBinary(
+      { ...ce(id, { 'ce-comexampleext': 'value', 'ce-count': '5' }), 'x-other': 'ignored', 'content-type': 'text/plain' },
+      Buffer.from('hi'),
+    );
     expect(res.status).toBe(202);
-    expect(await readBack(id)).toEqual({ ...structured(id), comexampleext: 'value', count: '5', datacontenttype: 'text/plain', data: 'hi' });
+    expect(await readBack(id)).toEqual({
+      ...structured(id),
+      comexampleext: 'value',
+      count: '5',
+      datacontenttype: 'text/plain',
+      data: 'hi',
+    });
   });
 
-  it.each(['application/json', 'text/plain', 'application/cloudevents', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x'])(
-    'treats Content-Type %s as binary mode',
-    async (contentType) => {
-      const id = nextId();
-      const res = await postBinary({ ...ce(id), 'content-type': contentType }, Buffer.from('{}'));
-      expect(res.status).toBe(202);
-      expect((await readBack(id)).datacontenttype).toBe(contentType);
-    },
-  );
+  it.each([
+    'application/json',
+    'text/plain',
+    'application/cloudevents',
+    'application/x-www-form-urlencoded',
+    'multipart/form-data; boundary=x',
+  ])('treats Content-Type %s as binary mode', async (contentType) => {
+    const id = nextId();
+    const res = await postBinary({ ...ce(id), 'content-type': contentType }, Buffer.from('{}'));
+    expect(res.status).toBe(202);
+    expect((await readBack(id)).datacontenttype).toBe(contentType);
+  });
 
   it('unquotes a quoted-string header value, then percent-decodes it once', async () => {
     const id = nextId();
@@ -124,10 +164,19 @@ describe('binary content mode', () => {
 
   it('refuses a repeated ce-id sent after more than 2,000 other headers', async () => {
     const before = await heads();
-    const lines = [...Object.entries(ce(nextId())).map(([k, v]) => `${k}: ${v}`), ...Array.from({ length: 2000 }, () => 'x: 1'), 'ce-id: second'];
-    const { status, body } = await rawHttp(`POST /events HTTP/1.1\r\nhost: x\r\n${lines.join('\r\n')}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`);
+    const lines = [
+      ...Object.entries(ce(nextId())).map(([k, v]) => `${k}: ${v}`),
+      ...Array.from({ length: 2000 }, () => 'x: 1'),
+      'ce-id: second',
+    ];
+    const { status, body } = await rawHttp(
+      `POST /events HTTP/1.1\r\nhost: x\r\n${lines.join('\r\n')}\r\ncontent-length: 0\r\nconnection: close\r\n\r\n`,
+    );
     expect(status).toBe(400);
-    expect(JSON.parse(body)).toMatchObject({ code: 'invalid_event', errors: [{ attribute: 'id', message: expect.stringContaining('2 times') }] });
+    expect(JSON.parse(body)).toMatchObject({
+      code: 'invalid_event',
+      errors: [{ attribute: 'id', message: expect.stringContaining('2 times') }],
+    });
     expect(await heads()).toEqual(before);
   });
 
@@ -147,42 +196,58 @@ describe('binary content mode', () => {
 });
 
 describe('structured content mode', () => {
-  it.each(['application/cloudevents+json', 'application/cloudevents+json; charset=utf-8', 'Application/CloudEvents+JSON; Charset=UTF-8', 'APPLICATION/CLOUDEVENTS+JSON'])(
-    'accepts Content-Type %s',
-    async (contentType) => {
-      const id = nextId();
-      const res = await postJson(contentType, structured(id, { datacontenttype: 'application/json', data: { n: 1 } }));
-      expect(res.status).toBe(202);
-      expect(res.body.results).toEqual([{ id, source: '/modes', partition: expect.any(Number), offset: expect.any(Number), duplicate: false }]);
-      expect(await readBack(id)).toEqual(structured(id, { datacontenttype: 'application/json', data: { n: 1 } }));
-    },
-  );
+  it.each([
+    'application/cloudevents+json',
+    'application/cloudevents+json; charset=utf-8',
+    'Application/CloudEvents+JSON; Charset=UTF-8',
+    'APPLICATION/CLOUDEVENTS+JSON',
+  ])('accepts Content-Type %s', async (contentType) => {
+    const id = nextId();
+    const res = await postJson(contentType, structured(id, { datacontenttype: 'application/json', data: { n: 1 } }));
+    expect(res.status).toBe(202);
+    expect(res.body.results).toEqual([
+      { id, source: '/modes', partition: expect.any(Number), offset: expect.any(Number), duplicate: false },
+    ]);
+    expect(await readBack(id)).toEqual(structured(id, { datacontenttype: 'application/json', data: { n: 1 } }));
+  });
 
   it('takes attributes from the body only, ignoring ce- headers', async () => {
     const id = nextId();
-    const res = await post({ 'content-type': 'application/cloudevents+json', 'ce-id': 'header-id', 'ce-myext': 'x' }, JSON.stringify(structured(id)));
+    const res = await post(
+      { 'content-type': 'application/cloudevents+json', 'ce-id': 'header-id', 'ce-myext': 'x' },
+      JSON.stringify(structured(id)),
+    );
     expect(res.status).toBe(202);
     expect(await readBack(id)).toEqual(structured(id));
   });
 });
 
 describe('batch content mode', () => {
-  it.each(['application/cloudevents-batch+json', 'Application/CloudEvents-Batch+JSON; charset=utf-8'])('accepts Content-Type %s and answers in input order', async (contentType) => {
-    const ids = [nextId(), nextId(), nextId()];
-    const res = await postJson(contentType, ids.map((id) => structured(id)));
-    expect(res.status).toBe(202);
-    expect(res.body.results.map((r: { id: string }) => r.id)).toEqual(ids);
-    for (const id of ids) expect(await readBack(id)).toEqual(structured(id));
-  });
+  it.each(['application/cloudevents-batch+json', 'Application/CloudEvents-Batch+JSON; charset=utf-8'])(
+    'accepts Content-Type %s and answers in input order',
+    async (contentType) => {
+      const ids = [nextId(), nextId(), nextId()];
+      const res = await postJson(
+        contentType,
+        ids.map((id) => structured(id)),
+      );
+      expect(res.status).toBe(202);
+      expect(res.body.results.map((r: { id: string }) => r.id)).toEqual(ids);
+      for (const id of ids) expect(await readBack(id)).toEqual(structured(id));
+    },
+  );
 });
 
 describe('unsupported event formats', () => {
-  it.each(['application/cloudevents+xml', 'application/cloudevents+avro', 'Application/CloudEvents+Protobuf; charset=utf-8'])('answers 415 for %s and stores nothing', async (contentType) => {
-    const before = await heads();
-    const res = await post({ ...ce(nextId()), 'content-type': contentType }, '<event/>');
-    expectProblem(res, 415, 'unsupported_media_type');
-    expect(await heads()).toEqual(before);
-  });
+  it.each(['application/cloudevents+xml', 'application/cloudevents+avro', 'Application/CloudEvents+Protobuf; charset=utf-8'])(
+    'answers 415 for %s and stores nothing',
+    async (contentType) => {
+      const before = await heads();
+      const res = await post({ ...ce(nextId()), 'content-type': contentType }, '<event/>');
+      expectProblem(res, 415, 'unsupported_media_type');
+      expect(await heads()).toEqual(before);
+    },
+  );
 });
 
 describe('read-back data representation', () => {
@@ -201,7 +266,10 @@ describe('read-back data representation', () => {
 
   it('returns structured data_base64 as data_base64', async () => {
     const id = nextId();
-    expect((await postJson('application/cloudevents+json', structured(id, { datacontenttype: 'application/json', data_base64: 'eyJhIjoxfQ==' }))).status).toBe(202);
+    expect(
+      (await postJson('application/cloudevents+json', structured(id, { datacontenttype: 'application/json', data_base64: 'eyJhIjoxfQ==' })))
+        .status,
+    ).toBe(202);
     expect(await readBack(id)).toEqual(structured(id, { datacontenttype: 'application/json', data_base64: 'eyJhIjoxfQ==' }));
   });
 

@@ -6,8 +6,15 @@ import { cleanupTmpDirs } from '../helpers/tmp';
 
 const PARTITIONS = 4;
 
-const event = (id: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source: '/parts', type: 'com.example.parts', ...extra });
-const postBatch = (gw: Gw, events: unknown[]) => post(gw.url, { 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify(events));
+const event = (id: string, extra: Record<string, unknown> = {}) => ({
+  specversion: '1.0',
+  id,
+  source: '/parts',
+  type: 'com.example.parts',
+  ...extra,
+});
+const postBatch = (gw: Gw, events: unknown[]) =>
+  post(gw.url, { 'content-type': 'application/cloudevents-batch+json' }, JSON.stringify(events));
 /** The documented routing: CRC-32 of the partitionkey, else of source + NUL + id, modulo the partition count. */
 const expectedPartition = (e: { id: string; source: string; partitionkey?: string }, n = PARTITIONS) =>
   crc32(Buffer.from(e.partitionkey ?? `${e.source}\u0000${e.id}`, 'utf8')) % n;
@@ -40,9 +47,23 @@ describe('partition routing and offsets', () => {
   it('routes events with a partitionkey by CRC-32 of the key alone, in structured and binary mode', async () => {
     const keys = ['customer-1', 'customer-2', 'Ω-ключ', ''];
     for (const [i, partitionkey] of keys.entries()) {
-      const structured = await post(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(event(`k-s-${i}`, { partitionkey })));
+      const structured = await post(
+        gw.url,
+        { 'content-type': 'application/cloudevents+json' },
+        JSON.stringify(event(`k-s-${i}`, { partitionkey })),
+      );
       expect(structured.body.results[0].partition).toBe(expectedPartition({ id: '', source: '', partitionkey }));
-      const binary = await post(gw.url, { 'ce-specversion': '1.0', 'ce-id': `k-b-${i}`, 'ce-source': '/other', 'ce-type': 't', 'ce-partitionkey': encodeURIComponent(partitionkey) }, '');
+      const binary = await post(
+        gw.url,
+        {
+          'ce-specversion': '1.0',
+          'ce-id': `k-b-${i}`,
+          'ce-source': '/other',
+          'ce-type': 't',
+          'ce-partitionkey': encodeURIComponent(partitionkey),
+        },
+        '',
+      );
       expect(binary.body.results[0].partition).toBe(structured.body.results[0].partition);
     }
   });
@@ -51,15 +72,24 @@ describe('partition routing and offsets', () => {
     const events = Array.from({ length: 10 }, (_, i) => event(`same-key-${i}`, { source: `/s${i}`, partitionkey: 'order-42' }));
     const results = [...(await postBatch(gw, events.slice(0, 4))).body.results, ...(await postBatch(gw, events.slice(4))).body.results];
     const partition = expectedPartition({ id: '', source: '', partitionkey: 'order-42' });
-    expect(results.map((r: { partition: number; offset: number }) => [r.partition, r.offset])).toEqual(events.map((_, i) => [partition, i]));
+    expect(results.map((r: { partition: number; offset: number }) => [r.partition, r.offset])).toEqual(
+      events.map((_, i) => [partition, i]),
+    );
   });
 
   it('assigns offsets from 0 per partition with no gaps across single, batch, duplicate and refused requests', async () => {
     const sent: { partition: number; offset: number }[] = [];
     for (let round = 0; round < 5; round++) {
-      const batch = await postBatch(gw, Array.from({ length: 7 }, (_, i) => event(`gapless-${round}-${i}`)));
+      const batch = await postBatch(
+        gw,
+        Array.from({ length: 7 }, (_, i) => event(`gapless-${round}-${i}`)),
+      );
       sent.push(...batch.body.results);
-      const single = await post(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(event(`gapless-single-${round}`)));
+      const single = await post(
+        gw.url,
+        { 'content-type': 'application/cloudevents+json' },
+        JSON.stringify(event(`gapless-single-${round}`)),
+      );
       sent.push(...single.body.results);
       expect((await postBatch(gw, [event(`gapless-0-0`)])).status).toBe(200);
       expect((await postBatch(gw, [event(`never-${round}`), event('')])).status).toBe(400);
@@ -69,15 +99,25 @@ describe('partition routing and offsets', () => {
     for (const { partition, headOffset } of heads) {
       const page = await request(gw.url).get(`/partitions/${partition}/events`).query({ from: 0, limit: 1000 });
       expect(page.body.events.map((e: { offset: number }) => e.offset)).toEqual(Array.from({ length: headOffset }, (_, i) => i));
-      expect(sent.filter((s) => s.partition === partition).map((s) => s.offset).sort((a, b) => a - b)).toEqual(Array.from({ length: headOffset }, (_, i) => i));
+      expect(
+        sent
+          .filter((s) => s.partition === partition)
+          .map((s) => s.offset)
+          .sort((a, b) => a - b),
+      ).toEqual(Array.from({ length: headOffset }, (_, i) => i));
     }
   });
 
   it('puts every event in partition 0 when there is a single partition', async () => {
     const single = await startTestGateway({ HERALD_PARTITIONS: '1' });
     try {
-      const res = await postBatch(single, Array.from({ length: 5 }, (_, i) => event(`one-${i}`, { partitionkey: `k${i}` })));
-      expect(res.body.results.map((r: { partition: number; offset: number }) => [r.partition, r.offset])).toEqual([0, 1, 2, 3, 4].map((o) => [0, o]));
+      const res = await postBatch(
+        single,
+        Array.from({ length: 5 }, (_, i) => event(`one-${i}`, { partitionkey: `k${i}` })),
+      );
+      expect(res.body.results.map((r: { partition: number; offset: number }) => [r.partition, r.offset])).toEqual(
+        [0, 1, 2, 3, 4].map((o) => [0, o]),
+      );
     } finally {
       await single.close();
     }
@@ -90,7 +130,10 @@ describe('read endpoints', () => {
   const partition = expectedPartition({ id: '', source: '', partitionkey: key });
   beforeAll(async () => {
     gw = await startTestGateway({ HERALD_PARTITIONS: String(PARTITIONS) });
-    const res = await postBatch(gw, Array.from({ length: 10 }, (_, i) => event(`r-${i}`, { partitionkey: key, data: { i } })));
+    const res = await postBatch(
+      gw,
+      Array.from({ length: 10 }, (_, i) => event(`r-${i}`, { partitionkey: key, data: { i } })),
+    );
     expect(res.status).toBe(202);
   });
   afterAll(async () => {
@@ -104,11 +147,19 @@ describe('read endpoints', () => {
   });
 
   it('answers 404 with a problem for an unknown source and id', async () => {
-    for (const query of [{ source: '/parts', id: 'missing' }, { source: '/nowhere', id: 'r-3' }]) {
+    for (const query of [
+      { source: '/parts', id: 'missing' },
+      { source: '/nowhere', id: 'r-3' },
+    ]) {
       const res = await request(gw.url).get('/events').query(query);
       expect(res.status).toBe(404);
       expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
-      expect(res.body).toMatchObject({ type: 'urn:herald:problem:not_found', status: 404, code: 'not_found', errors: [{ message: expect.any(String) }] });
+      expect(res.body).toMatchObject({
+        type: 'urn:herald:problem:not_found',
+        status: 404,
+        code: 'not_found',
+        errors: [{ message: expect.any(String) }],
+      });
     }
   });
 
@@ -184,7 +235,12 @@ describe('read endpoints', () => {
     const res = await request(gw.url).get(path);
     expect(res.status).toBe(400);
     expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
-    expect(res.body).toMatchObject({ type: 'urn:herald:problem:invalid_request', status: 400, code: 'invalid_request', errors: expect.any(Array) });
+    expect(res.body).toMatchObject({
+      type: 'urn:herald:problem:invalid_request',
+      status: 400,
+      code: 'invalid_request',
+      errors: expect.any(Array),
+    });
   });
 
   // Path and query integers are decimal digits only; what Number() would also take is refused.
@@ -207,7 +263,11 @@ describe('read endpoints', () => {
     const res = await sendRaw(gw.url, 'GET', target);
     expect(res.status).toBe(400);
     expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
-    expect(res.body).toMatchObject({ status: 400, code: 'invalid_request', errors: [expect.objectContaining({ message: expect.any(String) })] });
+    expect(res.body).toMatchObject({
+      status: 400,
+      code: 'invalid_request',
+      errors: [expect.objectContaining({ message: expect.any(String) })],
+    });
   });
 
   it('takes decimal digits, leading zeros included', async () => {

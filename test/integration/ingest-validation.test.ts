@@ -9,21 +9,35 @@ let seq = 0;
 const nextId = () => `val-${++seq}`;
 
 /** POST /events with headers and body exactly as given (no client-side serialisation); an empty answer has no body. */
-const post = (headers: Record<string, string>, body: string | Buffer = '') => postEventsRaw(gw.url, headers, body, { allowEmptyBody: true });
+const post = (headers: Record<string, string>, body: string | Buffer = '') =>
+  postEventsRaw(gw.url, headers, body, { allowEmptyBody: true });
 
 const STRUCTURED = 'application/cloudevents+json';
 const base = (id = nextId()) => ({ specversion: '1.0', id, source: '/validation', type: 'com.example.validation' });
 const postStructured = (event: unknown) => post({ 'content-type': STRUCTURED }, JSON.stringify(event));
 /** Binary mode: every attribute becomes an encoded ce- header (null means "leave the header out"). */
 const postBinary = (attributes: Record<string, unknown>) =>
-  post(Object.fromEntries(Object.entries(attributes).filter(([, v]) => v !== null).map(([k, v]) => [`ce-${k}`, encodeHeaderValue(v as string)])));
+  post(
+    Object.fromEntries(
+      Object.entries(attributes)
+        .filter(([, v]) => v !== null)
+        .map(([k, v]) => [`ce-${k}`, encodeHeaderValue(v as string)]),
+    ),
+  );
 const heads = async () => (await request(gw.url).get('/partitions')).body;
 const readBack = async (source: string, id: string) => (await request(gw.url).get('/events').query({ source, id })).body.event;
 
 function expectProblem(res: Reply, status: number, code: string) {
   expect(res.status).toBe(status);
   expect(res.contentType).toBe('application/problem+json');
-  expect(res.body).toEqual({ type: `urn:herald:problem:${code}`, title: expect.any(String), status, detail: expect.any(String), code, errors: expect.any(Array) });
+  expect(res.body).toEqual({
+    type: `urn:herald:problem:${code}`,
+    title: expect.any(String),
+    status,
+    detail: expect.any(String),
+    code,
+    errors: expect.any(Array),
+  });
   expect(res.body.errors.length).toBeGreaterThan(0);
 }
 
@@ -39,7 +53,9 @@ async function expectRefused(send: () => Promise<Reply>, attribute: string | und
 
 async function expectAccepted(res: Reply, attributes: Record<string, unknown>) {
   expect(res.status).toBe(202);
-  expect(res.body.results).toEqual([{ id: attributes.id, source: attributes.source, partition: expect.any(Number), offset: expect.any(Number), duplicate: false }]);
+  expect(res.body.results).toEqual([
+    { id: attributes.id, source: attributes.source, partition: expect.any(Number), offset: expect.any(Number), duplicate: false },
+  ]);
   expect(await readBack(attributes.source as string, attributes.id as string)).toEqual(attributes);
 }
 
@@ -123,13 +139,19 @@ describe('validation in structured mode', () => {
     await expectRefused(() => postStructured({ ...base(), [name]: 'x' }), name);
   });
 
-  it.each(['id', 'source', 'specversion', 'type', 'time', 'subject', 'dataschema', 'datacontenttype'])('answers 400 when %s is not a string', async (name) => {
-    await expectRefused(() => postStructured({ ...base(), [name]: 1 }), name);
-  });
+  it.each(['id', 'source', 'specversion', 'type', 'time', 'subject', 'dataschema', 'datacontenttype'])(
+    'answers 400 when %s is not a string',
+    async (name) => {
+      await expectRefused(() => postStructured({ ...base(), [name]: 1 }), name);
+    },
+  );
 
   it('treats null attribute values as absent', async () => {
     const event = base();
-    await expectAccepted(await postStructured({ ...event, subject: null, time: null, dataschema: null, datacontenttype: null, ext: null }), event);
+    await expectAccepted(
+      await postStructured({ ...event, subject: null, time: null, dataschema: null, datacontenttype: null, ext: null }),
+      event,
+    );
     await expectRefused(() => postStructured({ ...base(), id: null }), 'id');
     await expectRefused(() => postStructured({ ...base(), type: null }), 'type');
   });
@@ -155,7 +177,15 @@ describe('validation in structured mode', () => {
     const before = await heads();
     const res = await postStructured({ specversion: '0.3', source: 'a b', type: '', time: 'now', Ext: 1, data: 1, data_base64: 'QQ==' });
     expectProblem(res, 400, 'invalid_event');
-    expect(res.body.errors.map((e: { attribute: string }) => e.attribute).sort()).toEqual(['Ext', 'data_base64', 'id', 'source', 'specversion', 'time', 'type']);
+    expect(res.body.errors.map((e: { attribute: string }) => e.attribute).sort()).toEqual([
+      'Ext',
+      'data_base64',
+      'id',
+      'source',
+      'specversion',
+      'time',
+      'type',
+    ]);
     expect(await heads()).toEqual(before);
   });
 
@@ -187,7 +217,10 @@ describe('validation in binary mode', () => {
     const res =
       datacontenttype === undefined
         ? await postBinary(headers)
-        : await post({ ...Object.fromEntries(Object.entries(headers).map(([k, v]) => [`ce-${k}`, encodeHeaderValue(v as string)])), 'content-type': datacontenttype as string });
+        : await post({
+            ...Object.fromEntries(Object.entries(headers).map(([k, v]) => [`ce-${k}`, encodeHeaderValue(v as string)])),
+            'content-type': datacontenttype as string,
+          });
     await expectAccepted(res, { ...base(headers.id as string), ...change });
   });
 
@@ -196,7 +229,10 @@ describe('validation in binary mode', () => {
   });
 
   it('answers 400 for a Content-Type that is not a media type', async () => {
-    await expectRefused(() => post({ 'ce-specversion': '1.0', 'ce-id': nextId(), 'ce-source': '/v', 'ce-type': 't', 'content-type': 'nonsense' }, 'x'), 'datacontenttype');
+    await expectRefused(
+      () => post({ 'ce-specversion': '1.0', 'ce-id': nextId(), 'ce-source': '/v', 'ce-type': 't', 'content-type': 'nonsense' }, 'x'),
+      'datacontenttype',
+    );
   });
 
   it('answers 400 for a "ce-__proto__" header instead of ignoring it', async () => {
@@ -214,11 +250,46 @@ describe('validation in binary mode', () => {
 
 describe('arbitrary input', () => {
   it('answers every request with 2xx or 4xx, never 500, and a refusal stores nothing', async () => {
-    const contentType = fc.constantFrom('application/cloudevents+json', 'application/cloudevents-batch+json', 'application/cloudevents+xml', 'application/json', 'text/plain', 'no/such; type');
-    const attribute = fc.oneof(fc.string(), fc.constantFrom('1.0', '/s', '2018-04-05T03:56:24Z', 'https://x/y'), fc.integer(), fc.boolean(), fc.constant(null), fc.jsonValue());
-    const event = fc.record({ specversion: attribute, id: attribute, source: attribute, type: attribute, time: attribute, ext: attribute, data: fc.jsonValue(), data_base64: attribute }, { requiredKeys: [] });
-    const body = fc.oneof(event.map((e) => JSON.stringify(e)), fc.array(event, { maxLength: 3 }).map((e) => JSON.stringify(e)), fc.string(), fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)));
-    const ceHeaders = fc.dictionary(fc.constantFrom('ce-id', 'ce-source', 'ce-type', 'ce-specversion', 'ce-time', 'ce-x', 'ce-data'), fc.string({ unit: 'binary' }).map(encodeHeaderValue), { maxKeys: 5 });
+    const contentType = fc.constantFrom(
+      'application/cloudevents+json',
+      'application/cloudevents-batch+json',
+      'application/cloudevents+xml',
+      'application/json',
+      'text/plain',
+      'no/such; type',
+    );
+    const attribute = fc.oneof(
+      fc.string(),
+      fc.constantFrom('1.0', '/s', '2018-04-05T03:56:24Z', 'https://x/y'),
+      fc.integer(),
+      fc.boolean(),
+      fc.constant(null),
+      fc.jsonValue(),
+    );
+    const event = fc.record(
+      {
+        specversion: attribute,
+        id: attribute,
+        source: attribute,
+        type: attribute,
+        time: attribute,
+        ext: attribute,
+        data: fc.jsonValue(),
+        data_base64: attribute,
+      },
+      { requiredKeys: [] },
+    );
+    const body = fc.oneof(
+      event.map((e) => JSON.stringify(e)),
+      fc.array(event, { maxLength: 3 }).map((e) => JSON.stringify(e)),
+      fc.string(),
+      fc.uint8Array({ maxLength: 64 }).map((b) => Buffer.from(b)),
+    );
+    const ceHeaders = fc.dictionary(
+      fc.constantFrom('ce-id', 'ce-source', 'ce-type', 'ce-specversion', 'ce-time', 'ce-x', 'ce-data'),
+      fc.string({ unit: 'binary' }).map(encodeHeaderValue),
+      { maxKeys: 5 },
+    );
     await fc.assert(
       fc.asyncProperty(contentType, ceHeaders, body, async (ct, headers, b) => {
         const before = await heads();

@@ -28,7 +28,10 @@ describe.each(['SIGTERM', 'SIGINT'] as const)('%s', (signal) => {
     const gw = await start(dataDir);
     const acked: AppendResultBody[] = [];
     for (let i = 0; i < 5; i++) acked.push(...(await postBinary(gw.url, { source: `/${signal}`, id: `b${i}` })).body.results);
-    const batch = await postBatch(gw.url, Array.from({ length: 10 }, (_, i) => ({ source: `/${signal}`, id: `batch${i}` })));
+    const batch = await postBatch(
+      gw.url,
+      Array.from({ length: 10 }, (_, i) => ({ source: `/${signal}`, id: `batch${i}` })),
+    );
     expect(batch.status).toBe(202);
     acked.push(...batch.body.results);
 
@@ -46,7 +49,13 @@ describe('graceful shutdown with a request in flight', () => {
   it('finishes a large batch still being uploaded at SIGTERM, answers 202, then exits 0 with the batch stored', async () => {
     const dataDir = tmpDir();
     const gw = await start(dataDir);
-    const events = Array.from({ length: 2000 }, (_, i) => ({ specversion: '1.0', id: `slow-${i}`, source: '/inflight', type: 't', data: { i } }));
+    const events = Array.from({ length: 2000 }, (_, i) => ({
+      specversion: '1.0',
+      id: `slow-${i}`,
+      source: '/inflight',
+      type: 't',
+      data: { i },
+    }));
     const body = Buffer.from(JSON.stringify(events));
     const { hostname, port } = new URL(gw.url);
 
@@ -69,7 +78,9 @@ describe('graceful shutdown with a request in flight', () => {
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (c: Buffer) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode!, connection: res.headers.connection, body: JSON.parse(Buffer.concat(chunks).toString()) }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode!, connection: res.headers.connection, body: JSON.parse(Buffer.concat(chunks).toString()) }),
+        );
         res.on('error', reject);
       });
       req.on('continue', () => {

@@ -65,6 +65,7 @@ describe('a client generated from the contract', () => {
     try {
       // tsc's build of flow.ts, not ts-jest's: ts-jest resolves the project's imports once, at start-up,
       // before beforeAll has generated the types flow.ts imports.
+      // eslint-disable-next-line @typescript-eslint/no-require-imports -- a path known only at run time
       const { runFlow } = require(FLOW_JS) as { runFlow: (opts: FlowOptions) => Promise<FlowResult> };
       const result = await runFlow({
         baseUrl: gw.url,

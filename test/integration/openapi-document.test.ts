@@ -73,7 +73,11 @@ describe('the OpenAPI document', () => {
       expect([op.operationId, scope]).toEqual([op.operationId, expect.stringMatching(/^(publish|read|admin|none)$/)]);
       expect([op.operationId, op.operation.security]).toEqual([op.operationId, scope === 'none' ? [] : [{ bearerAuth: [] }]]);
       const secured = scope !== 'none';
-      expect([op.operationId, '401' in op.operation.responses, '403' in op.operation.responses]).toEqual([op.operationId, secured, secured]);
+      expect([op.operationId, '401' in op.operation.responses, '403' in op.operation.responses]).toEqual([
+        op.operationId,
+        secured,
+        secured,
+      ]);
     }
   });
 
@@ -111,12 +115,29 @@ describe('the contract checker the response tests rely on', () => {
     expect(() => checker.checkResponse(published({ ...withoutDuplicate, dup: false }))).toThrow(/duplicate/);
     expect(() => checker.checkResponse(published({ ...result, extra: 1 }))).toThrow(/additional/);
     expect(() => checker.checkResponse({ ...published(result), status: 201 })).toThrow(/201 is not documented/);
-    expect(() => checker.checkResponse({ ...published(result), headers: new Headers({ 'content-type': 'text/plain' }) })).toThrow(/text\/plain is not documented/);
-    const problem = { type: 'urn:herald:problem:not_found', title: 'Not found', status: 404, detail: 'x', code: 'not_found', errors: [{ message: 'x' }] };
-    const get = (status: number, body: unknown) => ({ method: 'GET', url: '/subscriptions/abc', status, headers: new Headers({ 'content-type': 'application/problem+json' }), body: JSON.stringify(body) });
+    expect(() => checker.checkResponse({ ...published(result), headers: new Headers({ 'content-type': 'text/plain' }) })).toThrow(
+      /text\/plain is not documented/,
+    );
+    const problem = {
+      type: 'urn:herald:problem:not_found',
+      title: 'Not found',
+      status: 404,
+      detail: 'x',
+      code: 'not_found',
+      errors: [{ message: 'x' }],
+    };
+    const get = (status: number, body: unknown) => ({
+      method: 'GET',
+      url: '/subscriptions/abc',
+      status,
+      headers: new Headers({ 'content-type': 'application/problem+json' }),
+      body: JSON.stringify(body),
+    });
     expect(checker.checkResponse(get(404, problem)).responseKey).toBe('404');
     expect(() => checker.checkResponse(get(404, { ...problem, status: 400 }))).toThrow(/status/);
-    expect(() => checker.checkResponse({ method: 'DELETE', url: '/subscriptions/abc', status: 204, headers: new Headers(json), body: '{}' })).toThrow(/without a body/);
+    expect(() =>
+      checker.checkResponse({ method: 'DELETE', url: '/subscriptions/abc', status: 204, headers: new Headers(json), body: '{}' }),
+    ).toThrow(/without a body/);
   });
 
   it('refuses a webhook request with an undocumented Herald header or a bad signature header', () => {
@@ -134,8 +155,12 @@ describe('the contract checker the response tests rely on', () => {
     };
     const body = Buffer.from(JSON.stringify({ specversion: '1.0', id: '1', source: '/s', type: 't' }));
     expect(() => checker.checkWebhookRequest({ headers, body })).not.toThrow();
-    expect(() => checker.checkWebhookRequest({ headers: { ...headers, 'herald-tries': '1' }, body })).toThrow(/herald-tries is not documented/);
-    expect(() => checker.checkWebhookRequest({ headers: { ...headers, 'webhook-signature': 'sha256=abc' }, body })).toThrow(/webhook-signature/);
+    expect(() => checker.checkWebhookRequest({ headers: { ...headers, 'herald-tries': '1' }, body })).toThrow(
+      /herald-tries is not documented/,
+    );
+    expect(() => checker.checkWebhookRequest({ headers: { ...headers, 'webhook-signature': 'sha256=abc' }, body })).toThrow(
+      /webhook-signature/,
+    );
     const { 'herald-offset': _o, ...withoutOffset } = headers;
     expect(() => checker.checkWebhookRequest({ headers: withoutOffset, body })).toThrow(/herald-offset/);
   });
@@ -148,14 +173,18 @@ describe('the document and the server agree on the routes', () => {
       // The same factories src/gateway.ts wires (the test below checks that the list stays complete).
       const factories: Record<string, () => Router> = {
         createHealthRouter: () => createHealthRouter({ store: gw.store, db: gw.db }),
-        createEventsRouter: () => createEventsRouter(gw.store, createIngestHandler({ store: gw.store, log: gw.log, maxBodyBytes: 1024, maxJsonDepth: 64 })),
+        createEventsRouter: () =>
+          createEventsRouter(gw.store, createIngestHandler({ store: gw.store, log: gw.log, maxBodyBytes: 1024, maxJsonDepth: 64 })),
         createSubscriptionsRouter: () => createSubscriptionsRouter(gw.subscriptions),
         createDeliveriesRouter: () => createDeliveriesRouter(gw.dispatcher),
         createOpenApiRouter: () => createOpenApiRouter(),
       };
       const app = createApp({ log: gw.log, authorize: createAuthorizer([]), routers: Object.values(factories).map((make) => make()) });
       const routes = listRoutes(app as never);
-      const served = routes.map(key).filter((r) => !ALIASES.includes(r)).sort();
+      const served = routes
+        .map(key)
+        .filter((r) => !ALIASES.includes(r))
+        .sort();
       const documented = operations.map(key).sort();
       expect(served.filter((r) => !documented.includes(r))).toEqual([]); // served but undocumented
       expect(documented.filter((r) => !served.includes(r))).toEqual([]); // documented but not served

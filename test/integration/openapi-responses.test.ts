@@ -54,7 +54,13 @@ const binaryHeaders = (id: string, source: string, type = 'com.example.contract'
   'ce-type': type,
   'content-type': 'application/json',
 });
-const event = (id: string, source: string, extra: Record<string, unknown> = {}) => ({ specversion: '1.0', id, source, type: 'com.example.contract', ...extra });
+const event = (id: string, source: string, extra: Record<string, unknown> = {}) => ({
+  specversion: '1.0',
+  id,
+  source,
+  type: 'com.example.contract',
+  ...extra,
+});
 
 /**
  * The body failures every JSON-body operation documents: too large (413); a non-UTF charset, a
@@ -82,7 +88,10 @@ describe('every operation answers as the contract says', () => {
     expect(again.status).toBe(200);
     expect(again.body.results[0]).toMatchObject({ id: 'b1', duplicate: true });
 
-    const text = await call('POST', '/events', { headers: { ...binaryHeaders('t1', '/contract/events'), 'content-type': 'text/plain', 'ce-partitionkey': 'k' }, body: 'hello' });
+    const text = await call('POST', '/events', {
+      headers: { ...binaryHeaders('t1', '/contract/events'), 'content-type': 'text/plain', 'ce-partitionkey': 'k' },
+      body: 'hello',
+    });
     expect(text.status).toBe(202);
     const structuredEvent = await call('POST', '/events', {
       headers: { 'content-type': 'application/cloudevents+json' },
@@ -99,16 +108,25 @@ describe('every operation answers as the contract says', () => {
     expect(empty.status).toBe(202);
     expect(empty.body.results).toEqual([]);
 
-    const invalid = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, json: [event('ok', '/c'), { specversion: '1.0', id: 'x', type: 't' }] });
+    const invalid = await call('POST', '/events', {
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      json: [event('ok', '/c'), { specversion: '1.0', id: 'x', type: 't' }],
+    });
     expect(invalid.status).toBe(400);
     expect(invalid.body.errors).toContainEqual(expect.objectContaining({ index: 1, attribute: 'source' }));
-    const tooLarge = await call('POST', '/events', { headers: binaryHeaders('big', '/contract/events'), body: JSON.stringify('x'.repeat(MAX_BODY)) });
+    const tooLarge = await call('POST', '/events', {
+      headers: binaryHeaders('big', '/contract/events'),
+      body: JSON.stringify('x'.repeat(MAX_BODY)),
+    });
     expect(tooLarge.status).toBe(413);
     const xml = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents+xml' }, body: '<event/>' });
     expect(xml.status).toBe(415);
 
     // A long list of bad events gets the first 100 violations and the count of all of them.
-    const many = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, body: JSON.stringify(Array(150).fill(1)) });
+    const many = await call('POST', '/events', {
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      body: JSON.stringify(Array(150).fill(1)),
+    });
     expect(many.status).toBe(400);
     expect(many.body).toMatchObject({ code: 'invalid_event', truncated: true, totalErrors: 150 });
     expect(many.body.errors).toHaveLength(100);
@@ -120,7 +138,10 @@ describe('every operation answers as the contract says', () => {
     expect(found.body.event).toMatchObject({ id: 's1', data: { n: 2 } });
     const binary = await call('GET', '/events?source=%2Fcontract%2Fevents&id=t1');
     expect(binary.body.event).toMatchObject({ data: 'hello', partitionkey: 'k' });
-    expect((await call('GET', '/events?source=%2Fcontract%2Fevents&id=s3')).body.event).toMatchObject({ data_base64: 'aGk=', partitionkey: 7 });
+    expect((await call('GET', '/events?source=%2Fcontract%2Fevents&id=s3')).body.event).toMatchObject({
+      data_base64: 'aGk=',
+      partitionkey: 7,
+    });
     expect((await call('GET', '/events?source=%2Fcontract%2Fevents')).status).toBe(400);
     expect((await call('GET', '/events?source=%2Fnowhere&id=1')).status).toBe(404);
 
@@ -130,7 +151,10 @@ describe('every operation answers as the contract says', () => {
     const page = await call('GET', `/partitions/${busy.partition}/events?from=0&limit=10`);
     expect(page.status).toBe(200);
     expect(page.body.events.length).toBeGreaterThan(0);
-    expect((await call('GET', `/partitions/${busy.partition}/events?from=${busy.headOffset + 5}`)).body).toEqual({ events: [], nextOffset: busy.headOffset });
+    expect((await call('GET', `/partitions/${busy.partition}/events?from=${busy.headOffset + 5}`)).body).toEqual({
+      events: [],
+      nextOffset: busy.headOffset,
+    });
     expect((await call('GET', '/partitions/0/events?limit=5000')).status).toBe(400);
     expect((await call('GET', '/partitions/abc/events')).status).toBe(400);
     expect((await call('GET', '/partitions/0x1/events')).status).toBe(400);
@@ -153,12 +177,19 @@ describe('every operation answers as the contract says', () => {
 
   it('manages subscriptions', async () => {
     const created = await call('POST', '/subscriptions', {
-      json: { sink: structured.url, filters: [{ exact: { source: '/contract/structured' } }, { not: { sql: "type = 'skip'" } }], delivery: { format: 'structured' }, startAt: 'latest' },
+      json: {
+        sink: structured.url,
+        filters: [{ exact: { source: '/contract/structured' } }, { not: { sql: "type = 'skip'" } }],
+        delivery: { format: 'structured' },
+        startAt: 'latest',
+      },
     });
     expect(created.status).toBe(201);
     const id = created.body.id as string;
     expect((await call('POST', '/subscriptions', { json: { sink: 'ftp://example.com' } })).status).toBe(400);
-    expect((await call('POST', '/subscriptions', { json: { sink: structured.url, filters: [{ exact: {}, prefix: {} }] } })).status).toBe(400);
+    expect((await call('POST', '/subscriptions', { json: { sink: structured.url, filters: [{ exact: {}, prefix: {} }] } })).status).toBe(
+      400,
+    );
     expect((await call('POST', '/subscriptions', { headers: { 'content-type': 'application/json' }, body: '{"sink":' })).status).toBe(400);
     await expectJsonBodyErrors('POST', '/subscriptions');
 
@@ -177,14 +208,21 @@ describe('every operation answers as the contract says', () => {
     expect((await call('POST', `/subscriptions/${id}/resume`)).body).toMatchObject({ state: 'active', stateReason: null });
     const rotated = await call('POST', `/subscriptions/${id}/rotate-secret`);
     expect(rotated.body.secret).not.toBe(created.body.secret);
-    for (const action of ['pause', 'resume', 'rotate-secret']) expect((await call('POST', `/subscriptions/nope/${action}`)).status).toBe(404);
+    for (const action of ['pause', 'resume', 'rotate-secret'])
+      expect((await call('POST', `/subscriptions/nope/${action}`)).status).toBe(404);
 
     // The structured-mode subscription gets a delivery whose request must match `webhooks`.
-    await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents+json' }, json: event('w1', '/contract/structured', { data: { n: 1 } }) });
+    await call('POST', '/events', {
+      headers: { 'content-type': 'application/cloudevents+json' },
+      json: event('w1', '/contract/structured', { data: { n: 1 } }),
+    });
     await call('POST', '/events', { headers: binaryHeaders('w2', '/contract/structured'), body: '' }); // no data: goes structured too
     const requests = await waitFor(() => (structured.requests.length >= 2 ? structured.requests : undefined));
     for (const req of requests) checker.checkWebhookRequest(req);
-    expect(requests.map((r) => r.headers['content-type'])).toEqual(['application/cloudevents+json; charset=utf-8', 'application/cloudevents+json; charset=utf-8']);
+    expect(requests.map((r) => r.headers['content-type'])).toEqual([
+      'application/cloudevents+json; charset=utf-8',
+      'application/cloudevents+json; charset=utf-8',
+    ]);
 
     const doomed = await call('POST', '/subscriptions', { json: { sink: structured.url, filters: [{ exact: { source: '/none' } }] } });
     expect((await call('DELETE', `/subscriptions/${doomed.body.id}`)).status).toBe(204);
@@ -193,7 +231,11 @@ describe('every operation answers as the contract says', () => {
 
   it('takes delivery callbacks and keeps dead letters', async () => {
     const sub = await call('POST', '/subscriptions', {
-      json: { sink: manual.url, filters: [{ prefix: { source: '/contract/manual' } }], delivery: { ordering: 'none', ackDeadlineMs: 600_000 } },
+      json: {
+        sink: manual.url,
+        filters: [{ prefix: { source: '/contract/manual' } }],
+        delivery: { ordering: 'none', ackDeadlineMs: 600_000 },
+      },
     });
     const subId = sub.body.id as string;
     const published = await call('POST', '/events', {
@@ -249,7 +291,9 @@ describe('every operation answers as the contract says', () => {
     const before = manual.requests.length;
     const redelivering = await call('POST', `/subscriptions/${subId}/dead-letters/redeliver`, { json: { ids: [m3Letter!.id] } });
     expect(redelivering).toMatchObject({ status: 202, body: { redelivering: 1 } });
-    const redelivery = await waitFor(() => manual.requests.slice(before).find((r: ReceivedRequest) => r.headers['herald-redelivery'] === 'true'));
+    const redelivery = await waitFor(() =>
+      manual.requests.slice(before).find((r: ReceivedRequest) => r.headers['herald-redelivery'] === 'true'),
+    );
     checker.checkWebhookRequest(redelivery);
     expect(redelivery.headers['ce-id']).toBe('m3');
     expect((await call('POST', `/subscriptions/${subId}/dead-letters/redeliver`, { json: { ids: 'all' } })).status).toBe(400);

@@ -17,6 +17,7 @@ describe('the contract router', () => {
   it('finds openapi/openapi.yaml from src/ and from the build in dist/', () => {
     expect(OPENAPI_FILE).toBe(CONTRACT);
     // The integration global setup builds dist/ first.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- the built file, not the source
     const built = require(path.resolve(__dirname, '../../dist/api/openapi-router.js')) as { OPENAPI_FILE: string };
     expect(built.OPENAPI_FILE).toBe(CONTRACT);
   });
@@ -49,11 +50,14 @@ describe('the contract router', () => {
     expect(page.text).not.toMatch(/<\/script>[^]*<\/script>[^]*<\/script>/); // the inlined spec cannot close its script early
     expect((await request(app()).get('/docs/').expect(200)).text).toContain('src="assets/redoc.standalone.js"');
 
-    const script = await request(app()).get('/docs/assets/redoc.standalone.js').buffer(true).parse((res, done) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
-      res.on('end', () => done(null, Buffer.concat(chunks)));
-    });
+    const script = await request(app())
+      .get('/docs/assets/redoc.standalone.js')
+      .buffer(true)
+      .parse((res, done) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => done(null, Buffer.concat(chunks)));
+      });
     expect(script.status).toBe(200);
     expect(script.headers['content-type']).toBe('text/javascript; charset=utf-8');
     expect(script.headers['cache-control']).toMatch(/max-age=86400/);
@@ -64,7 +68,11 @@ describe('the contract router', () => {
     const dir = tmpDir();
     const file = path.join(dir, 'openapi.yaml');
     fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: "</script><script>alert(1)</script>", version: "1" }\npaths: {}\n');
-    const page = await request(createApp({ log: createLogger('silent'), authorize: createAuthorizer([]), routers: [createOpenApiRouter({ file })] })).get('/docs').expect(200);
+    const page = await request(
+      createApp({ log: createLogger('silent'), authorize: createAuthorizer([]), routers: [createOpenApiRouter({ file })] }),
+    )
+      .get('/docs')
+      .expect(200);
     expect(page.text).not.toContain('<script>alert(1)');
     expect(page.text).toContain('\\u003c/script>');
   });

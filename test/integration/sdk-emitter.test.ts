@@ -32,7 +32,14 @@ const asSdkEvent = (structured: Record<string, unknown>) =>
 /** Binary-mode headers carry every attribute as a string, so typed extensions come back as their string form. */
 const asHeaderStrings = (ext: Record<string, unknown>) => Object.fromEntries(Object.entries(ext).map(([k, v]) => [k, String(v)]));
 
-const base = (id: string) => ({ id, source: '/sdk', type: 'com.example.sdk', time: TIME, subject: 'order 7', dataschema: 'https://example.com/schema.json' });
+const base = (id: string) => ({
+  id,
+  source: '/sdk',
+  type: 'com.example.sdk',
+  time: TIME,
+  subject: 'order 7',
+  dataschema: 'https://example.com/schema.json',
+});
 const wireAttributes = (id: string) => ({ specversion: '1.0', ...base(id) });
 
 describe('CloudEvents SDK emitter over HTTP', () => {
@@ -40,7 +47,9 @@ describe('CloudEvents SDK emitter over HTTP', () => {
     const event = new CloudEvent({ ...base(nextId()), data: { hello: 'world', list: [1, 2, 3] }, ...extensions });
     const emit = emitterFor(httpTransport(`${gw.url}/events`), { mode: Mode.BINARY });
     const response = (await emit(event)) as { body: string };
-    expect(JSON.parse(response.body).results).toEqual([{ id: event.id, source: '/sdk', partition: expect.any(Number), offset: expect.any(Number), duplicate: false }]);
+    expect(JSON.parse(response.body).results).toEqual([
+      { id: event.id, source: '/sdk', partition: expect.any(Number), offset: expect.any(Number), duplicate: false },
+    ]);
     expect(await readBack(event)).toEqual({
       ...wireAttributes(event.id),
       ...asHeaderStrings(extensions),
@@ -71,14 +80,21 @@ describe('CloudEvents SDK messages', () => {
     expect((await readBack(event)).subject).toBe('Save 50% off, 100% sure');
   });
 
-  it.each([Mode.BINARY, Mode.STRUCTURED])('accepts string data with a text content type in %s mode and reads it back as the same text', async (mode) => {
-    const event = new CloudEvent({ ...base(nextId()), datacontenttype: 'text/plain; charset=utf-8', data: 'Hello, 🌎!\nsecond line' });
-    const res = await send(mode === Mode.BINARY ? HTTP.binary(event) : HTTP.structured(event));
-    expect(res.status).toBe(202);
-    const stored = await readBack(event);
-    expect(stored).toEqual({ ...wireAttributes(event.id), datacontenttype: 'text/plain; charset=utf-8', data: 'Hello, 🌎!\nsecond line' });
-    expect(asSdkEvent(stored).data).toBe(event.data);
-  });
+  it.each([Mode.BINARY, Mode.STRUCTURED])(
+    'accepts string data with a text content type in %s mode and reads it back as the same text',
+    async (mode) => {
+      const event = new CloudEvent({ ...base(nextId()), datacontenttype: 'text/plain; charset=utf-8', data: 'Hello, 🌎!\nsecond line' });
+      const res = await send(mode === Mode.BINARY ? HTTP.binary(event) : HTTP.structured(event));
+      expect(res.status).toBe(202);
+      const stored = await readBack(event);
+      expect(stored).toEqual({
+        ...wireAttributes(event.id),
+        datacontenttype: 'text/plain; charset=utf-8',
+        data: 'Hello, 🌎!\nsecond line',
+      });
+      expect(asSdkEvent(stored).data).toBe(event.data);
+    },
+  );
 
   it.each([
     ['Uint8Array', new Uint8Array([0, 1, 2, 127, 128, 254, 255])],
@@ -89,7 +105,11 @@ describe('CloudEvents SDK messages', () => {
     const res = await send(message);
     expect(res.status).toBe(202);
     const stored = await readBack(event);
-    expect(stored).toEqual({ ...wireAttributes(event.id), datacontenttype: 'application/octet-stream', data_base64: Buffer.from(data).toString('base64') });
+    expect(stored).toEqual({
+      ...wireAttributes(event.id),
+      datacontenttype: 'application/octet-stream',
+      data_base64: Buffer.from(data).toString('base64'),
+    });
     expect(stored.data_base64).toBe(event.data_base64);
   });
 
@@ -101,7 +121,12 @@ describe('CloudEvents SDK messages', () => {
     const res = await send(HTTP.structured(event));
     expect(res.status).toBe(202);
     const stored = await readBack(event);
-    expect(stored).toEqual({ ...wireAttributes(event.id), ...extensions, datacontenttype: 'application/octet-stream', data_base64: Buffer.from(data).toString('base64') });
+    expect(stored).toEqual({
+      ...wireAttributes(event.id),
+      ...extensions,
+      datacontenttype: 'application/octet-stream',
+      data_base64: Buffer.from(data).toString('base64'),
+    });
     expect(Buffer.from(asSdkEvent(stored).data as Uint8Array)).toEqual(Buffer.from(data));
   });
 
@@ -110,7 +135,13 @@ describe('CloudEvents SDK messages', () => {
     const message = mode === Mode.BINARY ? HTTP.binary(event) : HTTP.structured(event);
     expect((await send(message)).status).toBe(202);
     const stored = await readBack(event);
-    const expected: Record<string, unknown> = { specversion: '1.0', id: event.id, source: '/sdk/minimal', type: 'com.example.sdk.minimal', time: event.time };
+    const expected: Record<string, unknown> = {
+      specversion: '1.0',
+      id: event.id,
+      source: '/sdk/minimal',
+      type: 'com.example.sdk.minimal',
+      time: event.time,
+    };
     // In binary mode the SDK always sends a Content-Type, which becomes datacontenttype.
     if (mode === Mode.BINARY) expected.datacontenttype = 'application/json; charset=utf-8';
     expect(stored).toEqual(expected);

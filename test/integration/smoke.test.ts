@@ -16,7 +16,14 @@ describe('gateway smoke', () => {
       expect(res.body.results).toEqual([{ id: 'a1', source: '/smoke', partition: expect.any(Number), offset: 0, duplicate: false }]);
       const read = await request(gw.url).get('/events').query({ source: '/smoke', id: 'a1' });
       expect(read.status).toBe(200);
-      expect(read.body.event).toEqual({ specversion: '1.0', id: 'a1', source: '/smoke', type: 'smoke.test', datacontenttype: 'application/json', data: { hello: 'world' } });
+      expect(read.body.event).toEqual({
+        specversion: '1.0',
+        id: 'a1',
+        source: '/smoke',
+        type: 'smoke.test',
+        datacontenttype: 'application/json',
+        data: { hello: 'world' },
+      });
       expect((await request(gw.url).get('/healthz')).status).toBe(200);
       expect((await request(gw.url).get('/readyz')).status).toBe(200);
     } finally {

@@ -21,7 +21,13 @@ async function create(body: Record<string, unknown>) {
 async function publish(type: string, n = 1, attrs: Record<string, string> = {}) {
   const results = [];
   for (let i = 0; i < n; i++) {
-    const headers: Record<string, string> = { 'ce-specversion': '1.0', 'ce-id': `crud-${++seq}`, 'ce-source': '/crud', 'ce-type': type, 'content-type': 'application/json' };
+    const headers: Record<string, string> = {
+      'ce-specversion': '1.0',
+      'ce-id': `crud-${++seq}`,
+      'ce-source': '/crud',
+      'ce-type': type,
+      'content-type': 'application/json',
+    };
     for (const [k, v] of Object.entries(attrs)) headers[`ce-${k}`] = v;
     const res = await request(gw.url).post('/events').set(headers).send(JSON.stringify({ seq }));
     expect(res.status).toBe(202);
@@ -67,7 +73,14 @@ describe('creating a subscription', () => {
     expect(Buffer.from(sub.secret.slice('whsec_'.length), 'base64')).toHaveLength(32);
     expect(sub.stats.partitions).toHaveLength(PARTITIONS);
     for (const p of sub.stats.partitions) {
-      expect(p).toEqual({ partition: expect.any(Number), committedOffset: p.headOffset, headOffset: expect.any(Number), lag: 0, inFlight: 0, oldestPendingAgeMs: null });
+      expect(p).toEqual({
+        partition: expect.any(Number),
+        committedOffset: p.headOffset,
+        headOffset: expect.any(Number),
+        lag: 0,
+        inFlight: 0,
+        oldestPendingAgeMs: null,
+      });
     }
     await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
   });
@@ -109,17 +122,26 @@ describe('creating a subscription', () => {
 describe('request bodies that are not JSON', () => {
   const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
 
-  it.each(['text/plain', 'application/x-www-form-urlencoded', 'application/octet-stream'])('refuses a %s create body with 415 and creates nothing', async (type) => {
-    const before = await count();
-    const res = await request(gw.url).post('/subscriptions').set('content-type', type).send(JSON.stringify({ sink: receiver.url }));
-    expectProblem(res, 415, 'unsupported_media_type');
-    expect(res.body.errors).toEqual([expect.objectContaining({ attribute: 'content-type' })]);
-    expect(await count()).toBe(before);
-  });
+  it.each(['text/plain', 'application/x-www-form-urlencoded', 'application/octet-stream'])(
+    'refuses a %s create body with 415 and creates nothing',
+    async (type) => {
+      const before = await count();
+      const res = await request(gw.url)
+        .post('/subscriptions')
+        .set('content-type', type)
+        .send(JSON.stringify({ sink: receiver.url }));
+      expectProblem(res, 415, 'unsupported_media_type');
+      expect(res.body.errors).toEqual([expect.objectContaining({ attribute: 'content-type' })]);
+      expect(await count()).toBe(before);
+    },
+  );
 
   it('refuses a non-JSON update body with 415 and keeps the subscription as it was', async () => {
     const sub = await create({ sink: receiver.url });
-    const res = await request(gw.url).patch(`/subscriptions/${sub.id}`).set('content-type', 'text/plain').send(JSON.stringify({ sink: 'http://127.0.0.1:9/elsewhere' }));
+    const res = await request(gw.url)
+      .patch(`/subscriptions/${sub.id}`)
+      .set('content-type', 'text/plain')
+      .send(JSON.stringify({ sink: 'http://127.0.0.1:9/elsewhere' }));
     expectProblem(res, 415, 'unsupported_media_type');
     expect((await getSub(sub.id)).sink).toBe(receiver.url);
     await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
@@ -186,7 +208,8 @@ describe('unknown subscriptions', () => {
     ['post', '/subscriptions/nope/dead-letters/redeliver'],
     ['delete', '/subscriptions/nope/dead-letters/1'],
   ] as const)('%s %s → 404 problem', async (method, path) => {
-    const res = await request(gw.url)[method](path).send(method === 'patch' ? { sink: receiver.url } : undefined);
+    const agent = request(gw.url);
+    const res = await agent[method](path).send(method === 'patch' ? { sink: receiver.url } : undefined);
     expectProblem(res, 404, 'not_found');
   });
 });
@@ -194,7 +217,14 @@ describe('unknown subscriptions', () => {
 describe('updating and deleting', () => {
   it('refuses a bad update with 400 and keeps the subscription as it was', async () => {
     const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.keep' } }] });
-    for (const body of [{ sink: 'ftp://x' }, { filters: [{ nope: {} }] }, { filters: [{ exact: {} }] }, { name: 'x' }, { delivery: { colour: 'blue' } }, { state: 'paused' }]) {
+    for (const body of [
+      { sink: 'ftp://x' },
+      { filters: [{ nope: {} }] },
+      { filters: [{ exact: {} }] },
+      { name: 'x' },
+      { delivery: { colour: 'blue' } },
+      { state: 'paused' },
+    ]) {
       expectProblem(await request(gw.url).patch(`/subscriptions/${sub.id}`).send(body), 400, 'invalid_request');
     }
     const got = await getSub(sub.id);
@@ -203,7 +233,11 @@ describe('updating and deleting', () => {
   });
 
   it('changes filters live and merges partial delivery options', async () => {
-    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.a' } }], delivery: { ...FAST, ordering: 'none', maxInFlight: 4 } });
+    const sub = await create({
+      sink: receiver.url,
+      filters: [{ exact: { type: 'crud.a' } }],
+      delivery: { ...FAST, ordering: 'none', maxInFlight: 4 },
+    });
     await publish('crud.a');
     await publish('crud.b');
     await waitLagZero(sub.id);
@@ -260,12 +294,18 @@ describe('startAt', () => {
   it('latest delivers only events stored after creation; earliest delivers the stored ones too', async () => {
     const [before] = await publish('crud.start');
     const latest = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.start' } }], delivery: FAST });
-    const earliest = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.start' } }], delivery: FAST, startAt: 'earliest' });
+    const earliest = await create({
+      sink: receiver.url,
+      filters: [{ exact: { type: 'crud.start' } }],
+      delivery: FAST,
+      startAt: 'earliest',
+    });
     expect(earliest.startAt).toBe('earliest');
     const [after] = await publish('crud.start');
     await waitLagZero(latest.id);
     await waitLagZero(earliest.id);
-    const ids = (sub: string) => receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub).map((q) => q.headers['ce-id']);
+    const ids = (sub: string) =>
+      receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub).map((q) => q.headers['ce-id']);
     expect(ids(latest.id)).toEqual([after.id]);
     expect(ids(earliest.id).sort()).toEqual([before.id, after.id].sort());
     await request(gw.url).delete(`/subscriptions/${latest.id}`).expect(204);

@@ -27,14 +27,22 @@ describe('README: Verify signatures', () => {
     const section = readme.slice(readme.indexOf('### Verify signatures'), readme.indexOf('## Delivery semantics'));
     const code = [...section.matchAll(/```ts\n([^]*?)```/g)].map((m) => m[1]!).find((c) => c.includes('node:crypto'));
     if (!code) throw new Error('no node:crypto snippet under "Verify signatures"');
-    const js = ts.transpileModule(`${code}\nmodule.exports = verifyWebhook;`, { compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 } }).outputText;
+    const js = ts.transpileModule(`${code}\nmodule.exports = verifyWebhook;`, {
+      compilerOptions: { module: ts.ModuleKind.CommonJS, target: ts.ScriptTarget.ES2022 },
+    }).outputText;
     const module: { exports: unknown } = { exports: {} };
     new Function('require', 'module', 'exports', js)(require, module, module.exports);
     return module.exports as Verify;
   }
 
   /** A real delivery request, as the dispatcher builds and signs it. */
-  const delivery = (secret: string, data: Buffer, contentType: string, format: 'binary' | 'structured' = 'binary', nowSeconds = Math.floor(Date.now() / 1000)) =>
+  const delivery = (
+    secret: string,
+    data: Buffer,
+    contentType: string,
+    format: 'binary' | 'structured' = 'binary',
+    nowSeconds = Math.floor(Date.now() / 1000),
+  ) =>
     buildDeliveryRequest({
       subscriptionId: '6f1c2f0e-3b5a-4c1e-9a51-0d9b8f3f2a10',
       secret,
@@ -46,7 +54,10 @@ describe('README: Verify signatures', () => {
       deliveryId: 'dlv_' + 'a'.repeat(24),
       ackUrlBase: 'http://127.0.0.1:8080',
       redrive: false,
-      event: { attributes: { specversion: '1.0', id: 'e1', source: '/s', type: 't', datacontenttype: contentType }, data: { kind: 'bytes', bytes: data } },
+      event: {
+        attributes: { specversion: '1.0', id: 'e1', source: '/s', type: 't', datacontenttype: contentType },
+        data: { kind: 'bytes', bytes: data },
+      },
       nowSeconds,
     });
 

@@ -177,7 +177,7 @@ function arithmetic(operator: ArithmeticOperator): (a: number, b: number, ctx: C
       return (a, b, ctx) => (b === 0 ? divisionByZero(ctx) : a === INT_MIN && b === -1 ? checkedInteger(-a, ctx) : Math.trunc(a / b) | 0);
     case '%':
       // `| 0` also turns JavaScript's -0 (from -4 % 2) into 0.
-      return (a, b, ctx) => (b === 0 ? divisionByZero(ctx) : a % b | 0);
+      return (a, b, ctx) => (b === 0 ? divisionByZero(ctx) : (a % b) | 0);
   }
 }
 

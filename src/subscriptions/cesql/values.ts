@@ -71,7 +71,10 @@ export function exhaust(ctx: Context): void {
 }
 
 function budgetError(budget: Budget): ErrorRecord {
-  return { kind: 'budget', message: `the evaluation needed more than its work budget of ${budget.limit} units (about one per character read)` };
+  return {
+    kind: 'budget',
+    message: `the evaluation needed more than its work budget of ${budget.limit} units (about one per character read)`,
+  };
 }
 
 export const INT_MIN = -2147483648;

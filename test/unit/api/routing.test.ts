@@ -83,10 +83,15 @@ describe('routes with a declared scope', () => {
   it('parses a JSON body, refuses another type with 415 after the key check, and lets a bodiless request through', async () => {
     const admin = (r: request.Test) => r.set('authorization', 'Bearer admin-key');
     expect((await admin(request(app()).post('/things')).send({ a: 1 })).body).toEqual({ body: { a: 1 } });
-    expect((await admin(request(app()).post('/things')).set('content-type', 'application/merge-patch+json').send('{"a":2}')).body).toEqual({ body: { a: 2 } });
+    expect((await admin(request(app()).post('/things')).set('content-type', 'application/merge-patch+json').send('{"a":2}')).body).toEqual({
+      body: { a: 2 },
+    });
     const refused = await admin(request(app()).post('/things')).set('content-type', 'text/plain').send('{"a":1}');
     expect(refused.status).toBe(415);
-    expect(refused.body).toMatchObject({ code: 'unsupported_media_type', errors: [{ attribute: 'content-type', message: expect.any(String) }] });
+    expect(refused.body).toMatchObject({
+      code: 'unsupported_media_type',
+      errors: [{ attribute: 'content-type', message: expect.any(String) }],
+    });
     expect((await request(app()).post('/things').set('content-type', 'text/plain').send('x')).status).toBe(401);
     expect((await admin(request(app()).post('/things')).set('content-type', 'text/plain')).body).toEqual({ body: null });
   });

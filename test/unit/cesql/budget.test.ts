@@ -22,7 +22,10 @@ describe('CESQL work budget', () => {
     const concat = `CONCAT(${Array.from({ length: 600 }, () => 'big').join(', ')})`;
     expect(run(concat, { big })).toMatchObject({ value: '', kinds: ['budget'], exhausted: true });
     expect(run(`${concat} = 'z'`, { big })).toMatchObject({ value: false, kinds: ['budget'] });
-    expect(run(`CONCAT_WS(big, ${Array.from({ length: 600 }, () => 'big').join(', ')}) = 'z'`, { big })).toMatchObject({ value: false, kinds: ['budget'] });
+    expect(run(`CONCAT_WS(big, ${Array.from({ length: 600 }, () => 'big').join(', ')}) = 'z'`, { big })).toMatchObject({
+      value: false,
+      kinds: ['budget'],
+    });
   });
 
   it('charges string functions the length of their argument', () => {
@@ -30,7 +33,15 @@ describe('CESQL work budget', () => {
     expect(run('LENGTH(big)', { big })).toMatchObject({ value: big.length, kinds: [], spent: big.length });
     expect(run("LOWER(big) = 'x'", { big })).toMatchObject({ value: false, kinds: [], spent: big.length });
     expect(run('CONCAT(big, big)', { big }).spent).toBe(2 * big.length);
-    for (const call of ['UPPER(big)', 'TRIM(big)', 'LEFT(big, 3)', 'RIGHT(big, 3)', 'SUBSTRING(big, 2)', 'SUBSTRING(big, 2, 3)', 'IS_INT(big)']) {
+    for (const call of [
+      'UPPER(big)',
+      'TRIM(big)',
+      'LEFT(big, 3)',
+      'RIGHT(big, 3)',
+      'SUBSTRING(big, 2)',
+      'SUBSTRING(big, 2, 3)',
+      'IS_INT(big)',
+    ]) {
       expect(run(call, { big }, big.length - 1)).toMatchObject({ kinds: ['budget'], exhausted: true });
     }
   });
@@ -101,7 +112,7 @@ describe('LIKE cost', () => {
     expect(budget.remaining).toBeGreaterThanOrEqual(WORK_BUDGET - 2 * value.length - 2 * adversarial.length);
   });
 
-  it('evaluates the issue\'s filter to false, with no error', () => {
+  it("evaluates the issue's filter to false, with no error", () => {
     expect(run(`a LIKE '%${adversarial}b%'`, { a: value })).toMatchObject({ value: false, kinds: [], exhausted: false });
     expect(run(`a LIKE '%${adversarial}%'`, { a: value })).toMatchObject({ value: true, kinds: [] });
   });

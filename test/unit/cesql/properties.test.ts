@@ -14,15 +14,57 @@ function compileOrParseError(expression: string) {
 
 // Fragments that reach deep into the grammar far more often than random text does.
 const fragment = fc.constantFrom(
-  '(', ')', ',', 'NOT', 'AND', 'OR', 'XOR', 'LIKE', 'IN', 'EXISTS', 'TRUE', 'false', '-', '+', '*', '/', '%', '=', '!=', '<>', '<', '>=',
-  '0', '1', '-1', '2147483647', '2147483648', "'a%'", '"b\\"c"', "'\\_'", "'", 'x', 'id', 'missing', 'ABS', 'SUBSTRING', 'CONCAT_WS', 'INT', 'BOOL', 'LEFT', 'FOO',
+  '(',
+  ')',
+  ',',
+  'NOT',
+  'AND',
+  'OR',
+  'XOR',
+  'LIKE',
+  'IN',
+  'EXISTS',
+  'TRUE',
+  'false',
+  '-',
+  '+',
+  '*',
+  '/',
+  '%',
+  '=',
+  '!=',
+  '<>',
+  '<',
+  '>=',
+  '0',
+  '1',
+  '-1',
+  '2147483647',
+  '2147483648',
+  "'a%'",
+  '"b\\"c"',
+  "'\\_'",
+  "'",
+  'x',
+  'id',
+  'missing',
+  'ABS',
+  'SUBSTRING',
+  'CONCAT_WS',
+  'INT',
+  'BOOL',
+  'LEFT',
+  'FOO',
 );
 const tokenSoup = fc.array(fragment, { maxLength: 25 }).map((parts) => parts.join(' '));
 const event = fc.dictionary(fc.constantFrom('id', 'x', 'source', 'type'), fc.oneof(fc.string(), fc.integer(), fc.boolean()));
 
 describe('compileCesql', () => {
   it('throws only parse CesqlErrors for arbitrary text', () => {
-    fc.assert(fc.property(fc.string({ unit: 'binary', maxLength: 60 }), (text) => void compileOrParseError(text)), { numRuns: 2000 });
+    fc.assert(
+      fc.property(fc.string({ unit: 'binary', maxLength: 60 }), (text) => void compileOrParseError(text)),
+      { numRuns: 2000 },
+    );
   });
 
   it('throws only parse CesqlErrors for arbitrary token sequences, and what compiles evaluates without throwing', () => {
@@ -56,14 +98,18 @@ describe('CESQL integer arithmetic', () => {
 
   it('satisfies a = (a / b) * b + a % b with truncated division', () => {
     fc.assert(
-      fc.property(int32, int32.filter((b) => b !== 0), (a, b) => {
-        if (a === -2147483648 && b === -1) return;
-        const q = compileCesql(`INT('${a}') / INT('${b}')`).evaluate({}).value as number;
-        const r = compileCesql(`INT('${a}') % INT('${b}')`).evaluate({}).value as number;
-        expect(BigInt(q) * BigInt(b) + BigInt(r)).toBe(BigInt(a));
-        expect(Math.abs(r)).toBeLessThan(Math.abs(b));
-        expect(r === 0 || Math.sign(r) === Math.sign(a)).toBe(true);
-      }),
+      fc.property(
+        int32,
+        int32.filter((b) => b !== 0),
+        (a, b) => {
+          if (a === -2147483648 && b === -1) return;
+          const q = compileCesql(`INT('${a}') / INT('${b}')`).evaluate({}).value as number;
+          const r = compileCesql(`INT('${a}') % INT('${b}')`).evaluate({}).value as number;
+          expect(BigInt(q) * BigInt(b) + BigInt(r)).toBe(BigInt(a));
+          expect(Math.abs(r)).toBeLessThan(Math.abs(b));
+          expect(r === 0 || Math.sign(r) === Math.sign(a)).toBe(true);
+        },
+      ),
     );
   });
 

@@ -1,7 +1,14 @@
 import { CesqlError, MAX_DEPTH, cesqlMatches, compileCesql } from '../../../src/subscriptions/cesql';
 
 // Behaviour the TCK leaves open, pinned so a change is a decision, not an accident.
-const EVENT = { specversion: '1.0', id: 'e1', source: 'https://example.com/src', type: 'com.example.created', myext: 'customext', count: '5' };
+const EVENT = {
+  specversion: '1.0',
+  id: 'e1',
+  source: 'https://example.com/src',
+  type: 'com.example.created',
+  myext: 'customext',
+  count: '5',
+};
 
 function run(expression: string, event: Record<string, string | number | boolean> = EVENT) {
   const { value, errors } = compileCesql(expression).evaluate(event);
@@ -37,7 +44,7 @@ describe('CESQL precedence', () => {
 
   it('binds * tighter than + and arithmetic tighter than comparison', () => {
     expect(run('1 + 2 * 3 = 7').value).toBe(true);
-    expect(run('count + 1 LIKE \'6\'').value).toBe(true);
+    expect(run("count + 1 LIKE '6'").value).toBe(true);
   });
 
   it('reads a minus between numbers as subtraction even without spaces', () => {

@@ -27,13 +27,19 @@ const BASE_EVENT = { specversion: '1.0', id: 'tck-id', source: 'https://tck.exam
  */
 function loadTck(): TckCase[] | undefined {
   if (!fs.existsSync(TCK_DIR)) return undefined;
-  const files = fs.readdirSync(TCK_DIR).filter((f) => f.endsWith('.yaml')).sort();
+  const files = fs
+    .readdirSync(TCK_DIR)
+    .filter((f) => f.endsWith('.yaml'))
+    .sort();
   return files.flatMap((file) => {
     const text = fs.readFileSync(path.join(TCK_DIR, file), 'utf8');
     const typed = parse(text) as { tests: Array<Record<string, unknown>> };
     const raw = parse(text, { schema: 'failsafe' }) as { tests: Array<{ expression: string }> };
     return typed.tests.map((test, i) => {
-      const event = (test.event as TckCase['event'] | undefined) ?? { ...BASE_EVENT, ...(test.eventOverrides as TckCase['event'] | undefined) };
+      const event = (test.event as TckCase['event'] | undefined) ?? {
+        ...BASE_EVENT,
+        ...(test.eventOverrides as TckCase['event'] | undefined),
+      };
       const testCase: TckCase = { file: file.replace(/\.yaml$/, ''), name: String(test.name), expression: raw.tests[i]!.expression, event };
       if ('result' in test) testCase.result = test.result as TckCase['result'];
       if (typeof test.error === 'string') testCase.error = test.error;
@@ -41,7 +47,6 @@ function loadTck(): TckCase[] | undefined {
     });
   });
 }
-
 
 const cases = loadTck();
 if (cases === undefined) console.warn(`CESQL TCK not found at ${TCK_DIR}: skipping the conformance suite`);
@@ -87,7 +92,23 @@ describeTck('CESQL TCK', () => {
 });
 
 describeTck('CESQL TCK expressions on arbitrary events', () => {
-  const names = ['id', 'source', 'type', 'specversion', 'subject', 'time', 'myext', 'myint', 'mybool', 'missing', 'x', 'hop', 'ttl', 'sequence', 'firstname'];
+  const names = [
+    'id',
+    'source',
+    'type',
+    'specversion',
+    'subject',
+    'time',
+    'myext',
+    'myint',
+    'mybool',
+    'missing',
+    'x',
+    'hop',
+    'ttl',
+    'sequence',
+    'firstname',
+  ];
   const attributeValue = fc.oneof(
     fc.string(),
     fc.constantFrom('true', 'FALSE', '0', '-2147483648', '2147483648', '+7', '', '%', '\\'),
@@ -107,7 +128,8 @@ describeTck('CESQL TCK expressions on arbitrary events', () => {
         // Plain checks rather than expect(): this loop runs tens of thousands of times.
         for (const expression of compiled) {
           const { value, errors } = expression.evaluate(event);
-          const wellTyped = typeof value === 'number' ? Object.is(value, value | 0) : typeof value === 'string' || typeof value === 'boolean';
+          const wellTyped =
+            typeof value === 'number' ? Object.is(value, value | 0) : typeof value === 'string' || typeof value === 'boolean';
           if (!wellTyped || !errors.every((e) => e instanceof CesqlError)) return false;
           if (typeof cesqlMatches(expression, event) !== 'boolean') return false;
         }

@@ -5,7 +5,10 @@ import { dataBytes, toBinaryMessage, toStructured, toStructuredMessage } from '.
 import { parseHttpMessage } from '../../../src/cloudevents/parse';
 
 const attrs = { specversion: '1.0', id: 'f-1', source: '/format', type: 'com.example.format' };
-const ev = (data: EventData, extra: Record<string, string | number | boolean> = {}): CloudEvent => ({ attributes: { ...attrs, ...extra }, data });
+const ev = (data: EventData, extra: Record<string, string | number | boolean> = {}): CloudEvent => ({
+  attributes: { ...attrs, ...extra },
+  data,
+});
 const bytes = (text: string) => ({ kind: 'bytes' as const, bytes: Buffer.from(text, 'utf8') });
 
 describe('media type helpers', () => {
@@ -14,13 +17,19 @@ describe('media type helpers', () => {
     expect(mediaType(undefined)).toBeUndefined();
   });
 
-  it.each(['application/json', 'text/json', 'application/vnd.api+json', 'application/cloudevents+json; charset=utf-8', 'APPLICATION/JSON'])('treats %s as JSON', (t) => {
-    expect(isJsonMediaType(t)).toBe(true);
-  });
+  it.each(['application/json', 'text/json', 'application/vnd.api+json', 'application/cloudevents+json; charset=utf-8', 'APPLICATION/JSON'])(
+    'treats %s as JSON',
+    (t) => {
+      expect(isJsonMediaType(t)).toBe(true);
+    },
+  );
 
-  it.each(['text/plain', 'application/jsonx', 'application/json-seq', 'application/octet-stream', undefined])('does not treat %s as JSON', (t) => {
-    expect(isJsonMediaType(t)).toBe(false);
-  });
+  it.each(['text/plain', 'application/jsonx', 'application/json-seq', 'application/octet-stream', undefined])(
+    'does not treat %s as JSON',
+    (t) => {
+      expect(isJsonMediaType(t)).toBe(false);
+    },
+  );
 
   it.each(['text/plain', 'text/csv; charset=us-ascii', 'application/xml', 'image/svg+xml', 'Text/HTML'])('treats %s as text', (t) => {
     expect(isTextMediaType(t)).toBe(true);
@@ -73,7 +82,9 @@ describe('toStructured', () => {
 
   it('returns other or undeclared content types as data_base64', () => {
     expect(toStructured(ev(bytes('{"a":1}')))).toEqual({ ...attrs, data_base64: Buffer.from('{"a":1}').toString('base64') });
-    expect(toStructured(ev({ kind: 'bytes', bytes: Buffer.from([0, 255]) }, { datacontenttype: 'application/octet-stream' })).data_base64).toBe('AP8=');
+    expect(
+      toStructured(ev({ kind: 'bytes', bytes: Buffer.from([0, 255]) }, { datacontenttype: 'application/octet-stream' })).data_base64,
+    ).toBe('AP8=');
   });
 
   it('does not change the event it formats', () => {
@@ -103,7 +114,10 @@ describe('dataBytes and toBinaryMessage', () => {
   it('sends bytes and data_base64 payloads as the raw bytes', () => {
     const raw = Buffer.from([0, 1, 254, 255]);
     expect(toBinaryMessage(ev({ kind: 'bytes', bytes: raw })).body).toEqual(raw);
-    expect(toBinaryMessage(ev({ kind: 'base64', bytes: raw }, { datacontenttype: 'image/png' }))).toMatchObject({ body: raw, headers: { 'content-type': 'image/png' } });
+    expect(toBinaryMessage(ev({ kind: 'base64', bytes: raw }, { datacontenttype: 'image/png' }))).toMatchObject({
+      body: raw,
+      headers: { 'content-type': 'image/png' },
+    });
     expect(toBinaryMessage(ev({ kind: 'bytes', bytes: raw })).headers).not.toHaveProperty('content-type');
   });
 
@@ -114,7 +128,10 @@ describe('dataBytes and toBinaryMessage', () => {
   });
 
   it('sends a string payload with a non-JSON content type as the text itself', () => {
-    expect(dataBytes(ev({ kind: 'json', value: 'Hello, 🌎!' }, { datacontenttype: 'text/plain' }))).toEqual({ body: Buffer.from('Hello, 🌎!'), contentType: 'text/plain' });
+    expect(dataBytes(ev({ kind: 'json', value: 'Hello, 🌎!' }, { datacontenttype: 'text/plain' }))).toEqual({
+      body: Buffer.from('Hello, 🌎!'),
+      contentType: 'text/plain',
+    });
   });
 
   it('sends a string payload with a JSON content type as a JSON string', () => {
@@ -133,7 +150,9 @@ describe('toStructuredMessage', () => {
 });
 
 describe('format and parse together', () => {
-  const extensionName = fc.stringMatching(/^[a-z0-9]{1,12}$/).filter((n) => !(n in attrs) && !['data', 'datacontenttype', 'dataschema', 'subject', 'time'].includes(n));
+  const extensionName = fc
+    .stringMatching(/^[a-z0-9]{1,12}$/)
+    .filter((n) => !(n in attrs) && !['data', 'datacontenttype', 'dataschema', 'subject', 'time'].includes(n));
   const arbitraryEvent = fc.record({
     id: fc.string({ unit: 'binary', minLength: 1 }),
     subject: fc.option(fc.string({ unit: 'binary', minLength: 1 }), { nil: undefined }),

@@ -32,38 +32,60 @@ describe('contentModeOf', () => {
     expect(contentModeOf(contentType)).toBe(mode);
   });
 
-  it.each(['application/cloudevents+xml', 'application/cloudevents+avro', 'Application/CloudEvents+Protobuf'])('refuses the unsupported event format %s with 415', (contentType) => {
-    const err = (() => {
-      try {
-        contentModeOf(contentType);
-      } catch (e) {
-        return e as AppError;
-      }
-      throw new Error('did not throw');
-    })();
-    expect(err).toBeInstanceOf(AppError);
-    expect(err.code).toBe('unsupported_media_type');
-    expect(err.status).toBe(415);
-  });
+  it.each(['application/cloudevents+xml', 'application/cloudevents+avro', 'Application/CloudEvents+Protobuf'])(
+    'refuses the unsupported event format %s with 415',
+    (contentType) => {
+      const err = (() => {
+        try {
+          contentModeOf(contentType);
+        } catch (e) {
+          return e as AppError;
+        }
+        throw new Error('did not throw');
+      })();
+      expect(err).toBeInstanceOf(AppError);
+      expect(err.code).toBe('unsupported_media_type');
+      expect(err.status).toBe(415);
+    },
+  );
 });
 
 describe('parseHttpMessage in binary mode', () => {
   it('reads attributes from ce- headers, datacontenttype from Content-Type and the body as bytes', () => {
     const body = Buffer.from([0x7b, 0x7d, 0x00, 0xff]);
-    const parsed = parseHttpMessage({ headers: { ...ceHeaders, 'ce-myext': ['v'], 'content-type': ['application/json; charset=utf-8'], host: ['x'] }, body });
+    const parsed = parseHttpMessage({
+      headers: { ...ceHeaders, 'ce-myext': ['v'], 'content-type': ['application/json; charset=utf-8'], host: ['x'] },
+      body,
+    });
     expect(parsed.mode).toBe('binary');
     expect(parsed.events).toEqual([
-      { attributes: { specversion: '1.0', id: 'b-1', source: '/binary', type: 'com.example.binary', myext: 'v', datacontenttype: 'application/json; charset=utf-8' }, data: { kind: 'bytes', bytes: body } },
+      {
+        attributes: {
+          specversion: '1.0',
+          id: 'b-1',
+          source: '/binary',
+          type: 'com.example.binary',
+          myext: 'v',
+          datacontenttype: 'application/json; charset=utf-8',
+        },
+        data: { kind: 'bytes', bytes: body },
+      },
     ]);
   });
 
   it('stores no data for an empty body and no datacontenttype without Content-Type', () => {
     const parsed = parseHttpMessage({ headers: ceHeaders, body: Buffer.alloc(0) });
-    expect(parsed.events[0]).toEqual({ attributes: { specversion: '1.0', id: 'b-1', source: '/binary', type: 'com.example.binary' }, data: { kind: 'none' } });
+    expect(parsed.events[0]).toEqual({
+      attributes: { specversion: '1.0', id: 'b-1', source: '/binary', type: 'com.example.binary' },
+      data: { kind: 'none' },
+    });
   });
 
   it('unquotes and percent-decodes header values', () => {
-    const parsed = parseHttpMessage({ headers: { ...ceHeaders, 'ce-subject': ['"Hello,%20%F0%9F%8C%8E!"'], 'ce-myext': ['a%22b'] }, body: Buffer.alloc(0) });
+    const parsed = parseHttpMessage({
+      headers: { ...ceHeaders, 'ce-subject': ['"Hello,%20%F0%9F%8C%8E!"'], 'ce-myext': ['a%22b'] },
+      body: Buffer.alloc(0),
+    });
     expect(parsed.events[0]!.attributes).toMatchObject({ subject: 'Hello, 🌎!', myext: 'a"b' });
   });
 
@@ -95,7 +117,10 @@ describe('parseHttpMessage in binary mode', () => {
   });
 
   it('refuses missing required attributes, a ce-data header and bad names', () => {
-    const err = refusal({ headers: { 'ce-specversion': ['1.0'], 'ce-data': ['x'], 'ce-bad_name': ['y'], 'ce-__proto__': ['z'] }, body: Buffer.alloc(0) });
+    const err = refusal({
+      headers: { 'ce-specversion': ['1.0'], 'ce-data': ['x'], 'ce-bad_name': ['y'], 'ce-__proto__': ['z'] },
+      body: Buffer.alloc(0),
+    });
     expect(err.details.map((v) => v.attribute).sort()).toEqual(['__proto__', 'bad_name', 'data', 'id', 'source', 'type']);
   });
 
@@ -111,10 +136,16 @@ describe('parseHttpMessage in binary mode', () => {
 });
 
 describe('parseHttpMessage in structured mode', () => {
-  const structured = (body: Buffer, contentType = 'application/cloudevents+json; charset=utf-8'): HttpMessage => ({ headers: { 'content-type': [contentType] }, body });
+  const structured = (body: Buffer, contentType = 'application/cloudevents+json; charset=utf-8'): HttpMessage => ({
+    headers: { 'content-type': [contentType] },
+    body,
+  });
 
   it('parses one JSON event and ignores ce- headers', () => {
-    const parsed = parseHttpMessage({ headers: { 'content-type': ['application/cloudevents+json'], 'ce-id': ['ignored'] }, body: json({ ...event, data: { a: 1 } }) });
+    const parsed = parseHttpMessage({
+      headers: { 'content-type': ['application/cloudevents+json'], 'ce-id': ['ignored'] },
+      body: json({ ...event, data: { a: 1 } }),
+    });
     expect(parsed).toEqual({ mode: 'structured', events: [{ attributes: event, data: { kind: 'json', value: { a: 1 } } }] });
   });
 
@@ -139,7 +170,10 @@ describe('parseHttpMessage in structured mode', () => {
 });
 
 describe('parseHttpMessage in batch mode', () => {
-  const batch = (value: unknown): HttpMessage => ({ headers: { 'content-type': ['application/cloudevents-batch+json'] }, body: json(value) });
+  const batch = (value: unknown): HttpMessage => ({
+    headers: { 'content-type': ['application/cloudevents-batch+json'] },
+    body: json(value),
+  });
 
   it('accepts an empty batch as no events', () => {
     expect(parseHttpMessage(batch([]))).toEqual({ mode: 'batch', events: [] });
@@ -168,7 +202,11 @@ describe('parseHttpMessage in batch mode', () => {
   });
 
   it('keeps the first 100 violations of a long batch and counts them all', () => {
-    const items = [...Array.from({ length: 150 }, () => 'x'), ...Array.from({ length: 50 }, () => ({ ...event, id: '', time: 'never' })), event];
+    const items = [
+      ...Array.from({ length: 150 }, () => 'x'),
+      ...Array.from({ length: 50 }, () => ({ ...event, id: '', time: 'never' })),
+      event,
+    ];
     const err = refusal(batch(items));
     expect(err.details).toHaveLength(MAX_PROBLEM_ERRORS);
     expect(err.details[99]).toEqual({ index: 99, message: 'an event must be a JSON object' });
@@ -178,14 +216,32 @@ describe('parseHttpMessage in batch mode', () => {
 });
 
 describe('parseHttpMessage with arbitrary input', () => {
-  const headerName = fc.oneof(fc.constantFrom('content-type', 'ce-id', 'ce-source', 'ce-specversion', 'ce-type', 'ce-time', 'ce-data', 'ce-x'), fc.string().map((s) => `ce-${s.toLowerCase()}`), fc.string());
-  const contentType = fc.constantFrom('application/cloudevents+json', 'application/cloudevents-batch+json', 'application/cloudevents+xml', 'application/json', 'text/plain', '');
+  const headerName = fc.oneof(
+    fc.constantFrom('content-type', 'ce-id', 'ce-source', 'ce-specversion', 'ce-type', 'ce-time', 'ce-data', 'ce-x'),
+    fc.string().map((s) => `ce-${s.toLowerCase()}`),
+    fc.string(),
+  );
+  const contentType = fc.constantFrom(
+    'application/cloudevents+json',
+    'application/cloudevents-batch+json',
+    'application/cloudevents+xml',
+    'application/json',
+    'text/plain',
+    '',
+  );
   const headerValue = fc.oneof(fc.string(), fc.string({ unit: 'binary' }), contentType, fc.constant('1.0'));
   const headers = fc.dictionary(headerName, fc.option(fc.array(headerValue, { minLength: 0, maxLength: 3 }), { nil: undefined }));
   const body = fc.oneof(
     fc.uint8Array().map((b) => Buffer.from(b)),
     fc.jsonValue().map((v) => json(v)),
-    fc.array(fc.record({ specversion: fc.constantFrom('1.0', '0.3'), id: fc.string(), source: fc.string(), type: fc.string(), data: fc.jsonValue() }, { requiredKeys: [] })).map(json),
+    fc
+      .array(
+        fc.record(
+          { specversion: fc.constantFrom('1.0', '0.3'), id: fc.string(), source: fc.string(), type: fc.string(), data: fc.jsonValue() },
+          { requiredKeys: [] },
+        ),
+      )
+      .map(json),
   );
 
   it('throws nothing but AppError for any header map and body', () => {
@@ -206,7 +262,20 @@ describe('parseHttpMessage with arbitrary input', () => {
 
 describe('bindingHeaders', () => {
   it('keeps only ce-* and content-type, lower-cased, with every repeated value', () => {
-    const headers = bindingHeaders(['Host', 'x', 'CE-Id', '1', 'Content-Type', 'application/json', 'ce-id', '2', 'Cookie', 'c', 'ce-source', '/s']);
+    const headers = bindingHeaders([
+      'Host',
+      'x',
+      'CE-Id',
+      '1',
+      'Content-Type',
+      'application/json',
+      'ce-id',
+      '2',
+      'Cookie',
+      'c',
+      'ce-source',
+      '/s',
+    ]);
     expect({ ...headers }).toEqual({ 'ce-id': ['1', '2'], 'content-type': ['application/json'], 'ce-source': ['/s'] });
   });
 });

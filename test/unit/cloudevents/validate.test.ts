@@ -1,5 +1,13 @@
 import fc from 'fast-check';
-import { isAbsoluteUri, isBase64, isRfc3339, isStringPayload, isUriReference, parseJsonEvent, validateAttributes } from '../../../src/cloudevents/validate';
+import {
+  isAbsoluteUri,
+  isBase64,
+  isRfc3339,
+  isStringPayload,
+  isUriReference,
+  parseJsonEvent,
+  validateAttributes,
+} from '../../../src/cloudevents/validate';
 
 const base = { specversion: '1.0', id: 'e-1', source: '/src', type: 'com.example.test' };
 
@@ -54,20 +62,34 @@ describe('isRfc3339', () => {
 });
 
 describe('isUriReference and isAbsoluteUri', () => {
-  it.each(['/mycontext/subcontext', '//github.com/cloudevents', 'https://example.com/a?b=c#d', 'urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66', 'mailto:a@example.com', 'relative/path', './a:b', 'a%20b', '#frag', 'x'])(
-    'accepts %s as a URI-reference',
+  it.each([
+    '/mycontext/subcontext',
+    '//github.com/cloudevents',
+    'https://example.com/a?b=c#d',
+    'urn:uuid:6e8bc430-9c3a-11d9-9669-0800200c9a66',
+    'mailto:a@example.com',
+    'relative/path',
+    './a:b',
+    'a%20b',
+    '#frag',
+    'x',
+  ])('accepts %s as a URI-reference', (value) => {
+    expect(isUriReference(value)).toBe(true);
+  });
+
+  it.each(['a b', 'café', '%zz', '%4', '1abc:rest', ':nothing', 'a\\b', 'a<b>', 'tab\there', 'quote"'])(
+    'refuses %j as a URI-reference',
     (value) => {
-      expect(isUriReference(value)).toBe(true);
+      expect(isUriReference(value)).toBe(false);
     },
   );
 
-  it.each(['a b', 'café', '%zz', '%4', '1abc:rest', ':nothing', 'a\\b', 'a<b>', 'tab\there', 'quote"'])('refuses %j as a URI-reference', (value) => {
-    expect(isUriReference(value)).toBe(false);
-  });
-
-  it.each(['https://example.com/schema.json', 'urn:example:schema', 'http://x', 'tag:example.com,2024:s'])('accepts %s as an absolute URI', (value) => {
-    expect(isAbsoluteUri(value)).toBe(true);
-  });
+  it.each(['https://example.com/schema.json', 'urn:example:schema', 'http://x', 'tag:example.com,2024:s'])(
+    'accepts %s as an absolute URI',
+    (value) => {
+      expect(isAbsoluteUri(value)).toBe(true);
+    },
+  );
 
   it.each(['/schema.json', 'schema.json', '//example.com/s', '1http://x', 'http://a b', ''])('refuses %j as an absolute URI', (value) => {
     expect(isAbsoluteUri(value)).toBe(false);
@@ -103,24 +125,41 @@ describe('validateAttributes', () => {
     expect(validateAttributes({ ...base, [name]: '' })).toEqual([{ attribute: name, message: expect.stringContaining('non-empty') }]);
   });
 
-  it.each(['id', 'source', 'specversion', 'type', 'time', 'subject', 'dataschema', 'datacontenttype'])('refuses a non-string %s', (name) => {
-    expect(validateAttributes({ ...base, [name]: 42 })).toEqual([{ attribute: name, message: `"${name}" must be a string` }]);
-  });
+  it.each(['id', 'source', 'specversion', 'type', 'time', 'subject', 'dataschema', 'datacontenttype'])(
+    'refuses a non-string %s',
+    (name) => {
+      expect(validateAttributes({ ...base, [name]: 42 })).toEqual([{ attribute: name, message: `"${name}" must be a string` }]);
+    },
+  );
 
   it('accepts only specversion "1.0"', () => {
     for (const version of ['0.3', '1', '1.0.0', '2.0']) {
-      expect(validateAttributes({ ...base, specversion: version })).toEqual([{ attribute: 'specversion', message: expect.stringContaining(version) }]);
+      expect(validateAttributes({ ...base, specversion: version })).toEqual([
+        { attribute: 'specversion', message: expect.stringContaining(version) },
+      ]);
     }
   });
 
   it('checks time, dataschema, source and datacontenttype formats', () => {
-    expect(validateAttributes({ ...base, time: '2018-04-05T03:56:24Z', dataschema: 'https://x/s', datacontenttype: 'text/plain; charset=us-ascii', subject: 's' })).toEqual([]);
+    expect(
+      validateAttributes({
+        ...base,
+        time: '2018-04-05T03:56:24Z',
+        dataschema: 'https://x/s',
+        datacontenttype: 'text/plain; charset=us-ascii',
+        subject: 's',
+      }),
+    ).toEqual([]);
     expect(validateAttributes({ ...base, time: '2018-04-05 03:56:24' })).toEqual([{ attribute: 'time', message: expect.any(String) }]);
     expect(validateAttributes({ ...base, dataschema: '/relative' })).toEqual([{ attribute: 'dataschema', message: expect.any(String) }]);
     expect(validateAttributes({ ...base, source: 'not a uri' })).toEqual([{ attribute: 'source', message: expect.any(String) }]);
-    expect(validateAttributes({ ...base, datacontenttype: 'json' })).toEqual([{ attribute: 'datacontenttype', message: expect.any(String) }]);
+    expect(validateAttributes({ ...base, datacontenttype: 'json' })).toEqual([
+      { attribute: 'datacontenttype', message: expect.any(String) },
+    ]);
     for (const bad of ['text/plain; a=b\r\nx: y', 'text/plain; note="5 €"', 'text/plain\u0000']) {
-      expect(validateAttributes({ ...base, datacontenttype: bad })).toEqual([{ attribute: 'datacontenttype', message: expect.any(String) }]);
+      expect(validateAttributes({ ...base, datacontenttype: bad })).toEqual([
+        { attribute: 'datacontenttype', message: expect.any(String) },
+      ]);
     }
     expect(validateAttributes({ ...base, datacontenttype: 'application/json;\tcharset="utf-8"' })).toEqual([]);
   });
@@ -179,21 +218,33 @@ describe('parseJsonEvent', () => {
   });
 
   it('treats null attribute values as absent', () => {
-    expect(parseJsonEvent({ ...base, subject: null, time: null, ext: null, data_base64: null })).toEqual({ ok: true, event: { attributes: base, data: { kind: 'none' } } });
+    expect(parseJsonEvent({ ...base, subject: null, time: null, ext: null, data_base64: null })).toEqual({
+      ok: true,
+      event: { attributes: base, data: { kind: 'none' } },
+    });
     const outcome = parseJsonEvent({ ...base, id: null });
     expect(outcome).toEqual({ ok: false, violations: [{ attribute: 'id', message: expect.stringContaining('missing') }] });
   });
 
   it('refuses data and data_base64 together', () => {
-    expect(parseJsonEvent({ ...base, data: 'x', data_base64: 'QQ==' }, 0)).toEqual({ ok: false, violations: [{ index: 0, attribute: 'data_base64', message: expect.any(String) }] });
+    expect(parseJsonEvent({ ...base, data: 'x', data_base64: 'QQ==' }, 0)).toEqual({
+      ok: false,
+      violations: [{ index: 0, attribute: 'data_base64', message: expect.any(String) }],
+    });
   });
 
   it.each(['QQ', 'not base64!', 12, true, { a: 1 }])('refuses %j as data_base64', (value) => {
-    expect(parseJsonEvent({ ...base, data_base64: value })).toEqual({ ok: false, violations: [{ attribute: 'data_base64', message: expect.any(String) }] });
+    expect(parseJsonEvent({ ...base, data_base64: value })).toEqual({
+      ok: false,
+      violations: [{ attribute: 'data_base64', message: expect.any(String) }],
+    });
   });
 
   it('reports every violation of one event', () => {
-    const outcome = parseJsonEvent({ specversion: '1.0', source: '', type: 't', time: 'yesterday', ext: [], data: 1, data_base64: 'QQ==' }, 5);
+    const outcome = parseJsonEvent(
+      { specversion: '1.0', source: '', type: 't', time: 'yesterday', ext: [], data: 1, data_base64: 'QQ==' },
+      5,
+    );
     expect(outcome.ok).toBe(false);
     const attributes = !outcome.ok ? outcome.violations.map((v) => v.attribute).sort() : [];
     expect(attributes).toEqual(['data_base64', 'ext', 'id', 'source', 'time']);
@@ -209,18 +260,29 @@ describe('parseJsonEvent', () => {
 
   it('never throws for any JSON value and answers ok or violations', () => {
     fc.assert(
-      fc.property(fc.oneof(fc.jsonValue(), fc.anything(), fc.record({ ...Object.fromEntries(Object.keys(base).map((k) => [k, fc.jsonValue()])), data: fc.jsonValue(), data_base64: fc.jsonValue() }, { requiredKeys: [] })), fc.option(fc.nat()), (input, index) => {
-        const outcome = parseJsonEvent(input, index ?? undefined);
-        if (outcome.ok) {
-          expect(validateAttributes(outcome.event.attributes)).toEqual([]);
-        } else {
-          expect(outcome.violations.length).toBeGreaterThan(0);
-          for (const v of outcome.violations) {
-            expect(typeof v.message).toBe('string');
-            expect(v.index).toBe(index ?? undefined);
+      fc.property(
+        fc.oneof(
+          fc.jsonValue(),
+          fc.anything(),
+          fc.record(
+            { ...Object.fromEntries(Object.keys(base).map((k) => [k, fc.jsonValue()])), data: fc.jsonValue(), data_base64: fc.jsonValue() },
+            { requiredKeys: [] },
+          ),
+        ),
+        fc.option(fc.nat()),
+        (input, index) => {
+          const outcome = parseJsonEvent(input, index ?? undefined);
+          if (outcome.ok) {
+            expect(validateAttributes(outcome.event.attributes)).toEqual([]);
+          } else {
+            expect(outcome.violations.length).toBeGreaterThan(0);
+            for (const v of outcome.violations) {
+              expect(typeof v.message).toBe('string');
+              expect(v.index).toBe(index ?? undefined);
+            }
           }
-        }
-      }),
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -228,7 +290,10 @@ describe('parseJsonEvent', () => {
 
 describe('isStringPayload', () => {
   it('is true only for string data with a non-JSON datacontenttype', () => {
-    const ev = (data: unknown, datacontenttype?: string) => ({ attributes: { ...base, ...(datacontenttype ? { datacontenttype } : {}) }, data: { kind: 'json' as const, value: data } });
+    const ev = (data: unknown, datacontenttype?: string) => ({
+      attributes: { ...base, ...(datacontenttype ? { datacontenttype } : {}) },
+      data: { kind: 'json' as const, value: data },
+    });
     expect(isStringPayload(ev('hi', 'text/plain'))).toBe(true);
     expect(isStringPayload(ev('hi', 'application/json'))).toBe(false);
     expect(isStringPayload(ev('hi', 'application/vnd.x+json'))).toBe(false);

@@ -118,7 +118,10 @@ describe('buildDeliveryRequest', () => {
   });
 
   it('marks a redelivery of a dead letter', () => {
-    expect(buildDeliveryRequest(input({ redrive: true, attempt: 1 })).headers).toMatchObject({ 'herald-redelivery': 'true', 'herald-attempt': '1' });
+    expect(buildDeliveryRequest(input({ redrive: true, attempt: 1 })).headers).toMatchObject({
+      'herald-redelivery': 'true',
+      'herald-attempt': '1',
+    });
   });
 
   it('keeps webhook-id across attempts and changes only the attempt headers', () => {
@@ -168,7 +171,10 @@ describe('buildDeliveryRequest', () => {
   it.each(['text/plain; note="5 €"', 'text/plain; a="x\ny"', 'text/plain; name="wörld"'])(
     'goes structured when datacontenttype %j cannot be a Content-Type header',
     (datacontenttype) => {
-      const odd: CloudEvent = { attributes: { specversion: '1.0', id: 'o1', source: '/s', type: 't', datacontenttype }, data: { kind: 'json', value: 'price' } };
+      const odd: CloudEvent = {
+        attributes: { specversion: '1.0', id: 'o1', source: '/s', type: 't', datacontenttype },
+        data: { kind: 'json', value: 'price' },
+      };
       const { headers, body } = buildDeliveryRequest(input({ event: odd }));
       expect(headers['content-type']).toMatch(/^application\/cloudevents\+json/);
       expect(JSON.parse(body.toString())).toEqual({ ...odd.attributes, data: 'price' });
@@ -177,9 +183,15 @@ describe('buildDeliveryRequest', () => {
   );
 
   it('gives data without a datacontenttype a content type in binary mode', () => {
-    const untyped: CloudEvent = { attributes: { specversion: '1.0', id: 'u1', source: '/s', type: 't' }, data: { kind: 'bytes', bytes: Buffer.from('xyz') } };
+    const untyped: CloudEvent = {
+      attributes: { specversion: '1.0', id: 'u1', source: '/s', type: 't' },
+      data: { kind: 'bytes', bytes: Buffer.from('xyz') },
+    };
     expect(buildDeliveryRequest(input({ event: untyped })).headers['content-type']).toBe('application/octet-stream');
-    const json: CloudEvent = { attributes: { specversion: '1.0', id: 'j1', source: '/s', type: 't' }, data: { kind: 'json', value: { a: 1 } } };
+    const json: CloudEvent = {
+      attributes: { specversion: '1.0', id: 'j1', source: '/s', type: 't' },
+      data: { kind: 'json', value: { a: 1 } },
+    };
     const built = buildDeliveryRequest(input({ event: json }));
     expect(built.headers['content-type']).toBe('application/json');
     expect(JSON.parse(built.body.toString())).toEqual({ a: 1 });

@@ -63,7 +63,9 @@ describe('retryDelayMs', () => {
       }),
     );
     expect(retryDelayMs(500, { ...DEFAULT_RETRY, initialDelayMs: 0, multiplier: 100 })).toBe(0);
-    expect(retryDelayMs(500, { ...DEFAULT_RETRY, multiplier: 100, jitter: 1 }, { random: () => 0 })).toBeLessThanOrEqual(DEFAULT_RETRY.maxDelayMs);
+    expect(retryDelayMs(500, { ...DEFAULT_RETRY, multiplier: 100, jitter: 1 }, { random: () => 0 })).toBeLessThanOrEqual(
+      DEFAULT_RETRY.maxDelayMs,
+    );
   });
 
   it("obeys the receiver's Retry-After, capped at maxDelayMs and without jitter", () => {

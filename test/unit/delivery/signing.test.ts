@@ -6,7 +6,11 @@ import { newSigningSecret, signWebhook } from '../../../src/delivery/signing';
 /** Standard Webhooks signatures, checked with the reference `standardwebhooks` package. */
 
 const nowSeconds = () => Math.floor(Date.now() / 1000);
-const headersFor = (id: string, ts: number, signature: string) => ({ 'webhook-id': id, 'webhook-timestamp': String(ts), 'webhook-signature': signature });
+const headersFor = (id: string, ts: number, signature: string) => ({
+  'webhook-id': id,
+  'webhook-timestamp': String(ts),
+  'webhook-signature': signature,
+});
 
 describe('newSigningSecret', () => {
   it('is whsec_ followed by the base64 of 32 random bytes', () => {
@@ -36,9 +40,14 @@ describe('signWebhook', () => {
     const secret = newSigningSecret();
     const wh = new Webhook(secret);
     fc.assert(
-      fc.property(fc.stringMatching(/^msg_[A-Za-z0-9_-]{1,40}$/), fc.integer({ min: 0, max: 4_000_000_000 }), fc.string({ unit: 'grapheme' }), (id, ts, body) => {
-        expect(signWebhook(secret, id, ts, Buffer.from(body, 'utf8'))).toBe(wh.sign(id, new Date(ts * 1000), body));
-      }),
+      fc.property(
+        fc.stringMatching(/^msg_[A-Za-z0-9_-]{1,40}$/),
+        fc.integer({ min: 0, max: 4_000_000_000 }),
+        fc.string({ unit: 'grapheme' }),
+        (id, ts, body) => {
+          expect(signWebhook(secret, id, ts, Buffer.from(body, 'utf8'))).toBe(wh.sign(id, new Date(ts * 1000), body));
+        },
+      ),
     );
   });
 
@@ -66,7 +75,9 @@ describe('signWebhook', () => {
     const secret = newSigningSecret();
     const body = Buffer.from([0x00, 0xff, 0xfe, 0x80, 0x41]);
     const key = Buffer.from(secret.slice('whsec_'.length), 'base64');
-    const expected = createHmac('sha256', key).update(Buffer.concat([Buffer.from('msg_5.1700000000.'), body])).digest('base64');
+    const expected = createHmac('sha256', key)
+      .update(Buffer.concat([Buffer.from('msg_5.1700000000.'), body]))
+      .digest('base64');
     expect(signWebhook(secret, 'msg_5', 1700000000, body)).toBe(`v1,${expected}`);
   });
 });

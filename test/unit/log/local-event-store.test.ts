@@ -70,7 +70,10 @@ const total = (heads: readonly number[]) => heads.reduce((a, b) => a + b, 0);
 /** Offsets within each partition are dense: 0..head-1, each given once. */
 function expectDenseOffsets(results: { partition: number; offset: number }[], heads: readonly number[]): void {
   heads.forEach((head, p) => {
-    const offsets = results.filter((r) => r.partition === p).map((r) => r.offset).sort((a, b) => a - b);
+    const offsets = results
+      .filter((r) => r.partition === p)
+      .map((r) => r.offset)
+      .sort((a, b) => a - b);
     expect(offsets).toEqual(Array.from({ length: head }, (_, i) => i));
   });
 }
@@ -78,7 +81,11 @@ function expectDenseOffsets(results: { partition: number; offset: number }[], he
 // Local rather than from helpers/gateway, so this unit test does not load the whole gateway.
 function segmentFiles(dataDir: string): string[] {
   const dir = path.join(dataDir, 'wal');
-  return fs.readdirSync(dir).filter((f) => /^\d{20}\.seg$/.test(f)).sort().map((f) => path.join(dir, f));
+  return fs
+    .readdirSync(dir)
+    .filter((f) => /^\d{20}\.seg$/.test(f))
+    .sort()
+    .map((f) => path.join(dir, f));
 }
 
 /** Byte offsets just past each record of an intact segment file. */
@@ -203,7 +210,9 @@ describe('local event store: events that cannot be encoded', () => {
     // Same partition key as e0 for every event, so a burnt offset would show as a gap there.
     const sameKey = (e: CloudEvent): CloudEvent => ({ ...e, attributes: { ...e.attributes, partitionkey: 'k' } });
     const heads = store.heads().slice();
-    await expect(store.append([sameKey(ev('e1')), sameKey(unencodable), sameKey(ev('e2'))])).rejects.toMatchObject({ code: 'invalid_event' });
+    await expect(store.append([sameKey(ev('e1')), sameKey(unencodable), sameKey(ev('e2'))])).rejects.toMatchObject({
+      code: 'invalid_event',
+    });
     expect(store.heads()).toEqual(heads);
     expect(store.lookup('/store', 'e1')).toBeUndefined();
     const after = await store.append([sameKey(ev('e1')), sameKey(ev('e2'))]);

@@ -1,9 +1,25 @@
 import fc from 'fast-check';
 import { crc32 } from 'node:zlib';
 import type { EventData } from '../../../src/cloudevents/event';
-import { FRAME_HEADER_BYTES, MAX_RECORD_BYTES, checkFrame, decodeRecord, decodeRecordHeader, encodeRecord, type LogRecord } from '../../../src/log/record';
+import {
+  FRAME_HEADER_BYTES,
+  MAX_RECORD_BYTES,
+  checkFrame,
+  decodeRecord,
+  decodeRecordHeader,
+  encodeRecord,
+  type LogRecord,
+} from '../../../src/log/record';
 
-const attributes = { specversion: '1.0', id: 'r-1', source: '/records', type: 'com.example.record', subject: 'Hello, 🌎!', flag: true, count: -42 };
+const attributes = {
+  specversion: '1.0',
+  id: 'r-1',
+  source: '/records',
+  type: 'com.example.record',
+  subject: 'Hello, 🌎!',
+  flag: true,
+  count: -42,
+};
 const record = (data: EventData, extra: Partial<LogRecord> = {}): LogRecord => ({
   partition: 3,
   offset: 17,
@@ -43,14 +59,24 @@ describe('encodeRecord and decodeRecord', () => {
       fc.uint8Array().map((b): EventData => ({ kind: 'bytes', bytes: Buffer.from(b) })),
       fc.uint8Array().map((b): EventData => ({ kind: 'base64', bytes: Buffer.from(b) })),
     );
-    const attrs = fc.dictionary(fc.stringMatching(/^[a-z0-9]{1,10}$/), fc.oneof(fc.string({ unit: 'binary' }), fc.boolean(), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })));
+    const attrs = fc.dictionary(
+      fc.stringMatching(/^[a-z0-9]{1,10}$/),
+      fc.oneof(fc.string({ unit: 'binary' }), fc.boolean(), fc.integer({ min: -(2 ** 31), max: 2 ** 31 - 1 })),
+    );
     fc.assert(
-      fc.property(attrs, data, fc.integer({ min: 0, max: 65535 }), fc.nat({ max: Number.MAX_SAFE_INTEGER }), fc.nat(), (extra, d, partition, offset, storedAt) => {
-        const original: LogRecord = { partition, offset, storedAt, event: { attributes: { ...extra, ...attributes }, data: d } };
-        const frame = encodeRecord(original);
-        expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length, padding: false });
-        expect(decodeRecord(frame)).toEqual(original);
-      }),
+      fc.property(
+        attrs,
+        data,
+        fc.integer({ min: 0, max: 65535 }),
+        fc.nat({ max: Number.MAX_SAFE_INTEGER }),
+        fc.nat(),
+        (extra, d, partition, offset, storedAt) => {
+          const original: LogRecord = { partition, offset, storedAt, event: { attributes: { ...extra, ...attributes }, data: d } };
+          const frame = encodeRecord(original);
+          expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length, padding: false });
+          expect(decodeRecord(frame)).toEqual(original);
+        },
+      ),
       { numRuns: 300 },
     );
   });

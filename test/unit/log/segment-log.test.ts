@@ -7,7 +7,10 @@ import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 afterAll(cleanupTmpDirs);
 
 function frame(offset: number, data: unknown = { n: offset }): Buffer {
-  const event = { attributes: { specversion: '1.0', id: `e${offset}`, source: '/seg', type: 't' }, data: { kind: 'json' as const, value: data } };
+  const event = {
+    attributes: { specversion: '1.0', id: `e${offset}`, source: '/seg', type: 't' },
+    data: { kind: 'json' as const, value: data },
+  };
   return encodeRecord({ partition: 0, offset, storedAt: 1_700_000_000_000 + offset, event });
 }
 
@@ -43,7 +46,9 @@ async function appendAll(log: SegmentLog, frames: Buffer[]): Promise<number[]> {
 
 function scanAll(log: SegmentLog, from = 0, skipCorrupt = false) {
   const seen: { position: number; offset: number; length: number }[] = [];
-  const result = log.scan(from, (position, f) => seen.push({ position, offset: decodeRecord(f).offset, length: f.length }), { skipCorrupt });
+  const result = log.scan(from, (position, f) => seen.push({ position, offset: decodeRecord(f).offset, length: f.length }), {
+    skipCorrupt,
+  });
   return { ...result, seen };
 }
 
@@ -111,13 +116,20 @@ describe('segment log', () => {
     await appendAll(log, [frame(0), big, frame(2)]);
     const { seen, truncatedBytes } = scanAll(log);
     expect(truncatedBytes).toBe(0);
-    expect(seen.map((r) => [r.offset, r.length])).toEqual([[0, frame(0).length], [1, big.length], [2, frame(2).length]]);
+    expect(seen.map((r) => [r.offset, r.length])).toEqual([
+      [0, frame(0).length],
+      [1, big.length],
+      [2, frame(2).length],
+    ]);
   });
 
   it.each([
     ['a partial frame', (next: Buffer) => next.subarray(0, next.length - 5)],
     ['a lone partial length field', () => Buffer.from([0x20, 0x00])],
-    ['a whole frame with a bad checksum', (next: Buffer) => Buffer.concat([next.subarray(0, 10), Buffer.from([next[10]! ^ 0xff]), next.subarray(11)])],
+    [
+      'a whole frame with a bad checksum',
+      (next: Buffer) => Buffer.concat([next.subarray(0, 10), Buffer.from([next[10]! ^ 0xff]), next.subarray(11)]),
+    ],
     ['an implausible length', () => Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3, 4, 5, 6, 7, 8])],
     ['zeros', () => Buffer.alloc(4096)],
   ])('cuts a tail of %s back to the last intact record, then appends after it', async (_name, tail) => {
@@ -141,7 +153,10 @@ describe('segment log', () => {
 
   it('refuses a corrupt record with intact records after it, changing nothing; skip-corrupt pads over it and keeps the rest', async () => {
     const o = openLog(tmpDir(), 1000);
-    const positions = await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'z'.repeat(100))));
+    const positions = await appendAll(
+      o.log,
+      Array.from({ length: 30 }, (_, i) => frame(i, 'z'.repeat(100))),
+    );
     const files = o.log.segmentFiles();
     expect(files.length).toBeGreaterThan(2);
     const firstFile = files[0]!;
@@ -169,7 +184,10 @@ describe('segment log', () => {
 
   it('cuts a torn tail whose later segments hold only garbage, setting them aside without deleting them', async () => {
     const o = openLog(tmpDir(), 1000);
-    const positions = await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'z'.repeat(100))));
+    const positions = await appendAll(
+      o.log,
+      Array.from({ length: 30 }, (_, i) => frame(i, 'z'.repeat(100))),
+    );
     const files = o.log.segmentFiles();
     for (const later of files.slice(1)) fs.writeFileSync(later, Buffer.alloc(fs.statSync(later).size, 0xab));
     const garbageAfter = files.slice(1).reduce((n, f) => n + fs.statSync(f).size, 0);
@@ -185,7 +203,10 @@ describe('segment log', () => {
 
   it('keeps later segments when an older one lost its unsynced tail on a record boundary, reporting the hole', async () => {
     const o = openLog(tmpDir(), 1000);
-    await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))));
+    await appendAll(
+      o.log,
+      Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))),
+    );
     const files = o.log.segmentFiles();
     expect(files.length).toBeGreaterThan(2);
     const ends = recordEndsOf(files[0]!);
@@ -199,7 +220,10 @@ describe('segment log', () => {
 
   it('refuses an older segment that lost its tail inside a record (intact records follow), unless skip-corrupt', async () => {
     const o = openLog(tmpDir(), 1000);
-    await appendAll(o.log, Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))));
+    await appendAll(
+      o.log,
+      Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))),
+    );
     const files = o.log.segmentFiles();
     const ends = recordEndsOf(files[0]!);
     fs.truncateSync(files[0]!, ends.at(-2)! + 5);
@@ -225,7 +249,10 @@ describe('segment log', () => {
 
   it('refuses to truncate into an older segment', async () => {
     const { log } = openLog(tmpDir(), 1000);
-    await appendAll(log, Array.from({ length: 20 }, (_, i) => frame(i, 'w'.repeat(100))));
+    await appendAll(
+      log,
+      Array.from({ length: 20 }, (_, i) => frame(i, 'w'.repeat(100))),
+    );
     expect(() => log.truncate(0)).toThrow(/older segment/);
   });
 

@@ -224,7 +224,9 @@ describe('compileFilters: size limits (issue 8)', () => {
 
   it(`refuses nesting deeper than ${MAX_FILTER_DEPTH} levels, naming the limit`, () => {
     const tooDeep = { not: nest(8) }; // 17 levels below the top-level filter
-    expect(violationsOf([tooDeep])).toEqual([{ attribute: `filters.0${'.not'.repeat(17)}`, message: 'filters may nest at most 16 levels' }]);
+    expect(violationsOf([tooDeep])).toEqual([
+      { attribute: `filters.0${'.not'.repeat(17)}`, message: 'filters may nest at most 16 levels' },
+    ]);
     expect(matches([nest(8)], { ...event, type: 'x' })).toBe(true);
   });
 });
@@ -278,7 +280,7 @@ describe('compileFilters: failures while matching (issue 8)', () => {
   });
 
   it('does not report the ordinary CESQL errors of a non-matching event', () => {
-    const { matcher, errors } = compileWithErrors([{ sql: "region = 'eu'" }, { not: { sql: "INT(tenant) = 1" } }]);
+    const { matcher, errors } = compileWithErrors([{ sql: "region = 'eu'" }, { not: { sql: 'INT(tenant) = 1' } }]);
     expect(matcher(event)).toBe(false);
     expect(compileWithErrors([{ not: { sql: "region = 'eu'" } }]).matcher(event)).toBe(true);
     expect(errors).toEqual([]);
@@ -286,7 +288,12 @@ describe('compileFilters: failures while matching (issue 8)', () => {
 
   it('does not match, and reports, anything that throws during evaluation', () => {
     const throwing = { ...event };
-    Object.defineProperty(throwing, 'tenant', { enumerable: true, get: () => { throw new RangeError('Invalid string length'); } });
+    Object.defineProperty(throwing, 'tenant', {
+      enumerable: true,
+      get: () => {
+        throw new RangeError('Invalid string length');
+      },
+    });
     for (const filters of [[{ sql: "tenant = 'acme'" }], [{ not: { exact: { tenant: 'acme' } } }]]) {
       const { matcher, errors } = compileWithErrors(filters);
       expect(matcher(throwing)).toBe(false);
