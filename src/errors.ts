@@ -13,6 +13,7 @@ export const MAX_PROBLEM_ERRORS = 100;
 export const errorStatus = {
   invalid_event: 400,
   invalid_request: 400,
+  sink_not_allowed: 400,
   unauthorized: 401,
   forbidden: 403,
   not_found: 404,
@@ -29,6 +30,7 @@ export type ErrorCode = keyof typeof errorStatus;
 export const errorTitle: Record<ErrorCode, string> = {
   invalid_event: 'Invalid CloudEvent',
   invalid_request: 'Invalid request',
+  sink_not_allowed: 'Sink not allowed',
   unauthorized: 'Unauthorized',
   forbidden: 'Forbidden',
   not_found: 'Not found',

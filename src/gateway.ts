@@ -10,19 +10,23 @@ import { createHealthRouter } from './api/health-router';
 import { createDeliveriesRouter } from './api/deliveries-router';
 import { createIngestHandler } from './api/ingest-handler';
 import { createOpenApiRouter } from './api/openapi-router';
-import { normalizeRequestTarget } from './api/routing';
+import { createMetricsRouter } from './api/metrics-router';
+import { keyNames, normalizeRequestTarget } from './api/routing';
+import { createMetrics, type Metrics } from './metrics';
+import { HERALD_VERSION } from './version';
 import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
 import { createDispatcher, type Dispatcher } from './delivery/dispatcher';
 import { createHttpSender } from './delivery/http-sender';
 import type { EventStore } from './log/event-store';
-import { openLocalEventStore } from './log/local-event-store';
+import { openLocalEventStore, type LocalEventStoreOptions } from './log/local-event-store';
 import { createLogger, type Logger } from './logger';
 import { startCheckpointer } from './store/checkpointer';
 import { checkpoint, openDatabase, type Db } from './store/db';
-import { lockDataDir, unusable, type DataDirLock } from './store/data-dir';
+import { lockDataDir, unusable } from './store/data-dir';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
+import { createSinkPolicy } from './subscriptions/sink-policy';
 
 export interface Gateway {
   url: string;
@@ -32,6 +36,7 @@ export interface Gateway {
   dispatcher: Dispatcher;
   subscriptions: SubscriptionsService;
   log: Logger;
+  metrics: Metrics;
   close(): Promise<void>;
 }
 
@@ -44,11 +49,22 @@ function pathOf(url: string | undefined): string {
   return q === -1 ? raw : raw.slice(0, q);
 }
 
+/** The access log: one `debug` line per answered request, with the API key's name (never the secret). */
+function logAnswered(log: Logger) {
+  return (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const started = performance.now();
+    res.once('finish', () => {
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      log.debug({ method: req.method, path: pathOf(req.url), status: res.statusCode, ms, key: keyNames.get(res) }, 'http request');
+    });
+  };
+}
+
 /**
  * Takes the data dir's lock, then opens SQLite and the log. Anything the OS refuses (a read-only
  * or missing dir, a file where the dir should be) is a one-line StartupError, not a stack trace.
  */
-function openStorage(config: Readonly<Config>, log: Logger): { db: Db; store: EventStore; lock: DataDirLock; dbFile: string } {
+function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: LocalEventStoreOptions['onGroupCommitted']) {
   try {
     fs.mkdirSync(config.dataDir, { recursive: true });
     fs.accessSync(config.dataDir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
@@ -70,6 +86,7 @@ function openStorage(config: Readonly<Config>, log: Logger): { db: Db; store: Ev
       segmentBytes: config.segmentBytes,
       idempotencyWindowMs: config.idempotencyWindowMs,
       recovery: config.recovery,
+      onGroupCommitted,
     });
     return { db, store, lock, dbFile };
   } catch (err) {
@@ -84,22 +101,62 @@ function openStorage(config: Readonly<Config>, log: Logger): { db: Db; store: Ev
 }
 
 /** Composition root: opens storage, wires the modules and listens. */
-export async function startGateway(config: Readonly<Config>, opts: { log?: Logger } = {}): Promise<Gateway> {
+export async function startGateway(config: Readonly<Config>, opts: { log?: Logger; metrics?: Metrics } = {}): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.logLevel);
   const apiKeys = parseApiKeys(config.apiKeysRaw);
   checkExposure(config.host, apiKeys, config.allowUnauthenticated);
   const authorize = createAuthorizer(apiKeys);
-  const { db, store, lock, dbFile } = openStorage(config, log);
+  const metrics = opts.metrics ?? createMetrics();
+  const { db, store, lock, dbFile } = openStorage(config, log, (events, fsyncMs) => {
+    metrics.walGroupEvents.observe(events);
+    if (fsyncMs !== undefined) metrics.walFsync.observe(fsyncMs / 1000);
+  });
   let publicUrl = config.publicUrl ?? '';
-  const dispatcher = createDispatcher({ store, db, log, sender: createHttpSender(), ackUrlBase: () => publicUrl });
-  const subscriptions = createSubscriptionsService({ db, store, dispatcher, log });
+  const dispatcher = createDispatcher({
+    store,
+    db,
+    log,
+    sender: createHttpSender({ allowPrivate: config.sinkAllowPrivate }),
+    ackUrlBase: () => publicUrl,
+    enabled: config.deliveryEnabled,
+    observer: {
+      outcome: (subscription, outcome) => metrics.deliveries.inc({ subscription, outcome }),
+      answered: (subscription, ms) => metrics.deliveryDuration.observe({ subscription }, ms / 1000),
+      succeeded: (subscription, ms) => metrics.publishToDelivery.observe({ subscription }, ms / 1000),
+    },
+  });
+  const subscriptions = createSubscriptionsService({
+    db,
+    store,
+    dispatcher,
+    log,
+    sinkPolicy: createSinkPolicy({ allowPrivate: config.sinkAllowPrivate }),
+    hooks: { filterError: (subscription) => metrics.filterErrors.inc({ subscription }), deleted: (id) => metrics.forgetSubscription(id) },
+  });
+  metrics.setSources({
+    log: () => store.logStats(),
+    heads: () => store.heads(),
+    subscriptions: () => subscriptions.metricsSnapshot(),
+  });
 
-  const ingest = createIngestHandler({ store, log, maxBodyBytes: config.maxBodyBytes, maxJsonDepth: config.maxJsonDepth });
+  const ingest = createIngestHandler({
+    store,
+    log,
+    maxBodyBytes: config.maxBodyBytes,
+    maxJsonDepth: config.maxJsonDepth,
+    observer: {
+      stored: (mode, n) => n > 0 && metrics.eventsIngested.inc({ mode }, n),
+      duplicates: (n) => metrics.eventsDuplicate.inc(n),
+      rejected: (code) => metrics.ingestRejected.inc({ code }),
+      answered: (seconds) => metrics.ingestDuration.observe(seconds),
+    },
+  });
   const app = createApp({
     log,
     authorize,
     routers: [
-      createHealthRouter({ store, db }),
+      createHealthRouter({ store, db, deliveryEnabled: config.deliveryEnabled }),
+      createMetricsRouter(metrics),
       createEventsRouter(store, ingest),
       createSubscriptionsRouter(subscriptions),
       createDeliveriesRouter(dispatcher),
@@ -108,15 +165,18 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
   });
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
   const unanswered = new Set<http.ServerResponse>();
+  const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
   const server = http.createServer((req, res) => {
     unanswered.add(res);
     res.once('close', () => unanswered.delete(res));
+    logWhenAnswered?.(req, res);
     try {
       // Routes see the origin form only: no `#fragment`, no `http://host` prefix (else a 400).
       req.url = normalizeRequestTarget(req.method, req.url);
       // The ingest hot path skips express (whose `POST /events` route runs the same handler): exact path, case-sensitive.
       if (req.method === 'POST' && pathOf(req.url) === '/events') {
-        authorize('publish', req.headers.authorization);
+        const key = authorize('publish', req.headers.authorization);
+        if (key) keyNames.set(res, key.name);
         void ingest(req, res);
         return;
       }
@@ -168,10 +228,9 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
   subscriptions.startAll();
 
   const checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
-  log.info(
-    { url, dataDir: config.dataDir, fsync: config.fsync, partitions: config.partitions, apiKeys: apiKeys.map((k) => k.name) },
-    'herald listening',
-  );
+  // The whole configuration but the key secrets (only their names), so an operator sees what ran.
+  const { apiKeysRaw: _secrets, recovery, ...settings } = config;
+  log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
 
   let closing: Promise<void> | undefined;
   async function close(): Promise<void> {
@@ -210,5 +269,5 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
     return closing;
   }
 
-  return { url, port, store, db, dispatcher, subscriptions, log, close };
+  return { url, port, store, db, dispatcher, subscriptions, log, metrics, close };
 }

@@ -1,8 +1,31 @@
-import { ConfigError, loadConfig } from './config';
+import { ConfigError, configTable, loadConfig } from './config';
 import { startGateway } from './gateway';
 import { StartupError } from './errors';
+import { HERALD_VERSION } from './version';
+
+const USAGE = `Usage: herald [--version | --help]
+
+Runs the Herald event gateway. Everything else is configured with environment variables:
+
+`;
+
+/** `--version` and `--help` answer and exit 0 without starting anything; any other argument is a usage error. */
+function handleArguments(args: string[]): void {
+  if (args.length === 0) return;
+  if (args.length === 1 && (args[0] === '--version' || args[0] === '-v')) {
+    process.stdout.write(`${HERALD_VERSION}\n`);
+    process.exit(0);
+  }
+  if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
+    process.stdout.write(USAGE + configTable());
+    process.exit(0);
+  }
+  process.stderr.write(`herald: unknown argument ${JSON.stringify(args[0])}; try --help\n`);
+  process.exit(2);
+}
 
 async function main(): Promise<void> {
+  handleArguments(process.argv.slice(2));
   let config;
   try {
     config = loadConfig(process.env);

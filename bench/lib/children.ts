@@ -17,7 +17,7 @@ export const PROCS = path.join(__dirname, '..', 'procs');
 export let MAIN_JS = path.join(ROOT, 'dist', 'main.js');
 
 /**
- * Copies the built gateway (dist/, and the migrations/ and openapi/ it reads
+ * Copies the built gateway (dist/, and the migrations/, openapi/ and package.json it reads
  * relative to itself) to dist-bench/gateway and runs that copy, so that a
  * rebuild of dist/ by someone else during the run cannot change the code
  * under test halfway through. node_modules still resolves from the repository.
@@ -28,6 +28,7 @@ export function snapshotGateway(): string {
   for (const dir of ['dist', 'migrations', 'openapi']) {
     if (fs.existsSync(path.join(ROOT, dir))) fs.cpSync(path.join(ROOT, dir), path.join(dest, dir), { recursive: true });
   }
+  fs.copyFileSync(path.join(ROOT, 'package.json'), path.join(dest, 'package.json'));
   MAIN_JS = path.join(dest, 'dist', 'main.js');
   return dest;
 }

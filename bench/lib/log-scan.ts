@@ -9,6 +9,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { crc32 } from 'node:zlib';
 
+/** The checksum seed of version-2 frames: CRC-32 of the 16 secret bytes in `wal/frame.key` (0 for an unkeyed log). */
+export function frameSeed(dataDir: string): number {
+  const file = path.join(dataDir, 'wal', 'frame.key');
+  return fs.existsSync(file) ? crc32(Buffer.from(fs.readFileSync(file, 'utf8').trim(), 'hex')) : 0;
+}
+
 export function segmentFiles(dataDir: string): string[] {
   const wal = path.join(dataDir, 'wal');
   return fs
@@ -35,6 +41,7 @@ export function scanLog(dataDir: string, onRecord: (id: string, partition: numbe
   let bytes = 0;
   let bad = 0;
   const chunk = Buffer.allocUnsafe(8 * 1024 * 1024);
+  const seed = frameSeed(dataDir);
   for (const file of segmentFiles(dataDir)) {
     const fd = fs.openSync(file, 'r');
     try {
@@ -48,7 +55,7 @@ export function scanLog(dataDir: string, onRecord: (id: string, partition: numbe
         while (buf.length - at >= 8) {
           const bodyLength = buf.readUInt32LE(at);
           if (buf.length - at < 8 + bodyLength) break;
-          const crc = crc32(buf.subarray(at + 8, at + 8 + bodyLength), crc32(buf.subarray(at, at + 4)));
+          const crc = crc32(buf.subarray(at + 8, at + 8 + bodyLength), crc32(buf.subarray(at, at + 4), seed));
           if (crc !== buf.readUInt32LE(at + 4)) {
             bad++;
             at = buf.length; // the rest of this file cannot be trusted

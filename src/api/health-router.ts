@@ -4,7 +4,7 @@ import type { EventStore } from '../log/event-store';
 import { newRouter, requireScope } from './routing';
 
 /** `/healthz`: the process answers. `/readyz`: the log and the database can be written. */
-export function createHealthRouter(deps: { store: EventStore; db: Db }): Router {
+export function createHealthRouter(deps: { store: EventStore; db: Db; deliveryEnabled?: boolean }): Router {
   const router = newRouter();
   router.get('/healthz', requireScope('none'), (_req, res) => {
     res.json({ status: 'ok' });
@@ -20,6 +20,8 @@ export function createHealthRouter(deps: { store: EventStore; db: Db }): Router 
       checks.database = (err as Error).message;
     }
     const ready = Object.values(checks).every((v) => v === 'ok');
+    // Delivery switched off on purpose (HERALD_DELIVERY=off) is reported, not a reason to be unready.
+    if (deps.deliveryEnabled === false) checks.delivery = 'off';
     res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'unavailable', checks });
   });
   return router;

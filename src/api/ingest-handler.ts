@@ -1,6 +1,6 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { bindingHeaders, parseHttpMessage } from '../cloudevents/parse';
+import { bindingHeaders, parseHttpMessage, type ContentMode } from '../cloudevents/parse';
 import type { EventStore } from '../log/event-store';
 import { sendJson, sendProblem } from './problem';
 import { readBody } from './read-body';
@@ -10,6 +10,16 @@ export interface IngestDeps {
   log: Logger;
   maxBodyBytes: number;
   maxJsonDepth: number;
+  observer?: IngestObserver;
+}
+
+/** Where ingest reports what it did (the metrics). */
+export interface IngestObserver {
+  stored(mode: ContentMode, events: number): void;
+  duplicates(events: number): void;
+  rejected(code: string): void;
+  /** From the start of the request's handling to its answer. */
+  answered(seconds: number): void;
 }
 
 /**
@@ -20,14 +30,19 @@ export interface IngestDeps {
  */
 export function createIngestHandler(deps: IngestDeps) {
   return async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const started = performance.now();
     try {
       const body = await readBody(req, deps.maxBodyBytes);
-      const { events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body }, { maxJsonDepth: deps.maxJsonDepth });
+      const { mode, events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body }, { maxJsonDepth: deps.maxJsonDepth });
       const results = await deps.store.append(events);
-      const allDuplicates = results.length > 0 && results.every((r) => r.duplicate);
-      sendJson(res, allDuplicates ? 200 : 202, { results });
+      let duplicates = 0;
+      for (const r of results) if (r.duplicate) duplicates++;
+      sendJson(res, results.length > 0 && duplicates === results.length ? 200 : 202, { results });
+      deps.observer?.stored(mode, results.length - duplicates);
+      if (duplicates > 0) deps.observer?.duplicates(duplicates);
     } catch (err) {
-      sendProblem(res, err, deps.log);
+      deps.observer?.rejected(sendProblem(res, err, deps.log));
     }
+    deps.observer?.answered((performance.now() - started) / 1000);
   };
 }

@@ -63,15 +63,17 @@ function fromFrameworkError(err: unknown): AppError | undefined {
   return new AppError('invalid_request', e.message ?? 'bad request');
 }
 
-export function sendProblem(res: ServerResponse, err: unknown, log: Logger): void {
+/** Answers with the problem for `err`; returns its code (for metrics). */
+export function sendProblem(res: ServerResponse, err: unknown, log: Logger): ErrorCode {
   const { problem, headers } = toProblem(err, log);
   if (res.headersSent) {
     res.destroy();
-    return;
+    return problem.code;
   }
   const body = JSON.stringify(problem);
   res.writeHead(problem.status, { ...headers, 'content-type': PROBLEM_CONTENT_TYPE, 'content-length': Buffer.byteLength(body) });
   res.end(body);
+  return problem.code;
 }
 
 export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {

@@ -13,6 +13,9 @@ export function newRouter(): Router {
 
 const AUTHORIZER = 'heraldAuthorizer';
 
+/** The name (never the secret) of the API key each answered request used, for the access log. */
+export const keyNames = new WeakMap<object, string>();
+
 /** Gives the app the authoriser its routes' `requireScope` checks use. */
 export function setAuthorizer(app: Express, authorize: Authorizer): void {
   app.locals[AUTHORIZER] = authorize;
@@ -39,7 +42,8 @@ export function requireScope(scope: RouteScope): ScopeCheck {
     const authorize = req.app.locals[AUTHORIZER] as Authorizer | undefined;
     // Fail closed: a scoped route in an app without an authoriser is a wiring bug, not an open door.
     if (!authorize) throw new Error(`no authoriser is set on the app, so ${req.method} ${req.path} cannot be checked`);
-    authorize(scope, req.headers.authorization);
+    const key = authorize(scope, req.headers.authorization);
+    if (key) keyNames.set(req.res ?? _res, key.name);
     next();
   };
   return Object.assign(check, { scope });

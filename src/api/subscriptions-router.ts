@@ -11,8 +11,8 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   const router = newRouter();
   const admin = requireScope('admin');
 
-  router.post('/subscriptions', admin, jsonBody, (req, res) => {
-    const created = service.create(req.body);
+  router.post('/subscriptions', admin, jsonBody, async (req, res) => {
+    const created = await service.create(req.body);
     res.status(201).location(`/subscriptions/${created.id}`).json(created);
   });
   router.get('/subscriptions', admin, (_req, res) => {
@@ -21,8 +21,8 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   router.get('/subscriptions/:id', admin, (req, res) => {
     res.json(service.get(req.params.id));
   });
-  router.patch('/subscriptions/:id', admin, jsonBody, (req, res) => {
-    res.json(service.patch(req.params.id, req.body));
+  router.patch('/subscriptions/:id', admin, jsonBody, async (req, res) => {
+    res.json(await service.patch(req.params.id, req.body));
   });
   router.delete('/subscriptions/:id', admin, (req, res) => {
     service.remove(req.params.id);
@@ -34,8 +34,8 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   router.post('/subscriptions/:id/resume', admin, (req, res) => {
     res.json(service.resume(req.params.id));
   });
-  router.post('/subscriptions/:id/rotate-secret', admin, (req, res) => {
-    res.json(service.rotateSecret(req.params.id));
+  router.post('/subscriptions/:id/rotate-secret', admin, jsonBody, (req, res) => {
+    res.json(service.rotateSecret(req.params.id, req.body));
   });
 
   router.get('/subscriptions/:id/dead-letters', admin, (req, res) => {

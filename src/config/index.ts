@@ -57,6 +57,9 @@ export const configSchema = z.object({
       'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.',
     ),
   HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe('Allow running without API keys on a non-loopback address.'),
+  HERALD_SINK_ALLOW_PRIVATE: withDefault(z.stringbool(), 'true').describe(
+    '`false`: refuse sinks whose host is or resolves to a loopback, private (RFC 1918, fc00::/7), link-local (169.254.0.0/16, fe80::/10), unspecified or multicast address: a 400 `sink_not_allowed` at create and PATCH, and a dead letter (`sink_not_allowed`) when a delivery would connect to one (DNS rebinding).',
+  ),
   HERALD_MAX_JSON_DEPTH: int(1, 1000, 64).describe(
     'Deepest nesting of arrays and objects accepted in event data (structured, batch, and binary bodies with a JSON content type); deeper is a 400.',
   ),
@@ -73,6 +76,9 @@ export const configSchema = z.object({
     '',
   ).describe(
     'Comma-separated recovery permissions, empty by default. `skip-corrupt`: set unreadable bytes in the middle of the log aside (copied to a side file) and keep the records after them, instead of refusing to start. `rebuild-events-only`: start when `herald.db` is missing, rebuilding events from the log (subscriptions, offsets and dead letters are lost).',
+  ),
+  HERALD_DELIVERY: withDefault(z.enum(['on', 'off']), 'on').describe(
+    '`off`: ingest and serve reads but deliver nothing (for example a backup restored into staging, which must not call real receivers).',
   ),
   HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
     'Longest a graceful shutdown (SIGTERM/SIGINT) may take; then open requests are destroyed, state is persisted and the process exits.',
@@ -95,9 +101,11 @@ export interface Config {
   publicUrl?: string;
   apiKeysRaw?: string;
   allowUnauthenticated: boolean;
+  sinkAllowPrivate: boolean;
   maxJsonDepth: number;
   recovery: ReadonlySet<RecoveryPermission>;
   shutdownTimeoutMs: number;
+  deliveryEnabled: boolean;
 }
 
 export class ConfigError extends Error {
@@ -129,9 +137,11 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     publicUrl: raw.HERALD_PUBLIC_URL?.replace(/\/+$/, ''),
     apiKeysRaw: raw.HERALD_API_KEYS,
     allowUnauthenticated: raw.HERALD_ALLOW_UNAUTHENTICATED,
+    sinkAllowPrivate: raw.HERALD_SINK_ALLOW_PRIVATE,
     maxJsonDepth: raw.HERALD_MAX_JSON_DEPTH,
     recovery: new Set(raw.HERALD_RECOVERY),
     shutdownTimeoutMs: raw.HERALD_SHUTDOWN_TIMEOUT_MS,
+    deliveryEnabled: raw.HERALD_DELIVERY === 'on',
   });
 }
 

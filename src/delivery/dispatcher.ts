@@ -9,6 +9,7 @@ import type { Matcher } from '../subscriptions/filter';
 import type { HttpSender } from './http-sender';
 import {
   createSubscriptionWorker,
+  type DeliveryObserver,
   type CallbackOutcome,
   type Pending,
   type StatePersistence,
@@ -23,6 +24,9 @@ export interface DispatcherDeps {
   ackUrlBase: () => string;
   clock?: () => number;
   random?: () => number;
+  observer?: DeliveryObserver;
+  /** `HERALD_DELIVERY=off`: workers keep their state and stats but send nothing. */
+  enabled?: boolean;
 }
 
 /** Live view of a subscription the dispatcher delivers for; the subscriptions service owns the record. */
@@ -183,7 +187,9 @@ export function createDispatcher(deps: DispatcherDeps) {
     };
   }
 
+  const enabled = deps.enabled ?? true;
   const unsubscribe = deps.store.onAppend(() => {
+    if (!enabled) return;
     for (const worker of workers.values()) worker.wake();
   });
 
@@ -211,11 +217,13 @@ export function createDispatcher(deps: DispatcherDeps) {
           log: deps.log,
           clock,
           random,
+          observer: deps.observer,
+          enabled,
         },
         { offsets: stateRepo.offsets(id), pending: stateRepo.pending(id) },
       );
       workers.set(id, worker);
-      worker.start();
+      if (enabled) worker.start();
     },
     /** Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning. */
     initOffsets(subscriptionId: string, startAt: 'latest' | 'earliest'): void {
@@ -229,7 +237,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       }
     },
     resume(subscriptionId: string): void {
-      workerOf(subscriptionId).resume();
+      const worker = workerOf(subscriptionId);
+      if (enabled) worker.resume();
     },
     remove(subscriptionId: string): void {
       const worker = workers.get(subscriptionId);
@@ -262,6 +271,7 @@ export function createDispatcher(deps: DispatcherDeps) {
         throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current (${outcome})`);
       }
       const { pending, worker } = entry;
+      deps.log.debug({ subscription: worker.id, partition: pending.partition, offset: pending.offset, action }, 'delivery callback');
       if (pending.finished || pending.deliveryId !== deliveryId || (pending.state !== 'awaiting_ack' && pending.state !== 'in_flight')) {
         throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current`);
       }

@@ -1,4 +1,5 @@
-import { Pool } from 'undici';
+import { buildConnector, Pool } from 'undici';
+import { guardedLookup, refuseLiteral, SINK_NOT_ALLOWED } from '../subscriptions/sink-policy';
 
 export interface SendResult {
   /** null for a connection error or timeout. */
@@ -6,6 +7,10 @@ export interface SendResult {
   retryAfter?: string;
   /** Response-body excerpt (≤ 1 KiB) or the error message. */
   error?: string;
+  /** No complete answer within the attempt's timeout. */
+  timedOut?: boolean;
+  /** The sink's address is refused (`HERALD_SINK_ALLOW_PRIVATE=false`); nothing was sent, and retrying cannot help. */
+  sinkNotAllowed?: boolean;
 }
 
 const EXCERPT_BYTES = 1024;
@@ -18,8 +23,9 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * out like one that never answers). `signal` aborts it early (the subscription
  * was deleted: its answer no longer matters).
  */
-export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
+export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPrivate?: boolean } = {}) {
   const pools = new Map<string, Pool>();
+  const connect = opts.allowPrivate === false ? guardedConnector() : undefined;
 
   function poolFor(origin: string): Pool {
     let pool = pools.get(origin);
@@ -28,6 +34,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
         connections: opts.connectionsPerOrigin ?? 64,
         keepAliveTimeout: 30_000,
         connectTimeout: CONNECT_TIMEOUT_MS,
+        ...(connect && { connect }),
       });
       pools.set(origin, pool);
     }
@@ -70,8 +77,9 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
       };
     } catch (err) {
       const e = err as Error & { code?: string };
+      if (e.code === SINK_NOT_ALLOWED) return { status: null, error: e.message, sinkNotAllowed: true };
       if (timedOut || e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') {
-        return { status: null, error: `no complete answer within ${timeoutMs} ms` };
+        return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
       }
       if (controller.signal.aborted) return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
@@ -99,6 +107,23 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number } = {}) {
   };
 }
 export type HttpSender = ReturnType<typeof createHttpSender>;
+
+/**
+ * Every new connection checks the address it is about to connect to (SSRF, DNS rebinding): an IP
+ * literal host here, a name through the lookup that `net.connect` uses, so what is checked is what
+ * is connected to. Reused keep-alive connections were checked when they were opened.
+ */
+function guardedConnector(): buildConnector.connector {
+  const base = buildConnector({ timeout: CONNECT_TIMEOUT_MS, lookup: guardedLookup() });
+  return (options, callback) => {
+    const refused = refuseLiteral(options.hostname);
+    if (refused) {
+      callback(refused, null);
+      return;
+    }
+    base(options, callback);
+  };
+}
 
 async function readExcerpt(body: AsyncIterable<Buffer>): Promise<string> {
   const chunks: Buffer[] = [];

@@ -102,3 +102,25 @@ export function finishOffset(part: PartitionCursor, offset: number, matched: boo
   if (part.committed === before) return undefined;
   return { partition: part.partition, committedOffset: part.committed, lastMatchedOffset: part.committedLastMatched };
 }
+
+/**
+ * Marks `[from, to)` finished unmatched (offsets with no record). When nothing is unfinished below
+ * `from` the committed offset jumps in one step, whatever the size of the gap (a forged or huge
+ * gap must not become a loop per offset); otherwise each offset is marked as by `finishOffset`.
+ */
+export function skipRange(part: PartitionCursor, from: number, to: number): OffsetRow | undefined {
+  if (to <= part.committed) return undefined;
+  if (from <= part.committed) {
+    for (const offset of part.finished.keys()) if (offset < to) part.finished.delete(offset);
+    part.committed = to;
+    while (part.finished.has(part.committed)) {
+      if (part.finished.get(part.committed)) part.committedLastMatched = part.committed;
+      part.finished.delete(part.committed);
+      part.committed++;
+    }
+    return { partition: part.partition, committedOffset: part.committed, lastMatchedOffset: part.committedLastMatched };
+  }
+  let row: OffsetRow | undefined;
+  for (let offset = from; offset < to; offset++) row = finishOffset(part, offset, false) ?? row;
+  return row;
+}

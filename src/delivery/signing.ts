@@ -19,3 +19,14 @@ export function signWebhook(secret: string, webhookId: string, timestampSeconds:
   mac.update(body);
   return `v1,${mac.digest('base64')}`;
 }
+
+/**
+ * The previous secret while its rotation overlap lasts (`nowMs` before `previousSecretExpiresAt`),
+ * else null. During the overlap a delivery carries both signatures, new first.
+ */
+export function previousSecretAt(
+  s: { previousSecret: string | null; previousSecretExpiresAt: number | null },
+  nowMs: number,
+): string | null {
+  return s.previousSecret !== null && s.previousSecretExpiresAt !== null && nowMs < s.previousSecretExpiresAt ? s.previousSecret : null;
+}

@@ -4,10 +4,12 @@ import type { DeadLetterReason } from '../store/dead-letters-repo';
 import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
+import type { DeliveryOutcome } from '../metrics';
 import type { HttpSender } from './http-sender';
 import { newDeliveryId, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
-import { clearBuffer, createCursor, finishOffset, itemAtCursor, type PartitionCursor } from './partition-cursor';
+import { clearBuffer, createCursor, finishOffset, itemAtCursor, skipRange, type PartitionCursor } from './partition-cursor';
 import { buildDeliveryRequest, classifyStatus } from './request';
+import { previousSecretAt } from './signing';
 import { parseRetryAfter, retryDelayMs } from './retry';
 
 export interface WorkerDeps {
@@ -22,6 +24,18 @@ export interface WorkerDeps {
   log: Logger;
   clock: () => number;
   random: () => number;
+  observer?: DeliveryObserver;
+  /** False under `HERALD_DELIVERY=off`: nothing is sent; state and stats stay as they are. */
+  enabled?: boolean;
+}
+
+/** Where delivery reports what happened (the metrics); optional so tests and tools can leave it out. */
+export interface DeliveryObserver {
+  outcome(subscriptionId: string, outcome: DeliveryOutcome): void;
+  /** Request start to the receiver's answer (or the error). */
+  answered(subscriptionId: string, ms: number): void;
+  /** Stored to a 2xx from the receiver. */
+  succeeded(subscriptionId: string, ms: number): void;
 }
 
 /** With ordering none, how far past the oldest unfinished offset a partition may run: bounds memory. */
@@ -71,7 +85,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   }
 
   function pump(): void {
-    if (stopped || paused()) return;
+    if (stopped || paused() || deps.enabled === false) return;
     const max = options().maxInFlight;
     while (redriveQueue.length > 0 && totalPending() < max) startRedrive(redriveQueue.shift()!);
     let progressed = true;
@@ -163,9 +177,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       { subscription: subId, partition: part.partition, fromOffset: from, toOffset: to - 1, count: to - from },
       'events missing from the log (lost or set aside at recovery); skipping them',
     );
-    let row: OffsetRow | undefined;
-    for (let offset = from; offset < to; offset++) row = finishOffset(part, offset, false) ?? row;
-    saveOffset(row);
+    saveOffset(skipRange(part, from, to));
     part.cursor = to;
   }
 
@@ -184,7 +196,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   }
 
   async function attempt(pending: Pending): Promise<void> {
-    if (stopped || pending.finished) return;
+    if (stopped || pending.finished || deps.enabled === false) return;
     clearTimer(pending);
     const stored = pending.event ?? readOne(deps.store, pending.partition, pending.offset);
     if (stored === 'corrupt') {
@@ -214,6 +226,8 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     const request = buildDeliveryRequest({
       subscriptionId: subId,
       secret: sub.secret,
+      previousSecret: previousSecretAt(sub, deps.clock()),
+      headers: sub.delivery.headers,
       format: sub.delivery.format,
       partition: pending.partition,
       offset: pending.offset,
@@ -226,18 +240,45 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       nowSeconds: Math.floor(deps.clock() / 1000),
     });
     pending.sending = true;
+    const startedAt = deps.clock();
+    const storedAt = stored.storedAt;
     const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, openRequests.signal);
+    const durationMs = deps.clock() - startedAt;
+    deps.observer?.answered(subId, durationMs);
+    if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
     // A newer attempt may have started meanwhile (nack during the request): its flag is its own.
     if (pending.deliveryId === attemptId) pending.sending = false;
     // A callback may have settled this attempt while the request was open.
     if (stopped || pending.finished || pending.deliveryId !== attemptId || pending.state !== 'in_flight') return;
     pending.lastStatus = result.status;
+    const outcome = result.status === null ? 'error' : classifyStatus(result.status, deps.subscription().delivery.ackMode);
+    deps.log.debug(
+      {
+        subscription: subId,
+        partition: pending.partition,
+        offset: pending.offset,
+        attempt: pending.attempt,
+        status: result.status,
+        ms: durationMs,
+        outcome,
+      },
+      'delivery attempt',
+    );
+    if (result.sinkNotAllowed) {
+      // HERALD_SINK_ALLOW_PRIVATE=false refused the address at connect time: retrying cannot help.
+      pending.lastError = result.error ?? 'the sink address is not allowed';
+      deps.callbacks.settle(attemptId, 'failed');
+      deadLetter(pending, 'sink_not_allowed');
+      return;
+    }
     if (result.status === null) {
+      observe(result.timedOut ? 'timeout' : 'retry');
       fail(pending, result.error ?? 'request failed');
       return;
     }
-    switch (classifyStatus(result.status, deps.subscription().delivery.ackMode)) {
+    switch (outcome) {
       case 'done':
+        observe('delivered');
         pending.lastError = null;
         deps.callbacks.settle(attemptId, 'acked');
         complete(pending);
@@ -251,6 +292,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
         return;
       }
       case 'gone':
+        observe('gone');
         pending.lastError = result.error ?? 'subscriber answered 410 Gone';
         deps.callbacks.settle(attemptId, 'failed');
         waitForResume(pending);
@@ -259,6 +301,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       case 'retry': {
         // Retry-After means "come back later" only on 429 and 503 (RFC 9110 §10.2.3); other statuses use the backoff.
         const retryAfter = result.status === 429 || result.status === 503 ? result.retryAfter : undefined;
+        observe('retry');
         fail(pending, result.error ?? `HTTP ${result.status}`, parseRetryAfter(retryAfter, deps.clock()));
         return;
       }
@@ -276,6 +319,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     pending.timer = setTimeout(() => {
       if (stopped || pending.finished || pending.state !== 'awaiting_ack') return;
       if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'expired');
+      observe('lease_expired');
       fail(pending, `no acknowledgement within the lease (ackDeadlineMs=${deps.subscription().delivery.ackDeadlineMs})`);
     }, delay);
   }
@@ -321,7 +365,24 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     deps.persistence.savePending(subId, pending);
   }
 
+  function observe(outcome: DeliveryOutcome): void {
+    deps.observer?.outcome(subId, outcome);
+  }
+
   function deadLetter(pending: Pending, reason: DeadLetterReason): void {
+    observe('dead_letter');
+    deps.log.warn(
+      {
+        subscription: subId,
+        partition: pending.partition,
+        offset: pending.offset,
+        reason,
+        lastStatus: pending.lastStatus,
+        lastError: pending.lastError,
+        attempts: pending.attempt,
+      },
+      'event dead-lettered',
+    );
     deps.persistence.deadLetter(subId, pending, reason, deps.clock());
     complete(pending);
   }
@@ -385,10 +446,12 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     wake: schedulePump,
     /** Callback from the receiver for the current attempt. */
     ack(pending: Pending): void {
+      observe('acked');
       pending.lastError = null;
       complete(pending);
     },
     nack(pending: Pending, delayMs?: number): void {
+      observe('nacked');
       fail(pending, 'negatively acknowledged by the receiver', delayMs);
     },
     extend(pending: Pending, ms: number): number {
@@ -404,6 +467,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       return until;
     },
     reject(pending: Pending, reason?: string): void {
+      observe('rejected');
       pending.lastError = reason ?? 'rejected by the receiver';
       deadLetter(pending, 'receiver_rejected');
     },

@@ -33,6 +33,8 @@ export interface LocalEventStoreOptions {
   /** `HERALD_RECOVERY`: what start-up may do beyond cutting a torn tail. */
   recovery?: ReadonlySet<RecoveryPermission>;
   clock?: () => number;
+  /** Told of each committed group: its event count and how long its fsync took (undefined when none ran). */
+  onGroupCommitted?: (events: number, fsyncMs: number | undefined) => void;
 }
 
 interface PendingEntry {
@@ -63,7 +65,9 @@ const RETRY_AFTER_SECONDS = 1;
  * with group commit, and SQLite rows derived from it (idempotency, index,
  * partition heads) that recovery rebuilds from the log.
  */
-export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & { recovery: RecoveryReport; pruneIdempotency(): number } {
+export function openLocalEventStore(
+  opts: LocalEventStoreOptions,
+): EventStore & { recovery: RecoveryReport; pruneIdempotency(): number; logStats(): { bytes: number; segments: number } } {
   const clock = opts.clock ?? Date.now;
   const { db, log } = opts;
   const meta = createMetaRepo(db);
@@ -243,7 +247,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       const offset = heads[partition]!;
       let frame: Buffer;
       try {
-        frame = encodeRecord({ partition, offset, storedAt, event });
+        frame = encodeRecord({ partition, offset, storedAt, event }, segments.key);
       } catch (err) {
         throw new AppError('invalid_event', 'the event cannot be stored', {
           cause: err,
@@ -323,10 +327,12 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
         at += e.frame.length;
       }
       const mustSync = opts.fsync === 'always' || syncFailed;
+      let fsyncMs: number | undefined;
       if (!mustSync) dirty = true;
       // The group's SQLite rows are written while its fsync runs instead of after it. Until the sync
       // returns they are invisible to delivery and partition reads (committedHeads moves after it), a
       // second send of a key waits on the group (pendingKeys), and a failed sync undoes them.
+      const syncStarted = performance.now();
       const synced = mustSync ? segments.sync() : undefined;
       try {
         insertRows(group.entries, positions, at);
@@ -337,6 +343,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       if (synced) {
         try {
           await synced;
+          fsyncMs = performance.now() - syncStarted;
         } catch (err) {
           undoRows(group.entries, before);
           throw err;
@@ -353,6 +360,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
         log.info('log is writable again');
       }
       group.resolve();
+      opts.onGroupCommitted?.(group.entries.length, fsyncMs);
     } catch (err) {
       failGroups(group, before, err);
       return;
@@ -401,7 +409,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
 
   /** Verifies and decodes one record's bytes; undefined (and an error log) when they are not that record. */
   function decodeAt(partition: number, entry: IndexEntry, frame: Buffer | undefined): StoredEvent | undefined {
-    const record = frame && verifyAndDecode(frame, partition, entry.offset);
+    const record = frame && verifyAndDecode(frame, partition, entry.offset, segments.key);
     if (record) return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
     log.error(
       { partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length },
@@ -523,6 +531,8 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): EventStore & 
       return page.events[0];
     },
     heads: () => committedHeads,
+    /** Bytes and segment files of the log on disk. */
+    logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.segmentFiles().length }),
     health: () => (writable && !closed ? { writable: true } : { writable: false, reason: closed ? 'closed' : failureReason }),
     onAppend(listener) {
       listeners.add(listener);

@@ -4,8 +4,15 @@ import type { CloudEvent, EventData } from '../cloudevents/event';
 /**
  * On-disk record frame (little-endian):
  *
- *   u32 bodyLength | u32 crc32(bodyLength bytes ++ body) | body
+ *   u32 bodyLength | u32 crc32(bodyLength bytes ++ body, seeded with the log's key) | body
  *   body = u8 version | u8 dataKind | u16 partition | f64 offset | f64 storedAt | u32 attrsLength | attrs JSON | data
+ *
+ * Version 2 (written now) seeds the checksum with a secret random key kept
+ * beside the segments (`wal/frame.key`). Event data is stored byte for byte,
+ * so a producer can put a well-formed frame inside its data; without the key
+ * it cannot give that frame a valid checksum, so recovery, which looks for the
+ * next intact frame after damage, never mistakes event bytes for a record.
+ * Version 1 (logs written before) has an unseeded checksum and is still read.
  *
  * A padding frame (version {@link PADDING_VERSION}, any body after it) holds no
  * event: recovery writes one over unreadable bytes it was allowed to set aside
@@ -16,8 +23,22 @@ import type { CloudEvent, EventData } from '../cloudevents/event';
  */
 export const FRAME_HEADER_BYTES = 8;
 const BODY_FIXED_BYTES = 1 + 1 + 2 + 8 + 8 + 4;
-const VERSION = 1;
+const VERSION = 2;
+const LEGACY_VERSION = 1;
 export const PADDING_VERSION = 0xff;
+
+/** The log's checksum seed; `LEGACY_FRAME_KEY` writes version-1 frames (tests of old logs only). */
+export interface FrameKey {
+  seed: number;
+  version: number;
+}
+
+/** A key from the log's 16 secret bytes. */
+export function frameKey(secret: Buffer): FrameKey {
+  return { seed: crc32(secret), version: VERSION };
+}
+
+export const LEGACY_FRAME_KEY: FrameKey = Object.freeze({ seed: 0, version: LEGACY_VERSION });
 /** The smallest frame: a padding frame whose body is its version byte alone. */
 export const MIN_FRAME_BYTES = FRAME_HEADER_BYTES + 1;
 /** Anything longer is garbage, not a record: no request body can be this large. */
@@ -32,14 +53,14 @@ export interface LogRecord {
   event: CloudEvent;
 }
 
-export function encodeRecord(record: LogRecord): Buffer {
+export function encodeRecord(record: LogRecord, key: FrameKey): Buffer {
   const attrs = Buffer.from(JSON.stringify(record.event.attributes), 'utf8');
   const data = encodeData(record.event.data);
   const bodyLength = BODY_FIXED_BYTES + attrs.length + data.length;
   const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bodyLength);
   frame.writeUInt32LE(bodyLength, 0);
   let at = FRAME_HEADER_BYTES;
-  at = frame.writeUInt8(VERSION, at);
+  at = frame.writeUInt8(key.version, at);
   at = frame.writeUInt8(DATA_KINDS.indexOf(record.event.data.kind), at);
   at = frame.writeUInt16LE(record.partition, at);
   at = frame.writeDoubleLE(record.offset, at);
@@ -47,7 +68,7 @@ export function encodeRecord(record: LogRecord): Buffer {
   at = frame.writeUInt32LE(attrs.length, at);
   at += attrs.copy(frame, at);
   data.copy(frame, at);
-  frame.writeUInt32LE(checksum(frame, bodyLength), 4);
+  frame.writeUInt32LE(checksum(frame, bodyLength, key.seed), 4);
   return frame;
 }
 
@@ -63,37 +84,50 @@ function encodeData(data: EventData): Buffer {
   }
 }
 
-function checksum(frame: Buffer, bodyLength: number): number {
-  const lengthCrc = crc32(frame.subarray(0, 4));
+function checksum(frame: Buffer, bodyLength: number, seed: number): number {
+  const lengthCrc = crc32(frame.subarray(0, 4), seed);
   return crc32(frame.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + bodyLength), lengthCrc);
 }
 
 export type FrameCheck =
-  { status: 'ok'; length: number; padding: boolean } | { status: 'incomplete' } | { status: 'corrupt'; reason: string };
+  { status: 'ok'; length: number; padding: boolean; legacy: boolean } | { status: 'incomplete' } | { status: 'corrupt'; reason: string };
 
-/** Checks the frame that starts at `at` in `buf` without decoding it. */
-export function checkFrame(buf: Buffer, at: number): FrameCheck {
+/**
+ * Checks the frame that starts at `at` in `buf` without decoding it. A frame
+ * checksummed with `key` is version 2 (or padding); with `allowLegacy`, an
+ * unseeded version-1 frame is accepted too. Recovery's search for the next
+ * record after damage allows legacy frames only in segments written before
+ * the key existed, where no producer can have planted one that passes.
+ */
+export function checkFrame(buf: Buffer, at: number, key: FrameKey, allowLegacy = true): FrameCheck {
   if (buf.length - at < FRAME_HEADER_BYTES) return { status: 'incomplete' };
   const bodyLength = buf.readUInt32LE(at);
   if (bodyLength < 1 || bodyLength > MAX_RECORD_BYTES) return { status: 'corrupt', reason: `implausible length ${bodyLength}` };
   const length = FRAME_HEADER_BYTES + bodyLength;
   if (buf.length - at < length) return { status: 'incomplete' };
   const frame = buf.subarray(at, at + length);
-  if (checksum(frame, bodyLength) !== frame.readUInt32LE(4)) return { status: 'corrupt', reason: 'checksum mismatch' };
+  const stored = frame.readUInt32LE(4);
   const version = frame.readUInt8(FRAME_HEADER_BYTES);
-  if (version === PADDING_VERSION) return { status: 'ok', length, padding: true };
-  if (version !== VERSION || bodyLength < BODY_FIXED_BYTES) return { status: 'corrupt', reason: 'unknown record version' };
-  return { status: 'ok', length, padding: false };
+  if (checksum(frame, bodyLength, key.seed) === stored) {
+    if (version === PADDING_VERSION) return { status: 'ok', length, padding: true, legacy: false };
+    if (version === key.version && bodyLength >= BODY_FIXED_BYTES) return { status: 'ok', length, padding: false, legacy: key.seed === 0 };
+    return { status: 'corrupt', reason: 'unknown record version' };
+  }
+  if (allowLegacy && key.seed !== 0 && checksum(frame, bodyLength, 0) === stored) {
+    if (version === LEGACY_VERSION && bodyLength >= BODY_FIXED_BYTES) return { status: 'ok', length, padding: false, legacy: true };
+    return { status: 'corrupt', reason: 'unknown record version' };
+  }
+  return { status: 'corrupt', reason: 'checksum mismatch' };
 }
 
 /** A frame that holds no event and covers exactly `length` bytes (at least {@link MIN_FRAME_BYTES}). */
-export function encodePadding(length: number): Buffer {
+export function encodePadding(length: number, key: FrameKey): Buffer {
   if (length < MIN_FRAME_BYTES) throw new RangeError(`a padding frame needs at least ${MIN_FRAME_BYTES} bytes`);
   const frame = Buffer.alloc(length);
   const bodyLength = length - FRAME_HEADER_BYTES;
   frame.writeUInt32LE(bodyLength, 0);
   frame.writeUInt8(PADDING_VERSION, FRAME_HEADER_BYTES);
-  frame.writeUInt32LE(checksum(frame, bodyLength), 4);
+  frame.writeUInt32LE(checksum(frame, bodyLength, key.seed), 4);
   return frame;
 }
 
@@ -102,8 +136,8 @@ export function encodePadding(length: number): Buffer {
  * (what the index says lies there) and decodes it; undefined when it is not.
  * Every read goes through this: a record whose bytes changed is never served.
  */
-export function verifyAndDecode(frame: Buffer, partition: number, offset: number): LogRecord | undefined {
-  const check = checkFrame(frame, 0);
+export function verifyAndDecode(frame: Buffer, partition: number, offset: number, key: FrameKey): LogRecord | undefined {
+  const check = checkFrame(frame, 0, key);
   if (check.status !== 'ok' || check.padding || check.length !== frame.length) return undefined;
   try {
     const record = decodeRecord(frame);

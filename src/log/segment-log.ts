@@ -1,9 +1,17 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { StartupError } from '../errors';
-import { FRAME_HEADER_BYTES, MIN_FRAME_BYTES, checkFrame, encodePadding } from './record';
+import { randomBytes } from 'node:crypto';
+import { FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MIN_FRAME_BYTES, checkFrame, encodePadding, frameKey, type FrameKey } from './record';
 
 const SEGMENT_SUFFIX = '.seg';
+const KEY_FILE = 'frame.key';
+/**
+ * Bytes the search for the next intact record after damage may checksum. Data inside a damaged
+ * record can make many positions look like plausible lengths; past this the damage cannot be
+ * classified cheaply and start-up refuses (or, with skip-corrupt, sets the segment's rest aside).
+ */
+const RESYNC_BUDGET_BYTES = 256 * 1024 * 1024;
 const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
 
 export interface SegmentLogOptions {
@@ -44,6 +52,9 @@ export interface ScanResult {
  * cutting there would delete acknowledged events. Start-up refuses unless the
  * operator allows `skip-corrupt`.
  */
+/** The search after damage ran out of its checksum budget (hostile or pathological bytes). */
+class ResyncBudgetExceeded extends Error {}
+
 export class CorruptLogError extends StartupError {
   override name = 'CorruptLogError';
   constructor(
@@ -86,8 +97,66 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       const file = path.join(opts.dir, f);
       return { base: Number(f.slice(0, 20)), file, size: fs.statSync(file).size };
     });
+  const key = loadKey();
   if (segments.length === 0) segments.push(createSegment(0));
   let writeFd = fs.openSync(active().file, 'a');
+  /** Segments whose first record is version 1 (written before the key): only there may a search accept such a frame. */
+  const legacySegments = new Map<Segment, boolean>();
+
+  /**
+   * The log's secret checksum key (`wal/frame.key`), made with a new log. A log written before keys
+   * existed (version-1 records) gets one now and keeps being read. A keyed log without its key could
+   * not be verified: refused.
+   */
+  function loadKey(): FrameKey {
+    const file = path.join(opts.dir, KEY_FILE);
+    if (fs.existsSync(file)) {
+      const hex = fs.readFileSync(file, 'utf8').trim();
+      if (!/^[0-9a-f]{32}$/.test(hex))
+        throw new StartupError(`${file} is damaged; restore it from a backup of the data dir (the log cannot be verified without it)`);
+      return frameKey(Buffer.from(hex, 'hex'));
+    }
+    const first = segments.find((seg) => seg.size > 0);
+    if (first && !startsWithLegacyFrame(first)) {
+      throw new StartupError(`${file} is missing, and the log's records need it to be verified; restore it from a backup of the data dir`);
+    }
+    const secret = randomBytes(16);
+    const tmp = `${file}.tmp`;
+    fs.writeFileSync(tmp, `${secret.toString('hex')}\n`, { mode: 0o600 });
+    const fd = fs.openSync(tmp, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+    fsyncPath(opts.dir);
+    return frameKey(secret);
+  }
+
+  function startsWithLegacyFrame(seg: Segment): boolean {
+    const fd = fs.openSync(seg.file, 'r');
+    try {
+      const header = Buffer.alloc(FRAME_HEADER_BYTES);
+      if (fs.readSync(fd, header, 0, FRAME_HEADER_BYTES, 0) < FRAME_HEADER_BYTES) return false;
+      const length = FRAME_HEADER_BYTES + header.readUInt32LE(0);
+      if (length > seg.size) return false;
+      const frame = Buffer.allocUnsafe(length);
+      fs.readSync(fd, frame, 0, length, 0);
+      return checkFrame(frame, 0, LEGACY_FRAME_KEY).status === 'ok';
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
+  function isLegacySegment(seg: Segment): boolean {
+    let legacy = legacySegments.get(seg);
+    if (legacy === undefined) {
+      legacy = seg.size > 0 && startsWithLegacyFrame(seg);
+      legacySegments.set(seg, legacy);
+    }
+    return legacy;
+  }
   /** A failed append's bytes may still be in the active segment: cut them before the next write. */
   let undoOwed = false;
 
@@ -162,7 +231,32 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         startInFile = 0;
         continue;
       }
-      const resume = nextIntactFrame(index, result.badAt + 1);
+      let resume: { index: number; inFile: number } | undefined;
+      try {
+        resume = nextIntactFrame(index, result.badAt, { bytes: RESYNC_BUDGET_BYTES });
+      } catch (err) {
+        if (!(err instanceof ResyncBudgetExceeded)) throw err;
+        if (result.torn && index === segments.length - 1) {
+          // A record cut short at the end of the log whose own bytes look like many lengths (event data can):
+          // a torn tail. Its bytes are copied aside before the cut, so nothing is destroyed either way.
+          copyAside(seg, result.badAt, seg.size);
+          const truncatedBytes = cutTail(index, result.badAt, result.reason);
+          return { end: end(), truncatedBytes, scannedBytes, lost };
+        }
+        if (!policy.skipCorrupt) {
+          throw new StartupError(
+            `the log is damaged in ${seg.file} at byte ${result.badAt} (${result.reason}), and what follows could not be classified within ${RESYNC_BUDGET_BYTES} bytes of checksums; nothing was changed. ` +
+              'Start with HERALD_RECOVERY=skip-corrupt to set the rest of that segment aside (copied to a side file) and keep later segments.',
+          );
+        }
+        // Whatever follows in this segment is set aside whole (copied first); later segments are scanned as they are.
+        resume = { index: index + 1, inFile: 0 };
+        if (index + 1 >= segments.length) {
+          copyAside(seg, result.badAt, seg.size);
+          const truncatedBytes = cutTail(index, result.badAt, result.reason);
+          return { end: end(), truncatedBytes, scannedBytes, lost };
+        }
+      }
       if (resume === undefined) {
         const truncatedBytes = cutTail(index, result.badAt, result.reason);
         return { end: end(), truncatedBytes, scannedBytes, lost };
@@ -237,7 +331,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     copyAside(seg, from, to);
     const fd = fs.openSync(seg.file, 'r+');
     try {
-      fs.writeSync(fd, encodePadding(to - from), 0, to - from, from);
+      fs.writeSync(fd, encodePadding(to - from, key), 0, to - from, from);
       if (opts.durable) fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -245,9 +339,11 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   }
 
   function copyAside(seg: Segment, from: number, to: number): void {
-    const side = `${seg.file}.corrupt-${from}`;
+    // Never over an earlier side file: a second incident at the same byte must not destroy the first copy.
+    let side = `${seg.file}.corrupt-${from}`;
+    for (let n = 1; fs.existsSync(side); n++) side = `${seg.file}.corrupt-${from}.${n}`;
     const src = fs.openSync(seg.file, 'r');
-    const dst = fs.openSync(side, 'w');
+    const dst = fs.openSync(side, 'wx');
     try {
       const chunk = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(1, to - from)));
       for (let at = from; at < to;) {
@@ -264,13 +360,33 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     if (opts.durable) fsyncPath(opts.dir);
   }
 
-  /** The first intact frame at or after `inFile` of segment `index`, or in any later segment. */
-  function nextIntactFrame(index: number, inFile: number): { index: number; inFile: number } | undefined {
+  /**
+   * The first intact frame after the damage at `badAt` of segment `index`, or in any later segment.
+   * A record whose body was damaged still has its length: the frame right after it is tried first,
+   * so the common case (a flipped bit) costs one checksum, not a search through the damaged record.
+   */
+  function nextIntactFrame(index: number, badAt: number, budget: { bytes: number }): { index: number; inFile: number } | undefined {
+    const seg = segments[index]!;
+    const claimedEnd = claimedFrameEnd(seg, badAt);
+    if (claimedEnd !== undefined && findFrame(seg, claimedEnd, budget, claimedEnd) !== undefined) return { index, inFile: claimedEnd };
     for (let i = index; i < segments.length; i++) {
-      const found = findFrame(segments[i]!, i === index ? inFile : 0);
+      const found = findFrame(segments[i]!, i === index ? badAt + 1 : 0, budget);
       if (found !== undefined) return { index: i, inFile: found };
     }
     return undefined;
+  }
+
+  /** Where the damaged frame at `at` says it ends, when that is inside the segment. */
+  function claimedFrameEnd(seg: Segment, at: number): number | undefined {
+    const fd = fs.openSync(seg.file, 'r');
+    try {
+      const header = Buffer.alloc(4);
+      if (fs.readSync(fd, header, 0, 4, at) < 4) return undefined;
+      const end = at + FRAME_HEADER_BYTES + header.readUInt32LE(0);
+      return end + MIN_FRAME_BYTES <= seg.size ? end : undefined;
+    } finally {
+      fs.closeSync(fd);
+    }
   }
 
   /**
@@ -278,13 +394,14 @@ export function openSegmentLog(opts: SegmentLogOptions) {
    * refused by their length field alone (longer than what is left, or zero), so only plausible
    * candidates cost a checksum.
    */
-  function findFrame(seg: Segment, start: number): number | undefined {
+  function findFrame(seg: Segment, start: number, budget: { bytes: number }, last = seg.size): number | undefined {
+    const allowLegacy = isLegacySegment(seg);
     const fd = fs.openSync(seg.file, 'r');
     try {
       const window = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(FRAME_HEADER_BYTES, seg.size)));
       let windowStart = -1;
       let windowLength = 0;
-      for (let at = start; at + MIN_FRAME_BYTES <= seg.size; at++) {
+      for (let at = start; at <= last && at + MIN_FRAME_BYTES <= seg.size; at++) {
         if (at < windowStart || at + FRAME_HEADER_BYTES > windowStart + windowLength) {
           windowStart = at;
           windowLength = fs.readSync(fd, window, 0, window.length, at);
@@ -300,7 +417,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
           frame = Buffer.allocUnsafe(length);
           if (fs.readSync(fd, frame, 0, length, at) !== length) continue;
         }
-        if (checkFrame(frame, 0).status === 'ok') return at;
+        budget.bytes -= length;
+        if (budget.bytes < 0) throw new ResyncBudgetExceeded();
+        if (checkFrame(frame, 0, key, allowLegacy).status === 'ok') return at;
       }
       return undefined;
     } finally {
@@ -322,7 +441,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     seg: Segment,
     startInFile: number,
     onRecord: (position: number, frame: Buffer) => void,
-  ): { badAt?: number; reason: string; scanned: number } {
+  ): { badAt?: number; reason: string; scanned: number; torn?: boolean } {
     const fd = fs.openSync(seg.file, 'r');
     try {
       let bufStart = startInFile;
@@ -331,7 +450,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       let at = 0;
       let scanned = 0;
       for (;;) {
-        const check = checkFrame(buf, at);
+        const check = checkFrame(buf, at, key);
         if (check.status === 'ok') {
           if (!check.padding) onRecord(seg.base + bufStart + at, buf.subarray(at, at + check.length));
           at += check.length;
@@ -345,7 +464,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         if (fileLeft <= 0) {
           return remaining.length === 0
             ? { reason: '', scanned }
-            : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned };
+            : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned, torn: true };
         }
         const needed = remaining.length >= 4 ? remaining.readUInt32LE(0) + 8 : 0;
         const want = Math.min(fileLeft, Math.max(SCAN_CHUNK_BYTES, needed));
@@ -459,6 +578,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     sameSegment,
     close,
     activeSegmentBase: () => active().base,
+    /** The checksum key records are written and verified with. */
+    key,
     /** The segment file holding `position` and the byte within it (for error logs). */
     locate: (position: number) => {
       const seg = segmentAt(position);
@@ -467,6 +588,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     /** Whether any segment holds bytes (a data dir with a log but no database is a lost database). */
     hasRecords: () => segments.some((s) => s.size > 0),
     segmentFiles: () => segments.map((s) => s.file),
+    sizeBytes: () => segments.reduce((n, s) => n + s.size, 0),
   };
 }
 

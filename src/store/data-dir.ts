@@ -46,7 +46,12 @@ export function lockDataDir(dataDir: string): DataDirLock {
     }
     throw unusable(dataDir, err);
   }
-  fs.writeFileSync(path.join(dataDir, PID_FILE), `${process.pid}\n`);
+  try {
+    fs.writeFileSync(path.join(dataDir, PID_FILE), `${process.pid}\n`);
+  } catch (err) {
+    db.close();
+    throw unusable(dataDir, err);
+  }
   return {
     release() {
       try {
@@ -101,7 +106,9 @@ export function readIdentity(dataDir: string): DataDirIdentity | undefined {
   } catch {
     // Reported below.
   }
-  throw new StartupError(`${file} is not a Herald data dir identity file; restore it from a backup`);
+  throw new StartupError(
+    `${file} is not a Herald data dir identity file; restore it from a backup, or remove it to have it written again from herald.db`,
+  );
 }
 
 /** Written once, atomically: a temp file, fsync, rename, fsync of the directory. */

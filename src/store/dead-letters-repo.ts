@@ -1,6 +1,6 @@
 import type { Db } from './db';
 
-export type DeadLetterReason = 'rejected_status' | 'max_attempts' | 'receiver_rejected' | 'corrupt_record';
+export type DeadLetterReason = 'rejected_status' | 'max_attempts' | 'receiver_rejected' | 'corrupt_record' | 'sink_not_allowed';
 
 export interface DeadLetterRow {
   id: string;

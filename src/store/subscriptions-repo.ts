@@ -10,6 +10,10 @@ export interface SubscriptionRecord {
   state: 'active' | 'paused';
   stateReason: string | null;
   secret: string;
+  /** The secret the last rotation replaced, still signing (after the new one) until `previousSecretExpiresAt`. */
+  previousSecret: string | null;
+  /** Epoch ms; null when there is no overlap. */
+  previousSecretExpiresAt: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -23,6 +27,8 @@ interface Row {
   state: 'active' | 'paused';
   state_reason: string | null;
   secret: string;
+  previous_secret: string | null;
+  previous_secret_expires_at: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -36,6 +42,8 @@ const fromRow = (r: Row): SubscriptionRecord => ({
   state: r.state,
   stateReason: r.state_reason,
   secret: r.secret,
+  previousSecret: r.previous_secret,
+  previousSecretExpiresAt: r.previous_secret_expires_at,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -43,12 +51,15 @@ const fromRow = (r: Row): SubscriptionRecord => ({
 /** `subscriptions`. Owned by the subscriptions service. */
 export function createSubscriptionsRepo(db: Db) {
   const insert = db.prepare(
-    `INSERT INTO subscriptions (id, sink, filters, delivery, start_at, state, state_reason, secret, created_at, updated_at)
-     VALUES (@id, @sink, @filters, @delivery, @startAt, @state, @stateReason, @secret, @createdAt, @updatedAt)`,
+    `INSERT INTO subscriptions (id, sink, filters, delivery, start_at, state, state_reason, secret, previous_secret,
+       previous_secret_expires_at, created_at, updated_at)
+     VALUES (@id, @sink, @filters, @delivery, @startAt, @state, @stateReason, @secret, @previousSecret,
+       @previousSecretExpiresAt, @createdAt, @updatedAt)`,
   );
   const update = db.prepare(
     `UPDATE subscriptions SET sink = @sink, filters = @filters, delivery = @delivery, state = @state,
-       state_reason = @stateReason, secret = @secret, updated_at = @updatedAt WHERE id = @id`,
+       state_reason = @stateReason, secret = @secret, previous_secret = @previousSecret,
+       previous_secret_expires_at = @previousSecretExpiresAt, updated_at = @updatedAt WHERE id = @id`,
   );
   const get = db.prepare<[string], Row>('SELECT * FROM subscriptions WHERE id = ?');
   const all = db.prepare<[], Row>('SELECT * FROM subscriptions ORDER BY created_at, id');

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { toStructured } from '../cloudevents/format';
 import type { Dispatcher } from '../delivery/dispatcher';
-import { newSigningSecret } from '../delivery/signing';
+import { newSigningSecret, previousSecretAt } from '../delivery/signing';
 import { AppError } from '../errors';
 import { readOne, type EventStore } from '../log/event-store';
 import type { Db } from '../store/db';
@@ -10,7 +10,15 @@ import { createSubscriptionsRepo, type SubscriptionRecord } from '../store/subsc
 import { parseInput } from '../api/query';
 import type { Logger } from '../logger';
 import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from './filter';
-import { createSubscriptionSchema, deliverySchema, mergeDelivery, patchSubscriptionSchema } from './schema';
+import {
+  createSubscriptionSchema,
+  deliverySchema,
+  maskDelivery,
+  mergeDelivery,
+  patchSubscriptionSchema,
+  rotateSecretSchema,
+} from './schema';
+import { createSinkPolicy, type SinkPolicy } from './sink-policy';
 
 interface Live {
   record: SubscriptionRecord;
@@ -19,9 +27,25 @@ interface Live {
 
 const REDRIVE_PAGE = 1000;
 
+/** What the service reports outward (the metrics): filter errors, and deletions so per-subscription series go too. */
+export interface SubscriptionHooks {
+  filterError(subscriptionId: string): void;
+  deleted(subscriptionId: string): void;
+}
+
 /** Subscriptions: their records (SQLite `subscriptions`), validation, secrets, and the dispatcher's lifecycle hooks. */
-export function createSubscriptionsService(deps: { db: Db; store: EventStore; dispatcher: Dispatcher; log: Logger; clock?: () => number }) {
+export function createSubscriptionsService(deps: {
+  db: Db;
+  store: EventStore;
+  dispatcher: Dispatcher;
+  log: Logger;
+  /** `HERALD_SINK_ALLOW_PRIVATE`; every sink is allowed without one. */
+  sinkPolicy?: SinkPolicy;
+  hooks?: SubscriptionHooks;
+  clock?: () => number;
+}) {
   const clock = deps.clock ?? Date.now;
+  const sinks = deps.sinkPolicy ?? createSinkPolicy({ allowPrivate: true });
   const repo = createSubscriptionsRepo(deps.db);
   const deadLetters = createDeadLettersRepo(deps.db);
   const live = new Map<string, Live>();
@@ -36,7 +60,10 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
   /** One reporter per subscription, kept across PATCHes, so "once a minute" holds per subscription. */
   function matcherFor(id: string, filters: unknown): Matcher {
     let report = reporters.get(id);
-    if (!report) reporters.set(id, (report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock })));
+    if (!report) {
+      const count = () => deps.hooks?.filterError(id);
+      reporters.set(id, (report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock, count })));
+    }
     return compileFilters(filters, { onError: report });
   }
 
@@ -60,6 +87,8 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     const entry = liveOf(id);
     const record = save(entry, { state, stateReason: reason });
     if (state === 'active') deps.dispatcher.resume(id);
+    if (reason === 'gone') deps.log.warn({ subscription: id, stateReason: reason }, 'subscription paused: the receiver answered 410 Gone');
+    else deps.log.info({ subscription: id, stateReason: reason }, state === 'active' ? 'subscription resumed' : 'subscription paused');
     return record;
   }
 
@@ -68,12 +97,16 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       id: record.id,
       sink: record.sink,
       filters: record.filters,
-      delivery: record.delivery,
+      delivery: maskDelivery(record.delivery),
       startAt: record.startAt,
       state: record.state,
       stateReason: record.stateReason,
       createdAt: new Date(record.createdAt).toISOString(),
       stats: withStats ? stats(record.id) : null,
+      // Shown while the replaced secret still signs (after a rotation with overlap), absent otherwise.
+      ...(previousSecretAt(record, clock()) !== null && {
+        previousSecretExpiresAt: new Date(record.previousSecretExpiresAt!).toISOString(),
+      }),
     };
   }
 
@@ -87,8 +120,9 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     startAll(): void {
       for (const record of repo.all()) attach(record);
     },
-    create(body: unknown) {
+    async create(body: unknown) {
       const input = parseInput(createSubscriptionSchema, body, 'subscription');
+      await sinks.check(input.sink);
       const id = randomUUID();
       const matcher = matcherFor(id, input.filters);
       const delivery = parseInput(
@@ -106,6 +140,8 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
         state: 'active',
         stateReason: null,
         secret: newSigningSecret(),
+        previousSecret: null,
+        previousSecretExpiresAt: null,
         createdAt: now,
         updatedAt: now,
       };
@@ -114,7 +150,24 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
         deps.dispatcher.initOffsets(record.id, record.startAt);
       })();
       attach(record, matcher);
+      deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
       return { ...view(record, true), secret: record.secret };
+    },
+    /** Per subscription, what `/metrics` shows: one flush, then one dead-letter count query per subscription. */
+    metricsSnapshot() {
+      deps.dispatcher.flush();
+      return [...live.values()].map(({ record }) => {
+        const partitions = deps.dispatcher.stats(record.id);
+        const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
+        return {
+          id: record.id,
+          state: record.state,
+          deadLetters: deadLetters.count(record.id),
+          inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
+          oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
+          lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
+        };
+      });
     },
     list() {
       return [...live.values()].map((l) => view(l.record, true));
@@ -122,9 +175,12 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     get(id: string) {
       return view(liveOf(id).record, true);
     },
-    patch(id: string, body: unknown) {
-      const entry = liveOf(id);
+    async patch(id: string, body: unknown) {
+      liveOf(id);
       const input = parseInput(patchSubscriptionSchema, body, 'subscription update');
+      if (input.sink !== undefined) await sinks.check(input.sink);
+      // Read after the check: the subscription may have changed, or gone, during a DNS lookup.
+      const entry = liveOf(id);
       const matcher = input.filters !== undefined ? matcherFor(id, input.filters) : entry.matcher;
       const delivery =
         input.delivery !== undefined
@@ -133,6 +189,7 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       const record = save(entry, { sink: input.sink ?? entry.record.sink, filters: input.filters ?? entry.record.filters, delivery });
       entry.matcher = matcher;
       deps.dispatcher.resume(id);
+      deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
       return view(record, true);
     },
     remove(id: string): void {
@@ -141,6 +198,8 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       live.delete(id);
       reporters.delete(id);
       repo.remove(id);
+      deps.hooks?.deleted(id);
+      deps.log.info({ subscription: id }, 'subscription deleted');
     },
     pause(id: string) {
       return view(setState(id, 'paused', 'user'), true);
@@ -148,8 +207,21 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
     resume(id: string) {
       return view(setState(id, 'active', null), true);
     },
-    rotateSecret(id: string) {
-      const record = save(liveOf(id), { secret: newSigningSecret() });
+    /**
+     * A new secret. With `overlapSeconds` > 0 (default one day) the replaced one keeps signing, after
+     * the new one, until then; a rotation during an overlap keeps only the newest previous secret.
+     * 0: the replaced secret stops at once.
+     */
+    rotateSecret(id: string, body: unknown) {
+      const entry = liveOf(id);
+      const { overlapSeconds } = parseInput(rotateSecretSchema, body ?? {}, 'request');
+      const overlap = overlapSeconds > 0;
+      const record = save(entry, {
+        secret: newSigningSecret(),
+        previousSecret: overlap ? entry.record.secret : null,
+        previousSecretExpiresAt: overlap ? clock() + overlapSeconds * 1000 : null,
+      });
+      deps.log.info({ subscription: id, overlapSeconds }, 'signing secret rotated');
       return { ...view(record, false), secret: record.secret };
     },
     deadLetters(id: string, page: { limit: number; after: number }) {
@@ -194,6 +266,7 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
         }
       }
       deps.dispatcher.redrive(id, items);
+      deps.log.info({ subscription: id, deadLetters: items.length }, 'dead letters redelivered');
       return items.length;
     },
     deleteDeadLetter(id: string, deadLetterId: string): void {
@@ -202,6 +275,7 @@ export function createSubscriptionsService(deps: { db: Db; store: EventStore; di
       const n = Number(deadLetterId);
       if (!Number.isSafeInteger(n) || !deadLetters.remove(id, n))
         throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
+      deps.log.info({ subscription: id, deadLetter: deadLetterId }, 'dead letter deleted');
     },
   };
 }

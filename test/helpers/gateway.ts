@@ -226,12 +226,15 @@ export function segmentFiles(dataDir: string): string[] {
 /** Byte offsets just past each intact record of a segment file (independent of the gateway's own scanner). */
 export function recordEnds(file: string): number[] {
   const buf = fs.readFileSync(file);
+  // Version-2 checksums are seeded with the CRC-32 of the log's secret key (`wal/frame.key`).
+  const keyFile = path.join(path.dirname(file), 'frame.key');
+  const seed = fs.existsSync(keyFile) ? crc32(Buffer.from(fs.readFileSync(keyFile, 'utf8').trim(), 'hex')) : 0;
   const ends: number[] = [];
   let at = 0;
   while (at + 8 <= buf.length) {
     const length = 8 + buf.readUInt32LE(at);
     if (at + length > buf.length) break;
-    const lengthCrc = crc32(buf.subarray(at, at + 4));
+    const lengthCrc = crc32(buf.subarray(at, at + 4), seed);
     if (crc32(buf.subarray(at + 8, at + length), lengthCrc) !== buf.readUInt32LE(at + 4)) break;
     at += length;
     ends.push(at);

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { encodeRecord } from '../../src/log/record';
+import { encodeRecord, frameKey } from '../../src/log/record';
 import {
   eventKey,
   killIfRunning,
@@ -47,13 +47,13 @@ function partialFrame(): Buffer {
     attributes: { specversion: '1.0', id: 'torn', source: '/torn', type: 'torn' },
     data: { kind: 'json' as const, value: { pad: 'x'.repeat(200) } },
   };
-  const frame = encodeRecord({ partition: 0, offset: 10, storedAt: Date.now(), event });
+  const frame = encodeRecord({ partition: 0, offset: 10, storedAt: Date.now(), event }, frameKey(crypto.randomBytes(16)));
   return frame.subarray(0, Math.floor(frame.length / 2));
 }
 
 function badChecksumFrame(): Buffer {
   const event = { attributes: { specversion: '1.0', id: 'bad', source: '/torn', type: 'torn' }, data: { kind: 'none' as const } };
-  const frame = Buffer.from(encodeRecord({ partition: 0, offset: 10, storedAt: Date.now(), event }));
+  const frame = Buffer.from(encodeRecord({ partition: 0, offset: 10, storedAt: Date.now(), event }, frameKey(crypto.randomBytes(16))));
   frame[frame.length - 1]! ^= 0x01;
   return frame;
 }

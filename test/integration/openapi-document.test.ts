@@ -9,6 +9,7 @@ import { createDeliveriesRouter } from '../../src/api/deliveries-router';
 import { createEventsRouter } from '../../src/api/events-router';
 import { createHealthRouter } from '../../src/api/health-router';
 import { createIngestHandler } from '../../src/api/ingest-handler';
+import { createMetricsRouter } from '../../src/api/metrics-router';
 import { createOpenApiRouter, DOCS_ALIAS } from '../../src/api/openapi-router';
 import { createSubscriptionsRouter } from '../../src/api/subscriptions-router';
 import { startTestGateway } from '../helpers/gateway';
@@ -177,6 +178,7 @@ describe('the document and the server agree on the routes', () => {
           createEventsRouter(gw.store, createIngestHandler({ store: gw.store, log: gw.log, maxBodyBytes: 1024, maxJsonDepth: 64 })),
         createSubscriptionsRouter: () => createSubscriptionsRouter(gw.subscriptions),
         createDeliveriesRouter: () => createDeliveriesRouter(gw.dispatcher),
+        createMetricsRouter: () => createMetricsRouter(gw.metrics),
         createOpenApiRouter: () => createOpenApiRouter(),
       };
       const app = createApp({ log: gw.log, authorize: createAuthorizer([]), routers: Object.values(factories).map((make) => make()) });

@@ -145,6 +145,10 @@ describe('every operation answers as the contract says', () => {
     expect((await call('GET', '/events?source=%2Fcontract%2Fevents')).status).toBe(400);
     expect((await call('GET', '/events?source=%2Fnowhere&id=1')).status).toBe(404);
 
+    const metrics = await call('GET', '/metrics');
+    expect(metrics.status).toBe(200);
+    expect(metrics.text).toContain('herald_events_ingested_total');
+
     const partitions = await call('GET', '/partitions');
     expect(partitions.body.partitions).toHaveLength(4);
     const busy = (partitions.body.partitions as { partition: number; headOffset: number }[]).find((p) => p.headOffset > 0)!;
@@ -208,6 +212,24 @@ describe('every operation answers as the contract says', () => {
     expect((await call('POST', `/subscriptions/${id}/resume`)).body).toMatchObject({ state: 'active', stateReason: null });
     const rotated = await call('POST', `/subscriptions/${id}/rotate-secret`);
     expect(rotated.body.secret).not.toBe(created.body.secret);
+    // The default overlap is a day: the answer, and GET while it lasts, say until when the old secret signs.
+    expect(Date.parse(rotated.body.previousSecretExpiresAt) - Date.now()).toBeGreaterThan(86_000_000);
+    expect((await call('GET', `/subscriptions/${id}`)).body.previousSecretExpiresAt).toBe(rotated.body.previousSecretExpiresAt);
+    const hour = await call('POST', `/subscriptions/${id}/rotate-secret`, { json: { overlapSeconds: 3600 } });
+    expect(Date.parse(hour.body.previousSecretExpiresAt) - Date.now()).toBeLessThanOrEqual(3_600_000);
+    expect((await call('POST', `/subscriptions/${id}/rotate-secret`, { json: { overlapSeconds: 0 } })).body).not.toHaveProperty(
+      'previousSecretExpiresAt',
+    );
+    expect((await call('POST', `/subscriptions/${id}/rotate-secret`, { json: { overlapSeconds: 604_801 } })).status).toBe(400);
+    expect((await call('POST', `/subscriptions/${id}/rotate-secret`, { json: { overlap: 60 } })).status).toBe(400);
+    await expectJsonBodyErrors('POST', `/subscriptions/${id}/rotate-secret`);
+
+    // Sink authentication headers: values never come back.
+    const withHeaders = await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { headers: { Authorization: 'Bearer t0k3n' } } } });
+    expect(withHeaders.body.delivery.headers).toEqual({ authorization: '***' });
+    expect(withHeaders.text).not.toContain('t0k3n');
+    expect((await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { headers: { 'ce-id': 'x' } } } })).status).toBe(400);
+    expect((await call('PATCH', `/subscriptions/${id}`, { json: { sink: 'http://user:pass@127.0.0.1:9/' } })).status).toBe(400);
     for (const action of ['pause', 'resume', 'rotate-secret'])
       expect((await call('POST', `/subscriptions/nope/${action}`)).status).toBe(404);
 
@@ -227,6 +249,19 @@ describe('every operation answers as the contract says', () => {
     const doomed = await call('POST', '/subscriptions', { json: { sink: structured.url, filters: [{ exact: { source: '/none' } }] } });
     expect((await call('DELETE', `/subscriptions/${doomed.body.id}`)).status).toBe(204);
     expect((await call('DELETE', `/subscriptions/${doomed.body.id}`)).status).toBe(404);
+  });
+
+  it('refuses a private sink with sink_not_allowed when HERALD_SINK_ALLOW_PRIVATE=false', async () => {
+    // Refused before any connection: nothing is ever sent to these addresses.
+    const strict = await startTestGateway({ HERALD_PARTITIONS: '1', HERALD_SINK_ALLOW_PRIVATE: 'false' });
+    try {
+      const strictCall = createContractClient(strict.url, checker);
+      const refused = await strictCall('POST', '/subscriptions', { json: { sink: 'http://169.254.169.254/latest/meta-data/' } });
+      expect(refused.status).toBe(400);
+      expect(refused.body).toMatchObject({ code: 'sink_not_allowed', errors: [{ attribute: 'sink' }] });
+    } finally {
+      await strict.close();
+    }
   });
 
   it('takes delivery callbacks and keeps dead letters', async () => {

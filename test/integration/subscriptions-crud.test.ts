@@ -180,12 +180,13 @@ describe('reading, listing and secrets', () => {
     await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
   });
 
-  it('rotate-secret returns a new secret that signs the following deliveries', async () => {
+  it('rotate-secret with overlapSeconds 0 returns a new secret that alone signs the following deliveries', async () => {
     const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.rotate' } }], delivery: FAST });
-    const rotated = await request(gw.url).post(`/subscriptions/${sub.id}/rotate-secret`).expect(200);
+    const rotated = await request(gw.url).post(`/subscriptions/${sub.id}/rotate-secret`).send({ overlapSeconds: 0 }).expect(200);
     expect(rotated.body.secret).toMatch(/^whsec_/);
     expect(rotated.body.secret).not.toBe(sub.secret);
     expect(rotated.body.id).toBe(sub.id);
+    expect(rotated.body).not.toHaveProperty('previousSecretExpiresAt');
     expect(await getSub(sub.id)).not.toHaveProperty('secret');
     await publish('crud.rotate');
     const req = await waitFor(() => receiver.requests.find((q) => q.headers['herald-subscription-id'] === sub.id));

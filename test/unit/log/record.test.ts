@@ -7,9 +7,14 @@ import {
   checkFrame,
   decodeRecord,
   decodeRecordHeader,
+  LEGACY_FRAME_KEY,
+  encodePadding,
   encodeRecord,
+  frameKey,
   type LogRecord,
 } from '../../../src/log/record';
+
+const KEY = frameKey(Buffer.alloc(16, 7));
 
 const attributes = {
   specversion: '1.0',
@@ -39,16 +44,16 @@ describe('encodeRecord and decodeRecord', () => {
     ['empty bytes', { kind: 'bytes', bytes: Buffer.alloc(0) }],
   ])('round-trips an event with %s', (_label, data) => {
     const original = record(data);
-    expect(decodeRecord(encodeRecord(original))).toEqual(original);
+    expect(decodeRecord(encodeRecord(original, KEY))).toEqual(original);
   });
 
   it('keeps the largest partition and offsets beyond 32 bits', () => {
     const original = record({ kind: 'none' }, { partition: 65535, offset: 2 ** 40 + 1, storedAt: 0 });
-    expect(decodeRecord(encodeRecord(original))).toEqual(original);
+    expect(decodeRecord(encodeRecord(original, KEY))).toEqual(original);
   });
 
   it('reads partition, offset, storedAt, source and id from the header alone', () => {
-    const frame = encodeRecord(record({ kind: 'json', value: { big: 'x'.repeat(1000) } }));
+    const frame = encodeRecord(record({ kind: 'json', value: { big: 'x'.repeat(1000) } }), KEY);
     expect(decodeRecordHeader(frame)).toEqual({ partition: 3, offset: 17, storedAt: 1_700_000_000_123, source: '/records', id: 'r-1' });
   });
 
@@ -72,8 +77,8 @@ describe('encodeRecord and decodeRecord', () => {
         fc.nat(),
         (extra, d, partition, offset, storedAt) => {
           const original: LogRecord = { partition, offset, storedAt, event: { attributes: { ...extra, ...attributes }, data: d } };
-          const frame = encodeRecord(original);
-          expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length, padding: false });
+          const frame = encodeRecord(original, KEY);
+          expect(checkFrame(frame, 0, KEY)).toEqual({ status: 'ok', length: frame.length, padding: false, legacy: false });
           expect(decodeRecord(frame)).toEqual(original);
         },
       ),
@@ -83,16 +88,16 @@ describe('encodeRecord and decodeRecord', () => {
 });
 
 describe('checkFrame', () => {
-  const frame = encodeRecord(record({ kind: 'json', value: { a: 'b' } }));
+  const frame = encodeRecord(record({ kind: 'json', value: { a: 'b' } }), KEY);
 
   it('accepts an intact frame and reports its length', () => {
-    expect(checkFrame(frame, 0)).toEqual({ status: 'ok', length: frame.length, padding: false });
+    expect(checkFrame(frame, 0, KEY)).toEqual({ status: 'ok', length: frame.length, padding: false, legacy: false });
   });
 
   it('checks a frame at an offset inside a larger buffer', () => {
-    const second = encodeRecord(record({ kind: 'bytes', bytes: Buffer.from('second') }, { offset: 18 }));
+    const second = encodeRecord(record({ kind: 'bytes', bytes: Buffer.from('second') }, { offset: 18 }), KEY);
     const buf = Buffer.concat([frame, second, Buffer.from([1, 2, 3])]);
-    expect(checkFrame(buf, frame.length)).toEqual({ status: 'ok', length: second.length, padding: false });
+    expect(checkFrame(buf, frame.length, KEY)).toEqual({ status: 'ok', length: second.length, padding: false, legacy: false });
     expect(decodeRecord(buf.subarray(frame.length, frame.length + second.length)).offset).toBe(18);
   });
 
@@ -104,27 +109,27 @@ describe('checkFrame', () => {
         const followed = Buffer.concat([damaged, Buffer.alloc(1024)]);
         // A damaged length may point past the end of the data (read as a torn tail); anywhere else it is corrupt.
         const expected = i < 4 ? expect.stringMatching(/^(corrupt|incomplete)$/) : 'corrupt';
-        expect({ i, mask, status: checkFrame(followed, 0).status }).toEqual({ i, mask, status: expected });
-        expect({ i, mask, status: checkFrame(damaged, 0).status }).toEqual({ i, mask, status: expected });
+        expect({ i, mask, status: checkFrame(followed, 0, KEY).status }).toEqual({ i, mask, status: expected });
+        expect({ i, mask, status: checkFrame(damaged, 0, KEY).status }).toEqual({ i, mask, status: expected });
       }
     }
   });
 
   it('reports every truncated prefix as incomplete', () => {
     for (let n = 0; n < frame.length; n++) {
-      expect({ n, check: checkFrame(frame.subarray(0, n), 0) }).toEqual({ n, check: { status: 'incomplete' } });
+      expect({ n, check: checkFrame(frame.subarray(0, n), 0, KEY) }).toEqual({ n, check: { status: 'incomplete' } });
     }
   });
 
   it('reports an implausible length as corrupt without reading further', () => {
     const tooSmall = Buffer.from(frame);
     tooSmall.writeUInt32LE(0, 0);
-    expect(checkFrame(tooSmall, 0)).toEqual({ status: 'corrupt', reason: 'implausible length 0' });
+    expect(checkFrame(tooSmall, 0, KEY)).toEqual({ status: 'corrupt', reason: 'implausible length 0' });
     const tooLarge = Buffer.from(frame);
     tooLarge.writeUInt32LE(MAX_RECORD_BYTES + 1, 0);
-    expect(checkFrame(tooLarge, 0)).toEqual({ status: 'corrupt', reason: `implausible length ${MAX_RECORD_BYTES + 1}` });
+    expect(checkFrame(tooLarge, 0, KEY)).toEqual({ status: 'corrupt', reason: `implausible length ${MAX_RECORD_BYTES + 1}` });
     const allOnes = Buffer.alloc(FRAME_HEADER_BYTES, 0xff);
-    expect(checkFrame(allOnes, 0)).toMatchObject({ status: 'corrupt' });
+    expect(checkFrame(allOnes, 0, KEY)).toMatchObject({ status: 'corrupt' });
   });
 
   it('refuses an unknown record version even with a valid checksum', () => {
@@ -132,10 +137,27 @@ describe('checkFrame', () => {
     other.writeUInt8(2, FRAME_HEADER_BYTES);
     const bodyLength = other.readUInt32LE(0);
     other.writeUInt32LE(crc32(other.subarray(FRAME_HEADER_BYTES, FRAME_HEADER_BYTES + bodyLength), crc32(other.subarray(0, 4))), 4);
-    expect(checkFrame(other, 0)).toEqual({ status: 'corrupt', reason: 'unknown record version' });
+    expect(checkFrame(other, 0, KEY)).toEqual({ status: 'corrupt', reason: 'unknown record version' });
+  });
+
+  it('refuses a frame checksummed with another key: event data cannot carry a frame that passes', () => {
+    const forged = encodeRecord(record({ kind: 'json', value: { a: 'b' } }), frameKey(Buffer.alloc(16, 8)));
+    expect(checkFrame(forged, 0, KEY)).toEqual({ status: 'corrupt', reason: 'checksum mismatch' });
+  });
+
+  it('reads version-1 frames of logs written before the key, unless told not to', () => {
+    const legacy = encodeRecord(record({ kind: 'json', value: { a: 'b' } }), LEGACY_FRAME_KEY);
+    expect(checkFrame(legacy, 0, KEY)).toEqual({ status: 'ok', length: legacy.length, padding: false, legacy: true });
+    expect(checkFrame(legacy, 0, KEY, false)).toEqual({ status: 'corrupt', reason: 'checksum mismatch' });
+    expect(decodeRecord(legacy).event.data).toEqual({ kind: 'json', value: { a: 'b' } });
+  });
+
+  it('checks padding frames with the key too', () => {
+    expect(checkFrame(encodePadding(40, KEY), 0, KEY)).toEqual({ status: 'ok', length: 40, padding: true, legacy: false });
+    expect(checkFrame(encodePadding(40, LEGACY_FRAME_KEY), 0, KEY, false).status).toBe('corrupt');
   });
 
   it('reports zero-filled space (a preallocated or torn tail) as corrupt, not as a record', () => {
-    expect(checkFrame(Buffer.alloc(64), 0).status).toBe('corrupt');
+    expect(checkFrame(Buffer.alloc(64), 0, KEY).status).toBe('corrupt');
   });
 });

@@ -1,6 +1,10 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { decodeRecord, encodeRecord } from '../../../src/log/record';
+import { decodeRecord, encodeRecord, frameKey } from '../../../src/log/record';
+
+/** Every test log gets this key (written before the log is opened), so frames can be made before and after. */
+const KEY_HEX = '07'.repeat(16);
+const KEY = frameKey(Buffer.from(KEY_HEX, 'hex'));
 import { CorruptLogError, openSegmentLog, type SegmentLog } from '../../../src/log/segment-log';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
@@ -11,7 +15,7 @@ function frame(offset: number, data: unknown = { n: offset }): Buffer {
     attributes: { specversion: '1.0', id: `e${offset}`, source: '/seg', type: 't' },
     data: { kind: 'json' as const, value: data },
   };
-  return encodeRecord({ partition: 0, offset, storedAt: 1_700_000_000_000 + offset, event });
+  return encodeRecord({ partition: 0, offset, storedAt: 1_700_000_000_000 + offset, event }, KEY);
 }
 
 interface Opened {
@@ -27,6 +31,8 @@ afterEach(() => {
 
 function openLog(dir: string, segmentBytes = 1 << 20): Opened {
   const warnings: string[] = [];
+  fs.mkdirSync(dir, { recursive: true });
+  if (!fs.existsSync(path.join(dir, 'frame.key'))) fs.writeFileSync(path.join(dir, 'frame.key'), KEY_HEX);
   const log = openSegmentLog({ dir, segmentBytes, durable: true, warn: (msg) => warnings.push(msg) });
   open.push(log);
   return { log, dir, warnings };
@@ -64,7 +70,7 @@ const segName = (base: number) => `${String(base).padStart(20, '0')}.seg`;
 describe('segment log', () => {
   it('starts an empty dir with one empty segment at position 0', () => {
     const { log, dir } = openLog(path.join(tmpDir(), 'wal'));
-    expect(fs.readdirSync(dir)).toEqual([segName(0)]);
+    expect(fs.readdirSync(dir).sort()).toEqual([segName(0), 'frame.key']);
     expect(log.end()).toBe(0);
     expect(scanAll(log)).toEqual({ end: 0, truncatedBytes: 0, scannedBytes: 0, seen: [], lost: [] });
   });

@@ -1,0 +1,200 @@
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** Attempt outcomes counted by `herald_deliveries_total{outcome}`. */
+export type DeliveryOutcome =
+  'delivered' | 'retry' | 'dead_letter' | 'timeout' | 'acked' | 'nacked' | 'rejected' | 'lease_expired' | 'gone';
+
+/** What `/metrics` reads from the rest of the gateway at scrape time (gauges are computed, never kept in step). */
+export interface MetricsSources {
+  log: () => { bytes: number; segments: number };
+  heads: () => readonly number[];
+  subscriptions: () => {
+    id: string;
+    state: string;
+    deadLetters: number;
+    inFlight: number;
+    oldestPendingAgeMs: number | null;
+    lag: { partition: number; lag: number }[];
+  }[];
+}
+
+const SUBSCRIPTION_STATES = ['active', 'paused'] as const;
+const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+
+/**
+ * Herald's Prometheus metrics on a registry of their own (no global state, so
+ * several gateways in one process, as in tests, do not share counters).
+ * Labels are bounded: mode, problem code, outcome, partition, subscription id.
+ */
+export function createMetrics() {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry, prefix: 'herald_' });
+  let sources: MetricsSources | undefined;
+  const r = [registry];
+
+  const metrics = {
+    registry,
+    eventsIngested: new Counter({
+      name: 'herald_events_ingested_total',
+      help: 'Events stored (not duplicates).',
+      labelNames: ['mode'],
+      registers: r,
+    }),
+    eventsDuplicate: new Counter({ name: 'herald_events_duplicate_total', help: 'Events answered as duplicates.', registers: r }),
+    ingestRejected: new Counter({
+      name: 'herald_ingest_rejected_total',
+      help: 'POST /events requests answered 4xx or 5xx, by problem code.',
+      labelNames: ['code'],
+      registers: r,
+    }),
+    ingestDuration: new Histogram({
+      name: 'herald_ingest_request_duration_seconds',
+      help: 'POST /events from the first byte to the answer.',
+      buckets: SECONDS,
+      registers: r,
+    }),
+    walFsync: new Histogram({ name: 'herald_wal_fsync_duration_seconds', help: "Each group's fdatasync.", buckets: SECONDS, registers: r }),
+    walGroupEvents: new Histogram({
+      name: 'herald_wal_group_events',
+      help: 'Events per committed group.',
+      buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
+      registers: r,
+    }),
+    deliveries: new Counter({
+      name: 'herald_deliveries_total',
+      help: 'Delivery attempt outcomes.',
+      labelNames: ['subscription', 'outcome'],
+      registers: r,
+    }),
+    deliveryDuration: new Histogram({
+      name: 'herald_delivery_duration_seconds',
+      help: "Request start to the receiver's answer.",
+      labelNames: ['subscription'],
+      buckets: SECONDS,
+      registers: r,
+    }),
+    publishToDelivery: new Histogram({
+      name: 'herald_publish_to_delivery_seconds',
+      help: 'Stored to the first 2xx from the receiver.',
+      labelNames: ['subscription'],
+      buckets: [...SECONDS, 60, 300, 3600],
+      registers: r,
+    }),
+    filterErrors: new Counter({
+      name: 'herald_filter_errors_total',
+      help: 'Filter evaluations that failed or ran out of budget (counted as no match).',
+      labelNames: ['subscription'],
+      registers: r,
+    }),
+    autoDisabled: new Counter({
+      name: 'herald_subscription_auto_disabled_total',
+      help: 'Pauses with reason failing.',
+      labelNames: ['subscription'],
+      registers: r,
+    }),
+    /** Wires the scrape-time gauges to their sources (the composition root calls it once). */
+    setSources(next: MetricsSources): void {
+      sources = next;
+    },
+    /** Forgets every series of a deleted subscription, so label sets do not pile up. */
+    forgetSubscription(id: string): void {
+      removeSeries(id);
+    },
+  };
+
+  function removeSeries(id: string): void {
+    for (const outcome of OUTCOMES) metrics.deliveries.remove({ subscription: id, outcome });
+    metrics.deliveryDuration.remove({ subscription: id });
+    metrics.publishToDelivery.remove({ subscription: id });
+    metrics.filterErrors.remove({ subscription: id });
+    metrics.autoDisabled.remove({ subscription: id });
+  }
+
+  new Gauge({
+    name: 'herald_log_bytes',
+    help: 'Bytes of log on disk.',
+    registers: r,
+    collect() {
+      if (sources) this.set(sources.log().bytes);
+    },
+  });
+  new Gauge({
+    name: 'herald_log_segments',
+    help: 'Segment files.',
+    registers: r,
+    collect() {
+      if (sources) this.set(sources.log().segments);
+    },
+  });
+  new Gauge({
+    name: 'herald_partition_head_offset',
+    help: 'Next offset to assign, per partition.',
+    labelNames: ['partition'],
+    registers: r,
+    collect() {
+      if (!sources) return;
+      sources.heads().forEach((head, partition) => this.set({ partition: String(partition) }, head));
+    },
+  });
+
+  /**
+   * The whole exposition. The per-subscription gauges (16 partitions × 100 subscriptions is 1,600
+   * lag series) are written straight from one read of every subscription's stats: going through
+   * prom-client gauges (reset, then a labelled set per series) doubled the cost of a scrape.
+   */
+  async function exposition(): Promise<string> {
+    const text = await registry.metrics();
+    return sources ? text + subscriptionGauges(sources.subscriptions()) : text;
+  }
+
+  return Object.assign(metrics, { exposition, contentType: registry.contentType });
+}
+
+type SubscriptionSnapshot = ReturnType<MetricsSources['subscriptions']>;
+
+/** Label values are subscription ids, partitions and states; escaped anyway, per the text format. */
+const label = (value: string) => value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
+
+function family(name: string, help: string, lines: string[]): string {
+  return `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${lines.join('')}`;
+}
+
+function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
+  const lag: string[] = [];
+  const age: string[] = [];
+  const inFlight: string[] = [];
+  const dead: string[] = [];
+  const state: string[] = [];
+  for (const s of subscriptions) {
+    const id = label(s.id);
+    for (const p of s.lag) lag.push(`herald_subscription_lag_events{subscription="${id}",partition="${p.partition}"} ${p.lag}\n`);
+    age.push(`herald_subscription_oldest_pending_age_seconds{subscription="${id}"} ${(s.oldestPendingAgeMs ?? 0) / 1000}\n`);
+    inFlight.push(`herald_subscription_in_flight{subscription="${id}"} ${s.inFlight}\n`);
+    dead.push(`herald_dead_letters{subscription="${id}"} ${s.deadLetters}\n`);
+    for (const st of SUBSCRIPTION_STATES)
+      state.push(`herald_subscription_state{subscription="${id}",state="${st}"} ${s.state === st ? 1 : 0}\n`);
+  }
+  return (
+    [
+      family('herald_subscription_lag_events', 'Head offset minus committed offset.', lag),
+      family('herald_subscription_oldest_pending_age_seconds', 'Age of the oldest unfinished event.', age),
+      family('herald_subscription_in_flight', 'Attempts open (requests and leases).', inFlight),
+      family('herald_dead_letters', 'Dead letters stored.', dead),
+      family('herald_subscription_state', '1 for the current state, 0 otherwise.', state),
+    ].join('\n') + '\n'
+  );
+}
+
+const OUTCOMES: readonly DeliveryOutcome[] = [
+  'delivered',
+  'retry',
+  'dead_letter',
+  'timeout',
+  'acked',
+  'nacked',
+  'rejected',
+  'lease_expired',
+  'gone',
+];
+
+export type Metrics = ReturnType<typeof createMetrics>;

@@ -1,0 +1,195 @@
+import { spawnSync } from 'node:child_process';
+import request from 'supertest';
+import { configTable } from '../../src/config';
+import { MAIN_JS, killIfRunning, spawnGateway, type ChildGateway } from '../helpers/gateway';
+import { postEventsRaw } from '../helpers/http';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+import pkg from '../../package.json';
+
+afterAll(cleanupTmpDirs);
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [field: string]: unknown;
+}
+
+const lines = (gw: ChildGateway): LogLine[] =>
+  gw
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+const find = (gw: ChildGateway, msg: string, fields: Record<string, unknown> = {}) =>
+  lines(gw).filter((l) => l.msg === msg && Object.entries(fields).every(([k, v]) => JSON.stringify(l[k]) === JSON.stringify(v)));
+const WARN = 40;
+const INFO = 30;
+const DEBUG = 20;
+
+const structured = (id: string, type: string, extra: Record<string, unknown> = {}) =>
+  JSON.stringify({ specversion: '1.0', id, source: '/logs', type, data: {}, ...extra });
+
+describe('logs that tell the story', () => {
+  let gw: ChildGateway | undefined;
+  let receiver: Receiver | undefined;
+  afterEach(async () => {
+    await killIfRunning(gw);
+    await receiver?.close();
+  });
+
+  it('logs the subscription life cycle at info, dead letters and 410 pauses at warn, attempts and requests at debug; never a secret', async () => {
+    receiver = await startReceiver((req) => ({
+      status: req.headers['ce-type'] === 'logs.gone' ? 410 : req.headers['ce-type'] === 'logs.bad' ? 400 : 204,
+    }));
+    const keys = 'admin:admin-secret-123:admin+read+publish';
+    gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_LOG_LEVEL: 'debug', HERALD_API_KEYS: keys });
+    const auth = { authorization: 'Bearer admin-secret-123' };
+    const started = find(gw, 'herald listening')[0]!;
+    expect(started).toMatchObject({ level: INFO, version: pkg.version, apiKeys: ['admin'] });
+
+    const created = (await request(gw.url).post('/subscriptions').set(auth).send({ sink: receiver.url }).expect(201)).body;
+    await request(gw.url)
+      .patch(`/subscriptions/${created.id}`)
+      .set(auth)
+      .send({ delivery: { maxInFlight: 4 } })
+      .expect(200);
+    await request(gw.url).post(`/subscriptions/${created.id}/pause`).set(auth).expect(200);
+    await request(gw.url).post(`/subscriptions/${created.id}/resume`).set(auth).expect(200);
+    expect(
+      (await postEventsRaw(gw.url, { ...auth, 'content-type': 'application/cloudevents+json' }, structured('l1', 'logs.ok'))).status,
+    ).toBe(202);
+    expect(
+      (await postEventsRaw(gw.url, { ...auth, 'content-type': 'application/cloudevents+json' }, structured('l2', 'logs.bad'))).status,
+    ).toBe(202);
+    await waitFor(() => find(gw!, 'event dead-lettered').length === 1 || undefined, { what: 'the dead letter line' });
+    expect(
+      (await postEventsRaw(gw.url, { ...auth, 'content-type': 'application/cloudevents+json' }, structured('l3', 'logs.gone'))).status,
+    ).toBe(202);
+    await waitFor(() => find(gw!, 'subscription paused: the receiver answered 410 Gone').length === 1 || undefined, {
+      what: 'the 410 line',
+    });
+    await request(gw.url).post(`/subscriptions/${created.id}/dead-letters/redeliver`).set(auth).send({}).expect(202);
+    const rotated = (
+      await request(gw.url).post(`/subscriptions/${created.id}/rotate-secret`).set(auth).send({ overlapSeconds: 0 }).expect(200)
+    ).body;
+    await request(gw.url).delete(`/subscriptions/${created.id}`).set(auth).expect(204);
+    // The child's stdout reaches this process a little after its answers.
+    await waitFor(() => find(gw!, 'subscription deleted').length === 1 || undefined, { what: 'the deletion line' });
+
+    const sub = { subscription: created.id };
+    expect(find(gw, 'subscription created', sub)[0]).toMatchObject({ level: INFO, sink: receiver.url });
+    expect(find(gw, 'subscription updated', sub)[0]).toMatchObject({ level: INFO, fields: ['delivery'] });
+    expect(find(gw, 'subscription paused', { ...sub, stateReason: 'user' })[0]).toMatchObject({ level: INFO });
+    expect(find(gw, 'subscription resumed', sub)[0]).toMatchObject({ level: INFO });
+    expect(find(gw, 'subscription paused: the receiver answered 410 Gone', { ...sub, stateReason: 'gone' })[0]).toMatchObject({
+      level: WARN,
+    });
+    expect(find(gw, 'event dead-lettered', sub)[0]).toMatchObject({
+      level: WARN,
+      reason: 'rejected_status',
+      lastStatus: 400,
+      attempts: 1,
+      offset: expect.any(Number),
+    });
+    expect(find(gw, 'dead letters redelivered', sub)[0]).toMatchObject({ level: INFO, deadLetters: 1 });
+    expect(find(gw, 'subscription deleted', sub)[0]).toMatchObject({ level: INFO });
+    expect(find(gw, 'signing secret rotated', sub)[0]).toMatchObject({ level: INFO, overlapSeconds: 0 });
+    expect(find(gw, 'delivery attempt', { ...sub, status: 204 })[0]).toMatchObject({ level: DEBUG, attempt: 1, ms: expect.any(Number) });
+    expect(find(gw, 'http request', { method: 'POST', path: '/subscriptions', status: 201 })[0]).toMatchObject({
+      level: DEBUG,
+      key: 'admin',
+    });
+    expect(find(gw, 'http request', { method: 'POST', path: '/events', status: 202 })[0]).toMatchObject({ level: DEBUG, key: 'admin' });
+
+    expect(gw.output()).not.toContain('admin-secret-123');
+    expect(gw.output()).not.toContain(created.secret);
+    expect(gw.output()).not.toContain(rotated.secret);
+  });
+
+  it('stays quiet on the happy path at info: no line per event', async () => {
+    receiver = await startReceiver();
+    gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir() });
+    await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201);
+    const before = lines(gw).length;
+    for (let i = 0; i < 20; i++) {
+      expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, structured(`q${i}`, 'logs.ok'))).status).toBe(
+        202,
+      );
+    }
+    await waitFor(() => receiver!.requests.length === 20 || undefined, { what: '20 deliveries' });
+    expect(lines(gw).length).toBe(before);
+  });
+});
+
+describe('the command line', () => {
+  it('--version prints the version and exits 0 without starting', () => {
+    const out = spawnSync(process.execPath, [MAIN_JS, '--version'], { encoding: 'utf8', timeout: 20_000 });
+    expect(out.status).toBe(0);
+    expect(out.stdout.trim()).toBe(pkg.version);
+  });
+
+  it('--help prints usage and the configuration table, exit 0', () => {
+    const out = spawnSync(process.execPath, [MAIN_JS, '--help'], { encoding: 'utf8', timeout: 20_000 });
+    expect(out.status).toBe(0);
+    expect(out.stdout).toMatch(/^Usage: herald/);
+    expect(out.stdout).toContain(configTable());
+  });
+
+  it('an unknown argument is a usage error (exit 2)', () => {
+    const out = spawnSync(process.execPath, [MAIN_JS, '--frobnicate'], { encoding: 'utf8', timeout: 20_000 });
+    expect(out.status).toBe(2);
+    expect(out.stderr).toMatch(/^herald: unknown argument "--frobnicate"/);
+  });
+});
+
+describe('HERALD_DELIVERY=off', () => {
+  let gw: ChildGateway | undefined;
+  let receiver: Receiver | undefined;
+  afterEach(async () => {
+    await killIfRunning(gw);
+    await receiver?.close();
+  });
+
+  it('ingests and serves reads but delivers nothing; /readyz says so and stays 200', async () => {
+    receiver = await startReceiver();
+    gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_DELIVERY: 'off' });
+    const sub = (await request(gw.url).post('/subscriptions').send({ sink: receiver.url, startAt: 'earliest' }).expect(201)).body;
+    expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, structured('off1', 'logs.ok'))).status).toBe(
+      202,
+    );
+    await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+    const ready = await request(gw.url).get('/readyz').expect(200);
+    expect(ready.body.checks).toMatchObject({ delivery: 'off', log: 'ok', database: 'ok' });
+    expect((await request(gw.url).get('/events?source=/logs&id=off1')).status).toBe(200);
+    const stats = (await request(gw.url).get(`/subscriptions/${sub.id}`).expect(200)).body.stats;
+    expect(stats.partitions.reduce((n: number, p: { lag: number }) => n + p.lag, 0)).toBe(1);
+    await new Promise((r) => setTimeout(r, 300));
+    expect(receiver.requests).toHaveLength(0);
+  });
+});
+
+describe('trace context', () => {
+  let gw: ChildGateway | undefined;
+  let receiver: Receiver | undefined;
+  afterEach(async () => {
+    await killIfRunning(gw);
+    await receiver?.close();
+  });
+
+  it('delivers traceparent and tracestate as W3C headers as well as ce- attributes', async () => {
+    receiver = await startReceiver();
+    gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir() });
+    await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201);
+    const traceparent = '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01';
+    const body = structured('t1', 'logs.trace', { traceparent, tracestate: 'congo=t61rcWkgMzE' });
+    expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, body)).status).toBe(202);
+    const [req] = await waitFor(() => (receiver!.requests.length === 1 ? receiver!.requests : undefined), { what: 'the delivery' });
+    expect(req!.headers).toMatchObject({
+      traceparent,
+      tracestate: 'congo=t61rcWkgMzE',
+      'ce-traceparent': traceparent,
+      'ce-tracestate': 'congo=t61rcWkgMzE',
+    });
+  });
+});

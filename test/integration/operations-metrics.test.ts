@@ -1,0 +1,171 @@
+import parsePrometheus from 'parse-prometheus-text-format';
+import request from 'supertest';
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { postEventsRaw } from '../helpers/http';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+type Families = ReturnType<typeof parsePrometheus> & { text: string };
+
+/** Scrapes `/metrics` and parses it with an independent Prometheus text parser. */
+async function scrape(url: string): Promise<Families> {
+  const res = await fetch(`${url}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
+  const text = await res.text();
+  return Object.assign(parsePrometheus(text), { text });
+}
+
+/**
+ * The value of one series (counter or gauge), or a histogram's count; 0 when the series is absent.
+ * The parser drops the labels of labelled histograms, so their `_count` line is read from the text.
+ */
+function value(families: Families, name: string, labels: Record<string, string> = {}): number {
+  const family = families.find((f) => f.name === name);
+  if (!family) throw new Error(`no metric ${name}`);
+  if (family.type === 'HISTOGRAM') {
+    const line = families.text
+      .split('\n')
+      .find((l) => l.startsWith(`${name}_count`) && Object.entries(labels).every(([k, v]) => l.includes(`${k}="${v}"`)));
+    return line ? Number(line.slice(line.lastIndexOf(' ') + 1)) : 0;
+  }
+  const sample = family.metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
+  return sample ? Number(sample.value) : 0;
+}
+
+const binary = (id: string) => ({
+  'ce-specversion': '1.0',
+  'ce-id': id,
+  'ce-source': '/metrics',
+  'ce-type': 'metrics.t',
+  'content-type': 'application/json',
+});
+const event = (id: string) => ({ specversion: '1.0', id, source: '/metrics', type: 'metrics.t', data: {} });
+
+describe('GET /metrics', () => {
+  let gw: TestGateway;
+  let ok: Receiver;
+  let failing: Receiver;
+  beforeAll(async () => {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+    ok = await startReceiver(() => ({ status: 204 }));
+    failing = await startReceiver(() => ({ status: 500 }));
+  });
+  afterAll(async () => {
+    await ok.close();
+    await failing.close();
+    await gw.close();
+  });
+
+  it('counts ingest by mode, duplicates, rejections, groups and fsyncs, and shows the log and partition heads', async () => {
+    const before = await scrape(gw.url);
+    for (const id of ['b1', 'b2', 'b3']) expect((await postEventsRaw(gw.url, binary(id), '{}')).status).toBe(202);
+    expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(event('s1')))).status).toBe(202);
+    const batch = JSON.stringify([event('k1'), event('k2')]);
+    expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents-batch+json' }, batch)).status).toBe(202);
+    expect((await postEventsRaw(gw.url, binary('b1'), '{}')).status).toBe(200);
+    expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, '{')).status).toBe(400);
+
+    const after = await scrape(gw.url);
+    const delta = (name: string, labels?: Record<string, string>) => value(after, name, labels) - value(before, name, labels);
+    expect(delta('herald_events_ingested_total', { mode: 'binary' })).toBe(3);
+    expect(delta('herald_events_ingested_total', { mode: 'structured' })).toBe(1);
+    expect(delta('herald_events_ingested_total', { mode: 'batch' })).toBe(2);
+    expect(delta('herald_events_duplicate_total')).toBe(1);
+    expect(delta('herald_ingest_rejected_total', { code: 'invalid_event' })).toBe(1);
+    expect(delta('herald_ingest_request_duration_seconds')).toBe(7);
+    expect(delta('herald_wal_group_events')).toBeGreaterThanOrEqual(5);
+    expect(delta('herald_wal_fsync_duration_seconds')).toBeGreaterThanOrEqual(5);
+    expect(value(after, 'herald_log_bytes')).toBeGreaterThan(0);
+    expect(value(after, 'herald_log_segments')).toBe(1);
+    const heads = (await request(gw.url).get('/partitions').expect(200)).body.partitions as { partition: number; headOffset: number }[];
+    for (const { partition, headOffset } of heads)
+      expect(value(after, 'herald_partition_head_offset', { partition: String(partition) })).toBe(headOffset);
+    // prom-client's process and Node metrics, under Herald's prefix.
+    expect(after.some((f) => f.name === 'herald_process_cpu_seconds_total')).toBe(true);
+  });
+
+  it('follows a subscription: deliveries, retries, dead letters, lag, state, filter errors; forgets it when deleted', async () => {
+    const good = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: ok.url, filters: [{ exact: { type: 'sub.good' } }] })
+        .expect(201)
+    ).body;
+    const bad = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: failing.url, filters: [{ exact: { type: 'sub.bad' } }], delivery: { retry: { maxAttempts: 2, initialDelayMs: 10 } } })
+        .expect(201)
+    ).body;
+    const concat = `CONCAT(${Array.from({ length: 200 }, () => 'big').join(', ')}) = 'z'`;
+    const budget = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: ok.url, filters: [{ sql: concat }] })
+        .expect(201)
+    ).body;
+    await request(gw.url).post(`/subscriptions/${budget.id}/pause`).expect(200);
+
+    const post = (id: string, type: string, extra: Record<string, unknown> = {}) =>
+      postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify({ ...event(id), type, ...extra }));
+    for (const id of ['g1', 'g2']) expect((await post(id, 'sub.good')).status).toBe(202);
+    expect((await post('x1', 'sub.bad')).status).toBe(202);
+    await waitFor(() => ok.requests.length === 2 || undefined, { what: 'two deliveries' });
+    await waitFor(async () => (await request(gw.url).get(`/subscriptions/${bad.id}`)).body.stats.deadLetters === 1 || undefined, {
+      what: 'a dead letter',
+    });
+    await waitFor(
+      async () =>
+        value(await scrape(gw.url), 'herald_deliveries_total', { subscription: good.id, outcome: 'delivered' }) === 2 || undefined,
+      {
+        what: 'delivered counted',
+      },
+    );
+
+    const m = await scrape(gw.url);
+    expect(value(m, 'herald_deliveries_total', { subscription: bad.id, outcome: 'retry' })).toBe(2);
+    expect(value(m, 'herald_deliveries_total', { subscription: bad.id, outcome: 'dead_letter' })).toBe(1);
+    expect(value(m, 'herald_delivery_duration_seconds', { subscription: good.id })).toBe(2);
+    expect(value(m, 'herald_publish_to_delivery_seconds', { subscription: good.id })).toBe(2);
+    expect(value(m, 'herald_dead_letters', { subscription: bad.id })).toBe(1);
+    expect(value(m, 'herald_dead_letters', { subscription: good.id })).toBe(0);
+    const lag = m.find((f) => f.name === 'herald_subscription_lag_events')!.metrics.filter((s) => s.labels?.subscription === good.id);
+    expect(lag.length).toBe(4);
+    expect(lag.every((s) => Number(s.value) === 0)).toBe(true);
+    expect(value(m, 'herald_subscription_state', { subscription: good.id, state: 'active' })).toBe(1);
+    expect(value(m, 'herald_subscription_state', { subscription: budget.id, state: 'paused' })).toBe(1);
+    expect(value(m, 'herald_subscription_state', { subscription: budget.id, state: 'active' })).toBe(0);
+    expect(value(m, 'herald_subscription_in_flight', { subscription: good.id })).toBe(0);
+    expect(value(m, 'herald_subscription_oldest_pending_age_seconds', { subscription: good.id })).toBe(0);
+    // The paused subscription's lag grows with every event it has not seen.
+    expect(value(m, 'herald_subscription_lag_events', { subscription: budget.id, partition: String(0) })).toBeGreaterThanOrEqual(0);
+    expect(m.some((f) => f.name === 'herald_subscription_auto_disabled_total')).toBe(true);
+
+    // A filter that runs out of its work budget counts as an error (and as no match).
+    await request(gw.url).post(`/subscriptions/${budget.id}/resume`).expect(200);
+    expect((await post('big1', 'sub.big', { big: 'x'.repeat(20_000) })).status).toBe(202);
+    await waitFor(async () => value(await scrape(gw.url), 'herald_filter_errors_total', { subscription: budget.id }) === 1 || undefined, {
+      what: 'a filter error counted',
+    });
+
+    await request(gw.url).delete(`/subscriptions/${bad.id}`).expect(204);
+    const gone = await scrape(gw.url);
+    expect(gone.text).not.toContain(bad.id);
+  });
+});
+
+describe('GET /metrics with API keys', () => {
+  it('needs the read scope', async () => {
+    const gw = await startTestGateway({ HERALD_API_KEYS: 'r:read-secret:read,p:pub-secret:publish' });
+    try {
+      expect((await fetch(`${gw.url}/metrics`)).status).toBe(401);
+      expect((await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer pub-secret' } })).status).toBe(403);
+      expect((await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer read-secret' } })).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+});
