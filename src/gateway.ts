@@ -27,6 +27,8 @@ import { lockDataDir, unusable } from './store/data-dir';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 import { createSinkPolicy } from './subscriptions/sink-policy';
+import { createHandshakes } from './subscriptions/handshake';
+import { createValidationsRouter } from './api/validations-router';
 
 export interface Gateway {
   url: string;
@@ -100,8 +102,14 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
   }
 }
 
-/** Composition root: opens storage, wires the modules and listens. */
-export async function startGateway(config: Readonly<Config>, opts: { log?: Logger; metrics?: Metrics } = {}): Promise<Gateway> {
+/**
+ * Composition root: opens storage, wires the modules and listens. `clock` (tests only) is the time
+ * delivery and subscriptions see (retries, leases, auto-disable); the log and HTTP keep the real one.
+ */
+export async function startGateway(
+  config: Readonly<Config>,
+  opts: { log?: Logger; metrics?: Metrics; clock?: () => number } = {},
+): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.logLevel);
   const apiKeys = parseApiKeys(config.apiKeysRaw);
   checkExposure(config.host, apiKeys, config.allowUnauthenticated);
@@ -112,13 +120,22 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
     if (fsyncMs !== undefined) metrics.walFsync.observe(fsyncMs / 1000);
   });
   let publicUrl = config.publicUrl ?? '';
+  const sender = createHttpSender({ allowPrivate: config.sinkAllowPrivate });
+  const handshakes = createHandshakes({
+    probe: sender.probe,
+    publicUrl: () => publicUrl,
+    clock: Date.now,
+    log,
+    enabled: config.deliveryEnabled,
+  });
   const dispatcher = createDispatcher({
     store,
     db,
     log,
-    sender: createHttpSender({ allowPrivate: config.sinkAllowPrivate }),
+    sender,
     ackUrlBase: () => publicUrl,
     enabled: config.deliveryEnabled,
+    clock: opts.clock,
     observer: {
       outcome: (subscription, outcome) => metrics.deliveries.inc({ subscription, outcome }),
       answered: (subscription, ms) => metrics.deliveryDuration.observe({ subscription }, ms / 1000),
@@ -131,7 +148,13 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
     dispatcher,
     log,
     sinkPolicy: createSinkPolicy({ allowPrivate: config.sinkAllowPrivate }),
-    hooks: { filterError: (subscription) => metrics.filterErrors.inc({ subscription }), deleted: (id) => metrics.forgetSubscription(id) },
+    handshakes,
+    clock: opts.clock,
+    hooks: {
+      filterError: (subscription) => metrics.filterErrors.inc({ subscription }),
+      deleted: (id) => metrics.forgetSubscription(id),
+      autoDisabled: (subscription) => metrics.autoDisabled.inc({ subscription }),
+    },
   });
   metrics.setSources({
     log: () => store.logStats(),
@@ -160,6 +183,7 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       createEventsRouter(store, ingest),
       createSubscriptionsRouter(subscriptions),
       createDeliveriesRouter(dispatcher),
+      createValidationsRouter(subscriptions),
       createOpenApiRouter(),
     ],
   });
@@ -182,7 +206,9 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       }
     } catch (err) {
       req.resume();
-      sendProblem(res, err, log);
+      const code = sendProblem(res, err, log);
+      // A publish refused before the ingest handler (no key, wrong scope) is still a rejected POST /events.
+      if (req.method === 'POST' && pathOf(req.url) === '/events') metrics.ingestRejected.inc({ code });
       return;
     }
     if (req.url === '*') {
@@ -205,6 +231,7 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
       });
     });
   } catch (err) {
+    handshakes.close();
     await dispatcher.close({ deadline: Date.now() });
     await store.close();
     db.close();
@@ -257,6 +284,7 @@ export async function startGateway(config: Readonly<Config>, opts: { log?: Logge
           log.error({ err }, `shutdown: ${what} failed`);
         }
       };
+      handshakes.close();
       await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));
       await step('flushing the log', () => store.close());
       await step('stopping the checkpointer', () => checkpointer.stop());

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { SUBSCRIPTION_STATES } from './store/subscriptions-repo';
 
 /** Attempt outcomes counted by `herald_deliveries_total{outcome}`. */
 export type DeliveryOutcome =
@@ -18,7 +19,6 @@ export interface MetricsSources {
   }[];
 }
 
-const SUBSCRIPTION_STATES = ['active', 'paused'] as const;
 const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /**

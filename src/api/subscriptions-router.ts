@@ -6,7 +6,7 @@ import { jsonBody, newRouter, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
 
-/** `/subscriptions…`: CRUD, pause/resume, secret rotation, dead letters. */
+/** `/subscriptions…`: CRUD, pause/resume, seek, secret rotation, dead letters. */
 export function createSubscriptionsRouter(service: SubscriptionsService): Router {
   const router = newRouter();
   const admin = requireScope('admin');
@@ -33,6 +33,9 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   });
   router.post('/subscriptions/:id/resume', admin, (req, res) => {
     res.json(service.resume(req.params.id));
+  });
+  router.post('/subscriptions/:id/seek', admin, jsonBody, (req, res) => {
+    res.json(service.seek(req.params.id, req.body));
   });
   router.post('/subscriptions/:id/rotate-secret', admin, jsonBody, (req, res) => {
     res.json(service.rotateSecret(req.params.id, req.body));

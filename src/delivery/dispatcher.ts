@@ -35,6 +35,8 @@ export interface SubscriptionHandle {
   matcher: () => Matcher;
   /** The receiver answered 410: pause with reason `gone`. */
   onGone: () => void;
+  /** Every attempt failed for `delivery.disableAfterFailingMs`: pause with reason `failing` (issue 12 §5). */
+  onFailing?: (detail: { failingSince: number; lastError: string }) => void;
 }
 
 interface CallbackEntry {
@@ -82,6 +84,8 @@ export function createDispatcher(deps: DispatcherDeps) {
     deadAt: number;
   }[] = [];
   let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
+  /** Per subscription, since when every attempt has failed (null: delete the row). */
+  const dirtyFailing = new Map<string, number | null>();
   let flushTimer: NodeJS.Timeout | undefined;
 
   const writeBatch = deps.db.transaction(() => {
@@ -92,12 +96,19 @@ export function createDispatcher(deps: DispatcherDeps) {
     for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
+    for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
   });
 
   function flush(): void {
     if (flushTimer) clearTimeout(flushTimer);
     flushTimer = undefined;
-    if (dirtyPending.size === 0 && dirtyOffsets.size === 0 && deadLetterInserts.length === 0 && deadLetterDeletes.length === 0) return;
+    const idle =
+      dirtyPending.size === 0 &&
+      dirtyOffsets.size === 0 &&
+      deadLetterInserts.length === 0 &&
+      deadLetterDeletes.length === 0 &&
+      dirtyFailing.size === 0;
+    if (idle) return;
     try {
       writeBatch();
     } catch (err) {
@@ -105,13 +116,30 @@ export function createDispatcher(deps: DispatcherDeps) {
       scheduleFlush();
       return;
     }
-    // Only once the transaction has committed: a rolled-back flush must not leave rows believed written.
+    written();
+  }
+
+  /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
+  function written(): void {
     for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
     dirtyPending.clear();
     dirtyOffsets.clear();
     deadLetterInserts = [];
     deadLetterDeletes = [];
+    dirtyFailing.clear();
   }
+
+  /**
+   * A seek, in one transaction: the buffered state first (so no older offset lands after the seek
+   * and moves a position forward again), then the new positions with their generation, without
+   * their partitions' pending rows. A crash leaves either no seek or all of it.
+   */
+  const writeSeek = deps.db.transaction(
+    (subscriptionId: string, positions: { partition: number; offset: number }[], generation: number) => {
+      writeBatch();
+      for (const { partition, offset } of positions) stateRepo.seekOffset(subscriptionId, partition, offset, generation);
+    },
+  );
 
   function scheduleFlush(): void {
     flushTimer ??= setTimeout(flush, FLUSH_INTERVAL_MS);
@@ -151,6 +179,10 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     consumeDeadLetter(subscriptionId, deadLetterId) {
       deadLetterDeletes.push({ subscriptionId, id: Number(deadLetterId) });
+      scheduleFlush();
+    },
+    saveFailingSince(subscriptionId, since) {
+      dirtyFailing.set(subscriptionId, since);
       scheduleFlush();
     },
   };
@@ -214,13 +246,14 @@ export function createDispatcher(deps: DispatcherDeps) {
           callbacks: registry,
           ackUrlBase: deps.ackUrlBase,
           onGone: handle.onGone,
+          onFailing: handle.onFailing,
           log: deps.log,
           clock,
           random,
           observer: deps.observer,
           enabled,
         },
-        { offsets: stateRepo.offsets(id), pending: stateRepo.pending(id) },
+        { offsets: stateRepo.offsets(id), pending: stateRepo.pending(id), failingSince: stateRepo.failingSince(id) },
       );
       workers.set(id, worker);
       if (enabled) worker.start();
@@ -248,10 +281,37 @@ export function createDispatcher(deps: DispatcherDeps) {
       for (const [k, v] of dirtyOffsets) if (v.subscriptionId === subscriptionId) dirtyOffsets.delete(k);
       deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
       deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
+      dirtyFailing.delete(subscriptionId);
       for (const [id, entry] of callbacks) if (entry.worker === worker) callbacks.delete(id);
     },
     stats(subscriptionId: string) {
       return workerOf(subscriptionId).stats();
+    },
+    /** `currentMaxInFlight` and `throttled` of a subscription's stats (issue 12 §3). */
+    flowStats(subscriptionId: string) {
+      return workerOf(subscriptionId).flowStats();
+    },
+    /**
+     * Restarts partitions of a subscription at the given offsets (issue 12 §2), backwards or forwards,
+     * under a new seek generation: saved first (see `writeSeek`), then applied to the worker, which
+     * drops the partitions' pending attempts (not dead-lettered) and aborts their open requests.
+     * The caller has checked the offsets against the partitions' ranges. When the seek cannot be
+     * saved (SQLite fails) it throws and nothing has changed.
+     */
+    seek(subscriptionId: string, positions: { partition: number; offset: number }[]): { generation: number } {
+      const worker = workerOf(subscriptionId);
+      const generation = worker.seekGeneration() + 1;
+      if (flushTimer) clearTimeout(flushTimer);
+      flushTimer = undefined;
+      try {
+        writeSeek(subscriptionId, positions, generation);
+      } catch (err) {
+        scheduleFlush(); // the buffered state is still to be written; the seek is not (the caller sees the error)
+        throw err;
+      }
+      written();
+      worker.seek(positions, generation);
+      return { generation };
     },
     /** Writes buffered state now; reads of dead letters call this first so they see every one. */
     flush,

@@ -13,6 +13,11 @@ export interface SendResult {
   sinkNotAllowed?: boolean;
 }
 
+/** The answer to a validation handshake's `OPTIONS`. */
+export interface ProbeResult extends Omit<SendResult, 'retryAfter'> {
+  headers?: Record<string, string | string[] | undefined>;
+}
+
 const EXCERPT_BYTES = 1024;
 const CONNECT_TIMEOUT_MS = 10_000;
 
@@ -89,8 +94,36 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     }
   }
 
+  /**
+   * The CloudEvents validation handshake: `OPTIONS` to the exact sink URL, through the same pools,
+   * so the connect-time address check (`HERALD_SINK_ALLOW_PRIVATE=false`) applies to it too. The
+   * answer's body is read and dropped; its headers come back (names in lower case).
+   */
+  async function probe(sink: string, headers: Record<string, string>, timeoutMs: number): Promise<ProbeResult> {
+    const url = new URL(sink);
+    try {
+      const res = await poolFor(url.origin).request({
+        method: 'OPTIONS',
+        path: url.pathname + url.search,
+        headers,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
+        signal: AbortSignal.timeout(timeoutMs),
+      });
+      await readExcerpt(res.body);
+      return { status: res.statusCode, headers: res.headers };
+    } catch (err) {
+      const e = err as Error & { code?: string };
+      if (e.code === SINK_NOT_ALLOWED) return { status: null, error: e.message, sinkNotAllowed: true };
+      if (e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
+        return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
+      return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
+    }
+  }
+
   return {
     send,
+    probe,
     /** Lets open requests finish until `deadline` (epoch ms), then destroys what is still open. */
     async close(deadline = Number.POSITIVE_INFINITY): Promise<void> {
       const all = [...pools.values()];

@@ -11,6 +11,8 @@ export interface PartitionCursor {
   /** Next offset to examine. */
   cursor: number;
   lastMatched: number | null;
+  /** Seek generation of this position (issue 12 §2): part of every webhook-id in the partition. */
+  generation: number;
   /** Finished offsets above `committed` (ordering none), with whether they matched. */
   finished: Map<number, boolean>;
   pending: Map<number, Pending>;
@@ -40,6 +42,7 @@ export function createCursor(partition: number, saved: OffsetRow | undefined): P
     committedLastMatched: lastMatched,
     cursor: committed,
     lastMatched,
+    generation: saved?.seekGeneration ?? 0,
     finished: new Map(),
     pending: new Map(),
     buffer: [],
@@ -78,6 +81,22 @@ export function itemAtCursor(part: PartitionCursor, store: EventStore): CursorIt
     part.bufferAt = 0;
     part.bufferCorrupt = page.corruptOffset;
   }
+}
+
+/**
+ * Moves the position to `offset` (backwards or forwards) under a new seek generation: nothing above
+ * it is finished, and the chain of `herald-previous-offset` starts again (the first delivery after a
+ * seek carries none). The caller drops the partition's pending deliveries.
+ */
+export function seekCursor(part: PartitionCursor, offset: number, generation: number): void {
+  part.committed = offset;
+  part.cursor = offset;
+  part.committedLastMatched = null;
+  part.lastMatched = null;
+  part.generation = generation;
+  part.finished.clear();
+  part.pending.clear();
+  clearBuffer(part);
 }
 
 export function clearBuffer(part: PartitionCursor): void {

@@ -23,6 +23,8 @@ export interface StatePersistence {
   saveOffset(subscriptionId: string, row: OffsetRow): void;
   deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number): void;
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
+  /** Since when every attempt has failed (null: the last one succeeded), for auto-disable. */
+  saveFailingSince(subscriptionId: string, since: number | null): void;
 }
 
 export type CallbackOutcome = 'acked' | 'nacked' | 'rejected' | 'expired' | 'failed' | 'superseded';
@@ -45,6 +47,12 @@ export interface SubscriptionWorker {
   redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void;
   /** Stops delivering; `abort` also cancels open requests (the subscription is gone). */
   stop(opts?: { abort?: boolean }): void;
+  /** Moves partitions to saved positions under a new seek generation (see `Dispatcher.seek`). */
+  seek(positions: { partition: number; offset: number }[], generation: number): void;
+  /** The highest seek generation of any partition (0: never sought). */
+  seekGeneration(): number;
+  /** Flow control (issue 12 §3): the AIMD in-flight limit in force, and whether the rate limit's bucket is empty. */
+  flowStats(): { currentMaxInFlight: number; throttled: boolean };
   stats(): {
     partition: number;
     committedOffset: number;

@@ -13,6 +13,8 @@ export interface DeliveryRequestInput {
   format: 'binary' | 'structured';
   partition: number;
   offset: number;
+  /** Seek generation of the partition's position (issue 12 §2); 0 or absent: never sought. */
+  seekGeneration?: number;
   previousOffset: number | null;
   attempt: number;
   deliveryId: string;
@@ -22,9 +24,15 @@ export interface DeliveryRequestInput {
   nowSeconds: number;
 }
 
-/** Same for every attempt of one event to one subscription, restarts included: derived, not stored. */
-export function webhookIdOf(subscriptionId: string, partition: number, offset: number): string {
-  const digest = createHash('sha256').update(`${subscriptionId}:${partition}:${offset}`).digest('base64url');
+/**
+ * Same for every attempt of one event to one subscription, restarts included: derived, not stored.
+ * A seek starts a new generation, so a replay gets new ids (a receiver de-duplicating on webhook-id
+ * processes it); generation 0 keeps the ids of before seeking existed.
+ * @see issue 12 §2
+ */
+export function webhookIdOf(subscriptionId: string, partition: number, offset: number, generation = 0): string {
+  const key = generation === 0 ? `${subscriptionId}:${partition}:${offset}` : `${subscriptionId}:${generation}:${partition}:${offset}`;
+  const digest = createHash('sha256').update(key).digest('base64url');
   return `msg_${digest.slice(0, 27)}`;
 }
 
@@ -47,7 +55,7 @@ export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Re
   if (input.headers) for (const name in input.headers) headers[name] = input.headers[name]!;
   const message = useStructured ? toStructuredMessage(input.event) : toBinaryMessage(input.event, headers);
   if (useStructured) headers['content-type'] = message.headers['content-type']!;
-  const webhookId = webhookIdOf(input.subscriptionId, input.partition, input.offset);
+  const webhookId = webhookIdOf(input.subscriptionId, input.partition, input.offset, input.seekGeneration);
   headers['webhook-id'] = webhookId;
   headers['webhook-timestamp'] = String(input.nowSeconds);
   // Standard Webhooks: several signatures separated by a space; a verifier accepts any one match.

@@ -7,10 +7,13 @@ import type { Matcher } from '../subscriptions/filter';
 import type { DeliveryOutcome } from '../metrics';
 import type { HttpSender } from './http-sender';
 import { newDeliveryId, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
-import { clearBuffer, createCursor, finishOffset, itemAtCursor, skipRange, type PartitionCursor } from './partition-cursor';
+import { clearBuffer, createCursor, finishOffset, itemAtCursor, seekCursor, skipRange, type PartitionCursor } from './partition-cursor';
+import { createFailureWindow } from './failure-window';
 import { buildDeliveryRequest, classifyStatus } from './request';
 import { previousSecretAt } from './signing';
 import { parseRetryAfter, retryDelayMs } from './retry';
+import { createFlowControl } from './flow-control';
+import { requestOrigin } from './webhook-handshake';
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -21,6 +24,8 @@ export interface WorkerDeps {
   callbacks: CallbackRegistry;
   ackUrlBase: () => string;
   onGone: () => void;
+  /** Every attempt has failed for `delivery.disableAfterFailingMs`: pause with reason `failing` (issue 12 §5). */
+  onFailing?: (detail: { failingSince: number; lastError: string }) => void;
   log: Logger;
   clock: () => number;
   random: () => number;
@@ -46,7 +51,10 @@ const MAX_WINDOW = 10_000;
  * offset, filters, posts, retries, awaits acks, dead-letters, and advances the
  * committed offset over contiguous finished offsets.
  */
-export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: OffsetRow[]; pending: PendingRow[] }) {
+export function createSubscriptionWorker(
+  deps: WorkerDeps,
+  saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null },
+) {
   const subId = deps.subscription().id;
   const parts: PartitionCursor[] = [];
   const byPartition = new Map(saved.offsets.map((o) => [o.partition, o]));
@@ -56,12 +64,27 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
   const queuedDeadLetters = new Set<string>();
   let stopped = false;
   let pumpScheduled = false;
-  /** Aborted when the subscription is deleted: its open requests' answers no longer matter. */
-  const openRequests = new AbortController();
+  /**
+   * Per partition, plus one for dead-letter redrives: a seek aborts (and replaces) the controllers of
+   * the partitions it moves, deleting the subscription aborts all; their answers no longer matter.
+   */
+  const openRequests = parts.map(() => new AbortController());
+  const redriveRequests = new AbortController();
   let worker!: SubscriptionWorker;
 
-  const paused = () => deps.subscription().state === 'paused';
+  // Paused, or `validating` (the sink has not consented yet, issue 12 §4): nothing is sent.
+  const paused = () => deps.subscription().state !== 'active';
   const options = () => deps.subscription().delivery;
+  const failures = createFailureWindow({
+    since: saved.failingSince ?? null,
+    limitMs: () => options().disableAfterFailingMs,
+    clock: deps.clock,
+    active: () => !paused(),
+    save: (since) => deps.persistence.saveFailingSince(subId, since),
+    disable: (failingSince, lastError) => deps.onFailing?.({ failingSince, lastError }),
+  });
+  /** Rate limit and AIMD concurrency (issue 12 §3): gates every attempt, new or retried. */
+  const flow = createFlowControl({ options, clock: deps.clock, onToken: () => schedulePump() });
   const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
 
   function hasCapacity(part: PartitionCursor): boolean {
@@ -86,13 +109,14 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
 
   function pump(): void {
     if (stopped || paused() || deps.enabled === false) return;
-    const max = options().maxInFlight;
-    while (redriveQueue.length > 0 && totalPending() < max) startRedrive(redriveQueue.shift()!);
+    const max = flow.maxInFlight();
+    while (redriveQueue.length > 0 && totalPending() < max && flow.ready()) startRedrive(redriveQueue.shift()!);
     let progressed = true;
     while (progressed && totalPending() < max) {
       progressed = false;
       for (const part of parts) {
-        if (totalPending() >= max) break;
+        // No token: the flow control pumps again when one is due.
+        if (totalPending() >= max || !flow.ready()) break;
         if (hasCapacity(part) && takeOne(part)) progressed = true;
       }
     }
@@ -211,6 +235,8 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       return;
     }
     pending.event = stored;
+    // The rate limit: without a token this attempt waits (it runs again when one is due).
+    if (!flow.take(pending, () => void attempt(pending))) return;
     if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
     pending.attempt++;
     pending.deliveryId = newDeliveryId();
@@ -227,10 +253,15 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       subscriptionId: subId,
       secret: sub.secret,
       previousSecret: previousSecretAt(sub, deps.clock()),
-      headers: sub.delivery.headers,
+      // After the handshake's consent every delivery names its origin (CloudEvents http-webhook §4).
+      headers:
+        sub.validation === 'cloudevents'
+          ? { ...sub.delivery.headers, 'webhook-request-origin': requestOrigin(deps.ackUrlBase()) }
+          : sub.delivery.headers,
       format: sub.delivery.format,
       partition: pending.partition,
       offset: pending.offset,
+      seekGeneration: parts[pending.partition]?.generation ?? 0,
       previousOffset: pending.previousOffset,
       attempt: pending.attempt,
       deliveryId: attemptId,
@@ -242,8 +273,11 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     pending.sending = true;
     const startedAt = deps.clock();
     const storedAt = stored.storedAt;
-    const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, openRequests.signal);
+    const epoch = flow.epoch();
+    const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, signalOf(pending));
     const durationMs = deps.clock() - startedAt;
+    // Every answer informs the concurrency limit, even one that no longer matters to its event.
+    if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
     deps.observer?.answered(subId, durationMs);
     if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
     // A newer attempt may have started meanwhile (nack during the request): its flag is its own.
@@ -251,6 +285,9 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     // A callback may have settled this attempt while the request was open.
     if (stopped || pending.finished || pending.deliveryId !== attemptId || pending.state !== 'in_flight') return;
     pending.lastStatus = result.status;
+    // Auto-disable counts answers: a 2xx is a success; anything else but 410 (which pauses anyway) a failure.
+    if (result.status !== null && result.status >= 200 && result.status < 300) failures.succeeded();
+    else if (result.status !== 410) failures.failed(result.error ?? `HTTP ${result.status}`);
     const outcome = result.status === null ? 'error' : classifyStatus(result.status, deps.subscription().delivery.ackMode);
     deps.log.debug(
       {
@@ -389,6 +426,7 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
 
   function complete(pending: Pending): void {
     pending.finished = true;
+    flow.forget(pending);
     pending.event = undefined; // settled callbacks and stats must not keep finished events alive
     clearTimer(pending);
     deps.persistence.deletePending(subId, pending);
@@ -400,6 +438,18 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
       saveOffset(finishOffset(part, pending.offset, true));
     }
     schedulePump();
+  }
+
+  function signalOf(pending: Pending): AbortSignal {
+    return (pending.redrive ? redriveRequests : openRequests[pending.partition]!).signal;
+  }
+
+  /** Dropped by a seek: neither finished in the partition nor dead-lettered; its callback id is stale. */
+  function drop(pending: Pending): void {
+    pending.finished = true;
+    pending.event = undefined;
+    clearTimer(pending);
+    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
   }
 
   function clearTimer(pending: Pending): void {
@@ -481,9 +531,30 @@ export function createSubscriptionWorker(deps: WorkerDeps, saved: { offsets: Off
     },
     stop(opts = {}): void {
       stopped = true;
-      if (opts.abort) openRequests.abort();
+      flow.stop();
+      if (opts.abort) {
+        for (const controller of openRequests) controller.abort();
+        redriveRequests.abort();
+      }
       for (const pending of allPending()) clearTimer(pending);
     },
+    flowStats: () => flow.stats(),
+    /**
+     * Moves partitions to new positions under a new seek generation (issue 12 §2), after the
+     * dispatcher has saved them: their pending attempts are dropped and their open requests aborted.
+     */
+    seek(positions: { partition: number; offset: number }[], generation: number): void {
+      for (const { partition, offset } of positions) {
+        const part = parts[partition];
+        if (!part) continue;
+        openRequests[partition]!.abort();
+        openRequests[partition] = new AbortController();
+        for (const pending of part.pending.values()) drop(pending);
+        seekCursor(part, offset, generation);
+      }
+      schedulePump();
+    },
+    seekGeneration: () => Math.max(0, ...parts.map((p) => p.generation)),
     stats() {
       const heads = deps.store.heads();
       const now = deps.clock();

@@ -4,6 +4,8 @@ export interface OffsetRow {
   partition: number;
   committedOffset: number;
   lastMatchedOffset: number | null;
+  /** The seek generation that last set this position (0: never sought); part of the webhook-id. */
+  seekGeneration?: number;
 }
 
 export type PendingState = 'in_flight' | 'awaiting_ack' | 'scheduled';
@@ -28,9 +30,27 @@ export interface PendingRow {
  */
 export function createDeliveryStateRepo(db: Db) {
   const offsets = db.prepare<[string], OffsetRow>(
-    `SELECT partition, committed_offset AS committedOffset, last_matched_offset AS lastMatchedOffset
+    `SELECT partition, committed_offset AS committedOffset, last_matched_offset AS lastMatchedOffset, seek_generation AS seekGeneration
      FROM subscription_offsets WHERE subscription_id = ?`,
   );
+  // A seek is the one write that may move a committed offset backwards: it names its generation.
+  const seekOffset = db.prepare<[string, number, number, number]>(
+    `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset, seek_generation)
+     VALUES (?, ?, ?, NULL, ?)
+     ON CONFLICT (subscription_id, partition) DO UPDATE SET committed_offset = excluded.committed_offset,
+       last_matched_offset = NULL, seek_generation = excluded.seek_generation`,
+  );
+  const deletePartitionPending = db.prepare<[string, number]>(
+    'DELETE FROM pending_deliveries WHERE subscription_id = ? AND partition = ? AND redrive = 0',
+  );
+  const failingSince = db.prepare<[string], { failingSince: number }>(
+    'SELECT failing_since AS failingSince FROM delivery_failures WHERE subscription_id = ?',
+  );
+  const upsertFailing = db.prepare<[string, number]>(
+    `INSERT INTO delivery_failures (subscription_id, failing_since) VALUES (?, ?)
+     ON CONFLICT (subscription_id) DO UPDATE SET failing_since = excluded.failing_since`,
+  );
+  const deleteFailing = db.prepare<[string]>('DELETE FROM delivery_failures WHERE subscription_id = ?');
   const upsertOffset = db.prepare<[string, number, number, number | null]>(
     `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset) VALUES (?, ?, ?, ?)
      ON CONFLICT (subscription_id, partition) DO UPDATE SET
@@ -75,6 +95,24 @@ export function createDeliveryStateRepo(db: Db) {
     /** Never moves a committed offset backwards, whatever order writes arrive in. */
     saveOffset(subscriptionId: string, row: OffsetRow): void {
       upsertOffset.run(subscriptionId, row.partition, row.committedOffset, row.lastMatchedOffset);
+    },
+    /**
+     * A seek (issue 12 §2): sets the committed offset exactly (backwards too), starts a new chain
+     * (no last matched offset) and records the generation. Its pending deliveries in the partition
+     * are dropped (dead-letter redrives are not: they are not positions in the partition). Run in
+     * the transaction that writes the buffered state first, so no older write lands after it.
+     */
+    seekOffset(subscriptionId: string, partition: number, committedOffset: number, generation: number): void {
+      seekOffset.run(subscriptionId, partition, committedOffset, generation);
+      deletePartitionPending.run(subscriptionId, partition);
+    },
+    /** Since when every attempt has failed (epoch ms), or null. */
+    failingSince(subscriptionId: string): number | null {
+      return failingSince.get(subscriptionId)?.failingSince ?? null;
+    },
+    setFailingSince(subscriptionId: string, at: number | null): void {
+      if (at === null) deleteFailing.run(subscriptionId);
+      else upsertFailing.run(subscriptionId, at);
     },
     pending(subscriptionId: string): PendingRow[] {
       return pending.all(subscriptionId).map((r) => ({ ...r, redrive: r.redrive === 1 }));

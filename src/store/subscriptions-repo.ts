@@ -1,19 +1,30 @@
 import type { DeliveryOptions } from '../subscriptions/schema';
 import type { Db } from './db';
 
+export const SUBSCRIPTION_STATES = ['active', 'paused', 'validating'] as const;
+export type SubscriptionState = (typeof SUBSCRIPTION_STATES)[number];
+
 export interface SubscriptionRecord {
   id: string;
   sink: string;
   filters: unknown[];
   delivery: DeliveryOptions;
   startAt: 'latest' | 'earliest';
-  state: 'active' | 'paused';
+  /** `validating`: waiting for the sink's consent (CloudEvents handshake); nothing is delivered. */
+  state: SubscriptionState;
   stateReason: string | null;
   secret: string;
   /** The secret the last rotation replaced, still signing (after the new one) until `previousSecretExpiresAt`. */
   previousSecret: string | null;
   /** Epoch ms; null when there is no overlap. */
   previousSecretExpiresAt: number | null;
+  /** `cloudevents`: deliveries wait for the sink's consent to a validation handshake. */
+  validation: 'none' | 'cloudevents';
+  /** While `validating`: the secret part of the callback URL, and when the wait ends (epoch ms). */
+  validationToken: string | null;
+  validationDeadline: number | null;
+  /** When the sink consented (epoch ms); null before. */
+  validatedAt: number | null;
   createdAt: number;
   updatedAt: number;
 }
@@ -24,11 +35,15 @@ interface Row {
   filters: string;
   delivery: string;
   start_at: 'latest' | 'earliest';
-  state: 'active' | 'paused';
+  state: SubscriptionState;
   state_reason: string | null;
   secret: string;
   previous_secret: string | null;
   previous_secret_expires_at: number | null;
+  validation: 'none' | 'cloudevents';
+  validation_token: string | null;
+  validation_deadline: number | null;
+  validated_at: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -44,6 +59,10 @@ const fromRow = (r: Row): SubscriptionRecord => ({
   secret: r.secret,
   previousSecret: r.previous_secret,
   previousSecretExpiresAt: r.previous_secret_expires_at,
+  validation: r.validation,
+  validationToken: r.validation_token,
+  validationDeadline: r.validation_deadline,
+  validatedAt: r.validated_at,
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -52,14 +71,15 @@ const fromRow = (r: Row): SubscriptionRecord => ({
 export function createSubscriptionsRepo(db: Db) {
   const insert = db.prepare(
     `INSERT INTO subscriptions (id, sink, filters, delivery, start_at, state, state_reason, secret, previous_secret,
-       previous_secret_expires_at, created_at, updated_at)
+       previous_secret_expires_at, validation, validation_token, validation_deadline, validated_at, created_at, updated_at)
      VALUES (@id, @sink, @filters, @delivery, @startAt, @state, @stateReason, @secret, @previousSecret,
-       @previousSecretExpiresAt, @createdAt, @updatedAt)`,
+       @previousSecretExpiresAt, @validation, @validationToken, @validationDeadline, @validatedAt, @createdAt, @updatedAt)`,
   );
   const update = db.prepare(
     `UPDATE subscriptions SET sink = @sink, filters = @filters, delivery = @delivery, state = @state,
        state_reason = @stateReason, secret = @secret, previous_secret = @previousSecret,
-       previous_secret_expires_at = @previousSecretExpiresAt, updated_at = @updatedAt WHERE id = @id`,
+       previous_secret_expires_at = @previousSecretExpiresAt, validation = @validation, validation_token = @validationToken,
+       validation_deadline = @validationDeadline, validated_at = @validatedAt, updated_at = @updatedAt WHERE id = @id`,
   );
   const get = db.prepare<[string], Row>('SELECT * FROM subscriptions WHERE id = ?');
   const all = db.prepare<[], Row>('SELECT * FROM subscriptions ORDER BY created_at, id');

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { DEFAULT_DISABLE_AFTER_FAILING_MS } from '../delivery/failure-window';
 import { DEFAULT_RETRY } from '../delivery/retry';
 import { AppError } from '../errors';
 
@@ -29,6 +30,8 @@ const deliveryShape = {
   timeoutMs: ms(10, 300_000),
   ackMode: z.enum(['auto', 'manual']),
   ackDeadlineMs: ms(10, 86_400_000),
+  /** Auto-disable (issue 12 §5): pause with reason `failing` after every attempt has failed this long; 0 = never. */
+  disableAfterFailingMs: ms(0, 365 * 86_400_000),
 };
 
 export const MAX_DELIVERY_HEADERS = 10;
@@ -83,6 +86,12 @@ const headersSchema = z
   })
   .transform((headers) => Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value])));
 
+/**
+ * `delivery.rateLimit`: at most `perSecond` attempts a second (fractions allowed, e.g. 0.5 for one every
+ * two seconds), over all partitions. Absent: no limit. A PATCH with `rateLimit: null` removes it.
+ */
+export const rateLimitSchema = z.object({ perSecond: z.number().positive().max(100_000) }).strict();
+
 export const deliverySchema = z
   .object({
     format: deliveryShape.format.default('binary'),
@@ -91,8 +100,10 @@ export const deliverySchema = z
     timeoutMs: deliveryShape.timeoutMs.default(10_000),
     ackMode: deliveryShape.ackMode.default('auto'),
     ackDeadlineMs: deliveryShape.ackDeadlineMs.default(30_000),
+    disableAfterFailingMs: deliveryShape.disableAfterFailingMs.default(DEFAULT_DISABLE_AFTER_FAILING_MS),
     retry: retrySchema.prefault({}),
     headers: headersSchema.optional(),
+    rateLimit: rateLimitSchema.optional(),
   })
   .strict();
 
@@ -103,7 +114,7 @@ export const deliverySchema = z
  */
 const retryChangeSchema = z.object(retryShape).partial().strict();
 const deliveryChangeSchema = z
-  .object({ ...deliveryShape, retry: retryChangeSchema, headers: headersSchema })
+  .object({ ...deliveryShape, retry: retryChangeSchema, headers: headersSchema, rateLimit: rateLimitSchema.nullable() })
   .partial()
   .strict();
 
@@ -132,6 +143,8 @@ export const createSubscriptionSchema = z
     filters: z.array(z.unknown()).max(64).default([]),
     delivery: deliveryChangeSchema.default({}),
     startAt: z.enum(['latest', 'earliest']).default('latest'),
+    /** `cloudevents`: the sink must consent (CloudEvents http-webhook §4 handshake) before any delivery. */
+    validation: z.enum(['none', 'cloudevents']).default('none'),
     ackMode: deliveryShape.ackMode.optional(),
     retry: retryChangeSchema.optional(),
   })
@@ -177,7 +190,10 @@ function resolveHeaders(current: Record<string, string> | undefined, given: Reco
 }
 
 /** Delivery options as the API shows them: header values are never returned. */
-export function maskDelivery(delivery: DeliveryOptions): DeliveryOptions {
+export function maskDelivery(stored: DeliveryOptions): DeliveryOptions {
+  // Subscriptions stored before auto-disable existed have no value: they use (and show) the default.
+  const delivery =
+    stored.disableAfterFailingMs === undefined ? { ...stored, disableAfterFailingMs: DEFAULT_DISABLE_AFTER_FAILING_MS } : stored;
   if (!delivery.headers) return delivery;
   return { ...delivery, headers: Object.fromEntries(Object.keys(delivery.headers).map((name) => [name, MASKED_HEADER_VALUE])) };
 }
@@ -196,6 +212,7 @@ export function mergeDelivery(
   if (extra.ackMode !== undefined) next.ackMode = extra.ackMode;
   const retry = { ...((base.retry as object) ?? {}), ...((change?.retry as object) ?? {}), ...(extra.retry ?? {}) };
   next.retry = retry;
+  if (next.rateLimit === null) delete next.rateLimit;
   if (change?.headers !== undefined) {
     const headers = resolveHeaders(base.headers as Record<string, string> | undefined, change.headers as Record<string, string>);
     if (Object.keys(headers).length > 0) next.headers = headers;

@@ -6,6 +6,7 @@ import type { Router } from 'express';
 import { createApp } from '../../src/api/app';
 import { createAuthorizer } from '../../src/api/auth';
 import { createDeliveriesRouter } from '../../src/api/deliveries-router';
+import { createValidationsRouter } from '../../src/api/validations-router';
 import { createEventsRouter } from '../../src/api/events-router';
 import { createHealthRouter } from '../../src/api/health-router';
 import { createIngestHandler } from '../../src/api/ingest-handler';
@@ -178,6 +179,7 @@ describe('the document and the server agree on the routes', () => {
           createEventsRouter(gw.store, createIngestHandler({ store: gw.store, log: gw.log, maxBodyBytes: 1024, maxJsonDepth: 64 })),
         createSubscriptionsRouter: () => createSubscriptionsRouter(gw.subscriptions),
         createDeliveriesRouter: () => createDeliveriesRouter(gw.dispatcher),
+        createValidationsRouter: () => createValidationsRouter(gw.subscriptions),
         createMetricsRouter: () => createMetricsRouter(gw.metrics),
         createOpenApiRouter: () => createOpenApiRouter(),
       };

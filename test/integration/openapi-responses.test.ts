@@ -224,6 +224,15 @@ describe('every operation answers as the contract says', () => {
     expect((await call('POST', `/subscriptions/${id}/rotate-secret`, { json: { overlap: 60 } })).status).toBe(400);
     await expectJsonBodyErrors('POST', `/subscriptions/${id}/rotate-secret`);
 
+    // Seek (issue 12 §2): each form, and the 400s of a body that is not exactly one valid form.
+    expect((await call('POST', `/subscriptions/${id}/seek`, { json: { to: 'earliest' } })).body.id).toBe(id);
+    expect((await call('POST', `/subscriptions/${id}/seek`, { json: { time: '2026-12-01T10:00:00Z' } })).status).toBe(200);
+    expect((await call('POST', `/subscriptions/${id}/seek`, { json: { offsets: { '0': 0 } } })).status).toBe(200);
+    expect((await call('POST', `/subscriptions/${id}/seek`, { json: { to: 'latest', time: '2026-12-01T10:00:00Z' } })).status).toBe(400);
+    expect((await call('POST', `/subscriptions/${id}/seek`, { json: { offsets: { '0': 1e9 } } })).status).toBe(400);
+    expect((await call('POST', '/subscriptions/nope/seek', { json: { to: 'latest' } })).status).toBe(404);
+    await expectJsonBodyErrors('POST', `/subscriptions/${id}/seek`);
+
     // Sink authentication headers: values never come back.
     const withHeaders = await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { headers: { Authorization: 'Bearer t0k3n' } } } });
     expect(withHeaders.body.delivery.headers).toEqual({ authorization: '***' });
@@ -388,6 +397,42 @@ describe('every operation answers as the contract says', () => {
     } finally {
       await secured.close();
     }
+  });
+
+  it('takes the validation handshake callback (GET and POST), with consent or without', async () => {
+    // The receiver answers OPTIONS 204 without WebHook-Allowed-Origin: no consent yet, so it waits for the callback.
+    const created = await call('POST', '/subscriptions', {
+      json: { sink: `${structured.url}/validated`, filters: [{ exact: { source: '/contract/validated' } }], validation: 'cloudevents' },
+    });
+    expect(created.body).toMatchObject({ state: 'validating', validation: 'cloudevents' });
+    const options = await waitFor(() => structured.requests.find((r) => r.method === 'OPTIONS' && r.url === '/hook/validated'));
+    const callback = String(options.headers['webhook-request-callback']).slice(gw.url.length);
+    expect((await call('GET', callback)).status).toBe(400);
+    expect((await call('POST', callback, { headers: { 'webhook-allowed-origin': 'other.example' } })).status).toBe(400);
+    const granted = await call('GET', callback, { headers: { 'webhook-allowed-origin': '*', 'webhook-allowed-rate': '600' } });
+    expect(granted).toMatchObject({ status: 200, body: { state: 'active' } });
+    expect((await call('GET', `/subscriptions/${created.body.id}`)).body).toMatchObject({
+      state: 'active',
+      delivery: { rateLimit: { perSecond: 10 } },
+    });
+    expect((await call('POST', callback, { headers: { 'webhook-allowed-origin': '*' } })).status).toBe(404);
+    expect((await call('GET', '/validations/val_unknown')).status).toBe(404);
+
+    const again = await call('POST', '/subscriptions', {
+      json: {
+        sink: `${structured.url}/validated-post`,
+        filters: [{ exact: { source: '/contract/validated' } }],
+        validation: 'cloudevents',
+      },
+    });
+    const second = await waitFor(() => structured.requests.find((r) => r.method === 'OPTIONS' && r.url === '/hook/validated-post'));
+    const postCallback = String(second.headers['webhook-request-callback']).slice(gw.url.length);
+    const posted = await call('POST', postCallback, {
+      headers: { 'webhook-allowed-origin': '127.0.0.1', 'content-type': 'text/plain' },
+      body: 'ok',
+    });
+    expect(posted).toMatchObject({ status: 200, body: { state: 'active' } });
+    expect((await call('GET', `/subscriptions/${again.body.id}`)).body.state).toBe('active');
   });
 
   // Depends on the tests above having run (it is last on purpose): run the whole file.

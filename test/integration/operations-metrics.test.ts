@@ -163,7 +163,13 @@ describe('GET /metrics with API keys', () => {
     try {
       expect((await fetch(`${gw.url}/metrics`)).status).toBe(401);
       expect((await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer pub-secret' } })).status).toBe(403);
-      expect((await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer read-secret' } })).status).toBe(200);
+      const ok = await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer read-secret' } });
+      expect(ok.status).toBe(200);
+      // A publish refused for its key is a rejected POST /events too.
+      expect((await fetch(`${gw.url}/events`, { method: 'POST', headers: { authorization: 'Bearer read-secret' } })).status).toBe(403);
+      const text = await (await fetch(`${gw.url}/metrics`, { headers: { authorization: 'Bearer read-secret' } })).text();
+      expect(text).toMatch(/^herald_ingest_rejected_total\{code="forbidden"\} 1$/m);
+      expect(await ok.text()).toContain('herald_events_ingested_total');
     } finally {
       await gw.close();
     }

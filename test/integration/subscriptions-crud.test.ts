@@ -60,13 +60,15 @@ describe('creating a subscription', () => {
         timeoutMs: 10_000,
         ackMode: 'auto',
         ackDeadlineMs: 30_000,
+        disableAfterFailingMs: 432_000_000,
         retry: { maxAttempts: 10, initialDelayMs: 1000, maxDelayMs: 300_000, multiplier: 2, jitter: 0.2 },
       },
       startAt: 'latest',
+      validation: 'none',
       state: 'active',
       stateReason: null,
       createdAt: expect.any(String),
-      stats: { partitions: expect.any(Array), deadLetters: 0 },
+      stats: { partitions: expect.any(Array), deadLetters: 0, currentMaxInFlight: 16, throttled: false },
       secret: expect.stringMatching(/^whsec_/),
     });
     expect(new Date(sub.createdAt).toISOString()).toBe(sub.createdAt);

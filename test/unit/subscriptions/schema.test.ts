@@ -16,6 +16,7 @@ const DEFAULT_DELIVERY = {
   timeoutMs: 10_000,
   ackMode: 'auto',
   ackDeadlineMs: 30_000,
+  disableAfterFailingMs: 432_000_000,
   retry: { maxAttempts: 10, initialDelayMs: 1000, maxDelayMs: 300_000, multiplier: 2, jitter: 0.2 },
 };
 

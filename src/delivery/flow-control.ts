@@ -1,0 +1,107 @@
+import type { DeliveryOptions } from '../subscriptions/schema';
+import {
+  currentLimit,
+  loadSignal,
+  msUntilToken,
+  newAimd,
+  newBucket,
+  onAnswer,
+  refill,
+  takeToken,
+  type Aimd,
+  type TokenBucket,
+} from './rate-limit';
+
+/**
+ * One subscription's flow control (issue 12 §3): the state of its token bucket and AIMD limiter
+ * (the rules are the pure functions of `./rate-limit`), and the attempts waiting for a token.
+ * Not persisted: after a restart the bucket is full and the limit back at `maxInFlight`.
+ */
+export function createFlowControl(deps: {
+  options: () => Pick<DeliveryOptions, 'maxInFlight' | 'rateLimit'>;
+  clock: () => number;
+  /** A token is available again: deferred attempts have been run; start new ones. */
+  onToken: () => void;
+}) {
+  let aimd: Aimd = newAimd();
+  let bucket: TokenBucket | undefined;
+  let timer: NodeJS.Timeout | undefined;
+  /** Attempts (retries, redrives) that found the bucket empty, by pending, each run once a token is due. */
+  const deferred = new Map<object, () => void>();
+
+  const rate = () => deps.options().rateLimit?.perSecond;
+
+  function bucketNow(perSecond: number): TokenBucket {
+    const now = deps.clock();
+    bucket = bucket ? refill(bucket, perSecond, now) : newBucket(perSecond, now);
+    return bucket;
+  }
+
+  function armTimer(): void {
+    const perSecond = rate();
+    if (timer || perSecond === undefined) return;
+    const delay = msUntilToken(bucketNow(perSecond), perSecond, deps.clock());
+    timer = setTimeout(() => {
+      timer = undefined;
+      const waiting = [...deferred.values()];
+      deferred.clear();
+      for (const run of waiting) run();
+      deps.onToken();
+    }, delay);
+  }
+
+  return {
+    /** The in-flight limit in force now (AIMD), at most `maxInFlight`. */
+    maxInFlight: (): number => currentLimit(aimd, deps.options().maxInFlight),
+    /** Captured when a request starts, handed back with its answer to `answered`. */
+    epoch: (): number => aimd.epoch,
+    /** Whether an attempt may start now (a token is there, or there is no rate limit); takes nothing. */
+    ready(): boolean {
+      const perSecond = rate();
+      if (perSecond === undefined) return true;
+      if (bucketNow(perSecond).tokens >= 1) return true;
+      armTimer();
+      return false;
+    },
+    /**
+     * Takes a token for an attempt. Without one, `run` is kept (once per `key`) and called when a
+     * token is due; the caller returns and tries again then.
+     */
+    take(key: object, run: () => void): boolean {
+      const perSecond = rate();
+      if (perSecond === undefined) return true;
+      const taken = takeToken(bucketNow(perSecond), perSecond, deps.clock());
+      bucket = taken.bucket;
+      if (taken.ok) {
+        deferred.delete(key);
+        return true;
+      }
+      deferred.set(key, run);
+      armTimer();
+      return false;
+    },
+    /** Forgets a deferred attempt (finished or superseded meanwhile). */
+    forget(key: object): void {
+      deferred.delete(key);
+    },
+    /** Feeds one answer (or timeout) to the AIMD limiter; true when the limit grew. */
+    answered(status: number | null, timedOut: boolean, startedEpoch: number): boolean {
+      const max = deps.options().maxInFlight;
+      const before = currentLimit(aimd, max);
+      aimd = onAnswer(aimd, loadSignal(status, timedOut), startedEpoch, max);
+      return currentLimit(aimd, max) > before;
+    },
+    /** For `stats`: the limit in force, and whether the bucket is empty now. */
+    stats(): { currentMaxInFlight: number; throttled: boolean } {
+      const perSecond = rate();
+      const throttled = perSecond !== undefined && bucketNow(perSecond).tokens < 1;
+      return { currentMaxInFlight: currentLimit(aimd, deps.options().maxInFlight), throttled };
+    },
+    stop(): void {
+      if (timer) clearTimeout(timer);
+      timer = undefined;
+      deferred.clear();
+    },
+  };
+}
+export type FlowControl = ReturnType<typeof createFlowControl>;

@@ -1,0 +1,79 @@
+import { AppError, type Violation } from '../errors';
+import type { EventStore } from '../log/event-store';
+
+/** Where a seek moves a subscription (issue 12 §2): exactly one of the three forms, checked by the API. */
+export type SeekTarget = { to: 'earliest' | 'latest' } | { time: number } | { offsets: Record<string, number> };
+
+/** A partition's new position. */
+export interface SeekPosition {
+  partition: number;
+  offset: number;
+}
+
+/**
+ * The first offset of a partition whose event was stored at or after `atMs`, or the head when none
+ * was. A binary search over the partition's offsets by `storedAt`: O(log n) single-record reads, each
+ * an index lookup and one record read, so a seek over a large log reads a few dozen records per
+ * partition. `storedAt` is taken as non-decreasing along a partition (the append clock; a wall clock
+ * stepped backwards makes the answer one of the plausible offsets, not necessarily the first).
+ * Offsets with no record (a gap) are skipped by the read; a corrupt record is stepped over, reading
+ * on from the next offset; the answer is always an intact event's offset or the head.
+ */
+export function offsetAtTime(store: Pick<EventStore, 'read' | 'heads'>, partition: number, atMs: number): number {
+  const head = store.heads()[partition] ?? 0;
+  let lo = 0;
+  let hi = head;
+  while (lo < hi) {
+    const mid = lo + Math.floor((hi - lo) / 2);
+    const found = firstReadable(store, partition, mid, hi);
+    if (found === undefined || found.storedAt >= atMs) hi = mid;
+    else lo = found.offset + 1;
+  }
+  // Every event below `lo` is older and every one from it on is not: the answer is the first event
+  // at or after `lo` (past a gap or a corrupt record there, which the cursor would otherwise meet).
+  return firstReadable(store, partition, lo, head)?.offset ?? head;
+}
+
+/** The first intact event in `[from, to)`, stepping over corrupt records; undefined when there is none. */
+function firstReadable(store: Pick<EventStore, 'read'>, partition: number, from: number, to: number) {
+  for (let at = from; at < to;) {
+    const page = store.read(partition, at, 1);
+    const event = page.events[0];
+    if (event) return event.offset < to ? event : undefined;
+    if (page.corruptOffset === undefined) return undefined;
+    at = page.corruptOffset + 1;
+  }
+  return undefined;
+}
+
+/**
+ * The positions a seek target means, per partition: `earliest` is the first offset (0: there is no
+ * retention yet), `latest` the head, a time the first event stored at or after it, `offsets` the
+ * named partitions only.
+ * @throws AppError `invalid_request` naming each partition that does not exist or offset outside `[firstOffset, headOffset]`
+ */
+export function seekPositions(store: Pick<EventStore, 'read' | 'heads' | 'partitions'>, target: SeekTarget): SeekPosition[] {
+  const heads = store.heads();
+  const all = Array.from({ length: store.partitions }, (_, partition) => partition);
+  if ('to' in target) return all.map((partition) => ({ partition, offset: target.to === 'earliest' ? 0 : heads[partition]! }));
+  if ('time' in target) return all.map((partition) => ({ partition, offset: offsetAtTime(store, partition, target.time) }));
+  const problems: Violation[] = [];
+  const positions: SeekPosition[] = [];
+  for (const [key, offset] of Object.entries(target.offsets)) {
+    const partition = Number(key);
+    const attribute = `offsets.${key}`;
+    if (!/^(0|[1-9]\d*)$/.test(key) || partition >= store.partitions) {
+      problems.push({ attribute, message: `there is no partition ${key} (partitions are 0 to ${store.partitions - 1})` });
+    } else if (offset > heads[partition]!) {
+      problems.push({ attribute, message: `offset ${offset} is outside partition ${key}'s range [0, ${heads[partition]}]` });
+    } else {
+      positions.push({ partition, offset });
+    }
+  }
+  if (problems.length > 0) {
+    throw new AppError('invalid_request', `the seek is not valid: ${problems.map((p) => `${p.attribute}: ${p.message}`).join('; ')}`, {
+      details: problems,
+    });
+  }
+  return positions;
+}

@@ -1,0 +1,79 @@
+/**
+ * The CloudEvents webhook validation handshake (abuse protection), as pure functions: the
+ * `OPTIONS` request's headers, and what an answer (or a callback request) means.
+ * @see https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/http-webhook.md#4-abuse-protection
+ */
+
+/**
+ * `WebHook-Request-Origin`: the host of `HERALD_PUBLIC_URL`, without its port (the spec asks for
+ * "a DNS expression that identifies the sending system"). IPv6 literals keep their brackets.
+ */
+export function requestOrigin(publicUrl: string): string {
+  return new URL(publicUrl).hostname;
+}
+
+/**
+ * `WebHook-Request-Rate`: the rate limit in requests per minute, rounded up (a positive integer, as
+ * the spec requires), so Herald never asks for less than it may send. Absent without a rate limit.
+ */
+export function requestRatePerMinute(perSecond: number | undefined): number | undefined {
+  return perSecond === undefined ? undefined : Math.max(1, Math.ceil(perSecond * 60 - 1e-9));
+}
+
+/** The headers of the validation request (names in lower case). */
+export function handshakeHeaders(input: { origin: string; perSecond?: number; callbackUrl: string }): Record<string, string> {
+  const headers: Record<string, string> = {
+    'webhook-request-origin': input.origin,
+    'webhook-request-callback': input.callbackUrl,
+  };
+  const rate = requestRatePerMinute(input.perSecond);
+  if (rate !== undefined) headers['webhook-request-rate'] = String(rate);
+  return headers;
+}
+
+type HeaderValue = string | string[] | undefined;
+const first = (v: HeaderValue): string | undefined => (Array.isArray(v) ? v[0] : v)?.trim();
+
+/**
+ * What `WebHook-Allowed-Rate` grants: `{ perSecond }` for a positive number of requests per minute
+ * (÷ 60, fractions kept), `null` for `*` (no limit), `undefined` when absent or not a positive number
+ * (the current rate limit is kept).
+ */
+export function allowedRate(value: HeaderValue): { perSecond: number } | null | undefined {
+  const raw = first(value);
+  if (raw === undefined || raw === '') return undefined;
+  if (raw === '*') return null;
+  if (!/^\d+(\.\d+)?$/.test(raw)) return undefined;
+  const perMinute = Number(raw);
+  return perMinute > 0 ? { perSecond: perMinute / 60 } : undefined;
+}
+
+/**
+ * Consent: `WebHook-Allowed-Origin` equal to `origin` (case-insensitive, as DNS names are) or `*`.
+ * The status code alone never counts.
+ */
+export function grantsOrigin(headers: Record<string, HeaderValue>, origin: string): boolean {
+  const allowed = first(headers['webhook-allowed-origin']);
+  return allowed === '*' || (allowed !== undefined && allowed.toLowerCase() === origin.toLowerCase());
+}
+
+export type HandshakeVerdict =
+  | { kind: 'consent'; rateLimit: { perSecond: number } | null | undefined }
+  /** A 2xx without consent: wait for the callback (until the deadline). */
+  | { kind: 'wait' }
+  | { kind: 'refused'; reason: string };
+
+/** What the answer to the `OPTIONS` request means; `status` null: no answer (the error says why). */
+export function judgeHandshake(
+  answer: { status: number | null; headers?: Record<string, HeaderValue>; error?: string },
+  origin: string,
+): HandshakeVerdict {
+  if (answer.status === null)
+    return { kind: 'refused', reason: `no answer to the validation request: ${answer.error ?? 'request failed'}` };
+  const headers = answer.headers ?? {};
+  if (answer.status >= 200 && answer.status < 300) {
+    if (grantsOrigin(headers, origin)) return { kind: 'consent', rateLimit: allowedRate(headers['webhook-allowed-rate']) };
+    return { kind: 'wait' };
+  }
+  return { kind: 'refused', reason: `the validation request was answered ${answer.status}` };
+}

@@ -1,0 +1,25 @@
+import { z } from 'zod';
+import type { SeekTarget } from '../delivery/seek';
+
+/**
+ * `POST /subscriptions/{id}/seek` (issue 12 §2): exactly one of `to` (`earliest` | `latest`), `time`
+ * (RFC 3339, with `Z` or an offset) or `offsets` (partition → offset, at least one partition).
+ */
+export const seekSchema = z
+  .object({
+    to: z.enum(['earliest', 'latest']),
+    time: z.iso.datetime({ offset: true, error: 'time must be an RFC 3339 date-time such as 2026-12-01T10:00:00Z' }),
+    offsets: z
+      .record(z.string(), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER))
+      .refine((offsets) => Object.keys(offsets).length > 0, 'offsets must name at least one partition'),
+  })
+  .partial()
+  .strict()
+  .refine((body) => [body.to, body.time, body.offsets].filter((v) => v !== undefined).length === 1, {
+    message: 'give exactly one of to, time or offsets',
+  })
+  .transform((body): SeekTarget => {
+    if (body.to !== undefined) return { to: body.to };
+    if (body.time !== undefined) return { time: Date.parse(body.time) };
+    return { offsets: body.offsets! };
+  });

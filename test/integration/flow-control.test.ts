@@ -1,0 +1,113 @@
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { createContractChecker, createContractClient, loadContract, type ContractClient } from '../helpers/openapi';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/**
+ * Rate limits and adaptive concurrency (issue 12 §3), against real receivers on loopback. The only
+ * timing asserted is the lower bound the rate limit tells the gateway to honour.
+ */
+
+const checker = createContractChecker(loadContract());
+let gw: TestGateway;
+let call: ContractClient;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  call = createContractClient(gw.url, checker);
+  receiver = await startReceiver();
+});
+
+afterAll(async () => {
+  await receiver?.close();
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+async function publish(source: string, count: number): Promise<void> {
+  const res = await call('POST', '/events', {
+    headers: { 'content-type': 'application/cloudevents-batch+json' },
+    json: Array.from({ length: count }, (_, i) => ({
+      specversion: '1.0',
+      id: `${source}-${i}`,
+      source,
+      type: 'flow.test',
+      partitionkey: `k${i}`,
+      data: { i },
+    })),
+  });
+  expect(res.status).toBe(202);
+}
+
+const statsOf = async (id: string) => (await call('GET', `/subscriptions/${id}`)).body.stats;
+const fromSource = (source: string) => receiver.requests.filter((r) => String(r.headers['ce-source']) === source);
+
+describe('delivery.rateLimit', () => {
+  it('spaces deliveries to perSecond across partitions, and shows throttled while the bucket is empty', async () => {
+    const source = '/flow/rate';
+    const created = await call('POST', '/subscriptions', {
+      json: { sink: receiver.url, filters: [{ exact: { source } }], delivery: { ordering: 'none', rateLimit: { perSecond: 10 } } },
+    });
+    expect(created.status).toBe(201);
+    expect(created.body.delivery.rateLimit).toEqual({ perSecond: 10 });
+    expect(created.body.stats).toMatchObject({ currentMaxInFlight: 16, throttled: false });
+    const id = created.body.id as string;
+
+    await publish(source, 25);
+    await waitFor(async () => (await statsOf(id)).throttled === true, { what: 'throttled: true' });
+    const got = await waitFor(() => (fromSource(source).length >= 25 ? fromSource(source) : undefined), { what: '25 deliveries' });
+    // A full bucket holds one second (10 tokens); the other 15 come at 10 a second: at least 1.5 s.
+    const times = got.map((r) => r.receivedAt).sort((a, b) => a - b);
+    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(1400);
+    // Never more than the bucket allows in any one second (capacity 10 + 10 earned).
+    for (const t of times) expect(times.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(20);
+
+    // PATCH with rateLimit: null removes the limit.
+    const patched = await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { rateLimit: null } } });
+    expect(patched.status).toBe(200);
+    expect(patched.body.delivery).not.toHaveProperty('rateLimit');
+    expect(patched.body.stats.throttled).toBe(false);
+    expect((await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { rateLimit: { perSecond: 0 } } } })).status).toBe(400);
+  });
+});
+
+describe('adaptive concurrency (AIMD)', () => {
+  it('halves the in-flight limit while the receiver answers 429, and grows it back after successes', async () => {
+    const source = '/flow/aimd';
+    let overloaded = true;
+    receiver.setResponder((req) => (String(req.headers['ce-source']) === source && overloaded ? { status: 429 } : { status: 204 }));
+    const created = await call('POST', '/subscriptions', {
+      json: {
+        sink: receiver.url,
+        filters: [{ exact: { source } }],
+        delivery: {
+          ordering: 'none',
+          maxInFlight: 8,
+          retry: { maxAttempts: 1000, initialDelayMs: 10, maxDelayMs: 50, jitter: 0 },
+        },
+      },
+    });
+    const id = created.body.id as string;
+    expect(created.body.stats.currentMaxInFlight).toBe(8);
+
+    await publish(source, 60);
+    // 8 → 4 → 2 → 1: one halving per window of requests, not one per 429.
+    await waitFor(async () => (await statsOf(id)).currentMaxInFlight === 1, { what: 'currentMaxInFlight to fall to 1' });
+    overloaded = false;
+    await waitFor(
+      async () => {
+        const stats = await statsOf(id);
+        return stats.partitions.every((p: { lag: number }) => p.lag === 0) && stats.currentMaxInFlight === 8;
+      },
+      { what: 'every event delivered and currentMaxInFlight back at 8' },
+    );
+    expect(
+      new Set(
+        fromSource(source)
+          .filter((r) => r.headers['ce-id'])
+          .map((r) => r.headers['ce-id']),
+      ).size,
+    ).toBe(60);
+  });
+});
