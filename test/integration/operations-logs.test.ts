@@ -121,7 +121,11 @@ describe('logs that tell the story', () => {
     }
     await waitFor(() => receiver!.requests.length === 20 || undefined, { what: '20 deliveries' });
     await new Promise((r) => setTimeout(r, 200)); // a line per event would have arrived by now
-    expect(lines(gw).slice(before).map((l) => l.msg)).toEqual([]);
+    expect(
+      lines(gw)
+        .slice(before)
+        .map((l) => l.msg),
+    ).toEqual([]);
   });
 });
 
