@@ -6,6 +6,7 @@
  *   npm run bench                              all cases (about 9 minutes)
  *   npm run bench -- ingest-single deliver     a subset
  *   npm run bench -- filters                   adversarial subscription filters, in-process (issue 8)
+ *   npm run bench -- seek                      seek by time over a 1 GiB log (issue 12)
  *   npm run bench -- metrics                   CPU cost of one /metrics scrape per second with 100 subscriptions (issue 11)
  *   npm run bench -- --quick                   smoke run: checks the scripts work, numbers mean nothing
  *   options: --rounds=N (3)  --latency-seconds=S (30)  --profile=auto|always|never (auto: on a missed target)
@@ -25,6 +26,7 @@ import * as ingestBatch from './cases/ingest-batch';
 import * as ingestSingle from './cases/ingest-single';
 import * as latency from './cases/latency';
 import * as metrics from './cases/metrics';
+import * as seek from './cases/seek';
 import * as recovery from './cases/recovery';
 import { execFileSync } from 'node:child_process';
 import { MAIN_JS, ROOT, buildBaseline, killAll, snapshotGateway } from './lib/children';
@@ -42,6 +44,7 @@ const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
   recovery: recovery.run,
   filters: filters.run,
   metrics: metrics.run,
+  seek: seek.run,
 };
 const ORDER = Object.keys(CASES);
 

@@ -35,8 +35,8 @@ export interface ScanOutcome {
   bad: number;
 }
 
-/** Calls `onRecord(id, partition, offset)` for every intact record, in log order. */
-export function scanLog(dataDir: string, onRecord: (id: string, partition: number, offset: number) => void): ScanOutcome {
+/** Calls `onRecord(id, partition, offset, storedAt)` for every intact record, in log order. */
+export function scanLog(dataDir: string, onRecord: (id: string, partition: number, offset: number, storedAt: number) => void): ScanOutcome {
   let records = 0;
   let bytes = 0;
   let bad = 0;
@@ -66,7 +66,7 @@ export function scanLog(dataDir: string, onRecord: (id: string, partition: numbe
           const offset = buf.readDoubleLE(body + 4);
           const attrsLength = buf.readUInt32LE(body + 20);
           const attrs = JSON.parse(buf.toString('utf8', body + 24, body + 24 + attrsLength)) as { id: string };
-          onRecord(attrs.id, partition, offset);
+          onRecord(attrs.id, partition, offset, buf.readDoubleLE(body + 12));
           records++;
           bytes += 8 + bodyLength;
           at += 8 + bodyLength;

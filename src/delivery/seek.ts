@@ -19,7 +19,10 @@ export interface SeekPosition {
  * Offsets with no record (a gap) are skipped by the read; a corrupt record is stepped over, reading
  * on from the next offset; the answer is always an intact event's offset or the head.
  */
-export function offsetAtTime(store: Pick<EventStore, 'read' | 'heads'>, partition: number, atMs: number): number {
+export function offsetAtTime(store: Pick<EventStore, 'read' | 'heads' | 'offsetAtTime'>, partition: number, atMs: number): number {
+  // The store's time index, where it covers the time (one indexed query instead of a search of the log).
+  const indexed = store.offsetAtTime?.(partition, atMs);
+  if (indexed !== undefined) return indexed;
   const head = store.heads()[partition] ?? 0;
   let lo = 0;
   let hi = head;
@@ -52,7 +55,10 @@ function firstReadable(store: Pick<EventStore, 'read'>, partition: number, from:
  * named partitions only.
  * @throws AppError `invalid_request` naming each partition that does not exist or offset outside `[firstOffset, headOffset]`
  */
-export function seekPositions(store: Pick<EventStore, 'read' | 'heads' | 'partitions'>, target: SeekTarget): SeekPosition[] {
+export function seekPositions(
+  store: Pick<EventStore, 'read' | 'heads' | 'partitions' | 'offsetAtTime'>,
+  target: SeekTarget,
+): SeekPosition[] {
   const heads = store.heads();
   const all = Array.from({ length: store.partitions }, (_, partition) => partition);
   if ('to' in target) return all.map((partition) => ({ partition, offset: target.to === 'earliest' ? 0 : heads[partition]! }));

@@ -55,6 +55,11 @@ export interface EventStore {
   /** Next offset each partition will assign, indexed by partition. */
   heads(): readonly number[];
   health(): StoreHealth;
+  /**
+   * The first offset of a partition stored at or after `atMs`, from an index, when the store has one
+   * that covers that time; undefined means "search the log" (callers fall back to a binary search).
+   */
+  offsetAtTime?(partition: number, atMs: number): number | undefined;
   /** Called after each durable append with the partitions that grew. Returns an unsubscribe function. */
   onAppend(listener: (partitions: ReadonlySet<number>) => void): () => void;
   close(): Promise<void>;

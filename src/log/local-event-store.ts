@@ -512,6 +512,15 @@ export function openLocalEventStore(
         index.range(partition, fromOffset, available).filter((e) => e.offset < head),
       );
     },
+    offsetAtTime(partition, atMs) {
+      // The idempotency records carry the stored time and are indexed by it: a time index over the
+      // window they cover. Before the oldest one kept, records may have been pruned: the log decides.
+      const oldest = idempotency.oldestStoredAt(partition);
+      const head = committedHeads[partition] ?? 0;
+      if (oldest === undefined || atMs <= oldest) return undefined;
+      const offset = idempotency.firstOffsetAt(partition, atMs);
+      return offset === undefined ? head : Math.min(offset, head);
+    },
     lookup(source, id) {
       const found = idempotency.find(source, id);
       // Durable events only, as for read(): the rows of a group whose fsync runs are already there.

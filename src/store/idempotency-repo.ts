@@ -23,6 +23,14 @@ export function createIdempotencyRepo(db: Db) {
   const deleteFrom = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" >= ?');
   const deleteOne = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" = ?');
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM idempotency');
+  // Both walk idempotency_by_stored_at from the time on and stop at the partition's first row.
+  const oldestIn = db.prepare<[number], { storedAt: number }>(
+    'SELECT stored_at AS storedAt FROM idempotency INDEXED BY idempotency_by_stored_at WHERE partition = ? ORDER BY stored_at LIMIT 1',
+  );
+  const firstAt = db.prepare<[number, number, number], { offset: number | null }>(
+    `SELECT MIN("offset") AS offset FROM idempotency WHERE partition = ? AND stored_at =
+       (SELECT stored_at FROM idempotency WHERE partition = ? AND stored_at >= ? ORDER BY stored_at LIMIT 1)`,
+  );
   const firstKeys = db.prepare<[number], { source: string; id: string }>('SELECT source, id FROM idempotency ORDER BY source, id LIMIT ?');
   const keysAfter = db.prepare<[string, string, number], { source: string; id: string }>(
     'SELECT source, id FROM idempotency WHERE (source, id) > (?, ?) ORDER BY source, id LIMIT ?',
@@ -40,6 +48,14 @@ export function createIdempotencyRepo(db: Db) {
     },
     count(): number {
       return count.get()!.n;
+    },
+    /** The stored time of the partition's oldest record kept (older ones were pruned), if any. */
+    oldestStoredAt(partition: number): number | undefined {
+      return oldestIn.get(partition)?.storedAt ?? undefined;
+    },
+    /** The first offset of the partition stored at or after `atMs` among the records kept. */
+    firstOffsetAt(partition: number, atMs: number): number | undefined {
+      return firstAt.get(partition, partition, atMs)?.offset ?? undefined;
     },
     /** One page of keys in key order, after `after` (keyset paging: each page is an index range scan). */
     keys(after: { source: string; id: string } | undefined, limit: number): { source: string; id: string }[] {
