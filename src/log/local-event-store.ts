@@ -515,9 +515,11 @@ export function openLocalEventStore(
     offsetAtTime(partition, atMs) {
       // The idempotency records carry the stored time and are indexed by it: a time index over the
       // window they cover. Before the oldest one kept, records may have been pruned: the log decides.
-      const oldest = idempotency.oldestStoredAt(partition);
+      const oldest = idempotency.oldest(partition);
       const head = committedHeads[partition] ?? 0;
-      if (oldest === undefined || atMs <= oldest) return undefined;
+      if (oldest === undefined) return undefined;
+      // Nothing was pruned before the oldest record kept when it is the partition's first (offset 0).
+      if (atMs <= oldest.storedAt) return oldest.offset === 0 ? 0 : undefined;
       const offset = idempotency.firstOffsetAt(partition, atMs);
       return offset === undefined ? head : Math.min(offset, head);
     },

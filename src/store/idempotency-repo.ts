@@ -24,8 +24,8 @@ export function createIdempotencyRepo(db: Db) {
   const deleteOne = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" = ?');
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM idempotency');
   // Both walk idempotency_by_stored_at from the time on and stop at the partition's first row.
-  const oldestIn = db.prepare<[number], { storedAt: number }>(
-    'SELECT stored_at AS storedAt FROM idempotency INDEXED BY idempotency_by_stored_at WHERE partition = ? ORDER BY stored_at LIMIT 1',
+  const oldestIn = db.prepare<[number], { storedAt: number; offset: number }>(
+    'SELECT stored_at AS storedAt, "offset" AS offset FROM idempotency INDEXED BY idempotency_by_stored_at WHERE partition = ? ORDER BY stored_at LIMIT 1',
   );
   const firstAt = db.prepare<[number, number, number], { offset: number | null }>(
     `SELECT MIN("offset") AS offset FROM idempotency WHERE partition = ? AND stored_at =
@@ -49,9 +49,9 @@ export function createIdempotencyRepo(db: Db) {
     count(): number {
       return count.get()!.n;
     },
-    /** The stored time of the partition's oldest record kept (older ones were pruned), if any. */
-    oldestStoredAt(partition: number): number | undefined {
-      return oldestIn.get(partition)?.storedAt ?? undefined;
+    /** The partition's oldest record kept (older ones were pruned), if any: its stored time and offset. */
+    oldest(partition: number): { storedAt: number; offset: number } | undefined {
+      return oldestIn.get(partition);
     },
     /** The first offset of the partition stored at or after `atMs` among the records kept. */
     firstOffsetAt(partition: number, atMs: number): number | undefined {

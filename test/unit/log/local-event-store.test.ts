@@ -222,6 +222,28 @@ describe('local event store: events that cannot be encoded', () => {
   });
 });
 
+describe('local event store: time index', () => {
+  it('finds the first offset stored at or after a time from the idempotency records, and defers to the log before pruned ones', async () => {
+    const clock = { now: T0 };
+    const o = openStore(tmpDir(), {}, clock);
+    const k = (id: string): CloudEvent => ({ ...ev(id), attributes: { ...ev(id).attributes, partitionkey: 'k' } });
+    const stored = [];
+    for (let i = 0; i < 5; i++) {
+      clock.now = T0 + i * 100;
+      stored.push(...(await o.store.append([k(`t${i}`)])));
+    }
+    const p = stored[0]!.partition;
+    expect(o.store.offsetAtTime!(p, T0 + 250)).toBe(3);
+    expect(o.store.offsetAtTime!(p, T0 + 200)).toBe(2);
+    expect(o.store.offsetAtTime!(p, T0 - 1)).toBe(0); // before the first record: nothing was pruned
+    expect(o.store.offsetAtTime!(p, T0 + 10_000)).toBe(5); // after the last: the head
+    clock.now = T0 + 200 + WINDOW_MS + 1;
+    o.store.pruneIdempotency(); // records t0..t2 go; the log keeps them
+    expect(o.store.offsetAtTime!(p, T0 + 50)).toBeUndefined(); // before the oldest kept: the caller searches the log
+    expect(o.store.offsetAtTime!(p, T0 + 350)).toBe(4);
+  });
+});
+
 describe('local event store: idempotency window', () => {
   it('answers duplicate within the window and stores again once the window has been pruned', async () => {
     const { store, db, clock } = openStore();
