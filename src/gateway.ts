@@ -137,9 +137,9 @@ export async function startGateway(
     enabled: config.deliveryEnabled,
     clock: opts.clock,
     observer: {
-      outcome: (subscription, outcome) => metrics.deliveries.inc({ subscription, outcome }),
-      answered: (subscription, ms) => metrics.deliveryDuration.observe({ subscription }, ms / 1000),
-      succeeded: (subscription, ms) => metrics.publishToDelivery.observe({ subscription }, ms / 1000),
+      outcome: (subscription, outcome) => metrics.delivery.outcome(subscription, outcome),
+      answered: (subscription, ms) => metrics.delivery.answered(subscription, ms / 1000),
+      succeeded: (subscription, ms) => metrics.delivery.succeeded(subscription, ms / 1000),
     },
   });
   const subscriptions = createSubscriptionsService({

@@ -60,26 +60,22 @@ export function createMetrics() {
       buckets: [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000],
       registers: r,
     }),
-    deliveries: new Counter({
-      name: 'herald_deliveries_total',
-      help: 'Delivery attempt outcomes.',
-      labelNames: ['subscription', 'outcome'],
-      registers: r,
-    }),
-    deliveryDuration: new Histogram({
-      name: 'herald_delivery_duration_seconds',
-      help: "Request start to the receiver's answer.",
-      labelNames: ['subscription'],
-      buckets: SECONDS,
-      registers: r,
-    }),
-    publishToDelivery: new Histogram({
-      name: 'herald_publish_to_delivery_seconds',
-      help: 'Stored to the first 2xx from the receiver.',
-      labelNames: ['subscription'],
-      buckets: [...SECONDS, 60, 300, 3600],
-      registers: r,
-    }),
+    /**
+     * Delivery's per-attempt metrics are kept in plain per-subscription arrays and written at scrape
+     * time: prom-client's labelled counter and histograms hash their labels on every update, which
+     * was ≈ 3 % of delivery CPU.
+     */
+    delivery: {
+      outcome(subscription: string, outcome: DeliveryOutcome): void {
+        deliveryOf(subscription).outcomes[OUTCOME_INDEX[outcome]]! += 1;
+      },
+      answered(subscription: string, seconds: number): void {
+        observe(deliveryOf(subscription).duration, DURATION_BOUNDS, seconds);
+      },
+      succeeded(subscription: string, seconds: number): void {
+        observe(deliveryOf(subscription).publishToDelivery, PUBLISH_BOUNDS, seconds);
+      },
+    },
     filterErrors: new Counter({
       name: 'herald_filter_errors_total',
       help: 'Filter evaluations that failed or ran out of budget (counted as no match).',
@@ -102,10 +98,22 @@ export function createMetrics() {
     },
   };
 
+  const deliveryStats = new Map<string, DeliveryStats>();
+  function deliveryOf(subscription: string): DeliveryStats {
+    let stats = deliveryStats.get(subscription);
+    if (!stats) {
+      stats = {
+        outcomes: new Float64Array(OUTCOMES.length),
+        duration: newHistogram(DURATION_BOUNDS),
+        publishToDelivery: newHistogram(PUBLISH_BOUNDS),
+      };
+      deliveryStats.set(subscription, stats);
+    }
+    return stats;
+  }
+
   function removeSeries(id: string): void {
-    for (const outcome of OUTCOMES) metrics.deliveries.remove({ subscription: id, outcome });
-    metrics.deliveryDuration.remove({ subscription: id });
-    metrics.publishToDelivery.remove({ subscription: id });
+    deliveryStats.delete(id);
     metrics.filterErrors.remove({ subscription: id });
     metrics.autoDisabled.remove({ subscription: id });
   }
@@ -144,7 +152,8 @@ export function createMetrics() {
    */
   async function exposition(): Promise<string> {
     const text = await registry.metrics();
-    return sources ? text + subscriptionGauges(sources.subscriptions()) : text;
+    const delivery = deliveryFamilies(deliveryStats);
+    return sources ? text + delivery + subscriptionGauges(sources.subscriptions()) : text + delivery;
   }
 
   return Object.assign(metrics, { exposition, contentType: registry.contentType });
@@ -185,6 +194,65 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
   );
 }
 
+interface HistogramData {
+  /** Count per bucket (not cumulative), one more than the bounds for +Inf. */
+  counts: Float64Array;
+  sum: number;
+  count: number;
+}
+
+interface DeliveryStats {
+  outcomes: Float64Array;
+  duration: HistogramData;
+  publishToDelivery: HistogramData;
+}
+
+const DURATION_BOUNDS = SECONDS;
+const PUBLISH_BOUNDS = [...SECONDS, 60, 300, 3600];
+
+const newHistogram = (bounds: readonly number[]): HistogramData => ({ counts: new Float64Array(bounds.length + 1), sum: 0, count: 0 });
+
+function observe(h: HistogramData, bounds: readonly number[], value: number): void {
+  let i = 0;
+  while (i < bounds.length && value > bounds[i]!) i++;
+  h.counts[i]! += 1;
+  h.sum += value;
+  h.count += 1;
+}
+
+function histogramLines(name: string, id: string, h: HistogramData, bounds: readonly number[]): string {
+  let out = '';
+  let cumulative = 0;
+  bounds.forEach((bound, i) => {
+    cumulative += h.counts[i]!;
+    out += `${name}_bucket{le="${bound}",subscription="${id}"} ${cumulative}\n`;
+  });
+  out += `${name}_bucket{le="+Inf",subscription="${id}"} ${h.count}\n`;
+  out += `${name}_sum{subscription="${id}"} ${h.sum}\n${name}_count{subscription="${id}"} ${h.count}\n`;
+  return out;
+}
+
+/** `herald_deliveries_total` and the two delivery histograms, in the text format, from the accumulators. */
+function deliveryFamilies(stats: Map<string, DeliveryStats>): string {
+  let outcomes = '';
+  let duration = '';
+  let publish = '';
+  for (const [subscription, s] of stats) {
+    const id = label(subscription);
+    OUTCOMES.forEach((outcome, i) => {
+      if (s.outcomes[i]! > 0) outcomes += `herald_deliveries_total{subscription="${id}",outcome="${outcome}"} ${s.outcomes[i]}\n`;
+    });
+    if (s.duration.count > 0) duration += histogramLines('herald_delivery_duration_seconds', id, s.duration, DURATION_BOUNDS);
+    if (s.publishToDelivery.count > 0)
+      publish += histogramLines('herald_publish_to_delivery_seconds', id, s.publishToDelivery, PUBLISH_BOUNDS);
+  }
+  return (
+    `# HELP herald_deliveries_total Delivery attempt outcomes.\n# TYPE herald_deliveries_total counter\n${outcomes}\n` +
+    `# HELP herald_delivery_duration_seconds Request start to the receiver's answer.\n# TYPE herald_delivery_duration_seconds histogram\n${duration}\n` +
+    `# HELP herald_publish_to_delivery_seconds Stored to a 2xx from the receiver.\n# TYPE herald_publish_to_delivery_seconds histogram\n${publish}\n`
+  );
+}
+
 const OUTCOMES: readonly DeliveryOutcome[] = [
   'delivered',
   'retry',
@@ -196,5 +264,7 @@ const OUTCOMES: readonly DeliveryOutcome[] = [
   'lease_expired',
   'gone',
 ];
+
+const OUTCOME_INDEX = Object.fromEntries(OUTCOMES.map((o, i) => [o, i])) as Record<DeliveryOutcome, number>;
 
 export type Metrics = ReturnType<typeof createMetrics>;

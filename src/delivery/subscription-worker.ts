@@ -5,7 +5,7 @@ import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
 import type { DeliveryOutcome } from '../metrics';
-import { Abortable, type HttpSender } from './http-sender';
+import { AbortGroup, type HttpSender } from './http-sender';
 import { newDeliveryId, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
 import { clearBuffer, createCursor, finishOffset, itemAtCursor, seekCursor, skipRange, type PartitionCursor } from './partition-cursor';
 import { createFailureWindow } from './failure-window';
@@ -68,8 +68,8 @@ export function createSubscriptionWorker(
    * Per partition, plus one for dead-letter redrives: a seek aborts (and replaces) the controllers of
    * the partitions it moves, deleting the subscription aborts all; their answers no longer matter.
    */
-  const openRequests = parts.map(() => new Abortable());
-  const redriveRequests = new Abortable();
+  const openRequests = parts.map(() => new AbortGroup());
+  const redriveRequests = new AbortGroup();
   let worker!: SubscriptionWorker;
 
   // Paused, or `validating` (the sink has not consented yet, issue 12 §4): nothing is sent.
@@ -440,7 +440,7 @@ export function createSubscriptionWorker(
     schedulePump();
   }
 
-  function signalOf(pending: Pending): Abortable {
+  function signalOf(pending: Pending): AbortGroup {
     return pending.redrive ? redriveRequests : openRequests[pending.partition]!;
   }
 
@@ -548,7 +548,7 @@ export function createSubscriptionWorker(
         const part = parts[partition];
         if (!part) continue;
         openRequests[partition]!.abort();
-        openRequests[partition] = new Abortable();
+        openRequests[partition] = new AbortGroup();
         for (const pending of part.pending.values()) drop(pending);
         seekCursor(part, offset, generation);
       }
