@@ -57,7 +57,9 @@ function logAnswered(log: Logger) {
     const started = performance.now();
     res.once('finish', () => {
       const ms = Math.round((performance.now() - started) * 10) / 10;
-      log.debug({ method: req.method, path: pathOf(req.url), status: res.statusCode, ms, key: keyNames.get(res) }, 'http request');
+      // Delivery ids and handshake tokens are credentials: the access log never carries them.
+      const path = pathOf(req.url).replace(/^\/(deliveries|validations)\/[^/]+/, '/$1/***');
+      log.debug({ method: req.method, path, status: res.statusCode, ms, key: keyNames.get(res) }, 'http request');
     });
   };
 }

@@ -17,6 +17,8 @@ import {
  * (the rules are the pure functions of `./rate-limit`), and the attempts waiting for a token.
  * Not persisted: after a restart the bucket is full and the limit back at `maxInFlight`.
  */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export function createFlowControl(deps: {
   options: () => Pick<DeliveryOptions, 'maxInFlight' | 'rateLimit'>;
   clock: () => number;
@@ -40,7 +42,8 @@ export function createFlowControl(deps: {
   function armTimer(): void {
     const perSecond = rate();
     if (timer || perSecond === undefined) return;
-    const delay = msUntilToken(bucketNow(perSecond), perSecond, deps.clock());
+    // setTimeout fires at once past 2^31 - 1 ms: a longer wait is taken in steps (the timer re-arms).
+    const delay = Math.min(MAX_TIMER_MS, msUntilToken(bucketNow(perSecond), perSecond, deps.clock()));
     timer = setTimeout(() => {
       timer = undefined;
       const waiting = [...deferred.values()];

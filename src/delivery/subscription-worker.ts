@@ -74,6 +74,9 @@ export function createSubscriptionWorker(
 
   // Paused, or `validating` (the sink has not consented yet, issue 12 §4): nothing is sent.
   const paused = () => deps.subscription().state !== 'active';
+  /** Requests open now, and the attempts waiting for one of them to finish (see `attempt`). */
+  let openCount = 0;
+  const waitingForSlot = new Set<Pending>();
   const options = () => deps.subscription().delivery;
   const failures = createFailureWindow({
     since: saved.failingSince ?? null,
@@ -109,6 +112,7 @@ export function createSubscriptionWorker(
 
   function pump(): void {
     if (stopped || paused() || deps.enabled === false) return;
+    releaseSlots(); // the limit may have grown since they waited
     const max = flow.maxInFlight();
     while (redriveQueue.length > 0 && totalPending() < max && flow.ready()) startRedrive(redriveQueue.shift()!);
     let progressed = true;
@@ -219,8 +223,19 @@ export function createSubscriptionWorker(
     if (row) deps.persistence.saveOffset(subId, row);
   }
 
+  /** Attempts that waited for a slot under the concurrency limit, in the order they asked. */
+  function releaseSlots(): void {
+    for (const next of waitingForSlot) {
+      if (openCount >= flow.maxInFlight()) return;
+      waitingForSlot.delete(next);
+      void attempt(next);
+    }
+  }
+
   async function attempt(pending: Pending): Promise<void> {
-    if (stopped || pending.finished || deps.enabled === false) return;
+    // Paused or validating: nothing is sent (a retry that waited for a token or a slot included);
+    // resume() re-arms what is left scheduled or in flight.
+    if (stopped || pending.finished || deps.enabled === false || paused()) return;
     clearTimer(pending);
     const stored = pending.event ?? readOne(deps.store, pending.partition, pending.offset);
     if (stored === 'corrupt') {
@@ -235,6 +250,12 @@ export function createSubscriptionWorker(
       return;
     }
     pending.event = stored;
+    // The adaptive concurrency limit bounds requests open at once, retries included: past it the
+    // attempt waits for a slot (a struggling receiver gets less traffic, not the same).
+    if (openCount >= flow.maxInFlight()) {
+      waitingForSlot.add(pending);
+      return;
+    }
     // The rate limit: without a token this attempt waits (it runs again when one is due).
     if (!flow.take(pending, () => void attempt(pending))) return;
     if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
@@ -274,12 +295,22 @@ export function createSubscriptionWorker(
     const startedAt = deps.clock();
     const storedAt = stored.storedAt;
     const epoch = flow.epoch();
-    const result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, signalOf(pending));
+    openCount++;
+    let result: Awaited<ReturnType<HttpSender['send']>>;
+    try {
+      result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, signalOf(pending));
+    } finally {
+      openCount--;
+      releaseSlots();
+    }
     const durationMs = deps.clock() - startedAt;
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
-    deps.observer?.answered(subId, durationMs);
-    if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
+    // A deleted subscription's late answers are not recorded: its series are gone.
+    if (!stopped) {
+      deps.observer?.answered(subId, durationMs);
+      if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
+    }
     // A newer attempt may have started meanwhile (nack during the request): its flag is its own.
     if (pending.deliveryId === attemptId) pending.sending = false;
     // A callback may have settled this attempt while the request was open.

@@ -1,3 +1,4 @@
+import { MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from './rate-limit';
 /**
  * The CloudEvents webhook validation handshake (abuse protection), as pure functions: the
  * `OPTIONS` request's headers, and what an answer (or a callback request) means.
@@ -44,8 +45,9 @@ export function allowedRate(value: HeaderValue): { perSecond: number } | null | 
   if (raw === undefined || raw === '') return undefined;
   if (raw === '*') return null;
   if (!/^\d+(\.\d+)?$/.test(raw)) return undefined;
-  const perMinute = Number(raw);
-  return perMinute > 0 ? { perSecond: perMinute / 60 } : undefined;
+  const perSecond = Number(raw) / 60;
+  // Only a rate the API itself would accept (one a day to 100,000 a second); anything else is ignored.
+  return perSecond >= MIN_RATE_PER_SECOND && perSecond <= MAX_RATE_PER_SECOND ? { perSecond } : undefined;
 }
 
 /**

@@ -1,3 +1,4 @@
+import { MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from '../delivery/rate-limit';
 import { z } from 'zod';
 import { DEFAULT_DISABLE_AFTER_FAILING_MS } from '../delivery/failure-window';
 import { DEFAULT_RETRY } from '../delivery/retry';
@@ -63,34 +64,45 @@ const RESERVED_NAMES = new Set([
  * `delivery.headers`: extra request headers sent with every delivery (e.g. `authorization`). Names
  * are HTTP tokens, compared and stored in lower case; Herald's own names are refused.
  */
-const headersSchema = z
-  .record(z.string(), z.string().max(4096))
-  .superRefine((headers, ctx) => {
-    const names = Object.keys(headers);
-    if (names.length > MAX_DELIVERY_HEADERS) ctx.addIssue({ code: 'custom', message: `at most ${MAX_DELIVERY_HEADERS} headers` });
-    const seen = new Set<string>();
-    for (const name of names) {
-      const lower = name.toLowerCase();
-      const problem = !HEADER_NAME.test(name)
-        ? "a header name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
-        : RESERVED_NAMES.has(lower) || RESERVED_PREFIXES.some((p) => lower.startsWith(p))
-          ? `${lower} is set by Herald (webhook-*, herald-*, ce-*, traceparent, tracestate, content-type, content-length, host and hop-by-hop headers cannot be given)`
-          : seen.has(lower)
-            ? `${lower} is given twice (header names are case-insensitive)`
-            : !HEADER_VALUE.test(headers[name]!)
-              ? 'a header value must be visible ASCII, with spaces or tabs only between other characters'
-              : undefined;
-      if (problem) ctx.addIssue({ code: 'custom', message: problem, path: [name] });
-      seen.add(lower);
-    }
-  })
-  .transform((headers) => Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value])));
+/** A `__proto__` key would be dropped by the record's plain output object: refused while it is still there. */
+const noProtoKey = (value: unknown, ctx: z.core.$RefinementCtx) => {
+  if (typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__')) {
+    ctx.addIssue({ code: 'custom', message: '__proto__ is not accepted as a header name', path: ['__proto__'], input: value });
+  }
+  return value;
+};
+
+const headersSchema = z.preprocess(
+  noProtoKey,
+  z
+    .record(z.string(), z.string().max(4096))
+    .superRefine((headers, ctx) => {
+      const names = Object.keys(headers);
+      if (names.length > MAX_DELIVERY_HEADERS) ctx.addIssue({ code: 'custom', message: `at most ${MAX_DELIVERY_HEADERS} headers` });
+      const seen = new Set<string>();
+      for (const name of names) {
+        const lower = name.toLowerCase();
+        const problem = !HEADER_NAME.test(name)
+          ? "a header name must be an HTTP token (letters, digits and !#$%&'*+-.^_`|~)"
+          : RESERVED_NAMES.has(lower) || RESERVED_PREFIXES.some((p) => lower.startsWith(p))
+            ? `${lower} is set by Herald (webhook-*, herald-*, ce-*, traceparent, tracestate, content-type, content-length, host and hop-by-hop headers cannot be given)`
+            : seen.has(lower)
+              ? `${lower} is given twice (header names are case-insensitive)`
+              : !HEADER_VALUE.test(headers[name]!)
+                ? 'a header value must be visible ASCII, with spaces or tabs only between other characters'
+                : undefined;
+        if (problem) ctx.addIssue({ code: 'custom', message: problem, path: [name] });
+        seen.add(lower);
+      }
+    })
+    .transform((headers) => Object.fromEntries(Object.entries(headers).map(([name, value]) => [name.toLowerCase(), value]))),
+);
 
 /**
  * `delivery.rateLimit`: at most `perSecond` attempts a second (fractions allowed, e.g. 0.5 for one every
  * two seconds), over all partitions. Absent: no limit. A PATCH with `rateLimit: null` removes it.
  */
-export const rateLimitSchema = z.object({ perSecond: z.number().positive().max(100_000) }).strict();
+export const rateLimitSchema = z.object({ perSecond: z.number().min(MIN_RATE_PER_SECOND).max(MAX_RATE_PER_SECOND) }).strict();
 
 export const deliverySchema = z
   .object({
@@ -175,10 +187,11 @@ export const rotateSecretSchema = z
  * stored value of that name. `"***"` for a name with no stored value is a 400 naming it.
  */
 function resolveHeaders(current: Record<string, string> | undefined, given: Record<string, string>): Record<string, string> {
-  const out: Record<string, string> = {};
+  // No prototype: a header named `__proto__` is a name like any other, not a prototype assignment.
+  const out: Record<string, string> = Object.create(null);
   for (const [name, value] of Object.entries(given)) {
     if (value !== MASKED_HEADER_VALUE) out[name] = value;
-    else if (current?.[name] !== undefined) out[name] = current[name];
+    else if (current !== undefined && Object.hasOwn(current, name)) out[name] = current[name]!;
     else {
       const message = `"${MASKED_HEADER_VALUE}" keeps a stored value, but there is no stored header ${name}`;
       throw new AppError('invalid_request', `the delivery headers are not valid: ${message}`, {

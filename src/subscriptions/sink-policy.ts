@@ -17,11 +17,15 @@ const RANGES: [RestrictedKind, string, number, 'ipv4' | 'ipv6'][] = [
   ['private', '172.16.0.0', 12, 'ipv4'],
   ['private', '192.168.0.0', 16, 'ipv4'],
   ['private', 'fc00::', 7, 'ipv6'], // unique local, RFC 4193
+  ['private', 'fec0::', 10, 'ipv6'], // site-local (deprecated, still routed by some stacks)
+  ['private', '100.64.0.0', 10, 'ipv4'], // shared address space (RFC 6598); some clouds' metadata lives here
+  ['private', '198.18.0.0', 15, 'ipv4'], // benchmarking networks (RFC 2544)
   ['link-local', '169.254.0.0', 16, 'ipv4'], // cloud metadata (169.254.169.254) lives here
   ['link-local', 'fe80::', 10, 'ipv6'],
   ['unspecified', '0.0.0.0', 8, 'ipv4'], // "this network": Linux connects 0.0.0.0 to the local host
   ['unspecified', '::', 128, 'ipv6'],
   ['multicast', '224.0.0.0', 4, 'ipv4'],
+  ['multicast', '255.255.255.255', 32, 'ipv4'], // limited broadcast
   ['multicast', 'ff00::', 8, 'ipv6'],
 ];
 
@@ -40,7 +44,34 @@ export function restrictedKind(ip: string): RestrictedKind | null {
   const family = net.isIP(ip);
   if (family === 0) return null;
   for (const [kind, list] of LISTS) if (list.check(ip, family === 4 ? 'ipv4' : 'ipv6')) return kind;
-  return null;
+  // IPv6 forms that carry an IPv4 address a translator reaches: NAT64 (64:ff9b::/96) and 6to4 (2002::/16).
+  const embedded = family === 6 ? embeddedIpv4(ip) : undefined;
+  return embedded === undefined ? null : restrictedKind(embedded);
+}
+
+function embeddedIpv4(ip: string): string | undefined {
+  const groups = expandIpv6(ip);
+  if (!groups) return undefined;
+  const v4 = (hi: number, lo: number) => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
+  if (groups[0] === 0x64 && groups[1] === 0xff9b && groups.slice(2, 6).every((g) => g === 0)) return v4(groups[6]!, groups[7]!);
+  if (groups[0] === 0x2002) return v4(groups[1]!, groups[2]!);
+  return undefined;
+}
+
+/** The eight 16-bit groups of an IPv6 address (with `::` and a dotted IPv4 tail expanded). */
+function expandIpv6(ip: string): number[] | undefined {
+  let text = ip.toLowerCase();
+  const dotted = /(\d+\.\d+\.\d+\.\d+)$/.exec(text);
+  if (dotted) {
+    const [a, b, c, d] = dotted[1]!.split('.').map(Number) as [number, number, number, number];
+    text = text.slice(0, -dotted[1]!.length) + `${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head, tail] = text.split('::') as [string, string | undefined];
+  const parse = (part: string) => (part === '' ? [] : part.split(':').map((g) => parseInt(g, 16)));
+  const left = parse(head);
+  const right = tail === undefined ? [] : parse(tail);
+  const groups = tail === undefined ? left : [...left, ...new Array<number>(8 - left.length - right.length).fill(0), ...right];
+  return groups.length === 8 && groups.every((g) => Number.isInteger(g) && g >= 0 && g <= 0xffff) ? groups : undefined;
 }
 
 export const SINK_NOT_ALLOWED = 'HERALD_SINK_NOT_ALLOWED';

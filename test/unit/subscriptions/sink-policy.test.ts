@@ -45,6 +45,14 @@ describe('restrictedKind', () => {
     ['224.0.0.1', 'multicast'],
     ['239.255.255.250', 'multicast'],
     ['ff02::1', 'multicast'],
+    ['255.255.255.255', 'multicast'],
+    ['100.100.100.200', 'private'],
+    ['198.18.0.1', 'private'],
+    ['fec0::1', 'private'],
+    ['64:ff9b::a9fe:a9fe', 'link-local'], // NAT64 form of 169.254.169.254
+    ['64:ff9b::127.0.0.1', 'loopback'],
+    ['2002:7f00:1::', 'loopback'], // 6to4 form of 127.0.0.1
+    ['2002:c0a8:101::1', 'private'],
   ])('%s is %s', (ip, kind) => {
     expect(restrictedKind(ip)).toBe(kind);
   });
@@ -58,7 +66,8 @@ describe('restrictedKind', () => {
     '169.255.0.1',
     '2001:db8::1',
     '2606:4700::1111',
-    'fec0::1',
+    '64:ff9b::808:808',
+    '2002:808:808::1',
   ])('%s is allowed', (ip) => {
     expect(restrictedKind(ip)).toBeNull();
   });

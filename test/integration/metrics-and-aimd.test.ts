@@ -7,10 +7,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 afterEach(() => receiver.setResponder(() => ({ status: 204 })));
 
 /**
- * Review 2 (issue 11 §1): deleting a subscription forgets its series, but the answer of a request
- * that was open at the deletion (aborted by it) is observed afterwards, so
- * `herald_delivery_duration_seconds{subscription="<deleted id>"}` comes back and stays forever:
- * one histogram per deleted subscription, growing without bound with churn.
+ * Issue 11 §1: deleting a subscription forgets its series, and the answer of a request that was
+ * open at the deletion (aborted by it) must not bring them back: one histogram per deleted
+ * subscription would grow without bound with churn.
  */
 it('a deleted subscription leaves no series behind, even with a request open at the deletion', async () => {
   let release!: () => void;
@@ -19,7 +18,7 @@ it('a deleted subscription leaves no series behind, even with a request open at 
     await held;
     return { status: 204 };
   });
-  const type = 'review2.metrics';
+  const type = 'hostile.metrics';
   const res = await request(gw.url)
     .post('/subscriptions')
     .send({ sink: receiver.url, filters: [{ exact: { type } }] })
@@ -35,10 +34,9 @@ it('a deleted subscription leaves no series behind, even with a request open at 
 });
 
 /**
- * Review 2 (issue 12 §3): "on 429, 503 and timeouts a subscription's in-flight limit halves ... A
- * struggling receiver gets less traffic, not more". The AIMD limit only gates new events in `pump`;
- * retries (armRetry -> attempt) never look at it, so after a round of 503s every retry fires at once
- * and the receiver sees as many concurrent requests as before the decrease.
+ * Issue 12 §3: "on 429, 503 and timeouts a subscription's in-flight limit halves ... A struggling
+ * receiver gets less traffic, not more". The limit bounds the requests open at once, retries
+ * included: after a round of 503s the receiver must not see as many concurrent requests as before.
  */
 it('after 503s the retries respect the reduced in-flight limit', async () => {
   let open = 0;
@@ -51,13 +49,17 @@ it('after 503s the retries respect the reduced in-flight limit', async () => {
     open--;
     return attempt <= 2 ? { status: 503 } : { status: 204 };
   });
-  const type = 'review2.aimd';
+  const type = 'hostile.aimd';
   const res = await request(gw.url)
     .post('/subscriptions')
     .send({
       sink: receiver.url,
       filters: [{ exact: { type } }],
-      delivery: { ordering: 'none', maxInFlight: 16, retry: { maxAttempts: 10, initialDelayMs: 200, maxDelayMs: 200, multiplier: 1, jitter: 0 } },
+      delivery: {
+        ordering: 'none',
+        maxInFlight: 16,
+        retry: { maxAttempts: 10, initialDelayMs: 200, maxDelayMs: 200, multiplier: 1, jitter: 0 },
+      },
     })
     .expect(201);
   const id = res.body.id as string;

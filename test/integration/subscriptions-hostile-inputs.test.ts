@@ -1,13 +1,18 @@
 import request from 'supertest';
 import { useDeliveryFixture } from '../helpers/delivery';
 
-/** Review 2: hostile bodies for seek, rotate-secret and delivery.headers (these held), and one that did not (last test). */
+/** Hostile bodies for seek, rotate-secret and delivery.headers: each is refused with a 4xx or kept as given, never a 500. */
 
 const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
 
 let id: string;
 beforeAll(async () => {
-  id = (await request(gw.url).post('/subscriptions').send({ sink: receiver.url, delivery: { headers: { authorization: 'Bearer s3cret' } } }).expect(201)).body.id;
+  id = (
+    await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { headers: { authorization: 'Bearer s3cret' } } })
+      .expect(201)
+  ).body.id;
 });
 
 const raw = (path: string, body: string, method: 'post' | 'patch' = 'post') =>
@@ -54,7 +59,7 @@ it.each([
 });
 
 /**
- * Review 2 (issue 12 §6): a header named `__proto__` is a valid HTTP token, passes the schema, and is
+ * issue 12 §6: a header named `__proto__` is a valid HTTP token, passes the schema, and is
  * then lost: `resolveHeaders` builds the set with `out[name] = value` on a plain object, where
  * `__proto__` is the prototype setter. The create/PATCH answers 2xx, the header is never sent, and
  * (as a PATCH replaces the whole set) the stored `authorization` header is silently deleted.
