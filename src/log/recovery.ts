@@ -55,6 +55,7 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const { db, log, segments, meta, idempotency, index, headsRepo, partitions, dataDir, windowStart } = deps;
   const started = Date.now();
   const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
+  const knownHoles = parseHoles(meta.get('log_holes'));
   const from = Math.min(indexedThrough, segments.activeSegmentBase(), segments.end());
   let batch: { position: number; frame: Buffer }[] = [];
   let rebuiltRecords = 0;
@@ -84,7 +85,7 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
         batch = [];
       }
     },
-    deps.policy,
+    { ...deps.policy, knownHoles: new Set(knownHoles) },
   );
   if (batch.length > 0) rebuild(batch);
 
@@ -120,6 +121,11 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
     }
     heads.forEach((head, partition) => headsRepo.set(partition, head));
     meta.set('log_indexed_through', scan.end);
+    // Holes left by segments that lost their tail stay: remember them, so later starts neither rescan
+    // from them nor report them again.
+    const holes = new Set(knownHoles);
+    for (const range of scan.lost) holes.add(range.from);
+    if (holes.size > knownHoles.length) meta.set('log_holes', JSON.stringify([...holes].sort((a, b) => a - b)));
   })();
   let lostOffsets = 0;
   for (const [partition, count] of lost) {
@@ -143,4 +149,14 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   };
   log.info(report, 'log recovered');
   return report;
+}
+
+function parseHoles(text: string | undefined): number[] {
+  if (text === undefined) return [];
+  try {
+    const parsed: unknown = JSON.parse(text);
+    return Array.isArray(parsed) ? parsed.filter((n): n is number => Number.isSafeInteger(n)) : [];
+  } catch {
+    return [];
+  }
 }

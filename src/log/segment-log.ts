@@ -28,6 +28,11 @@ export interface SegmentLogOptions {
 export interface ScanPolicy {
   /** Set unreadable bytes in the middle of the log aside (copied to a side file) and keep what follows. */
   skipCorrupt: boolean;
+  /**
+   * Where segments ended short of the next one at an earlier start (position of the end): already
+   * handled, so not rescanned nor reported again.
+   */
+  knownHoles?: ReadonlySet<number>;
 }
 
 /** Global position range `[from, to)` that holds no readable record any more. */
@@ -211,7 +216,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     let startInFile = Math.max(0, from - segments[index]!.base);
     // An older segment ending short of the next one's base lost its unsynced tail (fsync=never: rolls are
     // not synced), possibly mid-record: scanning starts no later than that segment.
-    const short = segments.findIndex((s, i) => i + 1 < segments.length && s.base + s.size !== segments[i + 1]!.base);
+    const short = segments.findIndex(
+      (s, i) => i + 1 < segments.length && s.base + s.size !== segments[i + 1]!.base && !policy.knownHoles?.has(s.base + s.size),
+    );
     if (short !== -1 && short < index) {
       index = short;
       startInFile = 0;
@@ -222,7 +229,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       scannedBytes += result.scanned;
       if (result.badAt === undefined) {
         const next = segments[index + 1];
-        if (next !== undefined && seg.base + seg.size < next.base) {
+        if (next !== undefined && seg.base + seg.size < next.base && !policy.knownHoles?.has(seg.base + seg.size)) {
           const range = { from: seg.base + seg.size, to: next.base, reason: 'segment ends short of the next one (unsynced tail lost)' };
           logError('log: a segment lost its tail; the records that were there are gone', { segment: seg.file, ...range });
           lost.push(range);

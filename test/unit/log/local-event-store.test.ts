@@ -355,6 +355,12 @@ describe('local event store: recovery', () => {
     });
     const lost = stored[lostIndex]!;
     expect(await again.store.append([ev(lost.id)])).toEqual([{ ...lost, offset: headsBefore[lost.partition], duplicate: false }]);
+    await again.close();
+    // The hole is remembered: the next start neither reports it again nor rescans from it.
+    const third = openStore(o.dir, { fsync: 'never', segmentBytes: 2048 });
+    expect(third.store.recovery.lostOffsets).toBe(0);
+    expect(third.store.recovery.scannedBytes).toBeLessThan(fs.statSync(files.at(-1)!).size + 2048);
+    expect(third.store.lookup(lost.source, lost.id)).toMatchObject({ offset: headsBefore[lost.partition] });
   });
 
   it('rebuilds a lost SQLite database from a log spread over many segments', async () => {
