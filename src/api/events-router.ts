@@ -3,7 +3,7 @@ import type { Router } from 'express';
 import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
-import type { EventStore } from '../log/event-store';
+import type { EventStore } from '../wal/event-store';
 import { parseInput, pathInt, queryInt } from './query';
 import { newRouter, requireScope } from './routing';
 

@@ -1,6 +1,6 @@
 import type { Router } from 'express';
 import type { Db } from '../store/db';
-import type { EventStore } from '../log/event-store';
+import type { EventStore } from '../wal/event-store';
 import { newRouter, requireScope } from './routing';
 
 /** `/healthz`: the process answers. `/readyz`: the log and the database can be written. */

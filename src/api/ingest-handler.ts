@@ -1,7 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { bindingHeaders, parseHttpMessage, type ContentMode } from '../cloudevents/parse';
-import type { EventStore } from '../log/event-store';
+import type { EventStore } from '../wal/event-store';
 import { sendJson, sendProblem } from './problem';
 import { readBody } from './read-body';
 

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { AppError } from '../errors';
-import type { EventStore } from '../log/event-store';
+import type { EventStore } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo, type DeadLetterReason } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';

@@ -1,4 +1,4 @@
-import type { EventStore, StoredEvent } from '../log/event-store';
+import type { EventStore, StoredEvent } from '../wal/event-store';
 import type { OffsetRow } from '../store/delivery-state-repo';
 import type { Pending } from './pending';
 

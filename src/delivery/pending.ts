@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import type { StoredEvent } from '../log/event-store';
+import type { StoredEvent } from '../wal/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
 import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 

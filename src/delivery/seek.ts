@@ -1,5 +1,5 @@
 import { AppError, type Violation } from '../errors';
-import type { EventStore } from '../log/event-store';
+import type { EventStore } from '../wal/event-store';
 
 /** Where a seek moves a subscription (issue 12 §2): exactly one of the three forms, checked by the API. */
 export type SeekTarget = { to: 'earliest' | 'latest' } | { time: number } | { offsets: Record<string, number> };

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { readOne, type EventStore, type StoredEvent } from '../log/event-store';
+import { readOne, type EventStore, type StoredEvent } from '../wal/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
 import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';

@@ -3,7 +3,7 @@ import { toStructured } from '../cloudevents/format';
 import type { Dispatcher } from '../delivery/dispatcher';
 import { newSigningSecret, previousSecretAt } from '../delivery/signing';
 import { AppError } from '../errors';
-import { readOne, type EventStore } from '../log/event-store';
+import { readOne, type EventStore } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo } from '../store/dead-letters-repo';
 import { createSubscriptionsRepo, type SubscriptionRecord } from '../store/subscriptions-repo';

@@ -1,6 +1,6 @@
 import crypto from 'node:crypto';
 import fs from 'node:fs';
-import { encodeRecord, frameKey } from '../../src/log/record';
+import { encodeRecord, frameKey } from '../../src/wal/record';
 import {
   eventKey,
   killIfRunning,

@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { LEGACY_FRAME_KEY, encodeRecord } from '../../src/log/record';
+import { LEGACY_FRAME_KEY, encodeRecord } from '../../src/wal/record';
 import { lookupEvent, getJson, segmentFiles, startTestGateway } from '../helpers/gateway';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { LEGACY_FRAME_KEY, decodeRecord, encodeRecord } from '../../src/log/record';
+import { LEGACY_FRAME_KEY, decodeRecord, encodeRecord } from '../../src/wal/record';
 import { lookupEvent, postBinary, runGatewayUntilExit, segmentFiles, startTestGateway, type AppendResultBody } from '../helpers/gateway';
 import { cleanupTmpDirs } from '../helpers/tmp';
 

@@ -1,4 +1,4 @@
-import type { ReadPage, StoredEvent } from '../../../src/log/event-store';
+import type { ReadPage, StoredEvent } from '../../../src/wal/event-store';
 import { offsetAtTime, seekPositions } from '../../../src/delivery/seek';
 
 /** Time seek: the first offset stored at or after a time, by binary search over a partition's reads. */

@@ -6,8 +6,8 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { LEGACY_FRAME_KEY, encodeRecord, frameKey, type FrameKey } from '../../../src/log/record';
-import { openSegmentLog, type SegmentLog } from '../../../src/log/segment-log';
+import { LEGACY_FRAME_KEY, encodeRecord, frameKey, type FrameKey } from '../../../src/wal/record';
+import { openSegmentLog, type SegmentLog } from '../../../src/wal/segment-log';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);

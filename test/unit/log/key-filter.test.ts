@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { createKeyFilter } from '../../../src/log/key-filter';
+import { createKeyFilter } from '../../../src/wal/key-filter';
 
 describe('createKeyFilter', () => {
   it('never forgets a key it was given (no false negatives)', () => {

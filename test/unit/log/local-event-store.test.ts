@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
-import { openLocalEventStore, StartupError, type LocalEventStoreOptions } from '../../../src/log/local-event-store';
+import { openLocalEventStore, StartupError, type LocalEventStoreOptions } from '../../../src/wal/local-event-store';
 import { createLogger } from '../../../src/logger';
 import { openDatabase, type Db } from '../../../src/store/db';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';

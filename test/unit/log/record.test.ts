@@ -12,7 +12,7 @@ import {
   encodeRecord,
   frameKey,
   type LogRecord,
-} from '../../../src/log/record';
+} from '../../../src/wal/record';
 
 const KEY = frameKey(Buffer.alloc(16, 7));
 

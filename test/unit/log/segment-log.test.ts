@@ -1,11 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { decodeRecord, encodeRecord, frameKey } from '../../../src/log/record';
+import { decodeRecord, encodeRecord, frameKey } from '../../../src/wal/record';
 
 /** Every test log gets this key (written before the log is opened), so frames can be made before and after. */
 const KEY_HEX = '07'.repeat(16);
 const KEY = frameKey(Buffer.from(KEY_HEX, 'hex'));
-import { CorruptLogError, openSegmentLog, type SegmentLog } from '../../../src/log/segment-log';
+import { CorruptLogError, openSegmentLog, type SegmentLog } from '../../../src/wal/segment-log';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);

@@ -4,8 +4,8 @@
  * written) must write a new side file, never over the first.
  */
 import fs from 'node:fs';
-import { encodeRecord, type FrameKey } from '../../../src/log/record';
-import { openSegmentLog, type SegmentLog } from '../../../src/log/segment-log';
+import { encodeRecord, type FrameKey } from '../../../src/wal/record';
+import { openSegmentLog, type SegmentLog } from '../../../src/wal/segment-log';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
