@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { EventStore } from '../wal/event-store';
 import type { Db } from '../store/db';
-import { createDeadLettersRepo, type DeadLetterReason } from '../store/dead-letters-repo';
+import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
@@ -73,16 +73,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   // Write-behind buffers, keyed so that only the latest state of each row is written.
   const dirtyPending = new Map<string, { subscriptionId: string; pending: Pending; remove: boolean }>();
   const dirtyOffsets = new Map<string, { subscriptionId: string; row: OffsetRow }>();
-  let deadLetterInserts: {
-    subscriptionId: string;
-    partition: number;
-    offset: number;
-    attempts: number;
-    lastStatus: number | null;
-    lastError: string | null;
-    reason: DeadLetterReason;
-    deadAt: number;
-  }[] = [];
+  let deadLetterInserts: Omit<DeadLetterRow, 'id'>[] = [];
   let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
   /** Per subscription, since when every attempt has failed (null: delete the row). */
   const dirtyFailing = new Map<string, number | null>();

@@ -26,7 +26,7 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * An abort signal as undici also accepts it: an EventEmitter with `aborted`, one per attempt (for
  * its timeout). AbortController, an EventTarget, made that 6 % of delivery CPU.
  */
-export class Abortable extends EventEmitter {
+class Abortable extends EventEmitter {
   aborted = false;
   abort(): void {
     if (this.aborted) return;

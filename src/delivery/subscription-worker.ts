@@ -298,7 +298,7 @@ export function createSubscriptionWorker(
     openCount++;
     let result: Awaited<ReturnType<HttpSender['send']>>;
     try {
-      result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, signalOf(pending));
+      result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, abortGroupOf(pending));
     } finally {
       openCount--;
       releaseSlots();
@@ -471,7 +471,7 @@ export function createSubscriptionWorker(
     schedulePump();
   }
 
-  function signalOf(pending: Pending): AbortGroup {
+  function abortGroupOf(pending: Pending): AbortGroup {
     return pending.redrive ? redriveRequests : openRequests[pending.partition]!;
   }
 

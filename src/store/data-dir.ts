@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
+import { writeFileAtomically } from '../durable-fs';
 import { StartupError } from '../errors';
 
 export const LOCK_FILE = 'herald.lock';
@@ -114,21 +115,6 @@ export function readIdentity(dataDir: string): DataDirIdentity | undefined {
 /** Written once, atomically: a temp file, fsync, rename, fsync of the directory. */
 export function writeIdentity(dataDir: string, facts: { id: string; partitions: number }): DataDirIdentity {
   const identity: DataDirIdentity = { ...facts, createdAt: new Date().toISOString() };
-  const file = path.join(dataDir, IDENTITY_FILE);
-  const tmp = `${file}.tmp`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, `${JSON.stringify(identity, null, 2)}\n`);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-  const dirFd = fs.openSync(dataDir, 'r');
-  try {
-    fs.fsyncSync(dirFd);
-  } finally {
-    fs.closeSync(dirFd);
-  }
+  writeFileAtomically(path.join(dataDir, IDENTITY_FILE), `${JSON.stringify(identity, null, 2)}\n`);
   return identity;
 }

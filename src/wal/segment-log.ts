@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { fsyncPath, writeFileAtomically } from '../durable-fs';
 import { StartupError } from '../errors';
 import { randomBytes } from 'node:crypto';
 import { FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MIN_FRAME_BYTES, checkFrame, encodePadding, frameKey, type FrameKey } from './record';
@@ -126,29 +127,23 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       throw new StartupError(`${file} is missing, and the log's records need it to be verified; restore it from a backup of the data dir`);
     }
     const secret = randomBytes(16);
-    const tmp = `${file}.tmp`;
-    fs.writeFileSync(tmp, `${secret.toString('hex')}\n`, { mode: 0o600 });
-    const fd = fs.openSync(tmp, 'r');
-    try {
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
-    fs.renameSync(tmp, file);
-    fsyncPath(opts.dir);
+    writeFileAtomically(file, `${secret.toString('hex')}\n`, 0o600);
     return frameKey(secret);
   }
 
   function startsWithLegacyFrame(seg: Segment): boolean {
+    const header = readAt(seg, 0, FRAME_HEADER_BYTES);
+    if (header.length < FRAME_HEADER_BYTES) return false;
+    const length = FRAME_HEADER_BYTES + header.readUInt32LE(0);
+    return length <= seg.size && checkFrame(readAt(seg, 0, length), 0, LEGACY_FRAME_KEY).status === 'ok';
+  }
+
+  /** Up to `length` bytes of a segment from `at` (fewer at its end), outside the scan's buffers. */
+  function readAt(seg: Segment, at: number, length: number): Buffer {
     const fd = fs.openSync(seg.file, 'r');
     try {
-      const header = Buffer.alloc(FRAME_HEADER_BYTES);
-      if (fs.readSync(fd, header, 0, FRAME_HEADER_BYTES, 0) < FRAME_HEADER_BYTES) return false;
-      const length = FRAME_HEADER_BYTES + header.readUInt32LE(0);
-      if (length > seg.size) return false;
-      const frame = Buffer.allocUnsafe(length);
-      fs.readSync(fd, frame, 0, length, 0);
-      return checkFrame(frame, 0, LEGACY_FRAME_KEY).status === 'ok';
+      const buf = Buffer.allocUnsafe(length);
+      return buf.subarray(0, fs.readSync(fd, buf, 0, length, at));
     } finally {
       fs.closeSync(fd);
     }
@@ -385,15 +380,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /** Where the damaged frame at `at` says it ends, when that is inside the segment. */
   function claimedFrameEnd(seg: Segment, at: number): number | undefined {
-    const fd = fs.openSync(seg.file, 'r');
-    try {
-      const header = Buffer.alloc(4);
-      if (fs.readSync(fd, header, 0, 4, at) < 4) return undefined;
-      const end = at + FRAME_HEADER_BYTES + header.readUInt32LE(0);
-      return end + MIN_FRAME_BYTES <= seg.size ? end : undefined;
-    } finally {
-      fs.closeSync(fd);
-    }
+    const length = readAt(seg, at, 4);
+    if (length.length < 4) return undefined;
+    const end = at + FRAME_HEADER_BYTES + length.readUInt32LE(0);
+    return end + MIN_FRAME_BYTES <= seg.size ? end : undefined;
   }
 
   /**
@@ -600,13 +590,3 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 }
 
 export type SegmentLog = ReturnType<typeof openSegmentLog>;
-
-/** fsync through a read-only descriptor: enough on Linux for files and directory entries alike. */
-function fsyncPath(target: string): void {
-  const fd = fs.openSync(target, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-}
