@@ -21,6 +21,7 @@ export const errorStatus = {
   payload_too_large: 413,
   unsupported_media_type: 415,
   unavailable: 503,
+  storage_full: 503,
   internal: 500,
   corrupt_record: 500,
 } as const;
@@ -38,6 +39,7 @@ export const errorTitle: Record<ErrorCode, string> = {
   payload_too_large: 'Payload too large',
   unsupported_media_type: 'Unsupported media type',
   unavailable: 'Service unavailable',
+  storage_full: 'Storage full',
   internal: 'Internal server error',
   corrupt_record: 'Corrupt record',
 };

@@ -1,6 +1,8 @@
 import { z } from 'zod';
 
-const MiB = 1024 * 1024;
+const KiB = 1024;
+const MiB = 1024 * KiB;
+const GiB = 1024 * MiB;
 
 export const RECOVERY_PERMISSIONS = ['skip-corrupt', 'rebuild-events-only'] as const;
 export type RecoveryPermission = (typeof RECOVERY_PERMISSIONS)[number];
@@ -29,6 +31,36 @@ const duration = (fallback: string) =>
     fallback,
   );
 
+const sizeUnits: Record<string, number> = { KiB, MiB, GiB };
+
+/** A byte count as an operator would write it, for messages: `65536` → `64KiB`. */
+const formatSize = (bytes: number) => {
+  for (const unit of ['GiB', 'MiB', 'KiB'] as const) {
+    const factor = sizeUnits[unit]!;
+    if (bytes >= factor && bytes % factor === 0) return `${bytes / factor}${unit}`;
+  }
+  return `${bytes} bytes`;
+};
+
+/** Sizes are bytes, or a number with a binary unit: `512KiB`, `64MiB`, `1GiB`. */
+const size = (min: number, max: number, fallback: string) =>
+  withDefault(
+    z
+      .string()
+      .regex(/^\d+(KiB|MiB|GiB)?$/, 'expected bytes or a size such as 64MiB, 1GiB')
+      .transform((v) => {
+        const match = /^(\d+)(KiB|MiB|GiB)?$/.exec(v)!;
+        return Number(match[1]) * (match[2] ? sizeUnits[match[2]]! : 1);
+      })
+      .pipe(
+        z
+          .number()
+          .min(min, `must be at least ${formatSize(min)}`)
+          .max(max, `must be at most ${formatSize(max)}`),
+      ),
+    fallback,
+  );
+
 export const configSchema = z.object({
   HERALD_HOST: withDefault(z.string(), '127.0.0.1').describe('Address to listen on.'),
   HERALD_PORT: int(0, 65535, 8080).describe('TCP port to listen on (0 picks a free port).'),
@@ -40,8 +72,21 @@ export const configSchema = z.object({
   ),
   HERALD_FSYNC_INTERVAL_MS: int(1, 60_000, 50).describe('fsync period for HERALD_FSYNC=interval.'),
   HERALD_PARTITIONS: int(1, 4096, 16).describe('Number of partitions. Fixed when the data dir is created.'),
-  HERALD_MAX_BODY_BYTES: int(64 * 1024, 256 * MiB, MiB).describe('Largest accepted request body; larger is a 413. At least 64 KiB.'),
-  HERALD_SEGMENT_BYTES: int(64 * 1024, 4096 * MiB, 64 * MiB).describe('Log segment size at which a new segment file is started.'),
+  HERALD_MAX_BODY_BYTES: size(64 * KiB, 256 * MiB, '1MiB').describe(
+    'Largest accepted request body (bytes, or `512KiB`, `1MiB`); larger is a 413. At least 64 KiB.',
+  ),
+  HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
+    'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started.',
+  ),
+  HERALD_RETENTION: duration('7d').describe(
+    'How long stored events are kept (`7d`, `12h`, `90m`, `30s`, or milliseconds). Deletion is per whole log segment and goes by the time events were stored, not their `time` attribute: a segment (the active one included, rolled first) is deleted once its newest event is older than this. Deletion does not wait for subscriptions: they move past deleted events and count them as `expired`.',
+  ),
+  HERALD_MAX_LOG_BYTES: size(0, Number.MAX_SAFE_INTEGER, '0').describe(
+    'Largest size of the log (bytes, or `512MiB`, `100GiB`); `0`: no limit. When the log is larger, its oldest segments are deleted the same way as for HERALD_RETENTION.',
+  ),
+  HERALD_MIN_FREE_BYTES: size(0, Number.MAX_SAFE_INTEGER, '256MiB').describe(
+    'Free space to keep on the file system holding the data dir (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns.',
+  ),
   HERALD_IDEMPOTENCY_WINDOW: duration('7d').describe(
     'How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds).',
   ),
@@ -96,6 +141,12 @@ export interface Config {
   partitions: number;
   maxBodyBytes: number;
   segmentBytes: number;
+  /** HERALD_RETENTION: whole segments whose newest event was stored longer ago than this are deleted. */
+  retentionMs: number;
+  /** HERALD_MAX_LOG_BYTES: above this log size the oldest segments are deleted; `0` = no limit. */
+  maxLogBytes: number;
+  /** HERALD_MIN_FREE_BYTES: below this free space on the data dir's file system, ingest answers 503 `storage_full`. */
+  minFreeBytes: number;
   idempotencyWindowMs: number;
   logLevel: RawConfig['HERALD_LOG_LEVEL'];
   publicUrl?: string;
@@ -132,6 +183,9 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     partitions: raw.HERALD_PARTITIONS,
     maxBodyBytes: raw.HERALD_MAX_BODY_BYTES,
     segmentBytes: raw.HERALD_SEGMENT_BYTES,
+    retentionMs: raw.HERALD_RETENTION,
+    maxLogBytes: raw.HERALD_MAX_LOG_BYTES,
+    minFreeBytes: raw.HERALD_MIN_FREE_BYTES,
     idempotencyWindowMs: raw.HERALD_IDEMPOTENCY_WINDOW,
     logLevel: raw.HERALD_LOG_LEVEL,
     publicUrl: raw.HERALD_PUBLIC_URL?.replace(/\/+$/, ''),
@@ -147,8 +201,11 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
 
 /** Defaults as an operator would write them, where the parsed value reads badly. */
 const DEFAULT_TEXT: Partial<Record<keyof typeof configSchema.shape, string>> = {
-  HERALD_MAX_BODY_BYTES: '1048576 (1 MiB)',
-  HERALD_SEGMENT_BYTES: '67108864 (64 MiB)',
+  HERALD_MAX_BODY_BYTES: '1MiB',
+  HERALD_SEGMENT_BYTES: '64MiB',
+  HERALD_RETENTION: '7d',
+  HERALD_MAX_LOG_BYTES: '0',
+  HERALD_MIN_FREE_BYTES: '256MiB',
   HERALD_IDEMPOTENCY_WINDOW: '7d',
   HERALD_PUBLIC_URL: 'http://HOST:PORT',
   HERALD_API_KEYS: '(none: open, loopback only)',

@@ -47,6 +47,74 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ HERALD_MAX_BODY_BYTES: '1000' })).toThrow(/HERALD_MAX_BODY_BYTES/);
   });
 
+  it('reads every size setting as plain bytes or with a KiB, MiB or GiB suffix', () => {
+    const sizes = [
+      ['HERALD_MAX_BODY_BYTES', 'maxBodyBytes'],
+      ['HERALD_SEGMENT_BYTES', 'segmentBytes'],
+      ['HERALD_MAX_LOG_BYTES', 'maxLogBytes'],
+      ['HERALD_MIN_FREE_BYTES', 'minFreeBytes'],
+    ] as const;
+    for (const [name, field] of sizes) {
+      expect(loadConfig({ [name]: '1048576' })[field]).toBe(1024 * 1024);
+      expect(loadConfig({ [name]: '512KiB' })[field]).toBe(512 * 1024);
+      expect(loadConfig({ [name]: '64MiB' })[field]).toBe(64 * 1024 * 1024);
+      expect(loadConfig({ [name]: '2MiB' })[field]).toBe(2 * 1024 * 1024);
+    }
+    expect(loadConfig({ HERALD_SEGMENT_BYTES: '1GiB' }).segmentBytes).toBe(1024 ** 3);
+    expect(loadConfig({ HERALD_SEGMENT_BYTES: '4GiB' }).segmentBytes).toBe(4 * 1024 ** 3);
+    expect(loadConfig({ HERALD_MAX_LOG_BYTES: '100GiB' }).maxLogBytes).toBe(100 * 1024 ** 3);
+    expect(loadConfig({ HERALD_MIN_FREE_BYTES: '1GiB' }).minFreeBytes).toBe(1024 ** 3);
+    expect(loadConfig({ HERALD_MAX_BODY_BYTES: '64KiB' }).maxBodyBytes).toBe(64 * 1024);
+  });
+
+  it.each(['64MB', '64mib', '64 MiB', '1.5GiB', '-1', 'MiB', '64KB', 'lots', '0x100'])(
+    'refuses the size %s with a clear message',
+    (value) => {
+      for (const name of ['HERALD_MAX_BODY_BYTES', 'HERALD_SEGMENT_BYTES', 'HERALD_MAX_LOG_BYTES', 'HERALD_MIN_FREE_BYTES']) {
+        expect(() => loadConfig({ [name]: value })).toThrow(ConfigError);
+        expect(() => loadConfig({ [name]: value })).toThrow(`${name}: expected bytes or a size such as 64MiB, 1GiB`);
+      }
+    },
+  );
+
+  it('keeps the limits of the size settings, with a readable message', () => {
+    expect(() => loadConfig({ HERALD_MAX_BODY_BYTES: '63KiB' })).toThrow('HERALD_MAX_BODY_BYTES: must be at least 64KiB');
+    expect(() => loadConfig({ HERALD_MAX_BODY_BYTES: '257MiB' })).toThrow('HERALD_MAX_BODY_BYTES: must be at most 256MiB');
+    expect(() => loadConfig({ HERALD_SEGMENT_BYTES: '1024' })).toThrow('HERALD_SEGMENT_BYTES: must be at least 64KiB');
+    expect(() => loadConfig({ HERALD_SEGMENT_BYTES: '5GiB' })).toThrow('HERALD_SEGMENT_BYTES: must be at most 4GiB');
+    expect(loadConfig({ HERALD_MAX_BODY_BYTES: '256MiB' }).maxBodyBytes).toBe(256 * 1024 * 1024);
+    expect(loadConfig({ HERALD_MAX_LOG_BYTES: '0', HERALD_MIN_FREE_BYTES: '0' })).toMatchObject({ maxLogBytes: 0, minFreeBytes: 0 });
+  });
+
+  it('defaults the storage settings', () => {
+    expect(loadConfig({})).toMatchObject({ retentionMs: 7 * 24 * 3600 * 1000, maxLogBytes: 0, minFreeBytes: 268435456 });
+    expect(loadConfig({ HERALD_RETENTION: '', HERALD_MAX_LOG_BYTES: '', HERALD_MIN_FREE_BYTES: ' ' })).toMatchObject({
+      retentionMs: 7 * 24 * 3600 * 1000,
+      maxLogBytes: 0,
+      minFreeBytes: 256 * 1024 * 1024,
+    });
+  });
+
+  it('parses HERALD_RETENTION with units', () => {
+    expect(loadConfig({ HERALD_RETENTION: '30s' }).retentionMs).toBe(30 * 1000);
+    expect(loadConfig({ HERALD_RETENTION: '90m' }).retentionMs).toBe(90 * 60 * 1000);
+    expect(loadConfig({ HERALD_RETENTION: '12h' }).retentionMs).toBe(12 * 3600 * 1000);
+    expect(loadConfig({ HERALD_RETENTION: '7d' }).retentionMs).toBe(7 * 24 * 3600 * 1000);
+    expect(loadConfig({ HERALD_RETENTION: '1500' }).retentionMs).toBe(1500);
+    expect(() => loadConfig({ HERALD_RETENTION: 'forever' })).toThrow(/HERALD_RETENTION: expected milliseconds or a duration/);
+  });
+
+  it('shows defaults in the table as an operator writes them', () => {
+    const defaults = Object.fromEntries(configDocs().map((row) => [row.name, row.defaultValue]));
+    expect(defaults).toMatchObject({
+      HERALD_MAX_BODY_BYTES: '1MiB',
+      HERALD_SEGMENT_BYTES: '64MiB',
+      HERALD_RETENTION: '7d',
+      HERALD_MAX_LOG_BYTES: '0',
+      HERALD_MIN_FREE_BYTES: '256MiB',
+    });
+  });
+
   it('documents every variable', () => {
     for (const row of configDocs()) expect(row.description.length).toBeGreaterThan(10);
   });
