@@ -89,6 +89,9 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
       fsyncIntervalMs: config.fsyncIntervalMs,
       segmentBytes: config.segmentBytes,
       idempotencyWindowMs: config.idempotencyWindowMs,
+      retentionMs: config.retentionMs,
+      maxLogBytes: config.maxLogBytes,
+      minFreeBytes: config.minFreeBytes,
       recovery: config.recovery,
       onGroupCommitted,
     });

@@ -29,7 +29,12 @@ export function createEventsRouter(store: EventStore, ingest: (req: IncomingMess
   });
 
   router.get('/partitions', read, (_req, res) => {
-    res.json({ partitions: store.heads().map((headOffset, partition) => ({ partition, headOffset })) });
+    const firstOffsets = store.firstOffsets();
+    res.json({
+      partitions: store
+        .heads()
+        .map((headOffset, partition) => ({ partition, firstOffset: Math.min(firstOffsets[partition] ?? 0, headOffset), headOffset })),
+    });
   });
 
   router.get('/partitions/:partition/events', read, (req, res) => {
@@ -43,10 +48,17 @@ export function createEventsRouter(store: EventStore, ingest: (req: IncomingMess
     // A corrupt record ends the page and is named, so a reader can see it and go on past it. An empty
     // page continues at the head: offsets between are a gap (lost records are never reused).
     const nextOffset =
-      page.corruptOffset !== undefined ? page.corruptOffset + 1 : last ? last.offset + 1 : limit === 0 ? Math.min(from, head) : head;
+      page.corruptOffset !== undefined
+        ? page.corruptOffset + 1
+        : last
+          ? last.offset + 1
+          : limit === 0
+            ? Math.min(Math.max(from, store.firstOffsets()[partition] ?? 0), head)
+            : head;
     res.json({
       events: page.events.map((e) => ({ partition: e.partition, offset: e.offset, event: toStructured(e.event) })),
       nextOffset,
+      firstOffset: Math.min(store.firstOffsets()[partition] ?? 0, head),
       ...(page.corruptOffset !== undefined ? { corruptOffset: page.corruptOffset } : {}),
     });
   });

@@ -1,5 +1,8 @@
 import { Worker } from 'node:worker_threads';
 
+/** The SQLite WAL file is emptied when it grows past this (it counts in the data dir's disk use). */
+const MAX_WAL_BYTES = 32 * 1024 * 1024;
+
 /**
  * Checkpoints the SQLite WAL from a worker thread with its own connection,
  * so the copy of WAL pages into the database file (8–18 ms at a time under
@@ -12,12 +15,22 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
     const Database = require(workerData.driver);
     const db = new Database(workerData.dbFile);
     db.pragma('busy_timeout = 1000');
+    const fs = require('node:fs');
     const timer = setInterval(() => {
-      try { db.pragma('wal_checkpoint(PASSIVE)'); } catch (err) { parentPort.postMessage({ error: String(err) }); }
+      try {
+        // A steady writer (the indexer) keeps PASSIVE from ever resetting the WAL: past the bound,
+        // TRUNCATE waits for a gap between transactions and empties it.
+        let walBytes = 0;
+        try { walBytes = fs.statSync(workerData.dbFile + '-wal').size; } catch {}
+        db.pragma(walBytes > workerData.maxWalBytes ? 'wal_checkpoint(TRUNCATE)' : 'wal_checkpoint(PASSIVE)');
+      } catch (err) { parentPort.postMessage({ error: String(err) }); }
     }, workerData.intervalMs);
     parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); db.close(); parentPort.postMessage('stopped'); } });
   `;
-  const worker = new Worker(source, { eval: true, workerData: { dbFile, intervalMs, driver: require.resolve('better-sqlite3') } });
+  const worker = new Worker(source, {
+    eval: true,
+    workerData: { dbFile, intervalMs, maxWalBytes: MAX_WAL_BYTES, driver: require.resolve('better-sqlite3') },
+  });
   worker.unref();
   return {
     stop() {

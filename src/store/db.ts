@@ -16,6 +16,13 @@ export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
  * the gateway checkpoints on a timer instead (see `checkpoint`).
  */
 export function openDatabase(file: string): Db {
+  const db = openConnection(file);
+  migrate(db);
+  return db;
+}
+
+/** A connection with the same pragmas, for a worker thread (the schema is already migrated). */
+export function openConnection(file: string): Db {
   const db = new Database(file);
   db.pragma('journal_mode = WAL');
   db.pragma('synchronous = NORMAL');
@@ -24,7 +31,6 @@ export function openDatabase(file: string): Db {
   db.pragma('wal_autocheckpoint = 0');
   // Without a limit the WAL file keeps its high-water size forever, and opening it after a crash reads all of it.
   db.pragma('journal_size_limit = 67108864');
-  migrate(db);
   return db;
 }
 

@@ -22,6 +22,9 @@ export function createIdempotencyRepo(db: Db) {
   );
   const deleteFrom = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" >= ?');
   const deleteOne = db.prepare<[number, number]>('DELETE FROM idempotency WHERE partition = ? AND "offset" = ?');
+  const deleteOffsets = db.prepare<[number, number, number]>(
+    'DELETE FROM idempotency WHERE partition = ? AND "offset" >= ? AND "offset" < ?',
+  );
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM idempotency');
   // Both walk idempotency_by_stored_at from the time on and stop at the partition's first row.
   const oldestIn = db.prepare<[number], { storedAt: number; offset: number }>(
@@ -64,6 +67,10 @@ export function createIdempotencyRepo(db: Db) {
     /** Forgets records at or past `offset` in a partition (SQLite ahead of the log after a power cut). */
     deleteFrom(partition: number, offset: number): void {
       deleteFrom.run(partition, offset);
+    },
+    /** Forgets the records of offsets in `[from, to)` of a partition (their segments were deleted). */
+    deleteOffsets(partition: number, from: number, to: number): number {
+      return deleteOffsets.run(partition, from, to).changes;
     },
     /** Forgets the record of one stored event (its bytes were lost or set aside). */
     deleteAt(partition: number, offset: number): void {

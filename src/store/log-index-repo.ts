@@ -28,7 +28,36 @@ export function createLogIndexRepo(db: Db) {
   const maxOffsets = db.prepare<[], { partition: number; offset: number }>(
     'SELECT partition, MAX("offset") AS offset FROM log_index GROUP BY partition',
   );
+  const firstAtOrPast = db.prepare<[number, number], { offset: number }>(
+    'SELECT "offset" AS offset FROM log_index WHERE partition = ? AND position >= ? ORDER BY "offset" LIMIT 1',
+  );
+  const minOffset = db.prepare<[number], { offset: number | null }>('SELECT MIN("offset") AS offset FROM log_index WHERE partition = ?');
+  const deleteBelow = db.prepare<[number, number, number]>('DELETE FROM log_index WHERE partition = ? AND "offset" >= ? AND "offset" < ?');
+  const nth = db.prepare<[number, number, number], { offset: number }>(
+    'SELECT "offset" AS offset FROM log_index WHERE partition = ? AND "offset" >= ? ORDER BY "offset" LIMIT 1 OFFSET ?',
+  );
+  const maxOffset = db.prepare<[number], { offset: number | null }>('SELECT MAX("offset") AS offset FROM log_index WHERE partition = ?');
   return {
+    /** The `n`th indexed offset of a partition at or after `from` (0 is the first): bounds a step of deletions. */
+    nthOffsetFrom(partition: number, from: number, n: number): number | undefined {
+      return nth.get(partition, from, n)?.offset;
+    },
+    /** The partition's newest indexed offset. */
+    maxOffset(partition: number): number | undefined {
+      return maxOffset.get(partition)?.offset ?? undefined;
+    },
+    /** The partition's first offset whose record is at or past `position` (retention's new first offset). */
+    firstOffsetAtOrPast(partition: number, position: number): number | undefined {
+      return firstAtOrPast.get(partition, position)?.offset;
+    },
+    /** The partition's oldest indexed offset. */
+    minOffset(partition: number): number | undefined {
+      return minOffset.get(partition)?.offset ?? undefined;
+    },
+    /** Deletes the entries of offsets in `[from, to)` of a partition (retention, in bounded steps). */
+    deleteOffsets(partition: number, from: number, to: number): number {
+      return deleteBelow.run(partition, from, to).changes;
+    },
     insert(partition: number, entry: IndexEntry): void {
       insert.run(partition, entry.offset, entry.position, entry.length);
     },

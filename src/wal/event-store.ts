@@ -54,6 +54,12 @@ export interface EventStore {
   lookup(source: string, id: string): StoredEvent | undefined;
   /** Next offset each partition will assign, indexed by partition. */
   heads(): readonly number[];
+  /**
+   * The oldest offset each partition still stores (retention deletes older ones), indexed by
+   * partition; equal to the head when the partition holds nothing. `read` answers from here when
+   * asked for less.
+   */
+  firstOffsets(): readonly number[];
   health(): StoreHealth;
   /**
    * The first offset of a partition stored at or after `atMs`, from an index, when the store has one
@@ -62,6 +68,11 @@ export interface EventStore {
   offsetAtTime?(partition: number, atMs: number): number | undefined;
   /** Called after each durable append with the partitions that grew. Returns an unsubscribe function. */
   onAppend(listener: (partitions: ReadonlySet<number>) => void): () => void;
+  /**
+   * Called after retention deleted events, with the new `firstOffsets()` (synchronously, before any
+   * read can see the deletion). Returns an unsubscribe function.
+   */
+  onRetire(listener: (firstOffsets: readonly number[]) => void): () => void;
   close(): Promise<void>;
 }
 

@@ -1,22 +1,26 @@
 import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { eventId, eventSource, type CloudEvent } from '../cloudevents/event';
-import { partitionOf } from '../cloudevents/partition';
-import { AppError, coerceError } from '../errors';
+import type { CloudEvent } from '../cloudevents/event';
+import { AppError } from '../errors';
 import type { RecoveryPermission } from '../config';
 import type { Db } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
-import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
-import { createMetaRepo } from '../store/meta-repo';
+import { createLogIndexRepo } from '../store/log-index-repo';
+import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import { IDENTITY_FILE, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
-import type { AppendResult, EventStore, ReadPage, StoredEvent } from './event-store';
-import { createKeyFilter, idempotencyKey, type KeyFilter } from './key-filter';
-import { encodeRecord, verifyAndDecode } from './record';
+import type { AppendResult, EventStore } from './event-store';
+import { createGroupCommit, type CommittedGroup } from './group-commit';
+import { createIndexRows } from './index-rows';
+import { createIndexer, safely } from './indexer';
+import type { IndexRow } from './indexer-protocol';
+import { createReads } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
-import { openSegmentLog } from './segment-log';
+import { createRetention } from './retention';
+import { openSegmentLog, type SegmentLog } from './segment-log';
+import { createSequencer } from './sequencer';
 
 export { StartupError, type RecoveryReport };
 export { CorruptLogError } from './segment-log';
@@ -30,6 +34,16 @@ export interface LocalEventStoreOptions {
   fsyncIntervalMs: number;
   segmentBytes: number;
   idempotencyWindowMs: number;
+  /** `HERALD_RETENTION` (default 7 days). */
+  retentionMs?: number;
+  /** `HERALD_MAX_LOG_BYTES` (0, the default: no limit). */
+  maxLogBytes?: number;
+  /** `HERALD_MIN_FREE_BYTES` (default 0 here: tests opt in; the gateway passes the setting). */
+  minFreeBytes?: number;
+  /** Test hook: the free bytes retention sees. */
+  freeBytes?: () => number;
+  /** The indexer's tail bound (records); ingest waits past it. */
+  maxUnindexed?: number;
   /** `HERALD_RECOVERY`: what start-up may do beyond cutting a torn tail. */
   recovery?: ReadonlySet<RecoveryPermission>;
   clock?: () => number;
@@ -37,45 +51,176 @@ export interface LocalEventStoreOptions {
   onGroupCommitted?: (events: number, fsyncMs: number | undefined) => void;
 }
 
-interface PendingEntry {
-  source: string;
-  id: string;
-  key: string;
-  partition: number;
-  offset: number;
-  storedAt: number;
-  frame: Buffer;
-}
+const DAY_MS = 86_400_000;
 
-interface Group {
-  entries: PendingEntry[];
-  bytes: number;
-  done: Promise<void>;
-  resolve: () => void;
-  reject: (err: unknown) => void;
-}
-
-const PRUNE_BATCH = 5_000;
-const KEY_FILTER_PAGE = 5_000;
-const MAX_READ_SPAN = 4 * 1024 * 1024;
-const RETRY_AFTER_SECONDS = 1;
+export type LocalEventStore = EventStore & {
+  recovery: RecoveryReport;
+  pruneIdempotency(): Promise<number>;
+  logStats(): { bytes: number; segments: number; unindexed: number };
+  /** Runs a retention round now (tests). */
+  runRetention(): Promise<void>;
+  /** Resolves once the indexer has written every event acknowledged so far to SQLite (tests, benchmarks). */
+  indexed(): Promise<void>;
+};
 
 /**
- * The local backend: a write-ahead log of segment files under `<dataDir>/wal`
- * with group commit, and SQLite rows derived from it (idempotency, index,
- * partition heads) that recovery rebuilds from the log.
+ * The local backend (RocketMQ's shape): a write-ahead log of segment files under `<dataDir>/wal`
+ * written by group commit, the only thing on the ack path; SQLite rows derived from it by an indexer
+ * thread behind it (read-your-writes through its tail); retention deleting whole segments.
  */
-export function openLocalEventStore(
-  opts: LocalEventStoreOptions,
-): EventStore & { recovery: RecoveryReport; pruneIdempotency(): number; logStats(): { bytes: number; segments: number } } {
+export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventStore {
   const clock = opts.clock ?? Date.now;
   const { db, log } = opts;
-  const meta = createMetaRepo(db);
-  const idempotency = createIdempotencyRepo(db);
+  const { segments, recovery, heads } = openLog(opts, clock);
   const index = createLogIndexRepo(db);
-  const headsRepo = createPartitionHeadsRepo(db);
-  const deliveryState = createDeliveryStateRepo(db);
+  const idempotency = createIdempotencyRepo(db);
+  const firstOffsets = heads.map((head, p) => index.minOffset(p) ?? head);
+  const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
+  const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
 
+  const indexer = createIndexer({
+    dbFile: db.name,
+    partitions: opts.partitions,
+    log,
+    maxTailEntries: opts.maxUnindexed,
+    indexedThrough: segments.end(),
+    onRetired: (through, found) => retired(through, found),
+  });
+  const sequencer = createSequencer({ partitions: opts.partitions, heads, key: segments.key, clock, idempotency, tail: indexer, log });
+  const groups = createGroupCommit({
+    segments,
+    log,
+    fsync: opts.fsync,
+    fsyncIntervalMs: opts.fsyncIntervalMs,
+    onCommitted: committed,
+    onFailed: () => sequencer.failed(),
+  });
+  const retention = createRetention({
+    dataDir: opts.dataDir,
+    segments,
+    groups,
+    indexer,
+    log,
+    clock,
+    retentionMs: opts.retentionMs ?? 7 * DAY_MS,
+    maxLogBytes: opts.maxLogBytes ?? 0,
+    minFreeBytes: opts.minFreeBytes ?? 0,
+    freeBytes: opts.freeBytes,
+  });
+  const reads = createReads({
+    segments,
+    index,
+    idempotency,
+    tail: indexer,
+    heads: sequencer.heads,
+    firstOffsets: () => firstOffsets,
+    log,
+  });
+  sequencer.start();
+
+  const pruneTimer = setInterval(() => void pruneIdempotency(), Math.min(60_000, Math.max(1000, opts.idempotencyWindowMs / 10)));
+  pruneTimer.unref();
+
+  function committed(group: CommittedGroup): void {
+    sequencer.committed(group.entries);
+    const rows: IndexRow[] = group.entries.map((e, i) => ({
+      source: e.source,
+      id: e.id,
+      partition: e.partition,
+      offset: e.offset,
+      storedAt: e.storedAt,
+      position: group.positions[i]!,
+      length: e.frame.length,
+    }));
+    indexer.add(
+      group.end,
+      rows,
+      group.entries.map((e) => e.key),
+    );
+    retention.committed(group.positions[0]!, group.entries[group.entries.length - 1]!.storedAt);
+    opts.onGroupCommitted?.(group.entries.length, group.fsyncMs);
+    if (appendListeners.size > 0) {
+      const grown = new Set(group.entries.map((e) => e.partition));
+      for (const listener of appendListeners) safely(log, 'append listener failed', () => listener(grown));
+    }
+  }
+
+  /** Retention moved `log_start` to `through`: first offsets move, then the files go. */
+  function retired(through: number, found: (number | null)[]): void {
+    const heads = sequencer.heads();
+    found.forEach((offset, p) => {
+      const first = offset ?? indexer.firstOffset(p) ?? heads[p]!;
+      firstOffsets[p] = Math.max(firstOffsets[p]!, first);
+    });
+    const dropped = segments.dropBefore(through);
+    log.info({ segments: dropped.segments, freedBytes: dropped.bytes, firstOffsets }, 'retention deleted the oldest log segments');
+    for (const listener of retireListeners) safely(log, 'retention listener failed', () => listener(firstOffsets));
+  }
+
+  async function append(events: CloudEvent[]): Promise<AppendResult[]> {
+    if (groups.closed) throw new AppError('unavailable', 'the gateway is shutting down', { retryAfter: 1 });
+    retention.assertRoom();
+    // Backpressure: when the indexer is behind by its bound, wait rather than grow the tail or skip a check.
+    const room = indexer.room();
+    if (room) {
+      await room;
+      if (groups.closed) throw new AppError('unavailable', 'the gateway is shutting down', { retryAfter: 1 });
+    }
+    const { results, added, waitFor } = sequencer.prepare(events);
+    if (added.length > 0) {
+      const done = groups.enqueue(added);
+      sequencer.track(added, done);
+      waitFor.add(done);
+    }
+    for (const done of waitFor) await done;
+    return results;
+  }
+
+  function pruneIdempotency(): Promise<number> {
+    return indexer.prune(clock() - opts.idempotencyWindowMs);
+  }
+
+  return {
+    partitions: opts.partitions,
+    recovery,
+    pruneIdempotency,
+    append,
+    read: reads.read,
+    lookup: reads.lookup,
+    offsetAtTime: reads.offsetAtTime,
+    heads: sequencer.heads,
+    firstOffsets: () => firstOffsets,
+    logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.list().length, unindexed: indexer.lag() }),
+    runRetention: retention.run,
+    indexed: () => indexer.drained(),
+    health: () => retention.health() ?? groups.health(),
+    onAppend(listener) {
+      appendListeners.add(listener);
+      return () => appendListeners.delete(listener);
+    },
+    onRetire(listener) {
+      retireListeners.add(listener);
+      return () => retireListeners.delete(listener);
+    },
+    async close() {
+      if (groups.closed) return;
+      clearInterval(pruneTimer);
+      retention.stop();
+      sequencer.stop();
+      await groups.close();
+      await indexer.close();
+      segments.close();
+    },
+  };
+}
+
+/**
+ * Start-up: checks the data dir's identity and partition count, opens the segment log, finishes a
+ * retention a crash interrupted, and recovers (cuts a torn tail, indexes what the indexer had not).
+ */
+function openLog(opts: LocalEventStoreOptions, clock: () => number): { segments: SegmentLog; recovery: RecoveryReport; heads: number[] } {
+  const { db, log } = opts;
+  const meta = createMetaRepo(db);
   const permissions = opts.recovery ?? new Set<RecoveryPermission>();
   const identity = readIdentity(opts.dataDir);
   const recorded = identity?.partitions ?? (meta.get('partitions') === undefined ? undefined : Number(meta.get('partitions')));
@@ -84,7 +229,6 @@ export function openLocalEventStore(
       `data dir ${opts.dataDir} was created with ${recorded} partitions; HERALD_PARTITIONS=${opts.partitions} would re-route keys. Start with HERALD_PARTITIONS=${recorded}.`,
     );
   }
-
   const segments = openSegmentLog({
     dir: path.join(opts.dataDir, 'wal'),
     segmentBytes: opts.segmentBytes,
@@ -92,17 +236,22 @@ export function openLocalEventStore(
     warn: (msg, fields) => log.warn(fields ?? {}, msg),
     error: (msg, fields) => log.error(fields ?? {}, msg),
   });
-  const lostDatabase = checkDatabaseBelongs(identity, segments.hasRecords());
-
+  const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
+  const logStart = Number(meta.get('log_start') ?? 0);
+  if (logStart > 0) {
+    // A retention the process did not finish: its files and rows go now.
+    segments.dropBefore(logStart);
+    createIndexRows(db, opts.partitions).retire(logStart);
+  }
   const recovery = recoverLog({
     db,
     log,
     segments,
     meta,
-    idempotency,
-    index,
-    headsRepo,
-    offsetFloors: deliveryState.offsetFloors,
+    idempotency: createIdempotencyRepo(db),
+    index: createLogIndexRepo(db),
+    headsRepo: createPartitionHeadsRepo(db),
+    offsetFloors: createDeliveryStateRepo(db).offsetFloors,
     partitions: opts.partitions,
     dataDir: opts.dataDir,
     windowStart: clock() - opts.idempotencyWindowMs,
@@ -121,444 +270,32 @@ export function openLocalEventStore(
       "herald.db was missing or not this data dir's: events were rebuilt from the log (HERALD_RECOVERY=rebuild-events-only); subscriptions, their offsets and dead letters were not recoverable and are gone",
     );
   }
+  return { segments, recovery, heads: createPartitionHeadsRepo(db).load(opts.partitions) };
+}
 
-  /**
-   * `herald.db` holds what the log cannot rebuild (subscriptions, their offsets, dead letters). A
-   * database that is missing (no id) or another data dir's (another id) must not start quietly
-   * empty. Returns whether the operator allowed starting without it.
-   */
-  function checkDatabaseBelongs(known: DataDirIdentity | undefined, hasLog: boolean): boolean {
-    const dbId = meta.get('data_dir_id');
-    const lost = known !== undefined ? dbId !== known.id : meta.get('partitions') === undefined && hasLog;
-    if (!lost) return false;
-    if (known && dbId !== undefined) {
-      throw new StartupError(
-        `${path.join(opts.dataDir, 'herald.db')} belongs to another data dir (its id is not the one in ${IDENTITY_FILE}); restore this data dir's herald.db.`,
-      );
-    }
-    if (permissions.has('rebuild-events-only')) return true;
+/**
+ * `herald.db` holds what the log cannot rebuild (subscriptions, their offsets, dead letters). A
+ * database that is missing (no id) or another data dir's (another id) must not start quietly
+ * empty. Returns whether the operator allowed starting without it.
+ */
+function checkDatabaseBelongs(
+  opts: LocalEventStoreOptions,
+  meta: MetaRepo,
+  known: DataDirIdentity | undefined,
+  hasLog: boolean,
+  permissions: ReadonlySet<RecoveryPermission>,
+): boolean {
+  const dbId = meta.get('data_dir_id');
+  const lost = known !== undefined ? dbId !== known.id : meta.get('partitions') === undefined && hasLog;
+  if (!lost) return false;
+  if (known && dbId !== undefined) {
     throw new StartupError(
-      `${path.join(opts.dataDir, 'herald.db')} is missing or empty, but this data dir has a log: subscriptions, their offsets and dead letters live only in herald.db. ` +
-        'Restore it from a backup, or start with HERALD_RECOVERY=rebuild-events-only to rebuild events from the log and start with no subscriptions.',
+      `${path.join(opts.dataDir, 'herald.db')} belongs to another data dir (its id is not the one in ${IDENTITY_FILE}); restore this data dir's herald.db.`,
     );
   }
-
-  const committedHeads = headsRepo.load(opts.partitions);
-  let heads = committedHeads.slice();
-
-  // Keys of entries written by groups not yet committed; a second send waits for the first.
-  const pendingKeys = new Map<string, { entry: PendingEntry; group: Group }>();
-  let current = newGroup();
-  let flushing = false;
-  let closed = false;
-  let writable = true;
-  let failureReason: string | undefined;
-  let dirty = false;
-  /** fsync=interval: the last timed sync failed, so every commit syncs until one succeeds. */
-  let syncFailed = false;
-  const listeners = new Set<(partitions: ReadonlySet<number>) => void>();
-
-  const insertRows = db.transaction((entries: PendingEntry[], positions: number[], end: number) => {
-    const touched = new Map<number, number>();
-    entries.forEach((e, i) => {
-      idempotency.insert(e);
-      index.insert(e.partition, { offset: e.offset, position: positions[i]!, length: e.frame.length });
-      touched.set(e.partition, e.offset + 1);
-    });
-    for (const [partition, head] of touched) headsRepo.set(partition, head);
-    meta.set('log_indexed_through', end);
-  });
-
-  /** Removes the rows of a group whose fsync failed; if that fails too, start-up recovery removes them. */
-  function undoRows(entries: PendingEntry[], before: number): void {
-    try {
-      db.transaction(() => {
-        const firstOffsets = new Map<number, number>();
-        for (const e of entries) if (!firstOffsets.has(e.partition)) firstOffsets.set(e.partition, e.offset);
-        for (const [partition, offset] of firstOffsets) {
-          idempotency.deleteFrom(partition, offset);
-          headsRepo.set(partition, offset);
-        }
-        index.deletePast(before);
-        meta.set('log_indexed_through', before);
-      })();
-    } catch (err) {
-      log.error({ err: coerceError(err) }, 'could not undo the rows of a failed group; recovery will at the next start');
-    }
-  }
-
-  const syncTimer =
-    opts.fsync === 'interval'
-      ? setInterval(() => {
-          if (!dirty || closed) return;
-          dirty = false;
-          segments.sync().then(
-            () => {
-              syncFailed = false;
-            },
-            (err) => {
-              // Sticky until a sync succeeds: acknowledging writes the disk cannot make durable would be a lie.
-              syncFailed = true;
-              markUnwritable(err);
-            },
-          );
-        }, opts.fsyncIntervalMs)
-      : undefined;
-  syncTimer?.unref();
-
-  function newGroup(): Group {
-    let resolve!: () => void;
-    let reject!: (err: unknown) => void;
-    const done = new Promise<void>((res, rej) => {
-      resolve = res;
-      reject = rej;
-    });
-    done.catch(() => undefined); // every waiter handles it; this keeps an unobserved group quiet
-    return { entries: [], bytes: 0, done, resolve, reject };
-  }
-
-  /**
-   * Answers duplicates and frames the new events of one request. An offset is
-   * taken only once its record is built, so a record that cannot be encoded
-   * leaves the head where it was; the caller undoes earlier events of the
-   * request if a later one fails.
-   */
-  function prepare(events: CloudEvent[], results: AppendResult[], added: PendingEntry[], waitFor: Set<Group>): void {
-    const storedAt = clock();
-    const inRequest = new Map<string, PendingEntry>();
-    for (const event of events) {
-      const source = eventSource(event);
-      const id = eventId(event);
-      const key = idempotencyKey(source, id);
-      const earlier = inRequest.get(key) ?? pendingKeys.get(key)?.entry;
-      if (earlier) {
-        const pending = pendingKeys.get(key);
-        if (pending) waitFor.add(pending.group);
-        results.push({ id, source, partition: earlier.partition, offset: earlier.offset, duplicate: true });
-        continue;
-      }
-      // A Bloom filter miss means never seen: skip SQLite. A hit (or no filter yet) asks SQLite.
-      const found = keyFilter && !keyFilter.mightContain(key) ? undefined : idempotency.find(source, id);
-      if (found) {
-        results.push({ id, source, partition: found.partition, offset: found.offset, duplicate: true });
-        continue;
-      }
-      const partition = partitionOf(event, opts.partitions);
-      const offset = heads[partition]!;
-      let frame: Buffer;
-      try {
-        frame = encodeRecord({ partition, offset, storedAt, event }, segments.key);
-      } catch (err) {
-        throw new AppError('invalid_event', 'the event cannot be stored', {
-          cause: err,
-          details: [
-            {
-              index: events.length > 1 ? events.indexOf(event) : undefined,
-              message: `the event cannot be encoded: ${coerceError(err).message}`,
-            },
-          ],
-        });
-      }
-      heads[partition] = offset + 1;
-      const entry: PendingEntry = { source, id, key, partition, offset, storedAt, frame };
-      added.push(entry);
-      inRequest.set(key, entry);
-      results.push({ id, source, partition, offset, duplicate: false });
-    }
-    for (const entry of added) {
-      keyFilter?.add(entry.key);
-      nextKeyFilter?.add(entry.key);
-    }
-    // Past its capacity the filter's false positives climb: rebuild it (in the background) at twice the size.
-    if (keyFilter && keyFilter.count > keyFilter.capacity) buildKeyFilter();
-  }
-
-  async function append(events: CloudEvent[]): Promise<AppendResult[]> {
-    if (closed) throw new AppError('unavailable', 'the gateway is shutting down', { retryAfter: RETRY_AFTER_SECONDS });
-    const results: AppendResult[] = [];
-    const waitFor = new Set<Group>();
-    const added: PendingEntry[] = [];
-    try {
-      prepare(events, results, added, waitFor);
-    } catch (err) {
-      // Nothing of this request joined a group yet: give its offsets back so none is burnt.
-      for (let i = added.length - 1; i >= 0; i--) heads[added[i]!.partition] = added[i]!.offset;
-      throw err;
-    }
-    if (added.length > 0) {
-      const group = current;
-      for (const entry of added) {
-        group.entries.push(entry);
-        group.bytes += entry.frame.length;
-        pendingKeys.set(entry.key, { entry, group });
-      }
-      waitFor.add(group);
-      if (!flushing) setImmediate(flush);
-    }
-    for (const group of waitFor) await group.done;
-    return results;
-  }
-
-  async function flush(): Promise<void> {
-    if (flushing) return;
-    flushing = true;
-    try {
-      while (current.entries.length > 0) {
-        const group = current;
-        current = newGroup();
-        await commit(group);
-      }
-    } finally {
-      flushing = false;
-    }
-  }
-
-  async function commit(group: Group): Promise<void> {
-    const before = segments.end();
-    try {
-      const first = await segments.append(
-        group.entries.map((e) => e.frame),
-        group.bytes,
-      );
-      const positions: number[] = [];
-      let at = first;
-      for (const e of group.entries) {
-        positions.push(at);
-        at += e.frame.length;
-      }
-      const mustSync = opts.fsync === 'always' || syncFailed;
-      let fsyncMs: number | undefined;
-      if (!mustSync) dirty = true;
-      // The group's SQLite rows are written while its fsync runs instead of after it. Until the sync
-      // returns they are invisible to delivery and partition reads (committedHeads moves after it), a
-      // second send of a key waits on the group (pendingKeys), and a failed sync undoes them.
-      const syncStarted = performance.now();
-      const synced = mustSync ? segments.sync() : undefined;
-      try {
-        insertRows(group.entries, positions, at);
-      } catch (err) {
-        await synced?.catch(() => undefined);
-        throw err;
-      }
-      if (synced) {
-        try {
-          await synced;
-          fsyncMs = performance.now() - syncStarted;
-        } catch (err) {
-          undoRows(group.entries, before);
-          throw err;
-        }
-        syncFailed = false;
-      }
-      for (const e of group.entries) {
-        pendingKeys.delete(e.key);
-        committedHeads[e.partition] = e.offset + 1;
-      }
-      if (!writable) {
-        writable = true;
-        failureReason = undefined;
-        log.info('log is writable again');
-      }
-      group.resolve();
-      opts.onGroupCommitted?.(group.entries.length, fsyncMs);
-    } catch (err) {
-      failGroups(group, before, err);
-      return;
-    }
-    notify(group.entries); // outside the try: the group is committed, a listener's failure must not undo it
-  }
-
-  /** Undoes a failed group and every group queued behind it (their offsets follow its offsets). */
-  function failGroups(group: Group, before: number, err: unknown): void {
-    markUnwritable(err);
-    try {
-      segments.truncate(before);
-    } catch (truncateErr) {
-      log.error({ err: coerceError(truncateErr) }, 'log: could not undo a failed append; restart to recover');
-    }
-    const queued = current;
-    current = newGroup();
-    pendingKeys.clear();
-    heads = committedHeads.slice();
-    const error = new AppError('unavailable', 'the event log cannot be written right now; nothing from this request was stored', {
-      cause: err,
-      retryAfter: RETRY_AFTER_SECONDS,
-    });
-    group.reject(error);
-    queued.reject(error);
-  }
-
-  function markUnwritable(err: unknown): void {
-    const e = coerceError(err);
-    writable = false;
-    failureReason = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
-    log.error({ err: e }, 'log write failed');
-  }
-
-  function notify(entries: PendingEntry[]): void {
-    if (listeners.size === 0) return;
-    const partitions = new Set(entries.map((e) => e.partition));
-    for (const listener of listeners) {
-      try {
-        listener(partitions);
-      } catch (err) {
-        log.error({ err: coerceError(err) }, 'append listener failed');
-      }
-    }
-  }
-
-  /** Verifies and decodes one record's bytes; undefined (and an error log) when they are not that record. */
-  function decodeAt(partition: number, entry: IndexEntry, frame: Buffer | undefined): StoredEvent | undefined {
-    const record = frame && verifyAndDecode(frame, partition, entry.offset, segments.key);
-    if (record) return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
-    log.error(
-      { partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length },
-      'log: corrupt record (checksum or header mismatch); it is not served',
-    );
-    return undefined;
-  }
-
-  function readFrame(entry: IndexEntry): Buffer | undefined {
-    try {
-      return segments.read(entry.position, entry.length);
-    } catch {
-      return undefined; // the bytes are gone (a lost range): as corrupt as a bad checksum
-    }
-  }
-
-  function readPage(partition: number, entries: IndexEntry[]): ReadPage {
-    const events: StoredEvent[] = [];
-    const first = entries[0];
-    const last = entries[entries.length - 1];
-    const span = first && last ? last.position + last.length - first.position : 0;
-    // A page's records are interleaved with other partitions' but close together: one read of the span
-    // beats a read per record (decoding copies what it keeps, so the span buffer is dropped after).
-    const spanBuf =
-      first && last && entries.length > 1 && span <= MAX_READ_SPAN && span > 0 && segments.sameSegment(first.position, last.position)
-        ? readFrame({ offset: first.offset, position: first.position, length: span })
-        : undefined;
-    for (const entry of entries) {
-      const at = entry.position - (first?.position ?? 0);
-      const frame = spanBuf ? spanBuf.subarray(at, at + entry.length) : readFrame(entry);
-      const stored = decodeAt(partition, entry, frame);
-      if (!stored) return { events, corruptOffset: entry.offset };
-      events.push(stored);
-    }
-    return { events };
-  }
-
-  let keyFilter: KeyFilter | undefined;
-  let nextKeyFilter: KeyFilter | undefined;
-
-  /**
-   * (Re)builds the key filter from the idempotency table in pages between
-   * other work, so start-up does not wait for it; until it is ready every
-   * lookup goes to SQLite. Sized for twice the keys there are now.
-   */
-  function buildKeyFilter(): void {
-    if (nextKeyFilter || closed) return;
-    // COUNT(*) scans the table, so only the first build pays it; a rebuild knows the filter's count.
-    const keys = keyFilter ? keyFilter.count : idempotency.count();
-    const wanted = Math.max(1, keys * 2 * 9.6);
-    const next = createKeyFilter(Math.min(30, Math.max(24, Math.ceil(Math.log2(wanted)))));
-    nextKeyFilter = next;
-    // Keys of groups not yet committed may sort before where the scan starts reading: add them now.
-    for (const key of pendingKeys.keys()) next.add(key);
-    let after: { source: string; id: string } | undefined;
-    const step = () => {
-      if (closed || nextKeyFilter !== next) return;
-      const rows = idempotency.keys(after, KEY_FILTER_PAGE);
-      for (const row of rows) next.add(idempotencyKey(row.source, row.id));
-      if (rows.length === KEY_FILTER_PAGE) {
-        after = rows[rows.length - 1];
-        setImmediate(step);
-      } else {
-        keyFilter = next;
-        nextKeyFilter = undefined;
-      }
-    };
-    setImmediate(step);
-  }
-  buildKeyFilter();
-
-  const pruneTimer = setInterval(() => pruneIdempotency(), Math.min(60_000, Math.max(1000, opts.idempotencyWindowMs / 10)));
-  pruneTimer.unref();
-
-  function pruneIdempotency(): number {
-    // Pruned keys stay in the filter as false positives; a filter past its capacity is rebuilt from the table.
-    if (keyFilter && keyFilter.count > keyFilter.capacity) buildKeyFilter();
-    let total = 0;
-    const cutoff = clock() - opts.idempotencyWindowMs;
-    for (;;) {
-      const n = idempotency.prune(cutoff, PRUNE_BATCH);
-      total += n;
-      if (n < PRUNE_BATCH) return total;
-    }
-  }
-
-  return {
-    partitions: opts.partitions,
-    recovery,
-    pruneIdempotency,
-    append,
-    read(partition, fromOffset, limit) {
-      // Only durable events: a group's index rows exist while its fsync is still running.
-      const available = Math.min(limit, (committedHeads[partition] ?? 0) - fromOffset);
-      if (available <= 0) return { events: [] };
-      const head = committedHeads[partition] ?? 0;
-      // After a gap, rows of a group whose fsync still runs may follow in the same range: never serve those.
-      return readPage(
-        partition,
-        index.range(partition, fromOffset, available).filter((e) => e.offset < head),
-      );
-    },
-    offsetAtTime(partition, atMs) {
-      // The idempotency records carry the stored time and are indexed by it: a time index over the
-      // window they cover. Before the oldest one kept, records may have been pruned: the log decides.
-      const oldest = idempotency.oldest(partition);
-      const head = committedHeads[partition] ?? 0;
-      if (oldest === undefined) return undefined;
-      // Nothing was pruned before the oldest record kept when it is the partition's first (offset 0).
-      if (atMs <= oldest.storedAt) return oldest.offset === 0 ? 0 : undefined;
-      const offset = idempotency.firstOffsetAt(partition, atMs);
-      return offset === undefined ? head : Math.min(offset, head);
-    },
-    lookup(source, id) {
-      const found = idempotency.find(source, id);
-      // Durable events only, as for read(): the rows of a group whose fsync runs are already there.
-      if (!found || found.offset >= (committedHeads[found.partition] ?? 0)) return undefined;
-      const entry = index.get(found.partition, found.offset);
-      if (!entry) return undefined;
-      const page = readPage(found.partition, [entry]);
-      if (page.corruptOffset !== undefined) {
-        throw new AppError(
-          'corrupt_record',
-          `the stored record of this event (partition ${found.partition}, offset ${found.offset}) is corrupt and is not served`,
-          {
-            details: [{ message: `partition ${found.partition}, offset ${found.offset}: checksum mismatch` }],
-          },
-        );
-      }
-      return page.events[0];
-    },
-    heads: () => committedHeads,
-    /** Bytes and segment files of the log on disk. */
-    logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.segmentFiles().length }),
-    health: () => (writable && !closed ? { writable: true } : { writable: false, reason: closed ? 'closed' : failureReason }),
-    onAppend(listener) {
-      listeners.add(listener);
-      return () => listeners.delete(listener);
-    },
-    async close() {
-      if (closed) return;
-      closed = true;
-      clearInterval(pruneTimer);
-      if (syncTimer) clearInterval(syncTimer);
-      while (flushing || current.entries.length > 0) {
-        await flush();
-        await new Promise((r) => setImmediate(r));
-      }
-      segments.close();
-    },
-  };
+  if (permissions.has('rebuild-events-only')) return true;
+  throw new StartupError(
+    `${path.join(opts.dataDir, 'herald.db')} is missing or empty, but this data dir has a log: subscriptions, their offsets and dead letters live only in herald.db. ` +
+      'Restore it from a backup, or start with HERALD_RECOVERY=rebuild-events-only to rebuild events from the log and start with no subscriptions.',
+  );
 }

@@ -499,7 +499,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return position;
   }
 
+  /** Starts a new segment (not while an append is in flight: the group commit calls it between groups). */
   function roll(): void {
+    if (active().size === 0) return;
     if (opts.durable) fs.fdatasyncSync(writeFd);
     fs.closeSync(writeFd);
     segments.push(createSegment(end()));
@@ -565,12 +567,37 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     }
   }
 
+  /**
+   * Retention: deletes every segment before the one that starts at `through` (never the active one).
+   * Readers never ask for those records any more (the first offsets moved first).
+   */
+  function dropBefore(through: number): { segments: number; bytes: number } {
+    let dropped = 0;
+    let bytes = 0;
+    while (segments.length > 1 && segments[1]!.base <= through) {
+      const seg = segments.shift()!;
+      if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
+      legacySegments.delete(seg);
+      fs.rmSync(seg.file, { force: true });
+      dropped++;
+      bytes += seg.size;
+    }
+    if (dropped > 0 && opts.durable) fsyncPath(opts.dir);
+    return { segments: dropped, bytes };
+  }
+
   return {
     end,
     scan,
     append,
     sync,
     truncate,
+    roll,
+    dropBefore,
+    /** Every segment, oldest first (the last is the active one). */
+    list: (): { base: number; size: number; file: string }[] => segments.map((s) => ({ base: s.base, size: s.size, file: s.file })),
+    /** Base position of the segment holding `position`. */
+    baseOf: (position: number) => segmentAt(position).base,
     read,
     sameSegment,
     close,

@@ -72,7 +72,7 @@ describe('HERALD_IDEMPOTENCY_WINDOW', () => {
       expect(first.status).toBe(202);
       expect((await postBinary(gw.url, { source: '/window', id: 'w' })).status).toBe(200);
       await new Promise((r) => setTimeout(r, 1100)); // let the window pass (the store's clock is the real one here)
-      (gw.store as unknown as { pruneIdempotency(): number }).pruneIdempotency();
+      await (gw.store as unknown as { pruneIdempotency(): Promise<number> }).pruneIdempotency();
       expect((await lookupEvent(gw.url, { source: '/window', id: 'w' })).status).toBe(404);
       const again = await postBinary(gw.url, { source: '/window', id: 'w' });
       expect(again.status).toBe(202);

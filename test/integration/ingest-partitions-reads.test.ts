@@ -33,7 +33,7 @@ describe('partition routing and offsets', () => {
   it('lists every configured partition with head offset 0 on a fresh data dir', async () => {
     const res = await request(gw.url).get('/partitions');
     expect(res.status).toBe(200);
-    expect(res.body).toEqual({ partitions: [0, 1, 2, 3].map((partition) => ({ partition, headOffset: 0 })) });
+    expect(res.body).toEqual({ partitions: [0, 1, 2, 3].map((partition) => ({ partition, firstOffset: 0, headOffset: 0 })) });
   });
 
   it('routes events without a partitionkey by CRC-32 of source, NUL and id', async () => {
@@ -174,7 +174,7 @@ describe('read endpoints', () => {
   it('reports the head offset of each partition as the next offset to assign', async () => {
     const res = await request(gw.url).get('/partitions');
     expect(res.body.partitions).toHaveLength(PARTITIONS);
-    expect(res.body.partitions[partition]).toEqual({ partition, headOffset: 10 });
+    expect(res.body.partitions[partition]).toEqual({ partition, firstOffset: 0, headOffset: 10 });
   });
 
   it('pages through a partition in offset order with from, limit and nextOffset', async () => {
@@ -206,13 +206,13 @@ describe('read endpoints', () => {
   it('returns an empty page whose nextOffset does not pass the head at or beyond the end', async () => {
     for (const from of [10, 11, 500]) {
       const res = await request(gw.url).get(`/partitions/${partition}/events`).query({ from });
-      expect(res.body).toEqual({ events: [], nextOffset: 10 });
+      expect(res.body).toEqual({ events: [], nextOffset: 10, firstOffset: 0 });
     }
   });
 
   it('returns no events for limit 0', async () => {
     const res = await request(gw.url).get(`/partitions/${partition}/events`).query({ from: 2, limit: 0 });
-    expect(res.body).toEqual({ events: [], nextOffset: 2 });
+    expect(res.body).toEqual({ events: [], nextOffset: 2, firstOffset: 0 });
   });
 
   it('answers 404 for a partition that does not exist', async () => {

@@ -158,6 +158,7 @@ describe('every operation answers as the contract says', () => {
     expect((await call('GET', `/partitions/${busy.partition}/events?from=${busy.headOffset + 5}`)).body).toEqual({
       events: [],
       nextOffset: busy.headOffset,
+      firstOffset: 0,
     });
     expect((await call('GET', '/partitions/0/events?limit=5000')).status).toBe(400);
     expect((await call('GET', '/partitions/abc/events')).status).toBe(400);

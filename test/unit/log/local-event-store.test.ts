@@ -238,7 +238,7 @@ describe('local event store: time index', () => {
     expect(o.store.offsetAtTime!(p, T0 - 1)).toBe(0); // before the first record: nothing was pruned
     expect(o.store.offsetAtTime!(p, T0 + 10_000)).toBe(5); // after the last: the head
     clock.now = T0 + 200 + WINDOW_MS + 1;
-    o.store.pruneIdempotency(); // records t0..t2 go; the log keeps them
+    await o.store.pruneIdempotency(); // records t0..t2 go; the log keeps them
     expect(o.store.offsetAtTime!(p, T0 + 50)).toBeUndefined(); // before the oldest kept: the caller searches the log
     expect(o.store.offsetAtTime!(p, T0 + 350)).toBe(4);
   });
@@ -250,10 +250,10 @@ describe('local event store: idempotency window', () => {
     const [stored] = await store.append([ev('w1')]);
     clock.now += WINDOW_MS - 1;
     expect(await store.append([ev('w1')])).toEqual([{ ...stored, duplicate: true }]);
-    store.pruneIdempotency();
+    await store.pruneIdempotency();
     expect(countRows(db, 'idempotency')).toBe(1); // still inside the window
     clock.now += 2;
-    store.pruneIdempotency();
+    await store.pruneIdempotency();
     expect(countRows(db, 'idempotency')).toBe(0);
     expect(store.lookup('/store', 'w1')).toBeUndefined();
     const [again] = await store.append([ev('w1')]);
@@ -285,6 +285,7 @@ describe('local event store: recovery', () => {
   it('rebuilds the rows of a group written to the log but not yet to SQLite', async () => {
     const o = openStore();
     await o.store.append([ev('r1')]);
+    await o.store.indexed();
     const indexedThrough = (o.db.prepare("SELECT value FROM meta WHERE key = 'log_indexed_through'").get() as { value: string }).value;
     const later = await o.store.append([ev('r2'), ev('r3')]);
     const heads = o.store.heads().slice();

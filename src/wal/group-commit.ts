@@ -1,0 +1,209 @@
+import type { Logger } from 'pino';
+import { AppError, coerceError } from '../errors';
+import type { StoreHealth } from './event-store';
+import type { PendingEntry } from './sequencer';
+import type { SegmentLog } from './segment-log';
+
+export interface CommittedGroup {
+  entries: PendingEntry[];
+  /** Log position of each entry's record. */
+  positions: number[];
+  /** Log position just past the group. */
+  end: number;
+  /** How long its fsync took; undefined when none ran. */
+  fsyncMs: number | undefined;
+}
+
+export interface GroupCommitOptions {
+  segments: SegmentLog;
+  log: Logger;
+  fsync: 'always' | 'interval' | 'never';
+  fsyncIntervalMs: number;
+  /** The group is durable (synchronously before its waiters resume). */
+  onCommitted: (group: CommittedGroup) => void;
+  /** A group failed: it and every group queued behind it are undone. */
+  onFailed: () => void;
+}
+
+interface Group {
+  entries: PendingEntry[];
+  bytes: number;
+  done: Promise<void>;
+  resolve: () => void;
+  reject: (err: unknown) => void;
+}
+
+const RETRY_AFTER_SECONDS = 1;
+
+/**
+ * Group commit: requests that arrive while a group is written and synced join the next group, so one
+ * `write` + `fdatasync` acknowledges all of them. Nothing but the log is on this path. A failed write
+ * or sync undoes the group (and those queued behind it, whose offsets follow its offsets) and marks
+ * the log unwritable until a later group succeeds.
+ */
+export function createGroupCommit(opts: GroupCommitOptions) {
+  const { segments, log } = opts;
+  let current = newGroup();
+  let flushing = false;
+  let closed = false;
+  let writable = true;
+  let failureReason: string | undefined;
+  let dirty = false;
+  /** fsync=interval: the last timed sync failed, so every commit syncs until one succeeds. */
+  let syncFailed = false;
+  let rollOwed = false;
+
+  const syncTimer =
+    opts.fsync === 'interval'
+      ? setInterval(() => {
+          if (!dirty || closed) return;
+          dirty = false;
+          segments.sync().then(
+            () => {
+              syncFailed = false;
+            },
+            (err) => {
+              // Sticky until a sync succeeds: acknowledging writes the disk cannot make durable would be a lie.
+              syncFailed = true;
+              markUnwritable(err);
+            },
+          );
+        }, opts.fsyncIntervalMs)
+      : undefined;
+  syncTimer?.unref();
+
+  function newGroup(): Group {
+    let resolve!: () => void;
+    let reject!: (err: unknown) => void;
+    const done = new Promise<void>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    done.catch(() => undefined); // every waiter handles it; this keeps an unobserved group quiet
+    return { entries: [], bytes: 0, done, resolve, reject };
+  }
+
+  async function flush(): Promise<void> {
+    if (flushing) return;
+    flushing = true;
+    try {
+      while (current.entries.length > 0) {
+        const group = current;
+        current = newGroup();
+        await commit(group);
+      }
+      if (rollOwed) rollNow();
+    } finally {
+      flushing = false;
+    }
+  }
+
+  async function commit(group: Group): Promise<void> {
+    const before = segments.end();
+    let committed: CommittedGroup;
+    try {
+      if (rollOwed) rollNow();
+      const first = await segments.append(
+        group.entries.map((e) => e.frame),
+        group.bytes,
+      );
+      const positions: number[] = [];
+      let at = first;
+      for (const e of group.entries) {
+        positions.push(at);
+        at += e.frame.length;
+      }
+      const mustSync = opts.fsync === 'always' || syncFailed;
+      let fsyncMs: number | undefined;
+      if (mustSync) {
+        const started = performance.now();
+        await segments.sync();
+        fsyncMs = performance.now() - started;
+        syncFailed = false;
+      } else {
+        dirty = true;
+      }
+      committed = { entries: group.entries, positions, end: at, fsyncMs };
+    } catch (err) {
+      fail(group, before, err);
+      return;
+    }
+    if (!writable) {
+      writable = true;
+      failureReason = undefined;
+      log.info('log is writable again');
+    }
+    try {
+      opts.onCommitted(committed);
+    } catch (err) {
+      log.error({ err: coerceError(err) }, 'after a committed group'); // the group is durable: never undone now
+    }
+    group.resolve();
+  }
+
+  function fail(group: Group, before: number, err: unknown): void {
+    markUnwritable(err);
+    try {
+      segments.truncate(before);
+    } catch (truncateErr) {
+      log.error({ err: coerceError(truncateErr) }, 'log: could not undo a failed append; restart to recover');
+    }
+    const queued = current;
+    current = newGroup();
+    opts.onFailed();
+    const error = new AppError('unavailable', 'the event log cannot be written right now; nothing from this request was stored', {
+      cause: err,
+      retryAfter: RETRY_AFTER_SECONDS,
+    });
+    group.reject(error);
+    queued.reject(error);
+  }
+
+  function markUnwritable(err: unknown): void {
+    const e = coerceError(err);
+    writable = false;
+    failureReason = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
+    log.error({ err: e }, 'log write failed');
+  }
+
+  function rollNow(): void {
+    rollOwed = false;
+    segments.roll();
+  }
+
+  return {
+    /** Joins the entries to the next group; resolves once it is durable. */
+    enqueue(entries: PendingEntry[]): Promise<void> {
+      const group = current;
+      for (const entry of entries) {
+        group.entries.push(entry);
+        group.bytes += entry.frame.length;
+      }
+      if (!flushing) setImmediate(flush);
+      return group.done;
+    },
+    /** Starts a new segment between groups (retention deletes whole segments, the active one rolled first). */
+    roll(): void {
+      if (flushing) rollOwed = true;
+      else rollNow();
+    },
+    health(): StoreHealth {
+      return writable && !closed ? { writable: true } : { writable: false, reason: closed ? 'closed' : failureReason };
+    },
+    get closed() {
+      return closed;
+    },
+    /** Writes what is queued; later `enqueue`s are refused by the caller. */
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      if (syncTimer) clearInterval(syncTimer);
+      while (flushing || current.entries.length > 0) {
+        await flush();
+        await new Promise((r) => setImmediate(r));
+      }
+    },
+  };
+}
+
+export type GroupCommit = ReturnType<typeof createGroupCommit>;

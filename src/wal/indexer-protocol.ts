@@ -1,0 +1,42 @@
+/**
+ * Messages between the indexer (main thread, `indexer.ts`) and its worker (`indexer-worker.ts`).
+ * The worker owns the derived tables (`log_index`, `idempotency`, `partition_heads` and the
+ * `log_indexed_through` / `log_start` marks): the main thread only reads them.
+ */
+
+/** One committed record, as the index needs it. */
+export interface IndexRow {
+  source: string;
+  id: string;
+  partition: number;
+  offset: number;
+  storedAt: number;
+  position: number;
+  length: number;
+}
+
+export type ToIndexer =
+  /** The records of one committed group; `end` is the log position just past it. */
+  | { type: 'index'; end: number; rows: IndexRow[] }
+  /** Retention: forget every record before log position `through` (whole segments). */
+  | { type: 'retire'; through: number }
+  /** Forget idempotency records stored before `cutoff` (the window); answered with `pruned`. */
+  | { type: 'prune'; cutoff: number; ticket: number }
+  | { type: 'close' };
+
+export type FromIndexer =
+  /** Every record before `through` is in SQLite. */
+  | { type: 'indexed'; through: number }
+  /**
+   * `log_start` is `through` on disk; `firstOffsets[p]` is the partition's oldest indexed offset at
+   * or past it (null: none indexed there). The rows before it are deleted after this message.
+   */
+  | { type: 'retired'; through: number; firstOffsets: (number | null)[] }
+  | { type: 'pruned'; ticket: number; count: number }
+  | { type: 'error'; message: string }
+  | { type: 'closed' };
+
+export interface IndexerWorkerData {
+  dbFile: string;
+  partitions: number;
+}

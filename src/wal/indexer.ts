@@ -1,0 +1,266 @@
+import path from 'node:path';
+import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { coerceError } from '../errors';
+import type { IndexEntry } from '../store/log-index-repo';
+import type { FromIndexer, IndexRow, IndexerWorkerData, ToIndexer } from './indexer-protocol';
+
+/** A committed record the index worker has not confirmed yet. */
+export interface TailEntry extends IndexEntry {
+  key: string;
+  partition: number;
+  storedAt: number;
+}
+
+export interface IndexerOptions {
+  dbFile: string;
+  partitions: number;
+  log: Logger;
+  /** The tail waits for the worker past this many records or key bytes (ingest backpressure). */
+  maxTailEntries?: number;
+  maxTailKeyBytes?: number;
+  /** Log position every record before which is already indexed (where recovery left the index). */
+  indexedThrough: number;
+  /** Told when retention's rows are about to go: the new first offsets (null: none indexed there). */
+  onRetired: (through: number, firstOffsets: (number | null)[]) => void;
+}
+
+interface TailGroup {
+  end: number;
+  entries: TailEntry[];
+  rows: IndexRow[];
+}
+
+const DEFAULT_MAX_TAIL_ENTRIES = 65_536;
+const DEFAULT_MAX_TAIL_KEY_BYTES = 32 * 1024 * 1024;
+const CLOSE_TIMEOUT_MS = 10_000;
+
+/**
+ * The built worker: ts-jest runs `src/` but a worker thread needs JavaScript, so tests use the one
+ * `npm run build` (jest's global setup) compiled from the same source.
+ */
+function workerFile(): string {
+  return __filename.endsWith('.ts')
+    ? path.resolve(__dirname, '..', '..', 'dist', 'wal', 'indexer-worker.js')
+    : path.join(__dirname, 'indexer-worker.js');
+}
+
+/**
+ * The index behind the log. Committed groups go to a worker thread that writes their SQLite rows;
+ * until it confirms them they stay here, in the tail, which answers the duplicate check and reads
+ * (read-your-writes whatever the worker's lag). The tail is bounded: past the bound, `room()` makes
+ * ingest wait for the worker instead of skipping a check. A worker that dies is restarted and sent
+ * the whole tail again (its writes are idempotent).
+ */
+export function createIndexer(opts: IndexerOptions) {
+  const maxEntries = opts.maxTailEntries ?? DEFAULT_MAX_TAIL_ENTRIES;
+  const maxKeyBytes = opts.maxTailKeyBytes ?? DEFAULT_MAX_TAIL_KEY_BYTES;
+  const groups: TailGroup[] = [];
+  let groupsAt = 0;
+  const byKey = new Map<string, TailEntry>();
+  const byPartition: TailEntry[][] = Array.from({ length: opts.partitions }, () => []);
+  const partitionAt = new Array<number>(opts.partitions).fill(0);
+  let entries = 0;
+  let keyBytes = 0;
+  let waiters: (() => void)[] = [];
+  const drainedWaiters: (() => void)[] = [];
+  let closing: Promise<void> | undefined;
+  let stopping = false;
+  let confirmed = opts.indexedThrough;
+  let pruneTicket = 0;
+  const pruneWaiters = new Map<number, (count: number) => void>();
+  let retireWaiter: (() => void) | undefined;
+  let worker = start();
+
+  function start(): Worker {
+    const data: IndexerWorkerData = { dbFile: opts.dbFile, partitions: opts.partitions };
+    const w = new Worker(workerFile(), { workerData: data });
+    w.unref(); // close() waits for it; a store never closed must not keep the process alive
+    w.on('message', (m: FromIndexer) => onMessage(m));
+    w.on('error', (err) => opts.log.error({ err }, 'indexer: worker failed'));
+    w.on('exit', (code) => {
+      if (stopping || w !== worker) return;
+      opts.log.error({ code, unindexed: entries }, 'indexer: worker exited; restarting it and sending the unindexed tail again');
+      worker = start();
+      retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
+      retireWaiter = undefined;
+      for (let i = groupsAt; i < groups.length; i++) send({ type: 'index', end: groups[i]!.end, rows: groups[i]!.rows });
+    });
+    return w;
+  }
+
+  function send(message: ToIndexer): void {
+    worker.postMessage(message);
+  }
+
+  function onMessage(m: FromIndexer): void {
+    switch (m.type) {
+      case 'indexed':
+        confirm(m.through);
+        break;
+      case 'retired':
+        opts.onRetired(m.through, m.firstOffsets);
+        retireWaiter?.();
+        retireWaiter = undefined;
+        break;
+      case 'pruned':
+        pruneWaiters.get(m.ticket)?.(m.count);
+        pruneWaiters.delete(m.ticket);
+        break;
+      case 'error':
+        opts.log.error({ error: m.message }, 'indexer: worker error');
+        break;
+      case 'closed':
+        break;
+    }
+  }
+
+  /** Drops the tail's groups the worker has written (every record before `through`). */
+  function confirm(through: number): void {
+    confirmed = Math.max(confirmed, through);
+    while (groupsAt < groups.length && groups[groupsAt]!.end <= through) {
+      for (const entry of groups[groupsAt]!.entries) {
+        if (byKey.get(entry.key) === entry) byKey.delete(entry.key);
+        partitionAt[entry.partition]!++;
+        entries--;
+        keyBytes -= entry.key.length;
+      }
+      groupsAt++;
+    }
+    compact();
+    if (entries === 0 && drainedWaiters.length > 0) for (const resolve of drainedWaiters.splice(0)) resolve();
+    if (waiters.length > 0 && hasRoom()) {
+      const ready = waiters;
+      waiters = [];
+      for (const resolve of ready) resolve();
+    }
+  }
+
+  /** Queues are arrays read from an index; the consumed front is cut off once it is most of the array. */
+  function compact(): void {
+    if (groupsAt > 1024 && groupsAt * 2 > groups.length) {
+      groups.splice(0, groupsAt);
+      groupsAt = 0;
+    }
+    for (let p = 0; p < opts.partitions; p++) {
+      const at = partitionAt[p]!;
+      const list = byPartition[p]!;
+      if (at > 1024 && at * 2 > list.length) {
+        list.splice(0, at);
+        partitionAt[p] = 0;
+      }
+    }
+  }
+
+  function hasRoom(): boolean {
+    return entries < maxEntries && keyBytes < maxKeyBytes;
+  }
+
+  /** First tail entry of a partition at or after `offset`, as an index into its list. */
+  function seek(partition: number, offset: number): number {
+    const list = byPartition[partition]!;
+    let lo = partitionAt[partition]!;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid]!.offset < offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  return {
+    /** Resolves when the tail has room for more (immediately, unless the worker is behind by the bound). */
+    room(): Promise<void> | undefined {
+      if (hasRoom()) return undefined;
+      return new Promise<void>((resolve) => waiters.push(resolve));
+    },
+    /** Takes one committed group: it is in the tail (readable) at once and sent to the worker. */
+    add(end: number, rows: IndexRow[], keys: string[]): void {
+      const added: TailEntry[] = rows.map((row, i) => ({
+        key: keys[i]!,
+        partition: row.partition,
+        offset: row.offset,
+        position: row.position,
+        length: row.length,
+        storedAt: row.storedAt,
+      }));
+      for (const entry of added) {
+        byKey.set(entry.key, entry);
+        byPartition[entry.partition]!.push(entry);
+        keyBytes += entry.key.length;
+      }
+      entries += added.length;
+      groups.push({ end, entries: added, rows });
+      send({ type: 'index', end, rows });
+    },
+    find(key: string): TailEntry | undefined {
+      return byKey.get(key);
+    },
+    /** The partition's tail entries from `offset` on, up to `limit`. */
+    range(partition: number, offset: number, limit: number): TailEntry[] {
+      const from = seek(partition, offset);
+      return byPartition[partition]!.slice(from, from + limit);
+    },
+    /** The partition's oldest offset still only in the tail. */
+    firstOffset(partition: number): number | undefined {
+      return byPartition[partition]![partitionAt[partition]!]?.offset;
+    },
+    /** The partition's first tail offset stored at or after `atMs` (tail entries are in stored order). */
+    firstOffsetAt(partition: number, atMs: number): number | undefined {
+      const list = byPartition[partition]!;
+      for (let i = partitionAt[partition]!; i < list.length; i++) if (list[i]!.storedAt >= atMs) return list[i]!.offset;
+      return undefined;
+    },
+    /** Records written to the log but not yet to SQLite. */
+    lag: () => entries,
+    /** Resolves once every committed record so far is in SQLite. */
+    drained(): Promise<void> {
+      return entries === 0 ? Promise.resolve() : new Promise<void>((resolve) => drainedWaiters.push(resolve));
+    },
+    /** Every record before `through` must already be indexed (retention checks `indexedThrough`). */
+    retire(through: number): Promise<void> {
+      return new Promise<void>((resolve) => {
+        retireWaiter = resolve;
+        send({ type: 'retire', through });
+      });
+    },
+    /** Where the worker has indexed to: every record before it is in SQLite. */
+    indexedThrough: () => confirmed,
+    prune(cutoff: number): Promise<number> {
+      const ticket = ++pruneTicket;
+      return new Promise<number>((resolve) => {
+        pruneWaiters.set(ticket, resolve);
+        send({ type: 'prune', cutoff, ticket });
+      });
+    },
+    /** Waits for the worker to write the whole tail (bounded), then stops it. */
+    close(): Promise<void> {
+      closing ??= new Promise<void>((resolve) => {
+        stopping = true;
+        const w = worker;
+        const timer = setTimeout(() => {
+          opts.log.error({ unindexed: entries }, 'indexer: the worker did not finish in time; recovery indexes the rest at the next start');
+          void w.terminate().then(() => resolve());
+        }, CLOSE_TIMEOUT_MS);
+        w.once('exit', () => {
+          clearTimeout(timer);
+          resolve();
+        });
+        send({ type: 'close' });
+      });
+      return closing;
+    },
+  };
+}
+
+export type Indexer = ReturnType<typeof createIndexer>;
+
+/** Logs (never throws): a failing listener must not undo a committed group. */
+export function safely(log: Logger, what: string, fn: () => void): void {
+  try {
+    fn();
+  } catch (err) {
+    log.error({ err: coerceError(err) }, what);
+  }
+}

@@ -1,0 +1,171 @@
+import fs from 'node:fs';
+import type { Logger } from 'pino';
+import { AppError, coerceError } from '../errors';
+import type { StoreHealth } from './event-store';
+import type { GroupCommit } from './group-commit';
+import type { Indexer } from './indexer';
+import type { SegmentLog } from './segment-log';
+
+export interface RetentionOptions {
+  dataDir: string;
+  segments: SegmentLog;
+  groups: Pick<GroupCommit, 'roll'>;
+  indexer: Pick<Indexer, 'indexedThrough' | 'retire'>;
+  log: Logger;
+  clock: () => number;
+  /** `HERALD_RETENTION`: a segment goes once its newest event was stored longer ago than this. */
+  retentionMs: number;
+  /** `HERALD_MAX_LOG_BYTES` (0: no limit): past it the oldest segments go. */
+  maxLogBytes: number;
+  /** `HERALD_MIN_FREE_BYTES`: below this much free space ingest is refused (`storage_full`). */
+  minFreeBytes: number;
+  /** Test hook: free bytes of the data dir's file system. */
+  freeBytes?: () => number;
+}
+
+const CHECK_INTERVAL_MS = 1000;
+const SPACE_RECHECK_MS = 100;
+const STORAGE_FULL_RETRY_AFTER_SECONDS = 5;
+
+/**
+ * Retention with Kafka's and JetStream's "limits" semantics: whole segments are deleted, oldest
+ * first, by the time their newest event was stored (`HERALD_RETENTION`; the active segment is
+ * rolled first) and by the log's size (`HERALD_MAX_LOG_BYTES`), whatever subscriptions still
+ * needed. The index goes first (the indexer's `retire`), then the files. Also watches free space
+ * (`HERALD_MIN_FREE_BYTES`): below it ingest is refused, and nothing stored is touched.
+ */
+export function createRetention(opts: RetentionOptions) {
+  const { segments, log } = opts;
+  /** Newest stored time per segment base, as this process wrote or first looked at it. */
+  const newest = new Map<number, number>();
+  let running = false;
+  let scheduled = false;
+  let free = Number.POSITIVE_INFINITY;
+  let spaceCheckedAt = 0;
+  let full = false;
+  const freeBytes =
+    opts.freeBytes ??
+    (() => {
+      const stats = fs.statfsSync(opts.dataDir);
+      return Number(stats.bavail) * Number(stats.bsize);
+    });
+
+  const timer = setInterval(() => {
+    checkSpace();
+    void run();
+  }, CHECK_INTERVAL_MS);
+  timer.unref();
+
+  function checkSpace(): void {
+    spaceCheckedAt = Date.now();
+    try {
+      free = freeBytes();
+    } catch (err) {
+      log.warn({ err: coerceError(err) }, 'retention: cannot read the free space of the data dir');
+      return;
+    }
+    const nowFull = free < opts.minFreeBytes;
+    if (nowFull !== full) {
+      full = nowFull;
+      if (full) log.error({ freeBytes: free, minFreeBytes: opts.minFreeBytes }, 'storage full: refusing new events until space returns');
+      else log.info({ freeBytes: free }, 'storage has room again: accepting events');
+    }
+  }
+
+  /** A segment's newest stored time: known when this process wrote it, else the file's modification time. */
+  function newestOf(seg: { base: number; file: string }): number {
+    let at = newest.get(seg.base);
+    if (at === undefined) {
+      try {
+        at = fs.statSync(seg.file).mtimeMs;
+      } catch {
+        at = opts.clock();
+      }
+      newest.set(seg.base, at);
+    }
+    return at;
+  }
+
+  /** Where to delete up to: the base of the first segment to keep, or undefined for nothing. */
+  function plan(): number | undefined {
+    const list = segments.list();
+    let keepFrom = 0;
+    const cutoff = opts.clock() - opts.retentionMs;
+    while (keepFrom < list.length - 1 && newestOf(list[keepFrom]!) < cutoff) keepFrom++;
+    const active = list[list.length - 1]!;
+    if (keepFrom === list.length - 1 && active.size > 0 && newestOf(active) < cutoff) {
+      // Everything but the active segment has expired and so has the active one: roll it, delete it next round.
+      opts.groups.roll();
+      schedule();
+    }
+    if (opts.maxLogBytes > 0) {
+      let total = list.reduce((n, s) => n + s.size, 0);
+      for (let i = 0; i < keepFrom; i++) total -= list[i]!.size;
+      while (total > opts.maxLogBytes && keepFrom < list.length - 1) total -= list[keepFrom++]!.size;
+    }
+    return keepFrom > 0 ? list[keepFrom]!.base : undefined;
+  }
+
+  async function run(): Promise<void> {
+    if (running) return;
+    running = true;
+    try {
+      const through = plan();
+      // Rows must exist before they can be deleted: wait for the indexer to pass the segments.
+      if (through === undefined) return;
+      if (opts.indexer.indexedThrough() < through) {
+        schedule();
+        return;
+      }
+      await opts.indexer.retire(through);
+      for (const base of newest.keys()) if (base < through) newest.delete(base);
+    } catch (err) {
+      log.error({ err: coerceError(err) }, 'retention failed; it is tried again');
+    } finally {
+      running = false;
+    }
+  }
+
+  function schedule(): void {
+    if (scheduled) return;
+    scheduled = true;
+    setTimeout(() => {
+      scheduled = false;
+      void run();
+    }, 10).unref();
+  }
+
+  checkSpace();
+
+  return {
+    /** A group was committed: its segment's newest time moves, and the size limit may be passed. */
+    committed(position: number, storedAt: number): void {
+      const base = segments.baseOf(position);
+      newest.set(base, Math.max(newest.get(base) ?? 0, storedAt));
+      if (opts.maxLogBytes > 0 && segments.sizeBytes() > opts.maxLogBytes) schedule();
+    },
+    /** Refuses ingest while free space is below `HERALD_MIN_FREE_BYTES` (rechecked at most every 100 ms). */
+    assertRoom(): void {
+      if (Date.now() - spaceCheckedAt >= SPACE_RECHECK_MS) checkSpace();
+      if (full) {
+        throw new AppError(
+          'storage_full',
+          `the data dir's file system has ${free} bytes free, less than HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}; nothing was stored. Free space (or lower HERALD_RETENTION / HERALD_MAX_LOG_BYTES) and retry.`,
+          { retryAfter: STORAGE_FULL_RETRY_AFTER_SECONDS },
+        );
+      }
+    },
+    health(): StoreHealth | undefined {
+      return full
+        ? { writable: false, reason: `storage_full: ${free} bytes free, below HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}` }
+        : undefined;
+    },
+    /** Runs a round now (tests and start-up). */
+    run,
+    stop(): void {
+      clearInterval(timer);
+    },
+  };
+}
+
+export type Retention = ReturnType<typeof createRetention>;

@@ -1,0 +1,159 @@
+import { execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { getJson, lookupEvent, postBinary, startTestGateway, type AppendResultBody, type TestGateway } from '../helpers/gateway';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+const data = (id: string) => ({ id, padding: 'x'.repeat(1000) });
+
+function walFiles(dataDir: string): string[] {
+  return fs
+    .readdirSync(path.join(dataDir, 'wal'))
+    .filter((f) => f.endsWith('.seg'))
+    .sort();
+}
+const walBytes = (dataDir: string) => walFiles(dataDir).reduce((n, f) => n + fs.statSync(path.join(dataDir, 'wal', f)).size, 0);
+
+async function partitions(url: string): Promise<{ partition: number; firstOffset: number; headOffset: number }[]> {
+  return (await getJson(`${url}/partitions`)).body.partitions;
+}
+
+async function waitFor(what: string, check: () => Promise<boolean>, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+async function publish(url: string, source: string, n: number): Promise<AppendResultBody[]> {
+  const acked: AppendResultBody[] = [];
+  for (let i = 0; i < n; i++) {
+    const res = await postBinary(url, { source, id: `e${i}`, data: data(`e${i}`) });
+    expect(res.status).toBe(202);
+    acked.push(res.body.results[0]);
+  }
+  return acked;
+}
+
+describe('retention by size (HERALD_MAX_LOG_BYTES)', () => {
+  let gw: TestGateway | undefined;
+  afterEach(async () => {
+    await gw?.close();
+    gw = undefined;
+  });
+
+  it('deletes the oldest segments, frees disk, moves firstOffset, and forgets the deleted events', async () => {
+    const env = { HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: '64KiB', HERALD_MAX_LOG_BYTES: '256KiB' };
+    gw = await startTestGateway(env);
+    const acked = await publish(gw.url, '/retention/size', 700);
+    await waitFor('retention to delete segments', async () => (await partitions(gw!.url)).some((p) => p.firstOffset > 0));
+    await waitFor('the log to be under its limit', async () => walBytes(gw!.dataDir) <= 256 * 1024);
+    expect(walFiles(gw.dataDir)[0]).not.toBe('00000000000000000000.seg');
+
+    const parts = await partitions(gw.url);
+    for (const p of parts) {
+      const page = await getJson(`${gw.url}/partitions/${p.partition}/events?from=0&limit=5`);
+      expect(page.body.firstOffset).toBe(p.firstOffset);
+      expect(page.body.events[0].offset).toBe(p.firstOffset);
+    }
+    const first = acked[0]!;
+    expect((await lookupEvent(gw.url, first)).status).toBe(404);
+    expect((await lookupEvent(gw.url, acked[acked.length - 1]!)).status).toBe(200);
+    // Its idempotency record went with it: a resend is stored again, at a new offset.
+    const resend = await postBinary(gw.url, { source: first.source, id: first.id, data: data(first.id) });
+    expect(resend.status).toBe(202);
+    expect(resend.body.results[0].duplicate).toBe(false);
+    expect(resend.body.results[0].offset).toBeGreaterThanOrEqual(parts[resend.body.results[0].partition]!.headOffset);
+
+    // Across a restart the deletion holds and first offsets stay.
+    const { dataDir } = gw;
+    await gw.close();
+    gw = await startTestGateway({ ...env, HERALD_DATA_DIR: dataDir });
+    const after = await partitions(gw.url);
+    for (const p of parts) expect(after[p.partition]!.firstOffset).toBeGreaterThanOrEqual(p.firstOffset);
+    expect((await lookupEvent(gw.url, acked[1]!)).status).toBe(404);
+  });
+});
+
+describe('retention by age (HERALD_RETENTION)', () => {
+  it('deletes every segment whose newest event is older than the retention, the active one rolled first', async () => {
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: '64KiB', HERALD_RETENTION: '2s' });
+    try {
+      const acked = await publish(gw.url, '/retention/age', 150);
+      expect(walFiles(gw.dataDir).length).toBeGreaterThan(1);
+      await waitFor(
+        'every event to expire',
+        async () => (await partitions(gw.url)).every((p) => p.firstOffset === p.headOffset && p.headOffset > 0),
+        15_000,
+      );
+      await waitFor('the files to go', async () => walBytes(gw.dataDir) === 0);
+      expect((await lookupEvent(gw.url, acked[acked.length - 1]!)).status).toBe(404);
+      const page = await getJson(`${gw.url}/partitions/0/events?from=0`);
+      expect(page.body.events).toEqual([]);
+      // The log goes on after it.
+      const next = await postBinary(gw.url, { source: '/retention/age', id: 'after', data: data('after') });
+      expect(next.status).toBe(202);
+      expect((await lookupEvent(gw.url, { source: '/retention/age', id: 'after' })).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+/** A small file system of its own: tmpfs where the test may mount (CI runs as root), else a filler on the temp dir's. */
+function smallFileSystem(): { dir: string; cleanup(): void } {
+  const dir = tmpDir('herald-tmpfs-');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', dir], { stdio: 'ignore' });
+    return { dir, cleanup: () => execFileSync('umount', [dir]) };
+  } catch {
+    return { dir, cleanup: () => undefined };
+  }
+}
+
+function freeBytes(dir: string): number {
+  const s = fs.statfsSync(dir);
+  return Number(s.bavail) * Number(s.bsize);
+}
+
+describe('HERALD_MIN_FREE_BYTES', () => {
+  it('answers 503 storage_full with Retry-After and is unready while free space is low, touches nothing, and recovers by itself', async () => {
+    const fsys = smallFileSystem();
+    const minFree = 16 * 1024 * 1024;
+    let gw: TestGateway | undefined;
+    try {
+      gw = await startTestGateway({ HERALD_DATA_DIR: path.join(fsys.dir, 'data'), HERALD_MIN_FREE_BYTES: String(minFree) });
+      const before = await postBinary(gw.url, { source: '/full', id: 'before' });
+      expect(before.status).toBe(202);
+      // Eat the space down to half the minimum.
+      const filler = path.join(fsys.dir, 'filler');
+      const fd = fs.openSync(filler, 'w');
+      const chunk = Buffer.alloc(1024 * 1024, 1);
+      while (freeBytes(fsys.dir) > minFree / 2) fs.writeSync(fd, chunk);
+      fs.fsyncSync(fd);
+      fs.closeSync(fd);
+
+      const refused = await postBinary(gw.url, { source: '/full', id: 'refused' });
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect(refused.body.code).toBe('storage_full');
+      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+      const ready = await getJson(`${gw.url}/readyz`);
+      expect(ready.status).toBe(503);
+      expect(ready.body.checks.log).toMatch(/storage_full/);
+      expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
+      expect((await lookupEvent(gw.url, { source: '/full', id: 'refused' })).status).toBe(404);
+
+      fs.rmSync(filler);
+      await waitFor('ingest to resume', async () => (await postBinary(gw!.url, { source: '/full', id: 'after' })).status === 202);
+      expect((await getJson(`${gw.url}/readyz`)).status).toBe(200);
+      expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
+    } finally {
+      await gw?.close();
+      fsys.cleanup();
+    }
+  });
+});
