@@ -216,6 +216,19 @@ export function createDispatcher(deps: DispatcherDeps) {
     for (const worker of workers.values()) worker.wake();
   });
 
+  // Retention deleted events (synchronously, before any read sees it): every worker moves past the
+  // ones it had not finished, whatever its state (paused, validating, delivery off), and counts them.
+  const unsubscribeRetire = deps.store.onRetire((firstOffsets) => {
+    for (const worker of workers.values()) {
+      try {
+        worker.expire(firstOffsets);
+      } catch (err) {
+        // Never into the store's retention; the worker checks again when it (re)starts.
+        deps.log.error({ subscription: worker.id, err }, 'moving past events deleted by retention failed');
+      }
+    }
+  });
+
   function workerOf(subscriptionId: string): SubscriptionWorker {
     const worker = workers.get(subscriptionId);
     if (!worker) throw new AppError('not_found', `subscription ${subscriptionId} does not exist`);
@@ -247,16 +260,24 @@ export function createDispatcher(deps: DispatcherDeps) {
         { offsets: stateRepo.offsets(id), pending: stateRepo.pending(id), failingSince: stateRepo.failingSince(id) },
       );
       workers.set(id, worker);
+      // Starting (and resuming) moves past what retention deleted while the worker was not running.
       if (enabled) worker.start();
+      else worker.expire(deps.store.firstOffsets());
     },
-    /** Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning. */
+    /**
+     * Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning:
+     * `earliest` is the first offset retention has kept (what was deleted before is not expired: this
+     * subscription never had it to finish).
+     */
     initOffsets(subscriptionId: string, startAt: 'latest' | 'earliest'): void {
       const heads = deps.store.heads();
+      const firsts = deps.store.firstOffsets();
       for (let p = 0; p < deps.store.partitions; p++) {
         stateRepo.saveOffset(subscriptionId, {
           partition: p,
-          committedOffset: startAt === 'latest' ? heads[p]! : 0,
+          committedOffset: startAt === 'latest' ? heads[p]! : (firsts[p] ?? 0),
           lastMatchedOffset: null,
+          expired: 0,
         });
       }
     },
@@ -356,6 +377,7 @@ export function createDispatcher(deps: DispatcherDeps) {
      */
     async close(opts: { deadline?: number } = {}): Promise<void> {
       unsubscribe();
+      unsubscribeRetire();
       for (const worker of workers.values()) worker.stop();
       workers.clear();
       flush();

@@ -13,6 +13,8 @@ export interface PartitionCursor {
   lastMatched: number | null;
   /** Seek generation of this position (issue 12 §2): part of every webhook-id in the partition. */
   generation: number;
+  /** Running total of events retention deleted before they were finished here (see `expireCursor`). */
+  expired: number;
   /** Finished offsets above `committed` (ordering none), with whether they matched. */
   finished: Map<number, boolean>;
   pending: Map<number, Pending>;
@@ -43,6 +45,7 @@ export function createCursor(partition: number, saved: OffsetRow | undefined): P
     cursor: committed,
     lastMatched,
     generation: saved?.seekGeneration ?? 0,
+    expired: saved?.expired ?? 0,
     finished: new Map(),
     pending: new Map(),
     buffer: [],
@@ -99,6 +102,62 @@ export function seekCursor(part: PartitionCursor, offset: number, generation: nu
   clearBuffer(part);
 }
 
+/**
+ * The row to save for the committed position. It always carries the expired total: the dispatcher
+ * keeps only the latest row of a partition per flush, so a row without it could drop a count.
+ */
+export function offsetRow(part: PartitionCursor): OffsetRow {
+  return {
+    partition: part.partition,
+    committedOffset: part.committed,
+    lastMatchedOffset: part.committedLastMatched,
+    expired: part.expired,
+  };
+}
+
+/** What `expireCursor` did: how many unfinished offsets it moved past, and the row to save. */
+export interface Expiry {
+  expired: number;
+  row: OffsetRow;
+}
+
+/**
+ * Retention deleted the partition's offsets below `first`. When `committed` is below it, the position
+ * moves past them the way `skipRange` does: `committed` to `first` (and on over offsets finished from
+ * there), the cursor too when it was behind, the page buffer cleared. The offsets of `[committed,
+ * first)` that were not finished (not in `finished`; pending ones included) are counted, added to
+ * `expired` and returned. The chain of `herald-previous-offset` starts again where it crossed
+ * deleted events, since whether they matched cannot be known any more.
+ *
+ * Pending deliveries of expired offsets stay in `pending` for the caller: when one finishes after
+ * all, `finishOffset` ignores it (it is below `committed`). Undefined when nothing was below `first`.
+ */
+export function expireCursor(part: PartitionCursor, first: number): Expiry | undefined {
+  if (part.committed >= first) return undefined;
+  let finishedBelow = 0;
+  for (const offset of part.finished.keys()) {
+    if (offset < first) {
+      part.finished.delete(offset);
+      finishedBelow++;
+    }
+  }
+  const expired = first - part.committed - finishedBelow;
+  part.committed = first;
+  part.committedLastMatched = null;
+  while (part.finished.has(part.committed)) {
+    if (part.finished.get(part.committed)) part.committedLastMatched = part.committed;
+    part.finished.delete(part.committed);
+    part.committed++;
+  }
+  if (part.cursor < part.committed) {
+    part.cursor = part.committed;
+    part.lastMatched = null;
+  }
+  clearBuffer(part);
+  part.expired += expired;
+  return { expired, row: offsetRow(part) };
+}
+
 export function clearBuffer(part: PartitionCursor): void {
   part.buffer = [];
   part.bufferAt = 0;
@@ -119,7 +178,7 @@ export function finishOffset(part: PartitionCursor, offset: number, matched: boo
     part.committed++;
   }
   if (part.committed === before) return undefined;
-  return { partition: part.partition, committedOffset: part.committed, lastMatchedOffset: part.committedLastMatched };
+  return offsetRow(part);
 }
 
 /**
@@ -137,7 +196,7 @@ export function skipRange(part: PartitionCursor, from: number, to: number): Offs
       part.finished.delete(part.committed);
       part.committed++;
     }
-    return { partition: part.partition, committedOffset: part.committed, lastMatchedOffset: part.committedLastMatched };
+    return offsetRow(part);
   }
   let row: OffsetRow | undefined;
   for (let offset = from; offset < to; offset++) row = finishOffset(part, offset, false) ?? row;

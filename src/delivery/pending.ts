@@ -40,6 +40,11 @@ export interface SubscriptionWorker {
   start(): void;
   resume(): void;
   wake(): void;
+  /**
+   * Retention deleted every offset below `firstOffsets[partition]`: partitions still behind move past
+   * them, counting the unfinished ones as expired. Runs whatever the state (paused, disabled).
+   */
+  expire(firstOffsets: readonly number[]): void;
   ack(pending: Pending): void;
   nack(pending: Pending, delayMs?: number): void;
   extend(pending: Pending, ms: number): number;
@@ -60,6 +65,8 @@ export interface SubscriptionWorker {
     lag: number;
     inFlight: number;
     oldestPendingAgeMs: number | null;
+    /** Events retention deleted before this subscription finished them (running total). */
+    expired: number;
   }[];
 }
 

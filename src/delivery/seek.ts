@@ -10,21 +10,31 @@ export interface SeekPosition {
   offset: number;
 }
 
+/** A store's first offsets, with stores that delete nothing (no `firstOffsets`) answering 0. */
+type FirstOffsets = Partial<Pick<EventStore, 'firstOffsets'>>;
+
+const firstOffsetOf = (store: FirstOffsets, partition: number): number => store.firstOffsets?.()[partition] ?? 0;
+
 /**
  * The first offset of a partition whose event was stored at or after `atMs`, or the head when none
- * was. A binary search over the partition's offsets by `storedAt`: O(log n) single-record reads, each
- * an index lookup and one record read, so a seek over a large log reads a few dozen records per
- * partition. `storedAt` is taken as non-decreasing along a partition (the append clock; a wall clock
+ * was; never below the partition's first offset (retention deleted what was before). A binary
+ * search over the partition's offsets by `storedAt`: O(log n) single-record reads, each an index
+ * lookup and one record read, so a seek over a large log reads a few dozen records per partition. `storedAt` is taken as non-decreasing along a partition (the append clock; a wall clock
  * stepped backwards makes the answer one of the plausible offsets, not necessarily the first).
  * Offsets with no record (a gap) are skipped by the read; a corrupt record is stepped over, reading
  * on from the next offset; the answer is always an intact event's offset or the head.
  */
-export function offsetAtTime(store: Pick<EventStore, 'read' | 'heads' | 'offsetAtTime'>, partition: number, atMs: number): number {
+export function offsetAtTime(
+  store: Pick<EventStore, 'read' | 'heads' | 'offsetAtTime'> & FirstOffsets,
+  partition: number,
+  atMs: number,
+): number {
+  const head = store.heads()[partition] ?? 0;
+  const first = Math.min(firstOffsetOf(store, partition), head);
   // The store's time index, where it covers the time (one indexed query instead of a search of the log).
   const indexed = store.offsetAtTime?.(partition, atMs);
-  if (indexed !== undefined) return indexed;
-  const head = store.heads()[partition] ?? 0;
-  let lo = 0;
+  if (indexed !== undefined) return Math.max(indexed, first);
+  let lo = first;
   let hi = head;
   while (lo < hi) {
     const mid = lo + Math.floor((hi - lo) / 2);
@@ -50,18 +60,21 @@ function firstReadable(store: Pick<EventStore, 'read'>, partition: number, from:
 }
 
 /**
- * The positions a seek target means, per partition: `earliest` is the first offset (0: there is no
- * retention yet), `latest` the head, a time the first event stored at or after it, `offsets` the
- * named partitions only.
- * @throws AppError `invalid_request` naming each partition that does not exist or offset outside `[firstOffset, headOffset]`
+ * The positions a seek target means, per partition: `earliest` is the first offset retention has
+ * kept, `latest` the head, a time the first event stored at or after it, `offsets` the named
+ * partitions only. An offset (or time) before the first offset means the first offset: what
+ * retention deleted is not there to replay (and a seek never counts it as expired).
+ * @throws AppError `invalid_request` naming each partition that does not exist or offset past `headOffset`
  */
 export function seekPositions(
-  store: Pick<EventStore, 'read' | 'heads' | 'partitions' | 'offsetAtTime'>,
+  store: Pick<EventStore, 'read' | 'heads' | 'partitions' | 'offsetAtTime'> & FirstOffsets,
   target: SeekTarget,
 ): SeekPosition[] {
   const heads = store.heads();
   const all = Array.from({ length: store.partitions }, (_, partition) => partition);
-  if ('to' in target) return all.map((partition) => ({ partition, offset: target.to === 'earliest' ? 0 : heads[partition]! }));
+  const first = (partition: number) => Math.min(firstOffsetOf(store, partition), heads[partition]!);
+  if ('to' in target)
+    return all.map((partition) => ({ partition, offset: target.to === 'earliest' ? first(partition) : heads[partition]! }));
   if ('time' in target) return all.map((partition) => ({ partition, offset: offsetAtTime(store, partition, target.time) }));
   const problems: Violation[] = [];
   const positions: SeekPosition[] = [];
@@ -71,9 +84,12 @@ export function seekPositions(
     if (!/^(0|[1-9]\d*)$/.test(key) || partition >= store.partitions) {
       problems.push({ attribute, message: `there is no partition ${key} (partitions are 0 to ${store.partitions - 1})` });
     } else if (offset > heads[partition]!) {
-      problems.push({ attribute, message: `offset ${offset} is outside partition ${key}'s range [0, ${heads[partition]}]` });
+      problems.push({
+        attribute,
+        message: `offset ${offset} is outside partition ${key}'s range [${first(partition)}, ${heads[partition]}]`,
+      });
     } else {
-      positions.push({ partition, offset });
+      positions.push({ partition, offset: Math.max(offset, first(partition)) });
     }
   }
   if (problems.length > 0) {

@@ -7,7 +7,16 @@ import type { Matcher } from '../subscriptions/filter';
 import type { DeliveryOutcome } from '../metrics';
 import { AbortGroup, type HttpSender } from './http-sender';
 import { newDeliveryId, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
-import { clearBuffer, createCursor, finishOffset, itemAtCursor, seekCursor, skipRange, type PartitionCursor } from './partition-cursor';
+import {
+  clearBuffer,
+  createCursor,
+  expireCursor,
+  finishOffset,
+  itemAtCursor,
+  seekCursor,
+  skipRange,
+  type PartitionCursor,
+} from './partition-cursor';
 import { createFailureWindow } from './failure-window';
 import { buildDeliveryRequest, classifyStatus } from './request';
 import { previousSecretAt } from './signing';
@@ -233,9 +242,15 @@ export function createSubscriptionWorker(
   }
 
   async function attempt(pending: Pending): Promise<void> {
+    if (stopped || pending.finished) return;
+    // Retention deleted it before it was finished (it is counted as expired): it is not sent again.
+    if (isExpired(pending)) {
+      release(pending);
+      return;
+    }
     // Paused or validating: nothing is sent (a retry that waited for a token or a slot included);
     // resume() re-arms what is left scheduled or in flight.
-    if (stopped || pending.finished || deps.enabled === false || paused()) return;
+    if (deps.enabled === false || paused()) return;
     clearTimer(pending);
     const stored = pending.event ?? readOne(deps.store, pending.partition, pending.offset);
     if (stored === 'corrupt') {
@@ -396,6 +411,10 @@ export function createSubscriptionWorker(
   function fail(pending: Pending, error: string, delayMs?: number): void {
     pending.lastError = error;
     if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'failed');
+    if (isExpired(pending)) {
+      release(pending); // no retry (and no dead letter) for an event retention deleted
+      return;
+    }
     const policy = deps.subscription().delivery.retry;
     if (pending.attempt >= policy.maxAttempts) {
       deadLetter(pending, 'max_attempts');
@@ -438,6 +457,11 @@ export function createSubscriptionWorker(
   }
 
   function deadLetter(pending: Pending, reason: DeadLetterReason): void {
+    if (isExpired(pending)) {
+      // Already counted as expired (its event is gone): not a dead letter too.
+      release(pending);
+      return;
+    }
     observe('dead_letter');
     deps.log.warn(
       {
@@ -473,6 +497,60 @@ export function createSubscriptionWorker(
 
   function abortGroupOf(pending: Pending): AbortGroup {
     return pending.redrive ? redriveRequests : openRequests[pending.partition]!;
+  }
+
+  /**
+   * An event of the partition below its committed offset while not finished: retention deleted it
+   * and `expireCursor` moved past it (nothing else puts a pending delivery below `committed`).
+   */
+  function isExpired(pending: Pending): boolean {
+    return !pending.redrive && pending.offset < (parts[pending.partition]?.committed ?? 0);
+  }
+
+  /**
+   * Lets an expired pending delivery go: it is neither finished in the partition (its position is
+   * already past it) nor dead-lettered, its row is deleted and its callback id is stale.
+   */
+  function release(pending: Pending): void {
+    pending.finished = true;
+    pending.event = undefined;
+    flow.forget(pending);
+    waitingForSlot.delete(pending);
+    clearTimer(pending);
+    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
+    deps.persistence.deletePending(subId, pending);
+    parts[pending.partition]?.pending.delete(pending.offset);
+    schedulePump();
+  }
+
+  /**
+   * Retention (see `EventStore.onRetire`): each partition whose committed offset is below its new
+   * first offset moves past the deleted events, saves the position with the grown expired total, and
+   * logs one warning with how many it had not finished. Pending deliveries of expired offsets that
+   * are not waiting for an answer are let go now; one that is (a request open, or awaiting its ack)
+   * ends by itself, without moving the position. Also run when delivery (re)starts, against
+   * `firstOffsets()`: a deletion while the gateway was down, or before its expiry was saved, counts
+   * the same. Runs whatever the state (paused, validating, delivery off).
+   */
+  function expire(firstOffsets: readonly number[]): void {
+    if (stopped) return;
+    for (const part of parts) {
+      const first = firstOffsets[part.partition];
+      const expiry = first === undefined ? undefined : expireCursor(part, first);
+      if (expiry) {
+        saveOffset(expiry.row);
+        if (expiry.expired > 0) {
+          deps.log.warn(
+            { subscription: subId, partition: part.partition, expired: expiry.expired, committedOffset: part.committed },
+            'retention deleted events this subscription had not finished; it moved past them',
+          );
+        }
+      }
+      for (const pending of [...part.pending.values()]) {
+        if (isExpired(pending) && !pending.sending && pending.state !== 'awaiting_ack') release(pending);
+      }
+    }
+    schedulePump();
   }
 
   /** Dropped by a seek: neither finished in the partition nor dead-lettered; its callback id is stale. */
@@ -514,9 +592,14 @@ export function createSubscriptionWorker(
       restore(saved.pending);
       this.resume();
     },
-    /** Re-arms due retries and starts pulling again (after creation, restart or resume). */
+    /**
+     * Moves past what retention deleted meanwhile, then re-arms due retries and starts pulling again
+     * (after creation, restart or resume).
+     */
     resume(): void {
-      if (stopped || paused()) return;
+      if (stopped) return;
+      expire(deps.store.firstOffsets());
+      if (paused()) return;
       for (const pending of allPending()) {
         if (pending.finished) continue;
         if (pending.state === 'in_flight' && !pending.sending) void attempt(pending);
@@ -525,6 +608,7 @@ export function createSubscriptionWorker(
       schedulePump();
     },
     wake: schedulePump,
+    expire,
     /** Callback from the receiver for the current attempt. */
     ack(pending: Pending): void {
       observe('acked');
@@ -603,6 +687,7 @@ export function createSubscriptionWorker(
           lag: Math.max(0, head - part.committed),
           inFlight: part.pending.size,
           oldestPendingAgeMs,
+          expired: part.expired,
         };
       });
     },

@@ -6,6 +6,11 @@ export interface OffsetRow {
   lastMatchedOffset: number | null;
   /** The seek generation that last set this position (0: never sought); part of the webhook-id. */
   seekGeneration?: number;
+  /**
+   * Running total of events retention deleted before this subscription finished them (it moved past
+   * them). Only grows: a write carrying less (or none) keeps the stored total.
+   */
+  expired?: number;
 }
 
 export type PendingState = 'in_flight' | 'awaiting_ack' | 'scheduled';
@@ -30,10 +35,12 @@ export interface PendingRow {
  */
 export function createDeliveryStateRepo(db: Db) {
   const offsets = db.prepare<[string], OffsetRow>(
-    `SELECT partition, committed_offset AS committedOffset, last_matched_offset AS lastMatchedOffset, seek_generation AS seekGeneration
+    `SELECT partition, committed_offset AS committedOffset, last_matched_offset AS lastMatchedOffset, seek_generation AS seekGeneration,
+       expired
      FROM subscription_offsets WHERE subscription_id = ?`,
   );
-  // A seek is the one write that may move a committed offset backwards: it names its generation.
+  // A seek is the one write that may move a committed offset backwards: it names its generation. It
+  // keeps the expired total (what retention deleted unfinished stays counted).
   const seekOffset = db.prepare<[string, number, number, number]>(
     `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset, seek_generation)
      VALUES (?, ?, ?, NULL, ?)
@@ -51,11 +58,15 @@ export function createDeliveryStateRepo(db: Db) {
      ON CONFLICT (subscription_id) DO UPDATE SET failing_since = excluded.failing_since`,
   );
   const deleteFailing = db.prepare<[string]>('DELETE FROM delivery_failures WHERE subscription_id = ?');
-  const upsertOffset = db.prepare<[string, number, number, number | null]>(
-    `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset) VALUES (?, ?, ?, ?)
+  // Both the committed offset and the expired total only grow, each on its own: a write that arrives
+  // late (older position, smaller total) changes neither, and one row carries both, so a retention
+  // expiry (position past the deleted events plus their count) lands whole or not at all.
+  const upsertOffset = db.prepare<[string, number, number, number | null, number]>(
+    `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset, expired) VALUES (?, ?, ?, ?, ?)
      ON CONFLICT (subscription_id, partition) DO UPDATE SET
        committed_offset = MAX(committed_offset, excluded.committed_offset),
-       last_matched_offset = CASE WHEN excluded.committed_offset >= committed_offset THEN excluded.last_matched_offset ELSE last_matched_offset END`,
+       last_matched_offset = CASE WHEN excluded.committed_offset >= committed_offset THEN excluded.last_matched_offset ELSE last_matched_offset END,
+       expired = MAX(expired, excluded.expired)`,
   );
   const pending = db.prepare<[string], Omit<PendingRow, 'redrive'> & { redrive: number }>(
     `SELECT partition, "offset" AS offset, attempt, state, delivery_id AS deliveryId, previous_offset AS previousOffset,
@@ -92,9 +103,9 @@ export function createDeliveryStateRepo(db: Db) {
     offsets(subscriptionId: string): OffsetRow[] {
       return offsets.all(subscriptionId);
     },
-    /** Never moves a committed offset backwards, whatever order writes arrive in. */
+    /** Never moves a committed offset backwards nor lowers the expired total, whatever order writes arrive in. */
     saveOffset(subscriptionId: string, row: OffsetRow): void {
-      upsertOffset.run(subscriptionId, row.partition, row.committedOffset, row.lastMatchedOffset);
+      upsertOffset.run(subscriptionId, row.partition, row.committedOffset, row.lastMatchedOffset, row.expired ?? 0);
     },
     /**
      * A seek (issue 12 §2): sets the committed offset exactly (backwards too), starts a new chain

@@ -82,6 +82,7 @@ describe('creating a subscription', () => {
         lag: 0,
         inFlight: 0,
         oldestPendingAgeMs: null,
+        expired: 0,
       });
     }
     await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);

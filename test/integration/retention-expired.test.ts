@@ -1,0 +1,147 @@
+import request from 'supertest';
+import { publishBatch } from '../helpers/delivery';
+import { killIfRunning, spawnGateway, type ChildGateway, type Env } from '../helpers/gateway';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+/**
+ * Retention does not wait for subscriptions: whole segments go by size (HERALD_MAX_LOG_BYTES, which
+ * makes the test deterministic) whether or not a subscription finished their events. One that had
+ * not moves past them and counts them as `expired` (its stats), with one warning per deletion.
+ */
+
+afterAll(cleanupTmpDirs);
+
+interface LogLine {
+  level: number;
+  msg: string;
+  [field: string]: unknown;
+}
+interface PartitionStats {
+  partition: number;
+  committedOffset: number;
+  headOffset: number;
+  lag: number;
+  inFlight: number;
+  expired: number;
+}
+
+const WARN = 40;
+const EXPIRED_MSG = 'retention deleted events this subscription had not finished; it moved past them';
+const EVENTS = 300;
+const BATCH = 20;
+const PAD = 'x'.repeat(1024);
+
+const lines = (gw: ChildGateway): LogLine[] =>
+  gw
+    .output()
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as LogLine);
+const expiredLines = (gw: ChildGateway, subscription: string) =>
+  lines(gw).filter((l) => l.msg === EXPIRED_MSG && l.subscription === subscription);
+
+const statsOf = async (url: string, id: string): Promise<PartitionStats> => {
+  const res = await request(url).get(`/subscriptions/${id}`).expect(200);
+  return (res.body.stats.partitions as PartitionStats[])[0]!;
+};
+
+/**
+ * The first offset partition 0 still stores: `firstOffset` of `GET /partitions` where the gateway
+ * shows it, and in any case the offset a read from 0 starts at (a read below the first offset
+ * answers from it; the partition is never empty here).
+ */
+async function firstOffset(url: string): Promise<number> {
+  const page = await request(url).get('/partitions/0/events?from=0&limit=1').expect(200);
+  const read = (page.body.events as { offset: number }[])[0]?.offset ?? 0;
+  const listed = (await request(url).get('/partitions').expect(200)).body.partitions[0] as { firstOffset?: number };
+  if (listed.firstOffset !== undefined) expect(listed.firstOffset).toBeGreaterThanOrEqual(read);
+  return listed.firstOffset ?? read;
+}
+
+describe('retention expires what a subscription had not finished', () => {
+  let gw: ChildGateway | undefined;
+  let behind: Receiver | undefined;
+  let caughtUp: Receiver | undefined;
+  afterEach(async () => {
+    await killIfRunning(gw);
+    await behind?.close();
+    await caughtUp?.close();
+  });
+
+  it('moves a subscription that stays behind past deleted events, counts them in its stats, logs it, and keeps the count over a restart', async () => {
+    behind = await startReceiver(() => ({ status: 503 }));
+    caughtUp = await startReceiver(() => ({ status: 204 }));
+    const env: Env = {
+      HERALD_DATA_DIR: tmpDir(),
+      HERALD_PARTITIONS: '1',
+      HERALD_SEGMENT_BYTES: '65536',
+      // About 1.1 KiB an event: 300 events fill 5 segments, and the oldest go once the log passes 128 KiB.
+      HERALD_MAX_LOG_BYTES: '131072',
+      HERALD_MIN_FREE_BYTES: '0',
+    };
+    gw = await spawnGateway(env);
+
+    // Created before the events. The 503 one never finishes anything: ordering per partition holds it
+    // at offset 0, retrying far apart (and never dead-lettering it, which would finish it).
+    const stuck = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: behind.url, delivery: { retry: { maxAttempts: 1000, initialDelayMs: 60_000, maxDelayMs: 60_000 } } })
+        .expect(201)
+    ).body.id as string;
+    const fine = (await request(gw.url).post('/subscriptions').send({ sink: caughtUp.url }).expect(201)).body.id as string;
+
+    // What the stuck subscription has finished: nothing (its receiver answers every attempt 503).
+    const finished = (await statsOf(gw.url, stuck)).committedOffset;
+    expect(finished).toBe(0);
+    for (let at = 0; at < EVENTS; at += BATCH) {
+      const events = Array.from({ length: BATCH }, (_, i) => ({
+        specversion: '1.0',
+        id: `r${at + i}`,
+        source: '/retention',
+        type: 'retention.test',
+        data: { pad: PAD },
+      }));
+      await publishBatch(gw.url, events);
+      // The 204 subscription stays caught up batch by batch: retention never deletes anything it has not finished.
+      await waitFor(async () => (await statsOf(gw!.url, fine)).lag === 0 || undefined, { timeoutMs: 5_000, what: 'caught up' });
+    }
+
+    // Retention runs right after the commit that passed the limit (bounded wait).
+    const first = await waitFor(
+      async () => {
+        const at = await firstOffset(gw!.url);
+        const stats = await statsOf(gw!.url, stuck);
+        // Read on until the stats and the first offset agree (a deletion may land between the two reads).
+        return at > 0 && stats.committedOffset === at ? at : undefined;
+      },
+      { timeoutMs: 5_000, intervalMs: 50, what: 'retention to delete the oldest segments' },
+    );
+
+    const stats = await statsOf(gw.url, stuck);
+    expect(stats).toMatchObject({ committedOffset: first, headOffset: EVENTS, lag: EVENTS - first, expired: first - finished });
+    expect(stats.expired).toBeGreaterThan(0);
+    expect(await statsOf(gw.url, fine)).toMatchObject({ committedOffset: EVENTS, lag: 0, expired: 0 });
+
+    // One warning per deletion that expired events, naming the subscription, partition and count.
+    await waitFor(() => expiredLines(gw!, stuck).reduce((n, l) => n + Number(l.expired), 0) === stats.expired || undefined, {
+      what: 'the warning lines',
+    });
+    const warned = expiredLines(gw, stuck);
+    expect(warned.length).toBeGreaterThanOrEqual(1);
+    for (const line of warned)
+      expect(line).toMatchObject({ level: WARN, subscription: stuck, partition: 0, expired: expect.any(Number) as unknown });
+    expect(warned.every((l) => Number(l.expired) > 0)).toBe(true);
+    expect(expiredLines(gw, fine)).toEqual([]);
+
+    // A graceful restart: the count (and the position) stay, and nothing is counted or logged again.
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+    gw = await spawnGateway(env);
+    expect(await firstOffset(gw.url)).toBe(first);
+    expect(await statsOf(gw.url, stuck)).toMatchObject({ committedOffset: first, lag: EVENTS - first, expired: stats.expired });
+    expect(await statsOf(gw.url, fine)).toMatchObject({ expired: 0 });
+    expect(expiredLines(gw, stuck)).toEqual([]);
+  });
+});
