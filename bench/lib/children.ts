@@ -52,7 +52,7 @@ export function buildBaseline(ref: string, log: (msg: string) => void): { ref: s
   const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-baseline-'));
   const dest = path.join(ROOT, 'dist-bench', 'baseline');
   try {
-    const wanted = ['src', 'migrations', 'openapi', 'tsconfig.json', 'tsconfig.build.json'];
+    const wanted = ['src', 'migrations', 'openapi', 'tsconfig.json', 'tsconfig.build.json', 'package.json'];
     const present = git(['ls-tree', '--name-only', commit])
       .toString()
       .split('\n')
@@ -76,7 +76,8 @@ export function buildBaseline(ref: string, log: (msg: string) => void): { ref: s
       },
     );
     fs.rmSync(dest, { recursive: true, force: true });
-    for (const dir of ['dist', 'migrations', 'openapi']) {
+    // package.json: the gateway reads its version from it.
+    for (const dir of ['dist', 'migrations', 'openapi', 'package.json']) {
       if (fs.existsSync(path.join(tmp, dir))) fs.cpSync(path.join(tmp, dir), path.join(dest, dir), { recursive: true });
     }
   } finally {
@@ -89,7 +90,8 @@ export function buildBaseline(ref: string, log: (msg: string) => void): { ref: s
 
 const live = new Set<ChildProcess>();
 
-function track(child: ChildProcess): ChildProcess {
+/** Registers a child so that `killAll` ends it if the suite is aborted. */
+export function track(child: ChildProcess): ChildProcess {
   live.add(child);
   child.once('exit', () => live.delete(child));
   return child;

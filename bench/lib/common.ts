@@ -18,6 +18,46 @@ export interface Options {
   profile: 'auto' | 'always' | 'never';
   /** `--baseline=<git-ref>`: also run that ref's gateway after every Herald run. */
   baseline?: string;
+  /** `--peer-seconds`: measured seconds of each run of peer-jetstream (10). */
+  peerSeconds: number;
+  /** retention's sizes and times (`--retention-total=3GiB` …); those not given take the case's defaults (small ones with `--quick`). */
+  retention: RetentionParams;
+}
+
+export interface RetentionParams {
+  /** Event data written through the limited gateway, bytes. */
+  totalBytes?: number;
+  /** HERALD_MAX_LOG_BYTES of the limited gateway. */
+  limitBytes?: number;
+  /** HERALD_SEGMENT_BYTES of both gateways. */
+  segmentBytes?: number;
+  /** JSON data per event, bytes. */
+  eventBytes?: number;
+  /** How long the unlimited gateway is written to, seconds. */
+  unlimitedSeconds?: number;
+}
+
+const SIZE_UNITS: Record<string, number> = { '': 1, b: 1, kib: 2 ** 10, mib: 2 ** 20, gib: 2 ** 30, tib: 2 ** 40 };
+
+/** `1073741824`, `1GiB`, `64MiB`, `16KiB`, `1.5GiB` → bytes (whole); undefined when not a size. */
+export function parseSize(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/i.exec(text.trim());
+  const unit = m ? SIZE_UNITS[m[2]!.toLowerCase()] : undefined;
+  if (!m || unit === undefined) return undefined;
+  const bytes = Math.round(Number(m[1]) * unit);
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}
+
+/** Bytes as the largest binary unit that keeps them readable: `1 GiB`, `192 MiB`, `1.5 KiB`. */
+export function formatSize(bytes: number): string {
+  for (const [unit, size] of [
+    ['GiB', 2 ** 30],
+    ['MiB', 2 ** 20],
+    ['KiB', 2 ** 10],
+  ] as const) {
+    if (Math.abs(bytes) >= size) return `${round(bytes / size, 2)} ${unit}`;
+  }
+  return `${bytes} B`;
 }
 
 export interface Ctx extends Options {

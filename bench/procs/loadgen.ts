@@ -36,6 +36,8 @@ export interface LoadSpec {
   track?: boolean;
   /** How long to wait for requests in flight once issuing stops (ms). */
   drainTimeoutMs?: number;
+  /** Size of each event's JSON data in bytes (1 KiB when absent). */
+  dataBytes?: number;
 }
 
 export interface ConnTrack {
@@ -105,7 +107,7 @@ function parseResponse(buf: Buffer): Parsed | null | 'unsupported' {
 }
 
 function run(spec: LoadSpec, stopSignal: { stopped: boolean; wake: () => void }): Promise<LoadResult> {
-  const data = Buffer.from(jsonData());
+  const data = Buffer.from(jsonData(spec.dataBytes));
   const batchSize = spec.batchSize ?? 100;
   const samples = new SampleBuffer();
   const statusCounts: Record<string, number> = {};
