@@ -7,7 +7,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import { openConnection } from '../store/db';
 import { createIndexRows } from './index-rows';
-import type { FromIndexer, IndexRow, IndexerWorkerData, ToIndexer } from './indexer-protocol';
+import { fromColumns, type FromIndexer, type IndexRow, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
 
 /** Rows per transaction: the main thread's own writes wait for the lock at most this long. */
 const ROWS_PER_TRANSACTION = 4096;
@@ -15,7 +15,7 @@ const ROWS_PER_TRANSACTION = 4096;
 const port = parentPort!;
 const { dbFile, partitions } = workerData as IndexerWorkerData;
 const db = openConnection(dbFile);
-const rows = createIndexRows(db, partitions);
+const indexRows = createIndexRows(db, partitions);
 const post = (message: FromIndexer) => port.postMessage(message);
 
 /** Commands in arrival order; index batches queued behind a retire are written after it. */
@@ -41,9 +41,9 @@ function drain(): void {
       }
       queue.shift();
       if (next.type === 'retire') {
-        rows.retire(next.through, (firstOffsets) => post({ type: 'retired', through: next.through, firstOffsets }));
+        indexRows.retire(next.through, (firstOffsets) => post({ type: 'retired', through: next.through, firstOffsets }));
       } else if (next.type === 'prune') {
-        post({ type: 'pruned', ticket: next.ticket, count: rows.prune(next.cutoff) });
+        post({ type: 'pruned', ticket: next.ticket, count: indexRows.prune(next.cutoff) });
       } else {
         db.close();
         post({ type: 'closed' });
@@ -65,9 +65,10 @@ function indexBatch(): void {
   let end = 0;
   while (queue[0]?.type === 'index' && batch.length < ROWS_PER_TRANSACTION) {
     const message = queue.shift() as Extract<ToIndexer, { type: 'index' }>;
-    batch = batch.length === 0 ? message.rows : batch.concat(message.rows);
+    const rows = fromColumns(message.columns);
+    batch = batch.length === 0 ? rows : batch.concat(rows);
     end = message.end;
   }
-  rows.write(batch, end);
+  indexRows.write(batch, end);
   post({ type: 'indexed', through: end });
 }

@@ -3,7 +3,8 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { coerceError } from '../errors';
 import type { IndexEntry } from '../store/log-index-repo';
-import type { FromIndexer, IndexRow, IndexerWorkerData, ToIndexer } from './indexer-protocol';
+import { NUMBERS_PER_ROW, type FromIndexer, type IndexColumns, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
+import type { PendingEntry } from './sequencer';
 
 /** A committed record the index worker has not confirmed yet. */
 export interface TailEntry extends IndexEntry {
@@ -28,7 +29,7 @@ export interface IndexerOptions {
 interface TailGroup {
   end: number;
   entries: TailEntry[];
-  rows: IndexRow[];
+  columns: IndexColumns;
 }
 
 const DEFAULT_MAX_TAIL_ENTRIES = 65_536;
@@ -84,7 +85,7 @@ export function createIndexer(opts: IndexerOptions) {
       worker = start();
       retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
       retireWaiter = undefined;
-      for (let i = groupsAt; i < groups.length; i++) send({ type: 'index', end: groups[i]!.end, rows: groups[i]!.rows });
+      for (let i = groupsAt; i < groups.length; i++) send({ type: 'index', end: groups[i]!.end, columns: groups[i]!.columns });
     });
     return w;
   }
@@ -176,23 +177,34 @@ export function createIndexer(opts: IndexerOptions) {
       return new Promise<void>((resolve) => waiters.push(resolve));
     },
     /** Takes one committed group: it is in the tail (readable) at once and sent to the worker. */
-    add(end: number, rows: IndexRow[], keys: string[]): void {
-      const added: TailEntry[] = rows.map((row, i) => ({
-        key: keys[i]!,
-        partition: row.partition,
-        offset: row.offset,
-        position: row.position,
-        length: row.length,
-        storedAt: row.storedAt,
-      }));
-      for (const entry of added) {
+    add(end: number, committed: readonly PendingEntry[], positions: readonly number[]): void {
+      const n = committed.length;
+      const numbers = new Float64Array(n * NUMBERS_PER_ROW);
+      const sources = new Array<string>(n);
+      const ids = new Array<string>(n);
+      const added = new Array<TailEntry>(n);
+      for (let i = 0; i < n; i++) {
+        const e = committed[i]!;
+        const entry: TailEntry = {
+          key: e.key,
+          partition: e.partition,
+          offset: e.offset,
+          position: positions[i]!,
+          length: e.frame.length,
+          storedAt: e.storedAt,
+        };
+        added[i] = entry;
+        sources[i] = e.source;
+        ids[i] = e.id;
+        numbers.set([e.partition, e.offset, e.storedAt, entry.position, entry.length], i * NUMBERS_PER_ROW);
         byKey.set(entry.key, entry);
         byPartition[entry.partition]!.push(entry);
         keyBytes += entry.key.length;
       }
-      entries += added.length;
-      groups.push({ end, entries: added, rows });
-      send({ type: 'index', end, rows });
+      entries += n;
+      const columns = { sources, ids, numbers };
+      groups.push({ end, entries: added, columns });
+      send({ type: 'index', end, columns });
     },
     find(key: string): TailEntry | undefined {
       return byKey.get(key);

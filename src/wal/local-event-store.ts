@@ -15,7 +15,6 @@ import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
 import { createIndexRows } from './index-rows';
 import { createIndexer, safely } from './indexer';
-import type { IndexRow } from './indexer-protocol';
 import { createReads } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
@@ -123,20 +122,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
 
   function committed(group: CommittedGroup): void {
     sequencer.committed(group.entries);
-    const rows: IndexRow[] = group.entries.map((e, i) => ({
-      source: e.source,
-      id: e.id,
-      partition: e.partition,
-      offset: e.offset,
-      storedAt: e.storedAt,
-      position: group.positions[i]!,
-      length: e.frame.length,
-    }));
-    indexer.add(
-      group.end,
-      rows,
-      group.entries.map((e) => e.key),
-    );
+    indexer.add(group.end, group.entries, group.positions);
     retention.committed(group.positions[0]!, group.entries[group.entries.length - 1]!.storedAt);
     opts.onGroupCommitted?.(group.entries.length, group.fsyncMs);
     if (appendListeners.size > 0) {
