@@ -3,14 +3,21 @@
  * to a ceiling measured in the same run on the same machine; ceilings and
  * Herald alternate (warm-up, then `--rounds` measured runs each, median).
  *
- *   npm run bench                              all cases (about 9 minutes)
+ *   npm run bench                              all cases (about 13 minutes: peer-jetstream adds about 1½, retention about 2–3)
  *   npm run bench -- ingest-single deliver     a subset
  *   npm run bench -- filters                   adversarial subscription filters, in-process (issue 8)
  *   npm run bench -- seek                      seek by time over a 1 GiB log (issue 12)
  *   npm run bench -- metrics                   CPU cost of one /metrics scrape per second with 100 subscriptions (issue 11)
+ *   npm run bench -- index-design              the indexer's index structures compared in-process: CPU per event, size, lookups
+ *   npm run bench -- peer-jetstream            Herald against NATS JetStream (nats-server on PATH or /usr/sbin; skipped without it)
+ *   npm run bench -- retention                 3 GiB through HERALD_MAX_LOG_BYTES=1GiB: disk stays bounded, ingest rate ÷ no limit
  *   npm run bench -- --quick                   smoke run: checks the scripts work, numbers mean nothing
  *   options: --rounds=N (3)  --latency-seconds=S (30)  --profile=auto|always|never (auto: on a missed target)
  *            --out=FILE (bench/results/<time>.jsonl)
+ *            --peer-seconds=S (10): measured seconds of each peer-jetstream run
+ *            --retention-total=SIZE (3GiB)  --retention-limit=SIZE (1GiB)  --retention-segment=SIZE (64MiB)
+ *            --retention-event-bytes=SIZE (16KiB)  --retention-unlimited-seconds=S (20)
+ *              (sizes in bytes or with KiB/MiB/GiB; with --quick the ones not given are 64MiB, 16MiB, 4MiB, 16KiB and 2 s)
  *            --baseline=<git-ref>: build that ref's gateway into dist-bench/baseline/ and run it in every round
  *              right after Herald (ceiling, Herald, baseline, …); each case gets a baseline side and `herald_vs_baseline`
  *
@@ -22,16 +29,19 @@ import path from 'node:path';
 import * as backlog from './cases/backlog';
 import * as deliver from './cases/deliver';
 import * as filters from './cases/filters';
+import * as indexDesign from './cases/index-design';
 import * as ingestBatch from './cases/ingest-batch';
 import * as ingestSingle from './cases/ingest-single';
 import * as latency from './cases/latency';
 import * as metrics from './cases/metrics';
+import * as peerJetstream from './cases/peer-jetstream';
 import * as seek from './cases/seek';
 import * as recovery from './cases/recovery';
+import * as retention from './cases/retention';
 import { execFileSync } from 'node:child_process';
 import { MAIN_JS, ROOT, buildBaseline, killAll, snapshotGateway } from './lib/children';
 import type { CaseReport, Ctx, Options } from './lib/common';
-import { baseReport } from './lib/common';
+import { baseReport, formatSize, parseSize } from './lib/common';
 import { formatProfile, type ProfileSummary } from './lib/profile';
 
 const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
@@ -45,18 +55,30 @@ const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
   filters: filters.run,
   metrics: metrics.run,
   seek: seek.run,
+  'index-design': indexDesign.run,
+  'peer-jetstream': peerJetstream.run,
+  retention: retention.run,
 };
 const ORDER = Object.keys(CASES);
 
 function usage(msg: string): never {
   process.stderr.write(
-    `bench: ${msg}\nusage: npm run bench -- [${ORDER.join('|')} …] [--quick] [--rounds=N] [--latency-seconds=S] [--profile=auto|always|never] [--out=FILE] [--baseline=<git-ref>]\n`,
+    `bench: ${msg}\nusage: npm run bench -- [${ORDER.join('|')} …] [--quick] [--rounds=N] [--latency-seconds=S] [--profile=auto|always|never] [--out=FILE] [--baseline=<git-ref>]\n` +
+      `       [--peer-seconds=S] [--retention-total=SIZE] [--retention-limit=SIZE] [--retention-segment=SIZE] [--retention-event-bytes=SIZE] [--retention-unlimited-seconds=S]\n`,
   );
   process.exit(2);
 }
 
 export function parseArgs(argv: string[]): Options & { out?: string } {
-  const opts: Options & { out?: string } = { cases: [], quick: false, rounds: 3, latencySeconds: 30, profile: 'auto' };
+  const opts: Options & { out?: string } = {
+    cases: [],
+    quick: false,
+    rounds: 3,
+    latencySeconds: 30,
+    profile: 'auto',
+    peerSeconds: 10,
+    retention: {},
+  };
   for (const arg of argv) {
     const [flag, value] = arg.split('=', 2) as [string, string | undefined];
     const num = () => {
@@ -64,9 +86,21 @@ export function parseArgs(argv: string[]): Options & { out?: string } {
       if (!value || !Number.isInteger(n) || n < 1 || n > 600) usage(`${flag} needs a whole number from 1 to 600`);
       return n;
     };
+    const size = (min: number, max: number) => {
+      const n = value === undefined ? undefined : parseSize(value);
+      if (n === undefined || n < min || n > max)
+        usage(`${flag} needs a size from ${formatSize(min)} to ${formatSize(max)} (bytes, or with KiB, MiB, GiB)`);
+      return n;
+    };
     if (flag === '--quick') opts.quick = true;
     else if (flag === '--rounds') opts.rounds = num();
     else if (flag === '--latency-seconds') opts.latencySeconds = num();
+    else if (flag === '--peer-seconds') opts.peerSeconds = num();
+    else if (flag === '--retention-total') opts.retention.totalBytes = size(2 ** 20, 2 ** 40);
+    else if (flag === '--retention-limit') opts.retention.limitBytes = size(2 ** 20, 2 ** 40);
+    else if (flag === '--retention-segment') opts.retention.segmentBytes = size(64 * 2 ** 10, 4 * 2 ** 30);
+    else if (flag === '--retention-event-bytes') opts.retention.eventBytes = size(64, 512 * 2 ** 10);
+    else if (flag === '--retention-unlimited-seconds') opts.retention.unlimitedSeconds = num();
     else if (flag === '--profile') {
       if (value !== 'auto' && value !== 'always' && value !== 'never') usage('--profile is auto, always or never');
       opts.profile = value;
@@ -122,6 +156,7 @@ function tableLine(r: CaseReport): string {
     return `\n${' '.repeat(17)}${label} median: ${keys.map((k) => `${k}=${fmt(m[k])}`).join(' ')}`;
   };
   const base = r.baseline ? medians('Herald', r.herald?.median) + medians(r.baseline.name.split(' — ')[0]!, r.baseline.median) : '';
+  if (typeof r.skipped === 'string') return `${r.case.padEnd(16)} SKIPPED: ${r.skipped}`;
   return `${r.case.padEnd(16)} ${ratios}${base}\n${' '.repeat(17)}${targets || 'no target'}; correctness ${r.correctness.ok ? 'ok' : 'FAILED'}`;
 }
 
@@ -203,6 +238,7 @@ async function main(): Promise<void> {
       targets: r.targets.map((t) => ({ name: t.name, want: t.want, value: t.value, pass: t.pass })),
       correct: r.correctness.ok,
       error: r.error ? true : undefined,
+      skipped: typeof r.skipped === 'string' ? r.skipped : undefined,
     })),
     seconds: Math.round((Date.now() - started) / 1000),
     results: out,

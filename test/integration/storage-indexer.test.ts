@@ -108,6 +108,37 @@ describe('storage engine v2: the index is built behind the log', () => {
   });
 });
 
+describe('storage engine v2: the indexer thread dies', () => {
+  const spawn = useChildGateways();
+
+  it('is restarted, given the unindexed tail again, and nothing acknowledged is lost or doubled', async () => {
+    const dataDir = tmpDir();
+    const gw = await spawn({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    const lock = holdWriteLock(dataDir);
+    let acked: AppendResultBody[] = [];
+    try {
+      acked = await produce(gw.url, { loops: 4, perLoop: 25, source: '/indexer/dies' });
+      // Past its busy timeout (5 s) the indexer's write fails and its thread exits.
+      const deadline = Date.now() + 15_000;
+      while (!gw.output().includes('indexer: worker exited') && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+      expect(gw.output()).toContain('indexer: worker exited');
+      // Meanwhile the events stay readable and resends stay duplicates (the tail answers).
+      const r = acked[acked.length - 1]!;
+      expect((await lookupEvent(gw.url, r)).status).toBe(200);
+      expect((await postBinary(gw.url, { source: r.source, id: r.id })).status).toBe(200);
+    } finally {
+      lock.release();
+    }
+    for (let i = 0; i < 100 && indexedThrough(dataDir) < walBytes(dataDir); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(indexedThrough(dataDir)).toBe(walBytes(dataDir));
+    gw.child.kill('SIGKILL');
+    await gw.exited;
+    const again = await spawn({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    const stored = await readAllEvents(again.url);
+    expect(stored.map((e) => eventKey(e.event)).sort()).toEqual(acked.map(eventKey).sort());
+  });
+});
+
 describe('storage engine v2: read-your-writes', () => {
   it('finds each event by source+id, in its partition page and below the head right after its 2xx, while the indexer cannot write', async () => {
     const gw = await startTestGateway({ HERALD_PARTITIONS: '4' });

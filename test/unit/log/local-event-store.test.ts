@@ -405,3 +405,57 @@ describe('local event store: recovery', () => {
     expect(() => openStore(o.dir, { partitions: 8 })).toThrow(/created with 4 partitions.*HERALD_PARTITIONS=4/);
   });
 });
+
+describe('local event store: retention', () => {
+  const segmentFilesOf = (dir: string) =>
+    fs
+      .readdirSync(path.join(dir, 'wal'))
+      .filter((f) => f.endsWith('.seg'))
+      .sort();
+
+  it('finishes at the next start a deletion a crash interrupted after log_start moved', async () => {
+    const o = openStore(tmpDir(), { segmentBytes: 4096 });
+    const results = [];
+    for (let i = 0; i < 200; i++) results.push(...(await o.store.append([ev(`k${i}`)])));
+    await o.store.indexed();
+    const files = segmentFilesOf(o.dir);
+    expect(files.length).toBeGreaterThan(4);
+    await o.close();
+    // What a crash right after the indexer recorded the new start of the log leaves: files and rows still there.
+    const keepFrom = Number(files[3]!.slice(0, 20));
+    const db = openDatabase(path.join(o.dir, 'herald.db'));
+    db.prepare("INSERT INTO meta (key, value) VALUES ('log_start', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(
+      String(keepFrom),
+    );
+    db.close();
+
+    const again = openStore(o.dir, { segmentBytes: 4096 });
+    expect(segmentFilesOf(o.dir)).toEqual(files.slice(3));
+    expect(again.store.lookup(results[0]!.source, results[0]!.id)).toBeUndefined();
+    expect(again.store.lookup(results[199]!.source, results[199]!.id)).toMatchObject({ offset: results[199]!.offset });
+    const rows = again.db.prepare('SELECT COUNT(*) AS n FROM log_index WHERE position < ?').get(keepFrom) as { n: number };
+    expect(rows.n).toBe(0);
+    const firsts = again.store.firstOffsets();
+    expect(firsts.some((f) => f > 0)).toBe(true);
+    firsts.forEach((first, p) => {
+      const page = again.store.read(p, 0, 1);
+      if (first < again.store.heads()[p]!) expect(page.events[0]!.offset).toBe(first);
+    });
+    // The deleted events' idempotency records went too: a resend is new.
+    expect((await again.store.append([ev('k0')]))[0]!.duplicate).toBe(false);
+  });
+
+  it('never deletes the active segment for size, and tells listeners the new first offsets before reads see them', async () => {
+    const o = openStore(tmpDir(), { segmentBytes: 4096, maxLogBytes: 8192 });
+    const told: number[][] = [];
+    o.store.onRetire((firsts) => told.push([...firsts]));
+    for (let i = 0; i < 120; i++) await o.store.append([ev(`s${i}`)]);
+    await o.store.indexed();
+    await o.store.runRetention();
+    const sizes = segmentFilesOf(o.dir).map((f) => fs.statSync(path.join(o.dir, 'wal', f)).size);
+    expect(sizes.reduce((a, b) => a + b, 0)).toBeLessThanOrEqual(8192);
+    expect(sizes.length).toBeGreaterThanOrEqual(1);
+    expect(told.length).toBeGreaterThan(0);
+    expect(told[told.length - 1]).toEqual([...o.store.firstOffsets()]);
+  });
+});
