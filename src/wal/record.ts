@@ -54,34 +54,29 @@ export interface LogRecord {
 }
 
 export function encodeRecord(record: LogRecord, key: FrameKey): Buffer {
-  const attrs = Buffer.from(JSON.stringify(record.event.attributes), 'utf8');
-  const data = encodeData(record.event.data);
-  const bodyLength = BODY_FIXED_BYTES + attrs.length + data.length;
+  // Strings are measured and written straight into the one frame buffer: no intermediate buffers to
+  // allocate, copy and collect (the encoder is on the ingest thread, once per event).
+  const attrs = JSON.stringify(record.event.attributes);
+  const attrsLength = Buffer.byteLength(attrs, 'utf8');
+  const data = record.event.data;
+  const dataText = data.kind === 'json' ? JSON.stringify(data.value) : undefined;
+  const dataBytes = data.kind === 'bytes' || data.kind === 'base64' ? data.bytes : undefined;
+  const dataLength = dataText !== undefined ? Buffer.byteLength(dataText, 'utf8') : (dataBytes?.length ?? 0);
+  const bodyLength = BODY_FIXED_BYTES + attrsLength + dataLength;
   const frame = Buffer.allocUnsafe(FRAME_HEADER_BYTES + bodyLength);
   frame.writeUInt32LE(bodyLength, 0);
   let at = FRAME_HEADER_BYTES;
   at = frame.writeUInt8(key.version, at);
-  at = frame.writeUInt8(DATA_KINDS.indexOf(record.event.data.kind), at);
+  at = frame.writeUInt8(DATA_KINDS.indexOf(data.kind), at);
   at = frame.writeUInt16LE(record.partition, at);
   at = frame.writeDoubleLE(record.offset, at);
   at = frame.writeDoubleLE(record.storedAt, at);
-  at = frame.writeUInt32LE(attrs.length, at);
-  at += attrs.copy(frame, at);
-  data.copy(frame, at);
+  at = frame.writeUInt32LE(attrsLength, at);
+  at += frame.write(attrs, at, attrsLength, 'utf8');
+  if (dataText !== undefined) frame.write(dataText, at, dataLength, 'utf8');
+  else dataBytes?.copy(frame, at);
   frame.writeUInt32LE(checksum(frame, bodyLength, key.seed), 4);
   return frame;
-}
-
-function encodeData(data: EventData): Buffer {
-  switch (data.kind) {
-    case 'none':
-      return Buffer.alloc(0);
-    case 'json':
-      return Buffer.from(JSON.stringify(data.value), 'utf8');
-    case 'bytes':
-    case 'base64':
-      return data.bytes;
-  }
 }
 
 function checksum(frame: Buffer, bodyLength: number, seed: number): number {
