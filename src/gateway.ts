@@ -150,7 +150,7 @@ export async function startGateway(
   const subscriptions = createSubscriptionsService({
     db,
     store,
-    dispatcher,
+    delivery: dispatcher,
     log,
     sinkPolicy: createSinkPolicy({ allowPrivate: config.sinkAllowPrivate }),
     handshakes,

@@ -1,18 +1,24 @@
 import type { Router } from 'express';
 import { z } from 'zod';
+import { createSubscriptionSchema, patchSubscriptionSchema, rotateSecretSchema } from '../subscriptions/schema';
+import { seekSchema } from '../subscriptions/seek-schema';
 import type { SubscriptionsService } from '../subscriptions/service';
 import { parseInput, queryInt } from './query';
 import { jsonBody, newRouter, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
 
-/** `/subscriptions…`: CRUD, pause/resume, seek, secret rotation, dead letters. */
+/**
+ * `/subscriptions…`: CRUD, pause/resume, seek, secret rotation, dead letters. Bodies and queries are
+ * validated here; the service takes their typed output. For a subscription that does not exist the
+ * answer is 404 whatever the body (checked first where a body is).
+ */
 export function createSubscriptionsRouter(service: SubscriptionsService): Router {
   const router = newRouter();
   const admin = requireScope('admin');
 
   router.post('/subscriptions', admin, jsonBody, async (req, res) => {
-    const created = await service.create(req.body);
+    const created = await service.create(parseInput(createSubscriptionSchema, req.body, 'subscription'));
     res.status(201).location(`/subscriptions/${created.id}`).json(created);
   });
   router.get('/subscriptions', admin, (_req, res) => {
@@ -22,7 +28,9 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     res.json(service.get(req.params.id));
   });
   router.patch('/subscriptions/:id', admin, jsonBody, async (req, res) => {
-    res.json(await service.patch(req.params.id, req.body));
+    service.assertExists(req.params.id);
+    const input = parseInput(patchSubscriptionSchema, req.body, 'subscription update');
+    res.json(await service.patch(req.params.id, input));
   });
   router.delete('/subscriptions/:id', admin, (req, res) => {
     service.remove(req.params.id);
@@ -35,10 +43,12 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     res.json(service.resume(req.params.id));
   });
   router.post('/subscriptions/:id/seek', admin, jsonBody, (req, res) => {
-    res.json(service.seek(req.params.id, req.body));
+    service.assertExists(req.params.id);
+    res.json(service.seek(req.params.id, parseInput(seekSchema, req.body ?? {}, 'seek')));
   });
   router.post('/subscriptions/:id/rotate-secret', admin, jsonBody, (req, res) => {
-    res.json(service.rotateSecret(req.params.id, req.body));
+    service.assertExists(req.params.id);
+    res.json(service.rotateSecret(req.params.id, parseInput(rotateSecretSchema, req.body ?? {}, 'request')));
   });
 
   router.get('/subscriptions/:id/dead-letters', admin, (req, res) => {

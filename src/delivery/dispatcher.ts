@@ -4,9 +4,10 @@ import type { EventStore } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
-import type { Matcher } from '../subscriptions/filter';
+import type { DeliveryStats, SubscriptionHandle } from '../subscriptions/delivery-control';
+import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
+import { seekPositions } from './seek';
 import {
   createSubscriptionWorker,
   type DeliveryObserver,
@@ -29,16 +30,6 @@ export interface DispatcherDeps {
   enabled?: boolean;
 }
 
-/** Live view of a subscription the dispatcher delivers for; the subscriptions service owns the record. */
-export interface SubscriptionHandle {
-  record: () => SubscriptionRecord;
-  matcher: () => Matcher;
-  /** The receiver answered 410: pause with reason `gone`. */
-  onGone: () => void;
-  /** Every attempt failed for `delivery.disableAfterFailingMs`: pause with reason `failing` (issue 12 §5). */
-  onFailing?: (detail: { failingSince: number; lastError: string }) => void;
-}
-
 interface CallbackEntry {
   worker: SubscriptionWorker;
   pending: Pending;
@@ -48,6 +39,8 @@ export type CallbackAction = 'ack' | 'nack' | 'extend' | 'reject';
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
 
 const FLUSH_INTERVAL_MS = 10;
+/** Dead letters read per query when every one of a subscription is redelivered. */
+const REDRIVE_PAGE = 1000;
 /** Settled callback ids remembered so a repeat is answered 200 or 409 rather than 404. */
 const SETTLED_CALLBACKS_KEPT = 100_000;
 
@@ -56,6 +49,10 @@ const SETTLED_CALLBACKS_KEPT = 100_000;
  * their state to SQLite behind them: one transaction per flush instead of
  * one per event. A crash loses at most the last flush interval of progress,
  * which means redelivery (at least once), never loss.
+ *
+ * It owns the tables it writes behind (delivery state, dead letters) and answers reads of them
+ * itself, after writing its buffer (read-your-writes): no caller flushes first. It is the
+ * subscriptions service's `DeliveryControl`.
  */
 export function createDispatcher(deps: DispatcherDeps) {
   const clock = deps.clock ?? Date.now;
@@ -109,6 +106,9 @@ export function createDispatcher(deps: DispatcherDeps) {
     }
     written();
   }
+
+  /** Reads of the tables written behind see every write: the buffer goes to SQLite first. */
+  const readYourWrites = flush;
 
   /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
   function written(): void {
@@ -296,22 +296,23 @@ export function createDispatcher(deps: DispatcherDeps) {
       dirtyFailing.delete(subscriptionId);
       for (const [id, entry] of callbacks) if (entry.worker === worker) callbacks.delete(id);
     },
-    stats(subscriptionId: string) {
-      return workerOf(subscriptionId).stats();
-    },
-    /** `currentMaxInFlight` and `throttled` of a subscription's stats (issue 12 §3). */
-    flowStats(subscriptionId: string) {
-      return workerOf(subscriptionId).flowStats();
+    /** Per partition, the dead letters stored, and flow control (`currentMaxInFlight`, `throttled`, issue 12 §3). */
+    stats(subscriptionId: string): DeliveryStats {
+      const worker = workerOf(subscriptionId);
+      readYourWrites();
+      return { partitions: worker.stats(), deadLetters: deadLetters.count(subscriptionId), ...worker.flowStats() };
     },
     /**
-     * Restarts partitions of a subscription at the given offsets (issue 12 §2), backwards or forwards,
-     * under a new seek generation: saved first (see `writeSeek`), then applied to the worker, which
-     * drops the partitions' pending attempts (not dead-lettered) and aborts their open requests.
-     * The caller has checked the offsets against the partitions' ranges. When the seek cannot be
-     * saved (SQLite fails) it throws and nothing has changed.
+     * Restarts partitions of a subscription (issue 12 §2), backwards or forwards, at the positions
+     * `target` means (see `seekPositions`), under a new seek generation: saved first (see
+     * `writeSeek`), then applied to the worker, which drops the partitions' pending attempts (not
+     * dead-lettered) and aborts their open requests. When the seek cannot be saved (SQLite fails) it
+     * throws and nothing has changed.
+     * @throws AppError `invalid_request` naming each partition that does not exist or offset past the head
      */
-    seek(subscriptionId: string, positions: { partition: number; offset: number }[]): { generation: number } {
+    seek(subscriptionId: string, target: SeekTarget): { generation: number } {
       const worker = workerOf(subscriptionId);
+      const positions = seekPositions(deps.store, target);
       const generation = worker.seekGeneration() + 1;
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = undefined;
@@ -325,10 +326,42 @@ export function createDispatcher(deps: DispatcherDeps) {
       worker.seek(positions, generation);
       return { generation };
     },
-    /** Writes buffered state now; reads of dead letters call this first so they see every one. */
-    flush,
-    redrive(subscriptionId: string, items: { deadLetterId: string; partition: number; offset: number }[]): void {
-      workerOf(subscriptionId).redrive(items);
+    /** A page of a subscription's dead letters, oldest first, with ids above `page.after`. */
+    deadLetters(subscriptionId: string, page: { after: number; limit: number }): DeadLetterRow[] {
+      workerOf(subscriptionId);
+      readYourWrites();
+      return deadLetters.page(subscriptionId, page.after, page.limit);
+    },
+    /**
+     * Queues dead letters for delivery again with a fresh attempt count: those named (ids that are
+     * not this subscription's dead letters are skipped), or all of them; returns how many.
+     */
+    redeliver(subscriptionId: string, ids: string[] | undefined): number {
+      const worker = workerOf(subscriptionId);
+      readYourWrites();
+      const items: { deadLetterId: string; partition: number; offset: number }[] = [];
+      const add = (row: DeadLetterRow) => items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
+      if (ids) {
+        const numeric = ids.map(Number).filter((n) => Number.isSafeInteger(n));
+        deadLetters.byIds(subscriptionId, numeric).forEach(add);
+      } else {
+        let after = 0;
+        for (;;) {
+          const rows = deadLetters.page(subscriptionId, after, REDRIVE_PAGE);
+          rows.forEach(add);
+          if (rows.length < REDRIVE_PAGE) break;
+          after = Number(rows[rows.length - 1]!.id);
+        }
+      }
+      worker.redrive(items);
+      return items.length;
+    },
+    /** Deletes one dead letter of a subscription; false when it has none of that id. */
+    deleteDeadLetter(subscriptionId: string, deadLetterId: string): boolean {
+      workerOf(subscriptionId);
+      readYourWrites();
+      const id = Number(deadLetterId);
+      return Number.isSafeInteger(id) && deadLetters.remove(subscriptionId, id);
     },
     /**
      * A receiver's callback for one attempt. Repeating the same call is

@@ -1,5 +1,4 @@
-/** `delivery.disableAfterFailingMs` when a subscription does not give it: 5 days, as Svix. */
-export const DEFAULT_DISABLE_AFTER_FAILING_MS = 432_000_000;
+import { DEFAULT_DISABLE_AFTER_FAILING_MS } from '../webhook-policy';
 
 export interface FailureWindowDeps {
   /** Restored at start-up: since when every attempt has failed, or null. */

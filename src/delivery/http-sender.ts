@@ -20,6 +20,7 @@ export interface ProbeResult extends Omit<SendResult, 'retryAfter'> {
 }
 
 const EXCERPT_BYTES = 1024;
+const MAX_CACHED_TARGETS = 10_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 
 /**
@@ -65,6 +66,8 @@ export class AbortGroup {
  */
 export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPrivate?: boolean } = {}) {
   const pools = new Map<string, Pool>();
+  /** Sink URL → origin and request path: parsed once per sink, not per attempt. */
+  const targets = new Map<string, { origin: string; path: string }>();
   const connect = opts.allowPrivate === false ? guardedConnector() : undefined;
 
   function poolFor(origin: string): Pool {
@@ -81,6 +84,17 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     return pool;
   }
 
+  function targetOf(sink: string): { origin: string; path: string } {
+    let target = targets.get(sink);
+    if (!target) {
+      const url = new URL(sink);
+      target = { origin: url.origin, path: url.pathname + url.search };
+      if (targets.size >= MAX_CACHED_TARGETS) targets.clear(); // sinks are few; a bound keeps churn harmless
+      targets.set(sink, target);
+    }
+    return target;
+  }
+
   async function send(
     sink: string,
     headers: Record<string, string>,
@@ -88,7 +102,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     timeoutMs: number,
     group?: AbortGroup,
   ): Promise<SendResult> {
-    const url = new URL(sink);
+    const target = targetOf(sink);
     const controller = new Abortable();
     let timedOut = false;
     const timer = setTimeout(() => {
@@ -97,9 +111,9 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     }, timeoutMs);
     group?.add(controller);
     try {
-      const res = await poolFor(url.origin).request({
+      const res = await poolFor(target.origin).request({
         method: 'POST',
-        path: url.pathname + url.search,
+        path: target.path,
         headers,
         body,
         headersTimeout: timeoutMs,

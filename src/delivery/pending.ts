@@ -1,19 +1,53 @@
 import { randomBytes } from 'node:crypto';
 import type { StoredEvent } from '../wal/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
-import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
+import type { OffsetRow, PendingRow, PendingState } from '../store/delivery-state-repo';
+import { isEnded, ROW_STATE, type AttemptState, type CallbackOutcome } from './attempt-machine';
 
-/** An event this subscription has started and not finished. */
-export interface Pending extends PendingRow {
+/**
+ * An event this subscription has started and not finished. Where its attempts stand is `life`, which
+ * only `transition` (./attempt-machine) changes; the row fields are read from it.
+ */
+export class Pending implements PendingRow {
   event?: StoredEvent;
   timer?: NodeJS.Timeout;
-  finished: boolean;
-  /** Lease asked for by `extend` before the 202 arrived. */
-  leaseFloor?: number;
-  /** The HTTP request of the current attempt is open. */
-  sending?: boolean;
-  /** A row for it exists in SQLite (written by a flush). */
+  /** A row for it exists in SQLite (set by the dispatcher's flush). */
   persisted?: boolean;
+
+  constructor(
+    readonly partition: number,
+    readonly offset: number,
+    readonly previousOffset: number | null,
+    readonly redrive: boolean,
+    public life: AttemptState,
+  ) {}
+
+  /** Delivered, dead-lettered, let go or dropped: nothing about it changes any more. */
+  get finished(): boolean {
+    return isEnded(this.life);
+  }
+  /** Its row's state; an ended event has no row (and `finished` is checked first wherever this is read). */
+  get state(): PendingState {
+    return ROW_STATE[this.life.phase] ?? 'in_flight';
+  }
+  get attempt(): number {
+    return this.life.attempt;
+  }
+  get deliveryId(): string | null {
+    return this.life.deliveryId;
+  }
+  get nextAttemptAt(): number | null {
+    return this.life.phase === 'scheduled' ? this.life.nextAttemptAt : null;
+  }
+  get leaseUntil(): number | null {
+    return this.life.phase === 'awaiting_ack' ? this.life.leaseUntil : null;
+  }
+  get lastStatus(): number | null {
+    return this.life.lastStatus;
+  }
+  get lastError(): string | null {
+    return this.life.lastError;
+  }
 }
 
 /** Writes the dispatcher batches into SQLite (write-behind, one transaction per flush). */
@@ -27,7 +61,7 @@ export interface StatePersistence {
   saveFailingSince(subscriptionId: string, since: number | null): void;
 }
 
-export type CallbackOutcome = 'acked' | 'nacked' | 'rejected' | 'expired' | 'failed' | 'superseded';
+export type { CallbackOutcome };
 
 /** Ack-URL tokens: the dispatcher routes callbacks to the worker that issued them. */
 export interface CallbackRegistry {

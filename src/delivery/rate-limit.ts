@@ -11,10 +11,6 @@
  *   last decrease do not halve it again, so a burst of 429s from one window counts once.
  */
 
-/** The rates a subscription may have: one attempt a day to 100,000 a second. */
-export const MIN_RATE_PER_SECOND = 1 / 86_400;
-export const MAX_RATE_PER_SECOND = 100_000;
-
 export interface TokenBucket {
   tokens: number;
   /** Epoch ms of the last refill. */

@@ -1,13 +1,7 @@
-export interface RetryPolicy {
-  maxAttempts: number;
-  initialDelayMs: number;
-  maxDelayMs: number;
-  multiplier: number;
-  /** Fraction of the delay randomised either way: 0.2 gives ±20 %. */
-  jitter: number;
-}
+import type { RetryPolicy } from '../webhook-policy';
 
-export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 10, initialDelayMs: 1000, maxDelayMs: 300_000, multiplier: 2, jitter: 0.2 };
+/** Retry policies and their defaults are shared webhook policy (the subscriptions schema applies the defaults). */
+export { DEFAULT_RETRY, type RetryPolicy } from '../webhook-policy';
 
 /**
  * Delay before the attempt after `failedAttempt` (1-based): exponential,

@@ -1,8 +1,6 @@
 import { AppError, type Violation } from '../errors';
 import type { EventStore } from '../wal/event-store';
-
-/** Where a seek moves a subscription (issue 12 §2): exactly one of the three forms, checked by the API. */
-export type SeekTarget = { to: 'earliest' | 'latest' } | { time: number } | { offsets: Record<string, number> };
+import type { SeekTarget } from '../subscriptions/seek-schema';
 
 /** A partition's new position. */
 export interface SeekPosition {

@@ -1,11 +1,5 @@
-import { createHmac, randomBytes } from 'node:crypto';
-
-const SECRET_PREFIX = 'whsec_';
-
-/** A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes. */
-export function newSigningSecret(): string {
-  return SECRET_PREFIX + randomBytes(32).toString('base64');
-}
+import { createHmac } from 'node:crypto';
+import { SIGNING_SECRET_PREFIX } from '../webhook-policy';
 
 /**
  * `webhook-signature` value: `v1,` + base64 HMAC-SHA256 over `id.timestamp.body`
@@ -13,20 +7,22 @@ export function newSigningSecret(): string {
  * @see standard-webhooks/spec/standard-webhooks.md (Signature scheme)
  */
 export function signWebhook(secret: string, webhookId: string, timestampSeconds: number, body: Buffer): string {
-  const key = Buffer.from(secret.startsWith(SECRET_PREFIX) ? secret.slice(SECRET_PREFIX.length) : secret, 'base64');
-  const mac = createHmac('sha256', key);
+  const mac = createHmac('sha256', keyOf(secret));
   mac.update(`${webhookId}.${timestampSeconds}.`);
   mac.update(body);
   return `v1,${mac.digest('base64')}`;
 }
 
-/**
- * The previous secret while its rotation overlap lasts (`nowMs` before `previousSecretExpiresAt`),
- * else null. During the overlap a delivery carries both signatures, new first.
- */
-export function previousSecretAt(
-  s: { previousSecret: string | null; previousSecretExpiresAt: number | null },
-  nowMs: number,
-): string | null {
-  return s.previousSecret !== null && s.previousSecretExpiresAt !== null && nowMs < s.previousSecretExpiresAt ? s.previousSecret : null;
+/** Secret → its decoded key bytes: decoded once per secret, not per attempt. */
+const keys = new Map<string, Buffer>();
+const MAX_CACHED_KEYS = 10_000;
+
+function keyOf(secret: string): Buffer {
+  let key = keys.get(secret);
+  if (!key) {
+    key = Buffer.from(secret.startsWith(SIGNING_SECRET_PREFIX) ? secret.slice(SIGNING_SECRET_PREFIX.length) : secret, 'base64');
+    if (keys.size >= MAX_CACHED_KEYS) keys.clear(); // secrets are few (two per subscription at most)
+    keys.set(secret, key);
+  }
+  return key;
 }

@@ -1,12 +1,12 @@
 import type { Logger } from 'pino';
 import { readOne, type EventStore, type StoredEvent } from '../wal/event-store';
-import type { DeadLetterReason } from '../store/dead-letters-repo';
 import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
 import type { DeliveryOutcome } from '../metrics';
 import { AbortGroup, type HttpSender } from './http-sender';
-import { newDeliveryId, type CallbackRegistry, type Pending, type StatePersistence, type SubscriptionWorker } from './pending';
+import { newDeliveryId, Pending, type CallbackRegistry, type StatePersistence, type SubscriptionWorker } from './pending';
+import { initialState, stateFromRow, transition, type AttemptEffect, type AttemptInput } from './attempt-machine';
 import {
   clearBuffer,
   createCursor,
@@ -18,11 +18,9 @@ import {
   type PartitionCursor,
 } from './partition-cursor';
 import { createFailureWindow } from './failure-window';
-import { buildDeliveryRequest, classifyStatus } from './request';
-import { previousSecretAt } from './signing';
-import { parseRetryAfter, retryDelayMs } from './retry';
+import { buildDeliveryRequest } from './request';
 import { createFlowControl } from './flow-control';
-import { requestOrigin } from './webhook-handshake';
+import { previousSecretAt, requestOrigin } from '../webhook-policy';
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -163,9 +161,8 @@ export function createSubscriptionWorker(
       if (item.kind === 'corrupt') {
         // Its attributes cannot be read, so no filter can rule it out: every subscription dead-letters it.
         const pending = newPending(part.partition, offset, part.lastMatched);
-        pending.lastError = 'the record fails its checksum; it is never delivered';
         part.pending.set(offset, pending);
-        deadLetter(pending, 'corrupt_record');
+        step(pending, { kind: 'corrupt' });
         continue;
       }
       if (!matches(item.event)) {
@@ -176,26 +173,13 @@ export function createSubscriptionWorker(
       pending.event = item.event;
       part.lastMatched = offset;
       part.pending.set(offset, pending);
-      void attempt(pending);
+      attempt(pending);
       return true;
     }
   }
 
-  function newPending(partition: number, offset: number, previousOffset: number | null): Pending {
-    return {
-      partition,
-      offset,
-      attempt: 0,
-      state: 'in_flight',
-      deliveryId: null,
-      previousOffset,
-      nextAttemptAt: null,
-      leaseUntil: null,
-      redrive: false,
-      lastStatus: null,
-      lastError: null,
-      finished: false,
-    };
+  function newPending(partition: number, offset: number, previousOffset: number | null, redrive = false): Pending {
+    return new Pending(partition, offset, previousOffset, redrive, initialState());
   }
 
   /** A filter that fails to evaluate does not match (the matcher reports it); it never stops the loop. */
@@ -222,10 +206,10 @@ export function createSubscriptionWorker(
     queuedDeadLetters.delete(item.deadLetterId);
     const key = `${item.partition}:${item.offset}`;
     if (redrives.has(key)) return;
-    const pending: Pending = { ...newPending(item.partition, item.offset, null), redrive: true };
+    const pending = newPending(item.partition, item.offset, null, true);
     redrives.set(key, pending);
     deps.persistence.consumeDeadLetter(subId, item.deadLetterId);
-    void attempt(pending);
+    attempt(pending);
   }
 
   function saveOffset(row: OffsetRow | undefined): void {
@@ -237,31 +221,134 @@ export function createSubscriptionWorker(
     for (const next of waitingForSlot) {
       if (openCount >= flow.maxInFlight()) return;
       waitingForSlot.delete(next);
-      void attempt(next);
+      attempt(next);
     }
   }
 
-  async function attempt(pending: Pending): Promise<void> {
+  /**
+   * The one way an attempt's life cycle changes: the machine's next state, then its effects. The
+   * worker decides nothing about the life cycle itself; it feeds inputs and performs effects.
+   */
+  function step(pending: Pending, input: AttemptInput, answer?: { ms: number }): AttemptEffect[] {
+    const ctx = { now: deps.clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
+    const { state, effects } = transition(pending.life, input, ctx);
+    pending.life = state;
+    for (const effect of effects) perform(pending, effect, answer);
+    return effects;
+  }
+
+  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }): void {
+    switch (effect.kind) {
+      case 'send':
+        clearTimer(pending);
+        void send(pending, effect.attemptId, effect.attempt);
+        return;
+      case 'openCallback':
+        deps.callbacks.issue(effect.attemptId, worker, pending);
+        return;
+      case 'settle':
+        deps.callbacks.settle(effect.attemptId, effect.outcome);
+        return;
+      case 'persist':
+        deps.persistence.savePending(subId, pending);
+        return;
+      case 'scheduleAt':
+        armTimer(pending, effect.at, () => {
+          pending.timer = undefined;
+          if (!pending.finished) attempt(pending);
+        });
+        return;
+      case 'armLease':
+        armTimer(pending, effect.until, () => {
+          pending.timer = undefined;
+          step(pending, { kind: 'leaseExpired', attemptId: effect.attemptId });
+        });
+        return;
+      case 'clearTimer':
+        clearTimer(pending);
+        return;
+      case 'due':
+        attempt(pending);
+        return;
+      case 'commitOffset':
+        complete(pending);
+        return;
+      case 'deadLetter':
+        deps.log.warn(
+          {
+            subscription: subId,
+            partition: pending.partition,
+            offset: pending.offset,
+            reason: effect.reason,
+            lastStatus: pending.lastStatus,
+            lastError: pending.lastError,
+            attempts: pending.attempt,
+          },
+          'event dead-lettered',
+        );
+        deps.persistence.deadLetter(subId, pending, effect.reason, deps.clock());
+        return;
+      case 'release':
+        release(pending);
+        return;
+      case 'drop':
+        pending.event = undefined;
+        clearTimer(pending);
+        return;
+      case 'observe':
+        deps.observer?.outcome(subId, effect.outcome);
+        return;
+      case 'answered':
+        deps.log.debug(
+          {
+            subscription: subId,
+            partition: pending.partition,
+            offset: pending.offset,
+            attempt: pending.attempt,
+            status: pending.lastStatus,
+            ms: answer?.ms,
+            outcome: effect.outcome,
+          },
+          'delivery attempt',
+        );
+        return;
+      case 'health':
+        if (effect.ok) failures.succeeded();
+        else failures.failed(effect.error);
+        return;
+      case 'pauseSubscription':
+        deps.onGone();
+        return;
+      case 'extended':
+        return; // the callback's answer (see `extend`)
+    }
+  }
+
+  /**
+   * Starts the next attempt of an event when it may: not while paused, validating or with delivery
+   * off (`resume` makes it due again), nor past the concurrency limit or without a rate-limit token
+   * (it waits for a slot or a token, then comes back here).
+   */
+  function attempt(pending: Pending): void {
     if (stopped || pending.finished) return;
     // Retention deleted it before it was finished (it is counted as expired): it is not sent again.
     if (isExpired(pending)) {
-      release(pending);
+      step(pending, { kind: 'expire' });
       return;
     }
-    // Paused or validating: nothing is sent (a retry that waited for a token or a slot included);
-    // resume() re-arms what is left scheduled or in flight.
-    if (deps.enabled === false || paused()) return;
+    if (deps.enabled === false || paused()) {
+      step(pending, { kind: 'pause' });
+      return;
+    }
     clearTimer(pending);
     const stored = pending.event ?? readOne(deps.store, pending.partition, pending.offset);
     if (stored === 'corrupt') {
-      pending.lastError = 'the record fails its checksum; it is never delivered';
-      if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'failed');
-      deadLetter(pending, 'corrupt_record');
+      step(pending, { kind: 'corrupt' });
       return;
     }
     if (!stored) {
       deps.log.error({ subscription: subId, partition: pending.partition, offset: pending.offset }, 'event missing from the log; skipping');
-      complete(pending);
+      step(pending, { kind: 'missing' });
       return;
     }
     pending.event = stored;
@@ -272,18 +359,13 @@ export function createSubscriptionWorker(
       return;
     }
     // The rate limit: without a token this attempt waits (it runs again when one is due).
-    if (!flow.take(pending, () => void attempt(pending))) return;
-    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
-    pending.attempt++;
-    pending.deliveryId = newDeliveryId();
-    pending.state = 'in_flight';
-    pending.nextAttemptAt = null;
-    pending.leaseUntil = null;
-    pending.leaseFloor = undefined;
-    const attemptId = pending.deliveryId;
-    deps.callbacks.issue(attemptId, worker, pending);
-    deps.persistence.savePending(subId, pending);
+    if (!flow.take(pending, () => attempt(pending))) return;
+    step(pending, { kind: 'start', newAttemptId: newDeliveryId() });
+  }
 
+  /** Posts one attempt (the machine has moved the event to `sending`) and feeds its answer back. */
+  async function send(pending: Pending, attemptId: string, attemptNumber: number): Promise<void> {
+    const stored = pending.event!;
     const sub = deps.subscription();
     const request = buildDeliveryRequest({
       subscriptionId: subId,
@@ -299,14 +381,13 @@ export function createSubscriptionWorker(
       offset: pending.offset,
       seekGeneration: parts[pending.partition]?.generation ?? 0,
       previousOffset: pending.previousOffset,
-      attempt: pending.attempt,
+      attempt: attemptNumber,
       deliveryId: attemptId,
       ackUrlBase: deps.ackUrlBase(),
       redrive: pending.redrive,
       event: stored.event,
       nowSeconds: Math.floor(deps.clock() / 1000),
     });
-    pending.sending = true;
     const startedAt = deps.clock();
     const storedAt = stored.storedAt;
     const epoch = flow.epoch();
@@ -318,170 +399,43 @@ export function createSubscriptionWorker(
       openCount--;
       releaseSlots();
     }
-    const durationMs = deps.clock() - startedAt;
+    const ms = deps.clock() - startedAt;
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
     // A deleted subscription's late answers are not recorded: its series are gone.
-    if (!stopped) {
-      deps.observer?.answered(subId, durationMs);
-      if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
-    }
-    // A newer attempt may have started meanwhile (nack during the request): its flag is its own.
-    if (pending.deliveryId === attemptId) pending.sending = false;
-    // A callback may have settled this attempt while the request was open.
-    if (stopped || pending.finished || pending.deliveryId !== attemptId || pending.state !== 'in_flight') return;
-    pending.lastStatus = result.status;
-    // Auto-disable counts answers: a 2xx is a success; anything else but 410 (which pauses anyway) a failure.
-    if (result.status !== null && result.status >= 200 && result.status < 300) failures.succeeded();
-    else if (result.status !== 410) failures.failed(result.error ?? `HTTP ${result.status}`);
-    const outcome = result.status === null ? 'error' : classifyStatus(result.status, deps.subscription().delivery.ackMode);
-    deps.log.debug(
-      {
-        subscription: subId,
-        partition: pending.partition,
-        offset: pending.offset,
-        attempt: pending.attempt,
-        status: result.status,
-        ms: durationMs,
-        outcome,
-      },
-      'delivery attempt',
-    );
-    if (result.sinkNotAllowed) {
-      // HERALD_SINK_ALLOW_PRIVATE=false refused the address at connect time: retrying cannot help.
-      pending.lastError = result.error ?? 'the sink address is not allowed';
-      deps.callbacks.settle(attemptId, 'failed');
-      deadLetter(pending, 'sink_not_allowed');
-      return;
-    }
-    if (result.status === null) {
-      observe(result.timedOut ? 'timeout' : 'retry');
-      fail(pending, result.error ?? 'request failed');
-      return;
-    }
-    switch (outcome) {
-      case 'done':
-        observe('delivered');
-        pending.lastError = null;
-        deps.callbacks.settle(attemptId, 'acked');
-        complete(pending);
-        return;
-      case 'await_ack': {
-        const now = deps.clock();
-        pending.state = 'awaiting_ack';
-        pending.leaseUntil = Math.max(now + deps.subscription().delivery.ackDeadlineMs, pending.leaseFloor ?? 0);
-        armLease(pending);
-        deps.persistence.savePending(subId, pending);
-        return;
-      }
-      case 'gone':
-        observe('gone');
-        pending.lastError = result.error ?? 'subscriber answered 410 Gone';
-        deps.callbacks.settle(attemptId, 'failed');
-        waitForResume(pending);
-        deps.onGone();
-        return;
-      case 'retry': {
-        // Retry-After means "come back later" only on 429 and 503 (RFC 9110 §10.2.3); other statuses use the backoff.
-        const retryAfter = result.status === 429 || result.status === 503 ? result.retryAfter : undefined;
-        observe('retry');
-        fail(pending, result.error ?? `HTTP ${result.status}`, parseRetryAfter(retryAfter, deps.clock()));
-        return;
-      }
-      case 'dead':
-        pending.lastError = result.error ?? `HTTP ${result.status}`;
-        deps.callbacks.settle(attemptId, 'failed');
-        deadLetter(pending, 'rejected_status');
-        return;
-    }
+    if (stopped) return;
+    deps.observer?.answered(subId, ms);
+    if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
+    // An answer for an attempt that is no longer current (a callback settled it meanwhile, a newer
+    // attempt started, a seek dropped it) changes nothing: the machine checks the attempt id and phase.
+    const input: AttemptInput =
+      result.status === null && result.timedOut && !result.sinkNotAllowed
+        ? { kind: 'timeout', attemptId, error: result.error }
+        : {
+            kind: 'answer',
+            attemptId,
+            status: result.status,
+            retryAfter: result.retryAfter,
+            error: result.error,
+            sinkNotAllowed: result.sinkNotAllowed,
+          };
+    step(pending, input, { ms });
   }
 
-  function armLease(pending: Pending): void {
-    clearTimer(pending);
-    const delay = Math.max(0, (pending.leaseUntil ?? 0) - deps.clock());
-    pending.timer = setTimeout(() => {
-      if (stopped || pending.finished || pending.state !== 'awaiting_ack') return;
-      if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'expired');
-      observe('lease_expired');
-      fail(pending, `no acknowledgement within the lease (ackDeadlineMs=${deps.subscription().delivery.ackDeadlineMs})`);
-    }, delay);
-  }
-
-  /** A failed attempt: retry after the backoff (or the receiver's delay), or dead-letter after maxAttempts. */
-  function fail(pending: Pending, error: string, delayMs?: number): void {
-    pending.lastError = error;
-    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'failed');
-    if (isExpired(pending)) {
-      release(pending); // no retry (and no dead letter) for an event retention deleted
-      return;
-    }
-    const policy = deps.subscription().delivery.retry;
-    if (pending.attempt >= policy.maxAttempts) {
-      deadLetter(pending, 'max_attempts');
-      return;
-    }
-    const delay = retryDelayMs(pending.attempt, policy, { retryAfterMs: delayMs, random: deps.random });
-    schedule(pending, deps.clock() + delay);
-  }
-
-  function schedule(pending: Pending, at: number): void {
-    pending.state = 'scheduled';
-    pending.nextAttemptAt = at;
-    pending.leaseUntil = null;
-    deps.persistence.savePending(subId, pending);
-    armRetry(pending);
-  }
-
-  function armRetry(pending: Pending): void {
+  function armTimer(pending: Pending, at: number, fire: () => void): void {
     clearTimer(pending);
     pending.timer = setTimeout(
       () => {
-        pending.timer = undefined;
-        if (stopped || pending.finished || paused()) return; // resume() re-arms
-        void attempt(pending);
+        if (!stopped) fire();
       },
-      Math.max(0, (pending.nextAttemptAt ?? 0) - deps.clock()),
+      Math.max(0, at - deps.clock()),
     );
   }
 
-  /** 410 Gone: keep the event, retry it when the subscription is resumed. */
-  function waitForResume(pending: Pending): void {
-    clearTimer(pending);
-    pending.state = 'scheduled';
-    pending.nextAttemptAt = deps.clock();
-    deps.persistence.savePending(subId, pending);
-  }
-
-  function observe(outcome: DeliveryOutcome): void {
-    deps.observer?.outcome(subId, outcome);
-  }
-
-  function deadLetter(pending: Pending, reason: DeadLetterReason): void {
-    if (isExpired(pending)) {
-      // Already counted as expired (its event is gone): not a dead letter too.
-      release(pending);
-      return;
-    }
-    observe('dead_letter');
-    deps.log.warn(
-      {
-        subscription: subId,
-        partition: pending.partition,
-        offset: pending.offset,
-        reason,
-        lastStatus: pending.lastStatus,
-        lastError: pending.lastError,
-        attempts: pending.attempt,
-      },
-      'event dead-lettered',
-    );
-    deps.persistence.deadLetter(subId, pending, reason, deps.clock());
-    complete(pending);
-  }
-
+  /** Finished (delivered, acked, dead-lettered, skipped): its offset counts as done, its row goes. */
   function complete(pending: Pending): void {
-    pending.finished = true;
     flow.forget(pending);
+    waitingForSlot.delete(pending);
     pending.event = undefined; // settled callbacks and stats must not keep finished events alive
     clearTimer(pending);
     deps.persistence.deletePending(subId, pending);
@@ -509,15 +463,13 @@ export function createSubscriptionWorker(
 
   /**
    * Lets an expired pending delivery go: it is neither finished in the partition (its position is
-   * already past it) nor dead-lettered, its row is deleted and its callback id is stale.
+   * already past it) nor dead-lettered, its row is deleted (the machine has settled its callback id).
    */
   function release(pending: Pending): void {
-    pending.finished = true;
     pending.event = undefined;
     flow.forget(pending);
     waitingForSlot.delete(pending);
     clearTimer(pending);
-    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
     deps.persistence.deletePending(subId, pending);
     parts[pending.partition]?.pending.delete(pending.offset);
     schedulePump();
@@ -546,19 +498,10 @@ export function createSubscriptionWorker(
           );
         }
       }
-      for (const pending of [...part.pending.values()]) {
-        if (isExpired(pending) && !pending.sending && pending.state !== 'awaiting_ack') release(pending);
-      }
+      // The machine lets go those not waiting for an answer (ready or scheduled).
+      for (const pending of [...part.pending.values()]) if (isExpired(pending)) step(pending, { kind: 'expire' });
     }
     schedulePump();
-  }
-
-  /** Dropped by a seek: neither finished in the partition nor dead-lettered; its callback id is stale. */
-  function drop(pending: Pending): void {
-    pending.finished = true;
-    pending.event = undefined;
-    clearTimer(pending);
-    if (pending.deliveryId) deps.callbacks.settle(pending.deliveryId, 'superseded');
   }
 
   function clearTimer(pending: Pending): void {
@@ -567,22 +510,16 @@ export function createSubscriptionWorker(
   }
 
   function restore(rows: PendingRow[]): void {
-    const now = deps.clock();
     for (const row of rows) {
-      const pending: Pending = { ...row, finished: false, persisted: true };
+      const pending = new Pending(row.partition, row.offset, row.previousOffset, row.redrive, stateFromRow(row));
+      pending.persisted = true;
       if (row.redrive) redrives.set(`${row.partition}:${row.offset}`, pending);
       else parts[row.partition]?.pending.set(row.offset, pending);
       // The last attempt's id stays known, so a late callback for it is a 409 (stale), not a 404 (unknown).
       if (row.deliveryId) deps.callbacks.issue(row.deliveryId, worker, pending);
-      if (row.state === 'awaiting_ack' && row.deliveryId && (row.leaseUntil ?? 0) > now) {
-        armLease(pending);
-      } else if (row.state === 'awaiting_ack') {
-        if (row.deliveryId) deps.callbacks.settle(row.deliveryId, 'expired');
-        fail(pending, 'ack lease ran out while the gateway was down');
-      } else if (row.state === 'scheduled') {
-        armRetry(pending);
-      }
-      // in_flight at a crash: delivered again by resume() below, same webhook-id.
+      // Awaiting an ack: the lease runs on (or, run out meanwhile, fails); scheduled: the retry timer.
+      // In flight at a crash: delivered again by resume() below, same webhook-id.
+      step(pending, { kind: 'restore' });
     }
   }
 
@@ -600,41 +537,26 @@ export function createSubscriptionWorker(
       if (stopped) return;
       expire(deps.store.firstOffsets());
       if (paused()) return;
-      for (const pending of allPending()) {
-        if (pending.finished) continue;
-        if (pending.state === 'in_flight' && !pending.sending) void attempt(pending);
-        else if (pending.state === 'scheduled' && pending.timer === undefined) armRetry(pending);
-      }
+      // Ready ones are started; scheduled ones get their timer again (one 410 left none, or it fired while paused).
+      for (const pending of allPending()) step(pending, { kind: 'resume' });
       schedulePump();
     },
     wake: schedulePump,
     expire,
-    /** Callback from the receiver for the current attempt. */
+    /** Callbacks from the receiver for the current attempt (the dispatcher has checked it is current). */
     ack(pending: Pending): void {
-      observe('acked');
-      pending.lastError = null;
-      complete(pending);
+      if (pending.deliveryId !== null) step(pending, { kind: 'ack', attemptId: pending.deliveryId });
     },
     nack(pending: Pending, delayMs?: number): void {
-      observe('nacked');
-      fail(pending, 'negatively acknowledged by the receiver', delayMs);
+      if (pending.deliveryId !== null) step(pending, { kind: 'nack', attemptId: pending.deliveryId, delayMs });
     },
     extend(pending: Pending, ms: number): number {
-      // Extending never shortens a lease.
-      const until = Math.max(deps.clock() + ms, pending.leaseUntil ?? 0);
-      if (pending.state === 'awaiting_ack') {
-        pending.leaseUntil = until;
-        armLease(pending);
-        deps.persistence.savePending(subId, pending);
-      } else {
-        pending.leaseFloor = until;
-      }
-      return until;
+      const effects = pending.deliveryId === null ? [] : step(pending, { kind: 'extend', attemptId: pending.deliveryId, ms });
+      const extended = effects.find((e) => e.kind === 'extended');
+      return extended ? extended.until : Math.max(deps.clock() + ms, pending.leaseUntil ?? 0);
     },
     reject(pending: Pending, reason?: string): void {
-      observe('rejected');
-      pending.lastError = reason ?? 'rejected by the receiver';
-      deadLetter(pending, 'receiver_rejected');
+      if (pending.deliveryId !== null) step(pending, { kind: 'reject', attemptId: pending.deliveryId, reason });
     },
     redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void {
       for (const item of items) {
@@ -648,10 +570,14 @@ export function createSubscriptionWorker(
       stopped = true;
       flow.stop();
       if (opts.abort) {
+        // Deleted: its pending events are dropped (their rows go with the subscription), its requests aborted.
         for (const controller of openRequests) controller.abort();
         redriveRequests.abort();
+        for (const pending of allPending()) step(pending, { kind: 'delete' });
+      } else {
+        // Closing: the rows stay as they are for the next start; only the timers end.
+        for (const pending of allPending()) clearTimer(pending);
       }
-      for (const pending of allPending()) clearTimer(pending);
     },
     flowStats: () => flow.stats(),
     /**
@@ -664,7 +590,7 @@ export function createSubscriptionWorker(
         if (!part) continue;
         openRequests[partition]!.abort();
         openRequests[partition] = new AbortGroup();
-        for (const pending of part.pending.values()) drop(pending);
+        for (const pending of part.pending.values()) step(pending, { kind: 'seek' });
         seekCursor(part, offset, generation);
       }
       schedulePump();

@@ -1,7 +1,5 @@
-import { MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from '../delivery/rate-limit';
 import { z } from 'zod';
-import { DEFAULT_DISABLE_AFTER_FAILING_MS } from '../delivery/failure-window';
-import { DEFAULT_RETRY } from '../delivery/retry';
+import { DEFAULT_DISABLE_AFTER_FAILING_MS, DEFAULT_RETRY, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from '../webhook-policy';
 import { AppError } from '../errors';
 
 const ms = (min: number, max: number) => z.number().int().min(min).max(max);
@@ -162,6 +160,9 @@ export const createSubscriptionSchema = z
   })
   .strict();
 
+/** A create request, validated (defaults applied): what `SubscriptionsService.create` takes. */
+export type CreateSubscriptionInput = z.output<typeof createSubscriptionSchema>;
+
 export const patchSubscriptionSchema = z
   .object({
     sink: sinkSchema.optional(),
@@ -169,6 +170,9 @@ export const patchSubscriptionSchema = z
     delivery: deliveryChangeSchema.optional(),
   })
   .strict();
+
+/** A PATCH, validated: what `SubscriptionsService.patch` takes. */
+export type PatchSubscriptionInput = z.output<typeof patchSubscriptionSchema>;
 
 /** `POST /subscriptions/{id}/rotate-secret`: how long the replaced secret keeps signing (default one day, at most 7). */
 export const rotateSecretSchema = z
@@ -181,6 +185,7 @@ export const rotateSecretSchema = z
       .default(86_400),
   })
   .strict();
+export type RotateSecretInput = z.output<typeof rotateSecretSchema>;
 
 /**
  * Headers a create or PATCH gives replace the stored set, except that a value of `"***"` keeps the
@@ -232,4 +237,20 @@ export function mergeDelivery(
     else delete next.headers;
   }
   return next;
+}
+
+/**
+ * `mergeDelivery`, then the result checked as a whole (as the API checks a body, with the same
+ * problem): the delivery options to store.
+ * @throws AppError `invalid_request` "the delivery options is not valid" listing each bad field, or as `mergeDelivery`
+ */
+export function applyDeliveryChange(...args: Parameters<typeof mergeDelivery>): DeliveryOptions {
+  const parsed = deliverySchema.safeParse(mergeDelivery(...args));
+  if (parsed.success) return parsed.data;
+  throw new AppError('invalid_request', 'the delivery options is not valid', {
+    details: parsed.error.issues.map((issue) => ({
+      attribute: issue.path.length > 0 ? issue.path.join('.') : undefined,
+      message: issue.message,
+    })),
+  });
 }

@@ -1,5 +1,7 @@
 import { z } from 'zod';
-import type { SeekTarget } from '../delivery/seek';
+
+/** Where a seek moves a subscription (issue 12 §2): exactly one of the three forms; `time` in epoch ms. */
+export type SeekTarget = { to: 'earliest' | 'latest' } | { time: number } | { offsets: Record<string, number> };
 
 /**
  * `POST /subscriptions/{id}/seek` (issue 12 §2): exactly one of `to` (`earliest` | `latest`), `time`

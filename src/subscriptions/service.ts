@@ -1,36 +1,29 @@
 import { randomUUID } from 'node:crypto';
 import { toStructured } from '../cloudevents/format';
-import type { Dispatcher } from '../delivery/dispatcher';
-import { newSigningSecret, previousSecretAt } from '../delivery/signing';
+import { allowedRate, grantsOrigin, newSigningSecret, previousSecretAt } from '../webhook-policy';
 import { AppError } from '../errors';
 import { readOne, type EventStore } from '../wal/event-store';
 import type { Db } from '../store/db';
-import { createDeadLettersRepo } from '../store/dead-letters-repo';
 import { createSubscriptionsRepo, type SubscriptionRecord } from '../store/subscriptions-repo';
-import { parseInput } from '../api/query';
 import type { Logger } from '../logger';
+import type { DeliveryControl } from './delivery-control';
 import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from './filter';
 import {
-  createSubscriptionSchema,
-  deliverySchema,
+  applyDeliveryChange,
   maskDelivery,
-  mergeDelivery,
-  patchSubscriptionSchema,
-  rotateSecretSchema,
+  type CreateSubscriptionInput,
+  type DeliveryOptions,
+  type PatchSubscriptionInput,
+  type RotateSecretInput,
 } from './schema';
 import { createSinkPolicy, type SinkPolicy } from './sink-policy';
-import { seekPositions } from '../delivery/seek';
-import { seekSchema } from './seek-schema';
-import { allowedRate, grantsOrigin } from '../delivery/webhook-handshake';
-import type { DeliveryOptions } from './schema';
+import type { SeekTarget } from './seek-schema';
 import { newValidationToken, VALIDATION_WAIT_MS, type Handshakes } from './handshake';
 
 interface Live {
   record: SubscriptionRecord;
   matcher: Matcher;
 }
-
-const REDRIVE_PAGE = 1000;
 
 /** What the service reports outward (the metrics): filter errors, and deletions so per-subscription series go too. */
 export interface SubscriptionHooks {
@@ -40,11 +33,17 @@ export interface SubscriptionHooks {
   autoDisabled?(subscriptionId: string): void;
 }
 
-/** Subscriptions: their records (SQLite `subscriptions`), validation, secrets, and the dispatcher's lifecycle hooks. */
+/**
+ * Subscriptions: their records (SQLite `subscriptions`), secrets, the validation handshake's outcome,
+ * and delivery's lifecycle hooks. Methods take input the API has validated (the schemas' output
+ * types) and return records as the API shows them; delivery's state, stats and dead letters are
+ * asked of `delivery`, which owns them.
+ */
 export function createSubscriptionsService(deps: {
   db: Db;
+  /** The log, for the events of dead letters. */
   store: EventStore;
-  dispatcher: Dispatcher;
+  delivery: DeliveryControl;
   log: Logger;
   /** `HERALD_SINK_ALLOW_PRIVATE`; every sink is allowed without one. */
   sinkPolicy?: SinkPolicy;
@@ -56,7 +55,6 @@ export function createSubscriptionsService(deps: {
   const clock = deps.clock ?? Date.now;
   const sinks = deps.sinkPolicy ?? createSinkPolicy({ allowPrivate: true });
   const repo = createSubscriptionsRepo(deps.db);
-  const deadLetters = createDeadLettersRepo(deps.db);
   const live = new Map<string, Live>();
   const handshakes = deps.handshakes;
   handshakes?.onOutcome({ consent, fail: failValidation });
@@ -81,7 +79,7 @@ export function createSubscriptionsService(deps: {
   function attach(record: SubscriptionRecord, matcher = matcherFor(record.id, record.filters)): void {
     const entry: Live = { record, matcher };
     live.set(record.id, entry);
-    deps.dispatcher.add({
+    deps.delivery.add({
       record: () => entry.record,
       matcher: () => entry.matcher,
       onGone: () => setState(record.id, 'paused', 'gone'),
@@ -107,7 +105,7 @@ export function createSubscriptionsService(deps: {
   ): SubscriptionRecord {
     const entry = liveOf(id);
     const record = save(entry, { state, stateReason: reason });
-    if (state === 'active') deps.dispatcher.resume(id);
+    if (state === 'active') deps.delivery.resume(id);
     if (reason === 'gone') deps.log.warn({ subscription: id, stateReason: reason }, 'subscription paused: the receiver answered 410 Gone');
     else if (reason === 'failing' && failing)
       deps.log.warn(
@@ -135,17 +133,12 @@ export function createSubscriptionsService(deps: {
       state: record.state,
       stateReason: record.stateReason,
       createdAt: new Date(record.createdAt).toISOString(),
-      stats: withStats ? stats(record.id) : null,
+      stats: withStats ? deps.delivery.stats(record.id) : null,
       // Shown while the replaced secret still signs (after a rotation with overlap), absent otherwise.
       ...(previousSecretAt(record, clock()) !== null && {
         previousSecretExpiresAt: new Date(record.previousSecretExpiresAt!).toISOString(),
       }),
     };
-  }
-
-  function stats(id: string) {
-    deps.dispatcher.flush();
-    return { partitions: deps.dispatcher.stats(id), deadLetters: deadLetters.count(id), ...deps.dispatcher.flowStats(id) };
   }
 
   /**
@@ -179,7 +172,7 @@ export function createSubscriptionsService(deps: {
     const { rateLimit: _current, ...rest } = entry.record.delivery;
     const delivery: DeliveryOptions = rateLimit === undefined ? entry.record.delivery : rateLimit === null ? rest : { ...rest, rateLimit };
     save(entry, { state: 'active', stateReason: null, validationToken: null, validationDeadline: null, validatedAt: clock(), delivery });
-    deps.dispatcher.resume(id);
+    deps.delivery.resume(id);
     deps.log.info({ subscription: id, rateLimit: delivery.rateLimit ?? null }, 'sink consented to deliveries (validation handshake)');
   }
 
@@ -203,16 +196,15 @@ export function createSubscriptionsService(deps: {
         else handshakes?.start(record);
       }
     },
-    async create(body: unknown) {
-      const input = parseInput(createSubscriptionSchema, body, 'subscription');
+    /**
+     * @throws AppError `sink_not_allowed`, or `invalid_request` for filters that do not compile or
+     * delivery options that are not valid together
+     */
+    async create(input: CreateSubscriptionInput) {
       await sinks.check(input.sink);
       const id = randomUUID();
       const matcher = matcherFor(id, input.filters);
-      const delivery = parseInput(
-        deliverySchema,
-        mergeDelivery(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry }),
-        'delivery options',
-      );
+      const delivery = applyDeliveryChange(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry });
       const now = clock();
       const record: SubscriptionRecord = {
         id,
@@ -234,7 +226,7 @@ export function createSubscriptionsService(deps: {
       };
       deps.db.transaction(() => {
         repo.insert(record);
-        deps.dispatcher.initOffsets(record.id, record.startAt);
+        deps.delivery.initOffsets(record.id, record.startAt);
       })();
       attach(record, matcher);
       deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
@@ -242,16 +234,15 @@ export function createSubscriptionsService(deps: {
       const shown = record.validation === 'cloudevents' ? beginValidation(live.get(id)!) : record;
       return { ...view(shown, true), secret: shown.secret };
     },
-    /** Per subscription, what `/metrics` shows: one flush, then one dead-letter count query per subscription. */
+    /** Per subscription, what `/metrics` shows (one dead-letter count query per subscription). */
     metricsSnapshot() {
-      deps.dispatcher.flush();
       return [...live.values()].map(({ record }) => {
-        const partitions = deps.dispatcher.stats(record.id);
+        const { partitions, deadLetters } = deps.delivery.stats(record.id);
         const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
         return {
           id: record.id,
           state: record.state,
-          deadLetters: deadLetters.count(record.id),
+          deadLetters,
           inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
           oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
           lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
@@ -264,17 +255,20 @@ export function createSubscriptionsService(deps: {
     get(id: string) {
       return view(liveOf(id).record, true);
     },
-    async patch(id: string, body: unknown) {
+    /**
+     * For the API to answer 404 before it checks a body, as it always has.
+     * @throws AppError `not_found`
+     */
+    assertExists(id: string): void {
       liveOf(id);
-      const input = parseInput(patchSubscriptionSchema, body, 'subscription update');
+    },
+    async patch(id: string, input: PatchSubscriptionInput) {
+      liveOf(id);
       if (input.sink !== undefined) await sinks.check(input.sink);
       // Read after the check: the subscription may have changed, or gone, during a DNS lookup.
       const entry = liveOf(id);
       const matcher = input.filters !== undefined ? matcherFor(id, input.filters) : entry.matcher;
-      const delivery =
-        input.delivery !== undefined
-          ? parseInput(deliverySchema, mergeDelivery(entry.record.delivery, input.delivery), 'delivery options')
-          : entry.record.delivery;
+      const delivery = input.delivery !== undefined ? applyDeliveryChange(entry.record.delivery, input.delivery) : entry.record.delivery;
       const sinkChanged = input.sink !== undefined && input.sink !== entry.record.sink;
       let record = save(entry, { sink: input.sink ?? entry.record.sink, filters: input.filters ?? entry.record.filters, delivery });
       entry.matcher = matcher;
@@ -282,13 +276,13 @@ export function createSubscriptionsService(deps: {
       if (record.validation === 'cloudevents' && sinkChanged) {
         record = record.state === 'paused' ? save(entry, { validatedAt: null }) : beginValidation(entry);
       }
-      deps.dispatcher.resume(id);
+      deps.delivery.resume(id);
       deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
       return view(record, true);
     },
     remove(id: string): void {
       liveOf(id);
-      deps.dispatcher.remove(id);
+      deps.delivery.remove(id);
       handshakes?.cancel(id);
       live.delete(id);
       reporters.delete(id);
@@ -330,30 +324,28 @@ export function createSubscriptionsService(deps: {
       return { state: 'active' as const };
     },
     /**
-     * A new secret. With `overlapSeconds` > 0 (default one day) the replaced one keeps signing, after
-     * the new one, until then; a rotation during an overlap keeps only the newest previous secret.
-     * 0: the replaced secret stops at once.
-     */
-    /**
      * Restarts delivery elsewhere in the log (issue 12 §2): every partition at its first or head
      * offset, or at its first event stored at or after a time, or the named partitions at given
      * offsets. Pending attempts of the moved partitions are dropped (not dead-lettered), their open
      * requests aborted; the replay has new webhook-ids and starts a new previous-offset chain.
+     * @throws AppError `invalid_request` naming each partition that does not exist or offset past the head
      */
-    seek(id: string, body: unknown) {
+    seek(id: string, target: SeekTarget) {
       liveOf(id);
-      const target = parseInput(seekSchema, body ?? {}, 'seek');
-      const positions = seekPositions(deps.store, target);
-      const { generation } = deps.dispatcher.seek(id, positions);
+      const { generation } = deps.delivery.seek(id, target);
       deps.log.info(
         { subscription: id, ...('time' in target ? { time: new Date(target.time).toISOString() } : target), generation },
         'subscription sought',
       );
       return view(liveOf(id).record, true);
     },
-    rotateSecret(id: string, body: unknown) {
+    /**
+     * A new secret. With `overlapSeconds` > 0 (default one day) the replaced one keeps signing, after
+     * the new one, until then; a rotation during an overlap keeps only the newest previous secret.
+     * 0: the replaced secret stops at once.
+     */
+    rotateSecret(id: string, { overlapSeconds }: RotateSecretInput) {
       const entry = liveOf(id);
-      const { overlapSeconds } = parseInput(rotateSecretSchema, body ?? {}, 'request');
       const overlap = overlapSeconds > 0;
       const record = save(entry, {
         secret: newSigningSecret(),
@@ -365,8 +357,7 @@ export function createSubscriptionsService(deps: {
     },
     deadLetters(id: string, page: { limit: number; after: number }) {
       liveOf(id);
-      deps.dispatcher.flush();
-      const rows = deadLetters.page(id, page.after, page.limit);
+      const rows = deps.delivery.deadLetters(id, page);
       return {
         deadLetters: rows.map((row) => {
           const stored = readOne(deps.store, row.partition, row.offset);
@@ -389,30 +380,13 @@ export function createSubscriptionsService(deps: {
     /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */
     redeliver(id: string, ids: string[] | undefined): number {
       liveOf(id);
-      deps.dispatcher.flush();
-      const items: { deadLetterId: string; partition: number; offset: number }[] = [];
-      if (ids) {
-        const numeric = ids.map(Number).filter((n) => Number.isSafeInteger(n));
-        for (const row of deadLetters.byIds(id, numeric))
-          items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
-      } else {
-        let after = 0;
-        for (;;) {
-          const rows = deadLetters.page(id, after, REDRIVE_PAGE);
-          for (const row of rows) items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
-          if (rows.length < REDRIVE_PAGE) break;
-          after = Number(rows[rows.length - 1]!.id);
-        }
-      }
-      deps.dispatcher.redrive(id, items);
-      deps.log.info({ subscription: id, deadLetters: items.length }, 'dead letters redelivered');
-      return items.length;
+      const count = deps.delivery.redeliver(id, ids);
+      deps.log.info({ subscription: id, deadLetters: count }, 'dead letters redelivered');
+      return count;
     },
     deleteDeadLetter(id: string, deadLetterId: string): void {
       liveOf(id);
-      deps.dispatcher.flush();
-      const n = Number(deadLetterId);
-      if (!Number.isSafeInteger(n) || !deadLetters.remove(id, n))
+      if (!deps.delivery.deleteDeadLetter(id, deadLetterId))
         throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
       deps.log.info({ subscription: id, deadLetter: deadLetterId }, 'dead letter deleted');
     },

@@ -136,7 +136,14 @@ describe('HERALD_MIN_FREE_BYTES', () => {
       fs.fsyncSync(fd);
       fs.closeSync(fd);
 
-      const refused = await postBinary(gw.url, { source: '/full', id: 'refused' });
+      // Free space is read at most every 100 ms under ingest (and every second otherwise).
+      let refusedId = 'refused';
+      let refused = await postBinary(gw.url, { source: '/full', id: refusedId });
+      for (let i = 0; i < 30 && refused.status !== 503; i++) {
+        await new Promise((r) => setTimeout(r, 100));
+        refusedId = `refused-${i}`;
+        refused = await postBinary(gw.url, { source: '/full', id: refusedId });
+      }
       expect(refused.status).toBe(503);
       expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
       expect(refused.body.code).toBe('storage_full');
@@ -145,7 +152,7 @@ describe('HERALD_MIN_FREE_BYTES', () => {
       expect(ready.status).toBe(503);
       expect(ready.body.checks.log).toMatch(/storage_full/);
       expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
-      expect((await lookupEvent(gw.url, { source: '/full', id: 'refused' })).status).toBe(404);
+      expect((await lookupEvent(gw.url, { source: '/full', id: refusedId })).status).toBe(404);
 
       fs.rmSync(filler);
       await waitFor('ingest to resume', async () => (await postBinary(gw!.url, { source: '/full', id: 'after' })).status === 202);

@@ -4,7 +4,7 @@ import { Webhook } from 'standardwebhooks';
 import ts from 'typescript';
 import { configTable } from '../../src/config';
 import { buildDeliveryRequest } from '../../src/delivery/request';
-import { newSigningSecret } from '../../src/delivery/signing';
+import { newSigningSecret } from '../../src/webhook-policy';
 
 const readme = fs.readFileSync(path.resolve(__dirname, '..', '..', 'README.md'), 'utf8');
 

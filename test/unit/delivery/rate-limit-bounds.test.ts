@@ -1,6 +1,6 @@
 import { createFlowControl } from '../../../src/delivery/flow-control';
 import { rateLimitSchema } from '../../../src/subscriptions/schema';
-import { allowedRate } from '../../../src/delivery/webhook-handshake';
+import { allowedRate } from '../../../src/webhook-policy';
 
 /**
  * Issue 12 §3: a wait for the next token longer than setTimeout's 2^31-1 ms must not fire at once

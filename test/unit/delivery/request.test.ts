@@ -1,7 +1,7 @@
 import { Webhook } from 'standardwebhooks';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import { buildDeliveryRequest, classifyStatus, webhookIdOf, type DeliveryRequestInput } from '../../../src/delivery/request';
-import { newSigningSecret } from '../../../src/delivery/signing';
+import { newSigningSecret } from '../../../src/webhook-policy';
 
 /** One delivery attempt's HTTP request, and what the receiver's status code means. */
 

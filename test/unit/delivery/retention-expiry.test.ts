@@ -2,7 +2,9 @@ import pino from 'pino';
 import { createDispatcher, type Dispatcher } from '../../../src/delivery/dispatcher';
 import type { HttpSender, SendResult } from '../../../src/delivery/http-sender';
 import { openDatabase, type Db } from '../../../src/store/db';
-import { createSubscriptionsService, type SubscriptionsService } from '../../../src/subscriptions/service';
+import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
+import { seekSchema } from '../../../src/subscriptions/seek-schema';
+import { createSubscriptionsService } from '../../../src/subscriptions/service';
 import type { EventStore, ReadPage, StoredEvent } from '../../../src/wal/event-store';
 import { waitFor } from '../../helpers/receiver';
 
@@ -91,8 +93,14 @@ function gateway(db: Db, store: EventStore, sender: HttpSender, opts: { enabled?
   const lines: LogLine[] = [];
   const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
   const dispatcher: Dispatcher = createDispatcher({ store, db, log, sender, ackUrlBase: () => 'http://gw', enabled: opts.enabled });
-  const subscriptions: SubscriptionsService = createSubscriptionsService({ db, store, dispatcher, log });
-  subscriptions.startAll();
+  const service = createSubscriptionsService({ db, store, delivery: dispatcher, log });
+  service.startAll();
+  // Bodies go through the API's schemas first, as the router sends them.
+  const subscriptions = {
+    ...service,
+    create: (body: unknown) => service.create(createSubscriptionSchema.parse(body)),
+    seek: (id: string, body: unknown) => service.seek(id, seekSchema.parse(body)),
+  };
   return {
     dispatcher,
     subscriptions,

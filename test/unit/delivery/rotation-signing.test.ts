@@ -1,6 +1,7 @@
 import { Webhook } from 'standardwebhooks';
 import { buildDeliveryRequest, type DeliveryRequestInput } from '../../../src/delivery/request';
-import { newSigningSecret, previousSecretAt, signWebhook } from '../../../src/delivery/signing';
+import { signWebhook } from '../../../src/delivery/signing';
+import { newSigningSecret, previousSecretAt } from '../../../src/webhook-policy';
 
 /** Secret rotation with overlap, and the subscription's own headers, in the request Herald builds. */
 

@@ -1,7 +1,8 @@
 import { createHmac } from 'node:crypto';
 import fc from 'fast-check';
 import { Webhook, WebhookVerificationError } from 'standardwebhooks';
-import { newSigningSecret, signWebhook } from '../../../src/delivery/signing';
+import { signWebhook } from '../../../src/delivery/signing';
+import { newSigningSecret } from '../../../src/webhook-policy';
 
 /** Standard Webhooks signatures, checked with the reference `standardwebhooks` package. */
 

@@ -5,7 +5,7 @@ import {
   judgeHandshake,
   requestOrigin,
   requestRatePerMinute,
-} from '../../../src/delivery/webhook-handshake';
+} from '../../../src/webhook-policy';
 
 /** CloudEvents http-webhook §4 (abuse protection): the validation request and what answers mean. */
 

@@ -1,7 +1,58 @@
-import { MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from './rate-limit';
 /**
- * The CloudEvents webhook validation handshake (abuse protection), as pure functions: the
- * `OPTIONS` request's headers, and what an answer (or a callback request) means.
+ * Webhook policy: the rules of a subscription's delivery that both sides read. The subscriptions
+ * service applies them to what it stores (defaults, bounds, secrets, consent to a sink's answer);
+ * delivery applies them while it sends. Plain functions and constants that import neither
+ * `subscriptions/` nor `delivery/`, so subscriptions depend on no part of delivery, and delivery on
+ * subscription types only.
+ */
+import { randomBytes } from 'node:crypto';
+
+// ---- Retry and auto-disable ----
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  initialDelayMs: number;
+  maxDelayMs: number;
+  multiplier: number;
+  /** Fraction of the delay randomised either way: 0.2 gives ±20 %. */
+  jitter: number;
+}
+
+export const DEFAULT_RETRY: RetryPolicy = { maxAttempts: 10, initialDelayMs: 1000, maxDelayMs: 300_000, multiplier: 2, jitter: 0.2 };
+
+/** `delivery.disableAfterFailingMs` when a subscription does not give it: 5 days, as Svix. */
+export const DEFAULT_DISABLE_AFTER_FAILING_MS = 432_000_000;
+
+// ---- Rate limits ----
+
+/** The rates a subscription may have: one attempt a day to 100,000 a second. */
+export const MIN_RATE_PER_SECOND = 1 / 86_400;
+export const MAX_RATE_PER_SECOND = 100_000;
+
+// ---- Signing secrets ----
+
+export const SIGNING_SECRET_PREFIX = 'whsec_';
+
+/** A Standard Webhooks signing secret: `whsec_` + base64 of 32 random bytes. */
+export function newSigningSecret(): string {
+  return SIGNING_SECRET_PREFIX + randomBytes(32).toString('base64');
+}
+
+/**
+ * The previous secret while its rotation overlap lasts (`nowMs` before `previousSecretExpiresAt`),
+ * else null. During the overlap a delivery carries both signatures, new first.
+ */
+export function previousSecretAt(
+  s: { previousSecret: string | null; previousSecretExpiresAt: number | null },
+  nowMs: number,
+): string | null {
+  return s.previousSecret !== null && s.previousSecretExpiresAt !== null && nowMs < s.previousSecretExpiresAt ? s.previousSecret : null;
+}
+
+// ---- The CloudEvents webhook validation handshake ----
+/*
+ * The validation handshake (abuse protection), as pure functions: the `OPTIONS` request's headers,
+ * and what an answer (or a callback request) means.
  * @see https://github.com/cloudevents/spec/blob/v1.0.2/cloudevents/http-webhook.md#4-abuse-protection
  */
 

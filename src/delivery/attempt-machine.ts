@@ -1,0 +1,451 @@
+import type { DeadLetterReason } from '../store/dead-letters-repo';
+import type { PendingRow, PendingState } from '../store/delivery-state-repo';
+import type { DeliveryOutcome } from '../metrics';
+import { classifyStatus, type Outcome } from './request';
+import { parseRetryAfter, retryDelayMs, type RetryPolicy } from './retry';
+
+/**
+ * The life cycle of one pending event's delivery attempts, as data (Delivery engine v2 §2):
+ * `transition(state, input, ctx)` returns the next state and the effects the worker performs. Pure:
+ * no I/O, no timers, no clock and no randomness but what `ctx` brings. The rules are `TABLE`, one
+ * cell per phase and input; an input with no cell in the current phase, or naming an attempt that is
+ * not the current one (a stale answer or callback), changes nothing and has no effect.
+ */
+
+/** Where an event's attempts stand while it is pending; the first four are stored (see `ROW_STATE`). */
+export type LivePhase = 'ready' | 'sending' | 'awaiting_ack' | 'scheduled';
+/** How it ended: delivered (or skipped), dead-lettered, let go by retention, or dropped by a seek or a delete. */
+export type EndPhase = 'done' | 'dead' | 'released' | 'dropped';
+export type Phase = LivePhase | EndPhase;
+
+export const PHASES: readonly Phase[] = ['ready', 'sending', 'awaiting_ack', 'scheduled', 'done', 'dead', 'released', 'dropped'];
+
+/** What every phase carries: the attempts so far and the latest one's id and result. */
+interface Attempts {
+  /** Attempts started (the next one is `attempt + 1`). */
+  attempt: number;
+  /** The latest attempt's id (its callback URL); null before the first. */
+  deliveryId: string | null;
+  lastStatus: number | null;
+  lastError: string | null;
+}
+
+/** To be sent: new, or restored from a row `in_flight` at a crash (delivered again, same webhook-id, callbacks still open). */
+export interface Ready extends Attempts {
+  phase: 'ready';
+}
+/** The current attempt's request is open. */
+export interface Sending extends Attempts {
+  phase: 'sending';
+  deliveryId: string;
+  /** Lease asked for by `extend` before the 202 arrived: the lease will not end before it. */
+  leaseFloor: number | null;
+}
+/** Answered 202 (or 2xx under ackMode manual): waits for a callback until `leaseUntil`. */
+export interface AwaitingAck extends Attempts {
+  phase: 'awaiting_ack';
+  leaseUntil: number;
+}
+/** The next attempt is due at `nextAttemptAt` (a retry; after a 410, as soon as the subscription is resumed). */
+export interface Scheduled extends Attempts {
+  phase: 'scheduled';
+  nextAttemptAt: number;
+}
+export interface Done extends Attempts {
+  phase: 'done';
+}
+export interface Dead extends Attempts {
+  phase: 'dead';
+  reason: DeadLetterReason;
+}
+export interface Released extends Attempts {
+  phase: 'released';
+}
+export interface Dropped extends Attempts {
+  phase: 'dropped';
+}
+
+export type AttemptState = Ready | Sending | AwaitingAck | Scheduled | Done | Dead | Released | Dropped;
+type StateOf<P extends Phase> = Extract<AttemptState, { phase: P }>;
+
+/** The `pending_deliveries.state` each live phase is stored as; an ended event has no row. */
+export const ROW_STATE: Readonly<Record<Phase, PendingState | null>> = {
+  ready: 'in_flight',
+  sending: 'in_flight',
+  awaiting_ack: 'awaiting_ack',
+  scheduled: 'scheduled',
+  done: null,
+  dead: null,
+  released: null,
+  dropped: null,
+};
+
+export type CallbackOutcome = 'acked' | 'nacked' | 'rejected' | 'expired' | 'failed' | 'superseded';
+
+export type AttemptInput =
+  /** The worker has a slot and a token and the event: attempt `attempt + 1` starts under a fresh id. */
+  | { kind: 'start'; newAttemptId: string }
+  /** The receiver's answer; `status` null: the request failed (no answer). */
+  | { kind: 'answer'; attemptId: string; status: number | null; retryAfter?: string; error?: string; sinkNotAllowed?: boolean }
+  /** No complete answer within `timeoutMs`. */
+  | { kind: 'timeout'; attemptId: string; error?: string }
+  | { kind: 'ack'; attemptId: string }
+  | { kind: 'nack'; attemptId: string; delayMs?: number }
+  | { kind: 'extend'; attemptId: string; ms: number }
+  | { kind: 'reject'; attemptId: string; reason?: string }
+  | { kind: 'leaseExpired'; attemptId: string }
+  /** The subscription is found paused (or delivery is off) when the attempt comes due: it waits for `resume`. */
+  | { kind: 'pause' }
+  | { kind: 'resume' }
+  /** Loaded from its row at start: its timers are armed again (a lease that ran out meanwhile has failed). */
+  | { kind: 'restore' }
+  /** The partition was moved (its pending events are dropped, not dead-lettered). */
+  | { kind: 'seek' }
+  /** The subscription was deleted. */
+  | { kind: 'delete' }
+  /** Retention deleted the event before it was finished (it is counted as expired). */
+  | { kind: 'expire' }
+  /** The event's record fails its checksum: it can never be delivered. */
+  | { kind: 'corrupt' }
+  /** The event's record is not in the log any more: skipped. */
+  | { kind: 'missing' };
+export type InputKind = AttemptInput['kind'];
+type InputOf<K extends InputKind> = Extract<AttemptInput, { kind: K }>;
+
+export const INPUT_KINDS: readonly InputKind[] = [
+  'start',
+  'answer',
+  'timeout',
+  'ack',
+  'nack',
+  'extend',
+  'reject',
+  'leaseExpired',
+  'pause',
+  'resume',
+  'restore',
+  'seek',
+  'delete',
+  'expire',
+  'corrupt',
+  'missing',
+];
+
+export type AttemptEffect =
+  /** Post attempt `attempt` with id `attemptId` (any timer of the event is cancelled). */
+  | { kind: 'send'; attemptId: string; attempt: number }
+  /** Make `attemptId` a callback id routed to this event. */
+  | { kind: 'openCallback'; attemptId: string }
+  /** Settle a callback id (the first settlement of an id wins; later ones change nothing). */
+  | { kind: 'settle'; attemptId: string; outcome: CallbackOutcome }
+  /** Write the event's row (write-behind). */
+  | { kind: 'persist' }
+  /** (Re)arm the event's timer: at `at` the worker tries to start the next attempt. */
+  | { kind: 'scheduleAt'; at: number }
+  /** (Re)arm the event's timer: at `until` the worker feeds `leaseExpired` for `attemptId`. */
+  | { kind: 'armLease'; attemptId: string; until: number }
+  | { kind: 'clearTimer' }
+  /** The next attempt is due now: the worker starts it once the subscription is active and flow control allows. */
+  | { kind: 'due' }
+  /** Finished: its offset is marked finished and the committed offset moves (a redrive just ends); its row goes. Ends timers. */
+  | { kind: 'commitOffset' }
+  /** Record a dead letter (a `commitOffset` follows). */
+  | { kind: 'deadLetter'; reason: DeadLetterReason }
+  /** Let go without finishing its offset (retention is already past it): its row goes. Ends timers. */
+  | { kind: 'release' }
+  /** Forgotten (a seek or a delete has dealt with its row and position). Ends timers. */
+  | { kind: 'drop' }
+  /** Count a delivery outcome (metrics). */
+  | { kind: 'observe'; outcome: DeliveryOutcome }
+  /** The current attempt was answered, meaning `outcome` (logged). */
+  | { kind: 'answered'; outcome: Outcome | 'error' }
+  /** For auto-disable: the answer was a 2xx, or a failure (410 is neither: it pauses anyway). */
+  | { kind: 'health'; ok: true }
+  | { kind: 'health'; ok: false; error: string }
+  /** The receiver answered 410 Gone: pause the subscription (reason `gone`). */
+  | { kind: 'pauseSubscription' }
+  /** The answer to an `extend`: the lease (or the floor of the lease to come) now ends at `until`. */
+  | { kind: 'extended'; until: number };
+
+export interface AttemptPolicy {
+  retry: RetryPolicy;
+  ackDeadlineMs: number;
+  ackMode: 'auto' | 'manual';
+}
+
+export interface AttemptContext {
+  now: number;
+  policy: AttemptPolicy;
+  /** In [0, 1): the retry backoff's jitter. */
+  random: () => number;
+  /**
+   * Retention has deleted the event (its partition's committed offset is past it): a failure ends in
+   * `released` instead of a retry or a dead letter.
+   */
+  expired?: boolean;
+}
+
+export interface Step {
+  state: AttemptState;
+  effects: AttemptEffect[];
+}
+
+/** A new pending event, before its first attempt. */
+export function initialState(): Ready {
+  return { phase: 'ready', attempt: 0, deliveryId: null, lastStatus: null, lastError: null };
+}
+
+/** The state a stored row stands for (a restart); `restore` then re-arms its timers. */
+export function stateFromRow(row: PendingRow): AttemptState {
+  const attempts: Attempts = { attempt: row.attempt, deliveryId: row.deliveryId, lastStatus: row.lastStatus, lastError: row.lastError };
+  switch (row.state) {
+    case 'in_flight':
+      return { ...attempts, phase: 'ready' };
+    case 'awaiting_ack':
+      return { ...attempts, phase: 'awaiting_ack', leaseUntil: row.leaseUntil ?? 0 };
+    case 'scheduled':
+      return { ...attempts, phase: 'scheduled', nextAttemptAt: row.nextAttemptAt ?? 0 };
+  }
+}
+
+export const isEnded = (state: AttemptState): boolean => ROW_STATE[state.phase] === null;
+
+// ---------------------------------------------------------------------------------------------
+// The cells. Each builds the next state from the fields every phase carries (`attempts`), so no
+// field of one phase (a lease, a due time) is carried into another.
+
+const attempts = (s: AttemptState): Attempts => ({
+  attempt: s.attempt,
+  deliveryId: s.deliveryId,
+  lastStatus: s.lastStatus,
+  lastError: s.lastError,
+});
+
+/** Settles the latest attempt's callback id, when there is one. */
+const settle = (s: Attempts, outcome: CallbackOutcome): AttemptEffect[] =>
+  s.deliveryId === null ? [] : [{ kind: 'settle', attemptId: s.deliveryId, outcome }];
+
+const CORRUPT_RECORD_ERROR = 'the record fails its checksum; it is never delivered';
+
+/** Lets an expired event go: no retry and no dead letter (it is already counted as expired). */
+function release(s: Attempts, before: AttemptEffect[]): Step {
+  const settled = before.some((e) => e.kind === 'settle');
+  return { state: { ...s, phase: 'released' }, effects: [...before, ...(settled ? [] : settle(s, 'superseded')), { kind: 'release' }] };
+}
+
+/** Dead-letters the event (or lets it go when expired); `before` has settled the callback when it had to. */
+function deadLetter(s: Attempts, reason: DeadLetterReason, ctx: AttemptContext, before: AttemptEffect[]): Step {
+  if (ctx.expired) return release(s, before);
+  return {
+    state: { ...s, phase: 'dead', reason },
+    effects: [...before, { kind: 'observe', outcome: 'dead_letter' }, { kind: 'deadLetter', reason }, { kind: 'commitOffset' }],
+  };
+}
+
+/**
+ * A failed attempt: retried after the backoff (or the receiver's `delayMs`), dead-lettered after
+ * `maxAttempts`, let go when expired. `before` has settled the callback; otherwise it settles `failed`.
+ */
+function fail(s: Attempts, error: string, ctx: AttemptContext, before: AttemptEffect[], delayMs?: number): Step {
+  const next: Attempts = { ...s, lastError: error };
+  const effects = before.some((e) => e.kind === 'settle') ? before : [...before, ...settle(next, 'failed')];
+  if (ctx.expired) return release(next, effects);
+  if (next.attempt >= ctx.policy.retry.maxAttempts) return deadLetter(next, 'max_attempts', ctx, effects);
+  const at = ctx.now + retryDelayMs(next.attempt, ctx.policy.retry, { retryAfterMs: delayMs, random: ctx.random });
+  return {
+    state: { ...next, phase: 'scheduled', nextAttemptAt: at },
+    effects: [...effects, { kind: 'persist' }, { kind: 'scheduleAt', at }],
+  };
+}
+
+function start(s: Ready | Scheduled, input: InputOf<'start'>): Step {
+  const attempt = s.attempt + 1;
+  return {
+    state: { ...attempts(s), phase: 'sending', attempt, deliveryId: input.newAttemptId, leaseFloor: null },
+    effects: [
+      ...settle(s, 'superseded'),
+      { kind: 'openCallback', attemptId: input.newAttemptId },
+      { kind: 'persist' },
+      { kind: 'send', attemptId: input.newAttemptId, attempt },
+    ],
+  };
+}
+
+function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step {
+  const { status } = input;
+  const base: Attempts = { ...attempts(s), lastStatus: status };
+  const outcome = status === null ? 'error' : classifyStatus(status, ctx.policy.ackMode);
+  const failure = input.error ?? `HTTP ${status}`;
+  const health: AttemptEffect[] =
+    status !== null && status >= 200 && status < 300
+      ? [{ kind: 'health', ok: true }]
+      : status === 410
+        ? []
+        : [{ kind: 'health', ok: false, error: failure }];
+  const answered: AttemptEffect[] = [{ kind: 'answered', outcome }, ...health];
+  if (input.sinkNotAllowed) {
+    // HERALD_SINK_ALLOW_PRIVATE=false refused the address at connect time: retrying cannot help.
+    const next = { ...base, lastError: input.error ?? 'the sink address is not allowed' };
+    return deadLetter(next, 'sink_not_allowed', ctx, [...answered, ...settle(next, 'failed')]);
+  }
+  switch (outcome) {
+    case 'error':
+      return fail(base, input.error ?? 'request failed', ctx, [...answered, { kind: 'observe', outcome: 'retry' }]);
+    case 'done':
+      return {
+        state: { ...base, phase: 'done', lastError: null },
+        effects: [...answered, { kind: 'observe', outcome: 'delivered' }, ...settle(base, 'acked'), { kind: 'commitOffset' }],
+      };
+    case 'await_ack': {
+      const leaseUntil = Math.max(ctx.now + ctx.policy.ackDeadlineMs, s.leaseFloor ?? 0);
+      return {
+        state: { ...base, phase: 'awaiting_ack', leaseUntil },
+        effects: [...answered, { kind: 'armLease', attemptId: s.deliveryId, until: leaseUntil }, { kind: 'persist' }],
+      };
+    }
+    case 'gone': {
+      // Keeps the event: it is tried again as soon as the subscription is resumed (no timer until then).
+      const next = { ...base, lastError: input.error ?? 'subscriber answered 410 Gone' };
+      return {
+        state: { ...next, phase: 'scheduled', nextAttemptAt: ctx.now },
+        effects: [
+          ...answered,
+          { kind: 'observe', outcome: 'gone' },
+          ...settle(next, 'failed'),
+          { kind: 'persist' },
+          { kind: 'pauseSubscription' },
+        ],
+      };
+    }
+    case 'retry': {
+      // Retry-After means "come back later" only on 429 and 503 (RFC 9110 §10.2.3); other statuses use the backoff.
+      const retryAfter = status === 429 || status === 503 ? input.retryAfter : undefined;
+      return fail(base, failure, ctx, [...answered, { kind: 'observe', outcome: 'retry' }], parseRetryAfter(retryAfter, ctx.now));
+    }
+    case 'dead': {
+      const next = { ...base, lastError: failure };
+      return deadLetter(next, 'rejected_status', ctx, [...answered, ...settle(next, 'failed')]);
+    }
+  }
+}
+
+function timeout(s: Sending, input: InputOf<'timeout'>, ctx: AttemptContext): Step {
+  const base: Attempts = { ...attempts(s), lastStatus: null };
+  const answered: AttemptEffect[] = [
+    { kind: 'answered', outcome: 'error' },
+    { kind: 'health', ok: false, error: input.error ?? 'HTTP null' },
+    { kind: 'observe', outcome: 'timeout' },
+  ];
+  return fail(base, input.error ?? 'request failed', ctx, answered);
+}
+
+/** A callback for the current attempt (ready after a restart, sending, or awaiting its ack). */
+type Open = Ready | Sending | AwaitingAck;
+
+function ack(s: Open): Step {
+  const base = { ...attempts(s), lastError: null };
+  return {
+    state: { ...base, phase: 'done' },
+    effects: [...settle(s, 'acked'), { kind: 'observe', outcome: 'acked' }, { kind: 'commitOffset' }],
+  };
+}
+
+function nack(s: Open, input: InputOf<'nack'>, ctx: AttemptContext): Step {
+  return fail(
+    attempts(s),
+    'negatively acknowledged by the receiver',
+    ctx,
+    [...settle(s, 'nacked'), { kind: 'observe', outcome: 'nacked' }],
+    input.delayMs,
+  );
+}
+
+function reject(s: Open, input: InputOf<'reject'>, ctx: AttemptContext): Step {
+  const next = { ...attempts(s), lastError: input.reason ?? 'rejected by the receiver' };
+  return deadLetter(next, 'receiver_rejected', ctx, [...settle(s, 'rejected'), { kind: 'observe', outcome: 'rejected' }]);
+}
+
+/** Extending never shortens a lease. Before the 202 it sets the lease's floor; before the request (a restart) it holds nothing. */
+function extend(s: Open, input: InputOf<'extend'>, ctx: AttemptContext): Step {
+  const asked = ctx.now + input.ms;
+  switch (s.phase) {
+    case 'ready':
+      return { state: s, effects: [{ kind: 'extended', until: asked }] };
+    case 'sending': {
+      const until = Math.max(asked, s.leaseFloor ?? 0);
+      return { state: { ...s, leaseFloor: until }, effects: [{ kind: 'extended', until }] };
+    }
+    case 'awaiting_ack': {
+      const until = Math.max(asked, s.leaseUntil);
+      return {
+        state: { ...s, leaseUntil: until },
+        effects: [{ kind: 'armLease', attemptId: input.attemptId, until }, { kind: 'persist' }, { kind: 'extended', until }],
+      };
+    }
+  }
+}
+
+function leaseExpired(s: AwaitingAck, _input: InputOf<'leaseExpired'>, ctx: AttemptContext): Step {
+  const error = `no acknowledgement within the lease (ackDeadlineMs=${ctx.policy.ackDeadlineMs})`;
+  return fail(attempts(s), error, ctx, [...settle(s, 'expired'), { kind: 'observe', outcome: 'lease_expired' }]);
+}
+
+/** After a restart: a lease still running is armed again; one that ran out meanwhile is a failed attempt. */
+function restoreLease(s: AwaitingAck, _input: InputOf<'restore'>, ctx: AttemptContext): Step {
+  if (s.deliveryId !== null && s.leaseUntil > ctx.now) {
+    return { state: s, effects: [{ kind: 'armLease', attemptId: s.deliveryId, until: s.leaseUntil }] };
+  }
+  return fail(attempts(s), 'ack lease ran out while the gateway was down', ctx, settle(s, 'expired'));
+}
+
+const armRetry = (s: Scheduled): Step => ({ state: s, effects: [{ kind: 'scheduleAt', at: s.nextAttemptAt }] });
+
+const due = (s: Ready): Step => ({ state: s, effects: [{ kind: 'due' }] });
+
+const pause = (s: Scheduled): Step => ({ state: s, effects: [{ kind: 'clearTimer' }] });
+
+const expire = (s: Ready | Scheduled): Step => release(attempts(s), []);
+
+const corrupt = (s: Ready | Scheduled, _input: InputOf<'corrupt'>, ctx: AttemptContext): Step => {
+  const next = { ...attempts(s), lastError: CORRUPT_RECORD_ERROR };
+  return deadLetter(next, 'corrupt_record', ctx, settle(next, 'failed'));
+};
+
+const missing = (s: Ready | Scheduled): Step => ({
+  state: { ...attempts(s), phase: 'done' },
+  effects: [...settle(s, 'superseded'), { kind: 'commitOffset' }],
+});
+
+const seek = (s: AttemptState): Step => ({
+  state: { ...attempts(s), phase: 'dropped' },
+  effects: [...settle(s, 'superseded'), { kind: 'drop' }],
+});
+
+/** The dispatcher forgets a deleted subscription's callback ids itself (they answer 404 after it). */
+const remove = (s: AttemptState): Step => ({ state: { ...attempts(s), phase: 'dropped' }, effects: [{ kind: 'drop' }] });
+
+type Cell<P extends Phase, K extends InputKind> = (state: StateOf<P>, input: InputOf<K>, ctx: AttemptContext) => Step;
+type Row<P extends Phase> = { readonly [K in InputKind]?: Cell<P, K> };
+type Table = { readonly [P in Phase]: Row<P> };
+
+/**
+ * The legal transitions: phase × input. A missing cell is an input that means nothing in that phase
+ * (an answer while nothing is sent, a callback once the event has ended, a lease expiry after an ack).
+ */
+export const TABLE: Table = {
+  ready: { start, resume: due, ack, nack, extend, reject, expire, corrupt, missing, seek, delete: remove },
+  sending: { answer, timeout, ack, nack, extend, reject, seek, delete: remove },
+  awaiting_ack: { ack, nack, extend, reject, leaseExpired, restore: restoreLease, seek, delete: remove },
+  scheduled: { start, resume: armRetry, restore: armRetry, pause, expire, corrupt, missing, seek, delete: remove },
+  done: {},
+  dead: {},
+  released: {},
+  dropped: {},
+};
+
+export function transition(state: AttemptState, input: AttemptInput, ctx: AttemptContext): Step {
+  const cell = TABLE[state.phase][input.kind] as Cell<Phase, InputKind> | undefined;
+  // A stale answer or callback: for an attempt that is not the current one.
+  if (cell === undefined || ('attemptId' in input && input.attemptId !== state.deliveryId)) return { state, effects: [] };
+  return cell(state, input, ctx);
+}

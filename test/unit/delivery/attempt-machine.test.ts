@@ -1,0 +1,456 @@
+import {
+  INPUT_KINDS,
+  PHASES,
+  ROW_STATE,
+  TABLE,
+  initialState,
+  stateFromRow,
+  transition,
+  type AttemptContext,
+  type AttemptEffect,
+  type AttemptInput,
+  type AttemptPolicy,
+  type AttemptState,
+  type InputKind,
+  type Phase,
+} from '../../../src/delivery/attempt-machine';
+
+/**
+ * The attempt life cycle as a table (Delivery engine v2 §2): every legal cell (phase × input) with
+ * the state and effects it leads to, and every other cell, or a stale attempt id, changing nothing.
+ */
+
+const NOW = 1_000_000;
+const policy: AttemptPolicy = {
+  retry: { maxAttempts: 3, initialDelayMs: 1000, maxDelayMs: 60_000, multiplier: 2, jitter: 0.5 },
+  ackDeadlineMs: 30_000,
+  ackMode: 'auto',
+};
+/** random 0.5 puts the jitter at 0: the first retry comes exactly initialDelayMs later. */
+const ctx = (over: Partial<AttemptContext> = {}): AttemptContext => ({ now: NOW, policy, random: () => 0.5, ...over });
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const v of Object.values(value)) deepFreeze(v);
+    Object.freeze(value);
+  }
+  return value;
+}
+
+// One state per phase (frozen: `transition` must never change the state it is given).
+const ready = deepFreeze<AttemptState>(initialState());
+/** Restored from a row `in_flight` at a crash: attempt 1's callback id is still open. */
+const restored = deepFreeze<AttemptState>({ phase: 'ready', attempt: 1, deliveryId: 'dlv_1', lastStatus: null, lastError: null });
+const sending = deepFreeze<AttemptState>({
+  phase: 'sending',
+  attempt: 1,
+  deliveryId: 'dlv_1',
+  leaseFloor: null,
+  lastStatus: null,
+  lastError: null,
+});
+const awaiting = deepFreeze<AttemptState>({
+  phase: 'awaiting_ack',
+  attempt: 1,
+  deliveryId: 'dlv_1',
+  leaseUntil: NOW + 30_000,
+  lastStatus: 202,
+  lastError: null,
+});
+const scheduled = deepFreeze<AttemptState>({
+  phase: 'scheduled',
+  attempt: 1,
+  deliveryId: 'dlv_1',
+  nextAttemptAt: NOW + 500,
+  lastStatus: 500,
+  lastError: 'HTTP 500',
+});
+const ended = (phase: 'done' | 'released' | 'dropped'): AttemptState =>
+  deepFreeze({ phase, attempt: 1, deliveryId: 'dlv_1', lastStatus: 204, lastError: null });
+const dead = deepFreeze<AttemptState>({
+  phase: 'dead',
+  reason: 'rejected_status',
+  attempt: 1,
+  deliveryId: 'dlv_1',
+  lastStatus: 400,
+  lastError: 'HTTP 400',
+});
+const SAMPLE: Record<Phase, AttemptState> = {
+  ready: restored,
+  sending,
+  awaiting_ack: awaiting,
+  scheduled,
+  done: ended('done'),
+  dead,
+  released: ended('released'),
+  dropped: ended('dropped'),
+};
+
+/** Attempt 1 (`dlv_1`) state fields after an answer or callback, for the expected states. */
+const was = (over: Partial<AttemptState> = {}) => ({ attempt: 1, deliveryId: 'dlv_1', lastStatus: null, lastError: null, ...over });
+const retryAt = (at: number, lastError: string, lastStatus: number | null = null) =>
+  ({ phase: 'scheduled', nextAttemptAt: at, ...was({ lastStatus, lastError }) }) as const;
+const settle = (outcome: string, attemptId = 'dlv_1'): AttemptEffect => ({ kind: 'settle', attemptId, outcome }) as AttemptEffect;
+const observe = (outcome: string): AttemptEffect => ({ kind: 'observe', outcome }) as AttemptEffect;
+const retryEffects = (at: number): AttemptEffect[] => [{ kind: 'persist' }, { kind: 'scheduleAt', at }];
+const deadEffects = (reason: string): AttemptEffect[] => [
+  observe('dead_letter'),
+  { kind: 'deadLetter', reason } as AttemptEffect,
+  { kind: 'commitOffset' },
+];
+const answered = (outcome: string, health: 'ok' | string | null): AttemptEffect[] => [
+  { kind: 'answered', outcome } as AttemptEffect,
+  ...(health === null
+    ? []
+    : health === 'ok'
+      ? [{ kind: 'health', ok: true } as const]
+      : [{ kind: 'health', ok: false, error: health } as const]),
+];
+const atMax = (s: AttemptState): AttemptState => deepFreeze({ ...s, attempt: 3 });
+
+interface Row {
+  name: string;
+  from: AttemptState;
+  input: AttemptInput;
+  ctx?: Partial<AttemptContext>;
+  to: object;
+  effects: AttemptEffect[];
+}
+
+const answer = (status: number | null, more: Partial<Extract<AttemptInput, { kind: 'answer' }>> = {}): AttemptInput => ({
+  kind: 'answer',
+  attemptId: 'dlv_1',
+  status,
+  ...more,
+});
+
+// prettier-ignore
+const LEGAL: Row[] = [
+  // ready: new, or restored in flight
+  { name: 'a new event starts attempt 1', from: ready, input: { kind: 'start', newAttemptId: 'dlv_2' },
+    to: { phase: 'sending', attempt: 1, deliveryId: 'dlv_2', leaseFloor: null, lastStatus: null, lastError: null },
+    effects: [{ kind: 'openCallback', attemptId: 'dlv_2' }, { kind: 'persist' }, { kind: 'send', attemptId: 'dlv_2', attempt: 1 }] },
+  { name: 'a restored event starts attempt 2, superseding attempt 1', from: restored, input: { kind: 'start', newAttemptId: 'dlv_2' },
+    to: { phase: 'sending', attempt: 2, deliveryId: 'dlv_2', leaseFloor: null, lastStatus: null, lastError: null },
+    effects: [settle('superseded'), { kind: 'openCallback', attemptId: 'dlv_2' }, { kind: 'persist' }, { kind: 'send', attemptId: 'dlv_2', attempt: 2 }] },
+  { name: 'resume makes it due', from: restored, input: { kind: 'resume' }, to: restored, effects: [{ kind: 'due' }] },
+  { name: 'ack of the restored attempt', from: restored, input: { kind: 'ack', attemptId: 'dlv_1' },
+    to: { phase: 'done', ...was() }, effects: [settle('acked'), observe('acked'), { kind: 'commitOffset' }] },
+  { name: 'nack of the restored attempt', from: restored, input: { kind: 'nack', attemptId: 'dlv_1' },
+    to: retryAt(NOW + 1000, 'negatively acknowledged by the receiver'), effects: [settle('nacked'), observe('nacked'), ...retryEffects(NOW + 1000)] },
+  { name: 'extend before the request holds nothing', from: restored, input: { kind: 'extend', attemptId: 'dlv_1', ms: 5000 },
+    to: restored, effects: [{ kind: 'extended', until: NOW + 5000 }] },
+  { name: 'reject of the restored attempt', from: restored, input: { kind: 'reject', attemptId: 'dlv_1', reason: 'no' },
+    to: { phase: 'dead', reason: 'receiver_rejected', ...was({ lastError: 'no' }) },
+    effects: [settle('rejected'), observe('rejected'), ...deadEffects('receiver_rejected')] },
+  { name: 'expire lets it go', from: restored, input: { kind: 'expire' }, ctx: { expired: true },
+    to: { phase: 'released', ...was() }, effects: [settle('superseded'), { kind: 'release' }] },
+  { name: 'a corrupt record is dead-lettered', from: ready, input: { kind: 'corrupt' },
+    to: { phase: 'dead', reason: 'corrupt_record', attempt: 0, deliveryId: null, lastStatus: null, lastError: 'the record fails its checksum; it is never delivered' },
+    effects: deadEffects('corrupt_record') },
+  { name: 'a missing record is skipped', from: ready, input: { kind: 'missing' },
+    to: { phase: 'done', attempt: 0, deliveryId: null, lastStatus: null, lastError: null }, effects: [{ kind: 'commitOffset' }] },
+  { name: 'seek drops it', from: restored, input: { kind: 'seek' }, to: { phase: 'dropped', ...was() }, effects: [settle('superseded'), { kind: 'drop' }] },
+  { name: 'delete drops it', from: restored, input: { kind: 'delete' }, to: { phase: 'dropped', ...was() }, effects: [{ kind: 'drop' }] },
+
+  // sending: the request of attempt 1 is open
+  { name: '2xx delivers', from: sending, input: answer(204),
+    to: { phase: 'done', ...was({ lastStatus: 204 }) },
+    effects: [...answered('done', 'ok'), observe('delivered'), settle('acked'), { kind: 'commitOffset' }] },
+  { name: '202 awaits the ack under a lease', from: sending, input: answer(202),
+    to: { phase: 'awaiting_ack', leaseUntil: NOW + 30_000, ...was({ lastStatus: 202 }) },
+    effects: [...answered('await_ack', 'ok'), { kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }, { kind: 'persist' }] },
+  { name: '200 under ackMode manual awaits the ack', from: sending, input: answer(200), ctx: { policy: { ...policy, ackMode: 'manual' } },
+    to: { phase: 'awaiting_ack', leaseUntil: NOW + 30_000, ...was({ lastStatus: 200 }) },
+    effects: [...answered('await_ack', 'ok'), { kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }, { kind: 'persist' }] },
+  { name: '202 after an early extend keeps the longer lease', from: deepFreeze({ ...sending, leaseFloor: NOW + 90_000 }), input: answer(202),
+    to: { phase: 'awaiting_ack', leaseUntil: NOW + 90_000, ...was({ lastStatus: 202 }) },
+    effects: [...answered('await_ack', 'ok'), { kind: 'armLease', attemptId: 'dlv_1', until: NOW + 90_000 }, { kind: 'persist' }] },
+  { name: '410 keeps the event for the resume and pauses', from: sending, input: answer(410),
+    to: { phase: 'scheduled', nextAttemptAt: NOW, ...was({ lastStatus: 410, lastError: 'subscriber answered 410 Gone' }) },
+    effects: [...answered('gone', null), observe('gone'), settle('failed'), { kind: 'persist' }, { kind: 'pauseSubscription' }] },
+  { name: '500 retries after the backoff', from: sending, input: answer(500, { error: 'boom' }),
+    to: retryAt(NOW + 1000, 'boom', 500), effects: [...answered('retry', 'boom'), observe('retry'), settle('failed'), ...retryEffects(NOW + 1000)] },
+  { name: 'the backoff is jittered by ctx.random', from: sending, input: answer(500), ctx: { random: () => 0 },
+    to: retryAt(NOW + 500, 'HTTP 500', 500), effects: [...answered('retry', 'HTTP 500'), observe('retry'), settle('failed'), ...retryEffects(NOW + 500)] },
+  { name: '503 honours Retry-After', from: sending, input: answer(503, { retryAfter: '7' }),
+    to: retryAt(NOW + 7000, 'HTTP 503', 503), effects: [...answered('retry', 'HTTP 503'), observe('retry'), settle('failed'), ...retryEffects(NOW + 7000)] },
+  { name: '429 Retry-After is capped at maxDelayMs', from: sending, input: answer(429, { retryAfter: '3600' }),
+    to: retryAt(NOW + 60_000, 'HTTP 429', 429), effects: [...answered('retry', 'HTTP 429'), observe('retry'), settle('failed'), ...retryEffects(NOW + 60_000)] },
+  { name: '500 ignores Retry-After', from: sending, input: answer(500, { retryAfter: '7' }),
+    to: retryAt(NOW + 1000, 'HTTP 500', 500), effects: [...answered('retry', 'HTTP 500'), observe('retry'), settle('failed'), ...retryEffects(NOW + 1000)] },
+  { name: '500 of the last attempt dead-letters', from: atMax(sending), input: answer(500),
+    to: { phase: 'dead', reason: 'max_attempts', ...was({ attempt: 3, lastStatus: 500, lastError: 'HTTP 500' }) },
+    effects: [...answered('retry', 'HTTP 500'), observe('retry'), settle('failed'), ...deadEffects('max_attempts')] },
+  { name: '500 for an expired event lets it go', from: sending, input: answer(500), ctx: { expired: true },
+    to: { phase: 'released', ...was({ lastStatus: 500, lastError: 'HTTP 500' }) },
+    effects: [...answered('retry', 'HTTP 500'), observe('retry'), settle('failed'), { kind: 'release' }] },
+  { name: '400 dead-letters', from: sending, input: answer(400),
+    to: { phase: 'dead', reason: 'rejected_status', ...was({ lastStatus: 400, lastError: 'HTTP 400' }) },
+    effects: [...answered('dead', 'HTTP 400'), settle('failed'), ...deadEffects('rejected_status')] },
+  { name: '400 for an expired event lets it go, no dead letter', from: sending, input: answer(400), ctx: { expired: true },
+    to: { phase: 'released', ...was({ lastStatus: 400, lastError: 'HTTP 400' }) },
+    effects: [...answered('dead', 'HTTP 400'), settle('failed'), { kind: 'release' }] },
+  { name: 'a failed request retries', from: sending, input: answer(null, { error: 'ECONNREFUSED' }),
+    to: retryAt(NOW + 1000, 'ECONNREFUSED'), effects: [...answered('error', 'ECONNREFUSED'), observe('retry'), settle('failed'), ...retryEffects(NOW + 1000)] },
+  { name: 'a refused sink address dead-letters', from: sending, input: answer(null, { sinkNotAllowed: true }),
+    to: { phase: 'dead', reason: 'sink_not_allowed', ...was({ lastError: 'the sink address is not allowed' }) },
+    effects: [...answered('error', 'HTTP null'), settle('failed'), ...deadEffects('sink_not_allowed')] },
+  { name: 'a timeout retries', from: sending, input: { kind: 'timeout', attemptId: 'dlv_1', error: 'timed out' },
+    to: retryAt(NOW + 1000, 'timed out'), effects: [...answered('error', 'timed out'), observe('timeout'), settle('failed'), ...retryEffects(NOW + 1000)] },
+  { name: 'ack while the request is open', from: sending, input: { kind: 'ack', attemptId: 'dlv_1' },
+    to: { phase: 'done', ...was() }, effects: [settle('acked'), observe('acked'), { kind: 'commitOffset' }] },
+  { name: 'nack while the request is open retries after delayMs', from: sending, input: { kind: 'nack', attemptId: 'dlv_1', delayMs: 250 },
+    to: retryAt(NOW + 250, 'negatively acknowledged by the receiver'), effects: [settle('nacked'), observe('nacked'), ...retryEffects(NOW + 250)] },
+  { name: 'extend before the 202 sets the lease floor', from: sending, input: { kind: 'extend', attemptId: 'dlv_1', ms: 5000 },
+    to: { ...sending, leaseFloor: NOW + 5000 }, effects: [{ kind: 'extended', until: NOW + 5000 }] },
+  { name: 'extend never lowers the lease floor', from: deepFreeze({ ...sending, leaseFloor: NOW + 9000 }), input: { kind: 'extend', attemptId: 'dlv_1', ms: 1 },
+    to: { ...sending, leaseFloor: NOW + 9000 }, effects: [{ kind: 'extended', until: NOW + 9000 }] },
+  { name: 'reject while the request is open', from: sending, input: { kind: 'reject', attemptId: 'dlv_1' },
+    to: { phase: 'dead', reason: 'receiver_rejected', ...was({ lastError: 'rejected by the receiver' }) },
+    effects: [settle('rejected'), observe('rejected'), ...deadEffects('receiver_rejected')] },
+  { name: 'seek drops an open attempt', from: sending, input: { kind: 'seek' }, to: { phase: 'dropped', ...was() }, effects: [settle('superseded'), { kind: 'drop' }] },
+  { name: 'delete drops an open attempt', from: sending, input: { kind: 'delete' }, to: { phase: 'dropped', ...was() }, effects: [{ kind: 'drop' }] },
+
+  // awaiting_ack: answered 202, leased until NOW + 30 s
+  { name: 'ack finishes', from: awaiting, input: { kind: 'ack', attemptId: 'dlv_1' },
+    to: { phase: 'done', ...was({ lastStatus: 202 }) }, effects: [settle('acked'), observe('acked'), { kind: 'commitOffset' }] },
+  { name: 'nack retries on the backoff', from: awaiting, input: { kind: 'nack', attemptId: 'dlv_1' },
+    to: retryAt(NOW + 1000, 'negatively acknowledged by the receiver', 202), effects: [settle('nacked'), observe('nacked'), ...retryEffects(NOW + 1000)] },
+  { name: 'nack of the last attempt dead-letters', from: atMax(awaiting), input: { kind: 'nack', attemptId: 'dlv_1' },
+    to: { phase: 'dead', reason: 'max_attempts', ...was({ attempt: 3, lastStatus: 202, lastError: 'negatively acknowledged by the receiver' }) },
+    effects: [settle('nacked'), observe('nacked'), ...deadEffects('max_attempts')] },
+  { name: 'extend moves the lease', from: awaiting, input: { kind: 'extend', attemptId: 'dlv_1', ms: 60_000 },
+    to: { ...awaiting, leaseUntil: NOW + 60_000 },
+    effects: [{ kind: 'armLease', attemptId: 'dlv_1', until: NOW + 60_000 }, { kind: 'persist' }, { kind: 'extended', until: NOW + 60_000 }] },
+  { name: 'extend never shortens the lease', from: awaiting, input: { kind: 'extend', attemptId: 'dlv_1', ms: 1 },
+    to: awaiting, effects: [{ kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }, { kind: 'persist' }, { kind: 'extended', until: NOW + 30_000 }] },
+  { name: 'reject dead-letters', from: awaiting, input: { kind: 'reject', attemptId: 'dlv_1', reason: 'schema mismatch' },
+    to: { phase: 'dead', reason: 'receiver_rejected', ...was({ lastStatus: 202, lastError: 'schema mismatch' }) },
+    effects: [settle('rejected'), observe('rejected'), ...deadEffects('receiver_rejected')] },
+  { name: 'reject of an expired event lets it go', from: awaiting, input: { kind: 'reject', attemptId: 'dlv_1' }, ctx: { expired: true },
+    to: { phase: 'released', ...was({ lastStatus: 202, lastError: 'rejected by the receiver' }) },
+    effects: [settle('rejected'), observe('rejected'), { kind: 'release' }] },
+  { name: 'the lease runs out: retry', from: awaiting, input: { kind: 'leaseExpired', attemptId: 'dlv_1' },
+    to: retryAt(NOW + 1000, 'no acknowledgement within the lease (ackDeadlineMs=30000)', 202),
+    effects: [settle('expired'), observe('lease_expired'), ...retryEffects(NOW + 1000)] },
+  { name: 'a running lease is armed again at restore', from: awaiting, input: { kind: 'restore' },
+    to: awaiting, effects: [{ kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }] },
+  { name: 'a lease that ran out while down fails at restore', from: awaiting, input: { kind: 'restore' }, ctx: { now: NOW + 30_000 },
+    to: retryAt(NOW + 31_000, 'ack lease ran out while the gateway was down', 202), effects: [settle('expired'), ...retryEffects(NOW + 31_000)] },
+  { name: 'seek drops an awaited attempt', from: awaiting, input: { kind: 'seek' },
+    to: { phase: 'dropped', ...was({ lastStatus: 202 }) }, effects: [settle('superseded'), { kind: 'drop' }] },
+  { name: 'delete drops an awaited attempt', from: awaiting, input: { kind: 'delete' }, to: { phase: 'dropped', ...was({ lastStatus: 202 }) }, effects: [{ kind: 'drop' }] },
+
+  // scheduled: attempt 1 failed, attempt 2 due at NOW + 500
+  { name: 'the retry starts attempt 2', from: scheduled, input: { kind: 'start', newAttemptId: 'dlv_2' },
+    to: { phase: 'sending', attempt: 2, deliveryId: 'dlv_2', leaseFloor: null, lastStatus: 500, lastError: 'HTTP 500' },
+    effects: [settle('superseded'), { kind: 'openCallback', attemptId: 'dlv_2' }, { kind: 'persist' }, { kind: 'send', attemptId: 'dlv_2', attempt: 2 }] },
+  { name: 'resume arms the retry again', from: scheduled, input: { kind: 'resume' }, to: scheduled, effects: [{ kind: 'scheduleAt', at: NOW + 500 }] },
+  { name: 'restore arms the retry', from: scheduled, input: { kind: 'restore' }, to: scheduled, effects: [{ kind: 'scheduleAt', at: NOW + 500 }] },
+  { name: 'due while paused: waits for resume', from: scheduled, input: { kind: 'pause' }, to: scheduled, effects: [{ kind: 'clearTimer' }] },
+  { name: 'expire lets a scheduled retry go', from: scheduled, input: { kind: 'expire' }, ctx: { expired: true },
+    to: { phase: 'released', ...was({ lastStatus: 500, lastError: 'HTTP 500' }) }, effects: [settle('superseded'), { kind: 'release' }] },
+  { name: 'a record found corrupt at the retry', from: scheduled, input: { kind: 'corrupt' },
+    to: { phase: 'dead', reason: 'corrupt_record', ...was({ lastStatus: 500, lastError: 'the record fails its checksum; it is never delivered' }) },
+    effects: [settle('failed'), ...deadEffects('corrupt_record')] },
+  { name: 'a record missing at the retry', from: scheduled, input: { kind: 'missing' },
+    to: { phase: 'done', ...was({ lastStatus: 500, lastError: 'HTTP 500' }) }, effects: [settle('superseded'), { kind: 'commitOffset' }] },
+  { name: 'seek drops a scheduled retry', from: scheduled, input: { kind: 'seek' },
+    to: { phase: 'dropped', ...was({ lastStatus: 500, lastError: 'HTTP 500' }) }, effects: [settle('superseded'), { kind: 'drop' }] },
+  { name: 'delete drops a scheduled retry', from: scheduled, input: { kind: 'delete' },
+    to: { phase: 'dropped', ...was({ lastStatus: 500, lastError: 'HTTP 500' }) }, effects: [{ kind: 'drop' }] },
+];
+
+const cell = (phase: Phase, kind: InputKind) => `${phase} × ${kind}`;
+const tableCells = PHASES.flatMap((phase) => Object.keys(TABLE[phase]).map((kind) => cell(phase, kind as InputKind)));
+const legalCells = new Set(LEGAL.map((r) => cell(r.from.phase, r.input.kind)));
+
+/** An input of each kind, naming the current attempt of `state` (so only its phase can make it illegal). */
+function sampleInput(kind: InputKind, state: AttemptState): AttemptInput {
+  const attemptId = state.deliveryId ?? 'dlv_1';
+  switch (kind) {
+    case 'start':
+      return { kind, newAttemptId: 'dlv_9' };
+    case 'answer':
+      return { kind, attemptId, status: 204 };
+    case 'nack':
+      return { kind, attemptId, delayMs: 0 };
+    case 'extend':
+      return { kind, attemptId, ms: 1000 };
+    case 'timeout':
+    case 'ack':
+    case 'reject':
+    case 'leaseExpired':
+      return { kind, attemptId };
+    default:
+      return { kind };
+  }
+}
+
+describe('attempt machine: legal transitions', () => {
+  it.each(LEGAL)('$from.phase × $input.kind: $name', ({ from, input, ctx: over, to, effects }) => {
+    const step = transition(from, input, ctx(over));
+    expect(step.state).toEqual(to);
+    expect(step.effects).toEqual(effects);
+    if (step.state.phase !== from.phase) expect(step.state).not.toBe(from);
+  });
+
+  it('covers every cell of the table, and the table has no cell this test does not list', () => {
+    expect([...legalCells].sort()).toEqual([...tableCells].sort());
+  });
+
+  it('stores each live phase as the pending state its row has always meant', () => {
+    expect(ROW_STATE).toEqual({
+      ready: 'in_flight',
+      sending: 'in_flight',
+      awaiting_ack: 'awaiting_ack',
+      scheduled: 'scheduled',
+      done: null,
+      dead: null,
+      released: null,
+      dropped: null,
+    });
+    const row = {
+      partition: 0,
+      offset: 5,
+      attempt: 2,
+      deliveryId: 'dlv_x',
+      previousOffset: 3,
+      redrive: false,
+      lastStatus: 202,
+      lastError: null,
+    };
+    expect(stateFromRow({ ...row, state: 'in_flight', nextAttemptAt: null, leaseUntil: null })).toEqual({
+      phase: 'ready',
+      attempt: 2,
+      deliveryId: 'dlv_x',
+      lastStatus: 202,
+      lastError: null,
+    });
+    expect(stateFromRow({ ...row, state: 'awaiting_ack', nextAttemptAt: null, leaseUntil: 77 })).toMatchObject({
+      phase: 'awaiting_ack',
+      leaseUntil: 77,
+    });
+    expect(stateFromRow({ ...row, state: 'scheduled', nextAttemptAt: 88, leaseUntil: null })).toMatchObject({
+      phase: 'scheduled',
+      nextAttemptAt: 88,
+    });
+  });
+});
+
+describe('attempt machine: inputs that change nothing', () => {
+  const illegal = PHASES.flatMap((phase) =>
+    INPUT_KINDS.filter((kind) => !legalCells.has(cell(phase, kind))).map((kind) => ({ phase, kind, name: cell(phase, kind) })),
+  );
+
+  it('leaves out some cells in every phase, and every input kind in some phase', () => {
+    expect(illegal.length).toBe(PHASES.length * INPUT_KINDS.length - legalCells.size);
+    for (const phase of ['done', 'dead', 'released', 'dropped'] as const) {
+      expect(illegal.filter((c) => c.phase === phase)).toHaveLength(INPUT_KINDS.length);
+    }
+  });
+
+  it.each(illegal)('$name', ({ phase, kind }) => {
+    const state = SAMPLE[phase];
+    for (const expired of [false, true]) {
+      const step = transition(state, sampleInput(kind, state), ctx({ expired }));
+      expect(step.state).toBe(state);
+      expect(step.effects).toEqual([]);
+    }
+  });
+
+  const withAttemptId = LEGAL.filter((r) => 'attemptId' in r.input);
+  it.each(withAttemptId)('a stale attempt id: $from.phase × $input.kind ($name)', ({ from, input, ctx: over }) => {
+    const step = transition(from, { ...input, attemptId: 'dlv_0' } as AttemptInput, ctx(over));
+    expect(step.state).toBe(from);
+    expect(step.effects).toEqual([]);
+  });
+});
+
+describe('attempt machine: the named cases', () => {
+  /** Feeds inputs in turn, returning the final state and every step's effects. */
+  function run(from: AttemptState, ...inputs: AttemptInput[]) {
+    let state = from;
+    const effects: AttemptEffect[][] = [];
+    for (const input of inputs) {
+      const step = transition(state, input, ctx());
+      state = step.state;
+      effects.push(step.effects);
+    }
+    return { state, effects };
+  }
+
+  it('a stale answer: attempt 1 answers after a nack started attempt 2, and attempt 2 stays open', () => {
+    const { state, effects } = run(
+      sending,
+      { kind: 'nack', attemptId: 'dlv_1', delayMs: 0 },
+      { kind: 'start', newAttemptId: 'dlv_2' },
+      answer(204), // attempt 1's request, still open at the nack, answers now
+    );
+    expect(state).toEqual({
+      phase: 'sending',
+      attempt: 2,
+      deliveryId: 'dlv_2',
+      leaseFloor: null,
+      lastStatus: null,
+      lastError: 'negatively acknowledged by the receiver',
+    });
+    expect(effects[2]).toEqual([]);
+    // Attempt 2's request is still open: a resume does not start attempt 3 (the bug the old `sending` flag had).
+    expect(transition(state, { kind: 'resume' }, ctx())).toEqual({ state, effects: [] });
+    expect(run(state, answer(204, { attemptId: 'dlv_2' })).state).toMatchObject({ phase: 'done', attempt: 2, lastStatus: 204 });
+  });
+
+  it('a stale answer also changes nothing while the nacked event waits for its retry', () => {
+    const nacked = run(sending, { kind: 'nack', attemptId: 'dlv_1', delayMs: 1000 }).state;
+    expect(transition(nacked, answer(204), ctx())).toEqual({ state: nacked, effects: [] });
+  });
+
+  it('a repeated callback: the second ack, nack or reject changes nothing', () => {
+    for (const input of [
+      { kind: 'ack', attemptId: 'dlv_1' },
+      { kind: 'nack', attemptId: 'dlv_1' },
+      { kind: 'reject', attemptId: 'dlv_1' },
+    ] as AttemptInput[]) {
+      const once = run(awaiting, input);
+      expect(once.effects[0]!.length).toBeGreaterThan(0);
+      const twice = transition(once.state, input, ctx());
+      expect(twice.state).toBe(once.state);
+      expect(twice.effects).toEqual([]);
+    }
+  });
+
+  it('an ack after a reject changes nothing: the event stays dead-lettered, once', () => {
+    const { state, effects } = run(awaiting, { kind: 'reject', attemptId: 'dlv_1', reason: 'bad' }, { kind: 'ack', attemptId: 'dlv_1' });
+    expect(state).toMatchObject({ phase: 'dead', reason: 'receiver_rejected', lastError: 'bad' });
+    expect(effects[0]!.filter((e) => e.kind === 'deadLetter')).toHaveLength(1);
+    expect(effects[1]).toEqual([]);
+  });
+
+  it('an ack while the request is open finishes the event; the answer that follows changes nothing', () => {
+    const { state, effects } = run(sending, { kind: 'ack', attemptId: 'dlv_1' }, answer(200));
+    expect(state).toMatchObject({ phase: 'done' });
+    expect(effects[1]).toEqual([]);
+  });
+
+  it('a lease expiry after the ack, or for an extended lease of an older attempt, changes nothing', () => {
+    const acked = run(awaiting, { kind: 'ack', attemptId: 'dlv_1' }).state;
+    expect(transition(acked, { kind: 'leaseExpired', attemptId: 'dlv_1' }, ctx()).effects).toEqual([]);
+    const retried = run(
+      awaiting,
+      { kind: 'nack', attemptId: 'dlv_1' },
+      { kind: 'start', newAttemptId: 'dlv_2' },
+      answer(202, { attemptId: 'dlv_2' }),
+    );
+    expect(retried.state).toMatchObject({ phase: 'awaiting_ack', deliveryId: 'dlv_2' });
+    expect(transition(retried.state, { kind: 'leaseExpired', attemptId: 'dlv_1' }, ctx())).toEqual({ state: retried.state, effects: [] });
+  });
+
+  it('is pure: the same state, input and context give the same step, and the state given is never changed', () => {
+    for (const row of LEGAL) {
+      expect(transition(row.from, row.input, ctx(row.ctx))).toEqual(transition(row.from, row.input, ctx(row.ctx)));
+      expect(Object.isFrozen(row.from)).toBe(true); // a write to it would have thrown
+    }
+  });
+});
