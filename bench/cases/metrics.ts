@@ -12,6 +12,8 @@ import { delay, httpJson, startGateway } from '../lib/children';
 import { addCheck, baseReport, below, newDir, removeDir, type CaseReport, type Ctx } from '../lib/common';
 
 const SUBSCRIPTIONS = 100;
+/** One `herald_subscription_state` series per state and subscription (active, paused, validating). */
+const STATES = 3;
 
 /** The process's CPU time so far, in seconds (fields 14 and 15 of /proc/<pid>/stat, in clock ticks). */
 function cpuSeconds(pid: number): number {
@@ -47,7 +49,7 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
       const text = await res.text();
       bytes = text.length;
       scrapes++;
-      if (res.status !== 200 || (text.match(/^herald_subscription_state\{/gm)?.length ?? 0) !== SUBSCRIPTIONS * 2) complete = false;
+      if (res.status !== 200 || (text.match(/^herald_subscription_state\{/gm)?.length ?? 0) !== SUBSCRIPTIONS * STATES) complete = false;
       await delay(Math.max(0, started + (s + 1) * 1000 - Date.now()));
     }
     const busy = cpuSeconds(gw.pid) - scrapeStart;

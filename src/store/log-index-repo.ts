@@ -25,9 +25,6 @@ export function createLogIndexRepo(db: Db) {
     'SELECT partition, "offset" AS offset FROM log_index WHERE position >= ? AND position < ?',
   );
   const deleteRange = db.prepare<[number, number]>('DELETE FROM log_index WHERE position >= ? AND position < ?');
-  const maxOffsets = db.prepare<[], { partition: number; offset: number }>(
-    'SELECT partition, MAX("offset") AS offset FROM log_index GROUP BY partition',
-  );
   const firstAtOrPast = db.prepare<[number, number], { offset: number }>(
     'SELECT "offset" AS offset FROM log_index WHERE partition = ? AND position >= ? ORDER BY "offset" LIMIT 1',
   );
@@ -79,10 +76,6 @@ export function createLogIndexRepo(db: Db) {
       const removed = inRange.all(from, to);
       deleteRange.run(from, to);
       return removed;
-    },
-    /** Highest indexed offset per partition. */
-    maxOffsets(): { partition: number; offset: number }[] {
-      return maxOffsets.all();
     },
   };
 }

@@ -51,6 +51,13 @@ export type ToIndexer =
   | { type: 'retire'; through: number }
   /** Forget idempotency records stored before `cutoff` (the window); answered with `pruned`. */
   | { type: 'prune'; cutoff: number; ticket: number }
+  /**
+   * Build a Bloom filter (`key-filter.ts`) of `2^log2Bits` bits and `hashes` hashes over every key of
+   * the idempotency table, off the ingest thread; answered with `key-filter` (or `key-filter-failed`).
+   * Index batches queued before it are written before its scan starts. A newer request replaces an
+   * unanswered one.
+   */
+  | { type: 'build-key-filter'; ticket: number; log2Bits: number; hashes: number }
   | { type: 'close' };
 
 export type FromIndexer =
@@ -62,6 +69,13 @@ export type FromIndexer =
    */
   | { type: 'retired'; through: number; firstOffsets: (number | null)[] }
   | { type: 'pruned'; ticket: number; count: number }
+  /**
+   * The filter asked for: `words` is its bit array's buffer (transferred, not copied), `count` the
+   * number of idempotency keys the scan read into it (the size of the next filter follows from it).
+   */
+  | { type: 'key-filter'; ticket: number; log2Bits: number; hashes: number; words: ArrayBuffer; count: number }
+  /** The build failed (the worker goes on): the main thread asks again later. */
+  | { type: 'key-filter-failed'; ticket: number; message: string }
   | { type: 'error'; message: string }
   | { type: 'closed' };
 

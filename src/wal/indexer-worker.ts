@@ -4,17 +4,27 @@
  * Retention's row deletions and the idempotency window's pruning run here too. Everything it writes
  * can be rebuilt from the log: a crash loses at most rows that recovery derives again.
  */
+import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
 import { openConnection } from '../store/db';
+import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createIndexRows } from './index-rows';
 import { fromColumns, type FromIndexer, type IndexRow, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
+import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 
 /** Rows per transaction: the main thread's own writes wait for the lock at most this long. */
 const ROWS_PER_TRANSACTION = 4096;
 
+const CHECKPOINT_INTERVAL_MS = 1000;
+const MAX_WAL_BYTES = 32 * 1024 * 1024;
+
 const port = parentPort!;
 const { dbFile, partitions } = workerData as IndexerWorkerData;
 const db = openConnection(dbFile);
+// The idempotency B-tree is written at random keys: with SQLite's default 2 MiB page cache most
+// inserts read a page from the OS first (half the indexer's CPU was system time). 32 MiB keeps the
+// hot interior pages in memory.
+db.pragma('cache_size = -32768');
 const indexRows = createIndexRows(db, partitions);
 const post = (message: FromIndexer) => port.postMessage(message);
 
@@ -44,7 +54,10 @@ function drain(): void {
         indexRows.retire(next.through, (firstOffsets) => post({ type: 'retired', through: next.through, firstOffsets }));
       } else if (next.type === 'prune') {
         post({ type: 'pruned', ticket: next.ticket, count: indexRows.prune(next.cutoff) });
+      } else if (next.type === 'build-key-filter') {
+        startKeyFilter(next);
       } else {
+        keyFilterBuild = undefined;
         db.close();
         post({ type: 'closed' });
         port.close();
@@ -55,6 +68,14 @@ function drain(): void {
     post({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
     // The main thread restarts the worker and sends what is not indexed yet again.
     process.exit(1);
+  }
+  // A key filter build reads a page at a time, and what arrived meanwhile is handled between pages.
+  if (keyFilterBuild) {
+    keyFilterStep();
+    if (keyFilterBuild) {
+      setImmediate(drain);
+      return;
+    }
   }
   draining = false;
 }
@@ -71,4 +92,74 @@ function indexBatch(): void {
   }
   indexRows.write(batch, end);
   post({ type: 'indexed', through: end });
+  checkpoint();
+}
+
+let checkpointedAt = Date.now();
+
+/**
+ * The indexer is index.db's only writer, so it checkpoints it itself, between its transactions:
+ * PASSIVE at most once a second, TRUNCATE (emptying the WAL file) once it passes 32 MiB.
+ */
+function checkpoint(): void {
+  if (Date.now() - checkpointedAt < CHECKPOINT_INTERVAL_MS) return;
+  checkpointedAt = Date.now();
+  let walBytes = 0;
+  try {
+    walBytes = fs.statSync(`${dbFile}-wal`).size;
+  } catch {
+    return;
+  }
+  db.pragma(walBytes > MAX_WAL_BYTES ? 'wal_checkpoint(TRUNCATE)' : 'wal_checkpoint(PASSIVE)');
+}
+
+/** Keys per page of the key filter's scan (keyset paging: each page is an index range scan). */
+const KEY_FILTER_PAGE = 5_000;
+
+interface KeyFilterBuild {
+  ticket: number;
+  words: Uint32Array<ArrayBuffer>;
+  filter: KeyFilter;
+  after: { source: string; id: string } | undefined;
+}
+
+const idempotency = createIdempotencyRepo(db);
+let keyFilterBuild: KeyFilterBuild | undefined;
+
+/**
+ * Starts the build of the ingest thread's key filter (replacing one not finished) and reads its
+ * first page now, before the index batches queued behind the request: the keys those batches write
+ * reach the main thread's filter through its list of keys added since it asked.
+ */
+function startKeyFilter(request: Extract<ToIndexer, { type: 'build-key-filter' }>): void {
+  keyFilterBuild = undefined;
+  try {
+    const words = new Uint32Array(2 ** request.log2Bits / 32);
+    keyFilterBuild = { ticket: request.ticket, words, filter: keyFilterFrom(words, request.log2Bits, request.hashes, 0), after: undefined };
+  } catch (err) {
+    post({ type: 'key-filter-failed', ticket: request.ticket, message: err instanceof Error ? err.message : String(err) });
+    return;
+  }
+  keyFilterStep();
+}
+
+/** Reads one page of keys into the filter; after the last, sends the filter's bits (transferred, not copied). */
+function keyFilterStep(): void {
+  const build = keyFilterBuild!;
+  try {
+    const rows = idempotency.keys(build.after, KEY_FILTER_PAGE);
+    for (const row of rows) build.filter.add(idempotencyKey(row.source, row.id));
+    if (rows.length === KEY_FILTER_PAGE) {
+      build.after = rows[rows.length - 1];
+      return;
+    }
+    keyFilterBuild = undefined;
+    const { log2Bits, hashes, count } = build.filter;
+    const words = build.words.buffer;
+    port.postMessage({ type: 'key-filter', ticket: build.ticket, log2Bits, hashes, words, count } satisfies FromIndexer, [words]);
+  } catch (err) {
+    // Only the filter is lost (ingest asks SQLite meanwhile): the worker goes on indexing.
+    keyFilterBuild = undefined;
+    post({ type: 'key-filter-failed', ticket: build.ticket, message: err instanceof Error ? err.message : String(err) });
+  }
 }

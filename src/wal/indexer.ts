@@ -26,6 +26,15 @@ export interface IndexerOptions {
   onRetired: (through: number, firstOffsets: (number | null)[]) => void;
 }
 
+/** A key filter's bits as the worker built them (`keyFilterFrom` makes the filter). */
+export interface BuiltKeyFilter {
+  words: Uint32Array;
+  log2Bits: number;
+  hashes: number;
+  /** Idempotency keys the worker's scan read into it. */
+  count: number;
+}
+
 interface TailGroup {
   end: number;
   entries: TailEntry[];
@@ -71,6 +80,8 @@ export function createIndexer(opts: IndexerOptions) {
   let pruneTicket = 0;
   const pruneWaiters = new Map<number, (count: number) => void>();
   let retireWaiter: (() => void) | undefined;
+  let keyFilterTicket = 0;
+  let keyFilterWaiter: { ticket: number; resolve: (built: BuiltKeyFilter | undefined) => void } | undefined;
   let worker = start();
 
   function start(): Worker {
@@ -85,6 +96,7 @@ export function createIndexer(opts: IndexerOptions) {
       worker = start();
       retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
       retireWaiter = undefined;
+      settleKeyFilter(undefined); // so did a key filter build: the sequencer asks again later
       for (let i = groupsAt; i < groups.length; i++) send({ type: 'index', end: groups[i]!.end, columns: groups[i]!.columns });
     });
     return w;
@@ -108,12 +120,28 @@ export function createIndexer(opts: IndexerOptions) {
         pruneWaiters.get(m.ticket)?.(m.count);
         pruneWaiters.delete(m.ticket);
         break;
+      case 'key-filter':
+        if (keyFilterWaiter?.ticket === m.ticket) {
+          settleKeyFilter({ words: new Uint32Array(m.words), log2Bits: m.log2Bits, hashes: m.hashes, count: m.count });
+        }
+        break;
+      case 'key-filter-failed':
+        opts.log.error({ error: m.message }, 'indexer: the key filter build failed');
+        if (keyFilterWaiter?.ticket === m.ticket) settleKeyFilter(undefined);
+        break;
       case 'error':
         opts.log.error({ error: m.message }, 'indexer: worker error');
         break;
       case 'closed':
         break;
     }
+  }
+
+  /** Answers the outstanding key filter request, if any (undefined: abandoned). */
+  function settleKeyFilter(built: BuiltKeyFilter | undefined): void {
+    const waiter = keyFilterWaiter;
+    keyFilterWaiter = undefined;
+    waiter?.resolve(built);
   }
 
   /** Drops the tail's groups the worker has written (every record before `through`). */
@@ -246,10 +274,25 @@ export function createIndexer(opts: IndexerOptions) {
         send({ type: 'prune', cutoff, ticket });
       });
     },
+    /**
+     * Has the worker build a key filter over every idempotency key in SQLite (its scan starts after
+     * the groups sent so far are written). Resolves undefined when the build is abandoned: the worker
+     * died (it is restarted), the build failed, a newer request replaced it, or the indexer closes.
+     */
+    buildKeyFilter(log2Bits: number, hashes: number): Promise<BuiltKeyFilter | undefined> {
+      settleKeyFilter(undefined);
+      if (stopping) return Promise.resolve(undefined);
+      const ticket = ++keyFilterTicket;
+      return new Promise<BuiltKeyFilter | undefined>((resolve) => {
+        keyFilterWaiter = { ticket, resolve };
+        send({ type: 'build-key-filter', ticket, log2Bits, hashes });
+      });
+    },
     /** Waits for the worker to write the whole tail (bounded), then stops it. */
     close(): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         stopping = true;
+        settleKeyFilter(undefined);
         const w = worker;
         const timer = setTimeout(() => {
           opts.log.error({ unindexed: entries }, 'indexer: the worker did not finish in time; recovery indexes the rest at the next start');

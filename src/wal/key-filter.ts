@@ -13,10 +13,22 @@ export function idempotencyKey(source: string, id: string): string {
  * positives until the owner rebuilds the filter.
  */
 export function createKeyFilter(log2Bits = 27, hashes = 7) {
+  return keyFilterFrom(new Uint32Array(2 ** log2Bits / 32), log2Bits, hashes, 0);
+}
+
+/**
+ * A filter over bits another filter set (the indexer's worker builds one and transfers its words):
+ * the same `log2Bits` and `hashes` make the bits mean the same, on any thread. `count` is how many
+ * keys went into them. Takes `words` over, without copying.
+ */
+export function keyFilterFrom(words: Uint32Array, log2Bits: number, hashes: number, count: number) {
+  if (!Number.isInteger(log2Bits) || log2Bits < 5 || log2Bits > 31) {
+    throw new RangeError(`log2Bits must be an integer in 5..31, not ${log2Bits}`);
+  }
+  if (!Number.isInteger(hashes) || hashes < 1) throw new RangeError(`hashes must be a positive integer, not ${hashes}`);
   const bits = 2 ** log2Bits;
+  if (words.length !== bits / 32) throw new RangeError(`a filter of 2^${log2Bits} bits has ${bits / 32} words, not ${words.length}`);
   const mask = bits - 1;
-  const words = new Uint32Array(bits / 32);
-  let count = 0;
 
   /** FNV-1a over UTF-16 code units: a second hash independent of CRC-32, for double hashing. */
   function fnv1a(key: string): number {
@@ -54,6 +66,10 @@ export function createKeyFilter(log2Bits = 27, hashes = 7) {
     },
     /** Keys it holds at about a 1 % false-positive rate. */
     capacity: Math.floor(bits / 9.6),
+    log2Bits,
+    hashes,
+    /** The bit array itself (to transfer to another thread; the filter must not be used after). */
+    words,
   };
 }
-export type KeyFilter = ReturnType<typeof createKeyFilter>;
+export type KeyFilter = ReturnType<typeof keyFilterFrom>;

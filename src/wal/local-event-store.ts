@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CloudEvent } from '../cloudevents/event';
@@ -10,6 +11,7 @@ import { createLogIndexRepo } from '../store/log-index-repo';
 import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
+import { INDEX_DB_FILE, moveIndexTables, openIndexDatabase } from '../store/index-db';
 import { IDENTITY_FILE, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
 import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
@@ -60,6 +62,8 @@ export type LocalEventStore = EventStore & {
   runRetention(): Promise<void>;
   /** Resolves once the indexer has written every event acknowledged so far to SQLite (tests, benchmarks). */
   indexed(): Promise<void>;
+  /** The duplicate check's key filter (built by the indexer's worker): whether one is in use, and when (tests). */
+  keyFilter: { ready(): boolean; built(): Promise<boolean> };
 };
 
 /**
@@ -68,24 +72,68 @@ export type LocalEventStore = EventStore & {
  * thread behind it (read-your-writes through its tail); retention deleting whole segments.
  */
 export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventStore {
+  const indexDb = openOwnIndex(opts);
+  try {
+    return composeStore(opts, indexDb);
+  } catch (err) {
+    indexDb.close();
+    throw err;
+  }
+}
+
+/**
+ * `index.db`, with the tables a data dir from before it kept in herald.db moved over. One written
+ * for another data dir (an operator's copy) is derived from another log: it is thrown away and
+ * rebuilt, never trusted (its duplicate answers would drop new events).
+ */
+function openOwnIndex(opts: LocalEventStoreOptions): Db {
+  const file = path.join(opts.dataDir, INDEX_DB_FILE);
+  let indexDb = openIndexDatabase(file);
+  const known = readIdentity(opts.dataDir)?.id ?? createMetaRepo(opts.db).get('data_dir_id');
+  const indexedFor = createMetaRepo(indexDb).get('data_dir_id');
+  if (known !== undefined && indexedFor !== undefined && indexedFor !== known) {
+    indexDb.close();
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(file + suffix, { force: true });
+    opts.log.warn({ file }, 'index.db belonged to another data dir: it is rebuilt from the log');
+    indexDb = openIndexDatabase(file);
+  }
+  try {
+    moveIndexTables(opts.db, file);
+  } catch (err) {
+    indexDb.close();
+    throw err;
+  }
+  return indexDb;
+}
+
+function composeStore(opts: LocalEventStoreOptions, indexDb: Db): LocalEventStore {
   const clock = opts.clock ?? Date.now;
-  const { db, log } = opts;
-  const { segments, recovery, heads } = openLog(opts, clock);
-  const index = createLogIndexRepo(db);
-  const idempotency = createIdempotencyRepo(db);
+  const { log } = opts;
+  const { segments, recovery, heads } = openLog(opts, indexDb, clock);
+  const index = createLogIndexRepo(indexDb);
+  const idempotency = createIdempotencyRepo(indexDb);
   const firstOffsets = heads.map((head, p) => index.minOffset(p) ?? head);
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
 
   const indexer = createIndexer({
-    dbFile: db.name,
+    dbFile: indexDb.name,
     partitions: opts.partitions,
     log,
     maxTailEntries: opts.maxUnindexed,
     indexedThrough: segments.end(),
     onRetired: (through, found) => retired(through, found),
   });
-  const sequencer = createSequencer({ partitions: opts.partitions, heads, key: segments.key, clock, idempotency, tail: indexer, log });
+  const sequencer = createSequencer({
+    partitions: opts.partitions,
+    heads,
+    key: segments.key,
+    clock,
+    idempotency,
+    tail: indexer,
+    buildKeyFilter: (log2Bits, hashes) => indexer.buildKeyFilter(log2Bits, hashes),
+    log,
+  });
   const groups = createGroupCommit({
     segments,
     log,
@@ -179,6 +227,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
     logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.list().length, unindexed: indexer.lag() }),
     runRetention: retention.run,
     indexed: () => indexer.drained(),
+    keyFilter: { ready: sequencer.hasKeyFilter, built: sequencer.keyFilterReady },
     health: () => retention.health() ?? groups.health(),
     onAppend(listener) {
       appendListeners.add(listener);
@@ -196,6 +245,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
       await groups.close();
       await indexer.close();
       segments.close();
+      indexDb.close();
     },
   };
 }
@@ -204,9 +254,14 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
  * Start-up: checks the data dir's identity and partition count, opens the segment log, finishes a
  * retention a crash interrupted, and recovers (cuts a torn tail, indexes what the indexer had not).
  */
-function openLog(opts: LocalEventStoreOptions, clock: () => number): { segments: SegmentLog; recovery: RecoveryReport; heads: number[] } {
+function openLog(
+  opts: LocalEventStoreOptions,
+  indexDb: Db,
+  clock: () => number,
+): { segments: SegmentLog; recovery: RecoveryReport; heads: number[] } {
   const { db, log } = opts;
   const meta = createMetaRepo(db);
+  const indexMeta = createMetaRepo(indexDb);
   const permissions = opts.recovery ?? new Set<RecoveryPermission>();
   const identity = readIdentity(opts.dataDir);
   const recorded = identity?.partitions ?? (meta.get('partitions') === undefined ? undefined : Number(meta.get('partitions')));
@@ -223,20 +278,20 @@ function openLog(opts: LocalEventStoreOptions, clock: () => number): { segments:
     error: (msg, fields) => log.error(fields ?? {}, msg),
   });
   const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
-  const logStart = Number(meta.get('log_start') ?? 0);
+  const logStart = Number(indexMeta.get('log_start') ?? 0);
   if (logStart > 0) {
     // A retention the process did not finish: its files and rows go now.
     segments.dropBefore(logStart);
-    createIndexRows(db, opts.partitions).retire(logStart);
+    createIndexRows(indexDb, opts.partitions).retire(logStart);
   }
   const recovery = recoverLog({
-    db,
+    db: indexDb,
     log,
     segments,
-    meta,
-    idempotency: createIdempotencyRepo(db),
-    index: createLogIndexRepo(db),
-    headsRepo: createPartitionHeadsRepo(db),
+    meta: indexMeta,
+    idempotency: createIdempotencyRepo(indexDb),
+    index: createLogIndexRepo(indexDb),
+    headsRepo: createPartitionHeadsRepo(indexDb),
     offsetFloors: createDeliveryStateRepo(db).offsetFloors,
     partitions: opts.partitions,
     dataDir: opts.dataDir,
@@ -249,6 +304,7 @@ function openLog(opts: LocalEventStoreOptions, clock: () => number): { segments:
   const id = identity?.id ?? meta.get('data_dir_id') ?? randomUUID();
   meta.set('partitions', opts.partitions);
   meta.set('data_dir_id', id);
+  indexMeta.set('data_dir_id', id);
   if (!identity) writeIdentity(opts.dataDir, { id, partitions: opts.partitions });
   if (lostDatabase) {
     log.error(
@@ -256,7 +312,7 @@ function openLog(opts: LocalEventStoreOptions, clock: () => number): { segments:
       "herald.db was missing or not this data dir's: events were rebuilt from the log (HERALD_RECOVERY=rebuild-events-only); subscriptions, their offsets and dead letters were not recoverable and are gone",
     );
   }
-  return { segments, recovery, heads: createPartitionHeadsRepo(db).load(opts.partitions) };
+  return { segments, recovery, heads: createPartitionHeadsRepo(indexDb).load(opts.partitions) };
 }
 
 /**

@@ -110,8 +110,10 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
       }
       index.deletePast(scan.end);
     }
-    for (const { partition, offset } of index.maxOffsets()) {
-      if (partition < partitions) heads[partition] = Math.max(heads[partition]!, offset + 1);
+    // One indexed MAX per partition: a GROUP BY over the whole index took most of a 1 GiB recovery.
+    for (let partition = 0; partition < partitions; partition++) {
+      const offset = index.maxOffset(partition);
+      if (offset !== undefined) heads[partition] = Math.max(heads[partition]!, offset + 1);
     }
     for (const { partition, next } of deps.offsetFloors()) {
       if (partition < partitions && next > heads[partition]!) {

@@ -4,8 +4,8 @@ import { partitionOf } from '../cloudevents/partition';
 import { AppError, coerceError } from '../errors';
 import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { AppendResult } from './event-store';
-import type { Indexer } from './indexer';
-import { createKeyFilter, idempotencyKey, type KeyFilter } from './key-filter';
+import type { BuiltKeyFilter, Indexer } from './indexer';
+import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 import { encodeRecord, type FrameKey } from './record';
 
 /** A framed record waiting for its group's commit. */
@@ -26,11 +26,33 @@ export interface SequencerOptions {
   key: FrameKey;
   clock: () => number;
   idempotency: IdempotencyRepo;
-  tail: Pick<Indexer, 'find'>;
+  tail: Pick<Indexer, 'find' | 'range' | 'firstOffset'>;
+  /** Builds the key filter's bits off this thread (the indexer's worker); undefined: abandoned. */
+  buildKeyFilter: (log2Bits: number, hashes: number) => Promise<BuiltKeyFilter | undefined>;
   log: Logger;
 }
 
-const KEY_FILTER_PAGE = 5_000;
+/** The first filter, before the worker has counted the keys: 2^24 bits (2 MiB) hold 1.7 million keys. */
+const FIRST_KEY_FILTER_LOG2_BITS = 24;
+const MIN_KEY_FILTER_LOG2_BITS = 24;
+const MAX_KEY_FILTER_LOG2_BITS = 30;
+const KEY_FILTER_HASHES = 7;
+/** Keys added while a build is outstanding are kept for it up to this many; past it the build is abandoned. */
+const MAX_KEYS_SINCE_ASKED = 2_000_000;
+/** An abandoned build is asked again after this long, doubling (up to the maximum) while builds keep failing. */
+const KEY_FILTER_RETRY_MS = 1_000;
+const MAX_KEY_FILTER_RETRY_MS = 60_000;
+
+/** The filter size for twice `keys` keys at about 1 % false positives. */
+function keyFilterLog2Bits(keys: number): number {
+  const wanted = Math.max(1, keys * 2 * 9.6);
+  return Math.min(MAX_KEY_FILTER_LOG2_BITS, Math.max(MIN_KEY_FILTER_LOG2_BITS, Math.ceil(Math.log2(wanted))));
+}
+
+/** An outstanding key filter build: the keys added since it was asked for (undefined: too many, abandoned). */
+interface KeyFilterRequest {
+  since: string[] | undefined;
+}
 
 /**
  * The duplicate check and offset assignment. An event is a duplicate of one in the same request, in
@@ -46,7 +68,10 @@ export function createSequencer(opts: SequencerOptions) {
   let heads = opts.heads.slice();
   const pendingKeys = new Map<string, { entry: PendingEntry; done: Promise<void> }>();
   let keyFilter: KeyFilter | undefined;
-  let nextKeyFilter: KeyFilter | undefined;
+  let building: KeyFilterRequest | undefined;
+  let retryTimer: NodeJS.Timeout | undefined;
+  let retryMs = KEY_FILTER_RETRY_MS;
+  const builtWaiters: ((ready: boolean) => void)[] = [];
   let stopped = false;
 
   /** The earlier store of `key`, if any: where it is and, while its group is not committed, what to wait for. */
@@ -94,12 +119,19 @@ export function createSequencer(opts: SequencerOptions) {
       for (let i = added.length - 1; i >= 0; i--) heads[added[i]!.partition] = added[i]!.offset;
       throw err;
     }
-    for (const entry of added) {
-      keyFilter?.add(entry.key);
-      nextKeyFilter?.add(entry.key);
+    if (added.length > 0) {
+      if (keyFilter) for (const entry of added) keyFilter.add(entry.key);
+      if (building?.since) {
+        const since = building.since;
+        for (const entry of added) since.push(entry.key);
+        // Unbounded, it would hold every key of a long build: give this one up and ask again later.
+        if (since.length > MAX_KEYS_SINCE_ASKED) {
+          building.since = undefined;
+          opts.log.warn({ keys: since.length }, 'key filter: too many keys arrived during its build; it is given up and asked for again');
+        }
+      }
+      if (keyFilter && outgrown(keyFilter)) buildKeyFilter();
     }
-    // Past its capacity the filter's false positives climb: rebuild it (in the background) at twice the size.
-    if (keyFilter && keyFilter.count > keyFilter.capacity) buildKeyFilter();
     return { results, added, waitFor };
   }
 
@@ -119,45 +151,71 @@ export function createSequencer(opts: SequencerOptions) {
     }
   }
 
+  /** Past its capacity a filter's false positives climb: it is rebuilt at twice the size (unless at the largest). */
+  function outgrown(filter: KeyFilter): boolean {
+    return filter.count > filter.capacity && keyFilterLog2Bits(filter.count) > filter.log2Bits;
+  }
+
   /**
-   * (Re)builds the key filter from the idempotency table in pages between other work, so start-up
-   * does not wait for it; until it is ready every lookup goes to SQLite (after the tail). Sized for
-   * twice the keys there are now. Keys the indexer writes meanwhile were added at `prepare`.
+   * (Re)builds the key filter: the indexer's worker reads the idempotency table with its own
+   * connection and sends the bits back, so neither the scan nor COUNT(*) runs on this thread. Until
+   * it is ready every lookup goes to SQLite (after the tail), or to the filter being replaced. Keys
+   * the scan may miss (not yet in SQLite when it reads there) are the keys added since asking: the
+   * pending groups' and the tail's now, and every new event's until the answer.
    */
   function buildKeyFilter(): void {
-    if (nextKeyFilter || stopped) return;
-    // COUNT(*) scans the table, so only the first build pays it; a rebuild knows the filter's count.
-    const keys = keyFilter ? keyFilter.count : idempotency.count();
-    const wanted = Math.max(1, keys * 2 * 9.6);
-    const next = createKeyFilter(Math.min(30, Math.max(24, Math.ceil(Math.log2(wanted)))));
-    nextKeyFilter = next;
-    // Keys not yet in SQLite may sort before where the scan starts reading: add them now.
-    for (const key of pendingKeys.keys()) next.add(key);
-    if (keyFilter === undefined) {
-      // No filter yet means no key was added to one: the tail's keys must be added too.
-      forEachTailKey?.((key) => next.add(key));
+    if (building || retryTimer || stopped) return;
+    // The first filter is sized before anything is counted; later ones from the count (the worker's scan plus keys added since).
+    const log2Bits = keyFilter ? keyFilterLog2Bits(keyFilter.count) : FIRST_KEY_FILTER_LOG2_BITS;
+    const since: string[] = [...pendingKeys.keys()];
+    for (let p = 0; p < opts.partitions; p++) {
+      const first = tail.firstOffset(p);
+      if (first !== undefined) for (const entry of tail.range(p, first, Number.MAX_SAFE_INTEGER)) since.push(entry.key);
     }
-    let after: { source: string; id: string } | undefined;
-    const step = () => {
-      if (stopped || nextKeyFilter !== next) return;
-      const rows = idempotency.keys(after, KEY_FILTER_PAGE);
-      for (const row of rows) next.add(idempotencyKey(row.source, row.id));
-      if (rows.length === KEY_FILTER_PAGE) {
-        after = rows[rows.length - 1];
-        setImmediate(step);
-      } else {
-        keyFilter = next;
-        nextKeyFilter = undefined;
-      }
-    };
-    setImmediate(step);
+    const request: KeyFilterRequest = { since };
+    building = request;
+    opts.buildKeyFilter(log2Bits, KEY_FILTER_HASHES).then(
+      (built) => received(request, built),
+      (err: unknown) => received(request, undefined, err),
+    );
   }
-  let forEachTailKey: ((visit: (key: string) => void) => void) | undefined;
+
+  function received(request: KeyFilterRequest, built: BuiltKeyFilter | undefined, err?: unknown): void {
+    if (building !== request) return;
+    building = undefined;
+    if (stopped) return;
+    try {
+      if (!built || !request.since) {
+        if (err !== undefined) opts.log.warn({ err: coerceError(err) }, 'key filter: the build failed; it is asked for again');
+        retryLater();
+        return;
+      }
+      const next = keyFilterFrom(built.words, built.log2Bits, built.hashes, built.count);
+      for (const key of request.since) next.add(key);
+      keyFilter = next;
+      retryMs = KEY_FILTER_RETRY_MS;
+      for (const resolve of builtWaiters.splice(0)) resolve(true);
+      // The worker's count may show the table is bigger than this filter was sized for.
+      if (outgrown(next)) buildKeyFilter();
+    } catch (e) {
+      opts.log.error({ err: coerceError(e) }, 'key filter: the built filter could not be used; it is asked for again');
+      retryLater();
+    }
+  }
+
+  function retryLater(): void {
+    if (stopped || retryTimer) return;
+    retryTimer = setTimeout(() => {
+      retryTimer = undefined;
+      buildKeyFilter();
+    }, retryMs);
+    retryTimer.unref();
+    retryMs = Math.min(MAX_KEY_FILTER_RETRY_MS, retryMs * 2);
+  }
 
   return {
     prepare,
-    start(visitTail?: (visit: (key: string) => void) => void): void {
-      forEachTailKey = visitTail;
+    start(): void {
       buildKeyFilter();
     },
     /** The entries joined a group: a second send of one of their keys waits for `done`. */
@@ -177,8 +235,19 @@ export function createSequencer(opts: SequencerOptions) {
       heads = committedHeads.slice();
     },
     heads: (): readonly number[] => committedHeads,
+    /** Whether a key filter is in use (tests). */
+    hasKeyFilter: (): boolean => keyFilter !== undefined,
+    /** Resolves true once a key filter is in use, false if the sequencer stops first (tests). */
+    keyFilterReady(): Promise<boolean> {
+      if (keyFilter) return Promise.resolve(true);
+      if (stopped) return Promise.resolve(false);
+      return new Promise<boolean>((resolve) => builtWaiters.push(resolve));
+    },
     stop(): void {
       stopped = true;
+      clearTimeout(retryTimer);
+      retryTimer = undefined;
+      for (const resolve of builtWaiters.splice(0)) resolve(false);
     },
   };
 }

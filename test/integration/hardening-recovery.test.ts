@@ -271,7 +271,9 @@ describe('corruption in the middle of the log', () => {
     const [first] = files;
     const ends = recordEnds(first!);
     flipBit(first!, ends[3]! + 40); // inside the fifth record
-    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db'))) fs.rmSync(path.join(dataDir, f));
+    // All of SQLite gone (herald.db and the derived index.db): recovery scans the whole log, segment 0 included.
+    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db') || f.startsWith('index.db')))
+      fs.rmSync(path.join(dataDir, f));
 
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_RECOVERY: 'rebuild-events-only' });
     expect(refused.code).toBe(2);

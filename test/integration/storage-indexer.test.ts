@@ -16,11 +16,11 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 afterAll(cleanupTmpDirs);
 
 /**
- * Holds SQLite's write lock from another connection (what a backup tool or an operator's shell can
+ * Holds index.db's write lock from another connection (what a backup tool or an operator's shell can
  * do): the indexer thread cannot write, so acknowledged events pile up in its tail, unindexed.
  */
 function holdWriteLock(dataDir: string): { release(): void } {
-  const db = new Database(path.join(dataDir, 'herald.db'));
+  const db = new Database(path.join(dataDir, 'index.db'));
   db.pragma('busy_timeout = 5000');
   db.exec('BEGIN IMMEDIATE');
   return {
@@ -32,7 +32,7 @@ function holdWriteLock(dataDir: string): { release(): void } {
 }
 
 function indexedThrough(dataDir: string): number {
-  const db = new Database(path.join(dataDir, 'herald.db'), { readonly: true });
+  const db = new Database(path.join(dataDir, 'index.db'), { readonly: true });
   try {
     return Number(
       (db.prepare("SELECT value FROM meta WHERE key = 'log_indexed_through'").get() as { value: string } | undefined)?.value ?? 0,

@@ -1,9 +1,14 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
+import type { AppendResult } from '../../../src/wal/event-store';
+import { createIndexer } from '../../../src/wal/indexer';
+import { idempotencyKey, keyFilterFrom } from '../../../src/wal/key-filter';
 import { openLocalEventStore, StartupError, type LocalEventStoreOptions } from '../../../src/wal/local-event-store';
+import type { PendingEntry } from '../../../src/wal/sequencer';
 import { createLogger } from '../../../src/logger';
 import { openDatabase, type Db } from '../../../src/store/db';
+import { openIndexDatabase } from '../../../src/store/index-db';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
@@ -96,10 +101,14 @@ function recordEnds(file: string): number[] {
   return ends;
 }
 
-/** SQLite holds only what the log implies: losing it entirely must be recoverable. */
+/** SQLite holds only what the log implies: losing it entirely (herald.db and index.db) must be recoverable. */
 function removeDatabase(dir: string): void {
-  for (const f of ['herald.db', 'herald.db-wal', 'herald.db-shm']) fs.rmSync(path.join(dir, f), { force: true });
+  for (const db of ['herald.db', 'index.db'])
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(dir, db + suffix), { force: true });
 }
+
+/** A connection to the data dir's index database (the indexer's tables). */
+const indexDbOf = (dir: string): Db => openIndexDatabase(path.join(dir, 'index.db'));
 
 const countRows = (db: Db, table: string) => (db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n;
 
@@ -246,7 +255,8 @@ describe('local event store: time index', () => {
 
 describe('local event store: idempotency window', () => {
   it('answers duplicate within the window and stores again once the window has been pruned', async () => {
-    const { store, db, clock } = openStore();
+    const { store, dir, clock } = openStore();
+    const db = indexDbOf(dir);
     const [stored] = await store.append([ev('w1')]);
     clock.now += WINDOW_MS - 1;
     expect(await store.append([ev('w1')])).toEqual([{ ...stored, duplicate: true }]);
@@ -255,6 +265,7 @@ describe('local event store: idempotency window', () => {
     clock.now += 2;
     await store.pruneIdempotency();
     expect(countRows(db, 'idempotency')).toBe(0);
+    db.close();
     expect(store.lookup('/store', 'w1')).toBeUndefined();
     const [again] = await store.append([ev('w1')]);
     expect(again).toMatchObject({ duplicate: false, partition: stored!.partition, offset: stored!.offset + 1 });
@@ -286,12 +297,14 @@ describe('local event store: recovery', () => {
     const o = openStore();
     await o.store.append([ev('r1')]);
     await o.store.indexed();
-    const indexedThrough = (o.db.prepare("SELECT value FROM meta WHERE key = 'log_indexed_through'").get() as { value: string }).value;
+    const probe = indexDbOf(o.dir);
+    const indexedThrough = (probe.prepare("SELECT value FROM meta WHERE key = 'log_indexed_through'").get() as { value: string }).value;
+    probe.close();
     const later = await o.store.append([ev('r2'), ev('r3')]);
     const heads = o.store.heads().slice();
     await o.close();
     // What a crash between the log write and the SQLite transaction leaves behind.
-    const db = openDatabase(path.join(o.dir, 'herald.db'));
+    const db = indexDbOf(o.dir);
     db.transaction(() => {
       for (const r of later) {
         db.prepare('DELETE FROM idempotency WHERE source = ? AND id = ?').run(r.source, r.id);
@@ -423,7 +436,7 @@ describe('local event store: retention', () => {
     await o.close();
     // What a crash right after the indexer recorded the new start of the log leaves: files and rows still there.
     const keepFrom = Number(files[3]!.slice(0, 20));
-    const db = openDatabase(path.join(o.dir, 'herald.db'));
+    const db = indexDbOf(o.dir);
     db.prepare("INSERT INTO meta (key, value) VALUES ('log_start', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(
       String(keepFrom),
     );
@@ -433,7 +446,9 @@ describe('local event store: retention', () => {
     expect(segmentFilesOf(o.dir)).toEqual(files.slice(3));
     expect(again.store.lookup(results[0]!.source, results[0]!.id)).toBeUndefined();
     expect(again.store.lookup(results[199]!.source, results[199]!.id)).toMatchObject({ offset: results[199]!.offset });
-    const rows = again.db.prepare('SELECT COUNT(*) AS n FROM log_index WHERE position < ?').get(keepFrom) as { n: number };
+    const probe = indexDbOf(o.dir);
+    const rows = probe.prepare('SELECT COUNT(*) AS n FROM log_index WHERE position < ?').get(keepFrom) as { n: number };
+    probe.close();
     expect(rows.n).toBe(0);
     const firsts = again.store.firstOffsets();
     expect(firsts.some((f) => f > 0)).toBe(true);
@@ -458,4 +473,76 @@ describe('local event store: retention', () => {
     expect(told.length).toBeGreaterThan(0);
     expect(told[told.length - 1]).toEqual([...o.store.firstOffsets()]);
   });
+});
+
+describe('local event store: key filter built by the indexer thread', () => {
+  it('detects duplicates right after a restart, before and after the filter arrives, and keeps a key appended while it is built', async () => {
+    const o = openStore();
+    const stored: AppendResult[] = [];
+    for (let i = 0; i < 2000; i += 500) stored.push(...(await o.store.append(Array.from({ length: 500 }, (_, j) => ev(`f${i + j}`)))));
+    await o.close();
+
+    const again = openStore(o.dir);
+    // No turn of the event loop yet, so no answer from the worker: these checks go to SQLite.
+    expect(again.store.keyFilter.ready()).toBe(false);
+    const early = again.store.append(stored.filter((_, i) => i % 7 === 0).map((r) => ev(r.id)));
+    const during = again.store.append([ev('during')]); // added while the build is outstanding
+    expect(again.store.keyFilter.ready()).toBe(false);
+    expect(await early).toEqual(stored.filter((_, i) => i % 7 === 0).map((r) => ({ ...r, duplicate: true })));
+    const [first] = await during;
+    expect(first).toMatchObject({ duplicate: false });
+
+    await expect(again.store.keyFilter.built()).resolves.toBe(true);
+    expect(again.store.keyFilter.ready()).toBe(true);
+    // Out of the tail and into SQLite after the worker's scan: only the "added since asked" keys put it in the filter.
+    await again.store.indexed();
+    expect(await again.store.append([ev('during')])).toEqual([{ ...first, duplicate: true }]);
+    // Every key the worker's scan read is in the filter (a miss there would store the event again).
+    expect(await again.store.append(stored.map((r) => ev(r.id)))).toEqual(stored.map((r) => ({ ...r, duplicate: true })));
+    const fresh = await again.store.append([ev('fresh-1'), ev('fresh-2')]);
+    expect(fresh.map((r) => r.duplicate)).toEqual([false, false]);
+    expect(await again.store.append([ev('fresh-2')])).toEqual([{ ...fresh[1]!, duplicate: true }]);
+    expect(total(again.store.heads())).toBe(2003);
+  });
+
+  it('answers a build the worker died with as abandoned, and builds again on the restarted worker', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'index.db');
+    const db = openIndexDatabase(file);
+    const indexer = createIndexer({
+      dbFile: file,
+      partitions: 1,
+      log: createLogger('silent'),
+      indexedThrough: 0,
+      onRetired: () => undefined,
+    });
+    const entry: PendingEntry = {
+      source: '/restart',
+      id: 'r1',
+      key: idempotencyKey('/restart', 'r1'),
+      partition: 0,
+      offset: 0,
+      storedAt: T0,
+      frame: Buffer.alloc(16),
+    };
+    try {
+      // The worker's write waits for this lock past its busy timeout (5 s), fails, and the worker exits.
+      db.exec('BEGIN IMMEDIATE');
+      indexer.add(16, [entry], [0]);
+      const abandoned = indexer.buildKeyFilter(12, 7); // queued behind that write
+      await expect(abandoned).resolves.toBeUndefined();
+      db.exec('ROLLBACK');
+      const built = await indexer.buildKeyFilter(12, 7); // the restarted worker wrote the tail again first
+      expect(built).toMatchObject({ log2Bits: 12, hashes: 7, count: 1 });
+      const filter = keyFilterFrom(built!.words, built!.log2Bits, built!.hashes, built!.count);
+      expect(filter.mightContain(entry.key)).toBe(true);
+      expect(filter.mightContain(idempotencyKey('/restart', 'other'))).toBe(false);
+    } finally {
+      if (db.inTransaction) db.exec('ROLLBACK');
+      await indexer.close();
+      db.close();
+    }
+    // Once closed, a request is answered at once (abandoned), never left hanging.
+    await expect(indexer.buildKeyFilter(12, 7)).resolves.toBeUndefined();
+  }, 30_000);
 });
