@@ -546,3 +546,47 @@ describe('local event store: key filter built by the indexer thread', () => {
     await expect(indexer.buildKeyFilter(12, 7)).resolves.toBeUndefined();
   }, 30_000);
 });
+
+describe('local event store: index.db', () => {
+  it('moves the index tables of a data dir from before index.db out of herald.db, without re-indexing the log', async () => {
+    const o = openStore();
+    const results = await o.store.append([ev('old-1'), ev('old-2'), ev('old-3')]);
+    await o.store.indexed();
+    await o.close();
+    // The layout before index.db: the indexer's tables and marks lived in herald.db.
+    const herald = openDatabase(path.join(o.dir, 'herald.db'));
+    herald.prepare('ATTACH DATABASE ? AS idx').run(path.join(o.dir, 'index.db'));
+    herald.exec(`CREATE TABLE main.idempotency AS SELECT * FROM idx.idempotency;
+      CREATE TABLE main.log_index AS SELECT * FROM idx.log_index;
+      CREATE TABLE main.partition_heads AS SELECT * FROM idx.partition_heads;
+      INSERT INTO main.meta (key, value) SELECT key, value FROM idx.meta WHERE key = 'log_indexed_through';`);
+    herald.exec('DETACH DATABASE idx');
+    herald.close();
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(o.dir, `index.db${suffix}`), { force: true });
+
+    const again = openStore(o.dir);
+    expect(again.store.recovery.rebuiltRecords).toBe(0);
+    for (const r of results) expect(again.store.lookup(r.source, r.id)).toMatchObject({ partition: r.partition, offset: r.offset });
+    expect((await again.store.append([ev('old-2')]))[0]!.duplicate).toBe(true);
+    const tables = again.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'log_index'").all();
+    expect(tables).toEqual([]);
+  });
+
+  it('rebuilds an index.db written for another data dir from the log instead of trusting it', async () => {
+    const mine = openStore();
+    const stored = await mine.store.append([ev('mine-1')]);
+    await mine.close();
+    const other = openStore();
+    await other.store.append([ev('theirs-1'), ev('theirs-2')]);
+    await other.store.indexed();
+    await other.close();
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(mine.dir, `index.db${suffix}`), { force: true });
+    fs.copyFileSync(path.join(other.dir, 'index.db'), path.join(mine.dir, 'index.db'));
+
+    const again = openStore(mine.dir);
+    expect(again.store.recovery.rebuiltRecords).toBe(1);
+    expect(again.store.lookup('/store', 'mine-1')).toMatchObject({ offset: stored[0]!.offset });
+    // The other log's keys are not this one's duplicates.
+    expect((await again.store.append([ev('theirs-1')]))[0]!.duplicate).toBe(false);
+  });
+});
