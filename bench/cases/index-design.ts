@@ -7,6 +7,7 @@
  *   rows-per-event                  today's: a log_index row and an idempotency row (text key, indexes on
  *                                   stored_at and on (partition, offset)) per event
  *   rows-per-event-no-offset-index  the same without idempotency_by_offset
+ *   rows-per-event-cache-32MiB  rows-per-event with a 32 MiB page cache (what the indexer thread runs)
  *   group-rows                      position index as one row per (group, partition): (partition, first_offset) →
  *                                   blob of 12-byte entries (position u64, length u32) of consecutive offsets;
  *                                   idempotency one row per event (text key) with the stored_at index
@@ -334,8 +335,10 @@ function groupPositions(db: Database.Database) {
   };
 }
 
-function rowsPerEvent(file: string, offsetIndex: boolean): Design {
+function rowsPerEvent(file: string, offsetIndex: boolean, cacheMiB?: number): Design {
   const db = open(file);
+  // The indexer thread's own connection sets a larger page cache (src/wal/indexer-worker.ts).
+  if (cacheMiB !== undefined) db.pragma(`cache_size = -${cacheMiB * 1024}`);
   db.exec(`${IDEMPOTENCY_TEXT}
     ${offsetIndex ? 'CREATE INDEX idempotency_by_offset ON idempotency (partition, "offset");' : ''}
     CREATE TABLE log_index (
@@ -362,7 +365,8 @@ function rowsPerEvent(file: string, offsetIndex: boolean): Design {
     rows += mark(touched, end);
   });
   return {
-    name: offsetIndex ? 'rows-per-event' : 'rows-per-event-no-offset-index',
+    name:
+      cacheMiB !== undefined ? `rows-per-event-cache-${cacheMiB}MiB` : offsetIndex ? 'rows-per-event' : 'rows-per-event-no-offset-index',
     db,
     write: (groups, end) => write(groups, end),
     findOffset: (partition, offset) => find.get(partition, offset),
@@ -488,6 +492,8 @@ function consumeQueueFiles(file: string, dir: string): Design {
 const DESIGNS: { name: string; make: (file: string, dir: string) => Design }[] = [
   { name: 'rows-per-event', make: (file) => rowsPerEvent(file, true) },
   { name: 'rows-per-event-no-offset-index', make: (file) => rowsPerEvent(file, false) },
+  // What the indexer runs: rows-per-event with its connection's 32 MiB page cache.
+  { name: 'rows-per-event-cache-32MiB', make: (file) => rowsPerEvent(file, true, 32) },
   { name: 'group-rows', make: (file) => groupRows(file) },
   { name: 'hash-idempotency', make: (file) => hashDesign(file) },
   { name: 'consume-queue-files', make: (file, dir) => consumeQueueFiles(file, dir) },

@@ -30,9 +30,10 @@ export function createIdempotencyRepo(db: Db) {
   const oldestIn = db.prepare<[number], { storedAt: number; offset: number }>(
     'SELECT stored_at AS storedAt, "offset" AS offset FROM idempotency INDEXED BY idempotency_by_stored_at WHERE partition = ? ORDER BY stored_at LIMIT 1',
   );
+  // INDEXED BY: with idempotency_by_offset there too, the planner would walk the partition's every row.
   const firstAt = db.prepare<[number, number, number], { offset: number | null }>(
-    `SELECT MIN("offset") AS offset FROM idempotency WHERE partition = ? AND stored_at =
-       (SELECT stored_at FROM idempotency WHERE partition = ? AND stored_at >= ? ORDER BY stored_at LIMIT 1)`,
+    `SELECT MIN("offset") AS offset FROM idempotency INDEXED BY idempotency_by_stored_at WHERE partition = ? AND stored_at =
+       (SELECT stored_at FROM idempotency INDEXED BY idempotency_by_stored_at WHERE partition = ? AND stored_at >= ? ORDER BY stored_at LIMIT 1)`,
   );
   const firstKeys = db.prepare<[number], { source: string; id: string }>('SELECT source, id FROM idempotency ORDER BY source, id LIMIT ?');
   const keysAfter = db.prepare<[string, string, number], { source: string; id: string }>(
