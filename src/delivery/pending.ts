@@ -3,6 +3,7 @@ import type { StoredEvent } from '../wal/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
 import type { OffsetRow, PendingRow, PendingState } from '../store/delivery-state-repo';
 import { isEnded, ROW_STATE, type AttemptState, type CallbackOutcome } from './attempt-machine';
+import type { PartitionStats } from '../subscriptions/delivery-control';
 
 /**
  * An event this subscription has started and not finished. Where its attempts stand is `life`, which
@@ -92,16 +93,7 @@ export interface SubscriptionWorker {
   seekGeneration(): number;
   /** Flow control (issue 12 §3): the AIMD in-flight limit in force, and whether the rate limit's bucket is empty. */
   flowStats(): { currentMaxInFlight: number; throttled: boolean };
-  stats(): {
-    partition: number;
-    committedOffset: number;
-    headOffset: number;
-    lag: number;
-    inFlight: number;
-    oldestPendingAgeMs: number | null;
-    /** Events retention deleted before this subscription finished them (running total). */
-    expired: number;
-  }[];
+  stats(): PartitionStats[];
 }
 
 const ID_BYTES = 18;

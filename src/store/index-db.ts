@@ -8,6 +8,10 @@ import { openConnection, type Db } from './db';
  */
 export const INDEX_DB_FILE = 'index.db';
 
+/**
+ * The same tables as herald.db had them (migrations 0001 and 0006), so a data dir from before moves
+ * its rows over as they are. Derived data: no migrations; a change of shape would rebuild it.
+ */
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (
   key   TEXT PRIMARY KEY,
