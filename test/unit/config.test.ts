@@ -102,6 +102,10 @@ describe('loadConfig', () => {
     expect(loadConfig({ HERALD_RETENTION: '7d' }).retentionMs).toBe(7 * 24 * 3600 * 1000);
     expect(loadConfig({ HERALD_RETENTION: '1500' }).retentionMs).toBe(1500);
     expect(() => loadConfig({ HERALD_RETENTION: 'forever' })).toThrow(/HERALD_RETENTION: expected milliseconds or a duration/);
+    // 0 would delete every event as soon as it is stored.
+    expect(() => loadConfig({ HERALD_RETENTION: '0' })).toThrow(/HERALD_RETENTION: must be at least 1s/);
+    expect(() => loadConfig({ HERALD_RETENTION: '999ms' })).toThrow(/HERALD_RETENTION: must be at least 1s/);
+    expect(loadConfig({ HERALD_RETENTION: '1s' }).retentionMs).toBe(1000);
   });
 
   it('shows defaults in the table as an operator writes them', () => {
