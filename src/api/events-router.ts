@@ -4,6 +4,7 @@ import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import type { EventStore } from '../wal/event-store';
+import { streamEvents } from './event-stream';
 import { parseInput, pathInt, queryInt } from './query';
 import { newRouter, requireScope } from './routing';
 
@@ -19,6 +20,8 @@ export function createEventsRouter(store: EventStore, ingest: (req: IncomingMess
   const read = requireScope('read');
 
   router.post('/events', requireScope('publish'), (req, res) => ingest(req, res));
+
+  router.get('/events/stream', read, streamEvents(store));
 
   router.get('/events', read, (req, res) => {
     const { source, id } = parseInput(z.object({ source: z.string().min(1), id: z.string().min(1) }), req.query, 'query');

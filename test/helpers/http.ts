@@ -91,7 +91,15 @@ export function sendRaw(
   return new Promise((resolve, reject) => {
     const req = http.request({ host: hostname, port, method, path: target, headers, agent: false }, (res) => {
       const chunks: Buffer[] = [];
-      res.on('data', (c: Buffer) => chunks.push(c));
+      // A live stream (GET /events/stream) never ends by itself: its first chunk is the answer, then it is closed.
+      const streaming = /^text\/event-stream/.test(res.headers['content-type'] ?? '');
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        if (streaming) {
+          res.destroy();
+          resolve({ status: res.statusCode!, headers: res.headers, text: Buffer.concat(chunks).toString('utf8'), body: undefined });
+        }
+      });
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
         const json = /^application\/(?:[\w.+-]+\+)?json/.test(res.headers['content-type'] ?? '');

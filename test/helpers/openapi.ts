@@ -376,6 +376,15 @@ function templateRegex(template: string): RegExp {
  * `fetch` plus contract checking: every answer is validated before the test sees it.
  * `json` sends a JSON body; `body` sends raw bytes or text with the given headers.
  */
+/** The body; of a live stream (`text/event-stream`, which never ends by itself) only its first chunk. */
+async function readAnswer(res: Response): Promise<string> {
+  if (mediaTypeOf(res.headers.get('content-type')) !== 'text/event-stream' || !res.body) return res.text();
+  const reader = res.body.getReader();
+  const first = await reader.read();
+  await reader.cancel();
+  return first.value ? Buffer.from(first.value).toString('utf8') : '';
+}
+
 export function createContractClient(baseUrl: string, checker: ContractChecker) {
   return async function call(
     method: string,
@@ -389,7 +398,7 @@ export function createContractClient(baseUrl: string, checker: ContractChecker) 
       headers['content-type'] ??= 'application/json';
     }
     const res = await fetch(baseUrl + url, { method, headers, body });
-    const text = await res.text();
+    const text = await readAnswer(res);
     const { operationId } = checker.checkResponse({ method, url, status: res.status, headers: res.headers, body: text });
     let parsed: unknown = text;
     if (isJson(mediaTypeOf(res.headers.get('content-type')) ?? '')) parsed = JSON.parse(text);

@@ -57,9 +57,11 @@ describe('delivery.rateLimit', () => {
     await publish(source, 25);
     await waitFor(async () => (await statsOf(id)).throttled === true, { what: 'throttled: true' });
     const got = await waitFor(() => (fromSource(source).length >= 25 ? fromSource(source) : undefined), { what: '25 deliveries' });
-    // A full bucket holds one second (10 tokens); the other 15 come at 10 a second: at least 1.5 s.
+    // A full bucket holds one second (10 tokens); the other 15 come at 10 a second: at least 1.5 s between the
+    // sends. Measured at the receiver, a first request that a busy machine delivers late shortens the span, so
+    // the bound keeps 0.5 s of slack; without the limit all 25 would arrive within a few tens of ms.
     const times = got.map((r) => r.receivedAt).sort((a, b) => a - b);
-    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(1400);
+    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(1000);
     // Never more than the bucket allows in any one second (capacity 10 + 10 earned).
     for (const t of times) expect(times.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(20);
 

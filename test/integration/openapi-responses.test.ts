@@ -143,6 +143,9 @@ describe('every operation answers as the contract says', () => {
       partitionkey: 7,
     });
     expect((await call('GET', '/events?source=%2Fcontract%2Fevents')).status).toBe(400);
+    const stream = await call('GET', `/events/stream?${new URLSearchParams({ sql: "type LIKE 'contract.%'" })}`);
+    expect([stream.status, stream.headers.get('content-type')]).toEqual([200, 'text/event-stream; charset=utf-8']);
+    expect((await call('GET', `/events/stream?${new URLSearchParams({ sql: 'type = = 1' })}`)).status).toBe(400);
     expect((await call('GET', '/events?source=%2Fnowhere&id=1')).status).toBe(404);
 
     const metrics = await call('GET', '/metrics');

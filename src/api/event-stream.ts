@@ -1,0 +1,98 @@
+import type { Request, Response } from 'express';
+import { z } from 'zod';
+import { toStructured } from '../cloudevents/format';
+import { AppError } from '../errors';
+import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../subscriptions/filter';
+import type { EventStore } from '../wal/event-store';
+import { parseInput } from './query';
+
+/** A comment line this often keeps proxies from closing an idle stream. */
+const KEEPALIVE_MS = 15_000;
+/** A reader this far behind (bytes written but not taken by the socket) is disconnected, not buffered for. */
+const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+const PAGE = 256;
+
+/** `sql` of `GET /events/stream`: the subscriptions' CloudEvents SQL dialect; a bad expression is a 400. */
+function matcherOf(sql: string | undefined): Matcher | undefined {
+  if (sql === undefined) return undefined;
+  try {
+    return compileFilters([{ sql }]);
+  } catch (err) {
+    if (!(err instanceof AppError)) throw err;
+    throw new AppError('invalid_request', 'the sql expression is not valid', {
+      details: err.details.map((d) => ({ attribute: 'sql', message: d.message })),
+    });
+  }
+}
+
+/**
+ * `GET /events/stream`: a live tail as Server-Sent Events. From the moment of the request, every
+ * stored event (matching `sql`, when given) is one message `event: cloudevent`, `id: <partition>:<offset>`,
+ * `data: {"partition","offset","event"}`, in offset order within each partition. Reads follow the
+ * store's append notifications, so the stream costs nothing while nothing is stored.
+ */
+export function streamEvents(store: EventStore) {
+  return (req: Request, res: Response): void => {
+    const { sql } = parseInput(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req.query, 'query');
+    const matches = matcherOf(sql);
+    const cursors = store.heads().slice();
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+    });
+    res.write(': herald live tail\n\n');
+    let closed = false;
+    const close = () => {
+      if (closed) return;
+      closed = true;
+      unsubscribe();
+      clearInterval(keepalive);
+      res.end();
+    };
+    const send = (text: string): void => {
+      res.write(text);
+      if (res.writableLength > MAX_BUFFERED_BYTES) {
+        // A slow reader is cut off rather than buffered without bound; it reconnects and continues from now.
+        closed = true;
+        unsubscribe();
+        clearInterval(keepalive);
+        res.destroy();
+      }
+    };
+    // Appends are announced from the commit path: note the partitions and read after it, once per turn.
+    const grown = new Set<number>();
+    let scheduled = false;
+    const unsubscribe = store.onAppend((partitions) => {
+      for (const p of partitions) grown.add(p);
+      if (scheduled) return;
+      scheduled = true;
+      setImmediate(() => {
+        scheduled = false;
+        const todo = [...grown];
+        grown.clear();
+        for (const partition of todo) catchUp(partition);
+      });
+    });
+    const catchUp = (partition: number): void => {
+      const head = store.heads()[partition] ?? 0;
+      while (!closed && cursors[partition]! < head) {
+        const page = store.read(partition, cursors[partition]!, PAGE);
+        for (const e of page.events) {
+          if (closed) return;
+          if (!matches || matches(e.event.attributes)) {
+            const data = JSON.stringify({ partition: e.partition, offset: e.offset, event: toStructured(e.event) });
+            send(`event: cloudevent\nid: ${e.partition}:${e.offset}\ndata: ${data}\n\n`);
+          }
+        }
+        const last = page.events[page.events.length - 1];
+        // Past the page, a corrupt record, or a gap: never wait on an offset that will not come.
+        cursors[partition] = page.corruptOffset !== undefined ? page.corruptOffset + 1 : last ? last.offset + 1 : head;
+      }
+    };
+    const keepalive = setInterval(() => send(': keepalive\n\n'), KEEPALIVE_MS);
+    keepalive.unref();
+    req.on('close', close);
+    res.on('close', close);
+  };
+}

@@ -1,0 +1,135 @@
+import http from 'node:http';
+import { postBatch, postBinary, useGatewayForFile } from '../helpers/gateway';
+
+const gw = useGatewayForFile({ HERALD_PARTITIONS: '4' });
+
+interface SseMessage {
+  event?: string;
+  id?: string;
+  data?: string;
+}
+
+/** Opens `GET /events/stream` and collects its messages until `count` arrived (bounded in time). */
+function openStream(query = '') {
+  const messages: SseMessage[] = [];
+  let buffer = '';
+  let res: http.IncomingMessage | undefined;
+  const ready = new Promise<http.IncomingMessage>((resolve, reject) => {
+    const { hostname, port } = new URL(gw.url);
+    const req = http.get({ host: hostname, port, path: `/events/stream${query}`, agent: false }, (r) => {
+      res = r;
+      r.setEncoding('utf8');
+      r.on('data', (chunk: string) => {
+        buffer += chunk;
+        let end: number;
+        while ((end = buffer.indexOf('\n\n')) !== -1) {
+          const block = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          const message: SseMessage = {};
+          for (const line of block.split('\n')) {
+            if (line.startsWith(':')) continue;
+            const colon = line.indexOf(': ');
+            const field = line.slice(0, colon) as keyof SseMessage;
+            message[field] = line.slice(colon + 2);
+          }
+          if (message.event) messages.push(message);
+        }
+      });
+      // The first bytes (a comment) say the tail is attached: events stored from now on are in it.
+      r.once('data', () => resolve(r));
+    });
+    req.on('error', reject);
+  });
+  return {
+    messages,
+    ready,
+    async waitFor(count: number, timeoutMs = 5000): Promise<SseMessage[]> {
+      const deadline = Date.now() + timeoutMs;
+      while (messages.length < count && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      return messages;
+    },
+    close: () => res?.destroy(),
+  };
+}
+
+describe('GET /events/stream', () => {
+  it('sends every event stored after the request, as SSE messages with partition:offset ids, filtered by sql', async () => {
+    await postBinary(gw.url, { source: '/stream', id: 'before', type: 'com.example.order.created' });
+    const all = openStream();
+    const orders = openStream(`?${new URLSearchParams({ sql: "type LIKE 'com.example.order.%'" })}`);
+    const res = await all.ready;
+    await orders.ready;
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['content-type']).toMatch(/^text\/event-stream/);
+    const sent = [
+      (await postBinary(gw.url, { source: '/stream', id: 'o1', type: 'com.example.order.created', data: { n: 1 } })).body.results[0],
+      (await postBinary(gw.url, { source: '/stream', id: 'p1', type: 'com.example.payment.made' })).body.results[0],
+      ...(
+        await postBatch(gw.url, [
+          { source: '/stream', id: 'o2', type: 'com.example.order.shipped' },
+          { source: '/stream', id: 'o3', type: 'com.example.order.created' },
+        ])
+      ).body.results,
+    ];
+    try {
+      const got = await all.waitFor(4);
+      expect(got).toHaveLength(4);
+      const byId = new Map(got.map((m) => [JSON.parse(m.data!).event.id as string, m]));
+      expect([...byId.keys()].sort()).toEqual(['o1', 'o2', 'o3', 'p1']); // not 'before'
+      for (const r of sent) {
+        const m = byId.get(r.id)!;
+        expect(m.event).toBe('cloudevent');
+        expect(m.id).toBe(`${r.partition}:${r.offset}`);
+        expect(JSON.parse(m.data!)).toMatchObject({ partition: r.partition, offset: r.offset, event: { id: r.id, source: '/stream' } });
+      }
+      expect(JSON.parse(byId.get('o1')!.data!).event.data).toEqual({ n: 1 });
+      const filtered = await orders.waitFor(3);
+      await new Promise((r) => setTimeout(r, 200)); // nothing else is coming
+      expect(orders.messages.map((m) => JSON.parse(m.data!).event.id).sort()).toEqual(['o1', 'o2', 'o3']);
+      expect(filtered).toHaveLength(3);
+    } finally {
+      all.close();
+      orders.close();
+    }
+  });
+
+  it('answers 400 problem+json naming sql for an expression that does not parse', async () => {
+    const res = await fetch(`${gw.url}/events/stream?${new URLSearchParams({ sql: "type = 'a' AND AND" })}`);
+    expect(res.status).toBe(400);
+    expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    const body = (await res.json()) as { code: string; errors: { attribute: string }[] };
+    expect(body.code).toBe('invalid_request');
+    expect(body.errors[0]?.attribute).toBe('sql');
+  });
+
+  it('disconnects a reader that does not keep up instead of buffering for it', async () => {
+    const { hostname, port } = new URL(gw.url);
+    const reader = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      const req = http.get({ host: hostname, port, path: '/events/stream', agent: false }, (res) => {
+        res.pause(); // reads nothing while the events are stored
+        resolve(res);
+      });
+      req.on('error', reject);
+    });
+    const big = 'x'.repeat(16 * 1024);
+    const batches = 60; // ≈ 19 MiB of messages: far past the 4 MiB a reader may fall behind, plus the socket buffers
+    for (let i = 0; i < batches; i++) {
+      const res = await postBatch(
+        gw.url,
+        Array.from({ length: 20 }, (_, j) => ({ source: '/stream/slow', id: `${i}-${j}`, data: { big } })),
+      );
+      expect(res.status).toBe(202);
+    }
+    // Now it reads: it gets what was in flight, then the end, long before the whole backlog.
+    let received = 0;
+    const ended = new Promise<void>((resolve) => {
+      reader.socket.on('close', () => resolve());
+      reader.on('data', (c: Buffer) => (received += c.length));
+      reader.on('error', () => undefined);
+    });
+    reader.resume();
+    const timeout = new Promise<'open'>((resolve) => setTimeout(() => resolve('open'), 10_000).unref());
+    expect(await Promise.race([ended.then(() => 'closed' as const), timeout])).toBe('closed');
+    expect(received).toBeLessThan(batches * 20 * big.length);
+  });
+});
