@@ -1,5 +1,6 @@
 import request from 'supertest';
 import { startTestGateway, type Env, type TestGateway } from './gateway';
+import { createContractClient, type ContractChecker, type ContractClient } from './openapi';
 import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from './receiver';
 import { cleanupTmpDirs } from './tmp';
 
@@ -56,6 +57,11 @@ export function useDeliveryFixture(env: Env = {}): DeliveryFixture {
       close: () => running(receiver, 'receiver').close(),
     },
   };
+}
+
+/** A contract client for a fixture's gateway: it can be made before `beforeAll` has started the gateway. */
+export function contractClientFor(gw: { readonly url: string }, checker: ContractChecker): ContractClient {
+  return (method, url, opts) => createContractClient(gw.url, checker)(method, url, opts);
 }
 
 /**

@@ -1,7 +1,6 @@
-import { startTestGateway, type TestGateway } from '../helpers/gateway';
-import { createContractChecker, createContractClient, loadContract, type ContractClient } from '../helpers/openapi';
-import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { contractClientFor, useDeliveryFixture } from '../helpers/delivery';
+import { createContractChecker, loadContract } from '../helpers/openapi';
+import { waitFor } from '../helpers/receiver';
 
 /**
  * Rate limits and adaptive concurrency (issue 12 §3), against real receivers on loopback. The only
@@ -9,21 +8,8 @@ import { cleanupTmpDirs } from '../helpers/tmp';
  */
 
 const checker = createContractChecker(loadContract());
-let gw: TestGateway;
-let call: ContractClient;
-let receiver: Receiver;
-
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  call = createContractClient(gw.url, checker);
-  receiver = await startReceiver();
-});
-
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '4' });
+const call = contractClientFor(gw, checker);
 
 async function publish(source: string, count: number): Promise<void> {
   const res = await call('POST', '/events', {

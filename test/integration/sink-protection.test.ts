@@ -4,9 +4,10 @@ import https from 'node:https';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { killIfRunning, spawnGateway, startTestGateway, type ChildGateway, type TestGateway } from '../helpers/gateway';
+import { contractClientFor, useDeliveryFixture } from '../helpers/delivery';
 import { createContractChecker, createContractClient, loadContract, type ContractClient } from '../helpers/openapi';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+import { tmpDir } from '../helpers/tmp';
 
 /**
  * Sink authentication and SSRF protection (issue 12 §6): `delivery.headers`, sinks with user info,
@@ -16,22 +17,9 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
  */
 
 const checker = createContractChecker(loadContract());
-let gw: TestGateway;
-let call: ContractClient;
-let receiver: Receiver;
+const { gw, receiver } = useDeliveryFixture({ HERALD_PARTITIONS: '2' });
+const call = contractClientFor(gw, checker);
 let seq = 0;
-
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
-  call = createContractClient(gw.url, checker);
-  receiver = await startReceiver();
-});
-
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
 
 const FAST = { retry: { initialDelayMs: 10, maxDelayMs: 20 } };
 
