@@ -43,22 +43,19 @@ export function streamEvents(store: EventStore) {
     });
     res.write(': herald live tail\n\n');
     let closed = false;
-    const close = () => {
+    /** Ends the tail: `end` when the client went away, `destroy` to cut off a reader that fell behind. */
+    const stop = (how: 'end' | 'destroy') => {
       if (closed) return;
       closed = true;
       unsubscribe();
       clearInterval(keepalive);
-      res.end();
+      if (how === 'end') res.end();
+      else res.destroy();
     };
     const send = (text: string): void => {
       res.write(text);
-      if (res.writableLength > MAX_BUFFERED_BYTES) {
-        // A slow reader is cut off rather than buffered without bound; it reconnects and continues from now.
-        closed = true;
-        unsubscribe();
-        clearInterval(keepalive);
-        res.destroy();
-      }
+      // A slow reader is cut off rather than buffered without bound; it reconnects and continues from now.
+      if (res.writableLength > MAX_BUFFERED_BYTES) stop('destroy');
     };
     // Appends are announced from the commit path: note the partitions and read after it, once per turn.
     const grown = new Set<number>();
@@ -92,7 +89,7 @@ export function streamEvents(store: EventStore) {
     };
     const keepalive = setInterval(() => send(': keepalive\n\n'), KEEPALIVE_MS);
     keepalive.unref();
-    req.on('close', close);
-    res.on('close', close);
+    req.on('close', () => stop('end'));
+    res.on('close', () => stop('end'));
   };
 }

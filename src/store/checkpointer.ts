@@ -1,7 +1,5 @@
 import { Worker } from 'node:worker_threads';
-
-/** The SQLite WAL file is emptied when it grows past this (it counts in the data dir's disk use). */
-const MAX_WAL_BYTES = 32 * 1024 * 1024;
+import { MAX_WAL_BYTES } from './db';
 
 /**
  * Checkpoints the SQLite WAL from a worker thread with its own connection,
@@ -18,8 +16,7 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
     const fs = require('node:fs');
     const timer = setInterval(() => {
       try {
-        // A steady writer (the indexer) keeps PASSIVE from ever resetting the WAL: past the bound,
-        // TRUNCATE waits for a gap between transactions and empties it.
+        // checkpointBounded() of ./db, which this eval'd worker cannot import.
         let walBytes = 0;
         try { walBytes = fs.statSync(workerData.dbFile + '-wal').size; } catch {}
         db.pragma(walBytes > workerData.maxWalBytes ? 'wal_checkpoint(TRUNCATE)' : 'wal_checkpoint(PASSIVE)');

@@ -57,6 +57,23 @@ export function migrate(db: Db, dir = MIGRATIONS_DIR): number[] {
   return newlyApplied;
 }
 
+/** A WAL file past this is emptied (TRUNCATE) rather than only copied back (PASSIVE): it counts in the data dir's disk use. */
+export const MAX_WAL_BYTES = 32 * 1024 * 1024;
+
+/**
+ * The checkpoint a steady writer's database needs: PASSIVE never resets the WAL while writes keep
+ * coming, so past {@link MAX_WAL_BYTES} TRUNCATE waits for a gap between transactions and empties it.
+ */
+export function checkpointBounded(db: Db, file: string): void {
+  let walBytes = 0;
+  try {
+    walBytes = fs.statSync(`${file}-wal`).size;
+  } catch {
+    return; // no WAL file: nothing to checkpoint
+  }
+  db.pragma(walBytes > MAX_WAL_BYTES ? 'wal_checkpoint(TRUNCATE)' : 'wal_checkpoint(PASSIVE)');
+}
+
 /** Moves the SQLite WAL into the main file without blocking writers (PASSIVE). */
 export function checkpoint(db: Db): void {
   db.pragma('wal_checkpoint(PASSIVE)');

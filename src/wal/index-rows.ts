@@ -45,9 +45,7 @@ export function createIndexRows(db: Db, partitions: number) {
 
   return {
     /** Indexes one or more committed groups; `end` is the log position past the last. */
-    write(rows: IndexRow[], end: number): void {
-      write(rows, end);
-    },
+    write,
     /**
      * Retention up to log position `through` (the base of the first segment kept). `log_start` moves
      * first, in one transaction with the new first offsets' computation, so a crash before the rows

@@ -4,9 +4,8 @@
  * Retention's row deletions and the idempotency window's pruning run here too. Everything it writes
  * can be rebuilt from the log: a crash loses at most rows that recovery derives again.
  */
-import fs from 'node:fs';
 import { parentPort, workerData } from 'node:worker_threads';
-import { openConnection } from '../store/db';
+import { checkpointBounded, openConnection } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createIndexRows } from './index-rows';
 import { fromColumns, type FromIndexer, type IndexRow, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
@@ -16,7 +15,6 @@ import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 const ROWS_PER_TRANSACTION = 4096;
 
 const CHECKPOINT_INTERVAL_MS = 1000;
-const MAX_WAL_BYTES = 32 * 1024 * 1024;
 
 const port = parentPort!;
 const { dbFile, partitions } = workerData as IndexerWorkerData;
@@ -97,20 +95,11 @@ function indexBatch(): void {
 
 let checkpointedAt = Date.now();
 
-/**
- * The indexer is index.db's only writer, so it checkpoints it itself, between its transactions:
- * PASSIVE at most once a second, TRUNCATE (emptying the WAL file) once it passes 32 MiB.
- */
+/** The indexer is index.db's only writer, so it checkpoints it itself, between its transactions, at most once a second. */
 function checkpoint(): void {
   if (Date.now() - checkpointedAt < CHECKPOINT_INTERVAL_MS) return;
   checkpointedAt = Date.now();
-  let walBytes = 0;
-  try {
-    walBytes = fs.statSync(`${dbFile}-wal`).size;
-  } catch {
-    return;
-  }
-  db.pragma(walBytes > MAX_WAL_BYTES ? 'wal_checkpoint(TRUNCATE)' : 'wal_checkpoint(PASSIVE)');
+  checkpointBounded(db, dbFile);
 }
 
 /** Keys per page of the key filter's scan (keyset paging: each page is an index range scan). */

@@ -72,9 +72,10 @@ export type LocalEventStore = EventStore & {
  * thread behind it (read-your-writes through its tail); retention deleting whole segments.
  */
 export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventStore {
-  const indexDb = openOwnIndex(opts);
+  const identity = readIdentity(opts.dataDir);
+  const indexDb = openOwnIndex(opts, identity);
   try {
-    return composeStore(opts, indexDb);
+    return composeStore(opts, indexDb, identity);
   } catch (err) {
     indexDb.close();
     throw err;
@@ -86,10 +87,10 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
  * for another data dir (an operator's copy) is derived from another log: it is thrown away and
  * rebuilt, never trusted (its duplicate answers would drop new events).
  */
-function openOwnIndex(opts: LocalEventStoreOptions): Db {
+function openOwnIndex(opts: LocalEventStoreOptions, identity: DataDirIdentity | undefined): Db {
   const file = path.join(opts.dataDir, INDEX_DB_FILE);
   let indexDb = openIndexDatabase(file);
-  const known = readIdentity(opts.dataDir)?.id ?? createMetaRepo(opts.db).get('data_dir_id');
+  const known = identity?.id ?? createMetaRepo(opts.db).get('data_dir_id');
   const indexedFor = createMetaRepo(indexDb).get('data_dir_id');
   if (known !== undefined && indexedFor !== undefined && indexedFor !== known) {
     indexDb.close();
@@ -106,10 +107,10 @@ function openOwnIndex(opts: LocalEventStoreOptions): Db {
   return indexDb;
 }
 
-function composeStore(opts: LocalEventStoreOptions, indexDb: Db): LocalEventStore {
+function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataDirIdentity | undefined): LocalEventStore {
   const clock = opts.clock ?? Date.now;
   const { log } = opts;
-  const { segments, recovery, heads } = openLog(opts, indexDb, clock);
+  const { segments, recovery, heads } = openLog(opts, indexDb, identity, clock);
   const index = createLogIndexRepo(indexDb);
   const idempotency = createIdempotencyRepo(indexDb);
   const firstOffsets = heads.map((head, p) => index.minOffset(p) ?? head);
@@ -257,13 +258,13 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db): LocalEventStor
 function openLog(
   opts: LocalEventStoreOptions,
   indexDb: Db,
+  identity: DataDirIdentity | undefined,
   clock: () => number,
 ): { segments: SegmentLog; recovery: RecoveryReport; heads: number[] } {
   const { db, log } = opts;
   const meta = createMetaRepo(db);
   const indexMeta = createMetaRepo(indexDb);
   const permissions = opts.recovery ?? new Set<RecoveryPermission>();
-  const identity = readIdentity(opts.dataDir);
   const recorded = identity?.partitions ?? (meta.get('partitions') === undefined ? undefined : Number(meta.get('partitions')));
   if (recorded !== undefined && recorded !== opts.partitions) {
     throw new StartupError(
