@@ -2,6 +2,7 @@ import type { Router } from 'express';
 import { z } from 'zod';
 import { createSubscriptionSchema, patchSubscriptionSchema, rotateSecretSchema } from '../subscriptions/schema';
 import { seekSchema } from '../subscriptions/seek-schema';
+import { ATTEMPTS_KEPT } from '../store/attempts-repo';
 import type { SubscriptionsService } from '../subscriptions/service';
 import { parseInput, queryInt } from './query';
 import { jsonBody, newRouter, requireScope } from './routing';
@@ -51,6 +52,14 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     res.json(service.rotateSecret(req.params.id, parseInput(rotateSecretSchema, req.body ?? {}, 'request')));
   });
 
+  router.get('/subscriptions/:id/attempts', admin, (req, res) => {
+    const page = parseInput(
+      z.object({ limit: queryInt(100, ATTEMPTS_KEPT).pipe(z.number().min(1)), before: queryInt(Number.MAX_SAFE_INTEGER) }),
+      req.query,
+      'query',
+    );
+    res.json(service.attempts(req.params.id, page));
+  });
   router.get('/subscriptions/:id/dead-letters', admin, (req, res) => {
     const page = parseInput(z.object({ limit: queryInt(100, MAX_PAGE), after: queryInt(0) }), req.query, 'query');
     res.json(service.deadLetters(req.params.id, page));

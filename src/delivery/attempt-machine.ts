@@ -1,4 +1,5 @@
 import type { DeadLetterReason } from '../store/dead-letters-repo';
+import type { AttemptOutcome } from '../store/attempts-repo';
 import type { PendingRow, PendingState } from '../store/delivery-state-repo';
 import type { DeliveryOutcome } from '../metrics';
 import { classifyStatus, type Outcome } from './request';
@@ -449,3 +450,23 @@ export function transition(state: AttemptState, input: AttemptInput, ctx: Attemp
   if (cell === undefined || ('attemptId' in input && input.attemptId !== state.deliveryId)) return { state, effects: [] };
   return cell(state, input, ctx);
 }
+
+/**
+ * What the attempt log says was done with an answer or timeout, read off the step it caused: no
+ * `answered` effect means the attempt was no longer current (`stale`); a dead letter wins over the
+ * retry it ended.
+ */
+export function answerOutcome(state: AttemptState, effects: readonly AttemptEffect[]): AttemptOutcome {
+  if (!effects.some((e) => e.kind === 'answered')) return 'stale';
+  if (effects.some((e) => e.kind === 'deadLetter')) return 'dead_lettered';
+  if (state.phase === 'awaiting_ack') return 'awaiting_ack';
+  for (const e of effects) if (e.kind === 'observe') return OBSERVED_OUTCOME[e.outcome] ?? 'retry';
+  return 'retry';
+}
+
+const OBSERVED_OUTCOME: Partial<Record<DeliveryOutcome, AttemptOutcome>> = {
+  delivered: 'delivered',
+  retry: 'retry',
+  timeout: 'timeout',
+  gone: 'gone',
+};

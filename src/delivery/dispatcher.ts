@@ -4,6 +4,7 @@ import type { EventStore } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
+import { ATTEMPTS_KEPT, createAttemptsRepo, type AttemptRow } from '../store/attempts-repo';
 import type { DeliveryStats, SubscriptionHandle } from '../subscriptions/delivery-control';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
@@ -59,6 +60,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   const random = deps.random ?? Math.random;
   const stateRepo = createDeliveryStateRepo(deps.db);
   const deadLetters = createDeadLettersRepo(deps.db);
+  const attemptLog = createAttemptsRepo(deps.db);
   const workers = new Map<string, SubscriptionWorker>();
   /** Attempts whose callback is still open. */
   const callbacks = new Map<string, CallbackEntry>();
@@ -74,6 +76,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
   /** Per subscription, since when every attempt has failed (null: delete the row). */
   const dirtyFailing = new Map<string, number | null>();
+  /** Per subscription, attempts answered since the last flush (at most the newest `ATTEMPTS_KEPT` are written). */
+  const attemptInserts = new Map<string, AttemptRow[]>();
   let flushTimer: NodeJS.Timeout | undefined;
 
   const writeBatch = deps.db.transaction(() => {
@@ -85,6 +89,10 @@ export function createDispatcher(deps: DispatcherDeps) {
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
+    for (const [subscriptionId, rows] of attemptInserts) {
+      for (const row of rows.slice(-ATTEMPTS_KEPT)) attemptLog.insert(row);
+      attemptLog.trim(subscriptionId);
+    }
   });
 
   function flush(): void {
@@ -95,7 +103,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       dirtyOffsets.size === 0 &&
       deadLetterInserts.length === 0 &&
       deadLetterDeletes.length === 0 &&
-      dirtyFailing.size === 0;
+      dirtyFailing.size === 0 &&
+      attemptInserts.size === 0;
     if (idle) return;
     try {
       writeBatch();
@@ -118,6 +127,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     deadLetterInserts = [];
     deadLetterDeletes = [];
     dirtyFailing.clear();
+    attemptInserts.clear();
   }
 
   /**
@@ -174,6 +184,14 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     saveFailingSince(subscriptionId, since) {
       dirtyFailing.set(subscriptionId, since);
+      scheduleFlush();
+    },
+    recordAttempt(row) {
+      let rows = attemptInserts.get(row.subscriptionId);
+      if (!rows) attemptInserts.set(row.subscriptionId, (rows = []));
+      rows.push(row);
+      // While SQLite refuses writes the buffer must not grow without bound: only the newest are kept anyway.
+      if (rows.length > 2 * ATTEMPTS_KEPT) rows.splice(0, rows.length - ATTEMPTS_KEPT);
       scheduleFlush();
     },
   };
@@ -294,6 +312,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
       deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
       dirtyFailing.delete(subscriptionId);
+      attemptInserts.delete(subscriptionId);
       for (const [id, entry] of callbacks) if (entry.worker === worker) callbacks.delete(id);
     },
     /** Per partition, the dead letters stored, and flow control (`currentMaxInFlight`, `throttled`, issue 12 §3). */
@@ -325,6 +344,12 @@ export function createDispatcher(deps: DispatcherDeps) {
       written();
       worker.seek(positions, generation);
       return { generation };
+    },
+    /** A page of a subscription's attempt log, newest first, with ids below `page.before`. */
+    attempts(subscriptionId: string, page: { before: number; limit: number }) {
+      workerOf(subscriptionId);
+      readYourWrites();
+      return attemptLog.page(subscriptionId, page.before, page.limit);
     },
     /** A page of a subscription's dead letters, oldest first, with ids above `page.after`. */
     deadLetters(subscriptionId: string, page: { after: number; limit: number }): DeadLetterRow[] {

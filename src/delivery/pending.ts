@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { StoredEvent } from '../wal/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
+import type { AttemptRow } from '../store/attempts-repo';
 import type { OffsetRow, PendingRow, PendingState } from '../store/delivery-state-repo';
 import { isEnded, ROW_STATE, type AttemptState, type CallbackOutcome } from './attempt-machine';
 import type { PartitionStats } from '../subscriptions/delivery-control';
@@ -60,6 +61,8 @@ export interface StatePersistence {
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
   /** Since when every attempt has failed (null: the last one succeeded), for auto-disable. */
   saveFailingSince(subscriptionId: string, since: number | null): void;
+  /** One answered (or failed) request, for the attempt log (issue 13 §1). */
+  recordAttempt(row: AttemptRow): void;
 }
 
 export type { CallbackOutcome };

@@ -6,7 +6,7 @@ import type { Matcher } from '../subscriptions/filter';
 import type { DeliveryOutcome } from '../metrics';
 import { AbortGroup, type HttpSender } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type StatePersistence, type SubscriptionWorker } from './pending';
-import { initialState, stateFromRow, transition, type AttemptEffect, type AttemptInput } from './attempt-machine';
+import { answerOutcome, initialState, stateFromRow, transition, type AttemptEffect, type AttemptInput } from './attempt-machine';
 import {
   clearBuffer,
   createCursor,
@@ -419,7 +419,19 @@ export function createSubscriptionWorker(
             error: result.error,
             sinkNotAllowed: result.sinkNotAllowed,
           };
-    step(pending, input, { ms });
+    const effects = step(pending, input, { ms });
+    deps.persistence.recordAttempt({
+      subscriptionId: subId,
+      deliveryId: attemptId,
+      partition: pending.partition,
+      offset: pending.offset,
+      attempt: attemptNumber,
+      status: result.status,
+      error: result.error?.slice(0, 1024) ?? null,
+      durationMs: Math.max(0, Math.round(ms)),
+      startedAt,
+      outcome: answerOutcome(pending.life, effects),
+    });
   }
 
   function armTimer(pending: Pending, at: number, fire: () => void): void {

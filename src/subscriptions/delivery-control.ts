@@ -1,4 +1,5 @@
 import type { DeadLetterRow } from '../store/dead-letters-repo';
+import type { AttemptRow } from '../store/attempts-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from './filter';
 import type { SeekTarget } from './seek-schema';
@@ -32,6 +33,8 @@ export interface DeliveryControl {
   seek(subscriptionId: string, target: SeekTarget): { generation: number };
   /** What `stats` of a subscription shows. */
   stats(subscriptionId: string): DeliveryStats;
+  /** A page of the attempt log, newest first, with ids below `before`. */
+  attempts(subscriptionId: string, page: { before: number; limit: number }): (AttemptRow & { id: string })[];
   /** A page of dead letters, oldest first, with ids above `after`. */
   deadLetters(subscriptionId: string, page: { after: number; limit: number }): DeadLetterRow[];
   /** Queues the named dead letters (all when `ids` is undefined; unknown ids are skipped) again with a fresh attempt count; returns how many. */

@@ -355,6 +355,28 @@ export function createSubscriptionsService(deps: {
       deps.log.info({ subscription: id, overlapSeconds }, 'signing secret rotated');
       return { ...view(record, false), secret: record.secret };
     },
+    /** The attempt log (issue 13 §1), newest first; `next` is the cursor of the following page. */
+    attempts(id: string, page: { limit: number; before: number }) {
+      liveOf(id);
+      // One more than asked tells whether an older page exists, so the last page says `next: null`.
+      const rows = deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 });
+      const more = rows.length > page.limit;
+      if (more) rows.length = page.limit;
+      return {
+        attempts: rows.map((row) => ({
+          deliveryId: row.deliveryId,
+          partition: row.partition,
+          offset: row.offset,
+          attempt: row.attempt,
+          status: row.status,
+          error: row.error,
+          durationMs: row.durationMs,
+          startedAt: new Date(row.startedAt).toISOString(),
+          outcome: row.outcome,
+        })),
+        next: more ? rows[rows.length - 1]!.id : null,
+      };
+    },
     deadLetters(id: string, page: { limit: number; after: number }) {
       liveOf(id);
       const rows = deps.delivery.deadLetters(id, page);

@@ -335,6 +335,13 @@ describe('every operation answers as the contract says', () => {
     expect((await call('GET', `/subscriptions/${subId}/dead-letters?limit=5000`)).status).toBe(400);
     expect((await call('GET', '/subscriptions/nope/dead-letters')).status).toBe(404);
 
+    // The attempt log: each request sent, newest first (issue 13 §1).
+    const attempts = await call('GET', `/subscriptions/${subId}/attempts?limit=2`);
+    expect(attempts.body.attempts).toHaveLength(2);
+    expect(attempts.body.attempts[0]).toMatchObject({ status: 202, outcome: 'awaiting_ack' });
+    expect((await call('GET', `/subscriptions/${subId}/attempts?before=x`)).status).toBe(400);
+    expect((await call('GET', '/subscriptions/nope/attempts')).status).toBe(404);
+
     const [m3Letter, m4Letter] = all.deadLetters as { id: string }[];
     const before = manual.requests.length;
     const redelivering = await call('POST', `/subscriptions/${subId}/dead-letters/redeliver`, { json: { ids: [m3Letter!.id] } });
