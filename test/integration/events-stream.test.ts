@@ -102,6 +102,29 @@ describe('GET /events/stream', () => {
     expect(body.errors[0]?.attribute).toBe('sql');
   });
 
+  it('sends a comment line every 15 s while nothing is stored, so proxies keep an idle stream open', async () => {
+    const { hostname, port } = new URL(gw.url);
+    const opened = Date.now();
+    const keepaliveAt = await new Promise<number>((resolve, reject) => {
+      const req = http.get(
+        { host: hostname, port, path: '/events/stream?sql=' + encodeURIComponent("source = '/stream/idle'"), agent: false },
+        (res) => {
+          res.setEncoding('utf8');
+          res.on('data', (chunk: string) => {
+            if (chunk.includes(': keepalive\n\n')) {
+              resolve(Date.now());
+              res.destroy();
+            }
+          });
+        },
+      );
+      req.on('error', reject);
+      setTimeout(() => reject(new Error('no keepalive comment within 20 s')), 20_000).unref();
+    });
+    // Not sooner than the interval (it is not chatter), and it came by itself (nothing was stored for this filter).
+    expect(keepaliveAt - opened).toBeGreaterThanOrEqual(14_000);
+  }, 30_000);
+
   it('disconnects a reader that does not keep up instead of buffering for it', async () => {
     const { hostname, port } = new URL(gw.url);
     const reader = await new Promise<http.IncomingMessage>((resolve, reject) => {
