@@ -187,7 +187,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       const first = offset ?? indexer.firstOffset(p) ?? heads[p]!;
       firstOffsets[p] = Math.max(firstOffsets[p]!, first);
     });
-    const dropped = segments.dropBefore(through);
+    const dropped = segments.dropBefore(through, { background: true });
     log.info({ segments: dropped.segments, freedBytes: dropped.bytes, firstOffsets }, 'retention deleted the oldest log segments');
     for (const listener of retireListeners) safely(log, 'retention listener failed', () => listener(firstOffsets));
   }
