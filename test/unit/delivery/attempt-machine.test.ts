@@ -1,5 +1,6 @@
 import {
   INPUT_KINDS,
+  answerOutcome,
   PHASES,
   ROW_STATE,
   TABLE,
@@ -452,5 +453,26 @@ describe('attempt machine: the named cases', () => {
       expect(transition(row.from, row.input, ctx(row.ctx))).toEqual(transition(row.from, row.input, ctx(row.ctx)));
       expect(Object.isFrozen(row.from)).toBe(true); // a write to it would have thrown
     }
+  });
+});
+
+describe('answerOutcome: what the attempt log says was done with an answer', () => {
+  const outcomeOf = (state: AttemptState, input: AttemptInput, over: Partial<AttemptContext> = {}) => {
+    const step = transition(state, input, ctx(over));
+    return answerOutcome(step.state, step.effects);
+  };
+  const lastAttempt = deepFreeze<AttemptState>({ ...sending, attempt: 3 });
+  it.each<[string, string, AttemptState, AttemptInput]>([
+    ['a 2xx', 'delivered', sending, { kind: 'answer', attemptId: 'dlv_1', status: 204 }],
+    ['a 202', 'awaiting_ack', sending, { kind: 'answer', attemptId: 'dlv_1', status: 202 }],
+    ['a 503 with attempts left', 'retry', sending, { kind: 'answer', attemptId: 'dlv_1', status: 503 }],
+    ['a 503 on the last attempt', 'dead_lettered', lastAttempt, { kind: 'answer', attemptId: 'dlv_1', status: 503 }],
+    ['a 400', 'dead_lettered', sending, { kind: 'answer', attemptId: 'dlv_1', status: 400 }],
+    ['a 410', 'gone', sending, { kind: 'answer', attemptId: 'dlv_1', status: 410 }],
+    ['no answer in time', 'timeout', sending, { kind: 'timeout', attemptId: 'dlv_1' }],
+    ['an answer for an older attempt', 'stale', sending, { kind: 'answer', attemptId: 'dlv_0', status: 204 }],
+    ['an answer after a callback settled it', 'stale', awaiting, { kind: 'answer', attemptId: 'dlv_1', status: 204 }],
+  ])('%s → %s', (_what, expected, state, input) => {
+    expect(outcomeOf(state, input)).toBe(expected);
   });
 });
