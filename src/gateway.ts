@@ -10,6 +10,7 @@ import { createHealthRouter } from './api/health-router';
 import { createDeliveriesRouter } from './api/deliveries-router';
 import { createIngestHandler } from './api/ingest-handler';
 import { createOpenApiRouter } from './api/openapi-router';
+import { createConsoleRouter } from './api/console-router';
 import { createMetricsRouter } from './api/metrics-router';
 import { keyNames, normalizeRequestTarget } from './api/routing';
 import { createMetrics, type Metrics } from './metrics';
@@ -190,6 +191,7 @@ export async function startGateway(
       createDeliveriesRouter(dispatcher),
       createValidationsRouter(subscriptions),
       createOpenApiRouter(),
+      createConsoleRouter(),
     ],
   });
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.

@@ -24,8 +24,12 @@ function handleArguments(args: string[]): void {
   process.exit(2);
 }
 
-async function main(): Promise<void> {
-  handleArguments(process.argv.slice(2));
+/**
+ * Loads the configuration from the environment, starts the gateway and stops it gracefully on
+ * SIGTERM/SIGINT (exit 0). A bad setting or a start-up problem is one line on stderr and exit 2.
+ * `node dist/main.js` and `herald serve` both run this.
+ */
+async function startFromEnv(): Promise<void> {
   let config;
   try {
     config = loadConfig(process.env);
@@ -68,7 +72,16 @@ async function main(): Promise<void> {
   process.on('SIGINT', () => stop('SIGINT'));
 }
 
-main().catch((err) => {
-  process.stderr.write(`herald: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-  process.exit(1);
-});
+/** {@link startFromEnv}, any other failure to start exiting 1 with its stack. */
+export function serve(): Promise<void> {
+  return startFromEnv().catch((err) => {
+    process.stderr.write(`herald: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exit(1);
+  });
+}
+
+// Run as a program (`node dist/main.js`), not when `herald serve` imports it.
+if (require.main === module) {
+  handleArguments(process.argv.slice(2));
+  void serve();
+}

@@ -12,6 +12,7 @@ import { createHealthRouter } from '../../src/api/health-router';
 import { createIngestHandler } from '../../src/api/ingest-handler';
 import { createMetricsRouter } from '../../src/api/metrics-router';
 import { createOpenApiRouter, DOCS_ALIAS } from '../../src/api/openapi-router';
+import { createConsoleRouter } from '../../src/api/console-router';
 import { createSubscriptionsRouter } from '../../src/api/subscriptions-router';
 import { startTestGateway } from '../helpers/gateway';
 import { createContractChecker, documentedOperations, listRoutes, loadContract, OPENAPI_FILE } from '../helpers/openapi';
@@ -182,6 +183,7 @@ describe('the document and the server agree on the routes', () => {
         createValidationsRouter: () => createValidationsRouter(gw.subscriptions),
         createMetricsRouter: () => createMetricsRouter(gw.metrics),
         createOpenApiRouter: () => createOpenApiRouter(),
+        createConsoleRouter: () => createConsoleRouter(),
       };
       const app = createApp({ log: gw.log, authorize: createAuthorizer([]), routers: Object.values(factories).map((make) => make()) });
       const routes = listRoutes(app as never);

@@ -1,5 +1,10 @@
 import fs from 'node:fs';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import path from 'node:path';
+import { createApp } from '../../src/api/app';
+import { createAuthorizer } from '../../src/api/auth';
+import { createConsoleRouter } from '../../src/api/console-router';
 import type { Gateway } from '../../src/gateway';
 import { startTestGateway } from '../helpers/gateway';
 import {
@@ -181,6 +186,26 @@ describe('every operation answers as the contract says', () => {
     expect(page.text).toContain('docs/assets/redoc.standalone.js');
     const script = await call('GET', '/docs/assets/redoc.standalone.js');
     expect(script.text.length).toBeGreaterThan(100_000);
+  });
+
+  it('serves the console page and its assets, and a 404 problem while the console is not built', async () => {
+    const page = await call('GET', '/console');
+    expect(page.headers.get('content-security-policy')).toMatch(/default-src 'self'/);
+    expect(page.text).toContain('console/assets/app.js');
+    expect((await call('GET', '/console/assets/app.js')).headers.get('content-type')).toMatch(/^text\/javascript/);
+    expect((await call('GET', '/console/assets/app.css')).headers.get('content-type')).toMatch(/^text\/css/);
+    expect((await call('GET', '/console/assets/missing.js')).status).toBe(404);
+    // Only tsc was run: no dist/console.
+    const notBuilt = http.createServer(
+      createApp({ log: gw.log, authorize: createAuthorizer([]), routers: [createConsoleRouter({ dir: path.join(tmpDir(), 'console') })] }),
+    );
+    await new Promise<void>((resolve) => notBuilt.listen(0, '127.0.0.1', resolve));
+    try {
+      const answer = await createContractClient(`http://127.0.0.1:${(notBuilt.address() as AddressInfo).port}`, checker)('GET', '/console');
+      expect(answer).toMatchObject({ status: 404, body: { code: 'not_found', detail: expect.stringContaining('run npm run build') } });
+    } finally {
+      await new Promise((resolve) => notBuilt.close(resolve));
+    }
   });
 
   it('manages subscriptions', async () => {

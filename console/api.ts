@@ -1,0 +1,160 @@
+import { createSseParser, type SseMessage } from './sse';
+import type { Readiness } from './types';
+
+/**
+ * The console's only door to Herald: same-origin `fetch` with the API key from `sessionStorage`
+ * (never `localStorage` or a cookie, so it ends with the tab) as `Authorization: Bearer`, and
+ * problem+json answers turned into one readable message.
+ */
+
+const KEY_ITEM = 'herald.apiKey';
+
+export function storedKey(): string | null {
+  try {
+    return sessionStorage.getItem(KEY_ITEM);
+  } catch {
+    return null; // storage disabled: the page still works against an open gateway
+  }
+}
+
+export function saveKey(key: string): void {
+  sessionStorage.setItem(KEY_ITEM, key);
+}
+
+export function forgetKey(): void {
+  sessionStorage.removeItem(KEY_ITEM);
+}
+
+/** An answer that was not a 2xx (status 0: the gateway could not be reached). */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly code?: string,
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+let unauthorized: ((message: string) => void) | undefined;
+
+/** Called on every 401, so the page can ask for a (new) key. */
+export function onUnauthorized(handler: (message: string) => void): void {
+  unauthorized = handler;
+}
+
+/** API paths are relative to the page (`/console` → `/partitions`), so a path prefix in front of Herald keeps working. */
+function urlOf(path: string): string {
+  return new URL(path.replace(/^\//, ''), document.baseURI).toString();
+}
+
+function headers(extra: Record<string, string>): Record<string, string> {
+  const key = storedKey();
+  return key ? { ...extra, authorization: `Bearer ${key}` } : extra;
+}
+
+interface Problem {
+  detail?: string;
+  title?: string;
+  code?: string;
+  errors?: { attribute?: string; index?: number; message: string }[];
+}
+
+/** `detail`, then each violation (`attribute: message`) when they add something. */
+export function problemMessage(problem: Problem, status: number): string {
+  const head = problem.detail ?? problem.title ?? `HTTP ${status}`;
+  const details = (problem.errors ?? [])
+    .filter((e) => e.message !== problem.detail)
+    .map((e) =>
+      [e.index !== undefined ? `[${e.index}]` : '', e.attribute ?? '', e.attribute || e.index !== undefined ? ': ' : '', e.message].join(
+        '',
+      ),
+    );
+  return details.length > 0 ? `${head} — ${details.join('; ')}` : head;
+}
+
+async function failure(res: Response): Promise<ApiError> {
+  let problem: Problem = {};
+  try {
+    if (/json/.test(res.headers.get('content-type') ?? '')) problem = (await res.json()) as Problem;
+  } catch {
+    // not JSON after all: the status says enough
+  }
+  const error = new ApiError(res.status, problemMessage(problem, res.status), problem.code);
+  if (res.status === 401) unauthorized?.(error.message);
+  return error;
+}
+
+async function send(method: string, path: string, init: { body?: unknown; contentType?: string; signal?: AbortSignal } = {}) {
+  const extra: Record<string, string> = { accept: 'application/json, application/problem+json' };
+  let body: string | undefined;
+  if (init.body !== undefined) {
+    extra['content-type'] = init.contentType ?? 'application/json';
+    body = JSON.stringify(init.body);
+  }
+  let res: Response;
+  try {
+    res = await fetch(urlOf(path), { method, headers: headers(extra), body, signal: init.signal, cache: 'no-store' });
+  } catch (err) {
+    if ((err as Error).name === 'AbortError') throw err;
+    throw new ApiError(0, `cannot reach the gateway (${(err as Error).message})`);
+  }
+  if (!res.ok) throw await failure(res);
+  return res;
+}
+
+async function json<T>(res: Response): Promise<T> {
+  return res.status === 204 ? (undefined as T) : ((await res.json()) as T);
+}
+
+/** `GET /readyz`: its 503 is a readiness answer (plain JSON), not a failure. */
+export async function readiness(): Promise<Readiness> {
+  let res: Response;
+  try {
+    res = await fetch(urlOf('readyz'), { cache: 'no-store' });
+  } catch (err) {
+    throw new ApiError(0, `cannot reach the gateway (${(err as Error).message})`);
+  }
+  if (res.status !== 200 && res.status !== 503) throw await failure(res);
+  return (await res.json()) as Readiness;
+}
+
+export const api = {
+  get: async <T>(path: string, signal?: AbortSignal): Promise<T> => json<T>(await send('GET', path, { signal })),
+  post: async <T>(path: string, body?: unknown, contentType?: string): Promise<T> =>
+    json<T>(await send('POST', path, { body, contentType })),
+  del: async (path: string): Promise<void> => {
+    await send('DELETE', path);
+  },
+};
+
+/**
+ * Reads `GET /events/stream` (Server-Sent Events) with `fetch`, so the key goes in a header, and
+ * calls `on.open` once the gateway accepted it, then `on.message` for each `cloudevent` message until the stream ends (resolves) or `signal`
+ * aborts (rejects with an AbortError). A 400 (bad SQL) or 401 rejects with an ApiError.
+ */
+export async function readEventStream(
+  sql: string,
+  on: { open: () => void; message: (message: SseMessage) => void },
+  signal: AbortSignal,
+): Promise<void> {
+  const query = sql.trim() ? `?${new URLSearchParams({ sql: sql.trim() })}` : '';
+  let res: Response;
+  try {
+    res = await fetch(urlOf(`events/stream${query}`), { headers: headers({ accept: 'text/event-stream' }), signal, cache: 'no-store' });
+  } catch (err) {
+    if ((err as Error).name === 'AbortError') throw err;
+    throw new ApiError(0, `cannot reach the gateway (${(err as Error).message})`);
+  }
+  if (!res.ok) throw await failure(res);
+  if (!res.body) throw new ApiError(res.status, 'the browser gave no readable body for the stream');
+  const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  const parser = createSseParser();
+  on.open();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return;
+    for (const message of parser.push(value)) if (message.event === 'cloudevent') on.message(message);
+  }
+}

@@ -1,0 +1,226 @@
+import { useEffect, useState } from 'preact/hooks';
+import { api } from '../api';
+import { Badge, Card, ConfirmButton, ErrorNote, JsonBlock, StatusCode } from '../components/ui';
+import { formatCount, formatTime } from '../format';
+import { href, usePoll } from '../hooks';
+import type { DeadLetter, DeadLetterPage, Subscription } from '../types';
+
+const PAGE = 100;
+/** The API's largest page: the list is re-read from its start on every refresh. */
+const MAX_SHOWN = 1000;
+
+/** Per subscription: dead letters with reason and last error; open one, redeliver selected or all, delete. */
+export function DeadLetters(props: { id?: string }) {
+  const subs = usePoll(() => api.get<{ subscriptions: Subscription[] }>('subscriptions'), 5000, []);
+  const list = subs.data?.subscriptions ?? [];
+  // Without one in the address, the first subscription that has dead letters (else the first).
+  const chosen = props.id ?? (list.find((s) => (s.stats?.deadLetters ?? 0) > 0) ?? list[0])?.id;
+  return (
+    <div class="stack">
+      <Card
+        title="Dead letters"
+        actions={
+          <label class="inline">
+            subscription{' '}
+            <select
+              data-testid="dead-letter-subscription"
+              value={chosen ?? ''}
+              onChange={(e) => (location.hash = href({ view: 'dead-letters', id: e.currentTarget.value }))}
+            >
+              {list.map((s) => (
+                <option key={s.id} value={s.id}>
+                  {s.sink} ({formatCount(s.stats?.deadLetters ?? 0)})
+                </option>
+              ))}
+            </select>
+          </label>
+        }
+      >
+        <ErrorNote message={subs.error} />
+        {subs.data && list.length === 0 && <p class="dim">No subscriptions, so no dead letters.</p>}
+        {chosen && <DeadLetterList key={chosen} subscriptionId={chosen} />}
+      </Card>
+    </div>
+  );
+}
+
+function DeadLetterList(props: { subscriptionId: string }) {
+  const base = `subscriptions/${encodeURIComponent(props.subscriptionId)}/dead-letters`;
+  // Pages are re-read from the start on each refresh, up to as many rows as have been shown.
+  const [limit, setLimit] = useState(PAGE);
+  const page = usePoll(() => api.get<DeadLetterPage>(`${base}?limit=${limit}`), 2000, [base, limit]);
+  const [selected, setSelected] = useState<Set<string>>(new Set());
+  const [open, setOpen] = useState<string | undefined>();
+  const [error, setError] = useState<string | undefined>();
+  const [message, setMessage] = useState<string | undefined>();
+  const rows = page.data?.deadLetters ?? [];
+
+  // Forget selections of dead letters that are gone (redelivered or deleted).
+  useEffect(() => {
+    const present = new Set(rows.map((d) => d.id));
+    setSelected((s) => (Array.from(s).every((id) => present.has(id)) ? s : new Set(Array.from(s).filter((id) => present.has(id)))));
+  }, [page.data]);
+
+  const act = async (action: () => Promise<string | void>) => {
+    setError(undefined);
+    setMessage(undefined);
+    try {
+      const said = await action();
+      if (said) setMessage(said);
+      page.reload();
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+  const redeliver = (ids?: string[]) =>
+    act(async () => {
+      const { redelivering } = await api.post<{ redelivering: number }>(`${base}/redeliver`, ids ? { ids } : {});
+      setSelected(new Set());
+      return `${formatCount(redelivering)} dead letter${redelivering === 1 ? '' : 's'} queued for redelivery.`;
+    });
+  const toggle = (id: string) =>
+    setSelected((s) => {
+      const next = new Set(s);
+      if (!next.delete(id)) next.add(id);
+      return next;
+    });
+  const allSelected = rows.length > 0 && rows.every((d) => selected.has(d.id));
+  const opened = rows.find((d) => d.id === open);
+
+  return (
+    <>
+      <div class="toolbar">
+        <button type="button" disabled={selected.size === 0} onClick={() => void redeliver([...selected])}>
+          Redeliver selected{selected.size ? ` (${selected.size})` : ''}
+        </button>
+        <button type="button" class="secondary" disabled={rows.length === 0} onClick={() => void redeliver()}>
+          Redeliver all
+        </button>
+        <a href={href({ view: 'subscription', id: props.subscriptionId })}>subscription details</a>
+        {message && (
+          <span class="dim" role="status">
+            {message}
+          </span>
+        )}
+      </div>
+      <ErrorNote message={error ?? page.error} onDismiss={error ? () => setError(undefined) : undefined} />
+      {page.data && rows.length === 0 && (
+        <p class="dim" data-testid="no-dead-letters">
+          No dead letters.
+        </p>
+      )}
+      {rows.length > 0 && (
+        <table class="table clickable" data-testid="dead-letters">
+          <thead>
+            <tr>
+              <th>
+                <input
+                  type="checkbox"
+                  aria-label="select all"
+                  checked={allSelected}
+                  onChange={() => setSelected(allSelected ? new Set() : new Set(rows.map((d) => d.id)))}
+                />
+              </th>
+              <th class="num">id</th>
+              <th class="num">partition:offset</th>
+              <th>event</th>
+              <th>reason</th>
+              <th>last status</th>
+              <th class="grow">last error</th>
+              <th class="num">attempts</th>
+              <th>dead since</th>
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {rows.map((d) => (
+              <tr
+                key={d.id}
+                data-dead-letter={d.id}
+                data-event-id={d.event?.id}
+                class={open === d.id ? 'selected' : ''}
+                onClick={() => setOpen(open === d.id ? undefined : d.id)}
+              >
+                <td onClick={(e) => e.stopPropagation()}>
+                  <input
+                    type="checkbox"
+                    aria-label={`select dead letter ${d.id}`}
+                    checked={selected.has(d.id)}
+                    onChange={() => toggle(d.id)}
+                  />
+                </td>
+                <td class="num">{d.id}</td>
+                <td class="num mono">
+                  {d.partition}:{d.offset}
+                </td>
+                <td>
+                  {d.event ? (
+                    <>
+                      <span class="mono">{d.event.id}</span>
+                      <div class="dim small">{d.event.type}</div>
+                    </>
+                  ) : (
+                    <span class="dim">(not readable)</span>
+                  )}
+                </td>
+                <td>
+                  <Badge tone="bad">{d.reason.replace(/_/g, ' ')}</Badge>
+                </td>
+                <td>
+                  <StatusCode status={d.lastStatus} />
+                </td>
+                <td class="grow error-text" title={d.lastError ?? ''}>
+                  {d.lastError ?? ''}
+                </td>
+                <td class="num">{d.attempts}</td>
+                <td class="small">{formatTime(d.deadAt)}</td>
+                <td onClick={(e) => e.stopPropagation()}>
+                  <ConfirmButton
+                    label="Delete"
+                    question="Discard it?"
+                    confirmLabel="Discard"
+                    onConfirm={() => void act(() => api.del(`${base}/${d.id}`))}
+                  />
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+      )}
+      {page.data?.nextAfter &&
+        (limit < MAX_SHOWN ? (
+          <button type="button" class="secondary" onClick={() => setLimit((n) => Math.min(n + PAGE, MAX_SHOWN))}>
+            Show more
+          </button>
+        ) : (
+          <p class="dim">Showing the oldest {formatCount(MAX_SHOWN)}; redeliver or discard them to see the rest.</p>
+        ))}
+      {opened && <DeadLetterDetail deadLetter={opened} />}
+    </>
+  );
+}
+
+function DeadLetterDetail(props: { deadLetter: DeadLetter }) {
+  const d = props.deadLetter;
+  return (
+    <div class="subpanel" data-testid="dead-letter-detail">
+      <h3>
+        Dead letter {d.id}: partition {d.partition}, offset {d.offset}
+      </h3>
+      <dl class="facts">
+        <dt>reason</dt>
+        <dd>{d.reason}</dd>
+        <dt>attempts</dt>
+        <dd>{d.attempts}</dd>
+        <dt>last status</dt>
+        <dd>{d.lastStatus ?? 'no answer'}</dd>
+        <dt>last error</dt>
+        <dd>
+          <pre class="json">{d.lastError ?? '—'}</pre>
+        </dd>
+        <dt>event</dt>
+        <dd>{d.event ? <JsonBlock value={d.event} /> : <span class="dim">The log no longer holds it, or its record is corrupt.</span>}</dd>
+      </dl>
+    </div>
+  );
+}

@@ -1,0 +1,180 @@
+import { useMemo, useRef, useState } from 'preact/hooks';
+import { api, readiness } from '../api';
+import { Badge, Card, ErrorNote, JsonBlock, Stat } from '../components/ui';
+import { formatCount, formatRate, preview } from '../format';
+import { usePoll } from '../hooks';
+import type { PartitionInfo, StoredEvent } from '../types';
+
+const POLL_MS = 2000;
+/** The ingest rate is the growth of the summed head offsets over this window of successive reads. */
+const RATE_WINDOW_MS = 10_000;
+
+interface Sample {
+  at: number;
+  heads: number;
+}
+
+/** Partitions (first and head offsets), events stored, the ingest rate, readiness; looking events up. */
+export function Overview() {
+  const partitions = usePoll(() => api.get<{ partitions: PartitionInfo[] }>('partitions'), POLL_MS, []);
+  const ready = usePoll(readiness, POLL_MS * 2, []);
+  const samples = useRef<Sample[]>([]);
+  const [open, setOpen] = useState<number | null>(null);
+
+  const list = partitions.data?.partitions ?? [];
+  const stored = list.reduce((n, p) => n + (p.headOffset - p.firstOffset), 0);
+  const rate = useMemo(() => {
+    if (!partitions.data) return undefined;
+    const now = performance.now();
+    const heads = partitions.data.partitions.reduce((n, p) => n + p.headOffset, 0);
+    const kept = [...samples.current, { at: now, heads }].filter((s) => now - s.at <= RATE_WINDOW_MS + POLL_MS);
+    samples.current = kept;
+    const first = kept[0]!;
+    const seconds = (now - first.at) / 1000;
+    return seconds >= 1 ? Math.max(0, heads - first.heads) / seconds : undefined;
+  }, [partitions.data]);
+  const openPartition = list.find((p) => p.partition === open);
+  const widest = Math.max(1, ...list.map((p) => p.headOffset - p.firstOffset));
+
+  return (
+    <div class="stack">
+      <Card title="Gateway">
+        <ErrorNote message={partitions.error} />
+        <div class="stats">
+          <Stat label="events stored" value={partitions.data ? formatCount(stored) : '…'} testId="events-stored" />
+          <Stat label="ingest rate" value={formatRate(rate)} hint="growth of the partitions' head offsets between successive reads" />
+          <Stat label="partitions" value={partitions.data ? list.length : '…'} />
+          <Stat
+            label="readiness"
+            testId="readiness"
+            value={
+              ready.data ? (
+                <Badge tone={ready.data.status === 'ready' ? 'ok' : 'bad'}>{ready.data.status}</Badge>
+              ) : (
+                <Badge tone="muted">{ready.error ? 'unknown' : '…'}</Badge>
+              )
+            }
+          />
+        </div>
+        {ready.data && (
+          <div class="checks">
+            {Object.entries(ready.data.checks).map(([name, value]) => (
+              <span key={name} class="check">
+                {name}: <Badge tone={value === 'ok' ? 'ok' : value === 'off' ? 'muted' : 'bad'}>{value}</Badge>
+              </span>
+            ))}
+          </div>
+        )}
+      </Card>
+
+      <Card title="Partitions">
+        <table class="table" data-testid="partitions">
+          <thead>
+            <tr>
+              <th class="num">partition</th>
+              <th class="num">first offset</th>
+              <th class="num">head offset</th>
+              <th class="num">stored</th>
+              <th class="grow" />
+              <th />
+            </tr>
+          </thead>
+          <tbody>
+            {list.map((p) => (
+              <tr key={p.partition}>
+                <td class="num">{p.partition}</td>
+                <td class="num">{formatCount(p.firstOffset)}</td>
+                <td class="num">{formatCount(p.headOffset)}</td>
+                <td class="num">{formatCount(p.headOffset - p.firstOffset)}</td>
+                <td class="grow">
+                  <div class="bar">
+                    <div class="bar-fill" style={{ width: `${((p.headOffset - p.firstOffset) / widest) * 100}%` }} />
+                  </div>
+                </td>
+                <td>
+                  <button
+                    type="button"
+                    class="link"
+                    disabled={p.headOffset === p.firstOffset}
+                    onClick={() => setOpen(open === p.partition ? null : p.partition)}
+                  >
+                    {open === p.partition ? 'hide' : 'latest events'}
+                  </button>
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
+        {openPartition && <LatestEvents partition={openPartition} />}
+      </Card>
+
+      <FindEvent />
+    </div>
+  );
+}
+
+/** The last ten events of one partition (`GET /partitions/{p}/events`). */
+function LatestEvents(props: { partition: PartitionInfo }) {
+  const { partition, firstOffset, headOffset } = props.partition;
+  const from = Math.max(firstOffset, headOffset - 10);
+  const page = usePoll(() => api.get<{ events: StoredEvent[] }>(`partitions/${partition}/events?from=${from}&limit=10`), POLL_MS * 2, [
+    partition,
+    from,
+  ]);
+  return (
+    <div class="subpanel">
+      <h3>Partition {partition}: latest events</h3>
+      <ErrorNote message={page.error} />
+      <ul class="events">
+        {[...(page.data?.events ?? [])].reverse().map((e) => (
+          <li key={e.offset}>
+            <span class="mono dim">{e.offset}</span> <span class="mono">{e.event.type}</span> <span class="dim">{e.event.source}</span>{' '}
+            <span class="mono">{e.event.id}</span> <span class="dim mono">{preview(e.event.data ?? e.event.data_base64, 80)}</span>
+          </li>
+        ))}
+      </ul>
+    </div>
+  );
+}
+
+/** `GET /events?source=&id=`. */
+function FindEvent() {
+  const [source, setSource] = useState('');
+  const [id, setId] = useState('');
+  const [found, setFound] = useState<StoredEvent | undefined>();
+  const [error, setError] = useState<string | undefined>();
+  const find = async (e: Event) => {
+    e.preventDefault();
+    setError(undefined);
+    setFound(undefined);
+    try {
+      setFound(await api.get<StoredEvent>(`events?${new URLSearchParams({ source, id })}`));
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  };
+  return (
+    <Card title="Find an event">
+      <form class="row" onSubmit={find}>
+        <label>
+          source
+          <input value={source} placeholder="/shop/orders" required onInput={(e) => setSource(e.currentTarget.value)} />
+        </label>
+        <label>
+          id
+          <input value={id} placeholder="order-1001" required onInput={(e) => setId(e.currentTarget.value)} />
+        </label>
+        <button type="submit">Find</button>
+      </form>
+      <ErrorNote message={error} />
+      {found && (
+        <div class="subpanel">
+          <div class="dim">
+            partition {found.partition}, offset {found.offset}
+          </div>
+          <JsonBlock value={found.event} />
+        </div>
+      )}
+    </Card>
+  );
+}

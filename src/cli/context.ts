@@ -1,0 +1,71 @@
+import { InvalidArgumentError, type Command } from 'commander';
+import { createHeraldClient, type HeraldClient } from '../client';
+import { HERALD_VERSION } from '../version';
+import { createOutput, type CliStreams, type Output } from './output';
+
+export const DEFAULT_URL = 'http://127.0.0.1:8080';
+
+/** The options every command takes (declared on the program, accepted before or after the command). */
+export interface GlobalOptions {
+  url: string;
+  apiKey?: string;
+  json?: boolean;
+}
+
+/** What a command's action needs: the typed API client and the output, set up from the global options. */
+export interface Context {
+  url: string;
+  apiKey?: string;
+  client: HeraldClient;
+  out: Output;
+  streams: CliStreams;
+}
+
+export function contextOf(command: Command, streams: CliStreams): Context {
+  const globals = command.optsWithGlobals<GlobalOptions>();
+  return {
+    url: globals.url,
+    apiKey: globals.apiKey || undefined,
+    client: createHeraldClient({ url: globals.url, apiKey: globals.apiKey || undefined, userAgent: `herald-cli/${HERALD_VERSION}` }),
+    out: createOutput(streams, { json: globals.json === true }),
+    streams,
+  };
+}
+
+// ---- Option value parsers (commander reports their errors as usage errors: exit 2) ----
+
+export function parseBaseUrl(value: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new InvalidArgumentError('not a URL (e.g. http://127.0.0.1:8080)');
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidArgumentError('must be an http:// or https:// URL');
+  return value;
+}
+
+export function parseNonNegativeInt(value: string): number {
+  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) throw new InvalidArgumentError('not a whole number ≥ 0');
+  return Number(value);
+}
+
+export function parsePort(value: string): number {
+  const port = parseNonNegativeInt(value);
+  if (port > 65535) throw new InvalidArgumentError('not a TCP port (0 to 65535; 0 picks a free one)');
+  return port;
+}
+
+/** `--x JSON`: the parsed value, or a usage error naming what is wrong. */
+export function parseJsonOption(value: string): unknown {
+  try {
+    return JSON.parse(value);
+  } catch (err) {
+    throw new InvalidArgumentError(`not JSON (${(err as Error).message})`);
+  }
+}
+
+/** Collects a repeatable option into an array. */
+export function collect<T>(parse: (value: string) => T) {
+  return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parse(value)];
+}

@@ -1,0 +1,65 @@
+import { CommanderError } from 'commander';
+import { HeraldApiError, HeraldConnectionError } from '../client';
+
+/**
+ * Exit statuses of every `herald` command: 0 done; 1 the gateway refused the request (a non-2xx
+ * answer) or could not be reached, or the command failed at run time; 2 the command line itself was
+ * wrong (unknown option, missing argument, bad value), so nothing was sent.
+ */
+export const EXIT_OK = 0;
+export const EXIT_FAILED = 1;
+export const EXIT_USAGE = 2;
+
+/** A command line that cannot be run as given (exit 2), found after commander's own checks. */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+/** A failure whose message is its whole explanation, printed as is (exit 1). */
+export class ReportedError extends Error {
+  override name = 'ReportedError';
+}
+
+/**
+ * Explains `err` on stderr (one line, then the problem's `errors` list indented) and returns the
+ * exit status. Commander has already printed its own errors (usage, `--help`, `--version`).
+ */
+export function reportError(err: unknown, writeErr: (text: string) => void): number {
+  if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
+  if (err instanceof UsageError) {
+    writeErr(`herald: ${err.message}\n`);
+    return EXIT_USAGE;
+  }
+  if (err instanceof ReportedError) {
+    writeErr(`${err.message}\n`);
+    return EXIT_FAILED;
+  }
+  if (err instanceof HeraldApiError) {
+    writeErr(`herald: ${err.message}\n`);
+    for (const line of problemLines(err)) writeErr(`  ${line}\n`);
+    return EXIT_FAILED;
+  }
+  if (err instanceof HeraldConnectionError) {
+    writeErr(`herald: ${err.message} (is it running? set --url or HERALD_URL)\n`);
+    return EXIT_FAILED;
+  }
+  writeErr(`herald: ${err instanceof Error ? err.message : String(err)}\n`);
+  return EXIT_FAILED;
+}
+
+/**
+ * The problem's `errors`, one line each (`index` prefixed for batches), unless it only repeats
+ * `detail`. `lineOfIndex` turns a batch index into a place in the user's input.
+ */
+export function problemLines(err: HeraldApiError, lineOfIndex?: (index: number) => string): string[] {
+  const problem = err.problem;
+  if (!problem) return [];
+  const lines = problem.errors
+    .filter((v) => v.message !== problem.detail || v.attribute !== undefined || v.index !== undefined)
+    .map((v) => {
+      const where = v.index === undefined ? '' : `${lineOfIndex ? lineOfIndex(v.index) : `event ${v.index}`}: `;
+      return `- ${where}${v.attribute ? `${v.attribute}: ` : ''}${v.message}`;
+    });
+  if (problem.truncated) lines.push(`… and ${(problem.totalErrors ?? 0) - problem.errors.length} more`);
+  return lines;
+}

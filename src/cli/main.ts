@@ -1,0 +1,93 @@
+/**
+ * The `herald` command line (bin/herald.js loads the build of this file). Commands are built with
+ * commander on the typed API client (src/client); one file per command group. Exit status: 0 done,
+ * 1 the gateway refused the request or could not be reached, 2 a usage error (see errors.ts).
+ */
+import { Command, Option } from 'commander';
+import { HERALD_VERSION } from '../version';
+import { DEFAULT_URL, parseBaseUrl } from './context';
+import { registerDeadLetters } from './dead-letters';
+import { EXIT_FAILED, reportError } from './errors';
+import { registerEvents } from './events';
+import { registerListen } from './listen';
+import type { CliStreams } from './output';
+import { registerPublish } from './publish';
+import { registerServe } from './serve';
+import { registerSubs } from './subs';
+
+/** The whole command tree. `onServing` is told when `serve` takes over the process. */
+export function buildProgram(streams: CliStreams, onServing: () => void = () => undefined): Command {
+  const program = new Command('herald')
+    .description('Herald, a CloudEvents-over-HTTP event gateway: run it, publish and read events, manage subscriptions.')
+    .version(HERALD_VERSION, '-v, --version', 'print the version')
+    .addOption(new Option('--url <url>', 'base URL of the gateway').env('HERALD_URL').default(DEFAULT_URL).argParser(parseBaseUrl))
+    .addOption(new Option('--api-key <key>', 'API key, sent as a bearer token').env('HERALD_API_KEY'))
+    .option('--json', "machine output: the API's JSON answer (streams: one JSON object per line)")
+    // Settings every subcommand inherits (commander copies them when a subcommand is added).
+    .exitOverride()
+    .configureOutput({
+      writeOut: (text) => streams.stdout.write(text),
+      writeErr: (text) => streams.stderr.write(text),
+    })
+    .configureHelp({ showGlobalOptions: true })
+    .showHelpAfterError('(add --help for usage)')
+    .showSuggestionAfterError()
+    .addHelpText(
+      'after',
+      `
+Every command takes --url, --api-key and --json, before or after its name.
+Exit status: 0 done; 1 the gateway refused the request (its problem's detail on stderr) or could not be
+reached; 2 the command line is wrong.
+
+Examples:
+  herald serve
+  herald publish --source /shop/orders --type com.example.order.created --data '{"orderId":1001}'
+  herald events tail
+  herald subs list
+  herald listen --forward-to http://localhost:3000/webhooks`,
+    );
+  registerServe(program, onServing);
+  registerPublish(program, streams);
+  registerEvents(program, streams);
+  registerSubs(program, streams);
+  registerDeadLetters(program, streams);
+  registerListen(program, streams);
+  return program;
+}
+
+/**
+ * Runs one command line (`argv` without node and the script) and resolves with its exit status,
+ * or with `'serving'` when `herald serve` now runs the gateway (which exits by itself).
+ */
+export async function runCli(argv: string[], streams: CliStreams): Promise<number | 'serving'> {
+  let serving = false;
+  const program = buildProgram(streams, () => (serving = true));
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return serving ? 'serving' : 0;
+  } catch (err) {
+    return reportError(err, (text) => streams.stderr.write(text));
+  }
+}
+
+/** The process entry (bin/herald.js calls it): runs `process.argv` and exits with its status. */
+export function main(): void {
+  const streams = { stdout: process.stdout, stderr: process.stderr };
+  // `herald … | head` closing the pipe is not an error.
+  process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code === 'EPIPE') process.exit(0);
+    throw err;
+  });
+  void runCli(process.argv.slice(2), streams).then(
+    (status) => {
+      if (status === 'serving') return;
+      process.exitCode = status;
+      // Let output drain and the event loop empty; if a pooled connection holds it open, exit anyway.
+      setTimeout(() => process.exit(status), 1000).unref();
+    },
+    (err: unknown) => {
+      process.stderr.write(`herald: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+      process.exit(EXIT_FAILED);
+    },
+  );
+}

@@ -1,0 +1,101 @@
+import Table from 'cli-table3';
+import { styleText } from 'node:util';
+
+/** Where a command writes: stdout for results, stderr for notes, warnings and errors. */
+export interface CliStreams {
+  stdout: NodeJS.WriteStream;
+  stderr: NodeJS.WriteStream;
+}
+
+type Style = Parameters<typeof styleText>[0];
+
+/**
+ * Output of one command run. `--json` prints the API's answers as JSON (one document per command;
+ * streams print one compact object per line); otherwise human output: tables and `key: value`
+ * lines. Colours only when stdout is a terminal and `NO_COLOR` is not set.
+ */
+export interface Output {
+  readonly json: boolean;
+  /** One JSON document on stdout, indented. */
+  document(value: unknown): void;
+  /** One JSON value on one line on stdout (streams: `events tail`, `listen`). */
+  jsonLine(value: unknown): void;
+  /** A line of human output on stdout. */
+  line(text?: string): void;
+  /** A note for the human on stderr (never mixed into results). */
+  note(text: string): void;
+  /** A warning on stderr. */
+  warn(text: string): void;
+  /** A borderless table on stdout; an empty table prints `empty` instead. */
+  table(head: string[], rows: (string | number | null | undefined)[][], empty?: string): void;
+  /** Aligned `key  value` lines on stdout. */
+  fields(pairs: [string, string | number | boolean | null | undefined][]): void;
+  /** `text` in a style, on a terminal only. */
+  style(style: Style, text: string): string;
+  /** Whether stderr is a terminal (progress bars). */
+  readonly stderrIsTty: boolean;
+}
+
+export function createOutput(streams: CliStreams, options: { json: boolean; env?: NodeJS.ProcessEnv }): Output {
+  const env = options.env ?? process.env;
+  const colours = streams.stdout.isTTY === true && !env.NO_COLOR;
+  const errColours = streams.stderr.isTTY === true && !env.NO_COLOR;
+  const style = (s: Style, text: string): string => (colours ? styleText(s, text) : text);
+  const out = (text: string) => streams.stdout.write(text);
+  return {
+    json: options.json,
+    stderrIsTty: streams.stderr.isTTY === true,
+    style,
+    document: (value) => out(`${JSON.stringify(value, null, 2)}\n`),
+    jsonLine: (value) => out(`${JSON.stringify(value)}\n`),
+    line: (text = '') => out(`${text}\n`),
+    note: (text) => streams.stderr.write(`${text}\n`),
+    warn: (text) => streams.stderr.write(`${errColours ? styleText('yellow', 'warning:') : 'warning:'} ${text}\n`),
+    table(head, rows, empty = '(none)') {
+      if (rows.length === 0) {
+        out(`${empty}\n`);
+        return;
+      }
+      const table = new Table({
+        head: head.map((h) => style('bold', h)),
+        chars: BORDERLESS,
+        style: { head: [], border: [], 'padding-left': 0, 'padding-right': 2 },
+      });
+      for (const row of rows) table.push(row.map((cell) => (cell === null || cell === undefined ? '-' : String(cell))));
+      // cli-table3 pads every line to the table's width: trailing spaces help nobody.
+      out(`${table.toString().replace(/ +$/gm, '')}\n`);
+    },
+    fields(pairs) {
+      const width = Math.max(0, ...pairs.filter(([, v]) => v !== undefined).map(([k]) => k.length));
+      for (const [key, value] of pairs) {
+        if (value === undefined) continue;
+        out(`${style('bold', `${key}:`.padEnd(width + 1))}  ${value === null ? '-' : String(value)}\n`);
+      }
+    },
+  };
+}
+
+const BORDERLESS = {
+  top: '',
+  'top-mid': '',
+  'top-left': '',
+  'top-right': '',
+  bottom: '',
+  'bottom-mid': '',
+  'bottom-left': '',
+  'bottom-right': '',
+  left: '',
+  'left-mid': '',
+  mid: '',
+  'mid-mid': '',
+  right: '',
+  'right-mid': '',
+  middle: '',
+};
+
+/** Shortens a long cell (an error excerpt, a sink) to `max` characters. */
+export function clip(text: string | null | undefined, max = 60): string | null | undefined {
+  if (typeof text !== 'string') return text;
+  const oneLine = text.replace(/\s+/g, ' ').trim();
+  return oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+}

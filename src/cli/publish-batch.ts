@@ -1,0 +1,153 @@
+import fs from 'node:fs';
+import readline from 'node:readline';
+import { SingleBar } from 'cli-progress';
+import { HeraldApiError, unwrap, type components } from '../client';
+import type { Context } from './context';
+import { problemLines, ReportedError, UsageError } from './errors';
+
+type CloudEvent = components['schemas']['CloudEvent'];
+type AppendResult = components['schemas']['AppendResult'];
+
+/** At most this many events per request (the issue's bound; the gateway takes any count within its body limit). */
+export const MAX_BATCH_EVENTS = 1000;
+
+/** One non-blank line of the file. */
+interface Line {
+  number: number;
+  text: string;
+}
+
+/** The file's non-blank lines, streamed (a file of any size is read in bounded memory). */
+async function* linesOf(file: string): AsyncGenerator<Line> {
+  const input = fs.createReadStream(file);
+  const reader = readline.createInterface({ input, crlfDelay: Infinity });
+  let number = 0;
+  try {
+    for await (const text of reader) {
+      number++;
+      if (text.trim() !== '') yield { number, text };
+    }
+  } finally {
+    reader.close();
+    input.destroy();
+  }
+}
+
+/**
+ * First pass: every non-blank line must be a JSON object with an `id` (a random one would defeat
+ * re-running), or nothing is sent (a usage error naming the line). Returns how many events there are.
+ */
+async function checkFile(file: string): Promise<number> {
+  try {
+    await fs.promises.access(file, fs.constants.R_OK);
+  } catch (err) {
+    throw new UsageError(`cannot read --batch ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  let count = 0;
+  for await (const line of linesOf(file)) {
+    let value: unknown;
+    try {
+      value = JSON.parse(line.text);
+    } catch (err) {
+      throw new UsageError(`${file}, line ${line.number}: not JSON (${(err as Error).message}); nothing was sent`);
+    }
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+      throw new UsageError(`${file}, line ${line.number}: not a JSON object (one CloudEvent per line); nothing was sent`);
+    }
+    if (typeof (value as { id?: unknown }).id !== 'string') {
+      throw new UsageError(`${file}, line ${line.number}: the event has no string "id"; nothing was sent`);
+    }
+    count++;
+  }
+  return count;
+}
+
+/** Groups lines into requests of at most `batchSize` events and `maxRequestBytes` bytes (`[`, `,`s and `]` included). */
+async function* batchesOf(file: string, batchSize: number, maxRequestBytes: number): AsyncGenerator<Line[]> {
+  let batch: Line[] = [];
+  let bytes = 2;
+  for await (const line of linesOf(file)) {
+    const size = Buffer.byteLength(line.text) + 1;
+    if (batch.length > 0 && (batch.length >= batchSize || bytes + size > maxRequestBytes)) {
+      yield batch;
+      batch = [];
+      bytes = 2;
+    }
+    batch.push(line);
+    bytes += size;
+  }
+  if (batch.length > 0) yield batch;
+}
+
+/**
+ * `publish --batch FILE.jsonl`: checks the whole file, then sends it in order as
+ * `application/cloudevents-batch+json` requests. Each request is all or nothing at the gateway;
+ * on a refusal the requests before it stay stored, the rest is not sent, and re-running the same
+ * file after fixing it stores only what is missing (the others come back as duplicates).
+ */
+export async function publishBatchFile(ctx: Context, file: string, limits: { batchSize: number; maxRequestBytes: number }): Promise<void> {
+  const total = await checkFile(file);
+  const { out } = ctx;
+  const bar =
+    !out.json && out.stderrIsTty && total > 0
+      ? new SingleBar({
+          format: 'publishing [{bar}] {value}/{total} events | {duplicates} duplicates',
+          stream: ctx.streams.stderr,
+          hideCursor: true,
+        })
+      : undefined;
+  bar?.start(total, 0, { duplicates: 0 });
+  const results: AppendResult[] = [];
+  let stored = 0;
+  let duplicates = 0;
+  try {
+    for await (const batch of batchesOf(file, limits.batchSize, limits.maxRequestBytes)) {
+      let answer;
+      try {
+        answer = unwrap(
+          await ctx.client.POST('/events', {
+            body: batch.map((line) => JSON.parse(line.text) as CloudEvent),
+            // The lines as written, not re-serialised: what the file says is what is sent.
+            bodySerializer: () => `[${batch.map((line) => line.text).join(',')}]`,
+            headers: { 'content-type': 'application/cloudevents-batch+json' },
+          }),
+        );
+      } catch (err) {
+        bar?.stop();
+        throw explainRefusal(err, file, batch, { stored, duplicates });
+      }
+      for (const r of answer.results) {
+        if (r.duplicate) duplicates++;
+        else stored++;
+        if (out.json) results.push(r);
+      }
+      bar?.update(stored + duplicates, { duplicates });
+    }
+  } finally {
+    bar?.stop();
+  }
+  if (out.json) return out.document({ results, stored, duplicates });
+  out.line(
+    `published ${stored + duplicates} event${stored + duplicates === 1 ? '' : 's'} from ${file}: ` +
+      `${stored} stored, ${duplicates} duplicate${duplicates === 1 ? '' : 's'} (already stored)`,
+  );
+}
+
+/** A refused request explained in the file's terms (line numbers), with what was stored before it. */
+function explainRefusal(err: unknown, file: string, batch: Line[], sofar: { stored: number; duplicates: number }): unknown {
+  const done = `before it, ${sofar.stored} events were stored and ${sofar.duplicates} were duplicates`;
+  const again = 'fix the file and run the same command again: events already stored are skipped as duplicates';
+  const range = `lines ${batch[0]!.number}–${batch[batch.length - 1]!.number}`;
+  if (err instanceof HeraldApiError) {
+    const lines = problemLines(err, (index) => `line ${batch[index]?.number ?? `?${index}`}`);
+    return new ReportedError(
+      [
+        `herald: ${file}, ${range} (one request, nothing of it stored): ${err.message}`,
+        ...lines.map((l) => `  ${l}`),
+        `herald: ${done}; ${again}`,
+      ].join('\n'),
+    );
+  }
+  if (err instanceof Error) err.message = `${err.message} (sending ${file}, ${range}; ${done}; ${again})`;
+  return err;
+}

@@ -1,0 +1,268 @@
+import { InvalidArgumentError, Option, type Command } from 'commander';
+import { unwrap, type components } from '../client';
+import { collect, contextOf, parseNonNegativeInt, type Context } from './context';
+import { UsageError } from './errors';
+import { clip, type CliStreams } from './output';
+import { addSubscriptionOptions, deliveryOf, filtersOf, type SubscriptionOptions } from './subscription-input';
+
+type Subscription = components['schemas']['Subscription'];
+type Fields = components['schemas']['SubscriptionFields'] & { secret?: string };
+
+/** `herald subs …`: the subscription resource, one subcommand per operation of the contract. */
+export function registerSubs(program: Command, streams: CliStreams): void {
+  const subs = program.command('subs').summary('webhook subscriptions: list, create, change, pause, seek, attempts');
+  /** An action on one subscription: `(id, options, ctx)`. */
+  const onId =
+    <O>(run: (id: string, options: O, ctx: Context) => Promise<void>) =>
+    (id: string, options: O, command: Command) =>
+      run(id, options, contextOf(command, streams));
+
+  subs
+    .command('list')
+    .summary('every subscription, with its lag')
+    .action(async (_options: object, command: Command) => {
+      const { client, out } = contextOf(command, streams);
+      const list = unwrap(await client.GET('/subscriptions'));
+      if (out.json) return out.document(list);
+      out.table(
+        ['ID', 'STATE', 'SINK', 'FILTERS', 'LAG', 'IN FLIGHT', 'DEAD LETTERS'],
+        list.subscriptions.map((s) => [
+          s.id,
+          stateOf(s),
+          clip(s.sink, 50),
+          clip(s.filters.length === 0 ? '(all events)' : JSON.stringify(s.filters), 40),
+          sum(s.stats.partitions.map((p) => p.lag)),
+          sum(s.stats.partitions.map((p) => p.inFlight)),
+          s.stats.deadLetters,
+        ]),
+        '(no subscriptions)',
+      );
+    });
+
+  subs
+    .command('get')
+    .summary('a subscription with its per-partition delivery statistics')
+    .argument('<id>', 'subscription id')
+    .action(
+      onId(async (id, _options, ctx) => {
+        const sub = unwrap(await ctx.client.GET('/subscriptions/{id}', { params: { path: { id } } }));
+        if (ctx.out.json) return ctx.out.document(sub);
+        printSubscription(ctx, sub);
+        ctx.out.line();
+        ctx.out.table(
+          ['PARTITION', 'COMMITTED', 'HEAD', 'LAG', 'IN FLIGHT', 'OLDEST PENDING MS', 'EXPIRED'],
+          busy(sub).map((p) => [p.partition, p.committedOffset, p.headOffset, p.lag, p.inFlight, p.oldestPendingAgeMs, p.expired]),
+          '(no partition holds events yet)',
+        );
+      }),
+    );
+
+  addSubscriptionOptions(subs.command('create').summary('create a subscription (prints its signing secret, shown only now)'), {
+    update: false,
+  })
+    .addOption(
+      new Option('--start-at <where>', 'latest: events stored from now on; earliest: every event in the log')
+        .choices(['latest', 'earliest'])
+        .default('latest'),
+    )
+    .addOption(
+      new Option('--validation <mode>', 'cloudevents: ask the sink for consent first (OPTIONS handshake)').choices(['none', 'cloudevents']),
+    )
+    .addHelpText(
+      'after',
+      '\nExample:\n  herald subs create --sink http://127.0.0.1:9000/hooks/orders --filter-type com.example.order. \\\n    --ack-mode manual --max-attempts 8 --start-at earliest',
+    )
+    .action(
+      async (options: SubscriptionOptions & { startAt: 'latest' | 'earliest'; validation?: 'none' | 'cloudevents' }, command: Command) => {
+        const ctx = contextOf(command, streams);
+        if (!options.sink) throw new UsageError('missing --sink <url>');
+        const delivery = deliveryOf(options);
+        const created = unwrap(
+          await ctx.client.POST('/subscriptions', {
+            body: {
+              sink: options.sink,
+              filters: filtersOf(options) ?? [],
+              startAt: options.startAt,
+              ...(delivery ? { delivery } : {}),
+              ...(options.validation ? { validation: options.validation } : {}),
+            },
+          }),
+        );
+        if (ctx.out.json) return ctx.out.document(created);
+        ctx.out.note(`created subscription ${created.id}; its secret is shown only now (and by rotate-secret)`);
+        printSubscription(ctx, created);
+      },
+    );
+
+  addSubscriptionOptions(
+    subs.command('update').summary("change a subscription's sink, filters or delivery options").argument('<id>', 'subscription id'),
+    {
+      update: true,
+    },
+  )
+    .addHelpText('after', '\nExample:\n  herald subs update $SUB --max-in-flight 4 --header "x-tenant: acme"')
+    .action(
+      onId(async (id, options: SubscriptionOptions, ctx) => {
+        const filters = filtersOf(options);
+        const delivery = deliveryOf(options);
+        const body = {
+          ...(options.sink ? { sink: options.sink } : {}),
+          ...(filters ? { filters } : {}),
+          ...(delivery ? { delivery } : {}),
+        };
+        if (Object.keys(body).length === 0) throw new UsageError('nothing to change: give --sink, filters or delivery options');
+        const updated = unwrap(await ctx.client.PATCH('/subscriptions/{id}', { params: { path: { id } }, body }));
+        if (ctx.out.json) return ctx.out.document(updated);
+        printSubscription(ctx, updated);
+      }),
+    );
+
+  subs
+    .command('delete')
+    .summary('delete a subscription (delivery stops at once)')
+    .argument('<id>', 'subscription id')
+    .action(
+      onId(async (id, _options, ctx) => {
+        unwrap(await ctx.client.DELETE('/subscriptions/{id}', { params: { path: { id } } }));
+        // The API answers 204 without a body: --json still prints one document.
+        if (ctx.out.json) return ctx.out.document({ id, deleted: true });
+        ctx.out.line(`deleted subscription ${id}`);
+      }),
+    );
+
+  for (const [name, summary] of [
+    ['pause', 'stop starting deliveries (the backlog waits on disk)'],
+    ['resume', 'resume delivery where it stopped'],
+  ] as const) {
+    subs
+      .command(name)
+      .summary(summary)
+      .argument('<id>', 'subscription id')
+      .action(
+        onId(async (id, _options, ctx) => {
+          const path = name === 'pause' ? '/subscriptions/{id}/pause' : '/subscriptions/{id}/resume';
+          const sub = unwrap(await ctx.client.POST(path, { params: { path: { id } } }));
+          if (ctx.out.json) return ctx.out.document(sub);
+          ctx.out.line(`subscription ${sub.id} is ${stateOf(sub)}`);
+        }),
+      );
+  }
+
+  subs
+    .command('rotate-secret')
+    .summary('replace the signing secret (the old one keeps signing during the overlap)')
+    .argument('<id>', 'subscription id')
+    .option('--overlap-seconds <s>', 'how long the old secret keeps signing too (default 86400; 0 stops it at once)', parseNonNegativeInt)
+    .action(
+      onId(async (id, options: { overlapSeconds?: number }, ctx) => {
+        const rotated = unwrap(
+          await ctx.client.POST('/subscriptions/{id}/rotate-secret', {
+            params: { path: { id } },
+            ...(options.overlapSeconds === undefined ? {} : { body: { overlapSeconds: options.overlapSeconds } }),
+          }),
+        );
+        if (ctx.out.json) return ctx.out.document(rotated);
+        ctx.out.fields([
+          ['id', rotated.id],
+          ['secret', rotated.secret],
+          ['old secret signs until', rotated.previousSecretExpiresAt ?? '(stopped)'],
+        ]);
+      }),
+    );
+
+  subs
+    .command('seek')
+    .summary('restart delivery elsewhere in the log (seeking back redelivers)')
+    .argument('<id>', 'subscription id')
+    .addOption(new Option('--to <where>', 'earliest or latest, in every partition').choices(['earliest', 'latest']))
+    .option('--time <rfc3339>', 'each partition from its first event stored at or after this time')
+    .option('--offset <partition=offset>', 'one partition from this offset (repeatable)', collect(parseOffset))
+    .addHelpText(
+      'after',
+      '\nExamples:\n  herald subs seek $SUB --time 2026-12-01T10:00:00Z\n  herald subs seek $SUB --offset 3=120 --offset 7=0',
+    )
+    .action(
+      onId(async (id, options: { to?: 'earliest' | 'latest'; time?: string; offset?: [string, number][] }, ctx) => {
+        const given = [options.to, options.time, options.offset].filter((o) => o !== undefined).length;
+        if (given !== 1) throw new UsageError('give exactly one of --to, --time or --offset');
+        const body = options.to
+          ? { to: options.to }
+          : options.time
+            ? { time: options.time }
+            : { offsets: Object.fromEntries(options.offset!) };
+        const sub = unwrap(await ctx.client.POST('/subscriptions/{id}/seek', { params: { path: { id } }, body }));
+        if (ctx.out.json) return ctx.out.document(sub);
+        ctx.out.line(`subscription ${sub.id} moved; delivery continues at each partition's committed offset:`);
+        ctx.out.table(
+          ['PARTITION', 'COMMITTED', 'HEAD', 'LAG'],
+          busy(sub).map((p) => [p.partition, p.committedOffset, p.headOffset, p.lag]),
+          '(no partition holds events yet)',
+        );
+      }),
+    );
+
+  subs
+    .command('attempts')
+    .summary('the most recent delivery attempts, newest first')
+    .argument('<id>', 'subscription id')
+    .option('--limit <n>', 'attempts at most (up to 1000)', parseNonNegativeInt, 20)
+    .option('--before <cursor>', 'older than this cursor (printed under the previous page)')
+    .action(
+      onId(async (id, options: { limit: number; before?: string }, ctx) => {
+        const page = unwrap(
+          await ctx.client.GET('/subscriptions/{id}/attempts', {
+            params: { path: { id }, query: { limit: options.limit, ...(options.before === undefined ? {} : { before: options.before }) } },
+          }),
+        );
+        if (ctx.out.json) return ctx.out.document(page);
+        ctx.out.table(
+          ['STARTED', 'EVENT', 'ATTEMPT', 'STATUS', 'OUTCOME', 'MS', 'DELIVERY ID', 'ERROR'],
+          page.attempts.map((a) => [
+            a.startedAt,
+            `${a.partition}:${a.offset}`,
+            a.attempt,
+            a.status,
+            a.outcome,
+            a.durationMs,
+            a.deliveryId,
+            clip(a.error, 40),
+          ]),
+          '(no attempts)',
+        );
+        if (page.next !== null) ctx.out.note(`older attempts: --before ${page.next}`);
+      }),
+    );
+}
+
+function parseOffset(value: string): [string, number] {
+  const match = /^([0-9]+)=([0-9]+)$/.exec(value);
+  if (!match) throw new InvalidArgumentError('expected partition=offset, e.g. 3=120');
+  return [String(Number(match[1])), Number(match[2])];
+}
+
+/** The partitions worth a row: those that ever held an event (the others read all zeros). */
+const busy = (sub: Subscription) => sub.stats.partitions.filter((p) => p.headOffset > 0 || p.inFlight > 0);
+
+const sum = (values: number[]): number => values.reduce((a, b) => a + b, 0);
+
+const stateOf = (s: { state: string; stateReason: string | null }): string => (s.stateReason ? `${s.state} (${s.stateReason})` : s.state);
+
+/** The subscription's settings as `key: value` lines (the secret when the answer carries one). */
+function printSubscription(ctx: Context, sub: Fields | Subscription): void {
+  const d = sub.delivery;
+  ctx.out.fields([
+    ['id', sub.id],
+    ['sink', sub.sink],
+    ['state', ctx.out.style(sub.state === 'active' ? 'green' : 'yellow', stateOf(sub))],
+    ['filters', sub.filters.length === 0 ? '(all events)' : JSON.stringify(sub.filters)],
+    ['delivery', `${d.format}, ordering ${d.ordering}, ack ${d.ackMode}, max in flight ${d.maxInFlight}, timeout ${d.timeoutMs} ms`],
+    ['retry', `${d.retry.maxAttempts} attempts, ${d.retry.initialDelayMs} ms × ${d.retry.multiplier} up to ${d.retry.maxDelayMs} ms`],
+    ['rate limit', d.rateLimit ? `${d.rateLimit.perSecond}/s` : undefined],
+    ['headers', d.headers ? Object.keys(d.headers).join(', ') : undefined],
+    ['validation', sub.validation],
+    ['created', sub.createdAt],
+    ['dead letters', sub.stats?.deadLetters],
+    ['old secret signs until', sub.previousSecretExpiresAt],
+    ['secret', 'secret' in sub ? sub.secret : undefined],
+  ]);
+}

@@ -1,0 +1,99 @@
+/**
+ * A typed client for Herald's HTTP API: openapi-fetch over the types openapi-typescript generates
+ * from openapi/openapi.yaml (`npm run generate:api-types` → herald-api.d.ts beside this file; a test
+ * fails when that file is out of date with the contract). It adds what every caller needs: the base
+ * URL, the bearer API key, and two errors: {@link HeraldApiError} when the gateway refused a request
+ * (its RFC 9457 problem attached) and {@link HeraldConnectionError} when it could not be reached.
+ */
+import createClient, { type Client } from 'openapi-fetch';
+import type { components, paths } from './herald-api';
+
+export type { components, paths };
+export type Problem = components['schemas']['Problem'];
+export type HeraldClient = Client<paths>;
+
+export interface HeraldClientOptions {
+  /** Base URL of the gateway, e.g. `http://127.0.0.1:8080` (a trailing slash is ignored). */
+  url: string;
+  /** Sent as `Authorization: Bearer <apiKey>` when set. */
+  apiKey?: string;
+  userAgent?: string;
+  /** Defaults to the global fetch (undici). */
+  fetch?: typeof globalThis.fetch;
+}
+
+/** The gateway answered with a status other than 2xx. */
+export class HeraldApiError extends Error {
+  override name = 'HeraldApiError';
+  constructor(
+    readonly status: number,
+    /** The problem document, when the answer was one (every Herald error is). */
+    readonly problem: Problem | undefined,
+  ) {
+    super(problem ? `${problem.detail} (${status} ${problem.code})` : `the gateway answered HTTP ${status}`);
+  }
+}
+
+/** No HTTP answer at all: connection refused, DNS failure, reset. */
+export class HeraldConnectionError extends Error {
+  override name = 'HeraldConnectionError';
+  constructor(
+    readonly url: string,
+    cause: unknown,
+  ) {
+    super(`cannot reach the gateway at ${url}: ${reasonOf(cause)}`, { cause });
+  }
+}
+
+/** undici's `fetch failed` hides the reason in `cause` (often an AggregateError of one per address). */
+function reasonOf(err: unknown): string {
+  let at: unknown = err;
+  for (let depth = 0; depth < 5 && at instanceof Error; depth++) {
+    const code = (at as NodeJS.ErrnoException).code;
+    if (code) return code;
+    if (at instanceof AggregateError && at.errors[0]) at = at.errors[0];
+    else if (at.cause) at = at.cause;
+    else return at.message;
+  }
+  return String(at);
+}
+
+const isAbort = (err: unknown): boolean => err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
+
+export function createHeraldClient(options: HeraldClientOptions): HeraldClient {
+  const baseUrl = options.url.replace(/\/+$/, '');
+  const fetchImpl = options.fetch ?? globalThis.fetch;
+  return createClient<paths>({
+    baseUrl,
+    headers: {
+      authorization: options.apiKey ? `Bearer ${options.apiKey}` : undefined,
+      'user-agent': options.userAgent,
+    },
+    // Redirects are not part of the contract; a 3xx is reported as what it is.
+    redirect: 'manual',
+    fetch: async (request) => {
+      try {
+        return await fetchImpl(request);
+      } catch (err) {
+        if (isAbort(err)) throw err; // the caller stopped it (Ctrl-C on a stream)
+        throw new HeraldConnectionError(baseUrl, err);
+      }
+    },
+  });
+}
+
+/** Anything shaped like a Herald problem document (the `errors` list is optional only to be lenient). */
+function asProblem(body: unknown): Problem | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const { detail, code } = body as Record<string, unknown>;
+  return typeof detail === 'string' && typeof code === 'string' ? (body as Problem) : undefined;
+}
+
+/**
+ * The data of a 2xx answer (`undefined` for a 204), or throws {@link HeraldApiError} with the
+ * problem the gateway sent.
+ */
+export function unwrap<D>(result: { data?: D; error?: unknown; response: Response }): D {
+  if (!result.response.ok) throw new HeraldApiError(result.response.status, asProblem(result.error));
+  return result.data as D;
+}

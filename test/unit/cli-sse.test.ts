@@ -1,0 +1,35 @@
+import { createSseParser, type SseMessage } from '../../src/cli/sse';
+
+/** Feeds `text` to a parser in pieces of `size` characters and returns the messages it dispatched. */
+function parse(text: string, size = text.length): SseMessage[] {
+  const messages: SseMessage[] = [];
+  const parser = createSseParser((m) => messages.push(m));
+  for (let at = 0; at < text.length; at += size) parser.push(text.slice(at, at + size));
+  return messages;
+}
+
+describe('createSseParser', () => {
+  const stream =
+    ': herald live tail\n\n' +
+    'event: cloudevent\nid: 3:41\ndata: {"partition":3}\n\n' +
+    ': keepalive\n\n' +
+    'data: first\r\ndata:second\r\n\r\n' +
+    'event: cloudevent\rdata: cr only\r\r' +
+    'data: not finished';
+
+  it('dispatches each message at its blank line, skipping comments, whatever the line endings', () => {
+    expect(parse(stream)).toEqual([
+      { event: 'cloudevent', id: '3:41', data: '{"partition":3}' },
+      { event: 'message', data: 'first\nsecond' },
+      { event: 'cloudevent', data: 'cr only' },
+    ]);
+  });
+
+  it('gives the same messages however the text is split (a \\r\\n across chunks included)', () => {
+    for (const size of [1, 2, 3, 7, 16]) expect(parse(stream, size)).toEqual(parse(stream));
+  });
+
+  it('does not dispatch a message without data, and removes only one space after the colon', () => {
+    expect(parse('event: x\n\ndata:  two spaces\nretry: 10\n\n')).toEqual([{ event: 'message', data: ' two spaces' }]);
+  });
+});
