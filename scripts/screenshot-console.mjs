@@ -14,16 +14,8 @@ import { fileURLToPath } from 'node:url';
 const require = createRequire(import.meta.url);
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const output = path.resolve(process.argv[2] ?? path.join(root, 'docs', 'console.png'));
-const CHROMIUM = '/usr/bin/chromium';
-// The browser reaches nothing but loopback: no updates, no sync, every other host name fails to resolve.
-const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-];
+// The browser reaches nothing but loopback: the console test's flags (scripts/chromium.json).
+const { executablePath: CHROMIUM, args: CHROMIUM_ARGS } = require('./chromium.json');
 
 if (!fs.existsSync(CHROMIUM)) {
   console.error(`${CHROMIUM} is missing: install Debian's chromium (apt-get install -y chromium)`);

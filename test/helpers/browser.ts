@@ -1,21 +1,17 @@
 import fs from 'node:fs';
 import { chromium, type Browser } from 'playwright-core';
 
+import chromiumConfig from '../../scripts/chromium.json';
+
 /** Debian's chromium: CI installs the package (.ci/run); no browser is downloaded from anywhere else. */
-export const CHROMIUM = '/usr/bin/chromium';
+export const CHROMIUM = chromiumConfig.executablePath;
 
 /**
  * The browser reaches nothing but loopback: no background networking, component updates or sync,
- * and every host name but 127.0.0.1 fails to resolve. scripts/screenshot-console.mjs uses the same flags.
+ * and every host name but 127.0.0.1 fails to resolve (scripts/chromium.json, which
+ * scripts/screenshot-console.mjs reads too).
  */
-export const CHROMIUM_ARGS = [
-  '--no-sandbox',
-  '--disable-gpu',
-  '--disable-background-networking',
-  '--disable-component-update',
-  '--disable-sync',
-  '--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1',
-];
+export const CHROMIUM_ARGS = chromiumConfig.args;
 
 /**
  * Launches headless chromium through playwright-core. A missing browser is a failure that says how
