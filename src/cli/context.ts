@@ -50,6 +50,15 @@ export function parseNonNegativeInt(value: string): number {
   return Number(value);
 }
 
+/** A whole number from `min` to `max`, as the API takes it (a `--limit`): out of range is a usage error, not a 400. */
+export function parseIntBetween(min: number, max: number) {
+  return (value: string): number => {
+    const n = parseNonNegativeInt(value);
+    if (n < min || n > max) throw new InvalidArgumentError(`not a whole number from ${min} to ${max}`);
+    return n;
+  };
+}
+
 export function parsePort(value: string): number {
   const port = parseNonNegativeInt(value);
   if (port > 65535) throw new InvalidArgumentError('not a TCP port (0 to 65535; 0 picks a free one)');

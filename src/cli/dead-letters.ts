@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { unwrap } from '../client';
-import { contextOf, parseNonNegativeInt } from './context';
+import { contextOf, parseIntBetween, parseNonNegativeInt } from './context';
 import { UsageError } from './errors';
 import { clip, type CliStreams } from './output';
 
@@ -12,7 +12,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
     .command('list')
     .summary('dead letters, oldest first')
     .argument('<subscription>', 'subscription id')
-    .option('--limit <n>', 'dead letters at most (up to 1000)', parseNonNegativeInt, 100)
+    .option('--limit <n>', 'dead letters at most (up to 1000)', parseIntBetween(0, 1000), 100)
     .option('--after <id>', 'only dead letters after this id (printed under a full page)', parseNonNegativeInt)
     .action(async (id: string, options: { limit: number; after?: number }, command: Command) => {
       const { client, out } = contextOf(command, streams);

@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { unwrap, type components } from '../client';
-import { contextOf, parseNonNegativeInt, type Context } from './context';
+import { contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { ReportedError } from './errors';
-import { clip, type CliStreams, type Output } from './output';
+import { clip, printable, type CliStreams, type Output } from './output';
 import { untilSignal } from './signals';
 import { createSseParser } from './sse';
 
@@ -26,7 +26,7 @@ export function registerEvents(program: Command, streams: CliStreams): void {
         ['partition', stored.partition],
         ['offset', stored.offset],
       ]);
-      ctx.out.line(JSON.stringify(stored.event, null, 2));
+      ctx.out.line(printable(JSON.stringify(stored.event, null, 2)));
     });
 
   events
@@ -34,7 +34,7 @@ export function registerEvents(program: Command, streams: CliStreams): void {
     .summary('a page of a partition, in offset order')
     .requiredOption('--partition <p>', 'the partition', parseNonNegativeInt)
     .option('--from <offset>', 'the first offset', parseNonNegativeInt, 0)
-    .option('--limit <n>', 'events at most (up to 1000)', parseNonNegativeInt, 100)
+    .option('--limit <n>', 'events at most (up to 1000)', parseIntBetween(0, 1000), 100)
     .addHelpText('after', '\nExample:\n  herald events read --partition 5 --from 0 --limit 100')
     .action(async (options: { partition: number; from: number; limit: number }, command: Command) => {
       const ctx = contextOf(command, streams);
@@ -103,8 +103,8 @@ export function eventLine(out: Output, partition: number | string, offset: numbe
   return [
     out.style('dim', new Date().toISOString()),
     out.style('cyan', `${partition}:${offset}`.padEnd(8)),
-    event.type ?? '-',
-    event.source ?? '-',
-    clip(event.id, 80) ?? '-',
+    printable(event.type ?? '-'),
+    printable(event.source ?? '-'),
+    printable(clip(event.id, 80) ?? '-'),
   ].join('  ');
 }

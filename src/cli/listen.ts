@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import { InvalidArgumentError, type Command } from 'commander';
 import { decodeHeaderValue } from '../cloudevents/headers';
 import { unwrap, type components } from '../client';
-import { collect, contextOf, parseNonNegativeInt, parsePort, type Context } from './context';
+import { collect, contextOf, parseIntBetween, parsePort, type Context } from './context';
 import { ReportedError } from './errors';
 import { eventLine } from './events';
 import { forwardRequest } from './forward';
@@ -52,7 +52,12 @@ export function registerListen(program: Command, streams: CliStreams): void {
     .option('--sql <expr>', 'only events matching this CloudEvents SQL expression (repeatable)', collect(String))
     .option('--listen-host <host>', 'address of the local receiver; the gateway must reach it there', '127.0.0.1')
     .option('--listen-port <port>', 'port of the local receiver (0: a free one)', parsePort, 0)
-    .option('--forward-timeout-ms <ms>', 'how long to wait for --forward-to to answer', parseNonNegativeInt, 30_000)
+    .option(
+      '--forward-timeout-ms <ms>',
+      'how long to wait for --forward-to to answer (1 to 3600000)',
+      parseIntBetween(1, 3_600_000),
+      30_000,
+    )
     .addHelpText('after', '\nExample:\n  herald listen --forward-to http://localhost:3000/webhooks --filter-type com.example.order.')
     .action(async (options: ListenOptions, command: Command) => {
       await listen(contextOf(command, streams), options);

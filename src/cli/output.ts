@@ -28,8 +28,8 @@ export interface Output {
   warn(text: string): void;
   /** A borderless table on stdout; an empty table prints `empty` instead. */
   table(head: string[], rows: (string | number | null | undefined)[][], empty?: string): void;
-  /** Aligned `key  value` lines on stdout. */
-  fields(pairs: [string, string | number | boolean | null | undefined][]): void;
+  /** Aligned `key  value` lines on stdout, a value in its `style` (if given) on a terminal. */
+  fields(pairs: [string, string | number | boolean | null | undefined, Style?][]): void;
   /** `text` in a style, on a terminal only. */
   style(style: Style, text: string): string;
   /** Whether stderr is a terminal (progress bars). */
@@ -61,15 +61,16 @@ export function createOutput(streams: CliStreams, options: { json: boolean; env?
         chars: BORDERLESS,
         style: { head: [], border: [], 'padding-left': 0, 'padding-right': 2 },
       });
-      for (const row of rows) table.push(row.map((cell) => (cell === null || cell === undefined ? '-' : String(cell))));
+      for (const row of rows) table.push(row.map((cell) => (cell === null || cell === undefined ? '-' : printable(String(cell)))));
       // cli-table3 pads every line to the table's width: trailing spaces help nobody.
       out(`${table.toString().replace(/ +$/gm, '')}\n`);
     },
     fields(pairs) {
       const width = Math.max(0, ...pairs.filter(([, v]) => v !== undefined).map(([k]) => k.length));
-      for (const [key, value] of pairs) {
+      for (const [key, value, valueStyle] of pairs) {
         if (value === undefined) continue;
-        out(`${style('bold', `${key}:`.padEnd(width + 1))}  ${value === null ? '-' : String(value)}\n`);
+        const shown = value === null ? '-' : printable(String(value));
+        out(`${style('bold', `${key}:`.padEnd(width + 1))}  ${valueStyle ? style(valueStyle, shown) : shown}\n`);
       }
     },
   };
@@ -92,6 +93,18 @@ const BORDERLESS = {
   'right-mid': '',
   middle: '',
 };
+
+/**
+ * `text` with the characters a terminal acts on instead of printing (C0 controls but tab and newline,
+ * DEL, C1 controls) written as `\u001b`-style escapes: event attributes and receivers' answers come
+ * from others, and must not move the cursor, retitle the window or set the clipboard. Human output
+ * only (`--json` prints the API's answer as it is); text styled by {@link Output.style} is not passed
+ * through it.
+ */
+export function printable(text: string): string {
+  // eslint-disable-next-line no-control-regex -- these are exactly the characters replaced
+  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
 
 /** Shortens a long cell (an error excerpt, a sink) to `max` characters. */
 export function clip(text: string | null | undefined, max = 60): string | null | undefined {

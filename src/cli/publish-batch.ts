@@ -23,8 +23,10 @@ async function* linesOf(file: string): AsyncGenerator<Line> {
   const reader = readline.createInterface({ input, crlfDelay: Infinity });
   let number = 0;
   try {
-    for await (const text of reader) {
+    for await (const line of reader) {
       number++;
+      // A byte order mark (editors on Windows write one) is not part of the first event.
+      const text = number === 1 && line.startsWith('\ufeff') ? line.slice(1) : line;
       if (text.trim() !== '') yield { number, text };
     }
   } finally {
@@ -43,6 +45,7 @@ async function checkFile(file: string): Promise<number> {
   } catch (err) {
     throw new UsageError(`cannot read --batch ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
   }
+  if ((await fs.promises.stat(file)).isDirectory()) throw new UsageError(`cannot read --batch ${file}: it is a directory`);
   let count = 0;
   for await (const line of linesOf(file)) {
     let value: unknown;

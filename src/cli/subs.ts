@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { unwrap, type components } from '../client';
-import { collect, contextOf, parseNonNegativeInt, type Context } from './context';
+import { collect, contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { UsageError } from './errors';
 import { clip, type CliStreams } from './output';
 import { addSubscriptionOptions, deliveryOf, filtersOf, type SubscriptionOptions } from './subscription-input';
@@ -205,7 +205,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
     .command('attempts')
     .summary('the most recent delivery attempts, newest first')
     .argument('<id>', 'subscription id')
-    .option('--limit <n>', 'attempts at most (up to 1000)', parseNonNegativeInt, 20)
+    .option('--limit <n>', 'attempts at most (up to 1000)', parseIntBetween(1, 1000), 20)
     .option('--before <cursor>', 'older than this cursor (printed under the previous page)')
     .action(
       onId(async (id, options: { limit: number; before?: string }, ctx) => {
@@ -253,7 +253,7 @@ function printSubscription(ctx: Context, sub: Fields | Subscription): void {
   ctx.out.fields([
     ['id', sub.id],
     ['sink', sub.sink],
-    ['state', ctx.out.style(sub.state === 'active' ? 'green' : 'yellow', stateOf(sub))],
+    ['state', stateOf(sub), sub.state === 'active' ? 'green' : 'yellow'],
     ['filters', sub.filters.length === 0 ? '(all events)' : JSON.stringify(sub.filters)],
     ['delivery', `${d.format}, ordering ${d.ordering}, ack ${d.ackMode}, max in flight ${d.maxInFlight}, timeout ${d.timeoutMs} ms`],
     ['retry', `${d.retry.maxAttempts} attempts, ${d.retry.initialDelayMs} ms × ${d.retry.multiplier} up to ${d.retry.maxDelayMs} ms`],

@@ -80,6 +80,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   /** Per subscription, attempts answered since the last flush (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
   let flushTimer: NodeJS.Timeout | undefined;
+  /** Set by `close()`: flushes no longer schedule retries. */
+  let closed = false;
 
   const writeBatch = deps.db.transaction(() => {
     for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
@@ -105,8 +107,9 @@ export function createDispatcher(deps: DispatcherDeps) {
     try {
       writeBatch();
     } catch (err) {
-      deps.log.error({ err }, 'delivery state flush failed; will retry');
-      scheduleFlush();
+      // Closing: no timer may outlive the database; what was not written is delivered again (at least once).
+      deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
+      if (!closed) scheduleFlush();
       return;
     }
     written();
@@ -146,8 +149,8 @@ export function createDispatcher(deps: DispatcherDeps) {
     try {
       writeAttempts();
     } catch (err) {
-      deps.log.error({ err }, 'attempt log flush failed; will retry');
-      attemptLogTimer = setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
+      deps.log.error({ err }, closed ? 'attempt log flush failed at close' : 'attempt log flush failed; will retry');
+      if (!closed) attemptLogTimer = setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
       return;
     }
     attemptInserts.clear();
@@ -461,6 +464,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       unsubscribeRetire();
       for (const worker of workers.values()) worker.stop();
       workers.clear();
+      closed = true;
       flush();
       flushAttempts();
       await deps.sender.close(opts.deadline);
