@@ -226,7 +226,11 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     heads: sequencer.heads,
     firstOffsets: () => firstOffsets,
     logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.list().length, unindexed: indexer.lag() }),
-    runRetention: retention.run,
+    // Resolves once the retired files are gone too (they are deleted off the ingest loop).
+    runRetention: async () => {
+      await retention.run();
+      await segments.unlinked();
+    },
     indexed: () => indexer.drained(),
     keyFilter: { ready: sequencer.hasKeyFilter, built: sequencer.keyFilterReady },
     health: () => retention.health() ?? groups.health(),

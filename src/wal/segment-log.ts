@@ -587,13 +587,16 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     }
     if (files.length === 0) return { segments: 0, bytes };
     if (background) {
-      void unlinkInBackground(files);
+      unlinking = unlinking.then(() => unlinkInBackground(files));
     } else {
       for (const file of files) fs.rmSync(file, { force: true });
       if (opts.durable) fsyncPath(opts.dir);
     }
     return { segments: files.length, bytes };
   }
+
+  /** The background deletions, in order; never rejects. */
+  let unlinking: Promise<void> = Promise.resolve();
 
   async function unlinkInBackground(files: string[]): Promise<void> {
     try {
@@ -618,6 +621,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     truncate,
     roll,
     dropBefore,
+    /** Resolves when every file `dropBefore` handed to the background so far is deleted (or failed and logged). */
+    unlinked: (): Promise<void> => unlinking,
     /** Every segment, oldest first (the last is the active one). */
     list: (): { base: number; size: number; file: string }[] => segments.map((s) => ({ base: s.base, size: s.size, file: s.file })),
     /** Base position of the segment holding `position`. */
