@@ -1,11 +1,13 @@
 import type { Logger } from 'pino';
 import { AppError } from '../errors';
-import type { EventStore } from '../wal/event-store';
+import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
 import { ATTEMPTS_KEPT, createAttemptsRepo, type AttemptRow } from '../store/attempts-repo';
-import type { DeliveryStats, SubscriptionHandle } from '../subscriptions/delivery-control';
+import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
+import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from '../subscriptions/filter';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
@@ -19,7 +21,7 @@ import {
 } from './subscription-worker';
 
 export interface DispatcherDeps {
-  store: EventStore;
+  store: LogReader;
   db: Db;
   log: Logger;
   sender: HttpSender;
@@ -31,12 +33,27 @@ export interface DispatcherDeps {
   enabled?: boolean;
 }
 
+/** Delivery's copy of a subscription: the record the service last sent, and its compiled filters. */
+interface Subscribed {
+  record: SubscriptionRecord;
+  matcher: Matcher;
+  /** Kept across updates, so "once a minute" holds per subscription. */
+  report: (err: FilterEvaluationError) => void;
+}
+
 interface CallbackEntry {
   worker: SubscriptionWorker;
   pending: Pending;
 }
 
 export type CallbackAction = 'ack' | 'nack' | 'extend' | 'reject';
+
+/** A callback's answer (the body of its 200). */
+export type CallbackAnswer =
+  | { deliveryId: string; status: CallbackOutcome; repeated: true }
+  | { deliveryId: string; status: 'acked' | 'rejected' }
+  | { deliveryId: string; status: 'nacked'; nextAttemptAt: string | null }
+  | { deliveryId: string; status: 'extended'; leaseUntil: string };
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
 
 const FLUSH_INTERVAL_MS = 10;
@@ -62,6 +79,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   const deadLetters = createDeadLettersRepo(deps.db);
   const attemptLog = createAttemptsRepo(deps.db);
   const workers = new Map<string, SubscriptionWorker>();
+  const subscribed = new Map<string, Subscribed>();
   /** Attempts whose callback is still open. */
   const callbacks = new Map<string, CallbackEntry>();
   /** Outcomes of recent attempts, so a repeated callback is answered 200 or 409 rather than 404. */
@@ -229,9 +247,10 @@ export function createDispatcher(deps: DispatcherDeps) {
   }
 
   const enabled = deps.enabled ?? true;
-  const unsubscribe = deps.store.onAppend(() => {
+  // Only workers with room for more in a partition that grew are woken (a saturated or paused one is not).
+  const unsubscribe = deps.store.onAppend((grown) => {
     if (!enabled) return;
-    for (const worker of workers.values()) worker.wake();
+    for (const worker of workers.values()) worker.wake(grown);
   });
 
   // Retention deleted events (synchronously, before any read sees it): every worker moves past the
@@ -254,21 +273,36 @@ export function createDispatcher(deps: DispatcherDeps) {
   }
 
   return {
-    /** Starts delivering for a subscription, from its saved offsets and pending rows. */
-    add(handle: SubscriptionHandle): void {
-      const id = handle.record().id;
+    /**
+     * Starts delivering for a subscription, from its saved offsets and pending rows. The record is
+     * delivery's own copy (see `update`); its filters are compiled here, with a reporter of their
+     * evaluation errors (logged at most once a minute per subscription, each one counted).
+     */
+    add(record: SubscriptionRecord, events: SubscriptionEvents): void {
+      const id = record.id;
       flush();
+      const report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock, count: () => events.onFilterError?.() });
+      const entry: Subscribed = { record, report, matcher: compileFilters(record.filters, { onError: report }) };
+      subscribed.set(id, entry);
       const worker = createSubscriptionWorker(
         {
-          subscription: handle.record,
-          matcher: handle.matcher,
+          subscription: () => entry.record,
+          matcher: () => entry.matcher,
           store: deps.store,
           sender: deps.sender,
           persistence,
           callbacks: registry,
           ackUrlBase: deps.ackUrlBase,
-          onGone: handle.onGone,
-          onFailing: handle.onFailing,
+          onGone: () => {
+            // Paused here at once, so nothing more is sent before the service's update arrives.
+            entry.record = { ...entry.record, state: 'paused', stateReason: 'gone' };
+            events.onGone();
+          },
+          onFailing: (detail) => {
+            if (entry.record.state !== 'active') return;
+            entry.record = { ...entry.record, state: 'paused', stateReason: 'failing' };
+            events.onFailing?.(detail);
+          },
           log: deps.log,
           clock,
           random,
@@ -282,22 +316,22 @@ export function createDispatcher(deps: DispatcherDeps) {
       if (enabled) worker.start();
       else worker.expire(deps.store.firstOffsets());
     },
+    /** The service's record changed: used from the next step on (filters recompiled when they changed). */
+    update(record: SubscriptionRecord): void {
+      const entry = subscribed.get(record.id);
+      if (!entry) return;
+      if (JSON.stringify(record.filters) !== JSON.stringify(entry.record.filters)) {
+        entry.matcher = compileFilters(record.filters, { onError: entry.report });
+      }
+      entry.record = record;
+    },
     /**
      * Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning:
      * `earliest` is the first offset retention has kept (what was deleted before is not expired: this
      * subscription never had it to finish).
      */
     initOffsets(subscriptionId: string, startAt: 'latest' | 'earliest'): void {
-      const heads = deps.store.heads();
-      const firsts = deps.store.firstOffsets();
-      for (let p = 0; p < deps.store.partitions; p++) {
-        stateRepo.saveOffset(subscriptionId, {
-          partition: p,
-          committedOffset: startAt === 'latest' ? heads[p]! : (firsts[p] ?? 0),
-          lastMatchedOffset: null,
-          expired: 0,
-        });
-      }
+      writeInitialOffsets(stateRepo, deps.store, subscriptionId, startAt);
     },
     resume(subscriptionId: string): void {
       const worker = workerOf(subscriptionId);
@@ -307,6 +341,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       const worker = workers.get(subscriptionId);
       worker?.stop({ abort: true });
       workers.delete(subscriptionId);
+      subscribed.delete(subscriptionId);
       for (const [k, v] of dirtyPending) if (v.subscriptionId === subscriptionId) dirtyPending.delete(k);
       for (const [k, v] of dirtyOffsets) if (v.subscriptionId === subscriptionId) dirtyOffsets.delete(k);
       deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
@@ -392,7 +427,7 @@ export function createDispatcher(deps: DispatcherDeps) {
      * A receiver's callback for one attempt. Repeating the same call is
      * idempotent; a call for an attempt that is no longer current is a conflict.
      */
-    callback(deliveryId: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string } = {}) {
+    callback(deliveryId: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string } = {}): CallbackAnswer {
       const entry = callbacks.get(deliveryId);
       if (!entry) {
         const outcome = settled.get(deliveryId);
@@ -445,3 +480,25 @@ export function createDispatcher(deps: DispatcherDeps) {
 }
 
 export type Dispatcher = ReturnType<typeof createDispatcher>;
+
+/**
+ * A new subscription's first offsets: `earliest` is the first offset retention has kept (what was
+ * deleted before is not expired: this subscription never had it to finish), `latest` the head.
+ */
+export function writeInitialOffsets(
+  stateRepo: Pick<ReturnType<typeof createDeliveryStateRepo>, 'saveOffset'>,
+  store: Pick<LogReader, 'heads' | 'firstOffsets' | 'partitions'>,
+  subscriptionId: string,
+  startAt: 'latest' | 'earliest',
+): void {
+  const heads = store.heads();
+  const firsts = store.firstOffsets();
+  for (let p = 0; p < store.partitions; p++) {
+    stateRepo.saveOffset(subscriptionId, {
+      partition: p,
+      committedOffset: startAt === 'latest' ? heads[p]! : (firsts[p] ?? 0),
+      lastMatchedOffset: null,
+      expired: 0,
+    });
+  }
+}
