@@ -21,6 +21,8 @@ export interface RetentionOptions {
   minFreeBytes: number;
   /** Test hook: free bytes of the data dir's file system. */
   freeBytes?: () => number;
+  /** Awaited before anything before `through` is deleted (readers in other threads let go first). */
+  beforeRetire?: (through: number) => Promise<void>;
 }
 
 const CHECK_INTERVAL_MS = 1000;
@@ -117,6 +119,7 @@ export function createRetention(opts: RetentionOptions) {
         schedule();
         return;
       }
+      await opts.beforeRetire?.(through);
       await opts.indexer.retire(through);
       for (const base of newest.keys()) if (base < through) newest.delete(base);
     } catch (err) {
