@@ -120,6 +120,8 @@ export interface GatewayOptions {
   clockSkew?: Float64Array;
   /** Tests only: the (first) delivery thread throws after this many answered attempts. */
   deliveryCrashAfterAnswers?: number;
+  /** How often the delivery thread may die and be restarted (default 3 times within 60 s) before `onFatal`. */
+  deliveryRestarts?: { max: number; windowMs: number };
   /**
    * The delivery thread died too often to go on restarting it. Default: log and exit the process
    * non-zero (70) so a supervisor restarts the gateway; nothing acknowledged is lost either way.
@@ -160,6 +162,8 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     sinkAllowPrivate: config.sinkAllowPrivate,
     clockSkew: skew,
     crashAfterAnswers: opts.deliveryCrashAfterAnswers,
+    maxRestarts: opts.deliveryRestarts?.max,
+    restartWindowMs: opts.deliveryRestarts?.windowMs,
     onFatal:
       opts.onFatal ??
       ((err) => {

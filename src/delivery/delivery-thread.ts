@@ -187,6 +187,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
   }
 
   function observed(o: Observation): void {
+    if (!subscribed.has(o[1])) return; // deleted meanwhile: its series are gone and stay gone
     switch (o[0]) {
       case 'outcome':
         return opts.observer.outcome(o[1], o[2]);

@@ -149,7 +149,11 @@ port.on('message', (message: ToDelivery) => {
         return;
       }
       try {
-        post({ type: 'answer', id: message.id, ok: true, value: run(message.call) });
+        const value = run(message.call);
+        // What was observed before the answer reaches the main thread first (a deleted subscription's
+        // last observations before its series are forgotten, metrics that agree with the stats).
+        sendObservations();
+        post({ type: 'answer', id: message.id, ok: true, value });
       } catch (err) {
         post({ type: 'answer', id: message.id, ok: false, error: wireError(err) });
       }
