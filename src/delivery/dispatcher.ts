@@ -2,21 +2,20 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
-import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
-import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
-import { ATTEMPTS_KEPT, createAttemptsRepo, type AttemptRow } from '../store/attempts-repo';
+import type { DeadLetterRow } from '../store/dead-letters-repo';
+import type { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from '../subscriptions/filter';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
+import { createWriteBehind } from './write-behind';
 import {
   createSubscriptionWorker,
   type DeliveryObserver,
   type CallbackOutcome,
   type Pending,
-  type StatePersistence,
   type SubscriptionWorker,
 } from './subscription-worker';
 
@@ -56,7 +55,6 @@ export type CallbackAnswer =
   | { deliveryId: string; status: 'extended'; leaseUntil: string };
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
 
-const FLUSH_INTERVAL_MS = 10;
 /** Dead letters read per query when every one of a subscription is redelivered. */
 const REDRIVE_PAGE = 1000;
 /** Settled callback ids remembered so a repeat is answered 200 or 409 rather than 404. */
@@ -64,9 +62,10 @@ const SETTLED_CALLBACKS_KEPT = 100_000;
 
 /**
  * Runs one worker per subscription, routes ack callbacks to them, and writes
- * their state to SQLite behind them: one transaction per flush instead of
- * one per event. A crash loses at most the last flush interval of progress,
- * which means redelivery (at least once), never loss.
+ * their state to SQLite behind them (`write-behind.ts`): one transaction per
+ * flush instead of one per event. A crash loses at most the last flush
+ * interval of progress, which means redelivery (at least once), never loss.
+ * In the gateway it runs in the delivery thread (`delivery-worker.ts`).
  *
  * It owns the tables it writes behind (delivery state, dead letters) and answers reads of them
  * itself, after writing its buffer (read-your-writes): no caller flushes first. It is the
@@ -75,9 +74,10 @@ const SETTLED_CALLBACKS_KEPT = 100_000;
 export function createDispatcher(deps: DispatcherDeps) {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? Math.random;
-  const stateRepo = createDeliveryStateRepo(deps.db);
-  const deadLetters = createDeadLettersRepo(deps.db);
-  const attemptLog = createAttemptsRepo(deps.db);
+  const writes = createWriteBehind({ db: deps.db, log: deps.log });
+  const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
+  /** Reads of the tables written behind see every write: the buffer goes to SQLite first. */
+  const readYourWrites = flush;
   const workers = new Map<string, SubscriptionWorker>();
   const subscribed = new Map<string, Subscribed>();
   /** Attempts whose callback is still open. */
@@ -86,133 +86,6 @@ export function createDispatcher(deps: DispatcherDeps) {
   const settled = new Map<string, CallbackOutcome>();
   const settledRing = new Array<string | undefined>(SETTLED_CALLBACKS_KEPT);
   let settledAt = 0;
-
-  // Write-behind buffers, keyed so that only the latest state of each row is written.
-  const dirtyPending = new Map<string, { subscriptionId: string; pending: Pending; remove: boolean }>();
-  const dirtyOffsets = new Map<string, { subscriptionId: string; row: OffsetRow }>();
-  let deadLetterInserts: Omit<DeadLetterRow, 'id'>[] = [];
-  let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
-  /** Per subscription, since when every attempt has failed (null: delete the row). */
-  const dirtyFailing = new Map<string, number | null>();
-  /** Per subscription, attempts answered since the last flush (at most the newest `ATTEMPTS_KEPT` are written). */
-  const attemptInserts = new Map<string, AttemptRow[]>();
-  let flushTimer: NodeJS.Timeout | undefined;
-
-  const writeBatch = deps.db.transaction(() => {
-    for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
-      if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset);
-      else stateRepo.savePending(subscriptionId, snapshot(pending));
-    }
-    for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
-    for (const dl of deadLetterInserts) deadLetters.insert(dl);
-    for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
-    for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
-    for (const [subscriptionId, rows] of attemptInserts) {
-      for (const row of rows.slice(-ATTEMPTS_KEPT)) attemptLog.insert(row);
-      attemptLog.trim(subscriptionId);
-    }
-  });
-
-  function flush(): void {
-    if (flushTimer) clearTimeout(flushTimer);
-    flushTimer = undefined;
-    const idle =
-      dirtyPending.size === 0 &&
-      dirtyOffsets.size === 0 &&
-      deadLetterInserts.length === 0 &&
-      deadLetterDeletes.length === 0 &&
-      dirtyFailing.size === 0 &&
-      attemptInserts.size === 0;
-    if (idle) return;
-    try {
-      writeBatch();
-    } catch (err) {
-      deps.log.error({ err }, 'delivery state flush failed; will retry');
-      scheduleFlush();
-      return;
-    }
-    written();
-  }
-
-  /** Reads of the tables written behind see every write: the buffer goes to SQLite first. */
-  const readYourWrites = flush;
-
-  /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
-  function written(): void {
-    for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
-    dirtyPending.clear();
-    dirtyOffsets.clear();
-    deadLetterInserts = [];
-    deadLetterDeletes = [];
-    dirtyFailing.clear();
-    attemptInserts.clear();
-  }
-
-  /**
-   * A seek, in one transaction: the buffered state first (so no older offset lands after the seek
-   * and moves a position forward again), then the new positions with their generation, without
-   * their partitions' pending rows. A crash leaves either no seek or all of it.
-   */
-  const writeSeek = deps.db.transaction(
-    (subscriptionId: string, positions: { partition: number; offset: number }[], generation: number) => {
-      writeBatch();
-      for (const { partition, offset } of positions) stateRepo.seekOffset(subscriptionId, partition, offset, generation);
-    },
-  );
-
-  function scheduleFlush(): void {
-    flushTimer ??= setTimeout(flush, FLUSH_INTERVAL_MS);
-  }
-
-  const key = (subscriptionId: string, p: { partition: number; offset: number }) =>
-    `${subscriptionId}\u0000${p.partition}\u0000${p.offset}`;
-
-  const persistence: StatePersistence = {
-    savePending(subscriptionId, pending) {
-      dirtyPending.set(key(subscriptionId, pending), { subscriptionId, pending, remove: false });
-      scheduleFlush();
-    },
-    deletePending(subscriptionId, pending) {
-      const k = key(subscriptionId, pending);
-      // Started and finished within one flush window (the common, healthy case): SQLite never needs to hear of it.
-      if (!pending.persisted) dirtyPending.delete(k);
-      else dirtyPending.set(k, { subscriptionId, pending, remove: true });
-      scheduleFlush();
-    },
-    saveOffset(subscriptionId, row) {
-      dirtyOffsets.set(`${subscriptionId}\u0000${row.partition}`, { subscriptionId, row: { ...row } });
-      scheduleFlush();
-    },
-    deadLetter(subscriptionId, pending, reason, at) {
-      deadLetterInserts.push({
-        subscriptionId,
-        partition: pending.partition,
-        offset: pending.offset,
-        attempts: pending.attempt,
-        lastStatus: pending.lastStatus,
-        lastError: pending.lastError?.slice(0, 1024) ?? null,
-        reason,
-        deadAt: at,
-      });
-      scheduleFlush();
-    },
-    consumeDeadLetter(subscriptionId, deadLetterId) {
-      deadLetterDeletes.push({ subscriptionId, id: Number(deadLetterId) });
-      scheduleFlush();
-    },
-    saveFailingSince(subscriptionId, since) {
-      dirtyFailing.set(subscriptionId, since);
-      scheduleFlush();
-    },
-    recordAttempt(row) {
-      let rows = attemptInserts.get(row.subscriptionId);
-      if (!rows) attemptInserts.set(row.subscriptionId, (rows = []));
-      rows.push(row);
-      // While SQLite refuses writes the buffer must not grow without bound: only the newest are kept anyway.
-      if (rows.length > 2 * ATTEMPTS_KEPT) rows.splice(0, rows.length - ATTEMPTS_KEPT);
-      scheduleFlush();
-    },
-  };
 
   const registry = {
     issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending) {
@@ -229,22 +102,6 @@ export function createDispatcher(deps: DispatcherDeps) {
       settled.set(deliveryId, outcome);
     },
   };
-
-  function snapshot(p: Pending) {
-    return {
-      partition: p.partition,
-      offset: p.offset,
-      attempt: p.attempt,
-      state: p.state,
-      deliveryId: p.deliveryId,
-      previousOffset: p.previousOffset,
-      nextAttemptAt: p.nextAttemptAt,
-      leaseUntil: p.leaseUntil,
-      redrive: p.redrive,
-      lastStatus: p.lastStatus,
-      lastError: p.lastError,
-    };
-  }
 
   const enabled = deps.enabled ?? true;
   // Only workers with room for more in a partition that grew are woken (a saturated or paused one is not).
@@ -342,12 +199,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       worker?.stop({ abort: true });
       workers.delete(subscriptionId);
       subscribed.delete(subscriptionId);
-      for (const [k, v] of dirtyPending) if (v.subscriptionId === subscriptionId) dirtyPending.delete(k);
-      for (const [k, v] of dirtyOffsets) if (v.subscriptionId === subscriptionId) dirtyOffsets.delete(k);
-      deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
-      deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
-      dirtyFailing.delete(subscriptionId);
-      attemptInserts.delete(subscriptionId);
+      writes.forget(subscriptionId);
       for (const [id, entry] of callbacks) if (entry.worker === worker) callbacks.delete(id);
     },
     /** Per partition, the dead letters stored, and flow control (`currentMaxInFlight`, `throttled`, issue 12 §3). */
@@ -359,7 +211,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     /**
      * Restarts partitions of a subscription (issue 12 §2), backwards or forwards, at the positions
      * `target` means (see `seekPositions`), under a new seek generation: saved first (see
-     * `writeSeek`), then applied to the worker, which drops the partitions' pending attempts (not
+     * `WriteBehind.seek`), then applied to the worker, which drops the partitions' pending attempts (not
      * dead-lettered) and aborts their open requests. When the seek cannot be saved (SQLite fails) it
      * throws and nothing has changed.
      * @throws AppError `invalid_request` naming each partition that does not exist or offset past the head
@@ -368,15 +220,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       const worker = workerOf(subscriptionId);
       const positions = seekPositions(deps.store, target);
       const generation = worker.seekGeneration() + 1;
-      if (flushTimer) clearTimeout(flushTimer);
-      flushTimer = undefined;
-      try {
-        writeSeek(subscriptionId, positions, generation);
-      } catch (err) {
-        scheduleFlush(); // the buffered state is still to be written; the seek is not (the caller sees the error)
-        throw err;
-      }
-      written();
+      writes.seek(subscriptionId, positions, generation);
       worker.seek(positions, generation);
       return { generation };
     },
