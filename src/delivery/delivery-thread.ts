@@ -56,6 +56,9 @@ function workerFile(): string {
     : path.join(__dirname, 'delivery-worker.js');
 }
 
+const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+const isLevel = (label: string | undefined): label is (typeof LEVELS)[number] => LEVELS.some((l) => l === label);
+
 const unavailable = (why: string) => new AppError('unavailable', `delivery is unavailable: ${why}; retry shortly`, { retryAfter: 1 });
 
 function fromWire(error: WireError): Error {
@@ -209,9 +212,8 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
       return;
     }
     const { level, msg, ...fields } = parsed;
-    const label = opts.log.levels.labels[level ?? 30] ?? 'info';
-    const write = (opts.log as unknown as Record<string, ((obj: object, msg?: string) => void) | undefined>)[label];
-    write?.call(opts.log, fields, msg);
+    const label = opts.log.levels.labels[level ?? 30];
+    if (isLevel(label)) opts.log[label](fields, msg);
   }
 
   function call<O extends CallOp>(c: Extract<DeliveryCall, { op: O }>): Promise<CallResults[O]> {

@@ -82,10 +82,11 @@ export function createSubscriptionsService(deps: {
     }
   }
 
-  function attach(record: SubscriptionRecord): Promise<void> {
+  /** Delivery starts for the record; a delivery thread down now is given it again when it restarts. */
+  function attach(record: SubscriptionRecord): void {
     const entry: Live = { record };
     live.set(record.id, entry);
-    return Promise.resolve(
+    tell('start', record.id, () =>
       deps.delivery.add(record, {
         onGone: () => {
           if (live.has(record.id)) setState(record.id, 'paused', 'gone');
@@ -201,7 +202,7 @@ export function createSubscriptionsService(deps: {
     /** Starts delivery for every stored subscription (at boot). */
     startAll(): void {
       for (const record of repo.all()) {
-        tell('start', record.id, () => attach(record));
+        attach(record);
         // A handshake under way at shutdown: sent again (its token and deadline kept), or failed if its time is up.
         if (record.state !== 'validating') continue;
         if ((record.validationDeadline ?? 0) <= clock())
@@ -241,7 +242,7 @@ export function createSubscriptionsService(deps: {
         repo.insert(record);
         deps.delivery.initOffsets(record.id, record.startAt);
       })();
-      await attach(record);
+      attach(record);
       deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
       // Nothing is delivered before the sink consents: the handshake comes first.
       const shown = record.validation === 'cloudevents' ? beginValidation(live.get(id)!) : record;
