@@ -17,7 +17,7 @@ import { createMetrics, type Metrics } from './metrics';
 import { HERALD_VERSION } from './version';
 import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
-import { createDispatcher, type Dispatcher } from './delivery/dispatcher';
+import { createDeliveryThread, type DeliveryThread } from './delivery/delivery-thread';
 import { createHttpSender } from './delivery/http-sender';
 import type { EventStore } from './wal/event-store';
 import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-event-store';
@@ -36,7 +36,8 @@ export interface Gateway {
   port: number;
   store: EventStore;
   db: Db;
-  dispatcher: Dispatcher;
+  /** Delivery, run by its own thread: this is the main thread's side of it (the port, callbacks). */
+  dispatcher: DeliveryThread;
   subscriptions: SubscriptionsService;
   log: Logger;
   metrics: Metrics;
@@ -108,14 +109,29 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
   }
 }
 
-/**
- * Composition root: opens storage, wires the modules and listens. `clock` (tests only) is the time
- * delivery and subscriptions see (retries, leases, auto-disable); the log and HTTP keep the real one.
- */
-export async function startGateway(
-  config: Readonly<Config>,
-  opts: { log?: Logger; metrics?: Metrics; clock?: () => number } = {},
-): Promise<Gateway> {
+/** Options of {@link startGateway} beside the configuration (tests and the entry point). */
+export interface GatewayOptions {
+  log?: Logger;
+  metrics?: Metrics;
+  /**
+   * Tests only: milliseconds added to the time delivery and subscriptions see (retries, leases,
+   * auto-disable), at index 0 of a view of a `SharedArrayBuffer` so the delivery thread sees every
+   * change at once; the log and HTTP keep the real time.
+   */
+  clockSkew?: Float64Array;
+  /** Tests only: the (first) delivery thread throws after this many answered attempts. */
+  deliveryCrashAfterAnswers?: number;
+  /** How often the delivery thread may die and be restarted (default 3 times within 60 s) before `onFatal`. */
+  deliveryRestarts?: { max: number; windowMs: number };
+  /**
+   * The delivery thread died too often to go on restarting it. Default: log and exit the process
+   * non-zero (70) so a supervisor restarts the gateway; nothing acknowledged is lost either way.
+   */
+  onFatal?: (err: Error) => void;
+}
+
+/** Composition root: opens storage, wires the modules and listens. */
+export async function startGateway(config: Readonly<Config>, opts: GatewayOptions = {}): Promise<Gateway> {
   const log = opts.log ?? createLogger(config.logLevel);
   const apiKeys = parseApiKeys(config.apiKeysRaw);
   checkExposure(config.host, apiKeys, config.allowUnauthenticated);
@@ -126,6 +142,9 @@ export async function startGateway(
     if (fsyncMs !== undefined) metrics.walFsync.observe(fsyncMs / 1000);
   });
   let publicUrl = config.publicUrl ?? '';
+  const skew = opts.clockSkew;
+  const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;
+  // The main thread's sender only probes sinks (validation handshakes); the delivery thread has its own.
   const sender = createHttpSender({ allowPrivate: config.sinkAllowPrivate });
   const handshakes = createHandshakes({
     probe: sender.probe,
@@ -134,14 +153,24 @@ export async function startGateway(
     log,
     enabled: config.deliveryEnabled,
   });
-  const dispatcher = createDispatcher({
-    store,
+  const dispatcher = createDeliveryThread({
+    dbFile,
     db,
+    store,
+    feed: store.feed,
     log,
-    sender,
-    ackUrlBase: () => publicUrl,
     enabled: config.deliveryEnabled,
-    clock: opts.clock,
+    sinkAllowPrivate: config.sinkAllowPrivate,
+    clockSkew: skew,
+    crashAfterAnswers: opts.deliveryCrashAfterAnswers,
+    maxRestarts: opts.deliveryRestarts?.max,
+    restartWindowMs: opts.deliveryRestarts?.windowMs,
+    onFatal:
+      opts.onFatal ??
+      ((err) => {
+        log.fatal({ err }, 'exiting: delivery cannot run');
+        process.exit(70);
+      }),
     observer: {
       outcome: (subscription, outcome) => metrics.delivery.outcome(subscription, outcome),
       answered: (subscription, ms) => metrics.delivery.answered(subscription, ms / 1000),
@@ -155,7 +184,7 @@ export async function startGateway(
     log,
     sinkPolicy: createSinkPolicy({ allowPrivate: config.sinkAllowPrivate }),
     handshakes,
-    clock: opts.clock,
+    clock,
     hooks: {
       filterError: (subscription) => metrics.filterErrors.inc({ subscription }),
       deleted: (id) => metrics.forgetSubscription(id),
@@ -239,7 +268,7 @@ export async function startGateway(
     });
   } catch (err) {
     handshakes.close();
-    await dispatcher.close({ deadline: Date.now() });
+    await sender.close(Date.now());
     await store.close();
     db.close();
     lock.release();
@@ -259,6 +288,7 @@ export async function startGateway(
   const host = config.host.includes(':') ? `[${config.host}]` : config.host;
   const url = `http://${host}:${port}`;
   publicUrl ||= url;
+  dispatcher.start(publicUrl);
   subscriptions.startAll();
 
   const checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
@@ -292,7 +322,10 @@ export async function startGateway(
         }
       };
       handshakes.close();
+      // The delivery thread stops pulling, lets open requests finish within its share of the deadline,
+      // writes everything it holds and exits; only then does the log close under it.
       await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));
+      await step('closing the handshake sender', () => sender.close(Date.now()));
       await step('flushing the log', () => store.close());
       await step('stopping the checkpointer', () => checkpointer.stop());
       await step('checkpointing SQLite', () => checkpoint(db));

@@ -9,14 +9,8 @@ export type DeliveryOutcome =
 export interface MetricsSources {
   log: () => { bytes: number; segments: number };
   heads: () => readonly number[];
-  subscriptions: () => {
-    id: string;
-    state: string;
-    deadLetters: number;
-    inFlight: number;
-    oldestPendingAgeMs: number | null;
-    lag: { partition: number; lag: number }[];
-  }[];
+  /** Asked of delivery at scrape time (the delivery thread answers by message). */
+  subscriptions: () => Promise<SubscriptionSnapshot>;
 }
 
 const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
@@ -153,13 +147,20 @@ export function createMetrics() {
   async function exposition(): Promise<string> {
     const text = await registry.metrics();
     const delivery = deliveryFamilies(deliveryStats);
-    return sources ? text + delivery + subscriptionGauges(sources.subscriptions()) : text + delivery;
+    return sources ? text + delivery + subscriptionGauges(await sources.subscriptions()) : text + delivery;
   }
 
   return Object.assign(metrics, { exposition, contentType: registry.contentType });
 }
 
-type SubscriptionSnapshot = ReturnType<MetricsSources['subscriptions']>;
+type SubscriptionSnapshot = {
+  id: string;
+  state: string;
+  deadLetters: number;
+  inFlight: number;
+  oldestPendingAgeMs: number | null;
+  lag: { partition: number; lag: number }[];
+}[];
 
 /** Label values are subscription ids, partitions and states; escaped anyway, per the text format. */
 const label = (value: string) => value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));

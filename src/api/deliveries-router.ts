@@ -1,25 +1,34 @@
 import type { Router } from 'express';
 import { z } from 'zod';
-import type { Dispatcher } from '../delivery/dispatcher';
+import type { CallbackAction, CallbackAnswer } from '../delivery/dispatcher';
 import { parseInput } from './query';
 import { jsonBody, newRouter, requireScope } from './routing';
 
 const MAX_LEASE_MS = 12 * 3600 * 1000;
 
+/** Where callbacks go: the delivery thread's proxy (a round trip), or a dispatcher in-process. */
+export interface DeliveryCallbacks {
+  callback(
+    deliveryId: string,
+    action: CallbackAction,
+    arg?: { delayMs?: number; ms?: number; reason?: string },
+  ): CallbackAnswer | Promise<CallbackAnswer>;
+}
+
 /**
  * Receivers' callbacks for manual acknowledgement. Authorised by the
  * unguessable delivery id alone: the receiver got it in the delivery.
  */
-export function createDeliveriesRouter(dispatcher: Dispatcher): Router {
+export function createDeliveriesRouter(dispatcher: DeliveryCallbacks): Router {
   const router = newRouter();
   const open = requireScope('none');
   const body = (req: { body?: unknown }) => req.body ?? {};
 
   // The body of an ack, if any, is ignored: no parser, so any content type is fine.
-  router.post('/deliveries/:deliveryId/ack', open, (req, res) => {
-    res.json(dispatcher.callback(req.params.deliveryId, 'ack'));
+  router.post('/deliveries/:deliveryId/ack', open, async (req, res) => {
+    res.json(await dispatcher.callback(req.params.deliveryId, 'ack'));
   });
-  router.post('/deliveries/:deliveryId/nack', open, jsonBody, (req, res) => {
+  router.post('/deliveries/:deliveryId/nack', open, jsonBody, async (req, res) => {
     const { delayMs } = parseInput(
       z
         .object({
@@ -34,15 +43,15 @@ export function createDeliveriesRouter(dispatcher: Dispatcher): Router {
       body(req),
       'request',
     );
-    res.json(dispatcher.callback(req.params.deliveryId, 'nack', { delayMs }));
+    res.json(await dispatcher.callback(req.params.deliveryId, 'nack', { delayMs }));
   });
-  router.post('/deliveries/:deliveryId/extend', open, jsonBody, (req, res) => {
+  router.post('/deliveries/:deliveryId/extend', open, jsonBody, async (req, res) => {
     const { ms } = parseInput(z.object({ ms: z.number().int().min(1).max(MAX_LEASE_MS) }).strict(), body(req), 'request');
-    res.json(dispatcher.callback(req.params.deliveryId, 'extend', { ms }));
+    res.json(await dispatcher.callback(req.params.deliveryId, 'extend', { ms }));
   });
-  router.post('/deliveries/:deliveryId/reject', open, jsonBody, (req, res) => {
+  router.post('/deliveries/:deliveryId/reject', open, jsonBody, async (req, res) => {
     const { reason } = parseInput(z.object({ reason: z.string().max(1024).optional() }).strict(), body(req), 'request');
-    res.json(dispatcher.callback(req.params.deliveryId, 'reject', { reason }));
+    res.json(await dispatcher.callback(req.params.deliveryId, 'reject', { reason }));
   });
   return router;
 }

@@ -22,54 +22,54 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     const created = await service.create(parseInput(createSubscriptionSchema, req.body, 'subscription'));
     res.status(201).location(`/subscriptions/${created.id}`).json(created);
   });
-  router.get('/subscriptions', admin, (_req, res) => {
-    res.json({ subscriptions: service.list() });
+  router.get('/subscriptions', admin, async (_req, res) => {
+    res.json({ subscriptions: await service.list() });
   });
-  router.get('/subscriptions/:id', admin, (req, res) => {
-    res.json(service.get(req.params.id));
+  router.get('/subscriptions/:id', admin, async (req, res) => {
+    res.json(await service.get(req.params.id));
   });
   router.patch('/subscriptions/:id', admin, jsonBody, async (req, res) => {
     service.assertExists(req.params.id);
     const input = parseInput(patchSubscriptionSchema, req.body, 'subscription update');
     res.json(await service.patch(req.params.id, input));
   });
-  router.delete('/subscriptions/:id', admin, (req, res) => {
-    service.remove(req.params.id);
+  router.delete('/subscriptions/:id', admin, async (req, res) => {
+    await service.remove(req.params.id);
     res.status(204).end();
   });
-  router.post('/subscriptions/:id/pause', admin, (req, res) => {
-    res.json(service.pause(req.params.id));
+  router.post('/subscriptions/:id/pause', admin, async (req, res) => {
+    res.json(await service.pause(req.params.id));
   });
-  router.post('/subscriptions/:id/resume', admin, (req, res) => {
-    res.json(service.resume(req.params.id));
+  router.post('/subscriptions/:id/resume', admin, async (req, res) => {
+    res.json(await service.resume(req.params.id));
   });
-  router.post('/subscriptions/:id/seek', admin, jsonBody, (req, res) => {
+  router.post('/subscriptions/:id/seek', admin, jsonBody, async (req, res) => {
     service.assertExists(req.params.id);
-    res.json(service.seek(req.params.id, parseInput(seekSchema, req.body ?? {}, 'seek')));
+    res.json(await service.seek(req.params.id, parseInput(seekSchema, req.body ?? {}, 'seek')));
   });
-  router.post('/subscriptions/:id/rotate-secret', admin, jsonBody, (req, res) => {
+  router.post('/subscriptions/:id/rotate-secret', admin, jsonBody, async (req, res) => {
     service.assertExists(req.params.id);
-    res.json(service.rotateSecret(req.params.id, parseInput(rotateSecretSchema, req.body ?? {}, 'request')));
+    res.json(await service.rotateSecret(req.params.id, parseInput(rotateSecretSchema, req.body ?? {}, 'request')));
   });
 
-  router.get('/subscriptions/:id/attempts', admin, (req, res) => {
+  router.get('/subscriptions/:id/attempts', admin, async (req, res) => {
     const page = parseInput(
       z.object({ limit: queryInt(100, ATTEMPTS_KEPT).pipe(z.number().min(1)), before: queryInt(Number.MAX_SAFE_INTEGER) }),
       req.query,
       'query',
     );
-    res.json(service.attempts(req.params.id, page));
+    res.json(await service.attempts(req.params.id, page));
   });
-  router.get('/subscriptions/:id/dead-letters', admin, (req, res) => {
+  router.get('/subscriptions/:id/dead-letters', admin, async (req, res) => {
     const page = parseInput(z.object({ limit: queryInt(100, MAX_PAGE), after: queryInt(0) }), req.query, 'query');
-    res.json(service.deadLetters(req.params.id, page));
+    res.json(await service.deadLetters(req.params.id, page));
   });
-  router.post('/subscriptions/:id/dead-letters/redeliver', admin, jsonBody, (req, res) => {
+  router.post('/subscriptions/:id/dead-letters/redeliver', admin, jsonBody, async (req, res) => {
     const { ids } = parseInput(z.object({ ids: z.array(z.string().min(1)).max(10_000).optional() }).strict(), req.body ?? {}, 'request');
-    res.status(202).json({ redelivering: service.redeliver(req.params.id, ids) });
+    res.status(202).json({ redelivering: await service.redeliver(req.params.id, ids) });
   });
-  router.delete('/subscriptions/:id/dead-letters/:deadLetterId', admin, (req, res) => {
-    service.deleteDeadLetter(req.params.id, req.params.deadLetterId);
+  router.delete('/subscriptions/:id/dead-letters/:deadLetterId', admin, async (req, res) => {
+    await service.deleteDeadLetter(req.params.id, req.params.deadLetterId);
     res.status(204).end();
   });
   return router;

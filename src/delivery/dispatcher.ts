@@ -1,25 +1,26 @@
 import type { Logger } from 'pino';
 import { AppError } from '../errors';
-import type { EventStore } from '../wal/event-store';
+import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
-import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
-import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
-import { ATTEMPTS_KEPT, createAttemptsRepo, type AttemptRow } from '../store/attempts-repo';
-import type { DeliveryStats, SubscriptionHandle } from '../subscriptions/delivery-control';
+import type { DeadLetterRow } from '../store/dead-letters-repo';
+import type { createDeliveryStateRepo } from '../store/delivery-state-repo';
+import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
+import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from '../subscriptions/filter';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
+import { createWriteBehind } from './write-behind';
 import {
   createSubscriptionWorker,
   type DeliveryObserver,
   type CallbackOutcome,
   type Pending,
-  type StatePersistence,
   type SubscriptionWorker,
 } from './subscription-worker';
 
 export interface DispatcherDeps {
-  store: EventStore;
+  store: LogReader;
   db: Db;
   log: Logger;
   sender: HttpSender;
@@ -31,16 +32,29 @@ export interface DispatcherDeps {
   enabled?: boolean;
 }
 
+/** Delivery's copy of a subscription: the record the service last sent, and its compiled filters. */
+interface Subscribed {
+  record: SubscriptionRecord;
+  matcher: Matcher;
+  /** Kept across updates, so "once a minute" holds per subscription. */
+  report: (err: FilterEvaluationError) => void;
+}
+
 interface CallbackEntry {
   worker: SubscriptionWorker;
   pending: Pending;
 }
 
 export type CallbackAction = 'ack' | 'nack' | 'extend' | 'reject';
+
+/** A callback's answer (the body of its 200). */
+export type CallbackAnswer =
+  | { deliveryId: string; status: CallbackOutcome; repeated: true }
+  | { deliveryId: string; status: 'acked' | 'rejected' }
+  | { deliveryId: string; status: 'nacked'; nextAttemptAt: string | null }
+  | { deliveryId: string; status: 'extended'; leaseUntil: string };
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
 
-const FLUSH_INTERVAL_MS = 10;
-const ATTEMPT_LOG_INTERVAL_MS = 1000;
 /** Dead letters read per query when every one of a subscription is redelivered. */
 const REDRIVE_PAGE = 1000;
 /** Settled callback ids remembered so a repeat is answered 200 or 409 rather than 404. */
@@ -48,9 +62,10 @@ const SETTLED_CALLBACKS_KEPT = 100_000;
 
 /**
  * Runs one worker per subscription, routes ack callbacks to them, and writes
- * their state to SQLite behind them: one transaction per flush instead of
- * one per event. A crash loses at most the last flush interval of progress,
- * which means redelivery (at least once), never loss.
+ * their state to SQLite behind them (`write-behind.ts`): one transaction per
+ * flush instead of one per event. A crash loses at most the last flush
+ * interval of progress, which means redelivery (at least once), never loss.
+ * In the gateway it runs in the delivery thread (`delivery-worker.ts`).
  *
  * It owns the tables it writes behind (delivery state, dead letters) and answers reads of them
  * itself, after writing its buffer (read-your-writes): no caller flushes first. It is the
@@ -59,168 +74,18 @@ const SETTLED_CALLBACKS_KEPT = 100_000;
 export function createDispatcher(deps: DispatcherDeps) {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? Math.random;
-  const stateRepo = createDeliveryStateRepo(deps.db);
-  const deadLetters = createDeadLettersRepo(deps.db);
-  const attemptLog = createAttemptsRepo(deps.db);
+  const writes = createWriteBehind({ db: deps.db, log: deps.log });
+  const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
+  /** Reads of the tables written behind see every write: the buffer goes to SQLite first. */
+  const readYourWrites = flush;
   const workers = new Map<string, SubscriptionWorker>();
+  const subscribed = new Map<string, Subscribed>();
   /** Attempts whose callback is still open. */
   const callbacks = new Map<string, CallbackEntry>();
   /** Outcomes of recent attempts, so a repeated callback is answered 200 or 409 rather than 404. */
   const settled = new Map<string, CallbackOutcome>();
   const settledRing = new Array<string | undefined>(SETTLED_CALLBACKS_KEPT);
   let settledAt = 0;
-
-  // Write-behind buffers, keyed so that only the latest state of each row is written.
-  const dirtyPending = new Map<string, { subscriptionId: string; pending: Pending; remove: boolean }>();
-  const dirtyOffsets = new Map<string, { subscriptionId: string; row: OffsetRow }>();
-  let deadLetterInserts: Omit<DeadLetterRow, 'id'>[] = [];
-  let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
-  /** Per subscription, since when every attempt has failed (null: delete the row). */
-  const dirtyFailing = new Map<string, number | null>();
-  /** Per subscription, attempts answered since the last flush (at most the newest `ATTEMPTS_KEPT` are written). */
-  const attemptInserts = new Map<string, AttemptRow[]>();
-  let flushTimer: NodeJS.Timeout | undefined;
-  /** Set by `close()`: flushes no longer schedule retries. */
-  let closed = false;
-
-  const writeBatch = deps.db.transaction(() => {
-    for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
-      if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset);
-      else stateRepo.savePending(subscriptionId, snapshot(pending));
-    }
-    for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
-    for (const dl of deadLetterInserts) deadLetters.insert(dl);
-    for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
-    for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
-  });
-
-  function flush(): void {
-    if (flushTimer) clearTimeout(flushTimer);
-    flushTimer = undefined;
-    const idle =
-      dirtyPending.size === 0 &&
-      dirtyOffsets.size === 0 &&
-      deadLetterInserts.length === 0 &&
-      deadLetterDeletes.length === 0 &&
-      dirtyFailing.size === 0;
-    if (idle) return;
-    try {
-      writeBatch();
-    } catch (err) {
-      // Closing: no timer may outlive the database; what was not written is delivered again (at least once).
-      deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
-      if (!closed) scheduleFlush();
-      return;
-    }
-    written();
-  }
-
-  /** Reads of the tables written behind see every write: the buffer goes to SQLite first. */
-  const readYourWrites = flush;
-
-  /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
-  function written(): void {
-    for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
-    dirtyPending.clear();
-    dirtyOffsets.clear();
-    deadLetterInserts = [];
-    deadLetterDeletes = [];
-    dirtyFailing.clear();
-  }
-
-  /**
-   * The attempt log is diagnostics, not delivery state: it is written once a second (a crash loses at
-   * most that second of it), so a fast drain writes at most the newest `ATTEMPTS_KEPT` rows per
-   * subscription a second rather than a row per attempt every 10 ms (measured while a backlog
-   * drained: one insert per attempt took 3.8 % of the ingest thread).
-   */
-  const writeAttempts = deps.db.transaction(() => {
-    for (const [subscriptionId, rows] of attemptInserts) {
-      for (const row of rows.slice(-ATTEMPTS_KEPT)) attemptLog.insert(row);
-      attemptLog.trim(subscriptionId);
-    }
-  });
-  let attemptLogTimer: NodeJS.Timeout | undefined;
-
-  function flushAttempts(): void {
-    if (attemptLogTimer) clearTimeout(attemptLogTimer);
-    attemptLogTimer = undefined;
-    if (attemptInserts.size === 0) return;
-    try {
-      writeAttempts();
-    } catch (err) {
-      deps.log.error({ err }, closed ? 'attempt log flush failed at close' : 'attempt log flush failed; will retry');
-      if (!closed) attemptLogTimer = setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
-      return;
-    }
-    attemptInserts.clear();
-  }
-
-  /**
-   * A seek, in one transaction: the buffered state first (so no older offset lands after the seek
-   * and moves a position forward again), then the new positions with their generation, without
-   * their partitions' pending rows. A crash leaves either no seek or all of it.
-   */
-  const writeSeek = deps.db.transaction(
-    (subscriptionId: string, positions: { partition: number; offset: number }[], generation: number) => {
-      writeBatch();
-      for (const { partition, offset } of positions) stateRepo.seekOffset(subscriptionId, partition, offset, generation);
-    },
-  );
-
-  function scheduleFlush(): void {
-    flushTimer ??= setTimeout(flush, FLUSH_INTERVAL_MS);
-  }
-
-  const key = (subscriptionId: string, p: { partition: number; offset: number }) =>
-    `${subscriptionId}\u0000${p.partition}\u0000${p.offset}`;
-
-  const persistence: StatePersistence = {
-    savePending(subscriptionId, pending) {
-      dirtyPending.set(key(subscriptionId, pending), { subscriptionId, pending, remove: false });
-      scheduleFlush();
-    },
-    deletePending(subscriptionId, pending) {
-      const k = key(subscriptionId, pending);
-      // Started and finished within one flush window (the common, healthy case): SQLite never needs to hear of it.
-      if (!pending.persisted) dirtyPending.delete(k);
-      else dirtyPending.set(k, { subscriptionId, pending, remove: true });
-      scheduleFlush();
-    },
-    saveOffset(subscriptionId, row) {
-      dirtyOffsets.set(`${subscriptionId}\u0000${row.partition}`, { subscriptionId, row: { ...row } });
-      scheduleFlush();
-    },
-    deadLetter(subscriptionId, pending, reason, at) {
-      deadLetterInserts.push({
-        subscriptionId,
-        partition: pending.partition,
-        offset: pending.offset,
-        attempts: pending.attempt,
-        lastStatus: pending.lastStatus,
-        lastError: pending.lastError?.slice(0, 1024) ?? null,
-        reason,
-        deadAt: at,
-      });
-      scheduleFlush();
-    },
-    consumeDeadLetter(subscriptionId, deadLetterId) {
-      deadLetterDeletes.push({ subscriptionId, id: Number(deadLetterId) });
-      scheduleFlush();
-    },
-    saveFailingSince(subscriptionId, since) {
-      dirtyFailing.set(subscriptionId, since);
-      scheduleFlush();
-    },
-    recordAttempt(row) {
-      let rows = attemptInserts.get(row.subscriptionId);
-      if (!rows) attemptInserts.set(row.subscriptionId, (rows = []));
-      rows.push(row);
-      // While SQLite refuses writes the buffer must not grow without bound: only the newest are kept anyway.
-      if (rows.length > 2 * ATTEMPTS_KEPT) rows.splice(0, rows.length - ATTEMPTS_KEPT);
-      attemptLogTimer ??= setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
-    },
-  };
 
   const registry = {
     issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending) {
@@ -238,26 +103,11 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
   };
 
-  function snapshot(p: Pending) {
-    return {
-      partition: p.partition,
-      offset: p.offset,
-      attempt: p.attempt,
-      state: p.state,
-      deliveryId: p.deliveryId,
-      previousOffset: p.previousOffset,
-      nextAttemptAt: p.nextAttemptAt,
-      leaseUntil: p.leaseUntil,
-      redrive: p.redrive,
-      lastStatus: p.lastStatus,
-      lastError: p.lastError,
-    };
-  }
-
   const enabled = deps.enabled ?? true;
-  const unsubscribe = deps.store.onAppend(() => {
+  // Only workers with room for more in a partition that grew are woken (a saturated or paused one is not).
+  const unsubscribe = deps.store.onAppend((grown) => {
     if (!enabled) return;
-    for (const worker of workers.values()) worker.wake();
+    for (const worker of workers.values()) worker.wake(grown);
   });
 
   // Retention deleted events (synchronously, before any read sees it): every worker moves past the
@@ -280,21 +130,36 @@ export function createDispatcher(deps: DispatcherDeps) {
   }
 
   return {
-    /** Starts delivering for a subscription, from its saved offsets and pending rows. */
-    add(handle: SubscriptionHandle): void {
-      const id = handle.record().id;
+    /**
+     * Starts delivering for a subscription, from its saved offsets and pending rows. The record is
+     * delivery's own copy (see `update`); its filters are compiled here, with a reporter of their
+     * evaluation errors (logged at most once a minute per subscription, each one counted).
+     */
+    add(record: SubscriptionRecord, events: SubscriptionEvents): void {
+      const id = record.id;
       flush();
+      const report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock, count: () => events.onFilterError?.() });
+      const entry: Subscribed = { record, report, matcher: compileFilters(record.filters, { onError: report }) };
+      subscribed.set(id, entry);
       const worker = createSubscriptionWorker(
         {
-          subscription: handle.record,
-          matcher: handle.matcher,
+          subscription: () => entry.record,
+          matcher: () => entry.matcher,
           store: deps.store,
           sender: deps.sender,
           persistence,
           callbacks: registry,
           ackUrlBase: deps.ackUrlBase,
-          onGone: handle.onGone,
-          onFailing: handle.onFailing,
+          onGone: () => {
+            // Paused here at once, so nothing more is sent before the service's update arrives.
+            entry.record = { ...entry.record, state: 'paused', stateReason: 'gone' };
+            events.onGone();
+          },
+          onFailing: (detail) => {
+            if (entry.record.state !== 'active') return;
+            entry.record = { ...entry.record, state: 'paused', stateReason: 'failing' };
+            events.onFailing?.(detail);
+          },
           log: deps.log,
           clock,
           random,
@@ -308,22 +173,22 @@ export function createDispatcher(deps: DispatcherDeps) {
       if (enabled) worker.start();
       else worker.expire(deps.store.firstOffsets());
     },
+    /** The service's record changed: used from the next step on (filters recompiled when they changed). */
+    update(record: SubscriptionRecord): void {
+      const entry = subscribed.get(record.id);
+      if (!entry) return;
+      if (JSON.stringify(record.filters) !== JSON.stringify(entry.record.filters)) {
+        entry.matcher = compileFilters(record.filters, { onError: entry.report });
+      }
+      entry.record = record;
+    },
     /**
      * Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning:
      * `earliest` is the first offset retention has kept (what was deleted before is not expired: this
      * subscription never had it to finish).
      */
     initOffsets(subscriptionId: string, startAt: 'latest' | 'earliest'): void {
-      const heads = deps.store.heads();
-      const firsts = deps.store.firstOffsets();
-      for (let p = 0; p < deps.store.partitions; p++) {
-        stateRepo.saveOffset(subscriptionId, {
-          partition: p,
-          committedOffset: startAt === 'latest' ? heads[p]! : (firsts[p] ?? 0),
-          lastMatchedOffset: null,
-          expired: 0,
-        });
-      }
+      writeInitialOffsets(stateRepo, deps.store, subscriptionId, startAt);
     },
     resume(subscriptionId: string): void {
       const worker = workerOf(subscriptionId);
@@ -333,12 +198,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       const worker = workers.get(subscriptionId);
       worker?.stop({ abort: true });
       workers.delete(subscriptionId);
-      for (const [k, v] of dirtyPending) if (v.subscriptionId === subscriptionId) dirtyPending.delete(k);
-      for (const [k, v] of dirtyOffsets) if (v.subscriptionId === subscriptionId) dirtyOffsets.delete(k);
-      deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
-      deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
-      dirtyFailing.delete(subscriptionId);
-      attemptInserts.delete(subscriptionId);
+      subscribed.delete(subscriptionId);
+      writes.forget(subscriptionId);
       for (const [id, entry] of callbacks) if (entry.worker === worker) callbacks.delete(id);
     },
     /** Per partition, the dead letters stored, and flow control (`currentMaxInFlight`, `throttled`, issue 12 §3). */
@@ -350,7 +211,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     /**
      * Restarts partitions of a subscription (issue 12 §2), backwards or forwards, at the positions
      * `target` means (see `seekPositions`), under a new seek generation: saved first (see
-     * `writeSeek`), then applied to the worker, which drops the partitions' pending attempts (not
+     * `WriteBehind.seek`), then applied to the worker, which drops the partitions' pending attempts (not
      * dead-lettered) and aborts their open requests. When the seek cannot be saved (SQLite fails) it
      * throws and nothing has changed.
      * @throws AppError `invalid_request` naming each partition that does not exist or offset past the head
@@ -359,22 +220,14 @@ export function createDispatcher(deps: DispatcherDeps) {
       const worker = workerOf(subscriptionId);
       const positions = seekPositions(deps.store, target);
       const generation = worker.seekGeneration() + 1;
-      if (flushTimer) clearTimeout(flushTimer);
-      flushTimer = undefined;
-      try {
-        writeSeek(subscriptionId, positions, generation);
-      } catch (err) {
-        scheduleFlush(); // the buffered state is still to be written; the seek is not (the caller sees the error)
-        throw err;
-      }
-      written();
+      writes.seek(subscriptionId, positions, generation);
       worker.seek(positions, generation);
       return { generation };
     },
     /** A page of a subscription's attempt log, newest first, with ids below `page.before`. */
     attempts(subscriptionId: string, page: { before: number; limit: number }) {
       workerOf(subscriptionId);
-      flushAttempts();
+      writes.flushAttempts();
       return attemptLog.page(subscriptionId, page.before, page.limit);
     },
     /** A page of a subscription's dead letters, oldest first, with ids above `page.after`. */
@@ -418,7 +271,7 @@ export function createDispatcher(deps: DispatcherDeps) {
      * A receiver's callback for one attempt. Repeating the same call is
      * idempotent; a call for an attempt that is no longer current is a conflict.
      */
-    callback(deliveryId: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string } = {}) {
+    callback(deliveryId: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string } = {}): CallbackAnswer {
       const entry = callbacks.get(deliveryId);
       if (!entry) {
         const outcome = settled.get(deliveryId);
@@ -464,12 +317,32 @@ export function createDispatcher(deps: DispatcherDeps) {
       unsubscribeRetire();
       for (const worker of workers.values()) worker.stop();
       workers.clear();
-      closed = true;
-      flush();
-      flushAttempts();
+      writes.close();
       await deps.sender.close(opts.deadline);
     },
   };
 }
 
 export type Dispatcher = ReturnType<typeof createDispatcher>;
+
+/**
+ * A new subscription's first offsets: `earliest` is the first offset retention has kept (what was
+ * deleted before is not expired: this subscription never had it to finish), `latest` the head.
+ */
+export function writeInitialOffsets(
+  stateRepo: Pick<ReturnType<typeof createDeliveryStateRepo>, 'saveOffset'>,
+  store: Pick<LogReader, 'heads' | 'firstOffsets' | 'partitions'>,
+  subscriptionId: string,
+  startAt: 'latest' | 'earliest',
+): void {
+  const heads = store.heads();
+  const firsts = store.firstOffsets();
+  for (let p = 0; p < store.partitions; p++) {
+    stateRepo.saveOffset(subscriptionId, {
+      partition: p,
+      committedOffset: startAt === 'latest' ? heads[p]! : (firsts[p] ?? 0),
+      lastMatchedOffset: null,
+      expired: 0,
+    });
+  }
+}

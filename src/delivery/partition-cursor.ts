@@ -57,7 +57,7 @@ export function createCursor(partition: number, saved: OffsetRow | undefined): P
  * What lies at the cursor, from the page buffer (refilled from the log when
  * empty), or undefined at the head. Does not move the cursor.
  */
-export function itemAtCursor(part: PartitionCursor, store: EventStore): CursorItem | undefined {
+export function itemAtCursor(part: PartitionCursor, store: Pick<EventStore, 'read' | 'heads'>): CursorItem | undefined {
   const head = store.heads()[part.partition]!;
   for (;;) {
     const event = part.buffer[part.bufferAt];

@@ -77,7 +77,8 @@ export interface SubscriptionWorker {
   id: string;
   start(): void;
   resume(): void;
-  wake(): void;
+  /** Some partitions grew: pumps again when one of them has room for another event (else nothing). */
+  wake(grown: ReadonlySet<number>): void;
   /**
    * Retention deleted every offset below `firstOffsets[partition]`: partitions still behind move past
    * them, counting the unfinished ones as expired. Runs whatever the state (paused, disabled).

@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { readOne, type EventStore, type StoredEvent } from '../wal/event-store';
+import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
 import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
@@ -25,7 +25,7 @@ import { previousSecretAt, requestOrigin } from '../webhook-policy';
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
   matcher: () => Matcher;
-  store: EventStore;
+  store: LogReader;
   sender: HttpSender;
   persistence: StatePersistence;
   callbacks: CallbackRegistry;
@@ -553,7 +553,16 @@ export function createSubscriptionWorker(
       for (const pending of allPending()) step(pending, { kind: 'resume' });
       schedulePump();
     },
-    wake: schedulePump,
+    wake(grown: ReadonlySet<number>): void {
+      if (stopped || paused() || totalPending() >= flow.maxInFlight()) return;
+      for (const partition of grown) {
+        const part = parts[partition];
+        if (part && hasCapacity(part)) {
+          schedulePump();
+          return;
+        }
+      }
+    },
     expire,
     /** Callbacks from the receiver for the current attempt (the dispatcher has checked it is current). */
     ack(pending: Pending): void {

@@ -7,7 +7,7 @@ import type { Db } from '../store/db';
 import { createSubscriptionsRepo, type SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Logger } from '../logger';
 import type { DeliveryControl } from './delivery-control';
-import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from './filter';
+import { compileFilters } from './filter';
 import {
   applyDeliveryChange,
   maskDelivery,
@@ -22,7 +22,6 @@ import { newValidationToken, VALIDATION_WAIT_MS, type Handshakes } from './hands
 
 interface Live {
   record: SubscriptionRecord;
-  matcher: Matcher;
 }
 
 /** What the service reports outward (the metrics): filter errors, and deletions so per-subscription series go too. */
@@ -65,36 +64,50 @@ export function createSubscriptionsService(deps: {
     return found;
   }
 
-  const reporters = new Map<string, (err: FilterEvaluationError) => void>();
-  /** One reporter per subscription, kept across PATCHes, so "once a minute" holds per subscription. */
-  function matcherFor(id: string, filters: unknown): Matcher {
-    let report = reporters.get(id);
-    if (!report) {
-      const count = () => deps.hooks?.filterError(id);
-      reporters.set(id, (report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock, count })));
+  /**
+   * Filters are compiled here only to refuse those that do not compile (a 400 naming them);
+   * delivery compiles its own from the record it is sent.
+   */
+  function checkFilters(filters: unknown): void {
+    compileFilters(filters);
+  }
+
+  /** Delivery answers later (the delivery thread): its failure to hear of a change is logged, never thrown at a caller that saved it. */
+  function tell(what: string, id: string, call: () => unknown): void {
+    const failed = (err: unknown) => deps.log.warn({ subscription: id, err }, `delivery did not take the subscription's ${what}`);
+    try {
+      Promise.resolve(call()).catch(failed);
+    } catch (err) {
+      failed(err);
     }
-    return compileFilters(filters, { onError: report });
   }
 
-  function attach(record: SubscriptionRecord, matcher = matcherFor(record.id, record.filters)): void {
-    const entry: Live = { record, matcher };
+  /** Delivery starts for the record; a delivery thread down now is given it again when it restarts. */
+  function attach(record: SubscriptionRecord): void {
+    const entry: Live = { record };
     live.set(record.id, entry);
-    deps.delivery.add({
-      record: () => entry.record,
-      matcher: () => entry.matcher,
-      onGone: () => setState(record.id, 'paused', 'gone'),
-      onFailing: (detail) => {
-        if (live.get(record.id)?.record.state !== 'active') return;
-        setState(record.id, 'paused', 'failing', detail);
-        deps.hooks?.autoDisabled?.(record.id);
-      },
-    });
+    tell('start', record.id, () =>
+      deps.delivery.add(record, {
+        onGone: () => {
+          if (live.has(record.id)) setState(record.id, 'paused', 'gone');
+        },
+        onFailing: (detail) => {
+          if (live.get(record.id)?.record.state !== 'active') return;
+          setState(record.id, 'paused', 'failing', detail);
+          deps.hooks?.autoDisabled?.(record.id);
+        },
+        onFilterError: () => deps.hooks?.filterError(record.id),
+      }),
+    );
   }
 
+  /** Saves a change of the record and sends it to delivery (which keeps its own copy). */
   function save(entry: Live, changes: Partial<SubscriptionRecord>): SubscriptionRecord {
     entry.record = { ...entry.record, ...changes, updatedAt: clock() };
     repo.update(entry.record);
-    return entry.record;
+    const record = entry.record;
+    tell('update', record.id, () => deps.delivery.update(record));
+    return record;
   }
 
   function setState(
@@ -105,7 +118,7 @@ export function createSubscriptionsService(deps: {
   ): SubscriptionRecord {
     const entry = liveOf(id);
     const record = save(entry, { state, stateReason: reason });
-    if (state === 'active') deps.delivery.resume(id);
+    if (state === 'active') tell('resume', id, () => deps.delivery.resume(id));
     if (reason === 'gone') deps.log.warn({ subscription: id, stateReason: reason }, 'subscription paused: the receiver answered 410 Gone');
     else if (reason === 'failing' && failing)
       deps.log.warn(
@@ -122,7 +135,8 @@ export function createSubscriptionsService(deps: {
     return record;
   }
 
-  function view(record: SubscriptionRecord, withStats: boolean) {
+  async function view(record: SubscriptionRecord, withStats: boolean) {
+    const stats = withStats ? await deps.delivery.stats(record.id) : null;
     return {
       id: record.id,
       sink: record.sink,
@@ -133,7 +147,7 @@ export function createSubscriptionsService(deps: {
       state: record.state,
       stateReason: record.stateReason,
       createdAt: new Date(record.createdAt).toISOString(),
-      stats: withStats ? deps.delivery.stats(record.id) : null,
+      stats,
       // Shown while the replaced secret still signs (after a rotation with overlap), absent otherwise.
       ...(previousSecretAt(record, clock()) !== null && {
         previousSecretExpiresAt: new Date(record.previousSecretExpiresAt!).toISOString(),
@@ -172,7 +186,7 @@ export function createSubscriptionsService(deps: {
     const { rateLimit: _current, ...rest } = entry.record.delivery;
     const delivery: DeliveryOptions = rateLimit === undefined ? entry.record.delivery : rateLimit === null ? rest : { ...rest, rateLimit };
     save(entry, { state: 'active', stateReason: null, validationToken: null, validationDeadline: null, validatedAt: clock(), delivery });
-    deps.delivery.resume(id);
+    tell('resume', id, () => deps.delivery.resume(id));
     deps.log.info({ subscription: id, rateLimit: delivery.rateLimit ?? null }, 'sink consented to deliveries (validation handshake)');
   }
 
@@ -203,7 +217,7 @@ export function createSubscriptionsService(deps: {
     async create(input: CreateSubscriptionInput) {
       await sinks.check(input.sink);
       const id = randomUUID();
-      const matcher = matcherFor(id, input.filters);
+      checkFilters(input.filters);
       const delivery = applyDeliveryChange(undefined, input.delivery, { ackMode: input.ackMode, retry: input.retry });
       const now = clock();
       const record: SubscriptionRecord = {
@@ -228,29 +242,31 @@ export function createSubscriptionsService(deps: {
         repo.insert(record);
         deps.delivery.initOffsets(record.id, record.startAt);
       })();
-      attach(record, matcher);
+      attach(record);
       deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
       // Nothing is delivered before the sink consents: the handshake comes first.
       const shown = record.validation === 'cloudevents' ? beginValidation(live.get(id)!) : record;
-      return { ...view(shown, true), secret: shown.secret };
+      return { ...(await view(shown, true)), secret: shown.secret };
     },
     /** Per subscription, what `/metrics` shows (one dead-letter count query per subscription). */
     metricsSnapshot() {
-      return [...live.values()].map(({ record }) => {
-        const { partitions, deadLetters } = deps.delivery.stats(record.id);
-        const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
-        return {
-          id: record.id,
-          state: record.state,
-          deadLetters,
-          inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
-          oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
-          lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
-        };
-      });
+      return Promise.all(
+        [...live.values()].map(async ({ record }) => {
+          const { partitions, deadLetters } = await deps.delivery.stats(record.id);
+          const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
+          return {
+            id: record.id,
+            state: record.state,
+            deadLetters,
+            inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
+            oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
+            lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
+          };
+        }),
+      );
     },
     list() {
-      return [...live.values()].map((l) => view(l.record, true));
+      return Promise.all([...live.values()].map((l) => view(l.record, true)));
     },
     get(id: string) {
       return view(liveOf(id).record, true);
@@ -267,25 +283,25 @@ export function createSubscriptionsService(deps: {
       if (input.sink !== undefined) await sinks.check(input.sink);
       // Read after the check: the subscription may have changed, or gone, during a DNS lookup.
       const entry = liveOf(id);
-      const matcher = input.filters !== undefined ? matcherFor(id, input.filters) : entry.matcher;
+      if (input.filters !== undefined) checkFilters(input.filters);
       const delivery = input.delivery !== undefined ? applyDeliveryChange(entry.record.delivery, input.delivery) : entry.record.delivery;
       const sinkChanged = input.sink !== undefined && input.sink !== entry.record.sink;
       let record = save(entry, { sink: input.sink ?? entry.record.sink, filters: input.filters ?? entry.record.filters, delivery });
-      entry.matcher = matcher;
       // Consent is given for one sink URL: a new sink validates again (at once, or on resume if paused).
       if (record.validation === 'cloudevents' && sinkChanged) {
         record = record.state === 'paused' ? save(entry, { validatedAt: null }) : beginValidation(entry);
       }
-      deps.delivery.resume(id);
+      await deps.delivery.resume(id);
       deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
       return view(record, true);
     },
-    remove(id: string): void {
+    async remove(id: string): Promise<void> {
       liveOf(id);
-      deps.delivery.remove(id);
+      // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
+      await deps.delivery.remove(id);
+      if (!live.has(id)) return; // removed meanwhile by another request
       handshakes?.cancel(id);
       live.delete(id);
-      reporters.delete(id);
       repo.remove(id);
       deps.hooks?.deleted(id);
       deps.log.info({ subscription: id }, 'subscription deleted');
@@ -330,9 +346,9 @@ export function createSubscriptionsService(deps: {
      * requests aborted; the replay has new webhook-ids and starts a new previous-offset chain.
      * @throws AppError `invalid_request` naming each partition that does not exist or offset past the head
      */
-    seek(id: string, target: SeekTarget) {
+    async seek(id: string, target: SeekTarget) {
       liveOf(id);
-      const { generation } = deps.delivery.seek(id, target);
+      const { generation } = await deps.delivery.seek(id, target);
       deps.log.info(
         { subscription: id, ...('time' in target ? { time: new Date(target.time).toISOString() } : target), generation },
         'subscription sought',
@@ -344,7 +360,7 @@ export function createSubscriptionsService(deps: {
      * the new one, until then; a rotation during an overlap keeps only the newest previous secret.
      * 0: the replaced secret stops at once.
      */
-    rotateSecret(id: string, { overlapSeconds }: RotateSecretInput) {
+    async rotateSecret(id: string, { overlapSeconds }: RotateSecretInput) {
       const entry = liveOf(id);
       const overlap = overlapSeconds > 0;
       const record = save(entry, {
@@ -353,13 +369,13 @@ export function createSubscriptionsService(deps: {
         previousSecretExpiresAt: overlap ? clock() + overlapSeconds * 1000 : null,
       });
       deps.log.info({ subscription: id, overlapSeconds }, 'signing secret rotated');
-      return { ...view(record, false), secret: record.secret };
+      return { ...(await view(record, false)), secret: record.secret };
     },
     /** The attempt log (issue 13 §1), newest first; `next` is the cursor of the following page. */
-    attempts(id: string, page: { limit: number; before: number }) {
+    async attempts(id: string, page: { limit: number; before: number }) {
       liveOf(id);
       // One more than asked tells whether an older page exists, so the last page says `next: null`.
-      const rows = deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 });
+      const rows = await deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 });
       const more = rows.length > page.limit;
       if (more) rows.length = page.limit;
       return {
@@ -377,9 +393,9 @@ export function createSubscriptionsService(deps: {
         next: more ? rows[rows.length - 1]!.id : null,
       };
     },
-    deadLetters(id: string, page: { limit: number; after: number }) {
+    async deadLetters(id: string, page: { limit: number; after: number }) {
       liveOf(id);
-      const rows = deps.delivery.deadLetters(id, page);
+      const rows = await deps.delivery.deadLetters(id, page);
       return {
         deadLetters: rows.map((row) => {
           const stored = readOne(deps.store, row.partition, row.offset);
@@ -400,15 +416,15 @@ export function createSubscriptionsService(deps: {
       };
     },
     /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */
-    redeliver(id: string, ids: string[] | undefined): number {
+    async redeliver(id: string, ids: string[] | undefined): Promise<number> {
       liveOf(id);
-      const count = deps.delivery.redeliver(id, ids);
+      const count = await deps.delivery.redeliver(id, ids);
       deps.log.info({ subscription: id, deadLetters: count }, 'dead letters redelivered');
       return count;
     },
-    deleteDeadLetter(id: string, deadLetterId: string): void {
+    async deleteDeadLetter(id: string, deadLetterId: string): Promise<void> {
       liveOf(id);
-      if (!deps.delivery.deleteDeadLetter(id, deadLetterId))
+      if (!(await deps.delivery.deleteDeadLetter(id, deadLetterId)))
         throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
       deps.log.info({ subscription: id, deadLetter: deadLetterId }, 'dead letter deleted');
     },

@@ -76,6 +76,12 @@ export interface EventStore {
   close(): Promise<void>;
 }
 
+/**
+ * What delivery reads of the store: pages of a partition, heads, first offsets, the time index, and
+ * the two notifications. The delivery thread gets its own read-only implementation (`log-reader.ts`).
+ */
+export type LogReader = Pick<EventStore, 'partitions' | 'read' | 'heads' | 'firstOffsets' | 'offsetAtTime' | 'onAppend' | 'onRetire'>;
+
 /** The event at exactly `offset`: `'corrupt'` when its record fails its checksum, undefined when it is not stored. */
 export function readOne(store: Pick<EventStore, 'read'>, partition: number, offset: number): StoredEvent | 'corrupt' | undefined {
   const page = store.read(partition, offset, 1);

@@ -24,6 +24,8 @@ export interface IndexerOptions {
   indexedThrough: number;
   /** Told when retention's rows are about to go: the new first offsets (null: none indexed there). */
   onRetired: (through: number, firstOffsets: (number | null)[]) => void;
+  /** Told when the worker has written every record before `through` (the tail lets them go). */
+  onIndexed?: (through: number) => void;
 }
 
 /** A key filter's bits as the worker built them (`keyFilterFrom` makes the filter). */
@@ -147,6 +149,7 @@ export function createIndexer(opts: IndexerOptions) {
   /** Drops the tail's groups the worker has written (every record before `through`). */
   function confirm(through: number): void {
     confirmed = Math.max(confirmed, through);
+    opts.onIndexed?.(through);
     while (groupsAt < groups.length && groups[groupsAt]!.end <= through) {
       for (const entry of groups[groupsAt]!.entries) {
         if (byKey.get(entry.key) === entry) byKey.delete(entry.key);
@@ -254,6 +257,10 @@ export function createIndexer(opts: IndexerOptions) {
     },
     /** Records written to the log but not yet to SQLite. */
     lag: () => entries,
+    /** The tail's groups, in log order (a reader in another thread starts from them). */
+    unindexedGroups(): { end: number; entries: readonly TailEntry[] }[] {
+      return groups.slice(groupsAt);
+    },
     /** Resolves once every committed record so far is in SQLite. */
     drained(): Promise<void> {
       return entries === 0 ? Promise.resolve() : new Promise<void>((resolve) => drainedWaiters.push(resolve));

@@ -22,6 +22,7 @@ import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { openSegmentLog, type SegmentLog } from './segment-log';
 import { createSequencer } from './sequencer';
+import { POSITION_FIELDS, type GroupPositions, type LogFeed, type LogFeedListener } from './log-feed';
 
 export { StartupError, type RecoveryReport };
 export { CorruptLogError } from './segment-log';
@@ -64,6 +65,8 @@ export type LocalEventStore = EventStore & {
   indexed(): Promise<void>;
   /** The duplicate check's key filter (built by the indexer's worker): whether one is in use, and when (tests). */
   keyFilter: { ready(): boolean; built(): Promise<boolean> };
+  /** For a reader of the log in another thread (the delivery thread). */
+  feed: LogFeed;
 };
 
 /**
@@ -116,6 +119,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   const firstOffsets = heads.map((head, p) => index.minOffset(p) ?? head);
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
+  let feedListener: LogFeedListener | undefined;
 
   const indexer = createIndexer({
     dbFile: indexDb.name,
@@ -124,6 +128,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     maxTailEntries: opts.maxUnindexed,
     indexedThrough: segments.end(),
     onRetired: (through, found) => retired(through, found),
+    onIndexed: (through) => feedListener && safely(log, 'log feed listener failed', () => feedListener?.indexed(through)),
   });
   const sequencer = createSequencer({
     partitions: opts.partitions,
@@ -154,6 +159,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     maxLogBytes: opts.maxLogBytes ?? 0,
     minFreeBytes: opts.minFreeBytes ?? 0,
     freeBytes: opts.freeBytes,
+    beforeRetire: (through) => feedListener?.retiring(through, plannedFirstOffsets(through)) ?? Promise.resolve(),
   });
   const reads = createReads({
     segments,
@@ -172,6 +178,10 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   function committed(group: CommittedGroup): void {
     sequencer.committed(group.entries);
     indexer.add(group.end, group.entries, group.positions);
+    if (feedListener) {
+      const positions = groupPositions(group);
+      safely(log, 'log feed listener failed', () => feedListener?.committed(positions));
+    }
     retention.committed(group.positions[0]!, group.entries[group.entries.length - 1]!.storedAt);
     opts.onGroupCommitted?.(group.entries.length, group.fsyncMs);
     if (appendListeners.size > 0) {
@@ -179,6 +189,46 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       for (const listener of appendListeners) safely(log, 'append listener failed', () => listener(grown));
     }
   }
+
+  function groupPositions(group: CommittedGroup): GroupPositions {
+    const numbers = new Float64Array(group.entries.length * POSITION_FIELDS);
+    group.entries.forEach((e, i) =>
+      numbers.set([e.partition, e.offset, group.positions[i]!, e.frame.length, e.storedAt], i * POSITION_FIELDS),
+    );
+    return { end: group.end, segmentBase: segments.baseOf(group.positions[0]!), numbers };
+  }
+
+  /** The first offsets once everything before `through` is deleted (as `retired` will find them). */
+  function plannedFirstOffsets(through: number): number[] {
+    const heads = sequencer.heads();
+    return firstOffsets.map((current, p) =>
+      Math.max(current, index.firstOffsetAtOrPast(p, through) ?? indexer.firstOffset(p) ?? heads[p]!),
+    );
+  }
+
+  const feed: LogFeed = {
+    snapshot() {
+      return {
+        walDir: path.join(opts.dataDir, 'wal'),
+        indexDbFile: indexDb.name,
+        partitions: opts.partitions,
+        heads: [...sequencer.heads()],
+        firstOffsets: [...firstOffsets],
+        segmentBases: segments.list().map((s) => s.base),
+        tail: indexer.unindexedGroups().map((g) => {
+          const numbers = new Float64Array(g.entries.length * POSITION_FIELDS);
+          g.entries.forEach((e, i) => numbers.set([e.partition, e.offset, e.position, e.length, e.storedAt], i * POSITION_FIELDS));
+          return { end: g.end, segmentBase: segments.baseOf(g.entries[0]!.position), numbers };
+        }),
+      };
+    },
+    listen(listener) {
+      feedListener = listener;
+      return () => {
+        if (feedListener === listener) feedListener = undefined;
+      };
+    },
+  };
 
   /** Retention moved `log_start` to `through`: first offsets move, then the files go. */
   function retired(through: number, found: (number | null)[]): void {
@@ -226,13 +276,16 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     heads: sequencer.heads,
     firstOffsets: () => firstOffsets,
     logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.list().length, unindexed: indexer.lag() }),
-    // Resolves once the retired files are gone too (they are deleted off the ingest loop).
+    // A round already running (started by a commit) is waited for, then a fresh one runs; it resolves
+    // once the retired files are gone too (they are deleted off the ingest loop).
     runRetention: async () => {
+      await retention.run();
       await retention.run();
       await segments.unlinked();
     },
     indexed: () => indexer.drained(),
     keyFilter: { ready: sequencer.hasKeyFilter, built: sequencer.keyFilterReady },
+    feed,
     health: () => retention.health() ?? groups.health(),
     onAppend(listener) {
       appendListeners.add(listener);

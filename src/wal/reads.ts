@@ -3,16 +3,21 @@ import { AppError } from '../errors';
 import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { IndexEntry, LogIndexRepo } from '../store/log-index-repo';
 import type { ReadPage, StoredEvent } from './event-store';
-import type { Indexer } from './indexer';
 import { idempotencyKey } from './key-filter';
 import { verifyAndDecode } from './record';
-import type { SegmentLog } from './segment-log';
+import type { SegmentReads } from './segment-log';
 
 export interface ReadsOptions {
-  segments: SegmentLog;
+  segments: SegmentReads;
   index: LogIndexRepo;
-  idempotency: IdempotencyRepo;
-  tail: Pick<Indexer, 'find' | 'range' | 'firstOffset' | 'firstOffsetAt'>;
+  idempotency: Pick<IdempotencyRepo, 'find' | 'oldest' | 'firstOffsetAt'>;
+  /** Committed records not in `index` yet (the indexer's tail, or a reader's mirror of it). */
+  tail: {
+    find(key: string): (IndexEntry & { partition: number; offset: number }) | undefined;
+    range(partition: number, offset: number, limit: number): IndexEntry[];
+    firstOffset(partition: number): number | undefined;
+    firstOffsetAt(partition: number, atMs: number): number | undefined;
+  };
   /** Offsets durable in the log, per partition. */
   heads: () => readonly number[];
   /** Oldest offsets still stored, per partition. */

@@ -21,6 +21,8 @@ export interface RetentionOptions {
   minFreeBytes: number;
   /** Test hook: free bytes of the data dir's file system. */
   freeBytes?: () => number;
+  /** Awaited before anything before `through` is deleted (readers in other threads let go first). */
+  beforeRetire?: (through: number) => Promise<void>;
 }
 
 const CHECK_INTERVAL_MS = 1000;
@@ -38,7 +40,6 @@ export function createRetention(opts: RetentionOptions) {
   const { segments, log } = opts;
   /** Newest stored time per segment base, as this process wrote or first looked at it. */
   const newest = new Map<number, number>();
-  let running = false;
   let scheduled = false;
   let free = Number.POSITIVE_INFINITY;
   let spaceCheckedAt = 0;
@@ -106,9 +107,15 @@ export function createRetention(opts: RetentionOptions) {
     return keepFrom > 0 ? list[keepFrom]!.base : undefined;
   }
 
-  async function run(): Promise<void> {
-    if (running) return;
-    running = true;
+  /** The round in progress: a second caller waits for it rather than starting another beside it. */
+  let current: Promise<void> | undefined;
+
+  function run(): Promise<void> {
+    current ??= round().finally(() => (current = undefined));
+    return current;
+  }
+
+  async function round(): Promise<void> {
     try {
       const through = plan();
       // Rows must exist before they can be deleted: wait for the indexer to pass the segments.
@@ -117,12 +124,11 @@ export function createRetention(opts: RetentionOptions) {
         schedule();
         return;
       }
+      await opts.beforeRetire?.(through);
       await opts.indexer.retire(through);
       for (const base of newest.keys()) if (base < through) newest.delete(base);
     } catch (err) {
       log.error({ err: coerceError(err) }, 'retention failed; it is tried again');
-    } finally {
-      running = false;
     }
   }
 

@@ -646,3 +646,74 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 }
 
 export type SegmentLog = ReturnType<typeof openSegmentLog>;
+
+/** What reads need of the segments (`reads.ts`): the writer's log, or a reader's view of it. */
+export type SegmentReads = Pick<SegmentLog, 'read' | 'sameSegment' | 'locate' | 'key'>;
+
+/** The log's checksum key, for a reader of a log another thread writes (which made the key at its start). */
+export function readFrameKey(dir: string): FrameKey {
+  const hex = fs.readFileSync(path.join(dir, KEY_FILE), 'utf8').trim();
+  if (!/^[0-9a-f]{32}$/.test(hex)) throw new Error(`${path.join(dir, KEY_FILE)} is damaged`);
+  return frameKey(Buffer.from(hex, 'hex'));
+}
+
+/**
+ * A read-only view of segment files another thread writes (the delivery thread's): its own file
+ * descriptors, opened when a segment is first read. It is told of new segments (`addSegment`) and of
+ * retention (`dropBefore`, which closes the descriptors so the deleted files' space is freed).
+ */
+export function openSegmentReader(opts: { dir: string; bases: readonly number[] }) {
+  const key = readFrameKey(opts.dir);
+  const fileOf = (base: number) => path.join(opts.dir, `${String(base).padStart(20, '0')}${SEGMENT_SUFFIX}`);
+  const segments: { base: number; file: string; readFd?: number }[] = opts.bases.map((base) => ({ base, file: fileOf(base) }));
+
+  function segmentAt(position: number) {
+    let lo = 0;
+    let hi = segments.length - 1;
+    while (lo < hi) {
+      const mid = (lo + hi + 1) >> 1;
+      if (segments[mid]!.base <= position) lo = mid;
+      else hi = mid - 1;
+    }
+    const seg = segments[lo];
+    if (!seg || seg.base > position) throw new Error(`no segment holds log position ${position}`);
+    return seg;
+  }
+
+  function closeFd(seg: { readFd?: number }): void {
+    if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
+    seg.readFd = undefined;
+  }
+
+  return {
+    key,
+    /** Reads one record's bytes (throws when they are not there: a reader treats that as unreadable). */
+    read(position: number, length: number): Buffer {
+      const seg = segmentAt(position);
+      seg.readFd ??= fs.openSync(seg.file, 'r');
+      const buf = Buffer.allocUnsafe(length);
+      const n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
+      if (n !== length) throw new Error(`log read past end at ${position}`);
+      return buf;
+    },
+    sameSegment: (a: number, b: number) => segmentAt(a) === segmentAt(b),
+    locate: (position: number) => {
+      const seg = segmentAt(position);
+      return { segment: seg.file, at: position - seg.base };
+    },
+    /** A group was written to the segment at `base`: known from now on (a roll made it). */
+    addSegment(base: number): void {
+      const last = segments[segments.length - 1];
+      if (last === undefined || base > last.base) segments.push({ base, file: fileOf(base) });
+    },
+    /** Retention deletes every segment before the one starting at `through`: their descriptors close. */
+    dropBefore(through: number): void {
+      while (segments.length > 1 && segments[1]!.base <= through) closeFd(segments.shift()!);
+    },
+    close(): void {
+      for (const seg of segments) closeFd(seg);
+    },
+  };
+}
+
+export type SegmentReader = ReturnType<typeof openSegmentReader>;

@@ -14,14 +14,14 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
  */
 
 const DAY = 86_400_000;
-let skew = 0;
-const clock = () => Date.now() + skew;
+// Shared with the delivery thread: what is added here is added to the time delivery and subscriptions see.
+const skew = new Float64Array(new SharedArrayBuffer(8));
 let receiver: Receiver;
 const running: Gateway[] = [];
 
 async function start(dataDir: string): Promise<Gateway> {
   const config = loadConfig({ HERALD_PORT: '0', HERALD_LOG_LEVEL: 'silent', HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir });
-  const gw = await startGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent'), clock });
+  const gw = await startGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent'), clockSkew: skew });
   running.push(gw);
   return gw;
 }
@@ -31,7 +31,7 @@ beforeAll(async () => {
 });
 afterEach(async () => {
   for (const gw of running.splice(0)) await gw.close();
-  skew = 0;
+  skew[0] = 0;
   receiver.setResponder(() => ({ status: 204 }));
 });
 afterAll(async () => {
@@ -61,7 +61,7 @@ describe('auto-disable', () => {
     await waitFor(() => attempts(id) >= 3, { what: 'failed attempts' });
     expect((await getSubscription(gw.url, id)).state).toBe('active');
 
-    skew += 5 * DAY;
+    skew[0]! += 5 * DAY;
     const paused = await waitFor(
       async () => {
         const sub = await getSubscription(gw.url, id);
@@ -99,15 +99,15 @@ describe('auto-disable', () => {
       await waitFor(() => attempts(id) >= from + n, { what });
     };
     await more(windowed, 2, 'failures of w0');
-    skew += 0.6 * DAY;
+    skew[0]! += 0.6 * DAY;
     await more(windowed, 2, 'failures of w0 later');
     // w0 succeeds: the window ends. w1 keeps failing, so a new one starts at its first failure.
     w0Succeeds = true;
     await waitFor(() => requestsForSubscription(receiver, windowed, 'w1').length >= 2, { what: 'failures of w1' });
-    skew += 0.6 * DAY; // 1.2 days after the first failure of w0, 0.6 after the first of w1
+    skew[0]! += 0.6 * DAY; // 1.2 days after the first failure of w0, 0.6 after the first of w1
     await more(windowed, 3, 'failures of w1 later');
     expect((await getSubscription(gw.url, windowed)).state).toBe('active');
-    skew += 0.6 * DAY;
+    skew[0]! += 0.6 * DAY;
     await waitFor(async () => (await getSubscription(gw.url, windowed)).state === 'paused', { what: 'the pause' });
     await more(never, 3, 'failures of n0');
     expect((await getSubscription(gw.url, never)).state).toBe('active');
@@ -122,7 +122,7 @@ describe('auto-disable', () => {
     await waitFor(() => attempts(id) >= 2, { what: 'failed attempts' });
     await running.pop()!.close();
 
-    skew += 5 * DAY;
+    skew[0]! += 5 * DAY;
     gw = await start(dataDir);
     await waitFor(async () => (await getSubscription(gw.url, id)).state === 'paused', { what: 'the pause after the restart' });
     expect((await getSubscription(gw.url, id)).stateReason).toBe('failing');

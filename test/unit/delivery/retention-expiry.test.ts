@@ -109,7 +109,8 @@ function gateway(db: Db, store: EventStore, sender: HttpSender, opts: { enabled?
   };
 }
 
-const partitionStats = (gw: ReturnType<typeof gateway>, id: string) => gw.subscriptions.get(id).stats!.partitions;
+// What `GET /subscriptions/{id}` shows as `stats.partitions` (the in-process dispatcher answers at once).
+const partitionStats = (gw: ReturnType<typeof gateway>, id: string) => gw.dispatcher.stats(id).partitions;
 
 describe('retention expiry', () => {
   let db: Db;
@@ -210,7 +211,7 @@ describe('retention expiry', () => {
     const { sender, sent } = fakeSender(() => ({ status: 204 }));
     const gw = start(db, s.store, sender);
     const { id } = await gw.subscriptions.create({ sink: 'http://receiver.test/hook', startAt: 'earliest' });
-    gw.subscriptions.pause(id);
+    await gw.subscriptions.pause(id);
     const off = start(db, s.store, sender, { enabled: false });
     s.publish(0, 5);
     s.retire(0, 2);
@@ -219,7 +220,7 @@ describe('retention expiry', () => {
     // The second dispatcher (delivery off) started the same subscription from its saved offsets.
     expect(off.expiredLines()).toEqual([expect.objectContaining({ subscription: id, partition: 0, expired: 2 })]);
     expect(sent).toEqual([]);
-    gw.subscriptions.resume(id);
+    await gw.subscriptions.resume(id);
     await waitFor(() => partitionStats(gw, id)[0]!.committedOffset === 5, { what: 'caught up' });
     expect(sent.map((r) => r.offset)).toEqual([2, 3, 4]);
   });
@@ -229,7 +230,7 @@ describe('retention expiry', () => {
     const { sender } = fakeSender(() => ({ status: 503 }));
     let gw = start(db, s.store, sender);
     const { id } = await gw.subscriptions.create({ sink: 'http://receiver.test/hook', startAt: 'earliest' });
-    gw.subscriptions.pause(id);
+    await gw.subscriptions.pause(id);
     s.publish(0, 7);
     await gw.close();
     open.splice(0);
@@ -249,18 +250,20 @@ describe('retention expiry', () => {
     s.retire(1, 3);
     const gw = start(db, s.store, sender);
     const created = await gw.subscriptions.create({ sink: 'http://receiver.test/hook', startAt: 'earliest' });
-    gw.subscriptions.pause(created.id);
+    await gw.subscriptions.pause(created.id);
     expect(created.stats!.partitions).toEqual([
       expect.objectContaining({ committedOffset: 4, lag: 6, expired: 0 }),
       expect.objectContaining({ committedOffset: 3, lag: 0, expired: 0 }),
     ]);
 
-    gw.subscriptions.seek(created.id, { to: 'latest' });
-    expect(gw.subscriptions.seek(created.id, { to: 'earliest' }).stats!.partitions.map((p) => p.committedOffset)).toEqual([4, 3]);
-    gw.subscriptions.seek(created.id, { to: 'latest' });
-    expect(gw.subscriptions.seek(created.id, { offsets: { '0': 1 } }).stats!.partitions.map((p) => p.committedOffset)).toEqual([4, 3]);
-    gw.subscriptions.seek(created.id, { to: 'latest' });
-    const byTime = gw.subscriptions.seek(created.id, { time: new Date(0).toISOString() });
+    await gw.subscriptions.seek(created.id, { to: 'latest' });
+    expect((await gw.subscriptions.seek(created.id, { to: 'earliest' })).stats!.partitions.map((p) => p.committedOffset)).toEqual([4, 3]);
+    await gw.subscriptions.seek(created.id, { to: 'latest' });
+    expect((await gw.subscriptions.seek(created.id, { offsets: { '0': 1 } })).stats!.partitions.map((p) => p.committedOffset)).toEqual([
+      4, 3,
+    ]);
+    await gw.subscriptions.seek(created.id, { to: 'latest' });
+    const byTime = await gw.subscriptions.seek(created.id, { time: new Date(0).toISOString() });
     expect(byTime.stats!.partitions.map((p) => [p.committedOffset, p.expired])).toEqual([
       [4, 0],
       [3, 0],

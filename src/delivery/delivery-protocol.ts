@@ -1,0 +1,98 @@
+/**
+ * Messages between the gateway's main thread (`delivery-thread.ts`, the proxy) and the delivery
+ * thread (`delivery-worker.ts`, which runs the dispatcher). The main thread owns the subscription
+ * records and the log; the delivery thread owns delivery state (it writes it behind into herald.db)
+ * and reads the log through its own view (`wal/log-reader.ts`).
+ */
+import type { ErrorCode, Violation } from '../errors';
+import type { DeadLetterRow } from '../store/dead-letters-repo';
+import type { AttemptRow } from '../store/attempts-repo';
+import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { DeliveryStats } from '../subscriptions/delivery-control';
+import type { SeekTarget } from '../subscriptions/seek-schema';
+import type { DeliveryOutcome } from '../metrics';
+import type { GroupPositions, LogSnapshot } from '../wal/log-feed';
+import type { CallbackAction, CallbackAnswer } from './dispatcher';
+
+/** A call of the delivery port (`DeliveryControl`) or a receiver's callback, answered by `answer`. */
+export type DeliveryCall =
+  | { op: 'add'; record: SubscriptionRecord }
+  | { op: 'update'; record: SubscriptionRecord }
+  | { op: 'resume'; subscriptionId: string }
+  | { op: 'remove'; subscriptionId: string }
+  | { op: 'seek'; subscriptionId: string; target: SeekTarget }
+  | { op: 'stats'; subscriptionId: string }
+  | { op: 'attempts'; subscriptionId: string; page: { before: number; limit: number } }
+  | { op: 'deadLetters'; subscriptionId: string; page: { after: number; limit: number } }
+  | { op: 'redeliver'; subscriptionId: string; ids: string[] | undefined }
+  | { op: 'deleteDeadLetter'; subscriptionId: string; deadLetterId: string }
+  | { op: 'callback'; deliveryId: string; action: CallbackAction; arg: { delayMs?: number; ms?: number; reason?: string } };
+
+/** What each call answers. */
+export interface CallResults {
+  add: void;
+  update: void;
+  resume: void;
+  remove: void;
+  seek: { generation: number };
+  stats: DeliveryStats;
+  attempts: (AttemptRow & { id: string })[];
+  deadLetters: DeadLetterRow[];
+  redeliver: number;
+  deleteDeadLetter: boolean;
+  callback: CallbackAnswer;
+}
+
+export type CallOp = DeliveryCall['op'];
+
+/** An error crossing the thread boundary: an `AppError`'s fields (`code` undefined: anything else, a 500). */
+export interface WireError {
+  code?: ErrorCode;
+  message: string;
+  details?: Violation[];
+  retryAfter?: number;
+}
+
+export type ToDelivery =
+  | { type: 'call'; id: number; call: DeliveryCall }
+  /** A group was committed to the log: its positions (the partitions that grew and their heads follow). */
+  | { type: 'committed'; group: GroupPositions }
+  /** Every record before `through` is in index.db. */
+  | { type: 'indexed'; through: number }
+  /** Retention will delete everything before `through`; answered with `retire-ready` once nothing below is read. */
+  | { type: 'retire'; id: number; through: number; firstOffsets: number[] }
+  /** Stop pulling, let open requests finish until `deadline` (ms since the epoch), persist everything, exit. */
+  | { type: 'close'; deadline: number };
+
+/** One delivery observation (metrics), batched: `[kind, subscription, value]`. */
+export type Observation =
+  ['outcome', string, DeliveryOutcome] | ['answered', string, number] | ['succeeded', string, number] | ['filterError', string, 0];
+
+export type FromDelivery =
+  /** The thread has opened its database and log view and takes calls. */
+  | { type: 'ready' }
+  | { type: 'answer'; id: number; ok: true; value: CallResults[CallOp] }
+  | { type: 'answer'; id: number; ok: false; error: WireError }
+  | { type: 'retire-ready'; id: number }
+  /** The receiver answered 410: the service pauses the subscription with reason `gone`. */
+  | { type: 'gone'; subscriptionId: string }
+  /** Every attempt failed for `disableAfterFailingMs`: the service pauses it with reason `failing`. */
+  | { type: 'failing'; subscriptionId: string; detail: { failingSince: number; lastError: string } }
+  | { type: 'observed'; batch: Observation[] }
+  /** One log line (pino JSON) for the main thread's logger. */
+  | { type: 'log'; line: string }
+  /** Everything is persisted and closed; the thread exits next. */
+  | { type: 'closed' };
+
+export interface DeliveryWorkerData {
+  dbFile: string;
+  log: LogSnapshot;
+  logLevel: string;
+  enabled: boolean;
+  sinkAllowPrivate: boolean;
+  ackUrlBase: string;
+  /** Tests: milliseconds added to the wall clock (index 0), shared with the main thread. */
+  clockSkew?: Float64Array;
+  /** Tests: the thread throws (an uncaught error) after this many delivery attempts were answered. */
+  crashAfterAnswers?: number;
+}

@@ -1,0 +1,177 @@
+/**
+ * The delivery thread: runs the dispatcher and its subscription workers off the ingest thread, with
+ * its own SQLite connection to herald.db (delivery state written behind, as before), its own undici
+ * sender, and its own read-only view of the log (`wal/log-reader.ts`). It hears of committed groups,
+ * the indexer's progress and retention from the main thread, and answers the delivery port's calls
+ * and receivers' callbacks by message (`delivery-protocol.ts`). If it dies, the main thread starts
+ * another, which resumes from what this one persisted (at least once).
+ */
+import { parentPort, workerData } from 'node:worker_threads';
+import pino from 'pino';
+import { AppError } from '../errors';
+import { openConnection } from '../store/db';
+import { openLogReader } from '../wal/log-reader';
+import { createDispatcher } from './dispatcher';
+import type {
+  CallOp,
+  CallResults,
+  DeliveryCall,
+  DeliveryWorkerData,
+  FromDelivery,
+  Observation,
+  ToDelivery,
+  WireError,
+} from './delivery-protocol';
+import { createHttpSender } from './http-sender';
+
+/** Observations are sent in batches: at most this often, or sooner when this many are waiting. */
+const OBSERVE_INTERVAL_MS = 50;
+const OBSERVE_BATCH = 1000;
+
+const port = parentPort!;
+const data = workerData as DeliveryWorkerData;
+const post = (message: FromDelivery) => port.postMessage(message);
+// No time, pid or host: the main thread's logger adds its own when it writes the line.
+const log = pino({ level: data.logLevel, base: null, timestamp: false }, { write: (line: string) => post({ type: 'log', line }) });
+const skew = data.clockSkew;
+const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;
+
+const db = openConnection(data.dbFile);
+const reader = openLogReader(data.log, log);
+const sender = createHttpSender({ allowPrivate: data.sinkAllowPrivate });
+
+let observations: Observation[] = [];
+let observeTimer: NodeJS.Timeout | undefined;
+function observe(observation: Observation): void {
+  observations.push(observation);
+  if (observations.length >= OBSERVE_BATCH) sendObservations();
+  else observeTimer ??= setTimeout(sendObservations, OBSERVE_INTERVAL_MS);
+}
+function sendObservations(): void {
+  if (observeTimer) clearTimeout(observeTimer);
+  observeTimer = undefined;
+  if (observations.length === 0) return;
+  post({ type: 'observed', batch: observations });
+  observations = [];
+}
+
+let answers = 0;
+/** Test hook (never reachable from the API): an uncaught error after `crashAfterAnswers` answered attempts. */
+function countAnswer(): void {
+  answers++;
+  if (data.crashAfterAnswers !== undefined && answers === data.crashAfterAnswers) {
+    setImmediate(() => {
+      throw new Error(`test: the delivery thread crashes after ${answers} answered attempts`);
+    });
+  }
+}
+
+const dispatcher = createDispatcher({
+  store: reader,
+  db,
+  log,
+  sender,
+  ackUrlBase: () => data.ackUrlBase,
+  clock,
+  enabled: data.enabled,
+  observer: {
+    outcome: (subscription, outcome) => observe(['outcome', subscription, outcome]),
+    answered: (subscription, ms) => {
+      observe(['answered', subscription, ms]);
+      countAnswer();
+    },
+    succeeded: (subscription, ms) => observe(['succeeded', subscription, ms]),
+  },
+});
+
+function eventsOf(subscriptionId: string) {
+  return {
+    onGone: () => post({ type: 'gone', subscriptionId }),
+    onFailing: (detail: { failingSince: number; lastError: string }) => post({ type: 'failing', subscriptionId, detail }),
+    onFilterError: () => observe(['filterError', subscriptionId, 0]),
+  };
+}
+
+function run(call: DeliveryCall): CallResults[CallOp] {
+  switch (call.op) {
+    case 'add':
+      return dispatcher.add(call.record, eventsOf(call.record.id));
+    case 'update':
+      return dispatcher.update(call.record);
+    case 'resume':
+      return dispatcher.resume(call.subscriptionId);
+    case 'remove':
+      return dispatcher.remove(call.subscriptionId);
+    case 'seek':
+      return dispatcher.seek(call.subscriptionId, call.target);
+    case 'stats':
+      return dispatcher.stats(call.subscriptionId);
+    case 'attempts':
+      return dispatcher.attempts(call.subscriptionId, call.page);
+    case 'deadLetters':
+      return dispatcher.deadLetters(call.subscriptionId, call.page);
+    case 'redeliver':
+      return dispatcher.redeliver(call.subscriptionId, call.ids);
+    case 'deleteDeadLetter':
+      return dispatcher.deleteDeadLetter(call.subscriptionId, call.deadLetterId);
+    case 'callback':
+      return dispatcher.callback(call.deliveryId, call.action, call.arg);
+  }
+}
+
+function wireError(err: unknown): WireError {
+  if (err instanceof AppError) return { code: err.code, message: err.message, details: err.details, retryAfter: err.retryAfter };
+  log.error({ err }, 'delivery thread: a call failed');
+  return { message: err instanceof Error ? err.message : String(err) };
+}
+
+let closing = false;
+async function close(deadline: number): Promise<void> {
+  closing = true;
+  await dispatcher.close({ deadline });
+  sendObservations();
+  reader.close();
+  db.close();
+  post({ type: 'closed' });
+  port.close();
+}
+
+port.on('message', (message: ToDelivery) => {
+  switch (message.type) {
+    case 'call':
+      if (closing) {
+        post({
+          type: 'answer',
+          id: message.id,
+          ok: false,
+          error: { code: 'unavailable', message: 'delivery is shutting down', retryAfter: 1 },
+        });
+        return;
+      }
+      try {
+        const value = run(message.call);
+        // What was observed before the answer reaches the main thread first (a deleted subscription's
+        // last observations before its series are forgotten, metrics that agree with the stats).
+        sendObservations();
+        post({ type: 'answer', id: message.id, ok: true, value });
+      } catch (err) {
+        post({ type: 'answer', id: message.id, ok: false, error: wireError(err) });
+      }
+      return;
+    case 'committed':
+      reader.committed(message.group);
+      return;
+    case 'indexed':
+      reader.indexed(message.through);
+      return;
+    case 'retire':
+      reader.retire(message.through, message.firstOffsets);
+      post({ type: 'retire-ready', id: message.id });
+      return;
+    case 'close':
+      void close(message.deadline);
+      return;
+  }
+});
+
+post({ type: 'ready' });

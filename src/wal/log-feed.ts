@@ -1,0 +1,52 @@
+/**
+ * What a reader of the log in another thread (the delivery thread) is told by the store that writes
+ * it, so it can read committed events with its own file descriptors and its own connection to
+ * `index.db`: the positions of each committed group (the records the indexer has not written yet),
+ * how far the indexer has written, and retention's deletions, before they happen.
+ */
+
+/** Numbers per record in {@link GroupPositions.numbers}: partition, offset, position, length, storedAt. */
+export const POSITION_FIELDS = 5;
+
+/** One committed group's records, where they are in the log (a typed array: cheap to clone). */
+export interface GroupPositions {
+  /** The log position just past the group (the indexer confirms groups by it). */
+  end: number;
+  /** Base of the segment the group was written to (a group never spans segments). */
+  segmentBase: number;
+  /** Per record: partition, offset, position, length, storedAt. */
+  numbers: Float64Array;
+}
+
+/** Where a reader starts: everything it needs to read what is committed now. */
+export interface LogSnapshot {
+  walDir: string;
+  indexDbFile: string;
+  partitions: number;
+  heads: number[];
+  firstOffsets: number[];
+  /** Bases of the segments, oldest first. */
+  segmentBases: number[];
+  /** Committed groups the indexer has not written yet, in log order. */
+  tail: GroupPositions[];
+}
+
+export interface LogFeedListener {
+  /** A group is durable (called before the appenders hear of it). */
+  committed(group: GroupPositions): void;
+  /** Every record before log position `through` is in `index.db`. */
+  indexed(through: number): void;
+  /**
+   * Retention is about to delete every record before log position `through` (whole segments); the
+   * partitions' first offsets will be `firstOffsets`. Nothing is deleted, neither rows nor files,
+   * before the returned promise settles: the reader stops reading below them and lets the files go.
+   */
+  retiring(through: number, firstOffsets: readonly number[]): Promise<void>;
+}
+
+/** The local store's side: one listener (the delivery thread's proxy). */
+export interface LogFeed {
+  snapshot(): LogSnapshot;
+  /** Sets the listener (replacing any); returns a function that removes it. */
+  listen(listener: LogFeedListener): () => void;
+}

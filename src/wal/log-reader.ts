@@ -1,0 +1,149 @@
+import type { Logger } from 'pino';
+import { openConnection } from '../store/db';
+import { createIdempotencyRepo } from '../store/idempotency-repo';
+import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
+import type { LogReader } from './event-store';
+import { POSITION_FIELDS, type GroupPositions, type LogSnapshot } from './log-feed';
+import { createReads } from './reads';
+import { openSegmentReader } from './segment-log';
+
+interface TailRecord extends IndexEntry {
+  storedAt: number;
+}
+
+/**
+ * The committed records `index.db` does not hold yet, as the writing thread told them (its indexer's
+ * tail, mirrored): what `reads.ts` reads past the index. Groups go when the indexer confirms them.
+ */
+function createTailView(partitions: number) {
+  const groups: { end: number; count: number[] }[] = [];
+  const byPartition: TailRecord[][] = Array.from({ length: partitions }, () => []);
+  const at = new Array<number>(partitions).fill(0);
+
+  function seek(partition: number, offset: number): number {
+    const list = byPartition[partition]!;
+    let lo = at[partition]!;
+    let hi = list.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (list[mid]!.offset < offset) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+
+  return {
+    add(group: GroupPositions): void {
+      const count = new Array<number>(partitions).fill(0);
+      const n = group.numbers;
+      for (let i = 0; i < n.length; i += POSITION_FIELDS) {
+        const partition = n[i]!;
+        byPartition[partition]!.push({ offset: n[i + 1]!, position: n[i + 2]!, length: n[i + 3]!, storedAt: n[i + 4]! });
+        count[partition]!++;
+      }
+      groups.push({ end: group.end, count });
+    },
+    /** Lets go of the groups before `through` (the indexer wrote them). */
+    confirm(through: number): void {
+      while (groups.length > 0 && groups[0]!.end <= through) {
+        const { count } = groups.shift()!;
+        count.forEach((n, p) => (at[p]! += n));
+      }
+      for (let p = 0; p < partitions; p++) {
+        if (at[p]! > 1024 && at[p]! * 2 > byPartition[p]!.length) {
+          byPartition[p]!.splice(0, at[p]!);
+          at[p] = 0;
+        }
+      }
+    },
+    /** Lookups by source+id are not a reader's business (delivery never asks). */
+    find: () => undefined,
+    range(partition: number, offset: number, limit: number): TailRecord[] {
+      const from = seek(partition, offset);
+      return byPartition[partition]!.slice(from, from + limit);
+    },
+    firstOffset: (partition: number): number | undefined => byPartition[partition]![at[partition]!]?.offset,
+    firstOffsetAt(partition: number, atMs: number): number | undefined {
+      const list = byPartition[partition]!;
+      for (let i = at[partition]!; i < list.length; i++) if (list[i]!.storedAt >= atMs) return list[i]!.offset;
+      return undefined;
+    },
+  };
+}
+
+/**
+ * A read-only view of the log for a thread that does not write it (the delivery thread): its own
+ * file descriptors on the segments, its own read connection to `index.db`, and the unindexed tail as
+ * the writing thread tells it (`committed`, `indexed`). Reads are `reads.ts`'s, verified the same
+ * way. Retention reaches it before anything is deleted (`retire`): reads stop below the new first
+ * offsets and the old segments' descriptors close.
+ */
+export function openLogReader(snapshot: LogSnapshot, log: Logger) {
+  const segments = openSegmentReader({ dir: snapshot.walDir, bases: snapshot.segmentBases });
+  const indexDb = openConnection(snapshot.indexDbFile);
+  indexDb.pragma('query_only = ON');
+  const heads = [...snapshot.heads];
+  const firstOffsets = [...snapshot.firstOffsets];
+  const tail = createTailView(snapshot.partitions);
+  for (const group of snapshot.tail) tail.add(group);
+  const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
+  const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
+  const reads = createReads({
+    segments,
+    index: createLogIndexRepo(indexDb),
+    idempotency: createIdempotencyRepo(indexDb),
+    tail,
+    heads: () => heads,
+    firstOffsets: () => firstOffsets,
+    log,
+  });
+
+  const reader: LogReader = {
+    partitions: snapshot.partitions,
+    read: reads.read,
+    offsetAtTime: reads.offsetAtTime,
+    heads: () => heads,
+    firstOffsets: () => firstOffsets,
+    onAppend(listener) {
+      appendListeners.add(listener);
+      return () => appendListeners.delete(listener);
+    },
+    onRetire(listener) {
+      retireListeners.add(listener);
+      return () => retireListeners.delete(listener);
+    },
+  };
+
+  return {
+    ...reader,
+    /** A group was committed: readable at once; the partitions that grew are told. */
+    committed(group: GroupPositions): void {
+      segments.addSegment(group.segmentBase);
+      tail.add(group);
+      const grown = new Set<number>();
+      const n = group.numbers;
+      for (let i = 0; i < n.length; i += POSITION_FIELDS) {
+        const partition = n[i]!;
+        heads[partition] = Math.max(heads[partition]!, n[i + 1]! + 1);
+        grown.add(partition);
+      }
+      for (const listener of appendListeners) listener(grown);
+    },
+    indexed: (through: number) => tail.confirm(through),
+    /**
+     * Retention deletes everything before log position `through`: first offsets move (listeners are
+     * told, as the store tells its own), then the old segments' descriptors close.
+     */
+    retire(through: number, next: readonly number[]): void {
+      next.forEach((first, p) => (firstOffsets[p] = Math.max(firstOffsets[p]!, first)));
+      for (const listener of retireListeners) listener(firstOffsets);
+      segments.dropBefore(through);
+    },
+    close(): void {
+      segments.close();
+      indexDb.close();
+    },
+  };
+}
+
+export type LogReaderView = ReturnType<typeof openLogReader>;

@@ -1,0 +1,120 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CloudEvent } from '../../../src/cloudevents/event';
+import { createLogger } from '../../../src/logger';
+import { openDatabase } from '../../../src/store/db';
+import { openLocalEventStore } from '../../../src/wal/local-event-store';
+import { openLogReader, type LogReaderView } from '../../../src/wal/log-reader';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+/**
+ * The delivery thread's view of the log (`openLogReader`): its own descriptors and index.db
+ * connection, told of committed groups, the indexer's progress and retention by the store's feed.
+ * Here both sides run in one thread, the feed wired straight through.
+ */
+
+afterAll(cleanupTmpDirs);
+
+const log = createLogger('silent');
+const ev = (id: string): CloudEvent => ({
+  attributes: { specversion: '1.0', id, source: '/reader', type: 'reader.t' },
+  data: { kind: 'json', value: { id } },
+});
+
+function open(opts: { segmentBytes?: number; maxLogBytes?: number } = {}) {
+  const dir = tmpDir();
+  const db = openDatabase(path.join(dir, 'herald.db'));
+  const store = openLocalEventStore({
+    dataDir: dir,
+    db,
+    log,
+    partitions: 3,
+    fsync: 'always',
+    fsyncIntervalMs: 50,
+    segmentBytes: opts.segmentBytes ?? 1 << 20,
+    maxLogBytes: opts.maxLogBytes,
+    idempotencyWindowMs: 60_000,
+  });
+  const readers: LogReaderView[] = [];
+  return {
+    dir,
+    store,
+    /** A reader started now (from the store's snapshot) and fed from then on. */
+    reader(onRetiring?: (through: number) => void): LogReaderView {
+      const reader = openLogReader(store.feed.snapshot(), log);
+      readers.push(reader);
+      store.feed.listen({
+        committed: (group) => reader.committed(group),
+        indexed: (through) => reader.indexed(through),
+        retiring: (through, firsts) => {
+          onRetiring?.(through);
+          reader.retire(through, firsts);
+          return Promise.resolve();
+        },
+      });
+      return reader;
+    },
+    async close() {
+      for (const r of readers) r.close();
+      await store.close();
+      db.close();
+    },
+  };
+}
+
+const everything = (r: { read: LogReaderView['read']; partitions: number }) =>
+  Array.from({ length: r.partitions }, (_, p) => r.read(p, 0, 10_000).events);
+
+describe('log reader (the delivery thread view of the log)', () => {
+  it('reads committed events at once from the tail it is sent, and from index.db once indexed, as the store reads them', async () => {
+    const o = open();
+    try {
+      await o.store.append(Array.from({ length: 30 }, (_, i) => ev(`a${i}`)));
+      const reader = o.reader(); // started with an unindexed tail
+      const grown: number[][] = [];
+      reader.onAppend((partitions) => grown.push([...partitions]));
+      await o.store.append(Array.from({ length: 30 }, (_, i) => ev(`b${i}`)));
+      expect(grown.length).toBeGreaterThan(0);
+      expect(reader.heads()).toEqual(o.store.heads());
+      expect(everything(reader)).toEqual(everything(o.store));
+      await o.store.indexed();
+      await o.store.append([ev('c0')]);
+      expect(everything(reader)).toEqual(everything(o.store));
+      expect(everything(reader).flat()).toHaveLength(61);
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('is told of retention before anything is deleted, then reads nothing below the new first offsets', async () => {
+    const o = open({ segmentBytes: 4096, maxLogBytes: 8192 });
+    try {
+      const files = () => fs.readdirSync(path.join(o.dir, 'wal')).filter((f) => f.endsWith('.seg'));
+      /** Per announcement, the segment files it will delete that were still there when the reader was told. */
+      const told: { through: number; doomed: string[] }[] = [];
+      const reader = o.reader((through) => told.push({ through, doomed: files().filter((f) => Number(f.slice(0, 20)) < through) }));
+      const retired: number[][] = [];
+      reader.onRetire((firsts) => retired.push([...firsts]));
+      for (let i = 0; i < 120; i++) {
+        await o.store.append([ev(`s${i}`)]);
+        // Reading as it goes, the reader holds descriptors on segments retention deletes meanwhile.
+        expect(everything(reader)).toEqual(everything(o.store));
+      }
+      await o.store.indexed();
+      await o.store.runRetention();
+      expect(told.length).toBeGreaterThan(0);
+      for (const { through, doomed } of told) {
+        // When the reader was told, what retention deletes was still there; afterwards it is gone.
+        expect(doomed.length).toBeGreaterThan(0);
+        expect(files().filter((f) => Number(f.slice(0, 20)) < through)).toEqual([]);
+      }
+      expect(reader.firstOffsets()).toEqual(o.store.firstOffsets());
+      expect(reader.firstOffsets().some((first) => first > 0)).toBe(true);
+      expect(retired[retired.length - 1]).toEqual([...o.store.firstOffsets()]);
+      expect(everything(reader)).toEqual(everything(o.store));
+      reader.firstOffsets().forEach((first, p) => expect(reader.read(p, 0, 1).events[0]?.offset ?? first).toBe(first));
+    } finally {
+      await o.close();
+    }
+  });
+});
