@@ -223,6 +223,16 @@ describe("the JetStream engine's routes", () => {
       expect([key(route), route.scope]).toEqual([key(route), op?.operation['x-herald-scope']]);
     }
   });
+
+  it('mounts the events, health, metrics and contract routers and the 501 router, nothing else', () => {
+    expect(routerFactoriesIn(fs.readFileSync(path.join(SRC, 'jetstream-gateway.ts'), 'utf8'))).toEqual([
+      'createEventsRouter',
+      'createHealthRouter',
+      'createMetricsRouter',
+      'createNotImplementedRouter',
+      'createOpenApiRouter',
+    ]);
+  });
 });
 
 function lookup(ref: string): unknown {
