@@ -242,3 +242,9 @@ function canConnect(port: number): Promise<boolean> {
     socket.once('error', () => done(false));
   });
 }
+
+let prefixes = 0;
+/** A prefix no other gateway of this test run uses: streams and buckets of one test never meet another's. */
+export function uniquePrefix(label = 't'): string {
+  return `${label}${process.pid}_${++prefixes}_${Date.now().toString(36)}`;
+}
