@@ -1,6 +1,8 @@
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { StartupError } from '../../src/errors';
 import { SUBSCRIPTIONS_NOT_IMPLEMENTED } from '../../src/jetstream-gateway';
+import { encodeEventMessage } from '../../src/jetstream/codec';
+import { idempotencyKey } from '../../src/jetstream/names';
 import { getJson, lookupEvent, readAllEvents, startJetStreamTestGateway } from '../helpers/gateway';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
 import { createContractChecker, createContractClient, documentedOperations, examplePath, loadContract } from '../helpers/openapi';
@@ -79,6 +81,40 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     const results = replies.map((r) => r.body.results[0]);
     expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
     for (const r of results) expect([r.partition, r.offset]).toEqual([results[0].partition, results[0].offset]);
+  });
+
+  describe('a retry after a node crashed between the steps of an append (see src/jetstream/appender.ts)', () => {
+    const crashed = (id: string) => ({
+      attributes: { specversion: '1.0', id, source: '/crash', type: 't' },
+      data: { kind: 'none' as const },
+    });
+
+    it('completes a claim left before the publish: the event is stored once, as new, in the claimed partition', async () => {
+      const kv = await a.store.connection.jetstream().views.kv(`${prefix}_idem`);
+      await kv.create(idempotencyKey('/crash', 'c-1'), JSON.stringify({ p: 2 }));
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-1' })).status).toBe(404);
+      const retry = await publish(b.url, '/crash', 'c-1');
+      expect(retry.status).toBe(202);
+      expect(retry.body.results[0]).toMatchObject({ partition: 2, duplicate: false });
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-1' })).body.offset).toBe(retry.body.results[0].offset);
+    });
+
+    it('answers a retry of an event published but not settled as a duplicate of it, storing nothing', async () => {
+      const js = a.store.connection.jetstream();
+      const kv = await js.views.kv(`${prefix}_idem`);
+      const key = idempotencyKey('/crash', 'c-2');
+      await kv.create(key, JSON.stringify({ p: 1 }));
+      const ack = await js.publish(`${prefix}.p.1`, encodeEventMessage(crashed('c-2')), { msgID: key });
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-2' })).status).toBe(404); // never acknowledged
+      const heads = (await getJson(`${a.url}/partitions`)).body;
+      const retry = await publish(b.url, '/crash', 'c-2');
+      expect([retry.status, retry.body.results[0]]).toEqual([
+        200,
+        { id: 'c-2', source: '/crash', partition: 1, offset: ack.seq - 1, duplicate: true },
+      ]);
+      expect((await getJson(`${a.url}/partitions`)).body).toEqual(heads);
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-2' })).body.offset).toBe(ack.seq - 1);
+    });
   });
 
   it('answers every subscriptions, deliveries and validations operation 501 not_implemented, as documented', async () => {
