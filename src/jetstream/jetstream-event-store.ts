@@ -129,12 +129,10 @@ function watchConnection(nc: NatsConnection, monitor: ReturnType<typeof createCl
 
 async function closeConnection(nc: NatsConnection): Promise<void> {
   if (nc.isClosed()) return;
-  const timer = setTimeout(() => void nc.close(), CLOSE_TIMEOUT_MS);
-  try {
-    await nc.drain();
-  } catch {
-    await nc.close();
-  } finally {
-    clearTimeout(timer);
-  }
+  // Drain (finish what is in flight), bounded: a cluster that is down must not hold the shutdown.
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, CLOSE_TIMEOUT_MS)));
+  await Promise.race([nc.drain().catch(() => {}), bound]);
+  clearTimeout(timer);
+  if (!nc.isClosed()) await nc.close();
 }
