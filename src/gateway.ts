@@ -1,10 +1,7 @@
 import fs from 'node:fs';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createApp } from './api/app';
 import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
-import { sendProblem } from './api/problem';
 import { createEventsRouter } from './api/events-router';
 import { createHealthRouter } from './api/health-router';
 import { createDeliveriesRouter } from './api/deliveries-router';
@@ -12,8 +9,8 @@ import { createIngestHandler } from './api/ingest-handler';
 import { createOpenApiRouter } from './api/openapi-router';
 import { createConsoleRouter } from './api/console-router';
 import { createMetricsRouter } from './api/metrics-router';
-import { keyNames, normalizeRequestTarget } from './api/routing';
-import { createMetrics, type Metrics } from './metrics';
+import { createHttpServer } from './api/http-server';
+import { createMetrics, ingestObserver, type Metrics } from './metrics';
 import { HERALD_VERSION } from './version';
 import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
@@ -45,26 +42,6 @@ export interface Gateway {
 }
 
 const CHECKPOINT_INTERVAL_MS = 1000;
-const SHUTDOWN_GRACE_MS = 10_000;
-
-function pathOf(url: string | undefined): string {
-  const raw = url ?? '/';
-  const q = raw.indexOf('?');
-  return q === -1 ? raw : raw.slice(0, q);
-}
-
-/** The access log: one `debug` line per answered request, with the API key's name (never the secret). */
-function logAnswered(log: Logger) {
-  return (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const started = performance.now();
-    res.once('finish', () => {
-      const ms = Math.round((performance.now() - started) * 10) / 10;
-      // Delivery ids and handshake tokens are credentials: the access log never carries them.
-      const path = pathOf(req.url).replace(/^\/(deliveries|validations)\/[^/]+/, '/$1/***');
-      log.debug({ method: req.method, path, status: res.statusCode, ms, key: keyNames.get(res) }, 'http request');
-    });
-  };
-}
 
 /**
  * Takes the data dir's lock, then opens SQLite and the log. Anything the OS refuses (a read-only
@@ -202,12 +179,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     log,
     maxBodyBytes: config.maxBodyBytes,
     maxJsonDepth: config.maxJsonDepth,
-    observer: {
-      stored: (mode, n) => n > 0 && metrics.eventsIngested.inc({ mode }, n),
-      duplicates: (n) => metrics.eventsDuplicate.inc(n),
-      rejected: (code) => metrics.ingestRejected.inc({ code }),
-      answered: (seconds) => metrics.ingestDuration.observe(seconds),
-    },
+    observer: ingestObserver(metrics),
   });
   const app = createApp({
     log,
@@ -223,70 +195,19 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       createConsoleRouter(),
     ],
   });
-  // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
-  const unanswered = new Set<http.ServerResponse>();
-  const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
-  const server = http.createServer((req, res) => {
-    unanswered.add(res);
-    res.once('close', () => unanswered.delete(res));
-    logWhenAnswered?.(req, res);
-    try {
-      // Routes see the origin form only: no `#fragment`, no `http://host` prefix (else a 400).
-      req.url = normalizeRequestTarget(req.method, req.url);
-      // The ingest hot path skips express (whose `POST /events` route runs the same handler): exact path, case-sensitive.
-      if (req.method === 'POST' && pathOf(req.url) === '/events') {
-        const key = authorize('publish', req.headers.authorization);
-        if (key) keyNames.set(res, key.name);
-        void ingest(req, res);
-        return;
-      }
-    } catch (err) {
-      req.resume();
-      const code = sendProblem(res, err, log);
-      // A publish refused before the ingest handler (no key, wrong scope) is still a rejected POST /events.
-      if (req.method === 'POST' && pathOf(req.url) === '/events') metrics.ingestRejected.inc({ code });
-      return;
-    }
-    if (req.url === '*') {
-      res.writeHead(204, { allow: 'GET, HEAD, POST, PATCH, DELETE, OPTIONS' }).end(); // OPTIONS *
-      return;
-    }
-    app(req, res);
-  });
-  server.keepAliveTimeout = 65_000;
-  // Read every header (the 16 KiB header size limit still bounds them): node drops those past 2,000
-  // by default, and a repeated `ce-id` there would go unseen.
-  server.maxHeadersCount = 0;
-
+  const httpServer = createHttpServer({ log, authorize, ingest, app, ingestRejected: (code) => metrics.ingestRejected.inc({ code }) });
+  let listening: { url: string; port: number };
   try {
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', reject);
-      server.listen(config.port, config.host, () => {
-        server.off('error', reject);
-        resolve();
-      });
-    });
+    listening = await httpServer.listen(config.port, config.host);
   } catch (err) {
     handshakes.close();
     await sender.close(Date.now());
     await store.close();
     db.close();
     lock.release();
-    const e = err as NodeJS.ErrnoException;
-    if (
-      e.code === 'EADDRINUSE' ||
-      e.code === 'EACCES' ||
-      e.code === 'EADDRNOTAVAIL' ||
-      e.code === 'ENOTFOUND' ||
-      e.code === 'EAFNOSUPPORT'
-    ) {
-      throw new StartupError(`cannot listen on ${config.host} port ${config.port}: ${e.code} (HERALD_HOST, HERALD_PORT)`);
-    }
     throw err;
   }
-  const port = (server.address() as AddressInfo).port;
-  const host = config.host.includes(':') ? `[${config.host}]` : config.host;
-  const url = `http://${host}:${port}`;
+  const { url, port } = listening;
   publicUrl ||= url;
   dispatcher.start(publicUrl);
   subscriptions.startAll();
@@ -302,14 +223,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       // One deadline for the whole shutdown (HERALD_SHUTDOWN_TIMEOUT_MS): requests get most of it, then
       // open connections are destroyed; delivery's open requests are destroyed by its own share of it.
       const deadline = Date.now() + config.shutdownTimeoutMs;
-      const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-      // Otherwise a request in flight now leaves its connection open until the grace period ends.
-      for (const res of unanswered) if (!res.headersSent) res.setHeader('connection', 'close');
-      server.closeIdleConnections();
-      const force = setTimeout(() => server.closeAllConnections(), Math.min(SHUTDOWN_GRACE_MS, config.shutdownTimeoutMs / 2));
-      force.unref();
-      await closed;
-      clearTimeout(force);
+      await httpServer.close(config.shutdownTimeoutMs);
       // Every step runs even if one fails (a failing disk at shutdown), so SQLite is always closed cleanly;
       // the first failure is rethrown so the process exits non-zero.
       const failures: unknown[] = [];

@@ -1,5 +1,6 @@
 import { ConfigError, configTable, loadConfig } from './config';
 import { startGateway } from './gateway';
+import { startJetStreamGateway } from './jetstream-gateway';
 import { StartupError } from './errors';
 import { HERALD_VERSION } from './version';
 
@@ -42,7 +43,7 @@ async function startFromEnv(): Promise<void> {
   }
   let gateway;
   try {
-    gateway = await startGateway(config);
+    gateway = config.store === 'jetstream' ? await startJetStreamGateway(config) : await startGateway(config);
   } catch (err) {
     if (err instanceof StartupError || err instanceof ConfigError) {
       process.stderr.write(`herald: ${err.message}\n`);

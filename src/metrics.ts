@@ -1,4 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { IngestObserver } from './api/ingest-handler';
 import { SUBSCRIPTION_STATES } from './store/subscriptions-repo';
 
 /** Attempt outcomes counted by `herald_deliveries_total{outcome}`. */
@@ -269,3 +270,13 @@ const OUTCOMES: readonly DeliveryOutcome[] = [
 const OUTCOME_INDEX = Object.fromEntries(OUTCOMES.map((o, i) => [o, i])) as Record<DeliveryOutcome, number>;
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** What `POST /events` reports, as counted by every engine's gateway. */
+export function ingestObserver(metrics: Metrics): IngestObserver {
+  return {
+    stored: (mode, n) => n > 0 && metrics.eventsIngested.inc({ mode }, n),
+    duplicates: (n) => metrics.eventsDuplicate.inc(n),
+    rejected: (code) => metrics.ingestRejected.inc({ code }),
+    answered: (seconds) => metrics.ingestDuration.observe(seconds),
+  };
+}

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../subscriptions/filter';
-import type { EventStore } from '../wal/event-store';
+import type { EventLog } from '../wal/event-store';
 import { parseInput } from './query';
 
 /** A comment line this often keeps proxies from closing an idle stream. */
@@ -29,13 +29,16 @@ function matcherOf(sql: string | undefined): Matcher | undefined {
  * `GET /events/stream`: a live tail as Server-Sent Events. From the moment of the request, every
  * stored event (matching `sql`, when given) is one message `event: cloudevent`, `id: <partition>:<offset>`,
  * `data: {"partition","offset","event"}`, in offset order within each partition. Reads follow the
- * store's append notifications, so the stream costs nothing while nothing is stored.
+ * store's append notifications, so the stream costs nothing while nothing is stored (on the JetStream
+ * engine these are the appends made through this node). Reads may be asynchronous: one catch-up runs
+ * per partition at a time, and a notification during it runs it once more.
  */
-export function streamEvents(store: EventStore) {
-  return (req: Request, res: Response): void => {
+export function streamEvents(store: EventLog) {
+  return async (req: Request, res: Response): Promise<void> => {
     const { sql } = parseInput(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req.query, 'query');
     const matches = matcherOf(sql);
-    const cursors = store.heads().slice();
+    const cursors = (await store.heads()).slice();
+    if (res.closed || res.destroyed) return; // the reader left while the heads were read
     res.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-store',
@@ -43,7 +46,7 @@ export function streamEvents(store: EventStore) {
     });
     res.write(': herald live tail\n\n');
     let closed = false;
-    /** Ends the tail: `end` when the client went away, `destroy` to cut off a reader that fell behind. */
+    /** Ends the tail: `end` when the client went away, `destroy` to cut off a reader that fell behind (or a failed read). */
     const stop = (how: 'end' | 'destroy') => {
       if (closed) return;
       closed = true;
@@ -71,10 +74,27 @@ export function streamEvents(store: EventStore) {
         for (const partition of todo) catchUp(partition);
       });
     });
+    const running = new Set<number>();
+    const again = new Set<number>();
+    /** Starts the partition's catch-up, or asks the running one to look again when it is done. */
     const catchUp = (partition: number): void => {
-      const head = store.heads()[partition] ?? 0;
+      if (running.has(partition)) {
+        again.add(partition);
+        return;
+      }
+      running.add(partition);
+      readToHead(partition).then(
+        () => {
+          running.delete(partition);
+          if (again.delete(partition) && !closed) catchUp(partition);
+        },
+        () => stop('destroy'), // the reader reconnects; a read that failed once would fail it again now
+      );
+    };
+    const readToHead = async (partition: number): Promise<void> => {
+      const head = (await store.heads())[partition] ?? 0;
       while (!closed && cursors[partition]! < head) {
-        const page = store.read(partition, cursors[partition]!, PAGE);
+        const page = await store.read(partition, cursors[partition]!, PAGE);
         for (const e of page.events) {
           if (closed) return;
           if (!matches || matches(e.event.attributes)) {

@@ -3,7 +3,7 @@ import type { Router } from 'express';
 import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
-import type { EventStore } from '../wal/event-store';
+import type { EventLog, ReadPage } from '../wal/event-store';
 import { streamEvents } from './event-stream';
 import { parseInput, pathInt, queryInt } from './query';
 import { newRouter, requireScope } from './routing';
@@ -15,7 +15,7 @@ const MAX_PAGE = 1000;
  * before express sees them, so this route is what express lists and answers `OPTIONS` with), and
  * reads from the log: one event by source+id, a partition page for replay, partition heads.
  */
-export function createEventsRouter(store: EventStore, ingest: (req: IncomingMessage, res: ServerResponse) => Promise<void>): Router {
+export function createEventsRouter(store: EventLog, ingest: (req: IncomingMessage, res: ServerResponse) => Promise<void>): Router {
   const router = newRouter();
   const read = requireScope('read');
 
@@ -23,30 +23,36 @@ export function createEventsRouter(store: EventStore, ingest: (req: IncomingMess
 
   router.get('/events/stream', read, streamEvents(store));
 
-  router.get('/events', read, (req, res) => {
+  router.get('/events', read, async (req, res) => {
     const { source, id } = parseInput(z.object({ source: z.string().min(1), id: z.string().min(1) }), req.query, 'query');
-    const found = store.lookup(source, id);
+    const found = await store.lookup(source, id);
     if (!found)
       throw new AppError('not_found', `no event with source "${source}" and id "${id}" (or it is older than the idempotency window)`);
     res.json({ event: toStructured(found.event), partition: found.partition, offset: found.offset });
   });
 
-  router.get('/partitions', read, (_req, res) => {
-    const firstOffsets = store.firstOffsets();
+  router.get('/partitions', read, async (_req, res) => {
+    const [firstOffsets, heads] = await Promise.all([store.firstOffsets(), store.heads()]);
     res.json({
-      partitions: store
-        .heads()
-        .map((headOffset, partition) => ({ partition, firstOffset: Math.min(firstOffsets[partition] ?? 0, headOffset), headOffset })),
+      partitions: heads.map((headOffset, partition) => ({
+        partition,
+        firstOffset: Math.min(firstOffsets[partition] ?? 0, headOffset),
+        headOffset,
+      })),
     });
   });
 
-  router.get('/partitions/:partition/events', read, (req, res) => {
+  router.get('/partitions/:partition/events', read, async (req, res) => {
     const { partition } = parseInput(z.object({ partition: pathInt() }), req.params, 'path');
     if (partition >= store.partitions)
       throw new AppError('not_found', `partition ${partition} does not exist (there are ${store.partitions})`);
     const { from, limit } = parseInput(z.object({ from: queryInt(0), limit: queryInt(100, MAX_PAGE) }), req.query, 'query');
-    const page: ReturnType<EventStore['read']> = limit === 0 ? { events: [] } : store.read(partition, from, limit);
-    const head = store.heads()[partition]!;
+    // The bounds first, then the page: an empty page continues at a head read before it, so an event
+    // stored while an engine with asynchronous reads (JetStream) reads the page is never skipped.
+    const [heads, firstOffsets] = await Promise.all([store.heads(), store.firstOffsets()]);
+    const page: ReadPage = limit === 0 ? { events: [] } : await store.read(partition, from, limit);
+    const head = heads[partition]!;
+    const first = Math.min(firstOffsets[partition] ?? 0, head);
     const last = page.events[page.events.length - 1];
     // A corrupt record ends the page and is named, so a reader can see it and go on past it. An empty
     // page continues at the head: offsets between are a gap (lost records are never reused).
@@ -56,12 +62,12 @@ export function createEventsRouter(store: EventStore, ingest: (req: IncomingMess
         : last
           ? last.offset + 1
           : limit === 0
-            ? Math.min(Math.max(from, store.firstOffsets()[partition] ?? 0), head)
+            ? Math.min(Math.max(from, first), head)
             : head;
     res.json({
       events: page.events.map((e) => ({ partition: e.partition, offset: e.offset, event: toStructured(e.event) })),
       nextOffset,
-      firstOffset: Math.min(store.firstOffsets()[partition] ?? 0, head),
+      firstOffset: first,
       ...(page.corruptOffset !== undefined ? { corruptOffset: page.corruptOffset } : {}),
     });
   });

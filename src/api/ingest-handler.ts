@@ -1,12 +1,12 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { bindingHeaders, parseHttpMessage, type ContentMode } from '../cloudevents/parse';
-import type { EventStore } from '../wal/event-store';
+import type { EventLog } from '../wal/event-store';
 import { sendJson, sendProblem } from './problem';
 import { readBody } from './read-body';
 
 export interface IngestDeps {
-  store: EventStore;
+  store: EventLog;
   log: Logger;
   maxBodyBytes: number;
   maxJsonDepth: number;

@@ -42,6 +42,11 @@ export interface paths {
          *     are in input order. The whole request is validated first; one invalid event in a batch fails
          *     the request, naming every bad event by `index`, and nothing is stored.
          *
+         *     **On the JetStream engine** (`HERALD_STORE=jetstream`, preview) "durable" means acknowledged
+         *     by a majority of the partition stream's `HERALD_NATS_REPLICAS` replicas, and a batch is not
+         *     all-or-nothing once validated: after a 503 part of it may be stored; retrying the same batch
+         *     stores the rest and answers the stored ones as duplicates (nothing lost, nothing doubled).
+         *
          *     **Data nesting** is limited: event data whose arrays and objects nest deeper than
          *     `HERALD_MAX_JSON_DEPTH` (64 by default) is a 400 `invalid_event` naming `data`, in structured
          *     and batch mode and in binary mode when the content type is JSON.
@@ -152,6 +157,9 @@ export interface paths {
          * Readiness
          * @description Ready when the log and the database can be written. After a failed log write the gateway is
          *     unready until an append succeeds again. A 503 here is a plain JSON body, not a problem.
+         *     On the JetStream engine `log` is the cluster (every partition stream and the idempotency
+         *     bucket has a leader and a majority of current replicas, checked every second) and there is
+         *     no `database` check.
          */
         get: operations["readyz"];
         put?: never;
@@ -845,7 +853,7 @@ export interface components {
             totalErrors?: number;
         };
         /** @enum {string} */
-        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record";
+        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record" | "not_implemented";
         Violation: {
             /** @description Position of the event in a batch; absent for single events and other input. */
             index?: number;
@@ -939,10 +947,10 @@ export interface components {
         Readiness: {
             /** @enum {string} */
             status: "ready" | "unavailable";
-            /** @description Each check is `ok` or says why it fails. */
+            /** @description Each check is `ok` or says why it fails. `database` is absent on the JetStream engine. */
             checks: {
                 log: string;
-                database: string;
+                database?: string;
                 /**
                  * @description Present when `HERALD_DELIVERY=off`; delivery switched off on purpose does not make the gateway unready.
                  * @enum {string}
@@ -1667,6 +1675,38 @@ export interface components {
                 };
             };
         };
+        /**
+         * @description The gateway runs on an engine that does not offer this yet (`not_implemented`): with
+         *     `HERALD_STORE=jetstream` (preview), subscriptions, delivery callbacks and validation callbacks
+         *     answer 501 until delivery on JetStream is built.
+         */
+        NotImplemented: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:herald:problem:not_implemented",
+                 *       "title": "Not implemented",
+                 *       "status": 501,
+                 *       "detail": "subscriptions are not available on the jetstream engine yet",
+                 *       "code": "not_implemented",
+                 *       "errors": [
+                 *         {
+                 *           "message": "subscriptions are not available on the jetstream engine yet"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"] & {
+                    /** @constant */
+                    status?: 501;
+                    /** @constant */
+                    code?: "not_implemented";
+                };
+            };
+        };
         /** @description An unexpected failure (`internal`); the details are in the gateway's log only. */
         InternalError: {
             headers: {
@@ -2023,7 +2063,9 @@ export interface operations {
              * @description The log cannot be written right now (disk full, I/O error) or the gateway is shutting down
              *     (`unavailable`), or free space on the file system holding the data dir is below
              *     `HERALD_MIN_FREE_BYTES` (`storage_full`; ingest resumes by itself when space returns).
-             *     Nothing from the request was stored; retry after `Retry-After` seconds.
+             *     Nothing from the request was stored; retry after `Retry-After` seconds. On the JetStream
+             *     engine: the cluster cannot take writes (no stream leader or quorum) or did not acknowledge
+             *     in time; part of a batch may be stored, and a retry answers those as duplicates.
              */
             503: {
                 headers: {
@@ -2292,6 +2334,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     createSubscription: {
@@ -2400,6 +2443,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     getSubscription: {
@@ -2430,6 +2474,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     deleteSubscription: {
@@ -2458,6 +2503,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     updateSubscription: {
@@ -2505,6 +2551,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     pauseSubscription: {
@@ -2535,6 +2582,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     resumeSubscription: {
@@ -2565,6 +2613,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     rotateSubscriptionSecret: {
@@ -2607,6 +2656,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     seekSubscription: {
@@ -2649,6 +2699,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     listAttempts: {
@@ -2702,6 +2753,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     listDeadLetters: {
@@ -2760,6 +2812,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     redeliverDeadLetters: {
@@ -2810,6 +2863,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     deleteDeadLetter: {
@@ -2843,6 +2897,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     validationCallbackGet: {
@@ -2875,6 +2930,7 @@ export interface operations {
             400: components["responses"]["ValidationNotConsented"];
             404: components["responses"]["ValidationNotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     validationCallbackPost: {
@@ -2907,6 +2963,7 @@ export interface operations {
             400: components["responses"]["ValidationNotConsented"];
             404: components["responses"]["ValidationNotFound"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     ackDelivery: {
@@ -2942,6 +2999,7 @@ export interface operations {
             404: components["responses"]["DeliveryNotFound"];
             409: components["responses"]["DeliveryConflict"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     nackDelivery: {
@@ -2990,6 +3048,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     extendDelivery: {
@@ -3038,6 +3097,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     rejectDelivery: {
@@ -3085,6 +3145,7 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
+            501: components["responses"]["NotImplemented"];
         };
     };
     getOpenApiJson: {

@@ -61,81 +61,137 @@ const size = (min: number, max: number, fallback: string) =>
     fallback,
   );
 
-export const configSchema = z.object({
-  HERALD_HOST: withDefault(z.string(), '127.0.0.1').describe('Address to listen on.'),
-  HERALD_PORT: int(0, 65535, 8080).describe('TCP port to listen on (0 picks a free port).'),
-  HERALD_DATA_DIR: withDefault(z.string(), './data').describe(
-    'Directory holding the write-ahead log (`wal/`) and the SQLite database (`herald.db`).',
-  ),
-  HERALD_FSYNC: withDefault(z.enum(['always', 'interval', 'never']), 'always').describe(
-    '`always`: answer only after an fsync covering the events (group commit). `interval`: fsync every HERALD_FSYNC_INTERVAL_MS. `never`: leave flushing to the OS.',
-  ),
-  HERALD_FSYNC_INTERVAL_MS: int(1, 60_000, 50).describe('fsync period for HERALD_FSYNC=interval.'),
-  HERALD_PARTITIONS: int(1, 4096, 16).describe('Number of partitions. Fixed when the data dir is created.'),
-  HERALD_MAX_BODY_BYTES: size(64 * KiB, 256 * MiB, '1MiB').describe(
-    'Largest accepted request body (bytes, or `512KiB`, `1MiB`); larger is a 413. At least 64 KiB.',
-  ),
-  HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
-    'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started.',
-  ),
-  // At least a second: 0 would delete every event as soon as it is stored.
-  HERALD_RETENTION: duration('7d')
-    .pipe(z.number().min(1000, 'must be at least 1s'))
-    .describe(
-      'How long stored events are kept (`7d`, `12h`, `90m`, `30s`, or milliseconds). Deletion is per whole log segment and goes by the time events were stored, not their `time` attribute: a segment (the active one included, rolled first) is deleted once its newest event is older than this. Deletion does not wait for subscriptions: they move past deleted events and count them as `expired`.',
+/** `nats://host:port`, `tls://host:port`, `ws(s)://…` or a bare `host:port`, as nats.js takes them. */
+const NATS_URL = /^((nats|tls|ws|wss):\/\/)?([^\s/:@,]+@)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?\/?$/;
+
+/** Stream, consumer and bucket names are built from the prefix: JetStream allows these characters in all of them. */
+const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/;
+
+export const STORES = ['local', 'jetstream'] as const;
+
+export const configSchema = z
+  .object({
+    HERALD_STORE: withDefault(z.enum(STORES), 'local').describe(
+      '`local`: the embedded engine (write-ahead log and SQLite under HERALD_DATA_DIR). `jetstream` (preview): events live in a NATS JetStream cluster (HERALD_NATS_*), so several Herald nodes can share them; subscriptions and delivery are not available on it yet (501). See "Running on NATS JetStream".',
     ),
-  HERALD_MAX_LOG_BYTES: size(0, Number.MAX_SAFE_INTEGER, '0').describe(
-    'Largest size of the log (bytes, or `512MiB`, `100GiB`); `0`: no limit. When the log is larger, its oldest segments are deleted the same way as for HERALD_RETENTION.',
-  ),
-  HERALD_MIN_FREE_BYTES: size(0, Number.MAX_SAFE_INTEGER, '256MiB').describe(
-    'Free space to keep on the file system holding the data dir (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns.',
-  ),
-  HERALD_IDEMPOTENCY_WINDOW: duration('7d').describe(
-    'How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds).',
-  ),
-  HERALD_LOG_LEVEL: withDefault(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info').describe(
-    'Log level (JSON logs on stdout).',
-  ),
-  HERALD_PUBLIC_URL: z
-    .preprocess(unsetIfEmpty, z.url({ protocol: /^https?$/ }).optional())
-    .describe('Base URL of the gateway as receivers reach it; ack callback URLs (`herald-ack-url`) are built from it.'),
-  HERALD_API_KEYS: z
-    .preprocess(unsetIfEmpty, z.string().optional())
-    .describe(
-      'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.',
+    HERALD_NATS_SERVERS: withDefault(
+      z
+        .string()
+        .transform((v) =>
+          v
+            .split(',')
+            .map((s) => s.trim())
+            .filter(Boolean),
+        )
+        .pipe(z.array(z.string().regex(NATS_URL, 'expected comma-separated NATS URLs such as nats://127.0.0.1:4222'))),
+      '',
+    ).describe(
+      'HERALD_STORE=jetstream: comma-separated NATS server URLs (`nats://host:4222,nats://host2:4222`); required with it. The client reconnects to any of them and to servers the cluster announces.',
     ),
-  HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe('Allow running without API keys on a non-loopback address.'),
-  HERALD_SINK_ALLOW_PRIVATE: withDefault(z.stringbool(), 'true').describe(
-    '`false`: refuse sinks whose host is or resolves to a loopback, private (RFC 1918, fc00::/7, and 100.64.0.0/10, 198.18.0.0/15, fec0::/10), link-local (169.254.0.0/16, fe80::/10), unspecified, multicast or broadcast address (also in NAT64 or 6to4 form): a 400 `sink_not_allowed` at create and PATCH, and a dead letter (`sink_not_allowed`) when a delivery would connect to one (DNS rebinding).',
-  ),
-  HERALD_MAX_JSON_DEPTH: int(1, 1000, 64).describe(
-    'Deepest nesting of arrays and objects accepted in event data (structured, batch, and binary bodies with a JSON content type); deeper is a 400.',
-  ),
-  HERALD_RECOVERY: withDefault(
-    z
-      .string()
-      .transform((v) =>
-        v
-          .split(',')
-          .map((p) => p.trim())
-          .filter(Boolean),
-      )
-      .pipe(z.array(z.enum(RECOVERY_PERMISSIONS, { error: `expected a comma-separated set of ${RECOVERY_PERMISSIONS.join(', ')}` }))),
-    '',
-  ).describe(
-    'Comma-separated recovery permissions, empty by default. `skip-corrupt`: set unreadable bytes in the middle of the log aside (copied to a side file) and keep the records after them, instead of refusing to start. `rebuild-events-only`: start when `herald.db` is missing, rebuilding events from the log (subscriptions, offsets and dead letters are lost).',
-  ),
-  HERALD_DELIVERY: withDefault(z.enum(['on', 'off']), 'on').describe(
-    '`off`: ingest and serve reads but deliver nothing (for example a backup restored into staging, which must not call real receivers).',
-  ),
-  HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
-    'Longest a graceful shutdown (SIGTERM/SIGINT) may take; then open requests are destroyed, state is persisted and the process exits.',
-  ),
-});
+    HERALD_NATS_REPLICAS: int(1, 5, 3).describe(
+      'HERALD_STORE=jetstream: replicas of every stream and bucket Herald creates (an append is acknowledged once a majority of them has it). Fixed when the streams are created; starting with another value is refused.',
+    ),
+    HERALD_NATS_PREFIX: withDefault(z.string().regex(NATS_PREFIX, 'expected 1 to 32 letters, digits, `_` or `-`'), 'herald').describe(
+      'HERALD_STORE=jetstream: prefix of every stream, subject and bucket name (`<prefix>_p0`, `<prefix>.p.0`, `<prefix>_idem`, `<prefix>_meta`); two deployments on one cluster need two prefixes.',
+    ),
+    HERALD_NATS_CREDS: z
+      .preprocess(unsetIfEmpty, z.string().optional())
+      .describe('HERALD_STORE=jetstream: a NATS credentials file (`.creds`: user JWT and NKey seed) to connect with.'),
+    HERALD_NATS_TLS_CA: z
+      .preprocess(unsetIfEmpty, z.string().optional())
+      .describe('HERALD_STORE=jetstream: a PEM file of CA certificates that TLS connections to the NATS servers are verified against.'),
+    HERALD_HOST: withDefault(z.string(), '127.0.0.1').describe('Address to listen on.'),
+    HERALD_PORT: int(0, 65535, 8080).describe('TCP port to listen on (0 picks a free port).'),
+    HERALD_DATA_DIR: withDefault(z.string(), './data').describe(
+      'Directory holding the write-ahead log (`wal/`) and the SQLite database (`herald.db`).',
+    ),
+    HERALD_FSYNC: withDefault(z.enum(['always', 'interval', 'never']), 'always').describe(
+      '`always`: answer only after an fsync covering the events (group commit). `interval`: fsync every HERALD_FSYNC_INTERVAL_MS. `never`: leave flushing to the OS.',
+    ),
+    HERALD_FSYNC_INTERVAL_MS: int(1, 60_000, 50).describe('fsync period for HERALD_FSYNC=interval.'),
+    HERALD_PARTITIONS: int(1, 4096, 16).describe('Number of partitions. Fixed when the data dir is created.'),
+    HERALD_MAX_BODY_BYTES: size(64 * KiB, 256 * MiB, '1MiB').describe(
+      'Largest accepted request body (bytes, or `512KiB`, `1MiB`); larger is a 413. At least 64 KiB.',
+    ),
+    HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
+      'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started.',
+    ),
+    // At least a second: 0 would delete every event as soon as it is stored.
+    HERALD_RETENTION: duration('7d')
+      .pipe(z.number().min(1000, 'must be at least 1s'))
+      .describe(
+        'How long stored events are kept (`7d`, `12h`, `90m`, `30s`, or milliseconds). Deletion is per whole log segment and goes by the time events were stored, not their `time` attribute: a segment (the active one included, rolled first) is deleted once its newest event is older than this. Deletion does not wait for subscriptions: they move past deleted events and count them as `expired`.',
+      ),
+    HERALD_MAX_LOG_BYTES: size(0, Number.MAX_SAFE_INTEGER, '0').describe(
+      'Largest size of the log (bytes, or `512MiB`, `100GiB`); `0`: no limit. When the log is larger, its oldest segments are deleted the same way as for HERALD_RETENTION.',
+    ),
+    HERALD_MIN_FREE_BYTES: size(0, Number.MAX_SAFE_INTEGER, '256MiB').describe(
+      'Free space to keep on the file system holding the data dir (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns.',
+    ),
+    HERALD_IDEMPOTENCY_WINDOW: duration('7d').describe(
+      'How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds).',
+    ),
+    HERALD_LOG_LEVEL: withDefault(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info').describe(
+      'Log level (JSON logs on stdout).',
+    ),
+    HERALD_PUBLIC_URL: z
+      .preprocess(unsetIfEmpty, z.url({ protocol: /^https?$/ }).optional())
+      .describe('Base URL of the gateway as receivers reach it; ack callback URLs (`herald-ack-url`) are built from it.'),
+    HERALD_API_KEYS: z
+      .preprocess(unsetIfEmpty, z.string().optional())
+      .describe(
+        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.',
+      ),
+    HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe(
+      'Allow running without API keys on a non-loopback address.',
+    ),
+    HERALD_SINK_ALLOW_PRIVATE: withDefault(z.stringbool(), 'true').describe(
+      '`false`: refuse sinks whose host is or resolves to a loopback, private (RFC 1918, fc00::/7, and 100.64.0.0/10, 198.18.0.0/15, fec0::/10), link-local (169.254.0.0/16, fe80::/10), unspecified, multicast or broadcast address (also in NAT64 or 6to4 form): a 400 `sink_not_allowed` at create and PATCH, and a dead letter (`sink_not_allowed`) when a delivery would connect to one (DNS rebinding).',
+    ),
+    HERALD_MAX_JSON_DEPTH: int(1, 1000, 64).describe(
+      'Deepest nesting of arrays and objects accepted in event data (structured, batch, and binary bodies with a JSON content type); deeper is a 400.',
+    ),
+    HERALD_RECOVERY: withDefault(
+      z
+        .string()
+        .transform((v) =>
+          v
+            .split(',')
+            .map((p) => p.trim())
+            .filter(Boolean),
+        )
+        .pipe(z.array(z.enum(RECOVERY_PERMISSIONS, { error: `expected a comma-separated set of ${RECOVERY_PERMISSIONS.join(', ')}` }))),
+      '',
+    ).describe(
+      'Comma-separated recovery permissions, empty by default. `skip-corrupt`: set unreadable bytes in the middle of the log aside (copied to a side file) and keep the records after them, instead of refusing to start. `rebuild-events-only`: start when `herald.db` is missing, rebuilding events from the log (subscriptions, offsets and dead letters are lost).',
+    ),
+    HERALD_DELIVERY: withDefault(z.enum(['on', 'off']), 'on').describe(
+      '`off`: ingest and serve reads but deliver nothing (for example a backup restored into staging, which must not call real receivers).',
+    ),
+    HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
+      'Longest a graceful shutdown (SIGTERM/SIGINT) may take; then open requests are destroyed, state is persisted and the process exits.',
+    ),
+  })
+  .superRefine((raw, ctx) => {
+    if (raw.HERALD_STORE === 'jetstream' && raw.HERALD_NATS_SERVERS.length === 0)
+      ctx.addIssue({ code: 'custom', path: ['HERALD_NATS_SERVERS'], message: 'required with HERALD_STORE=jetstream' });
+  });
 
 type RawConfig = z.output<typeof configSchema>;
 
+/** HERALD_NATS_*: where the JetStream engine keeps events (present only with HERALD_STORE=jetstream). */
+export interface NatsConfig {
+  servers: string[];
+  replicas: number;
+  prefix: string;
+  credsFile?: string;
+  tlsCaFile?: string;
+}
+
 export interface Config {
+  /** HERALD_STORE: which engine holds events. */
+  store: (typeof STORES)[number];
+  nats?: Readonly<NatsConfig>;
   host: string;
   port: number;
   dataDir: string;
@@ -178,6 +234,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
   }
   const raw = parsed.data;
   return Object.freeze({
+    store: raw.HERALD_STORE,
+    ...(raw.HERALD_STORE === 'jetstream' ? { nats: natsConfig(raw) } : {}),
     host: raw.HERALD_HOST.replace(/^\[(.*)\]$/, '$1'), // `[::1]` as in a URL means `::1`
     port: raw.HERALD_PORT,
     dataDir: raw.HERALD_DATA_DIR,
@@ -202,6 +260,16 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
   });
 }
 
+function natsConfig(raw: RawConfig): Readonly<NatsConfig> {
+  return Object.freeze({
+    servers: raw.HERALD_NATS_SERVERS,
+    replicas: raw.HERALD_NATS_REPLICAS,
+    prefix: raw.HERALD_NATS_PREFIX,
+    ...(raw.HERALD_NATS_CREDS !== undefined ? { credsFile: raw.HERALD_NATS_CREDS } : {}),
+    ...(raw.HERALD_NATS_TLS_CA !== undefined ? { tlsCaFile: raw.HERALD_NATS_TLS_CA } : {}),
+  });
+}
+
 /** Defaults as an operator would write them, where the parsed value reads badly. */
 const DEFAULT_TEXT: Partial<Record<keyof typeof configSchema.shape, string>> = {
   HERALD_MAX_BODY_BYTES: '1MiB',
@@ -213,6 +281,9 @@ const DEFAULT_TEXT: Partial<Record<keyof typeof configSchema.shape, string>> = {
   HERALD_PUBLIC_URL: 'http://HOST:PORT',
   HERALD_API_KEYS: '(none: open, loopback only)',
   HERALD_RECOVERY: '(empty)',
+  HERALD_NATS_SERVERS: '(none)',
+  HERALD_NATS_CREDS: '(none)',
+  HERALD_NATS_TLS_CA: '(none)',
 };
 
 /** Rows for the README's configuration table, generated from the schema. */

@@ -31,41 +31,41 @@ export interface StoreHealth {
   reason?: string;
 }
 
+/** A value, or a promise of it: what an engine whose reads cross the network may answer. */
+export type MaybePromise<T> = T | Promise<T>;
+
 /**
- * The storage seam: ingest and delivery see only this. The local backend is a
- * write-ahead log plus SQLite; a distributed one (NATS JetStream) would
- * implement the same contract.
+ * What the HTTP API (ingest, reads, the live tail, health) needs from an engine. Reads may be
+ * asynchronous: the JetStream engine (`src/jetstream/`) answers them from the cluster. The local
+ * engine answers synchronously and implements the narrower {@link EventStore}, which delivery and
+ * subscriptions need.
  */
-export interface EventStore {
+export interface EventLog {
   readonly partitions: number;
   /**
-   * Stores the events not seen before (by source+id) and resolves once they
-   * are durable under the fsync mode. All or nothing: on failure nothing of
-   * the call becomes visible. Rejects with AppError `unavailable` when the log
-   * cannot be written.
+   * Stores the events not seen before (by source+id) and resolves once they are durable (local: under
+   * the fsync mode; JetStream: acknowledged by a majority of the stream's replicas). Rejects with
+   * AppError `unavailable` (a 503 with `Retry-After`) when they cannot be. The local engine is all or
+   * nothing; the JetStream engine is not (see its `append`): after a rejection part of the call may be
+   * stored, and a retry answers those as duplicates.
    */
   append(events: CloudEvent[]): Promise<AppendResult[]>;
-  /** Up to `limit` durable events of a partition from `fromOffset`, in offset order, each verified by its checksum. */
-  read(partition: number, fromOffset: number, limit: number): ReadPage;
+  /** Up to `limit` durable events of a partition from `fromOffset`, in offset order, each verified. */
+  read(partition: number, fromOffset: number, limit: number): MaybePromise<ReadPage>;
   /**
    * The event stored under source+id, while its idempotency record is kept.
    * @throws AppError `corrupt_record` when its record fails its checksum
    */
-  lookup(source: string, id: string): StoredEvent | undefined;
+  lookup(source: string, id: string): MaybePromise<StoredEvent | undefined>;
   /** Next offset each partition will assign, indexed by partition. */
-  heads(): readonly number[];
+  heads(): MaybePromise<readonly number[]>;
   /**
    * The oldest offset each partition still stores (retention deletes older ones), indexed by
    * partition; equal to the head when the partition holds nothing. `read` answers from here when
    * asked for less.
    */
-  firstOffsets(): readonly number[];
+  firstOffsets(): MaybePromise<readonly number[]>;
   health(): StoreHealth;
-  /**
-   * The first offset of a partition stored at or after `atMs`, from an index, when the store has one
-   * that covers that time; undefined means "search the log" (callers fall back to a binary search).
-   */
-  offsetAtTime?(partition: number, atMs: number): number | undefined;
   /** Called after each durable append with the partitions that grew. Returns an unsubscribe function. */
   onAppend(listener: (partitions: ReadonlySet<number>) => void): () => void;
   /**
@@ -74,6 +74,23 @@ export interface EventStore {
    */
   onRetire(listener: (firstOffsets: readonly number[]) => void): () => void;
   close(): Promise<void>;
+}
+
+/**
+ * The storage seam of the local engine: an {@link EventLog} whose reads are synchronous, which is
+ * what delivery and subscriptions are built on. The local backend is a write-ahead log plus SQLite.
+ */
+export interface EventStore extends EventLog {
+  /** Up to `limit` durable events of a partition from `fromOffset`, in offset order, each verified by its checksum. */
+  read(partition: number, fromOffset: number, limit: number): ReadPage;
+  lookup(source: string, id: string): StoredEvent | undefined;
+  heads(): readonly number[];
+  firstOffsets(): readonly number[];
+  /**
+   * The first offset of a partition stored at or after `atMs`, from an index, when the store has one
+   * that covers that time; undefined means "search the log" (callers fall back to a binary search).
+   */
+  offsetAtTime?(partition: number, atMs: number): number | undefined;
 }
 
 /**

@@ -4,6 +4,7 @@ import path from 'node:path';
 import { crc32 } from 'node:zlib';
 import { loadConfig } from '../../src/config';
 import { startGateway, type Gateway } from '../../src/gateway';
+import { startJetStreamGateway, type JetStreamGateway } from '../../src/jetstream-gateway';
 import { createLogger } from '../../src/logger';
 import { cleanupTmpDirs, tmpDir } from './tmp';
 
@@ -15,6 +16,22 @@ export async function startTestGateway(env: Env = {}): Promise<Gateway & { dataD
   const config = loadConfig({ HERALD_PORT: '0', HERALD_LOG_LEVEL: 'silent', ...env, HERALD_DATA_DIR: dataDir });
   const gateway = await startGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent') });
   return Object.assign(gateway, { dataDir });
+}
+
+/**
+ * Starts a gateway on the JetStream engine in-process on an ephemeral port, on the cluster at
+ * `servers` (HERALD_NATS_SERVERS). Give two gateways the same HERALD_NATS_PREFIX to make them two
+ * nodes of one deployment.
+ */
+export async function startJetStreamTestGateway(servers: string, env: Env = {}): Promise<JetStreamGateway> {
+  const config = loadConfig({
+    HERALD_PORT: '0',
+    HERALD_LOG_LEVEL: 'silent',
+    HERALD_STORE: 'jetstream',
+    HERALD_NATS_SERVERS: servers,
+    ...env,
+  });
+  return startJetStreamGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent') });
 }
 
 /** A gateway started by {@link startTestGateway}. */

@@ -123,3 +123,58 @@ describe('loadConfig', () => {
     for (const row of configDocs()) expect(row.description.length).toBeGreaterThan(10);
   });
 });
+
+describe('loadConfig: the JetStream engine (HERALD_STORE, HERALD_NATS_*)', () => {
+  it('keeps the local engine by default and has no NATS settings then', () => {
+    const config = loadConfig({ HERALD_NATS_SERVERS: 'nats://127.0.0.1:4222' });
+    expect(config.store).toBe('local');
+    expect(config.nats).toBeUndefined();
+  });
+
+  it('reads the NATS settings with their defaults', () => {
+    const config = loadConfig({
+      HERALD_STORE: 'jetstream',
+      HERALD_NATS_SERVERS: ' nats://127.0.0.1:4222, tls://[::1]:4223 ,127.0.0.1:4224',
+    });
+    expect(config.store).toBe('jetstream');
+    expect(config.nats).toEqual({
+      servers: ['nats://127.0.0.1:4222', 'tls://[::1]:4223', '127.0.0.1:4224'],
+      replicas: 3,
+      prefix: 'herald',
+    });
+    expect(Object.isFrozen(config.nats)).toBe(true);
+  });
+
+  it('reads replicas, prefix, credentials and the TLS CA', () => {
+    const config = loadConfig({
+      HERALD_STORE: 'jetstream',
+      HERALD_NATS_SERVERS: 'nats://a:4222',
+      HERALD_NATS_REPLICAS: '1',
+      HERALD_NATS_PREFIX: 'herald-staging_2',
+      HERALD_NATS_CREDS: '/etc/herald/herald.creds',
+      HERALD_NATS_TLS_CA: '/etc/herald/ca.pem',
+    });
+    expect(config.nats).toEqual({
+      servers: ['nats://a:4222'],
+      replicas: 1,
+      prefix: 'herald-staging_2',
+      credsFile: '/etc/herald/herald.creds',
+      tlsCaFile: '/etc/herald/ca.pem',
+    });
+  });
+
+  it.each<[string, Record<string, string>, RegExp]>([
+    ['no servers', { HERALD_STORE: 'jetstream' }, /HERALD_NATS_SERVERS: required with HERALD_STORE=jetstream/],
+    ['only commas', { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: ' , ' }, /HERALD_NATS_SERVERS: required/],
+    ['a URL of another scheme', { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'http://127.0.0.1:4222' }, /HERALD_NATS_SERVERS/],
+    ['a URL with a path', { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'nats://h:4222/x' }, /HERALD_NATS_SERVERS/],
+    ['zero replicas', { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'h:1', HERALD_NATS_REPLICAS: '0' }, /HERALD_NATS_REPLICAS/],
+    ['six replicas', { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'h:1', HERALD_NATS_REPLICAS: '6' }, /HERALD_NATS_REPLICAS/],
+    ['a prefix with a dot', { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'h:1', HERALD_NATS_PREFIX: 'a.b' }, /HERALD_NATS_PREFIX/],
+    ['an unknown engine', { HERALD_STORE: 'kafka' }, /HERALD_STORE/],
+  ])('refuses %s with one line naming the variable', (_label, env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+    expect(() => loadConfig(env)).not.toThrow(/\n/);
+  });
+});

@@ -1,0 +1,128 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import type express from 'express';
+import type { Logger } from 'pino';
+import { StartupError } from '../errors';
+import type { Authorizer } from './auth';
+import { sendProblem } from './problem';
+import { keyNames, normalizeRequestTarget } from './routing';
+
+const SHUTDOWN_GRACE_MS = 10_000;
+
+function pathOf(url: string | undefined): string {
+  const raw = url ?? '/';
+  const q = raw.indexOf('?');
+  return q === -1 ? raw : raw.slice(0, q);
+}
+
+/** The access log: one `debug` line per answered request, with the API key's name (never the secret). */
+function logAnswered(log: Logger) {
+  return (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const started = performance.now();
+    res.once('finish', () => {
+      const ms = Math.round((performance.now() - started) * 10) / 10;
+      // Delivery ids and handshake tokens are credentials: the access log never carries them.
+      const path = pathOf(req.url).replace(/^\/(deliveries|validations)\/[^/]+/, '/$1/***');
+      log.debug({ method: req.method, path, status: res.statusCode, ms, key: keyNames.get(res) }, 'http request');
+    });
+  };
+}
+
+export interface HttpServerDeps {
+  log: Logger;
+  authorize: Authorizer;
+  /** The `POST /events` handler, served before express (the ingest hot path). */
+  ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
+  app: express.Express;
+  /** A publish refused before the ingest handler (no key, wrong scope), by problem code (metrics). */
+  ingestRejected: (code: string) => void;
+}
+
+export interface HttpServer {
+  /** @throws StartupError when the address cannot be listened on (HERALD_HOST, HERALD_PORT) */
+  listen(port: number, host: string): Promise<{ url: string; port: number }>;
+  /**
+   * Stops accepting, lets requests in flight finish (keep-alive clients are told `Connection: close`)
+   * and destroys connections still open after min(10 s, half of `shutdownTimeoutMs`).
+   */
+  close(shutdownTimeoutMs: number): Promise<void>;
+}
+
+/** The node:http server every engine's gateway listens with: the ingest fast path, then express. */
+export function createHttpServer(deps: HttpServerDeps): HttpServer {
+  const { log, authorize, ingest, app } = deps;
+  // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
+  const unanswered = new Set<http.ServerResponse>();
+  const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
+  const server = http.createServer((req, res) => {
+    unanswered.add(res);
+    res.once('close', () => unanswered.delete(res));
+    logWhenAnswered?.(req, res);
+    try {
+      // Routes see the origin form only: no `#fragment`, no `http://host` prefix (else a 400).
+      req.url = normalizeRequestTarget(req.method, req.url);
+      // The ingest hot path skips express (whose `POST /events` route runs the same handler): exact path, case-sensitive.
+      if (req.method === 'POST' && pathOf(req.url) === '/events') {
+        const key = authorize('publish', req.headers.authorization);
+        if (key) keyNames.set(res, key.name);
+        void ingest(req, res);
+        return;
+      }
+    } catch (err) {
+      req.resume();
+      const code = sendProblem(res, err, log);
+      // A publish refused before the ingest handler (no key, wrong scope) is still a rejected POST /events.
+      if (req.method === 'POST' && pathOf(req.url) === '/events') deps.ingestRejected(code);
+      return;
+    }
+    if (req.url === '*') {
+      res.writeHead(204, { allow: 'GET, HEAD, POST, PATCH, DELETE, OPTIONS' }).end(); // OPTIONS *
+      return;
+    }
+    app(req, res);
+  });
+  server.keepAliveTimeout = 65_000;
+  // Read every header (the 16 KiB header size limit still bounds them): node drops those past 2,000
+  // by default, and a repeated `ce-id` there would go unseen.
+  server.maxHeadersCount = 0;
+
+  async function listen(port: number, host: string): Promise<{ url: string; port: number }> {
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(port, host, () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      if (
+        e.code === 'EADDRINUSE' ||
+        e.code === 'EACCES' ||
+        e.code === 'EADDRNOTAVAIL' ||
+        e.code === 'ENOTFOUND' ||
+        e.code === 'EAFNOSUPPORT'
+      ) {
+        throw new StartupError(`cannot listen on ${host} port ${port}: ${e.code} (HERALD_HOST, HERALD_PORT)`);
+      }
+      throw err;
+    }
+    const bound = (server.address() as AddressInfo).port;
+    const urlHost = host.includes(':') ? `[${host}]` : host;
+    return { url: `http://${urlHost}:${bound}`, port: bound };
+  }
+
+  async function close(shutdownTimeoutMs: number): Promise<void> {
+    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // Otherwise a request in flight now leaves its connection open until the grace period ends.
+    for (const res of unanswered) if (!res.headersSent) res.setHeader('connection', 'close');
+    server.closeIdleConnections();
+    const force = setTimeout(() => server.closeAllConnections(), Math.min(SHUTDOWN_GRACE_MS, shutdownTimeoutMs / 2));
+    force.unref();
+    await closed;
+    clearTimeout(force);
+  }
+
+  return { listen, close };
+}

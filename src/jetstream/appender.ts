@@ -1,0 +1,189 @@
+import type { JetStreamClient, KV, PubAck } from 'nats';
+import type { CloudEvent } from '../cloudevents/event';
+import { eventId, eventSource } from '../cloudevents/event';
+import { partitionOf } from '../cloudevents/partition';
+import type { AppendResult } from '../wal/event-store';
+import { encodeEventMessage } from './codec';
+import { idempotencyKey, type JetStreamNames } from './names';
+import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
+
+/**
+ * Ingest on JetStream: one event is three steps, each acknowledged by a majority of replicas.
+ *
+ *   1. claim   `kv.create(key, {p})`            the idempotency record, first writer wins, cluster-wide;
+ *                                               `p` is the partition the event goes to, fixed from now on
+ *   2. publish `js.publish(<prefix>.p.<p>, …, Nats-Msg-Id: key)`
+ *                                               the event; offset = stream sequence − 1
+ *   3. settle  `kv.update(key, {p, o}, claimRevision)`
+ *                                               the record now names the offset
+ *   then the 2xx.
+ *
+ * `key` is SHA-256(source NUL id); the bucket's TTL is HERALD_IDEMPOTENCY_WINDOW; the stream's
+ * `Nats-Msg-Id` window is {@link DUPLICATE_WINDOW_MS} (2 minutes, in server memory).
+ *
+ * Whoever finds a claim without an offset (its writer crashed, timed out, or is still at work)
+ * completes it: it publishes its own copy of the event to the claimed partition with the same
+ * `Nats-Msg-Id`, then settles. A crash (of a node, or a lost connection) between any two steps:
+ *
+ *   - before 1 ends: nothing is stored or claimed; a retry is a new event.
+ *   - between 1 and 2 (claimed, not published): nothing is stored. A retry completes the claim
+ *     and stores the event once, answered as new (202, `duplicate: false`).
+ *   - between 2 and 3 (published, not settled): the event is stored but not acknowledged. A retry
+ *     within 2 minutes publishes with the same `Nats-Msg-Id`; JetStream answers the original
+ *     sequence as a duplicate, and the retry settles and answers it (`duplicate: true`, original
+ *     partition and offset). A retry after 2 minutes stores the event a second time (a duplicate
+ *     stored, never acknowledged twice) and settles on the second copy; the first stays in the
+ *     partition unreferenced. This is the only way a source+id can be stored twice.
+ *   - between 3 and the answer: a retry finds the offset and answers `duplicate: true` with it.
+ *
+ * So a crash can cause at most one extra stored copy, never a lost acknowledged event (the 2xx
+ * comes after all three steps) and never a wrong duplicate answer (a duplicate is answered only
+ * from a settled record, or from JetStream's own de-duplication of the same key in the same stream).
+ * Until a record is settled, `GET /events?source&id` answers 404 for it. Concurrent requests for
+ * one source+id, on any nodes, store it once: all publish with the same `Nats-Msg-Id` to the same
+ * partition, and one settles (the others' `update` loses and reads the settled record).
+ *
+ * A batch is not all or nothing (2.9.10 has no atomic batch publish): claims run concurrently,
+ * publishes go out in input order (so offsets within a partition follow it), then settles; if any
+ * step of any event fails the request is a 503, what was stored stays, and a retry of the batch
+ * answers it as duplicates.
+ */
+
+/** What the idempotency record holds: the partition claimed, then its offset (`o`) once settled. */
+interface Claim {
+  p: number;
+  o?: number;
+}
+
+const MAX_CLAIM_ATTEMPTS = 3;
+/** How long a publish may wait for its acknowledgement before the request is answered 503. */
+export const PUBLISH_TIMEOUT_MS = 5000;
+
+const encodeClaim = (claim: Claim) => JSON.stringify(claim);
+
+function decodeClaim(value: Uint8Array): Claim {
+  const claim = JSON.parse(Buffer.from(value).toString('utf8')) as Claim;
+  if (!Number.isInteger(claim.p) || (claim.o !== undefined && !Number.isInteger(claim.o))) throw new Error('malformed idempotency record');
+  return claim;
+}
+
+/** Where an event of the request ended up. */
+export interface Outcome {
+  partition: number;
+  offset: number;
+  duplicate: boolean;
+}
+
+export interface AppenderDeps {
+  js: JetStreamClient;
+  kv: KV;
+  names: JetStreamNames;
+  partitions: number;
+  /** Told where the request's events are, as soon as they are settled (also when another event of the request failed). */
+  onSettled?: (outcomes: Outcome[]) => void;
+}
+
+/** A claimed record: ours or someone else's, settled or not, and the revision to settle it from. */
+type Claimed = { claim: Claim; revision: number };
+
+export function createAppender(deps: AppenderDeps) {
+  const { js, kv, names, partitions } = deps;
+
+  /** Step 1: our claim, or the record that is already there. */
+  async function claim(key: string, partition: number): Promise<Claimed> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const revision = await kv.create(key, encodeClaim({ p: partition }));
+        return { claim: { p: partition }, revision };
+      } catch (err) {
+        if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
+      }
+      let entry;
+      try {
+        entry = await kv.get(key);
+      } catch (err) {
+        throw clusterUnavailable(err, 'read idempotency keys');
+      }
+      if (entry && entry.operation === 'PUT') return { claim: decodeClaim(entry.value), revision: entry.revision };
+      // Expired or deleted between our create and our get: claim again.
+      if (attempt >= MAX_CLAIM_ATTEMPTS)
+        throw clusterUnavailable(new Error('the idempotency record keeps changing'), 'record idempotency keys');
+    }
+  }
+
+  /** Step 2. Called synchronously in input order by {@link append}, so a partition's offsets follow it. */
+  function publish(event: CloudEvent, key: string, partition: number): Promise<PubAck> {
+    return js
+      .publish(names.subject(partition), encodeEventMessage(event), {
+        msgID: key,
+        expect: { streamName: names.stream(partition) },
+        timeout: PUBLISH_TIMEOUT_MS,
+      })
+      .catch((err: unknown) => {
+        throw clusterUnavailable(err, 'store events');
+      });
+  }
+
+  /** Step 3: records the offset, or learns the one another node recorded first. */
+  async function settle(key: string, claimed: Claimed, ack: PubAck): Promise<Outcome> {
+    const offset = ack.seq - 1;
+    try {
+      await kv.update(key, encodeClaim({ p: claimed.claim.p, o: offset }), claimed.revision);
+      return { partition: claimed.claim.p, offset, duplicate: ack.duplicate };
+    } catch (err) {
+      if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
+    }
+    let entry;
+    try {
+      entry = await kv.get(key);
+    } catch (err) {
+      throw clusterUnavailable(err, 'read idempotency keys');
+    }
+    const settled = entry?.operation === 'PUT' ? decodeClaim(entry.value) : undefined;
+    if (settled?.o === undefined) throw clusterUnavailable(new Error('the idempotency record was not settled'), 'record idempotency keys');
+    const same = settled.p === claimed.claim.p && settled.o === offset;
+    return { partition: settled.p, offset: settled.o, duplicate: same ? ack.duplicate : true };
+  }
+
+  /**
+   * Stores the events not seen before (by source+id) and answers each, in input order.
+   * @throws AppError `unavailable` when any step of any event failed (what was stored stays; see above)
+   */
+  async function append(events: CloudEvent[]): Promise<AppendResult[]> {
+    const keys = events.map((e) => idempotencyKey(eventSource(e), eventId(e)));
+    // A source+id repeated within the request is answered as a duplicate of its first occurrence.
+    const first = new Map<string, number>();
+    keys.forEach((key, i) => first.has(key) || first.set(key, i));
+    const unique = [...first.values()];
+
+    const claims = await Promise.allSettled(unique.map((i) => claim(keys[i]!, partitionOf(events[i]!, partitions))));
+    const acks = unique.map((i, u) => {
+      const c = claims[u]!;
+      if (c.status === 'rejected' || c.value.claim.o !== undefined) return undefined;
+      return publish(events[i]!, keys[i]!, c.value.claim.p);
+    });
+    const outcomes = await Promise.allSettled(
+      unique.map(async (i, u) => {
+        const c = claims[u]!;
+        if (c.status === 'rejected') throw c.reason;
+        if (c.value.claim.o !== undefined) return { partition: c.value.claim.p, offset: c.value.claim.o, duplicate: true };
+        return settle(keys[i]!, c.value, await acks[u]!);
+      }),
+    );
+
+    const byKey = new Map<string, Outcome>();
+    let failure: unknown;
+    outcomes.forEach((o, u) => {
+      if (o.status === 'fulfilled') byKey.set(keys[unique[u]!]!, o.value);
+      else failure ??= o.reason;
+    });
+    deps.onSettled?.([...byKey.values()]);
+    if (failure !== undefined) throw failure;
+    return events.map((e, i) => {
+      const outcome = byKey.get(keys[i]!)!;
+      return { id: eventId(e), source: eventSource(e), ...outcome, duplicate: outcome.duplicate || first.get(keys[i]!) !== i };
+    });
+  }
+
+  return { append };
+}

@@ -1,0 +1,151 @@
+import type { JetStreamManager, StreamInfo } from 'nats';
+import type { Logger } from 'pino';
+import type { StoreHealth } from '../wal/event-store';
+import type { JetStreamNames } from './names';
+import { clusterUnavailable, natsReason } from './nats-errors';
+
+/** How often the cluster's ability to take writes is checked (for `/readyz` and ingest's fast 503). */
+export const PROBE_INTERVAL_MS = 1000;
+
+/** Heads and first offsets of every partition, as the stream leaders report them. */
+export interface Bounds {
+  heads: number[];
+  firstOffsets: number[];
+}
+
+/**
+ * Whether a stream can take writes now: it has a leader, and the leader with the replicas it
+ * reports current make a majority of the configured replicas. (A leader that lost its followers
+ * keeps the title for a few seconds before it steps down; counting current replicas sees it first.)
+ * A stream of one server outside a cluster has no `cluster` block: it can write when it answers.
+ */
+export function streamWritable(info: StreamInfo): string | undefined {
+  const cluster = info.cluster;
+  if (!cluster) return undefined;
+  if (!cluster.leader) return `stream ${info.config.name} has no leader`;
+  const current = 1 + (cluster.replicas ?? []).filter((r) => r.current).length;
+  const needed = Math.floor(info.config.num_replicas / 2) + 1;
+  return current >= needed
+    ? undefined
+    : `stream ${info.config.name} has ${current} current of ${info.config.num_replicas} replicas (needs ${needed})`;
+}
+
+/** An offset range from a stream's state: offset = sequence − 1; an empty stream's first offset is its head. */
+export function boundsOf(info: StreamInfo): { head: number; first: number } {
+  const head = info.state.last_seq;
+  const first = info.state.messages === 0 ? head : Math.max(0, info.state.first_seq - 1);
+  return { head, first: Math.min(first, head) };
+}
+
+export interface ClusterMonitor {
+  health(): StoreHealth;
+  /** Fresh bounds of every partition from the stream leaders, never below what this node has appended. */
+  bounds(): Promise<Bounds>;
+  /** Fresh bounds of one partition. */
+  boundsOf(partition: number): Promise<{ head: number; first: number }>;
+  /** The last heads and stored bytes seen (for metrics: never waits on the cluster). */
+  snapshot(): { heads: readonly number[]; bytes: number };
+  /** Records an append acknowledged to this node: heads never go below it. */
+  appended(partition: number, offset: number): void;
+  /** Marks the cluster unwritable at once (a lost connection); the next probe decides again. */
+  down(reason: string): void;
+  /** Starts probing; resolves once the first probe has answered (ready or not). */
+  start(): Promise<void>;
+  stop(): void;
+}
+
+/**
+ * Checks every second that each partition stream and the idempotency bucket's stream has a leader
+ * and a quorum of current replicas; `/readyz` and ingest read the outcome. The same stream infos
+ * refresh the heads the metrics show.
+ */
+export function createClusterMonitor(deps: {
+  jsm: JetStreamManager;
+  names: JetStreamNames;
+  partitions: number;
+  log: Logger;
+}): ClusterMonitor {
+  const { jsm, names, partitions, log } = deps;
+  let state: StoreHealth = { writable: false, reason: 'the JetStream cluster has not been checked yet' };
+  const heads = new Array<number>(partitions).fill(0);
+  let bytes = 0;
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+
+  const setState = (next: StoreHealth) => {
+    if (next.writable !== state.writable) {
+      if (next.writable) log.info('the JetStream cluster takes writes again');
+      else log.warn({ reason: next.reason }, 'the JetStream cluster cannot take writes');
+    }
+    state = next;
+  };
+
+  const note = (partition: number, info: StreamInfo) => {
+    heads[partition] = Math.max(heads[partition]!, boundsOf(info).head);
+  };
+
+  async function probe(): Promise<void> {
+    const streams = [...Array.from({ length: partitions }, (_, p) => names.stream(p)), names.idempotencyStream];
+    const infos = await Promise.allSettled(streams.map((s) => jsm.streams.info(s)));
+    let reason: string | undefined;
+    let total = 0;
+    infos.forEach((result, i) => {
+      if (result.status === 'rejected') {
+        reason ??= `stream ${streams[i]}: ${natsReason(result.reason)}`;
+        return;
+      }
+      reason ??= streamWritable(result.value);
+      if (i < partitions) {
+        note(i, result.value);
+        total += result.value.state.bytes;
+      }
+    });
+    if (!reason) bytes = total;
+    setState(reason ? { writable: false, reason } : { writable: true });
+  }
+
+  const loop = (): Promise<void> => {
+    if (stopped) return Promise.resolve();
+    return probe()
+      .catch((err: unknown) => setState({ writable: false, reason: natsReason(err) }))
+      .finally(() => {
+        if (!stopped) timer = setTimeout(loop, PROBE_INTERVAL_MS).unref();
+      });
+  };
+
+  async function boundsOfPartition(partition: number): Promise<{ head: number; first: number }> {
+    let info: StreamInfo;
+    try {
+      info = await jsm.streams.info(names.stream(partition));
+    } catch (err) {
+      throw clusterUnavailable(err, 'read partition bounds');
+    }
+    note(partition, info);
+    const b = boundsOf(info);
+    return { head: heads[partition]!, first: Math.min(b.first, heads[partition]!) };
+  }
+
+  return {
+    health: () => state,
+    boundsOf: boundsOfPartition,
+    async bounds() {
+      const all = await Promise.all(Array.from({ length: partitions }, (_, p) => boundsOfPartition(p)));
+      return { heads: all.map((b) => b.head), firstOffsets: all.map((b) => b.first) };
+    },
+    snapshot: () => ({ heads: heads.slice(), bytes }),
+    appended(partition, offset) {
+      heads[partition] = Math.max(heads[partition]!, offset + 1);
+    },
+    down(reason) {
+      setState({ writable: false, reason });
+    },
+    start() {
+      stopped = false;
+      return loop();
+    },
+    stop() {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+    },
+  };
+}

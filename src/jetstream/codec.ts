@@ -1,0 +1,53 @@
+import type { CloudEvent, EventData } from '../cloudevents/event';
+
+/**
+ * The payload of one event message in a partition stream (little-endian):
+ *
+ *   u8 version (1) | u8 dataKind | u32 attrsLength | attributes JSON | data
+ *
+ * the same body as the local log's records without what JetStream already records for every
+ * message (its partition is the stream, its offset the stream sequence − 1, its stored time the
+ * message timestamp; the server checksums what it stores). Data is kept byte for byte, as received.
+ */
+const VERSION = 1;
+const FIXED_BYTES = 1 + 1 + 4;
+const DATA_KINDS = ['none', 'json', 'bytes', 'base64'] as const;
+
+export function encodeEventMessage(event: CloudEvent): Buffer {
+  const attrs = Buffer.from(JSON.stringify(event.attributes), 'utf8');
+  const data = event.data;
+  const dataBytes =
+    data.kind === 'json' ? Buffer.from(JSON.stringify(data.value), 'utf8') : data.kind === 'none' ? Buffer.alloc(0) : data.bytes;
+  const head = Buffer.allocUnsafe(FIXED_BYTES);
+  head.writeUInt8(VERSION, 0);
+  head.writeUInt8(DATA_KINDS.indexOf(data.kind), 1);
+  head.writeUInt32LE(attrs.length, 2);
+  return Buffer.concat([head, attrs, dataBytes]);
+}
+
+/** @throws Error when `payload` is not an event message of this format (never served then). */
+export function decodeEventMessage(payload: Uint8Array): CloudEvent {
+  const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  if (buf.length < FIXED_BYTES || buf.readUInt8(0) !== VERSION) throw new Error('not a Herald event message');
+  const kind = DATA_KINDS[buf.readUInt8(1)];
+  const attrsEnd = FIXED_BYTES + buf.readUInt32LE(2);
+  if (kind === undefined || attrsEnd > buf.length) throw new Error('malformed Herald event message');
+  const attributes = JSON.parse(buf.toString('utf8', FIXED_BYTES, attrsEnd)) as CloudEvent['attributes'];
+  if (typeof attributes !== 'object' || attributes === null || typeof attributes.id !== 'string' || typeof attributes.source !== 'string')
+    throw new Error('malformed Herald event message attributes');
+  const rest = buf.subarray(attrsEnd);
+  let data: EventData;
+  switch (kind) {
+    case 'json':
+      data = { kind, value: JSON.parse(rest.toString('utf8')) };
+      break;
+    case 'bytes':
+    case 'base64':
+      data = { kind, bytes: Buffer.from(rest) };
+      break;
+    default:
+      if (rest.length > 0) throw new Error('malformed Herald event message: data after an event without data');
+      data = { kind: 'none' };
+  }
+  return { attributes, data };
+}

@@ -1,0 +1,43 @@
+import { AppError } from '../errors';
+
+/** Seconds a client is told to wait before retrying a write the cluster could not take. */
+export const RETRY_AFTER_SECONDS = 1;
+
+interface NatsLikeError {
+  code?: string;
+  message?: string;
+  api_error?: { code?: number; err_code?: number; description?: string };
+}
+
+const asNats = (err: unknown): NatsLikeError => (typeof err === 'object' && err !== null ? (err as NatsLikeError) : {});
+
+/** JetStream's "wrong last sequence" (err_code 10071): a KV `create` of a key that exists, or an `update` that lost its race. */
+export function isWrongLastSequence(err: unknown): boolean {
+  const e = asNats(err);
+  return e.api_error?.err_code === 10071 || /wrong last sequence/i.test(e.message ?? '');
+}
+
+/** "no message found" (404 from a stream message get; err_code 10037). */
+export function isNotFound(err: unknown): boolean {
+  const e = asNats(err);
+  return e.code === '404' || e.api_error?.code === 404 || /no message found|message not found/i.test(e.message ?? '');
+}
+
+/** A short, single-line reason for logs and problems. */
+export function natsReason(err: unknown): string {
+  const e = asNats(err);
+  const text = e.api_error?.description ?? e.message ?? String(err);
+  return e.code && !text.includes(e.code) ? `${e.code}: ${text}` : text;
+}
+
+/**
+ * The one mapping from a failed cluster operation to the API: `unavailable` (503 + `Retry-After`).
+ * Timeouts, "no responders" (no stream leader), a lost connection, a stream without quorum all mean
+ * the same to a client: retry later; whatever of the request was stored is answered as a duplicate then.
+ */
+export function clusterUnavailable(err: unknown, what: string): AppError {
+  return new AppError('unavailable', `the JetStream cluster cannot ${what} right now (${natsReason(err)}); retry later`, {
+    cause: err,
+    retryAfter: RETRY_AFTER_SECONDS,
+  });
+}

@@ -1,0 +1,163 @@
+import {
+  DiscardPolicy,
+  RetentionPolicy,
+  StorageType,
+  millis,
+  nanos,
+  type JetStreamClient,
+  type JetStreamManager,
+  type KV,
+  type StreamConfig,
+  type StreamInfo,
+} from 'nats';
+import type { Logger } from 'pino';
+import { StartupError } from '../errors';
+import type { JetStreamNames } from './names';
+import { natsReason } from './nats-errors';
+
+/** JetStream's own publish de-duplication window (`Nats-Msg-Id`): short, it lives in server memory. */
+export const DUPLICATE_WINDOW_MS = 120_000;
+
+export interface ProvisionOptions {
+  js: JetStreamClient;
+  jsm: JetStreamManager;
+  names: JetStreamNames;
+  partitions: number;
+  replicas: number;
+  idempotencyWindowMs: number;
+  log: Logger;
+}
+
+/** What the streams were created with, kept in `<prefix>_meta` under `layout`. */
+interface Layout {
+  partitions: number;
+  replicas: number;
+  createdAt: string;
+}
+
+const isStreamNotFound = (err: unknown) => /stream not found/i.test((err as Error)?.message ?? '');
+
+/** One line for a start-up failure of a cluster call: what was being done and why it failed. */
+function failed(what: string, err: unknown): StartupError {
+  return new StartupError(`cannot ${what} on the JetStream cluster: ${natsReason(err)} (HERALD_NATS_SERVERS, HERALD_NATS_REPLICAS)`);
+}
+
+async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
+  try {
+    return await jsm.streams.info(name);
+  } catch (err) {
+    if (isStreamNotFound(err)) return undefined;
+    throw failed(`read stream ${name}`, err);
+  }
+}
+
+/** Refuses a stream that exists with settings Herald's meaning depends on other than configured. */
+function checkExisting(info: StreamInfo, want: Partial<StreamConfig>): void {
+  const name = info.config.name;
+  if (info.config.num_replicas !== want.num_replicas)
+    throw new StartupError(
+      `JetStream stream ${name} has ${info.config.num_replicas} replicas, but HERALD_NATS_REPLICAS=${want.num_replicas}; start with the value it was created with, or use another HERALD_NATS_PREFIX`,
+    );
+  if (want.subjects && JSON.stringify(info.config.subjects) !== JSON.stringify(want.subjects))
+    throw new StartupError(
+      `JetStream stream ${name} holds subjects ${JSON.stringify(info.config.subjects)}, not ${JSON.stringify(want.subjects)}: it is not Herald's; use another HERALD_NATS_PREFIX`,
+    );
+}
+
+/** Creates the stream, or checks the one that exists (idempotent: several nodes may start at once). */
+async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }, log: Logger): Promise<void> {
+  const existing = await streamInfo(jsm, config.name);
+  if (existing) return checkExisting(existing, config);
+  try {
+    await jsm.streams.add(config);
+    log.info({ stream: config.name, replicas: config.num_replicas }, 'JetStream stream created');
+  } catch (err) {
+    // Another node created it between our look and our add: check what it made.
+    const raced = await streamInfo(jsm, config.name);
+    if (raced) return checkExisting(raced, config);
+    throw failed(`create stream ${config.name}`, err);
+  }
+}
+
+/** The partition streams: one subject each, nothing deleted from the middle, reads from any replica. */
+export function partitionStreamConfig(
+  names: JetStreamNames,
+  partition: number,
+  replicas: number,
+): Partial<StreamConfig> & { name: string } {
+  return {
+    name: names.stream(partition),
+    subjects: [names.subject(partition)],
+    num_replicas: replicas,
+    storage: StorageType.File,
+    retention: RetentionPolicy.Limits,
+    discard: DiscardPolicy.Old,
+    // Offsets are sequence − 1, dense: a single message may never be deleted (purge and limits, later
+    // retention, remove from the front only, which keeps them dense from the first offset).
+    deny_delete: true,
+    allow_direct: true,
+    duplicate_window: nanos(DUPLICATE_WINDOW_MS),
+  };
+}
+
+/** Compares the layout record with the configuration, creating it on a fresh cluster (first writer wins). */
+async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<void> {
+  const mine: Layout = { partitions: opts.partitions, replicas: opts.replicas, createdAt: new Date().toISOString() };
+  let layout: Layout;
+  try {
+    await kv.create('layout', JSON.stringify(mine));
+    return;
+  } catch (err) {
+    const entry = await kv.get('layout').catch((e: unknown) => {
+      throw failed(`read ${opts.names.metaBucket}`, e);
+    });
+    if (!entry) throw failed(`record the layout in ${opts.names.metaBucket}`, err);
+    layout = entry.json<Layout>();
+  }
+  if (layout.partitions !== opts.partitions)
+    throw new StartupError(
+      `the JetStream streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created with ${layout.partitions} partitions, but HERALD_PARTITIONS=${opts.partitions}`,
+    );
+  if (layout.replicas !== opts.replicas)
+    throw new StartupError(
+      `the JetStream streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created with ${layout.replicas} replicas, but HERALD_NATS_REPLICAS=${opts.replicas}`,
+    );
+}
+
+async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number | undefined): Promise<KV> {
+  const stream = `KV_${bucket}`;
+  const existing = await streamInfo(opts.jsm, stream);
+  if (existing) checkExisting(existing, { num_replicas: opts.replicas });
+  try {
+    // allow_direct off: reads go to the stream leader, so a record written through one node is seen
+    // at once through every other (a follower that lags could answer "absent").
+    const kv = await opts.js.views.kv(bucket, {
+      replicas: opts.replicas,
+      history: 1,
+      storage: StorageType.File,
+      allow_direct: false,
+      ...(ttlMs ? { ttl: ttlMs } : {}),
+    });
+    if (existing && ttlMs && millis(existing.config.max_age) !== ttlMs) {
+      await opts.jsm.streams.update(stream, { ...existing.config, max_age: nanos(ttlMs) });
+      opts.log.info({ bucket, ttlMs }, 'idempotency bucket TTL changed to HERALD_IDEMPOTENCY_WINDOW');
+    }
+    return kv;
+  } catch (err) {
+    if (err instanceof StartupError) throw err;
+    throw failed(`open the KV bucket ${bucket}`, err);
+  }
+}
+
+/**
+ * Creates (or checks) everything Herald keeps on the cluster, at start-up, idempotently: the layout
+ * record, one stream per partition, the idempotency bucket with a TTL of HERALD_IDEMPOTENCY_WINDOW.
+ * @throws StartupError when the cluster holds a layout or stream other than configured, or refuses to create one
+ */
+export async function provision(opts: ProvisionOptions): Promise<{ idempotency: KV }> {
+  const meta = await openBucket(opts, opts.names.metaBucket, undefined);
+  await checkLayout(meta, opts);
+  for (let p = 0; p < opts.partitions; p++) await ensureStream(opts.jsm, partitionStreamConfig(opts.names, p, opts.replicas), opts.log);
+  const idempotency = await openBucket(opts, opts.names.idempotencyBucket, opts.idempotencyWindowMs);
+  return { idempotency };
+}

@@ -1,0 +1,97 @@
+import type { JetStreamManager, KV, StoredMsg } from 'nats';
+import type { Logger } from 'pino';
+import { AppError } from '../errors';
+import type { ReadPage, StoredEvent } from '../wal/event-store';
+import type { ClusterMonitor } from './cluster-monitor';
+import { decodeEventMessage } from './codec';
+import { idempotencyKey, type JetStreamNames } from './names';
+import { clusterUnavailable, isNotFound } from './nats-errors';
+
+/** Direct gets in flight at once for one page (each is one small request on the shared connection). */
+const READ_CONCURRENCY = 128;
+
+/** nats.js's manager has direct gets (`$JS.API.DIRECT.GET`), though its exported interface does not list them. */
+type WithDirectGet = JetStreamManager & { direct: { getMessage(stream: string, query: { seq: number }): Promise<StoredMsg> } };
+
+export interface ReadsDeps {
+  jsm: JetStreamManager;
+  kv: KV;
+  names: JetStreamNames;
+  monitor: ClusterMonitor;
+  log: Logger;
+}
+
+/**
+ * Reads from the cluster. A message is fetched by a direct get (any replica answers); a replica that
+ * has not caught up answers "not found", so a miss below the head asks the stream leader before it
+ * counts as a gap. Lookups read the idempotency record from the bucket's leader (the bucket has no
+ * direct gets), so an event acknowledged through any node is found through every other at once.
+ */
+export function createReads(deps: ReadsDeps) {
+  const { jsm, kv, names, monitor, log } = deps;
+
+  async function messageAt(partition: number, seq: number): Promise<StoredMsg | undefined> {
+    const stream = names.stream(partition);
+    try {
+      return await (jsm as WithDirectGet).direct.getMessage(stream, { seq });
+    } catch (err) {
+      if (!isNotFound(err)) throw clusterUnavailable(err, 'read events');
+    }
+    try {
+      return await jsm.streams.getMessage(stream, { seq });
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw clusterUnavailable(err, 'read events');
+    }
+  }
+
+  /** The event in a message, or undefined (logged) when its payload is not one Herald wrote. */
+  function decode(partition: number, msg: StoredMsg): StoredEvent | undefined {
+    try {
+      return { partition, offset: msg.seq - 1, storedAt: msg.time.getTime(), event: decodeEventMessage(msg.data) };
+    } catch (err) {
+      log.error({ err, partition, offset: msg.seq - 1, stream: names.stream(partition) }, 'corrupt event message in a partition stream');
+      return undefined;
+    }
+  }
+
+  /** Up to `limit` events of a partition from `fromOffset` (from the first stored offset when below it), up to the head. */
+  async function read(partition: number, fromOffset: number, limit: number): Promise<ReadPage> {
+    const { head, first } = await monitor.boundsOf(partition);
+    const start = Math.max(fromOffset, first);
+    const end = Math.min(start + limit, head);
+    const events: StoredEvent[] = [];
+    for (let chunk = start; chunk < end; chunk += READ_CONCURRENCY) {
+      const offsets = Array.from({ length: Math.min(READ_CONCURRENCY, end - chunk) }, (_, i) => chunk + i);
+      const messages = await Promise.all(offsets.map((offset) => messageAt(partition, offset + 1)));
+      for (const msg of messages) {
+        if (!msg) continue; // a gap: nothing is stored there
+        const stored = decode(partition, msg);
+        if (!stored) return { events, corruptOffset: msg.seq - 1 };
+        events.push(stored);
+      }
+    }
+    return { events };
+  }
+
+  /** The event settled under source+id (a claim without an offset was never acknowledged: not found). */
+  async function lookup(source: string, id: string): Promise<StoredEvent | undefined> {
+    let entry;
+    try {
+      entry = await kv.get(idempotencyKey(source, id));
+    } catch (err) {
+      throw clusterUnavailable(err, 'read idempotency keys');
+    }
+    if (!entry || entry.operation !== 'PUT') return undefined;
+    const claim = JSON.parse(Buffer.from(entry.value).toString('utf8')) as { p: number; o?: number };
+    if (claim.o === undefined) return undefined;
+    const msg = await messageAt(claim.p, claim.o + 1);
+    if (!msg) return undefined;
+    const stored = decode(claim.p, msg);
+    if (!stored || stored.event.attributes.source !== source || stored.event.attributes.id !== id)
+      throw new AppError('corrupt_record', `the event stored for source "${source}" and id "${id}" cannot be read`);
+    return stored;
+  }
+
+  return { read, lookup };
+}

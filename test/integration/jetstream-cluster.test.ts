@@ -1,0 +1,231 @@
+import type { JetStreamGateway } from '../../src/jetstream-gateway';
+import { StartupError } from '../../src/errors';
+import { SUBSCRIPTIONS_NOT_IMPLEMENTED } from '../../src/jetstream-gateway';
+import { encodeEventMessage } from '../../src/jetstream/codec';
+import { idempotencyKey } from '../../src/jetstream/names';
+import { getJson, lookupEvent, readAllEvents, startJetStreamTestGateway } from '../helpers/gateway';
+import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+import { createContractChecker, createContractClient, documentedOperations, examplePath, loadContract } from '../helpers/openapi';
+
+/**
+ * The JetStream engine on a real three-server cluster with two Herald nodes (A and B, one prefix):
+ * idempotency across nodes, the 501s of what is not there yet, start-up refusals, and faults — a
+ * server SIGKILLed under load, two of three servers down. Tests run in order and share the cluster.
+ */
+
+const PARTITIONS = 4;
+/** Every fetch is bounded: a request the gateway never answers fails the test instead of hanging it. */
+const REQUEST_TIMEOUT_MS = 30_000;
+
+interface Reply {
+  status: number;
+  retryAfter: string | null;
+  body: any;
+}
+
+async function publish(url: string, source: string, id: string): Promise<Reply> {
+  const res = await fetch(`${url}/events`, {
+    method: 'POST',
+    headers: {
+      'ce-specversion': '1.0',
+      'ce-id': id,
+      'ce-source': source,
+      'ce-type': 'com.example.cluster',
+      'content-type': 'application/json',
+    },
+    body: JSON.stringify({ id }),
+    signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+  });
+  return { status: res.status, retryAfter: res.headers.get('retry-after'), body: await res.json() };
+}
+
+const readyz = async (url: string) => (await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) })).status;
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describeWithNats('the jetstream engine on a 3-server cluster with two Herald nodes', () => {
+  let cluster: NatsCluster;
+  let a: JetStreamGateway;
+  let b: JetStreamGateway;
+  const prefix = uniquePrefix('cluster');
+  const env = { HERALD_PARTITIONS: String(PARTITIONS), HERALD_NATS_PREFIX: prefix };
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster();
+    a = await startJetStreamTestGateway(cluster.serversEnv, env);
+    b = await startJetStreamTestGateway(cluster.serversEnv, env);
+  }, 120_000);
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    await cluster?.stop();
+  }, 60_000);
+
+  it('answers a duplicate sent through node B with the partition and offset node A stored it at', async () => {
+    const first = await publish(a.url, '/cross-node', 'x-1');
+    expect(first.status).toBe(202);
+    const again = await publish(b.url, '/cross-node', 'x-1');
+    expect(again.status).toBe(200);
+    expect(again.body.results).toEqual([{ ...first.body.results[0], duplicate: true }]);
+    const found = await lookupEvent(b.url, { source: '/cross-node', id: 'x-1' });
+    expect(found.body).toMatchObject({
+      partition: first.body.results[0].partition,
+      offset: first.body.results[0].offset,
+      event: { id: 'x-1' },
+    });
+    expect((await getJson(`${b.url}/partitions`)).body).toEqual((await getJson(`${a.url}/partitions`)).body);
+  });
+
+  it('stores an event sent to both nodes at once exactly once', async () => {
+    const replies = await Promise.all([a, b, a, b].map((gw) => publish(gw.url, '/cross-node', 'x-2')));
+    const results = replies.map((r) => r.body.results[0]);
+    expect(results.filter((r) => !r.duplicate)).toHaveLength(1);
+    for (const r of results) expect([r.partition, r.offset]).toEqual([results[0].partition, results[0].offset]);
+  });
+
+  describe('a retry after a node crashed between the steps of an append (see src/jetstream/appender.ts)', () => {
+    const crashed = (id: string) => ({
+      attributes: { specversion: '1.0', id, source: '/crash', type: 't' },
+      data: { kind: 'none' as const },
+    });
+
+    it('completes a claim left before the publish: the event is stored once, as new, in the claimed partition', async () => {
+      const kv = await a.store.connection.jetstream().views.kv(`${prefix}_idem`);
+      await kv.create(idempotencyKey('/crash', 'c-1'), JSON.stringify({ p: 2 }));
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-1' })).status).toBe(404);
+      const retry = await publish(b.url, '/crash', 'c-1');
+      expect(retry.status).toBe(202);
+      expect(retry.body.results[0]).toMatchObject({ partition: 2, duplicate: false });
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-1' })).body.offset).toBe(retry.body.results[0].offset);
+    });
+
+    it('answers a retry of an event published but not settled as a duplicate of it, storing nothing', async () => {
+      const js = a.store.connection.jetstream();
+      const kv = await js.views.kv(`${prefix}_idem`);
+      const key = idempotencyKey('/crash', 'c-2');
+      await kv.create(key, JSON.stringify({ p: 1 }));
+      const ack = await js.publish(`${prefix}.p.1`, encodeEventMessage(crashed('c-2')), { msgID: key });
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-2' })).status).toBe(404); // never acknowledged
+      const heads = (await getJson(`${a.url}/partitions`)).body;
+      const retry = await publish(b.url, '/crash', 'c-2');
+      expect([retry.status, retry.body.results[0]]).toEqual([
+        200,
+        { id: 'c-2', source: '/crash', partition: 1, offset: ack.seq - 1, duplicate: true },
+      ]);
+      expect((await getJson(`${a.url}/partitions`)).body).toEqual(heads);
+      expect((await lookupEvent(a.url, { source: '/crash', id: 'c-2' })).body.offset).toBe(ack.seq - 1);
+    });
+  });
+
+  it('answers every subscriptions, deliveries and validations operation 501 not_implemented, as documented', async () => {
+    const doc = loadContract();
+    const checker = createContractChecker(doc);
+    const call = createContractClient(b.url, checker);
+    const operations = documentedOperations(doc).filter((o) => /^\/(subscriptions|deliveries|validations)(\/|$)/.test(o.path));
+    expect(operations.length).toBeGreaterThan(15);
+    for (const op of operations) {
+      const res = await call(op.method.toUpperCase(), examplePath(op.path), op.operation.requestBody ? { json: {} } : {});
+      expect([op.operationId, res.status, res.body.code, res.body.detail]).toEqual([
+        op.operationId,
+        501,
+        'not_implemented',
+        SUBSCRIPTIONS_NOT_IMPLEMENTED,
+      ]);
+    }
+    const documented501 = checker.documentedResponses().filter((r) => r.endsWith(' 501'));
+    expect(documented501.filter((r) => !checker.covered.has(r))).toEqual([]);
+  });
+
+  it('refuses to start a node whose partition count or replicas differ from the streams it finds', async () => {
+    await expect(startJetStreamTestGateway(cluster.serversEnv, { ...env, HERALD_PARTITIONS: '5' })).rejects.toThrow(StartupError);
+    await expect(startJetStreamTestGateway(cluster.serversEnv, { ...env, HERALD_PARTITIONS: '5' })).rejects.toThrow(
+      /created with 4 partitions, but HERALD_PARTITIONS=5/,
+    );
+    await expect(startJetStreamTestGateway(cluster.serversEnv, { ...env, HERALD_NATS_REPLICAS: '1' })).rejects.toThrow(
+      /HERALD_NATS_REPLICAS=1/,
+    );
+  });
+
+  it('keeps every event answered 2xx, once, when the leader of a partition stream is SIGKILLed during a publish load', async () => {
+    const jsm = await a.store.connection.jetstreamManager();
+    const leader = (await jsm.streams.info(`${prefix}_p0`)).cluster?.leader;
+    const victim = cluster.nodes.findIndex((n) => n.name === leader);
+    expect(victim).toBeGreaterThanOrEqual(0);
+
+    const LOOPS = 10;
+    const PER_LOOP = 200;
+    const acknowledged = new Map<string, { partition: number; offset: number }>();
+    const statuses: Record<number, number> = {};
+    let answered = 0;
+    let killed: Promise<void> | undefined;
+    const loop = async (l: number) => {
+      for (let i = 0; i < PER_LOOP; i++) {
+        const id = `load-${l}-${i}`;
+        const deadline = Date.now() + 60_000;
+        // A producer's loop: retry on 503 (after Retry-After, shortened here) until the event is acknowledged.
+        for (;;) {
+          const res = await publish(l % 2 === 0 ? a.url : b.url, '/load', id);
+          statuses[res.status] = (statuses[res.status] ?? 0) + 1;
+          if (res.status === 200 || res.status === 202) {
+            acknowledged.set(id, { partition: res.body.results[0].partition, offset: res.body.results[0].offset });
+            break;
+          }
+          expect([id, res.status, res.body.code, res.retryAfter]).toEqual([id, 503, 'unavailable', '1']);
+          if (Date.now() > deadline) throw new Error(`event ${id} was not acknowledged within 60 s`);
+          await sleep(100);
+        }
+        if (++answered === 300) killed = cluster.kill(victim);
+      }
+    };
+    await Promise.all(Array.from({ length: LOOPS }, (_, l) => loop(l)));
+    await killed;
+    expect(cluster.nodes[victim]!.running()).toBe(false);
+    expect(acknowledged.size).toBe(LOOPS * PER_LOOP);
+    expect(Object.keys(statuses).filter((s) => !['200', '202', '503'].includes(s))).toEqual([]);
+
+    // Every acknowledged event is found by source+id where its answer said, through either node…
+    for (const [id, at] of acknowledged) {
+      const found = await lookupEvent(a.url, { source: '/load', id });
+      expect([id, found.status, found.body.partition, found.body.offset]).toEqual([id, 200, at.partition, at.offset]);
+    }
+    // …and the partitions hold each of them exactly once.
+    const counts = new Map<string, number>();
+    for (const e of await readAllEvents(b.url)) if (e.event.source === '/load') counts.set(e.event.id, (counts.get(e.event.id) ?? 0) + 1);
+    expect([...acknowledged.keys()].filter((id) => counts.get(id) !== 1)).toEqual([]);
+    expect(counts.size).toBe(acknowledged.size);
+
+    await cluster.restart(victim);
+  }, 400_000);
+
+  it('answers /readyz and POST /events 503 with Retry-After while two of three servers are down, and 200/2xx once one returns', async () => {
+    await waitUntil('node A ready with all three servers up', async () => (await readyz(a.url)) === 200, 90_000, 500);
+    await cluster.kill(1);
+    await cluster.kill(2);
+    await waitUntil('node A unready', async () => (await readyz(a.url)) === 503, 30_000, 250);
+    const body = (await (await fetch(`${a.url}/readyz`)).json()) as { status: string; checks: Record<string, string> };
+    expect(body.status).toBe('unavailable');
+    expect(body.checks.log).not.toBe('ok');
+    expect(Object.keys(body.checks)).toEqual(['log']);
+
+    const refused = await publish(a.url, '/outage', 'o-1');
+    expect([refused.status, refused.body.code, refused.retryAfter]).toEqual([503, 'unavailable', '1']);
+    const refusedB = await publish(b.url, '/outage', 'o-1');
+    expect(refusedB.status).toBe(503);
+
+    await cluster.restart(1);
+    await waitUntil('node A ready again', async () => (await readyz(a.url)) === 200, 90_000, 500);
+    let accepted: Reply | undefined;
+    await waitUntil(
+      'a publish answered 2xx',
+      async () => {
+        accepted = await publish(a.url, '/outage', 'o-1');
+        return accepted.status === 202 || accepted.status === 200;
+      },
+      30_000,
+      500,
+    );
+    const found = await lookupEvent(b.url, { source: '/outage', id: 'o-1' });
+    expect([found.status, found.body.offset]).toEqual([200, accepted!.body.results[0].offset]);
+    await cluster.restart(2);
+  }, 300_000);
+});

@@ -1,0 +1,86 @@
+import type { StreamInfo } from 'nats';
+import { boundsOf, streamWritable } from '../../../src/jetstream/cluster-monitor';
+import { decodeEventMessage, encodeEventMessage } from '../../../src/jetstream/codec';
+import { idempotencyKey, jetStreamNames } from '../../../src/jetstream/names';
+import { isNotFound, isWrongLastSequence } from '../../../src/jetstream/nats-errors';
+import type { CloudEvent } from '../../../src/cloudevents/event';
+
+const attributes = { specversion: '1.0', id: 'e-1', source: '/s', type: 't', count: 3, flag: true };
+
+describe('the event message codec', () => {
+  it.each<[string, CloudEvent['data']]>([
+    ['no data', { kind: 'none' }],
+    ['JSON data', { kind: 'json', value: { a: [1, 'ü', null] } }],
+    ['JSON null', { kind: 'json', value: null }],
+    ['bytes', { kind: 'bytes', bytes: Buffer.from([0, 255, 10, 13]) }],
+    ['base64 data', { kind: 'base64', bytes: Buffer.from('héllo') }],
+  ])('round-trips an event with %s, byte for byte', (_label, data) => {
+    const event: CloudEvent = { attributes, data };
+    expect(decodeEventMessage(encodeEventMessage(event))).toEqual(event);
+  });
+
+  it.each<[string, Buffer]>([
+    ['an empty payload', Buffer.alloc(0)],
+    ['another version', Buffer.from([2, 0, 0, 0, 0, 0])],
+    ['an unknown data kind', Buffer.from([1, 9, 2, 0, 0, 0, 0x7b, 0x7d])],
+    ['attributes past the end', Buffer.from([1, 0, 200, 0, 0, 0, 0x7b])],
+    ['attributes without id and source', Buffer.concat([Buffer.from([1, 0, 2, 0, 0, 0]), Buffer.from('{}')])],
+  ])('refuses %s', (_label, payload) => {
+    expect(() => decodeEventMessage(payload)).toThrow();
+  });
+});
+
+describe('names on the cluster', () => {
+  it('derives every stream, subject and bucket from the prefix', () => {
+    const names = jetStreamNames('hx');
+    expect([names.stream(3), names.subject(3), names.idempotencyBucket, names.idempotencyStream, names.metaBucket]).toEqual([
+      'hx_p3',
+      'hx.p.3',
+      'hx_idem',
+      'KV_hx_idem',
+      'hx_meta',
+    ]);
+  });
+
+  it('keys source+id by a SHA-256 that cannot confuse where source ends and id begins', () => {
+    expect(idempotencyKey('/a', 'b')).toMatch(/^[0-9a-f]{64}$/);
+    expect(idempotencyKey('/a', 'b')).toBe(idempotencyKey('/a', 'b'));
+    expect(idempotencyKey('/a', 'bc')).not.toBe(idempotencyKey('/ab', 'c'));
+  });
+});
+
+const info = (over: { leader?: string; current?: boolean[]; replicas?: number; state?: Partial<StreamInfo['state']> } = {}) =>
+  ({
+    config: { name: 'hx_p0', num_replicas: over.replicas ?? 3 },
+    cluster: { name: 'c', leader: over.leader, replicas: (over.current ?? [true, true]).map((current, i) => ({ name: `n${i}`, current })) },
+    state: { messages: 0, first_seq: 0, last_seq: 0, bytes: 0, ...over.state },
+  }) as unknown as StreamInfo;
+
+describe('whether a stream can take writes', () => {
+  it('needs a leader and, with it, a majority of current replicas', () => {
+    expect(streamWritable(info({ leader: 'n9' }))).toBeUndefined();
+    expect(streamWritable(info({ leader: 'n9', current: [true, false] }))).toBeUndefined();
+    expect(streamWritable(info({ leader: 'n9', current: [false, false] }))).toMatch(/1 current of 3 replicas \(needs 2\)/);
+    expect(streamWritable(info({ current: [true, true] }))).toMatch(/no leader/);
+    expect(streamWritable(info({ leader: 'n9', replicas: 1, current: [] }))).toBeUndefined();
+  });
+});
+
+describe('partition bounds from a stream', () => {
+  it('maps sequences to offsets: head = last sequence, first = first sequence − 1, an empty stream starts at its head', () => {
+    expect(boundsOf(info({ state: { messages: 0, first_seq: 0, last_seq: 0 } }))).toEqual({ head: 0, first: 0 });
+    expect(boundsOf(info({ state: { messages: 5, first_seq: 1, last_seq: 5 } }))).toEqual({ head: 5, first: 0 });
+    expect(boundsOf(info({ state: { messages: 2, first_seq: 4, last_seq: 5 } }))).toEqual({ head: 5, first: 3 });
+    expect(boundsOf(info({ state: { messages: 0, first_seq: 6, last_seq: 5 } }))).toEqual({ head: 5, first: 5 });
+  });
+});
+
+describe('NATS errors', () => {
+  it('tells a lost create-if-absent race and a missing message from the rest', () => {
+    expect(isWrongLastSequence({ api_error: { err_code: 10071 } })).toBe(true);
+    expect(isWrongLastSequence(new Error('wrong last sequence: 4'))).toBe(true);
+    expect(isWrongLastSequence({ code: 'TIMEOUT', message: 'TIMEOUT' })).toBe(false);
+    expect(isNotFound({ code: '404', message: 'message not found' })).toBe(true);
+    expect(isNotFound({ code: '503', message: '503' })).toBe(false);
+  });
+});
