@@ -55,8 +55,8 @@ export interface WireError {
 
 export type ToDelivery =
   | { type: 'call'; id: number; call: DeliveryCall }
-  /** A group was committed to the log: its positions (the partitions that grew and their heads follow). */
-  | { type: 'committed'; group: GroupPositions }
+  /** Groups committed to the log since the last message, in log order (one message a turn of the main thread's loop). */
+  | { type: 'committed'; groups: GroupPositions[] }
   /** Every record before `through` is in index.db. */
   | { type: 'indexed'; through: number }
   /** Retention will delete everything before `through`; answered with `retire-ready` once nothing below is read. */

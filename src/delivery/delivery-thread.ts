@@ -7,7 +7,7 @@ import { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { DeliveryControl, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { LogReader } from '../wal/event-store';
-import type { LogFeed } from '../wal/log-feed';
+import type { GroupPositions, LogFeed } from '../wal/log-feed';
 import type {
   CallOp,
   CallResults,
@@ -99,6 +99,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
   let announced: readonly number[] = [];
 
   function spawn(): void {
+    committedGroups = []; // the snapshot holds them: every committed group is in its tail or in index.db
     const snapshot = opts.feed.snapshot();
     snapshot.firstOffsets = snapshot.firstOffsets.map((first, p) => Math.max(first, announced[p] ?? 0));
     const data: DeliveryWorkerData = {
@@ -152,7 +153,26 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
     retiring.clear();
   }
 
+  /**
+   * Committed groups not sent yet: one message a turn of the event loop rather than one a group (at
+   * high rates groups are small, and a message per group was 8 % of the ingest thread's time).
+   */
+  let committedGroups: GroupPositions[] = [];
+
+  function committed(group: GroupPositions): void {
+    if (committedGroups.push(group) === 1) setImmediate(sendCommitted);
+  }
+
+  function sendCommitted(): void {
+    if (committedGroups.length === 0) return;
+    const groups = committedGroups;
+    committedGroups = [];
+    worker?.postMessage({ type: 'committed', groups } satisfies ToDelivery);
+  }
+
+  /** Every other message goes after the groups committed before it (the thread reads them in order). */
   function send(message: ToDelivery): void {
+    sendCommitted();
     worker?.postMessage(message);
   }
 
@@ -287,7 +307,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
     start(publicUrl: string): void {
       ackUrlBase = publicUrl;
       unlisten = opts.feed.listen({
-        committed: (group) => send({ type: 'committed', group }),
+        committed,
         indexed: (through) => send({ type: 'indexed', through }),
         retiring: retire,
       });

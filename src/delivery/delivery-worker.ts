@@ -159,7 +159,7 @@ port.on('message', (message: ToDelivery) => {
       }
       return;
     case 'committed':
-      reader.committed(message.group);
+      for (const group of message.groups) reader.committed(group);
       return;
     case 'indexed':
       reader.indexed(message.through);
