@@ -5,6 +5,7 @@ import { coerceError } from '../errors';
 import type { IndexEntry } from '../store/log-index-repo';
 import { NUMBERS_PER_ROW, type FromIndexer, type IndexColumns, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
 import type { PendingEntry } from './sequencer';
+import { firstAtOrAfter } from './log-feed';
 
 /** A committed record the index worker has not confirmed yet. */
 export interface TailEntry extends IndexEntry {
@@ -189,17 +190,7 @@ export function createIndexer(opts: IndexerOptions) {
   }
 
   /** First tail entry of a partition at or after `offset`, as an index into its list. */
-  function seek(partition: number, offset: number): number {
-    const list = byPartition[partition]!;
-    let lo = partitionAt[partition]!;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (list[mid]!.offset < offset) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
+  const seek = (partition: number, offset: number): number => firstAtOrAfter(byPartition[partition]!, partitionAt[partition]!, offset);
 
   return {
     /** Resolves when the tail has room for more (immediately, unless the worker is behind by the bound). */

@@ -50,3 +50,18 @@ export interface LogFeed {
   /** Sets the listener (replacing any); returns a function that removes it. */
   listen(listener: LogFeedListener): () => void;
 }
+
+/**
+ * In a list of one partition's tail records in offset order, the index of the first at or after
+ * `offset`, searching from `from` (the entries before it are pruned).
+ */
+export function firstAtOrAfter(list: readonly { offset: number }[], from: number, offset: number): number {
+  let lo = from;
+  let hi = list.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (list[mid]!.offset < offset) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

@@ -3,7 +3,7 @@ import { openConnection } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
 import type { LogReader } from './event-store';
-import { POSITION_FIELDS, type GroupPositions, type LogSnapshot } from './log-feed';
+import { POSITION_FIELDS, firstAtOrAfter, type GroupPositions, type LogSnapshot } from './log-feed';
 import { createReads } from './reads';
 import { openSegmentReader } from './segment-log';
 
@@ -20,17 +20,8 @@ function createTailView(partitions: number) {
   const byPartition: TailRecord[][] = Array.from({ length: partitions }, () => []);
   const at = new Array<number>(partitions).fill(0);
 
-  function seek(partition: number, offset: number): number {
-    const list = byPartition[partition]!;
-    let lo = at[partition]!;
-    let hi = list.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (list[mid]!.offset < offset) lo = mid + 1;
-      else hi = mid;
-    }
-    return lo;
-  }
+  /** First tail entry of a partition at or after `offset`, as an index into its list. */
+  const seek = (partition: number, offset: number): number => firstAtOrAfter(byPartition[partition]!, at[partition]!, offset);
 
   return {
     add(group: GroupPositions): void {
