@@ -1676,6 +1676,40 @@ export interface components {
             };
         };
         /**
+         * @description Delivery cannot answer right now (`unavailable`): on the local engine it runs in its own
+         *     thread, and that thread is being restarted after a crash (or has failed too often, and the
+         *     gateway is exiting so a supervisor restarts it), or did not answer within 30 s. Nothing was
+         *     changed by the request; retry after `Retry-After` seconds. Ingest is not affected.
+         */
+        DeliveryUnavailable: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:herald:problem:unavailable",
+                 *       "title": "Service unavailable",
+                 *       "status": 503,
+                 *       "detail": "delivery is unavailable: the delivery thread is restarting; retry shortly",
+                 *       "code": "unavailable",
+                 *       "errors": [
+                 *         {
+                 *           "message": "delivery is unavailable: the delivery thread is restarting; retry shortly"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"] & {
+                    /** @constant */
+                    status?: 503;
+                    /** @constant */
+                    code?: "unavailable";
+                };
+            };
+        };
+        /**
          * @description The gateway runs on an engine that does not offer this yet (`not_implemented`): with
          *     `HERALD_STORE=jetstream` (preview), subscriptions, delivery callbacks and validation callbacks
          *     answer 501 until delivery on JetStream is built.
@@ -2335,6 +2369,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     createSubscription: {
@@ -2444,6 +2479,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     getSubscription: {
@@ -2475,6 +2511,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     deleteSubscription: {
@@ -2504,6 +2541,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     updateSubscription: {
@@ -2552,6 +2590,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     pauseSubscription: {
@@ -2583,6 +2622,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     resumeSubscription: {
@@ -2614,6 +2654,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     rotateSubscriptionSecret: {
@@ -2657,6 +2698,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     seekSubscription: {
@@ -2700,6 +2742,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     listAttempts: {
@@ -2754,6 +2797,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     listDeadLetters: {
@@ -2813,6 +2857,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     redeliverDeadLetters: {
@@ -2864,6 +2909,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     deleteDeadLetter: {
@@ -2898,6 +2944,7 @@ export interface operations {
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     validationCallbackGet: {
@@ -2931,6 +2978,7 @@ export interface operations {
             404: components["responses"]["ValidationNotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     validationCallbackPost: {
@@ -2964,6 +3012,7 @@ export interface operations {
             404: components["responses"]["ValidationNotFound"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     ackDelivery: {
@@ -3000,6 +3049,7 @@ export interface operations {
             409: components["responses"]["DeliveryConflict"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     nackDelivery: {
@@ -3049,6 +3099,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     extendDelivery: {
@@ -3098,6 +3149,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     rejectDelivery: {
@@ -3146,6 +3198,7 @@ export interface operations {
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             501: components["responses"]["NotImplemented"];
+            503: components["responses"]["DeliveryUnavailable"];
         };
     };
     getOpenApiJson: {

@@ -3,6 +3,7 @@ import request from 'supertest';
 import { loadConfig } from '../../src/config';
 import { startGateway, type Gateway, type GatewayOptions } from '../../src/gateway';
 import { publishBatch, requestsForSubscription } from '../helpers/delivery';
+import { createContractChecker, createContractClient, loadContract } from '../helpers/openapi';
 import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -133,13 +134,16 @@ describe('a crash of the delivery thread', () => {
     expect(fatal[0]!.message).toMatch(/delivery thread died/);
 
     const deliveryId = header(requestsForSubscription(receiver, id)[0]!, 'herald-delivery-id')!;
-    const ack = await request(gw.url).post(`/deliveries/${deliveryId}/ack`);
+    // Each answer is checked against the contract (the document's DeliveryUnavailable response).
+    const call = createContractClient(gw.url, createContractChecker(loadContract()));
+    const ack = await call('POST', `/deliveries/${deliveryId}/ack`);
     expect(ack.status).toBe(503);
-    expect(ack.headers['content-type']).toMatch(/^application\/problem\+json/);
-    expect(ack.headers['retry-after']).toBe('1');
-    const read = await request(gw.url).get(`/subscriptions/${id}`);
+    expect(ack.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+    expect(ack.headers.get('retry-after')).toBe('1');
+    const read = await call('GET', `/subscriptions/${id}`);
     expect(read.status).toBe(503);
-    expect(read.headers['retry-after']).toBe('1');
+    expect(read.headers.get('retry-after')).toBe('1');
+    expect((await call('GET', `/subscriptions/${id}/attempts`)).status).toBe(503);
     // Ingest goes on: a dead delivery thread never stops events from being stored.
     expect(await publishBatch(gw.url, [event(1)])).toEqual([expect.objectContaining({ id: 'e1', offset: expect.any(Number) })]);
   });
