@@ -9,7 +9,8 @@ import { PublishEvent } from './publish-event';
 const MAX_LINES = 500;
 const RECONNECT_MS = 3000;
 
-type Status = { kind: 'connecting' } | { kind: 'live' } | { kind: 'paused' } | { kind: 'error'; message: string };
+/** `live` names the filter of the stream that is attached (a new filter is not live until its own stream is). */
+type Status = { kind: 'connecting' } | { kind: 'live'; sql: string } | { kind: 'paused' } | { kind: 'error'; message: string };
 
 interface Line extends StoredEvent {
   receivedAt: number;
@@ -37,7 +38,7 @@ export function LiveTail() {
       readEventStream(
         sql,
         {
-          open: () => setStatus({ kind: 'live' }),
+          open: () => setStatus({ kind: 'live', sql }),
           message: (message) => {
             const parsed = JSON.parse(message.data) as StoredEvent;
             setReceived((n) => n + 1);
@@ -106,7 +107,7 @@ export function LiveTail() {
           first
           {paused ? '. Paused: events stored meanwhile are not shown.' : '.'}
         </p>
-        <ul class="tail" data-testid="tail">
+        <ul class="tail" data-testid="tail" data-live-sql={status.kind === 'live' ? status.sql : undefined}>
           {lines.map((l) => {
             const key = `${l.partition}:${l.offset}`;
             return (
