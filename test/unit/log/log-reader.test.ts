@@ -97,8 +97,11 @@ describe('log reader (the delivery thread view of the log)', () => {
       reader.onRetire((firsts) => retired.push([...firsts]));
       for (let i = 0; i < 120; i++) {
         await o.store.append([ev(`s${i}`)]);
-        // Reading as it goes, the reader holds descriptors on segments retention deletes meanwhile.
-        expect(everything(reader)).toEqual(everything(o.store));
+        // Reading as it goes, the reader holds descriptors on segments retention deletes meanwhile. A round
+        // may be between telling the reader and moving the store's first offsets: compare above both.
+        const from = reader.firstOffsets().map((first, p) => Math.max(first, o.store.firstOffsets()[p]!));
+        const above = (r: typeof reader | typeof o.store) => from.map((f, p) => r.read(p, f, 10_000).events);
+        expect(above(reader)).toEqual(above(o.store));
       }
       await o.store.indexed();
       await o.store.runRetention();
