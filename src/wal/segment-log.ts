@@ -76,11 +76,8 @@ export class CorruptLogError extends StartupError {
   }
 }
 
-interface Segment {
-  base: number;
-  file: string;
+interface Segment extends ReadableSegment {
   size: number;
-  readFd?: number;
 }
 
 /**
@@ -165,21 +162,14 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   }
 
   function createSegment(base: number): Segment {
-    const file = path.join(opts.dir, `${String(base).padStart(20, '0')}${SEGMENT_SUFFIX}`);
+    const file = segmentFile(opts.dir, base);
     fs.closeSync(fs.openSync(file, 'a'));
     if (opts.durable) fsyncPath(opts.dir);
     return { base, file, size: fs.statSync(file).size };
   }
 
   function segmentAt(position: number): Segment {
-    let lo = 0;
-    let hi = segments.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (segments[mid]!.base <= position) lo = mid;
-      else hi = mid - 1;
-    }
-    return segments[lo]!;
+    return segments[holding(segments, position)]!;
   }
 
   function end(): number {
@@ -546,12 +536,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /** Reads one record's bytes. Synchronous: the records are recent and in the page cache. */
   function read(position: number, length: number): Buffer {
-    const seg = segmentAt(position);
-    if (seg.readFd === undefined) seg.readFd = fs.openSync(seg.file, 'r');
-    const buf = Buffer.allocUnsafe(length);
-    const n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
-    if (n !== length) throw new Error(`log read past end at ${position}`);
-    return buf;
+    return readRecordBytes(segmentAt(position), position, length);
   }
 
   function close(): void {
@@ -647,6 +632,39 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
 export type SegmentLog = ReturnType<typeof openSegmentLog>;
 
+/** A segment file as reads see it: where it starts, its path, and a descriptor opened on first read. */
+interface ReadableSegment {
+  base: number;
+  file: string;
+  readFd?: number;
+}
+
+/** The file of the segment that starts at log position `base`. */
+function segmentFile(dir: string, base: number): string {
+  return path.join(dir, `${String(base).padStart(20, '0')}${SEGMENT_SUFFIX}`);
+}
+
+/** Index of the last segment starting at or before `position` (segments sorted by base; 0 when none does). */
+function holding(segments: readonly { base: number }[], position: number): number {
+  let lo = 0;
+  let hi = segments.length - 1;
+  while (lo < hi) {
+    const mid = (lo + hi + 1) >> 1;
+    if (segments[mid]!.base <= position) lo = mid;
+    else hi = mid - 1;
+  }
+  return lo;
+}
+
+/** One record's bytes at `position` of `seg` (its descriptor opened on first use); throws when they are not all there. */
+function readRecordBytes(seg: ReadableSegment, position: number, length: number): Buffer {
+  seg.readFd ??= fs.openSync(seg.file, 'r');
+  const buf = Buffer.allocUnsafe(length);
+  const n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
+  if (n !== length) throw new Error(`log read past end at ${position}`);
+  return buf;
+}
+
 /** What reads need of the segments (`reads.ts`): the writer's log, or a reader's view of it. */
 export type SegmentReads = Pick<SegmentLog, 'read' | 'sameSegment' | 'locate' | 'key'>;
 
@@ -664,18 +682,11 @@ export function readFrameKey(dir: string): FrameKey {
  */
 export function openSegmentReader(opts: { dir: string; bases: readonly number[] }) {
   const key = readFrameKey(opts.dir);
-  const fileOf = (base: number) => path.join(opts.dir, `${String(base).padStart(20, '0')}${SEGMENT_SUFFIX}`);
-  const segments: { base: number; file: string; readFd?: number }[] = opts.bases.map((base) => ({ base, file: fileOf(base) }));
+  const fileOf = (base: number) => segmentFile(opts.dir, base);
+  const segments: ReadableSegment[] = opts.bases.map((base) => ({ base, file: fileOf(base) }));
 
-  function segmentAt(position: number) {
-    let lo = 0;
-    let hi = segments.length - 1;
-    while (lo < hi) {
-      const mid = (lo + hi + 1) >> 1;
-      if (segments[mid]!.base <= position) lo = mid;
-      else hi = mid - 1;
-    }
-    const seg = segments[lo];
+  function segmentAt(position: number): ReadableSegment {
+    const seg = segments[holding(segments, position)];
     if (!seg || seg.base > position) throw new Error(`no segment holds log position ${position}`);
     return seg;
   }
@@ -688,14 +699,7 @@ export function openSegmentReader(opts: { dir: string; bases: readonly number[] 
   return {
     key,
     /** Reads one record's bytes (throws when they are not there: a reader treats that as unreadable). */
-    read(position: number, length: number): Buffer {
-      const seg = segmentAt(position);
-      seg.readFd ??= fs.openSync(seg.file, 'r');
-      const buf = Buffer.allocUnsafe(length);
-      const n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
-      if (n !== length) throw new Error(`log read past end at ${position}`);
-      return buf;
-    },
+    read: (position: number, length: number): Buffer => readRecordBytes(segmentAt(position), position, length),
     sameSegment: (a: number, b: number) => segmentAt(a) === segmentAt(b),
     locate: (position: number) => {
       const seg = segmentAt(position);
