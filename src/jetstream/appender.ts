@@ -89,6 +89,17 @@ type Claimed = { claim: Claim; revision: number };
 export function createAppender(deps: AppenderDeps) {
   const { js, kv, names, partitions } = deps;
 
+  /** The idempotency record under `key` now (after a write lost to another writer), or undefined when there is none. */
+  async function currentRecord(key: string) {
+    let entry;
+    try {
+      entry = await kv.get(key);
+    } catch (err) {
+      throw clusterUnavailable(err, 'read idempotency keys');
+    }
+    return entry?.operation === 'PUT' ? entry : undefined;
+  }
+
   /** Step 1: our claim, or the record that is already there. */
   async function claim(key: string, partition: number): Promise<Claimed> {
     for (let attempt = 1; ; attempt++) {
@@ -98,13 +109,8 @@ export function createAppender(deps: AppenderDeps) {
       } catch (err) {
         if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
       }
-      let entry;
-      try {
-        entry = await kv.get(key);
-      } catch (err) {
-        throw clusterUnavailable(err, 'read idempotency keys');
-      }
-      if (entry && entry.operation === 'PUT') return { claim: decodeClaim(entry.value), revision: entry.revision };
+      const entry = await currentRecord(key);
+      if (entry) return { claim: decodeClaim(entry.value), revision: entry.revision };
       // Expired or deleted between our create and our get: claim again.
       if (attempt >= MAX_CLAIM_ATTEMPTS)
         throw clusterUnavailable(new Error('the idempotency record keeps changing'), 'record idempotency keys');
@@ -133,13 +139,8 @@ export function createAppender(deps: AppenderDeps) {
     } catch (err) {
       if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
     }
-    let entry;
-    try {
-      entry = await kv.get(key);
-    } catch (err) {
-      throw clusterUnavailable(err, 'read idempotency keys');
-    }
-    const settled = entry?.operation === 'PUT' ? decodeClaim(entry.value) : undefined;
+    const entry = await currentRecord(key);
+    const settled = entry ? decodeClaim(entry.value) : undefined;
     if (settled?.o === undefined) throw clusterUnavailable(new Error('the idempotency record was not settled'), 'record idempotency keys');
     const same = settled.p === claimed.claim.p && settled.o === offset;
     return { partition: settled.p, offset: settled.o, duplicate: same ? ack.duplicate : true };
