@@ -53,8 +53,8 @@ export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Re
   const headers: Record<string, string> = {};
   // Set first, so Herald's own headers would win should a name ever collide.
   if (input.headers) for (const name in input.headers) headers[name] = input.headers[name]!;
-  const message = useStructured ? toStructuredMessage(input.event) : toBinaryMessage(input.event, headers);
-  if (useStructured) headers['content-type'] = message.headers['content-type']!;
+  const message = messageOf(input.event, useStructured ? 'structured' : 'binary');
+  for (const [name, value] of message.headers) headers[name] = value;
   const webhookId = webhookIdOf(input.subscriptionId, input.partition, input.offset, input.seekGeneration);
   headers['webhook-id'] = webhookId;
   headers['webhook-timestamp'] = String(input.nowSeconds);
@@ -76,6 +76,32 @@ export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Re
   if (input.redrive) headers['herald-redelivery'] = 'true';
   if (!headers['content-type']) headers['content-type'] = 'application/octet-stream';
   return { headers, body: message.body };
+}
+
+interface Message {
+  /** The event's own headers in this mode (`ce-*` and content-type), in the order they are set. */
+  headers: readonly (readonly [string, string])[];
+  body: Buffer;
+}
+
+/** Per decoded event object: its message in each content mode, built on first use. */
+const messages = new WeakMap<CloudEvent, { binary?: Message; structured?: Message }>();
+
+/**
+ * The event in one content mode, serialised once per event object, not once per attempt or per
+ * subscription: the delivery thread's reader hands every subscription the same decoded event (its
+ * decoded-record cache), so fan-out and retries sign the same bytes without re-encoding them.
+ * Callers must not modify the body (it is shared); signing only reads it.
+ */
+function messageOf(event: CloudEvent, mode: 'binary' | 'structured'): Message {
+  let cached = messages.get(event);
+  if (!cached) messages.set(event, (cached = {}));
+  const found = cached[mode];
+  if (found) return found;
+  const built = mode === 'structured' ? toStructuredMessage(event) : toBinaryMessage(event);
+  const message: Message = { headers: Object.entries(built.headers), body: built.body };
+  cached[mode] = message;
+  return message;
 }
 
 /** A value that can be sent as a header as it is: printable ASCII only. */

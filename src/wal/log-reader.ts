@@ -4,7 +4,7 @@ import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
 import type { LogReader } from './event-store';
 import { POSITION_FIELDS, firstAtOrAfter, type GroupPositions, type LogSnapshot } from './log-feed';
-import { createReads } from './reads';
+import { createDecodedCache, createReads } from './reads';
 import { openSegmentReader } from './segment-log';
 
 interface TailRecord extends IndexEntry {
@@ -63,6 +63,13 @@ function createTailView(partitions: number) {
 }
 
 /**
+ * Stored bytes of the records kept decoded for the thread's subscriptions to share while several
+ * read the log: enough for them to read the same recent events from one decode while they keep up,
+ * small beside the thread's heap.
+ */
+const DECODED_CACHE_BYTES = 4 * 1024 * 1024;
+
+/**
  * A read-only view of the log for a thread that does not write it (the delivery thread): its own
  * file descriptors on the segments, its own read connection to `index.db`, and the unindexed tail as
  * the writing thread tells it (`committed`, `indexed`). Reads are `reads.ts`'s, verified the same
@@ -76,6 +83,8 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
   const heads = [...snapshot.heads];
   const firstOffsets = [...snapshot.firstOffsets];
   const tail = createTailView(snapshot.partitions);
+  // Off until a second reader shares it: with one subscription it would only keep garbage alive longer.
+  const decoded = createDecodedCache({ maxBytes: 0 });
   for (const group of snapshot.tail) tail.add(group);
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
@@ -87,6 +96,7 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
     heads: () => heads,
     firstOffsets: () => firstOffsets,
     log,
+    decoded,
   });
 
   const reader: LogReader = {
@@ -121,6 +131,10 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
       for (const listener of appendListeners) listener(grown);
     },
     indexed: (through: number) => tail.confirm(through),
+    /** How many subscriptions read the log: decoded records are kept for them to share when more than one do. */
+    readers(count: number): void {
+      decoded.resize(count > 1 ? DECODED_CACHE_BYTES : 0);
+    },
     /**
      * Retention deletes everything before log position `through`: first offsets move (listeners are
      * told, as the store tells its own), then the old segments' descriptors close.

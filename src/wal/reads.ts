@@ -23,6 +23,8 @@ export interface ReadsOptions {
   /** Oldest offsets still stored, per partition. */
   firstOffsets: () => readonly number[];
   log: Logger;
+  /** Decoded records to share between readers of the same offsets (the delivery thread's subscriptions). */
+  decoded?: DecodedCache;
 }
 
 const MAX_READ_SPAN = 4 * 1024 * 1024;
@@ -66,22 +68,36 @@ export function createReads(opts: ReadsOptions) {
     }
   }
 
-  function readPage(partition: number, list: IndexEntry[]): ReadPage {
-    const events: StoredEvent[] = [];
+  /**
+   * One read of the bytes from the first to the last entry, when they are close together in one
+   * segment: a page's records are interleaved with other partitions' but near each other, and one read
+   * of the span beats a read per record (decoding copies what it keeps, so the span is dropped after).
+   */
+  function readSpan(list: IndexEntry[]): { buf: Buffer; from: number } | undefined {
     const first = list[0];
     const last = list[list.length - 1];
-    const span = first && last ? last.position + last.length - first.position : 0;
-    // A page's records are interleaved with other partitions' but close together: one read of the span
-    // beats a read per record (decoding copies what it keeps, so the span buffer is dropped after).
-    const spanBuf =
-      first && last && list.length > 1 && span <= MAX_READ_SPAN && span > 0 && segments.sameSegment(first.position, last.position)
-        ? readFrame({ offset: first.offset, position: first.position, length: span })
-        : undefined;
+    if (!first || !last || list.length < 2) return undefined;
+    const span = last.position + last.length - first.position;
+    if (span <= 0 || span > MAX_READ_SPAN || !segments.sameSegment(first.position, last.position)) return undefined;
+    const buf = readFrame({ offset: first.offset, position: first.position, length: span });
+    return buf && { buf, from: first.position };
+  }
+
+  function readPage(partition: number, list: IndexEntry[]): ReadPage {
+    const { decoded } = opts;
+    const events: StoredEvent[] = [];
+    const span = readSpan(decoded ? list.filter((entry) => !decoded.get(partition, entry)) : list);
     for (const entry of list) {
-      const at = entry.position - (first?.position ?? 0);
-      const frame = spanBuf ? spanBuf.subarray(at, at + entry.length) : readFrame(entry);
+      const hit = decoded?.get(partition, entry);
+      if (hit) {
+        events.push(hit);
+        continue;
+      }
+      const at = entry.position - (span?.from ?? 0);
+      const frame = span && at >= 0 && at + entry.length <= span.buf.length ? span.buf.subarray(at, at + entry.length) : readFrame(entry);
       const stored = decodeAt(partition, entry, frame);
       if (!stored) return { events, corruptOffset: entry.offset };
+      decoded?.set(stored, entry);
       events.push(stored);
     }
     return { events };
@@ -136,3 +152,65 @@ export function createReads(opts: ReadsOptions) {
 
   return { read, lookup, offsetAtTime };
 }
+
+/**
+ * The last records decoded, by partition and offset, bounded by their stored size: readers of the
+ * same offsets (every subscription of the delivery thread, and each retry) get the same decoded
+ * event instead of reading and decoding its bytes again, so its message is serialised once per event
+ * (`delivery/request.ts`). A hit must sit at the same log position, so a record can never be
+ * answered for another one. Oldest first out.
+ */
+export function createDecodedCache(opts: { maxBytes: number }) {
+  let maxBytes = opts.maxBytes;
+  const byPartition = new Map<number, Map<number, { stored: StoredEvent; position: number; length: number }>>();
+  const order: { partition: number; offset: number }[] = [];
+  let orderAt = 0;
+  let bytes = 0;
+
+  function evictOldest(): void {
+    const oldest = order[orderAt++]!;
+    const map = byPartition.get(oldest.partition);
+    const found = map?.get(oldest.offset);
+    if (found) {
+      bytes -= found.length;
+      map!.delete(oldest.offset);
+    }
+    // The queue is compacted now and then rather than shifted per eviction.
+    if (orderAt > 4096 && orderAt * 2 > order.length) {
+      order.splice(0, orderAt);
+      orderAt = 0;
+    }
+  }
+
+  return {
+    get(partition: number, entry: IndexEntry): StoredEvent | undefined {
+      const found = byPartition.get(partition)?.get(entry.offset);
+      return found && found.position === entry.position ? found.stored : undefined;
+    },
+    set(stored: StoredEvent, entry: IndexEntry): void {
+      if (entry.length > maxBytes) return;
+      let map = byPartition.get(stored.partition);
+      if (!map) byPartition.set(stored.partition, (map = new Map()));
+      const previous = map.get(stored.offset);
+      if (previous) bytes -= previous.length;
+      else order.push({ partition: stored.partition, offset: stored.offset });
+      map.set(stored.offset, { stored, position: entry.position, length: entry.length });
+      bytes += entry.length;
+      while (bytes > maxBytes && orderAt < order.length) evictOldest();
+    },
+    /** A new bound; 0 keeps nothing (and lets go of everything kept). */
+    resize(next: number): void {
+      maxBytes = next;
+      while (bytes > maxBytes && orderAt < order.length) evictOldest();
+      if (bytes === 0) {
+        order.length = 0;
+        orderAt = 0;
+      }
+    },
+    get bytes(): number {
+      return bytes;
+    },
+  };
+}
+
+export type DecodedCache = ReturnType<typeof createDecodedCache>;

@@ -140,6 +140,32 @@ describe('buildDeliveryRequest', () => {
     }
   });
 
+  it('serialises an event once per content mode: subscriptions and retries of one decoded event share its body, each signed with its own secret', () => {
+    const json: CloudEvent = {
+      attributes: { specversion: '1.0', id: 'e-shared', source: '/s', type: 't' },
+      data: { kind: 'json', value: { n: [1, 2, 3] } },
+    };
+    for (const format of ['binary', 'structured'] as const) {
+      const otherSecret = newSigningSecret();
+      const a = buildDeliveryRequest(input({ event: json, format, subscriptionId: 'sub-a' }));
+      const b = buildDeliveryRequest(
+        input({ event: json, format, subscriptionId: 'sub-b', secret: otherSecret, headers: { 'x-team': 'b' } }),
+      );
+      const retry = buildDeliveryRequest(input({ event: json, format, subscriptionId: 'sub-a', attempt: 4 }));
+      expect(b.body).toBe(a.body);
+      expect(retry.body).toBe(a.body);
+      expect(() => new Webhook(secret).verify(a.body, a.headers)).not.toThrow();
+      expect(() => new Webhook(otherSecret).verify(b.body, b.headers)).not.toThrow();
+      expect(() => new Webhook(secret).verify(b.body, b.headers)).toThrow();
+      // One subscription's own headers never leak into another's request built from the shared message.
+      expect(b.headers['x-team']).toBe('b');
+      expect(a.headers['x-team']).toBeUndefined();
+    }
+    expect(buildDeliveryRequest(input({ event: json, format: 'structured' })).body).not.toBe(
+      buildDeliveryRequest(input({ event: json })).body,
+    );
+  });
+
   it('sends structured mode as the JSON format when asked', () => {
     const { headers, body } = buildDeliveryRequest(input({ format: 'structured' }));
     expect(headers['content-type']).toBe('application/cloudevents+json; charset=utf-8');

@@ -86,6 +86,33 @@ describe('log reader (the delivery thread view of the log)', () => {
     }
   });
 
+  it('hands several subscriptions the same decoded events (one decode per event), and one subscription fresh ones', async () => {
+    const o = open();
+    try {
+      const reader = o.reader();
+      await o.store.append(Array.from({ length: 40 }, (_, i) => ev(`d${i}`)));
+      const alone = [everything(reader), everything(reader)];
+      alone[0]!.forEach((page, p) => page.forEach((stored, i) => expect(alone[1]![p]![i]!.event).not.toBe(stored.event)));
+
+      reader.readers(2);
+      const first = everything(reader);
+      const second = everything(reader);
+      expect(second).toEqual(everything(o.store));
+      expect(first.flat()).toHaveLength(40);
+      first.forEach((page, p) => page.forEach((stored, i) => expect(second[p]![i]!.event).toBe(stored.event)));
+      // Pages that start elsewhere still hit the shared records.
+      const p0 = first.findIndex((page) => page.length > 2);
+      expect(reader.read(p0, first[p0]![1]!.offset, 1).events[0]!.event).toBe(first[p0]![1]!.event);
+
+      reader.readers(1);
+      const after = everything(reader);
+      expect(after).toEqual(first);
+      after.forEach((page, p) => page.forEach((stored, i) => expect(first[p]![i]!.event).not.toBe(stored.event)));
+    } finally {
+      await o.close();
+    }
+  });
+
   it('is told of retention before anything is deleted, then reads nothing below the new first offsets', async () => {
     const o = open({ segmentBytes: 4096, maxLogBytes: 8192 });
     try {
