@@ -6,6 +6,7 @@ import type { IndexEntry } from '../store/log-index-repo';
 import { NUMBERS_PER_ROW, type FromIndexer, type IndexColumns, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
 import type { PendingEntry } from './sequencer';
 import { firstAtOrAfter } from './log-feed';
+import { THREAD_LIMITS } from '../thread-limits';
 
 /** A committed record the index worker has not confirmed yet. */
 export interface TailEntry extends IndexEntry {
@@ -44,7 +45,12 @@ interface TailGroup {
   columns: IndexColumns;
 }
 
+/** What a written group's slot holds until the queue is compacted (nothing of it is kept). */
+const RELEASED: TailGroup = { end: 0, entries: [], columns: { sources: [], ids: [], numbers: new Float64Array(0) } };
+
 const DEFAULT_MAX_TAIL_ENTRIES = 65_536;
+/** Consumed queue slots tolerated before a compaction is considered. */
+const COMPACT_AFTER = 256;
 const DEFAULT_MAX_TAIL_KEY_BYTES = 32 * 1024 * 1024;
 const CLOSE_TIMEOUT_MS = 10_000;
 
@@ -89,7 +95,7 @@ export function createIndexer(opts: IndexerOptions) {
 
   function start(): Worker {
     const data: IndexerWorkerData = { dbFile: opts.dbFile, partitions: opts.partitions };
-    const w = new Worker(workerFile(), { workerData: data });
+    const w = new Worker(workerFile(), { workerData: data, resourceLimits: THREAD_LIMITS.indexer });
     w.unref(); // close() waits for it; a store never closed must not keep the process alive
     w.on('message', (m: FromIndexer) => onMessage(m));
     w.on('error', (err) => opts.log.error({ err }, 'indexer: worker failed'));
@@ -158,6 +164,9 @@ export function createIndexer(opts: IndexerOptions) {
         entries--;
         keyBytes -= entry.key.length;
       }
+      // Let go of the written group now: its columns hold every event's source and id, and a large
+      // group (batches) kept until the queue is compacted kept hundreds of thousands of them alive.
+      groups[groupsAt] = RELEASED;
       groupsAt++;
     }
     compact();
@@ -169,16 +178,20 @@ export function createIndexer(opts: IndexerOptions) {
     }
   }
 
-  /** Queues are arrays read from an index; the consumed front is cut off once it is most of the array. */
+  /**
+   * Queues are arrays read from an index; the consumed front is cut off once it is most of the array
+   * (amortised: each entry is moved at most once per halving), so written entries do not outlive
+   * their group by long.
+   */
   function compact(): void {
-    if (groupsAt > 1024 && groupsAt * 2 > groups.length) {
+    if (groupsAt > COMPACT_AFTER && groupsAt * 2 > groups.length) {
       groups.splice(0, groupsAt);
       groupsAt = 0;
     }
     for (let p = 0; p < opts.partitions; p++) {
       const at = partitionAt[p]!;
       const list = byPartition[p]!;
-      if (at > 1024 && at * 2 > list.length) {
+      if (at > COMPACT_AFTER && at * 2 > list.length) {
         list.splice(0, at);
         partitionAt[p] = 0;
       }

@@ -1,4 +1,6 @@
 import fs from 'node:fs';
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import type { AppendResult } from '../../../src/wal/event-store';
@@ -589,4 +591,53 @@ describe('local event store: index.db', () => {
     // The other log's keys are not this one's duplicates.
     expect((await again.store.append([ev('theirs-1')]))[0]!.duplicate).toBe(false);
   });
+});
+
+describe('local event store: the indexer tail', () => {
+  it('lets go of each group once the worker has written it (large batch groups were kept until 1,024 of them had been written)', async () => {
+    // A forced full collection shows what is still reachable: the tail must hold nothing of written groups.
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const dir = tmpDir();
+    const indexer = createIndexer({
+      dbFile: path.join(dir, 'index.db'),
+      partitions: 2,
+      log: createLogger('silent'),
+      indexedThrough: 0,
+      onRetired: () => undefined,
+    });
+    const db = openIndexDatabase(path.join(dir, 'index.db'));
+    db.close();
+    const refs: WeakRef<object>[] = [];
+    try {
+      let end = 0;
+      for (let g = 0; g < 20; g++) {
+        const committed: PendingEntry[] = Array.from({ length: 50 }, (_, i) => {
+          const id = `g${g}-${i}`;
+          return {
+            source: '/tail',
+            id,
+            key: idempotencyKey('/tail', id),
+            partition: i % 2,
+            offset: g * 25 + Math.floor(i / 2),
+            storedAt: T0,
+            frame: Buffer.alloc(16),
+          };
+        });
+        const positions = committed.map((_, i) => end + i * 16);
+        end += committed.length * 16;
+        indexer.add(end, committed, positions);
+        refs.push(new WeakRef(indexer.find(committed[0]!.key)!));
+      }
+      await indexer.drained();
+      expect(indexer.lag()).toBe(0);
+      for (let i = 0; i < 3 && refs.some((r) => r.deref()); i++) {
+        await new Promise((resolve) => setImmediate(resolve));
+        gc();
+      }
+      expect(refs.filter((r) => r.deref() !== undefined)).toHaveLength(0);
+    } finally {
+      await indexer.close();
+    }
+  }, 30_000);
 });
