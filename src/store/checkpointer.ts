@@ -1,5 +1,6 @@
 import { Worker } from 'node:worker_threads';
 import { MAX_WAL_BYTES } from './db';
+import { THREAD_LIMITS } from '../thread-limits';
 
 /**
  * Checkpoints the SQLite WAL from a worker thread with its own connection,
@@ -26,6 +27,7 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
   `;
   const worker = new Worker(source, {
     eval: true,
+    resourceLimits: THREAD_LIMITS.checkpointer,
     workerData: { dbFile, intervalMs, maxWalBytes: MAX_WAL_BYTES, driver: require.resolve('better-sqlite3') },
   });
   worker.unref();

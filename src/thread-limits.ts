@@ -1,0 +1,17 @@
+import type { ResourceLimits } from 'node:worker_threads';
+
+/**
+ * Heap bounds of Herald's worker threads. V8 sizes a thread's young generation for throughput (up
+ * to 48 MiB each) and lets its old generation grow well past its live set between major
+ * collections; with four isolates that was most of the gateway's resident memory while a backlog
+ * drained. Each bound sits far above the thread's live set: a thread that outgrew one anyway dies
+ * and is restarted like any other crash of that thread (see each thread's owner).
+ */
+export const THREAD_LIMITS = {
+  /** Dispatcher and subscription workers: bounded by in-flight attempts and the decoded-record cache. */
+  delivery: { maxYoungGenerationSizeMb: 16, maxOldGenerationSizeMb: 512 },
+  /** Index writes (a group's columns at a time) and key filter builds (paged). */
+  indexer: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 256 },
+  /** A timer and a pragma. */
+  checkpointer: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: 32 },
+} as const satisfies Record<string, ResourceLimits>;
