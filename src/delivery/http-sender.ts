@@ -111,22 +111,8 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     }, timeoutMs);
     group?.add(controller);
     try {
-      const res = await poolFor(target.origin).request({
-        method: 'POST',
-        path: target.path,
-        headers,
-        body,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-        signal: controller,
-      });
-      const excerpt = await readExcerpt(res.body);
-      const retryAfter = res.headers['retry-after'];
-      return {
-        status: res.statusCode,
-        retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
-        error: res.statusCode >= 300 ? excerpt : undefined,
-      };
+      const res = await post(poolFor(target.origin), target.path, headers, body, timeoutMs, controller);
+      return { status: res.status, retryAfter: res.retryAfter, error: res.status >= 300 ? res.excerpt : undefined };
     } catch (err) {
       const e = err as Error & { code?: string };
       if (e.code === SINK_NOT_ALLOWED) return { status: null, error: e.message, sinkNotAllowed: true };
@@ -203,6 +189,75 @@ function guardedConnector(): buildConnector.connector {
     }
     base(options, callback);
   };
+}
+
+/** What `post` hears back: the final status, the first Retry-After, and the start of the body. */
+interface Answer {
+  status: number;
+  retryAfter?: string;
+  excerpt: string;
+}
+
+/**
+ * One POST through undici's dispatcher with a handler that keeps only what an attempt needs (the
+ * status, Retry-After, the body's first KiB): `Pool.request` builds a response stream, an async
+ * iterator and a parsed header object per request, a tenth of the delivery thread's time when
+ * profiled. Rejects with undici's error (timeouts keep their codes) or the abort's.
+ */
+function post(
+  pool: Pool,
+  path: string,
+  headers: Record<string, string>,
+  body: Buffer,
+  timeoutMs: number,
+  controller: Abortable,
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    let status = 0;
+    let retryAfter: string | undefined;
+    let abortRequest: ((err: Error) => void) | undefined;
+    const aborted = () => Object.assign(new Error('the attempt was aborted'), { name: 'AbortError' });
+    const onAbort = () => abortRequest?.(aborted());
+    controller.once('abort', onAbort);
+    const settle = (err: Error | null) => {
+      controller.off('abort', onAbort);
+      if (err) reject(err);
+      else resolve({ status, retryAfter, excerpt: Buffer.concat(chunks).subarray(0, EXCERPT_BYTES).toString('utf8') });
+    };
+    pool.dispatch(
+      { method: 'POST', path, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
+      {
+        onConnect(abort: (err?: Error) => void) {
+          if (controller.aborted) abort(aborted());
+          else abortRequest = abort;
+        },
+        onHeaders(statusCode: number, raw: Buffer[]) {
+          if (statusCode < 200) return true; // informational: the final answer follows
+          status = statusCode;
+          retryAfter = headerValue(raw, 'retry-after');
+          return true;
+        },
+        onData(chunk: Buffer) {
+          if (size < EXCERPT_BYTES) chunks.push(chunk);
+          size += chunk.length;
+          return true;
+        },
+        onComplete: () => settle(null),
+        onError: (err: Error) => settle(err),
+      },
+    );
+  });
+}
+
+/** The first value of a header in undici's raw list (`[name, value, …]`); `name` in lower case. */
+function headerValue(raw: Buffer[], name: string): string | undefined {
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const key = raw[i]!;
+    if (key.length === name.length && key.toString('latin1').toLowerCase() === name) return raw[i + 1]!.toString('latin1');
+  }
+  return undefined;
 }
 
 async function readExcerpt(body: AsyncIterable<Buffer>): Promise<string> {
