@@ -155,6 +155,17 @@ export function mainThreadProfile(dir: string): string | undefined {
   return pick[0];
 }
 
+/**
+ * The worker threads' profiles in a directory (threadId above 0: the delivery thread, the indexer,
+ * the checkpointer), newest first.
+ */
+export function workerThreadProfiles(dir: string): string[] {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.cpuprofile') && !/\.\d+\.0\.\d+\.cpuprofile$/.test(f))
+    .map((f) => path.join(dir, f));
+}
+
 /** Human-readable lines for a summary (used by `profile-summary` and BENCHMARKS.md). */
 export function formatProfile(s: ProfileSummary): string {
   const lines = [
