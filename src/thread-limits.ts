@@ -9,7 +9,7 @@ import type { ResourceLimits } from 'node:worker_threads';
  */
 export const THREAD_LIMITS = {
   /** Dispatcher and subscription workers: bounded by in-flight attempts and the decoded-record cache. */
-  delivery: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 512 },
+  delivery: { maxOldGenerationSizeMb: 512 },
   /** Index writes (a group's columns at a time) and key filter builds (paged). */
   indexer: { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 256 },
   /** A timer and a pragma. */
