@@ -32,6 +32,7 @@ import * as filters from './cases/filters';
 import * as indexDesign from './cases/index-design';
 import * as ingestBatch from './cases/ingest-batch';
 import * as ingestSingle from './cases/ingest-single';
+import * as jetstream from './cases/jetstream';
 import * as latency from './cases/latency';
 import * as metrics from './cases/metrics';
 import * as peerJetstream from './cases/peer-jetstream';
@@ -58,6 +59,7 @@ const CASES: Record<string, (ctx: Ctx) => Promise<CaseReport>> = {
   'index-design': indexDesign.run,
   'peer-jetstream': peerJetstream.run,
   retention: retention.run,
+  jetstream: jetstream.run,
 };
 const ORDER = Object.keys(CASES);
 

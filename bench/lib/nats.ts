@@ -87,3 +87,63 @@ export async function startNatsServer(bin: string, storeDir: string): Promise<Na
   }
   return { child, port, url, stop: () => stopChild(child, 10_000) };
 }
+
+export interface NatsClusterProcs {
+  servers: NatsServer[];
+  /** `HERALD_NATS_SERVERS`: every server's client URL, comma-separated. */
+  serversEnv: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * A cluster of `size` JetStream servers on loopback (one config file and store dir each, routes to
+ * every other), ready once its JetStream meta leader answers an account info request (at most 60 s).
+ */
+export async function startNatsCluster(bin: string, dir: string, size = 3): Promise<NatsClusterProcs> {
+  const clientPorts: number[] = [];
+  const routePorts: number[] = [];
+  for (let i = 0; i < size; i++) {
+    clientPorts.push(await freePort());
+    routePorts.push(await freePort());
+  }
+  const servers: NatsServer[] = [];
+  const stop = async () => {
+    await Promise.all(servers.map((s) => s.stop()));
+  };
+  try {
+    for (let i = 0; i < size; i++) {
+      const store = path.join(dir, `n${i + 1}`);
+      fs.mkdirSync(store, { recursive: true });
+      const routes = routePorts.filter((_, j) => j !== i).map((p) => `nats://127.0.0.1:${p}`);
+      const conf = [
+        `server_name: n${i + 1}`,
+        `listen: 127.0.0.1:${clientPorts[i]}`,
+        `jetstream { store_dir: "${store}" }`,
+        `cluster { name: herald-bench, listen: 127.0.0.1:${routePorts[i]}, routes: [ ${routes.join(', ')} ] }`,
+      ].join('\n');
+      const file = path.join(dir, `n${i + 1}.conf`);
+      fs.writeFileSync(file, conf);
+      const child = track(spawn(bin, ['-c', file], { stdio: ['ignore', 'ignore', 'ignore'] }));
+      servers.push({ child, port: clientPorts[i]!, url: `127.0.0.1:${clientPorts[i]}`, stop: () => stopChild(child, 10_000) });
+    }
+    const deadline = nowMs() + 60_000;
+    const nc = await connectWhenUp(servers[0]!.url, deadline);
+    try {
+      for (;;) {
+        try {
+          await (await nc.jetstreamManager()).getAccountInfo();
+          break;
+        } catch (err) {
+          if (nowMs() > deadline) throw err;
+          await delay(250);
+        }
+      }
+    } finally {
+      await nc.close();
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return { servers, serversEnv: servers.map((s) => `nats://${s.url}`).join(','), stop };
+}
