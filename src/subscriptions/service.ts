@@ -100,14 +100,29 @@ export function createSubscriptionsService(deps: {
     compileFilters(filters);
   }
 
+  /**
+   * Per subscription, the calls to delivery in the order they were made: each starts once the one
+   * before it settled, so a removal never overtakes the start it follows (delivery on JetStream
+   * creates consumers in `add`), and a read of delivery's state waits for the start.
+   */
+  const queues = new Map<string, Promise<unknown>>();
+
+  function enqueue<T>(id: string, call: () => T | Promise<T>): Promise<T> {
+    const result = (queues.get(id) ?? Promise.resolve()).then(call);
+    const tail = result.catch(() => undefined);
+    queues.set(id, tail);
+    void tail.then(() => {
+      if (queues.get(id) === tail) queues.delete(id);
+    });
+    return result;
+  }
+
+  /** Resolves once every call to delivery made so far for the subscription has settled. */
+  const settled = (id: string): Promise<unknown> => queues.get(id) ?? Promise.resolve();
+
   /** Delivery answers later (the delivery thread): its failure to hear of a change is logged, never thrown at a caller that saved it. */
   function tell(what: string, id: string, call: () => unknown): void {
-    const failed = (err: unknown) => deps.log.warn({ subscription: id, err }, `delivery did not take the subscription's ${what}`);
-    try {
-      Promise.resolve(call()).catch(failed);
-    } catch (err) {
-      failed(err);
-    }
+    enqueue(id, call).catch((err: unknown) => deps.log.warn({ subscription: id, err }, `delivery did not take the subscription's ${what}`));
   }
 
   /**
@@ -166,6 +181,7 @@ export function createSubscriptionsService(deps: {
   }
 
   async function view(record: SubscriptionRecord, withStats: boolean) {
+    if (withStats) await settled(record.id);
     const stats = withStats ? await deps.delivery.stats(record.id) : null;
     return {
       id: record.id,
@@ -281,6 +297,7 @@ export function createSubscriptionsService(deps: {
     metricsSnapshot() {
       return Promise.all(
         live.records().map(async (record) => {
+          await settled(record.id);
           const { partitions, deadLetters } = await deps.delivery.stats(record.id);
           const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
           return {
@@ -326,7 +343,7 @@ export function createSubscriptionsService(deps: {
         return { ...changes, ...(current.state === 'paused' ? { validatedAt: null } : validationStart(clock())) };
       });
       if (revalidate) validate(record);
-      await deps.delivery.resume(id);
+      await enqueue(id, () => deps.delivery.resume(id));
       deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
       return view(record, true);
     },
@@ -335,7 +352,7 @@ export function createSubscriptionsService(deps: {
       removing.add(id);
       try {
         // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
-        await deps.delivery.remove(id);
+        await enqueue(id, () => deps.delivery.remove(id));
         if (!live.has(id)) return; // removed meanwhile by another request (or node)
         await deps.records.remove(id);
         if (!live.forget(id)) return; // the store's own report of the deletion came first
@@ -398,7 +415,7 @@ export function createSubscriptionsService(deps: {
      */
     async seek(id: string, target: SeekTarget) {
       await live.find(id);
-      const { generation } = await deps.delivery.seek(id, target);
+      const { generation } = await enqueue(id, () => deps.delivery.seek(id, target));
       deps.log.info(
         { subscription: id, ...('time' in target ? { time: new Date(target.time).toISOString() } : target), generation },
         'subscription sought',
@@ -425,7 +442,7 @@ export function createSubscriptionsService(deps: {
     async attempts(id: string, page: { limit: number; before: number }) {
       await live.find(id);
       // One more than asked tells whether an older page exists, so the last page says `next: null`.
-      const rows = await deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 });
+      const rows = await enqueue(id, () => deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 }));
       const more = rows.length > page.limit;
       if (more) rows.length = page.limit;
       return {
@@ -445,7 +462,7 @@ export function createSubscriptionsService(deps: {
     },
     async deadLetters(id: string, page: { limit: number; after: number }) {
       await live.find(id);
-      const rows = await deps.delivery.deadLetters(id, page);
+      const rows = await enqueue(id, () => deps.delivery.deadLetters(id, page));
       // One read at a time: a page holds up to 1000, and on JetStream each is a round trip to the cluster.
       const deadLetters = [];
       for (const row of rows) {
@@ -471,13 +488,13 @@ export function createSubscriptionsService(deps: {
     /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */
     async redeliver(id: string, ids: string[] | undefined): Promise<number> {
       await live.find(id);
-      const count = await deps.delivery.redeliver(id, ids);
+      const count = await enqueue(id, () => deps.delivery.redeliver(id, ids));
       deps.log.info({ subscription: id, deadLetters: count }, 'dead letters redelivered');
       return count;
     },
     async deleteDeadLetter(id: string, deadLetterId: string): Promise<void> {
       await live.find(id);
-      if (!(await deps.delivery.deleteDeadLetter(id, deadLetterId)))
+      if (!(await enqueue(id, () => deps.delivery.deleteDeadLetter(id, deadLetterId))))
         throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
       deps.log.info({ subscription: id, deadLetter: deadLetterId }, 'dead letter deleted');
     },
