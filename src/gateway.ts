@@ -237,6 +237,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
         }
       };
       handshakes.close();
+      subscriptions.close();
       // The delivery thread stops pulling, lets open requests finish within its share of the deadline,
       // writes everything it holds and exits; only then does the log close under it.
       await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));

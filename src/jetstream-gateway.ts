@@ -137,6 +137,7 @@ export async function startJetStreamGateway(
       const { step, rethrow } = shutdownSteps(log);
       await step('closing the HTTP server', () => httpServer.close(config.shutdownTimeoutMs));
       handshakes.close();
+      subscriptions.close();
       // The watch first: no change of another node may start delivery again while it stops.
       await step('stopping the subscriptions watch', () => records.close());
       await step('stopping delivery', () => delivery.close());

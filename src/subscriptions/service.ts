@@ -18,6 +18,7 @@ import {
 import { createSinkPolicy, type SinkPolicy } from './sink-policy';
 import type { SeekTarget } from './seek-schema';
 import { newValidationToken, VALIDATION_WAIT_MS, type Handshakes } from './handshake';
+import { createDeliveryCalls } from './delivery-calls';
 import { createLiveRecords, type Change } from './live-records';
 import type { SubscriptionStore } from './record-store';
 
@@ -67,6 +68,8 @@ export function createSubscriptionsService(deps: {
   const handshakes = deps.handshakes;
   /** Deletions under way through this node: delivery was already told, the store's echo need not tell it again. */
   const removing = new Set<string>();
+  const calls = createDeliveryCalls({ delivery: deps.delivery, log: deps.log, exists: (id) => live.has(id) });
+  const tell = calls.tell;
   const live = createLiveRecords({
     records: deps.records,
     clock,
@@ -101,49 +104,22 @@ export function createSubscriptionsService(deps: {
   }
 
   /**
-   * Per subscription, the calls to delivery in the order they were made: each starts once the one
-   * before it settled, so a removal never overtakes the start it follows (delivery on JetStream
-   * creates consumers in `add`), and a read of delivery's state waits for the start.
-   */
-  const queues = new Map<string, Promise<unknown>>();
-
-  function enqueue<T>(id: string, call: () => T | Promise<T>): Promise<T> {
-    const result = (queues.get(id) ?? Promise.resolve()).then(call);
-    const tail = result.catch(() => undefined);
-    queues.set(id, tail);
-    void tail.then(() => {
-      if (queues.get(id) === tail) queues.delete(id);
-    });
-    return result;
-  }
-
-  /** Resolves once every call to delivery made so far for the subscription has settled. */
-  const settled = (id: string): Promise<unknown> => queues.get(id) ?? Promise.resolve();
-
-  /** Delivery answers later (the delivery thread): its failure to hear of a change is logged, never thrown at a caller that saved it. */
-  function tell(what: string, id: string, call: () => unknown): void {
-    enqueue(id, call).catch((err: unknown) => deps.log.warn({ subscription: id, err }, `delivery did not take the subscription's ${what}`));
-  }
-
-  /**
    * Delivery starts for the record; a delivery thread down now is given it again when it restarts.
    * Its reports may come from every node delivering the subscription: the pauses they cause are
    * decided on the stored record, so the second changes nothing.
    */
   function attach(record: SubscriptionRecord): void {
     const id = record.id;
-    tell('start', id, () =>
-      deps.delivery.add(record, {
-        onGone: () => {
-          if (live.has(id)) void pauseFor(id, 'gone').catch((err: unknown) => failedInBackground('pause (gone)', id, err));
-        },
-        onFailing: (detail) => {
-          if (live.peek(id)?.state !== 'active') return;
-          void pauseFor(id, 'failing', detail).catch((err: unknown) => failedInBackground('pause (failing)', id, err));
-        },
-        onFilterError: () => deps.hooks?.filterError(id),
-      }),
-    );
+    calls.start(id, () => live.peek(id), {
+      onGone: () => {
+        if (live.has(id)) void pauseFor(id, 'gone').catch((err: unknown) => failedInBackground('pause (gone)', id, err));
+      },
+      onFailing: (detail) => {
+        if (live.peek(id)?.state !== 'active') return;
+        void pauseFor(id, 'failing', detail).catch((err: unknown) => failedInBackground('pause (failing)', id, err));
+      },
+      onFilterError: () => deps.hooks?.filterError(id),
+    });
   }
 
   /** What every node does when a subscription is gone (deleted here or elsewhere). */
@@ -181,8 +157,7 @@ export function createSubscriptionsService(deps: {
   }
 
   async function view(record: SubscriptionRecord, withStats: boolean) {
-    if (withStats) await settled(record.id);
-    const stats = withStats ? await deps.delivery.stats(record.id) : null;
+    const stats = withStats ? await calls.read(record.id, () => deps.delivery.stats(record.id)) : null;
     return {
       id: record.id,
       sink: record.sink,
@@ -293,12 +268,15 @@ export function createSubscriptionsService(deps: {
       }
       return { ...(await view(shown, true)), secret: shown.secret };
     },
+    /** Stops starting delivery again for subscriptions whose start failed (at shutdown, before delivery closes). */
+    close(): void {
+      calls.close();
+    },
     /** Per subscription, what `/metrics` shows (one dead-letter count query per subscription). */
     metricsSnapshot() {
       return Promise.all(
         live.records().map(async (record) => {
-          await settled(record.id);
-          const { partitions, deadLetters } = await deps.delivery.stats(record.id);
+          const { partitions, deadLetters } = await calls.read(record.id, () => deps.delivery.stats(record.id));
           const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
           return {
             id: record.id,
@@ -343,7 +321,7 @@ export function createSubscriptionsService(deps: {
         return { ...changes, ...(current.state === 'paused' ? { validatedAt: null } : validationStart(clock())) };
       });
       if (revalidate) validate(record);
-      await enqueue(id, () => deps.delivery.resume(id));
+      await calls.ask(id, () => deps.delivery.resume(id));
       deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
       return view(record, true);
     },
@@ -352,7 +330,7 @@ export function createSubscriptionsService(deps: {
       removing.add(id);
       try {
         // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
-        await enqueue(id, () => deps.delivery.remove(id));
+        await calls.ask(id, () => deps.delivery.remove(id));
         if (!live.has(id)) return; // removed meanwhile by another request (or node)
         await deps.records.remove(id);
         if (!live.forget(id)) return; // the store's own report of the deletion came first
@@ -415,7 +393,7 @@ export function createSubscriptionsService(deps: {
      */
     async seek(id: string, target: SeekTarget) {
       await live.find(id);
-      const { generation } = await enqueue(id, () => deps.delivery.seek(id, target));
+      const { generation } = await calls.ask(id, () => deps.delivery.seek(id, target));
       deps.log.info(
         { subscription: id, ...('time' in target ? { time: new Date(target.time).toISOString() } : target), generation },
         'subscription sought',
@@ -442,7 +420,7 @@ export function createSubscriptionsService(deps: {
     async attempts(id: string, page: { limit: number; before: number }) {
       await live.find(id);
       // One more than asked tells whether an older page exists, so the last page says `next: null`.
-      const rows = await enqueue(id, () => deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 }));
+      const rows = await calls.read(id, () => deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 }));
       const more = rows.length > page.limit;
       if (more) rows.length = page.limit;
       return {
@@ -462,7 +440,7 @@ export function createSubscriptionsService(deps: {
     },
     async deadLetters(id: string, page: { limit: number; after: number }) {
       await live.find(id);
-      const rows = await enqueue(id, () => deps.delivery.deadLetters(id, page));
+      const rows = await calls.read(id, () => deps.delivery.deadLetters(id, page));
       // One read at a time: a page holds up to 1000, and on JetStream each is a round trip to the cluster.
       const deadLetters = [];
       for (const row of rows) {
@@ -488,13 +466,13 @@ export function createSubscriptionsService(deps: {
     /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */
     async redeliver(id: string, ids: string[] | undefined): Promise<number> {
       await live.find(id);
-      const count = await enqueue(id, () => deps.delivery.redeliver(id, ids));
+      const count = await calls.ask(id, () => deps.delivery.redeliver(id, ids));
       deps.log.info({ subscription: id, deadLetters: count }, 'dead letters redelivered');
       return count;
     },
     async deleteDeadLetter(id: string, deadLetterId: string): Promise<void> {
       await live.find(id);
-      if (!(await enqueue(id, () => deps.delivery.deleteDeadLetter(id, deadLetterId))))
+      if (!(await calls.ask(id, () => deps.delivery.deleteDeadLetter(id, deadLetterId))))
         throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
       deps.log.info({ subscription: id, deadLetter: deadLetterId }, 'dead letter deleted');
     },
