@@ -1,4 +1,6 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import path from 'node:path';
 import { Webhook } from 'standardwebhooks';
 import { AppError } from '../../src/errors';
 import { createLogger } from '../../src/logger';
@@ -117,6 +119,24 @@ describeWithNats('JetStream delivery engine', () => {
       results.push(r!);
     }
     return results as unknown as { partition: number; offset: number }[];
+  }
+
+  /** A delivery node in a child process (the built engine), pulling `sub`; resolves once it pulls. */
+  async function spawnNode(name: string, sub: SubscriptionRecord): Promise<ChildProcess> {
+    const script = path.resolve(__dirname, '..', 'helpers', 'jetstream-delivery-node.cjs');
+    const args = JSON.stringify({ servers: cluster.urls, prefix, partitions: PARTITIONS, name, record: sub });
+    const child = spawn(process.execPath, [script, args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => out.includes('ready') || child.exitCode !== null, WAIT);
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    }
+    if (!out.includes('ready')) throw new Error(`the delivery node exited: ${out}`);
+    return child;
   }
 
   const onlySource = (source: string) => [{ exact: { source } }];
@@ -335,6 +355,38 @@ describeWithNats('JetStream delivery engine', () => {
       release();
       await c.close();
       await d.close();
+    }
+  });
+
+  it('when the node holding an attempt is SIGKILLed, another delivers it after ack_wait, and the backlog in order', async () => {
+    let hold = true;
+    let release = () => {};
+    const released = new Promise<void>((res) => (release = res));
+    const r = await receiver(async (req) => {
+      if (hold && nodeOf(req) === 'k') await released;
+      return { status: 204 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    const child = await spawnNode('k', sub);
+    try {
+      const stored = await publish(source, ['k1', 'k2', 'k3'], { key: 'k' });
+      await waitFor(() => r.requests.length >= 1, WAIT);
+      expect(nodeOf(r.requests[0]!)).toBe('k');
+      await b.add(sub, noEvents()); // B joins while K holds k1
+      child.kill('SIGKILL');
+      await new Promise((res) => child.once('exit', res));
+      hold = false;
+      await waitFor(() => r.requests.filter((q) => nodeOf(q) === 'b').length >= 3, WAIT);
+      const fromB = r.requests.filter((q) => nodeOf(q) === 'b');
+      expect(fromB.map((q) => header(q, 'ce-id'))).toEqual(['k1', 'k2', 'k3']);
+      expect(header(fromB[0]!, 'webhook-id')).toBe(header(r.requests[0]!, 'webhook-id'));
+      expect(header(fromB[0]!, 'herald-attempt')).toBe('2');
+      expect(fromB.slice(1).map((q) => Number(header(q, 'herald-previous-offset')))).toEqual(stored.slice(0, 2).map((x) => x.offset));
+      await b.remove(sub.id);
+    } finally {
+      release();
+      child.kill('SIGKILL');
     }
   });
 
