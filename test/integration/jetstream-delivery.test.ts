@@ -292,6 +292,26 @@ describeWithNats('JetStream delivery engine', () => {
     await expect(b.callback(id3, 'reject')).rejects.toMatchObject({ code: 'not_found' });
   });
 
+  it('lets a callback that arrives before the answer win; the answer is then logged as stale', async () => {
+    const r = await receiver(async (req) => {
+      await b.callback(header(req, 'herald-delivery-id')!, 'ack');
+      return { status: 200 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual' } });
+    await a.add(sub, noEvents());
+    await publish(source, ['c1', 'c2'], { key: 'k' });
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    const rows = await waitFor(async () => {
+      const got = await a.attempts(sub.id, { before: Number.MAX_SAFE_INTEGER, limit: 10 });
+      return got.length === 2 ? got : undefined;
+    }, WAIT);
+    expect(rows.map((x) => x.outcome)).toEqual(['stale', 'stale']);
+    await waitFor(async () => (await a.stats(sub.id)).partitions.every((p) => p.lag === 0 && p.inFlight === 0), WAIT);
+    expect(r.requests.map((q) => header(q, 'ce-id'))).toEqual(['c1', 'c2']);
+    await a.remove(sub.id);
+  });
+
   it('two nodes on one subscription deliver each event once, in order per partition', async () => {
     const r = await receiver();
     const source = `/s/${randomUUID()}`;
