@@ -7,6 +7,24 @@ import type { DeliveryNames } from './names';
 
 const isConsumerNotFound = (err: unknown) => /consumer not found/i.test((err as Error)?.message ?? '');
 const isInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
+const isTimeout = (err: unknown) => (err as { code?: string })?.code === 'TIMEOUT';
+/** Tries of a consumer create or delete that timed out. */
+const TRIES = 3;
+
+/**
+ * Runs an idempotent consumer operation again when its request timed out: nats-server 2.9 may leave
+ * unanswered a clustered create or delete of a consumer another node is creating or deleting at the
+ * same moment (every node runs `add` and `remove`). Each try looks at the consumer afresh.
+ */
+async function retryOnTimeout(op: () => Promise<void>): Promise<void> {
+  for (let tried = 1; ; tried++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (!isTimeout(err) || tried >= TRIES) throw err;
+    }
+  }
+}
 
 /** Seek generations of a subscription's partitions, as kept in `<prefix>_dgen`. */
 export interface Generations {
@@ -66,7 +84,10 @@ export function createConsumers(deps: ConsumersDeps) {
   }
 
   /** Creates the consumer, or brings the lease settings of the one that exists up to date. */
-  async function ensure(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  const ensure = (stream: string, config: Partial<ConsumerConfig> & { durable_name: string }) =>
+    retryOnTimeout(() => ensureOnce(stream, config));
+
+  async function ensureOnce(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
     let existing: ConsumerConfig | undefined;
     try {
       existing = (await jsm.consumers.info(stream, config.durable_name)).config;
@@ -91,13 +112,14 @@ export function createConsumers(deps: ConsumersDeps) {
   const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) =>
     ensure(events.stream(partition), partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, start) as never);
 
-  async function remove(stream: string, name: string): Promise<void> {
-    try {
-      await jsm.consumers.delete(stream, name);
-    } catch (err) {
-      if (!isConsumerNotFound(err)) throw err;
-    }
-  }
+  const remove = (stream: string, name: string) =>
+    retryOnTimeout(async () => {
+      try {
+        await jsm.consumers.delete(stream, name);
+      } catch (err) {
+        if (!isConsumerNotFound(err)) throw err;
+      }
+    });
 
   return {
     generations,

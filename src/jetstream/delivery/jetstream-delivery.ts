@@ -40,7 +40,7 @@
  * Not on this engine (yet): rate limits and AIMD concurrency (`currentMaxInFlight` is `maxInFlight`,
  * `throttled` false), auto-disable (`onFailing`), retention (`expired` stays 0).
  */
-import type { JsMsg, KV } from 'nats';
+import type { KV } from 'nats';
 import { KvWatchInclude, type NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import type { NatsConfig } from '../../config';
@@ -49,7 +49,6 @@ import { createHttpSender } from '../../delivery/http-sender';
 import { AppError } from '../../errors';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents } from '../../subscriptions/delivery-control';
-import { compileFilters, createFilterErrorReporter, type Matcher } from '../../subscriptions/filter';
 import type { SeekTarget } from '../../subscriptions/seek-schema';
 import { connectToCluster } from '../connection';
 import { jetStreamNames } from '../names';
@@ -58,10 +57,9 @@ import { createCallbacks } from './callbacks';
 import { createConsumers, type Consumers } from './consumers';
 import type { EngineContext } from './context';
 import { createLeaseKeeper } from './lease-keeper';
-import { handleMessage, type Source, type SubscriptionView } from './message-handler';
+import { createLocalSubscription, type LocalSubscription } from './local-subscription';
 import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
-import { createPuller, type Puller } from './puller';
 import { createAttemptLog, createDeadLetters } from './records';
 import { seekStarts } from './seek-starts';
 
@@ -86,17 +84,6 @@ const API_TIMEOUT_MS = 5000;
 const CLOSE_GRACE_MS = 1000;
 /** Dead letters read per page when all of a subscription's are redelivered (bounded by their count). */
 const REDRIVE_PAGE = 1000;
-
-/** A subscription on this node: the service's last record, its filters, its pullers. */
-interface Entry {
-  record: SubscriptionRecord;
-  matcher: Matcher;
-  report: ReturnType<typeof createFilterErrorReporter>;
-  events: SubscriptionEvents;
-  gens: number[];
-  pullers: Map<number | 'redrive', Puller>;
-  removed: boolean;
-}
 
 export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Promise<JetStreamDelivery> {
   const { log, partitions } = deps;
@@ -148,7 +135,9 @@ function composeEngine(parts: {
 }): JetStreamDelivery {
   const { ctx, js, nc, consumers, partitions } = parts;
   const { log, names, events } = ctx;
-  const subs = new Map<string, Entry>();
+  const subs = new Map<string, LocalSubscription>();
+  /** Deleted here: an `add` still making its consumers must not start pulling. */
+  const removedIds = new Set<string>();
   const byToken = new Map<string, string>();
   const adding = new Map<string, Promise<void>>();
   const leases = createLeaseKeeper(ctx);
@@ -160,73 +149,10 @@ function composeEngine(parts: {
     keepLease: leases.keep,
   });
 
-  function entryOf(id: string): Entry {
+  function entryOf(id: string): LocalSubscription {
     const entry = subs.get(id);
-    if (!entry || entry.removed) throw new AppError('not_found', `subscription ${id} does not exist`);
+    if (!entry) throw new AppError('not_found', `subscription ${id} does not exist`);
     return entry;
-  }
-
-  function viewOf(entry: Entry): SubscriptionView {
-    return {
-      id: entry.record.id,
-      record: () => entry.record,
-      matches: (attributes) => {
-        try {
-          return entry.matcher(attributes);
-        } catch (err) {
-          log.warn({ subscription: entry.record.id, err }, 'filter evaluation failed; the event does not match');
-          return false;
-        }
-      },
-      generation: (partition) => entry.gens[partition] ?? 0,
-      gone: () => {
-        // Paused here at once, so this node pulls nothing more before the service's update arrives.
-        entry.record = { ...entry.record, state: 'paused', stateReason: 'gone' };
-        entry.events.onGone();
-      },
-      closing: () => closed || entry.removed,
-    };
-  }
-
-  function startPuller(entry: Entry, channel: number | 'redrive'): Puller {
-    const id = entry.record.id;
-    const view = viewOf(entry);
-    const source: Source =
-      channel === 'redrive' ? { kind: 'redrive' } : { kind: 'partition', partition: channel, generation: entry.gens[channel]! };
-    return createPuller({
-      js,
-      stream: channel === 'redrive' ? names.redriveStream : events.stream(channel),
-      consumer: channel === 'redrive' ? names.redriveConsumer(id) : names.consumer(id, entry.gens[channel]!),
-      capacity: () => (channel !== 'redrive' && entry.record.delivery.ordering === 'partition' ? 1 : entry.record.delivery.maxInFlight),
-      active: () => !closed && !entry.removed && entry.record.state === 'active',
-      handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, leases.keep),
-      onPullError: (err) => repair(entry, channel, err),
-      log,
-    });
-  }
-
-  /** A pull failed: the consumer may have moved (seek elsewhere), gone with the subscription, or be missing. */
-  async function repair(entry: Entry, channel: number | 'redrive', err: unknown): Promise<void> {
-    if (closed || entry.removed) return;
-    log.debug({ err, subscription: entry.record.id, channel }, 'pull failed; checking the consumer');
-    const current = await consumers.generations(entry.record.id);
-    if (!current) return; // deleted: the service removes it here too
-    if (channel !== 'redrive' && current.gens[channel] !== entry.gens[channel]) return rebind(entry, current.gens);
-    await consumers.ensureAll(entry.record, entry.gens);
-  }
-
-  /** Moves this node's pullers to the generations the cluster holds (after a seek on any node). */
-  function rebind(entry: Entry, gens: readonly number[]): void {
-    if (closed || entry.removed) return;
-    for (let p = 0; p < partitions; p++) {
-      const gen = gens[p] ?? 0;
-      if (gen <= (entry.gens[p] ?? 0)) continue;
-      entry.gens[p] = gen;
-      const old = entry.pullers.get(p);
-      entry.pullers.set(p, startPuller(entry, p));
-      void old?.stop(0);
-      log.info({ subscription: entry.record.id, partition: p, generation: gen }, 'delivery moved to a sought position');
-    }
   }
 
   /** Every node watches the generation records, so a seek through any node moves every node's pullers. */
@@ -238,7 +164,7 @@ function composeEngine(parts: {
         const entry = id === undefined ? undefined : subs.get(id);
         if (!entry || e.operation !== 'PUT') continue;
         try {
-          rebind(entry, (JSON.parse(Buffer.from(e.value).toString('utf8')) as { gens: number[] }).gens);
+          entry.rebind((JSON.parse(Buffer.from(e.value).toString('utf8')) as { gens: number[] }).gens);
         } catch (err) {
           log.warn({ err, key: e.key }, 'unreadable seek generation record');
         }
@@ -251,29 +177,14 @@ function composeEngine(parts: {
   async function addOnce(record: SubscriptionRecord, subEvents: SubscriptionEvents): Promise<void> {
     const { gens } = await consumers.ensureGenerations(record.id);
     await consumers.ensureAll(record, gens);
-    if (closed) return;
-    const report = createFilterErrorReporter({
-      log,
-      subscriptionId: record.id,
-      clock: ctx.clock,
-      count: () => subEvents.onFilterError?.(),
-    });
-    const entry: Entry = {
-      record,
-      report,
-      matcher: compileFilters(record.filters, { onError: report }),
-      events: subEvents,
-      gens: [...gens],
-      pullers: new Map(),
-      removed: false,
-    };
+    // Closed, or deleted while its consumers were being made: nothing to pull.
+    if (closed || removedIds.has(record.id)) return;
+    const entry = createLocalSubscription({ ctx, js, consumers, leases, partitions, closed: () => closed }, record, subEvents, gens);
     subs.set(record.id, entry);
     byToken.set(names.generationKey(record.id), record.id);
-    for (let p = 0; p < partitions; p++) entry.pullers.set(p, startPuller(entry, p));
-    entry.pullers.set('redrive', startPuller(entry, 'redrive'));
     // A seek between reading the generations and starting: catch up now.
     const latest = await consumers.generations(record.id);
-    if (latest) rebind(entry, latest.gens);
+    if (latest) entry.rebind(latest.gens);
   }
 
   const engine: JetStreamDelivery = {
@@ -285,13 +196,7 @@ function composeEngine(parts: {
       await pending;
     },
     async update(record) {
-      const entry = subs.get(record.id);
-      if (!entry) return;
-      if (JSON.stringify(record.filters) !== JSON.stringify(entry.record.filters))
-        entry.matcher = compileFilters(record.filters, { onError: entry.report });
-      const before = entry.record.delivery;
-      entry.record = record;
-      if (JSON.stringify(before) !== JSON.stringify(record.delivery)) await consumers.ensureAll(record, entry.gens);
+      await subs.get(record.id)?.update(record);
     },
     /** Nothing to write at creation: `add` creates the consumers (from `startAt`), on whichever node first. */
     initOffsets() {},
@@ -300,12 +205,12 @@ function composeEngine(parts: {
     },
     async remove(id) {
       const entry = subs.get(id);
-      if (entry) entry.removed = true;
+      removedIds.add(id);
       subs.delete(id);
       byToken.delete(names.generationKey(id));
-      await Promise.all([...(entry?.pullers.values() ?? [])].map((p) => p.stop(0)));
+      await entry?.stop({ graceMs: 0, removed: true });
       const current = await consumers.generations(id);
-      const gens = current?.gens ?? entry?.gens ?? [];
+      const gens = current?.gens ?? entry?.generations() ?? [];
       // The record first, so no node re-creates a consumer for a deleted subscription (see `repair`).
       await parts.generations.purge(names.generationKey(id)).catch(() => undefined);
       await Promise.all(gens.map((g, p) => consumers.removePartitionConsumer(id, p, g)));
@@ -330,14 +235,14 @@ function composeEngine(parts: {
       const current = await consumers.generations(id);
       if (!current) throw new AppError('not_found', `subscription ${id} does not exist`);
       const generation = Math.max(0, ...current.gens) + 1;
-      await Promise.all(moves.map((m) => consumers.partitionConsumer(entry.record, m.partition, generation, m.start)));
+      await Promise.all(moves.map((m) => consumers.partitionConsumer(entry.record(), m.partition, generation, m.start)));
       const gens = [...current.gens];
       for (const m of moves) gens[m.partition] = generation;
       if (!(await consumers.swapGenerations(id, gens, current.revision))) {
         await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, generation)));
         throw new AppError('conflict', `subscription ${id} was sought or deleted meanwhile; try again`);
       }
-      rebind(entry, gens);
+      entry.rebind(gens);
       await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, current.gens[m.partition]!)));
       return { generation };
     },
@@ -347,7 +252,7 @@ function composeEngine(parts: {
       return {
         partitions: stats,
         deadLetters: await ctx.deadLetters.count(id),
-        currentMaxInFlight: entry.record.delivery.maxInFlight,
+        currentMaxInFlight: entry.record().delivery.maxInFlight,
         throttled: false,
       };
     },
@@ -383,7 +288,7 @@ function composeEngine(parts: {
       closed = true;
       leases.stop();
       (await stopWatching)();
-      await Promise.all([...subs.values()].flatMap((e) => [...e.pullers.values()].map((p) => p.stop(CLOSE_GRACE_MS))));
+      await Promise.all([...subs.values()].map((e) => e.stop({ graceMs: CLOSE_GRACE_MS })));
       await ctx.sender.close(Date.now() + CLOSE_GRACE_MS);
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
     },
@@ -402,9 +307,9 @@ function composeEngine(parts: {
   }
 
   /** One partition's figures from its consumer (ack floor, pending, ack pending) and stream (head). */
-  async function partitionStats(entry: Entry, partition: number): Promise<PartitionStats> {
+  async function partitionStats(entry: LocalSubscription, partition: number): Promise<PartitionStats> {
     const [info, stream] = await Promise.all([
-      consumers.info(entry.record.id, partition, entry.gens[partition] ?? 0),
+      consumers.info(entry.id, partition, entry.generations()[partition] ?? 0),
       ctx.jsm.streams.info(events.stream(partition)),
     ]);
     const head = stream.state.last_seq;

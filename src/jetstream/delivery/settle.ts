@@ -3,6 +3,9 @@ import type { AttemptTarget, EngineContext } from './context';
 import type { JsAction } from './outcome';
 import type { DeadLetterReason } from '../../store/dead-letters-repo';
 
+/** How long after a 410 the event may be pulled again (see `settleMessage`). */
+const GONE_REDELIVERY_DELAY_MS = 1000;
+
 /** The last attempt's result, for a dead letter. */
 export interface LastResult {
   attempt: number;
@@ -55,7 +58,10 @@ export async function settleMessage(ctx: EngineContext, action: JsAction, t: Att
     case 'retry':
       return signal(ctx.nc, t.reply, { kind: 'nak', delayMs: action.delayMs });
     case 'gone':
-      return signal(ctx.nc, t.reply, { kind: 'nak' });
+      // Redelivered after a second, by when the pause has reached every node (the service's update
+      // through its KV watch): a node that has not heard of it yet would send the event to a gone
+      // receiver again. Once paused, nobody pulls it until the subscription resumes.
+      return signal(ctx.nc, t.reply, { kind: 'nak', delayMs: GONE_REDELIVERY_DELAY_MS });
     case 'hold':
     case 'extended':
       return signal(ctx.nc, t.reply, { kind: 'progress' });
