@@ -98,12 +98,25 @@ describeWithNats('two Herald nodes on the jetstream engine, one SIGKILLed while 
       const inPartition = requests.filter((q) => Number(q.headers['herald-partition']) === partition);
       const seen = new Set<number>();
       const firstSeen: number[] = [];
+      // Every event's previous-offset is the partition's event before it (all of them match the filter).
+      // Compared as one list, so a failure shows the partition's whole sequence: offset, previous, attempt, node.
+      const trace = inPartition.map((q) => {
+        const offset = Number(q.headers['herald-offset']);
+        const node = nodes.findIndex((n) => String(q.headers['herald-ack-url']).startsWith(`${n.url}/`)) === 0 ? 'A' : 'B';
+        return {
+          offset,
+          previous: (q.headers['herald-previous-offset'] as string | undefined) ?? null,
+          attempt: q.headers['herald-attempt'],
+          node,
+        };
+      });
+      const chained = trace.map((t) => {
+        const index = offsets.indexOf(t.offset);
+        return { ...t, previous: index > 0 ? String(offsets[index - 1]) : null };
+      });
+      expect([partition, trace]).toEqual([partition, chained]);
       for (const q of inPartition) {
         const offset = Number(q.headers['herald-offset']);
-        const index = offsets.indexOf(offset);
-        // Every event's previous-offset is the partition's event before it (all of them match the filter).
-        const previous = q.headers['herald-previous-offset'];
-        expect([partition, offset, previous ?? null]).toEqual([partition, offset, index > 0 ? String(offsets[index - 1]) : null]);
         if (seen.has(offset)) duplicates.push(q);
         else firstSeen.push(offset);
         seen.add(offset);
