@@ -36,9 +36,17 @@
  * - a seek: new consumers at the target under a new generation, the record moved by
  *   compare-and-set, the old consumers deleted; every node re-binds on the KV watch (or on the
  *   "consumer not found" of its next pull). Open attempts of the old consumers are abandoned.
+ * - a 410: the node pauses the subscription locally at once, tells the service, and naks the event
+ *   with a 1 s delay (the pause reaches the other nodes first); it is pulled again on resume.
+ * - a lease that runs out (no callback): JetStream redelivers after ack_wait (not after the retry
+ *   backoff, as the local engine does); a callback after `leaseUntil` is a 409 `expired`.
+ * - `close()`: pulling stops, open requests get 1 s, then are aborted; their messages stay unacked
+ *   and go to another node after ack_wait.
  *
  * Not on this engine (yet): rate limits and AIMD concurrency (`currentMaxInFlight` is `maxInFlight`,
- * `throttled` false), auto-disable (`onFailing`), retention (`expired` stays 0).
+ * `throttled` false), auto-disable (`onFailing`), delivery metrics, retention (`expired` stays 0).
+ * `maxInFlight` with `ordering: none` holds per partition (the consumer's `max_ack_pending`), not
+ * across the subscription.
  */
 import type { KV } from 'nats';
 import { KvWatchInclude, type NatsConnection } from 'nats';
