@@ -24,6 +24,7 @@ import { checkpoint, openDatabase, type Db } from './store/db';
 import { lockDataDir, unusable } from './store/data-dir';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
+import { createSqliteSubscriptionStore } from './store/subscriptions-store';
 import { createSinkPolicy } from './subscriptions/sink-policy';
 import { createHandshakes } from './subscriptions/handshake';
 import { createValidationsRouter } from './api/validations-router';
@@ -155,7 +156,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     },
   });
   const subscriptions = createSubscriptionsService({
-    db,
+    records: createSqliteSubscriptionStore({ db, initOffsets: (id, startAt) => dispatcher.initOffsets(id, startAt) }),
     store,
     delivery: dispatcher,
     log,
@@ -210,7 +211,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
   const { url, port } = listening;
   publicUrl ||= url;
   dispatcher.start(publicUrl);
-  subscriptions.startAll();
+  await subscriptions.startAll();
 
   const checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
   // The whole configuration but the key secrets (only their names), so an operator sees what ran.
@@ -236,6 +237,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
         }
       };
       handshakes.close();
+      subscriptions.close();
       // The delivery thread stops pulling, lets open requests finish within its share of the deadline,
       // writes everything it holds and exits; only then does the log close under it.
       await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));

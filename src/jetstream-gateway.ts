@@ -1,38 +1,61 @@
 import { createApp } from './api/app';
 import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
+import { createDeliveriesRouter } from './api/deliveries-router';
 import { createEventsRouter } from './api/events-router';
 import { createHealthRouter } from './api/health-router';
 import { createHttpServer } from './api/http-server';
 import { createIngestHandler } from './api/ingest-handler';
 import { createMetricsRouter } from './api/metrics-router';
-import { createNotImplementedRouter } from './api/not-implemented-router';
 import { createOpenApiRouter } from './api/openapi-router';
+import { createSubscriptionsRouter } from './api/subscriptions-router';
+import { createValidationsRouter } from './api/validations-router';
 import type { Config } from './config';
+import { createHttpSender } from './delivery/http-sender';
+import { createJetStreamDelivery, type JetStreamDelivery } from './jetstream/delivery/jetstream-delivery';
 import { openJetStreamEventStore, type JetStreamEventStore } from './jetstream/jetstream-event-store';
+import { createKvSubscriptionStore } from './jetstream/subscriptions-kv';
 import { createLogger, type Logger } from './logger';
 import { createMetrics, ingestObserver, type Metrics } from './metrics';
+import { createHandshakes } from './subscriptions/handshake';
+import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
+import { createSinkPolicy } from './subscriptions/sink-policy';
 import { HERALD_VERSION } from './version';
-
-/** What `/subscriptions…`, `/deliveries…` and `/validations…` answer on this engine, with a 501. */
-export const SUBSCRIPTIONS_NOT_IMPLEMENTED = 'subscriptions are not available on the jetstream engine yet';
-
-/** The prefixes of the subscriptions feature: CRUD and dead letters, delivery callbacks, validation callbacks. */
-const SUBSCRIPTION_PREFIXES = ['/subscriptions', '/deliveries', '/validations'] as const;
 
 export interface JetStreamGateway {
   url: string;
   port: number;
   store: JetStreamEventStore;
+  delivery: JetStreamDelivery;
+  subscriptions: SubscriptionsService;
   log: Logger;
   metrics: Metrics;
   close(): Promise<void>;
 }
 
+/** Runs every shutdown step even if one fails; the first failure is rethrown once all have run. */
+function shutdownSteps(log: Logger) {
+  const failures: unknown[] = [];
+  return {
+    async step(what: string, fn: () => unknown): Promise<void> {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(err);
+        log.error({ err }, `shutdown: ${what} failed`);
+      }
+    },
+    rethrow(): void {
+      if (failures.length > 0) throw failures[0];
+    },
+  };
+}
+
 /**
  * Composition root of a node on the JetStream engine (`HERALD_STORE=jetstream`, preview): ingest,
- * reads, the live tail, health and metrics on a cluster-backed store; no data dir, no SQLite, no
- * delivery. Subscriptions and delivery answer 501 (`not_implemented`) until they are built on
- * JetStream durable consumers.
+ * reads, the live tail, health and metrics on a cluster-backed store; subscriptions in the KV bucket
+ * `<prefix>_subs`, watched by every node (`jetstream/subscriptions-kv.ts`); delivery on JetStream
+ * durable consumers (`jetstream/delivery/`). No data dir, no SQLite: every node is the same, and any
+ * of them may stop.
  */
 export async function startJetStreamGateway(
   config: Readonly<Config>,
@@ -50,10 +73,41 @@ export async function startJetStreamGateway(
     idempotencyWindowMs: config.idempotencyWindowMs,
     log,
   });
+  let publicUrl = config.publicUrl ?? '';
+  let delivery: JetStreamDelivery;
+  try {
+    delivery = await createJetStreamDelivery({
+      nats: config.nats,
+      partitions: config.partitions,
+      log,
+      allowPrivateSinks: config.sinkAllowPrivate,
+      ackUrlBase: () => publicUrl,
+    });
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  // This node's sender only probes sinks (validation handshakes); delivery has its own.
+  const sender = createHttpSender({ allowPrivate: config.sinkAllowPrivate });
+  const handshakes = createHandshakes({ probe: sender.probe, publicUrl: () => publicUrl, clock: Date.now, log });
+  const records = createKvSubscriptionStore({ kv: store.subscriptionsBucket, log });
+  const subscriptions = createSubscriptionsService({
+    records,
+    store,
+    delivery,
+    log,
+    sinkPolicy: createSinkPolicy({ allowPrivate: config.sinkAllowPrivate }),
+    handshakes,
+    hooks: {
+      filterError: (subscription) => metrics.filterErrors.inc({ subscription }),
+      deleted: (id) => metrics.forgetSubscription(id),
+      autoDisabled: (subscription) => metrics.autoDisabled.inc({ subscription }),
+    },
+  });
   metrics.setSources({
     log: () => ({ bytes: store.snapshot().bytes, segments: 0 }),
     heads: () => store.snapshot().heads,
-    subscriptions: async () => [],
+    subscriptions: () => subscriptions.metricsSnapshot(),
   });
   const ingest = createIngestHandler({
     store,
@@ -69,30 +123,44 @@ export async function startJetStreamGateway(
       createHealthRouter({ store }),
       createMetricsRouter(metrics),
       createEventsRouter(store, ingest),
-      createNotImplementedRouter({ prefixes: SUBSCRIPTION_PREFIXES, detail: SUBSCRIPTIONS_NOT_IMPLEMENTED }),
+      createSubscriptionsRouter(subscriptions),
+      createDeliveriesRouter(delivery),
+      createValidationsRouter(subscriptions),
       createOpenApiRouter(),
     ],
   });
   const httpServer = createHttpServer({ log, authorize, ingest, app, ingestRejected: (code) => metrics.ingestRejected.inc({ code }) });
+
+  let closing: Promise<void> | undefined;
+  function close(): Promise<void> {
+    closing ??= (async () => {
+      const { step, rethrow } = shutdownSteps(log);
+      await step('closing the HTTP server', () => httpServer.close(config.shutdownTimeoutMs));
+      handshakes.close();
+      subscriptions.close();
+      // The watch first: no change of another node may start delivery again while it stops.
+      await step('stopping the subscriptions watch', () => records.close());
+      await step('stopping delivery', () => delivery.close());
+      await step('closing the handshake sender', () => sender.close(Date.now()));
+      await step('closing the event store', () => store.close());
+      rethrow();
+      log.info('herald stopped');
+    })();
+    return closing;
+  }
+
   let listening: { url: string; port: number };
   try {
     listening = await httpServer.listen(config.port, config.host);
+    publicUrl ||= listening.url;
+    // After listening: ack and validation callback URLs need the public URL.
+    await subscriptions.startAll();
   } catch (err) {
-    await store.close();
+    await close().catch(() => undefined);
     throw err;
   }
   const { url, port } = listening;
   const { apiKeysRaw: _secrets, recovery: _recovery, ...settings } = config;
   log.info({ url, version: HERALD_VERSION, ...settings, apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
-
-  let closing: Promise<void> | undefined;
-  function close(): Promise<void> {
-    closing ??= (async () => {
-      await httpServer.close(config.shutdownTimeoutMs);
-      await store.close();
-      log.info('herald stopped');
-    })();
-    return closing;
-  }
-  return { url, port, store, log, metrics, close };
+  return { url, port, store, delivery, subscriptions, log, metrics, close };
 }

@@ -29,7 +29,7 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     res.json(await service.get(req.params.id));
   });
   router.patch('/subscriptions/:id', admin, jsonBody, async (req, res) => {
-    service.assertExists(req.params.id);
+    await service.assertExists(req.params.id);
     const input = parseInput(patchSubscriptionSchema, req.body, 'subscription update');
     res.json(await service.patch(req.params.id, input));
   });
@@ -44,11 +44,11 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     res.json(await service.resume(req.params.id));
   });
   router.post('/subscriptions/:id/seek', admin, jsonBody, async (req, res) => {
-    service.assertExists(req.params.id);
+    await service.assertExists(req.params.id);
     res.json(await service.seek(req.params.id, parseInput(seekSchema, req.body ?? {}, 'seek')));
   });
   router.post('/subscriptions/:id/rotate-secret', admin, jsonBody, async (req, res) => {
-    service.assertExists(req.params.id);
+    await service.assertExists(req.params.id);
     res.json(await service.rotateSecret(req.params.id, parseInput(rotateSecretSchema, req.body ?? {}, 'request')));
   });
 

@@ -11,11 +11,11 @@ import { newRouter, requireScope } from './routing';
 export function createValidationsRouter(service: SubscriptionsService): Router {
   const router = newRouter();
   const open = requireScope('none');
-  router.get('/validations/:token', open, (req, res) => {
-    res.json(service.validationCallback(req.params.token, req.headers));
+  router.get('/validations/:token', open, async (req, res) => {
+    res.json(await service.validationCallback(req.params.token, req.headers));
   });
-  router.post('/validations/:token', open, (req, res) => {
-    res.json(service.validationCallback(req.params.token, req.headers));
+  router.post('/validations/:token', open, async (req, res) => {
+    res.json(await service.validationCallback(req.params.token, req.headers));
   });
   return router;
 }

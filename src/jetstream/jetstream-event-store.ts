@@ -1,4 +1,4 @@
-import type { NatsConnection } from 'nats';
+import type { KV, NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import type { NatsConfig } from '../config';
 import { AppError } from '../errors';
@@ -30,6 +30,11 @@ export type JetStreamEventStore = EventLog & {
   snapshot(): { heads: readonly number[]; bytes: number };
   /** The connection (tests). */
   connection: NatsConnection;
+  /**
+   * The subscriptions bucket `<prefix>_subs`, provisioned with the streams (one place creates and
+   * checks everything on the cluster); the gateway gives it to the subscriptions store.
+   */
+  subscriptionsBucket: KV;
 };
 
 /**
@@ -50,7 +55,7 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
   try {
     const js = nc.jetstream({ timeout: API_TIMEOUT_MS });
     const jsm = await nc.jetstreamManager({ timeout: API_TIMEOUT_MS, checkAPI: false });
-    const { idempotency } = await provision({
+    const { idempotency, subscriptions } = await provision({
       js,
       jsm,
       names,
@@ -79,6 +84,7 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
     return {
       partitions,
       connection: nc,
+      subscriptionsBucket: subscriptions,
       async append(events: CloudEvent[]): Promise<AppendResult[]> {
         if (events.length === 0) return [];
         const health = monitor.health();

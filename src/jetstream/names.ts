@@ -8,7 +8,9 @@ import { createHash } from 'node:crypto';
  *   there, and the streams deny deleting single messages);
  * - the idempotency bucket `<prefix>_idem` (KV): source+id → claimed partition, then its offset;
  * - the layout bucket `<prefix>_meta` (KV): key `layout`, the partition count and replicas the streams
- *   were created with, so that a node started with other values refuses to start.
+ *   were created with, so that a node started with other values refuses to start;
+ * - the subscriptions bucket `<prefix>_subs` (KV): subscription id → its record (JSON), watched by
+ *   every node.
  */
 export interface JetStreamNames {
   prefix: string;
@@ -18,6 +20,7 @@ export interface JetStreamNames {
   /** The stream behind the idempotency bucket (JetStream names a KV bucket's stream `KV_<bucket>`). */
   idempotencyStream: string;
   metaBucket: string;
+  subscriptionsBucket: string;
 }
 
 export function jetStreamNames(prefix: string): JetStreamNames {
@@ -28,6 +31,7 @@ export function jetStreamNames(prefix: string): JetStreamNames {
     idempotencyBucket: `${prefix}_idem`,
     idempotencyStream: `KV_${prefix}_idem`,
     metaBucket: `${prefix}_meta`,
+    subscriptionsBucket: `${prefix}_subs`,
   };
 }
 

@@ -151,13 +151,15 @@ async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number 
 
 /**
  * Creates (or checks) everything Herald keeps on the cluster, at start-up, idempotently: the layout
- * record, one stream per partition, the idempotency bucket with a TTL of HERALD_IDEMPOTENCY_WINDOW.
+ * record, one stream per partition, the idempotency bucket with a TTL of HERALD_IDEMPOTENCY_WINDOW,
+ * the subscriptions bucket (no TTL: a subscription lives until it is deleted).
  * @throws StartupError when the cluster holds a layout or stream other than configured, or refuses to create one
  */
-export async function provision(opts: ProvisionOptions): Promise<{ idempotency: KV }> {
+export async function provision(opts: ProvisionOptions): Promise<{ idempotency: KV; subscriptions: KV }> {
   const meta = await openBucket(opts, opts.names.metaBucket, undefined);
   await checkLayout(meta, opts);
   for (let p = 0; p < opts.partitions; p++) await ensureStream(opts.jsm, partitionStreamConfig(opts.names, p, opts.replicas), opts.log);
   const idempotency = await openBucket(opts, opts.names.idempotencyBucket, opts.idempotencyWindowMs);
-  return { idempotency };
+  const subscriptions = await openBucket(opts, opts.names.subscriptionsBucket, undefined);
+  return { idempotency, subscriptions };
 }

@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { toStructured } from '../cloudevents/format';
 import { allowedRate, grantsOrigin, newSigningSecret, previousSecretAt } from '../webhook-policy';
 import { AppError } from '../errors';
-import { readOne, type EventStore } from '../wal/event-store';
-import type { Db } from '../store/db';
-import { createSubscriptionsRepo, type SubscriptionRecord } from '../store/subscriptions-repo';
+import { readStored, type EventLog } from '../wal/event-store';
+import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Logger } from '../logger';
 import type { DeliveryControl } from './delivery-control';
 import { compileFilters } from './filter';
@@ -19,10 +18,9 @@ import {
 import { createSinkPolicy, type SinkPolicy } from './sink-policy';
 import type { SeekTarget } from './seek-schema';
 import { newValidationToken, VALIDATION_WAIT_MS, type Handshakes } from './handshake';
-
-interface Live {
-  record: SubscriptionRecord;
-}
+import { createDeliveryCalls } from './delivery-calls';
+import { createLiveRecords, type Change } from './live-records';
+import type { SubscriptionStore } from './record-store';
 
 /** What the service reports outward (the metrics): filter errors, and deletions so per-subscription series go too. */
 export interface SubscriptionHooks {
@@ -32,16 +30,30 @@ export interface SubscriptionHooks {
   autoDisabled?(subscriptionId: string): void;
 }
 
+/** The fields that (re)start a validation handshake: `validating`, a new token, a deadline 10 minutes away. */
+const validationStart = (now: number): Partial<SubscriptionRecord> => ({
+  state: 'validating',
+  stateReason: null,
+  validatedAt: null,
+  validationToken: newValidationToken(),
+  validationDeadline: now + VALIDATION_WAIT_MS,
+});
+
 /**
- * Subscriptions: their records (SQLite `subscriptions`), secrets, the validation handshake's outcome,
+ * Subscriptions: their records (kept through the {@link SubscriptionStore} port: SQLite on the local
+ * engine, a watched KV bucket on the JetStream engine), secrets, the validation handshake's outcome,
  * and delivery's lifecycle hooks. Methods take input the API has validated (the schemas' output
  * types) and return records as the API shows them; delivery's state, stats and dead letters are
  * asked of `delivery`, which owns them.
+ *
+ * Every change is decided on the record as stored and written only if nobody wrote it meanwhile
+ * (`live-records.ts`): concurrent requests, on one node or several, never lose each other's change.
+ * On a shared store every node starts, updates and stops delivery for every record it learns of.
  */
 export function createSubscriptionsService(deps: {
-  db: Db;
+  records: SubscriptionStore;
   /** The log, for the events of dead letters. */
-  store: EventStore;
+  store: Pick<EventLog, 'read'>;
   delivery: DeliveryControl;
   log: Logger;
   /** `HERALD_SINK_ALLOW_PRIVATE`; every sink is allowed without one. */
@@ -53,15 +65,34 @@ export function createSubscriptionsService(deps: {
 }) {
   const clock = deps.clock ?? Date.now;
   const sinks = deps.sinkPolicy ?? createSinkPolicy({ allowPrivate: true });
-  const repo = createSubscriptionsRepo(deps.db);
-  const live = new Map<string, Live>();
   const handshakes = deps.handshakes;
-  handshakes?.onOutcome({ consent, fail: failValidation });
+  /** Deletions under way through this node: delivery was already told, the store's echo need not tell it again. */
+  const removing = new Set<string>();
+  const calls = createDeliveryCalls({ delivery: deps.delivery, log: deps.log, exists: (id) => live.has(id) });
+  const tell = calls.tell;
+  const live = createLiveRecords({
+    records: deps.records,
+    clock,
+    hooks: {
+      added: attach,
+      changed(record) {
+        tell('update', record.id, () => deps.delivery.update(record));
+        // Another node ended the handshake (consent, refusal, pause): this node's deadline has nothing left to end.
+        if (record.state !== 'validating') handshakes?.cancel(record.id);
+      },
+      removed(id) {
+        if (!removing.has(id)) tell('removal', id, () => deps.delivery.remove(id));
+        dropped(id);
+      },
+    },
+  });
+  handshakes?.onOutcome({
+    consent: (id, token, rateLimit) => void consent(id, token, rateLimit).catch((err: unknown) => failedInBackground('consent', id, err)),
+    fail: (id, token, reason) => void failValidation(id, token, reason).catch((err: unknown) => failedInBackground('failure', id, err)),
+  });
 
-  function liveOf(id: string): Live {
-    const found = live.get(id);
-    if (!found) throw new AppError('not_found', `subscription ${id} does not exist`);
-    return found;
+  function failedInBackground(what: string, id: string, err: unknown): void {
+    deps.log.warn({ subscription: id, err }, `could not record the subscription's ${what}`);
   }
 
   /**
@@ -72,71 +103,61 @@ export function createSubscriptionsService(deps: {
     compileFilters(filters);
   }
 
-  /** Delivery answers later (the delivery thread): its failure to hear of a change is logged, never thrown at a caller that saved it. */
-  function tell(what: string, id: string, call: () => unknown): void {
-    const failed = (err: unknown) => deps.log.warn({ subscription: id, err }, `delivery did not take the subscription's ${what}`);
-    try {
-      Promise.resolve(call()).catch(failed);
-    } catch (err) {
-      failed(err);
-    }
+  /**
+   * Delivery starts for the record; a delivery thread down now is given it again when it restarts.
+   * Its reports may come from every node delivering the subscription: the pauses they cause are
+   * decided on the stored record, so the second changes nothing.
+   */
+  function attach(record: SubscriptionRecord): void {
+    const id = record.id;
+    calls.start(id, () => live.peek(id), {
+      onGone: () => {
+        if (live.has(id)) void pauseFor(id, 'gone').catch((err: unknown) => failedInBackground('pause (gone)', id, err));
+      },
+      onFailing: (detail) => {
+        if (live.peek(id)?.state !== 'active') return;
+        void pauseFor(id, 'failing', detail).catch((err: unknown) => failedInBackground('pause (failing)', id, err));
+      },
+      onFilterError: () => deps.hooks?.filterError(id),
+    });
   }
 
-  /** Delivery starts for the record; a delivery thread down now is given it again when it restarts. */
-  function attach(record: SubscriptionRecord): void {
-    const entry: Live = { record };
-    live.set(record.id, entry);
-    tell('start', record.id, () =>
-      deps.delivery.add(record, {
-        onGone: () => {
-          if (live.has(record.id)) setState(record.id, 'paused', 'gone');
-        },
-        onFailing: (detail) => {
-          if (live.get(record.id)?.record.state !== 'active') return;
-          setState(record.id, 'paused', 'failing', detail);
-          deps.hooks?.autoDisabled?.(record.id);
-        },
-        onFilterError: () => deps.hooks?.filterError(record.id),
-      }),
+  /** What every node does when a subscription is gone (deleted here or elsewhere). */
+  function dropped(id: string): void {
+    handshakes?.cancel(id);
+    deps.hooks?.deleted(id);
+  }
+
+  async function save(id: string, change: Change): Promise<{ record: SubscriptionRecord; changed: boolean }> {
+    return live.save(id, change);
+  }
+
+  /** Pauses on delivery's report (410 Gone, or failing for too long), once across nodes. */
+  async function pauseFor(id: string, reason: 'gone' | 'failing', failing?: { failingSince: number; lastError: string }): Promise<void> {
+    const { record, changed } = await save(id, (current) => {
+      if (reason === 'gone')
+        return current.state === 'paused' && current.stateReason === 'gone' ? undefined : { state: 'paused', stateReason: 'gone' };
+      return current.state === 'active' ? { state: 'paused', stateReason: 'failing' } : undefined;
+    });
+    if (!changed) return;
+    if (reason === 'gone') {
+      deps.log.warn({ subscription: id, stateReason: reason }, 'subscription paused: the receiver answered 410 Gone');
+      return;
+    }
+    deps.hooks?.autoDisabled?.(id);
+    deps.log.warn(
+      {
+        subscription: id,
+        stateReason: reason,
+        ...(failing && { failingSince: new Date(failing.failingSince).toISOString(), lastError: failing.lastError }),
+        disableAfterFailingMs: record.delivery.disableAfterFailingMs,
+      },
+      'subscription paused: every delivery attempt has failed for disableAfterFailingMs',
     );
   }
 
-  /** Saves a change of the record and sends it to delivery (which keeps its own copy). */
-  function save(entry: Live, changes: Partial<SubscriptionRecord>): SubscriptionRecord {
-    entry.record = { ...entry.record, ...changes, updatedAt: clock() };
-    repo.update(entry.record);
-    const record = entry.record;
-    tell('update', record.id, () => deps.delivery.update(record));
-    return record;
-  }
-
-  function setState(
-    id: string,
-    state: 'active' | 'paused',
-    reason: string | null,
-    failing?: { failingSince: number; lastError: string },
-  ): SubscriptionRecord {
-    const entry = liveOf(id);
-    const record = save(entry, { state, stateReason: reason });
-    if (state === 'active') tell('resume', id, () => deps.delivery.resume(id));
-    if (reason === 'gone') deps.log.warn({ subscription: id, stateReason: reason }, 'subscription paused: the receiver answered 410 Gone');
-    else if (reason === 'failing' && failing)
-      deps.log.warn(
-        {
-          subscription: id,
-          stateReason: reason,
-          failingSince: new Date(failing.failingSince).toISOString(),
-          disableAfterFailingMs: record.delivery.disableAfterFailingMs,
-          lastError: failing.lastError,
-        },
-        'subscription paused: every delivery attempt has failed for disableAfterFailingMs',
-      );
-    else deps.log.info({ subscription: id, stateReason: reason }, state === 'active' ? 'subscription resumed' : 'subscription paused');
-    return record;
-  }
-
   async function view(record: SubscriptionRecord, withStats: boolean) {
-    const stats = withStats ? await deps.delivery.stats(record.id) : null;
+    const stats = withStats ? await calls.read(record.id, () => deps.delivery.stats(record.id)) : null;
     return {
       id: record.id,
       sink: record.sink,
@@ -155,58 +176,56 @@ export function createSubscriptionsService(deps: {
     };
   }
 
-  /**
-   * (Re)starts the CloudEvents validation handshake (issue 12 §4): `validating`, with a new callback
-   * token and a deadline 10 minutes away. Consent makes it `active`; refusal, no answer or the
-   * deadline pause it with `validation_failed`.
-   */
-  function beginValidation(entry: Live): SubscriptionRecord {
-    const record = save(entry, {
-      state: 'validating',
-      stateReason: null,
-      validatedAt: null,
-      validationToken: newValidationToken(),
-      validationDeadline: clock() + VALIDATION_WAIT_MS,
-    });
-    handshakes?.start(record);
-    return record;
-  }
-
-  /** The entry whose handshake `token` is still the current one, or undefined (answered late, paused, deleted). */
-  function validating(id: string, token: string): Live | undefined {
-    const entry = live.get(id);
-    return entry?.record.state === 'validating' && entry.record.validationToken === token ? entry : undefined;
-  }
+  /** Whether `record` waits for the handshake whose token is `token` (not answered late, paused, deleted). */
+  const awaits = (record: SubscriptionRecord, token: string) => record.state === 'validating' && record.validationToken === token;
 
   /** The sink consented: `WebHook-Allowed-Rate` (when given) becomes the rate limit, `*` removes it. */
-  function consent(id: string, token: string, rateLimit: { perSecond: number } | null | undefined): void {
-    const entry = validating(id, token);
-    if (!entry) return;
+  async function consent(id: string, token: string, rateLimit: { perSecond: number } | null | undefined): Promise<void> {
+    if (!live.has(id)) return;
+    const { record, changed } = await save(id, (current) => {
+      if (!awaits(current, token)) return undefined;
+      const { rateLimit: _current, ...rest } = current.delivery;
+      const delivery: DeliveryOptions = rateLimit === undefined ? current.delivery : rateLimit === null ? rest : { ...rest, rateLimit };
+      return { state: 'active', stateReason: null, validationToken: null, validationDeadline: null, validatedAt: clock(), delivery };
+    });
+    if (!changed) return;
     handshakes?.cancel(id);
-    const { rateLimit: _current, ...rest } = entry.record.delivery;
-    const delivery: DeliveryOptions = rateLimit === undefined ? entry.record.delivery : rateLimit === null ? rest : { ...rest, rateLimit };
-    save(entry, { state: 'active', stateReason: null, validationToken: null, validationDeadline: null, validatedAt: clock(), delivery });
     tell('resume', id, () => deps.delivery.resume(id));
-    deps.log.info({ subscription: id, rateLimit: delivery.rateLimit ?? null }, 'sink consented to deliveries (validation handshake)');
+    deps.log.info(
+      { subscription: id, rateLimit: record.delivery.rateLimit ?? null },
+      'sink consented to deliveries (validation handshake)',
+    );
   }
 
-  function failValidation(id: string, token: string, reason: string): void {
-    const entry = validating(id, token);
-    if (!entry) return;
+  async function failValidation(id: string, token: string, reason: string): Promise<void> {
+    if (!live.has(id)) return;
+    const { changed } = await save(id, (current) =>
+      awaits(current, token)
+        ? { state: 'paused', stateReason: 'validation_failed', validationToken: null, validationDeadline: null }
+        : undefined,
+    );
+    if (!changed) return;
     handshakes?.cancel(id);
-    save(entry, { state: 'paused', stateReason: 'validation_failed', validationToken: null, validationDeadline: null });
     deps.log.warn({ subscription: id, stateReason: 'validation_failed', reason }, 'subscription paused: the sink did not consent');
   }
 
+  /** Sends the handshake of a record that `save` just made `validating` (a new token). */
+  function validate(record: SubscriptionRecord): void {
+    if (record.state === 'validating') handshakes?.start(record);
+  }
+
   return {
-    /** Starts delivery for every stored subscription (at boot). */
-    startAll(): void {
-      for (const record of repo.all()) {
-        attach(record);
+    /**
+     * Starts delivery for every stored subscription (at boot) and, on a shared store, follows every
+     * node's changes from then on.
+     */
+    async startAll(): Promise<void> {
+      await live.open();
+      for (const record of live.records()) {
         // A handshake under way at shutdown: sent again (its token and deadline kept), or failed if its time is up.
         if (record.state !== 'validating') continue;
         if ((record.validationDeadline ?? 0) <= clock())
-          failValidation(record.id, record.validationToken ?? '', 'no consent within 10 minutes');
+          await failValidation(record.id, record.validationToken ?? '', 'no consent within 10 minutes');
         else handshakes?.start(record);
       }
     },
@@ -238,21 +257,26 @@ export function createSubscriptionsService(deps: {
         createdAt: now,
         updatedAt: now,
       };
-      deps.db.transaction(() => {
-        repo.insert(record);
-        deps.delivery.initOffsets(record.id, record.startAt);
-      })();
-      attach(record);
+      // The local store writes the first offsets in the insert's transaction; on JetStream, `add` makes them.
+      live.inserted(record, await deps.records.insert(record));
       deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
       // Nothing is delivered before the sink consents: the handshake comes first.
-      const shown = record.validation === 'cloudevents' ? beginValidation(live.get(id)!) : record;
+      let shown = record;
+      if (record.validation === 'cloudevents') {
+        shown = (await save(id, () => validationStart(clock()))).record;
+        validate(shown);
+      }
       return { ...(await view(shown, true)), secret: shown.secret };
+    },
+    /** Stops starting delivery again for subscriptions whose start failed (at shutdown, before delivery closes). */
+    close(): void {
+      calls.close();
     },
     /** Per subscription, what `/metrics` shows (one dead-letter count query per subscription). */
     metricsSnapshot() {
       return Promise.all(
-        [...live.values()].map(async ({ record }) => {
-          const { partitions, deadLetters } = await deps.delivery.stats(record.id);
+        live.records().map(async (record) => {
+          const { partitions, deadLetters } = await calls.read(record.id, () => deps.delivery.stats(record.id));
           const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
           return {
             id: record.id,
@@ -266,69 +290,90 @@ export function createSubscriptionsService(deps: {
       );
     },
     list() {
-      return Promise.all([...live.values()].map((l) => view(l.record, true)));
+      return Promise.all(live.records().map((record) => view(record, true)));
     },
-    get(id: string) {
-      return view(liveOf(id).record, true);
+    async get(id: string) {
+      return view((await live.find(id)).record, true);
     },
     /**
      * For the API to answer 404 before it checks a body, as it always has.
      * @throws AppError `not_found`
      */
-    assertExists(id: string): void {
-      liveOf(id);
+    async assertExists(id: string): Promise<void> {
+      await live.find(id);
     },
     async patch(id: string, input: PatchSubscriptionInput) {
-      liveOf(id);
+      await live.find(id);
       if (input.sink !== undefined) await sinks.check(input.sink);
-      // Read after the check: the subscription may have changed, or gone, during a DNS lookup.
-      const entry = liveOf(id);
       if (input.filters !== undefined) checkFilters(input.filters);
-      const delivery = input.delivery !== undefined ? applyDeliveryChange(entry.record.delivery, input.delivery) : entry.record.delivery;
-      const sinkChanged = input.sink !== undefined && input.sink !== entry.record.sink;
-      let record = save(entry, { sink: input.sink ?? entry.record.sink, filters: input.filters ?? entry.record.filters, delivery });
-      // Consent is given for one sink URL: a new sink validates again (at once, or on resume if paused).
-      if (record.validation === 'cloudevents' && sinkChanged) {
-        record = record.state === 'paused' ? save(entry, { validatedAt: null }) : beginValidation(entry);
-      }
-      await deps.delivery.resume(id);
+      let revalidate = false;
+      // Decided on the record as stored when written: it may have changed, or gone, during a DNS lookup.
+      const { record } = await save(id, (current) => {
+        const delivery = input.delivery !== undefined ? applyDeliveryChange(current.delivery, input.delivery) : current.delivery;
+        const changes: Partial<SubscriptionRecord> = {
+          sink: input.sink ?? current.sink,
+          filters: input.filters ?? current.filters,
+          delivery,
+        };
+        // Consent is given for one sink URL: a new sink validates again (at once, or on resume if paused).
+        revalidate = current.validation === 'cloudevents' && input.sink !== undefined && input.sink !== current.sink;
+        if (!revalidate) return changes;
+        return { ...changes, ...(current.state === 'paused' ? { validatedAt: null } : validationStart(clock())) };
+      });
+      if (revalidate) validate(record);
+      await calls.ask(id, () => deps.delivery.resume(id));
       deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
       return view(record, true);
     },
     async remove(id: string): Promise<void> {
-      liveOf(id);
-      // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
-      await deps.delivery.remove(id);
-      if (!live.has(id)) return; // removed meanwhile by another request
-      handshakes?.cancel(id);
-      live.delete(id);
-      repo.remove(id);
-      deps.hooks?.deleted(id);
-      deps.log.info({ subscription: id }, 'subscription deleted');
+      await live.find(id);
+      removing.add(id);
+      try {
+        // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
+        await calls.ask(id, () => deps.delivery.remove(id));
+        if (!live.has(id)) return; // removed meanwhile by another request (or node)
+        await deps.records.remove(id);
+        if (!live.forget(id)) return; // the store's own report of the deletion came first
+        dropped(id);
+        deps.log.info({ subscription: id }, 'subscription deleted');
+      } finally {
+        removing.delete(id);
+      }
     },
-    pause(id: string) {
+    async pause(id: string) {
       handshakes?.cancel(id); // a handshake under way is abandoned (its token is cleared): resume starts a new one
-      if (liveOf(id).record.state === 'validating') save(liveOf(id), { validationToken: null, validationDeadline: null });
-      return view(setState(id, 'paused', 'user'), true);
+      const { record } = await save(id, (current) => ({
+        state: 'paused',
+        stateReason: 'user',
+        ...(current.state === 'validating' && { validationToken: null, validationDeadline: null }),
+      }));
+      deps.log.info({ subscription: id, stateReason: 'user' }, 'subscription paused');
+      return view(record, true);
     },
     /** A `validation: cloudevents` subscription the sink has not consented to validates (again) first. */
-    resume(id: string) {
-      const entry = liveOf(id);
-      if (entry.record.validation === 'cloudevents' && entry.record.validatedAt === null) {
-        const record = beginValidation(entry);
+    async resume(id: string) {
+      const { record } = await save(id, (current) =>
+        current.validation === 'cloudevents' && current.validatedAt === null
+          ? validationStart(clock())
+          : { state: 'active', stateReason: null },
+      );
+      if (record.state === 'validating') {
+        validate(record);
         deps.log.info({ subscription: id }, 'subscription resumed: validating the sink first');
         return view(record, true);
       }
-      return view(setState(id, 'active', null), true);
+      tell('resume', id, () => deps.delivery.resume(id));
+      deps.log.info({ subscription: id, stateReason: null }, 'subscription resumed');
+      return view(record, true);
     },
     /**
      * The handshake's callback URL, called by the sink (GET or POST) to consent later: it must carry
      * `WebHook-Allowed-Origin` (this origin or `*`); `WebHook-Allowed-Rate` sets the rate limit.
      * @throws AppError `not_found` for a token that is unknown or no longer waited for; `invalid_request` without consent
      */
-    validationCallback(token: string, headers: Record<string, string | string[] | undefined>) {
-      const entry = [...live.values()].find((l) => l.record.state === 'validating' && l.record.validationToken === token);
-      if (!entry || !handshakes) throw new AppError('not_found', 'no validation handshake is waiting for this callback');
+    async validationCallback(token: string, headers: Record<string, string | string[] | undefined>) {
+      const record = live.records().find((r) => awaits(r, token));
+      if (!record || !handshakes) throw new AppError('not_found', 'no validation handshake is waiting for this callback');
       const origin = handshakes.origin();
       if (!grantsOrigin(headers, origin)) {
         const message = `consent needs WebHook-Allowed-Origin: ${origin} (or *)`;
@@ -336,7 +381,7 @@ export function createSubscriptionsService(deps: {
           details: [{ attribute: 'webhook-allowed-origin', message }],
         });
       }
-      consent(entry.record.id, token, allowedRate(headers['webhook-allowed-rate']));
+      await consent(record.id, token, allowedRate(headers['webhook-allowed-rate']));
       return { state: 'active' as const };
     },
     /**
@@ -347,13 +392,13 @@ export function createSubscriptionsService(deps: {
      * @throws AppError `invalid_request` naming each partition that does not exist or offset past the head
      */
     async seek(id: string, target: SeekTarget) {
-      liveOf(id);
-      const { generation } = await deps.delivery.seek(id, target);
+      await live.find(id);
+      const { generation } = await calls.ask(id, () => deps.delivery.seek(id, target));
       deps.log.info(
         { subscription: id, ...('time' in target ? { time: new Date(target.time).toISOString() } : target), generation },
         'subscription sought',
       );
-      return view(liveOf(id).record, true);
+      return view((await live.find(id)).record, true);
     },
     /**
      * A new secret. With `overlapSeconds` > 0 (default one day) the replaced one keeps signing, after
@@ -361,21 +406,21 @@ export function createSubscriptionsService(deps: {
      * 0: the replaced secret stops at once.
      */
     async rotateSecret(id: string, { overlapSeconds }: RotateSecretInput) {
-      const entry = liveOf(id);
       const overlap = overlapSeconds > 0;
-      const record = save(entry, {
-        secret: newSigningSecret(),
-        previousSecret: overlap ? entry.record.secret : null,
+      const secret = newSigningSecret();
+      const { record } = await save(id, (current) => ({
+        secret,
+        previousSecret: overlap ? current.secret : null,
         previousSecretExpiresAt: overlap ? clock() + overlapSeconds * 1000 : null,
-      });
+      }));
       deps.log.info({ subscription: id, overlapSeconds }, 'signing secret rotated');
       return { ...(await view(record, false)), secret: record.secret };
     },
     /** The attempt log (issue 13 §1), newest first; `next` is the cursor of the following page. */
     async attempts(id: string, page: { limit: number; before: number }) {
-      liveOf(id);
+      await live.find(id);
       // One more than asked tells whether an older page exists, so the last page says `next: null`.
-      const rows = await deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 });
+      const rows = await calls.read(id, () => deps.delivery.attempts(id, { before: page.before, limit: page.limit + 1 }));
       const more = rows.length > page.limit;
       if (more) rows.length = page.limit;
       return {
@@ -394,37 +439,40 @@ export function createSubscriptionsService(deps: {
       };
     },
     async deadLetters(id: string, page: { limit: number; after: number }) {
-      liveOf(id);
-      const rows = await deps.delivery.deadLetters(id, page);
+      await live.find(id);
+      const rows = await calls.read(id, () => deps.delivery.deadLetters(id, page));
+      // One read at a time: a page holds up to 1000, and on JetStream each is a round trip to the cluster.
+      const deadLetters = [];
+      for (const row of rows) {
+        const stored = await readStored(deps.store, row.partition, row.offset);
+        deadLetters.push({
+          id: row.id,
+          partition: row.partition,
+          offset: row.offset,
+          event: stored && stored !== 'corrupt' ? toStructured(stored.event) : null,
+          attempts: row.attempts,
+          lastStatus: row.lastStatus,
+          lastError: row.lastError,
+          reason: row.reason,
+          deadAt: new Date(row.deadAt).toISOString(),
+        });
+      }
       return {
-        deadLetters: rows.map((row) => {
-          const stored = readOne(deps.store, row.partition, row.offset);
-          return {
-            id: row.id,
-            partition: row.partition,
-            offset: row.offset,
-            event: stored && stored !== 'corrupt' ? toStructured(stored.event) : null,
-            attempts: row.attempts,
-            lastStatus: row.lastStatus,
-            lastError: row.lastError,
-            reason: row.reason,
-            deadAt: new Date(row.deadAt).toISOString(),
-          };
-        }),
+        deadLetters,
         // limit=0 is allowed and returns an empty page, which has no last id.
         nextAfter: rows.length > 0 && rows.length === page.limit ? rows[rows.length - 1]!.id : null,
       };
     },
     /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */
     async redeliver(id: string, ids: string[] | undefined): Promise<number> {
-      liveOf(id);
-      const count = await deps.delivery.redeliver(id, ids);
+      await live.find(id);
+      const count = await calls.ask(id, () => deps.delivery.redeliver(id, ids));
       deps.log.info({ subscription: id, deadLetters: count }, 'dead letters redelivered');
       return count;
     },
     async deleteDeadLetter(id: string, deadLetterId: string): Promise<void> {
-      liveOf(id);
-      if (!(await deps.delivery.deleteDeadLetter(id, deadLetterId)))
+      await live.find(id);
+      if (!(await calls.ask(id, () => deps.delivery.deleteDeadLetter(id, deadLetterId))))
         throw new AppError('not_found', `no dead letter ${deadLetterId} in subscription ${id}`);
       deps.log.info({ subscription: id, deadLetter: deadLetterId }, 'dead letter deleted');
     },

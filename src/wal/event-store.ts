@@ -106,3 +106,15 @@ export function readOne(store: Pick<EventStore, 'read'>, partition: number, offs
   const event = page.events[0];
   return event?.offset === offset ? event : undefined;
 }
+
+/** {@link readOne} on an engine whose reads may cross the network (the JetStream engine's). */
+export async function readStored(
+  store: Pick<EventLog, 'read'>,
+  partition: number,
+  offset: number,
+): Promise<StoredEvent | 'corrupt' | undefined> {
+  const page = await store.read(partition, offset, 1);
+  if (page.corruptOffset === offset) return 'corrupt';
+  const event = page.events[0];
+  return event?.offset === offset ? event : undefined;
+}

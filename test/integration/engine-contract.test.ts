@@ -1,9 +1,7 @@
 import { crc32 } from 'node:zlib';
 import request from 'supertest';
-import { startJetStreamTestGateway, startTestGateway } from '../helpers/gateway';
+import { describeEngine, ENGINES, useEngineGateway } from '../helpers/engines';
 import { postEventsRaw } from '../helpers/http';
-import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
-import { cleanupTmpDirs } from '../helpers/tmp';
 
 /**
  * The ingest, read and idempotency contract, run against both engines: what a client sees must not
@@ -12,45 +10,10 @@ import { cleanupTmpDirs } from '../helpers/tmp';
  */
 
 const PARTITIONS = 4;
-type Engine = 'local' | 'jetstream';
 
-/** One gateway (and, for JetStream, one 3-server cluster) for the engine's whole describe block. */
-function useEngineGateway(engine: Engine): { readonly url: string } {
-  let url: string | undefined;
-  let close: (() => Promise<void>) | undefined;
-  let cluster: NatsCluster | undefined;
-  beforeAll(async () => {
-    if (engine === 'local') {
-      const gw = await startTestGateway({ HERALD_PARTITIONS: String(PARTITIONS) });
-      [url, close] = [gw.url, gw.close];
-      return;
-    }
-    cluster = await startNatsCluster();
-    const gw = await startJetStreamTestGateway(cluster.serversEnv, {
-      HERALD_PARTITIONS: String(PARTITIONS),
-      HERALD_NATS_PREFIX: uniquePrefix('contract'),
-    });
-    [url, close] = [gw.url, gw.close];
-  }, 120_000);
-  afterAll(async () => {
-    await close?.();
-    await cluster?.stop();
-    cleanupTmpDirs();
-  }, 60_000);
-  return {
-    get url() {
-      if (!url) throw new Error('the gateway is not running: read url inside a test or hook');
-      return url;
-    },
-  };
-}
-
-const describeEngine = (engine: Engine, fn: () => void) =>
-  engine === 'local' ? describe('on the local engine', fn) : describeWithNats('on the jetstream engine', fn);
-
-for (const engine of ['local', 'jetstream'] as const) {
+for (const engine of ENGINES) {
   describeEngine(engine, () => {
-    const gw = useEngineGateway(engine);
+    const gw = useEngineGateway(engine, { HERALD_PARTITIONS: String(PARTITIONS) });
     let seq = 0;
     const nextId = () => `contract-${engine}-${++seq}`;
     const SOURCE = '/contract';

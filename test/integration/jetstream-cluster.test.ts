@@ -1,15 +1,13 @@
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { StartupError } from '../../src/errors';
-import { SUBSCRIPTIONS_NOT_IMPLEMENTED } from '../../src/jetstream-gateway';
 import { encodeEventMessage } from '../../src/jetstream/codec';
 import { idempotencyKey } from '../../src/jetstream/names';
 import { getJson, lookupEvent, readAllEvents, startJetStreamTestGateway } from '../helpers/gateway';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
-import { createContractChecker, createContractClient, documentedOperations, examplePath, loadContract } from '../helpers/openapi';
 
 /**
  * The JetStream engine on a real three-server cluster with two Herald nodes (A and B, one prefix):
- * idempotency across nodes, the 501s of what is not there yet, start-up refusals, and faults — a
+ * idempotency across nodes, start-up refusals, and faults — a
  * server SIGKILLed under load, two of three servers down. Tests run in order and share the cluster.
  */
 
@@ -115,25 +113,6 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       expect((await getJson(`${a.url}/partitions`)).body).toEqual(heads);
       expect((await lookupEvent(a.url, { source: '/crash', id: 'c-2' })).body.offset).toBe(ack.seq - 1);
     });
-  });
-
-  it('answers every subscriptions, deliveries and validations operation 501 not_implemented, as documented', async () => {
-    const doc = loadContract();
-    const checker = createContractChecker(doc);
-    const call = createContractClient(b.url, checker);
-    const operations = documentedOperations(doc).filter((o) => /^\/(subscriptions|deliveries|validations)(\/|$)/.test(o.path));
-    expect(operations.length).toBeGreaterThan(15);
-    for (const op of operations) {
-      const res = await call(op.method.toUpperCase(), examplePath(op.path), op.operation.requestBody ? { json: {} } : {});
-      expect([op.operationId, res.status, res.body.code, res.body.detail]).toEqual([
-        op.operationId,
-        501,
-        'not_implemented',
-        SUBSCRIPTIONS_NOT_IMPLEMENTED,
-      ]);
-    }
-    const documented501 = checker.documentedResponses().filter((r) => r.endsWith(' 501'));
-    expect(documented501.filter((r) => !checker.covered.has(r))).toEqual([]);
   });
 
   it('refuses to start a node whose partition count or replicas differ from the streams it finds', async () => {

@@ -5,6 +5,7 @@ import { openDatabase, type Db } from '../../../src/store/db';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
 import { seekSchema } from '../../../src/subscriptions/seek-schema';
 import { createSubscriptionsService } from '../../../src/subscriptions/service';
+import { createSqliteSubscriptionStore } from '../../../src/store/subscriptions-store';
 import type { EventStore, ReadPage, StoredEvent } from '../../../src/wal/event-store';
 import { waitFor } from '../../helpers/receiver';
 
@@ -93,8 +94,13 @@ function gateway(db: Db, store: EventStore, sender: HttpSender, opts: { enabled?
   const lines: LogLine[] = [];
   const log = pino({ level: 'info' }, { write: (s: string) => void lines.push(JSON.parse(s) as LogLine) });
   const dispatcher: Dispatcher = createDispatcher({ store, db, log, sender, ackUrlBase: () => 'http://gw', enabled: opts.enabled });
-  const service = createSubscriptionsService({ db, store, delivery: dispatcher, log });
-  service.startAll();
+  const service = createSubscriptionsService({
+    records: createSqliteSubscriptionStore({ db, initOffsets: dispatcher.initOffsets }),
+    store,
+    delivery: dispatcher,
+    log,
+  });
+  void service.startAll();
   // Bodies go through the API's schemas first, as the router sends them.
   const subscriptions = {
     ...service,

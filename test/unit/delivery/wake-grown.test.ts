@@ -4,6 +4,7 @@ import type { HttpSender } from '../../../src/delivery/http-sender';
 import { openDatabase, type Db } from '../../../src/store/db';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
 import { createSubscriptionsService } from '../../../src/subscriptions/service';
+import { createSqliteSubscriptionStore } from '../../../src/store/subscriptions-store';
 import type { EventStore, StoredEvent } from '../../../src/wal/event-store';
 import { waitFor } from '../../helpers/receiver';
 
@@ -80,7 +81,12 @@ describe('waking on append', () => {
     } as unknown as HttpSender;
     const log = pino({ level: 'silent' });
     const dispatcher = createDispatcher({ store, db, log, sender, ackUrlBase: () => 'http://gw' });
-    const service = createSubscriptionsService({ db, store, delivery: dispatcher, log });
+    const service = createSubscriptionsService({
+      records: createSqliteSubscriptionStore({ db, initOffsets: dispatcher.initOffsets }),
+      store,
+      delivery: dispatcher,
+      log,
+    });
     try {
       const { id } = await service.create(createSubscriptionSchema.parse({ sink: 'http://receiver.test/hook', startAt: 'earliest' }));
       publish(0);

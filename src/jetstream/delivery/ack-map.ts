@@ -1,0 +1,63 @@
+import { nanos, type KV, type NatsConnection } from 'nats';
+import { isWrongLastSequence } from '../nats-errors';
+import type { AckEntry } from './outcome';
+
+/** How long a node waits for JetStream to confirm an ack, nak or term it sent. */
+const SIGNAL_TIMEOUT_MS = 5000;
+
+export type Signal = { kind: 'ack' } | { kind: 'nak'; delayMs?: number } | { kind: 'term' } | { kind: 'progress' };
+
+function payloadOf(signal: Signal): string {
+  switch (signal.kind) {
+    case 'ack':
+      return '+ACK';
+    case 'nak':
+      return signal.delayMs ? `-NAK ${JSON.stringify({ delay: nanos(signal.delayMs) })}` : '-NAK';
+    case 'term':
+      return '+TERM';
+    case 'progress':
+      return '+WPI';
+  }
+}
+
+/**
+ * Settles a JetStream message through its ack subject, from any connection (the node that pulled
+ * it may be another, or gone). Ack, nak and term wait for the consumer's confirmation (a request,
+ * as `ackAck` does); a progress signal is published and flushed (the server does not answer it).
+ */
+export async function signal(nc: NatsConnection, reply: string, s: Signal): Promise<void> {
+  if (s.kind === 'progress') {
+    nc.publish(reply, payloadOf(s));
+    await nc.flush();
+    return;
+  }
+  await nc.request(reply, payloadOf(s), { timeout: SIGNAL_TIMEOUT_MS });
+}
+
+/**
+ * The ack map (KV `<prefix>_acks`, TTL 2 days): delivery id → `AckEntry`. Every change is a
+ * compare-and-set on the entry's revision, so of two nodes settling one attempt (a callback and the
+ * request's own answer, or two callbacks) exactly one wins; the other sees what won.
+ */
+export function createAckMap(kv: KV) {
+  const decode = (value: Uint8Array) => JSON.parse(Buffer.from(value).toString('utf8')) as AckEntry;
+  return {
+    /** Creates the entry of a new attempt; its revision. */
+    open: (deliveryId: string, entry: AckEntry): Promise<number> => kv.create(deliveryId, JSON.stringify(entry)),
+    async get(deliveryId: string): Promise<{ entry: AckEntry; revision: number } | undefined> {
+      const got = await kv.get(deliveryId);
+      if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;
+      return { entry: decode(got.value), revision: got.revision };
+    },
+    /** Replaces the entry if it is still at `revision`; the new revision, or undefined when another write came first. */
+    async swap(deliveryId: string, entry: AckEntry, revision: number): Promise<number | undefined> {
+      try {
+        return await kv.update(deliveryId, JSON.stringify(entry), revision);
+      } catch (err) {
+        if (isWrongLastSequence(err)) return undefined;
+        throw err;
+      }
+    },
+  };
+}
+export type AckMap = ReturnType<typeof createAckMap>;

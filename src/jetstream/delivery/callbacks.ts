@@ -1,0 +1,96 @@
+import { transition, type AttemptInput, type CallbackOutcome } from '../../delivery/attempt-machine';
+import type { CallbackAction, CallbackAnswer } from '../../delivery/dispatcher';
+import { AppError } from '../../errors';
+import type { EngineContext } from './context';
+import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry } from './outcome';
+import { settleMessage } from './settle';
+
+const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
+/** Rounds of compare-and-set before a callback gives up (each lost round means another write won). */
+const SWAP_ROUNDS = 5;
+
+export interface CallbackDeps {
+  ctx: EngineContext;
+  /** Whether the subscription still exists (a deleted one's delivery ids answer 404, as on the local engine). */
+  exists(subscriptionId: string): Promise<boolean>;
+  /** Renews a lease longer than the consumer's ack_wait (see `lease-keeper.ts`). */
+  keepLease(deliveryId: string, entry: AckEntry): void;
+}
+
+const notFound = (id: string) => new AppError('not_found', `no delivery attempt ${id}`);
+const stale = (id: string, outcome?: string) =>
+  new AppError('conflict', `delivery attempt ${id} is no longer current${outcome ? ` (${outcome})` : ''}`);
+
+/** A callback on an attempt the ack map says is settled: the same call again is answered 200 (`repeated`), another is a conflict. */
+function answerSettled(id: string, action: CallbackAction, outcome: CallbackOutcome): CallbackAnswer {
+  if (ACTION_OUTCOME[action] === outcome) return { deliveryId: id, status: outcome, repeated: true };
+  throw stale(id, outcome);
+}
+
+function inputOf(id: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string }): AttemptInput {
+  switch (action) {
+    case 'ack':
+      return { kind: 'ack', attemptId: id };
+    case 'nack':
+      return { kind: 'nack', attemptId: id, delayMs: arg.delayMs };
+    case 'reject':
+      return { kind: 'reject', attemptId: id, reason: arg.reason };
+    case 'extend':
+      return { kind: 'extend', attemptId: id, ms: arg.ms ?? 0 };
+  }
+}
+
+/**
+ * A receiver's callback, on any node: the ack map says what settles the attempt (its message's
+ * ack subject), the attempt machine what the callback means (as on the local engine), and a
+ * compare-and-set on the entry makes the first settlement win, whichever node it reached; the same
+ * callback repeated is answered as such, any other after it is a conflict.
+ */
+export function createCallbacks(deps: CallbackDeps) {
+  const { ctx } = deps;
+  return async function callback(
+    id: string,
+    action: CallbackAction,
+    arg: { delayMs?: number; ms?: number; reason?: string } = {},
+  ): Promise<CallbackAnswer> {
+    for (let round = 0; round < SWAP_ROUNDS; round++) {
+      const got = /^dlv_[A-Za-z0-9_-]{24}$/.test(id) ? await ctx.ackMap.get(id) : undefined;
+      if (!got || !(await deps.exists(got.entry.subscriptionId))) throw notFound(id);
+      const { entry, revision } = got;
+      const now = ctx.clock();
+      const from = stateOfEntry(id, entry);
+      if (from === null) return answerSettled(id, action, entry.state as CallbackOutcome);
+      if (from.phase === 'awaiting_ack' && from.leaseUntil <= now) throw stale(id, 'expired');
+      const step = transition(from, inputOf(id, action, arg), { now, policy: entry.policy, random: ctx.random });
+      const js = jsActionOf(step, now);
+      const outcome = settledOutcome(step);
+      const next: AckEntry = {
+        ...entry,
+        state: outcome ?? entry.state,
+        leaseUntil: step.state.phase === 'awaiting_ack' ? step.state.leaseUntil : entry.leaseUntil,
+        leaseFloor: step.state.phase === 'sending' ? step.state.leaseFloor : entry.leaseFloor,
+        lastError: step.state.lastError,
+      };
+      if ((await ctx.ackMap.swap(id, next, revision)) === undefined) continue;
+      const last = { attempt: entry.attempt, lastStatus: entry.lastStatus, lastError: step.state.lastError };
+      await settleMessage(ctx, js, entry, last, id);
+      if (js.kind === 'extended') {
+        if (next.state === 'awaiting_ack') deps.keepLease(id, next);
+        return { deliveryId: id, status: 'extended', leaseUntil: new Date(js.until).toISOString() };
+      }
+      switch (action) {
+        case 'nack':
+          return {
+            deliveryId: id,
+            status: 'nacked',
+            nextAttemptAt: step.state.phase === 'scheduled' ? new Date(step.state.nextAttemptAt).toISOString() : null,
+          };
+        case 'reject':
+          return { deliveryId: id, status: 'rejected' };
+        default:
+          return { deliveryId: id, status: 'acked' };
+      }
+    }
+    throw stale(id);
+  };
+}

@@ -1,0 +1,86 @@
+import { AckPolicy, DeliverPolicy, nanos, type ConsumerConfig } from 'nats';
+import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+
+/**
+ * Pure mapping from a subscription's delivery options to its JetStream consumers' settings.
+ *
+ * - `ack_wait` is the lease JetStream gives one attempt: long enough for the request (`timeoutMs`)
+ *   and for a 202's acknowledgement (`ackDeadlineMs`; a 202 resets the timer with `+WPI`), plus a
+ *   margin for the nak or ack to reach the server. A node that dies mid-attempt loses its lease
+ *   after it, and another node gets the message.
+ * - `max_deliver` is one more than `retry.maxAttempts`: Herald dead-letters after the last attempt
+ *   itself; the extra delivery only happens when the node holding the last attempt died, and is
+ *   dead-lettered without a request (JetStream would otherwise drop it silently).
+ * - `max_ack_pending` 1 with `ordering: partition`: one event in flight per partition, whichever
+ *   node holds it; `maxInFlight` with `ordering: none`.
+ * - Replicas are left out: a consumer then has its stream's.
+ */
+
+/** Added to the longer of `timeoutMs` and `ackDeadlineMs` for `ack_wait`. */
+export const ACK_WAIT_MARGIN_MS = 1000;
+
+/** Where a new consumer starts: every stored event, those stored at or after a time, or at a stream sequence. */
+export type ConsumerStart = { kind: 'all' } | { kind: 'time'; ms: number } | { kind: 'seq'; seq: number };
+
+type Options = Pick<SubscriptionRecord['delivery'], 'timeoutMs' | 'ackDeadlineMs' | 'ordering' | 'maxInFlight' | 'retry'>;
+
+export function ackWaitMs(delivery: Pick<Options, 'timeoutMs' | 'ackDeadlineMs'>): number {
+  return Math.max(delivery.timeoutMs, delivery.ackDeadlineMs) + ACK_WAIT_MARGIN_MS;
+}
+
+/** The settings of a consumer that can change after it is created (updated on every node's `update`). */
+export function leaseSettings(delivery: Options): Pick<ConsumerConfig, 'ack_wait' | 'max_deliver' | 'max_ack_pending'> {
+  return {
+    ack_wait: nanos(ackWaitMs(delivery)),
+    max_deliver: delivery.retry.maxAttempts + 1,
+    max_ack_pending: delivery.ordering === 'partition' ? 1 : delivery.maxInFlight,
+  };
+}
+
+/** `startAt` of a new subscription: `earliest` is everything stored; `latest` what is stored from its creation on (the same on every node). */
+export function startOf(record: Pick<SubscriptionRecord, 'startAt' | 'createdAt'>): ConsumerStart {
+  return record.startAt === 'earliest' ? { kind: 'all' } : { kind: 'time', ms: record.createdAt };
+}
+
+function deliverPolicy(start: ConsumerStart): Pick<ConsumerConfig, 'deliver_policy' | 'opt_start_seq' | 'opt_start_time'> {
+  switch (start.kind) {
+    case 'all':
+      return { deliver_policy: DeliverPolicy.All };
+    case 'time':
+      return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(start.ms).toISOString() };
+    case 'seq':
+      return { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, start.seq) };
+  }
+}
+
+/** A durable pull consumer of a partition stream (its only subject, so no filter). */
+export function partitionConsumerConfig(name: string, delivery: Options, start: ConsumerStart): Partial<ConsumerConfig> {
+  return {
+    durable_name: name,
+    ack_policy: AckPolicy.Explicit,
+    ...deliverPolicy(start),
+    ...leaseSettings(delivery),
+  };
+}
+
+/** The subscription's redelivery consumer: its subject of the redrive work queue, from the start. */
+export function redriveConsumerConfig(name: string, subject: string, delivery: Options): Partial<ConsumerConfig> {
+  return {
+    durable_name: name,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    filter_subject: subject,
+    ...leaseSettings(delivery),
+    // Redeliveries run in parallel (they carry no order): up to maxInFlight.
+    max_ack_pending: delivery.maxInFlight,
+  };
+}
+
+/** Whether an existing consumer's lease settings differ from those wanted (then it is updated). */
+export function needsUpdate(existing: Partial<ConsumerConfig>, wanted: Partial<ConsumerConfig>): boolean {
+  return (
+    existing.ack_wait !== wanted.ack_wait ||
+    existing.max_deliver !== wanted.max_deliver ||
+    existing.max_ack_pending !== wanted.max_ack_pending
+  );
+}

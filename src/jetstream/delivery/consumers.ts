@@ -1,0 +1,146 @@
+import type { ConsumerConfig, JetStreamManager, KV } from 'nats';
+import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+import { isWrongLastSequence } from '../nats-errors';
+import type { JetStreamNames } from '../names';
+import { needsUpdate, partitionConsumerConfig, redriveConsumerConfig, startOf, type ConsumerStart } from './consumer-config';
+import type { DeliveryNames } from './names';
+
+const isConsumerNotFound = (err: unknown) => /consumer not found/i.test((err as Error)?.message ?? '');
+const isInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
+const isTimeout = (err: unknown) => (err as { code?: string })?.code === 'TIMEOUT';
+/** Tries of a consumer create or delete that timed out. */
+const TRIES = 3;
+
+/**
+ * Runs an idempotent consumer operation again when its request timed out: nats-server 2.9 may leave
+ * unanswered a clustered create or delete of a consumer another node is creating or deleting at the
+ * same moment (every node runs `add` and `remove`). Each try looks at the consumer afresh.
+ */
+async function retryOnTimeout(op: () => Promise<void>): Promise<void> {
+  for (let tried = 1; ; tried++) {
+    try {
+      return await op();
+    } catch (err) {
+      if (!isTimeout(err) || tried >= TRIES) throw err;
+    }
+  }
+}
+
+/** Seek generations of a subscription's partitions, as kept in `<prefix>_dgen`. */
+export interface Generations {
+  gens: number[];
+  revision: number;
+}
+
+export interface ConsumersDeps {
+  jsm: JetStreamManager;
+  generations: KV;
+  names: DeliveryNames;
+  events: JetStreamNames;
+  partitions: number;
+}
+
+/**
+ * The durable consumers of subscriptions and their seek generations. Every operation is idempotent
+ * and safe on several nodes at once: creating a consumer that exists with the same start is a
+ * no-op, the generation record is created once (first writer wins) and moved by compare-and-set.
+ */
+export function createConsumers(deps: ConsumersDeps) {
+  const { jsm, names, events } = deps;
+  const decode = (value: Uint8Array) => (JSON.parse(Buffer.from(value).toString('utf8')) as { gens: number[] }).gens;
+
+  /** The generation record, or undefined once the subscription is deleted. */
+  async function generations(id: string): Promise<Generations | undefined> {
+    const got = await deps.generations.get(names.generationKey(id));
+    if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;
+    return { gens: decode(got.value), revision: got.revision };
+  }
+
+  /** Creates the record at generation 0 everywhere unless it exists; the record either way. */
+  async function ensureGenerations(id: string): Promise<Generations> {
+    const existing = await generations(id);
+    if (existing) return existing;
+    try {
+      const gens = Array.from({ length: deps.partitions }, () => 0);
+      const revision = await deps.generations.create(names.generationKey(id), JSON.stringify({ gens }));
+      return { gens, revision };
+    } catch (err) {
+      if (!isWrongLastSequence(err)) throw err;
+      const raced = await generations(id);
+      if (!raced) throw err;
+      return raced;
+    }
+  }
+
+  /** Moves the record from `revision` (false: another seek or a delete came first). */
+  async function swapGenerations(id: string, gens: number[], revision: number): Promise<boolean> {
+    try {
+      await deps.generations.update(names.generationKey(id), JSON.stringify({ gens }), revision);
+      return true;
+    } catch (err) {
+      if (isWrongLastSequence(err)) return false;
+      throw err;
+    }
+  }
+
+  /** Creates the consumer, or brings the lease settings of the one that exists up to date. */
+  const ensure = (stream: string, config: Partial<ConsumerConfig> & { durable_name: string }) =>
+    retryOnTimeout(() => ensureOnce(stream, config));
+
+  async function ensureOnce(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+    let existing: ConsumerConfig | undefined;
+    try {
+      existing = (await jsm.consumers.info(stream, config.durable_name)).config;
+    } catch (err) {
+      if (!isConsumerNotFound(err)) throw err;
+    }
+    if (!existing) {
+      try {
+        await jsm.consumers.add(stream, config);
+        return;
+      } catch (err) {
+        if (!isInUse(err)) throw err;
+        existing = (await jsm.consumers.info(stream, config.durable_name)).config;
+      }
+    }
+    if (needsUpdate(existing, config)) {
+      const { ack_wait, max_deliver, max_ack_pending } = config;
+      await jsm.consumers.update(stream, config.durable_name, { ack_wait, max_deliver, max_ack_pending });
+    }
+  }
+
+  const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) =>
+    ensure(events.stream(partition), partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, start) as never);
+
+  const remove = (stream: string, name: string) =>
+    retryOnTimeout(async () => {
+      try {
+        await jsm.consumers.delete(stream, name);
+      } catch (err) {
+        if (!isConsumerNotFound(err)) throw err;
+      }
+    });
+
+  return {
+    generations,
+    ensureGenerations,
+    swapGenerations,
+    partitionConsumer,
+    /**
+     * Every consumer of a subscription at its generations: a partition's consumer at generation 0
+     * starts at `startAt`; at a later one it was made by a seek, and is recreated from `startAt`
+     * only if it went missing.
+     */
+    async ensureAll(record: SubscriptionRecord, gens: readonly number[]): Promise<void> {
+      await Promise.all(gens.map((g, p) => partitionConsumer(record, p, g, startOf(record))));
+      const name = names.redriveConsumer(record.id);
+      await ensure(names.redriveStream, redriveConsumerConfig(name, names.redriveSubject(record.id), record.delivery) as never);
+    },
+    removePartitionConsumer: (id: string, partition: number, generation: number) =>
+      remove(events.stream(partition), names.consumer(id, generation)),
+    removeRedriveConsumer: (id: string) => remove(names.redriveStream, names.redriveConsumer(id)),
+    info: (id: string, partition: number, generation: number) =>
+      jsm.consumers.info(events.stream(partition), names.consumer(id, generation)),
+  };
+}
+export type Consumers = ReturnType<typeof createConsumers>;

@@ -1,0 +1,35 @@
+import type { JetStreamManager, KV, NatsConnection } from 'nats';
+import type { Logger } from 'pino';
+import type { HttpSender } from '../../delivery/http-sender';
+import type { JetStreamNames } from '../names';
+import type { AckMap } from './ack-map';
+import type { DeliveryNames } from './names';
+import type { AttemptLog, DeadLetters } from './records';
+
+/** What the parts of the engine share: the connection, the names, the cluster-side stores, the sender. */
+export interface EngineContext {
+  nc: NatsConnection;
+  jsm: JetStreamManager;
+  names: DeliveryNames;
+  events: JetStreamNames;
+  ackMap: AckMap;
+  deadLetters: DeadLetters;
+  attemptLog: AttemptLog;
+  /** KV `<prefix>_dpos`: last matched offset per (subscription, partition, generation). */
+  positions: KV;
+  sender: HttpSender;
+  log: Logger;
+  clock: () => number;
+  random: () => number;
+  ackUrlBase: () => string;
+}
+
+/** One attempt's event and where it stands, as the ack map keeps it (see `AckEntry`). */
+export interface AttemptTarget {
+  reply: string;
+  subscriptionId: string;
+  partition: number;
+  offset: number;
+  generation: number;
+  redrive: boolean;
+}

@@ -1,0 +1,342 @@
+/**
+ * The JetStream delivery engine (`HERALD_STORE=jetstream`): the subscriptions service's
+ * `DeliveryControl` and the callbacks' `DeliveryCallbacks`, with every piece of delivery state in
+ * the cluster, so any number of Herald nodes deliver together and any of them may stop.
+ *
+ * Names on the cluster (prefix `P` = HERALD_NATS_PREFIX, `S` = subscription id, `g` = seek generation):
+ * - consumer `P_d_S_g<g>` on each partition stream `P_p<n>`: durable, pull, explicit ack;
+ *   `max_ack_pending` 1 (ordering `partition`) or `maxInFlight` (`none`); `ack_wait` =
+ *   max(timeoutMs, ackDeadlineMs) + 1 s; `max_deliver` = retry.maxAttempts + 1; replicas of the
+ *   stream; starts at `startAt` (`earliest`: all; `latest`: stored since the subscription's creation).
+ *   Attempt counts (JetStream's delivery count), retry delays (`-NAK` with delay), leases (ack_wait,
+ *   `+WPI`) and the committed position (the ack floor) all live in it (see `consumer-config.ts`).
+ * - stream `P_dead` (subject `P.dead.S`): dead letters; a row's id is its sequence.
+ * - stream `P_attempts` (subject `P.attempts.S`, 1,000 kept per subject): the attempt log.
+ * - stream `P_redrive` (work queue, subject `P.redrive.S`) and consumer `P_rd_S` on it: dead letters
+ *   queued again by `redeliver` (a new message, so a fresh attempt count), sent with `herald-redelivery`.
+ * - KV `P_acks` (TTL 2 days): delivery id → the attempt's ack subject, subscription, partition,
+ *   offset, attempt and state; KV `P_dgen`: subscription → each partition's seek generation (every
+ *   node watches it); KV `P_dpos`: last matched offset per (subscription, partition, generation),
+ *   which gives `herald-previous-offset` whichever node sent the previous event.
+ *
+ * Every node pulls every active subscription's consumers; JetStream hands each message to one node.
+ * What failures cause:
+ * - a node dies mid-attempt: its message is unacked; after ack_wait JetStream gives it to another
+ *   node (next attempt number, same webhook-id). Per-partition order holds (max_ack_pending 1). The
+ *   receiver may get it twice (at least once). Dying after a dead letter is stored and before the
+ *   term stores it twice; on the last attempt, the extra delivery is dead-lettered without a request.
+ * - a NATS server dies: the client reconnects to another; R3 streams and consumers keep their
+ *   state. Pulls and signals fail meanwhile (logged, retried after 0.5 s); an ack that was lost means
+ *   a redelivery. With the cluster down nothing is delivered, and nothing is lost.
+ * - a callback on another node: the ack map names the message's ack subject; any node publishes
+ *   `+ACK`/`-NAK`/`+TERM`/`+WPI` to it. A compare-and-set on the entry lets exactly one settlement
+ *   win (a callback or the request's own answer, which is then `stale` in the attempt log).
+ * - a duplicate callback: the same one again is answered `repeated: true`; another is a 409; an
+ *   unknown, deleted or expired-lease id answers as on the local engine (404, 409 `expired`).
+ * - a seek: new consumers at the target under a new generation, the record moved by
+ *   compare-and-set, the old consumers deleted; every node re-binds on the KV watch (or on the
+ *   "consumer not found" of its next pull). Open attempts of the old consumers are abandoned.
+ * - a 410: the node pauses the subscription locally at once, tells the service, and naks the event
+ *   with a 1 s delay (the pause reaches the other nodes first); it is pulled again on resume.
+ * - a lease that runs out (no callback): JetStream redelivers after ack_wait (not after the retry
+ *   backoff, as the local engine does); a callback after `leaseUntil` is a 409 `expired`.
+ * - `close()`: pulling stops, open requests get 1 s, then are aborted; their messages stay unacked
+ *   and go to another node after ack_wait.
+ *
+ * Not on this engine (yet): rate limits and AIMD concurrency (`currentMaxInFlight` is `maxInFlight`,
+ * `throttled` false), auto-disable (`onFailing`), delivery metrics, retention (`expired` stays 0).
+ * `maxInFlight` with `ordering: none` holds per partition (the consumer's `max_ack_pending`), not
+ * across the subscription.
+ */
+import type { KV } from 'nats';
+import { KvWatchInclude, type NatsConnection } from 'nats';
+import type { Logger } from 'pino';
+import type { NatsConfig } from '../../config';
+import type { DeliveryCallbacks } from '../../api/deliveries-router';
+import { createHttpSender } from '../../delivery/http-sender';
+import { AppError } from '../../errors';
+import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents } from '../../subscriptions/delivery-control';
+import type { SeekTarget } from '../../subscriptions/seek-schema';
+import { connectToCluster } from '../connection';
+import { jetStreamNames } from '../names';
+import { createAckMap } from './ack-map';
+import { createCallbacks } from './callbacks';
+import { createConsumers, type Consumers } from './consumers';
+import type { EngineContext } from './context';
+import { createLeaseKeeper } from './lease-keeper';
+import { createLocalSubscription, type LocalSubscription } from './local-subscription';
+import { deliveryNames, idToken } from './names';
+import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
+import { createAttemptLog, createDeadLetters } from './records';
+import { seekStarts } from './seek-starts';
+
+export interface JetStreamDelivery extends DeliveryControl, DeliveryCallbacks {
+  close(): Promise<void>;
+}
+
+export interface JetStreamDeliveryDeps {
+  nats: Readonly<NatsConfig>;
+  partitions: number;
+  log: Logger;
+  /** Sink policy of the HTTP sender (`HERALD_SINK_ALLOW_PRIVATE`). */
+  allowPrivateSinks: boolean;
+  clock?: () => number;
+  /** Base of `herald-ack-url` (HERALD_PUBLIC_URL); the gateway must pass it. */
+  ackUrlBase?: () => string;
+}
+
+/** API timeout of the engine's own connection. */
+const API_TIMEOUT_MS = 5000;
+/** How long `close` lets open requests finish before aborting them (their messages stay unacked). */
+const CLOSE_GRACE_MS = 1000;
+/** Dead letters read per page when all of a subscription's are redelivered (bounded by their count). */
+const REDRIVE_PAGE = 1000;
+
+export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Promise<JetStreamDelivery> {
+  const { log, partitions } = deps;
+  const clock = deps.clock ?? Date.now;
+  const names = deliveryNames(deps.nats.prefix);
+  const events = jetStreamNames(deps.nats.prefix);
+  const ackUrlBase =
+    deps.ackUrlBase ??
+    (() => {
+      log.warn('JetStream delivery started without ackUrlBase: herald-ack-url points at http://127.0.0.1:8080');
+      const fallback = 'http://127.0.0.1:8080';
+      return () => fallback;
+    })();
+  const nc = await connectToCluster(deps.nats, log.child({ part: 'delivery' }));
+  try {
+    const js = nc.jetstream({ timeout: API_TIMEOUT_MS });
+    const jsm = await nc.jetstreamManager({ timeout: API_TIMEOUT_MS, checkAPI: false });
+    const buckets = await provisionDelivery(js, jsm, names, deps.nats.prefix, deps.nats.replicas);
+    const ctx: EngineContext = {
+      nc,
+      jsm,
+      names,
+      events,
+      ackMap: createAckMap(buckets.acks),
+      deadLetters: createDeadLetters({ js, jsm, names }),
+      attemptLog: createAttemptLog({ js, jsm, names, kept: ATTEMPTS_PER_SUBSCRIPTION }),
+      positions: buckets.positions,
+      sender: createHttpSender({ allowPrivate: deps.allowPrivateSinks }),
+      log,
+      clock,
+      random: Math.random,
+      ackUrlBase,
+    };
+    const consumers = createConsumers({ jsm, generations: buckets.generations, names, events, partitions });
+    return composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions });
+  } catch (err) {
+    await nc.close().catch(() => undefined);
+    throw err;
+  }
+}
+
+function composeEngine(parts: {
+  ctx: EngineContext;
+  js: ReturnType<NatsConnection['jetstream']>;
+  nc: NatsConnection;
+  consumers: Consumers;
+  generations: KV;
+  partitions: number;
+}): JetStreamDelivery {
+  const { ctx, js, nc, consumers, partitions } = parts;
+  const { log, names, events } = ctx;
+  const subs = new Map<string, LocalSubscription>();
+  /** Deleted here: an `add` still making its consumers must not start pulling. */
+  const removedIds = new Set<string>();
+  const byToken = new Map<string, string>();
+  const adding = new Map<string, Promise<void>>();
+  const leases = createLeaseKeeper(ctx);
+  let closed = false;
+
+  const callback = createCallbacks({
+    ctx,
+    exists: async (id) => subs.has(id) || (await consumers.generations(id)) !== undefined,
+    keepLease: leases.keep,
+  });
+
+  function entryOf(id: string): LocalSubscription {
+    const entry = subs.get(id);
+    if (!entry) throw new AppError('not_found', `subscription ${id} does not exist`);
+    return entry;
+  }
+
+  /** Every node watches the generation records, so a seek through any node moves every node's pullers. */
+  async function watchGenerations(): Promise<() => void> {
+    const watch = await parts.generations.watch({ include: KvWatchInclude.UpdatesOnly });
+    void (async () => {
+      for await (const e of watch) {
+        const id = byToken.get(e.key);
+        const entry = id === undefined ? undefined : subs.get(id);
+        if (!entry || e.operation !== 'PUT') continue;
+        try {
+          entry.rebind((JSON.parse(Buffer.from(e.value).toString('utf8')) as { gens: number[] }).gens);
+        } catch (err) {
+          log.warn({ err, key: e.key }, 'unreadable seek generation record');
+        }
+      }
+    })();
+    return () => watch.stop();
+  }
+  const stopWatching = watchGenerations();
+
+  async function addOnce(record: SubscriptionRecord, subEvents: SubscriptionEvents): Promise<void> {
+    const { gens } = await consumers.ensureGenerations(record.id);
+    await consumers.ensureAll(record, gens);
+    // Closed, or deleted while its consumers were being made: nothing to pull.
+    if (closed || removedIds.has(record.id)) return;
+    const entry = createLocalSubscription({ ctx, js, consumers, leases, partitions, closed: () => closed }, record, subEvents, gens);
+    subs.set(record.id, entry);
+    byToken.set(names.generationKey(record.id), record.id);
+    // A seek between reading the generations and starting: catch up now.
+    const latest = await consumers.generations(record.id);
+    if (latest) entry.rebind(latest.gens);
+  }
+
+  const engine: JetStreamDelivery = {
+    /** Idempotent and safe on several nodes at once: creates what is missing, then pulls. */
+    async add(record, subEvents) {
+      if (subs.has(record.id)) return engine.update(record);
+      const pending = adding.get(record.id) ?? addOnce(record, subEvents).finally(() => adding.delete(record.id));
+      adding.set(record.id, pending);
+      await pending;
+    },
+    async update(record) {
+      await subs.get(record.id)?.update(record);
+    },
+    /** Nothing to write at creation: `add` creates the consumers (from `startAt`), on whichever node first. */
+    initOffsets() {},
+    resume(id) {
+      entryOf(id); // pullers look at the record's state before every pull
+    },
+    async remove(id) {
+      const entry = subs.get(id);
+      removedIds.add(id);
+      subs.delete(id);
+      byToken.delete(names.generationKey(id));
+      await entry?.stop({ graceMs: 0, removed: true });
+      const current = await consumers.generations(id);
+      const gens = current?.gens ?? entry?.generations() ?? [];
+      // The record first, so no node re-creates a consumer for a deleted subscription (see `repair`).
+      await parts.generations.purge(names.generationKey(id)).catch(() => undefined);
+      await Promise.all(gens.map((g, p) => consumers.removePartitionConsumer(id, p, g)));
+      await consumers.removeRedriveConsumer(id);
+      await Promise.all([
+        ctx.deadLetters.purge(id),
+        ctx.attemptLog.purge(id),
+        ctx.jsm.streams.purge(names.redriveStream, { filter: names.redriveSubject(id) }),
+        ctx.jsm.streams.purge(`KV_${names.positionBucket}`, { filter: `$KV.${names.positionBucket}.${idToken(id)}.>` }),
+      ]);
+      // Ack map entries expire with the bucket's TTL; callbacks for them answer 404 from now on.
+    },
+    async seek(id, target: SeekTarget) {
+      const entry = entryOf(id);
+      const bounds = await Promise.all(
+        Array.from({ length: partitions }, async (_, p) => {
+          const { state } = await ctx.jsm.streams.info(events.stream(p));
+          return { first: state.messages === 0 ? state.last_seq : state.first_seq - 1, head: state.last_seq };
+        }),
+      );
+      const moves = seekStarts(target, bounds);
+      const current = await consumers.generations(id);
+      if (!current) throw new AppError('not_found', `subscription ${id} does not exist`);
+      const generation = Math.max(0, ...current.gens) + 1;
+      await Promise.all(moves.map((m) => consumers.partitionConsumer(entry.record(), m.partition, generation, m.start)));
+      const gens = [...current.gens];
+      for (const m of moves) gens[m.partition] = generation;
+      if (!(await consumers.swapGenerations(id, gens, current.revision))) {
+        await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, generation)));
+        throw new AppError('conflict', `subscription ${id} was sought or deleted meanwhile; try again`);
+      }
+      entry.rebind(gens);
+      await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, current.gens[m.partition]!)));
+      return { generation };
+    },
+    async stats(id): Promise<DeliveryStats> {
+      const entry = entryOf(id);
+      const stats = await Promise.all(Array.from({ length: partitions }, (_, p) => partitionStats(entry, p)));
+      return {
+        partitions: stats,
+        deadLetters: await ctx.deadLetters.count(id),
+        currentMaxInFlight: entry.record().delivery.maxInFlight,
+        throttled: false,
+      };
+    },
+    async attempts(id, page) {
+      entryOf(id);
+      return ctx.attemptLog.page(id, page.before, page.limit);
+    },
+    async deadLetters(id, page) {
+      entryOf(id);
+      return ctx.deadLetters.page(id, page.after, page.limit);
+    },
+    async redeliver(id, ids) {
+      entryOf(id);
+      const rows = ids
+        ? (await Promise.all(ids.map((d) => ctx.deadLetters.get(id, d)))).filter((r) => r !== undefined)
+        : await allDeadLetters(id);
+      for (const row of rows) {
+        // A new message (fresh delivery count) in the redrive queue, then the dead letter goes.
+        await js.publish(names.redriveSubject(id), JSON.stringify({ partition: row.partition, offset: row.offset }), {
+          msgID: `rd_${idToken(id)}_${row.id}`,
+        });
+        await ctx.deadLetters.remove(id, row.id);
+      }
+      return rows.length;
+    },
+    async deleteDeadLetter(id, deadLetterId) {
+      entryOf(id);
+      return ctx.deadLetters.remove(id, deadLetterId);
+    },
+    callback,
+    async close() {
+      if (closed) return;
+      closed = true;
+      leases.stop();
+      (await stopWatching)();
+      await Promise.all([...subs.values()].map((e) => e.stop({ graceMs: CLOSE_GRACE_MS })));
+      await ctx.sender.close(Date.now() + CLOSE_GRACE_MS);
+      if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
+    },
+  };
+
+  async function allDeadLetters(id: string) {
+    const rows = [];
+    const total = await ctx.deadLetters.count(id);
+    for (let after = 0; rows.length < total;) {
+      const page = await ctx.deadLetters.page(id, after, REDRIVE_PAGE);
+      if (page.length === 0) break;
+      rows.push(...page);
+      after = Number(page[page.length - 1]!.id);
+    }
+    return rows;
+  }
+
+  /** One partition's figures from its consumer (ack floor, pending, ack pending) and stream (head). */
+  async function partitionStats(entry: LocalSubscription, partition: number): Promise<PartitionStats> {
+    const [info, stream] = await Promise.all([
+      consumers.info(entry.id, partition, entry.generations()[partition] ?? 0),
+      ctx.jsm.streams.info(events.stream(partition)),
+    ]);
+    const head = stream.state.last_seq;
+    const committed = Math.min(head, Math.max(info.ack_floor.stream_seq, head - info.num_pending - info.num_ack_pending));
+    let oldestPendingAgeMs: number | null = null;
+    if (committed < head) {
+      const oldest = await ctx.jsm.streams.getMessage(events.stream(partition), { seq: committed + 1 }).catch(() => undefined);
+      if (oldest) oldestPendingAgeMs = Math.max(0, ctx.clock() - oldest.time.getTime());
+    }
+    return {
+      partition,
+      committedOffset: committed,
+      headOffset: head,
+      lag: head - committed,
+      inFlight: info.num_ack_pending,
+      oldestPendingAgeMs,
+      expired: 0,
+    };
+  }
+
+  return engine;
+}

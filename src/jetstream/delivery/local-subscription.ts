@@ -1,0 +1,127 @@
+import type { JetStreamClient, JsMsg } from 'nats';
+import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+import type { SubscriptionEvents } from '../../subscriptions/delivery-control';
+import { compileFilters, createFilterErrorReporter, type Matcher } from '../../subscriptions/filter';
+import type { Consumers } from './consumers';
+import type { EngineContext } from './context';
+import type { LeaseKeeper } from './lease-keeper';
+import { handleMessage, type Source, type SubscriptionView } from './message-handler';
+import { createPuller, type Puller } from './puller';
+
+export interface LocalSubscriptionDeps {
+  ctx: EngineContext;
+  js: JetStreamClient;
+  consumers: Consumers;
+  leases: LeaseKeeper;
+  partitions: number;
+  /** The engine is closing: nothing more is pulled or settled. */
+  closed: () => boolean;
+}
+
+type Channel = number | 'redrive';
+
+/**
+ * One subscription on this node: the service's latest record, its compiled filters, and a puller
+ * per partition consumer (at the partition's seek generation) plus one for its redrive queue.
+ * Nothing here is durable: it is rebuilt from the record and the cluster by `add`.
+ */
+export function createLocalSubscription(
+  deps: LocalSubscriptionDeps,
+  initial: SubscriptionRecord,
+  events: SubscriptionEvents,
+  gens: readonly number[],
+) {
+  const { ctx, consumers } = deps;
+  const { log, names } = ctx;
+  const id = initial.id;
+  let record = initial;
+  let removed = false;
+  const generations = [...gens];
+  const report = createFilterErrorReporter({ log, subscriptionId: id, clock: ctx.clock, count: () => events.onFilterError?.() });
+  let matcher: Matcher = compileFilters(record.filters, { onError: report });
+  const pullers = new Map<Channel, Puller>();
+
+  const view: SubscriptionView = {
+    id,
+    record: () => record,
+    matches: (attributes) => {
+      try {
+        return matcher(attributes);
+      } catch (err) {
+        log.warn({ subscription: id, err }, 'filter evaluation failed; the event does not match');
+        return false;
+      }
+    },
+    generation: (partition) => generations[partition] ?? 0,
+    gone: () => {
+      // Paused here at once, so this node pulls nothing more before the service's update arrives.
+      record = { ...record, state: 'paused', stateReason: 'gone' };
+      events.onGone();
+    },
+    closing: () => deps.closed() || removed,
+  };
+
+  function startPuller(channel: Channel): Puller {
+    const source: Source =
+      channel === 'redrive' ? { kind: 'redrive' } : { kind: 'partition', partition: channel, generation: generations[channel]! };
+    return createPuller({
+      js: deps.js,
+      stream: channel === 'redrive' ? names.redriveStream : ctx.events.stream(channel),
+      consumer: channel === 'redrive' ? names.redriveConsumer(id) : names.consumer(id, generations[channel]!),
+      capacity: () => (channel !== 'redrive' && record.delivery.ordering === 'partition' ? 1 : record.delivery.maxInFlight),
+      // Paused and validating subscriptions are not pulled.
+      active: () => !view.closing() && record.state === 'active',
+      handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, deps.leases.keep),
+      onPullError: (err) => repair(channel, err),
+      log,
+    });
+  }
+
+  /** A pull failed: the consumer may have moved (a seek through another node), gone with the subscription, or be missing. */
+  async function repair(channel: Channel, err: unknown): Promise<void> {
+    if (view.closing()) return;
+    log.debug({ err, subscription: id, channel }, 'pull failed; checking the consumer');
+    const current = await consumers.generations(id);
+    if (!current) return; // deleted: the service removes it here too
+    if (channel !== 'redrive' && current.gens[channel] !== generations[channel]) return rebind(current.gens);
+    await consumers.ensureAll(record, generations);
+  }
+
+  /** Moves this node's pullers to the generations the cluster holds (after a seek through any node); never backwards. */
+  function rebind(latest: readonly number[]): void {
+    if (view.closing()) return;
+    for (let p = 0; p < deps.partitions; p++) {
+      const gen = latest[p] ?? 0;
+      if (gen <= (generations[p] ?? 0)) continue;
+      generations[p] = gen;
+      const old = pullers.get(p);
+      pullers.set(p, startPuller(p));
+      // Its open attempts are abandoned (their consumer is deleted): their answers settle nothing.
+      void old?.stop(0);
+      log.info({ subscription: id, partition: p, generation: gen }, 'delivery moved to a sought position');
+    }
+  }
+
+  for (let p = 0; p < deps.partitions; p++) pullers.set(p, startPuller(p));
+  pullers.set('redrive', startPuller('redrive'));
+
+  return {
+    id,
+    record: () => record,
+    generations: (): readonly number[] => generations,
+    rebind,
+    /** The service's record changed: filters recompiled, consumer lease settings brought up to date. */
+    async update(next: SubscriptionRecord): Promise<void> {
+      if (JSON.stringify(next.filters) !== JSON.stringify(record.filters)) matcher = compileFilters(next.filters, { onError: report });
+      const before = record.delivery;
+      record = next;
+      if (JSON.stringify(before) !== JSON.stringify(next.delivery)) await consumers.ensureAll(next, generations);
+    },
+    /** Stops pulling; open attempts get `graceMs`, then are aborted (deleted: at once, and nothing more is settled). */
+    async stop(opts: { graceMs: number; removed?: boolean }): Promise<void> {
+      if (opts.removed) removed = true;
+      await Promise.all([...pullers.values()].map((p) => p.stop(opts.graceMs)));
+    },
+  };
+}
+export type LocalSubscription = ReturnType<typeof createLocalSubscription>;

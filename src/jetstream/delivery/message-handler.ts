@@ -1,0 +1,240 @@
+import type { JetStreamManager, JsMsg, StoredMsg } from 'nats';
+import type { CloudEvent } from '../../cloudevents/event';
+import { answerOutcome, transition, type AttemptInput, type AttemptState } from '../../delivery/attempt-machine';
+import type { AbortGroup, SendResult } from '../../delivery/http-sender';
+import { buildDeliveryRequest } from '../../delivery/request';
+import { newDeliveryId } from '../../delivery/subscription-worker';
+import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+import type { Attributes } from '../../subscriptions/filter';
+import { previousSecretAt, requestOrigin } from '../../webhook-policy';
+import { decodeEventMessage } from '../codec';
+import { isNotFound } from '../nats-errors';
+import { ackWaitMs } from './consumer-config';
+import type { AttemptTarget, EngineContext } from './context';
+import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
+import { settleMessage } from './settle';
+
+/** A subscription as its messages' handler sees it (see `jetstream-delivery.ts`). */
+export interface SubscriptionView {
+  id: string;
+  record(): SubscriptionRecord;
+  matches(attributes: Attributes): boolean;
+  /** The partition's seek generation in force on this node. */
+  generation(partition: number): number;
+  /** The receiver answered 410: paused here at once; the service is told. */
+  gone(): void;
+  /** Deleted or closing: an answer no longer settles anything (the message stays unacked and JetStream redelivers it). */
+  closing(): boolean;
+}
+
+/** Where a message came from: a partition's consumer (the message is the event) or the redrive queue (it names one). */
+export type Source = { kind: 'partition'; partition: number; generation: number } | { kind: 'redrive' };
+
+/** Tries to settle an attempt whose entry a callback may change: bounded (each round loses only to another write). */
+const SWAP_ROUNDS = 5;
+
+type WithDirectGet = JetStreamManager & { direct: { getMessage(stream: string, query: { seq: number }): Promise<StoredMsg> } };
+
+/** The message's ack subject (nats.js has it on every JetStream message, though its interface does not list it). */
+const replyOf = (msg: JsMsg): string => (msg as JsMsg & { reply: string }).reply;
+
+interface Located {
+  target: AttemptTarget;
+  event: CloudEvent | 'corrupt' | 'missing';
+  storedAt: number;
+}
+
+async function locate(ctx: EngineContext, sub: SubscriptionView, msg: JsMsg, source: Source): Promise<Located> {
+  if (source.kind === 'partition') {
+    const target = { reply: replyOf(msg), subscriptionId: sub.id, ...source, offset: msg.seq - 1, redrive: false };
+    return { target, event: decodeOr(msg.data), storedAt: Math.floor(msg.info.timestampNanos / 1e6) };
+  }
+  const { partition, offset } = JSON.parse(Buffer.from(msg.data).toString('utf8')) as { partition: number; offset: number };
+  const target = { reply: replyOf(msg), subscriptionId: sub.id, partition, offset, generation: sub.generation(partition), redrive: true };
+  try {
+    const stored = await (ctx.jsm as WithDirectGet).direct.getMessage(ctx.events.stream(partition), { seq: offset + 1 });
+    return { target, event: decodeOr(stored.data), storedAt: stored.time.getTime() };
+  } catch (err) {
+    if (isNotFound(err)) return { target, event: 'missing', storedAt: 0 };
+    throw err;
+  }
+}
+
+function decodeOr(data: Uint8Array): CloudEvent | 'corrupt' {
+  try {
+    return decodeEventMessage(data);
+  } catch {
+    return 'corrupt';
+  }
+}
+
+/**
+ * One delivery attempt of one JetStream message: the attempt number is JetStream's delivery count,
+ * the outcome the attempt machine's (as on the local engine), the settlement a signal on the
+ * message's ack subject. Under `ackMode: manual` the attempt is in the ack map before it is sent (a
+ * callback may come before the answer); under `auto` only once a 202 asks for one.
+ */
+export async function handleMessage(
+  ctx: EngineContext,
+  sub: SubscriptionView,
+  msg: JsMsg,
+  source: Source,
+  group: AbortGroup,
+  keepLease: (deliveryId: string, entry: AckEntry) => void,
+): Promise<void> {
+  const { target, event } = await locate(ctx, sub, msg, source);
+  const record = sub.record();
+  const attempt = msg.info.deliveryCount;
+  const deliveryId = newDeliveryId();
+  const last = { attempt, lastStatus: null, lastError: null };
+  if (event === 'missing') {
+    ctx.log.error({ subscription: sub.id, partition: target.partition, offset: target.offset }, 'event missing from the log; skipping');
+    return msg.ack();
+  }
+  if (event === 'corrupt') {
+    const error = 'the stored event cannot be read; it is never delivered';
+    return settleMessage(ctx, { kind: 'deadLetter', reason: 'corrupt_record' }, target, { ...last, lastError: error }, deliveryId);
+  }
+  if (!target.redrive && !sub.matches(event.attributes as Attributes)) return msg.ack();
+  if (attempt > record.delivery.retry.maxAttempts) {
+    // The node holding the last attempt stopped before it settled it: JetStream delivered it once more.
+    const error = 'the last attempt ended without an answer (the node sending it stopped)';
+    return settleMessage(ctx, { kind: 'deadLetter', reason: 'max_attempts' }, target, { ...last, lastError: error }, deliveryId);
+  }
+  const previousOffset = target.redrive ? null : await previousMatched(ctx, target);
+  const entry: AckEntry = {
+    ...target,
+    attempt,
+    state: 'sending',
+    leaseUntil: null,
+    leaseFloor: null,
+    lastStatus: null,
+    lastError: null,
+    policy: { retry: record.delivery.retry, ackDeadlineMs: record.delivery.ackDeadlineMs, ackMode: record.delivery.ackMode },
+    ackWaitMs: ackWaitMs(record.delivery),
+  };
+  const revision = record.delivery.ackMode === 'manual' ? await ctx.ackMap.open(deliveryId, entry) : undefined;
+  const startedAt = ctx.clock();
+  const result = await send(ctx, record, target, event, { deliveryId, attempt, previousOffset }, group);
+  // Deleted or closing meanwhile: settle nothing; JetStream redelivers the message after ack_wait.
+  if (sub.closing() || group.aborted) return;
+  const input: AttemptInput =
+    result.status === null && result.timedOut && !result.sinkNotAllowed
+      ? { kind: 'timeout', attemptId: deliveryId, error: result.error }
+      : {
+          kind: 'answer',
+          attemptId: deliveryId,
+          status: result.status,
+          retryAfter: result.retryAfter,
+          error: result.error,
+          sinkNotAllowed: result.sinkNotAllowed,
+        };
+  const decided = await decide(ctx, deliveryId, entry, revision, input);
+  await ctx.attemptLog
+    .add({
+      subscriptionId: sub.id,
+      deliveryId,
+      partition: target.partition,
+      offset: target.offset,
+      attempt,
+      status: result.status,
+      error: result.error?.slice(0, 1024) ?? null,
+      durationMs: Math.max(0, Math.round(ctx.clock() - startedAt)),
+      startedAt,
+      outcome: decided.outcome,
+    })
+    .catch((err: unknown) => ctx.log.warn({ err, subscription: sub.id }, 'could not record a delivery attempt'));
+  const { action } = decided;
+  if (action.kind === 'gone') sub.gone();
+  const lastResult = { attempt, lastStatus: decided.state.lastStatus, lastError: decided.state.lastError };
+  await settleMessage(ctx, action, target, lastResult, deliveryId);
+  if (action.kind === 'hold' && decided.entry) keepLease(deliveryId, decided.entry);
+}
+
+/** The partition's last matched offset in this generation, or null (the first delivery since the start or a seek). */
+async function previousMatched(ctx: EngineContext, t: AttemptTarget): Promise<number | null> {
+  const got = await ctx.positions.get(ctx.names.positionKey(t.subscriptionId, t.partition, t.generation));
+  if (!got || got.operation !== 'PUT' || got.value.length === 0) return null;
+  const previous = Number(Buffer.from(got.value).toString('utf8'));
+  return Number.isSafeInteger(previous) && previous < t.offset ? previous : null;
+}
+
+async function send(
+  ctx: EngineContext,
+  sub: SubscriptionRecord,
+  t: AttemptTarget,
+  event: CloudEvent,
+  a: { deliveryId: string; attempt: number; previousOffset: number | null },
+  group: AbortGroup,
+): Promise<SendResult> {
+  const request = buildDeliveryRequest({
+    subscriptionId: sub.id,
+    secret: sub.secret,
+    previousSecret: previousSecretAt(sub, ctx.clock()),
+    headers:
+      sub.validation === 'cloudevents'
+        ? { ...sub.delivery.headers, 'webhook-request-origin': requestOrigin(ctx.ackUrlBase()) }
+        : sub.delivery.headers,
+    format: sub.delivery.format,
+    partition: t.partition,
+    offset: t.offset,
+    seekGeneration: t.generation,
+    previousOffset: a.previousOffset,
+    attempt: a.attempt,
+    deliveryId: a.deliveryId,
+    ackUrlBase: ctx.ackUrlBase(),
+    redrive: t.redrive,
+    event,
+    nowSeconds: Math.floor(ctx.clock() / 1000),
+  });
+  return ctx.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, group);
+}
+
+interface Decided {
+  action: JsAction;
+  state: AttemptState;
+  outcome: ReturnType<typeof answerOutcome>;
+  /** The ack map's entry when the attempt now awaits a callback. */
+  entry?: AckEntry;
+}
+
+/**
+ * Feeds the answer to the attempt machine and, when a callback could have settled the attempt
+ * first, settles it in the ack map by compare-and-set: losing to a callback makes the answer stale.
+ */
+async function decide(
+  ctx: EngineContext,
+  deliveryId: string,
+  entry: AckEntry,
+  revision: number | undefined,
+  input: AttemptInput,
+): Promise<Decided> {
+  let current = entry;
+  let rev = revision;
+  for (let round = 0; round < SWAP_ROUNDS; round++) {
+    const now = ctx.clock();
+    const from = stateOfEntry(deliveryId, current);
+    if (from === null) return { action: { kind: 'none' }, state: { ...current, deliveryId, phase: 'done' }, outcome: 'stale' };
+    const step = transition(from, input, { now, policy: current.policy, random: ctx.random });
+    const action = jsActionOf(step, now);
+    const outcome = answerOutcome(step.state, step.effects);
+    const next: AckEntry = {
+      ...current,
+      state: action.kind === 'hold' ? 'awaiting_ack' : (settledOutcome(step) ?? 'failed'),
+      leaseUntil: action.kind === 'hold' ? action.leaseUntil : null,
+      lastStatus: step.state.lastStatus,
+      lastError: step.state.lastError,
+    };
+    if (rev === undefined) {
+      // Auto ack mode: only a 202 opens the attempt to callbacks.
+      if (action.kind === 'hold') await ctx.ackMap.open(deliveryId, next);
+      return { action, state: step.state, outcome, entry: next };
+    }
+    if ((await ctx.ackMap.swap(deliveryId, next, rev)) !== undefined) return { action, state: step.state, outcome, entry: next };
+    const now2 = await ctx.ackMap.get(deliveryId);
+    if (!now2) break;
+    current = now2.entry;
+    rev = now2.revision;
+  }
+  return { action: { kind: 'none' }, state: { ...entry, deliveryId, phase: 'done' }, outcome: 'stale' };
+}

@@ -1,0 +1,126 @@
+import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type StoredMsg } from 'nats';
+import type { AttemptRow } from '../../store/attempts-repo';
+import type { DeadLetterRow } from '../../store/dead-letters-repo';
+import { isNotFound } from '../nats-errors';
+import type { DeliveryNames } from './names';
+
+/** nats.js's manager has direct gets, though its exported interface does not list them (see `../reads.ts`). */
+type WithDirectGet = JetStreamManager & {
+  direct: { getMessage(stream: string, query: { seq: number; next_by_subj?: string } | { last_by_subj: string }): Promise<StoredMsg> };
+};
+
+/** Longest wait for an ordered read of one subject (the attempt log: at most 1,000 small messages). */
+const READ_EXPIRES_MS = 3000;
+
+/** The first message of `subject` at or after `seq`, or undefined. */
+async function nextOf(jsm: JetStreamManager, stream: string, subject: string, seq: number): Promise<StoredMsg | undefined> {
+  try {
+    return await (jsm as WithDirectGet).direct.getMessage(stream, { seq, next_by_subj: subject });
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
+/** How many messages `subject` holds in `stream`. */
+async function countOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
+  const info = await jsm.streams.info(stream, { subjects_filter: subject });
+  return info.state.subjects?.[subject] ?? 0;
+}
+
+/**
+ * Up to `max` messages of `subject` from sequence `from` on, in order, through an ordered
+ * (ephemeral) consumer; stops at the last one there is. Bounded by `max` and a time limit.
+ */
+async function readSubject(
+  js: JetStreamClient,
+  jsm: JetStreamManager,
+  stream: string,
+  subject: string,
+  from: number,
+  max: number,
+): Promise<{ seq: number; data: Uint8Array }[]> {
+  const first = await nextOf(jsm, stream, subject, Math.max(1, from));
+  if (!first || max <= 0) return [];
+  const consumer = await js.consumers.get(stream, {
+    filterSubjects: subject,
+    deliver_policy: DeliverPolicy.StartSequence,
+    opt_start_seq: first.seq,
+  });
+  const out: { seq: number; data: Uint8Array }[] = [];
+  const messages = await consumer.fetch({ max_messages: max, expires: READ_EXPIRES_MS });
+  for await (const m of messages) {
+    out.push({ seq: m.seq, data: m.data });
+    if (out.length >= max || m.info.pending === 0) break;
+  }
+  return out;
+}
+
+const json = <T>(data: Uint8Array): T => JSON.parse(Buffer.from(data).toString('utf8')) as T;
+
+/**
+ * Dead letters in the stream `<prefix>_dead`, one subject per subscription; a row's id is its
+ * stream sequence. Published with a message id per (attempt, generation), so a node that retries a
+ * publish whose answer it lost within the duplicate window stores it once.
+ */
+export function createDeadLetters(deps: { js: JetStreamClient; jsm: JetStreamManager; names: DeliveryNames }) {
+  const { js, jsm, names } = deps;
+  const stream = names.deadStream;
+  const toRow = (seq: number, data: Uint8Array): DeadLetterRow => ({ ...json<Omit<DeadLetterRow, 'id'>>(data), id: String(seq) });
+  const seqOf = (id: string) => (/^[1-9]\d{0,15}$/.test(id) ? Number(id) : undefined);
+  return {
+    async add(row: Omit<DeadLetterRow, 'id'>, msgId: string): Promise<string> {
+      const ack = await js.publish(names.deadSubject(row.subscriptionId), JSON.stringify(row), { msgID: msgId });
+      return String(ack.seq);
+    },
+    async page(subscriptionId: string, after: number, limit: number): Promise<DeadLetterRow[]> {
+      const rows = await readSubject(js, jsm, stream, names.deadSubject(subscriptionId), after + 1, limit);
+      return rows.map((r) => toRow(r.seq, r.data));
+    },
+    count: (subscriptionId: string) => countOf(jsm, stream, names.deadSubject(subscriptionId)),
+    /** The subscription's dead letter of that id, or undefined. */
+    async get(subscriptionId: string, id: string): Promise<DeadLetterRow | undefined> {
+      const seq = seqOf(id);
+      if (seq === undefined) return undefined;
+      const msg = await nextOf(jsm, stream, names.deadSubject(subscriptionId), seq);
+      return msg && msg.seq === seq ? toRow(msg.seq, msg.data) : undefined;
+    },
+    async remove(subscriptionId: string, id: string): Promise<boolean> {
+      const row = await this.get(subscriptionId, id);
+      if (!row) return false;
+      try {
+        return await jsm.streams.deleteMessage(stream, Number(row.id), false);
+      } catch (err) {
+        if (isNotFound(err)) return false; // deleted meanwhile (through another node)
+        throw err;
+      }
+    },
+    purge: (subscriptionId: string) => jsm.streams.purge(stream, { filter: names.deadSubject(subscriptionId) }),
+  };
+}
+export type DeadLetters = ReturnType<typeof createDeadLetters>;
+
+/**
+ * The attempt log in the stream `<prefix>_attempts`, one subject per subscription keeping its newest
+ * 1,000 (`max_msgs_per_subject`); a row's id is its stream sequence.
+ */
+export function createAttemptLog(deps: { js: JetStreamClient; jsm: JetStreamManager; names: DeliveryNames; kept: number }) {
+  const { js, jsm, names } = deps;
+  const stream = names.attemptsStream;
+  return {
+    async add(row: AttemptRow): Promise<void> {
+      await js.publish(names.attemptsSubject(row.subscriptionId), JSON.stringify(row));
+    },
+    /** Newest first, ids below `before`: the subject's kept rows are read in order (at most 1,000) and the page cut from their end. */
+    async page(subscriptionId: string, before: number, limit: number): Promise<(AttemptRow & { id: string })[]> {
+      const rows = await readSubject(js, jsm, stream, names.attemptsSubject(subscriptionId), 1, deps.kept);
+      return rows
+        .filter((r) => r.seq < before)
+        .reverse()
+        .slice(0, limit)
+        .map((r) => ({ ...json<AttemptRow>(r.data), id: String(r.seq) }));
+    },
+    purge: (subscriptionId: string) => jsm.streams.purge(stream, { filter: names.attemptsSubject(subscriptionId) }),
+  };
+}
+export type AttemptLog = ReturnType<typeof createAttemptLog>;

@@ -1,0 +1,71 @@
+import { signal } from './ack-map';
+import type { AttemptTarget, EngineContext } from './context';
+import type { JsAction } from './outcome';
+import type { DeadLetterReason } from '../../store/dead-letters-repo';
+
+/** How long after a 410 the event may be pulled again (see `settleMessage`). */
+const GONE_REDELIVERY_DELAY_MS = 1000;
+
+/** The last attempt's result, for a dead letter. */
+export interface LastResult {
+  attempt: number;
+  lastStatus: number | null;
+  lastError: string | null;
+}
+
+/** Records the last matched offset of a finished event (the next event's `herald-previous-offset`), before its ack. */
+async function markMatched(ctx: EngineContext, t: AttemptTarget): Promise<void> {
+  if (t.redrive) return; // a redelivery is outside the partition's order
+  await ctx.positions.put(ctx.names.positionKey(t.subscriptionId, t.partition, t.generation), String(t.offset));
+}
+
+/** Stores a dead letter; `msgId` (the attempt's delivery id) makes a retried publish store it once. */
+export async function storeDeadLetter(ctx: EngineContext, t: AttemptTarget, reason: DeadLetterReason, last: LastResult, msgId: string) {
+  await ctx.deadLetters.add(
+    {
+      subscriptionId: t.subscriptionId,
+      partition: t.partition,
+      offset: t.offset,
+      attempts: last.attempt,
+      lastStatus: last.lastStatus,
+      lastError: last.lastError?.slice(0, 1024) ?? null,
+      reason,
+      deadAt: ctx.clock(),
+    },
+    msgId,
+  );
+}
+
+/**
+ * Performs what the attempt machine decided on the JetStream message, from whichever node: the
+ * cluster-side records first (position, dead letter), the message's ack last, so a node dying
+ * between them redelivers (at least once) rather than loses. `gone` and `hold`/`extended` leases are
+ * handled by the caller (they need the subscription or a renewal timer).
+ */
+export async function settleMessage(ctx: EngineContext, action: JsAction, t: AttemptTarget, last: LastResult, deliveryId: string) {
+  switch (action.kind) {
+    case 'ack':
+      await markMatched(ctx, t);
+      return signal(ctx.nc, t.reply, { kind: 'ack' });
+    case 'deadLetter':
+      ctx.log.warn(
+        { subscription: t.subscriptionId, partition: t.partition, offset: t.offset, reason: action.reason, ...last },
+        'event dead-lettered',
+      );
+      await storeDeadLetter(ctx, t, action.reason, last, deliveryId);
+      await markMatched(ctx, t);
+      return signal(ctx.nc, t.reply, { kind: 'term' });
+    case 'retry':
+      return signal(ctx.nc, t.reply, { kind: 'nak', delayMs: action.delayMs });
+    case 'gone':
+      // Redelivered after a second, by when the pause has reached every node (the service's update
+      // through its KV watch): a node that has not heard of it yet would send the event to a gone
+      // receiver again. Once paused, nobody pulls it until the subscription resumes.
+      return signal(ctx.nc, t.reply, { kind: 'nak', delayMs: GONE_REDELIVERY_DELAY_MS });
+    case 'hold':
+    case 'extended':
+      return signal(ctx.nc, t.reply, { kind: 'progress' });
+    case 'none':
+      return;
+  }
+}

@@ -1,0 +1,53 @@
+import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from '../subscriptions/record-store';
+import type { Db } from './db';
+import { createSubscriptionsRepo, type SubscriptionRecord } from './subscriptions-repo';
+
+/**
+ * The local engine's {@link SubscriptionStore}: the SQLite `subscriptions` table of one process.
+ *
+ * Revisions are kept in memory (from 1 at open): only this process writes the table, so they only
+ * need to order the writes of its own concurrent requests. Every write runs synchronously when the
+ * method is called (better-sqlite3), before the returned promise settles.
+ */
+export function createSqliteSubscriptionStore(deps: {
+  db: Db;
+  /** Writes a new subscription's first offsets (delivery's `initOffsets`), inside the insert's transaction. */
+  initOffsets: (subscriptionId: string, startAt: SubscriptionRecord['startAt']) => void;
+}): SubscriptionStore {
+  const repo = createSubscriptionsRepo(deps.db);
+  const revisions = new Map<string, number>();
+  // One transaction: a subscription never exists without its offsets, nor offsets without it.
+  const insert = deps.db.transaction((record: SubscriptionRecord) => {
+    repo.insert(record);
+    deps.initOffsets(record.id, record.startAt);
+  });
+
+  return {
+    async open(onChange: (change: RecordChange) => void): Promise<void> {
+      for (const record of repo.all()) {
+        revisions.set(record.id, 1);
+        onChange({ kind: 'put', record, revision: 1 });
+      }
+    },
+    async get(id: string): Promise<StoredSubscription | undefined> {
+      const record = repo.get(id);
+      return record && { record, revision: revisions.get(id) ?? 1 };
+    },
+    async insert(record: SubscriptionRecord): Promise<number> {
+      insert(record);
+      revisions.set(record.id, 1);
+      return 1;
+    },
+    async update(record: SubscriptionRecord, revision: number): Promise<number> {
+      if (revisions.get(record.id) !== revision) throw new RevisionConflict(record.id);
+      repo.update(record);
+      revisions.set(record.id, revision + 1);
+      return revision + 1;
+    },
+    async remove(id: string): Promise<void> {
+      repo.remove(id);
+      revisions.delete(id);
+    },
+    async close(): Promise<void> {},
+  };
+}

@@ -1,0 +1,347 @@
+import request from 'supertest';
+import { Webhook } from 'standardwebhooks';
+import { publishOfType, requestsForSubscription } from '../helpers/delivery';
+import { describeEngine, ENGINES, useEngineGateway } from '../helpers/engines';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver, type Reply } from '../helpers/receiver';
+
+/**
+ * The subscriptions and delivery contract, run against both engines: CRUD and its refusals, pause
+ * and resume, secret rotation, what each answer of a receiver leads to (2xx, 202 and the callbacks,
+ * retry after Retry-After, 410, dead letters), and a restart on the same storage. (Each engine's own
+ * files test it further; several JetStream nodes are in jetstream-cluster.test.ts.)
+ */
+
+const PARTITIONS = 4;
+/** Polls are bounded: the JetStream engine's first pulls can take a few seconds on a busy machine. */
+const WAIT = { timeoutMs: 30_000, intervalMs: 50 };
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/**
+ * How long after a pause's answer an event may still go out. Local: none. JetStream: a pull already
+ * open when the pause arrives (up to 1 s, `jetstream/delivery/puller.ts`) still hands over what it
+ * gets — a known difference, to be closed in delivery, listed for the README.
+ */
+const PAUSE_SEEN_MS = { local: 0, jetstream: 1500 } as const;
+
+for (const engine of ENGINES) {
+  describeEngine(engine, () => {
+    const gw = useEngineGateway(engine, { HERALD_PARTITIONS: String(PARTITIONS) });
+    let receiver: Receiver;
+    const created: string[] = [];
+
+    beforeAll(async () => {
+      receiver = await startReceiver();
+    });
+    afterAll(async () => {
+      await receiver?.close();
+    });
+    afterEach(async () => {
+      for (const id of created.splice(0)) await request(gw.url).delete(`/subscriptions/${id}`);
+      receiver.setResponder(() => ({ status: 204 }));
+    });
+
+    /** Creates a subscription to events of `type` with a fast retry policy, deleted after the test. */
+    async function subscribe(type: string, body: Record<string, unknown> = {}, delivery: Record<string, unknown> = {}) {
+      const res = await request(gw.url)
+        .post('/subscriptions')
+        .send({
+          sink: receiver.url,
+          filters: [{ exact: { type } }],
+          delivery: { retry: { initialDelayMs: 10, maxDelayMs: 50 }, ...delivery },
+          ...body,
+        });
+      expect(res.status).toBe(201);
+      created.push(res.body.id);
+      return res.body;
+    }
+    const typeOf = (name: string) => `${engine}.${name}`;
+    const publish = (name: string, ids: string[]) =>
+      publishOfType(
+        gw.url,
+        '/contract-subs',
+        typeOf(name),
+        ids.map((id) => `${engine}-${id}`),
+      );
+    const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
+    const lag = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
+    const waitLag = (id: string, want: number) => waitFor(async () => lag(await getSub(id)) === want, { ...WAIT, what: `lag ${want}` });
+    const waitState = (id: string, state: string) =>
+      waitFor(
+        async () => {
+          const sub = await getSub(id);
+          return sub.state === state ? sub : undefined;
+        },
+        { ...WAIT, what: `state ${state}` },
+      );
+    const requestsFor = (sub: string) => requestsForSubscription(receiver, sub);
+    const ceIds = (sub: string) => requestsFor(sub).map((q) => (q.headers['ce-id'] as string).replace(`${engine}-`, ''));
+    const nth = (sub: string, n: number) => waitFor(() => requestsFor(sub)[n], { ...WAIT, what: `request #${n + 1}` });
+    const callback = (q: ReceivedRequest, action: 'ack' | 'nack' | 'extend' | 'reject', body?: object) => {
+      const url = new URL((q.headers['herald-ack-url'] as string).replace(/\/ack$/, `/${action}`));
+      const req = request(url.origin).post(url.pathname);
+      return body ? req.send(body) : req;
+    };
+    const deadLetters = async (id: string, query = '') =>
+      (await request(gw.url).get(`/subscriptions/${id}/dead-letters${query}`).expect(200)).body;
+    /** Answers each request with the next reply of the list (the last repeats). */
+    const replies = (...list: Reply[]) => {
+      let n = 0;
+      return () => list[Math.min(n++, list.length - 1)]!;
+    };
+    const expectProblem = (res: request.Response, status: number, code: string) => {
+      expect(res.status).toBe(status);
+      expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
+      expect(res.body).toMatchObject({ status, code });
+    };
+
+    describe('the subscriptions resource', () => {
+      it('creates, reads, lists, patches and deletes a subscription', async () => {
+        const sub = await subscribe(typeOf('crud'));
+        expect(sub).toEqual({
+          id: expect.any(String),
+          sink: receiver.url,
+          filters: [{ exact: { type: typeOf('crud') } }],
+          delivery: {
+            format: 'binary',
+            ordering: 'partition',
+            maxInFlight: 16,
+            timeoutMs: 10_000,
+            ackMode: 'auto',
+            ackDeadlineMs: 30_000,
+            disableAfterFailingMs: 432_000_000,
+            retry: { maxAttempts: 10, initialDelayMs: 10, maxDelayMs: 50, multiplier: 2, jitter: 0.2 },
+          },
+          startAt: 'latest',
+          validation: 'none',
+          state: 'active',
+          stateReason: null,
+          createdAt: expect.any(String),
+          stats: { partitions: expect.any(Array), deadLetters: 0, currentMaxInFlight: 16, throttled: false },
+          secret: expect.stringMatching(/^whsec_/),
+        });
+        expect(sub.stats.partitions.map((p: { partition: number; lag: number }) => [p.partition, p.lag])).toEqual(
+          [0, 1, 2, 3].map((p) => [p, 0]),
+        );
+
+        const { secret: _secret, stats: _stats, ...shown } = sub;
+        expect(await getSub(sub.id)).toMatchObject(shown);
+        expect((await getSub(sub.id)).secret).toBeUndefined();
+        const list = (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions;
+        expect(list.find((s: { id: string }) => s.id === sub.id)).toMatchObject(shown);
+
+        const patched = await request(gw.url)
+          .patch(`/subscriptions/${sub.id}`)
+          .send({ filters: [{ prefix: { type: typeOf('crud.') } }], delivery: { maxInFlight: 4 } })
+          .expect(200);
+        expect(patched.body).toMatchObject({ filters: [{ prefix: { type: typeOf('crud.') } }], delivery: { maxInFlight: 4 } });
+        expect(await getSub(sub.id)).toMatchObject({ filters: [{ prefix: { type: typeOf('crud.') } }], delivery: { maxInFlight: 4 } });
+
+        await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+        expectProblem(await request(gw.url).get(`/subscriptions/${sub.id}`), 404, 'not_found');
+        expectProblem(await request(gw.url).delete(`/subscriptions/${sub.id}`), 404, 'not_found');
+        const after = (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions;
+        expect(after.map((s: { id: string }) => s.id)).not.toContain(sub.id);
+      });
+
+      it('refuses bad bodies with 400 and storing nothing, and answers 404 for an unknown subscription', async () => {
+        const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
+        const before = await count();
+        for (const body of [
+          {},
+          { sink: 'ftp://example.com/hook' },
+          { sink: receiver.url, filters: [{ regex: {} }] },
+          { sink: receiver.url, colour: 1 },
+        ])
+          expectProblem(await request(gw.url).post('/subscriptions').send(body), 400, 'invalid_request');
+        expect(await count()).toBe(before);
+
+        const sub = await subscribe(typeOf('refusals'));
+        expectProblem(await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ sink: 'not a url' }), 400, 'invalid_request');
+        expectProblem(await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ colour: 'blue' }), 400, 'invalid_request');
+        expect((await getSub(sub.id)).sink).toBe(receiver.url);
+
+        const unknown = '00000000-0000-4000-8000-000000000000';
+        for (const [method, path, body] of [
+          ['get', '', undefined],
+          ['patch', '', { colour: 'blue' }],
+          ['delete', '', undefined],
+          ['post', '/pause', undefined],
+          ['post', '/resume', undefined],
+          ['post', '/rotate-secret', {}],
+          ['get', '/dead-letters', undefined],
+        ] as const) {
+          const req = request(gw.url)[method](`/subscriptions/${unknown}${path}`);
+          expectProblem(await (body ? req.send(body) : req), 404, 'not_found');
+        }
+      });
+
+      it('rotates the secret: deliveries are signed with the new one, and the old one signs too during the overlap', async () => {
+        const sub = await subscribe(typeOf('rotate'));
+        const rotated = await request(gw.url).post(`/subscriptions/${sub.id}/rotate-secret`).send({ overlapSeconds: 3600 }).expect(200);
+        expect(rotated.body.secret).toMatch(/^whsec_/);
+        expect(rotated.body.secret).not.toBe(sub.secret);
+        expect(Date.parse(rotated.body.previousSecretExpiresAt) - Date.now()).toBeGreaterThan(3500_000);
+        await publish('rotate', ['rot1']);
+        const delivered = await nth(sub.id, 0);
+        const headers = delivered.headers as Record<string, string>;
+        const [first, second] = headers['webhook-signature']!.split(' ');
+        expect(() =>
+          new Webhook(rotated.body.secret).verify(delivered.body.toString('utf8'), { ...headers, 'webhook-signature': first! }),
+        ).not.toThrow();
+        expect(() =>
+          new Webhook(sub.secret).verify(delivered.body.toString('utf8'), { ...headers, 'webhook-signature': second! }),
+        ).not.toThrow();
+      });
+
+      it('delivers nothing while paused and the whole backlog, in order, after resume', async () => {
+        const sub = await subscribe(typeOf('pause'));
+        const paused = await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+        expect(paused.body).toMatchObject({ state: 'paused', stateReason: 'user' });
+        await sleep(PAUSE_SEEN_MS[engine]);
+        await publish('pause', ['p1', 'p2', 'p3']);
+        await waitLag(sub.id, 3);
+        await sleep(300);
+        expect(requestsFor(sub.id)).toEqual([]);
+        const resumed = await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+        expect(resumed.body).toMatchObject({ state: 'active', stateReason: null });
+        await waitLag(sub.id, 0);
+        expect(ceIds(sub.id)).toEqual(['p1', 'p2', 'p3']);
+      });
+    });
+
+    describe('delivery outcomes', () => {
+      it('2xx: delivers each matching event once, in order, with the previous-offset chain, and the lag falls to 0', async () => {
+        const sub = await subscribe(typeOf('ok'));
+        const stored = await publish('ok', ['o1', 'o2', 'o3']);
+        await publish('other', ['x1']);
+        await waitLag(sub.id, 0);
+        await waitFor(() => requestsFor(sub.id).length === 3, { ...WAIT, what: '3 requests' });
+        const got = requestsFor(sub.id);
+        expect(ceIds(sub.id)).toEqual(['o1', 'o2', 'o3']);
+        expect(got.map((q) => q.headers['herald-offset'])).toEqual(stored.map((s) => String(s.offset)));
+        expect(got.slice(1).map((q) => q.headers['herald-previous-offset'])).toEqual(stored.slice(0, 2).map((s) => String(s.offset)));
+        expect(got.every((q) => q.headers['herald-attempt'] === '1')).toBe(true);
+        const after = await getSub(sub.id);
+        expect(after.stats.partitions.every((p: { lag: number; inFlight: number }) => p.lag === 0 && p.inFlight === 0)).toBe(true);
+      });
+
+      it('202 holds the event until the ack callback; nack redelivers as attempt 2; reject dead-letters it', async () => {
+        const sub = await subscribe(typeOf('manual'), {}, { ackDeadlineMs: 30_000 });
+        receiver.setResponder(() => ({ status: 202 }));
+        await publish('manual', ['m1', 'm2', 'm3']);
+        const first = await nth(sub.id, 0);
+        expect(first.headers['herald-ack-url']).toBe(`${gw.url}/deliveries/${first.headers['herald-delivery-id']}/ack`);
+        await sleep(300);
+        expect(requestsFor(sub.id)).toHaveLength(1); // m2 waits behind m1 in its partition
+        expect((await callback(first, 'ack')).status).toBe(200);
+        expect((await callback(first, 'ack')).status).toBe(200); // the same callback again
+
+        const second = await nth(sub.id, 1);
+        expect(second.headers['ce-id']).toBe(`${engine}-m2`);
+        expect((await callback(second, 'nack', { delayMs: 0 })).status).toBe(200);
+        const again = await nth(sub.id, 2);
+        expect([again.headers['ce-id'], again.headers['herald-attempt']]).toEqual([`${engine}-m2`, '2']);
+        expect(again.headers['webhook-id']).toBe(second.headers['webhook-id']);
+        expect((await callback(again, 'reject', { reason: 'not for us' })).status).toBe(200);
+
+        const third = await nth(sub.id, 3);
+        expect(third.headers['ce-id']).toBe(`${engine}-m3`);
+        expect((await callback(third, 'ack')).status).toBe(200);
+        await waitLag(sub.id, 0);
+        const dead = (await deadLetters(sub.id)).deadLetters;
+        expect(dead.map((d: { event: { id: string }; reason: string }) => [d.event.id, d.reason])).toEqual([
+          [`${engine}-m2`, 'receiver_rejected'],
+        ]);
+        expectProblem(await request(gw.url).post('/deliveries/dlv_000000000000000000000000/ack'), 404, 'not_found');
+      });
+
+      it('retries a 500 on the backoff (its Retry-After ignored) and a 503 after its Retry-After, under one webhook-id', async () => {
+        const sub = await subscribe(typeOf('retry'), {}, { retry: { initialDelayMs: 10, maxDelayMs: 5000 } });
+        receiver.setResponder(
+          replies({ status: 500, headers: { 'retry-after': '30' } }, { status: 503, headers: { 'retry-after': '1' } }, { status: 204 }),
+        );
+        await publish('retry', ['r1']);
+        await waitLag(sub.id, 0);
+        const attempts = requestsFor(sub.id);
+        expect(attempts.map((q) => q.headers['herald-attempt'])).toEqual(['1', '2', '3']);
+        expect(new Set(attempts.map((q) => q.headers['webhook-id'])).size).toBe(1);
+        // Without Retry-After the third attempt would come after ~20 ms; the 500's 30 s would time the test out.
+        expect(attempts[2]!.receivedAt - attempts[1]!.receivedAt).toBeGreaterThanOrEqual(900);
+      });
+
+      it('410 Gone pauses the subscription with reason gone and keeps the backlog for resume', async () => {
+        const sub = await subscribe(typeOf('gone'));
+        receiver.setResponder(replies({ status: 410 }, { status: 204 }));
+        await publish('gone', ['g1']);
+        const paused = await waitState(sub.id, 'paused');
+        expect(paused.stateReason).toBe('gone');
+        await publish('gone', ['g2']);
+        await waitLag(sub.id, 2);
+        await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+        await waitLag(sub.id, 0);
+        expect(ceIds(sub.id)).toEqual(['g1', 'g1', 'g2']);
+      });
+
+      it('dead-letters a 400, lists it with its event, redelivers it with a fresh attempt count, and deletes one', async () => {
+        const sub = await subscribe(typeOf('dead'));
+        receiver.setResponder(() => ({ status: 400 }));
+        await publish('dead', ['d1', 'd2']);
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 2, { ...WAIT, what: '2 dead letters' });
+        const page = await deadLetters(sub.id);
+        expect(
+          page.deadLetters.map((d: { event: { id: string }; lastStatus: number; attempts: number }) => [
+            d.event.id,
+            d.lastStatus,
+            d.attempts,
+          ]),
+        ).toEqual([
+          [`${engine}-d1`, 400, 1],
+          [`${engine}-d2`, 400, 1],
+        ]);
+        expect((await deadLetters(sub.id, '?limit=1')).nextAfter).toBe(page.deadLetters[0].id);
+
+        receiver.setResponder(() => ({ status: 204 }));
+        await request(gw.url)
+          .post(`/subscriptions/${sub.id}/dead-letters/redeliver`)
+          .send({ ids: [page.deadLetters[0].id] })
+          .expect(202, { redelivering: 1 });
+        await waitFor(() => requestsFor(sub.id).length === 3, { ...WAIT, what: 'd1 redelivered' });
+        expect(requestsFor(sub.id)[2]!.headers).toMatchObject({
+          'ce-id': `${engine}-d1`,
+          'herald-attempt': '1',
+          'herald-redelivery': 'true',
+        });
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 1, { ...WAIT, what: '1 dead letter left' });
+
+        await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${page.deadLetters[1].id}`).expect(204);
+        await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${page.deadLetters[1].id}`).expect(404);
+        expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
+      });
+    });
+
+    describe('a restart on the same storage', () => {
+      it('keeps the subscription and its undelivered events, which are delivered after it; and a pause', async () => {
+        // A request open at the close is abandoned; on JetStream its message comes back after the lease
+        // (timeoutMs or ackDeadlineMs, + 1 s): short ones keep the wait short.
+        const sub = await subscribe(typeOf('restart'), {}, { timeoutMs: 1000, ackDeadlineMs: 1000 });
+        await publish('restart', ['s1']);
+        await waitLag(sub.id, 0);
+        receiver.setResponder(() => ({ status: 503 }));
+        await publish('restart', ['s2', 's3']);
+        await waitFor(() => requestsFor(sub.id).length >= 2, { ...WAIT, what: 's2 refused' });
+
+        await gw.restart();
+        expect(await getSub(sub.id)).toMatchObject({ id: sub.id, sink: receiver.url, state: 'active' });
+        receiver.setResponder(() => ({ status: 204 }));
+        await waitLag(sub.id, 0);
+        const succeeded = requestsFor(sub.id).filter(
+          (q, i, all) => all.findLastIndex((o) => o.headers['ce-id'] === q.headers['ce-id']) === i,
+        );
+        expect(succeeded.map((q) => (q.headers['ce-id'] as string).replace(`${engine}-`, ''))).toEqual(['s1', 's2', 's3']);
+
+        await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+        await gw.restart();
+        expect(await getSub(sub.id)).toMatchObject({ id: sub.id, state: 'paused', stateReason: 'user' });
+      });
+    });
+  });
+}

@@ -1,0 +1,458 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import path from 'node:path';
+import { Webhook } from 'standardwebhooks';
+import { AppError } from '../../src/errors';
+import { createLogger } from '../../src/logger';
+import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jetstream/jetstream-event-store';
+import { createJetStreamDelivery, type JetStreamDelivery } from '../../src/jetstream/delivery/jetstream-delivery';
+import { deliveryNames } from '../../src/jetstream/delivery/names';
+import { jetStreamNames } from '../../src/jetstream/names';
+import type { SubscriptionRecord } from '../../src/store/subscriptions-repo';
+import type { SubscriptionEvents } from '../../src/subscriptions/delivery-control';
+import { deliverySchema } from '../../src/subscriptions/schema';
+import { newSigningSecret } from '../../src/webhook-policy';
+import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+
+/**
+ * The JetStream delivery engine driven directly (as the subscriptions service will on every node),
+ * on a real three-server cluster, with real receivers on 127.0.0.1 and events appended through the
+ * JetStream event store. Two engine instances play two Herald nodes ("A" and "B", told apart by
+ * their ack URLs). Consumers get a 2 s ack_wait (timeoutMs and ackDeadlineMs 1 s), so a lost lease
+ * is redelivered within seconds.
+ */
+
+const PARTITIONS = 2;
+const WAIT = { timeoutMs: 20_000, intervalMs: 25 };
+jest.setTimeout(120_000);
+
+const log = createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent');
+
+function record(
+  sink: string,
+  over: Omit<Partial<SubscriptionRecord>, 'delivery'> & { delivery?: Record<string, unknown> } = {},
+): SubscriptionRecord {
+  const now = Date.now();
+  const { delivery, ...rest } = over;
+  return {
+    id: randomUUID(),
+    sink,
+    filters: [],
+    delivery: deliverySchema.parse({ timeoutMs: 1000, ackDeadlineMs: 1000, retry: { initialDelayMs: 200, maxDelayMs: 1000 }, ...delivery }),
+    startAt: 'latest',
+    state: 'active',
+    stateReason: null,
+    secret: newSigningSecret(),
+    previousSecret: null,
+    previousSecretExpiresAt: null,
+    validation: 'none',
+    validationToken: null,
+    validationDeadline: null,
+    validatedAt: null,
+    createdAt: now,
+    updatedAt: now,
+    ...rest,
+  };
+}
+
+const noEvents = (): SubscriptionEvents & { gone: number } => {
+  const e = { gone: 0, onGone: () => void e.gone++ };
+  return e;
+};
+
+const header = (req: ReceivedRequest, name: string) => req.headers[name] as string | undefined;
+const nodeOf = (req: ReceivedRequest) => new URL(header(req, 'herald-ack-url')!).hostname.replace('.invalid', '');
+
+describeWithNats('JetStream delivery engine', () => {
+  let cluster: NatsCluster;
+  let store: JetStreamEventStore;
+  let a: JetStreamDelivery;
+  let b: JetStreamDelivery;
+  let prefix: string;
+  const receivers: Receiver[] = [];
+
+  const nats = () => ({ servers: cluster.urls, replicas: 3, prefix });
+  const node = (name: string) =>
+    createJetStreamDelivery({
+      nats: nats(),
+      partitions: PARTITIONS,
+      log,
+      allowPrivateSinks: true,
+      ackUrlBase: () => `http://${name}.invalid`,
+    });
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster();
+    prefix = uniquePrefix('jd');
+    store = await openJetStreamEventStore({ nats: nats(), partitions: PARTITIONS, idempotencyWindowMs: 3_600_000, log });
+    a = await node('a');
+    b = await node('b');
+  });
+
+  afterAll(async () => {
+    for (const r of receivers) await r.close();
+    await a?.close();
+    await b?.close();
+    await store?.close();
+    await cluster?.stop();
+  });
+
+  async function receiver(...args: Parameters<typeof startReceiver>): Promise<Receiver> {
+    const r = await startReceiver(...args);
+    receivers.push(r);
+    return r;
+  }
+
+  /** Appends events of one source (each test its own), in order; `key` picks the partition. */
+  async function publish(source: string, ids: string[], opts: { key?: string; type?: string } = {}) {
+    const results = [];
+    for (const id of ids) {
+      const attributes = {
+        specversion: '1.0',
+        id,
+        source,
+        type: opts.type ?? 'com.example.t',
+        ...(opts.key ? { partitionkey: opts.key } : {}),
+      };
+      const [r] = await store.append([{ attributes, data: { kind: 'json', value: { id } } } as never]);
+      results.push(r!);
+    }
+    return results as unknown as { partition: number; offset: number }[];
+  }
+
+  /** A delivery node in a child process (the built engine), pulling `sub`; resolves once it pulls. */
+  async function spawnNode(name: string, sub: SubscriptionRecord): Promise<ChildProcess> {
+    const script = path.resolve(__dirname, '..', 'helpers', 'jetstream-delivery-node.cjs');
+    const args = JSON.stringify({ servers: cluster.urls, prefix, partitions: PARTITIONS, name, record: sub });
+    const child = spawn(process.execPath, [script, args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => out.includes('ready') || child.exitCode !== null, WAIT);
+    } catch (err) {
+      child.kill('SIGKILL');
+      throw err;
+    }
+    if (!out.includes('ready')) throw new Error(`the delivery node exited: ${out}`);
+    return child;
+  }
+
+  const onlySource = (source: string) => [{ exact: { source } }];
+
+  it('delivers 2xx in order per partition, signed, with an unbroken herald-previous-offset chain, and logs the attempts', async () => {
+    const r = await receiver();
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await a.add(sub, noEvents());
+    const stored = await publish(source, ['e1', 'e2', 'e3'], { key: 'k' });
+    await waitFor(() => r.requests.length >= 3, WAIT);
+    expect(r.requests.map((q) => header(q, 'ce-id'))).toEqual(['e1', 'e2', 'e3']);
+    const wh = new Webhook(sub.secret);
+    for (const q of r.requests) expect(() => wh.verify(q.body.toString(), q.headers as Record<string, string>)).not.toThrow();
+    expect(r.requests.map((q) => Number(header(q, 'herald-offset')))).toEqual(stored.map((s) => s.offset));
+    expect(header(r.requests[0]!, 'herald-previous-offset')).toBeUndefined();
+    expect(r.requests.slice(1).map((q) => Number(header(q, 'herald-previous-offset')))).toEqual(stored.slice(0, 2).map((s) => s.offset));
+    expect(r.requests.every((q) => /^dlv_[A-Za-z0-9_-]{24}$/.test(header(q, 'herald-delivery-id')!))).toBe(true);
+    const stats = await waitFor(async () => {
+      const s = await a.stats(sub.id);
+      return s.partitions.every((p) => p.lag === 0 && p.inFlight === 0) ? s : undefined;
+    }, WAIT);
+    expect(stats.partitions[stored[0]!.partition]!.committedOffset).toBe(stored[2]!.offset + 1);
+    const attempts = await waitFor(async () => {
+      const rows = await a.attempts(sub.id, { before: Number.MAX_SAFE_INTEGER, limit: 10 });
+      return rows.length === 3 ? rows : undefined;
+    }, WAIT);
+    expect(attempts.map((x) => [x.offset, x.outcome, x.status])).toEqual(stored.map((s) => [s.offset, 'delivered', 204]).reverse());
+    await a.remove(sub.id);
+  });
+
+  it('acknowledges events its filters leave out without sending them', async () => {
+    const r = await receiver();
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: [...onlySource(source), { exact: { type: 'wanted' } }] });
+    await a.add(sub, noEvents());
+    await publish(source, ['x1'], { key: 'k', type: 'other' });
+    await publish(source, ['w1'], { key: 'k', type: 'wanted' });
+    await publish(source, ['x2'], { key: 'k', type: 'other' });
+    await publish(source, ['w2'], { key: 'k', type: 'wanted' });
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    await waitFor(async () => (await a.stats(sub.id)).partitions.every((p) => p.lag === 0), WAIT);
+    expect(r.requests.map((q) => header(q, 'ce-id'))).toEqual(['w1', 'w2']);
+    // The previous offset is the last event that matched, not the last one acknowledged.
+    expect(Number(header(r.requests[1]!, 'herald-previous-offset'))).toBe(Number(header(r.requests[0]!, 'herald-offset')));
+    await a.remove(sub.id);
+  });
+
+  it('retries a 503 after its Retry-After with the same webhook-id and the next attempt number', async () => {
+    const r = await receiver((_req, i) => (i === 0 ? { status: 503, headers: { 'retry-after': '1' } } : { status: 200 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await a.add(sub, noEvents());
+    await publish(source, ['r1']);
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    const [first, second] = r.requests;
+    expect(header(second!, 'webhook-id')).toBe(header(first!, 'webhook-id'));
+    expect([header(first!, 'herald-attempt'), header(second!, 'herald-attempt')]).toEqual(['1', '2']);
+    expect(second!.receivedAt - first!.receivedAt).toBeGreaterThanOrEqual(900); // Retry-After: 1 was obeyed
+    const rows = await waitFor(async () => {
+      const got = await a.attempts(sub.id, { before: Number.MAX_SAFE_INTEGER, limit: 10 });
+      return got.length === 2 ? got : undefined;
+    }, WAIT);
+    expect(rows.map((x) => x.outcome)).toEqual(['delivered', 'retry']);
+    await a.remove(sub.id);
+  });
+
+  it('reports a 410 (the service pauses) and delivers the event again once resumed', async () => {
+    const r = await receiver((_req, i) => (i === 0 ? { status: 410 } : { status: 204 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    const events = noEvents();
+    await a.add(sub, events);
+    await publish(source, ['g1']);
+    await waitFor(() => events.gone === 1, WAIT);
+    await a.update({ ...sub, state: 'paused', stateReason: 'gone' });
+    await new Promise((res) => setTimeout(res, 1500));
+    expect(r.requests).toHaveLength(1);
+    await a.update(sub);
+    await a.resume(sub.id);
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    expect(header(r.requests[1]!, 'ce-id')).toBe('g1');
+    expect(header(r.requests[1]!, 'webhook-id')).toBe(header(r.requests[0]!, 'webhook-id'));
+    await a.remove(sub.id);
+  });
+
+  it('dead-letters a 400 at once, lists it from another node, and redelivers it with herald-redelivery', async () => {
+    const r = await receiver((_req, i) => (i === 0 ? { status: 400, body: 'bad' } : { status: 204 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await a.add(sub, noEvents());
+    await b.add(sub, noEvents());
+    const [stored] = await publish(source, ['d1']);
+    const [dead] = await waitFor(async () => {
+      const rows = await b.deadLetters(sub.id, { after: 0, limit: 10 });
+      return rows.length === 1 ? rows : undefined;
+    }, WAIT);
+    expect(dead).toMatchObject({
+      subscriptionId: sub.id,
+      partition: stored!.partition,
+      offset: stored!.offset,
+      attempts: 1,
+      lastStatus: 400,
+      reason: 'rejected_status',
+    });
+    expect((await a.stats(sub.id)).deadLetters).toBe(1);
+    expect(await b.redeliver(sub.id, undefined)).toBe(1);
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    expect(header(r.requests[1]!, 'herald-redelivery')).toBe('true');
+    expect(header(r.requests[1]!, 'herald-attempt')).toBe('1');
+    expect(header(r.requests[1]!, 'herald-previous-offset')).toBeUndefined();
+    expect(await a.deadLetters(sub.id, { after: 0, limit: 10 })).toEqual([]);
+    await b.remove(sub.id);
+    await a.remove(sub.id);
+  });
+
+  it('settles manual acks from a second node: ack, repeat, conflict, extend, nack, reject, unknown id', async () => {
+    const r = await receiver(() => ({ status: 202 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual', ackDeadlineMs: 1500 } });
+    await a.add(sub, noEvents()); // only A pulls; B answers the callbacks
+    await publish(source, ['m1', 'm2'], { key: 'k' });
+    await waitFor(() => r.requests.length >= 1, WAIT);
+    const id1 = header(r.requests[0]!, 'herald-delivery-id')!;
+    expect(await b.callback(id1, 'ack')).toEqual({ deliveryId: id1, status: 'acked' });
+    expect(await b.callback(id1, 'ack')).toEqual({ deliveryId: id1, status: 'acked', repeated: true });
+    await expect(b.callback(id1, 'nack')).rejects.toMatchObject({ code: 'conflict' });
+    await expect(b.callback('dlv_AAAAAAAAAAAAAAAAAAAAAAAA', 'ack')).rejects.toMatchObject({ code: 'not_found' });
+    await expect(b.callback('nonsense', 'ack')).rejects.toBeInstanceOf(AppError);
+
+    // m2 only after m1's ack (ordering: partition): extend past the 2.5 s ack_wait, then nack.
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    const id2 = header(r.requests[1]!, 'herald-delivery-id')!;
+    expect(header(r.requests[1]!, 'ce-id')).toBe('m2');
+    const extended = await b.callback(id2, 'extend', { ms: 5000 });
+    expect(extended).toMatchObject({ deliveryId: id2, status: 'extended' });
+    await new Promise((res) => setTimeout(res, 3500)); // past ack_wait: the renewals hold the lease
+    expect(r.requests).toHaveLength(2);
+    const nacked = await b.callback(id2, 'nack', { delayMs: 0 });
+    expect(nacked).toMatchObject({ deliveryId: id2, status: 'nacked' });
+    await waitFor(() => r.requests.length >= 3, WAIT);
+    expect(header(r.requests[2]!, 'herald-attempt')).toBe('2');
+    expect(header(r.requests[2]!, 'webhook-id')).toBe(header(r.requests[1]!, 'webhook-id'));
+
+    const id3 = header(r.requests[2]!, 'herald-delivery-id')!;
+    expect(await a.callback(id3, 'reject', { reason: 'no thanks' })).toEqual({ deliveryId: id3, status: 'rejected' });
+    const [dead] = await waitFor(async () => {
+      const rows = await a.deadLetters(sub.id, { after: 0, limit: 10 });
+      return rows.length === 1 ? rows : undefined;
+    }, WAIT);
+    expect(dead).toMatchObject({ reason: 'receiver_rejected', lastError: 'no thanks', attempts: 2 });
+    await a.remove(sub.id);
+    await expect(b.callback(id3, 'reject')).rejects.toMatchObject({ code: 'not_found' });
+  });
+
+  it('lets a callback that arrives before the answer win; the answer is then logged as stale', async () => {
+    const r = await receiver(async (req) => {
+      await b.callback(header(req, 'herald-delivery-id')!, 'ack');
+      return { status: 200 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual' } });
+    await a.add(sub, noEvents());
+    await publish(source, ['c1', 'c2'], { key: 'k' });
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    const rows = await waitFor(async () => {
+      const got = await a.attempts(sub.id, { before: Number.MAX_SAFE_INTEGER, limit: 10 });
+      return got.length === 2 ? got : undefined;
+    }, WAIT);
+    expect(rows.map((x) => x.outcome)).toEqual(['stale', 'stale']);
+    await waitFor(async () => (await a.stats(sub.id)).partitions.every((p) => p.lag === 0 && p.inFlight === 0), WAIT);
+    expect(r.requests.map((q) => header(q, 'ce-id'))).toEqual(['c1', 'c2']);
+    await a.remove(sub.id);
+  });
+
+  it('two nodes on one subscription deliver each event once, in order per partition', async () => {
+    const r = await receiver();
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await Promise.all([a.add(sub, noEvents()), b.add(sub, noEvents())]);
+    const keys = ['k1', 'k2', 'k3', 'k4'];
+    const ids = Array.from({ length: 24 }, (_, i) => `o${i}`);
+    await Promise.all(
+      keys.map((key, k) =>
+        publish(
+          source,
+          ids.filter((_, i) => i % keys.length === k),
+          { key },
+        ),
+      ),
+    );
+    await waitFor(() => r.requests.length >= ids.length, WAIT);
+    await new Promise((res) => setTimeout(res, 500));
+    expect(r.requests).toHaveLength(ids.length);
+    expect(new Set(r.requests.map((q) => header(q, 'ce-id'))).size).toBe(ids.length);
+    for (let p = 0; p < PARTITIONS; p++) {
+      const got = r.requests.filter((q) => header(q, 'herald-partition') === String(p));
+      for (let i = 1; i < got.length; i++)
+        expect(Number(header(got[i]!, 'herald-previous-offset'))).toBe(Number(header(got[i - 1]!, 'herald-offset')));
+    }
+    await Promise.all([a.remove(sub.id), b.remove(sub.id)]);
+  });
+
+  it('when the node holding an attempt stops without settling it, the other node delivers it after ack_wait', async () => {
+    let hold = true;
+    let release = () => {};
+    const released = new Promise<void>((res) => (release = res));
+    // The first request is held until the test lets it go (after its node stopped): it is never answered in time.
+    const r = await receiver(async () => {
+      if (hold) await released;
+      return { status: 204 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    const c = await node('c');
+    const d = await node('d');
+    try {
+      await Promise.all([c.add(sub, noEvents()), d.add(sub, noEvents())]);
+      await publish(source, ['f1', 'f2'], { key: 'k' });
+      await waitFor(() => r.requests.length >= 1, WAIT);
+      const first = r.requests[0]!;
+      const [holder, other] = nodeOf(first) === 'c' ? [c, d] : [d, c];
+      hold = false;
+      await holder.close(); // its request is aborted after a grace; the message stays unacked
+      release();
+      await waitFor(() => r.requests.filter((q) => header(q, 'ce-id') === 'f1').length >= 2, WAIT);
+      const again = r.requests.filter((q) => header(q, 'ce-id') === 'f1')[1]!;
+      expect(nodeOf(again)).toBe(nodeOf(first) === 'c' ? 'd' : 'c');
+      expect(header(again, 'webhook-id')).toBe(header(first, 'webhook-id'));
+      expect(header(again, 'herald-attempt')).toBe('2');
+      await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 'f2'), WAIT);
+      const f2 = r.requests.find((q) => header(q, 'ce-id') === 'f2')!;
+      expect(header(f2, 'herald-previous-offset')).toBe(header(first, 'herald-offset'));
+      await other.remove(sub.id);
+    } finally {
+      release();
+      await c.close();
+      await d.close();
+    }
+  });
+
+  it('when the node holding an attempt is SIGKILLed, another delivers it after ack_wait, and the backlog in order', async () => {
+    let hold = true;
+    let release = () => {};
+    const released = new Promise<void>((res) => (release = res));
+    const r = await receiver(async (req) => {
+      if (hold && nodeOf(req) === 'k') await released;
+      return { status: 204 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    const child = await spawnNode('k', sub);
+    try {
+      const stored = await publish(source, ['k1', 'k2', 'k3'], { key: 'k' });
+      await waitFor(() => r.requests.length >= 1, WAIT);
+      expect(nodeOf(r.requests[0]!)).toBe('k');
+      await b.add(sub, noEvents()); // B joins while K holds k1
+      child.kill('SIGKILL');
+      await new Promise((res) => child.once('exit', res));
+      hold = false;
+      await waitFor(() => r.requests.filter((q) => nodeOf(q) === 'b').length >= 3, WAIT);
+      const fromB = r.requests.filter((q) => nodeOf(q) === 'b');
+      expect(fromB.map((q) => header(q, 'ce-id'))).toEqual(['k1', 'k2', 'k3']);
+      expect(header(fromB[0]!, 'webhook-id')).toBe(header(r.requests[0]!, 'webhook-id'));
+      expect(header(fromB[0]!, 'herald-attempt')).toBe('2');
+      expect(fromB.slice(1).map((q) => Number(header(q, 'herald-previous-offset')))).toEqual(stored.slice(0, 2).map((x) => x.offset));
+      await b.remove(sub.id);
+    } finally {
+      release();
+      child.kill('SIGKILL');
+    }
+  });
+
+  it('seeks back on one node and every node follows (new generation, new webhook-ids, no previous offset first)', async () => {
+    const r = await receiver();
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await a.add(sub, noEvents());
+    await b.add(sub, noEvents());
+    const stored = await publish(source, ['s1', 's2'], { key: 'k' });
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    const p = String(stored[0]!.partition);
+    await expect(b.seek(sub.id, { offsets: { [p]: 1e9 } })).rejects.toMatchObject({ code: 'invalid_request' });
+    await expect(b.seek(sub.id, { offsets: { '7': 0 } })).rejects.toMatchObject({ code: 'invalid_request' });
+    const { generation } = await b.seek(sub.id, { offsets: { [p]: stored[0]!.offset } });
+    expect(generation).toBe(1);
+    await waitFor(() => r.requests.length >= 4, WAIT);
+    const replay = r.requests.slice(2);
+    expect(replay.map((q) => header(q, 'ce-id'))).toEqual(['s1', 's2']);
+    expect(header(replay[0]!, 'herald-previous-offset')).toBeUndefined();
+    expect(header(replay[1]!, 'herald-previous-offset')).toBe(String(stored[0]!.offset));
+    expect(header(replay[0]!, 'webhook-id')).not.toBe(header(r.requests[0]!, 'webhook-id'));
+    await new Promise((res) => setTimeout(res, 500));
+    expect(r.requests).toHaveLength(4); // each node moved once: nothing delivered twice
+    await a.remove(sub.id);
+    await b.remove(sub.id);
+  });
+
+  it('remove stops delivery and deletes the consumers, dead letters and attempts', async () => {
+    const r = await receiver(() => ({ status: 400 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await a.add(sub, noEvents());
+    const [stored] = await publish(source, ['x1']);
+    await waitFor(async () => (await a.deadLetters(sub.id, { after: 0, limit: 1 })).length === 1, WAIT);
+    await a.remove(sub.id);
+    await expect(a.stats(sub.id)).rejects.toMatchObject({ code: 'not_found' });
+    const jsm = await store.connection.jetstreamManager();
+    const names = deliveryNames(prefix);
+    await expect(jsm.consumers.info(jetStreamNames(prefix).stream(stored!.partition), names.consumer(sub.id, 0))).rejects.toThrow(
+      /not found/,
+    );
+    const dead = await jsm.streams.info(names.deadStream, { subjects_filter: names.deadSubject(sub.id) });
+    expect(dead.state.subjects?.[names.deadSubject(sub.id)] ?? 0).toBe(0);
+    await publish(source, ['x2']);
+    await new Promise((res) => setTimeout(res, 1000));
+    expect(r.requests).toHaveLength(1);
+  });
+});

@@ -1,0 +1,140 @@
+import { randomUUID } from 'node:crypto';
+import { loadConfig } from '../../src/config';
+import { AppError } from '../../src/errors';
+import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jetstream/jetstream-event-store';
+import { createKvSubscriptionStore } from '../../src/jetstream/subscriptions-kv';
+import { createLogger } from '../../src/logger';
+import type { SubscriptionRecord } from '../../src/store/subscriptions-repo';
+import { RevisionConflict, type RecordChange, type SubscriptionStore } from '../../src/subscriptions/record-store';
+import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+
+/**
+ * The subscriptions bucket of the JetStream engine, through two stores on two connections (two
+ * nodes): atomic create, updates at a revision, reads of the leader, and the watch every node keeps.
+ */
+
+const record = (id: string, changes: Partial<SubscriptionRecord> = {}): SubscriptionRecord => ({
+  id,
+  sink: 'http://127.0.0.1:1/hook',
+  filters: [],
+  delivery: {} as SubscriptionRecord['delivery'],
+  startAt: 'latest',
+  state: 'active',
+  stateReason: null,
+  secret: 'whsec_x',
+  previousSecret: null,
+  previousSecretExpiresAt: null,
+  validation: 'none',
+  validationToken: null,
+  validationDeadline: null,
+  validatedAt: null,
+  createdAt: 1,
+  updatedAt: 1,
+  ...changes,
+});
+
+describeWithNats('the subscriptions bucket shared by two nodes', () => {
+  let cluster: NatsCluster;
+  const eventStores: JetStreamEventStore[] = [];
+  let a: SubscriptionStore;
+  let b: SubscriptionStore;
+  const seenByB: RecordChange[] = [];
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster();
+    const config = loadConfig({
+      HERALD_STORE: 'jetstream',
+      HERALD_NATS_SERVERS: cluster.serversEnv,
+      HERALD_NATS_PREFIX: uniquePrefix('subskv'),
+    });
+    const log = createLogger('silent');
+    for (let i = 0; i < 2; i++)
+      eventStores.push(await openJetStreamEventStore({ nats: config.nats!, partitions: 2, idempotencyWindowMs: 60_000, log }));
+    a = createKvSubscriptionStore({ kv: eventStores[0]!.subscriptionsBucket, log });
+    b = createKvSubscriptionStore({ kv: eventStores[1]!.subscriptionsBucket, log });
+    await a.open(() => undefined);
+    await b.open((change) => seenByB.push(change));
+  }, 120_000);
+
+  afterAll(async () => {
+    await a?.close();
+    await b?.close();
+    for (const store of eventStores) await store.close();
+    await cluster?.stop();
+  }, 60_000);
+
+  it('finds a record created through one node at once through the other, and refuses a second create of its id', async () => {
+    const id = randomUUID();
+    const revision = await a.insert(record(id));
+    expect(await b.get(id)).toEqual({ record: record(id), revision });
+    await expect(b.insert(record(id, { sink: 'http://127.0.0.1:2/other' }))).rejects.toMatchObject({ code: 'conflict' });
+    expect((await a.get(id))?.record.sink).toBe('http://127.0.0.1:1/hook');
+  });
+
+  it('refuses an update from a revision another node has written past, so neither change is lost silently', async () => {
+    const id = randomUUID();
+    const first = await a.insert(record(id));
+    const byB = await b.update(record(id, { state: 'paused', stateReason: 'user' }), first);
+    expect(byB).toBeGreaterThan(first);
+    await expect(a.update(record(id, { sink: 'http://127.0.0.1:3/new' }), first)).rejects.toBeInstanceOf(RevisionConflict);
+    const stored = await a.get(id);
+    expect([stored?.record.state, stored?.record.sink, stored?.revision]).toEqual(['paused', 'http://127.0.0.1:1/hook', byB]);
+    // Read again, decided again: the second change goes in on top of the first.
+    await a.update({ ...stored!.record, sink: 'http://127.0.0.1:3/new' }, stored!.revision);
+    expect((await b.get(id))?.record).toMatchObject({ state: 'paused', sink: 'http://127.0.0.1:3/new' });
+  });
+
+  it('refuses an update of a deleted record, and reads it as absent', async () => {
+    const id = randomUUID();
+    const revision = await a.insert(record(id));
+    await b.remove(id);
+    expect(await a.get(id)).toBeUndefined();
+    await expect(a.update(record(id), revision)).rejects.toBeInstanceOf(RevisionConflict);
+  });
+
+  it("sends every node each write of every node, in the bucket's order", async () => {
+    const id = randomUUID();
+    const created = await a.insert(record(id));
+    const updated = await a.update(record(id, { state: 'paused', stateReason: 'user' }), created);
+    await a.remove(id);
+    await waitUntil('node B to see the deletion', () => seenByB.some((c) => c.kind === 'delete' && c.id === id), 10_000, 20);
+    const mine = seenByB.filter((c) => (c.kind === 'put' ? c.record.id : c.id) === id);
+    expect(mine.map((c) => [c.kind, c.revision])).toEqual([
+      ['put', created],
+      ['put', updated],
+      ['delete', expect.any(Number)],
+    ]);
+    expect(mine[1]).toMatchObject({ record: { state: 'paused' } });
+  });
+
+  it('gives a node that opens later every stored record and no deleted one', async () => {
+    const kept = randomUUID();
+    const gone = randomUUID();
+    await a.insert(record(kept));
+    await a.insert(record(gone));
+    await a.remove(gone);
+    const late = createKvSubscriptionStore({ kv: eventStores[1]!.subscriptionsBucket, log: createLogger('silent') });
+    const initial: RecordChange[] = [];
+    await late.open((change) => initial.push(change));
+    await late.close();
+    const puts = initial.filter((c) => c.kind === 'put').map((c) => (c as { record: SubscriptionRecord }).record.id);
+    expect(puts).toContain(kept);
+    expect(puts).not.toContain(gone);
+    expect(initial.find((c) => c.kind === 'delete' && c.id === gone)).toBeDefined();
+  });
+
+  it('answers 503 unavailable, not a crash, when the cluster cannot take the write', async () => {
+    const closed = await openJetStreamEventStore({
+      nats: loadConfig({ HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: cluster.serversEnv, HERALD_NATS_PREFIX: uniquePrefix('subskv') })
+        .nats!,
+      partitions: 1,
+      idempotencyWindowMs: 60_000,
+      log: createLogger('silent'),
+    });
+    const store = createKvSubscriptionStore({ kv: closed.subscriptionsBucket, log: createLogger('silent') });
+    await closed.close();
+    const err = await store.insert(record(randomUUID())).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AppError);
+    expect((err as AppError).code).toBe('unavailable');
+  });
+});
