@@ -32,4 +32,6 @@ export interface AttemptTarget {
   offset: number;
   generation: number;
   redrive: boolean;
+  /** The `herald-previous-offset` this event is sent with (kept so that a redelivery after a crash sends the same). */
+  previousOffset?: number | null;
 }

@@ -12,6 +12,7 @@ import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
+import { previousMatched } from './positions';
 import { settleMessage } from './settle';
 
 /** A subscription as its messages' handler sees it (see `jetstream-delivery.ts`). */
@@ -102,6 +103,7 @@ export async function handleMessage(
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'max_attempts' }, target, { ...last, lastError: error }, deliveryId);
   }
   const previousOffset = target.redrive ? null : await previousMatched(ctx, target);
+  target.previousOffset = previousOffset;
   const entry: AckEntry = {
     ...target,
     attempt,
@@ -149,14 +151,6 @@ export async function handleMessage(
   const lastResult = { attempt, lastStatus: decided.state.lastStatus, lastError: decided.state.lastError };
   await settleMessage(ctx, action, target, lastResult, deliveryId);
   if (action.kind === 'hold' && decided.entry) keepLease(deliveryId, decided.entry);
-}
-
-/** The partition's last matched offset in this generation, or null (the first delivery since the start or a seek). */
-async function previousMatched(ctx: EngineContext, t: AttemptTarget): Promise<number | null> {
-  const got = await ctx.positions.get(ctx.names.positionKey(t.subscriptionId, t.partition, t.generation));
-  if (!got || got.operation !== 'PUT' || got.value.length === 0) return null;
-  const previous = Number(Buffer.from(got.value).toString('utf8'));
-  return Number.isSafeInteger(previous) && previous < t.offset ? previous : null;
 }
 
 async function send(

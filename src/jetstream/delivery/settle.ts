@@ -1,5 +1,6 @@
 import { signal } from './ack-map';
 import type { AttemptTarget, EngineContext } from './context';
+import { markMatched } from './positions';
 import type { JsAction } from './outcome';
 import type { DeadLetterReason } from '../../store/dead-letters-repo';
 
@@ -11,12 +12,6 @@ export interface LastResult {
   attempt: number;
   lastStatus: number | null;
   lastError: string | null;
-}
-
-/** Records the last matched offset of a finished event (the next event's `herald-previous-offset`), before its ack. */
-async function markMatched(ctx: EngineContext, t: AttemptTarget): Promise<void> {
-  if (t.redrive) return; // a redelivery is outside the partition's order
-  await ctx.positions.put(ctx.names.positionKey(t.subscriptionId, t.partition, t.generation), String(t.offset));
 }
 
 /** Stores a dead letter; `msgId` (the attempt's delivery id) makes a retried publish store it once. */

@@ -1,3 +1,4 @@
+import { previousFrom } from '../../../src/jetstream/delivery/positions';
 import { AckPolicy, DeliverPolicy, nanos } from 'nats';
 import { transition, type AttemptPolicy, type AttemptState } from '../../../src/delivery/attempt-machine';
 import {
@@ -195,5 +196,21 @@ describe('seek targets → where each moved partition starts', () => {
       expect((err as { code: string; details: unknown[] }).code).toBe('invalid_request');
       expect((err as { details: unknown[] }).details).toHaveLength(2);
     }
+  });
+});
+
+describe('the previous offset from the positions record', () => {
+  it('is the marked offset below the event', () => {
+    expect(previousFrom('16', 17)).toBe(16);
+    expect(previousFrom('12 9', 17)).toBe(12);
+  });
+  it('is what the event was first sent with when the event itself was marked and not acked (a node died between the two)', () => {
+    expect(previousFrom('17 16', 17)).toBe(16);
+    expect(previousFrom('17', 17)).toBeNull(); // it was the first since the start or a seek
+  });
+  it('is none for a record above the event or one that does not parse', () => {
+    expect(previousFrom('20 19', 17)).toBeNull();
+    expect(previousFrom('x', 17)).toBeNull();
+    expect(previousFrom('17 x', 17)).toBeNull();
   });
 });

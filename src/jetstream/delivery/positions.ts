@@ -1,0 +1,37 @@
+import type { AttemptTarget, EngineContext } from './context';
+
+/**
+ * A partition's last matched offset (the next event's `herald-previous-offset`), per subscription
+ * and generation, in the delivery positions bucket. It is written before the event's ack, so a node
+ * that dies between the two leaves the event marked but unacknowledged: its redelivery must send
+ * the previous offset its first attempt sent, not none. So the record keeps both: `"<offset>"` or
+ * `"<offset> <previous>"`.
+ */
+function encode(offset: number, previous: number | null): string {
+  return previous === null ? String(offset) : `${offset} ${previous}`;
+}
+
+/** The previous offset for an event at `offset`, from the record: the marked offset below it, or, when the event itself is the one marked, what it was sent with. */
+export function previousFrom(value: string, offset: number): number | null {
+  const [marked, before] = value.split(' ').map(Number);
+  if (!Number.isSafeInteger(marked)) return null;
+  if (marked! < offset) return marked!;
+  if (marked === offset && before !== undefined && Number.isSafeInteger(before) && before < offset) return before;
+  return null;
+}
+
+const keyOf = (ctx: EngineContext, t: AttemptTarget) => ctx.names.positionKey(t.subscriptionId, t.partition, t.generation);
+
+/** The partition's last matched offset before this event in its generation, or null (the first since the start or a seek). */
+export async function previousMatched(ctx: EngineContext, t: AttemptTarget): Promise<number | null> {
+  const got = await ctx.positions.get(keyOf(ctx, t));
+  if (!got || got.operation !== 'PUT' || got.value.length === 0) return null;
+  return previousFrom(Buffer.from(got.value).toString('utf8'), t.offset);
+}
+
+/** Records a finished event as the last matched, with the previous offset it was sent with (read when the caller has none). */
+export async function markMatched(ctx: EngineContext, t: AttemptTarget): Promise<void> {
+  if (t.redrive) return; // a redelivery is outside the partition's order
+  const previous = t.previousOffset !== undefined ? t.previousOffset : await previousMatched(ctx, t);
+  await ctx.positions.put(keyOf(ctx, t), encode(t.offset, previous));
+}
