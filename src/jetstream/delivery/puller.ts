@@ -70,6 +70,14 @@ export function createPuller(deps: PullerDeps) {
     for await (const msg of batch) {
       // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
       if (state !== 'pulling') break;
+      // Paused (here or, through the subscriptions bucket, on another node) while the fetch was open:
+      // nothing more is sent. The message goes back at once, to be pulled again after the resume; this
+      // counts as one of its deliveries, as JetStream counts them.
+      if (!deps.active()) {
+        msg.nak(IDLE_MS);
+        batch.stop();
+        continue;
+      }
       track(msg);
     }
     batch = undefined;
