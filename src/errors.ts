@@ -24,7 +24,6 @@ export const errorStatus = {
   storage_full: 503,
   internal: 500,
   corrupt_record: 500,
-  not_implemented: 501,
 } as const;
 
 export type ErrorCode = keyof typeof errorStatus;
@@ -43,7 +42,6 @@ export const errorTitle: Record<ErrorCode, string> = {
   storage_full: 'Storage full',
   internal: 'Internal server error',
   corrupt_record: 'Corrupt record',
-  not_implemented: 'Not implemented',
 };
 
 /**

@@ -51,7 +51,7 @@ function shutdownSteps(log: Logger) {
 }
 
 /**
- * Composition root of a node on the JetStream engine (`HERALD_STORE=jetstream`, preview): ingest,
+ * Composition root of a node on the JetStream engine (`HERALD_STORE=jetstream`): ingest,
  * reads, the live tail, health and metrics on a cluster-backed store; subscriptions in the KV bucket
  * `<prefix>_subs`, watched by every node (`jetstream/subscriptions-kv.ts`); delivery on JetStream
  * durable consumers (`jetstream/delivery/`). No data dir, no SQLite: every node is the same, and any

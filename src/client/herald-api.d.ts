@@ -42,7 +42,7 @@ export interface paths {
          *     are in input order. The whole request is validated first; one invalid event in a batch fails
          *     the request, naming every bad event by `index`, and nothing is stored.
          *
-         *     **On the JetStream engine** (`HERALD_STORE=jetstream`, preview) "durable" means acknowledged
+         *     **On the JetStream engine** (`HERALD_STORE=jetstream`) "durable" means acknowledged
          *     by a majority of the partition stream's `HERALD_NATS_REPLICAS` replicas, and a batch is not
          *     all-or-nothing once validated: after a 503 part of it may be stored; retrying the same batch
          *     stores the rest and answers the stored ones as duplicates (nothing lost, nothing doubled).
@@ -853,7 +853,7 @@ export interface components {
             totalErrors?: number;
         };
         /** @enum {string} */
-        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record" | "not_implemented";
+        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record";
         Violation: {
             /** @description Position of the event in a batch; absent for single events and other input. */
             index?: number;
@@ -1678,8 +1678,10 @@ export interface components {
         /**
          * @description Delivery cannot answer right now (`unavailable`): on the local engine it runs in its own
          *     thread, and that thread is being restarted after a crash (or has failed too often, and the
-         *     gateway is exiting so a supervisor restarts it), or did not answer within 30 s. Nothing was
-         *     changed by the request; retry after `Retry-After` seconds. Ingest is not affected.
+         *     gateway is exiting so a supervisor restarts it), or did not answer within 30 s. On the
+         *     jetstream engine: the cluster cannot be reached, or this node is still starting delivery for
+         *     the subscription (creating its consumers). Nothing was changed by the request; retry after
+         *     `Retry-After` seconds. Ingest is not affected.
          */
         DeliveryUnavailable: {
             headers: {
@@ -1706,38 +1708,6 @@ export interface components {
                     status?: 503;
                     /** @constant */
                     code?: "unavailable";
-                };
-            };
-        };
-        /**
-         * @description The gateway runs on an engine that does not offer this yet (`not_implemented`): with
-         *     `HERALD_STORE=jetstream` (preview), subscriptions, delivery callbacks and validation callbacks
-         *     answer 501 until delivery on JetStream is built.
-         */
-        NotImplemented: {
-            headers: {
-                [name: string]: unknown;
-            };
-            content: {
-                /**
-                 * @example {
-                 *       "type": "urn:herald:problem:not_implemented",
-                 *       "title": "Not implemented",
-                 *       "status": 501,
-                 *       "detail": "subscriptions are not available on the jetstream engine yet",
-                 *       "code": "not_implemented",
-                 *       "errors": [
-                 *         {
-                 *           "message": "subscriptions are not available on the jetstream engine yet"
-                 *         }
-                 *       ]
-                 *     }
-                 */
-                "application/problem+json": components["schemas"]["Problem"] & {
-                    /** @constant */
-                    status?: 501;
-                    /** @constant */
-                    code?: "not_implemented";
                 };
             };
         };
@@ -2368,7 +2338,6 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2478,7 +2447,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2510,7 +2478,6 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2540,7 +2507,6 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2589,7 +2555,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2621,7 +2586,6 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2653,7 +2617,6 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2697,7 +2660,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2741,7 +2703,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2796,7 +2757,6 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2856,7 +2816,6 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2908,7 +2867,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2943,7 +2901,6 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -2977,7 +2934,6 @@ export interface operations {
             400: components["responses"]["ValidationNotConsented"];
             404: components["responses"]["ValidationNotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -3011,7 +2967,6 @@ export interface operations {
             400: components["responses"]["ValidationNotConsented"];
             404: components["responses"]["ValidationNotFound"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -3048,7 +3003,6 @@ export interface operations {
             404: components["responses"]["DeliveryNotFound"];
             409: components["responses"]["DeliveryConflict"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -3098,7 +3052,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -3148,7 +3101,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };
@@ -3197,7 +3149,6 @@ export interface operations {
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
-            501: components["responses"]["NotImplemented"];
             503: components["responses"]["DeliveryUnavailable"];
         };
     };

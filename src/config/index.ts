@@ -72,7 +72,7 @@ export const STORES = ['local', 'jetstream'] as const;
 export const configSchema = z
   .object({
     HERALD_STORE: withDefault(z.enum(STORES), 'local').describe(
-      '`local`: the embedded engine (write-ahead log and SQLite under HERALD_DATA_DIR). `jetstream` (preview): events live in a NATS JetStream cluster (HERALD_NATS_*), so several Herald nodes can share them; subscriptions and delivery are not available on it yet (501). See "Running on NATS JetStream".',
+      '`local`: the embedded engine (write-ahead log and SQLite under HERALD_DATA_DIR). `jetstream`: events, subscriptions and delivery state live in a NATS JetStream cluster (HERALD_NATS_*), so any number of Herald nodes share them and any of them may fail. See "Running a cluster".',
     ),
     HERALD_NATS_SERVERS: withDefault(
       z
@@ -92,7 +92,7 @@ export const configSchema = z
       'HERALD_STORE=jetstream: replicas of every stream and bucket Herald creates (an append is acknowledged once a majority of them has it). Fixed when the streams are created; starting with another value is refused.',
     ),
     HERALD_NATS_PREFIX: withDefault(z.string().regex(NATS_PREFIX, 'expected 1 to 32 letters, digits, `_` or `-`'), 'herald').describe(
-      'HERALD_STORE=jetstream: prefix of every stream, subject and bucket name (`<prefix>_p0`, `<prefix>.p.0`, `<prefix>_idem`, `<prefix>_meta`); two deployments on one cluster need two prefixes.',
+      'HERALD_STORE=jetstream: prefix of every stream, subject and bucket name (`<prefix>_p0`, `<prefix>.p.0`, `<prefix>_idem`, `<prefix>_meta`, `<prefix>_subs`, `<prefix>_d_…` consumers, `<prefix>_dead`, `<prefix>_acks`…); two deployments on one cluster need two prefixes.',
     ),
     HERALD_NATS_CREDS: z
       .preprocess(unsetIfEmpty, z.string().optional())

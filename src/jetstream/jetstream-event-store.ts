@@ -38,7 +38,7 @@ export type JetStreamEventStore = EventLog & {
 };
 
 /**
- * The JetStream engine (preview): events in one stream per partition on a NATS JetStream cluster,
+ * The JetStream engine: events in one stream per partition on a NATS JetStream cluster,
  * idempotency records in a KV bucket (see `appender.ts` for the steps of an append and what a crash
  * between them can cause), reads from the cluster (`reads.ts`), readiness from a probe of every
  * stream (`cluster-monitor.ts`). Any number of nodes share it: nothing of it lives on a node.

@@ -29,11 +29,10 @@ const checker = createContractChecker(doc);
 
 /**
  * Documented responses this file does not provoke: an unexpected exception (opaque 500, no black-box
- * test can), 501, which only the JetStream engine answers (jetstream-cluster.test.ts produces every
- * documented 501 against the contract), and the 503 of an operation delivery answers while its thread
+ * test can), and the 503 of an operation delivery answers while its thread
  * is down (delivery-thread-crash.test.ts checks those answers against the contract).
  */
-const NOT_PROVOKED = new Set(['500', '501']);
+const NOT_PROVOKED = new Set(['500']);
 const DELIVERY_UNAVAILABLE = new Set(
   Object.values(doc.paths).flatMap((item) =>
     Object.values(item as Record<string, { operationId?: string; responses?: Record<string, { $ref?: string }> }>)
