@@ -20,7 +20,6 @@ import type {
 } from './delivery-protocol';
 import { writeInitialOffsets, type CallbackAction, type CallbackAnswer } from './dispatcher';
 import type { DeliveryObserver } from './subscription-worker';
-import { THREAD_LIMITS } from '../thread-limits';
 
 export interface DeliveryThreadOptions {
   /** herald.db: the thread opens its own connection; `db` is the main thread's (for `initOffsets`). */
@@ -114,7 +113,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
       crashAfterAnswers: incarnation === 0 ? opts.crashAfterAnswers : undefined,
     };
     incarnation++;
-    const w = new Worker(workerFile(), { workerData: data, resourceLimits: THREAD_LIMITS.delivery });
+    const w = new Worker(workerFile(), { workerData: data });
     w.unref(); // close() waits for it; a gateway never closed must not keep the process alive
     worker = w;
     w.on('message', (m: FromDelivery) => onMessage(m));
