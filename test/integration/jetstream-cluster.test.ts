@@ -3,6 +3,7 @@ import { StartupError } from '../../src/errors';
 import { encodeEventMessage } from '../../src/jetstream/codec';
 import { idempotencyKey } from '../../src/jetstream/names';
 import { getJson, lookupEvent, readAllEvents, startJetStreamTestGateway } from '../helpers/gateway';
+import { startReceiver, type Receiver } from '../helpers/receiver';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
 
 /**
@@ -53,7 +54,10 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     b = await startJetStreamTestGateway(cluster.serversEnv, env);
   }, 120_000);
 
+  const receivers: Receiver[] = [];
+
   afterAll(async () => {
+    for (const r of receivers) await r.close();
     await a?.close();
     await b?.close();
     await cluster?.stop();
@@ -125,7 +129,21 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     );
   });
 
-  it('keeps every event answered 2xx, once, when the leader of a partition stream is SIGKILLed during a publish load', async () => {
+  it('keeps every event answered 2xx, once, and delivers it, when the leader of a partition stream is SIGKILLed during a publish load', async () => {
+    // A subscription (created through A, delivered by both nodes) receives the load while the server dies.
+    const receiver = await startReceiver();
+    receivers.push(receiver);
+    const created = await fetch(`${a.url}/subscriptions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({
+        sink: receiver.url,
+        filters: [{ exact: { source: '/load' } }],
+        delivery: { ordering: 'none', maxInFlight: 16 },
+      }),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+    expect(created.status).toBe(201);
     const jsm = await a.store.connection.jetstreamManager();
     const leader = (await jsm.streams.info(`${prefix}_p0`)).cluster?.leader;
     const victim = cluster.nodes.findIndex((n) => n.name === leader);
@@ -172,6 +190,11 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     for (const e of await readAllEvents(b.url)) if (e.event.source === '/load') counts.set(e.event.id, (counts.get(e.event.id) ?? 0) + 1);
     expect([...acknowledged.keys()].filter((id) => counts.get(id) !== 1)).toEqual([]);
     expect(counts.size).toBe(acknowledged.size);
+
+    // …and delivered, at least once each (a redelivery after an ack lost with the server is allowed).
+    const delivered = () => new Set(receiver.requests.map((r) => r.headers['ce-id']));
+    await waitUntil('every acknowledged event delivered', () => [...acknowledged.keys()].every((id) => delivered().has(id)), 120_000, 250);
+    expect([...delivered()].filter((id) => !acknowledged.has(String(id)))).toEqual([]);
 
     await cluster.restart(victim);
   }, 400_000);
