@@ -75,7 +75,7 @@ async function startSetup(ctx: Ctx, engine: Engine, nodeCount: number, cluster: 
     for (const dir of dirs) removeDir(dir);
   };
   try {
-    for (const dir of dirs) nodes.push(await startGateway({ dataDir: dir, fsync: 'always', logLevel: 'warn', env }));
+    for (const dir of dirs) nodes.push(await startGateway({ dataDir: dir, fsync: 'always', env }));
   } catch (err) {
     await stop();
     throw err;
