@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import { toBinaryMessage, toStructuredMessage } from '../cloudevents/format';
 import type { CloudEvent } from '../cloudevents/event';
+import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import { previousSecretAt, requestOrigin } from '../webhook-policy';
 import { signWebhook } from './signing';
 
 export interface DeliveryRequestInput {
@@ -22,6 +24,28 @@ export interface DeliveryRequestInput {
   redrive: boolean;
   event: CloudEvent;
   nowSeconds: number;
+}
+
+/**
+ * What the subscription gives each of its attempts' requests, on either engine: the secrets signing
+ * now (two during a rotation's overlap), its own headers (naming the gateway's origin once the sink
+ * consented to a CloudEvents validation handshake, http-webhook §4), and its content mode.
+ */
+export function subscriptionFields(
+  sub: SubscriptionRecord,
+  now: number,
+  ackUrlBase: string,
+): Pick<DeliveryRequestInput, 'subscriptionId' | 'secret' | 'previousSecret' | 'headers' | 'format'> {
+  return {
+    subscriptionId: sub.id,
+    secret: sub.secret,
+    previousSecret: previousSecretAt(sub, now),
+    headers:
+      sub.validation === 'cloudevents'
+        ? { ...sub.delivery.headers, 'webhook-request-origin': requestOrigin(ackUrlBase) }
+        : sub.delivery.headers,
+    format: sub.delivery.format,
+  };
 }
 
 /**

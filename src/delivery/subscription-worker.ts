@@ -18,9 +18,8 @@ import {
   type PartitionCursor,
 } from './partition-cursor';
 import { createFailureWindow } from './failure-window';
-import { buildDeliveryRequest } from './request';
+import { buildDeliveryRequest, subscriptionFields } from './request';
 import { createFlowControl } from './flow-control';
-import { previousSecretAt, requestOrigin } from '../webhook-policy';
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -368,15 +367,7 @@ export function createSubscriptionWorker(
     const stored = pending.event!;
     const sub = deps.subscription();
     const request = buildDeliveryRequest({
-      subscriptionId: subId,
-      secret: sub.secret,
-      previousSecret: previousSecretAt(sub, deps.clock()),
-      // After the handshake's consent every delivery names its origin (CloudEvents http-webhook §4).
-      headers:
-        sub.validation === 'cloudevents'
-          ? { ...sub.delivery.headers, 'webhook-request-origin': requestOrigin(deps.ackUrlBase()) }
-          : sub.delivery.headers,
-      format: sub.delivery.format,
+      ...subscriptionFields(sub, deps.clock(), deps.ackUrlBase()),
       partition: pending.partition,
       offset: pending.offset,
       seekGeneration: parts[pending.partition]?.generation ?? 0,

@@ -26,6 +26,7 @@ export interface EngineContext {
 
 /** One attempt's event and where it stands, as the ack map keeps it (see `AckEntry`). */
 export interface AttemptTarget {
+  /** The JetStream message's ack subject (`$JS.ACK.…`): any connection may publish to it. */
   reply: string;
   subscriptionId: string;
   partition: number;

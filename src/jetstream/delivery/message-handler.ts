@@ -2,11 +2,10 @@ import type { JetStreamManager, JsMsg, StoredMsg } from 'nats';
 import type { CloudEvent } from '../../cloudevents/event';
 import { answerOutcome, transition, type AttemptInput, type AttemptState } from '../../delivery/attempt-machine';
 import type { AbortGroup, SendResult } from '../../delivery/http-sender';
-import { buildDeliveryRequest } from '../../delivery/request';
+import { buildDeliveryRequest, subscriptionFields } from '../../delivery/request';
 import { newDeliveryId } from '../../delivery/subscription-worker';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { Attributes } from '../../subscriptions/filter';
-import { previousSecretAt, requestOrigin } from '../../webhook-policy';
 import { decodeEventMessage } from '../codec';
 import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';
@@ -162,14 +161,7 @@ async function send(
   group: AbortGroup,
 ): Promise<SendResult> {
   const request = buildDeliveryRequest({
-    subscriptionId: sub.id,
-    secret: sub.secret,
-    previousSecret: previousSecretAt(sub, ctx.clock()),
-    headers:
-      sub.validation === 'cloudevents'
-        ? { ...sub.delivery.headers, 'webhook-request-origin': requestOrigin(ctx.ackUrlBase()) }
-        : sub.delivery.headers,
-    format: sub.delivery.format,
+    ...subscriptionFields(sub, ctx.clock(), ctx.ackUrlBase()),
     partition: t.partition,
     offset: t.offset,
     seekGeneration: t.generation,

@@ -1,5 +1,6 @@
 import type { AttemptEffect, AttemptPolicy, AttemptState, CallbackOutcome, Step } from '../../delivery/attempt-machine';
 import type { DeadLetterReason } from '../../store/dead-letters-repo';
+import type { AttemptTarget } from './context';
 
 /**
  * What one step of the local engine's attempt machine (`delivery/attempt-machine.ts`) means for a
@@ -45,14 +46,7 @@ export function settledOutcome(step: Step): CallbackOutcome | null {
 }
 
 /** What the ack map keeps of an attempt that may be settled by a callback on any node. */
-export interface AckEntry {
-  /** The JetStream message's ack subject (`$JS.ACK.…`): any connection may publish to it. */
-  reply: string;
-  subscriptionId: string;
-  partition: number;
-  offset: number;
-  generation: number;
-  redrive: boolean;
+export interface AckEntry extends AttemptTarget {
   attempt: number;
   /** `sending` and `awaiting_ack` are open; any other value is how the attempt was settled. */
   state: 'sending' | 'awaiting_ack' | CallbackOutcome;
