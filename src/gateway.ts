@@ -10,7 +10,8 @@ import { createOpenApiRouter } from './api/openapi-router';
 import { createConsoleRouter } from './api/console-router';
 import { createMetricsRouter } from './api/metrics-router';
 import { createHttpServer } from './api/http-server';
-import { createMetrics, ingestObserver, type Metrics } from './metrics';
+import { createMetrics, ingestObserver, subscriptionHooks, type Metrics } from './metrics';
+import { shutdownSteps } from './shutdown-steps';
 import { HERALD_VERSION } from './version';
 import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
@@ -163,11 +164,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     sinkPolicy: createSinkPolicy({ allowPrivate: config.sinkAllowPrivate }),
     handshakes,
     clock,
-    hooks: {
-      filterError: (subscription) => metrics.filterErrors.inc({ subscription }),
-      deleted: (id) => metrics.forgetSubscription(id),
-      autoDisabled: (subscription) => metrics.autoDisabled.inc({ subscription }),
-    },
+    hooks: subscriptionHooks(metrics),
   });
   metrics.setSources({
     log: () => store.logStats(),
@@ -225,17 +222,8 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       // open connections are destroyed; delivery's open requests are destroyed by its own share of it.
       const deadline = Date.now() + config.shutdownTimeoutMs;
       await httpServer.close(config.shutdownTimeoutMs);
-      // Every step runs even if one fails (a failing disk at shutdown), so SQLite is always closed cleanly;
-      // the first failure is rethrown so the process exits non-zero.
-      const failures: unknown[] = [];
-      const step = async (what: string, fn: () => unknown) => {
-        try {
-          await fn();
-        } catch (err) {
-          failures.push(err);
-          log.error({ err }, `shutdown: ${what} failed`);
-        }
-      };
+      // Every step runs even if one fails (a failing disk at shutdown), so SQLite is always closed cleanly.
+      const { step, rethrow } = shutdownSteps(log);
       handshakes.close();
       subscriptions.close();
       // The delivery thread stops pulling, lets open requests finish within its share of the deadline,
@@ -247,7 +235,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       await step('checkpointing SQLite', () => checkpoint(db));
       db.close();
       lock.release();
-      if (failures.length > 0) throw failures[0];
+      rethrow();
       log.info('herald stopped');
     })();
     return closing;

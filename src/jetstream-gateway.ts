@@ -15,7 +15,8 @@ import { createJetStreamDelivery, type JetStreamDelivery } from './jetstream/del
 import { openJetStreamEventStore, type JetStreamEventStore } from './jetstream/jetstream-event-store';
 import { createKvSubscriptionStore } from './jetstream/subscriptions-kv';
 import { createLogger, type Logger } from './logger';
-import { createMetrics, ingestObserver, type Metrics } from './metrics';
+import { createMetrics, ingestObserver, subscriptionHooks, type Metrics } from './metrics';
+import { shutdownSteps } from './shutdown-steps';
 import { createHandshakes } from './subscriptions/handshake';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 import { createSinkPolicy } from './subscriptions/sink-policy';
@@ -30,24 +31,6 @@ export interface JetStreamGateway {
   log: Logger;
   metrics: Metrics;
   close(): Promise<void>;
-}
-
-/** Runs every shutdown step even if one fails; the first failure is rethrown once all have run. */
-function shutdownSteps(log: Logger) {
-  const failures: unknown[] = [];
-  return {
-    async step(what: string, fn: () => unknown): Promise<void> {
-      try {
-        await fn();
-      } catch (err) {
-        failures.push(err);
-        log.error({ err }, `shutdown: ${what} failed`);
-      }
-    },
-    rethrow(): void {
-      if (failures.length > 0) throw failures[0];
-    },
-  };
 }
 
 /**
@@ -98,11 +81,7 @@ export async function startJetStreamGateway(
     log,
     sinkPolicy: createSinkPolicy({ allowPrivate: config.sinkAllowPrivate }),
     handshakes,
-    hooks: {
-      filterError: (subscription) => metrics.filterErrors.inc({ subscription }),
-      deleted: (id) => metrics.forgetSubscription(id),
-      autoDisabled: (subscription) => metrics.autoDisabled.inc({ subscription }),
-    },
+    hooks: subscriptionHooks(metrics),
   });
   metrics.setSources({
     log: () => ({ bytes: store.snapshot().bytes, segments: 0 }),

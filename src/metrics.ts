@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IngestObserver } from './api/ingest-handler';
+import type { SubscriptionHooks } from './subscriptions/service';
 import { SUBSCRIPTION_STATES } from './store/subscriptions-repo';
 
 /** Attempt outcomes counted by `herald_deliveries_total{outcome}`. */
@@ -278,5 +279,14 @@ export function ingestObserver(metrics: Metrics): IngestObserver {
     duplicates: (n) => metrics.eventsDuplicate.inc(n),
     rejected: (code) => metrics.ingestRejected.inc({ code }),
     answered: (seconds) => metrics.ingestDuration.observe(seconds),
+  };
+}
+
+/** What the subscriptions service reports, as counted by every engine's gateway. */
+export function subscriptionHooks(metrics: Metrics): SubscriptionHooks {
+  return {
+    filterError: (subscription) => metrics.filterErrors.inc({ subscription }),
+    deleted: (id) => metrics.forgetSubscription(id),
+    autoDisabled: (subscription) => metrics.autoDisabled.inc({ subscription }),
   };
 }

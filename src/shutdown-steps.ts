@@ -1,0 +1,23 @@
+import type { Logger } from 'pino';
+
+/**
+ * Shutdown steps that each run even if an earlier one failed (a failing disk at shutdown must not
+ * leave SQLite or a connection open); every failure is logged and the first is rethrown once all
+ * have run, so the process exits non-zero. Used by both composition roots.
+ */
+export function shutdownSteps(log: Logger) {
+  const failures: unknown[] = [];
+  return {
+    async step(what: string, fn: () => unknown): Promise<void> {
+      try {
+        await fn();
+      } catch (err) {
+        failures.push(err);
+        log.error({ err }, `shutdown: ${what} failed`);
+      }
+    },
+    rethrow(): void {
+      if (failures.length > 0) throw failures[0];
+    },
+  };
+}
