@@ -92,26 +92,22 @@ function eventsOf(subscriptionId: string) {
   };
 }
 
-/** The subscriptions delivering: the reader shares decoded events between them when there are several. */
-const subscriptions = new Set<string>();
-function counted(id: string, present: boolean): void {
-  if (present) subscriptions.add(id);
-  else subscriptions.delete(id);
-  reader.readers(subscriptions.size);
+/** Adds or removes a subscription; the reader shares decoded events between them when there are several. */
+function counted<T>(result: T): T {
+  reader.readers(dispatcher.count());
+  return result;
 }
 
 function run(call: DeliveryCall): CallResults[CallOp] {
   switch (call.op) {
     case 'add':
-      counted(call.record.id, true);
-      return dispatcher.add(call.record, eventsOf(call.record.id));
+      return counted(dispatcher.add(call.record, eventsOf(call.record.id)));
     case 'update':
       return dispatcher.update(call.record);
     case 'resume':
       return dispatcher.resume(call.subscriptionId);
     case 'remove':
-      counted(call.subscriptionId, false);
-      return dispatcher.remove(call.subscriptionId);
+      return counted(dispatcher.remove(call.subscriptionId));
     case 'seek':
       return dispatcher.seek(call.subscriptionId, call.target);
     case 'stats':

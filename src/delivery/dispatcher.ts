@@ -173,6 +173,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       if (enabled) worker.start();
       else worker.expire(deps.store.firstOffsets());
     },
+    /** How many subscriptions it delivers. */
+    count: (): number => workers.size,
     /** The service's record changed: used from the next step on (filters recompiled when they changed). */
     update(record: SubscriptionRecord): void {
       const entry = subscribed.get(record.id);
