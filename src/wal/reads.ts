@@ -86,15 +86,18 @@ export function createReads(opts: ReadsOptions) {
   function readPage(partition: number, list: IndexEntry[]): ReadPage {
     const { decoded } = opts;
     const events: StoredEvent[] = [];
-    const span = readSpan(decoded ? list.filter((entry) => !decoded.get(partition, entry)) : list);
-    for (const entry of list) {
-      const hit = decoded?.get(partition, entry);
+    const hits = decoded && list.map((entry) => decoded.get(partition, entry));
+    // Only the records not already decoded are read; they lie within the span from the first to the last of them.
+    const span = readSpan(hits ? list.filter((_, i) => !hits[i]) : list);
+    for (let i = 0; i < list.length; i++) {
+      const entry = list[i]!;
+      const hit = hits?.[i];
       if (hit) {
         events.push(hit);
         continue;
       }
       const at = entry.position - (span?.from ?? 0);
-      const frame = span && at >= 0 && at + entry.length <= span.buf.length ? span.buf.subarray(at, at + entry.length) : readFrame(entry);
+      const frame = span ? span.buf.subarray(at, at + entry.length) : readFrame(entry);
       const stored = decodeAt(partition, entry, frame);
       if (!stored) return { events, corruptOffset: entry.offset };
       decoded?.set(stored, entry);
