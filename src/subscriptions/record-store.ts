@@ -3,7 +3,7 @@ import type { SubscriptionRecord } from '../store/subscriptions-repo';
 /** A record with the revision it was stored at: an update must name it (optimistic concurrency). */
 export interface StoredSubscription {
   record: SubscriptionRecord;
-  /** Grows with every write of any record; a later write of a record has a greater revision. */
+  /** A later write of the same record has a greater revision (on the KV store it also orders writes of different records). */
   revision: number;
 }
 
