@@ -15,8 +15,7 @@
  * the receiver all share them, so a second node cannot show scaling here; the figures say what each
  * engine costs per event. Skipped (one line) without nats-server. No targets: the issue asks for figures.
  */
-import fs from 'node:fs';
-import { forkRpc, httpJson, startGateway, type GatewayChild, type RpcChild } from '../lib/children';
+import { cpuSeconds, forkRpc, httpJson, startGateway, type GatewayChild, type RpcChild } from '../lib/children';
 import {
   addCheck,
   baseReport,
@@ -35,20 +34,6 @@ import { round } from '../lib/stats';
 import type { ReceiverStats } from '../procs/receiver';
 import { singleSpec } from './ingest-single';
 import { SKIP_HINT } from './peer-jetstream';
-
-const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
-
-/** User + system CPU seconds a process has used so far (0 once it is gone). */
-function cpuSeconds(pid: number): number {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    // Fields after the command name (which may hold spaces, inside parentheses): utime is the 14th field, stime the 15th.
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_SECOND;
-  } catch {
-    return 0;
-  }
-}
 
 const cpuOf = (pids: number[]) => pids.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
 

@@ -6,22 +6,13 @@
  * core. Target: under 1 %. Each scrape must answer 200 with every
  * subscription's series.
  */
-import fs from 'node:fs';
 import os from 'node:os';
-import { delay, httpJson, startGateway } from '../lib/children';
+import { cpuSeconds, delay, httpJson, startGateway } from '../lib/children';
 import { addCheck, baseReport, below, newDir, removeDir, type CaseReport, type Ctx } from '../lib/common';
 
 const SUBSCRIPTIONS = 100;
 /** One `herald_subscription_state` series per state and subscription (active, paused, validating). */
 const STATES = 3;
-
-/** The process's CPU time so far, in seconds (fields 14 and 15 of /proc/<pid>/stat, in clock ticks). */
-function cpuSeconds(pid: number): number {
-  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  const ticks = Number(fields[11]) + Number(fields[12]);
-  return ticks / 100; // USER_HZ is 100 on Linux
-}
 
 export async function run(ctx: Ctx): Promise<CaseReport> {
   const report = baseReport('metrics', ctx);

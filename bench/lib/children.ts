@@ -366,6 +366,18 @@ export async function waitReady(url: string, timeoutMs: number): Promise<number>
 
 // ---- memory -----------------------------------------------------------------------
 
+/** A process's CPU time so far, user + system, in seconds (fields 14 and 15 of /proc/<pid>/stat); 0 once it is gone. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The fields after the command name (which may hold spaces, inside parentheses).
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100; // USER_HZ is 100 on Linux
+  } catch {
+    return 0;
+  }
+}
+
 /** Samples VmRSS of a pid from /proc every `everyMs`; `stop()` returns the max and a coarse timeline (MB). */
 export function sampleRss(pid: number, everyMs = 100) {
   let maxKb = 0;
