@@ -11,9 +11,9 @@ import { jetStreamNames } from '../../src/jetstream/names';
 import type { SubscriptionRecord } from '../../src/store/subscriptions-repo';
 import type { SubscriptionEvents } from '../../src/subscriptions/delivery-control';
 import { deliverySchema } from '../../src/subscriptions/schema';
-import { newSigningSecret } from '../../src/webhook-policy';
 import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
 import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+import { subscriptionRecord } from '../helpers/subscription-record';
 
 /**
  * The JetStream delivery engine driven directly (as the subscriptions service will on every node),
@@ -33,27 +33,12 @@ function record(
   sink: string,
   over: Omit<Partial<SubscriptionRecord>, 'delivery'> & { delivery?: Record<string, unknown> } = {},
 ): SubscriptionRecord {
-  const now = Date.now();
   const { delivery, ...rest } = over;
-  return {
-    id: randomUUID(),
+  return subscriptionRecord({
     sink,
-    filters: [],
     delivery: deliverySchema.parse({ timeoutMs: 1000, ackDeadlineMs: 1000, retry: { initialDelayMs: 200, maxDelayMs: 1000 }, ...delivery }),
-    startAt: 'latest',
-    state: 'active',
-    stateReason: null,
-    secret: newSigningSecret(),
-    previousSecret: null,
-    previousSecretExpiresAt: null,
-    validation: 'none',
-    validationToken: null,
-    validationDeadline: null,
-    validatedAt: null,
-    createdAt: now,
-    updatedAt: now,
     ...rest,
-  };
+  });
 }
 
 const noEvents = (): SubscriptionEvents & { gone: number } => {

@@ -6,6 +6,7 @@ import { createKvSubscriptionStore } from '../../src/jetstream/subscriptions-kv'
 import { createLogger } from '../../src/logger';
 import type { SubscriptionRecord } from '../../src/store/subscriptions-repo';
 import { RevisionConflict, type RecordChange, type SubscriptionStore } from '../../src/subscriptions/record-store';
+import { subscriptionRecord } from '../helpers/subscription-record';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
 
 /**
@@ -13,25 +14,9 @@ import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsC
  * nodes): atomic create, updates at a revision, reads of the leader, and the watch every node keeps.
  */
 
-const record = (id: string, changes: Partial<SubscriptionRecord> = {}): SubscriptionRecord => ({
-  id,
-  sink: 'http://127.0.0.1:1/hook',
-  filters: [],
-  delivery: {} as SubscriptionRecord['delivery'],
-  startAt: 'latest',
-  state: 'active',
-  stateReason: null,
-  secret: 'whsec_x',
-  previousSecret: null,
-  previousSecretExpiresAt: null,
-  validation: 'none',
-  validationToken: null,
-  validationDeadline: null,
-  validatedAt: null,
-  createdAt: 1,
-  updatedAt: 1,
-  ...changes,
-});
+// Fixed times and secret: a record read back must equal the one built again for the comparison.
+const record = (id: string, changes: Partial<SubscriptionRecord> = {}): SubscriptionRecord =>
+  subscriptionRecord({ id, secret: 'whsec_x', createdAt: 1, updatedAt: 1, ...changes });
 
 describeWithNats('the subscriptions bucket shared by two nodes', () => {
   let cluster: NatsCluster;
