@@ -6,11 +6,33 @@ export type AttributeValue = string | number | boolean;
  * - `json`: the `data` member of a structured event (any JSON value, `null` included);
  * - `bytes`: the body of a binary-mode request, byte for byte;
  * - `base64`: decoded `data_base64` of a structured event (returned as `data_base64` again).
+ *
+ * `json` read back from the log also carries `text`, its serialisation exactly as `JSON.stringify(value)`
+ * wrote it: a delivery sends those bytes instead of parsing and serialising them again.
  */
 export type EventData =
-  { kind: 'none' } | { kind: 'json'; value: unknown } | { kind: 'bytes'; bytes: Buffer } | { kind: 'base64'; bytes: Buffer };
+  { kind: 'none' } | { kind: 'json'; value: unknown; text?: Buffer } | { kind: 'bytes'; bytes: Buffer } | { kind: 'base64'; bytes: Buffer };
 
-/** A validated CloudEvent: every context attribute and extension as received, plus its data. */
+/**
+ * Stored `json` data: its text as written, parsed only when the value itself is asked for (filters
+ * never ask). `text` is not enumerable: the data still compares and serialises as `{ kind, value }`.
+ */
+export function storedJson(text: Buffer): EventData {
+  let parsed = false;
+  let value: unknown;
+  const data = {
+    kind: 'json' as const,
+    get value(): unknown {
+      if (!parsed) {
+        value = JSON.parse(text.toString('utf8'));
+        parsed = true;
+      }
+      return value;
+    },
+  };
+  return Object.defineProperty(data, 'text', { value: text });
+}
+
 export interface CloudEvent {
   attributes: Record<string, AttributeValue>;
   data: EventData;

@@ -54,6 +54,9 @@ export function dataBytes(event: CloudEvent): { body: Buffer; contentType?: stri
     case 'base64':
       return { body: data.bytes, contentType };
     case 'json':
+      // Stored JSON is sent as the log holds it (what JSON.stringify wrote); a string value (text
+      // starting with a quote) may go out unquoted, so it takes the path below.
+      if (data.text !== undefined && data.text[0] !== 0x22) return { body: data.text, contentType: contentType ?? 'application/json' };
       if (isStringPayload(event)) return { body: Buffer.from(data.value as string, 'utf8'), contentType };
       // JSON format §3.1.2: an absent datacontenttype means application/json; say so explicitly.
       return { body: Buffer.from(JSON.stringify(data.value), 'utf8'), contentType: contentType ?? 'application/json' };

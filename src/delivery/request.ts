@@ -26,26 +26,50 @@ export interface DeliveryRequestInput {
   nowSeconds: number;
 }
 
+/** What one attempt adds to its subscription's fields (`requestFor`). */
+export type AttemptFields = Pick<
+  DeliveryRequestInput,
+  'partition' | 'offset' | 'seekGeneration' | 'previousOffset' | 'attempt' | 'deliveryId' | 'redrive' | 'event'
+>;
+
 /**
- * What the subscription gives each of its attempts' requests, on either engine: the secrets signing
- * now (two during a rotation's overlap), its own headers (naming the gateway's origin once the sink
- * consented to a CloudEvents validation handshake, http-webhook §4), and its content mode.
+ * One attempt's request, on either engine: what the subscription gives every request — the secrets
+ * signing now (two during a rotation's overlap), its own headers (naming the gateway's origin once
+ * the sink consented to a CloudEvents validation handshake, http-webhook §4), its content mode —
+ * and the attempt's own fields. The input is one literal, not a spread of the two: built per
+ * attempt, a spread copy cost a tenth of the delivery thread.
  */
-export function subscriptionFields(
-  sub: SubscriptionRecord,
-  now: number,
-  ackUrlBase: string,
-): Pick<DeliveryRequestInput, 'subscriptionId' | 'secret' | 'previousSecret' | 'headers' | 'format'> {
-  return {
+export function requestFor(sub: SubscriptionRecord, now: number, ackUrlBase: string, a: AttemptFields) {
+  return buildDeliveryRequest({
     subscriptionId: sub.id,
     secret: sub.secret,
     previousSecret: previousSecretAt(sub, now),
-    headers:
-      sub.validation === 'cloudevents'
-        ? { ...sub.delivery.headers, 'webhook-request-origin': requestOrigin(ackUrlBase) }
-        : sub.delivery.headers,
+    headers: sub.validation === 'cloudevents' ? withOrigin(sub.delivery.headers, ackUrlBase) : sub.delivery.headers,
     format: sub.delivery.format,
-  };
+    partition: a.partition,
+    offset: a.offset,
+    seekGeneration: a.seekGeneration,
+    previousOffset: a.previousOffset,
+    attempt: a.attempt,
+    deliveryId: a.deliveryId,
+    ackUrlBase,
+    redrive: a.redrive,
+    event: a.event,
+    nowSeconds: Math.floor(now / 1000),
+  });
+}
+
+/** A subscription's headers plus `webhook-request-origin`, built once per headers object and gateway URL. */
+const withOrigins = new WeakMap<object, { ackUrlBase: string; headers: Record<string, string> }>();
+const NO_HEADERS = {};
+
+function withOrigin(headers: Readonly<Record<string, string>> | undefined, ackUrlBase: string): Record<string, string> {
+  const own = headers ?? NO_HEADERS;
+  const found = withOrigins.get(own);
+  if (found?.ackUrlBase === ackUrlBase) return found.headers;
+  const built = { ...own, 'webhook-request-origin': requestOrigin(ackUrlBase) };
+  withOrigins.set(own, { ackUrlBase, headers: built });
+  return built;
 }
 
 /**

@@ -18,7 +18,7 @@ import {
   type PartitionCursor,
 } from './partition-cursor';
 import { createFailureWindow } from './failure-window';
-import { buildDeliveryRequest, subscriptionFields } from './request';
+import { requestFor } from './request';
 import { createFlowControl } from './flow-control';
 
 export interface WorkerDeps {
@@ -366,18 +366,15 @@ export function createSubscriptionWorker(
   async function send(pending: Pending, attemptId: string, attemptNumber: number): Promise<void> {
     const stored = pending.event!;
     const sub = deps.subscription();
-    const request = buildDeliveryRequest({
-      ...subscriptionFields(sub, deps.clock(), deps.ackUrlBase()),
+    const request = requestFor(sub, deps.clock(), deps.ackUrlBase(), {
       partition: pending.partition,
       offset: pending.offset,
       seekGeneration: parts[pending.partition]?.generation ?? 0,
       previousOffset: pending.previousOffset,
       attempt: attemptNumber,
       deliveryId: attemptId,
-      ackUrlBase: deps.ackUrlBase(),
       redrive: pending.redrive,
       event: stored.event,
-      nowSeconds: Math.floor(deps.clock() / 1000),
     });
     const startedAt = deps.clock();
     const storedAt = stored.storedAt;

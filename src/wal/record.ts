@@ -1,5 +1,5 @@
 import { crc32 } from 'node:zlib';
-import type { CloudEvent, EventData } from '../cloudevents/event';
+import { storedJson, type CloudEvent, type EventData } from '../cloudevents/event';
 
 /**
  * On-disk record frame (little-endian):
@@ -164,7 +164,8 @@ export function decodeRecord(frame: Buffer): LogRecord {
   let data: EventData;
   switch (kind) {
     case 'json':
-      data = { kind, value: JSON.parse(dataBytes.toString('utf8')) };
+      // A copy: the frame may be a span of many records, which the event must not keep alive.
+      data = storedJson(Buffer.from(dataBytes));
       break;
     case 'bytes':
     case 'base64':

@@ -2,7 +2,7 @@ import type { JetStreamManager, JsMsg, StoredMsg } from 'nats';
 import type { CloudEvent } from '../../cloudevents/event';
 import { answerOutcome, transition, type AttemptInput, type AttemptState } from '../../delivery/attempt-machine';
 import type { AbortGroup, SendResult } from '../../delivery/http-sender';
-import { buildDeliveryRequest, subscriptionFields } from '../../delivery/request';
+import { requestFor } from '../../delivery/request';
 import { newDeliveryId } from '../../delivery/subscription-worker';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { Attributes } from '../../subscriptions/filter';
@@ -160,18 +160,15 @@ async function send(
   a: { deliveryId: string; attempt: number; previousOffset: number | null },
   group: AbortGroup,
 ): Promise<SendResult> {
-  const request = buildDeliveryRequest({
-    ...subscriptionFields(sub, ctx.clock(), ctx.ackUrlBase()),
+  const request = requestFor(sub, ctx.clock(), ctx.ackUrlBase(), {
     partition: t.partition,
     offset: t.offset,
     seekGeneration: t.generation,
     previousOffset: a.previousOffset,
     attempt: a.attempt,
     deliveryId: a.deliveryId,
-    ackUrlBase: ctx.ackUrlBase(),
     redrive: t.redrive,
     event,
-    nowSeconds: Math.floor(ctx.clock() / 1000),
   });
   return ctx.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, group);
 }

@@ -13,6 +13,7 @@ import {
   frameKey,
   type LogRecord,
 } from '../../../src/wal/record';
+import { toBinaryMessage } from '../../../src/cloudevents/format';
 
 const KEY = frameKey(Buffer.alloc(16, 7));
 
@@ -159,5 +160,44 @@ describe('checkFrame', () => {
 
   it('reports zero-filled space (a preallocated or torn tail) as corrupt, not as a record', () => {
     expect(checkFrame(Buffer.alloc(64), 0, KEY).status).toBe('corrupt');
+  });
+});
+
+describe('stored JSON data read back', () => {
+  const decoded = (value: unknown, datacontenttype?: string) =>
+    decodeRecord(
+      encodeRecord(
+        {
+          partition: 3,
+          offset: 17,
+          storedAt: 1,
+          event: { attributes: { ...attributes, ...(datacontenttype && { datacontenttype }) }, data: { kind: 'json', value } },
+        },
+        KEY,
+      ),
+    ).event;
+
+  it.each<[string, unknown, string | undefined, string]>([
+    ['an object', { a: [1, 'two', null], é: 1.5e-7 }, 'application/json', '{"a":[1,"two",null],"é":1.5e-7}'],
+    ['an array without a datacontenttype', [true, 0], undefined, '[true,0]'],
+    ['null', null, 'application/json', 'null'],
+    ['a JSON string under a JSON type', 'quoted "text"', 'application/json', '"quoted \\"text\\""'],
+    ['a string under a text type (sent unquoted)', 'plain text', 'text/plain', 'plain text'],
+  ])('is delivered in binary mode as the bytes JSON.stringify wrote: %s', (_name, value, type, body) => {
+    const event = decoded(value, type);
+    const message = toBinaryMessage(event);
+    expect(message.body.toString('utf8')).toBe(body);
+    expect(message.headers['content-type']).toBe(type ?? 'application/json');
+    expect(event.data).toEqual({ kind: 'json', value });
+  });
+
+  it('keeps the stored text (not a parse and a new serialisation) for the body, and no part of the frame', () => {
+    const frame = encodeRecord(record({ kind: 'json', value: { big: 'x'.repeat(100) } }), KEY);
+    const event = decodeRecord(frame).event;
+    const data = event.data as { text?: Buffer };
+    expect(toBinaryMessage(event).body).toBe(data.text);
+    frame.fill(0); // a copy: the event keeps no part of the (possibly many records long) read
+    expect(JSON.parse(data.text!.toString('utf8'))).toEqual({ big: 'x'.repeat(100) });
+    expect(Object.keys(event.data)).toEqual(['kind', 'value']);
   });
 });
