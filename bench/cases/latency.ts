@@ -23,6 +23,9 @@
  *
  * Latency is measured from the moment a request was due (not when a free
  * connection picked it up), so a server that falls behind cannot hide it.
+ * Each measured gateway (Herald's and the baseline's) is a fresh process with a
+ * fresh data dir, warmed for 3 s at the same rate (its events delivered) before
+ * the measured window.
  */
 import { httpJson, runJson, startGateway, startServer, stopChild } from '../lib/children';
 import {
@@ -145,13 +148,19 @@ export async function run(ctx: Ctx): Promise<CaseReport> {
           startAt: 'latest',
         });
         if (sub.status !== 201) throw new Error(`POST /subscriptions answered ${sub.status}`);
+        const port = Number(new URL(gw.url).port);
+        // The measured process is warmed first, at the same rate: a fresh gateway's first seconds
+        // (code not yet optimised) put it seconds behind an open-loop schedule, which is start-up, not latency.
+        const warm = await runLoad(openSpec(port, atRate, warmupMs, uniqueTag('w')));
+        await receiver.call('wait', { key, count: warm.okEvents, timeoutMs: 60_000 });
+        await receiver.call('forget', { key });
         const tag = uniqueTag('l');
-        const r = await runLoad(openSpec(Number(new URL(gw.url).port), atRate, ms, tag));
+        const r = await runLoad(openSpec(port, atRate, ms, tag));
         lastWindowUs = r.windowUs;
         const { stats } = await receiver.call<{ stats: ReceiverStats }>('wait', { key, count: r.okEvents, timeoutMs: 60_000 });
         await receiver.call('forget', { key });
         if (withReport) {
-          for (const check of await checkIngest(gw, r, tag)) addCheck(report, check);
+          for (const check of await checkIngest(gw, r, tag, undefined, warm)) addCheck(report, check);
           addCheck(report, {
             name: 'every acknowledged event reached the receiver',
             ok: stats.distinct >= r.okEvents,
