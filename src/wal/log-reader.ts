@@ -97,10 +97,10 @@ function createTailView(partitions: number) {
       const count = new Array<number>(partitions).fill(0);
       const n = committed.numbers;
       const f = committed.frames;
-      // A structured clone arrives as a plain Uint8Array: the decoder reads it through Buffer's methods.
       const start = n[2] ?? 0;
       // Only bytes that span exactly the group's records are used (they always do: a group is one write).
       const fits = f !== undefined && f.length > 0 && f.length === committed.end - start;
+      // A structured clone arrives as a plain Uint8Array: the decoder reads it through Buffer's methods.
       const frames = fits ? Buffer.from(f.buffer, f.byteOffset, f.byteLength) : undefined;
       const group: TailGroup = { end: committed.end, count, records: n.length / POSITION_FIELDS, start, frames };
       for (let i = 0; i < n.length; i += POSITION_FIELDS) {
