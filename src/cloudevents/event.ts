@@ -16,6 +16,7 @@ export type EventData =
 /**
  * Stored `json` data: its text as written, parsed only when the value itself is asked for (filters
  * never ask). `text` is not enumerable: the data still compares and serialises as `{ kind, value }`.
+ * The text passed the record's keyed checksum, so it is what `JSON.stringify` wrote and parses.
  */
 export function storedJson(text: Buffer): EventData {
   let parsed = false;
@@ -33,6 +34,7 @@ export function storedJson(text: Buffer): EventData {
   return Object.defineProperty(data, 'text', { value: text });
 }
 
+/** A validated CloudEvent: every context attribute and extension as received, plus its data. */
 export interface CloudEvent {
   attributes: Record<string, AttributeValue>;
   data: EventData;

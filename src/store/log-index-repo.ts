@@ -4,8 +4,6 @@ export interface IndexEntry {
   offset: number;
   position: number;
   length: number;
-  /** The record's bytes, when a reader still holds them in memory (the delivery thread's tail). */
-  bytes?: Buffer;
 }
 
 /** `log_index`: (partition, offset) → byte range in the log. Owned by the local event store. */

@@ -195,9 +195,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     group.entries.forEach((e, i) =>
       numbers.set([e.partition, e.offset, group.positions[i]!, e.frame.length, e.storedAt], i * POSITION_FIELDS),
     );
-    // A group is written contiguously (it never spans segments), so its frames in order are its bytes.
-    const frames = Buffer.concat(group.entries.map((e) => e.frame));
-    return { end: group.end, segmentBase: segments.baseOf(group.positions[0]!), numbers, frames };
+    return { end: group.end, segmentBase: segments.baseOf(group.positions[0]!), numbers };
   }
 
   /** The first offsets once everything before `through` is deleted (as `retired` will find them). */

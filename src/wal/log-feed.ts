@@ -16,11 +16,6 @@ export interface GroupPositions {
   segmentBase: number;
   /** Per record: partition, offset, position, length, storedAt. */
   numbers: Float64Array;
-  /**
-   * The group's records as written, from its first record's position (absent in a snapshot's tail):
-   * a reader serves fresh events from these bytes instead of reading them back from the file.
-   */
-  frames?: Uint8Array;
 }
 
 /** Where a reader starts: everything it needs to read what is committed now. */

@@ -7,36 +7,18 @@ import { POSITION_FIELDS, firstAtOrAfter, type GroupPositions, type LogSnapshot 
 import { createDecodedCache, createReads } from './reads';
 import { openSegmentReader } from './segment-log';
 
-/** A committed group as the tail holds it; `frames` (its bytes) go first, when the bound needs room. */
-interface TailGroup {
-  end: number;
-  count: number[];
-  records: number;
-  start: number;
-  frames: Buffer | undefined;
-}
-
-interface TailRecord {
-  offset: number;
-  position: number;
-  length: number;
+interface TailRecord extends IndexEntry {
   storedAt: number;
-  group: TailGroup;
 }
 
 /**
  * How many indexed records the tail keeps past the indexer's confirmation: a subscription a few
- * seconds behind the head reads them from memory, not through a read transaction on `index.db`
+ * seconds behind the head finds them in memory, not through a read transaction on `index.db`
  * (which, with the indexer committing beside it, cost ~200 µs a read: 6.5 % of the delivery thread
- * at an open-loop 3,300 events/s). About 60 bytes each.
+ * at an open-loop 3,300 events/s). About 60 bytes each. The bytes are still read from the file, so a
+ * record that changed on disk is never delivered.
  */
 const KEEP_INDEXED = 32_768;
-/**
- * Bytes of committed groups the tail keeps, newest first: a subscription that keeps up decodes fresh
- * events from them, without a read of the file (11 % of the delivery thread at an open-loop 3,300
- * events/s, one read per event). Past the bound, records are read from the file as before.
- */
-const KEEP_FRAME_BYTES = 4 * 1024 * 1024;
 
 /**
  * The committed records `index.db` does not hold yet, as the writing thread told them (its indexer's
@@ -44,11 +26,9 @@ const KEEP_FRAME_BYTES = 4 * 1024 * 1024;
  * Groups go once the indexer confirmed them and they are past that window, or retention deletes them.
  */
 function createTailView(partitions: number) {
-  const groups: TailGroup[] = [];
-  /** Groups still holding their bytes, oldest first (from `framesAt`), and how many bytes they hold. */
-  const withFrames: TailGroup[] = [];
-  let framesAt = 0;
-  let frameBytes = 0;
+  /** Groups in log order, from `groupsAt` (the consumed front is cut off now and then, not shifted per group). */
+  const groups: { end: number; count: number[]; records: number }[] = [];
+  let groupsAt = 0;
   const byPartition: TailRecord[][] = Array.from({ length: partitions }, () => []);
   const at = new Array<number>(partitions).fill(0);
   let indexedThrough = 0;
@@ -59,13 +39,16 @@ function createTailView(partitions: number) {
   const seek = (partition: number, offset: number): number => firstAtOrAfter(byPartition[partition]!, at[partition]!, offset);
 
   function prune(): void {
-    for (;;) {
-      const first = groups[0];
-      if (!first || first.end > indexedThrough || (kept <= KEEP_INDEXED && first.end > retiredThrough)) break;
-      groups.shift();
+    while (groupsAt < groups.length) {
+      const first = groups[groupsAt]!;
+      if (first.end > indexedThrough || (kept <= KEEP_INDEXED && first.end > retiredThrough)) break;
+      groupsAt++;
       kept -= first.records;
-      dropFrames(first);
       first.count.forEach((n, p) => (at[p]! += n));
+    }
+    if (groupsAt > 1024 && groupsAt * 2 > groups.length) {
+      groups.splice(0, groupsAt);
+      groupsAt = 0;
     }
     for (let p = 0; p < partitions; p++) {
       if (at[p]! > 1024 && at[p]! * 2 > byPartition[p]!.length) {
@@ -75,42 +58,18 @@ function createTailView(partitions: number) {
     }
   }
 
-  function dropFrames(group: TailGroup): void {
-    if (!group.frames) return;
-    frameBytes -= group.frames.length;
-    group.frames = undefined;
-  }
-
-  function keepFrames(group: TailGroup): void {
-    if (!group.frames) return;
-    withFrames.push(group);
-    frameBytes += group.frames.length;
-    while (frameBytes > KEEP_FRAME_BYTES && framesAt < withFrames.length) dropFrames(withFrames[framesAt++]!);
-    if (framesAt > 1024 && framesAt * 2 > withFrames.length) {
-      withFrames.splice(0, framesAt);
-      framesAt = 0;
-    }
-  }
-
   return {
-    add(committed: GroupPositions): void {
+    add(group: GroupPositions): void {
       const count = new Array<number>(partitions).fill(0);
-      const n = committed.numbers;
-      const f = committed.frames;
-      const start = n[2] ?? 0;
-      // Only bytes that span exactly the group's records are used (they always do: a group is one write).
-      const fits = f !== undefined && f.length > 0 && f.length === committed.end - start;
-      // A structured clone arrives as a plain Uint8Array: the decoder reads it through Buffer's methods.
-      const frames = fits ? Buffer.from(f.buffer, f.byteOffset, f.byteLength) : undefined;
-      const group: TailGroup = { end: committed.end, count, records: n.length / POSITION_FIELDS, start, frames };
+      const n = group.numbers;
       for (let i = 0; i < n.length; i += POSITION_FIELDS) {
         const partition = n[i]!;
-        byPartition[partition]!.push({ offset: n[i + 1]!, position: n[i + 2]!, length: n[i + 3]!, storedAt: n[i + 4]!, group });
+        byPartition[partition]!.push({ offset: n[i + 1]!, position: n[i + 2]!, length: n[i + 3]!, storedAt: n[i + 4]! });
         count[partition]!++;
       }
-      groups.push(group);
-      kept += group.records;
-      keepFrames(group);
+      const records = n.length / POSITION_FIELDS;
+      groups.push({ end: group.end, count, records });
+      kept += records;
     },
     /** The indexer wrote everything before `through`: those groups may go, past the newest kept. */
     confirm(through: number): void {
@@ -122,11 +81,13 @@ function createTailView(partitions: number) {
       retiredThrough = Math.max(retiredThrough, through);
       prune();
     },
+    /** What the tail holds (tests and diagnostics); `arrays` counts entries not yet cut off the front. */
+    sizes: () => ({ records: kept, arrays: groups.length + byPartition.reduce((n, list) => n + list.length, 0) }),
     /** Lookups by source+id are not a reader's business (delivery never asks). */
     find: () => undefined,
-    range(partition: number, offset: number, limit: number): IndexEntry[] {
+    range(partition: number, offset: number, limit: number): TailRecord[] {
       const from = seek(partition, offset);
-      return byPartition[partition]!.slice(from, from + limit).map(entryOf);
+      return byPartition[partition]!.slice(from, from + limit);
     },
     firstOffset: (partition: number): number | undefined => byPartition[partition]![at[partition]!]?.offset,
     firstOffsetAt(partition: number, atMs: number): number | undefined {
@@ -135,13 +96,6 @@ function createTailView(partitions: number) {
       return undefined;
     },
   };
-}
-
-/** A tail record as an index entry, with its bytes while its group still holds them. */
-function entryOf(r: TailRecord): IndexEntry {
-  const frames = r.group.frames;
-  const at = r.position - r.group.start;
-  return { offset: r.offset, position: r.position, length: r.length, bytes: frames?.subarray(at, at + r.length) };
 }
 
 /**
@@ -213,6 +167,8 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
       for (const listener of appendListeners) listener(grown);
     },
     indexed: (through: number) => tail.confirm(through),
+    /** What its tail holds (see `createTailView`). */
+    tailSizes: () => tail.sizes(),
     /** How many subscriptions read the log: decoded records are kept for them to share when more than one do. */
     readers(count: number): void {
       decoded.resize(count > 1 ? DECODED_CACHE_BYTES : 0);

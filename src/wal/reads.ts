@@ -87,8 +87,8 @@ export function createReads(opts: ReadsOptions) {
     const { decoded } = opts;
     const events: StoredEvent[] = [];
     const hits = decoded && list.map((entry) => decoded.get(partition, entry));
-    // Only the records neither decoded nor in memory are read; they lie within the span from the first to the last of them.
-    const span = readSpan(list.filter((entry, i) => !hits?.[i] && !entry.bytes));
+    // Only the records not already decoded are read; they lie within the span from the first to the last of them.
+    const span = readSpan(hits ? list.filter((_, i) => !hits[i]) : list);
     for (let i = 0; i < list.length; i++) {
       const entry = list[i]!;
       const hit = hits?.[i];
@@ -97,7 +97,7 @@ export function createReads(opts: ReadsOptions) {
         continue;
       }
       const at = entry.position - (span?.from ?? 0);
-      const frame = entry.bytes ?? (span ? span.buf.subarray(at, at + entry.length) : readFrame(entry));
+      const frame = span ? span.buf.subarray(at, at + entry.length) : readFrame(entry);
       const stored = decodeAt(partition, entry, frame);
       if (!stored) return { events, corruptOffset: entry.offset };
       decoded?.set(stored, entry);

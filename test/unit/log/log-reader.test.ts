@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import { createLogger } from '../../../src/logger';
-import { openDatabase } from '../../../src/store/db';
+import { openConnection, openDatabase } from '../../../src/store/db';
 import { openLocalEventStore } from '../../../src/wal/local-event-store';
 import { openLogReader, type LogReaderView } from '../../../src/wal/log-reader';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
@@ -149,33 +149,37 @@ describe('log reader (the delivery thread view of the log)', () => {
   });
 });
 
-describe('log reader: fresh events from memory', () => {
-  it('serves events committed since it started from the bytes it was sent, indexed or not, and reads the file for older ones', async () => {
+describe('log reader: the newest indexed records', () => {
+  it('keeps their positions past the indexer confirming them: reads of fresh events need no index.db', async () => {
     const o = open();
     try {
-      await o.store.append(Array.from({ length: 12 }, (_, i) => ev(`old${i}`)));
-      const reader = o.reader(); // these are in its snapshot: positions only
-      await o.store.append(Array.from({ length: 12 }, (_, i) => ev(`new${i}`)));
-      await o.store.indexed(); // the indexer confirmed every group: the reader keeps the newest anyway
-      // Every byte on disk is lost: what the reader was sent still reads back, and only that.
-      const walDir = path.join(o.dir, 'wal');
-      for (const f of fs.readdirSync(walDir).filter((name) => name.endsWith('.seg'))) {
-        const file = path.join(walDir, f);
-        fs.writeFileSync(file, Buffer.alloc(fs.statSync(file).size));
-      }
-      const ids = new Set<string>();
-      let corrupt = 0;
-      for (let p = 0; p < reader.partitions; p++) {
-        for (let from = 0; from < reader.heads()[p]!;) {
-          const page = reader.read(p, from, 100);
-          for (const e of page.events) ids.add(e.event.attributes.id as string);
-          if (page.corruptOffset === undefined) break;
-          corrupt++;
-          from = page.corruptOffset + 1;
-        }
-      }
-      expect([...ids].sort()).toEqual(Array.from({ length: 12 }, (_, i) => `new${i}`).sort());
-      expect(corrupt).toBe(12);
+      const reader = o.reader();
+      const stored = await o.store.append(Array.from({ length: 24 }, (_, i) => ev(`fresh${i}`)));
+      await o.store.indexed(); // every group confirmed
+      // index.db loses its rows: the reader still finds every fresh event (and reads it from the file).
+      const indexDb = openConnection(o.store.feed.snapshot().indexDbFile);
+      indexDb.prepare('DELETE FROM log_index').run();
+      indexDb.close();
+      const read = everything(reader).flat();
+      expect(read.map((e) => e.event.attributes.id).sort()).toEqual(stored.map((s) => s.id).sort());
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('keeps at most 32,768 of them, and its arrays shrink with it', async () => {
+    const o = open();
+    try {
+      const reader = o.reader();
+      for (let round = 0; round < 400; round++) await o.store.append(Array.from({ length: 100 }, (_, i) => ev(`m${round}-${i}`)));
+      await o.store.indexed();
+      const sizes = reader.tailSizes();
+      expect(sizes.records).toBeLessThanOrEqual(32_768);
+      expect(sizes.records).toBeGreaterThan(32_000);
+      // Entries cut off the front go in halves: never more than twice what is kept.
+      expect(sizes.arrays).toBeLessThanOrEqual(2 * (sizes.records + 400));
+      const read = Array.from({ length: reader.partitions }, (_, p) => reader.read(p, 0, 40_000).events.length);
+      expect(read.reduce((a, b) => a + b, 0)).toBe(40_000);
     } finally {
       await o.close();
     }
