@@ -5,7 +5,7 @@ import { coerceError } from '../errors';
 import type { IndexEntry } from '../store/log-index-repo';
 import { NUMBERS_PER_ROW, type FromIndexer, type IndexColumns, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
 import type { PendingEntry } from './sequencer';
-import { firstAtOrAfter } from './log-feed';
+import { cutConsumedFront, firstAtOrAfter } from './log-feed';
 import { THREAD_LIMITS } from '../thread-limits';
 
 /** A committed record the index worker has not confirmed yet. */
@@ -184,18 +184,8 @@ export function createIndexer(opts: IndexerOptions) {
    * their group by long.
    */
   function compact(): void {
-    if (groupsAt > COMPACT_AFTER && groupsAt * 2 > groups.length) {
-      groups.splice(0, groupsAt);
-      groupsAt = 0;
-    }
-    for (let p = 0; p < opts.partitions; p++) {
-      const at = partitionAt[p]!;
-      const list = byPartition[p]!;
-      if (at > COMPACT_AFTER && at * 2 > list.length) {
-        list.splice(0, at);
-        partitionAt[p] = 0;
-      }
-    }
+    groupsAt = cutConsumedFront(groups, groupsAt, COMPACT_AFTER);
+    for (let p = 0; p < opts.partitions; p++) partitionAt[p] = cutConsumedFront(byPartition[p]!, partitionAt[p]!, COMPACT_AFTER);
   }
 
   function hasRoom(): boolean {

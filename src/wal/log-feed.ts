@@ -52,6 +52,17 @@ export interface LogFeed {
 }
 
 /**
+ * For a queue kept as an array read from index `at`: cuts off the consumed front once it is longer
+ * than `after` and most of the array (amortised: each entry moves at most once per halving, rather
+ * than a shift per entry). Returns the new read index.
+ */
+export function cutConsumedFront(list: unknown[], at: number, after: number): number {
+  if (at <= after || at * 2 <= list.length) return at;
+  list.splice(0, at);
+  return 0;
+}
+
+/**
  * In a list of one partition's tail records in offset order, the index of the first at or after
  * `offset`, searching from `from` (the entries before it are pruned).
  */

@@ -3,7 +3,7 @@ import { openConnection } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
 import type { LogReader } from './event-store';
-import { POSITION_FIELDS, firstAtOrAfter, type GroupPositions, type LogSnapshot } from './log-feed';
+import { POSITION_FIELDS, cutConsumedFront, firstAtOrAfter, type GroupPositions, type LogSnapshot } from './log-feed';
 import { createDecodedCache, createReads } from './reads';
 import { openSegmentReader } from './segment-log';
 
@@ -46,16 +46,8 @@ function createTailView(partitions: number) {
       kept -= first.records;
       first.count.forEach((n, p) => (at[p]! += n));
     }
-    if (groupsAt > 1024 && groupsAt * 2 > groups.length) {
-      groups.splice(0, groupsAt);
-      groupsAt = 0;
-    }
-    for (let p = 0; p < partitions; p++) {
-      if (at[p]! > 1024 && at[p]! * 2 > byPartition[p]!.length) {
-        byPartition[p]!.splice(0, at[p]!);
-        at[p] = 0;
-      }
-    }
+    groupsAt = cutConsumedFront(groups, groupsAt, 1024);
+    for (let p = 0; p < partitions; p++) at[p] = cutConsumedFront(byPartition[p]!, at[p]!, 1024);
   }
 
   return {

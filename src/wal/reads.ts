@@ -4,6 +4,7 @@ import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { IndexEntry, LogIndexRepo } from '../store/log-index-repo';
 import type { ReadPage, StoredEvent } from './event-store';
 import { idempotencyKey } from './key-filter';
+import { cutConsumedFront } from './log-feed';
 import { verifyAndDecode } from './record';
 import type { SegmentReads } from './segment-log';
 
@@ -179,10 +180,7 @@ export function createDecodedCache(opts: { maxBytes: number }) {
       map!.delete(oldest.offset);
     }
     // The queue is compacted now and then rather than shifted per eviction.
-    if (orderAt > 4096 && orderAt * 2 > order.length) {
-      order.splice(0, orderAt);
-      orderAt = 0;
-    }
+    orderAt = cutConsumedFront(order, orderAt, 4096);
   }
 
   return {
