@@ -133,17 +133,16 @@ function configText(node: NatsServerNode, clusterName: string, peers: NatsServer
     `  max_memory_store: 64MB`,
     `  max_file_store: 1GB`,
     `}`,
-    `cluster {`,
-    `  name: ${clusterName}`,
-    `  listen: 127.0.0.1:${node.clusterPort}`,
-    `  routes: [ ${routes.join(', ')} ]`,
-    `}`,
+    // One server runs JetStream standalone (a cluster of one needs routes).
+    ...(peers.length > 1
+      ? [`cluster {`, `  name: ${clusterName}`, `  listen: 127.0.0.1:${node.clusterPort}`, `  routes: [ ${routes.join(', ')} ]`, `}`]
+      : []),
     '',
   ].join('\n');
 }
 
 /**
- * Starts `size` (default 3) clustered servers with JetStream and waits for the meta leader.
+ * Starts `size` (default 3) clustered servers with JetStream (1: one standalone server) and waits for the meta leader.
  * @throws when nats-server is not installed, naming how to install it
  */
 export async function startNatsCluster(opts: { size?: number } = {}): Promise<NatsCluster> {

@@ -2,8 +2,14 @@ import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from 'nats';
 import type { Logger } from 'pino';
 import { AbortGroup } from '../../delivery/http-sender';
 
-/** A pull waits at most this long for messages: bounds how long `stop` and a pause take to be seen. */
-const FETCH_EXPIRES_MS = 1000;
+/**
+ * Each pull request the consumer keeps open at the server lasts this long; its idle heartbeats come
+ * at half of it, and two missed ones (a consumer leader that moved or died) re-pull. Pulls are
+ * re-issued by nats.js on one inbox that lives as long as the session, so a message the server sends
+ * as a request ends is still received (a `fetch` drops it once its client-side timer fires first,
+ * and the message then waits out `ack_wait` with one of its attempts spent).
+ */
+const PULL_EXPIRES_MS = 2000;
 /** Pause after a failed pull (consumer missing, cluster unreachable) before the next one. */
 const RETRY_PAUSE_MS = 500;
 /** How often an inactive (paused, validating) puller looks again. */
@@ -39,8 +45,9 @@ export interface PullerDeps {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /**
- * Pulls one durable consumer in a loop, bounded batches (`capacity` minus open attempts), each
- * message handed to `handle`. Several nodes pull the same consumer: JetStream gives each message to
+ * Pulls one durable consumer while its subscription is active: a consume session (nats.js keeps at
+ * most `capacity` messages requested, on one inbox), each message handed to `handle` once fewer than
+ * `capacity` attempts are open. Several nodes pull the same consumer: JetStream gives each message to
  * one of them, and with `max_ack_pending` 1 holds the next until it is settled.
  */
 export function createPuller(deps: PullerDeps) {
@@ -48,7 +55,7 @@ export function createPuller(deps: PullerDeps) {
   const group = new AbortGroup();
   const open = new Set<Promise<void>>();
   let consumer: Consumer | undefined;
-  let batch: ConsumerMessages | undefined;
+  let session: ConsumerMessages | undefined;
 
   const move = (input: PullerInput) => {
     state = PULLER[state][input] ?? state;
@@ -64,33 +71,54 @@ export function createPuller(deps: PullerDeps) {
     open.add(p);
   }
 
-  async function pullOnce(room: number): Promise<void> {
+  /** Waits until fewer than `capacity` attempts are open (JetStream's max_ack_pending bounds them too). */
+  async function roomForOne(): Promise<void> {
+    while (open.size >= Math.max(1, deps.capacity())) await Promise.race(open);
+  }
+
+  /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
+  async function consumeWhileActive(): Promise<void> {
     consumer ??= await deps.js.consumers.get(deps.stream, deps.consumer);
-    batch = await consumer.fetch({ max_messages: room, expires: FETCH_EXPIRES_MS });
-    for await (const msg of batch) {
-      // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
-      if (state !== 'pulling') break;
-      // Paused (here or, through the subscriptions bucket, on another node) while the fetch was open:
-      // nothing more is sent. The message goes back at once, to be pulled again after the resume; this
-      // counts as one of its deliveries, as JetStream counts them.
-      if (!deps.active()) {
-        msg.nak(IDLE_MS);
-        batch.stop();
-        continue;
+    const messages = await consumer.consume({
+      max_messages: Math.max(1, deps.capacity()),
+      expires: PULL_EXPIRES_MS,
+      // A consumer deleted by a seek or a delete (on any node) ends the session, for `onPullError` to repair.
+      abort_on_missing_resource: true,
+    });
+    session = messages;
+    // Paused with nothing arriving, or stopped while the session was opening: ends within IDLE_MS.
+    const watch = setInterval(() => {
+      if (state !== 'pulling' || !deps.active()) messages.stop();
+    }, IDLE_MS).unref();
+    try {
+      for await (const msg of messages) {
+        // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
+        if (state !== 'pulling') break;
+        // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
+        // more is sent. The message goes back at once, to be pulled again after the resume; this
+        // counts as one of its deliveries, as JetStream counts them.
+        if (!deps.active()) {
+          msg.nak(IDLE_MS);
+          messages.stop();
+          continue;
+        }
+        await roomForOne();
+        track(msg);
       }
-      track(msg);
+    } finally {
+      clearInterval(watch);
+      session = undefined;
     }
-    batch = undefined;
   }
 
   async function loop(): Promise<void> {
     while (state === 'pulling') {
-      const room = deps.capacity() - open.size;
       if (!deps.active()) await sleep(IDLE_MS);
-      else if (room <= 0) await Promise.race([...open, sleep(FETCH_EXPIRES_MS)]);
       else {
         try {
-          await pullOnce(room);
+          await consumeWhileActive();
+          // Ended by itself while still active (a pause and resume between two looks): not a hot loop.
+          if (state === 'pulling' && deps.active()) await sleep(IDLE_MS);
         } catch (err) {
           consumer = undefined;
           if (state !== 'pulling') break;
@@ -113,7 +141,7 @@ export function createPuller(deps: PullerDeps) {
     async stop(graceMs: number): Promise<void> {
       if (state !== 'pulling') return;
       move('stop');
-      batch?.stop();
+      session?.stop();
       await done;
       if (open.size > 0) await Promise.race([Promise.all(open), sleep(graceMs)]);
       group.abort();

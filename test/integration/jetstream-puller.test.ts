@@ -1,0 +1,137 @@
+import { AckPolicy, connect, type JsMsg, type NatsConnection } from 'nats';
+import { createPuller, type Puller } from '../../src/jetstream/delivery/puller';
+import { createLogger } from '../../src/logger';
+import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+
+/**
+ * The puller of one JetStream consumer against a real nats-server: no delivery JetStream counts may
+ * be dropped on the client (each one spends an attempt, and waits out `ack_wait` before it is sent
+ * again), whether it lands as a pull ends while the event loop is busy or while the subscription is
+ * paused.
+ */
+
+const ACK_WAIT_MS = 10_000;
+
+interface Seen {
+  at: number;
+  deliveryCount: number;
+}
+
+describeWithNats('the JetStream puller', () => {
+  let cluster: NatsCluster;
+  let nc: NatsConnection;
+  const pullers: Puller[] = [];
+  const prefix = uniquePrefix('puller');
+  let n = 0;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster({ size: 1 });
+    nc = await connect({ servers: cluster.urls });
+  }, 60_000);
+
+  afterAll(async () => {
+    for (const p of pullers) await p.stop(0);
+    await nc?.close();
+    await cluster?.stop();
+  }, 30_000);
+
+  /** A stream with one message and an explicit-ack consumer (max_ack_pending 1) on it. */
+  async function oneMessage(): Promise<{ stream: string; consumer: string }> {
+    const stream = `${prefix}_${++n}`;
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait: ACK_WAIT_MS * 1e6, max_ack_pending: 1 });
+    await nc.jetstream().publish(`${stream}.x`, 'hello');
+    return { stream, consumer: 'c' };
+  }
+
+  function start(target: { stream: string; consumer: string }, handle: (msg: JsMsg) => void, active: () => boolean = () => true) {
+    const puller = createPuller({
+      js: nc.jetstream(),
+      ...target,
+      capacity: () => 1,
+      active,
+      handle: async (msg) => handle(msg),
+      onPullError: async () => undefined,
+      log: createLogger('silent'),
+    });
+    pullers.push(puller);
+    return puller;
+  }
+
+  const busyFor = (ms: number) => {
+    const end = Date.now() + ms;
+    while (Date.now() < end);
+  };
+
+  it('handles a redelivery that lands as a pull expires while the loop is busy as the next attempt, none dropped', async () => {
+    // The nak's delay ends as a pull request opened just after it expires at the server (1 s for a
+    // loop of `fetch`es, 2 s for a consume session's pulls), while the loop is busy from before until
+    // after the client's own timers. A `fetch` then dropped the message after JetStream had counted it
+    // (about half the runs): it came back only after ack_wait, as attempt 3.
+    for (const delay of [...Array<number>(8).fill(1000), ...Array<number>(3).fill(2000)]) {
+      const seen: Seen[] = [];
+      const t0 = Date.now();
+      const puller = start(await oneMessage(), (msg) => {
+        seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
+        if (msg.info.deliveryCount > 1) return msg.ack();
+        msg.nak(delay);
+        setTimeout(() => busyFor(400), delay - 100);
+      });
+      await waitUntil('a second delivery', () => seen.length >= 2, ACK_WAIT_MS + 5000, 20);
+      await puller.stop(0);
+      expect({ delay, counts: seen.map((x) => x.deliveryCount) }).toEqual({ delay, counts: [1, 2] });
+      expect(seen[1]!.at - seen[0]!.at).toBeLessThan(ACK_WAIT_MS / 2);
+    }
+  }, 60_000);
+
+  it('pulls nothing while paused and delivers a message published meanwhile at once after the resume, as attempt 1', async () => {
+    let active = false;
+    const seen: Seen[] = [];
+    const stream = `${prefix}_${++n}`;
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait: ACK_WAIT_MS * 1e6, max_ack_pending: 1 });
+    const t0 = Date.now();
+    start(
+      { stream, consumer: 'c' },
+      (msg) => {
+        seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
+        msg.ack();
+      },
+      () => active,
+    );
+    // Active for a moment (a pull is open at the server), then paused before the message exists.
+    active = true;
+    await new Promise((r) => setTimeout(r, 500));
+    active = false;
+    await new Promise((r) => setTimeout(r, 600));
+    await nc.jetstream().publish(`${stream}.x`, 'while paused');
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(seen).toEqual([]);
+    const resumedAt = Date.now() - t0;
+    active = true;
+    await waitUntil('the delivery after the resume', () => seen.length >= 1, ACK_WAIT_MS + 5000, 20);
+    expect(seen[0]!.deliveryCount).toBe(1);
+    expect(seen[0]!.at - resumedAt).toBeLessThan(ACK_WAIT_MS / 2);
+  }, 30_000);
+
+  it('ends its pull with an error when the consumer is deleted, for the subscription to repair', async () => {
+    const target = await oneMessage();
+    const errors: unknown[] = [];
+    const puller = createPuller({
+      js: nc.jetstream(),
+      ...target,
+      capacity: () => 1,
+      active: () => true,
+      handle: async (msg) => msg.ack(),
+      onPullError: async (err) => void errors.push(err),
+      log: createLogger('silent'),
+    });
+    pullers.push(puller);
+    await new Promise((r) => setTimeout(r, 500));
+    await (await nc.jetstreamManager()).consumers.delete(target.stream, target.consumer);
+    await waitUntil('the pull error', () => errors.length > 0, 10_000, 20);
+    expect(puller.state).toBe('pulling');
+  }, 30_000);
+});
