@@ -116,6 +116,76 @@ describeWithNats('the JetStream puller', () => {
     expect(seen[0]!.at - resumedAt).toBeLessThan(ACK_WAIT_MS / 2);
   }, 30_000);
 
+  /** A stream with `count` messages and an explicit-ack consumer allowing `maxAckPending` unacked. */
+  async function messages(count: number, maxAckPending: number): Promise<{ stream: string; consumer: string }> {
+    const stream = `${prefix}_${++n}`;
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
+    const ack_wait = ACK_WAIT_MS * 1e6;
+    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait, max_ack_pending: maxAckPending });
+    for (let i = 0; i < count; i++) await nc.jetstream().publish(`${stream}.x`, `m${i}`);
+    return { stream, consumer: 'c' };
+  }
+
+  it('pulls in batches of a new capacity once it changes (maxInFlight or ordering changed)', async () => {
+    const target = await messages(200, 8);
+    const batches: number[] = [];
+    const requests = nc.subscribe(`$JS.API.CONSUMER.MSG.NEXT.${target.stream}.${target.consumer}`, {
+      callback: (_err, m) => batches.push((m.json() as { batch: number }).batch),
+    });
+    let capacity = 1;
+    let handled = 0;
+    const puller = createPuller({
+      js: nc.jetstream(),
+      ...target,
+      capacity: () => capacity,
+      active: () => true,
+      handle: async (msg) => {
+        handled++;
+        await new Promise((r) => setTimeout(r, 20));
+        msg.ack();
+      },
+      onPullError: async () => undefined,
+      log: createLogger('silent'),
+    });
+    pullers.push(puller);
+    await waitUntil('some deliveries', () => handled >= 3, 10_000, 20);
+    expect(Math.max(...batches)).toBe(1);
+    capacity = 8;
+    await waitUntil('a pull for 8', () => batches.includes(8), 5_000, 20);
+    await waitUntil('every message', () => handled >= 200, 20_000, 20);
+    requests.unsubscribe();
+    await puller.stop(0);
+  }, 40_000);
+
+  it('stops within its grace while a message waits for room behind an attempt that does not end', async () => {
+    const target = await messages(3, 3);
+    let started = 0;
+    const puller = createPuller({
+      js: nc.jetstream(),
+      ...target,
+      capacity: () => 1,
+      active: () => true,
+      // An attempt that ends only when the stop aborts it.
+      handle: (_msg, group) => {
+        started++;
+        return new Promise<void>((resolve) => {
+          const poll = setInterval(() => group.aborted && (clearInterval(poll), resolve()), 20);
+        });
+      },
+      onPullError: async () => undefined,
+      log: createLogger('silent'),
+    });
+    pullers.push(puller);
+    await waitUntil('the first attempt', () => started === 1, 10_000, 20);
+    await new Promise((r) => setTimeout(r, 300)); // the next messages arrive and wait for room
+    const t = Date.now();
+    await puller.stop(200);
+    expect(Date.now() - t).toBeLessThan(1500);
+    expect(started).toBe(1);
+    expect(puller.state).toBe('stopped');
+  }, 30_000);
+
   it('ends its pull with an error when the consumer is deleted, for the subscription to repair', async () => {
     const target = await oneMessage();
     const errors: unknown[] = [];

@@ -71,27 +71,30 @@ export function createPuller(deps: PullerDeps) {
     open.add(p);
   }
 
-  /** Waits until fewer than `capacity` attempts are open (JetStream's max_ack_pending bounds them too). */
+  /** Waits until fewer than `capacity` attempts are open (JetStream's max_ack_pending bounds them too), or a stop. */
   async function roomForOne(): Promise<void> {
-    while (open.size >= Math.max(1, deps.capacity())) await Promise.race(open);
+    while (state === 'pulling' && open.size >= Math.max(1, deps.capacity())) await Promise.race([...open, sleep(IDLE_MS)]);
   }
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
   async function consumeWhileActive(): Promise<void> {
     consumer ??= await deps.js.consumers.get(deps.stream, deps.consumer);
+    const capacity = Math.max(1, deps.capacity());
     const messages = await consumer.consume({
-      max_messages: Math.max(1, deps.capacity()),
+      max_messages: capacity,
       expires: PULL_EXPIRES_MS,
       // A consumer deleted by a seek or a delete (on any node) ends the session, for `onPullError` to repair.
       abort_on_missing_resource: true,
     });
     session = messages;
-    // Paused with nothing arriving, or stopped while the session was opening: ends within IDLE_MS.
+    // Paused with nothing arriving, stopped while the session was opening, or a new capacity (a
+    // changed `maxInFlight` or ordering, for the next session's pulls): ends within IDLE_MS.
     const watch = setInterval(() => {
-      if (state !== 'pulling' || !deps.active()) messages.stop();
+      if (state !== 'pulling' || !deps.active() || Math.max(1, deps.capacity()) !== capacity) messages.stop();
     }, IDLE_MS).unref();
     try {
       for await (const msg of messages) {
+        await roomForOne();
         // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
         if (state !== 'pulling') break;
         // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
@@ -102,7 +105,6 @@ export function createPuller(deps: PullerDeps) {
           messages.stop();
           continue;
         }
-        await roomForOne();
         track(msg);
       }
     } finally {
