@@ -116,6 +116,42 @@ describeWithNats('the JetStream puller', () => {
     expect(seen[0]!.at - resumedAt).toBeLessThan(ACK_WAIT_MS / 2);
   }, 30_000);
 
+  it('sends back at once, not after ack_wait, a redelivery on its way as a pause ends the session while the loop is busy', async () => {
+    // The nak's delay ends just after the pause, and the loop is busy across both: ending the
+    // session unsubscribed its inbox while the server was sending to it.
+    for (let run = 0; run < 4; run++) {
+      let active = true;
+      let resumedAt = 0;
+      const seen: Seen[] = [];
+      const t0 = Date.now();
+      const puller = start(
+        await oneMessage(),
+        (msg) => {
+          seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
+          if (msg.info.deliveryCount > 1) return msg.ack();
+          msg.nak(1000);
+          setTimeout(
+            () =>
+              setImmediate(() => {
+                active = false;
+                busyFor(400);
+                setTimeout(() => {
+                  active = true;
+                  resumedAt = Date.now() - t0;
+                }, 600);
+              }),
+            900,
+          );
+        },
+        () => active,
+      );
+      await waitUntil('a delivery after the resume', () => seen.length >= 2, ACK_WAIT_MS + 5000, 20);
+      await puller.stop(0);
+      expect(resumedAt).toBeGreaterThan(0);
+      expect(seen[1]!.at - resumedAt).toBeLessThan(ACK_WAIT_MS / 2);
+    }
+  }, 90_000);
+
   /** A stream with `count` messages and an explicit-ack consumer allowing `maxAckPending` unacked. */
   async function messages(count: number, maxAckPending: number): Promise<{ stream: string; consumer: string }> {
     const stream = `${prefix}_${++n}`;

@@ -1,4 +1,4 @@
-import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg } from 'nats';
+import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg, Subscription } from 'nats';
 import type { Logger } from 'pino';
 import { AbortGroup } from '../../delivery/http-sender';
 
@@ -45,6 +45,24 @@ export interface PullerDeps {
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
 
 /**
+ * Ends a consume session that the subscription no longer wants (paused, or a new capacity) without
+ * dropping what is on the way: the server may send to the session's inbox until it has processed
+ * the UNSUB. So the inbox's subscription is drained (UNSUB, then a flush): everything sent before
+ * the server heard of it still reaches the session, whose loop yields it (a pause sends it back at
+ * once, a new capacity handles it), and only then does the session end. `stop()` alone unsubscribes
+ * at once and drops those messages: JetStream counted them and holds them until ack_wait. nats.js
+ * keeps the subscription on the session object (and ends the session when it is drained).
+ */
+function endSession(messages: ConsumerMessages): void {
+  const sub = (messages as ConsumerMessages & { sub?: Subscription }).sub;
+  if (!sub || sub.isClosed() || sub.isDraining()) return void messages.stop();
+  sub.drain().then(
+    () => messages.stop(),
+    () => messages.stop(),
+  );
+}
+
+/**
  * Pulls one durable consumer while its subscription is active: a consume session (nats.js keeps at
  * most `capacity` messages requested, on one inbox), each message handed to `handle` once fewer than
  * `capacity` attempts are open. Several nodes pull the same consumer: JetStream gives each message to
@@ -79,6 +97,8 @@ export function createPuller(deps: PullerDeps) {
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
   async function consumeWhileActive(): Promise<void> {
     consumer ??= await deps.js.consumers.get(deps.stream, deps.consumer);
+    // Stopped or paused while the consumer was looked up: no session (its pull would go unanswered).
+    if (state !== 'pulling' || !deps.active()) return;
     const capacity = Math.max(1, deps.capacity());
     const messages = await consumer.consume({
       max_messages: capacity,
@@ -89,8 +109,16 @@ export function createPuller(deps: PullerDeps) {
     session = messages;
     // Paused with nothing arriving, stopped while the session was opening, or a new capacity (a
     // changed `maxInFlight` or ordering, for the next session's pulls): ends within IDLE_MS.
+    let ending = false;
+    const end = () => {
+      if (ending) return;
+      ending = true;
+      // A stop leaves what is on the way unacked: the node is going, JetStream redelivers it elsewhere.
+      if (state !== 'pulling') messages.stop();
+      else endSession(messages);
+    };
     const watch = setInterval(() => {
-      if (state !== 'pulling' || !deps.active() || Math.max(1, deps.capacity()) !== capacity) messages.stop();
+      if (state !== 'pulling' || !deps.active() || Math.max(1, deps.capacity()) !== capacity) end();
     }, IDLE_MS).unref();
     try {
       for await (const msg of messages) {
@@ -102,7 +130,7 @@ export function createPuller(deps: PullerDeps) {
         // counts as one of its deliveries, as JetStream counts them.
         if (!deps.active()) {
           msg.nak(IDLE_MS);
-          messages.stop();
+          end();
           continue;
         }
         track(msg);
