@@ -222,6 +222,28 @@ describeWithNats('the JetStream puller', () => {
     expect(puller.state).toBe('stopped');
   }, 30_000);
 
+  it('pulls nothing when stopped at once after it starts (while it looks its consumer up)', async () => {
+    const target = await messages(8, 8);
+    let handled = 0;
+    const puller = createPuller({
+      js: nc.jetstream(),
+      ...target,
+      capacity: () => 8,
+      active: () => true,
+      handle: async () => void handled++,
+      onPullError: async () => undefined,
+      log: createLogger('silent'),
+    });
+    await puller.stop(0);
+    await new Promise((r) => setTimeout(r, 500));
+    const info = await (await nc.jetstreamManager()).consumers.info(target.stream, target.consumer);
+    expect({ handled, delivered: info.delivered.consumer_seq, ackPending: info.num_ack_pending }).toEqual({
+      handled: 0,
+      delivered: 0,
+      ackPending: 0,
+    });
+  }, 30_000);
+
   it('ends its pull with an error when the consumer is deleted, for the subscription to repair', async () => {
     const target = await oneMessage();
     const errors: unknown[] = [];

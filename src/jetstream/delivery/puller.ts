@@ -5,9 +5,9 @@ import { AbortGroup } from '../../delivery/http-sender';
 /**
  * Each pull request the consumer keeps open at the server lasts this long; its idle heartbeats come
  * at half of it, and two missed ones (a consumer leader that moved or died) re-pull. Pulls are
- * re-issued by nats.js on one inbox that lives as long as the session, so a message the server sends
- * as a request ends is still received (a `fetch` drops it once its client-side timer fires first,
- * and the message then waits out `ack_wait` with one of its attempts spent).
+ * re-issued by nats.js on one inbox that lives as long as the session. A loop of `fetch`es closed an
+ * inbox per second: a delivery that came due as one closed, with the event loop busy, was counted by
+ * JetStream but never received, and waited out `ack_wait` with one of its attempts spent.
  */
 const PULL_EXPIRES_MS = 2000;
 /** Pause after a failed pull (consumer missing, cluster unreachable) before the next one. */
@@ -16,8 +16,8 @@ const RETRY_PAUSE_MS = 500;
 const IDLE_MS = 250;
 
 /**
- * The life cycle of a puller, as data: `pulling` fetches while its subscription is active,
- * `draining` has stopped fetching and lets open attempts end, `stopped` is final. Inputs with no
+ * The life cycle of a puller, as data: `pulling` pulls while its subscription is active,
+ * `draining` has stopped pulling and lets open attempts end, `stopped` is final. Inputs with no
  * cell change nothing (a second `stop`).
  */
 export type PullerState = 'pulling' | 'draining' | 'stopped';
@@ -107,6 +107,8 @@ export function createPuller(deps: PullerDeps) {
       abort_on_missing_resource: true,
     });
     session = messages;
+    // Stopped while the session opened (its first pull goes out only once it is iterated).
+    if (state !== 'pulling') return void messages.stop();
     // Paused with nothing arriving, stopped while the session was opening, or a new capacity (a
     // changed `maxInFlight` or ordering, for the next session's pulls): ends within IDLE_MS.
     let ending = false;
