@@ -1,5 +1,6 @@
 import { AckPolicy, connect, type JsMsg, type NatsConnection } from 'nats';
-import { createPuller, type Puller } from '../../src/jetstream/delivery/puller';
+import type { AbortGroup } from '../../src/delivery/http-sender';
+import { createPuller, type Puller, type PullerDeps } from '../../src/jetstream/delivery/puller';
 import { createLogger } from '../../src/logger';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
 
@@ -45,15 +46,22 @@ describeWithNats('the JetStream puller', () => {
     return { stream, consumer: 'c' };
   }
 
-  function start(target: { stream: string; consumer: string }, handle: (msg: JsMsg) => void, active: () => boolean = () => true) {
+  /** A puller of `target` (capacity 1, always active unless told), stopped after the file. */
+  function start(
+    target: { stream: string; consumer: string },
+    handle: (msg: JsMsg, group: AbortGroup) => void | Promise<void>,
+    active: () => boolean = () => true,
+    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError'>> = {},
+  ) {
     const puller = createPuller({
       js: nc.jetstream(),
       ...target,
       capacity: () => 1,
       active,
-      handle: async (msg) => handle(msg),
+      handle: async (msg, group) => handle(msg, group),
       onPullError: async () => undefined,
       log: createLogger('silent'),
+      ...more,
     });
     pullers.push(puller);
     return puller;
@@ -171,20 +179,12 @@ describeWithNats('the JetStream puller', () => {
     });
     let capacity = 1;
     let handled = 0;
-    const puller = createPuller({
-      js: nc.jetstream(),
-      ...target,
-      capacity: () => capacity,
-      active: () => true,
-      handle: async (msg) => {
-        handled++;
-        await new Promise((r) => setTimeout(r, 20));
-        msg.ack();
-      },
-      onPullError: async () => undefined,
-      log: createLogger('silent'),
-    });
-    pullers.push(puller);
+    const handle = async (msg: JsMsg) => {
+      handled++;
+      await new Promise((r) => setTimeout(r, 20));
+      msg.ack();
+    };
+    const puller = start(target, handle, undefined, { capacity: () => capacity });
     await waitUntil('some deliveries', () => handled >= 3, 10_000, 20);
     expect(Math.max(...batches)).toBe(1);
     capacity = 8;
@@ -197,22 +197,13 @@ describeWithNats('the JetStream puller', () => {
   it('stops within its grace while a message waits for room behind an attempt that does not end', async () => {
     const target = await messages(3, 3);
     let started = 0;
-    const puller = createPuller({
-      js: nc.jetstream(),
-      ...target,
-      capacity: () => 1,
-      active: () => true,
-      // An attempt that ends only when the stop aborts it.
-      handle: (_msg, group) => {
-        started++;
-        return new Promise<void>((resolve) => {
-          const poll = setInterval(() => group.aborted && (clearInterval(poll), resolve()), 20);
-        });
-      },
-      onPullError: async () => undefined,
-      log: createLogger('silent'),
+    // An attempt that ends only when the stop aborts it.
+    const puller = start(target, (_msg, group) => {
+      started++;
+      return new Promise<void>((resolve) => {
+        const poll = setInterval(() => group.aborted && (clearInterval(poll), resolve()), 20);
+      });
     });
-    pullers.push(puller);
     await waitUntil('the first attempt', () => started === 1, 10_000, 20);
     await new Promise((r) => setTimeout(r, 300)); // the next messages arrive and wait for room
     const t = Date.now();
@@ -225,15 +216,7 @@ describeWithNats('the JetStream puller', () => {
   it('pulls nothing when stopped at once after it starts (while it looks its consumer up)', async () => {
     const target = await messages(8, 8);
     let handled = 0;
-    const puller = createPuller({
-      js: nc.jetstream(),
-      ...target,
-      capacity: () => 8,
-      active: () => true,
-      handle: async () => void handled++,
-      onPullError: async () => undefined,
-      log: createLogger('silent'),
-    });
+    const puller = start(target, () => void handled++, undefined, { capacity: () => 8 });
     await puller.stop(0);
     await new Promise((r) => setTimeout(r, 500));
     const info = await (await nc.jetstreamManager()).consumers.info(target.stream, target.consumer);
@@ -247,16 +230,7 @@ describeWithNats('the JetStream puller', () => {
   it('ends its pull with an error when the consumer is deleted, for the subscription to repair', async () => {
     const target = await oneMessage();
     const errors: unknown[] = [];
-    const puller = createPuller({
-      js: nc.jetstream(),
-      ...target,
-      capacity: () => 1,
-      active: () => true,
-      handle: async (msg) => msg.ack(),
-      onPullError: async (err) => void errors.push(err),
-      log: createLogger('silent'),
-    });
-    pullers.push(puller);
+    const puller = start(target, (msg) => msg.ack(), undefined, { onPullError: async (err) => void errors.push(err) });
     await new Promise((r) => setTimeout(r, 500));
     await (await nc.jetstreamManager()).consumers.delete(target.stream, target.consumer);
     await waitUntil('the pull error', () => errors.length > 0, 10_000, 20);
