@@ -89,9 +89,11 @@ export function createPuller(deps: PullerDeps) {
     open.add(p);
   }
 
+  const capacityNow = () => Math.max(1, deps.capacity());
+
   /** Waits until fewer than `capacity` attempts are open (JetStream's max_ack_pending bounds them too), or a stop. */
   async function roomForOne(): Promise<void> {
-    while (state === 'pulling' && open.size >= Math.max(1, deps.capacity())) await Promise.race([...open, sleep(IDLE_MS)]);
+    while (state === 'pulling' && open.size >= capacityNow()) await Promise.race([...open, sleep(IDLE_MS)]);
   }
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
@@ -99,7 +101,7 @@ export function createPuller(deps: PullerDeps) {
     consumer ??= await deps.js.consumers.get(deps.stream, deps.consumer);
     // Stopped or paused while the consumer was looked up: no session (its pull would go unanswered).
     if (state !== 'pulling' || !deps.active()) return;
-    const capacity = Math.max(1, deps.capacity());
+    const capacity = capacityNow();
     const messages = await consumer.consume({
       max_messages: capacity,
       expires: PULL_EXPIRES_MS,
@@ -109,18 +111,16 @@ export function createPuller(deps: PullerDeps) {
     session = messages;
     // Stopped while the session opened (its first pull goes out only once it is iterated).
     if (state !== 'pulling') return void messages.stop();
-    // Paused with nothing arriving, stopped while the session was opening, or a new capacity (a
-    // changed `maxInFlight` or ordering, for the next session's pulls): ends within IDLE_MS.
+    // Paused with nothing arriving, or a new capacity (a changed `maxInFlight` or ordering, for the
+    // next session's pulls): ends within IDLE_MS. (A stop ends the session itself, at once: what is on
+    // the way stays unacked, and JetStream redelivers it to another node.)
     let ending = false;
     const end = () => {
-      if (ending) return;
+      if (!ending) endSession(messages);
       ending = true;
-      // A stop leaves what is on the way unacked: the node is going, JetStream redelivers it elsewhere.
-      if (state !== 'pulling') messages.stop();
-      else endSession(messages);
     };
     const watch = setInterval(() => {
-      if (state !== 'pulling' || !deps.active() || Math.max(1, deps.capacity()) !== capacity) end();
+      if (!deps.active() || capacityNow() !== capacity) end();
     }, IDLE_MS).unref();
     try {
       for await (const msg of messages) {
