@@ -36,13 +36,14 @@ describeWithNats('the JetStream puller', () => {
     await cluster?.stop();
   }, 30_000);
 
-  /** A stream with one message and an explicit-ack consumer (max_ack_pending 1) on it. */
-  async function oneMessage(): Promise<{ stream: string; consumer: string }> {
+  /** A stream with `count` messages and an explicit-ack consumer allowing `maxAckPending` unacked. */
+  async function messages(count: number, maxAckPending = 1): Promise<{ stream: string; consumer: string }> {
     const stream = `${prefix}_${++n}`;
     const jsm = await nc.jetstreamManager();
     await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait: ACK_WAIT_MS * 1e6, max_ack_pending: 1 });
-    await nc.jetstream().publish(`${stream}.x`, 'hello');
+    const ack_wait = ACK_WAIT_MS * 1e6;
+    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait, max_ack_pending: maxAckPending });
+    for (let i = 0; i < count; i++) await nc.jetstream().publish(`${stream}.x`, `m${i}`);
     return { stream, consumer: 'c' };
   }
 
@@ -80,7 +81,7 @@ describeWithNats('the JetStream puller', () => {
     for (const delay of [...Array<number>(8).fill(1000), ...Array<number>(3).fill(2000)]) {
       const seen: Seen[] = [];
       const t0 = Date.now();
-      const puller = start(await oneMessage(), (msg) => {
+      const puller = start(await messages(1), (msg) => {
         seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
         if (msg.info.deliveryCount > 1) return msg.ack();
         msg.nak(delay);
@@ -96,13 +97,10 @@ describeWithNats('the JetStream puller', () => {
   it('pulls nothing while paused and delivers a message published meanwhile at once after the resume, as attempt 1', async () => {
     let active = false;
     const seen: Seen[] = [];
-    const stream = `${prefix}_${++n}`;
-    const jsm = await nc.jetstreamManager();
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait: ACK_WAIT_MS * 1e6, max_ack_pending: 1 });
+    const target = await messages(0);
     const t0 = Date.now();
     start(
-      { stream, consumer: 'c' },
+      target,
       (msg) => {
         seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
         msg.ack();
@@ -114,7 +112,7 @@ describeWithNats('the JetStream puller', () => {
     await new Promise((r) => setTimeout(r, 500));
     active = false;
     await new Promise((r) => setTimeout(r, 600));
-    await nc.jetstream().publish(`${stream}.x`, 'while paused');
+    await nc.jetstream().publish(`${target.stream}.x`, 'while paused');
     await new Promise((r) => setTimeout(r, 2500));
     expect(seen).toEqual([]);
     const resumedAt = Date.now() - t0;
@@ -133,7 +131,7 @@ describeWithNats('the JetStream puller', () => {
       const seen: Seen[] = [];
       const t0 = Date.now();
       const puller = start(
-        await oneMessage(),
+        await messages(1),
         (msg) => {
           seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
           if (msg.info.deliveryCount > 1) return msg.ack();
@@ -159,17 +157,6 @@ describeWithNats('the JetStream puller', () => {
       expect(seen[1]!.at - resumedAt).toBeLessThan(ACK_WAIT_MS / 2);
     }
   }, 90_000);
-
-  /** A stream with `count` messages and an explicit-ack consumer allowing `maxAckPending` unacked. */
-  async function messages(count: number, maxAckPending: number): Promise<{ stream: string; consumer: string }> {
-    const stream = `${prefix}_${++n}`;
-    const jsm = await nc.jetstreamManager();
-    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    const ack_wait = ACK_WAIT_MS * 1e6;
-    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait, max_ack_pending: maxAckPending });
-    for (let i = 0; i < count; i++) await nc.jetstream().publish(`${stream}.x`, `m${i}`);
-    return { stream, consumer: 'c' };
-  }
 
   it('pulls in batches of a new capacity once it changes (maxInFlight or ordering changed)', async () => {
     const target = await messages(200, 8);
@@ -228,7 +215,7 @@ describeWithNats('the JetStream puller', () => {
   }, 30_000);
 
   it('ends its pull with an error when the consumer is deleted, for the subscription to repair', async () => {
-    const target = await oneMessage();
+    const target = await messages(1);
     const errors: unknown[] = [];
     const puller = start(target, (msg) => msg.ack(), undefined, { onPullError: async (err) => void errors.push(err) });
     await new Promise((r) => setTimeout(r, 500));
