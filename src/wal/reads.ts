@@ -28,7 +28,9 @@ export interface ReadsOptions {
   decoded?: DecodedCache;
 }
 
-const MAX_READ_SPAN = 4 * 1024 * 1024;
+/** A read covers at most this many bytes, and skips gaps of at most `MAX_READ_GAP` between records. */
+const MAX_READ_SPAN = 1024 * 1024;
+const MAX_READ_GAP = 8 * 1024;
 
 /**
  * Reads of committed events: SQLite for what the indexer has written, the indexer's tail for what
@@ -70,35 +72,45 @@ export function createReads(opts: ReadsOptions) {
   }
 
   /**
-   * One read of the bytes from the first to the last entry, when they are close together in one
-   * segment: a page's records are interleaved with other partitions' but near each other, and one read
-   * of the span beats a read per record (decoding copies what it keeps, so the span is dropped after).
+   * One read of the bytes of `list[i]` and of the entries after it that lie close behind it in the
+   * same segment: a page's records are interleaved with other partitions'. A gap of a few KiB is
+   * cheaper to read than another system call; a wider one (a partition among many busy ones) is not,
+   * and reading across it made every page one read of megabytes, most of it other partitions'
+   * records, which churned external memory (decoding copies what it keeps, so a span is dropped after).
    */
-  function readSpan(list: IndexEntry[]): { buf: Buffer; from: number } | undefined {
-    const first = list[0];
-    const last = list[list.length - 1];
-    if (!first || !last || list.length < 2) return undefined;
-    const span = last.position + last.length - first.position;
-    if (span <= 0 || span > MAX_READ_SPAN || !segments.sameSegment(first.position, last.position)) return undefined;
-    const buf = readFrame({ offset: first.offset, position: first.position, length: span });
-    return buf && { buf, from: first.position };
+  function readCluster(list: readonly IndexEntry[], i: number): { buf: Buffer; from: number; to: number } | undefined {
+    const first = list[i]!;
+    let end = first.position + first.length;
+    for (let k = i + 1; k < list.length; k++) {
+      const next = list[k]!;
+      const nextEnd = next.position + next.length;
+      if (next.position < end || next.position - end > MAX_READ_GAP || nextEnd - first.position > MAX_READ_SPAN) break;
+      if (!segments.sameSegment(first.position, next.position)) break;
+      end = nextEnd;
+    }
+    // A span that runs into missing bytes (a lost range) falls back to the one record, which may be intact.
+    const firstEnd = first.position + first.length;
+    const buf =
+      readFrame({ offset: first.offset, position: first.position, length: end - first.position }) ??
+      (end > firstEnd ? readFrame(first) : undefined);
+    if (!buf) return undefined;
+    return { buf, from: first.position, to: buf.length === first.length ? firstEnd : end };
   }
 
   function readPage(partition: number, list: IndexEntry[]): ReadPage {
     const { decoded } = opts;
     const events: StoredEvent[] = [];
-    const hits = decoded && list.map((entry) => decoded.get(partition, entry));
-    // Only the records not already decoded are read; they lie within the span from the first to the last of them.
-    const span = readSpan(hits ? list.filter((_, i) => !hits[i]) : list);
+    let span: { buf: Buffer; from: number; to: number } | undefined;
     for (let i = 0; i < list.length; i++) {
       const entry = list[i]!;
-      const hit = hits?.[i];
+      const hit = decoded?.get(partition, entry);
       if (hit) {
         events.push(hit);
         continue;
       }
+      if (!span || entry.position < span.from || entry.position + entry.length > span.to) span = readCluster(list, i);
       const at = entry.position - (span?.from ?? 0);
-      const frame = span ? span.buf.subarray(at, at + entry.length) : readFrame(entry);
+      const frame = span?.buf.subarray(at, at + entry.length);
       const stored = decodeAt(partition, entry, frame);
       if (!stored) return { events, corruptOffset: entry.offset };
       decoded?.set(stored, entry);
