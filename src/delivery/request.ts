@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { toBinaryMessage, toStructuredMessage } from '../cloudevents/format';
 import type { CloudEvent } from '../cloudevents/event';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
@@ -80,7 +80,8 @@ function withOrigin(headers: Readonly<Record<string, string>> | undefined, ackUr
  */
 export function webhookIdOf(subscriptionId: string, partition: number, offset: number, generation = 0): string {
   const key = generation === 0 ? `${subscriptionId}:${partition}:${offset}` : `${subscriptionId}:${generation}:${partition}:${offset}`;
-  const digest = createHash('sha256').update(key).digest('base64url');
+  // One-shot: no Hash object per attempt.
+  const digest = hash('sha256', key, 'base64url');
   return `msg_${digest.slice(0, 27)}`;
 }
 
