@@ -150,11 +150,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
         log.fatal({ err }, 'exiting: delivery cannot run');
         process.exit(70);
       }),
-    observer: {
-      outcome: (subscription, outcome) => metrics.delivery.outcome(subscription, outcome),
-      answered: (subscription, ms) => metrics.delivery.answered(subscription, ms / 1000),
-      succeeded: (subscription, ms) => metrics.delivery.succeeded(subscription, ms / 1000),
-    },
+    observer: { tally: (subscription, tally) => metrics.delivery.add(subscription, tally) },
   });
   const subscriptions = createSubscriptionsService({
     records: createSqliteSubscriptionStore({ db, initOffsets: (id, startAt) => dispatcher.initOffsets(id, startAt) }),

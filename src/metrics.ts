@@ -2,10 +2,18 @@ import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom
 import type { IngestObserver } from './api/ingest-handler';
 import type { SubscriptionHooks } from './subscriptions/service';
 import { SUBSCRIPTION_STATES } from './store/subscriptions-repo';
+import {
+  addTally,
+  DELIVERY_OUTCOMES,
+  DURATION_BOUNDS,
+  newTally,
+  PUBLISH_BOUNDS,
+  SECONDS,
+  type DeliveryTally,
+  type HistogramData,
+} from './delivery/tally';
 
-/** Attempt outcomes counted by `herald_deliveries_total{outcome}`. */
-export type DeliveryOutcome =
-  'delivered' | 'retry' | 'dead_letter' | 'timeout' | 'acked' | 'nacked' | 'rejected' | 'lease_expired' | 'gone';
+export type { DeliveryOutcome } from './delivery/tally';
 
 /** What `/metrics` reads from the rest of the gateway at scrape time (gauges are computed, never kept in step). */
 export interface MetricsSources {
@@ -14,8 +22,6 @@ export interface MetricsSources {
   /** Asked of delivery at scrape time (the delivery thread answers by message). */
   subscriptions: () => Promise<SubscriptionSnapshot>;
 }
-
-const SECONDS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 
 /**
  * Herald's Prometheus metrics on a registry of their own (no global state, so
@@ -46,10 +52,15 @@ export function createMetrics() {
     ingestDuration: new Histogram({
       name: 'herald_ingest_request_duration_seconds',
       help: 'POST /events from the first byte to the answer.',
-      buckets: SECONDS,
+      buckets: [...SECONDS],
       registers: r,
     }),
-    walFsync: new Histogram({ name: 'herald_wal_fsync_duration_seconds', help: "Each group's fdatasync.", buckets: SECONDS, registers: r }),
+    walFsync: new Histogram({
+      name: 'herald_wal_fsync_duration_seconds',
+      help: "Each group's fdatasync.",
+      buckets: [...SECONDS],
+      registers: r,
+    }),
     walGroupEvents: new Histogram({
       name: 'herald_wal_group_events',
       help: 'Events per committed group.',
@@ -59,17 +70,11 @@ export function createMetrics() {
     /**
      * Delivery's per-attempt metrics are kept in plain per-subscription arrays and written at scrape
      * time: prom-client's labelled counter and histograms hash their labels on every update, which
-     * was ≈ 3 % of delivery CPU.
+     * was ≈ 3 % of delivery CPU. The delivery thread counts them and sends a tally now and then.
      */
     delivery: {
-      outcome(subscription: string, outcome: DeliveryOutcome): void {
-        deliveryOf(subscription).outcomes[OUTCOME_INDEX[outcome]]! += 1;
-      },
-      answered(subscription: string, seconds: number): void {
-        observe(deliveryOf(subscription).duration, DURATION_BOUNDS, seconds);
-      },
-      succeeded(subscription: string, seconds: number): void {
-        observe(deliveryOf(subscription).publishToDelivery, PUBLISH_BOUNDS, seconds);
+      add(subscription: string, tally: DeliveryTally): void {
+        addTally(deliveryOf(subscription), tally);
       },
     },
     filterErrors: new Counter({
@@ -94,17 +99,10 @@ export function createMetrics() {
     },
   };
 
-  const deliveryStats = new Map<string, DeliveryStats>();
-  function deliveryOf(subscription: string): DeliveryStats {
+  const deliveryStats = new Map<string, DeliveryTally>();
+  function deliveryOf(subscription: string): DeliveryTally {
     let stats = deliveryStats.get(subscription);
-    if (!stats) {
-      stats = {
-        outcomes: new Float64Array(OUTCOMES.length),
-        duration: newHistogram(DURATION_BOUNDS),
-        publishToDelivery: newHistogram(PUBLISH_BOUNDS),
-      };
-      deliveryStats.set(subscription, stats);
-    }
+    if (!stats) deliveryStats.set(subscription, (stats = newTally()));
     return stats;
   }
 
@@ -197,32 +195,6 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
   );
 }
 
-interface HistogramData {
-  /** Count per bucket (not cumulative), one more than the bounds for +Inf. */
-  counts: Float64Array;
-  sum: number;
-  count: number;
-}
-
-interface DeliveryStats {
-  outcomes: Float64Array;
-  duration: HistogramData;
-  publishToDelivery: HistogramData;
-}
-
-const DURATION_BOUNDS = SECONDS;
-const PUBLISH_BOUNDS = [...SECONDS, 60, 300, 3600];
-
-const newHistogram = (bounds: readonly number[]): HistogramData => ({ counts: new Float64Array(bounds.length + 1), sum: 0, count: 0 });
-
-function observe(h: HistogramData, bounds: readonly number[], value: number): void {
-  let i = 0;
-  while (i < bounds.length && value > bounds[i]!) i++;
-  h.counts[i]! += 1;
-  h.sum += value;
-  h.count += 1;
-}
-
 function histogramLines(name: string, id: string, h: HistogramData, bounds: readonly number[]): string {
   let out = '';
   let cumulative = 0;
@@ -236,13 +208,13 @@ function histogramLines(name: string, id: string, h: HistogramData, bounds: read
 }
 
 /** `herald_deliveries_total` and the two delivery histograms, in the text format, from the accumulators. */
-function deliveryFamilies(stats: Map<string, DeliveryStats>): string {
+function deliveryFamilies(stats: Map<string, DeliveryTally>): string {
   let outcomes = '';
   let duration = '';
   let publish = '';
   for (const [subscription, s] of stats) {
     const id = label(subscription);
-    OUTCOMES.forEach((outcome, i) => {
+    DELIVERY_OUTCOMES.forEach((outcome, i) => {
       if (s.outcomes[i]! > 0) outcomes += `herald_deliveries_total{subscription="${id}",outcome="${outcome}"} ${s.outcomes[i]}\n`;
     });
     if (s.duration.count > 0) duration += histogramLines('herald_delivery_duration_seconds', id, s.duration, DURATION_BOUNDS);
@@ -255,20 +227,6 @@ function deliveryFamilies(stats: Map<string, DeliveryStats>): string {
     `# HELP herald_publish_to_delivery_seconds Stored to a 2xx from the receiver.\n# TYPE herald_publish_to_delivery_seconds histogram\n${publish}\n`
   );
 }
-
-const OUTCOMES: readonly DeliveryOutcome[] = [
-  'delivered',
-  'retry',
-  'dead_letter',
-  'timeout',
-  'acked',
-  'nacked',
-  'rejected',
-  'lease_expired',
-  'gone',
-];
-
-const OUTCOME_INDEX = Object.fromEntries(OUTCOMES.map((o, i) => [o, i])) as Record<DeliveryOutcome, number>;
 
 export type Metrics = ReturnType<typeof createMetrics>;
 

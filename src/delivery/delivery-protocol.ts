@@ -10,7 +10,7 @@ import type { AttemptRow } from '../store/attempts-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { DeliveryStats } from '../subscriptions/delivery-control';
 import type { SeekTarget } from '../subscriptions/seek-schema';
-import type { DeliveryOutcome } from '../metrics';
+import type { DeliveryTally } from './tally';
 import type { GroupPositions, LogSnapshot } from '../wal/log-feed';
 import type { CallbackAction, CallbackAnswer } from './dispatcher';
 
@@ -64,9 +64,13 @@ export type ToDelivery =
   /** Stop pulling, let open requests finish until `deadline` (ms since the epoch), persist everything, exit. */
   | { type: 'close'; deadline: number };
 
-/** One delivery observation (metrics), batched: `[kind, subscription, value]`. */
-export type Observation =
-  ['outcome', string, DeliveryOutcome] | ['answered', string, number] | ['succeeded', string, number] | ['filterError', string, 0];
+/** What one subscription's deliveries added to the metrics since the last message (see `tally.ts`). */
+export interface Observed {
+  subscriptionId: string;
+  tally: DeliveryTally;
+  /** Filter evaluations that failed or ran out of budget. */
+  filterErrors: number;
+}
 
 export type FromDelivery =
   /** The thread has opened its database and log view and takes calls. */
@@ -78,7 +82,7 @@ export type FromDelivery =
   | { type: 'gone'; subscriptionId: string }
   /** Every attempt failed for `disableAfterFailingMs`: the service pauses it with reason `failing`. */
   | { type: 'failing'; subscriptionId: string; detail: { failingSince: number; lastError: string } }
-  | { type: 'observed'; batch: Observation[] }
+  | { type: 'observed'; subscriptions: Observed[] }
   /** One log line (pino JSON) for the main thread's logger. */
   | { type: 'log'; line: string }
   /** Everything is persisted and closed; the thread exits next. */

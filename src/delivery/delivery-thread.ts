@@ -14,12 +14,12 @@ import type {
   DeliveryCall,
   DeliveryWorkerData,
   FromDelivery,
-  Observation,
+  Observed,
   ToDelivery,
   WireError,
 } from './delivery-protocol';
 import { writeInitialOffsets, type CallbackAction, type CallbackAnswer } from './dispatcher';
-import type { DeliveryObserver } from './subscription-worker';
+import type { DeliveryTally } from './tally';
 
 export interface DeliveryThreadOptions {
   /** herald.db: the thread opens its own connection; `db` is the main thread's (for `initOffsets`). */
@@ -30,7 +30,8 @@ export interface DeliveryThreadOptions {
   log: Logger;
   enabled: boolean;
   sinkAllowPrivate: boolean;
-  observer: DeliveryObserver;
+  /** What a subscription's deliveries added to the metrics (counted on the thread, sent now and then). */
+  observer: { tally(subscriptionId: string, tally: DeliveryTally): void };
   /** Tests: milliseconds added to the wall clock, shared with the thread (a `SharedArrayBuffer`'s view). */
   clockSkew?: Float64Array;
   /** Tests: the first thread throws after this many answered attempts (see `delivery-worker.ts`). */
@@ -198,7 +199,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
         subscribed.get(m.subscriptionId)?.events.onFailing?.(m.detail);
         return;
       case 'observed':
-        for (const o of m.batch) observed(o);
+        for (const o of m.subscriptions) observed(o);
         return;
       case 'log':
         relayLog(m.line);
@@ -209,18 +210,11 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
     }
   }
 
-  function observed(o: Observation): void {
-    if (!subscribed.has(o[1])) return; // deleted meanwhile: its series are gone and stay gone
-    switch (o[0]) {
-      case 'outcome':
-        return opts.observer.outcome(o[1], o[2]);
-      case 'answered':
-        return opts.observer.answered(o[1], o[2]);
-      case 'succeeded':
-        return opts.observer.succeeded(o[1], o[2]);
-      case 'filterError':
-        return subscribed.get(o[1])?.events.onFilterError?.();
-    }
+  function observed(o: Observed): void {
+    const subscription = subscribed.get(o.subscriptionId);
+    if (!subscription) return; // deleted meanwhile: its series are gone and stay gone
+    opts.observer.tally(o.subscriptionId, o.tally);
+    for (let i = 0; i < o.filterErrors; i++) subscription.events.onFilterError?.();
   }
 
   /** The thread's log line, written by the main thread's logger (its level, redaction and destination). */

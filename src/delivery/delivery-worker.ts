@@ -18,15 +18,15 @@ import type {
   DeliveryCall,
   DeliveryWorkerData,
   FromDelivery,
-  Observation,
+  Observed,
   ToDelivery,
   WireError,
 } from './delivery-protocol';
 import { createHttpSender } from './http-sender';
+import { countOutcome, DURATION_BOUNDS, newTally, observeSeconds, PUBLISH_BOUNDS, type DeliveryTally } from './tally';
 
-/** Observations are sent in batches: at most this often, or sooner when this many are waiting. */
+/** What was observed is sent as one tally per subscription at most this often (and before every answer). */
 const OBSERVE_INTERVAL_MS = 50;
-const OBSERVE_BATCH = 1000;
 
 const port = parentPort!;
 const data = workerData as DeliveryWorkerData;
@@ -40,19 +40,24 @@ const db = openConnection(data.dbFile);
 const reader = openLogReader(data.log, log);
 const sender = createHttpSender({ allowPrivate: data.sinkAllowPrivate });
 
-let observations: Observation[] = [];
+let observed = new Map<string, Observed>();
 let observeTimer: NodeJS.Timeout | undefined;
-function observe(observation: Observation): void {
-  observations.push(observation);
-  if (observations.length >= OBSERVE_BATCH) sendObservations();
-  else observeTimer ??= setTimeout(sendObservations, OBSERVE_INTERVAL_MS);
+/** This subscription's counts since the last message (a timer sends them). */
+function observedOf(subscriptionId: string): Observed {
+  let entry = observed.get(subscriptionId);
+  if (!entry) {
+    observed.set(subscriptionId, (entry = { subscriptionId, tally: newTally(), filterErrors: 0 }));
+    observeTimer ??= setTimeout(sendObservations, OBSERVE_INTERVAL_MS);
+  }
+  return entry;
 }
+const tallyOf = (subscriptionId: string): DeliveryTally => observedOf(subscriptionId).tally;
 function sendObservations(): void {
   if (observeTimer) clearTimeout(observeTimer);
   observeTimer = undefined;
-  if (observations.length === 0) return;
-  post({ type: 'observed', batch: observations });
-  observations = [];
+  if (observed.size === 0) return;
+  post({ type: 'observed', subscriptions: [...observed.values()] });
+  observed = new Map();
 }
 
 let answers = 0;
@@ -75,12 +80,12 @@ const dispatcher = createDispatcher({
   clock,
   enabled: data.enabled,
   observer: {
-    outcome: (subscription, outcome) => observe(['outcome', subscription, outcome]),
+    outcome: (subscription, outcome) => countOutcome(tallyOf(subscription), outcome),
     answered: (subscription, ms) => {
-      observe(['answered', subscription, ms]);
+      observeSeconds(tallyOf(subscription).duration, DURATION_BOUNDS, ms / 1000);
       countAnswer();
     },
-    succeeded: (subscription, ms) => observe(['succeeded', subscription, ms]),
+    succeeded: (subscription, ms) => observeSeconds(tallyOf(subscription).publishToDelivery, PUBLISH_BOUNDS, ms / 1000),
   },
 });
 
@@ -88,7 +93,7 @@ function eventsOf(subscriptionId: string) {
   return {
     onGone: () => post({ type: 'gone', subscriptionId }),
     onFailing: (detail: { failingSince: number; lastError: string }) => post({ type: 'failing', subscriptionId, detail }),
-    onFilterError: () => observe(['filterError', subscriptionId, 0]),
+    onFilterError: () => void (observedOf(subscriptionId).filterErrors += 1),
   };
 }
 

@@ -3,7 +3,7 @@ import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
 import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
-import type { DeliveryOutcome } from '../metrics';
+import type { DeliveryOutcome } from './tally';
 import { AbortGroup, type HttpSender } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type StatePersistence, type SubscriptionWorker } from './pending';
 import { answerOutcome, initialState, stateFromRow, transition, type AttemptEffect, type AttemptInput } from './attempt-machine';
