@@ -68,9 +68,10 @@ export function toBinaryMessage(
   event: CloudEvent,
   headers: Record<string, string> = {},
 ): { headers: Record<string, string>; body: Buffer } {
-  for (const [name, value] of Object.entries(event.attributes)) {
-    if (name === 'datacontenttype') continue;
-    headers[`ce-${name}`] = encodeHeaderValue(value);
+  const { attributes } = event;
+  for (const name in attributes) {
+    if (name === 'datacontenttype' || !Object.hasOwn(attributes, name)) continue;
+    headers[`ce-${name}`] = encodeHeaderValue(attributes[name]!);
   }
   const { body, contentType } = dataBytes(event);
   if (contentType !== undefined) headers['content-type'] = contentType;

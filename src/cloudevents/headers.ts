@@ -61,6 +61,9 @@ function unquote(inner: string): string {
   return out;
 }
 
+/** Printable ASCII but space, `"` and `%`: what `encodeHeaderValue` leaves as it is. */
+const HEADER_SAFE = /^[\x21\x23\x24\x26-\x7e]*$/;
+
 /**
  * Encodes an attribute value for a `ce-*` header: space, `"`, `%`, controls
  * and every non-ASCII character are percent-encoded as UTF-8.
@@ -68,6 +71,8 @@ function unquote(inner: string): string {
  */
 export function encodeHeaderValue(value: AttributeValue): string {
   const text = String(value);
+  // Most values (ids, sources, types, times) need no escape: no byte-by-byte copy for them.
+  if (HEADER_SAFE.test(text)) return text;
   let out = '';
   for (const byte of Buffer.from(text, 'utf8')) {
     if (byte <= 0x20 || byte === 0x22 || byte === 0x25 || byte >= 0x7f) {
