@@ -233,6 +233,43 @@ describe('local event store: events that cannot be encoded', () => {
   });
 });
 
+describe('local event store: reads of a page', () => {
+  const k = (id: string): CloudEvent => ({ ...ev(id), attributes: { ...ev(id).attributes, partitionkey: 'k' } });
+
+  it('serves the intact records before bytes lost at the end of a segment, and reports the first damaged one', async () => {
+    const o = openStore();
+    const stored = await o.store.append([k('r0'), k('r1'), k('r2'), k('r3')]);
+    const p = stored[0]!.partition;
+    const [file] = segmentFiles(o.dir);
+    const ends = recordEnds(file!);
+    fs.truncateSync(file!, ends.at(-1)! - 10); // the last record's tail is gone (a lost range), the rest is intact
+    // The four records lie side by side: one read would cover them all and run into the missing bytes.
+    const page = o.store.read(p, 0, 10);
+    expect(page.events.map((e) => e.event.attributes.id)).toEqual(['r0', 'r1', 'r2']);
+    expect(page.corruptOffset).toBe(3);
+  });
+
+  it("reads records of one partition among other partitions' records, wherever they lie", async () => {
+    const o = openStore();
+    const other = (id: string): CloudEvent => ({ ...ev(id), attributes: { ...ev(id).attributes, partitionkey: `other-${id}` } });
+    const big = (id: string): CloudEvent => ({ ...other(id), data: { kind: 'json', value: { pad: 'x'.repeat(20_000) } } });
+    const stored: { id: string; partition: number }[] = [];
+    for (let i = 0; i < 12; i++) {
+      // Gaps of other records between this partition's: small ones (read across) and wide ones (not).
+      const events = [k(`m${i}`), i % 3 === 0 ? big(`b${i}`) : other(`o${i}`)];
+      const results = await o.store.append(events);
+      results.forEach((r, j) => stored.push({ id: String(events[j]!.attributes.id), partition: r.partition }));
+    }
+    const p = stored[0]!.partition;
+    const mine = stored.filter((r) => r.partition === p).map((r) => r.id);
+    expect(mine.length).toBeLessThan(24); // the other records lie between this partition's
+    const page = o.store.read(p, 0, 100);
+    expect(page.corruptOffset).toBeUndefined();
+    expect(page.events.map((e) => e.event.attributes.id)).toEqual(mine);
+    expect(page.events.map((e) => e.offset)).toEqual(mine.map((_, i) => i));
+  });
+});
+
 describe('local event store: time index', () => {
   it('finds the first offset stored at or after a time from the idempotency records, and defers to the log before pruned ones', async () => {
     const clock = { now: T0 };
