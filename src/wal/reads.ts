@@ -32,6 +32,13 @@ export interface ReadsOptions {
 const MAX_READ_SPAN = 1024 * 1024;
 const MAX_READ_GAP = 8 * 1024;
 
+/** Bytes of the log from `from` to `to`, read at once. */
+interface Span {
+  buf: Buffer;
+  from: number;
+  to: number;
+}
+
 /**
  * Reads of committed events: SQLite for what the indexer has written, the indexer's tail for what
  * it has not (so an event is readable as soon as its 2xx is sent), nothing below the first offsets
@@ -78,7 +85,20 @@ export function createReads(opts: ReadsOptions) {
    * and reading across it made every page one read of megabytes, most of it other partitions'
    * records, which churned external memory (decoding copies what it keeps, so a span is dropped after).
    */
-  function readCluster(list: readonly IndexEntry[], i: number): { buf: Buffer; from: number; to: number } | undefined {
+  function readCluster(list: readonly IndexEntry[], i: number, alone: boolean): { span?: Span; short: boolean } {
+    const first = list[i]!;
+    const firstEnd = first.position + first.length;
+    const end = alone ? firstEnd : clusterEnd(list, i);
+    const buf = readFrame({ offset: first.offset, position: first.position, length: end - first.position });
+    if (buf) return { span: { buf, from: first.position, to: end }, short: false };
+    if (end === firstEnd) return { short: false };
+    // The span runs into missing bytes (a lost range): the one record may still be intact.
+    const one = readFrame(first);
+    return { span: one && { buf: one, from: first.position, to: firstEnd }, short: true };
+  }
+
+  /** Where the cluster starting at `list[i]` ends: its records lie close together in one segment. */
+  function clusterEnd(list: readonly IndexEntry[], i: number): number {
     const first = list[i]!;
     let end = first.position + first.length;
     for (let k = i + 1; k < list.length; k++) {
@@ -88,19 +108,16 @@ export function createReads(opts: ReadsOptions) {
       if (!segments.sameSegment(first.position, next.position)) break;
       end = nextEnd;
     }
-    // A span that runs into missing bytes (a lost range) falls back to the one record, which may be intact.
-    const firstEnd = first.position + first.length;
-    const buf =
-      readFrame({ offset: first.offset, position: first.position, length: end - first.position }) ??
-      (end > firstEnd ? readFrame(first) : undefined);
-    if (!buf) return undefined;
-    return { buf, from: first.position, to: buf.length === first.length ? firstEnd : end };
+    return end;
   }
 
   function readPage(partition: number, list: IndexEntry[]): ReadPage {
     const { decoded } = opts;
     const events: StoredEvent[] = [];
-    let span: { buf: Buffer; from: number; to: number } | undefined;
+    let span: Span | undefined;
+    // Once a read of several records ran into missing bytes, the rest of the page is read a record at a
+    // time: every later cluster would run into them again.
+    let alone = false;
     for (let i = 0; i < list.length; i++) {
       const entry = list[i]!;
       const hit = decoded?.get(partition, entry);
@@ -108,7 +125,11 @@ export function createReads(opts: ReadsOptions) {
         events.push(hit);
         continue;
       }
-      if (!span || entry.position < span.from || entry.position + entry.length > span.to) span = readCluster(list, i);
+      if (!span || entry.position < span.from || entry.position + entry.length > span.to) {
+        const read = readCluster(list, i, alone);
+        span = read.span;
+        alone ||= read.short;
+      }
       const at = entry.position - (span?.from ?? 0);
       const frame = span?.buf.subarray(at, at + entry.length);
       const stored = decodeAt(partition, entry, frame);
