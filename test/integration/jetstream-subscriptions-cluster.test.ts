@@ -160,6 +160,27 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
     expect(dead.map((d: { event: { id: string } }) => d.event.id)).toEqual(['tc2']);
   });
 
+  it('accepts an ack sent through the other node while the 202 is still on its way (ack mode auto)', async () => {
+    const sub = await subscribe('two.early', { ackDeadlineMs: 60_000 });
+    const acks: number[] = [];
+    // The receiver acks through the node that did not send the request before it answers 202, so the
+    // callback reaches the cluster before the sending node has read the 202 that opens the attempt.
+    receiver.setResponder((req) => {
+      const ackUrl = req.headers['herald-ack-url'] as string;
+      const other = [a, b].find((gw) => !ackUrl.startsWith(`${gw.url}/`))!;
+      void request(other.url)
+        .post(`/deliveries/${req.headers['herald-delivery-id']}/ack`)
+        .send({})
+        .then((res) => acks.push(res.status));
+      return { status: 202, delayMs: 300 };
+    });
+    await publishOfType(a.url, '/two', 'two.early', ['te1']);
+    await waitFor(() => acks.length === 1 || undefined, { ...WAIT, what: 'the early ack answered' });
+    expect(acks).toEqual([200]);
+    await waitLag(a.url, sub.id, 0);
+    expect(ceIds(sub.id)).toEqual(['te1']);
+  });
+
   it('has a node started later deliver the subscriptions that exist, alone once the other stops', async () => {
     const sub = await subscribe('two.join');
     await b.close();

@@ -41,6 +41,25 @@ function inputOf(id: string, action: CallbackAction, arg: { delayMs?: number; ms
 }
 
 /**
+ * Under ack mode auto, a 202 opens the attempt's entry only once the sending node has read the
+ * answer: a callback sent as the 202 goes out (from another node, or a fast worker) can arrive
+ * first. An id of the right shape that is not there yet is looked up again for this long before
+ * it is answered 404.
+ */
+const OPENING_GRACE_MS = 2000;
+const OPENING_POLL_MS = 50;
+
+async function entryOf(ctx: CallbackDeps['ctx'], id: string) {
+  if (!/^dlv_[A-Za-z0-9_-]{24}$/.test(id)) return undefined;
+  const deadline = Date.now() + OPENING_GRACE_MS;
+  for (;;) {
+    const got = await ctx.ackMap.get(id);
+    if (got || Date.now() >= deadline) return got;
+    await new Promise((resolve) => setTimeout(resolve, OPENING_POLL_MS));
+  }
+}
+
+/**
  * A receiver's callback, on any node: the ack map says what settles the attempt (its message's
  * ack subject), the attempt machine what the callback means (as on the local engine), and a
  * compare-and-set on the entry makes the first settlement win, whichever node it reached; the same
@@ -54,7 +73,7 @@ export function createCallbacks(deps: CallbackDeps) {
     arg: { delayMs?: number; ms?: number; reason?: string } = {},
   ): Promise<CallbackAnswer> {
     for (let round = 0; round < SWAP_ROUNDS; round++) {
-      const got = /^dlv_[A-Za-z0-9_-]{24}$/.test(id) ? await ctx.ackMap.get(id) : undefined;
+      const got = await entryOf(ctx, id);
       if (!got || !(await deps.exists(got.entry.subscriptionId))) throw notFound(id);
       const { entry, revision } = got;
       const now = ctx.clock();
