@@ -172,7 +172,7 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
         .post(`/deliveries/${req.headers['herald-delivery-id']}/ack`)
         .send({})
         .then((res) => acks.push(res.status));
-      return { status: 202, delayMs: 300 };
+      return { status: 202, delayMs: 100 };
     });
     await publishOfType(a.url, '/two', 'two.early', ['te1']);
     await waitFor(() => acks.length === 1 || undefined, { ...WAIT, what: 'the early ack answered' });

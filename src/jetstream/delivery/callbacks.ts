@@ -46,7 +46,7 @@ function inputOf(id: string, action: CallbackAction, arg: { delayMs?: number; ms
  * first. An id of the right shape that is not there yet is looked up again for this long before
  * it is answered 404.
  */
-const OPENING_GRACE_MS = 2000;
+const OPENING_GRACE_MS = 500;
 const OPENING_POLL_MS = 50;
 
 async function entryOf(ctx: CallbackDeps['ctx'], id: string) {
