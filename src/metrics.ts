@@ -13,8 +13,6 @@ import {
   type HistogramData,
 } from './delivery/tally';
 
-export type { DeliveryOutcome } from './delivery/tally';
-
 /** What `/metrics` reads from the rest of the gateway at scrape time (gauges are computed, never kept in step). */
 export interface MetricsSources {
   log: () => { bytes: number; segments: number };
