@@ -12,6 +12,7 @@ import {
 } from 'nats';
 import type { Logger } from 'pino';
 import { StartupError } from '../errors';
+import { withSafeUpdate } from './kv-update';
 import type { JetStreamNames } from './names';
 import { natsReason } from './nats-errors';
 
@@ -131,7 +132,7 @@ async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number 
   try {
     // allow_direct off: reads go to the stream leader, so a record written through one node is seen
     // at once through every other (a follower that lags could answer "absent").
-    const kv = await opts.js.views.kv(bucket, {
+    const opened = await opts.js.views.kv(bucket, {
       replicas: opts.replicas,
       history: 1,
       storage: StorageType.File,
@@ -142,7 +143,7 @@ async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number 
       await opts.jsm.streams.update(stream, { ...existing.config, max_age: nanos(ttlMs) });
       opts.log.info({ bucket, ttlMs }, 'idempotency bucket TTL changed to HERALD_IDEMPOTENCY_WINDOW');
     }
-    return kv;
+    return withSafeUpdate(opened, opts.js, bucket);
   } catch (err) {
     if (err instanceof StartupError) throw err;
     throw failed(`open the KV bucket ${bucket}`, err);

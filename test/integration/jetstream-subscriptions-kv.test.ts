@@ -69,6 +69,29 @@ describeWithNats('the subscriptions bucket shared by two nodes', () => {
     expect((await b.get(id))?.record).toMatchObject({ state: 'paused', sink: 'http://127.0.0.1:3/new' });
   });
 
+  it('stores one of two updates made from one revision through both nodes at the same moment, and refuses the other', async () => {
+    const id = randomUUID();
+    let revision = await a.insert(record(id));
+    for (let round = 1; round <= 20; round++) {
+      const [byA, byB] = await Promise.allSettled([
+        a.update(record(id, { delivery: { ...record(id).delivery, maxInFlight: round } }), revision),
+        b.update(record(id, { sink: `http://127.0.0.1:${round}/b` }), revision),
+      ]);
+      const won = [byA, byB].filter((r) => r.status === 'fulfilled') as PromiseFulfilledResult<number>[];
+      const lost = [byA, byB].filter((r) => r.status === 'rejected') as PromiseRejectedResult[];
+      expect({ round, stored: won.length }).toEqual({ round, stored: 1 });
+      expect(lost[0]!.reason).toBeInstanceOf(RevisionConflict);
+      const stored = await b.get(id);
+      expect(stored?.revision).toBe(won[0]!.value);
+      expect(stored?.record).toEqual(
+        byA.status === 'fulfilled'
+          ? record(id, { delivery: { ...record(id).delivery, maxInFlight: round } })
+          : record(id, { sink: `http://127.0.0.1:${round}/b` }),
+      );
+      revision = stored!.revision;
+    }
+  });
+
   it('refuses an update of a deleted record, and reads it as absent', async () => {
     const id = randomUUID();
     const revision = await a.insert(record(id));

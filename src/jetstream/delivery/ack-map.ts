@@ -36,8 +36,9 @@ export async function signal(nc: NatsConnection, reply: string, s: Signal): Prom
 
 /**
  * The ack map (KV `<prefix>_acks`, TTL 2 days): delivery id → `AckEntry`. Every change is a
- * compare-and-set on the entry's revision, so of two nodes settling one attempt (a callback and the
- * request's own answer, or two callbacks) exactly one wins; the other sees what won.
+ * compare-and-set on the entry's revision (the bucket's `update` is `withSafeUpdate`'s, which holds
+ * on a cluster), so of two nodes settling one attempt (a callback and the request's own answer, or
+ * two callbacks) exactly one wins; the other sees what won.
  */
 export function createAckMap(kv: KV) {
   const decode = (value: Uint8Array) => JSON.parse(Buffer.from(value).toString('utf8')) as AckEntry;

@@ -1,4 +1,5 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV, type StreamConfig } from 'nats';
+import { withSafeUpdate } from '../kv-update';
 import type { DeliveryNames } from './names';
 
 /** TTL of the ack map: longer than the longest lease (`ackDeadlineMs` ≤ 1 day, extended by ≤ 12 h), so a repeated callback is recognised. */
@@ -58,8 +59,12 @@ export async function provisionDelivery(
     retention: RetentionPolicy.Workqueue,
   });
   // Read from the bucket's leader (no direct gets), so a write through one node is seen at once through every other.
-  const kv = (bucket: string, ttl?: number) =>
-    js.views.kv(bucket, { replicas, history: 1, storage: StorageType.File, allow_direct: false, ...(ttl ? { ttl } : {}) });
+  const kv = async (bucket: string, ttl?: number) =>
+    withSafeUpdate(
+      await js.views.kv(bucket, { replicas, history: 1, storage: StorageType.File, allow_direct: false, ...(ttl ? { ttl } : {}) }),
+      js,
+      bucket,
+    );
   return {
     acks: await kv(names.ackBucket, ACK_MAP_TTL_MS),
     generations: await kv(names.generationBucket),
