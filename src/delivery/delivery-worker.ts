@@ -23,7 +23,7 @@ import type {
   WireError,
 } from './delivery-protocol';
 import { createHttpSender } from './http-sender';
-import { countOutcome, DURATION_BOUNDS, newTally, observeSeconds, PUBLISH_BOUNDS, type DeliveryTally } from './tally';
+import { countOutcome, newTally, observeDuration, observePublishToDelivery, type DeliveryTally } from './tally';
 
 /** What was observed is sent as one tally per subscription at most this often (and before every answer). */
 const OBSERVE_INTERVAL_MS = 50;
@@ -82,10 +82,10 @@ const dispatcher = createDispatcher({
   observer: {
     outcome: (subscription, outcome) => countOutcome(tallyOf(subscription), outcome),
     answered: (subscription, ms) => {
-      observeSeconds(tallyOf(subscription).duration, DURATION_BOUNDS, ms / 1000);
+      observeDuration(tallyOf(subscription), ms);
       countAnswer();
     },
-    succeeded: (subscription, ms) => observeSeconds(tallyOf(subscription).publishToDelivery, PUBLISH_BOUNDS, ms / 1000),
+    succeeded: (subscription, ms) => observePublishToDelivery(tallyOf(subscription), ms),
   },
 });
 

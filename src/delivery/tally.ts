@@ -57,7 +57,14 @@ export function countOutcome(t: DeliveryTally, outcome: DeliveryOutcome): void {
   t.outcomes[OUTCOME_INDEX[outcome]]! += 1;
 }
 
-export function observeSeconds(h: HistogramData, bounds: readonly number[], value: number): void {
+/** An attempt answered (or timed out) `ms` after its request started. */
+export const observeDuration = (t: DeliveryTally, ms: number): void => observeSeconds(t.duration, DURATION_BOUNDS, ms / 1000);
+
+/** A 2xx from the receiver `ms` after the event was stored. */
+export const observePublishToDelivery = (t: DeliveryTally, ms: number): void =>
+  observeSeconds(t.publishToDelivery, PUBLISH_BOUNDS, ms / 1000);
+
+function observeSeconds(h: HistogramData, bounds: readonly number[], value: number): void {
   let i = 0;
   while (i < bounds.length && value > bounds[i]!) i++;
   h.counts[i]! += 1;
