@@ -181,6 +181,24 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
     expect(ceIds(sub.id)).toEqual(['te1']);
   });
 
+  it('accepts an ack sent through the sending node a second before the 202 that asks for it (ack mode auto)', async () => {
+    const sub = await subscribe('two.early-here', { ackDeadlineMs: 60_000 });
+    const acks: number[] = [];
+    // Longer than the half second another node waits for an entry to appear: the sending node knows it is coming.
+    receiver.setResponder((req) => {
+      void request(req.headers['herald-ack-url'] as string)
+        .post('')
+        .send({})
+        .then((res) => acks.push(res.status));
+      return { status: 202, delayMs: 1000 };
+    });
+    await publishOfType(a.url, '/two', 'two.early-here', ['th1']);
+    await waitFor(() => acks.length === 1 || undefined, { ...WAIT, what: 'the early ack answered' });
+    expect(acks).toEqual([200]);
+    await waitLag(a.url, sub.id, 0);
+    expect(ceIds(sub.id)).toEqual(['th1']);
+  });
+
   it('has a node started later deliver the subscriptions that exist, alone once the other stops', async () => {
     const sub = await subscribe('two.join');
     await b.close();

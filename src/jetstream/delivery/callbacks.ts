@@ -42,15 +42,20 @@ function inputOf(id: string, action: CallbackAction, arg: { delayMs?: number; ms
 
 /**
  * Under ack mode auto, a 202 opens the attempt's entry only once the sending node has read the
- * answer: a callback sent as the 202 goes out (from another node, or a fast worker) can arrive
- * first. An id of the right shape that is not there yet is looked up again for this long before
- * it is answered 404.
+ * answer: a callback sent as the 202 goes out (from a fast worker) can arrive first. On the
+ * sending node it waits until the answer is decided; on another node, an id of the right shape
+ * that is not there yet is looked up again for this long before it is answered 404.
  */
 const OPENING_GRACE_MS = 500;
 const OPENING_POLL_MS = 50;
 
 async function entryOf(ctx: CallbackDeps['ctx'], id: string) {
   if (!/^dlv_[A-Za-z0-9_-]{24}$/.test(id)) return undefined;
+  const sentHere = ctx.ackMap.decided(id);
+  if (sentHere) {
+    await sentHere;
+    return ctx.ackMap.get(id);
+  }
   const deadline = Date.now() + OPENING_GRACE_MS;
   for (;;) {
     const got = await ctx.ackMap.get(id);

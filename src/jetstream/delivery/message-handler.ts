@@ -115,22 +115,19 @@ export async function handleMessage(
     ackWaitMs: ackWaitMs(record.delivery),
   };
   const revision = record.delivery.ackMode === 'manual' ? await ctx.ackMap.open(deliveryId, entry) : undefined;
+  // Auto mode: a callback reaching this node before the 202 is read waits for it (see `callbacks.ts`).
+  const answered = revision === undefined ? ctx.ackMap.sending(deliveryId) : undefined;
+  let result: SendResult;
+  let decided: Decided;
   const startedAt = ctx.clock();
-  const result = await send(ctx, record, target, event, { deliveryId, attempt, previousOffset }, group);
-  // Deleted or closing meanwhile: settle nothing; JetStream redelivers the message after ack_wait.
-  if (sub.closing() || group.aborted) return;
-  const input: AttemptInput =
-    result.status === null && result.timedOut && !result.sinkNotAllowed
-      ? { kind: 'timeout', attemptId: deliveryId, error: result.error }
-      : {
-          kind: 'answer',
-          attemptId: deliveryId,
-          status: result.status,
-          retryAfter: result.retryAfter,
-          error: result.error,
-          sinkNotAllowed: result.sinkNotAllowed,
-        };
-  const decided = await decide(ctx, deliveryId, entry, revision, input);
+  try {
+    result = await send(ctx, record, target, event, { deliveryId, attempt, previousOffset }, group);
+    // Deleted or closing meanwhile: settle nothing; JetStream redelivers the message after ack_wait.
+    if (sub.closing() || group.aborted) return;
+    decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
+  } finally {
+    answered?.();
+  }
   await ctx.attemptLog
     .add({
       subscriptionId: sub.id,
@@ -150,6 +147,20 @@ export async function handleMessage(
   const lastResult = { attempt, lastStatus: decided.state.lastStatus, lastError: decided.state.lastError };
   await settleMessage(ctx, action, target, lastResult, deliveryId);
   if (action.kind === 'hold' && decided.entry) keepLease(deliveryId, decided.entry);
+}
+
+/** What the receiver's answer (or its absence) is to the attempt machine. */
+function inputOf(deliveryId: string, result: SendResult): AttemptInput {
+  if (result.status === null && result.timedOut && !result.sinkNotAllowed)
+    return { kind: 'timeout', attemptId: deliveryId, error: result.error };
+  return {
+    kind: 'answer',
+    attemptId: deliveryId,
+    status: result.status,
+    retryAfter: result.retryAfter,
+    error: result.error,
+    sinkNotAllowed: result.sinkNotAllowed,
+  };
 }
 
 async function send(
