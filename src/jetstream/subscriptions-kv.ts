@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from '../subscriptions/record-store';
+import { removeCurrent } from './kv-update';
 import { clusterUnavailable, isWrongLastSequence, natsReason } from './nats-errors';
 
 /** Wait before watching again after the watch ended unasked (a lost connection that outlived its consumer). */
@@ -130,7 +131,8 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
     },
     async remove(id) {
       try {
-        await kv.delete(id);
+        // From the revision it has now: an update from an older one cannot bring it back.
+        await removeCurrent(kv, id);
       } catch (err) {
         throw clusterUnavailable(err, 'delete the subscription');
       }

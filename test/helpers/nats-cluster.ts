@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
-import { connect } from 'nats';
+import { connect, StorageType } from 'nats';
 
 /**
  * A real three-server NATS cluster with JetStream, on loopback, for the JetStream engine's tests:
@@ -142,7 +142,8 @@ function configText(node: NatsServerNode, clusterName: string, peers: NatsServer
 }
 
 /**
- * Starts `size` (default 3) clustered servers with JetStream (1: one standalone server) and waits for the meta leader.
+ * Starts `size` (default 3) clustered servers with JetStream (1: one standalone server) and waits
+ * for the meta leader and for every server to take replicas.
  * @throws when nats-server is not installed, naming how to install it
  */
 export async function startNatsCluster(opts: { size?: number } = {}): Promise<NatsCluster> {
@@ -212,6 +213,31 @@ export async function startNatsCluster(opts: { size?: number } = {}): Promise<Na
     }
   };
 
+  /**
+   * Waits until a stream with a replica on every server can be created: the meta leader is elected
+   * before every server has joined as a JetStream peer, and until then an R3 bucket is refused
+   * ("no suitable peers for placement"), which a busy machine showed at the start of a test file.
+   */
+  const waitForPlacement = async (timeoutMs = META_LEADER_TIMEOUT_MS): Promise<void> => {
+    const nc = await connect({ servers: nodes.map((n) => n.url), reconnect: false, timeout: 2000 });
+    try {
+      const jsm = await nc.jetstreamManager({ timeout: 2000, checkAPI: false });
+      const name = 'herald_test_placement';
+      await waitUntil(
+        `a stream placed on all ${size} servers`,
+        async () => {
+          await jsm.streams.add({ name, subjects: [`${name}.>`], num_replicas: size, storage: StorageType.Memory });
+          await jsm.streams.delete(name);
+          return true;
+        },
+        timeoutMs,
+        250,
+      );
+    } finally {
+      await nc.close();
+    }
+  };
+
   const stop = async (): Promise<void> => {
     for (let i = 0; i < size; i++) await kill(i);
     fs.rmSync(dir, { recursive: true, force: true });
@@ -220,6 +246,7 @@ export async function startNatsCluster(opts: { size?: number } = {}): Promise<Na
   try {
     await Promise.all(nodes.map((_, i) => launch(i)));
     await waitForMetaLeader();
+    await waitForPlacement();
   } catch (err) {
     await stop();
     throw err;

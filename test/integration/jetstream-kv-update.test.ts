@@ -1,12 +1,13 @@
 import { connect, StorageType, type KV, type NatsConnection } from 'nats';
-import { withSafeUpdate } from '../../src/jetstream/kv-update';
+import { removeCurrent, withSafeUpdate } from '../../src/jetstream/kv-update';
 import { isWrongLastSequence } from '../../src/jetstream/nats-errors';
 import { describeWithNats, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster';
 
 /**
  * Compare-and-set on a replicated KV bucket, written through each of three servers at the same
  * moment. Debian's nats-server (2.9.10) stores two or three of such writes from one revision in most
- * rounds when they are plain `kv.update`s (nats-server#4320); through `withSafeUpdate` one is stored.
+ * rounds when they are plain `kv.update`s (nats-server#4320), and an update racing a delete is
+ * often stored after it; through `withSafeUpdate` one write from a revision is stored.
  */
 
 const ROUNDS = 40;
@@ -56,6 +57,36 @@ describeWithNats('compare-and-set on a replicated bucket', () => {
     expect(isWrongLastSequence(stale)).toBe(true);
     expect(await buckets[2]!.update('old', 'c', second)).toBeGreaterThan(second);
     expect((await buckets[0]!.get('old'))?.string()).toBe('c');
+  });
+
+  it('stores one of a delete and an update made from one revision at once, so a deleted key never comes back', async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const key = `del-${round}`;
+      const revision = await buckets[0]!.create(key, 'start');
+      const [deleted, updated] = await Promise.allSettled([
+        buckets[1]!.delete(key, { previousSeq: revision }),
+        buckets[2]!.update(key, 'changed', revision),
+      ]);
+      const stored = await buckets[0]!.get(key);
+      expect({ round, stored: [deleted.status, updated.status].filter((s) => s === 'fulfilled').length }).toEqual({ round, stored: 1 });
+      expect({ round, operation: stored?.operation }).toEqual({ round, operation: deleted.status === 'fulfilled' ? 'DEL' : 'PUT' });
+    }
+  });
+
+  it('removes a key for good with removeCurrent while other servers update it', async () => {
+    for (let round = 0; round < ROUNDS; round++) {
+      const key = `rm-${round}`;
+      const revision = await buckets[0]!.create(key, 'start');
+      const [removed] = await Promise.allSettled([
+        removeCurrent(buckets[1]!, key, round % 2 ? 'purge' : 'delete'),
+        buckets[2]!.update(key, 'changed', revision),
+        buckets[0]!.update(key, 'changed too', revision),
+      ]);
+      expect({ round, removed: removed.status === 'fulfilled' && removed.value }).toEqual({ round, removed: true });
+      expect({ round, operation: (await buckets[2]!.get(key))?.operation }).toEqual({ round, operation: round % 2 ? 'PURGE' : 'DEL' });
+    }
+    expect(await removeCurrent(buckets[0]!, 'rm-0')).toBe(false);
+    expect(await removeCurrent(buckets[0]!, 'never-there')).toBe(false);
   });
 
   it('lets one of three creates of a deleted key through, at once', async () => {

@@ -92,6 +92,16 @@ describeWithNats('the subscriptions bucket shared by two nodes', () => {
     }
   });
 
+  it('keeps a record deleted through one node while the other updates it at the same moment', async () => {
+    for (let round = 1; round <= 20; round++) {
+      const id = randomUUID();
+      const revision = await a.insert(record(id));
+      const [, updated] = await Promise.allSettled([a.remove(id), b.update(record(id, { sink: 'http://127.0.0.1:9/late' }), revision)]);
+      expect({ round, stored: await b.get(id) }).toEqual({ round, stored: undefined });
+      if (updated.status === 'rejected') expect(updated.reason).toBeInstanceOf(RevisionConflict);
+    }
+  });
+
   it('refuses an update of a deleted record, and reads it as absent', async () => {
     const id = randomUUID();
     const revision = await a.insert(record(id));

@@ -59,6 +59,7 @@ import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents } from '../../subscriptions/delivery-control';
 import type { SeekTarget } from '../../subscriptions/seek-schema';
 import { connectToCluster } from '../connection';
+import { removeCurrent } from '../kv-update';
 import { jetStreamNames } from '../names';
 import { createAckMap } from './ack-map';
 import { createCallbacks } from './callbacks';
@@ -220,7 +221,7 @@ function composeEngine(parts: {
       const current = await consumers.generations(id);
       const gens = current?.gens ?? entry?.generations() ?? [];
       // The record first, so no node re-creates a consumer for a deleted subscription (see `repair`).
-      await parts.generations.purge(names.generationKey(id)).catch(() => undefined);
+      await removeCurrent(parts.generations, names.generationKey(id), 'purge').catch(() => undefined);
       await Promise.all(gens.map((g, p) => consumers.removePartitionConsumer(id, p, g)));
       await consumers.removeRedriveConsumer(id);
       await Promise.all([
