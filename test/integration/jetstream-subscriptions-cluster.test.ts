@@ -61,6 +61,18 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
   const waitLag = (url: string, id: string, want: number) =>
     waitFor(async () => lag(await getSub(url, id)) === want, { ...WAIT, what: `lag ${want}` });
   const ceIds = (sub: string) => requestsForSubscription(receiver, sub).map((q) => q.headers['ce-id']);
+  /** The receiver posts each request's ack to `ackAt(its herald-ack-url)`, then answers 202 after `delayMs`; the ack statuses. */
+  function ackBefore202(delayMs: number, ackAt: (ackUrl: string) => string): number[] {
+    const acks: number[] = [];
+    receiver.setResponder((req) => {
+      void request(ackAt(req.headers['herald-ack-url'] as string))
+        .post('')
+        .send({})
+        .then((res) => acks.push(res.status));
+      return { status: 202, delayMs };
+    });
+    return acks;
+  }
 
   it('finds a subscription created through A through B at once, and each node sees the other’s change', async () => {
     const sub = await subscribe('two.visible');
@@ -162,17 +174,11 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
 
   it('accepts an ack sent through the other node while the 202 is still on its way (ack mode auto)', async () => {
     const sub = await subscribe('two.early', { ackDeadlineMs: 60_000 });
-    const acks: number[] = [];
     // The receiver acks through the node that did not send the request before it answers 202, so the
     // callback reaches the cluster before the sending node has read the 202 that opens the attempt.
-    receiver.setResponder((req) => {
-      const ackUrl = req.headers['herald-ack-url'] as string;
+    const acks = ackBefore202(100, (ackUrl) => {
       const other = [a, b].find((gw) => !ackUrl.startsWith(`${gw.url}/`))!;
-      void request(other.url)
-        .post(`/deliveries/${req.headers['herald-delivery-id']}/ack`)
-        .send({})
-        .then((res) => acks.push(res.status));
-      return { status: 202, delayMs: 100 };
+      return `${other.url}${new URL(ackUrl).pathname}`;
     });
     await publishOfType(a.url, '/two', 'two.early', ['te1']);
     await waitFor(() => acks.length === 1 || undefined, { ...WAIT, what: 'the early ack answered' });
@@ -183,15 +189,8 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
 
   it('accepts an ack sent through the sending node a second before the 202 that asks for it (ack mode auto)', async () => {
     const sub = await subscribe('two.early-here', { ackDeadlineMs: 60_000 });
-    const acks: number[] = [];
     // Longer than the half second another node waits for an entry to appear: the sending node knows it is coming.
-    receiver.setResponder((req) => {
-      void request(req.headers['herald-ack-url'] as string)
-        .post('')
-        .send({})
-        .then((res) => acks.push(res.status));
-      return { status: 202, delayMs: 1000 };
-    });
+    const acks = ackBefore202(1000, (ackUrl) => ackUrl);
     await publishOfType(a.url, '/two', 'two.early-here', ['th1']);
     await waitFor(() => acks.length === 1 || undefined, { ...WAIT, what: 'the early ack answered' });
     expect(acks).toEqual([200]);

@@ -43,7 +43,7 @@ export async function signal(nc: NatsConnection, reply: string, s: Signal): Prom
 export function createAckMap(kv: KV) {
   const decode = (value: Uint8Array) => JSON.parse(Buffer.from(value).toString('utf8')) as AckEntry;
   /** Attempts this node is sending under ack mode auto, until their answer is decided (a 202 opens the entry). */
-  const sending = new Map<string, Promise<void>>();
+  const beingSent = new Map<string, Promise<void>>();
   return {
     /**
      * Marks an auto-mode attempt as being sent by this node; call the function returned once its
@@ -51,14 +51,14 @@ export function createAckMap(kv: KV) {
      */
     sending(deliveryId: string): () => void {
       let done!: () => void;
-      sending.set(deliveryId, new Promise<void>((resolve) => (done = resolve)));
+      beingSent.set(deliveryId, new Promise<void>((resolve) => (done = resolve)));
       return () => {
-        sending.delete(deliveryId);
+        beingSent.delete(deliveryId);
         done();
       };
     },
     /** Resolves when the attempt, if this node is sending it, has its answer decided; undefined when it is not. */
-    decided: (deliveryId: string): Promise<void> | undefined => sending.get(deliveryId),
+    decided: (deliveryId: string): Promise<void> | undefined => beingSent.get(deliveryId),
     /** Creates the entry of a new attempt; its revision. */
     open: (deliveryId: string, entry: AckEntry): Promise<number> => kv.create(deliveryId, JSON.stringify(entry)),
     async get(deliveryId: string): Promise<{ entry: AckEntry; revision: number } | undefined> {
