@@ -3,6 +3,7 @@ import { startGateway } from './gateway';
 import { startJetStreamGateway } from './jetstream-gateway';
 import { StartupError } from './errors';
 import { HERALD_VERSION } from './version';
+import { limitHeapGrowth } from './heap-growth';
 
 const USAGE = `Usage: herald [--version | --help]
 
@@ -75,6 +76,7 @@ async function startFromEnv(): Promise<void> {
 
 /** {@link startFromEnv}, any other failure to start exiting 1 with its stack. */
 export function serve(): Promise<void> {
+  limitHeapGrowth();
   return startFromEnv().catch((err) => {
     process.stderr.write(`herald: failed to start: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
     process.exit(1);

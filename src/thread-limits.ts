@@ -9,7 +9,8 @@ import type { ResourceLimits } from 'node:worker_threads';
  *
  * The delivery thread has none: any resource limit on it (even only an old-generation cap) changed
  * how V8 sized its young generation and more than doubled its time in GC (20 % of the thread against
- * 8.5 % while delivering 50,000 events); its heap is bounded by what it holds instead.
+ * 8.5 % while delivering 50,000 events); its heap is bounded by what it holds instead, and by the
+ * growing factor every thread gets (see heap-growth.ts).
  */
 export const THREAD_LIMITS = {
   /** Index writes (a group's columns at a time) and key filter builds (paged). */
