@@ -43,7 +43,8 @@ export interface Gateway {
   close(): Promise<void>;
 }
 
-const CHECKPOINT_INTERVAL_MS = 1000;
+/** herald.db's checkpoints: small and often, for the reason of the indexer's (indexer-worker.ts). */
+const CHECKPOINT_INTERVAL_MS = 100;
 
 /**
  * Takes the data dir's lock, then opens SQLite and the log. Anything the OS refuses (a read-only

@@ -14,7 +14,12 @@ import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 /** Rows per transaction: the main thread's own writes wait for the lock at most this long. */
 const ROWS_PER_TRANSACTION = 4096;
 
-const CHECKPOINT_INTERVAL_MS = 1000;
+/**
+ * Small and often: a checkpoint's fsync makes ext4 (data=ordered) write every page it copied before
+ * the journal commit that the log's next fdatasync waits for. Once a second, ingest stalled 70–100 ms
+ * every second at 3,600 req/s (330 ms every 5 s at 5 s); every 100 ms the stall is lost in the noise.
+ */
+const CHECKPOINT_INTERVAL_MS = 100;
 
 const port = parentPort!;
 const { dbFile, partitions } = workerData as IndexerWorkerData;
@@ -96,7 +101,7 @@ function indexBatch(): void {
 
 let checkpointedAt = Date.now();
 
-/** The indexer is index.db's only writer, so it checkpoints it itself, between its transactions, at most once a second. */
+/** The indexer is index.db's only writer, so it checkpoints it itself, between its transactions, at most every {@link CHECKPOINT_INTERVAL_MS}. */
 function checkpoint(): void {
   if (Date.now() - checkpointedAt < CHECKPOINT_INTERVAL_MS) return;
   checkpointedAt = Date.now();
