@@ -141,6 +141,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     log,
     enabled: config.deliveryEnabled,
     sinkAllowPrivate: config.sinkAllowPrivate,
+    backlogNice: config.backlogNice,
     clockSkew: skew,
     crashAfterAnswers: opts.deliveryCrashAfterAnswers,
     maxRestarts: opts.deliveryRestarts?.max,

@@ -168,6 +168,9 @@ export const configSchema = z
     HERALD_DELIVERY: withDefault(z.enum(['on', 'off']), 'on').describe(
       '`off`: ingest and serve reads but deliver nothing (for example a backup restored into staging, which must not call real receivers).',
     ),
+    HERALD_BACKLOG_NICE: int(0, 19, 10).describe(
+      "Nice value (Linux) of the delivery thread while it drains a backlog (reads events older than the newest 32,768) and events are being ingested: on busy cores the thread that answers producers gets the larger share, so a backlog slows its own drain rather than ingest. `0`: delivery always runs at the gateway's priority.",
+    ),
     HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
       'Longest a graceful shutdown (SIGTERM/SIGINT) may take; then open requests are destroyed, state is persisted and the process exits.',
     ),
@@ -212,6 +215,7 @@ export interface Config {
   apiKeysRaw?: string;
   allowUnauthenticated: boolean;
   sinkAllowPrivate: boolean;
+  backlogNice: number;
   maxJsonDepth: number;
   recovery: ReadonlySet<RecoveryPermission>;
   shutdownTimeoutMs: number;
@@ -253,6 +257,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     apiKeysRaw: raw.HERALD_API_KEYS,
     allowUnauthenticated: raw.HERALD_ALLOW_UNAUTHENTICATED,
     sinkAllowPrivate: raw.HERALD_SINK_ALLOW_PRIVATE,
+    backlogNice: raw.HERALD_BACKLOG_NICE,
     maxJsonDepth: raw.HERALD_MAX_JSON_DEPTH,
     recovery: new Set(raw.HERALD_RECOVERY),
     shutdownTimeoutMs: raw.HERALD_SHUTDOWN_TIMEOUT_MS,

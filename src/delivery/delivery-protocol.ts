@@ -95,6 +95,8 @@ export interface DeliveryWorkerData {
   enabled: boolean;
   sinkAllowPrivate: boolean;
   ackUrlBase: string;
+  /** HERALD_BACKLOG_NICE: the thread's nice value while it drains a backlog under ingest (0: never changed). */
+  backlogNice: number;
   /** Tests: milliseconds added to the wall clock (index 0), shared with the main thread. */
   clockSkew?: Float64Array;
   /** Tests: the thread throws (an uncaught error) after this many delivery attempts were answered. */

@@ -20,6 +20,7 @@ import type {
 } from './delivery-protocol';
 import { writeInitialOffsets, type CallbackAction, type CallbackAnswer } from './dispatcher';
 import type { DeliveryTally } from './tally';
+import { canRestorePriority } from '../thread-priority';
 
 export interface DeliveryThreadOptions {
   /** herald.db: the thread opens its own connection; `db` is the main thread's (for `initOffsets`). */
@@ -30,6 +31,8 @@ export interface DeliveryThreadOptions {
   log: Logger;
   enabled: boolean;
   sinkAllowPrivate: boolean;
+  /** HERALD_BACKLOG_NICE (see `backlog-priority.ts`); 0 leaves the thread's priority alone. */
+  backlogNice?: number;
   /** What a subscription's deliveries added to the metrics (counted on the thread, sent now and then). */
   observer: { tally(subscriptionId: string, tally: DeliveryTally): void };
   /** Tests: milliseconds added to the wall clock, shared with the thread (a `SharedArrayBuffer`'s view). */
@@ -83,6 +86,20 @@ interface Waiting {
  * once: the attempts it had open are made again, same webhook-id); calls it had not answered are
  * answered 503 with `Retry-After`. More than `maxRestarts` deaths within `restartWindowMs` is fatal.
  */
+/**
+ * HERALD_BACKLOG_NICE, when this process may also take it back (else a drained backlog would leave
+ * delivery at the lower priority for good): 0 and one log line otherwise.
+ */
+function backlogNiceAllowed(opts: DeliveryThreadOptions): number {
+  const nice = opts.backlogNice ?? 0;
+  if (nice === 0 || canRestorePriority()) return nice;
+  opts.log.info(
+    { backlogNice: nice },
+    'delivery runs at normal priority while backlogs drain: returning to it needs CAP_SYS_NICE or RLIMIT_NICE >= 20 (docker run --cap-add SYS_NICE)',
+  );
+  return 0;
+}
+
 export function createDeliveryThread(opts: DeliveryThreadOptions) {
   const stateRepo = createDeliveryStateRepo(opts.db);
   /** The subscriptions delivery runs for, as last sent: a new thread is given them all again. */
@@ -98,6 +115,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
   let closing: Promise<void> | undefined;
   /** First offsets retention has announced; a thread started meanwhile must not read below them. */
   let announced: readonly number[] = [];
+  const backlogNice = backlogNiceAllowed(opts);
 
   function spawn(): void {
     committedGroups = []; // the snapshot holds them: every committed group is in its tail or in index.db
@@ -110,6 +128,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
       enabled: opts.enabled,
       sinkAllowPrivate: opts.sinkAllowPrivate,
       ackUrlBase,
+      backlogNice,
       clockSkew: opts.clockSkew,
       crashAfterAnswers: incarnation === 0 ? opts.crashAfterAnswers : undefined,
     };

@@ -22,7 +22,9 @@ import type {
   ToDelivery,
   WireError,
 } from './delivery-protocol';
+import { startBacklogPriority } from './backlog-priority';
 import { createHttpSender } from './http-sender';
+import { niceThisThread } from '../thread-priority';
 import { countOutcome, newTally, observeDuration, observePublishToDelivery, type DeliveryTally } from './tally';
 
 /** What was observed is sent as one tally per subscription at most this often (and before every answer). */
@@ -39,6 +41,12 @@ const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;
 const db = openConnection(data.dbFile);
 const reader = openLogReader(data.log, log);
 const sender = createHttpSender({ allowPrivate: data.sinkAllowPrivate });
+let committedGroups = 0;
+const priority = startBacklogPriority({
+  backlogNice: data.backlogNice,
+  counts: () => ({ backlogReads: reader.indexReads(), committedGroups }),
+  apply: niceThisThread,
+});
 
 let observed = new Map<string, Observed>();
 let observeTimer: NodeJS.Timeout | undefined;
@@ -140,6 +148,7 @@ let closing = false;
 async function close(deadline: number): Promise<void> {
   closing = true;
   await dispatcher.close({ deadline });
+  priority.stop();
   sendObservations();
   reader.close();
   db.close();
@@ -171,6 +180,7 @@ port.on('message', (message: ToDelivery) => {
       return;
     case 'committed':
       for (const group of message.groups) reader.committed(group);
+      committedGroups += message.groups.length;
       return;
     case 'indexed':
       reader.indexed(message.through);

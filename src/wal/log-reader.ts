@@ -116,9 +116,17 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
   for (const group of snapshot.tail) tail.add(group);
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
+  const index = createLogIndexRepo(indexDb);
+  let indexRanges = 0;
   const reads = createReads({
     segments,
-    index: createLogIndexRepo(indexDb),
+    index: {
+      ...index,
+      range(partition, offset, limit) {
+        indexRanges++;
+        return index.range(partition, offset, limit);
+      },
+    },
     idempotency: createIdempotencyRepo(indexDb),
     tail,
     heads: () => heads,
@@ -159,6 +167,8 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
       for (const listener of appendListeners) listener(grown);
     },
     indexed: (through: number) => tail.confirm(through),
+    /** Page reads that went to index.db so far: a reader behind the records this view keeps positions of. */
+    indexReads: () => indexRanges,
     /** What its tail holds (see `createTailView`). */
     tailSizes: () => tail.sizes(),
     /** How many subscriptions read the log: decoded records are kept for them to share when more than one do. */

@@ -1,0 +1,97 @@
+import fs from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { HOLD_INTERVALS, niceFor, startBacklogPriority, type Interval } from '../../../src/delivery/backlog-priority';
+import { canRestorePriority } from '../../../src/thread-priority';
+
+/** A thread's nice value from /proc (field 19 of its stat line). */
+function niceOf(statPath: string): number {
+  const stat = fs.readFileSync(statPath, 'utf8');
+  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+}
+
+describe('niceFor: ingest first while a backlog drains', () => {
+  it.each<[string, Interval, number]>([
+    ['backlog reads while producers store events', { backlogReads: 3, committedGroups: 10 }, 10],
+    ['a drain with no ingest (nothing of Herald competes)', { backlogReads: 3, committedGroups: 0 }, 0],
+    ['ingest while the subscriber keeps up (fresh reads only)', { backlogReads: 0, committedGroups: 10 }, 0],
+    ['an idle gateway', { backlogReads: 0, committedGroups: 0 }, 0],
+  ])('%s', (_what, seen, nice) => {
+    expect(niceFor(seen, 10)).toBe(nice);
+  });
+});
+
+describe('startBacklogPriority', () => {
+  function governor(backlogNice = 10) {
+    const counts: Interval = { backlogReads: 0, committedGroups: 0 };
+    const applied: number[] = [];
+    const gov = startBacklogPriority({
+      backlogNice,
+      counts: () => ({ ...counts }),
+      apply: (nice) => (applied.push(nice), true),
+      intervalMs: 5,
+    });
+    const ticks = (n: number) => new Promise((r) => setTimeout(r, 5 * n + 3));
+    return { counts, applied, gov, ticks };
+  }
+
+  it('lowers the priority at once, holds it while the drain goes on, and restores it after HOLD_INTERVALS quiet intervals', async () => {
+    const { counts, applied, gov, ticks } = governor();
+    try {
+      counts.backlogReads = 1;
+      counts.committedGroups = 1;
+      await ticks(2);
+      expect(applied).toEqual([10]); // applied once, not every interval
+      counts.committedGroups = 2; // one more interval under ingest, but no page read in it
+      await ticks(1);
+      expect(gov.nice()).toBe(10);
+      await ticks(HOLD_INTERVALS + 2);
+      expect(applied).toEqual([10, 0]);
+      expect(gov.nice()).toBe(0);
+    } finally {
+      gov.stop();
+    }
+  });
+
+  it('restores nice 0 on stop', async () => {
+    const { counts, applied, gov, ticks } = governor();
+    counts.backlogReads = 5;
+    counts.committedGroups = 5;
+    await ticks(2);
+    gov.stop();
+    expect(applied).toEqual([10, 0]);
+  });
+
+  it('never touches the priority when HERALD_BACKLOG_NICE is 0', async () => {
+    const { counts, applied, gov, ticks } = governor(0);
+    counts.backlogReads = 5;
+    counts.committedGroups = 5;
+    await ticks(3);
+    gov.stop();
+    expect(applied).toEqual([]);
+  });
+});
+
+describe('niceThisThread', () => {
+  it('sets the nice value of the calling thread only, and the thread returns to 0 when the process may', async () => {
+    const before = niceOf('/proc/thread-self/stat');
+    const source = `
+      const { parentPort, workerData } = require('node:worker_threads');
+      const { niceThisThread } = require(workerData.module);
+      const fs = require('node:fs');
+      const niceOf = () => { const s = fs.readFileSync('/proc/thread-self/stat', 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]); };
+      const set = niceThisThread(7);
+      const lowered = niceOf();
+      const restored = niceThisThread(0);
+      parentPort.postMessage({ set, lowered, restored, after: niceOf() });
+    `;
+    const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const w = new Worker(source, { eval: true, workerData: { module: require.resolve('../../../dist/thread-priority') } });
+      w.once('message', resolve);
+      w.once('error', reject);
+    });
+    // Back to 0 needs CAP_SYS_NICE or RLIMIT_NICE >= 20 (CI runs as root); the gateway checks first.
+    const restorable = canRestorePriority();
+    expect(result).toEqual({ set: true, lowered: 7, restored: restorable, after: restorable ? 0 : 7 });
+    expect(niceOf('/proc/thread-self/stat')).toBe(before);
+  });
+});
