@@ -2,16 +2,37 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 
-/**
- * Sets the nice value of the calling thread only: on Linux `setpriority` takes a thread id, found
- * through /proc/thread-self. A thread may always lower its own priority and raise it back to the
- * nice value it started with (0 here). Elsewhere, or without /proc, it does nothing and says so.
- */
-export function niceThisThread(nice: number): boolean {
-  if (process.platform !== 'linux') return false;
+/** The calling thread's id (Linux), or undefined where /proc/thread-self is not there. */
+function threadId(): number | undefined {
+  if (process.platform !== 'linux') return undefined;
   try {
     const tid = Number(path.basename(fs.readlinkSync('/proc/thread-self')));
-    if (!Number.isInteger(tid) || tid <= 0) return false;
+    return Number.isInteger(tid) && tid > 0 ? tid : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** The calling thread's nice value (0 where it cannot be read). */
+export function niceOfThisThread(): number {
+  const tid = threadId();
+  if (tid === undefined) return 0;
+  try {
+    return os.getPriority(tid);
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * Sets the nice value of the calling thread only (Linux: `setpriority` takes a thread id). Any thread
+ * may raise its nice value; lowering it again needs what {@link canRestorePriority} checks. Returns
+ * false when it was not set (another platform, no /proc, or refused).
+ */
+export function niceThisThread(nice: number): boolean {
+  const tid = threadId();
+  if (tid === undefined) return false;
+  try {
     os.setPriority(tid, nice);
     return true;
   } catch {
@@ -23,15 +44,17 @@ export function niceThisThread(nice: number): boolean {
 const CAP_SYS_NICE = 23n;
 
 /**
- * Whether a thread of this process may go back to nice 0 after raising its nice value: only with
- * CAP_SYS_NICE (root outside a container, or `docker run --cap-add SYS_NICE`) or an RLIMIT_NICE of
- * at least 20 (`ulimit -e 20`, `docker run --ulimit nice=20`). Without it a lowered priority would stay.
+ * Whether a thread of this process may lower its nice value again after raising it by up to 19:
+ * with CAP_SYS_NICE in the initial user namespace (the kernel checks it there, so rootless
+ * containers do not count), or with an RLIMIT_NICE of at least 20 (which allows nice values down to
+ * 20 − limit; `ulimit -e 20`, `docker run --ulimit nice=20`). Without it a raised value would stay.
  */
 export function canRestorePriority(): boolean {
   if (process.platform !== 'linux') return false;
   try {
     const capEff = /^CapEff:\s*([0-9a-f]+)$/m.exec(fs.readFileSync('/proc/self/status', 'utf8'))?.[1];
-    if (capEff && (BigInt(`0x${capEff}`) >> CAP_SYS_NICE) & 1n) return true;
+    const initialUserNamespace = /^\s*0\s+0\s+4294967295\s*$/.test(fs.readFileSync('/proc/self/uid_map', 'utf8'));
+    if (capEff && initialUserNamespace && (BigInt(`0x${capEff}`) >> CAP_SYS_NICE) & 1n) return true;
     const soft = /^Max nice priority\s+(\S+)/m.exec(fs.readFileSync('/proc/self/limits', 'utf8'))?.[1];
     return soft === 'unlimited' || Number(soft) >= 20;
   } catch {

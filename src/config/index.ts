@@ -169,7 +169,7 @@ export const configSchema = z
       '`off`: ingest and serve reads but deliver nothing (for example a backup restored into staging, which must not call real receivers).',
     ),
     HERALD_BACKLOG_NICE: int(0, 19, 10).describe(
-      "Nice value (Linux) of the delivery thread while it drains a backlog (reads events older than the newest 32,768) and events are being ingested: on busy cores the thread that answers producers gets the larger share, so a backlog slows its own drain rather than ingest. `0`: delivery always runs at the gateway's priority.",
+      "How much the delivery thread raises its nice value (Linux; at most to 19) while it drains a backlog (reads pages of events older than the newest 32,768) and events are being ingested: on busy cores the thread that answers producers gets the larger share, so a backlog slows its own drain rather than ingest. Back to the gateway's value within about a second after either stops. `0`: never changed.",
     ),
     HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
       'Longest a graceful shutdown (SIGTERM/SIGINT) may take; then open requests are destroyed, state is persisted and the process exits.',

@@ -1,10 +1,11 @@
 /**
  * Ingest first while a backlog drains ("a slow or dead subscriber never slows ingest"). The delivery
  * thread reads a backlog through index.db (older than the newest 32,768 records it keeps positions
- * of); when it did so in the last interval and producers were storing events meanwhile, it runs at a
- * higher nice value, so on busy cores the scheduler gives the ingest thread the larger share. A
- * subscriber that keeps up reads fresh events only, and a drain with no ingest competes with
- * nothing of Herald's: both run at full priority.
+ * of); when it did so in the last interval and producers were storing events meanwhile, it raises
+ * its nice value, so on busy cores the scheduler gives the ingest thread the larger share. The value
+ * is the thread's, so every subscription it delivers for is slowed with the backlog's. When every
+ * subscriber keeps up (fresh events only), or a drain has no ingest beside it, it runs at the
+ * gateway's own priority.
  */
 
 /** What the delivery thread saw in one interval. */
@@ -19,31 +20,34 @@ export const BACKLOG_PRIORITY_INTERVAL_MS = 250;
 /** Intervals without a backlog read under ingest before the thread returns to nice 0 (a page covers many events). */
 export const HOLD_INTERVALS = 4;
 
-/** The nice value for the next interval: `backlogNice` while a backlog drains under ingest, else 0. */
+/** How much to raise the nice value for the next interval: `backlogNice` while a backlog drains under ingest, else 0. */
 export function niceFor(seen: Interval, backlogNice: number): number {
   return seen.backlogReads > 0 && seen.committedGroups > 0 ? backlogNice : 0;
 }
 
 export interface BacklogPriorityOptions {
+  /** How much to raise the thread's nice value while a backlog drains under ingest; 0: never. */
   backlogNice: number;
+  /** The thread's nice value as it started (inherited from the gateway): what it returns to. */
+  base: number;
   /** Counters since the thread started; the governor takes differences. */
   counts: () => Interval;
-  /** Sets the thread's nice value; false when the platform cannot. */
+  /** Sets the thread's nice value; false when it was not set. */
   apply: (nice: number) => boolean;
   intervalMs?: number;
 }
 
 /**
- * Re-decides every interval: `backlogNice` as soon as an interval saw a backlog read under ingest,
- * 0 after {@link HOLD_INTERVALS} intervals that did not. Calls `apply` only on a change; `stop()`
- * returns to nice 0.
+ * Re-decides every interval: `base + backlogNice` (at most 19) as soon as an interval saw a backlog
+ * read under ingest, `base` after {@link HOLD_INTERVALS} intervals that did not. Calls `apply` only
+ * on a change (a refused change is tried again next interval); `stop()` returns to `base`.
  */
 export function startBacklogPriority(opts: BacklogPriorityOptions): { stop(): void; nice(): number } {
-  let current = 0;
+  let raisedBy = 0;
   let quiet = 0;
   let last = opts.counts();
-  const set = (nice: number) => {
-    if (nice !== current && opts.apply(nice)) current = nice;
+  const set = (by: number) => {
+    if (by !== raisedBy && opts.apply(Math.min(19, opts.base + by))) raisedBy = by;
   };
   const tick = () => {
     const now = opts.counts();
@@ -63,6 +67,7 @@ export function startBacklogPriority(opts: BacklogPriorityOptions): { stop(): vo
       if (timer) clearInterval(timer);
       set(0);
     },
-    nice: () => current,
+    /** The thread's nice value as last set. */
+    nice: () => Math.min(19, opts.base + raisedBy),
   };
 }

@@ -95,7 +95,7 @@ function backlogNiceAllowed(opts: DeliveryThreadOptions): number {
   if (nice === 0 || canRestorePriority()) return nice;
   opts.log.info(
     { backlogNice: nice },
-    'delivery runs at normal priority while backlogs drain: returning to it needs CAP_SYS_NICE or RLIMIT_NICE >= 20 (docker run --cap-add SYS_NICE)',
+    'delivery keeps the gateway priority while backlogs drain: returning to it afterwards needs RLIMIT_NICE >= 20 (ulimit -e 20; docker run --ulimit nice=20) or CAP_SYS_NICE',
   );
   return 0;
 }

@@ -24,7 +24,7 @@ import type {
 } from './delivery-protocol';
 import { startBacklogPriority } from './backlog-priority';
 import { createHttpSender } from './http-sender';
-import { niceThisThread } from '../thread-priority';
+import { niceOfThisThread, niceThisThread } from '../thread-priority';
 import { countOutcome, newTally, observeDuration, observePublishToDelivery, type DeliveryTally } from './tally';
 
 /** What was observed is sent as one tally per subscription at most this often (and before every answer). */
@@ -44,6 +44,7 @@ const sender = createHttpSender({ allowPrivate: data.sinkAllowPrivate });
 let committedGroups = 0;
 const priority = startBacklogPriority({
   backlogNice: data.backlogNice,
+  base: niceOfThisThread(),
   counts: () => ({ backlogReads: reader.indexReads(), committedGroups }),
   apply: niceThisThread,
 });

@@ -123,7 +123,8 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
     index: {
       ...index,
       range(partition, offset, limit) {
-        indexRanges++;
+        // Pages only: stats and seeks read one record, and a paused subscription far behind is no drain.
+        if (limit > 1) indexRanges++;
         return index.range(partition, offset, limit);
       },
     },
@@ -167,7 +168,7 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
       for (const listener of appendListeners) listener(grown);
     },
     indexed: (through: number) => tail.confirm(through),
-    /** Page reads that went to index.db so far: a reader behind the records this view keeps positions of. */
+    /** Page reads (more than one record) that went to index.db so far: a reader behind the records this view keeps positions of. */
     indexReads: () => indexRanges,
     /** What its tail holds (see `createTailView`). */
     tailSizes: () => tail.sizes(),

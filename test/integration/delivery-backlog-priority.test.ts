@@ -52,9 +52,9 @@ afterAll(async () => {
 });
 
 /** Publishes a few events every 50 ms until stopped (bounded by `maxMs`). */
+let next = BACKLOG;
 function keepIngesting(maxMs: number) {
   let stopped = false;
-  let next = BACKLOG;
   const done = (async () => {
     const until = Date.now() + maxMs;
     while (!stopped && Date.now() < until) {
@@ -72,8 +72,26 @@ function keepIngesting(maxMs: number) {
 }
 
 it('lowers the delivery thread’s priority while a backlog drains under ingest, and restores it when ingest stops', async () => {
+  // A paused subscription far behind is no drain, however often its stats are read (each read
+  // takes its oldest pending event through index.db). Paused before there is anything to read.
+  const paused = await request(gw.url)
+    .post('/subscriptions')
+    .send({ sink: receiver.url, startAt: 'earliest', delivery: { ordering: 'none', maxInFlight: 1 } })
+    .expect(201);
+  await request(gw.url).post(`/subscriptions/${paused.body.id}/pause`).expect(200);
   for (let i = 0; i < BACKLOG; i += 1000) await publishBatch(gw.url, events(i, 1000));
   expect(threadsAtNice()).toBe(0);
+  const polling = keepIngesting(1500);
+  const seen: number[] = [];
+  for (let end = Date.now() + 1500; Date.now() < end;) {
+    expect(totalLag(await getSubscription(gw.url, paused.body.id))).toBeGreaterThan(32_768);
+    seen.push(threadsAtNice());
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await polling.stop();
+  expect(seen.length).toBeGreaterThan(5);
+  expect(seen.filter((n) => n > 0)).toEqual([]);
+  await request(gw.url).delete(`/subscriptions/${paused.body.id}`).expect(204);
 
   // A slow drain: one request at a time, answered after 2 ms.
   receiver.setResponder(() => ({ status: 204, delayMs: 2 }));

@@ -21,51 +21,94 @@ describe('niceFor: ingest first while a backlog drains', () => {
 });
 
 describe('startBacklogPriority', () => {
-  function governor(backlogNice = 10) {
+  beforeEach(() => jest.useFakeTimers());
+  afterEach(() => jest.useRealTimers());
+
+  const INTERVAL = 250;
+  function governor(backlogNice = 10, base = 0) {
     const counts: Interval = { backlogReads: 0, committedGroups: 0 };
     const applied: number[] = [];
     const gov = startBacklogPriority({
       backlogNice,
+      base,
       counts: () => ({ ...counts }),
       apply: (nice) => (applied.push(nice), true),
-      intervalMs: 5,
+      intervalMs: INTERVAL,
     });
-    const ticks = (n: number) => new Promise((r) => setTimeout(r, 5 * n + 3));
-    return { counts, applied, gov, ticks };
+    const ticks = (n: number) => jest.advanceTimersByTime(INTERVAL * n);
+    /** One interval with a backlog page read and a committed group. */
+    const drainUnderIngest = () => {
+      counts.backlogReads++;
+      counts.committedGroups++;
+      ticks(1);
+    };
+    return { counts, applied, gov, ticks, drainUnderIngest };
   }
 
-  it('lowers the priority at once, holds it while the drain goes on, and restores it after HOLD_INTERVALS quiet intervals', async () => {
-    const { counts, applied, gov, ticks } = governor();
-    try {
-      counts.backlogReads = 1;
-      counts.committedGroups = 1;
-      await ticks(2);
-      expect(applied).toEqual([10]); // applied once, not every interval
-      counts.committedGroups = 2; // one more interval under ingest, but no page read in it
-      await ticks(1);
-      expect(gov.nice()).toBe(10);
-      await ticks(HOLD_INTERVALS + 2);
-      expect(applied).toEqual([10, 0]);
-      expect(gov.nice()).toBe(0);
-    } finally {
-      gov.stop();
-    }
-  });
-
-  it('restores nice 0 on stop', async () => {
-    const { counts, applied, gov, ticks } = governor();
-    counts.backlogReads = 5;
-    counts.committedGroups = 5;
-    await ticks(2);
+  it('raises the nice value at once, holds it while the drain goes on, and restores it after HOLD_INTERVALS quiet intervals', () => {
+    const { counts, applied, gov, ticks, drainUnderIngest } = governor();
+    drainUnderIngest();
+    drainUnderIngest();
+    expect(applied).toEqual([10]); // applied once, not every interval
+    counts.committedGroups++; // ingest goes on, but no page read in this interval
+    ticks(1);
+    expect(gov.nice()).toBe(10);
+    ticks(HOLD_INTERVALS - 2);
+    expect(applied).toEqual([10]);
+    ticks(1);
+    expect(applied).toEqual([10, 0]);
+    expect(gov.nice()).toBe(0);
     gov.stop();
     expect(applied).toEqual([10, 0]);
   });
 
-  it('never touches the priority when HERALD_BACKLOG_NICE is 0', async () => {
-    const { counts, applied, gov, ticks } = governor(0);
-    counts.backlogReads = 5;
-    counts.committedGroups = 5;
-    await ticks(3);
+  it('is relative to the nice value the thread started with, and never past 19', () => {
+    const at5 = governor(10, 5);
+    at5.drainUnderIngest();
+    at5.gov.stop();
+    expect(at5.applied).toEqual([15, 5]);
+    const at15 = governor(10, 15);
+    at15.drainUnderIngest();
+    expect(at15.gov.nice()).toBe(19);
+    at15.gov.stop();
+    expect(at15.applied).toEqual([19, 15]);
+  });
+
+  it('tries a refused change again at the next interval', () => {
+    const counts: Interval = { backlogReads: 0, committedGroups: 0 };
+    const tried: number[] = [];
+    let allow = false;
+    const gov = startBacklogPriority({
+      backlogNice: 10,
+      base: 0,
+      counts: () => ({ ...counts }),
+      apply: (n) => (tried.push(n), allow),
+      intervalMs: INTERVAL,
+    });
+    counts.backlogReads++;
+    counts.committedGroups++;
+    jest.advanceTimersByTime(INTERVAL);
+    expect(gov.nice()).toBe(0);
+    allow = true;
+    counts.backlogReads++;
+    counts.committedGroups++;
+    jest.advanceTimersByTime(INTERVAL);
+    expect(tried).toEqual([10, 10]);
+    expect(gov.nice()).toBe(10);
+    gov.stop();
+  });
+
+  it('restores the starting value on stop', () => {
+    const { applied, gov, drainUnderIngest } = governor();
+    drainUnderIngest();
+    gov.stop();
+    expect(applied).toEqual([10, 0]);
+  });
+
+  it('never touches the priority when HERALD_BACKLOG_NICE is 0', () => {
+    const { applied, gov, drainUnderIngest } = governor(0);
+    drainUnderIngest();
+    drainUnderIngest();
     gov.stop();
     expect(applied).toEqual([]);
   });
