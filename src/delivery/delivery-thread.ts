@@ -77,16 +77,6 @@ interface Waiting {
 }
 
 /**
- * The main thread's side of delivery: the subscriptions service's `DeliveryControl` and the
- * deliveries router's callbacks, each call a message to the delivery thread answered by message. It
- * forwards the log's feed (committed groups, the indexer's progress, retention, which waits for the
- * thread) and relays what the thread reports (410s, auto-disable, metrics, log lines).
- *
- * If the thread dies it is started again at once, from what it persisted in herald.db (at least
- * once: the attempts it had open are made again, same webhook-id); calls it had not answered are
- * answered 503 with `Retry-After`. More than `maxRestarts` deaths within `restartWindowMs` is fatal.
- */
-/**
  * HERALD_BACKLOG_NICE, when this process may also take it back (else a drained backlog would leave
  * delivery at the lower priority for good): 0 and one log line otherwise.
  */
@@ -100,6 +90,16 @@ function backlogNiceAllowed(opts: DeliveryThreadOptions): number {
   return 0;
 }
 
+/**
+ * The main thread's side of delivery: the subscriptions service's `DeliveryControl` and the
+ * deliveries router's callbacks, each call a message to the delivery thread answered by message. It
+ * forwards the log's feed (committed groups, the indexer's progress, retention, which waits for the
+ * thread) and relays what the thread reports (410s, auto-disable, metrics, log lines).
+ *
+ * If the thread dies it is started again at once, from what it persisted in herald.db (at least
+ * once: the attempts it had open are made again, same webhook-id); calls it had not answered are
+ * answered 503 with `Retry-After`. More than `maxRestarts` deaths within `restartWindowMs` is fatal.
+ */
 export function createDeliveryThread(opts: DeliveryThreadOptions) {
   const stateRepo = createDeliveryStateRepo(opts.db);
   /** The subscriptions delivery runs for, as last sent: a new thread is given them all again. */

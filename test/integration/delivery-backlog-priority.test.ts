@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import request from 'supertest';
 import { canRestorePriority } from '../../src/thread-priority';
 import { publishBatch, totalLag, getSubscription } from '../helpers/delivery';
@@ -19,8 +20,7 @@ const BACKLOG = 40_000;
 function threadNices(): number[] {
   return fs.readdirSync('/proc/self/task').flatMap((tid) => {
     try {
-      const stat = fs.readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      return [Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16])];
+      return [os.getPriority(Number(tid))];
     } catch {
       return []; // the thread ended meanwhile
     }

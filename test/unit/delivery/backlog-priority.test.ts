@@ -1,13 +1,6 @@
-import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { HOLD_INTERVALS, niceFor, startBacklogPriority, type Interval } from '../../../src/delivery/backlog-priority';
-import { canRestorePriority } from '../../../src/thread-priority';
-
-/** A thread's nice value from /proc (field 19 of its stat line). */
-function niceOf(statPath: string): number {
-  const stat = fs.readFileSync(statPath, 'utf8');
-  return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-}
+import { canRestorePriority, niceOfThisThread } from '../../../src/thread-priority';
 
 describe('niceFor: ingest first while a backlog drains', () => {
   it.each<[string, Interval, number]>([
@@ -116,16 +109,14 @@ describe('startBacklogPriority', () => {
 
 describe('niceThisThread', () => {
   it('sets the nice value of the calling thread only, and the thread returns to 0 when the process may', async () => {
-    const before = niceOf('/proc/thread-self/stat');
+    const before = niceOfThisThread();
     const source = `
       const { parentPort, workerData } = require('node:worker_threads');
-      const { niceThisThread } = require(workerData.module);
-      const fs = require('node:fs');
-      const niceOf = () => { const s = fs.readFileSync('/proc/thread-self/stat', 'utf8'); return Number(s.slice(s.lastIndexOf(')') + 2).split(' ')[16]); };
+      const { niceOfThisThread, niceThisThread } = require(workerData.module);
       const set = niceThisThread(7);
-      const lowered = niceOf();
+      const lowered = niceOfThisThread();
       const restored = niceThisThread(0);
-      parentPort.postMessage({ set, lowered, restored, after: niceOf() });
+      parentPort.postMessage({ set, lowered, restored, after: niceOfThisThread() });
     `;
     const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
       const w = new Worker(source, { eval: true, workerData: { module: require.resolve('../../../dist/thread-priority') } });
@@ -135,6 +126,6 @@ describe('niceThisThread', () => {
     // Back to 0 needs CAP_SYS_NICE or RLIMIT_NICE >= 20 (CI runs as root); the gateway checks first.
     const restorable = canRestorePriority();
     expect(result).toEqual({ set: true, lowered: 7, restored: restorable, after: restorable ? 0 : 7 });
-    expect(niceOf('/proc/thread-self/stat')).toBe(before);
+    expect(niceOfThisThread()).toBe(before);
   });
 });
