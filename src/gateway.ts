@@ -21,7 +21,7 @@ import type { EventStore } from './wal/event-store';
 import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-event-store';
 import { createLogger, type Logger } from './logger';
 import { startCheckpointer } from './store/checkpointer';
-import { checkpoint, openDatabase, type Db } from './store/db';
+import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
 import { lockDataDir, unusable } from './store/data-dir';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
@@ -42,9 +42,6 @@ export interface Gateway {
   metrics: Metrics;
   close(): Promise<void>;
 }
-
-/** herald.db's checkpoints: small and often, for the reason of the indexer's (indexer-worker.ts). */
-const CHECKPOINT_INTERVAL_MS = 100;
 
 /**
  * Takes the data dir's lock, then opens SQLite and the log. Anything the OS refuses (a read-only

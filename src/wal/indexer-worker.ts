@@ -5,7 +5,7 @@
  * can be rebuilt from the log: a crash loses at most rows that recovery derives again.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { checkpointBounded, openConnection } from '../store/db';
+import { CHECKPOINT_INTERVAL_MS, checkpointBounded, openConnection } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createIndexRows } from './index-rows';
 import { fromColumns, type FromIndexer, type IndexRow, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
@@ -13,13 +13,6 @@ import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 
 /** Rows per transaction: the main thread's own writes wait for the lock at most this long. */
 const ROWS_PER_TRANSACTION = 4096;
-
-/**
- * Small and often: a checkpoint's fsync makes ext4 (data=ordered) write every page it copied before
- * the journal commit that the log's next fdatasync waits for. Once a second, ingest stalled 70–100 ms
- * every second at 3,600 req/s (330 ms every 5 s at 5 s); every 100 ms the stall is lost in the noise.
- */
-const CHECKPOINT_INTERVAL_MS = 100;
 
 const port = parentPort!;
 const { dbFile, partitions } = workerData as IndexerWorkerData;
