@@ -120,6 +120,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
   let feedListener: LogFeedListener | undefined;
+  /** Just past the last committed group (recovery left only committed bytes). */
+  let committedEnd = segments.end();
 
   const indexer = createIndexer({
     dbFile: indexDb.name,
@@ -178,6 +180,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   function committed(group: CommittedGroup): void {
     sequencer.committed(group.entries);
     indexer.add(group.end, group.entries, group.positions);
+    committedEnd = group.end;
     if (feedListener) {
       const positions = groupPositions(group);
       safely(log, 'log feed listener failed', () => feedListener?.committed(positions));
@@ -215,6 +218,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
         heads: [...sequencer.heads()],
         firstOffsets: [...firstOffsets],
         segmentBases: segments.list().map((s) => s.base),
+        committedEnd,
         tail: indexer.unindexedGroups().map((g) => {
           const numbers = new Float64Array(g.entries.length * POSITION_FIELDS);
           g.entries.forEach((e, i) => numbers.set([e.partition, e.offset, e.position, e.length, e.storedAt], i * POSITION_FIELDS));

@@ -29,6 +29,8 @@ export interface LogSnapshot {
   segmentBases: number[];
   /** Committed groups the indexer has not written yet, in log order. */
   tail: GroupPositions[];
+  /** The log position just past the last committed group: every byte before it is final. */
+  committedEnd: number;
 }
 
 export interface LogFeedListener {

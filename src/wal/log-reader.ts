@@ -4,6 +4,7 @@ import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
 import type { LogReader } from './event-store';
 import { POSITION_FIELDS, cutConsumedFront, firstAtOrAfter, type GroupPositions, type LogSnapshot } from './log-feed';
+import { createLogWindows } from './log-windows';
 import { createDecodedCache, createReads } from './reads';
 import { openSegmentReader } from './segment-log';
 
@@ -114,6 +115,8 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
   // Off until a second reader shares it: with one subscription it would only keep garbage alive longer.
   const decoded = createDecodedCache({ maxBytes: 0 });
   for (const group of snapshot.tail) tail.add(group);
+  let committedEnd = snapshot.committedEnd;
+  const windows = createLogWindows({ readInto: segments.readInto, readableEnd: () => committedEnd });
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
   const index = createLogIndexRepo(indexDb);
@@ -134,6 +137,7 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
     firstOffsets: () => firstOffsets,
     log,
     decoded,
+    windows,
   });
 
   const reader: LogReader = {
@@ -158,6 +162,7 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
     committed(group: GroupPositions): void {
       segments.addSegment(group.segmentBase);
       tail.add(group);
+      committedEnd = Math.max(committedEnd, group.end);
       const grown = new Set<number>();
       const n = group.numbers;
       for (let i = 0; i < n.length; i += POSITION_FIELDS) {
@@ -184,6 +189,7 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
       next.forEach((first, p) => (firstOffsets[p] = Math.max(firstOffsets[p]!, first)));
       for (const listener of retireListeners) listener(firstOffsets);
       tail.retire(through);
+      windows.dropBefore(through);
       segments.dropBefore(through);
     },
     close(): void {

@@ -6,6 +6,7 @@ import type { ReadPage, StoredEvent } from './event-store';
 import { idempotencyKey } from './key-filter';
 import { cutConsumedFront } from './log-feed';
 import { verifyAndDecode } from './record';
+import type { LogWindows, Span } from './log-windows';
 import type { SegmentReads } from './segment-log';
 
 export interface ReadsOptions {
@@ -26,18 +27,16 @@ export interface ReadsOptions {
   log: Logger;
   /** Decoded records to share between readers of the same offsets (the delivery thread's subscriptions). */
   decoded?: DecodedCache;
+  /** Recent stretches of the log read whole, shared by every partition's pages (the delivery thread). */
+  windows?: LogWindows;
 }
 
 /** A read covers at most this many bytes, and skips gaps of at most `MAX_READ_GAP` between records. */
 const MAX_READ_SPAN = 1024 * 1024;
 const MAX_READ_GAP = 8 * 1024;
 
-/** Bytes of the log from `from` to `to`, read at once. */
-interface Span {
-  buf: Buffer;
-  from: number;
-  to: number;
-}
+/** A window is read instead of a cluster when at least this many of the page's records lie in it. */
+const MIN_WINDOW_RECORDS = 4;
 
 /**
  * Reads of committed events: SQLite for what the indexer has written, the indexer's tail for what
@@ -111,6 +110,27 @@ export function createReads(opts: ReadsOptions) {
     return end;
   }
 
+  /**
+   * A window holding `list[i]`: one already read, or a new one when enough of the page lies in it
+   * (records interleaved with other partitions', which a cluster read would fetch one at a time).
+   */
+  function windowRead(list: readonly IndexEntry[], i: number): { span: Span; short: false } | undefined {
+    const { windows } = opts;
+    if (!windows) return undefined;
+    const first = list[i]!;
+    let span = windows.holding(first.position, first.length);
+    if (!span && clusterEnd(list, i) < list[list.length - 1]!.position + list[list.length - 1]!.length) {
+      const windowEnd = first.position + windows.windowBytes;
+      let inside = 1;
+      for (let k = i + 1; k < list.length && inside < MIN_WINDOW_RECORDS; k++) {
+        if (list[k]!.position + list[k]!.length > windowEnd) break;
+        inside++;
+      }
+      if (inside >= MIN_WINDOW_RECORDS) span = windows.load(first.position, first.length);
+    }
+    return span && { span, short: false };
+  }
+
   function readPage(partition: number, list: IndexEntry[]): ReadPage {
     const { decoded } = opts;
     const events: StoredEvent[] = [];
@@ -126,7 +146,7 @@ export function createReads(opts: ReadsOptions) {
         continue;
       }
       if (!span || entry.position < span.from || entry.position + entry.length > span.to) {
-        const read = readCluster(list, i, alone);
+        const read: { span?: Span; short: boolean } = (!alone && windowRead(list, i)) || readCluster(list, i, alone);
         span = read.span;
         alone ||= read.short;
       }

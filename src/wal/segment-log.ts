@@ -701,6 +701,16 @@ export function openSegmentReader(opts: { dir: string; bases: readonly number[] 
     /** Reads one record's bytes (throws when they are not there: a reader treats that as unreadable). */
     read: (position: number, length: number): Buffer => readRecordBytes(segmentAt(position), position, length),
     sameSegment: (a: number, b: number) => segmentAt(a) === segmentAt(b),
+    /** Up to `length` bytes at `position` into `buf`, never past its segment: fewer at the end of the file. */
+    readInto(position: number, buf: Buffer, length: number): number {
+      const i = holding(segments, position);
+      const seg = segments[i];
+      if (!seg || seg.base > position) throw new Error(`no segment holds log position ${position}`);
+      const next = segments[i + 1]?.base;
+      seg.readFd ??= fs.openSync(seg.file, 'r');
+      const n = next === undefined ? length : Math.min(length, next - position);
+      return n > 0 ? fs.readSync(seg.readFd, buf, 0, n, position - seg.base) : 0;
+    },
     locate: (position: number) => {
       const seg = segmentAt(position);
       return { segment: seg.file, at: position - seg.base };
