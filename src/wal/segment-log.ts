@@ -281,6 +281,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       fsyncPath(opts.dir);
     }
     fs.closeSync(writeFd);
+    writeFd = -1; // as in roll(): a failed open below leaves no stale descriptor number behind
     writeFd = fs.openSync(active().file, 'a');
     return truncatedBytes;
   }
@@ -476,7 +477,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /** Appends frames after rolling to a new segment if the active one is full. Does not fsync. */
   async function append(frames: Buffer[], totalBytes: number): Promise<number> {
-    if (undoOwed) reopenActive(); // a failed undo is retried before anything lands after its garbage
+    // A failed undo is retried before anything lands after its garbage; a failed roll left no descriptor.
+    if (undoOwed || writeFd < 0) reopenActive();
     if (active().size > 0 && active().size + totalBytes > opts.segmentBytes) roll();
     const seg = active();
     const position = seg.base + seg.size;
@@ -492,8 +494,13 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   /** Starts a new segment (not while an append is in flight: the group commit calls it between groups). */
   function roll(): void {
     if (active().size === 0) return;
-    if (opts.durable) fs.fdatasyncSync(writeFd);
-    fs.closeSync(writeFd);
+    if (writeFd >= 0) {
+      if (opts.durable) fs.fdatasyncSync(writeFd);
+      fs.closeSync(writeFd);
+      // Should the new segment not be made (disk full, no descriptors), nothing may write through or close
+      // this number later: the process may have reused it for another file (SQLite's). The next append reopens.
+      writeFd = -1;
+    }
     segments.push(createSegment(end()));
     writeFd = fs.openSync(active().file, 'a');
   }

@@ -283,4 +283,28 @@ describe('segment log', () => {
     expect(fs.statSync(file).size).toBe(frame(0).length);
     expect(scanAll(log).seen.map((r) => r.offset)).toEqual([0]);
   });
+
+  it('a roll that cannot make the next segment leaves no descriptor behind: the next append never lands in another file', async () => {
+    const dir = tmpDir();
+    const { log } = openLog(dir);
+    const first = await log.append([frame(0)], frame(0).length);
+    // The next segment's file cannot be made (a directory holds its name), as on a full disk or with no descriptors left.
+    const blocker = path.join(dir, segName(log.end()));
+    fs.mkdirSync(blocker);
+    expect(() => log.roll()).toThrow();
+    // The process opens another file meanwhile: it gets the lowest free descriptor number, the one the roll closed.
+    const other = path.join(dir, 'other-file');
+    const otherFd = fs.openSync(other, 'w');
+    try {
+      fs.rmdirSync(blocker);
+      const second = await log.append([frame(1)], frame(1).length);
+      await log.sync();
+      expect(fs.statSync(other).size).toBe(0);
+      expect(second).toBe(first + frame(0).length);
+      expect(scanAll(log).seen.map((r) => r.offset)).toEqual([0, 1]);
+      expect(decodeRecord(log.read(second, frame(1).length)).offset).toBe(1);
+    } finally {
+      fs.closeSync(otherFd);
+    }
+  });
 });
