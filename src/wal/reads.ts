@@ -114,21 +114,24 @@ export function createReads(opts: ReadsOptions) {
    * A window holding `list[i]`: one already read, or a new one when enough of the page lies in it
    * (records interleaved with other partitions', which a cluster read would fetch one at a time).
    */
-  function windowRead(list: readonly IndexEntry[], i: number): { span: Span; short: false } | undefined {
+  function windowRead(list: readonly IndexEntry[], i: number): { span?: Span; short: boolean } | undefined {
     const { windows } = opts;
     if (!windows) return undefined;
     const first = list[i]!;
-    let span = windows.holding(first.position, first.length);
-    if (!span && clusterEnd(list, i) < list[list.length - 1]!.position + list[list.length - 1]!.length) {
-      const windowEnd = first.position + windows.windowBytes;
-      let inside = 1;
-      for (let k = i + 1; k < list.length && inside < MIN_WINDOW_RECORDS; k++) {
-        if (list[k]!.position + list[k]!.length > windowEnd) break;
-        inside++;
-      }
-      if (inside >= MIN_WINDOW_RECORDS) span = windows.load(first.position, first.length);
+    const held = windows.holding(first.position, first.length);
+    if (held) return { span: held, short: false };
+    const last = list[list.length - 1]!;
+    if (clusterEnd(list, i) >= last.position + last.length) return undefined; // one plain read covers the rest
+    const windowEnd = first.position + windows.windowBytes;
+    let inside = 1;
+    for (let k = i + 1; k < list.length && inside < MIN_WINDOW_RECORDS; k++) {
+      if (list[k]!.position + list[k]!.length > windowEnd) break;
+      inside++;
     }
-    return span && { span, short: false };
+    if (inside < MIN_WINDOW_RECORDS) return undefined;
+    const loaded = windows.load(first.position, first.length);
+    // A failed window (a read error, missing bytes) is not tried again for this page: its records are read one at a time.
+    return loaded === 'failed' ? { short: true } : loaded && { span: loaded, short: false };
   }
 
   function readPage(partition: number, list: IndexEntry[]): ReadPage {
@@ -146,7 +149,9 @@ export function createReads(opts: ReadsOptions) {
         continue;
       }
       if (!span || entry.position < span.from || entry.position + entry.length > span.to) {
-        const read: { span?: Span; short: boolean } = (!alone && windowRead(list, i)) || readCluster(list, i, alone);
+        const windowed: { span?: Span; short: boolean } | undefined = alone ? undefined : windowRead(list, i);
+        alone ||= windowed?.short ?? false;
+        const read: { span?: Span; short: boolean } = windowed?.span ? windowed : readCluster(list, i, alone);
         span = read.span;
         alone ||= read.short;
       }

@@ -164,7 +164,8 @@ export function decodeRecord(frame: Buffer): LogRecord {
   let data: EventData;
   switch (kind) {
     case 'json':
-      // A copy: the frame may be a span of many records, which the event must not keep alive.
+      // A copy, required: the frame may be a span of many records, which the event must not keep alive, or a
+      // window of the log whose buffer is read into again (log-windows.ts).
       data = storedJson(Buffer.from(dataBytes));
       break;
     case 'bytes':

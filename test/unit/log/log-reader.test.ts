@@ -242,6 +242,76 @@ describe('log reader: windows over interleaved partitions', () => {
   });
 });
 
+describe('log reader: windows and a failing disk', () => {
+  const spread = (n: number): CloudEvent[] =>
+    Array.from({ length: n }, (_, i) => ({
+      attributes: { specversion: '1.0', id: `f${i}`, source: '/reader', type: 'reader.t', partitionkey: `k${i % 64}` },
+      data: { kind: 'json', value: { pad: 'x'.repeat(1000) } },
+    }));
+
+  it('serves a window for a second at most: a record damaged on disk later is found by the next read', async () => {
+    const o = open({ partitions: 16 });
+    try {
+      const reader = o.reader();
+      const stored = await o.store.append(spread(1600));
+      const victim = stored.find((s) => s.offset === 20)!;
+      expect(reader.read(victim.partition, 0, 64).corruptOffset).toBeUndefined(); // its windows are read
+      const [file] = fs.readdirSync(path.join(o.dir, 'wal')).filter((f) => f.endsWith('.seg'));
+      const full = path.join(o.dir, 'wal', file!);
+      const bytes = fs.readFileSync(full);
+      const at = bytes.indexOf(Buffer.from(`"${victim.id}"`));
+      bytes.writeUInt8(bytes.readUInt8(at + 2) ^ 0x01, at + 2);
+      fs.writeFileSync(full, bytes);
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(reader.read(victim.partition, 20, 1).corruptOffset).toBe(20);
+      expect(reader.read(victim.partition, 0, 64).corruptOffset).toBe(20);
+    } finally {
+      await o.close();
+    }
+  });
+
+  it('tries an unreadable stretch of the log once, not once per record, and serves every record around it', async () => {
+    const o = open({ partitions: 16 });
+    const realRead = fs.readSync;
+    let bad = -1;
+    let failures = 0;
+    // An unreadable sector inside one record (EIO), as a failing disk gives it.
+    const reads = jest.spyOn(fs, 'readSync').mockImplementation(((fd: number, buf: Buffer, off: number, len: number, pos: number) => {
+      if (bad >= 0 && typeof pos === 'number' && pos <= bad && bad < pos + len) {
+        failures++;
+        throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO' });
+      }
+      return realRead(fd, buf, off, len, pos);
+    }) as unknown as typeof fs.readSync);
+    try {
+      const reader = o.reader();
+      const stored = await o.store.append(spread(1600));
+      const victim = stored[800]!;
+      const [file] = fs.readdirSync(path.join(o.dir, 'wal')).filter((f) => f.endsWith('.seg'));
+      bad = fs.readFileSync(path.join(o.dir, 'wal', file!)).indexOf(Buffer.from(`"${victim.id}"`));
+      let served = 0;
+      const corrupt: { partition: number; offset: number }[] = [];
+      for (let p = 0; p < 16; p++) {
+        for (let from = 0; ;) {
+          const page = reader.read(p, from, 64);
+          served += page.events.length;
+          if (page.corruptOffset !== undefined) corrupt.push({ partition: p, offset: page.corruptOffset });
+          const next = page.corruptOffset ?? page.events.at(-1)?.offset;
+          if (next === undefined) break;
+          from = next + 1;
+        }
+      }
+      expect(corrupt).toEqual([{ partition: victim.partition, offset: victim.offset }]);
+      expect(served).toBe(1599);
+      // One window over the sector, then the record itself: every other page near it reads around it.
+      expect(failures).toBeLessThanOrEqual(3);
+    } finally {
+      reads.mockRestore();
+      await o.close();
+    }
+  });
+});
+
 describe('log windows', () => {
   it('never read past the committed end: bytes written behind it and then replaced are read again', () => {
     const file = path.join(tmpDir(), 'seg');
@@ -255,16 +325,28 @@ describe('log windows', () => {
         readableEnd: () => committedEnd,
         windowBytes: 1024,
       });
-      const first = windows.load(10, 20)!;
-      expect(first.to).toBe(100);
+      const first = windows.load(10, 20);
+      expect(first).toMatchObject({ from: 10, to: 100 });
       expect(windows.load(90, 20)).toBeUndefined(); // the record runs past the committed end
       // The group is undone and another one committed in its place.
       fs.writeSync(fd, Buffer.alloc(200, 'n'), 0, 200, 100);
       committedEnd = 300;
       expect(windows.holding(150, 10)).toBeUndefined();
-      const next = windows.load(150, 10)!;
-      expect(next.buf.subarray(0, 10).toString()).toBe('n'.repeat(10));
+      const next = windows.load(150, 10);
+      expect(next !== 'failed' && next?.buf.subarray(0, 10).toString()).toBe('n'.repeat(10));
       expect(windows.holding(20, 10)).toBe(first);
+      // Read-ahead, not a cache: a second later a window is read again.
+      let clock = 0;
+      const aging = createLogWindows({
+        readInto: (position, buf, length) => fs.readSync(fd, buf, 0, length, position),
+        readableEnd: () => committedEnd,
+        now: () => clock,
+      });
+      const young = aging.load(0, 10);
+      clock = 999;
+      expect(aging.holding(0, 10)).toBe(young);
+      clock = 1001;
+      expect(aging.holding(0, 10)).toBeUndefined();
       windows.dropBefore(100);
       expect(windows.holding(20, 10)).toBeUndefined();
       expect(windows.holding(150, 10)).toBe(next);
