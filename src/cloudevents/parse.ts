@@ -113,7 +113,9 @@ function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType:
   // No prototype: a "ce-__proto__" header must be an ordinary (invalid) attribute, not a prototype assignment.
   const attributes: Record<string, AttributeValue> = Object.create(null);
   const violations: Violation[] = [];
-  for (const [name, values] of Object.entries(headers)) {
+  // for-in, not Object.entries: no array of pairs per request (the headers hold only what the binding reads).
+  for (const name in headers) {
+    const values = headers[name];
     if (!name.startsWith('ce-') || values === undefined) continue;
     const attribute = name.slice(3);
     if (values.length !== 1) {
@@ -173,7 +175,10 @@ export function bindingHeaders(rawHeaders: readonly string[]): Record<string, st
     if (first !== 0x63) continue;
     const lower = name.toLowerCase();
     if (lower !== 'content-type' && !lower.startsWith('ce-')) continue;
-    (headers[lower] ??= []).push(rawHeaders[i + 1]!);
+    // A one-element array unless the header repeats: `[]` then push reserved room for 16 (per header, per request).
+    const values = headers[lower];
+    if (values === undefined) headers[lower] = [rawHeaders[i + 1]!];
+    else values.push(rawHeaders[i + 1]!);
   }
   return headers;
 }

@@ -65,7 +65,10 @@ export function validateAttributes(attributes: Record<string, unknown>, index?: 
   for (const name of REQUIRED_ATTRIBUTES) {
     if (attributes[name] === undefined) fail(name, `required attribute "${name}" is missing`);
   }
-  for (const [name, value] of Object.entries(attributes)) {
+  // for-in, not Object.entries (no array of pairs per event); the attributes are a plain or prototype-less record.
+  for (const name in attributes) {
+    if (!Object.hasOwn(attributes, name)) continue;
+    const value = attributes[name];
     if (!ATTRIBUTE_NAME.test(name)) {
       fail(name, 'attribute names must consist of lower-case letters a-z and digits 0-9');
       continue;
