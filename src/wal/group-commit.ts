@@ -92,7 +92,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
         current = newGroup();
         await commit(group);
       }
-      if (rollOwed) rollNow();
+      if (rollOwed) rollSafely();
     } finally {
       flushing = false;
     }
@@ -169,6 +169,15 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   function rollNow(): void {
     rollOwed = false;
     segments.roll();
+  }
+
+  /** The roll retention asked for while a group was written: nobody awaits it, so a failure is logged (the log finishes it before its next write). */
+  function rollSafely(): void {
+    try {
+      rollNow();
+    } catch (err) {
+      log.error({ err: coerceError(err) }, 'log: could not start a new segment; retried before the next write');
+    }
   }
 
   return {

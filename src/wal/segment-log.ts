@@ -156,6 +156,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   }
   /** A failed append's bytes may still be in the active segment: cut them before the next write. */
   let undoOwed = false;
+  /** A roll synced the old segment and may have made the next one's file: it must finish before any write. */
+  let rollBegun = false;
 
   function active(): Segment {
     return segments[segments.length - 1]!;
@@ -477,8 +479,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /** Appends frames after rolling to a new segment if the active one is full. Does not fsync. */
   async function append(frames: Buffer[], totalBytes: number): Promise<number> {
-    // A failed undo is retried before anything lands after its garbage; a failed roll left no descriptor.
-    if (undoOwed || writeFd < 0) reopenActive();
+    // A roll that began is finished first: the next segment's file may exist, named by the old one's end.
+    if (rollBegun) roll();
+    // A failed undo is retried before anything lands after its garbage; a failed open left no descriptor.
+    else if (undoOwed || writeFd < 0) reopenActive();
     if (active().size > 0 && active().size + totalBytes > opts.segmentBytes) roll();
     const seg = active();
     const position = seg.base + seg.size;
@@ -491,18 +495,30 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return position;
   }
 
-  /** Starts a new segment (not while an append is in flight: the group commit calls it between groups). */
+  /**
+   * Starts a new segment (not while an append is in flight: the group commit calls it between groups).
+   * Once the old segment is synced the roll has begun: from then on nothing is written to the old
+   * segment, since the next one's file may already exist (made, then its directory fsync failed), named
+   * by the old end; a failed roll is finished by the next `roll` or `append` before anything is written.
+   */
   function roll(): void {
-    if (active().size === 0) return;
-    if (writeFd >= 0) {
+    // The cut of a failed group comes first: a segment never starts in front of the garbage of the one before.
+    if (undoOwed) reopenActive();
+    if (!rollBegun) {
+      if (active().size === 0) return;
       if (opts.durable) fs.fdatasyncSync(writeFd);
-      fs.closeSync(writeFd);
-      // Should the new segment not be made (disk full, no descriptors), nothing may write through or close
-      // this number later: the process may have reused it for another file (SQLite's). The next append reopens.
+      rollBegun = true;
+    }
+    if (writeFd >= 0) {
+      const fd = writeFd;
+      // Should the next segment not be made (disk full, no descriptors), nothing may write through or close this
+      // number later: the process may have reused it for another file (SQLite's).
       writeFd = -1;
+      fs.closeSync(fd);
     }
     segments.push(createSegment(end()));
-    writeFd = fs.openSync(active().file, 'a');
+    rollBegun = false;
+    writeFd = fs.openSync(active().file, 'a'); // a failed open: the next append opens the new segment
   }
 
   function sync(): Promise<void> {

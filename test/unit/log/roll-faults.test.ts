@@ -1,0 +1,218 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CloudEvent } from '../../../src/cloudevents/event';
+import { createLogger } from '../../../src/logger';
+import { openDatabase } from '../../../src/store/db';
+import { openLocalEventStore, type LocalEventStoreOptions } from '../../../src/wal/local-event-store';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+/**
+ * Segment rolls that fail part-way (a hostile probe's findings): the directory fsync after the next
+ * segment's file was made, an undo still owed when retention rolls, an owed roll nobody awaits. The
+ * faults are injected at the fs boundary (one call throws the errno a failing disk gives); the log,
+ * SQLite and the restarts are real. In each, an acknowledged event must survive the next start and
+ * a refused one must never come back.
+ */
+
+afterAll(cleanupTmpDirs);
+afterEach(() => jest.restoreAllMocks());
+
+const log = createLogger('silent');
+const ev = (id: string, padBytes: number): CloudEvent => ({
+  attributes: { specversion: '1.0', id, source: '/roll', type: 'roll.t' },
+  data: { kind: 'json', value: { pad: 'x'.repeat(padBytes) } },
+});
+const eio = (syscall: string): NodeJS.ErrnoException =>
+  Object.assign(new Error(`EIO: i/o error, ${syscall}`), { code: 'EIO', errno: -5, syscall });
+
+type Clocked = Pick<LocalEventStoreOptions, 'clock' | 'retentionMs'>;
+
+function open(dir: string, extra: Partial<Clocked> = {}) {
+  const db = openDatabase(path.join(dir, 'herald.db'));
+  const store = openLocalEventStore({
+    dataDir: dir,
+    db,
+    log,
+    partitions: 1,
+    fsync: 'always',
+    fsyncIntervalMs: 50,
+    segmentBytes: 4000,
+    idempotencyWindowMs: 600_000,
+    ...extra,
+  });
+  return {
+    store,
+    close: async () => {
+      await store.close();
+      db.close();
+    },
+  };
+}
+
+function ids(store: ReturnType<typeof open>['store']): string[] {
+  const out: string[] = [];
+  for (let at = 0; ;) {
+    const page = store.read(0, at, 100);
+    if (page.events.length === 0) return out;
+    for (const e of page.events) out.push(String(e.event.attributes.id));
+    at = page.events.at(-1)!.offset + 1;
+  }
+}
+
+/** Retention after every event has expired: it rolls the active segment. */
+function expiring() {
+  let now = Date.now();
+  return { opts: { clock: () => now, retentionMs: 60_000 }, expire: () => (now += 120_000) };
+}
+
+describe('segment rolls that fail part-way', () => {
+  it("a roll whose new file's directory fsync failed: the next event goes to the new segment and survives a restart", async () => {
+    const dir = tmpDir();
+    let s = open(dir);
+    for (let i = 0; i < 3; i++) await s.store.append([ev(`a${i}`, 1000)]);
+    const realFsync = fs.fsyncSync;
+    let thrown = 0;
+    jest.spyOn(fs, 'fsyncSync').mockImplementation((fd) => {
+      if (thrown++ === 0) throw eio('fsync');
+      return realFsync(fd);
+    });
+    // Too big for the segment: a roll, whose directory fsync fails after the next segment's file was made.
+    await expect(s.store.append([ev('big', 1500)])).rejects.toMatchObject({ code: 'unavailable' });
+    expect(thrown).toBeGreaterThan(0);
+    // It would fit in the old segment, past the new file's name: it must not go there.
+    const ok = await s.store.append([ev('small', 100)]);
+    expect(ok[0]!.duplicate).toBe(false);
+    expect(ids(s.store)).toEqual(['a0', 'a1', 'a2', 'small']);
+    await s.close();
+
+    s = open(dir);
+    try {
+      expect(s.store.recovery).toMatchObject({ rolledBackRecords: 0 });
+      expect(ids(s.store)).toEqual(['a0', 'a1', 'a2', 'small']);
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a retention roll whose directory fsync failed: the event acknowledged next survives a restart', async () => {
+    const dir = tmpDir();
+    const clock = expiring();
+    let s = open(dir, clock.opts);
+    await s.store.append([ev('old', 100)]);
+    const realFsync = fs.fsyncSync;
+    let thrown = 0;
+    jest.spyOn(fs, 'fsyncSync').mockImplementation((fd) => {
+      if (thrown++ < 2) throw eio('fsync');
+      return realFsync(fd);
+    });
+    clock.expire();
+    await s.store.runRetention(); // logged; retention tries again later
+    jest.restoreAllMocks();
+    expect(thrown).toBeGreaterThan(0);
+    const ok = await s.store.append([ev('acked', 100)]);
+    expect(ok[0]!.duplicate).toBe(false);
+    expect(ids(s.store)).toContain('acked');
+    await s.close();
+
+    s = open(dir, clock.opts);
+    try {
+      expect(ids(s.store)).toContain('acked');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it("a roll while a failed group's undo is owed cuts the torn bytes first: the next start finds no damage", async () => {
+    const dir = tmpDir();
+    const clock = expiring();
+    let s = open(dir, clock.opts);
+    await s.store.append([ev('a0', 1000)]);
+    await s.store.append([ev('a1', 1000)]);
+    const realWrite = fs.write as unknown as (...args: unknown[]) => void;
+    // A short write (ENOSPC part-way), then the undo's ftruncate fails too: the undo is owed.
+    jest
+      .spyOn(fs, 'write')
+      .mockImplementationOnce(((fd: number, buf: Buffer, off: number, len: number, pos: unknown, cb: unknown) =>
+        realWrite(fd, buf, off, Math.floor(len / 2), pos, cb)) as unknown as typeof fs.write);
+    jest.spyOn(fs, 'ftruncateSync').mockImplementationOnce(() => {
+      throw eio('ftruncate');
+    });
+    await expect(s.store.append([ev('failed', 500)])).rejects.toMatchObject({ code: 'unavailable' });
+    clock.expire();
+    await s.store.runRetention(); // rolls the active segment before any append settles the undo
+    const ok = await s.store.append([ev('after', 100)]);
+    expect(ok[0]!.duplicate).toBe(false);
+    await s.close();
+
+    s = open(dir, clock.opts); // threw CorruptLogError (torn record in the middle) when the roll skipped the undo
+    try {
+      expect(ids(s.store)).toContain('after');
+      expect(ids(s.store)).not.toContain('failed');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a refused event is not brought back by an index rebuild after a roll while its undo was owed', async () => {
+    const dir = tmpDir();
+    const clock = expiring();
+    let s = open(dir, clock.opts);
+    await s.store.append([ev('a0', 1000)]);
+    await s.store.append([ev('a1', 1000)]);
+    // Written whole, its fdatasync fails (EIO), and so does the undo's ftruncate.
+    jest
+      .spyOn(fs, 'fdatasync')
+      .mockImplementationOnce(((_fd: number, cb: (e: Error) => void) =>
+        process.nextTick(cb, eio('fdatasync'))) as unknown as typeof fs.fdatasync);
+    jest.spyOn(fs, 'ftruncateSync').mockImplementationOnce(() => {
+      throw eio('ftruncate');
+    });
+    await expect(s.store.append([ev('refused', 500)])).rejects.toMatchObject({ code: 'unavailable' });
+    clock.expire();
+    await s.store.runRetention();
+    await s.store.append([ev('after', 100)]);
+    await s.close();
+    // index.db is rebuilt from the log (lost, or a crash before the indexer caught up).
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(dir, 'index.db' + suffix), { force: true });
+
+    s = open(dir, clock.opts);
+    try {
+      const retry = await s.store.append([ev('refused', 500)]);
+      expect(retry[0]!.duplicate).toBe(false); // was "duplicate": the refused frames were indexed as stored
+      expect(ids(s.store)).toContain('refused');
+    } finally {
+      await s.close();
+    }
+  });
+
+  it('a failed roll that retention asked for while a group was written is logged, not an unhandled rejection', async () => {
+    const dir = tmpDir();
+    const clock = expiring();
+    const s = open(dir, clock.opts);
+    const unhandled: unknown[] = [];
+    const onUnhandled = (err: unknown) => unhandled.push(err);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      await s.store.append([ev('a0', 1000)]);
+      const realWrite = fs.write as unknown as (...args: unknown[]) => void;
+      // The next group's write takes 100 ms, so retention's roll is owed until the group is done.
+      jest
+        .spyOn(fs, 'write')
+        .mockImplementationOnce(((fd: number, buf: Buffer, off: number, len: number, pos: unknown, cb: unknown) =>
+          setTimeout(() => realWrite(fd, buf, off, len, pos, cb), 100)) as unknown as typeof fs.write);
+      jest.spyOn(fs, 'fdatasyncSync').mockImplementationOnce(() => {
+        throw eio('fdatasync');
+      });
+      const pending = s.store.append([ev('a1', 1000)]);
+      await new Promise((r) => setTimeout(r, 30));
+      clock.expire();
+      void s.store.runRetention();
+      await pending;
+      await new Promise((r) => setTimeout(r, 200));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+      await s.close();
+    }
+  });
+});
