@@ -65,6 +65,25 @@ function expiring() {
   return { opts: { clock: () => now, retentionMs: 60_000 }, expire: () => (now += 120_000) };
 }
 
+/**
+ * Two events stored, then `refused` is refused by `fault` (its write or fsync fails) and the undo's ftruncate
+ * fails too, so the undo is owed; then retention rolls the active segment before any append settles it.
+ */
+async function refuseWithUndoOwedThenRoll(dir: string, refused: string, fault: () => void) {
+  const clock = expiring();
+  const s = open(dir, clock.opts);
+  await s.store.append([ev('a0', 1000)]);
+  await s.store.append([ev('a1', 1000)]);
+  fault();
+  jest.spyOn(fs, 'ftruncateSync').mockImplementationOnce(() => {
+    throw eio('ftruncate');
+  });
+  await expect(s.store.append([ev(refused, 500)])).rejects.toMatchObject({ code: 'unavailable' });
+  clock.expire();
+  await s.store.runRetention();
+  return { s, opts: clock.opts };
+}
+
 describe('segment rolls that fail part-way', () => {
   it("a roll whose new file's directory fsync failed: the next event goes to the new segment and survives a restart", async () => {
     const dir = tmpDir();
@@ -124,27 +143,19 @@ describe('segment rolls that fail part-way', () => {
 
   it("a roll while a failed group's undo is owed cuts the torn bytes first: the next start finds no damage", async () => {
     const dir = tmpDir();
-    const clock = expiring();
-    let s = open(dir, clock.opts);
-    await s.store.append([ev('a0', 1000)]);
-    await s.store.append([ev('a1', 1000)]);
     const realWrite = fs.write as unknown as (...args: unknown[]) => void;
-    // A short write (ENOSPC part-way), then the undo's ftruncate fails too: the undo is owed.
-    jest
-      .spyOn(fs, 'write')
-      .mockImplementationOnce(((fd: number, buf: Buffer, off: number, len: number, pos: unknown, cb: unknown) =>
-        realWrite(fd, buf, off, Math.floor(len / 2), pos, cb)) as unknown as typeof fs.write);
-    jest.spyOn(fs, 'ftruncateSync').mockImplementationOnce(() => {
-      throw eio('ftruncate');
-    });
-    await expect(s.store.append([ev('failed', 500)])).rejects.toMatchObject({ code: 'unavailable' });
-    clock.expire();
-    await s.store.runRetention(); // rolls the active segment before any append settles the undo
-    const ok = await s.store.append([ev('after', 100)]);
+    // A short write (ENOSPC part-way).
+    const shortWrite = () =>
+      jest
+        .spyOn(fs, 'write')
+        .mockImplementationOnce(((fd: number, buf: Buffer, off: number, len: number, pos: unknown, cb: unknown) =>
+          realWrite(fd, buf, off, Math.floor(len / 2), pos, cb)) as unknown as typeof fs.write);
+    const first = await refuseWithUndoOwedThenRoll(dir, 'failed', shortWrite);
+    const ok = await first.s.store.append([ev('after', 100)]);
     expect(ok[0]!.duplicate).toBe(false);
-    await s.close();
+    await first.s.close();
 
-    s = open(dir, clock.opts); // threw CorruptLogError (torn record in the middle) when the roll skipped the undo
+    const s = open(dir, first.opts); // threw CorruptLogError (torn record in the middle) when the roll skipped the undo
     try {
       expect(ids(s.store)).toContain('after');
       expect(ids(s.store)).not.toContain('failed');
@@ -155,27 +166,19 @@ describe('segment rolls that fail part-way', () => {
 
   it('a refused event is not brought back by an index rebuild after a roll while its undo was owed', async () => {
     const dir = tmpDir();
-    const clock = expiring();
-    let s = open(dir, clock.opts);
-    await s.store.append([ev('a0', 1000)]);
-    await s.store.append([ev('a1', 1000)]);
-    // Written whole, its fdatasync fails (EIO), and so does the undo's ftruncate.
-    jest
-      .spyOn(fs, 'fdatasync')
-      .mockImplementationOnce(((_fd: number, cb: (e: Error) => void) =>
-        process.nextTick(cb, eio('fdatasync'))) as unknown as typeof fs.fdatasync);
-    jest.spyOn(fs, 'ftruncateSync').mockImplementationOnce(() => {
-      throw eio('ftruncate');
-    });
-    await expect(s.store.append([ev('refused', 500)])).rejects.toMatchObject({ code: 'unavailable' });
-    clock.expire();
-    await s.store.runRetention();
-    await s.store.append([ev('after', 100)]);
-    await s.close();
+    // Written whole, its fdatasync fails (EIO).
+    const failedSync = () =>
+      jest
+        .spyOn(fs, 'fdatasync')
+        .mockImplementationOnce(((_fd: number, cb: (e: Error) => void) =>
+          process.nextTick(cb, eio('fdatasync'))) as unknown as typeof fs.fdatasync);
+    const first = await refuseWithUndoOwedThenRoll(dir, 'refused', failedSync);
+    await first.s.store.append([ev('after', 100)]);
+    await first.s.close();
     // index.db is rebuilt from the log (lost, or a crash before the indexer caught up).
     for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(dir, 'index.db' + suffix), { force: true });
 
-    s = open(dir, clock.opts);
+    const s = open(dir, first.opts);
     try {
       const retry = await s.store.append([ev('refused', 500)]);
       expect(retry[0]!.duplicate).toBe(false); // was "duplicate": the refused frames were indexed as stored
