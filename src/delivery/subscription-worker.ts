@@ -207,7 +207,10 @@ export function createSubscriptionWorker(
     if (redrives.has(key)) return;
     const pending = newPending(item.partition, item.offset, null, true);
     redrives.set(key, pending);
+    // Its row is written with the dead letter's removal (one flush, one transaction): a redelivery that waits for a
+    // slot is not sent yet, and a restart meanwhile must find it somewhere.
     deps.persistence.consumeDeadLetter(subId, item.deadLetterId);
+    deps.persistence.savePending(subId, pending);
     attempt(pending);
   }
 

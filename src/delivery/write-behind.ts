@@ -40,7 +40,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
 
   const writeBatch = deps.db.transaction(() => {
     for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
-      if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset);
+      if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset, pending.redrive);
       else stateRepo.savePending(subscriptionId, snapshot(pending));
     }
     for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
@@ -123,8 +123,9 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     flushTimer ??= setTimeout(flush, FLUSH_INTERVAL_MS);
   }
 
-  const key = (subscriptionId: string, p: { partition: number; offset: number }) =>
-    `${subscriptionId}\u0000${p.partition}\u0000${p.offset}`;
+  // A redelivery and the partition's own delivery of the same offset are two deliveries (two rows).
+  const key = (subscriptionId: string, p: { partition: number; offset: number; redrive: boolean }) =>
+    `${subscriptionId}\u0000${p.partition}\u0000${p.offset}\u0000${p.redrive ? 1 : 0}`;
 
   const persistence: StatePersistence = {
     savePending(subscriptionId, pending) {

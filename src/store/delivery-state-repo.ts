@@ -78,12 +78,13 @@ export function createDeliveryStateRepo(db: Db) {
        next_attempt_at, lease_until, redrive, last_status, last_error)
      VALUES (@subscriptionId, @partition, @offset, @attempt, @state, @deliveryId, @previousOffset, @nextAttemptAt, @leaseUntil,
        @redrive, @lastStatus, @lastError)
-     ON CONFLICT (subscription_id, partition, "offset") DO UPDATE SET attempt = excluded.attempt, state = excluded.state,
+     ON CONFLICT (subscription_id, partition, "offset", redrive) DO UPDATE SET attempt = excluded.attempt, state = excluded.state,
        delivery_id = excluded.delivery_id, previous_offset = excluded.previous_offset, next_attempt_at = excluded.next_attempt_at,
-       lease_until = excluded.lease_until, redrive = excluded.redrive, last_status = excluded.last_status, last_error = excluded.last_error`,
+       lease_until = excluded.lease_until, last_status = excluded.last_status, last_error = excluded.last_error`,
   );
-  const deletePending = db.prepare<[string, number, number]>(
-    'DELETE FROM pending_deliveries WHERE subscription_id = ? AND partition = ? AND "offset" = ?',
+  // A redelivery of an offset and the partition's own delivery of it (after a seek back) are two rows (migration 0009).
+  const deletePending = db.prepare<[string, number, number, number]>(
+    'DELETE FROM pending_deliveries WHERE subscription_id = ? AND partition = ? AND "offset" = ? AND redrive = ?',
   );
   const floors = db.prepare<[], { partition: number; next: number }>(
     `SELECT partition, MAX(next) AS next FROM (
@@ -131,8 +132,8 @@ export function createDeliveryStateRepo(db: Db) {
     savePending(subscriptionId: string, row: PendingRow): void {
       upsertPending.run({ subscriptionId, ...row, redrive: row.redrive ? 1 : 0 });
     },
-    deletePending(subscriptionId: string, partition: number, offset: number): void {
-      deletePending.run(subscriptionId, partition, offset);
+    deletePending(subscriptionId: string, partition: number, offset: number, redrive: boolean): void {
+      deletePending.run(subscriptionId, partition, offset, redrive ? 1 : 0);
     },
   };
 }

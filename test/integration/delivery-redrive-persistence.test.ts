@@ -1,0 +1,136 @@
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+/**
+ * A dead letter's redelivery survives a restart wherever it stands (a hostile probe's findings): while it
+ * waits for a concurrency slot, and after a seek back replayed the same offset in the partition. Before,
+ * the dead letter was consumed and nothing was left of it in either case: neither listed nor redelivered.
+ * Real gateway (in-process), real SQLite, a real receiver on 127.0.0.1.
+ */
+
+const gateways: TestGateway[] = [];
+const receivers: Receiver[] = [];
+afterEach(async () => {
+  for (const gw of gateways.splice(0)) await gw.close();
+  for (const r of receivers.splice(0)) await r.close();
+});
+afterAll(cleanupTmpDirs);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const idOf = (r: ReceivedRequest) => String(r.headers['ce-id']);
+const isRedelivery = (r: ReceivedRequest) => r.headers['herald-redelivery'] === 'true';
+
+async function gateway(dataDir: string, env: Record<string, string> = {}): Promise<TestGateway> {
+  const gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1', HERALD_SINK_ALLOW_PRIVATE: 'true', ...env });
+  gateways.push(gw);
+  return gw;
+}
+
+async function stop(gw: TestGateway): Promise<void> {
+  gateways.splice(gateways.indexOf(gw), 1);
+  await gw.close();
+}
+
+async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(url + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined };
+}
+
+async function publish(url: string, id: string): Promise<void> {
+  const res = await fetch(`${url}/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/cloudevents+json' },
+    body: JSON.stringify({ specversion: '1.0', id, source: '/redrive', type: 'redrive.t', data: { id } }),
+  });
+  expect(res.status).toBeLessThan(300);
+}
+
+const deadLetters = async (url: string, subId: string): Promise<unknown[]> =>
+  (await api(url, 'GET', `/subscriptions/${subId}/dead-letters`)).body.deadLetters;
+
+describe('a redelivery of a dead letter across a restart', () => {
+  it('waiting for a free slot: it is still owed after a graceful restart (listed, or redelivered)', async () => {
+    const dir = tmpDir();
+    let holdMs = 0;
+    let url = '';
+    const rcv = await startReceiver(async (req) => {
+      if (idOf(req) === 'bad' && !isRedelivery(req)) return { status: 400 };
+      if (idOf(req) === 'slow') {
+        // Acknowledged by callback first, then its HTTP answer is held: the one slot (maxInFlight 1) stays taken.
+        const ack = await fetch(`${url}/deliveries/${String(req.headers['herald-delivery-id'])}/ack`, { method: 'POST' });
+        expect(ack.status).toBe(200);
+        return { status: 204, delayMs: holdMs };
+      }
+      return { status: 204 };
+    });
+    receivers.push(rcv);
+    let gw = await gateway(dir, { HERALD_SHUTDOWN_TIMEOUT_MS: '500' });
+    url = gw.url;
+    const sub = await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { maxInFlight: 1 } });
+    expect(sub.status).toBe(201);
+    const subId = sub.body.id as string;
+    await publish(gw.url, 'bad');
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+    holdMs = 5000;
+    await publish(gw.url, 'slow');
+    await waitFor(() => rcv.requests.some((r) => idOf(r) === 'slow'), { what: 'slow sent' });
+    await sleep(100);
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
+    await sleep(300); // the write-behind has flushed: the dead letter is consumed, its redelivery waits for the slot
+    await stop(gw);
+
+    holdMs = 0;
+    gw = await gateway(dir);
+    url = gw.url;
+    const redelivered = await waitFor(
+      async () => rcv.requests.some((r) => idOf(r) === 'bad' && isRedelivery(r)) || (await deadLetters(gw.url, subId)).length > 0,
+      { what: 'the dead letter, listed or redelivered', timeoutMs: 5000 },
+    );
+    expect(redelivered).toBe(true);
+  });
+
+  it('after a seek back replayed the same offset and a seek forward dropped the replay: the redelivery is retried', async () => {
+    const dir = tmpDir();
+    const rcv = await startReceiver(async (req) => {
+      if (idOf(req) !== 'x') return { status: 204 };
+      if (isRedelivery(req)) return { status: 202 }; // accepted, never acknowledged: retried when its lease runs out
+      const own = rcv.requests.filter((r) => idOf(r) === 'x' && !isRedelivery(r)).length;
+      if (own === 1) return { status: 400 }; // the first delivery: dead-lettered
+      return { status: 204, delayMs: 3000 }; // the replay after the seek back: held, aborted by the next seek
+    });
+    receivers.push(rcv);
+    let gw = await gateway(dir);
+    const sub = await api(gw.url, 'POST', '/subscriptions', {
+      sink: rcv.url,
+      delivery: { ackDeadlineMs: 3000, retry: { maxAttempts: 3, initialDelayMs: 100, maxDelayMs: 200, multiplier: 2, jitter: 0 } },
+    });
+    const subId = sub.body.id as string;
+    await publish(gw.url, 'x');
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
+    await waitFor(() => rcv.requests.some(isRedelivery), { what: 'the redelivery sent' });
+    await sleep(200); // persisted: awaiting its ack, the dead letter consumed
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/seek`, { to: 'earliest' })).status).toBe(200);
+    await waitFor(() => rcv.requests.filter((r) => idOf(r) === 'x').length === 3, { what: 'the replay of x sent' });
+    await sleep(200); // the replay's row is written beside the redelivery's (over it, before)
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/seek`, { to: 'latest' })).status).toBe(200);
+    await sleep(200);
+    await stop(gw);
+
+    const before = rcv.requests.length;
+    gw = await gateway(dir);
+    // The redelivery's lease (3 s) runs out: it is made again (and dead-lettered again after maxAttempts).
+    const owed = await waitFor(async () => rcv.requests.slice(before).some(isRedelivery) || (await deadLetters(gw.url, subId)).length > 0, {
+      what: 'the redelivery, retried or dead-lettered again',
+      timeoutMs: 8000,
+      intervalMs: 100,
+    });
+    expect(owed).toBe(true);
+  });
+});
