@@ -102,3 +102,11 @@ export interface DeliveryWorkerData {
   /** Tests: the thread throws (an uncaught error) after this many delivery attempts were answered. */
   crashAfterAnswers?: number;
 }
+
+/**
+ * How long a statement of the delivery thread waits for herald.db's write lock (SQLite's busy_timeout; the
+ * gateway's other connections wait 5 s). A write-behind flush that fails is retried 50 ms later with its buffer
+ * kept, so a short wait loses nothing, and the thread is never blocked long: a shutdown that has to end it waits
+ * for its statements instead of terminating it inside SQLite (which aborts the process).
+ */
+export const DELIVERY_BUSY_TIMEOUT_MS = 1_000;

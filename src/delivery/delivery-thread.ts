@@ -18,6 +18,7 @@ import type {
   ToDelivery,
   WireError,
 } from './delivery-protocol';
+import { DELIVERY_BUSY_TIMEOUT_MS } from './delivery-protocol';
 import { writeInitialOffsets, type CallbackAction, type CallbackAnswer } from './dispatcher';
 import type { DeliveryTally } from './tally';
 import { canRestorePriority } from '../thread-priority';
@@ -49,7 +50,12 @@ export interface DeliveryThreadOptions {
 const CALL_TIMEOUT_MS = 30_000;
 /** Retention waits at most this long for the thread to let go of the segments it deletes. */
 const RETIRE_TIMEOUT_MS = 10_000;
-const CLOSE_GRACE_MS = 2_000;
+/**
+ * Past the deadline, the thread is terminated only after this grace. It covers the statements it may be blocked in
+ * (one it was in when told to close, then its last flush and the attempt log's: each waits up to the busy timeout)
+ * with a second to spare: terminating a thread inside SQLite aborts the whole process.
+ */
+const CLOSE_GRACE_MS = 3 * DELIVERY_BUSY_TIMEOUT_MS + 1_000;
 const DEFAULT_MAX_RESTARTS = 3;
 const DEFAULT_RESTART_WINDOW_MS = 60_000;
 

@@ -22,6 +22,7 @@ import type {
   ToDelivery,
   WireError,
 } from './delivery-protocol';
+import { DELIVERY_BUSY_TIMEOUT_MS } from './delivery-protocol';
 import { startBacklogPriority } from './backlog-priority';
 import { createHttpSender } from './http-sender';
 import { niceOfThisThread, niceThisThread } from '../thread-priority';
@@ -39,6 +40,7 @@ const skew = data.clockSkew;
 const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;
 
 const db = openConnection(data.dbFile);
+db.pragma(`busy_timeout = ${DELIVERY_BUSY_TIMEOUT_MS}`);
 const reader = openLogReader(data.log, log);
 const sender = createHttpSender({ allowPrivate: data.sinkAllowPrivate });
 let committedGroups = 0;
