@@ -196,7 +196,12 @@ export function createDispatcher(deps: DispatcherDeps) {
       const worker = workerOf(subscriptionId);
       if (enabled) worker.resume();
     },
+    /**
+     * What it buffered is written first, or the removal is refused with nothing changed (SQLite fails): a
+     * subscription whose deletion then fails goes on delivering, and callbacks already answered stay answered.
+     */
     remove(subscriptionId: string): void {
+      if (workers.has(subscriptionId)) writes.flushOrThrow();
       const worker = workers.get(subscriptionId);
       worker?.stop({ abort: true });
       workers.delete(subscriptionId);

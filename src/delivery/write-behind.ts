@@ -196,6 +196,18 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     flush,
     /** Writes the attempt log's buffer now (its reads call it first). */
     flushAttempts,
+    /** Writes everything buffered now; throws (the buffer kept, a retry scheduled) when SQLite fails. */
+    flushOrThrow(): void {
+      if (flushTimer) clearTimeout(flushTimer);
+      flushTimer = undefined;
+      try {
+        writeBatch();
+      } catch (err) {
+        scheduleFlush();
+        throw err;
+      }
+      written();
+    },
     /** At close: writes everything buffered, then never schedules another write. */
     close(): void {
       closed = true;

@@ -332,7 +332,14 @@ export function createSubscriptionsService(deps: {
         // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
         await calls.ask(id, () => deps.delivery.remove(id));
         if (!live.has(id)) return; // removed meanwhile by another request (or node)
-        await deps.records.remove(id);
+        try {
+          await deps.records.remove(id);
+        } catch (err) {
+          // The record is still there (the DELETE fails): so is its delivery, from the state delivery wrote.
+          const record = live.peek(id);
+          if (record) attach(record);
+          throw err;
+        }
         if (!live.forget(id)) return; // the store's own report of the deletion came first
         dropped(id);
         deps.log.info({ subscription: id }, 'subscription deleted');

@@ -1,0 +1,132 @@
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { startTestGateway, useChildGateways, type TestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+/**
+ * herald.db write-locked by another process (an operator's sqlite3 shell, a backup tool) while delivery runs.
+ *
+ * A graceful shutdown while another connection holds herald.db's write lock (an operator's sqlite3 shell, a
+ * backup tool): the delivery thread's flushes wait in SQLite's busy handler. The shutdown used to terminate the
+ * thread inside that wait, which aborted the whole process (SIGABRT, "v8::ToLocalChecked Empty MaybeLocal") and
+ * skipped the rest of the shutdown. Now the thread's waits are short and the shutdown outlasts them: it exits 0.
+ * The built gateway runs as a child process; the receiver is on 127.0.0.1.
+ */
+
+const spawn = useChildGateways();
+let rcv: Receiver | undefined;
+afterEach(async () => {
+  await rcv?.close();
+  rcv = undefined;
+});
+afterAll(cleanupTmpDirs);
+
+it('a shutdown while herald.db is write-locked by another process exits cleanly, without terminating the thread in SQLite', async () => {
+  const dir = tmpDir();
+  rcv = await startReceiver();
+  const gw = await spawn({
+    HERALD_DATA_DIR: dir,
+    HERALD_PARTITIONS: '1',
+    HERALD_SHUTDOWN_TIMEOUT_MS: '100',
+    HERALD_SINK_ALLOW_PRIVATE: 'true',
+  });
+  const sub = await fetch(`${gw.url}/subscriptions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ sink: rcv.url }),
+  });
+  expect(sub.status).toBe(201);
+  const other = new Database(path.join(dir, 'herald.db'));
+  try {
+    other.exec('BEGIN IMMEDIATE');
+    const published = await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents+json' },
+      body: JSON.stringify({ specversion: '1.0', id: 'a', source: '/locked', type: 'locked.t', data: {} }),
+    });
+    expect(published.status).toBeLessThan(300);
+    await waitFor(() => rcv!.requests.length === 1, { what: 'a delivered' });
+    await new Promise((r) => setTimeout(r, 1500)); // the thread's flushes fail and retry, each waiting for the lock
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+    expect(gw.output()).not.toMatch(/FATAL ERROR/);
+  } finally {
+    other.close();
+  }
+});
+
+describe('a DELETE while herald.db is write-locked', () => {
+  const gateways: TestGateway[] = [];
+  afterEach(async () => {
+    for (const gw of gateways.splice(0)) await gw.close();
+  });
+
+  const publish = async (url: string, id: string) => {
+    const res = await fetch(`${url}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents+json' },
+      body: JSON.stringify({ specversion: '1.0', id, source: '/locked', type: 'locked.t', data: {} }),
+    });
+    expect(res.status).toBeLessThan(300);
+  };
+
+  it('fails with nothing changed: the subscription goes on delivering and an ack answered 200 stays answered', async () => {
+    const dir = tmpDir();
+    let url = '';
+    const acks: [string, number][] = [];
+    const received = (rcv = await startReceiver(async (req) => {
+      // Manual ack: 202 now, then the callback.
+      setTimeout(() => {
+        void fetch(`${url}/deliveries/${String(req.headers['herald-delivery-id'])}/ack`, { method: 'POST' }).then((res) =>
+          acks.push([String(req.headers['ce-id']), res.status]),
+        );
+      }, 10);
+      return { status: 202 };
+    }));
+    const env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1', HERALD_SINK_ALLOW_PRIVATE: 'true' };
+    let gw = await startTestGateway(env);
+    gateways.push(gw);
+    url = gw.url;
+    const sub = await fetch(`${gw.url}/subscriptions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: received.url, delivery: { ackMode: 'manual' } }),
+    });
+    const subId = ((await sub.json()) as { id: string }).id;
+    await publish(gw.url, 'warm');
+    await waitFor(() => acks.length === 1, { what: 'warm acked' });
+    await new Promise((r) => setTimeout(r, 200));
+
+    const other = new Database(path.join(dir, 'herald.db'));
+    let deleted: Response;
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      await publish(gw.url, 'e1');
+      await waitFor(() => acks.length === 2, { what: 'e1 acked' }); // answered 200, still to be written
+      deleted = await fetch(`${gw.url}/subscriptions/${subId}`, { method: 'DELETE' });
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    expect(acks).toEqual([
+      ['warm', 200],
+      ['e1', 200],
+    ]);
+    expect(deleted.status).toBeGreaterThanOrEqual(500);
+    expect((await fetch(`${gw.url}/subscriptions/${subId}`)).status).toBe(200);
+    await publish(gw.url, 'e2');
+    await waitFor(() => received.requests.some((r) => r.headers['ce-id'] === 'e2'), { what: 'e2 delivered' });
+    await waitFor(() => acks.length === 3, { what: 'e2 acked' });
+
+    // After a restart, nothing that was acknowledged comes again.
+    gateways.splice(0);
+    await gw.close();
+    const before = received.requests.length;
+    gw = await startTestGateway(env);
+    gateways.push(gw);
+    url = gw.url;
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(received.requests.slice(before).map((r) => r.headers['ce-id'])).toEqual([]);
+  });
+});
