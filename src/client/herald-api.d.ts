@@ -454,7 +454,8 @@ export interface paths {
          * @description Queues the given dead letters (all of them when `ids` is absent, or when there is no body) for
          *     delivery with a fresh attempt count, outside partition order and marked `herald-redelivery:
          *     true`. Each is removed from the dead letters when its redelivery starts, and comes back if it
-         *     fails again. Ids that do not exist (or are not numeric) are skipped.
+         *     fails again. Ids that do not exist (or are not numeric) are skipped; so are dead letters whose
+         *     event retention has deleted on the local engine (nothing to send: they stay listed).
          */
         post: operations["redeliverDeadLetters"];
         delete?: never;

@@ -251,7 +251,12 @@ export function createDispatcher(deps: DispatcherDeps) {
       const worker = workerOf(subscriptionId);
       readYourWrites();
       const items: { deadLetterId: string; partition: number; offset: number }[] = [];
-      const add = (row: DeadLetterRow) => items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
+      const firsts = deps.store.firstOffsets();
+      // A dead letter whose event retention deleted has nothing to send: it stays listed (deleting it is the
+      // operator's call), rather than be consumed by a redelivery that finds nothing.
+      const add = (row: DeadLetterRow) => {
+        if (row.offset >= (firsts[row.partition] ?? 0)) items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
+      };
       if (ids) {
         const numeric = ids.map(Number).filter((n) => Number.isSafeInteger(n));
         deadLetters.byIds(subscriptionId, numeric).forEach(add);

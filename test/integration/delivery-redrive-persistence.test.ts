@@ -42,11 +42,11 @@ async function api(url: string, method: string, path: string, body?: unknown): P
   return { status: res.status, body: text ? JSON.parse(text) : undefined };
 }
 
-async function publish(url: string, id: string): Promise<void> {
+async function publish(url: string, id: string, data: unknown = { id }): Promise<void> {
   const res = await fetch(`${url}/events`, {
     method: 'POST',
     headers: { 'content-type': 'application/cloudevents+json' },
-    body: JSON.stringify({ specversion: '1.0', id, source: '/redrive', type: 'redrive.t', data: { id } }),
+    body: JSON.stringify({ specversion: '1.0', id, source: '/redrive', type: 'redrive.t', data }),
   });
   expect(res.status).toBeLessThan(300);
 }
@@ -132,5 +132,25 @@ describe('a redelivery of a dead letter across a restart', () => {
       intervalMs: 100,
     });
     expect(owed).toBe(true);
+  });
+
+  it('whose event retention deleted: nothing to send, so it stays listed instead of vanishing', async () => {
+    const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' ? 400 : 204 }));
+    receivers.push(rcv);
+    const gw = await gateway(tmpDir(), { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' });
+    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
+    await publish(gw.url, 'victim');
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+    const pad = 'x'.repeat(1024);
+    for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
+    await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
+      what: 'retention deleted the first segment',
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    });
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
+    await sleep(500);
+    expect(await deadLetters(gw.url, subId)).toHaveLength(1);
+    expect(rcv.requests.filter((r) => idOf(r) === 'victim')).toHaveLength(1);
   });
 });
