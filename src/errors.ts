@@ -80,6 +80,19 @@ export function isAppError(err: unknown): err is AppError {
   return err instanceof AppError;
 }
 
+/**
+ * SQLite's "database is locked" (another process holds the write lock past the busy timeout: an operator's shell,
+ * a backup) is the database being unavailable for a moment, not a bug: a 503 with Retry-After, nothing changed.
+ */
+export function fromLockedDatabase(err: unknown): AppError | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY')) return undefined;
+  return new AppError('unavailable', 'the database is locked by another connection; nothing was changed, try again', {
+    cause: err,
+    retryAfter: 1,
+  });
+}
+
 /** Turns anything thrown into an Error without losing it (for logs and `cause`). */
 export function coerceError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));

@@ -8,7 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
-import { AppError } from '../errors';
+import { AppError, fromLockedDatabase } from '../errors';
 import { openConnection } from '../store/db';
 import { openLogReader } from '../wal/log-reader';
 import { createDispatcher } from './dispatcher';
@@ -141,7 +141,8 @@ function run(call: DeliveryCall): CallResults[CallOp] {
   }
 }
 
-function wireError(err: unknown): WireError {
+function wireError(thrown: unknown): WireError {
+  const err = fromLockedDatabase(thrown) ?? thrown;
   if (err instanceof AppError) return { code: err.code, message: err.message, details: err.details, retryAfter: err.retryAfter };
   log.error({ err }, 'delivery thread: a call failed');
   return { message: err instanceof Error ? err.message : String(err) };

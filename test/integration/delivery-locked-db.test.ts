@@ -113,7 +113,9 @@ describe('a DELETE while herald.db is write-locked', () => {
       ['warm', 200],
       ['e1', 200],
     ]);
-    expect(deleted.status).toBeGreaterThanOrEqual(500);
+    expect(deleted.status).toBe(503);
+    expect(deleted.headers.get('retry-after')).toBe('1');
+    expect(((await deleted.json()) as { code: string }).code).toBe('unavailable');
     expect((await fetch(`${gw.url}/subscriptions/${subId}`)).status).toBe(200);
     await publish(gw.url, 'e2');
     await waitFor(() => received.requests.some((r) => r.headers['ce-id'] === 'e2'), { what: 'e2 delivered' });
