@@ -5,18 +5,26 @@
  * at ingest, before it is given an offset.
  */
 
-/** Depth of a parsed JSON value: a scalar is 0, `[]` 1, `[[1]]` 2. Iterative, so any depth is measured safely. */
-export function jsonDepthExceeds(value: unknown, max: number): boolean {
+/**
+ * What is wrong with parsed JSON event data, if anything: nesting deeper than `max`, or a number JSON cannot
+ * carry (`JSON.parse` turns `1e400` into Infinity, which `JSON.stringify` would store as `null`: the event
+ * stored would not be the one sent). One iterative walk.
+ */
+export function jsonDataProblem(value: unknown, max: number): 'too_deep' | 'not_finite' | undefined {
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : 'not_finite';
   const stack: { value: unknown; depth: number }[] = [{ value, depth: 0 }];
   while (stack.length > 0) {
     const { value: v, depth } = stack.pop()!;
     if (typeof v !== 'object' || v === null) continue;
     const inner = depth + 1;
-    if (inner > max) return true;
+    if (inner > max) return 'too_deep';
     const children = Array.isArray(v) ? v : Object.values(v);
-    for (const child of children) if (typeof child === 'object' && child !== null) stack.push({ value: child, depth: inner });
+    for (const child of children) {
+      if (typeof child === 'object' && child !== null) stack.push({ value: child, depth: inner });
+      else if (typeof child === 'number' && !Number.isFinite(child)) return 'not_finite';
+    }
   }
-  return false;
+  return undefined;
 }
 
 const QUOTE = 0x22;

@@ -1,7 +1,7 @@
 import { AppError, MAX_PROBLEM_ERRORS, Violation } from '../errors';
 import { AttributeValue, CloudEvent, isJsonMediaType, mediaType } from './event';
 import { HeaderDecodeError, decodeHeaderValue } from './headers';
-import { jsonDepthExceeds, jsonTextDepthExceeds } from './json-depth';
+import { jsonDataProblem, jsonTextDepthExceeds } from './json-depth';
 import { parseJsonEvent, validateAttributes } from './validate';
 
 export type ContentMode = 'binary' | 'structured' | 'batch';
@@ -55,8 +55,11 @@ export function parseHttpMessage(
   const parsed = parseJsonBody(message.body);
   const parseEvent = (item: unknown, index?: number) => {
     const outcome = parseJsonEvent(item, index);
-    if (outcome.ok && outcome.event.data.kind === 'json' && jsonDepthExceeds(outcome.event.data.value, limits.maxJsonDepth)) {
-      return { ok: false as const, violations: [{ ...(index === undefined ? {} : { index }), ...tooDeep(limits) }] };
+    const problem =
+      outcome.ok && outcome.event.data.kind === 'json' ? jsonDataProblem(outcome.event.data.value, limits.maxJsonDepth) : undefined;
+    if (problem) {
+      const violation = problem === 'too_deep' ? tooDeep(limits) : notFinite();
+      return { ok: false as const, violations: [{ ...(index === undefined ? {} : { index }), ...violation }] };
     }
     return outcome;
   };
@@ -101,6 +104,10 @@ export interface ParseLimits {
 }
 
 export const DEFAULT_MAX_JSON_DEPTH = 64;
+
+function notFinite(): Violation {
+  return { attribute: 'data', message: '"data" holds a number too large for JSON (it would be stored as null)' };
+}
 
 function tooDeep(limits: ParseLimits): Violation {
   return {

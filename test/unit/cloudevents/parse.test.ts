@@ -167,6 +167,24 @@ describe('parseHttpMessage in structured mode', () => {
   it('refuses a JSON array sent as a single structured event', () => {
     expect(refusal(structured(json([event]))).details).toEqual([{ message: 'an event must be a JSON object' }]);
   });
+
+  it('refuses data holding a number too large for JSON, which would be stored as null', () => {
+    const text = (data: string) => Buffer.from(`{"specversion":"1.0","id":"n","source":"/s","type":"t","data":${data}}`);
+    for (const data of ['1e400', '{"n":1e400}', '[1,[-1e309]]', '{"a":{"b":[{"c":1e999}]}}']) {
+      expect(refusal(structured(text(data))).details).toEqual([
+        { attribute: 'data', message: expect.stringMatching(/too large for JSON/) },
+      ]);
+    }
+    expect(parseHttpMessage(structured(text('{"n":1e308,"m":-0.5}'))).events[0]!.data).toEqual({
+      kind: 'json',
+      value: { n: 1e308, m: -0.5 },
+    });
+    const inBatch = parseHttpMessage.bind(null, {
+      headers: { 'content-type': ['application/cloudevents-batch+json'] },
+      body: Buffer.from(`[${text('1').toString()},${text('{"n":1e400}').toString()}]`),
+    });
+    expect(inBatch).toThrow(expect.objectContaining({ details: [expect.objectContaining({ index: 1, attribute: 'data' })] }));
+  });
 });
 
 describe('parseHttpMessage in batch mode', () => {
