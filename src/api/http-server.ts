@@ -4,7 +4,7 @@ import type express from 'express';
 import type { Logger } from 'pino';
 import { StartupError } from '../errors';
 import type { Authorizer } from './auth';
-import { sendProblem } from './problem';
+import { rawProblemResponse, sendProblem } from './problem';
 import { keyNames, normalizeRequestTarget } from './routing';
 
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -80,6 +80,12 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       return;
     }
     app(req, res);
+  });
+  // Requests node's parser refuses (HPE_* codes) never reach the handler above: they get a problem+json 400 too
+  // (node's own answer has no body). Anything else (a reset, a request timeout) just closes the connection.
+  server.on('clientError', (err: Error & { code?: unknown }, socket) => {
+    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable) socket.end(rawProblemResponse(err));
+    else socket.destroy();
   });
   server.keepAliveTimeout = 65_000;
   // Read every header (the 16 KiB header size limit still bounds them): node drops those past 2,000

@@ -81,3 +81,18 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, he
   res.writeHead(status, { ...headers, 'content-type': 'application/json; charset=utf-8', 'content-length': Buffer.byteLength(body) });
   res.end(body);
 }
+
+/**
+ * The answer to a request node's HTTP parser refused (malformed framing, both Content-Length and
+ * Transfer-Encoding, a header block over 16 KiB): it never reaches a handler, so this is its whole
+ * HTTP/1.1 response, written to the socket, closing the connection (its framing cannot be trusted).
+ */
+export function rawProblemResponse(err: { code?: unknown; message: string }): string {
+  const what = err.code === 'HPE_HEADER_OVERFLOW' ? 'the request headers are larger than 16 KiB' : 'the request is not valid HTTP/1.1';
+  const problem = build(new AppError('invalid_request', what, { details: [{ message: `${what} (${String(err.code ?? err.message)})` }] }));
+  const body = JSON.stringify(problem);
+  return (
+    `HTTP/1.1 ${problem.status} Bad Request\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+    `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  );
+}

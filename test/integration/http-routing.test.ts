@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { useGatewayForFile } from '../helpers/gateway';
 import { sendRaw } from '../helpers/http';
 
@@ -129,5 +130,42 @@ describe('a read key and the admin routes (issue: case and target tricks reached
     const after = await sendRaw(gw.url, 'GET', `/subscriptions/${id}`, { headers: as('routing-admin') });
     expect(after.body).toMatchObject({ id, sink: 'http://127.0.0.1:9/hook' });
     expect((await sendRaw(gw.url, 'GET', '/subscriptions', { headers: as('routing-admin') })).body.subscriptions).toHaveLength(1);
+  });
+});
+
+describe("requests node's HTTP parser refuses", () => {
+  /** Writes `text` to a fresh connection and returns everything the gateway answers before it closes it. */
+  function raw(text: string): Promise<string> {
+    const { hostname, port } = new URL(gw.url);
+    return new Promise((resolve, reject) => {
+      const socket = net.connect(Number(port), hostname, () => socket.write(text));
+      let answer = '';
+      socket.on('data', (c: Buffer) => (answer += c.toString()));
+      socket.on('close', () => resolve(answer));
+      socket.on('error', reject);
+      socket.setTimeout(5000, () => socket.destroy());
+    });
+  }
+
+  it.each([
+    [
+      'a malformed chunk size',
+      'POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\nzz\r\n',
+    ],
+    [
+      'both Content-Length and Transfer-Encoding',
+      'POST /events HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n',
+    ],
+    [
+      'a header block over 16 KiB',
+      `POST /events HTTP/1.1\r\nHost: x\r\n${Array.from({ length: 600 }, (_, i) => `ce-x${i}: ${'v'.repeat(30)}\r\n`).join('')}content-length: 0\r\n\r\n`,
+    ],
+  ])('%s: a problem+json 400, and the connection closed', async (_what, text) => {
+    const answer = await raw(text);
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head).toMatch(/content-type: application\/problem\+json/i);
+    expect(head).toMatch(/connection: close/i);
+    expect(JSON.parse(body!)).toMatchObject({ status: 400, code: 'invalid_request', errors: [{ message: expect.any(String) }] });
   });
 });
