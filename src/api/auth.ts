@@ -70,8 +70,16 @@ function grants(key: ApiKey, scope: Scope): boolean {
  * @throws AppError `unauthorized` (401) for a missing or unknown key, `forbidden` (403) for a key without the scope
  */
 export function createAuthorizer(keys: ApiKey[]) {
-  return function authorize(scope: Scope, authorization: string | undefined): ApiKey | null {
+  return function authorize(scope: Scope, authorization: string | undefined, rawHeaders?: readonly string[]): ApiKey | null {
     if (keys.length === 0) return null;
+    // Node keeps the first of repeated Authorization headers; a proxy may act on the last: which key speaks for the
+    // request must not depend on that, so more than one is refused.
+    if (rawHeaders && countHeader(rawHeaders, 'authorization') > 1) {
+      throw new AppError('unauthorized', 'send one Authorization header, not several', {
+        details: [{ attribute: 'authorization', message: 'repeated header' }],
+        headers: { 'www-authenticate': 'Bearer realm="herald", error="invalid_request"' },
+      });
+    }
     const match = /^Bearer\s+(\S+)\s*$/i.exec(authorization ?? '');
     if (!match) {
       throw new AppError('unauthorized', 'this endpoint needs an API key: send Authorization: Bearer <key>', {
@@ -95,6 +103,13 @@ export function createAuthorizer(keys: ApiKey[]) {
   };
 }
 export type Authorizer = ReturnType<typeof createAuthorizer>;
+
+/** How many times a header (lower-case `name`) appears in `IncomingMessage.rawHeaders`. */
+function countHeader(rawHeaders: readonly string[], name: string): number {
+  let n = 0;
+  for (let i = 0; i < rawHeaders.length; i += 2) if (rawHeaders[i]!.length === name.length && rawHeaders[i]!.toLowerCase() === name) n++;
+  return n;
+}
 
 export function isLoopback(host: string): boolean {
   const bare = host.replace(/^\[|\]$/g, '');

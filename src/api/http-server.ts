@@ -63,7 +63,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       req.url = normalizeRequestTarget(req.method, req.url);
       // The ingest hot path skips express (whose `POST /events` route runs the same handler): exact path, case-sensitive.
       if (req.method === 'POST' && pathOf(req.url) === '/events') {
-        const key = authorize('publish', req.headers.authorization);
+        const key = authorize('publish', req.headers.authorization, req.rawHeaders);
         if (key) keyNames.set(res, key.name);
         void ingest(req, res);
         return;

@@ -42,7 +42,7 @@ export function requireScope(scope: RouteScope): ScopeCheck {
     const authorize = req.app.locals[AUTHORIZER] as Authorizer | undefined;
     // Fail closed: a scoped route in an app without an authoriser is a wiring bug, not an open door.
     if (!authorize) throw new Error(`no authoriser is set on the app, so ${req.method} ${req.path} cannot be checked`);
-    const key = authorize(scope, req.headers.authorization);
+    const key = authorize(scope, req.headers.authorization, req.rawHeaders);
     if (key) keyNames.set(req.res ?? _res, key.name);
     next();
   };

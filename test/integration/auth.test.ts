@@ -1,3 +1,4 @@
+import net from 'node:net';
 import request from 'supertest';
 import { startTestGateway, runGatewayUntilExit } from '../helpers/gateway';
 import { startReceiver } from '../helpers/receiver';
@@ -8,7 +9,58 @@ afterAll(cleanupTmpDirs);
 const KEYS = 'producer:pub-secret:publish,reader:read-secret:read,operator:admin-secret:admin';
 const event = { 'ce-specversion': '1.0', 'ce-id': 'auth-1', 'ce-source': '/auth', 'ce-type': 't', 'content-type': 'application/json' };
 
+/** One raw HTTP/1.1 request on a fresh connection (repeated headers as written); resolves with the status and body. */
+function rawRequest(url: string, text: string): Promise<{ status: number; body: string }> {
+  const { hostname, port } = new URL(url);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(text));
+    let answer = '';
+    socket.on('data', (c: Buffer) => {
+      answer += c.toString();
+      const end = answer.indexOf('\r\n\r\n');
+      const length = /content-length: (\d+)/i.exec(answer)?.[1];
+      if (end >= 0 && length !== undefined && answer.length >= end + 4 + Number(length)) socket.end();
+    });
+    socket.on('close', () => resolve({ status: Number(answer.slice(9, 12)), body: answer.slice(answer.indexOf('\r\n\r\n') + 4) }));
+    socket.on('error', reject);
+    socket.setTimeout(5000, () => socket.destroy());
+  });
+}
+
 describe('API keys', () => {
+  it('refuses a request with more than one Authorization header, whichever comes first', async () => {
+    const gw = await startTestGateway({ HERALD_API_KEYS: KEYS });
+    try {
+      const post = (auth: string[]) =>
+        rawRequest(
+          gw.url,
+          'POST /events HTTP/1.1\r\nHost: x\r\nConnection: close\r\n' +
+            Object.entries(event)
+              .map(([k, v]) => `${k}: ${v}\r\n`)
+              .join('') +
+            auth.map((a) => `Authorization: ${a}\r\n`).join('') +
+            'Content-Length: 2\r\n\r\n{}',
+        );
+      for (const auth of [
+        ['Bearer pub-secret', 'Bearer wrong'],
+        ['Bearer wrong', 'Bearer pub-secret'],
+        ['Bearer pub-secret', 'Bearer pub-secret'],
+      ]) {
+        const res = await post(auth);
+        expect(res.status).toBe(401);
+        expect(JSON.parse(res.body)).toMatchObject({ code: 'unauthorized', errors: [{ attribute: 'authorization' }] });
+      }
+      expect((await post(['Bearer pub-secret'])).status).toBe(202);
+      const get = await rawRequest(
+        gw.url,
+        'GET /partitions HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer read-secret\r\nauthorization: Bearer x\r\n\r\n',
+      );
+      expect(get.status).toBe(401);
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('enforces scopes on every kind of endpoint and leaves health and callbacks open', async () => {
     const gw = await startTestGateway({ HERALD_API_KEYS: KEYS });
     const receiver = await startReceiver();
