@@ -8,17 +8,17 @@ import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { DeliveryControl, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { LogReader } from '../wal/event-store';
 import type { GroupPositions, LogFeed } from '../wal/log-feed';
-import type {
-  CallOp,
-  CallResults,
-  DeliveryCall,
-  DeliveryWorkerData,
-  FromDelivery,
-  Observed,
-  ToDelivery,
-  WireError,
+import {
+  DELIVERY_BUSY_TIMEOUT_MS,
+  type CallOp,
+  type CallResults,
+  type DeliveryCall,
+  type DeliveryWorkerData,
+  type FromDelivery,
+  type Observed,
+  type ToDelivery,
+  type WireError,
 } from './delivery-protocol';
-import { DELIVERY_BUSY_TIMEOUT_MS } from './delivery-protocol';
 import { writeInitialOffsets, type CallbackAction, type CallbackAnswer } from './dispatcher';
 import type { DeliveryTally } from './tally';
 import { canRestorePriority } from '../thread-priority';

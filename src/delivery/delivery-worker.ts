@@ -12,17 +12,17 @@ import { AppError, fromLockedDatabase } from '../errors';
 import { openConnection } from '../store/db';
 import { openLogReader } from '../wal/log-reader';
 import { createDispatcher } from './dispatcher';
-import type {
-  CallOp,
-  CallResults,
-  DeliveryCall,
-  DeliveryWorkerData,
-  FromDelivery,
-  Observed,
-  ToDelivery,
-  WireError,
+import {
+  DELIVERY_BUSY_TIMEOUT_MS,
+  type CallOp,
+  type CallResults,
+  type DeliveryCall,
+  type DeliveryWorkerData,
+  type FromDelivery,
+  type Observed,
+  type ToDelivery,
+  type WireError,
 } from './delivery-protocol';
-import { DELIVERY_BUSY_TIMEOUT_MS } from './delivery-protocol';
 import { startBacklogPriority } from './backlog-priority';
 import { createHttpSender } from './http-sender';
 import { niceOfThisThread, niceThisThread } from '../thread-priority';

@@ -201,8 +201,8 @@ export function createDispatcher(deps: DispatcherDeps) {
      * subscription whose deletion then fails goes on delivering, and callbacks already answered stay answered.
      */
     remove(subscriptionId: string): void {
-      if (workers.has(subscriptionId)) writes.flushOrThrow();
       const worker = workers.get(subscriptionId);
+      if (worker) writes.flushOrThrow();
       worker?.stop({ abort: true });
       workers.delete(subscriptionId);
       subscribed.delete(subscriptionId);

@@ -49,7 +49,8 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
   });
 
-  function flush(): void {
+  /** Writes everything buffered now; throws (the buffer kept, a retry scheduled unless closing) when SQLite fails. */
+  function flushOrThrow(): void {
     if (flushTimer) clearTimeout(flushTimer);
     flushTimer = undefined;
     const idle =
@@ -62,12 +63,19 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     try {
       writeBatch();
     } catch (err) {
-      // Closing: what was not written is delivered again at the next start (at least once).
-      deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
       if (!closed) scheduleFlush();
-      return;
+      throw err;
     }
     written();
+  }
+
+  function flush(): void {
+    try {
+      flushOrThrow();
+    } catch (err) {
+      // Closing: what was not written is delivered again at the next start (at least once).
+      deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
+    }
   }
 
   /**
@@ -196,18 +204,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     flush,
     /** Writes the attempt log's buffer now (its reads call it first). */
     flushAttempts,
-    /** Writes everything buffered now; throws (the buffer kept, a retry scheduled) when SQLite fails. */
-    flushOrThrow(): void {
-      if (flushTimer) clearTimeout(flushTimer);
-      flushTimer = undefined;
-      try {
-        writeBatch();
-      } catch (err) {
-        scheduleFlush();
-        throw err;
-      }
-      written();
-    },
+    flushOrThrow,
     /** At close: writes everything buffered, then never schedules another write. */
     close(): void {
       closed = true;

@@ -35,6 +35,9 @@ export interface ReadsOptions {
 const MAX_READ_SPAN = 1024 * 1024;
 const MAX_READ_GAP = 8 * 1024;
 
+/** What a read of one or more records gave: their span (none when unreadable), and whether it ran into missing bytes. */
+type SpanRead = { span?: Span; short: boolean };
+
 /** A window is read instead of a cluster when at least this many of the page's records lie in it. */
 const MIN_WINDOW_RECORDS = 4;
 
@@ -84,7 +87,7 @@ export function createReads(opts: ReadsOptions) {
    * and reading across it made every page one read of megabytes, most of it other partitions'
    * records, which churned external memory (decoding copies what it keeps, so a span is dropped after).
    */
-  function readCluster(list: readonly IndexEntry[], i: number, alone: boolean): { span?: Span; short: boolean } {
+  function readCluster(list: readonly IndexEntry[], i: number, alone: boolean): SpanRead {
     const first = list[i]!;
     const firstEnd = first.position + first.length;
     const end = alone ? firstEnd : clusterEnd(list, i);
@@ -114,7 +117,7 @@ export function createReads(opts: ReadsOptions) {
    * A window holding `list[i]`: one already read, or a new one when enough of the page lies in it
    * (records interleaved with other partitions', which a cluster read would fetch one at a time).
    */
-  function windowRead(list: readonly IndexEntry[], i: number): { span?: Span; short: boolean } | undefined {
+  function windowRead(list: readonly IndexEntry[], i: number): SpanRead | undefined {
     const { windows } = opts;
     if (!windows) return undefined;
     const first = list[i]!;
@@ -149,9 +152,9 @@ export function createReads(opts: ReadsOptions) {
         continue;
       }
       if (!span || entry.position < span.from || entry.position + entry.length > span.to) {
-        const windowed: { span?: Span; short: boolean } | undefined = alone ? undefined : windowRead(list, i);
+        const windowed: SpanRead | undefined = alone ? undefined : windowRead(list, i);
         alone ||= windowed?.short ?? false;
-        const read: { span?: Span; short: boolean } = windowed?.span ? windowed : readCluster(list, i, alone);
+        const read: SpanRead = windowed?.span ? windowed : readCluster(list, i, alone);
         span = read.span;
         alone ||= read.short;
       }

@@ -708,11 +708,14 @@ export function openSegmentReader(opts: { dir: string; bases: readonly number[] 
   const fileOf = (base: number) => segmentFile(opts.dir, base);
   const segments: ReadableSegment[] = opts.bases.map((base) => ({ base, file: fileOf(base) }));
 
-  function segmentAt(position: number): ReadableSegment {
-    const seg = segments[holding(segments, position)];
-    if (!seg || seg.base > position) throw new Error(`no segment holds log position ${position}`);
-    return seg;
+  /** Index of the segment holding `position`; throws when none does. */
+  function indexAt(position: number): number {
+    const i = holding(segments, position);
+    if (!segments[i] || segments[i]!.base > position) throw new Error(`no segment holds log position ${position}`);
+    return i;
   }
+
+  const segmentAt = (position: number): ReadableSegment => segments[indexAt(position)]!;
 
   function closeFd(seg: { readFd?: number }): void {
     if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
@@ -726,9 +729,8 @@ export function openSegmentReader(opts: { dir: string; bases: readonly number[] 
     sameSegment: (a: number, b: number) => segmentAt(a) === segmentAt(b),
     /** Up to `length` bytes at `position` into `buf`, never past its segment: fewer at the end of the file. */
     readInto(position: number, buf: Buffer, length: number): number {
-      const i = holding(segments, position);
-      const seg = segments[i];
-      if (!seg || seg.base > position) throw new Error(`no segment holds log position ${position}`);
+      const i = indexAt(position);
+      const seg = segments[i]!;
       const next = segments[i + 1]?.base;
       seg.readFd ??= fs.openSync(seg.file, 'r');
       const n = next === undefined ? length : Math.min(length, next - position);
