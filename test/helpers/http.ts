@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 
 /** What `POST /events` answered: status, Content-Type and the parsed JSON body. */
 export interface RawReply {
@@ -115,5 +116,22 @@ export function sendRaw(
     });
     req.on('error', reject);
     req.end(opts.body);
+  });
+}
+
+/**
+ * Writes `text` as it is to a fresh connection (malformed framing, repeated headers: what node:http will not
+ * send) and resolves with everything the gateway answers until it closes the connection (send `Connection: close`
+ * with a valid request). Bounded: the connection is destroyed after 5 s.
+ */
+export function rawExchange(baseUrl: string, text: string): Promise<string> {
+  const { hostname, port } = new URL(baseUrl);
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(Number(port), hostname, () => socket.write(text));
+    let answer = '';
+    socket.on('data', (c: Buffer) => (answer += c.toString()));
+    socket.on('close', () => resolve(answer));
+    socket.on('error', reject);
+    socket.setTimeout(5000, () => socket.destroy());
   });
 }

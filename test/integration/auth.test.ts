@@ -1,6 +1,6 @@
-import net from 'node:net';
 import request from 'supertest';
 import { startTestGateway, runGatewayUntilExit } from '../helpers/gateway';
+import { rawExchange } from '../helpers/http';
 import { startReceiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -9,22 +9,10 @@ afterAll(cleanupTmpDirs);
 const KEYS = 'producer:pub-secret:publish,reader:read-secret:read,operator:admin-secret:admin';
 const event = { 'ce-specversion': '1.0', 'ce-id': 'auth-1', 'ce-source': '/auth', 'ce-type': 't', 'content-type': 'application/json' };
 
-/** One raw HTTP/1.1 request on a fresh connection (repeated headers as written); resolves with the status and body. */
-function rawRequest(url: string, text: string): Promise<{ status: number; body: string }> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve, reject) => {
-    const socket = net.connect(Number(port), hostname, () => socket.write(text));
-    let answer = '';
-    socket.on('data', (c: Buffer) => {
-      answer += c.toString();
-      const end = answer.indexOf('\r\n\r\n');
-      const length = /content-length: (\d+)/i.exec(answer)?.[1];
-      if (end >= 0 && length !== undefined && answer.length >= end + 4 + Number(length)) socket.end();
-    });
-    socket.on('close', () => resolve({ status: Number(answer.slice(9, 12)), body: answer.slice(answer.indexOf('\r\n\r\n') + 4) }));
-    socket.on('error', reject);
-    socket.setTimeout(5000, () => socket.destroy());
-  });
+/** One raw HTTP/1.1 request (`Connection: close`; repeated headers as written): its status and body. */
+async function rawRequest(url: string, text: string): Promise<{ status: number; body: string }> {
+  const answer = await rawExchange(url, text);
+  return { status: Number(answer.slice(9, 12)), body: answer.slice(answer.indexOf('\r\n\r\n') + 4) };
 }
 
 describe('API keys', () => {

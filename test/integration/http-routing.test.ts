@@ -1,6 +1,5 @@
-import net from 'node:net';
 import { useGatewayForFile } from '../helpers/gateway';
-import { sendRaw } from '../helpers/http';
+import { rawExchange, sendRaw } from '../helpers/http';
 
 /**
  * How request targets and methods reach the routes: exact (case-sensitive, strict) paths, the
@@ -134,19 +133,6 @@ describe('a read key and the admin routes (issue: case and target tricks reached
 });
 
 describe("requests node's HTTP parser refuses", () => {
-  /** Writes `text` to a fresh connection and returns everything the gateway answers before it closes it. */
-  function raw(text: string): Promise<string> {
-    const { hostname, port } = new URL(gw.url);
-    return new Promise((resolve, reject) => {
-      const socket = net.connect(Number(port), hostname, () => socket.write(text));
-      let answer = '';
-      socket.on('data', (c: Buffer) => (answer += c.toString()));
-      socket.on('close', () => resolve(answer));
-      socket.on('error', reject);
-      socket.setTimeout(5000, () => socket.destroy());
-    });
-  }
-
   it.each([
     [
       'a malformed chunk size',
@@ -161,7 +147,7 @@ describe("requests node's HTTP parser refuses", () => {
       `POST /events HTTP/1.1\r\nHost: x\r\n${Array.from({ length: 600 }, (_, i) => `ce-x${i}: ${'v'.repeat(30)}\r\n`).join('')}content-length: 0\r\n\r\n`,
     ],
   ])('%s: a problem+json 400, and the connection closed', async (_what, text) => {
-    const answer = await raw(text);
+    const answer = await rawExchange(gw.url, text);
     const [head, body] = answer.split('\r\n\r\n');
     expect(head).toMatch(/^HTTP\/1\.1 400 /);
     expect(head).toMatch(/content-type: application\/problem\+json/i);
