@@ -1681,8 +1681,11 @@ export interface components {
          *     thread, and that thread is being restarted after a crash (or has failed too often, and the
          *     gateway is exiting so a supervisor restarts it), or did not answer within 30 s. On the
          *     jetstream engine: the cluster cannot be reached, or this node is still starting delivery for
-         *     the subscription (creating its consumers). Nothing was changed by the request; retry after
-         *     `Retry-After` seconds. Ingest is not affected.
+         *     the subscription (creating its consumers). On the local engine also: delivery state waiting
+         *     to be written (a new dead letter) cannot be written yet, because another process holds
+         *     `herald.db`'s write lock or the disk refuses; a read that would miss it is refused rather than
+         *     answered without it. Nothing was changed by the request; retry after `Retry-After` seconds.
+         *     Ingest is not affected.
          */
         DeliveryUnavailable: {
             headers: {

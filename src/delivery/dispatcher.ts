@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { AppError } from '../errors';
+import { AppError, fromLockedDatabase } from '../errors';
 import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
 import type { DeadLetterRow } from '../store/dead-letters-repo';
@@ -77,7 +77,20 @@ export function createDispatcher(deps: DispatcherDeps) {
   const writes = createWriteBehind({ db: deps.db, log: deps.log });
   const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
   /** Reads of the tables written behind see every write: the buffer goes to SQLite first. */
-  const readYourWrites = flush;
+  /**
+   * Reads of the dead letters go to SQLite, so what is buffered is written first. When it cannot be
+   * (herald.db locked, disk full) the read is refused as unavailable rather than answered without it.
+   */
+  function readYourWrites(): void {
+    try {
+      writes.flushOrThrow();
+    } catch (err) {
+      throw (
+        fromLockedDatabase(err) ??
+        new AppError('unavailable', 'delivery state waiting to be written cannot be written right now', { cause: err, retryAfter: 1 })
+      );
+    }
+  }
   const workers = new Map<string, SubscriptionWorker>();
   const subscribed = new Map<string, Subscribed>();
   /** Attempts whose callback is still open. */
@@ -212,8 +225,10 @@ export function createDispatcher(deps: DispatcherDeps) {
     /** Per partition, the dead letters stored, and flow control (`currentMaxInFlight`, `throttled`, issue 12 §3). */
     stats(subscriptionId: string): DeliveryStats {
       const worker = workerOf(subscriptionId);
-      readYourWrites();
-      return { partitions: worker.stats(), deadLetters: deadLetters.count(subscriptionId), ...worker.flowStats() };
+      // Stats never fail on a locked herald.db: what is still buffered is counted with what is written.
+      flush();
+      const dead = deadLetters.count(subscriptionId) + writes.bufferedDeadLetters(subscriptionId);
+      return { partitions: worker.stats(), deadLetters: dead, ...worker.flowStats() };
     },
     /**
      * Restarts partitions of a subscription (issue 12 §2), backwards or forwards, at the positions

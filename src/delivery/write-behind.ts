@@ -205,6 +205,16 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     /** Writes the attempt log's buffer now (its reads call it first). */
     flushAttempts,
     flushOrThrow,
+    /**
+     * How many dead letters of the subscription its buffer adds (inserts less deletes): a count read from
+     * SQLite plus this is what the subscription holds, written or not.
+     */
+    bufferedDeadLetters(subscriptionId: string): number {
+      let n = 0;
+      for (const d of deadLetterInserts) if (d.subscriptionId === subscriptionId) n++;
+      for (const d of deadLetterDeletes) if (d.subscriptionId === subscriptionId) n--;
+      return n;
+    },
     /** At close: writes everything buffered, then never schedules another write. */
     close(): void {
       closed = true;

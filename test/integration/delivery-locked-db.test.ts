@@ -132,3 +132,49 @@ describe('a DELETE while herald.db is write-locked', () => {
     expect(received.requests.slice(before).map((r) => r.headers['ce-id'])).toEqual([]);
   });
 });
+
+describe('dead letters while herald.db is write-locked', () => {
+  let gw: TestGateway | undefined;
+  afterEach(async () => {
+    await gw?.close();
+    gw = undefined;
+  });
+
+  it('a dead letter not yet written is counted in stats, and its list answers 503 rather than leave it out', async () => {
+    const dir = tmpDir();
+    rcv = await startReceiver(() => ({ status: 400 })); // dead-lettered after one attempt
+    gw = await startTestGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1', HERALD_SINK_ALLOW_PRIVATE: 'true' });
+    const sub = await fetch(`${gw.url}/subscriptions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: rcv.url }),
+    });
+    const subId = ((await sub.json()) as { id: string }).id;
+    const stats = async () =>
+      ((await (await fetch(`${gw!.url}/subscriptions/${subId}`)).json()) as { stats: { deadLetters: number } }).stats;
+    const other = new Database(path.join(dir, 'herald.db'));
+    let listed: Response;
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      const res = await fetch(`${gw.url}/events`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/cloudevents+json' },
+        body: JSON.stringify({ specversion: '1.0', id: 'dead', source: '/locked', type: 'locked.t', data: {} }),
+      });
+      expect(res.status).toBeLessThan(300);
+      await waitFor(() => rcv!.requests.length === 1, { what: 'the one attempt' });
+      await waitFor(async () => (await stats()).deadLetters === 1, { what: 'the dead letter counted' });
+      listed = await fetch(`${gw.url}/subscriptions/${subId}/dead-letters`);
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    expect(listed.status).toBe(503);
+    expect(listed.headers.get('retry-after')).toBe('1');
+    const after = (await (await fetch(`${gw.url}/subscriptions/${subId}/dead-letters`)).json()) as {
+      deadLetters: { event: { id: string } }[];
+    };
+    expect(after.deadLetters.map((d) => d.event.id)).toEqual(['dead']);
+    expect((await stats()).deadLetters).toBe(1);
+  });
+});
