@@ -77,6 +77,11 @@ export function validateAttributes(attributes: Record<string, unknown>, index?: 
       fail(name, '"data" is reserved and cannot be an attribute name');
       continue;
     }
+    if (typeof value === 'string' && !value.isWellFormed()) {
+      // UTF-8 cannot carry a lone surrogate (JSON's "\ud800"): stored, it would become U+FFFD and could equal another id.
+      fail(name, `"${name}" must be valid Unicode (it holds a lone surrogate)`);
+      continue;
+    }
     if (STRING_ATTRIBUTES.has(name)) {
       if (typeof value !== 'string') {
         fail(name, `"${name}" must be a string`);

@@ -207,6 +207,22 @@ describe('validation in structured mode', () => {
   });
 });
 
+describe('lone surrogates (JSON escapes UTF-8 cannot carry)', () => {
+  it('answers 400 for a lone surrogate in id, in a structured event and in a batch, and stores nothing', async () => {
+    const id = `${nextId()}-`;
+    await expectRefused(
+      () => post({ 'content-type': STRUCTURED }, JSON.stringify(base()).replace(/"id":"[^"]*"/, `"id":"${id}\\ud800"`)),
+      'id',
+    );
+    const batch = `[${JSON.stringify(base())},${JSON.stringify(base()).replace(/"type":"[^"]*"/, '"type":"t\\udfff"')}]`;
+    const before = await heads();
+    const res = await post({ 'content-type': 'application/cloudevents-batch+json' }, batch);
+    expectProblem(res, 400, 'invalid_event');
+    expect(res.body.errors).toEqual([{ index: 1, attribute: 'type', message: expect.stringContaining('valid Unicode') }]);
+    expect(await heads()).toEqual(before);
+  });
+});
+
 describe('validation in binary mode', () => {
   it.each(refusedInBothModes)('answers 400 for %s and stores nothing', async (_label, change) => {
     await expectRefused(() => postBinary({ ...base(), ...change }), Object.keys(change)[0]);

@@ -189,6 +189,20 @@ describe('validateAttributes', () => {
     expect(validateAttributes({ ...base, ext: value })).toEqual([{ attribute: 'ext', message: expect.any(String) }]);
   });
 
+  it.each([
+    ['id', 'a\ud800'],
+    ['id', '\udc00b'],
+    ['type', 't\udbff'],
+    ['subject', '\ud800\ud800'],
+    ['ext', 'x\udfff'],
+  ])('refuses a lone surrogate in %s (%j)', (attribute, value) => {
+    expect(validateAttributes({ ...base, [attribute]: value })).toEqual([{ attribute, message: expect.stringContaining('valid Unicode') }]);
+  });
+
+  it('accepts characters outside the BMP (a surrogate pair)', () => {
+    expect(validateAttributes({ ...base, id: 'e-\u{1F600}', subject: '\ud83d\ude00', ext: '\u{10FFFF}' })).toEqual([]);
+  });
+
   it('adds the batch index to every violation when given', () => {
     const violations = validateAttributes({ specversion: '2.0', id: '', source: '/s', type: 't', Bad: 1 }, 3);
     expect(violations).toHaveLength(3);
