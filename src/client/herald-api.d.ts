@@ -599,7 +599,9 @@ export interface paths {
         /**
          * Extend the acknowledgement lease
          * @description Sets the lease to end `ms` from now, or leaves it if it already ends later. May be called before the
-         *     receiver's 202 reaches Herald. Not idempotent in the settled sense: after any outcome it is a 409.
+         *     receiver's 202 reaches Herald. For an attempt whose request a restart cut (not sent again yet), it
+         *     holds the event under that lease, awaiting the ack, instead of sending it again. Not idempotent in
+         *     the settled sense: after any outcome it is a 409.
          */
         post: operations["extendDelivery"];
         delete?: never;

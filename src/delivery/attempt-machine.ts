@@ -365,12 +365,19 @@ function reject(s: Open, input: InputOf<'reject'>, ctx: AttemptContext): Step {
   return deadLetter(next, 'receiver_rejected', ctx, [...settle(s, 'rejected'), { kind: 'observe', outcome: 'rejected' }]);
 }
 
-/** Extending never shortens a lease. Before the 202 it sets the lease's floor; before the request (a restart) it holds nothing. */
+/**
+ * Extending never shortens a lease. Before the 202 it sets the lease's floor. Restored in flight (a
+ * restart before the answer), the receiver has the event and says it is working on it: the attempt
+ * awaits its ack under that lease rather than being sent again now.
+ */
 function extend(s: Open, input: InputOf<'extend'>, ctx: AttemptContext): Step {
   const asked = ctx.now + input.ms;
   switch (s.phase) {
     case 'ready':
-      return { state: s, effects: [{ kind: 'extended', until: asked }] };
+      return {
+        state: { ...attempts(s), phase: 'awaiting_ack', leaseUntil: asked },
+        effects: [{ kind: 'armLease', attemptId: input.attemptId, until: asked }, { kind: 'persist' }, { kind: 'extended', until: asked }],
+      };
     case 'sending': {
       const until = Math.max(asked, s.leaseFloor ?? 0);
       return { state: { ...s, leaseFloor: until }, effects: [{ kind: 'extended', until }] };

@@ -332,7 +332,9 @@ export function createSubscriptionWorker(
    * (it waits for a slot or a token, then comes back here).
    */
   function attempt(pending: Pending): void {
-    if (stopped || pending.finished) return;
+    // Only a ready or scheduled event has an attempt to start: one that moved on while it waited for a
+    // slot or a token (a callback settled it, an extend made it await its ack) keeps its timers.
+    if (stopped || pending.finished || (pending.life.phase !== 'ready' && pending.life.phase !== 'scheduled')) return;
     // Retention deleted it before it was finished (it is counted as expired): it is not sent again.
     if (isExpired(pending)) {
       step(pending, { kind: 'expire' });

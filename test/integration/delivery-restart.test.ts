@@ -142,6 +142,37 @@ describe('graceful restart', () => {
     expect(receiver.requests).toHaveLength(1);
   });
 
+  it('an extend of an attempt cut by the restart, before it is sent again, holds it under that lease until the ack', async () => {
+    let release: (() => void) | undefined;
+    receiver = await startReceiver(() => new Promise((resolve) => (release = () => resolve({ status: 202 }))));
+    const env = { HERALD_PARTITIONS: '4', HERALD_SHUTDOWN_TIMEOUT_MS: '300' };
+    const gw = await startTestGateway(env);
+    gateways.push(gw);
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ackMode: 'manual', ackDeadlineMs: 400 } })
+      .expect(201);
+    await publish(gw.url, [{ id: 'cut', key: 'k' }]);
+    const first = await waitFor(() => receiver!.requests[0]);
+    // Paused with the request open, then stopped: the attempt is cut at the shutdown deadline and restored in flight.
+    await request(gw.url).post(`/subscriptions/${sub.body.id}/pause`).expect(200);
+    await gw.close();
+    gateways.pop();
+    release?.();
+
+    const again = await startTestGateway({ ...env, HERALD_DATA_DIR: gw.dataDir });
+    gateways.push(again);
+    const id = first.headers['herald-delivery-id'] as string;
+    const extended = await request(again.url).post(`/deliveries/${id}/extend`).send({ ms: 60_000 });
+    expect(extended.status).toBe(200);
+    await request(again.url).post(`/subscriptions/${sub.body.id}/resume`).expect(200);
+    await new Promise((r) => setTimeout(r, 1000)); // past the 400 ms ack deadline: the extended lease holds
+    expect(receiver.requests).toHaveLength(1);
+    expect((await request(again.url).post(`/deliveries/${id}/ack`)).status).toBe(200);
+    await waitLagZero(again.url, sub.body.id);
+    expect(receiver.requests).toHaveLength(1);
+  });
+
   it('counts an ack lease that ran out while the gateway was down as a failed attempt, and redelivers', async () => {
     let n = 0;
     receiver = await startReceiver(() => ({ status: n++ === 0 ? 202 : 204 }));
