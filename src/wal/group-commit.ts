@@ -34,6 +34,16 @@ interface Group {
 }
 
 const RETRY_AFTER_SECONDS = 1;
+/** fsync=interval: past this many bytes written and not yet synced, a commit syncs (bounds what is kept for a rewrite). */
+const MAX_UNSYNCED_BYTES = 64 * 1024 * 1024;
+
+/** A group written under fsync=interval and not yet covered by a sync that succeeded. */
+interface Unsynced {
+  position: number;
+  frames: Buffer[];
+  bytes: number;
+  seq: number;
+}
 
 /**
  * Group commit: requests that arrive while a group is written and synced join the next group, so one
@@ -52,25 +62,60 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   /** fsync=interval: the last timed sync failed, so every commit syncs until one succeeds. */
   let syncFailed = false;
   let rollOwed = false;
+  /**
+   * fsync=interval: groups acknowledged and not yet covered by a sync that succeeded. After a failed
+   * fsync Linux may drop those dirty pages and report the next fsync as a success (fsyncgate), so they
+   * are written again from here (`rewriteOwed`) before the log takes another write.
+   */
+  let unsynced: Unsynced[] = [];
+  let unsyncedBytes = 0;
+  let unsyncedSeq = 0;
+  let rewriteOwed = false;
+  /** Counts failed syncs and writes: a sync that succeeded covers what was written before it only if none failed meanwhile. */
+  let failures = 0;
 
   const syncTimer =
     opts.fsync === 'interval'
       ? setInterval(() => {
           if (!dirty || closed) return;
           dirty = false;
+          const covered = unsyncedSeq;
+          const failuresBefore = failures;
           segments.sync().then(
             () => {
               syncFailed = false;
+              if (failures === failuresBefore) forgetUnsynced(covered);
             },
             (err) => {
               // Sticky until a sync succeeds: acknowledging writes the disk cannot make durable would be a lie.
               syncFailed = true;
-              markUnwritable(err);
+              failed(err);
             },
           );
         }, opts.fsyncIntervalMs)
       : undefined;
   syncTimer?.unref();
+
+  function keepUnsynced(position: number, group: Group): void {
+    unsynced.push({ position, frames: group.entries.map((e) => e.frame), bytes: group.bytes, seq: ++unsyncedSeq });
+    unsyncedBytes += group.bytes;
+  }
+
+  /** A sync that succeeded covers the groups up to `seq`. */
+  function forgetUnsynced(seq: number): void {
+    let n = 0;
+    while (n < unsynced.length && unsynced[n]!.seq <= seq) unsyncedBytes -= unsynced[n++]!.bytes;
+    if (n > 0) unsynced = unsynced.slice(n);
+  }
+
+  /** Writes every group not known durable again, each synced; throws (still owed) if the disk still fails. */
+  function rewriteUnsynced(): void {
+    for (const u of unsynced) segments.rewrite(u.position, u.frames.length === 1 ? u.frames[0]! : Buffer.concat(u.frames, u.bytes));
+    rewriteOwed = false;
+    unsynced = [];
+    unsyncedBytes = 0;
+    log.warn('log: wrote again the events not yet synced when an fsync failed');
+  }
 
   function newGroup(): Group {
     let resolve!: () => void;
@@ -101,7 +146,9 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   async function commit(group: Group): Promise<void> {
     const before = segments.end();
     let committed: CommittedGroup;
+    const failuresBefore = failures;
     try {
+      if (rewriteOwed) rewriteUnsynced();
       if (rollOwed) rollNow();
       const first = await segments.append(
         group.entries.map((e) => e.frame),
@@ -113,15 +160,18 @@ export function createGroupCommit(opts: GroupCommitOptions) {
         positions.push(at);
         at += e.frame.length;
       }
-      const mustSync = opts.fsync === 'always' || syncFailed;
+      const mustSync = opts.fsync === 'always' || syncFailed || unsyncedBytes + group.bytes > MAX_UNSYNCED_BYTES;
       let fsyncMs: number | undefined;
       if (mustSync) {
+        const covered = unsyncedSeq;
         const started = performance.now();
         await segments.sync();
         fsyncMs = performance.now() - started;
         syncFailed = false;
+        if (failures === failuresBefore) forgetUnsynced(covered);
       } else {
         dirty = true;
+        if (opts.fsync === 'interval') keepUnsynced(first, group);
       }
       committed = { entries: group.entries, positions, end: at, fsyncMs };
     } catch (err) {
@@ -142,7 +192,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   }
 
   function fail(group: Group, before: number, err: unknown): void {
-    markUnwritable(err);
+    failed(err);
     try {
       segments.truncate(before);
     } catch (truncateErr) {
@@ -157,6 +207,13 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     });
     group.reject(error);
     queued.reject(error);
+  }
+
+  /** A write or sync failed: under fsync=interval what is not known durable is owed a rewrite. */
+  function failed(err: unknown): void {
+    failures++;
+    if (unsynced.length > 0) rewriteOwed = true;
+    markUnwritable(err);
   }
 
   function markUnwritable(err: unknown): void {
@@ -176,6 +233,10 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     try {
       rollNow();
     } catch (err) {
+      if (unsynced.length > 0) {
+        failures++; // the old segment's sync may be what failed
+        rewriteOwed = true;
+      }
       log.error({ err: coerceError(err) }, 'log: could not start a new segment; retried before the next write');
     }
   }
@@ -210,6 +271,13 @@ export function createGroupCommit(opts: GroupCommitOptions) {
       while (flushing || current.entries.length > 0) {
         await flush();
         await new Promise((r) => setImmediate(r));
+      }
+      if (rewriteOwed) {
+        try {
+          rewriteUnsynced();
+        } catch (err) {
+          log.error({ err: coerceError(err) }, 'log: could not write again the events an fsync failed to cover; they may be lost');
+        }
       }
     },
   };

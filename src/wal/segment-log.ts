@@ -557,6 +557,24 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return segmentAt(a) === segmentAt(b);
   }
 
+  /**
+   * Writes bytes already in the log again at their position, through a descriptor of their own (the
+   * write descriptor appends), and syncs them. For fsync=interval after a failed fsync: Linux may have
+   * dropped those dirty pages, and a later fsync that succeeds does not bring them back. A segment
+   * retention deleted meanwhile is skipped: nothing in it is read again.
+   */
+  function rewrite(position: number, data: Buffer): void {
+    if (segments.length === 0 || position < segments[0]!.base) return;
+    const seg = segmentAt(position);
+    const fd = fs.openSync(seg.file, 'r+');
+    try {
+      for (let done = 0; done < data.length;) done += fs.writeSync(fd, data, done, data.length - done, position - seg.base + done);
+      fs.fdatasyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  }
+
   /** Reads one record's bytes. Synchronous: the records are recent and in the page cache. */
   function read(position: number, length: number): Buffer {
     return readRecordBytes(segmentAt(position), position, length);
@@ -626,6 +644,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     scan,
     append,
     sync,
+    rewrite,
     truncate,
     roll,
     dropBefore,
