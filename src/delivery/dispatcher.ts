@@ -227,7 +227,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       const worker = workerOf(subscriptionId);
       // Stats never fail on a locked herald.db: what is still buffered is counted with what is written.
       flush();
-      const dead = deadLetters.count(subscriptionId) + writes.bufferedDeadLetters(subscriptionId);
+      const dead = Math.max(0, deadLetters.count(subscriptionId) + writes.bufferedDeadLetters(subscriptionId));
       return { partitions: worker.stats(), deadLetters: dead, ...worker.flowStats() };
     },
     /**

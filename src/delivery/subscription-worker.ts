@@ -332,9 +332,7 @@ export function createSubscriptionWorker(
    * (it waits for a slot or a token, then comes back here).
    */
   function attempt(pending: Pending): void {
-    // Only a ready or scheduled event has an attempt to start: one that moved on while it waited for a
-    // slot or a token (a callback settled it, an extend made it await its ack) keeps its timers.
-    if (stopped || pending.finished || (pending.life.phase !== 'ready' && pending.life.phase !== 'scheduled')) return;
+    if (stopped || pending.finished || !startable(pending)) return;
     // Retention deleted it before it was finished (it is counted as expired): it is not sent again.
     if (isExpired(pending)) {
       step(pending, { kind: 'expire' });
@@ -365,6 +363,16 @@ export function createSubscriptionWorker(
     // The rate limit: without a token this attempt waits (it runs again when one is due).
     if (!flow.take(pending, () => attempt(pending))) return;
     step(pending, { kind: 'start', newAttemptId: newDeliveryId() });
+  }
+
+  /**
+   * Only a ready event, or a scheduled one whose retry timer has fired (or was never armed: paused), has
+   * an attempt to start. One that moved on while it waited for a slot or a token (a callback settled it,
+   * an extend made it await its ack, a nack or a lost lease scheduled its retry) keeps its timers.
+   */
+  function startable(pending: Pending): boolean {
+    const phase = pending.life.phase;
+    return phase === 'ready' || (phase === 'scheduled' && pending.timer === undefined);
   }
 
   /** Posts one attempt (the machine has moved the event to `sending`) and feeds its answer back. */

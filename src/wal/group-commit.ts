@@ -73,6 +73,8 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   let rewriteOwed = false;
   /** Counts failed syncs and writes: a sync that succeeded covers what was written before it only if none failed meanwhile. */
   let failures = 0;
+  /** The timed sync running now, if any (close waits for it). */
+  let timedSync: Promise<void> | undefined;
 
   const syncTimer =
     opts.fsync === 'interval'
@@ -81,12 +83,15 @@ export function createGroupCommit(opts: GroupCommitOptions) {
           dirty = false;
           const covered = unsyncedSeq;
           const failuresBefore = failures;
-          segments.sync().then(
+          timedSync = segments.sync().then(
             () => {
+              timedSync = undefined;
+              if (failures !== failuresBefore) return; // a failure reported meanwhile: this success proves nothing
               syncFailed = false;
-              if (failures === failuresBefore) forgetUnsynced(covered);
+              forgetUnsynced(covered);
             },
             (err) => {
+              timedSync = undefined;
               // Sticky until a sync succeeds: acknowledging writes the disk cannot make durable would be a lie.
               syncFailed = true;
               failed(err);
@@ -99,6 +104,11 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   function keepUnsynced(position: number, group: Group): void {
     unsynced.push({ position, frames: group.entries.map((e) => e.frame), bytes: group.bytes, seq: ++unsyncedSeq });
     unsyncedBytes += group.bytes;
+  }
+
+  /** A refused group (cut from the log) is never written again. */
+  function dropUnsyncedFrom(position: number): void {
+    while (unsynced.length > 0 && unsynced[unsynced.length - 1]!.position >= position) unsyncedBytes -= unsynced.pop()!.bytes;
   }
 
   /** A sync that succeeded covers the groups up to `seq`. */
@@ -161,24 +171,29 @@ export function createGroupCommit(opts: GroupCommitOptions) {
         at += e.frame.length;
       }
       const mustSync = opts.fsync === 'always' || syncFailed || unsyncedBytes + group.bytes > MAX_UNSYNCED_BYTES;
+      // Kept even when it syncs now: Linux reports a writeback error once per file, so a timed sync failing
+      // meanwhile may take this group's pages while this sync reports success.
+      if (opts.fsync === 'interval') keepUnsynced(first, group);
       let fsyncMs: number | undefined;
       if (mustSync) {
         const covered = unsyncedSeq;
         const started = performance.now();
         await segments.sync();
         fsyncMs = performance.now() - started;
-        syncFailed = false;
-        if (failures === failuresBefore) forgetUnsynced(covered);
+        if (failures === failuresBefore) {
+          syncFailed = false;
+          forgetUnsynced(covered);
+        }
       } else {
         dirty = true;
-        if (opts.fsync === 'interval') keepUnsynced(first, group);
       }
+      if (failures !== failuresBefore && unsynced.length > 0) rewriteOwed = true;
       committed = { entries: group.entries, positions, end: at, fsyncMs };
     } catch (err) {
       fail(group, before, err);
       return;
     }
-    if (!writable) {
+    if (!writable && failures === failuresBefore) {
       writable = true;
       failureReason = undefined;
       log.info('log is writable again');
@@ -192,6 +207,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   }
 
   function fail(group: Group, before: number, err: unknown): void {
+    dropUnsyncedFrom(before);
     failed(err);
     try {
       segments.truncate(before);
@@ -225,7 +241,16 @@ export function createGroupCommit(opts: GroupCommitOptions) {
 
   function rollNow(): void {
     rollOwed = false;
-    segments.roll();
+    try {
+      segments.roll();
+    } catch (err) {
+      // The old segment's sync may be what failed.
+      if (unsynced.length > 0) {
+        failures++;
+        rewriteOwed = true;
+      }
+      throw err;
+    }
   }
 
   /** The roll retention asked for while a group was written: nobody awaits it, so a failure is logged (the log finishes it before its next write). */
@@ -233,10 +258,6 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     try {
       rollNow();
     } catch (err) {
-      if (unsynced.length > 0) {
-        failures++; // the old segment's sync may be what failed
-        rewriteOwed = true;
-      }
       log.error({ err: coerceError(err) }, 'log: could not start a new segment; retried before the next write');
     }
   }
@@ -271,6 +292,17 @@ export function createGroupCommit(opts: GroupCommitOptions) {
       while (flushing || current.entries.length > 0) {
         await flush();
         await new Promise((r) => setImmediate(r));
+      }
+      await timedSync?.catch(() => undefined);
+      // What is kept is synced here, not only by the log's close: a failure now is owed a rewrite like any other.
+      if (unsynced.length > 0 && !rewriteOwed) {
+        const failuresBefore = failures;
+        try {
+          await segments.sync();
+          if (failures === failuresBefore) forgetUnsynced(unsyncedSeq);
+        } catch (err) {
+          failed(err);
+        }
       }
       if (rewriteOwed) {
         try {

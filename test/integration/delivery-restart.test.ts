@@ -173,6 +173,44 @@ describe('graceful restart', () => {
     expect(receiver.requests).toHaveLength(1);
   });
 
+  it('a nack with delayMs of an attempt cut by the restart, while it waits for a slot, waits that long', async () => {
+    const held: (() => void)[] = [];
+    receiver = await startReceiver(() => new Promise((resolve) => held.push(() => resolve({ status: 204 }))));
+    const env = { HERALD_PARTITIONS: '1', HERALD_SHUTDOWN_TIMEOUT_MS: '300' };
+    const gw = await startTestGateway(env);
+    gateways.push(gw);
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ordering: 'none', maxInFlight: 2 } })
+      .expect(201);
+    await publish(gw.url, [
+      { id: 'c0', key: 'k' },
+      { id: 'c1', key: 'k' },
+    ]);
+    await waitFor(() => receiver!.requests.length === 2, { what: 'both sent' });
+    const cut = Object.fromEntries(receiver.requests.map((q) => [q.headers['ce-id'] as string, q.headers['herald-delivery-id'] as string]));
+    await request(gw.url).post(`/subscriptions/${sub.body.id}/pause`).expect(200);
+    await gw.close(); // both requests cut at the deadline: restored in flight
+    gateways.pop();
+    for (const release of held.splice(0)) release();
+
+    const again = await startTestGateway({ ...env, HERALD_DATA_DIR: gw.dataDir });
+    gateways.push(again);
+    await request(again.url)
+      .patch(`/subscriptions/${sub.body.id}`)
+      .send({ delivery: { maxInFlight: 1 } })
+      .expect(200);
+    await request(again.url).post(`/subscriptions/${sub.body.id}/resume`).expect(200);
+    await waitFor(() => receiver!.requests.length === 3, { what: 'one sent again' });
+    const resent = receiver.requests[2]!.headers['ce-id'] as string;
+    const waiting = resent === 'c0' ? 'c1' : 'c0';
+    // The receiver of the other cut request says: try again in a minute. Then the one slot frees.
+    expect((await request(again.url).post(`/deliveries/${cut[waiting]}/nack`).send({ delayMs: 60_000 })).status).toBe(200);
+    held.shift()!();
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(receiver.requests.slice(3).map((q) => q.headers['ce-id'])).toEqual([]);
+  });
+
   it('counts an ack lease that ran out while the gateway was down as a failed attempt, and redelivers', async () => {
     let n = 0;
     receiver = await startReceiver(() => ({ status: n++ === 0 ? 202 : 204 }));

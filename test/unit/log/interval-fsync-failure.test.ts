@@ -84,6 +84,94 @@ it('events acknowledged before a failed interval fsync are written again before 
   }
 });
 
+/**
+ * fdatasync calls held until the test answers them. Linux reports a writeback error once per open file,
+ * so of two concurrent fdatasyncs one may get the EIO and the other return 0 for the same lost pages.
+ */
+function holdFdatasyncs() {
+  const calls: { fd: number; cb: (e: NodeJS.ErrnoException | null) => void; fromCommit: boolean }[] = [];
+  const real = fs.fdatasync;
+  jest.spyOn(fs, 'fdatasync').mockImplementation(((fd: number, cb: (e: NodeJS.ErrnoException | null) => void) => {
+    calls.push({ fd, cb, fromCommit: /at (async )?commit /.test(new Error().stack ?? '') });
+  }) as unknown as typeof fs.fdatasync);
+  return {
+    calls,
+    succeed: (c: (typeof calls)[number]) => real(c.fd, (e) => c.cb(e)),
+    fail: (c: (typeof calls)[number]) => process.nextTick(c.cb, eio()),
+    async count(n: number) {
+      for (let i = 0; i < 200 && calls.length < n; i++) await sleep(5);
+      expect(calls.length).toBeGreaterThanOrEqual(n);
+    },
+  };
+}
+
+const segmentOf = (dir: string) =>
+  path.join(
+    dir,
+    'wal',
+    fs.readdirSync(path.join(dir, 'wal')).find((f) => f.endsWith('.seg'))!,
+  );
+
+function zero(file: string, from: number, to: number): void {
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.alloc(to - from), 0, to - from, from);
+  fs.closeSync(fd);
+}
+
+async function idsAfterRestart(dir: string): Promise<string[]> {
+  const again = open(dir);
+  try {
+    return ids(again.store);
+  } finally {
+    await again.close();
+  }
+}
+
+it('a group whose own fsync returns 0 while the timed fsync beside it fails is written again too', async () => {
+  const dir = tmpDir();
+  const s = open(dir);
+  const file = segmentOf(dir);
+  const syncs = holdFdatasyncs();
+  await s.store.append([ev('a0')]);
+  await syncs.count(1); // the timed fsync, held
+  await s.store.append([ev('a1')]);
+  syncs.fail(syncs.calls[0]!); // from now on every group syncs before its answer
+  await sleep(1);
+
+  const bFrom = fs.statSync(file).size;
+  const b = s.store.append([ev('b')]);
+  await syncs.count(3); // b's own fsync and a timed one, both open
+  const own = syncs.calls.slice(1).find((c) => c.fromCommit)!;
+  syncs.fail(syncs.calls.slice(1).find((c) => !c.fromCommit)!);
+  await sleep(1);
+  syncs.succeed(own);
+  await b; // acknowledged
+  expect(s.store.health().writable).toBe(false); // the latest fsync failed: still not writable
+  zero(file, bFrom, fs.statSync(file).size); // b's pages went with the failed writeback
+  jest.restoreAllMocks();
+  await s.store.append([ev('c')]);
+  expect(s.store.health().writable).toBe(true);
+  await s.close();
+  expect(await idsAfterRestart(dir)).toEqual(['a0', 'a1', 'b', 'c']);
+});
+
+it('a timed fsync still running at close, which fails, has what it was to cover written again before the log closes', async () => {
+  const dir = tmpDir();
+  const s = open(dir);
+  const file = segmentOf(dir);
+  const syncs = holdFdatasyncs();
+  await s.store.append([ev('a0')]);
+  const acknowledged = fs.statSync(file).size;
+  await syncs.count(1);
+  const closing = s.close(); // SIGTERM now
+  await sleep(1);
+  syncs.fail(syncs.calls[0]!);
+  zero(file, 0, acknowledged);
+  await closing;
+  jest.restoreAllMocks();
+  expect(await idsAfterRestart(dir)).toEqual(['a0']);
+});
+
 it('after the sync that follows succeeds, nothing is kept or written again', async () => {
   const dir = tmpDir();
   const s = open(dir);
