@@ -208,6 +208,50 @@ describeWithNats('JetStream delivery engine', () => {
     await a.remove(sub.id);
   });
 
+  it('a 410 on the last allowed attempt: the event is delivered again once resumed, as on the local engine', async () => {
+    const r = await receiver((_req, i) => (i === 0 ? { status: 500 } : i === 1 ? { status: 410 } : { status: 204 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, {
+      filters: onlySource(source),
+      delivery: { retry: { maxAttempts: 2, initialDelayMs: 200, maxDelayMs: 200 } },
+    });
+    const events = noEvents();
+    await a.add(sub, events);
+    await publish(source, ['last']);
+    await waitFor(() => events.gone === 1, WAIT);
+    await a.update({ ...sub, state: 'paused', stateReason: 'gone' });
+    await a.update(sub);
+    await a.resume(sub.id);
+    await waitFor(() => r.requests.length >= 3, WAIT);
+    expect(r.requests.map((q) => [header(q, 'ce-id'), header(q, 'herald-attempt')])).toEqual([
+      ['last', '1'],
+      ['last', '2'],
+      ['last', '3'],
+    ]);
+    expect(await a.deadLetters(sub.id, { after: 0, limit: 10 })).toEqual([]);
+    await a.remove(sub.id);
+  });
+
+  it('retry.maxAttempts lowered below the attempts an event waiting for its retry had: dead-lettered, never dropped', async () => {
+    const r = await receiver((_req, i) => (i < 2 ? { status: 500 } : { status: 204 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, {
+      filters: onlySource(source),
+      delivery: { retry: { maxAttempts: 5, initialDelayMs: 1500, maxDelayMs: 1500 } },
+    });
+    await a.add(sub, noEvents());
+    const [e1] = await publish(source, ['e1', 'e2'], { key: 'same' });
+    await waitFor(() => r.requests.length >= 2, WAIT); // e1's attempts 1 and 2; its retry waits 1.5 s
+    await a.update({ ...sub, delivery: { ...sub.delivery, retry: { ...sub.delivery.retry, maxAttempts: 1 } } });
+    const [dead] = await waitFor(async () => {
+      const rows = await a.deadLetters(sub.id, { after: 0, limit: 10 });
+      return rows.length === 1 ? rows : undefined;
+    }, WAIT);
+    expect(dead).toMatchObject({ partition: e1!.partition, offset: e1!.offset, reason: 'max_attempts' });
+    await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 'e2'), WAIT); // the partition moves on
+    await a.remove(sub.id);
+  });
+
   it('dead-letters a 400 at once, lists it from another node, and redelivers it with herald-redelivery', async () => {
     const r = await receiver((_req, i) => (i === 0 ? { status: 400, body: 'bad' } : { status: 204 }));
     const source = `/s/${randomUUID()}`;

@@ -8,9 +8,10 @@ import type { SubscriptionRecord } from '../../store/subscriptions-repo';
  *   and for a 202's acknowledgement (`ackDeadlineMs`; a 202 resets the timer with `+WPI`), plus a
  *   margin for the nak or ack to reach the server. A node that dies mid-attempt loses its lease
  *   after it, and another node gets the message.
- * - `max_deliver` is one more than `retry.maxAttempts`: Herald dead-letters after the last attempt
- *   itself; the extra delivery only happens when the node holding the last attempt died, and is
- *   dead-lettered without a request (JetStream would otherwise drop it silently).
+ * - `max_deliver` is unlimited (-1): Herald itself dead-letters after `retry.maxAttempts`. A cap
+ *   would make JetStream drop a message silently once reached, and a `PATCH` lowering
+ *   `maxAttempts` below what an event waiting for its retry had already been delivered did exactly
+ *   that: the event was never sent again nor dead-lettered (see `message-handler.ts` for the bound).
  * - `max_ack_pending` 1 with `ordering: partition`: one event in flight per partition, whichever
  *   node holds it; `maxInFlight` with `ordering: none`.
  * - Replicas are left out: a consumer then has its stream's.
@@ -32,7 +33,7 @@ export function ackWaitMs(delivery: Pick<Options, 'timeoutMs' | 'ackDeadlineMs'>
 export function leaseSettings(delivery: Options): Pick<ConsumerConfig, 'ack_wait' | 'max_deliver' | 'max_ack_pending'> {
   return {
     ack_wait: nanos(ackWaitMs(delivery)),
-    max_deliver: delivery.retry.maxAttempts + 1,
+    max_deliver: -1,
     max_ack_pending: delivery.ordering === 'partition' ? 1 : delivery.maxInFlight,
   };
 }

@@ -6,7 +6,7 @@
  * Names on the cluster (prefix `P` = HERALD_NATS_PREFIX, `S` = subscription id, `g` = seek generation):
  * - consumer `P_d_S_g<g>` on each partition stream `P_p<n>`: durable, pull, explicit ack;
  *   `max_ack_pending` 1 (ordering `partition`) or `maxInFlight` (`none`); `ack_wait` =
- *   max(timeoutMs, ackDeadlineMs) + 1 s; `max_deliver` = retry.maxAttempts + 1; replicas of the
+ *   max(timeoutMs, ackDeadlineMs) + 1 s; `max_deliver` unlimited (Herald bounds attempts); replicas of the
  *   stream; starts at `startAt` (`earliest`: all; `latest`: stored since the subscription's creation).
  *   Attempt counts (JetStream's delivery count), retry delays (`-NAK` with delay), leases (ack_wait,
  *   `+WPI`) and the committed position (the ack floor) all live in it (see `consumer-config.ts`).
@@ -24,7 +24,9 @@
  * - a node dies mid-attempt: its message is unacked; after ack_wait JetStream gives it to another
  *   node (next attempt number, same webhook-id). Per-partition order holds (max_ack_pending 1). The
  *   receiver may get it twice (at least once). Dying after a dead letter is stored and before the
- *   term stores it twice; on the last attempt, the extra delivery is dead-lettered without a request.
+ *   term stores it twice. A redelivery past the last attempt (its node died, or it was answered 410
+ *   and the subscription resumed) is sent once more, as the local engine does; one past that is
+ *   dead-lettered without a request.
  * - a NATS server dies: the client reconnects to another; R3 streams and consumers keep their
  *   state. Pulls and signals fail meanwhile (logged, retried after 0.5 s); an ack that was lost means
  *   a redelivery. With the cluster down nothing is delivered, and nothing is lost.

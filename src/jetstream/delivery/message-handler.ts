@@ -96,9 +96,11 @@ export async function handleMessage(
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'corrupt_record' }, target, { ...last, lastError: error }, deliveryId);
   }
   if (!target.redrive && !sub.matches(event.attributes as Attributes)) return msg.ack();
-  if (attempt > record.delivery.retry.maxAttempts) {
-    // The node holding the last attempt stopped before it settled it: JetStream delivered it once more.
-    const error = 'the last attempt ended without an answer (the node sending it stopped)';
+  // One delivery past the last attempt is sent, as the local engine sends an attempt a restart cut or a
+  // 410 paused: the node holding it stopped, or a 410's -NAK counted. Past that (retry.maxAttempts was
+  // lowered below the attempts made, or nodes kept stopping) it is dead-lettered without a request.
+  if (attempt > record.delivery.retry.maxAttempts + 1) {
+    const error = `delivered ${attempt} times, more than retry.maxAttempts (${record.delivery.retry.maxAttempts}) allows`;
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'max_attempts' }, target, { ...last, lastError: error }, deliveryId);
   }
   const previousOffset = target.redrive ? null : await previousMatched(ctx, target);

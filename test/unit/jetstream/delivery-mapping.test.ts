@@ -24,7 +24,7 @@ describe('a subscription record → its JetStream consumers', () => {
       ack_policy: AckPolicy.Explicit,
       deliver_policy: DeliverPolicy.All,
       ack_wait: nanos(30_000 + ACK_WAIT_MARGIN_MS),
-      max_deliver: 11,
+      max_deliver: -1,
       max_ack_pending: 1,
     });
     expect(config).not.toHaveProperty('num_replicas'); // a consumer has its stream's replicas
@@ -43,9 +43,11 @@ describe('a subscription record → its JetStream consumers', () => {
     expect(ackWaitMs(options)).toBe(expected);
   });
 
-  it('takes max_deliver from the retry policy, one past the last attempt', () => {
-    const config = partitionConsumerConfig('c', { ...delivery, retry: { ...delivery.retry, maxAttempts: 3 } }, { kind: 'all' });
-    expect(config.max_deliver).toBe(4);
+  it('leaves max_deliver unlimited whatever the retry policy: Herald bounds attempts, JetStream would drop at its cap', () => {
+    for (const maxAttempts of [1, 3, 100]) {
+      const config = partitionConsumerConfig('c', { ...delivery, retry: { ...delivery.retry, maxAttempts } }, { kind: 'all' });
+      expect(config.max_deliver).toBe(-1);
+    }
   });
 
   it('starts earliest at everything stored and latest at the subscription creation time, the same on every node', () => {
