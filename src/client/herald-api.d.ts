@@ -1632,7 +1632,12 @@ export interface components {
                 };
             };
         };
-        /** @description The body is larger than `HERALD_MAX_BODY_BYTES` (`payload_too_large`). */
+        /**
+         * @description The body is larger than `HERALD_MAX_BODY_BYTES` (`payload_too_large`). On the jetstream engine
+         *     also: an event, as stored, is larger than the NATS servers take (their `max_payload`, less
+         *     1 KiB for headers); `errors` names each such event (its `index` in a batch), and nothing of
+         *     the request was stored.
+         */
         PayloadTooLarge: {
             headers: {
                 [name: string]: unknown;

@@ -142,7 +142,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     return worker;
   }
 
-  return {
+  const dispatcher = {
     /**
      * Starts delivering for a subscription, from its saved offsets and pending rows. The record is
      * delivery's own copy (see `update`); its filters are compiled here, with a reporter of their
@@ -150,6 +150,8 @@ export function createDispatcher(deps: DispatcherDeps) {
      */
     add(record: SubscriptionRecord, events: SubscriptionEvents): void {
       const id = record.id;
+      // Already delivered (the service re-attaches after a failed removal): one worker per subscription, ever.
+      if (workers.has(id)) return dispatcher.update(record);
       flush();
       const report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock, count: () => events.onFilterError?.() });
       const entry: Subscribed = { record, report, matcher: compileFilters(record.filters, { onError: report }) };
@@ -348,6 +350,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       await deps.sender.close(opts.deadline);
     },
   };
+  return dispatcher;
 }
 
 export type Dispatcher = ReturnType<typeof createDispatcher>;

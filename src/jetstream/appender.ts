@@ -5,6 +5,7 @@ import { partitionOf } from '../cloudevents/partition';
 import type { AppendResult } from '../wal/event-store';
 import { encodeEventMessage } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
+import { AppError, type Violation } from '../errors';
 import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
 
 /**
@@ -58,6 +59,8 @@ interface Claim {
 const MAX_CLAIM_ATTEMPTS = 3;
 /** How long a publish may wait for its acknowledgement before the request is answered 503. */
 export const PUBLISH_TIMEOUT_MS = 5000;
+/** NATS counts a message's headers (`Nats-Msg-Id`, `Nats-Expected-Stream`: about 150 bytes) toward `max_payload`. */
+export const HEADER_ALLOWANCE_BYTES = 1024;
 
 const encodeClaim = (claim: Claim) => JSON.stringify(claim);
 
@@ -79,6 +82,8 @@ export interface AppenderDeps {
   kv: KV;
   names: JetStreamNames;
   partitions: number;
+  /** The server's `max_payload` (from its INFO), once connected. */
+  maxPayload: () => number | undefined;
   /** Told where the request's events are, as soon as they are settled (also when another event of the request failed). */
   onSettled?: (outcomes: Outcome[]) => void;
 }
@@ -118,9 +123,9 @@ export function createAppender(deps: AppenderDeps) {
   }
 
   /** Step 2. Called synchronously in input order by {@link append}, so a partition's offsets follow it. */
-  function publish(event: CloudEvent, key: string, partition: number): Promise<PubAck> {
+  function publish(message: Uint8Array, key: string, partition: number): Promise<PubAck> {
     return js
-      .publish(names.subject(partition), encodeEventMessage(event), {
+      .publish(names.subject(partition), message, {
         msgID: key,
         expect: { streamName: names.stream(partition) },
         timeout: PUBLISH_TIMEOUT_MS,
@@ -156,12 +161,14 @@ export function createAppender(deps: AppenderDeps) {
     const first = new Map<string, number>();
     keys.forEach((key, i) => first.has(key) || first.set(key, i));
     const unique = [...first.values()];
+    const messages = unique.map((i) => encodeEventMessage(events[i]!));
+    refuseOversized(messages, unique, events.length > 1);
 
     const claims = await Promise.allSettled(unique.map((i) => claim(keys[i]!, partitionOf(events[i]!, partitions))));
     const acks = unique.map((i, u) => {
       const c = claims[u]!;
       if (c.status === 'rejected' || c.value.claim.o !== undefined) return undefined;
-      return publish(events[i]!, keys[i]!, c.value.claim.p);
+      return publish(messages[u]!, keys[i]!, c.value.claim.p);
     });
     const outcomes = await Promise.allSettled(
       unique.map(async (i, u) => {
@@ -184,6 +191,24 @@ export function createAppender(deps: AppenderDeps) {
       const outcome = byKey.get(keys[i]!)!;
       return { id: eventId(e), source: eventSource(e), ...outcome, duplicate: outcome.duplicate || first.get(keys[i]!) !== i };
     });
+  }
+
+  /**
+   * The server refuses a message past its `max_payload` (1 MB by default, below what HERALD_MAX_BODY_BYTES may
+   * allow): such an event is a 413 before anything is claimed or stored, not a 503 that no retry can cure.
+   */
+  function refuseOversized(messages: Uint8Array[], indexes: number[], batch: boolean): void {
+    const max = deps.maxPayload();
+    if (max === undefined) return;
+    const limit = max - HEADER_ALLOWANCE_BYTES;
+    const details: Violation[] = [];
+    messages.forEach((m, u) => {
+      if (m.length <= limit) return;
+      const message = `the event is ${m.length} bytes stored; the JetStream cluster takes at most ${limit} (its max_payload less ${HEADER_ALLOWANCE_BYTES} for headers)`;
+      details.push(batch ? { index: indexes[u]!, message } : { message });
+    });
+    if (details.length > 0)
+      throw new AppError('payload_too_large', 'an event is larger than the JetStream cluster takes; nothing was stored', { details });
   }
 
   return { append };

@@ -330,7 +330,14 @@ export function createSubscriptionsService(deps: {
       removing.add(id);
       try {
         // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
-        await calls.ask(id, () => deps.delivery.remove(id));
+        try {
+          await calls.ask(id, () => deps.delivery.remove(id));
+        } catch (err) {
+          // The record stays (the DELETE fails): delivery is attached again, should the removal have gone part-way.
+          const record = live.peek(id);
+          if (record) attach(record);
+          throw err;
+        }
         if (!live.has(id)) return; // removed meanwhile by another request (or node)
         try {
           await deps.records.remove(id);

@@ -11,8 +11,11 @@ const SWAP_ROUNDS = 5;
 
 export interface CallbackDeps {
   ctx: EngineContext;
-  /** Whether the subscription still exists (a deleted one's delivery ids answer 404, as on the local engine). */
-  exists(subscriptionId: string): Promise<boolean>;
+  /**
+   * The subscription's seek generation per partition; undefined once it is deleted (its delivery ids
+   * answer 404, as on the local engine). An attempt of an older generation was superseded by a seek.
+   */
+  generations(subscriptionId: string): Promise<readonly number[] | undefined>;
   /** Renews a lease longer than the consumer's ack_wait (see `lease-keeper.ts`). */
   keepLease(deliveryId: string, entry: AckEntry): void;
 }
@@ -79,8 +82,11 @@ export function createCallbacks(deps: CallbackDeps) {
   ): Promise<CallbackAnswer> {
     for (let round = 0; round < SWAP_ROUNDS; round++) {
       const got = await entryOf(ctx, id);
-      if (!got || !(await deps.exists(got.entry.subscriptionId))) throw notFound(id);
+      const gens = got && (await deps.generations(got.entry.subscriptionId));
+      if (!got || !gens) throw notFound(id);
       const { entry, revision } = got;
+      // A seek deleted its consumer (its message can no longer be settled): the local engine's 409 too.
+      if (!entry.redrive && (gens[entry.partition] ?? 0) > entry.generation) throw stale(id, 'superseded');
       const now = ctx.clock();
       const from = stateOfEntry(id, entry);
       if (from === null) return answerSettled(id, action, entry.state as CallbackOutcome);

@@ -62,6 +62,7 @@ import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents
 import type { SeekTarget } from '../../subscriptions/seek-schema';
 import { connectToCluster } from '../connection';
 import { removeCurrent } from '../kv-update';
+import { clusterUnavailable } from '../nats-errors';
 import { jetStreamNames } from '../names';
 import { createAckMap } from './ack-map';
 import { createCallbacks } from './callbacks';
@@ -156,7 +157,7 @@ function composeEngine(parts: {
 
   const callback = createCallbacks({
     ctx,
-    exists: async (id) => subs.has(id) || (await consumers.generations(id)) !== undefined,
+    generations: async (id) => subs.get(id)?.generations() ?? (await consumers.generations(id))?.gens,
     keepLease: leases.keep,
   });
 
@@ -214,24 +215,34 @@ function composeEngine(parts: {
     resume(id) {
       entryOf(id); // pullers look at the record's state before every pull
     },
+    /**
+     * Read first, so that a cluster out of reach fails it with nothing changed. Should a later step fail,
+     * the subscription may be added again (its record was not deleted: the service re-attaches it), and a
+     * DELETE retried finishes the removal.
+     */
     async remove(id) {
+      const current = await consumers.generations(id);
       const entry = subs.get(id);
       removedIds.add(id);
       subs.delete(id);
       byToken.delete(names.generationKey(id));
-      await entry?.stop({ graceMs: 0, removed: true });
-      const current = await consumers.generations(id);
-      const gens = current?.gens ?? entry?.generations() ?? [];
-      // The record first, so no node re-creates a consumer for a deleted subscription (see `repair`).
-      await removeCurrent(parts.generations, names.generationKey(id), 'purge').catch(() => undefined);
-      await Promise.all(gens.map((g, p) => consumers.removePartitionConsumer(id, p, g)));
-      await consumers.removeRedriveConsumer(id);
-      await Promise.all([
-        ctx.deadLetters.purge(id),
-        ctx.attemptLog.purge(id),
-        ctx.jsm.streams.purge(names.redriveStream, { filter: names.redriveSubject(id) }),
-        ctx.jsm.streams.purge(`KV_${names.positionBucket}`, { filter: `$KV.${names.positionBucket}.${idToken(id)}.>` }),
-      ]);
+      try {
+        await entry?.stop({ graceMs: 0, removed: true });
+        const gens = current?.gens ?? entry?.generations() ?? [];
+        // The record first, so no node re-creates a consumer for a deleted subscription (see `repair`).
+        await removeCurrent(parts.generations, names.generationKey(id), 'purge').catch(() => undefined);
+        await Promise.all(gens.map((g, p) => consumers.removePartitionConsumer(id, p, g)));
+        await consumers.removeRedriveConsumer(id);
+        await Promise.all([
+          ctx.deadLetters.purge(id),
+          ctx.attemptLog.purge(id),
+          ctx.jsm.streams.purge(names.redriveStream, { filter: names.redriveSubject(id) }),
+          ctx.jsm.streams.purge(`KV_${names.positionBucket}`, { filter: `$KV.${names.positionBucket}.${idToken(id)}.>` }),
+        ]);
+      } catch (err) {
+        removedIds.delete(id); // an `add` after the failure pulls again
+        throw err;
+      }
       // Ack map entries expire with the bucket's TTL; callbacks for them answer 404 from now on.
     },
     async seek(id, target: SeekTarget) {
@@ -341,5 +352,35 @@ function composeEngine(parts: {
     };
   }
 
-  return engine;
+  return unavailableWhenClusterFails(engine);
+}
+
+/**
+ * The engine's cluster calls fail with raw NATS errors (timeouts, no responders, a lost connection).
+ * To a client they all mean: retry later. So every asynchronous operation answers them as `503
+ * unavailable` with `Retry-After`, never a 500; its own AppErrors (404, 409) pass through.
+ */
+function unavailableWhenClusterFails(engine: JetStreamDelivery): JetStreamDelivery {
+  const guard =
+    <A extends unknown[], R>(what: string, call: (...args: A) => R | Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await call(...args);
+      } catch (err) {
+        throw err instanceof AppError ? err : clusterUnavailable(err, what);
+      }
+    };
+  return {
+    ...engine,
+    add: guard('start delivery', engine.add),
+    update: guard('change delivery', engine.update),
+    remove: guard('remove delivery', engine.remove),
+    seek: guard('move the subscription', engine.seek),
+    stats: guard('read delivery figures', engine.stats),
+    attempts: guard('read the attempt log', engine.attempts),
+    deadLetters: guard('read dead letters', engine.deadLetters),
+    redeliver: guard('queue dead letters again', engine.redeliver),
+    deleteDeadLetter: guard('delete the dead letter', engine.deleteDeadLetter),
+    callback: guard('settle the callback', engine.callback),
+  };
 }
