@@ -205,6 +205,14 @@ export function createSubscriptionWorker(
     queuedDeadLetters.delete(item.deadLetterId);
     const key = `${item.partition}:${item.offset}`;
     if (redrives.has(key)) return;
+    if (item.offset < (deps.store.firstOffsets()[item.partition] ?? 0)) {
+      // Retention deleted its event while it was queued: nothing to send, so the dead letter stays listed.
+      deps.log.warn(
+        { subscription: subId, partition: item.partition, offset: item.offset },
+        'dead letter not redelivered: retention deleted its event',
+      );
+      return;
+    }
     const pending = newPending(item.partition, item.offset, null, true);
     redrives.set(key, pending);
     // Its row is written with the dead letter's removal (one flush, one transaction): a redelivery that waits for a

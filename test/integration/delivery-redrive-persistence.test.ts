@@ -153,4 +153,27 @@ describe('a redelivery of a dead letter across a restart', () => {
     expect(await deadLetters(gw.url, subId)).toHaveLength(1);
     expect(rcv.requests.filter((r) => idOf(r) === 'victim')).toHaveLength(1);
   });
+
+  it('queued (the subscription paused) when retention deletes its event: it stays listed when the queue runs', async () => {
+    const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' ? 400 : 204 }));
+    receivers.push(rcv);
+    const gw = await gateway(tmpDir(), { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' });
+    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
+    await publish(gw.url, 'victim');
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/pause`)).status).toBe(200);
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).body).toEqual({ redelivering: 1 });
+    const pad = 'x'.repeat(1024);
+    for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
+    await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
+      what: 'retention deleted the first segment',
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    });
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/resume`)).status).toBe(200);
+    await waitFor(async () => (await api(gw.url, 'GET', `/subscriptions/${subId}`)).body.stats.partitions[0].lag === 0, { what: 'lag 0' });
+    await sleep(300);
+    expect(await deadLetters(gw.url, subId)).toHaveLength(1);
+    expect(rcv.requests.filter((r) => idOf(r) === 'victim')).toHaveLength(1);
+  });
 });
