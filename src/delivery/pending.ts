@@ -15,6 +15,11 @@ export class Pending implements PendingRow {
   timer?: NodeJS.Timeout;
   /** A row for it exists in SQLite (set by the dispatcher's flush). */
   persisted?: boolean;
+  /**
+   * A redelivery's seek generation, kept from its start: a seek leaves redeliveries alone, so their
+   * retries keep their webhook-id (a partition's own events take the partition's current one).
+   */
+  generation?: number;
 
   constructor(
     readonly partition: number,

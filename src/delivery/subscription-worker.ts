@@ -214,6 +214,7 @@ export function createSubscriptionWorker(
       return;
     }
     const pending = newPending(item.partition, item.offset, null, true);
+    pending.generation = parts[item.partition]?.generation ?? 0;
     redrives.set(key, pending);
     // Its row is written with the dead letter's removal (one flush, one transaction): a redelivery that waits for a
     // slot is not sent yet, and a restart meanwhile must find it somewhere.
@@ -390,7 +391,7 @@ export function createSubscriptionWorker(
     const request = requestFor(sub, deps.clock(), deps.ackUrlBase(), {
       partition: pending.partition,
       offset: pending.offset,
-      seekGeneration: parts[pending.partition]?.generation ?? 0,
+      seekGeneration: pending.generation ?? parts[pending.partition]?.generation ?? 0,
       previousOffset: pending.previousOffset,
       attempt: attemptNumber,
       deliveryId: attemptId,

@@ -177,3 +177,22 @@ describe('a redelivery of a dead letter across a restart', () => {
     expect(rcv.requests.filter((r) => idOf(r) === 'victim')).toHaveLength(1);
   });
 });
+
+describe('a redelivery of a dead letter and a seek of its partition', () => {
+  it('keeps its webhook-id across its retries: a seek leaves redeliveries alone', async () => {
+    const rcv = await startReceiver((req) => ({ status: isRedelivery(req) ? 503 : 400 }));
+    receivers.push(rcv);
+    const gw = await gateway(tmpDir());
+    const retry = { maxAttempts: 3, initialDelayMs: 1000, maxDelayMs: 1000, multiplier: 1, jitter: 0 };
+    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { retry } })).body.id as string;
+    await publish(gw.url, 'e');
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+    await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {});
+    await waitFor(() => rcv.requests.filter(isRedelivery).length === 1, { what: 'its first attempt' });
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/seek`, { to: 'latest' })).status).toBe(200);
+    await waitFor(() => rcv.requests.filter(isRedelivery).length === 2, { what: 'its retry', timeoutMs: 10_000 });
+    const [first, retried] = rcv.requests.filter(isRedelivery);
+    expect(retried!.headers['herald-attempt']).toBe('2');
+    expect(retried!.headers['webhook-id']).toBe(first!.headers['webhook-id']);
+  });
+});
