@@ -50,6 +50,7 @@ export interface WireError {
   code?: ErrorCode;
   message: string;
   details?: Violation[];
+  totalErrors?: number;
   retryAfter?: number;
 }
 

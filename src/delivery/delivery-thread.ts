@@ -73,7 +73,7 @@ const unavailable = (why: string) => new AppError('unavailable', `delivery is un
 
 function fromWire(error: WireError): Error {
   if (error.code === undefined) return new Error(error.message);
-  return new AppError(error.code, error.message, { details: error.details, retryAfter: error.retryAfter });
+  return new AppError(error.code, error.message, { details: error.details, totalErrors: error.totalErrors, retryAfter: error.retryAfter });
 }
 
 interface Waiting {

@@ -143,7 +143,8 @@ function run(call: DeliveryCall): CallResults[CallOp] {
 
 function wireError(thrown: unknown): WireError {
   const err = fromLockedDatabase(thrown) ?? thrown;
-  if (err instanceof AppError) return { code: err.code, message: err.message, details: err.details, retryAfter: err.retryAfter };
+  if (err instanceof AppError)
+    return { code: err.code, message: err.message, details: err.details, totalErrors: err.totalErrors, retryAfter: err.retryAfter };
   log.error({ err }, 'delivery thread: a call failed');
   return { message: err instanceof Error ? err.message : String(err) };
 }

@@ -1,4 +1,4 @@
-import { AppError, type Violation } from '../errors';
+import { AppError, MAX_PROBLEM_ERRORS, type Violation } from '../errors';
 import type { EventStore } from '../wal/event-store';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 
@@ -10,6 +10,9 @@ export interface SeekPosition {
 
 /** A store's first offsets, with stores that delete nothing (no `firstOffsets`) answering 0. */
 type FirstOffsets = Partial<Pick<EventStore, 'firstOffsets'>>;
+
+/** Problems named in a refused seek's `detail` (all of them, up to MAX_PROBLEM_ERRORS, are in `errors`). */
+const DETAIL_PROBLEMS = 3;
 
 const firstOffsetOf = (store: FirstOffsets, partition: number): number => store.firstOffsets?.()[partition] ?? 0;
 
@@ -91,8 +94,12 @@ export function seekPositions(
     }
   }
   if (problems.length > 0) {
-    throw new AppError('invalid_request', `the seek is not valid: ${problems.map((p) => `${p.attribute}: ${p.message}`).join('; ')}`, {
-      details: problems,
+    // Bounded whatever the request named: the detail shows a few, the list at most MAX_PROBLEM_ERRORS with the total.
+    const shown = problems.slice(0, DETAIL_PROBLEMS).map((p) => `${p.attribute}: ${p.message}`);
+    if (problems.length > DETAIL_PROBLEMS) shown.push(`and ${problems.length - DETAIL_PROBLEMS} more`);
+    throw new AppError('invalid_request', `the seek is not valid: ${shown.join('; ')}`, {
+      details: problems.slice(0, MAX_PROBLEM_ERRORS),
+      totalErrors: problems.length,
     });
   }
   return positions;

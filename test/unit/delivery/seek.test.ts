@@ -1,3 +1,4 @@
+import { MAX_PROBLEM_ERRORS, type AppError } from '../../../src/errors';
 import type { ReadPage, StoredEvent } from '../../../src/wal/event-store';
 import { offsetAtTime, seekPositions } from '../../../src/delivery/seek';
 
@@ -69,5 +70,20 @@ describe('seekPositions', () => {
         ],
       }),
     );
+  });
+
+  it('answers a seek naming very many unknown partitions in bounded size: a few in the detail, 100 listed, the total counted', () => {
+    const offsets = Object.fromEntries(Array.from({ length: 75_000 }, (_, i) => [String(i + 1), 0]));
+    let refused: AppError | undefined;
+    try {
+      seekPositions(fakeStore([1]), { offsets });
+    } catch (err) {
+      refused = err as AppError;
+    }
+    expect(refused?.code).toBe('invalid_request');
+    expect(refused!.message.length).toBeLessThan(400);
+    expect(refused!.message).toMatch(/and 74997 more$/);
+    expect(refused!.details).toHaveLength(MAX_PROBLEM_ERRORS);
+    expect(refused!.totalErrors).toBe(75_000);
   });
 });
