@@ -134,13 +134,18 @@ describe('a redelivery of a dead letter across a restart', () => {
     expect(owed).toBe(true);
   });
 
-  it('whose event retention deleted: nothing to send, so it stays listed instead of vanishing', async () => {
+  /**
+   * Event `victim` dead-lettered (400) on a small log; `meanwhile` runs, then padding makes retention
+   * delete the segment holding it.
+   */
+  async function deadLetterWhoseEventRetentionDeletes(meanwhile: (url: string, subId: string) => Promise<void> = async () => {}) {
     const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' ? 400 : 204 }));
     receivers.push(rcv);
     const gw = await gateway(tmpDir(), { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' });
     const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
     await publish(gw.url, 'victim');
     await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+    await meanwhile(gw.url, subId);
     const pad = 'x'.repeat(1024);
     for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
     await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
@@ -148,33 +153,27 @@ describe('a redelivery of a dead letter across a restart', () => {
       timeoutMs: 20_000,
       intervalMs: 100,
     });
-    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
+    return { url: gw.url, subId, victimRequests: () => rcv.requests.filter((r) => idOf(r) === 'victim') };
+  }
+
+  it('whose event retention deleted: nothing to send, so it stays listed instead of vanishing', async () => {
+    const { url, subId, victimRequests } = await deadLetterWhoseEventRetentionDeletes();
+    expect((await api(url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
     await sleep(500);
-    expect(await deadLetters(gw.url, subId)).toHaveLength(1);
-    expect(rcv.requests.filter((r) => idOf(r) === 'victim')).toHaveLength(1);
+    expect(await deadLetters(url, subId)).toHaveLength(1);
+    expect(victimRequests()).toHaveLength(1);
   });
 
   it('queued (the subscription paused) when retention deletes its event: it stays listed when the queue runs', async () => {
-    const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' ? 400 : 204 }));
-    receivers.push(rcv);
-    const gw = await gateway(tmpDir(), { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' });
-    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
-    await publish(gw.url, 'victim');
-    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
-    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/pause`)).status).toBe(200);
-    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).body).toEqual({ redelivering: 1 });
-    const pad = 'x'.repeat(1024);
-    for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
-    await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
-      what: 'retention deleted the first segment',
-      timeoutMs: 20_000,
-      intervalMs: 100,
+    const { url, subId, victimRequests } = await deadLetterWhoseEventRetentionDeletes(async (u, id) => {
+      expect((await api(u, 'POST', `/subscriptions/${id}/pause`)).status).toBe(200);
+      expect((await api(u, 'POST', `/subscriptions/${id}/dead-letters/redeliver`, {})).body).toEqual({ redelivering: 1 });
     });
-    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/resume`)).status).toBe(200);
-    await waitFor(async () => (await api(gw.url, 'GET', `/subscriptions/${subId}`)).body.stats.partitions[0].lag === 0, { what: 'lag 0' });
+    expect((await api(url, 'POST', `/subscriptions/${subId}/resume`)).status).toBe(200);
+    await waitFor(async () => (await api(url, 'GET', `/subscriptions/${subId}`)).body.stats.partitions[0].lag === 0, { what: 'lag 0' });
     await sleep(300);
-    expect(await deadLetters(gw.url, subId)).toHaveLength(1);
-    expect(rcv.requests.filter((r) => idOf(r) === 'victim')).toHaveLength(1);
+    expect(await deadLetters(url, subId)).toHaveLength(1);
+    expect(victimRequests()).toHaveLength(1);
   });
 });
 

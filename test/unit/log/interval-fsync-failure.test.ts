@@ -1,9 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
-import { createLogger } from '../../../src/logger';
-import { openDatabase } from '../../../src/store/db';
-import { openLocalEventStore } from '../../../src/wal/local-event-store';
+import { openStoreAt } from '../../helpers/log-store';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 /**
@@ -17,7 +15,6 @@ import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 afterAll(cleanupTmpDirs);
 afterEach(() => jest.restoreAllMocks());
 
-const log = createLogger('silent');
 const ev = (id: string): CloudEvent => ({
   attributes: { specversion: '1.0', id, source: '/fsyncgate', type: 'fsyncgate.t' },
   data: { kind: 'json', value: { id } },
@@ -26,26 +23,7 @@ const eio = (): NodeJS.ErrnoException =>
   Object.assign(new Error('EIO: i/o error, fdatasync'), { code: 'EIO', errno: -5, syscall: 'fdatasync' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function open(dir: string) {
-  const db = openDatabase(path.join(dir, 'herald.db'));
-  const store = openLocalEventStore({
-    dataDir: dir,
-    db,
-    log,
-    partitions: 1,
-    fsync: 'interval',
-    fsyncIntervalMs: 20,
-    segmentBytes: 1 << 20,
-    idempotencyWindowMs: 600_000,
-  });
-  return {
-    store,
-    close: async () => {
-      await store.close();
-      db.close();
-    },
-  };
-}
+const open = (dir: string) => openStoreAt(dir, { fsync: 'interval', fsyncIntervalMs: 20 });
 
 function ids(store: ReturnType<typeof open>['store']): string[] {
   return store.read(0, 0, 100).events.map((e) => String(e.event.attributes.id));

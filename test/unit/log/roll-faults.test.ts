@@ -1,9 +1,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
-import { createLogger } from '../../../src/logger';
-import { openDatabase } from '../../../src/store/db';
-import { openLocalEventStore, type LocalEventStoreOptions } from '../../../src/wal/local-event-store';
+import type { LocalEventStoreOptions } from '../../../src/wal/local-event-store';
+import { openStoreAt } from '../../helpers/log-store';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 /**
@@ -17,7 +16,6 @@ import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 afterAll(cleanupTmpDirs);
 afterEach(() => jest.restoreAllMocks());
 
-const log = createLogger('silent');
 const ev = (id: string, padBytes: number): CloudEvent => ({
   attributes: { specversion: '1.0', id, source: '/roll', type: 'roll.t' },
   data: { kind: 'json', value: { pad: 'x'.repeat(padBytes) } },
@@ -27,27 +25,7 @@ const eio = (syscall: string): NodeJS.ErrnoException =>
 
 type Clocked = Pick<LocalEventStoreOptions, 'clock' | 'retentionMs'>;
 
-function open(dir: string, extra: Partial<Clocked> = {}) {
-  const db = openDatabase(path.join(dir, 'herald.db'));
-  const store = openLocalEventStore({
-    dataDir: dir,
-    db,
-    log,
-    partitions: 1,
-    fsync: 'always',
-    fsyncIntervalMs: 50,
-    segmentBytes: 4000,
-    idempotencyWindowMs: 600_000,
-    ...extra,
-  });
-  return {
-    store,
-    close: async () => {
-      await store.close();
-      db.close();
-    },
-  };
-}
+const open = (dir: string, extra: Partial<Clocked> = {}) => openStoreAt(dir, { segmentBytes: 4000, ...extra });
 
 function ids(store: ReturnType<typeof open>['store']): string[] {
   const out: string[] = [];
