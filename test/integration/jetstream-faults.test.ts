@@ -79,6 +79,8 @@ describeWithNats('the jetstream engine under faults', () => {
       WAIT,
     );
     const dlv = held.headers['herald-delivery-id'] as string;
+    // Its entry in the ack map is written once the node has read the 202: an extend answers 200 only then.
+    await waitFor(async () => (await request(gw.url).post(`/deliveries/${dlv}/extend`).send({ ms: 60_000 })).status === 200, WAIT);
     await cluster.kill(0);
 
     // No seek among them: the client sends what it buffered once it reconnects, so a seek answered 503 may
