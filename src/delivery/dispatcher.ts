@@ -11,6 +11,7 @@ import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
 import { createWriteBehind } from './write-behind';
+import type { RedriveItem } from './pending';
 import {
   createSubscriptionWorker,
   type DeliveryObserver,
@@ -267,12 +268,13 @@ export function createDispatcher(deps: DispatcherDeps) {
     redeliver(subscriptionId: string, ids: string[] | undefined): number {
       const worker = workerOf(subscriptionId);
       readYourWrites();
-      const items: { deadLetterId: string; partition: number; offset: number }[] = [];
+      const items: RedriveItem[] = [];
       const firsts = deps.store.firstOffsets();
       // A dead letter whose event retention deleted has nothing to send: it stays listed (deleting it is the
       // operator's call), rather than be consumed by a redelivery that finds nothing.
       const add = (row: DeadLetterRow) => {
-        if (row.offset >= (firsts[row.partition] ?? 0)) items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset });
+        if (row.offset >= (firsts[row.partition] ?? 0))
+          items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset, reason: row.reason });
       };
       if (ids) {
         const numeric = ids.map(Number).filter((n) => Number.isSafeInteger(n));

@@ -20,6 +20,8 @@ export class Pending implements PendingRow {
    * retries keep their webhook-id (a partition's own events take the partition's current one).
    */
   generation?: number;
+  /** A redelivery's dead letter's reason: it is dead-lettered again for it should retention delete its event meanwhile. */
+  redriveReason?: DeadLetterReason;
 
   constructor(
     readonly partition: number,
@@ -55,6 +57,14 @@ export class Pending implements PendingRow {
   get lastError(): string | null {
     return this.life.lastError;
   }
+}
+
+/** A dead letter queued for delivery again, with the reason it was dead-lettered for. */
+export interface RedriveItem {
+  deadLetterId: string;
+  partition: number;
+  offset: number;
+  reason: DeadLetterReason;
 }
 
 /** Writes the dispatcher batches into SQLite (write-behind, one transaction per flush). */
@@ -93,7 +103,7 @@ export interface SubscriptionWorker {
   nack(pending: Pending, delayMs?: number): void;
   extend(pending: Pending, ms: number): number;
   reject(pending: Pending, reason?: string): void;
-  redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void;
+  redrive(items: RedriveItem[]): void;
   /** Stops delivering; `abort` also cancels open requests (the subscription is gone). */
   stop(opts?: { abort?: boolean }): void;
   /** Moves partitions to saved positions under a new seek generation (see `Dispatcher.seek`). */

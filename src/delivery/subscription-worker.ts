@@ -5,7 +5,7 @@ import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
 import type { DeliveryOutcome } from './tally';
 import { AbortGroup, type HttpSender } from './http-sender';
-import { newDeliveryId, Pending, type CallbackRegistry, type StatePersistence, type SubscriptionWorker } from './pending';
+import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';
 import { answerOutcome, initialState, stateFromRow, transition, type AttemptEffect, type AttemptInput } from './attempt-machine';
 import {
   clearBuffer,
@@ -66,7 +66,7 @@ export function createSubscriptionWorker(
   const byPartition = new Map(saved.offsets.map((o) => [o.partition, o]));
   for (let p = 0; p < deps.store.partitions; p++) parts.push(createCursor(p, byPartition.get(p)));
   const redrives = new Map<string, Pending>();
-  const redriveQueue: { deadLetterId: string; partition: number; offset: number }[] = [];
+  const redriveQueue: RedriveItem[] = [];
   const queuedDeadLetters = new Set<string>();
   let stopped = false;
   let pumpScheduled = false;
@@ -201,7 +201,7 @@ export function createSubscriptionWorker(
     part.cursor = to;
   }
 
-  function startRedrive(item: { deadLetterId: string; partition: number; offset: number }): void {
+  function startRedrive(item: RedriveItem): void {
     queuedDeadLetters.delete(item.deadLetterId);
     const key = `${item.partition}:${item.offset}`;
     if (redrives.has(key)) return;
@@ -215,6 +215,7 @@ export function createSubscriptionWorker(
     }
     const pending = newPending(item.partition, item.offset, null, true);
     pending.generation = parts[item.partition]?.generation ?? 0;
+    pending.redriveReason = item.reason;
     redrives.set(key, pending);
     // Its row is written with the dead letter's removal (one flush, one transaction): a redelivery that waits for a
     // slot is not sent yet, and a restart meanwhile must find it somewhere.
@@ -358,7 +359,18 @@ export function createSubscriptionWorker(
       return;
     }
     if (!stored) {
-      deps.log.error({ subscription: subId, partition: pending.partition, offset: pending.offset }, 'event missing from the log; skipping');
+      if (pending.redrive) {
+        // Retention deleted it while it was being redelivered: its dead letter (consumed at the start) comes back.
+        deps.log.warn(
+          { subscription: subId, partition: pending.partition, offset: pending.offset },
+          'redelivery ended: retention deleted its event',
+        );
+        deps.persistence.deadLetter(subId, pending, pending.redriveReason ?? 'max_attempts', deps.clock());
+      } else
+        deps.log.error(
+          { subscription: subId, partition: pending.partition, offset: pending.offset },
+          'event missing from the log; skipping',
+        );
       step(pending, { kind: 'missing' });
       return;
     }
@@ -589,7 +601,7 @@ export function createSubscriptionWorker(
     reject(pending: Pending, reason?: string): void {
       if (pending.deliveryId !== null) step(pending, { kind: 'reject', attemptId: pending.deliveryId, reason });
     },
-    redrive(items: { deadLetterId: string; partition: number; offset: number }[]): void {
+    redrive(items: RedriveItem[]): void {
       for (const item of items) {
         if (queuedDeadLetters.has(item.deadLetterId)) continue;
         queuedDeadLetters.add(item.deadLetterId);

@@ -54,6 +54,28 @@ async function publish(url: string, id: string, data: unknown = { id }): Promise
 const deadLetters = async (url: string, subId: string): Promise<unknown[]> =>
   (await api(url, 'GET', `/subscriptions/${subId}/dead-letters`)).body.deadLetters;
 
+/**
+ * Event `victim` dead-lettered (400) on a small log; `meanwhile` runs, then padding makes retention
+ * delete the segment holding it.
+ */
+async function deadLetterWhoseEventRetentionDeletes(meanwhile: (url: string, subId: string) => Promise<void> = async () => {}) {
+  const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' ? 400 : 204 }));
+  receivers.push(rcv);
+  const gw = await gateway(tmpDir(), { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' });
+  const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
+  await publish(gw.url, 'victim');
+  await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+  await meanwhile(gw.url, subId);
+  const pad = 'x'.repeat(1024);
+  for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
+  await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
+    what: 'retention deleted the first segment',
+    timeoutMs: 20_000,
+    intervalMs: 100,
+  });
+  return { url: gw.url, subId, victimRequests: () => rcv.requests.filter((r) => idOf(r) === 'victim') };
+}
+
 describe('a redelivery of a dead letter across a restart', () => {
   it('waiting for a free slot: it is still owed after a graceful restart (listed, or redelivered)', async () => {
     const dir = tmpDir();
@@ -134,28 +156,6 @@ describe('a redelivery of a dead letter across a restart', () => {
     expect(owed).toBe(true);
   });
 
-  /**
-   * Event `victim` dead-lettered (400) on a small log; `meanwhile` runs, then padding makes retention
-   * delete the segment holding it.
-   */
-  async function deadLetterWhoseEventRetentionDeletes(meanwhile: (url: string, subId: string) => Promise<void> = async () => {}) {
-    const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' ? 400 : 204 }));
-    receivers.push(rcv);
-    const gw = await gateway(tmpDir(), { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' });
-    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
-    await publish(gw.url, 'victim');
-    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
-    await meanwhile(gw.url, subId);
-    const pad = 'x'.repeat(1024);
-    for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
-    await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
-      what: 'retention deleted the first segment',
-      timeoutMs: 20_000,
-      intervalMs: 100,
-    });
-    return { url: gw.url, subId, victimRequests: () => rcv.requests.filter((r) => idOf(r) === 'victim') };
-  }
-
   it('whose event retention deleted: nothing to send, so it stays listed instead of vanishing', async () => {
     const { url, subId, victimRequests } = await deadLetterWhoseEventRetentionDeletes();
     expect((await api(url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
@@ -174,6 +174,44 @@ describe('a redelivery of a dead letter across a restart', () => {
     await sleep(300);
     expect(await deadLetters(url, subId)).toHaveLength(1);
     expect(victimRequests()).toHaveLength(1);
+  });
+});
+
+describe('a redelivery of a dead letter restored after a restart, when retention deletes its event', () => {
+  it('ends with its dead letter listed again instead of vanishing', async () => {
+    const rcv = await startReceiver((req) => ({ status: idOf(req) !== 'victim' ? 204 : isRedelivery(req) ? 503 : 400 }));
+    receivers.push(rcv);
+    const dir = tmpDir();
+    const env = { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' };
+    const first = await gateway(dir, env);
+    const retry = { initialDelayMs: 500, maxDelayMs: 500 };
+    const subId = (await api(first.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { retry } })).body.id as string;
+    await publish(first.url, 'victim');
+    await waitFor(async () => (await deadLetters(first.url, subId)).length === 1, { what: 'the dead letter' });
+    expect((await api(first.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).body).toEqual({ redelivering: 1 });
+    await waitFor(() => rcv.requests.filter(isRedelivery).length === 1, { what: 'its first attempt, answered 503' });
+    expect((await api(first.url, 'POST', `/subscriptions/${subId}/pause`)).status).toBe(200); // its retry waits
+    await stop(first);
+
+    const gw = await gateway(dir, env); // the redelivery restored, its event not read yet
+    const pad = 'x'.repeat(1024);
+    for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
+    await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
+      what: 'retention deleted the first segment',
+      timeoutMs: 20_000,
+      intervalMs: 100,
+    });
+    expect(await deadLetters(gw.url, subId)).toEqual([]); // consumed while it is redelivered
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/resume`)).status).toBe(200);
+    const [dead] = await waitFor(
+      async () => {
+        const rows = (await deadLetters(gw.url, subId)) as { offset: number; event: unknown }[];
+        return rows.length === 1 ? rows : undefined;
+      },
+      { what: 'the dead letter back' },
+    );
+    expect(dead).toMatchObject({ offset: 0, event: null });
+    expect(rcv.requests.filter(isRedelivery)).toHaveLength(1);
   });
 });
 
