@@ -485,7 +485,11 @@ export interface paths {
         get?: never;
         put?: never;
         post?: never;
-        /** Discard a dead letter */
+        /**
+         * Discard a dead letter
+         * @description On the local engine a redelivery of it still waiting in the queue (the subscription paused, or
+         *     behind `maxInFlight`) is cancelled too.
+         */
         delete: operations["deleteDeadLetter"];
         options?: never;
         head?: never;

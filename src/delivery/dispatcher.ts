@@ -293,10 +293,12 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     /** Deletes one dead letter of a subscription; false when it has none of that id. */
     deleteDeadLetter(subscriptionId: string, deadLetterId: string): boolean {
-      workerOf(subscriptionId);
+      const worker = workerOf(subscriptionId);
       readYourWrites();
       const id = Number(deadLetterId);
-      return Number.isSafeInteger(id) && deadLetters.remove(subscriptionId, id);
+      if (!Number.isSafeInteger(id) || !deadLetters.remove(subscriptionId, id)) return false;
+      worker.unqueueRedrive(String(id)); // the operator deleted it: a redelivery still queued is not sent
+      return true;
     },
     /**
      * A receiver's callback for one attempt. Repeating the same call is

@@ -104,6 +104,7 @@ export interface SubscriptionWorker {
   extend(pending: Pending, ms: number): number;
   reject(pending: Pending, reason?: string): void;
   redrive(items: RedriveItem[]): void;
+  unqueueRedrive(deadLetterId: string): void;
   /** Stops delivering; `abort` also cancels open requests (the subscription is gone). */
   stop(opts?: { abort?: boolean }): void;
   /** Moves partitions to saved positions under a new seek generation (see `Dispatcher.seek`). */

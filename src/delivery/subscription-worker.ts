@@ -609,6 +609,12 @@ export function createSubscriptionWorker(
       }
       schedulePump();
     },
+    /** A dead letter deleted while its redelivery waits in the queue: it is not redelivered. */
+    unqueueRedrive(deadLetterId: string): void {
+      if (!queuedDeadLetters.delete(deadLetterId)) return;
+      const at = redriveQueue.findIndex((item) => item.deadLetterId === deadLetterId);
+      if (at >= 0) redriveQueue.splice(at, 1);
+    },
     stop(opts = {}): void {
       stopped = true;
       flow.stop();

@@ -215,6 +215,30 @@ describe('a redelivery of a dead letter restored after a restart, when retention
   });
 });
 
+describe('a redelivery of a dead letter still queued when the dead letter is deleted', () => {
+  it('is not sent: the operator deleted it', async () => {
+    const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' && !isRedelivery(req) ? 400 : 204 }));
+    receivers.push(rcv);
+    const gw = await gateway(tmpDir());
+    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
+    await publish(gw.url, 'victim');
+    const [dead] = await waitFor(
+      async () => {
+        const rows = (await deadLetters(gw.url, subId)) as { id: string }[];
+        return rows.length === 1 ? rows : undefined;
+      },
+      { what: 'the dead letter' },
+    );
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/pause`)).status).toBe(200);
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).body).toEqual({ redelivering: 1 });
+    expect((await api(gw.url, 'DELETE', `/subscriptions/${subId}/dead-letters/${dead!.id}`)).status).toBe(204);
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/resume`)).status).toBe(200);
+    await sleep(1000);
+    expect(rcv.requests.filter(isRedelivery)).toEqual([]);
+    expect((await api(gw.url, 'GET', `/subscriptions/${subId}`)).body.stats.deadLetters).toBe(0);
+  });
+});
+
 describe('a redelivery of a dead letter and a seek of its partition', () => {
   it('keeps its webhook-id across its retries: a seek leaves redeliveries alone', async () => {
     const rcv = await startReceiver((req) => ({ status: isRedelivery(req) ? 503 : 400 }));
