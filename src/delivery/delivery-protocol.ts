@@ -4,7 +4,7 @@
  * records and the log; the delivery thread owns delivery state (it writes it behind into herald.db)
  * and reads the log through its own view (`wal/log-reader.ts`).
  */
-import type { ErrorCode, Violation } from '../errors';
+import { AppError, type ErrorCode, type Violation } from '../errors';
 import type { DeadLetterRow } from '../store/dead-letters-repo';
 import type { AttemptRow } from '../store/attempts-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
@@ -52,6 +52,16 @@ export interface WireError {
   details?: Violation[];
   totalErrors?: number;
   retryAfter?: number;
+}
+
+/** An `AppError` as it crosses the thread boundary (`fromWire` makes it again on the other side). */
+export function toWire(err: AppError): WireError {
+  return { code: err.code, message: err.message, details: err.details, totalErrors: err.totalErrors, retryAfter: err.retryAfter };
+}
+
+export function fromWire(error: WireError): Error {
+  if (error.code === undefined) return new Error(error.message);
+  return new AppError(error.code, error.message, { details: error.details, totalErrors: error.totalErrors, retryAfter: error.retryAfter });
 }
 
 export type ToDelivery =

@@ -10,6 +10,7 @@ import type { LogReader } from '../wal/event-store';
 import type { GroupPositions, LogFeed } from '../wal/log-feed';
 import {
   DELIVERY_BUSY_TIMEOUT_MS,
+  fromWire,
   type CallOp,
   type CallResults,
   type DeliveryCall,
@@ -17,7 +18,6 @@ import {
   type FromDelivery,
   type Observed,
   type ToDelivery,
-  type WireError,
 } from './delivery-protocol';
 import { writeInitialOffsets, type CallbackAction, type CallbackAnswer } from './dispatcher';
 import type { DeliveryTally } from './tally';
@@ -70,11 +70,6 @@ const LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
 const isLevel = (label: string | undefined): label is (typeof LEVELS)[number] => LEVELS.some((l) => l === label);
 
 const unavailable = (why: string) => new AppError('unavailable', `delivery is unavailable: ${why}; retry shortly`, { retryAfter: 1 });
-
-function fromWire(error: WireError): Error {
-  if (error.code === undefined) return new Error(error.message);
-  return new AppError(error.code, error.message, { details: error.details, totalErrors: error.totalErrors, retryAfter: error.retryAfter });
-}
 
 interface Waiting {
   resolve: (value: CallResults[CallOp]) => void;

@@ -14,6 +14,7 @@ import { openLogReader } from '../wal/log-reader';
 import { createDispatcher } from './dispatcher';
 import {
   DELIVERY_BUSY_TIMEOUT_MS,
+  toWire,
   type CallOp,
   type CallResults,
   type DeliveryCall,
@@ -143,8 +144,7 @@ function run(call: DeliveryCall): CallResults[CallOp] {
 
 function wireError(thrown: unknown): WireError {
   const err = fromLockedDatabase(thrown) ?? thrown;
-  if (err instanceof AppError)
-    return { code: err.code, message: err.message, details: err.details, totalErrors: err.totalErrors, retryAfter: err.retryAfter };
+  if (err instanceof AppError) return toWire(err);
   log.error({ err }, 'delivery thread: a call failed');
   return { message: err instanceof Error ? err.message : String(err) };
 }

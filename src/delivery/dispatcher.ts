@@ -77,7 +77,6 @@ export function createDispatcher(deps: DispatcherDeps) {
   const random = deps.random ?? Math.random;
   const writes = createWriteBehind({ db: deps.db, log: deps.log });
   const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
-  /** Reads of the tables written behind see every write: the buffer goes to SQLite first. */
   /**
    * Reads of the dead letters go to SQLite, so what is buffered is written first. When it cannot be
    * (herald.db locked, disk full) the read is refused as unavailable rather than answered without it.

@@ -227,9 +227,14 @@ export function createGroupCommit(opts: GroupCommitOptions) {
 
   /** A write or sync failed: under fsync=interval what is not known durable is owed a rewrite. */
   function failed(err: unknown): void {
+    oweRewrite();
+    markUnwritable(err);
+  }
+
+  /** A sync may have failed: no success seen before it covers anything, and the groups kept are written again. */
+  function oweRewrite(): void {
     failures++;
     if (unsynced.length > 0) rewriteOwed = true;
-    markUnwritable(err);
   }
 
   function markUnwritable(err: unknown): void {
@@ -244,11 +249,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     try {
       segments.roll();
     } catch (err) {
-      // The old segment's sync may be what failed.
-      if (unsynced.length > 0) {
-        failures++;
-        rewriteOwed = true;
-      }
+      if (unsynced.length > 0) oweRewrite(); // the old segment's sync may be what failed
       throw err;
     }
   }

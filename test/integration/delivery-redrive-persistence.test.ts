@@ -54,6 +54,17 @@ async function publish(url: string, id: string, data: unknown = { id }): Promise
 const deadLetters = async (url: string, subId: string): Promise<unknown[]> =>
   (await api(url, 'GET', `/subscriptions/${subId}/dead-letters`)).body.deadLetters;
 
+/** Publishes padding past HERALD_MAX_LOG_BYTES (128 KiB, 64 KiB segments) until retention deletes the first segment. */
+async function padUntilRetentionDeletes(url: string): Promise<void> {
+  const pad = 'x'.repeat(1024);
+  for (let i = 0; i < 300; i++) await publish(url, `pad${i}`, { pad });
+  await waitFor(async () => ((await api(url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
+    what: 'retention deleted the first segment',
+    timeoutMs: 20_000,
+    intervalMs: 100,
+  });
+}
+
 /**
  * Event `victim` dead-lettered (400) on a small log; `meanwhile` runs, then padding makes retention
  * delete the segment holding it.
@@ -66,13 +77,7 @@ async function deadLetterWhoseEventRetentionDeletes(meanwhile: (url: string, sub
   await publish(gw.url, 'victim');
   await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
   await meanwhile(gw.url, subId);
-  const pad = 'x'.repeat(1024);
-  for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
-  await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
-    what: 'retention deleted the first segment',
-    timeoutMs: 20_000,
-    intervalMs: 100,
-  });
+  await padUntilRetentionDeletes(gw.url);
   return { url: gw.url, subId, victimRequests: () => rcv.requests.filter((r) => idOf(r) === 'victim') };
 }
 
@@ -194,13 +199,7 @@ describe('a redelivery of a dead letter restored after a restart, when retention
     await stop(first);
 
     const gw = await gateway(dir, env); // the redelivery restored, its event not read yet
-    const pad = 'x'.repeat(1024);
-    for (let i = 0; i < 300; i++) await publish(gw.url, `pad${i}`, { pad });
-    await waitFor(async () => ((await api(gw.url, 'GET', '/partitions')).body.partitions[0].firstOffset ?? 0) > 0, {
-      what: 'retention deleted the first segment',
-      timeoutMs: 20_000,
-      intervalMs: 100,
-    });
+    await padUntilRetentionDeletes(gw.url);
     expect(await deadLetters(gw.url, subId)).toEqual([]); // consumed while it is redelivered
     expect((await api(gw.url, 'POST', `/subscriptions/${subId}/resume`)).status).toBe(200);
     const [dead] = await waitFor(
