@@ -28,6 +28,24 @@ export interface IndexColumns {
 
 export const NUMBERS_PER_ROW = 5;
 
+/** Consecutive groups' columns as one (one message, one transaction for all of them). */
+export function joinColumns(parts: readonly IndexColumns[]): IndexColumns {
+  if (parts.length === 1) return parts[0]!;
+  let length = 0;
+  for (const part of parts) length += part.numbers.length;
+  const numbers = new Float64Array(length);
+  const sources: string[] = [];
+  const ids: string[] = [];
+  let at = 0;
+  for (const part of parts) {
+    for (const source of part.sources) sources.push(source);
+    for (const id of part.ids) ids.push(id);
+    numbers.set(part.numbers, at);
+    at += part.numbers.length;
+  }
+  return { sources, ids, numbers };
+}
+
 export function fromColumns(columns: IndexColumns): IndexRow[] {
   const { sources, ids, numbers } = columns;
   return sources.map((source, i) => {
@@ -45,7 +63,7 @@ export function fromColumns(columns: IndexColumns): IndexRow[] {
 }
 
 export type ToIndexer =
-  /** The records of one committed group; `end` is the log position just past it. */
+  /** The records of consecutive committed groups; `end` is the log position just past the last. */
   | { type: 'index'; end: number; columns: IndexColumns }
   /** Retention: forget every record before log position `through` (whole segments). */
   | { type: 'retire'; through: number }

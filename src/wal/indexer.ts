@@ -3,7 +3,14 @@ import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
 import { coerceError } from '../errors';
 import type { IndexEntry } from '../store/log-index-repo';
-import { NUMBERS_PER_ROW, type FromIndexer, type IndexColumns, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
+import {
+  NUMBERS_PER_ROW,
+  joinColumns,
+  type FromIndexer,
+  type IndexColumns,
+  type IndexerWorkerData,
+  type ToIndexer,
+} from './indexer-protocol';
 import type { PendingEntry } from './sequencer';
 import { cutConsumedFront, firstAtOrAfter } from './log-feed';
 import { THREAD_LIMITS } from '../thread-limits';
@@ -53,6 +60,15 @@ const DEFAULT_MAX_TAIL_ENTRIES = 65_536;
 const COMPACT_AFTER = 256;
 const DEFAULT_MAX_TAIL_KEY_BYTES = 32 * 1024 * 1024;
 const CLOSE_TIMEOUT_MS = 10_000;
+/**
+ * Committed groups wait this long to go to the worker together. At a few thousand requests a second
+ * groups hold a few events each, and a message, a wake-up and a SQLite transaction per group were
+ * most of the worker's CPU (measured: 10 ms cut it from 19 % to 11 % of a core at 3,500 req/s).
+ * Nothing waits for them meanwhile: the tail answers reads and duplicate checks.
+ */
+const SEND_DELAY_MS = 10;
+/** ...unless this many records wait already (a large batch goes at once). */
+const SEND_AT_RECORDS = 4096;
 
 /**
  * The built worker: ts-jest runs `src/` but a worker thread needs JavaScript, so tests use the one
@@ -91,6 +107,10 @@ export function createIndexer(opts: IndexerOptions) {
   let retireWaiter: (() => void) | undefined;
   let keyFilterTicket = 0;
   let keyFilterWaiter: { ticket: number; resolve: (built: BuiltKeyFilter | undefined) => void } | undefined;
+  /** Groups committed but not sent to the worker yet (the newest of the tail). */
+  let held: TailGroup[] = [];
+  let heldRecords = 0;
+  let heldTimer: NodeJS.Timeout | undefined;
   let worker = start();
 
   function start(): Worker {
@@ -106,13 +126,44 @@ export function createIndexer(opts: IndexerOptions) {
       retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
       retireWaiter = undefined;
       settleKeyFilter(undefined); // so did a key filter build: the sequencer asks again later
+      dropHeld(); // they are in the tail, sent below
       for (let i = groupsAt; i < groups.length; i++) send({ type: 'index', end: groups[i]!.end, columns: groups[i]!.columns });
     });
     return w;
   }
 
+  /** Every message goes after the groups held before it (the worker handles them in order). */
   function send(message: ToIndexer): void {
+    sendHeld();
     worker.postMessage(message);
+  }
+
+  function hold(group: TailGroup): void {
+    held.push(group);
+    heldRecords += group.entries.length;
+    if (heldRecords >= SEND_AT_RECORDS) sendHeld();
+    else if (!heldTimer) {
+      heldTimer = setTimeout(sendHeld, SEND_DELAY_MS);
+      heldTimer.unref(); // close() sends them; a store never closed leaves them to recovery
+    }
+  }
+
+  function sendHeld(): void {
+    if (held.length === 0) return;
+    const sending = held;
+    dropHeld();
+    worker.postMessage({
+      type: 'index',
+      end: sending[sending.length - 1]!.end,
+      columns: joinColumns(sending.map((g) => g.columns)),
+    } satisfies ToIndexer);
+  }
+
+  function dropHeld(): void {
+    if (heldTimer) clearTimeout(heldTimer);
+    heldTimer = undefined;
+    held = [];
+    heldRecords = 0;
   }
 
   function onMessage(m: FromIndexer): void {
@@ -201,7 +252,7 @@ export function createIndexer(opts: IndexerOptions) {
       if (hasRoom()) return undefined;
       return new Promise<void>((resolve) => waiters.push(resolve));
     },
-    /** Takes one committed group: it is in the tail (readable) at once and sent to the worker. */
+    /** Takes one committed group: it is in the tail (readable) at once and goes to the worker within {@link SEND_DELAY_MS}. */
     add(end: number, committed: readonly PendingEntry[], positions: readonly number[]): void {
       const n = committed.length;
       const numbers = new Float64Array(n * NUMBERS_PER_ROW);
@@ -227,9 +278,9 @@ export function createIndexer(opts: IndexerOptions) {
         keyBytes += entry.key.length;
       }
       entries += n;
-      const columns = { sources, ids, numbers };
-      groups.push({ end, entries: added, columns });
-      send({ type: 'index', end, columns });
+      const group: TailGroup = { end, entries: added, columns: { sources, ids, numbers } };
+      groups.push(group);
+      hold(group);
     },
     find(key: string): TailEntry | undefined {
       return byKey.get(key);
