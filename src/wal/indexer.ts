@@ -142,10 +142,7 @@ export function createIndexer(opts: IndexerOptions) {
     held.push(group);
     heldRecords += group.entries.length;
     if (heldRecords >= SEND_AT_RECORDS) sendHeld();
-    else if (!heldTimer) {
-      heldTimer = setTimeout(sendHeld, SEND_DELAY_MS);
-      heldTimer.unref(); // close() sends them; a store never closed leaves them to recovery
-    }
+    else heldTimer ??= setTimeout(sendHeld, SEND_DELAY_MS); // not unref'd: a wait for `drained()` ends
   }
 
   function sendHeld(): void {
