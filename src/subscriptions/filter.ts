@@ -168,6 +168,11 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
     case 'exact':
     case 'prefix':
     case 'suffix': {
+      // zod's output object would drop it, and no event can carry it (CloudEvents names are a-z0-9).
+      if (typeof value === 'object' && value !== null && Object.hasOwn(value, '__proto__')) {
+        violations.push({ attribute: `${at}.__proto__`, message: '__proto__ is not a CloudEvents attribute name' });
+        return never;
+      }
       const parsed = stringMap.safeParse(value);
       if (!parsed.success) {
         for (const issue of parsed.error.issues) violations.push({ attribute: [at, ...issue.path].join('.'), message: issue.message });
@@ -182,7 +187,8 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
             : (actual: string, expected: string) => actual.endsWith(expected);
       return (attributes) =>
         pairs.every(([name, expected]) => {
-          const actual = attributes[name];
+          // Own attributes only: `constructor` of an event without it is not Object's.
+          const actual = Object.hasOwn(attributes, name) ? attributes[name] : undefined;
           return actual !== undefined && test(String(actual), expected);
         });
     }

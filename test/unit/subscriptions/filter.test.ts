@@ -100,6 +100,12 @@ describe('compileFilters: dialects', () => {
     expect(matches([{ not: { exact: { region: 'eu' } } }])).toBe(true);
   });
 
+  it('reads own attributes only: "constructor" of an event without it is not Object\'s', () => {
+    for (const dialect of ['exact', 'prefix', 'suffix'])
+      expect(matches([{ [dialect]: { constructor: dialect === 'suffix' ? '}' : 'function' } }])).toBe(false);
+    expect(matches([{ prefix: { constructor: 'function' } }], { ...event, constructor: 'function-call' })).toBe(true);
+  });
+
   it('ANDs the filters of the list', () => {
     expect(matches([{ exact: { tenant: 'acme' } }, { prefix: { type: 'com.example.' } }])).toBe(true);
     expect(matches([{ exact: { tenant: 'acme' } }, { prefix: { type: 'org.' } }])).toBe(false);
@@ -178,6 +184,13 @@ describe('compileFilters: malformed filters', () => {
     ['not holding nothing', [{ not: null }]],
   ])('refuses %s', (_name, filters) => {
     expect(violationsOf(filters).length).toBeGreaterThan(0);
+  });
+
+  it('refuses a "__proto__" attribute name rather than drop its condition (no event can carry one)', () => {
+    const filters = JSON.parse('[{"exact": {"__proto__": "x", "type": "com.example.order.created"}}]') as unknown;
+    expect(violationsOf(filters)).toEqual([
+      { attribute: 'filters.0.exact.__proto__', message: '__proto__ is not a CloudEvents attribute name' },
+    ]);
   });
 
   it('reports every malformed filter of the list, not only the first', () => {
