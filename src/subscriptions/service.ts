@@ -68,7 +68,8 @@ export function createSubscriptionsService(deps: {
   const handshakes = deps.handshakes;
   /** Deletions under way through this node: delivery was already told, the store's echo need not tell it again. */
   const removing = new Set<string>();
-  const calls = createDeliveryCalls({ delivery: deps.delivery, log: deps.log, exists: (id) => live.has(id) });
+  // A subscription being deleted here is not "starting": delivery's not_found for it means gone.
+  const calls = createDeliveryCalls({ delivery: deps.delivery, log: deps.log, exists: (id) => live.has(id) && !removing.has(id) });
   const tell = calls.tell;
   const live = createLiveRecords({
     records: deps.records,
@@ -176,6 +177,23 @@ export function createSubscriptionsService(deps: {
     };
   }
 
+  /**
+   * `each` for every subscription; one deleted meanwhile (delivery already answers "no such
+   * subscription") is left out rather than failing the whole answer with its 404.
+   */
+  async function forEachLive<T>(each: (record: SubscriptionRecord) => Promise<T>): Promise<T[]> {
+    const gone = Symbol('gone');
+    const all = await Promise.all(
+      live.records().map((record) =>
+        each(record).catch((err: unknown) => {
+          if (err instanceof AppError && err.code === 'not_found' && (!live.has(record.id) || removing.has(record.id))) return gone;
+          throw err;
+        }),
+      ),
+    );
+    return all.filter((v): v is Awaited<T> => v !== gone);
+  }
+
   /** Whether `record` waits for the handshake whose token is `token` (not answered late, paused, deleted). */
   const awaits = (record: SubscriptionRecord, token: string) => record.state === 'validating' && record.validationToken === token;
 
@@ -256,17 +274,14 @@ export function createSubscriptionsService(deps: {
         validatedAt: null,
         createdAt: now,
         updatedAt: now,
+        // Nothing is delivered before the sink consents: delivery starts with the record already validating.
+        ...(input.validation === 'cloudevents' && validationStart(now)),
       };
       // The local store writes the first offsets in the insert's transaction; on JetStream, `add` makes them.
       live.inserted(record, await deps.records.insert(record));
       deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
-      // Nothing is delivered before the sink consents: the handshake comes first.
-      let shown = record;
-      if (record.validation === 'cloudevents') {
-        shown = (await save(id, () => validationStart(clock()))).record;
-        validate(shown);
-      }
-      return { ...(await view(shown, true)), secret: shown.secret };
+      validate(record);
+      return { ...(await view(record, true)), secret: record.secret };
     },
     /** Stops starting delivery again for subscriptions whose start failed (at shutdown, before delivery closes). */
     close(): void {
@@ -274,23 +289,21 @@ export function createSubscriptionsService(deps: {
     },
     /** Per subscription, what `/metrics` shows (one dead-letter count query per subscription). */
     metricsSnapshot() {
-      return Promise.all(
-        live.records().map(async (record) => {
-          const { partitions, deadLetters } = await calls.read(record.id, () => deps.delivery.stats(record.id));
-          const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
-          return {
-            id: record.id,
-            state: record.state,
-            deadLetters,
-            inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
-            oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
-            lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
-          };
-        }),
-      );
+      return forEachLive(async (record) => {
+        const { partitions, deadLetters } = await calls.read(record.id, () => deps.delivery.stats(record.id));
+        const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
+        return {
+          id: record.id,
+          state: record.state,
+          deadLetters,
+          inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
+          oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
+          lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
+        };
+      });
     },
     list() {
-      return Promise.all(live.records().map((record) => view(record, true)));
+      return forEachLive((record) => view(record, true));
     },
     async get(id: string) {
       return view((await live.find(id)).record, true);
@@ -361,6 +374,8 @@ export function createSubscriptionsService(deps: {
         stateReason: 'user',
         ...(current.state === 'validating' && { validationToken: null, validationDeadline: null }),
       }));
+      // Answered once delivery has it (queued behind a resume that may have raced it): no attempt starts after the 200.
+      await calls.settled(id);
       deps.log.info({ subscription: id, stateReason: 'user' }, 'subscription paused');
       return view(record, true);
     },
@@ -427,6 +442,8 @@ export function createSubscriptionsService(deps: {
         previousSecret: overlap ? current.secret : null,
         previousSecretExpiresAt: overlap ? clock() + overlapSeconds * 1000 : null,
       }));
+      // Answered once delivery signs with it: with no overlap, no attempt started after the 200 carries the old secret only.
+      await calls.settled(id);
       deps.log.info({ subscription: id, overlapSeconds }, 'signing secret rotated');
       return { ...(await view(record, false)), secret: record.secret };
     },
