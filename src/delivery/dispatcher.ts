@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { AppError, fromLockedDatabase } from '../errors';
 import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
-import type { DeadLetterRow } from '../store/dead-letters-repo';
+import { deadLetterIdNumber, type DeadLetterRow } from '../store/dead-letters-repo';
 import type { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
@@ -276,7 +276,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset, reason: row.reason });
       };
       if (ids) {
-        const numeric = ids.map(Number).filter((n) => Number.isSafeInteger(n));
+        const numeric = ids.map(deadLetterIdNumber).filter((n) => n !== undefined);
         deadLetters.byIds(subscriptionId, numeric).forEach(add);
       } else {
         let after = 0;
@@ -294,8 +294,8 @@ export function createDispatcher(deps: DispatcherDeps) {
     deleteDeadLetter(subscriptionId: string, deadLetterId: string): boolean {
       const worker = workerOf(subscriptionId);
       readYourWrites();
-      const id = Number(deadLetterId);
-      if (!Number.isSafeInteger(id) || !deadLetters.remove(subscriptionId, id)) return false;
+      const id = deadLetterIdNumber(deadLetterId);
+      if (id === undefined || !deadLetters.remove(subscriptionId, id)) return false;
       worker.unqueueRedrive(String(id)); // the operator deleted it: a redelivery still queued is not sent
       return true;
     },

@@ -1,5 +1,10 @@
 import type { Db } from './db';
 
+/** A dead letter id as the API spells it (digits, no sign, exponent or leading zero), else undefined. */
+export function deadLetterIdNumber(id: string): number | undefined {
+  return /^[1-9]\d{0,14}$/.test(id) ? Number(id) : undefined;
+}
+
 export type DeadLetterReason = 'rejected_status' | 'max_attempts' | 'receiver_rejected' | 'corrupt_record' | 'sink_not_allowed';
 
 export interface DeadLetterRow {

@@ -1,6 +1,6 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type StoredMsg } from 'nats';
 import type { AttemptRow } from '../../store/attempts-repo';
-import type { DeadLetterRow } from '../../store/dead-letters-repo';
+import { deadLetterIdNumber, type DeadLetterRow } from '../../store/dead-letters-repo';
 import { isNotFound } from '../nats-errors';
 import type { DeliveryNames } from './names';
 
@@ -67,7 +67,6 @@ export function createDeadLetters(deps: { js: JetStreamClient; jsm: JetStreamMan
   const { js, jsm, names } = deps;
   const stream = names.deadStream;
   const toRow = (seq: number, data: Uint8Array): DeadLetterRow => ({ ...json<Omit<DeadLetterRow, 'id'>>(data), id: String(seq) });
-  const seqOf = (id: string) => (/^[1-9]\d{0,15}$/.test(id) ? Number(id) : undefined);
   return {
     async add(row: Omit<DeadLetterRow, 'id'>, msgId: string): Promise<string> {
       const ack = await js.publish(names.deadSubject(row.subscriptionId), JSON.stringify(row), { msgID: msgId });
@@ -80,7 +79,7 @@ export function createDeadLetters(deps: { js: JetStreamClient; jsm: JetStreamMan
     count: (subscriptionId: string) => countOf(jsm, stream, names.deadSubject(subscriptionId)),
     /** The subscription's dead letter of that id, or undefined. */
     async get(subscriptionId: string, id: string): Promise<DeadLetterRow | undefined> {
-      const seq = seqOf(id);
+      const seq = deadLetterIdNumber(id);
       if (seq === undefined) return undefined;
       const msg = await nextOf(jsm, stream, names.deadSubject(subscriptionId), seq);
       return msg && msg.seq === seq ? toRow(msg.seq, msg.data) : undefined;
