@@ -10,23 +10,32 @@ export interface GlobalOptions {
   url: string;
   apiKey?: string;
   json?: boolean;
+  /** Seconds each request may take, its answer's body included (streams: no limit). */
+  timeout: number;
 }
+
+export const DEFAULT_TIMEOUT_SECONDS = 15;
 
 /** What a command's action needs: the typed API client and the output, set up from the global options. */
 export interface Context {
   url: string;
   apiKey?: string;
+  /** Every request bounded by `--timeout`. */
   client: HeraldClient;
+  /** For streams (`events tail`), which last until stopped. */
+  streamClient: HeraldClient;
   out: Output;
   streams: CliStreams;
 }
 
 export function contextOf(command: Command, streams: CliStreams): Context {
   const globals = command.optsWithGlobals<GlobalOptions>();
+  const clientOptions = { url: globals.url, apiKey: globals.apiKey || undefined, userAgent: `herald-cli/${HERALD_VERSION}` };
   return {
     url: globals.url,
     apiKey: globals.apiKey || undefined,
-    client: createHeraldClient({ url: globals.url, apiKey: globals.apiKey || undefined, userAgent: `herald-cli/${HERALD_VERSION}` }),
+    client: createHeraldClient({ ...clientOptions, timeoutMs: globals.timeout * 1000 }),
+    streamClient: createHeraldClient(clientOptions),
     out: createOutput(streams, { json: globals.json === true }),
     streams,
   };

@@ -1,5 +1,6 @@
 import { CommanderError } from 'commander';
 import { HeraldApiError, HeraldConnectionError } from '../client';
+import { printable } from './output';
 
 /**
  * Exit statuses of every `herald` command: 0 done; 1 the gateway refused the request (a non-2xx
@@ -30,20 +31,25 @@ export function reportError(err: unknown, writeErr: (text: string) => void): num
     writeErr(`herald: ${err.message}\n`);
     return EXIT_USAGE;
   }
+  // Messages carry the gateway's words (and events' attributes it echoes): escaped for the terminal.
   if (err instanceof ReportedError) {
-    writeErr(`${err.message}\n`);
+    writeErr(`${printable(err.message)}\n`);
     return EXIT_FAILED;
   }
   if (err instanceof HeraldApiError) {
-    writeErr(`herald: ${err.message}\n`);
-    for (const line of problemLines(err)) writeErr(`  ${line}\n`);
+    writeErr(`herald: ${printable(err.message)}\n`);
+    for (const line of problemLines(err)) writeErr(`  ${printable(line)}\n`);
     return EXIT_FAILED;
   }
   if (err instanceof HeraldConnectionError) {
-    writeErr(`herald: ${err.message} (is it running? set --url or HERALD_URL)\n`);
+    writeErr(`herald: ${printable(err.message)} (is it running? set --url or HERALD_URL)\n`);
     return EXIT_FAILED;
   }
-  writeErr(`herald: ${err instanceof Error ? err.message : String(err)}\n`);
+  if (err instanceof Error && err.name === 'TimeoutError') {
+    writeErr('herald: the gateway did not answer in time (--timeout, HERALD_TIMEOUT)\n');
+    return EXIT_FAILED;
+  }
+  writeErr(`herald: ${printable(err instanceof Error ? err.message : String(err))}\n`);
   return EXIT_FAILED;
 }
 

@@ -73,7 +73,7 @@ async function tail(ctx: Context, sql: string | undefined): Promise<void> {
   const stopped = new AbortController();
   const signals = untilSignal(() => stopped.abort());
   try {
-    const result = await ctx.client.GET('/events/stream', {
+    const result = await ctx.streamClient.GET('/events/stream', {
       params: { query: sql === undefined ? {} : { sql } },
       parseAs: 'stream',
       signal: stopped.signal,

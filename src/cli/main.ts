@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { HERALD_VERSION } from '../version';
-import { DEFAULT_URL, parseBaseUrl } from './context';
+import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseBaseUrl, parseIntBetween } from './context';
 import { registerDeadLetters } from './dead-letters';
 import { EXIT_FAILED, reportError } from './errors';
 import { registerEvents } from './events';
@@ -23,6 +23,12 @@ export function buildProgram(streams: CliStreams, onServing: () => void = () => 
     .addOption(new Option('--url <url>', 'base URL of the gateway').env('HERALD_URL').default(DEFAULT_URL).argParser(parseBaseUrl))
     .addOption(new Option('--api-key <key>', 'API key, sent as a bearer token').env('HERALD_API_KEY'))
     .option('--json', "machine output: the API's JSON answer (streams: one JSON object per line)")
+    .addOption(
+      new Option('--timeout <seconds>', 'how long each request may take, its whole answer included (streams: no limit)')
+        .env('HERALD_TIMEOUT')
+        .default(DEFAULT_TIMEOUT_SECONDS)
+        .argParser(parseIntBetween(1, 86_400)),
+    )
     // Settings every subcommand inherits (commander copies them when a subcommand is added).
     .exitOverride()
     .configureOutput({
@@ -35,7 +41,7 @@ export function buildProgram(streams: CliStreams, onServing: () => void = () => 
     .addHelpText(
       'after',
       `
-Every command takes --url, --api-key and --json, before or after its name.
+Every command takes --url, --api-key, --json and --timeout, before or after its name.
 Exit status: 0 done; 1 the gateway refused the request (its problem's detail on stderr) or could not be
 reached; 2 the command line is wrong.
 

@@ -271,8 +271,9 @@ export interface paths {
         put?: never;
         /**
          * Pause delivery
-         * @description No new attempts start (`state: paused`, `stateReason: user`); requests already sent finish
-         *     (each bounded by `delivery.timeoutMs`), and their callbacks are still accepted. Idempotent.
+         * @description No new attempts start (`state: paused`, `stateReason: user`) once this is answered, a resume
+         *     racing it included; requests already sent finish (each bounded by `delivery.timeoutMs`), and
+         *     their callbacks are still accepted. Idempotent.
          */
         post: operations["pauseSubscription"];
         delete?: never;
@@ -325,7 +326,7 @@ export interface paths {
         put?: never;
         /**
          * Replace the signing secret
-         * @description The new secret signs every attempt from now on, retries of earlier events included. The old one
+         * @description The new secret signs every attempt started after this answer, retries of earlier events included. The old one
          *     keeps signing too for `overlapSeconds` (default 86400, one day): until `previousSecretExpiresAt`
          *     every delivery's `webhook-signature` carries both signatures separated by one space, new first
          *     (`v1,<new> v1,<old>`), so receivers holding either secret verify it while they are updated.
@@ -454,7 +455,8 @@ export interface paths {
          * @description Queues the given dead letters (all of them when `ids` is absent, or when there is no body) for
          *     delivery with a fresh attempt count, outside partition order and marked `herald-redelivery:
          *     true`. Each is removed from the dead letters when its redelivery starts, and comes back if it
-         *     fails again. Ids that do not exist (or are not numeric) are skipped; so are dead letters whose
+         *     fails again. Ids that do not exist (or are not written as digits: `1e0` or `0x1` name no dead
+         *     letter) are skipped; so are dead letters whose
          *     event retention has deleted on the local engine (nothing to send: they stay listed).
          */
         post: operations["redeliverDeadLetters"];

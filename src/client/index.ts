@@ -20,6 +20,12 @@ export interface HeraldClientOptions {
   userAgent?: string;
   /** Defaults to the global fetch (undici). */
   fetch?: typeof globalThis.fetch;
+  /**
+   * Each request fails (a `TimeoutError`) when its whole answer, body included, has not arrived
+   * within this many milliseconds; bodies are then read whole before they are parsed. Absent: no
+   * limit (what a stream needs).
+   */
+  timeoutMs?: number;
 }
 
 /** The gateway answered with a status other than 2xx. */
@@ -73,7 +79,7 @@ export function createHeraldClient(options: HeraldClientOptions): HeraldClient {
     redirect: 'manual',
     fetch: async (request) => {
       try {
-        return await fetchImpl(request);
+        return options.timeoutMs === undefined ? await fetchImpl(request) : await fetchWithin(fetchImpl, request, options.timeoutMs);
       } catch (err) {
         if (isAbort(err)) throw err; // the caller stopped it (Ctrl-C on a stream)
         throw new HeraldConnectionError(baseUrl, err);
@@ -82,11 +88,58 @@ export function createHeraldClient(options: HeraldClientOptions): HeraldClient {
   });
 }
 
+/**
+ * `request`'s answer, body included, within `ms`, else a `TimeoutError`. The body is read here, under
+ * the same deadline (openapi-fetch would read it after fetch() returned, where a signal given to
+ * fetch may no longer reach it: undici's Request follows it through a WeakRef).
+ */
+async function fetchWithin(fetchImpl: typeof globalThis.fetch, request: Request, ms: number): Promise<Response> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(new DOMException(`no complete answer within ${ms} ms`, 'TimeoutError')), ms);
+  const onAbort = () => controller.abort(request.signal.reason);
+  request.signal.addEventListener('abort', onAbort, { once: true });
+  try {
+    const response = await fetchImpl(new Request(request, { signal: controller.signal }));
+    if (response.body === null) return response;
+    const body = await readAll(response.body, controller.signal);
+    return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
+  } finally {
+    clearTimeout(timer);
+    request.signal.removeEventListener('abort', onAbort);
+  }
+}
+
+/** The whole stream, or the signal's reason once it aborts (the stream cancelled: its connection closes). */
+async function readAll(stream: ReadableStream<Uint8Array>, signal: AbortSignal): Promise<Uint8Array> {
+  const reader = stream.getReader();
+  const aborted = new Promise<never>((_, reject) => {
+    const stop = () => {
+      reject(signal.reason as Error); // first: the cancel below also ends the pending read (as "done")
+      void reader.cancel(signal.reason).catch(() => undefined);
+    };
+    if (signal.aborted) stop();
+    else signal.addEventListener('abort', stop, { once: true });
+  });
+  aborted.catch(() => undefined); // only raced below
+  const chunks: Uint8Array[] = [];
+  let length = 0;
+  for (;;) {
+    const { done, value } = await Promise.race([reader.read(), aborted]);
+    if (done) break;
+    chunks.push(value);
+    length += value.length;
+  }
+  return Buffer.concat(chunks, length);
+}
+
 /** Anything shaped like a Herald problem document (the `errors` list is optional only to be lenient). */
 function asProblem(body: unknown): Problem | undefined {
   if (typeof body !== 'object' || body === null) return undefined;
-  const { detail, code } = body as Record<string, unknown>;
-  return typeof detail === 'string' && typeof code === 'string' ? (body as Problem) : undefined;
+  const { detail, code, errors } = body as Record<string, unknown>;
+  if (typeof detail !== 'string' || typeof code !== 'string') return undefined;
+  // Read leniently, used safely: only entries that are objects, and always a list.
+  const entries = Array.isArray(errors) ? errors.filter((e): e is Problem['errors'][number] => typeof e === 'object' && e !== null) : [];
+  return { ...(body as Problem), errors: entries };
 }
 
 /**

@@ -1,0 +1,126 @@
+/**
+ * The `herald` CLI against answers a gateway should never give (a fake loopback server) and
+ * against a real gateway with path-segment ids. Each command runs as a child process.
+ */
+import http from 'node:http';
+import fs from 'node:fs';
+import path from 'node:path';
+import type { AddressInfo } from 'node:net';
+import { runHerald, spawnHerald } from '../helpers/cli';
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+type Handler = (req: http.IncomingMessage, res: http.ServerResponse) => void;
+const servers: http.Server[] = [];
+async function fakeGateway(handler: Handler): Promise<{ url: string; requests: string[] }> {
+  const requests: string[] = [];
+  const server = http.createServer((req, res) => {
+    requests.push(`${req.method} ${req.url}`);
+    handler(req, res);
+  });
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, requests };
+}
+
+let gw: TestGateway;
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+});
+afterAll(async () => {
+  for (const s of servers) {
+    s.closeAllConnections();
+    await new Promise<void>((r) => s.close(() => r()));
+  }
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+const problem =
+  (status: number, body: unknown): Handler =>
+  (_req, res) => {
+    res.writeHead(status, { 'content-type': 'application/problem+json' });
+    res.end(JSON.stringify(body));
+  };
+
+describe('herald: a problem answer it cannot fully read', () => {
+  it('reports a problem without an errors list as the refusal it is (exit 1, no stack trace)', async () => {
+    const fake = await fakeGateway(problem(400, { detail: 'the subscription update is not valid', code: 'invalid_request' }));
+    const result = await runHerald(['subs', 'get', 'some-id'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('the subscription update is not valid (400 invalid_request)');
+    // Was: "herald: TypeError: Cannot read properties of undefined (reading 'filter')" and its stack.
+    expect(result.stderr).not.toMatch(/TypeError/);
+    expect(result.stderr).not.toMatch(/^\s+at /m);
+  });
+
+  it('reports a problem whose errors entries are not objects without a stack trace', async () => {
+    const fake = await fakeGateway(problem(409, { detail: 'conflict', code: 'conflict', errors: [null] }));
+    const result = await runHerald(['subs', 'pause', 'some-id'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).not.toMatch(/TypeError/);
+    expect(result.stderr).not.toMatch(/^\s+at /m);
+  });
+});
+
+describe('herald: control characters from others never reach the terminal', () => {
+  it('escapes control characters of a problem detail and its errors on stderr (hostile server)', async () => {
+    const fake = await fakeGateway(
+      problem(404, { detail: 'no such\u001b]0;pwned\u0007 subscription', code: 'not_found', errors: [{ message: 'x\u001b[2J' }] }),
+    );
+    const result = await runHerald(['subs', 'get', 'some-id'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    // eslint-disable-next-line no-control-regex
+    expect(result.stderr).not.toMatch(/[\u001b\u0007]/);
+  });
+
+  it('escapes an event attribute a --batch file carries when the real gateway echoes it in its 400', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'events.jsonl');
+    // A file of events from someone else: a specversion holding an OSC "set window title" sequence.
+    fs.writeFileSync(file, `${JSON.stringify({ specversion: '1.0\u001b]0;pwned\u0007', id: 'b-1', source: '/x', type: 't' })}\n`);
+    const result = await runHerald(['publish', '--batch', file], { url: gw.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/specversion/);
+    // eslint-disable-next-line no-control-regex
+    expect(result.stderr).not.toMatch(/[\u001b\u0007]/);
+  });
+});
+
+describe('herald: a gateway that stops answering', () => {
+  it('gives up on a body that drips after --timeout (exit 1, saying so), and a stream is not cut by it', async () => {
+    const drips: NodeJS.Timeout[] = [];
+    const fake = await fakeGateway((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.write('{"subscriptions":[');
+      // One space every 200 ms, for at most 20 s: a valid JSON prefix that never ends.
+      let n = 0;
+      const t = setInterval(() => {
+        if (++n > 100 || res.destroyed) return clearInterval(t);
+        res.write(' ');
+      }, 200);
+      drips.push(t);
+    });
+    const started = Date.now();
+    const result = await runHerald(['subs', 'list', '--timeout', '2'], { url: fake.url, timeoutMs: 25_000 });
+    const tookMs = Date.now() - started;
+    for (const t of drips) clearInterval(t);
+    // Was: still running when the harness killed it (no limit at all).
+    expect(result).toMatchObject({ code: 1, stderr: 'herald: the gateway did not answer in time (--timeout, HERALD_TIMEOUT)\n' });
+    expect(tookMs).toBeGreaterThanOrEqual(2000);
+    expect(tookMs).toBeLessThan(15_000);
+  }, 40_000);
+
+  it('does not cut a stream (events tail) at --timeout', async () => {
+    const tail = spawnHerald(['events', 'tail', '--timeout', '1'], { url: gw.url });
+    try {
+      await tail.waitFor('stderr', /tailing events/);
+      await new Promise((r) => setTimeout(r, 2500));
+      const published = await runHerald(['publish', '--source', '/tail', '--type', 't', '--id', 'after-the-timeout'], { url: gw.url });
+      expect(published.code).toBe(0);
+      await tail.waitFor('stdout', /after-the-timeout/);
+    } finally {
+      await tail.kill();
+    }
+  }, 40_000);
+});
