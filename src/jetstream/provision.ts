@@ -139,9 +139,17 @@ async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number 
       allow_direct: false,
       ...(ttlMs ? { ttl: ttlMs } : {}),
     });
-    if (existing && ttlMs && millis(existing.config.max_age) !== ttlMs) {
+    const kept = existing ? millis(existing.config.max_age) : 0;
+    // Longer only: a node started with a shorter window (another node's settings) must not let every
+    // node store a resend twice once its record expires early.
+    if (existing && ttlMs && kept < ttlMs) {
       await opts.jsm.streams.update(stream, { ...existing.config, max_age: nanos(ttlMs) });
-      opts.log.info({ bucket, ttlMs }, 'idempotency bucket TTL changed to HERALD_IDEMPOTENCY_WINDOW');
+      opts.log.info({ bucket, ttlMs }, 'idempotency bucket TTL raised to HERALD_IDEMPOTENCY_WINDOW');
+    } else if (existing && ttlMs && kept > ttlMs) {
+      opts.log.warn(
+        { bucket, clusterWindowMs: kept, configuredMs: ttlMs },
+        `the cluster keeps idempotency records longer than this node's HERALD_IDEMPOTENCY_WINDOW; the longer window stays (shorten it on the cluster: the max_age of stream ${stream})`,
+      );
     }
     return withSafeUpdate(opened, opts.js, bucket);
   } catch (err) {

@@ -129,6 +129,18 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     );
   });
 
+  it("never shortens the cluster's idempotency window: a node configured shorter keeps it (a resend would be stored twice), a longer one lengthens it", async () => {
+    const jsm = await a.store.connection.jetstreamManager();
+    const windowMs = async () => (await jsm.streams.info(`KV_${prefix}_idem`)).config.max_age / 1e6;
+    expect(await windowMs()).toBe(7 * 86_400_000);
+    const shorter = await startJetStreamTestGateway(cluster.serversEnv, { ...env, HERALD_IDEMPOTENCY_WINDOW: '30000' });
+    await shorter.close();
+    expect(await windowMs()).toBe(7 * 86_400_000); // was 30,000: every node's records then expired after 30 s
+    const longer = await startJetStreamTestGateway(cluster.serversEnv, { ...env, HERALD_IDEMPOTENCY_WINDOW: '8d' });
+    await longer.close();
+    expect(await windowMs()).toBe(8 * 86_400_000);
+  });
+
   it('keeps every event answered 2xx, once, and delivers it, when the leader of a partition stream is SIGKILLed during a publish load', async () => {
     // A subscription (created through A, delivered by both nodes) receives the load while the server dies.
     const receiver = await startReceiver();
