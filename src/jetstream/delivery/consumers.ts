@@ -1,4 +1,5 @@
-import type { ConsumerConfig, JetStreamManager, KV } from 'nats';
+import { AckPolicy, DeliverPolicy, nanos, type ConsumerConfig, type JetStreamManager, type KV } from 'nats';
+import type { Logger } from 'pino';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import { isWrongLastSequence } from '../nats-errors';
 import type { JetStreamNames } from '../names';
@@ -8,6 +9,10 @@ import type { DeliveryNames } from './names';
 const isConsumerNotFound = (err: unknown) => /consumer not found/i.test((err as Error)?.message ?? '');
 const isInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
 const isTimeout = (err: unknown) => (err as { code?: string })?.code === 'TIMEOUT';
+/** nats-server 2.9.10 refuses every update of a consumer that starts at a time, whatever the update. */
+const isStartTimeFrozen = (err: unknown) => /start time can not be updated/i.test((err as Error)?.message ?? '');
+/** How long the probe consumer that turns a time into a sequence may outlive a node that died meanwhile. */
+const PROBE_INACTIVE_MS = 10_000;
 /** Tries of a consumer create or delete that timed out. */
 const TRIES = 3;
 
@@ -38,6 +43,7 @@ export interface ConsumersDeps {
   names: DeliveryNames;
   events: JetStreamNames;
   partitions: number;
+  log?: Logger;
 }
 
 /**
@@ -96,7 +102,7 @@ export function createConsumers(deps: ConsumersDeps) {
     }
     if (!existing) {
       try {
-        await jsm.consumers.add(stream, config);
+        await jsm.consumers.add(stream, config.deliver_policy === DeliverPolicy.StartTime ? await bySequence(stream, config) : config);
         return;
       } catch (err) {
         if (!isInUse(err)) throw err;
@@ -105,8 +111,38 @@ export function createConsumers(deps: ConsumersDeps) {
     }
     if (needsUpdate(existing, config)) {
       const { ack_wait, max_deliver, max_ack_pending } = config;
-      await jsm.consumers.update(stream, config.durable_name, { ack_wait, max_deliver, max_ack_pending });
+      try {
+        await jsm.consumers.update(stream, config.durable_name, { ack_wait, max_deliver, max_ack_pending });
+      } catch (err) {
+        if (!isStartTimeFrozen(err)) throw err;
+        // Made by an earlier version (at a time): delivery goes on under its old lease settings rather than stop.
+        deps.log?.warn(
+          { stream, consumer: config.durable_name },
+          'this consumer starts at a time and the server refuses to update it: its lease settings (timeoutMs, ackDeadlineMs, ordering, maxInFlight) stay as they were',
+        );
+      }
     }
+  }
+
+  /**
+   * The config starting at the stream sequence the time starts at, not at the time: nats-server 2.9.10
+   * refuses any later update of a consumer that starts at a time (so a PATCH of delivery options
+   * never reached it). The sequence is what a probe consumer at that time would deliver first; it is
+   * the same on every node (the first event stored at or after the time, or the next one).
+   */
+  async function bySequence(
+    stream: string,
+    config: Partial<ConsumerConfig> & { durable_name: string },
+  ): Promise<Partial<ConsumerConfig> & { durable_name: string }> {
+    const probe = await jsm.consumers.add(stream, {
+      ack_policy: AckPolicy.None,
+      deliver_policy: DeliverPolicy.StartTime,
+      opt_start_time: config.opt_start_time,
+      inactive_threshold: nanos(PROBE_INACTIVE_MS),
+    });
+    await jsm.consumers.delete(stream, probe.name).catch(() => undefined); // else it goes by itself when inactive
+    const { opt_start_time: _time, ...rest } = config;
+    return { ...rest, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: probe.delivered.stream_seq + 1 };
   }
 
   const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) =>

@@ -129,7 +129,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       random: Math.random,
       ackUrlBase,
     };
-    const consumers = createConsumers({ jsm, generations: buckets.generations, names, events, partitions });
+    const consumers = createConsumers({ jsm, generations: buckets.generations, names, events, partitions, log });
     return composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions });
   } catch (err) {
     await nc.close().catch(() => undefined);
