@@ -3,7 +3,7 @@ import type { CloudEvent } from '../cloudevents/event';
 import { eventId, eventSource } from '../cloudevents/event';
 import { partitionOf } from '../cloudevents/partition';
 import type { AppendResult } from '../wal/event-store';
-import { encodeEventMessage } from './codec';
+import { decodeClaim, encodeEventMessage, type Claim } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
 import { AppError, type Violation } from '../errors';
 import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
@@ -50,12 +50,6 @@ import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
  * answers it as duplicates.
  */
 
-/** What the idempotency record holds: the partition claimed, then its offset (`o`) once settled. */
-interface Claim {
-  p: number;
-  o?: number;
-}
-
 const MAX_CLAIM_ATTEMPTS = 3;
 /** How long a publish may wait for its acknowledgement before the request is answered 503. */
 export const PUBLISH_TIMEOUT_MS = 5000;
@@ -63,12 +57,6 @@ export const PUBLISH_TIMEOUT_MS = 5000;
 export const HEADER_ALLOWANCE_BYTES = 1024;
 
 const encodeClaim = (claim: Claim) => JSON.stringify(claim);
-
-function decodeClaim(value: Uint8Array): Claim {
-  const claim = JSON.parse(Buffer.from(value).toString('utf8')) as Claim;
-  if (!Number.isInteger(claim.p) || (claim.o !== undefined && !Number.isInteger(claim.o))) throw new Error('malformed idempotency record');
-  return claim;
-}
 
 /** Where an event of the request ended up. */
 export interface Outcome {

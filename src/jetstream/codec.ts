@@ -1,4 +1,5 @@
 import type { CloudEvent, EventData } from '../cloudevents/event';
+import { AppError } from '../errors';
 
 /**
  * The payload of one event message in a partition stream (little-endian):
@@ -50,4 +51,26 @@ export function decodeEventMessage(payload: Uint8Array): CloudEvent {
       data = { kind: 'none' };
   }
   return { attributes, data };
+}
+
+/** An idempotency record in `<prefix>_idem`: the partition claimed, then its offset (`o`) once settled. */
+export interface Claim {
+  p: number;
+  o?: number;
+}
+
+/**
+ * An idempotency record as Herald wrote it.
+ * @throws AppError `corrupt_record` for anything else (the bucket written behind Herald's back)
+ */
+export function decodeClaim(value: Uint8Array): Claim {
+  let claim: Partial<Claim> | null = null;
+  try {
+    claim = JSON.parse(Buffer.from(value).toString('utf8')) as Partial<Claim> | null;
+  } catch {
+    claim = null;
+  }
+  if (typeof claim !== 'object' || claim === null || !Number.isInteger(claim.p) || (claim.o !== undefined && !Number.isInteger(claim.o)))
+    throw new AppError('corrupt_record', "the event's idempotency record on the cluster is not one Herald wrote");
+  return claim as Claim;
 }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { ReadPage, StoredEvent } from '../wal/event-store';
 import type { ClusterMonitor } from './cluster-monitor';
-import { decodeEventMessage } from './codec';
+import { decodeClaim, decodeEventMessage } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
 import { clusterUnavailable, isNotFound } from './nats-errors';
 
@@ -83,7 +83,7 @@ export function createReads(deps: ReadsDeps) {
       throw clusterUnavailable(err, 'read idempotency keys');
     }
     if (!entry || entry.operation !== 'PUT') return undefined;
-    const claim = JSON.parse(Buffer.from(entry.value).toString('utf8')) as { p: number; o?: number };
+    const claim = decodeClaim(entry.value);
     if (claim.o === undefined) return undefined;
     const msg = await messageAt(claim.p, claim.o + 1);
     if (!msg) return undefined;

@@ -11,9 +11,36 @@ const REWATCH_DELAY_MS = 1000;
 
 const encode = (record: SubscriptionRecord) => JSON.stringify(record);
 
+/**
+ * The record an entry holds, checked for what every node relies on (its key as id, a sink, delivery
+ * options, a state). The bucket can be written behind Herald's back: anything else is corrupt.
+ * @throws AppError `corrupt_record`
+ */
+function recordOf(entry: KvEntry): SubscriptionRecord {
+  let record: unknown;
+  try {
+    record = JSON.parse(Buffer.from(entry.value).toString('utf8'));
+  } catch {
+    record = undefined;
+  }
+  const r = record as Partial<SubscriptionRecord> | undefined;
+  const valid =
+    typeof r === 'object' &&
+    r !== null &&
+    r.id === entry.key &&
+    typeof r.sink === 'string' &&
+    typeof r.state === 'string' &&
+    typeof r.secret === 'string' &&
+    Array.isArray(r.filters) &&
+    typeof r.delivery === 'object' &&
+    r.delivery !== null;
+  if (!valid) throw new AppError('corrupt_record', `the stored record of subscription ${entry.key} is not a subscription record`);
+  return r as SubscriptionRecord;
+}
+
 /** What a watched or read entry means: a record (PUT) or its deletion (DEL, PURGE). */
 function changeOf(entry: KvEntry): RecordChange {
-  if (entry.operation === 'PUT') return { kind: 'put', record: entry.json<SubscriptionRecord>(), revision: entry.revision };
+  if (entry.operation === 'PUT') return { kind: 'put', record: recordOf(entry), revision: entry.revision };
   return { kind: 'delete', id: entry.key, revision: entry.revision };
 }
 
@@ -111,7 +138,7 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
         throw clusterUnavailable(err, 'read the subscription');
       }
       if (!entry || entry.operation !== 'PUT') return undefined;
-      return { record: entry.json<SubscriptionRecord>(), revision: entry.revision };
+      return { record: recordOf(entry), revision: entry.revision };
     },
     async insert(record) {
       try {

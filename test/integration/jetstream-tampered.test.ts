@@ -1,0 +1,67 @@
+/**
+ * JetStream engine: buckets written behind Herald's back (an operator's `nats kv put`, a script).
+ * A record Herald did not write is a typed `corrupt_record` problem where it is asked for, and
+ * never breaks the answers about every other subscription or event.
+ */
+import request from 'supertest';
+import type { JetStreamGateway } from '../../src/jetstream-gateway';
+import { idempotencyKey } from '../../src/jetstream/names';
+import { startJetStreamTestGateway } from '../helpers/gateway';
+import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+
+describeWithNats('jetstream: records in the buckets that Herald did not write', () => {
+  let cluster: NatsCluster;
+  let gw: JetStreamGateway;
+  const prefix = uniquePrefix('tamper');
+  const env = { HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '2', HERALD_NATS_PREFIX: prefix };
+  const nodes: JetStreamGateway[] = [];
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster({ size: 1 });
+    gw = await startJetStreamTestGateway(cluster.serversEnv, env);
+    nodes.push(gw);
+  }, 60_000);
+  afterAll(async () => {
+    for (const node of nodes) await node.close().catch(() => undefined);
+    await cluster?.stop();
+  }, 60_000);
+
+  const kv = (bucket: string) => gw.store.connection.jetstream().views.kv(bucket);
+  const expectCorrupt = (res: request.Response) => {
+    expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect({ status: res.status, code: res.body.code }).toEqual({ status: 500, code: 'corrupt_record' });
+  };
+
+  it('a subscription record of the wrong shape (or not JSON) leaves every list answering 200, on a running node and on one starting', async () => {
+    const good = (await request(gw.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/hook' }).expect(201)).body as {
+      id: string;
+    };
+    const subs = await kv(`${prefix}_subs`);
+    await subs.put('wrong-shape', JSON.stringify({ hello: 'world' }));
+    await subs.put('not-json', 'this is {not json');
+    // Was: 503 "delivery of subscription undefined is starting" on every list, for good.
+    await waitUntil('the list', async () => (await request(gw.url).get('/subscriptions')).status === 200, 5000);
+    const listed = (await request(gw.url).get('/subscriptions').expect(200)).body as { subscriptions: { id: string }[] };
+    expect(listed.subscriptions.map((s) => s.id)).toEqual([good.id]);
+    expectCorrupt(await request(gw.url).get('/subscriptions/not-json')); // was a bare 500 (a SyntaxError)
+    const starting = await startJetStreamTestGateway(cluster.serversEnv, env);
+    nodes.push(starting);
+    const seen = (await request(starting.url).get('/subscriptions').expect(200)).body as { subscriptions: { id: string }[] };
+    expect(seen.subscriptions.map((s) => s.id)).toEqual([good.id]);
+    await subs.delete('wrong-shape');
+    await subs.delete('not-json');
+  });
+
+  it("an idempotency record that is not Herald's is a corrupt_record problem for that event only", async () => {
+    const idem = await kv(`${prefix}_idem`);
+    await idem.put(idempotencyKey('/tamper', 'garbled'), 'not json');
+    const publish = (id: string) =>
+      request(gw.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json' })
+        .send('{}');
+    expectCorrupt(await publish('garbled'));
+    expectCorrupt(await request(gw.url).get('/events').query({ source: '/tamper', id: 'garbled' }));
+    expect((await publish('intact')).status).toBe(202);
+  });
+});
