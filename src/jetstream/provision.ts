@@ -14,7 +14,7 @@ import type { Logger } from 'pino';
 import { StartupError } from '../errors';
 import { withSafeUpdate } from './kv-update';
 import type { JetStreamNames } from './names';
-import { natsReason } from './nats-errors';
+import { isWrongLastSequence, natsReason } from './nats-errors';
 
 /** JetStream's own publish de-duplication window (`Nats-Msg-Id`): short, it lives in server memory. */
 export const DUPLICATE_WINDOW_MS = 120_000;
@@ -34,6 +34,8 @@ interface Layout {
   partitions: number;
   replicas: number;
   createdAt: string;
+  /** Every partition stream was created (absent in layouts of earlier versions): from then on a missing one was deleted. */
+  streamsCreated?: boolean;
 }
 
 const isStreamNotFound = (err: unknown) => /stream not found/i.test((err as Error)?.message ?? '');
@@ -66,9 +68,15 @@ function checkExisting(info: StreamInfo, want: Partial<StreamConfig>): void {
 }
 
 /** Creates the stream, or checks the one that exists (idempotent: several nodes may start at once). */
-async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }, log: Logger): Promise<void> {
+async function ensureStream(
+  jsm: JetStreamManager,
+  config: Partial<StreamConfig> & { name: string },
+  log: Logger,
+  deletedIfMissing: (() => StartupError) | undefined,
+): Promise<void> {
   const existing = await streamInfo(jsm, config.name);
   if (existing) return checkExisting(existing, config);
+  if (deletedIfMissing) throw deletedIfMissing();
   try {
     await jsm.streams.add(config);
     log.info({ stream: config.name, replicas: config.num_replicas }, 'JetStream stream created');
@@ -102,18 +110,19 @@ export function partitionStreamConfig(
 }
 
 /** Compares the layout record with the configuration, creating it on a fresh cluster (first writer wins). */
-async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<void> {
+async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: Layout; revision: number }> {
   const mine: Layout = { partitions: opts.partitions, replicas: opts.replicas, createdAt: new Date().toISOString() };
   let layout: Layout;
+  let revision: number;
   try {
-    await kv.create('layout', JSON.stringify(mine));
-    return;
+    return { layout: mine, revision: await kv.create('layout', JSON.stringify(mine)) };
   } catch (err) {
     const entry = await kv.get('layout').catch((e: unknown) => {
       throw failed(`read ${opts.names.metaBucket}`, e);
     });
     if (!entry) throw failed(`record the layout in ${opts.names.metaBucket}`, err);
     layout = entry.json<Layout>();
+    revision = entry.revision;
   }
   if (layout.partitions !== opts.partitions)
     throw new StartupError(
@@ -123,7 +132,26 @@ async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<void> {
     throw new StartupError(
       `the JetStream streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created with ${layout.replicas} replicas, but HERALD_NATS_REPLICAS=${opts.replicas}`,
     );
+  return { layout, revision };
 }
+
+/** Notes in the layout that every partition stream was made (another node noting it first is as good). */
+async function markStreamsCreated(kv: KV, { layout, revision }: { layout: Layout; revision: number }): Promise<void> {
+  if (layout.streamsCreated) return;
+  try {
+    await kv.update('layout', JSON.stringify({ ...layout, streamsCreated: true }), revision);
+  } catch (err) {
+    if (!isWrongLastSequence(err)) throw err;
+  }
+}
+
+/** A partition stream gone although it was made: its events are lost, and making it again would hand out their offsets again. */
+const deletedStream = (opts: ProvisionOptions, stream: string) => () =>
+  new StartupError(
+    `the JetStream stream ${stream} is missing, but the streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created before: ` +
+      'its events are gone, and creating it again would give their offsets to new events. Restore the stream, or start a new ' +
+      'deployment (another HERALD_NATS_PREFIX, or delete every stream and bucket of this one)',
+  );
 
 async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number | undefined): Promise<KV> {
   const stream = `KV_${bucket}`;
@@ -166,8 +194,14 @@ async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number 
  */
 export async function provision(opts: ProvisionOptions): Promise<{ idempotency: KV; subscriptions: KV }> {
   const meta = await openBucket(opts, opts.names.metaBucket, undefined);
-  await checkLayout(meta, opts);
-  for (let p = 0; p < opts.partitions; p++) await ensureStream(opts.jsm, partitionStreamConfig(opts.names, p, opts.replicas), opts.log);
+  const layout = await checkLayout(meta, opts);
+  for (let p = 0; p < opts.partitions; p++) {
+    const config = partitionStreamConfig(opts.names, p, opts.replicas);
+    await ensureStream(opts.jsm, config, opts.log, layout.layout.streamsCreated ? deletedStream(opts, config.name) : undefined);
+  }
+  await markStreamsCreated(meta, layout).catch((err: unknown) => {
+    throw failed(`record the layout in ${opts.names.metaBucket}`, err);
+  });
   const idempotency = await openBucket(opts, opts.names.idempotencyBucket, opts.idempotencyWindowMs);
   const subscriptions = await openBucket(opts, opts.names.subscriptionsBucket, undefined);
   return { idempotency, subscriptions };

@@ -4,6 +4,7 @@
  * never breaks the answers about every other subscription or event.
  */
 import request from 'supertest';
+import { StartupError } from '../../src/errors';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { idempotencyKey } from '../../src/jetstream/names';
 import { startJetStreamTestGateway } from '../helpers/gateway';
@@ -63,5 +64,29 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     expectCorrupt(await publish('garbled'));
     expectCorrupt(await request(gw.url).get('/events').query({ source: '/tamper', id: 'garbled' }));
     expect((await publish('intact')).status).toBe(202);
+  });
+
+  // Last: it leaves the deployment without one of its streams.
+  it('a partition stream deleted behind Herald: a node starting refuses, rather than make it again and give its offsets to new events', async () => {
+    const jsm = await gw.store.connection.jetstreamManager();
+    for (let i = 0; i < 10; i++)
+      await request(gw.url)
+        .post('/events')
+        .set({
+          'ce-specversion': '1.0',
+          'ce-id': `stored-${i}`,
+          'ce-source': '/tamper',
+          'ce-type': 't',
+          'content-type': 'application/json',
+        })
+        .send('{}')
+        .expect(202);
+    const [p0] = (await request(gw.url).get('/partitions').expect(200)).body.partitions as { headOffset: number }[];
+    expect(p0!.headOffset).toBeGreaterThan(0); // offsets were handed out there
+    await jsm.streams.delete(`${prefix}_p0`);
+    // Was: created afresh, and the next event was acknowledged at offset 0 again.
+    await expect(startJetStreamTestGateway(cluster.serversEnv, env)).rejects.toThrow(StartupError);
+    await expect(startJetStreamTestGateway(cluster.serversEnv, env)).rejects.toThrow(new RegExp(`stream ${prefix}_p0 is missing`));
+    expect(await jsm.streams.find(`${prefix}.p.0`).catch(() => 'none')).toBe('none');
   });
 });
