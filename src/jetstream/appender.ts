@@ -44,6 +44,12 @@ import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
  * one source+id, on any nodes, store it once: all publish with the same `Nats-Msg-Id` to the same
  * partition, and one settles (the others' `update` loses and reads the settled record).
  *
+ * A settled record whose offset is gone from the front of its stream (a purge, limits an operator
+ * set; the cluster monitor's first offsets tell) is claimed again, `{p, g}` at the record's revision
+ * with `g` one more than before, and its event stored again, as the local engine does after
+ * retention. Its publish's `Nats-Msg-Id` is `key.g`, so JetStream does not answer it with the purged
+ * sequence; a retry of that claim uses the same id, so the crash analysis above holds for it.
+ *
  * A batch is not all or nothing (2.9.10 has no atomic batch publish): claims run concurrently,
  * publishes go out in input order (so offsets within a partition follow it), then settles; if any
  * step of any event fails the request is a 503, what was stored stays, and a retry of the batch
@@ -74,6 +80,8 @@ export interface AppenderDeps {
   maxPayload: () => number | undefined;
   /** Told where the request's events are, as soon as they are settled (also when another event of the request failed). */
   onSettled?: (outcomes: Outcome[]) => void;
+  /** Every offset of the partition below this is known gone from its stream (0: none known). */
+  knownGoneBelow: (partition: number) => number;
 }
 
 /** A claimed record: ours or someone else's, settled or not, and the revision to settle it from. */
@@ -103,18 +111,42 @@ export function createAppender(deps: AppenderDeps) {
         if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
       }
       const entry = await currentRecord(key);
-      if (entry) return { claim: decodeClaim(entry.value), revision: entry.revision };
+      if (entry) {
+        const found = decodeClaim(entry.value);
+        if (!isGone(found)) return { claim: found, revision: entry.revision };
+        // Its event is gone from the stream (a purge, an operator's limits): stored again, as the local engine
+        // does after retention, rather than answered as a duplicate at an offset that holds nothing.
+        const again: Claim = { p: partition, g: (found.g ?? 0) + 1 };
+        const revision = await replace(key, entry.revision, again);
+        if (revision !== undefined) return { claim: again, revision };
+        continue; // changed meanwhile: look again
+      }
       // Expired or deleted between our create and our get: claim again.
       if (attempt >= MAX_CLAIM_ATTEMPTS)
         throw clusterUnavailable(new Error('the idempotency record keeps changing'), 'record idempotency keys');
     }
   }
 
+  /** Whether a settled record's event is gone from the front of its stream. */
+  const isGone = (c: Claim): boolean => c.o !== undefined && c.o < deps.knownGoneBelow(c.p);
+
+  /** Our claim in place of a stale record at `revision`; undefined when another writer changed it first. */
+  async function replace(key: string, revision: number, claim: Claim): Promise<number | undefined> {
+    try {
+      return await kv.update(key, encodeClaim(claim), revision);
+    } catch (err) {
+      if (isWrongLastSequence(err)) return undefined;
+      throw clusterUnavailable(err, 'record idempotency keys');
+    }
+  }
+
   /** Step 2. Called synchronously in input order by {@link append}, so a partition's offsets follow it. */
-  function publish(message: Uint8Array, key: string, partition: number): Promise<PubAck> {
+  function publish(message: Uint8Array, key: string, claim: Claim): Promise<PubAck> {
+    const partition = claim.p;
     return js
       .publish(names.subject(partition), message, {
-        msgID: key,
+        // A claim made again after its event was gone must not be deduplicated against the first publish.
+        msgID: claim.g ? `${key}.${claim.g}` : key,
         expect: { streamName: names.stream(partition) },
         timeout: PUBLISH_TIMEOUT_MS,
       })
@@ -127,7 +159,7 @@ export function createAppender(deps: AppenderDeps) {
   async function settle(key: string, claimed: Claimed, ack: PubAck): Promise<Outcome> {
     const offset = ack.seq - 1;
     try {
-      await kv.update(key, encodeClaim({ p: claimed.claim.p, o: offset }), claimed.revision);
+      await kv.update(key, encodeClaim({ ...claimed.claim, o: offset }), claimed.revision);
       return { partition: claimed.claim.p, offset, duplicate: ack.duplicate };
     } catch (err) {
       if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
@@ -156,7 +188,7 @@ export function createAppender(deps: AppenderDeps) {
     const acks = unique.map((i, u) => {
       const c = claims[u]!;
       if (c.status === 'rejected' || c.value.claim.o !== undefined) return undefined;
-      return publish(messages[u]!, keys[i]!, c.value.claim.p);
+      return publish(messages[u]!, keys[i]!, c.value.claim);
     });
     const outcomes = await Promise.allSettled(
       unique.map(async (i, u) => {

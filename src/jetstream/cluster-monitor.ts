@@ -45,6 +45,11 @@ export interface ClusterMonitor {
   boundsOf(partition: number): Promise<{ head: number; first: number }>;
   /** The last heads and stored bytes seen (for metrics: never waits on the cluster). */
   snapshot(): { heads: readonly number[]; bytes: number };
+  /**
+   * The highest first offset of the partition seen so far (never waits on the cluster). Streams lose
+   * events from the front only (purges, limits an operator set), so every offset below it is gone.
+   */
+  knownGoneBelow(partition: number): number;
   /** Records an append acknowledged to this node: heads never go below it. */
   appended(partition: number, offset: number): void;
   /** Marks the cluster unwritable at once (a lost connection); the next probe decides again. */
@@ -68,6 +73,7 @@ export function createClusterMonitor(deps: {
   const { jsm, names, partitions, log } = deps;
   let state: StoreHealth = { writable: false, reason: 'the JetStream cluster has not been checked yet' };
   const heads = new Array<number>(partitions).fill(0);
+  const firsts = new Array<number>(partitions).fill(0);
   let bytes = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -81,7 +87,9 @@ export function createClusterMonitor(deps: {
   };
 
   const note = (partition: number, info: StreamInfo) => {
-    heads[partition] = Math.max(heads[partition]!, boundsOf(info).head);
+    const b = boundsOf(info);
+    heads[partition] = Math.max(heads[partition]!, b.head);
+    firsts[partition] = Math.max(firsts[partition]!, b.first);
   };
 
   async function probe(): Promise<void> {
@@ -133,6 +141,7 @@ export function createClusterMonitor(deps: {
       return { heads: all.map((b) => b.head), firstOffsets: all.map((b) => b.first) };
     },
     snapshot: () => ({ heads: heads.slice(), bytes }),
+    knownGoneBelow: (partition) => firsts[partition] ?? 0,
     appended(partition, offset) {
       heads[partition] = Math.max(heads[partition]!, offset + 1);
     },

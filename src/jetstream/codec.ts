@@ -57,6 +57,8 @@ export function decodeEventMessage(payload: Uint8Array): CloudEvent {
 export interface Claim {
   p: number;
   o?: number;
+  /** How many times the record was claimed again after its event was gone (absent: never); part of the publish's message id. */
+  g?: number;
 }
 
 /**
@@ -70,7 +72,13 @@ export function decodeClaim(value: Uint8Array): Claim {
   } catch {
     claim = null;
   }
-  if (typeof claim !== 'object' || claim === null || !Number.isInteger(claim.p) || (claim.o !== undefined && !Number.isInteger(claim.o)))
+  if (
+    typeof claim !== 'object' ||
+    claim === null ||
+    !Number.isInteger(claim.p) ||
+    (claim.o !== undefined && !Number.isInteger(claim.o)) ||
+    (claim.g !== undefined && !Number.isInteger(claim.g))
+  )
     throw new AppError('corrupt_record', "the event's idempotency record on the cluster is not one Herald wrote");
   return claim as Claim;
 }

@@ -75,7 +75,15 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       }
       if (grown.size > 0) for (const listener of listeners) listener(grown);
     };
-    const appender = createAppender({ js, kv: idempotency, names, partitions, maxPayload: () => nc.info?.max_payload, onSettled: settled });
+    const appender = createAppender({
+      js,
+      kv: idempotency,
+      names,
+      partitions,
+      maxPayload: () => nc.info?.max_payload,
+      onSettled: settled,
+      knownGoneBelow: (p) => monitor.knownGoneBelow(p),
+    });
     const reads = createReads({ jsm, kv: idempotency, names, monitor, log });
     watchConnection(nc, monitor);
     await monitor.start();
