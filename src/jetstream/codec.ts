@@ -53,6 +53,15 @@ export function decodeEventMessage(payload: Uint8Array): CloudEvent {
   return { attributes, data };
 }
 
+/** A bucket value's JSON, or undefined when it is not JSON (a value written behind Herald's back). */
+export function jsonOrUndefined(value: Uint8Array): unknown {
+  try {
+    return JSON.parse(Buffer.from(value).toString('utf8')) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
 /** An idempotency record in `<prefix>_idem`: the partition claimed, then its offset (`o`) once settled. */
 export interface Claim {
   p: number;
@@ -66,12 +75,7 @@ export interface Claim {
  * @throws AppError `corrupt_record` for anything else (the bucket written behind Herald's back)
  */
 export function decodeClaim(value: Uint8Array): Claim {
-  let claim: Partial<Claim> | null = null;
-  try {
-    claim = JSON.parse(Buffer.from(value).toString('utf8')) as Partial<Claim> | null;
-  } catch {
-    claim = null;
-  }
+  const claim = jsonOrUndefined(value) as Partial<Claim> | null | undefined;
   if (
     typeof claim !== 'object' ||
     claim === null ||

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from '../subscriptions/record-store';
+import { jsonOrUndefined } from './codec';
 import { removeCurrent } from './kv-update';
 import { clusterUnavailable, isWrongLastSequence, natsReason } from './nats-errors';
 
@@ -17,13 +18,7 @@ const encode = (record: SubscriptionRecord) => JSON.stringify(record);
  * @throws AppError `corrupt_record`
  */
 function recordOf(entry: KvEntry): SubscriptionRecord {
-  let record: unknown;
-  try {
-    record = JSON.parse(Buffer.from(entry.value).toString('utf8'));
-  } catch {
-    record = undefined;
-  }
-  const r = record as Partial<SubscriptionRecord> | undefined;
+  const r = jsonOrUndefined(entry.value) as Partial<SubscriptionRecord> | null | undefined;
   const valid =
     typeof r === 'object' &&
     r !== null &&

@@ -68,8 +68,9 @@ export function createSubscriptionsService(deps: {
   const handshakes = deps.handshakes;
   /** Deletions under way through this node: delivery was already told, the store's echo need not tell it again. */
   const removing = new Set<string>();
-  // A subscription being deleted here is not "starting": delivery's not_found for it means gone.
-  const calls = createDeliveryCalls({ delivery: deps.delivery, log: deps.log, exists: (id) => live.has(id) && !removing.has(id) });
+  /** Known and not being deleted here: delivery's not_found for it means "not started yet", not gone. */
+  const exists = (id: string) => live.has(id) && !removing.has(id);
+  const calls = createDeliveryCalls({ delivery: deps.delivery, log: deps.log, exists });
   const tell = calls.tell;
   const live = createLiveRecords({
     records: deps.records,
@@ -186,7 +187,7 @@ export function createSubscriptionsService(deps: {
     const all = await Promise.all(
       live.records().map((record) =>
         each(record).catch((err: unknown) => {
-          if (err instanceof AppError && err.code === 'not_found' && (!live.has(record.id) || removing.has(record.id))) return gone;
+          if (err instanceof AppError && err.code === 'not_found' && !exists(record.id)) return gone;
           throw err;
         }),
       ),
@@ -343,23 +344,16 @@ export function createSubscriptionsService(deps: {
       removing.add(id);
       try {
         // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
-        try {
-          await calls.ask(id, () => deps.delivery.remove(id));
-        } catch (err) {
-          // The record stays (the DELETE fails): delivery is attached again, should the removal have gone part-way.
+        // A step that fails fails the DELETE with the record kept: delivery is attached again (from the state it
+        // wrote), should its removal have gone part-way.
+        const orReattach = (err: unknown): never => {
           const record = live.peek(id);
           if (record) attach(record);
           throw err;
-        }
+        };
+        await calls.ask(id, () => deps.delivery.remove(id)).catch(orReattach);
         if (!live.has(id)) return; // removed meanwhile by another request (or node)
-        try {
-          await deps.records.remove(id);
-        } catch (err) {
-          // The record is still there (the DELETE fails): so is its delivery, from the state delivery wrote.
-          const record = live.peek(id);
-          if (record) attach(record);
-          throw err;
-        }
+        await deps.records.remove(id).catch(orReattach);
         if (!live.forget(id)) return; // the store's own report of the deletion came first
         dropped(id);
         deps.log.info({ subscription: id }, 'subscription deleted');

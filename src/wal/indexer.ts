@@ -126,8 +126,9 @@ export function createIndexer(opts: IndexerOptions) {
       retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
       retireWaiter = undefined;
       settleKeyFilter(undefined); // so did a key filter build: the sequencer asks again later
-      dropHeld(); // they are in the tail, sent below
-      for (let i = groupsAt; i < groups.length; i++) send({ type: 'index', end: groups[i]!.end, columns: groups[i]!.columns });
+      dropHeld(); // they are in the tail, sent again below with the rest of it
+      for (let i = groupsAt; i < groups.length; i++) hold(groups[i]!);
+      sendHeld();
     });
     return w;
   }
