@@ -82,6 +82,10 @@ export interface AppenderDeps {
   onSettled?: (outcomes: Outcome[]) => void;
   /** Every offset of the partition below this is known gone from its stream (0: none known). */
   knownGoneBelow: (partition: number) => number;
+  /** The highest sequence known to exist in the partition's stream: a message published now must be stored above it. */
+  knownHead: (partition: number) => number;
+  /** Told that a publish was stored at or below a sequence known before it (the stream was replaced): writes stop. */
+  wentBack: (partition: number, known: number, seen: number) => void;
 }
 
 /** A claimed record: ours or someone else's, settled or not, and the revision to settle it from. */
@@ -140,10 +144,16 @@ export function createAppender(deps: AppenderDeps) {
     }
   }
 
-  /** Step 2. Called synchronously in input order by {@link append}, so a partition's offsets follow it. */
-  function publish(message: Uint8Array, key: string, claim: Claim): Promise<PubAck> {
+  /**
+   * Step 2. Called synchronously in input order by {@link append}, so a partition's offsets follow it.
+   * A new message stored at or below the head known before it was sent means the stream was deleted
+   * and made again behind Herald: its offset may be acknowledged for another event already, so it is
+   * never settled or answered (the store stops taking writes; see the cluster monitor).
+   */
+  async function publish(message: Uint8Array, key: string, claim: Claim): Promise<PubAck> {
     const partition = claim.p;
-    return js
+    const knownBefore = deps.knownHead(partition);
+    const ack = await js
       .publish(names.subject(partition), message, {
         // A claim made again after its event was gone must not be deduplicated against the first publish.
         msgID: claim.g ? `${key}.${claim.g}` : key,
@@ -153,6 +163,17 @@ export function createAppender(deps: AppenderDeps) {
       .catch((err: unknown) => {
         throw clusterUnavailable(err, 'store events');
       });
+    if (!ack.duplicate && ack.seq <= knownBefore) {
+      deps.wentBack(partition, knownBefore, ack.seq);
+      throw new AppError(
+        'unavailable',
+        `partition ${partition}'s stream went back to sequence ${ack.seq} behind Herald; the event was not acknowledged`,
+        {
+          retryAfter: 1,
+        },
+      );
+    }
+    return ack;
   }
 
   /** Step 3: records the offset, or learns the one another node recorded first. */

@@ -52,6 +52,13 @@ export interface ClusterMonitor {
   knownGoneBelow(partition: number): number;
   /** Records an append acknowledged to this node: heads never go below it. */
   appended(partition: number, offset: number): void;
+  /** The highest sequence known to exist in the partition's stream (its head): a new message must be stored above it. */
+  knownHead(partition: number): number;
+  /**
+   * The partition's stream answered a sequence at or below one known to exist before: it was deleted
+   * or replaced behind Herald. Writes are refused from now until a restart (see {@link createClusterMonitor}).
+   */
+  wentBack(partition: number, known: number, seen: number): void;
   /** Marks the cluster unwritable at once (a lost connection); the next probe decides again. */
   down(reason: string): void;
   /** Starts probing; resolves once the first probe has answered (ready or not). */
@@ -63,6 +70,12 @@ export interface ClusterMonitor {
  * Checks every second that each partition stream and the idempotency bucket's stream has a leader
  * and a quorum of current replicas; `/readyz` and ingest read the outcome. The same stream infos
  * refresh the heads the metrics show.
+ *
+ * A stream's sequence only grows (a purge keeps it), so a head below one known before the stream was
+ * asked means the stream was deleted and made again, or replaced, behind Herald: its next messages
+ * would get offsets already acknowledged for other events. The node then refuses writes until it is
+ * restarted (an `error` log and `/readyz` say why): restore the stream first, or accept that its
+ * offsets start again.
  */
 export function createClusterMonitor(deps: {
   jsm: JetStreamManager;
@@ -77,8 +90,11 @@ export function createClusterMonitor(deps: {
   let bytes = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
+  /** Why writes stay refused: the first partition whose stream's sequence went back. */
+  let wentBackReason: string | undefined;
 
-  const setState = (next: StoreHealth) => {
+  const setState = (proposed: StoreHealth) => {
+    const next: StoreHealth = wentBackReason ? { writable: false, reason: wentBackReason } : proposed;
     if (next.writable !== state.writable) {
       if (next.writable) log.info('the JetStream cluster takes writes again');
       else log.warn({ reason: next.reason }, 'the JetStream cluster cannot take writes');
@@ -86,14 +102,26 @@ export function createClusterMonitor(deps: {
     state = next;
   };
 
-  const note = (partition: number, info: StreamInfo) => {
+  const wentBack = (partition: number, known: number, seen: number) => {
+    if (wentBackReason) return;
+    wentBackReason =
+      `partition stream ${names.stream(partition)} went back from sequence ${known} to ${seen} (deleted or replaced behind Herald); ` +
+      'writes are refused so that no offset is given to two events: restore the stream, then restart this node';
+    log.error({ partition, known, seen }, wentBackReason);
+    setState({ writable: false, reason: wentBackReason });
+  };
+
+  /** `knownBefore`: the head known before the info was asked for (appends acknowledged meanwhile may be above the answer). */
+  const note = (partition: number, info: StreamInfo, knownBefore: number) => {
     const b = boundsOf(info);
+    if (b.head < knownBefore) wentBack(partition, knownBefore, b.head);
     heads[partition] = Math.max(heads[partition]!, b.head);
     firsts[partition] = Math.max(firsts[partition]!, b.first);
   };
 
   async function probe(): Promise<void> {
     const streams = [...Array.from({ length: partitions }, (_, p) => names.stream(p)), names.idempotencyStream];
+    const known = heads.slice();
     const infos = await Promise.allSettled(streams.map((s) => jsm.streams.info(s)));
     let reason: string | undefined;
     let total = 0;
@@ -104,7 +132,7 @@ export function createClusterMonitor(deps: {
       }
       reason ??= streamWritable(result.value);
       if (i < partitions) {
-        note(i, result.value);
+        note(i, result.value, known[i]!);
         total += result.value.state.bytes;
       }
     });
@@ -123,12 +151,13 @@ export function createClusterMonitor(deps: {
 
   async function boundsOfPartition(partition: number): Promise<{ head: number; first: number }> {
     let info: StreamInfo;
+    const known = heads[partition]!;
     try {
       info = await jsm.streams.info(names.stream(partition));
     } catch (err) {
       throw clusterUnavailable(err, 'read partition bounds');
     }
-    note(partition, info);
+    note(partition, info, known);
     const b = boundsOf(info);
     return { head: heads[partition]!, first: Math.min(b.first, heads[partition]!) };
   }
@@ -145,6 +174,8 @@ export function createClusterMonitor(deps: {
     appended(partition, offset) {
       heads[partition] = Math.max(heads[partition]!, offset + 1);
     },
+    knownHead: (partition) => heads[partition] ?? 0,
+    wentBack,
     down(reason) {
       setState({ writable: false, reason });
     },

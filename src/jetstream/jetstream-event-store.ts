@@ -83,6 +83,8 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       maxPayload: () => nc.info?.max_payload,
       onSettled: settled,
       knownGoneBelow: (p) => monitor.knownGoneBelow(p),
+      knownHead: (p) => monitor.knownHead(p),
+      wentBack: (p, known, seen) => monitor.wentBack(p, known, seen),
     });
     const reads = createReads({ jsm, kv: idempotency, names, monitor, log });
     watchConnection(nc, monitor);

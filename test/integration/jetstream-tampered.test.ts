@@ -6,7 +6,8 @@
 import request from 'supertest';
 import { StartupError } from '../../src/errors';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
-import { idempotencyKey } from '../../src/jetstream/names';
+import { idempotencyKey, jetStreamNames } from '../../src/jetstream/names';
+import { partitionStreamConfig } from '../../src/jetstream/provision';
 import { startJetStreamTestGateway } from '../helpers/gateway';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
 
@@ -114,5 +115,33 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     await expect(startJetStreamTestGateway(cluster.serversEnv, env)).rejects.toThrow(StartupError);
     await expect(startJetStreamTestGateway(cluster.serversEnv, env)).rejects.toThrow(new RegExp(`stream ${prefix}_p0 is missing`));
     expect(await jsm.streams.find(`${prefix}.p.0`).catch(() => 'none')).toBe('none');
+
+    // An operator puts it back as Herald makes it, empty, while the node runs. Was: the next events
+    // were acknowledged at offsets 0, 1, … again, given before to other events.
+    await jsm.streams.add(partitionStreamConfig(jetStreamNames(prefix), 0, 1));
+    const answers: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      const res = await request(gw.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': `after-${i}`, 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json' })
+        .send('{}');
+      answers.push(res.status);
+      if (res.status === 202) expect((res.body.results[0] as { partition: number }).partition).not.toBe(0);
+    }
+    expect(answers.every((s) => s === 503 || s === 202)).toBe(true);
+    await waitUntil(
+      'the node refuses writes, saying why',
+      async () => {
+        const ready = await request(gw.url).get('/readyz');
+        return ready.status === 503 && /went back from sequence \d+ to \d+/.test(JSON.stringify(ready.body));
+      },
+      5000,
+    );
+    const refused = await request(gw.url)
+      .post('/events')
+      .set({ 'ce-specversion': '1.0', 'ce-id': 'refused', 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json' })
+      .send('{}');
+    expect(refused.status).toBe(503);
+    expect((await jsm.streams.info(`${prefix}_p0`)).state.messages).toBeLessThanOrEqual(1);
   });
 });
