@@ -28,7 +28,10 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     if (!token.includes(':') && entries.length > 0) entries[entries.length - 1] += `+${token}`;
     else entries.push(token);
   }
+  // Set but holding no entry (`;`, `,,`): running open is not what the operator asked for.
+  if (entries.length === 0) throw new ConfigError('HERALD_API_KEYS: is set but holds no key (expected name:secret:scopes, …)');
   const names = new Set<string>();
+  const secrets = new Set<string>();
   return entries.map((entry, i) => {
     const [name, secret, scopeList, ...rest] = entry.split(':');
     if (!name || !secret || !scopeList || rest.length > 0) {
@@ -43,7 +46,11 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     }
     if (names.has(name)) throw new ConfigError(`HERALD_API_KEYS: key name "${name}" appears twice`);
     names.add(name);
-    return { name, digest: digest(secret), scopes: new Set(scopes as Scope[]) };
+    // A secret shared by two keys would authenticate as only one of them (its scopes, its name in the logs).
+    const hashed = digest(secret);
+    if (secrets.has(hashed.toString('hex'))) throw new ConfigError(`HERALD_API_KEYS: key "${name}" has the secret of another key`);
+    secrets.add(hashed.toString('hex'));
+    return { name, digest: hashed, scopes: new Set(scopes as Scope[]) };
   });
 }
 

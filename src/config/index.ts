@@ -14,7 +14,12 @@ const unsetIfEmpty = (v: unknown) => (typeof v === 'string' && v.trim() === '' ?
 const withDefault = <T extends z.ZodType>(schema: T, fallback: z.input<T>) =>
   z.preprocess(unsetIfEmpty, schema.prefault(fallback as never));
 
-const int = (min: number, max: number, fallback: number) => withDefault(z.coerce.number().int().min(min).max(max), fallback);
+/** Whole numbers in decimal digits only: `0x1F90`, `1e3` or `8080.0` are refused, not read as some other number. */
+const int = (min: number, max: number, fallback: number) =>
+  withDefault(
+    z.string().trim().regex(/^\d+$/, 'expected a whole number in decimal digits').transform(Number).pipe(z.number().min(min).max(max)),
+    String(fallback),
+  );
 
 const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -135,12 +140,24 @@ export const configSchema = z
       'Log level (JSON logs on stdout).',
     ),
     HERALD_PUBLIC_URL: z
-      .preprocess(unsetIfEmpty, z.url({ protocol: /^https?$/ }).optional())
-      .describe('Base URL of the gateway as receivers reach it; ack callback URLs (`herald-ack-url`) are built from it.'),
+      .preprocess(
+        unsetIfEmpty,
+        z
+          .url({ protocol: /^https?$/ })
+          // Callback paths are appended to it: a query or fragment would swallow them, credentials would leak to receivers.
+          .refine((v) => {
+            const u = new URL(v);
+            return u.search === '' && u.hash === '' && u.username === '' && u.password === '';
+          }, 'must be a base URL without a query (?…), fragment (#…) or credentials')
+          .optional(),
+      )
+      .describe(
+        'Base URL of the gateway as receivers reach it (`http` or `https`, a path allowed; no query, fragment or credentials); ack callback URLs (`herald-ack-url`) are built from it.',
+      ),
     HERALD_API_KEYS: z
       .preprocess(unsetIfEmpty, z.string().optional())
       .describe(
-        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`.',
+        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`. Names and secrets must be unique; a value that is set but holds no key is refused.',
       ),
     HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe(
       'Allow running without API keys on a non-loopback address.',

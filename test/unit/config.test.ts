@@ -27,6 +27,26 @@ describe('loadConfig', () => {
     expect(loadConfig({ HERALD_ALLOW_UNAUTHENTICATED: 'true' }).allowUnauthenticated).toBe(true);
   });
 
+  it('reads whole numbers in decimal digits only (no hex, exponent or fraction read as another number)', () => {
+    expect(loadConfig({ HERALD_PORT: ' 8081 ', HERALD_PARTITIONS: '16' })).toMatchObject({ port: 8081, partitions: 16 });
+    for (const [name, value] of <[string, string][]>[
+      ['HERALD_PORT', '0x1F90'],
+      ['HERALD_PORT', '1e3'],
+      ['HERALD_PARTITIONS', '1e1'],
+      ['HERALD_PARTITIONS', '0x10'],
+      ['HERALD_PARTITIONS', '16.0'],
+      ['HERALD_SHUTDOWN_TIMEOUT_MS', '1e5'],
+      ['HERALD_PARTITIONS', '-1'],
+    ])
+      expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`${name}: expected a whole number in decimal digits`));
+  });
+
+  it('refuses a HERALD_PUBLIC_URL that callback paths cannot be appended to', () => {
+    expect(loadConfig({ HERALD_PUBLIC_URL: 'https://herald.example/api/' }).publicUrl).toBe('https://herald.example/api');
+    for (const url of ['http://herald.example/api?tenant=a', 'http://herald.example/#x', 'http://user:pw@herald.example/'])
+      expect(() => loadConfig({ HERALD_PUBLIC_URL: url })).toThrow(/HERALD_PUBLIC_URL: must be a base URL without a query/);
+  });
+
   it('parses idempotency windows with units', () => {
     expect(loadConfig({ HERALD_IDEMPOTENCY_WINDOW: '12h' }).idempotencyWindowMs).toBe(12 * 3600 * 1000);
     expect(loadConfig({ HERALD_IDEMPOTENCY_WINDOW: '1500' }).idempotencyWindowMs).toBe(1500);

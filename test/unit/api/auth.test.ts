@@ -31,6 +31,13 @@ describe('parseApiKeys', () => {
     expect(() => parseApiKeys('a:x:read,a:y:read')).toThrow(/appears twice/);
   });
 
+  it('refuses a value that holds no key, and a secret shared by two keys (it would authenticate as one of them only)', () => {
+    expect(() => parseApiKeys(';')).toThrow(/holds no key/);
+    expect(() => parseApiKeys(' , ;')).toThrow(/holds no key/);
+    expect(() => parseApiKeys('ops:s3cret:admin,ci:s3cret:read')).toThrow(/"ci" has the secret of another key/);
+    expect(() => parseApiKeys('ops:s3cret:admin,ci:s3cret:read')).not.toThrow(/s3cret/);
+  });
+
   it('returns no keys for an empty value', () => {
     expect(parseApiKeys(undefined)).toEqual([]);
     expect(parseApiKeys('  ')).toEqual([]);
