@@ -1290,7 +1290,7 @@ export interface components {
             headOffset: number;
             /** @description `headOffset - committedOffset`. */
             lag: number;
-            /** @description Events of this partition started and not finished (sending, awaiting a callback, or waiting to retry). */
+            /** @description Events of this partition started and not finished (sending, awaiting a callback, or waiting to retry), redeliveries of dead letters included. */
             inFlight: number;
             /** @description Age of the event at `committedOffset`, while there is one; `null` when caught up. */
             oldestPendingAgeMs: number | null;

@@ -648,6 +648,9 @@ export function createSubscriptionWorker(
     stats() {
       const heads = deps.store.heads();
       const now = deps.clock();
+      // Redeliveries of dead letters are events started and not finished too, below the committed offset.
+      const redriving = new Array<number>(parts.length).fill(0);
+      for (const r of redrives.values()) redriving[r.partition] = (redriving[r.partition] ?? 0) + 1;
       return parts.map((part) => {
         const head = heads[part.partition] ?? 0;
         let oldestPendingAgeMs: number | null = null;
@@ -660,7 +663,7 @@ export function createSubscriptionWorker(
           committedOffset: part.committed,
           headOffset: head,
           lag: Math.max(0, head - part.committed),
-          inFlight: part.pending.size,
+          inFlight: part.pending.size + (redriving[part.partition] ?? 0),
           oldestPendingAgeMs,
           expired: part.expired,
         };
