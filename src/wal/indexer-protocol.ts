@@ -100,4 +100,6 @@ export type FromIndexer =
 export interface IndexerWorkerData {
   dbFile: string;
   partitions: number;
+  /** A restart after failures waits this long before it opens index.db (backoff; 0: at once). */
+  startDelayMs: number;
 }

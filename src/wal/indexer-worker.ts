@@ -15,7 +15,9 @@ import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 const ROWS_PER_TRANSACTION = 4096;
 
 const port = parentPort!;
-const { dbFile, partitions } = workerData as IndexerWorkerData;
+const { dbFile, partitions, startDelayMs } = workerData as IndexerWorkerData;
+// Backoff after failures (index.db locked, unwritable): this thread only sleeps; messages queue in its port.
+if (startDelayMs > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, startDelayMs);
 const db = openConnection(dbFile);
 // The idempotency B-tree is written at random keys: with SQLite's default 2 MiB page cache most
 // inserts read a page from the OS first (half the indexer's CPU was system time). 16 MiB keeps the

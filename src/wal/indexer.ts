@@ -1,8 +1,9 @@
 import path from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { Logger } from 'pino';
-import { coerceError } from '../errors';
+import { AppError, coerceError } from '../errors';
 import type { IndexEntry } from '../store/log-index-repo';
+import type { StoreHealth } from './event-store';
 import {
   NUMBERS_PER_ROW,
   joinColumns,
@@ -59,6 +60,13 @@ const DEFAULT_MAX_TAIL_ENTRIES = 65_536;
 /** Consumed queue slots tolerated before a compaction is considered. */
 const COMPACT_AFTER = 256;
 const DEFAULT_MAX_TAIL_KEY_BYTES = 32 * 1024 * 1024;
+/** Longest ingest waits for room in a full tail before it is answered 503 (nothing stored, no offset used). */
+export const ROOM_WAIT_MS = 5000;
+/** Worker deaths in a row, without a write confirmed between them, after which the log is reported not ready. */
+const FAILURES_UNREADY = 2;
+const MAX_RESTART_DELAY_MS = 5000;
+/** Backoff before the n-th restart in a row: at once, then 100 ms doubling to 5 s. */
+const restartDelayMs = (failures: number) => (failures <= 1 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** (failures - 2)));
 const CLOSE_TIMEOUT_MS = 10_000;
 /**
  * Committed groups wait this long to go to the worker together. At a few thousand requests a second
@@ -111,18 +119,29 @@ export function createIndexer(opts: IndexerOptions) {
   let held: TailGroup[] = [];
   let heldRecords = 0;
   let heldTimer: NodeJS.Timeout | undefined;
-  let worker = start();
+  /** Worker deaths since the last confirmed write, and what the last one said. */
+  let failures = 0;
+  let lastFailure: string | undefined;
+  let worker = start(0);
 
-  function start(): Worker {
-    const data: IndexerWorkerData = { dbFile: opts.dbFile, partitions: opts.partitions };
+  function start(startDelayMs: number): Worker {
+    const data: IndexerWorkerData = { dbFile: opts.dbFile, partitions: opts.partitions, startDelayMs };
     const w = new Worker(workerFile(), { workerData: data, resourceLimits: THREAD_LIMITS.indexer });
     w.unref(); // close() waits for it; a store never closed must not keep the process alive
     w.on('message', (m: FromIndexer) => onMessage(m));
-    w.on('error', (err) => opts.log.error({ err }, 'indexer: worker failed'));
+    w.on('error', (err) => {
+      lastFailure = err.message;
+      opts.log.error({ err }, 'indexer: worker failed');
+    });
     w.on('exit', (code) => {
       if (stopping || w !== worker) return;
-      opts.log.error({ code, unindexed: entries }, 'indexer: worker exited; restarting it and sending the unindexed tail again');
-      worker = start();
+      failures++;
+      const delayMs = restartDelayMs(failures);
+      opts.log.error(
+        { code, unindexed: entries, failures, restartInMs: delayMs },
+        'indexer: worker exited; restarting it and sending the unindexed tail again',
+      );
+      worker = start(delayMs);
       retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
       retireWaiter = undefined;
       settleKeyFilter(undefined); // so did a key filter build: the sequencer asks again later
@@ -167,6 +186,8 @@ export function createIndexer(opts: IndexerOptions) {
   function onMessage(m: FromIndexer): void {
     switch (m.type) {
       case 'indexed':
+        failures = 0;
+        lastFailure = undefined;
         confirm(m.through);
         break;
       case 'retired':
@@ -188,6 +209,7 @@ export function createIndexer(opts: IndexerOptions) {
         if (keyFilterWaiter?.ticket === m.ticket) settleKeyFilter(undefined);
         break;
       case 'error':
+        lastFailure = m.message.split('\n', 1)[0];
         opts.log.error({ error: m.message }, 'indexer: worker error');
         break;
       case 'closed':
@@ -237,6 +259,11 @@ export function createIndexer(opts: IndexerOptions) {
     for (let p = 0; p < opts.partitions; p++) partitionAt[p] = cutConsumedFront(byPartition[p]!, partitionAt[p]!, COMPACT_AFTER);
   }
 
+  /** Why the index is behind, for a 503 and `/readyz`. */
+  function behind(): string {
+    const failing = failures > 0 ? `; its writer failed ${failures} time(s) in a row (${lastFailure ?? `exit`})` : '';
+    return `${entries} events wait in memory to be written to index.db${failing}`;
+  }
   function hasRoom(): boolean {
     return entries < maxEntries && keyBytes < maxKeyBytes;
   }
@@ -245,10 +272,28 @@ export function createIndexer(opts: IndexerOptions) {
   const seek = (partition: number, offset: number): number => firstAtOrAfter(byPartition[partition]!, partitionAt[partition]!, offset);
 
   return {
-    /** Resolves when the tail has room for more (immediately, unless the worker is behind by the bound). */
+    /**
+     * Resolves when the tail has room for more (immediately, unless the worker is behind by the bound).
+     * @throws AppError `unavailable` after {@link ROOM_WAIT_MS} without room (index.db locked or unwritable)
+     */
     room(): Promise<void> | undefined {
       if (hasRoom()) return undefined;
-      return new Promise<void>((resolve) => waiters.push(resolve));
+      return new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          waiters = waiters.filter((w) => w !== ready);
+          reject(new AppError('unavailable', `the index is behind: ${behind()}; nothing was stored, retry later`, { retryAfter: 1 }));
+        }, ROOM_WAIT_MS);
+        const ready = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+        waiters.push(ready);
+      });
+    },
+    /** Not ready while the worker keeps failing, or while the tail is full (ingest waits, then is refused). */
+    health(): StoreHealth | undefined {
+      if (failures < FAILURES_UNREADY && hasRoom()) return undefined;
+      return { writable: false, reason: `the index is behind: ${behind()}` };
     },
     /** Takes one committed group: it is in the tail (readable) at once and goes to the worker within {@link SEND_DELAY_MS}. */
     add(end: number, committed: readonly PendingEntry[], positions: readonly number[]): void {

@@ -290,7 +290,10 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     indexed: () => indexer.drained(),
     keyFilter: { ready: sequencer.hasKeyFilter, built: sequencer.keyFilterReady },
     feed,
-    health: () => retention.health() ?? groups.health(),
+    health: () => {
+      const log = retention.health() ?? groups.health();
+      return log.writable ? (indexer.health() ?? log) : log;
+    },
     onAppend(listener) {
       appendListeners.add(listener);
       return () => appendListeners.delete(listener);

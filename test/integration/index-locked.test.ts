@@ -1,0 +1,66 @@
+/**
+ * index.db write-locked by another process (an operator's `sqlite3 index.db` shell, a backup tool):
+ * the indexer thread cannot write, so the in-memory tail fills. Ingest must then answer a bounded
+ * 503 (nothing stored, no offset used) rather than hang, `/readyz` must say why, and once the lock
+ * goes everything acknowledged is there and ingest goes on. Was: the request hung with no answer
+ * while `/readyz` answered 200.
+ */
+import path from 'node:path';
+import Database from 'better-sqlite3';
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { waitFor } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+let gw: TestGateway;
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '1' });
+});
+afterAll(async () => {
+  await gw.close();
+  cleanupTmpDirs();
+});
+
+const BATCH = 1000;
+const batch = (b: number) =>
+  JSON.stringify(Array.from({ length: BATCH }, (_, i) => ({ specversion: '1.0', id: `e${b}-${i}`, source: '/lock', type: 't' })));
+
+async function post(b: number): Promise<{ status: number; retryAfter: string | null; type: string | null; body: any }> {
+  const res = await fetch(`${gw.url}/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/cloudevents-batch+json' },
+    body: batch(b),
+    signal: AbortSignal.timeout(15_000), // the tail's wait is 5 s: a hang fails here
+  });
+  return { status: res.status, retryAfter: res.headers.get('retry-after'), type: res.headers.get('content-type'), body: await res.json() };
+}
+
+it('with index.db locked, a full tail answers 503 with Retry-After, /readyz says why, and all recovers once the lock goes', async () => {
+  const lock = new Database(path.join(gw.dataDir, 'index.db'));
+  lock.exec('BEGIN EXCLUSIVE');
+  let acknowledged = 0;
+  let refused: Awaited<ReturnType<typeof post>> | undefined;
+  let refusedBatch = -1;
+  try {
+    // 100 batches of 1,000 small events: past the tail's 65,536-event bound (bounded loop).
+    for (let b = 0; b < 100 && !refused; b++) {
+      const res = await post(b);
+      if (res.status === 202) acknowledged += BATCH;
+      else [refused, refusedBatch] = [res, b];
+    }
+    expect(refused).toMatchObject({ status: 503, retryAfter: '1', type: expect.stringMatching(/problem\+json/) });
+    expect(refused!.body.detail).toMatch(/index is behind: \d+ events wait in memory to be written to index\.db/);
+    const ready = await fetch(`${gw.url}/readyz`);
+    expect(ready.status).toBe(503);
+    expect(((await ready.json()) as { checks: { log: string } }).checks.log).toMatch(/index is behind/);
+  } finally {
+    lock.exec('ROLLBACK');
+    lock.close();
+  }
+  await waitFor(async () => (await fetch(`${gw.url}/readyz`)).status === 200, { what: 'ready again', timeoutMs: 30_000 });
+  const retried = await post(refusedBatch);
+  expect([retried.status, retried.body.results.filter((r: { duplicate: boolean }) => r.duplicate).length]).toEqual([202, 0]);
+  const head = (await (await fetch(`${gw.url}/partitions`)).json()) as { partitions: { headOffset: number }[] };
+  expect(head.partitions[0]!.headOffset).toBe(acknowledged + BATCH);
+  const first = await fetch(`${gw.url}/events?source=/lock&id=e0-0`);
+  expect(first.status).toBe(200);
+});
