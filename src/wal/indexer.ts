@@ -290,9 +290,12 @@ export function createIndexer(opts: IndexerOptions) {
         waiters.push(ready);
       });
     },
-    /** Not ready while the worker keeps failing, or while the tail is full (ingest waits, then is refused). */
+    /**
+     * Not ready while the tail is full (ingest waits, then is refused), or holds events while the
+     * worker keeps failing. An empty tail is never behind: a worker that died idle has nothing to write.
+     */
     health(): StoreHealth | undefined {
-      if (failures < FAILURES_UNREADY && hasRoom()) return undefined;
+      if ((failures < FAILURES_UNREADY || entries === 0) && hasRoom()) return undefined;
       return { writable: false, reason: `the index is behind: ${behind()}` };
     },
     /** Takes one committed group: it is in the tail (readable) at once and goes to the worker within {@link SEND_DELAY_MS}. */
