@@ -25,7 +25,19 @@ export function forgetKey(): void {
   sessionStorage.removeItem(KEY_ITEM);
 }
 
-/** An answer that was not a 2xx (status 0: the gateway could not be reached). */
+/**
+ * Why `key` cannot be used, or undefined. A header value must be ISO-8859-1 (fetch throws otherwise), and
+ * a pasted key often brings an invisible character along (a zero-width space, a non-breaking space):
+ * visible ASCII is what keys are made of, and it names the culprit.
+ */
+export function keyProblem(key: string): string | undefined {
+  const bad = [...key].find((c) => !/^[\x21-\x7e]$/.test(c));
+  if (bad === undefined) return undefined;
+  const code = `U+${bad.codePointAt(0)!.toString(16).toUpperCase().padStart(4, '0')}`;
+  return `An API key holds only visible ASCII characters; this one contains ${code}${bad.trim() ? ` (${bad})` : ' (an invisible character)'}, maybe pasted along with it.`;
+}
+
+/** An answer that was not a 2xx (status 0: the gateway could not be reached; code `unsendable_key`: see `request`). */
 export class ApiError extends Error {
   constructor(
     readonly status: number,
@@ -37,10 +49,10 @@ export class ApiError extends Error {
   }
 }
 
-let unauthorized: ((message: string) => void) | undefined;
+let unauthorized: ((error: ApiError) => void) | undefined;
 
-/** Called on every 401, so the page can ask for a (new) key. */
-export function onUnauthorized(handler: (message: string) => void): void {
+/** Called on every 401, and when the stored key cannot be sent, so the page can ask for a (new) key. */
+export function onUnauthorized(handler: (error: ApiError) => void): void {
   unauthorized = handler;
 }
 
@@ -82,8 +94,35 @@ async function failure(res: Response): Promise<ApiError> {
     // not JSON after all: the status says enough
   }
   const error = new ApiError(res.status, problemMessage(problem, res.status), problem.code);
-  if (res.status === 401) unauthorized?.(error.message);
+  if (res.status === 401) unauthorized?.(error);
   return error;
+}
+
+/**
+ * Builds the request before sending it, so a key that cannot go in a header (a TypeError from `Request`,
+ * with nothing sent) is a key problem that sends the page back to the key prompt, not "cannot reach the
+ * gateway", which fetch's own TypeError for a network failure means.
+ */
+function request(path: string, init: RequestInit): Request {
+  try {
+    return new Request(urlOf(path), { ...init, cache: 'no-store' });
+  } catch (err) {
+    if (!(err instanceof TypeError)) throw err;
+    const why = keyProblem(storedKey() ?? '') ?? `The API key cannot be sent in a header (${err.message}).`;
+    const error = new ApiError(401, why, 'unsendable_key');
+    unauthorized?.(error);
+    throw error;
+  }
+}
+
+/** `fetch`, with a failure to connect as an ApiError with status 0 (an abort stays an AbortError). */
+async function reach(req: Request): Promise<Response> {
+  try {
+    return await fetch(req);
+  } catch (err) {
+    if ((err as Error).name === 'AbortError') throw err;
+    throw new ApiError(0, `cannot reach the gateway (${(err as Error).message})`);
+  }
 }
 
 async function send(method: string, path: string, init: { body?: unknown; contentType?: string; signal?: AbortSignal } = {}) {
@@ -93,13 +132,7 @@ async function send(method: string, path: string, init: { body?: unknown; conten
     extra['content-type'] = init.contentType ?? 'application/json';
     body = JSON.stringify(init.body);
   }
-  let res: Response;
-  try {
-    res = await fetch(urlOf(path), { method, headers: headers(extra), body, signal: init.signal, cache: 'no-store' });
-  } catch (err) {
-    if ((err as Error).name === 'AbortError') throw err;
-    throw new ApiError(0, `cannot reach the gateway (${(err as Error).message})`);
-  }
+  const res = await reach(request(path, { method, headers: headers(extra), body, signal: init.signal }));
   if (!res.ok) throw await failure(res);
   return res;
 }
@@ -110,12 +143,7 @@ async function json<T>(res: Response): Promise<T> {
 
 /** `GET /readyz`: its 503 is a readiness answer (plain JSON), not a failure. */
 export async function readiness(): Promise<Readiness> {
-  let res: Response;
-  try {
-    res = await fetch(urlOf('readyz'), { cache: 'no-store' });
-  } catch (err) {
-    throw new ApiError(0, `cannot reach the gateway (${(err as Error).message})`);
-  }
+  const res = await reach(request('readyz', {}));
   if (res.status !== 200 && res.status !== 503) throw await failure(res);
   return (await res.json()) as Readiness;
 }
@@ -140,13 +168,7 @@ export async function readEventStream(
   signal: AbortSignal,
 ): Promise<void> {
   const query = sql.trim() ? `?${new URLSearchParams({ sql: sql.trim() })}` : '';
-  let res: Response;
-  try {
-    res = await fetch(urlOf(`events/stream${query}`), { headers: headers({ accept: 'text/event-stream' }), signal, cache: 'no-store' });
-  } catch (err) {
-    if ((err as Error).name === 'AbortError') throw err;
-    throw new ApiError(0, `cannot reach the gateway (${(err as Error).message})`);
-  }
+  const res = await reach(request(`events/stream${query}`, { headers: headers({ accept: 'text/event-stream' }), signal }));
   if (!res.ok) throw await failure(res);
   if (!res.body) throw new ApiError(res.status, 'the browser gave no readable body for the stream');
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();

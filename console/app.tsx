@@ -24,6 +24,11 @@ const NAV: { label: string; route: Route; active: Route['view'][] }[] = [
   { label: 'Live tail', route: { view: 'tail' }, active: ['tail'] },
 ];
 
+/** What the key prompt says after a 401: the gateway's refusal, or why the stored key could not even be sent. */
+function refusal(e: ApiError, prefix: string): string {
+  return e.code === 'unsendable_key' ? e.message : `${prefix}: ${e.message}`;
+}
+
 export function App() {
   const route = useRoute();
   const [access, setAccess] = useState<Access>({ kind: 'checking' });
@@ -36,7 +41,7 @@ export function App() {
       setAccess({ kind: storedKey() ? 'key' : 'open' });
     } catch (err) {
       const e = err as ApiError;
-      if (e.status === 401) setAccess({ kind: 'needed', message: storedKey() ? `The gateway refused this key: ${e.message}` : undefined });
+      if (e.status === 401) setAccess({ kind: 'needed', message: storedKey() ? refusal(e, 'The gateway refused this key') : undefined });
       // A key without `read` is still a key: the views say what it may not do.
       else if (e.status === 403) setAccess({ kind: 'key' });
       else setAccess({ kind: 'unreachable', message: e.message });
@@ -44,7 +49,7 @@ export function App() {
   }, []);
 
   useEffect(() => {
-    onUnauthorized((message) => setAccess({ kind: 'needed', message: `The gateway answered 401: ${message}` }));
+    onUnauthorized((e) => setAccess({ kind: 'needed', message: refusal(e, 'The gateway answered 401') }));
     void check();
   }, [check]);
 
@@ -66,16 +71,7 @@ export function App() {
           {access.kind === 'key' && (
             <>
               <span>API key set</span>
-              <button
-                type="button"
-                class="link"
-                onClick={() => {
-                  forgetKey();
-                  void check();
-                }}
-              >
-                forget
-              </button>
+              <ForgetKey class="link" label="forget" onForgot={check} />
             </>
           )}
         </div>
@@ -85,9 +81,13 @@ export function App() {
         {access.kind === 'unreachable' && (
           <div class="stack">
             <ErrorNote message={access.message} />
-            <button type="button" onClick={() => void check()}>
-              Try again
-            </button>
+            <div class="row">
+              <button type="button" onClick={() => void check()}>
+                Try again
+              </button>
+              {/* The stored key may be what fails (a proxy refusing its header): a way out without closing the tab. */}
+              {storedKey() && <ForgetKey class="secondary" label="Forget the API key" onForgot={check} />}
+            </div>
           </div>
         )}
         {access.kind === 'needed' && (
@@ -102,6 +102,22 @@ export function App() {
         {(access.kind === 'open' || access.kind === 'key') && <View route={route} />}
       </main>
     </>
+  );
+}
+
+/** Drops the stored key and checks access again (which asks for a key when one is needed). */
+function ForgetKey(props: { class: string; label: string; onForgot: () => Promise<void> }) {
+  return (
+    <button
+      type="button"
+      class={props.class}
+      onClick={() => {
+        forgetKey();
+        void props.onForgot();
+      }}
+    >
+      {props.label}
+    </button>
   );
 }
 

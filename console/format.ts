@@ -34,10 +34,14 @@ export function formatRate(perSecond: number | undefined): string {
   return `${perSecond < 10 ? perSecond.toFixed(1) : formatCount(Math.round(perSecond))} /s`;
 }
 
-/** One line of JSON, cut to `max` characters. */
+/**
+ * One line of JSON, cut to `max` characters. Only the start of a long string is serialised, and a cut
+ * is copied (`join`): in V8 a slice keeps its whole parent string alive, so a kept preview would keep
+ * all of a large event's data.
+ */
 export function preview(value: unknown, max = 160): string {
-  const text = value === undefined ? '' : JSON.stringify(value);
-  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
+  const text = value === undefined ? '' : JSON.stringify(typeof value === 'string' ? value.slice(0, max) : value);
+  return text.length > max ? `${Array.from(text.slice(0, max - 1)).join('')}…` : text;
 }
 
 export interface Totals {

@@ -1,11 +1,13 @@
 import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { Badge, Card, ErrorNote, StatusCode } from '../components/ui';
-import { formatAge, formatTime } from '../format';
+import { formatAge, formatCount, formatTime } from '../format';
 import { usePoll } from '../hooks';
-import type { Attempt, AttemptPage } from '../types';
+import type { AttemptPage } from '../types';
 
 const PAGE = 25;
+/** The API's largest page (and the number of attempts it keeps per subscription). */
+const MAX_SHOWN = 1000;
 const OUTCOME_TONE: Record<string, 'ok' | 'warn' | 'bad' | 'info' | 'muted'> = {
   delivered: 'ok',
   awaiting_ack: 'info',
@@ -16,29 +18,20 @@ const OUTCOME_TONE: Record<string, 'ok' | 'warn' | 'bad' | 'info' | 'muted'> = {
   stale: 'muted',
 };
 
-/** `GET /subscriptions/{id}/attempts`: the newest page refreshes itself; older pages load on demand. */
+/**
+ * `GET /subscriptions/{id}/attempts`, newest first. Each refresh re-reads one page from the newest, as long
+ * as the rows shown ("Older attempts" makes it longer): the list stays continuous while new attempts
+ * arrive, where a separately held older page would leave a hole between the two.
+ */
 export function AttemptLog(props: { subscriptionId: string }) {
-  const base = `subscriptions/${encodeURIComponent(props.subscriptionId)}/attempts?limit=${PAGE}`;
-  const newest = usePoll(() => api.get<AttemptPage>(base), 2000, [base]);
-  const [older, setOlder] = useState<{ attempts: Attempt[]; next: string | null } | undefined>();
-  const [error, setError] = useState<string | undefined>();
-  const next = older ? older.next : (newest.data?.next ?? null);
-  const more = async () => {
-    if (!next) return;
-    try {
-      const page = await api.get<AttemptPage>(`${base}&before=${encodeURIComponent(next)}`);
-      setOlder({ attempts: [...(older?.attempts ?? []), ...page.attempts], next: page.next });
-    } catch (err) {
-      setError((err as Error).message);
-    }
-  };
-  // Older pages were read once; drop any of their rows the refreshed newest page now holds.
-  const seen = new Set((newest.data?.attempts ?? []).map((a) => a.deliveryId));
-  const rows = [...(newest.data?.attempts ?? []), ...(older?.attempts ?? []).filter((a) => !seen.has(a.deliveryId))];
+  const base = `subscriptions/${encodeURIComponent(props.subscriptionId)}/attempts`;
+  const [limit, setLimit] = useState(PAGE);
+  const page = usePoll(() => api.get<AttemptPage>(`${base}?limit=${limit}`), 2000, [base, limit]);
+  const rows = page.data?.attempts ?? [];
   return (
     <Card title="Attempt log" actions={<span class="dim">newest first</span>}>
-      <ErrorNote message={error ?? newest.error} />
-      {newest.data && rows.length === 0 && <p class="dim">No delivery attempts yet.</p>}
+      <ErrorNote message={page.error} />
+      {page.data && rows.length === 0 && <p class="dim">No delivery attempts yet.</p>}
       {rows.length > 0 && (
         <table class="table" data-testid="attempts">
           <thead>
@@ -75,11 +68,14 @@ export function AttemptLog(props: { subscriptionId: string }) {
           </tbody>
         </table>
       )}
-      {next && (
-        <button type="button" class="secondary" onClick={() => void more()}>
-          Older attempts
-        </button>
-      )}
+      {page.data?.next &&
+        (limit < MAX_SHOWN ? (
+          <button type="button" class="secondary" onClick={() => setLimit((n) => Math.min(n + PAGE, MAX_SHOWN))}>
+            Older attempts
+          </button>
+        ) : (
+          <p class="dim">Showing the newest {formatCount(MAX_SHOWN)} attempts.</p>
+        ))}
     </Card>
   );
 }

@@ -1,8 +1,8 @@
 import { useEffect, useState } from 'preact/hooks';
-import { ApiError, readEventStream } from '../api';
+import { api, ApiError, readEventStream } from '../api';
 import { Badge, Card, ErrorNote, JsonBlock } from '../components/ui';
 import { formatCount, formatTime, preview } from '../format';
-import type { StoredEvent } from '../types';
+import type { CloudEvent, StoredEvent } from '../types';
 import { PublishEvent } from './publish-event';
 
 /** Lines kept on screen; older ones are dropped (the log keeps them). */
@@ -12,19 +12,48 @@ const RECONNECT_MS = 3000;
 /** `live` names the filter of the stream that is attached (a new filter is not live until its own stream is). */
 type Status = { kind: 'connecting' } | { kind: 'live'; sql: string } | { kind: 'paused' } | { kind: 'error'; message: string };
 
-interface Line extends StoredEvent {
+/**
+ * What a line keeps of its event: the attributes shown and a short preview made once, never the data
+ * (events may be MiBs each, and 500 of them would fill the tab); opening a line reads the event again.
+ */
+interface Line {
+  partition: number;
+  offset: number;
   receivedAt: number;
+  id: string;
+  type: string;
+  source: string;
+  preview: string;
+}
+
+/** The lines and count of the stream for `sql`: applying a filter starts both afresh. */
+interface Tail {
+  sql: string;
+  lines: Line[];
+  received: number;
+}
+
+function lineOf(stored: StoredEvent): Line {
+  const { event, partition, offset } = stored;
+  return {
+    partition,
+    offset,
+    receivedAt: Date.now(),
+    id: event.id,
+    type: event.type,
+    source: event.source,
+    preview: preview(event.data ?? event.data_base64, 120),
+  };
 }
 
 /** `GET /events/stream` with a CloudEvents SQL filter; pause (disconnect) and clear. */
 export function LiveTail() {
   const [draft, setDraft] = useState('');
-  const [sql, setSql] = useState('');
+  const [tail, setTail] = useState<Tail>({ sql: '', lines: [], received: 0 });
   const [paused, setPaused] = useState(false);
   const [status, setStatus] = useState<Status>({ kind: 'connecting' });
-  const [lines, setLines] = useState<Line[]>([]);
   const [open, setOpen] = useState<string | undefined>();
-  const [received, setReceived] = useState(0);
+  const { sql, lines, received } = tail;
 
   useEffect(() => {
     if (paused) {
@@ -33,17 +62,16 @@ export function LiveTail() {
     }
     const controller = new AbortController();
     let retry: ReturnType<typeof setTimeout> | undefined;
+    // Once another filter is applied, a message of this stream still on its way is not one of its lines.
+    const add = (line: Line) =>
+      setTail((t) => (t.sql === sql ? { sql, lines: [line, ...t.lines].slice(0, MAX_LINES), received: t.received + 1 } : t));
     const connect = () => {
       setStatus({ kind: 'connecting' });
       readEventStream(
         sql,
         {
           open: () => setStatus({ kind: 'live', sql }),
-          message: (message) => {
-            const parsed = JSON.parse(message.data) as StoredEvent;
-            setReceived((n) => n + 1);
-            setLines((old) => [{ ...parsed, receivedAt: Date.now() }, ...old].slice(0, MAX_LINES));
-          },
+          message: (message) => add(lineOf(JSON.parse(message.data) as StoredEvent)),
         },
         controller.signal,
       ).then(
@@ -69,7 +97,9 @@ export function LiveTail() {
 
   const apply = (e: Event) => {
     e.preventDefault();
-    setSql(draft);
+    // The caption says the lines match the filter: those of the previous one must go.
+    setTail({ sql: draft, lines: [], received: 0 });
+    setOpen(undefined);
   };
 
   return (
@@ -82,7 +112,7 @@ export function LiveTail() {
             <button type="button" class="secondary" onClick={() => setPaused(!paused)}>
               {paused ? 'Resume' : 'Pause'}
             </button>
-            <button type="button" class="secondary" onClick={() => setLines([])}>
+            <button type="button" class="secondary" onClick={() => setTail((t) => ({ ...t, lines: [] }))}>
               Clear
             </button>
           </>
@@ -113,14 +143,13 @@ export function LiveTail() {
             return (
               <li
                 key={key}
-                data-event-id={l.event.id}
+                data-event-id={l.id}
                 onClick={() => setOpen(open === key ? undefined : key)}
                 class={open === key ? 'selected' : ''}
               >
-                <span class="dim">{formatTime(l.receivedAt)}</span> <span class="mono dim">{key}</span>{' '}
-                <span class="mono">{l.event.type}</span> <span class="dim">{l.event.source}</span> <span class="mono">{l.event.id}</span>{' '}
-                <span class="mono dim">{preview(l.event.data ?? l.event.data_base64, 120)}</span>
-                {open === key && <JsonBlock value={l.event} />}
+                <span class="dim">{formatTime(l.receivedAt)}</span> <span class="mono dim">{key}</span> <span class="mono">{l.type}</span>{' '}
+                <span class="dim">{l.source}</span> <span class="mono">{l.id}</span> <span class="mono dim">{l.preview}</span>
+                {open === key && <WholeEvent partition={l.partition} offset={l.offset} />}
               </li>
             );
           })}
@@ -129,6 +158,28 @@ export function LiveTail() {
       <PublishEvent />
     </div>
   );
+}
+
+/** An opened line's event, read from its partition (`GET /partitions/{p}/events?from=<offset>&limit=1`). */
+function WholeEvent(props: { partition: number; offset: number }) {
+  const { partition, offset } = props;
+  const [found, setFound] = useState<{ event?: CloudEvent; error?: string }>({});
+  useEffect(() => {
+    const controller = new AbortController();
+    api.get<{ events: StoredEvent[] }>(`partitions/${partition}/events?from=${offset}&limit=1`, controller.signal).then(
+      // A page starts at the next offset still stored when this one is gone.
+      ({ events: [first] }) =>
+        setFound(
+          first?.offset === offset ? { event: first.event } : { error: `${partition}:${offset} is no longer in the log (retention).` },
+        ),
+      (err: Error) => {
+        if (err.name !== 'AbortError') setFound({ error: err.message });
+      },
+    );
+    return () => controller.abort();
+  }, [partition, offset]);
+  if (found.error) return <ErrorNote message={found.error} />;
+  return found.event ? <JsonBlock value={found.event} /> : <p class="dim">Reading the event…</p>;
 }
 
 function TailStatus(props: { status: Status }) {

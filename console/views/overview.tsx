@@ -18,6 +18,8 @@ interface Sample {
 export function Overview() {
   const partitions = usePoll(() => api.get<{ partitions: PartitionInfo[] }>('partitions'), POLL_MS, []);
   const ready = usePoll(readiness, POLL_MS * 2, []);
+  // A failed poll makes the last answer stale: readiness is what the gateway says now, not what it said.
+  const readyNow = ready.error ? undefined : ready.data;
   const samples = useRef<Sample[]>([]);
   const [open, setOpen] = useState<number | null>(null);
 
@@ -48,17 +50,21 @@ export function Overview() {
             label="readiness"
             testId="readiness"
             value={
-              ready.data ? (
-                <Badge tone={ready.data.status === 'ready' ? 'ok' : 'bad'}>{ready.data.status}</Badge>
+              readyNow ? (
+                <Badge tone={readyNow.status === 'ready' ? 'ok' : 'bad'}>{readyNow.status}</Badge>
+              ) : ready.error ? (
+                <Badge tone="bad" title={ready.error}>
+                  unreachable
+                </Badge>
               ) : (
-                <Badge tone="muted">{ready.error ? 'unknown' : '…'}</Badge>
+                <Badge tone="muted">…</Badge>
               )
             }
           />
         </div>
-        {ready.data && (
+        {readyNow && (
           <div class="checks">
-            {Object.entries(ready.data.checks).map(([name, value]) => (
+            {Object.entries(readyNow.checks).map(([name, value]) => (
               <span key={name} class="check">
                 {name}: <Badge tone={value === 'ok' ? 'ok' : value === 'off' ? 'muted' : 'bad'}>{value}</Badge>
               </span>

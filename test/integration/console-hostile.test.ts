@@ -1,0 +1,215 @@
+import type { Browser, Page } from 'playwright-core';
+import { closeBrowser, launchChromium } from '../helpers/browser';
+import { startTestGateway, type Env, type TestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/**
+ * The web console against what breaks it (found by hostile testing): a pasted key no HTTP header can
+ * carry, new attempts arriving after "Older attempts", a tail of large events, a gateway that goes
+ * away, and a new tail filter. Debian's chromium against real gateways, one fresh browser context
+ * (so a fresh sessionStorage) per test; every wait is bounded (playwright's default timeout below).
+ */
+
+const KEY = 'console-hostile-admin-key';
+const auth = { authorization: `Bearer ${KEY}` };
+const WAIT_MS = 15_000;
+/** A zero-width space: pasted along with a key from a chat or a wiki, invisible, and `trim()` leaves it. */
+const ZWSP = '\u200b';
+
+let browser: Browser | undefined;
+const gateways: TestGateway[] = [];
+let receiver: Receiver | undefined;
+
+beforeAll(async () => {
+  browser = await launchChromium();
+}, 60_000);
+
+afterAll(async () => {
+  await closeBrowser(browser);
+  await receiver?.close();
+  for (const gw of gateways) await gw.close();
+  cleanupTmpDirs();
+});
+
+async function gateway(env: Env = {}): Promise<TestGateway> {
+  const gw = await startTestGateway({ HERALD_PARTITIONS: '1', HERALD_API_KEYS: `ops:${KEY}:admin+publish`, ...env });
+  gateways.push(gw);
+  return gw;
+}
+
+/** A new page in a new context, with `key` in its sessionStorage before the console's script runs. */
+async function newPage(key?: string): Promise<Page> {
+  const page = await (await browser!.newContext()).newPage();
+  page.setDefaultTimeout(WAIT_MS);
+  if (key !== undefined) await page.addInitScript(`sessionStorage.setItem('herald.apiKey', ${JSON.stringify(key)})`);
+  return page;
+}
+
+async function publish(gw: TestGateway, events: { id: string; type?: string; data?: unknown }[]): Promise<void> {
+  const res = await fetch(`${gw.url}/events`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/cloudevents-batch+json' },
+    body: JSON.stringify(events.map((e) => ({ specversion: '1.0', source: '/console-hostile', type: 'com.example.hostile', ...e }))),
+  });
+  expect(res.status).toBe(202);
+}
+
+const storedKey = (page: Page) => page.evaluate("sessionStorage.getItem('herald.apiKey')");
+
+describe('an API key that cannot go in an HTTP header', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await gateway();
+  });
+
+  it('is refused by the key prompt, which names the character, and a good key then works', async () => {
+    const page = await newPage();
+    await page.goto(`${gw.url}/console`);
+    await page.fill('input[name=api-key]', `${KEY}${ZWSP}`);
+    await page.click('text=Use this key');
+    await page.locator('[data-testid=key-prompt] [role=alert]', { hasText: 'U+200B' }).waitFor();
+    expect(await storedKey(page)).toBeNull();
+
+    await page.fill('input[name=api-key]', KEY);
+    await page.click('text=Use this key');
+    await page.locator('[data-testid=partitions] tbody tr').first().waitFor();
+    expect(await storedKey(page)).toBe(KEY);
+  });
+
+  it('when already stored, brings back the key prompt saying why, not "cannot reach the gateway"', async () => {
+    const page = await newPage(`${KEY}${ZWSP}`);
+    await page.goto(`${gw.url}/console`);
+    await page.locator('[data-testid=key-prompt] [role=alert]', { hasText: 'U+200B' }).waitFor();
+    expect(await page.locator('main').innerText()).not.toContain('cannot reach the gateway');
+  });
+
+  it('is not all the page offers when the gateway cannot be reached: the key can be forgotten there too', async () => {
+    const page = await newPage(KEY);
+    await page.route(`${gw.url}/partitions`, (route) => route.abort()); // as a network failure would
+    await page.goto(`${gw.url}/console`);
+    await page.locator('[role=alert]', { hasText: 'cannot reach the gateway' }).waitFor();
+    await page.unroute(`${gw.url}/partitions`);
+    await page.click('button:text-is("Forget the API key")');
+    await page.locator('[data-testid=key-prompt]').waitFor();
+    expect(await storedKey(page)).toBeNull();
+  });
+});
+
+describe('the attempt log', () => {
+  it('stays continuous, newest first, after "Older attempts" and new deliveries', async () => {
+    const gw = await gateway();
+    receiver = await startReceiver(() => ({ status: 204 }));
+    const created = await fetch(`${gw.url}/subscriptions`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: receiver.url }),
+    });
+    const { id } = (await created.json()) as { id: string };
+    const attempts = async () => {
+      const res = await fetch(`${gw.url}/subscriptions/${id}/attempts?limit=1000`, { headers: auth });
+      return ((await res.json()) as { attempts: { partition: number; offset: number }[] }).attempts.map(
+        (a) => `${a.partition}:${a.offset}`,
+      );
+    };
+    const attempted = (n: number) =>
+      waitFor(async () => ((await attempts()).length === n ? true : undefined), { timeoutMs: WAIT_MS, what: `${n} attempts` });
+    await publish(
+      gw,
+      Array.from({ length: 30 }, (_, i) => ({ id: `a-${i}` })),
+    );
+    await attempted(30);
+
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/subscriptions/${id}`);
+    const rows = page.locator('[data-testid=attempts] tbody tr');
+    await rows.nth(24).waitFor(); // the newest page: 25 of 30
+    await page.click('button:text-is("Older attempts")');
+    await rows.nth(29).waitFor();
+
+    await publish(
+      gw,
+      Array.from({ length: 10 }, (_, i) => ({ id: `b-${i}` })),
+    );
+    await attempted(40);
+    // Every attempt, the 10 new ones on top: none lost between the newest page and the older ones.
+    await rows.nth(39).waitFor();
+    expect(await page.locator('[data-testid=attempts] tbody tr td.mono').allInnerTexts()).toEqual(await attempts());
+  });
+});
+
+describe('the live tail', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await gateway();
+  });
+
+  it('shows, once a filter is applied, only events that match it', async () => {
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/tail`);
+    await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
+    await publish(gw, [{ id: 'unwanted-1', type: 'com.example.unwanted' }]);
+    await page.locator('[data-testid=tail] li[data-event-id=unwanted-1]').waitFor();
+    await page.locator('[data-testid=tail] li').first().click(); // opened: the open line must go too
+
+    const sql = "type = 'com.example.wanted'";
+    await page.fill('input[name=sql]', sql);
+    await page.click('button:text-is("Apply")');
+    await page.locator(`[data-testid=tail][data-live-sql="${sql}"]`).waitFor({ state: 'attached' });
+    await publish(gw, [{ id: 'wanted-1', type: 'com.example.wanted' }]);
+    await page.locator('[data-testid=tail] li[data-event-id=wanted-1]').waitFor();
+
+    const lines = await page.locator('[data-testid=tail] li').all();
+    expect(await Promise.all(lines.map((l) => l.getAttribute('data-event-id')))).toEqual(['wanted-1']);
+    expect(await page.locator('p', { hasText: 'received, newest' }).innerText()).toMatch(
+      new RegExp(`matching ${sql.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}; 1 received`),
+    );
+    expect(await page.locator('[data-testid=tail] pre').count()).toBe(0);
+  });
+
+  it('keeps a short preview of each large event, not the event, and reads the whole event when a line is opened', async () => {
+    const page = await newPage(KEY);
+    const cdp = await page.context().newCDPSession(page);
+    await page.goto(`${gw.url}/console#/tail`);
+    await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
+    const heapMB = async () => {
+      await cdp.send('HeapProfiler.collectGarbage');
+      return (await cdp.send('Runtime.getHeapUsage')).usedSize / 1e6;
+    };
+    const before = await heapMB();
+
+    const N = 40;
+    const data = 'x'.repeat(900_000); // under the default 1 MiB body limit
+    for (let i = 0; i < N; i++) await publish(gw, [{ id: `big-${i}`, data }]);
+    await page.locator(`[data-testid=tail] li[data-event-id=big-${N - 1}]`).waitFor();
+    expect(await page.locator('[data-testid=tail] li').count()).toBe(N);
+    // 40 events hold 36 MB of data: a tab keeping them grows by that much; previews take about 1 MB.
+    expect((await heapMB()) - before).toBeLessThan(8);
+
+    const line = page.locator('[data-testid=tail] li[data-event-id=big-3]');
+    expect((await line.innerText()).length).toBeLessThan(400); // time, offset, attributes and 120 characters of data
+    const read = page.waitForResponse((res) => /\/partitions\/0\/events\?from=\d+&limit=1$/.test(res.url()));
+    await line.click();
+    await read;
+    const shown = await line.locator('pre').innerText();
+    expect(shown).toContain('"id": "big-3"');
+    expect(shown).toContain(data);
+  }, 120_000);
+});
+
+describe('the overview', () => {
+  it('says the gateway is unreachable, and shows no checks, once it is gone', async () => {
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '1' }); // closed by the test
+    const page = await newPage();
+    try {
+      await page.goto(`${gw.url}/console`);
+      await page.locator('[data-testid=readiness] .badge', { hasText: /^ready$/ }).waitFor();
+      expect(await page.locator('.checks .check').count()).toBeGreaterThan(0);
+    } finally {
+      await gw.close();
+    }
+    // Readiness is read every 4 s: the next failed read must replace "ready" (and its checks).
+    await page.locator('[data-testid=readiness] .badge', { hasText: /^unreachable$/ }).waitFor();
+    expect(await page.locator('.checks').count()).toBe(0);
+  });
+});
