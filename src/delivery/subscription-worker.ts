@@ -547,6 +547,7 @@ export function createSubscriptionWorker(
     for (const row of rows) {
       const pending = new Pending(row.partition, row.offset, row.previousOffset, row.redrive, stateFromRow(row));
       pending.persisted = true;
+      if (row.seekGeneration != null) pending.generation = row.seekGeneration;
       if (row.redrive) redrives.set(`${row.partition}:${row.offset}`, pending);
       else parts[row.partition]?.pending.set(row.offset, pending);
       // The last attempt's id stays known, so a late callback for it is a 409 (stale), not a 404 (unknown).

@@ -195,6 +195,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       redrive: p.redrive,
       lastStatus: p.lastStatus,
       lastError: p.lastError,
+      seekGeneration: p.generation ?? null,
     };
   }
 

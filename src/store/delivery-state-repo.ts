@@ -27,6 +27,8 @@ export interface PendingRow {
   redrive: boolean;
   lastStatus: number | null;
   lastError: string | null;
+  /** A redelivery's seek generation, kept from its start (part of its webhook-id); null for a partition's own delivery. */
+  seekGeneration?: number | null;
 }
 
 /**
@@ -70,17 +72,19 @@ export function createDeliveryStateRepo(db: Db) {
   );
   const pending = db.prepare<[string], Omit<PendingRow, 'redrive'> & { redrive: number }>(
     `SELECT partition, "offset" AS offset, attempt, state, delivery_id AS deliveryId, previous_offset AS previousOffset,
-       next_attempt_at AS nextAttemptAt, lease_until AS leaseUntil, redrive, last_status AS lastStatus, last_error AS lastError
+       next_attempt_at AS nextAttemptAt, lease_until AS leaseUntil, redrive, last_status AS lastStatus, last_error AS lastError,
+       seek_generation AS seekGeneration
      FROM pending_deliveries WHERE subscription_id = ? ORDER BY partition, "offset"`,
   );
   const upsertPending = db.prepare(
     `INSERT INTO pending_deliveries (subscription_id, partition, "offset", attempt, state, delivery_id, previous_offset,
-       next_attempt_at, lease_until, redrive, last_status, last_error)
+       next_attempt_at, lease_until, redrive, last_status, last_error, seek_generation)
      VALUES (@subscriptionId, @partition, @offset, @attempt, @state, @deliveryId, @previousOffset, @nextAttemptAt, @leaseUntil,
-       @redrive, @lastStatus, @lastError)
+       @redrive, @lastStatus, @lastError, @seekGeneration)
      ON CONFLICT (subscription_id, partition, "offset", redrive) DO UPDATE SET attempt = excluded.attempt, state = excluded.state,
        delivery_id = excluded.delivery_id, previous_offset = excluded.previous_offset, next_attempt_at = excluded.next_attempt_at,
-       lease_until = excluded.lease_until, last_status = excluded.last_status, last_error = excluded.last_error`,
+       lease_until = excluded.lease_until, last_status = excluded.last_status, last_error = excluded.last_error,
+       seek_generation = excluded.seek_generation`,
   );
   // A redelivery of an offset and the partition's own delivery of it (after a seek back) are two rows (migration 0009).
   const deletePending = db.prepare<[string, number, number, number]>(
@@ -130,7 +134,7 @@ export function createDeliveryStateRepo(db: Db) {
       return pending.all(subscriptionId).map((r) => ({ ...r, redrive: r.redrive === 1 }));
     },
     savePending(subscriptionId: string, row: PendingRow): void {
-      upsertPending.run({ subscriptionId, ...row, redrive: row.redrive ? 1 : 0 });
+      upsertPending.run({ subscriptionId, ...row, redrive: row.redrive ? 1 : 0, seekGeneration: row.seekGeneration ?? null });
     },
     deletePending(subscriptionId: string, partition: number, offset: number, redrive: boolean): void {
       deletePending.run(subscriptionId, partition, offset, redrive ? 1 : 0);

@@ -255,4 +255,24 @@ describe('a redelivery of a dead letter and a seek of its partition', () => {
     expect(retried!.headers['herald-attempt']).toBe('2');
     expect(retried!.headers['webhook-id']).toBe(first!.headers['webhook-id']);
   });
+
+  it('keeps its webhook-id across a seek and then a restart (was: the retry after the restart took the seek generation)', async () => {
+    const rcv = await startReceiver((req) => ({ status: isRedelivery(req) ? 503 : 400 }));
+    receivers.push(rcv);
+    const dir = tmpDir();
+    let gw = await gateway(dir);
+    const retry = { maxAttempts: 5, initialDelayMs: 1500, maxDelayMs: 1500, multiplier: 1, jitter: 0 };
+    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { retry } })).body.id as string;
+    await publish(gw.url, 'e');
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
+    await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {});
+    await waitFor(() => rcv.requests.filter(isRedelivery).length === 1, { what: 'its first attempt' });
+    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/seek`, { to: 'latest' })).status).toBe(200);
+    await stop(gw);
+    gw = await gateway(dir);
+    await waitFor(() => rcv.requests.filter(isRedelivery).length >= 2, { what: 'its retry after the restart', timeoutMs: 10_000 });
+    const [first, retried] = rcv.requests.filter(isRedelivery);
+    expect(retried!.headers['herald-attempt']).toBe('2');
+    expect(retried!.headers['webhook-id']).toBe(first!.headers['webhook-id']);
+  });
 });
