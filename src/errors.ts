@@ -81,16 +81,32 @@ export function isAppError(err: unknown): err is AppError {
 }
 
 /**
- * SQLite's "database is locked" (another process holds the write lock past the busy timeout: an operator's shell,
- * a backup) is the database being unavailable for a moment, not a bug: a 503 with Retry-After, nothing changed.
+ * SQLite errors that are the database's state, not a bug, as a 503 with Retry-After (nothing was
+ * changed: the statement or its transaction failed whole):
+ * - "database is locked" (`SQLITE_BUSY*`: another process holds the write lock past the busy timeout,
+ *   an operator's shell, a backup): `unavailable`;
+ * - "database or disk is full" (`SQLITE_FULL`): `storage_full`;
+ * - an I/O error (`SQLITE_IOERR*`: a failing disk): `unavailable`.
  */
-export function fromLockedDatabase(err: unknown): AppError | undefined {
+export function fromDatabaseError(err: unknown): AppError | undefined {
   const code = (err as { code?: unknown } | undefined)?.code;
-  if (typeof code !== 'string' || !code.startsWith('SQLITE_BUSY')) return undefined;
-  return new AppError('unavailable', 'the database is locked by another connection; nothing was changed, try again', {
-    cause: err,
-    retryAfter: 1,
-  });
+  if (typeof code !== 'string') return undefined;
+  if (code.startsWith('SQLITE_BUSY'))
+    return new AppError('unavailable', 'the database is locked by another connection; nothing was changed, try again', {
+      cause: err,
+      retryAfter: 1,
+    });
+  if (code === 'SQLITE_FULL')
+    return new AppError('storage_full', 'the disk holding the database is full; nothing was changed, try again once space is freed', {
+      cause: err,
+      retryAfter: 5,
+    });
+  if (code.startsWith('SQLITE_IOERR'))
+    return new AppError('unavailable', 'the database could not be written (an I/O error); nothing was changed, try again', {
+      cause: err,
+      retryAfter: 5,
+    });
+  return undefined;
 }
 
 /** Turns anything thrown into an Error without losing it (for logs and `cause`). */

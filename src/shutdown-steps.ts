@@ -21,3 +21,13 @@ export function shutdownSteps(log: Logger) {
     },
   };
 }
+
+/** Waits for `work`, or until `deadline` (epoch ms; none: for as long as it takes), whichever comes first. */
+export async function untilDeadline(work: Promise<unknown>, deadline = Number.POSITIVE_INFINITY): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<void>((resolve) => {
+    if (Number.isFinite(deadline)) timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
+  });
+  await Promise.race([work, late]);
+  clearTimeout(timer);
+}

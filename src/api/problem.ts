@@ -1,6 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { AppError, ErrorCode, MAX_PROBLEM_ERRORS, Violation, errorTitle, fromLockedDatabase, isAppError } from '../errors';
+import { AppError, ErrorCode, MAX_PROBLEM_ERRORS, Violation, errorTitle, fromDatabaseError, isAppError } from '../errors';
 
 /** RFC 9457 problem details, plus Herald's machine-readable `errors` list (at most {@link MAX_PROBLEM_ERRORS}). */
 export interface Problem {
@@ -24,7 +24,7 @@ export function problemType(code: ErrorCode): string {
 
 /** Maps anything thrown to a problem. Unknown errors become an opaque 500 and are logged with their stack. */
 export function toProblem(err: unknown, log: Logger): { problem: Problem; headers: Record<string, string> } {
-  const appError = isAppError(err) ? err : (fromFrameworkError(err) ?? fromLockedDatabase(err));
+  const appError = isAppError(err) ? err : (fromFrameworkError(err) ?? fromDatabaseError(err));
   if (!appError) {
     log.error({ err }, 'unhandled error');
     return { problem: build(new AppError('internal', 'an unexpected error occurred; it has been logged')), headers: {} };

@@ -1697,7 +1697,9 @@ export interface components {
          *     the subscription (creating its consumers). On the local engine also: delivery state waiting
          *     to be written (a new dead letter) cannot be written yet, because another process holds
          *     `herald.db`'s write lock or the disk refuses; a read that would miss it is refused rather than
-         *     answered without it. Nothing was changed by the request; retry after `Retry-After` seconds.
+         *     answered without it. A change `herald.db` cannot store (another process holds its write
+         *     lock, an I/O error) is `unavailable` too, and one it cannot store because its disk is full
+         *     is `storage_full`. Nothing was changed by the request; retry after `Retry-After` seconds.
          *     Ingest is not affected.
          */
         DeliveryUnavailable: {
@@ -1723,8 +1725,8 @@ export interface components {
                 "application/problem+json": components["schemas"]["Problem"] & {
                     /** @constant */
                     status?: 503;
-                    /** @constant */
-                    code?: "unavailable";
+                    /** @enum {unknown} */
+                    code?: "unavailable" | "storage_full";
                 };
             };
         };

@@ -8,7 +8,7 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
-import { AppError, fromLockedDatabase } from '../errors';
+import { AppError, fromDatabaseError } from '../errors';
 import { openConnection } from '../store/db';
 import { openLogReader } from '../wal/log-reader';
 import { createDispatcher } from './dispatcher';
@@ -143,7 +143,7 @@ function run(call: DeliveryCall): CallResults[CallOp] {
 }
 
 function wireError(thrown: unknown): WireError {
-  const err = fromLockedDatabase(thrown) ?? thrown;
+  const err = fromDatabaseError(thrown) ?? thrown;
   if (err instanceof AppError) return toWire(err);
   log.error({ err }, 'delivery thread: a call failed');
   return { message: err instanceof Error ? err.message : String(err) };

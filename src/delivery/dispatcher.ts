@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { AppError, fromLockedDatabase } from '../errors';
+import { AppError, fromDatabaseError } from '../errors';
+import { untilDeadline } from '../shutdown-steps';
 import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { deadLetterIdNumber, type DeadLetterRow } from '../store/dead-letters-repo';
@@ -86,7 +87,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       writes.flushOrThrow();
     } catch (err) {
       throw (
-        fromLockedDatabase(err) ??
+        fromDatabaseError(err) ??
         new AppError('unavailable', 'delivery state waiting to be written cannot be written right now', { cause: err, retryAfter: 1 })
       );
     }
@@ -340,13 +341,15 @@ export function createDispatcher(deps: DispatcherDeps) {
       }
     },
     /**
-     * Stops every worker and writes their state. Requests still open are then given until
-     * `deadline` to finish and destroyed after it: their events stay pending and are delivered
-     * again after the restart (same webhook-id).
+     * Starts no attempt any more, gives the requests still open until `deadline` to finish (their
+     * answers and callbacks count: a 2xx finishes its event, a 202 leaves it awaiting its ack), then
+     * stops every worker and writes their state. Requests still open at the deadline are destroyed:
+     * their events stay pending and are delivered again after the restart (same webhook-id).
      */
     async close(opts: { deadline?: number } = {}): Promise<void> {
       unsubscribe();
       unsubscribeRetire();
+      await untilDeadline(Promise.all([...workers.values()].map((worker) => worker.quiesce())), opts.deadline);
       for (const worker of workers.values()) worker.stop();
       workers.clear();
       writes.close();

@@ -1,5 +1,6 @@
 import { buildConnector, Pool } from 'undici';
 import { guardedLookup, refuseLiteral, SINK_NOT_ALLOWED } from '../subscriptions/sink-policy';
+import { untilDeadline } from '../shutdown-steps';
 
 export interface SendResult {
   /** null for a connection error or timeout. */
@@ -162,13 +163,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     async close(deadline = Number.POSITIVE_INFINITY): Promise<void> {
       const all = [...pools.values()];
       pools.clear();
-      const graceful = Promise.all(all.map((p) => p.close().catch(() => undefined)));
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<void>((resolve) => {
-        if (Number.isFinite(deadline)) timer = setTimeout(resolve, Math.max(0, deadline - Date.now()));
-      });
-      await Promise.race([graceful, late]);
-      clearTimeout(timer);
+      await untilDeadline(Promise.all(all.map((p) => p.close().catch(() => undefined))), deadline);
       await Promise.all(all.map((p) => (p.destroyed ? undefined : p.destroy().catch(() => undefined))));
     },
   };

@@ -105,6 +105,11 @@ export interface SubscriptionWorker {
   reject(pending: Pending, reason?: string): void;
   redrive(items: RedriveItem[]): void;
   unqueueRedrive(deadLetterId: string): void;
+  /**
+   * The first step of a graceful close: starts no attempt any more, but answers and callbacks still
+   * count. Resolves once no request of it is open.
+   */
+  quiesce(): Promise<void>;
   /** Stops delivering; `abort` also cancels open requests (the subscription is gone). */
   stop(opts?: { abort?: boolean }): void;
   /** Moves partitions to saved positions under a new seek generation (see `Dispatcher.seek`). */

@@ -69,6 +69,9 @@ export function createSubscriptionWorker(
   const redriveQueue: RedriveItem[] = [];
   const queuedDeadLetters = new Set<string>();
   let stopped = false;
+  /** Closing gracefully: no attempt starts, open requests finish and their answers count. */
+  let quiescing = false;
+  let idleWaiters: (() => void)[] = [];
   let pumpScheduled = false;
   /**
    * Per partition, plus one for dead-letter redrives: a seek aborts (and replaces) the controllers of
@@ -102,7 +105,7 @@ export function createSubscriptionWorker(
   }
 
   function schedulePump(): void {
-    if (pumpScheduled || stopped) return;
+    if (pumpScheduled || stopped || quiescing) return;
     pumpScheduled = true;
     setImmediate(() => {
       pumpScheduled = false;
@@ -342,7 +345,8 @@ export function createSubscriptionWorker(
    * (it waits for a slot or a token, then comes back here).
    */
   function attempt(pending: Pending): void {
-    if (stopped || pending.finished || !startable(pending)) return;
+    // Closing: not sent now; its row stays as it is and the next start sends it (same webhook-id).
+    if (stopped || quiescing || pending.finished || !startable(pending)) return;
     // Retention deleted it before it was finished (it is counted as expired): it is not sent again.
     if (isExpired(pending)) {
       step(pending, { kind: 'expire' });
@@ -420,6 +424,8 @@ export function createSubscriptionWorker(
     } finally {
       openCount--;
       releaseSlots();
+      // Resolved here, run after this answer is handled below (a promise's callbacks wait for this function's turn to end).
+      if (openCount === 0 && idleWaiters.length > 0) for (const resolve of idleWaiters.splice(0)) resolve();
     }
     const ms = deps.clock() - startedAt;
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
@@ -616,8 +622,14 @@ export function createSubscriptionWorker(
       const at = redriveQueue.findIndex((item) => item.deadLetterId === deadLetterId);
       if (at >= 0) redriveQueue.splice(at, 1);
     },
+    quiesce(): Promise<void> {
+      quiescing = true;
+      if (openCount === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
     stop(opts = {}): void {
       stopped = true;
+      idleWaiters = [];
       flow.stop();
       if (opts.abort) {
         // Deleted: its pending events are dropped (their rows go with the subscription), its requests aborted.

@@ -1,0 +1,90 @@
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+/**
+ * A graceful shutdown lets open delivery requests finish, and their answers count: a 2xx finishes
+ * the event, a 202 leaves it awaiting its ack with its lease. Was: every answer that arrived during
+ * the shutdown was thrown away, so the event was sent again after the restart, and a receiver's ack
+ * of an accepted event answered 409. Real gateway (in-process), real SQLite, a real receiver.
+ */
+
+const gateways: TestGateway[] = [];
+const receivers: Receiver[] = [];
+afterEach(async () => {
+  for (const gw of gateways.splice(0)) await gw.close();
+  for (const r of receivers.splice(0)) await r.close();
+});
+afterAll(cleanupTmpDirs);
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const idOf = (r: ReceivedRequest) => String(r.headers['ce-id']);
+
+async function gateway(dataDir: string): Promise<TestGateway> {
+  const gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1', HERALD_SHUTDOWN_TIMEOUT_MS: '10000' });
+  gateways.push(gw);
+  return gw;
+}
+
+async function stop(gw: TestGateway): Promise<void> {
+  gateways.splice(gateways.indexOf(gw), 1);
+  await gw.close();
+}
+
+async function receiver(status: number, slowId: string): Promise<Receiver> {
+  const rcv = await startReceiver((req) => ({ status, delayMs: idOf(req) === slowId ? 1000 : 0 }));
+  receivers.push(rcv);
+  return rcv;
+}
+
+async function subscribe(url: string, sink: string): Promise<string> {
+  const res = await fetch(`${url}/subscriptions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ sink, delivery: { ackDeadlineMs: 60_000 } }),
+  });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { id: string }).id;
+}
+
+async function publish(url: string, id: string): Promise<void> {
+  const res = await fetch(`${url}/events`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/cloudevents+json' },
+    body: JSON.stringify({ specversion: '1.0', id, source: '/graceful', type: 'graceful.t', data: { id } }),
+  });
+  expect(res.status).toBe(202);
+}
+
+it('a request answered 204 while the shutdown waits for it is finished: not sent again after the restart', async () => {
+  const dir = tmpDir();
+  const rcv = await receiver(204, 'slow');
+  let gw = await gateway(dir);
+  const subId = await subscribe(gw.url, rcv.url);
+  await publish(gw.url, 'slow');
+  await waitFor(() => rcv.requests.length === 1, { what: 'the request is open' });
+  await stop(gw);
+  gw = await gateway(dir);
+  await sleep(1500);
+  const sub = (await (await fetch(`${gw.url}/subscriptions/${subId}`)).json()) as {
+    stats: { partitions: { inFlight: number; lag: number }[] };
+  };
+  expect(rcv.requests.map((r) => `${idOf(r)}#${String(r.headers['herald-attempt'])}`)).toEqual(['slow#1']);
+  expect(sub.stats.partitions[0]).toMatchObject({ inFlight: 0, lag: 0 });
+  const attempts = (await (await fetch(`${gw.url}/subscriptions/${subId}/attempts`)).json()) as { attempts: { status: number }[] };
+  expect(attempts.attempts.map((a) => a.status)).toEqual([204]);
+});
+
+it('a 202 answered while the shutdown waits for it keeps its lease: the ack after the restart is accepted, nothing is sent again', async () => {
+  const dir = tmpDir();
+  const rcv = await receiver(202, 'slow');
+  let gw = await gateway(dir);
+  await subscribe(gw.url, rcv.url);
+  await publish(gw.url, 'slow');
+  await waitFor(() => rcv.requests.length === 1, { what: 'the request is open' });
+  await stop(gw);
+  gw = await gateway(dir);
+  const ack = await fetch(`${gw.url}/deliveries/${String(rcv.requests[0]!.headers['herald-delivery-id'])}/ack`, { method: 'POST' });
+  await sleep(1500);
+  expect({ ack: ack.status, requests: rcv.requests.length }).toEqual({ ack: 200, requests: 1 });
+});
