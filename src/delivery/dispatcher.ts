@@ -182,7 +182,12 @@ export function createDispatcher(deps: DispatcherDeps) {
           observer: deps.observer,
           enabled,
         },
-        { offsets: stateRepo.offsets(id), pending: stateRepo.pending(id), failingSince: stateRepo.failingSince(id) },
+        {
+          offsets: stateRepo.offsets(id),
+          pending: stateRepo.pending(id),
+          failingSince: stateRepo.failingSince(id),
+          finished: stateRepo.takeFinished(id),
+        },
       );
       workers.set(id, worker);
       // Starting (and resuming) moves past what retention deleted while the worker was not running.
@@ -351,8 +356,10 @@ export function createDispatcher(deps: DispatcherDeps) {
       unsubscribeRetire();
       await untilDeadline(Promise.all([...workers.values()].map((worker) => worker.quiesce())), opts.deadline);
       for (const worker of workers.values()) worker.stop();
+      const finished = [...workers.values()].map((worker) => ({ subscriptionId: worker.id, rows: worker.finishedAbove() }));
       workers.clear();
       writes.close();
+      writes.saveFinished(finished);
       await deps.sender.close(opts.deadline);
     },
   };

@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { StoredEvent } from '../wal/event-store';
 import type { DeadLetterReason } from '../store/dead-letters-repo';
 import type { AttemptRow } from '../store/attempts-repo';
-import type { OffsetRow, PendingRow, PendingState } from '../store/delivery-state-repo';
+import type { FinishedRow, OffsetRow, PendingRow, PendingState } from '../store/delivery-state-repo';
 import { isEnded, ROW_STATE, type AttemptState, type CallbackOutcome } from './attempt-machine';
 import type { PartitionStats } from '../subscriptions/delivery-control';
 
@@ -116,6 +116,8 @@ export interface SubscriptionWorker {
   seek(positions: { partition: number; offset: number }[], generation: number): void;
   /** The highest seek generation of any partition (0: never sought). */
   seekGeneration(): number;
+  /** Offsets finished above each partition's committed one (ordering `none`), saved at a graceful close. */
+  finishedAbove(): FinishedRow[];
   /** Flow control (issue 12 §3): the AIMD in-flight limit in force, and whether the rate limit's bucket is empty. */
   flowStats(): { currentMaxInFlight: number; throttled: boolean };
   stats(): PartitionStats[];

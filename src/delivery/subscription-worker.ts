@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
-import type { OffsetRow, PendingRow } from '../store/delivery-state-repo';
+import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import type { Matcher } from '../subscriptions/filter';
 import type { DeliveryOutcome } from './tally';
@@ -59,12 +59,17 @@ const MAX_WINDOW = 10_000;
  */
 export function createSubscriptionWorker(
   deps: WorkerDeps,
-  saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null },
+  saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null; finished?: FinishedRow[] },
 ) {
   const subId = deps.subscription().id;
   const parts: PartitionCursor[] = [];
   const byPartition = new Map(saved.offsets.map((o) => [o.partition, o]));
   for (let p = 0; p < deps.store.partitions; p++) parts.push(createCursor(p, byPartition.get(p)));
+  // Finished above the committed offset before a graceful close: never started again (takeOne skips them).
+  for (const f of saved.finished ?? []) {
+    const part = parts[f.partition];
+    if (part && f.offset >= part.committed) part.finished.set(f.offset, f.matched);
+  }
   const redrives = new Map<string, Pending>();
   const redriveQueue: RedriveItem[] = [];
   const queuedDeadLetters = new Set<string>();
@@ -658,6 +663,8 @@ export function createSubscriptionWorker(
       schedulePump();
     },
     seekGeneration: () => Math.max(0, ...parts.map((p) => p.generation)),
+    finishedAbove: (): FinishedRow[] =>
+      parts.flatMap((part) => [...part.finished].map(([offset, matched]) => ({ partition: part.partition, offset, matched }))),
     stats() {
       const heads = deps.store.heads();
       const now = deps.clock();

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
-import { createDeliveryStateRepo, type OffsetRow } from '../store/delivery-state-repo';
+import { createDeliveryStateRepo, type FinishedRow, type OffsetRow } from '../store/delivery-state-repo';
 import { ATTEMPTS_KEPT, createAttemptsRepo, type AttemptRow } from '../store/attempts-repo';
 import type { Pending, StatePersistence } from './pending';
 
@@ -221,6 +221,22 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       closed = true;
       flush();
       flushAttempts();
+    },
+    /**
+     * At a graceful close, the offsets finished above each committed one (ordering `none`), so the next
+     * start does not deliver them again. Failing, they are delivered again (at least once): logged only.
+     */
+    saveFinished(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[]): void {
+      try {
+        deps.db.transaction(() => {
+          for (const { subscriptionId, rows } of finished) stateRepo.saveFinished(subscriptionId, rows);
+        })();
+      } catch (err) {
+        deps.log.warn(
+          { err },
+          'delivery: events finished above the committed offsets could not be saved; they are delivered again after the restart',
+        );
+      }
     },
     /**
      * Saves a seek in one transaction with the buffer (see `writeSeek`); throws, with nothing saved

@@ -15,6 +15,14 @@ export interface OffsetRow {
 
 export type PendingState = 'in_flight' | 'awaiting_ack' | 'scheduled';
 
+/** An offset finished above the committed one (ordering `none`), kept across a graceful restart. */
+export interface FinishedRow {
+  partition: number;
+  offset: number;
+  /** Whether the event matched the filters (it is then the partition's last matched offset when committed over). */
+  matched: boolean;
+}
+
 export interface PendingRow {
   partition: number;
   offset: number;
@@ -90,6 +98,13 @@ export function createDeliveryStateRepo(db: Db) {
   const deletePending = db.prepare<[string, number, number, number]>(
     'DELETE FROM pending_deliveries WHERE subscription_id = ? AND partition = ? AND "offset" = ? AND redrive = ?',
   );
+  const finished = db.prepare<[string], { partition: number; offset: number; matched: number }>(
+    'SELECT partition, "offset" AS offset, matched FROM finished_deliveries WHERE subscription_id = ?',
+  );
+  const insertFinished = db.prepare<[string, number, number, number]>(
+    'INSERT OR REPLACE INTO finished_deliveries (subscription_id, partition, "offset", matched) VALUES (?, ?, ?, ?)',
+  );
+  const deleteFinished = db.prepare<[string]>('DELETE FROM finished_deliveries WHERE subscription_id = ?');
   const floors = db.prepare<[], { partition: number; next: number }>(
     `SELECT partition, MAX(next) AS next FROM (
        SELECT partition, MAX(committed_offset) AS next FROM subscription_offsets GROUP BY partition
@@ -138,6 +153,15 @@ export function createDeliveryStateRepo(db: Db) {
     },
     deletePending(subscriptionId: string, partition: number, offset: number, redrive: boolean): void {
       deletePending.run(subscriptionId, partition, offset, redrive ? 1 : 0);
+    },
+    /** Offsets finished above the committed ones when the gateway last closed; read once at start, then deleted. */
+    takeFinished(subscriptionId: string): FinishedRow[] {
+      const rows = finished.all(subscriptionId).map((r) => ({ partition: r.partition, offset: r.offset, matched: r.matched === 1 }));
+      if (rows.length > 0) deleteFinished.run(subscriptionId);
+      return rows;
+    },
+    saveFinished(subscriptionId: string, rows: readonly FinishedRow[]): void {
+      for (const r of rows) insertFinished.run(subscriptionId, r.partition, r.offset, r.matched ? 1 : 0);
     },
   };
 }
