@@ -347,7 +347,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     /**
      * Starts no attempt any more, gives the requests still open until `deadline` to finish (their
-     * answers and callbacks count: a 2xx finishes its event, a 202 leaves it awaiting its ack), then
+     * answers count: a 2xx finishes its event, a 202 leaves it awaiting its ack), then
      * stops every worker and writes their state. Requests still open at the deadline are destroyed:
      * their events stay pending and are delivered again after the restart (same webhook-id).
      */
@@ -358,8 +358,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       for (const worker of workers.values()) worker.stop();
       const finished = [...workers.values()].map((worker) => ({ subscriptionId: worker.id, rows: worker.finishedAbove() }));
       workers.clear();
-      writes.close();
-      writes.saveFinished(finished);
+      writes.close(finished);
       await deps.sender.close(opts.deadline);
     },
   };

@@ -37,6 +37,12 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   let attemptLogTimer: NodeJS.Timeout | undefined;
   /** Set by `close()`: failed writes no longer schedule retries (no timer may outlive the database). */
   let closed = false;
+  /**
+   * Given to `close()`: offsets finished above the committed ones (ordering `none`). Written in the same
+   * transaction as the rest of the buffer, or not at all: an offset may be skipped after the restart
+   * only if what finished it (a dead letter, say) is stored too.
+   */
+  let finishedAtClose: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[] = [];
 
   const writeBatch = deps.db.transaction(() => {
     for (const { subscriptionId, pending, remove } of dirtyPending.values()) {
@@ -47,6 +53,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
+    for (const { subscriptionId, rows } of finishedAtClose) stateRepo.saveFinished(subscriptionId, rows);
   });
 
   /** Writes everything buffered now; throws (the buffer kept, a retry scheduled unless closing) when SQLite fails. */
@@ -58,7 +65,8 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       dirtyOffsets.size === 0 &&
       deadLetterInserts.length === 0 &&
       deadLetterDeletes.length === 0 &&
-      dirtyFailing.size === 0;
+      dirtyFailing.size === 0 &&
+      finishedAtClose.length === 0;
     if (idle) return;
     try {
       writeBatch();
@@ -217,26 +225,17 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       return n;
     },
     /** At close: writes everything buffered, then never schedules another write. */
-    close(): void {
-      closed = true;
-      flush();
-      flushAttempts();
-    },
     /**
-     * At a graceful close, the offsets finished above each committed one (ordering `none`), so the next
-     * start does not deliver them again. Failing, they are delivered again (at least once): logged only.
+     * Writes what is buffered, with `finished` (at a graceful close: the offsets finished above each
+     * committed one, so the next start does not deliver them again). A failure is logged: what was not
+     * written is delivered again after the restart (at least once).
      */
-    saveFinished(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[]): void {
-      try {
-        deps.db.transaction(() => {
-          for (const { subscriptionId, rows } of finished) stateRepo.saveFinished(subscriptionId, rows);
-        })();
-      } catch (err) {
-        deps.log.warn(
-          { err },
-          'delivery: events finished above the committed offsets could not be saved; they are delivered again after the restart',
-        );
-      }
+    close(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[] = []): void {
+      closed = true;
+      finishedAtClose = finished.filter((f) => f.rows.length > 0);
+      flush();
+      finishedAtClose = [];
+      flushAttempts();
     },
     /**
      * Saves a seek in one transaction with the buffer (see `writeSeek`); throws, with nothing saved

@@ -111,10 +111,18 @@ export function createClusterMonitor(deps: {
     setState({ writable: false, reason: wentBackReason });
   };
 
+  /** When each partition's stream was made, as first seen: another value means it was made again. */
+  const created = new Array<string | undefined>(partitions);
+  /** Answers in a row with a head below one known before (a new leader still applying could give one). */
+  const lowAnswers = new Array<number>(partitions).fill(0);
+
   /** `knownBefore`: the head known before the info was asked for (appends acknowledged meanwhile may be above the answer). */
   const note = (partition: number, info: StreamInfo, knownBefore: number) => {
     const b = boundsOf(info);
-    if (b.head < knownBefore) wentBack(partition, knownBefore, b.head);
+    created[partition] ??= info.created;
+    lowAnswers[partition] = b.head < knownBefore ? lowAnswers[partition]! + 1 : 0;
+    if (b.head < knownBefore && (info.created !== created[partition] || lowAnswers[partition]! >= 2))
+      wentBack(partition, knownBefore, b.head);
     heads[partition] = Math.max(heads[partition]!, b.head);
     firsts[partition] = Math.max(firsts[partition]!, b.first);
   };

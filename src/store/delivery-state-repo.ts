@@ -109,13 +109,14 @@ export function createDeliveryStateRepo(db: Db) {
     `SELECT partition, MAX(next) AS next FROM (
        SELECT partition, MAX(committed_offset) AS next FROM subscription_offsets GROUP BY partition
        UNION ALL SELECT partition, MAX("offset") + 1 FROM pending_deliveries GROUP BY partition
-       UNION ALL SELECT partition, MAX("offset") + 1 FROM dead_letters GROUP BY partition)
+       UNION ALL SELECT partition, MAX("offset") + 1 FROM dead_letters GROUP BY partition
+       UNION ALL SELECT partition, MAX("offset") + 1 FROM finished_deliveries GROUP BY partition)
      GROUP BY partition`,
   );
   return {
     /**
      * Per partition, the lowest head offset that reuses nothing delivery has seen: past every
-     * committed offset, pending delivery and dead letter. Recovery never assigns below it.
+     * committed offset, pending delivery, dead letter and offset finished above a committed one. Recovery never assigns below it.
      */
     offsetFloors(): { partition: number; next: number }[] {
       return floors.all();
