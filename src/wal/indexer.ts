@@ -145,6 +145,9 @@ export function createIndexer(opts: IndexerOptions) {
       retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
       retireWaiter = undefined;
       settleKeyFilter(undefined); // so did a key filter build: the sequencer asks again later
+      // And prunes: nothing counted as pruned, the next round prunes again (a worker that keeps dying leaked one a round).
+      for (const resolve of pruneWaiters.values()) resolve(0);
+      pruneWaiters.clear();
       dropHeld(); // they are in the tail, sent again below with the rest of it
       for (let i = groupsAt; i < groups.length; i++) hold(groups[i]!);
       sendHeld();

@@ -49,6 +49,9 @@ it('with index.db locked, a full tail answers 503 with Retry-After, /readyz says
     }
     expect(refused).toMatchObject({ status: 503, retryAfter: '1', type: expect.stringMatching(/problem\+json/) });
     expect(refused!.body.detail).toMatch(/index is behind: \d+ events wait in memory to be written to index\.db/);
+    // A prune asked of a worker that dies answers (nothing pruned) rather than waiting for ever.
+    const pruned = (gw.store as unknown as { pruneIdempotency(): Promise<number> }).pruneIdempotency();
+    await expect(Promise.race([pruned, new Promise((r) => setTimeout(() => r('no answer'), 15_000))])).resolves.toBe(0);
     const ready = await fetch(`${gw.url}/readyz`);
     expect(ready.status).toBe(503);
     expect(((await ready.json()) as { checks: { log: string } }).checks.log).toMatch(/index is behind/);
