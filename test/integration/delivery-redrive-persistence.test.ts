@@ -239,39 +239,39 @@ describe('a redelivery of a dead letter still queued when the dead letter is del
 });
 
 describe('a redelivery of a dead letter and a seek of its partition', () => {
-  it('keeps its webhook-id across its retries: a seek leaves redeliveries alone', async () => {
+  /**
+   * An event dead-lettered (400), its redelivery answered 503 (retried every `retryMs`), then a seek of its
+   * partition to the latest event: the redelivery's retries follow.
+   */
+  async function redeliveryThenSeek(dataDir: string, retryMs: number) {
     const rcv = await startReceiver((req) => ({ status: isRedelivery(req) ? 503 : 400 }));
     receivers.push(rcv);
-    const gw = await gateway(tmpDir());
-    const retry = { maxAttempts: 3, initialDelayMs: 1000, maxDelayMs: 1000, multiplier: 1, jitter: 0 };
+    const gw = await gateway(dataDir);
+    const retry = { maxAttempts: 5, initialDelayMs: retryMs, maxDelayMs: retryMs, multiplier: 1, jitter: 0 };
     const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { retry } })).body.id as string;
     await publish(gw.url, 'e');
     await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
     await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {});
     await waitFor(() => rcv.requests.filter(isRedelivery).length === 1, { what: 'its first attempt' });
     expect((await api(gw.url, 'POST', `/subscriptions/${subId}/seek`, { to: 'latest' })).status).toBe(200);
-    await waitFor(() => rcv.requests.filter(isRedelivery).length === 2, { what: 'its retry', timeoutMs: 10_000 });
-    const [first, retried] = rcv.requests.filter(isRedelivery);
+    return { gw, redeliveries: () => rcv.requests.filter(isRedelivery) };
+  }
+
+  it('keeps its webhook-id across its retries: a seek leaves redeliveries alone', async () => {
+    const { redeliveries } = await redeliveryThenSeek(tmpDir(), 1000);
+    await waitFor(() => redeliveries().length === 2, { what: 'its retry', timeoutMs: 10_000 });
+    const [first, retried] = redeliveries();
     expect(retried!.headers['herald-attempt']).toBe('2');
     expect(retried!.headers['webhook-id']).toBe(first!.headers['webhook-id']);
   });
 
   it('keeps its webhook-id across a seek and then a restart (was: the retry after the restart took the seek generation)', async () => {
-    const rcv = await startReceiver((req) => ({ status: isRedelivery(req) ? 503 : 400 }));
-    receivers.push(rcv);
     const dir = tmpDir();
-    let gw = await gateway(dir);
-    const retry = { maxAttempts: 5, initialDelayMs: 1500, maxDelayMs: 1500, multiplier: 1, jitter: 0 };
-    const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { retry } })).body.id as string;
-    await publish(gw.url, 'e');
-    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
-    await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {});
-    await waitFor(() => rcv.requests.filter(isRedelivery).length === 1, { what: 'its first attempt' });
-    expect((await api(gw.url, 'POST', `/subscriptions/${subId}/seek`, { to: 'latest' })).status).toBe(200);
+    const { gw, redeliveries } = await redeliveryThenSeek(dir, 1500);
     await stop(gw);
-    gw = await gateway(dir);
-    await waitFor(() => rcv.requests.filter(isRedelivery).length >= 2, { what: 'its retry after the restart', timeoutMs: 10_000 });
-    const [first, retried] = rcv.requests.filter(isRedelivery);
+    await gateway(dir);
+    await waitFor(() => redeliveries().length >= 2, { what: 'its retry after the restart', timeoutMs: 10_000 });
+    const [first, retried] = redeliveries();
     expect(retried!.headers['herald-attempt']).toBe('2');
     expect(retried!.headers['webhook-id']).toBe(first!.headers['webhook-id']);
   });
