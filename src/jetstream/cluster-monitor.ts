@@ -71,11 +71,11 @@ export interface ClusterMonitor {
  * and a quorum of current replicas; `/readyz` and ingest read the outcome. The same stream infos
  * refresh the heads the metrics show.
  *
- * A stream's sequence only grows (a purge keeps it), so a head below one known before the stream was
- * asked means the stream was deleted and made again, or replaced, behind Herald: its next messages
- * would get offsets already acknowledged for other events. The node then refuses writes until it is
- * restarted (an `error` log and `/readyz` say why): restore the stream first, or accept that its
- * offsets start again.
+ * A stream's sequence only grows (a purge keeps it): the appender reports a new message stored at or
+ * below a sequence known before (`wentBack`: the stream was deleted and made again, or replaced,
+ * behind Herald), and the node then refuses writes until it is restarted (an `error` log and
+ * `/readyz` say why). Stream infos are not used for that: while servers are down, one may answer
+ * with a replica's older state.
  */
 export function createClusterMonitor(deps: {
   jsm: JetStreamManager;
@@ -111,25 +111,14 @@ export function createClusterMonitor(deps: {
     setState({ writable: false, reason: wentBackReason });
   };
 
-  /** When each partition's stream was made, as first seen: another value means it was made again. */
-  const created = new Array<string | undefined>(partitions);
-  /** Answers in a row with a head below one known before (a new leader still applying could give one). */
-  const lowAnswers = new Array<number>(partitions).fill(0);
-
-  /** `knownBefore`: the head known before the info was asked for (appends acknowledged meanwhile may be above the answer). */
-  const note = (partition: number, info: StreamInfo, knownBefore: number) => {
+  const note = (partition: number, info: StreamInfo) => {
     const b = boundsOf(info);
-    created[partition] ??= info.created;
-    lowAnswers[partition] = b.head < knownBefore ? lowAnswers[partition]! + 1 : 0;
-    if (b.head < knownBefore && (info.created !== created[partition] || lowAnswers[partition]! >= 2))
-      wentBack(partition, knownBefore, b.head);
     heads[partition] = Math.max(heads[partition]!, b.head);
     firsts[partition] = Math.max(firsts[partition]!, b.first);
   };
 
   async function probe(): Promise<void> {
     const streams = [...Array.from({ length: partitions }, (_, p) => names.stream(p)), names.idempotencyStream];
-    const known = heads.slice();
     const infos = await Promise.allSettled(streams.map((s) => jsm.streams.info(s)));
     let reason: string | undefined;
     let total = 0;
@@ -140,7 +129,7 @@ export function createClusterMonitor(deps: {
       }
       reason ??= streamWritable(result.value);
       if (i < partitions) {
-        note(i, result.value, known[i]!);
+        note(i, result.value);
         total += result.value.state.bytes;
       }
     });
@@ -159,13 +148,12 @@ export function createClusterMonitor(deps: {
 
   async function boundsOfPartition(partition: number): Promise<{ head: number; first: number }> {
     let info: StreamInfo;
-    const known = heads[partition]!;
     try {
       info = await jsm.streams.info(names.stream(partition));
     } catch (err) {
       throw clusterUnavailable(err, 'read partition bounds');
     }
-    note(partition, info, known);
+    note(partition, info);
     const b = boundsOf(info);
     return { head: heads[partition]!, first: Math.min(b.first, heads[partition]!) };
   }
