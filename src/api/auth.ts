@@ -48,8 +48,9 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     names.add(name);
     // A secret shared by two keys would authenticate as only one of them (its scopes, its name in the logs).
     const hashed = digest(secret);
-    if (secrets.has(hashed.toString('hex'))) throw new ConfigError(`HERALD_API_KEYS: key "${name}" has the secret of another key`);
-    secrets.add(hashed.toString('hex'));
+    const hex = hashed.toString('hex');
+    if (secrets.has(hex)) throw new ConfigError(`HERALD_API_KEYS: key "${name}" has the secret of another key`);
+    secrets.add(hex);
     return { name, digest: hashed, scopes: new Set(scopes as Scope[]) };
   });
 }

@@ -224,11 +224,10 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       for (const d of deadLetterDeletes) if (d.subscriptionId === subscriptionId) n--;
       return n;
     },
-    /** At close: writes everything buffered, then never schedules another write. */
     /**
-     * Writes what is buffered, with `finished` (at a graceful close: the offsets finished above each
+     * At close: writes what is buffered, with `finished` (at a graceful close: the offsets finished above each
      * committed one, so the next start does not deliver them again). A failure is logged: what was not
-     * written is delivered again after the restart (at least once).
+     * written is delivered again after the restart (at least once). No write is scheduled after it.
      */
     close(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[] = []): void {
       closed = true;
