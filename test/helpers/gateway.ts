@@ -105,6 +105,28 @@ export async function killIfRunning(gw: ChildGateway | undefined): Promise<void>
 }
 
 /**
+ * Returns `start(env)` and `stop(gw)` for in-process gateways ({@link startTestGateway}, `base` under
+ * `env`), and registers an `afterEach` that closes, at the end of each test, every one still running.
+ */
+export function useTestGateways(base: Env = {}): { start(env?: Env): Promise<TestGateway>; stop(gw: TestGateway): Promise<void> } {
+  const running: TestGateway[] = [];
+  afterEach(async () => {
+    for (const gw of running.splice(0)) await gw.close();
+  });
+  return {
+    async start(env = {}) {
+      const gw = await startTestGateway({ ...base, ...env });
+      running.push(gw);
+      return gw;
+    },
+    async stop(gw) {
+      running.splice(running.indexOf(gw), 1);
+      await gw.close();
+    },
+  };
+}
+
+/**
  * Returns a `spawn(env)` that starts the built gateway as a child process (see {@link spawnGateway})
  * and registers an `afterEach` that SIGKILLs, at the end of each test, every child it started.
  */

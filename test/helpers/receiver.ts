@@ -68,6 +68,19 @@ export async function startReceiver(respond: Responder = () => ({ status: 204 })
 export type Receiver = Awaited<ReturnType<typeof startReceiver>>;
 
 /** Polls until `check` returns a truthy value (bounded); returns it. */
+/** Returns a `start(respond)` for receivers ({@link startReceiver}) and registers an `afterEach` that closes them. */
+export function useReceivers(): (respond?: Responder) => Promise<Receiver> {
+  const open: Receiver[] = [];
+  afterEach(async () => {
+    for (const r of open.splice(0)) await r.close();
+  });
+  return async (respond) => {
+    const r = await startReceiver(respond);
+    open.push(r);
+    return r;
+  };
+}
+
 export async function waitFor<T>(
   check: () => T | Promise<T>,
   opts: { timeoutMs?: number; intervalMs?: number; what?: string } = {},

@@ -1,5 +1,5 @@
-import { startTestGateway, type TestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+import { useTestGateways } from '../helpers/gateway';
+import { useReceivers, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
@@ -9,33 +9,17 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
  * of an accepted event answered 409. Real gateway (in-process), real SQLite, a real receiver.
  */
 
-const gateways: TestGateway[] = [];
-const receivers: Receiver[] = [];
-afterEach(async () => {
-  for (const gw of gateways.splice(0)) await gw.close();
-  for (const r of receivers.splice(0)) await r.close();
-});
+const gateways = useTestGateways({ HERALD_PARTITIONS: '1', HERALD_SHUTDOWN_TIMEOUT_MS: '10000' });
+const startReceiver = useReceivers();
 afterAll(cleanupTmpDirs);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const idOf = (r: ReceivedRequest) => String(r.headers['ce-id']);
+const gateway = (dataDir: string) => gateways.start({ HERALD_DATA_DIR: dataDir });
+const stop = gateways.stop;
 
-async function gateway(dataDir: string): Promise<TestGateway> {
-  const gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1', HERALD_SHUTDOWN_TIMEOUT_MS: '10000' });
-  gateways.push(gw);
-  return gw;
-}
-
-async function stop(gw: TestGateway): Promise<void> {
-  gateways.splice(gateways.indexOf(gw), 1);
-  await gw.close();
-}
-
-async function receiver(status: number, slowId: string): Promise<Receiver> {
-  const rcv = await startReceiver((req) => ({ status, delayMs: idOf(req) === slowId ? 1000 : 0 }));
-  receivers.push(rcv);
-  return rcv;
-}
+const receiver = (status: number, slowId: string): Promise<Receiver> =>
+  startReceiver((req) => ({ status, delayMs: idOf(req) === slowId ? 1000 : 0 }));
 
 async function subscribe(url: string, sink: string, delivery: Record<string, unknown> = {}): Promise<string> {
   const res = await fetch(`${url}/subscriptions`, {
@@ -93,7 +77,6 @@ it('ordering none: events answered 2xx above the committed offset are not delive
   const dir = tmpDir();
   // 'held' is accepted (202) and left awaiting its ack: the committed offset (the low-water mark) stays below it.
   const rcv = await startReceiver((req) => ({ status: idOf(req) === 'held' ? 202 : 204 }));
-  receivers.push(rcv);
   let gw = await gateway(dir);
   const subId = await subscribe(gw.url, rcv.url, { ordering: 'none' });
   await publish(gw.url, 'held');

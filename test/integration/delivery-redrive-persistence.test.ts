@@ -1,5 +1,5 @@
-import { startTestGateway, type TestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+import { useTestGateways } from '../helpers/gateway';
+import { useReceivers, waitFor, type ReceivedRequest } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
@@ -9,28 +9,15 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
  * Real gateway (in-process), real SQLite, a real receiver on 127.0.0.1.
  */
 
-const gateways: TestGateway[] = [];
-const receivers: Receiver[] = [];
-afterEach(async () => {
-  for (const gw of gateways.splice(0)) await gw.close();
-  for (const r of receivers.splice(0)) await r.close();
-});
+const gateways = useTestGateways({ HERALD_PARTITIONS: '1', HERALD_SINK_ALLOW_PRIVATE: 'true' });
+const startReceiver = useReceivers();
 afterAll(cleanupTmpDirs);
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const idOf = (r: ReceivedRequest) => String(r.headers['ce-id']);
 const isRedelivery = (r: ReceivedRequest) => r.headers['herald-redelivery'] === 'true';
-
-async function gateway(dataDir: string, env: Record<string, string> = {}): Promise<TestGateway> {
-  const gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1', HERALD_SINK_ALLOW_PRIVATE: 'true', ...env });
-  gateways.push(gw);
-  return gw;
-}
-
-async function stop(gw: TestGateway): Promise<void> {
-  gateways.splice(gateways.indexOf(gw), 1);
-  await gw.close();
-}
+const gateway = (dataDir: string, env: Record<string, string> = {}) => gateways.start({ HERALD_DATA_DIR: dataDir, ...env });
+const stop = gateways.stop;
 
 async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
   const res = await fetch(url + path, {
@@ -71,7 +58,6 @@ async function padUntilRetentionDeletes(url: string): Promise<void> {
  */
 async function deadLetterWhoseEventRetentionDeletes(meanwhile: (url: string, subId: string) => Promise<void> = async () => {}) {
   const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' ? 400 : 204 }));
-  receivers.push(rcv);
   const gw = await gateway(tmpDir(), { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' });
   const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
   await publish(gw.url, 'victim');
@@ -96,7 +82,6 @@ describe('a redelivery of a dead letter across a restart', () => {
       }
       return { status: 204 };
     });
-    receivers.push(rcv);
     let gw = await gateway(dir, { HERALD_SHUTDOWN_TIMEOUT_MS: '500' });
     url = gw.url;
     const sub = await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { maxInFlight: 1 } });
@@ -131,7 +116,6 @@ describe('a redelivery of a dead letter across a restart', () => {
       if (own === 1) return { status: 400 }; // the first delivery: dead-lettered
       return { status: 204, delayMs: 3000 }; // the replay after the seek back: held, aborted by the next seek
     });
-    receivers.push(rcv);
     let gw = await gateway(dir);
     const sub = await api(gw.url, 'POST', '/subscriptions', {
       sink: rcv.url,
@@ -185,7 +169,6 @@ describe('a redelivery of a dead letter across a restart', () => {
 describe('a redelivery of a dead letter restored after a restart, when retention deletes its event', () => {
   it('ends with its dead letter listed again instead of vanishing', async () => {
     const rcv = await startReceiver((req) => ({ status: idOf(req) !== 'victim' ? 204 : isRedelivery(req) ? 503 : 400 }));
-    receivers.push(rcv);
     const dir = tmpDir();
     const env = { HERALD_SEGMENT_BYTES: '65536', HERALD_MAX_LOG_BYTES: '131072' };
     const first = await gateway(dir, env);
@@ -217,7 +200,6 @@ describe('a redelivery of a dead letter restored after a restart, when retention
 describe('a redelivery of a dead letter still queued when the dead letter is deleted', () => {
   it('is not sent: the operator deleted it', async () => {
     const rcv = await startReceiver((req) => ({ status: idOf(req) === 'victim' && !isRedelivery(req) ? 400 : 204 }));
-    receivers.push(rcv);
     const gw = await gateway(tmpDir());
     const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url })).body.id as string;
     await publish(gw.url, 'victim');
@@ -245,7 +227,6 @@ describe('a redelivery of a dead letter and a seek of its partition', () => {
    */
   async function redeliveryThenSeek(dataDir: string, retryMs: number) {
     const rcv = await startReceiver((req) => ({ status: isRedelivery(req) ? 503 : 400 }));
-    receivers.push(rcv);
     const gw = await gateway(dataDir);
     const retry = { maxAttempts: 5, initialDelayMs: retryMs, maxDelayMs: retryMs, multiplier: 1, jitter: 0 };
     const subId = (await api(gw.url, 'POST', '/subscriptions', { sink: rcv.url, delivery: { retry } })).body.id as string;
