@@ -3,26 +3,45 @@ import type { Readiness } from './types';
 
 /**
  * The console's only door to Herald: same-origin `fetch` with the API key from `sessionStorage`
- * (never `localStorage` or a cookie, so it ends with the tab) as `Authorization: Bearer`, and
- * problem+json answers turned into one readable message.
+ * (never `localStorage` or a cookie, so it ends with the tab; in memory when the browser refuses
+ * storage) as `Authorization: Bearer`, and problem+json answers turned into one readable message.
  */
 
 const KEY_ITEM = 'herald.apiKey';
+/** The key, when this browser refuses to store it (storage disabled, or every write throws): kept until the page reloads. */
+let keyInMemory: string | null = null;
 
 export function storedKey(): string | null {
   try {
-    return sessionStorage.getItem(KEY_ITEM);
+    // The key in memory is the newer one: storage refused it, and may still hold an older key.
+    return keyInMemory ?? sessionStorage.getItem(KEY_ITEM);
   } catch {
-    return null; // storage disabled: the page still works against an open gateway
+    return keyInMemory; // storage disabled: the page still works against an open gateway
   }
 }
 
+/** Keeps `key` in sessionStorage or, when the browser refuses that, in memory for this page. */
 export function saveKey(key: string): void {
-  sessionStorage.setItem(KEY_ITEM, key);
+  try {
+    sessionStorage.setItem(KEY_ITEM, key);
+    keyInMemory = null;
+  } catch {
+    keyInMemory = key;
+  }
+}
+
+/** Whether the key lives only in this page's memory (the UI says so: a reload asks for it again). */
+export function keyOnlyInMemory(): boolean {
+  return keyInMemory !== null;
 }
 
 export function forgetKey(): void {
-  sessionStorage.removeItem(KEY_ITEM);
+  keyInMemory = null;
+  try {
+    sessionStorage.removeItem(KEY_ITEM);
+  } catch {
+    // nothing was stored there
+  }
 }
 
 /**

@@ -1,5 +1,5 @@
 import { useCallback, useEffect, useState } from 'preact/hooks';
-import { api, ApiError, forgetKey, onUnauthorized, saveKey, storedKey } from './api';
+import { api, ApiError, forgetKey, keyOnlyInMemory, onUnauthorized, saveKey, storedKey } from './api';
 import { KeyPrompt } from './components/key-prompt';
 import { ErrorNote } from './components/ui';
 import { href, useRoute, type Route } from './hooks';
@@ -98,6 +98,11 @@ export function App() {
               void check();
             }}
           />
+        )}
+        {access.kind === 'key' && keyOnlyInMemory() && (
+          <p class="note note-warn" role="status" data-testid="key-in-memory">
+            This browser blocks session storage: the API key is kept only until you reload this page.
+          </p>
         )}
         {(access.kind === 'open' || access.kind === 'key') && <View route={route} />}
       </main>

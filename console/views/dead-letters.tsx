@@ -1,13 +1,40 @@
-import { useEffect, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../api';
-import { Badge, Card, ConfirmButton, ErrorNote, JsonBlock, StatusCode } from '../components/ui';
+import { Badge, Card, ConfirmButton, ErrorNote, StatusCode } from '../components/ui';
+import { WholeEvent } from '../components/whole-event';
 import { formatCount, formatTime } from '../format';
 import { href, usePoll } from '../hooks';
 import type { DeadLetter, DeadLetterPage, Subscription } from '../types';
 
 const PAGE = 100;
-/** The API's largest page: the list is re-read from its start on every refresh. */
+/** The API's largest page: the list is re-read from its start when it changed. */
 const MAX_SHOWN = 1000;
+
+/** What a row keeps of its dead letter: never the event (up to ~1 MiB each), which opening the row reads. */
+type Row = Omit<DeadLetter, 'event'> & { event: { id: string; type: string } | null };
+
+/** The rows read with `limit`, and the subscription's dead-letter count read just before them. */
+interface Listed {
+  rows: Row[];
+  nextAfter: string | null;
+  limit: number;
+  count: number | undefined;
+}
+
+const rowOf = ({ event, ...d }: DeadLetter): Row => ({ ...d, event: event && { id: event.id, type: event.type } });
+
+/**
+ * Whether the list may have changed since `known`. Dead letters are only added (with ever larger ids)
+ * and removed, never changed: an unchanged count and no id after the last row mean the same rows. Past
+ * a full page, only removals change the rows shown, and the count shows them (unless as many arrive
+ * meanwhile: then at its next change).
+ */
+async function changed(base: string, known: Listed, count: number | undefined): Promise<boolean> {
+  if (count === undefined || count !== known.count) return true;
+  const last = known.rows.at(-1)?.id;
+  if (known.nextAfter !== null || last === undefined) return false;
+  return (await api.get<DeadLetterPage>(`${base}?after=${last}&limit=1`)).deadLetters.length > 0;
+}
 
 /** Per subscription: dead letters with reason and last error; open one, redeliver selected or all, delete. */
 export function DeadLetters(props: { id?: string }) {
@@ -44,16 +71,33 @@ export function DeadLetters(props: { id?: string }) {
   );
 }
 
+/**
+ * A poll reads the dead-letter count and at most one dead letter (see `changed`); the list, whose page
+ * holds whole events (the API has no lighter one), is re-read only when it changed, from the start, up
+ * to as many rows as have been shown.
+ */
 function DeadLetterList(props: { subscriptionId: string }) {
-  const base = `subscriptions/${encodeURIComponent(props.subscriptionId)}/dead-letters`;
-  // Pages are re-read from the start on each refresh, up to as many rows as have been shown.
+  const subscription = `subscriptions/${encodeURIComponent(props.subscriptionId)}`;
+  const base = `${subscription}/dead-letters`;
   const [limit, setLimit] = useState(PAGE);
-  const page = usePoll(() => api.get<DeadLetterPage>(`${base}?limit=${limit}`), 2000, [base, limit]);
+  const known = useRef<Listed | undefined>(undefined);
+  const page = usePoll(
+    async (): Promise<Listed> => {
+      // The count first: a change while the list is read then shows as a changed count at the next poll.
+      const count = (await api.get<Subscription>(subscription)).stats?.deadLetters;
+      const last = known.current;
+      if (last && last.limit === limit && !(await changed(base, last, count))) return last;
+      const read = await api.get<DeadLetterPage>(`${base}?limit=${limit}`);
+      return (known.current = { rows: read.deadLetters.map(rowOf), nextAfter: read.nextAfter, limit, count });
+    },
+    2000,
+    [base, limit],
+  );
   const [selected, setSelected] = useState<Set<string>>(new Set());
   const [open, setOpen] = useState<string | undefined>();
   const [error, setError] = useState<string | undefined>();
   const [message, setMessage] = useState<string | undefined>();
-  const rows = page.data?.deadLetters ?? [];
+  const rows = page.data?.rows ?? [];
 
   // Forget selections of dead letters that are gone (redelivered or deleted).
   useEffect(() => {
@@ -67,6 +111,7 @@ function DeadLetterList(props: { subscriptionId: string }) {
     try {
       const said = await action();
       if (said) setMessage(said);
+      known.current = undefined; // read the list again, whatever the count says
       page.reload();
     } catch (err) {
       setError((err as Error).message);
@@ -200,7 +245,7 @@ function DeadLetterList(props: { subscriptionId: string }) {
   );
 }
 
-function DeadLetterDetail(props: { deadLetter: DeadLetter }) {
+function DeadLetterDetail(props: { deadLetter: Row }) {
   const d = props.deadLetter;
   return (
     <div class="subpanel" data-testid="dead-letter-detail">
@@ -219,7 +264,13 @@ function DeadLetterDetail(props: { deadLetter: DeadLetter }) {
           <pre class="json">{d.lastError ?? '—'}</pre>
         </dd>
         <dt>event</dt>
-        <dd>{d.event ? <JsonBlock value={d.event} /> : <span class="dim">The log no longer holds it, or its record is corrupt.</span>}</dd>
+        <dd>
+          {d.event ? (
+            <WholeEvent partition={d.partition} offset={d.offset} />
+          ) : (
+            <span class="dim">The log no longer holds it, or its record is corrupt.</span>
+          )}
+        </dd>
       </dl>
     </div>
   );

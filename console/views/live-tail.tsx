@@ -1,8 +1,9 @@
 import { useEffect, useState } from 'preact/hooks';
-import { api, ApiError, readEventStream } from '../api';
-import { Badge, Card, ErrorNote, JsonBlock } from '../components/ui';
+import { ApiError, readEventStream } from '../api';
+import { Badge, Card, ErrorNote } from '../components/ui';
+import { WholeEvent } from '../components/whole-event';
 import { formatCount, formatTime, preview } from '../format';
-import type { CloudEvent, StoredEvent } from '../types';
+import type { StoredEvent } from '../types';
 import { PublishEvent } from './publish-event';
 
 /** Lines kept on screen; older ones are dropped (the log keeps them). */
@@ -158,28 +159,6 @@ export function LiveTail() {
       <PublishEvent />
     </div>
   );
-}
-
-/** An opened line's event, read from its partition (`GET /partitions/{p}/events?from=<offset>&limit=1`). */
-function WholeEvent(props: { partition: number; offset: number }) {
-  const { partition, offset } = props;
-  const [found, setFound] = useState<{ event?: CloudEvent; error?: string }>({});
-  useEffect(() => {
-    const controller = new AbortController();
-    api.get<{ events: StoredEvent[] }>(`partitions/${partition}/events?from=${offset}&limit=1`, controller.signal).then(
-      // A page starts at the next offset still stored when this one is gone.
-      ({ events: [first] }) =>
-        setFound(
-          first?.offset === offset ? { event: first.event } : { error: `${partition}:${offset} is no longer in the log (retention).` },
-        ),
-      (err: Error) => {
-        if (err.name !== 'AbortError') setFound({ error: err.message });
-      },
-    );
-    return () => controller.abort();
-  }, [partition, offset]);
-  if (found.error) return <ErrorNote message={found.error} />;
-  return found.event ? <JsonBlock value={found.event} /> : <p class="dim">Reading the event…</p>;
 }
 
 function TailStatus(props: { status: Status }) {

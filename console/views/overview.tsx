@@ -111,7 +111,7 @@ export function Overview() {
             ))}
           </tbody>
         </table>
-        {openPartition && <LatestEvents partition={openPartition} />}
+        {openPartition && <LatestEvents key={openPartition.partition} partition={openPartition} />}
       </Card>
 
       <FindEvent />
@@ -119,7 +119,10 @@ export function Overview() {
   );
 }
 
-/** The last ten events of one partition (`GET /partitions/{p}/events`). */
+/**
+ * The last ten events of one partition (`GET /partitions/{p}/events`); a click opens one. Rows are keyed
+ * by partition and offset, so an opened row stays on its event while newer ones push it down.
+ */
 function LatestEvents(props: { partition: PartitionInfo }) {
   const { partition, firstOffset, headOffset } = props.partition;
   const from = Math.max(firstOffset, headOffset - 10);
@@ -127,17 +130,27 @@ function LatestEvents(props: { partition: PartitionInfo }) {
     partition,
     from,
   ]);
+  const [open, setOpen] = useState<string | undefined>();
   return (
     <div class="subpanel">
       <h3>Partition {partition}: latest events</h3>
       <ErrorNote message={page.error} />
-      <ul class="events">
-        {[...(page.data?.events ?? [])].reverse().map((e) => (
-          <li key={e.offset}>
-            <span class="mono dim">{e.offset}</span> <span class="mono">{e.event.type}</span> <span class="dim">{e.event.source}</span>{' '}
-            <span class="mono">{e.event.id}</span> <span class="dim mono">{preview(e.event.data ?? e.event.data_base64, 80)}</span>
-          </li>
-        ))}
+      <ul class="events" data-testid="latest-events">
+        {[...(page.data?.events ?? [])].reverse().map((e) => {
+          const key = `${e.partition}:${e.offset}`;
+          return (
+            <li
+              key={key}
+              data-event-id={e.event.id}
+              class={open === key ? 'selected' : ''}
+              onClick={() => setOpen(open === key ? undefined : key)}
+            >
+              <span class="mono dim">{e.offset}</span> <span class="mono">{e.event.type}</span> <span class="dim">{e.event.source}</span>{' '}
+              <span class="mono">{e.event.id}</span> <span class="dim mono">{preview(e.event.data ?? e.event.data_base64, 80)}</span>
+              {open === key && <JsonBlock value={e.event} />}
+            </li>
+          );
+        })}
       </ul>
     </div>
   );

@@ -1,13 +1,14 @@
-import type { Browser, Page } from 'playwright-core';
+import type { Browser, Page, Request as BrowserRequest } from 'playwright-core';
 import { closeBrowser, launchChromium } from '../helpers/browser';
 import { startTestGateway, type Env, type TestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { startReceiver, useReceivers, waitFor, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
 /**
  * The web console against what breaks it (found by hostile testing): a pasted key no HTTP header can
- * carry, new attempts arriving after "Older attempts", a tail of large events, a gateway that goes
- * away, and a new tail filter. Debian's chromium against real gateways, one fresh browser context
+ * carry, a browser that refuses sessionStorage, new attempts arriving after "Older attempts", a tail
+ * and dead letters of large events, a gateway that goes away, a new tail filter, and newer events
+ * under an opened one. Debian's chromium against real gateways, one fresh browser context
  * (so a fresh sessionStorage) per test; every wait is bounded (playwright's default timeout below).
  */
 
@@ -20,6 +21,7 @@ const ZWSP = '\u200b';
 let browser: Browser | undefined;
 const gateways: TestGateway[] = [];
 let receiver: Receiver | undefined;
+const receive = useReceivers();
 
 beforeAll(async () => {
   browser = await launchChromium();
@@ -57,6 +59,17 @@ async function publish(gw: TestGateway, events: { id: string; type?: string; dat
 
 const storedKey = (page: Page) => page.evaluate("sessionStorage.getItem('herald.apiKey')");
 
+/** A subscription to `sink`; returns its id. */
+async function subscribe(gw: TestGateway, sink: string): Promise<string> {
+  const res = await fetch(`${gw.url}/subscriptions`, {
+    method: 'POST',
+    headers: { ...auth, 'content-type': 'application/json' },
+    body: JSON.stringify({ sink }),
+  });
+  expect(res.status).toBe(201);
+  return ((await res.json()) as { id: string }).id;
+}
+
 describe('an API key that cannot go in an HTTP header', () => {
   let gw: TestGateway;
   beforeAll(async () => {
@@ -92,6 +105,21 @@ describe('an API key that cannot go in an HTTP header', () => {
     await page.unroute(`${gw.url}/partitions`);
     await page.click('button:text-is("Forget the API key")');
     await page.locator('[data-testid=key-prompt]').waitFor();
+    expect(await storedKey(page)).toBeNull();
+  });
+});
+
+describe('a browser that refuses sessionStorage', () => {
+  it('keeps the key in memory for the page, says so, and reaches the overview', async () => {
+    const gw = await gateway();
+    const page = await newPage();
+    // As a privacy setting or a full quota makes it: every write throws.
+    await page.addInitScript("Storage.prototype.setItem = () => { throw new DOMException('blocked', 'SecurityError'); }");
+    await page.goto(`${gw.url}/console`);
+    await page.fill('input[name=api-key]', KEY);
+    await page.click('text=Use this key');
+    await page.locator('[data-testid=partitions] tbody tr').first().waitFor();
+    expect(await page.locator('[data-testid=key-in-memory]').innerText()).toMatch(/blocks session storage.*until you reload/);
     expect(await storedKey(page)).toBeNull();
   });
 });
@@ -197,7 +225,63 @@ describe('the live tail', () => {
   }, 120_000);
 });
 
+describe('the dead letters view', () => {
+  it('does not read the listed events again while it stays open, reads one when it is opened, and still shows new ones', async () => {
+    const gw = await gateway();
+    const refusing = await receive(() => ({ status: 400, body: 'refused' }));
+    const id = await subscribe(gw, refusing.url);
+    const N = 5;
+    const data = 'x'.repeat(900_000);
+    for (let i = 0; i < N; i++) await publish(gw, [{ id: `dead-${i}`, data }]);
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/dead-letters/${id}`);
+    const rows = page.locator('[data-testid=dead-letters] tbody tr');
+    await rows.nth(N - 1).waitFor();
+
+    // Three polls (one every 2 s) of a list holding 4.5 MB of events: a re-read would be that much each time.
+    const sizes: Promise<number>[] = [];
+    const count = (req: BrowserRequest) => sizes.push(req.sizes().then((s) => s.responseBodySize));
+    page.on('requestfinished', count);
+    await page.waitForTimeout(6_500);
+    page.off('requestfinished', count);
+    expect(sizes.length).toBeGreaterThan(0); // it does poll
+    expect((await Promise.all(sizes)).reduce((a, b) => a + b, 0)).toBeLessThan(50_000);
+
+    await publish(gw, [{ id: 'dead-late' }]);
+    await page.locator('[data-testid=dead-letters] tr[data-event-id=dead-late]').waitFor();
+
+    const read = page.waitForResponse((res) => /\/partitions\/0\/events\?from=\d+&limit=1$/.test(res.url()));
+    await page.locator('[data-testid=dead-letters] tr[data-event-id=dead-2]').click();
+    await read;
+    const shown = await page.locator('[data-testid=dead-letter-detail] pre.json', { hasText: '"id": "dead-2"' }).innerText();
+    expect(shown).toContain(data);
+  }, 90_000);
+});
+
 describe('the overview', () => {
+  it("keeps an opened event of a partition's latest events on that event when newer events arrive", async () => {
+    const gw = await gateway();
+    await publish(
+      gw,
+      Array.from({ length: 3 }, (_, i) => ({ id: `older-${i}`, data: { n: i } })),
+    );
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console`);
+    await page.click('button:text-is("latest events")');
+    const opened = page.locator('[data-testid=latest-events] li.selected');
+    await page.locator('[data-testid=latest-events] li[data-event-id=older-1]').click();
+    await opened.locator('pre', { hasText: '"id": "older-1"' }).waitFor();
+
+    await publish(
+      gw,
+      Array.from({ length: 4 }, (_, i) => ({ id: `newer-${i}` })),
+    );
+    await page.locator('[data-testid=latest-events] li[data-event-id=newer-3]').waitFor();
+    expect(await opened.count()).toBe(1);
+    expect(await opened.getAttribute('data-event-id')).toBe('older-1');
+    expect(await opened.locator('pre').innerText()).toContain('"id": "older-1"');
+  });
+
   it('says the gateway is unreachable, and shows no checks, once it is gone', async () => {
     const gw = await startTestGateway({ HERALD_PARTITIONS: '1' }); // closed by the test
     const page = await newPage();
