@@ -96,6 +96,16 @@ function scanning(
 // to 40 times the ASCII fast path per character (lowercasing "İ" expands it).
 // eslint-disable-next-line no-control-regex -- \x00 is the bottom of the ASCII range, not a stray control character
 const NON_ASCII = /[^\x00-\x7f]/;
+const WHITE_SPACE = /^\p{White_Space}$/u;
+/** Without white space at either end; one pass from each end (a regex `\s+$` is quadratic on inner runs). */
+function trimUnicode(s: string): string {
+  let start = 0;
+  let end = s.length;
+  // Every White_Space character is in the BMP: one UTF-16 unit each.
+  while (start < end && WHITE_SPACE.test(s[start]!)) start++;
+  while (end > start && WHITE_SPACE.test(s[end - 1]!)) end--;
+  return s.slice(start, end);
+}
 const byCodePoint = (s: string) => (SURROGATE.test(s) ? 3 : 1);
 const caseMapping = (s: string) => (NON_ASCII.test(s) ? 6 : 1);
 
@@ -138,7 +148,8 @@ const BUILTINS: Readonly<Record<string, readonly FunctionDefinition[]>> = {
   CONCAT_WS: [{ params: ['string'], variadic: 'string', returns: 'string', call: ([sep, ...xs], ctx) => join(xs, str(sep), ctx) }],
   LOWER: [scanning(['string'], 'string', ([x]) => str(x).toLowerCase(), caseMapping)],
   UPPER: [scanning(['string'], 'string', ([x]) => str(x).toUpperCase(), caseMapping)],
-  TRIM: [scanning(['string'], 'string', ([x]) => str(x).trim())],
+  // Unicode White_Space (§3.5.1), not JavaScript's trim set: U+0085 is trimmed, U+FEFF is not.
+  TRIM: [scanning(['string'], 'string', ([x]) => trimUnicode(str(x)))],
   LEFT: [
     scanning(
       ['string', 'integer'],

@@ -21,11 +21,11 @@ const FUNCTION_IDENTIFIER = /^[A-Za-z][A-Za-z_]*$/;
  * and `[NOT] IN`, then `+ -`, then `* / %`, then the unary `NOT` and `-`.
  * The spec ranks unary operators highest (§3.4, "listed in precedence order"),
  * so `NOT a = b` is `(NOT a) = b`, as in the reference ANTLR grammar; write
- * `a != b` or `NOT (a = b)`. The spec does not rank AND, OR and XOR; the
- * reference grammar makes them one right-associative level, which reads
- * `a AND b OR c` as `a AND (b OR c)`. This parser follows SQL instead
- * (AND binds tighter than XOR, XOR tighter than OR, all left-associative),
- * which is what §3.6's "left to right" evaluation and SQL readers expect.
+ * `a != b` or `NOT (a = b)`. §3.6 puts AND, OR and XOR on one level, evaluated
+ * left to right; the reference grammar makes that level right-associative
+ * (`a AND b OR c` is `a AND (b OR c)`), and the test kit settles neither. This
+ * parser follows SQL instead (AND binds tighter than XOR, XOR tighter than OR,
+ * all left-associative), which SQL readers and stored filters expect (README).
  * The reference grammar also ranks LIKE and IN above arithmetic; here they
  * sit with the comparisons, as in SQL, so `count + 1 LIKE '6'` tests the sum.
  * Keywords and identifiers are case-insensitive; identifiers are lowercased.

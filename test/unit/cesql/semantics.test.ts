@@ -167,3 +167,16 @@ describe('CESQL limits', () => {
     expect(run(types, { ...EVENT, type: 't4999' }).value).toBe(true);
   });
 });
+
+describe('CESQL TRIM', () => {
+  it('removes Unicode White_Space at both ends (§3.5.1), not what JavaScript trims', () => {
+    expect(run("TRIM(myext) = 'x'", { ...EVENT, myext: '\u0085\u2003x\u3000\u0085' }).value).toBe(true);
+    // U+FEFF is no White_Space: kept.
+    expect(run('LENGTH(TRIM(myext)) = 2', { ...EVENT, myext: '\ufeffx' }).value).toBe(true);
+    expect(run("TRIM(myext) = 'a  b'", { ...EVENT, myext: ' \ta  b\n ' }).value).toBe(true);
+  });
+
+  it('keeps a long run of inner white space (one pass from each end)', () => {
+    expect(run('LENGTH(TRIM(myext)) = 200002', { ...EVENT, myext: `x${' '.repeat(200_000)}y` }).value).toBe(true);
+  });
+});
