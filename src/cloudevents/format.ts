@@ -1,13 +1,21 @@
 import { CloudEvent, isJsonMediaType, isTextMediaType } from './event';
 import { encodeHeaderValue } from './headers';
+import { jsonTextProblem } from './json-depth';
 import { isStringPayload } from './validate';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
- * The event in the JSON format. Bytes received in binary mode come back as
- * JSON when `datacontenttype` declares JSON and they parse, as a string when
- * it declares text, and as `data_base64` otherwise.
+ * Deepest JSON data rendered as JSON (`HERALD_MAX_JSON_DEPTH`'s own ceiling): deeper bytes, stored
+ * before ingest checked the datacontenttype header they were declared by, come back as `data_base64`.
+ */
+const RENDER_MAX_DEPTH = 1000;
+
+/**
+ * The event in the JSON format. Bytes received in binary mode come back as JSON when `datacontenttype`
+ * declares JSON and they parse into the same value (no number a double cannot hold, not too deep to
+ * write), as a string when it declares text, and as `data_base64` otherwise, or when it declares a
+ * charset other than UTF-8 (a JSON string is Unicode: bytes in another charset are kept as they are).
  * @see cloudevents/formats/json-format.md §3.1.1
  */
 export function toStructured(event: CloudEvent): Record<string, unknown> {
@@ -24,13 +32,15 @@ export function toStructured(event: CloudEvent): Record<string, unknown> {
       out.data_base64 = data.bytes.toString('base64');
       break;
     case 'bytes': {
-      const text = decodeUtf8(data.bytes);
+      const text = utf8Charset(contentType) ? decodeUtf8(data.bytes) : undefined;
       if (text !== undefined && isJsonMediaType(contentType)) {
-        try {
-          out.data = JSON.parse(text);
-          break;
-        } catch {
-          // Not JSON after all: fall through to base64 so no byte is lost.
+        if (jsonTextProblem(data.bytes, RENDER_MAX_DEPTH) === undefined) {
+          try {
+            out.data = JSON.parse(text);
+            break;
+          } catch {
+            // Not JSON after all: fall through to base64 so no byte is lost.
+          }
         }
       } else if (text !== undefined && isTextMediaType(contentType)) {
         out.data = text;
@@ -42,6 +52,14 @@ export function toStructured(event: CloudEvent): Record<string, unknown> {
   }
   return out;
 }
+
+/** Whether text declared by `contentType` is UTF-8: no charset, `utf-8`, or its subset `us-ascii`. */
+function utf8Charset(contentType: string | undefined): boolean {
+  const charset = contentType === undefined ? undefined : CHARSET.exec(contentType)?.[1]?.toLowerCase();
+  return charset === undefined || charset === 'utf-8' || charset === 'utf8' || charset === 'us-ascii';
+}
+
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]+)/i;
 
 /** The payload bytes a binary-mode request carries, and its `Content-Type`. */
 export function dataBytes(event: CloudEvent): { body: Buffer; contentType?: string } {
@@ -80,10 +98,15 @@ export function toBinaryMessage(
 
 /** Headers and body of the event in HTTP structured content mode. */
 export function toStructuredMessage(event: CloudEvent): { headers: Record<string, string>; body: Buffer } {
-  return {
-    headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' },
-    body: Buffer.from(JSON.stringify(toStructured(event)), 'utf8'),
-  };
+  let json: string;
+  try {
+    json = JSON.stringify(toStructured(event));
+  } catch {
+    // Data JSON cannot write (nested past the stack): its bytes as data_base64, never an exception that
+    // would stop delivery. `toStructured` already keeps such bytes out; this guards whatever it missed.
+    json = JSON.stringify({ ...event.attributes, data_base64: dataBytes(event).body.toString('base64') });
+  }
+  return { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body: Buffer.from(json, 'utf8') };
 }
 
 function decodeUtf8(bytes: Buffer): string | undefined {

@@ -34,13 +34,22 @@ const OPEN_BRACE = 0x7b;
 const CLOSE_BRACKET = 0x5d;
 const CLOSE_BRACE = 0x7d;
 
+const MINUS = 0x2d;
+const ZERO = 0x30;
+const NINE = 0x39;
+/** A number token this long (without an exponent) may already overflow a double: checked. */
+const LONG_NUMBER = 300;
+
+/** Whether `b` can continue a JSON number token (digits, sign, point, exponent). */
+const inNumber = (b: number) => (b >= ZERO && b <= NINE) || b === 0x2e || b === 0x2b || b === MINUS || b === 0x65 || b === 0x45;
+
 /**
- * Nesting depth of JSON text, without parsing it: one pass counting brackets
- * outside strings. For binary-mode bodies declared as JSON, which are stored
- * as bytes and parsed only when read or delivered in structured mode.
- * Malformed text is measured the same way (it is stored as bytes regardless).
+ * What is wrong with JSON text, if anything, without parsing it: nesting deeper than `max`, or a number
+ * a double cannot hold (`1e400`, which a JSON reader turns into Infinity and a writer into `null`). One
+ * pass over the bytes outside strings. For binary-mode bodies declared as JSON, which are stored as bytes
+ * and parsed only when read back or delivered in structured mode. Malformed text is measured the same way.
  */
-export function jsonTextDepthExceeds(bytes: Uint8Array, max: number): boolean {
+export function jsonTextProblem(bytes: Uint8Array, max: number): 'too_deep' | 'not_finite' | undefined {
   let depth = 0;
   let inString = false;
   for (let i = 0; i < bytes.length; i++) {
@@ -51,10 +60,25 @@ export function jsonTextDepthExceeds(bytes: Uint8Array, max: number): boolean {
     } else if (b === QUOTE) {
       inString = true;
     } else if (b === OPEN_BRACKET || b === OPEN_BRACE) {
-      if (++depth > max) return true;
+      if (++depth > max) return 'too_deep';
     } else if ((b === CLOSE_BRACKET || b === CLOSE_BRACE) && depth > 0) {
       depth--;
+    } else if ((b >= ZERO && b <= NINE) || b === MINUS) {
+      const start = i;
+      let exponent = false;
+      while (i + 1 < bytes.length && inNumber(bytes[i + 1]!)) {
+        i++;
+        if ((bytes[i]! | 0x20) === 0x65) exponent = true;
+      }
+      // Only an exponent or a very long run of digits can leave a double's range.
+      // (A malformed token reads as NaN: malformed text is not this check's business.)
+      if (
+        (exponent || i - start >= LONG_NUMBER) &&
+        Math.abs(Number(Buffer.from(bytes.subarray(start, i + 1)).toString('latin1'))) === Infinity
+      ) {
+        return 'not_finite';
+      }
     }
   }
-  return false;
+  return undefined;
 }

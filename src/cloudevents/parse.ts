@@ -1,7 +1,7 @@
 import { AppError, MAX_PROBLEM_ERRORS, Violation } from '../errors';
 import { AttributeValue, CloudEvent, isJsonMediaType, mediaType } from './event';
 import { HeaderDecodeError, decodeHeaderValue } from './headers';
-import { jsonDataProblem, jsonTextDepthExceeds } from './json-depth';
+import { jsonDataProblem, jsonTextProblem } from './json-depth';
 import { parseJsonEvent, validateAttributes } from './validate';
 
 export type ContentMode = 'binary' | 'structured' | 'batch';
@@ -46,9 +46,13 @@ export function parseHttpMessage(
   const mode = contentModeOf(contentType);
   if (mode === 'binary') {
     const event = parseBinary(message.headers, message.body, contentType);
-    // Stored as bytes, but parsed when read back or delivered structured: the same limit applies.
-    if (isJsonMediaType(contentType) && jsonTextDepthExceeds(message.body, limits.maxJsonDepth)) {
-      throw invalid('the binary-mode request is not a valid CloudEvent', [tooDeep(limits)]);
+    // Stored as bytes, but parsed when read back or delivered structured: the same limits apply. Checked
+    // against the datacontenttype stored (a `ce-datacontenttype` header stands in for a missing Content-Type).
+    const problem = isJsonMediaType(event.attributes.datacontenttype as string | undefined)
+      ? jsonTextProblem(message.body, limits.maxJsonDepth)
+      : undefined;
+    if (problem) {
+      throw invalid('the binary-mode request is not a valid CloudEvent', [problem === 'too_deep' ? tooDeep(limits) : notFinite()]);
     }
     return { mode, events: [event] };
   }

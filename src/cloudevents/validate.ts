@@ -23,9 +23,9 @@ export function isUriReference(value: string): boolean {
   return true;
 }
 
-/** Absolute URI: a URI-reference with a scheme. */
+/** Absolute URI (RFC 3986 §4.3): a URI-reference with a scheme and no fragment. */
 export function isAbsoluteUri(value: string): boolean {
-  return SCHEME.test(value) && isUriReference(value);
+  return SCHEME.test(value) && !value.includes('#') && isUriReference(value);
 }
 
 /** RFC 3339 `date-time`, with calendar and clock ranges checked (leap second allowed). */
@@ -166,6 +166,11 @@ export function parseJsonEvent(input: unknown, index?: number): ParseOutcome {
     }
   } else if (hasData) {
     data = { kind: 'json', value: dataValue };
+    // Text data goes out as UTF-8 bytes in binary mode, which cannot carry a lone surrogate (it would become U+FFFD).
+    const contentType = attributes.datacontenttype;
+    if (typeof dataValue === 'string' && typeof contentType === 'string' && !isJsonMediaType(contentType) && !dataValue.isWellFormed()) {
+      violations.push(withIndex({ attribute: 'data', message: '"data" must be valid Unicode text (it holds a lone surrogate)' }, index));
+    }
   }
   if (violations.length > 0) return { ok: false, violations };
   return { ok: true, event: { attributes, data } };

@@ -147,6 +147,22 @@ describe('toStructuredMessage', () => {
     expect(msg.headers).toEqual({ 'content-type': 'application/cloudevents+json; charset=utf-8' });
     expect(JSON.parse(msg.body.toString('utf8'))).toEqual(toStructured(event));
   });
+
+  // Stored before ingest checked what a ce-datacontenttype header declared: reads answered 500 and the
+  // delivery thread died on every structured attempt (then the gateway exited 70).
+  it('renders stored JSON bytes nested too deep to write as data_base64, without throwing', () => {
+    const deep = Buffer.from('['.repeat(20_000) + ']'.repeat(20_000));
+    const event = ev({ kind: 'bytes', bytes: deep }, { datacontenttype: 'application/json' });
+    expect(toStructured(event)).toEqual({ ...attrs, datacontenttype: 'application/json', data_base64: deep.toString('base64') });
+    expect(JSON.parse(toStructuredMessage(event).body.toString('utf8')).data_base64).toBe(deep.toString('base64'));
+  });
+
+  it('renders stored JSON bytes holding a number no double holds as data_base64, not as null', () => {
+    const body = Buffer.from('{"n":1e400}');
+    expect(toStructured(ev({ kind: 'bytes', bytes: body }, { datacontenttype: 'application/json' })).data_base64).toBe(
+      body.toString('base64'),
+    );
+  });
 });
 
 describe('format and parse together', () => {

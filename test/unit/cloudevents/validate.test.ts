@@ -203,6 +203,12 @@ describe('validateAttributes', () => {
     expect(validateAttributes({ ...base, id: 'e-\u{1F600}', subject: '\ud83d\ude00', ext: '\u{10FFFF}' })).toEqual([]);
   });
 
+  it('refuses a dataschema with a fragment (an absolute URI has none)', () => {
+    expect(validateAttributes({ ...base, dataschema: 'https://example.com/schema#v1' })).toEqual([
+      { attribute: 'dataschema', message: expect.stringContaining('absolute URI') },
+    ]);
+  });
+
   it('adds the batch index to every violation when given', () => {
     const violations = validateAttributes({ specversion: '2.0', id: '', source: '/s', type: 't', Bad: 1 }, 3);
     expect(violations).toHaveLength(3);
