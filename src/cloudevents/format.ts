@@ -1,15 +1,9 @@
 import { CloudEvent, isJsonMediaType, isTextMediaType } from './event';
 import { encodeHeaderValue } from './headers';
-import { jsonTextProblem } from './json-depth';
+import { MAX_JSON_DEPTH_CEILING, jsonTextProblem } from './json-depth';
 import { isStringPayload } from './validate';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
-
-/**
- * Deepest JSON data rendered as JSON (`HERALD_MAX_JSON_DEPTH`'s own ceiling): deeper bytes, stored
- * before ingest checked the datacontenttype header they were declared by, come back as `data_base64`.
- */
-const RENDER_MAX_DEPTH = 1000;
 
 /**
  * The event in the JSON format. Bytes received in binary mode come back as JSON when `datacontenttype`
@@ -34,7 +28,9 @@ export function toStructured(event: CloudEvent): Record<string, unknown> {
     case 'bytes': {
       const text = utf8Charset(contentType) ? decodeUtf8(data.bytes) : undefined;
       if (text !== undefined && isJsonMediaType(contentType)) {
-        if (jsonTextProblem(data.bytes, RENDER_MAX_DEPTH) === undefined) {
+        // Deeper than any HERALD_MAX_JSON_DEPTH allows, or holding `1e400`: stored before ingest checked
+        // a ce-datacontenttype header's JSON. Rendered, it would throw or change: it stays bytes.
+        if (jsonTextProblem(data.bytes, MAX_JSON_DEPTH_CEILING) === undefined) {
           try {
             out.data = JSON.parse(text);
             break;
@@ -102,8 +98,8 @@ export function toStructuredMessage(event: CloudEvent): { headers: Record<string
   try {
     json = JSON.stringify(toStructured(event));
   } catch {
-    // Data JSON cannot write (nested past the stack): its bytes as data_base64, never an exception that
-    // would stop delivery. `toStructured` already keeps such bytes out; this guards whatever it missed.
+    // Data JSON cannot write (nested past the stack): its stored bytes as data_base64 rather than an
+    // exception that stops delivery. `toStructured` already keeps such bytes out; this guards what it misses.
     json = JSON.stringify({ ...event.attributes, data_base64: dataBytes(event).body.toString('base64') });
   }
   return { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body: Buffer.from(json, 'utf8') };

@@ -27,6 +27,9 @@ export function jsonDataProblem(value: unknown, max: number): 'too_deep' | 'not_
   return undefined;
 }
 
+/** The most `HERALD_MAX_JSON_DEPTH` may be: data this deep still writes as JSON within the stack. */
+export const MAX_JSON_DEPTH_CEILING = 1000;
+
 const QUOTE = 0x22;
 const BACKSLASH = 0x5c;
 const OPEN_BRACKET = 0x5b;

@@ -167,8 +167,7 @@ export function parseJsonEvent(input: unknown, index?: number): ParseOutcome {
   } else if (hasData) {
     data = { kind: 'json', value: dataValue };
     // Text data goes out as UTF-8 bytes in binary mode, which cannot carry a lone surrogate (it would become U+FFFD).
-    const contentType = attributes.datacontenttype;
-    if (typeof dataValue === 'string' && typeof contentType === 'string' && !isJsonMediaType(contentType) && !dataValue.isWellFormed()) {
+    if (isStringPayload({ attributes, data }) && !(dataValue as string).isWellFormed()) {
       violations.push(withIndex({ attribute: 'data', message: '"data" must be valid Unicode text (it holds a lone surrogate)' }, index));
     }
   }
