@@ -1590,9 +1590,10 @@ export interface components {
             };
         };
         /**
-         * @description No such delivery attempt (`not_found`): an unknown id, a subscription that was deleted, or an
-         *     attempt from before a gateway restart that is no longer awaiting a callback (outcomes are
-         *     remembered in memory only, so a repeated callback after a restart is a 404, not a 200).
+         * @description No such delivery attempt (`not_found`): an unknown id, an attempt of a subscription that was
+         *     deleted, or one settled so long ago that its outcome is no longer kept (the embedded engine
+         *     keeps the newest 100,000 acks, nacks and rejects, across restarts; JetStream keeps them for
+         *     two days, its ack map's TTL). A repeated callback within that window is a 200 or a 409, not a 404.
          */
         DeliveryNotFound: {
             headers: {

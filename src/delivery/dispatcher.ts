@@ -4,7 +4,7 @@ import { untilDeadline } from '../shutdown-steps';
 import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { deadLetterIdNumber, type DeadLetterRow } from '../store/dead-letters-repo';
-import type { createDeliveryStateRepo } from '../store/delivery-state-repo';
+import { SETTLED_CALLBACKS_KEPT, type createDeliveryStateRepo, type SettledCallbackOutcome } from '../store/delivery-state-repo';
 import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
 import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from '../subscriptions/filter';
@@ -59,8 +59,6 @@ const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'a
 
 /** Dead letters read per query when every one of a subscription is redelivered. */
 const REDRIVE_PAGE = 1000;
-/** Settled callback ids remembered so a repeat is answered 200 or 409 rather than 404. */
-const SETTLED_CALLBACKS_KEPT = 100_000;
 
 /**
  * Runs one worker per subscription, routes ack callbacks to them, and writes
@@ -96,7 +94,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   const subscribed = new Map<string, Subscribed>();
   /** Attempts whose callback is still open. */
   const callbacks = new Map<string, CallbackEntry>();
-  /** Outcomes of recent attempts, so a repeated callback is answered 200 or 409 rather than 404. */
+  /** Outcomes of recent attempts (as many as `settled_callbacks` keeps), so a repeated callback is answered 200 or 409 rather than 404. */
   const settled = new Map<string, CallbackOutcome>();
   const settledRing = new Array<string | undefined>(SETTLED_CALLBACKS_KEPT);
   let settledAt = 0;
@@ -116,6 +114,28 @@ export function createDispatcher(deps: DispatcherDeps) {
       settled.set(deliveryId, outcome);
     },
   };
+
+  /** A receiver's ack, nack or reject: remembered in memory and, written with the state it changes, across restarts. */
+  function settleByReceiver(deliveryId: string, outcome: SettledCallbackOutcome): void {
+    registry.settle(deliveryId, outcome);
+    writes.settleCallback(deliveryId, outcome);
+  }
+
+  const isCurrent = ({ pending }: CallbackEntry, deliveryId: string): boolean =>
+    !pending.finished && pending.deliveryId === deliveryId && (pending.state === 'awaiting_ack' || pending.state === 'in_flight');
+
+  /**
+   * A callback for an attempt no longer open: the same call as the one that settled it is answered 200
+   * (`repeated`), also after a restart; another is a conflict, as is any on an attempt a newer one replaced.
+   */
+  function answerSettled(deliveryId: string, action: CallbackAction, known: boolean): CallbackAnswer {
+    const outcome = settled.get(deliveryId) ?? writes.settledCallback(deliveryId);
+    if (outcome !== undefined && ACTION_OUTCOME[action] === outcome) return { deliveryId, status: outcome, repeated: true };
+    if (outcome !== undefined || known) {
+      throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current${outcome ? ` (${outcome})` : ''}`);
+    }
+    throw new AppError('not_found', `no delivery attempt ${deliveryId}`);
+  }
 
   const enabled = deps.enabled ?? true;
   // Only workers with room for more in a partition that grew are woken (a saturated or paused one is not).
@@ -311,24 +331,16 @@ export function createDispatcher(deps: DispatcherDeps) {
      */
     callback(deliveryId: string, action: CallbackAction, arg: { delayMs?: number; ms?: number; reason?: string } = {}): CallbackAnswer {
       const entry = callbacks.get(deliveryId);
-      if (!entry) {
-        const outcome = settled.get(deliveryId);
-        if (outcome === undefined) throw new AppError('not_found', `no delivery attempt ${deliveryId}`);
-        if (ACTION_OUTCOME[action] === outcome) return { deliveryId, status: outcome, repeated: true };
-        throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current (${outcome})`);
-      }
+      if (!entry || !isCurrent(entry, deliveryId)) return answerSettled(deliveryId, action, entry !== undefined);
       const { pending, worker } = entry;
       deps.log.debug({ subscription: worker.id, partition: pending.partition, offset: pending.offset, action }, 'delivery callback');
-      if (pending.finished || pending.deliveryId !== deliveryId || (pending.state !== 'awaiting_ack' && pending.state !== 'in_flight')) {
-        throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current`);
-      }
       switch (action) {
         case 'ack':
-          registry.settle(deliveryId, 'acked');
+          settleByReceiver(deliveryId, 'acked');
           worker.ack(pending);
           return { deliveryId, status: 'acked' as const };
         case 'nack':
-          registry.settle(deliveryId, 'nacked');
+          settleByReceiver(deliveryId, 'nacked');
           worker.nack(pending, arg.delayMs);
           return {
             deliveryId,
@@ -336,7 +348,7 @@ export function createDispatcher(deps: DispatcherDeps) {
             nextAttemptAt: pending.finished || pending.nextAttemptAt === null ? null : new Date(pending.nextAttemptAt).toISOString(),
           };
         case 'reject':
-          registry.settle(deliveryId, 'rejected');
+          settleByReceiver(deliveryId, 'rejected');
           worker.reject(pending, arg.reason);
           return { deliveryId, status: 'rejected' as const };
         case 'extend': {

@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
-import { createDeliveryStateRepo, type FinishedRow, type OffsetRow } from '../store/delivery-state-repo';
+import { createDeliveryStateRepo, type FinishedRow, type OffsetRow, type SettledCallbackOutcome } from '../store/delivery-state-repo';
 import { ATTEMPTS_KEPT, createAttemptsRepo, type AttemptRow } from '../store/attempts-repo';
 import type { Pending, StatePersistence } from './pending';
 
@@ -33,6 +33,8 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   const dirtyFailing = new Map<string, number | null>();
   /** Per subscription, attempts answered since the last write of the log (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
+  /** Receivers' callbacks settled since the last flush; written with the delivery state they changed. */
+  let settledCallbacks: { deliveryId: string; outcome: SettledCallbackOutcome }[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   let attemptLogTimer: NodeJS.Timeout | undefined;
   /** Set by `close()`: failed writes no longer schedule retries (no timer may outlive the database). */
@@ -54,6 +56,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
     for (const { subscriptionId, rows } of finishedAtClose) stateRepo.saveFinished(subscriptionId, rows);
+    stateRepo.saveSettledCallbacks(settledCallbacks);
   });
 
   /** Writes everything buffered now; throws (the buffer kept, a retry scheduled unless closing) when SQLite fails. */
@@ -66,6 +69,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       deadLetterInserts.length === 0 &&
       deadLetterDeletes.length === 0 &&
       dirtyFailing.size === 0 &&
+      settledCallbacks.length === 0 &&
       finishedAtClose.length === 0;
     if (idle) return;
     try {
@@ -121,6 +125,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     deadLetterInserts = [];
     deadLetterDeletes = [];
     dirtyFailing.clear();
+    settledCallbacks = [];
   }
 
   /**
@@ -214,6 +219,15 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     /** Writes the attempt log's buffer now (its reads call it first). */
     flushAttempts,
     flushOrThrow,
+    /** A receiver's callback settled an attempt: written with the state it changed, read back by `settledCallback`. */
+    settleCallback(deliveryId: string, outcome: SettledCallbackOutcome): void {
+      settledCallbacks.push({ deliveryId, outcome });
+      scheduleFlush();
+    },
+    /** What a callback settled for this attempt: buffered, or written (a repeat after a restart). */
+    settledCallback(deliveryId: string): SettledCallbackOutcome | undefined {
+      return settledCallbacks.find((s) => s.deliveryId === deliveryId)?.outcome ?? stateRepo.settledCallback(deliveryId);
+    },
     /**
      * How many dead letters of the subscription its buffer adds (inserts less deletes): a count read from
      * SQLite plus this is what the subscription holds, written or not.

@@ -15,6 +15,11 @@ export interface OffsetRow {
 
 export type PendingState = 'in_flight' | 'awaiting_ack' | 'scheduled';
 
+/** What a receiver's callback settled (`settled_callbacks`). */
+export type SettledCallbackOutcome = 'acked' | 'nacked' | 'rejected';
+/** Settled callbacks kept: a repeat of an older one is answered 404. */
+export const SETTLED_CALLBACKS_KEPT = 100_000;
+
 /** An offset finished above the committed one (ordering `none`), kept across a graceful restart. */
 export interface FinishedRow {
   partition: number;
@@ -105,6 +110,12 @@ export function createDeliveryStateRepo(db: Db) {
     'INSERT OR REPLACE INTO finished_deliveries (subscription_id, partition, "offset", matched) VALUES (?, ?, ?, ?)',
   );
   const deleteFinished = db.prepare<[string]>('DELETE FROM finished_deliveries WHERE subscription_id = ?');
+  const settledOutcome = db.prepare<[string], { outcome: SettledCallbackOutcome }>(
+    'SELECT outcome FROM settled_callbacks WHERE delivery_id = ?',
+  );
+  const insertSettled = db.prepare<[string, string]>('INSERT OR IGNORE INTO settled_callbacks (delivery_id, outcome) VALUES (?, ?)');
+  // Everything at or below the newest id less the kept count goes (one range delete on the rowid).
+  const trimSettled = db.prepare<[number]>('DELETE FROM settled_callbacks WHERE id <= (SELECT MAX(id) FROM settled_callbacks) - ?');
   const floors = db.prepare<[], { partition: number; next: number }>(
     `SELECT partition, MAX(next) AS next FROM (
        SELECT partition, MAX(committed_offset) AS next FROM subscription_offsets GROUP BY partition
@@ -163,6 +174,15 @@ export function createDeliveryStateRepo(db: Db) {
     },
     saveFinished(subscriptionId: string, rows: readonly FinishedRow[]): void {
       for (const r of rows) insertFinished.run(subscriptionId, r.partition, r.offset, r.matched ? 1 : 0);
+    },
+    /** What a receiver's callback settled for this attempt, if it is among the newest kept. */
+    settledCallback(deliveryId: string): SettledCallbackOutcome | undefined {
+      return settledOutcome.get(deliveryId)?.outcome;
+    },
+    /** Records callbacks' outcomes (the first one of an id stays) and trims to the newest `SETTLED_CALLBACKS_KEPT`. */
+    saveSettledCallbacks(rows: readonly { deliveryId: string; outcome: SettledCallbackOutcome }[]): void {
+      for (const r of rows) insertSettled.run(r.deliveryId, r.outcome);
+      if (rows.length > 0) trimSettled.run(SETTLED_CALLBACKS_KEPT);
     },
   };
 }

@@ -142,6 +142,44 @@ describe('graceful restart', () => {
     expect(receiver.requests).toHaveLength(1);
   });
 
+  it('answers a repeated ack, nack or reject after the restart as before it: 200 repeated, any other callback 409', async () => {
+    receiver = await startReceiver(() => ({ status: 202 }));
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '1' });
+    gateways.push(gw);
+    await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ackMode: 'manual', ordering: 'none', maxInFlight: 3, retry: { initialDelayMs: 600_000 } } })
+      .expect(201);
+    await publish(
+      gw.url,
+      ['a', 'n', 'r'].map((id) => ({ id, key: id })),
+    );
+    await waitFor(() => receiver!.requests.length === 3, { what: 'three sent' });
+    const idOf = Object.fromEntries(
+      receiver.requests.map((q) => [q.headers['ce-id'] as string, q.headers['herald-delivery-id'] as string]),
+    );
+    const calls = { ack: idOf.a!, nack: idOf.n!, reject: idOf.r! };
+    const status = async (url: string, id: string, action: string) => (await request(url).post(`/deliveries/${id}/${action}`)).status;
+    for (const [action, id] of Object.entries(calls)) expect(await status(gw.url, id, action)).toBe(200);
+    await gw.close();
+    gateways.pop();
+
+    const again = await startTestGateway({ HERALD_PARTITIONS: '1', HERALD_DATA_DIR: gw.dataDir });
+    gateways.push(again);
+    for (const [action, id] of Object.entries(calls)) {
+      const repeated = await request(again.url).post(`/deliveries/${id}/${action}`);
+      expect({ action, status: repeated.status, body: repeated.body }).toEqual({
+        action,
+        status: 200,
+        body: { deliveryId: id, status: `${action}ed`, repeated: true },
+      });
+      const other = action === 'ack' ? 'nack' : 'ack';
+      expect({ action, other, status: await status(again.url, id, other) }).toEqual({ action, other, status: 409 });
+    }
+    expect(await status(again.url, 'dlv_unknown', 'ack')).toBe(404);
+    expect(receiver.requests).toHaveLength(3); // the nacked one waits its 10 minutes
+  });
+
   it('an extend of an attempt cut by the restart, before it is sent again, holds it under that lease until the ack', async () => {
     let release: (() => void) | undefined;
     receiver = await startReceiver(() => new Promise((resolve) => (release = () => resolve({ status: 202 }))));
