@@ -37,6 +37,9 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     if (!name || !secret || !scopeList || rest.length > 0) {
       throw new ConfigError(`HERALD_API_KEYS: entry ${i + 1}${name ? ` ("${name}")` : ''} must be name:secret:scopes`);
     }
+    // A key is presented as `Bearer <key>` with no white space in it: such a secret could never authenticate.
+    if (/\s/.test(secret))
+      throw new ConfigError(`HERALD_API_KEYS: the secret of key "${name}" holds white space, which no request can send`);
     const scopes = scopeList.split(/[+| ]/).filter(Boolean);
     const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope));
     if (unknown.length > 0 || scopes.length === 0) {

@@ -158,7 +158,7 @@ export const configSchema = z
     HERALD_API_KEYS: z
       .preprocess(unsetIfEmpty, z.string().optional())
       .describe(
-        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`. Names and secrets must be unique; a value that is set but holds no key is refused.',
+        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`. Names and secrets must be unique, secrets without white space; a value that is set but holds no key is refused.',
       ),
     HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe(
       'Allow running without API keys on a non-loopback address.',

@@ -38,6 +38,13 @@ describe('parseApiKeys', () => {
     expect(() => parseApiKeys('ops:s3cret:admin,ci:s3cret:read')).not.toThrow(/s3cret/);
   });
 
+  it('refuses a secret holding white space, which no Authorization header can carry', () => {
+    for (const raw of ['ops: s3cret :admin', 'ops:s3 cret:admin', 'ops:s3cret\t:admin']) {
+      expect(() => parseApiKeys(raw)).toThrow(/"ops" holds white space/);
+      expect(() => parseApiKeys(raw)).not.toThrow(/s3/);
+    }
+  });
+
   it('returns no keys for an empty value', () => {
     expect(parseApiKeys(undefined)).toEqual([]);
     expect(parseApiKeys('  ')).toEqual([]);
