@@ -58,6 +58,8 @@ function fromFrameworkError(err: unknown): AppError | undefined {
   if (!e || typeof e.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
   if (e.status === 413) return new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
   if (e.status === 415) return new AppError('unsupported_media_type', e.message ?? 'unsupported media type');
+  // The router could not percent-decode a path parameter (`/deliveries/%zz/ack`): no resource has that name.
+  if (err instanceof URIError) return new AppError('not_found', 'nothing has this path: a path segment is not valid percent-encoding');
   if (e.type === 'entity.parse.failed')
     return new AppError('invalid_request', 'the body is not valid JSON', { details: [{ message: e.message ?? 'invalid JSON' }] });
   return new AppError('invalid_request', e.message ?? 'bad request');

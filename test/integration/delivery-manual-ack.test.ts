@@ -185,12 +185,12 @@ describe('202 Accepted', () => {
     expect((await callback(first, 'ack')).status).toBe(409);
   });
 
-  it('answers 404 for an unknown delivery id', async () => {
+  it.each(['dlv_doesnotexist', '%zz', '%E0%A4%A'])('answers 404 for an unknown delivery id (%s)', async (id) => {
     for (const action of ['ack', 'nack', 'extend', 'reject']) {
       const res = await request(gw.url)
-        .post(`/deliveries/dlv_doesnotexist/${action}`)
+        .post(`/deliveries/${id}/${action}`)
         .send(action === 'extend' ? { ms: 1000 } : {});
-      expect({ action, status: res.status }).toEqual({ action, status: 404 });
+      expect({ action, status: res.status, code: res.body.code }).toEqual({ action, status: 404, code: 'not_found' });
       expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
     }
   });
