@@ -561,7 +561,8 @@ export function createSubscriptionWorker(
       if (row.seekGeneration != null) pending.generation = row.seekGeneration;
       if (row.redrive) redrives.set(`${row.partition}:${row.offset}`, pending);
       else parts[row.partition]?.pending.set(row.offset, pending);
-      // The last attempt's id stays known, so a late callback for it is a 409 (stale), not a 404 (unknown).
+      // The last attempt's id stays known, so a late callback for it is a 409 (stale), not a 404 (unknown),
+      // unless it repeats what settled it (`settled_callbacks`): then a 200.
       if (row.deliveryId) deps.callbacks.issue(row.deliveryId, worker, pending);
       // Awaiting an ack: the lease runs on (or, run out meanwhile, fails); scheduled: the retry timer.
       // In flight at a crash: delivered again by resume() below, same webhook-id.
