@@ -139,6 +139,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     clock,
     idempotency,
     tail: indexer,
+    firstOffsets: () => firstOffsets,
     buildKeyFilter: (log2Bits, hashes) => indexer.buildKeyFilter(log2Bits, hashes),
     log,
   });

@@ -27,6 +27,8 @@ export interface SequencerOptions {
   clock: () => number;
   idempotency: IdempotencyRepo;
   tail: Pick<Indexer, 'find' | 'range' | 'firstOffset'>;
+  /** Per partition, the lowest offset still stored (retention deleted those below). */
+  firstOffsets: () => readonly number[];
   /** Builds the key filter's bits off this thread (the indexer's worker); undefined: abandoned. */
   buildKeyFilter: (log2Bits: number, hashes: number) => Promise<BuiltKeyFilter | undefined>;
   log: Logger;
@@ -79,10 +81,18 @@ export function createSequencer(opts: SequencerOptions) {
     const pending = pendingKeys.get(key);
     if (pending) return { partition: pending.entry.partition, offset: pending.entry.offset, done: pending.done };
     const inTail = tail.find(key);
-    if (inTail) return inTail;
+    if (inTail) return stillStored(inTail);
     // A Bloom filter miss means never seen: skip SQLite. A hit (or no filter yet) asks SQLite.
     if (keyFilter && !keyFilter.mightContain(key)) return undefined;
-    return idempotency.find(source, id);
+    return stillStored(idempotency.find(source, id));
+  }
+
+  /**
+   * Retention moves the first offsets before the indexer has deleted the retired records' rows: a row
+   * below them names an event that is gone, so a resend is stored again as new (never a duplicate of nothing).
+   */
+  function stillStored<T extends { partition: number; offset: number }>(found: T | undefined): T | undefined {
+    return found && found.offset >= (opts.firstOffsets()[found.partition] ?? 0) ? found : undefined;
   }
 
   /**

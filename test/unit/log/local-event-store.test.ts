@@ -499,6 +499,32 @@ describe('local event store: retention', () => {
     expect((await again.store.append([ev('k0')]))[0]!.duplicate).toBe(false);
   });
 
+  it('stores a resend of an event retention just deleted as new, while the indexer is still deleting its rows', async () => {
+    const o = openStore(tmpDir(), { segmentBytes: 64 * 1024, maxLogBytes: 128 * 1024 });
+    const idAt = new Map<string, string>();
+    // Sent the moment the first offsets move, at every deletion: the deleted events' idempotency rows are
+    // still being deleted then (the indexer's thread deletes the highest offsets last).
+    const resends: Promise<AppendResult[]>[] = [];
+    o.store.onRetire((firsts) => {
+      const ids = firsts.map((first, p) => idAt.get(`${p}:${first - 1}`)).filter((id) => id !== undefined);
+      if (ids.length > 0) resends.push(o.store.append(ids.map((id) => ev(id))));
+    });
+    for (let i = 0; i < 60_000; i += 1000) {
+      const results = await o.store.append(Array.from({ length: 1000 }, (_, j) => ev(`d${i + j}`)));
+      for (const r of results) idAt.set(`${r.partition}:${r.offset}`, r.id);
+    }
+    await o.store.indexed();
+    await o.store.runRetention();
+    expect(resends.length).toBeGreaterThan(0);
+    const answers = (await Promise.all(resends)).flat();
+    expect(answers.filter((a) => a.duplicate).map((a) => `${a.id}: duplicate at ${a.partition}/${a.offset}`)).toEqual([]);
+    // Each resend was stored again (later deletions may have taken the oldest copies again).
+    const firsts = o.store.firstOffsets();
+    const kept = answers.filter((a) => a.offset >= firsts[a.partition]!);
+    expect(kept.length).toBeGreaterThan(0);
+    for (const a of kept) expect(o.store.lookup(a.source, a.id)).toMatchObject({ offset: a.offset });
+  });
+
   it('never deletes the active segment for size, and tells listeners the new first offsets before reads see them', async () => {
     const o = openStore(tmpDir(), { segmentBytes: 4096, maxLogBytes: 8192 });
     const told: number[][] = [];
