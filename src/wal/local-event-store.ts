@@ -11,6 +11,7 @@ import { createLogIndexRepo } from '../store/log-index-repo';
 import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
+import { createRetentionFloors } from '../store/retention-floors';
 import { INDEX_DB_FILE, moveIndexTables, openIndexDatabase } from '../store/index-db';
 import { IDENTITY_FILE, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
 import type { AppendResult, EventStore } from './event-store';
@@ -117,6 +118,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   const index = createLogIndexRepo(indexDb);
   const idempotency = createIdempotencyRepo(indexDb);
   const firstOffsets = heads.map((head, p) => index.minOffset(p) ?? head);
+  const retentionFloors = createRetentionFloors(createMetaRepo(opts.db));
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
   let feedListener: LogFeedListener | undefined;
@@ -242,9 +244,25 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       const first = offset ?? indexer.firstOffset(p) ?? heads[p]!;
       firstOffsets[p] = Math.max(firstOffsets[p]!, first);
     });
-    const dropped = segments.dropBefore(through, { background: true });
-    log.info({ segments: dropped.segments, freedBytes: dropped.bytes, firstOffsets }, 'retention deleted the oldest log segments');
+    if (keepFloors()) {
+      const dropped = segments.dropBefore(through, { background: true });
+      log.info({ segments: dropped.segments, freedBytes: dropped.bytes, firstOffsets }, 'retention deleted the oldest log segments');
+    }
     for (const listener of retireListeners) safely(log, 'retention listener failed', () => listener(firstOffsets));
+  }
+
+  /**
+   * Records the first offsets as retention's floors in herald.db before any file goes. When it cannot,
+   * the files stay until a later round (or the next start) has recorded them: offsets are never reused.
+   */
+  function keepFloors(): boolean {
+    try {
+      retentionFloors.raise(firstOffsets);
+      return true;
+    } catch (err) {
+      log.error({ err }, 'retention could not record its offsets in herald.db; the deleted segments stay on disk for now');
+      return false;
+    }
   }
 
   async function append(events: CloudEvent[]): Promise<AppendResult[]> {
@@ -345,8 +363,12 @@ function openLog(
   });
   const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
   const logStart = Number(indexMeta.get('log_start') ?? 0);
+  const retentionFloors = createRetentionFloors(meta);
   if (logStart > 0) {
-    // A retention the process did not finish: its files and rows go now.
+    // A retention the process did not finish: its floors are kept (see `retired`), then its files and rows go.
+    const index = createLogIndexRepo(indexDb);
+    const heads = createPartitionHeadsRepo(indexDb).load(opts.partitions);
+    retentionFloors.raise(heads.map((head, p) => index.firstOffsetAtOrPast(p, logStart) ?? head));
     segments.dropBefore(logStart);
     createIndexRows(indexDb, opts.partitions).retire(logStart);
   }
@@ -359,6 +381,7 @@ function openLog(
     index: createLogIndexRepo(indexDb),
     headsRepo: createPartitionHeadsRepo(indexDb),
     offsetFloors: createDeliveryStateRepo(db).offsetFloors,
+    retentionFloors: retentionFloors.load,
     partitions: opts.partitions,
     dataDir: opts.dataDir,
     windowStart: clock() - opts.idempotencyWindowMs,

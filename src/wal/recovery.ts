@@ -30,6 +30,8 @@ export interface RecoveryDeps {
   headsRepo: PartitionHeadsRepo;
   /** Where delivery has been in each partition: heads never go below it. */
   offsetFloors: () => { partition: number; next: number }[];
+  /** Per partition, the offset past the newest event retention deleted (herald.db): heads never go below it either. */
+  retentionFloors: () => readonly number[];
   partitions: number;
   dataDir: string;
   /** Records stored before this get no idempotency row back (they are past the window). */
@@ -121,6 +123,10 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
         heads[partition] = next;
       }
     }
+    // Deleted on purpose, not lost: an index.db rebuilt from a log retention emptied must not start the partition over.
+    deps.retentionFloors().forEach((floor, partition) => {
+      if (partition < partitions) heads[partition] = Math.max(heads[partition]!, floor);
+    });
     heads.forEach((head, partition) => headsRepo.set(partition, head));
     meta.set('log_indexed_through', scan.end);
     // Holes left by segments that lost their tail stay: remember them, so later starts neither rescan

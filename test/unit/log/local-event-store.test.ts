@@ -525,6 +525,53 @@ describe('local event store: retention', () => {
     for (const a of kept) expect(o.store.lookup(a.source, a.id)).toMatchObject({ offset: a.offset });
   });
 
+  const removeIndexDb = (dir: string) => {
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(dir, `index.db${suffix}`), { force: true });
+  };
+
+  it('keeps the heads of partitions retention emptied when index.db is lost, so no offset is reused', async () => {
+    const clock = { now: T0 };
+    const o = openStore(tmpDir(), { segmentBytes: 4096, retentionMs: 60_000 }, clock);
+    for (let i = 0; i < 200; i++) await o.store.append([ev(`r${i}`)]);
+    await o.store.indexed();
+    const heads = [...o.store.heads()];
+    expect(heads.every((h) => h > 0)).toBe(true);
+    clock.now += 120_000; // every event is past the retention now, the active segment's too
+    await o.store.runRetention();
+    expect([...o.store.firstOffsets()]).toEqual(heads);
+    await o.close();
+    removeIndexDb(o.dir);
+
+    const again = openStore(o.dir, { segmentBytes: 4096, retentionMs: 60_000 }, clock);
+    expect({ heads: [...again.store.heads()], firsts: [...again.store.firstOffsets()] }).toEqual({ heads, firsts: heads });
+    const [next] = await again.store.append([ev('after')]);
+    expect(next!.offset).toBe(heads[next!.partition]);
+  });
+
+  it('keeps the heads a retention a crash interrupted empties at the next start, when index.db is lost after it', async () => {
+    const o = openStore(tmpDir(), { segmentBytes: 4096 });
+    for (let i = 0; i < 200; i++) await o.store.append([ev(`c${i}`)]);
+    await o.store.indexed();
+    const heads = [...o.store.heads()];
+    const files = segmentFilesOf(o.dir);
+    await o.close();
+    // A crash right after the indexer moved the start of the log past every record (a new, empty active segment).
+    fs.writeFileSync(path.join(o.dir, 'wal', `${String(Number(files.at(-1)!.slice(0, 20)) + 1_000_000).padStart(20, '0')}.seg`), '');
+    const end = Number(files.at(-1)!.slice(0, 20)) + 1_000_000;
+    const db = indexDbOf(o.dir);
+    db.prepare("INSERT INTO meta (key, value) VALUES ('log_start', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value").run(
+      String(end),
+    );
+    db.close();
+    const finished = openStore(o.dir, { segmentBytes: 4096 });
+    expect([...finished.store.heads()]).toEqual(heads);
+    await finished.close();
+    removeIndexDb(o.dir);
+
+    const again = openStore(o.dir, { segmentBytes: 4096 });
+    expect([...again.store.heads()]).toEqual(heads);
+  });
+
   it('never deletes the active segment for size, and tells listeners the new first offsets before reads see them', async () => {
     const o = openStore(tmpDir(), { segmentBytes: 4096, maxLogBytes: 8192 });
     const told: number[][] = [];

@@ -1,0 +1,30 @@
+import type { MetaRepo } from './meta-repo';
+
+/** `meta` key in herald.db: per partition, the offset past the newest event retention has deleted. */
+const KEY = 'retention_floors';
+
+/**
+ * Retention's floors, kept in herald.db beside the delivery state: index.db (where heads live) can be
+ * rebuilt from the log, but the log no longer holds what retention deleted. A partition whose every
+ * event went would otherwise restart at offset 0 after index.db is lost, reusing offsets readers saw.
+ */
+export function createRetentionFloors(meta: MetaRepo) {
+  function load(): number[] {
+    const raw = meta.get(KEY);
+    if (raw === undefined) return [];
+    const parsed: unknown = JSON.parse(raw);
+    return Array.isArray(parsed) ? parsed.map((n) => (Number.isSafeInteger(n) && n > 0 ? (n as number) : 0)) : [];
+  }
+  return {
+    /** Per partition (index), the lowest next offset retention allows; missing or 0: none. */
+    load,
+    /** Raises the floors to `floors` where they are higher (a floor never moves back). */
+    raise(floors: readonly number[]): void {
+      const current = load();
+      const next = floors.map((f, p) => Math.max(f, current[p] ?? 0));
+      for (let p = floors.length; p < current.length; p++) next.push(current[p]!);
+      if (next.some((f, p) => f !== (current[p] ?? 0))) meta.set(KEY, JSON.stringify(next));
+    },
+  };
+}
+export type RetentionFloors = ReturnType<typeof createRetentionFloors>;
