@@ -178,6 +178,26 @@ port.on('message', (message: ToDelivery) => {
         // What was observed before the answer reaches the main thread first (a deleted subscription's
         // last observations before its series are forgotten, metrics that agree with the stats).
         sendObservations();
+        if (message.call.op === 'callback') {
+          // A receiver's callback is answered once what it changed is written: an ack answered 200 survives a crash.
+          const { id } = message;
+          dispatcher.persisted().then(
+            () => post({ type: 'answer', id, ok: true, value }),
+            (err: unknown) => {
+              log.error({ err }, 'delivery thread: a callback could not be written yet');
+              const unwritten = new AppError(
+                'unavailable',
+                'the callback was taken but could not be written yet; repeat it (a repeat is answered 200)',
+                {
+                  cause: err,
+                  retryAfter: 1,
+                },
+              );
+              post({ type: 'answer', id, ok: false, error: toWire(unwritten) });
+            },
+          );
+          return;
+        }
         post({ type: 'answer', id: message.id, ok: true, value });
       } catch (err) {
         post({ type: 'answer', id: message.id, ok: false, error: wireError(err) });

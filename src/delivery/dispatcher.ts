@@ -325,6 +325,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       worker.unqueueRedrive(String(id)); // the operator deleted it: a redelivery still queued is not sent
       return true;
     },
+    /** Resolves once the state changed so far is written (a callback is answered only then). */
+    persisted: writes.persisted,
     /**
      * A receiver's callback for one attempt. Repeating the same call is
      * idempotent; a call for an attempt that is no longer current is a conflict.

@@ -117,6 +117,33 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     attemptInserts.clear();
   }
 
+  /** Callers of `persisted()` waiting for the next flush. */
+  let persistWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
+  let persistSoon: NodeJS.Immediate | undefined;
+
+  /**
+   * Resolves once everything buffered now is written (rejects if that write fails). Callers in the
+   * same turn of the loop share one transaction: a receiver's callback is answered only once it is
+   * durable, at the cost of one transaction per turn rather than per callback.
+   */
+  function persisted(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      persistWaiters.push({ resolve, reject });
+      persistSoon ??= setImmediate(() => {
+        persistSoon = undefined;
+        const waiting = persistWaiters;
+        persistWaiters = [];
+        try {
+          flushOrThrow();
+        } catch (err) {
+          for (const w of waiting) w.reject(err);
+          return;
+        }
+        for (const w of waiting) w.resolve();
+      });
+    });
+  }
+
   /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
   function written(): void {
     for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
@@ -219,6 +246,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     /** Writes the attempt log's buffer now (its reads call it first). */
     flushAttempts,
     flushOrThrow,
+    persisted,
     /** A receiver's callback settled an attempt: written with the state it changed, read back by `settledCallback`. */
     settleCallback(deliveryId: string, outcome: SettledCallbackOutcome): void {
       settledCallbacks.push({ deliveryId, outcome });

@@ -109,6 +109,55 @@ describe('crash (SIGKILL) with deliveries pending', () => {
   });
 });
 
+describe('crash (SIGKILL) right after an ack was answered', () => {
+  let receiver: Receiver | undefined;
+  let gw: ChildGateway | undefined;
+  afterEach(async () => {
+    await killIfRunning(gw);
+    await receiver?.close();
+  });
+
+  it('keeps the ack: a repeat after the restart is 200 repeated, and the event is not sent again (3 trials)', async () => {
+    for (let trial = 0; trial < 3; trial++) {
+      await killIfRunning(gw);
+      await receiver?.close();
+      const env: Env = { HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' };
+      let acked: (status: number) => void = () => {};
+      const ackAnswer = new Promise<number>((resolve) => (acked = resolve));
+      let url = '';
+      // The receiver answers 202 and acks at once; the gateway is killed the moment the ack is answered.
+      receiver = await startReceiver((req) => {
+        setImmediate(async () => {
+          const res = await request(url).post(`/deliveries/${req.headers['herald-delivery-id']}/ack`);
+          gw!.child.kill('SIGKILL');
+          acked(res.status);
+        });
+        return { status: 202 };
+      });
+      gw = await spawnGateway(env);
+      url = gw.url;
+      await request(url)
+        .post('/subscriptions')
+        .send({ sink: receiver.url, delivery: { ackMode: 'manual', ackDeadlineMs: 60_000 } })
+        .expect(201);
+      await publish(url, [{ id: `acked-${trial}`, key: 'k' }]);
+      expect(await ackAnswer).toBe(200);
+      await gw.exited;
+      const deliveryId = receiver.requests[0]!.headers['herald-delivery-id'] as string;
+
+      gw = await spawnGateway(env);
+      const repeat = await request(gw.url).post(`/deliveries/${deliveryId}/ack`);
+      expect({ trial, status: repeat.status, body: repeat.body }).toEqual({
+        trial,
+        status: 200,
+        body: { deliveryId, status: 'acked', repeated: true },
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      expect({ trial, requests: receiver.requests.length }).toEqual({ trial, requests: 1 });
+    }
+  });
+});
+
 describe('graceful restart', () => {
   let receiver: Receiver | undefined;
   const gateways: { close(): Promise<void> }[] = [];
