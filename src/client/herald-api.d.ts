@@ -455,7 +455,9 @@ export interface paths {
          * @description Queues the given dead letters (all of them when `ids` is absent, or when there is no body) for
          *     delivery with a fresh attempt count, outside partition order and marked `herald-redelivery:
          *     true`. Each is removed from the dead letters when its redelivery starts, and comes back if it
-         *     fails again. Ids that do not exist (or are not written as digits: `1e0` or `0x1` name no dead
+         *     fails again. On the local engine the queue is held in memory: a redelivery still waiting in it
+         *     when the gateway crashes (the subscription paused, or behind `maxInFlight`) has not started, so
+         *     its dead letter is still listed after the restart, to be redelivered again. Ids that do not exist (or are not written as digits: `1e0` or `0x1` name no dead
          *     letter) are skipped; so are dead letters whose
          *     event retention has deleted on the local engine (nothing to send: they stay listed).
          */
@@ -1294,7 +1296,10 @@ export interface components {
             inFlight: number;
             /** @description Age of the event at `committedOffset`, while there is one; `null` when caught up. */
             oldestPendingAgeMs: number | null;
-            /** @description Events deleted by retention before this subscription finished them. */
+            /**
+             * @description Events deleted by retention before this subscription finished them. Those it had not read
+             *     yet count whether or not its filters would have matched them (once deleted, that cannot be told).
+             */
             expired: number;
         };
         AttemptPage: {
