@@ -2,7 +2,7 @@ import express, { type ErrorRequestHandler, type Router } from 'express';
 import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { Authorizer } from './auth';
-import { sendProblem } from './problem';
+import { sendProblem, undecodablePath } from './problem';
 import { setAuthorizer } from './routing';
 
 export interface AppDeps {
@@ -27,7 +27,8 @@ export function createApp(deps: AppDeps): express.Express {
   setAuthorizer(app, deps.authorize);
   for (const router of deps.routers) app.use(router);
   app.use((req, _res, next) => next(new AppError('not_found', `no route for ${req.method} ${req.path}`)));
-  const onError: ErrorRequestHandler = (err, _req, res, _next) => sendProblem(res, err, deps.log);
+  const onError: ErrorRequestHandler = (err, req, res, _next) =>
+    sendProblem(res, err instanceof URIError ? undecodablePath(req.path) : err, deps.log);
   app.use(onError);
   return app;
 }

@@ -52,14 +52,26 @@ function build(err: AppError): Problem {
   return problem;
 }
 
+/**
+ * The router could not percent-decode a path parameter of `path`: a partition number is a bad request
+ * (as `/partitions/abc` is); an id (`/deliveries/%zz/ack`, `/subscriptions/%zz`) names nothing, a 404.
+ */
+export function undecodablePath(path: string): AppError {
+  const what = 'a path segment is not valid percent-encoding';
+  if (path.startsWith('/partitions/')) {
+    return new AppError('invalid_request', `the partition must be an integer: ${what}`, {
+      details: [{ attribute: 'partition', message: what }],
+    });
+  }
+  return new AppError('not_found', `nothing has this path: ${what}`);
+}
+
 /** body-parser and friends throw errors with `status`/`type`; keep their 4xx meaning. */
 function fromFrameworkError(err: unknown): AppError | undefined {
   const e = err as { status?: number; type?: string; message?: string } | undefined;
   if (!e || typeof e.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
   if (e.status === 413) return new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
   if (e.status === 415) return new AppError('unsupported_media_type', e.message ?? 'unsupported media type');
-  // The router could not percent-decode a path parameter (`/deliveries/%zz/ack`): no resource has that name.
-  if (err instanceof URIError) return new AppError('not_found', 'nothing has this path: a path segment is not valid percent-encoding');
   if (e.type === 'entity.parse.failed')
     return new AppError('invalid_request', 'the body is not valid JSON', { details: [{ message: e.message ?? 'invalid JSON' }] });
   return new AppError('invalid_request', e.message ?? 'bad request');

@@ -231,6 +231,7 @@ describe('read endpoints', () => {
     ['a non-numeric limit', `/partitions/0/events?limit=ten`],
     ['a non-numeric partition', `/partitions/abc/events`],
     ['a negative partition', `/partitions/-1/events`],
+    ['a partition that is not valid percent-encoding', `/partitions/%zz/events`],
   ])('answers 400 for %s', async (_label, path) => {
     const res = await request(gw.url).get(path);
     expect(res.status).toBe(400);
