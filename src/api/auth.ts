@@ -33,9 +33,12 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
   const names = new Set<string>();
   const secrets = new Set<string>();
   return entries.map((entry, i) => {
-    const [name, secret, scopeList, ...rest] = entry.split(':');
+    const fields = entry.split(':');
+    const [name, secret, scopeList, ...rest] = fields;
     if (!name || !secret || !scopeList || rest.length > 0) {
-      throw new ConfigError(`HERALD_API_KEYS: entry ${i + 1}${name ? ` ("${name}")` : ''} must be name:secret:scopes`);
+      // With fewer than three fields the first may be the secret (`s3cret:read`): it is named only by number then.
+      const label = fields.length >= 3 && name ? ` ("${name}")` : '';
+      throw new ConfigError(`HERALD_API_KEYS: entry ${i + 1}${label} must be name:secret:scopes`);
     }
     // A key is presented as `Bearer <key>` with no white space in it: such a secret could never authenticate.
     if (/\s/.test(secret))

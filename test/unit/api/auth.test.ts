@@ -29,6 +29,8 @@ describe('parseApiKeys', () => {
       expect((err as Error).message).not.toMatch(/topsecret/);
     }
     expect(() => parseApiKeys('a:x:read,a:y:read')).toThrow(/appears twice/);
+    // An entry missing its name: its first field is the secret, never printed.
+    expect(() => parseApiKeys('sec ret9Q7Z:read')).toThrow(/^HERALD_API_KEYS: entry 1 must be name:secret:scopes$/);
   });
 
   it('refuses a value that holds no key, and a secret shared by two keys (it would authenticate as one of them only)', () => {
