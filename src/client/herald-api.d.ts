@@ -1595,8 +1595,8 @@ export interface components {
             };
         };
         /**
-         * @description No such delivery attempt (`not_found`): an unknown id, an attempt of a subscription that was
-         *     deleted, or one settled so long ago that its outcome is no longer kept (the embedded engine
+         * @description No such delivery attempt (`not_found`): an unknown id, an attempt still open when its
+         *     subscription was deleted, or one settled so long ago that its outcome is no longer kept (the embedded engine
          *     keeps the newest 100,000 acks, nacks and rejects, across restarts; JetStream keeps them for
          *     two days, its ack map's TTL). A repeated callback within that window is a 200 or a 409, not a 404.
          */
