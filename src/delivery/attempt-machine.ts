@@ -201,7 +201,8 @@ export function stateFromRow(row: PendingRow): AttemptState {
   const attempts: Attempts = { attempt: row.attempt, deliveryId: row.deliveryId, lastStatus: row.lastStatus, lastError: row.lastError };
   switch (row.state) {
     case 'in_flight':
-      return { ...attempts, phase: 'ready' };
+      // Extended by the receiver before the crash cut its request: it has the event and works on it.
+      return row.leaseUntil !== null ? { ...attempts, phase: 'awaiting_ack', leaseUntil: row.leaseUntil } : { ...attempts, phase: 'ready' };
     case 'awaiting_ack':
       return { ...attempts, phase: 'awaiting_ack', leaseUntil: row.leaseUntil ?? 0 };
     case 'scheduled':
@@ -379,8 +380,9 @@ function extend(s: Open, input: InputOf<'extend'>, ctx: AttemptContext): Step {
         effects: [{ kind: 'armLease', attemptId: input.attemptId, until: asked }, { kind: 'persist' }, { kind: 'extended', until: asked }],
       };
     case 'sending': {
+      // Written (as the in-flight row's lease): after a crash the attempt awaits its ack under it, not sent again.
       const until = Math.max(asked, s.leaseFloor ?? 0);
-      return { state: { ...s, leaseFloor: until }, effects: [{ kind: 'extended', until }] };
+      return { state: { ...s, leaseFloor: until }, effects: [{ kind: 'persist' }, { kind: 'extended', until }] };
     }
     case 'awaiting_ack': {
       const until = Math.max(asked, s.leaseUntil);

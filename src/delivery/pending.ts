@@ -48,8 +48,10 @@ export class Pending implements PendingRow {
   get nextAttemptAt(): number | null {
     return this.life.phase === 'scheduled' ? this.life.nextAttemptAt : null;
   }
+  /** The ack lease; in flight, the floor an `extend` set before the answer (null: none). */
   get leaseUntil(): number | null {
-    return this.life.phase === 'awaiting_ack' ? this.life.leaseUntil : null;
+    if (this.life.phase === 'awaiting_ack') return this.life.leaseUntil;
+    return this.life.phase === 'sending' ? (this.life.leaseFloor ?? null) : null;
   }
   get lastStatus(): number | null {
     return this.life.lastStatus;

@@ -158,6 +158,44 @@ describe('crash (SIGKILL) right after an ack was answered', () => {
   });
 });
 
+describe('crash (SIGKILL) right after an extend of an open request was answered', () => {
+  let receiver: Receiver | undefined;
+  let gw: ChildGateway | undefined;
+  afterEach(async () => {
+    await killIfRunning(gw);
+    await receiver?.close();
+  });
+
+  it('keeps the lease the extend gave: the event awaits its ack instead of being sent again, and the ack works', async () => {
+    const env: Env = { HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' };
+    let url = '';
+    let extended = 0;
+    // The receiver extends while its request is still open, then the gateway dies before the answer.
+    receiver = await startReceiver(async (req) => {
+      if (receiver!.requests.length === 1) {
+        extended = (await request(url).post(`/deliveries/${req.headers['herald-delivery-id']}/extend`).send({ ms: 120_000 })).status;
+        gw!.child.kill('SIGKILL');
+      }
+      return { status: 202 };
+    });
+    gw = await spawnGateway(env);
+    url = gw.url;
+    await request(url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ackMode: 'manual', ackDeadlineMs: 1000 } })
+      .expect(201);
+    await publish(url, [{ id: 'extended', key: 'k' }]);
+    await gw.exited;
+    expect(extended).toBe(200);
+
+    gw = await spawnGateway(env);
+    await new Promise((r) => setTimeout(r, 2000)); // past the 1 s ack deadline: only the extended lease holds it
+    expect(receiver.requests).toHaveLength(1);
+    const id = receiver.requests[0]!.headers['herald-delivery-id'] as string;
+    expect((await request(gw.url).post(`/deliveries/${id}/ack`)).status).toBe(200);
+  });
+});
+
 describe('graceful restart', () => {
   let receiver: Receiver | undefined;
   const gateways: { close(): Promise<void> }[] = [];

@@ -205,10 +205,10 @@ const LEGAL: Row[] = [
     to: { phase: 'done', ...was() }, effects: [settle('acked'), observe('acked'), { kind: 'commitOffset' }] },
   { name: 'nack while the request is open retries after delayMs', from: sending, input: { kind: 'nack', attemptId: 'dlv_1', delayMs: 250 },
     to: retryAt(NOW + 250, 'negatively acknowledged by the receiver'), effects: [settle('nacked'), observe('nacked'), ...retryEffects(NOW + 250)] },
-  { name: 'extend before the 202 sets the lease floor', from: sending, input: { kind: 'extend', attemptId: 'dlv_1', ms: 5000 },
-    to: { ...sending, leaseFloor: NOW + 5000 }, effects: [{ kind: 'extended', until: NOW + 5000 }] },
+  { name: 'extend before the 202 sets the lease floor, written', from: sending, input: { kind: 'extend', attemptId: 'dlv_1', ms: 5000 },
+    to: { ...sending, leaseFloor: NOW + 5000 }, effects: [{ kind: 'persist' }, { kind: 'extended', until: NOW + 5000 }] },
   { name: 'extend never lowers the lease floor', from: deepFreeze({ ...sending, leaseFloor: NOW + 9000 }), input: { kind: 'extend', attemptId: 'dlv_1', ms: 1 },
-    to: { ...sending, leaseFloor: NOW + 9000 }, effects: [{ kind: 'extended', until: NOW + 9000 }] },
+    to: { ...sending, leaseFloor: NOW + 9000 }, effects: [{ kind: 'persist' }, { kind: 'extended', until: NOW + 9000 }] },
   { name: 'reject while the request is open', from: sending, input: { kind: 'reject', attemptId: 'dlv_1' },
     to: { phase: 'dead', reason: 'receiver_rejected', ...was({ lastError: 'rejected by the receiver' }) },
     effects: [settle('rejected'), observe('rejected'), ...deadEffects('receiver_rejected')] },
@@ -330,6 +330,11 @@ describe('attempt machine: legal transitions', () => {
       deliveryId: 'dlv_x',
       lastStatus: 202,
       lastError: null,
+    });
+    // In flight with a lease: the receiver extended the attempt before a crash cut its request; it awaits the ack.
+    expect(stateFromRow({ ...row, state: 'in_flight', nextAttemptAt: null, leaseUntil: 66 })).toMatchObject({
+      phase: 'awaiting_ack',
+      leaseUntil: 66,
     });
     expect(stateFromRow({ ...row, state: 'awaiting_ack', nextAttemptAt: null, leaseUntil: 77 })).toMatchObject({
       phase: 'awaiting_ack',
