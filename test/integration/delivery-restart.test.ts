@@ -109,7 +109,7 @@ describe('crash (SIGKILL) with deliveries pending', () => {
   });
 });
 
-describe('crash (SIGKILL) right after an ack was answered', () => {
+describe('crash (SIGKILL) right after a callback was answered', () => {
   let receiver: Receiver | undefined;
   let gw: ChildGateway | undefined;
   afterEach(async () => {
@@ -155,15 +155,6 @@ describe('crash (SIGKILL) right after an ack was answered', () => {
       await new Promise((r) => setTimeout(r, 300));
       expect({ trial, requests: receiver.requests.length }).toEqual({ trial, requests: 1 });
     }
-  });
-});
-
-describe('crash (SIGKILL) right after an extend of an open request was answered', () => {
-  let receiver: Receiver | undefined;
-  let gw: ChildGateway | undefined;
-  afterEach(async () => {
-    await killIfRunning(gw);
-    await receiver?.close();
   });
 
   it('keeps the lease the extend gave: the event awaits its ack instead of being sent again, and the ack works', async () => {
