@@ -179,23 +179,15 @@ port.on('message', (message: ToDelivery) => {
         // last observations before its series are forgotten, metrics that agree with the stats).
         sendObservations();
         if (message.call.op === 'callback') {
-          // A receiver's callback is answered once what it changed is written: an ack answered 200 survives a crash.
+          // A receiver's callback is answered once what it changed is written: an ack answered 200 survives a
+          // crash. When herald.db cannot be written (another process holds its lock), it is answered anyway, as
+          // before: applied in memory, written by the flush's retry, a crash meanwhile delivering again (at least once).
           const { id } = message;
-          dispatcher.persisted().then(
-            () => post({ type: 'answer', id, ok: true, value }),
-            (err: unknown) => {
-              log.error({ err }, 'delivery thread: a callback could not be written yet');
-              const unwritten = new AppError(
-                'unavailable',
-                'the callback was taken but could not be written yet; repeat it (a repeat is answered 200)',
-                {
-                  cause: err,
-                  retryAfter: 1,
-                },
-              );
-              post({ type: 'answer', id, ok: false, error: toWire(unwritten) });
-            },
-          );
+          const answer = () => post({ type: 'answer', id, ok: true, value });
+          dispatcher.persisted().then(answer, (err: unknown) => {
+            log.warn({ err }, 'delivery thread: a callback is answered before it could be written; its write is retried');
+            answer();
+          });
           return;
         }
         post({ type: 'answer', id: message.id, ok: true, value });
