@@ -99,6 +99,14 @@ export interface EventStore extends EventLog {
  */
 export type LogReader = Pick<EventStore, 'partitions' | 'read' | 'heads' | 'firstOffsets' | 'offsetAtTime' | 'onAppend' | 'onRetire'>;
 
+/**
+ * Whether retention has deleted the event at `at` (its offset below its partition's first). An index or
+ * idempotency row can outlive it briefly (the indexer thread deletes retired rows after the first offsets move).
+ */
+export function isRetired(firstOffsets: readonly number[], at: { partition: number; offset: number }): boolean {
+  return at.offset < (firstOffsets[at.partition] ?? 0);
+}
+
 /** The event at exactly `offset`: `'corrupt'` when its record fails its checksum, undefined when it is not stored. */
 export function readOne(store: Pick<EventStore, 'read'>, partition: number, offset: number): StoredEvent | 'corrupt' | undefined {
   const page = store.read(partition, offset, 1);

@@ -365,12 +365,11 @@ function openLog(
   const logStart = Number(indexMeta.get('log_start') ?? 0);
   const retentionFloors = createRetentionFloors(meta);
   if (logStart > 0) {
-    // A retention the process did not finish: its floors are kept (see `retired`), then its files and rows go.
-    const index = createLogIndexRepo(indexDb);
+    // A retention the process did not finish: its rows go, its floors are kept (see `retired`), then its files go.
+    const firsts = createIndexRows(indexDb, opts.partitions).retire(logStart);
     const heads = createPartitionHeadsRepo(indexDb).load(opts.partitions);
-    retentionFloors.raise(heads.map((head, p) => index.firstOffsetAtOrPast(p, logStart) ?? head));
+    retentionFloors.raise(firsts.map((first, p) => first ?? heads[p]!));
     segments.dropBefore(logStart);
-    createIndexRows(indexDb, opts.partitions).retire(logStart);
   }
   const recovery = recoverLog({
     db: indexDb,

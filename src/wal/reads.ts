@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { IndexEntry, LogIndexRepo } from '../store/log-index-repo';
-import type { ReadPage, StoredEvent } from './event-store';
+import { isRetired, type ReadPage, type StoredEvent } from './event-store';
 import { idempotencyKey } from './key-filter';
 import { cutConsumedFront } from './log-feed';
 import { verifyAndDecode } from './record';
@@ -178,7 +178,7 @@ export function createReads(opts: ReadsOptions) {
   function lookup(source: string, id: string): StoredEvent | undefined {
     const inTail = tail.find(idempotencyKey(source, id));
     const found = inTail ?? idempotency.find(source, id);
-    if (!found || found.offset < (opts.firstOffsets()[found.partition] ?? 0)) return undefined;
+    if (!found || isRetired(opts.firstOffsets(), found)) return undefined;
     const entry = inTail ?? index.get(found.partition, found.offset);
     if (!entry) return undefined;
     const page = readPage(found.partition, [entry]);

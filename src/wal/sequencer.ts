@@ -3,7 +3,7 @@ import { eventId, eventSource, type CloudEvent } from '../cloudevents/event';
 import { partitionOf } from '../cloudevents/partition';
 import { AppError, coerceError } from '../errors';
 import type { IdempotencyRepo } from '../store/idempotency-repo';
-import type { AppendResult } from './event-store';
+import { isRetired, type AppendResult } from './event-store';
 import type { BuiltKeyFilter, Indexer } from './indexer';
 import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 import { encodeRecord, type FrameKey } from './record';
@@ -87,12 +87,9 @@ export function createSequencer(opts: SequencerOptions) {
     return stillStored(idempotency.find(source, id));
   }
 
-  /**
-   * Retention moves the first offsets before the indexer has deleted the retired records' rows: a row
-   * below them names an event that is gone, so a resend is stored again as new (never a duplicate of nothing).
-   */
+  /** A row of an event retention deleted names nothing: a resend is stored again as new (never a duplicate of nothing). */
   function stillStored<T extends { partition: number; offset: number }>(found: T | undefined): T | undefined {
-    return found && found.offset >= (opts.firstOffsets()[found.partition] ?? 0) ? found : undefined;
+    return found && !isRetired(opts.firstOffsets(), found) ? found : undefined;
   }
 
   /**
