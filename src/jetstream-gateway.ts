@@ -55,6 +55,7 @@ export async function startJetStreamGateway(
     partitions: config.partitions,
     idempotencyWindowMs: config.idempotencyWindowMs,
     log,
+    recreateMissing: config.recovery.has('recreate-missing'),
   });
   let publicUrl = config.publicUrl ?? '';
   let delivery: JetStreamDelivery;
@@ -65,6 +66,7 @@ export async function startJetStreamGateway(
       log,
       allowPrivateSinks: config.sinkAllowPrivate,
       ackUrlBase: () => publicUrl,
+      made: store.made,
     });
   } catch (err) {
     await store.close();

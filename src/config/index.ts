@@ -5,7 +5,7 @@ const KiB = 1024;
 const MiB = 1024 * KiB;
 const GiB = 1024 * MiB;
 
-export const RECOVERY_PERMISSIONS = ['skip-corrupt', 'rebuild-events-only'] as const;
+export const RECOVERY_PERMISSIONS = ['skip-corrupt', 'rebuild-events-only', 'recreate-missing'] as const;
 export type RecoveryPermission = (typeof RECOVERY_PERMISSIONS)[number];
 
 /** `""` counts as unset, so `HERALD_PORT=` does not become port 0. */
@@ -181,7 +181,7 @@ export const configSchema = z
         .pipe(z.array(z.enum(RECOVERY_PERMISSIONS, { error: `expected a comma-separated set of ${RECOVERY_PERMISSIONS.join(', ')}` }))),
       '',
     ).describe(
-      'Comma-separated recovery permissions, empty by default. `skip-corrupt`: set unreadable bytes in the middle of the log aside (copied to a side file) and keep the records after them, instead of refusing to start. `rebuild-events-only`: start when `herald.db` is missing, rebuilding events from the log (subscriptions, offsets and dead letters are lost).',
+      'Comma-separated recovery permissions, empty by default. `skip-corrupt`: set unreadable bytes in the middle of the log aside (copied to a side file) and keep the records after them, instead of refusing to start. `rebuild-events-only`: start when `herald.db` is missing, rebuilding events from the log (subscriptions, offsets and dead letters are lost). `recreate-missing` (HERALD_STORE=jetstream): make again, empty, a bucket or delivery stream Herald made before and someone deleted (the subscriptions, idempotency records or dead letters it held are lost); a deleted partition stream is still refused.',
     ),
     HERALD_DELIVERY: withDefault(z.enum(['on', 'off']), 'on').describe(
       '`off`: ingest and serve reads but deliver nothing (for example a backup restored into staging, which must not call real receivers).',

@@ -9,6 +9,7 @@ import { createClusterMonitor } from './cluster-monitor';
 import { connectToCluster } from './connection';
 import { jetStreamNames } from './names';
 import { RETRY_AFTER_SECONDS } from './nats-errors';
+import type { MadeStreams } from './made-streams';
 import { provision } from './provision';
 import { createReads } from './reads';
 
@@ -23,6 +24,8 @@ export interface JetStreamEventStoreOptions {
   partitions: number;
   idempotencyWindowMs: number;
   log: Logger;
+  /** `HERALD_RECOVERY=recreate-missing`: make again, empty, a bucket deleted since Herald made it. */
+  recreateMissing?: boolean;
 }
 
 export type JetStreamEventStore = EventLog & {
@@ -35,6 +38,8 @@ export type JetStreamEventStore = EventLog & {
    * checks everything on the cluster); the gateway gives it to the subscriptions store.
    */
   subscriptionsBucket: KV;
+  /** The layout's list of what Herald made on the cluster (delivery checks and records its own streams there). */
+  made: MadeStreams;
 };
 
 /**
@@ -55,7 +60,7 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
   try {
     const js = nc.jetstream({ timeout: API_TIMEOUT_MS });
     const jsm = await nc.jetstreamManager({ timeout: API_TIMEOUT_MS, checkAPI: false });
-    const { idempotency, subscriptions } = await provision({
+    const { idempotency, subscriptions, made } = await provision({
       js,
       jsm,
       names,
@@ -63,6 +68,7 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       replicas: opts.nats.replicas,
       idempotencyWindowMs: opts.idempotencyWindowMs,
       log,
+      recreateMissing: opts.recreateMissing ?? false,
     });
     const probeJsm = await nc.jetstreamManager({ timeout: PROBE_TIMEOUT_MS, checkAPI: false });
     const monitor = createClusterMonitor({ jsm: probeJsm, names, partitions, log });
@@ -95,6 +101,7 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       partitions,
       connection: nc,
       subscriptionsBucket: subscriptions,
+      made,
       async append(events: CloudEvent[]): Promise<AppendResult[]> {
         if (events.length === 0) return [];
         const health = monitor.health();

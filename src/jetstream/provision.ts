@@ -13,8 +13,9 @@ import {
 import type { Logger } from 'pino';
 import { StartupError } from '../errors';
 import { withSafeUpdate } from './kv-update';
+import { LAYOUT_KEY, bucketStream, madeStreams, type MadeStreams } from './made-streams';
 import type { JetStreamNames } from './names';
-import { isWrongLastSequence, natsReason } from './nats-errors';
+import { natsReason } from './nats-errors';
 
 /** JetStream's own publish de-duplication window (`Nats-Msg-Id`): short, it lives in server memory. */
 export const DUPLICATE_WINDOW_MS = 120_000;
@@ -27,6 +28,8 @@ export interface ProvisionOptions {
   replicas: number;
   idempotencyWindowMs: number;
   log: Logger;
+  /** `HERALD_RECOVERY=recreate-missing`: a bucket made before and deleted since is made again, empty. */
+  recreateMissing: boolean;
 }
 
 /** What the streams were created with, kept in `<prefix>_meta` under `layout`. */
@@ -36,6 +39,8 @@ interface Layout {
   createdAt: string;
   /** Every partition stream was created (absent in layouts of earlier versions): from then on a missing one was deleted. */
   streamsCreated?: boolean;
+  /** The streams and buckets (`KV_<bucket>`) made under this prefix (absent in layouts of earlier versions). */
+  created?: string[];
 }
 
 const isStreamNotFound = (err: unknown) => /stream not found/i.test((err as Error)?.message ?? '');
@@ -115,9 +120,9 @@ async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: La
   let layout: Layout;
   let revision: number;
   try {
-    return { layout: mine, revision: await kv.create('layout', JSON.stringify(mine)) };
+    return { layout: mine, revision: await kv.create(LAYOUT_KEY, JSON.stringify(mine)) };
   } catch (err) {
-    const entry = await kv.get('layout').catch((e: unknown) => {
+    const entry = await kv.get(LAYOUT_KEY).catch((e: unknown) => {
       throw failed(`read ${opts.names.metaBucket}`, e);
     });
     if (!entry) throw failed(`record the layout in ${opts.names.metaBucket}`, err);
@@ -135,16 +140,6 @@ async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: La
   return { layout, revision };
 }
 
-/** Notes in the layout that every partition stream was made (another node noting it first is as good). */
-async function markStreamsCreated(kv: KV, { layout, revision }: { layout: Layout; revision: number }): Promise<void> {
-  if (layout.streamsCreated) return;
-  try {
-    await kv.update('layout', JSON.stringify({ ...layout, streamsCreated: true }), revision);
-  } catch (err) {
-    if (!isWrongLastSequence(err)) throw err;
-  }
-}
-
 /** A partition stream gone although it was made: its events are lost, and making it again would hand out their offsets again. */
 const deletedStream = (opts: ProvisionOptions, stream: string) => () =>
   new StartupError(
@@ -153,10 +148,16 @@ const deletedStream = (opts: ProvisionOptions, stream: string) => () =>
       'deployment (another HERALD_NATS_PREFIX, or delete every stream and bucket of this one)',
   );
 
-async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number | undefined): Promise<KV> {
-  const stream = `KV_${bucket}`;
+async function openBucket(
+  opts: ProvisionOptions,
+  bucket: string,
+  ttlMs: number | undefined,
+  made?: { streams: MadeStreams; holds: string },
+): Promise<KV> {
+  const stream = bucketStream(bucket);
   const existing = await streamInfo(opts.jsm, stream);
   if (existing) checkExisting(existing, { num_replicas: opts.replicas });
+  made?.streams.checkPresent(stream, existing !== undefined, made.holds);
   try {
     // allow_direct off: reads go to the stream leader, so a record written through one node is seen
     // at once through every other (a follower that lags could answer "absent").
@@ -189,20 +190,40 @@ async function openBucket(opts: ProvisionOptions, bucket: string, ttlMs: number 
 /**
  * Creates (or checks) everything Herald keeps on the cluster, at start-up, idempotently: the layout
  * record, one stream per partition, the idempotency bucket with a TTL of HERALD_IDEMPOTENCY_WINDOW,
- * the subscriptions bucket (no TTL: a subscription lives until it is deleted).
- * @throws StartupError when the cluster holds a layout or stream other than configured, or refuses to create one
+ * the subscriptions bucket (no TTL: a subscription lives until it is deleted). What it made is listed
+ * in the layout, so that one deleted later is refused rather than made again empty (`made-streams.ts`).
+ * @throws StartupError when the cluster holds a layout or stream other than configured, misses one made before, or refuses to create one
  */
-export async function provision(opts: ProvisionOptions): Promise<{ idempotency: KV; subscriptions: KV }> {
+export async function provision(opts: ProvisionOptions): Promise<{ idempotency: KV; subscriptions: KV; made: MadeStreams }> {
   const meta = await openBucket(opts, opts.names.metaBucket, undefined);
   const layout = await checkLayout(meta, opts);
+  const made = madeStreams(meta, {
+    prefix: opts.names.prefix,
+    metaBucket: opts.names.metaBucket,
+    created: layout.layout.created,
+    recreateMissing: opts.recreateMissing,
+    onRecreate: (stream) =>
+      opts.log.warn({ stream }, 'JetStream: made again, empty, a stream deleted since Herald made it (HERALD_RECOVERY=recreate-missing)'),
+  });
+  const record = (streams: string[], patch?: Record<string, unknown>) =>
+    made.record(streams, patch).catch((err: unknown) => {
+      throw err instanceof StartupError ? err : failed(`record the layout in ${opts.names.metaBucket}`, err);
+    });
+  const partitionStreams: string[] = [];
   for (let p = 0; p < opts.partitions; p++) {
     const config = partitionStreamConfig(opts.names, p, opts.replicas);
     await ensureStream(opts.jsm, config, opts.log, layout.layout.streamsCreated ? deletedStream(opts, config.name) : undefined);
+    partitionStreams.push(config.name);
   }
-  await markStreamsCreated(meta, layout).catch((err: unknown) => {
-    throw failed(`record the layout in ${opts.names.metaBucket}`, err);
+  await record(partitionStreams, { streamsCreated: true });
+  const idempotency = await openBucket(opts, opts.names.idempotencyBucket, opts.idempotencyWindowMs, {
+    streams: made,
+    holds: 'the idempotency records (a resend within HERALD_IDEMPOTENCY_WINDOW would be stored twice)',
   });
-  const idempotency = await openBucket(opts, opts.names.idempotencyBucket, opts.idempotencyWindowMs);
-  const subscriptions = await openBucket(opts, opts.names.subscriptionsBucket, undefined);
-  return { idempotency, subscriptions };
+  const subscriptions = await openBucket(opts, opts.names.subscriptionsBucket, undefined, {
+    streams: made,
+    holds: 'every subscription',
+  });
+  await record([bucketStream(opts.names.idempotencyBucket), bucketStream(opts.names.subscriptionsBucket)]);
+  return { idempotency, subscriptions, made };
 }

@@ -72,6 +72,7 @@ import { createLeaseKeeper } from './lease-keeper';
 import { createLocalSubscription, type LocalSubscription } from './local-subscription';
 import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
+import type { MadeStreams } from '../made-streams';
 import { createAttemptLog, createDeadLetters } from './records';
 import { seekStarts } from './seek-starts';
 
@@ -88,6 +89,8 @@ export interface JetStreamDeliveryDeps {
   clock?: () => number;
   /** Base of `herald-ack-url` (HERALD_PUBLIC_URL); the gateway must pass it. */
   ackUrlBase?: () => string;
+  /** The layout's list of what Herald made (the event store's): delivery's streams and buckets are checked and recorded there. */
+  made?: MadeStreams;
 }
 
 /** API timeout of the engine's own connection. */
@@ -113,7 +116,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
   try {
     const js = nc.jetstream({ timeout: API_TIMEOUT_MS });
     const jsm = await nc.jetstreamManager({ timeout: API_TIMEOUT_MS, checkAPI: false });
-    const buckets = await provisionDelivery(js, jsm, names, deps.nats.prefix, deps.nats.replicas);
+    const buckets = await provisionDelivery(js, jsm, names, deps.nats.prefix, deps.nats.replicas, deps.made);
     const ctx: EngineContext = {
       nc,
       jsm,

@@ -1,5 +1,6 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV, type StreamConfig } from 'nats';
 import { withSafeUpdate } from '../kv-update';
+import { bucketStream, type MadeStreams } from '../made-streams';
 import type { DeliveryNames } from './names';
 
 /** TTL of the ack map: longer than the longest lease (`ackDeadlineMs` ≤ 1 day, extended by ≤ 12 h), so a repeated callback is recognised. */
@@ -15,14 +16,29 @@ export interface DeliveryBuckets {
 
 const isAlreadyInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
 
-/** Creates a stream unless it exists (several nodes start at once: a lost race is fine). */
-async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig> & { name: string }): Promise<void> {
+const isStreamNotFound = (err: unknown) => /stream not found/i.test((err as Error)?.message ?? '');
+
+/** Whether a stream exists (a failure to tell is thrown, not taken for "absent"). */
+async function streamExists(jsm: JetStreamManager, name: string): Promise<boolean> {
   try {
-    await jsm.streams.info(config.name);
-    return;
-  } catch {
-    // absent (or unreadable: the add below says which)
+    await jsm.streams.info(name);
+    return true;
+  } catch (err) {
+    if (isStreamNotFound(err)) return false;
+    throw err;
   }
+}
+
+/** Creates a stream unless it exists (several nodes start at once: a lost race is fine); one made before and deleted is refused. */
+async function ensureStream(
+  jsm: JetStreamManager,
+  config: Partial<StreamConfig> & { name: string },
+  made: MadeStreams | undefined,
+  holds: string,
+): Promise<void> {
+  const exists = await streamExists(jsm, config.name);
+  made?.checkPresent(config.name, exists, holds);
+  if (exists) return;
   try {
     await jsm.streams.add(config);
   } catch (err) {
@@ -34,7 +50,8 @@ async function ensureStream(jsm: JetStreamManager, config: Partial<StreamConfig>
  * The streams and buckets of delivery, created idempotently by every node at start-up, with the
  * replicas of the event streams. Dead letters and attempts allow direct gets (pages read them one
  * message at a time by subject); the redrive stream is a work queue (a redelivered event leaves it
- * once its attempts end).
+ * once its attempts end). With `made` (the layout's list), one made before and deleted since is
+ * refused rather than made again empty, and what is made is added to the list.
  */
 export async function provisionDelivery(
   js: JetStreamClient,
@@ -42,32 +59,44 @@ export async function provisionDelivery(
   names: DeliveryNames,
   prefix: string,
   replicas: number,
+  made?: MadeStreams,
 ): Promise<DeliveryBuckets> {
   const common = { num_replicas: replicas, storage: StorageType.File, discard: DiscardPolicy.Old, allow_direct: true };
-  await ensureStream(jsm, { ...common, name: names.deadStream, subjects: [`${prefix}.dead.*`], retention: RetentionPolicy.Limits });
-  await ensureStream(jsm, {
-    ...common,
-    name: names.attemptsStream,
-    subjects: [`${prefix}.attempts.*`],
-    retention: RetentionPolicy.Limits,
-    max_msgs_per_subject: ATTEMPTS_PER_SUBSCRIPTION,
-  });
-  await ensureStream(jsm, {
-    ...common,
-    name: names.redriveStream,
-    subjects: [`${prefix}.redrive.*`],
-    retention: RetentionPolicy.Workqueue,
-  });
+  const stream = (config: Partial<StreamConfig> & { name: string }, holds: string) =>
+    ensureStream(jsm, { ...common, ...config }, made, holds);
+  await stream({ name: names.deadStream, subjects: [`${prefix}.dead.*`], retention: RetentionPolicy.Limits }, 'every dead letter');
+  await stream(
+    {
+      name: names.attemptsStream,
+      subjects: [`${prefix}.attempts.*`],
+      retention: RetentionPolicy.Limits,
+      max_msgs_per_subject: ATTEMPTS_PER_SUBSCRIPTION,
+    },
+    'the attempt log',
+  );
+  await stream(
+    { name: names.redriveStream, subjects: [`${prefix}.redrive.*`], retention: RetentionPolicy.Workqueue },
+    'the redeliveries of dead letters not yet made',
+  );
   // Read from the bucket's leader (no direct gets), so a write through one node is seen at once through every other.
-  const kv = async (bucket: string, ttl?: number) =>
-    withSafeUpdate(
+  const kv = async (bucket: string, holds: string, ttl?: number) => {
+    made?.checkPresent(bucketStream(bucket), await streamExists(jsm, bucketStream(bucket)), holds);
+    return withSafeUpdate(
       await js.views.kv(bucket, { replicas, history: 1, storage: StorageType.File, allow_direct: false, ...(ttl ? { ttl } : {}) }),
       js,
       bucket,
     );
-  return {
-    acks: await kv(names.ackBucket, ACK_MAP_TTL_MS),
-    generations: await kv(names.generationBucket),
-    positions: await kv(names.positionBucket),
   };
+  const buckets = {
+    acks: await kv(names.ackBucket, 'the open deliveries awaiting a callback', ACK_MAP_TTL_MS),
+    generations: await kv(names.generationBucket, "every subscription's seek generations"),
+    positions: await kv(names.positionBucket, "every subscription's last matched offsets"),
+  };
+  await made?.record([
+    names.deadStream,
+    names.attemptsStream,
+    names.redriveStream,
+    ...[names.ackBucket, names.generationBucket, names.positionBucket].map(bucketStream),
+  ]);
+  return buckets;
 }
