@@ -17,6 +17,11 @@ export function isWrongLastSequence(err: unknown): boolean {
   return e.api_error?.err_code === 10071 || /wrong last sequence/i.test(e.message ?? '');
 }
 
+/** "stream not found" (a stream info of a stream that does not exist; err_code 10059). */
+export function isStreamNotFound(err: unknown): boolean {
+  return /stream not found/i.test(asNats(err).message ?? '');
+}
+
 /** "no message found" (404 from a stream message get; err_code 10037). */
 export function isNotFound(err: unknown): boolean {
   const e = asNats(err);

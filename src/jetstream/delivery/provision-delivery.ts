@@ -1,6 +1,8 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV, type StreamConfig } from 'nats';
 import { withSafeUpdate } from '../kv-update';
 import { bucketStream, type MadeStreams } from '../made-streams';
+import { isStreamNotFound } from '../nats-errors';
+import { failed } from '../provision';
 import type { DeliveryNames } from './names';
 
 /** TTL of the ack map: longer than the longest lease (`ackDeadlineMs` ≤ 1 day, extended by ≤ 12 h), so a repeated callback is recognised. */
@@ -16,8 +18,6 @@ export interface DeliveryBuckets {
 
 const isAlreadyInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
 
-const isStreamNotFound = (err: unknown) => /stream not found/i.test((err as Error)?.message ?? '');
-
 /** Whether a stream exists (a failure to tell is thrown, not taken for "absent"). */
 async function streamExists(jsm: JetStreamManager, name: string): Promise<boolean> {
   try {
@@ -25,7 +25,7 @@ async function streamExists(jsm: JetStreamManager, name: string): Promise<boolea
     return true;
   } catch (err) {
     if (isStreamNotFound(err)) return false;
-    throw err;
+    throw failed(`read stream ${name}`, err);
   }
 }
 
