@@ -1,6 +1,6 @@
 import type { KV } from 'nats';
 import { StartupError } from '../errors';
-import { isWrongLastSequence } from './nats-errors';
+import { isWrongLastSequence, natsReason } from './nats-errors';
 
 /** The key of the layout record in `<prefix>_meta`. */
 export const LAYOUT_KEY = 'layout';
@@ -48,8 +48,12 @@ export function madeStreams(
       );
     },
     async record(streams, patch = {}) {
+      const cannot = (err: unknown) =>
+        new StartupError(`cannot record the streams Herald made in ${opts.metaBucket} on the JetStream cluster: ${natsReason(err)}`);
       for (let attempt = 0; attempt < RECORD_ATTEMPTS; attempt++) {
-        const entry = await meta.get(LAYOUT_KEY);
+        const entry = await meta.get(LAYOUT_KEY).catch((err: unknown) => {
+          throw cannot(err);
+        });
         if (!entry) throw new StartupError(`the layout record in ${opts.metaBucket} is gone`);
         const layout = entry.json<Record<string, unknown> & { created?: string[] }>();
         const listed = new Set(layout.created ?? []);
@@ -61,7 +65,7 @@ export function madeStreams(
           for (const s of streams) made.add(s);
           return;
         } catch (err) {
-          if (!isWrongLastSequence(err)) throw err; // another node recorded meanwhile: read it again and merge
+          if (!isWrongLastSequence(err)) throw cannot(err); // else another node recorded meanwhile: read it again and merge
         }
       }
       throw new StartupError(`could not record the streams Herald made in ${opts.metaBucket}: it kept changing`);

@@ -203,17 +203,13 @@ export async function provision(opts: ProvisionOptions): Promise<{ idempotency: 
     onRecreate: (stream) =>
       opts.log.warn({ stream }, 'JetStream: made again, empty, a stream deleted since Herald made it (HERALD_RECOVERY=recreate-missing)'),
   });
-  const record = (streams: string[], patch?: Record<string, unknown>) =>
-    made.record(streams, patch).catch((err: unknown) => {
-      throw err instanceof StartupError ? err : failed(`record the layout in ${opts.names.metaBucket}`, err);
-    });
   const partitionStreams: string[] = [];
   for (let p = 0; p < opts.partitions; p++) {
     const config = partitionStreamConfig(opts.names, p, opts.replicas);
     await ensureStream(opts.jsm, config, opts.log, layout.layout.streamsCreated ? deletedStream(opts, config.name) : undefined);
     partitionStreams.push(config.name);
   }
-  await record(partitionStreams, { streamsCreated: true });
+  await made.record(partitionStreams, { streamsCreated: true });
   const idempotency = await openBucket(opts, opts.names.idempotencyBucket, opts.idempotencyWindowMs, {
     streams: made,
     holds: 'the idempotency records (a resend within HERALD_IDEMPOTENCY_WINDOW would be stored twice)',
@@ -222,6 +218,6 @@ export async function provision(opts: ProvisionOptions): Promise<{ idempotency: 
     streams: made,
     holds: 'every subscription',
   });
-  await record([bucketStream(opts.names.idempotencyBucket), bucketStream(opts.names.subscriptionsBucket)]);
+  await made.record([bucketStream(opts.names.idempotencyBucket), bucketStream(opts.names.subscriptionsBucket)]);
   return { idempotency, subscriptions, made };
 }
