@@ -141,7 +141,7 @@ export async function startJetStreamGateway(
     throw err;
   }
   const { url, port } = listening;
-  const { apiKeysRaw: _secrets, recovery: _recovery, ...settings } = config;
-  log.info({ url, version: HERALD_VERSION, ...settings, apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
+  const { apiKeysRaw: _secrets, recovery, ...settings } = config;
+  log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
   return { url, port, store, delivery, subscriptions, log, metrics, close };
 }

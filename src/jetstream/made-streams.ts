@@ -54,7 +54,7 @@ export function madeStreams(
         const entry = await meta.get(LAYOUT_KEY).catch((err: unknown) => {
           throw cannot(err);
         });
-        if (!entry) throw new StartupError(`the layout record in ${opts.metaBucket} is gone`);
+        if (!entry || entry.operation !== 'PUT') throw new StartupError(`the layout record in ${opts.metaBucket} is gone`);
         const layout = entry.json<Record<string, unknown> & { created?: string[] }>();
         const listed = new Set(layout.created ?? []);
         const missing = streams.filter((s) => !listed.has(s));

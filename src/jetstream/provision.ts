@@ -112,21 +112,65 @@ export function partitionStreamConfig(
   };
 }
 
-/** Compares the layout record with the configuration, creating it on a fresh cluster (first writer wins). */
-async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: Layout; revision: number }> {
-  const mine: Layout = { partitions: opts.partitions, replicas: opts.replicas, createdAt: new Date().toISOString() };
-  let layout: Layout;
-  let revision: number;
-  try {
-    return { layout: mine, revision: await kv.create(LAYOUT_KEY, JSON.stringify(mine)) };
-  } catch (err) {
-    const entry = await kv.get(LAYOUT_KEY).catch((e: unknown) => {
-      throw failed(`read ${opts.names.metaBucket}`, e);
-    });
-    if (!entry) throw failed(`record the layout in ${opts.names.metaBucket}`, err);
-    layout = entry.json<Layout>();
-    revision = entry.revision;
+/** The layout record; undefined when absent or deleted (`get` returns a `kv del`'s marker). */
+async function readLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: Layout; revision: number } | undefined> {
+  const entry = await kv.get(LAYOUT_KEY).catch((e: unknown) => {
+    throw failed(`read ${opts.names.metaBucket}`, e);
+  });
+  return entry && entry.operation === 'PUT' ? { layout: entry.json<Layout>(), revision: entry.revision } : undefined;
+}
+
+/** A stream of this deployment that exists, if any: the first start makes the layout record before any of them. */
+async function anyOfThisDeployment(opts: ProvisionOptions): Promise<string | undefined> {
+  const { names } = opts;
+  for (const stream of [names.stream(0), bucketStream(names.subscriptionsBucket), bucketStream(names.idempotencyBucket)]) {
+    if (await streamInfo(opts.jsm, stream)) return stream;
   }
+  return undefined;
+}
+
+/**
+ * Compares the layout record with the configuration, creating it on a fresh cluster (first writer wins).
+ * No record while streams of this deployment exist means `<prefix>_meta` or its record was deleted, and
+ * with it the list of what Herald made: refused unless `recreate-missing`, which writes it again with the
+ * partition streams marked made (a missing one is still refused).
+ */
+async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: Layout; revision: number }> {
+  let found = await readLayout(kv, opts);
+  let lost = false;
+  if (!found) {
+    const existing = await anyOfThisDeployment(opts);
+    // A node starting at the same time may have made the record, then that stream, since we looked.
+    if (existing) found = await readLayout(kv, opts);
+    if (existing && !found) {
+      if (!opts.recreateMissing)
+        throw new StartupError(
+          `the layout record in ${opts.names.metaBucket} is missing, but ${existing} of HERALD_NATS_PREFIX=${opts.names.prefix} exists: ` +
+            'the record was deleted, and with it the list of the streams and buckets Herald made, so what is missing now cannot be told. ' +
+            'Restore it, or start with HERALD_RECOVERY=recreate-missing to write it again (anything else missing is then made again, empty)',
+        );
+      opts.log.warn(
+        { bucket: opts.names.metaBucket },
+        'JetStream: the layout record was missing; written again (HERALD_RECOVERY=recreate-missing)',
+      );
+      lost = true;
+    }
+  }
+  if (!found) {
+    const mine: Layout = {
+      partitions: opts.partitions,
+      replicas: opts.replicas,
+      createdAt: new Date().toISOString(),
+      ...(lost ? { streamsCreated: true } : {}),
+    };
+    try {
+      return { layout: mine, revision: await kv.create(LAYOUT_KEY, JSON.stringify(mine)) };
+    } catch (err) {
+      found = await readLayout(kv, opts);
+      if (!found) throw failed(`record the layout in ${opts.names.metaBucket}`, err);
+    }
+  }
+  const { layout } = found;
   if (layout.partitions !== opts.partitions)
     throw new StartupError(
       `the JetStream streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created with ${layout.partitions} partitions, but HERALD_PARTITIONS=${opts.partitions}`,
@@ -135,7 +179,7 @@ async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: La
     throw new StartupError(
       `the JetStream streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created with ${layout.replicas} replicas, but HERALD_NATS_REPLICAS=${opts.replicas}`,
     );
-  return { layout, revision };
+  return found;
 }
 
 /** A partition stream gone although it was made: its events are lost, and making it again would hand out their offsets again. */

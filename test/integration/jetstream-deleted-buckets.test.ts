@@ -71,6 +71,29 @@ describeWithNats('jetstream: a bucket or stream Herald made, deleted behind its 
     }
   });
 
+  it('the layout record or its whole bucket deleted (the list with it): refused, since what is missing cannot be told', async () => {
+    for (const how of ['bucket', 'key'] as const) {
+      const prefix = uniquePrefix(`dellayout${how}`);
+      const first = await start(settings(prefix));
+      await request(first.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/hook' }).expect(201);
+      const jsm = await first.store.connection.jetstreamManager();
+      if (how === 'bucket') await jsm.streams.delete(`KV_${prefix}_meta`);
+      else await (await first.store.connection.jetstream().views.kv(`${prefix}_meta`)).delete('layout'); // `nats kv del`
+      await jsm.streams.delete(`KV_${prefix}_subs`);
+      // Was: a fresh layout written (no list), the bucket made again empty, and the loss recorded as normal.
+      await expect(startJetStreamTestGateway(cluster.serversEnv, settings(prefix))).rejects.toThrow(
+        new RegExp(`layout record in ${prefix}_meta is missing, but ${prefix}_p0 .*exists.*HERALD_RECOVERY=recreate-missing`),
+      );
+      const accepted = await start({ ...settings(prefix), HERALD_RECOVERY: 'recreate-missing' });
+      expect((await request(accepted.url).get('/subscriptions').expect(200)).body.subscriptions).toEqual([]);
+      // Written again with the partition streams marked made: one deleted now is refused, as before.
+      await jsm.streams.delete(`${prefix}_p1`);
+      await expect(startJetStreamTestGateway(cluster.serversEnv, settings(prefix))).rejects.toThrow(
+        new RegExp(`stream ${prefix}_p1 is missing`),
+      );
+    }
+  });
+
   it('a layout of an earlier version (no list): what exists is listed at the next start, and refused once deleted', async () => {
     const prefix = uniquePrefix('dellegacy');
     const first = await start(settings(prefix));

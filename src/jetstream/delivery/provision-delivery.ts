@@ -89,7 +89,10 @@ export async function provisionDelivery(
   };
   const buckets = {
     acks: await kv(names.ackBucket, 'the open deliveries awaiting a callback', ACK_MAP_TTL_MS),
-    generations: await kv(names.generationBucket, "every subscription's seek generations"),
+    generations: await kv(
+      names.generationBucket,
+      "every subscription's seek generations (made again, every subscription starts over from its starting point, and one moved by a seek before may not move at its next seek)",
+    ),
     positions: await kv(names.positionBucket, "every subscription's last matched offsets"),
   };
   await made?.record([
