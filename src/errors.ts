@@ -117,7 +117,14 @@ export function coerceError(err: unknown): Error {
 /**
  * The gateway cannot start on this configuration or data dir. `main` prints its
  * message as one line and exits 2: the operator must act, a restart loop won't help.
+ * `retryable`: a cluster that is reachable but not answering yet (a leader election): the
+ * JetStream gateway asks again for a while before giving up with it.
  */
 export class StartupError extends Error {
   override name = 'StartupError';
+  readonly retryable: boolean;
+  constructor(message: string, opts: { retryable?: boolean } = {}) {
+    super(message);
+    this.retryable = opts.retryable ?? false;
+  }
 }

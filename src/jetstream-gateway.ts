@@ -10,6 +10,7 @@ import { createOpenApiRouter } from './api/openapi-router';
 import { createSubscriptionsRouter } from './api/subscriptions-router';
 import { createValidationsRouter } from './api/validations-router';
 import type { Config } from './config';
+import { AppError, StartupError } from './errors';
 import { createHttpSender } from './delivery/http-sender';
 import { createJetStreamDelivery, type JetStreamDelivery } from './jetstream/delivery/jetstream-delivery';
 import { openJetStreamEventStore, type JetStreamEventStore } from './jetstream/jetstream-event-store';
@@ -44,12 +45,34 @@ export async function startJetStreamGateway(
   config: Readonly<Config>,
   opts: { log?: Logger; metrics?: Metrics } = {},
 ): Promise<JetStreamGateway> {
-  if (!config.nats) throw new Error('startJetStreamGateway needs HERALD_STORE=jetstream and its HERALD_NATS_* settings');
   const log = opts.log ?? createLogger(config.logLevel);
+  const metrics = opts.metrics ?? createMetrics();
+  const deadline = Date.now() + START_RETRY_MS;
+  for (let delayMs = FIRST_RETRY_DELAY_MS; ; delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS)) {
+    try {
+      return await startOnce(config, log, metrics);
+    } catch (err) {
+      if (!retryableStart(err) || Date.now() + delayMs > deadline) throw err;
+      log.warn({ reason: (err as Error).message, retryInMs: delayMs }, 'the JetStream cluster is not answering yet; starting again');
+      await new Promise((resolve) => setTimeout(resolve, delayMs));
+    }
+  }
+}
+
+/** How long a start keeps asking a cluster that is reachable but not answering yet (a leader election after a restart). */
+const START_RETRY_MS = 60_000;
+const FIRST_RETRY_DELAY_MS = 250;
+const MAX_RETRY_DELAY_MS = 4000;
+
+/** A cluster call at start-up that timed out, or the subscriptions it could not read yet: asked again, unlike a refusal. */
+const retryableStart = (err: unknown) =>
+  (err instanceof StartupError && err.retryable) || (err instanceof AppError && err.code === 'unavailable');
+
+async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics): Promise<JetStreamGateway> {
+  if (!config.nats) throw new Error('startJetStreamGateway needs HERALD_STORE=jetstream and its HERALD_NATS_* settings');
   const apiKeys = parseApiKeys(config.apiKeysRaw);
   checkExposure(config.host, apiKeys, config.allowUnauthenticated);
   const authorize = createAuthorizer(apiKeys);
-  const metrics = opts.metrics ?? createMetrics();
   const store = await openJetStreamEventStore({
     nats: config.nats,
     partitions: config.partitions,

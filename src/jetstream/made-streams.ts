@@ -1,6 +1,6 @@
 import type { KV } from 'nats';
 import { StartupError } from '../errors';
-import { isWrongLastSequence, natsReason } from './nats-errors';
+import { isTransientClusterError, isWrongLastSequence, natsReason } from './nats-errors';
 
 /** The key of the layout record in `<prefix>_meta`. */
 export const LAYOUT_KEY = 'layout';
@@ -49,7 +49,9 @@ export function madeStreams(
     },
     async record(streams, patch = {}) {
       const cannot = (err: unknown) =>
-        new StartupError(`cannot record the streams Herald made in ${opts.metaBucket} on the JetStream cluster: ${natsReason(err)}`);
+        new StartupError(`cannot record the streams Herald made in ${opts.metaBucket} on the JetStream cluster: ${natsReason(err)}`, {
+          retryable: isTransientClusterError(err),
+        });
       for (let attempt = 0; attempt < RECORD_ATTEMPTS; attempt++) {
         const entry = await meta.get(LAYOUT_KEY).catch((err: unknown) => {
           throw cannot(err);

@@ -17,6 +17,18 @@ export function isWrongLastSequence(err: unknown): boolean {
   return e.api_error?.err_code === 10071 || /wrong last sequence/i.test(e.message ?? '');
 }
 
+/**
+ * A cluster reachable but not answering yet: a request that timed out, or JetStream saying it is
+ * temporarily unavailable or has no peers to place on (a leader election, servers restarting).
+ */
+export function isTransientClusterError(err: unknown): boolean {
+  const e = asNats(err);
+  return (
+    e.code === 'TIMEOUT' ||
+    /timeout|temporarily unavailable|no suitable peers/i.test(`${e.message ?? ''} ${e.api_error?.description ?? ''}`)
+  );
+}
+
 /** "stream not found" (a stream info of a stream that does not exist; err_code 10059). */
 export function isStreamNotFound(err: unknown): boolean {
   return /stream not found/i.test(asNats(err).message ?? '');

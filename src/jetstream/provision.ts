@@ -15,7 +15,7 @@ import { StartupError } from '../errors';
 import { withSafeUpdate } from './kv-update';
 import { LAYOUT_KEY, bucketStream, madeStreams, type MadeStreams } from './made-streams';
 import type { JetStreamNames } from './names';
-import { isStreamNotFound, natsReason } from './nats-errors';
+import { isStreamNotFound, isTransientClusterError, natsReason } from './nats-errors';
 
 /** JetStream's own publish de-duplication window (`Nats-Msg-Id`): short, it lives in server memory. */
 export const DUPLICATE_WINDOW_MS = 120_000;
@@ -45,7 +45,9 @@ interface Layout {
 
 /** One line for a start-up failure of a cluster call: what was being done and why it failed. */
 export function failed(what: string, err: unknown): StartupError {
-  return new StartupError(`cannot ${what} on the JetStream cluster: ${natsReason(err)} (HERALD_NATS_SERVERS, HERALD_NATS_REPLICAS)`);
+  return new StartupError(`cannot ${what} on the JetStream cluster: ${natsReason(err)} (HERALD_NATS_SERVERS, HERALD_NATS_REPLICAS)`, {
+    retryable: isTransientClusterError(err),
+  });
 }
 
 async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
