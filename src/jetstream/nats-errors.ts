@@ -19,14 +19,12 @@ export function isWrongLastSequence(err: unknown): boolean {
 
 /**
  * A cluster reachable but not answering yet: a request that timed out, or JetStream saying it is
- * temporarily unavailable or has no peers to place on (a leader election, servers restarting).
+ * temporarily unavailable (a leader election, servers restarting). "No suitable peers" is not one: it
+ * is what more replicas than servers get, a setting to fix, told at once.
  */
 export function isTransientClusterError(err: unknown): boolean {
   const e = asNats(err);
-  return (
-    e.code === 'TIMEOUT' ||
-    /timeout|temporarily unavailable|no suitable peers/i.test(`${e.message ?? ''} ${e.api_error?.description ?? ''}`)
-  );
+  return e.code === 'TIMEOUT' || /timeout|temporarily unavailable/i.test(`${e.message ?? ''} ${e.api_error?.description ?? ''}`);
 }
 
 /** "stream not found" (a stream info of a stream that does not exist; err_code 10059). */
