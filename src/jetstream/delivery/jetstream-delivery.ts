@@ -56,13 +56,14 @@ import type { Logger } from 'pino';
 import type { NatsConfig } from '../../config';
 import type { DeliveryCallbacks } from '../../api/deliveries-router';
 import { createHttpSender } from '../../delivery/http-sender';
-import { AppError } from '../../errors';
+import { AppError, StartupError } from '../../errors';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents } from '../../subscriptions/delivery-control';
 import type { SeekTarget } from '../../subscriptions/seek-schema';
 import { connectToCluster } from '../connection';
 import { removeCurrent } from '../kv-update';
 import { clusterUnavailable } from '../nats-errors';
+import { failed } from '../provision';
 import { jetStreamNames } from '../names';
 import { createAckMap } from './ack-map';
 import { createCallbacks } from './callbacks';
@@ -133,21 +134,22 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       ackUrlBase,
     };
     const consumers = createConsumers({ jsm, generations: buckets.generations, names, events, partitions, log });
-    return composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions });
+    return await composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions });
   } catch (err) {
     await nc.close().catch(() => undefined);
-    throw err;
+    // A cluster call that failed here is a start-up failure (one line, exit 2; a timeout is asked again), not a stack.
+    throw err instanceof StartupError || err instanceof AppError ? err : failed('start delivery', err);
   }
 }
 
-function composeEngine(parts: {
+async function composeEngine(parts: {
   ctx: EngineContext;
   js: ReturnType<NatsConnection['jetstream']>;
   nc: NatsConnection;
   consumers: Consumers;
   generations: KV;
   partitions: number;
-}): JetStreamDelivery {
+}): Promise<JetStreamDelivery> {
   const { ctx, js, nc, consumers, partitions } = parts;
   const { log, names, events } = ctx;
   const subs = new Map<string, LocalSubscription>();
@@ -187,7 +189,8 @@ function composeEngine(parts: {
     })();
     return () => watch.stop();
   }
-  const stopWatching = watchGenerations();
+  // Awaited here: a watch that cannot be made (a timeout) fails the start, instead of an unhandled rejection later.
+  const stopWatching = await watchGenerations();
 
   async function addOnce(record: SubscriptionRecord, subEvents: SubscriptionEvents): Promise<void> {
     const { gens } = await consumers.ensureGenerations(record.id);
@@ -312,7 +315,7 @@ function composeEngine(parts: {
       if (closed) return;
       closed = true;
       leases.stop();
-      (await stopWatching)();
+      stopWatching();
       await Promise.all([...subs.values()].map((e) => e.stop({ graceMs: CLOSE_GRACE_MS })));
       await ctx.sender.close(Date.now() + CLOSE_GRACE_MS);
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
