@@ -64,7 +64,6 @@ export function madeStreams(
         if (missing.length === 0 && !patched) return;
         try {
           await meta.update(LAYOUT_KEY, JSON.stringify({ ...layout, ...patch, created: [...listed, ...missing] }), entry.revision);
-          for (const s of streams) made.add(s);
           return;
         } catch (err) {
           if (!isWrongLastSequence(err)) throw cannot(err); // else another node recorded meanwhile: read it again and merge

@@ -50,7 +50,7 @@ export function failed(what: string, err: unknown): StartupError {
   });
 }
 
-async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
+export async function streamInfo(jsm: JetStreamManager, name: string): Promise<StreamInfo | undefined> {
   try {
     return await jsm.streams.info(name);
   } catch (err) {
@@ -115,11 +115,11 @@ export function partitionStreamConfig(
 }
 
 /** The layout record; undefined when absent or deleted (`get` returns a `kv del`'s marker). */
-async function readLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: Layout; revision: number } | undefined> {
+async function readLayout(kv: KV, opts: ProvisionOptions): Promise<Layout | undefined> {
   const entry = await kv.get(LAYOUT_KEY).catch((e: unknown) => {
     throw failed(`read ${opts.names.metaBucket}`, e);
   });
-  return entry && entry.operation === 'PUT' ? { layout: entry.json<Layout>(), revision: entry.revision } : undefined;
+  return entry && entry.operation === 'PUT' ? entry.json<Layout>() : undefined;
 }
 
 /** A stream of this deployment that exists, if any: the first start makes the layout record before any of them. */
@@ -137,7 +137,7 @@ async function anyOfThisDeployment(opts: ProvisionOptions): Promise<string | und
  * with it the list of what Herald made: refused unless `recreate-missing`, which writes it again with the
  * partition streams marked made (a missing one is still refused).
  */
-async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: Layout; revision: number }> {
+async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<Layout> {
   let found = await readLayout(kv, opts);
   let lost = false;
   if (!found) {
@@ -166,13 +166,14 @@ async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: La
       ...(lost ? { streamsCreated: true } : {}),
     };
     try {
-      return { layout: mine, revision: await kv.create(LAYOUT_KEY, JSON.stringify(mine)) };
+      await kv.create(LAYOUT_KEY, JSON.stringify(mine));
+      return mine;
     } catch (err) {
       found = await readLayout(kv, opts);
       if (!found) throw failed(`record the layout in ${opts.names.metaBucket}`, err);
     }
   }
-  const { layout } = found;
+  const layout = found;
   if (layout.partitions !== opts.partitions)
     throw new StartupError(
       `the JetStream streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created with ${layout.partitions} partitions, but HERALD_PARTITIONS=${opts.partitions}`,
@@ -181,7 +182,7 @@ async function checkLayout(kv: KV, opts: ProvisionOptions): Promise<{ layout: La
     throw new StartupError(
       `the JetStream streams under HERALD_NATS_PREFIX=${opts.names.prefix} were created with ${layout.replicas} replicas, but HERALD_NATS_REPLICAS=${opts.replicas}`,
     );
-  return found;
+  return layout;
 }
 
 /** A partition stream gone although it was made: its events are lost, and making it again would hand out their offsets again. */
@@ -244,7 +245,7 @@ export async function provision(opts: ProvisionOptions): Promise<{ idempotency: 
   const made = madeStreams(meta, {
     prefix: opts.names.prefix,
     metaBucket: opts.names.metaBucket,
-    created: layout.layout.created,
+    created: layout.created,
     recreateMissing: opts.recreateMissing,
     onRecreate: (stream) =>
       opts.log.warn({ stream }, 'JetStream: made again, empty, a stream deleted since Herald made it (HERALD_RECOVERY=recreate-missing)'),
@@ -252,7 +253,7 @@ export async function provision(opts: ProvisionOptions): Promise<{ idempotency: 
   const partitionStreams: string[] = [];
   for (let p = 0; p < opts.partitions; p++) {
     const config = partitionStreamConfig(opts.names, p, opts.replicas);
-    await ensureStream(opts.jsm, config, opts.log, layout.layout.streamsCreated ? deletedStream(opts, config.name) : undefined);
+    await ensureStream(opts.jsm, config, opts.log, layout.streamsCreated ? deletedStream(opts, config.name) : undefined);
     partitionStreams.push(config.name);
   }
   await made.record(partitionStreams, { streamsCreated: true });

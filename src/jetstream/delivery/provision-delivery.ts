@@ -1,8 +1,7 @@
 import { DiscardPolicy, RetentionPolicy, StorageType, type JetStreamClient, type JetStreamManager, type KV, type StreamConfig } from 'nats';
 import { withSafeUpdate } from '../kv-update';
 import { bucketStream, type MadeStreams } from '../made-streams';
-import { isStreamNotFound } from '../nats-errors';
-import { failed } from '../provision';
+import { streamInfo } from '../provision';
 import type { DeliveryNames } from './names';
 
 /** TTL of the ack map: longer than the longest lease (`ackDeadlineMs` ≤ 1 day, extended by ≤ 12 h), so a repeated callback is recognised. */
@@ -18,17 +17,6 @@ export interface DeliveryBuckets {
 
 const isAlreadyInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
 
-/** Whether a stream exists (a failure to tell is thrown, not taken for "absent"). */
-async function streamExists(jsm: JetStreamManager, name: string): Promise<boolean> {
-  try {
-    await jsm.streams.info(name);
-    return true;
-  } catch (err) {
-    if (isStreamNotFound(err)) return false;
-    throw failed(`read stream ${name}`, err);
-  }
-}
-
 /** Creates a stream unless it exists (several nodes start at once: a lost race is fine); one made before and deleted is refused. */
 async function ensureStream(
   jsm: JetStreamManager,
@@ -36,7 +24,7 @@ async function ensureStream(
   made: MadeStreams | undefined,
   holds: string,
 ): Promise<void> {
-  const exists = await streamExists(jsm, config.name);
+  const exists = (await streamInfo(jsm, config.name)) !== undefined;
   made?.checkPresent(config.name, exists, holds);
   if (exists) return;
   try {
@@ -80,7 +68,7 @@ export async function provisionDelivery(
   );
   // Read from the bucket's leader (no direct gets), so a write through one node is seen at once through every other.
   const kv = async (bucket: string, holds: string, ttl?: number) => {
-    made?.checkPresent(bucketStream(bucket), await streamExists(jsm, bucketStream(bucket)), holds);
+    made?.checkPresent(bucketStream(bucket), (await streamInfo(jsm, bucketStream(bucket))) !== undefined, holds);
     return withSafeUpdate(
       await js.views.kv(bucket, { replicas, history: 1, storage: StorageType.File, allow_direct: false, ...(ttl ? { ttl } : {}) }),
       js,
