@@ -17,8 +17,11 @@ export const bucketStream = (bucket: string) => `KV_${bucket}`;
  * the dead letters, the idempotency records), so a starting node refuses unless told otherwise.
  */
 export interface MadeStreams {
-  /** Refuses to go on when `stream` was made before and is gone, unless missing ones may be made again. */
-  checkPresent(stream: string, exists: boolean, holds: string): void;
+  /**
+   * Refuses to go on when `stream` was made before and is gone, unless missing ones may be made
+   * again: then true (it is being made again, and what it held is lost).
+   */
+  checkPresent(stream: string, exists: boolean, holds: string): boolean;
   /** Adds streams (made or found now) to the layout's list; a node recording at the same time is merged with. */
   record(streams: readonly string[], patch?: Record<string, unknown>): Promise<void>;
 }
@@ -36,10 +39,10 @@ export function madeStreams(
   const made = new Set(opts.created ?? []);
   return {
     checkPresent(stream, exists, holds) {
-      if (exists || !made.has(stream)) return;
+      if (exists || !made.has(stream)) return false;
       if (opts.recreateMissing) {
         opts.onRecreate(stream);
-        return;
+        return true;
       }
       throw new StartupError(
         `the JetStream stream ${stream} is missing, but Herald made it before under HERALD_NATS_PREFIX=${opts.prefix}: ` +

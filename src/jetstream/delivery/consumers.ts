@@ -5,10 +5,13 @@ import { isWrongLastSequence } from '../nats-errors';
 import type { JetStreamNames } from '../names';
 import { needsUpdate, partitionConsumerConfig, redriveConsumerConfig, startOf, type ConsumerStart } from './consumer-config';
 import type { DeliveryNames } from './names';
+import { markedOffset } from './positions';
 
 const isConsumerNotFound = (err: unknown) => /consumer not found/i.test((err as Error)?.message ?? '');
 const isInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
 const isTimeout = (err: unknown) => (err as { code?: string })?.code === 'TIMEOUT';
+/** nats-server may fail a consumer delete while it still writes the consumer's state ("unlinkat …: directory not empty"): it succeeds when asked again. */
+const isDeleteRace = (err: unknown) => /directory not empty/i.test((err as Error)?.message ?? '');
 /** nats-server 2.9.10 refuses every update of a consumer that starts at a time, whatever the update. */
 const isStartTimeFrozen = (err: unknown) => /start time can not be updated/i.test((err as Error)?.message ?? '');
 /** How long the probe consumer that turns a time into a sequence may outlive a node that died meanwhile. */
@@ -21,12 +24,13 @@ const TRIES = 3;
  * unanswered a clustered create or delete of a consumer another node is creating or deleting at the
  * same moment (every node runs `add` and `remove`). Each try looks at the consumer afresh.
  */
-async function retryOnTimeout(op: () => Promise<void>): Promise<void> {
+export async function retryTransient(op: () => Promise<void>): Promise<void> {
   for (let tried = 1; ; tried++) {
     try {
       return await op();
     } catch (err) {
-      if (!isTimeout(err) || tried >= TRIES) throw err;
+      if (!(isTimeout(err) || isDeleteRace(err)) || tried >= TRIES) throw err;
+      if (isDeleteRace(err)) await new Promise((r) => setTimeout(r, 50 * tried));
     }
   }
 }
@@ -34,12 +38,25 @@ async function retryOnTimeout(op: () => Promise<void>): Promise<void> {
 /** Seek generations of a subscription's partitions, as kept in `<prefix>_dgen`. */
 export interface Generations {
   gens: number[];
+  /** Where each partition's consumer at its generation started, when a seek made it (null: the subscription's `startAt`). */
+  starts: (ConsumerStart | null)[];
   revision: number;
+}
+
+/** A start as written in a generation record, or null for anything else (a record of an earlier version has none). */
+function startFrom(value: unknown): ConsumerStart | null {
+  const v = value as { kind?: unknown; ms?: unknown; seq?: unknown } | null;
+  if (v?.kind === 'all') return { kind: 'all' };
+  if (v?.kind === 'time' && Number.isSafeInteger(v.ms)) return { kind: 'time', ms: v.ms as number };
+  if (v?.kind === 'seq' && Number.isSafeInteger(v.seq)) return { kind: 'seq', seq: v.seq as number };
+  return null;
 }
 
 export interface ConsumersDeps {
   jsm: JetStreamManager;
   generations: KV;
+  /** The delivery positions bucket (`<prefix>_dpos`): where a consumer that went missing is made again from. */
+  positions: KV;
   names: DeliveryNames;
   events: JetStreamNames;
   partitions: number;
@@ -53,13 +70,18 @@ export interface ConsumersDeps {
  */
 export function createConsumers(deps: ConsumersDeps) {
   const { jsm, names, events } = deps;
-  const decode = (value: Uint8Array) => (JSON.parse(Buffer.from(value).toString('utf8')) as { gens: number[] }).gens;
+  const decode = (value: Uint8Array) => {
+    const { gens, starts } = JSON.parse(Buffer.from(value).toString('utf8')) as { gens: number[]; starts?: unknown[] };
+    return { gens, starts: gens.map((_, p) => startFrom(Array.isArray(starts) ? starts[p] : null)) };
+  };
+  const encode = (gens: readonly number[], starts: readonly (ConsumerStart | null)[]) =>
+    JSON.stringify(starts.some((s) => s !== null) ? { gens, starts } : { gens });
 
   /** The generation record, or undefined once the subscription is deleted. */
   async function generations(id: string): Promise<Generations | undefined> {
     const got = await deps.generations.get(names.generationKey(id));
     if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;
-    return { gens: decode(got.value), revision: got.revision };
+    return { ...decode(got.value), revision: got.revision };
   }
 
   /** Creates the record at generation 0 everywhere unless it exists; the record either way. */
@@ -68,8 +90,9 @@ export function createConsumers(deps: ConsumersDeps) {
     if (existing) return existing;
     try {
       const gens = Array.from({ length: deps.partitions }, () => 0);
-      const revision = await deps.generations.create(names.generationKey(id), JSON.stringify({ gens }));
-      return { gens, revision };
+      const starts = gens.map(() => null);
+      const revision = await deps.generations.create(names.generationKey(id), encode(gens, starts));
+      return { gens, starts, revision };
     } catch (err) {
       if (!isWrongLastSequence(err)) throw err;
       const raced = await generations(id);
@@ -79,9 +102,9 @@ export function createConsumers(deps: ConsumersDeps) {
   }
 
   /** Moves the record from `revision` (false: another seek or a delete came first). */
-  async function swapGenerations(id: string, gens: number[], revision: number): Promise<boolean> {
+  async function swapGenerations(id: string, next: Pick<Generations, 'gens' | 'starts'>, revision: number): Promise<boolean> {
     try {
-      await deps.generations.update(names.generationKey(id), JSON.stringify({ gens }), revision);
+      await deps.generations.update(names.generationKey(id), encode(next.gens, next.starts), revision);
       return true;
     } catch (err) {
       if (isWrongLastSequence(err)) return false;
@@ -89,11 +112,16 @@ export function createConsumers(deps: ConsumersDeps) {
     }
   }
 
-  /** Creates the consumer, or brings the lease settings of the one that exists up to date. */
-  const ensure = (stream: string, config: Partial<ConsumerConfig> & { durable_name: string }) =>
-    retryOnTimeout(() => ensureOnce(stream, config));
+  type Config = Partial<ConsumerConfig> & { durable_name: string };
 
-  async function ensureOnce(stream: string, config: Partial<ConsumerConfig> & { durable_name: string }): Promise<void> {
+  /**
+   * Creates the consumer, or brings the lease settings of the one that exists up to date. A missing
+   * one is made with `missing()`'s config when given (it decides where it starts), else `config`.
+   */
+  const ensure = (stream: string, config: Config, missing?: () => Promise<Config>) =>
+    retryTransient(() => ensureOnce(stream, config, missing));
+
+  async function ensureOnce(stream: string, config: Config, missing?: () => Promise<Config>): Promise<void> {
     let existing: ConsumerConfig | undefined;
     try {
       existing = (await jsm.consumers.info(stream, config.durable_name)).config;
@@ -102,7 +130,8 @@ export function createConsumers(deps: ConsumersDeps) {
     }
     if (!existing) {
       try {
-        await jsm.consumers.add(stream, config.deliver_policy === DeliverPolicy.StartTime ? await bySequence(stream, config) : config);
+        const made = missing ? await missing() : config;
+        await jsm.consumers.add(stream, made.deliver_policy === DeliverPolicy.StartTime ? await bySequence(stream, made) : made);
         return;
       } catch (err) {
         if (!isInUse(err)) throw err;
@@ -145,11 +174,43 @@ export function createConsumers(deps: ConsumersDeps) {
     return { ...rest, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: probe.delivered.stream_seq + 1 };
   }
 
-  const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) =>
-    ensure(events.stream(partition), partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, start) as never);
+  /**
+   * Where a partition's consumer that is not there is made from. One that delivered before (a
+   * position is marked for its generation) was deleted behind Herald, and its ack floor went with it:
+   * with `ordering: partition` everything up to the marked offset is finished (one event at a time,
+   * marked once decided), so it starts just after it, neither losing nor repeating; with `none`
+   * events below the mark may still wait for a retry, so it starts where its generation started and
+   * those since may be sent again (at least once). A generation a seek made starts at the seek's
+   * target (kept in the generation record), any other at `fallback`.
+   */
+  async function startOfMissing(
+    record: SubscriptionRecord,
+    partition: number,
+    generation: number,
+    fallback: ConsumerStart,
+  ): Promise<ConsumerStart> {
+    const got = await deps.positions.get(names.positionKey(record.id, partition, generation));
+    const marked = got && got.operation === 'PUT' ? markedOffset(Buffer.from(got.value).toString('utf8')) : undefined;
+    const current = await generations(record.id);
+    const start = (current?.gens[partition] === generation ? current.starts[partition] : null) ?? fallback;
+    if (marked === undefined) return start;
+    const resumed = record.delivery.ordering === 'partition';
+    deps.log?.warn(
+      { subscription: record.id, partition, generation, consumer: names.consumer(record.id, generation), lastFinishedOffset: marked },
+      resumed
+        ? 'a consumer that delivered before is missing (deleted behind Herald?): made again just after the last finished offset'
+        : 'a consumer that delivered before is missing (deleted behind Herald?): made again where its generation started; events since may be sent again',
+    );
+    return resumed ? { kind: 'seq', seq: marked + 2 } : start; // offset o is stream sequence o + 1
+  }
+
+  const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) => {
+    const config = (from: ConsumerStart) => partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, from) as Config;
+    return ensure(events.stream(partition), config(start), async () => config(await startOfMissing(record, partition, generation, start)));
+  };
 
   const remove = (stream: string, name: string) =>
-    retryOnTimeout(async () => {
+    retryTransient(async () => {
       try {
         await jsm.consumers.delete(stream, name);
       } catch (err) {
@@ -164,8 +225,8 @@ export function createConsumers(deps: ConsumersDeps) {
     partitionConsumer,
     /**
      * Every consumer of a subscription at its generations: a partition's consumer at generation 0
-     * starts at `startAt`; at a later one it was made by a seek, and is recreated from `startAt`
-     * only if it went missing.
+     * starts at `startAt`; at a later one it was made by a seek. One that went missing is made again
+     * as {@link startOfMissing} says.
      */
     async ensureAll(record: SubscriptionRecord, gens: readonly number[]): Promise<void> {
       await Promise.all(gens.map((g, p) => partitionConsumer(record, p, g, startOf(record))));

@@ -42,6 +42,10 @@
  *   with a 1 s delay (the pause reaches the other nodes first); it is pulled again on resume.
  * - a lease that runs out (no callback): JetStream redelivers after ack_wait (not after the retry
  *   backoff, as the local engine does); a callback after `leaseUntil` is a 409 `expired`.
+ * - a consumer deleted behind Herald: the next pull fails, and it is made again, with `ordering:
+ *   partition` just after the last finished event (`P_dpos`), else where its generation started
+ *   (see `consumers.ts`). `P_dgen` deleted and made again (`recreate-missing`): the records are
+ *   filled from the consumers that exist (`recover-generations.ts`).
  * - `close()`: pulling stops, open requests get 1 s, then are aborted; their messages stay unacked
  *   and go to another node after ack_wait.
  *
@@ -75,6 +79,7 @@ import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
 import type { MadeStreams } from '../made-streams';
 import { createAttemptLog, createDeadLetters } from './records';
+import { recoverGenerations } from './recover-generations';
 import { seekStarts } from './seek-starts';
 
 export interface JetStreamDelivery extends DeliveryControl, DeliveryCallbacks {
@@ -133,7 +138,17 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       random: Math.random,
       ackUrlBase,
     };
-    const consumers = createConsumers({ jsm, generations: buckets.generations, names, events, partitions, log });
+    // Before any subscription is added: each then finds its record and goes on with the consumers it had.
+    if (buckets.generationsRemade) await recoverGenerations({ jsm, generations: buckets.generations, names, events, partitions, log });
+    const consumers = createConsumers({
+      jsm,
+      generations: buckets.generations,
+      positions: buckets.positions,
+      names,
+      events,
+      partitions,
+      log,
+    });
     return await composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions });
   } catch (err) {
     await nc.close().catch(() => undefined);
@@ -265,8 +280,12 @@ async function composeEngine(parts: {
       const generation = Math.max(0, ...current.gens) + 1;
       await Promise.all(moves.map((m) => consumers.partitionConsumer(entry.record(), m.partition, generation, m.start)));
       const gens = [...current.gens];
-      for (const m of moves) gens[m.partition] = generation;
-      if (!(await consumers.swapGenerations(id, gens, current.revision))) {
+      const starts = [...current.starts];
+      for (const m of moves) {
+        gens[m.partition] = generation;
+        starts[m.partition] = m.start;
+      }
+      if (!(await consumers.swapGenerations(id, { gens, starts }, current.revision))) {
         await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, generation)));
         throw new AppError('conflict', `subscription ${id} was sought or deleted meanwhile; try again`);
       }

@@ -8,6 +8,10 @@ import { createHash } from 'node:crypto';
 export interface DeliveryNames {
   /** The durable pull consumer of one subscription on one partition stream, for one seek generation. */
   consumer(subscriptionId: string, generation: number): string;
+  /** The same from the subscription's token (its generation key). */
+  consumerOfToken(token: string, generation: number): string;
+  /** The token and generation a partition consumer's name holds, or undefined for any other name. */
+  parseConsumer(name: string): { token: string; generation: number } | undefined;
   /** Dead letters: one stream, one subject per subscription (the row id is the stream sequence). */
   deadStream: string;
   deadSubject(subscriptionId: string): string;
@@ -36,8 +40,16 @@ export function idToken(subscriptionId: string): string {
 }
 
 export function deliveryNames(prefix: string): DeliveryNames {
+  const consumerOfToken = (token: string, generation: number) => `${prefix}_d_${token}_g${generation}`;
+  const lead = `${prefix}_d_`;
   return {
-    consumer: (id, generation) => `${prefix}_d_${idToken(id)}_g${generation}`,
+    consumer: (id, generation) => consumerOfToken(idToken(id), generation),
+    consumerOfToken,
+    parseConsumer(name) {
+      if (!name.startsWith(lead)) return undefined;
+      const m = /^([A-Za-z0-9_-]{1,64})_g(0|[1-9]\d{0,8})$/.exec(name.slice(lead.length));
+      return m ? { token: m[1]!, generation: Number(m[2]) } : undefined;
+    },
     deadStream: `${prefix}_dead`,
     deadSubject: (id) => `${prefix}.dead.${idToken(id)}`,
     attemptsStream: `${prefix}_attempts`,

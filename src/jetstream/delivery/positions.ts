@@ -11,12 +11,23 @@ function encode(offset: number, previous: number | null): string {
   return previous === null ? String(offset) : `${offset} ${previous}`;
 }
 
+/** An offset as the record writes it (decimal digits), or undefined. */
+function offsetIn(text: string | undefined): number | undefined {
+  const n = Number(text);
+  return text !== undefined && /^(0|[1-9]\d*)$/.test(text) && Number.isSafeInteger(n) ? n : undefined;
+}
+
+/** The offset a record marks as the last finished (undefined when unreadable). */
+export function markedOffset(value: string): number | undefined {
+  return offsetIn(value.split(' ')[0]);
+}
+
 /** The previous offset for an event at `offset`, from the record: the marked offset below it, or, when the event itself is the one marked, what it was sent with. */
 export function previousFrom(value: string, offset: number): number | null {
-  const [marked, before] = value.split(' ').map(Number);
-  if (!Number.isSafeInteger(marked)) return null;
-  if (marked! < offset) return marked!;
-  if (marked === offset && before !== undefined && Number.isSafeInteger(before) && before < offset) return before;
+  const [marked, before] = value.split(' ').map(offsetIn);
+  if (marked === undefined) return null;
+  if (marked < offset) return marked;
+  if (marked === offset && before !== undefined && before < offset) return before;
   return null;
 }
 

@@ -13,6 +13,8 @@ export interface DeliveryBuckets {
   acks: KV;
   generations: KV;
   positions: KV;
+  /** The generations bucket was made before and is made again now, empty (HERALD_RECOVERY=recreate-missing). */
+  generationsRemade: boolean;
 }
 
 const isAlreadyInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
@@ -67,8 +69,9 @@ export async function provisionDelivery(
     'the redeliveries of dead letters not yet made',
   );
   // Read from the bucket's leader (no direct gets), so a write through one node is seen at once through every other.
+  const remade = new Set<string>();
   const kv = async (bucket: string, holds: string, ttl?: number) => {
-    made?.checkPresent(bucketStream(bucket), (await streamInfo(jsm, bucketStream(bucket))) !== undefined, holds);
+    if (made?.checkPresent(bucketStream(bucket), (await streamInfo(jsm, bucketStream(bucket))) !== undefined, holds)) remade.add(bucket);
     return withSafeUpdate(
       await js.views.kv(bucket, { replicas, history: 1, storage: StorageType.File, allow_direct: false, ...(ttl ? { ttl } : {}) }),
       js,
@@ -79,9 +82,13 @@ export async function provisionDelivery(
     acks: await kv(names.ackBucket, 'the open deliveries awaiting a callback', ACK_MAP_TTL_MS),
     generations: await kv(
       names.generationBucket,
-      "every subscription's seek generations (made again, every subscription starts over from its starting point, and one moved by a seek before may not move at its next seek)",
+      "every subscription's seek generations (made again, each is recovered from the consumers that exist; a seek's target is forgotten)",
     ),
-    positions: await kv(names.positionBucket, "every subscription's last matched offsets"),
+    positions: await kv(
+      names.positionBucket,
+      "every subscription's last matched offsets (made again, the next event's herald-previous-offset is left out once per partition, and a consumer deleted behind Herald is made again from its generation's start)",
+    ),
+    generationsRemade: remade.has(names.generationBucket),
   };
   await made?.record([
     names.deadStream,

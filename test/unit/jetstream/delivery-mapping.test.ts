@@ -1,4 +1,4 @@
-import { previousFrom } from '../../../src/jetstream/delivery/positions';
+import { markedOffset, previousFrom } from '../../../src/jetstream/delivery/positions';
 import { AckPolicy, DeliverPolicy, nanos } from 'nats';
 import { transition, type AttemptPolicy, type AttemptState } from '../../../src/delivery/attempt-machine';
 import {
@@ -88,6 +88,16 @@ describe('delivery names', () => {
     expect(n.positionKey(uuid, 3, 1)).toBe(`${uuid}.3.1`);
     expect(idToken('a.b*c')).toMatch(/^h[0-9a-f]{32}$/);
     expect(idToken('a.b*c')).not.toBe(idToken('a.b*d'));
+  });
+  it("reads a partition consumer's name back (token, generation), and nothing else", () => {
+    const n = deliveryNames('hx');
+    const uuid = '0b6f5e1a-6a2c-4a8e-9a43-2d3c6a1f0e11';
+    expect(n.parseConsumer(n.consumer(uuid, 12))).toEqual({ token: uuid, generation: 12 });
+    const hashed = idToken('a.b*c');
+    expect(n.parseConsumer(n.consumer('a.b*c', 0))).toEqual({ token: hashed, generation: 0 });
+    expect(n.parseConsumer('hx_d_with_g_inside_g3')).toEqual({ token: 'with_g_inside', generation: 3 });
+    for (const other of [n.redriveConsumer(uuid), `hy_d_${uuid}_g1`, `hx_d_${uuid}_g01`, `hx_d_${uuid}`, 'hx_d__g1', 'probe'])
+      expect([other, n.parseConsumer(other)]).toEqual([other, undefined]);
   });
 });
 
@@ -214,5 +224,15 @@ describe('the previous offset from the positions record', () => {
     expect(previousFrom('20 19', 17)).toBeNull();
     expect(previousFrom('x', 17)).toBeNull();
     expect(previousFrom('17 x', 17)).toBeNull();
+    expect(previousFrom('', 17)).toBeNull(); // was 0
+  });
+});
+
+describe('the last finished offset from the positions record', () => {
+  it('is the marked offset, with or without the previous one beside it; none when it does not parse', () => {
+    expect(markedOffset('16')).toBe(16);
+    expect(markedOffset('17 16')).toBe(17);
+    expect(markedOffset('0')).toBe(0);
+    for (const bad of ['', 'x', '-1', '1.5', ' 3']) expect([bad, markedOffset(bad)]).toEqual([bad, undefined]);
   });
 });
