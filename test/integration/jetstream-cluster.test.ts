@@ -238,8 +238,18 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       30_000,
       500,
     );
-    const found = await lookupEvent(b.url, { source: '/outage', id: 'o-1' });
-    expect([found.status, found.body.offset]).toEqual([200, accepted!.body.results[0].offset]);
+    // Node B may still answer 503 (Retry-After) for a moment while its reads find the re-formed cluster; then it finds it.
+    let found: Awaited<ReturnType<typeof lookupEvent>> | undefined;
+    await waitUntil(
+      'node B answers the lookup',
+      async () => {
+        found = await lookupEvent(b.url, { source: '/outage', id: 'o-1' });
+        return found.status !== 503;
+      },
+      30_000,
+      500,
+    );
+    expect([found!.status, found!.body.offset]).toEqual([200, accepted!.body.results[0].offset]);
     await cluster.restart(2);
   }, 300_000);
 });
