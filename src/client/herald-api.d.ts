@@ -1706,7 +1706,9 @@ export interface components {
          *     answered without it. A change `herald.db` cannot store (another process holds its write
          *     lock, an I/O error) is `unavailable` too, and one it cannot store because its disk is full
          *     is `storage_full`. Nothing was changed by the request; retry after `Retry-After` seconds.
-         *     Ingest is not affected.
+         *     Ingest is not affected. A receiver's callback (`ack`, `nack`, `extend`, `reject`) whose write
+         *     fails on a full disk or an I/O error is the exception: it is taken but not yet written, so a
+         *     crash could undo it; repeat it, and a repeat is answered `200` (`repeated`) once it is written.
          */
         DeliveryUnavailable: {
             headers: {

@@ -9,6 +9,7 @@
 import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
 import { AppError, fromDatabaseError } from '../errors';
+import { unwrittenCallback } from './callback-write';
 import { openConnection } from '../store/db';
 import { openLogReader } from '../wal/log-reader';
 import { createDispatcher } from './dispatcher';
@@ -180,13 +181,19 @@ port.on('message', (message: ToDelivery) => {
         sendObservations();
         if (message.call.op === 'callback') {
           // A receiver's callback is answered once what it changed is written: an ack answered 200 survives a
-          // crash. When herald.db cannot be written (another process holds its lock), it is answered anyway, as
-          // before: applied in memory, written by the flush's retry, a crash meanwhile delivering again (at least once).
+          // crash. While another process holds herald.db's write lock it is answered anyway, as before: applied
+          // in memory, written by the flush's retry, a crash meanwhile delivering again (at least once).
           const { id } = message;
           const answer = () => post({ type: 'answer', id, ok: true, value });
           dispatcher.persisted().then(answer, (err: unknown) => {
-            log.warn({ err }, 'delivery thread: a callback is answered before it could be written; its write is retried');
-            answer();
+            const refused = unwrittenCallback(err);
+            if (!refused) {
+              log.warn({ err }, 'delivery thread: a callback is answered before it could be written; its write is retried');
+              answer();
+              return;
+            }
+            log.error({ err }, 'delivery thread: a callback could not be written');
+            post({ type: 'answer', id, ok: false, error: toWire(refused) });
           });
           return;
         }

@@ -77,7 +77,7 @@ import { createLeaseKeeper } from './lease-keeper';
 import { createLocalSubscription, type LocalSubscription } from './local-subscription';
 import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
-import type { MadeStreams } from '../made-streams';
+import { bucketStream, type MadeStreams } from '../made-streams';
 import { createAttemptLog, createDeadLetters } from './records';
 import { recoverGenerations } from './recover-generations';
 import { seekStarts } from './seek-starts';
@@ -139,7 +139,13 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       ackUrlBase,
     };
     // Before any subscription is added: each then finds its record and goes on with the consumers it had.
-    if (buckets.generationsRemade) await recoverGenerations({ jsm, generations: buckets.generations, names, events, partitions, log });
+    if (buckets.generationsRemade) {
+      await recoverGenerations({ jsm, generations: buckets.generations, names, events, partitions, log }).catch(async (err: unknown) => {
+        // Deleted again, the bucket is still listed and missing at the next start, which recovers again instead of finding it half-filled.
+        await jsm.streams.delete(bucketStream(names.generationBucket)).catch(() => undefined);
+        throw err;
+      });
+    }
     const consumers = createConsumers({
       jsm,
       generations: buckets.generations,

@@ -21,12 +21,13 @@ export interface RecoverDeps {
  * the next generation's consumer and deletes the earlier one, and the ack floor lives in the
  * consumer, so delivery goes on where it was instead of starting over from `startAt`. Earlier
  * generations' consumers left behind are deleted. A record some node already wrote is kept (first
- * writer wins). What a seek's target was is not recovered: a consumer of it deleted later behind
+ * writer wins). A failure here fails the start, and the caller deletes the bucket again so that the
+ * next start recovers once more. What a seek's target was is not recovered: a consumer of it deleted later behind
  * Herald is made again from `startAt`.
  */
 export async function recoverGenerations(deps: RecoverDeps): Promise<number> {
   const { jsm, names, events, partitions, log } = deps;
-  /** token → per partition, every generation found (highest first once sorted). */
+  /** token → per partition, every generation found. */
   const found = new Map<string, number[][]>();
   for (let p = 0; p < partitions; p++) {
     for await (const info of jsm.consumers.list(events.stream(p))) {
