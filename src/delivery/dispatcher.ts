@@ -206,7 +206,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           offsets: stateRepo.offsets(id),
           pending: stateRepo.pending(id),
           failingSince: stateRepo.failingSince(id),
-          finished: stateRepo.takeFinished(id),
+          finished: writes.finishedAtStart(id),
         },
       );
       workers.set(id, worker);

@@ -74,6 +74,8 @@ export interface StatePersistence {
   savePending(subscriptionId: string, pending: Pending): void;
   deletePending(subscriptionId: string, pending: Pending): void;
   saveOffset(subscriptionId: string, row: OffsetRow): void;
+  /** An offset a receiver's callback finished above the committed one (ordering `none`): not sent again after a crash. */
+  saveFinished(subscriptionId: string, row: FinishedRow): void;
   deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number): void;
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
   /** Since when every attempt has failed (null: the last one succeeded), for auto-disable. */

@@ -253,11 +253,13 @@ export function createSubscriptionWorker(
     const ctx = { now: deps.clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
     const { state, effects } = transition(pending.life, input, ctx);
     pending.life = state;
-    for (const effect of effects) perform(pending, effect, answer);
+    // What an ack or a reject finishes was answered 200 to a receiver: it must stay finished across a crash.
+    const byCallback = input.kind === 'ack' || input.kind === 'reject';
+    for (const effect of effects) perform(pending, effect, answer, byCallback);
     return effects;
   }
 
-  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }): void {
+  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }, byCallback = false): void {
     switch (effect.kind) {
       case 'send':
         clearTimer(pending);
@@ -291,7 +293,7 @@ export function createSubscriptionWorker(
         attempt(pending);
         return;
       case 'commitOffset':
-        complete(pending);
+        complete(pending, byCallback);
         return;
       case 'deadLetter':
         deps.log.warn(
@@ -477,8 +479,12 @@ export function createSubscriptionWorker(
     );
   }
 
-  /** Finished (delivered, acked, dead-lettered, skipped): its offset counts as done, its row goes. */
-  function complete(pending: Pending): void {
+  /**
+   * Finished (delivered, acked, dead-lettered, skipped): its offset counts as done, its row goes.
+   * Finished by a receiver's callback above the committed offset (ordering `none`), it is written as
+   * finished with the callback, so a crash does not send it again (the committed offset alone would).
+   */
+  function complete(pending: Pending, byCallback = false): void {
     flow.forget(pending);
     waitingForSlot.delete(pending);
     pending.event = undefined; // settled callbacks and stats must not keep finished events alive
@@ -490,6 +496,8 @@ export function createSubscriptionWorker(
       const part = parts[pending.partition]!;
       part.pending.delete(pending.offset);
       saveOffset(finishOffset(part, pending.offset, true));
+      if (byCallback && part.finished.has(pending.offset))
+        deps.persistence.saveFinished(subId, { partition: pending.partition, offset: pending.offset, matched: true });
     }
     schedulePump();
   }

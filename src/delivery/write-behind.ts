@@ -33,6 +33,10 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   const dirtyFailing = new Map<string, number | null>();
   /** Per subscription, attempts answered since the last write of the log (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
+  /** Offsets a receiver's callback finished above the committed one (ordering `none`), so a crash does not send them again. */
+  const dirtyFinished = new Map<string, { subscriptionId: string; row: FinishedRow }>();
+  /** Subscriptions that may have finished rows in SQLite: their rows below a committed offset written go with it. */
+  const withFinishedRows = new Set<string>();
   /** Receivers' callbacks settled since the last flush; written with the delivery state they changed. */
   let settledCallbacks: { deliveryId: string; outcome: SettledCallbackOutcome }[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
@@ -51,7 +55,11 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset, pending.redrive);
       else stateRepo.savePending(subscriptionId, snapshot(pending));
     }
-    for (const { subscriptionId, row } of dirtyOffsets.values()) stateRepo.saveOffset(subscriptionId, row);
+    for (const { subscriptionId, row } of dirtyFinished.values()) stateRepo.saveFinished(subscriptionId, [row]);
+    for (const { subscriptionId, row } of dirtyOffsets.values()) {
+      stateRepo.saveOffset(subscriptionId, row);
+      if (withFinishedRows.has(subscriptionId)) stateRepo.dropFinishedBelow(subscriptionId, row.partition, row.committedOffset);
+    }
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
@@ -70,6 +78,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       deadLetterDeletes.length === 0 &&
       dirtyFailing.size === 0 &&
       settledCallbacks.length === 0 &&
+      dirtyFinished.size === 0 &&
       finishedAtClose.length === 0;
     if (idle) return;
     try {
@@ -152,6 +161,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     deadLetterInserts = [];
     deadLetterDeletes = [];
     dirtyFailing.clear();
+    dirtyFinished.clear();
     settledCallbacks = [];
   }
 
@@ -185,6 +195,11 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       // Started and finished within one flush window (the common, healthy case): SQLite never needs to hear of it.
       if (!pending.persisted) dirtyPending.delete(k);
       else dirtyPending.set(k, { subscriptionId, pending, remove: true });
+      scheduleFlush();
+    },
+    saveFinished(subscriptionId, row) {
+      dirtyFinished.set(`${subscriptionId}\u0000${row.partition}\u0000${row.offset}`, { subscriptionId, row });
+      withFinishedRows.add(subscriptionId);
       scheduleFlush();
     },
     saveOffset(subscriptionId, row) {
@@ -271,6 +286,12 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
      * committed one, so the next start does not deliver them again). A failure is logged: what was not
      * written is delivered again after the restart (at least once). No write is scheduled after it.
      */
+    /** The offsets finished above the committed ones that a start must not send again (they stay written until passed). */
+    finishedAtStart(subscriptionId: string): FinishedRow[] {
+      const rows = stateRepo.finished(subscriptionId);
+      if (rows.length > 0) withFinishedRows.add(subscriptionId);
+      return rows;
+    },
     close(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[] = []): void {
       closed = true;
       finishedAtClose = finished.filter((f) => f.rows.length > 0);
@@ -297,6 +318,8 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     forget(subscriptionId: string): void {
       for (const [k, v] of dirtyPending) if (v.subscriptionId === subscriptionId) dirtyPending.delete(k);
       for (const [k, v] of dirtyOffsets) if (v.subscriptionId === subscriptionId) dirtyOffsets.delete(k);
+      for (const [k, v] of dirtyFinished) if (v.subscriptionId === subscriptionId) dirtyFinished.delete(k);
+      withFinishedRows.delete(subscriptionId);
       deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
       deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
       dirtyFailing.delete(subscriptionId);

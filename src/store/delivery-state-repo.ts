@@ -109,7 +109,12 @@ export function createDeliveryStateRepo(db: Db) {
   const insertFinished = db.prepare<[string, number, number, number]>(
     'INSERT OR REPLACE INTO finished_deliveries (subscription_id, partition, "offset", matched) VALUES (?, ?, ?, ?)',
   );
-  const deleteFinished = db.prepare<[string]>('DELETE FROM finished_deliveries WHERE subscription_id = ?');
+  const deleteFinishedBelow = db.prepare<[string, number, number]>(
+    'DELETE FROM finished_deliveries WHERE subscription_id = ? AND partition = ? AND "offset" < ?',
+  );
+  const deletePartitionFinished = db.prepare<[string, number]>(
+    'DELETE FROM finished_deliveries WHERE subscription_id = ? AND partition = ?',
+  );
   const settledOutcome = db.prepare<[string], { outcome: SettledCallbackOutcome }>(
     'SELECT outcome FROM settled_callbacks WHERE delivery_id = ?',
   );
@@ -148,6 +153,7 @@ export function createDeliveryStateRepo(db: Db) {
     seekOffset(subscriptionId: string, partition: number, committedOffset: number, generation: number): void {
       seekOffset.run(subscriptionId, partition, committedOffset, generation);
       deletePartitionPending.run(subscriptionId, partition);
+      deletePartitionFinished.run(subscriptionId, partition); // replayed: delivered again, not skipped
     },
     /** Since when every attempt has failed (epoch ms), or null. */
     failingSince(subscriptionId: string): number | null {
@@ -166,14 +172,19 @@ export function createDeliveryStateRepo(db: Db) {
     deletePending(subscriptionId: string, partition: number, offset: number, redrive: boolean): void {
       deletePending.run(subscriptionId, partition, offset, redrive ? 1 : 0);
     },
-    /** Offsets finished above the committed ones when the gateway last closed; read once at start, then deleted. */
-    takeFinished(subscriptionId: string): FinishedRow[] {
-      const rows = finished.all(subscriptionId).map((r) => ({ partition: r.partition, offset: r.offset, matched: r.matched === 1 }));
-      if (rows.length > 0) deleteFinished.run(subscriptionId);
-      return rows;
+    /**
+     * Offsets finished above the committed ones (ordering `none`): all of them at a graceful close, and
+     * each one a receiver's callback finished. Read at start; a row goes once its partition's committed
+     * offset passes it (`dropFinishedBelow`), so a crash soon after a start still skips it.
+     */
+    finished(subscriptionId: string): FinishedRow[] {
+      return finished.all(subscriptionId).map((r) => ({ partition: r.partition, offset: r.offset, matched: r.matched === 1 }));
     },
     saveFinished(subscriptionId: string, rows: readonly FinishedRow[]): void {
       for (const r of rows) insertFinished.run(subscriptionId, r.partition, r.offset, r.matched ? 1 : 0);
+    },
+    dropFinishedBelow(subscriptionId: string, partition: number, committedOffset: number): void {
+      deleteFinishedBelow.run(subscriptionId, partition, committedOffset);
     },
     /** What a receiver's callback settled for this attempt, if it is among the newest kept. */
     settledCallback(deliveryId: string): SettledCallbackOutcome | undefined {
