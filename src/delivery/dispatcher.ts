@@ -212,7 +212,10 @@ export function createDispatcher(deps: DispatcherDeps) {
       workers.set(id, worker);
       // Starting (and resuming) moves past what retention deleted while the worker was not running.
       if (enabled) worker.start();
-      else worker.expire(deps.store.firstOffsets());
+      else {
+        worker.restoreOnly();
+        worker.expire(deps.store.firstOffsets());
+      }
     },
     /** How many subscriptions it delivers. */
     count: (): number => workers.size,

@@ -95,6 +95,11 @@ export interface CallbackRegistry {
 export interface SubscriptionWorker {
   id: string;
   start(): void;
+  /**
+   * `HERALD_DELIVERY=off`: loads the stored attempts without sending anything, so their callbacks are
+   * answered (not 404 as unknown) and written, their leases run out, and their retries wait.
+   */
+  restoreOnly(): void;
   resume(): void;
   /** Some partitions grew: pumps again when one of them has room for another event (else nothing). */
   wake(grown: ReadonlySet<number>): void;

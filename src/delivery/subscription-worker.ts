@@ -584,6 +584,9 @@ export function createSubscriptionWorker(
       restore(saved.pending);
       this.resume();
     },
+    restoreOnly(): void {
+      restore(saved.pending);
+    },
     /**
      * Moves past what retention deleted meanwhile, then re-arms due retries and starts pulling again
      * (after creation, restart or resume).

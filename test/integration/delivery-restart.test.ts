@@ -235,6 +235,40 @@ describe('crash (SIGKILL) right after a callback was answered', () => {
     }
   });
 
+  it('with HERALD_DELIVERY=off an attempt awaiting its ack is known: its ack is answered 200 and kept, nothing is sent', async () => {
+    const dir = tmpDir();
+    receiver = await startReceiver(() => ({ status: 202 }));
+    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' });
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ackMode: 'manual', ackDeadlineMs: 60_000 } })
+      .expect(201);
+    await publish(gw.url, [{ id: 'off-0', key: 'k' }]);
+    await waitFor(() => receiver!.requests.length === 1, { what: 'the delivery' });
+    const deliveryId = receiver.requests[0]!.headers['herald-delivery-id'] as string;
+    const db = new Database(path.join(dir, 'herald.db'), { readonly: true });
+    try {
+      // Its awaiting_ack row is written behind delivery (every 50 ms).
+      await waitFor(() => db.prepare("SELECT 1 FROM pending_deliveries WHERE state = 'awaiting_ack'").get(), { what: 'the row' });
+    } finally {
+      db.close();
+    }
+    gw.child.kill('SIGKILL');
+    await gw.exited;
+
+    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1', HERALD_DELIVERY: 'off' });
+    expect((await getSubscription(gw.url, sub.body.id)).stats.partitions[0].inFlight).toBe(1); // was 0
+    const ack = await request(gw.url).post(`/deliveries/${deliveryId}/ack`);
+    expect({ status: ack.status, body: ack.body }).toEqual({ status: 200, body: { deliveryId, status: 'acked' } }); // was 404
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+
+    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' });
+    await new Promise((r) => setTimeout(r, 1000));
+    expect(receiver.requests).toHaveLength(1);
+    expect((await request(gw.url).post(`/deliveries/${deliveryId}/ack`)).body).toMatchObject({ repeated: true });
+  });
+
   it('keeps the lease the extend gave: the event awaits its ack instead of being sent again, and the ack works', async () => {
     const env: Env = { HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' };
     let url = '';
