@@ -119,6 +119,28 @@ describe('crash (SIGKILL) right after a callback was answered', () => {
     await receiver?.close();
   });
 
+  /** A gateway on a fresh data dir, one partition, a receiver answering 202 and a manual-ack subscription to it. */
+  async function manualAckSubscriber(delivery: Record<string, unknown> = {}) {
+    const dir = tmpDir();
+    receiver = await startReceiver(() => ({ status: 202 }));
+    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' });
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ackMode: 'manual', ackDeadlineMs: 60_000, ...delivery } })
+      .expect(201);
+    return { dir, env: { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' } as Env, id: sub.body.id as string };
+  }
+
+  /** Reads herald.db beside the gateway (WAL mode: a reader sees what is committed). */
+  function withHeraldDb<T>(dir: string, read: (db: Database.Database) => T): T {
+    const db = new Database(path.join(dir, 'herald.db'), { readonly: true });
+    try {
+      return read(db);
+    } finally {
+      db.close();
+    }
+  }
+
   it('keeps the ack: a repeat after the restart is 200 repeated, and the event is not sent again (3 trials)', async () => {
     for (let trial = 0; trial < 3; trial++) {
       await killIfRunning(gw);
@@ -160,112 +182,81 @@ describe('crash (SIGKILL) right after a callback was answered', () => {
   });
 
   it('ordering none: an ack or reject answered 200 above the committed offset is not sent again, and its row goes once passed', async () => {
-    const dir = tmpDir();
-    const env: Env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' };
-    receiver = await startReceiver(() => ({ status: 202 }));
-    gw = await spawnGateway(env);
-    const sub = await request(gw.url)
-      .post('/subscriptions')
-      .send({ sink: receiver.url, delivery: { ordering: 'none', ackMode: 'manual', ackDeadlineMs: 60_000 } })
-      .expect(201);
+    const { dir, env, id } = await manualAckSubscriber({ ordering: 'none' });
+    const url = () => gw!.url;
     await publish(
-      gw.url,
+      url(),
       [0, 1, 2].map((i) => ({ id: `none-${i}`, key: 'k' })),
     );
     await waitFor(() => receiver!.requests.length === 3, { what: 'three deliveries' });
     const idOf = (offset: number) =>
       receiver!.requests.find((r) => r.headers['herald-offset'] === String(offset))!.headers['herald-delivery-id'] as string;
     // Offset 0 awaits its ack, so the committed offset stays at 0 while 1 is acked and 2 rejected.
-    expect((await request(gw.url).post(`/deliveries/${idOf(1)}/ack`)).status).toBe(200);
+    expect((await request(url()).post(`/deliveries/${idOf(1)}/ack`)).status).toBe(200);
     expect(
       (
-        await request(gw.url)
+        await request(url())
           .post(`/deliveries/${idOf(2)}/reject`)
           .send({ reason: 'no' })
       ).status,
     ).toBe(200);
-    gw.child.kill('SIGKILL');
-    await gw.exited;
+    gw!.child.kill('SIGKILL');
+    await gw!.exited;
 
     gw = await spawnGateway(env);
     await new Promise((r) => setTimeout(r, 1000));
     // Was: 1 and 2 sent again as attempt 1 (only a graceful stop wrote offsets finished above the committed one).
-    expect(receiver.requests.map((r) => r.headers['herald-offset'])).toEqual(['0', '1', '2']);
-    expect((await request(gw.url).post(`/deliveries/${idOf(1)}/ack`)).body).toMatchObject({ status: 'acked', repeated: true });
-    const dead = await request(gw.url).get(`/subscriptions/${sub.body.id}/dead-letters`).expect(200);
+    expect(receiver!.requests.map((r) => r.headers['herald-offset'])).toEqual(['0', '1', '2']);
+    expect((await request(url()).post(`/deliveries/${idOf(1)}/ack`)).body).toMatchObject({ status: 'acked', repeated: true });
+    const dead = await request(url()).get(`/subscriptions/${id}/dead-letters`).expect(200);
     expect(dead.body.deadLetters.map((d: { offset: number }) => d.offset)).toEqual([2]);
 
     // Acked at last, 0 moves the committed offset past 1 and 2: their rows are no longer needed and go.
-    expect((await request(gw.url).post(`/deliveries/${idOf(0)}/ack`)).status).toBe(200);
-    await waitFor(async () => committed(await statsOf(gw!.url, sub.body.id))[0] === 3, { what: 'committed past 2' });
+    expect((await request(url()).post(`/deliveries/${idOf(0)}/ack`)).status).toBe(200);
+    await waitFor(async () => committed(await statsOf(url(), id))[0] === 3, { what: 'committed past 2' });
     gw.child.kill('SIGTERM');
     await gw.exited;
-    const db = new Database(path.join(dir, 'herald.db'), { readonly: true });
-    try {
-      expect(db.prepare('SELECT COUNT(*) AS n FROM finished_deliveries').get()).toEqual({ n: 0 });
-    } finally {
-      db.close();
-    }
+    expect(withHeraldDb(dir, (db) => db.prepare('SELECT COUNT(*) AS n FROM finished_deliveries').get())).toEqual({ n: 0 });
   });
 
   it('ordering none: a seek forgets the offsets acked above the committed one, so a crash after it replays them', async () => {
-    const dir = tmpDir();
-    receiver = await startReceiver(() => ({ status: 202 }));
-    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' });
-    const sub = await request(gw.url)
-      .post('/subscriptions')
-      .send({ sink: receiver.url, delivery: { ordering: 'none', ackMode: 'manual', ackDeadlineMs: 60_000 } })
-      .expect(201);
+    const { dir, id } = await manualAckSubscriber({ ordering: 'none' });
+    const url = gw!.url;
     await publish(
-      gw.url,
+      url,
       [0, 1].map((i) => ({ id: `seek-none-${i}`, key: 'k' })),
     );
     await waitFor(() => receiver!.requests.length === 2, { what: 'two deliveries' });
-    const acked = receiver.requests.find((r) => r.headers['herald-offset'] === '1')!;
-    expect((await request(gw.url).post(`/deliveries/${acked.headers['herald-delivery-id']}/ack`)).status).toBe(200);
-    const db = new Database(path.join(dir, 'herald.db'), { readonly: true });
-    try {
-      const rows = () => db.prepare('SELECT "offset" FROM finished_deliveries').all();
-      expect(rows()).toEqual([{ offset: 1 }]); // written before the ack was answered
-      await request(gw.url).post(`/subscriptions/${sub.body.id}/seek`).send({ to: 'earliest' }).expect(200);
-      // Kept, it would make a start after a crash skip offset 1 of the replay.
-      expect(rows()).toEqual([]);
-    } finally {
-      db.close();
-    }
+    const acked = receiver!.requests.find((r) => r.headers['herald-offset'] === '1')!;
+    expect((await request(url).post(`/deliveries/${acked.headers['herald-delivery-id']}/ack`)).status).toBe(200);
+    const rows = () => withHeraldDb(dir, (db) => db.prepare('SELECT "offset" FROM finished_deliveries').all());
+    expect(rows()).toEqual([{ offset: 1 }]); // written before the ack was answered
+    await request(url).post(`/subscriptions/${id}/seek`).send({ to: 'earliest' }).expect(200);
+    // Kept, it would make a start after a crash skip offset 1 of the replay.
+    expect(rows()).toEqual([]);
   });
 
   it('with HERALD_DELIVERY=off an attempt awaiting its ack is known: its ack is answered 200 and kept, nothing is sent', async () => {
-    const dir = tmpDir();
-    receiver = await startReceiver(() => ({ status: 202 }));
-    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' });
-    const sub = await request(gw.url)
-      .post('/subscriptions')
-      .send({ sink: receiver.url, delivery: { ackMode: 'manual', ackDeadlineMs: 60_000 } })
-      .expect(201);
-    await publish(gw.url, [{ id: 'off-0', key: 'k' }]);
+    const { dir, env, id } = await manualAckSubscriber();
+    await publish(gw!.url, [{ id: 'off-0', key: 'k' }]);
     await waitFor(() => receiver!.requests.length === 1, { what: 'the delivery' });
-    const deliveryId = receiver.requests[0]!.headers['herald-delivery-id'] as string;
-    const db = new Database(path.join(dir, 'herald.db'), { readonly: true });
-    try {
-      // Its awaiting_ack row is written behind delivery (every 50 ms).
-      await waitFor(() => db.prepare("SELECT 1 FROM pending_deliveries WHERE state = 'awaiting_ack'").get(), { what: 'the row' });
-    } finally {
-      db.close();
-    }
-    gw.child.kill('SIGKILL');
-    await gw.exited;
+    const deliveryId = receiver!.requests[0]!.headers['herald-delivery-id'] as string;
+    // Its awaiting_ack row is written behind delivery (every 50 ms).
+    const awaiting = () => withHeraldDb(dir, (db) => db.prepare("SELECT 1 FROM pending_deliveries WHERE state = 'awaiting_ack'").get());
+    await waitFor(awaiting, { what: 'the row' });
+    gw!.child.kill('SIGKILL');
+    await gw!.exited;
 
-    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1', HERALD_DELIVERY: 'off' });
-    expect((await getSubscription(gw.url, sub.body.id)).stats.partitions[0].inFlight).toBe(1); // was 0
+    gw = await spawnGateway({ ...env, HERALD_DELIVERY: 'off' });
+    expect((await getSubscription(gw.url, id)).stats.partitions[0].inFlight).toBe(1); // was 0
     const ack = await request(gw.url).post(`/deliveries/${deliveryId}/ack`);
     expect({ status: ack.status, body: ack.body }).toEqual({ status: 200, body: { deliveryId, status: 'acked' } }); // was 404
     gw.child.kill('SIGTERM');
     await gw.exited;
 
-    gw = await spawnGateway({ HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' });
+    gw = await spawnGateway(env);
     await new Promise((r) => setTimeout(r, 1000));
-    expect(receiver.requests).toHaveLength(1);
+    expect(receiver!.requests).toHaveLength(1);
     expect((await request(gw.url).post(`/deliveries/${deliveryId}/ack`)).body).toMatchObject({ repeated: true });
   });
 
