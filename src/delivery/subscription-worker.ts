@@ -253,8 +253,9 @@ export function createSubscriptionWorker(
     const ctx = { now: deps.clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
     const { state, effects } = transition(pending.life, input, ctx);
     pending.life = state;
-    // What an ack or a reject finishes was answered 200 to a receiver: it must stay finished across a crash.
-    const byCallback = input.kind === 'ack' || input.kind === 'reject';
+    // What a callback finishes (an ack, a reject, a nack past the last attempt: dead-lettered) was answered
+    // 200 to a receiver: it must stay finished across a crash.
+    const byCallback = input.kind === 'ack' || input.kind === 'reject' || input.kind === 'nack';
     for (const effect of effects) perform(pending, effect, answer, byCallback);
     return effects;
   }

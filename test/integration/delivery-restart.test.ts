@@ -181,14 +181,14 @@ describe('crash (SIGKILL) right after a callback was answered', () => {
     }
   });
 
-  it('ordering none: an ack or reject answered 200 above the committed offset is not sent again, and its row goes once passed', async () => {
-    const { dir, env, id } = await manualAckSubscriber({ ordering: 'none' });
+  it('ordering none: an ack, reject or last nack answered 200 above the committed offset is not sent again, and its row goes once passed', async () => {
+    const { dir, env, id } = await manualAckSubscriber({ ordering: 'none', retry: { maxAttempts: 1 } });
     const url = () => gw!.url;
     await publish(
       url(),
-      [0, 1, 2].map((i) => ({ id: `none-${i}`, key: 'k' })),
+      [0, 1, 2, 3].map((i) => ({ id: `none-${i}`, key: 'k' })),
     );
-    await waitFor(() => receiver!.requests.length === 3, { what: 'three deliveries' });
+    await waitFor(() => receiver!.requests.length === 4, { what: 'four deliveries' });
     const idOf = (offset: number) =>
       receiver!.requests.find((r) => r.headers['herald-offset'] === String(offset))!.headers['herald-delivery-id'] as string;
     // Offset 0 awaits its ack, so the committed offset stays at 0 while 1 is acked and 2 rejected.
@@ -200,20 +200,21 @@ describe('crash (SIGKILL) right after a callback was answered', () => {
           .send({ reason: 'no' })
       ).status,
     ).toBe(200);
+    expect((await request(url()).post(`/deliveries/${idOf(3)}/nack`)).status).toBe(200); // its last attempt: dead-lettered
     gw!.child.kill('SIGKILL');
     await gw!.exited;
 
     gw = await spawnGateway(env);
     await new Promise((r) => setTimeout(r, 1000));
-    // Was: 1 and 2 sent again as attempt 1 (only a graceful stop wrote offsets finished above the committed one).
-    expect(receiver!.requests.map((r) => r.headers['herald-offset'])).toEqual(['0', '1', '2']);
+    // Was: 1, 2 and 3 sent again as attempt 1 (only a graceful stop wrote offsets finished above the committed one).
+    expect(receiver!.requests.map((r) => r.headers['herald-offset'])).toEqual(['0', '1', '2', '3']);
     expect((await request(url()).post(`/deliveries/${idOf(1)}/ack`)).body).toMatchObject({ status: 'acked', repeated: true });
     const dead = await request(url()).get(`/subscriptions/${id}/dead-letters`).expect(200);
-    expect(dead.body.deadLetters.map((d: { offset: number }) => d.offset)).toEqual([2]);
+    expect(dead.body.deadLetters.map((d: { offset: number }) => d.offset).sort()).toEqual([2, 3]);
 
-    // Acked at last, 0 moves the committed offset past 1 and 2: their rows are no longer needed and go.
+    // Acked at last, 0 moves the committed offset past 1 to 3: their rows are no longer needed and go.
     expect((await request(url()).post(`/deliveries/${idOf(0)}/ack`)).status).toBe(200);
-    await waitFor(async () => committed(await statsOf(url(), id))[0] === 3, { what: 'committed past 2' });
+    await waitFor(async () => committed(await statsOf(url(), id))[0] === 4, { what: 'committed past 3' });
     gw.child.kill('SIGTERM');
     await gw.exited;
     expect(withHeraldDb(dir, (db) => db.prepare('SELECT COUNT(*) AS n FROM finished_deliveries').get())).toEqual({ n: 0 });

@@ -95,6 +95,36 @@ describeWithNats('jetstream: consumers and seek generations deleted behind Heral
     expect(counts(r)).toEqual({ e0: 1, e1: 1, e2: 1, e3: 1, e4: 1, e5: 1 });
   });
 
+  it('after a PATCH from ordering none to partition, a mark written under none is not trusted: an event waiting for its retry is not lost', async () => {
+    const prefix = uniquePrefix('delpatch');
+    const node = await start(settings(prefix));
+    let failE0 = true;
+    const r = await startReceiver((req) =>
+      failE0 && (JSON.parse(req.body.toString('utf8')) as { id: string }).id === 'e0' ? { status: 500 } : { status: 204 },
+    );
+    receivers.push(r);
+    const id = (
+      await request(node.url)
+        .post('/subscriptions')
+        .send({ sink: r.url, delivery: { ordering: 'none', retry: { maxAttempts: 5, initialDelayMs: 3000, maxDelayMs: 3000 } } })
+        .expect(201)
+    ).body.id as string;
+    await publish(node, ['e0']);
+    await received(r, ['e0']);
+    await publish(node, ['e1']); // finished (marked) while e0 waits 3 s for its retry
+    await received(r, ['e1']);
+    await sleep(300);
+    await request(node.url)
+      .patch(`/subscriptions/${id}`)
+      .send({ delivery: { ordering: 'partition' } })
+      .expect(200);
+    await rmConsumer(node, `${prefix}_p0`, `${prefix}_d_${id}_g0`);
+    failE0 = false;
+    await publish(node, ['e2']);
+    // Was: made again just after e1's mark, so e0 was never sent again nor dead-lettered.
+    await waitUntil('e0 delivered again', () => (counts(r).e0 ?? 0) >= 2, 20_000, 100);
+  });
+
   it("a consumer a seek made is made again from the seek's target, not from the subscription's start", async () => {
     const prefix = uniquePrefix('delseek');
     const node = await start(settings(prefix));

@@ -5,7 +5,7 @@ import { isWrongLastSequence } from '../nats-errors';
 import type { JetStreamNames } from '../names';
 import { needsUpdate, partitionConsumerConfig, redriveConsumerConfig, startOf, type ConsumerStart } from './consumer-config';
 import type { DeliveryNames } from './names';
-import { markedOffset } from './positions';
+import { finishedThrough, markedOffset } from './positions';
 
 const isConsumerNotFound = (err: unknown) => /consumer not found/i.test((err as Error)?.message ?? '');
 const isInUse = (err: unknown) => /already in use|already exists/i.test((err as Error)?.message ?? '');
@@ -176,12 +176,14 @@ export function createConsumers(deps: ConsumersDeps) {
 
   /**
    * Where a partition's consumer that is not there is made from. One that delivered before (a
-   * position is marked for its generation) was deleted behind Herald, and its ack floor went with it:
-   * with `ordering: partition` everything up to the marked offset is finished (one event at a time,
-   * marked once decided), so it starts just after it, neither losing nor repeating; with `none`
-   * events below the mark may still wait for a retry, so it starts where its generation started and
-   * those since may be sent again (at least once). A generation a seek made starts at the seek's
-   * target (kept in the generation record), any other at `fallback`.
+   * position is marked for its generation) was deleted behind Herald, and its ack floor went with it.
+   * A mark written under `ordering: partition` says every offset below it is finished (one event at
+   * a time, marked once decided), so it starts just after it: nothing is lost, and only an attempt
+   * open at the deletion is sent again. Any other mark (written under `none`, where events below it
+   * may still wait for a retry, also before a PATCH to `partition`) says nothing of them, so it
+   * starts where its generation started and those since may be sent again (at least once). A
+   * generation a seek made starts at the seek's target (kept in the generation record), any other
+   * at `fallback`.
    */
   async function startOfMissing(
     record: SubscriptionRecord,
@@ -190,18 +192,19 @@ export function createConsumers(deps: ConsumersDeps) {
     fallback: ConsumerStart,
   ): Promise<ConsumerStart> {
     const got = await deps.positions.get(names.positionKey(record.id, partition, generation));
-    const marked = got && got.operation === 'PUT' ? markedOffset(Buffer.from(got.value).toString('utf8')) : undefined;
+    const value = got && got.operation === 'PUT' ? Buffer.from(got.value).toString('utf8') : undefined;
+    const marked = value === undefined ? undefined : markedOffset(value);
     const current = await generations(record.id);
     const start = (current?.gens[partition] === generation ? current.starts[partition] : null) ?? fallback;
     if (marked === undefined) return start;
-    const resumed = record.delivery.ordering === 'partition';
+    const through = finishedThrough(value!);
     deps.log?.warn(
       { subscription: record.id, partition, generation, consumer: names.consumer(record.id, generation), lastFinishedOffset: marked },
-      resumed
+      through !== undefined
         ? 'a consumer that delivered before is missing (deleted behind Herald?): made again just after the last finished offset'
         : 'a consumer that delivered before is missing (deleted behind Herald?): made again where its generation started; events since may be sent again',
     );
-    return resumed ? { kind: 'seq', seq: marked + 2 } : start; // offset o is stream sequence o + 1
+    return through !== undefined ? { kind: 'seq', seq: through + 2 } : start; // offset o is stream sequence o + 1
   }
 
   const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) => {

@@ -35,4 +35,6 @@ export interface AttemptTarget {
   redrive: boolean;
   /** The `herald-previous-offset` this event is sent with (kept so that a redelivery after a crash sends the same). */
   previousOffset?: number | null;
+  /** Sent under `ordering: partition`: its mark then says every offset below it is finished (see `positions.ts`). */
+  ordered?: boolean;
 }

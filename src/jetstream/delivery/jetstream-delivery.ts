@@ -42,9 +42,9 @@
  *   with a 1 s delay (the pause reaches the other nodes first); it is pulled again on resume.
  * - a lease that runs out (no callback): JetStream redelivers after ack_wait (not after the retry
  *   backoff, as the local engine does); a callback after `leaseUntil` is a 409 `expired`.
- * - a consumer deleted behind Herald: the next pull fails, and it is made again, with `ordering:
- *   partition` just after the last finished event (`P_dpos`), else where its generation started
- *   (see `consumers.ts`). `P_dgen` deleted and made again (`recreate-missing`): the records are
+ * - a consumer deleted behind Herald: the next pull fails, and it is made again, just after the
+ *   last finished event when marked under `ordering: partition` (`P_dpos`), else where its
+ *   generation started (see `consumers.ts`). `P_dgen` deleted and made again (`recreate-missing`): the records are
  *   filled from the consumers that exist (`recover-generations.ts`).
  * - `close()`: pulling stops, open requests get 1 s, then are aborted; their messages stay unacked
  *   and go to another node after ack_wait.

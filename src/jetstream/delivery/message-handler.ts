@@ -105,6 +105,7 @@ export async function handleMessage(
   }
   const previousOffset = target.redrive ? null : await previousMatched(ctx, target);
   target.previousOffset = previousOffset;
+  target.ordered = record.delivery.ordering === 'partition';
   const entry: AckEntry = {
     ...target,
     attempt,

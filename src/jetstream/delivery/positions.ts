@@ -5,9 +5,12 @@ import type { AttemptTarget, EngineContext } from './context';
  * and generation, in the delivery positions bucket. It is written before the event's ack, so a node
  * that dies between the two leaves the event marked but unacknowledged: its redelivery must send
  * the previous offset its first attempt sent, not none. So the record keeps both: `"<offset>"` or
- * `"<offset> <previous>"`.
+ * `"<offset> <previous>"`. An event sent under `ordering: partition` (one in flight per partition,
+ * and JetStream delivers none past an unacknowledged one) adds ` p`, as `"<offset> <previous|-> p"`:
+ * every offset below it is finished. Under `none` (or by an earlier version) it says nothing of them.
  */
-function encode(offset: number, previous: number | null): string {
+function encode(offset: number, previous: number | null, ordered: boolean): string {
+  if (ordered) return `${offset} ${previous ?? '-'} p`;
   return previous === null ? String(offset) : `${offset} ${previous}`;
 }
 
@@ -20,6 +23,11 @@ function offsetIn(text: string | undefined): number | undefined {
 /** The offset a record marks as the last finished (undefined when unreadable). */
 export function markedOffset(value: string): number | undefined {
   return offsetIn(value.split(' ')[0]);
+}
+
+/** The marked offset when every offset below it is finished too (marked under `ordering: partition`), else undefined. */
+export function finishedThrough(value: string): number | undefined {
+  return value.split(' ')[2] === 'p' ? markedOffset(value) : undefined;
 }
 
 /** The previous offset for an event at `offset`, from the record: the marked offset below it, or, when the event itself is the one marked, what it was sent with. */
@@ -44,5 +52,5 @@ export async function previousMatched(ctx: EngineContext, t: AttemptTarget): Pro
 export async function markMatched(ctx: EngineContext, t: AttemptTarget): Promise<void> {
   if (t.redrive) return; // a redelivery is outside the partition's order
   const previous = t.previousOffset !== undefined ? t.previousOffset : await previousMatched(ctx, t);
-  await ctx.positions.put(keyOf(ctx, t), encode(t.offset, previous));
+  await ctx.positions.put(keyOf(ctx, t), encode(t.offset, previous, t.ordered === true));
 }

@@ -1,4 +1,4 @@
-import { markedOffset, previousFrom } from '../../../src/jetstream/delivery/positions';
+import { finishedThrough, markedOffset, previousFrom } from '../../../src/jetstream/delivery/positions';
 import { AckPolicy, DeliverPolicy, nanos } from 'nats';
 import { transition, type AttemptPolicy, type AttemptState } from '../../../src/delivery/attempt-machine';
 import {
@@ -234,5 +234,16 @@ describe('the last finished offset from the positions record', () => {
     expect(markedOffset('17 16')).toBe(17);
     expect(markedOffset('0')).toBe(0);
     for (const bad of ['', 'x', '-1', '1.5', ' 3']) expect([bad, markedOffset(bad)]).toEqual([bad, undefined]);
+  });
+  it('says every offset below is finished only when marked under ordering partition (" p")', () => {
+    expect(finishedThrough('17 16 p')).toBe(17);
+    expect(finishedThrough('17 - p')).toBe(17);
+    expect(finishedThrough('17 16')).toBeUndefined(); // ordering none, or an earlier version
+    expect(finishedThrough('17')).toBeUndefined();
+    expect(finishedThrough('x - p')).toBeUndefined();
+    // The previous offset reads the same with the flag.
+    expect(previousFrom('17 - p', 18)).toBe(17);
+    expect(previousFrom('17 - p', 17)).toBeNull();
+    expect(previousFrom('17 16 p', 17)).toBe(16);
   });
 });
