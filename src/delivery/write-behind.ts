@@ -281,17 +281,17 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       for (const d of deadLetterDeletes) if (d.subscriptionId === subscriptionId) n--;
       return n;
     },
-    /**
-     * At close: writes what is buffered, with `finished` (at a graceful close: the offsets finished above each
-     * committed one, so the next start does not deliver them again). A failure is logged: what was not
-     * written is delivered again after the restart (at least once). No write is scheduled after it.
-     */
     /** The offsets finished above the committed ones that a start must not send again (they stay written until passed). */
     finishedAtStart(subscriptionId: string): FinishedRow[] {
       const rows = stateRepo.finished(subscriptionId);
       if (rows.length > 0) withFinishedRows.add(subscriptionId);
       return rows;
     },
+    /**
+     * At close: writes what is buffered, with `finished` (at a graceful close: the offsets finished above each
+     * committed one, so the next start does not deliver them again). A failure is logged: what was not
+     * written is delivered again after the restart (at least once). No write is scheduled after it.
+     */
     close(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[] = []): void {
       closed = true;
       finishedAtClose = finished.filter((f) => f.rows.length > 0);

@@ -196,8 +196,8 @@ export function createConsumers(deps: ConsumersDeps) {
     const marked = value === undefined ? undefined : markedOffset(value);
     const current = await generations(record.id);
     const start = (current?.gens[partition] === generation ? current.starts[partition] : null) ?? fallback;
-    if (marked === undefined) return start;
-    const through = finishedThrough(value!);
+    if (value === undefined || marked === undefined) return start;
+    const through = finishedThrough(value);
     deps.log?.warn(
       { subscription: record.id, partition, generation, consumer: names.consumer(record.id, generation), lastFinishedOffset: marked },
       through !== undefined

@@ -44,8 +44,9 @@
  *   backoff, as the local engine does); a callback after `leaseUntil` is a 409 `expired`.
  * - a consumer deleted behind Herald: the next pull fails, and it is made again, just after the
  *   last finished event when marked under `ordering: partition` (`P_dpos`), else where its
- *   generation started (see `consumers.ts`). `P_dgen` deleted and made again (`recreate-missing`): the records are
- *   filled from the consumers that exist (`recover-generations.ts`).
+ *   generation started (see `consumers.ts`). `P_dgen` deleted and made again
+ *   (`recreate-missing`): the records are filled from the consumers that exist
+ *   (`recover-generations.ts`).
  * - `close()`: pulling stops, open requests get 1 s, then are aborted; their messages stay unacked
  *   and go to another node after ack_wait.
  *
