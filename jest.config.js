@@ -12,8 +12,5 @@ module.exports = {
     },
   ],
   globalSetup: '<rootDir>/test/global-setup.js',
-  // Jest's default on 2 cores is one worker. Most suites wait on child processes, servers and timers, not the CPU:
-  // two workers took the whole suite from about 15 to 12½ minutes on the 2-core CI machine with other load beside it.
-  maxWorkers: 2,
   testTimeout: 60000,
 };
