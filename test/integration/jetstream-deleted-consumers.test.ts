@@ -9,7 +9,7 @@ import request from 'supertest';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { startJetStreamTestGateway } from '../helpers/gateway';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
-import { startReceiver, type Receiver } from '../helpers/receiver';
+import { startReceiver, type Receiver, type Responder } from '../helpers/receiver';
 
 jest.setTimeout(120_000);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -24,8 +24,8 @@ describeWithNats('jetstream: consumers and seek generations deleted behind Heral
     nodes.push(node);
     return node;
   };
-  const receiver = async () => {
-    const r = await startReceiver();
+  const receiver = async (respond?: Responder) => {
+    const r = await startReceiver(respond);
     receivers.push(r);
     return r;
   };
@@ -49,8 +49,13 @@ describeWithNats('jetstream: consumers and seek generations deleted behind Heral
   };
   const received = (r: Receiver, ids: string[]) =>
     waitUntil(`${ids.join(', ')} delivered`, () => ids.every((id) => (counts(r)[id] ?? 0) > 0), 30_000, 50);
-  const subscribe = async (node: JetStreamGateway, sink: string, ordering: 'partition' | 'none') =>
-    (await request(node.url).post('/subscriptions').send({ sink, delivery: { ordering } }).expect(201)).body.id as string;
+  const subscribe = async (node: JetStreamGateway, sink: string, ordering: 'partition' | 'none', delivery: Record<string, unknown> = {}) =>
+    (
+      await request(node.url)
+        .post('/subscriptions')
+        .send({ sink, delivery: { ordering, ...delivery } })
+        .expect(201)
+    ).body.id as string;
   const jsmOf = (node: JetStreamGateway) => node.store.connection.jetstreamManager();
   /** `nats consumer rm`: the server may refuse while it writes the consumer's state, and an operator asks again. */
   const rmConsumer = async (node: JetStreamGateway, stream: string, name: string) => {
@@ -99,16 +104,10 @@ describeWithNats('jetstream: consumers and seek generations deleted behind Heral
     const prefix = uniquePrefix('delpatch');
     const node = await start(settings(prefix));
     let failE0 = true;
-    const r = await startReceiver((req) =>
+    const r = await receiver((req) =>
       failE0 && (JSON.parse(req.body.toString('utf8')) as { id: string }).id === 'e0' ? { status: 500 } : { status: 204 },
     );
-    receivers.push(r);
-    const id = (
-      await request(node.url)
-        .post('/subscriptions')
-        .send({ sink: r.url, delivery: { ordering: 'none', retry: { maxAttempts: 5, initialDelayMs: 3000, maxDelayMs: 3000 } } })
-        .expect(201)
-    ).body.id as string;
+    const id = await subscribe(node, r.url, 'none', { retry: { maxAttempts: 5, initialDelayMs: 3000, maxDelayMs: 3000 } });
     await publish(node, ['e0']);
     await received(r, ['e0']);
     await publish(node, ['e1']); // finished (marked) while e0 waits 3 s for its retry

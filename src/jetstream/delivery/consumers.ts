@@ -24,7 +24,7 @@ const TRIES = 3;
  * unanswered a clustered create or delete of a consumer another node is creating or deleting at the
  * same moment (every node runs `add` and `remove`). Each try looks at the consumer afresh.
  */
-export async function retryTransient(op: () => Promise<void>): Promise<void> {
+async function retryTransient(op: () => Promise<void>): Promise<void> {
   for (let tried = 1; ; tried++) {
     try {
       return await op();
@@ -225,6 +225,16 @@ export function createConsumers(deps: ConsumersDeps) {
     generations,
     ensureGenerations,
     swapGenerations,
+    /** Writes the record of a subscription's token with these generations (no seek targets) unless one exists: false then. */
+    async createGenerations(token: string, gens: readonly number[]): Promise<boolean> {
+      try {
+        await deps.generations.create(token, encode(gens, []));
+        return true;
+      } catch (err) {
+        if (isWrongLastSequence(err)) return false;
+        throw err;
+      }
+    },
     partitionConsumer,
     /**
      * Every consumer of a subscription at its generations: a partition's consumer at generation 0
@@ -238,6 +248,9 @@ export function createConsumers(deps: ConsumersDeps) {
     },
     removePartitionConsumer: (id: string, partition: number, generation: number) =>
       remove(events.stream(partition), names.consumer(id, generation)),
+    /** The same by the subscription's token (a consumer found on a stream, whose id is not known). */
+    removeConsumerOfToken: (token: string, partition: number, generation: number) =>
+      remove(events.stream(partition), names.consumerOfToken(token, generation)),
     removeRedriveConsumer: (id: string) => remove(names.redriveStream, names.redriveConsumer(id)),
     info: (id: string, partition: number, generation: number) =>
       jsm.consumers.info(events.stream(partition), names.consumer(id, generation)),

@@ -139,14 +139,6 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       random: Math.random,
       ackUrlBase,
     };
-    // Before any subscription is added: each then finds its record and goes on with the consumers it had.
-    if (buckets.generationsRemade) {
-      await recoverGenerations({ jsm, generations: buckets.generations, names, events, partitions, log }).catch(async (err: unknown) => {
-        // Deleted again, the bucket is still listed and missing at the next start, which recovers again instead of finding it half-filled.
-        await jsm.streams.delete(bucketStream(names.generationBucket)).catch(() => undefined);
-        throw err;
-      });
-    }
     const consumers = createConsumers({
       jsm,
       generations: buckets.generations,
@@ -156,6 +148,14 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       partitions,
       log,
     });
+    // Before any subscription is added: each then finds its record and goes on with the consumers it had.
+    if (buckets.generationsRemade) {
+      await recoverGenerations({ jsm, consumers, names, events, partitions, log }).catch(async (err: unknown) => {
+        // Deleted again, the bucket is still listed and missing at the next start, which recovers again instead of finding it half-filled.
+        await jsm.streams.delete(bucketStream(names.generationBucket)).catch(() => undefined);
+        throw err;
+      });
+    }
     return await composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions });
   } catch (err) {
     await nc.close().catch(() => undefined);

@@ -1,13 +1,12 @@
-import type { JetStreamManager, KV } from 'nats';
+import type { JetStreamManager } from 'nats';
 import type { Logger } from 'pino';
-import { isWrongLastSequence } from '../nats-errors';
 import type { JetStreamNames } from '../names';
-import { retryTransient } from './consumers';
+import type { Consumers } from './consumers';
 import type { DeliveryNames } from './names';
 
 export interface RecoverDeps {
   jsm: JetStreamManager;
-  generations: KV;
+  consumers: Consumers;
   names: DeliveryNames;
   events: JetStreamNames;
   partitions: number;
@@ -22,11 +21,11 @@ export interface RecoverDeps {
  * consumer, so delivery goes on where it was instead of starting over from `startAt`. Earlier
  * generations' consumers left behind are deleted. A record some node already wrote is kept (first
  * writer wins). A failure here fails the start, and the caller deletes the bucket again so that the
- * next start recovers once more. What a seek's target was is not recovered: a consumer of it deleted later behind
- * Herald is made again from `startAt`.
+ * next start recovers once more. What a seek's target was is not recovered: a consumer of it
+ * deleted later behind Herald is made again from `startAt`.
  */
 export async function recoverGenerations(deps: RecoverDeps): Promise<number> {
-  const { jsm, names, events, partitions, log } = deps;
+  const { jsm, consumers, names, events, partitions, log } = deps;
   /** token → per partition, every generation found. */
   const found = new Map<string, number[][]>();
   for (let p = 0; p < partitions; p++) {
@@ -41,24 +40,15 @@ export async function recoverGenerations(deps: RecoverDeps): Promise<number> {
   let recovered = 0;
   for (const [token, perPartition] of found) {
     const gens = perPartition.map((g) => Math.max(0, ...g));
-    try {
-      await deps.generations.create(token, JSON.stringify({ gens }));
-      recovered++;
-    } catch (err) {
-      if (!isWrongLastSequence(err)) throw err; // else written meanwhile by a node that added the subscription
-      continue;
-    }
+    // Else written meanwhile by a node that added the subscription: its record stands.
+    if (!(await consumers.createGenerations(token, gens))) continue;
+    recovered++;
+    const stale = perPartition.flatMap((list, p) => list.filter((g) => g < gens[p]!).map((g) => ({ p, g })));
     await Promise.all(
-      perPartition.flatMap((list, p) =>
-        list
-          .filter((g) => g < gens[p]!)
-          .map((g) =>
-            retryTransient(async () => void (await jsm.consumers.delete(events.stream(p), names.consumerOfToken(token, g)))).catch(
-              (err: unknown) => {
-                log.warn({ err, consumer: names.consumerOfToken(token, g) }, 'could not delete a consumer of an earlier seek generation');
-              },
-            ),
-          ),
+      stale.map(({ p, g }) =>
+        consumers.removeConsumerOfToken(token, p, g).catch((err: unknown) => {
+          log.warn({ err, consumer: names.consumerOfToken(token, g) }, 'could not delete a consumer of an earlier seek generation');
+        }),
       ),
     );
   }
