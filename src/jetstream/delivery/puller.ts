@@ -4,12 +4,22 @@ import { AbortGroup } from '../../delivery/http-sender';
 
 /**
  * Each pull request the consumer keeps open at the server lasts this long; its idle heartbeats come
- * at half of it, and two missed ones (a consumer leader that moved or died) re-pull. Pulls are
+ * every HEARTBEAT_MS, and two missed ones (a consumer leader that moved or died) re-pull. Pulls are
  * re-issued by nats.js on one inbox that lives as long as the session. A loop of `fetch`es closed an
  * inbox per second: a delivery that came due as one closed, with the event loop busy, was counted by
  * JetStream but never received, and waited out `ack_wait` with one of its attempts spent.
+ *
+ * Long, because nats-server up to at least 2.10.0 (Debian's is 2.9.10) mishandles a redelivery
+ * (a retry's `-NAK` delay or an `ack_wait` running out) that comes due in the millisecond after the
+ * only waiting pull expired and before the server swept it (`loopAndGatherMsgs`: "We will redo this
+ * one"): it counts the delivery without sending it (the attempt waits out `ack_wait`) and steps the
+ * consumer's stream sequence back, so the message delivered last is sent again as delivery 1 (a
+ * duplicate). Each expiry opens that window once; a pull lasting 30 s rather than 2 s opens it
+ * fifteen times less often on an idle consumer, and a busy one renews its pull before it expires.
  */
-const PULL_EXPIRES_MS = 2000;
+const PULL_EXPIRES_MS = 30_000;
+/** The server's idle heartbeat on an open pull: two missed ones (2 s) re-pull. */
+const HEARTBEAT_MS = 1000;
 /** Pause after a failed pull (consumer missing, cluster unreachable) before the next one. */
 const RETRY_PAUSE_MS = 500;
 /** How often an inactive (paused, validating) puller looks again. */
@@ -40,6 +50,8 @@ export interface PullerDeps {
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
   log: Logger;
+  /** How long each pull request lasts (PULL_EXPIRES_MS); shorter only in tests that make a redelivery land on an expiry. */
+  pullExpiresMs?: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
@@ -104,7 +116,8 @@ export function createPuller(deps: PullerDeps) {
     const capacity = capacityNow();
     const messages = await consumer.consume({
       max_messages: capacity,
-      expires: PULL_EXPIRES_MS,
+      expires: deps.pullExpiresMs ?? PULL_EXPIRES_MS,
+      idle_heartbeat: HEARTBEAT_MS,
       // A consumer deleted by a seek or a delete (on any node) ends the session, for `onPullError` to repair.
       abort_on_missing_resource: true,
     });
