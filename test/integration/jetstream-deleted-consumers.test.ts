@@ -4,7 +4,7 @@
  * its subscription's position (the ack floor); made again from the subscription's `startAt` it sent
  * every event since the subscription was made once more, and ignored where a seek had moved it.
  */
-import { AckPolicy, connect, DeliverPolicy } from 'nats';
+import { AckPolicy, connect } from 'nats';
 import request from 'supertest';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { startJetStreamTestGateway } from '../helpers/gateway';
@@ -98,32 +98,6 @@ describeWithNats('jetstream: consumers and seek generations deleted behind Heral
     await sleep(1500); // anything sent again would come now
     // Was: made again from the subscription's start, so e0–e3 came a second time.
     expect(counts(r)).toEqual({ e0: 1, e1: 1, e2: 1, e3: 1, e4: 1, e5: 1 });
-  });
-
-  it('ordering partition: a first delivery of an event already finished (a consumer stepped back) is not sent again', async () => {
-    // nats-server 2.9.10 steps a consumer's sequence back when it drops a redelivery (see
-    // PULL_EXPIRES_MS in puller.ts): the last message comes again as delivery 1. Made here by
-    // replacing the consumer, while the subscription is paused, with one that starts at offset 1.
-    const prefix = uniquePrefix('delback');
-    const node = await start(settings(prefix));
-    const r = await receiver();
-    const id = await subscribe(node, r.url, 'partition');
-    await publish(node, ['e0', 'e1', 'e2', 'e3']);
-    await received(r, ['e0', 'e1', 'e2', 'e3']);
-    await request(node.url).post(`/subscriptions/${id}/pause`).expect(200);
-    await sleep(500);
-    const stream = `${prefix}_p0`;
-    const name = `${prefix}_d_${id}_g0`;
-    const jsm = await jsmOf(node);
-    const { config } = await jsm.consumers.info(stream, name);
-    await rmConsumer(node, stream, name);
-    await jsm.consumers.add(stream, { ...config, deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: 2 });
-    await request(node.url).post(`/subscriptions/${id}/resume`).expect(200);
-    await publish(node, ['e4']);
-    await received(r, ['e4']);
-    await sleep(1000);
-    // Without the check: e1, e2 and e3 reached the receiver a second time.
-    expect(counts(r)).toEqual({ e0: 1, e1: 1, e2: 1, e3: 1, e4: 1 });
   });
 
   it('after a PATCH from ordering none to partition, a mark written under none is not trusted: an event waiting for its retry is not lost', async () => {

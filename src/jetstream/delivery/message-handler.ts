@@ -11,7 +11,7 @@ import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
-import { readPosition } from './positions';
+import { previousMatched } from './positions';
 import { settleMessage } from './settle';
 
 /** A subscription as its messages' handler sees it (see `jetstream-delivery.ts`). */
@@ -103,18 +103,7 @@ export async function handleMessage(
     const error = `delivered ${attempt} times, more than retry.maxAttempts (${record.delivery.retry.maxAttempts}) allows`;
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'max_attempts' }, target, { ...last, lastError: error }, deliveryId);
   }
-  const position = target.redrive ? { previous: null, finished: false } : await readPosition(ctx, target);
-  // A first delivery of an event already finished under ordering partition: nats-server's copy after a
-  // redelivery it dropped (see PULL_EXPIRES_MS in `puller.ts`). A crash between the mark and the ack
-  // comes back as a later delivery, and is sent.
-  if (attempt === 1 && position.finished) {
-    ctx.log.warn(
-      { subscription: sub.id, partition: target.partition, offset: target.offset },
-      'first delivery of a finished event; not sent again',
-    );
-    return msg.ack();
-  }
-  const previousOffset = position.previous;
+  const previousOffset = target.redrive ? null : await previousMatched(ctx, target);
   target.previousOffset = previousOffset;
   target.ordered = record.delivery.ordering === 'partition';
   const entry: AckEntry = {

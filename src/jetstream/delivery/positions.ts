@@ -41,31 +41,16 @@ export function previousFrom(value: string, offset: number): number | null {
 
 const keyOf = (ctx: EngineContext, t: AttemptTarget) => ctx.names.positionKey(t.subscriptionId, t.partition, t.generation);
 
-/** Where the partition's delivery stands for one event, as its record says. */
-export interface Position {
-  /** The last matched offset before the event in its generation (its `herald-previous-offset`), or null. */
-  previous: number | null;
-  /** The record says the event is finished (marked under `ordering: partition` at or past it). */
-  finished: boolean;
-}
-
-/** The event at `offset`'s position from the record's value (none: the first since the start or a seek). */
-export function positionFrom(value: string | undefined, offset: number): Position {
-  if (value === undefined) return { previous: null, finished: false };
-  const through = finishedThrough(value);
-  return { previous: previousFrom(value, offset), finished: through !== undefined && offset <= through };
-}
-
-/** The event's position in its partition and generation, from the delivery positions bucket. */
-export async function readPosition(ctx: EngineContext, t: AttemptTarget): Promise<Position> {
+/** The partition's last matched offset before this event in its generation, or null (the first since the start or a seek). */
+export async function previousMatched(ctx: EngineContext, t: AttemptTarget): Promise<number | null> {
   const got = await ctx.positions.get(keyOf(ctx, t));
-  const present = got && got.operation === 'PUT' && got.value.length > 0;
-  return positionFrom(present ? Buffer.from(got.value).toString('utf8') : undefined, t.offset);
+  if (!got || got.operation !== 'PUT' || got.value.length === 0) return null;
+  return previousFrom(Buffer.from(got.value).toString('utf8'), t.offset);
 }
 
 /** Records a finished event as the last matched, with the previous offset it was sent with (read when the caller has none). */
 export async function markMatched(ctx: EngineContext, t: AttemptTarget): Promise<void> {
   if (t.redrive) return; // a redelivery is outside the partition's order
-  const previous = t.previousOffset !== undefined ? t.previousOffset : (await readPosition(ctx, t)).previous;
+  const previous = t.previousOffset !== undefined ? t.previousOffset : await previousMatched(ctx, t);
   await ctx.positions.put(keyOf(ctx, t), encode(t.offset, previous, t.ordered === true));
 }

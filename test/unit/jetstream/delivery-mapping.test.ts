@@ -1,4 +1,4 @@
-import { finishedThrough, markedOffset, positionFrom, previousFrom } from '../../../src/jetstream/delivery/positions';
+import { finishedThrough, markedOffset, previousFrom } from '../../../src/jetstream/delivery/positions';
 import { AckPolicy, DeliverPolicy, nanos } from 'nats';
 import { transition, type AttemptPolicy, type AttemptState } from '../../../src/delivery/attempt-machine';
 import {
@@ -245,13 +245,5 @@ describe('the last finished offset from the positions record', () => {
     expect(previousFrom('17 - p', 18)).toBe(17);
     expect(previousFrom('17 - p', 17)).toBeNull();
     expect(previousFrom('17 16 p', 17)).toBe(16);
-  });
-  it('says an event is finished when a mark under ordering partition is at or past it, and never under none', () => {
-    expect(positionFrom('17 16 p', 17)).toEqual({ previous: 16, finished: true });
-    expect(positionFrom('17 16 p', 3)).toEqual({ previous: null, finished: true });
-    expect(positionFrom('17 16 p', 18)).toEqual({ previous: 17, finished: false });
-    expect(positionFrom('17 16', 17)).toEqual({ previous: 16, finished: false }); // ordering none
-    expect(positionFrom('17 16', 3)).toEqual({ previous: null, finished: false });
-    expect(positionFrom(undefined, 0)).toEqual({ previous: null, finished: false });
   });
 });
