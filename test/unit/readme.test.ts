@@ -17,6 +17,29 @@ describe('README', () => {
     expect(readme).toContain('npm install && npm start');
     expect(readme).toContain('npm test');
   });
+
+  it('names in its code map only files and directories that exist', () => {
+    const root = path.resolve(__dirname, '..', '..');
+    const map = readme.slice(readme.indexOf('## Code map'), readme.indexOf('## Benchmarks'));
+    const named: string[] = [];
+    let dir = '';
+    for (const line of map.split('\n')) {
+      const top = /^([\w.-]+\/[\w./-]*|[\w-]+\.\w+)\s/.exec(line)?.[1];
+      const sub = /^ {2}([\w-]+(?:\.\w+|\/))\s/.exec(line)?.[1];
+      if (top) {
+        if (top.endsWith('/')) dir = top;
+        named.push(top);
+      } else if (sub) named.push(dir + sub);
+    }
+    // Files the prose names (`consumer-config.ts`, …) exist somewhere in the code.
+    const files = (dir: string) => fs.readdirSync(path.join(root, dir), { recursive: true }).map((f) => path.basename(String(f)));
+    const sources = new Set(['src', 'console', 'test/helpers'].flatMap(files));
+    const mentioned = [...map.matchAll(/(?<![\w.-])([a-z][\w-]*\.tsx?)\b/g)].map((m) => m[1]!);
+    expect(named.length).toBeGreaterThan(40);
+    expect(mentioned.length).toBeGreaterThan(40);
+    expect(named.filter((p) => !fs.existsSync(path.join(root, p)))).toEqual([]);
+    expect(mentioned.filter((f) => !sources.has(f))).toEqual([]);
+  });
 });
 
 describe('README: Verify signatures', () => {
