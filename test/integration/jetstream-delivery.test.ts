@@ -407,6 +407,37 @@ describeWithNats('JetStream delivery engine', () => {
     }
   });
 
+  it('when the node holding an attempt closes and the answer comes within its grace, the answer settles: nothing is sent twice', async () => {
+    // A rolling restart: the receiver answers 300 ms after the node began to close (its grace is 1 s).
+    const r = await receiver(async (req) => {
+      if (header(req, 'ce-id') === 'g1') await new Promise((res) => setTimeout(res, 300));
+      return { status: 204 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    const c = await node('c');
+    const d = await node('d');
+    try {
+      await Promise.all([c.add(sub, noEvents()), d.add(sub, noEvents())]);
+      await publish(source, ['g1', 'g2'], { key: 'k' });
+      await waitFor(() => r.requests.length >= 1, WAIT);
+      const first = r.requests[0]!;
+      const [holder, other] = nodeOf(first) === 'c' ? [c, d] : [d, c];
+      await holder.close();
+      await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 'g2'), WAIT);
+      await new Promise((res) => setTimeout(res, 2500)); // past ack_wait (2 s): an unsettled g1 would come again
+      // Was: the answer was dropped at close, so g1 came again after ack_wait, and g2 only after it.
+      expect(r.requests.map((q) => header(q, 'ce-id'))).toEqual(['g1', 'g2']);
+      const g2 = r.requests[1]!;
+      expect(nodeOf(g2)).toBe(nodeOf(first) === 'c' ? 'd' : 'c');
+      expect(header(g2, 'herald-previous-offset')).toBe(header(first, 'herald-offset'));
+      await other.remove(sub.id);
+    } finally {
+      await c.close();
+      await d.close();
+    }
+  });
+
   it('when the node holding an attempt is SIGKILLed, another delivers it after ack_wait, and the backlog in order', async () => {
     let hold = true;
     let release = () => {};

@@ -47,8 +47,9 @@
  *   generation started (see `consumers.ts`). `P_dgen` deleted and made again
  *   (`recreate-missing`): the records are filled from the consumers that exist
  *   (`recover-generations.ts`).
- * - `close()`: pulling stops, open requests get 1 s, then are aborted; their messages stay unacked
- *   and go to another node after ack_wait.
+ * - `close()`: pulling stops, open requests get 1 s and their answers settle (a 2xx acks, a 202
+ *   keeps its entry for a callback through any node); then they are aborted, and their messages
+ *   stay unacked and go to another node after ack_wait.
  *
  * Not on this engine (yet): rate limits and AIMD concurrency (`currentMaxInFlight` is `maxInFlight`,
  * `throttled` false), auto-disable (`onFailing`), delivery metrics, retention (`expired` stays 0).
@@ -102,7 +103,7 @@ export interface JetStreamDeliveryDeps {
 
 /** API timeout of the engine's own connection. */
 const API_TIMEOUT_MS = 5000;
-/** How long `close` lets open requests finish before aborting them (their messages stay unacked). */
+/** How long `close` lets open requests finish (their answers settle) before aborting them (their messages stay unacked). */
 const CLOSE_GRACE_MS = 1000;
 /** Dead letters read per page when all of a subscription's are redelivered (bounded by their count). */
 const REDRIVE_PAGE = 1000;

@@ -59,6 +59,7 @@ export function createLocalSubscription(
       events.onGone();
     },
     closing: () => deps.closed() || removed,
+    removed: () => removed,
   };
 
   function startPuller(channel: Channel): Puller {

@@ -23,8 +23,10 @@ export interface SubscriptionView {
   generation(partition: number): number;
   /** The receiver answered 410: paused here at once; the service is told. */
   gone(): void;
-  /** Deleted or closing: an answer no longer settles anything (the message stays unacked and JetStream redelivers it). */
+  /** Deleted or closing: nothing more is pulled. */
   closing(): boolean;
+  /** Deleted: an answer no longer settles anything (the message stays unacked and JetStream redelivers it). */
+  removed(): boolean;
 }
 
 /** Where a message came from: a partition's consumer (the message is the event) or the redrive queue (it names one). */
@@ -125,8 +127,10 @@ export async function handleMessage(
   const startedAt = ctx.clock();
   try {
     result = await send(ctx, record, target, event, { deliveryId, attempt, previousOffset }, group);
-    // Deleted or closing meanwhile: settle nothing; JetStream redelivers the message after ack_wait.
-    if (sub.closing() || group.aborted) return;
+    // Deleted meanwhile, or aborted (a close's grace ran out, a seek moved delivery): settle nothing;
+    // JetStream redelivers the message after ack_wait. An answer within a close's grace settles, as on
+    // the local engine: a rolling restart sends nothing twice and holds no partition for ack_wait.
+    if (sub.removed() || group.aborted) return;
     decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
   } finally {
     answered?.();
