@@ -52,7 +52,7 @@ describeWithNats('the JetStream puller', () => {
     target: { stream: string; consumer: string },
     handle: (msg: JsMsg, group: AbortGroup) => void | Promise<void>,
     active: () => boolean = () => true,
-    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError' | 'pullExpiresMs'>> = {},
+    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError'>> = {},
   ) {
     const puller = createPuller({
       js: nc.jetstream(),
@@ -75,7 +75,7 @@ describeWithNats('the JetStream puller', () => {
 
   it('hands on every delivery JetStream sends as a redelivery lands on a pull expiring while the loop is busy', async () => {
     // The nak's delay ends as a pull request opened just after it expires at the server (1 s for a
-    // loop of `fetch`es, 2 s here for a consume session's pulls), while the loop is busy from before
+    // loop of `fetch`es, 2 s for a consume session's pulls), while the loop is busy from before
     // until after the client's own timers. A `fetch` then dropped the message after JetStream had
     // counted it (about half the runs): it came back only after ack_wait, as attempt 3.
     // A second connection sees every delivery the server sends to the session's inbox: each one it
@@ -102,7 +102,7 @@ describeWithNats('the JetStream puller', () => {
           msg.nak(delay);
           setTimeout(() => busyFor(400), delay - 100);
         };
-        const puller = start(target, handle, undefined, { pullExpiresMs: 2000 });
+        const puller = start(target, handle);
         await waitUntil('a second delivery', () => seen.length >= 2, ACK_WAIT_MS + 5000, 20);
         // A delivery sent just now may still be on its way to the puller.
         await new Promise((r) => setTimeout(r, 300));
@@ -248,4 +248,59 @@ describeWithNats('the JetStream puller', () => {
     await waitUntil('the pull error', () => errors.length > 0, 10_000, 20);
     expect(puller.state).toBe('pulling');
   }, 30_000);
+});
+
+describeWithNats('the JetStream puller on a 3-server cluster', () => {
+  let cluster: NatsCluster;
+  let nc: NatsConnection;
+  let puller: Puller | undefined;
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster({ size: 3 });
+    nc = await connect({ servers: cluster.urls });
+  }, 60_000);
+
+  afterAll(async () => {
+    await puller?.stop(0);
+    await nc?.close();
+    await cluster?.stop();
+  }, 30_000);
+
+  it("pulls again within seconds when the consumer's leader is SIGKILLed", async () => {
+    const stream = `${uniquePrefix('pullha')}_s`;
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.add({ name: stream, subjects: [`${stream}.>`], num_replicas: 3 });
+    await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait: 30e9, max_ack_pending: 1 });
+    const seen: string[] = [];
+    puller = createPuller({
+      js: nc.jetstream(),
+      stream,
+      consumer: 'c',
+      capacity: () => 1,
+      active: () => true,
+      handle: async (msg) => {
+        seen.push(msg.string());
+        msg.ack();
+      },
+      onPullError: async () => undefined,
+      log: createLogger('silent'),
+    });
+    await nc.jetstream().publish(`${stream}.x`, 'before');
+    await waitUntil('the first message', () => seen.length === 1, 10_000, 20);
+    await new Promise((r) => setTimeout(r, 300)); // the next pull is open at the leader
+    const leader = (await jsm.consumers.info(stream, 'c')).cluster?.leader;
+    const victim = cluster.nodes.findIndex((n) => n.name === leader);
+    expect(victim).toBeGreaterThanOrEqual(0);
+    await cluster.kill(victim);
+    await waitUntil('a new consumer leader', async () => Boolean((await jsm.consumers.info(stream, 'c')).cluster?.leader), 20_000, 100);
+    // The stream's leader may be elected again too: a publish answered 503 meanwhile is sent again.
+    await waitUntil('the publish after the kill', async () => Boolean(await nc.jetstream().publish(`${stream}.x`, 'after')), 20_000, 100);
+    const publishedAt = Date.now();
+    await waitUntil('the message published after the kill', () => seen.length === 2, 60_000, 50);
+    // On missed heartbeats nats.js looks the consumer up; a look that fails waits about one pull
+    // expiry before the next (see PULL_EXPIRES_MS in puller.ts).
+    expect(Date.now() - publishedAt).toBeLessThan(10_000);
+    expect(seen).toEqual(['before', 'after']);
+    await cluster.restart(victim);
+  }, 120_000);
 });

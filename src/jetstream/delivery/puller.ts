@@ -4,22 +4,21 @@ import { AbortGroup } from '../../delivery/http-sender';
 
 /**
  * Each pull request the consumer keeps open at the server lasts this long; its idle heartbeats come
- * every HEARTBEAT_MS, and two missed ones (a consumer leader that moved or died) re-pull. Pulls are
+ * at half of it, and two missed ones (a consumer leader that moved or died) re-pull. Pulls are
  * re-issued by nats.js on one inbox that lives as long as the session. A loop of `fetch`es closed an
  * inbox per second: a delivery that came due as one closed, with the event loop busy, was counted by
  * JetStream but never received, and waited out `ack_wait` with one of its attempts spent.
  *
- * Long, because nats-server up to at least 2.10.0 (Debian's is 2.9.10) mishandles a redelivery
- * (a retry's `-NAK` delay or an `ack_wait` running out) that comes due in the millisecond after the
- * only waiting pull expired and before the server swept it (`loopAndGatherMsgs`: "We will redo this
- * one"): it counts the delivery without sending it (the attempt waits out `ack_wait`) and steps the
- * consumer's stream sequence back, so the message delivered last is sent again as delivery 1 (a
- * duplicate). Each expiry opens that window once; a pull lasting 30 s rather than 2 s opens it
- * fifteen times less often on an idle consumer, and a busy one renews its pull before it expires.
+ * Short, because when a look at a consumer whose heartbeats stopped fails (its leader is being
+ * elected), nats.js waits about one expiry (jittered: 1–3 s here, 15–45 s for 30 s pulls) before the
+ * next look and pull. The price: nats-server up to at least 2.10.0 (Debian's is 2.9.10) mishandles a redelivery (a retry's
+ * `-NAK` delay, an `ack_wait` running out) that comes due in the millisecond after the only waiting
+ * pull expired and before the server swept it (`loopAndGatherMsgs`, "We will redo this one"): it
+ * counts the delivery without sending it (the attempt waits out `ack_wait`) and steps the consumer's
+ * stream sequence back, so the message delivered last is sent again as delivery 1. Each expiry of an
+ * idle consumer's pull opens that window once.
  */
-const PULL_EXPIRES_MS = 30_000;
-/** The server's idle heartbeat on an open pull: two missed ones (2 s) re-pull. */
-const HEARTBEAT_MS = 1000;
+const PULL_EXPIRES_MS = 2000;
 /** Pause after a failed pull (consumer missing, cluster unreachable) before the next one. */
 const RETRY_PAUSE_MS = 500;
 /** How often an inactive (paused, validating) puller looks again. */
@@ -50,8 +49,6 @@ export interface PullerDeps {
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
   log: Logger;
-  /** How long each pull request lasts (PULL_EXPIRES_MS); shorter only in tests that make a redelivery land on an expiry. */
-  pullExpiresMs?: number;
 }
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms).unref());
@@ -116,8 +113,7 @@ export function createPuller(deps: PullerDeps) {
     const capacity = capacityNow();
     const messages = await consumer.consume({
       max_messages: capacity,
-      expires: deps.pullExpiresMs ?? PULL_EXPIRES_MS,
-      idle_heartbeat: HEARTBEAT_MS,
+      expires: PULL_EXPIRES_MS,
       // A consumer deleted by a seek or a delete (on any node) ends the session, for `onPullError` to repair.
       abort_on_missing_resource: true,
     });
