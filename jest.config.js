@@ -12,5 +12,8 @@ module.exports = {
     },
   ],
   globalSetup: '<rootDir>/test/global-setup.js',
+  // Jest's default on 2 cores is one worker. Most suites wait on child processes, servers and timers, not the CPU:
+  // two workers take the fresh-clone CI from about 15 minutes to about 9 on the 2-core CI machine.
+  maxWorkers: 2,
   testTimeout: 60000,
 };
