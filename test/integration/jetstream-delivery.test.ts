@@ -126,6 +126,29 @@ describeWithNats('JetStream delivery engine', () => {
 
   const onlySource = (source: string) => [{ exact: { source } }];
 
+  /** Nodes c and d both delivering a new subscription to `r`; `ids` published to one partition; resolves at the first request. */
+  async function twoNodesDelivering(r: Receiver, ids: string[]) {
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    const c = await node('c');
+    const d = await node('d');
+    const closeBoth = async () => {
+      await c.close();
+      await d.close();
+    };
+    try {
+      await Promise.all([c.add(sub, noEvents()), d.add(sub, noEvents())]);
+      await publish(source, ids, { key: 'k' });
+      await waitFor(() => r.requests.length >= 1, WAIT);
+    } catch (err) {
+      await closeBoth();
+      throw err;
+    }
+    const first = r.requests[0]!;
+    const [holder, other] = nodeOf(first) === 'c' ? [c, d] : [d, c];
+    return { sub, first, holder, other, closeBoth };
+  }
+
   it('delivers 2xx in order per partition, signed, with an unbroken herald-previous-offset chain, and logs the attempts', async () => {
     const r = await receiver();
     const source = `/s/${randomUUID()}`;
@@ -378,16 +401,8 @@ describeWithNats('JetStream delivery engine', () => {
       if (hold) await released;
       return { status: 204 };
     });
-    const source = `/s/${randomUUID()}`;
-    const sub = record(r.url, { filters: onlySource(source) });
-    const c = await node('c');
-    const d = await node('d');
+    const { sub, first, holder, other, closeBoth } = await twoNodesDelivering(r, ['f1', 'f2']);
     try {
-      await Promise.all([c.add(sub, noEvents()), d.add(sub, noEvents())]);
-      await publish(source, ['f1', 'f2'], { key: 'k' });
-      await waitFor(() => r.requests.length >= 1, WAIT);
-      const first = r.requests[0]!;
-      const [holder, other] = nodeOf(first) === 'c' ? [c, d] : [d, c];
       hold = false;
       await holder.close(); // its request is aborted after a grace; the message stays unacked
       release();
@@ -402,8 +417,7 @@ describeWithNats('JetStream delivery engine', () => {
       await other.remove(sub.id);
     } finally {
       release();
-      await c.close();
-      await d.close();
+      await closeBoth();
     }
   });
 
@@ -413,16 +427,8 @@ describeWithNats('JetStream delivery engine', () => {
       if (header(req, 'ce-id') === 'g1') await new Promise((res) => setTimeout(res, 300));
       return { status: 204 };
     });
-    const source = `/s/${randomUUID()}`;
-    const sub = record(r.url, { filters: onlySource(source) });
-    const c = await node('c');
-    const d = await node('d');
+    const { sub, first, holder, other, closeBoth } = await twoNodesDelivering(r, ['g1', 'g2']);
     try {
-      await Promise.all([c.add(sub, noEvents()), d.add(sub, noEvents())]);
-      await publish(source, ['g1', 'g2'], { key: 'k' });
-      await waitFor(() => r.requests.length >= 1, WAIT);
-      const first = r.requests[0]!;
-      const [holder, other] = nodeOf(first) === 'c' ? [c, d] : [d, c];
       await holder.close();
       await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 'g2'), WAIT);
       await new Promise((res) => setTimeout(res, 2500)); // past ack_wait (2 s): an unsettled g1 would come again
@@ -433,8 +439,7 @@ describeWithNats('JetStream delivery engine', () => {
       expect(header(g2, 'herald-previous-offset')).toBe(header(first, 'herald-offset'));
       await other.remove(sub.id);
     } finally {
-      await c.close();
-      await d.close();
+      await closeBoth();
     }
   });
 
