@@ -11,12 +11,12 @@ import { AbortGroup } from '../../delivery/http-sender';
  *
  * Short, because when a look at a consumer whose heartbeats stopped fails (its leader is being
  * elected), nats.js waits about one expiry (jittered: 1–3 s here, 15–45 s for 30 s pulls) before the
- * next look and pull. The price: nats-server up to at least 2.10.0 (Debian's is 2.9.10) mishandles a redelivery (a retry's
- * `-NAK` delay, an `ack_wait` running out) that comes due in the millisecond after the only waiting
- * pull expired and before the server swept it (`loopAndGatherMsgs`, "We will redo this one"): it
- * counts the delivery without sending it (the attempt waits out `ack_wait`) and steps the consumer's
- * stream sequence back, so the message delivered last is sent again as delivery 1. Each expiry of an
- * idle consumer's pull opens that window once.
+ * next look and pull. The price: nats-server up to at least 2.10.0 (Debian's is 2.9.10) mishandles
+ * a redelivery (a retry's `-NAK` delay, an `ack_wait` running out) that comes due in the millisecond
+ * after the only waiting pull expired and before the server swept it (`loopAndGatherMsgs`, "We will
+ * redo this one"): it counts the delivery without sending it (the attempt waits out `ack_wait`) and
+ * steps the consumer's stream sequence back, so the message delivered last is sent again as
+ * delivery 1. Each expiry of an idle consumer's pull opens that window once.
  */
 const PULL_EXPIRES_MS = 2000;
 /** Pause after a failed pull (consumer missing, cluster unreachable) before the next one. */
