@@ -127,9 +127,9 @@ describeWithNats('JetStream delivery engine', () => {
   const onlySource = (source: string) => [{ exact: { source } }];
 
   /** Nodes c and d both delivering a new subscription to `r`; `ids` published to one partition; resolves at the first request. */
-  async function twoNodesDelivering(r: Receiver, ids: string[]) {
+  async function twoNodesDelivering(r: Receiver, ids: string[], delivery: Record<string, unknown> = {}) {
     const source = `/s/${randomUUID()}`;
-    const sub = record(r.url, { filters: onlySource(source) });
+    const sub = record(r.url, { filters: onlySource(source), delivery });
     const c = await node('c');
     const d = await node('d');
     const closeBoth = async () => {
@@ -437,6 +437,33 @@ describeWithNats('JetStream delivery engine', () => {
       const g2 = r.requests[1]!;
       expect(nodeOf(g2)).toBe(nodeOf(first) === 'c' ? 'd' : 'c');
       expect(header(g2, 'herald-previous-offset')).toBe(header(first, 'herald-offset'));
+      await other.remove(sub.id);
+    } finally {
+      await closeBoth();
+    }
+  });
+
+  it('a late callback for an attempt its closing node cut is a 409 once JetStream may have sent the event again', async () => {
+    // Manual ack; the request outlives the holder's 1 s grace (timeoutMs 3 s, so ack_wait is 4 s).
+    const r = await receiver(async (req) => {
+      if (header(req, 'herald-attempt') === '1' && header(req, 'ce-id') === 'h1') await new Promise((res) => setTimeout(res, 2500));
+      return { status: 202 };
+    });
+    const manual = { ackMode: 'manual', timeoutMs: 3000, ackDeadlineMs: 3000 };
+    const { sub, first, holder, other, closeBoth } = await twoNodesDelivering(r, ['h1', 'h2'], manual);
+    try {
+      await holder.close(); // the request is cut: its entry is left `sending`
+      await waitFor(() => r.requests.some((q) => header(q, 'herald-attempt') === '2'), WAIT);
+      const again = r.requests.find((q) => header(q, 'herald-attempt') === '2')!;
+      expect(header(again, 'ce-id')).toBe('h1');
+      // Was: 200 acked, which acknowledged the second attempt's message while it was still open, so h2
+      // went out beside it and the previous-offset mark went back to h1 when attempt 2 was acked.
+      await expect(other.callback(header(first, 'herald-delivery-id')!, 'ack')).rejects.toMatchObject({ code: 'conflict' });
+      expect(r.requests.some((q) => header(q, 'ce-id') === 'h2')).toBe(false);
+      expect(await other.callback(header(again, 'herald-delivery-id')!, 'ack')).toMatchObject({ status: 'acked' });
+      await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 'h2'), WAIT);
+      const h2 = r.requests.find((q) => header(q, 'ce-id') === 'h2')!;
+      expect(header(h2, 'herald-previous-offset')).toBe(header(first, 'herald-offset'));
       await other.remove(sub.id);
     } finally {
       await closeBoth();

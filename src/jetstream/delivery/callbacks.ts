@@ -2,7 +2,7 @@ import { transition, type AttemptInput, type CallbackOutcome } from '../../deliv
 import type { CallbackAction, CallbackAnswer } from '../../delivery/dispatcher';
 import { AppError } from '../../errors';
 import type { EngineContext } from './context';
-import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry } from './outcome';
+import { jsActionOf, sendingLeaseOver, settledOutcome, stateOfEntry, type AckEntry } from './outcome';
 import { settleMessage } from './settle';
 
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
@@ -91,6 +91,8 @@ export function createCallbacks(deps: CallbackDeps) {
       const from = stateOfEntry(id, entry);
       if (from === null) return answerSettled(id, action, entry.state as CallbackOutcome);
       if (from.phase === 'awaiting_ack' && from.leaseUntil <= now) throw stale(id, 'expired');
+      // Its request was cut (a close's grace ran out, a crash) and JetStream may have sent it again.
+      if (sendingLeaseOver(entry, now)) throw stale(id, 'expired');
       const step = transition(from, inputOf(id, action, arg), { now, policy: entry.policy, random: ctx.random });
       const js = jsActionOf(step, now);
       const outcome = settledOutcome(step);

@@ -118,6 +118,7 @@ export async function handleMessage(
     lastError: null,
     policy: { retry: record.delivery.retry, ackDeadlineMs: record.delivery.ackDeadlineMs, ackMode: record.delivery.ackMode },
     ackWaitMs: ackWaitMs(record.delivery),
+    openedAt: ctx.clock(),
   };
   const revision = record.delivery.ackMode === 'manual' ? await ctx.ackMap.open(deliveryId, entry) : undefined;
   // Auto mode: a callback reaching this node before the 202 is read waits for it (see `callbacks.ts`).

@@ -57,6 +57,19 @@ export interface AckEntry extends AttemptTarget {
   policy: AttemptPolicy;
   /** The consumer's `ack_wait` when the attempt started: how often a long lease must be renewed. */
   ackWaitMs: number;
+  /** When the attempt was opened (ms; absent in entries of earlier versions). */
+  openedAt?: number;
+}
+
+/**
+ * Whether JetStream may already have given the message of a `sending` entry to another attempt: one
+ * `ack_wait` after it was opened (or past an extend's lease) with no answer read, its node stopped
+ * or died mid-request (a live node reads an answer within `timeoutMs`, under `ack_wait`). A callback
+ * must not settle it then: its ack subject would settle the message's current delivery.
+ */
+export function sendingLeaseOver(entry: AckEntry, now: number): boolean {
+  if (entry.state !== 'sending' || entry.openedAt === undefined) return false;
+  return now > Math.max(entry.openedAt + entry.ackWaitMs, entry.leaseFloor ?? 0);
 }
 
 /** The attempt machine's state for an open entry (a callback's starting point). */
