@@ -139,6 +139,9 @@ async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics
   function close(): Promise<void> {
     closing ??= (async () => {
       const { step, rethrow } = shutdownSteps(log);
+      // Nothing more is pulled while the HTTP server waits for its open requests (up to 10 s): a
+      // delivery started now would name an ack URL that no longer takes callbacks.
+      delivery.quiesce();
       await step('closing the HTTP server', () => httpServer.close(config.shutdownTimeoutMs));
       handshakes.close();
       subscriptions.close();

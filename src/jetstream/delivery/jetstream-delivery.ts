@@ -47,6 +47,8 @@
  *   generation started (see `consumers.ts`). `P_dgen` deleted and made again
  *   (`recreate-missing`): the records are filled from the consumers that exist
  *   (`recover-generations.ts`).
+ * - `quiesce()` (a shutdown begins, before the HTTP server waits for its open requests): nothing
+ *   more is pulled, so no delivery names an ack URL about to refuse callbacks.
  * - `close()`: pulling stops, open requests get 1 s and their answers settle (a 2xx acks, a 202
  *   keeps its entry for a callback through any node); then they are aborted, and their messages
  *   stay unacked and go to another node after ack_wait.
@@ -85,6 +87,8 @@ import { recoverGenerations } from './recover-generations';
 import { seekStarts } from './seek-starts';
 
 export interface JetStreamDelivery extends DeliveryControl, DeliveryCallbacks {
+  /** A shutdown has begun: nothing more is pulled; open attempts go on and settle. `close` ends the rest. */
+  quiesce(): void;
   close(): Promise<void>;
 }
 
@@ -182,6 +186,7 @@ async function composeEngine(parts: {
   const adding = new Map<string, Promise<void>>();
   const leases = createLeaseKeeper(ctx);
   let closed = false;
+  let quiescing = false;
 
   const callback = createCallbacks({
     ctx,
@@ -220,7 +225,12 @@ async function composeEngine(parts: {
     await consumers.ensureAll(record, gens);
     // Closed, or deleted while its consumers were being made: nothing to pull.
     if (closed || removedIds.has(record.id)) return;
-    const entry = createLocalSubscription({ ctx, js, consumers, leases, partitions, closed: () => closed }, record, subEvents, gens);
+    const entry = createLocalSubscription(
+      { ctx, js, consumers, leases, partitions, closed: () => closed || quiescing },
+      record,
+      subEvents,
+      gens,
+    );
     subs.set(record.id, entry);
     byToken.set(names.generationKey(record.id), record.id);
     // A seek between reading the generations and starting: catch up now.
@@ -338,6 +348,9 @@ async function composeEngine(parts: {
       return ctx.deadLetters.remove(id, deadLetterId);
     },
     callback,
+    quiesce() {
+      quiescing = true;
+    },
     async close() {
       if (closed) return;
       closed = true;
