@@ -470,6 +470,28 @@ describeWithNats('JetStream delivery engine', () => {
     }
   });
 
+  it('a node closing does not settle an answer for a subscription deleted through another node meanwhile', async () => {
+    // The receiver dead-letters i1 (400) 600 ms into the holder's close; the delete comes at 250 ms.
+    const r = await receiver(async (req) => {
+      if (header(req, 'ce-id') === 'i1') await new Promise((res) => setTimeout(res, 600));
+      return { status: 400 };
+    });
+    const { sub, holder, other, closeBoth } = await twoNodesDelivering(r, ['i1']);
+    try {
+      const closing = holder.close();
+      await new Promise((res) => setTimeout(res, 250));
+      await other.remove(sub.id);
+      await closing;
+      const names = deliveryNames(prefix);
+      const jsm = await store.connection.jetstreamManager();
+      const dead = await jsm.streams.info(names.deadStream, { subjects_filter: names.deadSubject(sub.id) });
+      // Was: the closing node, no longer watching, stored the dead letter of a deleted subscription.
+      expect(dead.state.subjects?.[names.deadSubject(sub.id)] ?? 0).toBe(0);
+    } finally {
+      await closeBoth();
+    }
+  });
+
   it('when the node holding an attempt is SIGKILLed, another delivers it after ack_wait, and the backlog in order', async () => {
     let hold = true;
     let release = () => {};

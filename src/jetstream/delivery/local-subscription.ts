@@ -60,6 +60,7 @@ export function createLocalSubscription(
     },
     closing: () => deps.closed() || removed,
     removed: () => removed,
+    exists: async () => !removed && (await consumers.generations(id)) !== undefined,
   };
 
   function startPuller(channel: Channel): Puller {

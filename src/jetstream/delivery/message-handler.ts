@@ -27,6 +27,8 @@ export interface SubscriptionView {
   closing(): boolean;
   /** Deleted: an answer no longer settles anything (the message stays unacked and JetStream redelivers it). */
   removed(): boolean;
+  /** Whether the subscription is still on the cluster (a closing node no longer hears of a delete through another). */
+  exists(): Promise<boolean>;
 }
 
 /** Where a message came from: a partition's consumer (the message is the event) or the redrive queue (it names one). */
@@ -132,6 +134,9 @@ export async function handleMessage(
     // JetStream redelivers the message after ack_wait. An answer within a close's grace settles, as on
     // the local engine: a rolling restart sends nothing twice and holds no partition for ack_wait.
     if (sub.removed() || group.aborted) return;
+    // Closing: this node stopped watching the subscriptions, so a delete through another node is
+    // looked up; settling then would leave its dead letter and marks behind for no subscription.
+    if (sub.closing() && !(await sub.exists().catch(() => true))) return;
     decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
   } finally {
     answered?.();
