@@ -189,26 +189,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     ],
   });
   const httpServer = createHttpServer({ log, authorize, ingest, app, ingestRejected: (code) => metrics.ingestRejected.inc({ code }) });
-  let listening: { url: string; port: number };
-  try {
-    listening = await httpServer.listen(config.port, config.host);
-  } catch (err) {
-    handshakes.close();
-    await sender.close(Date.now());
-    await store.close();
-    db.close();
-    lock.release();
-    throw err;
-  }
-  const { url, port } = listening;
-  publicUrl ||= url;
-  dispatcher.start(publicUrl);
-  await subscriptions.startAll();
-
-  const checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
-  // The whole configuration but the key secrets (only their names), so an operator sees what ran.
-  const { apiKeysRaw: _secrets, recovery, ...settings } = config;
-  log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
+  let checkpointer: ReturnType<typeof startCheckpointer> | undefined;
 
   let closing: Promise<void> | undefined;
   async function close(): Promise<void> {
@@ -226,7 +207,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));
       await step('closing the handshake sender', () => sender.close(Date.now()));
       await step('flushing the log', () => store.close());
-      await step('stopping the checkpointer', () => checkpointer.stop());
+      await step('stopping the checkpointer', () => checkpointer?.stop());
       await step('checkpointing SQLite', () => checkpoint(db));
       db.close();
       lock.release();
@@ -235,6 +216,24 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     })();
     return closing;
   }
+
+  let listening: { url: string; port: number };
+  try {
+    listening = await httpServer.listen(config.port, config.host);
+    publicUrl ||= listening.url;
+    dispatcher.start(publicUrl);
+    await subscriptions.startAll();
+    checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
+  } catch (err) {
+    // A failed start lets go of all it took (the lock, the threads, the port): a caller embedding the
+    // gateway can start it again in the same process once the cause is fixed.
+    await close().catch(() => undefined);
+    throw err;
+  }
+  const { url, port } = listening;
+  // The whole configuration but the key secrets (only their names), so an operator sees what ran.
+  const { apiKeysRaw: _secrets, recovery, ...settings } = config;
+  log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
 
   return { url, port, store, db, dispatcher, subscriptions, log, metrics, close };
 }

@@ -1,4 +1,5 @@
 import type { DeliveryOptions } from '../subscriptions/schema';
+import { AppError } from '../errors';
 import type { Db } from './db';
 
 export const SUBSCRIPTION_STATES = ['active', 'paused', 'validating'] as const;
@@ -48,13 +49,33 @@ interface Row {
   updated_at: number;
 }
 
+/** A JSON column of a stored row, as Herald writes it: anything else was written behind its back (or damaged). */
+function jsonColumn<T>(r: Row, name: 'filters' | 'delivery', isValid: (v: unknown) => boolean): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(r[name]);
+  } catch {
+    value = undefined;
+  }
+  if (!isValid(value))
+    throw new AppError('corrupt_record', `subscription ${r.id} in herald.db: its ${name} column is not what Herald writes`);
+  return value as T;
+}
+
+function knownState(r: Row): SubscriptionState {
+  if (!(SUBSCRIPTION_STATES as readonly string[]).includes(r.state))
+    throw new AppError('corrupt_record', `subscription ${r.id} in herald.db: its state column is not what Herald writes`);
+  return r.state;
+}
+
+/** @throws AppError `corrupt_record` for a row Herald did not write (its JSON or its state) */
 const fromRow = (r: Row): SubscriptionRecord => ({
   id: r.id,
   sink: r.sink,
-  filters: JSON.parse(r.filters),
-  delivery: JSON.parse(r.delivery),
+  filters: jsonColumn(r, 'filters', Array.isArray),
+  delivery: jsonColumn(r, 'delivery', (v) => typeof v === 'object' && v !== null && !Array.isArray(v)),
   startAt: r.start_at,
-  state: r.state,
+  state: knownState(r),
   stateReason: r.state_reason,
   secret: r.secret,
   previousSecret: r.previous_secret,

@@ -1,3 +1,4 @@
+import { AppError, StartupError } from '../errors';
 import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from '../subscriptions/record-store';
 import type { Db } from './db';
 import { createSubscriptionsRepo, type SubscriptionRecord } from './subscriptions-repo';
@@ -22,9 +23,21 @@ export function createSqliteSubscriptionStore(deps: {
     deps.initOffsets(record.id, record.startAt);
   });
 
+  function readAll(): SubscriptionRecord[] {
+    try {
+      return repo.all();
+    } catch (err) {
+      // Refused rather than skipped: a subscription left out would stop being delivered without a word.
+      if (err instanceof AppError && err.code === 'corrupt_record')
+        throw new StartupError(`${err.message}; nothing was changed. Restore herald.db from a backup, or correct or delete that row.`);
+      throw err;
+    }
+  }
+
   return {
+    /** @throws StartupError when a stored row is not one Herald wrote (herald.db damaged or edited) */
     async open(onChange: (change: RecordChange) => void): Promise<void> {
-      for (const record of repo.all()) {
+      for (const record of readAll()) {
         revisions.set(record.id, 1);
         onChange({ kind: 'put', record, revision: 1 });
       }

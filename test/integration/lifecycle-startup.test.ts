@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import {
@@ -6,6 +7,7 @@ import {
   postBinary,
   runGatewayUntilExit,
   spawnGateway,
+  startTestGateway,
   type AppendResultBody,
   type ChildGateway,
 } from '../helpers/gateway';
@@ -77,5 +79,63 @@ describe('start-up refusals', () => {
     expect(typeof refused.code).toBe('number');
     expect(oneLine(refused.stderr)).toContain(name);
     expect(refused.stdout).not.toMatch(/herald listening/);
+  });
+
+  describe('a subscription row in herald.db that Herald did not write (damaged, or edited by hand)', () => {
+    /** A data dir with one subscription, then its `column` overwritten with `value`; the original returned. */
+    async function damaged(
+      column: 'filters' | 'delivery' | 'state',
+      value: string,
+    ): Promise<{ dataDir: string; id: string; original: string }> {
+      const gw = await startTestGateway();
+      const created = await fetch(`${gw.url}/subscriptions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ sink: 'http://127.0.0.1:9/hook', filters: [{ exact: { type: 'com.example.a' } }] }),
+      });
+      expect(created.status).toBe(201);
+      const { id } = (await created.json()) as { id: string };
+      await gw.close();
+      const db = new Database(path.join(gw.dataDir, 'herald.db'));
+      const original = (db.prepare(`SELECT ${column} AS v FROM subscriptions WHERE id = ?`).get(id) as { v: string }).v;
+      db.prepare(`UPDATE subscriptions SET ${column} = ? WHERE id = ?`).run(value, id);
+      db.close();
+      return { dataDir: gw.dataDir, id, original };
+    }
+
+    it.each([
+      ['filters', '{'],
+      ['filters', '{"exact":{"type":"x"}}'],
+      ['delivery', 'null'],
+      ['state', 'sleeping'],
+    ] as const)('refuses to start when its %s column holds %s: one line naming the subscription and the column', async (column, value) => {
+      const { dataDir, id } = await damaged(column, value);
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
+      expect(refused.code).toBe(2);
+      const line = oneLine(refused.stderr);
+      expect(line).toContain(id);
+      expect(line).toContain(`${column} column`);
+      expect(line).toMatch(/herald\.db/);
+      expect(refused.stdout).not.toMatch(/herald listening/);
+    });
+
+    it('a refused start in-process lets go of the data dir, its threads and its port: started again once the row is fixed', async () => {
+      const { dataDir, id, original } = await damaged('filters', '{');
+      await expect(startTestGateway({ HERALD_DATA_DIR: dataDir })).rejects.toThrow(/its filters column is not what Herald writes/);
+      // Before, the refused start kept the data dir's lock (and its HTTP server and delivery thread):
+      // this start failed with "locked by another process".
+      await expect(startTestGateway({ HERALD_DATA_DIR: dataDir })).rejects.toThrow(/its filters column/);
+      const db = new Database(path.join(dataDir, 'herald.db'));
+      db.prepare('UPDATE subscriptions SET filters = ? WHERE id = ?').run(original, id);
+      db.close();
+      const gw = await startTestGateway({ HERALD_DATA_DIR: dataDir });
+      try {
+        const got = await fetch(`${gw.url}/subscriptions/${id}`);
+        expect(got.status).toBe(200);
+        expect(await got.json()).toMatchObject({ id, filters: [{ exact: { type: 'com.example.a' } }] });
+      } finally {
+        await gw.close();
+      }
+    });
   });
 });
