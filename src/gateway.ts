@@ -1,19 +1,11 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { createApp } from './api/app';
 import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
-import { createEventsRouter } from './api/events-router';
 import { createHealthRouter } from './api/health-router';
-import { createDeliveriesRouter } from './api/deliveries-router';
-import { createIngestHandler } from './api/ingest-handler';
-import { createOpenApiRouter } from './api/openapi-router';
+import { createGatewayHttp, logListening } from './api/gateway-http';
 import { createConsoleRouter } from './api/console-router';
-import { createMetricsRouter } from './api/metrics-router';
-import { createHttpServer } from './api/http-server';
-import { createMetrics, ingestObserver, subscriptionHooks, type Metrics } from './metrics';
+import { createMetrics, subscriptionHooks, type Metrics } from './metrics';
 import { shutdownSteps } from './shutdown-steps';
-import { HERALD_VERSION } from './version';
-import { createSubscriptionsRouter } from './api/subscriptions-router';
 import type { Config } from './config';
 import { createDeliveryThread, type DeliveryThread } from './delivery/delivery-thread';
 import { createHttpSender } from './delivery/http-sender';
@@ -28,7 +20,6 @@ import { createSubscriptionsService, type SubscriptionsService } from './subscri
 import { createSqliteSubscriptionStore } from './store/subscriptions-store';
 import { createSinkPolicy } from './subscriptions/sink-policy';
 import { createHandshakes } from './subscriptions/handshake';
-import { createValidationsRouter } from './api/validations-router';
 
 export interface Gateway {
   url: string;
@@ -167,28 +158,17 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     subscriptions: () => subscriptions.metricsSnapshot(),
   });
 
-  const ingest = createIngestHandler({
-    store,
+  const httpServer = createGatewayHttp({
+    config,
     log,
-    maxBodyBytes: config.maxBodyBytes,
-    maxJsonDepth: config.maxJsonDepth,
-    observer: ingestObserver(metrics),
-  });
-  const app = createApp({
-    log,
+    metrics,
     authorize,
-    routers: [
-      createHealthRouter({ store, db, deliveryEnabled: config.deliveryEnabled }),
-      createMetricsRouter(metrics),
-      createEventsRouter(store, ingest),
-      createSubscriptionsRouter(subscriptions),
-      createDeliveriesRouter(dispatcher),
-      createValidationsRouter(subscriptions),
-      createOpenApiRouter(),
-      createConsoleRouter(),
-    ],
+    store,
+    subscriptions,
+    deliveries: dispatcher,
+    health: createHealthRouter({ store, db, deliveryEnabled: config.deliveryEnabled }),
+    extra: [createConsoleRouter()],
   });
-  const httpServer = createHttpServer({ log, authorize, ingest, app, ingestRejected: (code) => metrics.ingestRejected.inc({ code }) });
   let checkpointer: ReturnType<typeof startCheckpointer> | undefined;
 
   let closing: Promise<void> | undefined;
@@ -231,9 +211,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     throw err;
   }
   const { url, port } = listening;
-  // The whole configuration but the key secrets (only their names), so an operator sees what ran.
-  const { apiKeysRaw: _secrets, recovery, ...settings } = config;
-  log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
+  logListening(log, config, url, apiKeys);
 
   return { url, port, store, db, dispatcher, subscriptions, log, metrics, close };
 }

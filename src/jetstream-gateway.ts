@@ -1,14 +1,6 @@
-import { createApp } from './api/app';
 import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
-import { createDeliveriesRouter } from './api/deliveries-router';
-import { createEventsRouter } from './api/events-router';
 import { createHealthRouter } from './api/health-router';
-import { createHttpServer } from './api/http-server';
-import { createIngestHandler } from './api/ingest-handler';
-import { createMetricsRouter } from './api/metrics-router';
-import { createOpenApiRouter } from './api/openapi-router';
-import { createSubscriptionsRouter } from './api/subscriptions-router';
-import { createValidationsRouter } from './api/validations-router';
+import { createGatewayHttp, logListening } from './api/gateway-http';
 import type { Config } from './config';
 import { AppError, StartupError } from './errors';
 import { createHttpSender } from './delivery/http-sender';
@@ -16,12 +8,11 @@ import { createJetStreamDelivery, type JetStreamDelivery } from './jetstream/del
 import { openJetStreamEventStore, type JetStreamEventStore } from './jetstream/jetstream-event-store';
 import { createKvSubscriptionStore } from './jetstream/subscriptions-kv';
 import { createLogger, type Logger } from './logger';
-import { createMetrics, ingestObserver, subscriptionHooks, type Metrics } from './metrics';
+import { createMetrics, subscriptionHooks, type Metrics } from './metrics';
 import { shutdownSteps } from './shutdown-steps';
 import { createHandshakes } from './subscriptions/handshake';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 import { createSinkPolicy } from './subscriptions/sink-policy';
-import { HERALD_VERSION } from './version';
 
 export interface JetStreamGateway {
   url: string;
@@ -113,27 +104,16 @@ async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics
     heads: () => store.snapshot().heads,
     subscriptions: () => subscriptions.metricsSnapshot(),
   });
-  const ingest = createIngestHandler({
-    store,
+  const httpServer = createGatewayHttp({
+    config,
     log,
-    maxBodyBytes: config.maxBodyBytes,
-    maxJsonDepth: config.maxJsonDepth,
-    observer: ingestObserver(metrics),
-  });
-  const app = createApp({
-    log,
+    metrics,
     authorize,
-    routers: [
-      createHealthRouter({ store }),
-      createMetricsRouter(metrics),
-      createEventsRouter(store, ingest),
-      createSubscriptionsRouter(subscriptions),
-      createDeliveriesRouter(delivery),
-      createValidationsRouter(subscriptions),
-      createOpenApiRouter(),
-    ],
+    store,
+    subscriptions,
+    deliveries: delivery,
+    health: createHealthRouter({ store }),
   });
-  const httpServer = createHttpServer({ log, authorize, ingest, app, ingestRejected: (code) => metrics.ingestRejected.inc({ code }) });
 
   let closing: Promise<void> | undefined;
   function close(): Promise<void> {
@@ -167,7 +147,6 @@ async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics
     throw err;
   }
   const { url, port } = listening;
-  const { apiKeysRaw: _secrets, recovery, ...settings } = config;
-  log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
+  logListening(log, config, url, apiKeys);
   return { url, port, store, delivery, subscriptions, log, metrics, close };
 }

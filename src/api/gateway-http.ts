@@ -1,0 +1,63 @@
+import type { Router } from 'express';
+import type { Config } from '../config';
+import type { Logger } from '../logger';
+import { ingestObserver, type Metrics } from '../metrics';
+import type { SubscriptionsService } from '../subscriptions/service';
+import { HERALD_VERSION } from '../version';
+import type { EventLog } from '../wal/event-store';
+import { createApp } from './app';
+import type { ApiKey, Authorizer } from './auth';
+import { createDeliveriesRouter, type DeliveryCallbacks } from './deliveries-router';
+import { createEventsRouter } from './events-router';
+import { createHttpServer } from './http-server';
+import { createIngestHandler } from './ingest-handler';
+import { createMetricsRouter } from './metrics-router';
+import { createOpenApiRouter } from './openapi-router';
+import { createSubscriptionsRouter } from './subscriptions-router';
+import { createValidationsRouter } from './validations-router';
+
+/**
+ * The HTTP server of a gateway on either engine: the ingest fast path, then the API's routers in
+ * one order. `health` (what readiness checks) and `extra` (served after the rest) are the engine's own.
+ */
+export function createGatewayHttp(deps: {
+  config: Readonly<Config>;
+  log: Logger;
+  metrics: Metrics;
+  authorize: Authorizer;
+  store: EventLog;
+  subscriptions: SubscriptionsService;
+  deliveries: DeliveryCallbacks;
+  health: Router;
+  extra?: Router[];
+}) {
+  const { config, log, metrics, authorize, store } = deps;
+  const ingest = createIngestHandler({
+    store,
+    log,
+    maxBodyBytes: config.maxBodyBytes,
+    maxJsonDepth: config.maxJsonDepth,
+    observer: ingestObserver(metrics),
+  });
+  const app = createApp({
+    log,
+    authorize,
+    routers: [
+      deps.health,
+      createMetricsRouter(metrics),
+      createEventsRouter(store, ingest),
+      createSubscriptionsRouter(deps.subscriptions),
+      createDeliveriesRouter(deps.deliveries),
+      createValidationsRouter(deps.subscriptions),
+      createOpenApiRouter(),
+      ...(deps.extra ?? []),
+    ],
+  });
+  return createHttpServer({ log, authorize, ingest, app, ingestRejected: (code) => metrics.ingestRejected.inc({ code }) });
+}
+
+/** The start-up line: the whole configuration but the key secrets (only their names), so an operator sees what ran. */
+export function logListening(log: Logger, config: Readonly<Config>, url: string, apiKeys: readonly ApiKey[]): void {
+  const { apiKeysRaw: _secrets, recovery, ...settings } = config;
+  log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
+}
