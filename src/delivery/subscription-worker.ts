@@ -482,8 +482,9 @@ export function createSubscriptionWorker(
 
   /**
    * Finished (delivered, acked, dead-lettered, skipped): its offset counts as done, its row goes.
-   * Finished by a receiver's callback above the committed offset (ordering `none`), it is written as
-   * finished with the callback, so a crash does not send it again (the committed offset alone would).
+   * Finished above the committed offset (ordering `none`), it is written as finished behind delivery
+   * (or with the callback that finished it), so a crash does not send it again: the committed offset
+   * alone would, and one event retrying below would have the whole window behind it sent again.
    */
   function complete(pending: Pending, byCallback = false): void {
     flow.forget(pending);
@@ -497,7 +498,7 @@ export function createSubscriptionWorker(
       const part = parts[pending.partition]!;
       part.pending.delete(pending.offset);
       saveOffset(finishOffset(part, pending.offset, true));
-      if (byCallback && part.finished.has(pending.offset))
+      if (part.finished.has(pending.offset))
         deps.persistence.saveFinished(subId, { partition: pending.partition, offset: pending.offset, matched: true });
     }
     schedulePump();

@@ -33,7 +33,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   const dirtyFailing = new Map<string, number | null>();
   /** Per subscription, attempts answered since the last write of the log (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
-  /** Offsets a receiver's callback finished above the committed one (ordering `none`), so a crash does not send them again. */
+  /** Offsets finished above the committed one (ordering `none`), so a crash does not send them again. */
   const dirtyFinished = new Map<string, { subscriptionId: string; row: FinishedRow }>();
   /** Subscriptions that may have finished rows in SQLite: their rows below a committed offset written go with it. */
   const withFinishedRows = new Set<string>();
@@ -55,7 +55,11 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset, pending.redrive);
       else stateRepo.savePending(subscriptionId, snapshot(pending));
     }
-    for (const { subscriptionId, row } of dirtyFinished.values()) stateRepo.saveFinished(subscriptionId, [row]);
+    for (const { subscriptionId, row } of dirtyFinished.values()) {
+      // Passed by the committed offset written in this same transaction: the row would go at once.
+      const committing = dirtyOffsets.get(`${subscriptionId}\u0000${row.partition}`)?.row.committedOffset;
+      if (committing === undefined || row.offset >= committing) stateRepo.saveFinished(subscriptionId, [row]);
+    }
     for (const { subscriptionId, row } of dirtyOffsets.values()) {
       stateRepo.saveOffset(subscriptionId, row);
       if (withFinishedRows.has(subscriptionId)) stateRepo.dropFinishedBelow(subscriptionId, row.partition, row.committedOffset);

@@ -220,6 +220,30 @@ describe('crash (SIGKILL) right after a callback was answered', () => {
     expect(withHeraldDb(dir, (db) => db.prepare('SELECT COUNT(*) AS n FROM finished_deliveries').get())).toEqual({ n: 0 });
   });
 
+  it('ordering none: events answered 2xx above a committed offset held back by a retrying event are not sent again after a crash', async () => {
+    const dir = tmpDir();
+    const env: Env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' };
+    // 'stuck' fails every attempt (its retries wait 60 s), so the committed offset stays at 0 below the rest.
+    receiver = await startReceiver((req) => ({ status: req.headers['ce-id'] === 'stuck' ? 500 : 204 }));
+    gw = await spawnGateway(env);
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ordering: 'none', retry: { initialDelayMs: 60_000 } } })
+      .expect(201);
+    await publish(gw.url, [{ id: 'stuck', key: 'k' }, ...Array.from({ length: 30 }, (_, i) => ({ id: `done-${i}`, key: 'k' }))]);
+    await waitFor(() => receiver!.requests.length === 31, { what: 'all 31 sent once' });
+    await new Promise((r) => setTimeout(r, 300)); // several write-behind intervals (50 ms)
+    gw.child.kill('SIGKILL');
+    await gw.exited;
+
+    gw = await spawnGateway(env);
+    await new Promise((r) => setTimeout(r, 1500));
+    // Was: done-0 … done-29 all sent again (only a graceful stop or a callback wrote offsets finished above the
+    // committed one). 'stuck' waits for its retry, whose time was written too.
+    expect(receiver.requests.slice(31).map((r) => r.headers['ce-id'])).toEqual([]);
+    expect((await getSubscription(gw.url, sub.body.id as string)).stats.partitions[0]).toMatchObject({ committedOffset: 0 });
+  });
+
   it('ordering none: a seek forgets the offsets acked above the committed one, so a crash after it replays them', async () => {
     const { dir, id } = await manualAckSubscriber({ ordering: 'none' });
     const url = gw!.url;
