@@ -253,14 +253,11 @@ export function createSubscriptionWorker(
     const ctx = { now: deps.clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
     const { state, effects } = transition(pending.life, input, ctx);
     pending.life = state;
-    // What a callback finishes (an ack, a reject, a nack past the last attempt: dead-lettered) was answered
-    // 200 to a receiver: it must stay finished across a crash.
-    const byCallback = input.kind === 'ack' || input.kind === 'reject' || input.kind === 'nack';
-    for (const effect of effects) perform(pending, effect, answer, byCallback);
+    for (const effect of effects) perform(pending, effect, answer);
     return effects;
   }
 
-  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }, byCallback = false): void {
+  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }): void {
     switch (effect.kind) {
       case 'send':
         clearTimer(pending);
@@ -294,7 +291,7 @@ export function createSubscriptionWorker(
         attempt(pending);
         return;
       case 'commitOffset':
-        complete(pending, byCallback);
+        complete(pending);
         return;
       case 'deadLetter':
         deps.log.warn(
@@ -486,7 +483,7 @@ export function createSubscriptionWorker(
    * (or with the callback that finished it), so a crash does not send it again: the committed offset
    * alone would, and one event retrying below would have the whole window behind it sent again.
    */
-  function complete(pending: Pending, byCallback = false): void {
+  function complete(pending: Pending): void {
     flow.forget(pending);
     waitingForSlot.delete(pending);
     pending.event = undefined; // settled callbacks and stats must not keep finished events alive
