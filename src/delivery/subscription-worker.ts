@@ -579,11 +579,16 @@ export function createSubscriptionWorker(
 
   worker = {
     id: subId,
+    // Past what retention deleted first: a restored attempt of a deleted event is then let go as expired
+    // (its lease run out while the gateway was down would otherwise count as a failed attempt, and its last
+    // one dead-letter an event no longer stored).
     start(): void {
+      expire(deps.store.firstOffsets());
       restore(saved.pending);
       this.resume();
     },
     restoreOnly(): void {
+      expire(deps.store.firstOffsets());
       restore(saved.pending);
     },
     /**

@@ -1,3 +1,6 @@
+import Database from 'better-sqlite3';
+import fs from 'node:fs';
+import path from 'node:path';
 import request from 'supertest';
 import { publishBatch } from '../helpers/delivery';
 import { killIfRunning, spawnGateway, type ChildGateway, type Env } from '../helpers/gateway';
@@ -143,5 +146,58 @@ describe('retention expires what a subscription had not finished', () => {
     expect(await statsOf(gw.url, stuck)).toMatchObject({ committedOffset: first, lag: EVENTS - first, expired: stats.expired });
     expect(await statsOf(gw.url, fine)).toMatchObject({ expired: 0 });
     expect(expiredLines(gw, stuck)).toEqual([]);
+  });
+
+  it('an event awaiting its ack on its last attempt, deleted by a retention a crash interrupted, is counted expired, not dead-lettered', async () => {
+    behind = await startReceiver(() => ({ status: 202 })); // accepted, never acked
+    const dir = tmpDir();
+    const env: Env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1', HERALD_SEGMENT_BYTES: '65536', HERALD_MIN_FREE_BYTES: '0' };
+    gw = await spawnGateway(env);
+    const id = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: behind.url, delivery: { ackDeadlineMs: 1000, retry: { maxAttempts: 1 } } })
+        .expect(201)
+    ).body.id as string;
+    for (let at = 0; at < EVENTS; at += BATCH)
+      await publishBatch(
+        gw.url,
+        Array.from({ length: BATCH }, (_, i) => ({
+          specversion: '1.0',
+          id: `d${at + i}`,
+          source: '/retention-down',
+          type: 't',
+          data: { pad: PAD },
+        })),
+      );
+    await waitFor(() => behind!.requests.length === 1, { what: 'offset 0 sent, awaiting its ack' });
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+    await new Promise((r) => setTimeout(r, 1500)); // its lease runs out while the gateway is down
+
+    // What a crash right after retention's commit point leaves: index.db's log_start moved to the base of
+    // the third segment, the files and rows below it not yet gone. The next start finishes that retention.
+    const bases = fs
+      .readdirSync(path.join(dir, 'wal'))
+      .filter((f) => f.endsWith('.seg'))
+      .map((f) => Number(f.slice(0, -4)))
+      .sort((a, b) => a - b);
+    expect(bases.length).toBeGreaterThanOrEqual(3);
+    const indexDb = new Database(path.join(dir, 'index.db'));
+    indexDb.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('log_start', ?)").run(String(bases[2]));
+    indexDb.close();
+
+    gw = await spawnGateway(env);
+    const first = await firstOffset(gw.url);
+    expect(first).toBeGreaterThan(0);
+    await waitFor(async () => (await statsOf(gw!.url, id)).committedOffset === first || undefined, {
+      what: 'moved past the deleted events',
+    });
+    // Was: offset 0 dead-lettered (max_attempts) for an event no longer stored, and counted one short of expired.
+    expect(await statsOf(gw.url, id)).toMatchObject({ committedOffset: first, expired: first });
+    expect((await request(gw.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters).toEqual([]);
+    // Delivery goes on from the first event still stored.
+    await waitFor(() => behind!.requests.length === 2, { what: 'the next delivery' });
+    expect(behind.requests[1]!.headers['herald-offset']).toBe(String(first));
   });
 });
