@@ -3,6 +3,7 @@ import { randomUUID } from 'node:crypto';
 import path from 'node:path';
 import { Webhook } from 'standardwebhooks';
 import { AppError } from '../../src/errors';
+import pino from 'pino';
 import { createLogger } from '../../src/logger';
 import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jetstream/jetstream-event-store';
 import { createJetStreamDelivery, type JetStreamDelivery } from '../../src/jetstream/delivery/jetstream-delivery';
@@ -58,11 +59,11 @@ describeWithNats('JetStream delivery engine', () => {
   const receivers: Receiver[] = [];
 
   const nats = () => ({ servers: cluster.urls, replicas: 3, prefix });
-  const node = (name: string) =>
+  const node = (name: string, nodeLog = log) =>
     createJetStreamDelivery({
       nats: nats(),
       partitions: PARTITIONS,
-      log,
+      log: nodeLog,
       allowPrivateSinks: true,
       ackUrlBase: () => `http://${name}.invalid`,
     });
@@ -127,11 +128,11 @@ describeWithNats('JetStream delivery engine', () => {
   const onlySource = (source: string) => [{ exact: { source } }];
 
   /** Nodes c and d both delivering a new subscription to `r`; `ids` published to one partition; resolves at the first request. */
-  async function twoNodesDelivering(r: Receiver, ids: string[], delivery: Record<string, unknown> = {}) {
+  async function twoNodesDelivering(r: Receiver, ids: string[], delivery: Record<string, unknown> = {}, nodeLog = log) {
     const source = `/s/${randomUUID()}`;
     const sub = record(r.url, { filters: onlySource(source), delivery });
-    const c = await node('c');
-    const d = await node('d');
+    const c = await node('c', nodeLog);
+    const d = await node('d', nodeLog);
     const closeBoth = async () => {
       await c.close();
       await d.close();
@@ -487,6 +488,29 @@ describeWithNats('JetStream delivery engine', () => {
       const dead = await jsm.streams.info(names.deadStream, { subjects_filter: names.deadSubject(sub.id) });
       // Was: the closing node, no longer watching, stored the dead letter of a deleted subscription.
       expect(dead.state.subjects?.[names.deadSubject(sub.id)] ?? 0).toBe(0);
+    } finally {
+      await closeBoth();
+    }
+  });
+
+  it('an answer for a subscription deleted through another node meanwhile is let go without an error line', async () => {
+    // Its consumer is gone, so the ack has no one to answer it; nothing is redelivered either.
+    const lines: { level: number; msg: string }[] = [];
+    const captured = pino(
+      { level: 'warn' },
+      { write: (line: string) => void lines.push(JSON.parse(line) as { level: number; msg: string }) },
+    );
+    const r = await receiver(async () => {
+      await new Promise((res) => setTimeout(res, 600));
+      return { status: 204 };
+    });
+    const { sub, other, closeBoth } = await twoNodesDelivering(r, ['k1'], {}, captured);
+    try {
+      await other.remove(sub.id);
+      await new Promise((res) => setTimeout(res, 1000)); // the answer comes, its ack fails
+      // Was: "delivery attempt failed; JetStream redelivers it" at error, with the NATS 503's stack.
+      expect(lines.filter((l) => l.level >= 50)).toEqual([]);
+      expect(r.requests).toHaveLength(1);
     } finally {
       await closeBoth();
     }

@@ -158,7 +158,14 @@ export async function handleMessage(
   const { action } = decided;
   if (action.kind === 'gone') sub.gone();
   const lastResult = { attempt, lastStatus: decided.state.lastStatus, lastError: decided.state.lastError };
-  await settleMessage(ctx, action, target, lastResult, deliveryId);
+  try {
+    await settleMessage(ctx, action, target, lastResult, deliveryId);
+  } catch (err) {
+    // Deleted (through any node) while this attempt was open: its consumer is gone, so the signal has
+    // no one to answer it and nothing is redelivered. Not an error worth a line at `error`.
+    if (sub.removed() || !(await sub.exists().catch(() => true))) return;
+    throw err;
+  }
   if (action.kind === 'hold' && decided.entry) keepLease(deliveryId, decided.entry);
 }
 
