@@ -206,8 +206,8 @@ describeWithNats('the JetStream puller', () => {
     await puller.stop(0);
   }, 40_000);
 
-  it('stops within its grace while a message waits for room behind an attempt that does not end', async () => {
-    const target = await messages(3, 3);
+  it('stops within its grace while an attempt does not end and the next messages wait at the server', async () => {
+    const target = await messages(3, 1);
     let started = 0;
     // An attempt that ends only when the stop aborts it.
     const puller = start(target, (_msg, group) => {
@@ -217,7 +217,7 @@ describeWithNats('the JetStream puller', () => {
       });
     });
     await waitUntil('the first attempt', () => started === 1, 10_000, 20);
-    await new Promise((r) => setTimeout(r, 300)); // the next messages arrive and wait for room
+    await new Promise((r) => setTimeout(r, 300)); // max_ack_pending 1: the next messages are not handed out
     const t = Date.now();
     await puller.stop(200);
     expect(Date.now() - t).toBeLessThan(1500);
@@ -248,6 +248,38 @@ describeWithNats('the JetStream puller', () => {
     await waitUntil('the pull error', () => errors.length > 0, 10_000, 20);
     expect(puller.state).toBe('pulling');
   }, 30_000);
+
+  it('sends at once what it pulled under none when ordering becomes partition: after the consumer changed, each message goes alone', async () => {
+    // Two nodes' pullers on one consumer. A PATCH from none to partition reaches a node (its capacity
+    // becomes 1) before the consumer's update reaches the server: meanwhile JetStream still hands out
+    // up to 8. A node held those back behind its own open attempt and sent them after the update,
+    // while the other node's were still open: two events of one partition in flight, out of order.
+    const target = await messages(40, 8);
+    let capacity = 8;
+    const spans: { seq: number; start: number; end: number }[] = [];
+    const handle = async (msg: JsMsg) => {
+      const start = Date.now();
+      await new Promise((r) => setTimeout(r, msg.seq % 3 === 0 ? 600 : 150));
+      spans.push({ seq: msg.seq, start, end: Date.now() });
+      msg.ack();
+    };
+    start(target, handle, undefined, { capacity: () => capacity });
+    start(target, handle, undefined, { capacity: () => capacity });
+    await waitUntil('deliveries under none', () => spans.length >= 4, 10_000, 10);
+    capacity = 1;
+    await new Promise((r) => setTimeout(r, 400)); // acks meanwhile let the server hand out more
+    const jsm = await nc.jetstreamManager();
+    const info = await jsm.consumers.info(target.stream, target.consumer);
+    await jsm.consumers.update(target.stream, target.consumer, { ...info.config, max_ack_pending: 1 });
+    const changedAt = Date.now();
+    await waitUntil('every message', () => new Set(spans.map((s) => s.seq)).size === 40, 60_000, 20);
+    const after = spans.filter((s) => s.start >= changedAt);
+    expect(after.length).toBeGreaterThan(0);
+    const overlapping = after.flatMap((s) =>
+      spans.filter((o) => o !== s && o.start < s.end && s.start < o.end).map((o) => ({ started: s.seq, alsoOpen: o.seq })),
+    );
+    expect(overlapping).toEqual([]);
+  }, 90_000);
 });
 
 describeWithNats('the JetStream puller on a 3-server cluster', () => {

@@ -73,9 +73,9 @@ function endSession(messages: ConsumerMessages): void {
 
 /**
  * Pulls one durable consumer while its subscription is active: a consume session (nats.js keeps at
- * most `capacity` messages requested, on one inbox), each message handed to `handle` once fewer than
- * `capacity` attempts are open. Several nodes pull the same consumer: JetStream gives each message to
- * one of them, and with `max_ack_pending` 1 holds the next until it is settled.
+ * most `capacity` messages requested, on one inbox), each message handed to `handle` as it arrives.
+ * Several nodes pull the same consumer: JetStream gives each message to one of them, never more than
+ * `max_ack_pending` unsettled at once, so with 1 it holds the next until the last is settled.
  */
 export function createPuller(deps: PullerDeps) {
   let state: PullerState = 'pulling';
@@ -99,11 +99,6 @@ export function createPuller(deps: PullerDeps) {
   }
 
   const capacityNow = () => Math.max(1, deps.capacity());
-
-  /** Waits until fewer than `capacity` attempts are open (JetStream's max_ack_pending bounds them too), or a stop. */
-  async function roomForOne(): Promise<void> {
-    while (state === 'pulling' && open.size >= capacityNow()) await Promise.race([...open, sleep(IDLE_MS)]);
-  }
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
   async function consumeWhileActive(): Promise<void> {
@@ -133,7 +128,10 @@ export function createPuller(deps: PullerDeps) {
     }, IDLE_MS).unref();
     try {
       for await (const msg of messages) {
-        await roomForOne();
+        // Sent at once: JetStream's max_ack_pending is what bounds the attempts open across nodes. Held
+        // back here behind this node's own attempts, a message handed out under `none` (a PATCH to
+        // `partition` seen before the consumer's update reached the server) went out after the update,
+        // beside other nodes' open attempts: two events of one partition in flight, out of order.
         // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
         if (state !== 'pulling') break;
         // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
