@@ -74,7 +74,7 @@ export interface StatePersistence {
   savePending(subscriptionId: string, pending: Pending): void;
   deletePending(subscriptionId: string, pending: Pending): void;
   saveOffset(subscriptionId: string, row: OffsetRow): void;
-  /** An offset a receiver's callback finished above the committed one (ordering `none`): not sent again after a crash. */
+  /** An offset finished above the committed one (ordering `none`): not sent again after a crash. */
   saveFinished(subscriptionId: string, row: FinishedRow): void;
   deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number): void;
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
@@ -82,6 +82,8 @@ export interface StatePersistence {
   saveFailingSince(subscriptionId: string, since: number | null): void;
   /** One answered (or failed) request, for the attempt log (issue 13 §1). */
   recordAttempt(row: AttemptRow): void;
+  /** Resolves once everything buffered now is written; rejects when that write fails (it is retried). */
+  written(): Promise<void>;
 }
 
 export type { CallbackOutcome };

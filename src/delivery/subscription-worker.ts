@@ -49,6 +49,9 @@ export interface DeliveryObserver {
   succeeded(subscriptionId: string, ms: number): void;
 }
 
+/** How long a redelivery waits before it asks again for the write of its start, when that write failed. */
+const WRITE_RETRY_MS = 1000;
+
 /** With ordering none, how far past the oldest unfinished offset a partition may run: bounds memory. */
 const MAX_WINDOW = 10_000;
 
@@ -225,11 +228,22 @@ export function createSubscriptionWorker(
     pending.generation = parts[item.partition]?.generation ?? 0;
     pending.redriveReason = item.reason;
     redrives.set(key, pending);
-    // Its row is written with the dead letter's removal (one flush, one transaction): a redelivery that waits for a
-    // slot is not sent yet, and a restart meanwhile must find it somewhere.
+    // Its row is written with the dead letter's removal (one flush, one transaction), and only then is it sent:
+    // a crash before that write finds the dead letter still listed and nothing sent; after it, the redelivery
+    // wherever it stands (sent before the write, a 2xx to it was undone: the dead letter came back after a crash).
     deps.persistence.consumeDeadLetter(subId, item.deadLetterId);
     deps.persistence.savePending(subId, pending);
-    attempt(pending);
+    attemptOnceWritten(pending);
+  }
+
+  /** `attempt`, once what is buffered is written (tried again every second while the write fails). */
+  function attemptOnceWritten(pending: Pending): void {
+    deps.persistence.written().then(
+      () => attempt(pending),
+      () => {
+        if (!stopped) setTimeout(() => attemptOnceWritten(pending), WRITE_RETRY_MS).unref();
+      },
+    );
   }
 
   function saveOffset(row: OffsetRow | undefined): void {

@@ -231,6 +231,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       dirtyFailing.set(subscriptionId, since);
       scheduleFlush();
     },
+    written: () => persisted(),
     recordAttempt(row) {
       let rows = attemptInserts.get(row.subscriptionId);
       if (!rows) attemptInserts.set(row.subscriptionId, (rows = []));
