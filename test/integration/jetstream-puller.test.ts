@@ -37,11 +37,11 @@ describeWithNats('the JetStream puller', () => {
   }, 30_000);
 
   /** A stream with `count` messages and an explicit-ack consumer allowing `maxAckPending` unacked. */
-  async function messages(count: number, maxAckPending = 1): Promise<{ stream: string; consumer: string }> {
+  async function messages(count: number, maxAckPending = 1, ackWaitMs = ACK_WAIT_MS): Promise<{ stream: string; consumer: string }> {
     const stream = `${prefix}_${++n}`;
     const jsm = await nc.jetstreamManager();
     await jsm.streams.add({ name: stream, subjects: [`${stream}.>`] });
-    const ack_wait = ACK_WAIT_MS * 1e6;
+    const ack_wait = ackWaitMs * 1e6;
     await jsm.consumers.add(stream, { durable_name: 'c', ack_policy: AckPolicy.Explicit, ack_wait, max_ack_pending: maxAckPending });
     for (let i = 0; i < count; i++) await nc.jetstream().publish(`${stream}.x`, `m${i}`);
     return { stream, consumer: 'c' };
@@ -52,13 +52,14 @@ describeWithNats('the JetStream puller', () => {
     target: { stream: string; consumer: string },
     handle: (msg: JsMsg, group: AbortGroup) => void | Promise<void>,
     active: () => boolean = () => true,
-    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError'>> = {},
+    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError' | 'leaseMs'>> = {},
   ) {
     const puller = createPuller({
       js: nc.jetstream(),
       ...target,
       capacity: () => 1,
       active,
+      leaseMs: () => ACK_WAIT_MS,
       handle: async (msg, group) => handle(msg, group),
       onPullError: async () => undefined,
       log: createLogger('silent'),
@@ -145,6 +146,41 @@ describeWithNats('the JetStream puller', () => {
     await waitUntil('the delivery after the resume', () => seen.length >= 1, ACK_WAIT_MS + 5000, 20);
     expect(seen[0]!.deliveryCount).toBe(1);
     expect(seen[0]!.at - resumedAt).toBeLessThan(ACK_WAIT_MS / 2);
+  }, 30_000);
+
+  it('keeps a message that arrives as the pause lands, unsent and its lease renewed, and sends it after the resume as the same delivery', async () => {
+    // Given back at once, it counted as a delivery without a request: with maxAttempts 1, two pauses
+    // catching one event dead-lettered it unsent. Its lease here is 2 s; the pause lasts 5 s.
+    let active = true;
+    const seen: Seen[] = [];
+    const target = await messages(0, 1, 2000);
+    const t0 = Date.now();
+    start(
+      target,
+      (msg) => {
+        seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
+        msg.ack();
+      },
+      () => active,
+      { leaseMs: () => 2000 },
+    );
+    const jsm = await nc.jetstreamManager();
+    await waitUntil(
+      'a pull open at the server',
+      async () => (await jsm.consumers.info(target.stream, target.consumer)).num_waiting > 0,
+      5000,
+      20,
+    );
+    active = false;
+    await nc.jetstream().publish(`${target.stream}.x`, 'as the pause lands');
+    await new Promise((r) => setTimeout(r, 5000));
+    expect(seen).toEqual([]);
+    const info = await jsm.consumers.info(target.stream, target.consumer);
+    expect({ delivered: info.delivered.consumer_seq, redelivered: info.num_redelivered }).toEqual({ delivered: 1, redelivered: 0 });
+    active = true;
+    await waitUntil('the delivery after the resume', () => seen.length >= 1, 5000, 20);
+    await new Promise((r) => setTimeout(r, 500));
+    expect(seen.map((x) => x.deliveryCount)).toEqual([1]); // was: [2], the give-back counted
   }, 30_000);
 
   it('sends back at once, not after ack_wait, a redelivery on its way as a pause ends the session while the loop is busy', async () => {
@@ -310,6 +346,7 @@ describeWithNats('the JetStream puller on a 3-server cluster', () => {
       consumer: 'c',
       capacity: () => 1,
       active: () => true,
+      leaseMs: () => 30_000,
       handle: async (msg) => {
         seen.push(msg.string());
         msg.ack();

@@ -2,6 +2,7 @@ import type { JetStreamClient, JsMsg } from 'nats';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { SubscriptionEvents } from '../../subscriptions/delivery-control';
 import { compileFilters, createFilterErrorReporter, type Matcher } from '../../subscriptions/filter';
+import { ackWaitMs } from './consumer-config';
 import type { Consumers } from './consumers';
 import type { EngineContext } from './context';
 import type { LeaseKeeper } from './lease-keeper';
@@ -73,6 +74,7 @@ export function createLocalSubscription(
       capacity: () => (channel !== 'redrive' && record.delivery.ordering === 'partition' ? 1 : record.delivery.maxInFlight),
       // Paused and validating subscriptions are not pulled.
       active: () => !view.closing() && record.state === 'active',
+      leaseMs: () => ackWaitMs(record.delivery),
       handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, deps.leases.keep),
       onPullError: (err) => repair(channel, err),
       log,

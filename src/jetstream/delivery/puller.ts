@@ -23,6 +23,8 @@ const PULL_EXPIRES_MS = 2000;
 const RETRY_PAUSE_MS = 500;
 /** How often an inactive (paused, validating) puller looks again. */
 const IDLE_MS = 250;
+/** The shortest interval between two renewals of a held message's lease. */
+const MIN_RENEW_MS = 1000;
 
 /**
  * The life cycle of a puller, as data: `pulling` pulls while its subscription is active,
@@ -45,6 +47,8 @@ export interface PullerDeps {
   capacity: () => number;
   /** Whether to pull now (the subscription is active). */
   active: () => boolean;
+  /** The consumer's `ack_wait` (ms): a message held through a pause has its lease renewed well within it. */
+  leaseMs: () => number;
   handle: (msg: JsMsg, group: AbortGroup) => Promise<void>;
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
@@ -100,11 +104,38 @@ export function createPuller(deps: PullerDeps) {
 
   const capacityNow = () => Math.max(1, deps.capacity());
 
+  /** Messages that arrived as the subscription paused, each with the timer that renews its lease. */
+  const held = new Map<JsMsg, NodeJS.Timeout>();
+
+  /**
+   * Keeps a message that arrived while the subscription is paused, unsent, its lease renewed (`+WPI`)
+   * until the resume sends it. Given back instead (`-NAK`), it counted as one of its deliveries without
+   * a request: repeated pauses dead-lettered events never sent (`max_attempts`, a hostile probe with
+   * `maxAttempts` 1), and every give-back was one more redelivery for nats-server 2.9.10's defect (see
+   * PULL_EXPIRES_MS) to replay out of order.
+   */
+  function hold(msg: JsMsg): void {
+    const every = Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3));
+    held.set(msg, setInterval(() => msg.working(), every).unref());
+  }
+
+  /** Sends what a pause held (the resume), or gives it back at once (a stop: another node sends it). */
+  function releaseHeld(send: boolean): void {
+    for (const [msg, timer] of held) {
+      clearInterval(timer);
+      if (send) track(msg);
+      else msg.nak();
+    }
+    held.clear();
+  }
+  const sendHeld = () => releaseHeld(true);
+
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
   async function consumeWhileActive(): Promise<void> {
     consumer ??= await deps.js.consumers.get(deps.stream, deps.consumer);
     // Stopped or paused while the consumer was looked up: no session (its pull would go unanswered).
     if (state !== 'pulling' || !deps.active()) return;
+    sendHeld();
     const capacity = capacityNow();
     const messages = await consumer.consume({
       max_messages: capacity,
@@ -135,10 +166,9 @@ export function createPuller(deps: PullerDeps) {
         // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
         if (state !== 'pulling') break;
         // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
-        // more is sent. The message goes back at once, to be pulled again after the resume; this
-        // counts as one of its deliveries, as JetStream counts them.
+        // more is sent. The message stays here unsent until the resume (see `hold`).
         if (!deps.active()) {
-          msg.nak(IDLE_MS);
+          hold(msg);
           end();
           continue;
         }
@@ -181,6 +211,7 @@ export function createPuller(deps: PullerDeps) {
       if (state !== 'pulling') return;
       move('stop');
       session?.stop();
+      releaseHeld(false);
       await done;
       if (open.size > 0) await Promise.race([Promise.all(open), sleep(graceMs)]);
       group.abort();
