@@ -158,11 +158,11 @@ export function createPuller(deps: PullerDeps) {
       if (!deps.active() || capacityNow() !== capacity) end();
     }, IDLE_MS).unref();
     try {
+      // Each message is sent as it arrives: JetStream's max_ack_pending is what bounds the attempts open
+      // across nodes. Held back here behind this node's own attempts, a message handed out under `none`
+      // (a PATCH to `partition` seen before the consumer's update reached the server) went out after the
+      // update, beside other nodes' open attempts: two events of one partition in flight, out of order.
       for await (const msg of messages) {
-        // Sent at once: JetStream's max_ack_pending is what bounds the attempts open across nodes. Held
-        // back here behind this node's own attempts, a message handed out under `none` (a PATCH to
-        // `partition` seen before the consumer's update reached the server) went out after the update,
-        // beside other nodes' open attempts: two events of one partition in flight, out of order.
         // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
         if (state !== 'pulling') break;
         // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
