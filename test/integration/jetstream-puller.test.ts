@@ -69,6 +69,12 @@ describeWithNats('the JetStream puller', () => {
     return puller;
   }
 
+  /** A handler that records each delivery (time since `t0`, delivery count) in `seen` and acks it. */
+  const acking = (seen: Seen[], t0: number) => (msg: JsMsg) => {
+    seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
+    msg.ack();
+  };
+
   const busyFor = (ms: number) => {
     const end = Date.now() + ms;
     while (Date.now() < end);
@@ -125,14 +131,7 @@ describeWithNats('the JetStream puller', () => {
     const seen: Seen[] = [];
     const target = await messages(0);
     const t0 = Date.now();
-    start(
-      target,
-      (msg) => {
-        seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
-        msg.ack();
-      },
-      () => active,
-    );
+    start(target, acking(seen, t0), () => active);
     // Active for a moment (a pull is open at the server), then paused before the message exists.
     active = true;
     await new Promise((r) => setTimeout(r, 500));
@@ -155,15 +154,7 @@ describeWithNats('the JetStream puller', () => {
     const seen: Seen[] = [];
     const target = await messages(0, 1, 2000);
     const t0 = Date.now();
-    start(
-      target,
-      (msg) => {
-        seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
-        msg.ack();
-      },
-      () => active,
-      { leaseMs: () => 2000 },
-    );
+    start(target, acking(seen, t0), () => active, { leaseMs: () => 2000 });
     const jsm = await nc.jetstreamManager();
     await waitUntil(
       'a pull open at the server',
