@@ -52,7 +52,7 @@ describeWithNats('the JetStream puller', () => {
     target: { stream: string; consumer: string },
     handle: (msg: JsMsg, group: AbortGroup) => void | Promise<void>,
     active: () => boolean = () => true,
-    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError' | 'leaseMs'>> = {},
+    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError' | 'leaseMs' | 'closing'>> = {},
   ) {
     const puller = createPuller({
       js: nc.jetstream(),
@@ -60,6 +60,7 @@ describeWithNats('the JetStream puller', () => {
       capacity: () => 1,
       active,
       leaseMs: () => ACK_WAIT_MS,
+      closing: () => false,
       handle: async (msg, group) => handle(msg, group),
       onPullError: async () => undefined,
       log: createLogger('silent'),
@@ -172,6 +173,28 @@ describeWithNats('the JetStream puller', () => {
     await waitUntil('the delivery after the resume', () => seen.length >= 1, 5000, 20);
     await new Promise((r) => setTimeout(r, 500));
     expect(seen.map((x) => x.deliveryCount)).toEqual([1]); // was: [2], the give-back counted
+  }, 30_000);
+
+  it('gives back at once, for another node to send, a message that arrives as its node begins to shut down', async () => {
+    // Held like a pause's, it would wait for as long as the close takes (its HTTP server may wait 10 s).
+    let closing = false;
+    const seen: Seen[] = [];
+    const target = await messages(0);
+    const t0 = Date.now();
+    start(target, acking(seen, t0), () => !closing, { closing: () => closing });
+    const jsm = await nc.jetstreamManager();
+    await waitUntil(
+      'a pull open at the server',
+      async () => (await jsm.consumers.info(target.stream, target.consumer)).num_waiting > 0,
+      5000,
+      20,
+    );
+    closing = true;
+    await nc.jetstream().publish(`${target.stream}.x`, 'as the close begins');
+    await new Promise((r) => setTimeout(r, 300));
+    start(target, acking(seen, t0)); // the other node
+    await waitUntil('the other node sends it', () => seen.length >= 1, 3000, 20);
+    expect(seen.map((x) => x.deliveryCount)).toEqual([2]);
   }, 30_000);
 
   it('sends back at once, not after ack_wait, a redelivery on its way as a pause ends the session while the loop is busy', async () => {
@@ -338,6 +361,7 @@ describeWithNats('the JetStream puller on a 3-server cluster', () => {
       capacity: () => 1,
       active: () => true,
       leaseMs: () => 30_000,
+      closing: () => false,
       handle: async (msg) => {
         seen.push(msg.string());
         msg.ack();

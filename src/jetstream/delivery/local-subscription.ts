@@ -75,6 +75,7 @@ export function createLocalSubscription(
       // Paused and validating subscriptions are not pulled.
       active: () => !view.closing() && record.state === 'active',
       leaseMs: () => ackWaitMs(record.delivery),
+      closing: () => view.closing(),
       handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, deps.leases.keep),
       onPullError: (err) => repair(channel, err),
       log,

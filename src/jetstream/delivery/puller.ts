@@ -49,6 +49,8 @@ export interface PullerDeps {
   active: () => boolean;
   /** The consumer's `ack_wait` (ms): a message held through a pause has its lease renewed well within it. */
   leaseMs: () => number;
+  /** This node is shutting down (`active` is false too): what arrives is given back, not held. */
+  closing: () => boolean;
   handle: (msg: JsMsg, group: AbortGroup) => Promise<void>;
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
@@ -168,7 +170,9 @@ export function createPuller(deps: PullerDeps) {
         // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
         // more is sent. The message stays here unsent until the resume (see `hold`).
         if (!deps.active()) {
-          hold(msg);
+          // Closing: given back at once for another node to send, not held for as long as the close takes.
+          if (deps.closing()) msg.nak();
+          else hold(msg);
           end();
           continue;
         }
