@@ -117,16 +117,22 @@ export function createPuller(deps: PullerDeps) {
    * PULL_EXPIRES_MS) to replay out of order.
    */
   function hold(msg: JsMsg): void {
-    const every = Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3));
-    held.set(msg, setInterval(() => msg.working(), every).unref());
+    // Each renewal reads the lease again: a PATCH during the pause may shorten it.
+    const renewSoon = () => held.set(msg, setTimeout(renew, Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3))).unref());
+    const renew = () => {
+      if (!held.has(msg)) return;
+      msg.working();
+      renewSoon();
+    };
+    renewSoon();
   }
 
   /** Sends what a pause held (the resume), or gives it back at once (a stop: another node sends it). */
   function releaseHeld(send: boolean): void {
     for (const [msg, timer] of held) {
-      clearInterval(timer);
+      clearTimeout(timer);
       if (send) track(msg);
-      else msg.nak();
+      else msg.nak(IDLE_MS);
     }
     held.clear();
   }
@@ -171,7 +177,7 @@ export function createPuller(deps: PullerDeps) {
         // more is sent. The message stays here unsent until the resume (see `hold`).
         if (!deps.active()) {
           // Closing: given back at once for another node to send, not held for as long as the close takes.
-          if (deps.closing()) msg.nak();
+          if (deps.closing()) msg.nak(IDLE_MS);
           else hold(msg);
           end();
           continue;
