@@ -74,8 +74,11 @@ export interface StatePersistence {
   savePending(subscriptionId: string, pending: Pending): void;
   deletePending(subscriptionId: string, pending: Pending): void;
   saveOffset(subscriptionId: string, row: OffsetRow): void;
-  /** An offset finished above the committed one (ordering `none`): not sent again after a crash. */
-  saveFinished(subscriptionId: string, row: FinishedRow): void;
+  /**
+   * An offset finished above the committed one (ordering `none`): not sent again after a crash. Written
+   * once it has stayed above for a flush interval, or with the next write when `urgent` (a callback's).
+   */
+  saveFinished(subscriptionId: string, row: FinishedRow, urgent?: boolean): void;
   deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number): void;
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
   /** Since when every attempt has failed (null: the last one succeeded), for auto-disable. */

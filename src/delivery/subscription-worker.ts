@@ -267,11 +267,14 @@ export function createSubscriptionWorker(
     const ctx = { now: deps.clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
     const { state, effects } = transition(pending.life, input, ctx);
     pending.life = state;
-    for (const effect of effects) perform(pending, effect, answer);
+    // What a callback finishes (an ack, a reject, a nack past the last attempt: dead-lettered) was answered
+    // 200 to a receiver: it is written with the write that answer waits for.
+    const byCallback = input.kind === 'ack' || input.kind === 'reject' || input.kind === 'nack';
+    for (const effect of effects) perform(pending, effect, answer, byCallback);
     return effects;
   }
 
-  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }): void {
+  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }, byCallback = false): void {
     switch (effect.kind) {
       case 'send':
         clearTimer(pending);
@@ -305,7 +308,7 @@ export function createSubscriptionWorker(
         attempt(pending);
         return;
       case 'commitOffset':
-        complete(pending);
+        complete(pending, byCallback);
         return;
       case 'deadLetter':
         deps.log.warn(
@@ -494,10 +497,11 @@ export function createSubscriptionWorker(
   /**
    * Finished (delivered, acked, dead-lettered, skipped): its offset counts as done, its row goes.
    * Finished above the committed offset (ordering `none`), it is written as finished behind delivery
-   * (or with the callback that finished it), so a crash does not send it again: the committed offset
-   * alone would, and one event retrying below would have the whole window behind it sent again.
+   * once it stays there (at once with the callback that finished it), so a crash does not send it again:
+   * the committed offset alone would, and one event retrying below would have the whole window behind it
+   * sent again.
    */
-  function complete(pending: Pending): void {
+  function complete(pending: Pending, byCallback = false): void {
     flow.forget(pending);
     waitingForSlot.delete(pending);
     pending.event = undefined; // settled callbacks and stats must not keep finished events alive
@@ -510,7 +514,7 @@ export function createSubscriptionWorker(
       part.pending.delete(pending.offset);
       saveOffset(finishOffset(part, pending.offset, true));
       if (part.finished.has(pending.offset))
-        deps.persistence.saveFinished(subId, { partition: pending.partition, offset: pending.offset, matched: true });
+        deps.persistence.saveFinished(subId, { partition: pending.partition, offset: pending.offset, matched: true }, byCallback);
     }
     schedulePump();
   }

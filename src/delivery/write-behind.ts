@@ -34,7 +34,9 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   /** Per subscription, attempts answered since the last write of the log (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
   /** Offsets finished above the committed one (ordering `none`), so a crash does not send them again. */
-  const dirtyFinished = new Map<string, { subscriptionId: string; row: FinishedRow }>();
+  const dirtyFinished = new Map<string, { subscriptionId: string; row: FinishedRow; at: number; urgent: boolean }>();
+  /** Keys of `dirtyFinished` the last transaction wrote or found passed (dropped from it once it commits). */
+  let finishedDone: string[] = [];
   /** Subscriptions that may have finished rows in SQLite: their rows below a committed offset written go with it. */
   const withFinishedRows = new Set<string>();
   /** Receivers' callbacks settled since the last flush; written with the delivery state they changed. */
@@ -55,10 +57,18 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       if (remove) stateRepo.deletePending(subscriptionId, pending.partition, pending.offset, pending.redrive);
       else stateRepo.savePending(subscriptionId, snapshot(pending));
     }
-    for (const { subscriptionId, row } of dirtyFinished.values()) {
+    finishedDone = [];
+    const settledBefore = Date.now() - FLUSH_INTERVAL_MS;
+    for (const [k, { subscriptionId, row, at, urgent }] of dirtyFinished) {
       // Passed by the committed offset written in this same transaction: the row would go at once.
       const committing = dirtyOffsets.get(`${subscriptionId}\u0000${row.partition}`)?.row.committedOffset;
-      if (committing === undefined || row.offset >= committing) stateRepo.saveFinished(subscriptionId, [row]);
+      if (committing !== undefined && row.offset < committing) finishedDone.push(k);
+      // Written once it has stayed above the committed offset for a whole interval (most offsets a healthy
+      // subscription finishes out of order are passed by then), at once when a callback's answer waits for it.
+      else if (urgent || at <= settledBefore) {
+        stateRepo.saveFinished(subscriptionId, [row]);
+        finishedDone.push(k);
+      }
     }
     for (const { subscriptionId, row } of dirtyOffsets.values()) {
       stateRepo.saveOffset(subscriptionId, row);
@@ -165,7 +175,9 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     deadLetterInserts = [];
     deadLetterDeletes = [];
     dirtyFailing.clear();
-    dirtyFinished.clear();
+    for (const k of finishedDone) dirtyFinished.delete(k);
+    finishedDone = [];
+    if (dirtyFinished.size > 0 && !closed) scheduleFlush(); // the younger ones, at the next interval (a close writes all)
     settledCallbacks = [];
   }
 
@@ -201,8 +213,8 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       else dirtyPending.set(k, { subscriptionId, pending, remove: true });
       scheduleFlush();
     },
-    saveFinished(subscriptionId, row) {
-      dirtyFinished.set(`${subscriptionId}\u0000${row.partition}\u0000${row.offset}`, { subscriptionId, row });
+    saveFinished(subscriptionId, row, urgent = false) {
+      dirtyFinished.set(`${subscriptionId}\u0000${row.partition}\u0000${row.offset}`, { subscriptionId, row, at: Date.now(), urgent });
       withFinishedRows.add(subscriptionId);
       scheduleFlush();
     },
