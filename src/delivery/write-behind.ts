@@ -330,6 +330,10 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
         throw err;
       }
       written();
+      // Offsets finished before the seek and not written yet (younger than an interval): written after it,
+      // they would make a start after a crash skip them in the seek's replay.
+      const sought = new Set(positions.map((p) => p.partition));
+      for (const [k, v] of dirtyFinished) if (v.subscriptionId === subscriptionId && sought.has(v.row.partition)) dirtyFinished.delete(k);
     },
     /** Drops everything buffered for a deleted subscription (its rows go with it). */
     forget(subscriptionId: string): void {
