@@ -173,7 +173,7 @@ describe('the document and the server agree on the routes', () => {
   it('documents every route express registers, and serves every documented one', async () => {
     const gw = await startTestGateway();
     try {
-      // The same factories src/gateway.ts wires (the test below checks that the list stays complete).
+      // The same factories src/gateway.ts and src/api/gateway-http.ts wire (the test below checks that the list stays complete).
       const factories: Record<string, () => Router> = {
         createHealthRouter: () => createHealthRouter({ store: gw.store, db: gw.db }),
         createEventsRouter: () =>
@@ -196,7 +196,9 @@ describe('the document and the server agree on the routes', () => {
       expect(documented.filter((r) => !served.includes(r))).toEqual([]); // documented but not served
       expect(new Set(served).size).toBe(served.length);
 
-      expect(Object.keys(factories).sort()).toEqual(routerFactoriesIn(fs.readFileSync(path.join(SRC, 'gateway.ts'), 'utf8')));
+      // The local engine's composition root and the HTTP side both engines share.
+      const wiring = ['gateway.ts', path.join('api', 'gateway-http.ts')].map((f) => fs.readFileSync(path.join(SRC, f), 'utf8')).join('\n');
+      expect(Object.keys(factories).sort()).toEqual(routerFactoriesIn(wiring));
       expect(Object.keys(factories).sort()).toEqual(exportedRouterFactories());
 
       // Each route declares its scope where it is mounted (its first handler), as the document says.
