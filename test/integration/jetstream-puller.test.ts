@@ -70,6 +70,17 @@ describeWithNats('the JetStream puller', () => {
     return puller;
   }
 
+  /** Resolves once a pull request of `target`'s consumer waits at the server. */
+  const pullOpen = async (target: { stream: string; consumer: string }) => {
+    const jsm = await nc.jetstreamManager();
+    await waitUntil(
+      'a pull open at the server',
+      async () => (await jsm.consumers.info(target.stream, target.consumer)).num_waiting > 0,
+      5000,
+      20,
+    );
+  };
+
   /** A handler that records each delivery (time since `t0`, delivery count) in `seen` and acks it. */
   const acking = (seen: Seen[], t0: number) => (msg: JsMsg) => {
     seen.push({ at: Date.now() - t0, deliveryCount: msg.info.deliveryCount });
@@ -157,12 +168,7 @@ describeWithNats('the JetStream puller', () => {
     const t0 = Date.now();
     start(target, acking(seen, t0), () => active, { leaseMs: () => 2000 });
     const jsm = await nc.jetstreamManager();
-    await waitUntil(
-      'a pull open at the server',
-      async () => (await jsm.consumers.info(target.stream, target.consumer)).num_waiting > 0,
-      5000,
-      20,
-    );
+    await pullOpen(target);
     active = false;
     await nc.jetstream().publish(`${target.stream}.x`, 'as the pause lands');
     await new Promise((r) => setTimeout(r, 5000));
@@ -185,13 +191,7 @@ describeWithNats('the JetStream puller', () => {
     const target = await messages(0, 1, 2000);
     const t0 = Date.now();
     start(target, acking(seen, t0), () => !closing, { closing: () => closing, leaseMs: () => 2000 });
-    const jsm = await nc.jetstreamManager();
-    await waitUntil(
-      'a pull open at the server',
-      async () => (await jsm.consumers.info(target.stream, target.consumer)).num_waiting > 0,
-      5000,
-      20,
-    );
+    await pullOpen(target);
     closing = true;
     await nc.jetstream().publish(`${target.stream}.x`, 'as the close begins');
     await new Promise((r) => setTimeout(r, 300));
