@@ -86,7 +86,7 @@ export interface StatePersistence {
   /** One answered (or failed) request, for the attempt log (issue 13 §1). */
   recordAttempt(row: AttemptRow): void;
   /** Resolves once everything buffered now is written; rejects when that write fails (it is retried). */
-  written(): Promise<void>;
+  persisted(): Promise<void>;
 }
 
 export type { CallbackOutcome };

@@ -238,7 +238,7 @@ export function createSubscriptionWorker(
 
   /** `attempt`, once what is buffered is written (tried again every second while the write fails). */
   function attemptOnceWritten(pending: Pending): void {
-    deps.persistence.written().then(
+    deps.persistence.persisted().then(
       () => attempt(pending),
       () => {
         if (!stopped) setTimeout(() => attemptOnceWritten(pending), WRITE_RETRY_MS).unref();

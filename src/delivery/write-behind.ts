@@ -243,7 +243,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       dirtyFailing.set(subscriptionId, since);
       scheduleFlush();
     },
-    written: () => persisted(),
+    persisted,
     recordAttempt(row) {
       let rows = attemptInserts.get(row.subscriptionId);
       if (!rows) attemptInserts.set(row.subscriptionId, (rows = []));

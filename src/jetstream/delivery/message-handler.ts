@@ -136,7 +136,7 @@ export async function handleMessage(
     if (sub.removed() || group.aborted) return;
     // Closing: this node stopped watching the subscriptions, so a delete through another node is
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
-    if (sub.closing() && !(await sub.exists().catch(() => true))) return;
+    if (sub.closing() && (await deletedMeanwhile(sub))) return;
     decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
   } finally {
     answered?.();
@@ -163,10 +163,15 @@ export async function handleMessage(
   } catch (err) {
     // Deleted (through any node) while this attempt was open: its consumer is gone, so the signal has
     // no one to answer it and nothing is redelivered. Not an error worth a line at `error`.
-    if (sub.removed() || !(await sub.exists().catch(() => true))) return;
+    if (await deletedMeanwhile(sub)) return;
     throw err;
   }
   if (action.kind === 'hold' && decided.entry) keepLease(deliveryId, decided.entry);
+}
+
+/** Whether the subscription was deleted (here or through another node); when that cannot be read, not. */
+async function deletedMeanwhile(sub: SubscriptionView): Promise<boolean> {
+  return !(await sub.exists().catch(() => true));
 }
 
 /** What the receiver's answer (or its absence) is to the attempt machine. */

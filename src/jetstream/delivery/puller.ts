@@ -127,7 +127,7 @@ export function createPuller(deps: PullerDeps) {
     renewSoon();
   }
 
-  /** Sends what a pause held (the resume), or gives it back at once (a stop: another node sends it). */
+  /** Sends what a pause held (the resume), or gives it back (a stop: another node sends it after IDLE_MS). */
   function releaseHeld(send: boolean): void {
     for (const [msg, timer] of held) {
       clearTimeout(timer);
@@ -136,14 +136,13 @@ export function createPuller(deps: PullerDeps) {
     }
     held.clear();
   }
-  const sendHeld = () => releaseHeld(true);
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
   async function consumeWhileActive(): Promise<void> {
     consumer ??= await deps.js.consumers.get(deps.stream, deps.consumer);
     // Stopped or paused while the consumer was looked up: no session (its pull would go unanswered).
     if (state !== 'pulling' || !deps.active()) return;
-    sendHeld();
+    releaseHeld(true);
     const capacity = capacityNow();
     const messages = await consumer.consume({
       max_messages: capacity,
