@@ -1,3 +1,4 @@
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { contractClientFor, useDeliveryFixture } from '../helpers/delivery';
 import { createContractChecker, loadContract } from '../helpers/openapi';
 import { waitFor } from '../helpers/receiver';
@@ -40,16 +41,23 @@ describe('delivery.rateLimit', () => {
     expect(created.body.stats).toMatchObject({ currentMaxInFlight: 16, throttled: false });
     const id = created.body.id as string;
 
+    // Arrival times are taken on this thread: while its loop stalls (a GC, a busy CI core), requests wait in
+    // the socket and are then timed together. The stall is measured to allow for it below.
+    const loopDelay = monitorEventLoopDelay({ resolution: 5 });
+    loopDelay.enable();
     await publish(source, 25);
     await waitFor(async () => (await statsOf(id)).throttled === true, { what: 'throttled: true' });
     const got = await waitFor(() => (fromSource(source).length >= 25 ? fromSource(source) : undefined), { what: '25 deliveries' });
+    loopDelay.disable();
     // A full bucket holds one second (10 tokens); the other 15 come at 10 a second: at least 1.5 s between the
     // sends. Measured at the receiver, a first request that a busy machine delivers late shortens the span, so
     // the bound keeps 0.5 s of slack; without the limit all 25 would arrive within a few tens of ms.
     const times = got.map((r) => r.receivedAt).sort((a, b) => a - b);
     expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(1000);
-    // Never more than the bucket allows in any one second (capacity 10 + 10 earned).
-    for (const t of times) expect(times.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(20);
+    // Never more than the bucket allows in any one second (capacity 10 + 10 earned). A stall of this loop
+    // times together requests sent up to that long apart: it adds the tokens earned in it (10 a second).
+    const allowed = 20 + Math.ceil((loopDelay.max / 1e6) * 0.01);
+    for (const t of times) expect(times.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(allowed);
 
     // PATCH with rateLimit: null removes the limit.
     const patched = await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { rateLimit: null } } });
