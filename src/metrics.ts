@@ -154,10 +154,13 @@ export function createMetrics() {
 type SubscriptionSnapshot = {
   id: string;
   state: string;
-  deadLetters: number;
-  inFlight: number;
-  oldestPendingAgeMs: number | null;
-  lag: { partition: number; lag: number }[];
+  /** Null while delivery of the subscription is not started on this node: only its state is shown. */
+  delivery: {
+    deadLetters: number;
+    inFlight: number;
+    oldestPendingAgeMs: number | null;
+    lag: { partition: number; lag: number }[];
+  } | null;
 }[];
 
 /** Label values are subscription ids, partitions and states; escaped anyway, per the text format. */
@@ -175,12 +178,14 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
   const state: string[] = [];
   for (const s of subscriptions) {
     const id = label(s.id);
-    for (const p of s.lag) lag.push(`herald_subscription_lag_events{subscription="${id}",partition="${p.partition}"} ${p.lag}\n`);
-    age.push(`herald_subscription_oldest_pending_age_seconds{subscription="${id}"} ${(s.oldestPendingAgeMs ?? 0) / 1000}\n`);
-    inFlight.push(`herald_subscription_in_flight{subscription="${id}"} ${s.inFlight}\n`);
-    dead.push(`herald_dead_letters{subscription="${id}"} ${s.deadLetters}\n`);
     for (const st of SUBSCRIPTION_STATES)
       state.push(`herald_subscription_state{subscription="${id}",state="${st}"} ${s.state === st ? 1 : 0}\n`);
+    const d = s.delivery;
+    if (!d) continue;
+    for (const p of d.lag) lag.push(`herald_subscription_lag_events{subscription="${id}",partition="${p.partition}"} ${p.lag}\n`);
+    age.push(`herald_subscription_oldest_pending_age_seconds{subscription="${id}"} ${(d.oldestPendingAgeMs ?? 0) / 1000}\n`);
+    inFlight.push(`herald_subscription_in_flight{subscription="${id}"} ${d.inFlight}\n`);
+    dead.push(`herald_dead_letters{subscription="${id}"} ${d.deadLetters}\n`);
   }
   return (
     [

@@ -31,9 +31,10 @@ export function registerSubs(program: Command, streams: CliStreams): void {
           stateOf(s),
           clip(s.sink, 50),
           clip(s.filters.length === 0 ? '(all events)' : JSON.stringify(s.filters), 40),
-          sum(s.stats.partitions.map((p) => p.lag)),
-          sum(s.stats.partitions.map((p) => p.inFlight)),
-          s.stats.deadLetters,
+          // No stats ('-'): delivery of it is not started on that node (the gateway logs why).
+          s.stats && sum(s.stats.partitions.map((p) => p.lag)),
+          s.stats && sum(s.stats.partitions.map((p) => p.inFlight)),
+          s.stats?.deadLetters,
         ]),
         '(no subscriptions)',
       );

@@ -201,7 +201,8 @@ export interface paths {
         };
         /**
          * List subscriptions
-         * @description Every subscription, oldest first, with delivery statistics. Not paginated.
+         * @description Every subscription, oldest first, with delivery statistics (`stats` is `null` for one whose
+         *     delivery is not started on this node). Not paginated.
          */
         get: operations["listSubscriptions"];
         put?: never;
@@ -1271,8 +1272,17 @@ export interface components {
          */
         SigningSecret: string;
         SubscriptionList: {
-            subscriptions: components["schemas"]["Subscription"][];
+            subscriptions: components["schemas"]["ListedSubscription"][];
         };
+        ListedSubscription: {
+            /**
+             * @description `null` while delivery of this subscription is not started on this node: its start failed
+             *     (a cluster too busy to create its consumers, or stored filters this version cannot compile)
+             *     and is tried again every 5 s, with an `error` log line each time. `GET /subscriptions/{id}`
+             *     answers 503 for it meanwhile. The list still shows every subscription.
+             */
+            stats?: components["schemas"]["SubscriptionStats"] | null;
+        } & components["schemas"]["SubscriptionFields"];
         SubscriptionStats: {
             partitions: components["schemas"]["PartitionDeliveryStats"][];
             deadLetters: number;

@@ -35,6 +35,8 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
   const queues = new Map<string, Promise<unknown>>();
   /** The last start of each subscription, settled or not (reads wait for it, not for the changes queued after it). */
   const starts = new Map<string, Promise<unknown>>();
+  /** Starts that failed every try, each waiting for its timer to try again. */
+  const failedStarts = new Map<string, { timer: NodeJS.Timeout; again: () => void }>();
   let closed = false;
 
   function enqueue<T>(id: string, call: () => T | Promise<T>): Promise<T> {
@@ -77,9 +79,11 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
         if (starts.get(id) === starting) starts.delete(id);
         return;
       }
-      setTimeout(() => {
+      const again = () => {
+        failedStarts.delete(id);
         if (!closed && deps.exists(id)) start(id, record, events);
-      }, START_AGAIN_MS).unref();
+      };
+      failedStarts.set(id, { timer: setTimeout(again, START_AGAIN_MS).unref(), again });
     });
   }
 
@@ -99,6 +103,13 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
   return {
     /** Starts delivery for the subscription (`record` gives its current record at each try). */
     start,
+    /** The subscription changed: a start of it that failed is tried again now (the change may be its fix). */
+    retryFailedStart(id: string): void {
+      const failed = failedStarts.get(id);
+      if (!failed) return;
+      clearTimeout(failed.timer);
+      failed.again();
+    },
     /** A call whose failure is logged, never thrown at a caller that saved a change. */
     tell(what: string, id: string, call: () => unknown): void {
       enqueue(id, call).catch((err: unknown) =>
@@ -121,11 +132,26 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
       await starts.get(id);
       return startingIsUnavailable(id, Promise.resolve().then(call));
     },
+    /**
+     * As `read`, but null while delivery does not know the subscription (its start failed and is being
+     * tried again), so that a list or a scrape still shows every other subscription.
+     */
+    async readIfStarted<T>(id: string, call: () => T | Promise<T>): Promise<T | null> {
+      await starts.get(id);
+      try {
+        return await call();
+      } catch (err) {
+        if (err instanceof AppError && err.code === 'not_found' && deps.exists(id)) return null;
+        throw err;
+      }
+    },
     /** Resolves once every call made so far for the subscription has settled. */
     settled: (id: string): Promise<unknown> => queues.get(id) ?? Promise.resolve(),
     /** No more starts are tried (at shutdown). */
     close(): void {
       closed = true;
+      for (const { timer } of failedStarts.values()) clearTimeout(timer);
+      failedStarts.clear();
     },
   };
 }

@@ -78,6 +78,7 @@ export function createSubscriptionsService(deps: {
     hooks: {
       added: attach,
       changed(record) {
+        calls.retryFailedStart(record.id);
         tell('update', record.id, () => deps.delivery.update(record));
         // Another node ended the handshake (consent, refusal, pause): this node's deadline has nothing left to end.
         if (record.state !== 'validating') handshakes?.cancel(record.id);
@@ -158,8 +159,14 @@ export function createSubscriptionsService(deps: {
     );
   }
 
-  async function view(record: SubscriptionRecord, withStats: boolean) {
-    const stats = withStats ? await calls.read(record.id, () => deps.delivery.stats(record.id)) : null;
+  /**
+   * The record as the API shows it. `stats`: read from delivery (`required`: a 503 while delivery does
+   * not know the subscription; `listed`: null then, so that one subscription never hides the others).
+   */
+  async function view(record: SubscriptionRecord, withStats: 'required' | 'listed' | 'none') {
+    const read = () => deps.delivery.stats(record.id);
+    const stats =
+      withStats === 'none' ? null : withStats === 'listed' ? await calls.readIfStarted(record.id, read) : await calls.read(record.id, read);
     return {
       id: record.id,
       sink: record.sink,
@@ -282,7 +289,7 @@ export function createSubscriptionsService(deps: {
       live.inserted(record, await deps.records.insert(record));
       deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
       validate(record);
-      return { ...(await view(record, true)), secret: record.secret };
+      return { ...(await view(record, 'required')), secret: record.secret };
     },
     /** Stops starting delivery again for subscriptions whose start failed (at shutdown, before delivery closes). */
     close(): void {
@@ -291,23 +298,27 @@ export function createSubscriptionsService(deps: {
     /** Per subscription, what `/metrics` shows (one dead-letter count query per subscription). */
     metricsSnapshot() {
       return forEachLive(async (record) => {
-        const { partitions, deadLetters } = await calls.read(record.id, () => deps.delivery.stats(record.id));
+        const stats = await calls.readIfStarted(record.id, () => deps.delivery.stats(record.id));
+        if (!stats) return { id: record.id, state: record.state, delivery: null };
+        const { partitions, deadLetters } = stats;
         const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
         return {
           id: record.id,
           state: record.state,
-          deadLetters,
-          inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
-          oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
-          lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
+          delivery: {
+            deadLetters,
+            inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
+            oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
+            lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
+          },
         };
       });
     },
     list() {
-      return forEachLive((record) => view(record, true));
+      return forEachLive((record) => view(record, 'listed'));
     },
     async get(id: string) {
-      return view((await live.find(id)).record, true);
+      return view((await live.find(id)).record, 'required');
     },
     /**
      * For the API to answer 404 before it checks a body, as it always has.
@@ -337,7 +348,7 @@ export function createSubscriptionsService(deps: {
       if (revalidate) validate(record);
       await calls.ask(id, () => deps.delivery.resume(id));
       deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
-      return view(record, true);
+      return view(record, 'required');
     },
     async remove(id: string): Promise<void> {
       await live.find(id);
@@ -371,7 +382,7 @@ export function createSubscriptionsService(deps: {
       // Answered once delivery has it (queued behind a resume that may have raced it): no attempt starts after the 200.
       await calls.settled(id);
       deps.log.info({ subscription: id, stateReason: 'user' }, 'subscription paused');
-      return view(record, true);
+      return view(record, 'required');
     },
     /** A `validation: cloudevents` subscription the sink has not consented to validates (again) first. */
     async resume(id: string) {
@@ -383,11 +394,11 @@ export function createSubscriptionsService(deps: {
       if (record.state === 'validating') {
         validate(record);
         deps.log.info({ subscription: id }, 'subscription resumed: validating the sink first');
-        return view(record, true);
+        return view(record, 'required');
       }
       tell('resume', id, () => deps.delivery.resume(id));
       deps.log.info({ subscription: id, stateReason: null }, 'subscription resumed');
-      return view(record, true);
+      return view(record, 'required');
     },
     /**
      * The handshake's callback URL, called by the sink (GET or POST) to consent later: it must carry
@@ -421,7 +432,7 @@ export function createSubscriptionsService(deps: {
         { subscription: id, ...('time' in target ? { time: new Date(target.time).toISOString() } : target), generation },
         'subscription sought',
       );
-      return view((await live.find(id)).record, true);
+      return view((await live.find(id)).record, 'required');
     },
     /**
      * A new secret. With `overlapSeconds` > 0 (default one day) the replaced one keeps signing, after
@@ -439,7 +450,7 @@ export function createSubscriptionsService(deps: {
       // Answered once delivery signs with it: with no overlap, no attempt started after the 200 carries the old secret only.
       await calls.settled(id);
       deps.log.info({ subscription: id, overlapSeconds }, 'signing secret rotated');
-      return { ...(await view(record, false)), secret: record.secret };
+      return { ...(await view(record, 'none')), secret: record.secret };
     },
     /** The attempt log (issue 13 §1), newest first; `next` is the cursor of the following page. */
     async attempts(id: string, page: { limit: number; before: number }) {

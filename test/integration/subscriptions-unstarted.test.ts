@@ -1,0 +1,94 @@
+import Database from 'better-sqlite3';
+import path from 'node:path';
+import { runHerald } from '../helpers/cli';
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { createContractChecker, createContractClient, loadContract } from '../helpers/openapi';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/**
+ * A subscription whose delivery does not start on this node (here: stored filters this version
+ * cannot compile, as a newer version or a hand edit could leave) is retried in the background. It
+ * must not hide the others: the list and /metrics still answer, with no stats for it; its own reads
+ * answer 503; a PATCH that fixes it starts it at once.
+ */
+
+const checker = createContractChecker(loadContract());
+let receiver: Receiver;
+let gw: TestGateway | undefined;
+
+beforeAll(async () => {
+  receiver = await startReceiver();
+});
+afterEach(async () => {
+  await gw?.close();
+  gw = undefined;
+});
+afterAll(async () => {
+  await receiver?.close();
+  cleanupTmpDirs();
+});
+
+async function createSubscription(type: string): Promise<string> {
+  const call = createContractClient(gw!.url, checker);
+  const created = await call('POST', '/subscriptions', { json: { sink: receiver.url, filters: [{ exact: { type } }] } });
+  expect(created.status).toBe(201);
+  return created.body.id as string;
+}
+
+describe('a subscription whose delivery cannot start', () => {
+  it('is listed without stats beside the others, /metrics still answers, and a PATCH that fixes it starts it', async () => {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
+    const healthy = await createSubscription('t.healthy');
+    const broken = await createSubscription('t.broken');
+    const { dataDir } = gw;
+    await gw.close();
+    const db = new Database(path.join(dataDir, 'herald.db'));
+    // A filter as the document allows, calling a CESQL function this version does not have (a newer one might).
+    db.prepare('UPDATE subscriptions SET filters = ? WHERE id = ?').run('[{"sql":"FUTUREFN(type)"}]', broken);
+    db.close();
+
+    gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    const call = createContractClient(gw.url, checker);
+
+    // Before, one subscription that did not start made the whole list (and every scrape) a 503.
+    const list = await call('GET', '/subscriptions');
+    expect(list.status).toBe(200);
+    const byId = new Map((list.body.subscriptions as { id: string; stats: unknown }[]).map((s) => [s.id, s]));
+    expect(byId.get(healthy)?.stats).toMatchObject({ deadLetters: 0, partitions: expect.any(Array) });
+    expect(byId.get(broken)?.stats).toBeNull();
+
+    // `herald subs list` prints it with '-' for the numbers it does not have.
+    const cli = await runHerald(['subs', 'list'], { url: gw.url });
+    expect(cli.code).toBe(0);
+    const row = cli.stdout.split('\n').find((line) => line.includes(broken));
+    expect(row?.trim().split(/\s+/).slice(-3)).toEqual(['-', '-', '-']);
+
+    const scrape = await fetch(`${gw.url}/metrics`);
+    expect(scrape.status).toBe(200);
+    const metrics = await scrape.text();
+    expect(metrics).toContain(`herald_dead_letters{subscription="${healthy}"} 0`);
+    expect(metrics).toContain(`herald_subscription_state{subscription="${broken}",state="active"} 1`);
+    expect(metrics).not.toContain(`herald_dead_letters{subscription="${broken}"}`);
+
+    const own = await call('GET', `/subscriptions/${broken}`);
+    expect(own.status).toBe(503);
+    expect(own.headers.get('retry-after')).toBe('1');
+
+    // The fix starts delivery at once (not at the next background try, 5 s later), so the PATCH is answered with stats.
+    const patched = await call('PATCH', `/subscriptions/${broken}`, { json: { filters: [{ exact: { type: 't.broken' } }] } });
+    expect(patched.status).toBe(200);
+    expect(patched.body.stats).toMatchObject({ deadLetters: 0 });
+    const published = await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { 'ce-specversion': '1.0', 'ce-id': 'b1', 'ce-source': '/unstarted', 'ce-type': 't.broken', 'content-type': 'text/plain' },
+      body: 'x',
+    });
+    expect(published.status).toBe(202);
+    await waitFor(() => receiver.requests.some((r) => r.headers['ce-id'] === 'b1'), {
+      what: 'the event delivered to the fixed subscription',
+    });
+    const relisted = await call('GET', '/subscriptions');
+    expect((relisted.body.subscriptions as { stats: unknown }[]).every((s) => s.stats !== null)).toBe(true);
+  });
+});
