@@ -44,14 +44,27 @@ export function Subscriptions() {
                     <td>
                       <StateBadge state={s.state} reason={s.stateReason} />
                     </td>
-                    <td class="num" data-testid="lag">
-                      {formatCount(t.lag)}
-                    </td>
-                    <td class="num">{formatCount(t.inFlight)}</td>
-                    <td class="num">{formatAge(t.oldestPendingAgeMs)}</td>
-                    <td class="num">
-                      {s.stats?.deadLetters ? <a href={href({ view: 'dead-letters', id: s.id })}>{formatCount(s.stats.deadLetters)}</a> : 0}
-                    </td>
+                    {s.stats ? (
+                      <>
+                        <td class="num" data-testid="lag">
+                          {formatCount(t.lag)}
+                        </td>
+                        <td class="num">{formatCount(t.inFlight)}</td>
+                        <td class="num">{formatAge(t.oldestPendingAgeMs)}</td>
+                        <td class="num">
+                          {s.stats.deadLetters ? (
+                            <a href={href({ view: 'dead-letters', id: s.id })}>{formatCount(s.stats.deadLetters)}</a>
+                          ) : (
+                            0
+                          )}
+                        </td>
+                      </>
+                    ) : (
+                      // No stats: its delivery is not started on this node (the gateway logs why, and retries).
+                      <td class="num dim" colSpan={4} data-testid="lag" title="delivery not started on this node">
+                        not started
+                      </td>
+                    )}
                     <td class="small">{formatTime(s.createdAt)}</td>
                   </tr>
                 );

@@ -1,5 +1,6 @@
 import Database from 'better-sqlite3';
 import path from 'node:path';
+import { closeBrowser, launchChromium } from '../helpers/browser';
 import { runHerald } from '../helpers/cli';
 import { startTestGateway, type TestGateway } from '../helpers/gateway';
 import { createContractChecker, createContractClient, loadContract } from '../helpers/openapi';
@@ -63,6 +64,20 @@ describe('a subscription whose delivery cannot start', () => {
     expect(cli.code).toBe(0);
     const row = cli.stdout.split('\n').find((line) => line.includes(broken));
     expect(row?.trim().split(/\s+/).slice(-3)).toEqual(['-', '-', '-']);
+
+    // The console's list says so rather than showing zeros.
+    const browser = await launchChromium();
+    try {
+      const page = await (await browser.newContext()).newPage();
+      page.setDefaultTimeout(15_000);
+      await page.goto(`${gw.url}/console`);
+      await page.click('nav >> text=Subscriptions');
+      const lagOf = (id: string) => page.locator(`tr[data-subscription="${id}"] [data-testid=lag]`).innerText();
+      expect((await lagOf(broken)).trim()).toBe('not started');
+      expect((await lagOf(healthy)).trim()).toBe('0');
+    } finally {
+      await closeBrowser(browser);
+    }
 
     const scrape = await fetch(`${gw.url}/metrics`);
     expect(scrape.status).toBe(200);
