@@ -37,6 +37,8 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
   const starts = new Map<string, Promise<unknown>>();
   /** Starts that failed every try, each waiting for its timer to try again. */
   const failedStarts = new Map<string, { timer: NodeJS.Timeout; again: () => void }>();
+  /** Subscriptions whose start failed and has not succeeded since: a list does not wait for their next try. */
+  const unstarted = new Set<string>();
   let closed = false;
 
   function enqueue<T>(id: string, call: () => T | Promise<T>): Promise<T> {
@@ -76,12 +78,15 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
     starts.set(id, starting);
     void starting.then((started) => {
       if (started) {
+        unstarted.delete(id);
         if (starts.get(id) === starting) starts.delete(id);
         return;
       }
+      unstarted.add(id);
       const again = () => {
         failedStarts.delete(id);
         if (!closed && deps.exists(id)) start(id, record, events);
+        else unstarted.delete(id);
       };
       failedStarts.set(id, { timer: setTimeout(again, START_AGAIN_MS).unref(), again });
     });
@@ -133,10 +138,11 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
       return startingIsUnavailable(id, Promise.resolve().then(call));
     },
     /**
-     * As `read`, but null while delivery does not know the subscription (its start failed and is being
-     * tried again), so that a list or a scrape still shows every other subscription.
+     * As `read`, but null while delivery does not know the subscription (its start failed; the next try
+     * is not waited for), so that a list or a scrape still shows every other subscription at once.
      */
     async readIfStarted<T>(id: string, call: () => T | Promise<T>): Promise<T | null> {
+      if (unstarted.has(id)) return null;
       await starts.get(id);
       try {
         return await call();
@@ -152,6 +158,7 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
       closed = true;
       for (const { timer } of failedStarts.values()) clearTimeout(timer);
       failedStarts.clear();
+      unstarted.clear();
     },
   };
 }
