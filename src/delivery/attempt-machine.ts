@@ -39,7 +39,7 @@ export interface Ready extends Attempts {
 export interface Sending extends Attempts {
   phase: 'sending';
   deliveryId: string;
-  /** Lease asked for by `extend` before the 202 arrived: the lease will not end before it. */
+  /** Lease asked for by `extend` before the answer: the lease will not end before it, nor a retry start inside it. */
   leaseFloor: number | null;
 }
 /** Answered 202 (or 2xx under ackMode manual): waits for a callback until `leaseUntil`. */
@@ -278,6 +278,21 @@ function start(s: Ready | Scheduled, input: InputOf<'start'>): Step {
   };
 }
 
+/**
+ * No answer (a timeout, a lost connection) after the receiver extended the lease while its request
+ * was open: it has the event and said it is working on it, so the attempt awaits its ack under that
+ * lease, callbacks still open, as after a restart that cut the request, rather than being sent again
+ * inside the lease. An answer with a status is the receiver's word and is followed as usual.
+ */
+function heldByExtend(s: Sending, base: Attempts, error: string, ctx: AttemptContext, answered: AttemptEffect[]): Step | undefined {
+  if (s.leaseFloor === null || s.leaseFloor <= ctx.now) return undefined;
+  const until = s.leaseFloor;
+  return {
+    state: { ...base, lastError: error, phase: 'awaiting_ack', leaseUntil: until },
+    effects: [...answered, { kind: 'armLease', attemptId: s.deliveryId, until }, PERSIST],
+  };
+}
+
 function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step {
   const { status } = input;
   const base: Attempts = { attempt: s.attempt, deliveryId: s.deliveryId, lastStatus: status, lastError: s.lastError };
@@ -292,8 +307,11 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
     return deadLetter(next, 'sink_not_allowed', ctx, [...answered, ...settle(next, 'failed')]);
   }
   switch (outcome) {
-    case 'error':
-      return fail(base, input.error ?? 'request failed', ctx, [...answered, { kind: 'observe', outcome: 'retry' }]);
+    case 'error': {
+      const error = input.error ?? 'request failed';
+      answered.push({ kind: 'observe', outcome: 'retry' });
+      return heldByExtend(s, base, error, ctx, answered) ?? fail(base, error, ctx, answered);
+    }
     case 'done':
       answered.push(DELIVERED, { kind: 'settle', attemptId: s.deliveryId, outcome: 'acked' }, COMMIT);
       return { state: { ...base, phase: 'done', lastError: null }, effects: answered };
@@ -337,7 +355,8 @@ function timeout(s: Sending, input: InputOf<'timeout'>, ctx: AttemptContext): St
     { kind: 'health', ok: false, error: input.error ?? 'HTTP null' },
     { kind: 'observe', outcome: 'timeout' },
   ];
-  return fail(base, input.error ?? 'request failed', ctx, answered);
+  const error = input.error ?? 'request failed';
+  return heldByExtend(s, base, error, ctx, answered) ?? fail(base, error, ctx, answered);
 }
 
 /** A callback for the current attempt (ready after a restart, sending, or awaiting its ack). */

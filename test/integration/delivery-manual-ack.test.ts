@@ -149,6 +149,33 @@ describe('202 Accepted', () => {
     expect(requestsFor(sub.id)).toHaveLength(1);
   });
 
+  it.each([
+    ['times out', 'timeout', { status: 204, delayMs: 2000 }],
+    ['loses its connection', 'drop', { status: 204, destroy: true }],
+  ] as [string, string, Reply][])(
+    'an extend while the request is open holds the event for that lease when the request then %s',
+    async (_what, name, then) => {
+      const type = `ack.extend-open-${name}`;
+      const sub = await subscribe(type, { ackMode: 'manual' }, { timeoutMs: 500 });
+      let extendedUntil = 0;
+      receiver.setResponder(async (req) => {
+        if (extendedUntil > 0) return { status: 202 };
+        const extended = await callback(req, 'extend', { ms: 30_000 });
+        extendedUntil = Date.parse(extended.body.leaseUntil);
+        return then;
+      });
+      await publish(type, [`x-${name}`]);
+      const first = await nth(sub.id, 0);
+      await waitFor(() => extendedUntil > 0, { what: 'the extend answered' });
+      await sleep(1500); // past the 500 ms timeout and the 10–50 ms backoff: before, it came again here, 29 s early
+      expect(requestsFor(sub.id)).toHaveLength(1);
+      expect(inFlightOf(await getSub(sub.id))).toBe(1);
+      expect((await callback(first, 'ack')).status).toBe(200); // its callbacks stayed open
+      await waitLagZero(sub.id);
+      expect(requestsFor(sub.id)).toHaveLength(1);
+    },
+  );
+
   it('extend never shortens a lease', async () => {
     const sub = await subscribe('ack.noshorten', {}, { ackDeadlineMs: 1500 });
     receiver.setResponder(replies({ status: 202 }));

@@ -345,6 +345,29 @@ describeWithNats('JetStream delivery engine', () => {
     await expect(b.callback(id3, 'reject')).rejects.toMatchObject({ code: 'not_found' });
   });
 
+  it('an extend while the request is open holds the event for that lease when the connection is then lost', async () => {
+    const r = await receiver(async (req, i) => {
+      if (i > 0) return { status: 202 };
+      await b.callback(header(req, 'herald-delivery-id')!, 'extend', { ms: 30_000 });
+      return { status: 204, destroy: true };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, {
+      filters: onlySource(source),
+      delivery: { ackMode: 'manual', timeoutMs: 500, retry: { maxAttempts: 5, initialDelayMs: 10, maxDelayMs: 50 } },
+    });
+    await a.add(sub, noEvents());
+    await publish(source, ['x1']);
+    await waitFor(() => r.requests.length >= 1, WAIT);
+    await new Promise((res) => setTimeout(res, 3500)); // past the lost connection's retry, and past ack_wait (2.5 s)
+    expect(r.requests).toHaveLength(1); // before: sent again within ~50 ms, inside the 30 s lease it had confirmed
+    const id = header(r.requests[0]!, 'herald-delivery-id')!;
+    expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked' });
+    await new Promise((res) => setTimeout(res, 300));
+    expect(r.requests).toHaveLength(1);
+    await a.remove(sub.id);
+  });
+
   it('lets a callback that arrives before the answer win; the answer is then logged as stale', async () => {
     const r = await receiver(async (req) => {
       await b.callback(header(req, 'herald-delivery-id')!, 'ack');
