@@ -33,17 +33,17 @@ function matcherOf(sql: string | undefined): Matcher | undefined {
  * engine these are the appends made through this node). Reads may be asynchronous: one catch-up runs
  * per partition at a time, and a notification during it runs it once more.
  */
+const STREAM_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' };
+
 export function streamEvents(store: EventLog) {
   return async (req: Request, res: Response): Promise<void> => {
     const { sql } = parseInput(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req.query, 'query');
     const matches = matcherOf(sql);
+    // HEAD (express routes it here): the headers a GET would get, and no tail to hold open.
+    if (req.method === 'HEAD') return void res.writeHead(200, STREAM_HEADERS).end();
     const cursors = (await store.heads()).slice();
     if (res.closed || res.destroyed) return; // the reader left while the heads were read
-    res.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      'x-accel-buffering': 'no',
-    });
+    res.writeHead(200, STREAM_HEADERS);
     res.write(': herald live tail\n\n');
     let closed = false;
     /** Ends the tail: `end` when the client went away, `destroy` to cut off a reader that fell behind (or a failed read). */

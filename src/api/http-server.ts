@@ -1,10 +1,11 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import type express from 'express';
 import type { Logger } from 'pino';
 import { StartupError } from '../errors';
 import type { Authorizer } from './auth';
-import { rawProblemResponse, sendProblem } from './problem';
+import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
 import { keyNames, normalizeRequestTarget } from './routing';
 
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -85,6 +86,11 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // (node's own answer has no body). Anything else (a reset, a request timeout) just closes the connection.
   server.on('clientError', (err: Error & { code?: unknown }, socket) => {
     if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable) socket.end(rawProblemResponse(err));
+    else socket.destroy();
+  });
+  // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
+  server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
+    if (socket.writable) socket.end(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
     else socket.destroy();
   });
   server.keepAliveTimeout = 65_000;

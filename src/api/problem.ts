@@ -103,7 +103,12 @@ export function sendJson(res: ServerResponse, status: number, value: unknown, he
  */
 export function rawProblemResponse(err: { code?: unknown; message: string }): string {
   const what = err.code === 'HPE_HEADER_OVERFLOW' ? 'the request headers are larger than 16 KiB' : 'the request is not valid HTTP/1.1';
-  const problem = build(new AppError('invalid_request', what, { details: [{ message: `${what} (${String(err.code ?? err.message)})` }] }));
+  return rawBadRequest(what, `${what} (${String(err.code ?? err.message)})`);
+}
+
+/** A whole `400 invalid_request` response, for a socket that node hands over without a response object. */
+export function rawBadRequest(what: string, detail: string): string {
+  const problem = build(new AppError('invalid_request', what, { details: [{ message: detail }] }));
   const body = JSON.stringify(problem);
   return (
     `HTTP/1.1 ${problem.status} Bad Request\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\n` +

@@ -93,6 +93,13 @@ describe('GET /events/stream', () => {
     }
   });
 
+  it('answers HEAD with the headers a GET gets, at once and without a tail (before, it never answered)', async () => {
+    const res = await fetch(`${gw.url}/events/stream`, { method: 'HEAD', signal: AbortSignal.timeout(5000) });
+    expect(res.status).toBe(200);
+    expect(res.headers.get('content-type')).toBe('text/event-stream; charset=utf-8');
+    expect(await res.text()).toBe('');
+  });
+
   it('answers 400 problem+json naming sql for an expression that does not parse', async () => {
     const res = await fetch(`${gw.url}/events/stream?${new URLSearchParams({ sql: "type = 'a' AND AND" })}`);
     expect(res.status).toBe(400);

@@ -132,7 +132,7 @@ describe('a read key and the admin routes (issue: case and target tricks reached
   });
 });
 
-describe("requests node's HTTP parser refuses", () => {
+describe("requests that never reach the routes (node's parser refuses them, or CONNECT)", () => {
   it.each([
     [
       'a malformed chunk size',
@@ -142,6 +142,8 @@ describe("requests node's HTTP parser refuses", () => {
       'both Content-Length and Transfer-Encoding',
       'POST /events HTTP/1.1\r\nHost: x\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n',
     ],
+    ['CONNECT in authority form (answered with nothing before)', 'CONNECT 127.0.0.1:80 HTTP/1.1\r\nHost: 127.0.0.1:80\r\n\r\n'],
+    ['CONNECT with a path', 'CONNECT /events HTTP/1.1\r\nHost: x\r\n\r\n'],
     [
       'a header block over 16 KiB',
       `POST /events HTTP/1.1\r\nHost: x\r\n${Array.from({ length: 600 }, (_, i) => `ce-x${i}: ${'v'.repeat(30)}\r\n`).join('')}content-length: 0\r\n\r\n`,
