@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { bindingHeaders, parseHttpMessage, type ContentMode } from '../cloudevents/parse';
 import type { EventLog } from '../wal/event-store';
 import { sendJson, sendProblem } from './problem';
-import { readBody } from './read-body';
+import { decodeBody, readBody } from './read-body';
 
 export interface IngestDeps {
   store: EventLog;
@@ -32,7 +32,9 @@ export function createIngestHandler(deps: IngestDeps) {
   return async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
     try {
-      const body = await readBody(req, deps.maxBodyBytes);
+      const raw = await readBody(req, deps.maxBodyBytes);
+      const encoding = req.headers['content-encoding'];
+      const body = encoding === undefined ? raw : await decodeBody(raw, encoding, deps.maxBodyBytes);
       const { mode, events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body }, { maxJsonDepth: deps.maxJsonDepth });
       const results = await deps.store.append(events);
       let duplicates = 0;

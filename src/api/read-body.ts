@@ -1,4 +1,5 @@
 import type { IncomingMessage } from 'node:http';
+import zlib from 'node:zlib';
 import { AppError } from '../errors';
 
 /**
@@ -27,5 +28,51 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
     });
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
     req.on('error', (err) => reject(new AppError('invalid_request', 'the request body could not be read', { cause: err })));
+  });
+}
+
+/** The content codings `POST /events` decodes (RFC 9110 §8.4.1), and node's decoder of each. */
+const DECODERS: Record<string, (buf: Buffer, options: zlib.ZlibOptions & zlib.BrotliOptions, cb: zlib.CompressCallback) => void> = {
+  gzip: zlib.gunzip,
+  'x-gzip': zlib.gunzip,
+  deflate: zlib.inflate,
+  br: zlib.brotliDecompress,
+};
+export const ACCEPTED_ENCODINGS = 'gzip, deflate, br';
+
+/**
+ * The body with its `Content-Encoding` undone, at most `limit` bytes once decoded (so a small
+ * compressed body cannot expand past what an uncompressed one may be). Decoded off the event loop,
+ * in libuv's thread pool. One coding (or `identity`); anything else is a 415 naming those accepted.
+ */
+export function decodeBody(body: Buffer, contentEncoding: string | undefined, limit: number): Promise<Buffer> {
+  const coding = (contentEncoding ?? '').trim().toLowerCase();
+  if (coding === '' || coding === 'identity') return Promise.resolve(body);
+  const decode = DECODERS[coding];
+  if (!decode)
+    return Promise.reject(
+      new AppError(
+        'unsupported_media_type',
+        `Content-Encoding ${JSON.stringify(coding)} is not supported; use one of ${ACCEPTED_ENCODINGS}`,
+        {
+          details: [{ attribute: 'content-encoding', message: `not one of ${ACCEPTED_ENCODINGS}, identity` }],
+          headers: { 'accept-encoding': ACCEPTED_ENCODINGS },
+        },
+      ),
+    );
+  return new Promise((resolve, reject) => {
+    decode(body, { maxOutputLength: limit }, (err, out) => {
+      if (!err) return resolve(out);
+      if (err instanceof RangeError || (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE')
+        return reject(
+          new AppError('payload_too_large', `the request body is larger than ${limit} bytes once decoded (HERALD_MAX_BODY_BYTES)`),
+        );
+      reject(
+        new AppError('invalid_request', `the request body is not valid ${coding}`, {
+          details: [{ message: `not valid ${coding}: ${err.message}` }],
+          cause: err,
+        }),
+      );
+    });
   });
 }

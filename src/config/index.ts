@@ -117,7 +117,7 @@ export const configSchema = z
     HERALD_FSYNC_INTERVAL_MS: int(1, 60_000, 50).describe('fsync period for HERALD_FSYNC=interval.'),
     HERALD_PARTITIONS: int(1, 4096, 16).describe('Number of partitions. Fixed when the data dir is created.'),
     HERALD_MAX_BODY_BYTES: size(64 * KiB, 256 * MiB, '1MiB').describe(
-      'Largest accepted request body (bytes, or `512KiB`, `1MiB`); larger is a 413. At least 64 KiB.',
+      'Largest accepted request body (bytes, or `512KiB`, `1MiB`), on the wire and once decoded (`Content-Encoding`); larger is a 413. At least 64 KiB.',
     ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
       'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started.',
