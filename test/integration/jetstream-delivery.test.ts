@@ -345,6 +345,28 @@ describeWithNats('JetStream delivery engine', () => {
     await expect(b.callback(id3, 'reject')).rejects.toMatchObject({ code: 'not_found' });
   });
 
+  it('a repeated ack sends the +ACK again: an ack whose node died before its +ACK is not redelivered after a 200', async () => {
+    const r = await receiver(() => ({ status: 202 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await a.add(sub, noEvents());
+    await publish(source, ['r1']);
+    await waitFor(() => r.requests.length >= 1, WAIT);
+    const id = header(r.requests[0]!, 'herald-delivery-id')!;
+    // What a node SIGKILLed in the middle of the ack leaves: the entry settled as acked, no +ACK sent.
+    const kv = await (await store.connection.jetstream()).views.kv(deliveryNames(prefix).ackBucket);
+    const open = await waitFor(async () => {
+      const got = await kv.get(id);
+      return got && got.value.length > 0 ? got : undefined;
+    }, WAIT);
+    await kv.update(id, JSON.stringify({ ...JSON.parse(open.string()), state: 'acked' }), open.revision);
+    // The receiver, cut off from the dead node, repeats its ack through another.
+    expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked', repeated: true });
+    await new Promise((res) => setTimeout(res, 3500)); // past the 2 s ack_wait: before, it came again here
+    expect(r.requests).toHaveLength(1);
+    await a.remove(sub.id);
+  });
+
   it('an extend while the request is open holds the event for that lease when the connection is then lost', async () => {
     const r = await receiver(async (req, i) => {
       if (i > 0) return { status: 202 };

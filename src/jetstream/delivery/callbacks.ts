@@ -89,7 +89,14 @@ export function createCallbacks(deps: CallbackDeps) {
       if (!entry.redrive && (gens[entry.partition] ?? 0) > entry.generation) throw stale(id, 'superseded');
       const now = ctx.clock();
       const from = stateOfEntry(id, entry);
-      if (from === null) return answerSettled(id, action, entry.state as CallbackOutcome);
+      if (from === null) {
+        const answer = answerSettled(id, action, entry.state as CallbackOutcome);
+        // The entry is written before the message's +ACK: a node that died between them, or a +ACK that
+        // failed (the receiver then repeats its ack), left the event to be redelivered. +ACK is
+        // idempotent, so a repeated ack sends it again and its 200 holds.
+        if (entry.state === 'acked') await settleMessage(ctx, { kind: 'ack' }, entry, entry, id);
+        return answer;
+      }
       if (from.phase === 'awaiting_ack' && from.leaseUntil <= now) throw stale(id, 'expired');
       // Its request was cut (a close's grace ran out, a crash) and JetStream may have sent it again.
       if (sendingLeaseOver(entry, now)) throw stale(id, 'expired');
