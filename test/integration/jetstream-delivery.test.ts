@@ -345,6 +345,28 @@ describeWithNats('JetStream delivery engine', () => {
     await expect(b.callback(id3, 'reject')).rejects.toMatchObject({ code: 'not_found' });
   });
 
+  it('a PATCH that shortens ack_wait keeps the leases already promised: nothing is sent again inside them', async () => {
+    const r = await receiver(() => ({ status: 202 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackDeadlineMs: 20_000 } }); // ack_wait 21 s
+    await a.add(sub, noEvents());
+    await b.add(sub, noEvents());
+    await publish(source, ['l1', 'l2'], { key: 'k' }); // ordering partition: l2 waits behind l1's lease
+    await waitFor(() => r.requests.length >= 1, WAIT);
+    const id = header(r.requests[0]!, 'herald-delivery-id')!;
+    // Both nodes take the change, as from the subscriptions bucket's watch: ack_wait becomes 2 s.
+    const shorter = { ...sub, delivery: { ...sub.delivery, ackDeadlineMs: 1000 } };
+    await Promise.all([a.update(shorter), b.update(shorter)]);
+    await new Promise((res) => setTimeout(res, 4500)); // two of the new ack_waits: before, l1 came again at about 2 s
+    expect(r.requests.map((q) => [header(q, 'ce-id'), header(q, 'herald-attempt')])).toEqual([['l1', '1']]);
+    expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked' });
+    // The next attempt gets the new, shorter lease.
+    await waitFor(() => r.requests.length >= 2, WAIT);
+    expect(header(r.requests[1]!, 'ce-id')).toBe('l2');
+    await b.remove(sub.id);
+    await a.remove(sub.id);
+  });
+
   it('a repeated ack sends the +ACK again: an ack whose node died before its +ACK is not redelivered after a 200', async () => {
     const r = await receiver(() => ({ status: 202 }));
     const source = `/s/${randomUUID()}`;

@@ -2,32 +2,55 @@ import { signal } from './ack-map';
 import type { EngineContext } from './context';
 import type { AckEntry } from './outcome';
 
+/** How often leases that have ended are forgotten. */
+const SWEEP_MS = 5000;
+
 /**
- * Keeps a lease longer than the consumer's `ack_wait` alive: `+WPI` restarts JetStream's timer for
- * one `ack_wait`, so an extended lease is renewed every half `ack_wait` until it ends or its attempt
- * is settled (checked in the ack map before each renewal). It runs on the node that took the extend
- * (or the 202): if that node stops, JetStream redelivers the event one `ack_wait` after the last
- * renewal, possibly before the lease promised to the receiver ends (a late ack is then a 409).
+ * Keeps the leases of the attempts this node holds (answered 202, or extended) alive in JetStream:
+ * `+WPI` restarts the message's timer for one `ack_wait`, so a lease longer than that is renewed
+ * every half `ack_wait` until it ends or its attempt is settled (checked in the ack map before each
+ * renewal). It runs on the node that took the extend (or the 202): if that node stops, JetStream
+ * redelivers the event one `ack_wait` after the last renewal, possibly before the lease promised to
+ * the receiver ends (a late ack is then a 409).
+ *
+ * A PATCH that lowers a subscription's `ack_wait` (a shorter `ackDeadlineMs` or `timeoutMs`) applies
+ * to messages already out: every lease held here is renewed at once and then on the new schedule,
+ * so the leases already promised still hold. Every hold is remembered until its lease ends for that.
  */
 export function createLeaseKeeper(ctx: EngineContext) {
-  const timers = new Map<string, NodeJS.Timeout>();
+  const holds = new Map<string, { entry: AckEntry; timer?: NodeJS.Timeout }>();
+  /** A subscription's `ack_wait` since a PATCH changed it, for holds taken under the one before. */
+  const current = new Map<string, number>();
   let stopped = false;
 
+  const ackWaitOf = (entry: AckEntry) => Math.min(entry.ackWaitMs, current.get(entry.subscriptionId) ?? Infinity);
+
   function keep(deliveryId: string, entry: AckEntry): void {
+    if (stopped) return;
     const until = entry.leaseUntil ?? 0;
-    // One renewal (already sent) covers the lease: nothing to keep.
-    if (stopped || until <= ctx.clock() + entry.ackWaitMs / 2) return;
-    clearTimeout(timers.get(deliveryId));
-    const timer = setTimeout(() => void renew(deliveryId), Math.max(10, entry.ackWaitMs / 2));
+    const held = holds.get(deliveryId);
+    clearTimeout(held?.timer);
+    if (until <= ctx.clock()) {
+      holds.delete(deliveryId);
+      return;
+    }
+    const half = ackWaitOf(entry) / 2;
+    // One renewal (already sent) covers the lease: remembered only in case the ack_wait is lowered.
+    if (until <= ctx.clock() + half) return void holds.set(deliveryId, { entry });
+    const timer = setTimeout(() => void renew(deliveryId), Math.max(10, half));
     timer.unref();
-    timers.set(deliveryId, timer);
+    holds.set(deliveryId, { entry, timer });
   }
 
   async function renew(deliveryId: string): Promise<void> {
-    timers.delete(deliveryId);
+    const held = holds.get(deliveryId);
+    clearTimeout(held?.timer);
     try {
       const got = await ctx.ackMap.get(deliveryId);
-      if (stopped || !got || got.entry.state !== 'awaiting_ack' || (got.entry.leaseUntil ?? 0) <= ctx.clock()) return;
+      if (stopped || !got || got.entry.state !== 'awaiting_ack' || (got.entry.leaseUntil ?? 0) <= ctx.clock()) {
+        holds.delete(deliveryId);
+        return;
+      }
       await signal(ctx.nc, got.entry.reply, { kind: 'progress' });
       keep(deliveryId, got.entry);
     } catch (err) {
@@ -35,12 +58,38 @@ export function createLeaseKeeper(ctx: EngineContext) {
     }
   }
 
+  const sweep = setInterval(() => {
+    const now = ctx.clock();
+    for (const [id, held] of holds) if (!held.timer && (held.entry.leaseUntil ?? 0) <= now) holds.delete(id);
+  }, SWEEP_MS);
+  sweep.unref();
+
   return {
     keep,
+    /**
+     * The subscription's consumer is about to get another `ack_wait`. When shorter, the leases held
+     * here are renewed now and then every half of it, so none ends in JetStream before the receiver's.
+     */
+    ackWaitChanged(subscriptionId: string, ackWaitMs: number, before: number): void {
+      if (stopped) return;
+      current.set(subscriptionId, ackWaitMs);
+      if (ackWaitMs >= before) return;
+      for (const [id, held] of holds) if (held.entry.subscriptionId === subscriptionId) void renew(id);
+    },
+    /** The subscription is gone from this node: its holds are forgotten. */
+    forget(subscriptionId: string): void {
+      current.delete(subscriptionId);
+      for (const [id, held] of holds)
+        if (held.entry.subscriptionId === subscriptionId) {
+          clearTimeout(held.timer);
+          holds.delete(id);
+        }
+    },
     stop(): void {
       stopped = true;
-      for (const timer of timers.values()) clearTimeout(timer);
-      timers.clear();
+      clearInterval(sweep);
+      for (const held of holds.values()) clearTimeout(held.timer);
+      holds.clear();
     },
   };
 }

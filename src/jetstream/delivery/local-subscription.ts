@@ -120,12 +120,16 @@ export function createLocalSubscription(
       if (JSON.stringify(next.filters) !== JSON.stringify(record.filters)) matcher = compileFilters(next.filters, { onError: report });
       const before = record.delivery;
       record = next;
-      if (JSON.stringify(before) !== JSON.stringify(next.delivery)) await consumers.ensureAll(next, generations);
+      if (JSON.stringify(before) === JSON.stringify(next.delivery)) return;
+      // Before the consumers change: a shorter ack_wait applies to messages already out, leases promised included.
+      if (ackWaitMs(next.delivery) !== ackWaitMs(before)) deps.leases.ackWaitChanged(id, ackWaitMs(next.delivery), ackWaitMs(before));
+      await consumers.ensureAll(next, generations);
     },
     /** Stops pulling; open attempts get `graceMs`, then are aborted (deleted: at once, and nothing more is settled). */
     async stop(opts: { graceMs: number; removed?: boolean }): Promise<void> {
       if (opts.removed) removed = true;
       await Promise.all([...pullers.values()].map((p) => p.stop(opts.graceMs)));
+      if (opts.removed) deps.leases.forget(id);
     },
   };
 }
