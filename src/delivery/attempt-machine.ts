@@ -41,7 +41,13 @@ export interface Sending extends Attempts {
   deliveryId: string;
   /** Lease asked for by `extend` before the answer: the lease will not end before it, nor a retry start inside it. */
   leaseFloor: number | null;
+  /**
+   * The ack terms in force when the request was sent: its answer means what they said then (a PATCH
+   * meanwhile takes effect for the next attempt, not for the answer to this one).
+   */
+  sentUnder: SentUnder;
 }
+export type SentUnder = Pick<AttemptPolicy, 'ackMode' | 'ackDeadlineMs'>;
 /** Answered 202 (or 2xx under ackMode manual): waits for a callback until `leaseUntil`. */
 export interface AwaitingAck extends Attempts {
   phase: 'awaiting_ack';
@@ -267,13 +273,14 @@ const COMMIT: AttemptEffect = { kind: 'commitOffset' };
 const HEALTHY: AttemptEffect = { kind: 'health', ok: true };
 const DELIVERED: AttemptEffect = { kind: 'observe', outcome: 'delivered' };
 
-function start(s: Ready | Scheduled, input: InputOf<'start'>): Step {
+function start(s: Ready | Scheduled, input: InputOf<'start'>, ctx: AttemptContext): Step {
   const attempt = s.attempt + 1;
   const id = input.newAttemptId;
   const effects = settle(s, 'superseded');
   effects.push({ kind: 'openCallback', attemptId: id }, PERSIST, { kind: 'send', attemptId: id, attempt });
+  const sentUnder = { ackMode: ctx.policy.ackMode, ackDeadlineMs: ctx.policy.ackDeadlineMs };
   return {
-    state: { phase: 'sending', attempt, deliveryId: id, lastStatus: s.lastStatus, lastError: s.lastError, leaseFloor: null },
+    state: { phase: 'sending', attempt, deliveryId: id, lastStatus: s.lastStatus, lastError: s.lastError, leaseFloor: null, sentUnder },
     effects,
   };
 }
@@ -296,7 +303,7 @@ function heldByExtend(s: Sending, base: Attempts, error: string, ctx: AttemptCon
 function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step {
   const { status } = input;
   const base: Attempts = { attempt: s.attempt, deliveryId: s.deliveryId, lastStatus: status, lastError: s.lastError };
-  const outcome = status === null ? 'error' : classifyStatus(status, ctx.policy.ackMode);
+  const outcome = status === null ? 'error' : classifyStatus(status, s.sentUnder.ackMode);
   const failure = input.error ?? `HTTP ${status}`;
   const answered: AttemptEffect[] = [{ kind: 'answered', outcome }];
   if (status !== null && status >= 200 && status < 300) answered.push(HEALTHY);
@@ -316,7 +323,7 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
       answered.push(DELIVERED, { kind: 'settle', attemptId: s.deliveryId, outcome: 'acked' }, COMMIT);
       return { state: { ...base, phase: 'done', lastError: null }, effects: answered };
     case 'await_ack': {
-      const leaseUntil = Math.max(ctx.now + ctx.policy.ackDeadlineMs, s.leaseFloor ?? 0);
+      const leaseUntil = Math.max(ctx.now + s.sentUnder.ackDeadlineMs, s.leaseFloor ?? 0);
       return {
         state: { ...base, phase: 'awaiting_ack', leaseUntil },
         effects: [...answered, { kind: 'armLease', attemptId: s.deliveryId, until: leaseUntil }, { kind: 'persist' }],

@@ -236,6 +236,32 @@ describe('202 Accepted', () => {
 });
 
 describe('ackMode manual', () => {
+  it('a PATCH to ackMode auto while a request is open leaves its 200 meaning what it meant when sent: the ack is awaited', async () => {
+    const sub = await subscribe('ack.patch-mode', {}, { ackMode: 'manual', ackDeadlineMs: 30_000 });
+    let patched = false;
+    receiver.setResponder(async () => {
+      if (!patched) {
+        const res = await request(gw.url)
+          .patch(`/subscriptions/${sub.id}`)
+          .send({ delivery: { ackMode: 'auto' } });
+        expect(res.status).toBe(200);
+        patched = true;
+      }
+      return { status: 200 };
+    });
+    await publish('ack.patch-mode', ['pm1']);
+    const first = await nth(sub.id, 0);
+    await waitFor(() => patched, { what: 'the PATCH answered' });
+    // The receiver said "received, I will call back" under manual: its nack is still taken (409 acked before).
+    const nacked = await callback(first, 'nack');
+    expect(nacked.status).toBe(200);
+    expect(nacked.body.status).toBe('nacked');
+    // The next attempt is sent under auto: its 200 delivers.
+    await nth(sub.id, 1);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id)).toHaveLength(2);
+  });
+
   it('waits for a callback after a 200 too: without one the lease runs out and the event comes again', async () => {
     const sub = await subscribe('ack.manual', { ackMode: 'manual' });
     receiver.setResponder(replies({ status: 200 }));

@@ -75,7 +75,10 @@ export function sendingLeaseOver(entry: AckEntry, now: number): boolean {
 /** The attempt machine's state for an open entry (a callback's starting point). */
 export function stateOfEntry(deliveryId: string, entry: AckEntry): AttemptState | null {
   const base = { attempt: entry.attempt, deliveryId, lastStatus: entry.lastStatus, lastError: entry.lastError };
-  if (entry.state === 'sending') return { ...base, phase: 'sending', leaseFloor: entry.leaseFloor };
+  if (entry.state === 'sending') {
+    const sentUnder = { ackMode: entry.policy.ackMode, ackDeadlineMs: entry.policy.ackDeadlineMs };
+    return { ...base, phase: 'sending', leaseFloor: entry.leaseFloor, sentUnder };
+  }
   if (entry.state === 'awaiting_ack') return { ...base, phase: 'awaiting_ack', leaseUntil: entry.leaseUntil ?? 0 };
   return null;
 }

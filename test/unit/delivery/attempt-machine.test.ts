@@ -42,11 +42,14 @@ function deepFreeze<T>(value: T): T {
 const ready = deepFreeze<AttemptState>(initialState());
 /** Restored from a row `in_flight` at a crash: attempt 1's callback id is still open. */
 const restored = deepFreeze<AttemptState>({ phase: 'ready', attempt: 1, deliveryId: 'dlv_1', lastStatus: null, lastError: null });
+/** The ack terms of `policy`, as an attempt sent under it carries them. */
+const SENT_UNDER = { ackMode: 'auto', ackDeadlineMs: 30_000 } as const;
 const sending = deepFreeze<AttemptState>({
   phase: 'sending',
   attempt: 1,
   deliveryId: 'dlv_1',
   leaseFloor: null,
+  sentUnder: SENT_UNDER,
   lastStatus: null,
   lastError: null,
 });
@@ -129,10 +132,10 @@ const answer = (status: number | null, more: Partial<Extract<AttemptInput, { kin
 const LEGAL: Row[] = [
   // ready: new, or restored in flight
   { name: 'a new event starts attempt 1', from: ready, input: { kind: 'start', newAttemptId: 'dlv_2' },
-    to: { phase: 'sending', attempt: 1, deliveryId: 'dlv_2', leaseFloor: null, lastStatus: null, lastError: null },
+    to: { phase: 'sending', attempt: 1, deliveryId: 'dlv_2', leaseFloor: null, sentUnder: SENT_UNDER, lastStatus: null, lastError: null },
     effects: [{ kind: 'openCallback', attemptId: 'dlv_2' }, { kind: 'persist' }, { kind: 'send', attemptId: 'dlv_2', attempt: 1 }] },
   { name: 'a restored event starts attempt 2, superseding attempt 1', from: restored, input: { kind: 'start', newAttemptId: 'dlv_2' },
-    to: { phase: 'sending', attempt: 2, deliveryId: 'dlv_2', leaseFloor: null, lastStatus: null, lastError: null },
+    to: { phase: 'sending', attempt: 2, deliveryId: 'dlv_2', leaseFloor: null, sentUnder: SENT_UNDER, lastStatus: null, lastError: null },
     effects: [settle('superseded'), { kind: 'openCallback', attemptId: 'dlv_2' }, { kind: 'persist' }, { kind: 'send', attemptId: 'dlv_2', attempt: 2 }] },
   { name: 'resume makes it due', from: restored, input: { kind: 'resume' }, to: restored, effects: [{ kind: 'due' }] },
   { name: 'ack of the restored attempt', from: restored, input: { kind: 'ack', attemptId: 'dlv_1' },
@@ -163,8 +166,15 @@ const LEGAL: Row[] = [
   { name: '202 awaits the ack under a lease', from: sending, input: answer(202),
     to: { phase: 'awaiting_ack', leaseUntil: NOW + 30_000, ...was({ lastStatus: 202 }) },
     effects: [...answered('await_ack', 'ok'), { kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }, { kind: 'persist' }] },
-  { name: '200 under ackMode manual awaits the ack', from: sending, input: answer(200), ctx: { policy: { ...policy, ackMode: 'manual' } },
+  { name: '200 of an attempt sent under ackMode manual awaits the ack, though a PATCH made it auto meanwhile', from: deepFreeze({ ...sending, sentUnder: { ...SENT_UNDER, ackMode: 'manual' } }),
+    input: answer(200), ctx: { policy: { ...policy, ackMode: 'auto' } },
     to: { phase: 'awaiting_ack', leaseUntil: NOW + 30_000, ...was({ lastStatus: 200 }) },
+    effects: [...answered('await_ack', 'ok'), { kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }, { kind: 'persist' }] },
+  { name: '200 of an attempt sent under ackMode auto delivers, though a PATCH made it manual meanwhile', from: sending, input: answer(200), ctx: { policy: { ...policy, ackMode: 'manual' } },
+    to: { phase: 'done', ...was({ lastStatus: 200 }) },
+    effects: [...answered('done', 'ok'), observe('delivered'), settle('acked'), { kind: 'commitOffset' }] },
+  { name: '202 gets the lease in force at the send, though a PATCH shortened ackDeadlineMs meanwhile', from: sending, input: answer(202), ctx: { policy: { ...policy, ackDeadlineMs: 100 } },
+    to: { phase: 'awaiting_ack', leaseUntil: NOW + 30_000, ...was({ lastStatus: 202 }) },
     effects: [...answered('await_ack', 'ok'), { kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }, { kind: 'persist' }] },
   { name: '202 after an early extend keeps the longer lease', from: deepFreeze({ ...sending, leaseFloor: NOW + 90_000 }), input: answer(202),
     to: { phase: 'awaiting_ack', leaseUntil: NOW + 90_000, ...was({ lastStatus: 202 }) },
@@ -260,7 +270,7 @@ const LEGAL: Row[] = [
 
   // scheduled: attempt 1 failed, attempt 2 due at NOW + 500
   { name: 'the retry starts attempt 2', from: scheduled, input: { kind: 'start', newAttemptId: 'dlv_2' },
-    to: { phase: 'sending', attempt: 2, deliveryId: 'dlv_2', leaseFloor: null, lastStatus: 500, lastError: 'HTTP 500' },
+    to: { phase: 'sending', attempt: 2, deliveryId: 'dlv_2', leaseFloor: null, sentUnder: SENT_UNDER, lastStatus: 500, lastError: 'HTTP 500' },
     effects: [settle('superseded'), { kind: 'openCallback', attemptId: 'dlv_2' }, { kind: 'persist' }, { kind: 'send', attemptId: 'dlv_2', attempt: 2 }] },
   { name: 'resume arms the retry again', from: scheduled, input: { kind: 'resume' }, to: scheduled, effects: [{ kind: 'scheduleAt', at: NOW + 500 }] },
   { name: 'restore arms the retry', from: scheduled, input: { kind: 'restore' }, to: scheduled, effects: [{ kind: 'scheduleAt', at: NOW + 500 }] },
@@ -414,6 +424,7 @@ describe('attempt machine: the named cases', () => {
       attempt: 2,
       deliveryId: 'dlv_2',
       leaseFloor: null,
+      sentUnder: SENT_UNDER,
       lastStatus: null,
       lastError: 'negatively acknowledged by the receiver',
     });

@@ -104,13 +104,14 @@ describe('delivery names', () => {
 describe('an attempt machine step → what is done to the JetStream message', () => {
   const policy: AttemptPolicy = { retry: { ...delivery.retry, maxAttempts: 3, jitter: 0 }, ackDeadlineMs: 1000, ackMode: 'auto' };
   const ctx = { now: 1000, policy, random: () => 0.5 };
-  const sending = (attempt = 1): AttemptState => ({
+  const sending = (attempt = 1, ackMode = policy.ackMode): AttemptState => ({
     phase: 'sending',
     attempt,
     deliveryId: 'dlv_x',
     lastStatus: null,
     lastError: null,
     leaseFloor: null,
+    sentUnder: { ackMode, ackDeadlineMs: policy.ackDeadlineMs },
   });
   const answer = (status: number | null, extra: Record<string, unknown> = {}) =>
     jsActionOf(transition(sending(), { kind: 'answer', attemptId: 'dlv_x', status, ...extra }, ctx), ctx.now);
@@ -138,7 +139,7 @@ describe('an attempt machine step → what is done to the JetStream message', ()
 
   it('holds any 2xx under manual ack mode', () => {
     const manual = { ...ctx, policy: { ...policy, ackMode: 'manual' as const } };
-    expect(jsActionOf(transition(sending(), { kind: 'answer', attemptId: 'dlv_x', status: 200 }, manual), 1000)).toEqual({
+    expect(jsActionOf(transition(sending(1, 'manual'), { kind: 'answer', attemptId: 'dlv_x', status: 200 }, manual), 1000)).toEqual({
       kind: 'hold',
       leaseUntil: 2000,
     });
