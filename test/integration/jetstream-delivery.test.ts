@@ -367,6 +367,25 @@ describeWithNats('JetStream delivery engine', () => {
     await a.remove(sub.id);
   });
 
+  it('a PATCH that shortens ack_wait while a request is open renews its message: not sent again beside it', async () => {
+    const r = await receiver(async (_req, i) => {
+      if (i === 0) await new Promise((res) => setTimeout(res, 5000)); // open past the new ack_wait
+      return { status: 204 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { timeoutMs: 15_000 } }); // ack_wait 16 s
+    await a.add(sub, noEvents());
+    await b.add(sub, noEvents());
+    await publish(source, ['o1']);
+    await waitFor(() => r.requests.length >= 1, WAIT);
+    const shorter = { ...sub, delivery: { ...sub.delivery, timeoutMs: 1000 } }; // ack_wait 2 s
+    await Promise.all([a.update(shorter), b.update(shorter)]);
+    await new Promise((res) => setTimeout(res, 6000)); // the request answered at 5 s; before, attempt 2 came at about 2 s
+    expect(r.requests.map((q) => header(q, 'herald-attempt'))).toEqual(['1']);
+    await b.remove(sub.id);
+    await a.remove(sub.id);
+  });
+
   it('a repeated ack sends the +ACK again: an ack whose node died before its +ACK is not redelivered after a 200', async () => {
     const r = await receiver(() => ({ status: 202 }));
     const source = `/s/${randomUUID()}`;

@@ -181,6 +181,35 @@ describeWithNats('the JetStream puller', () => {
     expect(seen.map((x) => x.deliveryCount)).toEqual([1]); // was: [2], the give-back counted
   }, 30_000);
 
+  it('renews what a pause holds at once when the lease is shortened (a PATCH), so it is still sent once, as delivery 1', async () => {
+    let active = true;
+    let leaseMs = 30_000;
+    const seen: Seen[] = [];
+    const target = await messages(0, 1, 30_000); // renewed every 10 s while held
+    const t0 = Date.now();
+    const puller = start(target, acking(seen, t0), () => active, { leaseMs: () => leaseMs });
+    const jsm = await nc.jetstreamManager();
+    await pullOpen(target);
+    active = false;
+    await nc.jetstream().publish(`${target.stream}.x`, 'held through a shorter lease');
+    await waitUntil(
+      'the message held',
+      async () => (await jsm.consumers.info(target.stream, target.consumer)).num_ack_pending === 1,
+      5000,
+      20,
+    );
+    // What the subscription does on a PATCH that shortens ack_wait: the puller first, then the consumer.
+    leaseMs = 2000;
+    puller.renewHeld();
+    const info = await jsm.consumers.info(target.stream, target.consumer);
+    await jsm.consumers.update(target.stream, target.consumer, { ...info.config, ack_wait: 2000 * 1e6 });
+    await new Promise((r) => setTimeout(r, 4500)); // two of the new ack_waits
+    active = true;
+    await waitUntil('the delivery after the resume', () => seen.length >= 1, 5000, 20);
+    await new Promise((r) => setTimeout(r, 700));
+    expect(seen.map((x) => x.deliveryCount)).toEqual([1]); // was: [1, 2], JetStream's copy expired meanwhile
+  }, 30_000);
+
   it('gives back, for another node to send, a message that arrives as its node begins to shut down', async () => {
     // Held like a pause's (its lease renewed), it would wait for as long as the close takes (the node's
     // HTTP server may wait 10 s). Given back, another node has it within the 2 s lease at the latest

@@ -21,6 +21,8 @@ export function createLeaseKeeper(ctx: EngineContext) {
   const holds = new Map<string, { entry: AckEntry; timer?: NodeJS.Timeout }>();
   /** A subscription's `ack_wait` since a PATCH changed it, for holds taken under the one before. */
   const current = new Map<string, number>();
+  /** Requests open on this node: how to renew each one's message, and its renewal timer once one is needed. */
+  const open = new Set<{ subscriptionId: string; renew: () => void; timer?: NodeJS.Timeout }>();
   let stopped = false;
 
   const ackWaitOf = (entry: AckEntry) => Math.min(entry.ackWaitMs, current.get(entry.subscriptionId) ?? Infinity);
@@ -64,8 +66,25 @@ export function createLeaseKeeper(ctx: EngineContext) {
   }, SWEEP_MS);
   sweep.unref();
 
+  /** Renews an open request's message now and every half of the subscription's `ack_wait` until it is answered. */
+  function renewOpen(send: { subscriptionId: string; renew: () => void; timer?: NodeJS.Timeout }): void {
+    clearTimeout(send.timer);
+    send.renew();
+    send.timer = setTimeout(() => renewOpen(send), Math.max(10, (current.get(send.subscriptionId) ?? 0) / 2));
+    send.timer.unref();
+  }
+
   return {
     keep,
+    /** A request of the subscription is open (`renew` sends its message's `+WPI`); the function returned ends it. */
+    sending(subscriptionId: string, renew: () => void): () => void {
+      const send: { subscriptionId: string; renew: () => void; timer?: NodeJS.Timeout } = { subscriptionId, renew };
+      open.add(send);
+      return () => {
+        clearTimeout(send.timer);
+        open.delete(send);
+      };
+    },
     /**
      * The subscription's consumer is about to get another `ack_wait`. When shorter, the leases held
      * here are renewed now and then every half of it, so none ends in JetStream before the receiver's.
@@ -75,6 +94,8 @@ export function createLeaseKeeper(ctx: EngineContext) {
       current.set(subscriptionId, ackWaitMs);
       if (ackWaitMs >= before) return;
       for (const [id, held] of holds) if (held.entry.subscriptionId === subscriptionId) void renew(id);
+      // A request sent under the longer ack_wait may outlast the new one.
+      for (const send of open) if (send.subscriptionId === subscriptionId) renewOpen(send);
     },
     /** The subscription is gone from this node: its holds are forgotten. */
     forget(subscriptionId: string): void {
@@ -90,6 +111,8 @@ export function createLeaseKeeper(ctx: EngineContext) {
       clearInterval(sweep);
       for (const held of holds.values()) clearTimeout(held.timer);
       holds.clear();
+      for (const send of open) clearTimeout(send.timer);
+      open.clear();
     },
   };
 }

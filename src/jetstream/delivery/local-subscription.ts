@@ -76,7 +76,7 @@ export function createLocalSubscription(
       active: () => !view.closing() && record.state === 'active',
       leaseMs: () => ackWaitMs(record.delivery),
       closing: () => view.closing(),
-      handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, deps.leases.keep),
+      handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, deps.leases),
       onPullError: (err) => repair(channel, err),
       log,
     });
@@ -122,7 +122,10 @@ export function createLocalSubscription(
       record = next;
       if (JSON.stringify(before) === JSON.stringify(next.delivery)) return;
       // Before the consumers change: a shorter ack_wait applies to messages already out, leases promised included.
-      if (ackWaitMs(next.delivery) !== ackWaitMs(before)) deps.leases.ackWaitChanged(id, ackWaitMs(next.delivery), ackWaitMs(before));
+      if (ackWaitMs(next.delivery) !== ackWaitMs(before)) {
+        deps.leases.ackWaitChanged(id, ackWaitMs(next.delivery), ackWaitMs(before));
+        if (ackWaitMs(next.delivery) < ackWaitMs(before)) for (const puller of pullers.values()) puller.renewHeld();
+      }
       await consumers.ensureAll(next, generations);
     },
     /** Stops pulling; open attempts get `graceMs`, then are aborted (deleted: at once, and nothing more is settled). */

@@ -11,6 +11,7 @@ import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
+import type { LeaseKeeper } from './lease-keeper';
 import { previousMatched } from './positions';
 import { settleMessage } from './settle';
 
@@ -84,7 +85,7 @@ export async function handleMessage(
   msg: JsMsg,
   source: Source,
   group: AbortGroup,
-  keepLease: (deliveryId: string, entry: AckEntry) => void,
+  leases: Pick<LeaseKeeper, 'keep' | 'sending'>,
 ): Promise<void> {
   const { target, event } = await locate(ctx, sub, msg, source);
   const record = sub.record();
@@ -128,6 +129,8 @@ export async function handleMessage(
   let result: SendResult;
   let decided: Decided;
   const startedAt = ctx.clock();
+  // While the request is open: a PATCH that shortens ack_wait renews the message, so it stays this attempt's.
+  const sent = leases.sending(sub.id, () => msg.working());
   try {
     result = await send(ctx, record, target, event, { deliveryId, attempt, previousOffset }, group);
     // Deleted meanwhile, or aborted (a close's grace ran out, a seek moved delivery): settle nothing;
@@ -139,9 +142,12 @@ export async function handleMessage(
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
     decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
   } finally {
+    sent();
     answered?.();
   }
-  await ctx.attemptLog
+  // Logged before the settlement (lag 0 means logged), except a hold's: its +WPI must reach JetStream
+  // within ack_wait's 1 s margin past timeoutMs, so the two writes go together.
+  const logged = ctx.attemptLog
     .add({
       subscriptionId: sub.id,
       deliveryId,
@@ -156,6 +162,7 @@ export async function handleMessage(
     })
     .catch((err: unknown) => ctx.log.warn({ err, subscription: sub.id }, 'could not record a delivery attempt'));
   const { action } = decided;
+  if (action.kind !== 'hold') await logged;
   if (action.kind === 'gone') sub.gone();
   const lastResult = { attempt, lastStatus: decided.state.lastStatus, lastError: decided.state.lastError };
   try {
@@ -165,8 +172,10 @@ export async function handleMessage(
     // no one to answer it and nothing is redelivered. Not an error worth a line at `error`.
     if (await deletedMeanwhile(sub)) return;
     throw err;
+  } finally {
+    await logged;
   }
-  if (action.kind === 'hold' && decided.entry) keepLease(deliveryId, decided.entry);
+  if (action.kind === 'hold' && decided.entry) leases.keep(deliveryId, decided.entry);
 }
 
 /** Whether the subscription was deleted (here or through another node); when that cannot be read, not. */

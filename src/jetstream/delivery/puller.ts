@@ -117,13 +117,18 @@ export function createPuller(deps: PullerDeps) {
    * PULL_EXPIRES_MS) to replay out of order.
    */
   function hold(msg: JsMsg): void {
-    // Each renewal reads the lease again: a PATCH during the pause may shorten it.
-    const renewSoon = () => held.set(msg, setTimeout(renew, Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3))).unref());
-    const renew = () => {
-      if (!held.has(msg)) return;
-      msg.working();
-      renewSoon();
-    };
+    // Each renewal reads the lease again: a PATCH during the pause may shorten it (see `renewHeld` too).
+    const renewSoon = () =>
+      held.set(msg, setTimeout(() => renewHeldOne(msg), Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3))).unref());
+    renewers.set(msg, renewSoon);
+    renewSoon();
+  }
+  const renewers = new Map<JsMsg, () => void>();
+  function renewHeldOne(msg: JsMsg): void {
+    const renewSoon = renewers.get(msg);
+    if (!held.has(msg) || !renewSoon) return;
+    clearTimeout(held.get(msg));
+    msg.working();
     renewSoon();
   }
 
@@ -135,6 +140,7 @@ export function createPuller(deps: PullerDeps) {
       else msg.nak(IDLE_MS);
     }
     held.clear();
+    renewers.clear();
   }
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
@@ -211,6 +217,10 @@ export function createPuller(deps: PullerDeps) {
   return {
     get state(): PullerState {
       return state;
+    },
+    /** The lease is about to be shortened (a PATCH): what a pause holds is renewed now, then on the new schedule. */
+    renewHeld(): void {
+      for (const msg of [...held.keys()]) renewHeldOne(msg);
     },
     /**
      * Stops pulling; open attempts get until `graceMs` to end, then their requests are aborted
