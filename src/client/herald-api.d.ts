@@ -249,8 +249,9 @@ export interface paths {
          * @description Fields that are sent replace the current ones, except `delivery` (and its `retry`), which is
          *     merged field by field over the current options and then checked as a whole. `delivery.headers`,
          *     when sent, replaces the whole set, except that a value of `"***"` keeps the stored value of
-         *     that name; without it the stored headers are kept. Takes effect for the next delivery attempt;
-         *     a paused subscription stays paused.
+         *     that name; without it the stored headers are kept. Takes effect for the next delivery attempt:
+         *     the answer to a request already open means what `ackMode` and `ackDeadlineMs` said when it was
+         *     sent (a 200 sent under `manual` still awaits its callback). A paused subscription stays paused.
          */
         patch: operations["updateSubscription"];
         trace?: never;
@@ -608,9 +609,12 @@ export interface paths {
         /**
          * Extend the acknowledgement lease
          * @description Sets the lease to end `ms` from now, or leaves it if it already ends later. May be called before the
-         *     receiver's 202 reaches Herald. For an attempt whose request a restart cut (not sent again yet), it
-         *     holds the event under that lease, awaiting the ack, instead of sending it again. Not idempotent in
-         *     the settled sense: after any outcome it is a 409.
+         *     receiver's 202 reaches Herald: if that request then times out or loses its connection, the event
+         *     awaits the ack under the lease instead of being sent again inside it (an answer with a status is
+         *     followed as usual). On the JetStream engine under `ackMode: auto` an attempt is recorded only when
+         *     its 202 is read, so such an early `extend` waits for the answer, and is a 404 when there is none. For an attempt whose request a restart cut (not sent again yet), it holds the
+         *     event under that lease, awaiting the ack, instead of sending it again. Not idempotent in the
+         *     settled sense: after any outcome it is a 409.
          */
         post: operations["extendDelivery"];
         delete?: never;
@@ -1825,6 +1829,14 @@ export interface components {
         /** @description Absolute URI. */
         CeDataschema: string;
         /**
+         * @description `gzip` (or `x-gzip`), `deflate` or `br`: the body is decoded before the event is read, so in
+         *     binary mode the data is the decoded bytes. One coding; `identity` or none is the body as sent.
+         *     A body that is not valid in its coding is a 400 `invalid_request`; one that decodes past
+         *     `HERALD_MAX_BODY_BYTES` is a 413. Decoded in the thread pool, off the event loop.
+         * @example gzip
+         */
+        ContentEncoding: "gzip" | "x-gzip" | "deflate" | "br" | "identity";
+        /**
          * @description Partitioning extension: events with the same key go to the same partition, and so are delivered
          *     in order. Without it the partition is chosen by `source` + `id`. Any other `ce-<name>` header
          *     is an extension attribute too.
@@ -1966,13 +1978,21 @@ export interface operations {
                  * @example order-1234
                  */
                 "ce-partitionkey"?: components["parameters"]["CePartitionkey"];
+                /**
+                 * @description `gzip` (or `x-gzip`), `deflate` or `br`: the body is decoded before the event is read, so in
+                 *     binary mode the data is the decoded bytes. One coding; `identity` or none is the body as sent.
+                 *     A body that is not valid in its coding is a 400 `invalid_request`; one that decodes past
+                 *     `HERALD_MAX_BODY_BYTES` is a 413. Decoded in the thread pool, off the event loop.
+                 * @example gzip
+                 */
+                "content-encoding"?: components["parameters"]["ContentEncoding"];
             };
             path?: never;
             cookie?: never;
         };
         /**
-         * @description At most `HERALD_MAX_BODY_BYTES` (1 MiB by default). JSON bodies (structured and batch) must be
-         *     UTF-8.
+         * @description At most `HERALD_MAX_BODY_BYTES` (1 MiB by default), on the wire and once decoded. JSON bodies
+         *     (structured and batch) must be UTF-8.
          */
         requestBody?: {
             content: {
@@ -2070,7 +2090,11 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             413: components["responses"]["PayloadTooLarge"];
-            /** @description A structured format other than `application/cloudevents+json` (for example `application/cloudevents+xml`). */
+            /**
+             * @description A structured format other than `application/cloudevents+json` (for example
+             *     `application/cloudevents+xml`), or a `Content-Encoding` other than one of `gzip`, `deflate`,
+             *     `br` (the answer's `Accept-Encoding` lists them).
+             */
             415: {
                 headers: {
                     [name: string]: unknown;
