@@ -117,19 +117,16 @@ export function createPuller(deps: PullerDeps) {
    * PULL_EXPIRES_MS) to replay out of order.
    */
   function hold(msg: JsMsg): void {
-    // Each renewal reads the lease again: a PATCH during the pause may shorten it (see `renewHeld` too).
-    const renewSoon = () =>
-      held.set(msg, setTimeout(() => renewHeldOne(msg), Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3))).unref());
-    renewers.set(msg, renewSoon);
-    renewSoon();
+    renewLater(msg);
   }
-  const renewers = new Map<JsMsg, () => void>();
-  function renewHeldOne(msg: JsMsg): void {
-    const renewSoon = renewers.get(msg);
-    if (!held.has(msg) || !renewSoon) return;
+  /** Each renewal reads the lease again: a PATCH during the pause may shorten it (see `renewHeld` too). */
+  const renewLater = (msg: JsMsg) =>
+    held.set(msg, setTimeout(() => renewHeldNow(msg), Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3))).unref());
+  function renewHeldNow(msg: JsMsg): void {
+    if (!held.has(msg)) return;
     clearTimeout(held.get(msg));
     msg.working();
-    renewSoon();
+    renewLater(msg);
   }
 
   /** Sends what a pause held (the resume), or gives it back (a stop: another node sends it after IDLE_MS). */
@@ -140,7 +137,6 @@ export function createPuller(deps: PullerDeps) {
       else msg.nak(IDLE_MS);
     }
     held.clear();
-    renewers.clear();
   }
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
@@ -220,7 +216,7 @@ export function createPuller(deps: PullerDeps) {
     },
     /** The lease is about to be shortened (a PATCH): what a pause holds is renewed now, then on the new schedule. */
     renewHeld(): void {
-      for (const msg of [...held.keys()]) renewHeldOne(msg);
+      for (const msg of [...held.keys()]) renewHeldNow(msg);
     },
     /**
      * Stops pulling; open attempts get until `graceMs` to end, then their requests are aborted
