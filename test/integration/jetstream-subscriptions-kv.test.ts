@@ -111,9 +111,16 @@ describeWithNats('the subscriptions bucket shared by two nodes', () => {
   });
 
   it("sends every node each write of every node, in the bucket's order", async () => {
+    // The bucket keeps one revision per record (history 1): a watcher that falls behind by two writes of
+    // one record gets only the later (a CI run saw the update skipped). What lists and delivery need is
+    // the latest, so each write here waits until node B has it before the next is made.
     const id = randomUUID();
+    const seen = (what: string, revision: number) =>
+      waitUntil(`node B to see the ${what}`, () => seenByB.some((c) => c.revision === revision), 10_000, 20);
     const created = await a.insert(record(id));
+    await seen('insert', created);
     const updated = await a.update(record(id, { state: 'paused', stateReason: 'user' }), created);
+    await seen('update', updated);
     await a.remove(id);
     await waitUntil('node B to see the deletion', () => seenByB.some((c) => c.kind === 'delete' && c.id === id), 10_000, 20);
     const mine = seenByB.filter((c) => (c.kind === 'put' ? c.record.id : c.id) === id);
