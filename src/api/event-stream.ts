@@ -25,6 +25,9 @@ function matcherOf(sql: string | undefined): Matcher | undefined {
   }
 }
 
+/** The stream's response headers (HEAD answers them too). */
+const STREAM_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' };
+
 /**
  * `GET /events/stream`: a live tail as Server-Sent Events. From the moment of the request, every
  * stored event (matching `sql`, when given) is one message `event: cloudevent`, `id: <partition>:<offset>`,
@@ -33,8 +36,6 @@ function matcherOf(sql: string | undefined): Matcher | undefined {
  * engine these are the appends made through this node). Reads may be asynchronous: one catch-up runs
  * per partition at a time, and a notification during it runs it once more.
  */
-const STREAM_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'cache-control': 'no-store', 'x-accel-buffering': 'no' };
-
 export function streamEvents(store: EventLog) {
   return async (req: Request, res: Response): Promise<void> => {
     const { sql } = parseInput(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req.query, 'query');

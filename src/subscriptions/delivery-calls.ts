@@ -92,11 +92,14 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
     });
   }
 
+  /** Delivery's "no such subscription" for one that exists: its start has not succeeded (yet). */
+  const notStarted = (id: string, err: unknown): boolean => err instanceof AppError && err.code === 'not_found' && deps.exists(id);
+
   async function startingIsUnavailable<T>(id: string, answer: Promise<T>): Promise<T> {
     try {
       return await answer;
     } catch (err) {
-      if (err instanceof AppError && err.code === 'not_found' && deps.exists(id))
+      if (notStarted(id, err))
         throw new AppError('unavailable', `delivery of subscription ${id} is starting on this node; retry shortly`, {
           cause: err,
           retryAfter: RETRY_AFTER_SECONDS,
@@ -147,7 +150,7 @@ export function createDeliveryCalls(deps: { delivery: DeliveryControl; log: Logg
       try {
         return await call();
       } catch (err) {
-        if (err instanceof AppError && err.code === 'not_found' && deps.exists(id)) return null;
+        if (notStarted(id, err)) return null;
         throw err;
       }
     },

@@ -17,12 +17,18 @@ const SWEEP_MS = 5000;
  * to messages already out: every lease held here is renewed at once and then on the new schedule,
  * so the leases already promised still hold. Every hold is remembered until its lease ends for that.
  */
+/** A request open on this node: how to renew its message, and its renewal timer once one is needed. */
+interface OpenSend {
+  subscriptionId: string;
+  renew: () => void;
+  timer?: NodeJS.Timeout;
+}
+
 export function createLeaseKeeper(ctx: EngineContext) {
   const holds = new Map<string, { entry: AckEntry; timer?: NodeJS.Timeout }>();
   /** A subscription's `ack_wait` since a PATCH changed it, for holds taken under the one before. */
   const current = new Map<string, number>();
-  /** Requests open on this node: how to renew each one's message, and its renewal timer once one is needed. */
-  const open = new Set<{ subscriptionId: string; renew: () => void; timer?: NodeJS.Timeout }>();
+  const open = new Set<OpenSend>();
   let stopped = false;
 
   const ackWaitOf = (entry: AckEntry) => Math.min(entry.ackWaitMs, current.get(entry.subscriptionId) ?? Infinity);
@@ -67,7 +73,7 @@ export function createLeaseKeeper(ctx: EngineContext) {
   sweep.unref();
 
   /** Renews an open request's message now and every half of the subscription's `ack_wait` until it is answered. */
-  function renewOpen(send: { subscriptionId: string; renew: () => void; timer?: NodeJS.Timeout }): void {
+  function renewOpen(send: OpenSend): void {
     clearTimeout(send.timer);
     send.renew();
     send.timer = setTimeout(() => renewOpen(send), Math.max(10, (current.get(send.subscriptionId) ?? 0) / 2));
@@ -78,7 +84,7 @@ export function createLeaseKeeper(ctx: EngineContext) {
     keep,
     /** A request of the subscription is open (`renew` sends its message's `+WPI`); the function returned ends it. */
     sending(subscriptionId: string, renew: () => void): () => void {
-      const send: { subscriptionId: string; renew: () => void; timer?: NodeJS.Timeout } = { subscriptionId, renew };
+      const send: OpenSend = { subscriptionId, renew };
       open.add(send);
       return () => {
         clearTimeout(send.timer);
