@@ -1,4 +1,4 @@
-import { CloudEvent, isJsonMediaType, isTextMediaType } from './event';
+import { CloudEvent, isJsonMediaType, isTextMediaType, utf8Charset } from './event';
 import { encodeHeaderValue } from './headers';
 import { MAX_JSON_DEPTH_CEILING, jsonTextProblem } from './json-depth';
 import { isStringPayload } from './validate';
@@ -48,14 +48,6 @@ export function toStructured(event: CloudEvent): Record<string, unknown> {
   }
   return out;
 }
-
-/** Whether text declared by `contentType` is UTF-8: no charset, `utf-8`, or its subset `us-ascii`. */
-function utf8Charset(contentType: string | undefined): boolean {
-  const charset = contentType === undefined ? undefined : CHARSET.exec(contentType)?.[1]?.toLowerCase();
-  return charset === undefined || charset === 'utf-8' || charset === 'utf8' || charset === 'us-ascii';
-}
-
-const CHARSET = /;\s*charset\s*=\s*"?([^";\s]+)/i;
 
 /** The payload bytes a binary-mode request carries, and its `Content-Type`. */
 export function dataBytes(event: CloudEvent): { body: Buffer; contentType?: string } {

@@ -1,5 +1,5 @@
 import { AppError, MAX_PROBLEM_ERRORS, Violation } from '../errors';
-import { AttributeValue, CloudEvent, isJsonMediaType, mediaType } from './event';
+import { AttributeValue, CloudEvent, isJsonMediaType, mediaType, utf8Charset } from './event';
 import { HeaderDecodeError, decodeHeaderValue } from './headers';
 import { jsonDataProblem, jsonTextProblem } from './json-depth';
 import { parseJsonEvent, validateAttributes } from './validate';
@@ -36,7 +36,7 @@ export interface HttpMessage {
  * Turns an HTTP request into validated events in any of the three content modes.
  * A batch is all-or-nothing: one bad event fails the request, naming each bad event by index.
  * @see cloudevents/bindings/http-protocol-binding.md §3
- * @throws AppError `invalid_event` (400) or `unsupported_media_type` (415)
+ * @throws AppError `invalid_event` (400) or `unsupported_media_type` (415: another format, or a charset other than UTF-8)
  */
 export function parseHttpMessage(
   message: HttpMessage,
@@ -55,6 +55,13 @@ export function parseHttpMessage(
       throw invalid('the binary-mode request is not a valid CloudEvent', [problem === 'too_deep' ? tooDeep(limits) : notFinite()]);
     }
     return { mode, events: [event] };
+  }
+  if (!utf8Charset(contentType)) {
+    // RFC 8259 §8.1: JSON exchanged between systems is UTF-8. Read as UTF-8, text in another charset would be
+    // stored changed (Latin-1 "Ã©" is valid UTF-8 "é"), so it is refused, as the JSON API routes do.
+    throw new AppError('unsupported_media_type', `a ${mode} request must be UTF-8; "${contentType}" declares another charset`, {
+      details: [{ attribute: 'content-type', message: 'charset must be utf-8 (or absent)' }],
+    });
   }
   const parsed = parseJsonBody(message.body);
   const parseEvent = (item: unknown, index?: number) => {

@@ -84,6 +84,40 @@ describe('binary-mode text in a charset other than UTF-8', () => {
   });
 });
 
+describe('structured and batch bodies in a charset other than UTF-8', () => {
+  const event = (id: string) => ({ specversion: '1.0', id, source: '/fidelity', type: 'com.example.fidelity', data: 'PLACEHOLDER' });
+  // Latin-1 "Ã©" is also valid UTF-8 ("é"): read as UTF-8 it was stored changed, with a 202.
+  const latin1 = (json: string) =>
+    Buffer.concat(
+      json.split('PLACEHOLDER').flatMap((part, i) => (i ? [Buffer.from([0xc3, 0xa9]), Buffer.from(part)] : [Buffer.from(part)])),
+    );
+
+  it.each([
+    ['application/cloudevents+json; charset=iso-8859-1', (id: string) => latin1(JSON.stringify(event(id)))],
+    ['application/cloudevents-batch+json; charset="UTF-16"', (id: string) => Buffer.from(JSON.stringify([event(id)]), 'utf16le')],
+  ])('%s is a 415 that stores nothing', async (contentType, body) => {
+    const id = nextId('json-charset');
+    const res = await postEventsRaw(gw.url, { 'content-type': contentType }, body(id));
+    expect(res.status).toBe(415);
+    expect(res.body.code).toBe('unsupported_media_type');
+    expect(res.body.errors).toEqual([expect.objectContaining({ attribute: 'content-type' })]);
+    expect((await fetch(`${gw.url}/events?${new URLSearchParams({ source: '/fidelity', id })}`)).status).toBe(404);
+  });
+
+  it('utf-8 and us-ascii are accepted', async () => {
+    for (const charset of ['UTF-8', 'us-ascii']) {
+      const id = nextId('json-charset');
+      const res = await postEventsRaw(
+        gw.url,
+        { 'content-type': `application/cloudevents+json; charset=${charset}` },
+        JSON.stringify({ ...event(id), data: 'é' }),
+      );
+      expect(res.status).toBe(202);
+      expect((await readBack(id)).data).toBe('é');
+    }
+  });
+});
+
 describe('structured text data', () => {
   it('holding a lone surrogate is refused: binary delivery sends UTF-8, which cannot carry it', async () => {
     const res = await structured({
