@@ -2092,7 +2092,8 @@ export interface operations {
             413: components["responses"]["PayloadTooLarge"];
             /**
              * @description A structured format other than `application/cloudevents+json` (for example
-             *     `application/cloudevents+xml`), or a `Content-Encoding` other than one of `gzip`, `deflate`,
+             *     `application/cloudevents+xml`), a structured or batch `Content-Type` naming a charset other than
+             *     UTF-8 (JSON is UTF-8, RFC 8259 §8.1), or a `Content-Encoding` other than one of `gzip`, `deflate`,
              *     `br` (the answer's `Accept-Encoding` lists them).
              */
             415: {
