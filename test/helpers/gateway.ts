@@ -6,6 +6,7 @@ import { loadConfig } from '../../src/config';
 import { startGateway, type Gateway } from '../../src/gateway';
 import { startJetStreamGateway, type JetStreamGateway } from '../../src/jetstream-gateway';
 import { createLogger } from '../../src/logger';
+import { startNatsCluster, type NatsCluster } from './nats-cluster';
 import { cleanupTmpDirs, tmpDir } from './tmp';
 
 export type Env = Record<string, string | undefined>;
@@ -32,6 +33,46 @@ export async function startJetStreamTestGateway(servers: string, env: Env = {}):
     ...env,
   });
   return startJetStreamGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent') });
+}
+
+/** A NATS cluster for the whole test file, and the JetStream nodes a test starts on it. */
+export interface JetStreamClusterFixture {
+  /** The cluster: read it inside tests and hooks, once it has started. */
+  readonly cluster: NatsCluster;
+  /** Starts a node on the cluster (on `servers`, by default every server); closed after the file. */
+  start(env: Env, servers?: string): Promise<JetStreamGateway>;
+  /** Keeps a node started some other way, so that it is closed after the file. */
+  keep(node: JetStreamGateway): JetStreamGateway;
+}
+
+/**
+ * Starts a NATS cluster of `size` servers (`beforeAll`), then closes every node kept and stops the
+ * cluster (`afterAll`): the set-up every JetStream test file had written out for itself.
+ */
+export function useJetStreamCluster(opts: { size?: number } = {}): JetStreamClusterFixture {
+  let cluster: NatsCluster | undefined;
+  const nodes: JetStreamGateway[] = [];
+  beforeAll(async () => {
+    cluster = await startNatsCluster(opts);
+  }, 60_000);
+  afterAll(async () => {
+    for (const node of nodes) await node.close().catch(() => undefined);
+    await cluster?.stop();
+  }, 60_000);
+  const fixture: JetStreamClusterFixture = {
+    get cluster() {
+      if (!cluster) throw new Error('the file cluster is not running: read cluster inside a test or hook');
+      return cluster;
+    },
+    keep(node) {
+      nodes.push(node);
+      return node;
+    },
+    async start(env, servers) {
+      return fixture.keep(await startJetStreamTestGateway(servers ?? fixture.cluster.serversEnv, env));
+    },
+  };
+  return fixture;
 }
 
 /** A gateway started by {@link startTestGateway}. */

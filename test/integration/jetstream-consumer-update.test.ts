@@ -5,9 +5,8 @@
  * node started after it never delivered the subscription (its start retried the update for ever).
  */
 import request from 'supertest';
-import type { JetStreamGateway } from '../../src/jetstream-gateway';
-import { startJetStreamTestGateway } from '../helpers/gateway';
-import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix } from '../helpers/nats-cluster';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
 
 const publish = (url: string, id: string) =>
@@ -18,25 +17,18 @@ const publish = (url: string, id: string) =>
     .expect(202);
 
 describeWithNats('jetstream: delivery options of a subscription that starts at a time', () => {
-  let cluster: NatsCluster;
+  const js = useJetStreamCluster({ size: 1 });
   let receiver: Receiver;
   const prefix = uniquePrefix('cupd');
   const env = { HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '1', HERALD_NATS_PREFIX: prefix };
-  const nodes: JetStreamGateway[] = [];
 
   beforeAll(async () => {
-    cluster = await startNatsCluster({ size: 1 });
     receiver = await startReceiver(() => ({ status: 204 }));
-  }, 60_000);
-  afterAll(async () => {
-    for (const node of nodes) await node.close().catch(() => undefined);
-    await receiver?.close();
-    await cluster?.stop();
-  }, 60_000);
+  });
+  afterAll(() => receiver?.close());
 
   it('a PATCH changes the consumer, and a node started after it delivers from where startAt latest began', async () => {
-    const a = await startJetStreamTestGateway(cluster.serversEnv, env);
-    nodes.push(a);
+    const a = await js.start(env);
     await publish(a.url, 'before-the-subscription');
     const sub = (await request(a.url).post('/subscriptions').send({ sink: receiver.url }).expect(201)).body as { id: string };
     await publish(a.url, 'first');
@@ -58,8 +50,7 @@ describeWithNats('jetstream: delivery options of a subscription that starts at a
 
     // A rolling restart: the next node's start checks the consumer (was: failed, and retried for ever).
     await a.close();
-    const b = await startJetStreamTestGateway(cluster.serversEnv, env);
-    nodes.push(b);
+    const b = await js.start(env);
     await publish(b.url, 'after-the-restart');
     await waitFor(() => receiver.requests.some((r) => r.headers['ce-id'] === 'after-the-restart'), {
       timeoutMs: 20_000,

@@ -7,28 +7,15 @@
 import request from 'supertest';
 import { StartupError } from '../../src/errors';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
-import { startJetStreamTestGateway } from '../helpers/gateway';
-import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix } from '../helpers/nats-cluster';
 
 describeWithNats('jetstream: a bucket or stream Herald made, deleted behind its back', () => {
-  let cluster: NatsCluster;
-  const nodes: JetStreamGateway[] = [];
-  const start = async (env: Record<string, string>) => {
-    const node = await startJetStreamTestGateway(cluster.serversEnv, env);
-    nodes.push(node);
-    return node;
-  };
+  const js = useJetStreamCluster({ size: 1 });
+  const start = (env: Record<string, string>) => js.start(env);
   const settings = (prefix: string) => ({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '2', HERALD_NATS_PREFIX: prefix });
   const layoutOf = async (node: JetStreamGateway, prefix: string) =>
     (await (await node.store.connection.jetstream().views.kv(`${prefix}_meta`)).get('layout'))!.json<{ created?: string[] }>();
-
-  beforeAll(async () => {
-    cluster = await startNatsCluster({ size: 1 });
-  }, 60_000);
-  afterAll(async () => {
-    for (const node of nodes) await node.close().catch(() => undefined);
-    await cluster?.stop();
-  }, 60_000);
 
   it('the subscriptions bucket: refused, naming it; with recreate-missing made again empty, and known from then on', async () => {
     const prefix = uniquePrefix('delsubs');
@@ -41,9 +28,9 @@ describeWithNats('jetstream: a bucket or stream Herald made, deleted behind its 
     await jsm.streams.delete(`KV_${prefix}_subs`);
 
     // Was: the bucket made again, empty, and the node listing no subscription at all.
-    const refused = startJetStreamTestGateway(cluster.serversEnv, settings(prefix));
+    const refused = start(settings(prefix));
     await expect(refused).rejects.toThrow(StartupError);
-    await expect(startJetStreamTestGateway(cluster.serversEnv, settings(prefix))).rejects.toThrow(
+    await expect(start(settings(prefix))).rejects.toThrow(
       new RegExp(`stream KV_${prefix}_subs is missing, but Herald made it before.*every subscription.*HERALD_RECOVERY=recreate-missing`),
     );
     expect(await jsm.streams.info(`KV_${prefix}_subs`).catch(() => 'none')).toBe('none'); // nothing made meanwhile
@@ -65,7 +52,7 @@ describeWithNats('jetstream: a bucket or stream Herald made, deleted behind its 
       const first = await start(settings(prefix));
       const jsm = await first.store.connection.jetstreamManager();
       await jsm.streams.delete(name);
-      await expect(startJetStreamTestGateway(cluster.serversEnv, settings(prefix))).rejects.toThrow(
+      await expect(start(settings(prefix))).rejects.toThrow(
         new RegExp(`stream ${name} is missing, but Herald made it before under HERALD_NATS_PREFIX=${prefix}: ${holds}`),
       );
     }
@@ -81,16 +68,14 @@ describeWithNats('jetstream: a bucket or stream Herald made, deleted behind its 
       else await (await first.store.connection.jetstream().views.kv(`${prefix}_meta`)).delete('layout'); // `nats kv del`
       await jsm.streams.delete(`KV_${prefix}_subs`);
       // Was: a fresh layout written (no list), the bucket made again empty, and the loss recorded as normal.
-      await expect(startJetStreamTestGateway(cluster.serversEnv, settings(prefix))).rejects.toThrow(
+      await expect(start(settings(prefix))).rejects.toThrow(
         new RegExp(`layout record in ${prefix}_meta is missing, but ${prefix}_p0 .*exists.*HERALD_RECOVERY=recreate-missing`),
       );
       const accepted = await start({ ...settings(prefix), HERALD_RECOVERY: 'recreate-missing' });
       expect((await request(accepted.url).get('/subscriptions').expect(200)).body.subscriptions).toEqual([]);
       // Written again with the partition streams marked made: one deleted now is refused, as before.
       await jsm.streams.delete(`${prefix}_p1`);
-      await expect(startJetStreamTestGateway(cluster.serversEnv, settings(prefix))).rejects.toThrow(
-        new RegExp(`stream ${prefix}_p1 is missing`),
-      );
+      await expect(start(settings(prefix))).rejects.toThrow(new RegExp(`stream ${prefix}_p1 is missing`));
     }
   });
 
@@ -106,8 +91,6 @@ describeWithNats('jetstream: a bucket or stream Herald made, deleted behind its 
     const upgraded = await start(settings(prefix));
     expect((await layoutOf(upgraded, prefix)).created).toEqual(expect.arrayContaining([`KV_${prefix}_subs`, `${prefix}_attempts`]));
     await jsm.streams.delete(`${prefix}_attempts`);
-    await expect(startJetStreamTestGateway(cluster.serversEnv, settings(prefix))).rejects.toThrow(
-      new RegExp(`stream ${prefix}_attempts is missing`),
-    );
+    await expect(start(settings(prefix))).rejects.toThrow(new RegExp(`stream ${prefix}_attempts is missing`));
   });
 });

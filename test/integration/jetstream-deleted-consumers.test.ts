@@ -7,23 +7,18 @@
 import { AckPolicy, connect } from 'nats';
 import request from 'supertest';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
-import { startJetStreamTestGateway } from '../helpers/gateway';
-import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
 import { startReceiver, type Receiver, type Responder } from '../helpers/receiver';
 
 jest.setTimeout(120_000);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 describeWithNats('jetstream: consumers and seek generations deleted behind Herald', () => {
-  let cluster: NatsCluster;
-  const nodes: JetStreamGateway[] = [];
+  const js = useJetStreamCluster({ size: 1 });
   const receivers: Receiver[] = [];
   const settings = (prefix: string) => ({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '1', HERALD_NATS_PREFIX: prefix });
-  const start = async (env: Record<string, string>) => {
-    const node = await startJetStreamTestGateway(cluster.serversEnv, env);
-    nodes.push(node);
-    return node;
-  };
+  const start = (env: Record<string, string>) => js.start(env);
   const receiver = async (respond?: Responder) => {
     const r = await startReceiver(respond);
     receivers.push(r);
@@ -75,14 +70,9 @@ describeWithNats('jetstream: consumers and seek generations deleted behind Heral
     return names.sort();
   };
 
-  beforeAll(async () => {
-    cluster = await startNatsCluster({ size: 1 });
-  }, 60_000);
   afterAll(async () => {
-    for (const node of nodes) await node.close().catch(() => undefined);
     for (const r of receivers) await r.close();
-    await cluster?.stop();
-  }, 60_000);
+  });
 
   it('ordering partition: a deleted consumer is made again just after the last finished event, so nothing is sent twice or lost', async () => {
     const prefix = uniquePrefix('delcons');
@@ -161,7 +151,7 @@ describeWithNats('jetstream: consumers and seek generations deleted behind Heral
     await waitUntil('e3 sent again by the seek', () => counts(r).e3 === 2, 30_000, 50);
     await first.close();
 
-    const nc = await connect({ servers: cluster.urls });
+    const nc = await connect({ servers: js.cluster.urls });
     const jsm = await nc.jetstreamManager();
     await jsm.streams.delete(`KV_${prefix}_dgen`);
     // A consumer of an earlier generation left behind (a seek cut short) is tidied away.

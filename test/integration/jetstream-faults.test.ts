@@ -1,7 +1,7 @@
 import request from 'supertest';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
-import { startJetStreamTestGateway } from '../helpers/gateway';
-import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix } from '../helpers/nats-cluster';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
 
 /**
@@ -14,13 +14,12 @@ const WAIT = { timeoutMs: 30_000, intervalMs: 50 };
 jest.setTimeout(180_000);
 
 describeWithNats('the jetstream engine under faults', () => {
-  let cluster: NatsCluster;
+  const js = useJetStreamCluster({ size: 1 });
   let gw: JetStreamGateway;
   let receiver: Receiver;
 
   beforeAll(async () => {
-    cluster = await startNatsCluster({ size: 1 });
-    gw = await startJetStreamTestGateway(cluster.serversEnv, {
+    gw = await js.start({
       HERALD_NATS_REPLICAS: '1',
       HERALD_PARTITIONS: '2',
       HERALD_NATS_PREFIX: uniquePrefix('faults'),
@@ -28,11 +27,7 @@ describeWithNats('the jetstream engine under faults', () => {
     receiver = await startReceiver();
   });
 
-  afterAll(async () => {
-    await receiver?.close();
-    await gw?.close();
-    await cluster?.stop();
-  });
+  afterAll(() => receiver?.close());
 
   const publish = (id: string, body: string | Buffer = '{}', type = 'application/json') =>
     request(gw.url)
@@ -81,7 +76,7 @@ describeWithNats('the jetstream engine under faults', () => {
     const dlv = held.headers['herald-delivery-id'] as string;
     // Its entry in the ack map is written once the node has read the 202: an extend answers 200 only then.
     await waitFor(async () => (await request(gw.url).post(`/deliveries/${dlv}/extend`).send({ ms: 60_000 })).status === 200, WAIT);
-    await cluster.kill(0);
+    await js.cluster.kill(0);
 
     // No seek among them: the client sends what it buffered once it reconnects, so a seek answered 503 may
     // still apply later (and would supersede the attempt acked below).
@@ -108,7 +103,7 @@ describeWithNats('the jetstream engine under faults', () => {
     expect(Object.entries(answers).filter(([, status]) => status >= 500 && status !== 503)).toEqual([]);
     expect(answers[`delete /subscriptions/${sub.id}`]).toBe(503);
 
-    await cluster.restart(0);
+    await js.cluster.restart(0);
     receiver.setResponder(() => ({ status: 204 }));
     await waitFor(async () => (await request(gw.url).get('/readyz')).status === 200, { timeoutMs: 60_000, intervalMs: 250 });
     await waitFor(async () => (await request(gw.url).post(`/deliveries/${dlv}/ack`)).status === 200, WAIT); // the callback works again

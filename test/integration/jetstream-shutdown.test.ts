@@ -5,26 +5,16 @@
  * its lease ran out.
  */
 import request from 'supertest';
-import type { JetStreamGateway } from '../../src/jetstream-gateway';
-import { startJetStreamTestGateway } from '../helpers/gateway';
-import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
 import { startReceiver, type Receiver } from '../helpers/receiver';
 
 jest.setTimeout(90_000);
 
 describeWithNats('jetstream: a node that shuts down', () => {
-  let cluster: NatsCluster;
-  const nodes: JetStreamGateway[] = [];
+  const js = useJetStreamCluster({ size: 1 });
   let receiver: Receiver | undefined;
-
-  beforeAll(async () => {
-    cluster = await startNatsCluster({ size: 1 });
-  }, 60_000);
-  afterAll(async () => {
-    for (const node of nodes) await node.close().catch(() => undefined);
-    await receiver?.close();
-    await cluster?.stop();
-  }, 60_000);
+  afterAll(() => receiver?.close());
 
   it('pulls nothing more while its HTTP server waits for an open live tail', async () => {
     const env = {
@@ -33,9 +23,8 @@ describeWithNats('jetstream: a node that shuts down', () => {
       HERALD_NATS_PREFIX: uniquePrefix('shutdown'),
       HERALD_SHUTDOWN_TIMEOUT_MS: '8000', // the HTTP server waits for open requests up to 4 s
     };
-    const a = await startJetStreamTestGateway(cluster.serversEnv, env);
-    const b = await startJetStreamTestGateway(cluster.serversEnv, env);
-    nodes.push(a, b);
+    const a = await js.start(env);
+    const b = await js.start(env);
     receiver = await startReceiver();
     const r = receiver;
     await request(a.url)

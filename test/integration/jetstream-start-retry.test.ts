@@ -4,36 +4,26 @@
  * timeout; a supervisor restarting every node at once after an outage is the case.
  */
 import request from 'supertest';
-import type { JetStreamGateway } from '../../src/jetstream-gateway';
-import { startJetStreamTestGateway } from '../helpers/gateway';
-import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
 
 describeWithNats('jetstream: a start while the cluster has no leader', () => {
-  let cluster: NatsCluster;
-  const nodes: JetStreamGateway[] = [];
-  beforeAll(async () => {
-    cluster = await startNatsCluster({ size: 3 });
-  }, 60_000);
-  afterAll(async () => {
-    for (const node of nodes) await node.close().catch(() => undefined);
-    await cluster?.stop();
-  }, 60_000);
+  const js = useJetStreamCluster({ size: 3 });
 
   it('waits for the servers to come back and starts, rather than giving up on the first timeout', async () => {
     const env = { HERALD_NATS_REPLICAS: '3', HERALD_PARTITIONS: '2', HERALD_NATS_PREFIX: uniquePrefix('startretry') };
-    nodes.push(await startJetStreamTestGateway(cluster.serversEnv, env)); // the deployment exists
-    await nodes[0]!.close();
+    const cluster = js.cluster;
+    await (await js.start(env)).close(); // the deployment exists
     await cluster.kill(1);
     await cluster.kill(2);
     const started = Date.now();
-    const starting = startJetStreamTestGateway(cluster.urls[0]!, env);
+    const starting = js.start(env, cluster.urls[0]);
     starting.catch(() => undefined);
     // Longer than one cluster call's timeout: was a StartupError "… TIMEOUT" (exit 2) before they returned.
     await new Promise((resolve) => setTimeout(resolve, 8000));
     await cluster.restart(1);
     await cluster.restart(2);
     const node = await starting;
-    nodes.push(node);
     expect(Date.now() - started).toBeGreaterThan(8000);
     // Started; writable once the partition streams have leaders again (503 with Retry-After until then).
     await waitUntil(

@@ -8,24 +8,17 @@ import { StartupError } from '../../src/errors';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { idempotencyKey, jetStreamNames } from '../../src/jetstream/names';
 import { partitionStreamConfig } from '../../src/jetstream/provision';
-import { startJetStreamTestGateway } from '../helpers/gateway';
-import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
 
 describeWithNats('jetstream: records in the buckets that Herald did not write', () => {
-  let cluster: NatsCluster;
+  const js = useJetStreamCluster({ size: 1 });
   let gw: JetStreamGateway;
   const prefix = uniquePrefix('tamper');
   const env = { HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '2', HERALD_NATS_PREFIX: prefix };
-  const nodes: JetStreamGateway[] = [];
 
   beforeAll(async () => {
-    cluster = await startNatsCluster({ size: 1 });
-    gw = await startJetStreamTestGateway(cluster.serversEnv, env);
-    nodes.push(gw);
-  }, 60_000);
-  afterAll(async () => {
-    for (const node of nodes) await node.close().catch(() => undefined);
-    await cluster?.stop();
+    gw = await js.start(env);
   }, 60_000);
 
   const kv = (bucket: string) => gw.store.connection.jetstream().views.kv(bucket);
@@ -46,8 +39,7 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     const listed = (await request(gw.url).get('/subscriptions').expect(200)).body as { subscriptions: { id: string }[] };
     expect(listed.subscriptions.map((s) => s.id)).toEqual([good.id]);
     expectCorrupt(await request(gw.url).get('/subscriptions/not-json')); // was a bare 500 (a SyntaxError)
-    const starting = await startJetStreamTestGateway(cluster.serversEnv, env);
-    nodes.push(starting);
+    const starting = await js.start(env);
     const seen = (await request(starting.url).get('/subscriptions').expect(200)).body as { subscriptions: { id: string }[] };
     expect(seen.subscriptions.map((s) => s.id)).toEqual([good.id]);
     await subs.delete('wrong-shape');
@@ -112,8 +104,8 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     expect(p0!.headOffset).toBeGreaterThan(0); // offsets were handed out there
     await jsm.streams.delete(`${prefix}_p0`);
     // Was: created afresh, and the next event was acknowledged at offset 0 again.
-    await expect(startJetStreamTestGateway(cluster.serversEnv, env)).rejects.toThrow(StartupError);
-    await expect(startJetStreamTestGateway(cluster.serversEnv, env)).rejects.toThrow(new RegExp(`stream ${prefix}_p0 is missing`));
+    await expect(js.start(env)).rejects.toThrow(StartupError);
+    await expect(js.start(env)).rejects.toThrow(new RegExp(`stream ${prefix}_p0 is missing`));
     expect(await jsm.streams.find(`${prefix}.p.0`).catch(() => 'none')).toBe('none');
 
     // An operator puts it back as Herald makes it, empty, while the node runs. Was: the next events
