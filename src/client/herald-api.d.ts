@@ -808,7 +808,10 @@ export interface webhooks {
          * @description Herald POSTs each matching event to the subscription's `sink`, one request per event and
          *     attempt, in the CloudEvents HTTP binding: **binary** mode by default (attributes in `ce-*`
          *     headers, the data as the body), **structured** mode (`application/cloudevents+json`) when the
-         *     subscription's `delivery.format` is `structured` or when the event has no data.
+         *     subscription's `delivery.format` is `structured`, and for any event binary mode cannot carry as
+         *     it is: one without data, one whose data is bytes without a `datacontenttype`, one whose
+         *     `datacontenttype` is not plain ASCII, or one whose `ce-*` headers would pass 8 KiB (common
+         *     servers answer 431 to larger header blocks).
          *
          *     With `delivery.ordering: partition` (the default) an event is sent only once the previous
          *     matching event of its partition is finished; `herald-previous-offset` lets a receiver detect a
@@ -3463,8 +3466,8 @@ export interface operations {
         /**
          * @description Binary mode: the data, byte for byte as published (JSON data published in structured mode is
          *     serialised as JSON), with `Content-Type` = the event's `datacontenttype`
-         *     (`application/json` for JSON data without one, `application/octet-stream` for bytes without
-         *     one). Structured mode: the event in the JSON format.
+         *     (`application/json` for JSON data without one; bytes without one go structured). Structured
+         *     mode: the event in the JSON format.
          */
         requestBody: {
             content: {

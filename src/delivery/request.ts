@@ -87,22 +87,17 @@ export function webhookIdOf(subscriptionId: string, partition: number, offset: n
 
 /**
  * Headers and body of one delivery attempt: the event in its HTTP binding
- * (binary by default; structured when asked, or when there is no data, since
- * a webhook request needs a body), Standard Webhooks signature headers (two
- * during a rotation overlap), Herald's ordering and ack headers, and the
- * subscription's own `delivery.headers`.
+ * (binary by default; structured when asked, or when binary mode cannot carry
+ * it as it is: see {@link binaryMessageOf}), Standard Webhooks signature
+ * headers (two during a rotation overlap), Herald's ordering and ack headers,
+ * and the subscription's own `delivery.headers`.
  */
 export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Record<string, string>; body: Buffer } {
-  // Content-Type is datacontenttype verbatim (only ce-* values are percent-encoded): one that is not plain
-  // ASCII cannot be sent as a header (or not unambiguously), so that event goes structured.
-  const contentType = input.event.attributes.datacontenttype;
-  const headerSafe = contentType === undefined || /^[\t\x20-\x7e]*$/.test(String(contentType));
-  const useStructured = input.format === 'structured' || input.event.data.kind === 'none' || !headerSafe;
+  const message = (input.format === 'binary' && binaryMessageOf(input.event)) || messageOf(input.event, 'structured');
   // One headers object, filled in place: a spread copy per delivery was a tenth of delivery CPU.
   const headers: Record<string, string> = {};
   // Set first, so Herald's own headers would win should a name ever collide.
   if (input.headers) for (const name in input.headers) headers[name] = input.headers[name]!;
-  const message = messageOf(input.event, useStructured ? 'structured' : 'binary');
   for (const [name, value] of message.headers) headers[name] = value;
   const webhookId = webhookIdOf(input.subscriptionId, input.partition, input.offset, input.seekGeneration);
   headers['webhook-id'] = webhookId;
@@ -123,13 +118,36 @@ export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Re
   headers['herald-ack-url'] = `${input.ackUrlBase}/deliveries/${input.deliveryId}/ack`;
   if (input.previousOffset !== null && !input.redrive) headers['herald-previous-offset'] = String(input.previousOffset);
   if (input.redrive) headers['herald-redelivery'] = 'true';
-  if (!headers['content-type']) headers['content-type'] = 'application/octet-stream';
   return { headers, body: message.body };
+}
+
+/**
+ * Most bytes of `ce-*` headers a binary delivery carries: past it the event goes structured. Common
+ * servers refuse larger header blocks (Node 16 KiB in all, nginx 8 KiB a line) with a 431, which
+ * would dead-letter an event the spec says intermediaries must forward (core spec, Size Limits: 64 KiB).
+ */
+export const BINARY_HEADER_BUDGET = 8 * 1024;
+
+/**
+ * The event in binary mode, or undefined when binary mode cannot carry it as it is, so it goes
+ * structured: no data (a webhook request needs a body); bytes without a `datacontenttype` (binary
+ * mode would have to invent a Content-Type the event does not have, JSON format §3.1.1); a
+ * `datacontenttype` that is not plain ASCII (Content-Type is sent verbatim, and such a value cannot
+ * be a header, or not unambiguously); `ce-*` headers past {@link BINARY_HEADER_BUDGET}.
+ */
+function binaryMessageOf(event: CloudEvent): Message | undefined {
+  if (event.data.kind === 'none') return undefined;
+  const contentType = event.attributes.datacontenttype;
+  if (contentType === undefined ? event.data.kind !== 'json' : !/^[\t\x20-\x7e]*$/.test(String(contentType))) return undefined;
+  const message = messageOf(event, 'binary');
+  return message.headerBytes <= BINARY_HEADER_BUDGET ? message : undefined;
 }
 
 interface Message {
   /** The event's own headers in this mode (`ce-*` and content-type), in the order they are set. */
   headers: readonly (readonly [string, string])[];
+  /** Their size on the wire (`name: value\r\n`). */
+  headerBytes: number;
   body: Buffer;
 }
 
@@ -148,7 +166,10 @@ function messageOf(event: CloudEvent, mode: 'binary' | 'structured'): Message {
   const found = cached[mode];
   if (found) return found;
   const built = mode === 'structured' ? toStructuredMessage(event) : toBinaryMessage(event);
-  const message: Message = { headers: Object.entries(built.headers), body: built.body };
+  const headers = Object.entries(built.headers);
+  // Header values are ASCII here (percent-encoded, or checked above), so length is bytes.
+  const headerBytes = headers.reduce((n, [name, value]) => n + name.length + value.length + 4, 0);
+  const message: Message = { headers, headerBytes, body: built.body };
   cached[mode] = message;
   return message;
 }

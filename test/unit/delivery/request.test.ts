@@ -1,6 +1,12 @@
 import { Webhook } from 'standardwebhooks';
 import type { CloudEvent } from '../../../src/cloudevents/event';
-import { buildDeliveryRequest, classifyStatus, webhookIdOf, type DeliveryRequestInput } from '../../../src/delivery/request';
+import {
+  BINARY_HEADER_BUDGET,
+  buildDeliveryRequest,
+  classifyStatus,
+  webhookIdOf,
+  type DeliveryRequestInput,
+} from '../../../src/delivery/request';
 import { newSigningSecret } from '../../../src/webhook-policy';
 
 /** One delivery attempt's HTTP request, and what the receiver's status code means. */
@@ -208,12 +214,16 @@ describe('buildDeliveryRequest', () => {
     },
   );
 
-  it('gives data without a datacontenttype a content type in binary mode', () => {
+  it('sends bytes without a datacontenttype structured, rather than invent a Content-Type the event lacks', () => {
     const untyped: CloudEvent = {
       attributes: { specversion: '1.0', id: 'u1', source: '/s', type: 't' },
       data: { kind: 'bytes', bytes: Buffer.from('xyz') },
     };
-    expect(buildDeliveryRequest(input({ event: untyped })).headers['content-type']).toBe('application/octet-stream');
+    // Was: binary with content-type application/octet-stream, which a receiver reads as its datacontenttype.
+    const bytes = buildDeliveryRequest(input({ event: untyped }));
+    expect(bytes.headers['content-type']).toMatch(/^application\/cloudevents\+json/);
+    expect(JSON.parse(bytes.body.toString())).toEqual({ ...untyped.attributes, data_base64: Buffer.from('xyz').toString('base64') });
+    // JSON data without one is application/json (JSON format §3.1.2), so it stays binary.
     const json: CloudEvent = {
       attributes: { specversion: '1.0', id: 'j1', source: '/s', type: 't' },
       data: { kind: 'json', value: { a: 1 } },
@@ -221,5 +231,20 @@ describe('buildDeliveryRequest', () => {
     const built = buildDeliveryRequest(input({ event: json }));
     expect(built.headers['content-type']).toBe('application/json');
     expect(JSON.parse(built.body.toString())).toEqual({ a: 1 });
+  });
+
+  it(`sends an event structured when its ce-* headers would pass ${BINARY_HEADER_BUDGET} bytes`, () => {
+    const event = (length: number): CloudEvent => ({
+      attributes: { specversion: '1.0', id: 'h1', source: '/s', type: 't', datacontenttype: 'application/json', big: 'x'.repeat(length) },
+      data: { kind: 'json', value: { a: 1 } },
+    });
+    // Was: a 20 KB ce-big header, which a Node receiver answers 431, and the event was dead-lettered.
+    const large = buildDeliveryRequest(input({ event: event(20_000) }));
+    expect(large.headers['ce-big']).toBeUndefined();
+    expect(large.headers['content-type']).toMatch(/^application\/cloudevents\+json/);
+    expect(JSON.parse(large.body.toString())).toEqual({ ...event(20_000).attributes, data: { a: 1 } });
+    const justUnder = buildDeliveryRequest(input({ event: event(BINARY_HEADER_BUDGET - 200) }));
+    expect(justUnder.headers['ce-big']).toHaveLength(BINARY_HEADER_BUDGET - 200);
+    expect(justUnder.headers['content-type']).toBe('application/json');
   });
 });
