@@ -38,8 +38,8 @@ export interface paths {
          *     and raw UTF-8 bytes are read as UTF-8. A value that is not valid UTF-8 once decoded is a 400.
          *
          *     The answer comes once the new events are durable under the configured fsync mode: 202 when at
-         *     least one event was new, 200 when every event was a duplicate of one already stored. Results
-         *     are in input order. The whole request is validated first; one invalid event in a batch fails
+         *     least one event was new (or the batch was empty: `[]` is a valid batch and stores nothing), 200
+         *     when every event was a duplicate of one already stored. Results are in input order. The whole request is validated first; one invalid event in a batch fails
          *     the request, naming every bad event by `index`, and nothing is stored.
          *
          *     **On the JetStream engine** (`HERALD_STORE=jetstream`) "durable" means acknowledged
@@ -2029,7 +2029,7 @@ export interface operations {
                 };
             };
             /**
-             * @description Stored durably (at least one event was new). Duplicates in the request are reported with
+             * @description Stored durably (at least one event was new), or an empty batch, which stores nothing. Duplicates in the request are reported with
              *     `duplicate: true` and the partition and offset of the copy already stored.
              */
             202: {
@@ -2094,8 +2094,10 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             413: components["responses"]["PayloadTooLarge"];
             /**
-             * @description A structured format other than `application/cloudevents+json` (for example
-             *     `application/cloudevents+xml`), a structured or batch `Content-Type` naming a charset other than
+             * @description A `Content-Type` prefixed `application/cloudevents` other than `application/cloudevents+json`
+             *     and `application/cloudevents-batch+json` (for example `application/cloudevents+xml`,
+             *     `application/cloudevents-batch+xml` or bare `application/cloudevents`: the binding reads these
+             *     as structured or batched mode in a format Herald does not read), a structured or batch `Content-Type` naming a charset other than
              *     UTF-8 (JSON is UTF-8, RFC 8259 §8.1), or a `Content-Encoding` other than one of `gzip`, `deflate`,
              *     `br` (the answer's `Accept-Encoding` lists them).
              */

@@ -8,12 +8,16 @@ export type ContentMode = 'binary' | 'structured' | 'batch';
 
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
-/** Picks the content mode from `Content-Type`; batch is checked first since structured is its prefix. */
+/**
+ * Picks the content mode from `Content-Type`. Any type prefixed `application/cloudevents` is structured
+ * or batched mode (binding §3), so one of a format other than JSON (`…+xml`, `-batch+xml`, or none) is
+ * a 415, not a binary-mode event whose attributes are all missing.
+ */
 export function contentModeOf(contentType: string | undefined): ContentMode {
   const type = mediaType(contentType) ?? '';
   if (type === 'application/cloudevents-batch+json') return 'batch';
   if (type === 'application/cloudevents+json') return 'structured';
-  if (type.startsWith('application/cloudevents+')) {
+  if (type.startsWith('application/cloudevents')) {
     throw new AppError('unsupported_media_type', `event format "${type}" is not supported; use application/cloudevents+json`, {
       details: [
         {

@@ -25,29 +25,32 @@ describe('contentModeOf', () => {
     ['APPLICATION/CLOUDEVENTS+JSON ; charset=UTF-8', 'structured'],
     ['application/json', 'binary'],
     ['text/plain', 'binary'],
-    ['application/cloudevents', 'binary'],
     ['application/octet-stream', 'binary'],
     [undefined, 'binary'],
   ])('reads %j as %s mode', (contentType, mode) => {
     expect(contentModeOf(contentType)).toBe(mode);
   });
 
-  it.each(['application/cloudevents+xml', 'application/cloudevents+avro', 'Application/CloudEvents+Protobuf'])(
-    'refuses the unsupported event format %s with 415',
-    (contentType) => {
-      const err = (() => {
-        try {
-          contentModeOf(contentType);
-        } catch (e) {
-          return e as AppError;
-        }
-        throw new Error('did not throw');
-      })();
-      expect(err).toBeInstanceOf(AppError);
-      expect(err.code).toBe('unsupported_media_type');
-      expect(err.status).toBe(415);
-    },
-  );
+  // Binding §3: any type prefixed application/cloudevents is structured (or batched) mode; these were read as binary.
+  it.each([
+    'application/cloudevents+xml',
+    'application/cloudevents+avro',
+    'Application/CloudEvents+Protobuf',
+    'application/cloudevents',
+    'application/cloudevents-batch+xml',
+  ])('refuses the unsupported event format %s with 415', (contentType) => {
+    const err = (() => {
+      try {
+        contentModeOf(contentType);
+      } catch (e) {
+        return e as AppError;
+      }
+      throw new Error('did not throw');
+    })();
+    expect(err).toBeInstanceOf(AppError);
+    expect(err.code).toBe('unsupported_media_type');
+    expect(err.status).toBe(415);
+  });
 });
 
 describe('parseHttpMessage in binary mode', () => {
