@@ -110,6 +110,15 @@ export function grantsOrigin(headers: Record<string, HeaderValue>, origin: strin
   return allowed === '*' || (allowed !== undefined && allowed.toLowerCase() === origin.toLowerCase());
 }
 
+/**
+ * Consent by the handshake's callback URL (http-webhook §4.1.3): the call itself grants, since the
+ * unguessable URL went only to the sink and "can be performed manually using a browser client",
+ * which cannot add headers. A `WebHook-Allowed-Origin` naming another origin is not consent.
+ */
+export function callbackGrants(headers: Record<string, HeaderValue>, origin: string): boolean {
+  return first(headers['webhook-allowed-origin']) === undefined || grantsOrigin(headers, origin);
+}
+
 export type HandshakeVerdict =
   | { kind: 'consent'; rateLimit: { perSecond: number } | null | undefined }
   /** A 2xx without consent: wait for the callback (until the deadline). */

@@ -519,9 +519,10 @@ export interface paths {
          * Consent to deliveries later (validation handshake callback)
          * @description The `WebHook-Request-Callback` URL of the CloudEvents validation handshake: a sink that did not
          *     consent in its answer to the `OPTIONS` request calls it (GET or POST, within 10 minutes) to
-         *     consent. No API key: the token authorises it. Consent is the `WebHook-Allowed-Origin` header
-         *     (Herald's origin or `*`), not the call; `WebHook-Allowed-Rate` (requests per minute, or `*`)
-         *     sets the subscription's rate limit. The token serves one consent.
+         *     consent; an administrator can also open it in a browser (http-webhook §4.1.3). No API key: the
+         *     token authorises it. The call is the consent, unless its `WebHook-Allowed-Origin` names an
+         *     origin other than Herald's (or `*`); `WebHook-Allowed-Rate` (requests per minute, or `*`) sets
+         *     the subscription's rate limit. The token serves one consent.
          */
         get: operations["validationCallbackGet"];
         put?: never;
@@ -1578,7 +1579,7 @@ export interface components {
             };
         };
         /**
-         * @description No consent (`invalid_request`): `WebHook-Allowed-Origin` is missing or names another origin.
+         * @description No consent (`invalid_request`): `WebHook-Allowed-Origin` names another origin.
          *     The subscription keeps `validating`.
          */
         ValidationNotConsented: {
@@ -1789,7 +1790,7 @@ export interface components {
          */
         SubscriptionId: string;
         /**
-         * @description Consent: Herald's origin (the host of `HERALD_PUBLIC_URL`) or `*`. Without it the call is a 400.
+         * @description Herald's origin (the host of `HERALD_PUBLIC_URL`) or `*`. Optional: the call consents without it (a browser cannot send it); naming another origin is a 400.
          * @example herald.example.com
          */
         WebHookAllowedOrigin: string;
@@ -2976,7 +2977,7 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description Consent: Herald's origin (the host of `HERALD_PUBLIC_URL`) or `*`. Without it the call is a 400.
+                 * @description Herald's origin (the host of `HERALD_PUBLIC_URL`) or `*`. Optional: the call consents without it (a browser cannot send it); naming another origin is a 400.
                  * @example herald.example.com
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];
@@ -3009,7 +3010,7 @@ export interface operations {
             query?: never;
             header?: {
                 /**
-                 * @description Consent: Herald's origin (the host of `HERALD_PUBLIC_URL`) or `*`. Without it the call is a 400.
+                 * @description Herald's origin (the host of `HERALD_PUBLIC_URL`) or `*`. Optional: the call consents without it (a browser cannot send it); naming another origin is a 400.
                  * @example herald.example.com
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];

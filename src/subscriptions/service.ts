@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { toStructured } from '../cloudevents/format';
-import { allowedRate, grantsOrigin, newSigningSecret, previousSecretAt } from '../webhook-policy';
+import { allowedRate, callbackGrants, newSigningSecret, previousSecretAt } from '../webhook-policy';
 import { AppError } from '../errors';
 import { readStored, type EventLog } from '../wal/event-store';
 import type { SubscriptionRecord } from '../store/subscriptions-repo';
@@ -401,16 +401,17 @@ export function createSubscriptionsService(deps: {
       return view(record, 'required');
     },
     /**
-     * The handshake's callback URL, called by the sink (GET or POST) to consent later: it must carry
-     * `WebHook-Allowed-Origin` (this origin or `*`); `WebHook-Allowed-Rate` sets the rate limit.
-     * @throws AppError `not_found` for a token that is unknown or no longer waited for; `invalid_request` without consent
+     * The handshake's callback URL, called by the sink (GET or POST) or by hand (a browser) to consent
+     * later: the call consents unless its `WebHook-Allowed-Origin` names another origin;
+     * `WebHook-Allowed-Rate` sets the rate limit.
+     * @throws AppError `not_found` for a token that is unknown or no longer waited for; `invalid_request` naming another origin
      */
     async validationCallback(token: string, headers: Record<string, string | string[] | undefined>) {
       const record = live.records().find((r) => awaits(r, token));
       if (!record || !handshakes) throw new AppError('not_found', 'no validation handshake is waiting for this callback');
       const origin = handshakes.origin();
-      if (!grantsOrigin(headers, origin)) {
-        const message = `consent needs WebHook-Allowed-Origin: ${origin} (or *)`;
+      if (!callbackGrants(headers, origin)) {
+        const message = `WebHook-Allowed-Origin names another origin: consent names ${origin} (or *), or leaves the header out`;
         throw new AppError('invalid_request', `the callback does not consent: ${message}`, {
           details: [{ attribute: 'webhook-allowed-origin', message }],
         });

@@ -454,7 +454,7 @@ describe('every operation answers as the contract says', () => {
     expect(created.body).toMatchObject({ state: 'validating', validation: 'cloudevents' });
     const options = await waitFor(() => structured.requests.find((r) => r.method === 'OPTIONS' && r.url === '/hook/validated'));
     const callback = String(options.headers['webhook-request-callback']).slice(gw.url.length);
-    expect((await call('GET', callback)).status).toBe(400);
+    expect((await call('GET', callback, { headers: { 'webhook-allowed-origin': 'other.example' } })).status).toBe(400);
     expect((await call('POST', callback, { headers: { 'webhook-allowed-origin': 'other.example' } })).status).toBe(400);
     const granted = await call('GET', callback, { headers: { 'webhook-allowed-origin': '*', 'webhook-allowed-rate': '600' } });
     expect(granted).toMatchObject({ status: 200, body: { state: 'active' } });

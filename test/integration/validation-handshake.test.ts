@@ -89,11 +89,10 @@ describe('validation: cloudevents', () => {
     expect((await stateOf(sub.id)).state).toBe('validating');
     expect(requestsTo('async').filter((r) => r.method === 'POST')).toEqual([]);
 
-    // A callback without the header, or naming another origin, is no consent.
-    const bare = await call('GET', callback);
-    expect(bare.status).toBe(400);
-    expect(bare.body.errors).toEqual([expect.objectContaining({ attribute: 'webhook-allowed-origin' })]);
-    expect((await call('POST', callback, { headers: { 'webhook-allowed-origin': 'evil.example' } })).status).toBe(400);
+    // A callback naming another origin is no consent.
+    const other = await call('POST', callback, { headers: { 'webhook-allowed-origin': 'evil.example' } });
+    expect(other.status).toBe(400);
+    expect(other.body.errors).toEqual([expect.objectContaining({ attribute: 'webhook-allowed-origin' })]);
     expect((await stateOf(sub.id)).state).toBe('validating');
 
     const granted = await call('POST', callback, { headers: { 'WebHook-Allowed-Origin': '*', 'WebHook-Allowed-Rate': '*' } });
@@ -104,6 +103,20 @@ describe('validation: cloudevents', () => {
     // The token was for one consent: it is no longer waited for.
     expect((await call('GET', callback, { headers: { 'webhook-allowed-origin': '*' } })).status).toBe(404);
     expect((await call('GET', '/validations/val_unknown')).status).toBe(404);
+  });
+
+  it('takes a plain GET of the callback URL, as a browser sends it, as consent (http-webhook §4.1.3)', async () => {
+    answerOptions = () => ({ status: 200 });
+    const sub = await subscribe('by-hand');
+    const options = await waitFor(() => requestsTo('by-hand').find((r) => r.method === 'OPTIONS'));
+    const callback = String(options.headers['webhook-request-callback']).slice(gw.url.length);
+    await publish('by-hand', 'by-hand-1');
+    // Was: 400 "consent needs WebHook-Allowed-Origin", which a browser cannot send; the subscription failed after 10 minutes.
+    const opened = await call('GET', callback);
+    expect(opened).toMatchObject({ status: 200, body: { state: 'active' } });
+    const delivery = await waitFor(() => requestsTo('by-hand').find((r) => r.method === 'POST'));
+    expect(delivery.headers['ce-id']).toBe('by-hand-1');
+    expect((await stateOf(sub.id)).delivery.rateLimit ?? null).toBeNull();
   });
 
   it('pauses with validation_failed when the sink refuses, and resume validates again', async () => {
