@@ -151,7 +151,18 @@ function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType:
       violations.push({ attribute, message: `header "${name}": ${err.message}` });
     }
   }
-  if (contentType !== undefined) attributes.datacontenttype = contentType;
+  if (contentType !== undefined) {
+    // Binding §3.1.1: Content-Type carries datacontenttype and a ce-datacontenttype header must not be sent too.
+    // The same value is harmless; another leaves the data's type unknown (it was dropped without a word).
+    const header = attributes.datacontenttype;
+    if (header !== undefined && header !== contentType && !violations.some((v) => v.attribute === 'datacontenttype')) {
+      violations.push({
+        attribute: 'datacontenttype',
+        message: `header "ce-datacontenttype" differs from Content-Type; send the type in Content-Type only`,
+      });
+    }
+    attributes.datacontenttype = contentType;
+  }
   const reported = new Set(violations.map((v) => v.attribute));
   violations.push(...validateAttributes(attributes).filter((v) => !reported.has(v.attribute)));
   if (violations.length > 0) throw invalid('the binary-mode request is not a valid CloudEvent', violations);

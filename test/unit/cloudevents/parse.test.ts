@@ -132,6 +132,20 @@ describe('parseHttpMessage in binary mode', () => {
     expect(err.details).toEqual([{ attribute: 'datacontenttype', message: expect.any(String) }]);
   });
 
+  it('refuses a ce-datacontenttype header that differs from Content-Type, and takes one that agrees', () => {
+    // Was: the header silently dropped, so data sent as text/csv was stored as the Content-Type said.
+    const err = refusal({
+      headers: { ...ceHeaders, 'ce-datacontenttype': ['text/csv'], 'content-type': ['application/json'] },
+      body: Buffer.from('{}'),
+    });
+    expect(err.details).toEqual([{ attribute: 'datacontenttype', message: expect.stringContaining('differs from Content-Type') }]);
+    const same = parseHttpMessage({
+      headers: { ...ceHeaders, 'ce-datacontenttype': ['application/json'], 'content-type': ['application/json'] },
+      body: Buffer.from('{}'),
+    });
+    expect(same.events[0]!.attributes.datacontenttype).toBe('application/json');
+  });
+
   it('reports a header decoding failure once, not again as a missing attribute', () => {
     const err = refusal({ headers: { ...ceHeaders, 'ce-id': ['%FF'] }, body: Buffer.alloc(0) });
     expect(err.details).toEqual([{ attribute: 'id', message: expect.stringContaining('UTF-8') }]);
