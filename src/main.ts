@@ -1,4 +1,4 @@
-import { ConfigError, configTable, loadConfig } from './config';
+import { ConfigError, configTable, configWarnings, loadConfig } from './config';
 import { startGateway } from './gateway';
 import { StartupError } from './errors';
 import { HERALD_VERSION } from './version';
@@ -54,6 +54,7 @@ async function startFromEnv(): Promise<void> {
     }
     throw err;
   }
+  for (const warning of configWarnings(process.env, config)) gateway.log.warn(warning);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;

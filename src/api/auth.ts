@@ -19,7 +19,7 @@ export interface ApiKey {
  * @throws ConfigError naming the bad entry by name (never by secret)
  */
 export function parseApiKeys(raw: string | undefined): ApiKey[] {
-  if (raw === undefined || raw.trim() === '') return [];
+  if (raw === undefined) return [];
   const entries: string[] = [];
   for (const token of raw
     .split(/[;\n]|,/)
@@ -29,7 +29,9 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     else entries.push(token);
   }
   // Set but holding no entry (`;`, `,,`): running open is not what the operator asked for.
-  if (entries.length === 0) throw new ConfigError('HERALD_API_KEYS: is set but holds no key (expected name:secret:scopes, …)');
+  if (entries.length === 0) {
+    throw new ConfigError('HERALD_API_KEYS: is set but holds no key (expected name:secret:scopes, …); unset it to run without keys');
+  }
   const names = new Set<string>();
   const secrets = new Set<string>();
   return entries.map((entry, i) => {

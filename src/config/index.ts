@@ -155,10 +155,12 @@ export const configSchema = z
       .describe(
         'Base URL of the gateway as receivers reach it (`http` or `https`, a path allowed; no query, fragment or credentials); ack callback URLs (`herald-ack-url`) are built from it.',
       ),
+    // Not unset when empty, unlike the others: an empty templated secret must not run the gateway open.
     HERALD_API_KEYS: z
-      .preprocess(unsetIfEmpty, z.string().optional())
+      .string()
+      .optional()
       .describe(
-        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`. Names and secrets must be unique, secrets without white space; a value that is set but holds no key is refused.',
+        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`. Names and secrets must be unique, secrets without white space; a value that is set but holds no key (empty too) is refused: unset it to run without keys.',
       ),
     HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe(
       'Allow running without API keys on a non-loopback address.',
@@ -242,6 +244,34 @@ export interface Config {
 
 export class ConfigError extends Error {
   override name = 'ConfigError';
+}
+
+/** `HERALD_*` variables that are not the gateway's own and are expected beside it: the CLI's, the tests' and the bench's. */
+const NOT_SETTINGS = /^HERALD_(URL|TIMEOUT|TEST_.*|BENCH.*)$/;
+
+/**
+ * What in the environment is probably a mistake, though not an invalid setting: a `HERALD_*`
+ * variable the gateway does not read (a typo, or the CLI's `HERALD_API_KEY` set on the server,
+ * which leaves it without keys), and no HERALD_PUBLIC_URL while listening on every interface (the
+ * ack and validation URLs receivers are given would then name 0.0.0.0). One sentence each.
+ */
+export function configWarnings(env: Record<string, string | undefined>, config: Readonly<Config>): string[] {
+  const warnings: string[] = [];
+  const known = new Set(Object.keys(configSchema.shape));
+  for (const name of Object.keys(env).sort()) {
+    if (!name.startsWith('HERALD_') || known.has(name) || NOT_SETTINGS.test(name)) continue;
+    warnings.push(
+      name === 'HERALD_API_KEY'
+        ? "HERALD_API_KEY is the CLI's variable and is ignored here; the gateway reads its keys from HERALD_API_KEYS"
+        : `${name} is not a Herald setting and is ignored (herald --help lists them)`,
+    );
+  }
+  if (config.publicUrl === undefined && (config.host === '0.0.0.0' || config.host === '::')) {
+    warnings.push(
+      `HERALD_PUBLIC_URL is not set while listening on ${config.host}: the ack and validation callback URLs receivers get name ${config.host}, which they cannot reach; set it to the URL receivers reach Herald at`,
+    );
+  }
+  return warnings;
 }
 
 /**

@@ -109,6 +109,13 @@ describe('API keys', () => {
     await allowed.close();
   });
 
+  it('refuses to start with HERALD_API_KEYS set but empty, rather than run open', async () => {
+    // Was: started with no keys, the API open (on loopback), when a templated secret came out empty.
+    const refused = await runGatewayUntilExit({ HERALD_API_KEYS: '', HERALD_DATA_DIR: tmpDir() });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/HERALD_API_KEYS: is set but holds no key/);
+  });
+
   it('never writes a key secret to the log', async () => {
     const result = await runGatewayUntilExit({ HERALD_API_KEYS: 'ci:very-secret-value:superpower', HERALD_DATA_DIR: tmpDir() });
     expect(result.code).not.toBe(0);

@@ -1,4 +1,4 @@
-import { ConfigError, configDocs, loadConfig } from '../../src/config';
+import { ConfigError, configDocs, configWarnings, loadConfig } from '../../src/config';
 
 describe('loadConfig', () => {
   it('applies the documented defaults to an empty environment', () => {
@@ -141,6 +141,33 @@ describe('loadConfig', () => {
 
   it('documents every variable', () => {
     for (const row of configDocs()) expect(row.description.length).toBeGreaterThan(10);
+  });
+});
+
+describe('configWarnings', () => {
+  const warningsFor = (env: Record<string, string>) => configWarnings(env, loadConfig(env));
+
+  it('names a HERALD_* variable the gateway does not read, and the CLI key set on the server', () => {
+    // Was: ignored without a word, so HERALD_API_KEY=ops:s3cret:admin on the server ran it without keys.
+    expect(warningsFor({ HERALD_API_KEY: 'ops:s3cret:admin', HERALD_PARTITION: '4' })).toEqual([
+      expect.stringContaining('HERALD_API_KEY is the CLI'),
+      expect.stringContaining('HERALD_PARTITION is not a Herald setting'),
+    ]);
+    expect(warningsFor({ HERALD_API_KEY: 'ops:s3cret:admin' }).join()).not.toContain('s3cret');
+  });
+
+  it('is quiet about settings, the CLI variables HERALD_URL and HERALD_TIMEOUT, and the test variables', () => {
+    expect(warningsFor({ HERALD_PARTITIONS: '4', HERALD_URL: 'http://x', HERALD_TIMEOUT: '5s', HERALD_TEST_LOG_LEVEL: 'info' })).toEqual(
+      [],
+    );
+  });
+
+  it('names a missing HERALD_PUBLIC_URL when listening on every interface, where receivers would be given 0.0.0.0', () => {
+    for (const host of ['0.0.0.0', '::']) {
+      expect(warningsFor({ HERALD_HOST: host })).toEqual([expect.stringContaining('HERALD_PUBLIC_URL is not set')]);
+      expect(warningsFor({ HERALD_HOST: host, HERALD_PUBLIC_URL: 'https://herald.example.com' })).toEqual([]);
+    }
+    expect(warningsFor({ HERALD_HOST: '10.0.0.5' })).toEqual([]);
   });
 });
 
