@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { AppError, coerceError } from '../errors';
 import type { StoreHealth } from './event-store';
+import type { OffsetReservation } from './offset-reservation';
 import type { PendingEntry } from './sequencer';
 import type { SegmentLog } from './segment-log';
 
@@ -23,6 +24,8 @@ export interface GroupCommitOptions {
   onCommitted: (group: CommittedGroup) => void;
   /** A group failed: it and every group queued behind it are undone. */
   onFailed: () => void;
+  /** Offsets are acknowledged only below the reserved ceilings (see `offset-reservation.ts`). */
+  reservation?: Pick<OffsetReservation, 'cover'>;
 }
 
 interface Group {
@@ -56,6 +59,8 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   let current = newGroup();
   let flushing = false;
   let closed = false;
+  /** Closed with everything acknowledged known synced, and no write failed since the last success. */
+  let closedClean = false;
   let writable = true;
   let failureReason: string | undefined;
   let dirty = false;
@@ -160,6 +165,9 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     try {
       if (rewriteOwed) rewriteUnsynced();
       if (rollOwed) rollNow();
+      // Written beside the group's own write and sync; awaited before the group is acknowledged.
+      const reserved = opts.reservation?.cover(group.entries);
+      reserved?.catch(() => undefined); // awaited below; this keeps a rejection before then from being unhandled
       const first = await segments.append(
         group.entries.map((e) => e.frame),
         group.bytes,
@@ -188,6 +196,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
         dirty = true;
       }
       if (failures !== failuresBefore && unsynced.length > 0) rewriteOwed = true;
+      if (reserved) await reserved;
       committed = { entries: group.entries, positions, end: at, fsyncMs };
     } catch (err) {
       fail(group, before, err);
@@ -312,6 +321,11 @@ export function createGroupCommit(opts: GroupCommitOptions) {
           log.error({ err: coerceError(err) }, 'log: could not write again the events an fsync failed to cover; they may be lost');
         }
       }
+      closedClean = writable && !rewriteOwed && unsynced.length === 0;
+    },
+    /** After `close`: whether it left everything acknowledged synced (fsync=never: written). */
+    get closedClean() {
+      return closedClean;
     },
   };
 }

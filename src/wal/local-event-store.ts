@@ -3,7 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
 import type { CloudEvent } from '../cloudevents/event';
-import { AppError } from '../errors';
+import { AppError, coerceError } from '../errors';
 import type { RecoveryPermission } from '../config';
 import type { Db } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
@@ -23,6 +23,7 @@ import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { openSegmentLog, type SegmentLog } from './segment-log';
 import { createSequencer } from './sequencer';
+import { createOffsetReservation, readReservation, skipReserved } from './offset-reservation';
 import { POSITION_FIELDS, type GroupPositions, type LogFeed, type LogFeedListener } from './log-feed';
 
 export { StartupError, type RecoveryReport };
@@ -145,6 +146,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     buildKeyFilter: (log2Bits, hashes) => indexer.buildKeyFilter(log2Bits, hashes),
     log,
   });
+  // Under fsync=always every acknowledged event is synced before its answer: the log is the record.
+  const reservation = opts.fsync === 'always' ? undefined : createOffsetReservation({ dir: walDir(opts), fsync: opts.fsync, heads, log });
   const groups = createGroupCommit({
     segments,
     log,
@@ -152,6 +155,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     fsyncIntervalMs: opts.fsyncIntervalMs,
     onCommitted: committed,
     onFailed: () => sequencer.failed(),
+    reservation,
   });
   const retention = createRetention({
     dataDir: opts.dataDir,
@@ -327,6 +331,14 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       retention.stop();
       sequencer.stop();
       await groups.close();
+      // Only when everything acknowledged is synced: otherwise the next start treats the stop as unclean.
+      if (reservation && groups.closedClean) {
+        await reservation
+          .close(sequencer.heads())
+          .catch((err: unknown) =>
+            log.error({ err: coerceError(err) }, 'log: could not record the clean stop; the next start skips reserved offsets'),
+          );
+      }
       await indexer.close();
       segments.close();
       indexDb.close();
@@ -355,7 +367,7 @@ function openLog(
     );
   }
   const segments = openSegmentLog({
-    dir: path.join(opts.dataDir, 'wal'),
+    dir: walDir(opts),
     segmentBytes: opts.segmentBytes,
     durable: opts.fsync !== 'never',
     warn: (msg, fields) => log.warn(fields ?? {}, msg),
@@ -400,8 +412,19 @@ function openLog(
       "herald.db was missing or not this data dir's: events were rebuilt from the log (HERALD_RECOVERY=rebuild-events-only); subscriptions, their offsets and dead letters were not recoverable and are gone",
     );
   }
-  return { segments, recovery, heads: createPartitionHeadsRepo(indexDb).load(opts.partitions) };
+  const headsRepo = createPartitionHeadsRepo(indexDb);
+  const heads = headsRepo.load(opts.partitions);
+  for (const gap of skipReserved(heads, readReservation(walDir(opts), log))) {
+    headsRepo.set(gap.partition, gap.to);
+    log.error(
+      { partition: gap.partition, fromOffset: gap.from, toOffset: gap.to - 1, count: gap.to - gap.from },
+      'log: the stop was unclean and the log may have lost its tail: offsets that may have been handed out before it are skipped, never reused',
+    );
+  }
+  return { segments, recovery, heads };
 }
+
+const walDir = (opts: Pick<LocalEventStoreOptions, 'dataDir'>) => path.join(opts.dataDir, 'wal');
 
 /**
  * `herald.db` holds what the log cannot rebuild (subscriptions, their offsets, dead letters). A

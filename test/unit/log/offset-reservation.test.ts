@@ -1,0 +1,103 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import type { CloudEvent } from '../../../src/cloudevents/event';
+import { createLogger } from '../../../src/logger';
+import {
+  RESERVATION_FILE,
+  createOffsetReservation,
+  readReservation,
+  skipReserved,
+  type ReservationRecord,
+} from '../../../src/wal/offset-reservation';
+import { openStoreAt } from '../../helpers/log-store';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+const log = createLogger('silent');
+const record = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, RESERVATION_FILE), 'utf8')) as ReservationRecord;
+const at = (partition: number, offset: number) => ({ partition, offset });
+
+describe('skipReserved', () => {
+  it.each<[string, ReservationRecord | undefined, number[]]>([
+    ['no record (a new data dir, or one from before)', undefined, [5, 7]],
+    ['a clean stop', { clean: true, fsync: 'interval', ceilings: [9, 9] }, [5, 7]],
+    [
+      'an unclean stop under fsync=always (every acknowledged event was synced)',
+      { clean: false, fsync: 'always', ceilings: [9, 9] },
+      [5, 7],
+    ],
+    ['an unclean stop under fsync=interval', { clean: false, fsync: 'interval', ceilings: [9, 3] }, [9, 7]],
+    ['an unclean stop under fsync=never', { clean: false, fsync: 'never', ceilings: [5, 100] }, [5, 100]],
+  ])('%s', (_name, reservation, expected) => {
+    const heads = [5, 7];
+    const moved = skipReserved(heads, reservation);
+    expect(heads).toEqual(expected);
+    expect(moved.map((m) => m.to - m.from)).toEqual(expected.map((h, p) => h - [5, 7][p]!).filter((n) => n > 0));
+  });
+});
+
+describe('createOffsetReservation', () => {
+  it('makes the first group of a partition wait for its ceiling, then reserves a block ahead without waiting', async () => {
+    const dir = tmpDir();
+    const reservation = createOffsetReservation({ dir, fsync: 'interval', heads: [10, 0], block: 100, log });
+    const first = reservation.cover([at(0, 10)]);
+    expect(first).toBeInstanceOf(Promise);
+    await first;
+    expect(record(dir)).toEqual({ clean: false, fsync: 'interval', ceilings: [111, 0] });
+    // Within the block: nothing to wait for.
+    expect(reservation.cover([at(0, 11), at(0, 40)])).toBeUndefined();
+    // Past half the block: raised ahead of need, still without waiting.
+    expect(reservation.cover([at(0, 70)])).toBeUndefined();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(record(dir).ceilings[0]).toBe(171);
+    await reservation.close([71, 0]);
+    expect(record(dir)).toEqual({ clean: true, fsync: 'interval', ceilings: [71, 0] });
+  });
+
+  it('rejects the waiting group when the file cannot be written, and writes it at the next try', async () => {
+    const dir = tmpDir();
+    fs.mkdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`)); // the temp file cannot be opened
+    const reservation = createOffsetReservation({ dir, fsync: 'never', heads: [0], block: 10, log });
+    await expect(reservation.cover([at(0, 0)])).rejects.toThrow(/EISDIR/);
+    fs.rmdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`));
+    await reservation.cover([at(0, 0)]);
+    expect(record(dir).ceilings).toEqual([11]);
+  });
+});
+
+describe('readReservation', () => {
+  it('reads what was written, and takes an unreadable file for none', () => {
+    const dir = tmpDir();
+    expect(readReservation(dir, log)).toBeUndefined();
+    fs.writeFileSync(path.join(dir, RESERVATION_FILE), JSON.stringify({ clean: false, fsync: 'interval', ceilings: [3, 4] }));
+    expect(readReservation(dir, log)).toEqual({ clean: false, fsync: 'interval', ceilings: [3, 4] });
+    for (const text of ['{"clean":false', JSON.stringify({ clean: false, fsync: 'interval', ceilings: [-1] })]) {
+      fs.writeFileSync(path.join(dir, RESERVATION_FILE), text);
+      expect(readReservation(dir, log)).toBeUndefined();
+    }
+  });
+});
+
+describe('the event store under fsync=interval', () => {
+  const ev = (id: string): CloudEvent => ({
+    attributes: { specversion: '1.0', id, source: '/reserve', type: 't' },
+    data: { kind: 'none' },
+  });
+
+  it('acknowledges nothing whose offset the reservation could not record: a 503, nothing stored, then it goes on', async () => {
+    const dir = tmpDir();
+    const opened = openStoreAt(dir, { fsync: 'interval' });
+    try {
+      const blocker = path.join(dir, 'wal', `${RESERVATION_FILE}.tmp`);
+      fs.mkdirSync(blocker);
+      await expect(opened.store.append([ev('a')])).rejects.toMatchObject({ code: 'unavailable' });
+      fs.rmdirSync(blocker);
+      expect((await opened.store.append([ev('b')]))[0]).toMatchObject({ offset: 0, duplicate: false });
+      expect(record(path.join(dir, 'wal')).ceilings[0]).toBeGreaterThan(0);
+    } finally {
+      await opened.close();
+    }
+    expect(record(path.join(dir, 'wal'))).toEqual({ clean: true, fsync: 'interval', ceilings: [1] });
+  });
+});
