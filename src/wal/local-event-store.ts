@@ -12,7 +12,7 @@ import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import { createRetentionFloors } from '../store/retention-floors';
-import { INDEX_DB_FILE, moveIndexTables, openIndexDatabase } from '../store/index-db';
+import { INDEX_DB_FILE, isCorruptDatabase, moveIndexTables, openCheckedIndexDatabase, openIndexDatabase } from '../store/index-db';
 import { IDENTITY_FILE, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
 import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
@@ -88,13 +88,36 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
 }
 
 /**
+ * `index.db`, or, when SQLite finds it damaged (a truncated file, garbage in a page), a new one: it
+ * is derived from the log, so it is set aside (`index.db.corrupt-<ms>`, with its -wal) and rebuilt
+ * from the log by recovery, as a missing one is. What it alone knew (offsets of a lost log tail) is
+ * still known to herald.db's delivery floors and the offset reservation.
+ */
+function openUndamagedIndex(file: string, log: Logger): Db {
+  try {
+    return openCheckedIndexDatabase(file);
+  } catch (err) {
+    if (!isCorruptDatabase(err)) throw err;
+    const aside = `${file}.corrupt-${Date.now()}`;
+    for (const suffix of ['', '-wal', '-shm']) {
+      if (fs.existsSync(file + suffix)) fs.renameSync(file + suffix, aside + suffix);
+    }
+    log.error(
+      { file, setAside: aside, err: coerceError(err).message },
+      'index.db is damaged: it is set aside and rebuilt from the log (events, idempotency records and heads)',
+    );
+    return openIndexDatabase(file);
+  }
+}
+
+/**
  * `index.db`, with the tables a data dir from before it kept in herald.db moved over. One written
  * for another data dir (an operator's copy) is derived from another log: it is thrown away and
  * rebuilt, never trusted (its duplicate answers would drop new events).
  */
 function openOwnIndex(opts: LocalEventStoreOptions, identity: DataDirIdentity | undefined): Db {
   const file = path.join(opts.dataDir, INDEX_DB_FILE);
-  let indexDb = openIndexDatabase(file);
+  let indexDb = openUndamagedIndex(file, opts.log);
   const known = identity?.id ?? createMetaRepo(opts.db).get('data_dir_id');
   const indexedFor = createMetaRepo(indexDb).get('data_dir_id');
   if (known !== undefined && indexedFor !== undefined && indexedFor !== known) {
