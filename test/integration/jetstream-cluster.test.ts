@@ -213,9 +213,20 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
 
   it('answers /readyz and POST /events 503 with Retry-After while two of three servers are down, and 200/2xx once one returns', async () => {
     await waitUntil('node A ready with all three servers up', async () => (await readyz(a.url)) === 200, 90_000, 500);
+    const created = await fetch(`${a.url}/subscriptions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: 'http://127.0.0.1:9/outage', filters: [{ exact: { source: '/no-such-source' } }] }),
+      signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
+    });
+    expect(created.status).toBe(201);
+    const sub = (await created.json()) as { id: string };
     await cluster.kill(1);
     await cluster.kill(2);
     await waitUntil('node A unready', async () => (await readyz(a.url)) === 503, 30_000, 250);
+    // Was: 200 with no dead letters, the "none" of the one replica left, read directly.
+    const deadLetters = await fetch(`${b.url}/subscriptions/${sub.id}/dead-letters`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    expect(deadLetters.status).toBe(503);
     const body = (await (await fetch(`${a.url}/readyz`)).json()) as { status: string; checks: Record<string, string> };
     expect(body.status).toBe('unavailable');
     expect(body.checks.log).not.toBe('ok');

@@ -40,8 +40,14 @@ async function readSubject(
   from: number,
   max: number,
 ): Promise<{ seq: number; data: Uint8Array }[]> {
+  if (max <= 0) return [];
   const first = await nextOf(jsm, stream, subject, Math.max(1, from));
-  if (!first || max <= 0) return [];
+  if (!first) {
+    // A direct get may be answered by any replica, one cut off from the others among them: its "none"
+    // is confirmed by the stream's leader, so that an outage answers 503, not an empty list.
+    await countOf(jsm, stream, subject);
+    return [];
+  }
   const consumer = await js.consumers.get(stream, {
     filterSubjects: subject,
     deliver_policy: DeliverPolicy.StartSequence,
