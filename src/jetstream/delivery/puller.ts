@@ -1,6 +1,7 @@
 import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg, Subscription } from 'nats';
 import type { Logger } from 'pino';
 import { AbortGroup } from '../../delivery/http-sender';
+import { createSessionWatch, isRefusedPull, isSignOfLife } from './session-watch';
 
 /**
  * Each pull request the consumer keeps open at the server lasts this long; its idle heartbeats come
@@ -25,6 +26,8 @@ const RETRY_PAUSE_MS = 500;
 const IDLE_MS = 250;
 /** The shortest interval between two renewals of a held message's lease. */
 const MIN_RENEW_MS = 1000;
+/** A session that shows nothing for five pull expiries, or has pulls refused in a loop, is replaced (see `session-watch.ts`). */
+const SESSION_LIMITS = { silentMs: 5 * PULL_EXPIRES_MS, refusedPerSecond: 50 };
 
 /**
  * The life cycle of a puller, as data: `pulling` pulls while its subscription is active,
@@ -75,6 +78,18 @@ function endSession(messages: ConsumerMessages): void {
     () => messages.stop(),
     () => messages.stop(),
   );
+}
+
+/** Feeds a session's status events to its watch until the session ends. */
+async function watchStatus(messages: ConsumerMessages, health: ReturnType<typeof createSessionWatch>): Promise<void> {
+  try {
+    for await (const s of await messages.status()) {
+      if (isSignOfLife(s.type)) health.life(Date.now());
+      else if (isRefusedPull(s.type, s.data)) health.refused(Date.now());
+    }
+  } catch {
+    // The session ended: nothing more to watch.
+  }
 }
 
 /**
@@ -163,8 +178,19 @@ export function createPuller(deps: PullerDeps) {
       if (!ending) endSession(messages);
       ending = true;
     };
+    const health = createSessionWatch(Date.now(), SESSION_LIMITS);
+    void watchStatus(messages, health);
     const watch = setInterval(() => {
-      if (!deps.active() || capacityNow() !== capacity) end();
+      if (!deps.active() || capacityNow() !== capacity) return end();
+      const verdict = health.verdict(Date.now());
+      if (verdict === 'ok' || ending) return;
+      deps.log.warn(
+        { stream: deps.stream, consumer: deps.consumer, verdict },
+        verdict === 'silent' ? 'pull session shows no pulls: starting a new one' : 'pull session re-pulls in a loop: starting a new one',
+      );
+      // Not drained: a session in this state may never finish a drain. What is on the way stays unacked (redelivered after ack_wait).
+      ending = true;
+      messages.stop();
     }, IDLE_MS).unref();
     try {
       // Each message is sent as it arrives: JetStream's max_ack_pending is what bounds the attempts open
@@ -172,6 +198,7 @@ export function createPuller(deps: PullerDeps) {
       // (a PATCH to `partition` seen before the consumer's update reached the server) went out after the
       // update, beside other nodes' open attempts: two events of one partition in flight, out of order.
       for await (const msg of messages) {
+        health.life(Date.now());
         // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
         if (state !== 'pulling') break;
         // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
