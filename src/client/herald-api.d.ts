@@ -3451,6 +3451,18 @@ export interface operations {
                 "herald-ack-url": string;
                 /** @description `true` when a dead letter is delivered again (`redeliver`); such deliveries are outside partition order. */
                 "herald-redelivery"?: "true";
+                /**
+                 * @description When the event has the distributed-tracing extension: its `traceparent` attribute, also sent
+                 *     as a W3C Trace Context header (beside `ce-traceparent` in binary mode), so the receiver's
+                 *     tracing middleware joins the producer's trace. Sent only when the value is printable ASCII.
+                 * @example 00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01
+                 */
+                traceparent?: string;
+                /**
+                 * @description The event's `tracestate` attribute, as a W3C Trace Context header (likewise).
+                 * @example congo=t61rcWkgMzE
+                 */
+                tracestate?: string;
                 /** @description Binary mode only (present then), like every `ce-*` header. Always `1.0`. */
                 "ce-specversion"?: "1.0";
                 /** @description Binary mode only. Attribute values are percent-encoded per the HTTP binding. */

@@ -278,7 +278,8 @@ export function createContractChecker(doc: OpenApiDoc) {
 
   /**
    * Checks a webhook request Herald sent against `webhooks.<name>.post`: every required header is
-   * there, every `ce-*`, `webhook-*` and `herald-*` header is documented and valid, and the body
+   * there, every `ce-*`, `webhook-*`, `herald-*`, `traceparent` and `tracestate` header is documented and
+   * valid, and the body
    * matches the documented content type.
    */
   function checkWebhookRequest(
@@ -298,8 +299,9 @@ export function createContractChecker(doc: OpenApiDoc) {
       if (value === undefined) continue;
       const param = documented.get(name);
       if (!param) {
-        // Extension attributes are ce-<anything>; Herald's own headers must all be documented.
-        if (/^(webhook|herald)-/.test(name)) throw new Error(`webhook request header ${name} is not documented`);
+        // Extension attributes are ce-<anything>; Herald's own headers (the W3C trace headers it copies from
+        // the event among them) must all be documented.
+        if (/^(webhook-|herald-|traceparent$|tracestate$)/.test(name)) throw new Error(`webhook request header ${name} is not documented`);
         continue;
       }
       if (param.schema) validateHeaderValue(param.schema, value, `webhook request header ${name}`);

@@ -285,11 +285,17 @@ describe('every operation answers as the contract says', () => {
     // The structured-mode subscription gets a delivery whose request must match `webhooks`.
     await call('POST', '/events', {
       headers: { 'content-type': 'application/cloudevents+json' },
-      json: event('w1', '/contract/structured', { data: { n: 1 } }),
+      // With the distributed-tracing extension: traceparent and tracestate go out as W3C headers too.
+      json: event('w1', '/contract/structured', {
+        data: { n: 1 },
+        traceparent: '00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01',
+        tracestate: 'congo=t61rcWkgMzE',
+      }),
     });
     await call('POST', '/events', { headers: binaryHeaders('w2', '/contract/structured'), body: '' }); // no data: goes structured too
     const requests = await waitFor(() => (structured.requests.length >= 2 ? structured.requests : undefined));
     for (const req of requests) checker.checkWebhookRequest(req);
+    expect(requests[0]!.headers).toMatchObject({ traceparent: expect.any(String), tracestate: 'congo=t61rcWkgMzE' });
     expect(requests.map((r) => r.headers['content-type'])).toEqual([
       'application/cloudevents+json; charset=utf-8',
       'application/cloudevents+json; charset=utf-8',
