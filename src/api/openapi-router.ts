@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { RequestHandler, Router } from 'express';
@@ -9,13 +10,21 @@ export const OPENAPI_FILE = path.resolve(__dirname, '..', '..', 'openapi', 'open
 
 const REDOC_BUNDLE = 'redoc/bundles/redoc.standalone.js';
 const SCRIPT_ROUTE = '/docs/assets/redoc.standalone.js';
+/**
+ * Redoc's footer shows Redocly's logo from its CDN, and no Redoc option turns it off (2.5: the footer
+ * has none). The served bundle names `data:,` instead: an image that fails at once without any
+ * request, which Redoc's own `onError` then hides. The test of /docs in a browser fails should a
+ * newer Redoc fetch anything else from elsewhere.
+ */
+const CDN_LOGO = '"https://cdn.redoc.ly/redoc/logo-mini.svg"';
+const NO_LOGO = '"data:,"';
 /** `GET /docs/`: the same page as `GET /docs`, the one route served but not documented separately. */
 export const DOCS_ALIAS = '/docs/';
 
 /**
  * The published contract: `GET /openapi.yaml` (the file as written), `GET /openapi.json` (the same,
  * parsed) and `GET /docs`, a Redoc reference page whose script is served from the installed `redoc`
- * package, so the page works offline and loads nothing from a CDN.
+ * package (read once, its CDN logo taken out), so the page works offline and loads nothing from a CDN.
  * The file is read and parsed once, here: a missing or malformed contract fails start-up.
  */
 export function createOpenApiRouter(opts: { file?: string } = {}): Router {
@@ -23,12 +32,14 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
   const yamlText = fs.readFileSync(file, 'utf8');
   const document = YAML.parse(yamlText) as { info?: { title?: string } };
   const jsonText = JSON.stringify(document);
-  let script: string;
+  let script: Buffer;
   try {
-    script = require.resolve(REDOC_BUNDLE);
+    script = Buffer.from(fs.readFileSync(require.resolve(REDOC_BUNDLE), 'utf8').replaceAll(CDN_LOGO, NO_LOGO));
   } catch (err) {
     throw new Error(`cannot serve /docs: ${REDOC_BUNDLE} is not installed (run npm ci)`, { cause: err });
   }
+  // Computed once: express would hash the whole bundle again for every request.
+  const scriptEtag = `"${createHash('sha256').update(script).digest('base64url')}"`;
   const title = document.info?.title ?? 'API reference';
 
   const router = newRouter();
@@ -50,12 +61,9 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
   router.get('/docs', open, docs);
   // Routing is strict about trailing slashes; the page alone answers at both (see DOCS_ALIAS).
   router.get(DOCS_ALIAS, open, docs);
-  router.get(SCRIPT_ROUTE, open, (_req, res, next) => {
+  router.get(SCRIPT_ROUTE, open, (_req, res) => {
     // Redoc's bundle builds its search worker from a blob, so this one file is the whole renderer.
-    res.type('text/javascript; charset=utf-8');
-    res.sendFile(script, { maxAge: '1d' }, (err) => {
-      if (err) next(err);
-    });
+    res.type('text/javascript; charset=utf-8').set({ 'cache-control': 'public, max-age=86400', etag: scriptEtag }).send(script);
   });
   return router;
 }
