@@ -120,13 +120,13 @@ export const configSchema = z
       'Largest accepted request body (bytes, or `512KiB`, `1MiB`), on the wire and once decoded (`Content-Encoding`); larger is a 413. At least 64 KiB.',
     ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
-      'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started.',
+      'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started. At least 64 KiB.',
     ),
     // At least a second: 0 would delete every event as soon as it is stored.
     HERALD_RETENTION: duration('7d')
       .pipe(z.number().min(1000, 'must be at least 1s'))
       .describe(
-        'How long stored events are kept (`7d`, `12h`, `90m`, `30s`, or milliseconds). Deletion is per whole log segment and goes by the time events were stored, not their `time` attribute: a segment (the active one included, rolled first) is deleted once its newest event is older than this. Deletion does not wait for subscriptions: they move past deleted events and count them as `expired`.',
+        'How long stored events are kept (`7d`, `12h`, `90m`, `30s`, or milliseconds). Deletion is per whole log segment and goes by the time events were stored, not their `time` attribute: a segment (the active one included, rolled first) is deleted once its newest event is older than this. Deletion does not wait for subscriptions: they move past deleted events and count them as `expired`. At least 1s.',
       ),
     HERALD_MAX_LOG_BYTES: size(0, Number.MAX_SAFE_INTEGER, '0').describe(
       'Largest size of the log (bytes, or `512MiB`, `100GiB`); `0`: no limit. When the log is larger, its oldest segments are deleted the same way as for HERALD_RETENTION.',

@@ -142,6 +142,28 @@ describe('loadConfig', () => {
   it('documents every variable', () => {
     for (const row of configDocs()) expect(row.description.length).toBeGreaterThan(10);
   });
+
+  it('says in the description of each setting the least value it takes, where it refuses 1 as too small', () => {
+    const bounded: string[] = [];
+    for (const row of configDocs()) {
+      let message = '';
+      try {
+        loadConfig({ [row.name]: '1' });
+      } catch (err) {
+        message = (err as Error).message;
+      }
+      const least = new RegExp(`${row.name}: must be at least (\\d+)(KiB|MiB|GiB|s)?\\b`).exec(message);
+      if (!least) continue;
+      bounded.push(row.name);
+      // As the table writes sizes: `At least 64 KiB.`; durations as they are given: `At least 1s.`
+      const unit = least[2] === undefined ? '' : least[2] === 's' ? 's' : ` ${least[2]}`;
+      expect({ name: row.name, description: row.description }).toEqual({
+        name: row.name,
+        description: expect.stringContaining(`At least ${least[1]}${unit}.`),
+      });
+    }
+    expect(bounded).toEqual(expect.arrayContaining(['HERALD_MAX_BODY_BYTES', 'HERALD_SEGMENT_BYTES', 'HERALD_RETENTION']));
+  });
 });
 
 describe('configWarnings', () => {
