@@ -981,7 +981,8 @@ export interface components {
         /**
          * @description One filter expression of the CloudEvents Subscriptions API: an object with exactly one dialect.
          *     `exact`, `prefix` and `suffix` compare attribute values (all named attributes must match; an
-         *     absent attribute never matches); `all`, `any` and `not` combine filters (at most 16 levels);
+         *     absent attribute never matches; a name no event can carry is a 400, see `AttributeValues`);
+         *     `all`, `any` and `not` combine filters (at most 16 levels);
          *     `sql` is a CloudEvents SQL expression (at most 4,096 characters). Any error while evaluating a
          *     filter, including running out of its per-event work budget (characters scanned by `LIKE` and
          *     string functions), means "does not match"; it is logged at `warn` at most once a minute per
@@ -1004,7 +1005,11 @@ export interface components {
             sql: string;
         };
         /**
-         * @description Attribute name → value to compare with (extension values compare as strings).
+         * @description Attribute name → value to compare with (extension values compare as strings). Names are
+         *     CloudEvents attribute names: lower-case letters a-z and digits 0-9, and not `data` (the
+         *     event's data, which filters do not read). A create or PATCH naming any other (`Type`,
+         *     `ce-type`, `data`), at any nesting, is a 400 whose `errors` name its path
+         *     (`filters.0.not.exact.Type`): such a filter could never match.
          * @example {
          *       "type": "com.example.order.created"
          *     }

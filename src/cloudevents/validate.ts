@@ -2,6 +2,15 @@ import type { Violation } from '../errors';
 import { AttributeValue, CloudEvent, EventData, REQUIRED_ATTRIBUTES, STRING_ATTRIBUTES, isJsonMediaType } from './event';
 
 const ATTRIBUTE_NAME = /^[a-z0-9]+$/;
+
+/**
+ * Whether an event can carry an attribute of this name: lower-case letters a-z and digits 0-9, and
+ * not `data` (reserved for the event's data).
+ * @see cloudevents/spec.md "Attribute Naming Convention"
+ */
+export function isAttributeName(name: string): boolean {
+  return ATTRIBUTE_NAME.test(name) && name !== 'data';
+}
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
 // RFC 3986 characters; `%` only as a valid escape (checked separately).

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { AttributeValue } from '../cloudevents/event';
+import { isAttributeName } from '../cloudevents/validate';
 import { AppError, type Violation } from '../errors';
 import { CesqlError, WORK_BUDGET, cesqlBudget, cesqlMatches, compileCesql, type CesqlBudget } from './cesql';
 
@@ -62,6 +63,12 @@ export interface FilterOptions {
   onError?: (err: FilterEvaluationError) => void;
   /** Work allowed per event for all `sql` filters of the list together; {@link WORK_BUDGET} by default. */
   budget?: number;
+  /**
+   * Refuse `exact`, `prefix` and `suffix` names no CloudEvent can carry (`Type`, `data`, `data_base64`),
+   * which would never match. Set for filters given to the API; off for stored subscriptions, which
+   * keep loading as they were accepted (such a filter goes on matching nothing).
+   */
+  attributeNamesOnly?: boolean;
 }
 
 /** Per-call state shared by the compiled filters of one list. */
@@ -89,14 +96,14 @@ const stringMap = z
  * @throws AppError `invalid_request` naming each malformed filter by path
  */
 export function compileFilters(filters: unknown, options: FilterOptions = {}): Matcher {
-  const { path = 'filters', onError, budget: limit = WORK_BUDGET } = options;
+  const { path = 'filters', onError, budget: limit = WORK_BUDGET, attributeNamesOnly = false } = options;
   const violations: Violation[] = [];
   if (!Array.isArray(filters)) {
     throw new AppError('invalid_request', 'filters must be an array', {
       details: [{ attribute: path, message: 'expected an array of filter expressions' }],
     });
   }
-  const counter: NodeCounter = { path, nodes: 0 };
+  const counter: NodeCounter = { path, nodes: 0, attributeNamesOnly };
   const matchers = filters.map((f, i) => compileOne(f, `${path}.${i}`, 0, violations, counter));
   if (violations.length > 0) throw new AppError('invalid_request', 'the subscription filters are not valid', { details: violations });
   // One state object per matcher: matching is synchronous, so calls never overlap.
@@ -127,9 +134,12 @@ function failed(path: string, err: unknown): FilterEvaluationError {
   return new FilterEvaluationError('exception', path, `evaluating ${path} failed: ${message}`, { cause: err });
 }
 
+/** What one compilation shares across the filter tree. */
 interface NodeCounter {
   readonly path: string;
   nodes: number;
+  /** {@link FilterOptions.attributeNamesOnly} */
+  readonly attributeNamesOnly: boolean;
 }
 
 function compileOne(filter: unknown, path: string, depth: number, violations: Violation[], counter: NodeCounter): Compiled {
@@ -179,6 +189,11 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
         return never;
       }
       const pairs = Object.entries(parsed.data);
+      if (counter.attributeNamesOnly) {
+        const unnamed = pairs.filter(([name]) => !isAttributeName(name));
+        for (const [name] of unnamed) violations.push({ attribute: `${at}.${name}`, message: notAnAttribute(name) });
+        if (unnamed.length > 0) return never;
+      }
       const test =
         dialect === 'exact'
           ? (actual: string, expected: string) => actual === expected
@@ -243,6 +258,13 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
       }
     }
   }
+}
+
+/** Why a filter may not name `name`: no event can carry it, so the filter would never match. */
+function notAnAttribute(name: string): string {
+  if (name === 'data') return '"data" is the event\'s data, not an attribute, so no event could match: filters compare attributes only';
+  const hint = /^[A-Za-z0-9]+$/.test(name) ? ` (did you mean "${name.toLowerCase()}"?)` : '';
+  return `${JSON.stringify(name)} is not a CloudEvents attribute name, so no event could match: names are lower-case letters a-z and digits 0-9${hint}`;
 }
 
 /** The part of a pino logger the reporter uses. */

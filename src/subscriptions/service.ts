@@ -99,11 +99,11 @@ export function createSubscriptionsService(deps: {
   }
 
   /**
-   * Filters are compiled here only to refuse those that do not compile (a 400 naming them);
-   * delivery compiles its own from the record it is sent.
+   * Filters are compiled here only to refuse those that do not compile (a 400 naming them), or that
+   * name an attribute no event can carry; delivery compiles its own from the record it is sent.
    */
   function checkFilters(filters: unknown): void {
-    compileFilters(filters);
+    compileFilters(filters, { attributeNamesOnly: true });
   }
 
   /**

@@ -1,7 +1,11 @@
+import Database from 'better-sqlite3';
+import path from 'node:path';
 import request from 'supertest';
 import { Webhook } from 'standardwebhooks';
 import { getSubscription, requestsForSubscription, totalLag, useDeliveryFixture, waitForLagZero } from '../helpers/delivery';
+import { startTestGateway } from '../helpers/gateway';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { tmpDir } from '../helpers/tmp';
 
 /** The subscriptions resource: create/read/update/delete, validation, secrets, pause and resume. */
 
@@ -119,6 +123,72 @@ describe('creating a subscription', () => {
     expectProblem(res, 400, 'invalid_request');
     expect(res.body.errors.length).toBeGreaterThan(0);
     expect(await count()).toBe(before);
+  });
+});
+
+describe('filter attribute names', () => {
+  it('refuses names no CloudEvent can carry (upper case, data), at any nesting, with a 400 naming the path', async () => {
+    const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
+    const before = await count();
+    for (const [filters, attribute] of [
+      [[{ exact: { Type: 'x' } }], 'filters.0.exact.Type'],
+      [[{ prefix: { Type: 'com.' } }], 'filters.0.prefix.Type'],
+      [[{ suffix: { data: 'x' } }], 'filters.0.suffix.data'],
+      [
+        [{ exact: { type: 'a' } }, { any: [{ not: { all: [{ prefix: { 'x-tenant': 'a' } }] } }] }],
+        'filters.1.any.0.not.all.0.prefix.x-tenant',
+      ],
+    ] as const) {
+      const res = await request(gw.url).post('/subscriptions').send({ sink: receiver.url, filters });
+      expectProblem(res, 400, 'invalid_request');
+      expect(res.body.errors).toEqual([{ attribute, message: expect.stringContaining('so no event could match') }]);
+    }
+    expect(await count()).toBe(before);
+
+    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.names' } }] });
+    const patched = await request(gw.url)
+      .patch(`/subscriptions/${sub.id}`)
+      .send({ filters: [{ not: { exact: { Source: '/x' } } }] });
+    expectProblem(patched, 400, 'invalid_request');
+    expect(patched.body.errors).toEqual([{ attribute: 'filters.0.not.exact.Source', message: expect.stringContaining('"source"') }]);
+    expect((await getSub(sub.id)).filters).toEqual([{ exact: { type: 'crud.names' } }]);
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it('still loads a subscription stored with such a name before they were refused, and it matches nothing', async () => {
+    const dir = tmpDir();
+    const env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' };
+    const first = await startTestGateway(env);
+    let id: string;
+    try {
+      id = (await request(first.url).post('/subscriptions').send({ sink: receiver.url }).expect(201)).body.id;
+    } finally {
+      await first.close();
+    }
+    const db = new Database(path.join(dir, 'herald.db'));
+    try {
+      db.prepare('UPDATE subscriptions SET filters = ? WHERE id = ?').run(JSON.stringify([{ exact: { Type: 'crud.legacy' } }]), id);
+    } finally {
+      db.close();
+    }
+    const again = await startTestGateway(env);
+    try {
+      expect((await getSubscription(again.url, id)).filters).toEqual([{ exact: { Type: 'crud.legacy' } }]);
+      const res = await request(again.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': 'legacy-1', 'ce-source': '/crud', 'ce-type': 'crud.legacy' })
+        .send('');
+      expect(res.status).toBe(202);
+      await waitForLagZero(again.url, id); // filtered out: the offset moves on without a request
+      expect(requestsForSubscription(receiver, id)).toEqual([]);
+      // A change that does not touch the filters is still taken.
+      await request(again.url)
+        .patch(`/subscriptions/${id}`)
+        .send({ delivery: { maxInFlight: 2 } })
+        .expect(200);
+    } finally {
+      await again.close();
+    }
   });
 });
 

@@ -193,6 +193,34 @@ describe('compileFilters: malformed filters', () => {
     ]);
   });
 
+  it('refuses, for the API, names no CloudEvent can carry in exact, prefix and suffix, naming each by path', () => {
+    const filters: unknown[] = [
+      { exact: { Type: 'x' } },
+      { prefix: { type: 'com.', 'ce-type': 'com.' } },
+      { any: [{ not: { suffix: { data: 'x' } } }, { all: [{ exact: { data_base64: 'AA==' } }] }] },
+      { exact: { type: 'ok', source: '/ok', partitionkey: 'k1', constructor: 'x' } },
+    ];
+    let refused: AppError | undefined;
+    try {
+      compileFilters(filters, { attributeNamesOnly: true });
+    } catch (err) {
+      refused = err as AppError;
+    }
+    expect(refused).toBeInstanceOf(AppError);
+    expect(refused!.status).toBe(400);
+    expect(refused!.details).toEqual([
+      { attribute: 'filters.0.exact.Type', message: expect.stringMatching(/^"Type" is not a CloudEvents attribute name.*"type"/) },
+      { attribute: 'filters.1.prefix.ce-type', message: expect.stringMatching(/lower-case letters a-z and digits 0-9$/) },
+      { attribute: 'filters.2.any.0.not.suffix.data', message: expect.stringMatching(/^"data" is the event's data, not an attribute/) },
+      { attribute: 'filters.2.any.1.all.0.exact.data_base64', message: expect.stringMatching(/not a CloudEvents attribute name/) },
+    ]);
+  });
+
+  it('compiles such names by default, as delivery does for stored subscriptions: they match nothing', () => {
+    const stored = [{ any: [{ exact: { Type: 'com.example.order.created' } }, { suffix: { data: 'x' } }] }];
+    expect(matches(stored)).toBe(false);
+  });
+
   it('reports every malformed filter of the list, not only the first', () => {
     const violations = violationsOf([{ exact: { type: 1 } }, { exact: { type: 'ok' } }, { nope: {} }]);
     expect(violations.map((v) => v.attribute)).toEqual(['filters.0.exact.type', 'filters.2.nope']);
