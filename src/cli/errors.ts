@@ -22,10 +22,23 @@ export class ReportedError extends Error {
 }
 
 /**
+ * What a refused request says, in the command line's terms: a 401 names `--api-key` and
+ * `HERALD_API_KEY` (the gateway's own detail speaks of the `Authorization` header, which a user of
+ * the CLI never writes); any other answer is the gateway's detail and status.
+ */
+export function refusalMessage(err: HeraldApiError, apiKeyGiven: boolean): string {
+  if (err.status !== 401) return err.message;
+  return apiKeyGiven
+    ? `${err.message}: check the key given with --api-key or HERALD_API_KEY`
+    : 'the gateway needs an API key (401 unauthorized): give it with --api-key <key> or HERALD_API_KEY';
+}
+
+/**
  * Explains `err` on stderr (one line, then the problem's `errors` list indented) and returns the
  * exit status. Commander has already printed its own errors (usage, `--help`, `--version`).
+ * `apiKeyGiven`: whether the command had a key (`--api-key` or `HERALD_API_KEY`), for a 401.
  */
-export function reportError(err: unknown, writeErr: (text: string) => void): number {
+export function reportError(err: unknown, writeErr: (text: string) => void, apiKeyGiven = false): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   if (err instanceof UsageError) {
     writeErr(`herald: ${err.message}\n`);
@@ -37,7 +50,7 @@ export function reportError(err: unknown, writeErr: (text: string) => void): num
     return EXIT_FAILED;
   }
   if (err instanceof HeraldApiError) {
-    writeErr(`herald: ${printable(err.message)}\n`);
+    writeErr(`herald: ${printable(refusalMessage(err, apiKeyGiven))}\n`);
     for (const line of problemLines(err)) writeErr(`  ${printable(line)}\n`);
     return EXIT_FAILED;
   }

@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { HERALD_VERSION } from '../version';
-import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseBaseUrl, parseIntBetween } from './context';
+import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseBaseUrl, parseIntBetween, type GlobalOptions } from './context';
 import { registerDeadLetters } from './dead-letters';
 import { EXIT_FAILED, reportError } from './errors';
 import { registerEvents } from './events';
@@ -72,7 +72,9 @@ export async function runCli(argv: string[], streams: CliStreams): Promise<numbe
     await program.parseAsync(argv, { from: 'user' });
     return serving ? 'serving' : 0;
   } catch (err) {
-    return reportError(err, (text) => streams.stderr.write(text));
+    // Global options are parsed before any command runs: set when a request could have been refused.
+    const apiKeyGiven = Boolean(program.opts<GlobalOptions>().apiKey);
+    return reportError(err, (text) => streams.stderr.write(text), apiKeyGiven);
   }
 }
 

@@ -3,7 +3,7 @@ import readline from 'node:readline';
 import { SingleBar } from 'cli-progress';
 import { HeraldApiError, unwrap, type components } from '../client';
 import type { Context } from './context';
-import { problemLines, ReportedError, UsageError } from './errors';
+import { problemLines, refusalMessage, ReportedError, UsageError } from './errors';
 
 type CloudEvent = components['schemas']['CloudEvent'];
 type AppendResult = components['schemas']['AppendResult'];
@@ -117,7 +117,7 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
         );
       } catch (err) {
         bar?.stop();
-        throw explainRefusal(err, file, batch, { stored, duplicates });
+        throw explainRefusal(err, file, batch, { stored, duplicates }, ctx.apiKey !== undefined);
       }
       for (const r of answer.results) {
         if (r.duplicate) duplicates++;
@@ -137,7 +137,13 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
 }
 
 /** A refused request explained in the file's terms (line numbers), with what was stored before it. */
-function explainRefusal(err: unknown, file: string, batch: Line[], sofar: { stored: number; duplicates: number }): unknown {
+function explainRefusal(
+  err: unknown,
+  file: string,
+  batch: Line[],
+  sofar: { stored: number; duplicates: number },
+  apiKeyGiven: boolean,
+): unknown {
   const done = `before it, ${sofar.stored} events were stored and ${sofar.duplicates} were duplicates`;
   const again = 'fix the file and run the same command again: events already stored are skipped as duplicates';
   const range = `lines ${batch[0]!.number}–${batch[batch.length - 1]!.number}`;
@@ -145,7 +151,7 @@ function explainRefusal(err: unknown, file: string, batch: Line[], sofar: { stor
     const lines = problemLines(err, (index) => `line ${batch[index]?.number ?? `?${index}`}`);
     return new ReportedError(
       [
-        `herald: ${file}, ${range} (one request, nothing of it stored): ${err.message}`,
+        `herald: ${file}, ${range} (one request, nothing of it stored): ${refusalMessage(err, apiKeyGiven)}`,
         ...lines.map((l) => `  ${l}`),
         `herald: ${done}; ${again}`,
       ].join('\n'),

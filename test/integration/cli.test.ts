@@ -83,9 +83,27 @@ describe('herald: usage and exit statuses', () => {
   it('sends --api-key (or HERALD_API_KEY) as a bearer token', async () => {
     const secured = await startTestGateway({ HERALD_API_KEYS: 'ops:cli-test-secret-0123456789:admin+read+publish' });
     try {
+      // A 401 names the CLI's ways of giving a key, not the HTTP header.
       const denied = await runHerald(['subs', 'list'], { url: secured.url });
       expect(denied.code).toBe(1);
-      expect(denied.stderr).toMatch(/401 unauthorized/);
+      expect(denied.stderr).toBe(
+        'herald: the gateway needs an API key (401 unauthorized): give it with --api-key <key> or HERALD_API_KEY\n',
+      );
+      const wrong = await runHerald(['subs', 'list', '--api-key', 'not-the-key'], { url: secured.url });
+      expect(wrong.code).toBe(1);
+      expect(wrong.stderr).toBe(
+        'herald: the API key is not valid (401 unauthorized): check the key given with --api-key or HERALD_API_KEY\n',
+      );
+      const wrongInEnv = await runHerald(['subs', 'list'], { url: secured.url, env: { HERALD_API_KEY: 'not-the-key' } });
+      expect(wrongInEnv.stderr).toContain('check the key given with --api-key or HERALD_API_KEY');
+      const batch = path.join(tmpDir(), 'one.jsonl');
+      fs.writeFileSync(batch, '{"specversion":"1.0","id":"k-1","source":"/cli/keys","type":"t"}\n');
+      const batchDenied = await runHerald(['publish', '--batch', batch], { url: secured.url });
+      expect(batchDenied.code).toBe(1);
+      expect(batchDenied.stderr).toContain(
+        'the gateway needs an API key (401 unauthorized): give it with --api-key <key> or HERALD_API_KEY',
+      );
+      expect(batchDenied.stderr).not.toContain('Authorization: Bearer');
       const byOption = await runHerald(['subs', 'list', '--json', '--api-key', 'cli-test-secret-0123456789'], { url: secured.url });
       expect(byOption.code).toBe(0);
       expect(JSON.parse(byOption.stdout)).toEqual({ subscriptions: [] });
