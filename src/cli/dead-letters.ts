@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
-import { unwrap } from '../client';
+import { unwrap, type HeraldClient } from '../client';
 import { contextOf, parseIntBetween, parseNonNegativeInt } from './context';
-import { UsageError } from './errors';
+import { ReportedError, UsageError } from './errors';
 import { clip, type CliStreams } from './output';
 
 /** `herald dead-letters …`: events a subscription gave up on. */
@@ -46,22 +46,40 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
     .argument('<subscription>', 'subscription id')
     .argument('[ids...]', 'dead letter ids')
     .option('--all', 'every dead letter of the subscription')
-    .addHelpText('after', '\nExamples:\n  herald dead-letters redeliver $SUB 3 4\n  herald dead-letters redeliver $SUB --all')
+    .addHelpText(
+      'after',
+      '\nIds the subscription has no dead letter of are named, and the command exits 1 (the others are redelivered).\n' +
+        '\nExamples:\n  herald dead-letters redeliver $SUB 3 4\n  herald dead-letters redeliver $SUB --all',
+    )
     .action(async (id: string, ids: string[], options: { all?: boolean }, command: Command) => {
       const { client, out } = contextOf(command, streams);
       if (options.all && ids.length > 0) throw new UsageError('give dead letter ids or --all, not both');
       if (!options.all && ids.length === 0) throw new UsageError('give the dead letter ids to redeliver, or --all');
       for (const deadLetterId of ids)
         if (!/^[0-9]+$/.test(deadLetterId)) throw new UsageError(`${JSON.stringify(deadLetterId)} is not a dead letter id (digits)`);
+      // The gateway skips ids it does not have and answers only a count: they are looked up first, to be named.
+      const { found, missing } = options.all ? { found: undefined, missing: [] } : await findDeadLetters(client, id, ids);
+      const missingText = missing.join(missing.length === 2 ? ' or ' : ', ');
+      if (found?.length === 0) throw new ReportedError(`herald: subscription ${id} has no dead letter ${missingText}: nothing redelivered`);
       // Without a body the gateway redelivers them all.
       const result = unwrap(
         await client.POST('/subscriptions/{id}/dead-letters/redeliver', {
           params: { path: { id } },
-          ...(options.all ? {} : { body: { ids } }),
+          ...(found ? { body: { ids: found } } : {}),
         }),
       );
-      if (out.json) return out.document(result);
-      out.line(`redelivering ${result.redelivering} dead letter${result.redelivering === 1 ? '' : 's'} of subscription ${id}`);
+      if (out.json) out.document(result);
+      else out.line(`redelivering ${result.redelivering} dead letter${result.redelivering === 1 ? '' : 's'} of subscription ${id}`);
+      const problems: string[] = [];
+      if (missing.length > 0) problems.push(`herald: subscription ${id} has no dead letter ${missingText}: not redelivered`);
+      if (found && result.redelivering < found.length) {
+        const skipped = found.length - result.redelivering;
+        problems.push(
+          `herald: ${skipped} of the ${found.length} dead letters found ${skipped === 1 ? 'was' : 'were'} not redelivered ` +
+            '(an event retention has deleted, or a dead letter redelivered or deleted meanwhile: see herald dead-letters list)',
+        );
+      }
+      if (problems.length > 0) throw new ReportedError(problems.join('\n'));
     });
 
   deadLetters
@@ -77,4 +95,38 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
       if (out.json) return out.document({ subscription, id: deadLetterId, deleted: true });
       out.line(`deleted dead letter ${deadLetterId} of subscription ${subscription}`);
     });
+}
+
+/** Dead letters read per request while looking ids up: the API's largest page. */
+const LOOKUP_PAGE = 1000;
+
+/**
+ * Which of `ids` (digits) are dead letters of the subscription, each named once in the order given.
+ * They are read from its list in keyset pages, each starting at the smallest id not yet settled, so
+ * ids close together cost one request and the number of requests is at most the number of ids.
+ * An id written otherwise than the gateway writes ids (`0`, `007`) names none.
+ */
+async function findDeadLetters(client: HeraldClient, subscription: string, ids: string[]): Promise<{ found: string[]; missing: string[] }> {
+  const wanted = [...new Set(ids)];
+  const asGatewayWrites = (id: string) => /^[1-9][0-9]{0,14}$/.test(id);
+  const pending = wanted
+    .filter(asGatewayWrites)
+    .map(Number)
+    .sort((a, b) => a - b);
+  const present = new Set<number>();
+  let next = 0;
+  while (next < pending.length) {
+    const page = unwrap(
+      await client.GET('/subscriptions/{id}/dead-letters', {
+        params: { path: { id: subscription }, query: { after: pending[next]! - 1, limit: LOOKUP_PAGE } },
+      }),
+    );
+    for (const letter of page.deadLetters) present.add(Number(letter.id));
+    // Every id up to the page's last is settled (all of them when the page is not full); the page holds
+    // ids from pending[next] on, so each round settles at least that one.
+    const settled = page.deadLetters.length < LOOKUP_PAGE ? Infinity : Number(page.deadLetters[page.deadLetters.length - 1]!.id);
+    while (next < pending.length && pending[next]! <= settled) next++;
+  }
+  const isPresent = (id: string) => asGatewayWrites(id) && present.has(Number(id));
+  return { found: wanted.filter(isPresent), missing: wanted.filter((id) => !isPresent(id)) };
 }

@@ -416,4 +416,44 @@ describe('herald dead-letters', () => {
     expect(missing.stderr).toMatch(/404 not_found/);
     await herald('subs', 'delete', sub.id);
   });
+
+  it('names the ids a redeliver does not find, and exits 1 unless it found them all', async () => {
+    // Paused: a redelivered dead letter stays queued, so the ids stay what the test says they are.
+    const sub = await json('subs', 'create', '--sink', receiver.url, '--filter-source', '/cli/dead-ids');
+    for (const id of ['i-1', 'i-2'])
+      await herald('publish', '--source', '/cli/dead-ids', '--type', 'com.example.refused', '--id', id, '--data', '{}');
+    const letters = await waitFor(
+      async () => {
+        const p = await json('dead-letters', 'list', sub.id);
+        return p.deadLetters.length === 2 ? p.deadLetters : undefined;
+      },
+      { timeoutMs: 15_000, intervalMs: 100, what: 'two dead letters' },
+    );
+    await herald('subs', 'pause', sub.id);
+    const [first, second] = letters.map((d: { id: string }) => d.id) as [string, string];
+    const unknown = String(Number(second) + 1000);
+
+    const none = await herald('dead-letters', 'redeliver', sub.id, unknown, '0');
+    expect(none).toEqual({
+      code: 1,
+      stdout: '',
+      stderr: `herald: subscription ${sub.id} has no dead letter ${unknown} or 0: nothing redelivered\n`,
+    });
+
+    const some = await herald('dead-letters', 'redeliver', sub.id, first, unknown, first);
+    expect(some).toEqual({
+      code: 1,
+      stdout: `redelivering 1 dead letter of subscription ${sub.id}\n`,
+      stderr: `herald: subscription ${sub.id} has no dead letter ${unknown}: not redelivered\n`,
+    });
+    const someJson = await herald('dead-letters', 'redeliver', sub.id, second, '007', '--json');
+    expect(someJson.code).toBe(1);
+    expect(JSON.parse(someJson.stdout)).toEqual({ redelivering: 1 });
+    expect(someJson.stderr).toBe(`herald: subscription ${sub.id} has no dead letter 007: not redelivered\n`);
+
+    const unknownSub = await herald('dead-letters', 'redeliver', '00000000-0000-4000-8000-000000000000', first);
+    expect(unknownSub.code).toBe(1);
+    expect(unknownSub.stderr).toMatch(/404 not_found/);
+    await herald('subs', 'delete', sub.id);
+  });
 });
