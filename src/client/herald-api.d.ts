@@ -1111,7 +1111,10 @@ export interface components {
          *     }
          */
         RateLimit: {
-            /** @description Requests a second; fractions allowed (`0.5` is one every two seconds). */
+            /**
+             * @description Requests a second; fractions allowed (`0.5` is one every two seconds), down to one a day
+             *     (1/86400, about 0.0000116): less is a 400.
+             */
             perSecond: number;
         };
         /** @description Any subset of `DeliveryOptions`; the rest keeps its current (or default) value. */

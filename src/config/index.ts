@@ -144,9 +144,11 @@ export const configSchema = z
       .preprocess(
         unsetIfEmpty,
         z
-          .url({ protocol: /^https?$/ })
+          .url({ protocol: /^https?$/, error: 'must be an http or https URL, such as https://herald.example.com' })
           // Callback paths are appended to it: a query or fragment would swallow them, credentials would leak to receivers.
+          // (zod runs this check on a value the URL check refused too: that one is reported alone.)
           .refine((v) => {
+            if (!URL.canParse(v)) return true;
             const u = new URL(v);
             return u.search === '' && u.hash === '' && u.username === '' && u.password === '';
           }, 'must be a base URL without a query (?…), fragment (#…) or credentials')

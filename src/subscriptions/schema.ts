@@ -100,7 +100,14 @@ const headersSchema = z.preprocess(
  * `delivery.rateLimit`: at most `perSecond` attempts a second (fractions allowed, e.g. 0.5 for one every
  * two seconds), over all partitions. Absent: no limit. A PATCH with `rateLimit: null` removes it.
  */
-export const rateLimitSchema = z.object({ perSecond: z.number().min(MIN_RATE_PER_SECOND).max(MAX_RATE_PER_SECOND) }).strict();
+export const rateLimitSchema = z
+  .object({
+    perSecond: z
+      .number()
+      .min(MIN_RATE_PER_SECOND, 'must be at least one a day (1/86400, about 0.0000116 per second)')
+      .max(MAX_RATE_PER_SECOND),
+  })
+  .strict();
 
 export const deliverySchema = z
   .object({
@@ -130,6 +137,22 @@ const deliveryChangeSchema = z
 
 export type DeliveryOptions = z.output<typeof deliverySchema>;
 
+const DELIVERY_KEYS = new Set(Object.keys(deliveryChangeSchema.shape));
+
+/**
+ * The message of unknown keys at the top level of a create or PATCH: zod's, and where a delivery
+ * option given there goes (`delivery.ackMode`). Create takes `ackMode` and `retry` at the top level
+ * too, so only the others are ever named there.
+ */
+const topLevelKeys = (issue: z.core.$ZodRawIssue): string | undefined => {
+  if (issue.code !== 'unrecognized_keys') return undefined;
+  const keys = issue.keys;
+  const message = `Unrecognized key${keys.length === 1 ? '' : 's'}: ${keys.map((k) => JSON.stringify(k)).join(', ')}`;
+  const delivery = keys.filter((k) => DELIVERY_KEYS.has(k));
+  if (delivery.length === 0) return message;
+  return `${message}; delivery options go under \`delivery\` (${delivery.map((k) => `delivery.${k}`).join(', ')})`;
+};
+
 /**
  * An absolute http(s) URL whose port, if given, can be connected to (1–65535; not 0), without user
  * info (`user:pass@`, which would be dropped: credentials go in `delivery.headers`).
@@ -148,27 +171,33 @@ export const sinkSchema = z
  * (as some clients send them) and folded into `delivery`.
  */
 export const createSubscriptionSchema = z
-  .object({
-    sink: sinkSchema,
-    filters: z.array(z.unknown()).max(64).default([]),
-    delivery: deliveryChangeSchema.default({}),
-    startAt: z.enum(['latest', 'earliest']).default('latest'),
-    /** `cloudevents`: the sink must consent (CloudEvents http-webhook §4 handshake) before any delivery. */
-    validation: z.enum(['none', 'cloudevents']).default('none'),
-    ackMode: deliveryShape.ackMode.optional(),
-    retry: retryChangeSchema.optional(),
-  })
+  .object(
+    {
+      sink: sinkSchema,
+      filters: z.array(z.unknown()).max(64).default([]),
+      delivery: deliveryChangeSchema.default({}),
+      startAt: z.enum(['latest', 'earliest']).default('latest'),
+      /** `cloudevents`: the sink must consent (CloudEvents http-webhook §4 handshake) before any delivery. */
+      validation: z.enum(['none', 'cloudevents']).default('none'),
+      ackMode: deliveryShape.ackMode.optional(),
+      retry: retryChangeSchema.optional(),
+    },
+    { error: topLevelKeys },
+  )
   .strict();
 
 /** A create request, validated (defaults applied): what `SubscriptionsService.create` takes. */
 export type CreateSubscriptionInput = z.output<typeof createSubscriptionSchema>;
 
 export const patchSubscriptionSchema = z
-  .object({
-    sink: sinkSchema.optional(),
-    filters: z.array(z.unknown()).max(64).optional(),
-    delivery: deliveryChangeSchema.optional(),
-  })
+  .object(
+    {
+      sink: sinkSchema.optional(),
+      filters: z.array(z.unknown()).max(64).optional(),
+      delivery: deliveryChangeSchema.optional(),
+    },
+    { error: topLevelKeys },
+  )
   .strict();
 
 /** A PATCH, validated: what `SubscriptionsService.patch` takes. */

@@ -306,6 +306,47 @@ describe('updating and deleting', () => {
     await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
   });
 
+  it('says where delivery options go when given at the top level, and the least rate in words', async () => {
+    const sub = await create({ sink: receiver.url, filters: [{ exact: { type: 'crud.hints' } }] });
+    const errorsOf = async (res: request.Response) => {
+      expectProblem(res, 400, 'invalid_request');
+      return res.body.errors;
+    };
+    // ackMode and retry are taken at the top level of a create (README), not of a PATCH.
+    expect(await errorsOf(await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ ackMode: 'manual' }))).toEqual([
+      { message: 'Unrecognized key: "ackMode"; delivery options go under `delivery` (delivery.ackMode)' },
+    ]);
+    expect(
+      await errorsOf(
+        await request(gw.url)
+          .patch(`/subscriptions/${sub.id}`)
+          .send({ retry: { maxAttempts: 3 }, colour: 'blue', ackMode: 'auto' }),
+      ),
+    ).toEqual([
+      {
+        message: 'Unrecognized keys: "retry", "colour", "ackMode"; delivery options go under `delivery` (delivery.retry, delivery.ackMode)',
+      },
+    ]);
+    expect(await errorsOf(await request(gw.url).post('/subscriptions').send({ sink: receiver.url, maxInFlight: 4 }))).toEqual([
+      { message: 'Unrecognized key: "maxInFlight"; delivery options go under `delivery` (delivery.maxInFlight)' },
+    ]);
+    for (const perSecond of [0, 0.00001])
+      expect(
+        await errorsOf(
+          await request(gw.url)
+            .patch(`/subscriptions/${sub.id}`)
+            .send({ delivery: { rateLimit: { perSecond } } }),
+        ),
+      ).toEqual([
+        { attribute: 'delivery.rateLimit.perSecond', message: 'must be at least one a day (1/86400, about 0.0000116 per second)' },
+      ]);
+    await request(gw.url)
+      .patch(`/subscriptions/${sub.id}`)
+      .send({ delivery: { rateLimit: { perSecond: 1 / 86_400 } } })
+      .expect(200);
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
   it('changes filters live and merges partial delivery options', async () => {
     const sub = await create({
       sink: receiver.url,

@@ -41,6 +41,13 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ [name]: value })).toThrow(new RegExp(`${name}: expected a whole number in decimal digits`));
   });
 
+  it('says a HERALD_PUBLIC_URL must be an http or https URL (one that is no URL at all included)', () => {
+    for (const url of ['ftp://x', 'x', 'herald.example.com', 'http//herald.example'])
+      expect(() => loadConfig({ HERALD_PUBLIC_URL: url })).toThrow(
+        new ConfigError('invalid configuration: HERALD_PUBLIC_URL: must be an http or https URL, such as https://herald.example.com'),
+      );
+  });
+
   it('refuses a HERALD_PUBLIC_URL that callback paths cannot be appended to', () => {
     expect(loadConfig({ HERALD_PUBLIC_URL: 'https://herald.example/api/' }).publicUrl).toBe('https://herald.example/api');
     for (const url of ['http://herald.example/api?tenant=a', 'http://herald.example/#x', 'http://user:pw@herald.example/'])
