@@ -73,10 +73,30 @@ function readPid(dataDir: string): string | undefined {
   }
 }
 
-/** A data dir that cannot be created, read or written: one line, not a stack trace. */
+/**
+ * A data dir that cannot be created, read or written: one line, not a stack trace. A file where the
+ * dir or one of its parents should be is named as such (mkdir's EEXIST or ENOTDIR says it poorly).
+ */
 export function unusable(dataDir: string, err: unknown): StartupError {
   const e = err as NodeJS.ErrnoException;
-  return new StartupError(`data dir ${path.resolve(dataDir)} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}`);
+  const dir = path.resolve(dataDir);
+  const file = e.code === 'EEXIST' || e.code === 'ENOTDIR' ? fileInTheWay(dir) : undefined;
+  if (file === dir) return new StartupError(`data dir ${dir} is not a directory: a file is in its place`);
+  if (file !== undefined) return new StartupError(`data dir ${dir} is not usable: ${file} is a file, not a directory`);
+  return new StartupError(`data dir ${dir} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}`);
+}
+
+/** The deepest existing path of `dir` and its parents, when it is not a directory; else undefined. */
+function fileInTheWay(dir: string): string | undefined {
+  // Each step goes one level up, so this ends at the root at the latest.
+  for (let at = dir; ; at = path.dirname(at)) {
+    try {
+      return fs.statSync(at).isDirectory() ? undefined : at;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'ENOENT' && code !== 'ENOTDIR') || path.dirname(at) === at) return undefined;
+    }
+  }
 }
 
 /**

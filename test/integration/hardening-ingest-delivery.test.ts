@@ -300,12 +300,15 @@ describe('start-up problems are one line and exit 2', () => {
     }
   });
 
-  it('a data dir that is a file', async () => {
+  it('a data dir that is a file, or under one', async () => {
     const file = path.join(tmpDir(), 'not-a-dir');
     fs.writeFileSync(file, 'x');
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: file });
     expect(refused.code).toBe(2);
-    expect(oneLine(refused.stderr)).toContain(`data dir ${file} is not usable`);
+    expect(oneLine(refused.stderr)).toBe(`herald: data dir ${file} is not a directory: a file is in its place`);
+    const under = await runGatewayUntilExit({ HERALD_DATA_DIR: path.join(file, 'data') });
+    expect(under.code).toBe(2);
+    expect(oneLine(under.stderr)).toBe(`herald: data dir ${path.join(file, 'data')} is not usable: ${file} is a file, not a directory`);
   });
 
   it('HERALD_HOST=[::1] listens on IPv6 loopback', async () => {
