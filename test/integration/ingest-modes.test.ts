@@ -105,17 +105,15 @@ describe('binary content mode', () => {
     });
   });
 
-  it.each([
-    'application/json',
-    'text/plain',
-    'application/x-www-form-urlencoded',
-    'multipart/form-data; boundary=x',
-  ])('treats Content-Type %s as binary mode', async (contentType) => {
-    const id = nextId();
-    const res = await postBinary({ ...ce(id), 'content-type': contentType }, Buffer.from('{}'));
-    expect(res.status).toBe(202);
-    expect((await readBack(id)).datacontenttype).toBe(contentType);
-  });
+  it.each(['application/json', 'text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x'])(
+    'treats Content-Type %s as binary mode',
+    async (contentType) => {
+      const id = nextId();
+      const res = await postBinary({ ...ce(id), 'content-type': contentType }, Buffer.from('{}'));
+      expect(res.status).toBe(202);
+      expect((await readBack(id)).datacontenttype).toBe(contentType);
+    },
+  );
 
   it('unquotes a quoted-string header value, then percent-decodes it once', async () => {
     const id = nextId();
