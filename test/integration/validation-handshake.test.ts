@@ -111,6 +111,9 @@ describe('validation: cloudevents', () => {
     const options = await waitFor(() => requestsTo('by-hand').find((r) => r.method === 'OPTIONS'));
     const callback = String(options.headers['webhook-request-callback']).slice(gw.url.length);
     await publish('by-hand', 'by-hand-1');
+    // A HEAD (a link checker's) is no consent: express would have answered it with the GET handler.
+    expect((await fetch(`${gw.url}${callback}`, { method: 'HEAD' })).status).toBe(404);
+    expect((await stateOf(sub.id)).state).toBe('validating');
     // Was: 400 "consent needs WebHook-Allowed-Origin", which a browser cannot send; the subscription failed after 10 minutes.
     const opened = await call('GET', callback);
     expect(opened).toMatchObject({ status: 200, body: { state: 'active' } });
