@@ -165,9 +165,10 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     try {
       if (rewriteOwed) rewriteUnsynced();
       if (rollOwed) rollNow();
-      // Written beside the group's own write and sync; awaited before the group is acknowledged.
+      // Before the group's write (about once per half a block of a partition's offsets): a reservation
+      // that fails then fails the group before any of it is on disk, never after its own sync.
       const reserved = opts.reservation?.cover(group.entries);
-      reserved?.catch(() => undefined); // awaited below; this keeps a rejection before then from being unhandled
+      if (reserved) await reserved;
       const first = await segments.append(
         group.entries.map((e) => e.frame),
         group.bytes,
@@ -196,7 +197,6 @@ export function createGroupCommit(opts: GroupCommitOptions) {
         dirty = true;
       }
       if (failures !== failuresBefore && unsynced.length > 0) rewriteOwed = true;
-      if (reserved) await reserved;
       committed = { entries: group.entries, positions, end: at, fsyncMs };
     } catch (err) {
       fail(group, before, err);

@@ -169,8 +169,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     buildKeyFilter: (log2Bits, hashes) => indexer.buildKeyFilter(log2Bits, hashes),
     log,
   });
-  // Under fsync=always every acknowledged event is synced before its answer: the log is the record.
-  const reservation = opts.fsync === 'always' ? undefined : createOffsetReservation({ dir: walDir(opts), fsync: opts.fsync, heads, log });
+  const reservation = createOffsetReservation({ dir: walDir(opts), fsync: opts.fsync, heads, log });
   const groups = createGroupCommit({
     segments,
     log,
@@ -178,7 +177,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     fsyncIntervalMs: opts.fsyncIntervalMs,
     onCommitted: committed,
     onFailed: () => sequencer.failed(),
-    reservation,
+    // Under fsync=always every acknowledged event is synced before its answer: no reservation ahead.
+    ...(opts.fsync === 'always' ? {} : { reservation }),
   });
   const retention = createRetention({
     dataDir: opts.dataDir,
@@ -355,7 +355,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       sequencer.stop();
       await groups.close();
       // Only when everything acknowledged is synced: otherwise the next start treats the stop as unclean.
-      if (reservation && groups.closedClean) {
+      if (groups.closedClean) {
         await reservation
           .close(sequencer.heads())
           .catch((err: unknown) =>
@@ -441,7 +441,7 @@ function openLog(
     headsRepo.set(gap.partition, gap.to);
     log.error(
       { partition: gap.partition, fromOffset: gap.from, toOffset: gap.to - 1, count: gap.to - gap.from },
-      'log: the stop was unclean and the log may have lost its tail: offsets that may have been handed out before it are skipped, never reused',
+      'log: offsets that may have been handed out before this start (an unclean stop under fsync=interval/never, or a lost index.db) are skipped, never reused',
     );
   }
   return { segments, recovery, heads };

@@ -1,19 +1,22 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
+import { writeFileAtomically } from '../durable-fs';
 import { coerceError } from '../errors';
 
 /**
- * Offsets reserved ahead of use under fsync=interval/never, so that no offset is ever handed out
- * twice, not even when a power cut takes acknowledged events that were not yet synced, with the
- * log's tail, before anything indexed them. Before a group's offsets are acknowledged, a file beside
- * the segments says, per partition, an offset no offset handed out has reached (its ceiling). A
- * start after an unclean stop moves each head up to its ceiling: a gap, never a reuse. (Under
- * fsync=always an event is synced before its answer: the log itself is the record.)
- *
- * Ceilings are raised a block at a time, half a block ahead of need, so a group rarely waits for
- * the file: the write runs beside the group's own write and sync. A clean close writes the exact
- * heads, so a clean restart leaves no gap.
+ * A floor for every partition's head, kept beside the segments and apart from index.db, so that no
+ * offset is ever handed out twice:
+ * - under fsync=interval/never, offsets are reserved ahead of use: before a group's offsets are
+ *   acknowledged, the file says, per partition, an offset no offset handed out has reached (its
+ *   ceiling). A power cut can take acknowledged events that were not yet synced, with the log's
+ *   tail, before anything indexed them; the next start moves each head up to its ceiling: a gap,
+ *   never a reuse. Ceilings are raised a block at a time, half a block ahead of need, so a group
+ *   seldom waits for the file;
+ * - in every mode, the heads recovery found are written at start and the exact heads at a clean
+ *   close, so what only index.db knew (offsets of events lost or set aside, skipped) survives
+ *   index.db's own loss. Under fsync=always the file never goes past the offsets handed out: it
+ *   leaves no gap, it only keeps heads from going back.
  */
 export const RESERVATION_FILE = 'offsets.reserved';
 /** Offsets reserved per partition at a time: the most one unclean stop can skip in a partition. */
@@ -58,14 +61,12 @@ export function readReservation(dir: string, log: Logger): ReservationRecord | u
 }
 
 /**
- * Heads after an unclean stop under fsync=interval/never: each at least its ceiling, since events
- * acknowledged before the stop may not have been synced and may have gone with the log's tail,
- * leaving no trace. Under fsync=always every acknowledged event was synced before its answer, so a
- * torn tail is an unacknowledged write (cut, its offsets free): the heads recovery found stand.
+ * Heads at start: each at least its ceiling. It moves a head only after an unclean stop under
+ * fsync=interval/never (the reservation), or when the index that knew a head was lost.
  * @returns the partitions moved, and by how much (the gap)
  */
 export function skipReserved(heads: number[], record: ReservationRecord | undefined): { partition: number; from: number; to: number }[] {
-  if (!record || record.clean || record.fsync === 'always') return [];
+  if (!record) return [];
   const moved: { partition: number; from: number; to: number }[] = [];
   record.ceilings.forEach((ceiling, partition) => {
     if (partition < heads.length && ceiling > heads[partition]!) {
@@ -79,7 +80,7 @@ export function skipReserved(heads: number[], record: ReservationRecord | undefi
 export interface OffsetReservationOptions {
   dir: string;
   fsync: FsyncMode;
-  /** Heads as recovery left them: nothing at or past them has been handed out. */
+  /** Heads as recovery left them (recorded at once): nothing at or past them has been handed out. */
   heads: readonly number[];
   block?: number;
   log: Logger;
@@ -97,6 +98,7 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
   /** Ceilings to write next. */
   const wanted = opts.heads.slice();
   let writing: Promise<void> | undefined;
+  writeFileAtomically(file, JSON.stringify({ clean: false, fsync: opts.fsync, ceilings: durable } satisfies ReservationRecord));
 
   async function write(record: ReservationRecord): Promise<void> {
     const tmp = `${file}.tmp`;
@@ -159,7 +161,7 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
       // A write already running re-checks `wanted` when it ends, so this promise covers the raise too.
       return done;
     },
-    /** A clean close: the ceilings become the exact heads, so the next start leaves no gap. */
+    /** A clean close: the ceilings become the exact heads, so the next start leaves no gap and keeps them. */
     async close(heads: readonly number[]): Promise<void> {
       await writing?.catch(() => undefined);
       await write({ clean: true, fsync: opts.fsync, ceilings: heads.slice() });

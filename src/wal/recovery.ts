@@ -62,6 +62,9 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   let batch: { position: number; frame: Buffer }[] = [];
   let rebuiltRecords = 0;
   const heads = headsRepo.load(partitions);
+  // Records below them were deleted by retention; their files may outlive that (a crash before the
+  // unlink) while an index rebuilt from scratch no longer says so: they are never indexed again.
+  const retired = deps.retentionFloors();
   const rebuild = db.transaction((items: { position: number; frame: Buffer }[]) => {
     for (const { position, frame } of items) {
       const h = decodeRecordHeader(frame);
@@ -71,6 +74,7 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
           `data dir ${dataDir} holds events of partition ${h.partition}, so it was created with more than HERALD_PARTITIONS=${partitions}; start with the HERALD_PARTITIONS it was created with.`,
         );
       }
+      if (h.offset < (retired[h.partition] ?? 0)) continue;
       if (h.storedAt >= windowStart) idempotency.insert(h);
       index.insert(h.partition, { offset: h.offset, position, length: frame.length });
       heads[h.partition] = Math.max(heads[h.partition]!, h.offset + 1);

@@ -9,6 +9,10 @@ import {
   skipReserved,
   type ReservationRecord,
 } from '../../../src/wal/offset-reservation';
+import Database from 'better-sqlite3';
+import { openDatabase } from '../../../src/store/db';
+import { createMetaRepo } from '../../../src/store/meta-repo';
+import { createRetentionFloors } from '../../../src/store/retention-floors';
 import { openStoreAt } from '../../helpers/log-store';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
@@ -19,14 +23,13 @@ const record = (dir: string) => JSON.parse(fs.readFileSync(path.join(dir, RESERV
 const at = (partition: number, offset: number) => ({ partition, offset });
 
 describe('skipReserved', () => {
+  // The ceilings are a floor in every case: past the offsets handed out only for an unclean stop under
+  // fsync=interval/never (the reservation); otherwise the heads at the last start or a clean stop,
+  // which matter when index.db, that knew them, was lost.
   it.each<[string, ReservationRecord | undefined, number[]]>([
     ['no record (a new data dir, or one from before)', undefined, [5, 7]],
-    ['a clean stop', { clean: true, fsync: 'interval', ceilings: [9, 9] }, [5, 7]],
-    [
-      'an unclean stop under fsync=always (every acknowledged event was synced)',
-      { clean: false, fsync: 'always', ceilings: [9, 9] },
-      [5, 7],
-    ],
+    ['a clean stop whose heads index.db no longer knows', { clean: true, fsync: 'always', ceilings: [9, 7] }, [9, 7]],
+    ['an unclean stop under fsync=always (heads as of the start)', { clean: false, fsync: 'always', ceilings: [4, 7] }, [5, 7]],
     ['an unclean stop under fsync=interval', { clean: false, fsync: 'interval', ceilings: [9, 3] }, [9, 7]],
     ['an unclean stop under fsync=never', { clean: false, fsync: 'never', ceilings: [5, 100] }, [5, 100]],
   ])('%s', (_name, reservation, expected) => {
@@ -57,8 +60,9 @@ describe('createOffsetReservation', () => {
 
   it('rejects the waiting group when the file cannot be written, and writes it at the next try', async () => {
     const dir = tmpDir();
-    fs.mkdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`)); // the temp file cannot be opened
     const reservation = createOffsetReservation({ dir, fsync: 'never', heads: [0], block: 10, log });
+    expect(record(dir)).toEqual({ clean: false, fsync: 'never', ceilings: [0] }); // the heads, recorded at once
+    fs.mkdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`)); // the temp file cannot be opened
     await expect(reservation.cover([at(0, 0)])).rejects.toThrow(/EISDIR/);
     fs.rmdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`));
     await reservation.cover([at(0, 0)]);
@@ -79,7 +83,7 @@ describe('readReservation', () => {
   });
 });
 
-describe('the event store under fsync=interval', () => {
+describe('the event store', () => {
   const ev = (id: string): CloudEvent => ({
     attributes: { specversion: '1.0', id, source: '/reserve', type: 't' },
     data: { kind: 'none' },
@@ -99,5 +103,47 @@ describe('the event store under fsync=interval', () => {
       await opened.close();
     }
     expect(record(path.join(dir, 'wal'))).toEqual({ clean: true, fsync: 'interval', ceilings: [1] });
+  });
+
+  it('keeps a head only index.db knew when index.db is lost (fsync=always too)', async () => {
+    const dir = tmpDir();
+    let opened = openStoreAt(dir);
+    await opened.store.append([ev('a'), ev('b')]);
+    await opened.close();
+    // Offsets 2..19 lost or set aside once: only index.db's partition_heads says 20.
+    const index = new Database(path.join(dir, 'index.db'));
+    index.prepare('UPDATE partition_heads SET head_offset = 20 WHERE partition = 0').run();
+    index.close();
+    opened = openStoreAt(dir); // records the heads recovery found (20) beside the log
+    await opened.close();
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(dir, `index.db${suffix}`), { force: true });
+    opened = openStoreAt(dir);
+    try {
+      // Was: offset 2, from the log alone.
+      expect((await opened.store.append([ev('c')]))[0]).toMatchObject({ offset: 20, duplicate: false });
+    } finally {
+      await opened.close();
+    }
+  });
+
+  it('does not index again the events retention deleted, when index.db is rebuilt before their files were removed', async () => {
+    const dir = tmpDir();
+    let opened = openStoreAt(dir);
+    await opened.store.append(Array.from({ length: 10 }, (_, i) => ev(`r${i}`)));
+    await opened.close();
+    // A retention round recorded its floor (offsets below 5 deleted), then the process died before the unlink.
+    const herald = openDatabase(path.join(dir, 'herald.db'));
+    createRetentionFloors(createMetaRepo(herald)).raise([5]);
+    herald.close();
+    for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(dir, `index.db${suffix}`), { force: true });
+    opened = openStoreAt(dir);
+    try {
+      // Was: r0..r4 readable again, and a resend of r0 a duplicate of an event retention deletes.
+      expect(opened.store.lookup('/reserve', 'r0')).toBeUndefined();
+      expect(opened.store.lookup('/reserve', 'r5')).toBeDefined();
+      expect((await opened.store.append([ev('r0')]))[0]).toMatchObject({ offset: 10, duplicate: false });
+    } finally {
+      await opened.close();
+    }
   });
 });
