@@ -1,6 +1,7 @@
 import { AckPolicy, connect, type JsMsg, type NatsConnection } from 'nats';
 import type { AbortGroup } from '../../src/delivery/http-sender';
 import { createPuller, type Puller, type PullerDeps } from '../../src/jetstream/delivery/puller';
+import pino from 'pino';
 import { createLogger } from '../../src/logger';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
 
@@ -52,7 +53,7 @@ describeWithNats('the JetStream puller', () => {
     target: { stream: string; consumer: string },
     handle: (msg: JsMsg, group: AbortGroup) => void | Promise<void>,
     active: () => boolean = () => true,
-    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError' | 'leaseMs' | 'closing'>> = {},
+    more: Partial<Pick<PullerDeps, 'capacity' | 'onPullError' | 'leaseMs' | 'closing' | 'log'>> = {},
   ) {
     const puller = createPuller({
       js: nc.jetstream(),
@@ -305,6 +306,39 @@ describeWithNats('the JetStream puller', () => {
     expect(Date.now() - t).toBeLessThan(1500);
     expect(started).toBe(1);
     expect(puller.state).toBe('stopped');
+  }, 30_000);
+
+  it('keeps a healthy idle session past the session watch limit, and one with an attempt open for longer, without replacing it', async () => {
+    // The watch replaces a session showing no pull for 10 s; an idle one shows a pull expiry and a new
+    // pull every 2 s, as does one whose max_ack_pending is full. A misfire would restart sessions
+    // every 10 s (each end of a session opens nats-server 2.9.10's redelivery window once).
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(line) });
+    const idle = await messages(0);
+    const seen: string[] = [];
+    start(
+      idle,
+      (msg) => void (seen.push(msg.string()), msg.ack()),
+      () => true,
+      { log },
+    );
+    const holding = await messages(2);
+    let release: () => void = () => undefined;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    start(
+      holding,
+      async (msg) => {
+        await held; // the first attempt stays open past the limit: max_ack_pending (1) is full meanwhile
+        msg.ack();
+      },
+      () => true,
+      { log },
+    );
+    await new Promise((r) => setTimeout(r, 12_000));
+    release();
+    await nc.jetstream().publish(`${idle.stream}.x`, 'late');
+    await waitUntil('the late message', () => seen.includes('late'), 5000, 20);
+    expect(lines.filter((l) => l.includes('starting a new one'))).toEqual([]);
   }, 30_000);
 
   it('pulls nothing when stopped at once after it starts (while it looks its consumer up)', async () => {

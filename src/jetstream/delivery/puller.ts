@@ -28,6 +28,8 @@ const IDLE_MS = 250;
 const MIN_RENEW_MS = 1000;
 /** A session that shows nothing for five pull expiries, or has pulls refused in a loop, is replaced (see `session-watch.ts`). */
 const SESSION_LIMITS = { silentMs: 5 * PULL_EXPIRES_MS, refusedPerSecond: 50 };
+/** How long a replaced session may take to drain before it is stopped outright. */
+const SESSION_DRAIN_MS = 2000;
 
 /**
  * The life cycle of a puller, as data: `pulling` pulls while its subscription is active,
@@ -188,9 +190,10 @@ export function createPuller(deps: PullerDeps) {
         { stream: deps.stream, consumer: deps.consumer, verdict },
         verdict === 'silent' ? 'pull session shows no pulls: starting a new one' : 'pull session re-pulls in a loop: starting a new one',
       );
-      // Not drained: a session in this state may never finish a drain. What is on the way stays unacked (redelivered after ack_wait).
-      ending = true;
-      messages.stop();
+      // Drained, so that what the server sends as it comes back still reaches this session; stopped
+      // regardless after SESSION_DRAIN_MS, since a session in this state may never finish a drain.
+      end();
+      setTimeout(() => messages.stop(), SESSION_DRAIN_MS).unref();
     }, IDLE_MS).unref();
     try {
       // Each message is sent as it arrives: JetStream's max_ack_pending is what bounds the attempts open

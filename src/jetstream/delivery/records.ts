@@ -22,6 +22,16 @@ async function nextOf(jsm: JetStreamManager, stream: string, subject: string, se
   }
 }
 
+/** The message at `seq`, asked of the stream's leader (not a direct get, which any replica may answer), or undefined. */
+async function leaderGet(jsm: JetStreamManager, stream: string, seq: number): Promise<StoredMsg | undefined> {
+  try {
+    return await jsm.streams.getMessage(stream, { seq });
+  } catch (err) {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  }
+}
+
 /** How many messages `subject` holds in `stream`. */
 async function countOf(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
   const info = await jsm.streams.info(stream, { subjects_filter: subject });
@@ -42,16 +52,14 @@ async function readSubject(
 ): Promise<{ seq: number; data: Uint8Array }[]> {
   if (max <= 0) return [];
   const first = await nextOf(jsm, stream, subject, Math.max(1, from));
-  if (!first) {
-    // A direct get may be answered by any replica, one cut off from the others among them: its "none"
-    // is confirmed by the stream's leader, so that an outage answers 503, not an empty list.
-    await countOf(jsm, stream, subject);
-    return [];
-  }
+  // A direct get may be answered by any replica, a lagging or cut-off one among them: its "none" is
+  // asked of the stream's leader (an outage answers 503, not an empty list), and when the leader
+  // counts messages, they are read through the consumer, from the leader, after all.
+  if (!first && (await countOf(jsm, stream, subject)) === 0) return [];
   const consumer = await js.consumers.get(stream, {
     filterSubjects: subject,
     deliver_policy: DeliverPolicy.StartSequence,
-    opt_start_seq: first.seq,
+    opt_start_seq: first?.seq ?? Math.max(1, from),
   });
   const out: { seq: number; data: Uint8Array }[] = [];
   const messages = await consumer.fetch({ max_messages: max, expires: READ_EXPIRES_MS });
@@ -87,8 +95,9 @@ export function createDeadLetters(deps: { js: JetStreamClient; jsm: JetStreamMan
     async get(subscriptionId: string, id: string): Promise<DeadLetterRow | undefined> {
       const seq = deadLetterIdNumber(id);
       if (seq === undefined) return undefined;
-      const msg = await nextOf(jsm, stream, names.deadSubject(subscriptionId), seq);
-      return msg && msg.seq === seq ? toRow(msg.seq, msg.data) : undefined;
+      const subject = names.deadSubject(subscriptionId);
+      const msg = (await nextOf(jsm, stream, subject, seq)) ?? (await leaderGet(jsm, stream, seq));
+      return msg && msg.seq === seq && msg.subject === subject ? toRow(msg.seq, msg.data) : undefined;
     },
     async remove(subscriptionId: string, id: string): Promise<boolean> {
       const row = await this.get(subscriptionId, id);
