@@ -98,7 +98,16 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
   /** Ceilings to write next. */
   const wanted = opts.heads.slice();
   let writing: Promise<void> | undefined;
-  writeFileAtomically(file, JSON.stringify({ clean: false, fsync: opts.fsync, ceilings: durable } satisfies ReservationRecord));
+  try {
+    writeFileAtomically(file, JSON.stringify({ clean: false, fsync: opts.fsync, ceilings: durable } satisfies ReservationRecord));
+  } catch (err) {
+    // A full disk must not stop the start (ingest answers storage_full until space returns): the record
+    // on disk, if any, is an older floor, and every offset past the heads waits for a write that succeeds.
+    opts.log.warn(
+      { err: coerceError(err), file },
+      'log: could not record the heads at start; written again by the first group (fsync=interval/never) or the clean stop',
+    );
+  }
 
   async function write(record: ReservationRecord): Promise<void> {
     const tmp = `${file}.tmp`;

@@ -58,6 +58,17 @@ describe('createOffsetReservation', () => {
     expect(record(dir)).toEqual({ clean: true, fsync: 'interval', ceilings: [71, 0] });
   });
 
+  it('starts when the heads cannot be recorded (a full disk must not stop the start), and the first group waits for a write that succeeds', async () => {
+    const dir = tmpDir();
+    fs.mkdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`));
+    const reservation = createOffsetReservation({ dir, fsync: 'interval', heads: [3], block: 10, log });
+    expect(fs.existsSync(path.join(dir, RESERVATION_FILE))).toBe(false);
+    await expect(reservation.cover([at(0, 3)])).rejects.toThrow(/EISDIR/);
+    fs.rmdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`));
+    await reservation.cover([at(0, 3)]);
+    expect(record(dir).ceilings).toEqual([14]);
+  });
+
   it('rejects the waiting group when the file cannot be written, and writes it at the next try', async () => {
     const dir = tmpDir();
     const reservation = createOffsetReservation({ dir, fsync: 'never', heads: [0], block: 10, log });
