@@ -23,6 +23,8 @@ import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { openSegmentLog, type SegmentLog } from './segment-log';
 import { createSequencer } from './sequencer';
+import { startIndexIntegrityCheck } from '../store/index-check';
+import { writeFileAtomically } from '../durable-fs';
 import { createOffsetReservation, readReservation, skipReserved } from './offset-reservation';
 import { POSITION_FIELDS, type GroupPositions, type LogFeed, type LogFeedListener } from './log-feed';
 
@@ -94,20 +96,52 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
  * still known to herald.db's delivery floors and the offset reservation.
  */
 function openUndamagedIndex(file: string, log: Logger): Db {
+  const marker = damagedMarker(file);
+  let damage: string;
   try {
-    return openCheckedIndexDatabase(file);
+    // Left by the last run's integrity check (see `watchIndexIntegrity`).
+    if (fs.existsSync(marker)) damage = fs.readFileSync(marker, 'utf8');
+    else return openCheckedIndexDatabase(file);
   } catch (err) {
     if (!isCorruptDatabase(err)) throw err;
-    const aside = `${file}.corrupt-${Date.now()}`;
-    for (const suffix of ['', '-wal', '-shm']) {
-      if (fs.existsSync(file + suffix)) fs.renameSync(file + suffix, aside + suffix);
-    }
-    log.error(
-      { file, setAside: aside, err: coerceError(err).message },
-      'index.db is damaged: it is set aside and rebuilt from the log (events, idempotency records and heads)',
-    );
-    return openIndexDatabase(file);
+    damage = coerceError(err).message;
   }
+  const aside = `${file}.corrupt-${Date.now()}`;
+  for (const suffix of ['', '-wal', '-shm']) {
+    if (fs.existsSync(file + suffix)) fs.renameSync(file + suffix, aside + suffix);
+  }
+  log.error(
+    { file, setAside: aside, err: damage },
+    'index.db is damaged: it is set aside and rebuilt from the log (events, idempotency records and heads)',
+  );
+  const db = openIndexDatabase(file);
+  fs.rmSync(marker, { force: true });
+  return db;
+}
+
+const damagedMarker = (indexFile: string) => `${indexFile}.damaged`;
+
+/**
+ * Checks index.db fully in the background once the store is open. Found damaged, ingest stops (its
+ * duplicate check may miss events stored: a resend would be stored twice) with a 503 and /readyz
+ * unready, a marker makes the next start set the file aside and rebuild it, and an `error` line
+ * says to restart.
+ */
+function watchIndexIntegrity(indexDb: Db, log: Logger): { damage(): string | undefined; stop(): Promise<void> } {
+  let found: string | undefined;
+  const check = startIndexIntegrityCheck(indexDb.name, (detail) => {
+    found = detail;
+    try {
+      writeFileAtomically(damagedMarker(indexDb.name), detail);
+    } catch (err) {
+      log.error(
+        { err: coerceError(err) },
+        'could not leave the marker that has the next start rebuild index.db; delete index.db before it',
+      );
+    }
+    log.error({ file: indexDb.name, damage: detail }, 'index.db is damaged: ingest stops; restart the gateway to rebuild it from the log');
+  });
+  return { damage: () => found, stop: () => check.stop() };
 }
 
 /**
@@ -170,6 +204,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     log,
   });
   const reservation = createOffsetReservation({ dir: walDir(opts), fsync: opts.fsync, heads, log });
+  const integrity = watchIndexIntegrity(indexDb, log);
   const groups = createGroupCommit({
     segments,
     log,
@@ -294,6 +329,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
 
   async function append(events: CloudEvent[]): Promise<AppendResult[]> {
     if (groups.closed) throw new AppError('unavailable', 'the gateway is shutting down', { retryAfter: 1 });
+    if (integrity.damage()) throw new AppError('unavailable', DAMAGED_INDEX, { retryAfter: 5 });
     retention.assertRoom();
     // Backpressure: when the indexer is behind by its bound, wait rather than grow the tail or skip a check.
     const room = indexer.room();
@@ -337,6 +373,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     keyFilter: { ready: sequencer.hasKeyFilter, built: sequencer.keyFilterReady },
     feed,
     health: () => {
+      if (integrity.damage()) return { writable: false, reason: DAMAGED_INDEX };
       const log = retention.health() ?? groups.health();
       return log.writable ? (indexer.health() ?? log) : log;
     },
@@ -351,6 +388,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     async close() {
       if (groups.closed) return;
       clearInterval(pruneTimer);
+      // Not awaited: a check inside SQLite ends only when it returns (seconds on a large index).
+      void integrity.stop().catch(() => undefined);
       retention.stop();
       sequencer.stop();
       await groups.close();
@@ -446,6 +485,8 @@ function openLog(
   }
   return { segments, recovery, heads };
 }
+
+const DAMAGED_INDEX = 'index.db is damaged: nothing is stored until the gateway restarts and rebuilds it from the log';
 
 const walDir = (opts: Pick<LocalEventStoreOptions, 'dataDir'>) => path.join(opts.dataDir, 'wal');
 

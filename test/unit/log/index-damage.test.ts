@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import Database from 'better-sqlite3';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import { openStoreAt } from '../../helpers/log-store';
@@ -18,10 +19,10 @@ const ev = (i: number): CloudEvent => ({
   data: { kind: 'json', value: { i, pad: 'x'.repeat(40) } },
 });
 
-async function storeEvents(dir: string): Promise<void> {
+async function storeEvents(dir: string, count = EVENTS): Promise<void> {
   const s = openStoreAt(dir, { partitions: 2 });
   try {
-    for (let i = 0; i < EVENTS; i += 50) await s.store.append(Array.from({ length: 50 }, (_, k) => ev(i + k)));
+    for (let i = 0; i < count; i += 50) await s.store.append(Array.from({ length: Math.min(50, count - i) }, (_, k) => ev(i + k)));
   } finally {
     await s.close();
   }
@@ -61,3 +62,64 @@ describe.each(damages)('index.db with %s', (_name, damage) => {
     }
   });
 });
+
+const FEW = 20;
+
+describe('index.db damaged where quick_check does not look (an index that disagrees with its table)', () => {
+  /** Changes one key of `idempotency_by_stored_at` in place, keeping its order: quick_check passes, integrity_check does not. */
+  function disagree(file: string): void {
+    const db = new Database(file);
+    const root = (db.prepare("SELECT rootpage FROM sqlite_master WHERE name = 'idempotency_by_stored_at'").get() as { rootpage: number })
+      .rootpage;
+    const pageSize = db.pragma('page_size', { simple: true }) as number;
+    db.close();
+    const bytes = fs.readFileSync(file);
+    const page = bytes.subarray((root - 1) * pageSize, root * pageSize);
+    // A small index is one page, its root; the last cell (the newest stored_at) is its source and id after its stored_at.
+    const at = page.indexOf(Buffer.from(`/index-damagee${FEW - 1}`));
+    expect(at).toBeGreaterThan(8);
+    expect(page[at - 1]).toBeLessThan(0xff);
+    page[at - 1]! += 1; // the low byte of that stored_at: one more, still the last in order
+    fs.writeFileSync(file, bytes);
+    const check = new Database(file, { readonly: true });
+    expect(check.pragma('quick_check', { simple: true })).toBe('ok');
+    expect(check.pragma('integrity_check', { simple: true })).not.toBe('ok');
+    check.close();
+  }
+
+  it('stops ingest with a 503 once the background check finds it, and the next start rebuilds it', async () => {
+    const dir = tmpDir();
+    await storeEvents(dir, FEW);
+    disagree(path.join(dir, 'index.db'));
+
+    let s = openStoreAt(dir, { partitions: 2 });
+    try {
+      await waitUntil(() => s.store.health().writable === false);
+      expect(s.store.health()).toMatchObject({ writable: false, reason: expect.stringContaining('index.db is damaged') });
+      // Was: the damage went unseen, so a lookup missing an event stored let a resend be stored twice.
+      await expect(s.store.append([ev(FEW)])).rejects.toMatchObject({ code: 'unavailable' });
+    } finally {
+      await s.close();
+    }
+    expect(fs.existsSync(path.join(dir, 'index.db.damaged'))).toBe(true);
+
+    s = openStoreAt(dir, { partitions: 2 });
+    try {
+      expect(fs.readdirSync(dir).some((f) => /^index\.db\.corrupt-\d+$/.test(f))).toBe(true);
+      expect(fs.existsSync(path.join(dir, 'index.db.damaged'))).toBe(false);
+      expect((await s.store.append([ev(3), ev(FEW)])).map((r) => r.duplicate)).toEqual([true, false]);
+      await new Promise((r) => setTimeout(r, 300)); // the rebuilt index's own check finds nothing
+      expect(s.store.health().writable).toBe(true);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+async function waitUntil(check: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
