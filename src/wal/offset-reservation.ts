@@ -24,6 +24,9 @@ export const RESERVATION_BLOCK = 4096;
 
 type FsyncMode = 'always' | 'interval' | 'never';
 
+/** 2^52: a partition taking a million events a second reaches it in 142 years. */
+const MAX_CEILING = 2 ** 52;
+
 export interface ReservationRecord {
   /** Written by a clean close: the ceilings are the exact heads. */
   clean: boolean;
@@ -48,7 +51,8 @@ export function readReservation(dir: string, log: Logger): ReservationRecord | u
       typeof parsed.clean === 'boolean' &&
       (parsed.fsync === 'always' || parsed.fsync === 'interval' || parsed.fsync === 'never') &&
       Array.isArray(parsed.ceilings) &&
-      parsed.ceilings.every((n) => Number.isSafeInteger(n) && n >= 0)
+      // Far below 2^53, where offsets would stop being exact: a larger one is damage, not a head.
+      parsed.ceilings.every((n) => Number.isSafeInteger(n) && n >= 0 && n <= MAX_CEILING)
     ) {
       return { clean: parsed.clean, fsync: parsed.fsync, ceilings: parsed.ceilings };
     }
