@@ -1,6 +1,8 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type StoredMsg } from 'nats';
 import type { AttemptRow } from '../../store/attempts-repo';
 import { deadLetterIdNumber, type DeadLetterRow } from '../../store/dead-letters-repo';
+import { AppError } from '../../errors';
+import { streamWritable } from '../cluster-monitor';
 import { isNotFound } from '../nats-errors';
 import type { DeliveryNames } from './names';
 
@@ -22,14 +24,38 @@ async function nextOf(jsm: JetStreamManager, stream: string, subject: string, se
   }
 }
 
-/** The message at `seq`, asked of the stream's leader (not a direct get, which any replica may answer), or undefined. */
-async function leaderGet(jsm: JetStreamManager, stream: string, seq: number): Promise<StoredMsg | undefined> {
+/**
+ * A message asked of the stream's leader (`STREAM.MSG.GET`, which only the leader answers: not a
+ * direct get, which any replica may, nor a stream info, which a replica without a leader answered
+ * during a majority outage), or undefined.
+ */
+async function leaderGet(
+  jsm: JetStreamManager,
+  stream: string,
+  query: { seq: number } | { last_by_subj: string },
+): Promise<StoredMsg | undefined> {
   try {
-    return await jsm.streams.getMessage(stream, { seq });
+    return await jsm.streams.getMessage(stream, query);
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
   }
+}
+
+/**
+ * How many messages `subject` holds, from a stream that has a leader and a quorum of current
+ * replicas (`streamWritable`, the rule readiness uses): during a majority outage a replica answered
+ * the info request alone, with its own count.
+ * @throws AppError `unavailable` when the stream has no quorum
+ */
+async function confirmedCount(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
+  const info = await jsm.streams.info(stream, { subjects_filter: subject });
+  const noQuorum = streamWritable(info);
+  if (noQuorum)
+    throw new AppError('unavailable', `the JetStream cluster cannot read dead letters right now (${noQuorum}); retry later`, {
+      retryAfter: 1,
+    });
+  return info.state.subjects?.[subject] ?? 0;
 }
 
 /** How many messages `subject` holds in `stream`. */
@@ -54,8 +80,8 @@ async function readSubject(
   const first = await nextOf(jsm, stream, subject, Math.max(1, from));
   // A direct get may be answered by any replica, a lagging or cut-off one among them: its "none" is
   // asked of the stream's leader (an outage answers 503, not an empty list), and when the leader
-  // counts messages, they are read through the consumer, from the leader, after all.
-  if (!first && (await countOf(jsm, stream, subject)) === 0) return [];
+  // has messages of the subject, they are read through the consumer, from the leader, after all.
+  if (!first && (await confirmedCount(jsm, stream, subject)) === 0) return [];
   const consumer = await js.consumers.get(stream, {
     filterSubjects: subject,
     deliver_policy: DeliverPolicy.StartSequence,
@@ -96,7 +122,7 @@ export function createDeadLetters(deps: { js: JetStreamClient; jsm: JetStreamMan
       const seq = deadLetterIdNumber(id);
       if (seq === undefined) return undefined;
       const subject = names.deadSubject(subscriptionId);
-      const msg = (await nextOf(jsm, stream, subject, seq)) ?? (await leaderGet(jsm, stream, seq));
+      const msg = (await nextOf(jsm, stream, subject, seq)) ?? (await leaderGet(jsm, stream, { seq }));
       return msg && msg.seq === seq && msg.subject === subject ? toRow(msg.seq, msg.data) : undefined;
     },
     async remove(subscriptionId: string, id: string): Promise<boolean> {
