@@ -14,10 +14,9 @@ import { newRouter, requireScope } from './routing';
 export function createValidationsRouter(service: SubscriptionsService): Router {
   const router = newRouter();
   const open = requireScope('none');
-  router.head('/validations/:token', open, () => {
-    throw new AppError('not_found', 'HEAD does not consent: call this URL with GET or POST');
-  });
   router.get('/validations/:token', open, async (req, res) => {
+    // Express runs this for HEAD too (no route of its own, so the contract's route list stays as it is).
+    if (req.method === 'HEAD') throw new AppError('not_found', 'HEAD does not consent: call this URL with GET or POST');
     res.json(await service.validationCallback(req.params.token, req.headers));
   });
   router.post('/validations/:token', open, async (req, res) => {
