@@ -22,3 +22,22 @@ export function writeFileAtomically(file: string, text: string, mode = 0o644): v
   fs.renameSync(tmp, file);
   fsyncPath(path.dirname(file));
 }
+
+/** {@link writeFileAtomically} in the thread pool, for writes on a path that must not block the event loop. */
+export async function writeFileAtomicallyAsync(file: string, text: string, mode = 0o644): Promise<void> {
+  const tmp = `${file}.tmp`;
+  const handle = await fs.promises.open(tmp, 'w', mode);
+  try {
+    await handle.writeFile(text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(tmp, file);
+  const dir = await fs.promises.open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+}

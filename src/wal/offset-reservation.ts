@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { writeFileAtomically } from '../durable-fs';
+import { writeFileAtomically, writeFileAtomicallyAsync } from '../durable-fs';
 import { coerceError } from '../errors';
 
 /**
@@ -113,24 +113,6 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
     );
   }
 
-  async function write(record: ReservationRecord): Promise<void> {
-    const tmp = `${file}.tmp`;
-    const handle = await fs.promises.open(tmp, 'w');
-    try {
-      await handle.writeFile(JSON.stringify(record));
-      await handle.sync();
-    } finally {
-      await handle.close();
-    }
-    await fs.promises.rename(tmp, file);
-    const dir = await fs.promises.open(opts.dir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
-  }
-
   /** Writes `wanted` until the file holds it; the promise settles once what was wanted when it began is durable. */
   function persist(): Promise<void> {
     if (writing) return writing;
@@ -138,7 +120,7 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
       try {
         while (wanted.some((w, p) => w > durable[p]!)) {
           const ceilings = wanted.slice();
-          await write({ clean: false, fsync: opts.fsync, ceilings });
+          await writeFileAtomicallyAsync(file, JSON.stringify({ clean: false, fsync: opts.fsync, ceilings } satisfies ReservationRecord));
           durable = ceilings;
         }
       } finally {
@@ -177,7 +159,10 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
     /** A clean close: the ceilings become the exact heads, so the next start leaves no gap and keeps them. */
     async close(heads: readonly number[]): Promise<void> {
       await writing?.catch(() => undefined);
-      await write({ clean: true, fsync: opts.fsync, ceilings: heads.slice() });
+      await writeFileAtomicallyAsync(
+        file,
+        JSON.stringify({ clean: true, fsync: opts.fsync, ceilings: heads.slice() } satisfies ReservationRecord),
+      );
     },
   };
 }
