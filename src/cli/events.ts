@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { unwrap, type components } from '../client';
+import { HeraldApiError, unwrap, type components } from '../client';
 import { contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { ReportedError } from './errors';
 import { clip, printable, type CliStreams, type Output } from './output';
@@ -64,37 +64,121 @@ export function registerEvents(program: Command, streams: CliStreams): void {
     });
 }
 
+/** The first wait before reconnecting a lost tail; it doubles up to {@link RECONNECT_MAX_MS}. */
+const RECONNECT_MIN_MS = 500;
+const RECONNECT_MAX_MS = 5_000;
+/** The gateway sends a comment every 15 s: this long without a byte, the connection is taken for dead. */
+const SILENCE_MS = 45_000;
+
 /**
  * `events tail`: reads `GET /events/stream` (Server-Sent Events) until Ctrl-C / SIGTERM (exit 0).
  * One line per event; with `--json`, each message's data (`{"partition","offset","event"}`) as
- * one compact JSON line. The gateway closing the stream is a failure (exit 1).
+ * one compact JSON line. A lost stream (the gateway closed it, restarted, or went silent past
+ * {@link SILENCE_MS}) is reconnected with backoff, with a warning on stderr that events stored while
+ * it was lost are not shown: the stream starts from "now" each time. A refusal (4xx) ends it (exit 1).
  */
 async function tail(ctx: Context, sql: string | undefined): Promise<void> {
   const stopped = new AbortController();
   const signals = untilSignal(() => stopped.abort());
+  let lostAt: string | undefined;
+  let everConnected = false;
+  let delay = RECONNECT_MIN_MS;
+  const connected = () => {
+    everConnected = true;
+    if (lostAt !== undefined) ctx.out.warn(`reconnected; events stored since ${lostAt} are not shown (herald events read)`);
+    else if (!ctx.out.json) ctx.out.note(`tailing events stored at ${ctx.url}${sql ? ` matching ${sql}` : ''} (Ctrl-C to stop)`);
+    lostAt = undefined;
+    delay = RECONNECT_MIN_MS;
+  };
+  try {
+    for (;;) {
+      let reason: string;
+      try {
+        await followStream(ctx, sql, stopped.signal, connected);
+        reason = 'the gateway closed it';
+      } catch (err) {
+        if (stopped.signal.aborted) return; // Ctrl-C / SIGTERM: a normal end
+        // Before the first connection any failure ends the tail (a wrong URL or key is told at once).
+        if (!everConnected || !isTransient(err)) throw err;
+        reason = err instanceof Error ? err.message : String(err);
+      }
+      if (lostAt === undefined) {
+        lostAt = new Date().toISOString();
+        ctx.out.warn(`the stream from ${ctx.url} was lost (${reason}); reconnecting`);
+      }
+      if (!(await sleep(delay, stopped.signal))) return;
+      delay = Math.min(delay * 2, RECONNECT_MAX_MS);
+    }
+  } finally {
+    signals.dispose();
+  }
+}
+
+function parseStored(data: string): StoredEvent {
+  try {
+    return JSON.parse(data) as StoredEvent;
+  } catch {
+    throw new ReportedError('herald: the gateway sent a stream message that is not JSON');
+  }
+}
+
+/** A failure worth reconnecting after: no answer, a cut stream, or the gateway's 5xx (a refusal, 4xx, is not). */
+function isTransient(err: unknown): boolean {
+  if (err instanceof HeraldApiError) return err.status >= 500 || err.status === 408 || err.status === 429;
+  return !(err instanceof ReportedError);
+}
+
+/** Resolves after `ms`, `false` at once when `signal` aborts first. */
+function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve(false);
+    const timer = setTimeout(() => {
+      signal.removeEventListener('abort', onAbort);
+      resolve(true);
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      resolve(false);
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** One connection of the tail: prints its events until it ends (resolves) or fails (rejects). */
+async function followStream(ctx: Context, sql: string | undefined, stopped: AbortSignal, connected: () => void): Promise<void> {
+  const connection = new AbortController();
+  const silent = () => connection.abort(new Error(`nothing for ${SILENCE_MS / 1000} s`));
+  let watchdog = setTimeout(silent, SILENCE_MS);
+  const onStop = () => connection.abort(stopped.reason);
+  stopped.addEventListener('abort', onStop, { once: true });
   try {
     const result = await ctx.streamClient.GET('/events/stream', {
       params: { query: sql === undefined ? {} : { sql } },
       parseAs: 'stream',
-      signal: stopped.signal,
+      signal: connection.signal,
     });
     const body = unwrap(result);
     if (!body) throw new ReportedError('herald: the gateway sent no stream');
-    if (!ctx.out.json) ctx.out.note(`tailing events stored at ${ctx.url}${sql ? ` matching ${sql}` : ''} (Ctrl-C to stop)`);
+    connected();
     const decoder = new TextDecoder();
     const parser = createSseParser((message) => {
       if (message.event !== 'cloudevent') return;
-      const stored = JSON.parse(message.data) as StoredEvent;
+      const stored = parseStored(message.data);
       if (ctx.out.json) ctx.out.jsonLine(stored);
       else ctx.out.line(eventLine(ctx.out, stored.partition, stored.offset, stored.event));
     });
-    for await (const chunk of body) parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
-    throw new ReportedError(`herald: the gateway at ${ctx.url} closed the stream`);
+    for await (const chunk of body) {
+      clearTimeout(watchdog);
+      watchdog = setTimeout(silent, SILENCE_MS);
+      parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
+    }
   } catch (err) {
-    if (stopped.signal.aborted) return; // Ctrl-C / SIGTERM: a normal end
+    // An abort by the watchdog surfaces as the reason it was given.
+    if (connection.signal.aborted && !stopped.aborted) throw connection.signal.reason;
     throw err;
   } finally {
-    signals.dispose();
+    clearTimeout(watchdog);
+    stopped.removeEventListener('abort', onStop);
   }
 }
 

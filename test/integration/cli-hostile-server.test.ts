@@ -124,3 +124,60 @@ describe('herald: a gateway that stops answering', () => {
     }
   }, 40_000);
 });
+
+describe('herald events tail: a lost stream', () => {
+  const message = (partition: number, offset: number, id: string) =>
+    `event: cloudevent\nid: ${partition}:${offset}\ndata: ${JSON.stringify({
+      partition,
+      offset,
+      event: { specversion: '1.0', id, source: '/tail', type: 'com.example.tail' },
+    })}\n\n`;
+
+  it('reconnects after the gateway closes the stream, and says that events stored meanwhile are not shown', async () => {
+    let connections = 0;
+    const fake = await fakeGateway((req, res) => {
+      connections += 1;
+      if (connections === 2) return problem(503, { detail: 'shutting down', code: 'unavailable' })(req, res);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      if (connections === 1)
+        res.end(message(0, 0, 'before-the-loss')); // a gateway that stops
+      else res.write(message(0, 7, 'after-the-loss'));
+    });
+    const tail = spawnHerald(['events', 'tail'], { url: fake.url });
+    try {
+      await tail.waitFor('stdout', /after-the-loss/, 20_000);
+      // Was: exit 1 at the first close ("closed the stream").
+      expect(tail.stdout()).toMatch(/before-the-loss[\s\S]*after-the-loss/);
+      expect(tail.stderr()).toMatch(/the stream from http:\/\/127\.0\.0\.1:\d+ was lost \(the gateway closed it\); reconnecting/);
+      expect(tail.stderr()).toMatch(/reconnected; events stored since \S+Z are not shown/);
+      expect(connections).toBe(3);
+    } finally {
+      tail.child.kill('SIGTERM');
+    }
+    expect(await tail.exited).toBe(0);
+  }, 40_000);
+
+  it('ends with exit 1 when a reconnection is refused (4xx)', async () => {
+    let connections = 0;
+    const fake = await fakeGateway((req, res) => {
+      connections += 1;
+      if (connections > 1) return problem(401, { detail: 'missing or invalid API key', code: 'unauthorized' })(req, res);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end(message(1, 0, 'only-event'));
+    });
+    const result = await runHerald(['events', 'tail'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stdout).toContain('only-event');
+    expect(result.stderr).toMatch(/reconnecting[\s\S]*API key/);
+  }, 30_000);
+
+  it('ends with exit 1 when the gateway cannot be reached at the start (no retrying a wrong URL)', async () => {
+    const fake = await fakeGateway(() => undefined);
+    const closed = servers.pop()!;
+    closed.closeAllConnections();
+    await new Promise<void>((r) => closed.close(() => r()));
+    const result = await runHerald(['events', 'tail'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/cannot reach the gateway/);
+  }, 30_000);
+});
