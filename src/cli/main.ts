@@ -6,6 +6,7 @@
 import { Command, Option } from 'commander';
 import { HERALD_VERSION } from '../version';
 import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseBaseUrl, parseIntBetween, type GlobalOptions } from './context';
+import { registerBackup } from './backup';
 import { registerDeadLetters } from './dead-letters';
 import { EXIT_FAILED, reportError } from './errors';
 import { registerEvents } from './events';
@@ -58,6 +59,7 @@ Examples:
   registerSubs(program, streams);
   registerDeadLetters(program, streams);
   registerListen(program, streams);
+  registerBackup(program, streams);
   return program;
 }
 

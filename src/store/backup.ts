@@ -1,0 +1,252 @@
+import Database from 'better-sqlite3';
+import { randomInt } from 'node:crypto';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fsyncPath, writeFileAtomically } from '../durable-fs';
+import { IDENTITY_FILE, LOCK_FILE } from './data-dir';
+
+/**
+ * Online backup and restore of a local data dir (the embedded engine). A copy of the files with
+ * `cp` while the gateway runs is not a backup: `herald.db` and its SQLite `-wal` are copied at
+ * different moments and can give a database SQLite calls malformed. Here `herald.db` is copied by
+ * SQLite itself (`VACUUM INTO`, one read transaction: a consistent snapshot that never blocks the
+ * gateway's writes), and the log after it. The log is append-only, so a copy made later holds every
+ * event the snapshot's offsets point at; its last record may be torn, which the next start cuts like
+ * a crash's. `index.db` is left out: it is rebuilt from the log at the first start of a restore.
+ */
+
+export const MANIFEST_FILE = 'herald-backup.json';
+const DB_FILE = 'herald.db';
+const WAL_DIR = 'wal';
+/** The log's files besides its segments: its checksum key (without which no record verifies) and the offset floors. */
+const WAL_SMALL_FILES = ['frame.key', 'offsets.reserved'];
+const SEGMENT = /^\d{20}\.seg$/;
+
+export interface BackupManifest {
+  format: 1;
+  createdAt: string;
+  source: string;
+  /** Every file of the backup with its size, paths relative to the backup (slashes). */
+  files: { path: string; bytes: number }[];
+  /** Segments retention deleted while they were copied, with the older ones dropped with them (the log stays whole). */
+  segmentsDroppedByRetention: number;
+}
+
+/** A backup or restore that cannot be done as asked: its message is the whole explanation. */
+export class BackupError extends Error {
+  override name = 'BackupError';
+}
+
+/**
+ * Copies the data dir `dataDir` to the new directory `dest`, whether or not a gateway runs on it.
+ * Written to a temp directory beside `dest` and renamed at the end, so `dest` only ever holds a
+ * whole backup (with {@link MANIFEST_FILE}).
+ */
+export function backupDataDir(dataDir: string, dest: string, clock: () => Date = () => new Date()): BackupManifest {
+  const source = path.resolve(dataDir);
+  requireDataDir(source);
+  requireAbsent(dest);
+  const work = `${path.resolve(dest)}.partial-${process.pid}`;
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(path.join(work, WAL_DIR), { recursive: true });
+  try {
+    fs.copyFileSync(path.join(source, IDENTITY_FILE), path.join(work, IDENTITY_FILE));
+    snapshotDatabase(path.join(source, DB_FILE), path.join(work, DB_FILE));
+    for (const name of WAL_SMALL_FILES) copyIfPresent(path.join(source, WAL_DIR, name), path.join(work, WAL_DIR, name));
+    const dropped = copySegments(path.join(source, WAL_DIR), path.join(work, WAL_DIR));
+    const manifest: BackupManifest = {
+      format: 1,
+      createdAt: clock().toISOString(),
+      source,
+      files: listFiles(work),
+      segmentsDroppedByRetention: dropped,
+    };
+    syncTree(work);
+    writeFileAtomically(path.join(work, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
+    fs.renameSync(work, dest);
+    fsyncPath(path.dirname(path.resolve(dest)));
+    return manifest;
+  } catch (err) {
+    fs.rmSync(work, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/**
+ * Makes `dataDir` (absent or empty) a copy of the backup `backupDir`, checked against its manifest,
+ * as a new incarnation of the gateway that was backed up. Offsets past the backup's heads were
+ * perhaps handed out by that gateway after the backup, to other events; the restored gateway hands
+ * them out again. So every partition's seek generation moves to a new random one (webhook-id is
+ * derived from it): a receiver de-duplicating on webhook-id must not drop the restored gateway's new
+ * events as repeats of the old gateway's. Deliveries pending at the backup keep the ids they had.
+ */
+export function restoreDataDir(
+  backupDir: string,
+  dataDir: string,
+  random: (max: number) => number = (max) => randomInt(1, max),
+): BackupManifest {
+  const manifest = readManifest(backupDir);
+  const target = path.resolve(dataDir);
+  requireEmpty(target);
+  const work = `${target}.partial-${process.pid}`;
+  fs.rmSync(work, { recursive: true, force: true });
+  fs.mkdirSync(work, { recursive: true });
+  try {
+    for (const file of manifest.files) {
+      const to = path.join(work, ...file.path.split('/'));
+      fs.mkdirSync(path.dirname(to), { recursive: true });
+      fs.copyFileSync(path.join(backupDir, ...file.path.split('/')), to);
+    }
+    newIncarnation(path.join(work, DB_FILE), random(2 ** 31));
+    syncTree(work);
+    if (fs.existsSync(target)) fs.rmdirSync(target);
+    fs.renameSync(work, target);
+    fsyncPath(path.dirname(target));
+    return manifest;
+  } catch (err) {
+    fs.rmSync(work, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function requireDataDir(dir: string): void {
+  if (!fs.existsSync(path.join(dir, IDENTITY_FILE)) || !fs.existsSync(path.join(dir, DB_FILE))) {
+    throw new BackupError(`${dir} is not a Herald data dir (no ${IDENTITY_FILE} and ${DB_FILE}): nothing to back up`);
+  }
+}
+
+function requireAbsent(dest: string): void {
+  if (fs.existsSync(dest)) throw new BackupError(`${path.resolve(dest)} already exists: a backup goes to a new directory`);
+}
+
+function requireEmpty(dir: string): void {
+  let entries: string[];
+  try {
+    entries = fs.readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new BackupError(`${dir} cannot be restored into: ${(err as Error).message}`);
+  }
+  if (entries.length === 0) return;
+  const running = entries.includes(LOCK_FILE) ? ' (stop the gateway first)' : '';
+  throw new BackupError(`${dir} is not empty${running}: move it aside, then restore into it`);
+}
+
+/** `VACUUM INTO` from a read-only connection: SQLite's own consistent copy, the source left as it is. */
+function snapshotDatabase(from: string, to: string): void {
+  const db = new Database(from, { readonly: true, fileMustExist: true });
+  try {
+    db.pragma('busy_timeout = 5000');
+    db.prepare('VACUUM INTO ?').run(to);
+  } finally {
+    db.close();
+  }
+  const copy = new Database(to, { readonly: true, fileMustExist: true });
+  try {
+    const rows = copy.pragma('quick_check(1)') as { quick_check: string }[];
+    if (rows[0]?.quick_check !== 'ok') throw new BackupError(`the copy of ${from} failed its check: ${rows[0]?.quick_check}`);
+  } finally {
+    copy.close();
+  }
+}
+
+function copyIfPresent(from: string, to: string): void {
+  try {
+    fs.copyFileSync(from, to);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}
+
+/**
+ * Copies the segments oldest first; each copy holds the bytes the file had when it was opened. A
+ * segment gone before its turn was deleted by retention, which deletes oldest first: the ones
+ * copied before it are older still, so they are dropped too and the copy stays one run of segments.
+ * Returns how many segments were dropped. `names`: the listing, oldest first (a test gives its own).
+ */
+export function copySegments(fromDir: string, toDir: string, names = listSegments(fromDir)): number {
+  const copied: string[] = [];
+  let dropped = 0;
+  for (const name of names) {
+    try {
+      fs.copyFileSync(path.join(fromDir, name), path.join(toDir, name));
+      copied.push(name);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      for (const older of copied.splice(0)) fs.rmSync(path.join(toDir, older));
+      dropped = names.indexOf(name) + 1;
+    }
+  }
+  return dropped;
+}
+
+function listSegments(dir: string): string[] {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => SEGMENT.test(f))
+    .sort();
+}
+
+function listFiles(root: string, under = ''): { path: string; bytes: number }[] {
+  const out: { path: string; bytes: number }[] = [];
+  for (const entry of fs.readdirSync(path.join(root, under), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
+    const rel = under ? `${under}/${entry.name}` : entry.name;
+    if (entry.isDirectory()) out.push(...listFiles(root, rel));
+    else out.push({ path: rel, bytes: fs.statSync(path.join(root, rel)).size });
+  }
+  return out;
+}
+
+function syncTree(dir: string): void {
+  for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+    const at = path.join(dir, entry.name);
+    if (entry.isDirectory()) syncTree(at);
+    else fsyncPath(at);
+  }
+  fsyncPath(dir);
+}
+
+function readManifest(backupDir: string): BackupManifest {
+  const file = path.join(backupDir, MANIFEST_FILE);
+  let manifest: BackupManifest;
+  try {
+    manifest = JSON.parse(fs.readFileSync(file, 'utf8')) as BackupManifest;
+  } catch (err) {
+    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it has no' : 'its is not a readable';
+    throw new BackupError(`${path.resolve(backupDir)} is not a whole Herald backup (${why} ${MANIFEST_FILE})`);
+  }
+  if (manifest.format !== 1 || !Array.isArray(manifest.files)) {
+    throw new BackupError(`${file} is not a manifest this version of Herald can restore`);
+  }
+  for (const f of manifest.files) {
+    const at = path.join(backupDir, ...String(f.path).split('/'));
+    if (f.path.split('/').some((part) => part === '..' || part === '') || !fs.existsSync(at) || fs.statSync(at).size !== f.bytes) {
+      throw new BackupError(`the backup ${path.resolve(backupDir)} is damaged: ${f.path} is missing or not the size its manifest gives`);
+    }
+  }
+  return manifest;
+}
+
+/**
+ * Moves every partition of every subscription to seek generation `bump` above the subscription's
+ * highest, and pins pending deliveries that took their partition's generation to the one they had.
+ */
+function newIncarnation(dbFile: string, bump: number): void {
+  const db = new Database(dbFile, { fileMustExist: true });
+  try {
+    db.transaction(() => {
+      db.prepare(
+        `UPDATE pending_deliveries SET seek_generation = (
+           SELECT o.seek_generation FROM subscription_offsets o
+           WHERE o.subscription_id = pending_deliveries.subscription_id AND o.partition = pending_deliveries.partition)
+         WHERE seek_generation IS NULL`,
+      ).run();
+      db.prepare(
+        `UPDATE subscription_offsets SET seek_generation = @bump + (
+           SELECT MAX(o.seek_generation) FROM subscription_offsets o WHERE o.subscription_id = subscription_offsets.subscription_id)`,
+      ).run({ bump });
+    })();
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,162 @@
+/**
+ * `herald backup` of a data dir a gateway is writing, and `herald restore` of it: every event
+ * acknowledged before the backup began is in the restore at its offset, subscriptions come back,
+ * retries pending at the backup keep their webhook-id, and new deliveries of the restored gateway
+ * do not reuse the ids the backed-up one may have sent after the backup.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import request from 'supertest';
+import { webhookIdOf } from '../../src/delivery/request';
+import { runHerald } from '../helpers/cli';
+import { lookupEvent, postBatch, useChildGateways, type AppendResultBody, type TestEvent } from '../helpers/gateway';
+import { useReceivers, waitFor } from '../helpers/receiver';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+const spawnGateway = useChildGateways();
+const startReceiver = useReceivers();
+const env = (dataDir: string) => ({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4', HERALD_SEGMENT_BYTES: '65536' });
+/** A bound on the producer, not an expectation: it stops at the first of these. */
+const MAX_BATCHES = 400;
+const PRODUCE_FOR_AT_MOST_MS = 20_000;
+
+const event = (id: string, type = 'com.example.backup'): TestEvent => ({ id, source: '/backup', type, data: { id, pad: 'x'.repeat(200) } });
+
+describe('herald backup / herald restore', () => {
+  it('copies a data dir under load: every event acknowledged before it began is restored at its offset; the restore gets new webhook-ids but keeps pending ones', async () => {
+    const source = tmpDir();
+    const receiver = await startReceiver((req) => ({ status: req.headers['ce-type'] === 'com.example.fail' ? 500 : 204 }));
+    const gw = await spawnGateway(env(source));
+    const sub = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ordering: 'none', retry: { maxAttempts: 1000, initialDelayMs: 50, maxDelayMs: 200 } } })
+      .expect(201);
+    const subscriptionId = sub.body.id as string;
+    // A retry pending across the backup: the restored gateway must send it with the id it had.
+    const [failing] = (await postBatch(gw.url, [event('keeps-failing', 'com.example.fail')])).body.results as AppendResultBody[];
+    await waitFor(() => receiver.requests.some((r) => r.headers['ce-id'] === 'keeps-failing'), { what: 'the failing event sent' });
+
+    // A producer writing batches until the backup is done (bounded).
+    const acked: { result: AppendResultBody; at: number }[] = [];
+    let producing = true;
+    const producer = (async () => {
+      const deadline = Date.now() + PRODUCE_FOR_AT_MOST_MS;
+      for (let b = 0; b < MAX_BATCHES && producing && Date.now() < deadline; b++) {
+        const reply = await postBatch(
+          gw.url,
+          Array.from({ length: 20 }, (_, i) => event(`e-${b}-${i}`)),
+        );
+        expect(reply.status).toBe(202);
+        for (const result of reply.body.results as AppendResultBody[]) acked.push({ result, at: Date.now() });
+      }
+    })();
+    await waitFor(() => acked.length >= 1000, { timeoutMs: 15_000, what: '1,000 events acknowledged' });
+    const backupStarted = Date.now();
+    const backupDir = path.join(tmpDir(), 'backup');
+    const backup = await runHerald(['backup', '--data-dir', source, backupDir], { timeoutMs: 30_000 });
+    producing = false;
+    await producer;
+    expect(backup).toMatchObject({ code: 0, stderr: '' });
+    expect(backup.stdout).toMatch(/^backed up .* to .*: \d+ files, .* in \d+ ms\n$/);
+    const manifest = JSON.parse(fs.readFileSync(path.join(backupDir, 'herald-backup.json'), 'utf8'));
+    expect(manifest.files.map((f: { path: string }) => f.path)).toEqual(
+      expect.arrayContaining(['herald.db', 'herald.json', 'wal/frame.key', 'wal/00000000000000000000.seg']),
+    );
+    expect(manifest.files.some((f: { path: string }) => f.path.startsWith('index.db'))).toBe(false);
+    gw.child.kill('SIGKILL');
+    await gw.exited;
+
+    const restored = path.join(tmpDir(), 'restored');
+    const restore = await runHerald(['restore', '--data-dir', restored, backupDir], { timeoutMs: 30_000 });
+    expect(restore).toMatchObject({ code: 0 });
+    const before = receiver.requests.length;
+    const again = await spawnGateway(env(restored));
+
+    const mustHave = acked.filter((a) => a.at < backupStarted);
+    expect(mustHave.length).toBeGreaterThanOrEqual(1000);
+    for (const { result } of [...mustHave, { result: failing! }]) {
+      const found = await lookupEvent(again.url, result);
+      expect({ id: result.id, status: found.status, at: found.body?.partition, offset: found.body?.offset }).toEqual({
+        id: result.id,
+        status: 200,
+        at: result.partition,
+        offset: result.offset,
+      });
+    }
+    const subs = await request(again.url).get('/subscriptions').expect(200);
+    expect(subs.body.subscriptions.map((s: { id: string; sink: string }) => [s.id, s.sink])).toEqual([[subscriptionId, receiver.url]]);
+
+    // The retry pending at the backup: sent again with the webhook-id it always had.
+    const retried = await waitFor(() => receiver.requests.slice(before).find((r) => r.headers['ce-id'] === 'keeps-failing'), {
+      what: 'the pending retry sent by the restored gateway',
+    });
+    const firstSent = receiver.requests.find((r) => r.headers['ce-id'] === 'keeps-failing')!;
+    expect(retried.headers['webhook-id']).toBe(firstSent.headers['webhook-id']);
+    // A new event: an offset the old gateway may have given another event after the backup, so a new id.
+    const [fresh] = (await postBatch(again.url, [event('after-restore')])).body.results as AppendResultBody[];
+    const delivered = await waitFor(() => receiver.requests.find((r) => r.headers['ce-id'] === 'after-restore'), {
+      what: 'the new event delivered',
+    });
+    expect(delivered.headers['webhook-id']).toMatch(/^msg_/);
+    expect(delivered.headers['webhook-id']).not.toBe(webhookIdOf(subscriptionId, fresh!.partition, fresh!.offset, 0));
+  }, 120_000);
+
+  it('backs up a data dir whose gateway was killed (SQLite -wal left behind) with every acknowledged event', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway(env(source));
+    const results = (
+      await postBatch(
+        gw.url,
+        Array.from({ length: 50 }, (_, i) => event(`k-${i}`)),
+      )
+    ).body.results as AppendResultBody[];
+    await request(gw.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/never' }).expect(201);
+    gw.child.kill('SIGKILL');
+    await gw.exited;
+    expect(fs.existsSync(path.join(source, 'herald.db-wal'))).toBe(true);
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0, stderr: '' });
+    const restored = tmpDir(); // exists and is empty
+    expect(await runHerald(['restore', '--data-dir', restored, backupDir])).toMatchObject({ code: 0 });
+    const again = await spawnGateway(env(restored));
+    for (const result of results) expect((await lookupEvent(again.url, result)).body).toMatchObject({ offset: result.offset });
+    expect((await request(again.url).get('/subscriptions').expect(200)).body.subscriptions).toHaveLength(1);
+  }, 60_000);
+
+  it('refuses what it cannot do whole, with one line and exit 1', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway(env(source));
+    await postBatch(gw.url, [event('one')]);
+    const taken = tmpDir();
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0 });
+
+    // An existing destination; a dir that is not a data dir.
+    expect(await runHerald(['backup', '--data-dir', source, taken])).toMatchObject({
+      code: 1,
+      stderr: `herald: ${taken} already exists: a backup goes to a new directory\n`,
+    });
+    const empty = tmpDir();
+    expect((await runHerald(['backup', '--data-dir', empty, path.join(empty, 'b')])).stderr).toMatch(/is not a Herald data dir/);
+    // Restoring over the running gateway's data dir, over files, from a damaged or partial backup.
+    expect(await runHerald(['restore', '--data-dir', source, backupDir])).toMatchObject({
+      code: 1,
+      stderr: `herald: ${source} is not empty (stop the gateway first): move it aside, then restore into it\n`,
+    });
+    const damaged = path.join(tmpDir(), 'damaged');
+    fs.cpSync(backupDir, damaged, { recursive: true });
+    fs.truncateSync(path.join(damaged, 'wal', '00000000000000000000.seg'), 10);
+    const r1 = path.join(tmpDir(), 'r1');
+    const damagedRestore = await runHerald(['restore', '--data-dir', r1, damaged]);
+    expect(damagedRestore.code).toBe(1);
+    expect(damagedRestore.stderr).toMatch(/is damaged: wal\/00000000000000000000\.seg is missing or not the size its manifest gives/);
+    fs.rmSync(path.join(damaged, 'herald-backup.json'));
+    const partial = await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'r2'), damaged]);
+    expect(partial).toMatchObject({ code: 1 });
+    expect(partial.stderr).toMatch(/is not a whole Herald backup \(it has no herald-backup\.json\)/);
+    // Nothing half-restored is left: neither the data dir nor its temp copy.
+    expect(fs.readdirSync(path.dirname(r1))).toEqual([]);
+  }, 60_000);
+});

@@ -1,0 +1,28 @@
+import fs from 'node:fs';
+import path from 'node:path';
+import { copySegments } from '../../../src/store/backup';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+const name = (n: number) => `${String(n * 1000).padStart(20, '0')}.seg`;
+
+describe('backup: copying the log while retention deletes it', () => {
+  it('copies every segment, oldest first, as it is', () => {
+    const from = tmpDir();
+    const to = tmpDir();
+    for (const n of [0, 1, 2]) fs.writeFileSync(path.join(from, name(n)), `segment ${n}`);
+    expect(copySegments(from, to)).toBe(0);
+    expect(fs.readdirSync(to).sort()).toEqual([name(0), name(1), name(2)]);
+    expect(fs.readFileSync(path.join(to, name(2)), 'utf8')).toBe('segment 2');
+  });
+
+  it('drops the segments older than one deleted before its turn, so the copy has no hole', () => {
+    const from = tmpDir();
+    const to = tmpDir();
+    // Listed, then deleted by retention before it was copied: segments 0 and 1 were copied before it.
+    for (const n of [0, 1, 3, 4]) fs.writeFileSync(path.join(from, name(n)), `segment ${n}`);
+    expect(copySegments(from, to, [name(0), name(1), name(2), name(3), name(4)])).toBe(3);
+    expect(fs.readdirSync(to).sort()).toEqual([name(3), name(4)]);
+  });
+});
