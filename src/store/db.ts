@@ -1,6 +1,8 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
+import { StartupError } from '../errors';
+import { HERALD_VERSION } from '../version';
 
 export type Db = Database.Database;
 
@@ -38,11 +40,21 @@ export function openConnection(file: string): Db {
 export function migrate(db: Db, dir = MIGRATIONS_DIR): number[] {
   db.exec(`CREATE TABLE IF NOT EXISTS schema_migrations (
     version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)`);
-  const applied = new Set((db.prepare('SELECT version FROM schema_migrations').all() as { version: number }[]).map((r) => r.version));
+  const rows = db.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all() as { version: number; name: string }[];
+  const applied = new Set(rows.map((r) => r.version));
   const files = fs
     .readdirSync(dir)
     .filter((f) => /^\d+_.+\.sql$/.test(f))
     .sort();
+  // A database a newer Herald migrated: this one would read tables it does not know the meaning of.
+  const known = new Set(files.map((f) => Number(f.split('_', 1)[0])));
+  const unknown = rows.find((r) => !known.has(r.version));
+  if (unknown) {
+    throw new StartupError(
+      `${db.name} has schema migration ${unknown.name}, which this version of Herald (${HERALD_VERSION}) does not have: a newer Herald ` +
+        'migrated it. Run that version or a newer one; a data dir cannot go back to an older Herald (restore a backup taken before the upgrade instead).',
+    );
+  }
   const newlyApplied: number[] = [];
   for (const file of files) {
     const version = Number(file.split('_', 1)[0]);

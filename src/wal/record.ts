@@ -85,7 +85,11 @@ function checksum(frame: Buffer, bodyLength: number, seed: number): number {
 }
 
 export type FrameCheck =
-  { status: 'ok'; length: number; padding: boolean; legacy: boolean } | { status: 'incomplete' } | { status: 'corrupt'; reason: string };
+  | { status: 'ok'; length: number; padding: boolean; legacy: boolean }
+  | { status: 'incomplete' }
+  | { status: 'corrupt'; reason: string }
+  /** Intact (its checksum verifies under the log's key) but of a later format: a newer Herald wrote it. */
+  | { status: 'newer'; version: number };
 
 /**
  * Checks the frame that starts at `at` in `buf` without decoding it. A frame
@@ -106,6 +110,8 @@ export function checkFrame(buf: Buffer, at: number, key: FrameKey, allowLegacy =
   if (checksum(frame, bodyLength, key.seed) === stored) {
     if (version === PADDING_VERSION) return { status: 'ok', length, padding: true, legacy: false };
     if (version === key.version && bodyLength >= BODY_FIXED_BYTES) return { status: 'ok', length, padding: false, legacy: key.seed === 0 };
+    // Only a writer holding the key makes this checksum: a later format, never torn bytes to cut.
+    if (version > key.version && key.seed !== 0) return { status: 'newer', version };
     return { status: 'corrupt', reason: 'unknown record version' };
   }
   if (allowLegacy && key.seed !== 0 && checksum(frame, bodyLength, 0) === stored) {

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, writeFileAtomically } from '../durable-fs';
 import { StartupError } from '../errors';
+import { HERALD_VERSION } from '../version';
 import { randomBytes } from 'node:crypto';
 import { FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MIN_FRAME_BYTES, checkFrame, encodePadding, frameKey, type FrameKey } from './record';
 
@@ -448,6 +449,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
           continue;
         }
         if (check.status === 'corrupt') return { badAt: bufStart + at, reason: check.reason, scanned };
+        if (check.status === 'newer') throw newerFormat(seg.file, bufStart + at, check.version);
         // Incomplete: read more, or stop at end of file.
         const remaining = buf.subarray(at);
         const fileLeft = seg.size - (bufStart + buf.length);
@@ -775,3 +777,14 @@ export function openSegmentReader(opts: { dir: string; bases: readonly number[] 
 }
 
 export type SegmentReader = ReturnType<typeof openSegmentReader>;
+
+/**
+ * A record of a later format than this Herald writes: the data dir was used by a newer Herald. It is
+ * refused, never cut as a torn tail (that would delete events the newer one acknowledged).
+ */
+function newerFormat(file: string, at: number, version: number): StartupError {
+  return new StartupError(
+    `${file} holds records of format ${version} from byte ${at}: a newer version of Herald wrote them, and this one (${HERALD_VERSION}) reads ` +
+      'format 2 at most. Run that version or a newer one; a data dir cannot go back to an older Herald (restore a backup taken before the upgrade instead).',
+  );
+}

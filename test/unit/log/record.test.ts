@@ -141,6 +141,13 @@ describe('checkFrame', () => {
     expect(checkFrame(other, 0, KEY)).toEqual({ status: 'corrupt', reason: 'unknown record version' });
   });
 
+  it('tells a frame of a later format under the log key (a newer Herald wrote it) from damage', () => {
+    const later = encodeRecord(record({ kind: 'json', value: { a: 'b' } }), { ...KEY, version: 3 });
+    expect(checkFrame(later, 0, KEY)).toEqual({ status: 'newer', version: 3 });
+    // Under another key the same bytes are damage: only the key's holder can write a newer frame.
+    expect(checkFrame(later, 0, frameKey(Buffer.alloc(16, 8)))).toEqual({ status: 'corrupt', reason: 'checksum mismatch' });
+  });
+
   it('refuses a frame checksummed with another key: event data cannot carry a frame that passes', () => {
     const forged = encodeRecord(record({ kind: 'json', value: { a: 'b' } }), frameKey(Buffer.alloc(16, 8)));
     expect(checkFrame(forged, 0, KEY)).toEqual({ status: 'corrupt', reason: 'checksum mismatch' });
