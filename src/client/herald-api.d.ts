@@ -1722,6 +1722,40 @@ export interface components {
             };
         };
         /**
+         * @description The JetStream engine only (`unavailable`): the cluster cannot answer the read right now (no
+         *     stream leader, unreachable), or the event asked for was stored by a newer version of Herald
+         *     than this node runs (during a rolling upgrade: read it through an upgraded node). Retry after
+         *     `Retry-After` seconds. The local engine answers reads from its own disk and never sends this.
+         */
+        ReadUnavailable: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:herald:problem:unavailable",
+                 *       "title": "Service unavailable",
+                 *       "status": 503,
+                 *       "detail": "the JetStream cluster cannot read events right now (no responders); retry later",
+                 *       "code": "unavailable",
+                 *       "errors": [
+                 *         {
+                 *           "message": "the JetStream cluster cannot read events right now (no responders); retry later"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"] & {
+                    /** @constant */
+                    status?: 503;
+                    /** @constant */
+                    code?: "unavailable";
+                };
+            };
+        };
+        /**
          * @description Delivery cannot answer right now (`unavailable`): on the local engine it runs in its own
          *     thread, and that thread is being restarted after a crash (or has failed too often, and the
          *     gateway is exiting so a supervisor restarts it), or did not answer within 30 s. On the
@@ -2196,6 +2230,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ReadUnavailable"];
         };
     };
     listPartitions: {
@@ -2238,6 +2273,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ReadUnavailable"];
         };
     };
     readPartition: {
@@ -2289,6 +2325,7 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["ReadUnavailable"];
         };
     };
     healthz: {

@@ -26,9 +26,25 @@ export function encodeEventMessage(event: CloudEvent): Buffer {
   return Buffer.concat([head, attrs, dataBytes]);
 }
 
-/** @throws Error when `payload` is not an event message of this format (never served then). */
+/**
+ * An event message of a later format: a newer Herald node wrote it (a rolling upgrade). It is not
+ * damage: this node leaves it to a node that reads it, never dead-letters it.
+ */
+export class NewerFormatError extends Error {
+  override name = 'NewerFormatError';
+  constructor(readonly version: number) {
+    super(`an event message of format ${version}, newer than this Herald reads (${VERSION})`);
+  }
+}
+
+/**
+ * @throws NewerFormatError for a message of a later format; Error when `payload` is not an event
+ * message at all (never served then).
+ */
 export function decodeEventMessage(payload: Uint8Array): CloudEvent {
   const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+  // Version 0 is no format: garbage, not a newer node's message.
+  if (buf.length >= FIXED_BYTES && buf.readUInt8(0) > VERSION) throw new NewerFormatError(buf.readUInt8(0));
   if (buf.length < FIXED_BYTES || buf.readUInt8(0) !== VERSION) throw new Error('not a Herald event message');
   const kind = DATA_KINDS[buf.readUInt8(1)];
   const attrsEnd = FIXED_BYTES + buf.readUInt32LE(2);

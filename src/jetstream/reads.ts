@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { ReadPage, StoredEvent } from '../wal/event-store';
 import type { ClusterMonitor } from './cluster-monitor';
-import { decodeClaim, decodeEventMessage } from './codec';
+import { NewerFormatError, decodeClaim, decodeEventMessage } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
 import { clusterUnavailable, isNotFound } from './nats-errors';
 
@@ -50,6 +50,7 @@ export function createReads(deps: ReadsDeps) {
     try {
       return { partition, offset: msg.seq - 1, storedAt: msg.time.getTime(), event: decodeEventMessage(msg.data) };
     } catch (err) {
+      if (err instanceof NewerFormatError) throw newerFormat(partition, msg.seq - 1);
       log.error({ err, partition, offset: msg.seq - 1, stream: names.stream(partition) }, 'corrupt event message in a partition stream');
       return undefined;
     }
@@ -94,4 +95,13 @@ export function createReads(deps: ReadsDeps) {
   }
 
   return { read, lookup };
+}
+
+/** A read of an event a newer Herald node wrote (a rolling upgrade): a 503, to be asked of an upgraded node. */
+function newerFormat(partition: number, offset: number): AppError {
+  return new AppError(
+    'unavailable',
+    `the event at partition ${partition}, offset ${offset} was stored by a newer version of Herald than this node runs; read it through an upgraded node`,
+    { retryAfter: 5 },
+  );
 }

@@ -9,6 +9,7 @@ import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { idempotencyKey, jetStreamNames } from '../../src/jetstream/names';
 import { partitionStreamConfig } from '../../src/jetstream/provision';
 import { useJetStreamCluster } from '../helpers/gateway';
+import { startReceiver } from '../helpers/receiver';
 import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
 
 describeWithNats('jetstream: records in the buckets that Herald did not write', () => {
@@ -83,6 +84,50 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     expect(again!.body.results[0]!.offset).toBeGreaterThan(stored.offset);
     const found = await request(gw.url).get('/events').query({ source: '/tamper', id: 'purged' }).expect(200);
     expect(found.body.offset).toBe(again!.body.results[0]!.offset);
+  });
+
+  it('an event message of a later format (a newer node, mid rolling upgrade) is left for an upgraded node: never dead-lettered, a read is a 503', async () => {
+    const receiver = await startReceiver();
+    try {
+      const sub = (
+        await request(gw.url)
+          .post('/subscriptions')
+          .send({ sink: receiver.url, delivery: { ordering: 'none' } })
+          .expect(201)
+      ).body as { id: string };
+      const later = Buffer.concat([Buffer.from([2, 0]), Buffer.from('a format this node does not know')]);
+      const ack = await gw.store.connection.jetstream().publish(`${prefix}.p.1`, later);
+      const after = await request(gw.url)
+        .post('/events')
+        .set({
+          'ce-specversion': '1.0',
+          'ce-id': 'after-newer',
+          'ce-source': '/tamper',
+          'ce-type': 't',
+          'content-type': 'application/json',
+        })
+        .send('{}')
+        .expect(202);
+      await waitUntil(
+        'the event after it delivered',
+        async () => receiver.requests.some((r) => r.headers['ce-id'] === 'after-newer'),
+        10_000,
+      );
+      await new Promise((r) => setTimeout(r, 1500));
+      // Was: dead-lettered at once as corrupt_record.
+      const dead = await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters`).expect(200);
+      expect(dead.body.deadLetters).toEqual([]);
+      expect(receiver.requests.map((r) => r.headers['ce-id'])).toEqual(['after-newer']);
+      const read = await request(gw.url)
+        .get('/partitions/1/events')
+        .query({ from: ack.seq - 1, limit: 1 });
+      expect({ status: read.status, code: read.body.code }).toEqual({ status: 503, code: 'unavailable' });
+      expect(read.body.detail).toMatch(/stored by a newer version of Herald than this node runs/);
+      expect(after.status).toBe(202);
+      await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+    } finally {
+      await receiver.close();
+    }
   });
 
   // Last: it leaves the deployment without one of its streams.

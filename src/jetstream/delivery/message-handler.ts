@@ -6,7 +6,7 @@ import { requestFor } from '../../delivery/request';
 import { newDeliveryId } from '../../delivery/subscription-worker';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { Attributes } from '../../subscriptions/filter';
-import { decodeEventMessage } from '../codec';
+import { NewerFormatError, decodeEventMessage } from '../codec';
 import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
@@ -45,7 +45,7 @@ const replyOf = (msg: JsMsg): string => (msg as JsMsg & { reply: string }).reply
 
 interface Located {
   target: AttemptTarget;
-  event: CloudEvent | 'corrupt' | 'missing';
+  event: CloudEvent | 'corrupt' | 'missing' | 'newer';
   storedAt: number;
 }
 
@@ -65,13 +65,16 @@ async function locate(ctx: EngineContext, sub: SubscriptionView, msg: JsMsg, sou
   }
 }
 
-function decodeOr(data: Uint8Array): CloudEvent | 'corrupt' {
+function decodeOr(data: Uint8Array): CloudEvent | 'corrupt' | 'newer' {
   try {
     return decodeEventMessage(data);
-  } catch {
-    return 'corrupt';
+  } catch (err) {
+    return err instanceof NewerFormatError ? 'newer' : 'corrupt';
   }
 }
+
+/** How long a message a newer node wrote waits before it is offered again (to any node). */
+const NEWER_FORMAT_RETRY_MS = 30_000;
 
 /**
  * One delivery attempt of one JetStream message: the attempt number is JetStream's delivery count,
@@ -95,6 +98,13 @@ export async function handleMessage(
   if (event === 'missing') {
     ctx.log.error({ subscription: sub.id, partition: target.partition, offset: target.offset }, 'event missing from the log; skipping');
     return msg.ack();
+  }
+  if (event === 'newer') {
+    ctx.log.warn(
+      { subscription: sub.id, partition: target.partition, offset: target.offset },
+      'an event stored by a newer version of Herald: left to an upgraded node (upgrade this one)',
+    );
+    return msg.nak(NEWER_FORMAT_RETRY_MS);
   }
   if (event === 'corrupt') {
     const error = 'the stored event cannot be read; it is never delivered';

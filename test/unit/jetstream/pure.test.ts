@@ -1,6 +1,6 @@
 import type { StreamInfo } from 'nats';
 import { boundsOf, streamWritable } from '../../../src/jetstream/cluster-monitor';
-import { decodeEventMessage, encodeEventMessage } from '../../../src/jetstream/codec';
+import { NewerFormatError, decodeEventMessage, encodeEventMessage } from '../../../src/jetstream/codec';
 import { idempotencyKey, jetStreamNames } from '../../../src/jetstream/names';
 import { isNotFound, isWrongLastSequence } from '../../../src/jetstream/nats-errors';
 import type { CloudEvent } from '../../../src/cloudevents/event';
@@ -21,12 +21,18 @@ describe('the event message codec', () => {
 
   it.each<[string, Buffer]>([
     ['an empty payload', Buffer.alloc(0)],
-    ['another version', Buffer.from([2, 0, 0, 0, 0, 0])],
+    ['version 0', Buffer.from([0, 0, 0, 0, 0, 0])],
     ['an unknown data kind', Buffer.from([1, 9, 2, 0, 0, 0, 0x7b, 0x7d])],
     ['attributes past the end', Buffer.from([1, 0, 200, 0, 0, 0, 0x7b])],
     ['attributes without id and source', Buffer.concat([Buffer.from([1, 0, 2, 0, 0, 0]), Buffer.from('{}')])],
   ])('refuses %s', (_label, payload) => {
     expect(() => decodeEventMessage(payload)).toThrow();
+    expect(() => decodeEventMessage(payload)).not.toThrow(NewerFormatError);
+  });
+
+  it('tells a message of a later format (a newer node wrote it) from damage', () => {
+    expect(() => decodeEventMessage(Buffer.from([2, 0, 0, 0, 0, 0]))).toThrow(NewerFormatError);
+    expect(() => decodeEventMessage(Buffer.from([2, 0, 0, 0, 0, 0]))).toThrow(/format 2, newer than this Herald reads \(1\)/);
   });
 });
 
