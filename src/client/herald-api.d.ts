@@ -1983,6 +1983,7 @@ export interface operations {
                     };
                 };
             };
+            503: components["responses"]["ReadUnavailable"];
         };
     };
     publishEvents: {
@@ -2230,7 +2231,6 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
-            503: components["responses"]["ReadUnavailable"];
         };
     };
     listPartitions: {
