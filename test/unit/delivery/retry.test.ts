@@ -97,11 +97,20 @@ describe('parseRetryAfter', () => {
     expect(parseRetryAfter(new Date(now + 90_000).toUTCString(), now)).toBe(90_000);
   });
 
+  it('reads the obsolete HTTP-date forms too (RFC 850, asctime as GMT)', () => {
+    expect(parseRetryAfter('Tuesday, 04-Mar-25 05:06:17 GMT', now)).toBe(10_000);
+    expect(parseRetryAfter('Tue Mar  4 05:06:17 2025', now)).toBe(10_000);
+  });
+
   it('reads an HTTP date in the past as no delay', () => {
     expect(parseRetryAfter('Tue, 04 Mar 2025 05:00:00 GMT', now)).toBe(0);
   });
 
-  it.each([undefined, '', 'soon', 'later please', 'NaN', '1e3x'])('ignores %j', (value) => {
-    expect(parseRetryAfter(value, now)).toBeUndefined();
-  });
+  // '-1', '1.5' and '3, 4' were read by Date.parse as dates long past: "retry now", no backoff.
+  it.each([undefined, '', 'soon', 'later please', 'NaN', '1e3x', '-1', '-5', '1.5', '3, 4', '2025-03-04T05:06:17Z'])(
+    'ignores %j',
+    (value) => {
+      expect(parseRetryAfter(value, now)).toBeUndefined();
+    },
+  );
 });
