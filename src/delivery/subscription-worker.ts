@@ -619,6 +619,15 @@ export function createSubscriptionWorker(
       if (paused()) return;
       // Ready ones are started; scheduled ones get their timer again (one 410 left none, or it fired while paused).
       for (const pending of allPending()) step(pending, { kind: 'resume' });
+      // Those already due (the event a 410 paused on) go now, before any new event: the pump runs on
+      // the next turn, before their timers would fire.
+      const now = deps.clock();
+      for (const pending of allPending()) {
+        const due = pending.nextAttemptAt;
+        if (due === null || due > now) continue;
+        clearTimer(pending); // the timer `resume` just armed: this is that attempt, sooner
+        attempt(pending);
+      }
       schedulePump();
     },
     wake(grown: ReadonlySet<number>): void {

@@ -124,6 +124,23 @@ describe('410 Gone', () => {
   });
 });
 
+describe('410 Gone, ordering none', () => {
+  it('sends the event that got the 410 first on resume, before any event stored while paused', async () => {
+    receiver.setResponder(scripted({ n1: [{ status: 410 }, { status: 204 }] }));
+    const sub = await subscribe('out.gone-none', { ordering: 'none', maxInFlight: 4 });
+    await publish('out.gone-none', ['n1']);
+    await waitFor(async () => (await getSub(sub.id)).state === 'paused', { what: 'paused' });
+    const later = Array.from({ length: 10 }, (_, i) => `n${i + 2}`);
+    await publish('out.gone-none', later);
+    await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+    await waitLagZero(sub.id);
+    const sent = requestsFor(sub.id).map((q) => `${q.headers['ce-id']}#${q.headers['herald-attempt']}`);
+    // Was: 8 to 12 of the later events went before it (its retry waited for a timer, the pump did not).
+    expect(sent.slice(0, 2)).toEqual(['n1#1', 'n1#2']);
+    expect(sent.slice(2).sort()).toEqual(later.map((id) => `${id}#1`).sort());
+  });
+});
+
 describe('timeouts and connection errors', () => {
   it('retries a request that gets no answer within timeoutMs, and dead-letters it with lastStatus null once attempts run out', async () => {
     receiver.setResponder(
