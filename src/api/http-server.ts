@@ -3,7 +3,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type express from 'express';
 import type { Logger } from 'pino';
-import { StartupError } from '../errors';
+import { AppError, StartupError } from '../errors';
 import type { Authorizer } from './auth';
 import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
 import { keyNames, normalizeRequestTarget } from './routing';
@@ -55,11 +55,13 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
   const unanswered = new Set<http.ServerResponse>();
   const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
-  const server = http.createServer((req, res) => {
+  // Host is checked below, so its 400 is a problem like every other (node's own has no body).
+  const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     unanswered.add(res);
     res.once('close', () => unanswered.delete(res));
     logWhenAnswered?.(req, res);
     try {
+      checkHost(req);
       // Routes see the origin form only: no `#fragment`, no `http://host` prefix (else a 400).
       req.url = normalizeRequestTarget(req.method, req.url);
       // The ingest hot path skips express (whose `POST /events` route runs the same handler): exact path, case-sensitive.
@@ -85,9 +87,14 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // Requests node's parser refuses (HPE_* codes) never reach the handler above: they get a problem+json 400 too
   // (node's own answer has no body). Anything else (a reset, a request timeout) just closes the connection.
   server.on('clientError', (err: Error & { code?: unknown }, socket) => {
-    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable) socket.end(rawProblemResponse(err));
+    // An error after the request was answered (bad bytes after a complete request) gets no second answer.
+    const answered = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage?.headersSent === true;
+    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !answered) socket.end(rawProblemResponse(err));
     else socket.destroy();
   });
+  // An `Expect` other than 100-continue: RFC 9110 §10.1.1 lets a server ignore it, and the request is
+  // served as without it (node's default is a bare 417 that no operation documents).
+  server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => server.emit('request', req, res));
   // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
     if (socket.writable) socket.end(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
@@ -137,4 +144,16 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   }
 
   return { listen, close };
+}
+
+/**
+ * An HTTP/1.1 request names exactly one Host (RFC 9112 §3.2: a 400 otherwise). HTTP/1.0 may omit it.
+ * @throws AppError invalid_request
+ */
+function checkHost(req: http.IncomingMessage): void {
+  let hosts = 0;
+  for (let i = 0; i < req.rawHeaders.length; i += 2) if (req.rawHeaders[i]!.toLowerCase() === 'host') hosts++;
+  if (hosts === 1 || (hosts === 0 && req.httpVersion === '1.0')) return;
+  const message = hosts === 0 ? 'an HTTP/1.1 request needs a Host header' : `the request has ${hosts} Host headers; it needs exactly one`;
+  throw new AppError('invalid_request', message, { details: [{ attribute: 'host', message }], headers: { connection: 'close' } });
 }

@@ -50,7 +50,8 @@ export function requireScope(scope: RouteScope): ScopeCheck {
 }
 
 const JSON_TYPES = ['application/json', 'application/*+json'];
-const parseJson = express.json({ limit: '1mb', type: JSON_TYPES });
+const JSON_LIMIT_BYTES = 1024 * 1024;
+const parseJson = express.json({ limit: JSON_LIMIT_BYTES, type: JSON_TYPES });
 
 /** Whether a request has a body: a `Transfer-Encoding`, or a `Content-Length` above 0. */
 export function hasBody(req: Pick<Request, 'headers'>): boolean {
@@ -76,6 +77,15 @@ export const jsonBody: AnyRouteHandler = (req, res, next) => {
         details: [{ attribute: 'content-type', message: 'expected application/json (or application/*+json)' }],
       },
     );
+  }
+  // A declared length past the limit is refused before a byte is read: body-parser would read it all
+  // first, and a client that declares 1 MiB and stalls would hold the request unanswered.
+  if (Number(req.headers['content-length']) > JSON_LIMIT_BYTES) {
+    req.resume();
+    // The body is not read, so the connection cannot carry another request: it closes after the answer.
+    throw new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts', {
+      headers: { connection: 'close' },
+    });
   }
   parseJson(req, res, next);
 };

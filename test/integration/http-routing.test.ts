@@ -157,3 +157,43 @@ describe("requests that never reach the routes (node's parser refuses them, or C
     expect(JSON.parse(body!)).toMatchObject({ status: 400, code: 'invalid_request', errors: [{ message: expect.any(String) }] });
   });
 });
+
+describe('Host, Expect and bytes after an answered request (API probe)', () => {
+  it.each([
+    ['no Host (HTTP/1.1)', 'GET /healthz HTTP/1.1\r\n\r\n', 'an HTTP/1.1 request needs a Host header'],
+    ['two Host headers', 'GET /healthz HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n', 'the request has 2 Host headers; it needs exactly one'],
+    ['no Host on POST /events', 'POST /events HTTP/1.1\r\ncontent-length: 0\r\n\r\n', 'an HTTP/1.1 request needs a Host header'],
+  ])('%s: a problem+json 400 (was a bare 400 from node, or a 200)', async (_what, text, message) => {
+    const answer = await rawExchange(gw.url, text);
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(head).toMatch(/content-type: application\/problem\+json/i);
+    expect(JSON.parse(body!)).toMatchObject({ status: 400, code: 'invalid_request', errors: [{ attribute: 'host', message }] });
+  });
+
+  it('serves HTTP/1.0 without Host', async () => {
+    expect(await rawExchange(gw.url, 'GET /healthz HTTP/1.0\r\n\r\n')).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it('ignores an Expect it does not know (was a bare 417)', async () => {
+    const answer = await rawExchange(gw.url, 'GET /healthz HTTP/1.1\r\nHost: x\r\nExpect: fancy\r\nConnection: close\r\n\r\n');
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
+  it('answers a request once, even when bad bytes follow it on the connection (was a 200 then a 400)', async () => {
+    const answer = await rawExchange(gw.url, 'GET /healthz HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n');
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toHaveLength(1);
+  });
+
+  it('refuses a JSON body declared over 1 MiB at once, before it is sent (was no answer until it all came)', async () => {
+    for (const path of ['/subscriptions', '/deliveries/dlv_AAAAAAAAAAAAAAAAAAAAAAAA/nack']) {
+      const answer = await rawExchange(
+        gw.url,
+        `POST ${path} HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-admin\r\ncontent-type: application/json\r\ncontent-length: 1048577\r\n\r\n{"sink":`,
+      );
+      const [head, body] = answer.split('\r\n\r\n');
+      expect({ path, head }).toEqual({ path, head: expect.stringMatching(/^HTTP\/1\.1 413 /) });
+      expect(JSON.parse(body!)).toMatchObject({ status: 413, code: 'payload_too_large' });
+    }
+  });
+});
