@@ -57,6 +57,19 @@ export function isRfc3339(value: string): boolean {
   return true;
 }
 
+/**
+ * The instant an RFC 3339 `date-time` names, in epoch ms; undefined when it is not one. A leap second
+ * (`23:59:60`) is the instant after `23:59:59.999`, as POSIX time counts it.
+ */
+export function rfc3339ToEpochMs(value: string): number | undefined {
+  if (!isRfc3339(value)) return undefined;
+  const leap = RFC3339.exec(value)![6] === '60';
+  const normal = value.toUpperCase().replace(/:60(?=[.Z+-])/, ':59');
+  const ms = Date.parse(normal);
+  if (Number.isNaN(ms)) return undefined;
+  return leap ? Math.floor(ms / 1000) * 1000 + 1000 : ms;
+}
+
 export function isBase64(value: string): boolean {
   return BASE64.test(value);
 }

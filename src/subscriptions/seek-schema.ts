@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { rfc3339ToEpochMs } from '../cloudevents/validate';
 
 /** Where a seek moves a subscription (issue 12 §2): exactly one of the three forms; `time` in epoch ms. */
 export type SeekTarget = { to: 'earliest' | 'latest' } | { time: number } | { offsets: Record<string, number> };
@@ -10,7 +11,10 @@ export type SeekTarget = { to: 'earliest' | 'latest' } | { time: number } | { of
 export const seekSchema = z
   .object({
     to: z.enum(['earliest', 'latest']),
-    time: z.iso.datetime({ offset: true, error: 'time must be an RFC 3339 date-time such as 2026-12-01T10:00:00Z' }),
+    // The event `time` attribute's rule (lower-case t and z, a leap second): zod's ISO check refuses those.
+    time: z.string().refine((time) => rfc3339ToEpochMs(time) !== undefined, {
+      error: 'time must be an RFC 3339 date-time such as 2026-12-01T10:00:00Z',
+    }),
     offsets: z
       .record(z.string(), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER))
       .refine((offsets) => Object.keys(offsets).length > 0, 'offsets must name at least one partition'),
@@ -22,6 +26,6 @@ export const seekSchema = z
   })
   .transform((body): SeekTarget => {
     if (body.to !== undefined) return { to: body.to };
-    if (body.time !== undefined) return { time: Date.parse(body.time) };
+    if (body.time !== undefined) return { time: rfc3339ToEpochMs(body.time)! };
     return { offsets: body.offsets! };
   });

@@ -6,6 +6,7 @@ import {
   patchSubscriptionSchema,
   sinkSchema,
 } from '../../../src/subscriptions/schema';
+import { seekSchema } from '../../../src/subscriptions/seek-schema';
 
 /** Subscription request bodies: defaults, folding of top-level options, and refusal of anything unknown. */
 
@@ -105,9 +106,17 @@ describe('sink', () => {
   it.each(['http://example.com/hook', 'https://example.com:8443/a/b?x=1', 'http://127.0.0.1:9/hook', 'http://[::1]:8080/'])(
     'accepts %s',
     (sink) => {
-      expect(sinkSchema.safeParse(sink).success).toBe(true);
+      expect(sinkSchema.parse(sink)).toBe(sink); // kept as given
     },
   );
+
+  // Was: stored as given, and every later answer about the subscription broke its `format: uri`.
+  it.each([
+    ['http://ü.example/hook', 'http://xn--tda.example/hook'],
+    ['https://example.com/a b?q=ü', 'https://example.com/a%20b?q=%C3%BC'],
+  ])('keeps the IRI %s as the URI it means (%s)', (sink, uri) => {
+    expect(sinkSchema.parse(sink)).toBe(uri);
+  });
 
   it.each([
     'ftp://example.com/hook',
@@ -121,6 +130,7 @@ describe('sink', () => {
     'http://127.0.0.1:0/hook',
     'https://example.com:000/hook',
     'http://example.com:65536/',
+    'http://example.com/%zz',
   ])('refuses %s', (sink) => {
     expect(sinkSchema.safeParse(sink).success).toBe(false);
   });
@@ -170,4 +180,24 @@ describe('update request', () => {
       retry: { ...DEFAULT_DELIVERY.retry, maxAttempts: 3, initialDelayMs: 10, maxDelayMs: 100 },
     });
   });
+});
+
+describe('seek', () => {
+  // Was: a 400 for both, though both are RFC 3339 date-times (and event `time` accepts them).
+  it.each([
+    ['2026-12-31T23:59:60Z', Date.parse('2027-01-01T00:00:00Z')],
+    ['2026-12-01t10:00:00z', Date.parse('2026-12-01T10:00:00Z')],
+    ['2026-12-01T10:00:00.250+05:30', Date.parse('2026-12-01T04:30:00.250Z')],
+  ])('takes the time %s as epoch ms %d', (time, ms) => {
+    expect(seekSchema.parse({ time })).toEqual({ time: ms });
+  });
+
+  it.each(['2026-12-01', '2026-12-01T10:00:00', '2026-02-30T00:00:00Z', '2026-12-01T24:00:00Z', 'yesterday'])(
+    'refuses the time %s',
+    (time) => {
+      const parsed = seekSchema.safeParse({ time });
+      expect(parsed.success).toBe(false);
+      expect(parsed.error?.issues[0]?.message).toBe('time must be an RFC 3339 date-time such as 2026-12-01T10:00:00Z');
+    },
+  );
 });
