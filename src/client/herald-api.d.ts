@@ -2823,7 +2823,7 @@ export interface operations {
         parameters: {
             query?: {
                 limit?: number;
-                /** @description Return attempts older than this cursor (`next` of the previous page). */
+                /** @description Return attempts older than this cursor (`next` of the previous page), at most 9007199254740991. */
                 before?: string;
             };
             header?: never;
