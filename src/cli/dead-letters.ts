@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { unwrap, type HeraldClient } from '../client';
 import { contextOf, parseIntBetween, parseNonNegativeInt } from './context';
 import { ReportedError, UsageError } from './errors';
-import { clip, type CliStreams } from './output';
+import { clip, shown, type CliStreams } from './output';
 
 /** `herald dead-letters …`: events a subscription gave up on. */
 export function registerDeadLetters(program: Command, streams: CliStreams): void {
@@ -37,7 +37,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
         ]),
         '(no dead letters)',
       );
-      if (page.nextAfter !== null) out.note(`next page: --after ${page.nextAfter}`);
+      if (page.nextAfter !== null) out.note(`next page: --after ${shown(page.nextAfter)}`);
     });
 
   deadLetters
@@ -69,7 +69,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
         }),
       );
       if (out.json) out.document(result);
-      else out.line(`redelivering ${result.redelivering} dead letter${result.redelivering === 1 ? '' : 's'} of subscription ${id}`);
+      else out.line(`redelivering ${shown(result.redelivering)} dead letter${result.redelivering === 1 ? '' : 's'} of subscription ${id}`);
       const problems: string[] = [];
       if (missing.length > 0) problems.push(`herald: subscription ${id} has no dead letter ${missingText}: not redelivered`);
       if (found && result.redelivering < found.length) {

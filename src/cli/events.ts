@@ -2,9 +2,9 @@ import type { Command } from 'commander';
 import { HeraldApiError, unwrap, type components } from '../client';
 import { contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { ReportedError } from './errors';
-import { clip, printable, type CliStreams, type Output } from './output';
+import { clip, printable, shown, type CliStreams, type Output } from './output';
 import { untilSignal } from './signals';
-import { createSseParser } from './sse';
+import { SseTooLargeError, createSseParser } from './sse';
 
 type CloudEvent = components['schemas']['CloudEvent'];
 type StoredEvent = components['schemas']['StoredEvent'];
@@ -49,9 +49,9 @@ export function registerEvents(program: Command, streams: CliStreams): void {
         page.events.map((e) => [e.offset, e.event.time, e.event.type, e.event.source, e.event.id]),
         `(no events in partition ${options.partition} from offset ${options.from})`,
       );
-      if (page.corruptOffset !== undefined) ctx.out.warn(`offset ${page.corruptOffset} is corrupt and was skipped`);
-      if (page.firstOffset > options.from) ctx.out.note(`offsets below ${page.firstOffset} were deleted by retention`);
-      if (page.events.length > 0) ctx.out.note(`next page: --from ${page.nextOffset}`);
+      if (page.corruptOffset !== undefined) ctx.out.warn(`offset ${shown(page.corruptOffset)} is corrupt and was skipped`);
+      if (page.firstOffset > options.from) ctx.out.note(`offsets below ${shown(page.firstOffset)} were deleted by retention`);
+      if (page.events.length > 0) ctx.out.note(`next page: --from ${shown(page.nextOffset)}`);
     });
 
   events
@@ -173,6 +173,7 @@ async function followStream(ctx: Context, sql: string | undefined, stopped: Abor
       parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
     }
   } catch (err) {
+    if (err instanceof SseTooLargeError) throw new ReportedError(`herald: the gateway at ${ctx.url} sent ${err.message}`);
     // An abort by the watchdog surfaces as the reason it was given.
     if (connection.signal.aborted && !stopped.aborted) throw connection.signal.reason;
     throw err;
@@ -186,7 +187,7 @@ async function followStream(ctx: Context, sql: string | undefined, stopped: Abor
 export function eventLine(out: Output, partition: number | string, offset: number | string, event: Partial<CloudEvent>): string {
   return [
     out.style('dim', new Date().toISOString()),
-    out.style('cyan', `${partition}:${offset}`.padEnd(8)),
+    out.style('cyan', printable(`${partition}:${offset}`).padEnd(8)),
     printable(event.type ?? '-'),
     printable(event.source ?? '-'),
     printable(clip(event.id, 80) ?? '-'),

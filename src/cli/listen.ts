@@ -7,7 +7,7 @@ import { collect, contextOf, parseIntBetween, parsePort, type Context } from './
 import { ReportedError } from './errors';
 import { eventLine } from './events';
 import { forwardRequest } from './forward';
-import type { CliStreams } from './output';
+import { printable, shown, type CliStreams } from './output';
 import { untilSignal } from './signals';
 import { verifyWebhook } from './verify-webhook';
 
@@ -109,7 +109,7 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
   const secretKnown = new Promise<string>((resolve) => (knowSecret = resolve));
   const server = http.createServer((req, res) => {
     void handle(req, res).catch((err: Error) => {
-      out.warn(`delivery failed: ${err.message}`);
+      out.warn(`delivery failed: ${printable(err.message)}`);
       if (!res.headersSent) res.writeHead(500).end();
     });
   });
@@ -189,8 +189,8 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
     knowSecret(created.secret);
     id = created.id;
     out.note(
-      `Ready: subscription ${id} delivers events stored from now on to ${sink}, forwarded to ${options.forwardTo.href}\n` +
-        `Signing secret (to verify the forwarded requests): ${created.secret}\n` +
+      `Ready: subscription ${shown(id)} delivers events stored from now on to ${sink}, forwarded to ${options.forwardTo.href}\n` +
+        `Signing secret (to verify the forwarded requests): ${shown(created.secret)}\n` +
         'Ctrl-C deletes the subscription and stops.',
     );
     await stopped;

@@ -106,6 +106,9 @@ export function printable(text: string): string {
   return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
 }
 
+/** Any value from the gateway, as {@link printable} text (for values put into a line by hand). */
+export const shown = (value: unknown): string => printable(String(value));
+
 /** Shortens a long cell (an error excerpt, a sink) to `max` characters. */
 export function clip(text: string | null | undefined, max = 60): string | null | undefined {
   if (typeof text !== 'string') return text;

@@ -6,7 +6,7 @@ import { isJsonMediaType } from '../cloudevents/event';
 import { unwrap } from '../client';
 import { contextOf, parseNonNegativeInt } from './context';
 import { UsageError } from './errors';
-import type { CliStreams } from './output';
+import { shown, type CliStreams } from './output';
 import { publishBatchFile, MAX_BATCH_EVENTS } from './publish-batch';
 
 interface PublishOptions {
@@ -113,11 +113,11 @@ Examples:
       );
       if (ctx.out.json) return ctx.out.document(answer);
       for (const r of answer.results) {
-        const where = `partition ${r.partition}, offset ${r.offset}`;
+        const where = `partition ${shown(r.partition)}, offset ${shown(r.offset)}`;
         ctx.out.line(
           r.duplicate
-            ? `${ctx.out.style('yellow', 'duplicate')}: ${r.id} (source ${r.source}) was already stored at ${where}`
-            : `${ctx.out.style('green', 'stored')} ${r.id} (source ${r.source}) at ${where}`,
+            ? `${ctx.out.style('yellow', 'duplicate')}: ${shown(r.id)} (source ${shown(r.source)}) was already stored at ${where}`
+            : `${ctx.out.style('green', 'stored')} ${shown(r.id)} (source ${shown(r.source)}) at ${where}`,
         );
       }
     });

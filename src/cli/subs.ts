@@ -2,7 +2,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { unwrap, type components } from '../client';
 import { collect, contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { UsageError } from './errors';
-import { clip, type CliStreams } from './output';
+import { clip, shown, type CliStreams } from './output';
 import { addSubscriptionOptions, deliveryOf, filtersOf, type SubscriptionOptions } from './subscription-input';
 
 type Subscription = components['schemas']['Subscription'];
@@ -90,7 +90,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
           }),
         );
         if (ctx.out.json) return ctx.out.document(created);
-        ctx.out.note(`created subscription ${created.id}; its secret is shown only now (and by rotate-secret)`);
+        ctx.out.note(`created subscription ${shown(created.id)}; its secret is shown only now (and by rotate-secret)`);
         printSubscription(ctx, created);
       },
     );
@@ -144,7 +144,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
           const path = name === 'pause' ? '/subscriptions/{id}/pause' : '/subscriptions/{id}/resume';
           const sub = unwrap(await ctx.client.POST(path, { params: { path: { id } } }));
           if (ctx.out.json) return ctx.out.document(sub);
-          ctx.out.line(`subscription ${sub.id} is ${stateOf(sub)}`);
+          ctx.out.line(`subscription ${shown(sub.id)} is ${shown(stateOf(sub))}`);
         }),
       );
   }
@@ -193,7 +193,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
             : { offsets: Object.fromEntries(options.offset!) };
         const sub = unwrap(await ctx.client.POST('/subscriptions/{id}/seek', { params: { path: { id } }, body }));
         if (ctx.out.json) return ctx.out.document(sub);
-        ctx.out.line(`subscription ${sub.id} moved; delivery continues at each partition's committed offset:`);
+        ctx.out.line(`subscription ${shown(sub.id)} moved; delivery continues at each partition's committed offset:`);
         ctx.out.table(
           ['PARTITION', 'COMMITTED', 'HEAD', 'LAG'],
           busy(sub).map((p) => [p.partition, p.committedOffset, p.headOffset, p.lag]),
@@ -230,7 +230,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
           ]),
           '(no attempts)',
         );
-        if (page.next !== null) ctx.out.note(`older attempts: --before ${page.next}`);
+        if (page.next !== null) ctx.out.note(`older attempts: --before ${shown(page.next)}`);
       }),
     );
 }

@@ -74,6 +74,31 @@ describe('herald: control characters from others never reach the terminal', () =
     expect(result.stderr).not.toMatch(/[\u001b\u0007]/);
   });
 
+  it('escapes what a hostile server puts in a publish answer and in a tail message (were printed raw)', async () => {
+    const fake = await fakeGateway((req, res) => {
+      if (req.url?.startsWith('/events/stream')) {
+        res.writeHead(200, { 'content-type': 'text/event-stream' });
+        const data = { partition: '\u001b[31m', offset: 0, event: { id: 'e', source: '/s', type: 't' } };
+        return void res.end(`event: cloudevent\ndata: ${JSON.stringify(data)}\n\n`);
+      }
+      res.writeHead(202, { 'content-type': 'application/json' });
+      res.end(JSON.stringify({ results: [{ id: 'a\r\nb\u001b[31m', source: '/s\u0007', partition: 0, offset: 0, duplicate: false }] }));
+    });
+    const published = await runHerald(['publish', '--source', '/s', '--type', 't', '--id', 'x'], { url: fake.url, timeoutMs: 20_000 });
+    expect(published.code).toBe(0);
+    expect(published.stdout).toContain('stored a\\u000d\nb\\u001b[31m (source /s\\u0007)'); // newlines and tabs are printed
+    // The tail reconnects when the server closes: it is stopped once the line is seen.
+    const tail = spawnHerald(['events', 'tail'], { url: fake.url });
+    try {
+      await tail.waitFor('stdout', /\\u001b\[31m:0/);
+    } finally {
+      tail.child.kill('SIGTERM');
+    }
+    await tail.exited;
+    // eslint-disable-next-line no-control-regex
+    expect(published.stdout + tail.stdout()).not.toMatch(/[\u0000-\u0008\u000b-\u001f]/);
+  }, 30_000);
+
   it('escapes an event attribute a --batch file carries when the real gateway echoes it in its 400', async () => {
     const dir = tmpDir();
     const file = path.join(dir, 'events.jsonl');
@@ -122,6 +147,26 @@ describe('herald: a gateway that stops answering', () => {
     } finally {
       await tail.kill();
     }
+  }, 40_000);
+});
+
+describe('herald events tail: a stream no gateway sends', () => {
+  it('ends with exit 1 on a line that never ends, past 16 MiB (was stuck at full CPU, deaf to Ctrl-C)', async () => {
+    const fake = await fakeGateway((_req, res) => {
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      const chunk = 'x'.repeat(1024 * 1024);
+      let sent = 0;
+      // Bounded: 24 MiB at most, then the connection closes.
+      const more = () => {
+        while (sent < 24 && res.write(chunk)) sent++;
+        if (sent >= 24) res.end();
+        else res.once('drain', more);
+      };
+      more();
+    });
+    const result = await runHerald(['events', 'tail'], { url: fake.url, timeoutMs: 30_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/sent a stream line longer than 16777216 characters/);
   }, 40_000);
 });
 

@@ -1,4 +1,4 @@
-import { createSseParser, type SseMessage } from '../../src/cli/sse';
+import { MAX_SSE_BYTES, SseTooLargeError, createSseParser, type SseMessage } from '../../src/cli/sse';
 
 /** Feeds `text` to a parser in pieces of `size` characters and returns the messages it dispatched. */
 function parse(text: string, size = text.length): SseMessage[] {
@@ -31,5 +31,30 @@ describe('createSseParser', () => {
 
   it('does not dispatch a message without data, and removes only one space after the colon', () => {
     expect(parse('event: x\n\ndata:  two spaces\nretry: 10\n\n')).toEqual([{ event: 'message', data: ' two spaces' }]);
+  });
+});
+
+describe('createSseParser: a stream no gateway sends', () => {
+  it('refuses a line that never ends once it passes the cap (was held and rescanned without bound)', () => {
+    const parser = createSseParser(() => undefined);
+    const chunk = 'x'.repeat(1024 * 1024);
+    let pushed = 0;
+    expect(() => {
+      for (; pushed <= MAX_SSE_BYTES / chunk.length; pushed++) parser.push(chunk);
+    }).toThrow(SseTooLargeError);
+    expect(pushed).toBe(MAX_SSE_BYTES / chunk.length);
+  });
+
+  it('refuses a message whose data lines add up past the cap', () => {
+    const parser = createSseParser(() => undefined);
+    const line = `data: ${'y'.repeat(1024 * 1024)}\n`;
+    expect(() => {
+      for (let i = 0; i <= MAX_SSE_BYTES / (1024 * 1024); i++) parser.push(line);
+    }).toThrow(/a stream message longer than/);
+  });
+
+  it('still reads a large message split into many chunks', () => {
+    const big = 'z'.repeat(3 * 1024 * 1024);
+    expect(parse(`data: ${big}\n\n`, 4096)).toEqual([{ event: 'message', data: big }]);
   });
 });
