@@ -51,6 +51,28 @@ export function parseBaseUrl(value: string): string {
     throw new InvalidArgumentError('not a URL (e.g. http://127.0.0.1:8080)');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidArgumentError('must be an http:// or https:// URL');
+  // fetch refuses a URL with credentials: the key goes in --api-key.
+  if (url.username !== '' || url.password !== '')
+    throw new InvalidArgumentError('must not carry user:password@ (give the key with --api-key)');
+  return value;
+}
+
+/**
+ * An API key as a header can carry it (visible characters up to U+00FF, as a ByteString). Others can
+ * never be sent, so they are a usage error (exit 2), not a failed request.
+ */
+export function parseApiKey(value: string): string {
+  if (!/^[\x21-\x7e\xa0-\xff]*$/.test(value)) {
+    throw new InvalidArgumentError(
+      'must be printable, without spaces or control characters, each character at most U+00FF (a header carries no other)',
+    );
+  }
+  return value;
+}
+
+/** An id that goes into a path: `.` and `..` would be dot-segments, removed from the URL before it is sent. */
+export function parsePathId(value: string): string {
+  if (value === '' || value === '.' || value === '..') throw new InvalidArgumentError('not an id');
   return value;
 }
 

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { unwrap, type HeraldClient } from '../client';
-import { contextOf, parseIntBetween, parseNonNegativeInt } from './context';
+import { contextOf, parseIntBetween, parseNonNegativeInt, parsePathId } from './context';
 import { ReportedError, UsageError } from './errors';
 import { clip, shown, type CliStreams } from './output';
 
@@ -11,7 +11,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
   deadLetters
     .command('list')
     .summary('dead letters, oldest first')
-    .argument('<subscription>', 'subscription id')
+    .argument('<subscription>', 'subscription id', parsePathId)
     .option('--limit <n>', 'dead letters at most (up to 1000)', parseIntBetween(0, 1000), 100)
     .option('--after <id>', 'only dead letters after this id (printed under a full page)', parseNonNegativeInt)
     .action(async (id: string, options: { limit: number; after?: number }, command: Command) => {
@@ -43,7 +43,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
   deadLetters
     .command('redeliver')
     .summary('deliver dead letters again (these ids, or --all)')
-    .argument('<subscription>', 'subscription id')
+    .argument('<subscription>', 'subscription id', parsePathId)
     .argument('[ids...]', 'dead letter ids')
     .option('--all', 'every dead letter of the subscription')
     .addHelpText(
@@ -85,8 +85,8 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
   deadLetters
     .command('delete')
     .summary('discard a dead letter')
-    .argument('<subscription>', 'subscription id')
-    .argument('<id>', 'dead letter id')
+    .argument('<subscription>', 'subscription id', parsePathId)
+    .argument('<id>', 'dead letter id', parsePathId)
     .action(async (subscription: string, deadLetterId: string, _options: object, command: Command) => {
       const { client, out } = contextOf(command, streams);
       unwrap(

@@ -5,7 +5,7 @@
  */
 import { Command, Option } from 'commander';
 import { HERALD_VERSION } from '../version';
-import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseBaseUrl, parseIntBetween, type GlobalOptions } from './context';
+import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseApiKey, parseBaseUrl, parseIntBetween, type GlobalOptions } from './context';
 import { registerBackup } from './backup';
 import { registerDeadLetters } from './dead-letters';
 import { EXIT_FAILED, reportError } from './errors';
@@ -22,7 +22,7 @@ export function buildProgram(streams: CliStreams, onServing: () => void = () => 
     .description('Herald, a CloudEvents-over-HTTP event gateway: run it, publish and read events, manage subscriptions.')
     .version(HERALD_VERSION, '-v, --version', 'print the version')
     .addOption(new Option('--url <url>', 'base URL of the gateway').env('HERALD_URL').default(DEFAULT_URL).argParser(parseBaseUrl))
-    .addOption(new Option('--api-key <key>', 'API key, sent as a bearer token').env('HERALD_API_KEY'))
+    .addOption(new Option('--api-key <key>', 'API key, sent as a bearer token').env('HERALD_API_KEY').argParser(parseApiKey))
     .option('--json', "machine output: the API's JSON answer (streams: one JSON object per line)")
     .addOption(
       new Option('--timeout <seconds>', 'how long each request may take, its whole answer included (streams: no limit)')

@@ -149,6 +149,9 @@ async function readData(options: PublishOptions): Promise<{ bytes: Buffer; conte
     return undefined;
   }
   const contentType = options.contentType ?? 'application/json';
+  // A header value cannot hold control characters (or more than U+00FF): it could never be sent.
+  if (!/^[\x20-\x7e\xa0-\xff]*$/.test(contentType))
+    throw new UsageError('--content-type must be printable (a media type such as text/plain)');
   if (isJsonMediaType(contentType)) {
     try {
       JSON.parse(bytes.toString('utf8'));

@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { unwrap, type components } from '../client';
-import { collect, contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
+import { collect, contextOf, parseIntBetween, parseNonNegativeInt, parsePathId, type Context } from './context';
 import { UsageError } from './errors';
 import { clip, shown, type CliStreams } from './output';
 import { addSubscriptionOptions, deliveryOf, filtersOf, type SubscriptionOptions } from './subscription-input';
@@ -43,7 +43,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
   subs
     .command('get')
     .summary('a subscription with its per-partition delivery statistics')
-    .argument('<id>', 'subscription id')
+    .argument('<id>', 'subscription id', parsePathId)
     .action(
       onId(async (id, _options, ctx) => {
         const sub = unwrap(await ctx.client.GET('/subscriptions/{id}', { params: { path: { id } } }));
@@ -96,7 +96,10 @@ export function registerSubs(program: Command, streams: CliStreams): void {
     );
 
   addSubscriptionOptions(
-    subs.command('update').summary("change a subscription's sink, filters or delivery options").argument('<id>', 'subscription id'),
+    subs
+      .command('update')
+      .summary("change a subscription's sink, filters or delivery options")
+      .argument('<id>', 'subscription id', parsePathId),
     {
       update: true,
     },
@@ -121,7 +124,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
   subs
     .command('delete')
     .summary('delete a subscription (delivery stops at once)')
-    .argument('<id>', 'subscription id')
+    .argument('<id>', 'subscription id', parsePathId)
     .action(
       onId(async (id, _options, ctx) => {
         unwrap(await ctx.client.DELETE('/subscriptions/{id}', { params: { path: { id } } }));
@@ -138,7 +141,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
     subs
       .command(name)
       .summary(summary)
-      .argument('<id>', 'subscription id')
+      .argument('<id>', 'subscription id', parsePathId)
       .action(
         onId(async (id, _options, ctx) => {
           const path = name === 'pause' ? '/subscriptions/{id}/pause' : '/subscriptions/{id}/resume';
@@ -152,7 +155,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
   subs
     .command('rotate-secret')
     .summary('replace the signing secret (the old one keeps signing during the overlap)')
-    .argument('<id>', 'subscription id')
+    .argument('<id>', 'subscription id', parsePathId)
     .option('--overlap-seconds <s>', 'how long the old secret keeps signing too (default 86400; 0 stops it at once)', parseNonNegativeInt)
     .action(
       onId(async (id, options: { overlapSeconds?: number }, ctx) => {
@@ -174,7 +177,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
   subs
     .command('seek')
     .summary('restart delivery elsewhere in the log (seeking back redelivers)')
-    .argument('<id>', 'subscription id')
+    .argument('<id>', 'subscription id', parsePathId)
     .addOption(new Option('--to <where>', 'earliest or latest, in every partition').choices(['earliest', 'latest']))
     .option('--time <rfc3339>', 'each partition from its first event stored at or after this time')
     .option('--offset <partition=offset>', 'one partition from this offset (repeatable)', collect(parseOffset))
@@ -205,7 +208,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
   subs
     .command('attempts')
     .summary('the most recent delivery attempts, newest first')
-    .argument('<id>', 'subscription id')
+    .argument('<id>', 'subscription id', parsePathId)
     .option('--limit <n>', 'attempts at most (up to 1000)', parseIntBetween(1, 1000), 20)
     .option('--before <cursor>', 'older than this cursor (printed under the previous page)')
     .action(

@@ -127,3 +127,18 @@ describe('herald: a --limit the API would refuse is a usage error', () => {
     }
   });
 });
+
+describe('herald: values no request can carry are usage errors (API probe: they were exit 1 with internal text)', () => {
+  it.each([
+    [['--api-key', 'a\nb', 'subs', 'list'], /option '--api-key <key>' argument .* is invalid\. must be printable/s],
+    [['--api-key', 'ключ', 'subs', 'list'], /option '--api-key <key>' argument 'ключ' is invalid/],
+    [['--url', 'http://u:p@127.0.0.1:9', 'subs', 'list'], /must not carry user:password@/],
+    [['publish', '--source', '/s', '--type', 't', '--data', 'x', '--content-type', 'te\nxt'], /--content-type must be printable/],
+    [['subs', 'delete', '..'], /command-argument value '\.\.' is invalid for argument 'id'\. not an id/],
+    [['dead-letters', 'delete', '.', '1'], /command-argument value '\.' is invalid for argument 'subscription'\. not an id/],
+  ])('%j: exit 2, nothing sent', async (args, message) => {
+    const result = await herald(...args);
+    expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(result.stderr).toMatch(message);
+  });
+});
