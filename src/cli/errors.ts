@@ -1,5 +1,6 @@
 import { CommanderError } from 'commander';
 import { HeraldApiError, HeraldConnectionError } from '../client';
+import { HERALD_VERSION } from '../version';
 import { printable } from './output';
 
 /**
@@ -56,6 +57,14 @@ export function reportError(err: unknown, writeErr: (text: string) => void, apiK
   }
   if (err instanceof HeraldConnectionError) {
     writeErr(`herald: ${printable(err.message)} (is it running? set --url or HERALD_URL)\n`);
+    return EXIT_FAILED;
+  }
+  // A 2xx whose body has another shape than the contract's (not a Herald gateway, or another version)
+  // fails where the command reads it: say so rather than pass on JavaScript's words alone.
+  if (err instanceof TypeError) {
+    writeErr(
+      `herald: the gateway's answer is not what this herald expects (is --url a Herald gateway of version ${HERALD_VERSION}?): ${printable(err.message)}\n`,
+    );
     return EXIT_FAILED;
   }
   if (err instanceof Error && err.name === 'TimeoutError') {

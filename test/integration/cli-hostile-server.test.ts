@@ -63,6 +63,32 @@ describe('herald: a problem answer it cannot fully read', () => {
   });
 });
 
+describe('herald: a 2xx answer of another shape (not a Herald gateway)', () => {
+  const answer =
+    (status: number, body: string): Handler =>
+    (_req, res) => {
+      res.writeHead(status, { 'content-type': 'application/json' });
+      res.end(body);
+    };
+
+  it("says the answer is not what it expects (was JavaScript's words alone)", async () => {
+    const fake = await fakeGateway(answer(200, 'null'));
+    const result = await runHerald(['subs', 'list'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      /^herald: the gateway's answer is not what this herald expects \(is --url a Herald gateway of version .+\?\): /,
+    );
+  });
+
+  it('listen stops (exit 1) when the subscription it asked for comes back without an id or secret (was "Ready: subscription undefined")', async () => {
+    const fake = await fakeGateway(answer(201, '{}'));
+    const result = await runHerald(['listen', '--forward-to', 'http://127.0.0.1:9/'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/answered the subscription request without an id and secret/);
+    expect(result.stderr).not.toMatch(/undefined/);
+  });
+});
+
 describe('herald: control characters from others never reach the terminal', () => {
   it('escapes control characters of a problem detail and its errors on stderr (hostile server)', async () => {
     const fake = await fakeGateway(
