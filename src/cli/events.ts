@@ -114,12 +114,19 @@ async function tail(ctx: Context, sql: string | undefined): Promise<void> {
   }
 }
 
+/** A stream message's data: a stored event, or a refusal of the stream (not a reason to reconnect). */
 function parseStored(data: string): StoredEvent {
+  let parsed: unknown;
   try {
-    return JSON.parse(data) as StoredEvent;
+    parsed = JSON.parse(data);
   } catch {
     throw new ReportedError('herald: the gateway sent a stream message that is not JSON');
   }
+  const stored = parsed as Partial<StoredEvent> | null;
+  if (typeof stored !== 'object' || stored === null || typeof stored.event !== 'object' || stored.event === null) {
+    throw new ReportedError('herald: the gateway sent a stream message that is not a stored event');
+  }
+  return stored as StoredEvent;
 }
 
 /** A failure worth reconnecting after: no answer, a cut stream, or the gateway's 5xx (a refusal, 4xx, is not). */

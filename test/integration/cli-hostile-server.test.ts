@@ -196,6 +196,21 @@ describe('herald events tail: a stream no gateway sends', () => {
   }, 40_000);
 });
 
+describe('herald events tail: a message that is not a stored event', () => {
+  it('ends with exit 1 rather than reconnect to it again and again', async () => {
+    let connections = 0;
+    const fake = await fakeGateway((_req, res) => {
+      connections += 1;
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.end('event: cloudevent\ndata: {"partition":1}\n\n');
+    });
+    const result = await runHerald(['events', 'tail'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/sent a stream message that is not a stored event/);
+    expect(connections).toBe(1);
+  }, 30_000);
+});
+
 describe('herald events tail: a lost stream', () => {
   const message = (partition: number, offset: number, id: string) =>
     `event: cloudevent\nid: ${partition}:${offset}\ndata: ${JSON.stringify({
