@@ -53,7 +53,7 @@ export function registerBackup(program: Command, streams: CliStreams): void {
       const { restoreDataDir } = await import('../store/backup');
       const manifest = await run(() => restoreDataDir(backup, options.dataDir));
       if (out.json) return out.document(manifest);
-      out.line(`restored ${backup} (made ${manifest.createdAt}) into ${options.dataDir}`);
+      out.line(`restored ${backup} (taken from ${manifest.startedAt}) into ${options.dataDir}`);
       out.note('start the gateway on it: its first start rebuilds index.db from the log');
     });
 }

@@ -24,7 +24,9 @@ const SEGMENT = /^\d{20}\.seg$/;
 
 export interface BackupManifest {
   format: 1;
-  createdAt: string;
+  /** When the copy began: every event acknowledged before it is in the backup. */
+  startedAt: string;
+  finishedAt: string;
   source: string;
   /** Every file of the backup with its size, paths relative to the backup (slashes). */
   files: { path: string; bytes: number }[];
@@ -44,6 +46,7 @@ export class BackupError extends Error {
  */
 export function backupDataDir(dataDir: string, dest: string, clock: () => Date = () => new Date()): BackupManifest {
   const source = path.resolve(dataDir);
+  const startedAt = clock().toISOString();
   requireDataDir(source);
   requireAbsent(dest);
   const work = `${path.resolve(dest)}.partial-${process.pid}`;
@@ -56,7 +59,8 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     const dropped = copySegments(path.join(source, WAL_DIR), path.join(work, WAL_DIR));
     const manifest: BackupManifest = {
       format: 1,
-      createdAt: clock().toISOString(),
+      startedAt,
+      finishedAt: clock().toISOString(),
       source,
       files: listFiles(work),
       segmentsDroppedByRetention: dropped,
