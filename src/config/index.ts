@@ -134,9 +134,10 @@ export const configSchema = z
     HERALD_MIN_FREE_BYTES: size(0, Number.MAX_SAFE_INTEGER, '256MiB').describe(
       'Free space to keep on the file system holding the data dir (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns. `0` turns the check off: a disk then filled to its last byte by the log leaves `index.db` no room to index it, so retention cannot delete (it deletes only indexed segments) and space must be freed by hand.',
     ),
-    HERALD_IDEMPOTENCY_WINDOW: duration('7d').describe(
-      'How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds).',
-    ),
+    // 0 would store every resend again, and a value past a double's range is no window at all.
+    HERALD_IDEMPOTENCY_WINDOW: duration('7d')
+      .pipe(z.number().min(1000, 'must be at least 1s'))
+      .describe('How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds). At least 1s.'),
     HERALD_LOG_LEVEL: withDefault(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info').describe(
       'Log level (JSON logs on stdout).',
     ),
@@ -150,7 +151,8 @@ export const configSchema = z
           .refine((v) => {
             if (!URL.canParse(v)) return true;
             const u = new URL(v);
-            return u.search === '' && u.hash === '' && u.username === '' && u.password === '';
+            // A bare `?` or `#` parses as an empty search or hash: the characters themselves are checked.
+            return !v.includes('?') && !v.includes('#') && u.username === '' && u.password === '';
           }, 'must be a base URL without a query (?…), fragment (#…) or credentials')
           .optional(),
       )

@@ -50,13 +50,25 @@ describe('loadConfig', () => {
 
   it('refuses a HERALD_PUBLIC_URL that callback paths cannot be appended to', () => {
     expect(loadConfig({ HERALD_PUBLIC_URL: 'https://herald.example/api/' }).publicUrl).toBe('https://herald.example/api');
-    for (const url of ['http://herald.example/api?tenant=a', 'http://herald.example/#x', 'http://user:pw@herald.example/'])
+    // A bare ? or # too (was accepted: ack URLs then pointed at /).
+    for (const url of [
+      'http://herald.example/api?tenant=a',
+      'http://herald.example/#x',
+      'http://user:pw@herald.example/',
+      'http://herald.example/?',
+      'http://herald.example/api#',
+    ])
       expect(() => loadConfig({ HERALD_PUBLIC_URL: url })).toThrow(/HERALD_PUBLIC_URL: must be a base URL without a query/);
   });
 
   it('parses idempotency windows with units', () => {
     expect(loadConfig({ HERALD_IDEMPOTENCY_WINDOW: '12h' }).idempotencyWindowMs).toBe(12 * 3600 * 1000);
     expect(loadConfig({ HERALD_IDEMPOTENCY_WINDOW: '1500' }).idempotencyWindowMs).toBe(1500);
+  });
+
+  it('refuses an idempotency window under 1s or past any number (were accepted: 0 stored every resend again)', () => {
+    for (const window of ['0', '999', `${'9'.repeat(400)}d`])
+      expect(() => loadConfig({ HERALD_IDEMPOTENCY_WINDOW: window })).toThrow(/HERALD_IDEMPOTENCY_WINDOW: /);
   });
 
   it('names every bad variable in one message', () => {
