@@ -186,7 +186,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       // writes everything it holds and exits; only then does the log close under it.
       await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));
       await step('closing the handshake sender', () => sender.close(Date.now()));
-      await step('flushing the log', () => store.close());
+      await step('flushing the log', () => store.close({ deadline }));
       await step('stopping the checkpointer', () => checkpointer?.stop());
       await step('checkpointing SQLite', () => checkpoint(db));
       db.close();

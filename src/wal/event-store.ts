@@ -73,7 +73,8 @@ export interface EventLog {
    * read can see the deletion). Returns an unsubscribe function.
    */
   onRetire(listener: (firstOffsets: readonly number[]) => void): () => void;
-  close(): Promise<void>;
+  /** `deadline` (epoch ms): past it, work that can be redone at the next start (indexing) is left to it. */
+  close(opts?: { deadline?: number }): Promise<void>;
 }
 
 /**

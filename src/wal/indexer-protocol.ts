@@ -102,4 +102,9 @@ export interface IndexerWorkerData {
   partitions: number;
   /** A restart after failures waits this long before it opens index.db (backoff; 0: at once). */
   startDelayMs: number;
+  /**
+   * One Int32 the main thread sets to 1 (and notifies) when the worker must stop at once: the
+   * shutdown deadline. A worker waiting for a lock another process holds gives up then.
+   */
+  stop: SharedArrayBuffer;
 }

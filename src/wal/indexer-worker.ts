@@ -13,12 +13,21 @@ import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
 
 /** Rows per transaction: the main thread's own writes wait for the lock at most this long. */
 const ROWS_PER_TRANSACTION = 4096;
+/** How long one SQLite call waits for a lock another process holds, and the pause between tries. */
+const BUSY_SLICE_MS = 100;
+/** How long a write is tried against a held lock before the worker gives up (and is restarted). */
+const BUSY_GIVE_UP_MS = 5000;
 
 const port = parentPort!;
-const { dbFile, partitions, startDelayMs } = workerData as IndexerWorkerData;
-// Backoff after failures (index.db locked, unwritable): this thread only sleeps; messages queue in its port.
-if (startDelayMs > 0) Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, startDelayMs);
+const { dbFile, partitions, startDelayMs, stop } = workerData as IndexerWorkerData;
+const stopFlag = new Int32Array(stop);
+// Backoff after failures (index.db locked, unwritable): this thread only sleeps (woken by a stop); messages queue in its port.
+if (startDelayMs > 0) Atomics.wait(stopFlag, 0, 0, startDelayMs);
 const db = openConnection(dbFile);
+// SQLite's busy wait is native: a thread inside it can be neither stopped nor terminated (a terminate
+// then aborts the process when the call returns). So each wait is short, and the waiting is done
+// here, where a stop is seen (see `whileBusy`).
+db.pragma(`busy_timeout = ${BUSY_SLICE_MS}`);
 // The idempotency B-tree is written at random keys: with SQLite's default 2 MiB page cache most
 // inserts read a page from the OS first (half the indexer's CPU was system time). 16 MiB keeps the
 // hot interior pages in memory (a million keys' interior pages take about 2 MiB); 32 MiB was resident
@@ -50,9 +59,9 @@ function drain(): void {
       }
       queue.shift();
       if (next.type === 'retire') {
-        indexRows.retire(next.through, (firstOffsets) => post({ type: 'retired', through: next.through, firstOffsets }));
+        whileBusy(() => indexRows.retire(next.through, (firstOffsets) => post({ type: 'retired', through: next.through, firstOffsets })));
       } else if (next.type === 'prune') {
-        post({ type: 'pruned', ticket: next.ticket, count: indexRows.prune(next.cutoff) });
+        post({ type: 'pruned', ticket: next.ticket, count: whileBusy(() => indexRows.prune(next.cutoff)) });
       } else if (next.type === 'build-key-filter') {
         startKeyFilter(next);
       } else {
@@ -64,6 +73,8 @@ function drain(): void {
       }
     }
   } catch (err) {
+    // Stopped at the shutdown deadline: the indexer has said so; what is left is indexed at the next start.
+    if (Atomics.load(stopFlag, 0) === 1) process.exit(0);
     post({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
     // The main thread restarts the worker and sends what is not indexed yet again.
     process.exit(1);
@@ -89,7 +100,7 @@ function indexBatch(): void {
     batch = batch.length === 0 ? rows : batch.concat(rows);
     end = message.end;
   }
-  indexRows.write(batch, end);
+  whileBusy(() => indexRows.write(batch, end));
   post({ type: 'indexed', through: end });
   checkpoint();
 }
@@ -100,7 +111,26 @@ let checkpointedAt = Date.now();
 function checkpoint(): void {
   if (Date.now() - checkpointedAt < CHECKPOINT_INTERVAL_MS) return;
   checkpointedAt = Date.now();
-  checkpointBounded(db, dbFile);
+  whileBusy(() => checkpointBounded(db, dbFile));
+}
+
+/**
+ * Runs `write` (a whole transaction: it rolls back when it throws) until it gets past a lock another
+ * process holds: for {@link BUSY_GIVE_UP_MS} at most, and not once a stop is asked for; then the
+ * error goes up and the worker exits (restarted unless the indexer is closing).
+ */
+function whileBusy<T>(write: () => T): T {
+  const started = Date.now();
+  for (;;) {
+    try {
+      return write();
+    } catch (err) {
+      const code = (err as { code?: unknown }).code;
+      const busy = typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
+      if (!busy || Atomics.load(stopFlag, 0) === 1 || Date.now() - started >= BUSY_GIVE_UP_MS) throw err;
+      Atomics.wait(stopFlag, 0, 0, BUSY_SLICE_MS);
+    }
+  }
 }
 
 /** Keys per page of the key filter's scan (keyset paging: each page is an index range scan). */

@@ -68,6 +68,8 @@ const MAX_RESTART_DELAY_MS = 5000;
 /** Backoff before the n-th restart in a row: at once, then 100 ms doubling to 5 s. */
 const restartDelayMs = (failures: number) => (failures <= 1 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** (failures - 2)));
 const CLOSE_TIMEOUT_MS = 10_000;
+/** A worker asked to stop that is still running this much later is terminated. */
+const KILL_AFTER_STOP_MS = 2000;
 /**
  * Committed groups wait this long to go to the worker together. At a few thousand requests a second
  * groups hold a few events each, and a message, a wake-up and a SQLite transaction per group were
@@ -122,10 +124,17 @@ export function createIndexer(opts: IndexerOptions) {
   /** Worker deaths since the last confirmed write, and what the last one said. */
   let failures = 0;
   let lastFailure: string | undefined;
+  /** Set (and notified) to stop the worker at once; shared by every worker this indexer starts. */
+  const stopFlag = new Int32Array(new SharedArrayBuffer(4));
   let worker = start(0);
 
   function start(startDelayMs: number): Worker {
-    const data: IndexerWorkerData = { dbFile: opts.dbFile, partitions: opts.partitions, startDelayMs };
+    const data: IndexerWorkerData = {
+      dbFile: opts.dbFile,
+      partitions: opts.partitions,
+      startDelayMs,
+      stop: stopFlag.buffer as SharedArrayBuffer,
+    };
     const w = new Worker(workerFile(), { workerData: data, resourceLimits: THREAD_LIMITS.indexer });
     w.unref(); // close() waits for it; a store never closed must not keep the process alive
     w.on('message', (m: FromIndexer) => onMessage(m));
@@ -389,18 +398,34 @@ export function createIndexer(opts: IndexerOptions) {
         send({ type: 'build-key-filter', ticket, log2Bits, hashes });
       });
     },
-    /** Waits for the worker to write the whole tail (bounded), then stops it. */
-    close(): Promise<void> {
+    /**
+     * Waits for the worker to write the whole tail, then stops it; at `deadline` (epoch ms), or after
+     * {@link CLOSE_TIMEOUT_MS} at most, it is stopped anyway and recovery indexes the rest at the next start.
+     */
+    close(deadline = Number.POSITIVE_INFINITY): Promise<void> {
       closing ??= new Promise<void>((resolve) => {
         stopping = true;
         settleKeyFilter(undefined);
         const w = worker;
-        const timer = setTimeout(() => {
-          opts.log.error({ unindexed: entries }, 'indexer: the worker did not finish in time; recovery indexes the rest at the next start');
-          void w.terminate().then(() => resolve());
-        }, CLOSE_TIMEOUT_MS);
+        const byDeadline = deadline - Date.now() < CLOSE_TIMEOUT_MS;
+        // At the deadline the worker is asked to stop: it does between SQLite calls (each waits 100 ms
+        // at most for a lock). Only one that still runs later is terminated, at the risk that it is
+        // inside SQLite then (which aborts the process).
+        const stopTimer = setTimeout(
+          () => {
+            const fields = { unindexed: entries };
+            if (byDeadline) opts.log.warn(fields, 'indexer: stopped at the shutdown deadline; recovery indexes the rest at the next start');
+            else opts.log.error(fields, 'indexer: the worker did not finish in time; recovery indexes the rest at the next start');
+            Atomics.store(stopFlag, 0, 1);
+            Atomics.notify(stopFlag, 0);
+            killTimer = setTimeout(() => void w.terminate().then(() => resolve()), KILL_AFTER_STOP_MS);
+          },
+          Math.max(0, Math.min(CLOSE_TIMEOUT_MS, deadline - Date.now())),
+        );
+        let killTimer: NodeJS.Timeout | undefined;
         w.once('exit', () => {
-          clearTimeout(timer);
+          clearTimeout(stopTimer);
+          clearTimeout(killTimer);
           resolve();
         });
         send({ type: 'close' });

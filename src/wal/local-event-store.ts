@@ -385,7 +385,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       retireListeners.add(listener);
       return () => retireListeners.delete(listener);
     },
-    async close() {
+    async close(closeOpts: { deadline?: number } = {}) {
       if (groups.closed) return;
       clearInterval(pruneTimer);
       // Not awaited: a check inside SQLite ends only when it returns (seconds on a large index).
@@ -401,7 +401,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
             log.error({ err: coerceError(err) }, 'log: could not record the clean stop; the next start skips reserved offsets'),
           );
       }
-      await indexer.close();
+      await indexer.close(closeOpts.deadline);
       segments.close();
       indexDb.close();
     },

@@ -67,3 +67,32 @@ it('with index.db locked, a full tail answers 503 with Retry-After, /readyz says
   const first = await fetch(`${gw.url}/events?source=/lock&id=e0-0`);
   expect(first.status).toBe(200);
 });
+
+it('stops within HERALD_SHUTDOWN_TIMEOUT_MS while index.db is locked, and the next start indexes what was left (was about 5 s whatever the setting)', async () => {
+  const own = await startTestGateway({ HERALD_PARTITIONS: '1', HERALD_SHUTDOWN_TIMEOUT_MS: '1000' });
+  const lock = new Database(path.join(own.dataDir, 'index.db'));
+  lock.exec('BEGIN EXCLUSIVE');
+  let tookMs: number;
+  try {
+    const res = await fetch(`${own.url}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      body: batch(0),
+    });
+    expect(res.status).toBe(202);
+    const started = Date.now();
+    await own.close();
+    tookMs = Date.now() - started;
+  } finally {
+    lock.exec('ROLLBACK');
+    lock.close();
+  }
+  // Was 4.6-5 s (the worker's own 5 s lock wait), and a worker terminated inside SQLite aborted the process.
+  expect(tookMs).toBeLessThan(3500);
+  const again = await startTestGateway({ HERALD_PARTITIONS: '1', HERALD_DATA_DIR: own.dataDir });
+  try {
+    expect((await fetch(`${again.url}/events?source=/lock&id=e0-999`)).status).toBe(200);
+  } finally {
+    await again.close();
+  }
+}, 60_000);
