@@ -105,7 +105,9 @@ export function streamEvents(store: EventLog) {
         }
         const last = page.events[page.events.length - 1];
         // Past the page, a corrupt record, or a gap: never wait on an offset that will not come.
-        cursors[partition] = page.corruptOffset !== undefined ? page.corruptOffset + 1 : last ? last.offset + 1 : head;
+        // A newer node's event (a rolling upgrade) is passed over like a corrupt one: this node cannot show it.
+        const skipped = page.corruptOffset ?? page.newerFormatOffset;
+        cursors[partition] = skipped !== undefined ? skipped + 1 : last ? last.offset + 1 : head;
       }
     };
     const keepalive = setInterval(() => send(': keepalive\n\n'), KEEPALIVE_MS);

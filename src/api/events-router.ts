@@ -3,7 +3,7 @@ import type { Router } from 'express';
 import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
-import type { EventLog, ReadPage } from '../wal/event-store';
+import { newerFormatUnavailable, type EventLog, type ReadPage } from '../wal/event-store';
 import { streamEvents } from './event-stream';
 import { parseInput, pathInt, queryInt } from './query';
 import { newRouter, requireScope } from './routing';
@@ -51,6 +51,7 @@ export function createEventsRouter(store: EventLog, ingest: (req: IncomingMessag
     // stored while an engine with asynchronous reads (JetStream) reads the page is never skipped.
     const [heads, firstOffsets] = await Promise.all([store.heads(), store.firstOffsets()]);
     const page: ReadPage = limit === 0 ? { events: [] } : await store.read(partition, from, limit);
+    if (page.newerFormatOffset !== undefined && page.events.length === 0) throw newerFormatUnavailable(partition, page.newerFormatOffset);
     const head = heads[partition]!;
     const first = Math.min(firstOffsets[partition] ?? 0, head);
     const last = page.events[page.events.length - 1];

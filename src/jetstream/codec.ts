@@ -27,8 +27,20 @@ export function encodeEventMessage(event: CloudEvent): Buffer {
 }
 
 /**
- * An event message of a later format: a newer Herald node wrote it (a rolling upgrade). It is not
- * damage: this node leaves it to a node that reads it, never dead-letters it.
+ * The NATS header by which a Herald writing another message format names it (`Herald-Format: 2`).
+ * This version writes format 1 without it; a message without it is format 1.
+ */
+export const FORMAT_HEADER = 'Herald-Format';
+
+/** The format a message's headers name (1 without the header, or with a value that is no number). */
+export function formatOf(headers: { get(name: string): string } | undefined): number {
+  const value = headers?.get(FORMAT_HEADER);
+  return value && /^[0-9]{1,9}$/.test(value) ? Number(value) : VERSION;
+}
+
+/**
+ * An event message of a later format: a newer Herald node wrote it (a rolling upgrade), and said so
+ * in {@link FORMAT_HEADER}. Not damage: it is read by an upgraded node.
  */
 export class NewerFormatError extends Error {
   override name = 'NewerFormatError';
@@ -38,13 +50,13 @@ export class NewerFormatError extends Error {
 }
 
 /**
+ * @param format what the message's headers name ({@link formatOf})
  * @throws NewerFormatError for a message of a later format; Error when `payload` is not an event
  * message at all (never served then).
  */
-export function decodeEventMessage(payload: Uint8Array): CloudEvent {
+export function decodeEventMessage(payload: Uint8Array, format = VERSION): CloudEvent {
+  if (format > VERSION) throw new NewerFormatError(format);
   const buf = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
-  // Version 0 is no format: garbage, not a newer node's message.
-  if (buf.length >= FIXED_BYTES && buf.readUInt8(0) > VERSION) throw new NewerFormatError(buf.readUInt8(0));
   if (buf.length < FIXED_BYTES || buf.readUInt8(0) !== VERSION) throw new Error('not a Herald event message');
   const kind = DATA_KINDS[buf.readUInt8(1)];
   const attrsEnd = FIXED_BYTES + buf.readUInt32LE(2);

@@ -1,9 +1,10 @@
 import type { JetStreamManager, KV, StoredMsg } from 'nats';
 import type { Logger } from 'pino';
 import { AppError } from '../errors';
+import { newerFormatUnavailable } from '../wal/event-store';
 import type { ReadPage, StoredEvent } from '../wal/event-store';
 import type { ClusterMonitor } from './cluster-monitor';
-import { NewerFormatError, decodeClaim, decodeEventMessage } from './codec';
+import { NewerFormatError, decodeClaim, decodeEventMessage, formatOf } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
 import { clusterUnavailable, isNotFound } from './nats-errors';
 
@@ -45,12 +46,12 @@ export function createReads(deps: ReadsDeps) {
     }
   }
 
-  /** The event in a message, or undefined (logged) when its payload is not one Herald wrote. */
-  function decode(partition: number, msg: StoredMsg): StoredEvent | undefined {
+  /** The event in a message; undefined (logged) when its payload is not one Herald wrote; 'newer' when a newer Herald wrote it. */
+  function decode(partition: number, msg: StoredMsg): StoredEvent | 'newer' | undefined {
     try {
-      return { partition, offset: msg.seq - 1, storedAt: msg.time.getTime(), event: decodeEventMessage(msg.data) };
+      return { partition, offset: msg.seq - 1, storedAt: msg.time.getTime(), event: decodeEventMessage(msg.data, formatOf(msg.header)) };
     } catch (err) {
-      if (err instanceof NewerFormatError) throw newerFormat(partition, msg.seq - 1);
+      if (err instanceof NewerFormatError) return 'newer';
       log.error({ err, partition, offset: msg.seq - 1, stream: names.stream(partition) }, 'corrupt event message in a partition stream');
       return undefined;
     }
@@ -69,6 +70,8 @@ export function createReads(deps: ReadsDeps) {
         if (!msg) continue; // a gap: nothing is stored there
         const stored = decode(partition, msg);
         if (!stored) return { events, corruptOffset: msg.seq - 1 };
+        // A newer node's event ends the page; what came before it is served.
+        if (stored === 'newer') return { events, newerFormatOffset: msg.seq - 1 };
         events.push(stored);
       }
     }
@@ -89,19 +92,11 @@ export function createReads(deps: ReadsDeps) {
     const msg = await messageAt(claim.p, claim.o + 1);
     if (!msg) return undefined;
     const stored = decode(claim.p, msg);
+    if (stored === 'newer') throw newerFormatUnavailable(claim.p, claim.o);
     if (!stored || stored.event.attributes.source !== source || stored.event.attributes.id !== id)
       throw new AppError('corrupt_record', `the event stored for source "${source}" and id "${id}" cannot be read`);
     return stored;
   }
 
   return { read, lookup };
-}
-
-/** A read of an event a newer Herald node wrote (a rolling upgrade): a 503, to be asked of an upgraded node. */
-function newerFormat(partition: number, offset: number): AppError {
-  return new AppError(
-    'unavailable',
-    `the event at partition ${partition}, offset ${offset} was stored by a newer version of Herald than this node runs; read it through an upgraded node`,
-    { retryAfter: 5 },
-  );
 }

@@ -1,4 +1,5 @@
 import type { CloudEvent } from '../cloudevents/event';
+import { AppError } from '../errors';
 
 /** What `POST /events` answers for each event, in input order. */
 export interface AppendResult {
@@ -24,6 +25,11 @@ export interface StoredEvent {
 export interface ReadPage {
   events: StoredEvent[];
   corruptOffset?: number;
+  /**
+   * The JetStream engine only: the page ends before this offset, whose event a newer Herald node
+   * stored in a format this one cannot read (a rolling upgrade). Not damage: an upgraded node reads it.
+   */
+  newerFormatOffset?: number;
 }
 
 export interface StoreHealth {
@@ -111,12 +117,21 @@ export function isRetired(firstOffsets: readonly number[], at: { partition: numb
 /** The event at exactly `offset`: `'corrupt'` when its record fails its checksum, undefined when it is not stored. */
 export function readOne(store: Pick<EventStore, 'read'>, partition: number, offset: number): StoredEvent | 'corrupt' | undefined {
   const page = store.read(partition, offset, 1);
-  if (page.corruptOffset === offset) return 'corrupt';
+  if (page.corruptOffset === offset || page.newerFormatOffset === offset) return 'corrupt';
   const event = page.events[0];
   return event?.offset === offset ? event : undefined;
 }
 
 /** {@link readOne} on an engine whose reads may cross the network (the JetStream engine's). */
+/** A read of an event a newer Herald node wrote (a rolling upgrade): a 503, to be asked of an upgraded node. */
+export function newerFormatUnavailable(partition: number, offset: number): AppError {
+  return new AppError(
+    'unavailable',
+    `the event at partition ${partition}, offset ${offset} was stored by a newer version of Herald than this node runs; read it through an upgraded node`,
+    { retryAfter: 5 },
+  );
+}
+
 export async function readStored(
   store: Pick<EventLog, 'read'>,
   partition: number,

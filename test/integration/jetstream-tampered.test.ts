@@ -3,9 +3,11 @@
  * A record Herald did not write is a typed `corrupt_record` problem where it is asked for, and
  * never breaks the answers about every other subscription or event.
  */
+import { headers } from 'nats';
 import request from 'supertest';
 import { StartupError } from '../../src/errors';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
+import { FORMAT_HEADER } from '../../src/jetstream/codec';
 import { idempotencyKey, jetStreamNames } from '../../src/jetstream/names';
 import { partitionStreamConfig } from '../../src/jetstream/provision';
 import { useJetStreamCluster } from '../helpers/gateway';
@@ -86,8 +88,21 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     expect(found.body.offset).toBe(again!.body.results[0]!.offset);
   });
 
-  it('an event message of a later format (a newer node, mid rolling upgrade) is left for an upgraded node: never dead-lettered, a read is a 503', async () => {
+  it('an event message a newer node marks as a later format (a rolling upgrade) is dead-lettered to be redelivered later, and reads stop before it; one published by hand stays damage', async () => {
     const receiver = await startReceiver();
+    const publish = (id: string) =>
+      request(gw.url)
+        .post('/events')
+        .set({
+          'ce-specversion': '1.0',
+          'ce-id': id,
+          'ce-source': '/tamper',
+          'ce-type': 't',
+          'content-type': 'application/json',
+          'ce-partitionkey': 'newer',
+        })
+        .send('{}')
+        .expect(202);
     try {
       const sub = (
         await request(gw.url)
@@ -95,35 +110,45 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
           .send({ sink: receiver.url, delivery: { ordering: 'none' } })
           .expect(201)
       ).body as { id: string };
-      const later = Buffer.concat([Buffer.from([2, 0]), Buffer.from('a format this node does not know')]);
-      const ack = await gw.store.connection.jetstream().publish(`${prefix}.p.1`, later);
-      const after = await request(gw.url)
-        .post('/events')
-        .set({
-          'ce-specversion': '1.0',
-          'ce-id': 'after-newer',
-          'ce-source': '/tamper',
-          'ce-type': 't',
-          'content-type': 'application/json',
-        })
-        .send('{}')
-        .expect(202);
+      const before = (await publish('before-newer')).body.results[0] as { partition: number; offset: number };
+      const js = gw.store.connection.jetstream();
+      const marked = headers();
+      marked.set(FORMAT_HEADER, '2');
+      const newer = await js.publish(`${prefix}.p.${before.partition}`, Buffer.from('a format this node does not know'), {
+        headers: marked,
+      });
+      // By hand, no header: damage as before (was taken for a newer format by its first byte: `{` is 0x7b).
+      const byHand = await js.publish(`${prefix}.p.${before.partition}`, Buffer.from('{"hello":"world"}'));
+      await publish('after-newer');
+      await waitUntil('the events around them delivered', async () => receiver.requests.length >= 2, 10_000);
+      let dead: { offset: number; reason: string; lastError: string }[] = [];
       await waitUntil(
-        'the event after it delivered',
-        async () => receiver.requests.some((r) => r.headers['ce-id'] === 'after-newer'),
+        'both dead-lettered',
+        async () => {
+          dead = (await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters`).expect(200)).body.deadLetters;
+          return dead.length === 2;
+        },
         10_000,
       );
-      await new Promise((r) => setTimeout(r, 1500));
-      // Was: dead-lettered at once as corrupt_record.
-      const dead = await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters`).expect(200);
-      expect(dead.body.deadLetters).toEqual([]);
-      expect(receiver.requests.map((r) => r.headers['ce-id'])).toEqual(['after-newer']);
-      const read = await request(gw.url)
-        .get('/partitions/1/events')
-        .query({ from: ack.seq - 1, limit: 1 });
-      expect({ status: read.status, code: read.body.code }).toEqual({ status: 503, code: 'unavailable' });
-      expect(read.body.detail).toMatch(/stored by a newer version of Herald than this node runs/);
-      expect(after.status).toBe(202);
+      const byOffset = new Map(dead.map((d) => [d.offset, d]));
+      expect(byOffset.get(newer.seq - 1)).toMatchObject({
+        reason: 'corrupt_record',
+        lastError: expect.stringMatching(/stored by a newer version of Herald/),
+      });
+      expect(byOffset.get(byHand.seq - 1)).toMatchObject({ reason: 'corrupt_record' });
+      expect(byOffset.get(byHand.seq - 1)!.lastError).not.toMatch(/newer/);
+      expect(receiver.requests.map((r) => r.headers['ce-id']).sort()).toEqual(['after-newer', 'before-newer']);
+      // A page stops before the newer event (what precedes it is served); one that starts at it is a 503.
+      const page = await request(gw.url)
+        .get(`/partitions/${before.partition}/events`)
+        .query({ from: before.offset, limit: 10 })
+        .expect(200);
+      expect(page.body.events.map((e: { offset: number }) => e.offset)).toEqual([before.offset]);
+      const at = await request(gw.url)
+        .get(`/partitions/${before.partition}/events`)
+        .query({ from: newer.seq - 1, limit: 1 });
+      expect({ status: at.status, code: at.body.code }).toEqual({ status: 503, code: 'unavailable' });
+      expect(at.body.detail).toMatch(/stored by a newer version of Herald than this node runs/);
       await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
     } finally {
       await receiver.close();

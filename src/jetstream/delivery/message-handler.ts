@@ -6,7 +6,7 @@ import { requestFor } from '../../delivery/request';
 import { newDeliveryId } from '../../delivery/subscription-worker';
 import type { SubscriptionRecord } from '../../store/subscriptions-repo';
 import type { Attributes } from '../../subscriptions/filter';
-import { NewerFormatError, decodeEventMessage } from '../codec';
+import { NewerFormatError, decodeEventMessage, formatOf } from '../codec';
 import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
@@ -52,29 +52,26 @@ interface Located {
 async function locate(ctx: EngineContext, sub: SubscriptionView, msg: JsMsg, source: Source): Promise<Located> {
   if (source.kind === 'partition') {
     const target = { reply: replyOf(msg), subscriptionId: sub.id, ...source, offset: msg.seq - 1, redrive: false };
-    return { target, event: decodeOr(msg.data), storedAt: Math.floor(msg.info.timestampNanos / 1e6) };
+    return { target, event: decodeOr(msg.data, formatOf(msg.headers)), storedAt: Math.floor(msg.info.timestampNanos / 1e6) };
   }
   const { partition, offset } = JSON.parse(Buffer.from(msg.data).toString('utf8')) as { partition: number; offset: number };
   const target = { reply: replyOf(msg), subscriptionId: sub.id, partition, offset, generation: sub.generation(partition), redrive: true };
   try {
     const stored = await (ctx.jsm as WithDirectGet).direct.getMessage(ctx.events.stream(partition), { seq: offset + 1 });
-    return { target, event: decodeOr(stored.data), storedAt: stored.time.getTime() };
+    return { target, event: decodeOr(stored.data, formatOf(stored.header)), storedAt: stored.time.getTime() };
   } catch (err) {
     if (isNotFound(err)) return { target, event: 'missing', storedAt: 0 };
     throw err;
   }
 }
 
-function decodeOr(data: Uint8Array): CloudEvent | 'corrupt' | 'newer' {
+function decodeOr(data: Uint8Array, format: number): CloudEvent | 'corrupt' | 'newer' {
   try {
-    return decodeEventMessage(data);
+    return decodeEventMessage(data, format);
   } catch (err) {
     return err instanceof NewerFormatError ? 'newer' : 'corrupt';
   }
 }
-
-/** How long a message a newer node wrote waits before it is offered again (to any node). */
-const NEWER_FORMAT_RETRY_MS = 30_000;
 
 /**
  * One delivery attempt of one JetStream message: the attempt number is JetStream's delivery count,
@@ -99,12 +96,13 @@ export async function handleMessage(
     ctx.log.error({ subscription: sub.id, partition: target.partition, offset: target.offset }, 'event missing from the log; skipping');
     return msg.ack();
   }
+  // Dead-lettered, not left for another node: each offer to an older node would count as an attempt
+  // (JetStream's delivery count), so an upgraded node could find its attempts used up. Redelivered
+  // from the dead letters once every node is upgraded, it is read as it was stored.
   if (event === 'newer') {
-    ctx.log.warn(
-      { subscription: sub.id, partition: target.partition, offset: target.offset },
-      'an event stored by a newer version of Herald: left to an upgraded node (upgrade this one)',
-    );
-    return msg.nak(NEWER_FORMAT_RETRY_MS);
+    const error = 'stored by a newer version of Herald than this node runs; redeliver it once every node is upgraded';
+    ctx.log.warn({ subscription: sub.id, partition: target.partition, offset: target.offset }, `an event ${error}`);
+    return settleMessage(ctx, { kind: 'deadLetter', reason: 'corrupt_record' }, target, { ...last, lastError: error }, deliveryId);
   }
   if (event === 'corrupt') {
     const error = 'the stored event cannot be read; it is never delivered';

@@ -1,6 +1,6 @@
 import type { StreamInfo } from 'nats';
 import { boundsOf, streamWritable } from '../../../src/jetstream/cluster-monitor';
-import { NewerFormatError, decodeEventMessage, encodeEventMessage } from '../../../src/jetstream/codec';
+import { FORMAT_HEADER, NewerFormatError, decodeEventMessage, encodeEventMessage, formatOf } from '../../../src/jetstream/codec';
 import { idempotencyKey, jetStreamNames } from '../../../src/jetstream/names';
 import { isNotFound, isWrongLastSequence } from '../../../src/jetstream/nats-errors';
 import type { CloudEvent } from '../../../src/cloudevents/event';
@@ -30,9 +30,15 @@ describe('the event message codec', () => {
     expect(() => decodeEventMessage(payload)).not.toThrow(NewerFormatError);
   });
 
-  it('tells a message of a later format (a newer node wrote it) from damage', () => {
-    expect(() => decodeEventMessage(Buffer.from([2, 0, 0, 0, 0, 0]))).toThrow(NewerFormatError);
-    expect(() => decodeEventMessage(Buffer.from([2, 0, 0, 0, 0, 0]))).toThrow(/format 2, newer than this Herald reads \(1\)/);
+  it('takes a message for a later format only when its Herald-Format header says so (a newer node wrote it)', () => {
+    const headers = (value?: string) => ({ get: (name: string) => (name === FORMAT_HEADER && value !== undefined ? value : '') });
+    expect(formatOf(undefined)).toBe(1);
+    expect(formatOf(headers())).toBe(1);
+    expect(formatOf(headers('x'))).toBe(1);
+    expect(formatOf(headers('2'))).toBe(2);
+    const payload = Buffer.from('{"hello":"world"}'); // published by hand: damage, not a newer format
+    expect(() => decodeEventMessage(payload)).not.toThrow(NewerFormatError);
+    expect(() => decodeEventMessage(payload, 2)).toThrow(/format 2, newer than this Herald reads \(1\)/);
   });
 });
 
