@@ -4,7 +4,16 @@ import { fsyncPath, writeFileAtomically } from '../durable-fs';
 import { StartupError } from '../errors';
 import { HERALD_VERSION } from '../version';
 import { randomBytes } from 'node:crypto';
-import { FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MIN_FRAME_BYTES, checkFrame, encodePadding, frameKey, type FrameKey } from './record';
+import {
+  FRAME_HEADER_BYTES,
+  LEGACY_FRAME_KEY,
+  MAX_RECORD_BYTES,
+  MIN_FRAME_BYTES,
+  checkFrame,
+  encodePadding,
+  frameKey,
+  type FrameKey,
+} from './record';
 
 const SEGMENT_SUFFIX = '.seg';
 const KEY_FILE = 'frame.key';
@@ -118,7 +127,16 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       const hex = fs.readFileSync(file, 'utf8').trim();
       if (!/^[0-9a-f]{32}$/.test(hex))
         throw new StartupError(`${file} is damaged; restore it from a backup of the data dir (the log cannot be verified without it)`);
-      return frameKey(Buffer.from(hex, 'hex'));
+      const key = frameKey(Buffer.from(hex, 'hex'));
+      // Another log's key (a restore that mixed data dirs) verifies nothing: recovery would take the
+      // whole log for a torn tail. Checked on the first record of each segment: damage in some is fine.
+      if (!verifiesSomeFirstRecord(key)) {
+        throw new StartupError(
+          `${file} verifies the first record of none of the log's segments: it is not this log's key, or every segment is damaged at its start; nothing was changed. ` +
+            "Restore this data dir's frame.key (or the whole data dir) from a backup.",
+        );
+      }
+      return key;
     }
     const first = segments.find((seg) => seg.size > 0);
     if (first && !startsWithLegacyFrame(first)) {
@@ -127,6 +145,25 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     const secret = randomBytes(16);
     writeFileAtomically(file, `${secret.toString('hex')}\n`, 0o600);
     return frameKey(secret);
+  }
+
+  /** Whether `key` verifies the first record of some segment (true when no segment has a whole first record). */
+  function verifiesSomeFirstRecord(key: FrameKey): boolean {
+    let tried = 0;
+    for (const seg of segments) {
+      if (seg.size < FRAME_HEADER_BYTES) continue;
+      const bodyLength = readAt(seg, 0, FRAME_HEADER_BYTES).readUInt32LE(0);
+      const length = FRAME_HEADER_BYTES + bodyLength;
+      const status =
+        bodyLength < 1 || bodyLength > MAX_RECORD_BYTES
+          ? 'corrupt'
+          : length <= seg.size
+            ? checkFrame(readAt(seg, 0, length), 0, key).status
+            : 'incomplete';
+      if (status === 'ok' || status === 'newer') return true;
+      if (status !== 'incomplete') tried++;
+    }
+    return tried === 0;
   }
 
   function startsWithLegacyFrame(seg: Segment): boolean {
@@ -273,6 +310,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     const seg = segments[index]!;
     const truncatedBytes = seg.size - badAt + segments.slice(index + 1).reduce((n, s) => n + s.size, 0);
     opts.warn('log: cutting torn tail', { segment: seg.file, at: badAt, reason, truncatedBytes });
+    // Copied aside first, whatever it holds: a cut is never the only copy of bytes (a wrong key or a
+    // kind of damage not foreseen would otherwise destroy records for good).
+    if (seg.size > badAt && !fs.existsSync(`${seg.file}.corrupt-${badAt}`)) copyAside(seg, badAt, seg.size);
     fs.truncateSync(seg.file, badAt);
     seg.size = badAt;
     for (const later of segments.splice(index + 1)) {
@@ -410,7 +450,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         }
         budget.bytes -= length;
         if (budget.bytes < 0) throw new ResyncBudgetExceeded();
-        if (checkFrame(frame, 0, key, allowLegacy).status === 'ok') return at;
+        // A newer Herald's frame after damage is found too: the scan from it then refuses the log,
+        // where passing over it would have cut acknowledged events as a torn tail.
+        const status = checkFrame(frame, 0, key, allowLegacy).status;
+        if (status === 'ok' || status === 'newer') return at;
       }
       return undefined;
     } finally {

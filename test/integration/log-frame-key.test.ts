@@ -58,4 +58,17 @@ describe('the log key (wal/frame.key)', () => {
     expect(refused.stderr.trim()).toMatch(/^herald: .*frame\.key is missing/);
     expect(segmentFiles(dataDir).map((f) => fs.readFileSync(f))).toEqual(before);
   });
+
+  it("refuses to start (exit 2) with another log's key, and changes nothing (was: the whole log cut as a torn tail)", async () => {
+    const { dataDir } = await storeAndStop(5);
+    const other = await storeAndStop(1);
+    fs.copyFileSync(path.join(other.dataDir, 'wal', 'frame.key'), path.join(dataDir, 'wal', 'frame.key'));
+    fs.rmSync(path.join(dataDir, 'index.db'));
+    const before = segmentFiles(dataDir).map((f) => fs.readFileSync(f));
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr.trim()).toMatch(/^herald: .*frame\.key verifies the first record of none of the log's segments/);
+    expect(segmentFiles(dataDir).map((f) => fs.readFileSync(f))).toEqual(before);
+    expect(fs.readdirSync(path.join(dataDir, 'wal')).filter((f) => f.includes('.corrupt-'))).toEqual([]);
+  });
 });

@@ -43,6 +43,23 @@ describe('a data dir from a newer Herald', () => {
     expect(walFiles(dataDir)).toEqual(files);
   });
 
+  it('is refused when records of a later format follow a damaged one (was: all cut as a torn tail)', async () => {
+    const dataDir = await storeAndStop(3);
+    const [file] = segmentFiles(dataDir);
+    const secret = Buffer.from(fs.readFileSync(path.join(dataDir, 'wal', 'frame.key'), 'utf8').trim(), 'hex');
+    const bytes = fs.readFileSync(file!);
+    let at = 0;
+    while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
+    const record = decodeRecord(bytes.subarray(at));
+    bytes.writeUInt8(bytes.readUInt8(at + 20) ^ 0xff, at + 20); // the last record damaged
+    const newer = [1, 2, 3].map((n) => encodeRecord({ ...record, offset: record.offset + n }, { ...frameKey(secret), version: 3 }));
+    fs.writeFileSync(file!, Buffer.concat([bytes, ...newer]));
+    const before = fs.readFileSync(file!);
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(refused.code).toBe(2);
+    expect(fs.readFileSync(file!)).toEqual(before);
+  });
+
   it('is refused when herald.db has a schema migration this version does not have', async () => {
     const dataDir = await storeAndStop(1);
     const db = new Database(path.join(dataDir, 'herald.db'));

@@ -204,7 +204,9 @@ describe('segment log', () => {
     expect(end).toBe(positions[1]);
     expect(truncatedBytes).toBe(7 + garbageAfter);
     expect(after.log.segmentFiles()).toEqual([files[0]]);
-    expect(fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'))).toHaveLength(files.length - 1);
+    // The later segments renamed aside, and the 7 bytes cut from the first copied aside before the cut.
+    expect(fs.readdirSync(o.dir).filter((f) => f.includes('.corrupt-'))).toHaveLength(files.length);
+    expect(fs.statSync(`${files[0]}.corrupt-${positions[1]! - Number(path.basename(files[0]!, '.seg'))}`).size).toBe(7);
   });
 
   it('keeps later segments when an older one lost its unsynced tail on a record boundary, reporting the hole', async () => {
