@@ -25,7 +25,7 @@ export function registerBackup(program: Command, streams: CliStreams): void {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
       const { backupDataDir } = await import('../store/backup');
       const started = Date.now();
-      const manifest = await run(() => backupDataDir(options.dataDir, dest));
+      const manifest = await run('backup', () => backupDataDir(options.dataDir, dest));
       if (out.json) return out.document(manifest);
       const bytes = manifest.files.reduce((sum, f) => sum + f.bytes, 0);
       out.line(
@@ -51,21 +51,21 @@ export function registerBackup(program: Command, streams: CliStreams): void {
     .action(async (backup: string, options: { dataDir: string }, command: Command) => {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
       const { restoreDataDir } = await import('../store/backup');
-      const manifest = await run(() => restoreDataDir(backup, options.dataDir));
+      const manifest = await run('restore', () => restoreDataDir(backup, options.dataDir));
       if (out.json) return out.document(manifest);
       out.line(`restored ${backup} (taken from ${manifest.startedAt}) into ${options.dataDir}`);
       out.note('start the gateway on it: its first start rebuilds index.db from the log');
     });
 }
 
-/** A refusal of the storage module is the whole message (exit 1); anything else is reported as it is. */
-async function run<T>(work: () => T): Promise<T> {
+/** A refusal of the storage module is the whole message (exit 1); a file system's error is named as such. */
+async function run<T>(what: 'backup' | 'restore', work: () => T): Promise<T> {
   const { BackupError } = await import('../store/backup');
   try {
     return work();
   } catch (err) {
     if (err instanceof BackupError) throw new ReportedError(`herald: ${err.message}`);
-    throw err;
+    throw new ReportedError(`herald: the ${what} failed: ${err instanceof Error ? err.message : String(err)}`);
   }
 }
 

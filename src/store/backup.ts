@@ -1,9 +1,13 @@
 import Database from 'better-sqlite3';
-import { randomInt } from 'node:crypto';
+import { createHash, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, writeFileAtomically } from '../durable-fs';
+import { StartupError } from '../errors';
 import { IDENTITY_FILE, LOCK_FILE } from './data-dir';
+import { openDatabase } from './db';
+import { createMetaRepo } from './meta-repo';
+import { createRetentionFloors } from './retention-floors';
 
 /**
  * Online backup and restore of a local data dir (the embedded engine). A copy of the files with
@@ -16,10 +20,18 @@ import { IDENTITY_FILE, LOCK_FILE } from './data-dir';
  */
 
 export const MANIFEST_FILE = 'herald-backup.json';
+
+export interface BackupFile {
+  path: string;
+  bytes: number;
+  sha256: string;
+}
 const DB_FILE = 'herald.db';
 const WAL_DIR = 'wal';
-/** The log's files besides its segments: its checksum key (without which no record verifies) and the offset floors. */
-const WAL_SMALL_FILES = ['frame.key', 'offsets.reserved'];
+/** The log's checksum key, without which no record verifies. */
+const KEY_FILE = 'frame.key';
+/** The log's offset floors (see offset-reservation.ts). */
+const RESERVATION_FILE = 'offsets.reserved';
 const SEGMENT = /^\d{20}\.seg$/;
 
 export interface BackupManifest {
@@ -28,8 +40,8 @@ export interface BackupManifest {
   startedAt: string;
   finishedAt: string;
   source: string;
-  /** Every file of the backup with its size, paths relative to the backup (slashes). */
-  files: { path: string; bytes: number }[];
+  /** Every file of the backup with its size and SHA-256, paths relative to the backup (slashes). */
+  files: BackupFile[];
   /** Segments retention deleted while they were copied, with the older ones dropped with them (the log stays whole). */
   segmentsDroppedByRetention: number;
 }
@@ -49,14 +61,24 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
   const startedAt = clock().toISOString();
   requireDataDir(source);
   requireAbsent(dest);
+  removeAbandoned(path.resolve(dest));
   const work = `${path.resolve(dest)}.partial-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(path.join(work, WAL_DIR), { recursive: true });
   try {
+    const walDir = path.join(source, WAL_DIR);
+    // Listed before the snapshot too: segments retention deletes while SQLite copies are counted as dropped.
+    const listedFirst = listSegments(walDir);
     fs.copyFileSync(path.join(source, IDENTITY_FILE), path.join(work, IDENTITY_FILE));
     snapshotDatabase(path.join(source, DB_FILE), path.join(work, DB_FILE));
-    for (const name of WAL_SMALL_FILES) copyIfPresent(path.join(source, WAL_DIR, name), path.join(work, WAL_DIR, name));
-    const dropped = copySegments(path.join(source, WAL_DIR), path.join(work, WAL_DIR));
+    copyIfPresent(path.join(walDir, KEY_FILE), path.join(work, WAL_DIR, KEY_FILE));
+    const listed = [...new Set([...listedFirst, ...listSegments(walDir)])].sort();
+    const dropped = copySegments(walDir, path.join(work, WAL_DIR), listed);
+    // Last, so that they are the newest: floors only ever rise, and a copy below the live ones could
+    // let a partition emptied by retention during the copy restart below offsets already acknowledged.
+    copyIfPresent(path.join(walDir, RESERVATION_FILE), path.join(work, WAL_DIR, RESERVATION_FILE));
+    raiseRetentionFloors(path.join(source, DB_FILE), path.join(work, DB_FILE));
+    syncTree(work);
     const manifest: BackupManifest = {
       format: 1,
       startedAt,
@@ -65,7 +87,6 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
       files: listFiles(work),
       segmentsDroppedByRetention: dropped,
     };
-    syncTree(work);
     writeFileAtomically(path.join(work, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
     fs.renameSync(work, dest);
     fsyncPath(path.dirname(path.resolve(dest)));
@@ -73,6 +94,45 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
   } catch (err) {
     fs.rmSync(work, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/** `DEST.partial-<pid>` left by a backup that was killed (its process is gone): removed. */
+function removeAbandoned(dest: string): void {
+  const dir = path.dirname(dest);
+  const prefix = `${path.basename(dest)}.partial-`;
+  for (const name of fs.readdirSync(dir)) {
+    if (!name.startsWith(prefix)) continue;
+    const pid = Number(name.slice(prefix.length));
+    if (Number.isSafeInteger(pid) && pid > 0 && !isRunning(pid)) fs.rmSync(path.join(dir, name), { recursive: true, force: true });
+  }
+}
+
+function isRunning(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** The live retention floors (raised before retention deletes anything) into the copy, where higher. */
+function raiseRetentionFloors(liveDb: string, copyDb: string): void {
+  const live = new Database(liveDb, { readonly: true, fileMustExist: true });
+  let floors: number[];
+  try {
+    live.pragma('busy_timeout = 5000');
+    floors = createRetentionFloors(createMetaRepo(live)).load();
+  } finally {
+    live.close();
+  }
+  if (floors.length === 0) return;
+  const copy = new Database(copyDb, { fileMustExist: true });
+  try {
+    createRetentionFloors(createMetaRepo(copy)).raise(floors);
+  } finally {
+    copy.close();
   }
 }
 
@@ -91,8 +151,10 @@ export function restoreDataDir(
 ): BackupManifest {
   const manifest = readManifest(backupDir);
   const target = path.resolve(dataDir);
-  requireEmpty(target);
-  const work = `${target}.partial-${process.pid}`;
+  const exists = requireEmpty(target);
+  // Inside the target when it exists (a mount point, a symlink: renames stay on its file system),
+  // else beside it; either way it becomes the data dir only once whole.
+  const work = exists ? path.join(target, `.restore-${process.pid}`) : `${target}.partial-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
   fs.mkdirSync(work, { recursive: true });
   try {
@@ -103,9 +165,16 @@ export function restoreDataDir(
     }
     newIncarnation(path.join(work, DB_FILE), random(2 ** 31));
     syncTree(work);
-    if (fs.existsSync(target)) fs.rmdirSync(target);
-    fs.renameSync(work, target);
-    fsyncPath(path.dirname(target));
+    if (exists) {
+      // herald.json last: the rest is whole before the dir looks like a data dir.
+      const names = fs.readdirSync(work).sort((a, b) => Number(a === IDENTITY_FILE) - Number(b === IDENTITY_FILE));
+      for (const name of names) fs.renameSync(path.join(work, name), path.join(target, name));
+      fs.rmdirSync(work);
+      fsyncPath(target);
+    } else {
+      fs.renameSync(work, target);
+      fsyncPath(path.dirname(target));
+    }
     return manifest;
   } catch (err) {
     fs.rmSync(work, { recursive: true, force: true });
@@ -123,15 +192,17 @@ function requireAbsent(dest: string): void {
   if (fs.existsSync(dest)) throw new BackupError(`${path.resolve(dest)} already exists: a backup goes to a new directory`);
 }
 
-function requireEmpty(dir: string): void {
+/** Whether `dir` exists (it must then be an empty directory). */
+function requireEmpty(dir: string): boolean {
   let entries: string[];
   try {
     entries = fs.readdirSync(dir);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
-    throw new BackupError(`${dir} cannot be restored into: ${(err as Error).message}`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT') return false;
+    throw new BackupError(`${dir} cannot be restored into: ${code === 'ENOTDIR' ? 'it is not a directory' : (err as Error).message}`);
   }
-  if (entries.length === 0) return;
+  if (entries.length === 0) return true;
   const running = entries.includes(LOCK_FILE) ? ' (stop the gateway first)' : '';
   throw new BackupError(`${dir} is not empty${running}: move it aside, then restore into it`);
 }
@@ -171,14 +242,20 @@ function copyIfPresent(from: string, to: string): void {
 export function copySegments(fromDir: string, toDir: string, names = listSegments(fromDir)): number {
   const copied: string[] = [];
   let dropped = 0;
-  for (const name of names) {
+  for (const [i, name] of names.entries()) {
     try {
       fs.copyFileSync(path.join(fromDir, name), path.join(toDir, name));
       copied.push(name);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      for (const older of copied.splice(0)) fs.rmSync(path.join(toDir, older));
-      dropped = names.indexOf(name) + 1;
+      // Retention deletes oldest first: an older segment still there means something else took this one.
+      const older = listSegments(fromDir).filter((n) => n < name);
+      if (older.length > 0)
+        throw new BackupError(
+          `${path.join(fromDir, name)} disappeared while older segments remain: not retention; the backup is abandoned`,
+        );
+      for (const gone of copied.splice(0)) fs.rmSync(path.join(toDir, gone));
+      dropped = i + 1;
     }
   }
   return dropped;
@@ -191,14 +268,26 @@ function listSegments(dir: string): string[] {
     .sort();
 }
 
-function listFiles(root: string, under = ''): { path: string; bytes: number }[] {
-  const out: { path: string; bytes: number }[] = [];
+function listFiles(root: string, under = ''): BackupFile[] {
+  const out: BackupFile[] = [];
   for (const entry of fs.readdirSync(path.join(root, under), { withFileTypes: true }).sort((a, b) => a.name.localeCompare(b.name))) {
     const rel = under ? `${under}/${entry.name}` : entry.name;
     if (entry.isDirectory()) out.push(...listFiles(root, rel));
-    else out.push({ path: rel, bytes: fs.statSync(path.join(root, rel)).size });
+    else out.push({ path: rel, bytes: fs.statSync(path.join(root, rel)).size, sha256: sha256Of(path.join(root, rel)) });
   }
   return out;
+}
+
+function sha256Of(file: string): string {
+  const hash = createHash('sha256');
+  const fd = fs.openSync(file, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(1024 * 1024);
+    for (let n = fs.readSync(fd, chunk); n > 0; n = fs.readSync(fd, chunk)) hash.update(chunk.subarray(0, n));
+  } finally {
+    fs.closeSync(fd);
+  }
+  return hash.digest('hex');
 }
 
 function syncTree(dir: string): void {
@@ -212,23 +301,42 @@ function syncTree(dir: string): void {
 
 function readManifest(backupDir: string): BackupManifest {
   const file = path.join(backupDir, MANIFEST_FILE);
-  let manifest: BackupManifest;
+  const whole = `${path.resolve(backupDir)} is not a whole Herald backup`;
+  let manifest: Partial<BackupManifest> | null;
   try {
-    manifest = JSON.parse(fs.readFileSync(file, 'utf8')) as BackupManifest;
+    manifest = JSON.parse(fs.readFileSync(file, 'utf8')) as Partial<BackupManifest> | null;
   } catch (err) {
-    const why = (err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it has no' : 'its is not a readable';
-    throw new BackupError(`${path.resolve(backupDir)} is not a whole Herald backup (${why} ${MANIFEST_FILE})`);
+    throw new BackupError(
+      `${whole} (${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it has no' : 'it has an unreadable'} ${MANIFEST_FILE})`,
+    );
   }
-  if (manifest.format !== 1 || !Array.isArray(manifest.files)) {
+  if (manifest?.format !== 1 || !Array.isArray(manifest.files) || !manifest.files.every(isBackupFile)) {
     throw new BackupError(`${file} is not a manifest this version of Herald can restore`);
   }
+  const paths = new Set(manifest.files.map((f) => f.path));
+  for (const needed of [IDENTITY_FILE, DB_FILE])
+    if (!paths.has(needed)) throw new BackupError(`${whole} (its manifest lists no ${needed})`);
   for (const f of manifest.files) {
-    const at = path.join(backupDir, ...String(f.path).split('/'));
-    if (f.path.split('/').some((part) => part === '..' || part === '') || !fs.existsSync(at) || fs.statSync(at).size !== f.bytes) {
-      throw new BackupError(`the backup ${path.resolve(backupDir)} is damaged: ${f.path} is missing or not the size its manifest gives`);
-    }
+    const at = path.join(backupDir, ...f.path.split('/'));
+    const damaged = () =>
+      new BackupError(`the backup ${path.resolve(backupDir)} is damaged: ${f.path} is missing or not the file its manifest gives`);
+    if (!fs.existsSync(at) || fs.statSync(at).size !== f.bytes) throw damaged();
+    if (sha256Of(at) !== f.sha256) throw damaged();
   }
-  return manifest;
+  return manifest as BackupManifest;
+}
+
+function isBackupFile(f: unknown): f is BackupFile {
+  const file = f as Partial<BackupFile> | null;
+  return (
+    typeof file?.path === 'string' &&
+    file.path.split('/').every((part) => part !== '' && part !== '.' && part !== '..') &&
+    !file.path.includes('\\') &&
+    Number.isSafeInteger(file.bytes) &&
+    file.bytes! >= 0 &&
+    typeof file.sha256 === 'string' &&
+    /^[0-9a-f]{64}$/.test(file.sha256)
+  );
 }
 
 /**
@@ -236,7 +344,14 @@ function readManifest(backupDir: string): BackupManifest {
  * highest, and pins pending deliveries that took their partition's generation to the one they had.
  */
 function newIncarnation(dbFile: string, bump: number): void {
-  const db = new Database(dbFile, { fileMustExist: true });
+  let db: Database.Database;
+  try {
+    // Migrated first: a backup of an older Herald gets this one's tables (a newer one's is refused).
+    db = openDatabase(dbFile);
+  } catch (err) {
+    if (err instanceof StartupError) throw new BackupError(err.message);
+    throw err;
+  }
   try {
     db.transaction(() => {
       db.prepare(
@@ -250,6 +365,7 @@ function newIncarnation(dbFile: string, bump: number): void {
            SELECT MAX(o.seek_generation) FROM subscription_offsets o WHERE o.subscription_id = subscription_offsets.subscription_id)`,
       ).run({ bump });
     })();
+    db.pragma('wal_checkpoint(TRUNCATE)');
   } finally {
     db.close();
   }

@@ -125,6 +125,22 @@ describe('herald backup / herald restore', () => {
     expect((await request(again.url).get('/subscriptions').expect(200)).body.subscriptions).toHaveLength(1);
   }, 60_000);
 
+  it('restores into an empty directory reached through a symlink (as into a mount point: staged inside it)', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway(env(source));
+    const [stored] = (await postBatch(gw.url, [event('linked')])).body.results as AppendResultBody[];
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0 });
+    const real = tmpDir();
+    const link = path.join(tmpDir(), 'data');
+    fs.symlinkSync(real, link);
+    // Was: ENOTDIR (the symlink was removed with rmdir to rename a sibling copy over it).
+    expect(await runHerald(['restore', '--data-dir', link, backupDir])).toMatchObject({ code: 0 });
+    expect(fs.readdirSync(real).sort()).toEqual(['herald.db', 'herald.json', 'wal']);
+    const again = await spawnGateway(env(link));
+    expect((await lookupEvent(again.url, stored!)).body).toMatchObject({ offset: stored!.offset });
+  }, 60_000);
+
   it('refuses what it cannot do whole, with one line and exit 1', async () => {
     const source = tmpDir();
     const gw = await spawnGateway(env(source));
@@ -151,7 +167,22 @@ describe('herald backup / herald restore', () => {
     const r1 = path.join(tmpDir(), 'r1');
     const damagedRestore = await runHerald(['restore', '--data-dir', r1, damaged]);
     expect(damagedRestore.code).toBe(1);
-    expect(damagedRestore.stderr).toMatch(/is damaged: wal\/00000000000000000000\.seg is missing or not the size its manifest gives/);
+    expect(damagedRestore.stderr).toMatch(/is damaged: wal\/00000000000000000000\.seg is missing or not the file its manifest gives/);
+    // Same size, one byte changed (was restored without a word: only sizes were compared).
+    const flipped = path.join(tmpDir(), 'flipped');
+    fs.cpSync(backupDir, flipped, { recursive: true });
+    const seg = path.join(flipped, 'wal', '00000000000000000000.seg');
+    const bytes = fs.readFileSync(seg);
+    bytes.writeUInt8(bytes.readUInt8(bytes.length - 1) ^ 1, bytes.length - 1);
+    fs.writeFileSync(seg, bytes);
+    expect((await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'r3'), flipped])).stderr).toMatch(
+      /is damaged: wal\/00000000000000000000\.seg is missing or not the file its manifest gives/,
+    );
+    fs.writeFileSync(path.join(flipped, 'herald-backup.json'), 'null');
+    expect(await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'r4'), flipped])).toMatchObject({
+      code: 1,
+      stderr: `herald: ${path.join(flipped, 'herald-backup.json')} is not a manifest this version of Herald can restore\n`,
+    });
     fs.rmSync(path.join(damaged, 'herald-backup.json'));
     const partial = await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'r2'), damaged]);
     expect(partial).toMatchObject({ code: 1 });

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { copySegments } from '../../../src/store/backup';
+import { BackupError, copySegments } from '../../../src/store/backup';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
@@ -17,12 +17,20 @@ describe('backup: copying the log while retention deletes it', () => {
     expect(fs.readFileSync(path.join(to, name(2)), 'utf8')).toBe('segment 2');
   });
 
-  it('drops the segments older than one deleted before its turn, so the copy has no hole', () => {
+  it('counts segments retention deleted before their turn (oldest first), keeping the copy one run of segments', () => {
     const from = tmpDir();
     const to = tmpDir();
-    // Listed, then deleted by retention before it was copied: segments 0 and 1 were copied before it.
-    for (const n of [0, 1, 3, 4]) fs.writeFileSync(path.join(from, name(n)), `segment ${n}`);
-    expect(copySegments(from, to, [name(0), name(1), name(2), name(3), name(4)])).toBe(3);
+    // Listed, then deleted by retention (oldest first) before they were copied.
+    for (const n of [3, 4]) fs.writeFileSync(path.join(from, name(n)), `segment ${n}`);
+    expect(copySegments(from, to, [0, 1, 2, 3, 4].map(name))).toBe(3);
     expect(fs.readdirSync(to).sort()).toEqual([name(3), name(4)]);
+  });
+
+  it('abandons the backup when a segment goes while older ones remain: that is not retention', () => {
+    const from = tmpDir();
+    const to = tmpDir();
+    for (const n of [0, 1, 3, 4]) fs.writeFileSync(path.join(from, name(n)), `segment ${n}`);
+    expect(() => copySegments(from, to, [0, 1, 2, 3, 4].map(name))).toThrow(BackupError);
+    expect(() => copySegments(from, to, [0, 1, 2, 3, 4].map(name))).toThrow(/disappeared while older segments remain/);
   });
 });
