@@ -83,18 +83,21 @@ async function tail(ctx: Context, sql: string | undefined): Promise<void> {
   let lostAt: string | undefined;
   let everConnected = false;
   let delay = RECONNECT_MIN_MS;
+  /** When the stream last gave a byte: events after it may not have been shown. */
+  let heardAt = new Date();
   const connected = () => {
     everConnected = true;
     if (lostAt !== undefined) ctx.out.warn(`reconnected; events stored since ${lostAt} are not shown (herald events read)`);
     else if (!ctx.out.json) ctx.out.note(`tailing events stored at ${ctx.url}${sql ? ` matching ${sql}` : ''} (Ctrl-C to stop)`);
     lostAt = undefined;
-    delay = RECONNECT_MIN_MS;
   };
+  const heard = () => (heardAt = new Date());
   try {
     for (;;) {
       let reason: string;
+      const began = Date.now();
       try {
-        await followStream(ctx, sql, stopped.signal, connected);
+        await followStream(ctx, sql, stopped.signal, connected, heard);
         reason = 'the gateway closed it';
       } catch (err) {
         if (stopped.signal.aborted) return; // Ctrl-C / SIGTERM: a normal end
@@ -103,9 +106,11 @@ async function tail(ctx: Context, sql: string | undefined): Promise<void> {
         reason = err instanceof Error ? err.message : String(err);
       }
       if (lostAt === undefined) {
-        lostAt = new Date().toISOString();
+        lostAt = heardAt.toISOString();
         ctx.out.warn(`the stream from ${ctx.url} was lost (${reason}); reconnecting`);
       }
+      // A connection that lasted resets the backoff; one closed at once (a gateway refusing in its own way) does not.
+      if (Date.now() - began >= RECONNECT_MAX_MS) delay = RECONNECT_MIN_MS;
       if (!(await sleep(delay, stopped.signal))) return;
       delay = Math.min(delay * 2, RECONNECT_MAX_MS);
     }
@@ -152,7 +157,13 @@ function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
 }
 
 /** One connection of the tail: prints its events until it ends (resolves) or fails (rejects). */
-async function followStream(ctx: Context, sql: string | undefined, stopped: AbortSignal, connected: () => void): Promise<void> {
+async function followStream(
+  ctx: Context,
+  sql: string | undefined,
+  stopped: AbortSignal,
+  connected: () => void,
+  heard: () => void,
+): Promise<void> {
   const connection = new AbortController();
   const silent = () => connection.abort(new Error(`nothing for ${SILENCE_MS / 1000} s`));
   let watchdog = setTimeout(silent, SILENCE_MS);
@@ -175,6 +186,7 @@ async function followStream(ctx: Context, sql: string | undefined, stopped: Abor
       else ctx.out.line(eventLine(ctx.out, stored.partition, stored.offset, stored.event));
     });
     for await (const chunk of body) {
+      heard();
       clearTimeout(watchdog);
       watchdog = setTimeout(silent, SILENCE_MS);
       parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));

@@ -25,9 +25,6 @@ export class SseTooLargeError extends Error {
  * @see https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
  */
 export function createSseParser(onMessage: (message: SseMessage) => void): { push(text: string): void } {
-  let buffer = '';
-  /** Where the search for a line end resumes: everything before it has none. */
-  let scanned = 0;
   let event = '';
   let id: string | undefined;
   let data: string[] = [];
@@ -56,21 +53,35 @@ export function createSseParser(onMessage: (message: SseMessage) => void): { pus
     else if (name === 'id' && !value.includes('\0')) id = value;
   };
 
-  const lineEnd = /\r\n|\n|\r/g;
+  /** The line not ended yet, in the chunks it came in: joined once, when it ends (appending to one string made each chunk cost the whole line). */
+  let pending: string[] = [];
+  let pendingLength = 0;
+  /** A \r ended the last chunk: a \n starting the next one belongs to it. */
+  let afterCr = false;
   return {
     push(text: string) {
-      buffer += text;
       let start = 0;
-      lineEnd.lastIndex = scanned;
-      for (let match = lineEnd.exec(buffer); match; match = lineEnd.exec(buffer)) {
-        // A \r at the very end may be the first half of \r\n: it waits for the next chunk.
-        if (match[0] === '\r' && match.index === buffer.length - 1) break;
-        field(buffer.slice(start, match.index));
-        start = match.index + match[0].length;
+      if (afterCr && text.startsWith('\n')) start = 1;
+      afterCr = false;
+      for (let i = start; i < text.length; i++) {
+        const c = text.charCodeAt(i);
+        if (c !== 10 && c !== 13) continue;
+        pending.push(text.slice(start, i));
+        const line = pending.length === 1 ? pending[0]! : pending.join('');
+        pending = [];
+        pendingLength = 0;
+        field(line);
+        if (c === 13) {
+          if (i + 1 === text.length) afterCr = true;
+          else if (text.charCodeAt(i + 1) === 10) i++;
+        }
+        start = i + 1;
       }
-      buffer = buffer.slice(start);
-      scanned = buffer.endsWith('\r') ? buffer.length - 1 : buffer.length;
-      if (buffer.length > MAX_SSE_BYTES) throw new SseTooLargeError(`a stream line longer than ${MAX_SSE_BYTES} characters`);
+      if (start < text.length) {
+        pending.push(text.slice(start));
+        pendingLength += text.length - start;
+        if (pendingLength > MAX_SSE_BYTES) throw new SseTooLargeError(`a stream line longer than ${MAX_SSE_BYTES} characters`);
+      }
     },
   };
 }
