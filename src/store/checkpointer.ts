@@ -13,7 +13,9 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
     const { parentPort, workerData } = require('node:worker_threads');
     const Database = require(workerData.driver);
     const db = new Database(workerData.dbFile);
-    db.pragma('busy_timeout = 1000');
+    // TRUNCATE holds the write lock while it waits for readers: a long reader (herald backup's VACUUM INTO)
+    // must not stall herald.db's writers for long, so each try waits 100 ms at most (the next comes 100 ms on).
+    db.pragma('busy_timeout = 100');
     const fs = require('node:fs');
     const timer = setInterval(() => {
       try {
