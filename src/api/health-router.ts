@@ -25,11 +25,29 @@ export function createHealthRouter(deps: { store: EventLog; db?: Db; deliveryEna
   return router;
 }
 
+/** How long the check waits for herald.db's write lock: the delivery thread holds it for milliseconds at a time. */
+const LOCK_PROBE_MS = 50;
+
+/**
+ * Whether herald.db can be written now: its write lock is taken and given back at once (`BEGIN
+ * IMMEDIATE`, then `ROLLBACK`), waiting {@link LOCK_PROBE_MS} at most, so another process holding it
+ * (an operator's `sqlite3` shell) makes the gateway unready instead of `SELECT 1` calling it fine.
+ */
 function databaseCheck(db: Db): string {
+  if (!db.open || db.readonly) return 'not writable';
+  if (db.inTransaction) return 'ok'; // this thread is writing it: nothing to probe
+  const timeout = db.pragma('busy_timeout', { simple: true }) as number;
   try {
-    db.prepare('SELECT 1').get();
-    return db.open && !db.readonly ? 'ok' : 'not writable';
+    db.pragma(`busy_timeout = ${LOCK_PROBE_MS}`);
+    db.exec('BEGIN IMMEDIATE');
+    db.exec('ROLLBACK');
+    return 'ok';
   } catch (err) {
-    return (err as Error).message;
+    const code = (err as { code?: unknown }).code;
+    return typeof code === 'string' && code.startsWith('SQLITE_BUSY')
+      ? 'herald.db is locked by another process (its write lock is held): changes to subscriptions and delivery state wait'
+      : (err as Error).message;
+  } finally {
+    db.pragma(`busy_timeout = ${timeout}`);
   }
 }

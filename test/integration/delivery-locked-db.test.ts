@@ -178,3 +178,25 @@ describe('dead letters while herald.db is write-locked', () => {
     expect((await stats()).deadLetters).toBe(1);
   });
 });
+
+it('/readyz is 503 naming the lock while another process holds herald.db\'s write lock, and 200 again once it lets go (was 200 "ok" throughout)', async () => {
+  const gw: TestGateway = await startTestGateway({ HERALD_PARTITIONS: '1' });
+  try {
+    const other = new Database(path.join(gw.dataDir, 'herald.db'));
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      const locked = await fetch(`${gw.url}/readyz`);
+      expect(locked.status).toBe(503);
+      expect(((await locked.json()) as { checks: { database: string } }).checks.database).toMatch(
+        /herald\.db is locked by another process/,
+      );
+    } finally {
+      other.exec('ROLLBACK');
+      other.close();
+    }
+    const ready = await fetch(`${gw.url}/readyz`);
+    expect([ready.status, ((await ready.json()) as { checks: { database: string } }).checks.database]).toEqual([200, 'ok']);
+  } finally {
+    await gw.close();
+  }
+});
