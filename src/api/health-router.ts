@@ -12,11 +12,11 @@ export function createHealthRouter(deps: { store: EventLog; db?: Db; deliveryEna
   router.get('/healthz', requireScope('none'), (_req, res) => {
     res.json({ status: 'ok' });
   });
-  router.get('/readyz', requireScope('none'), (_req, res) => {
+  router.get('/readyz', requireScope('none'), async (_req, res) => {
     const checks: Record<string, string> = {};
     const storeHealth = deps.store.health();
     checks.log = storeHealth.writable ? 'ok' : (storeHealth.reason ?? 'not writable');
-    if (deps.db) checks.database = databaseCheck(deps.db);
+    if (deps.db) checks.database = await databaseCheck(deps.db);
     const ready = Object.values(checks).every((v) => v === 'ok');
     // Delivery switched off on purpose (HERALD_DELIVERY=off) is reported, not a reason to be unready.
     if (deps.deliveryEnabled === false) checks.delivery = 'off';
@@ -25,20 +25,32 @@ export function createHealthRouter(deps: { store: EventLog; db?: Db; deliveryEna
   return router;
 }
 
-/** How long the check waits for herald.db's write lock: the delivery thread holds it for milliseconds at a time. */
-const LOCK_PROBE_MS = 50;
+/** Tries at herald.db's write lock, apart: the delivery thread holds it for milliseconds at a time, another process for good. */
+const LOCK_TRIES = 5;
+const LOCK_TRY_GAP_MS = 100;
 
 /**
  * Whether herald.db can be written now: its write lock is taken and given back at once (`BEGIN
- * IMMEDIATE`, then `ROLLBACK`), waiting {@link LOCK_PROBE_MS} at most, so another process holding it
- * (an operator's `sqlite3` shell) makes the gateway unready instead of `SELECT 1` calling it fine.
+ * IMMEDIATE`, then `ROLLBACK`) without waiting in SQLite (the event loop never blocks), tried
+ * {@link LOCK_TRIES} times {@link LOCK_TRY_GAP_MS} apart, so another process holding it (an operator's
+ * `sqlite3` shell) makes the gateway unready instead of `SELECT 1` calling it fine.
  */
-function databaseCheck(db: Db): string {
-  if (!db.open || db.readonly) return 'not writable';
-  if (db.inTransaction) return 'ok'; // this thread is writing it: nothing to probe
+async function databaseCheck(db: Db): Promise<string> {
+  let last = '';
+  for (let tries = 0; tries < LOCK_TRIES; tries++) {
+    if (tries > 0) await new Promise((r) => setTimeout(r, LOCK_TRY_GAP_MS));
+    if (!db.open || db.readonly) return 'not writable';
+    if (db.inTransaction) return 'ok'; // this thread is writing it: nothing to probe
+    last = tryWriteLock(db);
+    if (last === 'ok' || !last.startsWith('herald.db is locked')) return last;
+  }
+  return last;
+}
+
+function tryWriteLock(db: Db): string {
   const timeout = db.pragma('busy_timeout', { simple: true }) as number;
   try {
-    db.pragma(`busy_timeout = ${LOCK_PROBE_MS}`);
+    db.pragma('busy_timeout = 0');
     db.exec('BEGIN IMMEDIATE');
     db.exec('ROLLBACK');
     return 'ok';
