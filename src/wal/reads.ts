@@ -9,6 +9,11 @@ import { verifyAndDecode } from './record';
 import type { LogWindows, Span } from './log-windows';
 import type { SegmentReads } from './segment-log';
 
+/** A corrupt record read again is logged at most this often. */
+const CORRUPT_LOG_EVERY_MS = 60_000;
+/** Corrupt records remembered for that, at most. */
+const CORRUPT_LOG_KEYS = 1024;
+
 export interface ReadsOptions {
   segments: SegmentReads;
   index: LogIndexRepo;
@@ -61,14 +66,23 @@ export function createReads(opts: ReadsOptions) {
     return rows;
   }
 
-  /** Verifies and decodes one record's bytes; undefined (and an error log) when they are not that record. */
+  /** When each corrupt record was last logged: a reader asking for it again and again is not a log flood. */
+  const corruptLogged = new Map<string, number>();
+
+  /** Verifies and decodes one record's bytes; undefined (and an error log, once a minute per record) when they are not that record. */
   function decodeAt(partition: number, entry: IndexEntry, frame: Buffer | undefined): StoredEvent | undefined {
     const record = frame && verifyAndDecode(frame, partition, entry.offset, segments.key);
     if (record) return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
-    log.error(
-      { partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length },
-      'log: corrupt record (checksum or header mismatch); it is not served',
-    );
+    const key = `${partition}:${entry.offset}`;
+    const now = Date.now();
+    if (now - (corruptLogged.get(key) ?? -Infinity) >= CORRUPT_LOG_EVERY_MS) {
+      if (corruptLogged.size >= CORRUPT_LOG_KEYS) corruptLogged.clear(); // bounded: many records at once log again, rarely
+      corruptLogged.set(key, now);
+      log.error(
+        { partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length },
+        'log: corrupt record (checksum or header mismatch); it is not served (logged once a minute per record)',
+      );
+    }
     return undefined;
   }
 

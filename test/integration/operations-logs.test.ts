@@ -1,7 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import request from 'supertest';
 import { configTable } from '../../src/config';
-import { MAIN_JS, killIfRunning, spawnGateway, type ChildGateway } from '../helpers/gateway';
+import fs from 'node:fs';
+import { MAIN_JS, killIfRunning, segmentFiles, spawnGateway, type ChildGateway } from '../helpers/gateway';
 import { postEventsRaw } from '../helpers/http';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
@@ -198,5 +199,27 @@ describe('trace context', () => {
       'ce-traceparent': traceparent,
       'ce-tracestate': 'congo=t61rcWkgMzE',
     });
+  });
+});
+
+describe('a corrupt record read again and again', () => {
+  it('is logged once a minute, not once a read (was one error line per read: a log flood any reader could cause)', async () => {
+    const dataDir = tmpDir();
+    const gw = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
+    try {
+      const res = await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, structured('flipped', 'logs.corrupt'));
+      expect(res.status).toBe(202);
+      // One byte of the record's data changed in place while the gateway runs.
+      const file = segmentFiles(dataDir)[0]!;
+      const bytes = fs.readFileSync(file);
+      const fd = fs.openSync(file, 'r+');
+      fs.writeSync(fd, Buffer.from([bytes.readUInt8(bytes.length - 2) ^ 0xff]), 0, 1, bytes.length - 2);
+      fs.closeSync(fd);
+      for (let i = 0; i < 30; i++) await request(gw.url).get('/events').query({ source: '/logs', id: 'flipped' }).expect(500);
+      await waitFor(() => lines(gw).some((l) => l.msg.startsWith('log: corrupt record')), { what: 'the error line' });
+      expect(lines(gw).filter((l) => l.msg.startsWith('log: corrupt record'))).toHaveLength(1);
+    } finally {
+      await killIfRunning(gw);
+    }
   });
 });
