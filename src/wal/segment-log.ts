@@ -536,7 +536,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       fs.write(writeFd, data, 0, data.length, null, (err, n) => (err ? reject(err) : resolve(n))),
     );
     seg.size += written;
-    if (written !== data.length) throw Object.assign(new Error(`short write: ${written} of ${data.length} bytes`), { code: 'EIO' });
+    // A file system writes less than asked when it has no room left (a quota, a full disk): what the next write would say.
+    if (written !== data.length)
+      throw Object.assign(new Error(`ENOSPC: short write: ${written} of ${data.length} bytes (no space left?)`), { code: 'ENOSPC' });
     return position;
   }
 
