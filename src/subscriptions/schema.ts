@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { DEFAULT_DISABLE_AFTER_FAILING_MS, DEFAULT_RETRY, MAX_RATE_PER_SECOND, MIN_RATE_PER_SECOND } from '../webhook-policy';
 import { AppError } from '../errors';
+import { isUriReference } from '../cloudevents/validate';
 
 const ms = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -157,9 +158,6 @@ const topLevelKeys = (issue: z.core.$ZodRawIssue): string | undefined => {
  * An absolute http(s) URL whose port, if given, can be connected to (1–65535; not 0), without user
  * info (`user:pass@`, which would be dropped: credentials go in `delivery.headers`).
  */
-/** The characters a URI may hold (RFC 3986: unreserved, reserved and `%`). */
-const URI_CHARS = /^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]*$/;
-
 export const sinkSchema = z
   .url({ protocol: /^https?$/, error: 'sink must be an absolute http(s) URL' })
   // An unparsable URL has already failed above; only its own error is reported then.
@@ -171,7 +169,7 @@ export const sinkSchema = z
   .refine((sink) => !/%(?![0-9A-Fa-f]{2})/.test(sink), 'sink has a % that is not followed by two hex digits')
   // An IRI (`http://ü.example/`, a space in the path) is kept as the URI it means, so every answer
   // carries a URI (`format: uri`); a sink that is already one is kept as given.
-  .transform((sink) => (URI_CHARS.test(sink) ? sink : new URL(sink).href));
+  .transform((sink) => (isUriReference(sink) ? sink : new URL(sink).href));
 
 /**
  * Create request. `ackMode` and `retry` are also accepted at the top level

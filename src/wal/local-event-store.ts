@@ -151,6 +151,9 @@ function watchIndexIntegrity(indexDb: Db, log: Logger): { damage(): string | und
  */
 function openOwnIndex(opts: LocalEventStoreOptions, identity: DataDirIdentity | undefined): Db {
   const file = path.join(opts.dataDir, INDEX_DB_FILE);
+  // Said before the scan, which on a large log takes a while before the gateway listens.
+  if (identity !== undefined && !fs.existsSync(file))
+    opts.log.warn({ file }, 'index.db is missing: it is rebuilt from the log before the gateway listens (a full scan)');
   let indexDb = openUndamagedIndex(file, opts.log);
   const known = identity?.id ?? createMetaRepo(opts.db).get('data_dir_id');
   const indexedFor = createMetaRepo(indexDb).get('data_dir_id');
