@@ -13,17 +13,25 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
     const { parentPort, workerData } = require('node:worker_threads');
     const Database = require(workerData.driver);
     const db = new Database(workerData.dbFile);
-    // TRUNCATE holds the write lock while it waits for readers: a long reader (herald backup's VACUUM INTO)
-    // must not stall herald.db's writers for long, so each try waits 100 ms at most (the next comes 100 ms on).
-    db.pragma('busy_timeout = 100');
+    // TRUNCATE takes the write lock and waits for readers: it never waits here (busy_timeout 0), and
+    // after a try that found readers (herald backup's VACUUM INTO, an operator's sqlite3 shell) only
+    // PASSIVE runs for a second, so herald.db's writers are never shut out by this thread.
+    db.pragma('busy_timeout = 0');
     const fs = require('node:fs');
+    let passiveUntil = 0;
     const timer = setInterval(() => {
       try {
         // checkpointBounded() of ./db, which this eval'd worker cannot import.
         let walBytes = 0;
         try { walBytes = fs.statSync(workerData.dbFile + '-wal').size; } catch {}
-        db.pragma(walBytes > workerData.maxWalBytes ? 'wal_checkpoint(TRUNCATE)' : 'wal_checkpoint(PASSIVE)');
-      } catch (err) { parentPort.postMessage({ error: String(err) }); }
+        if (walBytes > workerData.maxWalBytes && Date.now() >= passiveUntil) {
+          const [row] = db.pragma('wal_checkpoint(TRUNCATE)');
+          if (row && row.busy) passiveUntil = Date.now() + 1000;
+        } else db.pragma('wal_checkpoint(PASSIVE)');
+      } catch (err) {
+        if (String(err.code).startsWith('SQLITE_BUSY')) passiveUntil = Date.now() + 1000;
+        else parentPort.postMessage({ error: String(err) });
+      }
     }, workerData.intervalMs);
     parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); db.close(); parentPort.postMessage('stopped'); } });
   `;
