@@ -17,6 +17,8 @@ import {
 
 const SEGMENT_SUFFIX = '.seg';
 const KEY_FILE = 'frame.key';
+/** Frames read from the start of each segment to tell a foreign key from damage. */
+const KEY_CHECK_FRAMES = 16;
 /**
  * Bytes the search for the next intact record after damage may checksum. Data inside a damaged
  * record can make many positions look like plausible lengths; past this the damage cannot be
@@ -129,10 +131,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         throw new StartupError(`${file} is damaged; restore it from a backup of the data dir (the log cannot be verified without it)`);
       const key = frameKey(Buffer.from(hex, 'hex'));
       // Another log's key (a restore that mixed data dirs) verifies nothing: recovery would take the
-      // whole log for a torn tail. Checked on the first record of each segment: damage in some is fine.
-      if (!verifiesSomeFirstRecord(key)) {
+      // whole log for a torn tail. Damaged records are fine: the records after them verify.
+      if (!keyFitsLog(key)) {
         throw new StartupError(
-          `${file} verifies the first record of none of the log's segments: it is not this log's key, or every segment is damaged at its start; nothing was changed. ` +
+          `${file} verifies none of the log's records it was tried on: it is not this log's key; nothing was changed. ` +
             "Restore this data dir's frame.key (or the whole data dir) from a backup.",
         );
       }
@@ -147,23 +149,27 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return frameKey(secret);
   }
 
-  /** Whether `key` verifies the first record of some segment (true when no segment has a whole first record). */
-  function verifiesSomeFirstRecord(key: FrameKey): boolean {
-    let tried = 0;
+  /**
+   * Whether `key` can be this log's: false only when at least two frames of plausible length (the
+   * first few of each segment, walked by their length fields) fail under it and none verifies. Damage
+   * leaves later frames verifying; a foreign key verifies none. Legacy (unkeyed) frames and zeros are
+   * no evidence either way.
+   */
+  function keyFitsLog(key: FrameKey): boolean {
+    let failures = 0;
     for (const seg of segments) {
-      if (seg.size < FRAME_HEADER_BYTES) continue;
-      const bodyLength = readAt(seg, 0, FRAME_HEADER_BYTES).readUInt32LE(0);
-      const length = FRAME_HEADER_BYTES + bodyLength;
-      const status =
-        bodyLength < 1 || bodyLength > MAX_RECORD_BYTES
-          ? 'corrupt'
-          : length <= seg.size
-            ? checkFrame(readAt(seg, 0, length), 0, key).status
-            : 'incomplete';
-      if (status === 'ok' || status === 'newer') return true;
-      if (status !== 'incomplete') tried++;
+      for (let at = 0, n = 0; n < KEY_CHECK_FRAMES && at + FRAME_HEADER_BYTES <= seg.size; n++) {
+        const bodyLength = readAt(seg, at, FRAME_HEADER_BYTES).readUInt32LE(0);
+        const length = FRAME_HEADER_BYTES + bodyLength;
+        if (bodyLength < 1 || bodyLength > MAX_RECORD_BYTES || at + length > seg.size) break;
+        const frame = readAt(seg, at, length);
+        const status = checkFrame(frame, 0, key, false).status;
+        if (status === 'ok' || status === 'newer') return true;
+        if (checkFrame(frame, 0, LEGACY_FRAME_KEY).status !== 'ok') failures++;
+        at += length;
+      }
     }
-    return tried === 0;
+    return failures < 2;
   }
 
   function startsWithLegacyFrame(seg: Segment): boolean {
@@ -271,7 +277,6 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         if (result.torn && index === segments.length - 1) {
           // A record cut short at the end of the log whose own bytes look like many lengths (event data can):
           // a torn tail. Its bytes are copied aside before the cut, so nothing is destroyed either way.
-          copyAside(seg, result.badAt, seg.size);
           const truncatedBytes = cutTail(index, result.badAt, result.reason);
           return { end: end(), truncatedBytes, scannedBytes, lost };
         }
@@ -284,7 +289,6 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         // Whatever follows in this segment is set aside whole (copied first); later segments are scanned as they are.
         resume = { index: index + 1, inFile: 0 };
         if (index + 1 >= segments.length) {
-          copyAside(seg, result.badAt, seg.size);
           const truncatedBytes = cutTail(index, result.badAt, result.reason);
           return { end: end(), truncatedBytes, scannedBytes, lost };
         }
@@ -312,7 +316,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     opts.warn('log: cutting torn tail', { segment: seg.file, at: badAt, reason, truncatedBytes });
     // Copied aside first, whatever it holds: a cut is never the only copy of bytes (a wrong key or a
     // kind of damage not foreseen would otherwise destroy records for good).
-    if (seg.size > badAt && !fs.existsSync(`${seg.file}.corrupt-${badAt}`)) copyAside(seg, badAt, seg.size);
+    if (seg.size > badAt) copyAside(seg, badAt, seg.size);
     fs.truncateSync(seg.file, badAt);
     seg.size = badAt;
     for (const later of segments.splice(index + 1)) {

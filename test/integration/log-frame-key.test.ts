@@ -67,8 +67,30 @@ describe('the log key (wal/frame.key)', () => {
     const before = segmentFiles(dataDir).map((f) => fs.readFileSync(f));
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
     expect(refused.code).toBe(2);
-    expect(refused.stderr.trim()).toMatch(/^herald: .*frame\.key verifies the first record of none of the log's segments/);
+    expect(refused.stderr.trim()).toMatch(/^herald: .*frame\.key verifies none of the log's records it was tried on/);
     expect(segmentFiles(dataDir).map((f) => fs.readFileSync(f))).toEqual(before);
     expect(fs.readdirSync(path.join(dataDir, 'wal')).filter((f) => f.includes('.corrupt-'))).toEqual([]);
+  });
+
+  it('still starts with its own key when the first record of the only segment is damaged (damage, not a foreign key)', async () => {
+    const { dataDir, acked } = await storeAndStop(10);
+    const [file] = segmentFiles(dataDir);
+    const bytes = fs.readFileSync(file!);
+    bytes.writeUInt8(bytes.readUInt8(20) ^ 0xff, 20); // inside the first record's body
+    fs.writeFileSync(file!, bytes);
+    fs.rmSync(path.join(dataDir, 'index.db'));
+    // Refused as damage in the middle (9 intact records follow), not as a foreign key...
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/corrupt in the middle/);
+    // ...and skip-corrupt keeps the 9 (was refused outright by the key check, with or without it).
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir, HERALD_RECOVERY: 'skip-corrupt' });
+    try {
+      let found = 0;
+      for (const r of acked) if ((await lookupEvent(gw.url, r)).status === 200) found++;
+      expect(found).toBe(9);
+    } finally {
+      await gw.close();
+    }
   });
 });
