@@ -60,6 +60,7 @@ export function createSseParser(onMessage: (message: SseMessage) => void): { pus
   let afterCr = false;
   return {
     push(text: string) {
+      if (text.length === 0) return; // an empty chunk between \r and \n changes nothing
       let start = 0;
       if (afterCr && text.startsWith('\n')) start = 1;
       afterCr = false;

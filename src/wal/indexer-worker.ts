@@ -52,6 +52,8 @@ port.on('message', (message: ToIndexer) => {
 function drain(): void {
   try {
     while (queue.length > 0) {
+      // Stopped at the shutdown deadline: what is left is indexed at the next start (see the catch).
+      if (Atomics.load(stopFlag, 0) === 1) process.exit(0);
       const next = queue[0]!;
       if (next.type === 'index') {
         indexBatch();

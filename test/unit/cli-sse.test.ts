@@ -29,6 +29,13 @@ describe('createSseParser', () => {
     for (const size of [1, 2, 3, 7, 16]) expect(parse(stream, size)).toEqual(parse(stream));
   });
 
+  it('joins \\r and \\n split by an empty chunk (was two line ends)', () => {
+    const messages: SseMessage[] = [];
+    const parser = createSseParser((m) => messages.push(m));
+    for (const chunk of ['data: a\r', '', '\ndata: b\r\n', '\r\n']) parser.push(chunk);
+    expect(messages).toEqual([{ event: 'message', data: 'a\nb' }]);
+  });
+
   it('does not dispatch a message without data, and removes only one space after the colon', () => {
     expect(parse('event: x\n\ndata:  two spaces\nretry: 10\n\n')).toEqual([{ event: 'message', data: ' two spaces' }]);
   });
