@@ -24,7 +24,8 @@ export const MANIFEST_FILE = 'herald-backup.json';
 export interface BackupFile {
   path: string;
   bytes: number;
-  sha256: string;
+  /** Absent in a format-1 manifest. */
+  sha256?: string;
 }
 const DB_FILE = 'herald.db';
 const WAL_DIR = 'wal';
@@ -35,7 +36,8 @@ const RESERVATION_FILE = 'offsets.reserved';
 const SEGMENT = /^\d{20}\.seg$/;
 
 export interface BackupManifest {
-  format: 1;
+  /** 2: every file with its SHA-256. 1 (sizes only) is still restored. */
+  format: 2;
   /** When the copy began: every event acknowledged before it is in the backup. */
   startedAt: string;
   finishedAt: string;
@@ -80,7 +82,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     raiseRetentionFloors(path.join(source, DB_FILE), path.join(work, DB_FILE));
     syncTree(work);
     const manifest: BackupManifest = {
-      format: 1,
+      format: 2,
       startedAt,
       finishedAt: clock().toISOString(),
       source,
@@ -166,8 +168,10 @@ export function restoreDataDir(
     newIncarnation(path.join(work, DB_FILE), random(2 ** 31));
     syncTree(work);
     if (exists) {
-      // herald.json last: the rest is whole before the dir looks like a data dir.
-      const names = fs.readdirSync(work).sort((a, b) => Number(a === IDENTITY_FILE) - Number(b === IDENTITY_FILE));
+      // The log first, then herald.db, herald.json last: a restore cut short leaves a log without its
+      // database (the gateway refuses to start on it) or a whole one, never a database without its log.
+      const rank = (name: string) => (name === WAL_DIR ? 0 : name === DB_FILE ? 2 : name === IDENTITY_FILE ? 3 : 1);
+      const names = fs.readdirSync(work).sort((a, b) => rank(a) - rank(b));
       for (const name of names) fs.renameSync(path.join(work, name), path.join(target, name));
       fs.rmdirSync(work);
       fsyncPath(target);
@@ -202,7 +206,8 @@ function requireEmpty(dir: string): boolean {
     if (code === 'ENOENT') return false;
     throw new BackupError(`${dir} cannot be restored into: ${code === 'ENOTDIR' ? 'it is not a directory' : (err as Error).message}`);
   }
-  if (entries.length === 0) return true;
+  // An ext4 mount point holds lost+found: empty as far as a data dir goes.
+  if (entries.every((name) => name === 'lost+found')) return true;
   const running = entries.includes(LOCK_FILE) ? ' (stop the gateway first)' : '';
   throw new BackupError(`${dir} is not empty${running}: move it aside, then restore into it`);
 }
@@ -310,23 +315,24 @@ function readManifest(backupDir: string): BackupManifest {
       `${whole} (${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'it has no' : 'it has an unreadable'} ${MANIFEST_FILE})`,
     );
   }
-  if (manifest?.format !== 1 || !Array.isArray(manifest.files) || !manifest.files.every(isBackupFile)) {
+  const format = (manifest as { format?: unknown } | null)?.format;
+  if ((format !== 1 && format !== 2) || !Array.isArray(manifest!.files) || !manifest!.files.every((f) => isBackupFile(f, format === 2))) {
     throw new BackupError(`${file} is not a manifest this version of Herald can restore`);
   }
-  const paths = new Set(manifest.files.map((f) => f.path));
+  const paths = new Set(manifest!.files.map((f) => f.path));
   for (const needed of [IDENTITY_FILE, DB_FILE])
     if (!paths.has(needed)) throw new BackupError(`${whole} (its manifest lists no ${needed})`);
-  for (const f of manifest.files) {
+  for (const f of manifest!.files) {
     const at = path.join(backupDir, ...f.path.split('/'));
     const damaged = () =>
       new BackupError(`the backup ${path.resolve(backupDir)} is damaged: ${f.path} is missing or not the file its manifest gives`);
     if (!fs.existsSync(at) || fs.statSync(at).size !== f.bytes) throw damaged();
-    if (sha256Of(at) !== f.sha256) throw damaged();
+    if (f.sha256 !== undefined && sha256Of(at) !== f.sha256) throw damaged();
   }
   return manifest as BackupManifest;
 }
 
-function isBackupFile(f: unknown): f is BackupFile {
+function isBackupFile(f: unknown, hashed: boolean): f is BackupFile {
   const file = f as Partial<BackupFile> | null;
   return (
     typeof file?.path === 'string' &&
@@ -334,8 +340,7 @@ function isBackupFile(f: unknown): f is BackupFile {
     !file.path.includes('\\') &&
     Number.isSafeInteger(file.bytes) &&
     file.bytes! >= 0 &&
-    typeof file.sha256 === 'string' &&
-    /^[0-9a-f]{64}$/.test(file.sha256)
+    (hashed ? typeof file.sha256 === 'string' && /^[0-9a-f]{64}$/.test(file.sha256) : file.sha256 === undefined)
   );
 }
 

@@ -183,6 +183,14 @@ describe('herald backup / herald restore', () => {
       code: 1,
       stderr: `herald: ${path.join(flipped, 'herald-backup.json')} is not a manifest this version of Herald can restore\n`,
     });
+    // A format-1 manifest (sizes only, before SHA-256s) is still restored.
+    const older = path.join(tmpDir(), 'older');
+    fs.cpSync(backupDir, older, { recursive: true });
+    const manifest = JSON.parse(fs.readFileSync(path.join(older, 'herald-backup.json'), 'utf8'));
+    manifest.format = 1;
+    for (const f of manifest.files) delete f.sha256;
+    fs.writeFileSync(path.join(older, 'herald-backup.json'), JSON.stringify(manifest));
+    expect(await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'r5'), older])).toMatchObject({ code: 0 });
     fs.rmSync(path.join(damaged, 'herald-backup.json'));
     const partial = await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'r2'), damaged]);
     expect(partial).toMatchObject({ code: 1 });
