@@ -1374,7 +1374,10 @@ export interface components {
              * @description `rejected_status`: the receiver answered a status that is not retried (3xx, 4xx but 408, 409,
              *     410, 425, 429). `max_attempts`: retries ran out. `receiver_rejected`: `reject` callback.
              *     `corrupt_record`: the stored record fails its checksum and is never delivered; no filter can
-             *     read it, so every subscription that reaches it dead-letters it. `sink_not_allowed`: with
+             *     read it, so every subscription that reaches it dead-letters it. On the JetStream engine during
+             *     a rolling upgrade, also an event a newer Herald node stored in a format this node cannot read
+             *     (`lastError` says so): redeliver it once every node is upgraded; its filter is checked then,
+             *     and it arrives after the later events of its partition. `sink_not_allowed`: with
              *     `HERALD_SINK_ALLOW_PRIVATE=false`, the sink's host resolved to a restricted address when
              *     delivery connected (for example after a DNS change); nothing was sent, the attempt is not
              *     retried, and `lastError` names the address.

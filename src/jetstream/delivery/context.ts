@@ -33,6 +33,8 @@ export interface AttemptTarget {
   offset: number;
   generation: number;
   redrive: boolean;
+  /** A redelivery whose filter was never checked (a corrupt_record dead letter): checked now. */
+  filter?: boolean;
   /** The `herald-previous-offset` this event is sent with (kept so that a redelivery after a crash sends the same). */
   previousOffset?: number | null;
   /** Sent under `ordering: partition`: its mark then says every offset below it is finished (see `positions.ts`). */

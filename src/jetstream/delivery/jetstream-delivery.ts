@@ -336,7 +336,10 @@ async function composeEngine(parts: {
         : await allDeadLetters(id);
       for (const row of rows) {
         // A new message (fresh delivery count) in the redrive queue, then the dead letter goes.
-        await js.publish(names.redriveSubject(id), JSON.stringify({ partition: row.partition, offset: row.offset }), {
+        // A corrupt_record dead letter never had its filter checked (its event could not be read: a
+        // newer node's, during a rolling upgrade): its redelivery checks it.
+        const redrive = { partition: row.partition, offset: row.offset, ...(row.reason === 'corrupt_record' ? { filter: true } : {}) };
+        await js.publish(names.redriveSubject(id), JSON.stringify(redrive), {
           msgID: `rd_${idToken(id)}_${row.id}`,
         });
         await ctx.deadLetters.remove(id, row.id);

@@ -54,8 +54,20 @@ async function locate(ctx: EngineContext, sub: SubscriptionView, msg: JsMsg, sou
     const target = { reply: replyOf(msg), subscriptionId: sub.id, ...source, offset: msg.seq - 1, redrive: false };
     return { target, event: decodeOr(msg.data, formatOf(msg.headers)), storedAt: Math.floor(msg.info.timestampNanos / 1e6) };
   }
-  const { partition, offset } = JSON.parse(Buffer.from(msg.data).toString('utf8')) as { partition: number; offset: number };
-  const target = { reply: replyOf(msg), subscriptionId: sub.id, partition, offset, generation: sub.generation(partition), redrive: true };
+  const { partition, offset, filter } = JSON.parse(Buffer.from(msg.data).toString('utf8')) as {
+    partition: number;
+    offset: number;
+    filter?: boolean;
+  };
+  const target = {
+    reply: replyOf(msg),
+    subscriptionId: sub.id,
+    partition,
+    offset,
+    generation: sub.generation(partition),
+    redrive: true,
+    ...(filter === true ? { filter: true } : {}),
+  };
   try {
     const stored = await (ctx.jsm as WithDirectGet).direct.getMessage(ctx.events.stream(partition), { seq: offset + 1 });
     return { target, event: decodeOr(stored.data, formatOf(stored.header)), storedAt: stored.time.getTime() };
@@ -108,7 +120,7 @@ export async function handleMessage(
     const error = 'the stored event cannot be read; it is never delivered';
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'corrupt_record' }, target, { ...last, lastError: error }, deliveryId);
   }
-  if (!target.redrive && !sub.matches(event.attributes as Attributes)) return msg.ack();
+  if ((!target.redrive || target.filter) && !sub.matches(event.attributes as Attributes)) return msg.ack();
   // One delivery past the last attempt is sent, as the local engine sends an attempt a restart cut or a
   // 410 paused: the node holding it stopped, or a 410's -NAK counted. Past that (retry.maxAttempts was
   // lowered below the attempts made, or nodes kept stopping) it is dead-lettered without a request.
