@@ -17,8 +17,12 @@ import {
 
 const SEGMENT_SUFFIX = '.seg';
 const KEY_FILE = 'frame.key';
-/** Frames read from the start of each segment to tell a foreign key from damage. */
-const KEY_CHECK_FRAMES = 16;
+/** Bytes read from the start of each segment to tell a foreign key from damage. */
+const KEY_CHECK_BYTES = 4 * 1024 * 1024;
+/** ...and of all segments together: a start never reads more for it. */
+const KEY_CHECK_TOTAL_BYTES = 16 * 1024 * 1024;
+/** The version byte of a keyed (version-2) record. */
+const KEYED_VERSION = 2;
 /**
  * Bytes the search for the next intact record after damage may checksum. Data inside a damaged
  * record can make many positions look like plausible lengths; past this the damage cannot be
@@ -132,7 +136,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       const key = frameKey(Buffer.from(hex, 'hex'));
       // Another log's key (a restore that mixed data dirs) verifies nothing: recovery would take the
       // whole log for a torn tail. Damaged records are fine: the records after them verify.
-      if (!keyFitsLog(key)) {
+      if (keyEvidence(key) === 'foreign') {
         throw new StartupError(
           `${file} verifies none of the log's records it was tried on: it is not this log's key; nothing was changed. ` +
             "Restore this data dir's frame.key (or the whole data dir) from a backup.",
@@ -141,7 +145,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       return key;
     }
     const first = segments.find((seg) => seg.size > 0);
-    if (first && !startsWithLegacyFrame(first)) {
+    // Only a log of version-1 records alone gets a key now: one keyed record anywhere means it had one.
+    if (first && (!startsWithLegacyFrame(first) || keyEvidence(undefined) === 'foreign')) {
       throw new StartupError(`${file} is missing, and the log's records need it to be verified; restore it from a backup of the data dir`);
     }
     const secret = randomBytes(16);
@@ -150,26 +155,34 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   }
 
   /**
-   * Whether `key` can be this log's: false only when at least two frames of plausible length (the
-   * first few of each segment, walked by their length fields) fail under it and none verifies. Damage
-   * leaves later frames verifying; a foreign key verifies none. Legacy (unkeyed) frames and zeros are
-   * no evidence either way.
+   * What the frames at the start of the log's segments (newest segment first, walked by their length
+   * fields, {@link KEY_CHECK_BYTES} of each at most) say about `key`: 'fits' when one verifies under
+   * it; 'foreign' when two or more keyed frames (version byte 2, not legacy) do not and none does;
+   * else 'unknown' (legacy frames, zeros and cut-short frames are no evidence). Damage leaves other
+   * frames verifying; a foreign key verifies none. Without a key (`undefined`), a keyed frame found
+   * is 'foreign' at once: the log had a key.
    */
-  function keyFitsLog(key: FrameKey): boolean {
+  function keyEvidence(key: FrameKey | undefined): 'fits' | 'foreign' | 'unknown' {
     let failures = 0;
-    for (const seg of segments) {
-      for (let at = 0, n = 0; n < KEY_CHECK_FRAMES && at + FRAME_HEADER_BYTES <= seg.size; n++) {
+    let budget = KEY_CHECK_TOTAL_BYTES;
+    for (const seg of [...segments].reverse()) {
+      for (let at = 0; at + FRAME_HEADER_BYTES <= Math.min(seg.size, KEY_CHECK_BYTES) && budget > 0;) {
         const bodyLength = readAt(seg, at, FRAME_HEADER_BYTES).readUInt32LE(0);
         const length = FRAME_HEADER_BYTES + bodyLength;
         if (bodyLength < 1 || bodyLength > MAX_RECORD_BYTES || at + length > seg.size) break;
         const frame = readAt(seg, at, length);
-        const status = checkFrame(frame, 0, key, false).status;
-        if (status === 'ok' || status === 'newer') return true;
-        if (checkFrame(frame, 0, LEGACY_FRAME_KEY).status !== 'ok') failures++;
         at += length;
+        budget -= length;
+        if (checkFrame(frame, 0, LEGACY_FRAME_KEY).status === 'ok') continue; // unkeyed: says nothing of the key
+        if (key) {
+          const status = checkFrame(frame, 0, key, false).status;
+          if (status === 'ok' || status === 'newer') return 'fits';
+        }
+        if (frame.readUInt8(FRAME_HEADER_BYTES) !== KEYED_VERSION) continue; // damage, not a keyed frame
+        if (!key || ++failures >= 2) return 'foreign';
       }
     }
-    return failures < 2;
+    return 'unknown';
   }
 
   function startsWithLegacyFrame(seg: Segment): boolean {

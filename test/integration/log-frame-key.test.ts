@@ -93,4 +93,29 @@ describe('the log key (wal/frame.key)', () => {
       await gw.close();
     }
   });
+
+  it('refuses a log that began before keys (version-1 records) and then got one, when its key is lost or foreign (was: a new key, and every keyed record cut)', async () => {
+    const { dataDir } = await storeAndStop(12);
+    for (const file of segmentFiles(dataDir)) {
+      fs.writeFileSync(file, Buffer.concat(frames(file).map((f) => encodeRecord(decodeRecord(f), LEGACY_FRAME_KEY))));
+    }
+    fs.rmSync(path.join(dataDir, 'wal', 'frame.key'));
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir });
+    for (let i = 0; i < 5; i++) expect((await postBinary(gw.url, { source: '/key', id: `keyed-${i}` })).status).toBe(202);
+    await gw.close();
+    const before = segmentFiles(dataDir).map((f) => fs.readFileSync(f));
+    const key = path.join(dataDir, 'wal', 'frame.key');
+    const own = fs.readFileSync(key);
+    fs.rmSync(key);
+    const lost = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(lost.code).toBe(2);
+    expect(lost.stderr).toMatch(/frame\.key is missing/);
+    const other = await storeAndStop(1);
+    fs.copyFileSync(path.join(other.dataDir, 'wal', 'frame.key'), key);
+    const foreign = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(foreign.code).toBe(2);
+    expect(foreign.stderr).toMatch(/it is not this log's key/);
+    expect(segmentFiles(dataDir).map((f) => fs.readFileSync(f))).toEqual(before);
+    fs.writeFileSync(key, own);
+  });
 });
