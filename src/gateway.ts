@@ -14,7 +14,7 @@ import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-ev
 import { createLogger, type Logger } from './logger';
 import { startCheckpointer } from './store/checkpointer';
 import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
-import { lockDataDir, unusable } from './store/data-dir';
+import { lockDataDir, refuseUnfinishedRestore, unusable } from './store/data-dir';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 import { createSqliteSubscriptionStore } from './store/subscriptions-store';
@@ -49,6 +49,7 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
   const dbFile = path.join(config.dataDir, 'herald.db');
   let db: Db | undefined;
   try {
+    refuseUnfinishedRestore(config.dataDir);
     db = openDatabase(dbFile);
     const store = openLocalEventStore({
       dataDir: config.dataDir,

@@ -103,6 +103,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
 function removeAbandoned(dest: string): void {
   const dir = path.dirname(dest);
   const prefix = `${path.basename(dest)}.partial-`;
+  if (!fs.existsSync(dir)) return;
   for (const name of fs.readdirSync(dir)) {
     if (!name.startsWith(prefix)) continue;
     const pid = Number(name.slice(prefix.length));
@@ -154,6 +155,7 @@ export function restoreDataDir(
   const manifest = readManifest(backupDir);
   const target = path.resolve(dataDir);
   const exists = requireEmpty(target);
+  if (!exists) removeAbandoned(target);
   // Inside the target when it exists (a mount point, a symlink: renames stay on its file system),
   // else beside it; either way it becomes the data dir only once whole.
   const work = exists ? path.join(target, `.restore-${process.pid}`) : `${target}.partial-${process.pid}`;

@@ -110,6 +110,22 @@ export interface DataDirIdentity {
   createdAt: string;
 }
 
+/**
+ * A `herald restore` into this dir that did not finish leaves its staging dir (`.restore-<pid>`):
+ * what was moved in so far is not a data dir to start on (or to start afresh in).
+ * @throws StartupError naming it
+ */
+export function refuseUnfinishedRestore(dataDir: string): void {
+  const staging = fs.readdirSync(dataDir).find((name) => RESTORE_STAGING.test(name));
+  if (staging === undefined) return;
+  throw new StartupError(
+    `data dir ${path.resolve(dataDir)} holds ${staging}: a herald restore into it did not finish. Empty the dir and run the restore again`,
+  );
+}
+
+/** The staging dir `herald restore` makes inside an existing target: `.restore-<pid>`. */
+export const RESTORE_STAGING = /^\.restore-\d+$/;
+
 export function readIdentity(dataDir: string): DataDirIdentity | undefined {
   const file = path.join(dataDir, IDENTITY_FILE);
   let text: string;

@@ -9,7 +9,7 @@ import path from 'node:path';
 import request from 'supertest';
 import { webhookIdOf } from '../../src/delivery/request';
 import { runHerald } from '../helpers/cli';
-import { lookupEvent, postBatch, useChildGateways, type AppendResultBody, type TestEvent } from '../helpers/gateway';
+import { lookupEvent, postBatch, runGatewayUntilExit, useChildGateways, type AppendResultBody, type TestEvent } from '../helpers/gateway';
 import { useReceivers, waitFor } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -140,6 +140,14 @@ describe('herald backup / herald restore', () => {
     const again = await spawnGateway(env(link));
     expect((await lookupEvent(again.url, stored!)).body).toMatchObject({ offset: stored!.offset });
   }, 60_000);
+
+  it('a gateway refuses a data dir a restore did not finish in (was: it started on what had been moved in, reusing offsets)', async () => {
+    const dir = tmpDir();
+    fs.mkdirSync(path.join(dir, '.restore-4242'));
+    const refused = await runGatewayUntilExit(env(dir));
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/holds \.restore-4242: a herald restore into it did not finish/);
+  });
 
   it('refuses what it cannot do whole, with one line and exit 1', async () => {
     const source = tmpDir();
