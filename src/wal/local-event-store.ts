@@ -431,6 +431,14 @@ function openLog(
       `data dir ${opts.dataDir} was created with ${recorded} partitions; HERALD_PARTITIONS=${opts.partitions} would re-route keys. Start with HERALD_PARTITIONS=${recorded}.`,
     );
   }
+  // herald.db used before, and no log: the log was lost (a wal/ deleted, a restore cut short). A new
+  // one would hand out the acknowledged offsets again.
+  if (meta.get('partitions') !== undefined && !hasSegments(walDir(opts))) {
+    throw new StartupError(
+      `${walDir(opts)} holds no log, but ${path.join(opts.dataDir, 'herald.db')} shows this data dir stored events: a new log would give their offsets to new events. ` +
+        'Restore wal/ (or the whole data dir) from a backup; to start over instead, move the data dir aside.',
+    );
+  }
   const segments = openSegmentLog({
     dir: walDir(opts),
     segmentBytes: opts.segmentBytes,
@@ -492,6 +500,16 @@ function openLog(
 const DAMAGED_INDEX = 'index.db is damaged: nothing is stored until the gateway restarts and rebuilds it from the log';
 
 const walDir = (opts: Pick<LocalEventStoreOptions, 'dataDir'>) => path.join(opts.dataDir, 'wal');
+
+/** Whether `dir` holds a log segment file (it may be empty: retention can leave just the active one). */
+function hasSegments(dir: string): boolean {
+  try {
+    return fs.readdirSync(dir).some((name) => /^\d{20}\.seg$/.test(name));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
+    throw err;
+  }
+}
 
 /**
  * `herald.db` holds what the log cannot rebuild (subscriptions, their offsets, dead letters). A

@@ -149,6 +149,20 @@ describe('herald backup / herald restore', () => {
     expect(refused.stderr).toMatch(/holds \.restore-4242: a herald restore into it did not finish/);
   });
 
+  it('a gateway refuses a data dir whose log is gone but whose herald.db stored events (was: a new log, the acknowledged offsets handed out again)', async () => {
+    const dir = tmpDir();
+    const gw = await spawnGateway(env(dir));
+    await postBatch(gw.url, [event('before-the-loss')]);
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    fs.rmSync(path.join(dir, 'wal'), { recursive: true });
+    fs.rmSync(path.join(dir, 'index.db'), { force: true });
+    const refused = await runGatewayUntilExit(env(dir));
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/holds no log, but .*herald\.db shows this data dir stored events/);
+    expect(fs.existsSync(path.join(dir, 'wal'))).toBe(false);
+  });
+
   it('refuses what it cannot do whole, with one line and exit 1', async () => {
     const source = tmpDir();
     const gw = await spawnGateway(env(source));
