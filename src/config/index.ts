@@ -305,7 +305,8 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     minFreeBytes: raw.HERALD_MIN_FREE_BYTES,
     idempotencyWindowMs: raw.HERALD_IDEMPOTENCY_WINDOW,
     logLevel: raw.HERALD_LOG_LEVEL,
-    publicUrl: raw.HERALD_PUBLIC_URL?.replace(/\/+$/, ''),
+    // As a URL parser reads it (`/a/..` resolved, `\\` as `/`, an empty `:@` dropped): ack URLs are built on it by appending.
+    publicUrl: raw.HERALD_PUBLIC_URL === undefined ? undefined : new URL(raw.HERALD_PUBLIC_URL).href.replace(/\/+$/, ''),
     apiKeysRaw: raw.HERALD_API_KEYS,
     allowUnauthenticated: raw.HERALD_ALLOW_UNAUTHENTICATED,
     sinkAllowPrivate: raw.HERALD_SINK_ALLOW_PRIVATE,

@@ -50,6 +50,10 @@ describe('loadConfig', () => {
 
   it('refuses a HERALD_PUBLIC_URL that callback paths cannot be appended to', () => {
     expect(loadConfig({ HERALD_PUBLIC_URL: 'https://herald.example/api/' }).publicUrl).toBe('https://herald.example/api');
+    // Read as a URL parser reads it: receivers resolve the ack URLs built on it the same way.
+    expect(loadConfig({ HERALD_PUBLIC_URL: 'http://h/a/..' }).publicUrl).toBe('http://h');
+    expect(loadConfig({ HERALD_PUBLIC_URL: 'http://h/a\\' }).publicUrl).toBe('http://h/a');
+    expect(loadConfig({ HERALD_PUBLIC_URL: 'http://:@h/' }).publicUrl).toBe('http://h');
     // A bare ? or # too (was accepted: ack URLs then pointed at /).
     for (const url of [
       'http://herald.example/api?tenant=a',
