@@ -21,43 +21,44 @@ async function storeAndStop(n: number): Promise<string> {
 
 const walFiles = (dataDir: string) => fs.readdirSync(path.join(dataDir, 'wal')).sort();
 
+/** The only segment's bytes, where its last record starts, that record, and format-3 frames after it (as a newer Herald would write them). */
+function laterFormat(dataDir: string) {
+  const file = segmentFiles(dataDir)[0]!;
+  const secret = Buffer.from(fs.readFileSync(path.join(dataDir, 'wal', 'frame.key'), 'utf8').trim(), 'hex');
+  const bytes = fs.readFileSync(file);
+  let at = 0;
+  while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
+  const record = decodeRecord(bytes.subarray(at));
+  const newer = (n: number) => encodeRecord({ ...record, offset: record.offset + n }, { ...frameKey(secret), version: 3 });
+  return { file, bytes, lastAt: at, newer };
+}
+
 describe('a data dir from a newer Herald', () => {
   it('is refused when its log ends with records of a later format, which stay as they are', async () => {
     const dataDir = await storeAndStop(3);
-    const [file] = segmentFiles(dataDir);
-    const secret = Buffer.from(fs.readFileSync(path.join(dataDir, 'wal', 'frame.key'), 'utf8').trim(), 'hex');
     // What a Herald writing format 3 would append: the same body under a version byte of 3, checksummed with the key.
-    const bytes = fs.readFileSync(file!);
-    let at = 0;
-    while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
-    const record = decodeRecord(bytes.subarray(at));
-    fs.appendFileSync(file!, encodeRecord({ ...record, offset: record.offset + 1 }, { ...frameKey(secret), version: 3 }));
-    const before = fs.readFileSync(file!);
+    const { file, newer } = laterFormat(dataDir);
+    fs.appendFileSync(file, newer(1));
+    const before = fs.readFileSync(file);
     const files = walFiles(dataDir);
 
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
     // Was: started, after cutting the newer record as a torn tail.
     expect(refused.code).toBe(2);
     expect(refused.stderr.trim()).toMatch(/^herald: .*\.seg holds records of format 3 from byte \d+: a newer version of Herald wrote them/);
-    expect(fs.readFileSync(file!)).toEqual(before);
+    expect(fs.readFileSync(file)).toEqual(before);
     expect(walFiles(dataDir)).toEqual(files);
   });
 
   it('is refused when records of a later format follow a damaged one (was: all cut as a torn tail)', async () => {
     const dataDir = await storeAndStop(3);
-    const [file] = segmentFiles(dataDir);
-    const secret = Buffer.from(fs.readFileSync(path.join(dataDir, 'wal', 'frame.key'), 'utf8').trim(), 'hex');
-    const bytes = fs.readFileSync(file!);
-    let at = 0;
-    while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
-    const record = decodeRecord(bytes.subarray(at));
-    bytes.writeUInt8(bytes.readUInt8(at + 20) ^ 0xff, at + 20); // the last record damaged
-    const newer = [1, 2, 3].map((n) => encodeRecord({ ...record, offset: record.offset + n }, { ...frameKey(secret), version: 3 }));
-    fs.writeFileSync(file!, Buffer.concat([bytes, ...newer]));
-    const before = fs.readFileSync(file!);
+    const { file, bytes, lastAt, newer } = laterFormat(dataDir);
+    bytes.writeUInt8(bytes.readUInt8(lastAt + 20) ^ 0xff, lastAt + 20); // the last record damaged
+    fs.writeFileSync(file, Buffer.concat([bytes, newer(1), newer(2), newer(3)]));
+    const before = fs.readFileSync(file);
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
     expect(refused.code).toBe(2);
-    expect(fs.readFileSync(file!)).toEqual(before);
+    expect(fs.readFileSync(file)).toEqual(before);
   });
 
   it('is refused when herald.db has a schema migration this version does not have', async () => {
