@@ -8,6 +8,7 @@ import request from 'supertest';
 import { StartupError } from '../../src/errors';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { FORMAT_HEADER } from '../../src/jetstream/codec';
+import { deliveryNames } from '../../src/jetstream/delivery/names';
 import { idempotencyKey, jetStreamNames } from '../../src/jetstream/names';
 import { partitionStreamConfig } from '../../src/jetstream/provision';
 import { useJetStreamCluster } from '../helpers/gateway';
@@ -149,6 +150,54 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
         .query({ from: newer.seq - 1, limit: 1 });
       expect({ status: at.status, code: at.body.code }).toEqual({ status: 503, code: 'unavailable' });
       expect(at.body.detail).toMatch(/stored by a newer version of Herald than this node runs/);
+      await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+    } finally {
+      await receiver.close();
+    }
+  });
+
+  it("a corrupt_record dead letter is redelivered only where the subscription's filter matches (its filter was never checked)", async () => {
+    const receiver = await startReceiver();
+    const publish = (id: string, type: string) =>
+      request(gw.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/tamper', 'ce-type': type, 'content-type': 'application/json' })
+        .send('{}')
+        .expect(202);
+    try {
+      const sub = (
+        await request(gw.url)
+          .post('/subscriptions')
+          .send({ sink: receiver.url, filters: [{ exact: { type: 'wanted' } }] })
+          .expect(201)
+      ).body as { id: string };
+      const wanted = (await publish('dl-wanted', 'wanted')).body.results[0] as { partition: number; offset: number };
+      const unwanted = (await publish('dl-unwanted', 'unwanted')).body.results[0] as { partition: number; offset: number };
+      await waitUntil('the wanted event delivered', async () => receiver.requests.length === 1, 10_000);
+      // Dead letters as an older node writes them for events it could not read (a newer node's, mid upgrade).
+      const js = gw.store.connection.jetstream();
+      for (const [n, at] of [wanted, unwanted].entries()) {
+        const row = {
+          subscriptionId: sub.id,
+          ...at,
+          attempts: 1,
+          lastStatus: null,
+          lastError: 'stored by a newer version of Herald',
+          reason: 'corrupt_record',
+          deadAt: Date.now(),
+        };
+        await js.publish(deliveryNames(prefix).deadSubject(sub.id), JSON.stringify(row), { msgID: `hand-${sub.id}-${n}` });
+      }
+      await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).expect(202);
+      await waitUntil(
+        'the wanted redelivery',
+        async () => receiver.requests.some((r) => r.headers['herald-redelivery'] !== undefined),
+        10_000,
+      );
+      await new Promise((r) => setTimeout(r, 1000));
+      // Was: both sent, the unwanted one to a receiver that never subscribed to its type.
+      expect(receiver.requests.map((r) => r.headers['ce-id'])).toEqual(['dl-wanted', 'dl-wanted']);
+      expect((await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters`).expect(200)).body.deadLetters).toEqual([]);
       await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
     } finally {
       await receiver.close();
