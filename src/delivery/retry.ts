@@ -41,5 +41,13 @@ export function parseRetryAfter(value: string | undefined, now: number): number 
   if (!HTTP_DATE.test(trimmed)) return undefined;
   // asctime carries no zone: it is GMT.
   const date = Date.parse(trimmed.endsWith('GMT') ? trimmed : `${trimmed} GMT`);
-  return Number.isNaN(date) ? undefined : Math.max(0, date - now);
+  if (Number.isNaN(date)) return undefined;
+  // A day the month does not have (31 Feb) is rolled forward by Date.parse: no such date, so unreadable.
+  const day = Number(
+    /, (\d{2})[ -]|^\w{3} \w{3} ([ \d]\d) /
+      .exec(trimmed)!
+      .slice(1)
+      .find((d) => d !== undefined),
+  );
+  return new Date(date).getUTCDate() === day ? Math.max(0, date - now) : undefined;
 }

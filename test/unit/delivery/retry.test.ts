@@ -107,10 +107,22 @@ describe('parseRetryAfter', () => {
   });
 
   // '-1', '1.5' and '3, 4' were read by Date.parse as dates long past: "retry now", no backoff.
-  it.each([undefined, '', 'soon', 'later please', 'NaN', '1e3x', '-1', '-5', '1.5', '3, 4', '2025-03-04T05:06:17Z'])(
-    'ignores %j',
-    (value) => {
-      expect(parseRetryAfter(value, now)).toBeUndefined();
-    },
-  );
+  it.each([
+    undefined,
+    '',
+    'soon',
+    'later please',
+    'NaN',
+    '1e3x',
+    '-1',
+    '-5',
+    '1.5',
+    '3, 4',
+    '2025-03-04T05:06:17Z',
+    'Sat, 31 Feb 2026 00:00:00 GMT',
+    'Tuesday, 30-Feb-25 05:06:17 GMT',
+    'Tue Feb 30 05:06:17 2025',
+  ])('ignores %j', (value) => {
+    expect(parseRetryAfter(value, now)).toBeUndefined();
+  });
 });
