@@ -26,6 +26,12 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
   }, 60_000);
 
   const kv = (bucket: string) => gw.store.connection.jetstream().views.kv(bucket);
+  /** `POST /events` of one binary-mode event from `/tamper` with `{}` as its data (`ce-type` t unless `extra` says otherwise). */
+  const publishEvent = (id: string, extra: Record<string, string> = {}) =>
+    request(gw.url)
+      .post('/events')
+      .set({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json', ...extra })
+      .send('{}');
   const expectCorrupt = (res: request.Response) => {
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
     expect({ status: res.status, code: res.body.code }).toEqual({ status: 500, code: 'corrupt_record' });
@@ -53,22 +59,13 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
   it("an idempotency record that is not Herald's is a corrupt_record problem for that event only", async () => {
     const idem = await kv(`${prefix}_idem`);
     await idem.put(idempotencyKey('/tamper', 'garbled'), 'not json');
-    const publish = (id: string) =>
-      request(gw.url)
-        .post('/events')
-        .set({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json' })
-        .send('{}');
-    expectCorrupt(await publish('garbled'));
+    expectCorrupt(await publishEvent('garbled'));
     expectCorrupt(await request(gw.url).get('/events').query({ source: '/tamper', id: 'garbled' }));
-    expect((await publish('intact')).status).toBe(202);
+    expect((await publishEvent('intact')).status).toBe(202);
   });
 
   it('a resend of an event purged from its stream is stored again, as after retention on the local engine', async () => {
-    const send = () =>
-      request(gw.url)
-        .post('/events')
-        .set({ 'ce-specversion': '1.0', 'ce-id': 'purged', 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json' })
-        .send('{}');
+    const send = () => publishEvent('purged');
     const stored = (await send().expect(202)).body.results[0] as { partition: number; offset: number };
     const jsm = await gw.store.connection.jetstreamManager();
     await jsm.streams.purge(`${prefix}_p${stored.partition}`);
@@ -91,19 +88,7 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
 
   it('an event message a newer node marks as a later format (a rolling upgrade) is dead-lettered to be redelivered later, and reads stop before it; one published by hand stays damage', async () => {
     const receiver = await startReceiver();
-    const publish = (id: string) =>
-      request(gw.url)
-        .post('/events')
-        .set({
-          'ce-specversion': '1.0',
-          'ce-id': id,
-          'ce-source': '/tamper',
-          'ce-type': 't',
-          'content-type': 'application/json',
-          'ce-partitionkey': 'newer',
-        })
-        .send('{}')
-        .expect(202);
+    const publish = (id: string) => publishEvent(id, { 'ce-partitionkey': 'newer' }).expect(202);
     try {
       const sub = (
         await request(gw.url)
@@ -158,12 +143,7 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
 
   it("a corrupt_record dead letter is redelivered only where the subscription's filter matches (its filter was never checked)", async () => {
     const receiver = await startReceiver();
-    const publish = (id: string, type: string) =>
-      request(gw.url)
-        .post('/events')
-        .set({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/tamper', 'ce-type': type, 'content-type': 'application/json' })
-        .send('{}')
-        .expect(202);
+    const publish = (id: string, type: string) => publishEvent(id, { 'ce-type': type }).expect(202);
     try {
       const sub = (
         await request(gw.url)
@@ -207,18 +187,7 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
   // Last: it leaves the deployment without one of its streams.
   it('a partition stream deleted behind Herald: a node starting refuses, rather than make it again and give its offsets to new events', async () => {
     const jsm = await gw.store.connection.jetstreamManager();
-    for (let i = 0; i < 10; i++)
-      await request(gw.url)
-        .post('/events')
-        .set({
-          'ce-specversion': '1.0',
-          'ce-id': `stored-${i}`,
-          'ce-source': '/tamper',
-          'ce-type': 't',
-          'content-type': 'application/json',
-        })
-        .send('{}')
-        .expect(202);
+    for (let i = 0; i < 10; i++) await publishEvent(`stored-${i}`).expect(202);
     const [p0] = (await request(gw.url).get('/partitions').expect(200)).body.partitions as { headOffset: number }[];
     expect(p0!.headOffset).toBeGreaterThan(0); // offsets were handed out there
     await jsm.streams.delete(`${prefix}_p0`);
@@ -232,10 +201,7 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     await jsm.streams.add(partitionStreamConfig(jetStreamNames(prefix), 0, 1));
     const answers: number[] = [];
     for (let i = 0; i < 20; i++) {
-      const res = await request(gw.url)
-        .post('/events')
-        .set({ 'ce-specversion': '1.0', 'ce-id': `after-${i}`, 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json' })
-        .send('{}');
+      const res = await publishEvent(`after-${i}`);
       answers.push(res.status);
       if (res.status === 202) expect((res.body.results[0] as { partition: number }).partition).not.toBe(0);
     }
@@ -248,10 +214,7 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
       },
       5000,
     );
-    const refused = await request(gw.url)
-      .post('/events')
-      .set({ 'ce-specversion': '1.0', 'ce-id': 'refused', 'ce-source': '/tamper', 'ce-type': 't', 'content-type': 'application/json' })
-      .send('{}');
+    const refused = await publishEvent('refused');
     expect(refused.status).toBe(503);
     expect((await jsm.streams.info(`${prefix}_p0`)).state.messages).toBeLessThanOrEqual(1);
   });
