@@ -8,6 +8,8 @@ import { IDENTITY_FILE, LOCK_FILE } from './data-dir';
 import { openDatabase } from './db';
 import { createMetaRepo } from './meta-repo';
 import { createRetentionFloors } from './retention-floors';
+import { RESERVATION_FILE } from '../wal/offset-reservation';
+import { KEY_FILE, SEGMENT_FILE } from '../wal/segment-log';
 
 /**
  * Online backup and restore of a local data dir (the embedded engine). A copy of the files with
@@ -29,11 +31,6 @@ export interface BackupFile {
 }
 const DB_FILE = 'herald.db';
 const WAL_DIR = 'wal';
-/** The log's checksum key, without which no record verifies. */
-const KEY_FILE = 'frame.key';
-/** The log's offset floors (see offset-reservation.ts). */
-const RESERVATION_FILE = 'offsets.reserved';
-const SEGMENT = /^\d{20}\.seg$/;
 
 export interface BackupManifest {
   /** 2: every file with its SHA-256. 1 (sizes only) is still restored. */
@@ -271,7 +268,7 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
 function listSegments(dir: string): string[] {
   return fs
     .readdirSync(dir)
-    .filter((f) => SEGMENT.test(f))
+    .filter((f) => SEGMENT_FILE.test(f))
     .sort();
 }
 

@@ -21,7 +21,7 @@ import { createIndexer, safely } from './indexer';
 import { createReads } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
-import { openSegmentLog, type SegmentLog } from './segment-log';
+import { SEGMENT_FILE, openSegmentLog, type SegmentLog } from './segment-log';
 import { createSequencer } from './sequencer';
 import { startIndexIntegrityCheck } from '../store/index-check';
 import { writeFileAtomically } from '../durable-fs';
@@ -504,7 +504,7 @@ const walDir = (opts: Pick<LocalEventStoreOptions, 'dataDir'>) => path.join(opts
 /** Whether `dir` holds a log segment file (it may be empty: retention can leave just the active one). */
 function hasSegments(dir: string): boolean {
   try {
-    return fs.readdirSync(dir).some((name) => /^\d{20}\.seg$/.test(name));
+    return fs.readdirSync(dir).some((name) => SEGMENT_FILE.test(name));
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return false;
     throw err;

@@ -16,7 +16,10 @@ import {
 } from './record';
 
 const SEGMENT_SUFFIX = '.seg';
-const KEY_FILE = 'frame.key';
+/** The log's checksum key file in its directory. */
+export const KEY_FILE = 'frame.key';
+/** A segment file's name: the global byte position of its first record, 20 digits. */
+export const SEGMENT_FILE = /^\d{20}\.seg$/;
 /** Bytes read from the start of each segment to tell a foreign key from damage. */
 const KEY_CHECK_BYTES = 4 * 1024 * 1024;
 /** ...and of all segments together: a start never reads more for it. */
@@ -110,7 +113,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   if (created && opts.durable) fsyncPath(path.dirname(opts.dir));
   const segments: Segment[] = fs
     .readdirSync(opts.dir)
-    .filter((f) => /^\d{20}\.seg$/.test(f))
+    .filter((f) => SEGMENT_FILE.test(f))
     .sort()
     .map((f) => {
       const file = path.join(opts.dir, f);
