@@ -243,6 +243,49 @@ describe('herald events tail: a lost stream', () => {
     expect(await tail.exited).toBe(0);
   }, 40_000);
 
+  it('waits longer after each failed reconnection, starts over after a connection that lasted, and dates the loss by the last byte heard', async () => {
+    // Connection 1 sends an event, stays silent 1.5 s, then ends; 2–4 are refused (503); 5 lasts 5.5 s; 6 stays.
+    const opened: number[] = [];
+    let firstEventAt = 0;
+    let firstEndedAt = 0;
+    const fake = await fakeGateway((req, res) => {
+      opened.push(Date.now());
+      const n = opened.length;
+      if (n >= 2 && n <= 4) return problem(503, { detail: 'starting', code: 'unavailable' })(req, res);
+      res.writeHead(200, { 'content-type': 'text/event-stream' });
+      res.write(message(0, n, `event-${n}`));
+      if (n === 1) firstEventAt = Date.now();
+      if (n === 1 || n === 5)
+        setTimeout(
+          () => {
+            if (n === 1) firstEndedAt = Date.now();
+            res.end();
+          },
+          n === 1 ? 1_500 : 5_500,
+        );
+    });
+    const tail = spawnHerald(['events', 'tail'], { url: fake.url });
+    try {
+      await tail.waitFor('stdout', /event-6/, 40_000);
+      const gaps = opened.slice(1).map((at, i) => at - opened[i]!);
+      // Lower bounds only (a sleep never ends early): 0.5 s, then 1, 2 and 4 s after each refusal.
+      expect(opened[1]! - firstEndedAt).toBeGreaterThanOrEqual(450);
+      expect(gaps[1]).toBeGreaterThanOrEqual(950);
+      expect(gaps[2]).toBeGreaterThanOrEqual(1_950);
+      expect(gaps[3]).toBeGreaterThanOrEqual(3_950);
+      // Connection 5 lasted past the longest wait: the next one comes after the first wait again, not 5 s.
+      expect(gaps[4]! - 5_500).toBeLessThan(3_000);
+      // The events not shown are those after the last byte heard, not after the moment the loss was noticed.
+      const since = Date.parse(/events stored since (\S+Z) are not shown/.exec(tail.stderr())![1]!);
+      expect(since).toBeGreaterThanOrEqual(firstEventAt - 1_000);
+      expect(since).toBeLessThan(firstEndedAt - 1_000);
+      expect(tail.stderr().match(/was lost/g)).toHaveLength(2);
+    } finally {
+      tail.child.kill('SIGTERM');
+    }
+    expect(await tail.exited).toBe(0);
+  }, 60_000);
+
   it('ends with exit 1 when a reconnection is refused (4xx)', async () => {
     let connections = 0;
     const fake = await fakeGateway((req, res) => {
