@@ -200,3 +200,28 @@ it('/readyz is 503 naming the lock while another process holds herald.db\'s writ
     await gw.close();
   }
 });
+
+it("/readyz stays 200 when another connection holds herald.db's write lock only briefly (a write of its own, not a stuck lock)", async () => {
+  const gw: TestGateway = await startTestGateway({ HERALD_PARTITIONS: '1' });
+  try {
+    const other = new Database(path.join(gw.dataDir, 'herald.db'));
+    try {
+      // Held for 150 ms, as a burst of delivery-state writes may: one try at the lock alone would say 503.
+      other.exec('BEGIN IMMEDIATE');
+      const released = new Promise<void>((resolve) =>
+        setTimeout(() => {
+          other.exec('ROLLBACK');
+          resolve();
+        }, 150),
+      );
+      const ready = await fetch(`${gw.url}/readyz`);
+      await released;
+      expect([ready.status, ((await ready.json()) as { checks: { database: string } }).checks.database]).toEqual([200, 'ok']);
+    } finally {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+    }
+  } finally {
+    await gw.close();
+  }
+});
