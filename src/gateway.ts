@@ -15,6 +15,7 @@ import { createLogger, type Logger } from './logger';
 import { startCheckpointer } from './store/checkpointer';
 import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
 import { lockDataDir, refuseUnfinishedRestore, unusable } from './store/data-dir';
+import { createDeliveryStateRepo } from './store/delivery-state-repo';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
 import { createSqliteSubscriptionStore } from './store/subscriptions-store';
@@ -66,6 +67,8 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
       recovery: config.recovery,
       onGroupCommitted,
     });
+    // After `herald restore`, before anything is ingested: the backup's offsets keep their webhook-ids.
+    createDeliveryStateRepo(db).keepRestoredIds(store.heads());
     return { db, store, lock, dbFile };
   } catch (err) {
     if (db?.open) db.close();

@@ -13,6 +13,8 @@ export interface PartitionCursor {
   lastMatched: number | null;
   /** Seek generation of this position (issue 12 §2): part of every webhook-id in the partition. */
   generation: number;
+  /** After `herald restore`: offsets below `below` keep generation `generation` (see {@link generationAt}). */
+  kept?: { generation: number; below: number };
   /** Running total of events retention deleted before they were finished here (see `expireCursor`). */
   expired: number;
   /** Finished offsets above `committed` (ordering none), with whether they matched. */
@@ -45,12 +47,23 @@ export function createCursor(partition: number, saved: OffsetRow | undefined): P
     cursor: committed,
     lastMatched,
     generation: saved?.seekGeneration ?? 0,
+    ...(saved?.keptGeneration != null && saved.keptBelow != null
+      ? { kept: { generation: saved.keptGeneration, below: saved.keptBelow } }
+      : {}),
     expired: saved?.expired ?? 0,
     finished: new Map(),
     pending: new Map(),
     buffer: [],
     bufferAt: 0,
   };
+}
+
+/**
+ * The seek generation of `offset`'s webhook-id: the position's, except below a restore's kept bound,
+ * where the events the backup held keep the ids they were delivered with.
+ */
+export function generationAt(part: PartitionCursor, offset: number): number {
+  return part.kept !== undefined && offset < part.kept.below ? part.kept.generation : part.generation;
 }
 
 /**
@@ -97,6 +110,7 @@ export function seekCursor(part: PartitionCursor, offset: number, generation: nu
   part.committedLastMatched = null;
   part.lastMatched = null;
   part.generation = generation;
+  part.kept = undefined; // a replay after a seek gets new ids, kept ones too
   part.finished.clear();
   part.pending.clear();
   clearBuffer(part);

@@ -12,6 +12,7 @@ import {
   createCursor,
   expireCursor,
   finishOffset,
+  generationAt,
   itemAtCursor,
   seekCursor,
   skipRange,
@@ -225,7 +226,8 @@ export function createSubscriptionWorker(
       return;
     }
     const pending = newPending(item.partition, item.offset, null, true);
-    pending.generation = parts[item.partition]?.generation ?? 0;
+    const part = parts[item.partition];
+    pending.generation = part ? generationAt(part, item.offset) : 0;
     pending.redriveReason = item.reason;
     redrives.set(key, pending);
     // Its row is written with the dead letter's removal (one flush, one transaction), and only then is it sent:
@@ -422,6 +424,12 @@ export function createSubscriptionWorker(
     return phase === 'ready' || (phase === 'scheduled' && pending.timer === undefined);
   }
 
+  /** The seek generation of a partition's own delivery (not pinned): its position's, at its offset. */
+  function generationOf(pending: Pending): number {
+    const part = parts[pending.partition];
+    return part ? generationAt(part, pending.offset) : 0;
+  }
+
   /** Posts one attempt (the machine has moved the event to `sending`) and feeds its answer back. */
   async function send(pending: Pending, attemptId: string, attemptNumber: number): Promise<void> {
     const stored = pending.event!;
@@ -429,7 +437,7 @@ export function createSubscriptionWorker(
     const request = requestFor(sub, deps.clock(), deps.ackUrlBase(), {
       partition: pending.partition,
       offset: pending.offset,
-      seekGeneration: pending.generation ?? parts[pending.partition]?.generation ?? 0,
+      seekGeneration: pending.generation ?? generationOf(pending),
       previousOffset: pending.previousOffset,
       attempt: attemptNumber,
       deliveryId: attemptId,

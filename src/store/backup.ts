@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, writeFileAtomically } from '../durable-fs';
 import { StartupError } from '../errors';
-import { IDENTITY_FILE, LOCK_FILE } from './data-dir';
+import { IDENTITY_FILE, LOCK_FILE, readIdentity } from './data-dir';
 import { openDatabase } from './db';
 import { createMetaRepo } from './meta-repo';
 import { createRetentionFloors } from './retention-floors';
@@ -142,7 +142,8 @@ function raiseRetentionFloors(liveDb: string, copyDb: string): void {
  * perhaps handed out by that gateway after the backup, to other events; the restored gateway hands
  * them out again. So every partition's seek generation moves to a new random one (webhook-id is
  * derived from it): a receiver de-duplicating on webhook-id must not drop the restored gateway's new
- * events as repeats of the old gateway's. Deliveries pending at the backup keep the ids they had.
+ * events as repeats of the old gateway's. The events the backup holds keep their ids: deliveries
+ * pending at the backup, and redeliveries of what was delivered after it (see `newIncarnation`).
  */
 export function restoreDataDir(
   backupDir: string,
@@ -164,7 +165,7 @@ export function restoreDataDir(
       fs.mkdirSync(path.dirname(to), { recursive: true });
       fs.copyFileSync(path.join(backupDir, ...file.path.split('/')), to);
     }
-    newIncarnation(path.join(work, DB_FILE), random(2 ** 31));
+    newIncarnation(path.join(work, DB_FILE), readIdentity(work)?.partitions ?? 0, random(2 ** 31));
     syncTree(work);
     if (exists) {
       // The log first, then herald.db, herald.json last: a restore cut short leaves a log without its
@@ -346,8 +347,12 @@ function isBackupFile(f: unknown, hashed: boolean): f is BackupFile {
 /**
  * Moves every partition of every subscription to seek generation `bump` above the subscription's
  * highest, and pins pending deliveries that took their partition's generation to the one they had.
+ * The generation a partition had is kept for the offsets below its head, which the first start sets
+ * (`keepRestoredIds`): the backup's events, whose redeliveries keep their ids. A position kept from
+ * an earlier restore keeps that one's generation while its bound is unset, else takes the newer one
+ * (ids of that generation were never given below the earlier bound: safe, if not the ids they had).
  */
-function newIncarnation(dbFile: string, bump: number): void {
+export function newIncarnation(dbFile: string, partitions: number, bump: number): void {
   let db: Database.Database;
   try {
     // Migrated first: a backup of an older Herald gets this one's tables (a newer one's is refused).
@@ -358,16 +363,32 @@ function newIncarnation(dbFile: string, bump: number): void {
   }
   try {
     db.transaction(() => {
+      // A partition without a position (an old subscription that never moved there) starts at 0 under
+      // generation 0: it gets a row now, so it moves to the new generation with the others.
+      const missing = db.prepare(
+        `INSERT OR IGNORE INTO subscription_offsets (subscription_id, partition, committed_offset) SELECT id, ?, 0 FROM subscriptions`,
+      );
+      for (let p = 0; p < partitions; p++) missing.run(p);
       db.prepare(
         `UPDATE pending_deliveries SET seek_generation = (
            SELECT o.seek_generation FROM subscription_offsets o
            WHERE o.subscription_id = pending_deliveries.subscription_id AND o.partition = pending_deliveries.partition)
          WHERE seek_generation IS NULL`,
       ).run();
-      db.prepare(
-        `UPDATE subscription_offsets SET seek_generation = @bump + (
-           SELECT MAX(o.seek_generation) FROM subscription_offsets o WHERE o.subscription_id = subscription_offsets.subscription_id)`,
-      ).run({ bump });
+      // Each subscription's highest generation is read first: a subquery in the UPDATE would see the rows
+      // it already moved (each partition then got a higher one than the last). SET reads the row as it
+      // was: kept_generation takes the old seek_generation.
+      const highest = db
+        .prepare('SELECT subscription_id AS id, MAX(seek_generation) AS highest FROM subscription_offsets GROUP BY subscription_id')
+        .all() as { id: string; highest: number }[];
+      const move = db.prepare(
+        `UPDATE subscription_offsets SET
+           kept_generation = CASE WHEN kept_generation IS NOT NULL AND kept_below IS NULL THEN kept_generation ELSE seek_generation END,
+           kept_below = NULL,
+           seek_generation = ?
+         WHERE subscription_id = ?`,
+      );
+      for (const { id, highest: was } of highest) move.run(bump + was, id);
     })();
     db.pragma('wal_checkpoint(TRUNCATE)');
   } finally {

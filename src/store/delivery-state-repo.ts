@@ -11,6 +11,13 @@ export interface OffsetRow {
    * them). Only grows: a write carrying less (or none) keeps the stored total.
    */
   expired?: number;
+  /**
+   * After `herald restore`: offsets below `keptBelow` keep the ids of generation `keptGeneration`
+   * (the events the backup holds, at the offsets they had); `seekGeneration` is for the rest. Absent
+   * without a restore since the last seek.
+   */
+  keptGeneration?: number | null;
+  keptBelow?: number | null;
 }
 
 export type PendingState = 'in_flight' | 'awaiting_ack' | 'scheduled';
@@ -51,16 +58,19 @@ export interface PendingRow {
 export function createDeliveryStateRepo(db: Db) {
   const offsets = db.prepare<[string], OffsetRow>(
     `SELECT partition, committed_offset AS committedOffset, last_matched_offset AS lastMatchedOffset, seek_generation AS seekGeneration,
-       expired
+       expired, kept_generation AS keptGeneration, kept_below AS keptBelow
      FROM subscription_offsets WHERE subscription_id = ?`,
   );
-  // A seek is the one write that may move a committed offset backwards: it names its generation. It
-  // keeps the expired total (what retention deleted unfinished stays counted).
+  // A seek is the one write that may move a committed offset backwards: it names its generation (for every
+  // offset: a restore's kept ids go). It keeps the expired total (what retention deleted unfinished stays counted).
   const seekOffset = db.prepare<[string, number, number, number]>(
     `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset, seek_generation)
      VALUES (?, ?, ?, NULL, ?)
      ON CONFLICT (subscription_id, partition) DO UPDATE SET committed_offset = excluded.committed_offset,
-       last_matched_offset = NULL, seek_generation = excluded.seek_generation`,
+       last_matched_offset = NULL, seek_generation = excluded.seek_generation, kept_generation = NULL, kept_below = NULL`,
+  );
+  const keepRestoredIds = db.prepare<[number, number]>(
+    'UPDATE subscription_offsets SET kept_below = ? WHERE partition = ? AND kept_generation IS NOT NULL AND kept_below IS NULL',
   );
   const deletePartitionPending = db.prepare<[string, number]>(
     'DELETE FROM pending_deliveries WHERE subscription_id = ? AND partition = ? AND redrive = 0',
@@ -154,6 +164,14 @@ export function createDeliveryStateRepo(db: Db) {
       seekOffset.run(subscriptionId, partition, committedOffset, generation);
       deletePartitionPending.run(subscriptionId, partition);
       deletePartitionFinished.run(subscriptionId, partition); // replayed: delivered again, not skipped
+    },
+    /**
+     * The first start after `herald restore`, before anything is ingested: offsets below each partition's
+     * head are the backup's events, whose redeliveries keep their ids; the restore's new generation is for
+     * the offsets from the head on (the backed-up gateway may have given them other events). Idempotent.
+     */
+    keepRestoredIds(heads: readonly number[]): void {
+      db.transaction(() => heads.forEach((head, partition) => keepRestoredIds.run(head, partition)))();
     },
     /** Since when every attempt has failed (epoch ms), or null. */
     failingSince(subscriptionId: string): number | null {
