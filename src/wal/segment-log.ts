@@ -160,10 +160,11 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   /**
    * What the frames at the start of the log's segments (newest segment first, walked by their length
    * fields, {@link KEY_CHECK_BYTES} of each at most) say about `key`: 'fits' when one verifies under
-   * it; 'foreign' when two or more keyed frames (version byte 2, not legacy) do not and none does;
-   * else 'unknown' (legacy frames, zeros and cut-short frames are no evidence). Damage leaves other
-   * frames verifying; a foreign key verifies none. Without a key (`undefined`), a keyed frame found
-   * is 'foreign' at once: the log had a key.
+   * it; 'foreign' when two or more keyed frames (version byte 2, not legacy) do not and none of those
+   * walked does; else 'unknown' (legacy frames, zeros and cut-short frames are no evidence). Damage
+   * leaves other frames verifying, so the walk goes on past failures (two damaged records first in a
+   * segment are not a foreign key); a foreign key verifies none. Without a key (`undefined`), a keyed
+   * frame found is 'foreign' at once: the log had a key.
    */
   function keyEvidence(key: FrameKey | undefined): 'fits' | 'foreign' | 'unknown' {
     let failures = 0;
@@ -182,10 +183,11 @@ export function openSegmentLog(opts: SegmentLogOptions) {
           if (status === 'ok' || status === 'newer') return 'fits';
         }
         if (frame.readUInt8(FRAME_HEADER_BYTES) !== KEYED_VERSION) continue; // damage, not a keyed frame
-        if (!key || ++failures >= 2) return 'foreign';
+        if (!key) return 'foreign';
+        failures++;
       }
     }
-    return 'unknown';
+    return failures >= 2 ? 'foreign' : 'unknown';
   }
 
   function startsWithLegacyFrame(seg: Segment): boolean {

@@ -94,6 +94,30 @@ describe('the log key (wal/frame.key)', () => {
     }
   });
 
+  it('takes two damaged records first in the newest segment for damage, not a foreign key (was: refused as a wrong frame.key, skip-corrupt or not)', async () => {
+    const { dataDir, acked } = await storeAndStop(10);
+    const [file] = segmentFiles(dataDir);
+    const bytes = fs.readFileSync(file!);
+    const [first, second] = frames(file!);
+    bytes.writeUInt8(bytes.readUInt8(20) ^ 0xff, 20); // inside the first record's body
+    const inSecond = first!.length + 20;
+    bytes.writeUInt8(bytes.readUInt8(inSecond) ^ 0xff, inSecond);
+    expect(second!.length).toBeGreaterThan(20);
+    fs.writeFileSync(file!, bytes);
+    fs.rmSync(path.join(dataDir, 'index.db'));
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toMatch(/corrupt in the middle/);
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir, HERALD_RECOVERY: 'skip-corrupt' });
+    try {
+      let found = 0;
+      for (const r of acked) if ((await lookupEvent(gw.url, r)).status === 200) found++;
+      expect(found).toBe(8);
+    } finally {
+      await gw.close();
+    }
+  });
+
   it('refuses a log that began before keys (version-1 records) and then got one, when its key is lost or foreign (was: a new key, and every keyed record cut)', async () => {
     const { dataDir } = await storeAndStop(12);
     for (const file of segmentFiles(dataDir)) {
