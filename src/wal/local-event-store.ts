@@ -425,7 +425,15 @@ function openLog(
   const meta = createMetaRepo(db);
   const indexMeta = createMetaRepo(indexDb);
   const permissions = opts.recovery ?? new Set<RecoveryPermission>();
-  const recorded = identity?.partitions ?? (meta.get('partitions') === undefined ? undefined : Number(meta.get('partitions')));
+  const inDatabase = meta.get('partitions') === undefined ? undefined : Number(meta.get('partitions'));
+  // Two records of one fact that disagree: one is damaged, and neither can be taken for the right one.
+  if (identity !== undefined && inDatabase !== undefined && identity.partitions !== inDatabase) {
+    throw new StartupError(
+      `${path.join(opts.dataDir, IDENTITY_FILE)} says ${identity.partitions} partitions and ${path.join(opts.dataDir, 'herald.db')} says ${inDatabase}: ` +
+        `one of them is damaged; nothing was changed. Restore ${IDENTITY_FILE} from a backup, or remove it to have it written again from herald.db.`,
+    );
+  }
+  const recorded = identity?.partitions ?? inDatabase;
   if (recorded !== undefined && recorded !== opts.partitions) {
     throw new StartupError(
       `data dir ${opts.dataDir} was created with ${recorded} partitions; HERALD_PARTITIONS=${opts.partitions} would re-route keys. Start with HERALD_PARTITIONS=${recorded}.`,

@@ -47,6 +47,25 @@ describe('start-up refusals', () => {
     expect((await postBinary(child.url, { source: '/start', id: 's1' })).status).toBe(200);
   });
 
+  it('refuses when herald.json and herald.db disagree on the partition count, whatever HERALD_PARTITIONS says (was: followed herald.json and rewrote herald.db)', async () => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    expect((await postBinary(child.url, { source: '/start', id: 's1' })).status).toBe(202);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    // One flipped bit: "partitions": 4 becomes 5 in herald.json.
+    const identityFile = path.join(dataDir, 'herald.json');
+    fs.writeFileSync(identityFile, fs.readFileSync(identityFile, 'utf8').replace('"partitions": 4', '"partitions": 5'));
+    for (const partitions of ['4', '5']) {
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: partitions });
+      expect(refused.code).toBe(2);
+      expect(oneLine(refused.stderr)).toMatch(/herald\.json says 5 partitions and .*herald\.db says 4: one of them is damaged/);
+    }
+    const db = new Database(path.join(dataDir, 'herald.db'), { readonly: true });
+    expect(db.prepare("SELECT value FROM meta WHERE key = 'partitions'").pluck().get()).toBe('4');
+    db.close();
+  });
+
   it('refuses too few HERALD_PARTITIONS for the log even after herald.db was lost, and rebuilds with the right count', async () => {
     const dataDir = tmpDir();
     child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '16' });
