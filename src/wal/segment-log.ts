@@ -95,6 +95,17 @@ export class CorruptLogError extends StartupError {
   }
 }
 
+/** A segment ends short of the next one's base under a durable fsync mode (see `scan`). */
+function missingBytes(seg: { file: string; base: number; size: number }, next: { file: string; base: number }): StartupError {
+  const missing = next.base - seg.base - seg.size;
+  return new StartupError(
+    `the log is missing ${missing} bytes: ${seg.file} ends at log byte ${seg.base + seg.size} and the next segment, ${path.basename(next.file)}, ` +
+      `starts at ${next.base} (a segment file lost or cut short). Under HERALD_FSYNC=always or interval a segment is synced before the next ` +
+      'begins, so a power cut does not do this; nothing was changed. Restore the missing segment (or the data dir) from a backup. ' +
+      'If the data dir ran with HERALD_FSYNC=never before a crash, start once with HERALD_FSYNC=never; HERALD_RECOVERY=skip-corrupt goes on without those bytes.',
+  );
+}
+
 interface Segment extends ReadableSegment {
   size: number;
 }
@@ -279,6 +290,9 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       if (result.badAt === undefined) {
         const next = segments[index + 1];
         if (next !== undefined && seg.base + seg.size < next.base && !policy.knownHoles?.has(seg.base + seg.size)) {
+          // A segment is synced before the next one begins (fsync always/interval): a power cut cannot leave
+          // it short. Bytes missing there were cut or a file lost: refused while a backup can still give them.
+          if (opts.durable && !policy.skipCorrupt) throw missingBytes(seg, next);
           const range = { from: seg.base + seg.size, to: next.base, reason: 'segment ends short of the next one (unsynced tail lost)' };
           logError('log: a segment lost its tail; the records that were there are gone', { segment: seg.file, ...range });
           lost.push(range);

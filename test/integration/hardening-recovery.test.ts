@@ -264,6 +264,31 @@ describe('corruption in the middle of the log', () => {
     expect((await lookupEvent(child.url, more[0]!)).status).toBe(200);
   });
 
+  it('refuses a log missing a middle segment under fsync=always (was: started, forgot the events for good, stored resends again); skip-corrupt goes on', async () => {
+    const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
+    const files = segmentFiles(dataDir);
+    expect(files.length).toBeGreaterThan(2);
+    fs.renameSync(files[1]!, `${files[1]}.moved`); // an operator's slip, a broken copy
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(refused.code).toBe(2);
+    const line = oneLine(refused.stderr);
+    expect(line).toMatch(/the log is missing \d+ bytes: .* and the next segment, \d+\.seg, starts at/);
+    expect(line).toContain('Restore the missing segment');
+    // Nothing was forgotten: with the file back, every event is there.
+    fs.renameSync(`${files[1]}.moved`, files[1]!);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    for (const r of acked) expect((await lookupEvent(child.url, r)).status).toBe(200);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    // Gone for good, the operator may go on without it.
+    fs.rmSync(files[1]!);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_RECOVERY: 'skip-corrupt' });
+    expect(child.output()).toMatch(/"level":50[^\n]*segment lost its tail/);
+    const found = await Promise.all(acked.map(async (r) => (await lookupEvent(child!.url, r)).status));
+    expect(found.filter((status) => status === 200).length).toBeGreaterThan(0);
+    expect(found.filter((status) => status === 404).length).toBeGreaterThan(0);
+  });
+
   it('with segment 0 damaged and herald.db gone, refuses; with permission keeps every intact record and renames no segment', async () => {
     const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
     const files = segmentFiles(dataDir);

@@ -29,19 +29,19 @@ afterEach(() => {
   for (const log of open.splice(0)) log.close();
 });
 
-function openLog(dir: string, segmentBytes = 1 << 20): Opened {
+function openLog(dir: string, segmentBytes = 1 << 20, durable = true): Opened {
   const warnings: string[] = [];
   fs.mkdirSync(dir, { recursive: true });
   if (!fs.existsSync(path.join(dir, 'frame.key'))) fs.writeFileSync(path.join(dir, 'frame.key'), KEY_HEX);
-  const log = openSegmentLog({ dir, segmentBytes, durable: true, warn: (msg) => warnings.push(msg) });
+  const log = openSegmentLog({ dir, segmentBytes, durable, warn: (msg) => warnings.push(msg) });
   open.push(log);
   return { log, dir, warnings };
 }
 
-function reopen(o: Opened, segmentBytes?: number): Opened {
+function reopen(o: Opened, segmentBytes?: number, durable?: boolean): Opened {
   o.log.close();
   open.splice(open.indexOf(o.log), 1);
-  return openLog(o.dir, segmentBytes);
+  return openLog(o.dir, segmentBytes, durable);
 }
 
 async function appendAll(log: SegmentLog, frames: Buffer[]): Promise<number[]> {
@@ -209,8 +209,8 @@ describe('segment log', () => {
     expect(fs.statSync(`${files[0]}.corrupt-${positions[1]! - Number(path.basename(files[0]!, '.seg'))}`).size).toBe(7);
   });
 
-  it('keeps later segments when an older one lost its unsynced tail on a record boundary, reporting the hole', async () => {
-    const o = openLog(tmpDir(), 1000);
+  it('keeps later segments when an older one lost its unsynced tail on a record boundary (fsync=never), reporting the hole', async () => {
+    const o = openLog(tmpDir(), 1000, false);
     await appendAll(
       o.log,
       Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))),
@@ -219,11 +219,37 @@ describe('segment log', () => {
     expect(files.length).toBeGreaterThan(2);
     const ends = recordEndsOf(files[0]!);
     fs.truncateSync(files[0]!, ends.at(-2)!); // a power cut took the last record of the first segment
-    const after = reopen(o, 1000);
+    const after = reopen(o, 1000, false);
     const { seen, lost } = scanAll(after.log, after.log.activeSegmentBase());
     expect(lost).toEqual([{ from: ends.at(-2), to: ends.at(-1), reason: expect.stringContaining('short') }]);
     expect(after.log.segmentFiles()).toEqual(files);
     expect(seen.length).toBeGreaterThan(0);
+  });
+
+  it('refuses a segment that ends short of the next, or a lost middle segment, when segments are synced before the next begins (fsync always/interval), unless skip-corrupt', async () => {
+    const o = openLog(tmpDir(), 1000);
+    await appendAll(
+      o.log,
+      Array.from({ length: 30 }, (_, i) => frame(i, 'v'.repeat(100))),
+    );
+    const files = o.log.segmentFiles();
+    expect(files.length).toBeGreaterThan(3);
+    const ends = recordEndsOf(files[0]!);
+    fs.truncateSync(files[0]!, ends.at(-2)!); // cut on a record boundary: no power cut does this after a synced roll
+    let after = reopen(o, 1000);
+    expect(() => scanAll(after.log, after.log.activeSegmentBase())).toThrow(/the log is missing \d+ bytes: .* ends at log byte/);
+    expect(after.log.segmentFiles()).toEqual(files);
+    // A whole segment in the middle gone: the same.
+    const second = fs.readFileSync(files[1]!);
+    fs.rmSync(files[1]!);
+    after = reopen(after, 1000);
+    expect(() => scanAll(after.log, after.log.activeSegmentBase())).toThrow(
+      new RegExp(`missing ${second.length + ends.at(-1)! - ends.at(-2)!} bytes`),
+    );
+    expect(after.log.segmentFiles()).toEqual(files.filter((f) => f !== files[1]));
+    // skip-corrupt goes on without them, reporting the hole.
+    const { lost } = scanAll(after.log, after.log.activeSegmentBase(), true);
+    expect(lost.map((r) => [r.from, r.to])).toEqual([[ends.at(-2), Number(path.basename(files[2]!, '.seg'))]]);
   });
 
   it('refuses an older segment that lost its tail inside a record (intact records follow), unless skip-corrupt', async () => {
