@@ -121,16 +121,22 @@ function isRunning(pid: number): boolean {
 function raiseRetentionFloors(liveDb: string, copyDb: string): void {
   const live = new Database(liveDb, { readonly: true, fileMustExist: true });
   let floors: number[];
+  let logStart: number | undefined;
   try {
     live.pragma('busy_timeout = 5000');
-    floors = createRetentionFloors(createMetaRepo(live)).load();
+    const liveFloors = createRetentionFloors(createMetaRepo(live));
+    floors = liveFloors.load();
+    logStart = liveFloors.logStart();
   } finally {
     live.close();
   }
-  if (floors.length === 0) return;
+  if (floors.length === 0 && logStart === undefined) return;
   const copy = new Database(copyDb, { fileMustExist: true });
   try {
-    createRetentionFloors(createMetaRepo(copy)).raise(floors);
+    const copied = createRetentionFloors(createMetaRepo(copy));
+    copied.raise(floors);
+    // Where the live log starts now: segments retention deleted during the copy are not missing from it.
+    if (logStart !== undefined) copied.raiseLogStart(logStart);
   } finally {
     copy.close();
   }

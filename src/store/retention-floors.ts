@@ -2,6 +2,8 @@ import type { MetaRepo } from './meta-repo';
 
 /** `meta` key in herald.db: per partition, the offset past the newest event retention has deleted. */
 const KEY = 'retention_floors';
+/** `meta` key in herald.db: the log position retention deleted up to (the base of the oldest segment it kept). */
+const LOG_START_KEY = 'retention_log_start';
 
 /**
  * Retention's floors, kept in herald.db beside the delivery state: index.db (where heads live) can be
@@ -24,6 +26,19 @@ export function createRetentionFloors(meta: MetaRepo) {
       const next = floors.map((f, p) => Math.max(f, current[p] ?? 0));
       for (let p = floors.length; p < current.length; p++) next.push(current[p]!);
       if (next.some((f, p) => f !== (current[p] ?? 0))) meta.set(KEY, JSON.stringify(next));
+    },
+    /**
+     * Where retention deleted the log up to, recorded before its files go; undefined when this data dir
+     * has no record of it (retention never deleted, or only a version before this record did).
+     */
+    logStart(): number | undefined {
+      const raw = meta.get(LOG_START_KEY);
+      return raw === undefined ? undefined : Number(raw);
+    },
+    /** Raises the recorded log start to `through` (it never moves back). */
+    raiseLogStart(through: number): void {
+      const current = this.logStart();
+      if (current === undefined || through > current) meta.set(LOG_START_KEY, through);
     },
   };
 }

@@ -11,7 +11,7 @@ import { createLogIndexRepo } from '../store/log-index-repo';
 import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
-import { createRetentionFloors } from '../store/retention-floors';
+import { createRetentionFloors, type RetentionFloors } from '../store/retention-floors';
 import { INDEX_DB_FILE, isCorruptDatabase, moveIndexTables, openCheckedIndexDatabase, openIndexDatabase } from '../store/index-db';
 import { IDENTITY_FILE, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
 import type { AppendResult, EventStore } from './event-store';
@@ -309,7 +309,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       const first = offset ?? indexer.firstOffset(p) ?? heads[p]!;
       firstOffsets[p] = Math.max(firstOffsets[p]!, first);
     });
-    if (keepFloors()) {
+    if (keepFloors(through)) {
       const dropped = segments.dropBefore(through, { background: true });
       log.info({ segments: dropped.segments, freedBytes: dropped.bytes, firstOffsets }, 'retention deleted the oldest log segments');
     }
@@ -317,12 +317,13 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   }
 
   /**
-   * Records the first offsets as retention's floors in herald.db before any file goes. When it cannot,
-   * the files stay until a later round (or the next start) has recorded them: offsets are never reused.
+   * Records the first offsets as retention's floors, and `through` as where the log starts, in herald.db
+   * before any file goes. When it cannot, the files stay until a later round (or the next start) has
+   * recorded them: offsets are never reused, and a start can tell deleted segments from lost ones.
    */
-  function keepFloors(): boolean {
+  function keepFloors(through: number): boolean {
     try {
-      retentionFloors.raise(firstOffsets);
+      recordRetention(opts.db, retentionFloors, firstOffsets, through);
       return true;
     } catch (err) {
       log.error({ err }, 'retention could not record its offsets in herald.db; the deleted segments stay on disk for now');
@@ -455,13 +456,18 @@ function openLog(
     error: (msg, fields) => log.error(fields ?? {}, msg),
   });
   const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
-  const logStart = Number(indexMeta.get('log_start') ?? 0);
   const retentionFloors = createRetentionFloors(meta);
+  const logStart = checkLogStart(opts, segments, retentionFloors, Number(indexMeta.get('log_start') ?? 0), permissions, lostDatabase);
   if (logStart > 0) {
     // A retention the process did not finish: its rows go, its floors are kept (see `retired`), then its files go.
     const firsts = createIndexRows(indexDb, opts.partitions).retire(logStart);
     const heads = createPartitionHeadsRepo(indexDb).load(opts.partitions);
-    retentionFloors.raise(firsts.map((first, p) => first ?? heads[p]!));
+    recordRetention(
+      db,
+      retentionFloors,
+      firsts.map((first, p) => first ?? heads[p]!),
+      logStart,
+    );
     segments.dropBefore(logStart);
   }
   const recovery = recoverLog({
@@ -503,6 +509,58 @@ function openLog(
     );
   }
   return { segments, recovery, heads };
+}
+
+/**
+ * Where the log must start: the furthest retention recorded deleting up to (herald.db, which also
+ * knows it when index.db is lost, and index.db). An oldest segment that starts later than that was
+ * not deleted by retention: lost (a file removed, a restore missing it). Refused unless skip-corrupt,
+ * which goes on from it as if retention had deleted up to there (an `error` line names the bytes).
+ * No check is possible for a data dir whose retention ran only before herald.db recorded this, nor
+ * with a new herald.db (`lostDatabase`: rebuild-events-only) and no index.db to say.
+ */
+function checkLogStart(
+  opts: LocalEventStoreOptions,
+  segments: SegmentLog,
+  floors: RetentionFloors,
+  indexLogStart: number,
+  permissions: ReadonlySet<RecoveryPermission>,
+  lostDatabase: boolean,
+): number {
+  const recorded = floors.logStart();
+  const known = Math.max(indexLogStart, recorded ?? 0);
+  const neverRetained = !lostDatabase && floors.load().length === 0;
+  const checkable = recorded !== undefined || indexLogStart > 0 || neverRetained;
+  const oldest = segments.list()[0]!;
+  if (!checkable || oldest.base <= known) return known;
+  const missing = { from: known, to: oldest.base };
+  if (!permissions.has('skip-corrupt')) {
+    throw new StartupError(
+      `the log's oldest ${missing.to - missing.from} bytes are missing: it starts at ${oldest.file}, log byte ${missing.to}, but ` +
+        `retention deleted only up to byte ${missing.from} (herald.db): a segment file was lost, and with it acknowledged events; nothing was changed. ` +
+        'Restore the missing segments (or the data dir) from a backup, or start with HERALD_RECOVERY=skip-corrupt to go on without them.',
+    );
+  }
+  opts.log.error(
+    { ...missing, segment: oldest.file },
+    'log: the oldest segments are missing (not deleted by retention); their events are gone (HERALD_RECOVERY=skip-corrupt)',
+  );
+  return oldest.base;
+}
+
+/** Retention's record in herald.db, synced before its files go (a power cut must not keep the deletion and lose the record). */
+function recordRetention(db: Db, floors: RetentionFloors, firstOffsets: readonly number[], through: number): void {
+  const write = db.transaction(() => {
+    floors.raise(firstOffsets);
+    floors.raiseLogStart(through);
+  });
+  if (db.inTransaction) return write();
+  db.pragma('synchronous = FULL');
+  try {
+    write();
+  } finally {
+    db.pragma('synchronous = NORMAL');
+  }
 }
 
 const DAMAGED_INDEX = 'index.db is damaged: nothing is stored until the gateway restarts and rebuilds it from the log';

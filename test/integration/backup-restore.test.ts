@@ -132,6 +132,34 @@ describe('herald backup / herald restore', () => {
     expect(first.headers['webhook-id']).not.toBe(idBefore.get(mustHave[0]!.id));
   }, 120_000);
 
+  it('restores a data dir whose oldest segments retention deleted: its log starts past byte 0 and is not taken for a lost segment', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway({ ...env(source), HERALD_MAX_LOG_BYTES: '256KiB' });
+    const acked: AppendResultBody[] = [];
+    for (let b = 0; b < 150; b++)
+      acked.push(
+        ...((
+          await postBatch(
+            gw.url,
+            Array.from({ length: 10 }, (_, i) => event(`r-${b}-${i}`)),
+          )
+        ).body.results as AppendResultBody[]),
+      );
+    await waitFor(async () => !fs.readdirSync(path.join(source, 'wal')).includes('00000000000000000000.seg'), {
+      what: 'retention to delete the oldest segment',
+    });
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir], { timeoutMs: 30_000 })).toMatchObject({ code: 0 });
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    const restored = path.join(tmpDir(), 'restored');
+    expect(await runHerald(['restore', '--data-dir', restored, backupDir], { timeoutMs: 30_000 })).toMatchObject({ code: 0 });
+    const again = await spawnGateway({ ...env(restored), HERALD_MAX_LOG_BYTES: '256KiB' });
+    const last = acked.at(-1)!;
+    expect(await lookupEvent(again.url, last)).toMatchObject({ status: 200, body: { partition: last.partition, offset: last.offset } });
+    expect((await lookupEvent(again.url, acked[0]!)).status).toBe(404);
+  }, 60_000);
+
   it('backs up a data dir whose gateway was killed (SQLite -wal left behind) with every acknowledged event', async () => {
     const source = tmpDir();
     const gw = await spawnGateway(env(source));

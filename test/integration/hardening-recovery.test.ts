@@ -289,6 +289,39 @@ describe('corruption in the middle of the log', () => {
     expect(found.filter((status) => status === 404).length).toBeGreaterThan(0);
   });
 
+  it('refuses a log whose oldest segment is gone though retention never deleted it, index.db kept or lost (was: started; its events read as corrupt, or as if retention had taken them)', async () => {
+    const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
+    const files = segmentFiles(dataDir);
+    expect(files.length).toBeGreaterThan(2);
+    fs.renameSync(files[0]!, `${files[0]}.moved`);
+    for (const indexLost of [false, true]) {
+      if (indexLost) for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('index.db'))) fs.rmSync(path.join(dataDir, f));
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+      expect(refused.code).toBe(2);
+      expect(oneLine(refused.stderr)).toMatch(
+        /the log's oldest \d+ bytes are missing: it starts at .*, but retention deleted only up to byte 0/,
+      );
+    }
+    expect(segmentFiles(dataDir)).toEqual(files.slice(1));
+    // Put back, every event is there.
+    fs.renameSync(`${files[0]}.moved`, files[0]!);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    for (const r of acked) expect((await lookupEvent(child.url, r)).status).toBe(200);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    // Gone for good: skip-corrupt goes on from the oldest segment left, saying so, and the next start needs no permission.
+    fs.rmSync(files[0]!);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_RECOVERY: 'skip-corrupt' });
+    expect(child.output()).toMatch(/"level":50[^\n]*oldest segments are missing/);
+    const last = acked.at(-1)!;
+    expect((await lookupEvent(child.url, last)).status).toBe(200);
+    expect((await lookupEvent(child.url, acked[0]!)).status).toBe(404);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect((await lookupEvent(child.url, last)).status).toBe(200);
+  });
+
   it('with segment 0 damaged and herald.db gone, refuses; with permission keeps every intact record and renames no segment', async () => {
     const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
     const files = segmentFiles(dataDir);
