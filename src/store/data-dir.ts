@@ -47,6 +47,14 @@ export function lockDataDir(dataDir: string): DataDirLock {
     }
     throw unusable(dataDir, err);
   }
+  // A lock file someone removed locks nothing: the gateway that holds the removed one is still at work.
+  const holder = liveHolder(dataDir);
+  if (holder !== undefined) {
+    db.close();
+    throw new StartupError(
+      `data dir ${path.resolve(dataDir)} is in use by another Herald process (PID ${holder}; its ${LOCK_FILE} was removed); two gateways on one data dir would destroy each other's data`,
+    );
+  }
   try {
     fs.writeFileSync(path.join(dataDir, PID_FILE), `${process.pid}\n`);
   } catch (err) {
@@ -62,6 +70,30 @@ export function lockDataDir(dataDir: string): DataDirLock {
       }
     },
   };
+}
+
+/**
+ * The process `herald.pid` names, when it is alive and has a file of this data dir open (Linux: its
+ * `/proc/<pid>/fd`); a PID reused by another program has none. Undefined where that cannot be seen.
+ */
+function liveHolder(dataDir: string): string | undefined {
+  const pid = readPid(dataDir);
+  if (pid === undefined || Number(pid) === process.pid) return undefined;
+  let fds: string[];
+  try {
+    fds = fs.readdirSync(`/proc/${pid}/fd`);
+  } catch {
+    return undefined; // gone, not Linux, or not ours to see
+  }
+  const inside = fs.realpathSync(dataDir) + path.sep;
+  for (const fd of fds) {
+    try {
+      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(inside)) return pid;
+    } catch {
+      // closed meanwhile
+    }
+  }
+  return undefined;
 }
 
 function readPid(dataDir: string): string | undefined {

@@ -81,6 +81,23 @@ describe('two gateways on one data dir', () => {
     expect((await lookupEvent(second.url, { source: '/lock', id: 'b' })).status).toBe(200);
   });
 
+  it('refuses the second one when the lock file was removed under the first (was: both ran, one offset given twice, an acknowledged event lost)', async () => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir });
+    expect((await postBinary(child.url, { source: '/lock', id: 'a1' })).status).toBe(202);
+    fs.rmSync(path.join(dataDir, 'herald.lock'));
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
+    expect(refused.code).toBe(2);
+    expect(oneLine(refused.stderr)).toContain(`PID ${child.child.pid}; its herald.lock was removed`);
+    expect(fs.readFileSync(path.join(dataDir, 'herald.pid'), 'utf8').trim()).toBe(String(child.child.pid));
+    expect((await postBinary(child.url, { source: '/lock', id: 'a2' })).status).toBe(202);
+    // Once it is gone, its PID file names no live holder: the next gateway starts and has both events.
+    child.child.kill('SIGKILL');
+    await child.exited;
+    second = await spawnGateway({ HERALD_DATA_DIR: dataDir });
+    for (const id of ['a1', 'a2']) expect((await lookupEvent(second.url, { source: '/lock', id })).status).toBe(200);
+  });
+
   it('refuses a second gateway in the same process too', async () => {
     const gw = await startTestGateway();
     try {
