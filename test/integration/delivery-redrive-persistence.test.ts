@@ -94,7 +94,9 @@ describe('a redelivery of a dead letter across a restart', () => {
     await waitFor(() => rcv.requests.some((r) => idOf(r) === 'slow'), { what: 'slow sent' });
     await sleep(100);
     expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
-    await sleep(300); // the write-behind has flushed: the dead letter is consumed, its redelivery waits for the slot
+    // The state the test is about: the dead letter consumed (no longer listed), its redelivery waiting for the slot.
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 0, { what: 'the dead letter consumed' });
+    expect(rcv.requests.filter((r) => idOf(r) === 'bad' && isRedelivery(r))).toEqual([]);
     await stop(gw);
 
     holdMs = 0;
@@ -126,7 +128,7 @@ describe('a redelivery of a dead letter across a restart', () => {
     await waitFor(async () => (await deadLetters(gw.url, subId)).length === 1, { what: 'the dead letter' });
     expect((await api(gw.url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
     await waitFor(() => rcv.requests.some(isRedelivery), { what: 'the redelivery sent' });
-    await sleep(200); // persisted: awaiting its ack, the dead letter consumed
+    await waitFor(async () => (await deadLetters(gw.url, subId)).length === 0, { what: 'the dead letter consumed' });
     expect((await api(gw.url, 'POST', `/subscriptions/${subId}/seek`, { to: 'earliest' })).status).toBe(200);
     await waitFor(() => rcv.requests.filter((r) => idOf(r) === 'x').length === 3, { what: 'the replay of x sent' });
     await sleep(200); // the replay's row is written beside the redelivery's (over it, before)

@@ -27,7 +27,9 @@ it('a paused subscription sends nothing, not even a retry that was waiting for a
   await publishOfType(gw.url, '/r2', type, ['p0']);
   await waitFor(() => requestsForSubscription(receiver, id).length === 1, { what: 'the first attempt' });
   // The retry (10 ms later) finds the bucket empty: it waits about 2 s for a token.
-  await sleep(100);
+  await waitFor(async () => (await request(gw.url).get(`/subscriptions/${id}`)).body.stats.throttled === true || undefined, {
+    what: 'the retry waiting for a token',
+  });
   await request(gw.url).post(`/subscriptions/${id}/pause`).expect(200);
   await sleep(3000);
   expect(requestsForSubscription(receiver, id)).toHaveLength(1);
@@ -64,7 +66,10 @@ describe('validation handshake', () => {
     await waitFor(async () => (await request(gw.url).get(`/subscriptions/${id}`)).body.state === 'active', { what: 'consent' });
     await publishOfType(gw.url, '/r2', type, ['c0']);
     await waitFor(() => posts(consenting).length === 1, { what: 'the first attempt' });
-    await sleep(100); // the retry is parked for a token (~2 s)
+    // The retry is parked for a token (~2 s).
+    await waitFor(async () => (await request(gw.url).get(`/subscriptions/${id}`)).body.stats.throttled === true || undefined, {
+      what: 'the retry waiting for a token',
+    });
     const patched = await request(gw.url).patch(`/subscriptions/${id}`).send({ sink: silent.url }).expect(200);
     expect(patched.body.state).toBe('validating');
     await sleep(3000);

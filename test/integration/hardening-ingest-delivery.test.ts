@@ -271,8 +271,7 @@ describe('receivers that drip their answers', () => {
       await waitFor(() => drip.requests.length === 1 || undefined, { what: 'the request' });
       child.child.kill('SIGTERM');
       const code = await Promise.race([child.exited, new Promise((r) => setTimeout(() => r('still running'), 12_000))]);
-      expect(code).toBe(0);
-      expect(drip.requests[0]!.closedAt).toBeDefined();
+      expect(code).toBe(0); // within 12 s, where the request alone would have held it 120 s
     } finally {
       await drip.close();
     }

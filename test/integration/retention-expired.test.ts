@@ -153,12 +153,8 @@ describe('retention expires what a subscription had not finished', () => {
     const dir = tmpDir();
     const env: Env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1', HERALD_SEGMENT_BYTES: '65536', HERALD_MIN_FREE_BYTES: '0' };
     gw = await spawnGateway(env);
-    const id = (
-      await request(gw.url)
-        .post('/subscriptions')
-        .send({ sink: behind.url, delivery: { ackDeadlineMs: 1000, retry: { maxAttempts: 1 } } })
-        .expect(201)
-    ).body.id as string;
+    // The events first, then the subscription: its one attempt at offset 0 is sent at once, and its lease
+    // (3 s) cannot run out while 300 events are still being published (was: 1 s, and a slow machine lost it).
     for (let at = 0; at < EVENTS; at += BATCH)
       await publishBatch(
         gw.url,
@@ -170,10 +166,20 @@ describe('retention expires what a subscription had not finished', () => {
           data: { pad: PAD },
         })),
       );
-    await waitFor(() => behind!.requests.length === 1, { what: 'offset 0 sent, awaiting its ack' });
+    const id = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: behind.url, startAt: 'earliest', delivery: { ackDeadlineMs: 3000, retry: { maxAttempts: 1 } } })
+        .expect(201)
+    ).body.id as string;
+    await waitFor(() => behind!.requests.length >= 1, { what: 'offset 0 sent' });
+    expect(behind.requests[0]!.headers['herald-offset']).toBe('0');
+    // The state the test is about, at the stop: offset 0 awaiting its ack on its last attempt, nothing dead-lettered.
+    const before = await request(gw.url).get(`/subscriptions/${id}`).expect(200);
+    expect([before.body.stats.partitions[0].inFlight, before.body.stats.deadLetters, behind.requests.length]).toEqual([1, 0, 1]);
     gw.child.kill('SIGTERM');
     expect(await gw.exited).toBe(0);
-    await new Promise((r) => setTimeout(r, 1500)); // its lease runs out while the gateway is down
+    await new Promise((r) => setTimeout(r, 3500)); // its lease runs out while the gateway is down
 
     // What a crash right after retention's commit point leaves: index.db's log_start moved to the base of
     // the third segment, the files and rows below it not yet gone. The next start finishes that retention.
@@ -197,7 +203,7 @@ describe('retention expires what a subscription had not finished', () => {
     expect(await statsOf(gw.url, id)).toMatchObject({ committedOffset: first, expired: first });
     expect((await request(gw.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters).toEqual([]);
     // Delivery goes on from the first event still stored.
-    await waitFor(() => behind!.requests.length === 2, { what: 'the next delivery' });
-    expect(behind.requests[1]!.headers['herald-offset']).toBe(String(first));
+    const next = await waitFor(() => behind!.requests[1], { what: 'the next delivery' });
+    expect(next.headers['herald-offset']).toBe(String(first));
   });
 });

@@ -129,19 +129,21 @@ function freeBytes(dir: string): number {
 describe('HERALD_MIN_FREE_BYTES', () => {
   it('answers 503 storage_full with Retry-After and is unready while free space is low, touches nothing, and recovers by itself', async () => {
     const fsys = smallFileSystem();
-    const minFree = 16 * 1024 * 1024;
+    const MiB = 1024 * 1024;
+    // 16 MiB under what is free now, so that a filler of 24 MiB (bounded) takes it 8 MiB below, whatever the file system.
+    const minFree = freeBytes(fsys.dir) - 16 * MiB;
     let gw: TestGateway | undefined;
     try {
       gw = await startTestGateway({ HERALD_DATA_DIR: path.join(fsys.dir, 'data'), HERALD_MIN_FREE_BYTES: String(minFree) });
       const before = await postBinary(gw.url, { source: '/full', id: 'before' });
       expect(before.status).toBe(202);
-      // Eat the space down to half the minimum.
       const filler = path.join(fsys.dir, 'filler');
       const fd = fs.openSync(filler, 'w');
-      const chunk = Buffer.alloc(1024 * 1024, 1);
-      while (freeBytes(fsys.dir) > minFree / 2) fs.writeSync(fd, chunk);
+      const chunk = Buffer.alloc(MiB, 1);
+      for (let i = 0; i < 24; i++) fs.writeSync(fd, chunk);
       fs.fsyncSync(fd);
       fs.closeSync(fd);
+      expect(freeBytes(fsys.dir)).toBeLessThan(minFree);
 
       // Free space is read at most every 100 ms under ingest (and every second otherwise).
       let refusedId = 'refused';
