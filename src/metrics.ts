@@ -1,7 +1,7 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { IngestObserver } from './api/ingest-handler';
 import type { SubscriptionHooks } from './subscriptions/service';
-import { SUBSCRIPTION_STATES } from './store/subscriptions-repo';
+import { SUBSCRIPTION_STATES } from './subscriptions/record';
 import {
   addTally,
   DELIVERY_OUTCOMES,

@@ -7,11 +7,12 @@
  * throwing; the costly ones must not match and must be reported as filter
  * errors, and filters over the limits must be refused with a 400.
  *
- * Runs the snapshot's compiled `subscriptions/filter.js` (dist-bench/gateway),
+ * Runs the snapshot's compiled `filters/filter.js` (dist-bench/gateway),
  * the code the other cases run; no gateway process is started. `--baseline`
  * is ignored here: a gateway without the limits would block for seconds per
  * evaluation or crash, which defect 8 already records.
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -26,7 +27,7 @@ type Matcher = (attributes: Attributes) => boolean;
 interface FilterError extends Error {
   reason?: string;
 }
-/** What this case uses of src/subscriptions/filter.ts (not imported: bench/ compiles on its own). */
+/** What this case uses of src/filters/filter.ts (not imported: bench/ compiles on its own). */
 interface FilterModule {
   compileFilters(filters: unknown, options?: { onError?: (err: FilterError) => void }): Matcher;
   MAX_SQL_LENGTH: number;
@@ -206,7 +207,9 @@ interface Compiled {
 export async function run(ctx: Ctx): Promise<CaseReport> {
   const gc = collector();
   const report = baseReport('filters', ctx);
-  const modulePath = path.join(path.dirname(MAIN_JS), 'subscriptions', 'filter.js');
+  // src/filters/ since the twenty-third session; a baseline from before has it in src/subscriptions/.
+  const moved = path.join(path.dirname(MAIN_JS), 'filters', 'filter.js');
+  const modulePath = fs.existsSync(moved) ? moved : path.join(path.dirname(MAIN_JS), 'subscriptions', 'filter.js');
   // eslint-disable-next-line @typescript-eslint/no-require-imports -- the built module, loaded at run time
   const mod = require(modulePath) as FilterModule;
   const plan = ctx.quick ? { warmup: 1, rounds: 3, sweeps: 2 } : { warmup: 3, rounds: 10, sweeps: 3 };

@@ -1,19 +1,10 @@
 import type { Router } from 'express';
 import { z } from 'zod';
-import type { CallbackAction, CallbackAnswer } from '../delivery/dispatcher';
+import type { DeliveryCallbacks } from '../delivery/dispatcher';
 import { parseInput } from './query';
 import { jsonBody, newRouter, requireScope } from './routing';
 
 const MAX_LEASE_MS = 12 * 3600 * 1000;
-
-/** Where callbacks go: the delivery thread's proxy (a round trip), or a dispatcher in-process. */
-export interface DeliveryCallbacks {
-  callback(
-    deliveryId: string,
-    action: CallbackAction,
-    arg?: { delayMs?: number; ms?: number; reason?: string },
-  ): CallbackAnswer | Promise<CallbackAnswer>;
-}
 
 /**
  * Receivers' callbacks for manual acknowledgement. Authorised by the

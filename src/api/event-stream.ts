@@ -2,7 +2,7 @@ import type { Request, Response } from 'express';
 import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
-import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../subscriptions/filter';
+import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../filters/filter';
 import type { EventLog } from '../wal/event-store';
 import { parseInput } from './query';
 

@@ -23,7 +23,7 @@ export function registerBackup(program: Command, streams: CliStreams): void {
     )
     .action(async (dest: string, options: { dataDir: string }, command: Command) => {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
-      const { backupDataDir } = await import('../store/backup');
+      const { backupDataDir } = await import('../backup');
       const started = Date.now();
       const manifest = await run('backup', () => backupDataDir(options.dataDir, dest));
       if (out.json) return out.document(manifest);
@@ -50,7 +50,7 @@ export function registerBackup(program: Command, streams: CliStreams): void {
     )
     .action(async (backup: string, options: { dataDir: string }, command: Command) => {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
-      const { restoreDataDir } = await import('../store/backup');
+      const { restoreDataDir } = await import('../backup');
       const manifest = await run('restore', () => restoreDataDir(backup, options.dataDir));
       if (out.json) return out.document(manifest);
       out.line(`restored ${backup} (taken from ${manifest.startedAt}) into ${options.dataDir}`);
@@ -60,7 +60,7 @@ export function registerBackup(program: Command, streams: CliStreams): void {
 
 /** A refusal of the storage module is the whole message (exit 1); a file system's error is named as such. */
 async function run<T>(what: 'backup' | 'restore', work: () => T): Promise<T> {
-  const { BackupError } = await import('../store/backup');
+  const { BackupError } = await import('../backup');
   try {
     return work();
   } catch (err) {

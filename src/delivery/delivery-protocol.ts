@@ -7,7 +7,7 @@
 import { AppError, type ErrorCode, type Violation } from '../errors';
 import type { DeadLetterRow } from '../store/dead-letters-repo';
 import type { AttemptRow } from '../store/attempts-repo';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from '../subscriptions/record';
 import type { DeliveryStats } from '../subscriptions/delivery-control';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { DeliveryTally } from './tally';

@@ -4,7 +4,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { Db } from '../store/db';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from '../subscriptions/record';
 import type { DeliveryControl, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { LogReader } from '../wal/event-store';
 import type { GroupPositions, LogFeed } from '../wal/log-feed';

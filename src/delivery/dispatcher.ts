@@ -6,8 +6,8 @@ import type { Db } from '../store/db';
 import { deadLetterIdNumber, type DeadLetterRow } from '../store/dead-letters-repo';
 import { SETTLED_CALLBACKS_KEPT, type createDeliveryStateRepo, type SettledCallbackOutcome } from '../store/delivery-state-repo';
 import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
-import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from '../subscriptions/filter';
+import type { SubscriptionRecord } from '../subscriptions/record';
+import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from '../filters/filter';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
@@ -55,6 +55,16 @@ export type CallbackAnswer =
   | { deliveryId: string; status: 'acked' | 'rejected' }
   | { deliveryId: string; status: 'nacked'; nextAttemptAt: string | null }
   | { deliveryId: string; status: 'extended'; leaseUntil: string };
+
+/** Where receivers' callbacks go (the deliveries router's port): the delivery thread's proxy, or a dispatcher in-process. */
+export interface DeliveryCallbacks {
+  callback(
+    deliveryId: string,
+    action: CallbackAction,
+    arg?: { delayMs?: number; ms?: number; reason?: string },
+  ): CallbackAnswer | Promise<CallbackAnswer>;
+}
+
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
 
 /** Dead letters read per query when every one of a subscription is redelivered. */

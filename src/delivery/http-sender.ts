@@ -1,5 +1,5 @@
 import { buildConnector, Pool } from 'undici';
-import { guardedLookup, refuseLiteral, SINK_NOT_ALLOWED } from '../subscriptions/sink-policy';
+import { guardedLookup, refuseLiteral, SINK_NOT_ALLOWED } from '../sink-guard';
 import { untilDeadline } from '../shutdown-steps';
 
 export interface SendResult {

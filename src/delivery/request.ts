@@ -1,7 +1,7 @@
 import { hash } from 'node:crypto';
 import { toBinaryMessage, toStructuredMessage } from '../cloudevents/format';
 import type { CloudEvent } from '../cloudevents/event';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from '../subscriptions/record';
 import { previousSecretAt, requestOrigin } from '../webhook-policy';
 import { signWebhook } from './signing';
 

@@ -1,8 +1,8 @@
 import type { Logger } from 'pino';
 import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
 import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state-repo';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
-import type { Matcher } from '../subscriptions/filter';
+import type { SubscriptionRecord } from '../subscriptions/record';
+import type { Matcher } from '../filters/filter';
 import type { DeliveryOutcome } from './tally';
 import { AbortGroup, type HttpSender } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';

@@ -1,7 +1,7 @@
 import type { KV, KvEntry, QueuedIterator } from 'nats';
 import type { Logger } from 'pino';
 import { AppError } from '../errors';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from '../subscriptions/record';
 import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from '../subscriptions/record-store';
 import { jsonOrUndefined } from './codec';
 import { removeCurrent } from './kv-update';

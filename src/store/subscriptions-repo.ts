@@ -1,34 +1,6 @@
-import type { DeliveryOptions } from '../subscriptions/schema';
+import { SUBSCRIPTION_STATES, type SubscriptionRecord, type SubscriptionState } from '../subscriptions/record';
 import { AppError } from '../errors';
 import type { Db } from './db';
-
-export const SUBSCRIPTION_STATES = ['active', 'paused', 'validating'] as const;
-export type SubscriptionState = (typeof SUBSCRIPTION_STATES)[number];
-
-export interface SubscriptionRecord {
-  id: string;
-  sink: string;
-  filters: unknown[];
-  delivery: DeliveryOptions;
-  startAt: 'latest' | 'earliest';
-  /** `validating`: waiting for the sink's consent (CloudEvents handshake); nothing is delivered. */
-  state: SubscriptionState;
-  stateReason: string | null;
-  secret: string;
-  /** The secret the last rotation replaced, still signing (after the new one) until `previousSecretExpiresAt`. */
-  previousSecret: string | null;
-  /** Epoch ms; null when there is no overlap. */
-  previousSecretExpiresAt: number | null;
-  /** `cloudevents`: deliveries wait for the sink's consent to a validation handshake. */
-  validation: 'none' | 'cloudevents';
-  /** While `validating`: the secret part of the callback URL, and when the wait ends (epoch ms). */
-  validationToken: string | null;
-  validationDeadline: number | null;
-  /** When the sink consented (epoch ms); null before. */
-  validatedAt: number | null;
-  createdAt: number;
-  updatedAt: number;
-}
 
 interface Row {
   id: string;

@@ -1,7 +1,8 @@
 import { AppError, StartupError } from '../errors';
 import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from '../subscriptions/record-store';
 import type { Db } from './db';
-import { createSubscriptionsRepo, type SubscriptionRecord } from './subscriptions-repo';
+import type { SubscriptionRecord } from '../subscriptions/record';
+import { createSubscriptionsRepo } from './subscriptions-repo';
 
 /**
  * The local engine's {@link SubscriptionStore}: the SQLite `subscriptions` table of one process.

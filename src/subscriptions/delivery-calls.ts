@@ -1,6 +1,6 @@
 import { AppError } from '../errors';
 import type { Logger } from '../logger';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from './record';
 import type { DeliveryControl, SubscriptionEvents } from './delivery-control';
 
 /** Tries of `add` in a row (its consumers may be slow to create on a busy cluster), then again later. */

@@ -1,6 +1,6 @@
 import type { DeadLetterRow } from '../store/dead-letters-repo';
 import type { AttemptRow } from '../store/attempts-repo';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from './record';
 import type { SeekTarget } from './seek-schema';
 
 /** A result delivery may give at once (in-process) or later (the delivery thread answers by message). */

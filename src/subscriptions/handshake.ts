@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger';
 import { handshakeHeaders, judgeHandshake, requestOrigin } from '../webhook-policy';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from './record';
 
 /** How long a sink has to consent, by its answer or by the callback (CloudEvents http-webhook §4.1). */
 export const VALIDATION_WAIT_MS = 10 * 60_000;

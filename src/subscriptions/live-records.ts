@@ -1,5 +1,5 @@
 import { AppError } from '../errors';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from './record';
 import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from './record-store';
 
 /** Tries of one change against revision conflicts before answering 409 (each re-reads the record). */

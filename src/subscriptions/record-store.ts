@@ -1,4 +1,4 @@
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from './record';
 
 /** A record with the revision it was stored at: an update must name it (optimistic concurrency). */
 export interface StoredSubscription {

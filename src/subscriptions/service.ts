@@ -3,10 +3,10 @@ import { toStructured } from '../cloudevents/format';
 import { allowedRate, callbackGrants, newSigningSecret, previousSecretAt } from '../webhook-policy';
 import { AppError } from '../errors';
 import { readStored, type EventLog } from '../wal/event-store';
-import type { SubscriptionRecord } from '../store/subscriptions-repo';
+import type { SubscriptionRecord } from './record';
 import type { Logger } from '../logger';
 import type { DeliveryControl } from './delivery-control';
-import { compileFilters } from './filter';
+import { compileFilters } from '../filters/filter';
 import {
   applyDeliveryChange,
   maskDelivery,

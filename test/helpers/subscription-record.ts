@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import type { SubscriptionRecord } from '../../src/store/subscriptions-repo';
+import type { SubscriptionRecord } from '../../src/subscriptions/record';
 import { deliverySchema } from '../../src/subscriptions/schema';
 import { newSigningSecret } from '../../src/webhook-policy';
 

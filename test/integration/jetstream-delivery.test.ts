@@ -9,7 +9,7 @@ import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jet
 import { createJetStreamDelivery, type JetStreamDelivery } from '../../src/jetstream/delivery/jetstream-delivery';
 import { deliveryNames } from '../../src/jetstream/delivery/names';
 import { jetStreamNames } from '../../src/jetstream/names';
-import type { SubscriptionRecord } from '../../src/store/subscriptions-repo';
+import type { SubscriptionRecord } from '../../src/subscriptions/record';
 import type { SubscriptionEvents } from '../../src/subscriptions/delivery-control';
 import { deliverySchema } from '../../src/subscriptions/schema';
 import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';

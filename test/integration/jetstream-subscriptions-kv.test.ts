@@ -4,7 +4,7 @@ import { AppError } from '../../src/errors';
 import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jetstream/jetstream-event-store';
 import { createKvSubscriptionStore } from '../../src/jetstream/subscriptions-kv';
 import { createLogger } from '../../src/logger';
-import type { SubscriptionRecord } from '../../src/store/subscriptions-repo';
+import type { SubscriptionRecord } from '../../src/subscriptions/record';
 import { RevisionConflict, type RecordChange, type SubscriptionStore } from '../../src/subscriptions/record-store';
 import { subscriptionRecord } from '../helpers/subscription-record';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';

@@ -1,5 +1,5 @@
 import { AckPolicy, DeliverPolicy, nanos, type ConsumerConfig } from 'nats';
-import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+import type { SubscriptionRecord } from '../../subscriptions/record';
 
 /**
  * Pure mapping from a subscription's delivery options to its JetStream consumers' settings.

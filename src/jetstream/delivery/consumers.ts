@@ -1,6 +1,6 @@
 import { AckPolicy, DeliverPolicy, nanos, type ConsumerConfig, type JetStreamManager, type KV } from 'nats';
 import type { Logger } from 'pino';
-import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+import type { SubscriptionRecord } from '../../subscriptions/record';
 import { isWrongLastSequence } from '../nats-errors';
 import type { JetStreamNames } from '../names';
 import { needsUpdate, partitionConsumerConfig, redriveConsumerConfig, startOf, type ConsumerStart } from './consumer-config';

@@ -1,7 +1,7 @@
 import type { JetStreamClient, JsMsg } from 'nats';
-import type { SubscriptionRecord } from '../../store/subscriptions-repo';
+import type { SubscriptionRecord } from '../../subscriptions/record';
 import type { SubscriptionEvents } from '../../subscriptions/delivery-control';
-import { compileFilters, createFilterErrorReporter, type Matcher } from '../../subscriptions/filter';
+import { compileFilters, createFilterErrorReporter, type Matcher } from '../../filters/filter';
 import { ackWaitMs } from './consumer-config';
 import type { Consumers } from './consumers';
 import type { EngineContext } from './context';

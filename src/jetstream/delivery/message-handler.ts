@@ -4,8 +4,8 @@ import { answerOutcome, transition, type AttemptInput, type AttemptState } from 
 import type { AbortGroup, SendResult } from '../../delivery/http-sender';
 import { requestFor } from '../../delivery/request';
 import { newDeliveryId } from '../../delivery/subscription-worker';
-import type { SubscriptionRecord } from '../../store/subscriptions-repo';
-import type { Attributes } from '../../subscriptions/filter';
+import type { SubscriptionRecord } from '../../subscriptions/record';
+import type { Attributes } from '../../filters/filter';
 import { NewerFormatError, decodeEventMessage, formatOf } from '../codec';
 import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';

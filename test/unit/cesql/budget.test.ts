@@ -1,6 +1,6 @@
 import fc from 'fast-check';
-import { WORK_BUDGET, cesqlBudget, cesqlMatches, compileCesql } from '../../../src/subscriptions/cesql';
-import { compileLike } from '../../../src/subscriptions/cesql/like';
+import { WORK_BUDGET, cesqlBudget, cesqlMatches, compileCesql } from '../../../src/filters/cesql';
+import { compileLike } from '../../../src/filters/cesql/like';
 
 /**
  * The work budget (issue 8, defects 7 and 8): expressions come from whoever

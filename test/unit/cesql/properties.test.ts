@@ -1,6 +1,6 @@
 import fc from 'fast-check';
-import { CesqlError, compileCesql } from '../../../src/subscriptions/cesql';
-import { compileLike } from '../../../src/subscriptions/cesql/like';
+import { CesqlError, compileCesql } from '../../../src/filters/cesql';
+import { compileLike } from '../../../src/filters/cesql/like';
 
 function compileOrParseError(expression: string) {
   try {

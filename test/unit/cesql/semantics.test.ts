@@ -1,4 +1,4 @@
-import { CesqlError, MAX_DEPTH, cesqlMatches, compileCesql } from '../../../src/subscriptions/cesql';
+import { CesqlError, MAX_DEPTH, cesqlMatches, compileCesql } from '../../../src/filters/cesql';
 
 // Behaviour the TCK leaves open, pinned so a change is a decision, not an accident.
 const EVENT = {

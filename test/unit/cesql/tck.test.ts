@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import fc from 'fast-check';
 import { parse } from 'yaml';
-import { CesqlError, cesqlMatches, compileCesql } from '../../../src/subscriptions/cesql';
+import { CesqlError, cesqlMatches, compileCesql } from '../../../src/filters/cesql';
 
 /** The official CESQL TCK, shared by the workspace rather than vendored into the repository. */
 const TCK_DIR = path.resolve(__dirname, '../../../../shared/reference/cesql-tck');

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { BackupError, copySegments } from '../../../src/store/backup';
+import { BackupError, copySegments } from '../../../src/backup';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);

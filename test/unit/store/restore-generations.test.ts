@@ -5,7 +5,7 @@
  */
 import path from 'node:path';
 import { openDatabase, type Db } from '../../../src/store/db';
-import { newIncarnation } from '../../../src/store/backup';
+import { newIncarnation } from '../../../src/backup';
 import { createDeliveryStateRepo } from '../../../src/store/delivery-state-repo';
 import { createCursor, generationAt, seekCursor } from '../../../src/delivery/partition-cursor';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';

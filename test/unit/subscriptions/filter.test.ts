@@ -10,7 +10,7 @@ import {
   createFilterErrorReporter,
   type Attributes,
   type WarnLog,
-} from '../../../src/subscriptions/filter';
+} from '../../../src/filters/filter';
 
 /** Filter dialects of the CloudEvents Subscriptions API (§3.2.4), compiled to one matcher per subscription. */
 

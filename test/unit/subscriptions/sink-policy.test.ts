@@ -1,14 +1,8 @@
 import dns from 'node:dns';
 import { loadConfig } from '../../../src/config';
 import { AppError } from '../../../src/errors';
-import {
-  createSinkPolicy,
-  guardedLookup,
-  refuseLiteral,
-  restrictedKind,
-  SINK_NOT_ALLOWED,
-  SinkNotAllowedError,
-} from '../../../src/subscriptions/sink-policy';
+import { guardedLookup, refuseLiteral, restrictedKind, SINK_NOT_ALLOWED, SinkNotAllowedError } from '../../../src/sink-guard';
+import { createSinkPolicy } from '../../../src/subscriptions/sink-policy';
 
 /** SSRF protection: which addresses a sink may not reach when HERALD_SINK_ALLOW_PRIVATE=false. No traffic is sent. */
 

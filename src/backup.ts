@@ -2,14 +2,14 @@ import Database from 'better-sqlite3';
 import { createHash, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fsyncPath, writeFileAtomically } from '../durable-fs';
-import { StartupError } from '../errors';
-import { IDENTITY_FILE, LOCK_FILE, readIdentity } from './data-dir';
-import { openDatabase } from './db';
-import { createMetaRepo } from './meta-repo';
-import { createRetentionFloors } from './retention-floors';
-import { RESERVATION_FILE } from '../wal/offset-reservation';
-import { KEY_FILE, SEGMENT_FILE } from '../wal/segment-log';
+import { fsyncPath, writeFileAtomically } from './durable-fs';
+import { StartupError } from './errors';
+import { IDENTITY_FILE, LOCK_FILE, readIdentity } from './store/data-dir';
+import { openDatabase } from './store/db';
+import { createMetaRepo } from './store/meta-repo';
+import { createRetentionFloors } from './store/retention-floors';
+import { RESERVATION_FILE } from './wal/offset-reservation';
+import { KEY_FILE, SEGMENT_FILE } from './wal/segment-log';
 
 /**
  * Online backup and restore of a local data dir (the embedded engine). A copy of the files with
