@@ -634,6 +634,39 @@ describeWithNats('JetStream delivery engine', () => {
     }
   });
 
+  it('a node that stalls past ack_wait (SIGSTOP) with a request open does not move the partition back when it resumes: the next event still chains to the last', async () => {
+    let child: ChildProcess | undefined;
+    let stopped = false;
+    const r = await receiver(async (req) => {
+      if (nodeOf(req) === 'k' && !stopped) {
+        stopped = true;
+        child!.kill('SIGSTOP'); // frozen with the request sent: its answer is read only after the resume
+      }
+      return { status: 204 };
+    });
+    const source = `/s/${randomUUID()}`;
+    // A request timeout (5 s) longer than the stall before B takes over, so the frozen node reads a 204, not a timeout.
+    const sub = record(r.url, { filters: onlySource(source), delivery: { timeoutMs: 5000 } });
+    child = await spawnNode('k', sub);
+    try {
+      const stored = await publish(source, ['s1', 's2', 's3'], { key: 'k' });
+      await waitFor(() => stopped, WAIT);
+      await b.add(sub, noEvents()); // B takes s1 over once ack_wait (6 s) has passed, then s2 and s3
+      await waitFor(() => r.requests.filter((q) => nodeOf(q) === 'b').length >= 3, WAIT);
+      child.kill('SIGCONT');
+      // Time for the resumed node to settle its request (a timeout by then: its lease was gone) without moving the mark.
+      await new Promise((res) => setTimeout(res, 2000));
+      const [s4] = await publish(source, ['s4'], { key: 'k' });
+      const last = await waitFor(() => r.requests.find((q) => header(q, 'ce-id') === 's4'), WAIT);
+      expect(Number(header(last, 'herald-previous-offset'))).toBe(stored[2]!.offset);
+      expect(s4!.offset).toBe(stored[2]!.offset + 1);
+      await b.remove(sub.id);
+    } finally {
+      child.kill('SIGCONT');
+      child.kill('SIGKILL');
+    }
+  });
+
   it('seeks back on one node and every node follows (new generation, new webhook-ids, no previous offset first)', async () => {
     const r = await receiver();
     const source = `/s/${randomUUID()}`;

@@ -12,7 +12,7 @@ import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
 import type { LeaseKeeper } from './lease-keeper';
-import { previousMatched } from './positions';
+import { finishedPast, positionRecord, previousFrom } from './positions';
 import { settleMessage } from './settle';
 
 /** A subscription as its messages' handler sees it (see `jetstream-delivery.ts`). */
@@ -85,6 +85,12 @@ function decodeOr(data: Uint8Array, format: number): CloudEvent | 'corrupt' | 'n
   }
 }
 
+/** Whether the consumer's ack floor is at or past the message: some node acknowledged it already. */
+async function ackedByAnyNode(ctx: EngineContext, msg: JsMsg): Promise<boolean> {
+  const info = await ctx.jsm.consumers.info(msg.info.stream, msg.info.consumer);
+  return info.ack_floor.stream_seq >= msg.info.streamSequence;
+}
+
 /**
  * One delivery attempt of one JetStream message: the attempt number is JetStream's delivery count,
  * the outcome the attempt machine's (as on the local engine), the settlement a signal on the
@@ -104,6 +110,17 @@ export async function handleMessage(
   const attempt = msg.info.deliveryCount;
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
+  const position = target.redrive ? undefined : await positionRecord(ctx, target);
+  // Held through a stall past ack_wait while another node sent it and went on: not sent again (it would
+  // arrive after later events), nor counted or dead-lettered. The mark says so; JetStream's ack floor
+  // confirms it (a retry from before a PATCH to `partition` can come after a later mark, unacknowledged).
+  if (record.delivery.ordering === 'partition' && finishedPast(position, target.offset) && (await ackedByAnyNode(ctx, msg))) {
+    ctx.log.info(
+      { subscription: sub.id, partition: target.partition, offset: target.offset },
+      'a message held past ack_wait was delivered by another node, which went on: not sent again',
+    );
+    return msg.ack();
+  }
   if (event === 'missing') {
     ctx.log.error({ subscription: sub.id, partition: target.partition, offset: target.offset }, 'event missing from the log; skipping');
     return msg.ack();
@@ -128,7 +145,7 @@ export async function handleMessage(
     const error = `delivered ${attempt} times, more than retry.maxAttempts (${record.delivery.retry.maxAttempts}) allows`;
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'max_attempts' }, target, { ...last, lastError: error }, deliveryId);
   }
-  const previousOffset = target.redrive ? null : await previousMatched(ctx, target);
+  const previousOffset = position === undefined ? null : previousFrom(position, target.offset);
   target.previousOffset = previousOffset;
   target.ordered = record.delivery.ordering === 'partition';
   const entry: AckEntry = {

@@ -1,3 +1,4 @@
+import { isWrongLastSequence } from '../nats-errors';
 import type { AttemptTarget, EngineContext } from './context';
 
 /**
@@ -39,18 +40,64 @@ export function previousFrom(value: string, offset: number): number | null {
   return null;
 }
 
+/**
+ * Whether the record shows `offset` finished by a later offset under `ordering: partition`: a message
+ * this node held while it stalled (a long GC pause, a frozen VM) past ack_wait, which JetStream gave to
+ * another node, which sent it and went on. Sending it now would break the partition's order. (The
+ * marked offset itself may be unacknowledged, a node having died between mark and ack: it is sent.)
+ */
+export function finishedPast(value: string | undefined, offset: number): boolean {
+  const through = value === undefined ? undefined : finishedThrough(value);
+  return through !== undefined && offset < through;
+}
+
 const keyOf = (ctx: EngineContext, t: AttemptTarget) => ctx.names.positionKey(t.subscriptionId, t.partition, t.generation);
+
+/** The record of the target's partition and generation, with its revision; undefined value when there is none. */
+async function readRecord(ctx: EngineContext, t: AttemptTarget): Promise<{ value: string | undefined; revision: number | undefined }> {
+  const got = await ctx.positions.get(keyOf(ctx, t));
+  if (!got) return { value: undefined, revision: undefined };
+  const value = got.operation === 'PUT' && got.value.length > 0 ? Buffer.from(got.value).toString('utf8') : undefined;
+  return { value, revision: got.revision };
+}
+
+/** The record of the target's partition and generation (its text), or undefined. */
+export async function positionRecord(ctx: EngineContext, t: AttemptTarget): Promise<string | undefined> {
+  return (await readRecord(ctx, t)).value;
+}
 
 /** The partition's last matched offset before this event in its generation, or null (the first since the start or a seek). */
 export async function previousMatched(ctx: EngineContext, t: AttemptTarget): Promise<number | null> {
-  const got = await ctx.positions.get(keyOf(ctx, t));
-  if (!got || got.operation !== 'PUT' || got.value.length === 0) return null;
-  return previousFrom(Buffer.from(got.value).toString('utf8'), t.offset);
+  const value = await positionRecord(ctx, t);
+  return value === undefined ? null : previousFrom(value, t.offset);
 }
 
-/** Records a finished event as the last matched, with the previous offset it was sent with (read when the caller has none). */
+/** Compare-and-set writes of an ordered mark tried before giving up to the other writers (whose marks are as far). */
+const MARK_TRIES = 5;
+
+/**
+ * Records a finished event as the last matched, with the previous offset it was sent with (read when the
+ * caller has none). Under `ordering: partition` the mark never moves back: a stalled node's late answer
+ * for an offset another node finished and went past writes nothing (compare-and-set on the revision read).
+ */
 export async function markMatched(ctx: EngineContext, t: AttemptTarget): Promise<void> {
   if (t.redrive) return; // a redelivery is outside the partition's order
-  const previous = t.previousOffset !== undefined ? t.previousOffset : await previousMatched(ctx, t);
-  await ctx.positions.put(keyOf(ctx, t), encode(t.offset, previous, t.ordered === true));
+  if (t.ordered !== true) {
+    const previous = t.previousOffset !== undefined ? t.previousOffset : await previousMatched(ctx, t);
+    await ctx.positions.put(keyOf(ctx, t), encode(t.offset, previous, false));
+    return;
+  }
+  for (let tries = 0; tries < MARK_TRIES; tries++) {
+    const { value, revision } = await readRecord(ctx, t);
+    if (finishedPast(value, t.offset)) return;
+    const previous = t.previousOffset !== undefined ? t.previousOffset : value === undefined ? null : previousFrom(value, t.offset);
+    const text = encode(t.offset, previous, true);
+    try {
+      if (revision === undefined) await ctx.positions.create(keyOf(ctx, t), text);
+      else await ctx.positions.update(keyOf(ctx, t), text, revision);
+      return;
+    } catch (err) {
+      if (!isWrongLastSequence(err)) throw err; // another write came first: read it again
+    }
+  }
 }

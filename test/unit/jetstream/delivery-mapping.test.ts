@@ -1,4 +1,4 @@
-import { finishedThrough, markedOffset, previousFrom } from '../../../src/jetstream/delivery/positions';
+import { finishedPast, finishedThrough, markedOffset, previousFrom } from '../../../src/jetstream/delivery/positions';
 import { AckPolicy, DeliverPolicy, nanos } from 'nats';
 import { transition, type AttemptPolicy, type AttemptState } from '../../../src/delivery/attempt-machine';
 import {
@@ -246,5 +246,14 @@ describe('the last finished offset from the positions record', () => {
     expect(previousFrom('17 - p', 18)).toBe(17);
     expect(previousFrom('17 - p', 17)).toBeNull();
     expect(previousFrom('17 16 p', 17)).toBe(16);
+  });
+  it('tells a message another node delivered and went past (a stalled node held it): below the mark, under " p" only', () => {
+    expect(finishedPast('370 369 p', 290)).toBe(true);
+    expect(finishedPast('370 369 p', 369)).toBe(true);
+    // The marked offset itself may be unacknowledged (its node died between mark and ack): sent again.
+    expect(finishedPast('370 369 p', 370)).toBe(false);
+    expect(finishedPast('370 369 p', 371)).toBe(false);
+    expect(finishedPast('370 369', 290)).toBe(false); // ordering none: earlier offsets may still wait for a retry
+    expect(finishedPast(undefined, 290)).toBe(false);
   });
 });
