@@ -1,9 +1,9 @@
-import type { JetStreamClient, KV, PubAck } from 'nats';
+import { headers, type JetStreamClient, type KV, type PubAck } from 'nats';
 import type { CloudEvent } from '../cloudevents/event';
 import { eventId, eventSource } from '../cloudevents/event';
 import { partitionOf } from '../cloudevents/partition';
 import type { AppendResult } from '../wal/event-store';
-import { decodeClaim, encodeEventMessage, type Claim } from './codec';
+import { PUBLISHED_AT_HEADER, decodeClaim, encodeEventMessage, type Claim } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
 import { AppError, type Violation } from '../errors';
 import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
@@ -34,7 +34,10 @@ import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
  *     sequence as a duplicate, and the retry settles and answers it (`duplicate: true`, original
  *     partition and offset). A retry after 2 minutes stores the event a second time (a duplicate
  *     stored, never acknowledged twice) and settles on the second copy; the first stays in the
- *     partition unreferenced. This is the only way a source+id can be stored twice.
+ *     partition unreferenced. A node frozen with a publish unsent (a GC pause, a stopped VM) for
+ *     over 2 minutes stores a second copy the same way when it resumes. These are the only ways a
+ *     source+id can be stored twice; delivery skips a copy stored over a minute after its publish
+ *     was made (`Herald-Published-At`) when the record is settled on another.
  *   - between 3 and the answer: a retry finds the offset and answers `duplicate: true` with it.
  *
  * So a crash can cause at most one extra stored copy, never a lost acknowledged event (the 2xx
@@ -153,8 +156,12 @@ export function createAppender(deps: AppenderDeps) {
   async function publish(message: Uint8Array, key: string, claim: Claim): Promise<PubAck> {
     const partition = claim.p;
     const knownBefore = deps.knownHead(partition);
+    const h = headers();
+    // Read by delivery: a copy stored past the de-duplication window is checked against the record.
+    h.set(PUBLISHED_AT_HEADER, String(Date.now()));
     const ack = await js
       .publish(names.subject(partition), message, {
+        headers: h,
         // A claim made again after its event was gone must not be deduplicated against the first publish.
         msgID: claim.g ? `${key}.${claim.g}` : key,
         expect: { streamName: names.stream(partition) },

@@ -32,6 +32,19 @@ export function encodeEventMessage(event: CloudEvent): Buffer {
  */
 export const FORMAT_HEADER = 'Herald-Format';
 
+/**
+ * The NATS header carrying when the node made the publish (epoch ms, its clock). A message stored
+ * much later (a node frozen with it unsent) was past JetStream's de-duplication window: see
+ * {@link publishedAtOf} and the delivery engine's late-copy check.
+ */
+export const PUBLISHED_AT_HEADER = 'Herald-Published-At';
+
+/** When the message's publish was made, from {@link PUBLISHED_AT_HEADER}; undefined without one. */
+export function publishedAtOf(headers: { get(name: string): string } | undefined): number | undefined {
+  const value = headers?.get(PUBLISHED_AT_HEADER);
+  return value && /^[0-9]{1,16}$/.test(value) ? Number(value) : undefined;
+}
+
 /** The format a message's headers name (1 without the header, or with a value that is no number). */
 export function formatOf(headers: { get(name: string): string } | undefined): number {
   const value = headers?.get(FORMAT_HEADER);

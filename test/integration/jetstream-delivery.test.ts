@@ -9,6 +9,8 @@ import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jet
 import { createJetStreamDelivery, type JetStreamDelivery } from '../../src/jetstream/delivery/jetstream-delivery';
 import { deliveryNames } from '../../src/jetstream/delivery/names';
 import { jetStreamNames } from '../../src/jetstream/names';
+import { PUBLISHED_AT_HEADER, encodeEventMessage } from '../../src/jetstream/codec';
+import { connect, headers } from 'nats';
 import type { SubscriptionRecord } from '../../src/subscriptions/record';
 import type { SubscriptionEvents } from '../../src/subscriptions/delivery-control';
 import { deliverySchema } from '../../src/subscriptions/schema';
@@ -664,6 +666,38 @@ describeWithNats('JetStream delivery engine', () => {
     } finally {
       child.kill('SIGCONT');
       child.kill('SIGKILL');
+    }
+  });
+
+  it('does not send the second copy a node frozen past the de-duplication window stores when it resumes (was: sent under a second webhook-id)', async () => {
+    const r = await receiver();
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    const [first] = await publish(source, ['late'], { key: 'k' }); // acknowledged through another node, settled here
+    // What the frozen node's buffer held: the same event, its publish made 10 minutes ago, stored only now.
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      const h = headers();
+      h.set(PUBLISHED_AT_HEADER, String(Date.now() - 600_000));
+      const copy = encodeEventMessage({
+        attributes: { specversion: '1.0', id: 'late', source, type: 'com.example.t', partitionkey: 'k' },
+        data: { kind: 'json', value: { id: 'late' } },
+      } as never);
+      const ack = await nc.jetstream().publish(jetStreamNames(prefix).subject(first!.partition), copy, { headers: h });
+      expect(ack.seq - 1).toBeGreaterThan(first!.offset); // stored a second time
+    } finally {
+      await nc.close();
+    }
+    await publish(source, ['after'], { key: 'k' });
+    await a.add(sub, noEvents());
+    try {
+      await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 'after'), WAIT);
+      expect(r.requests.map((q) => [header(q, 'ce-id'), Number(header(q, 'herald-offset'))])).toEqual([
+        ['late', first!.offset],
+        ['after', first!.offset + 2],
+      ]);
+    } finally {
+      await a.remove(sub.id);
     }
   });
 

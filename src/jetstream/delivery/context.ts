@@ -17,6 +17,8 @@ export interface EngineContext {
   attemptLog: AttemptLog;
   /** KV `<prefix>_dpos`: last matched offset per (subscription, partition, generation). */
   positions: KV;
+  /** The event store's idempotency bucket (`<prefix>_idem`), bound at first use: read for late copies only. */
+  idempotency: () => Promise<KV>;
   sender: HttpSender;
   log: Logger;
   clock: () => number;

@@ -138,6 +138,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       deadLetters: createDeadLetters({ js, jsm, names }),
       attemptLog: createAttemptLog({ js, jsm, names, kept: ATTEMPTS_PER_SUBSCRIPTION }),
       positions: buckets.positions,
+      idempotency: once(() => js.views.kv(events.idempotencyBucket, { bindOnly: true })),
       sender: createHttpSender({ allowPrivate: deps.allowPrivateSinks }),
       log,
       clock,
@@ -431,5 +432,17 @@ function unavailableWhenClusterFails(engine: JetStreamDelivery): JetStreamDelive
     redeliver: guard('queue dead letters again', engine.redeliver),
     deleteDeadLetter: guard('delete the dead letter', engine.deleteDeadLetter),
     callback: guard('settle the callback', engine.callback),
+  };
+}
+
+/** `make()` once, shared; made again after a failure (the bucket may not be reachable yet). */
+function once<T>(make: () => Promise<T>): () => Promise<T> {
+  let made: Promise<T> | undefined;
+  return () => {
+    made ??= make().catch((err: unknown) => {
+      made = undefined;
+      throw err;
+    });
+    return made;
   };
 }

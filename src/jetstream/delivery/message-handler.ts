@@ -6,7 +6,9 @@ import { requestFor } from '../../delivery/request';
 import { newDeliveryId } from '../../delivery/subscription-worker';
 import type { SubscriptionRecord } from '../../subscriptions/record';
 import type { Attributes } from '../../filters/filter';
-import { NewerFormatError, decodeEventMessage, formatOf } from '../codec';
+import { NewerFormatError, decodeClaim, decodeEventMessage, formatOf, publishedAtOf } from '../codec';
+import { idempotencyKey } from '../names';
+import { DUPLICATE_WINDOW_MS } from '../provision';
 import { isNotFound } from '../nats-errors';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
@@ -85,6 +87,24 @@ function decodeOr(data: Uint8Array, format: number): CloudEvent | 'corrupt' | 'n
   }
 }
 
+/** Stored this long after its publish was made, a copy may have missed JetStream's de-duplication (2 minutes); half, for clock skew. */
+const LATE_COPY_MS = DUPLICATE_WINDOW_MS / 2;
+
+/**
+ * Whether the message is a late second copy: stored {@link LATE_COPY_MS} or more after its publish was
+ * made (a node frozen with it unsent, resumed after the de-duplication window), while the event's
+ * idempotency record is settled on another offset, the copy that was acknowledged and is delivered.
+ * Only such late messages cost a read of the record.
+ */
+async function isLateCopy(ctx: EngineContext, msg: JsMsg, event: CloudEvent, target: AttemptTarget): Promise<boolean> {
+  const publishedAt = publishedAtOf(msg.headers);
+  if (publishedAt === undefined || msg.info.timestampNanos / 1e6 - publishedAt < LATE_COPY_MS) return false;
+  const entry = await (await ctx.idempotency()).get(idempotencyKey(String(event.attributes.source), String(event.attributes.id)));
+  if (!entry || entry.operation !== 'PUT') return false;
+  const claim = decodeClaim(entry.value);
+  return claim.o !== undefined && (claim.p !== target.partition || claim.o !== target.offset);
+}
+
 /** Whether the consumer's ack floor is at or past the message: some node acknowledged it already. */
 async function ackedByAnyNode(ctx: EngineContext, msg: JsMsg): Promise<boolean> {
   const info = await ctx.jsm.consumers.info(msg.info.stream, msg.info.consumer);
@@ -123,6 +143,19 @@ export async function handleMessage(
   }
   if (event === 'missing') {
     ctx.log.error({ subscription: sub.id, partition: target.partition, offset: target.offset }, 'event missing from the log; skipping');
+    return msg.ack();
+  }
+  if (source.kind === 'partition' && typeof event === 'object' && (await isLateCopy(ctx, msg, event, target))) {
+    ctx.log.warn(
+      {
+        subscription: sub.id,
+        partition: target.partition,
+        offset: target.offset,
+        source: event.attributes.source,
+        id: event.attributes.id,
+      },
+      'a second copy of an event, stored by a node that resumed after holding its publish past the de-duplication window: not sent',
+    );
     return msg.ack();
   }
   // Dead-lettered, not left for another node: each offer to an older node would count as an attempt
