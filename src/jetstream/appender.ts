@@ -7,6 +7,7 @@ import { PUBLISHED_AT_HEADER, decodeClaim, encodeEventMessage, type Claim } from
 import { idempotencyKey, type JetStreamNames } from './names';
 import { AppError, type Violation } from '../errors';
 import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
+import { DUPLICATE_WINDOW_MS } from './provision';
 
 /**
  * Ingest on JetStream: one event is three steps, each acknowledged by a majority of replicas.
@@ -60,6 +61,8 @@ import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
  */
 
 const MAX_CLAIM_ATTEMPTS = 3;
+/** Claims answered this long after they were asked are read again before their events are published (see `append`). */
+const LATE_CLAIM_MS = DUPLICATE_WINDOW_MS / 2;
 /** How long a publish may wait for its acknowledgement before the request is answered 503. */
 export const PUBLISH_TIMEOUT_MS = 5000;
 /** NATS counts a message's headers (`Nats-Msg-Id`, `Nats-Expected-Stream`: about 150 bytes) toward `max_payload`. */
@@ -89,6 +92,8 @@ export interface AppenderDeps {
   knownHead: (partition: number) => number;
   /** Told that a publish was stored at or below a sequence known before it (the stream was replaced): writes stop. */
   wentBack: (partition: number, known: number, seen: number) => void;
+  /** Tests: the clock claims are timed by (default `Date.now`). */
+  clock?: () => number;
 }
 
 /** A claimed record: ours or someone else's, settled or not, and the revision to settle it from. */
@@ -199,6 +204,17 @@ export function createAppender(deps: AppenderDeps) {
     return { partition: settled.p, offset: settled.o, duplicate: same ? ack.duplicate : true };
   }
 
+  /** A claim as the record stands now: settled by another node meanwhile, its offset (the event is not published again). */
+  async function recheck(key: string, claimed: PromiseSettledResult<Claimed>): Promise<Claimed> {
+    if (claimed.status === 'rejected') throw claimed.reason;
+    if (claimed.value.claim.o !== undefined) return claimed.value;
+    const entry = await currentRecord(key);
+    const now = entry ? decodeClaim(entry.value) : undefined;
+    return now?.o !== undefined && now.p === claimed.value.claim.p && !isGone(now)
+      ? { claim: now, revision: entry!.revision }
+      : claimed.value;
+  }
+
   /**
    * Stores the events not seen before (by source+id) and answers each, in input order.
    * @throws AppError `unavailable` when any step of any event failed (what was stored stays; see above)
@@ -212,7 +228,12 @@ export function createAppender(deps: AppenderDeps) {
     const messages = unique.map((i) => encodeEventMessage(events[i]!));
     refuseOversized(messages, unique, events.length > 1);
 
-    const claims = await Promise.allSettled(unique.map((i) => claim(keys[i]!, partitionOf(events[i]!, partitions))));
+    const clock = deps.clock ?? Date.now;
+    const claimedFrom = clock();
+    let claims = await Promise.allSettled(unique.map((i) => claim(keys[i]!, partitionOf(events[i]!, partitions))));
+    // Claims answered this late (the node frozen meanwhile: a GC pause, a stopped VM) may have been
+    // completed by another node since, past the de-duplication window of their publish: read again.
+    if (clock() - claimedFrom >= LATE_CLAIM_MS) claims = await Promise.allSettled(claims.map((c, u) => recheck(keys[unique[u]!]!, c)));
     const acks = unique.map((i, u) => {
       const c = claims[u]!;
       if (c.status === 'rejected' || c.value.claim.o !== undefined) return undefined;

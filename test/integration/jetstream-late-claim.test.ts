@@ -1,0 +1,83 @@
+/**
+ * A node whose claims are answered late (it was frozen meanwhile: a GC pause, a stopped VM), after
+ * another node completed them and past their publish's de-duplication window, must not publish its
+ * events again: it reads the records again and answers the settled offsets. Was (a probe froze a node
+ * for 2 minutes mid-batch): 784 of 1,000 events stored twice and delivered under two webhook-ids.
+ * One real nats-server; the other node's completion is made with the NATS client, in the claim's answer.
+ */
+import { connect, type KV, type NatsConnection } from 'nats';
+import { createAppender } from '../../src/jetstream/appender';
+import { encodeEventMessage } from '../../src/jetstream/codec';
+import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jetstream/jetstream-event-store';
+import { jetStreamNames } from '../../src/jetstream/names';
+import { createLogger } from '../../src/logger';
+import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
+
+jest.setTimeout(60_000);
+
+describeWithNats('jetstream: claims answered late', () => {
+  let cluster: NatsCluster;
+  let store: JetStreamEventStore;
+  let nc: NatsConnection;
+  const prefix = uniquePrefix('late');
+  const names = jetStreamNames(prefix);
+
+  beforeAll(async () => {
+    cluster = await startNatsCluster({ size: 1 });
+    store = await openJetStreamEventStore({
+      nats: { servers: cluster.urls, replicas: 1, prefix },
+      partitions: 1,
+      idempotencyWindowMs: 3_600_000,
+      log: createLogger('silent'),
+    });
+    nc = await connect({ servers: cluster.urls });
+  });
+  afterAll(async () => {
+    await nc?.close();
+    await store?.close();
+    await cluster?.stop();
+  });
+
+  it('are read again before publishing: an event another node completed meanwhile is answered as stored, not stored again', async () => {
+    const js = nc.jetstream();
+    const kv = await js.views.kv(names.idempotencyBucket, { bindOnly: true });
+    const event = {
+      attributes: { specversion: '1.0', id: 'late-1', source: '/late', type: 't' },
+      data: { kind: 'json', value: {} },
+    } as never;
+    let now = 1_000_000;
+    let othersOffset = -1;
+    // The claim succeeds; by the time its answer is read, another node has published the event (under an id the
+    // stream no longer remembers: the window passed) and settled the record, and 61 s have gone by.
+    const lateKv = new Proxy(kv, {
+      get(target, prop) {
+        if (prop === 'create')
+          return async (k: string, value: string) => {
+            const revision = await target.create(k, value);
+            const ack = await js.publish(names.subject(0), encodeEventMessage(event), { msgID: `${k}.other-node` });
+            othersOffset = ack.seq - 1;
+            await target.update(k, JSON.stringify({ p: 0, o: othersOffset }), revision);
+            now += 61_000;
+            return revision;
+          };
+        const value = Reflect.get(target, prop) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    }) as KV;
+    const appender = createAppender({
+      js,
+      kv: lateKv,
+      names,
+      partitions: 1,
+      maxPayload: () => undefined,
+      knownGoneBelow: () => 0,
+      knownHead: () => 0,
+      wentBack: () => undefined,
+      clock: () => now,
+    });
+    const [result] = await appender.append([event]);
+    expect(result).toMatchObject({ partition: 0, offset: othersOffset, duplicate: true });
+    const jsm = await nc.jetstreamManager();
+    expect((await jsm.streams.info(names.stream(0))).state.messages).toBe(1); // was 2: stored again
+  });
+});
