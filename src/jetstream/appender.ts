@@ -230,21 +230,35 @@ export function createAppender(deps: AppenderDeps) {
 
     const clock = deps.clock ?? Date.now;
     const claimedFrom = clock();
-    let claims = await Promise.allSettled(unique.map((i) => claim(keys[i]!, partitionOf(events[i]!, partitions))));
-    // Claims answered this late (the node frozen meanwhile: a GC pause, a stopped VM) may have been
-    // completed by another node since, past the de-duplication window of their publish: read again.
-    if (clock() - claimedFrom >= LATE_CLAIM_MS) claims = await Promise.allSettled(claims.map((c, u) => recheck(keys[unique[u]!]!, c)));
-    const acks = unique.map((i, u) => {
+    const claims = await Promise.allSettled(unique.map((i) => claim(keys[i]!, partitionOf(events[i]!, partitions))));
+    const publishClaimed = (u: number): Promise<PubAck> | undefined => {
       const c = claims[u]!;
       if (c.status === 'rejected' || c.value.claim.o !== undefined) return undefined;
-      return publish(messages[u]!, keys[i]!, c.value.claim);
-    });
+      return publish(messages[u]!, keys[unique[u]!]!, c.value.claim);
+    };
+    const acks: (Promise<PubAck | undefined> | undefined)[] = [];
+    let next = 0;
+    for (; next < unique.length && clock() - claimedFrom < LATE_CLAIM_MS; next++) acks.push(publishClaimed(next));
+    // Frozen meanwhile (a GC pause, a stopped VM: before the claims were answered, or in this very loop),
+    // another node may have completed the claims left, past their publish's de-duplication window. Each is
+    // read again before it is published, one after another (a partition's offsets follow the input).
+    let issued: Promise<unknown> = Promise.resolve();
+    for (; next < unique.length; next++) {
+      const at = next;
+      const turn = issued.then(async () => {
+        claims[at] = (await Promise.allSettled([recheck(keys[unique[at]!]!, claims[at]!)]))[0]!;
+        return { ack: publishClaimed(at) };
+      });
+      issued = turn.catch(() => undefined);
+      acks.push(turn.then((t) => t.ack));
+    }
     const outcomes = await Promise.allSettled(
       unique.map(async (i, u) => {
+        const ack = await acks[u];
         const c = claims[u]!;
         if (c.status === 'rejected') throw c.reason;
         if (c.value.claim.o !== undefined) return { partition: c.value.claim.p, offset: c.value.claim.o, duplicate: true };
-        return settle(keys[i]!, c.value, await acks[u]!);
+        return settle(keys[i]!, c.value, ack!);
       }),
     );
 

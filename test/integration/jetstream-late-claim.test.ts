@@ -9,7 +9,7 @@ import { connect, type KV, type NatsConnection } from 'nats';
 import { createAppender } from '../../src/jetstream/appender';
 import { encodeEventMessage } from '../../src/jetstream/codec';
 import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jetstream/jetstream-event-store';
-import { jetStreamNames } from '../../src/jetstream/names';
+import { idempotencyKey, jetStreamNames } from '../../src/jetstream/names';
 import { createLogger } from '../../src/logger';
 import { describeWithNats, startNatsCluster, uniquePrefix, type NatsCluster } from '../helpers/nats-cluster';
 
@@ -79,5 +79,49 @@ describeWithNats('jetstream: claims answered late', () => {
     expect(result).toMatchObject({ partition: 0, offset: othersOffset, duplicate: true });
     const jsm = await nc.jetstreamManager();
     expect((await jsm.streams.info(names.stream(0))).state.messages).toBe(1); // was 2: stored again
+  });
+
+  it('are read again from wherever a freeze stops the publishing of a batch: the events after it are not stored twice', async () => {
+    const js = nc.jetstream();
+    const kv = await js.views.kv(names.idempotencyBucket, { bindOnly: true });
+    const jsm = await nc.jetstreamManager();
+    const stored = async () => (await jsm.streams.info(names.stream(0))).state.messages;
+    const ev = (id: string) =>
+      ({ attributes: { specversion: '1.0', id, source: '/late', type: 't' }, data: { kind: 'json', value: {} } }) as never;
+    const before = await stored();
+    let othersOffset = -1;
+    // The second event's claim is completed by another node while this one is frozen between its two publishes.
+    const lateKv = new Proxy(kv, {
+      get(target, prop) {
+        if (prop === 'create')
+          return async (k: string, value: string) => {
+            const revision = await target.create(k, value);
+            if (k !== idempotencyKey('/late', 'mid-2')) return revision;
+            const ack = await js.publish(names.subject(0), encodeEventMessage(ev('mid-2')), { msgID: `${k}.other-node` });
+            othersOffset = ack.seq - 1;
+            await target.update(k, JSON.stringify({ p: 0, o: othersOffset }), revision);
+            return revision;
+          };
+        const value = Reflect.get(target, prop) as unknown;
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    }) as KV;
+    // Read once when the claims start and once before each publish: the freeze falls before the second publish.
+    const times = [0, 0, 61_000];
+    const appender = createAppender({
+      js,
+      kv: lateKv,
+      names,
+      partitions: 1,
+      maxPayload: () => undefined,
+      knownGoneBelow: () => 0,
+      knownHead: () => 0,
+      wentBack: () => undefined,
+      clock: () => times.shift() ?? 61_000,
+    });
+    const [first, second] = await appender.append([ev('mid-1'), ev('mid-2')]);
+    expect(first).toMatchObject({ duplicate: false });
+    expect(second).toMatchObject({ partition: 0, offset: othersOffset, duplicate: true });
+    expect((await stored()) - before).toBe(2); // mid-1, and mid-2 once (was 3: mid-2 again)
   });
 });
