@@ -38,26 +38,28 @@ describeWithNats('jetstream: claims answered late', () => {
     await cluster?.stop();
   });
 
-  it('are read again before publishing: an event another node completed meanwhile is answered as stored, not stored again', async () => {
+  const ev = (id: string) =>
+    ({ attributes: { specversion: '1.0', id, source: '/late', type: 't' }, data: { kind: 'json', value: {} } }) as never;
+  const stored = async () => (await (await nc.jetstreamManager()).streams.info(names.stream(0))).state.messages;
+
+  /**
+   * An appender on partition 0 whose claim of `id` succeeds, but by the time its answer is read another node
+   * has published the event (under an id the stream no longer remembers: the window passed) and settled the
+   * record. `clock` times the claims. Resolves the other node's offset once that is done.
+   */
+  async function appenderWithLateClaim(id: string, clock: () => number) {
     const js = nc.jetstream();
     const kv = await js.views.kv(names.idempotencyBucket, { bindOnly: true });
-    const event = {
-      attributes: { specversion: '1.0', id: 'late-1', source: '/late', type: 't' },
-      data: { kind: 'json', value: {} },
-    } as never;
-    let now = 1_000_000;
     let othersOffset = -1;
-    // The claim succeeds; by the time its answer is read, another node has published the event (under an id the
-    // stream no longer remembers: the window passed) and settled the record, and 61 s have gone by.
     const lateKv = new Proxy(kv, {
       get(target, prop) {
         if (prop === 'create')
           return async (k: string, value: string) => {
             const revision = await target.create(k, value);
-            const ack = await js.publish(names.subject(0), encodeEventMessage(event), { msgID: `${k}.other-node` });
+            if (k !== idempotencyKey('/late', id)) return revision;
+            const ack = await js.publish(names.subject(0), encodeEventMessage(ev(id)), { msgID: `${k}.other-node` });
             othersOffset = ack.seq - 1;
             await target.update(k, JSON.stringify({ p: 0, o: othersOffset }), revision);
-            now += 61_000;
             return revision;
           };
         const value = Reflect.get(target, prop) as unknown;
@@ -73,55 +75,29 @@ describeWithNats('jetstream: claims answered late', () => {
       knownGoneBelow: () => 0,
       knownHead: () => 0,
       wentBack: () => undefined,
-      clock: () => now,
+      clock,
     });
-    const [result] = await appender.append([event]);
-    expect(result).toMatchObject({ partition: 0, offset: othersOffset, duplicate: true });
-    const jsm = await nc.jetstreamManager();
-    expect((await jsm.streams.info(names.stream(0))).state.messages).toBe(1); // was 2: stored again
+    return { appender, othersOffset: () => othersOffset };
+  }
+
+  it('are read again before publishing: an event another node completed meanwhile is answered as stored, not stored again', async () => {
+    const before = await stored();
+    // Read when the claims start, then a minute later (the freeze) before the publish.
+    const times = [0];
+    const { appender, othersOffset } = await appenderWithLateClaim('late-1', () => times.shift() ?? 61_000);
+    const [result] = await appender.append([ev('late-1')]);
+    expect(result).toMatchObject({ partition: 0, offset: othersOffset(), duplicate: true });
+    expect((await stored()) - before).toBe(1); // was 2: stored again
   });
 
   it('are read again from wherever a freeze stops the publishing of a batch: the events after it are not stored twice', async () => {
-    const js = nc.jetstream();
-    const kv = await js.views.kv(names.idempotencyBucket, { bindOnly: true });
-    const jsm = await nc.jetstreamManager();
-    const stored = async () => (await jsm.streams.info(names.stream(0))).state.messages;
-    const ev = (id: string) =>
-      ({ attributes: { specversion: '1.0', id, source: '/late', type: 't' }, data: { kind: 'json', value: {} } }) as never;
     const before = await stored();
-    let othersOffset = -1;
-    // The second event's claim is completed by another node while this one is frozen between its two publishes.
-    const lateKv = new Proxy(kv, {
-      get(target, prop) {
-        if (prop === 'create')
-          return async (k: string, value: string) => {
-            const revision = await target.create(k, value);
-            if (k !== idempotencyKey('/late', 'mid-2')) return revision;
-            const ack = await js.publish(names.subject(0), encodeEventMessage(ev('mid-2')), { msgID: `${k}.other-node` });
-            othersOffset = ack.seq - 1;
-            await target.update(k, JSON.stringify({ p: 0, o: othersOffset }), revision);
-            return revision;
-          };
-        const value = Reflect.get(target, prop) as unknown;
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
-    }) as KV;
-    // Read once when the claims start and once before each publish: the freeze falls before the second publish.
-    const times = [0, 0, 61_000];
-    const appender = createAppender({
-      js,
-      kv: lateKv,
-      names,
-      partitions: 1,
-      maxPayload: () => undefined,
-      knownGoneBelow: () => 0,
-      knownHead: () => 0,
-      wentBack: () => undefined,
-      clock: () => times.shift() ?? 61_000,
-    });
+    // Read when the claims start and before each publish: the freeze falls between the two publishes.
+    const times = [0, 0];
+    const { appender, othersOffset } = await appenderWithLateClaim('mid-2', () => times.shift() ?? 61_000);
     const [first, second] = await appender.append([ev('mid-1'), ev('mid-2')]);
     expect(first).toMatchObject({ duplicate: false });
-    expect(second).toMatchObject({ partition: 0, offset: othersOffset, duplicate: true });
+    expect(second).toMatchObject({ partition: 0, offset: othersOffset(), duplicate: true });
     expect((await stored()) - before).toBe(2); // mid-1, and mid-2 once (was 3: mid-2 again)
   });
 });

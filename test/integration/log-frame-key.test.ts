@@ -23,6 +23,25 @@ function frames(file: string): Buffer[] {
   return out;
 }
 
+/**
+ * With index.db gone (the whole log scanned): a start refuses the damage as corruption in the middle
+ * (not as a foreign key), and one with skip-corrupt starts; returns how many of `acked` it then finds.
+ */
+async function refusedThenKept(dataDir: string, acked: AppendResultBody[]): Promise<number> {
+  fs.rmSync(path.join(dataDir, 'index.db'));
+  const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toMatch(/corrupt in the middle/);
+  const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir, HERALD_RECOVERY: 'skip-corrupt' });
+  try {
+    let found = 0;
+    for (const r of acked) if ((await lookupEvent(gw.url, r)).status === 200) found++;
+    return found;
+  } finally {
+    await gw.close();
+  }
+}
+
 describe('the log key (wal/frame.key)', () => {
   it('reads a log written before keys (version-1 records), gives it a key, and keeps every event across restarts', async () => {
     const { dataDir, acked } = await storeAndStop(12);
@@ -78,20 +97,8 @@ describe('the log key (wal/frame.key)', () => {
     const bytes = fs.readFileSync(file!);
     bytes.writeUInt8(bytes.readUInt8(20) ^ 0xff, 20); // inside the first record's body
     fs.writeFileSync(file!, bytes);
-    fs.rmSync(path.join(dataDir, 'index.db'));
-    // Refused as damage in the middle (9 intact records follow), not as a foreign key...
-    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(/corrupt in the middle/);
-    // ...and skip-corrupt keeps the 9 (was refused outright by the key check, with or without it).
-    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir, HERALD_RECOVERY: 'skip-corrupt' });
-    try {
-      let found = 0;
-      for (const r of acked) if ((await lookupEvent(gw.url, r)).status === 200) found++;
-      expect(found).toBe(9);
-    } finally {
-      await gw.close();
-    }
+    // Refused as damage in the middle, and skip-corrupt keeps the 9 (was refused outright by the key check, with or without it).
+    expect(await refusedThenKept(dataDir, acked)).toBe(9);
   });
 
   it('takes two damaged records first in the newest segment for damage, not a foreign key (was: refused as a wrong frame.key, skip-corrupt or not)', async () => {
@@ -104,18 +111,7 @@ describe('the log key (wal/frame.key)', () => {
     bytes.writeUInt8(bytes.readUInt8(inSecond) ^ 0xff, inSecond);
     expect(second!.length).toBeGreaterThan(20);
     fs.writeFileSync(file!, bytes);
-    fs.rmSync(path.join(dataDir, 'index.db'));
-    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
-    expect(refused.code).toBe(2);
-    expect(refused.stderr).toMatch(/corrupt in the middle/);
-    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir, HERALD_RECOVERY: 'skip-corrupt' });
-    try {
-      let found = 0;
-      for (const r of acked) if ((await lookupEvent(gw.url, r)).status === 200) found++;
-      expect(found).toBe(8);
-    } finally {
-      await gw.close();
-    }
+    expect(await refusedThenKept(dataDir, acked)).toBe(8);
   });
 
   it('refuses a log that began before keys (version-1 records) and then got one, when its key is lost or foreign (was: a new key, and every keyed record cut)', async () => {
