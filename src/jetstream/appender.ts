@@ -35,10 +35,11 @@ import { DUPLICATE_WINDOW_MS } from './provision';
  *     sequence as a duplicate, and the retry settles and answers it (`duplicate: true`, original
  *     partition and offset). A retry after 2 minutes stores the event a second time (a duplicate
  *     stored, never acknowledged twice) and settles on the second copy; the first stays in the
- *     partition unreferenced. A node frozen with a publish unsent (a GC pause, a stopped VM) for
- *     over 2 minutes stores a second copy the same way when it resumes. These are the only ways a
- *     source+id can be stored twice; delivery skips a copy stored over a minute after its publish
- *     was made (`Herald-Published-At`) when the record is settled on another.
+ *     partition unreferenced. A node frozen (a GC pause, a stopped VM) for over 2 minutes with
+ *     publishes handed to its connection but not yet sent stores those a second time when it
+ *     resumes (what it had not handed over is read again first: see `append`). These are the only
+ *     ways a source+id can be stored twice; delivery skips a copy stored over a minute after its
+ *     publish was made (`Herald-Published-At`) when the record is settled on another.
  *   - between 3 and the answer: a retry finds the offset and answers `duplicate: true` with it.
  *
  * So a crash can cause at most one extra stored copy, never a lost acknowledged event (the 2xx
