@@ -431,7 +431,8 @@ function openLog(
   if (identity !== undefined && inDatabase !== undefined && identity.partitions !== inDatabase) {
     throw new StartupError(
       `${path.join(opts.dataDir, IDENTITY_FILE)} says ${identity.partitions} partitions and ${path.join(opts.dataDir, 'herald.db')} says ${inDatabase}: ` +
-        `one of them is damaged; nothing was changed. Restore ${IDENTITY_FILE} from a backup, or remove it to have it written again from herald.db.`,
+        'one of them is damaged; nothing was changed. Find which (the count the data dir was created with), then restore that file from a backup; ' +
+        `a damaged ${IDENTITY_FILE} may also be removed to have it written again from herald.db (never when herald.db is the damaged one).`,
     );
   }
   const recorded = identity?.partitions ?? inDatabase;
@@ -532,7 +533,9 @@ function checkLogStart(
   const neverRetained = !lostDatabase && floors.load().length === 0;
   const checkable = recorded !== undefined || indexLogStart > 0 || neverRetained;
   const oldest = segments.list()[0]!;
-  if (!checkable || oldest.base <= known) return known;
+  // Unchecked, the log is taken as it is: where it starts is recorded (see `recordRetention`), so later starts check.
+  if (!checkable) return Math.max(known, oldest.base);
+  if (oldest.base <= known) return known;
   const missing = { from: known, to: oldest.base };
   if (!permissions.has('skip-corrupt')) {
     throw new StartupError(

@@ -20,10 +20,12 @@ const SEGMENT_SUFFIX = '.seg';
 export const KEY_FILE = 'frame.key';
 /** A segment file's name: the global byte position of its first record, 20 digits. */
 export const SEGMENT_FILE = /^\d{20}\.seg$/;
-/** Bytes read from the start of each segment to tell a foreign key from damage. */
-const KEY_CHECK_BYTES = 4 * 1024 * 1024;
-/** ...and of all segments together: a start never reads more for it. */
-const KEY_CHECK_TOTAL_BYTES = 16 * 1024 * 1024;
+/**
+ * Bytes of records the check of `frame.key` walks at most (newest segment first) to tell a foreign key
+ * from damage: a start never reads more for it. Large enough for several damaged records of the
+ * largest bodies HERALD_MAX_BODY_BYTES commonly allows before an intact one.
+ */
+const KEY_CHECK_TOTAL_BYTES = 64 * 1024 * 1024;
 /** The version byte of a keyed (version-2) record. */
 const KEYED_VERSION = 2;
 /**
@@ -169,8 +171,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   }
 
   /**
-   * What the frames at the start of the log's segments (newest segment first, walked by their length
-   * fields, {@link KEY_CHECK_BYTES} of each at most) say about `key`: 'fits' when one verifies under
+   * What the frames of the log's segments (newest segment first, walked by their length fields,
+   * {@link KEY_CHECK_TOTAL_BYTES} in all at most) say about `key`: 'fits' when one verifies under
    * it; 'foreign' when two or more keyed frames (version byte 2, not legacy) do not and none of those
    * walked does; else 'unknown' (legacy frames, zeros and cut-short frames are no evidence). Damage
    * leaves other frames verifying, so the walk goes on past failures (two damaged records first in a
@@ -181,7 +183,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     let failures = 0;
     let budget = KEY_CHECK_TOTAL_BYTES;
     for (const seg of [...segments].reverse()) {
-      for (let at = 0; at + FRAME_HEADER_BYTES <= Math.min(seg.size, KEY_CHECK_BYTES) && budget > 0;) {
+      for (let at = 0; at + FRAME_HEADER_BYTES <= seg.size && budget > 0;) {
         const bodyLength = readAt(seg, at, FRAME_HEADER_BYTES).readUInt32LE(0);
         const length = FRAME_HEADER_BYTES + bodyLength;
         if (bodyLength < 1 || bodyLength > MAX_RECORD_BYTES || at + length > seg.size) break;

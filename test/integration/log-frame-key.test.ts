@@ -7,10 +7,11 @@ import { cleanupTmpDirs } from '../helpers/tmp';
 afterAll(cleanupTmpDirs);
 
 /** Stores `n` events and stops the gateway; returns the data dir and the acks. */
-async function storeAndStop(n: number): Promise<{ dataDir: string; acked: AppendResultBody[] }> {
-  const gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
+async function storeAndStop(n: number, padBytes = 0): Promise<{ dataDir: string; acked: AppendResultBody[] }> {
+  const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_MAX_BODY_BYTES: '8MiB' });
   const acked: AppendResultBody[] = [];
-  for (let i = 0; i < n; i++) acked.push(...(await postBinary(gw.url, { source: '/key', id: `k${i}` })).body.results);
+  const data = (i: number) => (padBytes > 0 ? { i, pad: 'p'.repeat(padBytes) } : undefined);
+  for (let i = 0; i < n; i++) acked.push(...(await postBinary(gw.url, { source: '/key', id: `k${i}`, data: data(i) })).body.results);
   await gw.close();
   return { dataDir: gw.dataDir, acked };
 }
@@ -112,6 +113,16 @@ describe('the log key (wal/frame.key)', () => {
     expect(second!.length).toBeGreaterThan(20);
     fs.writeFileSync(file!, bytes);
     expect(await refusedThenKept(dataDir, acked)).toBe(8);
+  });
+
+  it('takes two large damaged records first in the log for damage too (was: past the 4 MiB looked at, a foreign key)', async () => {
+    const { dataDir, acked } = await storeAndStop(4, 2_500_000);
+    const [file] = segmentFiles(dataDir);
+    const bytes = fs.readFileSync(file!);
+    const [first] = frames(file!);
+    for (const at of [20, first!.length + 20]) bytes.writeUInt8(bytes.readUInt8(at) ^ 0xff, at); // in the first two records
+    fs.writeFileSync(file!, bytes);
+    expect(await refusedThenKept(dataDir, acked)).toBe(2);
   });
 
   it('refuses a log that began before keys (version-1 records) and then got one, when its key is lost or foreign (was: a new key, and every keyed record cut)', async () => {

@@ -82,6 +82,15 @@ describe('retention by size (HERALD_MAX_LOG_BYTES)', () => {
     const rebuilt = await partitions(gw.url);
     for (const p of parts) expect(rebuilt[p.partition]!.firstOffset).toBeGreaterThanOrEqual(p.firstOffset);
     expect((await lookupEvent(gw.url, acked[acked.length - 1]!)).status).toBe(200);
+    // And with herald.db lost too, rebuilt from the log: that start records where the log starts, so later
+    // plain starts go on (was: refused at every start as a lost oldest segment).
+    await gw.close();
+    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('index.db') || f.startsWith('herald.db')))
+      fs.rmSync(path.join(dataDir, f));
+    gw = await startTestGateway({ ...env, HERALD_DATA_DIR: dataDir, HERALD_RECOVERY: 'rebuild-events-only' });
+    await gw.close();
+    gw = await startTestGateway({ ...env, HERALD_DATA_DIR: dataDir });
+    expect((await lookupEvent(gw.url, acked[acked.length - 1]!)).status).toBe(200);
   });
 });
 
