@@ -25,6 +25,7 @@ export interface DataDirLock {
  */
 export function lockDataDir(dataDir: string): DataDirLock {
   const file = path.join(dataDir, LOCK_FILE);
+  const lockExisted = fs.existsSync(file);
   let db: Database.Database;
   try {
     db = new Database(file);
@@ -48,11 +49,11 @@ export function lockDataDir(dataDir: string): DataDirLock {
     throw unusable(dataDir, err);
   }
   // A lock file someone removed locks nothing: the gateway that holds the removed one is still at work.
-  const holder = liveHolder(dataDir);
+  const holder = otherHolder(dataDir, lockExisted);
   if (holder !== undefined) {
     db.close();
     throw new StartupError(
-      `data dir ${path.resolve(dataDir)} is in use by another Herald process (PID ${holder}; its ${LOCK_FILE} was removed); two gateways on one data dir would destroy each other's data`,
+      `data dir ${path.resolve(dataDir)} is in use by another Herald process (PID ${holder} has its herald.db open, and ${LOCK_FILE} does not lock it: was it removed?); two gateways on one data dir would destroy each other's data`,
     );
   }
   try {
@@ -73,27 +74,50 @@ export function lockDataDir(dataDir: string): DataDirLock {
 }
 
 /**
- * The process `herald.pid` names, when it is alive and has a file of this data dir open (Linux: its
- * `/proc/<pid>/fd`); a PID reused by another program has none. Undefined where that cannot be seen.
+ * Another process with this data dir's herald.db open (Linux, `/proc/<pid>/fd`, compared by device
+ * and inode, so a bind mount or symlink of the dir is the same file): the one `herald.pid` names, and,
+ * when the lock file was not there before this start beside an existing herald.db (removed, or both
+ * files were), every process. Undefined without herald.db, or where that cannot be seen.
  */
-function liveHolder(dataDir: string): string | undefined {
+function otherHolder(dataDir: string, lockExisted: boolean): string | undefined {
+  let database: fs.Stats;
+  try {
+    database = fs.statSync(path.join(dataDir, 'herald.db'));
+  } catch {
+    return undefined; // nothing stored yet
+  }
   const pid = readPid(dataDir);
-  if (pid === undefined || Number(pid) === process.pid) return undefined;
+  const candidates = new Set(pid === undefined ? [] : [pid]);
+  if (!lockExisted) for (const p of allPids()) candidates.add(p);
+  candidates.delete(String(process.pid));
+  for (const candidate of candidates) if (hasOpen(candidate, database)) return candidate;
+  return undefined;
+}
+
+function allPids(): string[] {
+  try {
+    return fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return []; // not Linux
+  }
+}
+
+function hasOpen(pid: string, file: fs.Stats): boolean {
   let fds: string[];
   try {
     fds = fs.readdirSync(`/proc/${pid}/fd`);
   } catch {
-    return undefined; // gone, not Linux, or not ours to see
+    return false; // gone, or not ours to see
   }
-  const inside = fs.realpathSync(dataDir) + path.sep;
   for (const fd of fds) {
     try {
-      if (fs.readlinkSync(`/proc/${pid}/fd/${fd}`).startsWith(inside)) return pid;
+      const open = fs.statSync(`/proc/${pid}/fd/${fd}`);
+      if (open.ino === file.ino && open.dev === file.dev) return true;
     } catch {
-      // closed meanwhile
+      // closed meanwhile, or a socket
     }
   }
-  return undefined;
+  return false;
 }
 
 function readPid(dataDir: string): string | undefined {

@@ -1,3 +1,4 @@
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import request from 'supertest';
@@ -88,14 +89,37 @@ describe('two gateways on one data dir', () => {
     fs.rmSync(path.join(dataDir, 'herald.lock'));
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
     expect(refused.code).toBe(2);
-    expect(oneLine(refused.stderr)).toContain(`PID ${child.child.pid}; its herald.lock was removed`);
+    expect(oneLine(refused.stderr)).toContain(`PID ${child.child.pid} has its herald.db open, and herald.lock does not lock it`);
     expect(fs.readFileSync(path.join(dataDir, 'herald.pid'), 'utf8').trim()).toBe(String(child.child.pid));
+    // herald.pid removed too: the start finds the holder among every process (its lock file was not there).
+    fs.rmSync(path.join(dataDir, 'herald.lock'), { force: true });
+    fs.rmSync(path.join(dataDir, 'herald.pid'));
+    const refusedAgain = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
+    expect(refusedAgain.code).toBe(2);
+    expect(oneLine(refusedAgain.stderr)).toContain(`PID ${child.child.pid} has its herald.db open`);
     expect((await postBinary(child.url, { source: '/lock', id: 'a2' })).status).toBe(202);
     // Once it is gone, its PID file names no live holder: the next gateway starts and has both events.
     child.child.kill('SIGKILL');
     await child.exited;
     second = await spawnGateway({ HERALD_DATA_DIR: dataDir });
     for (const id of ['a1', 'a2']) expect((await lookupEvent(second.url, { source: '/lock', id })).status).toBe(200);
+  });
+
+  it('starts when herald.pid names a live process that has a file of the data dir open but not its herald.db (a reused PID)', async () => {
+    const dataDir = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir });
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    // Another program, reading herald.json, stands where the PID file points.
+    const reader = spawn('tail', ['-f', path.join(dataDir, 'herald.json')], { stdio: 'ignore' });
+    try {
+      fs.writeFileSync(path.join(dataDir, 'herald.pid'), `${reader.pid}\n`);
+      fs.rmSync(path.join(dataDir, 'herald.lock'), { force: true });
+      second = await spawnGateway({ HERALD_DATA_DIR: dataDir });
+      expect((await postBinary(second.url, { source: '/lock', id: 'after-reuse' })).status).toBe(202);
+    } finally {
+      reader.kill('SIGKILL');
+    }
   });
 
   it('refuses a second gateway in the same process too', async () => {
