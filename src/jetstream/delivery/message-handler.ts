@@ -130,11 +130,14 @@ export async function handleMessage(
   const attempt = msg.info.deliveryCount;
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
-  const position = target.redrive ? undefined : await positionRecord(ctx, target);
+  const ordered = record.delivery.ordering === 'partition';
+  // Left out by the filters: acknowledged before anything else is read for it.
+  if (typeof event === 'object' && (!target.redrive || target.filter) && !sub.matches(event.attributes as Attributes)) return msg.ack();
   // Held through a stall past ack_wait while another node sent it and went on: not sent again (it would
   // arrive after later events), nor counted or dead-lettered. The mark says so; JetStream's ack floor
   // confirms it (a retry from before a PATCH to `partition` can come after a later mark, unacknowledged).
-  if (record.delivery.ordering === 'partition' && finishedPast(position, target.offset) && (await ackedByAnyNode(ctx, msg))) {
+  const ownPosition = ordered && !target.redrive ? await positionRecord(ctx, target) : undefined;
+  if (ordered && finishedPast(ownPosition, target.offset) && (await ackedByAnyNode(ctx, msg))) {
     ctx.log.info(
       { subscription: sub.id, partition: target.partition, offset: target.offset },
       'a message held past ack_wait was delivered by another node, which went on: not sent again',
@@ -170,7 +173,6 @@ export async function handleMessage(
     const error = 'the stored event cannot be read; it is never delivered';
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'corrupt_record' }, target, { ...last, lastError: error }, deliveryId);
   }
-  if ((!target.redrive || target.filter) && !sub.matches(event.attributes as Attributes)) return msg.ack();
   // One delivery past the last attempt is sent, as the local engine sends an attempt a restart cut or a
   // 410 paused: the node holding it stopped, or a 410's -NAK counted. Past that (retry.maxAttempts was
   // lowered below the attempts made, or nodes kept stopping) it is dead-lettered without a request.
@@ -178,9 +180,11 @@ export async function handleMessage(
     const error = `delivered ${attempt} times, more than retry.maxAttempts (${record.delivery.retry.maxAttempts}) allows`;
     return settleMessage(ctx, { kind: 'deadLetter', reason: 'max_attempts' }, target, { ...last, lastError: error }, deliveryId);
   }
+  // Read only for an event that is sent (under `ordering: partition` already, above).
+  const position = target.redrive ? undefined : ordered ? ownPosition : await positionRecord(ctx, target);
   const previousOffset = position === undefined ? null : previousFrom(position, target.offset);
   target.previousOffset = previousOffset;
-  target.ordered = record.delivery.ordering === 'partition';
+  target.ordered = ordered;
   const entry: AckEntry = {
     ...target,
     attempt,
