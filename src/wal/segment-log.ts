@@ -183,21 +183,27 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     let failures = 0;
     let budget = KEY_CHECK_TOTAL_BYTES;
     for (const seg of [...segments].reverse()) {
-      for (let at = 0; at + FRAME_HEADER_BYTES <= seg.size && budget > 0;) {
-        const bodyLength = readAt(seg, at, FRAME_HEADER_BYTES).readUInt32LE(0);
-        const length = FRAME_HEADER_BYTES + bodyLength;
-        if (bodyLength < 1 || bodyLength > MAX_RECORD_BYTES || at + length > seg.size) break;
-        const frame = readAt(seg, at, length);
-        at += length;
-        budget -= length;
-        if (checkFrame(frame, 0, LEGACY_FRAME_KEY).status === 'ok') continue; // unkeyed: says nothing of the key
-        if (key) {
-          const status = checkFrame(frame, 0, key, false).status;
-          if (status === 'ok' || status === 'newer') return 'fits';
+      // One descriptor per segment: the walk may read many small records (up to the whole budget).
+      const fd = fs.openSync(seg.file, 'r');
+      try {
+        for (let at = 0; at + FRAME_HEADER_BYTES <= seg.size && budget > 0;) {
+          const bodyLength = readAt(seg, at, FRAME_HEADER_BYTES, fd).readUInt32LE(0);
+          const length = FRAME_HEADER_BYTES + bodyLength;
+          if (bodyLength < 1 || bodyLength > MAX_RECORD_BYTES || at + length > seg.size) break;
+          const frame = readAt(seg, at, length, fd);
+          at += length;
+          budget -= length;
+          if (checkFrame(frame, 0, LEGACY_FRAME_KEY).status === 'ok') continue; // unkeyed: says nothing of the key
+          if (key) {
+            const status = checkFrame(frame, 0, key, false).status;
+            if (status === 'ok' || status === 'newer') return 'fits';
+          }
+          if (frame.readUInt8(FRAME_HEADER_BYTES) !== KEYED_VERSION) continue; // damage, not a keyed frame
+          if (!key) return 'foreign';
+          failures++;
         }
-        if (frame.readUInt8(FRAME_HEADER_BYTES) !== KEYED_VERSION) continue; // damage, not a keyed frame
-        if (!key) return 'foreign';
-        failures++;
+      } finally {
+        fs.closeSync(fd);
       }
     }
     return failures >= 2 ? 'foreign' : 'unknown';
@@ -210,14 +216,14 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return length <= seg.size && checkFrame(readAt(seg, 0, length), 0, LEGACY_FRAME_KEY).status === 'ok';
   }
 
-  /** Up to `length` bytes of a segment from `at` (fewer at its end), outside the scan's buffers. */
-  function readAt(seg: Segment, at: number, length: number): Buffer {
-    const fd = fs.openSync(seg.file, 'r');
+  /** Up to `length` bytes of a segment from `at` (fewer at its end), outside the scan's buffers; through `open` when given. */
+  function readAt(seg: Segment, at: number, length: number, open?: number): Buffer {
+    const fd = open ?? fs.openSync(seg.file, 'r');
     try {
       const buf = Buffer.allocUnsafe(length);
       return buf.subarray(0, fs.readSync(fd, buf, 0, length, at));
     } finally {
-      fs.closeSync(fd);
+      if (open === undefined) fs.closeSync(fd);
     }
   }
 
