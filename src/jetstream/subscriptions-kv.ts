@@ -9,6 +9,13 @@ import { clusterUnavailable, isWrongLastSequence, natsReason } from './nats-erro
 
 /** Wait before watching again after the watch ended unasked (a lost connection that outlived its consumer). */
 const REWATCH_DELAY_MS = 1000;
+/**
+ * How long a new watch waits, past its own "initialized", to reach the bucket's last revision as the
+ * stream leader had it. The watch's consumer can sit on a replica that has not applied the latest
+ * writes yet (CI saw a record deleted before a node opened reach it as stored, its deletion a moment
+ * later); past this bound the watch is used as it is and the writes follow.
+ */
+const CATCH_UP_MS = 10_000;
 
 const encode = (record: SubscriptionRecord) => JSON.stringify(record);
 
@@ -59,7 +66,8 @@ function deliver(onChange: (change: RecordChange) => void, entry: KvEntry, log?:
  * - `get` reads from the bucket's stream leader (the bucket has `allow_direct` off), so a record
  *   written through any node is found at once.
  * - `open` watches the whole bucket: every record first, then every write by any node in the
- *   bucket's order. A watch that ends unasked is started again from the revision after the last one
+ *   bucket's order. It resolves once the watch has reached the revision the stream leader had when it
+ *   began, so a record deleted (or written) before a node opens is seen as such by then. A watch that ends unasked is started again from the revision after the last one
  *   seen, so no change is skipped.
  *
  * A cluster that cannot answer is AppError `unavailable` (503 + Retry-After), as for events.
@@ -75,14 +83,23 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
    * started are sent, rejects if it ends before.
    */
   async function watch(onChange: (change: RecordChange) => void): Promise<void> {
+    // Read from the stream leader: every write acknowledged before this watch started is at or below it.
+    const target = (await kv.status()).streamInfo.state.last_seq;
     let initialized = false;
     let ready!: { resolve: () => void; reject: (err: unknown) => void };
     const started = new Promise<void>((resolve, reject) => (ready = { resolve, reject }));
+    const resolveIfCaughtUp = () => {
+      if (initialized && lastRevision >= target) ready.resolve();
+    };
     const iterator = await kv.watch({
       key: '>',
       initializedFn: () => {
         initialized = true;
-        ready.resolve();
+        resolveIfCaughtUp();
+        setTimeout(() => {
+          if (lastRevision < target) log.warn({ lastRevision, target }, 'the watch of the subscriptions bucket is behind its leader');
+          ready.resolve();
+        }, CATCH_UP_MS).unref();
       },
       ...(lastRevision > 0 && { resumeFromRevision: lastRevision + 1 }),
     });
@@ -94,6 +111,7 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
           if (entry.revision <= lastRevision) continue;
           lastRevision = entry.revision;
           deliver(onChange, entry, log);
+          resolveIfCaughtUp();
         }
       } catch (err) {
         failure = err;
