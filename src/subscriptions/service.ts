@@ -11,13 +11,13 @@ import {
   applyDeliveryChange,
   maskDelivery,
   type CreateSubscriptionInput,
-  type DeliveryOptions,
   type PatchSubscriptionInput,
   type RotateSecretInput,
 } from './schema';
 import { createSinkPolicy, type SinkPolicy } from './sink-policy';
 import type { SeekTarget } from './seek-schema';
 import { newValidationToken, VALIDATION_WAIT_MS, type Handshakes } from './handshake';
+import { initialState, transition, type LifecycleInput } from './lifecycle';
 import { createDeliveryCalls } from './delivery-calls';
 import { createLiveRecords, type Change } from './live-records';
 import type { SubscriptionStore } from './record-store';
@@ -29,15 +29,6 @@ export interface SubscriptionHooks {
   /** Paused with reason `failing` (issue 12 §5): `herald_subscription_auto_disabled_total`. */
   autoDisabled?(subscriptionId: string): void;
 }
-
-/** The fields that (re)start a validation handshake: `validating`, a new token, a deadline 10 minutes away. */
-const validationStart = (now: number): Partial<SubscriptionRecord> => ({
-  state: 'validating',
-  stateReason: null,
-  validatedAt: null,
-  validationToken: newValidationToken(),
-  validationDeadline: now + VALIDATION_WAIT_MS,
-});
 
 /**
  * Subscriptions: their records (kept through the {@link SubscriptionStore} port: SQLite on the local
@@ -135,13 +126,13 @@ export function createSubscriptionsService(deps: {
     return live.save(id, change);
   }
 
+  const lifecycle = () => ({ now: clock(), newToken: newValidationToken, validationWaitMs: VALIDATION_WAIT_MS });
+  /** Moves the record along its life cycle (`lifecycle.ts`), decided on the record as stored. */
+  const step = (id: string, input: LifecycleInput) => save(id, (current) => transition(current, input, lifecycle()));
+
   /** Pauses on delivery's report (410 Gone, or failing for too long), once across nodes. */
   async function pauseFor(id: string, reason: 'gone' | 'failing', failing?: { failingSince: number; lastError: string }): Promise<void> {
-    const { record, changed } = await save(id, (current) => {
-      if (reason === 'gone')
-        return current.state === 'paused' && current.stateReason === 'gone' ? undefined : { state: 'paused', stateReason: 'gone' };
-      return current.state === 'active' ? { state: 'paused', stateReason: 'failing' } : undefined;
-    });
+    const { record, changed } = await step(id, { kind: reason });
     if (!changed) return;
     if (reason === 'gone') {
       deps.log.warn({ subscription: id, stateReason: reason }, 'subscription paused: the receiver answered 410 Gone');
@@ -208,12 +199,7 @@ export function createSubscriptionsService(deps: {
   /** The sink consented: `WebHook-Allowed-Rate` (when given) becomes the rate limit, `*` removes it. */
   async function consent(id: string, token: string, rateLimit: { perSecond: number } | null | undefined): Promise<void> {
     if (!live.has(id)) return;
-    const { record, changed } = await save(id, (current) => {
-      if (!awaits(current, token)) return undefined;
-      const { rateLimit: _current, ...rest } = current.delivery;
-      const delivery: DeliveryOptions = rateLimit === undefined ? current.delivery : rateLimit === null ? rest : { ...rest, rateLimit };
-      return { state: 'active', stateReason: null, validationToken: null, validationDeadline: null, validatedAt: clock(), delivery };
-    });
+    const { record, changed } = await step(id, { kind: 'consent', token, rateLimit });
     if (!changed) return;
     handshakes?.cancel(id);
     tell('resume', id, () => deps.delivery.resume(id));
@@ -225,11 +211,7 @@ export function createSubscriptionsService(deps: {
 
   async function failValidation(id: string, token: string, reason: string): Promise<void> {
     if (!live.has(id)) return;
-    const { changed } = await save(id, (current) =>
-      awaits(current, token)
-        ? { state: 'paused', stateReason: 'validation_failed', validationToken: null, validationDeadline: null }
-        : undefined,
-    );
+    const { changed } = await step(id, { kind: 'refused', token });
     if (!changed) return;
     handshakes?.cancel(id);
     deps.log.warn({ subscription: id, stateReason: 'validation_failed', reason }, 'subscription paused: the sink did not consent');
@@ -271,8 +253,6 @@ export function createSubscriptionsService(deps: {
         filters: input.filters,
         delivery,
         startAt: input.startAt,
-        state: 'active',
-        stateReason: null,
         secret: newSigningSecret(),
         previousSecret: null,
         previousSecretExpiresAt: null,
@@ -283,7 +263,7 @@ export function createSubscriptionsService(deps: {
         createdAt: now,
         updatedAt: now,
         // Nothing is delivered before the sink consents: delivery starts with the record already validating.
-        ...(input.validation === 'cloudevents' && validationStart(now)),
+        ...initialState(input.validation, lifecycle()),
       };
       // The local store writes the first offsets in the insert's transaction; on JetStream, `add` makes them.
       live.inserted(record, await deps.records.insert(record));
@@ -341,9 +321,10 @@ export function createSubscriptionsService(deps: {
           delivery,
         };
         // Consent is given for one sink URL: a new sink validates again (at once, or on resume if paused).
-        revalidate = current.validation === 'cloudevents' && input.sink !== undefined && input.sink !== current.sink;
-        if (!revalidate) return changes;
-        return { ...changes, ...(current.state === 'paused' ? { validatedAt: null } : validationStart(clock())) };
+        const moved =
+          input.sink !== undefined && input.sink !== current.sink ? transition(current, { kind: 'sink-changed' }, lifecycle()) : undefined;
+        revalidate = moved !== undefined;
+        return { ...changes, ...moved };
       });
       if (revalidate) validate(record);
       await calls.ask(id, () => deps.delivery.resume(id));
@@ -374,11 +355,7 @@ export function createSubscriptionsService(deps: {
     },
     async pause(id: string) {
       handshakes?.cancel(id); // a handshake under way is abandoned (its token is cleared): resume starts a new one
-      const { record } = await save(id, (current) => ({
-        state: 'paused',
-        stateReason: 'user',
-        ...(current.state === 'validating' && { validationToken: null, validationDeadline: null }),
-      }));
+      const { record } = await step(id, { kind: 'pause' });
       // Answered once delivery has it (queued behind a resume that may have raced it): no attempt starts after the 200.
       await calls.settled(id);
       deps.log.info({ subscription: id, stateReason: 'user' }, 'subscription paused');
@@ -386,11 +363,7 @@ export function createSubscriptionsService(deps: {
     },
     /** A `validation: cloudevents` subscription the sink has not consented to validates (again) first. */
     async resume(id: string) {
-      const { record } = await save(id, (current) =>
-        current.validation === 'cloudevents' && current.validatedAt === null
-          ? validationStart(clock())
-          : { state: 'active', stateReason: null },
-      );
+      const { record } = await step(id, { kind: 'resume' });
       if (record.state === 'validating') {
         validate(record);
         deps.log.info({ subscription: id }, 'subscription resumed: validating the sink first');
