@@ -42,7 +42,7 @@ describe('webhook-signature during an overlap', () => {
     );
     expect(() => new Webhook(secret).verify(body, headers)).not.toThrow();
     expect(() => new Webhook(previousSecret).verify(body, headers)).not.toThrow();
-    expect(() => new Webhook(newSigningSecret()).verify(body, headers)).toThrow();
+    expect(() => new Webhook(newSigningSecret()).verify(body, headers)).toThrow(/No matching signature/);
   });
 
   it('carries one signature without a previous secret', () => {

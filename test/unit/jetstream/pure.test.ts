@@ -26,7 +26,7 @@ describe('the event message codec', () => {
     ['attributes past the end', Buffer.from([1, 0, 200, 0, 0, 0, 0x7b])],
     ['attributes without id and source', Buffer.concat([Buffer.from([1, 0, 2, 0, 0, 0]), Buffer.from('{}')])],
   ])('refuses %s', (_label, payload) => {
-    expect(() => decodeEventMessage(payload)).toThrow();
+    expect(() => decodeEventMessage(payload)).toThrow(/Herald event message/);
     expect(() => decodeEventMessage(payload)).not.toThrow(NewerFormatError);
   });
 
