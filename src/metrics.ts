@@ -1,5 +1,5 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { IngestObserver } from './api/ingest-handler';
+import type { ContentMode } from './cloudevents/parse';
 import type { SubscriptionHooks } from './subscriptions/service';
 import { SUBSCRIPTION_STATES } from './subscriptions/record';
 import {
@@ -232,6 +232,15 @@ function deliveryFamilies(stats: Map<string, DeliveryTally>): string {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/** Where ingest reports what it did (the metrics). */
+export interface IngestObserver {
+  stored(mode: ContentMode, events: number): void;
+  duplicates(events: number): void;
+  rejected(code: string): void;
+  /** From the start of the request's handling to its answer. */
+  answered(seconds: number): void;
+}
 
 /** What `POST /events` reports, as counted by every engine's gateway. */
 export function ingestObserver(metrics: Metrics): IngestObserver {

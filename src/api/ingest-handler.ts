@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
-import { bindingHeaders, parseHttpMessage, type ContentMode } from '../cloudevents/parse';
+import { bindingHeaders, parseHttpMessage } from '../cloudevents/parse';
+import type { IngestObserver } from '../metrics';
 import type { EventLog } from '../wal/event-store';
 import { sendJson, sendProblem } from './problem';
 import { decodeBody, readBody } from './read-body';
@@ -11,15 +12,6 @@ export interface IngestDeps {
   maxBodyBytes: number;
   maxJsonDepth: number;
   observer?: IngestObserver;
-}
-
-/** Where ingest reports what it did (the metrics). */
-export interface IngestObserver {
-  stored(mode: ContentMode, events: number): void;
-  duplicates(events: number): void;
-  rejected(code: string): void;
-  /** From the start of the request's handling to its answer. */
-  answered(seconds: number): void;
 }
 
 /**

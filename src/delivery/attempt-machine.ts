@@ -1,9 +1,8 @@
-import type { DeadLetterReason } from '../store/dead-letters-repo';
-import type { AttemptOutcome } from '../store/attempts-repo';
 import type { PendingRow, PendingState } from '../store/delivery-state-repo';
 import type { DeliveryOutcome } from './tally';
 import { classifyStatus, type Outcome } from './request';
 import { parseRetryAfter, retryDelayMs, type RetryPolicy } from './retry';
+import type { AttemptOutcome, DeadLetterReason } from '../subscriptions/delivery-records';
 
 /**
  * The life cycle of one pending event's delivery attempts, as data (Delivery engine v2 §2):

@@ -5,14 +5,13 @@
  * and reads the log through its own view (`wal/log-reader.ts`).
  */
 import { AppError, type ErrorCode, type Violation } from '../errors';
-import type { DeadLetterRow } from '../store/dead-letters-repo';
-import type { AttemptRow } from '../store/attempts-repo';
 import type { SubscriptionRecord } from '../subscriptions/record';
 import type { DeliveryStats } from '../subscriptions/delivery-control';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { DeliveryTally } from './tally';
 import type { GroupPositions, LogSnapshot } from '../wal/log-feed';
 import type { CallbackAction, CallbackAnswer } from './dispatcher';
+import type { AttemptRow, DeadLetterRow } from '../subscriptions/delivery-records';
 
 /** A call of the delivery port (`DeliveryControl`) or a receiver's callback, answered by `answer`. */
 export type DeliveryCall =

@@ -3,7 +3,7 @@ import { AppError, fromDatabaseError } from '../errors';
 import { untilDeadline } from '../shutdown-steps';
 import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
-import { deadLetterIdNumber, type DeadLetterRow } from '../store/dead-letters-repo';
+import { deadLetterIdNumber } from '../store/dead-letters-repo';
 import { SETTLED_CALLBACKS_KEPT, type createDeliveryStateRepo, type SettledCallbackOutcome } from '../store/delivery-state-repo';
 import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { SubscriptionRecord } from '../subscriptions/record';
@@ -13,6 +13,7 @@ import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
 import { createWriteBehind } from './write-behind';
 import type { RedriveItem } from './pending';
+import type { DeadLetterRow } from '../subscriptions/delivery-records';
 import {
   createSubscriptionWorker,
   type DeliveryObserver,

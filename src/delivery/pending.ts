@@ -1,10 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { StoredEvent } from '../wal/event-store';
-import type { DeadLetterReason } from '../store/dead-letters-repo';
-import type { AttemptRow } from '../store/attempts-repo';
 import type { FinishedRow, OffsetRow, PendingRow, PendingState } from '../store/delivery-state-repo';
 import { isEnded, ROW_STATE, type AttemptState, type CallbackOutcome } from './attempt-machine';
 import type { PartitionStats } from '../subscriptions/delivery-control';
+import type { AttemptRow, DeadLetterReason } from '../subscriptions/delivery-records';
 
 /**
  * An event this subscription has started and not finished. Where its attempts stand is `life`, which

@@ -1,9 +1,10 @@
 import type { Logger } from 'pino';
 import type { Db } from '../store/db';
-import { createDeadLettersRepo, type DeadLetterRow } from '../store/dead-letters-repo';
+import { createDeadLettersRepo } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type FinishedRow, type OffsetRow, type SettledCallbackOutcome } from '../store/delivery-state-repo';
-import { ATTEMPTS_KEPT, createAttemptsRepo, type AttemptRow } from '../store/attempts-repo';
+import { ATTEMPTS_KEPT, createAttemptsRepo } from '../store/attempts-repo';
 import type { Pending, StatePersistence } from './pending';
+import type { AttemptRow, DeadLetterRow } from '../subscriptions/delivery-records';
 
 /**
  * An attempt that starts and is answered within one interval is never written. At 10 ms most of a

@@ -1,20 +1,5 @@
 import type { Db } from './db';
-
-/** What Herald did with an attempt's answer (see `Attempt.outcome` in the OpenAPI document). */
-export type AttemptOutcome = 'delivered' | 'awaiting_ack' | 'retry' | 'timeout' | 'gone' | 'dead_lettered' | 'stale';
-
-export interface AttemptRow {
-  subscriptionId: string;
-  deliveryId: string;
-  partition: number;
-  offset: number;
-  attempt: number;
-  status: number | null;
-  error: string | null;
-  durationMs: number;
-  startedAt: number;
-  outcome: AttemptOutcome;
-}
+import type { AttemptRow } from '../subscriptions/delivery-records';
 
 /** Attempts kept per subscription; the API's page size is at most this too. */
 export const ATTEMPTS_KEPT = 1000;

@@ -1,22 +1,9 @@
 import type { Db } from './db';
+import type { DeadLetterRow } from '../subscriptions/delivery-records';
 
 /** A dead letter id as the API spells it (digits, no sign, exponent or leading zero), else undefined. */
 export function deadLetterIdNumber(id: string): number | undefined {
   return /^[1-9]\d{0,14}$/.test(id) ? Number(id) : undefined;
-}
-
-export type DeadLetterReason = 'rejected_status' | 'max_attempts' | 'receiver_rejected' | 'corrupt_record' | 'sink_not_allowed';
-
-export interface DeadLetterRow {
-  id: string;
-  subscriptionId: string;
-  partition: number;
-  offset: number;
-  attempts: number;
-  lastStatus: number | null;
-  lastError: string | null;
-  reason: DeadLetterReason;
-  deadAt: number;
 }
 
 type Raw = Omit<DeadLetterRow, 'id'> & { id: number };

@@ -1,7 +1,6 @@
-import type { DeadLetterRow } from '../store/dead-letters-repo';
-import type { AttemptRow } from '../store/attempts-repo';
 import type { SubscriptionRecord } from './record';
 import type { SeekTarget } from './seek-schema';
+import type { AttemptRow, DeadLetterRow } from './delivery-records';
 
 /** A result delivery may give at once (in-process) or later (the delivery thread answers by message). */
 export type Awaitable<T> = T | Promise<T>;

@@ -1,6 +1,6 @@
 import type { AttemptEffect, AttemptPolicy, AttemptState, CallbackOutcome, Step } from '../../delivery/attempt-machine';
-import type { DeadLetterReason } from '../../store/dead-letters-repo';
 import type { AttemptTarget } from './context';
+import type { DeadLetterReason } from '../../subscriptions/delivery-records';
 
 /**
  * What one step of the local engine's attempt machine (`delivery/attempt-machine.ts`) means for a

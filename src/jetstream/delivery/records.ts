@@ -1,10 +1,10 @@
 import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type StoredMsg } from 'nats';
-import type { AttemptRow } from '../../store/attempts-repo';
-import { deadLetterIdNumber, type DeadLetterRow } from '../../store/dead-letters-repo';
+import { deadLetterIdNumber } from '../../store/dead-letters-repo';
 import { AppError } from '../../errors';
 import { streamWritable } from '../cluster-monitor';
 import { isNotFound } from '../nats-errors';
 import type { DeliveryNames } from './names';
+import type { AttemptRow, DeadLetterRow } from '../../subscriptions/delivery-records';
 
 /** nats.js's manager has direct gets, though its exported interface does not list them (see `../reads.ts`). */
 type WithDirectGet = JetStreamManager & {

@@ -2,7 +2,7 @@ import { signal } from './ack-map';
 import type { AttemptTarget, EngineContext } from './context';
 import { markMatched } from './positions';
 import type { JsAction } from './outcome';
-import type { DeadLetterReason } from '../../store/dead-letters-repo';
+import type { DeadLetterReason } from '../../subscriptions/delivery-records';
 
 /** How long after a 410 the event may be pulled again (see `settleMessage`). */
 const GONE_REDELIVERY_DELAY_MS = 1000;
