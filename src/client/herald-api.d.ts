@@ -110,6 +110,8 @@ export interface paths {
         /**
          * Read a page of a partition, in offset order
          * @description Replays a partition from `from`. Page on with `from = nextOffset` until `events` is empty.
+         *     A page holds up to `limit` events, and ends early once its JSON passes 8 MiB (it always holds
+         *     at least one event when one is there): large events make fewer per page.
          *     Offsets are never reused, but a partition can have gaps (records lost in a power cut under
          *     `HERALD_FSYNC=interval`/`never`, or set aside by recovery): a page skips them. Every record is
          *     verified by its checksum; a page stops before a corrupt one and names it in `corruptOffset`,
@@ -426,7 +428,8 @@ export interface paths {
         /**
          * List a subscription's dead letters, oldest first
          * @description Keyset pagination: pass the previous page's `nextAfter` as `after`. `nextAfter` is set whenever
-         *     a page is full, so the last page may be empty.
+         *     a page is full, so the last page may be empty. A page is full at `limit` dead letters, or
+         *     earlier once its events' JSON passes 8 MiB (at least one is listed).
          */
         get: operations["listDeadLetters"];
         put?: never;
@@ -1152,7 +1155,8 @@ export interface components {
         };
         /**
          * Format: uri
-         * @description Absolute http(s) URL the events are POSTed to, without user info (`user:pass@host` is a 400
+         * @description Absolute http(s) URL the events are POSTed to, with a host (`http:///path` is a 400), at most
+         *     8192 characters, without user info (`user:pass@host` is a 400
          *     naming `sink`: send credentials with `delivery.headers`). `https` sinks are verified against
          *     Node's CA store plus `NODE_EXTRA_CA_CERTS`. With `HERALD_SINK_ALLOW_PRIVATE=false` a host that
          *     is or resolves to a loopback, private, link-local, unspecified or multicast address is refused
@@ -1389,7 +1393,7 @@ export interface components {
         };
         DeadLetterPage: {
             deadLetters: components["schemas"]["DeadLetter"][];
-            /** @description `after` for the next page when this one is full; `null` otherwise. */
+            /** @description `after` for the next page when this one is full (`limit` dead letters, or 8 MiB of events); `null` otherwise. */
             nextAfter: string | null;
         };
         RedeliverRequest: {

@@ -154,12 +154,22 @@ const topLevelKeys = (issue: z.core.$ZodRawIssue): string | undefined => {
   return `${message}; delivery options go under \`delivery\` (${delivery.map((k) => `delivery.${k}`).join(', ')})`;
 };
 
+/** Longer sinks are refused: every list of subscriptions carries them. */
+export const MAX_SINK_LENGTH = 8192;
+
 /**
  * An absolute http(s) URL whose port, if given, can be connected to (1–65535; not 0), without user
  * info (`user:pass@`, which would be dropped: credentials go in `delivery.headers`).
  */
 export const sinkSchema = z
-  .url({ protocol: /^https?$/, error: 'sink must be an absolute http(s) URL' })
+  .string()
+  .max(MAX_SINK_LENGTH, `sink must be at most ${MAX_SINK_LENGTH} characters`)
+  .pipe(z.url({ protocol: /^https?$/, error: 'sink must be an absolute http(s) URL' }))
+  // WHATWG URL parsing takes `http:///host/` as `http://host/`; an http URI with an empty host is not one (RFC 9110 §4.2.1).
+  .refine(
+    (sink) => !/^https?:\/\//i.test(sink) || !URL.canParse(sink) || /^https?:\/\/[^/?#]/i.test(sink),
+    'sink must name a host after the scheme (http://host/…)',
+  )
   // An unparsable URL has already failed above; only its own error is reported then.
   .refine((sink) => !URL.canParse(sink) || new URL(sink).port !== '0', 'sink port must be between 1 and 65535')
   .refine(

@@ -30,6 +30,9 @@ export interface SubscriptionHooks {
   autoDisabled?(subscriptionId: string): void;
 }
 
+/** A dead-letter page stops growing once its events' JSON passes this (as a partition page does). */
+const DEAD_LETTER_PAGE_BYTES = 8 * 1024 * 1024;
+
 /**
  * Subscriptions: their records (kept through the {@link SubscriptionStore} port: SQLite on the local
  * engine, a watched KV bucket on the JetStream engine), secrets, the validation handshake's outcome,
@@ -452,14 +455,20 @@ export function createSubscriptionsService(deps: {
       await live.find(id);
       const rows = await calls.read(id, () => deps.delivery.deadLetters(id, page));
       // One read at a time: a page holds up to 1000, and on JetStream each is a round trip to the cluster.
+      // The page ends early once its events pass DEAD_LETTER_PAGE_BYTES (at least one is listed): events of up to
+      // HERALD_MAX_BODY_BYTES each make the count alone no bound on the answer.
       const deadLetters = [];
+      let bytes = 0;
       for (const row of rows) {
+        if (deadLetters.length > 0 && bytes >= DEAD_LETTER_PAGE_BYTES) break;
         const stored = await readStored(deps.store, row.partition, row.offset);
+        const event = stored && stored !== 'corrupt' ? toStructured(stored.event) : null;
+        bytes += event ? JSON.stringify(event).length : 0;
         deadLetters.push({
           id: row.id,
           partition: row.partition,
           offset: row.offset,
-          event: stored && stored !== 'corrupt' ? toStructured(stored.event) : null,
+          event,
           attempts: row.attempts,
           lastStatus: row.lastStatus,
           lastError: row.lastError,
@@ -467,10 +476,11 @@ export function createSubscriptionsService(deps: {
           deadAt: new Date(row.deadAt).toISOString(),
         });
       }
+      const full = deadLetters.length > 0 && (deadLetters.length < rows.length || rows.length === page.limit);
       return {
         deadLetters,
         // limit=0 is allowed and returns an empty page, which has no last id.
-        nextAfter: rows.length > 0 && rows.length === page.limit ? rows[rows.length - 1]!.id : null,
+        nextAfter: full ? deadLetters[deadLetters.length - 1]!.id : null,
       };
     },
     /** Queues dead letters for delivery again with a fresh attempt count; returns how many. */

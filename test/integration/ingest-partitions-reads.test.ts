@@ -277,3 +277,43 @@ describe('read endpoints', () => {
     expect(res.body.events.map((e: { offset: number }) => e.offset)).toEqual([3, 4]);
   });
 });
+
+describe('a page of large events', () => {
+  let gw: Gw;
+  beforeAll(async () => {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '1' });
+    // Twelve events of 900 KB each: 10.8 MB of data, 14 MB as the base64 a page carries.
+    for (let i = 0; i < 12; i++) {
+      const res = await post(
+        gw.url,
+        { 'content-type': 'application/octet-stream', 'ce-specversion': '1.0', 'ce-id': `big-${i}`, 'ce-source': '/big', 'ce-type': 't' },
+        Buffer.alloc(900_000, i),
+      );
+      expect(res.status).toBe(202);
+    }
+  });
+  afterAll(async () => {
+    await gw.close();
+  });
+
+  it('ends once its JSON passes 8 MiB, and the next page goes on from there: every event read once, in order (was: 3 GB and a 500 for 1,000 such events)', async () => {
+    const first = await request(gw.url).get('/partitions/0/events?from=0&limit=1000');
+    expect(first.status).toBe(200);
+    const firstOffsets = first.body.events.map((e: { offset: number }) => e.offset);
+    expect(firstOffsets.length).toBeGreaterThan(1);
+    expect(firstOffsets.length).toBeLessThan(12);
+    expect(first.text.length).toBeLessThan(8 * 1024 * 1024 + 1_300_000); // the budget, and the one event that passed it
+    expect(first.body.nextOffset).toBe(firstOffsets[firstOffsets.length - 1] + 1);
+    const second = await request(gw.url).get(`/partitions/0/events?from=${first.body.nextOffset}&limit=1000`);
+    const all = [...first.body.events, ...second.body.events];
+    expect(all.map((e: { event: { id: string } }) => e.event.id)).toEqual(Array.from({ length: 12 }, (_, i) => `big-${i}`));
+    expect(Buffer.from(all[5].event.data_base64, 'base64').equals(Buffer.alloc(900_000, 5))).toBe(true);
+    expect(second.body.nextOffset).toBe(12);
+  });
+
+  it('still holds one event when that one alone passes the budget', async () => {
+    const res = await request(gw.url).get('/partitions/0/events?from=11&limit=1');
+    expect(res.body.events.map((e: { offset: number }) => e.offset)).toEqual([11]);
+    expect(res.body.nextOffset).toBe(12);
+  });
+});

@@ -115,6 +115,9 @@ describe('creating a subscription', () => {
     ['an unknown startAt', { startAt: 'middle' }],
     ['a sink on port 0', { sink: 'http://127.0.0.1:0/hook' }],
     ['an https sink on port 0', { sink: 'https://example.com:0/hook' }],
+    // Was accepted, and delivered to 127.0.0.1:9: URL parsing takes the path's first segment as the host.
+    ['a sink with an empty host', { sink: 'http:///127.0.0.1:9/hook' }],
+    ['a sink over 8192 characters', { sink: `http://127.0.0.1:9/${'a'.repeat(8192)}` }],
   ])('refuses %s with 400', async (_name, body) => {
     const full = 'sink' in body || Object.keys(body).length === 0 ? body : { sink: receiver.url, ...body };
     const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;

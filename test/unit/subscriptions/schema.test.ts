@@ -131,6 +131,9 @@ describe('sink', () => {
     'https://example.com:000/hook',
     'http://example.com:65536/',
     'http://example.com/%zz',
+    'http:///127.0.0.1:9/hook',
+    'HTTPS:///example.com',
+    `http://example.com/${'a'.repeat(8200)}`,
   ])('refuses %s', (sink) => {
     expect(sinkSchema.safeParse(sink).success).toBe(false);
   });
