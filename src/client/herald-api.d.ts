@@ -814,8 +814,9 @@ export interface webhooks {
          *     headers, the data as the body), **structured** mode (`application/cloudevents+json`) when the
          *     subscription's `delivery.format` is `structured`, and for any event binary mode cannot carry as
          *     it is: one without data, one whose data is bytes without a `datacontenttype`, one whose
-         *     `datacontenttype` is not plain ASCII, or one whose `ce-*` headers would pass 8 KiB (common
-         *     servers answer 431 to larger header blocks).
+         *     `datacontenttype` is not plain ASCII, one whose text or JSON data (sent to Herald as characters,
+         *     not bytes) has a `datacontenttype` naming a charset other than UTF-8 (the body is UTF-8), or one
+         *     whose `ce-*` headers would pass 8 KiB (common servers answer 431 to larger header blocks).
          *
          *     With `delivery.ordering: partition` (the default) an event is sent only once the previous
          *     matching event of its partition is finished; `herald-previous-offset` lets a receiver detect a

@@ -133,14 +133,25 @@ export const BINARY_HEADER_BUDGET = 8 * 1024;
  * structured: no data (a webhook request needs a body); bytes without a `datacontenttype` (binary
  * mode would have to invent a Content-Type the event does not have, JSON format §3.1.1); a
  * `datacontenttype` that is not plain ASCII (Content-Type is sent verbatim, and such a value cannot
- * be a header, or not unambiguously); `ce-*` headers past {@link BINARY_HEADER_BUDGET}.
+ * be a header, or not unambiguously); `ce-*` headers past {@link BINARY_HEADER_BUDGET}; text or
+ * JSON data (held as characters, not bytes) whose `datacontenttype` names a charset the UTF-8 body
+ * would not be in (a receiver decoding `café` as ISO-8859-1 reads `cafÃ©`).
  */
 function binaryMessageOf(event: CloudEvent): Message | undefined {
   if (event.data.kind === 'none') return undefined;
   const contentType = event.attributes.datacontenttype;
   if (contentType === undefined ? event.data.kind !== 'json' : !/^[\t\x20-\x7e]*$/.test(String(contentType))) return undefined;
   const message = messageOf(event, 'binary');
+  if (event.data.kind === 'json' && !bodyInCharset(message.body, contentType)) return undefined;
   return message.headerBytes <= BINARY_HEADER_BUDGET ? message : undefined;
+}
+
+/** Whether UTF-8 `body` is in the charset `contentType` names: any body when it names none or UTF-8, ASCII bytes for US-ASCII. */
+function bodyInCharset(body: Buffer, contentType: unknown): boolean {
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(String(contentType ?? ''))?.[1]?.toLowerCase();
+  if (charset === undefined || charset === 'utf-8' || charset === 'utf8') return true;
+  if (charset === 'us-ascii' || charset === 'ascii') return body.every((b) => b < 0x80);
+  return false;
 }
 
 interface Message {

@@ -214,6 +214,51 @@ describe('buildDeliveryRequest', () => {
     },
   );
 
+  it.each([
+    ['text/plain; charset=iso-8859-1', 'café'],
+    ['text/plain; charset=utf-16le', 'hi'],
+    ['application/json; charset="UTF-16LE"', { k: 'v' }],
+    ['text/plain; charset=us-ascii', 'café'],
+  ])(
+    'goes structured when text or JSON data has datacontenttype %j: a UTF-8 body under that charset is wrong',
+    (datacontenttype, value) => {
+      // Was: binary, the UTF-8 bytes under that Content-Type (a receiver decoding ISO-8859-1 read "cafÃ©").
+      const event: CloudEvent = {
+        attributes: { specversion: '1.0', id: 'c1', source: '/s', type: 't', datacontenttype },
+        data: { kind: 'json', value },
+      };
+      const { headers, body } = buildDeliveryRequest(input({ event }));
+      expect(headers['content-type']).toMatch(/^application\/cloudevents\+json/);
+      expect(JSON.parse(body.toString('utf8'))).toEqual({ ...event.attributes, data: value });
+    },
+  );
+
+  it.each([
+    ['text/plain; charset=utf-8', 'café'],
+    ['text/plain; charset=UTF8', 'café'],
+    ['text/plain; charset=us-ascii', 'plain'],
+    ['text/plain', 'café'],
+  ])('stays binary for datacontenttype %j when the UTF-8 body is in that charset', (datacontenttype, value) => {
+    const event: CloudEvent = {
+      attributes: { specversion: '1.0', id: 'c2', source: '/s', type: 't', datacontenttype },
+      data: { kind: 'json', value },
+    };
+    const { headers, body } = buildDeliveryRequest(input({ event }));
+    expect(headers['content-type']).toBe(datacontenttype);
+    expect(body.toString('utf8')).toBe(value);
+  });
+
+  it('sends bytes in their own charset as they are: binary mode carries them byte for byte', () => {
+    const latin1 = Buffer.from('café', 'latin1');
+    const event: CloudEvent = {
+      attributes: { specversion: '1.0', id: 'c3', source: '/s', type: 't', datacontenttype: 'text/plain; charset=iso-8859-1' },
+      data: { kind: 'bytes', bytes: latin1 },
+    };
+    const { headers, body } = buildDeliveryRequest(input({ event }));
+    expect(headers['content-type']).toBe('text/plain; charset=iso-8859-1');
+    expect(body.equals(latin1)).toBe(true);
+  });
+
   it('sends bytes without a datacontenttype structured, rather than invent a Content-Type the event lacks', () => {
     const untyped: CloudEvent = {
       attributes: { specversion: '1.0', id: 'u1', source: '/s', type: 't' },
