@@ -8,9 +8,16 @@ import { parseInput } from './query';
 
 /** A comment line this often keeps proxies from closing an idle stream. */
 const KEEPALIVE_MS = 15_000;
-/** A reader this far behind (bytes written but not taken by the socket) is disconnected, not buffered for. */
-const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
-const PAGE = 256;
+/**
+ * Past this many bytes written and not yet taken by the socket, the tail waits for the reader before
+ * it writes more: a burst read from the log is handed over as fast as the reader takes it (a probe's
+ * reader, taking all it could over loopback, was cut off by a burst written whole into the buffer).
+ */
+const HIGH_WATER_BYTES = 1024 * 1024;
+/** A reader that takes nothing of what waits for it for this long does not keep up: it is disconnected, not buffered for. */
+const DRAIN_WAIT_MS = 5_000;
+/** Events per read: a page of large events is read into memory whole. */
+const PAGE = 32;
 
 /** `sql` of `GET /events/stream`: the subscriptions' CloudEvents SQL dialect; a bad expression is a 400. */
 function matcherOf(sql: string | undefined): Matcher | undefined {
@@ -56,10 +63,29 @@ export function streamEvents(store: EventLog) {
       if (how === 'end') res.end();
       else res.destroy();
     };
-    const send = (text: string): void => {
-      res.write(text);
-      // A slow reader is cut off rather than buffered without bound; it reconnects and continues from now.
-      if (res.writableLength > MAX_BUFFERED_BYTES) stop('destroy');
+    /**
+     * Resolves true once the reader has taken what waits for it down to {@link HIGH_WATER_BYTES} (at
+     * once when it has), false when it has not within {@link DRAIN_WAIT_MS} or the stream ended.
+     */
+    let waiting: Promise<boolean> | undefined;
+    const keptUp = (): Promise<boolean> => {
+      if (res.writableLength <= HIGH_WATER_BYTES) return Promise.resolve(!closed);
+      // One wait for every partition's catch-up: one pair of listeners, whatever the partition count.
+      waiting ??= new Promise<boolean>((resolve) => {
+        const done = (ok: boolean) => {
+          clearTimeout(timer);
+          res.off('drain', onDrain);
+          res.off('close', onClose);
+          waiting = undefined;
+          resolve(ok && !closed);
+        };
+        const onDrain = () => done(true);
+        const onClose = () => done(false);
+        const timer = setTimeout(() => done(false), DRAIN_WAIT_MS);
+        res.on('drain', onDrain);
+        res.on('close', onClose);
+      });
+      return waiting;
     };
     // Appends are announced from the commit path: note the partitions and read after it, once per turn.
     const grown = new Set<number>();
@@ -100,7 +126,9 @@ export function streamEvents(store: EventLog) {
           if (closed) return;
           if (!matches || matches(e.event.attributes)) {
             const data = JSON.stringify({ partition: e.partition, offset: e.offset, event: toStructured(e.event) });
-            send(`event: cloudevent\nid: ${e.partition}:${e.offset}\ndata: ${data}\n\n`);
+            res.write(`event: cloudevent\nid: ${e.partition}:${e.offset}\ndata: ${data}\n\n`);
+            // A reader that does not keep up is cut off rather than buffered for; it reconnects and continues from then.
+            if (!(await keptUp())) return stop('destroy');
           }
         }
         const last = page.events[page.events.length - 1];
@@ -110,7 +138,8 @@ export function streamEvents(store: EventLog) {
         cursors[partition] = skipped !== undefined ? skipped + 1 : last ? last.offset + 1 : head;
       }
     };
-    const keepalive = setInterval(() => send(': keepalive\n\n'), KEEPALIVE_MS);
+    // Not while events wait for the reader: they keep the connection alive themselves.
+    const keepalive = setInterval(() => res.writableLength === 0 && res.write(': keepalive\n\n'), KEEPALIVE_MS);
     keepalive.unref();
     req.on('close', () => stop('end'));
     res.on('close', () => stop('end'));

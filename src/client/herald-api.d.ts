@@ -71,7 +71,8 @@ export interface paths {
          *     Server-Sent Events message: `event: cloudevent`, `id: <partition>:<offset>`, and `data:` a JSON
          *     object `{"partition", "offset", "event"}` (the event in structured JSON form). Within a partition
          *     events come in offset order. A comment line (`: keepalive`) is sent every 15 s so proxies keep
-         *     the connection open. A reader that falls more than 4 MiB behind is disconnected rather than
+         *     the connection open. Events are written as fast as the reader takes them (at most 1 MiB waits
+         *     for it); a reader that takes nothing for 5 s while that much waits is disconnected rather than
          *     buffered for; it may reconnect (the tail starts again from then).
          */
         get: operations["streamEvents"];

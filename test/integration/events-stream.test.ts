@@ -1,5 +1,6 @@
 import http from 'node:http';
-import { postBatch, postBinary, useGatewayForFile } from '../helpers/gateway';
+import { killIfRunning, postBatch, postBinary, spawnGateway, useGatewayForFile } from '../helpers/gateway';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 const gw = useGatewayForFile({ HERALD_PARTITIONS: '4' });
 
@@ -142,7 +143,7 @@ describe('GET /events/stream', () => {
       req.on('error', reject);
     });
     const big = 'x'.repeat(16 * 1024);
-    const batches = 60; // ≈ 19 MiB of messages: far past the 4 MiB a reader may fall behind, plus the socket buffers
+    const batches = 60; // ≈ 19 MiB of messages: far past what the tail holds for a reader (1 MiB), plus the socket buffers
     for (let i = 0; i < batches; i++) {
       const res = await postBatch(
         gw.url,
@@ -150,6 +151,8 @@ describe('GET /events/stream', () => {
       );
       expect(res.status).toBe(202);
     }
+    // It takes nothing for longer than the tail waits for a reader (5 s).
+    await new Promise((r) => setTimeout(r, 6_000));
     // Now it reads: it gets what was in flight, then the end, long before the whole backlog.
     let received = 0;
     const ended = new Promise<void>((resolve) => {
@@ -162,4 +165,48 @@ describe('GET /events/stream', () => {
     expect(await Promise.race([ended.then(() => 'closed' as const), timeout])).toBe('closed');
     expect(received).toBeLessThan(batches * 20 * big.length);
   });
+});
+
+describe('GET /events/stream from a gateway in its own process', () => {
+  afterAll(cleanupTmpDirs);
+
+  it('hands a burst to a reader that keeps up, whatever its size: 80 events of 100 KiB stored at once all arrive (was: cut off after 0–3)', async () => {
+    const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
+    try {
+      const { hostname, port } = new URL(child.url);
+      let received = 0;
+      let closed = false;
+      const reader = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        const req = http.get({ host: hostname, port, path: '/events/stream', agent: false }, (res) => {
+          res.on('data', (c: Buffer) => (received += (c.toString().match(/event: cloudevent/g) ?? []).length));
+          res.on('close', () => (closed = true));
+          res.once('data', () => resolve(res));
+        });
+        req.on('error', reject);
+      });
+      const body = Buffer.alloc(100 * 1024, 0x61);
+      const answers = await Promise.all(
+        Array.from({ length: 80 }, (_, i) =>
+          fetch(`${child.url}/events`, {
+            method: 'POST',
+            headers: {
+              'ce-specversion': '1.0',
+              'ce-id': `burst-${i}`,
+              'ce-source': '/burst',
+              'ce-type': 't',
+              'content-type': 'text/plain',
+            },
+            body,
+          }),
+        ),
+      );
+      expect(answers.map((r) => r.status)).toEqual(Array(80).fill(202));
+      const deadline = Date.now() + 20_000;
+      while (received < 80 && !closed && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      reader.destroy();
+      expect({ received, closed }).toEqual({ received: 80, closed: false });
+    } finally {
+      await killIfRunning(child);
+    }
+  }, 40_000);
 });
