@@ -24,6 +24,8 @@ export const errorStatus = {
   storage_full: 503,
   internal: 500,
   corrupt_record: 500,
+  not_implemented: 501,
+  http_version_not_supported: 505,
 } as const;
 
 export type ErrorCode = keyof typeof errorStatus;
@@ -42,6 +44,8 @@ export const errorTitle: Record<ErrorCode, string> = {
   storage_full: 'Storage full',
   internal: 'Internal server error',
   corrupt_record: 'Corrupt record',
+  not_implemented: 'Not implemented',
+  http_version_not_supported: 'HTTP version not supported',
 };
 
 /**

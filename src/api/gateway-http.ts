@@ -54,7 +54,14 @@ export function createGatewayHttp(deps: {
       ...(deps.extra ?? []),
     ],
   });
-  return createHttpServer({ log, authorize, ingest, app, ingestRejected: (code) => metrics.ingestRejected.inc({ code }) });
+  return createHttpServer({
+    log,
+    authorize,
+    ingest,
+    app,
+    maxBodyBytes: config.maxBodyBytes,
+    ingestRejected: (code) => metrics.ingestRejected.inc({ code }),
+  });
 }
 
 /** The start-up line: the whole configuration but the key secrets (only their names), so an operator sees what ran. */

@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { AppError, StartupError } from '../errors';
 import type { Authorizer } from './auth';
 import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
-import { keyNames, normalizeRequestTarget } from './routing';
+import { JSON_LIMIT_BYTES, keyNames, normalizeRequestTarget } from './routing';
 
 const SHUTDOWN_GRACE_MS = 10_000;
 
@@ -35,6 +35,8 @@ export interface HttpServerDeps {
   /** The `POST /events` handler, served before express (the ingest hot path). */
   ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
   app: express.Express;
+  /** HERALD_MAX_BODY_BYTES: a `POST /events` declaring more is not invited to send it (Expect: 100-continue). */
+  maxBodyBytes: number;
   /** A publish refused before the ingest handler (no key, wrong scope), by problem code (metrics). */
   ingestRejected: (code: string) => void;
 }
@@ -61,6 +63,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     res.once('close', () => unanswered.delete(res));
     logWhenAnswered?.(req, res);
     try {
+      checkProtocol(req);
       checkHost(req);
       // Routes see the origin form only: no `#fragment`, no `http://host` prefix (else a 400).
       req.url = normalizeRequestTarget(req.method, req.url);
@@ -95,6 +98,14 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // An `Expect` other than 100-continue: RFC 9110 §10.1.1 lets a server ignore it, and the request is
   // served as without it (node's default is a bare 417 that no operation documents).
   server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => server.emit('request', req, res));
+  // Expect: 100-continue: a body declared over the route's limit is not asked for; its 413 is the answer
+  // (RFC 9110 §10.1.1). Node would send the 100 first, and the client the whole body for nothing.
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const declared = Number(req.headers['content-length']);
+    const limit = req.method === 'POST' && pathOf(targetOrUndefined(req)) === '/events' ? deps.maxBodyBytes : JSON_LIMIT_BYTES;
+    if (!(declared > limit)) res.writeContinue();
+    server.emit('request', req, res);
+  });
   // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
     if (socket.writable) socket.end(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
@@ -144,6 +155,44 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   }
 
   return { listen, close };
+}
+
+/** The request's origin-form target, or undefined when it has none (the request handler answers that one). */
+function targetOrUndefined(req: http.IncomingMessage): string | undefined {
+  try {
+    return normalizeRequestTarget(req.method, req.url);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * HTTP/1.x only (node's parser also reads an `HTTP/2.0` request line), and no transfer coding but
+ * `chunked`: node frames a body whose codings end in `chunked` and hands it over still gzip'd (or
+ * whatever else it names), and a probe's `Transfer-Encoding: gzip, chunked` event was stored as
+ * the compressed bytes (RFC 9112 §6.1: a coding not understood is a 501).
+ * @throws AppError `http_version_not_supported`, `not_implemented`
+ */
+function checkProtocol(req: http.IncomingMessage): void {
+  if (req.httpVersionMajor !== 1)
+    throw new AppError('http_version_not_supported', `HTTP/${req.httpVersion} is not served; send HTTP/1.1`, {
+      headers: { connection: 'close' },
+    });
+  const codings = req.headers['transfer-encoding'];
+  if (codings === undefined) return;
+  const named = codings
+    .split(',')
+    .map((c) => c.trim().toLowerCase())
+    .filter((c) => c !== '');
+  if (named.length !== 1 || named[0] !== 'chunked')
+    throw new AppError(
+      'not_implemented',
+      `Transfer-Encoding "${codings}" is not served: only chunked (compress a body with Content-Encoding)`,
+      {
+        details: [{ attribute: 'transfer-encoding', message: 'only chunked is understood' }],
+        headers: { connection: 'close' },
+      },
+    );
 }
 
 /**

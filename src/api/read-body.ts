@@ -11,7 +11,8 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
-    return Promise.reject(tooLarge());
+    // The body is not read (nor asked for, under Expect: 100-continue): the connection cannot carry another request.
+    return Promise.reject(new AppError('payload_too_large', tooLarge().message, { headers: { connection: 'close' } }));
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

@@ -50,7 +50,7 @@ export function requireScope(scope: RouteScope): ScopeCheck {
 }
 
 const JSON_TYPES = ['application/json', 'application/*+json'];
-const JSON_LIMIT_BYTES = 1024 * 1024;
+export const JSON_LIMIT_BYTES = 1024 * 1024;
 const parseJson = express.json({ limit: JSON_LIMIT_BYTES, type: JSON_TYPES });
 
 /** Whether a request has a body: a `Transfer-Encoding`, or a `Content-Length` above 0. */
@@ -77,6 +77,14 @@ export const jsonBody: AnyRouteHandler = (req, res, next) => {
         details: [{ attribute: 'content-type', message: 'expected application/json (or application/*+json)' }],
       },
     );
+  }
+  // JSON exchanged between systems is UTF-8 (RFC 8259 §8.1); body-parser would decode UTF-16 too.
+  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1];
+  if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+    req.resume();
+    throw new AppError('unsupported_media_type', `a JSON body in charset "${charset}" is not accepted; send UTF-8`, {
+      details: [{ attribute: 'content-type', message: 'the charset must be utf-8 (or absent)' }],
+    });
   }
   // A declared length past the limit is refused before a byte is read: body-parser would read it all
   // first, and a client that declares 1 MiB and stalls would hold the request unanswered.

@@ -185,6 +185,66 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toHaveLength(1);
   });
 
+  it.each([
+    ['gzip, chunked', '1f8b'],
+    ['identity, chunked', '7b7d'],
+  ])('refuses Transfer-Encoding %s with a 501 and stores nothing (was: gzip bytes stored as the data)', async (codings) => {
+    const id = `te-${codings.replace(/\W+/g, '-')}`;
+    const answer = await rawExchange(
+      gw.url,
+      `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /te\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nTransfer-Encoding: ${codings}\r\n\r\n2\r\nab\r\n0\r\n\r\n`,
+    );
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 501 /);
+    expect(JSON.parse(body!)).toMatchObject({ status: 501, code: 'not_implemented', errors: [{ attribute: 'transfer-encoding' }] });
+    expect((await sendRaw(gw.url, 'GET', `/events?source=/te&id=${id}`, { headers: as('routing-read') })).status).toBe(404);
+  });
+
+  it('takes Transfer-Encoding: chunked, in any case', async () => {
+    const answer = await rawExchange(
+      gw.url,
+      `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: te-ok\r\nce-source: /te\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n2\r\nab\r\n0\r\n\r\n`,
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 202 /);
+  });
+
+  it('answers a request line of another HTTP version with a 505 (was served as HTTP/1.1)', async () => {
+    const answer = await rawExchange(gw.url, 'GET /healthz HTTP/2.0\r\nHost: x\r\n\r\n');
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 505 /);
+    expect(JSON.parse(body!)).toMatchObject({ status: 505, code: 'http_version_not_supported' });
+  });
+
+  it.each([
+    [
+      'POST /events',
+      'POST /events',
+      'ce-specversion: 1.0\r\nce-id: big\r\nce-source: /big\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nauthorization: Bearer routing-pub',
+    ],
+    ['POST /subscriptions', 'POST /subscriptions', 'content-type: application/json\r\nauthorization: Bearer routing-admin'],
+  ])(
+    '%s with Expect: 100-continue and a body over the limit: the 413 at once, no invitation to send it (was a 100 first)',
+    async (_what, line, headers) => {
+      const answer = await rawExchange(
+        gw.url,
+        `${line} HTTP/1.1\r\nHost: x\r\n${headers}\r\nExpect: 100-continue\r\ncontent-length: 99999999\r\n\r\n`,
+      );
+      expect(answer).not.toMatch(/100 Continue/);
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 413 /);
+      expect(head).toMatch(/connection: close/i);
+      expect(JSON.parse(body!)).toMatchObject({ status: 413, code: 'payload_too_large' });
+    },
+  );
+
+  it('invites a body within the limit under Expect: 100-continue', async () => {
+    const answer = await rawExchange(
+      gw.url,
+      'POST /events HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: small-expect\r\nce-source: /expect\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nauthorization: Bearer routing-pub\r\nExpect: 100-continue\r\ncontent-length: 2\r\nConnection: close\r\n\r\n',
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 100 Continue/);
+  });
+
   it('refuses a JSON body declared over 1 MiB at once, before it is sent (was no answer until it all came)', async () => {
     for (const path of ['/subscriptions', '/deliveries/dlv_AAAAAAAAAAAAAAAAAAAAAAAA/nack']) {
       const answer = await rawExchange(

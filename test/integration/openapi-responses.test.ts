@@ -91,6 +91,14 @@ async function expectJsonBodyErrors(method: string, url: string): Promise<void> 
   expect(tooLarge.status).toBe(413);
   const latin1 = await call(method, url, { headers: { 'content-type': 'application/json; charset=latin1' }, body: '{}' });
   expect(latin1.status).toBe(415);
+  // Was 201/200: body-parser decodes UTF-16 (and answered utf-32 with a 400).
+  for (const charset of ['utf-16le', 'UTF-16', 'utf-32']) {
+    const body = Buffer.from('{}', charset.toLowerCase().startsWith('utf-16') ? 'utf16le' : 'utf8');
+    const wide = await call(method, url, { headers: { 'content-type': `application/json; charset=${charset}` }, body });
+    expect([charset, wide.status, wide.body.code]).toEqual([charset, 415, 'unsupported_media_type']);
+  }
+  const utf8 = await call(method, url, { headers: { 'content-type': 'application/json; charset="UTF-8"' }, body: '{' });
+  expect(utf8.status).toBe(400); // the charset passes; the JSON does not
   for (const contentType of ['text/plain', 'application/x-www-form-urlencoded', 'application/cloudevents+xml']) {
     const other = await call(method, url, { headers: { 'content-type': contentType }, body: '{}' });
     expect([contentType, other.status, other.body.code]).toEqual([contentType, 415, 'unsupported_media_type']);
