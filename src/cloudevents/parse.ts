@@ -155,7 +155,7 @@ function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType:
     // Binding §3.1.1: Content-Type carries datacontenttype and a ce-datacontenttype header must not be sent too.
     // The same value is harmless; another leaves the data's type unknown (it was dropped without a word).
     const header = attributes.datacontenttype;
-    if (header !== undefined && header !== contentType && !violations.some((v) => v.attribute === 'datacontenttype')) {
+    if (header !== undefined && !sameMediaType(String(header), contentType) && !violations.some((v) => v.attribute === 'datacontenttype')) {
       violations.push({
         attribute: 'datacontenttype',
         message: `header "ce-datacontenttype" differs from Content-Type; send the type in Content-Type only`,
@@ -214,4 +214,27 @@ export function bindingHeaders(rawHeaders: readonly string[]): Record<string, st
     else values.push(rawHeaders[i + 1]!);
   }
   return headers;
+}
+
+/**
+ * Whether two media types are the same (RFC 9110 §8.3.1): type, subtype and parameter names compared
+ * without case, the charset's value too; other values exactly (after unquoting); spacing ignored.
+ */
+function sameMediaType(a: string, b: string): boolean {
+  if (a === b) return true;
+  const canonical = (value: string) => {
+    const [type, ...params] = value.split(';');
+    const named = params
+      .map((p) => {
+        const eq = p.indexOf('=');
+        const name = (eq === -1 ? p : p.slice(0, eq)).trim().toLowerCase();
+        let v = eq === -1 ? '' : p.slice(eq + 1).trim();
+        if (v.length >= 2 && v.startsWith('"') && v.endsWith('"')) v = v.slice(1, -1);
+        return `${name}=${name === 'charset' ? v.toLowerCase() : v}`;
+      })
+      .filter((p) => p !== '=')
+      .sort();
+    return [type!.trim().toLowerCase(), ...named].join(';');
+  };
+  return canonical(a) === canonical(b);
 }

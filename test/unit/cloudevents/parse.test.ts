@@ -146,6 +146,31 @@ describe('parseHttpMessage in binary mode', () => {
     expect(same.events[0]!.attributes.datacontenttype).toBe('application/json');
   });
 
+  it.each([
+    ['Application/JSON', 'application/json'],
+    ['text/plain; charset=UTF-8', 'text/plain;charset=utf-8'],
+    ['text/plain; Charset="utf-8"', 'text/plain; charset=utf-8'],
+    ['multipart/mixed; a=1; b=2', 'multipart/mixed; b=2; a=1'],
+  ])('takes ce-datacontenttype %j with Content-Type %j: the same media type (was a 400)', (header, contentType) => {
+    const parsed = parseHttpMessage({
+      headers: { ...ceHeaders, 'ce-datacontenttype': [header], 'content-type': [contentType] },
+      body: Buffer.from('x'),
+    });
+    expect(parsed.events[0]!.attributes.datacontenttype).toBe(contentType);
+  });
+
+  it.each([
+    ['text/plain; boundary=A', 'text/plain; boundary=a'],
+    ['text/plain', 'text/csv'],
+    ['text/plain; charset=utf-8', 'text/plain'],
+  ])('refuses ce-datacontenttype %j with Content-Type %j: another media type', (header, contentType) => {
+    const err = refusal({
+      headers: { ...ceHeaders, 'ce-datacontenttype': [header], 'content-type': [contentType] },
+      body: Buffer.from('x'),
+    });
+    expect(err.details).toEqual([{ attribute: 'datacontenttype', message: expect.stringContaining('differs from Content-Type') }]);
+  });
+
   it('reports a header decoding failure once, not again as a missing attribute', () => {
     const err = refusal({ headers: { ...ceHeaders, 'ce-id': ['%FF'] }, body: Buffer.alloc(0) });
     expect(err.details).toEqual([{ attribute: 'id', message: expect.stringContaining('UTF-8') }]);
