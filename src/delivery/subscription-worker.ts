@@ -132,7 +132,7 @@ export function createSubscriptionWorker(
     if (stopped || paused() || deps.enabled === false) return;
     releaseSlots(); // the limit may have grown since they waited
     const max = flow.maxInFlight();
-    while (redriveQueue.length > 0 && totalPending() < max && flow.ready()) startRedrive(redriveQueue.shift()!);
+    startRedrives(max);
     let progressed = true;
     while (progressed && totalPending() < max) {
       progressed = false;
@@ -213,10 +213,26 @@ export function createSubscriptionWorker(
     part.cursor = to;
   }
 
+  /**
+   * Starts queued redeliveries, in order, while there is room. A dead letter whose offset is being
+   * redelivered already (two dead letters of one event: a seek replayed it) waits for that one to
+   * finish: it was dropped, neither sent nor listed as consumed, while the answer counted it.
+   */
+  function startRedrives(max: number): void {
+    for (let i = 0; i < redriveQueue.length && totalPending() < max && flow.ready();) {
+      const item = redriveQueue[i]!;
+      if (redrives.has(`${item.partition}:${item.offset}`)) {
+        i++;
+        continue;
+      }
+      redriveQueue.splice(i, 1);
+      startRedrive(item);
+    }
+  }
+
   function startRedrive(item: RedriveItem): void {
     queuedDeadLetters.delete(item.deadLetterId);
     const key = `${item.partition}:${item.offset}`;
-    if (redrives.has(key)) return;
     if (item.offset < (deps.store.firstOffsets()[item.partition] ?? 0)) {
       // Retention deleted its event while it was queued: nothing to send, so the dead letter stays listed.
       deps.log.warn(

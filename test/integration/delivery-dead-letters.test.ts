@@ -131,6 +131,22 @@ describe('retries exhausted', () => {
 });
 
 describe('listing, redelivering and deleting', () => {
+  it('redelivers every dead letter asked, two of one event included (a seek replayed it): none is dropped while the answer counts it', async () => {
+    receiver.setResponder(() => ({ status: 400 }));
+    const sub = await subscribe('dl.twice');
+    await publish('dl.twice', ['t1', 't2', 't3']);
+    await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 3, { what: '3 dead letters' });
+    await request(gw.url).post(`/subscriptions/${sub.id}/seek`).send({ to: 'earliest' }).expect(200);
+    await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 6, { what: '6 dead letters, two per event' });
+    receiver.setResponder(() => ({ status: 204 }));
+    const answer = await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({}).expect(202);
+    expect(answer.body).toEqual({ redelivering: 6 });
+    // Was: 3 sent, the other 3 still listed (dropped from the queue as their offset was being redelivered).
+    await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { what: 'no dead letter left' });
+    const redelivered = requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
+    expect(redelivered.map((q) => q.headers['ce-id']).sort()).toEqual(['t1', 't1', 't2', 't2', 't3', 't3']);
+  });
+
   it('ends a page once its events pass 8 MiB, with nextAfter where it ended (was: 2.6 GB and a 500 for 670 large dead letters)', async () => {
     receiver.setResponder(() => ({ status: 400 }));
     const sub = await subscribe('dl.large');
