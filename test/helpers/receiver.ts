@@ -28,6 +28,8 @@ export type Responder = (req: ReceivedRequest, index: number) => Reply | Promise
 export async function startReceiver(respond: Responder = () => ({ status: 204 })) {
   const requests: ReceivedRequest[] = [];
   const state = { respond };
+  // Answers held back (`delayMs`): cleared at close, so a long one never keeps the test process alive after it.
+  const delays = new Set<NodeJS.Timeout>();
   const server = http.createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -41,7 +43,14 @@ export async function startReceiver(respond: Responder = () => ({ status: 204 })
       };
       const index = requests.push(received) - 1;
       const reply = await state.respond(received, index);
-      if (reply.delayMs) await new Promise((r) => setTimeout(r, reply.delayMs));
+      if (reply.delayMs)
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(() => {
+            delays.delete(timer);
+            resolve();
+          }, reply.delayMs);
+          delays.add(timer);
+        });
       if (reply.destroy) {
         req.socket.destroy();
         return;
@@ -60,6 +69,8 @@ export async function startReceiver(respond: Responder = () => ({ status: 204 })
       state.respond = next;
     },
     async close() {
+      for (const timer of delays) clearTimeout(timer);
+      delays.clear();
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
