@@ -95,6 +95,11 @@ export type AttemptInput =
   | { kind: 'answer'; attemptId: string; status: number | null; retryAfter?: string; error?: string; sinkNotAllowed?: boolean }
   /** No complete answer within `timeoutMs`. */
   | { kind: 'timeout'; attemptId: string; error?: string }
+  /**
+   * The request never left: it waited for a connection to the sink and, when one was free, the
+   * subscription was paused (or delivery was stopping). The attempt is not spent: it is sent later.
+   */
+  | { kind: 'withdraw'; attemptId: string }
   | { kind: 'ack'; attemptId: string }
   | { kind: 'nack'; attemptId: string; delayMs?: number }
   | { kind: 'extend'; attemptId: string; ms: number }
@@ -122,6 +127,7 @@ export const INPUT_KINDS: readonly InputKind[] = [
   'start',
   'answer',
   'timeout',
+  'withdraw',
   'ack',
   'nack',
   'extend',
@@ -462,13 +468,21 @@ type Cell<P extends Phase, K extends InputKind> = (state: StateOf<P>, input: Inp
 type Row<P extends Phase> = { readonly [K in InputKind]?: Cell<P, K> };
 type Table = { readonly [P in Phase]: Row<P> };
 
+/** Back to ready as before the start: its number unspent, its callback id closed (the receiver never saw it). */
+function withdraw(s: Sending): Step {
+  return {
+    state: { phase: 'ready', attempt: s.attempt - 1, deliveryId: null, lastStatus: s.lastStatus, lastError: s.lastError },
+    effects: [...settle(s, 'superseded'), PERSIST],
+  };
+}
+
 /**
  * The legal transitions: phase × input. A missing cell is an input that means nothing in that phase
  * (an answer while nothing is sent, a callback once the event has ended, a lease expiry after an ack).
  */
 export const TABLE: Table = {
   ready: { start, resume: due, ack, nack, extend, reject, expire, corrupt, missing, seek, delete: remove },
-  sending: { answer, timeout, ack, nack, extend, reject, seek, delete: remove },
+  sending: { answer, timeout, withdraw, ack, nack, extend, reject, seek, delete: remove },
   awaiting_ack: { ack, nack, extend, reject, leaseExpired, restore: restoreLease, seek, delete: remove },
   scheduled: { start, resume: armRetry, restore: armRetry, pause, expire, corrupt, missing, seek, delete: remove },
   done: {},

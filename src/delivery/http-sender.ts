@@ -12,6 +12,14 @@ export interface SendResult {
   timedOut?: boolean;
   /** The sink's address is refused (`HERALD_SINK_ALLOW_PRIVATE=false`); nothing was sent, and retrying cannot help. */
   sinkNotAllowed?: boolean;
+  /** Nothing was sent: when a connection was free, the request was no longer wanted (`build` gave none). */
+  withdrawn?: boolean;
+}
+
+/** A request as it goes out. */
+export interface Outgoing {
+  headers: Record<string, string>;
+  body: Buffer;
 }
 
 /** The answer to a validation handshake's `OPTIONS`. */
@@ -60,6 +68,47 @@ export class AbortGroup {
 }
 
 /**
+ * At most `size` requests to one origin at once: the rest wait here, in order, rather than in undici's
+ * queue, where a request was already built, signed and timed (a probe saw requests queued behind a
+ * slow receiver go out after a pause answered 200, signed with a retired secret, and other
+ * subscriptions of that host dead-lettered by timeouts that ran while they only waited).
+ */
+class OriginGate {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  constructor(private readonly size: number) {}
+
+  /** Resolves when a slot is free; `attempt`'s abort while waiting rejects it. */
+  acquire(attempt: Abortable): Promise<void> | undefined {
+    if (this.active < this.size) {
+      this.active++;
+      return undefined;
+    }
+    return new Promise<void>((resolve, reject) => {
+      const go = () => {
+        attempt.request = undefined;
+        resolve();
+      };
+      this.waiting.push(go);
+      attempt.request = {
+        cancel: () => {
+          const at = this.waiting.indexOf(go);
+          if (at >= 0) this.waiting.splice(at, 1);
+          reject(abortError());
+        },
+      };
+    });
+  }
+
+  /** Hands the slot to the next waiter, or frees it. */
+  release(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.active--;
+  }
+}
+
+/**
  * Posts webhook requests through one keep-alive undici Pool per sink origin.
  * Redirects are never followed. `timeoutMs` bounds the whole attempt: connect,
  * headers and body (a receiver that drips its answer a byte at a time is timed
@@ -68,6 +117,13 @@ export class AbortGroup {
  */
 export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPrivate?: boolean } = {}) {
   const pools = new Map<string, Pool>();
+  const connections = opts.connectionsPerOrigin ?? 64;
+  const gates = new Map<string, OriginGate>();
+  const gateFor = (origin: string): OriginGate => {
+    let gate = gates.get(origin);
+    if (!gate) gates.set(origin, (gate = new OriginGate(connections)));
+    return gate;
+  };
   /** Sink URL → origin and request path: parsed once per sink, not per attempt. */
   const targets = new Map<string, { origin: string; path: string }>();
   const connect = opts.allowPrivate === false ? guardedConnector() : undefined;
@@ -76,7 +132,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     let pool = pools.get(origin);
     if (!pool) {
       pool = new Pool(origin, {
-        connections: opts.connectionsPerOrigin ?? 64,
+        connections,
         keepAliveTimeout: 30_000,
         connectTimeout: CONNECT_TIMEOUT_MS,
         ...(connect && { connect }),
@@ -97,23 +153,33 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     return target;
   }
 
-  async function send(
-    sink: string,
-    headers: Record<string, string>,
-    body: Buffer,
-    timeoutMs: number,
-    group?: AbortGroup,
-  ): Promise<SendResult> {
+  /**
+   * Posts the request `build` makes once a connection to the sink's origin is free: it is built (and
+   * signed) then, with what holds then, or not at all when `build` gives none (`withdrawn`). The
+   * timeout runs from then, not while the request waits for a connection.
+   */
+  async function send(sink: string, build: () => Outgoing | undefined, timeoutMs: number, group?: AbortGroup): Promise<SendResult> {
     const target = targetOf(sink);
     const controller = new Abortable();
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      controller.abort();
-    }, timeoutMs);
     group?.add(controller);
+    const gate = gateFor(target.origin);
     try {
-      const res = await post(poolFor(target.origin), target.path, headers, body, timeoutMs, controller);
+      await gate.acquire(controller);
+    } catch {
+      group?.delete(controller);
+      return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
+    }
+    let timer: NodeJS.Timeout | undefined;
+    let timedOut = false;
+    try {
+      if (controller.aborted) return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
+      const request = build();
+      if (!request) return { status: null, withdrawn: true };
+      timer = setTimeout(() => {
+        timedOut = true;
+        controller.abort();
+      }, timeoutMs);
+      const res = await post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller);
       return { status: res.status, retryAfter: res.retryAfter, error: res.status >= 300 ? res.excerpt : undefined };
     } catch (err) {
       const e = err as Error & { code?: string };
@@ -126,6 +192,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     } finally {
       clearTimeout(timer);
       group?.delete(controller);
+      gate.release();
     }
   }
 

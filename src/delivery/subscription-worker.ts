@@ -4,7 +4,7 @@ import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state
 import type { SubscriptionRecord } from '../subscriptions/record';
 import type { Matcher } from '../filters/filter';
 import type { DeliveryOutcome } from './tally';
-import { AbortGroup, type HttpSender } from './http-sender';
+import { AbortGroup, type HttpSender, type Outgoing } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';
 import { answerOutcome, initialState, stateFromRow, transition, type AttemptEffect, type AttemptInput } from './attempt-machine';
 import {
@@ -449,29 +449,42 @@ export function createSubscriptionWorker(
   /** Posts one attempt (the machine has moved the event to `sending`) and feeds its answer back. */
   async function send(pending: Pending, attemptId: string, attemptNumber: number): Promise<void> {
     const stored = pending.event!;
-    const sub = deps.subscription();
-    const request = requestFor(sub, deps.clock(), deps.ackUrlBase(), {
-      partition: pending.partition,
-      offset: pending.offset,
-      seekGeneration: pending.generation ?? generationOf(pending),
-      previousOffset: pending.previousOffset,
-      attempt: attemptNumber,
-      deliveryId: attemptId,
-      redrive: pending.redrive,
-      event: stored.event,
-    });
-    const startedAt = deps.clock();
     const storedAt = stored.storedAt;
+    const sub = deps.subscription();
+    let startedAt = deps.clock();
+    /**
+     * The request as it goes out, built once a connection to the sink is free: signed with the secrets
+     * of then, timed from then; none when the subscription was paused (or delivery is stopping) while
+     * it waited, so no request leaves after a pause or a rotation has answered.
+     */
+    const build = (): Outgoing | undefined => {
+      if (stopped || quiescing || deps.enabled === false || paused()) return undefined;
+      startedAt = deps.clock();
+      return requestFor(deps.subscription(), startedAt, deps.ackUrlBase(), {
+        partition: pending.partition,
+        offset: pending.offset,
+        seekGeneration: pending.generation ?? generationOf(pending),
+        previousOffset: pending.previousOffset,
+        attempt: attemptNumber,
+        deliveryId: attemptId,
+        redrive: pending.redrive,
+        event: stored.event,
+      });
+    };
     const epoch = flow.epoch();
     openCount++;
     let result: Awaited<ReturnType<HttpSender['send']>>;
     try {
-      result = await deps.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, abortGroupOf(pending));
+      result = await deps.sender.send(sub.sink, build, sub.delivery.timeoutMs, abortGroupOf(pending));
     } finally {
       openCount--;
       releaseSlots();
       // Resolved here, run after this answer is handled below (a promise's callbacks wait for this function's turn to end).
       if (openCount === 0 && idleWaiters.length > 0) for (const resolve of idleWaiters.splice(0)) resolve();
+    }
+    if (result.withdrawn) {
+      step(pending, { kind: 'withdraw', attemptId });
+      return;
     }
     const ms = deps.clock() - startedAt;
     // Every answer informs the concurrency limit, even one that no longer matters to its event.

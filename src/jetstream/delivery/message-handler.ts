@@ -279,17 +279,19 @@ async function send(
   a: { deliveryId: string; attempt: number; previousOffset: number | null },
   group: AbortGroup,
 ): Promise<SendResult> {
-  const request = requestFor(sub, ctx.clock(), ctx.ackUrlBase(), {
-    partition: t.partition,
-    offset: t.offset,
-    seekGeneration: t.generation,
-    previousOffset: a.previousOffset,
-    attempt: a.attempt,
-    deliveryId: a.deliveryId,
-    redrive: t.redrive,
-    event,
-  });
-  return ctx.sender.send(sub.sink, request.headers, request.body, sub.delivery.timeoutMs, group);
+  // Built (and signed) once a connection to the sink is free, so its timestamp is when it goes out.
+  const build = () =>
+    requestFor(sub, ctx.clock(), ctx.ackUrlBase(), {
+      partition: t.partition,
+      offset: t.offset,
+      seekGeneration: t.generation,
+      previousOffset: a.previousOffset,
+      attempt: a.attempt,
+      deliveryId: a.deliveryId,
+      redrive: t.redrive,
+      event,
+    });
+  return ctx.sender.send(sub.sink, build, sub.delivery.timeoutMs, group);
 }
 
 interface Decided {

@@ -211,6 +211,11 @@ const LEGAL: Row[] = [
     effects: [...answered('error', 'HTTP null'), settle('failed'), ...deadEffects('sink_not_allowed')] },
   { name: 'a timeout retries', from: sending, input: { kind: 'timeout', attemptId: 'dlv_1', error: 'timed out' },
     to: retryAt(NOW + 1000, 'timed out'), effects: [...answered('error', 'timed out'), observe('timeout'), settle('failed'), ...retryEffects(NOW + 1000)] },
+  // Was: a request waiting for a connection went out after the pause (or a rotation) answered 200.
+  { name: 'a request that never left (paused while it waited for a connection) is withdrawn: back to ready, its number unspent',
+    from: sending, input: { kind: 'withdraw', attemptId: 'dlv_1' },
+    to: { phase: 'ready', attempt: 0, deliveryId: null, lastStatus: null, lastError: null },
+    effects: [settle('superseded'), { kind: 'persist' }] },
   { name: 'ack while the request is open', from: sending, input: { kind: 'ack', attemptId: 'dlv_1' },
     to: { phase: 'done', ...was() }, effects: [settle('acked'), observe('acked'), { kind: 'commitOffset' }] },
   { name: 'nack while the request is open retries after delayMs', from: sending, input: { kind: 'nack', attemptId: 'dlv_1', delayMs: 250 },
@@ -305,6 +310,7 @@ function sampleInput(kind: InputKind, state: AttemptState): AttemptInput {
     case 'extend':
       return { kind, attemptId, ms: 1000 };
     case 'timeout':
+    case 'withdraw':
     case 'ack':
     case 'reject':
     case 'leaseExpired':

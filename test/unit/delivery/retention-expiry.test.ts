@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { createDispatcher, type Dispatcher } from '../../../src/delivery/dispatcher';
-import type { HttpSender, SendResult } from '../../../src/delivery/http-sender';
+import type { HttpSender, Outgoing, SendResult } from '../../../src/delivery/http-sender';
 import { openDatabase, type Db } from '../../../src/store/db';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
 import { seekSchema } from '../../../src/subscriptions/seek-schema';
@@ -71,7 +71,10 @@ type Answer = SendResult | Promise<SendResult>;
 function fakeSender(respond: (req: { partition: number; offset: number }) => Answer) {
   const sent: { partition: number; offset: number; previousOffset?: string }[] = [];
   const sender = {
-    send: (_sink: string, headers: Record<string, string>) => {
+    send: (_sink: string, build: () => Outgoing | undefined) => {
+      const request = build();
+      if (!request) return Promise.resolve({ status: null, withdrawn: true });
+      const { headers } = request;
       const req = { partition: Number(headers['herald-partition']), offset: Number(headers['herald-offset']) };
       sent.push({ ...req, previousOffset: headers['herald-previous-offset'] });
       return Promise.resolve(respond(req));

@@ -1,6 +1,6 @@
 import pino from 'pino';
 import { createDispatcher } from '../../../src/delivery/dispatcher';
-import type { HttpSender } from '../../../src/delivery/http-sender';
+import type { HttpSender, Outgoing } from '../../../src/delivery/http-sender';
 import { openDatabase, type Db } from '../../../src/store/db';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
 import { createSubscriptionsService } from '../../../src/subscriptions/service';
@@ -72,8 +72,8 @@ describe('waking on append', () => {
     const sent: number[] = [];
     // Requests never answered: partition 0's first event stays in flight.
     const sender = {
-      send: (_sink: string, headers: Record<string, string>) => {
-        sent.push(Number(headers['herald-partition']));
+      send: (_sink: string, build: () => Outgoing | undefined) => {
+        sent.push(Number(build()!.headers['herald-partition']));
         return new Promise(() => undefined);
       },
       probe: () => Promise.resolve({ status: 200 }),

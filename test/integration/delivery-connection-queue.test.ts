@@ -1,0 +1,91 @@
+import request from 'supertest';
+import { Webhook } from 'standardwebhooks';
+import { publishBatch } from '../helpers/delivery';
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/**
+ * Requests that wait for a connection to the sink's host (all 64 of its connections busy) are built,
+ * signed and timed only once one is free. Was (a hostile probe): built and counted as started at
+ * once and queued in the HTTP client, so they went out after a pause had answered 200, signed with a
+ * secret a rotation had retired, and other subscriptions of that host timed out (and dead-lettered)
+ * while they only waited.
+ */
+
+let gw: TestGateway;
+let receiver: Receiver;
+afterEach(async () => {
+  await gw?.close();
+  await receiver?.close();
+});
+afterAll(cleanupTmpDirs);
+
+const events = (type: string, n: number) =>
+  Array.from({ length: n }, (_, i) => ({
+    specversion: '1.0',
+    id: `${type}-${i}`,
+    source: '/queue',
+    type,
+    partitionkey: `k${i}`,
+    data: { i },
+  }));
+
+/** A subscription of `type` events on `path` of the receiver's host. */
+async function subscribe(type: string, path: string, delivery: Record<string, unknown>): Promise<{ id: string; secret: string }> {
+  const res = await request(gw.url)
+    .post('/subscriptions')
+    .send({ sink: receiver.url.replace('/hook', path), filters: [{ exact: { type } }], delivery })
+    .expect(201);
+  return { id: res.body.id as string, secret: res.body.secret as string };
+}
+
+const onPath = (path: string) => receiver.requests.filter((r) => r.url === path);
+
+it('sends nothing that waited for a connection once a pause has answered, and sends it after the resume under the same attempt number', async () => {
+  receiver = await startReceiver(() => ({ status: 204, delayMs: 1500 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  const sub = await subscribe('q.pause', '/p', { ordering: 'none', maxInFlight: 128 });
+  await publishBatch(gw.url, events('q.pause', 100));
+  // 64 requests open (the host's connections), 36 waiting for one.
+  await waitFor(() => onPath('/p').length === 64, { what: '64 requests open' });
+  await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+  const answeredAt = Date.now();
+  // The 64 open requests are answered (their attempts logged); the 36 that waited were not sent.
+  const answered = async () => (await request(gw.url).get(`/subscriptions/${sub.id}/attempts?limit=1000`)).body.attempts.length;
+  await waitFor(async () => (await answered()) === 64, { what: 'the open requests answered' });
+  expect(onPath('/p').filter((r) => r.receivedAt > answeredAt + 20)).toEqual([]);
+  await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+  await waitFor(() => onPath('/p').length === 100, { what: 'the other 36 after the resume' });
+  expect(onPath('/p').map((r) => r.headers['herald-attempt'])).toEqual(Array(100).fill('1'));
+});
+
+it('signs a request that waited for a connection with the secret of when it goes out: nothing after a rotation without overlap carries the old one only', async () => {
+  receiver = await startReceiver(() => ({ status: 204, delayMs: 1500 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  const sub = await subscribe('q.rotate', '/r', { ordering: 'none', maxInFlight: 128 });
+  await publishBatch(gw.url, events('q.rotate', 100));
+  await waitFor(() => onPath('/r').length === 64, { what: '64 requests open' });
+  const rotated = await request(gw.url).post(`/subscriptions/${sub.id}/rotate-secret`).send({ overlapSeconds: 0 }).expect(200);
+  const answeredAt = Date.now();
+  await waitFor(() => onPath('/r').length === 100, { what: 'every event sent' });
+  const after = onPath('/r').filter((r) => r.receivedAt > answeredAt + 20);
+  expect(after.length).toBe(36);
+  const fresh = new Webhook(rotated.body.secret as string);
+  for (const r of after) expect(() => fresh.verify(r.body, r.headers as Record<string, string>)).not.toThrow();
+});
+
+it("does not time out another subscription's requests while they wait for a connection behind a slow one (was: dead-lettered as timeouts never sent)", async () => {
+  receiver = await startReceiver((req) => (req.url === '/slow' ? { status: 204, delayMs: 3000 } : { status: 204 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  await subscribe('q.slow', '/slow', { ordering: 'none', maxInFlight: 64 });
+  const fast = await subscribe('q.fast', '/fast', { ordering: 'none', timeoutMs: 1000, retry: { maxAttempts: 1 } });
+  await publishBatch(gw.url, events('q.slow', 64));
+  await waitFor(() => onPath('/slow').length === 64, { what: 'every connection busy' });
+  await publishBatch(gw.url, events('q.fast', 16));
+  await waitFor(() => onPath('/fast').length === 16, { what: 'the fast subscription served', timeoutMs: 15_000 });
+  const stats = (await request(gw.url).get(`/subscriptions/${fast.id}`)).body.stats;
+  expect(stats.deadLetters).toBe(0);
+  const attempts = (await request(gw.url).get(`/subscriptions/${fast.id}/attempts?limit=100`)).body.attempts;
+  expect(attempts.map((a: { status: number | null }) => a.status)).toEqual(Array(16).fill(204));
+});
