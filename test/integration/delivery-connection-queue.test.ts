@@ -42,13 +42,18 @@ async function subscribe(type: string, path: string, delivery: Record<string, un
 
 const onPath = (path: string) => receiver.requests.filter((r) => r.url === path);
 
-it('sends nothing that waited for a connection once a pause has answered, and sends it after the resume under the same attempt number', async () => {
+/** One subscription on `path` of a receiver answering in 1.5 s, 100 events: 64 requests open (the host's connections), 36 waiting for one. */
+async function saturated(type: string, path: string) {
   receiver = await startReceiver(() => ({ status: 204, delayMs: 1500 }));
   gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  const sub = await subscribe('q.pause', '/p', { ordering: 'none', maxInFlight: 128 });
-  await publishBatch(gw.url, events('q.pause', 100));
-  // 64 requests open (the host's connections), 36 waiting for one.
-  await waitFor(() => onPath('/p').length === 64, { what: '64 requests open' });
+  const sub = await subscribe(type, path, { ordering: 'none', maxInFlight: 128 });
+  await publishBatch(gw.url, events(type, 100));
+  await waitFor(() => onPath(path).length === 64, { what: '64 requests open' });
+  return sub;
+}
+
+it('sends nothing that waited for a connection once a pause has answered, and sends it after the resume under the same attempt number', async () => {
+  const sub = await saturated('q.pause', '/p');
   await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
   const answeredAt = Date.now();
   // The 64 open requests are answered (their attempts logged); the 36 that waited were not sent.
@@ -61,11 +66,7 @@ it('sends nothing that waited for a connection once a pause has answered, and se
 });
 
 it('signs a request that waited for a connection with the secret of when it goes out: nothing after a rotation without overlap carries the old one only', async () => {
-  receiver = await startReceiver(() => ({ status: 204, delayMs: 1500 }));
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  const sub = await subscribe('q.rotate', '/r', { ordering: 'none', maxInFlight: 128 });
-  await publishBatch(gw.url, events('q.rotate', 100));
-  await waitFor(() => onPath('/r').length === 64, { what: '64 requests open' });
+  const sub = await saturated('q.rotate', '/r');
   const rotated = await request(gw.url).post(`/subscriptions/${sub.id}/rotate-secret`).send({ overlapSeconds: 0 }).expect(200);
   const answeredAt = Date.now();
   await waitFor(() => onPath('/r').length === 100, { what: 'every event sent' });
