@@ -203,6 +203,9 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
    */
   async function probe(sink: string, headers: Record<string, string>, timeoutMs: number): Promise<ProbeResult> {
     const url = new URL(sink);
+    // Through the origin's gate too: a connection it took would leave a gated request queued in undici.
+    const gate = gateFor(url.origin);
+    await gate.acquire(new Abortable());
     try {
       const res = await poolFor(url.origin).request({
         method: 'OPTIONS',
@@ -220,6 +223,8 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       if (e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
         return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
+    } finally {
+      gate.release();
     }
   }
 
