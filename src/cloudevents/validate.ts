@@ -1,3 +1,4 @@
+import { isIPv6 } from 'node:net';
 import type { Violation } from '../errors';
 import { AttributeValue, CloudEvent, EventData, REQUIRED_ATTRIBUTES, STRING_ATTRIBUTES, isJsonMediaType } from './event';
 
@@ -22,9 +23,29 @@ const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2}):(\d{2})(\.\d+)?([Zz
 const MEDIA_TYPE = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+\/[!#$%&'*+.^_`|~0-9A-Za-z-]+[\t ]*(;[\t\x20-\x7e]*)?$/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
 
+/** An authority's IP-literal host (RFC 3986 §3.2.2), with an optional port. */
+const IP_LITERAL = /^\[(?:v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+|([0-9A-Fa-f:.]+))\](?::\d*)?$/;
+const AUTHORITY = /^(?:[A-Za-z][A-Za-z0-9+.-]*:)?\/\/([^/?#]*)/;
+
+/**
+ * `#` at most once (a fragment cannot hold another), and `[` `]` only around an authority's
+ * IP-literal host: `http://[::1` and `a]b[c` have only URI characters and are no URIs.
+ */
+function delimitersInPlace(value: string): boolean {
+  if (value.indexOf('#') !== value.lastIndexOf('#')) return false;
+  if (!value.includes('[') && !value.includes(']')) return true;
+  const authority = AUTHORITY.exec(value);
+  if (!authority) return false;
+  const hostPort = authority[1]!.slice(authority[1]!.lastIndexOf('@') + 1);
+  const literal = IP_LITERAL.exec(hostPort);
+  if (!literal || (literal[1] !== undefined && !isIPv6(literal[1]))) return false;
+  const outside = authority[1]!.slice(0, authority[1]!.length - hostPort.length) + value.slice(authority[0].length);
+  return !outside.includes('[') && !outside.includes(']');
+}
+
 /** RFC 3986 URI-reference: allowed characters, valid escapes, and a well-formed scheme if one is given. */
 export function isUriReference(value: string): boolean {
-  if (!URI_CHARS.test(value) || BAD_PERCENT.test(value)) return false;
+  if (!URI_CHARS.test(value) || BAD_PERCENT.test(value) || !delimitersInPlace(value)) return false;
   const firstDelimiter = value.search(/[/?#]/);
   const colon = value.indexOf(':');
   // A colon before any delimiter means a scheme, which must be well-formed.

@@ -73,16 +73,34 @@ describe('isUriReference and isAbsoluteUri', () => {
     'a%20b',
     '#frag',
     'x',
+    'http://[::1]:8080/x?y#z',
+    '//[2001:db8::7]/a',
+    'http://user@[::1]/',
+    'http://[v1.fe:x]/',
   ])('accepts %s as a URI-reference', (value) => {
     expect(isUriReference(value)).toBe(true);
   });
 
-  it.each(['a b', 'café', '%zz', '%4', '1abc:rest', ':nothing', 'a\\b', 'a<b>', 'tab\there', 'quote"'])(
-    'refuses %j as a URI-reference',
-    (value) => {
-      expect(isUriReference(value)).toBe(false);
-    },
-  );
+  it.each([
+    'a b',
+    'café',
+    '%zz',
+    '%4',
+    '1abc:rest',
+    ':nothing',
+    'a\\b',
+    'a<b>',
+    'tab\there',
+    'quote"',
+    'http://[::1',
+    'a]b[c',
+    'http://x/[p]',
+    'http://[zz]/',
+    'http://x/#a#b',
+    '[::1]',
+  ])('refuses %j as a URI-reference', (value) => {
+    expect(isUriReference(value)).toBe(false);
+  });
 
   it.each(['https://example.com/schema.json', 'urn:example:schema', 'http://x', 'tag:example.com,2024:s'])(
     'accepts %s as an absolute URI',
