@@ -87,8 +87,16 @@ function DeadLetterList(props: { subscriptionId: string }) {
       const count = (await api.get<Subscription>(subscription)).stats?.deadLetters;
       const last = known.current;
       if (last && last.limit === limit && !(await changed(base, last, count))) return last;
-      const read = await api.get<DeadLetterPage>(`${base}?limit=${limit}`);
-      return (known.current = { rows: read.deadLetters.map(rowOf), nextAfter: read.nextAfter, limit, count });
+      // Pages of large events end before `limit` (8 MiB of JSON): read on from each page's `nextAfter`.
+      const rows: Row[] = [];
+      let after: string | null = null;
+      for (;;) {
+        const read: DeadLetterPage = await api.get<DeadLetterPage>(`${base}?limit=${limit - rows.length}${after ? `&after=${after}` : ''}`);
+        rows.push(...read.deadLetters.map(rowOf));
+        after = read.nextAfter;
+        if (after === null || rows.length >= limit || read.deadLetters.length === 0) break;
+      }
+      return (known.current = { rows, nextAfter: after, limit, count });
     },
     2000,
     [base, limit],

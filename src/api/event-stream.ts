@@ -16,8 +16,8 @@ const KEEPALIVE_MS = 15_000;
 const HIGH_WATER_BYTES = 1024 * 1024;
 /** A reader that takes nothing of what waits for it for this long does not keep up: it is disconnected, not buffered for. */
 const DRAIN_WAIT_MS = 5_000;
-/** Events per read: a page of large events is read into memory whole. */
-const PAGE = 32;
+/** Events per read: a page of large events is read into memory whole, and held while the reader is waited for. */
+const PAGE = 8;
 
 /** `sql` of `GET /events/stream`: the subscriptions' CloudEvents SQL dialect; a bad expression is a 400. */
 function matcherOf(sql: string | undefined): Matcher | undefined {
@@ -72,8 +72,11 @@ export function streamEvents(store: EventLog) {
       if (res.writableLength <= HIGH_WATER_BYTES) return Promise.resolve(!closed);
       // One wait for every partition's catch-up: one pair of listeners, whatever the partition count.
       waiting ??= new Promise<boolean>((resolve) => {
+        // Cut off only a reader that takes nothing for DRAIN_WAIT_MS: a slow one that keeps taking is waited for.
+        let left = res.writableLength;
+        let stalledSince = Date.now();
         const done = (ok: boolean) => {
-          clearTimeout(timer);
+          clearInterval(watch);
           res.off('drain', onDrain);
           res.off('close', onClose);
           waiting = undefined;
@@ -81,7 +84,12 @@ export function streamEvents(store: EventLog) {
         };
         const onDrain = () => done(true);
         const onClose = () => done(false);
-        const timer = setTimeout(() => done(false), DRAIN_WAIT_MS);
+        const watch = setInterval(() => {
+          if (res.writableLength < left) {
+            left = res.writableLength;
+            stalledSince = Date.now();
+          } else if (Date.now() - stalledSince >= DRAIN_WAIT_MS) done(false);
+        }, 250);
         res.on('drain', onDrain);
         res.on('close', onClose);
       });
@@ -101,6 +109,7 @@ export function streamEvents(store: EventLog) {
         for (const partition of todo) catchUp(partition);
       });
     });
+    let turn: Promise<void> = Promise.resolve();
     const running = new Set<number>();
     const again = new Set<number>();
     /** Starts the partition's catch-up, or asks the running one to look again when it is done. */
@@ -110,7 +119,10 @@ export function streamEvents(store: EventLog) {
         return;
       }
       running.add(partition);
-      readToHead(partition).then(
+      // One partition's catch-up at a time per stream: a reader being waited for holds one page, not one per partition.
+      const run = turn.then(() => readToHead(partition));
+      turn = run.catch(() => undefined);
+      run.then(
         () => {
           running.delete(partition);
           if (again.delete(partition) && !closed) catchUp(partition);

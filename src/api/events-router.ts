@@ -39,7 +39,7 @@ async function readBudgeted(store: EventLog, partition: number, from: number, li
       const item = JSON.stringify({ partition: e.partition, offset: e.offset, event: toStructured(e.event) });
       page.items.push(item);
       page.lastOffset = e.offset;
-      bytes += item.length + 1;
+      bytes += Buffer.byteLength(item) + 1;
       if (bytes >= PAGE_BYTES) return page;
     }
     if (read.corruptOffset !== undefined) return { ...page, corruptOffset: read.corruptOffset };

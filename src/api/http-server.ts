@@ -180,6 +180,12 @@ function checkProtocol(req: http.IncomingMessage): void {
     });
   const codings = req.headers['transfer-encoding'];
   if (codings === undefined) return;
+  // HTTP/1.0 has no chunked framing (RFC 9112 §6.1: faulty framing), and an empty list names no coding.
+  if (req.httpVersionMinor === 0 || codings.trim() === '')
+    throw new AppError('invalid_request', 'Transfer-Encoding is not valid here (empty, or in an HTTP/1.0 request)', {
+      details: [{ attribute: 'transfer-encoding', message: 'send Content-Length, or HTTP/1.1 with Transfer-Encoding: chunked' }],
+      headers: { connection: 'close' },
+    });
   const named = codings
     .split(',')
     .map((c) => c.trim().toLowerCase())

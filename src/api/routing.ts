@@ -80,7 +80,7 @@ export const jsonBody: AnyRouteHandler = (req, res, next) => {
   }
   // JSON exchanged between systems is UTF-8 (RFC 8259 §8.1); body-parser would decode UTF-16 too.
   const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1];
-  if (charset !== undefined && !/^utf-?8$/i.test(charset)) {
+  if (charset !== undefined && !/^utf-8$/i.test(charset)) {
     req.resume();
     throw new AppError('unsupported_media_type', `a JSON body in charset "${charset}" is not accepted; send UTF-8`, {
       details: [{ attribute: 'content-type', message: 'the charset must be utf-8 (or absent)' }],

@@ -122,9 +122,11 @@ async function findDeadLetters(client: HeraldClient, subscription: string, ids: 
       }),
     );
     for (const letter of page.deadLetters) present.add(Number(letter.id));
-    // Every id up to the page's last is settled (all of them when the page is not full); the page holds
-    // ids from pending[next] on, so each round settles at least that one.
-    const settled = page.deadLetters.length < LOOKUP_PAGE ? Infinity : Number(page.deadLetters[page.deadLetters.length - 1]!.id);
+    // Every id up to the page's last is settled (all of them when it is the last page: no `nextAfter`; a
+    // page of large events ends before `limit`); the page holds ids from pending[next] on, so each round
+    // settles at least that one.
+    const last = page.deadLetters[page.deadLetters.length - 1];
+    const settled = page.nextAfter === null || !last ? Infinity : Number(last.id);
     while (next < pending.length && pending[next]! <= settled) next++;
   }
   const isPresent = (id: string) => asGatewayWrites(id) && present.has(Number(id));

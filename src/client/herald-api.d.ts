@@ -1158,7 +1158,8 @@ export interface components {
         /**
          * Format: uri
          * @description Absolute http(s) URL the events are POSTed to, with a host (`http:///path` is a 400), at most
-         *     8192 characters, without user info (`user:pass@host` is a 400
+         *     8192 characters (also once an IRI is percent-encoded), with no backslash or control
+         *     character, without user info (`user:pass@host` is a 400
          *     naming `sink`: send credentials with `delivery.headers`). `https` sinks are verified against
          *     Node's CA store plus `NODE_EXTRA_CA_CERTS`. With `HERALD_SINK_ALLOW_PRIVATE=false` a host that
          *     is or resolves to a loopback, private, link-local, unspecified or multicast address is refused

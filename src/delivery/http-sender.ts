@@ -20,6 +20,8 @@ export interface SendResult {
 export interface Outgoing {
   headers: Record<string, string>;
   body: Buffer;
+  /** The attempt's timeout as of when it goes out (a PATCH may have changed it while it waited); else `send`'s. */
+  timeoutMs?: number;
 }
 
 /** The answer to a validation handshake's `OPTIONS`. */
@@ -175,6 +177,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       if (controller.aborted) return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
       const request = build();
       if (!request) return { status: null, withdrawn: true };
+      timeoutMs = request.timeoutMs ?? timeoutMs;
       timer = setTimeout(() => {
         timedOut = true;
         controller.abort();

@@ -459,8 +459,11 @@ export function createSubscriptionWorker(
      */
     const build = (): Outgoing | undefined => {
       if (stopped || quiescing || deps.enabled === false || paused()) return undefined;
+      const now = deps.subscription();
+      // A PATCH moved the sink while it waited: this connection is to the old one; it goes again, to the new one.
+      if (now.sink !== sub.sink) return undefined;
       startedAt = deps.clock();
-      return requestFor(deps.subscription(), startedAt, deps.ackUrlBase(), {
+      const request = requestFor(now, startedAt, deps.ackUrlBase(), {
         partition: pending.partition,
         offset: pending.offset,
         seekGeneration: pending.generation ?? generationOf(pending),
@@ -470,6 +473,7 @@ export function createSubscriptionWorker(
         redrive: pending.redrive,
         event: stored.event,
       });
+      return { headers: request.headers, body: request.body, timeoutMs: now.delivery.timeoutMs };
     };
     const epoch = flow.epoch();
     openCount++;
@@ -484,6 +488,8 @@ export function createSubscriptionWorker(
     }
     if (result.withdrawn) {
       step(pending, { kind: 'withdraw', attemptId });
+      // Withdrawn for a new sink, not a pause: it goes again at once (a pause's resume makes it due).
+      if (!stopped && !quiescing) attempt(pending);
       return;
     }
     const ms = deps.clock() - startedAt;

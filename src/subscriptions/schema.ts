@@ -164,6 +164,11 @@ export const MAX_SINK_LENGTH = 8192;
 export const sinkSchema = z
   .string()
   .max(MAX_SINK_LENGTH, `sink must be at most ${MAX_SINK_LENGTH} characters`)
+  // URL parsing drops control characters and reads `\` as `/`: `http://\\host` would pass as `http://host`.
+  .refine(
+    (sink) => !sink.includes('\\') && ![...sink].some((c) => c <= '\x1f' || c === '\x7f'),
+    'sink must not contain a backslash or control characters',
+  )
   .pipe(z.url({ protocol: /^https?$/, error: 'sink must be an absolute http(s) URL' }))
   // WHATWG URL parsing takes `http:///host/` as `http://host/`; an http URI with an empty host is not one (RFC 9110 §4.2.1).
   .refine(
@@ -179,7 +184,9 @@ export const sinkSchema = z
   .refine((sink) => !/%(?![0-9A-Fa-f]{2})/.test(sink), 'sink has a % that is not followed by two hex digits')
   // An IRI (`http://ü.example/`, a space in the path) is kept as the URI it means, so every answer
   // carries a URI (`format: uri`); a sink that is already one is kept as given.
-  .transform((sink) => (isUriReference(sink) ? sink : new URL(sink).href));
+  .transform((sink) => (isUriReference(sink) ? sink : new URL(sink).href))
+  // Again as stored: percent-encoding an IRI can make it several times longer.
+  .refine((sink) => sink.length <= MAX_SINK_LENGTH, `sink must be at most ${MAX_SINK_LENGTH} characters as a URI`);
 
 /**
  * Create request. `ackMode` and `retry` are also accepted at the top level

@@ -463,7 +463,7 @@ export function createSubscriptionsService(deps: {
         if (deadLetters.length > 0 && bytes >= DEAD_LETTER_PAGE_BYTES) break;
         const stored = await readStored(deps.store, row.partition, row.offset);
         const event = stored && stored !== 'corrupt' ? toStructured(stored.event) : null;
-        bytes += event ? JSON.stringify(event).length : 0;
+        bytes += event ? Buffer.byteLength(JSON.stringify(event)) : 0;
         deadLetters.push({
           id: row.id,
           partition: row.partition,

@@ -90,3 +90,21 @@ it("does not time out another subscription's requests while they wait for a conn
   const attempts = (await request(gw.url).get(`/subscriptions/${fast.id}/attempts?limit=100`)).body.attempts;
   expect(attempts.map((a: { status: number | null }) => a.status)).toEqual(Array(16).fill(204));
 });
+
+it('sends what waited for a connection to the old sink to the new one after a PATCH of the sink, never with the new sink’s headers to the old (re-probe)', async () => {
+  const sub = await saturated('q.patch', '/old');
+  const other = await startReceiver();
+  try {
+    await request(gw.url)
+      .patch(`/subscriptions/${sub.id}`)
+      .send({ sink: other.url, delivery: { headers: { authorization: 'Bearer for-new-sink' } } })
+      .expect(200);
+    const answeredAt = Date.now();
+    await waitFor(() => other.requests.length === 36, { what: 'the 36 that waited, at the new sink' });
+    expect(other.requests.every((r) => r.headers.authorization === 'Bearer for-new-sink')).toBe(true);
+    expect(onPath('/old').filter((r) => r.receivedAt > answeredAt + 20)).toEqual([]);
+    expect(onPath('/old').some((r) => r.headers.authorization === 'Bearer for-new-sink')).toBe(false);
+  } finally {
+    await other.close();
+  }
+});

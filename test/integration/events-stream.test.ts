@@ -210,3 +210,60 @@ describe('GET /events/stream from a gateway in its own process', () => {
     }
   }, 40_000);
 });
+
+describe('GET /events/stream: a slow reader that keeps taking', () => {
+  afterAll(cleanupTmpDirs);
+
+  it('is waited for, however long the backlog takes it, and not cut off (re-probe: cut at 5 s while it read 150 KiB/s)', async () => {
+    const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
+    try {
+      const { hostname, port } = new URL(child.url);
+      let closed = false;
+      let taken = 0;
+      const reader = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        const req = http.get({ host: hostname, port, path: '/events/stream', agent: false }, (res) => {
+          res.on('close', () => (closed = true));
+          resolve(res);
+        });
+        req.on('error', reject);
+      });
+      // About 64 KiB a second, in small steps: never 5 s without taking anything.
+      reader.pause();
+      const sip = setInterval(() => {
+        let chunk: Buffer | null;
+        let n = 0;
+        while (n < 16 * 1024 && (chunk = reader.read(4096) as Buffer | null) !== null) n += chunk.length;
+        taken += n;
+      }, 250);
+      try {
+        const body = Buffer.alloc(100 * 1024, 0x61);
+        // 20 MB: past what the socket buffers on both sides hold, so the tail must wait for the reader.
+        for (let i = 0; i < 200; i += 20) {
+          const answers = await Promise.all(
+            Array.from({ length: 20 }, (_, j) =>
+              fetch(`${child.url}/events`, {
+                method: 'POST',
+                headers: {
+                  'ce-specversion': '1.0',
+                  'ce-id': `slow-${i + j}`,
+                  'ce-source': '/slow',
+                  'ce-type': 't',
+                  'content-type': 'text/plain',
+                },
+                body,
+              }),
+            ),
+          );
+          expect(answers.map((r) => r.status)).toEqual(Array(20).fill(202));
+        }
+        await new Promise((r) => setTimeout(r, 9_000)); // past the 5 s a reader taking nothing is given
+        expect({ closed, tookSome: taken > 0 }).toEqual({ closed: false, tookSome: true });
+      } finally {
+        clearInterval(sip);
+        reader.destroy();
+      }
+    } finally {
+      await killIfRunning(child);
+    }
+  }, 40_000);
+});

@@ -200,6 +200,19 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect((await sendRaw(gw.url, 'GET', `/events?source=/te&id=${id}`, { headers: as('routing-read') })).status).toBe(404);
   });
 
+  it.each([
+    ['in an HTTP/1.0 request', 'HTTP/1.0', 'chunked'],
+    ['empty', 'HTTP/1.1', ''],
+  ])('refuses Transfer-Encoding %s with a 400 (re-probe: 202, and a 501)', async (_what, version, codings) => {
+    const answer = await rawExchange(
+      gw.url,
+      `POST /events ${version}\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: te-bad\r\nce-source: /te\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nTransfer-Encoding: ${codings}\r\n\r\n2\r\nab\r\n0\r\n\r\n`,
+    );
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 400 /);
+    expect(JSON.parse(body!)).toMatchObject({ status: 400, code: 'invalid_request', errors: [{ attribute: 'transfer-encoding' }] });
+  });
+
   it('takes Transfer-Encoding: chunked, in any case', async () => {
     const answer = await rawExchange(
       gw.url,

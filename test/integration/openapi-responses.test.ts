@@ -92,7 +92,7 @@ async function expectJsonBodyErrors(method: string, url: string): Promise<void> 
   const latin1 = await call(method, url, { headers: { 'content-type': 'application/json; charset=latin1' }, body: '{}' });
   expect(latin1.status).toBe(415);
   // Was 201/200: body-parser decodes UTF-16 (and answered utf-32 with a 400).
-  for (const charset of ['utf-16le', 'UTF-16', 'utf-32']) {
+  for (const charset of ['utf-16le', 'UTF-16', 'utf-32', 'utf8', 'us-ascii']) {
     const body = Buffer.from('{}', charset.toLowerCase().startsWith('utf-16') ? 'utf16le' : 'utf8');
     const wide = await call(method, url, { headers: { 'content-type': `application/json; charset=${charset}` }, body });
     expect([charset, wide.status, wide.body.code]).toEqual([charset, 415, 'unsupported_media_type']);

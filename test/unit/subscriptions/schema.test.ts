@@ -134,6 +134,10 @@ describe('sink', () => {
     'http:///127.0.0.1:9/hook',
     'HTTPS:///example.com',
     `http://example.com/${'a'.repeat(8200)}`,
+    // Re-probe: URL parsing took these as http://127.0.0.1:9/x, and an IRI grew past the limit once encoded.
+    'http://\\127.0.0.1:9/x',
+    'http://\n127.0.0.1:9/x',
+    `http://example.com/${'€'.repeat(3000)}`,
   ])('refuses %s', (sink) => {
     expect(sinkSchema.safeParse(sink).success).toBe(false);
   });
