@@ -206,7 +206,7 @@ export async function handleMessage(
   // While the request is open: a PATCH that shortens ack_wait renews the message, so it stays this attempt's.
   const sent = leases.sending(sub.id, () => msg.working());
   try {
-    result = await send(ctx, record, target, event, { deliveryId, attempt, previousOffset }, group);
+    result = await send(ctx, record, () => sub.record(), target, event, { deliveryId, attempt, previousOffset }, group);
     // Deleted meanwhile, or aborted (a close's grace ran out, a seek moved delivery): settle nothing;
     // JetStream redelivers the message after ack_wait. An answer within a close's grace settles, as on
     // the local engine: a rolling restart sends nothing twice and holds no partition for ack_wait.
@@ -274,14 +274,19 @@ function inputOf(deliveryId: string, result: SendResult): AttemptInput {
 async function send(
   ctx: EngineContext,
   sub: SubscriptionRecord,
+  current: () => SubscriptionRecord,
   t: AttemptTarget,
   event: CloudEvent,
   a: { deliveryId: string; attempt: number; previousOffset: number | null },
   group: AbortGroup,
 ): Promise<SendResult> {
   // Built (and signed) once a connection to the sink is free, so its timestamp is when it goes out.
-  const build = () =>
-    requestFor(sub, ctx.clock(), ctx.ackUrlBase(), {
+  // With the record of then (a rotated secret, a new timeout), unless a PATCH moved the sink meanwhile:
+  // this connection is to the old one, which must not get the new sink's headers.
+  const build = () => {
+    const now = current();
+    const record = now.sink === sub.sink ? now : sub;
+    const request = requestFor(record, ctx.clock(), ctx.ackUrlBase(), {
       partition: t.partition,
       offset: t.offset,
       seekGeneration: t.generation,
@@ -291,6 +296,8 @@ async function send(
       redrive: t.redrive,
       event,
     });
+    return { headers: request.headers, body: request.body, timeoutMs: record.delivery.timeoutMs };
+  };
   return ctx.sender.send(sub.sink, build, sub.delivery.timeoutMs, group);
 }
 
