@@ -2,6 +2,8 @@ import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
 import { heraldJson, runHerald, spawnHerald, type RunningCli } from '../helpers/cli';
+import request from 'supertest';
+import { publishBatch } from '../helpers/delivery';
 import { startTestGateway, type TestGateway } from '../helpers/gateway';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
@@ -414,6 +416,38 @@ describe('herald dead-letters', () => {
     const missing = await herald('dead-letters', 'delete', sub.id, third.id);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toMatch(/404 not_found/);
+    await herald('subs', 'delete', sub.id);
+  });
+
+  it('finds a dead letter past a page that large events ended early (re-probe: "has no dead letter", exit 1)', async () => {
+    const sub = await json('subs', 'create', '--sink', receiver.url, '--filter-source', '/cli/dead-large');
+    for (let i = 0; i < 12; i++)
+      await publishBatch(gw.url, [
+        { specversion: '1.0', id: `l-${i}`, source: '/cli/dead-large', type: 'com.example.refused', data: 'x'.repeat(900_000) },
+      ]);
+    await waitFor(async () => (await request(gw.url).get(`/subscriptions/${sub.id}`)).body.stats.deadLetters === 12, {
+      timeoutMs: 20_000,
+      intervalMs: 100,
+      what: '12 dead letters',
+    });
+    await herald('subs', 'pause', sub.id); // redelivered ones stay queued
+    // Their ids, page by page: the first page holds fewer than 12 (8 MiB of events).
+    const ids: string[] = [];
+    let firstPage = 0;
+    for (let after: string | null = '0'; after !== null;) {
+      const page: { deadLetters: { id: string }[]; nextAfter: string | null } = (
+        await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters?limit=1000&after=${after}`)
+      ).body;
+      ids.push(...page.deadLetters.map((d: { id: string }) => d.id));
+      firstPage ||= page.deadLetters.length;
+      after = page.nextAfter;
+    }
+    expect(firstPage).toBeLessThan(12);
+    expect(ids).toHaveLength(12);
+    expect(await herald('dead-letters', 'redeliver', sub.id, ids[0]!, ids[11]!)).toMatchObject({
+      code: 0,
+      stdout: `redelivering 2 dead letters of subscription ${sub.id}\n`,
+    });
     await herald('subs', 'delete', sub.id);
   });
 
