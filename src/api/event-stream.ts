@@ -14,8 +14,12 @@ const KEEPALIVE_MS = 15_000;
  * reader, taking all it could over loopback, was cut off by a burst written whole into the buffer).
  */
 const HIGH_WATER_BYTES = 1024 * 1024;
-/** A reader that takes nothing of what waits for it for this long does not keep up: it is disconnected, not buffered for. */
-const DRAIN_WAIT_MS = 5_000;
+/**
+ * A reader that takes nothing of what waits for it for this long does not keep up: it is disconnected,
+ * not buffered for. Long, because the socket buffers on both sides hold megabytes and the kernel takes
+ * more only once a third of its buffer is free: a reader taking 150 KiB/s showed no progress for 9 s.
+ */
+const DRAIN_WAIT_MS = 15_000;
 /** Events per read: a page of large events is read into memory whole, and held while the reader is waited for. */
 const PAGE = 8;
 

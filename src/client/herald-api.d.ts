@@ -72,7 +72,7 @@ export interface paths {
          *     object `{"partition", "offset", "event"}` (the event in structured JSON form). Within a partition
          *     events come in offset order. A comment line (`: keepalive`) is sent every 15 s so proxies keep
          *     the connection open. Events are written as fast as the reader takes them (at most 1 MiB waits
-         *     for it); a reader that takes nothing for 5 s while that much waits is disconnected rather than
+         *     for it); a reader that takes nothing for 15 s while that much waits is disconnected rather than
          *     buffered for; it may reconnect (the tail starts again from then).
          */
         get: operations["streamEvents"];
