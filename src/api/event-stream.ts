@@ -69,7 +69,7 @@ export function streamEvents(store: EventLog) {
     };
     /**
      * Resolves true once the reader has taken what waits for it down to {@link HIGH_WATER_BYTES} (at
-     * once when it has), false when it has not within {@link DRAIN_WAIT_MS} or the stream ended.
+     * once when it has), false when it takes nothing for {@link DRAIN_WAIT_MS} or the stream ended.
      */
     let waiting: Promise<boolean> | undefined;
     const keptUp = (): Promise<boolean> => {
