@@ -3,18 +3,12 @@ import type { Router } from 'express';
 import { z } from 'zod';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
-import { newerFormatUnavailable, type EventLog } from '../wal/event-store';
+import { newerFormatUnavailable, PAGE_BYTES, type EventLog } from '../wal/event-store';
 import { streamEvents } from './event-stream';
 import { parseInput, pathInt, queryInt } from './query';
 import { newRouter, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
-/**
- * A page's JSON stops growing once it passes this many bytes: with events of up to
- * HERALD_MAX_BODY_BYTES each, `limit` alone is no bound (a hostile probe read 1,000 events of 1 MB: 3 GB
- * resident, then a 500 as the answer outgrew a string). A page holds at least one event.
- */
-export const PAGE_BYTES = 8 * 1024 * 1024;
 /** Events read at first; later reads are sized from the bytes the page has left and the events so far. */
 const FIRST_READ = 16;
 const MAX_READ = 256;

@@ -7,12 +7,13 @@ import { AppError } from '../errors';
  * `Content-Length`, and stops reading as soon as a chunked body passes the limit.
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
-  const tooLarge = () => new AppError('payload_too_large', `the request body is larger than ${limit} bytes (HERALD_MAX_BODY_BYTES)`);
+  const tooLarge = (headers?: Record<string, string>) =>
+    new AppError('payload_too_large', `the request body is larger than ${limit} bytes (HERALD_MAX_BODY_BYTES)`, { headers });
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
     // The body is not read (nor asked for, under Expect: 100-continue): the connection cannot carry another request.
-    return Promise.reject(new AppError('payload_too_large', tooLarge().message, { headers: { connection: 'close' } }));
+    return Promise.reject(tooLarge({ connection: 'close' }));
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];

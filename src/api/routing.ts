@@ -1,5 +1,6 @@
 import express, { Router, type Express, type Request, type RequestHandler } from 'express';
 import { AppError } from '../errors';
+import { charsetOf } from '../cloudevents/event';
 import type { Authorizer, RouteScope } from './auth';
 
 /**
@@ -79,8 +80,8 @@ export const jsonBody: AnyRouteHandler = (req, res, next) => {
     );
   }
   // JSON exchanged between systems is UTF-8 (RFC 8259 §8.1); body-parser would decode UTF-16 too.
-  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(req.headers['content-type'] ?? '')?.[1];
-  if (charset !== undefined && !/^utf-8$/i.test(charset)) {
+  const charset = charsetOf(req.headers['content-type']);
+  if (charset !== undefined && charset !== 'utf-8') {
     req.resume();
     throw new AppError('unsupported_media_type', `a JSON body in charset "${charset}" is not accepted; send UTF-8`, {
       details: [{ attribute: 'content-type', message: 'the charset must be utf-8 (or absent)' }],

@@ -57,13 +57,18 @@ export function mediaType(contentType: string | undefined): string | undefined {
   return contentType.split(';', 1)[0]!.trim().toLowerCase();
 }
 
-/** Whether text declared by `contentType` is UTF-8: no charset, `utf-8`, or its subset `us-ascii`. */
-export function utf8Charset(contentType: string | undefined): boolean {
-  const charset = contentType === undefined ? undefined : CHARSET.exec(contentType)?.[1]?.toLowerCase();
-  return charset === undefined || charset === 'utf-8' || charset === 'utf8' || charset === 'us-ascii';
+/** The `charset` parameter `contentType` names, in lower case (`''` for an empty one); undefined for none. */
+export function charsetOf(contentType: string | undefined): string | undefined {
+  return contentType === undefined ? undefined : CHARSET.exec(contentType)?.[1]?.toLowerCase();
 }
 
-const CHARSET = /;\s*charset\s*=\s*"?([^";\s]+)/i;
+/** Whether text declared by `contentType` is UTF-8: no charset (or an empty one), `utf-8`, or its subset `us-ascii`. */
+export function utf8Charset(contentType: string | undefined): boolean {
+  const charset = charsetOf(contentType);
+  return !charset || charset === 'utf-8' || charset === 'utf8' || charset === 'us-ascii';
+}
+
+const CHARSET = /;\s*charset\s*=\s*"?([^";\s]*)/i;
 
 /** `*\/json` or `*\/*+json`, per the JSON format §3.1.1. */
 export function isJsonMediaType(contentType: string | undefined): boolean {

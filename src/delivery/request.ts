@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { toBinaryMessage, toStructuredMessage } from '../cloudevents/format';
-import type { CloudEvent } from '../cloudevents/event';
+import { charsetOf, type CloudEvent } from '../cloudevents/event';
 import type { SubscriptionRecord } from '../subscriptions/record';
 import { previousSecretAt, requestOrigin } from '../webhook-policy';
 import { signWebhook } from './signing';
@@ -148,7 +148,7 @@ function binaryMessageOf(event: CloudEvent): Message | undefined {
 
 /** Whether UTF-8 `body` is in the charset `contentType` names: any body when it names none or UTF-8, ASCII bytes for US-ASCII. */
 function bodyInCharset(body: Buffer, contentType: unknown): boolean {
-  const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(String(contentType ?? ''))?.[1]?.toLowerCase();
+  const charset = charsetOf(contentType === undefined ? undefined : String(contentType));
   if (charset === undefined || charset === 'utf-8' || charset === 'utf8') return true;
   if (charset === 'us-ascii' || charset === 'ascii') return body.every((b) => b < 0x80);
   return false;

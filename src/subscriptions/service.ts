@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { toStructured } from '../cloudevents/format';
 import { allowedRate, callbackGrants, newSigningSecret, previousSecretAt } from '../webhook-policy';
 import { AppError } from '../errors';
-import { readStored, type EventLog } from '../wal/event-store';
+import { PAGE_BYTES, readStored, type EventLog } from '../wal/event-store';
 import type { SubscriptionRecord } from './record';
 import type { Logger } from '../logger';
 import type { DeliveryControl } from './delivery-control';
@@ -29,9 +29,6 @@ export interface SubscriptionHooks {
   /** Paused with reason `failing` (issue 12 §5): `herald_subscription_auto_disabled_total`. */
   autoDisabled?(subscriptionId: string): void;
 }
-
-/** A dead-letter page stops growing once its events' JSON passes this (as a partition page does). */
-const DEAD_LETTER_PAGE_BYTES = 8 * 1024 * 1024;
 
 /**
  * Subscriptions: their records (kept through the {@link SubscriptionStore} port: SQLite on the local
@@ -455,12 +452,12 @@ export function createSubscriptionsService(deps: {
       await live.find(id);
       const rows = await calls.read(id, () => deps.delivery.deadLetters(id, page));
       // One read at a time: a page holds up to 1000, and on JetStream each is a round trip to the cluster.
-      // The page ends early once its events pass DEAD_LETTER_PAGE_BYTES (at least one is listed): events of up to
+      // The page ends early once its events pass PAGE_BYTES (at least one is listed): events of up to
       // HERALD_MAX_BODY_BYTES each make the count alone no bound on the answer.
       const deadLetters = [];
       let bytes = 0;
       for (const row of rows) {
-        if (deadLetters.length > 0 && bytes >= DEAD_LETTER_PAGE_BYTES) break;
+        if (deadLetters.length > 0 && bytes >= PAGE_BYTES) break;
         const stored = await readStored(deps.store, row.partition, row.offset);
         const event = stored && stored !== 'corrupt' ? toStructured(stored.event) : null;
         bytes += event ? Buffer.byteLength(JSON.stringify(event)) : 0;

@@ -22,6 +22,14 @@ export interface StoredEvent {
  * corrupt record ends the page early and is named by `corruptOffset` (it is
  * never served). Offsets whose records were lost are simply absent (a gap).
  */
+/**
+ * An answer's page of stored events (a partition page, a dead-letter page) stops growing once its JSON
+ * passes this many bytes: with events of up to HERALD_MAX_BODY_BYTES each, a count alone is no bound
+ * (a hostile probe read 1,000 events of 1 MB: 3 GB resident, then a 500 as the answer outgrew a
+ * string). A page holds at least one event.
+ */
+export const PAGE_BYTES = 8 * 1024 * 1024;
+
 export interface ReadPage {
   events: StoredEvent[];
   corruptOffset?: number;
