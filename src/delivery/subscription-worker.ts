@@ -95,6 +95,8 @@ export function createSubscriptionWorker(
   /** Requests open now, and the attempts waiting for one of them to finish (see `attempt`). */
   let openCount = 0;
   const waitingForSlot = new Set<Pending>();
+  /** Attempts started whose request waits for a connection to the sink (not built yet), by attempt id. */
+  const awaitingConnection = new Map<string, Pending>();
   const options = () => deps.subscription().delivery;
   const failures = createFailureWindow({
     since: saved.failingSince ?? null,
@@ -458,6 +460,7 @@ export function createSubscriptionWorker(
      * it waited, so no request leaves after a pause or a rotation has answered.
      */
     const build = (): Outgoing | undefined => {
+      awaitingConnection.delete(attemptId);
       if (stopped || quiescing || deps.enabled === false || paused()) return undefined;
       const now = deps.subscription();
       // A PATCH moved the sink while it waited: this connection is to the old one; it goes again, to the new one.
@@ -477,10 +480,12 @@ export function createSubscriptionWorker(
     };
     const epoch = flow.epoch();
     openCount++;
+    awaitingConnection.set(attemptId, pending);
     let result: Awaited<ReturnType<HttpSender['send']>>;
     try {
       result = await deps.sender.send(sub.sink, build, sub.delivery.timeoutMs, abortGroupOf(pending));
     } finally {
+      awaitingConnection.delete(attemptId);
       openCount--;
       releaseSlots();
       // Resolved here, run after this answer is handled below (a promise's callbacks wait for this function's turn to end).
@@ -728,7 +733,11 @@ export function createSubscriptionWorker(
         redriveRequests.abort();
         for (const pending of allPending()) step(pending, { kind: 'delete' });
       } else {
-        // Closing: the rows stay as they are for the next start; only the timers end.
+        // Closing: the rows stay as they are for the next start; only the timers end. An attempt
+        // whose request never left (it waited for a connection) is withdrawn now, while its row can
+        // still be written: its number stays unspent after the restart.
+        for (const [attemptId, pending] of awaitingConnection) step(pending, { kind: 'withdraw', attemptId });
+        awaitingConnection.clear();
         for (const pending of allPending()) clearTimer(pending);
       }
     },

@@ -108,3 +108,39 @@ it('sends what waited for a connection to the old sink to the new one after a PA
     await other.close();
   }
 });
+
+it('keeps the attempt number of what waited for a connection when a shutdown cuts it: sent as attempt 1 after the restart (was: 2, a number spent on nothing)', async () => {
+  receiver = await startReceiver(() => ({ status: 204, delayMs: 30_000 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_SHUTDOWN_TIMEOUT_MS: '200' });
+  await subscribe('q.stop', '/s', { ordering: 'none', maxInFlight: 128 });
+  await publishBatch(gw.url, events('q.stop', 100));
+  await waitFor(() => onPath('/s').length === 64, { what: '64 requests open' });
+  await gw.close();
+  const before = onPath('/s').length;
+  receiver.setResponder(() => ({ status: 204 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_DATA_DIR: gw.dataDir });
+  await waitFor(
+    () =>
+      new Set(
+        onPath('/s')
+          .slice(before)
+          .map((r) => r.headers['webhook-id']),
+      ).size === 100,
+    {
+      what: 'every event sent again after the restart',
+    },
+  );
+  const firstAttempts = onPath('/s')
+    .slice(before)
+    .filter((r) => r.headers['herald-attempt'] === '1');
+  // The 36 never sent go as attempt 1; the 64 cut by the shutdown were sent, so they go as attempt 2.
+  expect(firstAttempts.length).toBe(36);
+  expect(
+    firstAttempts.every(
+      (r) =>
+        !onPath('/s')
+          .slice(0, before)
+          .some((o) => o.headers['webhook-id'] === r.headers['webhook-id']),
+    ),
+  ).toBe(true);
+});
