@@ -102,8 +102,17 @@ class OriginGate {
     });
   }
 
-  /** Hands the slot to the next waiter, or frees it. */
+  /**
+   * Hands the slot to the next waiter, or frees it. Handed over on the next turn of the event loop,
+   * once the answer just read has been acted on: a 410 pauses its subscription before a request that
+   * waited is built (was: one went out after the 410).
+   */
   release(): void {
+    if (this.waiting.length === 0) this.active--;
+    else setImmediate(() => this.handOver());
+  }
+
+  private handOver(): void {
     const next = this.waiting.shift();
     if (next) next();
     else this.active--;

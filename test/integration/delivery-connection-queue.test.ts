@@ -144,3 +144,15 @@ it('keeps the attempt number of what waited for a connection when a shutdown cut
     ),
   ).toBe(true);
 });
+
+it('sends nothing that waited for a connection once a 410 has paused the subscription (was: one request after the 410)', async () => {
+  receiver = await startReceiver(() => ({ status: 410, delayMs: 1500 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  const sub = await subscribe('q.gone', '/g', { ordering: 'none', maxInFlight: 128 });
+  await publishBatch(gw.url, events('q.gone', 100));
+  await waitFor(() => onPath('/g').length === 64, { what: '64 requests open' });
+  await waitFor(async () => (await request(gw.url).get(`/subscriptions/${sub.id}`)).body.state === 'paused', { what: 'paused by the 410' });
+  const answered = async () => (await request(gw.url).get(`/subscriptions/${sub.id}/attempts?limit=1000`)).body.attempts.length;
+  await waitFor(async () => (await answered()) === 64, { what: 'the open requests answered' });
+  expect(onPath('/g').length).toBe(64);
+});

@@ -124,7 +124,7 @@ export async function handleMessage(
   source: Source,
   group: AbortGroup,
   leases: Pick<LeaseKeeper, 'keep' | 'sending'>,
-): Promise<void> {
+): Promise<'withdrawn' | void> {
   const { target, event } = await locate(ctx, sub, msg, source);
   const record = sub.record();
   const attempt = msg.info.deliveryCount;
@@ -206,7 +206,13 @@ export async function handleMessage(
   // While the request is open: a PATCH that shortens ack_wait renews the message, so it stays this attempt's.
   const sent = leases.sending(sub.id, () => msg.working());
   try {
-    result = await send(ctx, record, () => sub.record(), target, event, { deliveryId, attempt, previousOffset }, group);
+    result = await send(ctx, sub, target, event, { deliveryId, attempt, previousOffset }, group);
+    // Never sent (paused or closing while it waited for a connection): its callback id is closed, and
+    // the puller keeps the message for the resume, its delivery count unspent on a request.
+    if (result.withdrawn) {
+      if (revision !== undefined) await ctx.ackMap.swap(deliveryId, { ...entry, state: 'superseded' }, revision).catch(() => undefined);
+      return 'withdrawn';
+    }
     // Deleted meanwhile, or aborted (a close's grace ran out, a seek moved delivery): settle nothing;
     // JetStream redelivers the message after ack_wait. An answer within a close's grace settles, as on
     // the local engine: a rolling restart sends nothing twice and holds no partition for ack_wait.
@@ -215,6 +221,10 @@ export async function handleMessage(
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
     decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
+    // Paused here before the connection goes to a request that waited for it (the sender hands it on a
+    // turn later), so that request is not sent after the 410 (in ack mode manual, deciding waits on the
+    // ack map, which can take longer than that turn).
+    if (decided.action.kind === 'gone') sub.gone();
   } finally {
     sent();
     answered?.();
@@ -237,7 +247,6 @@ export async function handleMessage(
     .catch((err: unknown) => ctx.log.warn({ err, subscription: sub.id }, 'could not record a delivery attempt'));
   const { action } = decided;
   if (action.kind !== 'hold') await logged;
-  if (action.kind === 'gone') sub.gone();
   const lastResult = { attempt, lastStatus: decided.state.lastStatus, lastError: decided.state.lastError };
   try {
     await settleMessage(ctx, action, target, lastResult, deliveryId);
@@ -273,32 +282,41 @@ function inputOf(deliveryId: string, result: SendResult): AttemptInput {
 
 async function send(
   ctx: EngineContext,
-  sub: SubscriptionRecord,
-  current: () => SubscriptionRecord,
+  sub: SubscriptionView,
   t: AttemptTarget,
   event: CloudEvent,
   a: { deliveryId: string; attempt: number; previousOffset: number | null },
   group: AbortGroup,
 ): Promise<SendResult> {
-  // Built (and signed) once a connection to the sink is free, so its timestamp is when it goes out.
-  // With the record of then (a rotated secret, a new timeout), unless a PATCH moved the sink meanwhile:
-  // this connection is to the old one, which must not get the new sink's headers.
-  const build = () => {
-    const now = current();
-    const record = now.sink === sub.sink ? now : sub;
-    const request = requestFor(record, ctx.clock(), ctx.ackUrlBase(), {
-      partition: t.partition,
-      offset: t.offset,
-      seekGeneration: t.generation,
-      previousOffset: a.previousOffset,
-      attempt: a.attempt,
-      deliveryId: a.deliveryId,
-      redrive: t.redrive,
-      event,
-    });
-    return { headers: request.headers, body: request.body, timeoutMs: record.delivery.timeoutMs };
-  };
-  return ctx.sender.send(sub.sink, build, sub.delivery.timeoutMs, group);
+  let sink = sub.record().sink;
+  for (;;) {
+    let moved = false;
+    // Built (and signed) once a connection to the sink is free, so its timestamp is when it goes out,
+    // with the record of then (a rotated secret, a new timeout); none once a pause or a close has come.
+    const build = () => {
+      const now = sub.record();
+      if (now.state !== 'active' || sub.closing()) return undefined;
+      // A PATCH moved the sink while it waited: this connection is to the old one; it goes to the new one.
+      if (now.sink !== sink) {
+        moved = true;
+        return undefined;
+      }
+      const request = requestFor(now, ctx.clock(), ctx.ackUrlBase(), {
+        partition: t.partition,
+        offset: t.offset,
+        seekGeneration: t.generation,
+        previousOffset: a.previousOffset,
+        attempt: a.attempt,
+        deliveryId: a.deliveryId,
+        redrive: t.redrive,
+        event,
+      });
+      return { headers: request.headers, body: request.body, timeoutMs: now.delivery.timeoutMs };
+    };
+    const result = await ctx.sender.send(sink, build, sub.record().delivery.timeoutMs, group);
+    if (!moved) return result;
+    sink = sub.record().sink;
+  }
 }
 
 interface Decided {

@@ -56,7 +56,8 @@ export interface PullerDeps {
   leaseMs: () => number;
   /** This node is shutting down (`active` is false too): what arrives is given back, not held. */
   closing: () => boolean;
-  handle: (msg: JsMsg, group: AbortGroup) => Promise<void>;
+  /** Sends one message; `withdrawn` when its request never left (paused or stopping while it waited for a connection). */
+  handle: (msg: JsMsg, group: AbortGroup) => Promise<'withdrawn' | void>;
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
   log: Logger;
@@ -114,6 +115,9 @@ export function createPuller(deps: PullerDeps) {
   function track(msg: JsMsg): void {
     const p = deps
       .handle(msg, group)
+      .then((outcome) => {
+        if (outcome === 'withdrawn') keepUnsent(msg);
+      })
       .catch((err: unknown) =>
         deps.log.error({ err, stream: deps.stream, consumer: deps.consumer }, 'delivery attempt failed; JetStream redelivers it'),
       )
@@ -144,6 +148,16 @@ export function createPuller(deps: PullerDeps) {
     clearTimeout(held.get(msg));
     msg.working();
     renewLater(msg);
+  }
+
+  /**
+   * A message whose request never left: held like one that arrived paused (its delivery count is not
+   * spent on nothing), given back when stopping, sent again when the subscription is active again.
+   */
+  function keepUnsent(msg: JsMsg): void {
+    if (state !== 'pulling' || deps.closing()) msg.nak(IDLE_MS);
+    else if (!deps.active()) hold(msg);
+    else track(msg);
   }
 
   /** Sends what a pause held (the resume), or gives it back (a stop: another node sends it after IDLE_MS). */

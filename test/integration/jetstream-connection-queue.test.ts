@@ -1,0 +1,80 @@
+/**
+ * JetStream engine: requests that wait for a connection to the sink's host (all 64 of its
+ * connections busy) are built only once one is free, with what holds then. Was: built from the
+ * record of when the message arrived, so they went out after a pause had answered 200 (each one
+ * counted as a delivery), and after a PATCH of the sink went to the old sink.
+ */
+import request from 'supertest';
+import { useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
+import { startReceiver, type Receiver } from '../helpers/receiver';
+
+jest.setTimeout(90_000);
+
+describeWithNats('jetstream: requests that wait for a connection', () => {
+  const js = useJetStreamCluster({ size: 1 });
+  const receivers: Receiver[] = [];
+  afterEach(async () => {
+    for (const r of receivers.splice(0)) await r.close();
+  });
+
+  /** One node, one subscription on `path` of a receiver answering in 1.5 s, 100 events: 64 requests open, 36 waiting. */
+  async function saturated(path: string, status = 204) {
+    const receiver = await startReceiver((req) => (req.url === path ? { status, delayMs: 1500 } : { status: 204 }));
+    receivers.push(receiver);
+    const node = await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: uniquePrefix('connq') });
+    const sub = await request(node.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url.replace('/hook', path), delivery: { ordering: 'none', maxInFlight: 128 } })
+      .expect(201);
+    const events = Array.from({ length: 100 }, (_, i) => ({
+      specversion: '1.0',
+      id: `e${i}`,
+      source: '/connq',
+      type: 'com.example.q',
+      partitionkey: `k${i}`,
+    }));
+    await request(node.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(events).expect(202);
+    const onPath = (p: string) => receiver.requests.filter((r) => r.url === p);
+    await waitUntil('64 requests open', () => onPath(path).length === 64, 30_000, 20);
+    return { receiver, node, id: sub.body.id as string, onPath };
+  }
+
+  it('sends nothing that waited once a pause has answered, and sends it after the resume as the same attempt', async () => {
+    const { node, id, onPath } = await saturated('/p');
+    await request(node.url).post(`/subscriptions/${id}/pause`).expect(200);
+    const answeredAt = Date.now();
+    const attempts = async () => (await request(node.url).get(`/subscriptions/${id}/attempts?limit=1000`)).body.attempts as unknown[];
+    await waitUntil('the open requests answered', async () => (await attempts()).length === 64, 30_000, 50);
+    expect(onPath('/p').filter((r) => r.receivedAt > answeredAt + 20)).toEqual([]);
+    await request(node.url).post(`/subscriptions/${id}/resume`).expect(200);
+    await waitUntil('the other 36 after the resume', () => onPath('/p').length === 100, 30_000, 20);
+    expect(onPath('/p').map((r) => r.headers['herald-attempt'])).toEqual(Array(100).fill('1'));
+  });
+
+  it('sends what waited to the new sink after a PATCH of the sink, with the new sink’s headers, and nothing more to the old', async () => {
+    const { receiver, node, id, onPath } = await saturated('/old');
+    await request(node.url)
+      .patch(`/subscriptions/${id}`)
+      .send({ sink: receiver.url.replace('/hook', '/new'), delivery: { headers: { authorization: 'Bearer for-new-sink' } } })
+      .expect(200);
+    const answeredAt = Date.now();
+    await waitUntil('the 36 that waited, at the new sink', () => onPath('/new').length === 36, 30_000, 20);
+    expect(onPath('/new').every((r) => r.headers.authorization === 'Bearer for-new-sink')).toBe(true);
+    expect(onPath('/old').filter((r) => r.receivedAt > answeredAt + 20)).toEqual([]);
+    expect(onPath('/old').some((r) => r.headers.authorization === 'Bearer for-new-sink')).toBe(false);
+  });
+
+  it('sends nothing that waited once a 410 has paused the subscription (ack mode auto)', async () => {
+    const { node, id, onPath } = await saturated('/g', 410);
+    await waitUntil(
+      'paused by the 410',
+      async () => (await request(node.url).get(`/subscriptions/${id}`)).body.state === 'paused',
+      30_000,
+      50,
+    );
+    const attempts = async () => (await request(node.url).get(`/subscriptions/${id}/attempts?limit=1000`)).body.attempts as unknown[];
+    await waitUntil('the open requests answered', async () => (await attempts()).length === 64, 30_000, 50);
+    expect(onPath('/g').length).toBe(64);
+  });
+});
