@@ -38,7 +38,7 @@ export function toStructured(event: CloudEvent): Record<string, unknown> {
             // Not JSON after all: fall through to base64 so no byte is lost.
           }
         }
-      } else if (text !== undefined && isTextMediaType(contentType)) {
+      } else if (text !== undefined && isTextMediaType(contentType) && escapedFits(text)) {
         out.data = text;
         break;
       }
@@ -95,6 +95,24 @@ export function toStructuredMessage(event: CloudEvent): { headers: Record<string
     json = JSON.stringify({ ...event.attributes, data_base64: dataBytes(event).body.toString('base64') });
   }
   return { headers: { 'content-type': 'application/cloudevents+json; charset=utf-8' }, body: Buffer.from(json, 'utf8') };
+}
+
+/**
+ * V8's longest string, with room for the event's attributes: text data whose JSON escapes would pass
+ * it (control characters become six characters each) could not be written into any answer.
+ */
+const MAX_JSON_CHARS = 2 ** 29 - 2 ** 20;
+
+/** Whether `text` written as a JSON string stays under {@link MAX_JSON_CHARS}; counted only for large ones. */
+function escapedFits(text: string): boolean {
+  if (text.length * 6 < MAX_JSON_CHARS) return true;
+  let chars = text.length + 2;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20) chars += 5;
+    else if (c === 0x22 || c === 0x5c) chars += 1;
+  }
+  return chars < MAX_JSON_CHARS;
 }
 
 function decodeUtf8(bytes: Buffer): string | undefined {

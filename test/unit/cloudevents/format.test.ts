@@ -208,3 +208,19 @@ describe('format and parse together', () => {
     );
   });
 });
+
+describe('text data too large to write as a JSON string', () => {
+  it('renders 96 MiB of control characters as data_base64, every byte kept (was: RangeError, a 500 on the page and lookup)', () => {
+    const raw = Buffer.alloc(96 * 1024 * 1024, 0x01);
+    const out = toStructured(ev({ kind: 'bytes', bytes: raw }, { datacontenttype: 'text/plain' }));
+    expect(out.data).toBeUndefined();
+    const json = JSON.stringify(out);
+    const back = Buffer.from((JSON.parse(json) as { data_base64: string }).data_base64, 'base64');
+    expect(back.equals(raw)).toBe(true);
+  });
+
+  it('keeps large text as text when its escapes fit', () => {
+    const text = 'a'.repeat(96 * 1024 * 1024);
+    expect(toStructured(ev(bytes(text), { datacontenttype: 'text/plain' })).data).toBe(text);
+  });
+});
