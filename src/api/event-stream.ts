@@ -1,5 +1,6 @@
 import type { Request, Response } from 'express';
 import { z } from 'zod';
+import type { CloudEvent } from '../cloudevents/event';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../filters/filter';
@@ -20,8 +21,21 @@ const HIGH_WATER_BYTES = 1024 * 1024;
  * more only once a third of its buffer is free: a reader taking 150 KiB/s showed no progress for 9 s.
  */
 const DRAIN_WAIT_MS = 15_000;
-/** Events per read: a page of large events is read into memory whole, and held while the reader is waited for. */
+/**
+ * Events per read, at most: a page is read into memory whole and held while the reader is waited for,
+ * so reads are sized from the events seen so far to about {@link READ_BYTES} (one at a time at first,
+ * and for events of megabytes).
+ */
 const PAGE = 8;
+const READ_BYTES = 8 * 1024 * 1024;
+
+/** About what a stored event holds in memory: its data's bytes and a little for the attributes. */
+function storedBytes(event: CloudEvent): number {
+  const data = event.data;
+  const dataBytes =
+    data.kind === 'bytes' || data.kind === 'base64' ? data.bytes.length : data.kind === 'json' ? (data.text?.length ?? 1024) : 0;
+  return dataBytes + 256;
+}
 
 /** `sql` of `GET /events/stream`: the subscriptions' CloudEvents SQL dialect; a bad expression is a 400. */
 function matcherOf(sql: string | undefined): Matcher | undefined {
@@ -134,12 +148,18 @@ export function streamEvents(store: EventLog) {
         () => stop('destroy'), // the reader reconnects; a read that failed once would fail it again now
       );
     };
+    /** The events' size on average so far (0: none seen yet), which sizes each read. */
+    let perEvent = 0;
+    let seen = 0;
+    const readSize = () => (perEvent === 0 ? 1 : Math.max(1, Math.min(PAGE, Math.floor(READ_BYTES / perEvent))));
     const readToHead = async (partition: number): Promise<void> => {
       const head = (await store.heads())[partition] ?? 0;
       while (!closed && cursors[partition]! < head) {
-        const page = await store.read(partition, cursors[partition]!, PAGE);
+        const page = await store.read(partition, cursors[partition]!, readSize());
         for (const e of page.events) {
           if (closed) return;
+          seen = Math.min(seen + 1, 64);
+          perEvent += (storedBytes(e.event) - perEvent) / seen;
           if (!matches || matches(e.event.attributes)) {
             const data = JSON.stringify({ partition: e.partition, offset: e.offset, event: toStructured(e.event) });
             res.write(`event: cloudevent\nid: ${e.partition}:${e.offset}\ndata: ${data}\n\n`);
