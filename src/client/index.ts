@@ -81,7 +81,8 @@ export function createHeraldClient(options: HeraldClientOptions): HeraldClient {
       try {
         return options.timeoutMs === undefined ? await fetchImpl(request) : await fetchWithin(fetchImpl, request, options.timeoutMs);
       } catch (err) {
-        if (isAbort(err)) throw err; // the caller stopped it (Ctrl-C on a stream)
+        // The caller stopped it (Ctrl-C on a stream), or the answer came and was too large: not unreachable.
+        if (isAbort(err) || err instanceof HeraldAnswerTooLargeError) throw err;
         throw new HeraldConnectionError(baseUrl, err);
       }
     },
@@ -109,6 +110,20 @@ async function fetchWithin(fetchImpl: typeof globalThis.fetch, request: Request,
   }
 }
 
+/**
+ * The largest answer read: past V8's longest string, JSON of it could not be parsed anyway, and no
+ * Herald answer comes near it (a page ends at 8 MiB plus one event).
+ */
+export const MAX_ANSWER_BYTES = 512 * 1024 * 1024;
+
+/** An answer longer than {@link MAX_ANSWER_BYTES}: not read on (its connection is closed). */
+export class HeraldAnswerTooLargeError extends Error {
+  override name = 'HeraldAnswerTooLargeError';
+  constructor() {
+    super(`the answer is larger than ${MAX_ANSWER_BYTES / 1024 / 1024} MiB, more than any Herald gateway sends; not read`);
+  }
+}
+
 /** The whole stream, or the signal's reason once it aborts (the stream cancelled: its connection closes). */
 async function readAll(stream: ReadableStream<Uint8Array>, signal: AbortSignal): Promise<Uint8Array> {
   const reader = stream.getReader();
@@ -126,8 +141,12 @@ async function readAll(stream: ReadableStream<Uint8Array>, signal: AbortSignal):
   for (;;) {
     const { done, value } = await Promise.race([reader.read(), aborted]);
     if (done) break;
-    chunks.push(value);
     length += value.length;
+    if (length > MAX_ANSWER_BYTES) {
+      void reader.cancel().catch(() => undefined);
+      throw new HeraldAnswerTooLargeError();
+    }
+    chunks.push(value);
   }
   return Buffer.concat(chunks, length);
 }

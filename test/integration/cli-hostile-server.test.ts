@@ -176,6 +176,28 @@ describe('herald: a gateway that stops answering', () => {
   }, 40_000);
 });
 
+describe('herald: an answer larger than any gateway sends', () => {
+  it('stops reading past 512 MiB and exits 1 saying so (was: read on until the timeout, holding it all)', async () => {
+    const fake = await fakeGateway((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      const chunk = Buffer.alloc(4 * 1024 * 1024, 0x20);
+      let sent = 0;
+      // Bounded: 640 MiB at most, then the connection closes.
+      const more = () => {
+        while (sent < 160 && !res.destroyed && res.write(chunk)) sent++;
+        if (sent >= 160) res.end();
+        else if (!res.destroyed) res.once('drain', more);
+      };
+      more();
+    });
+    const result = await runHerald(['subs', 'list', '--timeout', '60'], { url: fake.url, timeoutMs: 90_000 });
+    expect(result).toMatchObject({
+      code: 1,
+      stderr: 'herald: the answer is larger than 512 MiB, more than any Herald gateway sends; not read\n',
+    });
+  }, 120_000);
+});
+
 describe('herald events tail: a stream no gateway sends', () => {
   it('ends with exit 1 on a line that never ends, past 16 MiB (was stuck at full CPU, deaf to Ctrl-C)', async () => {
     const fake = await fakeGateway((_req, res) => {
