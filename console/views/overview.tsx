@@ -126,10 +126,7 @@ export function Overview() {
 function LatestEvents(props: { partition: PartitionInfo }) {
   const { partition, firstOffset, headOffset } = props.partition;
   const from = Math.max(firstOffset, headOffset - 10);
-  const page = usePoll(() => api.get<{ events: StoredEvent[] }>(`partitions/${partition}/events?from=${from}&limit=10`), POLL_MS * 2, [
-    partition,
-    from,
-  ]);
+  const page = usePoll(() => latestEvents(partition, from), POLL_MS * 2, [partition, from]);
   const [open, setOpen] = useState<string | undefined>();
   return (
     <div class="subpanel">
@@ -154,6 +151,24 @@ function LatestEvents(props: { partition: PartitionInfo }) {
       </ul>
     </div>
   );
+}
+
+/**
+ * The events from `from`, up to ten: a page of large events ends at 8 MiB (`nextOffset` says where
+ * the next begins), so the newest are read by the pages after it.
+ */
+async function latestEvents(partition: number, from: number): Promise<{ events: StoredEvent[] }> {
+  const events: StoredEvent[] = [];
+  let next = from;
+  while (events.length < 10) {
+    const page = await api.get<{ events: StoredEvent[]; nextOffset: number }>(
+      `partitions/${partition}/events?from=${next}&limit=${10 - events.length}`,
+    );
+    events.push(...page.events);
+    if (page.events.length === 0 || page.nextOffset <= next) break;
+    next = page.nextOffset;
+  }
+  return { events };
 }
 
 /** `GET /events?source=&id=`. */

@@ -282,6 +282,23 @@ describe('the overview', () => {
     expect(await opened.locator('pre').innerText()).toContain('"id": "older-1"');
   });
 
+  it('shows the ten latest events of a partition of 1 MiB events, the newest too (was: the first 8 MiB page, without the newest)', async () => {
+    const gw = await gateway({ HERALD_MAX_BODY_BYTES: '16MiB' });
+    const data = 'x'.repeat(1024 * 1024);
+    await publish(
+      gw,
+      Array.from({ length: 12 }, (_, i) => ({ id: `big-${i}`, data })),
+    );
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console`);
+    await page.click('button:text-is("latest events")');
+    await page.locator('[data-testid=latest-events] li[data-event-id=big-11]').waitFor();
+    const ids = await page
+      .locator('[data-testid=latest-events] li')
+      .evaluateAll((items) => items.map((li) => li.getAttribute('data-event-id')));
+    expect(ids).toEqual(Array.from({ length: 10 }, (_, i) => `big-${11 - i}`));
+  });
+
   it('says the gateway is unreachable, and shows no checks, once it is gone', async () => {
     const gw = await startTestGateway({ HERALD_PARTITIONS: '1' }); // closed by the test
     const page = await newPage();
