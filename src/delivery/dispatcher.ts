@@ -238,6 +238,7 @@ export function createDispatcher(deps: DispatcherDeps) {
         entry.matcher = compileFilters(record.filters, { onError: entry.report });
       }
       entry.record = record;
+      workers.get(record.id)?.optionsChanged();
     },
     /**
      * Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning:

@@ -100,6 +100,21 @@ export function createFlowControl(deps: {
       const throttled = perSecond !== undefined && bucketNow(perSecond).tokens < 1;
       return { currentMaxInFlight: currentLimit(aimd, deps.options().maxInFlight), throttled };
     },
+    /**
+     * The rate limit may have changed (a PATCH): the wait armed under the old rate is dropped. Without
+     * a limit now, what waited for a token runs at once; with one, the wait is armed again at the new
+     * rate (was: a wait armed at one a day held the backlog after a PATCH to one a second).
+     */
+    optionsChanged(): void {
+      if (!timer) return;
+      clearTimeout(timer);
+      timer = undefined;
+      if (rate() !== undefined) return armTimer();
+      const waiting = [...deferred.values()];
+      deferred.clear();
+      for (const run of waiting) run();
+      deps.onToken();
+    },
     stop(): void {
       if (timer) clearTimeout(timer);
       timer = undefined;

@@ -106,6 +106,8 @@ export interface SubscriptionWorker {
   restoreOnly(): void;
   resume(): void;
   /** Some partitions grew: pumps again when one of them has room for another event (else nothing). */
+  /** The subscription's record changed: a new rate or in-flight limit applies now. */
+  optionsChanged(): void;
   wake(grown: ReadonlySet<number>): void;
   /**
    * Retention deleted every offset below `firstOffsets[partition]`: partitions still behind move past

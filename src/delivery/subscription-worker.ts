@@ -130,6 +130,13 @@ export function createSubscriptionWorker(
     });
   }
 
+  /**
+   * Where the next pump starts: after the partition that last started an event, so that when only one
+   * start is allowed at a time (a rate limit's token, an in-flight limit of one) every partition with
+   * a backlog gets its turn (was: the lowest-numbered took every one until it had drained).
+   */
+  let nextPartition = 0;
+
   function pump(): void {
     if (stopped || paused() || deps.enabled === false) return;
     releaseSlots(); // the limit may have grown since they waited
@@ -138,10 +145,16 @@ export function createSubscriptionWorker(
     let progressed = true;
     while (progressed && totalPending() < max) {
       progressed = false;
-      for (const part of parts) {
+      const first = nextPartition;
+      for (let i = 0; i < parts.length; i++) {
         // No token: the flow control pumps again when one is due.
         if (totalPending() >= max || !flow.ready()) break;
-        if (hasCapacity(part) && takeOne(part)) progressed = true;
+        const at = (first + i) % parts.length;
+        const part = parts[at]!;
+        if (hasCapacity(part) && takeOne(part)) {
+          progressed = true;
+          nextPartition = (at + 1) % parts.length;
+        }
       }
     }
   }
@@ -676,6 +689,12 @@ export function createSubscriptionWorker(
         clearTimer(pending); // the timer `resume` just armed: this is that attempt, sooner
         attempt(pending);
       }
+      schedulePump();
+    },
+    /** The subscription's record changed (a PATCH): a new rate limit or in-flight limit applies now. */
+    optionsChanged(): void {
+      if (stopped) return;
+      flow.optionsChanged();
       schedulePump();
     },
     wake(grown: ReadonlySet<number>): void {

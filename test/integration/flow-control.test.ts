@@ -1,4 +1,5 @@
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { crc32 } from 'node:zlib';
 import { contractClientFor, useDeliveryFixture } from '../helpers/delivery';
 import { createContractChecker, loadContract } from '../helpers/openapi';
 import { waitFor } from '../helpers/receiver';
@@ -105,5 +106,89 @@ describe('adaptive concurrency (AIMD)', () => {
           .map((r) => r.headers['ce-id']),
       ).size,
     ).toBe(60);
+  });
+});
+
+/** `count` events of `source` in one partition: keys `<partition>-<n>` chosen to land there (of 4). */
+function inPartition(source: string, partition: number, count: number, prefix: string) {
+  const events = [];
+  for (let n = 0; events.length < count; n++) {
+    const key = `${prefix}${partition}-${n}`;
+    if (crc32(Buffer.from(key, 'utf8')) % 4 !== partition) continue;
+    events.push({
+      specversion: '1.0',
+      id: `${source}-${partition}-${events.length}`,
+      source,
+      type: 'flow.test',
+      partitionkey: key,
+      data: { n },
+    });
+  }
+  return events;
+}
+
+async function publishEvents(events: unknown[]): Promise<void> {
+  const res = await call('POST', '/events', { headers: { 'content-type': 'application/cloudevents-batch+json' }, json: events });
+  expect(res.status).toBe(202);
+}
+
+/** The partition of each request of `source` the receiver got, in the order they came. */
+const partitionsOf = (source: string) => fromSource(source).map((r) => Number(r.headers['herald-partition']));
+
+describe('every partition with a backlog gets its turn', () => {
+  it('under a rate limit: single tokens go round the partitions (was: the lowest-numbered took each until it had drained)', async () => {
+    const source = '/flow/fair-rate';
+    await publishEvents([...inPartition(source, 0, 24, 'r'), ...inPartition(source, 1, 6, 'r')]);
+    const created = await call('POST', '/subscriptions', {
+      json: {
+        sink: receiver.url,
+        startAt: 'earliest',
+        filters: [{ exact: { source } }],
+        delivery: { ordering: 'none', rateLimit: { perSecond: 10 } },
+      },
+    });
+    expect(created.status).toBe(201);
+    await waitFor(() => fromSource(source).length === 30, { what: 'all 30 delivered' });
+    // The first 10 tokens (a full bucket) went 5 and 5; the sixth of partition 1 gets one of the next tokens.
+    expect(partitionsOf(source).lastIndexOf(1)).toBeLessThan(14);
+  });
+
+  it('under maxInFlight 1: partitions take turns (was: partition 0 drained first)', async () => {
+    const source = '/flow/fair-inflight';
+    await publishEvents([...inPartition(source, 0, 12, 'i'), ...inPartition(source, 2, 4, 'i')]);
+    const created = await call('POST', '/subscriptions', {
+      json: { sink: receiver.url, startAt: 'earliest', filters: [{ exact: { source } }], delivery: { ordering: 'none', maxInFlight: 1 } },
+    });
+    expect(created.status).toBe(201);
+    await waitFor(() => fromSource(source).length === 16, { what: 'all 16 delivered' });
+    expect(partitionsOf(source).slice(0, 8)).toEqual([0, 2, 0, 2, 0, 2, 0, 2]);
+  });
+});
+
+describe('a PATCH of the rate limit', () => {
+  it('applies at once to the backlog waiting for a token (was: held until the wait armed under the old rate ran out, a day)', async () => {
+    const source = '/flow/rate-patch';
+    const created = await call('POST', '/subscriptions', {
+      json: { sink: receiver.url, filters: [{ exact: { source } }], delivery: { ordering: 'none', rateLimit: { perSecond: 1 / 86_400 } } },
+    });
+    const id = created.body.id as string;
+    await publishEvents(inPartition(source, 3, 3, 'p'));
+    await waitFor(() => fromSource(source).length === 1, { what: 'the first event (the one token)' });
+    const patched = await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { rateLimit: { perSecond: 20 } } } });
+    expect(patched.status).toBe(200);
+    await waitFor(() => fromSource(source).length === 3, { what: 'the other two at the new rate', timeoutMs: 5000 });
+  });
+
+  it('removed, lets what waited for a token go at once', async () => {
+    const source = '/flow/rate-removed';
+    const created = await call('POST', '/subscriptions', {
+      json: { sink: receiver.url, filters: [{ exact: { source } }], delivery: { ordering: 'none', rateLimit: { perSecond: 1 / 86_400 } } },
+    });
+    const id = created.body.id as string;
+    await publishEvents(inPartition(source, 1, 3, 'x'));
+    await waitFor(() => fromSource(source).length === 1, { what: 'the first event (the one token)' });
+    const patched = await call('PATCH', `/subscriptions/${id}`, { json: { delivery: { rateLimit: null } } });
+    expect(patched.status).toBe(200);
+    await waitFor(() => fromSource(source).length === 3, { what: 'the other two at once', timeoutMs: 5000 });
   });
 });
