@@ -1,3 +1,4 @@
+import request from 'supertest';
 import { useGatewayForFile } from '../helpers/gateway';
 import { rawExchange, sendRaw } from '../helpers/http';
 
@@ -268,5 +269,19 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
       expect({ path, head }).toEqual({ path, head: expect.stringMatching(/^HTTP\/1\.1 413 /) });
       expect(JSON.parse(body!)).toMatchObject({ status: 413, code: 'payload_too_large' });
     }
+  });
+});
+
+describe('JSON bodies of the wrong shape', () => {
+  it.each(['null', '3', '"text"'])('says a body of %s must be a JSON object (was: "not valid JSON", though it is)', async (body) => {
+    const res = await request(gw.url).post('/deliveries/dlv_x/nack').set('content-type', 'application/json').send(body);
+    expect(res.status).toBe(400);
+    expect(res.body.detail).toBe('the body must be a JSON object');
+  });
+
+  it('still says a body that does not parse is not valid JSON', async () => {
+    const res = await request(gw.url).post('/deliveries/dlv_x/nack').set('content-type', 'application/json').send('{"delayMs":');
+    expect(res.status).toBe(400);
+    expect(res.body.detail).toBe('the body is not valid JSON');
   });
 });
