@@ -58,12 +58,13 @@ export class BackupError extends Error {
 export function backupDataDir(dataDir: string, dest: string, clock: () => Date = () => new Date()): BackupManifest {
   const source = path.resolve(dataDir);
   const startedAt = clock().toISOString();
+  if (dest.trim() === '') throw new BackupError('no destination given: a backup goes to a new directory');
   requireDataDir(source);
   requireAbsent(dest);
   removeAbandoned(path.resolve(dest));
   const work = `${path.resolve(dest)}.partial-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
-  fs.mkdirSync(path.join(work, WAL_DIR), { recursive: true });
+  makeDirs(path.join(work, WAL_DIR));
   try {
     const walDir = path.join(source, WAL_DIR);
     // Listed before the snapshot too: segments retention deletes while SQLite copies are counted as dropped.
@@ -156,6 +157,7 @@ export function restoreDataDir(
   dataDir: string,
   random: (max: number) => number = (max) => randomInt(1, max),
 ): BackupManifest {
+  if (dataDir.trim() === '' || backupDir.trim() === '') throw new BackupError('no data dir or no backup given: nothing restored');
   const manifest = readManifest(backupDir);
   const target = path.resolve(dataDir);
   const exists = requireEmpty(target);
@@ -164,12 +166,12 @@ export function restoreDataDir(
   // else beside it; either way it becomes the data dir only once whole.
   const work = exists ? path.join(target, `.restore-${process.pid}`) : `${target}.partial-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
-  fs.mkdirSync(work, { recursive: true });
+  makeDirs(work);
   try {
     for (const file of manifest.files) {
       const to = path.join(work, ...file.path.split('/'));
-      fs.mkdirSync(path.dirname(to), { recursive: true });
-      fs.copyFileSync(path.join(backupDir, ...file.path.split('/')), to);
+      makeDirs(path.dirname(to));
+      copyKeepingTimes(path.join(backupDir, ...file.path.split('/')), to);
     }
     newIncarnation(path.join(work, DB_FILE), readIdentity(work)?.partitions ?? 0, random(2 ** 31));
     syncTree(work);
@@ -236,6 +238,31 @@ function snapshotDatabase(from: string, to: string): void {
   }
 }
 
+/**
+ * Copies a file with its modification time: a segment's is when its newest event was stored, which
+ * retention goes by after a start (was: the copy's time, so a restore kept every event for one more
+ * `HERALD_RETENTION`, however old).
+ */
+function copyKeepingTimes(from: string, to: string): void {
+  fs.copyFileSync(from, to);
+  const { atime, mtime } = fs.statSync(from);
+  fs.utimesSync(to, atime, mtime);
+}
+
+/**
+ * Creates `dir` and its missing parents one at a time, so a failure names its cause (`EROFS`,
+ * `EACCES`, `ENOENT` under /proc). Node's recursive `mkdirSync` loops for ever on a path under /proc,
+ * and reports a read-only file system as `ENOENT`.
+ */
+function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let at = path.resolve(dir); !fs.existsSync(at); at = path.dirname(at)) {
+    missing.unshift(at);
+    if (path.dirname(at) === at) break;
+  }
+  for (const d of missing) fs.mkdirSync(d);
+}
+
 function copyIfPresent(from: string, to: string): void {
   try {
     fs.copyFileSync(from, to);
@@ -255,7 +282,7 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
   let dropped = 0;
   for (const [i, name] of names.entries()) {
     try {
-      fs.copyFileSync(path.join(fromDir, name), path.join(toDir, name));
+      copyKeepingTimes(path.join(fromDir, name), path.join(toDir, name));
       copied.push(name);
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;

@@ -1,9 +1,20 @@
 import { Option, type Command } from 'commander';
 import { createOutput, type CliStreams } from './output';
-import { ReportedError } from './errors';
+import { ReportedError, UsageError } from './errors';
 
+const DEFAULT_DATA_DIR = './data';
 const dataDirOption = () =>
-  new Option('--data-dir <dir>', "the gateway's data dir (the local engine's HERALD_DATA_DIR)").env('HERALD_DATA_DIR').default('./data');
+  new Option('--data-dir <dir>', "the gateway's data dir (the local engine's HERALD_DATA_DIR)")
+    .env('HERALD_DATA_DIR')
+    .default(DEFAULT_DATA_DIR);
+
+/** As the gateway reads HERALD_DATA_DIR: set but empty (a templated env file) is unset, so `./data`. */
+const dataDirOf = (options: { dataDir: string }): string => (options.dataDir === '' ? DEFAULT_DATA_DIR : options.dataDir);
+
+/** An empty path argument (an unset `"$DEST"` in a script) would name the current directory: refused, nothing touched. */
+function requirePath(value: string, what: string): void {
+  if (value.trim() === '') throw new UsageError(`${what} is empty: give a directory`);
+}
 
 /**
  * `herald backup` and `herald restore`: files on this machine, not requests to a gateway (so
@@ -24,8 +35,9 @@ export function registerBackup(program: Command, streams: CliStreams): void {
     .action(async (dest: string, options: { dataDir: string }, command: Command) => {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
       const { backupDataDir } = await import('../backup');
+      requirePath(dest, '<dest>');
       const started = Date.now();
-      const manifest = await run('backup', () => backupDataDir(options.dataDir, dest));
+      const manifest = await run('backup', () => backupDataDir(dataDirOf(options), dest));
       if (out.json) return out.document(manifest);
       const bytes = manifest.files.reduce((sum, f) => sum + f.bytes, 0);
       out.line(
@@ -51,9 +63,11 @@ export function registerBackup(program: Command, streams: CliStreams): void {
     .action(async (backup: string, options: { dataDir: string }, command: Command) => {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
       const { restoreDataDir } = await import('../backup');
-      const manifest = await run('restore', () => restoreDataDir(backup, options.dataDir));
+      requirePath(backup, '<backup>');
+      const dataDir = dataDirOf(options);
+      const manifest = await run('restore', () => restoreDataDir(backup, dataDir));
       if (out.json) return out.document(manifest);
-      out.line(`restored ${backup} (taken from ${manifest.startedAt}) into ${options.dataDir}`);
+      out.line(`restored ${backup} (taken from ${manifest.startedAt}) into ${dataDir}`);
       out.note('start the gateway on it: its first start rebuilds index.db from the log');
     });
 }

@@ -11,6 +11,21 @@ type AppendResult = components['schemas']['AppendResult'];
 /** At most this many events per request (the issue's bound; the gateway takes any count within its body limit). */
 export const MAX_BATCH_EVENTS = 1000;
 
+/**
+ * The results of an answer that must acknowledge each of the `sent` events, one per event: anything
+ * less is not an acknowledgement (a TypeError: the answer is not what this herald expects, exit 1).
+ */
+export function acknowledged(answer: { results?: unknown } | undefined, sent: number): AppendResult[] {
+  const results = answer?.results;
+  if (!Array.isArray(results) || results.length !== sent)
+    throw new TypeError(`it acknowledges ${Array.isArray(results) ? results.length : 'none'} of the ${sent} events sent`);
+  for (const r of results as Partial<AppendResult>[]) {
+    if (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.partition) || !Number.isSafeInteger(r.offset))
+      throw new TypeError('an acknowledgement without its partition and offset');
+  }
+  return results as AppendResult[];
+}
+
 /** One non-blank line of the file. */
 interface Line {
   number: number;
@@ -119,7 +134,7 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
         bar?.stop();
         throw explainRefusal(err, file, batch, { stored, duplicates }, ctx.apiKey !== undefined);
       }
-      for (const r of answer.results) {
+      for (const r of acknowledged(answer, batch.length)) {
         if (r.duplicate) duplicates++;
         else stored++;
         if (out.json) results.push(r);

@@ -7,7 +7,7 @@ import { unwrap } from '../client';
 import { contextOf, parseNonNegativeInt } from './context';
 import { UsageError } from './errors';
 import { shown, type CliStreams } from './output';
-import { publishBatchFile, MAX_BATCH_EVENTS } from './publish-batch';
+import { acknowledged, publishBatchFile, MAX_BATCH_EVENTS } from './publish-batch';
 
 interface PublishOptions {
   source?: string;
@@ -111,8 +111,9 @@ Examples:
           headers: data ? { 'content-type': data.contentType } : {},
         }),
       );
+      const results = acknowledged(answer, 1);
       if (ctx.out.json) return ctx.out.document(answer);
-      for (const r of answer.results) {
+      for (const r of results) {
         const where = `partition ${shown(r.partition)}, offset ${shown(r.offset)}`;
         ctx.out.line(
           r.duplicate

@@ -89,6 +89,8 @@ export function registerSubs(program: Command, streams: CliStreams): void {
             },
           }),
         );
+        if (typeof created?.id !== 'string' || typeof created.secret !== 'string')
+          throw new TypeError('a created subscription without its id and secret');
         if (ctx.out.json) return ctx.out.document(created);
         ctx.out.note(`created subscription ${shown(created.id)}; its secret is shown only now (and by rotate-secret)`);
         printSubscription(ctx, created);

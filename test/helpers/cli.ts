@@ -19,12 +19,15 @@ export interface CliOptions {
   /** Written to the command's stdin (which is closed either way). */
   input?: string | Buffer;
   timeoutMs?: number;
+  /** The working directory (default: the test runner's). */
+  cwd?: string;
 }
 
 function start(args: string[], options: CliOptions): ChildProcess {
   const child = spawn(process.execPath, [HERALD_BIN, ...args], {
     env: { PATH: process.env.PATH, ...(options.url ? { HERALD_URL: options.url } : {}), ...options.env },
     stdio: ['pipe', 'pipe', 'pipe'],
+    ...(options.cwd ? { cwd: options.cwd } : {}),
   });
   child.stdin!.end(options.input ?? '');
   return child;

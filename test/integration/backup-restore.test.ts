@@ -160,6 +160,36 @@ describe('herald backup / herald restore', () => {
     expect((await lookupEvent(again.url, acked[0]!)).status).toBe(404);
   }, 60_000);
 
+  it('keeps when each segment was written: a restored gateway deletes what HERALD_RETENTION has run out for (was: kept all for one more period)', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway(env(source));
+    for (let b = 0; b < 40; b++)
+      await postBatch(
+        gw.url,
+        Array.from({ length: 20 }, (_, i) => event(`old-${b}-${i}`)),
+      );
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    // Stored two days ago, as far as the files say (the gateway is stopped: no write time in memory).
+    const wal = path.join(source, 'wal');
+    const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
+    const segments = fs.readdirSync(wal).filter((f) => f.endsWith('.seg'));
+    expect(segments.length).toBeGreaterThan(2);
+    for (const f of segments) fs.utimesSync(path.join(wal, f), twoDaysAgo, twoDaysAgo);
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0 });
+    const restored = path.join(tmpDir(), 'restored');
+    expect(await runHerald(['restore', '--data-dir', restored, backupDir])).toMatchObject({ code: 0 });
+    const again = await spawnGateway({ ...env(restored), HERALD_RETENTION: '1d' });
+    await waitFor(
+      async () =>
+        ((await request(again.url).get('/partitions').expect(200)).body.partitions as { firstOffset: number }[]).some(
+          (p) => p.firstOffset > 0,
+        ),
+      { what: 'retention to delete the segments of two days ago' },
+    );
+  }, 60_000);
+
   it('backs up a data dir whose gateway was killed (SQLite -wal left behind) with every acknowledged event', async () => {
     const source = tmpDir();
     const gw = await spawnGateway(env(source));
@@ -198,6 +228,21 @@ describe('herald backup / herald restore', () => {
     expect((await lookupEvent(again.url, stored!)).body).toMatchObject({ offset: stored!.offset });
   }, 60_000);
 
+  it('takes a set but empty HERALD_DATA_DIR as the gateway does, as unset: ./data (was: the current directory)', async () => {
+    const cwd = tmpDir();
+    const gw = await spawnGateway(env(path.join(cwd, 'data')));
+    const [stored] = (await postBatch(gw.url, [event('in-data')])).body.results as AppendResultBody[];
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', backupDir], { cwd, env: { HERALD_DATA_DIR: '' } })).toMatchObject({ code: 0 });
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    const target = tmpDir();
+    expect(await runHerald(['restore', backupDir], { cwd: target, env: { HERALD_DATA_DIR: '' } })).toMatchObject({ code: 0 });
+    expect(fs.readdirSync(target)).toEqual(['data']);
+    const again = await spawnGateway(env(path.join(target, 'data')));
+    expect((await lookupEvent(again.url, stored!)).body).toMatchObject({ offset: stored!.offset });
+  }, 60_000);
+
   it('a gateway refuses a data dir a restore did not finish in (was: it started on what had been moved in, reusing offsets)', async () => {
     const dir = tmpDir();
     fs.mkdirSync(path.join(dir, '.restore-4242'));
@@ -228,6 +273,20 @@ describe('herald backup / herald restore', () => {
     const backupDir = path.join(tmpDir(), 'backup');
     expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0 });
 
+    // An empty destination or backup (an unset "$DEST"): a usage error, nothing touched (was: the
+    // current directory's neighbours cleaned up as abandoned backups, then a copy beside it).
+    const cwd = tmpDir();
+    const neighbour = `${cwd}.partial-999999`;
+    fs.mkdirSync(neighbour);
+    fs.writeFileSync(path.join(neighbour, 'notes.txt'), 'not a backup');
+    expect(await runHerald(['backup', '--data-dir', source, ''], { cwd })).toMatchObject({
+      code: 2,
+      stderr: 'herald: <dest> is empty: give a directory\n',
+    });
+    expect(fs.readFileSync(path.join(neighbour, 'notes.txt'), 'utf8')).toBe('not a backup');
+    expect(await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'r0'), ''], { cwd })).toMatchObject({ code: 2 });
+    // Under /proc (was: Node's recursive mkdir looped there for ever, a core at 100 %).
+    expect(await runHerald(['backup', '--data-dir', source, '/proc/herald-backup'])).toMatchObject({ code: 1 });
     // An existing destination; a dir that is not a data dir.
     expect(await runHerald(['backup', '--data-dir', source, taken])).toMatchObject({
       code: 1,

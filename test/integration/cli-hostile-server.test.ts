@@ -176,6 +176,47 @@ describe('herald: a gateway that stops answering', () => {
   }, 40_000);
 });
 
+describe('herald publish: an answer that acknowledges less than was sent', () => {
+  const answering =
+    (body: unknown): Handler =>
+    (_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      res.end(JSON.stringify(body));
+    };
+
+  it.each([
+    ['no results', { results: [] }],
+    ['results that are not a list', { results: 'nope' }],
+    ['a result without its offset', { results: [{ id: 'a', source: '/s', partition: 0, duplicate: false }] }],
+  ])('exits 1 on %s for one event (was: exit 0, nothing or "undefined" printed)', async (_what, body) => {
+    const fake = await fakeGateway(answering(body));
+    const result = await runHerald(['publish', '--source', '/s', '--type', 't', '--id', 'a'], { url: fake.url });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/not what this herald expects/);
+    expect(result.stdout).not.toMatch(/undefined/);
+  });
+
+  it('exits 1 on a batch answered with fewer results than events (was: "published 0 events", exit 0)', async () => {
+    const fake = await fakeGateway(answering({ results: [] }));
+    const file = path.join(tmpDir(), 'events.jsonl');
+    fs.writeFileSync(file, ['a', 'b'].map((id) => JSON.stringify({ specversion: '1.0', id, source: '/s', type: 't' })).join('\n'));
+    const result = await runHerald(['publish', '--batch', file], { url: fake.url });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/acknowledges 0 of the 2 events sent/);
+  });
+
+  it('exits 1 on a created subscription without its id, printing no "undefined"', async () => {
+    const fake = await fakeGateway((_req, res) => {
+      res.writeHead(201, { 'content-type': 'application/json' });
+      res.end('{}');
+    });
+    const result = await runHerald(['subs', 'create', '--sink', 'http://127.0.0.1:9/hook'], { url: fake.url });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/not what this herald expects/);
+    expect(result.stderr + result.stdout).not.toMatch(/undefined/);
+  });
+});
+
 describe('herald: an answer larger than any gateway sends', () => {
   it('stops reading past 512 MiB and exits 1 saying so (was: read on until the timeout, holding it all)', async () => {
     const fake = await fakeGateway((_req, res) => {
