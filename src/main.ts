@@ -3,6 +3,7 @@ import { startGateway } from './gateway';
 import { StartupError } from './errors';
 import { HERALD_VERSION } from './version';
 import { limitHeapGrowth } from './heap-growth';
+import type { Logger } from './logger';
 
 const USAGE = `Usage: herald [--version | --help]
 
@@ -41,11 +42,40 @@ async function startFromEnv(): Promise<void> {
     }
     throw err;
   }
-  let gateway;
+  let gateway: { log: Logger; close(): Promise<void> } | undefined;
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    if (!gateway) {
+      // Still starting (an index rebuild, a cluster not answering yet): nothing is served or acknowledged
+      // yet, and what start-up writes survives being cut (as by a crash). Stopped at once.
+      process.stderr.write(`herald: stopped during start-up (${signal}): nothing was served\n`);
+      process.exit(0);
+    }
+    const running = gateway;
+    running.log.info({ signal }, 'shutting down: finishing in-flight requests, flushing the log');
+    // close() keeps to HERALD_SHUTDOWN_TIMEOUT_MS itself; this is the backstop if a step hangs anyway.
+    setTimeout(() => {
+      running.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown took too long; exiting');
+      process.exit(1);
+    }, config.shutdownTimeoutMs + 5000).unref();
+    running.close().then(
+      () => process.exit(0),
+      (err) => {
+        running.log.error({ err }, 'shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  // From before the start: a supervisor stopping a gateway still rebuilding its index gets exit 0, not death by signal.
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+  let started;
   try {
     // The JetStream engine (and the NATS client under it) is loaded only when asked for: the embedded
     // engine's main thread then carries 2 MB less heap for every major collection to mark.
-    gateway =
+    started =
       config.store === 'jetstream' ? await (await import('./jetstream-gateway')).startJetStreamGateway(config) : await startGateway(config);
   } catch (err) {
     if (err instanceof StartupError || err instanceof ConfigError) {
@@ -54,27 +84,8 @@ async function startFromEnv(): Promise<void> {
     }
     throw err;
   }
-  for (const warning of configWarnings(process.env, config)) gateway.log.warn(warning);
-  let stopping = false;
-  const stop = (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    gateway.log.info({ signal }, 'shutting down: finishing in-flight requests, flushing the log');
-    // close() keeps to HERALD_SHUTDOWN_TIMEOUT_MS itself; this is the backstop if a step hangs anyway.
-    setTimeout(() => {
-      gateway.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown took too long; exiting');
-      process.exit(1);
-    }, config.shutdownTimeoutMs + 5000).unref();
-    gateway.close().then(
-      () => process.exit(0),
-      (err) => {
-        gateway.log.error({ err }, 'shutdown failed');
-        process.exit(1);
-      },
-    );
-  };
-  process.on('SIGTERM', () => stop('SIGTERM'));
-  process.on('SIGINT', () => stop('SIGINT'));
+  gateway = started;
+  for (const warning of configWarnings(process.env, config)) started.log.warn(warning);
 }
 
 /** {@link startFromEnv}, any other failure to start exiting 1 with its stack. */

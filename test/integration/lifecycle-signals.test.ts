@@ -1,7 +1,10 @@
+import { spawn } from 'node:child_process';
 import http from 'node:http';
+import net, { type AddressInfo } from 'node:net';
 import {
   eventKey,
   lookupEvent,
+  MAIN_JS,
   postBatch,
   postBinary,
   readAllEvents,
@@ -112,4 +115,35 @@ describe('graceful shutdown with a request in flight', () => {
       expect((await lookupEvent(again.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
     }
   });
+});
+
+describe('a signal during start-up', () => {
+  it.each(['SIGTERM', 'SIGINT'] as const)(
+    '%s while the gateway still starts: exit 0 saying so (was: killed by the signal)',
+    async (signal) => {
+      // A "NATS server" that accepts and never speaks: the JetStream engine's start waits on it for 10 s.
+      const silent = net.createServer(() => undefined);
+      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+      try {
+        const child = spawn(process.execPath, [MAIN_JS], {
+          env: {
+            PATH: process.env.PATH,
+            HERALD_PORT: '0',
+            HERALD_STORE: 'jetstream',
+            HERALD_NATS_SERVERS: `nats://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+          },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
+        let stderr = '';
+        child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+        const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+        await new Promise<void>((resolve) => silent.once('connection', () => resolve()));
+        child.kill(signal);
+        expect(await exited).toBe(0);
+        expect(stderr).toContain(`stopped during start-up (${signal})`);
+      } finally {
+        silent.close();
+      }
+    },
+  );
 });
