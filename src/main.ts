@@ -22,7 +22,9 @@ function handleArguments(args: string[]): void {
     process.stdout.write(USAGE + configTable());
     process.exit(0);
   }
-  process.stderr.write(`herald: unknown argument ${JSON.stringify(args[0])}; try --help\n`);
+  // `--version extra`: the one that is not understood is `extra`.
+  const unknown = args.find((arg, i) => i > 0 || !['--version', '-v', '--help', '-h'].includes(arg)) ?? args[0];
+  process.stderr.write(`herald: unknown argument ${JSON.stringify(unknown)}; try --help\n`);
   process.exit(2);
 }
 

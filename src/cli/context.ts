@@ -76,6 +76,12 @@ export function parsePathId(value: string): string {
   return value;
 }
 
+/** A dead letter id as the gateway writes them: digits. */
+export function parseDeadLetterId(value: string): string {
+  if (!/^[0-9]+$/.test(value)) throw new InvalidArgumentError('not a dead letter id (digits)');
+  return value;
+}
+
 export function parseNonNegativeInt(value: string): number {
   if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) throw new InvalidArgumentError('not a whole number ≥ 0');
   return Number(value);
@@ -84,8 +90,8 @@ export function parseNonNegativeInt(value: string): number {
 /** A whole number from `min` to `max`, as the API takes it (a `--limit`): out of range is a usage error, not a 400. */
 export function parseIntBetween(min: number, max: number) {
   return (value: string): number => {
-    const n = parseNonNegativeInt(value);
-    if (n < min || n > max) throw new InvalidArgumentError(`not a whole number from ${min} to ${max}`);
+    const n = /^-?[0-9]+$/.test(value) ? Number(value) : Number.NaN;
+    if (!Number.isSafeInteger(n) || n < min || n > max) throw new InvalidArgumentError(`not a whole number from ${min} to ${max}`);
     return n;
   };
 }

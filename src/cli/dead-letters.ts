@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { unwrap, type HeraldClient } from '../client';
-import { contextOf, parseIntBetween, parseNonNegativeInt, parsePathId } from './context';
+import { contextOf, parseDeadLetterId, parseIntBetween, parseNonNegativeInt, parsePathId } from './context';
 import { ReportedError, UsageError } from './errors';
 import { clip, shown, type CliStreams } from './output';
 
@@ -12,7 +12,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
     .command('list')
     .summary('dead letters, oldest first')
     .argument('<subscription>', 'subscription id', parsePathId)
-    .option('--limit <n>', 'dead letters at most (up to 1000)', parseIntBetween(0, 1000), 100)
+    .option('--limit <n>', 'dead letters at most (1 to 1000)', parseIntBetween(1, 1000), 100)
     .option('--after <id>', 'only dead letters after this id (printed under a full page)', parseNonNegativeInt)
     .action(async (id: string, options: { limit: number; after?: number }, command: Command) => {
       const { client, out } = contextOf(command, streams);
@@ -86,7 +86,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
     .command('delete')
     .summary('discard a dead letter')
     .argument('<subscription>', 'subscription id', parsePathId)
-    .argument('<id>', 'dead letter id', parsePathId)
+    .argument('<id>', 'dead letter id', parseDeadLetterId)
     .action(async (subscription: string, deadLetterId: string, _options: object, command: Command) => {
       const { client, out } = contextOf(command, streams);
       unwrap(

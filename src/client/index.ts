@@ -82,7 +82,7 @@ export function createHeraldClient(options: HeraldClientOptions): HeraldClient {
         return options.timeoutMs === undefined ? await fetchImpl(request) : await fetchWithin(fetchImpl, request, options.timeoutMs);
       } catch (err) {
         // The caller stopped it (Ctrl-C on a stream), or the answer came and was too large: not unreachable.
-        if (isAbort(err) || err instanceof HeraldAnswerTooLargeError) throw err;
+        if (isAbort(err) || err instanceof HeraldAnswerTooLargeError || err instanceof HeraldAnswerCutError) throw err;
         throw new HeraldConnectionError(baseUrl, err);
       }
     },
@@ -102,7 +102,13 @@ async function fetchWithin(fetchImpl: typeof globalThis.fetch, request: Request,
   try {
     const response = await fetchImpl(new Request(request, { signal: controller.signal }));
     if (response.body === null) return response;
-    const body = await readAll(response.body, controller.signal);
+    let body: Uint8Array;
+    try {
+      body = await readAll(response.body, controller.signal);
+    } catch (err) {
+      if (controller.signal.aborted || err instanceof HeraldAnswerTooLargeError) throw err;
+      throw new HeraldAnswerCutError(err);
+    }
     return new Response(body, { status: response.status, statusText: response.statusText, headers: response.headers });
   } finally {
     clearTimeout(timer);
@@ -115,6 +121,14 @@ async function fetchWithin(fetchImpl: typeof globalThis.fetch, request: Request,
  * Herald answer comes near it (a page ends at 8 MiB plus one event).
  */
 export const MAX_ANSWER_BYTES = 512 * 1024 * 1024;
+
+/** The answer's headers came, then its connection broke before the whole body had (not "cannot reach"). */
+export class HeraldAnswerCutError extends Error {
+  override name = 'HeraldAnswerCutError';
+  constructor(cause: unknown) {
+    super(`the gateway's answer was cut off before its end: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+  }
+}
 
 /** An answer longer than {@link MAX_ANSWER_BYTES}: not read on (its connection is closed). */
 export class HeraldAnswerTooLargeError extends Error {

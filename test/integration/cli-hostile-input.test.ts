@@ -119,12 +119,28 @@ describe('herald: a --limit the API would refuse is a usage error', () => {
       ['subs', 'attempts', '00000000-0000-4000-8000-000000000000', '--limit', '5000'],
       ['events', 'read', '--partition', '0', '--limit', '1001'],
       ['dead-letters', 'list', '00000000-0000-4000-8000-000000000000', '--limit', '5000'],
+      // Was: sent, and "(no dead letters)" printed whatever the subscription held.
+      ['dead-letters', 'list', '00000000-0000-4000-8000-000000000000', '--limit', '0'],
     ]) {
       const result = await herald(...args);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
       expect(result.stderr).toMatch(/option '--limit <n>' argument '[0-9]+' is invalid/);
       expect(result.stdout).toBe('');
     }
+  });
+});
+
+describe('herald: small usage errors a probe found', () => {
+  it('names the range of --timeout for a negative one (was: "not a whole number ≥ 0")', async () => {
+    const result = await herald('--timeout', '-1', 'subs', 'list');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/not a whole number from 1 to 86400/);
+  });
+
+  it('refuses a dead letter id that is not digits before sending anything, as redeliver does (was: sent, exit 1)', async () => {
+    const result = await herald('dead-letters', 'delete', '00000000-0000-4000-8000-000000000000', '-1');
+    expect(result.code).toBe(2);
+    expect(result.stdout).toBe('');
   });
 });
 

@@ -217,6 +217,20 @@ describe('herald publish: an answer that acknowledges less than was sent', () =>
   });
 });
 
+describe('herald: an answer cut off after its headers', () => {
+  it('says the answer was cut off, not that the gateway cannot be reached (exit 1)', async () => {
+    const fake = await fakeGateway((_req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json', 'content-length': '100' });
+      res.write('{"subscriptions":[');
+      setTimeout(() => res.destroy(), 50);
+    });
+    const result = await runHerald(['subs', 'list'], { url: fake.url });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/^herald: the gateway's answer was cut off before its end/);
+    expect(result.stderr).not.toMatch(/cannot reach/);
+  });
+});
+
 describe('herald: an answer larger than any gateway sends', () => {
   it('stops reading past 512 MiB and exits 1 saying so (was: read on until the timeout, holding it all)', async () => {
     const fake = await fakeGateway((_req, res) => {

@@ -149,6 +149,12 @@ describe('the command line', () => {
     expect(out.status).toBe(2);
     expect(out.stderr).toMatch(/^herald: unknown argument "--frobnicate"/);
   });
+
+  it('names the argument it does not understand after --version (was: "--version")', () => {
+    const out = spawnSync(process.execPath, [MAIN_JS, '--version', 'extra'], { encoding: 'utf8', timeout: 20_000 });
+    expect(out.status).toBe(2);
+    expect(out.stderr).toMatch(/^herald: unknown argument "extra"/);
+  });
 });
 
 describe('HERALD_DELIVERY=off', () => {
