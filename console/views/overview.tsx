@@ -154,8 +154,8 @@ function LatestEvents(props: { partition: PartitionInfo }) {
 }
 
 /**
- * The events from `from`, up to ten: a page of large events ends at 8 MiB (`nextOffset` says where
- * the next begins), so the newest are read by the pages after it.
+ * The events from `from`, up to ten: a page of large events ends at 8 MiB, and one at a corrupt
+ * record (`nextOffset` says where the next begins), so the newest are read by the pages after it.
  */
 async function latestEvents(partition: number, from: number): Promise<{ events: StoredEvent[] }> {
   const events: StoredEvent[] = [];
@@ -165,7 +165,8 @@ async function latestEvents(partition: number, from: number): Promise<{ events: 
       `partitions/${partition}/events?from=${next}&limit=${10 - events.length}`,
     );
     events.push(...page.events);
-    if (page.events.length === 0 || page.nextOffset <= next) break;
+    // A page ends early at 8 MiB or at a corrupt record (which it names; `nextOffset` is past it).
+    if (page.nextOffset <= next) break;
     next = page.nextOffset;
   }
   return { events };

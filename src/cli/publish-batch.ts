@@ -20,8 +20,15 @@ export function acknowledged(answer: { results?: unknown } | undefined, sent: nu
   if (!Array.isArray(results) || results.length !== sent)
     throw new TypeError(`it acknowledges ${Array.isArray(results) ? results.length : 'none'} of the ${sent} events sent`);
   for (const r of results as Partial<AppendResult>[]) {
-    if (typeof r !== 'object' || r === null || !Number.isSafeInteger(r.partition) || !Number.isSafeInteger(r.offset))
-      throw new TypeError('an acknowledgement without its partition and offset');
+    const whole =
+      typeof r === 'object' &&
+      r !== null &&
+      typeof r.id === 'string' &&
+      typeof r.source === 'string' &&
+      typeof r.duplicate === 'boolean' &&
+      Number.isSafeInteger(r.partition) &&
+      Number.isSafeInteger(r.offset);
+    if (!whole) throw new TypeError('an acknowledgement without its id, source, partition, offset or duplicate');
   }
   return results as AppendResult[];
 }

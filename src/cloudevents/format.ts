@@ -109,7 +109,8 @@ function escapedFits(text: string): boolean {
   let chars = text.length + 2;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (c < 0x20) chars += 5;
+    // \b \t \n \f \r take two characters, other control characters six (\u0001), `"` and `\` two.
+    if (c < 0x20) chars += c >= 0x08 && c <= 0x0d && c !== 0x0b ? 1 : 5;
     else if (c === 0x22 || c === 0x5c) chars += 1;
   }
   return chars < MAX_JSON_CHARS;

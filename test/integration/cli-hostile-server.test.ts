@@ -188,6 +188,7 @@ describe('herald publish: an answer that acknowledges less than was sent', () =>
     ['no results', { results: [] }],
     ['results that are not a list', { results: 'nope' }],
     ['a result without its offset', { results: [{ id: 'a', source: '/s', partition: 0, duplicate: false }] }],
+    ['a result without its id and source (re-probe)', { results: [{ partition: 0, offset: 1, duplicate: false }] }],
   ])('exits 1 on %s for one event (was: exit 0, nothing or "undefined" printed)', async (_what, body) => {
     const fake = await fakeGateway(answering(body));
     const result = await runHerald(['publish', '--source', '/s', '--type', 't', '--id', 'a'], { url: fake.url });

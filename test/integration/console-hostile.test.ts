@@ -1,3 +1,5 @@
+import fs from 'node:fs';
+import path from 'node:path';
 import type { Browser, Page, Request as BrowserRequest } from 'playwright-core';
 import { closeBrowser, launchChromium } from '../helpers/browser';
 import { startTestGateway, type Env, type TestGateway } from '../helpers/gateway';
@@ -297,6 +299,33 @@ describe('the overview', () => {
       .locator('[data-testid=latest-events] li')
       .evaluateAll((items) => items.map((li) => li.getAttribute('data-event-id')));
     expect(ids).toEqual(Array.from({ length: 10 }, (_, i) => `big-${11 - i}`));
+  });
+
+  it('shows the latest events past a corrupt oldest one (re-probe: was none at all)', async () => {
+    const gw = await gateway();
+    await publish(
+      gw,
+      Array.from({ length: 12 }, (_, i) => ({ id: `c-${i}`, data: { mark: `MARK${String(i).padStart(2, '0')}-payload` } })),
+    );
+    // A bad sector under offset 2, the oldest of the ten latest: its checksum no longer holds.
+    const wal = path.join(gw.dataDir, 'wal');
+    const seg = path.join(
+      wal,
+      fs.readdirSync(wal).find((f) => f.endsWith('.seg'))!,
+    );
+    const bytes = fs.readFileSync(seg);
+    const at = bytes.indexOf('MARK02-payload');
+    expect(at).toBeGreaterThan(0);
+    bytes[at + 5] = bytes[at + 5]! ^ 1;
+    fs.writeFileSync(seg, bytes);
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console`);
+    await page.click('button:text-is("latest events")');
+    await page.locator('[data-testid=latest-events] li[data-event-id=c-11]').waitFor();
+    const ids = await page
+      .locator('[data-testid=latest-events] li')
+      .evaluateAll((items) => items.map((li) => li.getAttribute('data-event-id')));
+    expect(ids).toEqual(Array.from({ length: 9 }, (_, i) => `c-${11 - i}`));
   });
 
   it('says the gateway is unreachable, and shows no checks, once it is gone', async () => {

@@ -219,6 +219,13 @@ describe('text data too large to write as a JSON string', () => {
     expect(back.equals(raw)).toBe(true);
   });
 
+  it('keeps 96 MiB of newlines as text: each escapes to two characters, which fit (re-probe)', () => {
+    const raw = Buffer.alloc(96 * 1024 * 1024, 0x0a);
+    const out = toStructured(ev({ kind: 'bytes', bytes: raw }, { datacontenttype: 'text/plain' }));
+    expect(out.data_base64).toBeUndefined();
+    expect((out.data as string).length).toBe(raw.length);
+  });
+
   it('keeps large text as text when its escapes fit', () => {
     const text = 'a'.repeat(96 * 1024 * 1024);
     expect(toStructured(ev(bytes(text), { datacontenttype: 'text/plain' })).data).toBe(text);
