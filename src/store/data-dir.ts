@@ -52,6 +52,9 @@ export function lockDataDir(dataDir: string): DataDirLock {
   const holder = otherHolder(dataDir, lockExisted);
   if (holder !== undefined) {
     db.close();
+    // The lock file this start made goes again: left behind, it would make the next start take it for
+    // the holder's and skip the search that found the holder (a second start then ran beside it).
+    if (!lockExisted) fs.rmSync(file, { force: true });
     throw new StartupError(
       `data dir ${path.resolve(dataDir)} is in use by another Herald process (PID ${holder} has its herald.db open, and ${LOCK_FILE} does not lock it: was it removed?); two gateways on one data dir would destroy each other's data`,
     );

@@ -97,6 +97,10 @@ describe('two gateways on one data dir', () => {
     const refusedAgain = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
     expect(refusedAgain.code).toBe(2);
     expect(oneLine(refusedAgain.stderr)).toContain(`PID ${child.child.pid} has its herald.db open`);
+    // And again (storage probe): the refused start left no lock file of its own to be taken for the holder's.
+    const refusedThird = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
+    expect(refusedThird.code).toBe(2);
+    expect(oneLine(refusedThird.stderr)).toContain(`PID ${child.child.pid} has its herald.db open`);
     expect((await postBinary(child.url, { source: '/lock', id: 'a2' })).status).toBe(202);
     // Once it is gone, its PID file names no live holder: the next gateway starts and has both events.
     child.child.kill('SIGKILL');
