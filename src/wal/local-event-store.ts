@@ -471,6 +471,8 @@ function openLog(
     );
     segments.dropBefore(logStart);
   }
+  // The record of the last run: the fsync mode it acknowledged under, and its ceilings (applied below).
+  const reservation = readReservation(walDir(opts), log);
   const recovery = recoverLog({
     db: indexDb,
     log,
@@ -485,6 +487,7 @@ function openLog(
     dataDir: opts.dataDir,
     windowStart: clock() - opts.idempotencyWindowMs,
     policy: { skipCorrupt: permissions.has('skip-corrupt') },
+    logWasSynced: reservation?.fsync === 'always',
   });
   // Recorded only once recovery has checked the log against it, so a refused start records nothing.
   // The database learns the id before herald.json is written: a crash between the two leaves a
@@ -502,7 +505,7 @@ function openLog(
   }
   const headsRepo = createPartitionHeadsRepo(indexDb);
   const heads = headsRepo.load(opts.partitions);
-  for (const gap of skipReserved(heads, readReservation(walDir(opts), log))) {
+  for (const gap of skipReserved(heads, reservation)) {
     headsRepo.set(gap.partition, gap.to);
     log.error(
       { partition: gap.partition, fromOffset: gap.from, toOffset: gap.to - 1, count: gap.to - gap.from },

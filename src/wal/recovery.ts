@@ -36,6 +36,11 @@ export interface RecoveryDeps {
   dataDir: string;
   /** Records stored before this get no idempotency row back (they are past the window). */
   windowStart: number;
+  /**
+   * The last run synced every record before acknowledging it (fsync=always): the log cannot end
+   * short of what SQLite indexed unless a segment was lost or cut, so that is refused.
+   */
+  logWasSynced: boolean;
   policy: ScanPolicy;
 }
 
@@ -58,6 +63,9 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const started = Date.now();
   const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
   const knownHoles = parseHoles(meta.get('log_holes'));
+  // Before the scan, which would cut a record left half there as a torn tail.
+  const refuseShort = deps.logWasSynced && !deps.policy.skipCorrupt;
+  if (refuseShort && indexedThrough > segments.end()) throw logCutShort(dataDir, segments.end(), indexedThrough);
   const from = Math.min(indexedThrough, segments.activeSegmentBase(), segments.end());
   let batch: { position: number; frame: Buffer }[] = [];
   let rebuiltRecords = 0;
@@ -94,6 +102,7 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
     { ...deps.policy, knownHoles: new Set(knownHoles) },
   );
   if (batch.length > 0) rebuild(batch);
+  if (refuseShort && indexedThrough > scan.end) throw logCutShort(dataDir, scan.end, indexedThrough);
 
   const lost = new Map<number, number>();
   const countLost = (partition: number, n: number) => lost.set(partition, (lost.get(partition) ?? 0) + n);
@@ -161,6 +170,15 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   };
   log.info(report, 'log recovered');
   return report;
+}
+
+/** The log ends before bytes the index had (and so acknowledged) under fsync=always: a segment lost or cut, not a power cut. */
+function logCutShort(dataDir: string, end: number, indexed: number): StartupError {
+  return new StartupError(
+    `the log of ${dataDir} ends at byte ${end}, but its index holds events up to byte ${indexed}: under HERALD_FSYNC=always those bytes were ` +
+      'synced before their events were acknowledged, so a segment file was lost or cut short (not a power cut); nothing was changed. ' +
+      'Restore the newest segment (or the data dir) from a backup; HERALD_RECOVERY=skip-corrupt goes on without those events.',
+  );
 }
 
 function parseHoles(text: string | undefined): number[] {

@@ -334,6 +334,35 @@ describe('corruption in the middle of the log', () => {
     expect(found.filter((status) => status === 404).length).toBeGreaterThan(0);
   });
 
+  it('refuses a log whose newest segment is gone or cut short under fsync=always (storage probe: was started, its acknowledged events forgotten); skip-corrupt goes on', async () => {
+    const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
+    const files = segmentFiles(dataDir);
+    expect(files.length).toBeGreaterThan(2);
+    const newest = files.at(-1)!;
+    fs.renameSync(newest, `${newest}.moved`);
+    const gone = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(gone.code).toBe(2);
+    expect(oneLine(gone.stderr)).toMatch(/ends at byte \d+, but its index holds events up to byte \d+: under HERALD_FSYNC=always/);
+    fs.renameSync(`${newest}.moved`, newest);
+    const whole = fs.readFileSync(newest);
+    fs.truncateSync(newest, Math.floor(whole.length / 2) + 7); // inside a record
+    const cut = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(cut.code).toBe(2);
+    expect(oneLine(cut.stderr)).toContain('a segment file was lost or cut short');
+    expect(fs.statSync(newest).size).toBe(Math.floor(whole.length / 2) + 7); // the half record was not cut as a torn tail
+    // Nothing was forgotten: with the file whole again, every event is there.
+    fs.writeFileSync(newest, whole);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    for (const r of acked) expect((await lookupEvent(child.url, r)).status).toBe(200);
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    // Gone for good, the operator may go on without it.
+    fs.rmSync(newest);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_RECOVERY: 'skip-corrupt' });
+    const found = await Promise.all(acked.map(async (r) => (await lookupEvent(child!.url, r)).status));
+    expect(found.filter((status) => status === 404).length).toBeGreaterThan(0);
+  });
+
   it('refuses a log whose oldest segment is gone though retention never deleted it, index.db kept or lost (was: started; its events read as corrupt, or as if retention had taken them)', async () => {
     const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
     const files = segmentFiles(dataDir);
