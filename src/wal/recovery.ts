@@ -83,6 +83,9 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
         );
       }
       if (h.offset < (retired[h.partition] ?? 0)) continue;
+      // A partition's offsets only grow along the log: one at or below its head is a second copy of
+      // records (a segment copied in, or renamed) and would be served for the first.
+      if (h.offset < heads[h.partition]!) throw offsetTwice(dataDir, position, h.partition, h.offset, heads[h.partition]!);
       if (h.storedAt >= windowStart) idempotency.insert(h);
       index.insert(h.partition, { offset: h.offset, position, length: frame.length });
       heads[h.partition] = Math.max(heads[h.partition]!, h.offset + 1);
@@ -170,6 +173,13 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   };
   log.info(report, 'log recovered');
   return report;
+}
+
+function offsetTwice(dataDir: string, position: number, partition: number, offset: number, head: number): StartupError {
+  return new StartupError(
+    `the log of ${dataDir} holds, at byte ${position}, an event at partition ${partition}, offset ${offset}, though that partition was already at ` +
+      `offset ${head}: a segment holds records the log has already (copied or renamed into wal/); nothing was changed. Remove that segment, or restore the data dir from a backup.`,
+  );
 }
 
 /** The log ends before bytes the index had (and so acknowledged) under fsync=always: a segment lost or cut, not a power cut. */

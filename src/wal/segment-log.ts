@@ -108,6 +108,22 @@ function missingBytes(seg: { file: string; base: number; size: number }, next: {
   );
 }
 
+/**
+ * A segment that starts inside the one before it (a file renamed or copied into wal/) would have the
+ * bytes of both read as one log: refused, nothing changed, whatever HERALD_RECOVERY allows.
+ */
+function refuseOverlaps(segments: readonly { file: string; base: number; size: number }[]): void {
+  for (let i = 1; i < segments.length; i++) {
+    const before = segments[i - 1]!;
+    const seg = segments[i]!;
+    if (before.base + before.size <= seg.base) continue;
+    throw new StartupError(
+      `${path.basename(seg.file)} starts at log byte ${seg.base}, inside ${path.basename(before.file)}, which runs to ${before.base + before.size}: ` +
+        'segments overlap (a file renamed or copied into wal/); nothing was changed. Remove the segment that does not belong, or restore the data dir from a backup.',
+    );
+  }
+}
+
 interface Segment extends ReadableSegment {
   size: number;
 }
@@ -132,6 +148,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       const file = path.join(opts.dir, f);
       return { base: Number(f.slice(0, 20)), file, size: fs.statSync(file).size };
     });
+  refuseOverlaps(segments);
   const key = loadKey();
   if (segments.length === 0) segments.push(createSegment(0));
   let writeFd = fs.openSync(active().file, 'a');

@@ -363,6 +363,32 @@ describe('corruption in the middle of the log', () => {
     expect(found.filter((status) => status === 404).length).toBeGreaterThan(0);
   });
 
+  it('refuses segments that overlap or repeat records the log has (storage probe: was started, events served twice or read as corrupt)', async () => {
+    const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
+    const files = segmentFiles(dataDir);
+    expect(files.length).toBeGreaterThan(2);
+    const name = (base: number) => path.join(path.dirname(files[0]!), `${String(base).padStart(20, '0')}.seg`);
+    const baseOf = (file: string) => Number(path.basename(file).slice(0, 20));
+    // The newest segment renamed to start inside the one before it.
+    const newest = files.at(-1)!;
+    const inside = name(baseOf(newest) - 100);
+    fs.renameSync(newest, inside);
+    const overlap = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(overlap.code).toBe(2);
+    expect(oneLine(overlap.stderr)).toMatch(/starts at log byte \d+, inside \d+\.seg, which runs to \d+: segments overlap/);
+    fs.renameSync(inside, newest);
+    // A copy of the oldest segment saved as the next one.
+    const next = name(baseOf(newest) + fs.statSync(newest).size);
+    fs.copyFileSync(files[0]!, next);
+    const copied = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(copied.code).toBe(2);
+    expect(oneLine(copied.stderr)).toMatch(/though that partition was already at offset \d+: a segment holds records the log has already/);
+    // Nothing was changed: without the copy, every event is there once.
+    fs.rmSync(next);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    for (const r of acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
+  });
+
   it('refuses a log whose oldest segment is gone though retention never deleted it, index.db kept or lost (was: started; its events read as corrupt, or as if retention had taken them)', async () => {
     const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
     const files = segmentFiles(dataDir);
