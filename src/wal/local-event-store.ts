@@ -1,4 +1,4 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
@@ -25,6 +25,7 @@ import { SEGMENT_FILE, openSegmentLog, type SegmentLog } from './segment-log';
 import { createSequencer } from './sequencer';
 import { startIndexIntegrityCheck } from '../store/index-check';
 import { writeFileAtomically } from '../durable-fs';
+import type { FrameKey } from './record';
 import { createOffsetReservation, readReservation, skipReserved } from './offset-reservation';
 import { POSITION_FIELDS, type GroupPositions, type LogFeed, type LogFeedListener } from './log-feed';
 
@@ -456,6 +457,7 @@ function openLog(
     warn: (msg, fields) => log.warn(fields ?? {}, msg),
     error: (msg, fields) => log.error(fields ?? {}, msg),
   });
+  const logId = checkLogBelongs(opts, meta, segments.key);
   const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
   const retentionFloors = createRetentionFloors(meta);
   const logStart = checkLogStart(opts, segments, retentionFloors, Number(indexMeta.get('log_start') ?? 0), permissions, lostDatabase);
@@ -495,6 +497,7 @@ function openLog(
   const id = identity?.id ?? meta.get('data_dir_id') ?? randomUUID();
   meta.set('partitions', opts.partitions);
   meta.set('data_dir_id', id);
+  meta.set('log_id', logId);
   indexMeta.set('data_dir_id', id);
   if (!identity) writeIdentity(opts.dataDir, { id, partitions: opts.partitions });
   if (lostDatabase) {
@@ -588,6 +591,23 @@ function hasSegments(dir: string): boolean {
  * database that is missing (no id) or another data dir's (another id) must not start quietly
  * empty. Returns whether the operator allowed starting without it.
  */
+/**
+ * The log's id (derived from its secret key, which it cannot be told from): `herald.db` records it,
+ * so a `wal/` copied in from another data dir, or a symlink to another's, is refused rather than
+ * taken as this one's (its offsets would be served for this data dir's events). Returns the id.
+ */
+function checkLogBelongs(opts: LocalEventStoreOptions, meta: MetaRepo, key: FrameKey): string {
+  const id = createHash('sha256').update(`herald log ${key.version}:${key.seed}`).digest('hex').slice(0, 32);
+  const recorded = meta.get('log_id');
+  if (recorded !== undefined && recorded !== id) {
+    throw new StartupError(
+      `${walDir(opts)} is not this data dir's log (${path.join(opts.dataDir, 'herald.db')} recorded another one; a wal/ copied or linked from another data dir?); nothing was changed. ` +
+        "Restore this data dir's wal/ (or the whole data dir) from a backup.",
+    );
+  }
+  return id;
+}
+
 function checkDatabaseBelongs(
   opts: LocalEventStoreOptions,
   meta: MetaRepo,

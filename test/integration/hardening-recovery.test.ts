@@ -389,6 +389,25 @@ describe('corruption in the middle of the log', () => {
     for (const r of acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
   });
 
+  it("refuses another data dir's wal/, copied in or linked (storage probe: was taken in, the other's events served for this one's)", async () => {
+    const x = await storeAndStop({ HERALD_PARTITIONS: '2' });
+    const y = await storeAndStop({ HERALD_PARTITIONS: '2' });
+    const yWal = path.join(y.dataDir, 'wal');
+    fs.renameSync(yWal, `${yWal}.own`);
+    fs.cpSync(path.join(x.dataDir, 'wal'), yWal, { recursive: true });
+    const copied = await runGatewayUntilExit({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
+    expect(copied.code).toBe(2);
+    expect(oneLine(copied.stderr)).toMatch(/wal is not this data dir's log/);
+    fs.rmSync(yWal, { recursive: true });
+    fs.symlinkSync(path.join(x.dataDir, 'wal'), yWal);
+    expect((await runGatewayUntilExit({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' })).code).toBe(2);
+    // Nothing was changed: its own log back, every event of its own is there.
+    fs.rmSync(yWal);
+    fs.renameSync(`${yWal}.own`, yWal);
+    child = await spawnGateway({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
+    for (const r of y.acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ event: { id: r.id }, offset: r.offset });
+  });
+
   it('refuses a log whose oldest segment is gone though retention never deleted it, index.db kept or lost (was: started; its events read as corrupt, or as if retention had taken them)', async () => {
     const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
     const files = segmentFiles(dataDir);
