@@ -203,7 +203,17 @@ export function createReads(opts: ReadsOptions) {
         { details: [{ message: `partition ${found.partition}, offset ${found.offset}: checksum mismatch` }] },
       );
     }
-    return page.events[0];
+    const stored = page.events[0];
+    // The record at that offset must be this event: were it another's (a log that is not the one the
+    // index was built from), answering with it would hand one producer's event to another's query.
+    if (stored && (stored.event.attributes.source !== source || stored.event.attributes.id !== id)) {
+      throw new AppError(
+        'corrupt_record',
+        `the record at partition ${found.partition}, offset ${found.offset} is not this event: the index and the log disagree; it is not served`,
+        { details: [{ message: `partition ${found.partition}, offset ${found.offset}: another event's record` }] },
+      );
+    }
+    return stored;
   }
 
   /**

@@ -331,6 +331,24 @@ describe('local event store: idempotency window', () => {
   });
 });
 
+describe('local event store: a lookup checks the record it reads', () => {
+  it('does not serve another event when the index points at its record (storage probe: was 200 with the other event)', async () => {
+    const k = (id: string): CloudEvent => ({ ...ev(id), attributes: { ...ev(id).attributes, partitionkey: 'k' } });
+    const o = openStore();
+    const [a] = await o.store.append([k('a')]);
+    const [b] = await o.store.append([k('b')]);
+    await o.close();
+    // The disk lies: index.db's row for `a` names `b`'s offset.
+    const index = indexDbOf(o.dir);
+    index.prepare('UPDATE idempotency SET "offset" = ? WHERE source = ? AND id = ?').run(b!.offset, '/store', 'a');
+    index.close();
+    const again = openStore(o.dir);
+    expect(() => again.store.lookup(a!.source, 'a')).toThrow(expect.objectContaining({ code: 'corrupt_record' }));
+    expect(again.store.lookup(b!.source, 'b')).toMatchObject({ offset: b!.offset });
+    await again.close();
+  });
+});
+
 describe('local event store: recovery', () => {
   it('rebuilds the rows of a group written to the log but not yet to SQLite', async () => {
     const o = openStore();
