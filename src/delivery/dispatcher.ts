@@ -237,8 +237,12 @@ export function createDispatcher(deps: DispatcherDeps) {
       if (JSON.stringify(record.filters) !== JSON.stringify(entry.record.filters)) {
         entry.matcher = compileFilters(record.filters, { onError: entry.report });
       }
+      const before = entry.record.delivery;
       entry.record = record;
-      workers.get(record.id)?.optionsChanged();
+      // Only a new limit wakes the worker: a state change (a resume) is the worker's own step, which
+      // sends what is due first (a pump woken here ahead of it sent newer events before them).
+      const limits = (d: typeof before) => JSON.stringify([d.maxInFlight, d.rateLimit ?? null]);
+      if (limits(before) !== limits(record.delivery)) workers.get(record.id)?.optionsChanged();
     },
     /**
      * Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning:

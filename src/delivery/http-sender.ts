@@ -178,12 +178,12 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       await gate.acquire(controller);
     } catch {
       group?.delete(controller);
-      return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
+      return { status: null, withdrawn: true }; // aborted while it waited: it never left
     }
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
     try {
-      if (controller.aborted) return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
+      if (controller.aborted) return { status: null, withdrawn: true };
       const request = build();
       if (!request) return { status: null, withdrawn: true };
       timeoutMs = request.timeoutMs ?? timeoutMs;

@@ -19,10 +19,10 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
   });
 
   /** One node, one subscription on `path` of a receiver answering in 1.5 s, 100 events: 64 requests open, 36 waiting. */
-  async function saturated(path: string, status = 204) {
-    const receiver = await startReceiver((req) => (req.url === path ? { status, delayMs: 1500 } : { status: 204 }));
+  async function saturated(path: string, status = 204, delayMs = 1500, prefix = uniquePrefix('connq')) {
+    const receiver = await startReceiver((req) => (req.url === path ? { status, delayMs } : { status: 204 }));
     receivers.push(receiver);
-    const node = await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: uniquePrefix('connq') });
+    const node = await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: prefix });
     const sub = await request(node.url)
       .post('/subscriptions')
       .send({ sink: receiver.url.replace('/hook', path), delivery: { ordering: 'none', maxInFlight: 128 } })
@@ -37,7 +37,7 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
     await request(node.url).post('/events').set('content-type', 'application/cloudevents-batch+json').send(events).expect(202);
     const onPath = (p: string) => receiver.requests.filter((r) => r.url === p);
     await waitUntil('64 requests open', () => onPath(path).length === 64, 30_000, 20);
-    return { receiver, node, id: sub.body.id as string, onPath };
+    return { receiver, node, id: sub.body.id as string, onPath, prefix };
   }
 
   it('sends nothing that waited once a pause has answered, and sends it after the resume as the same attempt', async () => {
@@ -76,5 +76,21 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
     const attempts = async () => (await request(node.url).get(`/subscriptions/${id}/attempts?limit=1000`)).body.attempts as unknown[];
     await waitUntil('the open requests answered', async () => (await attempts()).length === 64, 30_000, 50);
     expect(onPath('/g').length).toBe(64);
+  });
+
+  it('gives back what waited when the node stops, and the next node sends it as the same attempt (re-probe: was one higher)', async () => {
+    const { receiver, node, onPath, prefix } = await saturated('/s', 204, 30_000);
+    const openIds = new Set(onPath('/s').map((r) => r.headers['webhook-id']));
+    await node.close();
+    receiver.setResponder(() => ({ status: 204 }));
+    await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: prefix });
+    const neverSent = () => onPath('/s').filter((r) => !openIds.has(r.headers['webhook-id']));
+    await waitUntil(
+      'the 36 that waited, from the next node',
+      () => new Set(neverSent().map((r) => r.headers['webhook-id'])).size === 36,
+      30_000,
+      50,
+    );
+    expect(neverSent().map((r) => r.headers['herald-attempt'])).toEqual(Array(neverSent().length).fill('1'));
   });
 });

@@ -63,6 +63,7 @@ describeWithNats('the JetStream puller', () => {
       leaseMs: () => ACK_WAIT_MS,
       closing: () => false,
       handle: async (msg, group) => handle(msg, group),
+      giveBack: async (msg, delayMs) => msg.nak(delayMs),
       onPullError: async () => undefined,
       log: createLogger('silent'),
       ...more,
@@ -432,6 +433,7 @@ describeWithNats('the JetStream puller on a 3-server cluster', () => {
         seen.push(msg.string());
         msg.ack();
       },
+      giveBack: async (msg, delayMs) => msg.nak(delayMs),
       onPullError: async () => undefined,
       log: createLogger('silent'),
     });

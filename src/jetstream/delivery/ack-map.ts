@@ -1,4 +1,4 @@
-import { nanos, type KV, type NatsConnection } from 'nats';
+import { nanos, type JsMsg, type KV, type NatsConnection } from 'nats';
 import { isWrongLastSequence } from '../nats-errors';
 import type { AckEntry } from './outcome';
 
@@ -40,6 +40,12 @@ export async function signal(nc: NatsConnection, reply: string, s: Signal): Prom
  * on a cluster), so of two nodes settling one attempt (a callback and the request's own answer, or
  * two callbacks) exactly one wins; the other sees what won.
  */
+/** Where the give-backs of one message to one consumer are counted (beside the delivery ids, which start `dlv_`). */
+const unspentKey = (key: string) => `unspent.${key}`;
+
+/** A message's key for {@link AckMap.giveBack}: its consumer and stream sequence (what JetStream counts deliveries of). */
+export const messageKey = (msg: JsMsg): string => `${msg.info.stream}.${msg.info.consumer}.${msg.info.streamSequence}`;
+
 export function createAckMap(kv: KV) {
   const decode = (value: Uint8Array) => JSON.parse(Buffer.from(value).toString('utf8')) as AckEntry;
   /** Attempts this node is sending under ack mode auto, until their answer is decided (a 202 opens the entry). */
@@ -65,6 +71,24 @@ export function createAckMap(kv: KV) {
       const got = await kv.get(deliveryId);
       if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;
       return { entry: decode(got.value), revision: got.revision };
+    },
+    /**
+     * A message given back unsent (its node stopped while its request waited, or held it paused):
+     * JetStream counts the give-back as a delivery, so it is noted here, to be taken off the attempt
+     * number (the delivery count) when the message comes again. Best effort: unnoted, the event goes
+     * one attempt number higher, as after a crash.
+     */
+    async giveBack(key: string): Promise<void> {
+      const got = await kv.get(unspentKey(key));
+      const count = got && got.operation === 'PUT' ? Number(Buffer.from(got.value).toString('utf8')) || 0 : 0;
+      await kv.put(unspentKey(key), String(count + 1));
+    },
+    /** Deliveries of the message that were give-backs, not attempts (see `giveBack`). */
+    async unspent(key: string): Promise<number> {
+      const got = await kv.get(unspentKey(key));
+      if (!got || got.operation !== 'PUT') return 0;
+      const n = Number(Buffer.from(got.value).toString('utf8'));
+      return Number.isSafeInteger(n) && n > 0 ? n : 0;
     },
     /** Replaces the entry if it is still at `revision`; the new revision, or undefined when another write came first. */
     async swap(deliveryId: string, entry: AckEntry, revision: number): Promise<number | undefined> {

@@ -7,6 +7,7 @@ import type { Consumers } from './consumers';
 import type { EngineContext } from './context';
 import type { LeaseKeeper } from './lease-keeper';
 import { handleMessage, type Source, type SubscriptionView } from './message-handler';
+import { messageKey } from './ack-map';
 import { createPuller, type Puller } from './puller';
 
 export interface LocalSubscriptionDeps {
@@ -77,6 +78,10 @@ export function createLocalSubscription(
       leaseMs: () => ackWaitMs(record.delivery),
       closing: () => view.closing(),
       handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, deps.leases),
+      giveBack: async (msg: JsMsg, delayMs: number) => {
+        await ctx.ackMap.giveBack(messageKey(msg));
+        msg.nak(delayMs);
+      },
       onPullError: (err) => repair(channel, err),
       log,
     });

@@ -10,6 +10,7 @@ import { NewerFormatError, decodeClaim, decodeEventMessage, formatOf, publishedA
 import { idempotencyKey } from '../names';
 import { DUPLICATE_WINDOW_MS } from '../provision';
 import { isNotFound } from '../nats-errors';
+import { messageKey } from './ack-map';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
@@ -127,7 +128,9 @@ export async function handleMessage(
 ): Promise<'withdrawn' | void> {
   const { target, event } = await locate(ctx, sub, msg, source);
   const record = sub.record();
-  const attempt = msg.info.deliveryCount;
+  // JetStream's delivery count, less the deliveries that were give-backs of a stopping node, not attempts.
+  const givenBack = msg.info.deliveryCount > 1 ? await ctx.ackMap.unspent(messageKey(msg)).catch(() => 0) : 0;
+  const attempt = msg.info.deliveryCount - givenBack;
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
   const ordered = record.delivery.ordering === 'partition';
@@ -210,6 +213,7 @@ export async function handleMessage(
     // Never sent (paused or closing while it waited for a connection): its callback id is closed, and
     // the puller keeps the message for the resume, its delivery count unspent on a request.
     if (result.withdrawn) {
+      if (sub.removed()) return; // deleted: nothing is given back or kept
       if (revision !== undefined) await ctx.ackMap.swap(deliveryId, { ...entry, state: 'superseded' }, revision).catch(() => undefined);
       return 'withdrawn';
     }

@@ -58,6 +58,11 @@ export interface PullerDeps {
   closing: () => boolean;
   /** Sends one message; `withdrawn` when its request never left (paused or stopping while it waited for a connection). */
   handle: (msg: JsMsg, group: AbortGroup) => Promise<'withdrawn' | void>;
+  /**
+   * Gives a message back unsent for another node (`-NAK` after IDLE_MS), noting first that this
+   * delivery was no attempt (see `AckMap.giveBack`); resolves once it is given back.
+   */
+  giveBack: (msg: JsMsg, delayMs: number) => Promise<void>;
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
   log: Logger;
@@ -115,9 +120,7 @@ export function createPuller(deps: PullerDeps) {
   function track(msg: JsMsg): void {
     const p = deps
       .handle(msg, group)
-      .then((outcome) => {
-        if (outcome === 'withdrawn') keepUnsent(msg);
-      })
+      .then((outcome) => (outcome === 'withdrawn' ? keepUnsent(msg) : undefined))
       .catch((err: unknown) =>
         deps.log.error({ err, stream: deps.stream, consumer: deps.consumer }, 'delivery attempt failed; JetStream redelivers it'),
       )
@@ -154,10 +157,21 @@ export function createPuller(deps: PullerDeps) {
    * A message whose request never left: held like one that arrived paused (its delivery count is not
    * spent on nothing), given back when stopping, sent again when the subscription is active again.
    */
-  function keepUnsent(msg: JsMsg): void {
-    if (state !== 'pulling' || deps.closing()) msg.nak(IDLE_MS);
-    else if (!deps.active()) hold(msg);
+  function keepUnsent(msg: JsMsg): Promise<void> | undefined {
+    if (state !== 'pulling' || deps.closing()) return giveBack(msg);
+    if (!deps.active()) hold(msg);
     else track(msg);
+    return undefined;
+  }
+
+  /** Given back unsent; the stop waits for it (the give-back is noted before the connection closes). */
+  function giveBack(msg: JsMsg): Promise<void> {
+    const p = deps
+      .giveBack(msg, IDLE_MS)
+      .catch((err: unknown) => deps.log.warn({ err, stream: deps.stream, consumer: deps.consumer }, 'could not give a message back'))
+      .finally(() => open.delete(p));
+    open.add(p);
+    return p;
   }
 
   /** Sends what a pause held (the resume), or gives it back (a stop: another node sends it after IDLE_MS). */
@@ -165,7 +179,7 @@ export function createPuller(deps: PullerDeps) {
     for (const [msg, timer] of held) {
       clearTimeout(timer);
       if (send) track(msg);
-      else msg.nak(IDLE_MS);
+      else void giveBack(msg);
     }
     held.clear();
   }
@@ -222,7 +236,7 @@ export function createPuller(deps: PullerDeps) {
         // more is sent. The message stays here unsent until the resume (see `hold`).
         if (!deps.active()) {
           // Closing: given back at once for another node to send, not held for as long as the close takes.
-          if (deps.closing()) msg.nak(IDLE_MS);
+          if (deps.closing()) void giveBack(msg);
           else hold(msg);
           end();
           continue;
