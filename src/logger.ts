@@ -1,8 +1,34 @@
+import fs from 'node:fs';
 import pino, { type Logger } from 'pino';
 
 export type { Logger };
 
+/** How long a line waits for a full pipe (EAGAIN) before it is dropped: logging never holds the gateway up longer. */
+const PIPE_WAIT_MS = 100;
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+/**
+ * Log lines to stdout, written synchronously (a crash loses none), each one dropped rather than
+ * retried when stdout cannot take it: a full disk (`ENOSPC`) or a pipe that stays full. pino's own
+ * destination retried such a write for ever, which stopped the whole gateway (every request, and
+ * SIGTERM) while the disk that held its log file was full.
+ */
+const stdoutLines = {
+  write(line: string): void {
+    let bytes = Buffer.from(line, 'utf8');
+    const deadline = Date.now() + PIPE_WAIT_MS;
+    while (bytes.length > 0) {
+      try {
+        bytes = bytes.subarray(fs.writeSync(1, bytes));
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() >= deadline) return;
+        Atomics.wait(pause, 0, 0, 1);
+      }
+    }
+  },
+};
+
 /** JSON logs on stdout. API keys and signing secrets are never passed to the logger. */
 export function createLogger(level: string): Logger {
-  return pino({ level, base: { service: 'herald' }, redact: ['req.headers.authorization', 'secret'] });
+  return pino({ level, base: { service: 'herald' }, redact: ['req.headers.authorization', 'secret'] }, stdoutLines);
 }

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
 import {
@@ -146,4 +147,45 @@ describe('a signal during start-up', () => {
       }
     },
   );
+});
+
+/** A port free on loopback now (the child takes it a moment later). */
+async function freePort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  await new Promise<void>((r) => server.close(() => r()));
+  return port;
+}
+
+describe('stdout that takes nothing (a full disk under the log file)', () => {
+  it('serves, stores and stops on SIGTERM with exit 0, dropping the log lines (storage probe: the gateway hung for good)', async () => {
+    const full = fs.openSync('/dev/full', 'w');
+    const port = await freePort();
+    const child = spawn(process.execPath, [MAIN_JS], {
+      env: { PATH: process.env.PATH, HERALD_PORT: String(port), HERALD_DATA_DIR: tmpDir(), HERALD_LOG_LEVEL: 'debug' },
+      stdio: ['ignore', full, 'pipe'],
+    });
+    fs.closeSync(full);
+    const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+    try {
+      const url = `http://127.0.0.1:${port}`;
+      for (
+        let i = 0;
+        i < 100 &&
+        (await fetch(`${url}/readyz`)
+          .then((r) => r.status)
+          .catch(() => 0)) !== 200;
+        i++
+      )
+        await new Promise((r) => setTimeout(r, 100));
+      expect((await fetch(`${url}/readyz`)).status).toBe(200);
+      expect((await postBinary(url, { source: '/full', id: 'stored' })).status).toBe(202);
+      expect((await lookupEvent(url, { source: '/full', id: 'stored' })).status).toBe(200);
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
 });
