@@ -25,7 +25,7 @@ export interface DataDirLock {
  */
 export function lockDataDir(dataDir: string): DataDirLock {
   const file = path.join(dataDir, LOCK_FILE);
-  const lockExisted = fs.existsSync(file);
+  const before = inodeOf(file);
   let db: Database.Database;
   try {
     db = new Database(file);
@@ -49,6 +49,9 @@ export function lockDataDir(dataDir: string): DataDirLock {
     throw unusable(dataDir, err);
   }
   // A lock file someone removed locks nothing: the gateway that holds the removed one is still at work.
+  // The file locked must be the one that was there before (not made now, nor replaced meanwhile by a
+  // refused start removing its own): else every process is searched for a holder.
+  const lockExisted = before !== undefined && inodeOf(file) === before;
   const holder = otherHolder(dataDir, lockExisted);
   if (holder !== undefined) {
     db.close();
@@ -95,6 +98,14 @@ function otherHolder(dataDir: string, lockExisted: boolean): string | undefined 
   candidates.delete(String(process.pid));
   for (const candidate of candidates) if (hasOpen(candidate, database)) return candidate;
   return undefined;
+}
+
+function inodeOf(file: string): number | undefined {
+  try {
+    return fs.statSync(file).ino;
+  } catch {
+    return undefined;
+  }
 }
 
 function allPids(): string[] {
