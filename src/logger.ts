@@ -3,9 +3,11 @@ import pino, { type Logger } from 'pino';
 
 export type { Logger };
 
-/** How long a line waits for a full pipe (EAGAIN) before it is dropped: logging never holds the gateway up longer. */
+/** How long a line waits for a full pipe (EAGAIN) before it is dropped (and later lines until one goes through). */
 const PIPE_WAIT_MS = 100;
 const pause = new Int32Array(new SharedArrayBuffer(4));
+/** A line was dropped for a full pipe: later ones are tried once, not waited for, until one goes through. */
+let stalled = false;
 
 /**
  * Log lines to stdout, written synchronously (a crash loses none), each one dropped rather than
@@ -16,12 +18,18 @@ const pause = new Int32Array(new SharedArrayBuffer(4));
 const stdoutLines = {
   write(line: string): void {
     let bytes = Buffer.from(line, 'utf8');
-    const deadline = Date.now() + PIPE_WAIT_MS;
+    const deadline = stalled ? 0 : Date.now() + PIPE_WAIT_MS;
     while (bytes.length > 0) {
       try {
         bytes = bytes.subarray(fs.writeSync(1, bytes));
+        stalled = false;
       } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN' || Date.now() >= deadline) return;
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') return;
+        // The reader is not reading (stopped, or far behind): one wait, then lines go without waiting.
+        if (Date.now() >= deadline) {
+          stalled = true;
+          return;
+        }
         Atomics.wait(pause, 0, 0, 1);
       }
     }

@@ -457,8 +457,9 @@ function openLog(
     warn: (msg, fields) => log.warn(fields ?? {}, msg),
     error: (msg, fields) => log.error(fields ?? {}, msg),
   });
-  const logId = checkLogBelongs(opts, meta, segments.key);
+  // herald.db against herald.json first: a database from elsewhere is named as such, not its log blamed.
   const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
+  const logId = checkLogBelongs(opts, meta, segments.key);
   const retentionFloors = createRetentionFloors(meta);
   const logStart = checkLogStart(opts, segments, retentionFloors, Number(indexMeta.get('log_start') ?? 0), permissions, lostDatabase);
   if (logStart > 0) {

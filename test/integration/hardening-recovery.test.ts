@@ -401,9 +401,20 @@ describe('corruption in the middle of the log', () => {
     fs.rmSync(yWal, { recursive: true });
     fs.symlinkSync(path.join(x.dataDir, 'wal'), yWal);
     expect((await runGatewayUntilExit({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' })).code).toBe(2);
-    // Nothing was changed: its own log back, every event of its own is there.
+    // Its own log back, another's herald.db: herald.db is named, not the log (re-probe: the log was blamed).
     fs.rmSync(yWal);
     fs.renameSync(`${yWal}.own`, yWal);
+    const yDb = path.join(y.dataDir, 'herald.db');
+    fs.renameSync(yDb, `${yDb}.own`);
+    fs.copyFileSync(path.join(x.dataDir, 'herald.db'), yDb);
+    const foreignDb = await runGatewayUntilExit({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
+    expect(foreignDb.code).toBe(2);
+    expect(oneLine(foreignDb.stderr)).toMatch(/herald\.db belongs to another data dir/);
+    fs.rmSync(yDb);
+    fs.rmSync(`${yDb}-wal`, { force: true });
+    fs.rmSync(`${yDb}-shm`, { force: true });
+    fs.renameSync(`${yDb}.own`, yDb);
+    // Nothing was changed: with its own files, every event of its own is there.
     child = await spawnGateway({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
     for (const r of y.acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ event: { id: r.id }, offset: r.offset });
   });

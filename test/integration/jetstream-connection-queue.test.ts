@@ -4,6 +4,7 @@
  * record of when the message arrived, so they went out after a pause had answered 200 (each one
  * counted as a delivery), and after a PATCH of the sink went to the old sink.
  */
+import { connect } from 'nats';
 import request from 'supertest';
 import { useJetStreamCluster } from '../helpers/gateway';
 import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
@@ -92,5 +93,32 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
       50,
     );
     expect(neverSent().map((r) => r.headers['herald-attempt'])).toEqual(Array(neverSent().length).fill('1'));
+  });
+
+  it('takes no give-back of a consumer since deleted and made again for its new one (re-probe: an attempt number sent twice)', async () => {
+    const { receiver, node, onPath, prefix } = await saturated('/r', 204, 30_000);
+    const openIds = new Set(onPath('/r').map((r) => r.headers['webhook-id']));
+    await node.close(); // the 36 that waited are given back, noted under this incarnation of each consumer
+    // Each partition's consumer deleted (an operator's `nats consumer rm`), then made again by the next node.
+    const nc = await connect({ servers: js.cluster.urls });
+    try {
+      const jsm = await nc.jetstreamManager();
+      for (let p = 0; p < 4; p++)
+        for await (const c of jsm.consumers.list(`${prefix}_p${p}`)) await jsm.consumers.delete(`${prefix}_p${p}`, c.name);
+    } finally {
+      await nc.close();
+    }
+    receiver.setResponder(() => ({ status: 500 }));
+    await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: prefix });
+    const neverSent = () => onPath('/r').filter((r) => !openIds.has(r.headers['webhook-id']));
+    const attemptsOf = (id: string) =>
+      neverSent()
+        .filter((r) => r.headers['webhook-id'] === id)
+        .map((r) => r.headers['herald-attempt']);
+    await waitUntil('a second attempt of those given back', () => neverSent().some((r) => r.headers['herald-attempt'] === '2'), 60_000, 50);
+    for (const id of new Set(neverSent().map((r) => String(r.headers['webhook-id'])))) {
+      const attempts = attemptsOf(id);
+      expect(attempts).toEqual(attempts.map((_, i) => String(i + 1)));
+    }
   });
 });

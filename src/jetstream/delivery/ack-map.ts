@@ -43,8 +43,12 @@ export async function signal(nc: NatsConnection, reply: string, s: Signal): Prom
 /** Where the give-backs of one message to one consumer are counted (beside the delivery ids, which start `dlv_`). */
 const unspentKey = (key: string) => `unspent.${key}`;
 
-/** A message's key for {@link AckMap.giveBack}: its consumer and stream sequence (what JetStream counts deliveries of). */
-export const messageKey = (msg: JsMsg): string => `${msg.info.stream}.${msg.info.consumer}.${msg.info.streamSequence}`;
+/**
+ * A message's key for {@link AckMap.giveBack}: its consumer, that consumer's incarnation, and the
+ * stream sequence (what JetStream counts deliveries of).
+ */
+export const messageKey = (msg: JsMsg, instance: string): string =>
+  `${msg.info.stream}.${msg.info.consumer}.${instance || '0'}.${msg.info.streamSequence}`;
 
 export function createAckMap(kv: KV) {
   const decode = (value: Uint8Array) => JSON.parse(Buffer.from(value).toString('utf8')) as AckEntry;

@@ -77,9 +77,9 @@ export function createLocalSubscription(
       active: () => !view.closing() && record.state === 'active',
       leaseMs: () => ackWaitMs(record.delivery),
       closing: () => view.closing(),
-      handle: (msg: JsMsg, group) => handleMessage(ctx, view, msg, source, group, deps.leases),
-      giveBack: async (msg: JsMsg, delayMs: number) => {
-        await ctx.ackMap.giveBack(messageKey(msg));
+      handle: (msg: JsMsg, group, instance) => handleMessage(ctx, view, msg, source, group, deps.leases, messageKey(msg, instance)),
+      giveBack: async (msg: JsMsg, delayMs: number, instance: string) => {
+        await ctx.ackMap.giveBack(messageKey(msg, instance));
         msg.nak(delayMs);
       },
       onPullError: (err) => repair(channel, err),

@@ -10,7 +10,6 @@ import { NewerFormatError, decodeClaim, decodeEventMessage, formatOf, publishedA
 import { idempotencyKey } from '../names';
 import { DUPLICATE_WINDOW_MS } from '../provision';
 import { isNotFound } from '../nats-errors';
-import { messageKey } from './ack-map';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
@@ -125,12 +124,14 @@ export async function handleMessage(
   source: Source,
   group: AbortGroup,
   leases: Pick<LeaseKeeper, 'keep' | 'sending'>,
+  key: string,
 ): Promise<'withdrawn' | void> {
   const { target, event } = await locate(ctx, sub, msg, source);
   const record = sub.record();
   // JetStream's delivery count, less the deliveries that were give-backs of a stopping node, not attempts.
-  const givenBack = msg.info.deliveryCount > 1 ? await ctx.ackMap.unspent(messageKey(msg)).catch(() => 0) : 0;
-  const attempt = msg.info.deliveryCount - givenBack;
+  const count = msg.info.deliveryCount;
+  const givenBack = count > 1 ? await ctx.ackMap.unspent(key).catch(() => 0) : 0;
+  const attempt = count - Math.min(givenBack, count - 1);
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
   const ordered = record.delivery.ordering === 'partition';

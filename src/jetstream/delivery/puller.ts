@@ -57,12 +57,12 @@ export interface PullerDeps {
   /** This node is shutting down (`active` is false too): what arrives is given back, not held. */
   closing: () => boolean;
   /** Sends one message; `withdrawn` when its request never left (paused or stopping while it waited for a connection). */
-  handle: (msg: JsMsg, group: AbortGroup) => Promise<'withdrawn' | void>;
+  handle: (msg: JsMsg, group: AbortGroup, instance: string) => Promise<'withdrawn' | void>;
   /**
    * Gives a message back unsent for another node (`-NAK` after IDLE_MS), noting first that this
    * delivery was no attempt (see `AckMap.giveBack`); resolves once it is given back.
    */
-  giveBack: (msg: JsMsg, delayMs: number) => Promise<void>;
+  giveBack: (msg: JsMsg, delayMs: number, instance: string) => Promise<void>;
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
   log: Logger;
@@ -117,9 +117,17 @@ export function createPuller(deps: PullerDeps) {
     state = PULLER[state][input] ?? state;
   };
 
+  /**
+   * Which incarnation of the consumer delivered each message (its creation time, digits only): a
+   * consumer deleted and made again under the same name counts deliveries from 1 again, so what was
+   * noted of the old one's must not apply to the new one's.
+   */
+  const instances = new WeakMap<JsMsg, string>();
+  let instance = '';
+
   function track(msg: JsMsg): void {
     const p = deps
-      .handle(msg, group)
+      .handle(msg, group, instances.get(msg) ?? instance)
       .then((outcome) => (outcome === 'withdrawn' ? keepUnsent(msg) : undefined))
       .catch((err: unknown) =>
         deps.log.error({ err, stream: deps.stream, consumer: deps.consumer }, 'delivery attempt failed; JetStream redelivers it'),
@@ -167,7 +175,7 @@ export function createPuller(deps: PullerDeps) {
   /** Given back unsent; the stop waits for it (the give-back is noted before the connection closes). */
   function giveBack(msg: JsMsg): Promise<void> {
     const p = deps
-      .giveBack(msg, IDLE_MS)
+      .giveBack(msg, IDLE_MS, instances.get(msg) ?? instance)
       .catch((err: unknown) => deps.log.warn({ err, stream: deps.stream, consumer: deps.consumer }, 'could not give a message back'))
       .finally(() => open.delete(p));
     open.add(p);
@@ -186,7 +194,10 @@ export function createPuller(deps: PullerDeps) {
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
   async function consumeWhileActive(): Promise<void> {
-    consumer ??= await deps.js.consumers.get(deps.stream, deps.consumer);
+    if (!consumer) {
+      consumer = await deps.js.consumers.get(deps.stream, deps.consumer);
+      instance = (await consumer.info(true)).created.replace(/[^0-9]/g, '');
+    }
     // Stopped or paused while the consumer was looked up: no session (its pull would go unanswered).
     if (state !== 'pulling' || !deps.active()) return;
     releaseHeld(true);
@@ -229,6 +240,7 @@ export function createPuller(deps: PullerDeps) {
       // (a PATCH to `partition` seen before the consumer's update reached the server) went out after the
       // update, beside other nodes' open attempts: two events of one partition in flight, out of order.
       for await (const msg of messages) {
+        instances.set(msg, instance);
         health.life(Date.now());
         // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
         if (state !== 'pulling') break;
