@@ -34,12 +34,6 @@ export async function signal(nc: NatsConnection, reply: string, s: Signal): Prom
   await nc.request(reply, payloadOf(s), { timeout: SIGNAL_TIMEOUT_MS });
 }
 
-/**
- * The ack map (KV `<prefix>_acks`, TTL 2 days): delivery id → `AckEntry`. Every change is a
- * compare-and-set on the entry's revision (the bucket's `update` is `withSafeUpdate`'s, which holds
- * on a cluster), so of two nodes settling one attempt (a callback and the request's own answer, or
- * two callbacks) exactly one wins; the other sees what won.
- */
 /** Where the give-backs of one message to one consumer are counted (beside the delivery ids, which start `dlv_`). */
 const unspentKey = (key: string) => `unspent.${key}`;
 
@@ -50,6 +44,12 @@ const unspentKey = (key: string) => `unspent.${key}`;
 export const messageKey = (msg: JsMsg, instance: string): string =>
   `${msg.info.stream}.${msg.info.consumer}.${instance || '0'}.${msg.info.streamSequence}`;
 
+/**
+ * The ack map (KV `<prefix>_acks`, TTL 2 days): delivery id → `AckEntry`. Every change is a
+ * compare-and-set on the entry's revision (the bucket's `update` is `withSafeUpdate`'s, which holds
+ * on a cluster), so of two nodes settling one attempt (a callback and the request's own answer, or
+ * two callbacks) exactly one wins; the other sees what won.
+ */
 export function createAckMap(kv: KV) {
   const decode = (value: Uint8Array) => JSON.parse(Buffer.from(value).toString('utf8')) as AckEntry;
   /** Attempts this node is sending under ack mode auto, until their answer is decided (a 202 opens the entry). */
