@@ -459,7 +459,7 @@ function openLog(
   });
   // herald.db against herald.json first: a database from elsewhere is named as such, not its log blamed.
   const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
-  const logId = checkLogBelongs(opts, meta, segments.key);
+  const logId = checkLogBelongs(opts, meta, segments.key, segments.keyMade);
   const retentionFloors = createRetentionFloors(meta);
   const logStart = checkLogStart(opts, segments, retentionFloors, Number(indexMeta.get('log_start') ?? 0), permissions, lostDatabase);
   if (logStart > 0) {
@@ -597,10 +597,11 @@ function hasSegments(dir: string): boolean {
  * so a `wal/` copied in from another data dir, or a symlink to another's, is refused rather than
  * taken as this one's (its offsets would be served for this data dir's events). Returns the id.
  */
-function checkLogBelongs(opts: LocalEventStoreOptions, meta: MetaRepo, key: FrameKey): string {
-  const id = createHash('sha256').update(`herald log ${key.version}:${key.seed}`).digest('hex').slice(0, 32);
+function checkLogBelongs(opts: LocalEventStoreOptions, meta: MetaRepo, key: FrameKey, keyMade: boolean): string {
+  const id = logIdOf(key);
   const recorded = meta.get('log_id');
-  if (recorded !== undefined && recorded !== id) {
+  // A log of version-1 records alone gets its key at a start (see `openSegmentLog`): its id is new then.
+  if (recorded !== undefined && recorded !== id && !keyMade) {
     throw new StartupError(
       `${walDir(opts)} is not this data dir's log (${path.join(opts.dataDir, 'herald.db')} recorded another one; a wal/ copied or linked from another data dir?); nothing was changed. ` +
         "Restore this data dir's wal/ (or the whole data dir) from a backup.",
@@ -608,6 +609,8 @@ function checkLogBelongs(opts: LocalEventStoreOptions, meta: MetaRepo, key: Fram
   }
   return id;
 }
+
+const logIdOf = (key: FrameKey): string => createHash('sha256').update(`herald log ${key.version}:${key.seed}`).digest('hex').slice(0, 32);
 
 function checkDatabaseBelongs(
   opts: LocalEventStoreOptions,

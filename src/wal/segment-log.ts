@@ -149,6 +149,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       return { base: Number(f.slice(0, 20)), file, size: fs.statSync(file).size };
     });
   refuseOverlaps(segments);
+  /** Whether `loadKey` made the key now (a new log, or one of version-1 records alone): its id is new too. */
+  let keyMade = false;
   const key = loadKey();
   if (segments.length === 0) segments.push(createSegment(0));
   let writeFd = fs.openSync(active().file, 'a');
@@ -184,6 +186,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     }
     const secret = randomBytes(16);
     writeFileAtomically(file, `${secret.toString('hex')}\n`, 0o600);
+    keyMade = true;
     return frameKey(secret);
   }
 
@@ -748,6 +751,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   }
 
   return {
+    /** Whether the key was made at this start (a new log, or one of version-1 records alone). */
+    keyMade,
     end,
     scan,
     append,
