@@ -77,8 +77,10 @@ export function parsePathId(value: string): string {
 }
 
 /** A dead letter id as the gateway writes them: digits. */
+export const isDeadLetterId = (value: string): boolean => /^[0-9]+$/.test(value);
+
 export function parseDeadLetterId(value: string): string {
-  if (!/^[0-9]+$/.test(value)) throw new InvalidArgumentError('not a dead letter id (digits)');
+  if (!isDeadLetterId(value)) throw new InvalidArgumentError('not a dead letter id (digits)');
   return value;
 }
 

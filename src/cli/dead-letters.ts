@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { unwrap, type HeraldClient } from '../client';
-import { contextOf, parseDeadLetterId, parseIntBetween, parseNonNegativeInt, parsePathId } from './context';
+import { contextOf, isDeadLetterId, parseDeadLetterId, parseIntBetween, parseNonNegativeInt, parsePathId } from './context';
 import { ReportedError, UsageError } from './errors';
 import { clip, shown, type CliStreams } from './output';
 
@@ -56,7 +56,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
       if (options.all && ids.length > 0) throw new UsageError('give dead letter ids or --all, not both');
       if (!options.all && ids.length === 0) throw new UsageError('give the dead letter ids to redeliver, or --all');
       for (const deadLetterId of ids)
-        if (!/^[0-9]+$/.test(deadLetterId)) throw new UsageError(`${JSON.stringify(deadLetterId)} is not a dead letter id (digits)`);
+        if (!isDeadLetterId(deadLetterId)) throw new UsageError(`${JSON.stringify(deadLetterId)} is not a dead letter id (digits)`);
       // The gateway skips ids it does not have and answers only a count: they are looked up first, to be named.
       const { found, missing } = options.all ? { found: undefined, missing: [] } : await findDeadLetters(client, id, ids);
       const missingText = missing.join(missing.length === 2 ? ' or ' : ', ');

@@ -46,11 +46,16 @@ export function createFlowControl(deps: {
     const delay = Math.min(MAX_TIMER_MS, msUntilToken(bucketNow(perSecond), perSecond, deps.clock()));
     timer = setTimeout(() => {
       timer = undefined;
-      const waiting = [...deferred.values()];
-      deferred.clear();
-      for (const run of waiting) run();
-      deps.onToken();
+      runDeferred();
     }, delay);
+  }
+
+  /** A token is due (or no limit holds any more): what waited for one runs, then new attempts may start. */
+  function runDeferred(): void {
+    const waiting = [...deferred.values()];
+    deferred.clear();
+    for (const run of waiting) run();
+    deps.onToken();
   }
 
   return {
@@ -110,10 +115,7 @@ export function createFlowControl(deps: {
       clearTimeout(timer);
       timer = undefined;
       if (rate() !== undefined) return armTimer();
-      const waiting = [...deferred.values()];
-      deferred.clear();
-      for (const run of waiting) run();
-      deps.onToken();
+      runDeferred();
     },
     stop(): void {
       if (timer) clearTimeout(timer);

@@ -588,11 +588,6 @@ function hasSegments(dir: string): boolean {
 }
 
 /**
- * `herald.db` holds what the log cannot rebuild (subscriptions, their offsets, dead letters). A
- * database that is missing (no id) or another data dir's (another id) must not start quietly
- * empty. Returns whether the operator allowed starting without it.
- */
-/**
  * The log's id (derived from its secret key, which it cannot be told from): `herald.db` records it,
  * so a `wal/` copied in from another data dir, or a symlink to another's, is refused rather than
  * taken as this one's (its offsets would be served for this data dir's events). Returns the id.
@@ -612,6 +607,11 @@ function checkLogBelongs(opts: LocalEventStoreOptions, meta: MetaRepo, key: Fram
 
 const logIdOf = (key: FrameKey): string => createHash('sha256').update(`herald log ${key.version}:${key.seed}`).digest('hex').slice(0, 32);
 
+/**
+ * `herald.db` holds what the log cannot rebuild (subscriptions, their offsets, dead letters). A
+ * database that is missing (no id) or another data dir's (another id) must not start quietly
+ * empty. Returns whether the operator allowed starting without it.
+ */
 function checkDatabaseBelongs(
   opts: LocalEventStoreOptions,
   meta: MetaRepo,
