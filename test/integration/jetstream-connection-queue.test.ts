@@ -20,13 +20,13 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
   });
 
   /** One node, one subscription on `path` of a receiver answering in 1.5 s, 100 events: 64 requests open, 36 waiting. */
-  async function saturated(path: string, status = 204, delayMs = 1500, prefix = uniquePrefix('connq')) {
+  async function saturated(path: string, status = 204, delayMs = 1500, prefix = uniquePrefix('connq'), ackMode = 'auto') {
     const receiver = await startReceiver((req) => (req.url === path ? { status, delayMs } : { status: 204 }));
     receivers.push(receiver);
     const node = await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: prefix });
     const sub = await request(node.url)
       .post('/subscriptions')
-      .send({ sink: receiver.url.replace('/hook', path), delivery: { ordering: 'none', maxInFlight: 128 } })
+      .send({ sink: receiver.url.replace('/hook', path), delivery: { ordering: 'none', maxInFlight: 128, ackMode } })
       .expect(201);
     const events = Array.from({ length: 100 }, (_, i) => ({
       specversion: '1.0',
@@ -66,8 +66,8 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
     expect(onPath('/old').some((r) => r.headers.authorization === 'Bearer for-new-sink')).toBe(false);
   });
 
-  it('sends nothing that waited once a 410 has paused the subscription (ack mode auto)', async () => {
-    const { node, id, onPath } = await saturated('/g', 410);
+  it.each(['auto', 'manual'])('sends nothing that waited once a 410 has paused the subscription (ack mode %s)', async (ackMode) => {
+    const { node, id, onPath } = await saturated('/g', 410, 1500, uniquePrefix('connq'), ackMode);
     await waitUntil(
       'paused by the 410',
       async () => (await request(node.url).get(`/subscriptions/${id}`)).body.state === 'paused',

@@ -222,14 +222,14 @@ export async function handleMessage(
     // JetStream redelivers the message after ack_wait. An answer within a close's grace settles, as on
     // the local engine: a rolling restart sends nothing twice and holds no partition for ack_wait.
     if (sub.removed() || group.aborted) return;
+    // A 410 pauses here before anything is awaited: the sender hands the freed connection to a request
+    // that waited for it one turn later, and that request must not go out after the 410 (deciding can
+    // wait on the ack map for longer). Even an answer the ack map finds stale is the receiver's "gone".
+    if (result.status === 410) sub.gone();
     // Closing: this node stopped watching the subscriptions, so a delete through another node is
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
     decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
-    // Paused here before the connection goes to a request that waited for it (the sender hands it on a
-    // turn later), so that request is not sent after the 410 (in ack mode manual, deciding waits on the
-    // ack map, which can take longer than that turn).
-    if (decided.action.kind === 'gone') sub.gone();
   } finally {
     sent();
     answered?.();
