@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { writeFileAtomically } from '../durable-fs';
+import { fsyncPath, writeFileAtomically } from '../durable-fs';
 import { StartupError } from '../errors';
 
 export const LOCK_FILE = 'herald.lock';
@@ -26,27 +26,12 @@ export interface DataDirLock {
 export function lockDataDir(dataDir: string): DataDirLock {
   const file = path.join(dataDir, LOCK_FILE);
   const before = inodeOf(file);
-  let db: Database.Database;
-  try {
-    db = new Database(file);
-    db.pragma('busy_timeout = 0');
-    db.pragma('journal_mode = DELETE');
-  } catch (err) {
-    throw unusable(dataDir, err);
-  }
-  try {
-    db.exec('BEGIN IMMEDIATE');
-    // A write inside the open transaction keeps its lock at RESERVED: others may read, none may take it.
-    db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER)');
-  } catch (err) {
-    db.close();
-    if ((err as { code?: string }).code?.startsWith('SQLITE_BUSY')) {
-      const holder = readPid(dataDir);
-      throw new StartupError(
-        `data dir ${path.resolve(dataDir)} is in use by another Herald process${holder ? ` (PID ${holder})` : ''}; two gateways on one data dir would destroy each other's data`,
-      );
-    }
-    throw unusable(dataDir, err);
+  const db = takeLock(file, dataDir);
+  if (db === 'busy') {
+    const holder = readPid(dataDir);
+    throw new StartupError(
+      `data dir ${path.resolve(dataDir)} is in use by another Herald process${holder ? ` (PID ${holder})` : ''}; two gateways on one data dir would destroy each other's data`,
+    );
   }
   // A lock file someone removed locks nothing: the gateway that holds the removed one is still at work.
   // The file locked must be the one that was there before (not made now, nor replaced meanwhile by a
@@ -62,21 +47,70 @@ export function lockDataDir(dataDir: string): DataDirLock {
       `data dir ${path.resolve(dataDir)} is in use by another Herald process (PID ${holder} has its herald.db open, and ${LOCK_FILE} does not lock it: was it removed?); two gateways on one data dir would destroy each other's data`,
     );
   }
+  let log: Database.Database | undefined;
   try {
+    log = lockLogDir(dataDir);
     fs.writeFileSync(path.join(dataDir, PID_FILE), `${process.pid}\n`);
   } catch (err) {
+    log?.close();
     db.close();
-    throw unusable(dataDir, err);
+    throw err instanceof StartupError ? err : unusable(dataDir, err);
   }
   return {
     release() {
       try {
         fs.rmSync(path.join(dataDir, PID_FILE), { force: true });
       } finally {
-        if (db.open) db.close(); // closing without COMMIT rolls back and drops the lock
+        // Closing without COMMIT rolls back and drops the lock.
+        if (log?.open) log.close();
+        if (db.open) db.close();
       }
     },
   };
+}
+
+/**
+ * `wal/` is locked as well, since it may be a link (to another disk, say): a `wal/` linked from two
+ * data dirs is refused while a gateway on the other one runs, as each would hand out the other's offsets.
+ */
+function lockLogDir(dataDir: string): Database.Database | undefined {
+  const dir = path.join(dataDir, 'wal');
+  if (!fs.existsSync(dir)) {
+    // A data dir that stored events and lost its log is refused by the store, untouched: no wal/ is made.
+    if (fs.existsSync(path.join(dataDir, 'herald.db'))) return undefined;
+    fs.mkdirSync(dir);
+    fsyncPath(dataDir); // the new directory survives a power cut
+  }
+  const db = takeLock(path.join(dir, LOCK_FILE), dataDir);
+  if (db !== 'busy') return db;
+  throw new StartupError(
+    `the log dir ${fs.realpathSync(dir)} (${path.resolve(dir)}) is in use by another Herald process: is wal/ linked from another data dir? Two gateways on one log would destroy each other's data`,
+  );
+}
+
+/**
+ * SQLite's lock on `file`: a `BEGIN IMMEDIATE` transaction held open keeps a POSIX advisory lock,
+ * which the kernel drops when the process dies. `busy` when another process holds it.
+ */
+function takeLock(file: string, dataDir: string): Database.Database | 'busy' {
+  let db: Database.Database;
+  try {
+    db = new Database(file);
+    db.pragma('busy_timeout = 0');
+    db.pragma('journal_mode = DELETE');
+  } catch (err) {
+    throw unusable(dataDir, err);
+  }
+  try {
+    db.exec('BEGIN IMMEDIATE');
+    // A write inside the open transaction keeps its lock at RESERVED: others may read, none may take it.
+    db.exec('CREATE TABLE IF NOT EXISTS holder (pid INTEGER)');
+    return db;
+  } catch (err) {
+    db.close();
+    if ((err as { code?: string }).code?.startsWith('SQLITE_BUSY')) return 'busy';
+    throw unusable(dataDir, err);
+  }
 }
 
 /**

@@ -137,6 +137,22 @@ describe('two gateways on one data dir', () => {
     const again = await startTestGateway({ HERALD_DATA_DIR: gw.dataDir });
     await again.close();
   });
+
+  it('refuses a gateway whose wal/ is a link to the log of a running gateway’s data dir, both new (was: both ran on one log)', async () => {
+    const first = tmpDir();
+    const other = tmpDir();
+    fs.mkdirSync(path.join(first, 'wal'));
+    fs.symlinkSync(path.join(first, 'wal'), path.join(other, 'wal'));
+    child = await spawnGateway({ HERALD_DATA_DIR: first });
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: other });
+    expect(refused.code).toBe(2);
+    const line = oneLine(refused.stderr);
+    expect(line).toContain(`the log dir ${fs.realpathSync(path.join(first, 'wal'))}`);
+    expect(line).toContain('is wal/ linked from another data dir?');
+    // The refused start changed nothing the first one uses.
+    expect((await postBinary(child.url, { source: '/lock', id: 'linked' })).status).toBe(202);
+    expect(fs.readFileSync(path.join(first, 'herald.pid'), 'utf8').trim()).toBe(String(child.child.pid));
+  });
 });
 
 describe('a lost herald.db', () => {
