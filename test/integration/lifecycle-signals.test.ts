@@ -188,4 +188,46 @@ describe('stdout that takes nothing (a full disk under the log file)', () => {
       child.kill('SIGKILL');
     }
   });
+
+  it('serves and stops on SIGTERM with exit 0 when stdout is a pipe its reader stopped reading (lines are dropped, not waited for)', async () => {
+    const port = await freePort();
+    const child = spawn(process.execPath, [MAIN_JS], {
+      env: { PATH: process.env.PATH, HERALD_PORT: String(port), HERALD_DATA_DIR: tmpDir(), HERALD_LOG_LEVEL: 'debug' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+    try {
+      // Read until it listens, then stop reading: the pipe fills (about 130 bytes a request at debug).
+      await new Promise<void>((resolve) => {
+        let seen = '';
+        const onData = (chunk: Buffer) => {
+          seen += chunk.toString();
+          if (!seen.includes('herald listening')) return;
+          child.stdout.off('data', onData);
+          child.stdout.pause();
+          resolve();
+        };
+        child.stdout.on('data', onData);
+      });
+      const url = `http://127.0.0.1:${port}`;
+      const statuses = new Map<number | string, number>();
+      for (let i = 0; i < 3000; i++) {
+        const status = await fetch(`${url}/events`, {
+          method: 'POST',
+          headers: { 'ce-specversion': '1.0', 'ce-id': `e${i}`, 'ce-source': '/stalled', 'ce-type': 't', 'content-type': 'text/plain' },
+          body: 'x',
+          signal: AbortSignal.timeout(10_000),
+        })
+          .then((r) => r.status)
+          .catch((err: Error) => err.name);
+        statuses.set(status, (statuses.get(status) ?? 0) + 1);
+        if (status !== 202) break;
+      }
+      expect(Object.fromEntries(statuses)).toEqual({ 202: 3000 });
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      child.kill('SIGKILL');
+    }
+  });
 });
