@@ -9,6 +9,32 @@ import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
 import { JSON_LIMIT_BYTES, keyNames, normalizeRequestTarget } from './routing';
 
 const SHUTDOWN_GRACE_MS = 10_000;
+/**
+ * A body left unread when its request was answered (a 401, a 413, any refusal) is read on and
+ * discarded only this far, so the client gets to read the answer; then the connection is cut.
+ * Node would read it to its end for keep-alive: an unauthenticated client could have the gateway
+ * take in gigabytes.
+ */
+const UNREAD_BODY_BYTES = 1024 * 1024;
+const UNREAD_BODY_MS = 5_000;
+
+/** Bounds what is read of a body after its request was answered (see `UNREAD_BODY_BYTES`). */
+function boundUnreadBody(req: http.IncomingMessage): void {
+  if (req.complete || req.destroyed) return;
+  let left = UNREAD_BODY_BYTES;
+  const cut = () => {
+    clearTimeout(timer);
+    req.socket.destroy();
+  };
+  const timer = setTimeout(cut, UNREAD_BODY_MS).unref();
+  req.on('data', (chunk: Buffer) => {
+    left -= chunk.length;
+    if (left < 0) cut();
+  });
+  req.once('end', () => clearTimeout(timer));
+  req.once('close', () => clearTimeout(timer));
+  req.resume();
+}
 
 function pathOf(url: string | undefined): string {
   const raw = url ?? '/';
@@ -61,6 +87,8 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     unanswered.add(res);
     res.once('close', () => unanswered.delete(res));
+    // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'.
+    res.once('prefinish', () => boundUnreadBody(req));
     logWhenAnswered?.(req, res);
     try {
       checkProtocol(req);
@@ -100,12 +128,21 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => server.emit('request', req, res));
   // Expect: 100-continue: a body declared over the route's limit is not asked for; its 413 is the answer
   // (RFC 9110 §10.1.1). Node would send the 100 first, and the client the whole body for nothing.
+  // Nor is the body of a publish that will be refused for its key (a 401 or 403).
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
     const declared = Number(req.headers['content-length']);
-    const limit = req.method === 'POST' && pathOf(targetOrUndefined(req)) === '/events' ? deps.maxBodyBytes : JSON_LIMIT_BYTES;
-    if (!(declared > limit)) res.writeContinue();
+    const publish = req.method === 'POST' && pathOf(targetOrUndefined(req)) === '/events';
+    if (!(declared > (publish ? deps.maxBodyBytes : JSON_LIMIT_BYTES)) && (!publish || mayPublish(req))) res.writeContinue();
     server.emit('request', req, res);
   });
+  const mayPublish = (req: http.IncomingMessage): boolean => {
+    try {
+      authorize('publish', req.headers.authorization, req.rawHeaders);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
     if (socket.writable) socket.end(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));

@@ -3,8 +3,8 @@ import zlib from 'node:zlib';
 import { AppError } from '../errors';
 
 /**
- * Reads a request body up to `limit` bytes. Refuses early on a larger
- * `Content-Length`, and stops reading as soon as a chunked body passes the limit.
+ * Reads a request body up to `limit` bytes. Refuses early on a larger `Content-Length`, and as
+ * soon as a chunked body passes the limit (the server reads on at most 1 MiB of what follows).
  */
 export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   const tooLarge = (headers?: Record<string, string>) =>

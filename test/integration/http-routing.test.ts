@@ -1,3 +1,4 @@
+import net from 'node:net';
 import request from 'supertest';
 import { useGatewayForFile } from '../helpers/gateway';
 import { rawExchange, sendRaw } from '../helpers/http';
@@ -251,6 +252,15 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     },
   );
 
+  it('POST /events without a key under Expect: 100-continue: the 401 at once, no invitation to send the body (hostile probe: a 100 first)', async () => {
+    const answer = await rawExchange(
+      gw.url,
+      'POST /events HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: no-key\r\nce-source: /expect\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nExpect: 100-continue\r\ncontent-length: 2\r\nConnection: close\r\n\r\n',
+    );
+    expect(answer).not.toMatch(/100 Continue/);
+    expect(answer).toMatch(/^HTTP\/1\.1 401 /);
+  });
+
   it('invites a body within the limit under Expect: 100-continue', async () => {
     const answer = await rawExchange(
       gw.url,
@@ -283,5 +293,71 @@ describe('JSON bodies of the wrong shape', () => {
     const res = await request(gw.url).post('/deliveries/dlv_x/nack').set('content-type', 'application/json').send('{"delayMs":');
     expect(res.status).toBe(400);
     expect(res.body.detail).toBe('the body is not valid JSON');
+  });
+});
+
+/**
+ * Sends `head`, then body bytes (`frame` wraps each 64 KiB block) as fast as the gateway takes them,
+ * until it closes the connection or 256 MiB have gone (or 15 s). What it answered, and how much went.
+ */
+async function sendUntilCut(
+  head: string,
+  frame: (block: Buffer) => Buffer = (b) => b,
+): Promise<{ status: string; sentMiB: number; cut: boolean }> {
+  const socket = net.connect(Number(new URL(gw.url).port), '127.0.0.1');
+  let answer = '';
+  let sent = 0;
+  let cut = false;
+  socket.on('data', (chunk: Buffer) => (answer += chunk.toString('latin1')));
+  socket.on('error', () => undefined); // the cut shows as EPIPE or ECONNRESET
+  const block = frame(Buffer.alloc(64 * 1024, 0x61));
+  const started = Date.now();
+  await new Promise<void>((resolve) => {
+    socket.once('close', () => {
+      cut = sent < 256 * 1024 * 1024 && Date.now() - started < 15_000;
+      resolve();
+    });
+    socket.write(head);
+    const pump = () => {
+      while (!socket.destroyed) {
+        if (sent >= 256 * 1024 * 1024 || Date.now() - started >= 15_000) return void socket.destroy();
+        sent += block.length;
+        if (!socket.write(block)) return void socket.once('drain', pump);
+      }
+    };
+    pump();
+  });
+  return { status: answer.split('\r\n')[0]!, sentMiB: Math.round(sent / 1024 / 1024), cut };
+}
+
+describe('a body left unread by its answer (hostile probe: read to its end, gigabytes from a client without a key)', () => {
+  const events = 'ce-specversion: 1.0\r\nce-id: unread\r\nce-source: /unread\r\nce-type: t\r\ncontent-type: application/octet-stream';
+
+  it('is read on no further than about 1 MiB after a 401 on POST /events: then the connection is cut', async () => {
+    const r = await sendUntilCut(`POST /events HTTP/1.1\r\nHost: x\r\n${events}\r\ncontent-length: 1000000000\r\n\r\n`);
+    expect(r).toEqual({ status: 'HTTP/1.1 401 Unauthorized', sentMiB: expect.any(Number), cut: true });
+  });
+
+  it('is read on no further than about 1 MiB after a 413 on a chunked POST /events past the limit', async () => {
+    const r = await sendUntilCut(
+      `POST /events HTTP/1.1\r\nHost: x\r\n${events}\r\nauthorization: Bearer routing-pub\r\ntransfer-encoding: chunked\r\n\r\n`,
+      (b) => Buffer.concat([Buffer.from(`${b.length.toString(16)}\r\n`), b, Buffer.from('\r\n')]),
+    );
+    expect(r).toEqual({ status: 'HTTP/1.1 413 Payload Too Large', sentMiB: expect.any(Number), cut: true });
+  });
+
+  it('is read on no further than about 1 MiB after a 401 on another route (POST /subscriptions)', async () => {
+    const r = await sendUntilCut(
+      'POST /subscriptions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 1000000000\r\n\r\n',
+    );
+    expect(r).toEqual({ status: 'HTTP/1.1 401 Unauthorized', sentMiB: expect.any(Number), cut: true });
+  });
+
+  it('keeps the connection of a refused request whose small body has come whole', async () => {
+    const answer = await rawExchange(
+      gw.url,
+      `POST /events HTTP/1.1\r\nHost: x\r\n${events}\r\ncontent-length: 2\r\n\r\n{}GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`,
+    );
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 401', 'HTTP/1.1 200']);
   });
 });
