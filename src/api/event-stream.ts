@@ -4,7 +4,7 @@ import type { CloudEvent } from '../cloudevents/event';
 import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../filters/filter';
-import type { EventLog } from '../wal/event-store';
+import type { EventLog, StoredEvent } from '../wal/event-store';
 import { parseInput } from './query';
 
 /** A comment line this often keeps proxies from closing an idle stream. */
@@ -24,10 +24,12 @@ const DRAIN_WAIT_MS = 15_000;
 /**
  * Events per read, at most: a page is read into memory whole and held while the reader is waited for,
  * so reads are sized from the events seen so far to about {@link READ_BYTES} (one at a time at first,
- * and for events of megabytes).
+ * and for events of a megabyte or more). With the high-water mark, about 2 MiB and one event per tail.
  */
 const PAGE = 8;
-const READ_BYTES = 8 * 1024 * 1024;
+const READ_BYTES = 1024 * 1024;
+/** How soon a tail refused for HERALD_MAX_STREAMS may be tried again. */
+const FULL_RETRY_AFTER_SECONDS = 5;
 
 /** About what a stored event holds in memory: its data's bytes and a little for the attributes. */
 function storedBytes(event: CloudEvent): number {
@@ -61,14 +63,46 @@ const STREAM_HEADERS = { 'content-type': 'text/event-stream; charset=utf-8', 'ca
  * engine these are the appends made through this node). Reads may be asynchronous: one catch-up runs
  * per partition at a time, and a notification during it runs it once more.
  */
-export function streamEvents(store: EventLog) {
+export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
+  let open = 0;
+  /**
+   * Each event's message, built once for every tail that sends it: the local engine hands readers of
+   * the same offsets the same decoded event (its read cache), so N tails serialise an event once.
+   */
+  const messages = new WeakMap<StoredEvent, Buffer>();
+  const messageOf = (e: StoredEvent): Buffer => {
+    let message = messages.get(e);
+    if (!message) {
+      const data = JSON.stringify({ partition: e.partition, offset: e.offset, event: toStructured(e.event) });
+      message = Buffer.from(`event: cloudevent\nid: ${e.partition}:${e.offset}\ndata: ${data}\n\n`);
+      messages.set(e, message);
+    }
+    return message;
+  };
   return async (req: Request, res: Response): Promise<void> => {
     const { sql } = parseInput(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req.query, 'query');
     const matches = matcherOf(sql);
     // HEAD (express routes it here): the headers a GET would get, and no tail to hold open.
     if (req.method === 'HEAD') return void res.writeHead(200, STREAM_HEADERS).end();
-    const cursors = (await store.heads()).slice();
-    if (res.closed || res.destroyed) return; // the reader left while the heads were read
+    // Each tail reads and holds pages of its own: their number is bounded, as a reader's memory is.
+    if (open >= opts.maxStreams)
+      throw new AppError('unavailable', `${opts.maxStreams} live tails are open, as many as HERALD_MAX_STREAMS allows; try again later`, {
+        headers: { 'retry-after': String(FULL_RETRY_AFTER_SECONDS) },
+      });
+    open++;
+    let counted = true;
+    const uncount = () => {
+      if (counted) open--;
+      counted = false;
+    };
+    let cursors: number[];
+    try {
+      cursors = (await store.heads()).slice();
+    } catch (err) {
+      uncount();
+      throw err;
+    }
+    if (res.closed || res.destroyed) return uncount(); // the reader left while the heads were read
     res.writeHead(200, STREAM_HEADERS);
     res.write(': herald live tail\n\n');
     let closed = false;
@@ -76,6 +110,7 @@ export function streamEvents(store: EventLog) {
     const stop = (how: 'end' | 'destroy') => {
       if (closed) return;
       closed = true;
+      uncount();
       unsubscribe();
       clearInterval(keepalive);
       if (how === 'end') res.end();
@@ -161,8 +196,7 @@ export function streamEvents(store: EventLog) {
           seen = Math.min(seen + 1, 64);
           perEvent += (storedBytes(e.event) - perEvent) / seen;
           if (!matches || matches(e.event.attributes)) {
-            const data = JSON.stringify({ partition: e.partition, offset: e.offset, event: toStructured(e.event) });
-            res.write(`event: cloudevent\nid: ${e.partition}:${e.offset}\ndata: ${data}\n\n`);
+            res.write(messageOf(e));
             // A reader that does not keep up is cut off rather than buffered for; it reconnects and continues from then.
             if (!(await keptUp())) return stop('destroy');
           }

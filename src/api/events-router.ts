@@ -51,13 +51,17 @@ async function readBudgeted(store: EventLog, partition: number, from: number, li
  * before express sees them, so this route is what express lists and answers `OPTIONS` with), and
  * reads from the log: one event by source+id, a partition page for replay, partition heads.
  */
-export function createEventsRouter(store: EventLog, ingest: (req: IncomingMessage, res: ServerResponse) => Promise<void>): Router {
+export function createEventsRouter(
+  store: EventLog,
+  ingest: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
+  opts: { maxStreams: number },
+): Router {
   const router = newRouter();
   const read = requireScope('read');
 
   router.post('/events', requireScope('publish'), (req, res) => ingest(req, res));
 
-  router.get('/events/stream', read, streamEvents(store));
+  router.get('/events/stream', read, streamEvents(store, opts));
 
   router.get('/events', read, async (req, res) => {
     const { source, id } = parseInput(z.object({ source: z.string().min(1), id: z.string().min(1) }), req.query, 'query');

@@ -46,7 +46,7 @@ export function createGatewayHttp(deps: {
     routers: [
       deps.health,
       createMetricsRouter(metrics),
-      createEventsRouter(store, ingest),
+      createEventsRouter(store, ingest, { maxStreams: config.maxStreams }),
       createSubscriptionsRouter(deps.subscriptions),
       createDeliveriesRouter(deps.deliveries),
       createValidationsRouter(deps.subscriptions),

@@ -73,7 +73,8 @@ export interface paths {
          *     events come in offset order. A comment line (`: keepalive`) is sent every 15 s so proxies keep
          *     the connection open. Events are written as fast as the reader takes them (at most 1 MiB waits
          *     for it); a reader that takes nothing for 15 s while that much waits is disconnected rather than
-         *     buffered for; it may reconnect (the tail starts again from then).
+         *     buffered for; it may reconnect (the tail starts again from then). At most `HERALD_MAX_STREAMS`
+         *     tails (default 64) are open at once on a gateway; past that a tail is refused with a 503.
          */
         get: operations["streamEvents"];
         put?: never;
@@ -1766,6 +1767,38 @@ export interface components {
             };
         };
         /**
+         * @description As many live tails are open on this gateway as `HERALD_MAX_STREAMS` allows (`unavailable`):
+         *     each holds memory while its reader is waited for. Retry after `Retry-After` seconds.
+         */
+        StreamsFull: {
+            headers: {
+                "Retry-After": components["headers"]["RetryAfter"];
+                [name: string]: unknown;
+            };
+            content: {
+                /**
+                 * @example {
+                 *       "type": "urn:herald:problem:unavailable",
+                 *       "title": "Service unavailable",
+                 *       "status": 503,
+                 *       "detail": "64 live tails are open, as many as HERALD_MAX_STREAMS allows; try again later",
+                 *       "code": "unavailable",
+                 *       "errors": [
+                 *         {
+                 *           "message": "64 live tails are open, as many as HERALD_MAX_STREAMS allows; try again later"
+                 *         }
+                 *       ]
+                 *     }
+                 */
+                "application/problem+json": components["schemas"]["Problem"] & {
+                    /** @constant */
+                    status?: 503;
+                    /** @constant */
+                    code?: "unavailable";
+                };
+            };
+        };
+        /**
          * @description Delivery cannot answer right now (`unavailable`): on the local engine it runs in its own
          *     thread, and that thread is being restarted after a crash (or has failed too often, and the
          *     gateway is exiting so a supervisor restarts it), or did not answer within 30 s. On the
@@ -2241,6 +2274,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];
+            503: components["responses"]["StreamsFull"];
         };
     };
     listPartitions: {

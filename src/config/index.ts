@@ -195,6 +195,9 @@ export const configSchema = z
     HERALD_BACKLOG_NICE: int(0, 19, 10).describe(
       "How much the delivery thread raises its nice value (Linux; at most to 19) while it drains a backlog (reads pages of events older than the newest 32,768) and events are being ingested: on busy cores the thread that answers producers gets the larger share, so a backlog slows its own drain rather than ingest. Back to the gateway's value within about a second after either stops. `0`: never changed.",
     ),
+    HERALD_MAX_STREAMS: int(1, 10_000, 64).describe(
+      'Most live tails (`GET /events/stream`, `herald events tail`, the console) open at once on this gateway; past it a tail is refused with 503 `unavailable` and `Retry-After`. Each open tail may hold about 2 MiB and the largest event while its reader is waited for.',
+    ),
     HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
       'Longest a graceful shutdown (SIGTERM/SIGINT) may take; then open requests are destroyed, state is persisted and the process exits.',
     ),
@@ -241,6 +244,8 @@ export interface Config {
   sinkAllowPrivate: boolean;
   backlogNice: number;
   maxJsonDepth: number;
+  /** HERALD_MAX_STREAMS: live tails open at once. */
+  maxStreams: number;
   recovery: ReadonlySet<RecoveryPermission>;
   shutdownTimeoutMs: number;
   deliveryEnabled: boolean;
@@ -312,6 +317,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     sinkAllowPrivate: raw.HERALD_SINK_ALLOW_PRIVATE,
     backlogNice: raw.HERALD_BACKLOG_NICE,
     maxJsonDepth: raw.HERALD_MAX_JSON_DEPTH,
+    maxStreams: raw.HERALD_MAX_STREAMS,
     recovery: new Set(raw.HERALD_RECOVERY),
     shutdownTimeoutMs: raw.HERALD_SHUTDOWN_TIMEOUT_MS,
     deliveryEnabled: raw.HERALD_DELIVERY === 'on',

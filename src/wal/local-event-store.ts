@@ -18,7 +18,7 @@ import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
 import { createIndexRows } from './index-rows';
 import { createIndexer, safely } from './indexer';
-import { createReads } from './reads';
+import { createDecodedCache, createReads } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { SEGMENT_FILE, openSegmentLog, type SegmentLog } from './segment-log';
@@ -59,6 +59,8 @@ export interface LocalEventStoreOptions {
 }
 
 const DAY_MS = 86_400_000;
+/** Decoded events kept for the main thread's readers, by their stored size. */
+const READ_CACHE_BYTES = 16 * 1024 * 1024;
 
 export type LocalEventStore = EventStore & {
   recovery: RecoveryReport;
@@ -240,6 +242,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     heads: sequencer.heads,
     firstOffsets: () => firstOffsets,
     log,
+    // Live tails (and replays) reading the same fresh events get one decoded copy, not one each.
+    decoded: createDecodedCache({ maxBytes: READ_CACHE_BYTES }),
   });
   sequencer.start();
 

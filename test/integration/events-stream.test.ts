@@ -1,6 +1,6 @@
 import http from 'node:http';
 import net from 'node:net';
-import { killIfRunning, postBatch, postBinary, spawnGateway, useGatewayForFile } from '../helpers/gateway';
+import { killIfRunning, postBatch, postBinary, spawnGateway, startTestGateway, useGatewayForFile } from '../helpers/gateway';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 const gw = useGatewayForFile({ HERALD_PARTITIONS: '4' });
@@ -252,4 +252,48 @@ describe('GET /events/stream: a slow reader that keeps taking', () => {
       await killIfRunning(child);
     }
   }, 60_000);
+});
+
+describe('GET /events/stream: HERALD_MAX_STREAMS', () => {
+  it('refuses a tail past the limit with 503 unavailable and Retry-After (hostile probe: no limit, GBs held), and takes one again once another closed', async () => {
+    const own = await startTestGateway({ HERALD_MAX_STREAMS: '2' });
+    const { hostname, port } = new URL(own.url);
+    const open = () =>
+      new Promise<http.IncomingMessage>((resolve, reject) => {
+        http.get({ host: hostname, port, path: '/events/stream', agent: false }, resolve).on('error', reject);
+      });
+    const readers: http.IncomingMessage[] = [];
+    try {
+      readers.push(await open(), await open());
+      expect(readers.map((r) => r.statusCode)).toEqual([200, 200]);
+      expect((await fetch(`${own.url}/events/stream`, { method: 'HEAD' })).status).toBe(200); // HEAD holds no tail
+      const refused = await fetch(`${own.url}/events/stream`);
+      expect(refused.status).toBe(503);
+      expect(refused.headers.get('retry-after')).toBe('5');
+      expect(refused.headers.get('content-type')).toBe('application/problem+json');
+      expect(await refused.json()).toMatchObject({
+        status: 503,
+        code: 'unavailable',
+        detail: expect.stringContaining('HERALD_MAX_STREAMS'),
+      });
+      // One reader leaves: once the gateway has seen it go, a new tail is taken, and it gets what is stored.
+      readers.shift()!.destroy();
+      let again: http.IncomingMessage | undefined;
+      for (let i = 0; i < 100 && again?.statusCode !== 200; i++) {
+        again?.destroy();
+        await new Promise((r) => setTimeout(r, 20));
+        again = await open();
+      }
+      readers.push(again!);
+      expect(again!.statusCode).toBe(200);
+      let text = '';
+      again!.on('data', (c: Buffer) => (text += c.toString()));
+      expect((await postBinary(own.url, { source: '/stream/limit', id: 'after' })).status).toBe(202);
+      for (let i = 0; i < 250 && !text.includes('"id":"after"'); i++) await new Promise((r) => setTimeout(r, 20));
+      expect(text).toContain('"id":"after"');
+    } finally {
+      for (const r of readers) r.destroy();
+      await own.close();
+    }
+  });
 });

@@ -436,6 +436,22 @@ describe('every operation answers as the contract says', () => {
     }
   });
 
+  it('answers 503 with Retry-After to a live tail past HERALD_MAX_STREAMS', async () => {
+    const limited = await startTestGateway({ HERALD_MAX_STREAMS: '1' });
+    const { port } = new URL(limited.url);
+    const open = await new Promise<http.IncomingMessage>((resolve, reject) => {
+      http.get({ host: '127.0.0.1', port, path: '/events/stream', agent: false }, resolve).on('error', reject);
+    });
+    try {
+      expect(open.statusCode).toBe(200);
+      const refused = await createContractClient(limited.url, checker)('GET', '/events/stream');
+      expect(refused).toMatchObject({ status: 503, body: { code: 'unavailable' } });
+    } finally {
+      open.destroy();
+      await limited.close();
+    }
+  });
+
   it('asks for an API key with the scope each operation declares', async () => {
     const secured = await startTestGateway({ HERALD_API_KEYS: 'pub:pub-key:publish,rd:read-key:read,adm:admin-key:admin' });
     try {
