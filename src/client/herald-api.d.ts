@@ -1250,8 +1250,20 @@ export interface components {
         Subscription: {
             stats?: components["schemas"]["SubscriptionStats"];
         } & components["schemas"]["SubscriptionFields"];
+        SavedSubscription: {
+            /**
+             * @description `null` while delivery of this subscription is not started on this node (see
+             *     `ListedSubscription`): the change is stored all the same, and the next start of delivery
+             *     takes it.
+             */
+            stats?: components["schemas"]["SubscriptionStats"] | null;
+        } & components["schemas"]["SubscriptionFields"];
         SubscriptionWithSecret: {
-            stats?: components["schemas"]["SubscriptionStats"];
+            /**
+             * @description `null` while delivery of the new subscription is not started on this node (see
+             *     `ListedSubscription`): it is created all the same.
+             */
+            stats?: components["schemas"]["SubscriptionStats"] | null;
             secret: components["schemas"]["SigningSecret"];
         } & components["schemas"]["SubscriptionFields"];
         RotatedSubscription: {
@@ -1808,7 +1820,9 @@ export interface components {
          *     `herald.db`'s write lock or the disk refuses; a read that would miss it is refused rather than
          *     answered without it. A change `herald.db` cannot store (another process holds its write
          *     lock, an I/O error) is `unavailable` too, and one it cannot store because its disk is full
-         *     is `storage_full`. Nothing was changed by the request; retry after `Retry-After` seconds.
+         *     is `storage_full`. Nothing was changed by the request; retry after `Retry-After` seconds. (A
+         *     change that was stored is never answered so: `PATCH`, pause and resume of a subscription whose
+         *     delivery is not running answer 200 with `"stats": null`.)
          *     Ingest is not affected. A receiver's callback (`ack`, `nack`, `extend`, `reject`) whose write
          *     fails on a full disk or an I/O error is the exception: it is taken but not yet written, so a
          *     crash could undo it; repeat it, and a repeat is answered `200` (`repeated`) once it is written.
@@ -2702,7 +2716,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Subscription"];
+                    "application/json": components["schemas"]["SavedSubscription"];
                 };
             };
             400: components["responses"]["InvalidSubscription"];
@@ -2736,7 +2750,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Subscription"];
+                    "application/json": components["schemas"]["SavedSubscription"];
                 };
             };
             401: components["responses"]["Unauthorized"];
@@ -2767,7 +2781,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Subscription"];
+                    "application/json": components["schemas"]["SavedSubscription"];
                 };
             };
             401: components["responses"]["Unauthorized"];

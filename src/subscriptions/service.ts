@@ -152,12 +152,20 @@ export function createSubscriptionsService(deps: {
 
   /**
    * The record as the API shows it. `stats`: read from delivery (`required`: a 503 while delivery does
-   * not know the subscription; `listed`: null then, so that one subscription never hides the others).
+   * not know the subscription; `listed`: null then, so that one subscription never hides the others;
+   * `saved`: null then too, answering a change that was stored, which a 503 would deny).
    */
-  async function view(record: SubscriptionRecord, withStats: 'required' | 'listed' | 'none') {
+  async function view(record: SubscriptionRecord, withStats: 'required' | 'listed' | 'saved' | 'none') {
     const read = () => deps.delivery.stats(record.id);
-    const stats =
-      withStats === 'none' ? null : withStats === 'listed' ? await calls.readIfStarted(record.id, read) : await calls.read(record.id, read);
+    if (withStats === 'none') return shown(record, null);
+    if (withStats === 'required') return shown(record, await calls.read(record.id, read));
+    const stats = await calls
+      .readIfStarted(record.id, read)
+      .catch((err: unknown) => (withStats === 'saved' ? unlessUnavailable(err) : Promise.reject(err)));
+    return shown(record, stats);
+  }
+
+  function shown(record: SubscriptionRecord, stats: Awaited<ReturnType<DeliveryControl['stats']>> | null) {
     return {
       id: record.id,
       sink: record.sink,
@@ -269,7 +277,7 @@ export function createSubscriptionsService(deps: {
       live.inserted(record, await deps.records.insert(record));
       deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
       validate(record);
-      return { ...(await view(record, 'required')), secret: record.secret };
+      return { ...(await view(record, 'saved')), secret: record.secret };
     },
     /** Stops starting delivery again for subscriptions whose start failed (at shutdown, before delivery closes). */
     close(): void {
@@ -327,9 +335,10 @@ export function createSubscriptionsService(deps: {
         return { ...changes, ...moved };
       });
       if (revalidate) validate(record);
-      await calls.ask(id, () => deps.delivery.resume(id));
+      // Stored: delivery that cannot take it now (not started, restarting) reads the record when it starts.
+      await calls.ask(id, () => deps.delivery.resume(id)).catch(unlessUnavailable);
       deps.log.info({ subscription: id, fields: Object.keys(input) }, 'subscription updated');
-      return view(record, 'required');
+      return view(record, 'saved');
     },
     async remove(id: string): Promise<void> {
       await live.find(id);
@@ -359,7 +368,7 @@ export function createSubscriptionsService(deps: {
       // Answered once delivery has it (queued behind a resume that may have raced it): no attempt starts after the 200.
       await calls.settled(id);
       deps.log.info({ subscription: id, stateReason: 'user' }, 'subscription paused');
-      return view(record, 'required');
+      return view(record, 'saved');
     },
     /** A `validation: cloudevents` subscription the sink has not consented to validates (again) first. */
     async resume(id: string) {
@@ -367,11 +376,11 @@ export function createSubscriptionsService(deps: {
       if (record.state === 'validating') {
         validate(record);
         deps.log.info({ subscription: id }, 'subscription resumed: validating the sink first');
-        return view(record, 'required');
+        return view(record, 'saved');
       }
       tell('resume', id, () => deps.delivery.resume(id));
       deps.log.info({ subscription: id, stateReason: null }, 'subscription resumed');
-      return view(record, 'required');
+      return view(record, 'saved');
     },
     /**
      * The handshake's callback URL, called by the sink (GET or POST) or by hand (a browser) to consent
@@ -496,3 +505,9 @@ export function createSubscriptionsService(deps: {
   };
 }
 export type SubscriptionsService = ReturnType<typeof createSubscriptionsService>;
+
+/** For a change already stored: delivery that cannot answer now (not started, its thread restarting) is no 503. */
+function unlessUnavailable(err: unknown): null {
+  if (err instanceof AppError && err.code === 'unavailable') return null;
+  throw err;
+}

@@ -90,6 +90,15 @@ describe('a subscription whose delivery cannot start', () => {
     expect(own.status).toBe(503);
     expect(own.headers.get('retry-after')).toBe('1');
 
+    // A change that is stored is answered as stored, with no stats (contract probe: a 503 "nothing was changed"
+    // for a change that was stored, so a client retried for ever).
+    const unfixed = await call('PATCH', `/subscriptions/${broken}`, { json: { delivery: { maxInFlight: 5 } } });
+    expect(unfixed).toMatchObject({ status: 200, body: { stats: null, delivery: { maxInFlight: 5 } } });
+    expect(await call('POST', `/subscriptions/${broken}/pause`)).toMatchObject({ status: 200, body: { state: 'paused', stats: null } });
+    expect(await call('POST', `/subscriptions/${broken}/resume`)).toMatchObject({ status: 200, body: { state: 'active', stats: null } });
+    // What is not applied is still refused: a seek needs the delivery that has not started.
+    expect((await call('POST', `/subscriptions/${broken}/seek`, { json: { to: 'earliest' } })).status).toBe(503);
+
     // The fix starts delivery at once (not at the next background try, 5 s later), so the PATCH is answered with stats.
     const patched = await call('PATCH', `/subscriptions/${broken}`, { json: { filters: [{ exact: { type: 't.broken' } }] } });
     expect(patched.status).toBe(200);
