@@ -1176,14 +1176,14 @@ export interface components {
              *     the limit.
              * @default []
              */
-            filters: components["schemas"]["Filter"][];
+            filters?: components["schemas"]["Filter"][];
             delivery?: components["schemas"]["DeliveryOptionsInput"];
             /**
              * @description `latest`: events stored from now on. `earliest`: every event still in the log.
              * @default latest
              * @enum {string}
              */
-            startAt: "latest" | "earliest";
+            startAt?: "latest" | "earliest";
             /**
              * @description Default `none`. `cloudevents`: before any delivery Herald asks the sink for consent with the CloudEvents
              *     webhook validation handshake (`OPTIONS`, see the `validationRequest` webhook). The
@@ -1300,7 +1300,7 @@ export interface components {
              * @description How long the replaced secret keeps signing, next to the new one (at most 7 days); 0 stops it at once.
              * @default 86400
              */
-            overlapSeconds: number;
+            overlapSeconds?: number;
         };
         /**
          * @description Standard Webhooks signing secret (`whsec_` + base64 of 32 random bytes). Keep it secret.

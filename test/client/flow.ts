@@ -95,3 +95,16 @@ export async function runFlow(opts: FlowOptions): Promise<FlowResult> {
     notFound: missing.error.code,
   };
 }
+
+/**
+ * The README's example as written there: fields the contract gives a default may be left out (contract
+ * probe: the generated types required `filters` and `startAt`, and the example did not compile).
+ * Type-checked only.
+ */
+export function readmeExample(baseUrl: string, id: string) {
+  const herald = createClient<paths>({ baseUrl });
+  return Promise.all([
+    herald.POST('/subscriptions', { body: { sink: 'https://example.com/hook' } }),
+    herald.POST('/subscriptions/{id}/rotate-secret', { params: { path: { id } }, body: {} }),
+  ]);
+}
