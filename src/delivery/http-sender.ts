@@ -32,6 +32,8 @@ export interface ProbeResult extends Omit<SendResult, 'retryAfter'> {
 const EXCERPT_BYTES = 1024;
 const MAX_CACHED_TARGETS = 10_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/** The validation handshakes' share of an origin's connections. */
+const PROBE_TENANT = '\u0000handshake';
 
 /**
  * One attempt's abort: a flag and at most one listener (its request, once dispatched). Neither an
@@ -70,20 +72,27 @@ export class AbortGroup {
 }
 
 /**
- * At most `size` requests to one origin at once: the rest wait here, in order, rather than in undici's
- * queue, where a request was already built, signed and timed (a probe saw requests queued behind a
- * slow receiver go out after a pause answered 200, signed with a retired secret, and other
- * subscriptions of that host dead-lettered by timeouts that ran while they only waited).
+ * At most `size` requests to one origin at once: the rest wait here rather than in undici's queue,
+ * where a request was already built, signed and timed (a probe saw requests queued behind a slow
+ * receiver go out after a pause answered 200, signed with a retired secret, and other subscriptions
+ * of that host dead-lettered by timeouts that ran while they only waited). A freed slot goes to the
+ * waiting tenant (subscription) that holds the fewest of the origin's slots, the longest-waiting of
+ * them on a tie, in order within a tenant: a subscription whose receiver stalls cannot queue every
+ * other subscription of that host behind its own requests (a probe saw a healthy one wait 8.7 s).
  */
 class OriginGate {
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  /** Slots held, by tenant (absent: none). */
+  private readonly held = new Map<string, number>();
+  /** Waiting requests by tenant, tenants in the order they began to wait (Map order). */
+  private readonly waiting = new Map<string, (() => void)[]>();
   constructor(private readonly size: number) {}
 
   /** Resolves when a slot is free; `attempt`'s abort while waiting rejects it. */
-  acquire(attempt: Abortable): Promise<void> | undefined {
+  acquire(attempt: Abortable, tenant: string): Promise<void> | undefined {
     if (this.active < this.size) {
       this.active++;
+      this.take(tenant);
       return undefined;
     }
     return new Promise<void>((resolve, reject) => {
@@ -91,11 +100,14 @@ class OriginGate {
         attempt.request = undefined;
         resolve();
       };
-      this.waiting.push(go);
+      let queue = this.waiting.get(tenant);
+      if (!queue) this.waiting.set(tenant, (queue = []));
+      queue.push(go);
       attempt.request = {
         cancel: () => {
-          const at = this.waiting.indexOf(go);
-          if (at >= 0) this.waiting.splice(at, 1);
+          const at = queue.indexOf(go);
+          if (at >= 0) queue.splice(at, 1);
+          if (queue.length === 0 && this.waiting.get(tenant) === queue) this.waiting.delete(tenant);
           reject(abortError());
         },
       };
@@ -103,19 +115,40 @@ class OriginGate {
   }
 
   /**
-   * Hands the slot to the next waiter, or frees it. Handed over on the next turn of the event loop,
-   * once the answer just read has been acted on: a 410 pauses its subscription before a request that
-   * waited is built (was: one went out after the 410).
+   * Hands the slot to a waiter, or frees it. Handed over on the next turn of the event loop, once the
+   * answer just read has been acted on: a 410 pauses its subscription before a request that waited
+   * is built (was: one went out after the 410).
    */
-  release(): void {
-    if (this.waiting.length === 0) this.active--;
+  release(tenant: string): void {
+    const left = (this.held.get(tenant) ?? 1) - 1;
+    if (left > 0) this.held.set(tenant, left);
+    else this.held.delete(tenant);
+    if (this.waiting.size === 0) this.active--;
     else setImmediate(() => this.handOver());
   }
 
+  private take(tenant: string): void {
+    this.held.set(tenant, (this.held.get(tenant) ?? 0) + 1);
+  }
+
   private handOver(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.active--;
+    let chosen: string | undefined;
+    let fewest = Number.POSITIVE_INFINITY;
+    for (const tenant of this.waiting.keys()) {
+      const holds = this.held.get(tenant) ?? 0;
+      if (holds < fewest) [chosen, fewest] = [tenant, holds];
+    }
+    if (chosen === undefined) {
+      this.active--;
+      return;
+    }
+    const queue = this.waiting.get(chosen)!;
+    const next = queue.shift()!;
+    // Served: to the back of the line, so a tie goes to another tenant next time.
+    this.waiting.delete(chosen);
+    if (queue.length > 0) this.waiting.set(chosen, queue);
+    this.take(chosen);
+    next();
   }
 }
 
@@ -169,13 +202,20 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
    * signed) then, with what holds then, or not at all when `build` gives none (`withdrawn`). The
    * timeout runs from then, not while the request waits for a connection.
    */
-  async function send(sink: string, build: () => Outgoing | undefined, timeoutMs: number, group?: AbortGroup): Promise<SendResult> {
+  /** `tenant`: whose request it is (a subscription), for the fair share of the origin's connections. */
+  async function send(
+    sink: string,
+    build: () => Outgoing | undefined,
+    timeoutMs: number,
+    group?: AbortGroup,
+    tenant = '',
+  ): Promise<SendResult> {
     const target = targetOf(sink);
     const controller = new Abortable();
     group?.add(controller);
     const gate = gateFor(target.origin);
     try {
-      await gate.acquire(controller);
+      await gate.acquire(controller, tenant);
     } catch {
       group?.delete(controller);
       return { status: null, withdrawn: true }; // aborted while it waited: it never left
@@ -204,7 +244,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     } finally {
       clearTimeout(timer);
       group?.delete(controller);
-      gate.release();
+      gate.release(tenant);
     }
   }
 
@@ -217,7 +257,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     const url = new URL(sink);
     // Through the origin's gate too: a connection it took would leave a gated request queued in undici.
     const gate = gateFor(url.origin);
-    await gate.acquire(new Abortable());
+    await gate.acquire(new Abortable(), PROBE_TENANT);
     try {
       const res = await poolFor(url.origin).request({
         method: 'OPTIONS',
@@ -236,7 +276,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
         return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
     } finally {
-      gate.release();
+      gate.release(PROBE_TENANT);
     }
   }
 

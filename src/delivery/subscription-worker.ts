@@ -496,7 +496,7 @@ export function createSubscriptionWorker(
     awaitingConnection.set(attemptId, pending);
     let result: Awaited<ReturnType<HttpSender['send']>>;
     try {
-      result = await deps.sender.send(sub.sink, build, sub.delivery.timeoutMs, abortGroupOf(pending));
+      result = await deps.sender.send(sub.sink, build, sub.delivery.timeoutMs, abortGroupOf(pending), subId);
     } finally {
       awaitingConnection.delete(attemptId);
       openCount--;

@@ -156,3 +156,19 @@ it('sends nothing that waited for a connection once a 410 has paused the subscri
   await waitFor(async () => (await answered()) === 64, { what: 'the open requests answered' });
   expect(onPath('/g').length).toBe(64);
 });
+
+it('gives a freed connection to the subscription of that host holding the fewest, not to the oldest waiter (delivery probe: a healthy subscription waited behind every request of stalled ones)', async () => {
+  receiver = await startReceiver((req) => (req.url === '/slow' ? { status: 204, delayMs: 1500 } : { status: 204 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  // Eight subscriptions of a slow path want 8 × 16 requests: 64 hold the host's connections, 64 wait.
+  for (let i = 0; i < 8; i++) await subscribe('q.slow', '/slow', { ordering: 'none', maxInFlight: 16 });
+  await subscribe('q.fast', '/fast', { ordering: 'none', maxInFlight: 16 });
+  await publishBatch(gw.url, events('q.slow', 16));
+  await waitFor(() => onPath('/slow').length === 64, { what: '64 requests open' });
+  await publishBatch(gw.url, events('q.fast', 10));
+  await waitFor(() => onPath('/fast').length === 10, { what: 'the healthy subscription’s 10 events', timeoutMs: 20_000 });
+  // It got connections as the first ones were freed, beside the slow ones, not after all 64 slow requests that had
+  // waited before it (was: first in, first out, so it waited for the next round of slow answers, 1.5 s more).
+  const lastFast = Math.max(...onPath('/fast').map((r) => r.receivedAt));
+  expect(onPath('/slow').filter((r) => r.receivedAt <= lastFast).length).toBeLessThan(128);
+});

@@ -318,7 +318,7 @@ async function send(
       });
       return { headers: request.headers, body: request.body, timeoutMs: now.delivery.timeoutMs };
     };
-    const result = await ctx.sender.send(sink, build, sub.record().delivery.timeoutMs, group);
+    const result = await ctx.sender.send(sink, build, sub.record().delivery.timeoutMs, group, sub.id);
     if (!moved) return result;
     sink = sub.record().sink;
   }
