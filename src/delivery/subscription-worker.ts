@@ -110,9 +110,20 @@ export function createSubscriptionWorker(
   const flow = createFlowControl({ options, clock: deps.clock, onToken: () => schedulePump() });
   const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
 
+  /** Per partition, the committed offset at which the full window was logged: once per hold. */
+  const windowLogged = new Map<number, number>();
+
   function hasCapacity(part: PartitionCursor): boolean {
     if (options().ordering === 'partition') return part.pending.size === 0;
-    return part.cursor - part.committed < MAX_WINDOW;
+    if (part.cursor - part.committed < MAX_WINDOW) return true;
+    if (windowLogged.get(part.partition) !== part.committed) {
+      windowLogged.set(part.partition, part.committed);
+      deps.log.warn(
+        { subscription: subId, partition: part.partition, offset: part.committed, window: MAX_WINDOW },
+        'partition waits for its oldest unfinished event: ordering none runs at most 10,000 offsets past it',
+      );
+    }
+    return false;
   }
 
   function schedulePump(): void {

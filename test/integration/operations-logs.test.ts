@@ -229,3 +229,41 @@ describe('a corrupt record read again and again', () => {
     }
   });
 });
+
+describe('ordering none: the window past the oldest unfinished event', () => {
+  let gw: ChildGateway | undefined;
+  let receiver: Receiver | undefined;
+  afterEach(async () => {
+    await killIfRunning(gw);
+    await receiver?.close();
+  });
+
+  it('says once, at warn, that a partition waits for one retrying event 10,000 offsets behind (delivery probe: a silent stall)', async () => {
+    receiver = await startReceiver((req) => ({ status: req.headers['ce-id'] === 'poison' ? 500 : 204 }));
+    gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
+    const created = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ordering: 'none', maxInFlight: 64, retry: { initialDelayMs: 600_000 } } })
+      .expect(201);
+    const batch = (from: number, n: number) =>
+      JSON.stringify(Array.from({ length: n }, (_, i) => ({ specversion: '1.0', id: `e${from + i}`, source: '/window', type: 't' })));
+    await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, structured('poison', 't'));
+    for (let from = 0; from < 10_200; from += 1000) {
+      const res = await postEventsRaw(
+        gw.url,
+        { 'content-type': 'application/cloudevents-batch+json' },
+        batch(from, Math.min(1000, 10_200 - from)),
+      );
+      expect(res.status).toBe(202);
+    }
+    const waiting = () => find(gw!, 'partition waits for its oldest unfinished event: ordering none runs at most 10,000 offsets past it');
+    await waitFor(() => waiting().length > 0, { what: 'the warn line', timeoutMs: 30_000 });
+    expect(waiting()).toEqual([
+      expect.objectContaining({ level: WARN, subscription: created.body.id, partition: 0, offset: 0, window: 10_000 }),
+    ]);
+    // It holds what is past the window: 9,999 of the others went, the rest wait for the retrying one.
+    const others = () => receiver!.requests.filter((r) => r.headers['ce-id'] !== 'poison').length;
+    await waitFor(() => others() >= 9_999, { what: 'the events within the window' });
+    expect(others()).toBe(9_999);
+  });
+});
