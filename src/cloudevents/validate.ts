@@ -75,6 +75,11 @@ export function isRfc3339(value: string): boolean {
   const daysInMonth = new Date(new Date(0).setUTCFullYear(year, month, 0)).getUTCDate();
   if (day > daysInMonth || hour > 23 || minute > 59 || second > 60) return false;
   if (m[9] !== undefined && (Number(m[10]) > 23 || Number(m[11]) > 59)) return false;
+  // A leap second is the last of a UTC day (RFC 3339 §5.7): 23:59:60 once the offset is taken off.
+  if (second === 60) {
+    const offset = m[9] === undefined ? 0 : (m[9] === '+' ? 1 : -1) * (Number(m[10]) * 60 + Number(m[11]));
+    if ((((hour * 60 + minute - offset) % 1440) + 1440) % 1440 !== 1439) return false;
+  }
   return true;
 }
 
