@@ -59,9 +59,9 @@ export function reportError(err: unknown, writeErr: (text: string) => void, apiK
     writeErr(`herald: ${printable(err.message)} (is it running? set --url or HERALD_URL)\n`);
     return EXIT_FAILED;
   }
-  // A 2xx whose body has another shape than the contract's (not a Herald gateway, or another version)
-  // fails where the command reads it: say so rather than pass on JavaScript's words alone.
-  if (err instanceof TypeError) {
+  // A 2xx whose body has another shape than the contract's, or is no JSON at all (not a Herald gateway,
+  // or another version), fails where the command reads it: say so rather than pass on JavaScript's words alone.
+  if (err instanceof TypeError || err instanceof SyntaxError) {
     writeErr(
       `herald: the gateway's answer is not what this herald expects (is --url a Herald gateway of version ${HERALD_VERSION}?): ${printable(err.message)}\n`,
     );

@@ -47,22 +47,26 @@ export class HeraldConnectionError extends Error {
     readonly url: string,
     cause: unknown,
   ) {
-    super(`cannot reach the gateway at ${url}: ${reasonOf(cause)}`, { cause });
+    super(`cannot reach the gateway at ${url}: ${reasonOf(cause, url)}`, { cause });
   }
 }
 
 /** undici's `fetch failed` hides the reason in `cause` (often an AggregateError of one per address). */
-function reasonOf(err: unknown): string {
+function reasonOf(err: unknown, url: string): string {
   let at: unknown = err;
   for (let depth = 0; depth < 5 && at instanceof Error; depth++) {
     const code = (at as NodeJS.ErrnoException).code;
     if (code) return code;
     if (at instanceof AggregateError && at.errors[0]) at = at.errors[0];
     else if (at.cause) at = at.cause;
-    else return at.message;
+    else return at.message === 'bad port' ? badPort(url) : at.message;
   }
   return String(at);
 }
+
+/** fetch (as browsers) will not connect to ports of well-known other services (1, 25, 6000…): say that, not "bad port". */
+const badPort = (url: string) =>
+  `fetch refuses port ${new URL(url).port} (it never connects to the ports of some well-known services); use another port`;
 
 const isAbort = (err: unknown): boolean => err instanceof Error && (err.name === 'AbortError' || err.name === 'TimeoutError');
 

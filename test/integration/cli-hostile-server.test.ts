@@ -80,6 +80,21 @@ describe('herald: a 2xx answer of another shape (not a Herald gateway)', () => {
     );
   });
 
+  it("says so too when the answer is not JSON at all: an HTML page (contract probe: JSON.parse's words alone)", async () => {
+    const fake = await fakeGateway((_req, res) => res.writeHead(200, { 'content-type': 'text/html' }).end('<html>hi</html>'));
+    const result = await runHerald(['subs', 'list'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(
+      /^herald: the gateway's answer is not what this herald expects \(is --url a Herald gateway of version .+\?\): /,
+    );
+  });
+
+  it('explains a port that fetch refuses to connect to (was "bad port")', async () => {
+    const result = await runHerald(['subs', 'list'], { url: 'http://127.0.0.1:1', timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('cannot reach the gateway at http://127.0.0.1:1: fetch refuses port 1');
+  });
+
   it('listen stops (exit 1) when the subscription it asked for comes back without an id or secret (was "Ready: subscription undefined")', async () => {
     const fake = await fakeGateway(answer(201, '{}'));
     const result = await runHerald(['listen', '--forward-to', 'http://127.0.0.1:9/'], { url: fake.url, timeoutMs: 20_000 });
