@@ -1894,7 +1894,10 @@ export interface components {
          */
         WebHookAllowedOrigin: string;
         /**
-         * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60), or `*` for no limit.
+         * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
+         *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
+         *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
+         *     the subscription's rate limit is kept.
          * @example 120
          */
         WebHookAllowedRate: string;
@@ -3085,7 +3088,10 @@ export interface operations {
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];
                 /**
-                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60), or `*` for no limit.
+                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
+                 *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
+                 *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
+                 *     the subscription's rate limit is kept.
                  * @example 120
                  */
                 "WebHook-Allowed-Rate"?: components["parameters"]["WebHookAllowedRate"];
@@ -3118,7 +3124,10 @@ export interface operations {
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];
                 /**
-                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60), or `*` for no limit.
+                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
+                 *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
+                 *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
+                 *     the subscription's rate limit is kept.
                  * @example 120
                  */
                 "WebHook-Allowed-Rate"?: components["parameters"]["WebHookAllowedRate"];
@@ -3489,7 +3498,7 @@ export interface operations {
                 headers: {
                     /** @description Herald's origin or `*`. */
                     "WebHook-Allowed-Origin"?: string;
-                    /** @description Requests per minute accepted, or `*`. */
+                    /** @description Requests per minute accepted (a decimal allowed), or `*`; any other value is ignored. */
                     "WebHook-Allowed-Rate"?: string;
                     [name: string]: unknown;
                 };
