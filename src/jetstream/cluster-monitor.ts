@@ -30,6 +30,19 @@ export function streamWritable(info: StreamInfo): string | undefined {
     : `stream ${info.config.name} has ${current} current of ${info.config.num_replicas} replicas (needs ${needed})`;
 }
 
+/**
+ * A stream an operator cut to fewer replicas than HERALD_NATS_REPLICAS while nodes run (`nats stream
+ * edit --replicas 1`): an append would be acknowledged with fewer copies than configured, so writes
+ * are refused until it has them again. (A start refuses such a stream; a running node checks here.)
+ */
+export function underReplicated(info: StreamInfo, replicas: number): string | undefined {
+  if (info.config.num_replicas >= replicas) return undefined;
+  return (
+    `stream ${info.config.name} has ${info.config.num_replicas} replicas, but HERALD_NATS_REPLICAS=${replicas}: ` +
+    `appends would be acknowledged with fewer copies; give it its replicas again (nats stream edit ${info.config.name} --replicas ${replicas})`
+  );
+}
+
 /** An offset range from a stream's state: offset = sequence − 1; an empty stream's first offset is its head. */
 export function boundsOf(info: StreamInfo): { head: number; first: number } {
   const head = info.state.last_seq;
@@ -67,8 +80,8 @@ export interface ClusterMonitor {
 }
 
 /**
- * Checks every second that each partition stream and the idempotency bucket's stream has a leader
- * and a quorum of current replicas; `/readyz` and ingest read the outcome. The same stream infos
+ * Checks every second that each partition stream and the idempotency bucket's stream has its
+ * configured replicas, a leader and a quorum of current replicas; `/readyz` and ingest read the outcome. The same stream infos
  * refresh the heads the metrics show.
  *
  * A stream's sequence only grows (a purge keeps it): the appender reports a new message stored at or
@@ -81,6 +94,8 @@ export function createClusterMonitor(deps: {
   jsm: JetStreamManager;
   names: JetStreamNames;
   partitions: number;
+  /** HERALD_NATS_REPLICAS: a stream cut below it takes no writes (see `underReplicated`). */
+  replicas: number;
   log: Logger;
 }): ClusterMonitor {
   const { jsm, names, partitions, log } = deps;
@@ -127,7 +142,7 @@ export function createClusterMonitor(deps: {
         reason ??= `stream ${streams[i]}: ${natsReason(result.reason)}`;
         return;
       }
-      reason ??= streamWritable(result.value);
+      reason ??= underReplicated(result.value, deps.replicas) ?? streamWritable(result.value);
       if (i < partitions) {
         note(i, result.value);
         total += result.value.state.bytes;

@@ -71,7 +71,7 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       recreateMissing: opts.recreateMissing ?? false,
     });
     const probeJsm = await nc.jetstreamManager({ timeout: PROBE_TIMEOUT_MS, checkAPI: false });
-    const monitor = createClusterMonitor({ jsm: probeJsm, names, partitions, log });
+    const monitor = createClusterMonitor({ jsm: probeJsm, names, partitions, replicas: opts.nats.replicas, log });
     const listeners = new Set<(partitions: ReadonlySet<number>) => void>();
     const settled = (outcomes: Outcome[]) => {
       const grown = new Set<number>();

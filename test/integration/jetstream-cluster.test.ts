@@ -1,3 +1,4 @@
+import { connect } from 'nats';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { StartupError } from '../../src/errors';
 import { encodeEventMessage } from '../../src/jetstream/codec';
@@ -128,6 +129,31 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       /HERALD_NATS_REPLICAS=1/,
     );
   });
+
+  it('refuses writes on running nodes while a partition stream is cut below HERALD_NATS_REPLICAS, and takes them again once restored (JetStream probe: 2xx for events on one server)', async () => {
+    await waitUntil('node A ready', async () => (await readyz(a.url)) === 200, 90_000, 500);
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      const jsm = await nc.jetstreamManager();
+      const stream = `${prefix}_p0`;
+      const { config } = await jsm.streams.info(stream);
+      await jsm.streams.update(stream, { ...config, num_replicas: 1 });
+      await waitUntil('node A unready', async () => (await readyz(a.url)) === 503, 30_000, 250);
+      const body = (await (await fetch(`${a.url}/readyz`)).json()) as { checks: Record<string, string> };
+      expect(body.checks.log).toContain(`stream ${stream} has 1 replicas, but HERALD_NATS_REPLICAS=3`);
+      expect((await publish(b.url, '/replicas', 'r-1')).status).toBe(503);
+      await jsm.streams.update(stream, { ...config, num_replicas: 3 });
+      await waitUntil('node A ready again', async () => (await readyz(a.url)) === 200, 90_000, 500);
+      await waitUntil(
+        'a publish answered 2xx',
+        async () => [200, 202].includes((await publish(b.url, '/replicas', 'r-1')).status),
+        60_000,
+        500,
+      );
+    } finally {
+      await nc.close();
+    }
+  }, 200_000);
 
   it("never shortens the cluster's idempotency window: a node configured shorter keeps it (a resend would be stored twice), a longer one lengthens it", async () => {
     const jsm = await a.store.connection.jetstreamManager();
