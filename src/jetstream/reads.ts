@@ -31,12 +31,15 @@ export interface ReadsDeps {
 export function createReads(deps: ReadsDeps) {
   const { jsm, kv, names, monitor, log } = deps;
 
-  async function messageAt(partition: number, seq: number): Promise<StoredMsg | undefined> {
+  /** The message at `seq`: from any replica (direct get), or from the stream's leader alone. */
+  async function messageAt(partition: number, seq: number, leaderOnly = false): Promise<StoredMsg | undefined> {
     const stream = names.stream(partition);
-    try {
-      return await (jsm as WithDirectGet).direct.getMessage(stream, { seq });
-    } catch (err) {
-      if (!isNotFound(err)) throw clusterUnavailable(err, 'read events');
+    if (!leaderOnly) {
+      try {
+        return await (jsm as WithDirectGet).direct.getMessage(stream, { seq });
+      } catch (err) {
+        if (!isNotFound(err)) throw clusterUnavailable(err, 'read events');
+      }
     }
     try {
       return await jsm.streams.getMessage(stream, { seq });
@@ -89,12 +92,27 @@ export function createReads(deps: ReadsDeps) {
     if (!entry || entry.operation !== 'PUT') return undefined;
     const claim = decodeClaim(entry.value);
     if (claim.o === undefined) return undefined;
-    const msg = await messageAt(claim.p, claim.o + 1);
-    if (!msg) return undefined;
-    const stored = decode(claim.p, msg);
-    if (stored === 'newer') throw newerFormatUnavailable(claim.p, claim.o);
-    if (!stored || stored.event.attributes.source !== source || stored.event.attributes.id !== id)
+    const found = await eventAt(claim.p, claim.o, source, id, false);
+    if (found !== 'mismatch') return found;
+    // Another event where the record says this one is: the replica that answered may have diverged from
+    // the others (nats-server after long stalls, a JetStream probe saw). The leader's copy decides.
+    const fromLeader = await eventAt(claim.p, claim.o, source, id, true);
+    if (fromLeader === 'mismatch')
       throw new AppError('corrupt_record', `the event stored for source "${source}" and id "${id}" cannot be read`);
+    log.error(
+      { partition: claim.p, offset: claim.o, stream: names.stream(claim.p) },
+      'a replica of a partition stream holds another event at this offset than its leader (diverged); the leader was read',
+    );
+    return fromLeader;
+  }
+
+  /** The event at `offset` if it is source+id's; `mismatch` when another event, or none Herald can read, is there. */
+  async function eventAt(partition: number, offset: number, source: string, id: string, leaderOnly: boolean) {
+    const msg = await messageAt(partition, offset + 1, leaderOnly);
+    if (!msg) return undefined;
+    const stored = decode(partition, msg);
+    if (stored === 'newer') throw newerFormatUnavailable(partition, offset);
+    if (!stored || stored.event.attributes.source !== source || stored.event.attributes.id !== id) return 'mismatch' as const;
     return stored;
   }
 
