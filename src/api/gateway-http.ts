@@ -37,6 +37,7 @@ export function createGatewayHttp(deps: {
     store,
     log,
     maxBodyBytes: config.maxBodyBytes,
+    bufferBytes: config.ingestBufferBytes,
     maxJsonDepth: config.maxJsonDepth,
     observer: ingestObserver(metrics),
   });

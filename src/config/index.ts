@@ -119,6 +119,9 @@ export const configSchema = z
     HERALD_MAX_BODY_BYTES: size(64 * KiB, 256 * MiB, '1MiB').describe(
       'Largest accepted request body (bytes, or `512KiB`, `1MiB`), on the wire and once decoded (`Content-Encoding`); larger is a 413. At least 64 KiB.',
     ),
+    HERALD_INGEST_BUFFER_BYTES: size(64 * KiB, 64 * GiB, '128MiB').describe(
+      'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`); a publish that would pass it is answered 503 `unavailable` with `Retry-After`, before its body is read. One publish is always taken, however large. Memory for ingest is about 3.5 times this at most. At least 64 KiB.',
+    ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
       'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started. At least 64 KiB.',
     ),
@@ -229,6 +232,8 @@ export interface Config {
   fsyncIntervalMs: number;
   partitions: number;
   maxBodyBytes: number;
+  /** HERALD_INGEST_BUFFER_BYTES: publish body bytes held at once. */
+  ingestBufferBytes: number;
   segmentBytes: number;
   /** HERALD_RETENTION: whole segments whose newest event was stored longer ago than this are deleted. */
   retentionMs: number;
@@ -304,6 +309,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     fsyncIntervalMs: raw.HERALD_FSYNC_INTERVAL_MS,
     partitions: raw.HERALD_PARTITIONS,
     maxBodyBytes: raw.HERALD_MAX_BODY_BYTES,
+    ingestBufferBytes: raw.HERALD_INGEST_BUFFER_BYTES,
     segmentBytes: raw.HERALD_SEGMENT_BYTES,
     retentionMs: raw.HERALD_RETENTION,
     maxLogBytes: raw.HERALD_MAX_LOG_BYTES,
@@ -337,6 +343,7 @@ function natsConfig(raw: RawConfig): Readonly<NatsConfig> {
 /** Defaults as an operator would write them, where the parsed value reads badly. */
 const DEFAULT_TEXT: Partial<Record<keyof typeof configSchema.shape, string>> = {
   HERALD_MAX_BODY_BYTES: '1MiB',
+  HERALD_INGEST_BUFFER_BYTES: '128MiB',
   HERALD_SEGMENT_BYTES: '64MiB',
   HERALD_RETENTION: '7d',
   HERALD_MAX_LOG_BYTES: '0',

@@ -1,3 +1,4 @@
+import net from 'node:net';
 import request from 'supertest';
 import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
 import { postEventsRaw, sendRaw, type RawReply as Reply } from '../helpers/http';
@@ -167,5 +168,52 @@ describe('request body limit at its 64 KiB minimum', () => {
     expectTooLarge(await post(gw.url, { 'content-type': 'application/cloudevents+json' }, structuredOfSize('s-64k-plus', 64 * KiB + 1)));
     expectTooLarge(await post(gw.url, ce('b-64k-plus'), Buffer.alloc(64 * KiB + 1)));
     expect(await heads(gw)).toEqual(before);
+  });
+});
+
+describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () => {
+  let gw: Gw;
+  beforeAll(async () => {
+    gw = await startTestGateway({ HERALD_INGEST_BUFFER_BYTES: '64KiB', HERALD_PARTITIONS: '1' });
+  });
+  afterAll(async () => {
+    await gw.close();
+  });
+
+  /** A publish whose headers and first bytes are sent, the rest held back until `finish`. */
+  async function stalled(id: string, length: number) {
+    const { hostname, port } = new URL(gw.url);
+    const socket = net.connect(Number(port), hostname);
+    let answer = '';
+    socket.on('data', (c: Buffer) => (answer += c.toString()));
+    const head = Object.entries(ce(id))
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    socket.write(`POST /events HTTP/1.1\r\nHost: x\r\n${head}content-length: ${length}\r\nconnection: close\r\n\r\n`);
+    socket.write(Buffer.alloc(10, 0x61));
+    await new Promise((r) => setTimeout(r, 100)); // the gateway has its headers and holds the declared length
+    return {
+      finish: async () => {
+        socket.write(Buffer.alloc(length - 10, 0x61)); // not end(): a half-closed socket is closed before its answer
+        await new Promise((r) => socket.once('close', r));
+        return answer.split('\r\n')[0];
+      },
+    };
+  }
+
+  it('refuses a publish that would pass it with 503 and Retry-After before its body is read, takes one that fits, and takes it again once room is made (ingest probe: 1,000 publishes of 1 MiB held 3.5 GB)', async () => {
+    const first = await stalled('held', 40 * KiB);
+    const refused = await fetch(`${gw.url}/events`, { method: 'POST', headers: ce('refused'), body: Buffer.alloc(40 * KiB, 0x62) });
+    expect([refused.status, refused.headers.get('retry-after'), ((await refused.json()) as { code: string }).code]).toEqual([
+      503,
+      '1',
+      'unavailable',
+    ]);
+    expect((await post(gw.url, ce('fits'), Buffer.alloc(1 * KiB, 0x63))).status).toBe(202);
+    expect(await first.finish()).toBe('HTTP/1.1 202 Accepted');
+    expect((await post(gw.url, ce('refused'), Buffer.alloc(40 * KiB, 0x62))).status).toBe(202);
+    // Nothing of the refused attempt was stored: its one event is stored once, by the retry.
+    const read = await request(gw.url).get('/partitions/0/events?from=0&limit=10').expect(200);
+    expect(read.body.events.map((e: { event: { id: string } }) => e.event.id)).toEqual(['fits', 'held', 'refused']);
   });
 });
