@@ -21,18 +21,18 @@ export interface IngestDeps {
 const BUFFER_FULL_RETRY_AFTER_SECONDS = 1;
 
 /**
- * The body bytes publishes hold, received and not yet answered: a publish that would pass `max` is
- * refused before its body is read (a probe's 1,000 concurrent 1 MiB publishes took 3.5 GB). One is
- * always taken, so a body of HERALD_MAX_BODY_BYTES passes however small the bound. A chunked body
- * (length unknown) is counted at the largest it may be.
+ * The body bytes publishes hold, received and not yet answered: a publish is refused once they would
+ * pass `max` (a probe's 1,000 concurrent 1 MiB publishes took 3.5 GB). Bytes count as they arrive, so
+ * a publish that stalls holds only what it sent. One publish alone is always let through, so a body of
+ * HERALD_MAX_BODY_BYTES passes however small the bound.
  */
 function createBuffer(max: number) {
   let held = 0;
   return {
-    take(bytes: number): boolean {
-      if (held > 0 && held + bytes > max) return false;
+    /** Whether `bytes` more may be held by a publish that holds `mine` already. */
+    room: (bytes: number, mine: number): boolean => held === mine || held + bytes <= max,
+    take(bytes: number): void {
       held += bytes;
-      return true;
     },
     give(bytes: number): void {
       held -= bytes;
@@ -50,16 +50,16 @@ export function createIngestHandler(deps: IngestDeps) {
   const buffer = createBuffer(deps.bufferBytes ?? Number.POSITIVE_INFINITY);
   return async function ingest(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const started = performance.now();
-    const declared = Number(req.headers['content-length']);
-    // Past the body limit it is refused by readBody, unread: nothing to hold.
-    const holds = Number.isFinite(declared) ? (declared <= deps.maxBodyBytes ? declared : 0) : deps.maxBodyBytes;
-    if (!buffer.take(holds)) {
-      deps.observer?.rejected(sendProblem(res, bufferFull(deps.bufferBytes!), deps.log));
-      deps.observer?.answered((performance.now() - started) / 1000);
-      return;
-    }
+    let holds = 0;
     try {
-      const raw = await readBody(req, deps.maxBodyBytes);
+      // A declared length that cannot fit now is refused before a byte is read (past the body limit, readBody refuses it).
+      const declared = Number(req.headers['content-length']);
+      if (declared <= deps.maxBodyBytes && !buffer.room(declared, 0)) throw bufferFull(deps.bufferBytes!);
+      const raw = await readBody(req, deps.maxBodyBytes, (bytes) => {
+        if (!buffer.room(bytes, holds)) throw bufferFull(deps.bufferBytes!);
+        buffer.take(bytes);
+        holds += bytes;
+      });
       const encoding = req.headers['content-encoding'];
       const body = encoding === undefined ? raw : await decodeBody(raw, encoding, deps.maxBodyBytes);
       const { mode, events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body }, { maxJsonDepth: deps.maxJsonDepth });
@@ -81,7 +81,7 @@ export function createIngestHandler(deps: IngestDeps) {
 function bufferFull(bytes: number): AppError {
   return new AppError(
     'unavailable',
-    `the gateway holds ${bytes} bytes of publishes being stored, as many as HERALD_INGEST_BUFFER_BYTES allows; nothing from this request was stored, retry`,
+    `the gateway holds as many bytes of publishes being stored as HERALD_INGEST_BUFFER_BYTES allows (${bytes}); nothing from this request was stored, retry`,
     { retryAfter: BUFFER_FULL_RETRY_AFTER_SECONDS, headers: { connection: 'close' } },
   );
 }

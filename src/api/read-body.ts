@@ -5,8 +5,9 @@ import { AppError } from '../errors';
 /**
  * Reads a request body up to `limit` bytes. Refuses early on a larger `Content-Length`, and as
  * soon as a chunked body passes the limit (the server reads on at most 1 MiB of what follows).
+ * `onChunk` is told of each chunk before it is kept; what it throws refuses the body there.
  */
-export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
+export function readBody(req: IncomingMessage, limit: number, onChunk?: (bytes: number) => void): Promise<Buffer> {
   const tooLarge = (headers?: Record<string, string>) =>
     new AppError('payload_too_large', `the request body is larger than ${limit} bytes (HERALD_MAX_BODY_BYTES)`, { headers });
   const declared = Number(req.headers['content-length']);
@@ -18,13 +19,18 @@ export function readBody(req: IncomingMessage, limit: number): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
+    const stop = (err: AppError) => {
+      req.removeAllListeners('data');
+      req.resume();
+      reject(err);
+    };
     req.on('data', (chunk: Buffer) => {
       size += chunk.length;
-      if (size > limit) {
-        req.removeAllListeners('data');
-        req.resume();
-        reject(tooLarge());
-        return;
+      if (size > limit) return stop(tooLarge());
+      try {
+        onChunk?.(chunk.length);
+      } catch (err) {
+        return stop(err as AppError);
       }
       chunks.push(chunk);
     });

@@ -2239,7 +2239,7 @@ export interface operations {
              *     (`unavailable`), or free space on the file system holding the data dir is below
              *     `HERALD_MIN_FREE_BYTES` (`storage_full`; ingest resumes by itself when space returns), or
              *     the publishes being stored hold `HERALD_INGEST_BUFFER_BYTES` of bodies already
-             *     (`unavailable`, answered before the body is read, the connection then closed).
+             *     (`unavailable`, answered as soon as the body would pass it, the connection then closed).
              *     Nothing from the request was stored; retry after `Retry-After` seconds. On the JetStream
              *     engine: the cluster cannot take writes (no stream leader or quorum) or did not acknowledge
              *     in time; part of a batch may be stored, and a retry answers those as duplicates.

@@ -181,7 +181,7 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
   });
 
   /** A publish whose headers and first bytes are sent, the rest held back until `finish`. */
-  async function stalled(id: string, length: number) {
+  async function stalled(id: string, length: number, sent = length - 10) {
     const { hostname, port } = new URL(gw.url);
     const socket = net.connect(Number(port), hostname);
     let answer = '';
@@ -190,11 +190,11 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
       .map(([k, v]) => `${k}: ${v}\r\n`)
       .join('');
     socket.write(`POST /events HTTP/1.1\r\nHost: x\r\n${head}content-length: ${length}\r\nconnection: close\r\n\r\n`);
-    socket.write(Buffer.alloc(10, 0x61));
-    await new Promise((r) => setTimeout(r, 100)); // the gateway has its headers and holds the declared length
+    socket.write(Buffer.alloc(sent, 0x61));
+    await new Promise((r) => setTimeout(r, 200)); // the gateway holds what was sent
     return {
       finish: async () => {
-        socket.write(Buffer.alloc(length - 10, 0x61)); // not end(): a half-closed socket is closed before its answer
+        socket.write(Buffer.alloc(length - sent, 0x61)); // not end(): a half-closed socket is closed before its answer
         await new Promise((r) => socket.once('close', r));
         return answer.split('\r\n')[0];
       },
@@ -215,5 +215,11 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
     // Nothing of the refused attempt was stored: its one event is stored once, by the retry.
     const read = await request(gw.url).get('/partitions/0/events?from=0&limit=10').expect(200);
     expect(read.body.events.map((e: { event: { id: string } }) => e.event.id)).toEqual(['fits', 'held', 'refused']);
+  });
+
+  it('counts what a publish has sent, not what it declares: stalled publishes do not shut ingest out', async () => {
+    const slow = await Promise.all([stalled('slow-1', 60 * KiB, 1 * KiB), stalled('slow-2', 60 * KiB, 1 * KiB)]);
+    expect((await post(gw.url, ce('beside-slow'), Buffer.alloc(40 * KiB, 0x64))).status).toBe(202);
+    for (const s of slow) expect(await s.finish()).toBe('HTTP/1.1 202 Accepted');
   });
 });
