@@ -158,6 +158,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
   });
   metrics.setSources({
     log: () => store.logStats(),
+    writable: () => store.health().writable,
     heads: () => store.heads(),
     subscriptions: () => subscriptions.metricsSnapshot(),
   });

@@ -101,6 +101,7 @@ async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics
   });
   metrics.setSources({
     log: () => ({ bytes: store.snapshot().bytes, segments: 0 }),
+    writable: () => store.health().writable,
     heads: () => store.snapshot().heads,
     subscriptions: () => subscriptions.metricsSnapshot(),
   });

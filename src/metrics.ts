@@ -16,6 +16,8 @@ import {
 /** What `/metrics` reads from the rest of the gateway at scrape time (gauges are computed, never kept in step). */
 export interface MetricsSources {
   log: () => { bytes: number; segments: number };
+  /** Whether the log (local files, or the JetStream cluster) takes writes now: `/readyz`'s `log` check. */
+  writable: () => boolean;
   heads: () => readonly number[];
   /** Asked of delivery at scrape time (the delivery thread answers by message). */
   subscriptions: () => Promise<SubscriptionSnapshot>;
@@ -116,6 +118,14 @@ export function createMetrics() {
     registers: r,
     collect() {
       if (sources) this.set(sources.log().bytes);
+    },
+  });
+  new Gauge({
+    name: 'herald_log_writable',
+    help: '1 while the log takes writes (local files, or the JetStream cluster), 0 while ingest answers 503.',
+    registers: r,
+    collect() {
+      if (sources) this.set(sources.writable() ? 1 : 0);
     },
   });
   new Gauge({

@@ -286,7 +286,8 @@ export function createSubscriptionsService(deps: {
     /** Per subscription, what `/metrics` shows (one dead-letter count query per subscription). */
     metricsSnapshot() {
       return forEachLive(async (record) => {
-        const stats = await calls.readIfStarted(record.id, () => deps.delivery.stats(record.id));
+        // A scrape answers with what it has: a subscription whose stats cannot be read now (a cluster outage) shows its state.
+        const stats = await calls.readIfStarted(record.id, () => deps.delivery.stats(record.id)).catch(unlessUnavailable);
         if (!stats) return { id: record.id, state: record.state, delivery: null };
         const { partitions, deadLetters } = stats;
         const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);

@@ -48,6 +48,8 @@ describe('disk failure on append', () => {
       expect(ready.status).toBe(503);
       expect(ready.body.checks.log).toMatch(/^log write failed/);
       expect((await getJson(`${gw.url}/healthz`)).status).toBe(200); // alive, just not ready
+      const writable = async () => /^herald_log_writable (\d)$/m.exec(await (await fetch(`${gw.url}/metrics`)).text())?.[1];
+      expect(await writable()).toBe('0'); // and /metrics says so
       expect(await partitionHeads(gw.url)).toEqual([0, 0, 0, 0]);
       expect((await lookupEvent(gw.url, { source: '/disk', id: 'd1' })).status).toBe(404);
       expect(await readAllEvents(gw.url)).toEqual([]);
@@ -57,6 +59,7 @@ describe('disk failure on append', () => {
       expect(ok.status).toBe(202);
       expect(ok.body.results).toEqual([expect.objectContaining({ id: 'd1', offset: 0, duplicate: false })]);
       expect((await getJson(`${gw.url}/readyz`)).status).toBe(200);
+      expect(await writable()).toBe('1');
       expect((await lookupEvent(gw.url, { source: '/disk', id: 'd1' })).status).toBe(200);
       const batch = await postBatch(gw.url, [
         { source: '/disk', id: 'd2' },

@@ -264,6 +264,13 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     expect(body.checks.log).not.toBe('ok');
     expect(Object.keys(body.checks)).toEqual(['log']);
 
+    // A scrape still answers, with what it has (was: a 503 after 5 s, every series gone): the log is not writable.
+    const scrape = await fetch(`${a.url}/metrics`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    expect(scrape.status).toBe(200);
+    const metrics = await scrape.text();
+    expect(metrics).toMatch(/^herald_log_writable 0$/m);
+    expect(metrics).toContain(`herald_subscription_state{subscription="${sub.id}",state="active"} 1`);
+
     const refused = await publish(a.url, '/outage', 'o-1');
     expect([refused.status, refused.body.code, refused.retryAfter]).toEqual([503, 'unavailable', '1']);
     const refusedB = await publish(b.url, '/outage', 'o-1');
