@@ -11,25 +11,39 @@ import { JSON_LIMIT_BYTES, keyNames, normalizeRequestTarget } from './routing';
 const SHUTDOWN_GRACE_MS = 10_000;
 /**
  * A body left unread when its request was answered (a 401, a 413, any refusal) is read on and
- * discarded only this far, so the client gets to read the answer; then the connection is cut.
- * Node would read it to its end for keep-alive: an unauthenticated client could have the gateway
- * take in gigabytes.
+ * discarded only this far: far enough that a client sending a body of the usual sizes finishes and
+ * reads its answer, bounded so that one without a key cannot have the gateway take in gigabytes
+ * (Node reads it to its end, for keep-alive). Past it the connection is closed.
  */
-const UNREAD_BODY_BYTES = 1024 * 1024;
-const UNREAD_BODY_MS = 5_000;
+const UNREAD_BODY_BYTES = 64 * 1024 * 1024;
+const UNREAD_BODY_MS = 10_000;
+/**
+ * Closed with a FIN after the answer, then what the client still sends is discarded a little longer
+ * before the socket is destroyed: destroyed with the client's bytes unread, the kernel answers a
+ * reset, and a client still sending loses the answer it was sent (a re-probe's `fetch` saw
+ * ECONNRESET, not its 401).
+ */
+const LINGER_BYTES = 16 * 1024 * 1024;
+const LINGER_MS = 2_000;
 
 /** Bounds what is read of a body after its request was answered (see `UNREAD_BODY_BYTES`). */
 function boundUnreadBody(req: http.IncomingMessage): void {
   if (req.complete || req.destroyed) return;
   let left = UNREAD_BODY_BYTES;
-  const cut = () => {
+  let closing = false;
+  const destroy = () => req.socket.destroy();
+  const close = () => {
     clearTimeout(timer);
-    req.socket.destroy();
+    if (closing) return destroy(); // past the linger's bytes too
+    closing = true;
+    left = LINGER_BYTES;
+    req.socket.end();
+    setTimeout(destroy, LINGER_MS).unref();
   };
-  const timer = setTimeout(cut, UNREAD_BODY_MS).unref();
+  const timer = setTimeout(close, UNREAD_BODY_MS).unref();
   req.on('data', (chunk: Buffer) => {
     left -= chunk.length;
-    if (left < 0) cut();
+    if (left < 0) close();
   });
   req.once('end', () => clearTimeout(timer));
   req.once('close', () => clearTimeout(timer));

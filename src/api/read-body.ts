@@ -4,7 +4,7 @@ import { AppError } from '../errors';
 
 /**
  * Reads a request body up to `limit` bytes. Refuses early on a larger `Content-Length`, and as
- * soon as a chunked body passes the limit (the server reads on at most 1 MiB of what follows).
+ * soon as a chunked body passes the limit (the server reads on a bounded amount of what follows, see http-server.ts).
  * `onChunk` is told of each chunk before it is kept; what it throws refuses the body there.
  */
 export function readBody(req: IncomingMessage, limit: number, onChunk?: (bytes: number) => void): Promise<Buffer> {
