@@ -59,7 +59,7 @@ export interface LocalEventStoreOptions {
 }
 
 const DAY_MS = 86_400_000;
-/** Decoded events kept for the main thread's readers, by their stored size. */
+/** Decoded events kept for the main thread's readers, by the memory they hold. */
 const READ_CACHE_BYTES = 16 * 1024 * 1024;
 
 export type LocalEventStore = EventStore & {
@@ -242,8 +242,10 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     heads: sequencer.heads,
     firstOffsets: () => firstOffsets,
     log,
-    // Live tails (and replays) reading the same fresh events get one decoded copy, not one each.
-    decoded: createDecodedCache({ maxBytes: READ_CACHE_BYTES }),
+    // Live tails (and replays) reading the same fresh events get one decoded copy, not one each. Charged
+    // at what it holds in memory: a decoded event takes about 1 KiB of heap besides its data, and a
+    // tail's message (held while the event is) about its size again (a re-probe measured 9x the bytes).
+    decoded: createDecodedCache({ maxBytes: READ_CACHE_BYTES, charge: (length) => 2 * length + 1024 }),
   });
   sequencer.start();
 

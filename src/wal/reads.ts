@@ -243,15 +243,17 @@ export function createReads(opts: ReadsOptions) {
 }
 
 /**
- * The last records decoded, by partition and offset, bounded by their stored size: readers of the
+ * The last records decoded, by partition and offset, bounded by their stored size (or what `charge`
+ * makes of it: the memory a decoded event and what hangs on it take): readers of the
  * same offsets (every subscription of the delivery thread, and each retry) get the same decoded
  * event instead of reading and decoding its bytes again, so its message is serialised once per event
  * (`delivery/request.ts`). A hit must sit at the same log position, so a record can never be
  * answered for another one. Oldest first out.
  */
-export function createDecodedCache(opts: { maxBytes: number }) {
+export function createDecodedCache(opts: { maxBytes: number; charge?: (storedBytes: number) => number }) {
   let maxBytes = opts.maxBytes;
-  const byPartition = new Map<number, Map<number, { stored: StoredEvent; position: number; length: number }>>();
+  const charge = opts.charge ?? ((length: number) => length);
+  const byPartition = new Map<number, Map<number, { stored: StoredEvent; position: number; cost: number }>>();
   const order: { partition: number; offset: number }[] = [];
   let orderAt = 0;
   let bytes = 0;
@@ -261,7 +263,7 @@ export function createDecodedCache(opts: { maxBytes: number }) {
     const map = byPartition.get(oldest.partition);
     const found = map?.get(oldest.offset);
     if (found) {
-      bytes -= found.length;
+      bytes -= found.cost;
       map!.delete(oldest.offset);
     }
     // The queue is compacted now and then rather than shifted per eviction.
@@ -274,14 +276,15 @@ export function createDecodedCache(opts: { maxBytes: number }) {
       return found && found.position === entry.position ? found.stored : undefined;
     },
     set(stored: StoredEvent, entry: IndexEntry): void {
-      if (entry.length > maxBytes) return;
+      const cost = charge(entry.length);
+      if (cost > maxBytes) return;
       let map = byPartition.get(stored.partition);
       if (!map) byPartition.set(stored.partition, (map = new Map()));
       const previous = map.get(stored.offset);
-      if (previous) bytes -= previous.length;
+      if (previous) bytes -= previous.cost;
       else order.push({ partition: stored.partition, offset: stored.offset });
-      map.set(stored.offset, { stored, position: entry.position, length: entry.length });
-      bytes += entry.length;
+      map.set(stored.offset, { stored, position: entry.position, cost });
+      bytes += cost;
       while (bytes > maxBytes && orderAt < order.length) evictOldest();
     },
     /** A new bound; 0 keeps nothing (and lets go of everything kept). */
