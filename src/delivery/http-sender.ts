@@ -32,6 +32,8 @@ export interface ProbeResult extends Omit<SendResult, 'retryAfter'> {
 const EXCERPT_BYTES = 1024;
 const MAX_CACHED_TARGETS = 10_000;
 const CONNECT_TIMEOUT_MS = 10_000;
+/** Connections of an origin no one subscription may take (of 64: it holds at most 56). */
+const RESERVED_FOR_OTHERS = 8;
 /** The validation handshakes' share of an origin's connections. */
 const PROBE_TENANT = '\u0000handshake';
 
@@ -79,6 +81,8 @@ export class AbortGroup {
  * waiting tenant (subscription) that holds the fewest of the origin's slots, the longest-waiting of
  * them on a tie, in order within a tenant: a subscription whose receiver stalls cannot queue every
  * other subscription of that host behind its own requests (a probe saw a healthy one wait 8.7 s).
+ * And no tenant holds more than all but {@link RESERVED_FOR_OTHERS}: one whose receiver hangs cannot
+ * take every slot before another comes (a re-probe saw a healthy one wait out the full timeout).
  */
 class OriginGate {
   private active = 0;
@@ -86,11 +90,15 @@ class OriginGate {
   private readonly held = new Map<string, number>();
   /** Waiting requests by tenant, tenants in the order they began to wait (Map order). */
   private readonly waiting = new Map<string, (() => void)[]>();
-  constructor(private readonly size: number) {}
+  /** Slots one tenant may hold: the rest stay for others, whom a tenant whose receiver hangs would shut out. */
+  private readonly perTenant: number;
+  constructor(private readonly size: number) {
+    this.perTenant = size > 2 * RESERVED_FOR_OTHERS ? size - RESERVED_FOR_OTHERS : size;
+  }
 
   /** Resolves when a slot is free; `attempt`'s abort while waiting rejects it. */
   acquire(attempt: Abortable, tenant: string): Promise<void> | undefined {
-    if (this.active < this.size) {
+    if (this.active < this.size && this.mayTake(tenant)) {
       this.active++;
       this.take(tenant);
       return undefined;
@@ -127,6 +135,10 @@ class OriginGate {
     else setImmediate(() => this.handOver());
   }
 
+  private mayTake(tenant: string): boolean {
+    return (this.held.get(tenant) ?? 0) < this.perTenant;
+  }
+
   private take(tenant: string): void {
     this.held.set(tenant, (this.held.get(tenant) ?? 0) + 1);
   }
@@ -136,7 +148,7 @@ class OriginGate {
     let fewest = Number.POSITIVE_INFINITY;
     for (const tenant of this.waiting.keys()) {
       const holds = this.held.get(tenant) ?? 0;
-      if (holds < fewest) [chosen, fewest] = [tenant, holds];
+      if (holds < fewest && holds < this.perTenant) [chosen, fewest] = [tenant, holds];
     }
     if (chosen === undefined) {
       this.active--;
