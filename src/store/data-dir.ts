@@ -81,11 +81,36 @@ function lockLogDir(dataDir: string): Database.Database | undefined {
     fs.mkdirSync(dir);
     fsyncPath(dataDir); // the new directory survives a power cut
   }
-  const db = takeLock(path.join(dir, LOCK_FILE), dataDir);
-  if (db !== 'busy') return db;
-  throw new StartupError(
-    `the log dir ${fs.realpathSync(dir)} (${path.resolve(dir)}) is in use by another Herald process: is wal/ linked from another data dir? Two gateways on one log would destroy each other's data`,
-  );
+  const file = path.join(dir, LOCK_FILE);
+  const before = inodeOf(file);
+  const db = takeLock(file, dataDir);
+  const inUse = `the log dir ${fs.realpathSync(dir)} (${path.resolve(dir)}) is in use by another Herald process`;
+  const why = "is wal/ linked from another data dir? Two gateways on one log would destroy each other's data";
+  if (db === 'busy') throw new StartupError(`${inUse}: ${why}`);
+  // As for herald.lock: a lock file made now (or replaced) may stand in for one removed under a running gateway.
+  if (before !== undefined && inodeOf(file) === before) return db;
+  const holder = segmentHolder(dir);
+  if (holder === undefined) return db;
+  db.close();
+  fs.rmSync(file, { force: true });
+  throw new StartupError(`${inUse} (PID ${holder} has its segments open, and wal/${LOCK_FILE} does not lock it: was it removed?); ${why}`);
+}
+
+/** Another process with a segment file of the log dir `dir` open (see `hasOpen`); undefined without segments. */
+function segmentHolder(dir: string): string | undefined {
+  let segments: Set<string>;
+  try {
+    segments = new Set(
+      fs
+        .readdirSync(dir)
+        .filter((name) => name.endsWith('.seg'))
+        .map((name) => fileKey(fs.statSync(path.join(dir, name)))),
+    );
+  } catch {
+    return undefined;
+  }
+  if (segments.size === 0) return undefined;
+  return allPids().find((pid) => pid !== String(process.pid) && hasOpen(pid, segments));
 }
 
 /**
@@ -130,7 +155,8 @@ function otherHolder(dataDir: string, lockExisted: boolean): string | undefined 
   const candidates = new Set(pid === undefined ? [] : [pid]);
   if (!lockExisted) for (const p of allPids()) candidates.add(p);
   candidates.delete(String(process.pid));
-  for (const candidate of candidates) if (hasOpen(candidate, database)) return candidate;
+  const files = new Set([fileKey(database)]);
+  for (const candidate of candidates) if (hasOpen(candidate, files)) return candidate;
   return undefined;
 }
 
@@ -150,7 +176,11 @@ function allPids(): string[] {
   }
 }
 
-function hasOpen(pid: string, file: fs.Stats): boolean {
+/** A file by device and inode, so a symlink or bind mount of it is the same file. */
+const fileKey = (stats: fs.Stats) => `${stats.dev}:${stats.ino}`;
+
+/** Whether process `pid` has one of `files` (by {@link fileKey}) open (Linux, `/proc/<pid>/fd`). */
+function hasOpen(pid: string, files: ReadonlySet<string>): boolean {
   let fds: string[];
   try {
     fds = fs.readdirSync(`/proc/${pid}/fd`);
@@ -159,8 +189,7 @@ function hasOpen(pid: string, file: fs.Stats): boolean {
   }
   for (const fd of fds) {
     try {
-      const open = fs.statSync(`/proc/${pid}/fd/${fd}`);
-      if (open.ino === file.ino && open.dev === file.dev) return true;
+      if (files.has(fileKey(fs.statSync(`/proc/${pid}/fd/${fd}`)))) return true;
     } catch {
       // closed meanwhile, or a socket
     }

@@ -153,6 +153,21 @@ describe('two gateways on one data dir', () => {
     expect((await postBinary(child.url, { source: '/lock', id: 'linked' })).status).toBe(202);
     expect(fs.readFileSync(path.join(first, 'herald.pid'), 'utf8').trim()).toBe(String(child.child.pid));
   });
+
+  it('refuses it too when wal/herald.lock was removed under the running gateway (re-probe: both ran on one log)', async () => {
+    const first = tmpDir();
+    const other = tmpDir();
+    child = await spawnGateway({ HERALD_DATA_DIR: first });
+    expect((await postBinary(child.url, { source: '/lock', id: 'before-rm' })).status).toBe(202);
+    fs.symlinkSync(path.join(first, 'wal'), path.join(other, 'wal'));
+    fs.rmSync(path.join(first, 'wal', 'herald.lock'));
+    for (let i = 0; i < 2; i++) {
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: other });
+      expect(refused.code).toBe(2);
+      expect(oneLine(refused.stderr)).toContain(`(PID ${child.child.pid} has its segments open, and wal/herald.lock does not lock it`);
+    }
+    expect((await postBinary(child.url, { source: '/lock', id: 'after-rm' })).status).toBe(202);
+  });
 });
 
 describe('a lost herald.db', () => {
