@@ -989,7 +989,9 @@ export interface components {
          *     `exact`, `prefix` and `suffix` compare attribute values (all named attributes must match; an
          *     absent attribute never matches; a name no event can carry is a 400, see `AttributeValues`);
          *     `all`, `any` and `not` combine filters (at most 16 levels);
-         *     `sql` is a CloudEvents SQL expression (at most 4,096 characters). Any error while evaluating a
+         *     `sql` is a CloudEvents SQL expression (at most 4,096 characters; a create or PATCH with a longer
+         *     one, or with more than 64 filter objects in all, is a 400, while a subscription an older version
+         *     stored past these limits keeps them, and is shown with them). Any error while evaluating a
          *     filter, including running out of its per-event work budget (characters scanned by `LIKE` and
          *     string functions), means "does not match"; it is logged at `warn` at most once a minute per
          *     subscription.

@@ -186,7 +186,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       if (workers.has(id)) return dispatcher.update(record);
       flush();
       const report = createFilterErrorReporter({ log: deps.log, subscriptionId: id, clock, count: () => events.onFilterError?.() });
-      const entry: Subscribed = { record, report, matcher: compileFilters(record.filters, { onError: report }) };
+      const entry: Subscribed = { record, report, matcher: compileFilters(record.filters, { onError: report, sizeLimits: false }) };
       subscribed.set(id, entry);
       const worker = createSubscriptionWorker(
         {
@@ -235,7 +235,7 @@ export function createDispatcher(deps: DispatcherDeps) {
       const entry = subscribed.get(record.id);
       if (!entry) return;
       if (JSON.stringify(record.filters) !== JSON.stringify(entry.record.filters)) {
-        entry.matcher = compileFilters(record.filters, { onError: entry.report });
+        entry.matcher = compileFilters(record.filters, { onError: entry.report, sizeLimits: false });
       }
       const before = entry.record.delivery;
       entry.record = record;

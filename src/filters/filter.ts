@@ -69,6 +69,12 @@ export interface FilterOptions {
    * keep loading as they were accepted (such a filter goes on matching nothing).
    */
   attributeNamesOnly?: boolean;
+  /**
+   * Refuse filters past {@link MAX_FILTER_NODES} objects or an `sql` past {@link MAX_SQL_LENGTH} (default on).
+   * Off for stored subscriptions, which keep delivering as an older version accepted them (an upgrade
+   * probe saw them stop); the per-event work budget still bounds what they cost.
+   */
+  sizeLimits?: boolean;
 }
 
 /** Per-call state shared by the compiled filters of one list. */
@@ -96,14 +102,14 @@ const stringMap = z
  * @throws AppError `invalid_request` naming each malformed filter by path
  */
 export function compileFilters(filters: unknown, options: FilterOptions = {}): Matcher {
-  const { path = 'filters', onError, budget: limit = WORK_BUDGET, attributeNamesOnly = false } = options;
+  const { path = 'filters', onError, budget: limit = WORK_BUDGET, attributeNamesOnly = false, sizeLimits = true } = options;
   const violations: Violation[] = [];
   if (!Array.isArray(filters)) {
     throw new AppError('invalid_request', 'filters must be an array', {
       details: [{ attribute: path, message: 'expected an array of filter expressions' }],
     });
   }
-  const counter: NodeCounter = { path, nodes: 0, attributeNamesOnly };
+  const counter: NodeCounter = { path, nodes: 0, attributeNamesOnly, sizeLimits };
   const matchers = filters.map((f, i) => compileOne(f, `${path}.${i}`, 0, violations, counter));
   if (violations.length > 0) throw new AppError('invalid_request', 'the subscription filters are not valid', { details: violations });
   // One state object per matcher: matching is synchronous, so calls never overlap.
@@ -140,6 +146,8 @@ interface NodeCounter {
   nodes: number;
   /** {@link FilterOptions.attributeNamesOnly} */
   readonly attributeNamesOnly: boolean;
+  /** {@link FilterOptions.sizeLimits} */
+  readonly sizeLimits: boolean;
 }
 
 function compileOne(filter: unknown, path: string, depth: number, violations: Violation[], counter: NodeCounter): Compiled {
@@ -149,7 +157,7 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
     return never;
   }
   // Past the limit, the rest is only counted: one violation says it all, and compiling stays cheap.
-  if (++counter.nodes > MAX_FILTER_NODES) {
+  if (++counter.nodes > MAX_FILTER_NODES && counter.sizeLimits) {
     if (counter.nodes === MAX_FILTER_NODES + 1) {
       violations.push({
         attribute: counter.path,
@@ -225,7 +233,7 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
         violations.push({ attribute: at, message: '"sql" needs a CloudEvents SQL expression string' });
         return never;
       }
-      if (value.length > MAX_SQL_LENGTH) {
+      if (value.length > MAX_SQL_LENGTH && counter.sizeLimits) {
         violations.push({
           attribute: at,
           message: `sql expressions may be at most ${MAX_SQL_LENGTH} characters (this one has ${value.length})`,

@@ -116,3 +116,43 @@ describe('a subscription whose delivery cannot start', () => {
     expect((relisted.body.subscriptions as { stats: unknown }[]).every((s) => s.stats !== null)).toBe(true);
   });
 });
+
+describe('a subscription stored past today’s size limits (an older version accepted it)', () => {
+  it('keeps delivering after the upgrade, while a PATCH to such filters is refused (upgrade probe: it stopped)', async () => {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
+    const wide = await createSubscription('t.wide');
+    const long = await createSubscription('t.long');
+    const { dataDir } = gw;
+    await gw.close();
+    // 70 filter objects (the limit is 64), and an sql expression of 5,000 characters (the limit is 4,096).
+    const seventy = [
+      { any: [{ exact: { type: 't.wide' } }, ...Array.from({ length: 68 }, (_, i) => ({ exact: { type: `t.other${i}` } }))] },
+    ];
+    const longSql = `type = 't.long'${" OR type = 't.none'".repeat(260)}`;
+    expect(longSql.length).toBeGreaterThan(4096);
+    const db = new Database(path.join(dataDir, 'herald.db'));
+    db.prepare('UPDATE subscriptions SET filters = ? WHERE id = ?').run(JSON.stringify(seventy), wide);
+    db.prepare('UPDATE subscriptions SET filters = ? WHERE id = ?').run(JSON.stringify([{ sql: longSql }]), long);
+    db.close();
+
+    gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    const call = createContractClient(gw.url, checker);
+    expect((await call('GET', `/subscriptions/${wide}`)).status).toBe(200);
+    expect((await call('GET', `/subscriptions/${long}`)).status).toBe(200);
+    for (const [id, type] of [
+      ['w1', 't.wide'],
+      ['l1', 't.long'],
+    ]) {
+      const published = await fetch(`${gw.url}/events`, {
+        method: 'POST',
+        headers: { 'ce-specversion': '1.0', 'ce-id': id!, 'ce-source': '/stored-limits', 'ce-type': type!, 'content-type': 'text/plain' },
+        body: 'x',
+      });
+      expect(published.status).toBe(202);
+    }
+    await waitFor(() => ['w1', 'l1'].every((id) => receiver.requests.some((r) => r.headers['ce-id'] === id)), {
+      what: 'both events delivered by the subscriptions stored past the limits',
+    });
+    expect((await call('PATCH', `/subscriptions/${wide}`, { json: { filters: seventy } })).status).toBe(400);
+  });
+});

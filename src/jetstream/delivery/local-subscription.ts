@@ -40,7 +40,7 @@ export function createLocalSubscription(
   let removed = false;
   const generations = [...gens];
   const report = createFilterErrorReporter({ log, subscriptionId: id, clock: ctx.clock, count: () => events.onFilterError?.() });
-  let matcher: Matcher = compileFilters(record.filters, { onError: report });
+  let matcher: Matcher = compileFilters(record.filters, { onError: report, sizeLimits: false });
   const pullers = new Map<Channel, Puller>();
 
   const view: SubscriptionView = {
@@ -122,7 +122,8 @@ export function createLocalSubscription(
     rebind,
     /** The service's record changed: filters recompiled, consumer lease settings brought up to date. */
     async update(next: SubscriptionRecord): Promise<void> {
-      if (JSON.stringify(next.filters) !== JSON.stringify(record.filters)) matcher = compileFilters(next.filters, { onError: report });
+      if (JSON.stringify(next.filters) !== JSON.stringify(record.filters))
+        matcher = compileFilters(next.filters, { onError: report, sizeLimits: false });
       const before = record.delivery;
       record = next;
       if (JSON.stringify(before) === JSON.stringify(next.delivery)) return;
