@@ -14,7 +14,7 @@ import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-ev
 import { createLogger, type Logger } from './logger';
 import { startCheckpointer } from './store/checkpointer';
 import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
-import { lockDataDir, refuseUnfinishedRestore, unusable } from './store/data-dir';
+import { lockDataDir, refusePartitionChange, refuseUnfinishedRestore, unusable } from './store/data-dir';
 import { createDeliveryStateRepo } from './store/delivery-state-repo';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
@@ -51,6 +51,7 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
   let db: Db | undefined;
   try {
     refuseUnfinishedRestore(config.dataDir);
+    refusePartitionChange(config.dataDir, config.partitions);
     db = openDatabase(dbFile);
     const store = openLocalEventStore({
       dataDir: config.dataDir,

@@ -256,6 +256,39 @@ export function refuseUnfinishedRestore(dataDir: string): void {
   );
 }
 
+/**
+ * A start with another HERALD_PARTITIONS than the data dir was created with is refused before herald.db
+ * is opened for writing: opening it runs its migrations, after which the version that made the data
+ * dir may not start on it again (an upgrade probe's typo did that). The store checks again, with more.
+ * @throws StartupError saying which count to start with
+ */
+export function refusePartitionChange(dataDir: string, partitions: number): void {
+  const inIdentity = readIdentity(dataDir)?.partitions;
+  const inDatabase = partitionsInDatabase(path.join(dataDir, 'herald.db'));
+  // Two records that disagree: one is damaged, which the store says (neither may be taken for the count).
+  if (inIdentity !== undefined && inDatabase !== undefined && inIdentity !== inDatabase) return;
+  const recorded = inIdentity ?? inDatabase;
+  if (recorded === undefined || recorded === partitions) return;
+  throw new StartupError(
+    `data dir ${dataDir} was created with ${recorded} partitions; HERALD_PARTITIONS=${partitions} would re-route keys. Start with HERALD_PARTITIONS=${recorded}. Nothing was changed.`,
+  );
+}
+
+/** herald.db's `partitions`, read without writing; undefined when there is none to read. */
+function partitionsInDatabase(file: string): number | undefined {
+  if (!fs.existsSync(file)) return undefined;
+  let db: Database.Database | undefined;
+  try {
+    db = new Database(file, { readonly: true, fileMustExist: true });
+    const row = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'partitions'").get();
+    return row === undefined ? undefined : Number(row.value);
+  } catch {
+    return undefined; // unreadable here: the store says why
+  } finally {
+    db?.close();
+  }
+}
+
 /** The staging dir `herald restore` makes inside an existing target: `.restore-<pid>`. */
 export const RESTORE_STAGING = /^\.restore-\d+$/;
 

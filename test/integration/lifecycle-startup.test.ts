@@ -34,7 +34,13 @@ describe('start-up refusals', () => {
     child.child.kill('SIGTERM');
     expect(await child.exited).toBe(0);
 
+    // index.db is derived and may be removed; a start that is refused does not make it again (upgrade probe: a
+    // refused start had migrated herald.db and made index.db, so the version that made the dir no longer started).
+    fs.rmSync(path.join(dataDir, 'index.db'));
+    const database = fs.readFileSync(path.join(dataDir, 'herald.db'));
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '8' });
+    expect(fs.existsSync(path.join(dataDir, 'index.db'))).toBe(false);
+    expect(fs.readFileSync(path.join(dataDir, 'herald.db')).equals(database)).toBe(true);
     expect(refused.code).not.toBe(0);
     expect(typeof refused.code).toBe('number');
     const line = oneLine(refused.stderr);
