@@ -4,6 +4,8 @@ import type { MetaRepo } from './meta-repo';
 const KEY = 'retention_floors';
 /** `meta` key in herald.db: the log position retention deleted up to (the base of the oldest segment it kept). */
 const LOG_START_KEY = 'retention_log_start';
+/** Set once herald.db's record is whole: made with it, or copied from an index.db that kept it before. */
+const WHOLE_KEY = 'retention_recorded';
 
 /**
  * Retention's floors, kept in herald.db beside the delivery state: index.db (where heads live) can be
@@ -34,6 +36,14 @@ export function createRetentionFloors(meta: MetaRepo) {
     logStart(): number | undefined {
       const raw = meta.get(LOG_START_KEY);
       return raw === undefined ? undefined : Number(raw);
+    },
+    /**
+     * Whether the record is whole: this herald.db was made by a version that keeps it, or had an
+     * index.db with the record of older ones beside it; else retention may have run unrecorded here.
+     */
+    whole: (): boolean => meta.get(WHOLE_KEY) === '1',
+    markWhole(): void {
+      meta.set(WHOLE_KEY, '1');
     },
     /** Raises the recorded log start to `through` (it never moves back). */
     raiseLogStart(through: number): void {

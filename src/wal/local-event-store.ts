@@ -467,6 +467,9 @@ function openLog(
   const lostDatabase = checkDatabaseBelongs(opts, meta, identity, segments.hasRecords(), permissions);
   const logId = checkLogBelongs(opts, meta, segments.key, segments.keyMade);
   const retentionFloors = createRetentionFloors(meta);
+  // index.db indexed this log before: it kept retention's record under older versions, so herald.db's is whole after this start.
+  const indexKnew = indexMeta.get('log_indexed_through') !== undefined;
+  const newDir = meta.get('partitions') === undefined && !segments.hasRecords();
   const logStart = checkLogStart(opts, segments, retentionFloors, Number(indexMeta.get('log_start') ?? 0), permissions, lostDatabase);
   if (logStart > 0) {
     // A retention the process did not finish: its rows go, its floors are kept (see `retired`), then its files go.
@@ -505,6 +508,7 @@ function openLog(
   meta.set('partitions', opts.partitions);
   meta.set('data_dir_id', id);
   meta.set('log_id', logId);
+  if (newDir || indexKnew) retentionFloors.markWhole();
   indexMeta.set('data_dir_id', id);
   if (!identity) writeIdentity(opts.dataDir, { id, partitions: opts.partitions });
   if (lostDatabase) {
@@ -530,8 +534,10 @@ function openLog(
  * knows it when index.db is lost, and index.db). An oldest segment that starts later than that was
  * not deleted by retention: lost (a file removed, a restore missing it). Refused unless skip-corrupt,
  * which goes on from it as if retention had deleted up to there (an `error` line names the bytes).
- * No check is possible for a data dir whose retention ran only before herald.db recorded this, nor
- * with a new herald.db (`lostDatabase`: rebuild-events-only) and no index.db to say.
+ * No check is possible with a new herald.db (`lostDatabase`: rebuild-events-only) and no index.db to
+ * say. A herald.db whose record is not whole (older versions kept it in index.db alone) with no
+ * index.db cannot tell retention from loss either: refused, saying so (skip-corrupt could hand out
+ * the deleted offsets again).
  */
 function checkLogStart(
   opts: LocalEventStoreOptions,
@@ -550,6 +556,15 @@ function checkLogStart(
   if (!checkable) return Math.max(known, oldest.base);
   if (oldest.base <= known) return known;
   const missing = { from: known, to: oldest.base };
+  if (!lostDatabase && !floors.whole() && recorded === undefined && indexLogStart === 0) {
+    throw new StartupError(
+      `the log starts at ${oldest.file}, log byte ${missing.to}, and herald.db has no record of retention before it: the older ` +
+        'version that made this data dir kept that record in index.db alone, which is missing, so Herald cannot tell events ' +
+        'retention deleted from a lost segment, nor which offsets they had (HERALD_RECOVERY does not help: the deleted offsets could ' +
+        'be handed out again). Put index.db back (from a backup ' +
+        'of the data dir), start once with it so that herald.db records it, and remove it again if needed.',
+    );
+  }
   if (!permissions.has('skip-corrupt')) {
     throw new StartupError(
       `the log's oldest ${missing.to - missing.from} bytes are missing: it starts at ${oldest.file}, log byte ${missing.to}, but ` +

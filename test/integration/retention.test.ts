@@ -1,3 +1,4 @@
+import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -91,6 +92,46 @@ describe('retention by size (HERALD_MAX_LOG_BYTES)', () => {
     await gw.close();
     gw = await startTestGateway({ ...env, HERALD_DATA_DIR: dataDir });
     expect((await lookupEvent(gw.url, acked[acked.length - 1]!)).status).toBe(200);
+  });
+});
+
+describe('a data dir whose retention an older version recorded in index.db alone', () => {
+  it('is refused when index.db is lost, saying why, even under skip-corrupt, and starts once index.db is back (upgrade probe: "a segment was lost", and skip-corrupt handed out deleted offsets again)', async () => {
+    const env = { HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: '64KiB', HERALD_MAX_LOG_BYTES: '256KiB' };
+    let gw = await startTestGateway(env);
+    const acked = await publish(gw.url, '/retention/older', 700);
+    await waitFor('retention to delete segments', async () => (await partitions(gw.url)).some((p) => p.firstOffset > 0));
+    const parts = await partitions(gw.url);
+    const { dataDir } = gw;
+    await gw.close();
+    // As an older version left it: retention's record in index.db only, none in herald.db.
+    const db = new Database(path.join(dataDir, 'herald.db'));
+    db.prepare("DELETE FROM meta WHERE key IN ('retention_floors', 'retention_log_start', 'retention_recorded')").run();
+    db.close();
+    const indexFiles = fs.readdirSync(dataDir).filter((f) => f.startsWith('index.db'));
+    const aside = tmpDir();
+    for (const f of indexFiles) fs.renameSync(path.join(dataDir, f), path.join(aside, f));
+    for (const recovery of [{}, { HERALD_RECOVERY: 'skip-corrupt' }]) {
+      await expect(startTestGateway({ ...env, ...recovery, HERALD_DATA_DIR: dataDir })).rejects.toThrow(
+        /herald\.db has no record of retention before it: the older version that made this data dir kept that record in index\.db alone/,
+      );
+    }
+    // index.db back: the start copies its record into herald.db, after which index.db may go.
+    for (const f of indexFiles) fs.renameSync(path.join(aside, f), path.join(dataDir, f));
+    gw = await startTestGateway({ ...env, HERALD_DATA_DIR: dataDir });
+    await gw.close();
+    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('index.db'))) fs.rmSync(path.join(dataDir, f));
+    gw = await startTestGateway({ ...env, HERALD_DATA_DIR: dataDir });
+    try {
+      const after = await partitions(gw.url);
+      for (const p of parts) {
+        expect(after[p.partition]!.firstOffset).toBeGreaterThanOrEqual(p.firstOffset);
+        expect(after[p.partition]!.headOffset).toBe(p.headOffset);
+      }
+      expect((await lookupEvent(gw.url, acked[acked.length - 1]!)).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
   });
 });
 
