@@ -6,7 +6,9 @@ import { fsyncPath, writeFileAtomically } from './durable-fs';
 import { StartupError } from './errors';
 import { IDENTITY_FILE, LOCK_FILE, readIdentity } from './store/data-dir';
 import { openDatabase } from './store/db';
+import { createLogIndexRepo } from './store/log-index-repo';
 import { createMetaRepo } from './store/meta-repo';
+import { createPartitionHeadsRepo } from './store/partition-heads-repo';
 import { createRetentionFloors } from './store/retention-floors';
 import { RESERVATION_FILE } from './wal/offset-reservation';
 import { KEY_FILE, SEGMENT_FILE } from './wal/segment-log';
@@ -77,7 +79,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     // Last, so that they are the newest: floors only ever rise, and a copy below the live ones could
     // let a partition emptied by retention during the copy restart below offsets already acknowledged.
     copyIfPresent(path.join(walDir, RESERVATION_FILE), path.join(work, WAL_DIR, RESERVATION_FILE));
-    raiseRetentionFloors(path.join(source, DB_FILE), path.join(work, DB_FILE));
+    raiseRetentionFloors(source, path.join(work, DB_FILE));
     syncTree(work);
     const manifest: BackupManifest = {
       format: 2,
@@ -118,9 +120,9 @@ function isRunning(pid: number): boolean {
   }
 }
 
-/** The live retention floors (raised before retention deletes anything) into the copy, where higher. */
-function raiseRetentionFloors(liveDb: string, copyDb: string): void {
-  const live = new Database(liveDb, { readonly: true, fileMustExist: true });
+/** The live retention floors (raised before retention deletes anything) into the copy, where higher; an older version's from index.db. */
+function raiseRetentionFloors(source: string, copyDb: string): void {
+  const live = new Database(path.join(source, DB_FILE), { readonly: true, fileMustExist: true });
   let floors: number[];
   let logStart: number | undefined;
   try {
@@ -131,6 +133,7 @@ function raiseRetentionFloors(liveDb: string, copyDb: string): void {
   } finally {
     live.close();
   }
+  if (floors.length === 0 && logStart === undefined) ({ floors, logStart } = retentionInIndex(source) ?? { floors, logStart });
   if (floors.length === 0 && logStart === undefined) return;
   const copy = new Database(copyDb, { fileMustExist: true });
   try {
@@ -140,6 +143,31 @@ function raiseRetentionFloors(liveDb: string, copyDb: string): void {
     if (logStart !== undefined) copied.raiseLogStart(logStart);
   } finally {
     copy.close();
+  }
+}
+
+/**
+ * Retention's record as an older version kept it, in index.db alone (which no backup holds): where
+ * the log starts, and each partition's first offset past it. Without it, the backup's first start
+ * could not tell deleted segments from lost ones (an upgrade probe's restore was refused).
+ */
+function retentionInIndex(source: string): { floors: number[]; logStart: number } | undefined {
+  const file = path.join(source, 'index.db');
+  const partitions = readIdentity(source)?.partitions;
+  if (!fs.existsSync(file) || partitions === undefined) return undefined;
+  const index = new Database(file, { readonly: true, fileMustExist: true });
+  try {
+    index.pragma('busy_timeout = 5000');
+    const logStart = Number(createMetaRepo(index).get('log_start') ?? 0);
+    if (!(logStart > 0)) return undefined;
+    const offsets = createLogIndexRepo(index);
+    const heads = createPartitionHeadsRepo(index).load(partitions);
+    const floors = heads.map((head, p) => offsets.firstOffsetAtOrPast(p, logStart) ?? head);
+    return { floors, logStart };
+  } catch {
+    return undefined; // no record to read there: the backup's start checks what it can
+  } finally {
+    index.close();
   }
 }
 

@@ -4,6 +4,7 @@
  * retries pending at the backup keep their webhook-id, and new deliveries of the restored gateway
  * do not reuse the ids the backed-up one may have sent after the backup.
  */
+import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import request from 'supertest';
@@ -158,6 +159,39 @@ describe('herald backup / herald restore', () => {
     const last = acked.at(-1)!;
     expect(await lookupEvent(again.url, last)).toMatchObject({ status: 200, body: { partition: last.partition, offset: last.offset } });
     expect((await lookupEvent(again.url, acked[0]!)).status).toBe(404);
+  }, 60_000);
+
+  it("restores such a data dir when an older version kept retention's record in index.db alone (upgrade probe: the restore was refused as a lost segment)", async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway({ ...env(source), HERALD_MAX_LOG_BYTES: '256KiB' });
+    const acked: AppendResultBody[] = [];
+    for (let b = 0; b < 150; b++)
+      acked.push(
+        ...((
+          await postBatch(
+            gw.url,
+            Array.from({ length: 10 }, (_, i) => event(`o-${b}-${i}`)),
+          )
+        ).body.results as AppendResultBody[]),
+      );
+    await waitFor(async () => !fs.readdirSync(path.join(source, 'wal')).includes('00000000000000000000.seg'), {
+      what: 'retention to delete the oldest segment',
+    });
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    const db = new Database(path.join(source, 'herald.db'));
+    db.prepare("DELETE FROM meta WHERE key IN ('retention_floors', 'retention_log_start', 'retention_recorded')").run();
+    db.close();
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir], { timeoutMs: 30_000 })).toMatchObject({ code: 0 });
+    const restored = path.join(tmpDir(), 'restored');
+    expect(await runHerald(['restore', '--data-dir', restored, backupDir], { timeoutMs: 30_000 })).toMatchObject({ code: 0 });
+    const again = await spawnGateway({ ...env(restored), HERALD_MAX_LOG_BYTES: '256KiB' });
+    const last = acked.at(-1)!;
+    expect(await lookupEvent(again.url, last)).toMatchObject({ status: 200, body: { partition: last.partition, offset: last.offset } });
+    const heads = (await request(again.url).get('/partitions').expect(200)).body.partitions as { partition: number; headOffset: number }[];
+    for (const { partition, headOffset } of heads)
+      expect(headOffset).toBe(Math.max(0, ...acked.filter((a) => a.partition === partition).map((a) => a.offset + 1)));
   }, 60_000);
 
   it('keeps when each segment was written: a restored gateway deletes what HERALD_RETENTION has run out for (was: kept all for one more period)', async () => {
