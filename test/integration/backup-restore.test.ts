@@ -25,6 +25,25 @@ const PRODUCE_FOR_AT_MOST_MS = 20_000;
 
 const event = (id: string, type = 'com.example.backup'): TestEvent => ({ id, source: '/backup', type, data: { id, pad: 'x'.repeat(200) } });
 
+/** A gateway on `source` storing 1,500 events (ids prefixed `prefix`) until retention has deleted its oldest segment. */
+async function storeUntilRetention(source: string, prefix: string) {
+  const gw = await spawnGateway({ ...env(source), HERALD_MAX_LOG_BYTES: '256KiB' });
+  const acked: AppendResultBody[] = [];
+  for (let b = 0; b < 150; b++)
+    acked.push(
+      ...((
+        await postBatch(
+          gw.url,
+          Array.from({ length: 10 }, (_, i) => event(`${prefix}-${b}-${i}`)),
+        )
+      ).body.results as AppendResultBody[]),
+    );
+  await waitFor(async () => !fs.readdirSync(path.join(source, 'wal')).includes('00000000000000000000.seg'), {
+    what: 'retention to delete the oldest segment',
+  });
+  return { gw, acked };
+}
+
 describe('herald backup / herald restore', () => {
   it('copies a data dir under load: every event acknowledged before it began is restored at its offset; the restore gets new webhook-ids but keeps pending ones', async () => {
     const source = tmpDir();
@@ -135,20 +154,7 @@ describe('herald backup / herald restore', () => {
 
   it('restores a data dir whose oldest segments retention deleted: its log starts past byte 0 and is not taken for a lost segment', async () => {
     const source = tmpDir();
-    const gw = await spawnGateway({ ...env(source), HERALD_MAX_LOG_BYTES: '256KiB' });
-    const acked: AppendResultBody[] = [];
-    for (let b = 0; b < 150; b++)
-      acked.push(
-        ...((
-          await postBatch(
-            gw.url,
-            Array.from({ length: 10 }, (_, i) => event(`r-${b}-${i}`)),
-          )
-        ).body.results as AppendResultBody[]),
-      );
-    await waitFor(async () => !fs.readdirSync(path.join(source, 'wal')).includes('00000000000000000000.seg'), {
-      what: 'retention to delete the oldest segment',
-    });
+    const { gw, acked } = await storeUntilRetention(source, 'r');
     const backupDir = path.join(tmpDir(), 'backup');
     expect(await runHerald(['backup', '--data-dir', source, backupDir], { timeoutMs: 30_000 })).toMatchObject({ code: 0 });
     gw.child.kill('SIGTERM');
@@ -163,20 +169,7 @@ describe('herald backup / herald restore', () => {
 
   it("restores such a data dir when an older version kept retention's record in index.db alone (upgrade probe: the restore was refused as a lost segment)", async () => {
     const source = tmpDir();
-    const gw = await spawnGateway({ ...env(source), HERALD_MAX_LOG_BYTES: '256KiB' });
-    const acked: AppendResultBody[] = [];
-    for (let b = 0; b < 150; b++)
-      acked.push(
-        ...((
-          await postBatch(
-            gw.url,
-            Array.from({ length: 10 }, (_, i) => event(`o-${b}-${i}`)),
-          )
-        ).body.results as AppendResultBody[]),
-      );
-    await waitFor(async () => !fs.readdirSync(path.join(source, 'wal')).includes('00000000000000000000.seg'), {
-      what: 'retention to delete the oldest segment',
-    });
+    const { gw, acked } = await storeUntilRetention(source, 'o');
     gw.child.kill('SIGTERM');
     await gw.exited;
     const db = new Database(path.join(source, 'herald.db'));
