@@ -5,7 +5,7 @@ import { AppError } from '../errors';
 import type { IngestObserver } from '../metrics';
 import type { EventLog } from '../wal/event-store';
 import { sendJson, sendProblem } from './problem';
-import { decodeBody, readBody } from './read-body';
+import { closeIfNotInvited, decodeBody, readBody } from './read-body';
 
 export interface IngestDeps {
   store: EventLog;
@@ -54,14 +54,17 @@ export function createIngestHandler(deps: IngestDeps) {
     try {
       // A declared length that cannot fit now is refused before a byte is read (past the body limit, readBody refuses it).
       const declared = Number(req.headers['content-length']);
-      if (declared <= deps.maxBodyBytes && !buffer.room(declared, 0)) throw bufferFull(deps.bufferBytes!);
-      const raw = await readBody(req, deps.maxBodyBytes, (bytes) => {
-        if (!buffer.room(bytes, holds)) throw bufferFull(deps.bufferBytes!);
+      const hold = (bytes: number) => {
+        if (!buffer.room(bytes, holds)) throw bufferFull(deps.bufferBytes!, closeIfNotInvited(req));
         buffer.take(bytes);
         holds += bytes;
-      });
+      };
+      if (declared <= deps.maxBodyBytes && !buffer.room(declared, 0)) throw bufferFull(deps.bufferBytes!, closeIfNotInvited(req));
+      const raw = await readBody(req, deps.maxBodyBytes, hold);
       const encoding = req.headers['content-encoding'];
       const body = encoding === undefined ? raw : await decodeBody(raw, encoding, deps.maxBodyBytes);
+      // Decoded, a body may be far larger than on the wire (a re-probe's 4 KB of gzip was 4 MB): held too.
+      if (body.length > raw.length) hold(body.length - raw.length);
       const { mode, events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body }, { maxJsonDepth: deps.maxJsonDepth });
       const results = await deps.store.append(events);
       let duplicates = 0;
@@ -78,10 +81,10 @@ export function createIngestHandler(deps: IngestDeps) {
   };
 }
 
-function bufferFull(bytes: number): AppError {
+function bufferFull(bytes: number, headers?: Record<string, string>): AppError {
   return new AppError(
     'unavailable',
     `the gateway holds as many bytes of publishes being stored as HERALD_INGEST_BUFFER_BYTES allows (${bytes}); nothing from this request was stored, retry`,
-    { retryAfter: BUFFER_FULL_RETRY_AFTER_SECONDS, headers: { connection: 'close' } },
+    { retryAfter: BUFFER_FULL_RETRY_AFTER_SECONDS, headers },
   );
 }

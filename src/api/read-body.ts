@@ -13,8 +13,7 @@ export function readBody(req: IncomingMessage, limit: number, onChunk?: (bytes: 
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
-    // The body is not read (nor asked for, under Expect: 100-continue): the connection cannot carry another request.
-    return Promise.reject(tooLarge({ connection: 'close' }));
+    return Promise.reject(tooLarge(closeIfNotInvited(req)));
   }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
@@ -37,6 +36,16 @@ export function readBody(req: IncomingMessage, limit: number, onChunk?: (bytes: 
     req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
     req.on('error', (err) => reject(new AppError('invalid_request', 'the request body could not be read', { cause: err })));
   });
+}
+
+/**
+ * For a refusal answered before the body is read: under `Expect: 100-continue` the body was never
+ * invited, so the connection cannot carry another request and closes. Otherwise it stays open and the
+ * server reads on what the client sends (bounded, see http-server.ts): a `Connection: close` makes
+ * node destroy the socket at once, and a client still streaming its body then got EPIPE, not its answer.
+ */
+export function closeIfNotInvited(req: IncomingMessage): Record<string, string> | undefined {
+  return /^100-continue$/i.test(req.headers.expect ?? '') ? { connection: 'close' } : undefined;
 }
 
 /** The content codings `POST /events` decodes (RFC 9110 §8.4.1), and node's decoder of each. */

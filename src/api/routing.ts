@@ -1,5 +1,6 @@
 import express, { Router, type Express, type Request, type RequestHandler } from 'express';
 import { AppError } from '../errors';
+import { closeIfNotInvited } from './read-body';
 import { charsetOf } from '../cloudevents/event';
 import type { Authorizer, RouteScope } from './auth';
 
@@ -91,9 +92,8 @@ export const jsonBody: AnyRouteHandler = (req, res, next) => {
   // first, and a client that declares 1 MiB and stalls would hold the request unanswered.
   if (Number(req.headers['content-length']) > JSON_LIMIT_BYTES) {
     req.resume();
-    // The body is not read, so the connection cannot carry another request: it closes after the answer.
     throw new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts', {
-      headers: { connection: 'close' },
+      headers: closeIfNotInvited(req),
     });
   }
   parseJson(req, res, next);

@@ -110,7 +110,8 @@ function segmentHolder(dir: string): string | undefined {
     return undefined;
   }
   if (segments.size === 0) return undefined;
-  return allPids().find((pid) => pid !== String(process.pid) && hasOpen(pid, segments));
+  // Open for writing: a gateway appends to its active segment; a reader (`tail -f`, a log shipper) only reads.
+  return allPids().find((pid) => pid !== String(process.pid) && hasOpen(pid, segments, true));
 }
 
 /**
@@ -179,8 +180,11 @@ function allPids(): string[] {
 /** A file by device and inode, so a symlink or bind mount of it is the same file. */
 const fileKey = (stats: fs.Stats) => `${stats.dev}:${stats.ino}`;
 
-/** Whether process `pid` has one of `files` (by {@link fileKey}) open (Linux, `/proc/<pid>/fd`). */
-function hasOpen(pid: string, files: ReadonlySet<string>): boolean {
+/**
+ * Whether process `pid` has one of `files` (by {@link fileKey}) open (Linux, `/proc/<pid>/fd`), for
+ * writing only when `writing` (the access mode in `/proc/<pid>/fdinfo/<fd>`).
+ */
+function hasOpen(pid: string, files: ReadonlySet<string>, writing = false): boolean {
   let fds: string[];
   try {
     fds = fs.readdirSync(`/proc/${pid}/fd`);
@@ -189,12 +193,18 @@ function hasOpen(pid: string, files: ReadonlySet<string>): boolean {
   }
   for (const fd of fds) {
     try {
-      if (files.has(fileKey(fs.statSync(`/proc/${pid}/fd/${fd}`)))) return true;
+      if (files.has(fileKey(fs.statSync(`/proc/${pid}/fd/${fd}`))) && (!writing || openForWriting(pid, fd))) return true;
     } catch {
       // closed meanwhile, or a socket
     }
   }
   return false;
+}
+
+/** O_WRONLY or O_RDWR in the fd's flags (octal in fdinfo). */
+function openForWriting(pid: string, fd: string): boolean {
+  const flags = /^flags:\s*([0-7]+)/m.exec(fs.readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8'))?.[1];
+  return flags !== undefined && (parseInt(flags, 8) & 0o3) !== 0;
 }
 
 function readPid(dataDir: string): string | undefined {

@@ -167,6 +167,18 @@ describe('two gateways on one data dir', () => {
       expect(oneLine(refused.stderr)).toContain(`(PID ${child.child.pid} has its segments open, and wal/herald.lock does not lock it`);
     }
     expect((await postBinary(child.url, { source: '/lock', id: 'after-rm' })).status).toBe(202);
+    // A process that only reads a segment (a log shipper, `tail -f`) is no holder (re-probe: a restore refused for it).
+    child.child.kill('SIGTERM');
+    await child.exited;
+    const segment = fs.readdirSync(path.join(first, 'wal')).find((f) => f.endsWith('.seg'))!;
+    const reader = spawn('tail', ['-f', path.join(first, 'wal', segment)], { stdio: 'ignore' });
+    try {
+      expect(fs.existsSync(path.join(first, 'wal', 'herald.lock'))).toBe(false); // this start makes it: the scan runs
+      child = await spawnGateway({ HERALD_DATA_DIR: first });
+      expect((await lookupEvent(child.url, { source: '/lock', id: 'after-rm' })).status).toBe(200);
+    } finally {
+      reader.kill('SIGKILL');
+    }
   });
 });
 

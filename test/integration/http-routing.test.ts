@@ -1,4 +1,6 @@
+import http from 'node:http';
 import net from 'node:net';
+import { Readable } from 'node:stream';
 import request from 'supertest';
 import { useGatewayForFile } from '../helpers/gateway';
 import { rawExchange, sendRaw } from '../helpers/http';
@@ -362,6 +364,30 @@ describe('a body left unread by its answer (hostile probe: read to its end, giga
       });
       expect(res.status).toBe(401);
       await res.text();
+    }
+  });
+
+  it('lets a client streaming a body declared over the limit read its 413 (re-probe: EPIPE, the socket destroyed at once by Connection: close)', async () => {
+    const { port } = new URL(gw.url);
+    for (let i = 0; i < 3; i++) {
+      const status = await new Promise<number | string>((resolve) => {
+        const req = http.request(
+          {
+            host: '127.0.0.1',
+            port,
+            method: 'POST',
+            path: '/events',
+            headers: { ...binary(), ...as('routing-pub'), 'content-length': String(2 * 1024 * 1024) },
+          },
+          (res) => {
+            res.resume();
+            resolve(res.statusCode!);
+          },
+        );
+        req.on('error', (err: NodeJS.ErrnoException) => resolve(err.code ?? err.message));
+        Readable.from(Array.from({ length: 32 }, () => Buffer.alloc(64 * 1024, 0x61))).pipe(req);
+      });
+      expect(status).toBe(413);
     }
   });
 

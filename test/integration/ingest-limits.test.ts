@@ -1,4 +1,5 @@
 import net from 'node:net';
+import zlib from 'node:zlib';
 import request from 'supertest';
 import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
 import { postEventsRaw, sendRaw, type RawReply as Reply } from '../helpers/http';
@@ -221,5 +222,23 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
     const slow = await Promise.all([stalled('slow-1', 60 * KiB, 1 * KiB), stalled('slow-2', 60 * KiB, 1 * KiB)]);
     expect((await post(gw.url, ce('beside-slow'), Buffer.alloc(40 * KiB, 0x64))).status).toBe(202);
     for (const s of slow) expect(await s.finish()).toBe('HTTP/1.1 202 Accepted');
+  });
+
+  it('holds a compressed body at its decoded size (re-probe: 4 KB of gzip decoding to 4 MB passed the bound)', async () => {
+    const first = await stalled('held-for-gzip', 40 * KiB);
+    const gzipped = zlib.gzipSync(Buffer.alloc(60 * KiB, 0x65)); // about 100 bytes on the wire
+    const refused = await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { ...ce('gzip-big'), 'content-encoding': 'gzip' },
+      body: gzipped,
+    });
+    expect(refused.status).toBe(503);
+    expect(await first.finish()).toBe('HTTP/1.1 202 Accepted');
+    const taken = await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { ...ce('gzip-big'), 'content-encoding': 'gzip' },
+      body: gzipped,
+    });
+    expect(taken.status).toBe(202);
   });
 });
