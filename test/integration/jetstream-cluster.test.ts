@@ -138,11 +138,15 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       const stream = `${prefix}_p0`;
       const { config } = await jsm.streams.info(stream);
       await jsm.streams.update(stream, { ...config, num_replicas: 1 });
-      await waitUntil('node A unready', async () => (await readyz(a.url)) === 503, 30_000, 250);
-      const body = (await (await fetch(`${a.url}/readyz`)).json()) as { checks: Record<string, string> };
-      expect(body.checks.log).toContain(`stream ${stream} has 1 replicas, but HERALD_NATS_REPLICAS=3`);
-      expect((await publish(b.url, '/replicas', 'r-1')).status).toBe(503);
-      await jsm.streams.update(stream, { ...config, num_replicas: 3 });
+      try {
+        // Each node sees it at its own next probe (every second).
+        for (const node of [a, b]) await waitUntil('the node unready', async () => (await readyz(node.url)) === 503, 30_000, 250);
+        const body = (await (await fetch(`${a.url}/readyz`)).json()) as { checks: Record<string, string> };
+        expect(body.checks.log).toContain(`stream ${stream} has 1 replicas, but HERALD_NATS_REPLICAS=3`);
+        expect((await publish(b.url, '/replicas', 'r-1')).status).toBe(503);
+      } finally {
+        await jsm.streams.update(stream, { ...config, num_replicas: 3 });
+      }
       await waitUntil('node A ready again', async () => (await readyz(a.url)) === 200, 90_000, 500);
       await waitUntil(
         'a publish answered 2xx',
