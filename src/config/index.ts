@@ -120,7 +120,7 @@ export const configSchema = z
       'Largest accepted request body (bytes, or `512KiB`, `1MiB`), on the wire and once decoded (`Content-Encoding`); larger is a 413. At least 64 KiB.',
     ),
     HERALD_INGEST_BUFFER_BYTES: size(64 * KiB, 64 * GiB, '128MiB').describe(
-      'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`), counted as they arrive; a publish that would pass it is answered 503 `unavailable` with `Retry-After` (at once when its declared length cannot fit). One publish alone is always taken, however large. Memory for ingest is about 3.5 times this at most. At least 64 KiB.',
+      'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`), counted as they arrive and, once decoded (`Content-Encoding`), at their decoded size; a publish that would pass it is answered 503 `unavailable` with `Retry-After` (at once when its declared length cannot fit). One publish alone is always taken, however large. Memory for ingest is about 3.5 times this at most. At least 64 KiB.',
     ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
       'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started. At least 64 KiB.',
