@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { AppError, StartupError } from '../errors';
 import type { Authorizer } from './auth';
 import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
-import { JSON_LIMIT_BYTES, keyNames, normalizeRequestTarget } from './routing';
+import { hasBody, JSON_LIMIT_BYTES, keyNames, normalizeRequestTarget } from './routing';
 
 const SHUTDOWN_GRACE_MS = 10_000;
 /**
@@ -101,8 +101,9 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     unanswered.add(res);
     res.once('close', () => unanswered.delete(res));
-    // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'.
-    res.once('prefinish', () => boundUnreadBody(req));
+    // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'. A request
+    // without a body (most reads) has nothing to bound: no listener on its path.
+    if (hasBody(req)) res.once('prefinish', () => boundUnreadBody(req));
     logWhenAnswered?.(req, res);
     try {
       checkProtocol(req);
