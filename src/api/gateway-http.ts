@@ -37,6 +37,7 @@ export function createGatewayHttp(deps: {
     store,
     log,
     maxBodyBytes: config.maxBodyBytes,
+    bodyIdleMs: config.bodyIdleTimeoutMs,
     bufferBytes: config.ingestBufferBytes,
     maxJsonDepth: config.maxJsonDepth,
     observer: ingestObserver(metrics),
@@ -60,7 +61,6 @@ export function createGatewayHttp(deps: {
     authorize,
     ingest,
     app,
-    maxBodyBytes: config.maxBodyBytes,
     ingestRejected: (code) => metrics.ingestRejected.inc({ code }),
   });
 }

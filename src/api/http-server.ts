@@ -6,7 +6,8 @@ import type { Logger } from 'pino';
 import { AppError, StartupError } from '../errors';
 import type { Authorizer } from './auth';
 import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
-import { hasBody, JSON_LIMIT_BYTES, keyNames, normalizeRequestTarget } from './routing';
+import { awaitInvitation } from './read-body';
+import { hasBody, keyNames, normalizeRequestTarget } from './routing';
 
 const SHUTDOWN_GRACE_MS = 10_000;
 /**
@@ -75,8 +76,6 @@ export interface HttpServerDeps {
   /** The `POST /events` handler, served before express (the ingest hot path). */
   ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
   app: express.Express;
-  /** HERALD_MAX_BODY_BYTES: a `POST /events` declaring more is not invited to send it (Expect: 100-continue). */
-  maxBodyBytes: number;
   /** A publish refused before the ingest handler (no key, wrong scope), by problem code (metrics). */
   ingestRejected: (code: string) => void;
 }
@@ -141,23 +140,13 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // An `Expect` other than 100-continue: RFC 9110 §10.1.1 lets a server ignore it, and the request is
   // served as without it (node's default is a bare 417 that no operation documents).
   server.on('checkExpectation', (req: http.IncomingMessage, res: http.ServerResponse) => server.emit('request', req, res));
-  // Expect: 100-continue: a body declared over the route's limit is not asked for; its 413 is the answer
-  // (RFC 9110 §10.1.1). Node would send the 100 first, and the client the whole body for nothing.
-  // Nor is the body of a publish that will be refused for its key (a 401 or 403).
+  // Expect: 100-continue: the body is asked for only by the handler that reads it, once its checks pass
+  // (key, declared length, room in the ingest buffer): a refusal is the answer, with no body sent for
+  // nothing (RFC 9110 §10.1.1). Node would send the 100 at once.
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    const declared = Number(req.headers['content-length']);
-    const publish = req.method === 'POST' && pathOf(targetOrUndefined(req)) === '/events';
-    if (!(declared > (publish ? deps.maxBodyBytes : JSON_LIMIT_BYTES)) && (!publish || mayPublish(req))) res.writeContinue();
+    awaitInvitation(res);
     server.emit('request', req, res);
   });
-  const mayPublish = (req: http.IncomingMessage): boolean => {
-    try {
-      authorize('publish', req.headers.authorization, req.rawHeaders);
-      return true;
-    } catch {
-      return false;
-    }
-  };
   // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
     if (socket.writable) socket.end(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
@@ -207,15 +196,6 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   }
 
   return { listen, close };
-}
-
-/** The request's origin-form target, or undefined when it has none (the request handler answers that one). */
-function targetOrUndefined(req: http.IncomingMessage): string | undefined {
-  try {
-    return normalizeRequestTarget(req.method, req.url);
-  } catch {
-    return undefined;
-  }
 }
 
 /**

@@ -5,12 +5,14 @@ import { AppError } from '../errors';
 import type { IngestObserver } from '../metrics';
 import type { EventLog } from '../wal/event-store';
 import { sendJson, sendProblem } from './problem';
-import { closeIfNotInvited, decodeBody, readBody } from './read-body';
+import { decodeBody, readBody } from './read-body';
 
 export interface IngestDeps {
   store: EventLog;
   log: Logger;
   maxBodyBytes: number;
+  /** HERALD_BODY_IDLE_TIMEOUT_MS: a body that makes no progress this long is a 408. */
+  bodyIdleMs: number;
   /** HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once (absent: no bound). */
   bufferBytes?: number;
   maxJsonDepth: number;
@@ -55,12 +57,12 @@ export function createIngestHandler(deps: IngestDeps) {
       // A declared length that cannot fit now is refused before a byte is read (past the body limit, readBody refuses it).
       const declared = Number(req.headers['content-length']);
       const hold = (bytes: number) => {
-        if (!buffer.room(bytes, holds)) throw bufferFull(deps.bufferBytes!, closeIfNotInvited(req));
+        if (!buffer.room(bytes, holds)) throw bufferFull(deps.bufferBytes!);
         buffer.take(bytes);
         holds += bytes;
       };
-      if (declared <= deps.maxBodyBytes && !buffer.room(declared, 0)) throw bufferFull(deps.bufferBytes!, closeIfNotInvited(req));
-      const raw = await readBody(req, deps.maxBodyBytes, hold);
+      if (declared <= deps.maxBodyBytes && !buffer.room(declared, 0)) throw bufferFull(deps.bufferBytes!);
+      const raw = await readBody(req, res, { limit: deps.maxBodyBytes, idleMs: deps.bodyIdleMs, onChunk: hold });
       const encoding = req.headers['content-encoding'];
       const body = encoding === undefined ? raw : await decodeBody(raw, encoding, deps.maxBodyBytes);
       // Decoded, a body may be far larger than on the wire (a re-probe's 4 KB of gzip was 4 MB): held too.
@@ -81,10 +83,10 @@ export function createIngestHandler(deps: IngestDeps) {
   };
 }
 
-function bufferFull(bytes: number, headers?: Record<string, string>): AppError {
+function bufferFull(bytes: number): AppError {
   return new AppError(
     'unavailable',
     `the gateway holds as many bytes of publishes being stored as HERALD_INGEST_BUFFER_BYTES allows (${bytes}); nothing from this request was stored, retry`,
-    { retryAfter: BUFFER_FULL_RETRY_AFTER_SECONDS, headers },
+    { retryAfter: BUFFER_FULL_RETRY_AFTER_SECONDS },
   );
 }

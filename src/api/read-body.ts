@@ -1,29 +1,40 @@
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import zlib from 'node:zlib';
 import { AppError } from '../errors';
 
 /**
  * Reads a request body up to `limit` bytes. Refuses early on a larger `Content-Length`, and as
  * soon as a chunked body passes the limit (the server reads on a bounded amount of what follows, see http-server.ts).
- * `onChunk` is told of each chunk before it is kept; what it throws refuses the body there.
+ * `onChunk` is told of each chunk before it is kept; what it throws refuses the body there. A body
+ * that makes no progress for `idleMs` is a 408 and its connection closes: a client that stalled
+ * mid-body would otherwise hold what it sent until node's 300 s request timeout.
+ * Under `Expect: 100-continue` the body is asked for (`100 Continue`) only once these checks pass.
  */
-export function readBody(req: IncomingMessage, limit: number, onChunk?: (bytes: number) => void): Promise<Buffer> {
-  const tooLarge = (headers?: Record<string, string>) =>
-    new AppError('payload_too_large', `the request body is larger than ${limit} bytes (HERALD_MAX_BODY_BYTES)`, { headers });
+export function readBody(
+  req: IncomingMessage,
+  res: ServerResponse,
+  opts: { limit: number; idleMs: number; onChunk?: (bytes: number) => void },
+): Promise<Buffer> {
+  const { limit, idleMs, onChunk } = opts;
+  const tooLarge = () => new AppError('payload_too_large', `the request body is larger than ${limit} bytes (HERALD_MAX_BODY_BYTES)`);
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
-    return Promise.reject(tooLarge(closeIfNotInvited(req)));
+    return Promise.reject(tooLarge());
   }
+  inviteBody(res);
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
     const stop = (err: AppError) => {
+      clearTimeout(idle);
       req.removeAllListeners('data');
       req.resume();
       reject(err);
     };
+    const idle = setTimeout(() => stop(bodyStalled(idleMs)), idleMs);
     req.on('data', (chunk: Buffer) => {
+      idle.refresh();
       size += chunk.length;
       if (size > limit) return stop(tooLarge());
       try {
@@ -33,19 +44,46 @@ export function readBody(req: IncomingMessage, limit: number, onChunk?: (bytes: 
       }
       chunks.push(chunk);
     });
-    req.on('end', () => resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size)));
-    req.on('error', (err) => reject(new AppError('invalid_request', 'the request body could not be read', { cause: err })));
+    req.on('end', () => {
+      clearTimeout(idle);
+      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+    });
+    req.on('error', (err) => {
+      clearTimeout(idle);
+      reject(new AppError('invalid_request', 'the request body could not be read', { cause: err }));
+    });
   });
 }
 
+function bodyStalled(idleMs: number): AppError {
+  return new AppError(
+    'request_timeout',
+    `no byte of the request body came for ${idleMs} ms (HERALD_BODY_IDLE_TIMEOUT_MS); nothing from this request was stored, send it again`,
+    // The rest of the body may still come: the connection cannot carry another request.
+    { headers: { connection: 'close' } },
+  );
+}
+
 /**
- * For a refusal answered before the body is read: under `Expect: 100-continue` the body was never
- * invited, so the connection cannot carry another request and closes. Otherwise it stays open and the
- * server reads on what the client sends (bounded, see http-server.ts): a `Connection: close` makes
- * node destroy the socket at once, and a client still streaming its body then got EPIPE, not its answer.
+ * Requests under `Expect: 100-continue` whose body has not been asked for yet, with whether their
+ * connection was to be kept alive. Until asked for, any answer closes the connection: the client may
+ * never send the body (RFC 9110 §10.1.1), and read on, the next request's bytes would be taken for it.
  */
-export function closeIfNotInvited(req: IncomingMessage): Record<string, string> | undefined {
-  return /^100-continue$/i.test(req.headers.expect ?? '') ? { connection: 'close' } : undefined;
+const uninvited = new WeakMap<ServerResponse, boolean>();
+
+/** Under `Expect: 100-continue`: the body is not asked for until a handler's checks pass (`inviteBody`). */
+export function awaitInvitation(res: ServerResponse): void {
+  uninvited.set(res, res.shouldKeepAlive);
+  res.shouldKeepAlive = false; // node then answers `Connection: close` and closes after the answer
+}
+
+/** Asks for a body held back by `awaitInvitation` (a `100 Continue`); nothing otherwise. */
+export function inviteBody(res: ServerResponse): void {
+  const keepAlive = uninvited.get(res);
+  if (keepAlive === undefined) return;
+  uninvited.delete(res);
+  res.shouldKeepAlive = keepAlive;
+  res.writeContinue();
 }
 
 /** The content codings `POST /events` decodes (RFC 9110 §8.4.1), and node's decoder of each. */

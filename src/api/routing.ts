@@ -1,6 +1,6 @@
 import express, { Router, type Express, type Request, type RequestHandler } from 'express';
 import { AppError } from '../errors';
-import { closeIfNotInvited } from './read-body';
+import { inviteBody } from './read-body';
 import { charsetOf } from '../cloudevents/event';
 import type { Authorizer, RouteScope } from './auth';
 
@@ -92,10 +92,9 @@ export const jsonBody: AnyRouteHandler = (req, res, next) => {
   // first, and a client that declares 1 MiB and stalls would hold the request unanswered.
   if (Number(req.headers['content-length']) > JSON_LIMIT_BYTES) {
     req.resume();
-    throw new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts', {
-      headers: closeIfNotInvited(req),
-    });
+    throw new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
   }
+  inviteBody(res);
   parseJson(req, res, next);
 };
 

@@ -879,7 +879,7 @@ export interface components {
             totalErrors?: number;
         };
         /** @enum {string} */
-        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record" | "not_implemented" | "http_version_not_supported";
+        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "request_timeout" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record" | "not_implemented" | "http_version_not_supported";
         Violation: {
             /** @description Position of the event in a batch; absent for single events and other input. */
             index?: number;
@@ -2198,6 +2198,24 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            /**
+             * @description The body stopped coming: no byte of it arrived for `HERALD_BODY_IDLE_TIMEOUT_MS`
+             *     (`request_timeout`). Nothing from the request was stored and the connection is closed;
+             *     send the request again.
+             */
+            408: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/problem+json": components["schemas"]["Problem"] & {
+                        /** @constant */
+                        status?: 408;
+                        /** @constant */
+                        code?: "request_timeout";
+                    };
+                };
+            };
             413: components["responses"]["PayloadTooLarge"];
             /**
              * @description A `Content-Type` prefixed `application/cloudevents` other than `application/cloudevents+json`
@@ -2241,7 +2259,8 @@ export interface operations {
              *     (`unavailable`), or free space on the file system holding the data dir is below
              *     `HERALD_MIN_FREE_BYTES` (`storage_full`; ingest resumes by itself when space returns), or
              *     the publishes being stored hold `HERALD_INGEST_BUFFER_BYTES` of bodies already
-             *     (`unavailable`, answered as soon as the body would pass it, the connection then closed).
+             *     (`unavailable`, answered as soon as the body would pass it; under `Expect: 100-continue`
+             *     before the body is asked for).
              *     Nothing from the request was stored; retry after `Retry-After` seconds. On the JetStream
              *     engine: the cluster cannot take writes (no stream leader or quorum) or did not acknowledge
              *     in time; part of a batch may be stored, and a retry answers those as duplicates.

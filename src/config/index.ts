@@ -122,6 +122,9 @@ export const configSchema = z
     HERALD_INGEST_BUFFER_BYTES: size(64 * KiB, 64 * GiB, '128MiB').describe(
       'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`), counted as they arrive and, once decoded (`Content-Encoding`), at their decoded size; a publish that would pass it is answered 503 `unavailable` with `Retry-After` (at once when its declared length cannot fit). One publish alone is always taken, however large. Memory for ingest is about 3.5 times this at most. At least 64 KiB.',
     ),
+    HERALD_BODY_IDLE_TIMEOUT_MS: int(100, 600_000, 20_000).describe(
+      'Longest pause (milliseconds) while a `POST /events` body is received: a publish whose body makes no progress this long is answered 408 `request_timeout` (nothing of it stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes.',
+    ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
       'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started. At least 64 KiB.',
     ),
@@ -234,6 +237,8 @@ export interface Config {
   maxBodyBytes: number;
   /** HERALD_INGEST_BUFFER_BYTES: publish body bytes held at once. */
   ingestBufferBytes: number;
+  /** HERALD_BODY_IDLE_TIMEOUT_MS: longest pause in a publish body before a 408. */
+  bodyIdleTimeoutMs: number;
   segmentBytes: number;
   /** HERALD_RETENTION: whole segments whose newest event was stored longer ago than this are deleted. */
   retentionMs: number;
@@ -310,6 +315,7 @@ export function loadConfig(env: Record<string, string | undefined>): Readonly<Co
     partitions: raw.HERALD_PARTITIONS,
     maxBodyBytes: raw.HERALD_MAX_BODY_BYTES,
     ingestBufferBytes: raw.HERALD_INGEST_BUFFER_BYTES,
+    bodyIdleTimeoutMs: raw.HERALD_BODY_IDLE_TIMEOUT_MS,
     segmentBytes: raw.HERALD_SEGMENT_BYTES,
     retentionMs: raw.HERALD_RETENTION,
     maxLogBytes: raw.HERALD_MAX_LOG_BYTES,

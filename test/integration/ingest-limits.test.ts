@@ -2,7 +2,7 @@ import net from 'node:net';
 import zlib from 'node:zlib';
 import request from 'supertest';
 import { startTestGateway, type TestGateway as Gw } from '../helpers/gateway';
-import { postEventsRaw, sendRaw, type RawReply as Reply } from '../helpers/http';
+import { postEventsRaw, rawExchange, sendRaw, type RawReply as Reply } from '../helpers/http';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
 const KiB = 1024;
@@ -175,7 +175,7 @@ describe('request body limit at its 64 KiB minimum', () => {
 describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () => {
   let gw: Gw;
   beforeAll(async () => {
-    gw = await startTestGateway({ HERALD_INGEST_BUFFER_BYTES: '64KiB', HERALD_PARTITIONS: '1' });
+    gw = await startTestGateway({ HERALD_INGEST_BUFFER_BYTES: '64KiB', HERALD_PARTITIONS: '1', HERALD_BODY_IDLE_TIMEOUT_MS: '3000' });
   });
   afterAll(async () => {
     await gw.close();
@@ -187,6 +187,8 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
     const socket = net.connect(Number(port), hostname);
     let answer = '';
     socket.on('data', (c: Buffer) => (answer += c.toString()));
+    const closed = new Promise((r) => socket.once('close', r));
+    socket.setTimeout(20_000, () => socket.destroy()); // bounded, should the gateway never answer
     const head = Object.entries(ce(id))
       .map(([k, v]) => `${k}: ${v}\r\n`)
       .join('');
@@ -196,8 +198,13 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
     return {
       finish: async () => {
         socket.write(Buffer.alloc(length - sent, 0x61)); // not end(): a half-closed socket is closed before its answer
-        await new Promise((r) => socket.once('close', r));
+        await closed;
         return answer.split('\r\n')[0];
+      },
+      /** Sends nothing more; the gateway's answer, once it closed the connection. */
+      abandoned: async () => {
+        await closed;
+        return answer;
       },
     };
   }
@@ -240,5 +247,37 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
       body: gzipped,
     });
     expect(taken.status).toBe(202);
+  });
+
+  it("answers a publish whose body stops coming with 408 and closes its connection, freeing what it held (re-probe: held until node's 300 s timeout)", async () => {
+    const first = await stalled('gone-quiet', 40 * KiB);
+    expect((await post(gw.url, ce('behind-quiet'), Buffer.alloc(40 * KiB, 0x66))).status).toBe(503);
+    const answer = await first.abandoned(); // HERALD_BODY_IDLE_TIMEOUT_MS is 3 s here
+    const [head, body] = answer.split('\r\n\r\n');
+    expect(head).toMatch(/^HTTP\/1\.1 408 /);
+    expect(head).toMatch(/connection: close/i);
+    expect(JSON.parse(body!)).toMatchObject({ status: 408, code: 'request_timeout' });
+    expect((await post(gw.url, ce('behind-quiet'), Buffer.alloc(40 * KiB, 0x66))).status).toBe(202);
+    expect((await request(gw.url).get('/events?source=/limits&id=gone-quiet')).status).toBe(404);
+  });
+
+  it('under Expect: 100-continue, a publish that cannot fit is refused before its body is asked for (was: a 100, then the 503)', async () => {
+    const first = await stalled('held-for-expect', 40 * KiB);
+    const head = Object.entries(ce('expecting'))
+      .map(([k, v]) => `${k}: ${v}\r\n`)
+      .join('');
+    const answer = await rawExchange(
+      gw.url,
+      `POST /events HTTP/1.1\r\nHost: x\r\n${head}Expect: 100-continue\r\ncontent-length: ${40 * KiB}\r\n\r\n`,
+    );
+    expect(answer).not.toMatch(/100 Continue/);
+    expect(answer).toMatch(/^HTTP\/1\.1 503 /);
+    expect(answer).toMatch(/connection: close/i);
+    expect(await first.finish()).toBe('HTTP/1.1 202 Accepted');
+    const invited = await rawExchange(
+      gw.url,
+      `POST /events HTTP/1.1\r\nHost: x\r\n${head}Expect: 100-continue\r\ncontent-length: 2\r\nconnection: close\r\n\r\nab`,
+    );
+    expect(invited).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 202 /);
   });
 });

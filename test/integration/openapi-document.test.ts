@@ -177,9 +177,13 @@ describe('the document and the server agree on the routes', () => {
       const factories: Record<string, () => Router> = {
         createHealthRouter: () => createHealthRouter({ store: gw.store, db: gw.db }),
         createEventsRouter: () =>
-          createEventsRouter(gw.store, createIngestHandler({ store: gw.store, log: gw.log, maxBodyBytes: 1024, maxJsonDepth: 64 }), {
-            maxStreams: 64,
-          }),
+          createEventsRouter(
+            gw.store,
+            createIngestHandler({ store: gw.store, log: gw.log, maxBodyBytes: 1024, bodyIdleMs: 10_000, maxJsonDepth: 64 }),
+            {
+              maxStreams: 64,
+            },
+          ),
         createSubscriptionsRouter: () => createSubscriptionsRouter(gw.subscriptions),
         createDeliveriesRouter: () => createDeliveriesRouter(gw.dispatcher),
         createValidationsRouter: () => createValidationsRouter(gw.subscriptions),
