@@ -436,6 +436,31 @@ describe('every operation answers as the contract says', () => {
     }
   });
 
+  it('answers 408 to a publish whose body stops coming (HERALD_BODY_IDLE_TIMEOUT_MS)', async () => {
+    const impatient = await startTestGateway({ HERALD_BODY_IDLE_TIMEOUT_MS: '200' });
+    const { port } = new URL(impatient.url);
+    try {
+      // node:http reads an answer that comes before the request's body is done (fetch would wait for the body).
+      const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
+        const req = http.request({ host: '127.0.0.1', port, path: '/events', method: 'POST', agent: false });
+        for (const [k, v] of Object.entries(binaryHeaders('stalled', '/contract/stalled'))) req.setHeader(k, v);
+        req.setHeader('content-length', '100');
+        req.write('{"partial":');
+        req.on('response', resolve).on('error', reject);
+      });
+      const chunks: Buffer[] = [];
+      for await (const chunk of res) chunks.push(chunk as Buffer);
+      const headers = new Headers();
+      for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') headers.set(k, v);
+      const body = Buffer.concat(chunks).toString();
+      checker.checkResponse({ method: 'POST', url: '/events', status: res.statusCode!, headers, body });
+      expect([res.statusCode, JSON.parse(body).code]).toEqual([408, 'request_timeout']);
+      res.socket.destroy();
+    } finally {
+      await impatient.close();
+    }
+  });
+
   it('answers 503 with Retry-After to a live tail past HERALD_MAX_STREAMS', async () => {
     const limited = await startTestGateway({ HERALD_MAX_STREAMS: '1' });
     const { port } = new URL(limited.url);
