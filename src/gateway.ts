@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
 import { createHealthRouter } from './api/health-router';
-import { createGatewayHttp, logListening } from './api/gateway-http';
+import { gatewayHandlers, logListening } from './api/gateway-http';
+import { createHttpServer } from './api/http-server';
 import { createConsoleRouter } from './api/console-router';
 import { createMetrics, subscriptionHooks, type Metrics } from './metrics';
 import { shutdownSteps } from './shutdown-steps';
@@ -164,7 +165,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     subscriptions: () => subscriptions.metricsSnapshot(),
   });
 
-  const httpServer = createGatewayHttp({
+  const handlers = gatewayHandlers({
     config,
     log,
     metrics,
@@ -175,6 +176,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     health: createHealthRouter({ store, db, deliveryEnabled: config.deliveryEnabled }),
     extra: [createConsoleRouter()],
   });
+  const httpServer = createHttpServer({ log, handlers });
   let checkpointer: ReturnType<typeof startCheckpointer> | undefined;
 
   let closing: Promise<void> | undefined;

@@ -1,6 +1,8 @@
-import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
+import { checkExposure, createAuthorizer, parseApiKeys, type Authorizer } from './api/auth';
 import { createHealthRouter } from './api/health-router';
-import { createGatewayHttp, logListening } from './api/gateway-http';
+import { gatewayHandlers, logListening } from './api/gateway-http';
+import { createHttpServer, type HttpServer } from './api/http-server';
+import { startingHandlers } from './api/starting-http';
 import type { Config } from './config';
 import { AppError, StartupError } from './errors';
 import { createHttpSender } from './delivery/http-sender';
@@ -38,12 +40,28 @@ export async function startJetStreamGateway(
 ): Promise<JetStreamGateway> {
   const log = opts.log ?? createLogger(config.logLevel);
   const metrics = opts.metrics ?? createMetrics();
+  const apiKeys = parseApiKeys(config.apiKeysRaw);
+  checkExposure(config.host, apiKeys, config.allowUnauthenticated);
+  const authorize = createAuthorizer(apiKeys);
+  // Listening from the start: while the cluster is waited for, the node is alive and says what it waits for.
+  let waitingFor = 'connecting to the JetStream cluster';
+  const httpServer = createHttpServer({
+    log,
+    handlers: startingHandlers({ log, authorize, metrics, waitingFor: () => waitingFor }),
+  });
+  const listening = await httpServer.listen(config.port, config.host);
   const deadline = Date.now() + START_RETRY_MS;
   for (let delayMs = FIRST_RETRY_DELAY_MS; ; delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS)) {
     try {
-      return await startOnce(config, log, metrics);
+      const gateway = await startOnce({ config, log, metrics, authorize, httpServer, url: listening.url });
+      logListening(log, config, listening.url, apiKeys);
+      return { ...gateway, url: listening.url, port: listening.port };
     } catch (err) {
-      if (!retryableStart(err) || Date.now() + delayMs > deadline) throw err;
+      if (!retryableStart(err) || Date.now() + delayMs > deadline) {
+        await httpServer.close(config.shutdownTimeoutMs);
+        throw err;
+      }
+      waitingFor = `the JetStream cluster is not answering yet: ${(err as Error).message}`;
       log.warn({ reason: (err as Error).message, retryInMs: delayMs }, 'the JetStream cluster is not answering yet; starting again');
       await new Promise((resolve) => setTimeout(resolve, delayMs));
     }
@@ -59,11 +77,17 @@ const MAX_RETRY_DELAY_MS = 4000;
 const retryableStart = (err: unknown) =>
   (err instanceof StartupError && err.retryable) || (err instanceof AppError && err.code === 'unavailable');
 
-async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics): Promise<JetStreamGateway> {
+async function startOnce(deps: {
+  config: Readonly<Config>;
+  log: Logger;
+  metrics: Metrics;
+  authorize: Authorizer;
+  /** Listening already, answering as a starting gateway until this start succeeds. */
+  httpServer: HttpServer;
+  url: string;
+}): Promise<Omit<JetStreamGateway, 'url' | 'port'>> {
+  const { config, log, metrics, authorize, httpServer } = deps;
   if (!config.nats) throw new Error('startJetStreamGateway needs HERALD_STORE=jetstream and its HERALD_NATS_* settings');
-  const apiKeys = parseApiKeys(config.apiKeysRaw);
-  checkExposure(config.host, apiKeys, config.allowUnauthenticated);
-  const authorize = createAuthorizer(apiKeys);
   const store = await openJetStreamEventStore({
     nats: config.nats,
     partitions: config.partitions,
@@ -71,7 +95,7 @@ async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics
     log,
     recreateMissing: config.recovery.has('recreate-missing'),
   });
-  let publicUrl = config.publicUrl ?? '';
+  const publicUrl = config.publicUrl || deps.url;
   let delivery: JetStreamDelivery;
   try {
     delivery = await createJetStreamDelivery({
@@ -105,7 +129,7 @@ async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics
     heads: () => store.snapshot().heads,
     subscriptions: () => subscriptions.metricsSnapshot(),
   });
-  const httpServer = createGatewayHttp({
+  const handlers = gatewayHandlers({
     config,
     log,
     metrics,
@@ -116,38 +140,35 @@ async function startOnce(config: Readonly<Config>, log: Logger, metrics: Metrics
     health: createHealthRouter({ store }),
   });
 
+  /** Stops what this start made; the HTTP server too when the gateway closes (not when a start is tried again). */
+  async function stop(opts: { http: boolean }): Promise<void> {
+    const { step, rethrow } = shutdownSteps(log);
+    // Nothing more is pulled while the HTTP server waits for its open requests (up to 10 s): a
+    // delivery started now would name an ack URL that no longer takes callbacks.
+    delivery.quiesce();
+    if (opts.http) await step('closing the HTTP server', () => httpServer.close(config.shutdownTimeoutMs));
+    handshakes.close();
+    subscriptions.close();
+    // The watch first: no change of another node may start delivery again while it stops.
+    await step('stopping the subscriptions watch', () => records.close());
+    await step('stopping delivery', () => delivery.close());
+    await step('closing the handshake sender', () => sender.close(Date.now()));
+    await step('closing the event store', () => store.close());
+    rethrow();
+  }
   let closing: Promise<void> | undefined;
   function close(): Promise<void> {
-    closing ??= (async () => {
-      const { step, rethrow } = shutdownSteps(log);
-      // Nothing more is pulled while the HTTP server waits for its open requests (up to 10 s): a
-      // delivery started now would name an ack URL that no longer takes callbacks.
-      delivery.quiesce();
-      await step('closing the HTTP server', () => httpServer.close(config.shutdownTimeoutMs));
-      handshakes.close();
-      subscriptions.close();
-      // The watch first: no change of another node may start delivery again while it stops.
-      await step('stopping the subscriptions watch', () => records.close());
-      await step('stopping delivery', () => delivery.close());
-      await step('closing the handshake sender', () => sender.close(Date.now()));
-      await step('closing the event store', () => store.close());
-      rethrow();
-      log.info('herald stopped');
-    })();
+    closing ??= stop({ http: true }).then(() => log.info('herald stopped'));
     return closing;
   }
 
-  let listening: { url: string; port: number };
   try {
-    listening = await httpServer.listen(config.port, config.host);
-    publicUrl ||= listening.url;
-    // After listening: ack and validation callback URLs need the public URL.
+    // Before serving: ack and validation callback URLs need the public URL, known since listening.
     await subscriptions.startAll();
   } catch (err) {
-    await close().catch(() => undefined);
+    await stop({ http: false }).catch(() => undefined);
     throw err;
   }
-  const { url, port } = listening;
-  logListening(log, config, url, apiKeys);
-  return { url, port, store, delivery, subscriptions, log, metrics, close };
+  httpServer.serve(handlers);
+  return { store, delivery, subscriptions, log, metrics, close };
 }

@@ -10,7 +10,7 @@ import type { ApiKey, Authorizer } from './auth';
 import type { DeliveryCallbacks } from '../delivery/dispatcher';
 import { createDeliveriesRouter } from './deliveries-router';
 import { createEventsRouter } from './events-router';
-import { createHttpServer } from './http-server';
+import type { HttpHandlers } from './http-server';
 import { createIngestHandler } from './ingest-handler';
 import { createMetricsRouter } from './metrics-router';
 import { createOpenApiRouter } from './openapi-router';
@@ -18,10 +18,10 @@ import { createSubscriptionsRouter } from './subscriptions-router';
 import { createValidationsRouter } from './validations-router';
 
 /**
- * The HTTP server of a gateway on either engine: the ingest fast path, then the API's routers in
+ * What a gateway on either engine answers with: the ingest fast path, then the API's routers in
  * one order. `health` (what readiness checks) and `extra` (served after the rest) are the engine's own.
  */
-export function createGatewayHttp(deps: {
+export function gatewayHandlers(deps: {
   config: Readonly<Config>;
   log: Logger;
   metrics: Metrics;
@@ -31,7 +31,7 @@ export function createGatewayHttp(deps: {
   deliveries: DeliveryCallbacks;
   health: Router;
   extra?: Router[];
-}) {
+}): HttpHandlers {
   const { config, log, metrics, authorize, store } = deps;
   const ingest = createIngestHandler({
     store,
@@ -56,13 +56,7 @@ export function createGatewayHttp(deps: {
       ...(deps.extra ?? []),
     ],
   });
-  return createHttpServer({
-    log,
-    authorize,
-    ingest,
-    app,
-    ingestRejected: (code) => metrics.ingestRejected.inc({ code }),
-  });
+  return { authorize, ingest, app, ingestRejected: (code: string) => metrics.ingestRejected.inc({ code }) };
 }
 
 /** The start-up line: the whole configuration but the key secrets (only their names), so an operator sees what ran. */

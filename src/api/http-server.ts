@@ -70,8 +70,8 @@ function logAnswered(log: Logger) {
   };
 }
 
-export interface HttpServerDeps {
-  log: Logger;
+/** What answers requests: the engine's gateway, or while it starts, the answers of `starting-http.ts`. */
+export interface HttpHandlers {
   authorize: Authorizer;
   /** The `POST /events` handler, served before express (the ingest hot path). */
   ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
@@ -80,7 +80,14 @@ export interface HttpServerDeps {
   ingestRejected: (code: string) => void;
 }
 
+export interface HttpServerDeps {
+  log: Logger;
+  handlers: HttpHandlers;
+}
+
 export interface HttpServer {
+  /** From now on requests are answered by `handlers` (those in flight finish with the old ones). */
+  serve(handlers: HttpHandlers): void;
   /** @throws StartupError when the address cannot be listened on (HERALD_HOST, HERALD_PORT) */
   listen(port: number, host: string): Promise<{ url: string; port: number }>;
   /**
@@ -92,7 +99,8 @@ export interface HttpServer {
 
 /** The node:http server every engine's gateway listens with: the ingest fast path, then express. */
 export function createHttpServer(deps: HttpServerDeps): HttpServer {
-  const { log, authorize, ingest, app } = deps;
+  const { log } = deps;
+  let { authorize, ingest, app, ingestRejected } = deps.handlers;
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
   const unanswered = new Set<http.ServerResponse>();
   const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
@@ -120,7 +128,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       req.resume();
       const code = sendProblem(res, err, log);
       // A publish refused before the ingest handler (no key, wrong scope) is still a rejected POST /events.
-      if (req.method === 'POST' && pathOf(req.url) === '/events') deps.ingestRejected(code);
+      if (req.method === 'POST' && pathOf(req.url) === '/events') ingestRejected(code);
       return;
     }
     if (req.url === '*') {
@@ -195,7 +203,11 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     clearTimeout(force);
   }
 
-  return { listen, close };
+  function serve(handlers: HttpHandlers): void {
+    ({ authorize, ingest, app, ingestRejected } = handlers);
+  }
+
+  return { serve, listen, close };
 }
 
 /**

@@ -163,7 +163,9 @@ export interface paths {
          *     unready until an append succeeds again. A 503 here is a plain JSON body, not a problem.
          *     On the JetStream engine `log` is the cluster (every partition stream and the idempotency
          *     bucket has a leader and a majority of current replicas, checked every second) and there is
-         *     no `database` check.
+         *     no `database` check; while a JetStream node starts and waits for its cluster, `log` is
+         *     `starting: …` (the node listens from its start, and every operation but the health checks,
+         *     `/metrics` and the contract answers `503 unavailable` with `Retry-After` until it has started).
          */
         get: operations["readyz"];
         put?: never;

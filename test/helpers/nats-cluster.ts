@@ -71,7 +71,7 @@ export async function waitUntil(what: string, check: () => boolean | Promise<boo
 }
 
 /** A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it; a race with another process is possible, and unlikely). */
-async function freePort(): Promise<number> {
+export async function freePort(): Promise<number> {
   const server = net.createServer();
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);

@@ -5,7 +5,7 @@
  */
 import request from 'supertest';
 import { useJetStreamCluster } from '../helpers/gateway';
-import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
+import { describeWithNats, freePort, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
 
 describeWithNats('jetstream: a start while the cluster has no leader', () => {
   const js = useJetStreamCluster({ size: 3 });
@@ -16,7 +16,8 @@ describeWithNats('jetstream: a start while the cluster has no leader', () => {
     await (await js.start(env)).close(); // the deployment exists
     await cluster.kill(1);
     await cluster.kill(2);
-    const starting = js.start(env, cluster.urls[0]);
+    const port = await freePort();
+    const starting = js.start({ ...env, HERALD_PORT: String(port) }, cluster.urls[0]);
     let settled = false;
     starting.then(
       () => (settled = true),
@@ -25,6 +26,19 @@ describeWithNats('jetstream: a start while the cluster has no leader', () => {
     // Longer than one cluster call's timeout: was a StartupError "… TIMEOUT" (exit 2) before they returned.
     await new Promise((resolve) => setTimeout(resolve, 8000));
     expect(settled).toBe(false); // still asking, neither started nor given up
+    // Meanwhile it listens: alive (a liveness probe must not restart it in a loop), not ready, and every
+    // other request a 503 to retry (was: connection refused, /healthz too, for up to a minute).
+    const url = `http://127.0.0.1:${port}`;
+    expect((await request(url).get('/healthz')).body).toEqual({ status: 'ok' });
+    const ready = await request(url).get('/readyz');
+    expect([ready.status, ready.body.status, ready.body.checks.log]).toEqual([503, 'unavailable', expect.stringMatching(/^starting: /)]);
+    const publish = await request(url)
+      .post('/events')
+      .set({ 'ce-specversion': '1.0', 'ce-id': 'early', 'ce-source': '/retry', 'ce-type': 't', 'content-type': 'application/json' })
+      .send('{}');
+    expect([publish.status, publish.headers['retry-after'], publish.body.code]).toEqual([503, '1', 'unavailable']);
+    expect((await request(url).get('/subscriptions')).status).toBe(503);
+    expect((await request(url).get('/openapi.json')).status).toBe(200);
     await cluster.restart(1);
     await cluster.restart(2);
     const node = await starting;
