@@ -52,7 +52,7 @@ async function startFromEnv(): Promise<void> {
     if (!gateway) {
       // Still starting (an index rebuild, a cluster not answering yet): nothing is served or acknowledged
       // yet, and what start-up writes survives being cut (as by a crash). Stopped at once.
-      process.stderr.write(`herald: stopped during start-up (${signal}): nothing was served\n`);
+      process.stderr.write(`herald: stopped during start-up (${signal}): nothing was acknowledged\n`);
       process.exit(0);
     }
     const running = gateway;
