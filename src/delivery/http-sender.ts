@@ -32,7 +32,10 @@ export interface ProbeResult extends Omit<SendResult, 'retryAfter'> {
 const EXCERPT_BYTES = 1024;
 const MAX_CACHED_TARGETS = 10_000;
 const CONNECT_TIMEOUT_MS = 10_000;
-/** Connections of an origin no one subscription may take (of 64: it holds at most 56). */
+/**
+ * Connections of an origin kept free for subscriptions that hold none of it: one that holds some takes
+ * another only while more than these are free (of 64: one subscription alone holds at most 56).
+ */
 const RESERVED_FOR_OTHERS = 8;
 /** The validation handshakes' share of an origin's connections. */
 const PROBE_TENANT = '\u0000handshake';
@@ -81,8 +84,9 @@ export class AbortGroup {
  * waiting tenant (subscription) that holds the fewest of the origin's slots, the longest-waiting of
  * them on a tie, in order within a tenant: a subscription whose receiver stalls cannot queue every
  * other subscription of that host behind its own requests (a probe saw a healthy one wait 8.7 s).
- * And no tenant holds more than all but {@link RESERVED_FOR_OTHERS}: one whose receiver hangs cannot
- * take every slot before another comes (a re-probe saw a healthy one wait out the full timeout).
+ * And the last {@link RESERVED_FOR_OTHERS} free slots go only to tenants that hold none: tenants whose
+ * receivers hang cannot take every slot before another comes (a re-probe saw a healthy one wait out the
+ * full timeout behind one such tenant, the next probe behind two, the second taking the 8 the cap left).
  */
 class OriginGate {
   private active = 0;
@@ -90,10 +94,10 @@ class OriginGate {
   private readonly held = new Map<string, number>();
   /** Waiting requests by tenant, tenants in the order they began to wait (Map order). */
   private readonly waiting = new Map<string, (() => void)[]>();
-  /** Slots one tenant may hold: the rest stay for others, whom a tenant whose receiver hangs would shut out. */
-  private readonly perTenant: number;
+  /** Free slots only a tenant that holds none may take (none for a small gate, which the reserve would starve). */
+  private readonly reserve: number;
   constructor(private readonly size: number) {
-    this.perTenant = size > 2 * RESERVED_FOR_OTHERS ? size - RESERVED_FOR_OTHERS : size;
+    this.reserve = size > 2 * RESERVED_FOR_OTHERS ? RESERVED_FOR_OTHERS : 0;
   }
 
   /** Resolves when a slot is free; `attempt`'s abort while waiting rejects it. */
@@ -135,8 +139,9 @@ class OriginGate {
     else setImmediate(() => this.handOver());
   }
 
+  /** Whether `tenant` may take a free slot: its first one always, another only while more than the reserve are free. */
   private mayTake(tenant: string): boolean {
-    return (this.held.get(tenant) ?? 0) < this.perTenant;
+    return !this.held.has(tenant) || this.size - this.active > this.reserve;
   }
 
   private take(tenant: string): void {
@@ -144,13 +149,10 @@ class OriginGate {
   }
 
   private handOver(): void {
-    let chosen: string | undefined;
-    let fewest = Number.POSITIVE_INFINITY;
-    for (const tenant of this.waiting.keys()) {
-      const holds = this.held.get(tenant) ?? 0;
-      if (holds < fewest && holds < this.perTenant) [chosen, fewest] = [tenant, holds];
-    }
-    if (chosen === undefined) {
+    const chosen = this.fewestHeld();
+    // Freed instead when the waiters were aborted meanwhile, or when the one to have it could not take a
+    // free slot: the slot of a tenant that came out of the reserve goes back to the reserve.
+    if (chosen === undefined || (this.held.has(chosen) && this.size - this.active + 1 <= this.reserve)) {
       this.active--;
       return;
     }
@@ -161,6 +163,17 @@ class OriginGate {
     if (queue.length > 0) this.waiting.set(chosen, queue);
     this.take(chosen);
     next();
+  }
+
+  /** The waiting tenant that holds the fewest slots, the longest-waiting of them on a tie (Map order). */
+  private fewestHeld(): string | undefined {
+    let chosen: string | undefined;
+    let fewest = Number.POSITIVE_INFINITY;
+    for (const tenant of this.waiting.keys()) {
+      const holds = this.held.get(tenant) ?? 0;
+      if (holds < fewest) [chosen, fewest] = [tenant, holds];
+    }
+    return chosen;
   }
 }
 

@@ -160,8 +160,9 @@ it('sends nothing that waited for a connection once a 410 has paused the subscri
 it('gives a freed connection to the subscription of that host holding the fewest, not to the oldest waiter (delivery probe: a healthy subscription waited behind every request of stalled ones)', async () => {
   receiver = await startReceiver((req) => (req.url === '/slow' ? { status: 204, delayMs: 1500 } : { status: 204 }));
   gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  // Eight subscriptions of a slow path want 8 × 16 requests: 64 hold the host's connections, 64 wait.
-  for (let i = 0; i < 8; i++) await subscribe('q.slow', '/slow', { ordering: 'none', maxInFlight: 16 });
+  // Sixteen subscriptions of a slow path want 16 × 16 requests: 64 hold the host's connections (the last 8 taken by
+  // subscriptions that held none), 192 wait.
+  for (let i = 0; i < 16; i++) await subscribe('q.slow', '/slow', { ordering: 'none', maxInFlight: 16 });
   await subscribe('q.fast', '/fast', { ordering: 'none', maxInFlight: 16 });
   await publishBatch(gw.url, events('q.slow', 16));
   await waitFor(() => onPath('/slow').length === 64, { what: '64 requests open' });
@@ -183,4 +184,20 @@ it('keeps connections of a host for other subscriptions when one holds them all 
   await publishBatch(gw.url, events('q.ok', 20));
   await waitFor(() => onPath('/ok').length === 20, { what: 'the healthy subscription’s 20 events, while the others hang' });
   expect(onPath('/hang').length).toBe(56);
+});
+
+it('keeps connections of a host for a subscription that holds none when two others hang (probe: the second took the 8 the first left, and a healthy one waited 7 s)', async () => {
+  receiver = await startReceiver((req) => (req.url!.startsWith('/hang') ? { status: 204, delayMs: 20_000 } : { status: 204 }));
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  await subscribe('q.hang1', '/hang1', { ordering: 'none', maxInFlight: 1024, timeoutMs: 30_000 });
+  await publishBatch(gw.url, events('q.hang1', 100));
+  await waitFor(() => onPath('/hang1').length === 56, { what: '56 requests open (64 less the 8 kept for others)' });
+  await subscribe('q.hang2', '/hang2', { ordering: 'none', maxInFlight: 1024, timeoutMs: 30_000 });
+  await publishBatch(gw.url, events('q.hang2', 100));
+  await waitFor(() => onPath('/hang2').length === 1, { what: 'the second hanging subscription’s first request' });
+  await subscribe('q.ok2', '/ok2', { ordering: 'none', maxInFlight: 16 });
+  await publishBatch(gw.url, events('q.ok2', 20));
+  await waitFor(() => onPath('/ok2').length === 20, { what: 'the healthy subscription’s 20 events, while two others hang' });
+  // Each hanging subscription kept what it had: the one connection it took did not come out of the reserve.
+  expect([onPath('/hang1').length, onPath('/hang2').length]).toEqual([56, 1]);
 });
