@@ -197,6 +197,6 @@ export type Outcome = 'done' | 'await_ack' | 'retry' | 'gone' | 'dead';
 export function classifyStatus(status: number, ackMode: 'auto' | 'manual'): Outcome {
   if (status >= 200 && status < 300) return status === 202 || ackMode === 'manual' ? 'await_ack' : 'done';
   if (status === 410) return 'gone';
-  if (status === 408 || status === 409 || status === 425 || status === 429 || status >= 500) return 'retry';
+  if (status === 408 || status === 409 || status === 425 || status === 429 || (status >= 500 && status < 600)) return 'retry';
   return 'dead';
 }

@@ -20,6 +20,8 @@ describe('classifyStatus', () => {
     [[410], 'gone'],
     [[300, 301, 302, 303, 304, 307, 308], 'dead'],
     [[400, 401, 403, 404, 405, 406, 411, 412, 413, 414, 415, 418, 422, 451, 499], 'dead'],
+    // No class of HTTP (a probe's receiver answered 600 and 999: retried until maxAttempts).
+    [[600, 700, 999], 'dead'],
   ];
   for (const [statuses, expected] of table) {
     it.each(statuses)(`ackMode auto: %d → ${expected}`, (status) => {
