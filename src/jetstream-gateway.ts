@@ -1,9 +1,9 @@
 import { checkExposure, createAuthorizer, parseApiKeys, type Authorizer } from './api/auth';
 import { createHealthRouter } from './api/health-router';
 import { gatewayHandlers, logListening } from './api/gateway-http';
-import { createHttpServer, type HttpServer } from './api/http-server';
+import { createHttpServer, type HttpHandlers, type HttpServer } from './api/http-server';
 import { startingHandlers } from './api/starting-http';
-import type { Config } from './config';
+import type { Config, NatsConfig } from './config';
 import { AppError, StartupError } from './errors';
 import { createHttpSender } from './delivery/http-sender';
 import { createJetStreamDelivery, type JetStreamDelivery } from './jetstream/delivery/jetstream-delivery';
@@ -38,6 +38,7 @@ export async function startJetStreamGateway(
   config: Readonly<Config>,
   opts: { log?: Logger; metrics?: Metrics } = {},
 ): Promise<JetStreamGateway> {
+  if (!config.nats) throw new Error('startJetStreamGateway needs HERALD_STORE=jetstream and its HERALD_NATS_* settings');
   const log = opts.log ?? createLogger(config.logLevel);
   const metrics = opts.metrics ?? createMetrics();
   const apiKeys = parseApiKeys(config.apiKeysRaw);
@@ -45,15 +46,14 @@ export async function startJetStreamGateway(
   const authorize = createAuthorizer(apiKeys);
   // Listening from the start: while the cluster is waited for, the node is alive and says what it waits for.
   let waitingFor = 'connecting to the JetStream cluster';
-  const httpServer = createHttpServer({
-    log,
-    handlers: startingHandlers({ log, authorize, metrics, waitingFor: () => waitingFor }),
-  });
+  const starting = startingHandlers({ log, authorize, metrics, waitingFor: () => waitingFor });
+  const httpServer = createHttpServer({ log, handlers: starting });
   const listening = await httpServer.listen(config.port, config.host);
+  log.info({ url: listening.url }, 'listening while the gateway starts: /healthz answers, the API waits for the JetStream cluster');
   const deadline = Date.now() + START_RETRY_MS;
   for (let delayMs = FIRST_RETRY_DELAY_MS; ; delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS)) {
     try {
-      const gateway = await startOnce({ config, log, metrics, authorize, httpServer, url: listening.url });
+      const gateway = await startOnce({ config, nats: config.nats, log, metrics, authorize, httpServer, starting, url: listening.url });
       logListening(log, config, listening.url, apiKeys);
       return { ...gateway, url: listening.url, port: listening.port };
     } catch (err) {
@@ -79,17 +79,18 @@ const retryableStart = (err: unknown) =>
 
 async function startOnce(deps: {
   config: Readonly<Config>;
+  nats: Readonly<NatsConfig>;
   log: Logger;
   metrics: Metrics;
   authorize: Authorizer;
-  /** Listening already, answering as a starting gateway until this start succeeds. */
+  /** Listening already, answering with `starting` until this start has its parts. */
   httpServer: HttpServer;
+  starting: HttpHandlers;
   url: string;
 }): Promise<Omit<JetStreamGateway, 'url' | 'port'>> {
-  const { config, log, metrics, authorize, httpServer } = deps;
-  if (!config.nats) throw new Error('startJetStreamGateway needs HERALD_STORE=jetstream and its HERALD_NATS_* settings');
+  const { config, nats, log, metrics, authorize, httpServer } = deps;
   const store = await openJetStreamEventStore({
-    nats: config.nats,
+    nats,
     partitions: config.partitions,
     idempotencyWindowMs: config.idempotencyWindowMs,
     log,
@@ -99,7 +100,7 @@ async function startOnce(deps: {
   let delivery: JetStreamDelivery;
   try {
     delivery = await createJetStreamDelivery({
-      nats: config.nats,
+      nats,
       partitions: config.partitions,
       log,
       allowPrivateSinks: config.sinkAllowPrivate,
@@ -162,13 +163,17 @@ async function startOnce(deps: {
     return closing;
   }
 
+  // Served before delivery starts: the first attempts' receivers may call their ack URLs (and sinks their
+  // validation callbacks) at once.
+  httpServer.serve(handlers);
   try {
-    // Before serving: ack and validation callback URLs need the public URL, known since listening.
     await subscriptions.startAll();
   } catch (err) {
+    // Back to the starting answers: callbacks to attempts this start sent are refused (503) until a start succeeds.
+    httpServer.serve(deps.starting);
+    metrics.setSources(undefined);
     await stop({ http: false }).catch(() => undefined);
     throw err;
   }
-  httpServer.serve(handlers);
   return { store, delivery, subscriptions, log, metrics, close };
 }

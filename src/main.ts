@@ -50,8 +50,9 @@ async function startFromEnv(): Promise<void> {
     if (stopping) return;
     stopping = true;
     if (!gateway) {
-      // Still starting (an index rebuild, a cluster not answering yet): nothing is served or acknowledged
-      // yet, and what start-up writes survives being cut (as by a crash). Stopped at once.
+      // Still starting (an index rebuild, a cluster not answering yet): nothing is acknowledged yet (a
+      // JetStream node answers health checks meanwhile), and what start-up writes survives being cut
+      // (as by a crash). Stopped at once.
       process.stderr.write(`herald: stopped during start-up (${signal}): nothing was acknowledged\n`);
       process.exit(0);
     }

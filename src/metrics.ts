@@ -89,8 +89,8 @@ export function createMetrics() {
       labelNames: ['subscription'],
       registers: r,
     }),
-    /** Wires the scrape-time gauges to their sources (the composition root calls it once). */
-    setSources(next: MetricsSources): void {
+    /** Wires the scrape-time gauges to their sources (the composition root; none while a start is tried again). */
+    setSources(next: MetricsSources | undefined): void {
       sources = next;
     },
     /** Forgets every series of a deleted subscription, so label sets do not pile up. */

@@ -32,6 +32,8 @@ export function readBody(
       req.resume();
       reject(err);
     };
+    // From now, not from when the 100 goes out: a pipelined request's 100 waits behind the answers before
+    // it, and a client waiting for it longer than idleMs gets the 408 (an edge, with idleMs in seconds).
     const idle = setTimeout(() => stop(bodyStalled(idleMs)), idleMs);
     req.on('data', (chunk: Buffer) => {
       idle.refresh();
@@ -65,25 +67,21 @@ function bodyStalled(idleMs: number): AppError {
 }
 
 /**
- * Requests under `Expect: 100-continue` whose body has not been asked for yet, with whether their
- * connection was to be kept alive. Until asked for, any answer closes the connection: the client may
- * never send the body (RFC 9110 §10.1.1), and read on, the next request's bytes would be taken for it.
+ * Answers under `Expect: 100-continue` whose body has not been asked for yet. Until it is, node answers
+ * with `Connection: close` and closes after the answer (its `writeHead` does so for an expectation it
+ * has not met): the client may never send the body (RFC 9110 §10.1.1), and read on, the next
+ * request's bytes would be taken for it. The tests pin that `Connection: close`.
  */
-const uninvited = new WeakMap<ServerResponse, boolean>();
+const uninvited = new WeakSet<ServerResponse>();
 
 /** Under `Expect: 100-continue`: the body is not asked for until a handler's checks pass (`inviteBody`). */
 export function awaitInvitation(res: ServerResponse): void {
-  uninvited.set(res, res.shouldKeepAlive);
-  res.shouldKeepAlive = false; // node then answers `Connection: close` and closes after the answer
+  uninvited.add(res);
 }
 
 /** Asks for a body held back by `awaitInvitation` (a `100 Continue`); nothing otherwise. */
 export function inviteBody(res: ServerResponse): void {
-  const keepAlive = uninvited.get(res);
-  if (keepAlive === undefined) return;
-  uninvited.delete(res);
-  res.shouldKeepAlive = keepAlive;
-  res.writeContinue();
+  if (uninvited.delete(res)) res.writeContinue();
 }
 
 /** The content codings `POST /events` decodes (RFC 9110 §8.4.1), and node's decoder of each. */

@@ -17,7 +17,8 @@ const STARTING_RETRY_AFTER_SECONDS = 1;
  * What a gateway answers while it starts (the JetStream engine waiting for its cluster): it is alive
  * (`/healthz` 200, so a liveness probe does not restart it in a loop while the cluster elects its
  * leaders), not ready (`/readyz` 503 saying what it waits for), `/metrics` and the contract as
- * always, and every other request a 503 `unavailable` with `Retry-After`.
+ * always, and every other request a 503 `unavailable` with `Retry-After`. The engine's own handlers
+ * replace these before its subscriptions start (their ack callbacks must be served).
  */
 export function startingHandlers(deps: {
   log: Logger;
@@ -27,8 +28,9 @@ export function startingHandlers(deps: {
   waitingFor: () => string;
 }): HttpHandlers {
   const { log, authorize, metrics, waitingFor } = deps;
+  // What the cluster last answered is said by /readyz only: a 503 goes to any caller, with a key or not.
   const starting = () =>
-    new AppError('unavailable', `the gateway is starting (${waitingFor()}); nothing was done, retry`, {
+    new AppError('unavailable', 'the gateway is starting: it waits for the JetStream cluster; nothing was done, retry', {
       retryAfter: STARTING_RETRY_AFTER_SECONDS,
     });
   const app = createApp({
@@ -58,10 +60,14 @@ function startingHealthRouter(waitingFor: () => string): Router {
   return router;
 }
 
-/** Any other route, known or not, is refused until the gateway has started (a 404 would say it does not exist). */
+/**
+ * Any other route, known or not, is refused until the gateway has started (a 404 would say it does not
+ * exist), but the console's: this engine does not serve it, started or not (a 404).
+ */
 function refuseAll(starting: () => AppError): Router {
   const router = newRouter();
-  router.use(() => {
+  router.use((req, _res, next) => {
+    if (req.path === '/console' || req.path.startsWith('/console/')) return next();
     throw starting();
   });
   return router;

@@ -122,8 +122,9 @@ export const configSchema = z
     HERALD_INGEST_BUFFER_BYTES: size(64 * KiB, 64 * GiB, '128MiB').describe(
       'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`), counted as they arrive and, once decoded (`Content-Encoding`), at their decoded size; a publish that would pass it is answered 503 `unavailable` with `Retry-After` (at once when its declared length cannot fit). One publish alone is always taken, however large. Memory for ingest is about 3.5 times this at most. At least 64 KiB.',
     ),
-    HERALD_BODY_IDLE_TIMEOUT_MS: int(100, 600_000, 20_000).describe(
-      'Longest pause (milliseconds) while a `POST /events` body is received: a publish whose body makes no progress this long is answered 408 `request_timeout` (nothing of it stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes.',
+    // Below node's 300 s for a whole request, which destroys the connection without an answer.
+    HERALD_BODY_IDLE_TIMEOUT_MS: int(100, 120_000, 20_000).describe(
+      'Longest pause (milliseconds, at most 120000) while a `POST /events` body is received: a publish whose body makes no progress this long is answered 408 `request_timeout` (nothing of it stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes. A request still unfinished after 300 s in all has its connection closed without an answer.',
     ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
       'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started. At least 64 KiB.',

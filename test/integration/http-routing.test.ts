@@ -271,6 +271,31 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 100 Continue/);
   });
 
+  it('keeps the connection of an invited publish open: a second request on it is answered', async () => {
+    const publish = (id: string, extra: string) =>
+      `POST /events HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /expect\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nauthorization: Bearer routing-pub\r\n${extra}content-length: 2\r\n\r\nab`;
+    const answer = await rawExchange(gw.url, publish('keep-1', 'Expect: 100-continue\r\n') + publish('keep-2', 'Connection: close\r\n'));
+    const statuses = [...answer.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => m[1]);
+    expect(statuses).toEqual(['100', '202', '202']);
+    expect(answer.split('HTTP/1.1 202')[1]).toMatch(/connection: keep-alive/i);
+  });
+
+  it('invites a JSON body under Expect: 100-continue once its key and length pass, and answers it', async () => {
+    const body = '{"delayMs":1}';
+    const invited = await rawExchange(
+      gw.url,
+      `POST /deliveries/dlv_AAAAAAAAAAAAAAAAAAAAAAAA/nack HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-admin\r\ncontent-type: application/json\r\nExpect: 100-continue\r\ncontent-length: ${body.length}\r\nConnection: close\r\n\r\n${body}`,
+    );
+    expect(invited).toMatch(/^HTTP\/1\.1 100 Continue\r\n\r\nHTTP\/1\.1 404 /);
+    const refused = await rawExchange(
+      gw.url,
+      `POST /subscriptions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\nExpect: 100-continue\r\ncontent-length: 2\r\n\r\n`,
+    );
+    expect(refused).not.toMatch(/100 Continue/);
+    expect(refused).toMatch(/^HTTP\/1\.1 401 /);
+    expect(refused).toMatch(/connection: close/i);
+  });
+
   it('refuses a JSON body declared over 1 MiB at once, before it is sent (was no answer until it all came)', async () => {
     for (const path of ['/subscriptions', '/deliveries/dlv_AAAAAAAAAAAAAAAAAAAAAAAA/nack']) {
       const answer = await rawExchange(

@@ -175,15 +175,15 @@ describe('request body limit at its 64 KiB minimum', () => {
 describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () => {
   let gw: Gw;
   beforeAll(async () => {
-    gw = await startTestGateway({ HERALD_INGEST_BUFFER_BYTES: '64KiB', HERALD_PARTITIONS: '1', HERALD_BODY_IDLE_TIMEOUT_MS: '3000' });
+    gw = await startTestGateway({ HERALD_INGEST_BUFFER_BYTES: '64KiB', HERALD_PARTITIONS: '1' });
   });
   afterAll(async () => {
     await gw.close();
   });
 
   /** A publish whose headers and first bytes are sent, the rest held back until `finish`. */
-  async function stalled(id: string, length: number, sent = length - 10) {
-    const { hostname, port } = new URL(gw.url);
+  async function stalled(id: string, length: number, sent = length - 10, on = gw) {
+    const { hostname, port } = new URL(on.url);
     const socket = net.connect(Number(port), hostname);
     let answer = '';
     socket.on('data', (c: Buffer) => (answer += c.toString()));
@@ -249,16 +249,25 @@ describe('HERALD_INGEST_BUFFER_BYTES: body bytes of publishes held at once', () 
     expect(taken.status).toBe(202);
   });
 
-  it("answers a publish whose body stops coming with 408 and closes its connection, freeing what it held (re-probe: held until node's 300 s timeout)", async () => {
-    const first = await stalled('gone-quiet', 40 * KiB);
-    expect((await post(gw.url, ce('behind-quiet'), Buffer.alloc(40 * KiB, 0x66))).status).toBe(503);
-    const answer = await first.abandoned(); // HERALD_BODY_IDLE_TIMEOUT_MS is 3 s here
-    const [head, body] = answer.split('\r\n\r\n');
-    expect(head).toMatch(/^HTTP\/1\.1 408 /);
-    expect(head).toMatch(/connection: close/i);
-    expect(JSON.parse(body!)).toMatchObject({ status: 408, code: 'request_timeout' });
-    expect((await post(gw.url, ce('behind-quiet'), Buffer.alloc(40 * KiB, 0x66))).status).toBe(202);
-    expect((await request(gw.url).get('/events?source=/limits&id=gone-quiet')).status).toBe(404);
+  it("answers a publish whose body stops coming with 408 and closes its connection, freeing what it held (re-probe: held until node's 300 s request timeout)", async () => {
+    const impatient = await startTestGateway({
+      HERALD_INGEST_BUFFER_BYTES: '64KiB',
+      HERALD_PARTITIONS: '1',
+      HERALD_BODY_IDLE_TIMEOUT_MS: '1000',
+    });
+    try {
+      const first = await stalled('gone-quiet', 40 * KiB, 40 * KiB - 10, impatient);
+      expect((await post(impatient.url, ce('behind-quiet'), Buffer.alloc(40 * KiB, 0x66))).status).toBe(503);
+      const answer = await first.abandoned(); // HERALD_BODY_IDLE_TIMEOUT_MS is 1 s here
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 408 /);
+      expect(head).toMatch(/connection: close/i);
+      expect(JSON.parse(body!)).toMatchObject({ status: 408, code: 'request_timeout' });
+      expect((await post(impatient.url, ce('behind-quiet'), Buffer.alloc(40 * KiB, 0x66))).status).toBe(202);
+      expect((await request(impatient.url).get('/events?source=/limits&id=gone-quiet')).status).toBe(404);
+    } finally {
+      await impatient.close();
+    }
   });
 
   it('under Expect: 100-continue, a publish that cannot fit is refused before its body is asked for (was: a 100, then the 503)', async () => {
