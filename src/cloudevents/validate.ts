@@ -225,6 +225,9 @@ export function parseJsonEvent(input: unknown, index?: number): ParseOutcome {
 
 /** True when the structured `data` member is the payload text itself rather than a JSON value. */
 export function isStringPayload(event: CloudEvent): boolean {
-  const contentType = event.attributes.datacontenttype as string | undefined;
-  return event.data.kind === 'json' && typeof event.data.value === 'string' && contentType !== undefined && !isJsonMediaType(contentType);
+  const contentType = event.attributes.datacontenttype;
+  // Not a string: an invalid event, already refused for it (a probe's `"datacontenttype": 1` was a 500 here).
+  return (
+    event.data.kind === 'json' && typeof event.data.value === 'string' && typeof contentType === 'string' && !isJsonMediaType(contentType)
+  );
 }

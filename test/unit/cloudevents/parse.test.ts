@@ -297,7 +297,15 @@ describe('parseHttpMessage with arbitrary input', () => {
     fc
       .array(
         fc.record(
-          { specversion: fc.constantFrom('1.0', '0.3'), id: fc.string(), source: fc.string(), type: fc.string(), data: fc.jsonValue() },
+          {
+            specversion: fc.constantFrom('1.0', '0.3'),
+            id: fc.string(),
+            source: fc.string(),
+            type: fc.string(),
+            // Any JSON value: a probe's `"datacontenttype": 1` beside string data was a 500.
+            datacontenttype: fc.oneof(fc.jsonValue(), contentType),
+            data: fc.oneof(fc.jsonValue(), fc.string()),
+          },
           { requiredKeys: [] },
         ),
       )
