@@ -11,7 +11,8 @@ import { createMetaRepo } from './store/meta-repo';
 import { createPartitionHeadsRepo } from './store/partition-heads-repo';
 import { createRetentionFloors } from './store/retention-floors';
 import { RESERVATION_FILE } from './wal/offset-reservation';
-import { KEY_FILE, SEGMENT_FILE } from './wal/segment-log';
+import { LEGACY_FRAME_KEY, type FrameKey } from './wal/record';
+import { KEY_FILE, readFrameKey, scanSegmentFile, SEGMENT_FILE } from './wal/segment-log';
 
 /**
  * Online backup and restore of a local data dir (the embedded engine). A copy of the files with
@@ -76,6 +77,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     copyIfPresent(path.join(walDir, KEY_FILE), path.join(work, WAL_DIR, KEY_FILE));
     const listed = [...new Set([...listedFirst, ...listSegments(walDir)])].sort();
     const dropped = copySegments(walDir, path.join(work, WAL_DIR), listed);
+    verifySegments(path.join(work, WAL_DIR), holesIn(path.join(work, DB_FILE)));
     // Last, so that they are the newest: floors only ever rise, and a copy below the live ones could
     // let a partition emptied by retention during the copy restart below offsets already acknowledged.
     copyIfPresent(path.join(walDir, RESERVATION_FILE), path.join(work, WAL_DIR, RESERVATION_FILE));
@@ -325,6 +327,54 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
     }
   }
   return dropped;
+}
+
+/**
+ * Reads every record of the copied log and checks it, as a start on the restored dir would: a backup
+ * of damaged bytes was reported whole and its restore then refused to start (a probe). Only the newest
+ * segment may end in a record cut short (one being written while it was copied: the start cuts it).
+ * Segments holding bytes set aside under `skip-corrupt` (`holes`, positions in the log) are not read.
+ * @throws BackupError naming the segment and the byte
+ */
+function verifySegments(walDir: string, holes: readonly number[]): void {
+  const key = keyOf(walDir);
+  const names = listSegments(walDir);
+  for (const [i, name] of names.entries()) {
+    const file = path.join(walDir, name);
+    const base = Number(name.slice(0, -'.seg'.length));
+    const size = fs.statSync(file).size;
+    if (holes.some((at) => at >= base && at < base + size)) continue;
+    let scan: ReturnType<typeof scanSegmentFile>;
+    try {
+      scan = scanSegmentFile({ file, size, base }, 0, key, () => undefined);
+    } catch (err) {
+      throw new BackupError(`${name}: ${(err as Error).message}; the backup is abandoned`);
+    }
+    if (scan.badAt === undefined || (scan.torn && i === names.length - 1)) continue;
+    throw new BackupError(
+      `the log is damaged: ${name} at byte ${scan.badAt} (${scan.reason}); a restore of this backup would not start. ` +
+        'The gateway refuses this log at its next start too: see "Durability guarantees" in the README (HERALD_RECOVERY=skip-corrupt); the backup is abandoned',
+    );
+  }
+}
+
+/** The log's checksum key; a log from before the key has none (its frames are checked unkeyed). */
+function keyOf(walDir: string): FrameKey {
+  return fs.existsSync(path.join(walDir, KEY_FILE)) ? readFrameKey(walDir) : LEGACY_FRAME_KEY;
+}
+
+/** Where damage was set aside under `skip-corrupt` (herald.db's `log_holes`): positions in the log. */
+function holesIn(dbFile: string): number[] {
+  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
+  try {
+    const row = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'log_holes'").get();
+    const parsed: unknown = row === undefined ? [] : JSON.parse(row.value);
+    return Array.isArray(parsed) ? parsed.filter((n): n is number => Number.isSafeInteger(n)) : [];
+  } catch {
+    return [];
+  } finally {
+    db.close();
+  }
 }
 
 function listSegments(dir: string): string[] {

@@ -313,7 +313,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     }
     while (index < segments.length) {
       const seg = segments[index]!;
-      const result = scanSegment(seg, startInFile, onRecord);
+      const result = scanSegmentFile(seg, startInFile, key, onRecord);
       scannedBytes += result.scanned;
       if (result.badAt === undefined) {
         const next = segments[index + 1];
@@ -529,61 +529,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   function countIntact(from: { index: number; inFile: number }): number {
     let count = 0;
     for (let i = from.index; i < segments.length; i++) {
-      const result = scanSegment(segments[i]!, i === from.index ? from.inFile : 0, () => count++);
+      const result = scanSegmentFile(segments[i]!, i === from.index ? from.inFile : 0, key, () => count++);
       if (result.badAt !== undefined) break;
     }
     return count;
-  }
-
-  function scanSegment(
-    seg: Segment,
-    startInFile: number,
-    onRecord: (position: number, frame: Buffer) => void,
-  ): { badAt?: number; reason: string; scanned: number; torn?: boolean } {
-    const fd = fs.openSync(seg.file, 'r');
-    try {
-      let bufStart = startInFile;
-      let buf = Buffer.alloc(0);
-      let work = Buffer.alloc(0);
-      let at = 0;
-      let scanned = 0;
-      for (;;) {
-        const check = checkFrame(buf, at, key);
-        if (check.status === 'ok') {
-          if (!check.padding) onRecord(seg.base + bufStart + at, buf.subarray(at, at + check.length));
-          at += check.length;
-          scanned += check.length;
-          continue;
-        }
-        if (check.status === 'corrupt') return { badAt: bufStart + at, reason: check.reason, scanned };
-        if (check.status === 'newer') throw newerFormat(seg.file, bufStart + at, check.version);
-        // Incomplete: read more, or stop at end of file.
-        const remaining = buf.subarray(at);
-        const fileLeft = seg.size - (bufStart + buf.length);
-        if (fileLeft <= 0) {
-          return remaining.length === 0
-            ? { reason: '', scanned }
-            : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned, torn: true };
-        }
-        const needed = remaining.length >= 4 ? remaining.readUInt32LE(0) + 8 : 0;
-        const want = Math.min(fileLeft, Math.max(SCAN_CHUNK_BYTES, needed));
-        // One work buffer for the whole scan: the unread tail moves to its front and the file is read in after it.
-        if (work.length < remaining.length + want) {
-          const grown = Buffer.allocUnsafe(remaining.length + want);
-          remaining.copy(grown, 0);
-          work = grown;
-        } else {
-          remaining.copy(work, 0); // Buffer#copy allows the overlap
-        }
-        const read = fs.readSync(fd, work, remaining.length, want, bufStart + buf.length);
-        bufStart += at;
-        buf = work.subarray(0, remaining.length + read);
-        at = 0;
-        if (read === 0) return { badAt: bufStart, reason: 'unexpected end of file', scanned };
-      }
-    } finally {
-      fs.closeSync(fd);
-    }
   }
 
   /** Appends frames after rolling to a new segment if the active one is full. Does not fsync. */
@@ -818,6 +767,64 @@ function readRecordBytes(seg: ReadableSegment, position: number, length: number)
   const n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
   if (n !== length) throw new Error(`log read past end at ${position}`);
   return buf;
+}
+
+/**
+ * Reads a segment's frames from `startInFile`, telling `onRecord` of each event record, up to its end
+ * or the first bytes that are not an intact frame (`badAt`, `reason`; `torn` when they are a frame cut
+ * short by the end of the file). Start-up recovery scans with it, and `herald backup` checks its copy.
+ * @throws StartupError on a frame of a later format (a newer Herald wrote it)
+ */
+export function scanSegmentFile(
+  seg: Pick<Segment, 'file' | 'size' | 'base'>,
+  startInFile: number,
+  key: FrameKey,
+  onRecord: (position: number, frame: Buffer) => void,
+): { badAt?: number; reason: string; scanned: number; torn?: boolean } {
+  const fd = fs.openSync(seg.file, 'r');
+  try {
+    let bufStart = startInFile;
+    let buf = Buffer.alloc(0);
+    let work = Buffer.alloc(0);
+    let at = 0;
+    let scanned = 0;
+    for (;;) {
+      const check = checkFrame(buf, at, key);
+      if (check.status === 'ok') {
+        if (!check.padding) onRecord(seg.base + bufStart + at, buf.subarray(at, at + check.length));
+        at += check.length;
+        scanned += check.length;
+        continue;
+      }
+      if (check.status === 'corrupt') return { badAt: bufStart + at, reason: check.reason, scanned };
+      if (check.status === 'newer') throw newerFormat(seg.file, bufStart + at, check.version);
+      // Incomplete: read more, or stop at end of file.
+      const remaining = buf.subarray(at);
+      const fileLeft = seg.size - (bufStart + buf.length);
+      if (fileLeft <= 0) {
+        return remaining.length === 0
+          ? { reason: '', scanned }
+          : { badAt: bufStart + at, reason: 'incomplete record at end of segment', scanned, torn: true };
+      }
+      const needed = remaining.length >= 4 ? remaining.readUInt32LE(0) + 8 : 0;
+      const want = Math.min(fileLeft, Math.max(SCAN_CHUNK_BYTES, needed));
+      // One work buffer for the whole scan: the unread tail moves to its front and the file is read in after it.
+      if (work.length < remaining.length + want) {
+        const grown = Buffer.allocUnsafe(remaining.length + want);
+        remaining.copy(grown, 0);
+        work = grown;
+      } else {
+        remaining.copy(work, 0); // Buffer#copy allows the overlap
+      }
+      const read = fs.readSync(fd, work, remaining.length, want, bufStart + buf.length);
+      bufStart += at;
+      buf = work.subarray(0, remaining.length + read);
+      at = 0;
+      if (read === 0) return { badAt: bufStart, reason: 'unexpected end of file', scanned };
+    }
+  } finally {
+    fs.closeSync(fd);
+  }
 }
 
 /** What reads need of the segments (`reads.ts`): the writer's log, or a reader's view of it. */

@@ -201,7 +201,7 @@ describe('herald backup / herald restore', () => {
     const wal = path.join(source, 'wal');
     const twoDaysAgo = new Date(Date.now() - 2 * 86_400_000);
     const segments = fs.readdirSync(wal).filter((f) => f.endsWith('.seg'));
-    expect(segments.length).toBeGreaterThan(2);
+    expect(segments.length).toBeGreaterThanOrEqual(2);
     for (const f of segments) fs.utimesSync(path.join(wal, f), twoDaysAgo, twoDaysAgo);
     const backupDir = path.join(tmpDir(), 'backup');
     expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0 });
@@ -237,6 +237,38 @@ describe('herald backup / herald restore', () => {
     const again = await spawnGateway(env(restored));
     for (const result of results) expect((await lookupEvent(again.url, result)).body).toMatchObject({ offset: result.offset });
     expect((await request(again.url).get('/subscriptions').expect(200)).body.subscriptions).toHaveLength(1);
+  }, 60_000);
+
+  it('refuses to back up a log with damaged bytes, naming the segment (probe: reported whole, and its restore would not start); takes a newest segment cut short', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway(env(source));
+    for (let b = 0; b < 30; b++)
+      await postBatch(
+        gw.url,
+        Array.from({ length: 10 }, (_, i) => event(`d-${b}-${i}`)),
+      );
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    const wal = path.join(source, 'wal');
+    const segments = fs
+      .readdirSync(wal)
+      .filter((f) => f.endsWith('.seg'))
+      .sort();
+    expect(segments.length).toBeGreaterThanOrEqual(2);
+    // A record cut short at the end of the newest segment, as one being written while it is copied: taken.
+    fs.appendFileSync(path.join(wal, segments.at(-1)!), Buffer.from([100, 0, 0, 0, 1, 2]));
+    const whole = path.join(tmpDir(), 'whole');
+    expect(await runHerald(['backup', '--data-dir', source, whole])).toMatchObject({ code: 0 });
+    // One flipped bit inside the oldest segment's first record: refused, and nothing is left at the destination.
+    const oldest = path.join(wal, segments[0]!);
+    const bytes = fs.readFileSync(oldest);
+    bytes[100]! ^= 0x01;
+    fs.writeFileSync(oldest, bytes);
+    const damaged = path.join(tmpDir(), 'damaged');
+    const refused = await runHerald(['backup', '--data-dir', source, damaged]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`the log is damaged: ${segments[0]} at byte`);
+    expect(fs.existsSync(damaged)).toBe(false);
   }, 60_000);
 
   it('restores into an empty directory reached through a symlink (as into a mount point: staged inside it)', async () => {
