@@ -408,7 +408,7 @@ class AnswerHandler {
 
   onComplete(): void {
     this.controller.request = undefined;
-    const excerpt = this.chunks ? Buffer.concat(this.chunks).subarray(0, EXCERPT_BYTES).toString('utf8') : '';
+    const excerpt = this.chunks ? excerptOf(Buffer.concat(this.chunks)) : '';
     this.resolve({ status: this.status, retryAfter: this.retryAfter, excerpt });
   }
 
@@ -434,5 +434,19 @@ async function readExcerpt(body: AsyncIterable<Buffer>): Promise<string> {
     if (size < EXCERPT_BYTES) chunks.push(chunk);
     size += chunk.length;
   }
-  return Buffer.concat(chunks).subarray(0, EXCERPT_BYTES).toString('utf8');
+  return excerptOf(Buffer.concat(chunks));
+}
+
+/**
+ * The answer's first bytes as text, at most {@link EXCERPT_BYTES} in UTF-8: bytes that are not UTF-8
+ * become U+FFFD, three bytes each (a probe's 1 KiB of 0xE9 made a 3 KiB excerpt), so it is cut again,
+ * at a character's start.
+ */
+function excerptOf(body: Buffer): string {
+  const text = body.subarray(0, EXCERPT_BYTES).toString('utf8');
+  const encoded = Buffer.from(text, 'utf8');
+  if (encoded.length <= EXCERPT_BYTES) return text;
+  let end = EXCERPT_BYTES;
+  while (end > 0 && (encoded[end]! & 0xc0) === 0x80) end--; // a continuation byte: back to its character's first
+  return encoded.subarray(0, end).toString('utf8');
 }

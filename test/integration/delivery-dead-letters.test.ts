@@ -34,6 +34,8 @@ const idsOf = (rows: { event: { id: string } }[]) => rows.map((d) => d.event.id)
 describe('rejected at once', () => {
   const statuses = [400, 401, 403, 404, 405, 413, 415, 422, 451, 300, 301, 302, 303, 307, 308];
   const BIG = 'x'.repeat(5000);
+  // Two-byte characters from an odd byte on: the first 1,024 bytes end inside one (probe: the excerpt passed 1 KiB).
+  const WIDE = `x${'é'.repeat(3000)}`;
 
   it('dead-letters 4xx (other than the retried ones) and 3xx after one attempt, never following a redirect, and moves on', async () => {
     receiver.setResponder((req: ReceivedRequest): Reply => {
@@ -41,6 +43,7 @@ describe('rejected at once', () => {
       if (!id?.startsWith('s')) return { status: 204 };
       const status = Number(id.slice(1));
       if (status === 413) return { status, body: BIG };
+      if (status === 422) return { status, body: WIDE };
       return {
         status,
         headers: status < 400 ? { location: receiver.url.replace('/hook', '/elsewhere') } : {},
@@ -75,7 +78,7 @@ describe('rejected at once', () => {
         },
         attempts: 1,
         lastStatus: status,
-        lastError: status === 413 ? expect.any(String) : `rejected with ${status}`,
+        lastError: status === 413 || status === 422 ? expect.any(String) : `rejected with ${status}`,
         reason: 'rejected_status',
         deadAt: expect.any(String),
       });
@@ -85,6 +88,10 @@ describe('rejected at once', () => {
     expect(big.lastError.length).toBeGreaterThan(0);
     expect(Buffer.byteLength(big.lastError)).toBeLessThanOrEqual(1024);
     expect(BIG.startsWith(big.lastError)).toBe(true);
+    const wide = dead.find((d) => d.lastStatus === 422)!;
+    expect(Buffer.byteLength(wide.lastError)).toBeLessThanOrEqual(1024);
+    expect(Buffer.byteLength(wide.lastError)).toBeGreaterThan(1020);
+    expect(WIDE.startsWith(wide.lastError)).toBe(true);
     expect((await getSub(sub.id)).stats.deadLetters).toBe(statuses.length);
   });
 });
