@@ -19,6 +19,8 @@ const RANGES: [RestrictedKind, string, number, 'ipv4' | 'ipv6'][] = [
   ['private', 'fec0::', 10, 'ipv6'], // site-local (deprecated, still routed by some stacks)
   ['private', '100.64.0.0', 10, 'ipv4'], // shared address space (RFC 6598); some clouds' metadata lives here
   ['private', '198.18.0.0', 15, 'ipv4'], // benchmarking networks (RFC 2544)
+  // Local-use IPv4/IPv6 translation (RFC 8215): where the IPv4 address sits depends on the operator's prefix.
+  ['private', '64:ff9b:1::', 48, 'ipv6'],
   ['link-local', '169.254.0.0', 16, 'ipv4'], // cloud metadata (169.254.169.254) lives here
   ['link-local', 'fe80::', 10, 'ipv6'],
   ['unspecified', '0.0.0.0', 8, 'ipv4'], // "this network": Linux connects 0.0.0.0 to the local host
@@ -43,7 +45,8 @@ export function restrictedKind(ip: string): RestrictedKind | null {
   const family = net.isIP(ip);
   if (family === 0) return null;
   for (const [kind, list] of LISTS) if (list.check(ip, family === 4 ? 'ipv4' : 'ipv6')) return kind;
-  // IPv6 forms that carry an IPv4 address a translator reaches: NAT64 (64:ff9b::/96) and 6to4 (2002::/16).
+  // IPv6 forms that carry an IPv4 address a stack or translator reaches: IPv4-compatible (::/96), SIIT's
+  // IPv4-translated (::ffff:0:0/96), NAT64 (64:ff9b::/96), 6to4 (2002::/16) and Teredo (2001::/32).
   const embedded = family === 6 ? embeddedIpv4(ip) : undefined;
   return embedded === undefined ? null : restrictedKind(embedded);
 }
@@ -54,6 +57,9 @@ function embeddedIpv4(ip: string): string | undefined {
   const v4 = (hi: number, lo: number) => `${hi >> 8}.${hi & 0xff}.${lo >> 8}.${lo & 0xff}`;
   if (groups[0] === 0x64 && groups[1] === 0xff9b && groups.slice(2, 6).every((g) => g === 0)) return v4(groups[6]!, groups[7]!);
   if (groups[0] === 0x2002) return v4(groups[1]!, groups[2]!);
+  if (groups.slice(0, 6).every((g) => g === 0)) return v4(groups[6]!, groups[7]!); // ::a.b.c.d (:: and ::1 are matched above)
+  if (groups.slice(0, 4).every((g) => g === 0) && groups[4] === 0xffff && groups[5] === 0) return v4(groups[6]!, groups[7]!);
+  if (groups[0] === 0x2001 && groups[1] === 0) return v4(~groups[6]! & 0xffff, ~groups[7]! & 0xffff); // Teredo: the client's, inverted
   return undefined;
 }
 

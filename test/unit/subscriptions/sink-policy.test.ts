@@ -47,6 +47,12 @@ describe('restrictedKind', () => {
     ['64:ff9b::127.0.0.1', 'loopback'],
     ['2002:7f00:1::', 'loopback'], // 6to4 form of 127.0.0.1
     ['2002:c0a8:101::1', 'private'],
+    // Probe: these reached a sink through the check.
+    ['::127.0.0.1', 'loopback'], // IPv4-compatible
+    ['::ffff:0:127.0.0.1', 'loopback'], // SIIT IPv4-translated
+    ['::ffff:0:a9fe:a9fe', 'link-local'],
+    ['64:ff9b:1::7f00:1', 'private'], // RFC 8215 local-use translation prefix
+    ['2001:0:4136:e378:8000:63bf:80ff:fffe', 'loopback'], // Teredo, client 127.0.0.1 (inverted)
   ])('%s is %s', (ip, kind) => {
     expect(restrictedKind(ip)).toBe(kind);
   });
@@ -62,6 +68,9 @@ describe('restrictedKind', () => {
     '2606:4700::1111',
     '64:ff9b::808:808',
     '2002:808:808::1',
+    '::808:808',
+    '::ffff:0:808:808',
+    '2001:0:4136:e378:8000:63bf:f7f7:f7f7', // Teredo, client 8.8.8.8
   ])('%s is allowed', (ip) => {
     expect(restrictedKind(ip)).toBeNull();
   });
