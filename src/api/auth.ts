@@ -45,6 +45,12 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     // A key is presented as `Bearer <key>` with no white space in it: such a secret could never authenticate.
     if (/\s/.test(secret))
       throw new ConfigError(`HERALD_API_KEYS: the secret of key "${name}" holds white space, which no request can send`);
+    // Header values travel as bytes, and clients encode other characters differently (UTF-8, Latin-1, or not at all):
+    // such a key authenticated one client and not the next, and the console cannot send it.
+    if (!/^[\x21-\x7e]+$/.test(secret))
+      throw new ConfigError(
+        `HERALD_API_KEYS: the secret of key "${name}" holds characters other than visible ASCII, which requests do not send alike; use letters, digits and punctuation`,
+      );
     const scopes = scopeList.split(/[+| ]/).filter(Boolean);
     const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope));
     if (unknown.length > 0 || scopes.length === 0) {

@@ -171,7 +171,7 @@ export const configSchema = z
       .string()
       .optional()
       .describe(
-        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`. Names and secrets must be unique, secrets without white space; a value that is set but holds no key (empty too) is refused: unset it to run without keys.',
+        'API keys, `name:secret:scopes` separated by `,` or `;`; scopes from `publish`, `read`, `admin` joined by `+`. Clients send `Authorization: Bearer <secret>`. Names and secrets must be unique, secrets visible ASCII (no white space); a value that is set but holds no key (empty too) is refused: unset it to run without keys.',
       ),
     HERALD_ALLOW_UNAUTHENTICATED: withDefault(z.stringbool(), 'false').describe(
       'Allow running without API keys on a non-loopback address.',

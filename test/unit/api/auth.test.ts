@@ -43,6 +43,14 @@ describe('parseApiKeys', () => {
     expect(() => parseApiKeys('ops:s3cret:admin,ci:s3cret:read')).not.toThrow(/s3cret/);
   });
 
+  it('refuses a secret holding characters other than visible ASCII, which clients send differently (probe: a key no client could send started)', () => {
+    for (const raw of ['ops:café-key:admin', 'ops:ключ-key:admin', 'ops:bell\u0007key:admin', 'ops:del\u007fkey:admin']) {
+      expect(() => parseApiKeys(raw)).toThrow(/"ops" holds characters other than visible ASCII/);
+      expect(() => parseApiKeys(raw)).not.toThrow(/key:/);
+    }
+    expect(parseApiKeys('ops:Az09-._~+/=!#$%&*?@^`|{}[]<>():admin')).toHaveLength(1);
+  });
+
   it('refuses a secret holding white space, which no Authorization header can carry', () => {
     for (const raw of ['ops: s3cret :admin', 'ops:s3 cret:admin', 'ops:s3cret\t:admin']) {
       expect(() => parseApiKeys(raw)).toThrow(/"ops" holds white space/);
