@@ -12,16 +12,24 @@ export function WholeEvent(props: { partition: number; offset: number }) {
   const [found, setFound] = useState<{ event?: CloudEvent; error?: string }>({});
   useEffect(() => {
     const controller = new AbortController();
-    api.get<{ events: StoredEvent[] }>(`partitions/${partition}/events?from=${offset}&limit=1`, controller.signal).then(
-      // A page starts at the next offset still stored when this one is gone.
-      ({ events: [first] }) =>
-        setFound(
-          first?.offset === offset ? { event: first.event } : { error: `${partition}:${offset} is no longer in the log (retention).` },
-        ),
-      (err: Error) => {
-        if (err.name !== 'AbortError') setFound({ error: err.message });
-      },
-    );
+    api
+      .get<{ events: StoredEvent[]; corruptOffset?: number }>(`partitions/${partition}/events?from=${offset}&limit=1`, controller.signal)
+      .then(
+        // A page starts at the next offset still stored when this one is gone, and names a corrupt record it stops at.
+        ({ events: [first], corruptOffset }) =>
+          setFound(
+            first?.offset === offset
+              ? { event: first.event }
+              : corruptOffset === offset
+                ? {
+                    error: `${partition}:${offset} is corrupt: its stored record fails its checksum and is never served (the gateway's log names it).`,
+                  }
+                : { error: `${partition}:${offset} is no longer in the log (retention).` },
+          ),
+        (err: Error) => {
+          if (err.name !== 'AbortError') setFound({ error: err.message });
+        },
+      );
     return () => controller.abort();
   }, [partition, offset]);
   if (found.error) return <ErrorNote message={found.error} />;

@@ -126,7 +126,8 @@ export function Overview() {
 function LatestEvents(props: { partition: PartitionInfo }) {
   const { partition, firstOffset, headOffset } = props.partition;
   const from = Math.max(firstOffset, headOffset - 10);
-  const page = usePoll(() => latestEvents(partition, from), POLL_MS * 2, [partition, from]);
+  const read = useMemo(() => new Map<number, StoredEvent>(), [partition]);
+  const page = usePoll(() => latestEvents(partition, from, headOffset, read), POLL_MS * 2, [partition, from, headOffset]);
   const [open, setOpen] = useState<string | undefined>();
   return (
     <div class="subpanel">
@@ -154,22 +155,28 @@ function LatestEvents(props: { partition: PartitionInfo }) {
 }
 
 /**
- * The events from `from`, up to ten: a page of large events ends at 8 MiB, and one at a corrupt
- * record (`nextOffset` says where the next begins), so the newest are read by the pages after it.
+ * The newest events of `[from, head)`, up to ten. Those already `read` are kept and only offsets past
+ * them are asked for: a poll that read all ten each time moved 45 MB in 20 s for events of 900 KB (a
+ * probe). A page ends early at 8 MiB or at a corrupt record (`nextOffset` is past it).
  */
-async function latestEvents(partition: number, from: number): Promise<{ events: StoredEvent[] }> {
-  const events: StoredEvent[] = [];
+async function latestEvents(
+  partition: number,
+  from: number,
+  head: number,
+  read: Map<number, StoredEvent>,
+): Promise<{ events: StoredEvent[] }> {
+  for (const offset of read.keys()) if (offset < from) read.delete(offset);
   let next = from;
-  while (events.length < 10) {
+  for (const offset of read.keys()) next = Math.max(next, offset + 1);
+  while (next < head) {
     const page = await api.get<{ events: StoredEvent[]; nextOffset: number }>(
-      `partitions/${partition}/events?from=${next}&limit=${10 - events.length}`,
+      `partitions/${partition}/events?from=${next}&limit=${Math.min(10, head - next)}`,
     );
-    events.push(...page.events);
-    // A page ends early at 8 MiB or at a corrupt record (which it names; `nextOffset` is past it).
+    for (const e of page.events) read.set(e.offset, e);
     if (page.nextOffset <= next) break;
     next = page.nextOffset;
   }
-  return { events };
+  return { events: [...read.values()].sort((a, b) => a.offset - b.offset).slice(-10) };
 }
 
 /** `GET /events?source=&id=`. */

@@ -225,6 +225,30 @@ describe('the live tail', () => {
     expect(shown).toContain('"id": "big-3"');
     expect(shown).toContain(data);
   }, 120_000);
+
+  it('says an opened line whose record is now corrupt is corrupt (probe: "no longer in the log (retention)")', async () => {
+    const own = await gateway();
+    const page = await newPage(KEY);
+    await page.goto(`${own.url}/console#/tail`);
+    await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
+    await publish(own, [{ id: 'soon-bad', data: { mark: 'MARKBAD-payload' } }]);
+    await page.locator('[data-testid=tail] li[data-event-id=soon-bad]').waitFor();
+    // Large events after it, which the tail reads too, push it out of the gateway's 16 MiB cache of decoded events.
+    for (let i = 0; i < 12; i++) await publish(own, [{ id: `after-${i}`, data: 'x'.repeat(900_000) }]);
+    await page.locator('[data-testid=tail] li[data-event-id=after-11]').waitFor();
+    const wal = path.join(own.dataDir, 'wal');
+    const seg = path.join(
+      wal,
+      fs.readdirSync(wal).find((f) => f.endsWith('.seg'))!,
+    );
+    const bytes = fs.readFileSync(seg);
+    const at = bytes.indexOf('MARKBAD-payload');
+    expect(at).toBeGreaterThan(0);
+    bytes[at + 5] = bytes[at + 5]! ^ 1;
+    fs.writeFileSync(seg, bytes);
+    await page.locator('[data-testid=tail] li[data-event-id=soon-bad]').click();
+    await page.getByText('0:0 is corrupt').waitFor();
+  });
 });
 
 describe('the dead letters view', () => {
@@ -299,6 +323,17 @@ describe('the overview', () => {
       .locator('[data-testid=latest-events] li')
       .evaluateAll((items) => items.map((li) => li.getAttribute('data-event-id')));
     expect(ids).toEqual(Array.from({ length: 10 }, (_, i) => `big-${11 - i}`));
+    // Polled again (every 4 s), it reads only what is new: nothing while the head stays, then the one new event
+    // (probe: all ten again on every poll, 45 MB in 20 s).
+    const asked: string[] = [];
+    page.on('request', (r) => {
+      if (r.url().includes('/partitions/0/events')) asked.push(new URL(r.url()).search);
+    });
+    await page.waitForTimeout(4500);
+    expect(asked).toEqual([]);
+    await publish(gw, [{ id: 'big-12', data }]);
+    await page.locator('[data-testid=latest-events] li[data-event-id=big-12]').waitFor();
+    expect(asked).toEqual(['?from=12&limit=1']);
   });
 
   it('shows the latest events past a corrupt oldest one (re-probe: was none at all)', async () => {
