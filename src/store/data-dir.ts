@@ -226,7 +226,9 @@ export function unusable(dataDir: string, err: unknown): StartupError {
   const file = e.code === 'EEXIST' || e.code === 'ENOTDIR' ? fileInTheWay(dir) : undefined;
   if (file === dir) return new StartupError(`data dir ${dir} is not a directory: a file is in its place`);
   if (file !== undefined) return new StartupError(`data dir ${dir} is not usable: ${file} is a file, not a directory`);
-  return new StartupError(`data dir ${dir} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}`);
+  // Unlike the other reasons, this one passes without a change to the gateway: say what to do.
+  const full = e.code === 'ENOSPC' || e.code === 'SQLITE_FULL' ? '; the file system is full: free space on it, then start again' : '';
+  return new StartupError(`data dir ${dir} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}${full}`);
 }
 
 /** The deepest existing path of `dir` and its parents, when it is not a directory; else undefined. */
