@@ -16,7 +16,14 @@ export const seekSchema = z
       error: 'time must be an RFC 3339 date-time such as 2026-12-01T10:00:00Z',
     }),
     offsets: z
-      .record(z.string(), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER))
+      .unknown()
+      // zod's record leaves a `__proto__` key out, and the body was refused for naming no partition.
+      .refine((v) => typeof v !== 'object' || v === null || !Object.hasOwn(v, '__proto__'), {
+        error: 'not a partition number',
+        path: ['__proto__'],
+        abort: true,
+      })
+      .pipe(z.record(z.string(), z.number().int().min(0).max(Number.MAX_SAFE_INTEGER)))
       .refine((offsets) => Object.keys(offsets).length > 0, 'offsets must name at least one partition'),
   })
   .partial()

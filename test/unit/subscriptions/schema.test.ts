@@ -207,4 +207,9 @@ describe('seek', () => {
       expect(parsed.error?.issues[0]?.message).toBe('time must be an RFC 3339 date-time such as 2026-12-01T10:00:00Z');
     },
   );
+
+  it('names a __proto__ partition as no partition number (probe: dropped, then "must name at least one partition")', () => {
+    const parsed = seekSchema.safeParse(JSON.parse('{"offsets":{"__proto__":0}}'));
+    expect(parsed.error?.issues).toEqual([expect.objectContaining({ path: ['offsets', '__proto__'], message: 'not a partition number' })]);
+  });
 });
