@@ -223,6 +223,12 @@ describe('202 Accepted', () => {
     }
   });
 
+  it('answers a delivery id of 10,000 characters with a short 404 (probe: it was echoed twice, 20 KB)', async () => {
+    const res = await request(gw.url).post(`/deliveries/dlv_${'A'.repeat(10_000)}/ack`);
+    expect([res.status, res.body.code]).toEqual([404, 'not_found']);
+    expect(res.text.length).toBeLessThan(1000);
+  });
+
   it('refuses malformed callback bodies with 400', async () => {
     const sub = await subscribe('ack.bad', {}, { ackDeadlineMs: 30_000 });
     receiver.setResponder(replies({ status: 202 }));
