@@ -1,7 +1,7 @@
 import { checkExposure, createAuthorizer, parseApiKeys, type Authorizer } from './api/auth';
 import { createHealthRouter } from './api/health-router';
 import { gatewayHandlers, logListening } from './api/gateway-http';
-import { createHttpServer, type HttpHandlers, type HttpServer } from './api/http-server';
+import { createHttpServer, type HttpServer } from './api/http-server';
 import { startingHandlers } from './api/starting-http';
 import type { Config, NatsConfig } from './config';
 import { AppError, StartupError } from './errors';
@@ -53,7 +53,7 @@ export async function startJetStreamGateway(
   const deadline = Date.now() + START_RETRY_MS;
   for (let delayMs = FIRST_RETRY_DELAY_MS; ; delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS)) {
     try {
-      const gateway = await startOnce({ config, nats: config.nats, log, metrics, authorize, httpServer, starting, url: listening.url });
+      const gateway = await startOnce({ config, nats: config.nats, log, metrics, authorize, httpServer, url: listening.url });
       logListening(log, config, listening.url, apiKeys);
       return { ...gateway, url: listening.url, port: listening.port };
     } catch (err) {
@@ -83,9 +83,8 @@ async function startOnce(deps: {
   log: Logger;
   metrics: Metrics;
   authorize: Authorizer;
-  /** Listening already, answering with `starting` until this start has its parts. */
+  /** Listening already, answering as a starting gateway until this start succeeds. */
   httpServer: HttpServer;
-  starting: HttpHandlers;
   url: string;
 }): Promise<Omit<JetStreamGateway, 'url' | 'port'>> {
   const { config, nats, log, metrics, authorize, httpServer } = deps;
@@ -163,17 +162,17 @@ async function startOnce(deps: {
     return closing;
   }
 
-  // Served before delivery starts: the first attempts' receivers may call their ack URLs (and sinks their
-  // validation callbacks) at once.
-  httpServer.serve(handlers);
   try {
     await subscriptions.startAll();
   } catch (err) {
-    // Back to the starting answers: callbacks to attempts this start sent are refused (503) until a start succeeds.
-    httpServer.serve(deps.starting);
     metrics.setSources(undefined);
     await stop({ http: false }).catch(() => undefined);
     throw err;
   }
+  // Served once every subscription is loaded: served before, a start that then failed had answered an
+  // empty list and ready (a probe), and tails on its closed store. A callback of an attempt sent during
+  // the load meanwhile gets the starting 503 with Retry-After (a receiver that does not retry it sees
+  // the event again when its lease runs out).
+  httpServer.serve(handlers);
   return { store, delivery, subscriptions, log, metrics, close };
 }

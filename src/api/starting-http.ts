@@ -17,8 +17,8 @@ const STARTING_RETRY_AFTER_SECONDS = 1;
  * What a gateway answers while it starts (the JetStream engine waiting for its cluster): it is alive
  * (`/healthz` 200, so a liveness probe does not restart it in a loop while the cluster elects its
  * leaders), not ready (`/readyz` 503 saying what it waits for), `/metrics` and the contract as
- * always, and every other request a 503 `unavailable` with `Retry-After`. The engine's own handlers
- * replace these before its subscriptions start (their ack callbacks must be served).
+ * always, and every other request a 503 `unavailable` with `Retry-After`, until the engine's own
+ * handlers replace these once it has started (its subscriptions loaded).
  */
 export function startingHandlers(deps: {
   log: Logger;

@@ -144,6 +144,8 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
       }
     },
     async get(id): Promise<StoredSubscription | undefined> {
+      // Not a key the bucket can hold: no such subscription (the NATS client's "invalid key" was a 503 to retry).
+      if (!isKvKey(id)) return undefined;
       let entry: KvEntry | null;
       try {
         entry = await kv.get(id);
@@ -170,6 +172,7 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
       }
     },
     async remove(id) {
+      if (!isKvKey(id)) return;
       try {
         // From the revision it has now: an update from an older one cannot bring it back.
         await removeCurrent(kv, id);
@@ -182,4 +185,9 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
       watcher?.stop();
     },
   };
+}
+
+/** A key a KV bucket can hold (what the NATS client checks): letters, digits and `-/_=.`, no `.` first or last. */
+function isKvKey(id: string): boolean {
+  return /^[-/=.\w]+$/.test(id) && !id.startsWith('.') && !id.endsWith('.');
 }

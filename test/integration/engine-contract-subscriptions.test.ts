@@ -172,6 +172,15 @@ for (const engine of ENGINES) {
           const req = request(gw.url)[method](`/subscriptions/${unknown}${path}`);
           expectProblem(await (body ? req.send(body) : req), 404, 'not_found');
         }
+        // Ids no subscription can have, some of them no key a KV bucket can hold (JetStream probe: a 503 to retry).
+        for (const odd of ['a%20b', '%2A', '%3E', '$KV', '.hidden', 'not-a-uuid'])
+          for (const [method, path] of [
+            ['get', ''],
+            ['delete', ''],
+            ['post', '/pause'],
+            ['get', '/attempts'],
+          ] as const)
+            expectProblem(await request(gw.url)[method](`/subscriptions/${odd}${path}`), 404, 'not_found');
       });
 
       it('rotates the secret: deliveries are signed with the new one, and the old one signs too during the overlap', async () => {

@@ -13,7 +13,10 @@ describeWithNats('jetstream: a start while the cluster has no leader', () => {
   it('waits for the servers to come back and starts, rather than giving up on the first timeout', async () => {
     const env = { HERALD_NATS_REPLICAS: '3', HERALD_PARTITIONS: '2', HERALD_NATS_PREFIX: uniquePrefix('startretry') };
     const cluster = js.cluster;
-    await (await js.start(env)).close(); // the deployment exists
+    // The deployment exists, with a subscription.
+    const first = await js.start(env);
+    await request(first.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/never' }).expect(201);
+    await first.close();
     await cluster.kill(1);
     await cluster.kill(2);
     const port = await freePort();
@@ -39,9 +42,21 @@ describeWithNats('jetstream: a start while the cluster has no leader', () => {
     expect([publish.status, publish.headers['retry-after'], publish.body.code]).toEqual([503, '1', 'unavailable']);
     expect((await request(url).get('/subscriptions')).status).toBe(503);
     expect((await request(url).get('/openapi.json')).status).toBe(200);
+    // From here until it has started, the list is a 503 or the whole list: never a 200 without the subscription
+    // (probe: a start served the API before its subscriptions were loaded, an empty list and ready).
+    const listed: string[] = [];
+    const watching = (async () => {
+      while (!settled) {
+        const res = await request(url).get('/subscriptions');
+        listed.push(res.status === 200 ? `200 with ${res.body.subscriptions.length}` : String(res.status));
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    })();
     await cluster.restart(1);
     await cluster.restart(2);
     const node = await starting;
+    await watching;
+    expect(listed.filter((l) => l !== '503' && l !== '200 with 1')).toEqual([]);
     // Started; writable once the partition streams have leaders again (503 with Retry-After until then).
     await waitUntil(
       'an event accepted',
