@@ -47,8 +47,9 @@ export function registerPublish(program: Command, streams: CliStreams): void {
         'Content-Type (default application/json, and then it must be JSON; for text use --content-type text/plain). ' +
         'Without --id the event gets a random UUID.\n\n' +
         'With --batch FILE.jsonl, publishes one event per line (blank lines skipped) in requests of up to 1,000 events ' +
-        '(and --max-request-bytes). Re-running after a failure is safe: events already stored (same source and id) ' +
-        'are answered as duplicates and not stored again.',
+        '(and --max-request-bytes), after checking every line. --batch - reads standard input (so does a pipe such as ' +
+        '/dev/stdin or <(…)): it is read once and held in memory until checked. Re-running after a failure is safe: ' +
+        'events already stored (same source and id) are answered as duplicates and not stored again.',
     )
     .option('--source <uri>', 'the event source (required for one event)')
     .option('--type <type>', 'the event type (required for one event)')
@@ -60,7 +61,7 @@ export function registerPublish(program: Command, streams: CliStreams): void {
     .addOption(new Option('--data-file <file>', 'read the data (bytes) from a file').conflicts(['dataStdin']))
     .option('--data-stdin', 'read the data (bytes) from standard input')
     .option('--content-type <type>', 'the data content type (default: application/json when there is data)')
-    .option('--batch <file.jsonl>', 'publish every event of a JSON Lines file (one structured CloudEvent per line)')
+    .option('--batch <file.jsonl>', 'publish every event of a JSON Lines file (one structured CloudEvent per line; - for standard input)')
     .option('--batch-size <n>', `events per request, at most ${MAX_BATCH_EVENTS}`, parseNonNegativeInt, MAX_BATCH_EVENTS)
     .option(
       '--max-request-bytes <n>',
@@ -76,7 +77,8 @@ Examples:
     --partition-key customer-42 --data '{"orderId":1001,"total":99.5}'
   herald publish --source /docs --type com.example.note --data 'hello' --content-type text/plain
   herald publish --source /img --type com.example.image --data-file cat.png --content-type image/png
-  herald publish --batch events.jsonl`,
+  herald publish --batch events.jsonl
+  generate-events | herald publish --batch -`,
     )
     .action(async (options: PublishOptions, command: Command) => {
       const ctx = contextOf(command, streams);

@@ -1,0 +1,70 @@
+import { spawn } from 'node:child_process';
+import { HERALD_BIN, heraldJson, runHerald, type RunningCli } from '../helpers/cli';
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { startReceiver, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/**
+ * The `herald` command line against what a hostile tester (probe 27) found: inputs that can be read
+ * only once, option values that make another request than the one asked for, output that forges
+ * lines, and commands that leave a subscription behind. Each command runs as a child process against
+ * a real gateway.
+ */
+let gw: TestGateway;
+let receiver: Receiver;
+const running: RunningCli[] = [];
+beforeAll(async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
+  receiver = await startReceiver(() => ({ status: 204 }));
+});
+afterEach(async () => {
+  for (const cli of running.splice(0)) await cli.kill();
+});
+afterAll(async () => {
+  await receiver?.close();
+  await gw?.close();
+  cleanupTmpDirs();
+});
+
+const herald = (...args: string[]) => runHerald(args, { url: gw.url });
+const json = (...args: string[]) => heraldJson(args, { url: gw.url });
+
+describe('herald publish --batch from an input that can be read only once', () => {
+  const lines = (tag: string) =>
+    [1, 2, 3].map((i) => JSON.stringify({ specversion: '1.0', id: `${tag}-${i}`, source: '/probe27/pipe', type: 't' })).join('\n') + '\n';
+
+  it('publishes what a pipe gives on /dev/stdin and on "-" (was: "published 0 events", exit 0, nothing sent)', async () => {
+    const devStdin = await runHerald(['publish', '--batch', '/dev/stdin'], { url: gw.url, input: lines('dev') });
+    expect(devStdin).toEqual({
+      code: 0,
+      stdout: 'published 3 events from /dev/stdin: 3 stored, 0 duplicates (already stored)\n',
+      stderr: '',
+    });
+    const dash = await runHerald(['publish', '--batch', '-'], { url: gw.url, input: lines('dash') });
+    expect(dash).toEqual({
+      code: 0,
+      stdout: 'published 3 events from standard input: 3 stored, 0 duplicates (already stored)\n',
+      stderr: '',
+    });
+    for (const id of ['dev-1', 'dev-3', 'dash-2']) expect((await json('events', 'get', '/probe27/pipe', id)).event.id).toBe(id);
+  });
+
+  it('still checks a piped input whole before sending any of it (exit 2, naming the line)', async () => {
+    const input = `${lines('bad')}{"specversion":"1.0","source":"/probe27/pipe","type":"t"}\n`;
+    const result = await runHerald(['publish', '--batch', '-'], { url: gw.url, input });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toBe('herald: standard input, line 4: the event has no string "id"; nothing was sent\n');
+    expect((await herald('events', 'get', '/probe27/pipe', 'bad-1')).code).toBe(1);
+  });
+
+  it('publishes from a process substitution, <(…)', async () => {
+    const script = `"${process.execPath}" "${HERALD_BIN}" publish --batch <(printf '%s' "$LINES")`;
+    const child = spawn('bash', ['-c', script], { env: { PATH: process.env.PATH, HERALD_URL: gw.url, LINES: lines('subst') } });
+    let stdout = '';
+    child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    expect(code).toBe(0);
+    expect(stdout).toMatch(/^published 3 events from \/dev\/fd\/\d+: 3 stored, 0 duplicates \(already stored\)\n$/);
+    expect((await json('events', 'get', '/probe27/pipe', 'subst-3')).event.id).toBe('subst-3');
+  });
+});
