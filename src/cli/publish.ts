@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { Option, type Command } from 'commander';
 import { encodeHeaderValue } from '../cloudevents/headers';
-import { isJsonMediaType } from '../cloudevents/event';
+import { isJsonMediaType, mediaType } from '../cloudevents/event';
 import { unwrap } from '../client';
 import { contextOf, parseNonNegativeInt } from './context';
 import { UsageError } from './errors';
@@ -60,7 +60,10 @@ export function registerPublish(program: Command, streams: CliStreams): void {
     .addOption(new Option('--data <json>', 'the data, as given').conflicts(['dataFile', 'dataStdin']))
     .addOption(new Option('--data-file <file>', 'read the data (bytes) from a file').conflicts(['dataStdin']))
     .option('--data-stdin', 'read the data (bytes) from standard input')
-    .option('--content-type <type>', 'the data content type (default: application/json when there is data)')
+    .option(
+      '--content-type <type>',
+      'the data content type (default: application/json when there is data; not application/cloudevents…: use --batch)',
+    )
     .option('--batch <file.jsonl>', 'publish every event of a JSON Lines file (one structured CloudEvent per line; - for standard input)')
     .option('--batch-size <n>', `events per request, at most ${MAX_BATCH_EVENTS}`, parseNonNegativeInt, MAX_BATCH_EVENTS)
     .option(
@@ -155,6 +158,13 @@ async function readData(options: PublishOptions): Promise<{ bytes: Buffer; conte
   // A header value cannot hold control characters (or more than U+00FF): it could never be sent.
   if (!/^[\x20-\x7e\xa0-\xff]*$/.test(contentType))
     throw new UsageError('--content-type must be printable (a media type such as text/plain)');
+  // The gateway reads such a body as a structured event or a batch, whatever --source, --type and --id say.
+  if (mediaType(contentType)!.startsWith('application/cloudevents')) {
+    throw new UsageError(
+      `--content-type ${contentType} is a CloudEvents format, but publish sends one event in binary mode (its data ` +
+        'as the body); for structured events or a batch, write them one per line and use publish --batch FILE.jsonl',
+    );
+  }
   if (isJsonMediaType(contentType)) {
     try {
       JSON.parse(bytes.toString('utf8'));

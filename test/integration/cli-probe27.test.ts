@@ -68,3 +68,32 @@ describe('herald publish --batch from an input that can be read only once', () =
     expect((await json('events', 'get', '/probe27/pipe', 'subst-3')).event.id).toBe('subst-3');
   });
 });
+
+describe('herald publish --content-type application/cloudevents…', () => {
+  it.each(['application/cloudevents+json', 'application/cloudevents-batch+json', 'Application/CloudEvents+xml; charset=utf-8'])(
+    '%s: exit 2 naming publish --batch, nothing sent (was: another event stored than the options said)',
+    async (contentType) => {
+      const other = JSON.stringify({ specversion: '1.0', id: 'ct-other', source: '/probe27/other', type: 'x' });
+      const data = contentType.includes('batch') ? `[${other}]` : other;
+      const args = [
+        'publish',
+        '--source',
+        '/probe27/mine',
+        '--type',
+        't',
+        '--id',
+        'ct-mine',
+        '--content-type',
+        contentType,
+        '--data',
+        data,
+      ];
+      const result = await herald(...args);
+      expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
+      expect(result.stderr).toContain(`--content-type ${contentType} is a CloudEvents format`);
+      expect(result.stderr).toContain('publish --batch');
+      expect((await herald('events', 'get', '/probe27/other', 'ct-other')).code).toBe(1);
+      expect((await herald('events', 'get', '/probe27/mine', 'ct-mine')).code).toBe(1);
+    },
+  );
+});
