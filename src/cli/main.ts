@@ -14,6 +14,7 @@ import { registerListen } from './listen';
 import type { CliStreams } from './output';
 import { registerPublish } from './publish';
 import { registerServe } from './serve';
+import { stdoutClosed } from './signals';
 import { registerSubs } from './subs';
 
 /** The whole command tree. `onServing` is told when `serve` takes over the process. */
@@ -83,10 +84,14 @@ export async function runCli(argv: string[], streams: CliStreams): Promise<numbe
 /** The process entry (bin/herald.js calls it): runs `process.argv` and exits with its status. */
 export function main(): void {
   const streams = { stdout: process.stdout, stderr: process.stderr };
-  // `herald … | head` closing the pipe is not an error.
+  // `herald … | head` closing the pipe is not an error. A command with something to undo (listen's
+  // subscription) is told, and ends by itself; any other exits at once. Later writes go nowhere.
+  let closed = false;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
+    if (closed) return;
+    if (err.code !== 'EPIPE') throw err;
+    closed = true;
+    if (!stdoutClosed()) process.exit(0);
   });
   void runCli(process.argv.slice(2), streams).then(
     (status) => {

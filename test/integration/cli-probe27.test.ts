@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
-import { HERALD_BIN, heraldJson, runHerald, type RunningCli } from '../helpers/cli';
+import { HERALD_BIN, heraldJson, runHerald, spawnHerald, type RunningCli } from '../helpers/cli';
 import { startTestGateway, type TestGateway } from '../helpers/gateway';
-import { startReceiver, type Receiver } from '../helpers/receiver';
+import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
 /**
@@ -96,4 +96,30 @@ describe('herald publish --content-type application/cloudevents…', () => {
       expect((await herald('events', 'get', '/probe27/mine', 'ct-mine')).code).toBe(1);
     },
   );
+});
+
+describe('herald listen when the reader of its output goes away (herald listen | head -1)', () => {
+  it('deletes its subscription as on Ctrl-C, then exits 0 (was: exit at once, the subscription left delivering)', async () => {
+    const cli = spawnHerald(['listen', '--json', '--forward-to', receiver.url, '--filter-type', 'com.example.pipe.'], { url: gw.url });
+    running.push(cli);
+    const [, id] = await cli.waitFor('stderr', /^Ready: subscription (\S+) /m);
+    const publish = (n: number) => herald('publish', '--source', '/probe27/listen', '--type', 'com.example.pipe.t', '--id', `lp-${n}`);
+    await publish(0);
+    await cli.waitFor('stdout', /"id":"lp-0"/);
+    cli.child.stdout!.destroy(); // what head does after its line
+    // The next line written finds the pipe closed: publish until one is (a few at most).
+    let n = 1;
+    await waitFor(
+      async () => {
+        if (cli.child.exitCode !== null) return true;
+        await publish(n++);
+        return cli.stderr().includes('deleted subscription') || undefined;
+      },
+      { timeoutMs: 15_000, intervalMs: 200, what: 'listen to stop' },
+    );
+    expect(await cli.exited).toBe(0);
+    expect(cli.stderr()).toContain('herald: standard output was closed; stopping');
+    expect(cli.stderr()).toContain(`deleted subscription ${id}`);
+    expect((await herald('subs', 'get', id!)).code).toBe(1);
+  });
 });
