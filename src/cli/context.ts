@@ -1,6 +1,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { createHeraldClient, type HeraldClient } from '../client';
 import { HERALD_VERSION } from '../version';
+import { UsageError } from './errors';
 import { createOutput, type CliStreams, type Output } from './output';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
@@ -59,16 +60,32 @@ export function parseBaseUrl(value: string): string {
 
 /**
  * An API key as a header can carry it (visible characters up to U+00FF, as a ByteString). Others can
- * never be sent, so they are a usage error (exit 2), not a failed request.
+ * never be sent, so they are a usage error (exit 2), not a failed request. The message says what is
+ * wrong and where, never the key: commander's own message for a bad value quotes it whole, into
+ * terminals and CI logs.
  */
 export function parseApiKey(value: string): string {
-  if (!/^[\x21-\x7e\xa0-\xff]*$/.test(value)) {
-    throw new InvalidArgumentError(
-      'must be printable, without spaces or control characters, each character at most U+00FF (a header carries no other)',
+  const bad = /[^\x21-\x7e\xa0-\xff]/u.exec(value);
+  if (bad) {
+    const code = bad[0].codePointAt(0)!;
+    const what =
+      code === 0x20
+        ? 'a space'
+        : code === 0x0d || code === 0x0a
+          ? `a line end (U+${hex(code)}; a key read from a file with its line end?)`
+          : code < 0x20 || (code >= 0x7f && code <= 0x9f)
+            ? `a control character (U+${hex(code)})`
+            : 'a character beyond U+00FF';
+    const at = [...value.slice(0, bad.index)].length + 1;
+    throw new UsageError(
+      `the API key (--api-key or HERALD_API_KEY) contains ${what} at character ${at} of ${[...value].length}; ` +
+        'a key is visible characters up to U+00FF, without spaces (the key is not shown)',
     );
   }
   return value;
 }
+
+const hex = (code: number): string => code.toString(16).toUpperCase().padStart(4, '0');
 
 /** An id that goes into a path: `.` and `..` would be dot-segments, removed from the URL before it is sent. */
 export function parsePathId(value: string): string {

@@ -123,3 +123,23 @@ describe('herald listen when the reader of its output goes away (herald listen |
     expect((await herald('subs', 'get', id!)).code).toBe(1);
   });
 });
+
+describe('herald: a malformed API key is never printed', () => {
+  const key = 'prod-Sup3rS3cretKeyValue';
+  it.each([
+    [
+      'HERALD_API_KEY ending in a CR (a key file with Windows line ends)',
+      [],
+      { HERALD_API_KEY: `${key}\r` },
+      /contains a line end \(U\+000D; .*\) at character 25 of 25/,
+    ],
+    ['--api-key with a space', ['--api-key', 'prod-Sup3rS3cret KeyValue'], {}, /contains a space at character 17 of 25/],
+    ['--api-key with a tab', ['--api-key', `${key}\t`], {}, /contains a control character \(U\+0009\) at character 25 of 25/],
+  ])('%s: exit 2 saying what is wrong, without the key (was: echoed whole by commander)', async (_what, args, env, message) => {
+    const result = await runHerald([...args, 'subs', 'list'], { url: gw.url, env });
+    expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(result.stderr).toMatch(/^herald: the API key \(--api-key or HERALD_API_KEY\) contains /);
+    expect(result.stderr).toMatch(message);
+    expect(result.stderr).not.toContain('Sup3rS3cret');
+  });
+});
