@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { HeraldApiError, unwrap, type components } from '../client';
 import { contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { ReportedError } from './errors';
-import { clip, printable, shown, type CliStreams, type Output } from './output';
+import { printable, printableLines, shorten, shown, type CliStreams, type Output } from './output';
 import { untilSignal } from './signals';
 import { SseTooLargeError, createSseParser } from './sse';
 
@@ -26,7 +26,8 @@ export function registerEvents(program: Command, streams: CliStreams): void {
         ['partition', stored.partition],
         ['offset', stored.offset],
       ]);
-      ctx.out.line(printable(JSON.stringify(stored.event, null, 2)));
+      // JSON escapes the C0 controls of its strings; its newlines are the layout.
+      ctx.out.line(printableLines(JSON.stringify(stored.event, null, 2)));
     });
 
   events
@@ -207,8 +208,8 @@ export function eventLine(out: Output, partition: number | string, offset: numbe
   return [
     out.style('dim', new Date().toISOString()),
     out.style('cyan', printable(`${partition}:${offset}`).padEnd(8)),
-    printable(event.type ?? '-'),
-    printable(event.source ?? '-'),
-    printable(clip(event.id, 80) ?? '-'),
+    shown(event.type ?? '-'),
+    shown(event.source ?? '-'),
+    shorten(shown(event.id ?? '-'), 80),
   ].join('  ');
 }

@@ -153,7 +153,7 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
       });
     } else {
       const shown = out.style(status >= 200 && status < 300 ? 'green' : status === 502 ? 'red' : 'yellow', `→ ${status}`);
-      out.line(`${eventLine(out, partition, offset, event)}  ${shown}${result.status === null ? ` (${result.error})` : ''}`);
+      out.line(`${eventLine(out, partition, offset, event)}  ${shown}${result.status === null ? ` (${printable(result.error)})` : ''}`);
     }
     if (res.destroyed) return;
     if (result.status === null) {
@@ -209,7 +209,7 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
       unwrap(await ctx.client.DELETE('/subscriptions/{id}', { params: { path: { id } } }));
     } catch (err) {
       throw new ReportedError(
-        `herald: could not delete subscription ${id} (${err instanceof Error ? err.message : String(err)}); delete it with herald subs delete ${id}`,
+        `herald: could not delete subscription ${id} (${printable(err instanceof Error ? err.message : String(err))}); delete it with herald subs delete ${id}`,
       );
     }
     out.note(`deleted subscription ${id}`);

@@ -4,6 +4,7 @@ import { SingleBar } from 'cli-progress';
 import { HeraldApiError, unwrap, type components } from '../client';
 import type { Context } from './context';
 import { problemLines, refusalMessage, ReportedError, UsageError } from './errors';
+import { printable } from './output';
 
 type CloudEvent = components['schemas']['CloudEvent'];
 type AppendResult = components['schemas']['AppendResult'];
@@ -209,8 +210,8 @@ function explainRefusal(
     const lines = problemLines(err, (index) => `line ${batch[index]?.number ?? `?${index}`}`);
     return new ReportedError(
       [
-        `herald: ${file}, ${range} (one request, nothing of it stored): ${refusalMessage(err, apiKeyGiven)}`,
-        ...lines.map((l) => `  ${l}`),
+        `herald: ${file}, ${range} (one request, nothing of it stored): ${printable(refusalMessage(err, apiKeyGiven))}`,
+        ...lines.map((l) => `  ${printable(l)}`),
         `herald: ${done}; ${again}`,
       ].join('\n'),
     );

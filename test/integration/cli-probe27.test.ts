@@ -143,3 +143,54 @@ describe('herald: a malformed API key is never printed', () => {
     expect(result.stderr).not.toContain('Sup3rS3cret');
   });
 });
+
+describe('herald: control characters in attributes cannot forge lines of human output', () => {
+  /** A made-up event line after a newline, a tab, a NEL (C1) and a CR in the type; a newline in the id. */
+  const forgedType = 'com.x\t/forge\r\u0085\n2026-12-05T13:00:00.000Z  3:7       com.example.order.created  /shop/orders  order-999';
+  // eslint-disable-next-line no-control-regex -- the characters that must not reach the terminal
+  const CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/;
+
+  it('escapes them in events tail, listen, events read and publish (JSON output stays the API answer)', async () => {
+    const tail = spawnHerald(['events', 'tail', '--sql', "source = '/probe27/forge'"], { url: gw.url });
+    const listen = spawnHerald(['listen', '--forward-to', receiver.url, '--sql', "source = '/probe27/forge'"], { url: gw.url });
+    running.push(tail, listen);
+    await tail.waitFor('stderr', /tailing events/);
+    await listen.waitFor('stderr', /^Ready: /m);
+    const published = await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents+json' },
+      body: JSON.stringify({ specversion: '1.0', id: 'f-1\nforged', source: '/probe27/forge', type: forgedType }),
+    });
+    expect(published.status).toBe(202);
+    const { partition } = ((await published.json()) as { results: { partition: number }[] }).results[0]!;
+    const escapedType = 'com.x\\u0009/forge\\u000d\\u0085\\u000a2026-12-05T13:00:00.000Z';
+
+    for (const cli of [tail, listen]) {
+      const [line] = await cli.waitFor('stdout', /^.*f-1.*$/m);
+      expect(line).toContain(escapedType);
+      expect(line).toContain('f-1\\u000aforged');
+      expect(
+        cli
+          .stdout()
+          .split('\n')
+          .filter((l) => l !== ''),
+      ).toHaveLength(1); // one event, one line
+      expect(cli.stdout()).not.toMatch(CONTROL);
+    }
+
+    const read = await herald('events', 'read', '--partition', String(partition));
+    expect(read.code).toBe(0);
+    expect(read.stdout.split('\n').filter((l) => l.includes('order-999'))).toHaveLength(1);
+    expect(read.stdout).toContain(escapedType);
+    expect(read.stdout).not.toMatch(CONTROL);
+    const got = await herald('events', 'get', '/probe27/forge', 'f-1\nforged');
+    expect(got.stdout).not.toMatch(CONTROL);
+    expect((await json('events', 'get', '/probe27/forge', 'f-1\nforged')).event.type).toBe(forgedType);
+
+    const stored = await herald('publish', '--source', '/probe27/forge', '--type', 't', '--id', 'p-1\tx\n2026  forged\u009b2J');
+    expect(stored.code).toBe(0);
+    expect(stored.stdout).toMatch(
+      /^stored p-1\\u0009x\\u000a2026 {2}forged\\u009b2J \(source \/probe27\/forge\) at partition \d+, offset \d+\n$/,
+    );
+  });
+});
