@@ -194,3 +194,40 @@ describe('herald: control characters in attributes cannot forge lines of human o
     );
   });
 });
+
+describe('herald subs update --header', () => {
+  it('adds a header keeping the stored ones (was: the authorization header dropped), and "name:" removes one', async () => {
+    const sub = await json(
+      'subs',
+      'create',
+      '--sink',
+      receiver.url,
+      '--filter-source',
+      '/probe27/headers',
+      '--header',
+      'Authorization: Bearer s3cr3t',
+    );
+    const updated = await herald('subs', 'update', sub.id, '--max-in-flight', '4', '--header', 'x-tenant: acme');
+    expect(updated.code).toBe(0);
+    expect(updated.stdout).toMatch(/^headers:\s+authorization, x-tenant$/m);
+
+    await herald('publish', '--source', '/probe27/headers', '--type', 't', '--id', 'h-1', '--data', '{}');
+    const delivered = await waitFor(() => receiver.requests.find((r) => r.headers['ce-id'] === 'h-1'), {
+      timeoutMs: 15_000,
+      what: 'the delivery',
+    });
+    // The stored value was kept (sent back as "***"), not replaced by "***".
+    expect(delivered.headers).toMatchObject({ authorization: 'Bearer s3cr3t', 'x-tenant': 'acme' });
+
+    const removed = await runHerald(['subs', 'update', sub.id, '--header', 'X-Tenant:', '--header', 'x-none:', '--json'], { url: gw.url });
+    expect(removed.code).toBe(0);
+    expect(JSON.parse(removed.stdout).delivery.headers).toEqual({ authorization: '***' });
+    expect(removed.stderr).toBe(`warning: subscription ${sub.id} has no header x-none: nothing to remove\n`);
+
+    const help = await herald('subs', 'update', '--help');
+    expect(help.stdout).toContain('--header "name:" removes one');
+    const created = await herald('subs', 'create', '--sink', receiver.url, '--header', 'x-empty:');
+    expect(created.code).toBe(2);
+    await herald('subs', 'delete', sub.id);
+  });
+});
