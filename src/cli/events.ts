@@ -52,7 +52,8 @@ export function registerEvents(program: Command, streams: CliStreams): void {
       );
       if (page.corruptOffset !== undefined) ctx.out.warn(`offset ${shown(page.corruptOffset)} is corrupt and was skipped`);
       if (page.firstOffset > options.from) ctx.out.note(`offsets below ${shown(page.firstOffset)} were deleted by retention`);
-      if (page.events.length > 0) ctx.out.note(`next page: --from ${shown(page.nextOffset)}`);
+      // Past a corrupt record or deleted offsets a page can be empty and still go on: nextOffset says where.
+      if (page.nextOffset > options.from) ctx.out.note(`next page: --from ${shown(page.nextOffset)}`);
     });
 
   events

@@ -1,4 +1,6 @@
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
 import { HERALD_BIN, heraldJson, runHerald, spawnHerald, type RunningCli } from '../helpers/cli';
 import { startTestGateway, type TestGateway } from '../helpers/gateway';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
@@ -229,5 +231,41 @@ describe('herald subs update --header', () => {
     const created = await herald('subs', 'create', '--sink', receiver.url, '--header', 'x-empty:');
     expect(created.code).toBe(2);
     await herald('subs', 'delete', sub.id);
+  });
+});
+
+describe('herald events read from a corrupt offset', () => {
+  it('prints the next page the API gives past it, though the page holds no event (was: no "next page" hint)', async () => {
+    const own = await startTestGateway({ HERALD_PARTITIONS: '1' });
+    try {
+      for (let i = 0; i < 4; i++) {
+        const args = ['publish', '--source', '/probe27/corrupt', '--type', 't', '--id', `c-${i}`, '--data', `{"marker":"MARK${i}"}`];
+        expect((await runHerald(args, { url: own.url })).code).toBe(0);
+      }
+      const wal = path.join(own.dataDir, 'wal');
+      const segment = path.join(
+        wal,
+        fs.readdirSync(wal).find((f) => f.endsWith('.seg'))!,
+      );
+      const bytes = fs.readFileSync(segment);
+      const at = bytes.indexOf('MARK1');
+      expect(at).toBeGreaterThan(0);
+      const fd = fs.openSync(segment, 'r+');
+      fs.writeSync(fd, 'X', at); // damage the record at offset 1
+      fs.closeSync(fd);
+
+      const page = await runHerald(['events', 'read', '--partition', '0', '--from', '1'], { url: own.url });
+      expect(page.code).toBe(0);
+      expect(page.stdout).toBe('(no events in partition 0 from offset 1)\n');
+      expect(page.stderr).toContain('warning: offset 1 is corrupt and was skipped');
+      expect(page.stderr).toContain('next page: --from 2');
+      const next = await runHerald(['events', 'read', '--partition', '0', '--from', '2'], { url: own.url });
+      expect(next.stdout).toMatch(/^2\s.*c-2$/m);
+      // The end of the partition: no hint.
+      const end = await runHerald(['events', 'read', '--partition', '0', '--from', '4'], { url: own.url });
+      expect(end.stderr).not.toContain('next page');
+    } finally {
+      await own.close();
+    }
   });
 });
