@@ -1,4 +1,4 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, type Command, type Option } from 'commander';
 import { createHeraldClient, type HeraldClient } from '../client';
 import { HERALD_VERSION } from '../version';
 import { UsageError } from './errors';
@@ -133,4 +133,32 @@ export function parseJsonOption(value: string): unknown {
 /** Collects a repeatable option into an array. */
 export function collect<T>(parse: (value: string) => T) {
   return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parse(value)];
+}
+
+/** Options whose empty value means something (`--data ''`: empty data; `events tail --sql ''`: no filter). */
+const emptyAllowed = new WeakSet<Option>();
+
+/** Marks `option` as taking an empty value (see {@link refuseEmptyValues}). */
+export function allowEmpty(option: Option): Option {
+  emptyAllowed.add(option);
+  return option;
+}
+
+/**
+ * Makes an empty value of every option that takes one, in `command` and its subcommands, a usage
+ * error naming the option (exit 2): an unset `"$SINCE"` in a script went to the gateway, or failed
+ * inside herald ("undefined is not iterable", reported as the gateway's fault). Not for options
+ * read from the environment (an empty variable is handled where it is read) nor those
+ * {@link allowEmpty} marks.
+ */
+export function refuseEmptyValues(command: Command): void {
+  for (const option of command.options) {
+    if (!option.required || option.envVar !== undefined || emptyAllowed.has(option)) continue;
+    const parse = option.parseArg as ((value: string, previous: unknown) => unknown) | undefined;
+    option.argParser((value: string, previous: unknown) => {
+      if (value === '') throw new InvalidArgumentError('it is empty: give a value');
+      return parse ? parse(value, previous) : value;
+    });
+  }
+  for (const sub of command.commands) refuseEmptyValues(sub);
 }

@@ -1,6 +1,6 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { HeraldApiError, unwrap, type components } from '../client';
-import { contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
+import { allowEmpty, contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { ReportedError } from './errors';
 import { printable, printableLines, shorten, shown, type CliStreams, type Output } from './output';
 import { untilSignal } from './signals';
@@ -59,10 +59,11 @@ export function registerEvents(program: Command, streams: CliStreams): void {
   events
     .command('tail')
     .summary('print events as they are stored (Ctrl-C to stop)')
-    .option('--sql <expr>', 'only events matching this CloudEvents SQL expression')
+    .addOption(allowEmpty(new Option('--sql <expr>', 'only events matching this CloudEvents SQL expression (empty: every event)')))
     .addHelpText('after', `\nExample:\n  herald events tail --sql "type LIKE 'com.example.order.%'"`)
     .action(async (options: { sql?: string }, command: Command) => {
-      await tail(contextOf(command, streams), options.sql);
+      // As the console's live tail: an empty (or blank) filter is no filter.
+      await tail(contextOf(command, streams), options.sql?.trim() ? options.sql : undefined);
     });
 }
 

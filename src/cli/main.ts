@@ -5,7 +5,15 @@
  */
 import { Command, Option } from 'commander';
 import { HERALD_VERSION } from '../version';
-import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseApiKey, parseBaseUrl, parseIntBetween, type GlobalOptions } from './context';
+import {
+  DEFAULT_TIMEOUT_SECONDS,
+  DEFAULT_URL,
+  parseApiKey,
+  parseBaseUrl,
+  parseIntBetween,
+  refuseEmptyValues,
+  type GlobalOptions,
+} from './context';
 import { registerBackup } from './backup';
 import { registerDeadLetters } from './dead-letters';
 import { EXIT_FAILED, reportError } from './errors';
@@ -61,6 +69,7 @@ Examples:
   registerDeadLetters(program, streams);
   registerListen(program, streams);
   registerBackup(program, streams);
+  refuseEmptyValues(program);
   return program;
 }
 

@@ -4,7 +4,7 @@ import { Option, type Command } from 'commander';
 import { encodeHeaderValue } from '../cloudevents/headers';
 import { isJsonMediaType, mediaType } from '../cloudevents/event';
 import { unwrap } from '../client';
-import { contextOf, parseNonNegativeInt } from './context';
+import { allowEmpty, contextOf, parseNonNegativeInt } from './context';
 import { UsageError } from './errors';
 import { shown, type CliStreams } from './output';
 import { acknowledged, publishBatchFile, MAX_BATCH_EVENTS } from './publish-batch';
@@ -57,7 +57,7 @@ export function registerPublish(program: Command, streams: CliStreams): void {
     .option('--subject <subject>', 'the subject attribute')
     .option('--partition-key <key>', 'the partitionkey extension: events with one key are stored and delivered in order')
     .option('--time <rfc3339>', 'the time attribute')
-    .addOption(new Option('--data <json>', 'the data, as given').conflicts(['dataFile', 'dataStdin']))
+    .addOption(allowEmpty(new Option('--data <json>', 'the data, as given').conflicts(['dataFile', 'dataStdin'])))
     .addOption(new Option('--data-file <file>', 'read the data (bytes) from a file').conflicts(['dataStdin']))
     .option('--data-stdin', 'read the data (bytes) from standard input')
     .option(

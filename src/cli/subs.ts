@@ -206,11 +206,12 @@ export function registerSubs(program: Command, streams: CliStreams): void {
       onId(async (id, options: { to?: 'earliest' | 'latest'; time?: string; offset?: [string, number][] }, ctx) => {
         const given = [options.to, options.time, options.offset].filter((o) => o !== undefined).length;
         if (given !== 1) throw new UsageError('give exactly one of --to, --time or --offset');
-        const body = options.to
-          ? { to: options.to }
-          : options.time
-            ? { time: options.time }
-            : { offsets: Object.fromEntries(options.offset!) };
+        const body =
+          options.to !== undefined
+            ? { to: options.to }
+            : options.time !== undefined
+              ? { time: options.time }
+              : { offsets: Object.fromEntries(options.offset!) };
         const sub = unwrap(await ctx.client.POST('/subscriptions/{id}/seek', { params: { path: { id } }, body }));
         if (ctx.out.json) return ctx.out.document(sub);
         ctx.out.line(`subscription ${shown(sub.id)} moved; delivery continues at each partition's committed offset:`);

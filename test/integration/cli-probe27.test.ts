@@ -269,3 +269,45 @@ describe('herald events read from a corrupt offset', () => {
     }
   });
 });
+
+describe('herald: an empty option value (an unset "$VAR" in a script)', () => {
+  it.each([
+    [['subs', 'seek', '00000000-0000-4000-8000-000000000000', '--time', ''], '--time <rfc3339>'],
+    [['subs', 'attempts', '00000000-0000-4000-8000-000000000000', '--before', ''], '--before <cursor>'],
+    [['publish', '--source', '/probe27/empty', '--type', 't', '--id', ''], '--id <id>'],
+    [['listen', '--forward-to', 'http://127.0.0.1:9/', '--sql', ''], '--sql <expr>'],
+    [['subs', 'create', '--sink', ''], '--sink <url>'],
+  ])('%j: exit 2 naming the option (was: "undefined is not iterable" as the gateway\'s fault, or sent)', async (args, option) => {
+    const result = await herald(...args);
+    expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(result.stderr).toContain(`option '${option}' argument '' is invalid. it is empty: give a value`);
+  });
+
+  it('events tail --sql "" tails every event, as the console does with an empty filter (was: a 400, exit 1)', async () => {
+    const tail = spawnHerald(['events', 'tail', '--sql', ''], { url: gw.url });
+    running.push(tail);
+    const [note] = await tail.waitFor('stderr', /^tailing events stored at .*$/m);
+    expect(note).not.toContain('matching');
+    await herald('publish', '--source', '/probe27/empty', '--type', 't', '--id', 'e-1');
+    await tail.waitFor('stdout', /\/probe27\/empty {2}e-1$/m);
+    tail.child.kill('SIGINT');
+    expect(await tail.exited).toBe(0);
+  });
+
+  it('still takes empty data (--data "" with a text type: an event without data)', async () => {
+    const result = await herald(
+      'publish',
+      '--source',
+      '/probe27/empty',
+      '--type',
+      't',
+      '--id',
+      'e-2',
+      '--data',
+      '',
+      '--content-type',
+      'text/plain',
+    );
+    expect(result.code).toBe(0);
+  });
+});
