@@ -44,18 +44,31 @@ export function contextOf(command: Command, streams: CliStreams): Context {
 
 // ---- Option value parsers (commander reports their errors as usage errors: exit 2) ----
 
+/**
+ * `--url` / `HERALD_URL`: an http(s) URL the API's paths are appended to. Surrounding white space (a
+ * trailing space in an env file) is dropped; it was sent as it was ("Failed to parse URL", blamed on
+ * the gateway). A query or fragment would end up before the paths ("no route for GET /"): refused.
+ */
 export function parseBaseUrl(value: string): string {
+  const trimmed = value.trim();
   let url: URL;
   try {
-    url = new URL(value);
+    url = new URL(trimmed);
   } catch {
     throw new InvalidArgumentError('not a URL (e.g. http://127.0.0.1:8080)');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidArgumentError('must be an http:// or https:// URL');
-  // fetch refuses a URL with credentials: the key goes in --api-key.
+  // fetch refuses a URL with credentials: the key goes in --api-key. Not quoted: the password would be.
   if (url.username !== '' || url.password !== '')
-    throw new InvalidArgumentError('must not carry user:password@ (give the key with --api-key)');
-  return value;
+    throw new UsageError('--url (or HERALD_URL) must not carry user:password@ (give the key with --api-key); the URL is not shown');
+  // Named without the query or fragment, which may carry a token.
+  if (trimmed.includes('?') || trimmed.includes('#')) {
+    const what = /^[^#]*\?/.test(trimmed) ? 'a query (?…)' : 'a fragment (#…)';
+    throw new UsageError(
+      `--url (or HERALD_URL) ${url.origin}${url.pathname} has ${what}: give the gateway's base URL alone, the API's paths are appended to it`,
+    );
+  }
+  return trimmed;
 }
 
 /**

@@ -30,7 +30,12 @@ export function buildProgram(streams: CliStreams, onServing: () => void = () => 
   const program = new Command('herald')
     .description('Herald, a CloudEvents-over-HTTP event gateway: run it, publish and read events, manage subscriptions.')
     .version(HERALD_VERSION, '-v, --version', 'print the version')
-    .addOption(new Option('--url <url>', 'base URL of the gateway').env('HERALD_URL').default(DEFAULT_URL).argParser(parseBaseUrl))
+    .addOption(
+      new Option('--url <url>', 'base URL of the gateway (no query or fragment)')
+        .env('HERALD_URL')
+        .default(DEFAULT_URL)
+        .argParser(parseBaseUrl),
+    )
     .addOption(new Option('--api-key <key>', 'API key, sent as a bearer token').env('HERALD_API_KEY').argParser(parseApiKey))
     .option('--json', "machine output: the API's JSON answer (streams: one JSON object per line)")
     .addOption(

@@ -311,3 +311,31 @@ describe('herald: an empty option value (an unset "$VAR" in a script)', () => {
     expect(result.code).toBe(0);
   });
 });
+
+describe('herald: the base URL is checked before anything is sent', () => {
+  it('drops white space around HERALD_URL or --url (was: "Failed to parse URL" blamed on the gateway, exit 1)', async () => {
+    const fromEnv = await runHerald(['events', 'read', '--partition', '0', '--json'], { env: { HERALD_URL: `${gw.url} ` } });
+    expect(fromEnv.code).toBe(0);
+    expect(JSON.parse(fromEnv.stdout)).toMatchObject({ events: expect.any(Array) });
+    const fromOption = await runHerald(['--url', ` ${gw.url}/\t`, 'events', 'read', '--partition', '0', '--json']);
+    expect(fromOption.code).toBe(0);
+  });
+
+  it.each([
+    [`?token=s3cr3t`, 'a query (?…)'],
+    [`/#s3cr3t`, 'a fragment (#…)'],
+  ])('refuses a URL with %s as a usage error without showing it (was: "no route for GET /", exit 1)', async (tail, what) => {
+    const result = await runHerald(['subs', 'list'], { env: { HERALD_URL: `${gw.url}${tail}` } });
+    expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(result.stderr).toBe(
+      `herald: --url (or HERALD_URL) ${gw.url}/ has ${what}: give the gateway's base URL alone, the API's paths are appended to it\n`,
+    );
+  });
+
+  it('does not print the password of a URL with user:password@', async () => {
+    const result = await runHerald(['--url', 'http://user:s3cr3t@127.0.0.1:9', 'subs', 'list']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('must not carry user:password@');
+    expect(result.stderr).not.toContain('s3cr3t');
+  });
+});
