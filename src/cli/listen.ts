@@ -2,7 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InvalidArgumentError, type Command } from 'commander';
 import { decodeHeaderValue } from '../cloudevents/headers';
-import { unwrap, type components } from '../client';
+import { HeraldApiError, unwrap, type components } from '../client';
 import { collect, contextOf, parseIntBetween, parsePort, type Context } from './context';
 import { ReportedError } from './errors';
 import { eventLine } from './events';
@@ -45,8 +45,8 @@ export function registerListen(program: Command, streams: CliStreams): void {
         'verifies the signature of each delivery, prints one line per event, forwards the request unchanged ' +
         '(method, headers, body) to --forward-to and answers the gateway with its status (502 when it cannot be ' +
         'reached, so the gateway retries). The signing secret is printed at start so your app can verify the ' +
-        'forwarded requests. Ctrl-C or SIGTERM deletes the subscription and exits; so does the end of the reader of ' +
-        'its output (herald listen | head -1).',
+        'forwarded requests. Ctrl-C or SIGTERM deletes the subscription (one deleted meanwhile is fine) and exits; ' +
+        'so does the end of the reader of its output (herald listen | head -1).',
     )
     .requiredOption('--forward-to <url>', 'where to send each delivery, e.g. http://localhost:3000/webhooks', parseForwardUrl)
     .option('--filter-type <prefix>', 'only events whose type starts with this (repeatable)', collect(String))
@@ -208,6 +208,11 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
     try {
       unwrap(await ctx.client.DELETE('/subscriptions/{id}', { params: { path: { id } } }));
     } catch (err) {
+      // Deleted elsewhere meanwhile (a teammate, the console): nothing is left behind.
+      if (err instanceof HeraldApiError && err.status === 404) {
+        out.note(`subscription ${id} was already deleted (404): nothing left behind`);
+        return;
+      }
       throw new ReportedError(
         `herald: could not delete subscription ${id} (${printable(err instanceof Error ? err.message : String(err))}); delete it with herald subs delete ${id}`,
       );

@@ -339,3 +339,16 @@ describe('herald: the base URL is checked before anything is sent', () => {
     expect(result.stderr).not.toContain('s3cr3t');
   });
 });
+
+describe('herald listen whose subscription was deleted elsewhere', () => {
+  it('says it is already gone on Ctrl-C and exits 0 (was: "could not delete … 404", exit 1)', async () => {
+    const cli = spawnHerald(['listen', '--forward-to', receiver.url], { url: gw.url });
+    running.push(cli);
+    const [, id] = await cli.waitFor('stderr', /^Ready: subscription (\S+) /m);
+    expect((await herald('subs', 'delete', id!)).code).toBe(0);
+    cli.child.kill('SIGINT');
+    expect(await cli.exited).toBe(0);
+    expect(cli.stderr()).toContain(`subscription ${id} was already deleted (404): nothing left behind\n`);
+    expect(cli.stderr()).not.toContain('could not delete');
+  });
+});
