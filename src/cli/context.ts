@@ -1,6 +1,7 @@
-import { InvalidArgumentError, type Command } from 'commander';
+import { InvalidArgumentError, type Command, type Option } from 'commander';
 import { createHeraldClient, type HeraldClient } from '../client';
 import { HERALD_VERSION } from '../version';
+import { UsageError } from './errors';
 import { createOutput, type CliStreams, type Output } from './output';
 
 export const DEFAULT_URL = 'http://127.0.0.1:8080';
@@ -43,32 +44,61 @@ export function contextOf(command: Command, streams: CliStreams): Context {
 
 // ---- Option value parsers (commander reports their errors as usage errors: exit 2) ----
 
+/**
+ * `--url` / `HERALD_URL`: an http(s) URL the API's paths are appended to. Surrounding white space (a
+ * trailing space in an env file) is dropped; it was sent as it was ("Failed to parse URL", blamed on
+ * the gateway). A query or fragment would end up before the paths ("no route for GET /"): refused.
+ */
 export function parseBaseUrl(value: string): string {
+  const trimmed = value.trim();
   let url: URL;
   try {
-    url = new URL(value);
+    url = new URL(trimmed);
   } catch {
     throw new InvalidArgumentError('not a URL (e.g. http://127.0.0.1:8080)');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidArgumentError('must be an http:// or https:// URL');
-  // fetch refuses a URL with credentials: the key goes in --api-key.
+  // fetch refuses a URL with credentials: the key goes in --api-key. Not quoted: the password would be.
   if (url.username !== '' || url.password !== '')
-    throw new InvalidArgumentError('must not carry user:password@ (give the key with --api-key)');
-  return value;
+    throw new UsageError('--url (or HERALD_URL) must not carry user:password@ (give the key with --api-key); the URL is not shown');
+  // Named without the query or fragment, which may carry a token.
+  if (trimmed.includes('?') || trimmed.includes('#')) {
+    const what = /^[^#]*\?/.test(trimmed) ? 'a query (?…)' : 'a fragment (#…)';
+    throw new UsageError(
+      `--url (or HERALD_URL) ${url.origin}${url.pathname} has ${what}: give the gateway's base URL alone, the API's paths are appended to it`,
+    );
+  }
+  return trimmed;
 }
 
 /**
  * An API key as a header can carry it (visible characters up to U+00FF, as a ByteString). Others can
- * never be sent, so they are a usage error (exit 2), not a failed request.
+ * never be sent, so they are a usage error (exit 2), not a failed request. The message says what is
+ * wrong and where, never the key: commander's own message for a bad value quotes it whole, into
+ * terminals and CI logs.
  */
 export function parseApiKey(value: string): string {
-  if (!/^[\x21-\x7e\xa0-\xff]*$/.test(value)) {
-    throw new InvalidArgumentError(
-      'must be printable, without spaces or control characters, each character at most U+00FF (a header carries no other)',
+  const bad = /[^\x21-\x7e\xa0-\xff]/u.exec(value);
+  if (bad) {
+    const code = bad[0].codePointAt(0)!;
+    const what =
+      code === 0x20
+        ? 'a space'
+        : code === 0x0d || code === 0x0a
+          ? `a line end (U+${hex(code)}; a key read from a file with its line end?)`
+          : code < 0x20 || (code >= 0x7f && code <= 0x9f)
+            ? `a control character (U+${hex(code)})`
+            : 'a character beyond U+00FF';
+    const at = [...value.slice(0, bad.index)].length + 1;
+    throw new UsageError(
+      `the API key (--api-key or HERALD_API_KEY) contains ${what} at character ${at} of ${[...value].length}; ` +
+        'a key is visible characters up to U+00FF, without spaces (the key is not shown)',
     );
   }
   return value;
 }
+
+const hex = (code: number): string => code.toString(16).toUpperCase().padStart(4, '0');
 
 /** An id that goes into a path: `.` and `..` would be dot-segments, removed from the URL before it is sent. */
 export function parsePathId(value: string): string {
@@ -116,4 +146,32 @@ export function parseJsonOption(value: string): unknown {
 /** Collects a repeatable option into an array. */
 export function collect<T>(parse: (value: string) => T) {
   return (value: string, previous: T[] | undefined): T[] => [...(previous ?? []), parse(value)];
+}
+
+/** Options whose empty value means something (`--data ''`: empty data; `events tail --sql ''`: no filter). */
+const emptyAllowed = new WeakSet<Option>();
+
+/** Marks `option` as taking an empty value (see {@link refuseEmptyValues}). */
+export function allowEmpty(option: Option): Option {
+  emptyAllowed.add(option);
+  return option;
+}
+
+/**
+ * Makes an empty value of every option that takes one, in `command` and its subcommands, a usage
+ * error naming the option (exit 2): an unset `"$SINCE"` in a script went to the gateway, or failed
+ * inside herald ("undefined is not iterable", reported as the gateway's fault). Not for options
+ * read from the environment (an empty variable is handled where it is read) nor those
+ * {@link allowEmpty} marks.
+ */
+export function refuseEmptyValues(command: Command): void {
+  for (const option of command.options) {
+    if (!option.required || option.envVar !== undefined || emptyAllowed.has(option)) continue;
+    const parse = option.parseArg as ((value: string, previous: unknown) => unknown) | undefined;
+    option.argParser((value: string, previous: unknown) => {
+      if (value === '') throw new InvalidArgumentError('it is empty: give a value');
+      return parse ? parse(value, previous) : value;
+    });
+  }
+  for (const sub of command.commands) refuseEmptyValues(sub);
 }

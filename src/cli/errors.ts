@@ -1,7 +1,7 @@
 import { CommanderError } from 'commander';
 import { HeraldApiError, HeraldConnectionError } from '../client';
 import { HERALD_VERSION } from '../version';
-import { printable } from './output';
+import { printable, printableLines } from './output';
 
 /**
  * Exit statuses of every `herald` command: 0 done; 1 the gateway refused the request (a non-2xx
@@ -46,8 +46,9 @@ export function reportError(err: unknown, writeErr: (text: string) => void, apiK
     return EXIT_USAGE;
   }
   // Messages carry the gateway's words (and events' attributes it echoes): escaped for the terminal.
+  // A ReportedError may be several lines of herald's own (the values in it escaped where it is made).
   if (err instanceof ReportedError) {
-    writeErr(`${printable(err.message)}\n`);
+    writeErr(`${printableLines(err.message)}\n`);
     return EXIT_FAILED;
   }
   if (err instanceof HeraldApiError) {

@@ -1,8 +1,8 @@
-import type { Command } from 'commander';
+import { Option, type Command } from 'commander';
 import { HeraldApiError, unwrap, type components } from '../client';
-import { contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
+import { allowEmpty, contextOf, parseIntBetween, parseNonNegativeInt, type Context } from './context';
 import { ReportedError } from './errors';
-import { clip, printable, shown, type CliStreams, type Output } from './output';
+import { printable, printableLines, shorten, shown, type CliStreams, type Output } from './output';
 import { untilSignal } from './signals';
 import { SseTooLargeError, createSseParser } from './sse';
 
@@ -26,7 +26,8 @@ export function registerEvents(program: Command, streams: CliStreams): void {
         ['partition', stored.partition],
         ['offset', stored.offset],
       ]);
-      ctx.out.line(printable(JSON.stringify(stored.event, null, 2)));
+      // JSON escapes the C0 controls of its strings; its newlines are the layout.
+      ctx.out.line(printableLines(JSON.stringify(stored.event, null, 2)));
     });
 
   events
@@ -51,16 +52,18 @@ export function registerEvents(program: Command, streams: CliStreams): void {
       );
       if (page.corruptOffset !== undefined) ctx.out.warn(`offset ${shown(page.corruptOffset)} is corrupt and was skipped`);
       if (page.firstOffset > options.from) ctx.out.note(`offsets below ${shown(page.firstOffset)} were deleted by retention`);
-      if (page.events.length > 0) ctx.out.note(`next page: --from ${shown(page.nextOffset)}`);
+      // Past a corrupt record or deleted offsets a page can be empty and still go on: nextOffset says where.
+      if (page.nextOffset > options.from) ctx.out.note(`next page: --from ${shown(page.nextOffset)}`);
     });
 
   events
     .command('tail')
     .summary('print events as they are stored (Ctrl-C to stop)')
-    .option('--sql <expr>', 'only events matching this CloudEvents SQL expression')
+    .addOption(allowEmpty(new Option('--sql <expr>', 'only events matching this CloudEvents SQL expression (empty: every event)')))
     .addHelpText('after', `\nExample:\n  herald events tail --sql "type LIKE 'com.example.order.%'"`)
     .action(async (options: { sql?: string }, command: Command) => {
-      await tail(contextOf(command, streams), options.sql);
+      // As the console's live tail: an empty (or blank) filter is no filter.
+      await tail(contextOf(command, streams), options.sql?.trim() ? options.sql : undefined);
     });
 }
 
@@ -207,8 +210,8 @@ export function eventLine(out: Output, partition: number | string, offset: numbe
   return [
     out.style('dim', new Date().toISOString()),
     out.style('cyan', printable(`${partition}:${offset}`).padEnd(8)),
-    printable(event.type ?? '-'),
-    printable(event.source ?? '-'),
-    printable(clip(event.id, 80) ?? '-'),
+    shown(event.type ?? '-'),
+    shown(event.source ?? '-'),
+    shorten(shown(event.id ?? '-'), 80),
   ].join('  ');
 }

@@ -2,13 +2,13 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { InvalidArgumentError, type Command } from 'commander';
 import { decodeHeaderValue } from '../cloudevents/headers';
-import { unwrap, type components } from '../client';
+import { HeraldApiError, unwrap, type components } from '../client';
 import { collect, contextOf, parseIntBetween, parsePort, type Context } from './context';
 import { ReportedError } from './errors';
 import { eventLine } from './events';
 import { forwardRequest } from './forward';
 import { printable, shown, type CliStreams } from './output';
-import { untilSignal } from './signals';
+import { untilSignal, untilStdoutClosed } from './signals';
 import { verifyWebhook } from './verify-webhook';
 
 type CloudEvent = components['schemas']['CloudEvent'];
@@ -45,7 +45,8 @@ export function registerListen(program: Command, streams: CliStreams): void {
         'verifies the signature of each delivery, prints one line per event, forwards the request unchanged ' +
         '(method, headers, body) to --forward-to and answers the gateway with its status (502 when it cannot be ' +
         'reached, so the gateway retries). The signing secret is printed at start so your app can verify the ' +
-        'forwarded requests. Ctrl-C or SIGTERM deletes the subscription and exits.',
+        'forwarded requests. Ctrl-C or SIGTERM deletes the subscription (one deleted meanwhile is fine) and exits; ' +
+        'so does the end of the reader of its output (herald listen | head -1).',
     )
     .requiredOption('--forward-to <url>', 'where to send each delivery, e.g. http://localhost:3000/webhooks', parseForwardUrl)
     .option('--filter-type <prefix>', 'only events whose type starts with this (repeatable)', collect(String))
@@ -152,7 +153,7 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
       });
     } else {
       const shown = out.style(status >= 200 && status < 300 ? 'green' : status === 502 ? 'red' : 'yellow', `→ ${status}`);
-      out.line(`${eventLine(out, partition, offset, event)}  ${shown}${result.status === null ? ` (${result.error})` : ''}`);
+      out.line(`${eventLine(out, partition, offset, event)}  ${shown}${result.status === null ? ` (${printable(result.error)})` : ''}`);
     }
     if (res.destroyed) return;
     if (result.status === null) {
@@ -171,6 +172,11 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
     () => stop(),
     () => out.note(id ? `herald: stopped without deleting subscription ${id}: delete it with herald subs delete ${id}` : 'herald: stopped'),
   );
+  // `herald listen | head -1`: the reader of the output is gone, so stop as on Ctrl-C (was: exit at once, subscription left).
+  const stdoutGone = untilStdoutClosed(() => {
+    out.note('herald: standard output was closed; stopping');
+    stop();
+  });
   try {
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) =>
@@ -202,14 +208,20 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
     try {
       unwrap(await ctx.client.DELETE('/subscriptions/{id}', { params: { path: { id } } }));
     } catch (err) {
+      // Deleted elsewhere meanwhile (a teammate, the console): nothing is left behind.
+      if (err instanceof HeraldApiError && err.status === 404) {
+        out.note(`subscription ${id} was already deleted (404): nothing left behind`);
+        return;
+      }
       throw new ReportedError(
-        `herald: could not delete subscription ${id} (${err instanceof Error ? err.message : String(err)}); delete it with herald subs delete ${id}`,
+        `herald: could not delete subscription ${id} (${printable(err instanceof Error ? err.message : String(err))}); delete it with herald subs delete ${id}`,
       );
     }
     out.note(`deleted subscription ${id}`);
   } finally {
     knowSecret(''); // (no subscription: anything still waiting is refused)
     signals.dispose();
+    stdoutGone.dispose();
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
   }

@@ -5,7 +5,15 @@
  */
 import { Command, Option } from 'commander';
 import { HERALD_VERSION } from '../version';
-import { DEFAULT_TIMEOUT_SECONDS, DEFAULT_URL, parseApiKey, parseBaseUrl, parseIntBetween, type GlobalOptions } from './context';
+import {
+  DEFAULT_TIMEOUT_SECONDS,
+  DEFAULT_URL,
+  parseApiKey,
+  parseBaseUrl,
+  parseIntBetween,
+  refuseEmptyValues,
+  type GlobalOptions,
+} from './context';
 import { registerBackup } from './backup';
 import { registerDeadLetters } from './dead-letters';
 import { EXIT_FAILED, reportError } from './errors';
@@ -14,6 +22,7 @@ import { registerListen } from './listen';
 import type { CliStreams } from './output';
 import { registerPublish } from './publish';
 import { registerServe } from './serve';
+import { stdoutClosed } from './signals';
 import { registerSubs } from './subs';
 
 /** The whole command tree. `onServing` is told when `serve` takes over the process. */
@@ -21,7 +30,12 @@ export function buildProgram(streams: CliStreams, onServing: () => void = () => 
   const program = new Command('herald')
     .description('Herald, a CloudEvents-over-HTTP event gateway: run it, publish and read events, manage subscriptions.')
     .version(HERALD_VERSION, '-v, --version', 'print the version')
-    .addOption(new Option('--url <url>', 'base URL of the gateway').env('HERALD_URL').default(DEFAULT_URL).argParser(parseBaseUrl))
+    .addOption(
+      new Option('--url <url>', 'base URL of the gateway (no query or fragment)')
+        .env('HERALD_URL')
+        .default(DEFAULT_URL)
+        .argParser(parseBaseUrl),
+    )
     .addOption(new Option('--api-key <key>', 'API key, sent as a bearer token').env('HERALD_API_KEY').argParser(parseApiKey))
     .option('--json', "machine output: the API's JSON answer (streams: one JSON object per line)")
     .addOption(
@@ -60,6 +74,7 @@ Examples:
   registerDeadLetters(program, streams);
   registerListen(program, streams);
   registerBackup(program, streams);
+  refuseEmptyValues(program);
   return program;
 }
 
@@ -83,10 +98,14 @@ export async function runCli(argv: string[], streams: CliStreams): Promise<numbe
 /** The process entry (bin/herald.js calls it): runs `process.argv` and exits with its status. */
 export function main(): void {
   const streams = { stdout: process.stdout, stderr: process.stderr };
-  // `herald … | head` closing the pipe is not an error.
+  // `herald … | head` closing the pipe is not an error. A command with something to undo (listen's
+  // subscription) is told, and ends by itself; any other exits at once. Later writes go nowhere.
+  let closed = false;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
-    if (err.code === 'EPIPE') process.exit(0);
-    throw err;
+    if (closed) return;
+    if (err.code !== 'EPIPE') throw err;
+    closed = true;
+    if (!stdoutClosed()) process.exit(0);
   });
   void runCli(process.argv.slice(2), streams).then(
     (status) => {

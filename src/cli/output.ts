@@ -95,23 +95,40 @@ const BORDERLESS = {
 };
 
 /**
- * `text` with the characters a terminal acts on instead of printing (C0 controls but tab and newline,
- * DEL, C1 controls) written as `\u001b`-style escapes: event attributes and receivers' answers come
- * from others, and must not move the cursor, retitle the window or set the clipboard. Human output
- * only (`--json` prints the API's answer as it is); text styled by {@link Output.style} is not passed
+ * `text` with every control character (C0, tab and newline included, DEL, C1) written as a
+ * `\u001b`-style escape: event attributes and receivers' answers come from others, and must neither
+ * drive the terminal (move the cursor, retitle the window, set the clipboard) nor forge lines or
+ * columns of the output (a type holding a newline and a made-up event line). Human output only
+ * (`--json` prints the API's answer as it is); text styled by {@link Output.style} is not passed
  * through it.
  */
 export function printable(text: string): string {
   // eslint-disable-next-line no-control-regex -- these are exactly the characters replaced
-  return text.replace(/[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return text.replace(/[\u0000-\u001f\u007f-\u009f]/g, escape);
 }
+
+/**
+ * {@link printable} for text of several lines that herald lays out itself (an event as indented
+ * JSON, a message of several lines): its newlines stay, every other control character is escaped.
+ * Values from others put into such text must have gone through {@link printable} first.
+ */
+export function printableLines(text: string): string {
+  // eslint-disable-next-line no-control-regex -- these are exactly the characters replaced
+  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/g, escape);
+}
+
+const escape = (c: string): string => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
 
 /** Any value from the gateway, as {@link printable} text (for values put into a line by hand). */
 export const shown = (value: unknown): string => printable(String(value));
 
-/** Shortens a long cell (an error excerpt, a sink) to `max` characters. */
+/** Shortens a long cell (an error excerpt, a sink) to `max` characters, its runs of white space one space. */
 export function clip(text: string | null | undefined, max = 60): string | null | undefined {
   if (typeof text !== 'string') return text;
-  const oneLine = text.replace(/\s+/g, ' ').trim();
-  return oneLine.length > max ? `${oneLine.slice(0, max - 1)}…` : oneLine;
+  return shorten(text.replace(/\s+/g, ' ').trim(), max);
+}
+
+/** `text` cut to `max` characters, the last one `…` when cut. */
+export function shorten(text: string, max: number): string {
+  return text.length > max ? `${text.slice(0, max - 1)}…` : text;
 }

@@ -4,6 +4,7 @@ import { SingleBar } from 'cli-progress';
 import { HeraldApiError, unwrap, type components } from '../client';
 import type { Context } from './context';
 import { problemLines, refusalMessage, ReportedError, UsageError } from './errors';
+import { printable } from './output';
 
 type CloudEvent = components['schemas']['CloudEvent'];
 type AppendResult = components['schemas']['AppendResult'];
@@ -39,9 +40,11 @@ interface Line {
   text: string;
 }
 
-/** The file's non-blank lines, streamed (a file of any size is read in bounded memory). */
-async function* linesOf(file: string): AsyncGenerator<Line> {
-  const input = fs.createReadStream(file);
+/** `--batch -`: the events come from standard input. */
+export const STDIN = '-';
+
+/** The input's non-blank lines, streamed (an input of any size is read in bounded memory). */
+async function* linesOf(input: NodeJS.ReadableStream & { destroy?: () => void }): AsyncGenerator<Line> {
   const reader = readline.createInterface({ input, crlfDelay: Infinity });
   let number = 0;
   try {
@@ -53,34 +56,67 @@ async function* linesOf(file: string): AsyncGenerator<Line> {
     }
   } finally {
     reader.close();
-    input.destroy();
+    input.destroy?.();
   }
+}
+
+/** Where the events come from, readable as many times as it is iterated, and its name in messages. */
+interface BatchInput {
+  name: string;
+  lines(): AsyncIterable<Line> | Iterable<Line>;
+}
+
+/**
+ * Opens `--batch FILE`. A regular file is read twice (checked, then sent) in bounded memory. Anything
+ * else can be read only once: standard input (`-`), a pipe (`/dev/stdin`, `<(…)`), a FIFO, a device.
+ * Such an input is read to its end once and its lines kept in memory, so it is checked whole before
+ * anything is sent, as a file is (reading it again gave nothing: "published 0 events", exit 0).
+ */
+async function openInput(file: string): Promise<BatchInput> {
+  if (file === STDIN) return once('standard input', process.stdin);
+  // Opening /dev/stdin again fails when it is a socket (ENXIO: a parent process's stdio): it is this process's stdin.
+  if (file === '/dev/stdin') return once(file, process.stdin);
+  let stat: fs.Stats;
+  try {
+    await fs.promises.access(file, fs.constants.R_OK);
+    stat = await fs.promises.stat(file);
+  } catch (err) {
+    throw new UsageError(`cannot read --batch ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  if (stat.isDirectory()) throw new UsageError(`cannot read --batch ${file}: it is a directory`);
+  if (stat.isFile()) return { name: file, lines: () => linesOf(fs.createReadStream(file)) };
+  return once(file, fs.createReadStream(file));
+}
+
+async function once(name: string, input: NodeJS.ReadableStream): Promise<BatchInput> {
+  const lines: Line[] = [];
+  try {
+    for await (const line of linesOf(input)) lines.push(line);
+  } catch (err) {
+    throw new UsageError(`cannot read --batch ${name}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
+  }
+  return { name, lines: () => lines };
 }
 
 /**
  * First pass: every non-blank line must be a JSON object with an `id` (a random one would defeat
  * re-running), or nothing is sent (a usage error naming the line). Returns how many events there are.
  */
-async function checkFile(file: string): Promise<number> {
-  try {
-    await fs.promises.access(file, fs.constants.R_OK);
-  } catch (err) {
-    throw new UsageError(`cannot read --batch ${file}: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`);
-  }
-  if ((await fs.promises.stat(file)).isDirectory()) throw new UsageError(`cannot read --batch ${file}: it is a directory`);
+async function checkInput(input: BatchInput): Promise<number> {
+  const { name } = input;
   let count = 0;
-  for await (const line of linesOf(file)) {
+  for await (const line of input.lines()) {
     let value: unknown;
     try {
       value = JSON.parse(line.text);
     } catch (err) {
-      throw new UsageError(`${file}, line ${line.number}: not JSON (${(err as Error).message}); nothing was sent`);
+      throw new UsageError(`${name}, line ${line.number}: not JSON (${(err as Error).message}); nothing was sent`);
     }
     if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      throw new UsageError(`${file}, line ${line.number}: not a JSON object (one CloudEvent per line); nothing was sent`);
+      throw new UsageError(`${name}, line ${line.number}: not a JSON object (one CloudEvent per line); nothing was sent`);
     }
     if (typeof (value as { id?: unknown }).id !== 'string') {
-      throw new UsageError(`${file}, line ${line.number}: the event has no string "id"; nothing was sent`);
+      throw new UsageError(`${name}, line ${line.number}: the event has no string "id"; nothing was sent`);
     }
     count++;
   }
@@ -88,10 +124,10 @@ async function checkFile(file: string): Promise<number> {
 }
 
 /** Groups lines into requests of at most `batchSize` events and `maxRequestBytes` bytes (`[`, `,`s and `]` included). */
-async function* batchesOf(file: string, batchSize: number, maxRequestBytes: number): AsyncGenerator<Line[]> {
+async function* batchesOf(input: BatchInput, batchSize: number, maxRequestBytes: number): AsyncGenerator<Line[]> {
   let batch: Line[] = [];
   let bytes = 2;
-  for await (const line of linesOf(file)) {
+  for await (const line of input.lines()) {
     const size = Buffer.byteLength(line.text) + 1;
     if (batch.length > 0 && (batch.length >= batchSize || bytes + size > maxRequestBytes)) {
       yield batch;
@@ -105,13 +141,14 @@ async function* batchesOf(file: string, batchSize: number, maxRequestBytes: numb
 }
 
 /**
- * `publish --batch FILE.jsonl`: checks the whole file, then sends it in order as
+ * `publish --batch FILE.jsonl` (or `-`, standard input): checks the whole input, then sends it in order as
  * `application/cloudevents-batch+json` requests. Each request is all or nothing at the gateway;
  * on a refusal the requests before it stay stored, the rest is not sent, and re-running the same
  * file after fixing it stores only what is missing (the others come back as duplicates).
  */
 export async function publishBatchFile(ctx: Context, file: string, limits: { batchSize: number; maxRequestBytes: number }): Promise<void> {
-  const total = await checkFile(file);
+  const input = await openInput(file);
+  const total = await checkInput(input);
   const { out } = ctx;
   const bar =
     !out.json && out.stderrIsTty && total > 0
@@ -126,7 +163,7 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
   let stored = 0;
   let duplicates = 0;
   try {
-    for await (const batch of batchesOf(file, limits.batchSize, limits.maxRequestBytes)) {
+    for await (const batch of batchesOf(input, limits.batchSize, limits.maxRequestBytes)) {
       let answer;
       try {
         answer = unwrap(
@@ -139,7 +176,7 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
         );
       } catch (err) {
         bar?.stop();
-        throw explainRefusal(err, file, batch, { stored, duplicates }, ctx.apiKey !== undefined);
+        throw explainRefusal(err, input.name, batch, { stored, duplicates }, ctx.apiKey !== undefined);
       }
       for (const r of acknowledged(answer, batch.length)) {
         if (r.duplicate) duplicates++;
@@ -153,7 +190,7 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
   }
   if (out.json) return out.document({ results, stored, duplicates });
   out.line(
-    `published ${stored + duplicates} event${stored + duplicates === 1 ? '' : 's'} from ${file}: ` +
+    `published ${stored + duplicates} event${stored + duplicates === 1 ? '' : 's'} from ${input.name}: ` +
       `${stored} stored, ${duplicates} duplicate${duplicates === 1 ? '' : 's'} (already stored)`,
   );
 }
@@ -173,8 +210,8 @@ function explainRefusal(
     const lines = problemLines(err, (index) => `line ${batch[index]?.number ?? `?${index}`}`);
     return new ReportedError(
       [
-        `herald: ${file}, ${range} (one request, nothing of it stored): ${refusalMessage(err, apiKeyGiven)}`,
-        ...lines.map((l) => `  ${l}`),
+        `herald: ${file}, ${range} (one request, nothing of it stored): ${printable(refusalMessage(err, apiKeyGiven))}`,
+        ...lines.map((l) => `  ${printable(l)}`),
         `herald: ${done}; ${again}`,
       ].join('\n'),
     );

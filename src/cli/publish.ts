@@ -2,9 +2,9 @@ import { randomUUID } from 'node:crypto';
 import fs from 'node:fs';
 import { Option, type Command } from 'commander';
 import { encodeHeaderValue } from '../cloudevents/headers';
-import { isJsonMediaType } from '../cloudevents/event';
+import { isJsonMediaType, mediaType } from '../cloudevents/event';
 import { unwrap } from '../client';
-import { contextOf, parseNonNegativeInt } from './context';
+import { allowEmpty, contextOf, parseNonNegativeInt } from './context';
 import { UsageError } from './errors';
 import { shown, type CliStreams } from './output';
 import { acknowledged, publishBatchFile, MAX_BATCH_EVENTS } from './publish-batch';
@@ -47,8 +47,9 @@ export function registerPublish(program: Command, streams: CliStreams): void {
         'Content-Type (default application/json, and then it must be JSON; for text use --content-type text/plain). ' +
         'Without --id the event gets a random UUID.\n\n' +
         'With --batch FILE.jsonl, publishes one event per line (blank lines skipped) in requests of up to 1,000 events ' +
-        '(and --max-request-bytes). Re-running after a failure is safe: events already stored (same source and id) ' +
-        'are answered as duplicates and not stored again.',
+        '(and --max-request-bytes), after checking every line. --batch - reads standard input (so does a pipe such as ' +
+        '/dev/stdin or <(…)): it is read once and held in memory until checked. Re-running after a failure is safe: ' +
+        'events already stored (same source and id) are answered as duplicates and not stored again.',
     )
     .option('--source <uri>', 'the event source (required for one event)')
     .option('--type <type>', 'the event type (required for one event)')
@@ -56,11 +57,14 @@ export function registerPublish(program: Command, streams: CliStreams): void {
     .option('--subject <subject>', 'the subject attribute')
     .option('--partition-key <key>', 'the partitionkey extension: events with one key are stored and delivered in order')
     .option('--time <rfc3339>', 'the time attribute')
-    .addOption(new Option('--data <json>', 'the data, as given').conflicts(['dataFile', 'dataStdin']))
+    .addOption(allowEmpty(new Option('--data <json>', 'the data, as given').conflicts(['dataFile', 'dataStdin'])))
     .addOption(new Option('--data-file <file>', 'read the data (bytes) from a file').conflicts(['dataStdin']))
     .option('--data-stdin', 'read the data (bytes) from standard input')
-    .option('--content-type <type>', 'the data content type (default: application/json when there is data)')
-    .option('--batch <file.jsonl>', 'publish every event of a JSON Lines file (one structured CloudEvent per line)')
+    .option(
+      '--content-type <type>',
+      'the data content type (default: application/json when there is data; not application/cloudevents…: use --batch)',
+    )
+    .option('--batch <file.jsonl>', 'publish every event of a JSON Lines file (one structured CloudEvent per line; - for standard input)')
     .option('--batch-size <n>', `events per request, at most ${MAX_BATCH_EVENTS}`, parseNonNegativeInt, MAX_BATCH_EVENTS)
     .option(
       '--max-request-bytes <n>',
@@ -76,7 +80,8 @@ Examples:
     --partition-key customer-42 --data '{"orderId":1001,"total":99.5}'
   herald publish --source /docs --type com.example.note --data 'hello' --content-type text/plain
   herald publish --source /img --type com.example.image --data-file cat.png --content-type image/png
-  herald publish --batch events.jsonl`,
+  herald publish --batch events.jsonl
+  generate-events | herald publish --batch -`,
     )
     .action(async (options: PublishOptions, command: Command) => {
       const ctx = contextOf(command, streams);
@@ -153,6 +158,13 @@ async function readData(options: PublishOptions): Promise<{ bytes: Buffer; conte
   // A header value cannot hold control characters (or more than U+00FF): it could never be sent.
   if (!/^[\x20-\x7e\xa0-\xff]*$/.test(contentType))
     throw new UsageError('--content-type must be printable (a media type such as text/plain)');
+  // The gateway reads such a body as a structured event or a batch, whatever --source, --type and --id say.
+  if (mediaType(contentType)!.startsWith('application/cloudevents')) {
+    throw new UsageError(
+      `--content-type ${contentType} is a CloudEvents format, but publish sends one event in binary mode (its data ` +
+        'as the body); for structured events or a batch, write them one per line and use publish --batch FILE.jsonl',
+    );
+  }
   if (isJsonMediaType(contentType)) {
     try {
       JSON.parse(bytes.toString('utf8'));

@@ -22,3 +22,25 @@ export function untilSignal(onSignal: (signal: NodeJS.Signals) => void, onForce?
     },
   };
 }
+
+const stdoutClosedHandlers = new Set<() => void>();
+
+/**
+ * While registered, standard output closing under the command (`herald listen | head -1`) calls
+ * `onClosed` instead of exiting at once, so the command can clean up (listen deletes its
+ * subscription) and then end as it does on Ctrl-C.
+ */
+export function untilStdoutClosed(onClosed: () => void): { dispose(): void } {
+  stdoutClosedHandlers.add(onClosed);
+  return { dispose: () => void stdoutClosedHandlers.delete(onClosed) };
+}
+
+/**
+ * Standard output was closed by its reader (EPIPE). Returns whether a command cleans up first
+ * (it then ends by itself); `false`: nothing to clean up, the process may exit at once.
+ */
+export function stdoutClosed(): boolean {
+  if (stdoutClosedHandlers.size === 0) return false;
+  for (const handler of [...stdoutClosedHandlers]) handler();
+  return true;
+}

@@ -2,7 +2,7 @@ import { InvalidArgumentError, Option, type Command } from 'commander';
 import { unwrap, type components } from '../client';
 import { collect, contextOf, parseIntBetween, parseNonNegativeInt, parsePathId, type Context } from './context';
 import { UsageError } from './errors';
-import { clip, shown, type CliStreams } from './output';
+import { clip, printable, shown, type CliStreams } from './output';
 import { addSubscriptionOptions, deliveryOf, filtersOf, type SubscriptionOptions } from './subscription-input';
 
 type Subscription = components['schemas']['Subscription'];
@@ -106,11 +106,26 @@ export function registerSubs(program: Command, streams: CliStreams): void {
       update: true,
     },
   )
-    .addHelpText('after', '\nExample:\n  herald subs update $SUB --max-in-flight 4 --header "x-tenant: acme"')
+    .addHelpText(
+      'after',
+      '\nOptions not given are kept. --header adds or replaces one header and keeps the others (their values, never\n' +
+        'shown, stay as stored); --header "name:" removes one. Headers in --delivery JSON replace the whole set (the API).\n' +
+        '\nExamples:\n  herald subs update $SUB --max-in-flight 4 --header "x-tenant: acme"\n  herald subs update $SUB --header "x-tenant:"',
+    )
     .action(
       onId(async (id, options: SubscriptionOptions, ctx) => {
         const filters = filtersOf(options);
-        const delivery = deliveryOf(options);
+        // The API replaces the stored headers with those sent: read their names, to keep them.
+        let storedHeaders: string[] | undefined;
+        if (options.header) {
+          const current = unwrap(await ctx.client.GET('/subscriptions/{id}', { params: { path: { id } } }));
+          storedHeaders = Object.keys(current.delivery.headers ?? {});
+          for (const [name, value] of options.header) {
+            if (value === '' && !storedHeaders.includes(name.toLowerCase()))
+              ctx.out.warn(`subscription ${id} has no header ${printable(name)}: nothing to remove`);
+          }
+        }
+        const delivery = deliveryOf(options, storedHeaders);
         const body = {
           ...(options.sink ? { sink: options.sink } : {}),
           ...(filters ? { filters } : {}),
@@ -191,11 +206,12 @@ export function registerSubs(program: Command, streams: CliStreams): void {
       onId(async (id, options: { to?: 'earliest' | 'latest'; time?: string; offset?: [string, number][] }, ctx) => {
         const given = [options.to, options.time, options.offset].filter((o) => o !== undefined).length;
         if (given !== 1) throw new UsageError('give exactly one of --to, --time or --offset');
-        const body = options.to
-          ? { to: options.to }
-          : options.time
-            ? { time: options.time }
-            : { offsets: Object.fromEntries(options.offset!) };
+        const body =
+          options.to !== undefined
+            ? { to: options.to }
+            : options.time !== undefined
+              ? { time: options.time }
+              : { offsets: Object.fromEntries(options.offset!) };
         const sub = unwrap(await ctx.client.POST('/subscriptions/{id}/seek', { params: { path: { id } }, body }));
         if (ctx.out.json) return ctx.out.document(sub);
         ctx.out.line(`subscription ${shown(sub.id)} moved; delivery continues at each partition's committed offset:`);

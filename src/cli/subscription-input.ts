@@ -6,6 +6,9 @@ import { UsageError } from './errors';
 type Filter = components['schemas']['Filter'];
 type DeliveryOptionsInput = components['schemas']['DeliveryOptionsInput'];
 
+/** A header value the API shows for every stored one, and takes back as "keep the stored value". */
+const MASKED = '***';
+
 /** Options shared by `subs create` and `subs update` (all optional; `--sink` is checked by create). */
 export interface SubscriptionOptions {
   sink?: string;
@@ -59,7 +62,13 @@ export function addSubscriptionOptions(command: Command, { update }: { update: b
     .option('--timeout-ms <ms>', 'bound on one whole delivery attempt', parseNonNegativeInt)
     .option('--max-attempts <n>', 'attempts before an event is dead-lettered', parseNonNegativeInt)
     .option('--rate-limit <perSecond>', 'delivery attempts a second, at most', parseRate)
-    .option('--header <name:value>', 'an extra request header sent with every delivery (repeatable)', collect(parseHeader))
+    .option(
+      '--header <name:value>',
+      update
+        ? 'set an extra request header sent with every delivery, keeping the others (repeatable); "name:" without a value removes that one'
+        : 'an extra request header sent with every delivery (repeatable)',
+      collect(parseHeader),
+    )
     .option('--delivery <json>', 'delivery options as JSON (merged under the options above)', parseJsonOption);
   if (update) command.option('--clear-filters', 'remove every filter');
   return command;
@@ -80,8 +89,14 @@ export function filtersOf(options: SubscriptionOptions): Filter[] | undefined {
   return filters.length > 0 ? filters : undefined;
 }
 
-/** `delivery` from the single options over `--delivery JSON`; `undefined` when nothing was given. */
-export function deliveryOf(options: SubscriptionOptions): DeliveryOptionsInput | undefined {
+/**
+ * `delivery` from the single options over `--delivery JSON`; `undefined` when nothing was given.
+ * `storedHeaders` (an update with `--header`): the names the subscription has now. The API replaces
+ * the whole set with the one sent, so each stored name is sent as `"***"` (the API keeps its stored
+ * value), then `--header` sets or, with an empty value, removes a name. Without `--header`, headers
+ * in `--delivery` are sent as they are (the API's own meaning: the set given replaces the stored one).
+ */
+export function deliveryOf(options: SubscriptionOptions, storedHeaders?: string[]): DeliveryOptionsInput | undefined {
   if (
     options.delivery !== undefined &&
     (typeof options.delivery !== 'object' || options.delivery === null || Array.isArray(options.delivery))
@@ -99,7 +114,17 @@ export function deliveryOf(options: SubscriptionOptions): DeliveryOptionsInput |
     delivery.retry = { ...(delivery.retry as Record<string, unknown> | undefined), maxAttempts: options.maxAttempts };
   }
   if (options.header) {
-    delivery.headers = { ...(delivery.headers as Record<string, unknown> | undefined), ...Object.fromEntries(options.header) };
+    // Names are case-insensitive (stored in lower case). No prototype: `__proto__` is a name like any other.
+    const headers: Record<string, unknown> = Object.create(null);
+    for (const name of storedHeaders ?? []) headers[name.toLowerCase()] = MASKED;
+    for (const [name, value] of Object.entries((delivery.headers as Record<string, unknown> | undefined) ?? {}))
+      headers[name.toLowerCase()] = value;
+    for (const [name, value] of options.header) {
+      if (value !== '') headers[name.toLowerCase()] = value;
+      else if (storedHeaders) delete headers[name.toLowerCase()];
+      else throw new UsageError(`--header "${name}:" has no value (an empty value removes a header, in subs update)`);
+    }
+    delivery.headers = headers;
   }
   return Object.keys(delivery).length > 0 ? (delivery as DeliveryOptionsInput) : undefined;
 }

@@ -146,8 +146,8 @@ describe('herald: small usage errors a probe found', () => {
 
 describe('herald: values no request can carry are usage errors (API probe: they were exit 1 with internal text)', () => {
   it.each([
-    [['--api-key', 'a\nb', 'subs', 'list'], /option '--api-key <key>' argument .* is invalid\. must be printable/s],
-    [['--api-key', 'ключ', 'subs', 'list'], /option '--api-key <key>' argument 'ключ' is invalid/],
+    [['--api-key', 'a\nb', 'subs', 'list'], /the API key \(--api-key or HERALD_API_KEY\) contains a line end \(U\+000A/],
+    [['--api-key', 'ключ', 'subs', 'list'], /the API key .* contains a character beyond U\+00FF at character 1 of 4/],
     [['--url', 'http://u:p@127.0.0.1:9', 'subs', 'list'], /must not carry user:password@/],
     [['publish', '--source', '/s', '--type', 't', '--data', 'x', '--content-type', 'te\nxt'], /--content-type must be printable/],
     [['subs', 'delete', '..'], /command-argument value '\.\.' is invalid for argument 'id'\. not an id/],

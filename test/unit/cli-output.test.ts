@@ -1,4 +1,4 @@
-import { createOutput, printable, type CliStreams } from '../../src/cli/output';
+import { createOutput, printable, printableLines, type CliStreams } from '../../src/cli/output';
 
 /** A stdout/stderr pair that records what is written, as a terminal (colours on) or not. */
 function streams(isTTY: boolean): CliStreams & { text: () => string } {
@@ -8,9 +8,15 @@ function streams(isTTY: boolean): CliStreams & { text: () => string } {
 }
 
 describe('CLI human output', () => {
-  it('writes control characters of the data as escapes, keeping tabs and newlines', () => {
-    expect(printable('a\u001b]0;x\u0007b\u009b2J\u007f\tc\nd')).toBe('a\\u001b]0;x\\u0007b\\u009b2J\\u007f\tc\nd');
+  it('writes control characters of the data as escapes, tabs and newlines too (they forge lines and columns)', () => {
+    expect(printable('a\u001b]0;x\u0007b\u009b2J\u007f\tc\nd\re\u0085f')).toBe(
+      'a\\u001b]0;x\\u0007b\\u009b2J\\u007f\\u0009c\\u000ad\\u000de\\u0085f',
+    );
     expect(printable('café → ok')).toBe('café → ok');
+  });
+
+  it('keeps the newlines of text herald lays out itself, escaping every other control character', () => {
+    expect(printableLines('{\n  "a": "x\u009b2J\ty"\n}')).toBe('{\n  "a": "x\\u009b2J\\u0009y"\n}');
   });
 
   it('escapes table cells and field values but still colours a styled field on a terminal', () => {
