@@ -528,9 +528,8 @@ export interface paths {
          *     consent in its answer to the `OPTIONS` request calls it (GET or POST, within 10 minutes) to
          *     consent; an administrator can also open it in a browser (http-webhook §4.1.3). No API key: the
          *     token authorises it. The call is the consent, unless its `WebHook-Allowed-Origin` names an
-         *     origin other than Herald's (or `*`); `WebHook-Allowed-Rate` (requests per minute, or `*`) caps
-         *     the subscription's rate limit (it lowers it, or sets it where there is none; never raises it).
-         *     The token serves one consent.
+         *     origin other than Herald's (or `*`); `WebHook-Allowed-Rate` (requests per minute, or `*`) sets
+         *     the subscription's rate limit. The token serves one consent.
          */
         get: operations["validationCallbackGet"];
         put?: never;
@@ -792,8 +791,7 @@ export interface webhooks {
          *     subscription created with `validation: cloudevents` (and again on `resume` after a refusal),
          *     Herald sends `OPTIONS` to the exact sink URL. To consent, answer 2xx with
          *     `WebHook-Allowed-Origin` set to the `WebHook-Request-Origin` value (or `*`), and optionally
-         *     `WebHook-Allowed-Rate` (requests per minute, or `*`), which caps the rate limit: a lower rate
-         *     than the subscription's (or any, where it has none) becomes it; a higher one or `*` leaves it. A 2xx
+         *     `WebHook-Allowed-Rate` (requests per minute, or `*`), which becomes the rate limit. A 2xx
          *     without that header keeps the subscription `validating`: consent later by calling the
          *     `WebHook-Request-Callback` URL (GET or POST, with the same headers) within 10 minutes. Any
          *     other answer, no answer within `delivery.timeoutMs`, or 10 minutes without consent pause
@@ -1116,8 +1114,8 @@ export interface components {
         };
         /**
          * @description At most `perSecond` attempts a second (first attempts and retries alike), over all partitions:
-         *     a token bucket holding one second of tokens (at least one). Absent: no limit. Lowered (or set,
-         *     when absent) by `WebHook-Allowed-Rate` when a sink consents to the validation handshake.
+         *     a token bucket holding one second of tokens (at least one). Absent: no limit. Set by
+         *     `WebHook-Allowed-Rate` when a sink consents to the validation handshake.
          * @example {
          *       "perSecond": 20
          *     }
@@ -1900,9 +1898,8 @@ export interface components {
          */
         WebHookAllowedOrigin: string;
         /**
-         * @description Requests per minute the sink accepts (a decimal such as `0.5` is allowed), or `*` for no limit.
-         *     This ÷ 60 becomes the rate limit when it is lower than the subscription's or it has none; a
-         *     higher rate or `*` leaves the limit its operator set. A value that is not a positive number, or is outside
+         * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
+         *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
          *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
          *     the subscription's rate limit is kept.
          * @example 120
@@ -3116,9 +3113,8 @@ export interface operations {
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];
                 /**
-                 * @description Requests per minute the sink accepts (a decimal such as `0.5` is allowed), or `*` for no limit.
-                 *     This ÷ 60 becomes the rate limit when it is lower than the subscription's or it has none; a
-                 *     higher rate or `*` leaves the limit its operator set. A value that is not a positive number, or is outside
+                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
+                 *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
                  *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
                  *     the subscription's rate limit is kept.
                  * @example 120
@@ -3153,9 +3149,8 @@ export interface operations {
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];
                 /**
-                 * @description Requests per minute the sink accepts (a decimal such as `0.5` is allowed), or `*` for no limit.
-                 *     This ÷ 60 becomes the rate limit when it is lower than the subscription's or it has none; a
-                 *     higher rate or `*` leaves the limit its operator set. A value that is not a positive number, or is outside
+                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
+                 *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
                  *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
                  *     the subscription's rate limit is kept.
                  * @example 120

@@ -60,15 +60,11 @@ const resumed: Step<'resume'> = (record, _input, ctx) =>
   record.validation === 'cloudevents' && record.validatedAt === null ? validationStart(ctx) : { state: 'active', stateReason: null };
 const pausedGone: Step<'gone'> = () => ({ state: 'paused', stateReason: 'gone' });
 
-/**
- * `WebHook-Allowed-Rate` caps the rate: a grant below the subscription's limit (or where it has none)
- * becomes it; a higher grant, or `*` (null), leaves it, since the limit is what its operator asked
- * for (the handshake's `WebHook-Request-Rate`), and a sink's grant permits no more than that.
- */
+/** `WebHook-Allowed-Rate` (when given) becomes the rate limit, `*` (null) removes it. */
 function withAllowedRate(delivery: DeliveryOptions, rateLimit: { perSecond: number } | null | undefined): DeliveryOptions {
-  if (!rateLimit) return delivery;
-  const own = delivery.rateLimit?.perSecond;
-  return own !== undefined && own <= rateLimit.perSecond ? delivery : { ...delivery, rateLimit };
+  if (rateLimit === undefined) return delivery;
+  const { rateLimit: _replaced, ...rest } = delivery;
+  return rateLimit === null ? rest : { ...rest, rateLimit };
 }
 
 /**

@@ -55,14 +55,14 @@ async function publish(name: string, id: string): Promise<void> {
 const stateOf = async (id: string) => (await call('GET', `/subscriptions/${id}`)).body;
 
 describe('validation: cloudevents', () => {
-  it('sends OPTIONS first and delivers once the answer carries WebHook-Allowed-Origin; a lower WebHook-Allowed-Rate lowers the rate limit', async () => {
-    answerOptions = () => ({ status: 200, headers: { 'WebHook-Allowed-Origin': ORIGIN, 'WebHook-Allowed-Rate': '30' } });
+  it('sends OPTIONS first and delivers once the answer carries WebHook-Allowed-Origin; WebHook-Allowed-Rate sets the rate limit', async () => {
+    answerOptions = () => ({ status: 200, headers: { 'WebHook-Allowed-Origin': ORIGIN, 'WebHook-Allowed-Rate': '120' } });
     const sub = await subscribe('sync', { rateLimit: { perSecond: 1 } });
     const active = await waitFor(async () => {
       const s = await stateOf(sub.id);
       return s.state === 'active' ? s : undefined;
     });
-    expect(active.delivery.rateLimit).toEqual({ perSecond: 0.5 });
+    expect(active.delivery.rateLimit).toEqual({ perSecond: 2 });
 
     const [options] = requestsTo('sync');
     expect(options!.method).toBe('OPTIONS');

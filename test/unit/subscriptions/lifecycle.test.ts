@@ -97,16 +97,12 @@ describe('the subscription life cycle', () => {
     expect(missing).toEqual([]);
   });
 
-  it("takes the sink's allowed rate on consent as a cap: a lower one lowers the limit, a higher one or * keeps it (probe: raised, or removed)", () => {
-    const rateOf = (rateLimit?: { perSecond: number } | null, record = records.validatingLimited) =>
-      transition(record, consent('tok', rateLimit), ctx)?.delivery?.rateLimit;
-    expect(rateOf({ perSecond: 0.5 })).toEqual({ perSecond: 0.5 });
-    expect(rateOf({ perSecond: 7 })).toEqual({ perSecond: 2 });
-    expect(rateOf(null)).toEqual({ perSecond: 2 });
+  it("takes the sink's allowed rate on consent: a number sets it, * removes it, no header keeps it", () => {
+    const rateOf = (rateLimit?: { perSecond: number } | null) =>
+      transition(records.validatingLimited, consent('tok', rateLimit), ctx)?.delivery?.rateLimit;
+    expect(rateOf({ perSecond: 7 })).toEqual({ perSecond: 7 });
+    expect(rateOf(null)).toBeUndefined();
     expect(rateOf(undefined)).toEqual({ perSecond: 2 });
-    // No limit of its own: the sink's becomes it.
-    expect(rateOf({ perSecond: 7 }, records.validating)).toEqual({ perSecond: 7 });
-    expect(rateOf(null, records.validating)).toBeUndefined();
   });
 
   it('answers each handshake once: after a consent, a repeated consent and a late refusal change nothing', () => {
