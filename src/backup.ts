@@ -11,7 +11,7 @@ import { createMetaRepo } from './store/meta-repo';
 import { createPartitionHeadsRepo } from './store/partition-heads-repo';
 import { createRetentionFloors } from './store/retention-floors';
 import { RESERVATION_FILE } from './wal/offset-reservation';
-import { LEGACY_FRAME_KEY, type FrameKey } from './wal/record';
+import { checkFrame, FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MAX_RECORD_BYTES, type FrameKey } from './wal/record';
 import { KEY_FILE, readFrameKey, scanSegmentFile, SEGMENT_FILE } from './wal/segment-log';
 
 /**
@@ -350,12 +350,36 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
     } catch (err) {
       throw new BackupError(`${name}: ${(err as Error).message}; the backup is abandoned`);
     }
-    if (scan.badAt === undefined || (scan.torn && i === names.length - 1)) continue;
+    if (scan.badAt === undefined) continue;
+    if (scan.torn && i === names.length - 1 && !intactAfter(file, scan.badAt, size, key)) continue;
     throw new BackupError(
       `the log is damaged: ${name} at byte ${scan.badAt} (${scan.reason}); a restore of this backup would not start. ` +
         'The gateway refuses this log at its next start too: see "Durability guarantees" in the README (HERALD_RECOVERY=skip-corrupt); the backup is abandoned',
     );
   }
+}
+
+/**
+ * Whether an intact record starts anywhere after `badAt`: then the bytes there are damage in the middle,
+ * not a record cut short at the end (a damaged length can claim the rest of the file, as a re-probe's
+ * did; the start finds the records after it and refuses the log). Past the longest a record can be,
+ * the rest is no single record cut short at all.
+ */
+function intactAfter(file: string, badAt: number, size: number, key: FrameKey): boolean {
+  const length = size - badAt;
+  if (length > FRAME_HEADER_BYTES + MAX_RECORD_BYTES) return true;
+  const rest = Buffer.allocUnsafe(length);
+  const fd = fs.openSync(file, 'r');
+  try {
+    fs.readSync(fd, rest, 0, length, badAt);
+  } finally {
+    fs.closeSync(fd);
+  }
+  for (let at = 1; at + FRAME_HEADER_BYTES <= length; at++) {
+    const status = checkFrame(rest, at, key).status;
+    if (status === 'ok' || status === 'newer') return true;
+  }
+  return false;
 }
 
 /** The log's checksum key; a log from before the key has none (its frames are checked unkeyed). */

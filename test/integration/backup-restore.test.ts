@@ -271,6 +271,35 @@ describe('herald backup / herald restore', () => {
     expect(fs.existsSync(damaged)).toBe(false);
   }, 60_000);
 
+  it('refuses to back up a newest segment whose damaged length claims the rest of it, with intact records after (re-probe: taken for a record cut short)', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway({ ...env(source), HERALD_PARTITIONS: '1' });
+    await postBatch(
+      gw.url,
+      Array.from({ length: 20 }, (_, i) => event(`l-${i}`)),
+    );
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    const wal = path.join(source, 'wal');
+    const newest = path.join(
+      wal,
+      fs
+        .readdirSync(wal)
+        .filter((f) => f.endsWith('.seg'))
+        .sort()
+        .at(-1)!,
+    );
+    const bytes = fs.readFileSync(newest);
+    // Frames are a 4-byte length, a 4-byte checksum and that many bytes: the tenth's length now runs past the end.
+    let at = 0;
+    for (let i = 0; i < 10; i++) at += 8 + bytes.readUInt32LE(at);
+    bytes.writeUInt32LE(bytes.length - at, at);
+    fs.writeFileSync(newest, bytes);
+    const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'cut')]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`at byte ${at} (incomplete record at end of segment)`);
+  }, 60_000);
+
   it('restores into an empty directory reached through a symlink (as into a mount point: staged inside it)', async () => {
     const source = tmpDir();
     const gw = await spawnGateway(env(source));
