@@ -206,13 +206,18 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
       if (res.status === 202) expect((res.body.results[0] as { partition: number }).partition).not.toBe(0);
     }
     expect(answers.every((s) => s === 503 || s === 202)).toBe(true);
+    // Publishes go on until one reaches the stream: the readiness probe may have refused them all while the stream
+    // was missing (it looks every second; a loaded CI run saw all 20 refused, and then nothing more was sent).
+    let more = 0;
     await waitUntil(
       'the node refuses writes, saying why',
       async () => {
+        const res = await publishEvent(`later-${more++}`);
+        if (res.status === 202) expect((res.body.results[0] as { partition: number }).partition).not.toBe(0);
         const ready = await request(gw.url).get('/readyz');
         return ready.status === 503 && /went back from sequence \d+ to \d+/.test(JSON.stringify(ready.body));
       },
-      5000,
+      15_000,
     );
     const refused = await publishEvent('refused');
     expect(refused.status).toBe(503);
