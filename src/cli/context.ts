@@ -52,12 +52,15 @@ export function contextOf(command: Command, streams: CliStreams): Context {
 export function parseBaseUrl(value: string): string {
   const trimmed = value.trim();
   let url: URL;
+  // Usage errors, not commander's InvalidArgumentError, whose message quotes the value whole: a
+  // password or a token in it would go to the terminal and CI logs (re-probe).
   try {
     url = new URL(trimmed);
   } catch {
-    throw new InvalidArgumentError('not a URL (e.g. http://127.0.0.1:8080)');
+    throw new UsageError('--url (or HERALD_URL) is not a URL (e.g. http://127.0.0.1:8080); it is not shown, as it may carry a secret');
   }
-  if (url.protocol !== 'http:' && url.protocol !== 'https:') throw new InvalidArgumentError('must be an http:// or https:// URL');
+  if (url.protocol !== 'http:' && url.protocol !== 'https:')
+    throw new UsageError(`--url (or HERALD_URL) must be an http:// or https:// URL, not ${url.protocol}//…`);
   // fetch refuses a URL with credentials: the key goes in --api-key. Not quoted: the password would be.
   if (url.username !== '' || url.password !== '')
     throw new UsageError('--url (or HERALD_URL) must not carry user:password@ (give the key with --api-key); the URL is not shown');
@@ -174,4 +177,20 @@ export function refuseEmptyValues(command: Command): void {
     });
   }
   for (const sub of command.commands) refuseEmptyValues(sub);
+}
+
+/**
+ * The same for options that may come from the environment too, on the root command: empty on the
+ * command line is refused once parsed, when its source is known (`--api-key ""` sent no key, where an
+ * empty variable means none on purpose).
+ */
+export function refuseEmptyOnCommandLine(program: Command): void {
+  program.hook('preAction', (_root, action) => {
+    for (let at: Command | null = action; at; at = at.parent)
+      for (const option of at.options) {
+        const name = option.attributeName();
+        if (option.envVar !== undefined && at.getOptionValueSource(name) === 'cli' && at.getOptionValue(name) === '')
+          throw new UsageError(`${option.long ?? option.flags}: it is empty: give a value`);
+      }
+  });
 }

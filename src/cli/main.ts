@@ -11,6 +11,7 @@ import {
   parseApiKey,
   parseBaseUrl,
   parseIntBetween,
+  refuseEmptyOnCommandLine,
   refuseEmptyValues,
   type GlobalOptions,
 } from './context';
@@ -75,6 +76,7 @@ Examples:
   registerListen(program, streams);
   registerBackup(program, streams);
   refuseEmptyValues(program);
+  refuseEmptyOnCommandLine(program);
   return program;
 }
 

@@ -338,6 +338,26 @@ describe('herald: the base URL is checked before anything is sent', () => {
     expect(result.stderr).toContain('must not carry user:password@');
     expect(result.stderr).not.toContain('s3cr3t');
   });
+
+  it.each(['ftp://u:SECRETP@127.0.0.1:8080', 'http://u:SECRETP@127.0.0.1:999999', 'http://127.0.0.1:999999/?token=SECRETP'])(
+    'does not print %s, refused for another reason (re-probe: quoted whole by the option parser)',
+    async (url) => {
+      for (const result of [await runHerald(['--url', url, 'subs', 'list']), await runHerald(['subs', 'list'], { url })]) {
+        expect(result.code).toBe(2);
+        expect(result.stderr).toMatch(/--url \(or HERALD_URL\) (is not a URL|must be an http)/);
+        expect(result.stderr).not.toContain('SECRETP');
+      }
+    },
+  );
+});
+
+describe('herald --api-key ""', () => {
+  it('is a usage error on the command line (re-probe: sent without a key), and an empty HERALD_API_KEY is none', async () => {
+    const empty = await runHerald(['--api-key', '', 'subs', 'list'], { url: gw.url });
+    expect({ code: empty.code, stdout: empty.stdout }).toEqual({ code: 2, stdout: '' });
+    expect(empty.stderr).toContain('--api-key: it is empty: give a value');
+    expect((await runHerald(['subs', 'list'], { url: gw.url, env: { HERALD_API_KEY: '' } })).code).toBe(0);
+  });
 });
 
 describe('herald listen whose subscription was deleted elsewhere', () => {
