@@ -26,9 +26,14 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('strict routing', true);
   setAuthorizer(app, deps.authorize);
   for (const router of deps.routers) app.use(router);
-  app.use((req, _res, next) => next(new AppError('not_found', `no route for ${req.method} ${req.path}`)));
+  // The path is cut: it is echoed in the answer, and a long one made a 20 KB 404 (a re-probe).
+  app.use((req, _res, next) => next(new AppError('not_found', `no route for ${req.method} ${clipped(req.path)}`)));
   const onError: ErrorRequestHandler = (err, req, res, _next) =>
     sendProblem(res, err instanceof URIError ? undecodablePath(req.path) : err, deps.log);
   app.use(onError);
   return app;
 }
+
+const SHOWN_PATH_CHARS = 200;
+const clipped = (path: string) =>
+  path.length <= SHOWN_PATH_CHARS ? path : `${path.slice(0, SHOWN_PATH_CHARS)}… (${path.length} characters)`;

@@ -227,7 +227,12 @@ export function unusable(dataDir: string, err: unknown): StartupError {
   if (file === dir) return new StartupError(`data dir ${dir} is not a directory: a file is in its place`);
   if (file !== undefined) return new StartupError(`data dir ${dir} is not usable: ${file} is a file, not a directory`);
   // Unlike the other reasons, this one passes without a change to the gateway: say what to do.
-  const full = e.code === 'ENOSPC' || e.code === 'SQLITE_FULL' ? '; the file system is full: free space on it, then start again' : '';
+  const full =
+    e.code === 'ENOSPC' || e.code === 'SQLITE_FULL'
+      ? '; the file system is full: free space on it, then start again'
+      : e.code === 'SQLITE_IOERR_SHMSIZE'
+        ? '; the file system may be full (SQLite could not grow herald.db-shm): free space on it, then start again'
+        : '';
   return new StartupError(`data dir ${dir} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}${full}`);
 }
 

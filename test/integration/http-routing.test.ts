@@ -271,6 +271,15 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect(answer).toMatch(/^HTTP\/1\.1 100 Continue/);
   });
 
+  it('answers an unknown path of 10,000 characters with a short 404 (re-probe: echoed twice, 20 KB)', async () => {
+    for (const path of [`/${'x'.repeat(10_000)}`, `/deliveries/dlv_${'A'.repeat(10_000)}`]) {
+      const res = await sendRaw(gw.url, 'POST', path, { headers: as('routing-admin') });
+      expect([res.status, res.body.code]).toEqual([404, 'not_found']);
+      expect(JSON.stringify(res.body).length).toBeLessThan(1000);
+      expect(res.body.detail).toContain('… (');
+    }
+  });
+
   it('keeps the connection of an invited publish open: a second request on it is answered', async () => {
     const publish = (id: string, extra: string) =>
       `POST /events HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /expect\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nauthorization: Bearer routing-pub\r\n${extra}content-length: 2\r\n\r\nab`;

@@ -11,6 +11,11 @@ describe('unusable data dir', () => {
     );
   });
 
+  it('says the file system may be full when SQLite cannot grow its shared memory file (re-probe: a full disk gave this code)', () => {
+    const err = unusable('/var/lib/herald', Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_SHMSIZE' }));
+    expect(err.message).toContain('the file system may be full');
+  });
+
   it('gives other reasons as they are', () => {
     const err = unusable('/var/lib/herald', Object.assign(new Error('permission denied'), { code: 'EACCES' }));
     expect(err.message).toBe('data dir /var/lib/herald is not usable: EACCES permission denied');
