@@ -331,18 +331,27 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
 
 /**
  * Reads every record of the copied log and checks it, as a start on the restored dir would: a backup
- * of damaged bytes was reported whole and its restore then refused to start (a probe). Only the newest
- * segment may end in a record cut short (one being written while it was copied: the start cuts it).
- * Segments holding bytes set aside under `skip-corrupt` (`holes`, positions in the log) are not read.
+ * of damaged bytes was reported whole and its restore then refused to start (a probe). The segments
+ * follow one another without a gap, and only the newest may end in bytes the start cuts (a record
+ * being written while it was copied, zeros a power cut left). Segments holding bytes set aside under
+ * `skip-corrupt` (`holes`, positions in the log) are not read.
  * @throws BackupError naming the segment and the byte
  */
 function verifySegments(walDir: string, holes: readonly number[]): void {
   const key = keyOf(walDir);
   const names = listSegments(walDir);
+  let end: number | undefined;
   for (const [i, name] of names.entries()) {
     const file = path.join(walDir, name);
     const base = Number(name.slice(0, -'.seg'.length));
     const size = fs.statSync(file).size;
+    // Each segment starts where the one before ends, as the start checks (a re-probe's cut or deleted
+    // segment was backed up, and the restore refused: "the log is missing … bytes").
+    if (end !== undefined && end !== base)
+      throw new BackupError(
+        `the log is missing ${base - end} bytes: the segment before ${name} ends at log byte ${end}; a restore of this backup would not start; the backup is abandoned`,
+      );
+    end = base + size;
     if (holes.some((at) => at >= base && at < base + size)) continue;
     let scan: ReturnType<typeof scanSegmentFile>;
     try {
@@ -351,7 +360,9 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
       throw new BackupError(`${name}: ${(err as Error).message}; the backup is abandoned`);
     }
     if (scan.badAt === undefined) continue;
-    if (scan.torn && i === names.length - 1 && !intactAfter(file, scan.badAt, size, key)) continue;
+    // The newest segment's tail: cut at the start when no intact record follows (a record cut short,
+    // zeros a power cut left), so taken; what the start would refuse is not.
+    if (i === names.length - 1 && !intactAfter(file, scan.badAt, size, key)) continue;
     throw new BackupError(
       `the log is damaged: ${name} at byte ${scan.badAt} (${scan.reason}); a restore of this backup would not start. ` +
         'The gateway refuses this log at its next start too: see "Durability guarantees" in the README (HERALD_RECOVERY=skip-corrupt); the backup is abandoned',
@@ -361,7 +372,7 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
 
 /**
  * Whether an intact record starts anywhere after `badAt`: then the bytes there are damage in the middle,
- * not a record cut short at the end (a damaged length can claim the rest of the file, as a re-probe's
+ * not a tail the start cuts (a record cut short, zeros) (a damaged length can claim the rest of the file, as a re-probe's
  * did; the start finds the records after it and refuses the log). Past the longest a record can be,
  * the rest is no single record cut short at all.
  */
@@ -376,7 +387,9 @@ function intactAfter(file: string, badAt: number, size: number, key: FrameKey): 
     fs.closeSync(fd);
   }
   for (let at = 1; at + FRAME_HEADER_BYTES <= length; at++) {
-    const status = checkFrame(rest, at, key).status;
+    // Unkeyed (legacy) frames count only in a log without a key, as in the start's search: a producer's data
+    // can hold one (its checksum has no secret), and a torn record holding it was refused (a re-probe).
+    const status = checkFrame(rest, at, key, key === LEGACY_FRAME_KEY).status;
     if (status === 'ok' || status === 'newer') return true;
   }
   return false;

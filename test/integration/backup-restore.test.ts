@@ -257,6 +257,10 @@ describe('herald backup / herald restore', () => {
     expect(segments.length).toBeGreaterThanOrEqual(2);
     // A record cut short at the end of the newest segment, as one being written while it is copied: taken.
     fs.appendFileSync(path.join(wal, segments.at(-1)!), Buffer.from([100, 0, 0, 0, 1, 2]));
+    const whole0 = path.join(tmpDir(), 'whole0');
+    expect(await runHerald(['backup', '--data-dir', source, whole0])).toMatchObject({ code: 0 });
+    // Zeros after it, as a power cut can leave: cut by the start, so taken too (re-probe: refused).
+    fs.appendFileSync(path.join(wal, segments.at(-1)!), Buffer.alloc(4096));
     const whole = path.join(tmpDir(), 'whole');
     expect(await runHerald(['backup', '--data-dir', source, whole])).toMatchObject({ code: 0 });
     // One flipped bit inside the oldest segment's first record: refused, and nothing is left at the destination.
@@ -298,6 +302,33 @@ describe('herald backup / herald restore', () => {
     const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'cut')]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain(`at byte ${at} (incomplete record at end of segment)`);
+  }, 60_000);
+
+  it('refuses to back up a log with a gap between two segments (re-probe: an older segment cut at a record boundary was backed up, and the restore refused)', async () => {
+    const source = tmpDir();
+    const gw = await spawnGateway(env(source));
+    for (let b = 0; b < 30; b++)
+      await postBatch(
+        gw.url,
+        Array.from({ length: 10 }, (_, i) => event(`g-${b}-${i}`)),
+      );
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    const wal = path.join(source, 'wal');
+    const oldest = path.join(
+      wal,
+      fs
+        .readdirSync(wal)
+        .filter((f) => f.endsWith('.seg'))
+        .sort()[0]!,
+    );
+    const bytes = fs.readFileSync(oldest);
+    let at = 0;
+    while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
+    fs.writeFileSync(oldest, bytes.subarray(0, at)); // its last record gone, at a record boundary
+    const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'gap')]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`the log is missing ${bytes.length - at} bytes`);
   }, 60_000);
 
   it('restores into an empty directory reached through a symlink (as into a mount point: staged inside it)', async () => {
