@@ -278,6 +278,11 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
       expect(JSON.stringify(res.body).length).toBeLessThan(1000);
       expect(res.body.detail).toContain('… (');
     }
+    for (const path of [`/subscriptions/${'x'.repeat(10_000)}`, `/subscriptions/${'x'.repeat(10_000)}/pause`]) {
+      const res = await sendRaw(gw.url, path.endsWith('pause') ? 'POST' : 'GET', path, { headers: as('routing-admin') });
+      expect([res.status, res.body.code]).toEqual([404, 'not_found']);
+      expect(JSON.stringify(res.body).length).toBeLessThan(1000);
+    }
   });
 
   it('keeps the connection of an invited publish open: a second request on it is answered', async () => {
