@@ -60,15 +60,16 @@ export function parseBaseUrl(value: string): string {
     throw new UsageError('--url (or HERALD_URL) is not a URL (e.g. http://127.0.0.1:8080); it is not shown, as it may carry a secret');
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:')
-    throw new UsageError(`--url (or HERALD_URL) must be an http:// or https:// URL, not ${url.protocol}//…`);
+    throw new UsageError('--url (or HERALD_URL) must be an http:// or https:// URL; it is not shown, as it may carry a secret');
   // fetch refuses a URL with credentials: the key goes in --api-key. Not quoted: the password would be.
   if (url.username !== '' || url.password !== '')
     throw new UsageError('--url (or HERALD_URL) must not carry user:password@ (give the key with --api-key); the URL is not shown');
   // Named without the query or fragment, which may carry a token.
   if (trimmed.includes('?') || trimmed.includes('#')) {
     const what = /^[^#]*\?/.test(trimmed) ? 'a query (?…)' : 'a fragment (#…)';
+    // The origin only: a token may sit in the path too.
     throw new UsageError(
-      `--url (or HERALD_URL) ${url.origin}${url.pathname} has ${what}: give the gateway's base URL alone, the API's paths are appended to it`,
+      `--url (or HERALD_URL) ${url.origin}/… has ${what}: give the gateway's base URL alone, the API's paths are appended to it`,
     );
   }
   return trimmed;

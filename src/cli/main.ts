@@ -49,7 +49,7 @@ export function buildProgram(streams: CliStreams, onServing: () => void = () => 
     .exitOverride()
     .configureOutput({
       writeOut: (text) => streams.stdout.write(text),
-      writeErr: (text) => streams.stderr.write(text),
+      writeErr: (text) => streams.stderr.write(withoutInlineValues(text)),
     })
     .configureHelp({ showGlobalOptions: true })
     .showHelpAfterError('(add --help for usage)')
@@ -121,4 +121,12 @@ export function main(): void {
       process.exit(EXIT_FAILED);
     },
   );
+}
+
+/**
+ * commander's errors quote what was typed: a mistyped `--api-keyy=SECRET` came back whole on stderr
+ * (a re-probe). The value after `=` of an option it names is left out.
+ */
+function withoutInlineValues(text: string): string {
+  return text.replace(/(--?[A-Za-z][\w-]*)=[^'"\s]*/g, '$1=…');
 }

@@ -328,7 +328,7 @@ describe('herald: the base URL is checked before anything is sent', () => {
     const result = await runHerald(['subs', 'list'], { env: { HERALD_URL: `${gw.url}${tail}` } });
     expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
     expect(result.stderr).toBe(
-      `herald: --url (or HERALD_URL) ${gw.url}/ has ${what}: give the gateway's base URL alone, the API's paths are appended to it\n`,
+      `herald: --url (or HERALD_URL) ${gw.url}/… has ${what}: give the gateway's base URL alone, the API's paths are appended to it\n`,
     );
   });
 
@@ -339,16 +339,28 @@ describe('herald: the base URL is checked before anything is sent', () => {
     expect(result.stderr).not.toContain('s3cr3t');
   });
 
-  it.each(['ftp://u:SECRETP@127.0.0.1:8080', 'http://u:SECRETP@127.0.0.1:999999', 'http://127.0.0.1:999999/?token=SECRETP'])(
-    'does not print %s, refused for another reason (re-probe: quoted whole by the option parser)',
-    async (url) => {
-      for (const result of [await runHerald(['--url', url, 'subs', 'list']), await runHerald(['subs', 'list'], { url })]) {
-        expect(result.code).toBe(2);
-        expect(result.stderr).toMatch(/--url \(or HERALD_URL\) (is not a URL|must be an http)/);
-        expect(result.stderr).not.toContain('SECRETP');
-      }
-    },
-  );
+  it.each([
+    'ftp://u:SECRETP@127.0.0.1:8080',
+    'http://u:SECRETP@127.0.0.1:999999',
+    'http://127.0.0.1:999999/?token=SECRETP',
+    'http://127.0.0.1:1/SECRETP?x=1',
+    'SECRETP:abc',
+  ])('does not print %s, refused for another reason (re-probe: quoted whole by the option parser)', async (url) => {
+    for (const result of [await runHerald(['--url', url, 'subs', 'list']), await runHerald(['subs', 'list'], { url })]) {
+      expect(result.code).toBe(2);
+      expect(result.stderr).toMatch(/--url \(or HERALD_URL\) (is not a URL|must be an http|http:\/\/127\.0\.0\.1:1\/… has a query)/);
+      expect(result.stderr).not.toContain('SECRETP');
+    }
+  });
+});
+
+describe('herald with a mistyped option given a value', () => {
+  it('does not print the value (re-probe: "unknown option \'--api-keyy=SECRET\'")', async () => {
+    const result = await runHerald(['--api-keyy=SECRETP', 'subs', 'list'], { url: gw.url });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain("unknown option '--api-keyy=…'");
+    expect(result.stderr).not.toContain('SECRETP');
+  });
 });
 
 describe('herald --api-key ""', () => {
