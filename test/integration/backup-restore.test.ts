@@ -44,6 +44,20 @@ async function storeUntilRetention(source: string, prefix: string) {
   return { gw, acked };
 }
 
+/** A data dir of 300 events (ids prefixed `prefix`) over several 64 KiB segments, its gateway stopped. */
+async function storedAndStopped(prefix: string): Promise<string> {
+  const source = tmpDir();
+  const gw = await spawnGateway(env(source));
+  for (let b = 0; b < 30; b++)
+    await postBatch(
+      gw.url,
+      Array.from({ length: 10 }, (_, i) => event(`${prefix}-${b}-${i}`)),
+    );
+  gw.child.kill('SIGTERM');
+  await gw.exited;
+  return source;
+}
+
 describe('herald backup / herald restore', () => {
   it('copies a data dir under load: every event acknowledged before it began is restored at its offset; the restore gets new webhook-ids but keeps pending ones', async () => {
     const source = tmpDir();
@@ -240,15 +254,7 @@ describe('herald backup / herald restore', () => {
   }, 60_000);
 
   it('refuses to back up a log with damaged bytes, naming the segment (probe: reported whole, and its restore would not start); takes a newest segment cut short', async () => {
-    const source = tmpDir();
-    const gw = await spawnGateway(env(source));
-    for (let b = 0; b < 30; b++)
-      await postBatch(
-        gw.url,
-        Array.from({ length: 10 }, (_, i) => event(`d-${b}-${i}`)),
-      );
-    gw.child.kill('SIGTERM');
-    await gw.exited;
+    const source = await storedAndStopped('d');
     const wal = path.join(source, 'wal');
     const segments = fs
       .readdirSync(wal)
@@ -305,15 +311,7 @@ describe('herald backup / herald restore', () => {
   }, 60_000);
 
   it('refuses to back up a log with a gap between two segments (re-probe: an older segment cut at a record boundary was backed up, and the restore refused)', async () => {
-    const source = tmpDir();
-    const gw = await spawnGateway(env(source));
-    for (let b = 0; b < 30; b++)
-      await postBatch(
-        gw.url,
-        Array.from({ length: 10 }, (_, i) => event(`g-${b}-${i}`)),
-      );
-    gw.child.kill('SIGTERM');
-    await gw.exited;
+    const source = await storedAndStopped('g');
     const wal = path.join(source, 'wal');
     const oldest = path.join(
       wal,
