@@ -4,13 +4,14 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, writeFileAtomically } from './durable-fs';
 import { StartupError } from './errors';
-import { IDENTITY_FILE, LOCK_FILE, readIdentity } from './store/data-dir';
+import { IDENTITY_FILE, LOCK_FILE, metaWithoutWriting, readIdentity } from './store/data-dir';
 import { openDatabase } from './store/db';
 import { createLogIndexRepo } from './store/log-index-repo';
 import { createMetaRepo } from './store/meta-repo';
 import { createPartitionHeadsRepo } from './store/partition-heads-repo';
 import { createRetentionFloors } from './store/retention-floors';
 import { RESERVATION_FILE } from './wal/offset-reservation';
+import { parseHoles } from './wal/recovery';
 import { checkFrame, FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MAX_RECORD_BYTES, type FrameKey } from './wal/record';
 import { KEY_FILE, readFrameKey, scanSegmentFile, SEGMENT_FILE } from './wal/segment-log';
 
@@ -77,7 +78,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     copyIfPresent(path.join(walDir, KEY_FILE), path.join(work, WAL_DIR, KEY_FILE));
     const listed = [...new Set([...listedFirst, ...listSegments(walDir)])].sort();
     const dropped = copySegments(walDir, path.join(work, WAL_DIR), listed);
-    verifySegments(path.join(work, WAL_DIR), holesIn(path.join(work, DB_FILE)));
+    verifySegments(path.join(work, WAL_DIR), parseHoles(metaWithoutWriting(path.join(work, DB_FILE), 'log_holes')));
     // Last, so that they are the newest: floors only ever rise, and a copy below the live ones could
     // let a partition emptied by retention during the copy restart below offsets already acknowledged.
     copyIfPresent(path.join(walDir, RESERVATION_FILE), path.join(work, WAL_DIR, RESERVATION_FILE));
@@ -398,20 +399,6 @@ function intactAfter(file: string, badAt: number, size: number, key: FrameKey): 
 /** The log's checksum key; a log from before the key has none (its frames are checked unkeyed). */
 function keyOf(walDir: string): FrameKey {
   return fs.existsSync(path.join(walDir, KEY_FILE)) ? readFrameKey(walDir) : LEGACY_FRAME_KEY;
-}
-
-/** Where damage was set aside under `skip-corrupt` (herald.db's `log_holes`): positions in the log. */
-function holesIn(dbFile: string): number[] {
-  const db = new Database(dbFile, { readonly: true, fileMustExist: true });
-  try {
-    const row = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'log_holes'").get();
-    const parsed: unknown = row === undefined ? [] : JSON.parse(row.value);
-    return Array.isArray(parsed) ? parsed.filter((n): n is number => Number.isSafeInteger(n)) : [];
-  } catch {
-    return [];
-  } finally {
-    db.close();
-  }
 }
 
 function listSegments(dir: string): string[] {

@@ -293,14 +293,22 @@ export function refusePartitionChange(dataDir: string, partitions: number): void
 
 /** herald.db's `partitions`, read without writing; undefined when there is none to read. */
 function partitionsInDatabase(file: string): number | undefined {
+  const value = metaWithoutWriting(file, 'partitions');
+  return value === undefined ? undefined : Number(value);
+}
+
+/**
+ * A `meta` value of the SQLite database `file`, read on a read-only connection (nothing migrated,
+ * nothing created); undefined when the file, its table or the key is not there to read.
+ */
+export function metaWithoutWriting(file: string, key: string): string | undefined {
   if (!fs.existsSync(file)) return undefined;
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
-    const row = db.prepare<[], { value: string }>("SELECT value FROM meta WHERE key = 'partitions'").get();
-    return row === undefined ? undefined : Number(row.value);
+    return db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(key)?.value;
   } catch {
-    return undefined; // unreadable here: the store says why
+    return undefined; // unreadable here: whoever opens it for writing says why
   } finally {
     db?.close();
   }

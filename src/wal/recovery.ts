@@ -191,7 +191,8 @@ function logCutShort(dataDir: string, end: number, indexed: number): StartupErro
   );
 }
 
-function parseHoles(text: string | undefined): number[] {
+/** herald.db's `log_holes`: where damage was set aside under `skip-corrupt`, positions in the log. */
+export function parseHoles(text: string | undefined): number[] {
   if (text === undefined) return [];
   try {
     const parsed: unknown = JSON.parse(text);
