@@ -1,12 +1,10 @@
 import type { Router } from 'express';
 import { z } from 'zod';
 import type { DeliveryCallbacks } from '../delivery/dispatcher';
-import { AppError } from '../errors';
 import { parseInput } from './query';
-import { jsonBody, newRouter, requireScope } from './routing';
+import { jsonBody, newRouter, refuseOverlongIds, requireScope } from './routing';
 
 const MAX_LEASE_MS = 12 * 3600 * 1000;
-const MAX_DELIVERY_ID_LENGTH = 128;
 
 /**
  * Receivers' callbacks for manual acknowledgement. Authorised by the
@@ -16,12 +14,7 @@ export function createDeliveriesRouter(dispatcher: DeliveryCallbacks): Router {
   const router = newRouter();
   const open = requireScope('none');
   const body = (req: { body?: unknown }) => req.body ?? {};
-  // An id far past any delivery id's length is no attempt, and is not echoed back (a probe's 10,000 characters made a 20 KB 404).
-  router.param('deliveryId', (_req, _res, next, id: string) => {
-    if (id.length > MAX_DELIVERY_ID_LENGTH)
-      throw new AppError('not_found', `no delivery attempt has an id of ${id.length} characters (delivery ids are dlv_ and 24 more)`);
-    next();
-  });
+  refuseOverlongIds(router, 'deliveryId', 'delivery attempt', 'delivery ids are dlv_ and 24 more');
 
   // The body of an ack, if any, is ignored: no parser, so any content type is fine.
   router.post('/deliveries/:deliveryId/ack', open, async (req, res) => {

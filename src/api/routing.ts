@@ -13,6 +13,21 @@ export function newRouter(): Router {
   return Router({ caseSensitive: true, strict: true });
 }
 
+/** Ids in paths (subscriptions, delivery attempts) are at most this long; a longer one names nothing. */
+const MAX_ID_LENGTH = 128;
+
+/**
+ * Answers a request whose `:name` parameter is longer than any id with a short 404 that does not
+ * echo it: a 10,000-character id came back twice in the not-found problem, 20 KB (a probe).
+ * `what` names what the id is of, `form` the form such ids take.
+ */
+export function refuseOverlongIds(router: Router, name: string, what: string, form: string): void {
+  router.param(name, (_req, _res, next, id: string) => {
+    if (id.length > MAX_ID_LENGTH) throw new AppError('not_found', `no ${what} has an id of ${id.length} characters (${form})`);
+    next();
+  });
+}
+
 const AUTHORIZER = 'heraldAuthorizer';
 
 /** The name (never the secret) of the API key each answered request used, for the access log. */

@@ -1,15 +1,13 @@
 import type { Router } from 'express';
 import { z } from 'zod';
-import { AppError } from '../errors';
 import { createSubscriptionSchema, patchSubscriptionSchema, rotateSecretSchema } from '../subscriptions/schema';
 import { seekSchema } from '../subscriptions/seek-schema';
 import { ATTEMPTS_KEPT } from '../store/attempts-repo';
 import type { SubscriptionsService } from '../subscriptions/service';
 import { parseInput, queryInt } from './query';
-import { jsonBody, newRouter, requireScope } from './routing';
+import { jsonBody, newRouter, refuseOverlongIds, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
-const MAX_SUBSCRIPTION_ID_LENGTH = 128;
 
 /**
  * `/subscriptions…`: CRUD, pause/resume, seek, secret rotation, dead letters. Bodies and queries are
@@ -18,12 +16,7 @@ const MAX_SUBSCRIPTION_ID_LENGTH = 128;
  */
 export function createSubscriptionsRouter(service: SubscriptionsService): Router {
   const router = newRouter();
-  // An id far past a subscription id's length names none, and is not echoed back twice (a re-probe's 10,000 characters made 20 KB).
-  router.param('id', (_req, _res, next, id: string) => {
-    if (id.length > MAX_SUBSCRIPTION_ID_LENGTH)
-      throw new AppError('not_found', `no subscription has an id of ${id.length} characters (ids are UUIDs, 36)`);
-    next();
-  });
+  refuseOverlongIds(router, 'id', 'subscription', 'ids are UUIDs, 36');
   const admin = requireScope('admin');
 
   router.post('/subscriptions', admin, jsonBody, async (req, res) => {
