@@ -33,6 +33,7 @@ export function gatewayHandlers(deps: {
   extra?: Router[];
 }): HttpHandlers {
   const { config, log, metrics, authorize, store } = deps;
+  const observer = ingestObserver(metrics);
   const ingest = createIngestHandler({
     store,
     log,
@@ -40,7 +41,7 @@ export function gatewayHandlers(deps: {
     bodyIdleMs: config.bodyIdleTimeoutMs,
     bufferBytes: config.ingestBufferBytes,
     maxJsonDepth: config.maxJsonDepth,
-    observer: ingestObserver(metrics),
+    observer,
   });
   const app = createApp({
     log,
@@ -56,7 +57,7 @@ export function gatewayHandlers(deps: {
       ...(deps.extra ?? []),
     ],
   });
-  return { authorize, ingest, app, ingestRejected: (code: string) => metrics.ingestRejected.inc({ code }) };
+  return { authorize, ingest, app, ingestRejected: observer.rejected };
 }
 
 /** The start-up line: the whole configuration but the key secrets (only their names), so an operator sees what ran. */

@@ -1,7 +1,7 @@
 import type { Router } from 'express';
 import { AppError } from '../errors';
 import type { Logger } from '../logger';
-import type { Metrics } from '../metrics';
+import { ingestObserver, type Metrics } from '../metrics';
 import { createApp } from './app';
 import type { Authorizer } from './auth';
 import type { HttpHandlers } from './http-server';
@@ -28,6 +28,7 @@ export function startingHandlers(deps: {
   waitingFor: () => string;
 }): HttpHandlers {
   const { log, authorize, metrics, waitingFor } = deps;
+  const { rejected } = ingestObserver(metrics);
   // What the cluster last answered is said by /readyz only: a 503 goes to any caller, with a key or not.
   const starting = () =>
     new AppError('unavailable', 'the gateway is starting: it waits for the JetStream cluster; nothing was done, retry', {
@@ -41,11 +42,11 @@ export function startingHandlers(deps: {
   return {
     authorize,
     ingest: (_req, res) => {
-      metrics.ingestRejected.inc({ code: sendProblem(res, starting(), log) });
+      rejected(sendProblem(res, starting(), log));
       return Promise.resolve();
     },
     app,
-    ingestRejected: (code) => metrics.ingestRejected.inc({ code }),
+    ingestRejected: rejected,
   };
 }
 
