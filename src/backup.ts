@@ -12,8 +12,16 @@ import { createPartitionHeadsRepo } from './store/partition-heads-repo';
 import { createRetentionFloors } from './store/retention-floors';
 import { RESERVATION_FILE } from './wal/offset-reservation';
 import { parseHoles } from './wal/recovery';
-import { checkFrame, FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MAX_RECORD_BYTES, type FrameKey } from './wal/record';
-import { KEY_FILE, readFrameKey, scanSegmentFile, SEGMENT_FILE } from './wal/segment-log';
+import { FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MAX_RECORD_BYTES, type FrameKey } from './wal/record';
+import {
+  findIntactFrame,
+  KEY_FILE,
+  readFrameKey,
+  RESYNC_BUDGET_BYTES,
+  ResyncBudgetExceeded,
+  scanSegmentFile,
+  SEGMENT_FILE,
+} from './wal/segment-log';
 
 /**
  * Online backup and restore of a local data dir (the embedded engine). A copy of the files with
@@ -363,7 +371,7 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
     if (scan.badAt === undefined) continue;
     // The newest segment's tail: cut at the start when no intact record follows (a record cut short,
     // zeros a power cut left), so taken; what the start would refuse is not.
-    if (i === names.length - 1 && !intactAfter(file, scan.badAt, size, key)) continue;
+    if (i === names.length - 1 && !intactAfter(file, size, scan.badAt, scan.torn === true, key)) continue;
     throw new BackupError(
       `the log is damaged: ${name} at byte ${scan.badAt} (${scan.reason}); a restore of this backup would not start. ` +
         'The gateway refuses this log at its next start too: see "Durability guarantees" in the README (HERALD_RECOVERY=skip-corrupt); the backup is abandoned',
@@ -372,28 +380,21 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
 }
 
 /**
- * Whether an intact record starts anywhere after `badAt`: then the bytes there are damage in the middle,
- * not a tail the start cuts (a record cut short, zeros) (a damaged length can claim the rest of the file, as a re-probe's
- * did; the start finds the records after it and refuses the log). Past the longest a record can be,
- * the rest is no single record cut short at all.
+ * Whether an intact record starts anywhere after `badAt` (the start's own search): then the bytes
+ * there are damage in the middle, not a tail the start cuts (a record cut short, zeros). A damaged
+ * length can claim the rest of the file, as a re-probe's did. Past the longest a record can be, the
+ * rest is no single record cut short at all; a search past its checksum budget is taken for damage,
+ * but after a record cut short (the start cuts that tail). Unkeyed frames count only in a log without
+ * a key: a producer's data can hold one, and a torn record holding it was refused (a re-probe).
  */
-function intactAfter(file: string, badAt: number, size: number, key: FrameKey): boolean {
-  const length = size - badAt;
-  if (length > FRAME_HEADER_BYTES + MAX_RECORD_BYTES) return true;
-  const rest = Buffer.allocUnsafe(length);
-  const fd = fs.openSync(file, 'r');
+function intactAfter(file: string, size: number, badAt: number, torn: boolean, key: FrameKey): boolean {
+  if (size - badAt > FRAME_HEADER_BYTES + MAX_RECORD_BYTES) return true;
   try {
-    fs.readSync(fd, rest, 0, length, badAt);
-  } finally {
-    fs.closeSync(fd);
+    return findIntactFrame({ file, size }, badAt + 1, key, key === LEGACY_FRAME_KEY, { bytes: RESYNC_BUDGET_BYTES }) !== undefined;
+  } catch (err) {
+    if (err instanceof ResyncBudgetExceeded) return !torn;
+    throw err;
   }
-  for (let at = 1; at + FRAME_HEADER_BYTES <= length; at++) {
-    // Unkeyed (legacy) frames count only in a log without a key, as in the start's search: a producer's data
-    // can hold one (its checksum has no secret), and a torn record holding it was refused (a re-probe).
-    const status = checkFrame(rest, at, key, key === LEGACY_FRAME_KEY).status;
-    if (status === 'ok' || status === 'newer') return true;
-  }
-  return false;
 }
 
 /** The log's checksum key; a log from before the key has none (its frames are checked unkeyed). */

@@ -33,7 +33,7 @@ const KEYED_VERSION = 2;
  * record can make many positions look like plausible lengths; past this the damage cannot be
  * classified cheaply and start-up refuses (or, with skip-corrupt, sets the segment's rest aside).
  */
-const RESYNC_BUDGET_BYTES = 256 * 1024 * 1024;
+export const RESYNC_BUDGET_BYTES = 256 * 1024 * 1024;
 const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
 
 export interface SegmentLogOptions {
@@ -80,7 +80,7 @@ export interface ScanResult {
  * operator allows `skip-corrupt`.
  */
 /** The search after damage ran out of its checksum budget (hostile or pathological bytes). */
-class ResyncBudgetExceeded extends Error {}
+export class ResyncBudgetExceeded extends Error {}
 
 export class CorruptLogError extends StartupError {
   override name = 'CorruptLogError';
@@ -468,9 +468,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   function nextIntactFrame(index: number, badAt: number, budget: { bytes: number }): { index: number; inFile: number } | undefined {
     const seg = segments[index]!;
     const claimedEnd = claimedFrameEnd(seg, badAt);
-    if (claimedEnd !== undefined && findFrame(seg, claimedEnd, budget, claimedEnd) !== undefined) return { index, inFile: claimedEnd };
+    if (claimedEnd !== undefined && findIntactFrame(seg, claimedEnd, key, isLegacySegment(seg), budget, claimedEnd) !== undefined)
+      return { index, inFile: claimedEnd };
     for (let i = index; i < segments.length; i++) {
-      const found = findFrame(segments[i]!, i === index ? badAt + 1 : 0, budget);
+      const found = findIntactFrame(segments[i]!, i === index ? badAt + 1 : 0, key, isLegacySegment(segments[i]!), budget);
       if (found !== undefined) return { index: i, inFile: found };
     }
     return undefined;
@@ -482,47 +483,6 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     if (length.length < 4) return undefined;
     const end = at + FRAME_HEADER_BYTES + length.readUInt32LE(0);
     return end + MIN_FRAME_BYTES <= seg.size ? end : undefined;
-  }
-
-  /**
-   * Tries every byte position from `start` for a frame whose checksum holds. Most positions are
-   * refused by their length field alone (longer than what is left, or zero), so only plausible
-   * candidates cost a checksum.
-   */
-  function findFrame(seg: Segment, start: number, budget: { bytes: number }, last = seg.size): number | undefined {
-    const allowLegacy = isLegacySegment(seg);
-    const fd = fs.openSync(seg.file, 'r');
-    try {
-      const window = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(FRAME_HEADER_BYTES, seg.size)));
-      let windowStart = -1;
-      let windowLength = 0;
-      for (let at = start; at <= last && at + MIN_FRAME_BYTES <= seg.size; at++) {
-        if (at < windowStart || at + FRAME_HEADER_BYTES > windowStart + windowLength) {
-          windowStart = at;
-          windowLength = fs.readSync(fd, window, 0, window.length, at);
-          if (windowLength < FRAME_HEADER_BYTES) return undefined;
-        }
-        const bodyLength = window.readUInt32LE(at - windowStart);
-        if (bodyLength < 1 || at + FRAME_HEADER_BYTES + bodyLength > seg.size) continue;
-        const length = FRAME_HEADER_BYTES + bodyLength;
-        let frame: Buffer;
-        if (at + length <= windowStart + windowLength) {
-          frame = window.subarray(at - windowStart, at - windowStart + length);
-        } else {
-          frame = Buffer.allocUnsafe(length);
-          if (fs.readSync(fd, frame, 0, length, at) !== length) continue;
-        }
-        budget.bytes -= length;
-        if (budget.bytes < 0) throw new ResyncBudgetExceeded();
-        // A newer Herald's frame after damage is found too: the scan from it then refuses the log,
-        // where passing over it would have cut acknowledged events as a torn tail.
-        const status = checkFrame(frame, 0, key, allowLegacy).status;
-        if (status === 'ok' || status === 'newer') return at;
-      }
-      return undefined;
-    } finally {
-      fs.closeSync(fd);
-    }
   }
 
   /** How many intact records follow `from`, up to the next damage (for the refusal message). */
@@ -822,6 +782,55 @@ export function scanSegmentFile(
       at = 0;
       if (read === 0) return { badAt: bufStart, reason: 'unexpected end of file', scanned };
     }
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
+/**
+ * Tries every byte position from `start` for a frame whose checksum holds. Most positions are
+ * refused by their length field alone (longer than what is left, or zero), so only plausible
+ * candidates cost a checksum. Recovery searches with it after damage, and `herald backup` checks a
+ * torn-looking tail with it. Unkeyed (legacy) frames count only with `allowLegacy`.
+ * @throws ResyncBudgetExceeded once the checksums read pass `budget`
+ */
+export function findIntactFrame(
+  seg: Pick<Segment, 'file' | 'size'>,
+  start: number,
+  key: FrameKey,
+  allowLegacy: boolean,
+  budget: { bytes: number },
+  last = seg.size,
+): number | undefined {
+  const fd = fs.openSync(seg.file, 'r');
+  try {
+    const window = Buffer.allocUnsafe(Math.min(SCAN_CHUNK_BYTES, Math.max(FRAME_HEADER_BYTES, seg.size)));
+    let windowStart = -1;
+    let windowLength = 0;
+    for (let at = start; at <= last && at + MIN_FRAME_BYTES <= seg.size; at++) {
+      if (at < windowStart || at + FRAME_HEADER_BYTES > windowStart + windowLength) {
+        windowStart = at;
+        windowLength = fs.readSync(fd, window, 0, window.length, at);
+        if (windowLength < FRAME_HEADER_BYTES) return undefined;
+      }
+      const bodyLength = window.readUInt32LE(at - windowStart);
+      if (bodyLength < 1 || at + FRAME_HEADER_BYTES + bodyLength > seg.size) continue;
+      const length = FRAME_HEADER_BYTES + bodyLength;
+      let frame: Buffer;
+      if (at + length <= windowStart + windowLength) {
+        frame = window.subarray(at - windowStart, at - windowStart + length);
+      } else {
+        frame = Buffer.allocUnsafe(length);
+        if (fs.readSync(fd, frame, 0, length, at) !== length) continue;
+      }
+      budget.bytes -= length;
+      if (budget.bytes < 0) throw new ResyncBudgetExceeded();
+      // A newer Herald's frame after damage is found too: the scan from it then refuses the log,
+      // where passing over it would have cut acknowledged events as a torn tail.
+      const status = checkFrame(frame, 0, key, allowLegacy).status;
+      if (status === 'ok' || status === 'newer') return at;
+    }
+    return undefined;
   } finally {
     fs.closeSync(fd);
   }
