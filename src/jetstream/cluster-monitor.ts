@@ -14,16 +14,25 @@ export interface Bounds {
 }
 
 /**
+ * A replica the leader has not heard from for this long is not counted current, whatever the leader
+ * says: NATS's raft keeps a lost follower "current" for 10 s (its lost-quorum interval), while a
+ * live follower without the leader for 4 s (its shortest election timeout) starts an election.
+ * Heartbeats come every second, so a healthy replica is seen well within it.
+ */
+export const SILENT_REPLICA_NS = 4e9;
+
+/**
  * Whether a stream can take writes now: it has a leader, and the leader with the replicas it
- * reports current make a majority of the configured replicas. (A leader that lost its followers
- * keeps the title for a few seconds before it steps down; counting current replicas sees it first.)
+ * reports current (and heard from lately, see {@link SILENT_REPLICA_NS}) make a majority of the
+ * configured replicas. (A leader that lost its followers keeps the title for about 10 s before it
+ * steps down; counting current replicas sees it first.)
  * A stream of one server outside a cluster has no `cluster` block: it can write when it answers.
  */
 export function streamWritable(info: StreamInfo): string | undefined {
   const cluster = info.cluster;
   if (!cluster) return undefined;
   if (!cluster.leader) return `stream ${info.config.name} has no leader`;
-  const current = 1 + (cluster.replicas ?? []).filter((r) => r.current).length;
+  const current = 1 + (cluster.replicas ?? []).filter((r) => r.current && !(r.active > SILENT_REPLICA_NS)).length;
   const needed = Math.floor(info.config.num_replicas / 2) + 1;
   return current >= needed
     ? undefined

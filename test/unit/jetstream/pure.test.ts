@@ -61,10 +61,16 @@ describe('names on the cluster', () => {
   });
 });
 
-const info = (over: { leader?: string; current?: boolean[]; replicas?: number; state?: Partial<StreamInfo['state']> } = {}) =>
+const info = (
+  over: { leader?: string; current?: boolean[]; active?: number[]; replicas?: number; state?: Partial<StreamInfo['state']> } = {},
+) =>
   ({
     config: { name: 'hx_p0', num_replicas: over.replicas ?? 3 },
-    cluster: { name: 'c', leader: over.leader, replicas: (over.current ?? [true, true]).map((current, i) => ({ name: `n${i}`, current })) },
+    cluster: {
+      name: 'c',
+      leader: over.leader,
+      replicas: (over.current ?? [true, true]).map((current, i) => ({ name: `n${i}`, current, active: over.active?.[i] ?? 0.3e9 })),
+    },
     state: { messages: 0, first_seq: 0, last_seq: 0, bytes: 0, ...over.state },
   }) as unknown as StreamInfo;
 
@@ -75,6 +81,13 @@ describe('whether a stream can take writes', () => {
     expect(streamWritable(info({ leader: 'n9', current: [false, false] }))).toMatch(/1 current of 3 replicas \(needs 2\)/);
     expect(streamWritable(info({ current: [true, true] }))).toMatch(/no leader/);
     expect(streamWritable(info({ leader: 'n9', replicas: 1, current: [] }))).toBeUndefined();
+  });
+
+  it('does not count a replica the leader has not heard from for 4 s, though the leader still calls it current', () => {
+    // A survivor of two servers SIGKILLed answered so for ~10 s (nats-server 2.9).
+    expect(streamWritable(info({ leader: 'n9', active: [0.5e9, 3.9e9] }))).toBeUndefined();
+    expect(streamWritable(info({ leader: 'n9', active: [4.1e9, 0.2e9] }))).toBeUndefined();
+    expect(streamWritable(info({ leader: 'n9', active: [6e9, 6.3e9] }))).toMatch(/1 current of 3 replicas \(needs 2\)/);
   });
 });
 
