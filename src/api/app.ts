@@ -3,13 +3,15 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { Authorizer } from './auth';
 import { sendProblem, undecodablePath } from './problem';
-import { setAuthorizer } from './routing';
+import { setAuthorizer, setBodyIdleTimeout } from './routing';
 
 export interface AppDeps {
   log: Logger;
   /** Checks the scope each route declares with `requireScope`. */
   authorize: Authorizer;
   routers: Router[];
+  /** HERALD_BODY_IDLE_TIMEOUT_MS, for JSON request bodies (default 20 s). */
+  bodyIdleMs?: number;
 }
 
 /**
@@ -25,6 +27,7 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
   setAuthorizer(app, deps.authorize);
+  if (deps.bodyIdleMs !== undefined) setBodyIdleTimeout(app, deps.bodyIdleMs);
   for (const router of deps.routers) app.use(router);
   // The path is cut: it is echoed in the answer, and a long one made a 20 KB 404 (a re-probe).
   app.use((req, _res, next) => next(new AppError('not_found', `no route for ${req.method} ${clipped(req.path)}`)));

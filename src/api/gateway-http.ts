@@ -46,6 +46,7 @@ export function gatewayHandlers(deps: {
   const app = createApp({
     log,
     authorize,
+    bodyIdleMs: config.bodyIdleTimeoutMs,
     routers: [
       deps.health,
       createMetricsRouter(metrics),

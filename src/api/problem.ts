@@ -66,28 +66,12 @@ export function undecodablePath(path: string): AppError {
   return new AppError('not_found', `nothing has this path: ${what}`);
 }
 
-function isJsonText(body: unknown): boolean {
-  if (typeof body !== 'string') return false;
-  try {
-    JSON.parse(body);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** body-parser and friends throw errors with `status`/`type`; keep their 4xx meaning. */
+/** Errors of express and node with a 4xx `status` keep their meaning (bodies are read by read-body.ts, not body-parser). */
 function fromFrameworkError(err: unknown): AppError | undefined {
-  const e = err as { status?: number; type?: string; message?: string } | undefined;
+  const e = err as { status?: number; message?: string } | undefined;
   if (!e || typeof e.status !== 'number' || e.status < 400 || e.status >= 500) return undefined;
-  if (e.status === 413) return new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
+  if (e.status === 413) return new AppError('payload_too_large', e.message ?? 'the request body is too large');
   if (e.status === 415) return new AppError('unsupported_media_type', e.message ?? 'unsupported media type');
-  if (e.type === 'entity.parse.failed') {
-    // Strict parsing refuses JSON that is not an object or array (`null`, `3`): valid JSON, the wrong shape.
-    if (isJsonText((err as { body?: unknown }).body))
-      return new AppError('invalid_request', 'the body must be a JSON object', { details: [{ message: 'expected a JSON object' }] });
-    return new AppError('invalid_request', 'the body is not valid JSON', { details: [{ message: e.message ?? 'invalid JSON' }] });
-  }
   return new AppError('invalid_request', e.message ?? 'bad request');
 }
 

@@ -13,10 +13,10 @@ import { AppError } from '../errors';
 export function readBody(
   req: IncomingMessage,
   res: ServerResponse,
-  opts: { limit: number; idleMs: number; onChunk?: (bytes: number) => void },
+  opts: { limit: number; idleMs: number; onChunk?: (bytes: number) => void; limitName?: string },
 ): Promise<Buffer> {
   const { limit, idleMs, onChunk } = opts;
-  const tooLarge = () => new AppError('payload_too_large', `the request body is larger than ${limit} bytes (HERALD_MAX_BODY_BYTES)`);
+  const tooLarge = () => new AppError('payload_too_large', `the request body is larger than ${describeLimit(limit, opts.limitName)}`);
   const declared = Number(req.headers['content-length']);
   if (Number.isFinite(declared) && declared > limit) {
     req.resume();
@@ -57,10 +57,13 @@ export function readBody(
   });
 }
 
+/** `limitName` names where a limit comes from (by default HERALD_MAX_BODY_BYTES, in bytes). */
+const describeLimit = (limit: number, limitName?: string) => limitName ?? `${limit} bytes (HERALD_MAX_BODY_BYTES)`;
+
 function bodyStalled(idleMs: number): AppError {
   return new AppError(
     'request_timeout',
-    `no byte of the request body came for ${idleMs} ms (HERALD_BODY_IDLE_TIMEOUT_MS); nothing from this request was stored, send it again`,
+    `no byte of the request body came for ${idleMs} ms (HERALD_BODY_IDLE_TIMEOUT_MS); nothing of this request was done or stored, send it again`,
     // The rest of the body may still come: the connection cannot carry another request.
     { headers: { connection: 'close' } },
   );
@@ -98,7 +101,7 @@ export const ACCEPTED_ENCODINGS = 'gzip, deflate, br';
  * compressed body cannot expand past what an uncompressed one may be). Decoded off the event loop,
  * in libuv's thread pool. One coding (or `identity`); anything else is a 415 naming those accepted.
  */
-export function decodeBody(body: Buffer, contentEncoding: string | undefined, limit: number): Promise<Buffer> {
+export function decodeBody(body: Buffer, contentEncoding: string | undefined, limit: number, limitName?: string): Promise<Buffer> {
   const coding = (contentEncoding ?? '').trim().toLowerCase();
   if (coding === '' || coding === 'identity') return Promise.resolve(body);
   const decode = DECODERS[coding];
@@ -117,9 +120,7 @@ export function decodeBody(body: Buffer, contentEncoding: string | undefined, li
     decode(body, { maxOutputLength: limit }, (err, out) => {
       if (!err) return resolve(out);
       if (err instanceof RangeError || (err as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE')
-        return reject(
-          new AppError('payload_too_large', `the request body is larger than ${limit} bytes once decoded (HERALD_MAX_BODY_BYTES)`),
-        );
+        return reject(new AppError('payload_too_large', `the request body is larger than ${describeLimit(limit, limitName)} once decoded`));
       reject(
         new AppError('invalid_request', `the request body is not valid ${coding}`, {
           details: [{ message: `not valid ${coding}: ${err.message}` }],

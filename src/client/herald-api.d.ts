@@ -1716,6 +1716,24 @@ export interface components {
                 };
             };
         };
+        /**
+         * @description The body stopped coming: no byte of it arrived for `HERALD_BODY_IDLE_TIMEOUT_MS`
+         *     (`request_timeout`). Nothing of the request was done or stored and the connection is closed;
+         *     send the request again.
+         */
+        RequestTimeout: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"] & {
+                    /** @constant */
+                    status?: 408;
+                    /** @constant */
+                    code?: "request_timeout";
+                };
+            };
+        };
         /** @description The JSON body is larger than 1 MiB (`payload_too_large`). */
         JsonBodyTooLarge: {
             headers: {
@@ -2200,24 +2218,7 @@ export interface operations {
             };
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
-            /**
-             * @description The body stopped coming: no byte of it arrived for `HERALD_BODY_IDLE_TIMEOUT_MS`
-             *     (`request_timeout`). Nothing from the request was stored and the connection is closed;
-             *     send the request again.
-             */
-            408: {
-                headers: {
-                    [name: string]: unknown;
-                };
-                content: {
-                    "application/problem+json": components["schemas"]["Problem"] & {
-                        /** @constant */
-                        status?: 408;
-                        /** @constant */
-                        code?: "request_timeout";
-                    };
-                };
-            };
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["PayloadTooLarge"];
             /**
              * @description A `Content-Type` prefixed `application/cloudevents` other than `application/cloudevents+json`
@@ -2643,6 +2644,7 @@ export interface operations {
             400: components["responses"]["InvalidSubscription"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
@@ -2751,6 +2753,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
@@ -2856,6 +2859,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
@@ -2899,6 +2903,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
@@ -3063,6 +3068,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
+            408: components["responses"]["RequestTimeout"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
@@ -3253,6 +3259,7 @@ export interface operations {
             };
             400: components["responses"]["InvalidRequest"];
             404: components["responses"]["DeliveryNotFound"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["DeliveryConflict"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
@@ -3302,6 +3309,7 @@ export interface operations {
             };
             400: components["responses"]["InvalidRequest"];
             404: components["responses"]["DeliveryNotFound"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["DeliveryConflict"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
@@ -3350,6 +3358,7 @@ export interface operations {
             };
             400: components["responses"]["InvalidRequest"];
             404: components["responses"]["DeliveryNotFound"];
+            408: components["responses"]["RequestTimeout"];
             409: components["responses"]["DeliveryConflict"];
             413: components["responses"]["JsonBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];

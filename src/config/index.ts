@@ -124,7 +124,7 @@ export const configSchema = z
     ),
     // Below node's 300 s for a whole request, which destroys the connection without an answer.
     HERALD_BODY_IDLE_TIMEOUT_MS: int(100, 120_000, 20_000).describe(
-      'Longest pause (milliseconds, at most 120000) while a `POST /events` body is received: a publish whose body makes no progress this long is answered 408 `request_timeout` (nothing of it stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes. A request still unfinished after 300 s in all has its connection closed without an answer.',
+      'Longest pause (milliseconds, at most 120000) while a request body is received (`POST /events`, and the JSON bodies of the other routes): a request whose body makes no progress this long is answered 408 `request_timeout` (nothing of it done or stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes. A request still unfinished after 300 s in all has its connection closed without an answer.',
     ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
       'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started. At least 64 KiB.',
@@ -238,7 +238,7 @@ export interface Config {
   maxBodyBytes: number;
   /** HERALD_INGEST_BUFFER_BYTES: publish body bytes held at once. */
   ingestBufferBytes: number;
-  /** HERALD_BODY_IDLE_TIMEOUT_MS: longest pause in a publish body before a 408. */
+  /** HERALD_BODY_IDLE_TIMEOUT_MS: longest pause in a request body before a 408. */
   bodyIdleTimeoutMs: number;
   segmentBytes: number;
   /** HERALD_RETENTION: whole segments whose newest event was stored longer ago than this are deleted. */

@@ -436,14 +436,31 @@ describe('every operation answers as the contract says', () => {
     }
   });
 
-  it('answers 408 to a publish whose body stops coming (HERALD_BODY_IDLE_TIMEOUT_MS)', async () => {
+  it.each<[string, string, () => Record<string, string>]>([
+    ['POST', '/events', () => binaryHeaders('stalled', '/contract/stalled')],
+    // JSON bodies too (was: held until node's 300 s request timeout; a callback needs no key).
+    ...[
+      ['POST', '/subscriptions'],
+      ['PATCH', '/subscriptions/s-stalled'],
+      ['POST', '/subscriptions/s-stalled/rotate-secret'],
+      ['POST', '/subscriptions/s-stalled/seek'],
+      ['POST', '/subscriptions/s-stalled/dead-letters/redeliver'],
+      ['POST', '/deliveries/d-stalled/nack'],
+      ['POST', '/deliveries/d-stalled/extend'],
+      ['POST', '/deliveries/d-stalled/reject'],
+    ].map(([method, path]): [string, string, () => Record<string, string>] => [
+      method!,
+      path!,
+      () => ({ 'content-type': 'application/json' }),
+    ]),
+  ])('answers 408 to %s %s whose body stops coming (HERALD_BODY_IDLE_TIMEOUT_MS)', async (method, path, headersOf) => {
     const impatient = await startTestGateway({ HERALD_BODY_IDLE_TIMEOUT_MS: '200' });
     const { port } = new URL(impatient.url);
     try {
       // node:http reads an answer that comes before the request's body is done (fetch would wait for the body).
       const res = await new Promise<http.IncomingMessage>((resolve, reject) => {
-        const req = http.request({ host: '127.0.0.1', port, path: '/events', method: 'POST', agent: false });
-        for (const [k, v] of Object.entries(binaryHeaders('stalled', '/contract/stalled'))) req.setHeader(k, v);
+        const req = http.request({ host: '127.0.0.1', port, path, method, agent: false });
+        for (const [k, v] of Object.entries(headersOf())) req.setHeader(k, v);
         req.setHeader('content-length', '100');
         req.write('{"partial":');
         req.on('response', resolve).on('error', reject);
@@ -453,8 +470,8 @@ describe('every operation answers as the contract says', () => {
       const headers = new Headers();
       for (const [k, v] of Object.entries(res.headers)) if (typeof v === 'string') headers.set(k, v);
       const body = Buffer.concat(chunks).toString();
-      checker.checkResponse({ method: 'POST', url: '/events', status: res.statusCode!, headers, body });
-      expect([res.statusCode, JSON.parse(body).code]).toEqual([408, 'request_timeout']);
+      checker.checkResponse({ method, url: path, status: res.statusCode!, headers, body });
+      expect([res.statusCode, JSON.parse(body).code, res.headers.connection]).toEqual([408, 'request_timeout', 'close']);
       res.socket.destroy();
     } finally {
       await impatient.close();
