@@ -1,8 +1,10 @@
 import http from 'node:http';
 import net from 'node:net';
 import { killIfRunning, postBatch, postBinary, spawnGateway, startTestGateway, useGatewayForFile } from '../helpers/gateway';
-import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+import { tmpDir } from '../helpers/tmp';
 
+// Its afterAll, once it has closed, removes every temp dir of the file (the child gateways' too): a describe's
+// own cleanup removed this gateway's dir under it while it ran.
 const gw = useGatewayForFile({ HERALD_PARTITIONS: '4' });
 
 interface SseMessage {
@@ -169,7 +171,6 @@ describe('GET /events/stream', () => {
 });
 
 describe('GET /events/stream from a gateway in its own process', () => {
-  afterAll(cleanupTmpDirs);
 
   it('hands a burst to a reader that keeps up, whatever its size: 80 events of 100 KiB stored at once all arrive (was: cut off after 0–3)', async () => {
     const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
@@ -213,7 +214,6 @@ describe('GET /events/stream from a gateway in its own process', () => {
 });
 
 describe('GET /events/stream: a slow reader that keeps taking', () => {
-  afterAll(cleanupTmpDirs);
 
   it('is waited for, not cut off, while it takes 150 KiB a second of a 20 MB backlog (re-probe: cut after 27 s)', async () => {
     const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
