@@ -171,7 +171,6 @@ describe('GET /events/stream', () => {
 });
 
 describe('GET /events/stream from a gateway in its own process', () => {
-
   it('hands a burst to a reader that keeps up, whatever its size: 80 events of 100 KiB stored at once all arrive (was: cut off after 0–3)', async () => {
     const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
     try {
@@ -214,7 +213,6 @@ describe('GET /events/stream from a gateway in its own process', () => {
 });
 
 describe('GET /events/stream: a slow reader that keeps taking', () => {
-
   it('is waited for, not cut off, while it takes 150 KiB a second of a 20 MB backlog (re-probe: cut after 27 s)', async () => {
     const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
     const { hostname, port } = new URL(child.url);
