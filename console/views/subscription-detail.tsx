@@ -143,6 +143,12 @@ export function SubscriptionDetail(props: { id: string }) {
                 <dd>{s.delivery.rateLimit.perSecond} /s</dd>
               </>
             )}
+            {s.allowedRate && (
+              <>
+                <dt>sink allows</dt>
+                <dd>{s.allowedRate.perSecond} /s (the lower rate applies)</dd>
+              </>
+            )}
             <dt>filters</dt>
             <dd>
               {s.filters.length === 0 ? (

@@ -280,6 +280,7 @@ function printSubscription(ctx: Context, sub: Fields | Subscription): void {
     ['delivery', `${d.format}, ordering ${d.ordering}, ack ${d.ackMode}, max in flight ${d.maxInFlight}, timeout ${d.timeoutMs} ms`],
     ['retry', `${d.retry.maxAttempts} attempts, ${d.retry.initialDelayMs} ms × ${d.retry.multiplier} up to ${d.retry.maxDelayMs} ms`],
     ['rate limit', d.rateLimit ? `${d.rateLimit.perSecond}/s` : undefined],
+    ['sink allows', sub.allowedRate ? `${sub.allowedRate.perSecond}/s (WebHook-Allowed-Rate; the lower rate applies)` : undefined],
     ['headers', d.headers ? Object.keys(d.headers).join(', ') : undefined],
     ['validation', sub.validation],
     ['created', sub.createdAt],

@@ -528,8 +528,8 @@ export interface paths {
          *     consent in its answer to the `OPTIONS` request calls it (GET or POST, within 10 minutes) to
          *     consent; an administrator can also open it in a browser (http-webhook §4.1.3). No API key: the
          *     token authorises it. The call is the consent, unless its `WebHook-Allowed-Origin` names an
-         *     origin other than Herald's (or `*`); `WebHook-Allowed-Rate` (requests per minute, or `*`) sets
-         *     the subscription's rate limit. The token serves one consent.
+         *     origin other than Herald's (or `*`); `WebHook-Allowed-Rate` (requests per minute, or `*`) caps
+         *     the subscription's rate limit (`allowedRate`). The token serves one consent.
          */
         get: operations["validationCallbackGet"];
         put?: never;
@@ -791,7 +791,7 @@ export interface webhooks {
          *     subscription created with `validation: cloudevents` (and again on `resume` after a refusal),
          *     Herald sends `OPTIONS` to the exact sink URL. To consent, answer 2xx with
          *     `WebHook-Allowed-Origin` set to the `WebHook-Request-Origin` value (or `*`), and optionally
-         *     `WebHook-Allowed-Rate` (requests per minute, or `*`), which becomes the rate limit. A 2xx
+         *     `WebHook-Allowed-Rate` (requests per minute, or `*`), which caps the rate limit. A 2xx
          *     without that header keeps the subscription `validating`: consent later by calling the
          *     `WebHook-Request-Callback` URL (GET or POST, with the same headers) within 10 minutes. Any
          *     other answer, no answer within `delivery.timeoutMs`, or 10 minutes without consent pause
@@ -1114,8 +1114,8 @@ export interface components {
         };
         /**
          * @description At most `perSecond` attempts a second (first attempts and retries alike), over all partitions:
-         *     a token bucket holding one second of tokens (at least one). Absent: no limit. Set by
-         *     `WebHook-Allowed-Rate` when a sink consents to the validation handshake.
+         *     a token bucket holding one second of tokens (at least one). Absent: no limit. A sink's
+         *     `WebHook-Allowed-Rate` (the subscription's `allowedRate`) caps it, never raises it.
          * @example {
          *       "perSecond": 20
          *     }
@@ -1249,6 +1249,13 @@ export interface components {
              *     the new one). Absent when there is no overlap, or once it has ended.
              */
             previousSecretExpiresAt?: string;
+            /**
+             * @description The rate the sink granted with its consent to the validation handshake
+             *     (`WebHook-Allowed-Rate`). Deliveries go at most at the lower of it and
+             *     `delivery.rateLimit`: a grant caps the rate limit, it never raises it. Absent when the sink
+             *     granted none (no header, or `*`), and from the start of each new handshake until its consent.
+             */
+            readonly allowedRate?: components["schemas"]["RateLimit"];
             stats: components["schemas"]["SubscriptionStats"] | null;
         };
         Subscription: {
@@ -1916,10 +1923,11 @@ export interface components {
          */
         WebHookAllowedOrigin: string;
         /**
-         * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
-         *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
-         *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
-         *     the subscription's rate limit is kept.
+         * @description Requests per minute the sink accepts (a decimal such as `0.5` is allowed), or `*` for no
+         *     limit. Shown as the subscription's `allowedRate` (this ÷ 60 a second); deliveries go at most at
+         *     the lower of it and `delivery.rateLimit`, which it never raises. A value that is not a positive
+         *     number, or is outside the rates the API accepts (one a day to 100,000 a second), is ignored as
+         *     `*` is: the consent stands and only the subscription's own rate limit applies.
          * @example 120
          */
         WebHookAllowedRate: string;
@@ -3119,10 +3127,11 @@ export interface operations {
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];
                 /**
-                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
-                 *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
-                 *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
-                 *     the subscription's rate limit is kept.
+                 * @description Requests per minute the sink accepts (a decimal such as `0.5` is allowed), or `*` for no
+                 *     limit. Shown as the subscription's `allowedRate` (this ÷ 60 a second); deliveries go at most at
+                 *     the lower of it and `delivery.rateLimit`, which it never raises. A value that is not a positive
+                 *     number, or is outside the rates the API accepts (one a day to 100,000 a second), is ignored as
+                 *     `*` is: the consent stands and only the subscription's own rate limit applies.
                  * @example 120
                  */
                 "WebHook-Allowed-Rate"?: components["parameters"]["WebHookAllowedRate"];
@@ -3155,10 +3164,11 @@ export interface operations {
                  */
                 "WebHook-Allowed-Origin"?: components["parameters"]["WebHookAllowedOrigin"];
                 /**
-                 * @description Requests per minute the sink accepts (the rate limit becomes this ÷ 60; a decimal such as
-                 *     `0.5` is allowed), or `*` for no limit. A value that is not a positive number, or is outside
-                 *     the rates the API accepts (one a day to 100,000 a second), is ignored: the consent stands and
-                 *     the subscription's rate limit is kept.
+                 * @description Requests per minute the sink accepts (a decimal such as `0.5` is allowed), or `*` for no
+                 *     limit. Shown as the subscription's `allowedRate` (this ÷ 60 a second); deliveries go at most at
+                 *     the lower of it and `delivery.rateLimit`, which it never raises. A value that is not a positive
+                 *     number, or is outside the rates the API accepts (one a day to 100,000 a second), is ignored as
+                 *     `*` is: the consent stands and only the subscription's own rate limit applies.
                  * @example 120
                  */
                 "WebHook-Allowed-Rate"?: components["parameters"]["WebHookAllowedRate"];

@@ -7,6 +7,7 @@ import { deadLetterIdNumber } from '../store/dead-letters-repo';
 import { SETTLED_CALLBACKS_KEPT, type createDeliveryStateRepo, type SettledCallbackOutcome } from '../store/delivery-state-repo';
 import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { SubscriptionRecord } from '../subscriptions/record';
+import { effectiveRateLimit } from './flow-control';
 import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, type Matcher } from '../filters/filter';
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
@@ -237,12 +238,12 @@ export function createDispatcher(deps: DispatcherDeps) {
       if (JSON.stringify(record.filters) !== JSON.stringify(entry.record.filters)) {
         entry.matcher = compileFilters(record.filters, { onError: entry.report, sizeLimits: false });
       }
-      const before = entry.record.delivery;
+      const before = entry.record;
       entry.record = record;
       // Only a new limit wakes the worker: a state change (a resume) is the worker's own step, which
       // sends what is due first (a pump woken here ahead of it sent newer events before them).
-      const limits = (d: typeof before) => JSON.stringify([d.maxInFlight, d.rateLimit ?? null]);
-      if (limits(before) !== limits(record.delivery)) workers.get(record.id)?.optionsChanged();
+      const limits = (r: SubscriptionRecord) => JSON.stringify([r.delivery.maxInFlight, effectiveRateLimit(r) ?? null]);
+      if (limits(before) !== limits(record)) workers.get(record.id)?.optionsChanged();
     },
     /**
      * Initial offsets of a new subscription, written at once so a restart keeps `startAt` meaning:

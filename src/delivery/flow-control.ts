@@ -1,3 +1,4 @@
+import type { SubscriptionRecord } from '../subscriptions/record';
 import type { DeliveryOptions } from '../subscriptions/schema';
 import {
   currentLimit,
@@ -12,13 +13,13 @@ import {
   type TokenBucket,
 } from './rate-limit';
 
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /**
  * One subscription's flow control (issue 12 §3): the state of its token bucket and AIMD limiter
  * (the rules are the pure functions of `./rate-limit`), and the attempts waiting for a token.
  * Not persisted: after a restart the bucket is full and the limit back at `maxInFlight`.
  */
-const MAX_TIMER_MS = 2 ** 31 - 1;
-
 export function createFlowControl(deps: {
   options: () => Pick<DeliveryOptions, 'maxInFlight' | 'rateLimit'>;
   clock: () => number;
@@ -125,3 +126,14 @@ export function createFlowControl(deps: {
   };
 }
 export type FlowControl = ReturnType<typeof createFlowControl>;
+
+/**
+ * The rate limit deliveries keep: the operator's `delivery.rateLimit` and the sink's grant, whichever is
+ * lower (a grant is a permission, never a reason to send faster than the operator allowed).
+ */
+export function effectiveRateLimit(record: Pick<SubscriptionRecord, 'delivery' | 'allowedRate'>): { perSecond: number } | undefined {
+  const own = record.delivery.rateLimit;
+  const granted = record.allowedRate ?? undefined;
+  if (!own || !granted) return own ?? granted;
+  return own.perSecond <= granted.perSecond ? own : granted;
+}

@@ -35,9 +35,11 @@ function recordOf(entry: KvEntry): SubscriptionRecord {
     typeof r.secret === 'string' &&
     Array.isArray(r.filters) &&
     typeof r.delivery === 'object' &&
-    r.delivery !== null;
+    r.delivery !== null &&
+    (r.allowedRate == null || (typeof r.allowedRate === 'object' && typeof r.allowedRate.perSecond === 'number'));
   if (!valid) throw new AppError('corrupt_record', `the stored record of subscription ${entry.key} is not a subscription record`);
-  return r as SubscriptionRecord;
+  // Records written before the sink's grant was kept apart have none.
+  return { ...(r as SubscriptionRecord), allowedRate: r.allowedRate ?? null };
 }
 
 /** What a watched or read entry means: a record (PUT) or its deletion (DEL, PURGE). */

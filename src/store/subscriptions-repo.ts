@@ -17,6 +17,7 @@ interface Row {
   validation_token: string | null;
   validation_deadline: number | null;
   validated_at: number | null;
+  allowed_rate: number | null;
   created_at: number;
   updated_at: number;
 }
@@ -56,6 +57,7 @@ const fromRow = (r: Row): SubscriptionRecord => ({
   validationToken: r.validation_token,
   validationDeadline: r.validation_deadline,
   validatedAt: r.validated_at,
+  allowedRate: r.allowed_rate === null ? null : { perSecond: r.allowed_rate },
   createdAt: r.created_at,
   updatedAt: r.updated_at,
 });
@@ -64,20 +66,26 @@ const fromRow = (r: Row): SubscriptionRecord => ({
 export function createSubscriptionsRepo(db: Db) {
   const insert = db.prepare(
     `INSERT INTO subscriptions (id, sink, filters, delivery, start_at, state, state_reason, secret, previous_secret,
-       previous_secret_expires_at, validation, validation_token, validation_deadline, validated_at, created_at, updated_at)
+       previous_secret_expires_at, validation, validation_token, validation_deadline, validated_at, allowed_rate, created_at, updated_at)
      VALUES (@id, @sink, @filters, @delivery, @startAt, @state, @stateReason, @secret, @previousSecret,
-       @previousSecretExpiresAt, @validation, @validationToken, @validationDeadline, @validatedAt, @createdAt, @updatedAt)`,
+       @previousSecretExpiresAt, @validation, @validationToken, @validationDeadline, @validatedAt, @allowedRate, @createdAt, @updatedAt)`,
   );
   const update = db.prepare(
     `UPDATE subscriptions SET sink = @sink, filters = @filters, delivery = @delivery, state = @state,
        state_reason = @stateReason, secret = @secret, previous_secret = @previousSecret,
        previous_secret_expires_at = @previousSecretExpiresAt, validation = @validation, validation_token = @validationToken,
-       validation_deadline = @validationDeadline, validated_at = @validatedAt, updated_at = @updatedAt WHERE id = @id`,
+       validation_deadline = @validationDeadline, validated_at = @validatedAt, allowed_rate = @allowedRate,
+       updated_at = @updatedAt WHERE id = @id`,
   );
   const get = db.prepare<[string], Row>('SELECT * FROM subscriptions WHERE id = ?');
   const all = db.prepare<[], Row>('SELECT * FROM subscriptions ORDER BY created_at, id');
   const remove = db.prepare<[string]>('DELETE FROM subscriptions WHERE id = ?');
-  const toParams = (s: SubscriptionRecord) => ({ ...s, filters: JSON.stringify(s.filters), delivery: JSON.stringify(s.delivery) });
+  const toParams = (s: SubscriptionRecord) => ({
+    ...s,
+    filters: JSON.stringify(s.filters),
+    delivery: JSON.stringify(s.delivery),
+    allowedRate: s.allowedRate?.perSecond ?? null,
+  });
   return {
     insert(s: SubscriptionRecord): void {
       insert.run(toParams(s));

@@ -5,14 +5,13 @@
  * and performs the effects (delivery told, handshake started, logs) on what was written.
  */
 import type { SubscriptionRecord, SubscriptionState } from './record';
-import type { DeliveryOptions } from './schema';
 
 export type LifecycleInput =
   /** `POST …/pause`: paused by the user, whatever the state; a handshake under way is abandoned. */
   | { kind: 'pause' }
   /** `POST …/resume`: active, or validating first when the sink has not consented. */
   | { kind: 'resume' }
-  /** The sink consented to the handshake whose token is `token`; `rateLimit` from `WebHook-Allowed-Rate` (null: `*`). */
+  /** The sink consented to the handshake whose token is `token`; `rateLimit` from `WebHook-Allowed-Rate` (null: `*`; undefined: none). */
   | { kind: 'consent'; token: string; rateLimit: { perSecond: number } | null | undefined }
   /** The handshake whose token is `token` failed (refused, or no consent in time). */
   | { kind: 'refused'; token: string }
@@ -47,6 +46,8 @@ export const validationStart = (ctx: LifecycleContext): StateChanges => ({
   state: 'validating',
   stateReason: null,
   validatedAt: null,
+  // The grant came with the last consent: the sink is asked again.
+  allowedRate: null,
   validationToken: ctx.newToken(),
   validationDeadline: ctx.now + ctx.validationWaitMs,
 });
@@ -59,13 +60,6 @@ const pausedByUser: Step<'pause'> = () => ({ state: 'paused', stateReason: 'user
 const resumed: Step<'resume'> = (record, _input, ctx) =>
   record.validation === 'cloudevents' && record.validatedAt === null ? validationStart(ctx) : { state: 'active', stateReason: null };
 const pausedGone: Step<'gone'> = () => ({ state: 'paused', stateReason: 'gone' });
-
-/** `WebHook-Allowed-Rate` (when given) becomes the rate limit, `*` (null) removes it. */
-function withAllowedRate(delivery: DeliveryOptions, rateLimit: { perSecond: number } | null | undefined): DeliveryOptions {
-  if (rateLimit === undefined) return delivery;
-  const { rateLimit: _replaced, ...rest } = delivery;
-  return rateLimit === null ? rest : { ...rest, rateLimit };
-}
 
 /**
  * Every state × every input. A cell that is `ignore` is an input that means nothing in that state
@@ -89,7 +83,7 @@ const TABLE: { [S in SubscriptionState]: { [K in LifecycleInputKind]: Step<K> } 
     gone: (record, input, ctx) => (record.stateReason === 'gone' ? undefined : pausedGone(record, input, ctx)),
     failing: ignore,
     // Stays paused; resume validates the new sink first.
-    'sink-changed': (record) => (record.validation === 'cloudevents' ? { validatedAt: null } : undefined),
+    'sink-changed': (record) => (record.validation === 'cloudevents' ? { validatedAt: null, allowedRate: null } : undefined),
   },
   validating: {
     pause: (record, input, ctx) => ({ ...pausedByUser(record, input, ctx), ...handshakeCleared }),
@@ -101,7 +95,8 @@ const TABLE: { [S in SubscriptionState]: { [K in LifecycleInputKind]: Step<K> } 
             stateReason: null,
             ...handshakeCleared,
             validatedAt: ctx.now,
-            delivery: withAllowedRate(record.delivery, input.rateLimit),
+            // A rate granted caps the operator's rate limit (never raises it); `*` or none grants no cap.
+            allowedRate: input.rateLimit ?? null,
           }
         : undefined,
     refused: (record, input) =>

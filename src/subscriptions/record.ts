@@ -28,6 +28,11 @@ export interface SubscriptionRecord {
   validationDeadline: number | null;
   /** When the sink consented (epoch ms); null before. */
   validatedAt: number | null;
+  /**
+   * The rate the sink granted with its consent (`WebHook-Allowed-Rate`): deliveries go at most at the lower
+   * of it and `delivery.rateLimit` (delivery's `effectiveRateLimit`). null: no grant (none given, `*`, no handshake).
+   */
+  allowedRate: { perSecond: number } | null;
   createdAt: number;
   updatedAt: number;
 }

@@ -176,6 +176,8 @@ export function createSubscriptionsService(deps: {
       state: record.state,
       stateReason: record.stateReason,
       createdAt: new Date(record.createdAt).toISOString(),
+      // What the sink granted at its consent, when it caps the rate (see effectiveRateLimit).
+      ...(record.allowedRate && { allowedRate: record.allowedRate }),
       stats,
       // Shown while the replaced secret still signs (after a rotation with overlap), absent otherwise.
       ...(previousSecretAt(record, clock()) !== null && {
@@ -204,7 +206,7 @@ export function createSubscriptionsService(deps: {
   /** Whether `record` waits for the handshake whose token is `token` (not answered late, paused, deleted). */
   const awaits = (record: SubscriptionRecord, token: string) => record.state === 'validating' && record.validationToken === token;
 
-  /** The sink consented: `WebHook-Allowed-Rate` (when given) becomes the rate limit, `*` removes it. */
+  /** The sink consented: `WebHook-Allowed-Rate` (when a number) caps the rate limit, `*` or none does not. */
   async function consent(id: string, token: string, rateLimit: { perSecond: number } | null | undefined): Promise<void> {
     if (!live.has(id)) return;
     const { record, changed } = await step(id, { kind: 'consent', token, rateLimit });
@@ -212,7 +214,7 @@ export function createSubscriptionsService(deps: {
     handshakes?.cancel(id);
     tell('resume', id, () => deps.delivery.resume(id));
     deps.log.info(
-      { subscription: id, rateLimit: record.delivery.rateLimit ?? null },
+      { subscription: id, rateLimit: record.delivery.rateLimit ?? null, allowedRate: record.allowedRate },
       'sink consented to deliveries (validation handshake)',
     );
   }
@@ -268,6 +270,7 @@ export function createSubscriptionsService(deps: {
         validationToken: null,
         validationDeadline: null,
         validatedAt: null,
+        allowedRate: null,
         createdAt: now,
         updatedAt: now,
         // Nothing is delivered before the sink consents: delivery starts with the record already validating.

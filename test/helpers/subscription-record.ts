@@ -24,6 +24,7 @@ export function subscriptionRecord(overrides: Partial<SubscriptionRecord> = {}):
     validationToken: null,
     validationDeadline: null,
     validatedAt: null,
+    allowedRate: null,
     createdAt: now,
     updatedAt: now,
     ...overrides,

@@ -536,7 +536,7 @@ describe('every operation answers as the contract says', () => {
     expect(granted).toMatchObject({ status: 200, body: { state: 'active' } });
     expect((await call('GET', `/subscriptions/${created.body.id}`)).body).toMatchObject({
       state: 'active',
-      delivery: { rateLimit: { perSecond: 10 } },
+      allowedRate: { perSecond: 10 },
     });
     expect((await call('POST', callback, { headers: { 'webhook-allowed-origin': '*' } })).status).toBe(404);
     expect((await call('GET', '/validations/val_unknown')).status).toBe(404);

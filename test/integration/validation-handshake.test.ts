@@ -55,14 +55,15 @@ async function publish(name: string, id: string): Promise<void> {
 const stateOf = async (id: string) => (await call('GET', `/subscriptions/${id}`)).body;
 
 describe('validation: cloudevents', () => {
-  it('sends OPTIONS first and delivers once the answer carries WebHook-Allowed-Origin; WebHook-Allowed-Rate sets the rate limit', async () => {
+  it('sends OPTIONS first and delivers once the answer carries WebHook-Allowed-Origin; WebHook-Allowed-Rate is kept as the grant', async () => {
     answerOptions = () => ({ status: 200, headers: { 'WebHook-Allowed-Origin': ORIGIN, 'WebHook-Allowed-Rate': '120' } });
     const sub = await subscribe('sync', { rateLimit: { perSecond: 1 } });
     const active = await waitFor(async () => {
       const s = await stateOf(sub.id);
       return s.state === 'active' ? s : undefined;
     });
-    expect(active.delivery.rateLimit).toEqual({ perSecond: 2 });
+    // Was: the grant (2/s) replaced the operator's 1/s. A grant caps the rate; it never raises it.
+    expect([active.delivery.rateLimit, active.allowedRate]).toEqual([{ perSecond: 1 }, { perSecond: 2 }]);
 
     const [options] = requestsTo('sync');
     expect(options!.method).toBe('OPTIONS');
@@ -76,6 +77,24 @@ describe('validation: cloudevents', () => {
     expect(delivery.headers['webhook-request-origin']).toBe(ORIGIN);
     expect(delivery.headers['ce-id']).toBe('sync-1');
   });
+
+  it('delivers at the lower of the rate limit and the rate the sink allowed (a lower grant slows deliveries down)', async () => {
+    answerOptions = () => ({ status: 200, headers: { 'WebHook-Allowed-Origin': ORIGIN, 'WebHook-Allowed-Rate': '60' } });
+    const sub = await subscribe('slower', { rateLimit: { perSecond: 2 } });
+    await waitFor(async () => ((await stateOf(sub.id)).state === 'active' ? true : undefined));
+    expect((await stateOf(sub.id)).allowedRate).toEqual({ perSecond: 1 });
+    for (let i = 0; i < 4; i++) await publish('slower', `slower-${i}`);
+    const posts = await waitFor(
+      () => {
+        const sent = requestsTo('slower').filter((r) => r.method === 'POST');
+        return sent.length === 4 ? sent : undefined;
+      },
+      { timeoutMs: 15_000 },
+    );
+    // One token a second (a bucket of one): the 4th is sent 3 s after the 1st at the earliest; at the
+    // operator's 2/s it came after 1.5 s. (A lower bound: a rate limiter is never faster than its rate.)
+    expect(posts[3]!.receivedAt - posts[0]!.receivedAt).toBeGreaterThanOrEqual(2_900);
+  }, 30_000);
 
   it('waits after a 2xx without consent (the status alone never counts) until the callback consents', async () => {
     answerOptions = () => ({ status: 200 });

@@ -1,5 +1,5 @@
-import { createFlowControl } from '../../../src/delivery/flow-control';
-import { rateLimitSchema } from '../../../src/subscriptions/schema';
+import { createFlowControl, effectiveRateLimit } from '../../../src/delivery/flow-control';
+import { deliverySchema, rateLimitSchema } from '../../../src/subscriptions/schema';
 import { allowedRate } from '../../../src/webhook-policy';
 
 /**
@@ -31,5 +31,20 @@ describe('a very low rate limit', () => {
     await new Promise((r) => setTimeout(r, 300));
     flow.stop();
     expect(wakes).toBe(0);
+  });
+});
+
+describe("the rate limit with a sink's grant (WebHook-Allowed-Rate)", () => {
+  const record = (own?: number, granted?: number) => ({
+    delivery: { ...deliverySchema.parse({}), ...(own !== undefined && { rateLimit: { perSecond: own } }) },
+    allowedRate: granted === undefined ? null : { perSecond: granted },
+  });
+
+  it("is the lower of the two: a grant caps the operator's limit, never raises it", () => {
+    expect(effectiveRateLimit(record(1, 2))).toEqual({ perSecond: 1 });
+    expect(effectiveRateLimit(record(2, 0.5))).toEqual({ perSecond: 0.5 });
+    expect(effectiveRateLimit(record(undefined, 3))).toEqual({ perSecond: 3 });
+    expect(effectiveRateLimit(record(4, undefined))).toEqual({ perSecond: 4 });
+    expect(effectiveRateLimit(record())).toBeUndefined();
   });
 });

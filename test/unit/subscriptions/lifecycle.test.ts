@@ -13,6 +13,7 @@ const validationStart: Partial<SubscriptionRecord> = {
   state: 'validating',
   stateReason: null,
   validatedAt: null,
+  allowedRate: null, // each handshake asks the sink again
   validationToken: 'new-token',
   validationDeadline: 601_000,
 };
@@ -63,18 +64,18 @@ const CASES: [Name, LifecycleInput, Partial<SubscriptionRecord> | undefined][] =
   ['pausedByUser', refused('tok'), undefined],
   ['pausedByUser', input('gone'), paused('gone')],
   ['pausedByUser', input('failing'), undefined],
-  ['pausedByUser', input('sink-changed'), { validatedAt: null }], // stays paused; resume validates first
+  ['pausedByUser', input('sink-changed'), { validatedAt: null, allowedRate: null }], // stays paused; resume validates first
   ['pausedGone', input('gone'), undefined], // a second 410
   ['pausedGone', input('resume'), active],
   ['pausedFailing', input('failing'), undefined],
   ['pausedFailing', input('gone'), paused('gone')],
   ['pausedRefused', input('resume'), validationStart], // never consented: validates first
   ['pausedRefused', consent('tok'), undefined], // a consent after the refusal
-  ['pausedRefused', input('sink-changed'), { validatedAt: null }],
+  ['pausedRefused', input('sink-changed'), { validatedAt: null, allowedRate: null }],
   // validating
   ['validating', input('pause'), { ...paused('user'), ...cleared }],
   ['validating', input('resume'), validationStart],
-  ['validating', consent('tok'), { ...active, ...cleared, validatedAt: 1_000, delivery: records.validating.delivery }],
+  ['validating', consent('tok'), { ...active, ...cleared, validatedAt: 1_000, allowedRate: null }],
   ['validating', consent('older-token'), undefined], // a stale handshake's answer
   ['validating', refused('tok'), { ...paused('validation_failed'), ...cleared }],
   ['validating', refused('older-token'), undefined],
@@ -97,12 +98,13 @@ describe('the subscription life cycle', () => {
     expect(missing).toEqual([]);
   });
 
-  it("takes the sink's allowed rate on consent: a number sets it, * removes it, no header keeps it", () => {
-    const rateOf = (rateLimit?: { perSecond: number } | null) =>
-      transition(records.validatingLimited, consent('tok', rateLimit), ctx)?.delivery?.rateLimit;
-    expect(rateOf({ perSecond: 7 })).toEqual({ perSecond: 7 });
-    expect(rateOf(null)).toBeUndefined();
-    expect(rateOf(undefined)).toEqual({ perSecond: 2 });
+  it("keeps the sink's allowed rate apart from the operator's rate limit: a number is the grant, * or none no grant", () => {
+    // Was: the grant replaced delivery.rateLimit, so a sink could raise the limit an operator set.
+    const consented = (rateLimit?: { perSecond: number } | null) => transition(records.validatingLimited, consent('tok', rateLimit), ctx);
+    expect(consented({ perSecond: 7 })).toMatchObject({ allowedRate: { perSecond: 7 } });
+    expect(consented(null)).toMatchObject({ allowedRate: null });
+    expect(consented(undefined)).toMatchObject({ allowedRate: null });
+    for (const grant of [{ perSecond: 7 }, null, undefined]) expect(consented(grant)).not.toHaveProperty('delivery');
   });
 
   it('answers each handshake once: after a consent, a repeated consent and a late refusal change nothing', () => {
