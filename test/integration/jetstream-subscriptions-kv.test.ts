@@ -56,6 +56,17 @@ describeWithNats('the subscriptions bucket shared by two nodes', () => {
     expect((await a.get(id))?.record.sink).toBe('http://127.0.0.1:1/hook');
   });
 
+  it("reads a record written before the sink's grant was kept apart as one without a grant, and refuses a grant that is no rate", async () => {
+    const id = randomUUID();
+    const { allowedRate: _none, ...older } = record(id);
+    await eventStores[0]!.subscriptionsBucket.put(id, JSON.stringify(older));
+    expect((await b.get(id))?.record).toEqual(record(id, { allowedRate: null }));
+    const damaged = randomUUID();
+    await eventStores[0]!.subscriptionsBucket.put(damaged, JSON.stringify({ ...record(damaged), allowedRate: 3 }));
+    await expect(b.get(damaged)).rejects.toMatchObject({ code: 'corrupt_record' });
+    await eventStores[0]!.subscriptionsBucket.delete(damaged);
+  });
+
   it('refuses an update from a revision another node has written past, so neither change is lost silently', async () => {
     const id = randomUUID();
     const first = await a.insert(record(id));
