@@ -4,6 +4,7 @@ import { AppError } from '../errors';
 import type { Authorizer } from './auth';
 import { sendProblem, undecodablePath } from './problem';
 import { setAuthorizer, setBodyIdleTimeout } from './routing';
+import { allowedMethodsOf } from './allowed-methods';
 
 export interface AppDeps {
   log: Logger;
@@ -29,6 +30,18 @@ export function createApp(deps: AppDeps): express.Express {
   setAuthorizer(app, deps.authorize);
   if (deps.bodyIdleMs !== undefined) setBodyIdleTimeout(app, deps.bodyIdleMs);
   for (const router of deps.routers) app.use(router);
+  // A route's path with another method: 405 and the methods it takes, whatever the key. (OPTIONS on it
+  // is answered by the router that has it: 200 and `Allow`.)
+  const allowedAt = allowedMethodsOf(app);
+  app.use((req, _res, next) => {
+    const allowed = allowedAt(req.path);
+    if (allowed.length === 0) return next();
+    next(
+      new AppError('method_not_allowed', `${clipped(req.path)} does not take ${req.method}; it takes ${allowed.join(', ')}`, {
+        headers: { allow: allowed.join(', ') },
+      }),
+    );
+  });
   // The path is cut: it is echoed in the answer, and a long one made a 20 KB 404 (a re-probe).
   app.use((req, _res, next) => next(new AppError('not_found', `no route for ${req.method} ${clipped(req.path)}`)));
   const onError: ErrorRequestHandler = (err, req, res, _next) =>

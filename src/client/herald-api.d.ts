@@ -881,7 +881,7 @@ export interface components {
             totalErrors?: number;
         };
         /** @enum {string} */
-        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "request_timeout" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record" | "not_implemented" | "http_version_not_supported";
+        ErrorCode: "invalid_event" | "invalid_request" | "sink_not_allowed" | "unauthorized" | "forbidden" | "not_found" | "method_not_allowed" | "request_timeout" | "conflict" | "payload_too_large" | "unsupported_media_type" | "unavailable" | "storage_full" | "internal" | "corrupt_record" | "not_implemented" | "http_version_not_supported";
         Violation: {
             /** @description Position of the event in a batch; absent for single events and other input. */
             index?: number;

@@ -285,6 +285,32 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     }
   });
 
+  it("answers a route's path with a method it does not take 405 with Allow, whatever the key (was: 404 as if no route had it)", async () => {
+    const cases: [string, string, string][] = [
+      ['PUT', '/subscriptions', 'GET, HEAD, POST'],
+      ['DELETE', '/events', 'GET, HEAD, POST'],
+      ['POST', '/healthz', 'GET, HEAD'],
+      ['PUT', '/subscriptions/some-id', 'DELETE, GET, HEAD, PATCH'],
+      ['GET', '/deliveries/dlv_x/ack', 'POST'],
+    ];
+    for (const [method, path, allow] of cases) {
+      for (const headers of [{}, as('routing-read')]) {
+        const res = await sendRaw(gw.url, method, path, { headers });
+        expect([method, path, res.status, res.headers.allow, res.headers['content-type'], res.body.code]).toEqual([
+          method,
+          path,
+          405,
+          allow,
+          'application/problem+json',
+          'method_not_allowed',
+        ]);
+      }
+    }
+    // A path no route has stays a 404, and a route's own method is not refused.
+    expect((await sendRaw(gw.url, 'PUT', '/nothing-here')).status).toBe(404);
+    expect((await sendRaw(gw.url, 'GET', '/healthz')).status).toBe(200);
+  });
+
   it('keeps the connection of an invited publish open: a second request on it is answered', async () => {
     const publish = (id: string, extra: string) =>
       `POST /events HTTP/1.1\r\nHost: x\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /expect\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nauthorization: Bearer routing-pub\r\n${extra}content-length: 2\r\n\r\nab`;
