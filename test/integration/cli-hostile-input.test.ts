@@ -1,40 +1,29 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { heraldJson, runHerald } from '../helpers/cli';
-import { startTestGateway, type TestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+import { useCliGateway } from '../helpers/cli-gateway';
+import { waitFor } from '../helpers/receiver';
+import { tmpDir } from '../helpers/tmp';
 
 /**
  * The `herald` command line fed what a careless or hostile world sends it: event attributes and
  * receiver answers carrying terminal control sequences, and JSON Lines files as editors save them.
  */
-let gw: TestGateway;
-let receiver: Receiver;
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '1' });
-  // A receiver whose refusal carries escape sequences: OSC 52 (write the clipboard) and "clear screen".
-  receiver = await startReceiver(() => ({
+const fx = useCliGateway(
+  { HERALD_PARTITIONS: '1' }, // A receiver whose refusal carries escape sequences: OSC 52 (write the clipboard) and "clear screen".
+  () => ({
     status: 400,
     headers: { 'content-type': 'text/plain' },
     body: 'no\u001b]52;c;cm0gLXJmIH4=\u0007\u001b[2J',
-  }));
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-const herald = (...args: string[]) => runHerald(args, { url: gw.url });
-const json = (...args: string[]) => heraldJson(args, { url: gw.url });
+  }),
+);
+const { herald, json } = fx;
 
 /** C0 controls but tab and newline, DEL and C1 controls: what a terminal acts on instead of printing. */
 // eslint-disable-next-line no-control-regex -- these are exactly the characters looked for
 const CONTROL = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
 async function publishStructured(event: Record<string, unknown>): Promise<void> {
-  const res = await fetch(`${gw.url}/events`, {
+  const res = await fetch(`${fx.gw.url}/events`, {
     method: 'POST',
     headers: { 'content-type': 'application/cloudevents+json' },
     body: JSON.stringify({ specversion: '1.0', ...event }),
@@ -44,7 +33,7 @@ async function publishStructured(event: Record<string, unknown>): Promise<void> 
 
 describe('herald: human output never passes control characters from the data to the terminal', () => {
   it('escapes them in events read, events get, subs attempts and dead-letters list', async () => {
-    const sub = await json('subs', 'create', '--sink', receiver.url, '--filter-source', '/hostile');
+    const sub = await json('subs', 'create', '--sink', fx.receiver.url, '--filter-source', '/hostile');
     await publishStructured({
       id: 'esc-\u001b[2J',
       source: '/hostile',

@@ -1,10 +1,10 @@
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { HERALD_BIN, heraldJson, runHerald, spawnHerald, type RunningCli } from '../helpers/cli';
-import { startTestGateway, type TestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { HERALD_BIN, runHerald, spawnHerald } from '../helpers/cli';
+import { useCliGateway } from '../helpers/cli-gateway';
+import { startTestGateway } from '../helpers/gateway';
+import { waitFor } from '../helpers/receiver';
 
 /**
  * The `herald` command line against what a hostile tester (probe 27) found: inputs that can be read
@@ -12,37 +12,21 @@ import { cleanupTmpDirs } from '../helpers/tmp';
  * lines, and commands that leave a subscription behind. Each command runs as a child process against
  * a real gateway.
  */
-let gw: TestGateway;
-let receiver: Receiver;
-const running: RunningCli[] = [];
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
-  receiver = await startReceiver(() => ({ status: 204 }));
-});
-afterEach(async () => {
-  for (const cli of running.splice(0)) await cli.kill();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
-
-const herald = (...args: string[]) => runHerald(args, { url: gw.url });
-const json = (...args: string[]) => heraldJson(args, { url: gw.url });
+const fx = useCliGateway({ HERALD_PARTITIONS: '2' }, () => ({ status: 204 }));
+const { herald, json, running } = fx;
 
 describe('herald publish --batch from an input that can be read only once', () => {
   const lines = (tag: string) =>
     [1, 2, 3].map((i) => JSON.stringify({ specversion: '1.0', id: `${tag}-${i}`, source: '/probe27/pipe', type: 't' })).join('\n') + '\n';
 
   it('publishes what a pipe gives on /dev/stdin and on "-" (was: "published 0 events", exit 0, nothing sent)', async () => {
-    const devStdin = await runHerald(['publish', '--batch', '/dev/stdin'], { url: gw.url, input: lines('dev') });
+    const devStdin = await runHerald(['publish', '--batch', '/dev/stdin'], { url: fx.gw.url, input: lines('dev') });
     expect(devStdin).toEqual({
       code: 0,
       stdout: 'published 3 events from /dev/stdin: 3 stored, 0 duplicates (already stored)\n',
       stderr: '',
     });
-    const dash = await runHerald(['publish', '--batch', '-'], { url: gw.url, input: lines('dash') });
+    const dash = await runHerald(['publish', '--batch', '-'], { url: fx.gw.url, input: lines('dash') });
     expect(dash).toEqual({
       code: 0,
       stdout: 'published 3 events from standard input: 3 stored, 0 duplicates (already stored)\n',
@@ -53,7 +37,7 @@ describe('herald publish --batch from an input that can be read only once', () =
 
   it('still checks a piped input whole before sending any of it (exit 2, naming the line)', async () => {
     const input = `${lines('bad')}{"specversion":"1.0","source":"/probe27/pipe","type":"t"}\n`;
-    const result = await runHerald(['publish', '--batch', '-'], { url: gw.url, input });
+    const result = await runHerald(['publish', '--batch', '-'], { url: fx.gw.url, input });
     expect(result.code).toBe(2);
     expect(result.stderr).toBe('herald: standard input, line 4: the event has no string "id"; nothing was sent\n');
     expect((await herald('events', 'get', '/probe27/pipe', 'bad-1')).code).toBe(1);
@@ -61,7 +45,7 @@ describe('herald publish --batch from an input that can be read only once', () =
 
   it('publishes from a process substitution, <(…)', async () => {
     const script = `"${process.execPath}" "${HERALD_BIN}" publish --batch <(printf '%s' "$LINES")`;
-    const child = spawn('bash', ['-c', script], { env: { PATH: process.env.PATH, HERALD_URL: gw.url, LINES: lines('subst') } });
+    const child = spawn('bash', ['-c', script], { env: { PATH: process.env.PATH, HERALD_URL: fx.gw.url, LINES: lines('subst') } });
     let stdout = '';
     child.stdout.on('data', (c: Buffer) => (stdout += c.toString()));
     const code = await new Promise((resolve) => child.on('close', resolve));
@@ -102,7 +86,9 @@ describe('herald publish --content-type application/cloudevents…', () => {
 
 describe('herald listen when the reader of its output goes away (herald listen | head -1)', () => {
   it('deletes its subscription as on Ctrl-C, then exits 0 (was: exit at once, the subscription left delivering)', async () => {
-    const cli = spawnHerald(['listen', '--json', '--forward-to', receiver.url, '--filter-type', 'com.example.pipe.'], { url: gw.url });
+    const cli = spawnHerald(['listen', '--json', '--forward-to', fx.receiver.url, '--filter-type', 'com.example.pipe.'], {
+      url: fx.gw.url,
+    });
     running.push(cli);
     const [, id] = await cli.waitFor('stderr', /^Ready: subscription (\S+) /m);
     const publish = (n: number) => herald('publish', '--source', '/probe27/listen', '--type', 'com.example.pipe.t', '--id', `lp-${n}`);
@@ -138,7 +124,7 @@ describe('herald: a malformed API key is never printed', () => {
     ['--api-key with a space', ['--api-key', 'prod-Sup3rS3cret KeyValue'], {}, /contains a space at character 17 of 25/],
     ['--api-key with a tab', ['--api-key', `${key}\t`], {}, /contains a control character \(U\+0009\) at character 25 of 25/],
   ])('%s: exit 2 saying what is wrong, without the key (was: echoed whole by commander)', async (_what, args, env, message) => {
-    const result = await runHerald([...args, 'subs', 'list'], { url: gw.url, env });
+    const result = await runHerald([...args, 'subs', 'list'], { url: fx.gw.url, env });
     expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
     expect(result.stderr).toMatch(/^herald: the API key \(--api-key or HERALD_API_KEY\) contains /);
     expect(result.stderr).toMatch(message);
@@ -153,12 +139,12 @@ describe('herald: control characters in attributes cannot forge lines of human o
   const CONTROL = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f]/;
 
   it('escapes them in events tail, listen, events read and publish (JSON output stays the API answer)', async () => {
-    const tail = spawnHerald(['events', 'tail', '--sql', "source = '/probe27/forge'"], { url: gw.url });
-    const listen = spawnHerald(['listen', '--forward-to', receiver.url, '--sql', "source = '/probe27/forge'"], { url: gw.url });
+    const tail = spawnHerald(['events', 'tail', '--sql', "source = '/probe27/forge'"], { url: fx.gw.url });
+    const listen = spawnHerald(['listen', '--forward-to', fx.receiver.url, '--sql', "source = '/probe27/forge'"], { url: fx.gw.url });
     running.push(tail, listen);
     await tail.waitFor('stderr', /tailing events/);
     await listen.waitFor('stderr', /^Ready: /m);
-    const published = await fetch(`${gw.url}/events`, {
+    const published = await fetch(`${fx.gw.url}/events`, {
       method: 'POST',
       headers: { 'content-type': 'application/cloudevents+json' },
       body: JSON.stringify({ specversion: '1.0', id: 'f-1\nforged', source: '/probe27/forge', type: forgedType }),
@@ -203,7 +189,7 @@ describe('herald subs update --header', () => {
       'subs',
       'create',
       '--sink',
-      receiver.url,
+      fx.receiver.url,
       '--filter-source',
       '/probe27/headers',
       '--header',
@@ -214,21 +200,23 @@ describe('herald subs update --header', () => {
     expect(updated.stdout).toMatch(/^headers:\s+authorization, x-tenant$/m);
 
     await herald('publish', '--source', '/probe27/headers', '--type', 't', '--id', 'h-1', '--data', '{}');
-    const delivered = await waitFor(() => receiver.requests.find((r) => r.headers['ce-id'] === 'h-1'), {
+    const delivered = await waitFor(() => fx.receiver.requests.find((r) => r.headers['ce-id'] === 'h-1'), {
       timeoutMs: 15_000,
       what: 'the delivery',
     });
     // The stored value was kept (sent back as "***"), not replaced by "***".
     expect(delivered.headers).toMatchObject({ authorization: 'Bearer s3cr3t', 'x-tenant': 'acme' });
 
-    const removed = await runHerald(['subs', 'update', sub.id, '--header', 'X-Tenant:', '--header', 'x-none:', '--json'], { url: gw.url });
+    const removed = await runHerald(['subs', 'update', sub.id, '--header', 'X-Tenant:', '--header', 'x-none:', '--json'], {
+      url: fx.gw.url,
+    });
     expect(removed.code).toBe(0);
     expect(JSON.parse(removed.stdout).delivery.headers).toEqual({ authorization: '***' });
     expect(removed.stderr).toBe(`warning: subscription ${sub.id} has no header x-none: nothing to remove\n`);
 
     const help = await herald('subs', 'update', '--help');
     expect(help.stdout).toContain('--header "name:" removes one');
-    const created = await herald('subs', 'create', '--sink', receiver.url, '--header', 'x-empty:');
+    const created = await herald('subs', 'create', '--sink', fx.receiver.url, '--header', 'x-empty:');
     expect(created.code).toBe(2);
     await herald('subs', 'delete', sub.id);
   });
@@ -284,7 +272,7 @@ describe('herald: an empty option value (an unset "$VAR" in a script)', () => {
   });
 
   it('events tail --sql "" tails every event, as the console does with an empty filter (was: a 400, exit 1)', async () => {
-    const tail = spawnHerald(['events', 'tail', '--sql', ''], { url: gw.url });
+    const tail = spawnHerald(['events', 'tail', '--sql', ''], { url: fx.gw.url });
     running.push(tail);
     const [note] = await tail.waitFor('stderr', /^tailing events stored at .*$/m);
     expect(note).not.toContain('matching');
@@ -314,10 +302,10 @@ describe('herald: an empty option value (an unset "$VAR" in a script)', () => {
 
 describe('herald: the base URL is checked before anything is sent', () => {
   it('drops white space around HERALD_URL or --url (was: "Failed to parse URL" blamed on the gateway, exit 1)', async () => {
-    const fromEnv = await runHerald(['events', 'read', '--partition', '0', '--json'], { env: { HERALD_URL: `${gw.url} ` } });
+    const fromEnv = await runHerald(['events', 'read', '--partition', '0', '--json'], { env: { HERALD_URL: `${fx.gw.url} ` } });
     expect(fromEnv.code).toBe(0);
     expect(JSON.parse(fromEnv.stdout)).toMatchObject({ events: expect.any(Array) });
-    const fromOption = await runHerald(['--url', ` ${gw.url}/\t`, 'events', 'read', '--partition', '0', '--json']);
+    const fromOption = await runHerald(['--url', ` ${fx.gw.url}/\t`, 'events', 'read', '--partition', '0', '--json']);
     expect(fromOption.code).toBe(0);
   });
 
@@ -325,10 +313,10 @@ describe('herald: the base URL is checked before anything is sent', () => {
     [`?token=s3cr3t`, 'a query (?…)'],
     [`/#s3cr3t`, 'a fragment (#…)'],
   ])('refuses a URL with %s as a usage error without showing it (was: "no route for GET /", exit 1)', async (tail, what) => {
-    const result = await runHerald(['subs', 'list'], { env: { HERALD_URL: `${gw.url}${tail}` } });
+    const result = await runHerald(['subs', 'list'], { env: { HERALD_URL: `${fx.gw.url}${tail}` } });
     expect({ code: result.code, stdout: result.stdout }).toEqual({ code: 2, stdout: '' });
     expect(result.stderr).toBe(
-      `herald: --url (or HERALD_URL) ${gw.url}/… has ${what}: give the gateway's base URL alone, the API's paths are appended to it\n`,
+      `herald: --url (or HERALD_URL) ${fx.gw.url}/… has ${what}: give the gateway's base URL alone, the API's paths are appended to it\n`,
     );
   });
 
@@ -356,7 +344,7 @@ describe('herald: the base URL is checked before anything is sent', () => {
 
 describe('herald with a mistyped option given a value', () => {
   it('does not print the value (re-probe: "unknown option \'--api-keyy=SECRET\'")', async () => {
-    const result = await runHerald(['--api-keyy=SECRETP', 'subs', 'list'], { url: gw.url });
+    const result = await runHerald(['--api-keyy=SECRETP', 'subs', 'list'], { url: fx.gw.url });
     expect(result.code).toBe(2);
     expect(result.stderr).toContain("unknown option '--api-keyy=…'");
     expect(result.stderr).not.toContain('SECRETP');
@@ -365,16 +353,16 @@ describe('herald with a mistyped option given a value', () => {
 
 describe('herald --api-key ""', () => {
   it('is a usage error on the command line (re-probe: sent without a key), and an empty HERALD_API_KEY is none', async () => {
-    const empty = await runHerald(['--api-key', '', 'subs', 'list'], { url: gw.url });
+    const empty = await runHerald(['--api-key', '', 'subs', 'list'], { url: fx.gw.url });
     expect({ code: empty.code, stdout: empty.stdout }).toEqual({ code: 2, stdout: '' });
     expect(empty.stderr).toContain('--api-key: it is empty: give a value');
-    expect((await runHerald(['subs', 'list'], { url: gw.url, env: { HERALD_API_KEY: '' } })).code).toBe(0);
+    expect((await runHerald(['subs', 'list'], { url: fx.gw.url, env: { HERALD_API_KEY: '' } })).code).toBe(0);
   });
 });
 
 describe('herald listen whose subscription was deleted elsewhere', () => {
   it('says it is already gone on Ctrl-C and exits 0 (was: "could not delete … 404", exit 1)', async () => {
-    const cli = spawnHerald(['listen', '--forward-to', receiver.url], { url: gw.url });
+    const cli = spawnHerald(['listen', '--forward-to', fx.receiver.url], { url: fx.gw.url });
     running.push(cli);
     const [, id] = await cli.waitFor('stderr', /^Ready: subscription (\S+) /m);
     expect((await herald('subs', 'delete', id!)).code).toBe(0);

@@ -1,12 +1,13 @@
 import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
-import { heraldJson, runHerald, spawnHerald, type RunningCli } from '../helpers/cli';
+import { runHerald, spawnHerald } from '../helpers/cli';
 import request from 'supertest';
 import { publishBatch } from '../helpers/delivery';
-import { startTestGateway, type TestGateway } from '../helpers/gateway';
-import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
-import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+import { useCliGateway } from '../helpers/cli-gateway';
+import { startTestGateway } from '../helpers/gateway';
+import { waitFor } from '../helpers/receiver';
+import { tmpDir } from '../helpers/tmp';
 
 /**
  * The `herald` command line, each command run as a child process (`node bin/herald.js …`, what
@@ -15,21 +16,8 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
  */
 const version = JSON.parse(fs.readFileSync(path.resolve(__dirname, '..', '..', 'package.json'), 'utf8')).version as string;
 
-let gw: TestGateway;
-let receiver: Receiver;
-const running: RunningCli[] = [];
-beforeAll(async () => {
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
-  receiver = await startReceiver((req) => ({ status: req.headers['ce-type'] === 'com.example.refused' ? 400 : 204 }));
-});
-afterEach(async () => {
-  for (const cli of running.splice(0)) await cli.kill();
-});
-afterAll(async () => {
-  await receiver?.close();
-  await gw?.close();
-  cleanupTmpDirs();
-});
+const fx = useCliGateway({ HERALD_PARTITIONS: '4' }, (req) => ({ status: req.headers['ce-type'] === 'com.example.refused' ? 400 : 204 }));
+const { herald, json, running } = fx;
 
 /** A loopback port nothing listens on (it just did). */
 async function closedPort(): Promise<number> {
@@ -39,9 +27,6 @@ async function closedPort(): Promise<number> {
   await new Promise((resolve) => server.close(resolve));
   return port;
 }
-
-const herald = (...args: string[]) => runHerald(args, { url: gw.url });
-const json = (...args: string[]) => heraldJson(args, { url: gw.url });
 
 describe('herald: usage and exit statuses', () => {
   it('prints the package version with --version and -v', async () => {
@@ -149,7 +134,7 @@ describe('herald publish', () => {
     const fromStdin = await runHerald(
       ['publish', '--source', '/cli/data', '--type', 't', '--data-stdin', '--content-type', 'text/plain', '--json'],
       {
-        url: gw.url,
+        url: fx.gw.url,
         input: 'hello\nworld',
       },
     );
@@ -261,8 +246,8 @@ describe('herald events', () => {
   });
 
   it('tails the stream, filtered by --sql, until SIGTERM (exit 0)', async () => {
-    const tail = spawnHerald(['events', 'tail', '--sql', "type = 'com.example.tail'"], { url: gw.url });
-    const tailJson = spawnHerald(['events', 'tail', '--json'], { url: gw.url });
+    const tail = spawnHerald(['events', 'tail', '--sql', "type = 'com.example.tail'"], { url: fx.gw.url });
+    const tailJson = spawnHerald(['events', 'tail', '--json'], { url: fx.gw.url });
     running.push(tail, tailJson);
     await tail.waitFor('stderr', /tailing events/);
     // --json prints no note when connected: publish (events the other tail's filter drops) until one arrives.
@@ -305,7 +290,7 @@ describe('herald subs', () => {
       'subs',
       'create',
       '--sink',
-      receiver.url,
+      fx.receiver.url,
       '--filter-source',
       '/cli/subs',
       '--max-attempts',
@@ -323,7 +308,7 @@ describe('herald subs', () => {
     const list = await json('subs', 'list');
     expect(list.subscriptions.map((s: { id: string }) => s.id)).toContain(id);
     const table = await herald('subs', 'list');
-    expect(table.stdout).toMatch(new RegExp(`^${id}\\s+active\\s+${receiver.url.replace(/[.]/g, '\\.')}`, 'm'));
+    expect(table.stdout).toMatch(new RegExp(`^${id}\\s+active\\s+${fx.receiver.url.replace(/[.]/g, '\\.')}`, 'm'));
 
     const got = await json('subs', 'get', id);
     expect(got).toMatchObject({ id, delivery: { retry: { maxAttempts: 3 }, headers: { authorization: '***' } } });
@@ -354,7 +339,7 @@ describe('herald subs', () => {
   });
 
   it('lists delivery attempts, newest first', async () => {
-    const sub = await json('subs', 'create', '--sink', receiver.url, '--filter-source', '/cli/attempts');
+    const sub = await json('subs', 'create', '--sink', fx.receiver.url, '--filter-source', '/cli/attempts');
     await herald('publish', '--source', '/cli/attempts', '--type', 'com.example.attempt', '--id', 'a-1');
     const page = await waitFor(
       async () => {
@@ -372,7 +357,7 @@ describe('herald subs', () => {
 
 describe('herald dead-letters', () => {
   it('lists, redelivers and deletes dead letters', async () => {
-    const sub = await json('subs', 'create', '--sink', receiver.url, '--filter-source', '/cli/dead');
+    const sub = await json('subs', 'create', '--sink', fx.receiver.url, '--filter-source', '/cli/dead');
     // With data, so it is delivered in binary mode (ce-type is a header the receiver reads).
     await herald('publish', '--source', '/cli/dead', '--type', 'com.example.refused', '--id', 'd-1', '--data', '{}');
     const page = await waitFor(
@@ -420,12 +405,12 @@ describe('herald dead-letters', () => {
   });
 
   it('finds a dead letter past a page that large events ended early (re-probe: "has no dead letter", exit 1)', async () => {
-    const sub = await json('subs', 'create', '--sink', receiver.url, '--filter-source', '/cli/dead-large');
+    const sub = await json('subs', 'create', '--sink', fx.receiver.url, '--filter-source', '/cli/dead-large');
     for (let i = 0; i < 12; i++)
-      await publishBatch(gw.url, [
+      await publishBatch(fx.gw.url, [
         { specversion: '1.0', id: `l-${i}`, source: '/cli/dead-large', type: 'com.example.refused', data: 'x'.repeat(900_000) },
       ]);
-    await waitFor(async () => (await request(gw.url).get(`/subscriptions/${sub.id}`)).body.stats.deadLetters === 12, {
+    await waitFor(async () => (await request(fx.gw.url).get(`/subscriptions/${sub.id}`)).body.stats.deadLetters === 12, {
       timeoutMs: 20_000,
       intervalMs: 100,
       what: '12 dead letters',
@@ -436,7 +421,7 @@ describe('herald dead-letters', () => {
     let firstPage = 0;
     for (let after: string | null = '0'; after !== null;) {
       const page: { deadLetters: { id: string }[]; nextAfter: string | null } = (
-        await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters?limit=1000&after=${after}`)
+        await request(fx.gw.url).get(`/subscriptions/${sub.id}/dead-letters?limit=1000&after=${after}`)
       ).body;
       ids.push(...page.deadLetters.map((d: { id: string }) => d.id));
       firstPage ||= page.deadLetters.length;
@@ -453,7 +438,7 @@ describe('herald dead-letters', () => {
 
   it('names the ids a redeliver does not find, and exits 1 unless it found them all', async () => {
     // Paused: a redelivered dead letter stays queued, so the ids stay what the test says they are.
-    const sub = await json('subs', 'create', '--sink', receiver.url, '--filter-source', '/cli/dead-ids');
+    const sub = await json('subs', 'create', '--sink', fx.receiver.url, '--filter-source', '/cli/dead-ids');
     for (const id of ['i-1', 'i-2'])
       await herald('publish', '--source', '/cli/dead-ids', '--type', 'com.example.refused', '--id', id, '--data', '{}');
     const letters = await waitFor(
