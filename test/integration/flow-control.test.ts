@@ -46,18 +46,20 @@ describe('delivery.rateLimit', () => {
     // the socket and are then timed together. The stall is measured to allow for it below.
     const loopDelay = monitorEventLoopDelay({ resolution: 5 });
     loopDelay.enable();
-    await publish(source, 25);
+    await publish(source, 35);
     await waitFor(async () => (await statsOf(id)).throttled === true, { what: 'throttled: true' });
-    const got = await waitFor(() => (fromSource(source).length >= 25 ? fromSource(source) : undefined), { what: '25 deliveries' });
+    const got = await waitFor(() => (fromSource(source).length >= 35 ? fromSource(source) : undefined), { what: '35 deliveries' });
     loopDelay.disable();
-    // A full bucket holds one second (10 tokens); the other 15 come at 10 a second: at least 1.5 s between the
+    // A full bucket holds one second (10 tokens); the other 25 come at 10 a second: at least 2.5 s between the
     // sends. Measured at the receiver, a first request that a busy machine delivers late shortens the span, so
-    // the bound keeps 0.5 s of slack; without the limit all 25 would arrive within a few tens of ms.
+    // the bound keeps 0.5 s of slack; without the limit all 35 would arrive within a few tens of ms.
     const times = got.map((r) => r.receivedAt).sort((a, b) => a - b);
-    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(1000);
+    expect(times[times.length - 1]! - times[0]!).toBeGreaterThanOrEqual(2000);
     // Never more than the bucket allows in any one second (capacity 10 + 10 earned). A stall of this loop
-    // times together requests sent up to that long apart: it adds the tokens earned in it (10 a second).
-    const allowed = 20 + Math.ceil((loopDelay.max / 1e6) * 0.01);
+    // times together requests sent up to that long apart: it adds the tokens earned in it (10 a second); so
+    // does one of the gateway's delivery thread, between a token taken and its request written, which this
+    // test cannot see: 0.5 s of it is allowed (CI once saw 24 against 23). Without the limit all 35 would count.
+    const allowed = 20 + Math.ceil((loopDelay.max / 1e6 + 500) * 0.01);
     for (const t of times) expect(times.filter((u) => u >= t && u < t + 1000).length).toBeLessThanOrEqual(allowed);
 
     // PATCH with rateLimit: null removes the limit.
