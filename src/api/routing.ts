@@ -129,12 +129,13 @@ export const jsonBody: AnyRouteHandler = async (req, res, next) => {
 
 /**
  * A JSON body's value: an object or an array (the routes' schemas say which they take); an empty
- * body is `{}`, as body-parser had it. Other JSON (`null`, `3`) is valid but the wrong shape.
+ * body is `{}`, as body-parser had it (white space alone is not JSON: a 400, as it was). Other JSON
+ * (`null`, `3`) is valid but the wrong shape.
  */
 function parseJsonObject(body: Buffer): unknown {
   // Decoding strips a byte-order mark, and replaces bytes that are not UTF-8 (the schemas see them).
   const text = new TextDecoder().decode(body);
-  if (text.trim() === '') return {};
+  if (text === '') return {};
   let value: unknown;
   try {
     value = JSON.parse(text);

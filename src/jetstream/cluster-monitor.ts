@@ -32,7 +32,7 @@ export function streamWritable(info: StreamInfo): string | undefined {
   const cluster = info.cluster;
   if (!cluster) return undefined;
   if (!cluster.leader) return `stream ${info.config.name} has no leader`;
-  const current = 1 + (cluster.replicas ?? []).filter((r) => r.current && !(r.active > SILENT_REPLICA_NS)).length;
+  const current = 1 + (cluster.replicas ?? []).filter((r) => r.current && !r.offline && !(r.active > SILENT_REPLICA_NS)).length;
   const needed = Math.floor(info.config.num_replicas / 2) + 1;
   return current >= needed
     ? undefined

@@ -199,6 +199,7 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     // However it ends, the killed server comes back (the next test needs all three) and no loop runs on.
     let stopped = false;
     let killed: Promise<void> | undefined;
+    let loops: Promise<void>[] = [];
     try {
       const LOOPS = 10;
       const PER_LOOP = 200;
@@ -229,7 +230,8 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
           if (++answered === 300) killed = cluster.kill(victim);
         }
       };
-      await Promise.all(Array.from({ length: LOOPS }, (_, l) => loop(l)));
+      loops = Array.from({ length: LOOPS }, (_, l) => loop(l));
+      await Promise.all(loops);
       await killed;
       expect(cluster.nodes[victim]!.running()).toBe(false);
       expect(acknowledged.size).toBe(LOOPS * PER_LOOP);
@@ -257,6 +259,7 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       expect([...delivered()].filter((id) => !acknowledged.has(String(id)))).toEqual([]);
     } finally {
       stopped = true;
+      await Promise.allSettled(loops);
       await killed;
       if (!cluster.nodes[victim]!.running()) await cluster.restart(victim);
     }

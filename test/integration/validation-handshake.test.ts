@@ -78,23 +78,33 @@ describe('validation: cloudevents', () => {
     expect(delivery.headers['ce-id']).toBe('sync-1');
   });
 
-  it('delivers at the lower of the rate limit and the rate the sink allowed (a lower grant slows deliveries down)', async () => {
-    answerOptions = () => ({ status: 200, headers: { 'WebHook-Allowed-Origin': ORIGIN, 'WebHook-Allowed-Rate': '60' } });
-    const sub = await subscribe('slower', { rateLimit: { perSecond: 2 } });
-    await waitFor(async () => ((await stateOf(sub.id)).state === 'active' ? true : undefined));
-    expect((await stateOf(sub.id)).allowedRate).toEqual({ perSecond: 1 });
-    for (let i = 0; i < 4; i++) await publish('slower', `slower-${i}`);
-    const posts = await waitFor(
-      () => {
-        const sent = requestsTo('slower').filter((r) => r.method === 'POST');
-        return sent.length === 4 ? sent : undefined;
-      },
-      { timeoutMs: 15_000 },
-    );
-    // One token a second (a bucket of one): the 4th is sent 3 s after the 1st at the earliest; at the
-    // operator's 2/s it came after 1.5 s. (A lower bound: a rate limiter is never faster than its rate.)
-    expect(posts[3]!.receivedAt - posts[0]!.receivedAt).toBeGreaterThanOrEqual(2_900);
-  }, 30_000);
+  it.each([
+    // [the operator's limit, the grant per minute, the grant per second]
+    ['a lower grant slows deliveries down', 2, '60', 1],
+    // Was: the grant replaced the limit, so this sink raised its deliveries to 2 a second.
+    ['a higher grant does not speed them up', 1, '120', 2],
+  ])(
+    'delivers at the lower of the rate limit and the rate the sink allowed: %s',
+    async (name, own, grant, granted) => {
+      const sink = name.replace(/ /g, '-');
+      answerOptions = () => ({ status: 200, headers: { 'WebHook-Allowed-Origin': ORIGIN, 'WebHook-Allowed-Rate': grant } });
+      const sub = await subscribe(sink, { rateLimit: { perSecond: own } });
+      await waitFor(async () => ((await stateOf(sub.id)).state === 'active' ? true : undefined));
+      expect((await stateOf(sub.id)).allowedRate).toEqual({ perSecond: granted });
+      for (let i = 0; i < 4; i++) await publish(sink, `${sink}-${i}`);
+      const posts = await waitFor(
+        () => {
+          const sent = requestsTo(sink).filter((r) => r.method === 'POST');
+          return sent.length === 4 ? sent : undefined;
+        },
+        { timeoutMs: 15_000 },
+      );
+      // One token a second (a bucket of one): the 4th is sent 3 s after the 1st at the earliest; at 2 a
+      // second it came after 1.5 s. (A lower bound: a rate limiter is never faster than its rate.)
+      expect(posts[3]!.receivedAt - posts[0]!.receivedAt).toBeGreaterThanOrEqual(2_900);
+    },
+    30_000,
+  );
 
   it('waits after a 2xx without consent (the status alone never counts) until the callback consents', async () => {
     answerOptions = () => ({ status: 200 });

@@ -96,6 +96,27 @@ describe('routes with a declared scope', () => {
     expect((await admin(request(app()).post('/things')).set('content-type', 'text/plain')).body).toEqual({ body: null });
   });
 
+  it('reads JSON bodies as body-parser did: empty is {}, white space or bad JSON a 400, other JSON values the wrong shape', async () => {
+    const post = (body: string) =>
+      request(app()).post('/things').set('authorization', 'Bearer admin-key').set('content-type', 'application/json').send(body);
+    expect((await post('')).body).toEqual({ body: null }); // no body at all: nothing to parse
+    const cases: [string, number, unknown][] = [
+      ['\ufeff', 200, { body: {} }], // a byte-order mark alone is an empty body
+      ['\ufeff{"a":1}', 200, { body: { a: 1 } }],
+      ['[1,2]', 200, { body: [1, 2] }],
+      // Was (with this reader's first version): {} for white space, so a callback ran with its defaults.
+      ['   \n', 400, expect.objectContaining({ code: 'invalid_request', detail: 'the body is not valid JSON' })],
+      ['\u00a0', 400, expect.objectContaining({ code: 'invalid_request', detail: 'the body is not valid JSON' })],
+      ['{"a":', 400, expect.objectContaining({ code: 'invalid_request', detail: 'the body is not valid JSON' })],
+      ['null', 400, expect.objectContaining({ code: 'invalid_request', detail: 'the body must be a JSON object' })],
+      ['3', 400, expect.objectContaining({ code: 'invalid_request', detail: 'the body must be a JSON object' })],
+    ];
+    for (const [body, status, answer] of cases) {
+      const res = await post(body);
+      expect([body, res.status, res.body]).toEqual([body, status, answer]);
+    }
+  });
+
   it('fails closed when the app has no authoriser', async () => {
     const router = newRouter();
     router.get('/things', requireScope('read'), (_req, res) => res.json({ ok: true }));
