@@ -24,7 +24,7 @@ export function readBody(
   }
   inviteBody(res);
   return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
+    const chunks = createChunkList();
     let size = 0;
     const stop = (err: AppError) => {
       clearTimeout(idle);
@@ -44,17 +44,59 @@ export function readBody(
       } catch (err) {
         return stop(err as AppError);
       }
-      chunks.push(chunk);
+      chunks.add(chunk);
     });
     req.on('end', () => {
       clearTimeout(idle);
-      resolve(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size));
+      resolve(chunks.joined(size));
     });
     req.on('error', (err) => {
       clearTimeout(idle);
       reject(new AppError('invalid_request', 'the request body could not be read', { cause: err }));
     });
   });
+}
+
+/** Chunks below this size are copied together (see {@link createChunkList}). */
+const SMALL_CHUNK_BYTES = 1024;
+/** What small chunks are copied into, a block at a time. */
+const SMALL_CHUNKS_BLOCK_BYTES = 16 * 1024;
+
+/**
+ * A body's chunks, kept at about their size in memory. Each chunk node hands over is a buffer of its
+ * own, at a few hundred bytes of cost beside its data: a body sent one byte per chunk took ~380 bytes
+ * a byte (6 GB for 16 callbacks of 6 MB on the wire, a probe), where the limits count data bytes. So
+ * the first chunk is kept as it is (most bodies are one), and after it chunks below 1 KiB are copied
+ * into 16 KiB blocks.
+ */
+function createChunkList() {
+  const chunks: Buffer[] = [];
+  let block: Buffer | undefined;
+  let blockUsed = 0;
+  const closeBlock = () => {
+    if (block && blockUsed > 0) chunks.push(block.subarray(0, blockUsed));
+    block = undefined;
+    blockUsed = 0;
+  };
+  return {
+    add(chunk: Buffer): void {
+      if (chunks.length === 0 && !block) return void chunks.push(chunk);
+      if (chunk.length >= SMALL_CHUNK_BYTES) {
+        closeBlock();
+        return void chunks.push(chunk);
+      }
+      if (!block || blockUsed + chunk.length > block.length) {
+        closeBlock();
+        block = Buffer.allocUnsafe(SMALL_CHUNKS_BLOCK_BYTES);
+      }
+      blockUsed += chunk.copy(block, blockUsed);
+    },
+    /** The whole body (`size` bytes). */
+    joined(size: number): Buffer {
+      closeBlock();
+      return chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    },
+  };
 }
 
 /** `limitName` names where a limit comes from (by default HERALD_MAX_BODY_BYTES, in bytes). */
