@@ -5,7 +5,7 @@ import { AppError } from '../errors';
 import type { IngestObserver } from '../metrics';
 import type { EventLog } from '../wal/event-store';
 import { sendJson, sendProblem } from './problem';
-import { decodeBody, readBody } from './read-body';
+import { decodeBody, decoderOf, readBody } from './read-body';
 
 export interface IngestDeps {
   store: EventLog;
@@ -62,6 +62,7 @@ export function createIngestHandler(deps: IngestDeps) {
         holds += bytes;
       };
       if (declared <= deps.maxBodyBytes && !buffer.room(declared, 0)) throw bufferFull(deps.bufferBytes!);
+      decoderOf(req.headers['content-encoding']); // a coding it cannot undo: refused before the body is asked for
       const raw = await readBody(req, res, { limit: deps.maxBodyBytes, idleMs: deps.bodyIdleMs, onChunk: hold });
       const encoding = req.headers['content-encoding'];
       const body = encoding === undefined ? raw : await decodeBody(raw, encoding, deps.maxBodyBytes);

@@ -254,6 +254,27 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     },
   );
 
+  it.each([
+    [
+      'POST /events',
+      'ce-specversion: 1.0\r\nce-id: zstd\r\nce-source: /expect\r\nce-type: t\r\ncontent-type: application/octet-stream\r\nauthorization: Bearer routing-pub',
+    ],
+    ['POST /subscriptions', 'content-type: application/json\r\nauthorization: Bearer routing-admin'],
+  ])(
+    '%s with Expect: 100-continue in a Content-Encoding it cannot undo: the 415 at once, no invitation (re-probe: a 100 first)',
+    async (line, headers) => {
+      const answer = await rawExchange(
+        gw.url,
+        `${line} HTTP/1.1\r\nHost: x\r\n${headers}\r\ncontent-encoding: zstd\r\nExpect: 100-continue\r\ncontent-length: 2\r\n\r\n`,
+      );
+      expect(answer).not.toMatch(/100 Continue/);
+      const [head, body] = answer.split('\r\n\r\n');
+      expect(head).toMatch(/^HTTP\/1\.1 415 /);
+      expect(head).toMatch(/connection: close/i);
+      expect(JSON.parse(body!)).toMatchObject({ status: 415, code: 'unsupported_media_type' });
+    },
+  );
+
   it('POST /events without a key under Expect: 100-continue: the 401 at once, no invitation to send the body (hostile probe: a 100 first)', async () => {
     const answer = await rawExchange(
       gw.url,
