@@ -59,20 +59,23 @@ export function readBody(
 
 /** Chunks below this size are copied together (see {@link createChunkList}). */
 const SMALL_CHUNK_BYTES = 1024;
-/** What small chunks are copied into, a block at a time. */
-const SMALL_CHUNKS_BLOCK_BYTES = 16 * 1024;
+/** What small chunks are copied into: blocks from 256 bytes, each twice the one before, up to 16 KiB. */
+const FIRST_BLOCK_BYTES = 256;
+const LARGEST_BLOCK_BYTES = 16 * 1024;
 
 /**
  * A body's chunks, kept at about their size in memory. Each chunk node hands over is a buffer of its
  * own, at a few hundred bytes of cost beside its data: a body sent one byte per chunk took ~380 bytes
  * a byte (6 GB for 16 callbacks of 6 MB on the wire, a probe), where the limits count data bytes. So
  * the first chunk is kept as it is (most bodies are one), and after it chunks below 1 KiB are copied
- * into 16 KiB blocks.
+ * into blocks that grow with the body (a block as large as the body's data at most, so a body of a few
+ * small chunks does not hold 16 KiB either).
  */
 function createChunkList() {
   const chunks: Buffer[] = [];
   let block: Buffer | undefined;
   let blockUsed = 0;
+  let nextBlockBytes = FIRST_BLOCK_BYTES;
   const closeBlock = () => {
     if (block && blockUsed > 0) chunks.push(block.subarray(0, blockUsed));
     block = undefined;
@@ -87,7 +90,9 @@ function createChunkList() {
       }
       if (!block || blockUsed + chunk.length > block.length) {
         closeBlock();
-        block = Buffer.allocUnsafe(SMALL_CHUNKS_BLOCK_BYTES);
+        // Not from node's shared pool: a small slice of it would keep its whole 8 KiB slab.
+        block = Buffer.allocUnsafeSlow(Math.max(nextBlockBytes, chunk.length));
+        nextBlockBytes = Math.min(LARGEST_BLOCK_BYTES, nextBlockBytes * 2);
       }
       blockUsed += chunk.copy(block, blockUsed);
     },
