@@ -5,6 +5,7 @@ import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../filters/filter';
 import type { EventLog, StoredEvent } from '../wal/event-store';
+import { endAtShutdown } from './http-server';
 import { parseInput } from './query';
 
 /** A comment line this often keeps proxies from closing an idle stream. */
@@ -213,5 +214,6 @@ export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
     keepalive.unref();
     req.on('close', () => stop('end'));
     res.on('close', () => stop('end'));
+    endAtShutdown(res, () => stop('end'));
   };
 }

@@ -85,6 +85,18 @@ export interface HttpServerDeps {
   handlers: HttpHandlers;
 }
 
+/** How each long-lived answer (a live tail) ends itself when the server closes (see {@link endAtShutdown}). */
+const shutdownEnds = new WeakMap<http.ServerResponse, () => void>();
+
+/**
+ * Has `end` called as soon as the server begins to close: a live tail then ends its stream cleanly
+ * at once, where it held every graceful shutdown for min(10 s, half of HERALD_SHUTDOWN_TIMEOUT_MS)
+ * and was cut off without its last chunk, while delivery went on starting attempts (a probe).
+ */
+export function endAtShutdown(res: http.ServerResponse, end: () => void): void {
+  shutdownEnds.set(res, end);
+}
+
 export interface HttpServer {
   /** From now on requests are answered by `handlers` (those in flight finish with the old ones). */
   serve(handlers: HttpHandlers): void;
@@ -196,6 +208,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     // Otherwise a request in flight now leaves its connection open until the grace period ends.
     for (const res of unanswered) if (!res.headersSent) res.setHeader('connection', 'close');
+    for (const res of [...unanswered]) shutdownEnds.get(res)?.();
     server.closeIdleConnections();
     const force = setTimeout(() => server.closeAllConnections(), Math.min(SHUTDOWN_GRACE_MS, shutdownTimeoutMs / 2));
     force.unref();

@@ -49,6 +49,28 @@ describe.each(['SIGTERM', 'SIGINT'] as const)('%s', (signal) => {
   });
 });
 
+describe('graceful shutdown with a live tail open', () => {
+  it('ends the tail cleanly at once and exits (was: held for the 10 s grace, then cut off mid-stream)', async () => {
+    const gw = await spawnChildGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1', HERALD_SHUTDOWN_TIMEOUT_MS: '30000' });
+    const { hostname, port } = new URL(gw.url);
+    const tail = await new Promise<http.IncomingMessage>((resolve, reject) =>
+      http.get({ host: hostname, port, path: '/events/stream', agent: false }, resolve).on('error', reject),
+    );
+    const ended = new Promise<string>((resolve) => {
+      tail.on('end', () => resolve('end')); // the chunked stream's last chunk came
+      tail.on('aborted', () => resolve('aborted'));
+      tail.on('error', () => resolve('error'));
+      tail.resume();
+    });
+    const signalled = Date.now();
+    gw.child.kill('SIGTERM');
+    expect(await ended).toBe('end');
+    expect(await gw.exited).toBe(0);
+    // The grace for open requests is min(10 s, half of HERALD_SHUTDOWN_TIMEOUT_MS): 10 s here; the tail held all of it.
+    expect(Date.now() - signalled).toBeLessThan(8_000);
+  }, 30_000);
+});
+
 describe('graceful shutdown with a request in flight', () => {
   it('finishes a large batch still being uploaded at SIGTERM, answers 202, then exits 0 with the batch stored', async () => {
     const dataDir = tmpDir();
