@@ -392,7 +392,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       for (const worker of workers.values()) worker.stop();
       const finished = [...workers.values()].map((worker) => ({ subscriptionId: worker.id, rows: worker.finishedAbove() }));
       workers.clear();
-      writes.close(finished);
+      // Past the deadline by up to 3 s (README): the last write of each flush then waits its busy timeout at most.
+      writes.close(finished, (opts.deadline ?? Date.now()) + 3000);
       await deps.sender.close(opts.deadline);
     },
   };

@@ -105,12 +105,17 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     written();
   }
 
-  function flush(): void {
-    try {
-      flushOrThrow();
-    } catch (err) {
-      // Closing: what was not written is delivered again at the next start (at least once).
-      deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
+  /** `retryBusyUntil` (at close): a write another process's lock holds up is tried again until then. */
+  function flush(retryBusyUntil = 0): void {
+    for (;;) {
+      try {
+        return flushOrThrow();
+      } catch (err) {
+        if (isBusy(err) && Date.now() < retryBusyUntil) continue; // each try waits up to the busy timeout
+        // Closing: what was not written is delivered again at the next start (at least once).
+        deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
+        return;
+      }
     }
   }
 
@@ -307,13 +312,15 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     },
     /**
      * At close: writes what is buffered, with `finished` (at a graceful close: the offsets finished above each
-     * committed one, so the next start does not deliver them again). A failure is logged: what was not
-     * written is delivered again after the restart (at least once). No write is scheduled after it.
+     * committed one, so the next start does not deliver them again). While another process holds herald.db's
+     * write lock it is tried again until `retryBusyUntil` (a probe: given up at once, though the shutdown had
+     * seconds left, and 8 answered events were sent again). A failure is logged: what was not written is
+     * delivered again after the restart (at least once). No write is scheduled after it.
      */
-    close(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[] = []): void {
+    close(finished: readonly { subscriptionId: string; rows: readonly FinishedRow[] }[] = [], retryBusyUntil = 0): void {
       closed = true;
       finishedAtClose = finished.filter((f) => f.rows.length > 0);
-      flush();
+      flush(retryBusyUntil);
       finishedAtClose = [];
       flushAttempts();
     },
@@ -354,3 +361,9 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
 }
 
 export type WriteBehind = ReturnType<typeof createWriteBehind>;
+
+/** SQLite's "database is locked": another connection holds the write lock past the busy timeout. */
+function isBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
+}

@@ -56,6 +56,47 @@ it('a shutdown while herald.db is write-locked by another process exits cleanly,
   }
 });
 
+it('a shutdown writes the delivery state once the lock is let go within its time, so nothing answered is sent again (probe: given up at once, 8 events sent again)', async () => {
+  const dir = tmpDir();
+  rcv = await startReceiver();
+  const env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1', HERALD_SHUTDOWN_TIMEOUT_MS: '5000', HERALD_SINK_ALLOW_PRIVATE: 'true' };
+  const gw = await spawn(env);
+  const sub = await fetch(`${gw.url}/subscriptions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ sink: rcv.url }),
+  });
+  expect(sub.status).toBe(201);
+  const publish = async (url: string, id: string) =>
+    expect(
+      (
+        await fetch(`${url}/events`, {
+          method: 'POST',
+          headers: { 'content-type': 'application/cloudevents+json' },
+          body: JSON.stringify({ specversion: '1.0', id, source: '/locked-close', type: 'locked.t', data: {} }),
+        })
+      ).status,
+    ).toBeLessThan(300);
+  const other = new Database(path.join(dir, 'herald.db'));
+  try {
+    other.exec('BEGIN IMMEDIATE');
+    await publish(gw.url, 'a');
+    await waitFor(() => rcv!.requests.length === 1, { what: 'a delivered' });
+    gw.child.kill('SIGTERM');
+    // Let go while the shutdown still has seconds left: its last write of the answered delivery must get through.
+    await new Promise((r) => setTimeout(r, 1500));
+  } finally {
+    other.close();
+  }
+  expect(await gw.exited).toBe(0);
+
+  const again = await spawn(env);
+  await publish(again.url, 'b');
+  // One partition, in order: were `a` sent again, it would come before `b`.
+  await waitFor(() => rcv!.requests.some((r) => r.headers['ce-id'] === 'b'), { what: 'b delivered' });
+  expect(rcv.requests.map((r) => r.headers['ce-id'])).toEqual(['a', 'b']);
+}, 60_000);
+
 describe('a DELETE while herald.db is write-locked', () => {
   const gateways: TestGateway[] = [];
   afterEach(async () => {
