@@ -52,8 +52,9 @@ const CALL_TIMEOUT_MS = 30_000;
 const RETIRE_TIMEOUT_MS = 10_000;
 /**
  * Past the deadline, the thread is terminated only after this grace. It covers the statements it may be blocked in
- * (one it was in when told to close, then its last flush and the attempt log's: each waits up to the busy timeout)
- * with a second to spare: terminating a thread inside SQLite aborts the whole process.
+ * (one it was in when told to close, then its last flush, tried again while busy until a busy timeout past the
+ * deadline, and the attempt log's: each waits up to the busy timeout) with a second to spare: terminating a
+ * thread inside SQLite aborts the whole process.
  */
 const CLOSE_GRACE_MS = 3 * DELIVERY_BUSY_TIMEOUT_MS + 1_000;
 const DEFAULT_MAX_RESTARTS = 3;

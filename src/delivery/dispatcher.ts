@@ -14,6 +14,7 @@ import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
 import { createWriteBehind } from './write-behind';
 import type { RedriveItem } from './pending';
+import { DELIVERY_BUSY_TIMEOUT_MS } from './delivery-protocol';
 import type { DeadLetterRow } from '../subscriptions/delivery-records';
 import {
   createSubscriptionWorker,
@@ -392,8 +393,9 @@ export function createDispatcher(deps: DispatcherDeps) {
       for (const worker of workers.values()) worker.stop();
       const finished = [...workers.values()].map((worker) => ({ subscriptionId: worker.id, rows: worker.finishedAbove() }));
       workers.clear();
-      // Past the deadline by up to 3 s (README): the last write of each flush then waits its busy timeout at most.
-      writes.close(finished, (opts.deadline ?? Date.now()) + 3000);
+      // Tried again until a busy timeout past the deadline: its last try and the attempt log's then end inside
+      // the grace after which the main thread terminates this thread (CLOSE_GRACE_MS; never inside SQLite).
+      writes.close(finished, (opts.deadline ?? Date.now()) + DELIVERY_BUSY_TIMEOUT_MS);
       await deps.sender.close(opts.deadline);
     },
   };
