@@ -87,13 +87,17 @@ export interface HttpServerDeps {
 
 /** How each long-lived answer (a live tail) ends itself when the server closes (see {@link endAtShutdown}). */
 const shutdownEnds = new WeakMap<http.ServerResponse, () => void>();
+/** The server each answer belongs to, as far as whether it is closing. */
+const serverOf = new WeakMap<http.ServerResponse, { closing: boolean }>();
 
 /**
- * Has `end` called as soon as the server begins to close: a live tail then ends its stream cleanly
- * at once, where it held every graceful shutdown for min(10 s, half of HERALD_SHUTDOWN_TIMEOUT_MS)
- * and was cut off without its last chunk, while delivery went on starting attempts (a probe).
+ * Has `end` called as soon as the server begins to close (at once if it has begun): a live tail then
+ * ends its stream cleanly, where it held every graceful shutdown for min(10 s, half of
+ * HERALD_SHUTDOWN_TIMEOUT_MS) and was cut off without its last chunk, while delivery went on
+ * starting attempts (a probe); a tail still starting when the close began registers after it (a re-probe).
  */
 export function endAtShutdown(res: http.ServerResponse, end: () => void): void {
+  if (serverOf.get(res)?.closing) return end();
   shutdownEnds.set(res, end);
 }
 
@@ -115,10 +119,12 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   let { authorize, ingest, app, ingestRejected } = deps.handlers;
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
   const unanswered = new Set<http.ServerResponse>();
+  const state = { closing: false };
   const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
   // Host is checked below, so its 400 is a problem like every other (node's own has no body).
   const server = http.createServer({ requireHostHeader: false }, (req, res) => {
     unanswered.add(res);
+    serverOf.set(res, state);
     res.once('close', () => unanswered.delete(res));
     // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'. A request
     // without a body (most reads) has nothing to bound: no listener on its path.
@@ -205,6 +211,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   }
 
   async function close(shutdownTimeoutMs: number): Promise<void> {
+    state.closing = true;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
     // Otherwise a request in flight now leaves its connection open until the grace period ends.
     for (const res of unanswered) if (!res.headersSent) res.setHeader('connection', 'close');
