@@ -36,7 +36,8 @@ function recordOf(entry: KvEntry): SubscriptionRecord {
     Array.isArray(r.filters) &&
     typeof r.delivery === 'object' &&
     r.delivery !== null &&
-    (r.allowedRate == null || (typeof r.allowedRate === 'object' && typeof r.allowedRate.perSecond === 'number'));
+    (r.allowedRate == null ||
+      (typeof r.allowedRate === 'object' && r.allowedRate.perSecond > 0 && Number.isFinite(r.allowedRate.perSecond)));
   if (!valid) throw new AppError('corrupt_record', `the stored record of subscription ${entry.key} is not a subscription record`);
   // Records written before the sink's grant was kept apart have none.
   return { ...(r as SubscriptionRecord), allowedRate: r.allowedRate ?? null };

@@ -62,8 +62,10 @@ describeWithNats('the subscriptions bucket shared by two nodes', () => {
     await eventStores[0]!.subscriptionsBucket.put(id, JSON.stringify(older));
     expect((await b.get(id))?.record).toEqual(record(id, { allowedRate: null }));
     const damaged = randomUUID();
-    await eventStores[0]!.subscriptionsBucket.put(damaged, JSON.stringify({ ...record(damaged), allowedRate: 3 }));
-    await expect(b.get(damaged)).rejects.toMatchObject({ code: 'corrupt_record' });
+    for (const allowedRate of [3, { perSecond: -1 }, { perSecond: '2' }]) {
+      await eventStores[0]!.subscriptionsBucket.put(damaged, JSON.stringify({ ...record(damaged), allowedRate }));
+      await expect(b.get(damaged)).rejects.toMatchObject({ code: 'corrupt_record' });
+    }
     await eventStores[0]!.subscriptionsBucket.delete(damaged);
   });
 
