@@ -27,12 +27,13 @@ export const SILENT_REPLICA_NS = 4e9;
  * configured replicas. (A leader that lost its followers keeps the title for about 10 s before it
  * steps down; counting current replicas sees it first.)
  * A stream of one server outside a cluster has no `cluster` block: it can write when it answers.
+ * `maxSilenceNs`: how recently a replica must have been heard from (shorter just after a disconnect, see the monitor).
  */
-export function streamWritable(info: StreamInfo): string | undefined {
+export function streamWritable(info: StreamInfo, maxSilenceNs = SILENT_REPLICA_NS): string | undefined {
   const cluster = info.cluster;
   if (!cluster) return undefined;
   if (!cluster.leader) return `stream ${info.config.name} has no leader`;
-  const current = 1 + (cluster.replicas ?? []).filter((r) => r.current && !r.offline && !(r.active > SILENT_REPLICA_NS)).length;
+  const current = 1 + (cluster.replicas ?? []).filter((r) => r.current && !r.offline && !(r.active > maxSilenceNs)).length;
   const needed = Math.floor(info.config.num_replicas / 2) + 1;
   return current >= needed
     ? undefined
@@ -116,6 +117,15 @@ export function createClusterMonitor(deps: {
   let stopped = false;
   /** Why writes stay refused: the first partition whose stream's sequence went back. */
   let wentBackReason: string | undefined;
+  /** When the connection was last lost (epoch ms). */
+  let downAt = 0;
+  /**
+   * A replica counts only if heard from since the connection was lost: the servers that went down with
+   * it (a server SIGKILLed) were last heard from before that, while the survivor the node reconnects to
+   * may still call them current, and readiness read "ready" for ~3 s after two of three servers died
+   * (a probe). Healthy replicas are heard from every second, so this delays readiness by about that.
+   */
+  const maxSilenceNs = () => Math.min(SILENT_REPLICA_NS, (Date.now() - downAt) * 1e6);
 
   const setState = (proposed: StoreHealth) => {
     const next: StoreHealth = wentBackReason ? { writable: false, reason: wentBackReason } : proposed;
@@ -151,7 +161,7 @@ export function createClusterMonitor(deps: {
         reason ??= `stream ${streams[i]}: ${natsReason(result.reason)}`;
         return;
       }
-      reason ??= underReplicated(result.value, deps.replicas) ?? streamWritable(result.value);
+      reason ??= underReplicated(result.value, deps.replicas) ?? streamWritable(result.value, maxSilenceNs());
       if (i < partitions) {
         note(i, result.value);
         total += result.value.state.bytes;
@@ -197,6 +207,7 @@ export function createClusterMonitor(deps: {
     knownHead: (partition) => heads[partition] ?? 0,
     wentBack,
     down(reason) {
+      downAt = Date.now();
       setState({ writable: false, reason });
     },
     start() {

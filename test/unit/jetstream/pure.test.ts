@@ -89,6 +89,12 @@ describe('whether a stream can take writes', () => {
     expect(streamWritable(info({ leader: 'n9', active: [4.1e9, 0.2e9] }))).toBeUndefined();
     expect(streamWritable(info({ leader: 'n9', active: [6e9, 6.3e9] }))).toMatch(/1 current of 3 replicas \(needs 2\)/);
   });
+
+  it('counts, just after a lost connection, only the replicas heard from since (the monitor passes the time since)', () => {
+    // 0.7 s after the node lost its connection (its server SIGKILLed with another): replicas last heard 0.8 s ago went with it.
+    expect(streamWritable(info({ leader: 'n9', active: [0.8e9, 0.8e9] }), 0.7e9)).toMatch(/1 current of 3 replicas/);
+    expect(streamWritable(info({ leader: 'n9', active: [0.3e9, 0.8e9] }), 0.7e9)).toBeUndefined();
+  });
 });
 
 describe('partition bounds from a stream', () => {
