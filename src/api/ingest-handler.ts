@@ -62,10 +62,9 @@ export function createIngestHandler(deps: IngestDeps) {
         holds += bytes;
       };
       if (declared <= deps.maxBodyBytes && !buffer.room(declared, 0)) throw bufferFull(deps.bufferBytes!);
-      decoderOf(req.headers['content-encoding']); // a coding it cannot undo: refused before the body is asked for
+      const decoder = decoderOf(req.headers['content-encoding']); // a coding it cannot undo: refused before the body is asked for
       const raw = await readBody(req, res, { limit: deps.maxBodyBytes, idleMs: deps.bodyIdleMs, onChunk: hold });
-      const encoding = req.headers['content-encoding'];
-      const body = encoding === undefined ? raw : await decodeBody(raw, encoding, deps.maxBodyBytes);
+      const body = decoder ? await decodeBody(raw, decoder, deps.maxBodyBytes) : raw;
       // Decoded, a body may be far larger than on the wire (a re-probe's 4 KB of gzip was 4 MB): held too.
       if (body.length > raw.length) hold(body.length - raw.length);
       const { mode, events } = parseHttpMessage({ headers: bindingHeaders(req.rawHeaders), body }, { maxJsonDepth: deps.maxJsonDepth });

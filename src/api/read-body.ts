@@ -143,16 +143,22 @@ const DECODERS: Record<string, (buf: Buffer, options: zlib.ZlibOptions & zlib.Br
 };
 export const ACCEPTED_ENCODINGS = 'gzip, deflate, br';
 
+/** A `Content-Encoding` Herald undoes, and node's decoder of it. */
+export interface BodyDecoder {
+  coding: string;
+  decode: (typeof DECODERS)[string];
+}
+
 /**
- * The decoder of a `Content-Encoding` (none for none or `identity`). Called before a body is read
- * too, so that a coding Herald cannot undo is refused without asking for the body (`Expect`).
+ * The decoder of a request's `Content-Encoding` (none for none or `identity`), found before its body
+ * is read, so that a coding Herald cannot undo is refused without asking for the body (`Expect`).
  * @throws AppError `unsupported_media_type` naming the codings accepted
  */
-export function decoderOf(contentEncoding: string | undefined): (typeof DECODERS)[string] | undefined {
+export function decoderOf(contentEncoding: string | undefined): BodyDecoder | undefined {
   const coding = (contentEncoding ?? '').trim().toLowerCase();
   if (coding === '' || coding === 'identity') return undefined;
   const decode = DECODERS[coding];
-  if (decode) return decode;
+  if (decode) return { coding, decode };
   throw new AppError(
     'unsupported_media_type',
     `Content-Encoding ${JSON.stringify(coding)} is not supported; use one of ${ACCEPTED_ENCODINGS}`,
@@ -164,19 +170,11 @@ export function decoderOf(contentEncoding: string | undefined): (typeof DECODERS
 }
 
 /**
- * The body with its `Content-Encoding` undone, at most `limit` bytes once decoded (so a small
- * compressed body cannot expand past what an uncompressed one may be). Decoded off the event loop,
- * in libuv's thread pool. One coding (or `identity`); anything else is a 415 naming those accepted.
+ * The body with its `Content-Encoding` undone (`decoder`, from {@link decoderOf}), at most `limit`
+ * bytes once decoded (so a small compressed body cannot expand past what an uncompressed one may
+ * be). Decoded off the event loop, in libuv's thread pool.
  */
-export function decodeBody(body: Buffer, contentEncoding: string | undefined, limit: number, limitName?: string): Promise<Buffer> {
-  let decode: ReturnType<typeof decoderOf>;
-  try {
-    decode = decoderOf(contentEncoding);
-  } catch (err) {
-    return Promise.reject(err);
-  }
-  if (!decode) return Promise.resolve(body);
-  const coding = (contentEncoding ?? '').trim().toLowerCase();
+export function decodeBody(body: Buffer, { coding, decode }: BodyDecoder, limit: number, limitName?: string): Promise<Buffer> {
   return new Promise((resolve, reject) => {
     decode(body, { maxOutputLength: limit }, (err, out) => {
       if (!err) return resolve(out);

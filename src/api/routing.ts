@@ -120,10 +120,10 @@ export const jsonBody: AnyRouteHandler = async (req, res, next) => {
     req.resume();
     throw new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
   }
-  decoderOf(req.headers['content-encoding']); // a coding it cannot undo: refused before the body is asked for
+  const decoder = decoderOf(req.headers['content-encoding']); // a coding it cannot undo: refused before the body is asked for
   const idleMs = (req.app.locals[BODY_IDLE_MS] as number | undefined) ?? DEFAULT_BODY_IDLE_MS;
   const raw = await readBody(req, res, { limit: JSON_LIMIT_BYTES, idleMs, limitName: JSON_LIMIT_NAME });
-  const decoded = await decodeBody(raw, req.headers['content-encoding'], JSON_LIMIT_BYTES, JSON_LIMIT_NAME);
+  const decoded = decoder ? await decodeBody(raw, decoder, JSON_LIMIT_BYTES, JSON_LIMIT_NAME) : raw;
   req.body = parseJsonObject(decoded);
   next();
 };
