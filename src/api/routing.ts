@@ -2,6 +2,7 @@ import { Router, type Express, type Request, type RequestHandler } from 'express
 import { AppError } from '../errors';
 import { decodeBody, decoderOf, readBody } from './read-body';
 import { charsetOf } from '../cloudevents/event';
+import { DEFAULT_BODY_IDLE_TIMEOUT_MS } from '../config';
 import type { Authorizer, RouteScope } from './auth';
 
 /**
@@ -71,8 +72,6 @@ export const JSON_LIMIT_BYTES = 1024 * 1024;
 const JSON_LIMIT_NAME = 'the 1 MiB this endpoint accepts';
 
 const BODY_IDLE_MS = 'heraldBodyIdleMs';
-/** HERALD_BODY_IDLE_TIMEOUT_MS's default, for apps made without a configuration (tests). */
-const DEFAULT_BODY_IDLE_MS = 20_000;
 
 /** Gives the app the longest pause in a JSON request body before its 408 (HERALD_BODY_IDLE_TIMEOUT_MS). */
 export function setBodyIdleTimeout(app: Express, ms: number): void {
@@ -121,7 +120,7 @@ export const jsonBody: AnyRouteHandler = async (req, res, next) => {
     throw new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
   }
   const decoder = decoderOf(req.headers['content-encoding']); // a coding it cannot undo: refused before the body is asked for
-  const idleMs = (req.app.locals[BODY_IDLE_MS] as number | undefined) ?? DEFAULT_BODY_IDLE_MS;
+  const idleMs = (req.app.locals[BODY_IDLE_MS] as number | undefined) ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
   const raw = await readBody(req, res, { limit: JSON_LIMIT_BYTES, idleMs, limitName: JSON_LIMIT_NAME });
   const decoded = decoder ? await decodeBody(raw, decoder, JSON_LIMIT_BYTES, JSON_LIMIT_NAME) : raw;
   req.body = parseJsonObject(decoded);

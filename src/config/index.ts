@@ -74,6 +74,8 @@ const NATS_URL = /^((nats|tls|ws|wss):\/\/)?([^\s/:@,]+@)?(\[[0-9a-fA-F:.]+\]|[A
 const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/;
 
 export const STORES = ['local', 'jetstream'] as const;
+/** HERALD_BODY_IDLE_TIMEOUT_MS's default (also what an app made without a configuration uses). */
+export const DEFAULT_BODY_IDLE_TIMEOUT_MS = 20_000;
 
 export const configSchema = z
   .object({
@@ -123,7 +125,7 @@ export const configSchema = z
       'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`), counted as they arrive and, once decoded (`Content-Encoding`), at their decoded size; a publish that would pass it is answered 503 `unavailable` with `Retry-After` (at once when its declared length cannot fit). One publish alone is always taken, however large. Memory for ingest is about 3.5 times this at most. At least 64 KiB.',
     ),
     // Below node's 300 s for a whole request, which destroys the connection without an answer.
-    HERALD_BODY_IDLE_TIMEOUT_MS: int(100, 120_000, 20_000).describe(
+    HERALD_BODY_IDLE_TIMEOUT_MS: int(100, 120_000, DEFAULT_BODY_IDLE_TIMEOUT_MS).describe(
       'Longest pause (milliseconds, at most 120000) while a request body is received (`POST /events`, and the JSON bodies of the other routes): a request whose body makes no progress this long is answered 408 `request_timeout` (nothing of it done or stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes. A request still unfinished after 300 s in all has its connection closed without an answer.',
     ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
