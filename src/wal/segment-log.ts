@@ -74,14 +74,14 @@ export interface ScanResult {
   lost: LostRange[];
 }
 
+/** The search after damage ran out of its checksum budget (hostile or pathological bytes). */
+export class ResyncBudgetExceeded extends Error {}
+
 /**
  * Intact records follow unreadable bytes: the damage is not a torn tail, and
  * cutting there would delete acknowledged events. Start-up refuses unless the
  * operator allows `skip-corrupt`.
  */
-/** The search after damage ran out of its checksum budget (hostile or pathological bytes). */
-export class ResyncBudgetExceeded extends Error {}
-
 export class CorruptLogError extends StartupError {
   override name = 'CorruptLogError';
   constructor(
