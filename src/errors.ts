@@ -99,7 +99,7 @@ export function isAppError(err: unknown): err is AppError {
 export function fromDatabaseError(err: unknown): AppError | undefined {
   const code = (err as { code?: unknown } | undefined)?.code;
   if (typeof code !== 'string') return undefined;
-  if (code.startsWith('SQLITE_BUSY'))
+  if (isDatabaseBusy(err))
     return new AppError('unavailable', 'the database is locked by another connection; nothing was changed, try again', {
       cause: err,
       retryAfter: 1,
@@ -115,6 +115,12 @@ export function fromDatabaseError(err: unknown): AppError | undefined {
       retryAfter: 5,
     });
   return undefined;
+}
+
+/** SQLite's "database is locked" (`SQLITE_BUSY*`): another connection holds the write lock past the busy timeout. */
+export function isDatabaseBusy(err: unknown): boolean {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
 }
 
 /** Turns anything thrown into an Error without losing it (for logs and `cause`). */

@@ -1,4 +1,5 @@
 import type { Router } from 'express';
+import { isDatabaseBusy } from '../errors';
 import type { Db } from '../store/db';
 import type { EventLog } from '../wal/event-store';
 import { newRouter, requireScope } from './routing';
@@ -55,8 +56,7 @@ function tryWriteLock(db: Db): string {
     db.exec('ROLLBACK');
     return 'ok';
   } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    return typeof code === 'string' && code.startsWith('SQLITE_BUSY')
+    return isDatabaseBusy(err)
       ? 'herald.db is locked by another process (its write lock is held): changes to subscriptions and delivery state wait'
       : (err as Error).message;
   } finally {

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { isDatabaseBusy } from '../errors';
 import type { Db } from '../store/db';
 import { createDeadLettersRepo } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type FinishedRow, type OffsetRow, type SettledCallbackOutcome } from '../store/delivery-state-repo';
@@ -111,7 +112,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       try {
         return flushOrThrow();
       } catch (err) {
-        if (isBusy(err) && Date.now() < retryBusyUntil) continue; // each try waits up to the busy timeout
+        if (isDatabaseBusy(err) && Date.now() < retryBusyUntil) continue; // each try waits up to the busy timeout
         // Closing: what was not written is delivered again at the next start (at least once).
         deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
         return;
@@ -361,9 +362,3 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
 }
 
 export type WriteBehind = ReturnType<typeof createWriteBehind>;
-
-/** SQLite's "database is locked": another connection holds the write lock past the busy timeout. */
-function isBusy(err: unknown): boolean {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
-}

@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, writeFileAtomically } from '../durable-fs';
-import { StartupError } from '../errors';
+import { isDatabaseBusy, StartupError } from '../errors';
 
 export const LOCK_FILE = 'herald.lock';
 export const PID_FILE = 'herald.pid';
@@ -134,7 +134,7 @@ function takeLock(file: string, dataDir: string): Database.Database | 'busy' {
     return db;
   } catch (err) {
     db.close();
-    if ((err as { code?: string }).code?.startsWith('SQLITE_BUSY')) return 'busy';
+    if (isDatabaseBusy(err)) return 'busy';
     throw unusable(dataDir, err);
   }
 }
