@@ -15,13 +15,17 @@ import {
 
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** What flow control reads of a subscription record. */
+export type FlowSubscription = Pick<SubscriptionRecord, 'allowedRate'> & { delivery: Pick<DeliveryOptions, 'maxInFlight' | 'rateLimit'> };
+
 /**
  * One subscription's flow control (issue 12 §3): the state of its token bucket and AIMD limiter
  * (the rules are the pure functions of `./rate-limit`), and the attempts waiting for a token.
  * Not persisted: after a restart the bucket is full and the limit back at `maxInFlight`.
  */
 export function createFlowControl(deps: {
-  options: () => Pick<DeliveryOptions, 'maxInFlight' | 'rateLimit'>;
+  /** The subscription as it is now: its `maxInFlight`, and its rate limit with the sink's grant. */
+  subscription: () => FlowSubscription;
   clock: () => number;
   /** A token is available again: deferred attempts have been run; start new ones. */
   onToken: () => void;
@@ -32,7 +36,8 @@ export function createFlowControl(deps: {
   /** Attempts (retries, redrives) that found the bucket empty, by pending, each run once a token is due. */
   const deferred = new Map<object, () => void>();
 
-  const rate = () => deps.options().rateLimit?.perSecond;
+  const rate = () => effectiveRateLimit(deps.subscription())?.perSecond;
+  const maxInFlight = () => deps.subscription().delivery.maxInFlight;
 
   function bucketNow(perSecond: number): TokenBucket {
     const now = deps.clock();
@@ -61,7 +66,7 @@ export function createFlowControl(deps: {
 
   return {
     /** The in-flight limit in force now (AIMD), at most `maxInFlight`. */
-    maxInFlight: (): number => currentLimit(aimd, deps.options().maxInFlight),
+    maxInFlight: (): number => currentLimit(aimd, maxInFlight()),
     /** Captured when a request starts, handed back with its answer to `answered`. */
     epoch: (): number => aimd.epoch,
     /** Whether an attempt may start now (a token is there, or there is no rate limit); takes nothing. */
@@ -95,7 +100,7 @@ export function createFlowControl(deps: {
     },
     /** Feeds one answer (or timeout) to the AIMD limiter; true when the limit grew. */
     answered(status: number | null, timedOut: boolean, startedEpoch: number): boolean {
-      const max = deps.options().maxInFlight;
+      const max = maxInFlight();
       const before = currentLimit(aimd, max);
       aimd = onAnswer(aimd, loadSignal(status, timedOut), startedEpoch, max);
       return currentLimit(aimd, max) > before;
@@ -104,7 +109,7 @@ export function createFlowControl(deps: {
     stats(): { currentMaxInFlight: number; throttled: boolean } {
       const perSecond = rate();
       const throttled = perSecond !== undefined && bucketNow(perSecond).tokens < 1;
-      return { currentMaxInFlight: currentLimit(aimd, deps.options().maxInFlight), throttled };
+      return { currentMaxInFlight: currentLimit(aimd, maxInFlight()), throttled };
     },
     /**
      * The rate limit may have changed (a PATCH): the wait armed under the old rate is dropped. Without
@@ -131,7 +136,7 @@ export type FlowControl = ReturnType<typeof createFlowControl>;
  * The rate limit deliveries keep: the operator's `delivery.rateLimit` and the sink's grant, whichever is
  * lower (a grant is a permission, never a reason to send faster than the operator allowed).
  */
-export function effectiveRateLimit(record: Pick<SubscriptionRecord, 'delivery' | 'allowedRate'>): { perSecond: number } | undefined {
+export function effectiveRateLimit(record: FlowSubscription): { perSecond: number } | undefined {
   const own = record.delivery.rateLimit;
   const granted = record.allowedRate ?? undefined;
   if (!own || !granted) return own ?? granted;

@@ -20,7 +20,7 @@ import {
 } from './partition-cursor';
 import { createFailureWindow } from './failure-window';
 import { requestFor } from './request';
-import { createFlowControl, effectiveRateLimit } from './flow-control';
+import { createFlowControl } from './flow-control';
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -107,11 +107,7 @@ export function createSubscriptionWorker(
     disable: (failingSince, lastError) => deps.onFailing?.({ failingSince, lastError }),
   });
   /** Rate limit and AIMD concurrency (issue 12 §3): gates every attempt, new or retried. */
-  const flow = createFlowControl({
-    options: () => ({ maxInFlight: options().maxInFlight, rateLimit: effectiveRateLimit(deps.subscription()) }),
-    clock: deps.clock,
-    onToken: () => schedulePump(),
-  });
+  const flow = createFlowControl({ subscription: deps.subscription, clock: deps.clock, onToken: () => schedulePump() });
   const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
 
   /** Per partition, the committed offset at which the full window was logged: once per hold. */

@@ -19,7 +19,7 @@ describe('a very low rate limit', () => {
   it('waits for its next token instead of waking the loop every millisecond', async () => {
     let wakes = 0;
     const flow = createFlowControl({
-      options: () => ({ maxInFlight: 1, rateLimit: { perSecond: 1e-7 } }),
+      subscription: () => ({ delivery: { maxInFlight: 1, rateLimit: { perSecond: 1e-7 } }, allowedRate: null }),
       clock: Date.now,
       onToken: () => {
         wakes++;
