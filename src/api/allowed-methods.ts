@@ -32,9 +32,10 @@ function collect(stack: Layer[], prefix: string, out: RoutePattern[]): void {
 }
 
 /**
- * The methods the app's routes take at a path (`GET` with its `HEAD`), or none when no route has the
- * path: a request whose path is a route but whose method is not is a 405 with `Allow`, not a 404
- * (RFC 9110 §15.5.6). Read from the app's routers on first use, once they are all mounted.
+ * The methods the app's routes take at a path (`GET` with its `HEAD`, and `OPTIONS`, which every
+ * route's path answers), or none when no route has the path: a request whose path is a route but
+ * whose method is not is a 405 with `Allow`, not a 404 (RFC 9110 §15.5.6). Read from the app's
+ * routers on first use, once they are all mounted.
  */
 export function allowedMethodsOf(app: Express): (path: string) => string[] {
   let routes: RoutePattern[] | undefined;
@@ -42,7 +43,9 @@ export function allowedMethodsOf(app: Express): (path: string) => string[] {
     if (!routes) collect((app as unknown as { router: { stack: Layer[] } }).router.stack, '', (routes = []));
     const methods = new Set<string>();
     for (const route of routes) if (route.pattern.test(path)) for (const m of route.methods) methods.add(m);
+    if (methods.size === 0) return [];
     if (methods.has('GET')) methods.add('HEAD');
+    methods.add('OPTIONS');
     return [...methods].sort();
   };
 }

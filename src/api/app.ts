@@ -29,10 +29,16 @@ export function createApp(deps: AppDeps): express.Express {
   app.set('strict routing', true);
   setAuthorizer(app, deps.authorize);
   if (deps.bodyIdleMs !== undefined) setBodyIdleTimeout(app, deps.bodyIdleMs);
-  for (const router of deps.routers) app.use(router);
-  // A route's path with another method: 405 and the methods it takes, whatever the key. (OPTIONS on it
-  // is answered by the router that has it: 200 and `Allow`.)
   const allowedAt = allowedMethodsOf(app);
+  // OPTIONS on a route's path: 200 and `Allow`, OPTIONS included, whatever the key (before the routers:
+  // express's own answer lists the methods of the one router that has the path, without OPTIONS).
+  app.use((req, res, next) => {
+    const allowed = req.method === 'OPTIONS' ? allowedAt(req.path) : [];
+    if (allowed.length === 0) return next();
+    res.status(200).set('allow', allowed.join(', ')).set('content-length', '0').end();
+  });
+  for (const router of deps.routers) app.use(router);
+  // A route's path with another method: 405 and the methods it takes, whatever the key.
   app.use((req, _res, next) => {
     const allowed = allowedAt(req.path);
     if (allowed.length === 0) return next();

@@ -23,15 +23,17 @@ const binary = () => ({
 });
 
 describe('OPTIONS', () => {
-  it('lists POST for /events along with GET and HEAD, without a key', async () => {
+  it('lists POST for /events along with GET, HEAD and OPTIONS, without a key', async () => {
     const res = await sendRaw(gw.url, 'OPTIONS', '/events');
     expect(res.status).toBe(200);
-    expect(res.headers.allow?.split(/,\s*/).sort()).toEqual(['GET', 'HEAD', 'POST']);
+    expect(res.headers.allow?.split(/,\s*/).sort()).toEqual(['GET', 'HEAD', 'OPTIONS', 'POST']);
   });
 
-  it('lists the methods of other routes', async () => {
+  it('lists the methods of other routes, OPTIONS included (was: without it), and is a 404 on a path no route has', async () => {
     const res = await sendRaw(gw.url, 'OPTIONS', '/subscriptions/abc');
-    expect(res.headers.allow?.split(/,\s*/).sort()).toEqual(['DELETE', 'GET', 'HEAD', 'PATCH']);
+    expect([res.status, res.headers.allow]).toEqual([200, 'DELETE, GET, HEAD, OPTIONS, PATCH']);
+    expect(res.headers['content-length']).toBe('0');
+    expect((await sendRaw(gw.url, 'OPTIONS', '/nothing-here')).status).toBe(404);
   });
 
   it('answers OPTIONS * for the server as a whole', async () => {
@@ -308,11 +310,11 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
 
   it("answers a route's path with a method it does not take 405 with Allow, whatever the key (was: 404 as if no route had it)", async () => {
     const cases: [string, string, string][] = [
-      ['PUT', '/subscriptions', 'GET, HEAD, POST'],
-      ['DELETE', '/events', 'GET, HEAD, POST'],
-      ['POST', '/healthz', 'GET, HEAD'],
-      ['PUT', '/subscriptions/some-id', 'DELETE, GET, HEAD, PATCH'],
-      ['GET', '/deliveries/dlv_x/ack', 'POST'],
+      ['PUT', '/subscriptions', 'GET, HEAD, OPTIONS, POST'],
+      ['DELETE', '/events', 'GET, HEAD, OPTIONS, POST'],
+      ['POST', '/healthz', 'GET, HEAD, OPTIONS'],
+      ['PUT', '/subscriptions/some-id', 'DELETE, GET, HEAD, OPTIONS, PATCH'],
+      ['GET', '/deliveries/dlv_x/ack', 'OPTIONS, POST'],
     ];
     for (const [method, path, allow] of cases) {
       for (const headers of [{}, as('routing-read')]) {
