@@ -44,7 +44,7 @@ export function setAuthorizer(app: Express, authorize: Authorizer): void {
  * route's own (`/subscriptions/:id` → `{ id: string }`) for the handlers after it.
  */
 // eslint-disable-next-line @typescript-eslint/no-explicit-any -- see above: any route's params, body and query
-type AnyRouteHandler = RequestHandler<any, any, any, any>;
+export type AnyRouteHandler = RequestHandler<any, any, any, any>;
 
 /** A `requireScope` middleware; `scope` says what it checks (read by the route-listing tests). */
 export type ScopeCheck = AnyRouteHandler & { readonly scope: RouteScope };

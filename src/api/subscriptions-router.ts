@@ -5,19 +5,24 @@ import { seekSchema } from '../subscriptions/seek-schema';
 import { ATTEMPTS_KEPT } from '../store/attempts-repo';
 import type { SubscriptionsService } from '../subscriptions/service';
 import { parseInput, queryInt } from './query';
-import { jsonBody, newRouter, refuseOverlongIds, requireScope } from './routing';
+import { jsonBody, newRouter, refuseOverlongIds, requireScope, type AnyRouteHandler } from './routing';
 
 const MAX_PAGE = 1000;
 
 /**
  * `/subscriptions…`: CRUD, pause/resume, seek, secret rotation, dead letters. Bodies and queries are
  * validated here; the service takes their typed output. For a subscription that does not exist the
- * answer is 404 whatever the body (checked first where a body is).
+ * answer is 404 whatever the body: checked before the body is read (or, under `Expect: 100-continue`,
+ * asked for), so a client is not made to send one for nothing.
  */
 export function createSubscriptionsRouter(service: SubscriptionsService): Router {
   const router = newRouter();
   refuseOverlongIds(router, 'id', 'subscription', 'ids are UUIDs, 36');
   const admin = requireScope('admin');
+  const exists: AnyRouteHandler = async (req, _res, next) => {
+    await service.assertExists(String(req.params.id));
+    next();
+  };
 
   router.post('/subscriptions', admin, jsonBody, async (req, res) => {
     const created = await service.create(parseInput(createSubscriptionSchema, req.body, 'subscription'));
@@ -29,8 +34,7 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   router.get('/subscriptions/:id', admin, async (req, res) => {
     res.json(await service.get(req.params.id));
   });
-  router.patch('/subscriptions/:id', admin, jsonBody, async (req, res) => {
-    await service.assertExists(req.params.id);
+  router.patch('/subscriptions/:id', admin, exists, jsonBody, async (req, res) => {
     const input = parseInput(patchSubscriptionSchema, req.body, 'subscription update');
     res.json(await service.patch(req.params.id, input));
   });
@@ -44,12 +48,10 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   router.post('/subscriptions/:id/resume', admin, async (req, res) => {
     res.json(await service.resume(req.params.id));
   });
-  router.post('/subscriptions/:id/seek', admin, jsonBody, async (req, res) => {
-    await service.assertExists(req.params.id);
+  router.post('/subscriptions/:id/seek', admin, exists, jsonBody, async (req, res) => {
     res.json(await service.seek(req.params.id, parseInput(seekSchema, req.body ?? {}, 'seek')));
   });
-  router.post('/subscriptions/:id/rotate-secret', admin, jsonBody, async (req, res) => {
-    await service.assertExists(req.params.id);
+  router.post('/subscriptions/:id/rotate-secret', admin, exists, jsonBody, async (req, res) => {
     res.json(await service.rotateSecret(req.params.id, parseInput(rotateSecretSchema, req.body ?? {}, 'request')));
   });
 
@@ -65,7 +67,7 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     const page = parseInput(z.object({ limit: queryInt(100, MAX_PAGE), after: queryInt(0) }), req.query, 'query');
     res.json(await service.deadLetters(req.params.id, page));
   });
-  router.post('/subscriptions/:id/dead-letters/redeliver', admin, jsonBody, async (req, res) => {
+  router.post('/subscriptions/:id/dead-letters/redeliver', admin, exists, jsonBody, async (req, res) => {
     const { ids } = parseInput(z.object({ ids: z.array(z.string().min(1)).max(10_000).optional() }).strict(), req.body ?? {}, 'request');
     res.status(202).json({ redelivering: await service.redeliver(req.params.id, ids) });
   });

@@ -359,6 +359,27 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect(refused).toMatch(/connection: close/i);
   });
 
+  it.each([
+    ['PATCH', ''],
+    ['POST', '/seek'],
+    ['POST', '/rotate-secret'],
+    ['POST', '/dead-letters/redeliver'],
+  ])(
+    '%s /subscriptions/<unknown>%s under Expect: 100-continue: the 404 at once, no invitation to send the body (was: a 100 first)',
+    async (method, tail) => {
+      const answer = await rawExchange(
+        gw.url,
+        `${method} /subscriptions/7d4ab2a6-0000-4000-8000-000000000000${tail} HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-admin\r\ncontent-type: text/plain\r\nExpect: 100-continue\r\ncontent-length: 2\r\n\r\n`,
+      );
+      expect(answer).not.toMatch(/100 Continue/);
+      const [head, body] = answer.split('\r\n\r\n');
+      // 404 whatever the body: a content type the route refuses is not looked at for a subscription that is not there.
+      expect(head).toMatch(/^HTTP\/1\.1 404 /);
+      expect(head).toMatch(/connection: close/i);
+      expect(JSON.parse(body!)).toMatchObject({ status: 404, code: 'not_found' });
+    },
+  );
+
   it('refuses a JSON body declared over 1 MiB at once, before it is sent (was no answer until it all came)', async () => {
     for (const path of ['/subscriptions', '/deliveries/dlv_AAAAAAAAAAAAAAAAAAAAAAAA/nack']) {
       const answer = await rawExchange(
