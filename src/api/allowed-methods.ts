@@ -2,9 +2,39 @@ import type { Express } from 'express';
 
 /** What express 5's router keeps of a route, and of a router mounted with `use()`. */
 interface Layer {
-  route?: { path: unknown; methods: Record<string, boolean> };
+  route?: { path: unknown; methods: Record<string, boolean>; stack?: { handle?: unknown }[] };
   handle?: { stack?: Layer[] };
   rawPath?: unknown;
+}
+
+/** One route of an express 5 app or router, as {@link mountedRoutes} finds it. */
+export interface MountedRoute {
+  /** Its full express path (`/subscriptions/:id`), or undefined when it or a router above it is not mounted on a plain string path. */
+  path: string | undefined;
+  /** The method keys express keeps, lower case (`_all` for `router.all`). */
+  methods: string[];
+  /** Its first handler (the routes' scope check, see routing.ts). */
+  firstHandler: unknown;
+}
+
+/**
+ * Every route an express 5 app (`app.router.stack`) or router registers, routers mounted with
+ * `use()` included. The gateway reads it for `Allow`; the contract tests compare it with the
+ * OpenAPI document (and refuse the shapes they cannot translate, which this leaves to them).
+ */
+export function mountedRoutes(stack: readonly Layer[], prefix: string | undefined = ''): MountedRoute[] {
+  const out: MountedRoute[] = [];
+  for (const layer of stack) {
+    if (layer.route) {
+      const path = prefix !== undefined && typeof layer.route.path === 'string' ? prefix + layer.route.path : undefined;
+      out.push({ path, methods: Object.keys(layer.route.methods), firstHandler: layer.route.stack?.[0]?.handle });
+    } else if (layer.handle?.stack) {
+      const mount =
+        prefix !== undefined && typeof layer.rawPath === 'string' ? prefix + (layer.rawPath === '/' ? '' : layer.rawPath) : undefined;
+      out.push(...mountedRoutes(layer.handle.stack, mount));
+    }
+  }
+  return out;
 }
 
 interface RoutePattern {
@@ -20,15 +50,11 @@ function compile(path: string): RegExp {
   return new RegExp(`^${segments.join('/')}$`);
 }
 
-function collect(stack: Layer[], prefix: string, out: RoutePattern[]): void {
-  for (const layer of stack) {
-    if (layer.route && typeof layer.route.path === 'string') {
-      const methods = Object.keys(layer.route.methods).filter((m) => m !== '_all');
-      out.push({ pattern: compile(prefix + layer.route.path), methods: methods.map((m) => m.toUpperCase()) });
-    } else if (layer.handle?.stack && typeof layer.rawPath === 'string') {
-      collect(layer.handle.stack, prefix + (layer.rawPath === '/' ? '' : layer.rawPath), out);
-    }
-  }
+function patternsOf(app: Express): RoutePattern[] {
+  const stack = (app as unknown as { router: { stack: Layer[] } }).router.stack;
+  return mountedRoutes(stack).flatMap(({ path, methods }) =>
+    path === undefined ? [] : [{ pattern: compile(path), methods: methods.filter((m) => m !== '_all').map((m) => m.toUpperCase()) }],
+  );
 }
 
 /**
@@ -40,7 +66,7 @@ function collect(stack: Layer[], prefix: string, out: RoutePattern[]): void {
 export function allowedMethodsOf(app: Express): (path: string) => string[] {
   let routes: RoutePattern[] | undefined;
   return (path) => {
-    if (!routes) collect((app as unknown as { router: { stack: Layer[] } }).router.stack, '', (routes = []));
+    routes ??= patternsOf(app);
     const methods = new Set<string>();
     for (const route of routes) if (route.pattern.test(path)) for (const m of route.methods) methods.add(m);
     if (methods.size === 0) return [];

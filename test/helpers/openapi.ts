@@ -3,6 +3,7 @@ import path from 'node:path';
 import Ajv2020 from 'ajv/dist/2020';
 import addFormats from 'ajv-formats';
 import YAML from 'yaml';
+import { mountedRoutes } from '../../src/api/allowed-methods';
 
 /** The published contract, relative to this file so it works from any working directory. */
 export const OPENAPI_FILE = path.resolve(__dirname, '..', '..', 'openapi', 'openapi.yaml');
@@ -105,40 +106,23 @@ export interface Route {
   scope?: string;
 }
 
-interface Layer {
-  route?: { path: unknown; methods: Record<string, boolean>; stack?: { handle?: { scope?: unknown } }[] };
-  handle?: { stack?: Layer[] };
-  rawPath?: unknown;
-}
-
 /**
- * Every method+path an express 5 app (or router) registers, walking `app.router.stack`
- * and routers mounted with `use()`. Paths come out in OpenAPI style (`:id` → `{id}`).
- * Throws on anything it cannot translate faithfully (regexp or wildcard paths, unknown mounts)
- * rather than silently leaving a route out of the comparison.
+ * Every method+path an express 5 app (or router) registers (`mountedRoutes`, as the gateway reads
+ * them for `Allow`). Paths come out in OpenAPI style (`:id` → `{id}`). Throws on anything it cannot
+ * translate faithfully (regexp or wildcard paths, unknown mounts, `router.all`) rather than silently
+ * leaving a route out of the comparison.
  */
-export function listRoutes(app: { router: { stack: Layer[] } } | { stack: Layer[] }): Route[] {
+export function listRoutes(app: { router: { stack: unknown[] } } | { stack: unknown[] }): Route[] {
   const stack = 'router' in app ? app.router.stack : app.stack;
-  const routes: Route[] = [];
-  walk(stack, '', routes);
-  return routes;
-}
-
-function walk(stack: Layer[], prefix: string, routes: Route[]): void {
-  for (const layer of stack) {
-    if (layer.route) {
-      if (typeof layer.route.path !== 'string') throw new Error(`cannot list a route whose path is ${String(layer.route.path)}`);
-      const full = toOpenApiPath(prefix + layer.route.path);
-      const scope = layer.route.stack?.[0]?.handle?.scope;
-      for (const method of Object.keys(layer.route.methods)) {
-        if (method === '_all') throw new Error(`cannot list router.all('${full}')`);
-        routes.push({ method: method.toLowerCase(), path: full, scope: typeof scope === 'string' ? scope : undefined });
-      }
-    } else if (layer.handle?.stack) {
-      if (typeof layer.rawPath !== 'string') throw new Error('cannot list a router mounted on a non-string path');
-      walk(layer.handle.stack, prefix + (layer.rawPath === '/' ? '' : layer.rawPath), routes);
-    }
-  }
+  return mountedRoutes(stack as Parameters<typeof mountedRoutes>[0]).flatMap(({ path, methods, firstHandler }) => {
+    if (path === undefined) throw new Error('cannot list a route (or a router) mounted on a path that is not a string');
+    const full = toOpenApiPath(path);
+    const scope = (firstHandler as { scope?: unknown } | undefined)?.scope;
+    return methods.map((method) => {
+      if (method === '_all') throw new Error(`cannot list router.all('${full}')`);
+      return { method: method.toLowerCase(), path: full, scope: typeof scope === 'string' ? scope : undefined };
+    });
+  });
 }
 
 /** `/subscriptions/:id` → `/subscriptions/{id}`. */
