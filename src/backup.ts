@@ -86,7 +86,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     copyIfPresent(path.join(walDir, KEY_FILE), path.join(work, WAL_DIR, KEY_FILE));
     const listed = [...new Set([...listedFirst, ...listSegments(walDir)])].sort();
     const dropped = copySegments(walDir, path.join(work, WAL_DIR), listed);
-    verifySegments(path.join(work, WAL_DIR), parseHoles(metaWithoutWriting(path.join(work, DB_FILE), 'log_holes')));
+    verifySegments(path.join(work, WAL_DIR), carryHoles(source, path.join(work, DB_FILE)));
     // Last, so that they are the newest: floors only ever rise, and a copy below the live ones could
     // let a partition emptied by retention during the copy restart below offsets already acknowledged.
     copyIfPresent(path.join(walDir, RESERVATION_FILE), path.join(work, WAL_DIR, RESERVATION_FILE));
@@ -129,6 +129,25 @@ function isRunning(pid: number): boolean {
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'EPERM';
   }
+}
+
+/**
+ * Where `skip-corrupt` set bytes aside (`log_holes`): the copied herald.db's, and index.db's, where a
+ * version before this one kept them alone; those go into the copy, whose first start rebuilds its
+ * index without them and would take a hole at a segment's end for a lost segment.
+ */
+function carryHoles(source: string, copyDb: string): number[] {
+  const copied = parseHoles(metaWithoutWriting(copyDb, 'log_holes'));
+  const indexed = parseHoles(metaWithoutWriting(path.join(source, 'index.db'), 'log_holes'));
+  const holes = [...new Set([...copied, ...indexed])].sort((a, b) => a - b);
+  if (holes.length === copied.length) return holes;
+  const copy = new Database(copyDb, { fileMustExist: true });
+  try {
+    createMetaRepo(copy).set('log_holes', JSON.stringify(holes));
+  } finally {
+    copy.close();
+  }
+  return holes;
 }
 
 /** The live retention floors (raised before retention deletes anything) into the copy, where higher; an older version's from index.db. */
@@ -342,8 +361,9 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
  * Reads every record of the copied log and checks it, as a start on the restored dir would: a backup
  * of damaged bytes was reported whole and its restore then refused to start (a probe). The segments
  * follow one another without a gap, and only the newest may end in bytes the start cuts (a record
- * being written while it was copied, zeros a power cut left). Segments holding bytes set aside under
- * `skip-corrupt` (`holes`, positions in the log) are not read.
+ * being written while it was copied, zeros a power cut left). Bytes `skip-corrupt` set aside are
+ * padding inside a segment (read as such) or, at a segment's end, a gap that `holes` (herald.db's
+ * `log_holes`) names, as a start takes it.
  * @throws BackupError naming the segment and the byte
  */
 function verifySegments(walDir: string, holes: readonly number[]): void {
@@ -356,12 +376,11 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
     const size = fs.statSync(file).size;
     // Each segment starts where the one before ends, as the start checks (a re-probe's cut or deleted
     // segment was backed up, and the restore refused: "the log is missing … bytes").
-    if (end !== undefined && end !== base)
+    if (end !== undefined && end !== base && !holes.includes(end))
       throw new BackupError(
         `the log is missing ${base - end} bytes: the segment before ${name} ends at log byte ${end}; a restore of this backup would not start; the backup is abandoned`,
       );
     end = base + size;
-    if (holes.some((at) => at >= base && at < base + size)) continue;
     let scan: ReturnType<typeof scanSegmentFile>;
     try {
       scan = scanSegmentFile({ file, size, base }, 0, key, () => undefined);
@@ -374,7 +393,8 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
     if (i === names.length - 1 && !intactAfter(file, size, scan.badAt, scan.torn === true, key)) continue;
     throw new BackupError(
       `the log is damaged: ${name} at byte ${scan.badAt} (${scan.reason}); a restore of this backup would not start. ` +
-        'The gateway refuses this log at its next start too: see "Durability guarantees" in the README (HERALD_RECOVERY=skip-corrupt); the backup is abandoned',
+        'To set the damage aside: stop the gateway, move index.db aside and start it once with HERALD_RECOVERY=skip-corrupt ' +
+        '(a start reads the log from where index.db ends; see "Durability guarantees" in the README); the backup is abandoned',
     );
   }
 }

@@ -495,6 +495,7 @@ function openLog(
     headsRepo: createPartitionHeadsRepo(indexDb),
     offsetFloors: createDeliveryStateRepo(db).offsetFloors,
     retentionFloors: retentionFloors.load,
+    dataDirMeta: meta,
     partitions: opts.partitions,
     dataDir: opts.dataDir,
     windowStart: clock() - opts.idempotencyWindowMs,

@@ -32,6 +32,12 @@ export interface RecoveryDeps {
   offsetFloors: () => { partition: number; next: number }[];
   /** Per partition, the offset past the newest event retention deleted (herald.db): heads never go below it either. */
   retentionFloors: () => readonly number[];
+  /**
+   * herald.db's meta, which keeps `log_holes` too: where bytes were set aside is a fact about the log
+   * that a rebuilt index.db (damaged, lost, or a restore's: backups leave it out) must not forget, or
+   * the hole a set-aside segment end left is taken for a lost segment and the start refused.
+   */
+  dataDirMeta: MetaRepo;
   partitions: number;
   dataDir: string;
   /** Records stored before this get no idempotency row back (they are past the window). */
@@ -62,7 +68,9 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const { db, log, segments, meta, idempotency, index, headsRepo, partitions, dataDir, windowStart } = deps;
   const started = Date.now();
   const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
-  const knownHoles = parseHoles(meta.get('log_holes'));
+  const indexHoles = parseHoles(meta.get('log_holes'));
+  const dataDirHoles = parseHoles(deps.dataDirMeta.get('log_holes'));
+  const knownHoles = [...new Set([...indexHoles, ...dataDirHoles])];
   // Before the scan, which would cut a record left half there as a torn tail.
   const refuseShort = deps.logWasSynced && !deps.policy.skipCorrupt;
   if (refuseShort && indexedThrough > segments.end()) throw logCutShort(dataDir, segments.end(), indexedThrough);
@@ -110,6 +118,9 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const lost = new Map<number, number>();
   const countLost = (partition: number, n: number) => lost.set(partition, (lost.get(partition) ?? 0) + n);
   let rolledBackRecords = 0;
+  const holes = new Set(knownHoles);
+  for (const range of scan.lost) holes.add(range.from);
+  const holesText = JSON.stringify([...holes].sort((a, b) => a - b));
   db.transaction(() => {
     // Records set aside or missing in the middle of the log: their rows go, their offsets stay used.
     for (const range of scan.lost) {
@@ -147,10 +158,10 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
     meta.set('log_indexed_through', scan.end);
     // Holes left by segments that lost their tail stay: remember them, so later starts neither rescan
     // from them nor report them again.
-    const holes = new Set(knownHoles);
-    for (const range of scan.lost) holes.add(range.from);
-    if (holes.size > knownHoles.length) meta.set('log_holes', JSON.stringify([...holes].sort((a, b) => a - b)));
+    if (holes.size > indexHoles.length) meta.set('log_holes', holesText);
   })();
+  // After the index's (a crash between the two: the next start takes the union again).
+  if (holes.size > dataDirHoles.length) deps.dataDirMeta.set('log_holes', holesText);
   let lostOffsets = 0;
   for (const [partition, count] of lost) {
     lostOffsets += count;
@@ -191,7 +202,7 @@ function logCutShort(dataDir: string, end: number, indexed: number): StartupErro
   );
 }
 
-/** herald.db's `log_holes`: where damage was set aside under `skip-corrupt`, positions in the log. */
+/** `log_holes` (index.db's and herald.db's meta): where damage was set aside under `skip-corrupt`, positions in the log. */
 export function parseHoles(text: string | undefined): number[] {
   if (text === undefined) return [];
   try {

@@ -58,6 +58,45 @@ async function storedAndStopped(prefix: string): Promise<string> {
   return source;
 }
 
+/**
+ * A data dir of 300 events whose oldest segment had a bit flipped in its last record (`last`: a start
+ * cuts the segment there, a hole before the next one) or in one in its middle (padded over), set
+ * aside by a start under skip-corrupt that read the whole log (index.db removed first: a start reads
+ * the log from where its index says it indexed).
+ */
+async function repairedUnderSkipCorrupt(prefix: string, where: 'last' | 'middle') {
+  const source = await storedAndStopped(prefix);
+  const wal = path.join(source, 'wal');
+  const oldest = path.join(
+    wal,
+    fs
+      .readdirSync(wal)
+      .filter((f) => f.endsWith('.seg'))
+      .sort()[0]!,
+  );
+  const bytes = fs.readFileSync(oldest);
+  const starts: number[] = [];
+  for (let at = 0; at < bytes.length; at += 8 + bytes.readUInt32LE(at)) starts.push(at);
+  const hit = where === 'last' ? starts.at(-1)! : starts[Math.floor(starts.length / 2)]!;
+  bytes[hit + 20]! ^= 0x01;
+  fs.writeFileSync(oldest, bytes);
+  fs.rmSync(path.join(source, 'index.db'));
+  const repaired = await spawnGateway({ ...env(source), HERALD_RECOVERY: 'skip-corrupt' });
+  repaired.child.kill('SIGTERM');
+  await repaired.exited;
+  return { source, oldest, starts };
+}
+
+/** Restores `backupDir` into a new dir and finds the event `id` there (delivery off). */
+async function expectRestoredWith(backupDir: string, id: string): Promise<void> {
+  const restored = path.join(tmpDir(), 'restored');
+  expect(await runHerald(['restore', '--data-dir', restored, backupDir])).toMatchObject({ code: 0 });
+  const gw = await spawnGateway({ ...env(restored), HERALD_DELIVERY: 'off' });
+  expect((await lookupEvent(gw.url, { source: '/backup', id })).status).toBe(200);
+  gw.child.kill('SIGTERM');
+  await gw.exited;
+}
+
 describe('herald backup / herald restore', () => {
   it('copies a data dir under load: every event acknowledged before it began is restored at its offset; the restore gets new webhook-ids but keeps pending ones', async () => {
     const source = tmpDir();
@@ -327,6 +366,50 @@ describe('herald backup / herald restore', () => {
     const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'gap')]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain(`the log is missing ${bytes.length - at} bytes`);
+  }, 60_000);
+
+  it.each([
+    ['the last record of its oldest segment (cut: a hole between two segments)', 'last'],
+    ['a record in the middle of its oldest segment (padded over)', 'middle'],
+  ] as const)(
+    'backs up and restores a log whose damage in %s a start under skip-corrupt set aside; still refuses other damage in that segment',
+    async (_what, where) => {
+      const { source, oldest, starts } = await repairedUnderSkipCorrupt(`k${where}`, where);
+      const backupDir = path.join(tmpDir(), 'repaired');
+      const taken = await runHerald(['backup', '--data-dir', source, backupDir]);
+      expect({ code: taken.code, stderr: taken.stderr }).toEqual({ code: 0, stderr: '' });
+      await expectRestoredWith(backupDir, `k${where}-29-9`);
+
+      // Damage elsewhere in the segment that holds the set-aside bytes is still found.
+      const again = fs.readFileSync(oldest);
+      again[starts[1]! + 20]! ^= 0x01;
+      fs.writeFileSync(oldest, again);
+      const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'refused')]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toContain(`the log is damaged: ${path.basename(oldest)} at byte ${starts[1]}`);
+    },
+    60_000,
+  );
+
+  it("keeps where bytes were set aside in herald.db: such a log starts again once index.db is lost, and one whose index.db alone knew (a version before) is backed up whole (was: refused as a lost segment's bytes)", async () => {
+    const { source } = await repairedUnderSkipCorrupt('kh', 'last');
+    // As a version before this one left it: the hole in index.db alone.
+    const db = new Database(path.join(source, 'herald.db'));
+    db.prepare("DELETE FROM meta WHERE key = 'log_holes'").run();
+    db.close();
+    const backupDir = path.join(tmpDir(), 'older');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0 });
+    await expectRestoredWith(backupDir, 'kh-29-9');
+
+    // A start with index.db there carries the hole into herald.db; a start without it then needs no skip-corrupt.
+    const upgraded = await spawnGateway(env(source));
+    upgraded.child.kill('SIGTERM');
+    await upgraded.exited;
+    fs.rmSync(path.join(source, 'index.db'));
+    const rebuilt = await spawnGateway({ ...env(source), HERALD_DELIVERY: 'off' });
+    expect((await lookupEvent(rebuilt.url, { source: '/backup', id: 'kh-29-9' })).status).toBe(200);
+    rebuilt.child.kill('SIGTERM');
+    expect(await rebuilt.exited).toBe(0);
   }, 60_000);
 
   it('restores into an empty directory reached through a symlink (as into a mount point: staged inside it)', async () => {
