@@ -1,5 +1,5 @@
-import { ConfigError, configTable, configWarnings, loadConfig } from './config';
-import { startGateway } from './gateway';
+// Light imports only: the signal handlers go in before the modules that take about half a second to
+// load (zod, express, SQLite, pino) are required, so a signal meanwhile stops the start with exit 0.
 import { StartupError } from './errors';
 import { HERALD_VERSION } from './version';
 import { limitHeapGrowth } from './heap-growth';
@@ -19,7 +19,8 @@ function handleArguments(args: string[]): void {
     process.exit(0);
   }
   if (args.length === 1 && (args[0] === '--help' || args[0] === '-h')) {
-    process.stdout.write(USAGE + configTable());
+    // eslint-disable-next-line @typescript-eslint/no-require-imports -- loaded only for --help (see the imports)
+    process.stdout.write(USAGE + (require('./config') as typeof import('./config')).configTable());
     process.exit(0);
   }
   // `--version extra`: the one that is not understood is `extra`.
@@ -34,16 +35,7 @@ function handleArguments(args: string[]): void {
  * `node dist/main.js` and `herald serve` both run this.
  */
 async function startFromEnv(): Promise<void> {
-  let config;
-  try {
-    config = loadConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      process.stderr.write(`herald: ${err.message}\n`);
-      process.exit(2);
-    }
-    throw err;
-  }
+  let shutdownTimeoutMs = 0;
   let gateway: { log: Logger; close(): Promise<void> } | undefined;
   let stopping = false;
   const stop = (signal: string) => {
@@ -60,9 +52,9 @@ async function startFromEnv(): Promise<void> {
     running.log.info({ signal }, 'shutting down: finishing in-flight requests, flushing the log');
     // close() keeps to HERALD_SHUTDOWN_TIMEOUT_MS itself; this is the backstop if a step hangs anyway.
     setTimeout(() => {
-      running.log.error({ timeoutMs: config.shutdownTimeoutMs }, 'shutdown took too long; exiting');
+      running.log.error({ timeoutMs: shutdownTimeoutMs }, 'shutdown took too long; exiting');
       process.exit(1);
-    }, config.shutdownTimeoutMs + 5000).unref();
+    }, shutdownTimeoutMs + 5000).unref();
     running.close().then(
       () => process.exit(0),
       (err) => {
@@ -74,12 +66,26 @@ async function startFromEnv(): Promise<void> {
   // From before the start: a supervisor stopping a gateway still rebuilding its index gets exit 0, not death by signal.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  const { ConfigError, configWarnings, loadConfig } = await import('./config');
+  let config;
+  try {
+    config = loadConfig(process.env);
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`herald: ${err.message}\n`);
+      process.exit(2);
+    }
+    throw err;
+  }
+  shutdownTimeoutMs = config.shutdownTimeoutMs;
   let started;
   try {
     // The JetStream engine (and the NATS client under it) is loaded only when asked for: the embedded
     // engine's main thread then carries 2 MB less heap for every major collection to mark.
     started =
-      config.store === 'jetstream' ? await (await import('./jetstream-gateway')).startJetStreamGateway(config) : await startGateway(config);
+      config.store === 'jetstream'
+        ? await (await import('./jetstream-gateway')).startJetStreamGateway(config)
+        : await (await import('./gateway')).startGateway(config);
   } catch (err) {
     if (err instanceof StartupError || err instanceof ConfigError) {
       process.stderr.write(`herald: ${err.message}\n`);

@@ -171,6 +171,44 @@ describe('a signal during start-up', () => {
   );
 });
 
+describe('a signal while the modules load', () => {
+  it('SIGTERM while express is being loaded: exit 0 (was: killed by the signal, exit 143, in the first half second)', async () => {
+    const dir = tmpDir();
+    const marker = `${dir}/loading`;
+    // Holds the load of express for up to 3 s, once it has said so: a signal then comes while modules load.
+    const preload = `${dir}/slow-express.js`;
+    fs.writeFileSync(
+      preload,
+      `const Module = require('node:module'); const fs = require('node:fs'); const load = Module._load; let held = false;
+Module._load = function (request, ...rest) {
+  if (request === 'express' && !held) {
+    held = true;
+    fs.writeFileSync(${JSON.stringify(marker)}, '');
+    const until = Date.now() + 3000;
+    while (Date.now() < until && !fs.existsSync(${JSON.stringify(marker + '.go')})) {}
+  }
+  return load.call(this, request, ...rest);
+};`,
+    );
+    const child = spawn(process.execPath, [MAIN_JS], {
+      env: { PATH: process.env.PATH, HERALD_PORT: '0', HERALD_DATA_DIR: `${dir}/data`, NODE_OPTIONS: `--require ${preload}` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    let stdout = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+    const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+    for (let i = 0; i < 1000 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fs.existsSync(marker)).toBe(true);
+    child.kill('SIGTERM');
+    fs.writeFileSync(`${marker}.go`, '');
+    expect(await exited).toBe(0);
+    // Stopped at once, or (the signal seen only once a main-thread step ended) the gateway that start made, gracefully.
+    expect(`${stderr}${stdout}`).toMatch(/stopped during start-up \(SIGTERM\)|"signal":"SIGTERM","msg":"shutting down/);
+  });
+});
+
 /** A port free on loopback now (the child takes it a moment later). */
 async function freePort(): Promise<number> {
   const server = net.createServer();
