@@ -21,6 +21,7 @@ import {
   ResyncBudgetExceeded,
   scanSegmentFile,
   SEGMENT_FILE,
+  startsWithLegacyFrame,
 } from './wal/segment-log';
 
 /**
@@ -404,13 +405,15 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
  * there are damage in the middle, not a tail the start cuts (a record cut short, zeros). A damaged
  * length can claim the rest of the file, as a re-probe's did. Past the longest a record can be, the
  * rest is no single record cut short at all; a search past its checksum budget is taken for damage,
- * but after a record cut short (the start cuts that tail). Unkeyed frames count only in a log without
- * a key: a producer's data can hold one, and a torn record holding it was refused (a re-probe).
+ * but after a record cut short (the start cuts that tail). Unkeyed frames count only in a segment
+ * that begins with one (written before its log had a key), as at the start: a producer's data can
+ * hold one, and a torn record holding it was refused (a re-probe).
  */
 function intactAfter(file: string, size: number, badAt: number, torn: boolean, key: FrameKey): boolean {
   if (size - badAt > FRAME_HEADER_BYTES + MAX_RECORD_BYTES) return true;
   try {
-    return findIntactFrame({ file, size }, badAt + 1, key, key === LEGACY_FRAME_KEY, { bytes: RESYNC_BUDGET_BYTES }) !== undefined;
+    const legacy = startsWithLegacyFrame({ file, size });
+    return findIntactFrame({ file, size }, badAt + 1, key, legacy, { bytes: RESYNC_BUDGET_BYTES }) !== undefined;
   } catch (err) {
     if (err instanceof ResyncBudgetExceeded) return !torn;
     throw err;

@@ -229,13 +229,6 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return failures >= 2 ? 'foreign' : 'unknown';
   }
 
-  function startsWithLegacyFrame(seg: Segment): boolean {
-    const header = readAt(seg, 0, FRAME_HEADER_BYTES);
-    if (header.length < FRAME_HEADER_BYTES) return false;
-    const length = FRAME_HEADER_BYTES + header.readUInt32LE(0);
-    return length <= seg.size && checkFrame(readAt(seg, 0, length), 0, LEGACY_FRAME_KEY).status === 'ok';
-  }
-
   /** Up to `length` bytes of a segment from `at` (fewer at its end), outside the scan's buffers; through `open` when given. */
   function readAt(seg: Segment, at: number, length: number, open?: number): Buffer {
     const fd = open ?? fs.openSync(seg.file, 'r');
@@ -250,7 +243,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   function isLegacySegment(seg: Segment): boolean {
     let legacy = legacySegments.get(seg);
     if (legacy === undefined) {
-      legacy = seg.size > 0 && startsWithLegacyFrame(seg);
+      legacy = startsWithLegacyFrame(seg);
       legacySegments.set(seg, legacy);
     }
     return legacy;
@@ -794,6 +787,25 @@ export function scanSegmentFile(
  * torn-looking tail with it. Unkeyed (legacy) frames count only with `allowLegacy`.
  * @throws ResyncBudgetExceeded once the checksums read pass `budget`
  */
+/**
+ * Whether a segment begins with an unkeyed (version-1) frame: written before its log had a key, so
+ * unkeyed frames found in it, past damage, count as records (elsewhere a producer's data can hold one).
+ */
+export function startsWithLegacyFrame(seg: Pick<Segment, 'file' | 'size'>): boolean {
+  if (seg.size < FRAME_HEADER_BYTES) return false;
+  const fd = fs.openSync(seg.file, 'r');
+  try {
+    const header = Buffer.alloc(FRAME_HEADER_BYTES);
+    if (fs.readSync(fd, header, 0, FRAME_HEADER_BYTES, 0) < FRAME_HEADER_BYTES) return false;
+    const length = FRAME_HEADER_BYTES + header.readUInt32LE(0);
+    if (length > seg.size) return false;
+    const frame = Buffer.alloc(length);
+    return fs.readSync(fd, frame, 0, length, 0) === length && checkFrame(frame, 0, LEGACY_FRAME_KEY).status === 'ok';
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 export function findIntactFrame(
   seg: Pick<Segment, 'file' | 'size'>,
   start: number,

@@ -2,7 +2,8 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { LEGACY_FRAME_KEY, decodeRecord, encodeRecord } from '../../src/wal/record';
 import { lookupEvent, postBinary, runGatewayUntilExit, segmentFiles, startTestGateway, type AppendResultBody } from '../helpers/gateway';
-import { cleanupTmpDirs } from '../helpers/tmp';
+import { runHerald } from '../helpers/cli';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
 
@@ -148,5 +149,29 @@ describe('the log key (wal/frame.key)', () => {
     expect(foreign.stderr).toMatch(/it is not this log's key/);
     expect(segmentFiles(dataDir).map((f) => fs.readFileSync(f))).toEqual(before);
     fs.writeFileSync(key, own);
+  });
+
+  it('herald backup refuses damage in a segment written before the key when unkeyed records follow it, as the start does (was: taken for a torn tail: the log has a key)', async () => {
+    const { dataDir } = await storeAndStop(12);
+    for (const file of segmentFiles(dataDir)) {
+      fs.writeFileSync(file, Buffer.concat(frames(file).map((f) => encodeRecord(decodeRecord(f), LEGACY_FRAME_KEY))));
+    }
+    fs.rmSync(path.join(dataDir, 'wal', 'frame.key'));
+    const upgraded = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir });
+    await upgraded.close(); // the log now has a key; its one segment holds unkeyed records only
+    const [segment] = segmentFiles(dataDir);
+    expect(segmentFiles(dataDir)).toHaveLength(1);
+    expect((await runHerald(['backup', '--data-dir', dataDir, path.join(tmpDir(), 'whole')])).code).toBe(0);
+
+    const bytes = fs.readFileSync(segment!);
+    const third = frames(segment!)
+      .slice(0, 2)
+      .reduce((n, f) => n + f.length, 0);
+    bytes[third + 20]! ^= 0x01;
+    fs.writeFileSync(segment!, bytes);
+    const refused = await runHerald(['backup', '--data-dir', dataDir, path.join(tmpDir(), 'damaged')]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain(`the log is damaged: ${path.basename(segment!)} at byte ${third}`);
+    expect(await refusedThenKept(dataDir, [])).toBe(0); // and the start, reading the whole log, refuses it too
   });
 });
