@@ -144,16 +144,18 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
       const offset = index.maxOffset(partition);
       if (offset !== undefined) heads[partition] = Math.max(heads[partition]!, offset + 1);
     }
+    // Deleted on purpose, not lost: an index.db rebuilt from a log retention emptied must not start the partition over.
+    // First: delivery's positions below these are not losses either (counted as such, a rebuilt index after
+    // retention emptied the log logged every deleted event as an acknowledged event lost).
+    deps.retentionFloors().forEach((floor, partition) => {
+      if (partition < partitions) heads[partition] = Math.max(heads[partition]!, floor);
+    });
     for (const { partition, next } of deps.offsetFloors()) {
       if (partition < partitions && next > heads[partition]!) {
         countLost(partition, next - heads[partition]!);
         heads[partition] = next;
       }
     }
-    // Deleted on purpose, not lost: an index.db rebuilt from a log retention emptied must not start the partition over.
-    deps.retentionFloors().forEach((floor, partition) => {
-      if (partition < partitions) heads[partition] = Math.max(heads[partition]!, floor);
-    });
     heads.forEach((head, partition) => headsRepo.set(partition, head));
     meta.set('log_indexed_through', scan.end);
     // Holes left by segments that lost their tail stay: remember them, so later starts neither rescan

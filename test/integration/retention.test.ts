@@ -2,7 +2,17 @@ import Database from 'better-sqlite3';
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { getJson, lookupEvent, postBinary, startTestGateway, type AppendResultBody, type TestGateway } from '../helpers/gateway';
+import request from 'supertest';
+import {
+  getJson,
+  lookupEvent,
+  postBinary,
+  startTestGateway,
+  useChildGateways,
+  type AppendResultBody,
+  type TestGateway,
+} from '../helpers/gateway';
+import { useReceivers } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
@@ -157,6 +167,41 @@ describe('retention by age (HERALD_RETENTION)', () => {
     } finally {
       await gw.close();
     }
+  });
+});
+
+describe('an index rebuilt after retention emptied the log', () => {
+  const spawnGateway = useChildGateways();
+  const startReceiver = useReceivers();
+
+  it('keeps the heads and reports no loss, with a subscription that had delivered everything (hostile probe: every deleted event logged as an acknowledged event lost)', async () => {
+    const receiver = await startReceiver();
+    const dataDir = tmpDir();
+    const env = { HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: '64KiB', HERALD_RETENTION: '2s' };
+    let gw = await spawnGateway(env);
+    const sub = await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201);
+    await publish(gw.url, '/retention/rebuilt', 60);
+    await waitFor(
+      'every event delivered and expired',
+      async () => {
+        const lag = (await getJson(`${gw.url}/subscriptions/${sub.body.id}`)).body.stats.partitions.every(
+          (p: { lag: number }) => p.lag === 0,
+        );
+        return lag && (await partitions(gw.url)).every((p) => p.firstOffset === p.headOffset && p.headOffset > 0);
+      },
+      15_000,
+    );
+    const heads = (await partitions(gw.url)).map((p) => p.headOffset);
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+    for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('index.db'))) fs.rmSync(path.join(dataDir, f));
+
+    gw = await spawnGateway(env);
+    expect((await partitions(gw.url)).map((p) => p.headOffset)).toEqual(heads);
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+    expect(gw.output()).not.toContain('no longer in the log');
+    expect(gw.output()).toContain('"lostOffsets":0');
   });
 });
 
