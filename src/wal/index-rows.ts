@@ -31,14 +31,15 @@ export function createIndexRows(db: Db, partitions: number) {
     meta.set('log_indexed_through', end);
   });
 
-  /** Steps by rows, not offsets: a partition's offsets may have gaps of any size. */
-  function deleteOffsets(partition: number, from: number, to: number): void {
+  /** Steps by rows, not offsets: a partition's offsets may have gaps of any size. `afterStep` runs between the steps' transactions. */
+  function deleteOffsets(partition: number, from: number, to: number, afterStep: () => void): void {
     for (let at = from; at < to;) {
       const stop = Math.min(to, index.nthOffsetFrom(partition, at, ROWS_PER_TRANSACTION) ?? to);
       db.transaction(() => {
         index.deleteOffsets(partition, at, stop);
         idempotency.deleteOffsets(partition, at, stop);
       })();
+      afterStep();
       at = stop;
     }
   }
@@ -52,7 +53,11 @@ export function createIndexRows(db: Db, partitions: number) {
      * are gone is finished at the next start; `onMarked` hears the first offsets (null: no record of
      * the partition indexed at or past `through`) before the rows are deleted in bounded steps.
      */
-    retire(through: number, onMarked: (firstOffsets: (number | null)[]) => void = () => undefined): (number | null)[] {
+    retire(
+      through: number,
+      onMarked: (firstOffsets: (number | null)[]) => void = () => undefined,
+      afterStep = () => {},
+    ): (number | null)[] {
       const from: number[] = [];
       const firstOffsets: (number | null)[] = [];
       db.transaction(() => {
@@ -63,16 +68,17 @@ export function createIndexRows(db: Db, partitions: number) {
         meta.set('log_start', through);
       })();
       onMarked(firstOffsets);
-      for (let p = 0; p < partitions; p++) deleteOffsets(p, from[p]!, firstOffsets[p] ?? (index.maxOffset(p) ?? -1) + 1);
+      for (let p = 0; p < partitions; p++) deleteOffsets(p, from[p]!, firstOffsets[p] ?? (index.maxOffset(p) ?? -1) + 1, afterStep);
       return firstOffsets;
     },
-    /** Forgets idempotency records stored before `cutoff` (the window); returns how many. */
-    prune(cutoff: number): number {
+    /** Forgets idempotency records stored before `cutoff` (the window); returns how many. `afterStep` runs between batches. */
+    prune(cutoff: number, afterStep = () => {}): number {
       let total = 0;
       for (;;) {
         const n = idempotency.prune(cutoff, PRUNE_BATCH);
         total += n;
         if (n < PRUNE_BATCH) return total;
+        afterStep();
       }
     },
   };

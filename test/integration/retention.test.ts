@@ -6,6 +6,7 @@ import request from 'supertest';
 import {
   getJson,
   lookupEvent,
+  postBatch,
   postBinary,
   startTestGateway,
   useChildGateways,
@@ -164,6 +165,24 @@ describe('retention by age (HERALD_RETENTION)', () => {
       const next = await postBinary(gw.url, { source: '/retention/age', id: 'after', data: data('after') });
       expect(next.status).toBe(202);
       expect((await lookupEvent(gw.url, { source: '/retention/age', id: 'after' })).status).toBe(200);
+    } finally {
+      await gw.close();
+    }
+  });
+});
+
+describe("index.db's WAL after retention", () => {
+  it('is emptied once retention has deleted the rows, with no write to come (hostile probe: 81 MB kept on the full disk, ingest refused for good)', async () => {
+    const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: '64KiB', HERALD_RETENTION: '2s' });
+    try {
+      for (let b = 0; b < 30; b++) {
+        const batch = Array.from({ length: 100 }, (_, i) => ({ id: `w${b}-${i}`, source: '/retention/wal', type: 't', data: { b, i } }));
+        expect((await postBatch(gw.url, batch)).status).toBe(202);
+      }
+      const wal = path.join(gw.dataDir, 'index.db-wal');
+      expect(fs.statSync(wal).size).toBeGreaterThan(0);
+      await waitFor('every event to expire', async () => (await partitions(gw.url)).every((p) => p.firstOffset === p.headOffset), 15_000);
+      await waitFor('the WAL to be emptied', async () => fs.statSync(wal).size === 0);
     } finally {
       await gw.close();
     }
