@@ -591,7 +591,10 @@ function recordRetention(db: Db, floors: RetentionFloors, firstOffsets: readonly
   if (db.inTransaction) return write();
   db.pragma('synchronous = FULL');
   try {
-    write();
+    // IMMEDIATE: the floors are read, then written. A deferred transaction that read before the delivery
+    // thread's commit cannot take the write lock after it (SQLITE_BUSY at once, no busy wait): about once a
+    // second under delivery, the files stayed for a later round and an error line blamed a lock (a probe).
+    write.immediate();
   } finally {
     db.pragma('synchronous = NORMAL');
   }

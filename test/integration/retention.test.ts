@@ -189,6 +189,36 @@ describe("index.db's WAL after retention", () => {
   });
 });
 
+describe('retention while delivery writes herald.db', () => {
+  const spawnGateway = useChildGateways();
+  const startReceiver = useReceivers();
+
+  it('records its floors at once, without an error line (hostile probe: SQLITE_BUSY about once a second)', async () => {
+    const receiver = await startReceiver();
+    const gw = await spawnGateway({
+      HERALD_DATA_DIR: tmpDir(),
+      HERALD_PARTITIONS: '2',
+      HERALD_SEGMENT_BYTES: '64KiB',
+      HERALD_MAX_LOG_BYTES: '256KiB',
+    });
+    await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201);
+    const deadline = Date.now() + 8000;
+    for (let b = 0; b < 300 && Date.now() < deadline; b++) {
+      const batch = Array.from({ length: 20 }, (_, i) => ({
+        id: `r${b}-${i}`,
+        source: '/retention/busy',
+        type: 't',
+        data: { pad: 'x'.repeat(500) },
+      }));
+      expect((await postBatch(gw.url, batch)).status).toBe(202);
+    }
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+    expect(gw.output()).toContain('retention deleted the oldest log segments');
+    expect(gw.output()).not.toContain('could not record its offsets');
+  });
+});
+
 describe('an index rebuilt after retention emptied the log', () => {
   const spawnGateway = useChildGateways();
   const startReceiver = useReceivers();
