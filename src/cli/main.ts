@@ -130,3 +130,6 @@ export function main(): void {
 function withoutInlineValues(text: string): string {
   return text.replace(/(--?[A-Za-z][\w-]*)=[^'"\s]*/g, '$1=…');
 }
+
+// Run directly (`node dist/cli/main.js …`) as bin/herald.js runs it: it did nothing and exited 0 (a probe).
+if (require.main === module) main();

@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import net, { type AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -34,6 +35,14 @@ describe('herald: usage and exit statuses', () => {
       const result = await runHerald([flag]);
       expect(result).toMatchObject({ code: 0, stdout: `${version}\n` });
     }
+  });
+
+  it('runs the same when its compiled module is run directly (was: nothing done, exit 0)', () => {
+    const entry = path.resolve(__dirname, '..', '..', 'dist', 'cli', 'main.js');
+    const printed = spawnSync(process.execPath, [entry, '--version'], { encoding: 'utf8' });
+    expect([printed.status, printed.stdout]).toEqual([0, `${version}\n`]);
+    const missing = spawnSync(process.execPath, [entry, 'backup'], { encoding: 'utf8' });
+    expect(missing.status).toBe(2);
   });
 
   it('exits 2 on an unknown option, a missing argument, a bad value, a missing command', async () => {
