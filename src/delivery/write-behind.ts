@@ -14,6 +14,8 @@ import type { AttemptRow, DeadLetterRow } from '../subscriptions/delivery-record
  */
 const FLUSH_INTERVAL_MS = 50;
 const ATTEMPT_LOG_INTERVAL_MS = 1000;
+/** A flush failing again and again (a full disk) is logged once, then once per this interval, with its count. */
+const FAILURE_LOG_INTERVAL_MS = 10_000;
 
 /**
  * The dispatcher's writes to SQLite (delivery state, dead letters, failing-since, the attempt log),
@@ -114,7 +116,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       } catch (err) {
         if (isDatabaseBusy(err) && Date.now() < retryBusyUntil) continue; // each try waits up to the busy timeout
         // Closing: what was not written is delivered again at the next start (at least once).
-        deps.log.error({ err }, closed ? 'delivery state flush failed at close' : 'delivery state flush failed; will retry');
+        logFailure(err);
         return;
       }
     }
@@ -175,7 +177,19 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   }
 
   /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
+  /** Tried every flush interval, a failing flush logged 20 error lines a second while herald.db's disk was full (a probe). */
+  const failures = { count: 0, loggedAt: 0 };
+  function logFailure(err: unknown): void {
+    failures.count++;
+    if (!closed && failures.count > 1 && Date.now() - failures.loggedAt < FAILURE_LOG_INTERVAL_MS) return;
+    failures.loggedAt = Date.now();
+    const message = closed ? 'delivery state flush failed at close' : `delivery state flush failed; retried every ${FLUSH_INTERVAL_MS} ms`;
+    deps.log.error({ err, failedTries: failures.count }, message);
+  }
+
   function written(): void {
+    if (failures.count > 0) deps.log.info({ failedTries: failures.count }, 'delivery state written again');
+    failures.count = 0;
     for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
     dirtyPending.clear();
     dirtyOffsets.clear();

@@ -1,0 +1,47 @@
+import path from 'node:path';
+import pino from 'pino';
+import { createWriteBehind } from '../../../src/delivery/write-behind';
+import { openDatabase, type Db } from '../../../src/store/db';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+
+/**
+ * The delivery thread's write-behind on a real herald.db that refuses writes (`query_only`, as a full
+ * disk or another process's lock would): the failing flush is retried every interval, but logged once,
+ * then once per 10 s with its count, and once written again (a probe's full disk: 20 error lines a second).
+ */
+describe('write-behind flush failures', () => {
+  let db: Db;
+  beforeEach(() => {
+    jest.useFakeTimers();
+    db = openDatabase(path.join(tmpDir(), 'herald.db'));
+    db.pragma('foreign_keys = OFF'); // offsets of a subscription this test does not create
+  });
+  afterEach(() => {
+    db.close();
+    jest.useRealTimers();
+  });
+
+  it('logs a failing flush once, then every 10 s with how many tries failed, and says when it is written again', () => {
+    const lines: { level: number; msg: string; failedTries?: number }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const writes = createWriteBehind({ db, log });
+    db.pragma('query_only = ON');
+    writes.persistence.saveOffset('sub-1', { partition: 0, committedOffset: 5, lastMatchedOffset: null });
+    jest.advanceTimersByTime(2000);
+    const errors = () => lines.filter((l) => l.msg.startsWith('delivery state flush failed'));
+    expect(errors()).toHaveLength(1);
+    expect(errors()[0]).toMatchObject({ level: 50, failedTries: 1 });
+
+    jest.advanceTimersByTime(10_000);
+    expect(errors()).toHaveLength(2);
+    expect(errors()[1]!.failedTries).toBeGreaterThan(100); // tried every 50 ms all along
+
+    db.pragma('query_only = OFF');
+    jest.advanceTimersByTime(100);
+    expect(lines.at(-1)).toMatchObject({ level: 30, msg: 'delivery state written again' });
+    const row = db.prepare('SELECT committed_offset FROM subscription_offsets WHERE subscription_id = ?').get('sub-1');
+    expect(row).toEqual({ committed_offset: 5 });
+  });
+});
