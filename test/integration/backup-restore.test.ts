@@ -58,6 +58,13 @@ async function storedAndStopped(prefix: string): Promise<string> {
   return source;
 }
 
+/** The path of a data dir's oldest log segment. */
+function oldestSegment(dataDir: string): string {
+  const wal = path.join(dataDir, 'wal');
+  const names = fs.readdirSync(wal).filter((f) => f.endsWith('.seg'));
+  return path.join(wal, names.sort()[0]!);
+}
+
 /**
  * A data dir of 300 events whose oldest segment had a bit flipped in its last record (`last`: a start
  * cuts the segment there, a hole before the next one) or in one in its middle (padded over), set
@@ -66,14 +73,7 @@ async function storedAndStopped(prefix: string): Promise<string> {
  */
 async function repairedUnderSkipCorrupt(prefix: string, where: 'last' | 'middle') {
   const source = await storedAndStopped(prefix);
-  const wal = path.join(source, 'wal');
-  const oldest = path.join(
-    wal,
-    fs
-      .readdirSync(wal)
-      .filter((f) => f.endsWith('.seg'))
-      .sort()[0]!,
-  );
+  const oldest = oldestSegment(source);
   const bytes = fs.readFileSync(oldest);
   const starts: number[] = [];
   for (let at = 0; at < bytes.length; at += 8 + bytes.readUInt32LE(at)) starts.push(at);
@@ -351,14 +351,7 @@ describe('herald backup / herald restore', () => {
 
   it('refuses to back up a log with a gap between two segments (re-probe: an older segment cut at a record boundary was backed up, and the restore refused)', async () => {
     const source = await storedAndStopped('g');
-    const wal = path.join(source, 'wal');
-    const oldest = path.join(
-      wal,
-      fs
-        .readdirSync(wal)
-        .filter((f) => f.endsWith('.seg'))
-        .sort()[0]!,
-    );
+    const oldest = oldestSegment(source);
     const bytes = fs.readFileSync(oldest);
     let at = 0;
     while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
