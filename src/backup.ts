@@ -2,7 +2,7 @@ import Database from 'better-sqlite3';
 import { createHash, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
-import { fsyncPath, writeFileAtomically } from './durable-fs';
+import { fsyncPath, makeDirs, writeFileAtomically } from './durable-fs';
 import { StartupError } from './errors';
 import { IDENTITY_FILE, LOCK_FILE, metaWithoutWriting, readIdentity } from './store/data-dir';
 import { openDatabase } from './store/db';
@@ -306,20 +306,6 @@ function copyKeepingTimes(from: string, to: string): void {
   fs.copyFileSync(from, to);
   const { atime, mtime } = fs.statSync(from);
   fs.utimesSync(to, atime, mtime);
-}
-
-/**
- * Creates `dir` and its missing parents one at a time, so a failure names its cause (`EROFS`,
- * `EACCES`, `ENOENT` under /proc). Node's recursive `mkdirSync` loops for ever on a path under /proc,
- * and reports a read-only file system as `ENOENT`.
- */
-function makeDirs(dir: string): void {
-  const missing: string[] = [];
-  for (let at = path.resolve(dir); !fs.existsSync(at); at = path.dirname(at)) {
-    missing.unshift(at);
-    if (path.dirname(at) === at) break;
-  }
-  for (const d of missing) fs.mkdirSync(d);
 }
 
 function copyIfPresent(from: string, to: string): void {

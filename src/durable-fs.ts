@@ -41,3 +41,17 @@ export async function writeFileAtomicallyAsync(file: string, text: string, mode 
     await dir.close();
   }
 }
+
+/**
+ * Creates `dir` and its missing parents one at a time, so a failure names its cause (`EROFS`,
+ * `EACCES`, `ENOENT` under /proc). Node's recursive `mkdirSync` loops for ever on a path under /proc,
+ * and reports a read-only file system as `ENOENT`.
+ */
+export function makeDirs(dir: string): void {
+  const missing: string[] = [];
+  for (let at = path.resolve(dir); !fs.existsSync(at); at = path.dirname(at)) {
+    missing.unshift(at);
+    if (path.dirname(at) === at) break;
+  }
+  for (const d of missing) fs.mkdirSync(d);
+}

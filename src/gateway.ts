@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import { makeDirs } from './durable-fs';
 import { checkExposure, createAuthorizer, parseApiKeys } from './api/auth';
 import { createHealthRouter } from './api/health-router';
 import { gatewayHandlers, logListening } from './api/gateway-http';
@@ -42,7 +43,7 @@ export interface Gateway {
  */
 function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: LocalEventStoreOptions['onGroupCommitted']) {
   try {
-    fs.mkdirSync(config.dataDir, { recursive: true });
+    makeDirs(config.dataDir); // not mkdirSync's recursive mode, which loops for ever under /proc (a probe: a core at 100 %, signals unheard)
     fs.accessSync(config.dataDir, fs.constants.R_OK | fs.constants.W_OK | fs.constants.X_OK);
   } catch (err) {
     throw unusable(config.dataDir, err);

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fsyncPath, writeFileAtomically } from '../durable-fs';
+import { fsyncPath, makeDirs, writeFileAtomically } from '../durable-fs';
 import { StartupError } from '../errors';
 import { HERALD_VERSION } from '../version';
 import { randomBytes } from 'node:crypto';
@@ -137,7 +137,7 @@ interface Segment extends ReadableSegment {
  */
 export function openSegmentLog(opts: SegmentLogOptions) {
   const created = !fs.existsSync(opts.dir);
-  fs.mkdirSync(opts.dir, { recursive: true });
+  makeDirs(opts.dir);
   // A new wal/ directory must itself survive a power cut: sync the entry in its parent.
   if (created && opts.durable) fsyncPath(path.dirname(opts.dir));
   const segments: Segment[] = fs

@@ -310,6 +310,12 @@ describe('start-up problems are one line and exit 2', () => {
     expect(oneLine(under.stderr)).toBe(`herald: data dir ${path.join(file, 'data')} is not usable: ${file} is a file, not a directory`);
   });
 
+  it('a data dir that cannot be created under /proc (was: a core at 100 % for good, SIGTERM unheard)', async () => {
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: '/proc/herald-nope/data' }, 10_000);
+    expect(refused.code).toBe(2);
+    expect(oneLine(refused.stderr)).toMatch(/^herald: data dir \/proc\/herald-nope\/data is not usable: ENOENT/);
+  });
+
   it('HERALD_HOST=[::1] listens on IPv6 loopback', async () => {
     const gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_HOST: '[::1]' });
     try {
