@@ -11,7 +11,7 @@ import { createMetaRepo } from './store/meta-repo';
 import { createPartitionHeadsRepo } from './store/partition-heads-repo';
 import { createRetentionFloors } from './store/retention-floors';
 import { RESERVATION_FILE } from './wal/offset-reservation';
-import { parseHoles } from './wal/recovery';
+import { formatHoles, holeMap, isKnownGap, mergeHoles, parseHoles, type LogHole } from './wal/log-holes';
 import { FRAME_HEADER_BYTES, LEGACY_FRAME_KEY, MAX_RECORD_BYTES, type FrameKey } from './wal/record';
 import {
   findIntactFrame,
@@ -137,14 +137,14 @@ function isRunning(pid: number): boolean {
  * version before this one kept them alone; those go into the copy, whose first start rebuilds its
  * index without them and would take a hole at a segment's end for a lost segment.
  */
-function carryHoles(source: string, copyDb: string): number[] {
-  const copied = parseHoles(metaWithoutWriting(copyDb, 'log_holes'));
+function carryHoles(source: string, copyDb: string): LogHole[] {
+  const copiedText = metaWithoutWriting(copyDb, 'log_holes');
   const indexed = parseHoles(metaWithoutWriting(path.join(source, 'index.db'), 'log_holes'));
-  const holes = [...new Set([...copied, ...indexed])].sort((a, b) => a - b);
-  if (holes.length === copied.length) return holes;
+  const holes = mergeHoles(parseHoles(copiedText), indexed);
+  if (holes.length === 0 || formatHoles(holes) === copiedText) return holes;
   const copy = new Database(copyDb, { fileMustExist: true });
   try {
-    createMetaRepo(copy).set('log_holes', JSON.stringify(holes));
+    createMetaRepo(copy).set('log_holes', formatHoles(holes));
   } finally {
     copy.close();
   }
@@ -353,8 +353,9 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
  * `log_holes`) names, as a start takes it.
  * @throws BackupError naming the segment and the byte
  */
-function verifySegments(walDir: string, holes: readonly number[]): void {
+function verifySegments(walDir: string, holes: readonly LogHole[]): void {
   const key = keyOf(walDir);
+  const gaps = holeMap(holes);
   const names = listSegments(walDir);
   let end: number | undefined;
   for (const [i, name] of names.entries()) {
@@ -363,7 +364,7 @@ function verifySegments(walDir: string, holes: readonly number[]): void {
     const size = fs.statSync(file).size;
     // Each segment starts where the one before ends, as the start checks (a re-probe's cut or deleted
     // segment was backed up, and the restore refused: "the log is missing … bytes").
-    if (end !== undefined && end !== base && !holes.includes(end))
+    if (end !== undefined && end !== base && !isKnownGap(gaps, end, base))
       throw new BackupError(
         `the log is missing ${base - end} bytes: the segment before ${name} ends at log byte ${end}; a restore of this backup would not start; the backup is abandoned`,
       );

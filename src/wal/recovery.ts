@@ -5,6 +5,7 @@ import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { LogIndexRepo } from '../store/log-index-repo';
 import type { MetaRepo } from '../store/meta-repo';
 import type { PartitionHeadsRepo } from '../store/partition-heads-repo';
+import { formatHoles, holeMap, mergeHoles, parseHoles } from './log-holes';
 import { decodeRecordHeader } from './record';
 import type { ScanPolicy, SegmentLog } from './segment-log';
 
@@ -68,9 +69,9 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const { db, log, segments, meta, idempotency, index, headsRepo, partitions, dataDir, windowStart } = deps;
   const started = Date.now();
   const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
-  const indexHoles = parseHoles(meta.get('log_holes'));
-  const dataDirHoles = parseHoles(deps.dataDirMeta.get('log_holes'));
-  const knownHoles = [...new Set([...indexHoles, ...dataDirHoles])];
+  const indexHolesText = meta.get('log_holes');
+  const dataDirHolesText = deps.dataDirMeta.get('log_holes');
+  const knownHoles = mergeHoles(parseHoles(indexHolesText), parseHoles(dataDirHolesText));
   // Before the scan, which would cut a record left half there as a torn tail.
   const refuseShort = deps.logWasSynced && !deps.policy.skipCorrupt;
   if (refuseShort && indexedThrough > segments.end()) throw logCutShort(dataDir, segments.end(), indexedThrough);
@@ -110,7 +111,7 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
         batch = [];
       }
     },
-    { ...deps.policy, knownHoles: new Set(knownHoles) },
+    { ...deps.policy, knownHoles: holeMap(knownHoles) },
   );
   if (batch.length > 0) rebuild(batch);
   if (refuseShort && indexedThrough > scan.end) throw logCutShort(dataDir, scan.end, indexedThrough);
@@ -118,9 +119,8 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const lost = new Map<number, number>();
   const countLost = (partition: number, n: number) => lost.set(partition, (lost.get(partition) ?? 0) + n);
   let rolledBackRecords = 0;
-  const holes = new Set(knownHoles);
-  for (const range of scan.lost) holes.add(range.from);
-  const holesText = JSON.stringify([...holes].sort((a, b) => a - b));
+  const holes = mergeHoles(knownHoles, scan.lost);
+  const holesText = holes.length === 0 ? undefined : formatHoles(holes);
   db.transaction(() => {
     // Records set aside or missing in the middle of the log: their rows go, their offsets stay used.
     for (const range of scan.lost) {
@@ -160,10 +160,10 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
     meta.set('log_indexed_through', scan.end);
     // Holes left by segments that lost their tail stay: remember them, so later starts neither rescan
     // from them nor report them again.
-    if (holes.size > indexHoles.length) meta.set('log_holes', holesText);
+    if (holesText !== undefined && holesText !== indexHolesText) meta.set('log_holes', holesText);
   })();
   // After the index's (a crash between the two: the next start takes the union again).
-  if (holes.size > dataDirHoles.length) deps.dataDirMeta.set('log_holes', holesText);
+  if (holesText !== undefined && holesText !== dataDirHolesText) deps.dataDirMeta.set('log_holes', holesText);
   let lostOffsets = 0;
   for (const [partition, count] of lost) {
     lostOffsets += count;
@@ -202,15 +202,4 @@ function logCutShort(dataDir: string, end: number, indexed: number): StartupErro
       'synced before their events were acknowledged, so a segment file was lost or cut short (not a power cut); nothing was changed. ' +
       'Restore the newest segment (or the data dir) from a backup; HERALD_RECOVERY=skip-corrupt goes on without those events.',
   );
-}
-
-/** `log_holes` (index.db's and herald.db's meta): where damage was set aside under `skip-corrupt`, positions in the log. */
-export function parseHoles(text: string | undefined): number[] {
-  if (text === undefined) return [];
-  try {
-    const parsed: unknown = JSON.parse(text);
-    return Array.isArray(parsed) ? parsed.filter((n): n is number => Number.isSafeInteger(n)) : [];
-  } catch {
-    return [];
-  }
 }

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, makeDirs, writeFileAtomically } from '../durable-fs';
+import { isKnownGap } from './log-holes';
 import { StartupError } from '../errors';
 import { HERALD_VERSION } from '../version';
 import { randomBytes } from 'node:crypto';
@@ -51,10 +52,10 @@ export interface ScanPolicy {
   /** Set unreadable bytes in the middle of the log aside (copied to a side file) and keep what follows. */
   skipCorrupt: boolean;
   /**
-   * Where segments ended short of the next one at an earlier start (position of the end): already
-   * handled, so not rescanned nor reported again.
+   * Where earlier starts set bytes aside (`from` → `to`, see log-holes.ts): a segment ending short of
+   * the next one there is already handled, so not rescanned nor reported again.
    */
-  knownHoles?: ReadonlySet<number>;
+  knownHoles?: ReadonlyMap<number, number | undefined>;
 }
 
 /** Global position range `[from, to)` that holds no readable record any more. */
@@ -298,7 +299,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     // An older segment ending short of the next one's base lost its unsynced tail (fsync=never: rolls are
     // not synced), possibly mid-record: scanning starts no later than that segment.
     const short = segments.findIndex(
-      (s, i) => i + 1 < segments.length && s.base + s.size !== segments[i + 1]!.base && !policy.knownHoles?.has(s.base + s.size),
+      (s, i) =>
+        i + 1 < segments.length &&
+        s.base + s.size !== segments[i + 1]!.base &&
+        !isKnownGap(policy.knownHoles, s.base + s.size, segments[i + 1]!.base),
     );
     if (short !== -1 && short < index) {
       index = short;
@@ -310,7 +314,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       scannedBytes += result.scanned;
       if (result.badAt === undefined) {
         const next = segments[index + 1];
-        if (next !== undefined && seg.base + seg.size < next.base && !policy.knownHoles?.has(seg.base + seg.size)) {
+        if (next !== undefined && seg.base + seg.size < next.base && !isKnownGap(policy.knownHoles, seg.base + seg.size, next.base)) {
           // A segment is synced before the next one begins (fsync always/interval): a power cut cannot leave
           // it short. Bytes missing there were cut or a file lost: refused while a backup can still give them.
           if (opts.durable && !policy.skipCorrupt) throw missingBytes(seg, next);

@@ -44,11 +44,11 @@ async function storeUntilRetention(source: string, prefix: string) {
   return { gw, acked };
 }
 
-/** A data dir of 300 events (ids prefixed `prefix`) over several 64 KiB segments, its gateway stopped. */
-async function storedAndStopped(prefix: string): Promise<string> {
+/** A data dir of `batches` × 10 events (ids prefixed `prefix`) over several 64 KiB segments, its gateway stopped. */
+async function storedAndStopped(prefix: string, batches = 30): Promise<string> {
   const source = tmpDir();
   const gw = await spawnGateway(env(source));
-  for (let b = 0; b < 30; b++)
+  for (let b = 0; b < batches; b++)
     await postBatch(
       gw.url,
       Array.from({ length: 10 }, (_, i) => event(`${prefix}-${b}-${i}`)),
@@ -71,8 +71,8 @@ function oldestSegment(dataDir: string): string {
  * aside by a start under skip-corrupt that read the whole log (index.db removed first: a start reads
  * the log from where its index says it indexed).
  */
-async function repairedUnderSkipCorrupt(prefix: string, where: 'last' | 'middle') {
-  const source = await storedAndStopped(prefix);
+async function repairedUnderSkipCorrupt(prefix: string, where: 'last' | 'middle', batches = 30) {
+  const source = await storedAndStopped(prefix, batches);
   const oldest = oldestSegment(source);
   const bytes = fs.readFileSync(oldest);
   const starts: number[] = [];
@@ -383,6 +383,27 @@ describe('herald backup / herald restore', () => {
     },
     60_000,
   );
+
+  it('takes a set-aside hole for that gap only: the next segment deleted too is refused by the backup and the start (re-probe: let through, ~65 events gone without a word)', async () => {
+    const { source } = await repairedUnderSkipCorrupt('kd', 'last', 80);
+    const stored = new Database(path.join(source, 'herald.db'), { readonly: true });
+    const holes = JSON.parse((stored.prepare("SELECT value FROM meta WHERE key = 'log_holes'").get() as { value: string }).value);
+    stored.close();
+    expect(holes).toEqual([[expect.any(Number), expect.any(Number)]]); // where it starts and ends
+    const wal = path.join(source, 'wal');
+    const segments = fs
+      .readdirSync(wal)
+      .filter((f) => f.endsWith('.seg'))
+      .sort();
+    expect(segments.length).toBeGreaterThanOrEqual(3);
+    fs.rmSync(path.join(wal, segments[1]!)); // the one right after the hole, with a later one left
+    const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'gone')]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toContain('the log is missing');
+    const start = await runGatewayUntilExit(env(source));
+    expect(start.code).toBe(2);
+    expect(start.stderr).toMatch(/missing|ends short/);
+  }, 60_000);
 
   it("keeps where bytes were set aside in herald.db: such a log starts again once index.db is lost, and one whose index.db alone knew (a version before) is backed up whole (was: refused as a lost segment's bytes)", async () => {
     const { source } = await repairedUnderSkipCorrupt('kh', 'last');
