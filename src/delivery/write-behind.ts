@@ -176,7 +176,6 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     });
   }
 
-  /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
   /** Tried every flush interval, a failing flush logged 20 error lines a second while herald.db's disk was full (a probe). */
   const failures = { count: 0, loggedAt: 0 };
   function logFailure(err: unknown): void {
@@ -187,6 +186,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     deps.log.error({ err, failedTries: failures.count }, message);
   }
 
+  /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
   function written(): void {
     if (failures.count > 0) deps.log.info({ failedTries: failures.count }, 'delivery state written again');
     failures.count = 0;
