@@ -82,12 +82,15 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     const walDir = path.join(source, WAL_DIR);
     // Listed before the snapshot too: segments retention deletes while SQLite copies are counted as dropped.
     const listedFirst = listSegments(walDir);
+    // Before the segments are copied: the log only grows at its end, so a whole copy reaches at least as far.
+    const indexedThrough = Number(metaWithoutWriting(path.join(source, 'index.db'), 'log_indexed_through') ?? 0);
     fs.copyFileSync(path.join(source, IDENTITY_FILE), path.join(work, IDENTITY_FILE));
     snapshotDatabase(path.join(source, DB_FILE), path.join(work, DB_FILE));
     copyIfPresent(path.join(walDir, KEY_FILE), path.join(work, WAL_DIR, KEY_FILE));
     const listed = [...new Set([...listedFirst, ...listSegments(walDir)])].sort();
     const dropped = copySegments(walDir, path.join(work, WAL_DIR), listed);
-    verifySegments(path.join(work, WAL_DIR), carryHoles(source, path.join(work, DB_FILE)));
+    const end = verifySegments(path.join(work, WAL_DIR), carryHoles(source, path.join(work, DB_FILE)));
+    if (end !== undefined && indexedThrough > end) throw logCutShort(end, indexedThrough);
     // Last, so that they are the newest: floors only ever rise, and a copy below the live ones could
     // let a partition emptied by retention during the copy restart below offsets already acknowledged.
     copyIfPresent(path.join(walDir, RESERVATION_FILE), path.join(work, WAL_DIR, RESERVATION_FILE));
@@ -353,7 +356,7 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
  * `log_holes`) names, as a start takes it.
  * @throws BackupError naming the segment and the byte
  */
-function verifySegments(walDir: string, holes: readonly LogHole[]): void {
+function verifySegments(walDir: string, holes: readonly LogHole[]): number | undefined {
   const key = keyOf(walDir);
   const gaps = holeMap(holes);
   const names = listSegments(walDir);
@@ -385,6 +388,20 @@ function verifySegments(walDir: string, holes: readonly LogHole[]): void {
         '(a start reads the log from where index.db ends; see "Durability guarantees" in the README); the backup is abandoned',
     );
   }
+  return end;
+}
+
+/**
+ * The copied log ends before records its index had: its newest segment was lost or cut at a record's
+ * end (which the scan cannot see), and a restore, which rebuilds its index, would start without them
+ * (a start of the source refuses it, under HERALD_FSYNC=always).
+ */
+function logCutShort(end: number, indexedThrough: number): BackupError {
+  return new BackupError(
+    `the log ends at byte ${end}, but index.db holds events up to byte ${indexedThrough}: a segment was lost or cut short ` +
+      '(or, under HERALD_FSYNC=interval or never, a power cut took bytes the next start rolls back: start the gateway once, then back up); ' +
+      'a restore of this backup would start without those events; the backup is abandoned',
+  );
 }
 
 /**

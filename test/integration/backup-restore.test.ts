@@ -426,6 +426,26 @@ describe('herald backup / herald restore', () => {
     expect(await rebuilt.exited).toBe(0);
   }, 60_000);
 
+  it('refuses to back up a log whose newest segment lost its last records at a record boundary (was: taken, and its restore started without them)', async () => {
+    const source = await storedAndStopped('n');
+    const wal = path.join(source, 'wal');
+    const newest = path.join(
+      wal,
+      fs
+        .readdirSync(wal)
+        .filter((f) => f.endsWith('.seg'))
+        .sort()
+        .at(-1)!,
+    );
+    const bytes = fs.readFileSync(newest);
+    let at = 0;
+    while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
+    fs.writeFileSync(newest, bytes.subarray(0, at)); // its last record gone, at a record boundary
+    const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'short')]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/the log ends at byte \d+, but index\.db holds events up to byte \d+/);
+  }, 60_000);
+
   it('restores into an empty directory reached through a symlink (as into a mount point: staged inside it)', async () => {
     const source = tmpDir();
     const gw = await spawnGateway(env(source));
