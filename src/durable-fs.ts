@@ -54,4 +54,6 @@ export function makeDirs(dir: string): void {
     if (path.dirname(at) === at) break;
   }
   for (const d of missing) fs.mkdirSync(d);
+  // A file in its place: EEXIST, as the recursive mode says it.
+  if (missing.length === 0 && !fs.statSync(dir).isDirectory()) fs.mkdirSync(dir);
 }
