@@ -10,7 +10,15 @@ import path from 'node:path';
 import request from 'supertest';
 import { webhookIdOf } from '../../src/delivery/request';
 import { runHerald } from '../helpers/cli';
-import { lookupEvent, postBatch, runGatewayUntilExit, useChildGateways, type AppendResultBody, type TestEvent } from '../helpers/gateway';
+import {
+  lookupEvent,
+  postBatch,
+  runGatewayUntilExit,
+  segmentFiles,
+  useChildGateways,
+  type AppendResultBody,
+  type TestEvent,
+} from '../helpers/gateway';
 import { useReceivers, waitFor } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -58,11 +66,19 @@ async function storedAndStopped(prefix: string, batches = 30): Promise<string> {
   return source;
 }
 
-/** The path of a data dir's oldest log segment. */
-function oldestSegment(dataDir: string): string {
-  const wal = path.join(dataDir, 'wal');
-  const names = fs.readdirSync(wal).filter((f) => f.endsWith('.seg'));
-  return path.join(wal, names.sort()[0]!);
+/** Where each record of an intact segment file starts (frames: a 4-byte length, a 4-byte checksum, that many bytes). */
+function recordStarts(bytes: Buffer): number[] {
+  const starts: number[] = [];
+  for (let at = 0; at < bytes.length; at += 8 + bytes.readUInt32LE(at)) starts.push(at);
+  return starts;
+}
+
+/** Cuts a segment file's last record, at a record boundary; returns how many bytes went. */
+function dropLastRecord(file: string): number {
+  const bytes = fs.readFileSync(file);
+  const last = recordStarts(bytes).at(-1)!;
+  fs.writeFileSync(file, bytes.subarray(0, last));
+  return bytes.length - last;
 }
 
 /**
@@ -73,10 +89,9 @@ function oldestSegment(dataDir: string): string {
  */
 async function repairedUnderSkipCorrupt(prefix: string, where: 'last' | 'middle', batches = 30) {
   const source = await storedAndStopped(prefix, batches);
-  const oldest = oldestSegment(source);
+  const oldest = segmentFiles(source)[0]!;
   const bytes = fs.readFileSync(oldest);
-  const starts: number[] = [];
-  for (let at = 0; at < bytes.length; at += 8 + bytes.readUInt32LE(at)) starts.push(at);
+  const starts = recordStarts(bytes);
   const hit = where === 'last' ? starts.at(-1)! : starts[Math.floor(starts.length / 2)]!;
   bytes[hit + 20]! ^= 0x01;
   fs.writeFileSync(oldest, bytes);
@@ -351,14 +366,10 @@ describe('herald backup / herald restore', () => {
 
   it('refuses to back up a log with a gap between two segments (re-probe: an older segment cut at a record boundary was backed up, and the restore refused)', async () => {
     const source = await storedAndStopped('g');
-    const oldest = oldestSegment(source);
-    const bytes = fs.readFileSync(oldest);
-    let at = 0;
-    while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
-    fs.writeFileSync(oldest, bytes.subarray(0, at)); // its last record gone, at a record boundary
+    const dropped = dropLastRecord(segmentFiles(source)[0]!); // at a record boundary
     const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'gap')]);
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toContain(`the log is missing ${bytes.length - at} bytes`);
+    expect(refused.stderr).toContain(`the log is missing ${dropped} bytes`);
   }, 60_000);
 
   it.each([
@@ -390,13 +401,9 @@ describe('herald backup / herald restore', () => {
     const holes = JSON.parse((stored.prepare("SELECT value FROM meta WHERE key = 'log_holes'").get() as { value: string }).value);
     stored.close();
     expect(holes).toEqual([[expect.any(Number), expect.any(Number)]]); // where it starts and ends
-    const wal = path.join(source, 'wal');
-    const segments = fs
-      .readdirSync(wal)
-      .filter((f) => f.endsWith('.seg'))
-      .sort();
+    const segments = segmentFiles(source);
     expect(segments.length).toBeGreaterThanOrEqual(3);
-    fs.rmSync(path.join(wal, segments[1]!)); // the one right after the hole, with a later one left
+    fs.rmSync(segments[1]!); // the one right after the hole, with a later one left
     const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'gone')]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toContain('the log is missing');
@@ -428,19 +435,7 @@ describe('herald backup / herald restore', () => {
 
   it('refuses to back up a log whose newest segment lost its last records at a record boundary (was: taken, and its restore started without them)', async () => {
     const source = await storedAndStopped('n');
-    const wal = path.join(source, 'wal');
-    const newest = path.join(
-      wal,
-      fs
-        .readdirSync(wal)
-        .filter((f) => f.endsWith('.seg'))
-        .sort()
-        .at(-1)!,
-    );
-    const bytes = fs.readFileSync(newest);
-    let at = 0;
-    while (at + 8 + bytes.readUInt32LE(at) < bytes.length) at += 8 + bytes.readUInt32LE(at);
-    fs.writeFileSync(newest, bytes.subarray(0, at)); // its last record gone, at a record boundary
+    dropLastRecord(segmentFiles(source).at(-1)!); // at a record boundary
     const refused = await runHerald(['backup', '--data-dir', source, path.join(tmpDir(), 'short')]);
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/the log ends at byte \d+, but index\.db holds events up to byte \d+/);
