@@ -25,6 +25,14 @@ function frames(file: string): Buffer[] {
   return out;
 }
 
+/** Makes `dataDir` a data dir from before keys: every record rewritten as version 1 (unkeyed), and no key file. */
+function makeOld(dataDir: string): void {
+  for (const file of segmentFiles(dataDir)) {
+    fs.writeFileSync(file, Buffer.concat(frames(file).map((f) => encodeRecord(decodeRecord(f), LEGACY_FRAME_KEY))));
+  }
+  fs.rmSync(path.join(dataDir, 'wal', 'frame.key'));
+}
+
 /**
  * With index.db gone (the whole log scanned): a start refuses the damage as corruption in the middle
  * (not as a foreign key), and one with skip-corrupt starts; returns how many of `acked` it then finds.
@@ -47,11 +55,7 @@ async function refusedThenKept(dataDir: string, acked: AppendResultBody[]): Prom
 describe('the log key (wal/frame.key)', () => {
   it('reads a log written before keys (version-1 records), gives it a key, and keeps every event across restarts', async () => {
     const { dataDir, acked } = await storeAndStop(12);
-    // Make it an old data dir: every record rewritten as version 1 (unkeyed), and no key file.
-    for (const file of segmentFiles(dataDir)) {
-      fs.writeFileSync(file, Buffer.concat(frames(file).map((f) => encodeRecord(decodeRecord(f), LEGACY_FRAME_KEY))));
-    }
-    fs.rmSync(path.join(dataDir, 'wal', 'frame.key'));
+    makeOld(dataDir);
 
     let gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir });
     try {
@@ -128,10 +132,7 @@ describe('the log key (wal/frame.key)', () => {
 
   it('refuses a log that began before keys (version-1 records) and then got one, when its key is lost or foreign (was: a new key, and every keyed record cut)', async () => {
     const { dataDir } = await storeAndStop(12);
-    for (const file of segmentFiles(dataDir)) {
-      fs.writeFileSync(file, Buffer.concat(frames(file).map((f) => encodeRecord(decodeRecord(f), LEGACY_FRAME_KEY))));
-    }
-    fs.rmSync(path.join(dataDir, 'wal', 'frame.key'));
+    makeOld(dataDir);
     const gw = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir });
     for (let i = 0; i < 5; i++) expect((await postBinary(gw.url, { source: '/key', id: `keyed-${i}` })).status).toBe(202);
     await gw.close();
@@ -153,10 +154,7 @@ describe('the log key (wal/frame.key)', () => {
 
   it('herald backup refuses damage in a segment written before the key when unkeyed records follow it, as the start does (was: taken for a torn tail: the log has a key)', async () => {
     const { dataDir } = await storeAndStop(12);
-    for (const file of segmentFiles(dataDir)) {
-      fs.writeFileSync(file, Buffer.concat(frames(file).map((f) => encodeRecord(decodeRecord(f), LEGACY_FRAME_KEY))));
-    }
-    fs.rmSync(path.join(dataDir, 'wal', 'frame.key'));
+    makeOld(dataDir);
     const upgraded = await startTestGateway({ HERALD_PARTITIONS: '2', HERALD_DATA_DIR: dataDir });
     await upgraded.close(); // the log now has a key; its one segment holds unkeyed records only
     const [segment] = segmentFiles(dataDir);
