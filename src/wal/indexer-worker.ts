@@ -5,6 +5,7 @@
  * can be rebuilt from the log: a crash loses at most rows that recovery derives again.
  */
 import { parentPort, workerData } from 'node:worker_threads';
+import { isDatabaseBusy } from '../errors';
 import { CHECKPOINT_INTERVAL_MS, checkpointBounded, openConnection } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createIndexRows } from './index-rows';
@@ -139,9 +140,13 @@ function emptyWal(): void {
   try {
     db.pragma('wal_checkpoint(TRUNCATE)');
   } catch (err) {
-    const code = String((err as { code?: unknown }).code);
-    if (!code.startsWith('SQLITE_BUSY') && !code.startsWith('SQLITE_LOCKED')) throw err;
+    if (!isLockHeld(err)) throw err;
   }
+}
+
+/** SQLite's answer when another connection holds what a call needs (`SQLITE_BUSY*`, `SQLITE_LOCKED*`). */
+function isLockHeld(err: unknown): boolean {
+  return isDatabaseBusy(err) || String((err as { code?: unknown }).code).startsWith('SQLITE_LOCKED');
 }
 
 /**
@@ -155,9 +160,7 @@ function whileBusy<T>(write: () => T): T {
     try {
       return write();
     } catch (err) {
-      const code = (err as { code?: unknown }).code;
-      const busy = typeof code === 'string' && (code.startsWith('SQLITE_BUSY') || code.startsWith('SQLITE_LOCKED'));
-      if (!busy || Atomics.load(stopFlag, 0) === 1 || Date.now() - started >= BUSY_GIVE_UP_MS) throw err;
+      if (!isLockHeld(err) || Atomics.load(stopFlag, 0) === 1 || Date.now() - started >= BUSY_GIVE_UP_MS) throw err;
       Atomics.wait(stopFlag, 0, 0, BUSY_SLICE_MS);
     }
   }
