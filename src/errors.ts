@@ -123,6 +123,11 @@ export function isDatabaseBusy(err: unknown): boolean {
   return typeof code === 'string' && code.startsWith('SQLITE_BUSY');
 }
 
+/** {@link isDatabaseBusy}, or `SQLITE_LOCKED*`: another connection holds what a call needs. */
+export function isLockHeld(err: unknown): boolean {
+  return isDatabaseBusy(err) || String((err as { code?: unknown } | undefined)?.code).startsWith('SQLITE_LOCKED');
+}
+
 /** Turns anything thrown into an Error without losing it (for logs and `cause`). */
 export function coerceError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));

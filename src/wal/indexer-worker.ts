@@ -5,7 +5,7 @@
  * can be rebuilt from the log: a crash loses at most rows that recovery derives again.
  */
 import { parentPort, workerData } from 'node:worker_threads';
-import { isDatabaseBusy } from '../errors';
+import { isLockHeld } from '../errors';
 import { CHECKPOINT_INTERVAL_MS, checkpointBounded, openConnection } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createIndexRows } from './index-rows';
@@ -62,13 +62,9 @@ function drain(): void {
       }
       queue.shift();
       if (next.type === 'retire') {
-        whileBusy(() =>
-          indexRows.retire(next.through, (firstOffsets) => post({ type: 'retired', through: next.through, firstOffsets }), reuseWal),
-        );
-        emptyWal();
+        whileBusy(() => indexRows.retire(next.through, (firstOffsets) => post({ type: 'retired', through: next.through, firstOffsets })));
       } else if (next.type === 'prune') {
-        post({ type: 'pruned', ticket: next.ticket, count: whileBusy(() => indexRows.prune(next.cutoff, reuseWal)) });
-        emptyWal();
+        post({ type: 'pruned', ticket: next.ticket, count: whileBusy(() => indexRows.prune(next.cutoff)) });
       } else if (next.type === 'build-key-filter') {
         startKeyFilter(next);
       } else {
@@ -119,34 +115,6 @@ function checkpoint(): void {
   if (Date.now() - checkpointedAt < CHECKPOINT_INTERVAL_MS) return;
   checkpointedAt = Date.now();
   whileBusy(() => checkpointBounded(db, dbFile));
-}
-
-/**
- * Between the transactions of a bulk delete (retention's rows, the idempotency window's): the WAL's
- * pages are copied back so the next transaction writes the WAL from its start. Without it the WAL
- * took every step's pages (81 MB for a 9.7 MB index, a probe), on the disk whose space retention was
- * freeing, past HERALD_MIN_FREE_BYTES, so ingest stayed refused with `storage_full` for good.
- */
-function reuseWal(): void {
-  whileBusy(() => db.pragma('wal_checkpoint(PASSIVE)'));
-}
-
-/**
- * After a bulk delete: the WAL file emptied (TRUNCATE), as no write may come to reuse it (ingest
- * refused for free space, waiting on this very deletion). A reader in the way only leaves it for the
- * indexer's next checkpoint.
- */
-function emptyWal(): void {
-  try {
-    db.pragma('wal_checkpoint(TRUNCATE)');
-  } catch (err) {
-    if (!isLockHeld(err)) throw err;
-  }
-}
-
-/** SQLite's answer when another connection holds what a call needs (`SQLITE_BUSY*`, `SQLITE_LOCKED*`). */
-function isLockHeld(err: unknown): boolean {
-  return isDatabaseBusy(err) || String((err as { code?: unknown }).code).startsWith('SQLITE_LOCKED');
 }
 
 /**

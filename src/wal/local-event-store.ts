@@ -473,9 +473,7 @@ function openLog(
   const logStart = checkLogStart(opts, segments, retentionFloors, Number(indexMeta.get('log_start') ?? 0), permissions, lostDatabase);
   if (logStart > 0) {
     // A retention the process did not finish: its rows go, its floors are kept (see `retired`), then its files go.
-    // The WAL reused between its steps and emptied after (see the indexer's `reuseWal`): the disk may be the full one.
-    const firsts = createIndexRows(indexDb, opts.partitions).retire(logStart, undefined, () => indexDb.pragma('wal_checkpoint(PASSIVE)'));
-    indexDb.pragma('wal_checkpoint(TRUNCATE)');
+    const firsts = createIndexRows(indexDb, opts.partitions).retire(logStart);
     const heads = createPartitionHeadsRepo(indexDb).load(opts.partitions);
     recordRetention(
       db,
