@@ -112,31 +112,39 @@ describe('GET /events/stream', () => {
     expect(body.code).toBe('invalid_request');
     expect(body.errors[0]?.attribute).toBe('sql');
   });
+});
 
-  it('sends a comment line every 15 s while nothing is stored, so proxies keep an idle stream open', async () => {
-    const { hostname, port } = new URL(gw.url);
-    const opened = Date.now();
-    const keepaliveAt = await new Promise<number>((resolve, reject) => {
-      const req = http.get(
-        { host: hostname, port, path: '/events/stream?sql=' + encodeURIComponent("source = '/stream/idle'"), agent: false },
-        (res) => {
-          res.setEncoding('utf8');
-          res.on('data', (chunk: string) => {
-            if (chunk.includes(': keepalive\n\n')) {
-              resolve(Date.now());
-              res.destroy();
-            }
-          });
-        },
-      );
-      req.on('error', reject);
-      setTimeout(() => reject(new Error('no keepalive comment within 20 s')), 20_000).unref();
-    });
-    // Not sooner than the interval (it is not chatter), and it came by itself (nothing was stored for this filter).
-    expect(keepaliveAt - opened).toBeGreaterThanOrEqual(14_000);
-  }, 30_000);
+// Each of these waits 15–30 s on the clock (the keepalive interval, the tail's wait for a reader): they run side by
+// side. The keepalive and the slow reader filter or own what they read, so the others' events do not reach them.
+describe('GET /events/stream: idle, stalled and slow readers', () => {
+  it.concurrent(
+    'sends a comment line every 15 s while nothing is stored, so proxies keep an idle stream open',
+    async () => {
+      const { hostname, port } = new URL(gw.url);
+      const opened = Date.now();
+      const keepaliveAt = await new Promise<number>((resolve, reject) => {
+        const req = http.get(
+          { host: hostname, port, path: '/events/stream?sql=' + encodeURIComponent("source = '/stream/idle'"), agent: false },
+          (res) => {
+            res.setEncoding('utf8');
+            res.on('data', (chunk: string) => {
+              if (chunk.includes(': keepalive\n\n')) {
+                resolve(Date.now());
+                res.destroy();
+              }
+            });
+          },
+        );
+        req.on('error', reject);
+        setTimeout(() => reject(new Error('no keepalive comment within 20 s')), 20_000).unref();
+      });
+      // Not sooner than the interval (it is not chatter), and it came by itself (nothing was stored for this filter).
+      expect(keepaliveAt - opened).toBeGreaterThanOrEqual(14_000);
+    },
+    30_000,
+  );
 
-  it('disconnects a reader that does not keep up instead of buffering for it', async () => {
+  it.concurrent('disconnects a reader that does not keep up instead of buffering for it', async () => {
     const { hostname, port } = new URL(gw.url);
     const reader = await new Promise<http.IncomingMessage>((resolve, reject) => {
       const req = http.get({ host: hostname, port, path: '/events/stream', agent: false }, (res) => {
@@ -168,6 +176,48 @@ describe('GET /events/stream', () => {
     expect(await Promise.race([ended.then(() => 'closed' as const), timeout])).toBe('closed');
     expect(received).toBeLessThan(batches * 20 * big.length);
   });
+
+  it.concurrent(
+    'is waited for, not cut off, while it takes 150 KiB a second of a 20 MB backlog (re-probe: cut after 27 s)',
+    async () => {
+      const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
+      const { hostname, port } = new URL(child.url);
+      const socket = net.connect(Number(port), hostname);
+      try {
+        await new Promise((resolve) => socket.once('connect', resolve));
+        socket.write(`GET /events/stream HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`);
+        let closed = false;
+        let taken = 0;
+        socket.on('close', () => (closed = true));
+        socket.pause();
+        // 15 KiB every 100 ms, never more than a few hundred ms without taking something.
+        const sip = setInterval(() => {
+          let budget = 15 * 1024;
+          let chunk: Buffer | null;
+          while (budget > 0 && (chunk = socket.read(Math.min(budget, socket.readableLength || budget)) as Buffer | null) !== null) {
+            taken += chunk.length;
+            budget -= chunk.length;
+          }
+        }, 100);
+        try {
+          const data = 'x'.repeat(100 * 1024);
+          for (let i = 0; i < 200; i += 8) {
+            const events = Array.from({ length: 8 }, (_, j) => ({ source: '/slow', id: `slow-${i + j}`, data }));
+            expect((await postBatch(child.url, events)).status).toBe(202);
+          }
+          const until = Date.now() + 30_000;
+          while (!closed && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+          expect({ closed, tookMiB: taken > 3 * 1024 * 1024 }).toEqual({ closed: false, tookMiB: true });
+        } finally {
+          clearInterval(sip);
+        }
+      } finally {
+        socket.destroy();
+        await killIfRunning(child);
+      }
+    },
+    60_000,
+  );
 });
 
 describe('GET /events/stream from a gateway in its own process', () => {
@@ -210,46 +260,6 @@ describe('GET /events/stream from a gateway in its own process', () => {
       await killIfRunning(child);
     }
   }, 40_000);
-});
-
-describe('GET /events/stream: a slow reader that keeps taking', () => {
-  it('is waited for, not cut off, while it takes 150 KiB a second of a 20 MB backlog (re-probe: cut after 27 s)', async () => {
-    const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
-    const { hostname, port } = new URL(child.url);
-    const socket = net.connect(Number(port), hostname);
-    try {
-      await new Promise((resolve) => socket.once('connect', resolve));
-      socket.write(`GET /events/stream HTTP/1.1\r\nHost: ${hostname}\r\n\r\n`);
-      let closed = false;
-      let taken = 0;
-      socket.on('close', () => (closed = true));
-      socket.pause();
-      // 15 KiB every 100 ms, never more than a few hundred ms without taking something.
-      const sip = setInterval(() => {
-        let budget = 15 * 1024;
-        let chunk: Buffer | null;
-        while (budget > 0 && (chunk = socket.read(Math.min(budget, socket.readableLength || budget)) as Buffer | null) !== null) {
-          taken += chunk.length;
-          budget -= chunk.length;
-        }
-      }, 100);
-      try {
-        const data = 'x'.repeat(100 * 1024);
-        for (let i = 0; i < 200; i += 8) {
-          const events = Array.from({ length: 8 }, (_, j) => ({ source: '/slow', id: `slow-${i + j}`, data }));
-          expect((await postBatch(child.url, events)).status).toBe(202);
-        }
-        const until = Date.now() + 30_000;
-        while (!closed && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
-        expect({ closed, tookMiB: taken > 3 * 1024 * 1024 }).toEqual({ closed: false, tookMiB: true });
-      } finally {
-        clearInterval(sip);
-      }
-    } finally {
-      socket.destroy();
-      await killIfRunning(child);
-    }
-  }, 60_000);
 });
 
 describe('GET /events/stream: HERALD_MAX_STREAMS', () => {
