@@ -108,13 +108,18 @@ Examples:
       if (options.time !== undefined) header['ce-time'] = encodeHeaderValue(options.time);
       if (options.partitionKey !== undefined) header['ce-partitionkey'] = encodeHeaderValue(options.partitionKey);
       const answer = unwrap(
-        await ctx.client.POST('/events', {
-          params: { header },
-          // Binary mode: the bytes go as they are; the typed body is JSON for openapi-fetch's sake only.
-          body: data?.bytes as unknown as Record<string, never> | undefined,
-          bodySerializer: (body: unknown) => body,
-          headers: data ? { 'content-type': data.contentType } : {},
-        }),
+        await ctx.client.POST(
+          '/events',
+          data?.bytes.length === 0
+            ? emptyDataRequest(options, id, data.contentType)
+            : {
+                params: { header },
+                // Binary mode: the bytes go as they are; the typed body is JSON for openapi-fetch's sake only.
+                body: data?.bytes as unknown as Record<string, never> | undefined,
+                bodySerializer: (body: unknown) => body,
+                headers: data ? { 'content-type': data.contentType } : {},
+              },
+        ),
       );
       const results = acknowledged(answer, 1);
       if (ctx.out.json) return ctx.out.document(answer);
@@ -127,6 +132,23 @@ Examples:
         );
       }
     });
+}
+
+/**
+ * Empty data goes in structured mode, as `data_base64: ""`: in binary mode an empty body is no data
+ * (HTTP binding §3.1.1), so the event would be stored without any.
+ */
+function emptyDataRequest(options: PublishOptions, id: string, contentType: string) {
+  const event: Record<string, string> = { specversion: '1.0', id, source: options.source!, type: options.type! };
+  if (options.subject !== undefined) event.subject = options.subject;
+  if (options.time !== undefined) event.time = options.time;
+  if (options.partitionKey !== undefined) event.partitionkey = options.partitionKey;
+  const body = JSON.stringify({ ...event, datacontenttype: contentType, data_base64: '' });
+  return {
+    body: body as unknown as Record<string, never>,
+    bodySerializer: (b: unknown) => b,
+    headers: { 'content-type': 'application/cloudevents+json' },
+  };
 }
 
 const kebab = (name: string): string => name.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);

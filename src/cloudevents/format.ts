@@ -3,7 +3,8 @@ import { encodeHeaderValue } from './headers';
 import { MAX_JSON_DEPTH_CEILING, jsonTextProblem } from './json-depth';
 import { isStringPayload } from './validate';
 
-const utf8 = new TextDecoder('utf-8', { fatal: true });
+// ignoreBOM: a byte-order mark is part of the data as sent, kept like any other character.
+const utf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /**
  * The event in the JSON format. Bytes received in binary mode come back as JSON when `datacontenttype`

@@ -52,9 +52,9 @@ export function parseHttpMessage(
     const event = parseBinary(message.headers, message.body, contentType);
     // Stored as bytes, but parsed when read back or delivered structured: the same limits apply. Checked
     // against the datacontenttype stored (a `ce-datacontenttype` header stands in for a missing Content-Type).
-    const problem = isJsonMediaType(event.attributes.datacontenttype as string | undefined)
-      ? jsonTextProblem(message.body, limits.maxJsonDepth)
-      : undefined;
+    // The scan reads UTF-8 bytes; JSON in another charset (UTF-16, say) is never parsed, only read back as `data_base64`.
+    const dataType = event.attributes.datacontenttype as string | undefined;
+    const problem = isJsonMediaType(dataType) && utf8Charset(dataType) ? jsonTextProblem(message.body, limits.maxJsonDepth) : undefined;
     if (problem) {
       throw invalid('the binary-mode request is not a valid CloudEvent', [problem === 'too_deep' ? tooDeep(limits) : notFinite()]);
     }

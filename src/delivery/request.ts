@@ -130,7 +130,8 @@ export const BINARY_HEADER_BUDGET = 8 * 1024;
 
 /**
  * The event in binary mode, or undefined when binary mode cannot carry it as it is, so it goes
- * structured: no data (a webhook request needs a body); bytes without a `datacontenttype` (binary
+ * structured: no data or empty data (a webhook request needs a body, and an empty one reads back as
+ * no data); bytes without a `datacontenttype` (binary
  * mode would have to invent a Content-Type the event does not have, JSON format §3.1.1); a
  * `datacontenttype` that is not plain ASCII (Content-Type is sent verbatim, and such a value cannot
  * be a header, or not unambiguously); `ce-*` headers past {@link BINARY_HEADER_BUDGET}; text or
@@ -142,6 +143,8 @@ function binaryMessageOf(event: CloudEvent): Message | undefined {
   const contentType = event.attributes.datacontenttype;
   if (contentType === undefined ? event.data.kind !== 'json' : !/^[\t\x20-\x7e]*$/.test(String(contentType))) return undefined;
   const message = messageOf(event, 'binary');
+  // Empty data (`""`, empty bytes) would be an empty body, which binary mode reads back as no data.
+  if (message.body.length === 0) return undefined;
   if (event.data.kind === 'json' && !bodyInCharset(message.body, contentType)) return undefined;
   return message.headerBytes <= BINARY_HEADER_BUDGET ? message : undefined;
 }

@@ -172,6 +172,13 @@ describe('herald publish', () => {
     expect((await json('events', 'get', '/cli/data', 'blob')).event.data_base64).toBe(bytes.toString('base64'));
   });
 
+  it('stores --data "" as empty data, not as an event without data (spec probe: an empty binary body is no data)', async () => {
+    const args = ['publish', '--source', '/cli/data', '--type', 't', '--id', 'empty', '--subject', 'nothing', '--data', ''];
+    expect((await json(...args, '--content-type', 'text/plain')).results[0].duplicate).toBe(false);
+    const { event } = await json('events', 'get', '/cli/data', 'empty');
+    expect(event).toMatchObject({ subject: 'nothing', datacontenttype: 'text/plain', data_base64: '' });
+  });
+
   it('refuses data that is not JSON under a JSON content type, and conflicting data options, with exit 2', async () => {
     const notJson = await herald('publish', '--source', '/cli/data', '--type', 't', '--id', 'never', '--data', 'hello');
     expect(notJson.code).toBe(2);

@@ -75,6 +75,14 @@ describe('toStructured', () => {
     expect(toStructured(ev(bytes('<svg/>'), { datacontenttype: 'image/svg+xml' })).data).toBe('<svg/>');
   });
 
+  it('keeps a byte-order mark of text data, which is data as sent (spec probe: it was dropped)', () => {
+    const text = toStructured(ev({ kind: 'bytes', bytes: Buffer.from([0xef, 0xbb, 0xbf, 0x68, 0x69]) }, { datacontenttype: 'text/plain' }));
+    expect(text.data).toBe('\ufeffhi');
+    // JSON text may not start with one (RFC 8259 §8.1): such bytes stay bytes, every one of them.
+    const json = toStructured(ev({ kind: 'bytes', bytes: Buffer.from('\ufeff{"a":1}') }, { datacontenttype: 'application/json' }));
+    expect(Buffer.from(json.data_base64 as string, 'base64')).toEqual(Buffer.from('\ufeff{"a":1}'));
+  });
+
   it('returns text bodies that are not UTF-8 as data_base64', () => {
     const out = toStructured(ev({ kind: 'bytes', bytes: Buffer.from([0x61, 0xe9]) }, { datacontenttype: 'text/plain; charset=latin1' }));
     expect(out).toEqual({ ...attrs, datacontenttype: 'text/plain; charset=latin1', data_base64: 'Yek=' });

@@ -171,6 +171,15 @@ describe('parseHttpMessage in binary mode', () => {
     expect(err.details).toEqual([{ attribute: 'datacontenttype', message: expect.stringContaining('differs from Content-Type') }]);
   });
 
+  it('takes JSON data in another charset as it is: its bytes are not read as UTF-8 for depth or numbers (spec probe: 400)', () => {
+    // U+2200 is 0x00 0x22 in UTF-16LE: read as UTF-8 bytes, its 0x22 closed the string and what followed was scanned.
+    for (const text of ['{"a":"\u2200\u6531\u3939\u3939"}', `{"a":"\u2200${'\u5b5b'.repeat(40)}"}`]) {
+      const body = Buffer.from(text, 'utf16le');
+      const parsed = parseHttpMessage({ headers: { ...ceHeaders, 'content-type': ['application/json; charset=utf-16le'] }, body });
+      expect(parsed.events[0]!.data).toEqual({ kind: 'bytes', bytes: body });
+    }
+  });
+
   it('reports a header decoding failure once, not again as a missing attribute', () => {
     const err = refusal({ headers: { ...ceHeaders, 'ce-id': ['%FF'] }, body: Buffer.alloc(0) });
     expect(err.details).toEqual([{ attribute: 'id', message: expect.stringContaining('UTF-8') }]);
