@@ -33,6 +33,9 @@ export function createFlowControl(deps: {
   let aimd: Aimd = newAimd();
   let bucket: TokenBucket | undefined;
   let timer: NodeJS.Timeout | undefined;
+  /** Until when the receiver asked for no request (a 429 or 503 with `Retry-After`, http-webhook §2.2). */
+  let heldUntil = 0;
+  let holdTimer: NodeJS.Timeout | undefined;
   /** Attempts (retries, redrives) that found the bucket empty, by pending, each run once a token is due. */
   const deferred = new Map<object, () => void>();
 
@@ -56,6 +59,20 @@ export function createFlowControl(deps: {
     }, delay);
   }
 
+  /** Whether a `Retry-After` holds every request now; arms the wake-up at its end when it does. */
+  function held(): boolean {
+    const wait = heldUntil - deps.clock();
+    if (wait <= 0) return false;
+    holdTimer ??= setTimeout(
+      () => {
+        holdTimer = undefined;
+        if (!held()) runDeferred();
+      },
+      Math.min(MAX_TIMER_MS, wait),
+    );
+    return true;
+  }
+
   /** A token is due (or no limit holds any more): what waited for one runs, then new attempts may start. */
   function runDeferred(): void {
     const waiting = [...deferred.values()];
@@ -71,6 +88,7 @@ export function createFlowControl(deps: {
     epoch: (): number => aimd.epoch,
     /** Whether an attempt may start now (a token is there, or there is no rate limit); takes nothing. */
     ready(): boolean {
+      if (held()) return false;
       const perSecond = rate();
       if (perSecond === undefined) return true;
       if (bucketNow(perSecond).tokens >= 1) return true;
@@ -82,6 +100,10 @@ export function createFlowControl(deps: {
      * token is due; the caller returns and tries again then.
      */
     take(key: object, run: () => void): boolean {
+      if (held()) {
+        deferred.set(key, run);
+        return false;
+      }
       const perSecond = rate();
       if (perSecond === undefined) return true;
       const taken = takeToken(bucketNow(perSecond), perSecond, deps.clock());
@@ -94,6 +116,19 @@ export function createFlowControl(deps: {
       armTimer();
       return false;
     },
+    /**
+     * The receiver answered 429 or 503 with `Retry-After`: no request of this subscription starts before
+     * `until` (a later one extends the hold, an earlier one changes nothing). Requests already sent finish.
+     */
+    holdUntil(until: number): void {
+      if (until <= heldUntil) return;
+      heldUntil = until;
+      if (holdTimer) clearTimeout(holdTimer);
+      holdTimer = undefined;
+      held();
+    },
+    /** Whether a `Retry-After` holds every request now. */
+    held,
     /** Forgets a deferred attempt (finished or superseded meanwhile). */
     forget(key: object): void {
       deferred.delete(key);
@@ -108,7 +143,7 @@ export function createFlowControl(deps: {
     /** For `stats`: the limit in force, and whether the bucket is empty now. */
     stats(): { currentMaxInFlight: number; throttled: boolean } {
       const perSecond = rate();
-      const throttled = perSecond !== undefined && bucketNow(perSecond).tokens < 1;
+      const throttled = held() || (perSecond !== undefined && bucketNow(perSecond).tokens < 1);
       return { currentMaxInFlight: currentLimit(aimd, maxInFlight()), throttled };
     },
     /**
@@ -125,7 +160,8 @@ export function createFlowControl(deps: {
     },
     stop(): void {
       if (timer) clearTimeout(timer);
-      timer = undefined;
+      if (holdTimer) clearTimeout(holdTimer);
+      timer = holdTimer = undefined;
       deferred.clear();
     },
   };

@@ -4,15 +4,27 @@ import type { RetryPolicy } from '../webhook-policy';
 export { DEFAULT_RETRY, type RetryPolicy } from '../webhook-policy';
 
 /**
- * Delay before the attempt after `failedAttempt` (1-based): exponential,
- * jittered, capped at `maxDelayMs`. A receiver's `Retry-After` wins, capped too.
+ * The longest `Retry-After` obeyed (unless `maxDelayMs` is longer): a day. A receiver may ask for any
+ * wait (http-webhook §2.2: the sender MUST observe it); a date years ahead is a clock or a bug, and a
+ * day of silence is long enough for an operator to see it (`stats.throttled`).
+ */
+export const RETRY_AFTER_CEILING_MS = 86_400_000;
+
+/** A receiver's `Retry-After` as the wait obeyed: at least 0, at most the ceiling (or `maxDelayMs` when longer). */
+export function obeyedRetryAfterMs(retryAfterMs: number, policy: Pick<RetryPolicy, 'maxDelayMs'>): number {
+  return Math.min(Math.max(0, retryAfterMs), Math.max(RETRY_AFTER_CEILING_MS, policy.maxDelayMs));
+}
+
+/**
+ * Delay before the attempt after `failedAttempt` (1-based): exponential, jittered, capped at
+ * `maxDelayMs`. A receiver's `Retry-After` wins, as it asked (see {@link obeyedRetryAfterMs}).
  */
 export function retryDelayMs(
   failedAttempt: number,
   policy: RetryPolicy,
   opts: { retryAfterMs?: number; random?: () => number } = {},
 ): number {
-  if (opts.retryAfterMs !== undefined) return Math.min(Math.max(0, opts.retryAfterMs), policy.maxDelayMs);
+  if (opts.retryAfterMs !== undefined) return obeyedRetryAfterMs(opts.retryAfterMs, policy);
   const random = opts.random ?? Math.random;
   const base = policy.initialDelayMs * policy.multiplier ** Math.max(0, failedAttempt - 1);
   // Late attempts overflow to Infinity (0 × Infinity is NaN): past any cap, or 0 when the delays start at 0.

@@ -21,6 +21,7 @@ import {
 import { createFailureWindow } from './failure-window';
 import { requestFor } from './request';
 import { createFlowControl } from './flow-control';
+import { obeyedRetryAfterMs, parseRetryAfter } from './retry';
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -472,6 +473,18 @@ export function createSubscriptionWorker(
     return part ? generationAt(part, pending.offset) : 0;
   }
 
+  /**
+   * A 429 or 503 with `Retry-After`: no request of the subscription starts before the time it names
+   * (http-webhook §2.2: the sender MUST refrain from sending further requests until then), whichever
+   * event the answer was for. Its own event is retried then too (the attempt machine).
+   */
+  function holdForRetryAfter(result: { status: number | null; retryAfter?: string }): void {
+    if (result.status !== 429 && result.status !== 503) return;
+    const now = deps.clock();
+    const ms = parseRetryAfter(result.retryAfter, now);
+    if (ms !== undefined && ms > 0) flow.holdUntil(now + obeyedRetryAfterMs(ms, options().retry));
+  }
+
   /** Posts one attempt (the machine has moved the event to `sending`) and feeds its answer back. */
   async function send(pending: Pending, attemptId: string, attemptNumber: number): Promise<void> {
     const stored = pending.event!;
@@ -485,7 +498,8 @@ export function createSubscriptionWorker(
      */
     const build = (): Outgoing | undefined => {
       awaitingConnection.delete(attemptId);
-      if (stopped || quiescing || deps.enabled === false || paused()) return undefined;
+      // A Retry-After that came while it waited holds it too: withdrawn, it waits for the hold's end.
+      if (stopped || quiescing || deps.enabled === false || paused() || flow.held()) return undefined;
       const now = deps.subscription();
       // A PATCH moved the sink while it waited: this connection is to the old one; it goes again, to the new one.
       if (now.sink !== sub.sink) return undefined;
@@ -524,6 +538,7 @@ export function createSubscriptionWorker(
     const ms = deps.clock() - startedAt;
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
+    holdForRetryAfter(result);
     // A deleted subscription's late answers are not recorded: its series are gone.
     if (stopped) return;
     deps.observer?.answered(subId, ms);

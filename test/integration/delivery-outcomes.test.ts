@@ -82,12 +82,30 @@ describe('retry', () => {
     expect(second!.receivedAt - first!.receivedAt).toBeGreaterThanOrEqual(900);
   });
 
-  it('caps a long Retry-After at maxDelayMs', async () => {
-    receiver.setResponder(scripted({ rc1: [{ status: 429, headers: { 'retry-after': '3600' } }, { status: 204 }] }));
+  it('obeys a Retry-After longer than maxDelayMs (http-webhook §2.2: the sender MUST observe it; was: capped)', async () => {
+    receiver.setResponder(scripted({ rc1: [{ status: 429, headers: { 'retry-after': '2' } }, { status: 204 }] }));
     const sub = await subscribe('out.retry-cap', { retry: { initialDelayMs: 10, maxDelayMs: 50 } });
     await publish('out.retry-cap', ['rc1']);
     await waitLagZero(sub.id);
-    expect(requestsFor(sub.id, 'rc1').map((q) => q.headers['herald-attempt'])).toEqual(['1', '2']);
+    const [first, second] = requestsFor(sub.id, 'rc1');
+    expect(second!.headers['herald-attempt']).toBe('2');
+    expect(second!.receivedAt - first!.receivedAt).toBeGreaterThanOrEqual(1900);
+  });
+
+  it('sends no request of the subscription until the Retry-After of a 429 has passed, whichever event it was for (spec probe: six went within 1.6 s)', async () => {
+    receiver.setResponder(scripted({ hold1: [{ status: 429, headers: { 'retry-after': '2' } }, { status: 204 }] }));
+    const sub = await subscribe('out.retry-hold', { ordering: 'none', maxInFlight: 8 });
+    await publish('out.retry-hold', ['hold1']);
+    const refused = await waitFor(async () => requestsFor(sub.id, 'hold1')[0], { what: 'the first request' });
+    const others = ['hold2', 'hold3', 'hold4', 'hold5', 'hold6'];
+    await publish('out.retry-hold', others);
+    await new Promise((r) => setTimeout(r, 300));
+    expect((await getSub(sub.id)).stats.throttled).toBe(true);
+    await waitLagZero(sub.id);
+    const after = requestsFor(sub.id).filter((q) => q !== refused);
+    expect(after.map((q) => q.headers['ce-id']).sort()).toEqual(['hold1', ...others].sort());
+    for (const q of after) expect(q.receivedAt - refused.receivedAt).toBeGreaterThanOrEqual(1900);
+    expect((await getSub(sub.id)).stats.throttled).toBe(false);
   });
 });
 

@@ -68,15 +68,17 @@ describe('retryDelayMs', () => {
     );
   });
 
-  it("obeys the receiver's Retry-After, capped at maxDelayMs and without jitter", () => {
+  it("obeys the receiver's Retry-After as it is, past maxDelayMs, without jitter, up to a day (or maxDelayMs when longer)", () => {
     fc.assert(
       fc.property(attemptArb, policyArb, fc.integer({ min: -1000, max: 30 * 86_400_000 }), (attempt, policy, retryAfterMs) => {
         const delay = retryDelayMs(attempt, policy, { retryAfterMs, random: () => 0 });
-        expect(delay).toBe(Math.min(Math.max(0, retryAfterMs), policy.maxDelayMs));
+        expect(delay).toBe(Math.min(Math.max(0, retryAfterMs), Math.max(86_400_000, policy.maxDelayMs)));
       }),
     );
     expect(retryDelayMs(1, { ...DEFAULT_RETRY, initialDelayMs: 10 }, { retryAfterMs: 1000 })).toBe(1000);
-    expect(retryDelayMs(1, { ...DEFAULT_RETRY, maxDelayMs: 50 }, { retryAfterMs: 3_600_000 })).toBe(50);
+    expect(retryDelayMs(1, { ...DEFAULT_RETRY, maxDelayMs: 50 }, { retryAfterMs: 3_600_000 })).toBe(3_600_000);
+    expect(retryDelayMs(1, { ...DEFAULT_RETRY, maxDelayMs: 50 }, { retryAfterMs: 30 * 86_400_000 })).toBe(86_400_000);
+    expect(retryDelayMs(1, { ...DEFAULT_RETRY, maxDelayMs: 2 * 86_400_000 }, { retryAfterMs: 30 * 86_400_000 })).toBe(2 * 86_400_000);
   });
 });
 
