@@ -158,9 +158,18 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // Requests node's parser refuses (HPE_* codes) never reach the handler above: they get a problem+json 400 too
   // (node's own answer has no body). Anything else (a reset, a request timeout) just closes the connection.
   server.on('clientError', (err: Error & { code?: unknown }, socket) => {
+    const current = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
+    // Bad bytes after a complete request (its body read whole) whose answer is still to come (a publish awaiting its fsync):
+    // that answer is the client's, sent in full, then the connection closes. A 400 in its place told a
+    // producer that a stored event was refused (probe: its corrected resend was then a "duplicate").
+    if (current && current.req.complete && !current.writableFinished && socket.writable) {
+      current.shouldKeepAlive = false; // node ends the connection once that answer is flushed
+      current.once('close', () => socket.end());
+      return;
+    }
     // An error after the request was answered (bad bytes after a complete request) gets no second answer.
-    const answered = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage?.headersSent === true;
-    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !answered) socket.end(rawProblemResponse(err));
+    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent)
+      socket.end(rawProblemResponse(err));
     else socket.destroy();
   });
   // An `Expect` other than 100-continue: RFC 9110 §10.1.1 lets a server ignore it, and the request is

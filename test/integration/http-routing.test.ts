@@ -192,6 +192,21 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
   });
 
   it.each([
+    ['a request line that is not HTTP', 'GARBAGE\r\n\r\n'],
+    ['a request with 20 KiB of headers', `GET /partitions HTTP/1.1\r\nHost: x\r\nx-big: ${'a'.repeat(20_000)}\r\n\r\n`],
+  ])(
+    'answers a publish awaiting its fsync with its 202 when %s follows it, then closes (edge probe: a 400 in its place)',
+    async (what, tail) => {
+      const id = `pipelined-${what.length}`;
+      const publish = `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /pipe\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi`;
+      const answer = await rawExchange(gw.url, publish + tail);
+      expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 202']);
+      expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+      expect(JSON.parse(answer.split('\r\n\r\n')[1]!).results[0]).toMatchObject({ id, duplicate: false });
+    },
+  );
+
+  it.each([
     ['gzip, chunked', '1f8b'],
     ['identity, chunked', '7b7d'],
   ])('refuses Transfer-Encoding %s with a 501 and stores nothing (was: gzip bytes stored as the data)', async (codings) => {
