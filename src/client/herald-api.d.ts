@@ -1075,7 +1075,8 @@ export interface components {
             maxInFlight: number;
             /**
              * @description Bound on one whole attempt: connecting, the answer's headers and its whole body (a receiver
-             *     that drips its answer is timed out and retried).
+             *     that drips its answer is timed out and retried). At most 1 MiB of the body is read: past it
+             *     the answer stands by its status and the connection is closed.
              * @default 10000
              */
             timeoutMs: number;

@@ -30,6 +30,12 @@ export interface ProbeResult extends Omit<SendResult, 'retryAfter'> {
 }
 
 const EXCERPT_BYTES = 1024;
+/**
+ * Most bytes of an answer's body read: the status is the receiver's word and the excerpt its first
+ * KiB, so past this the connection is closed rather than read on (edge probe: 100 MB answers took a
+ * core of the gateway's two, and ingest's p99 with it).
+ */
+export const MAX_ANSWER_BYTES = 1024 * 1024;
 const MAX_CACHED_TARGETS = 10_000;
 const CONNECT_TIMEOUT_MS = 10_000;
 /**
@@ -374,6 +380,8 @@ class AnswerHandler {
   private status = 0;
   private retryAfter: string | undefined;
   private abortRequest: ((err: Error) => void) | undefined;
+  /** Resolved or rejected: an answer cut at its limit ends in an error too, which then changes nothing. */
+  private settled = false;
 
   constructor(
     private readonly controller: Abortable,
@@ -403,16 +411,25 @@ class AnswerHandler {
   onData(chunk: Buffer): boolean {
     if (this.size < EXCERPT_BYTES) (this.chunks ??= []).push(chunk);
     this.size += chunk.length;
+    if (this.size > MAX_ANSWER_BYTES && this.abortRequest) {
+      // Answered as it stands: closing the connection is the only way to stop reading it.
+      this.onComplete();
+      this.abortRequest(Object.assign(new Error('answer body past its limit'), { name: 'AbortError' }));
+    }
     return true;
   }
 
   onComplete(): void {
+    if (this.settled) return;
+    this.settled = true;
     this.controller.request = undefined;
     const excerpt = this.chunks ? excerptOf(Buffer.concat(this.chunks)) : '';
     this.resolve({ status: this.status, retryAfter: this.retryAfter, excerpt });
   }
 
   onError(err: Error): void {
+    if (this.settled) return;
+    this.settled = true;
     this.controller.request = undefined;
     this.reject(err);
   }
@@ -433,6 +450,7 @@ async function readExcerpt(body: AsyncIterable<Buffer>): Promise<string> {
   for await (const chunk of body) {
     if (size < EXCERPT_BYTES) chunks.push(chunk);
     size += chunk.length;
+    if (size > MAX_ANSWER_BYTES) break; // the stream is destroyed, its connection closed
   }
   return excerptOf(Buffer.concat(chunks));
 }

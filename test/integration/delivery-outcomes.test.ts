@@ -1,3 +1,4 @@
+import http from 'node:http';
 import request from 'supertest';
 import {
   getSubscription,
@@ -206,6 +207,52 @@ describe('Retry-After on statuses other than 429 and 503', () => {
     } finally {
       await gw.close();
       await receiver.close();
+    }
+  });
+});
+
+describe('an answer with a huge body', () => {
+  it('is taken by its status after 1 MiB and its connection closed, not read to its end (edge probe: 100 MB answers took a core)', async () => {
+    let written = 0;
+    let requests = 0;
+    const chunk = Buffer.alloc(64 * 1024, 0x61);
+    // 200 with 64 MiB of body, written as fast as the gateway reads it; counts what went before the connection closed.
+    const sink = http.createServer((req, res) => {
+      requests++;
+      req.resume();
+      req.on('end', () => {
+        res.writeHead(200, { 'content-type': 'text/plain' });
+        const pump = () => {
+          while (written < 64 * 1024 * 1024 && !res.destroyed) {
+            written += chunk.length;
+            if (!res.write(chunk)) return void res.once('drain', pump);
+          }
+          res.end();
+        };
+        pump();
+      });
+    });
+    await new Promise<void>((resolve) => sink.listen(0, '127.0.0.1', resolve));
+    const gw = await startTestGateway();
+    try {
+      const { port } = sink.address() as { port: number };
+      const sub = await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: `http://127.0.0.1:${port}/`, delivery: { timeoutMs: 30_000 } })
+        .expect(201);
+      await request(gw.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': 'huge-answer', 'ce-source': '/huge', 'ce-type': 't', 'content-type': 'application/json' })
+        .send('{}')
+        .expect(202);
+      await waitForLagZero(gw.url, sub.body.id);
+      expect(requests).toBe(1); // delivered by its 200, not retried
+      // The socket buffers hold a few MiB besides what was read.
+      expect(written).toBeLessThan(16 * 1024 * 1024);
+    } finally {
+      await gw.close();
+      sink.closeAllConnections();
+      await new Promise((resolve) => sink.close(resolve));
     }
   });
 });
