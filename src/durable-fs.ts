@@ -57,3 +57,14 @@ export function makeDirs(dir: string): void {
   // A file in its place: EEXIST, as the recursive mode says it.
   if (missing.length === 0 && !fs.statSync(dir).isDirectory()) fs.mkdirSync(dir);
 }
+
+/**
+ * Makes what this process creates from now on its user's alone (umask 077: dirs 0700, files 0600), as
+ * PostgreSQL does: `herald.db` holds subscription secrets and sink credentials in clear, and a data dir
+ * or backup readable by every local user gave them away (probe). Dirs and files that exist keep their modes.
+ */
+export function createOwnerOnly(): void {
+  const before = process.umask(0o077);
+  process.umask(before | 0o077);
+}
+

@@ -66,6 +66,7 @@ async function startFromEnv(): Promise<void> {
   // From before the start: a supervisor stopping a gateway still rebuilding its index gets exit 0, not death by signal.
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  (await import('./durable-fs')).createOwnerOnly();
   const { ConfigError, configWarnings, loadConfig } = await import('./config');
   let config;
   try {

@@ -35,6 +35,7 @@ export function registerBackup(program: Command, streams: CliStreams): void {
     .action(async (dest: string, options: { dataDir: string }, command: Command) => {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
       const { backupDataDir } = await import('../backup');
+      (await import('../durable-fs')).createOwnerOnly();
       requirePath(dest, '<dest>');
       const started = Date.now();
       const manifest = await run('backup', () => backupDataDir(dataDirOf(options), dest));
@@ -63,6 +64,7 @@ export function registerBackup(program: Command, streams: CliStreams): void {
     .action(async (backup: string, options: { dataDir: string }, command: Command) => {
       const out = createOutput(streams, { json: command.optsWithGlobals<{ json?: boolean }>().json === true });
       const { restoreDataDir } = await import('../backup');
+      (await import('../durable-fs')).createOwnerOnly();
       requirePath(backup, '<backup>');
       const dataDir = dataDirOf(options);
       const manifest = await run('restore', () => restoreDataDir(backup, dataDir));

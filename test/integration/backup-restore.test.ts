@@ -307,6 +307,29 @@ describe('herald backup / herald restore', () => {
     expect((await request(again.url).get('/subscriptions').expect(200)).body.subscriptions).toHaveLength(1);
   }, 60_000);
 
+  it('keeps a data dir it creates, a backup and a restore for its user alone (ops probe: herald.db, secrets and sink credentials in clear, was readable by every local user)', async () => {
+    /** Every path under `root` (itself included) whose mode lets its group or others in. */
+    const open = (root: string): string[] => {
+      const found = fs.statSync(root).mode & 0o077 ? [root] : [];
+      if (fs.statSync(root).isDirectory()) for (const name of fs.readdirSync(root)) found.push(...open(path.join(root, name)));
+      return found;
+    };
+    const source = path.join(tmpDir(), 'new-data-dir'); // created by the gateway, under umask 022 here
+    const gw = await spawnGateway(env(source));
+    await postBatch(gw.url, [event('mode-1')]);
+    await request(gw.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/never' }).expect(201);
+    gw.child.kill('SIGTERM');
+    await gw.exited;
+    expect(fs.readdirSync(source)).toContain('herald.db');
+    expect(open(source)).toEqual([]);
+    const backupDir = path.join(tmpDir(), 'backup');
+    expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0 });
+    expect(open(backupDir)).toEqual([]);
+    const restored = path.join(tmpDir(), 'restored');
+    expect(await runHerald(['restore', '--data-dir', restored, backupDir])).toMatchObject({ code: 0 });
+    expect(open(restored)).toEqual([]);
+  });
+
   it('refuses to back up a log with damaged bytes, naming the segment (probe: reported whole, and its restore would not start); takes a newest segment cut short', async () => {
     const source = await storedAndStopped('d');
     const wal = path.join(source, 'wal');
