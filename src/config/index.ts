@@ -1,3 +1,4 @@
+import { isIP } from 'node:net';
 import { z } from 'zod';
 import { MAX_JSON_DEPTH_CEILING } from '../cloudevents/json-depth';
 
@@ -7,6 +8,17 @@ const GiB = 1024 * MiB;
 
 export const RECOVERY_PERMISSIONS = ['skip-corrupt', 'rebuild-events-only', 'recreate-missing'] as const;
 export type RecoveryPermission = (typeof RECOVERY_PERMISSIONS)[number];
+
+/**
+ * An address to listen on: an IP address (IPv6 bare or in brackets), or a DNS name of letters, digits
+ * and hyphens (`999.1.1.1` is neither: it was looked up as a name, and refused as not loopback).
+ */
+function isHost(value: string): boolean {
+  const bare = value.replace(/^\[(.*)\]$/, '$1');
+  if (isIP(bare) !== 0) return true;
+  if (/^[\d.]+$/.test(value)) return false;
+  return /^(?=.{1,253}$)[a-z\d]([a-z\d-]{0,61}[a-z\d])?(\.[a-z\d]([a-z\d-]{0,61}[a-z\d])?)*\.?$/i.test(value);
+}
 
 /** `""` counts as unset, so `HERALD_PORT=` does not become port 0. */
 const unsetIfEmpty = (v: unknown) => (typeof v === 'string' && v.trim() === '' ? undefined : v);
@@ -33,7 +45,9 @@ const duration = (fallback: string) =>
       .transform((v) => {
         const match = /^(\d+)(ms|s|m|h|d)?$/.exec(v)!;
         return Number(match[1]) * durationUnits[match[2] ?? 'ms']!;
-      }),
+      })
+      // Past 2^53 ms a number is rounded (probe: 99999999999999999999999 was taken as 1e23).
+      .pipe(z.number().max(Number.MAX_SAFE_INTEGER, 'must be at most 9007199254740991 ms (about 285,000 years)')),
     fallback,
   );
 
@@ -108,7 +122,10 @@ export const configSchema = z
     HERALD_NATS_TLS_CA: z
       .preprocess(unsetIfEmpty, z.string().optional())
       .describe('HERALD_STORE=jetstream: a PEM file of CA certificates that TLS connections to the NATS servers are verified against.'),
-    HERALD_HOST: withDefault(z.string(), '127.0.0.1').describe('Address to listen on.'),
+    HERALD_HOST: withDefault(
+      z.string().refine(isHost, 'expected an IP address (IPv6 in brackets or not) or a host name such as localhost'),
+      '127.0.0.1',
+    ).describe('Address to listen on.'),
     HERALD_PORT: int(0, 65535, 8080).describe('TCP port to listen on (0 picks a free port).'),
     HERALD_DATA_DIR: withDefault(z.string(), './data').describe(
       'Directory holding the write-ahead log (`wal/`) and the SQLite database (`herald.db`).',

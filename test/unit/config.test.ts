@@ -75,6 +75,19 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ HERALD_IDEMPOTENCY_WINDOW: window })).toThrow(/HERALD_IDEMPOTENCY_WINDOW: /);
   });
 
+  it('refuses a duration past 2^53 ms instead of rounding it (ops probe: 99999999999999999999999 was taken)', () => {
+    for (const name of ['HERALD_RETENTION', 'HERALD_IDEMPOTENCY_WINDOW'])
+      expect(() => loadConfig({ [name]: '99999999999999999999999' })).toThrow(new RegExp(`${name}: must be at most 9007199254740991 ms`));
+    expect(loadConfig({ HERALD_RETENTION: '9007199254740991' }).retentionMs).toBe(Number.MAX_SAFE_INTEGER);
+  });
+
+  it('takes an IP address or a host name for HERALD_HOST, and says so of anything else (ops probe: "not a host" was refused as not loopback)', () => {
+    for (const host of ['127.0.0.1', '::1', '[::1]', '0.0.0.0', 'localhost', 'herald-1.internal', 'herald.example.com.'])
+      expect(loadConfig({ HERALD_HOST: host, HERALD_ALLOW_UNAUTHENTICATED: 'true' }).host).toBe(host.replace(/^\[(.*)\]$/, '$1'));
+    for (const host of ['not a host', '999.1.1.1', '127.0.0.1:8080', 'http://127.0.0.1', '-x', 'a..b'])
+      expect(() => loadConfig({ HERALD_HOST: host })).toThrow(/HERALD_HOST: expected an IP address/);
+  });
+
   it('names every bad variable in one message', () => {
     expect(() => loadConfig({ HERALD_PORT: 'eighty', HERALD_FSYNC: 'sometimes' })).toThrow(ConfigError);
     try {
