@@ -67,4 +67,3 @@ export function createOwnerOnly(): void {
   const before = process.umask(0o077);
   process.umask(before | 0o077);
 }
-
