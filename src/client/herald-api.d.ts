@@ -1382,8 +1382,9 @@ export interface components {
             /** Format: date-time */
             startedAt: string;
             /**
-             * @description What Herald did with the answer. `delivered`: 2xx, finished. `awaiting_ack`: `202` in
-             *     manual-ack mode, waiting for a callback. `retry`: failed, another attempt is scheduled.
+             * @description What Herald did with the answer when it came (a row is not changed later). `delivered`: 2xx,
+             *     finished. `awaiting_ack`: a `202` (or any 2xx with `ackMode: manual`), waiting for a callback;
+             *     a lease that expires is a failed attempt, shown by the next attempt's row or the dead letter. `retry`: failed, another attempt is scheduled.
              *     `timeout`: no answer within `timeoutMs`, another attempt is scheduled. `gone`: `410`, the
              *     subscription was paused. `dead_lettered`: failed and moved to the dead letters. `stale`: the
              *     answer came after the attempt stopped mattering (a callback, seek or newer attempt settled it).
