@@ -26,6 +26,8 @@ const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$
 /** An authority's IP-literal host (RFC 3986 §3.2.2), with an optional port. */
 const IP_LITERAL = /^\[(?:v[0-9A-Fa-f]+\.[A-Za-z0-9\-._~!$&'()*+,;=:]+|([0-9A-Fa-f:.]+))\](?::\d*)?$/;
 const AUTHORITY = /^(?:[A-Za-z][A-Za-z0-9+.-]*:)?\/\/([^/?#]*)/;
+/** A reg-name or IPv4 host and an optional port (RFC 3986 §3.2.2, §3.2.3). */
+const REG_NAME_PORT = /^[A-Za-z0-9\-._~!$&'()*+,;=%]*(?::\d*)?$/;
 
 /**
  * `#` at most once (a fragment cannot hold another), and `[` `]` only around an authority's
@@ -43,9 +45,24 @@ function delimitersInPlace(value: string): boolean {
   return !outside.includes('[') && !outside.includes(']');
 }
 
-/** RFC 3986 URI-reference: allowed characters, valid escapes, and a well-formed scheme if one is given. */
+/**
+ * An authority's user info holds no `@`, and a host that is not an IP literal (checked above) holds no
+ * `:` but before a port of digits (RFC 3986 §3.2): `http://h:x/`, `http://h:80:90/` and `http://a@b@c/`
+ * are no URIs (spec probe: taken).
+ */
+function authorityWellFormed(value: string): boolean {
+  const authority = AUTHORITY.exec(value);
+  if (!authority) return true;
+  const text = authority[1]!;
+  const at = text.lastIndexOf('@');
+  if (at > 0 && text.lastIndexOf('@', at - 1) !== -1) return false;
+  const hostPort = text.slice(at + 1);
+  return hostPort.startsWith('[') || REG_NAME_PORT.test(hostPort);
+}
+
+/** RFC 3986 URI-reference: allowed characters, valid escapes, and a well-formed scheme and authority if given. */
 export function isUriReference(value: string): boolean {
-  if (!URI_CHARS.test(value) || BAD_PERCENT.test(value) || !delimitersInPlace(value)) return false;
+  if (!URI_CHARS.test(value) || BAD_PERCENT.test(value) || !delimitersInPlace(value) || !authorityWellFormed(value)) return false;
   const firstDelimiter = value.search(/[/?#]/);
   const colon = value.indexOf(':');
   // A colon before any delimiter means a scheme, which must be well-formed.

@@ -83,6 +83,10 @@ describe('isUriReference and isAbsoluteUri', () => {
     '//[2001:db8::7]/a',
     'http://user@[::1]/',
     'http://[v1.fe:x]/',
+    'http://u:p@h:80/x',
+    'http://h:/',
+    '//h:8080',
+    'http://a%40b@h/',
   ])('accepts %s as a URI-reference', (value) => {
     expect(isUriReference(value)).toBe(true);
   });
@@ -104,6 +108,11 @@ describe('isUriReference and isAbsoluteUri', () => {
     'http://[zz]/',
     'http://x/#a#b',
     '[::1]',
+    // Spec probe: an authority's port is digits, its user info holds no @.
+    'http://h:x/',
+    'http://h:80:90/',
+    'http://a@b@c/',
+    '//h:8o',
   ])('refuses %j as a URI-reference', (value) => {
     expect(isUriReference(value)).toBe(false);
   });
