@@ -5,7 +5,7 @@ import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import { newerFormatUnavailable, PAGE_BYTES, type EventLog } from '../wal/event-store';
 import { streamEvents } from './event-stream';
-import { parseInput, pathInt, queryInt } from './query';
+import { assertUtf8Query, parseInput, pathInt, queryInt } from './query';
 import { newRouter, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
@@ -64,6 +64,7 @@ export function createEventsRouter(
   router.get('/events/stream', read, streamEvents(store, opts));
 
   router.get('/events', read, async (req, res) => {
+    assertUtf8Query(req.originalUrl);
     const { source, id } = parseInput(z.object({ source: z.string().min(1), id: z.string().min(1) }), req.query, 'query');
     const found = await store.lookup(source, id);
     if (!found)

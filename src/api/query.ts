@@ -30,3 +30,48 @@ export const queryInt = (fallback: number, max = Number.MAX_SAFE_INTEGER) =>
 
 /** A non-negative integer path parameter. */
 export const pathInt = (max = Number.MAX_SAFE_INTEGER) => decimal(max);
+
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+
+/** Whether a query string's `%XX` escapes decode to valid UTF-8 (raw characters are taken as they came). */
+function escapesAreUtf8(text: string): boolean {
+  if (!text.includes('%')) return true;
+  const bytes: number[] = [];
+  for (let i = 0; i < text.length; i++) {
+    const hex = text.charCodeAt(i) === 0x25 ? text.slice(i + 1, i + 3) : '';
+    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+      bytes.push(parseInt(hex, 16));
+      i += 2;
+    } else bytes.push(text.charCodeAt(i) & 0x7f); // what is not an escape is ASCII here, or replaced alike either way
+  }
+  try {
+    strictUtf8.decode(Uint8Array.from(bytes));
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Refuses a query whose escapes are not UTF-8: the query parser makes U+FFFD of them, so `id=%E0%A4`
+ * found the event whose id is `\uFFFD` (edge probe), where ingest refuses such an id.
+ */
+export function assertUtf8Query(url: string): void {
+  const query = url.slice(url.indexOf('?') + 1 || url.length);
+  const bad = query.split('&').filter((pair) => !escapesAreUtf8(pair));
+  if (bad.length === 0) return;
+  throw new AppError('invalid_request', 'the query is not valid', {
+    details: bad.map((pair) => ({
+      attribute: decodeURIComponentOr(pair.split('=')[0]!),
+      message: 'not valid UTF-8 once percent-decoded',
+    })),
+  });
+}
+
+const decodeURIComponentOr = (text: string): string => {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, ' '));
+  } catch {
+    return text;
+  }
+};

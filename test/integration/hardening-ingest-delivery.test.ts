@@ -6,6 +6,7 @@ import request from 'supertest';
 import {
   getJson,
   killIfRunning,
+  postBinary,
   partitionHeads,
   recordEnds,
   runGatewayUntilExit,
@@ -103,6 +104,17 @@ describe('a bad event never burns an offset', () => {
       what: '3 deliveries',
     });
     expect(receiver.requests.map((q) => q.headers['ce-id'])).toEqual(['ok-1', 'opaque-1', 'ok-4']);
+  });
+
+  it('refuses a lookup whose id is not UTF-8 once percent-decoded, as ingest refuses such an id (edge probe: found the event whose id is U+FFFD)', async () => {
+    expect((await postBinary(gw.url, { source: '/utf8', id: '%EF%BF%BD' })).status).toBe(202); // U+FFFD, percent-encoded
+    const bad = await getJson(`${gw.url}/events?source=%2Futf8&id=%E0%A4`);
+    expect(bad.status).toBe(400);
+    expect(bad.body).toMatchObject({
+      code: 'invalid_request',
+      errors: [{ attribute: 'id', message: 'not valid UTF-8 once percent-decoded' }],
+    });
+    expect((await getJson(`${gw.url}/events?source=%2Futf8&id=%EF%BF%BD`)).body.event).toMatchObject({ id: '\ufffd' });
   });
 
   it('honours HERALD_MAX_JSON_DEPTH', async () => {
