@@ -201,11 +201,14 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       db.close();
       lock.release();
       rethrow();
-      log.info('herald stopped');
+      // Only a gateway that served says it stopped: after a failed start the error is the news (ops probe:
+      // a log monitor read "herald stopped" at info as a normal run).
+      if (started) log.info('herald stopped');
     })();
     return closing;
   }
 
+  let started = false;
   let listening: { url: string; port: number };
   try {
     listening = await httpServer.listen(config.port, config.host);
@@ -220,6 +223,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     throw err;
   }
   const { url, port } = listening;
+  started = true;
   logListening(log, config, url, apiKeys);
 
   return { url, port, store, db, dispatcher, subscriptions, log, metrics, close };

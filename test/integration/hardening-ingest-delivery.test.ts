@@ -306,6 +306,8 @@ describe('start-up problems are one line and exit 2', () => {
       const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: tmpDir(), HERALD_PORT: String(port) });
       expect(refused.code).toBe(2);
       expect(oneLine(refused.stderr)).toMatch(new RegExp(`port ${port}: EADDRINUSE`));
+      // The log does not say it stopped as after a run (ops probe: "herald stopped" at info after the failure).
+      expect(refused.stdout).not.toContain('herald stopped');
     } finally {
       busy.close();
     }
