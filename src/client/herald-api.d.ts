@@ -839,8 +839,8 @@ export interface webhooks {
          *     attempt, connecting, headers and the whole body, so an answer that is not complete in time, or
          *     a connection error, is retried like a 5xx):
          *     2xx done (except 202, or any 2xx when `ackMode` is `manual`: await a callback); 408, 409, 425,
-         *     429 and 5xx retry (`Retry-After` is honoured on 429 and 503: on the local engine no request of the
-         *     subscription starts before it); 410 pauses the subscription; any other status
+         *     429 and 5xx retry (`Retry-After` is honoured on 429 and 503: no request of the subscription starts
+         *     before it; on the JetStream engine, on the node that got the answer); 410 pauses the subscription; any other status
          *     dead-letters the event at once. Retries back off exponentially (`delivery.retry`) and an event
          *     is dead-lettered after `retry.maxAttempts` attempts.
          */
@@ -1341,7 +1341,7 @@ export interface components {
              *     run of as many consecutive 2xx answers as the limit. Back at `maxInFlight` after a restart.
              */
             currentMaxInFlight: number;
-            /** @description True while the rate limit's token bucket is empty, or while a receiver's `Retry-After` (on a 429 or 503) holds every request of the subscription on this gateway. False without `delivery.rateLimit` and without such a hold. */
+            /** @description True while the rate limit's token bucket is empty, or while a receiver's `Retry-After` (on a 429 or 503) holds every request of the subscription. False without `delivery.rateLimit` and without such a hold; always false on the JetStream engine. */
             throttled: boolean;
         };
         PartitionDeliveryStats: {

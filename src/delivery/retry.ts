@@ -16,6 +16,21 @@ export function obeyedRetryAfterMs(retryAfterMs: number, policy: Pick<RetryPolic
 }
 
 /**
+ * Until when a receiver's answer holds every request of its subscription: a 429 or 503 with a
+ * `Retry-After` still ahead (http-webhook §2.2: the sender MUST refrain from sending further requests
+ * until then), whichever event it answered. Undefined: no hold.
+ */
+export function retryAfterHoldUntil(
+  answer: { status: number | null; retryAfter?: string },
+  now: number,
+  policy: Pick<RetryPolicy, 'maxDelayMs'>,
+): number | undefined {
+  if (answer.status !== 429 && answer.status !== 503) return undefined;
+  const ms = parseRetryAfter(answer.retryAfter, now);
+  return ms !== undefined && ms > 0 ? now + obeyedRetryAfterMs(ms, policy) : undefined;
+}
+
+/**
  * Delay before the attempt after `failedAttempt` (1-based): exponential, jittered, capped at
  * `maxDelayMs`. A receiver's `Retry-After` wins, as it asked (see {@link obeyedRetryAfterMs}).
  */

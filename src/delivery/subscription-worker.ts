@@ -21,7 +21,7 @@ import {
 import { createFailureWindow } from './failure-window';
 import { requestFor } from './request';
 import { createFlowControl } from './flow-control';
-import { obeyedRetryAfterMs, parseRetryAfter } from './retry';
+import { retryAfterHoldUntil } from './retry';
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -473,18 +473,6 @@ export function createSubscriptionWorker(
     return part ? generationAt(part, pending.offset) : 0;
   }
 
-  /**
-   * A 429 or 503 with `Retry-After`: no request of the subscription starts before the time it names
-   * (http-webhook §2.2: the sender MUST refrain from sending further requests until then), whichever
-   * event the answer was for. Its own event is retried then too (the attempt machine).
-   */
-  function holdForRetryAfter(result: { status: number | null; retryAfter?: string }): void {
-    if (result.status !== 429 && result.status !== 503) return;
-    const now = deps.clock();
-    const ms = parseRetryAfter(result.retryAfter, now);
-    if (ms !== undefined && ms > 0) flow.holdUntil(now + obeyedRetryAfterMs(ms, options().retry));
-  }
-
   /** Posts one attempt (the machine has moved the event to `sending`) and feeds its answer back. */
   async function send(pending: Pending, attemptId: string, attemptNumber: number): Promise<void> {
     const stored = pending.event!;
@@ -538,7 +526,9 @@ export function createSubscriptionWorker(
     const ms = deps.clock() - startedAt;
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
-    holdForRetryAfter(result);
+    // A 429 or 503 with Retry-After holds every request of the subscription (its own event's retry is the machine's).
+    const holdUntil = retryAfterHoldUntil(result, deps.clock(), options().retry);
+    if (holdUntil !== undefined) flow.holdUntil(holdUntil);
     // A deleted subscription's late answers are not recorded: its series are gone.
     if (stopped) return;
     deps.observer?.answered(subId, ms);

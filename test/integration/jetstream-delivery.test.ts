@@ -215,6 +215,21 @@ describeWithNats('JetStream delivery engine', () => {
     await a.remove(sub.id);
   });
 
+  it("sends no request of the subscription before a 429's Retry-After has passed, whichever event it answered (as on the local engine)", async () => {
+    const r = await receiver((_req, i) => (i === 0 ? { status: 429, headers: { 'retry-after': '2' } } : { status: 200 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ordering: 'none', maxInFlight: 8 } });
+    await a.add(sub, noEvents());
+    await publish(source, ['h1']);
+    await waitFor(() => r.requests.length >= 1, WAIT);
+    await publish(source, ['h2', 'h3', 'h4', 'h5']); // other partitions: without the hold they go at once
+    await waitFor(() => r.requests.length >= 6, WAIT);
+    const [refused, ...after] = r.requests;
+    expect(after.map((q) => header(q, 'ce-id')).sort()).toEqual(['h1', 'h2', 'h3', 'h4', 'h5']);
+    for (const q of after) expect(q.receivedAt - refused!.receivedAt).toBeGreaterThanOrEqual(1900);
+    await a.remove(sub.id);
+  });
+
   it('reports a 410 (the service pauses) and delivers the event again once resumed', async () => {
     const r = await receiver((_req, i) => (i === 0 ? { status: 410 } : { status: 204 }));
     const source = `/s/${randomUUID()}`;

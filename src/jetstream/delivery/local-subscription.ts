@@ -38,6 +38,8 @@ export function createLocalSubscription(
   const id = initial.id;
   let record = initial;
   let removed = false;
+  /** Until when a receiver's Retry-After holds this node's requests of the subscription. */
+  let heldUntil = 0;
   const generations = [...gens];
   const report = createFilterErrorReporter({ log, subscriptionId: id, clock: ctx.clock, count: () => events.onFilterError?.() });
   let matcher: Matcher = compileFilters(record.filters, { onError: report, sizeLimits: false });
@@ -60,6 +62,10 @@ export function createLocalSubscription(
       record = { ...record, state: 'paused', stateReason: 'gone' };
       events.onGone();
     },
+    holdUntil: (until) => {
+      heldUntil = Math.max(heldUntil, until);
+    },
+    held: () => ctx.clock() < heldUntil,
     closing: () => deps.closed() || removed,
     removed: () => removed,
     exists: async () => !removed && (await consumers.generations(id)) !== undefined,
@@ -73,8 +79,8 @@ export function createLocalSubscription(
       stream: channel === 'redrive' ? names.redriveStream : ctx.events.stream(channel),
       consumer: channel === 'redrive' ? names.redriveConsumer(id) : names.consumer(id, generations[channel]!),
       capacity: () => (channel !== 'redrive' && record.delivery.ordering === 'partition' ? 1 : record.delivery.maxInFlight),
-      // Paused and validating subscriptions are not pulled.
-      active: () => !view.closing() && record.state === 'active',
+      // Paused and validating subscriptions are not pulled, nor one a receiver's Retry-After holds.
+      active: () => !view.closing() && record.state === 'active' && !view.held(),
       leaseMs: () => ackWaitMs(record.delivery),
       closing: () => view.closing(),
       handle: (msg: JsMsg, group, instance) => handleMessage(ctx, view, msg, source, group, deps.leases, messageKey(msg, instance)),

@@ -3,6 +3,7 @@ import type { CloudEvent } from '../../cloudevents/event';
 import { answerOutcome, transition, type AttemptInput, type AttemptState } from '../../delivery/attempt-machine';
 import type { AbortGroup, SendResult } from '../../delivery/http-sender';
 import { requestFor } from '../../delivery/request';
+import { retryAfterHoldUntil } from '../../delivery/retry';
 import { newDeliveryId } from '../../delivery/subscription-worker';
 import type { SubscriptionRecord } from '../../subscriptions/record';
 import type { Attributes } from '../../filters/filter';
@@ -26,6 +27,10 @@ export interface SubscriptionView {
   generation(partition: number): number;
   /** The receiver answered 410: paused here at once; the service is told. */
   gone(): void;
+  /** A 429 or 503 with `Retry-After`: this node starts no request of the subscription before `until`. */
+  holdUntil(until: number): void;
+  /** Whether such a hold is in force on this node now. */
+  held(): boolean;
   /** Deleted or closing: nothing more is pulled. */
   closing(): boolean;
   /** Deleted: an answer no longer settles anything (the message stays unacked and JetStream redelivers it). */
@@ -226,6 +231,9 @@ export async function handleMessage(
     // that waited for it one turn later, and that request must not go out after the 410 (deciding can
     // wait on the ack map for longer). Even an answer the ack map finds stale is the receiver's "gone".
     if (result.status === 410) sub.gone();
+    // Likewise a Retry-After: it holds this node's requests of the subscription (the event's own retry is the machine's -NAK).
+    const holdUntil = retryAfterHoldUntil(result, ctx.clock(), sub.record().delivery.retry);
+    if (holdUntil !== undefined) sub.holdUntil(holdUntil);
     // Closing: this node stopped watching the subscriptions, so a delete through another node is
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
@@ -300,7 +308,7 @@ async function send(
     // with the record of then (a rotated secret, a new timeout); none once a pause or a close has come.
     const build = () => {
       const now = sub.record();
-      if (now.state !== 'active' || sub.closing()) return undefined;
+      if (now.state !== 'active' || sub.closing() || sub.held()) return undefined;
       // A PATCH moved the sink while it waited: this connection is to the old one; it goes to the new one.
       if (now.sink !== sink) {
         moved = true;
