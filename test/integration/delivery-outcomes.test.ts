@@ -9,7 +9,7 @@ import {
   useLastSubscriptionCleanup,
   waitForLagZero,
 } from '../helpers/delivery';
-import { startTestGateway } from '../helpers/gateway';
+import { postBinary, startTestGateway } from '../helpers/gateway';
 import { startReceiver, waitFor, type ReceivedRequest, type Reply } from '../helpers/receiver';
 
 /** What each answer of a receiver leads to: retries, Retry-After, 410 Gone, timeouts and connection errors. */
@@ -240,11 +240,7 @@ describe('an answer with a huge body', () => {
         .post('/subscriptions')
         .send({ sink: `http://127.0.0.1:${port}/`, delivery: { timeoutMs: 30_000 } })
         .expect(201);
-      await request(gw.url)
-        .post('/events')
-        .set({ 'ce-specversion': '1.0', 'ce-id': 'huge-answer', 'ce-source': '/huge', 'ce-type': 't', 'content-type': 'application/json' })
-        .send('{}')
-        .expect(202);
+      expect((await postBinary(gw.url, { source: '/huge', id: 'huge-answer' })).status).toBe(202);
       await waitForLagZero(gw.url, sub.body.id);
       expect(requests).toBe(1); // delivered by its 200, not retried
       // The socket buffers hold a few MiB besides what was read.
