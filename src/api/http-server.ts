@@ -158,16 +158,20 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // Requests node's parser refuses (HPE_* codes) never reach the handler above: they get a problem+json 400 too
   // (node's own answer has no body). Anything else (a reset, a request timeout) just closes the connection.
   server.on('clientError', (err: Error & { code?: unknown }, socket) => {
-    const current = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    // Bad bytes after a complete request (its body read whole) whose answer is still to come (a publish awaiting its fsync):
-    // that answer is the client's, sent in full, then the connection closes. A 400 in its place told a
-    // producer that a stored event was refused (probe: its corrected resend was then a "duplicate").
-    if (current && current.req.complete && !current.writableFinished && socket.writable) {
-      current.shouldKeepAlive = false; // node ends the connection once that answer is flushed
-      current.once('close', () => socket.end());
+    // Bad bytes after complete requests (bodies read whole) whose answers are still to come (publishes
+    // awaiting their fsync, pipelined): those answers are the client's, each sent in full, oldest first,
+    // then the connection closes. A 400 in their place told a producer that stored events were refused
+    // (probe: its corrected resend was then a "duplicate"), and pipelined ones behind it got nothing.
+    const owed = [...unanswered].filter((res) => res.req.socket === socket && res.req.complete);
+    if (owed.length > 0 && socket.writable) {
+      socket.pause(); // nothing after the bad bytes is read
+      const last = owed[owed.length - 1]!;
+      last.shouldKeepAlive = false; // `Connection: close`, where its headers are not written yet
+      last.once('close', () => socket.end());
       return;
     }
     // An error after the request was answered (bad bytes after a complete request) gets no second answer.
+    const current = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
     if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent)
       socket.end(rawProblemResponse(err));
     else socket.destroy();
