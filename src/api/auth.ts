@@ -133,12 +133,24 @@ function countHeader(rawHeaders: readonly string[], name: string): number {
   return n;
 }
 
+const LOOPBACK = new net.BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:127.0.0.0', 104, 'ipv6');
+
+/**
+ * Whether a listen address is loopback, in any spelling: `LOCALHOST`, `localhost.`, `[::1]`, `::1%lo`,
+ * `0:0:0:0:0:0:0:1`, `::ffff:7f00:1` (re-probe: compared as strings, these were refused as exposed).
+ */
 export function isLoopback(host: string): boolean {
-  const bare = host.replace(/^\[|\]$/g, '');
+  const bare = host
+    .replace(/^\[(.*)\]$/, '$1')
+    .replace(/%.*$/, '')
+    .replace(/\.$/, '')
+    .toLowerCase();
   if (bare === 'localhost') return true;
-  if (net.isIPv4(bare)) return bare.startsWith('127.');
-  if (net.isIPv6(bare)) return bare === '::1' || /^::ffff:127\./i.test(bare);
-  return false;
+  const family = net.isIP(bare);
+  return family !== 0 && LOOPBACK.check(bare, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /** An open gateway is allowed only on loopback, unless the operator says otherwise. */

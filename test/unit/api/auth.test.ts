@@ -110,6 +110,10 @@ describe('checkExposure', () => {
   it('recognises loopback addresses', () => {
     for (const host of ['127.0.0.1', '127.1.2.3', '::1', '[::1]', 'localhost']) expect(isLoopback(host)).toBe(true);
     for (const host of ['0.0.0.0', '::', '10.0.0.1', 'example.com']) expect(isLoopback(host)).toBe(false);
+    // Other spellings of loopback (re-probe: refused as exposed), and near misses.
+    for (const host of ['LOCALHOST', 'localhost.', '::1%lo', '[::1%lo]', '0:0:0:0:0:0:0:1', '::0:1', '::ffff:7f00:1', '::ffff:127.0.0.1'])
+      expect(isLoopback(host)).toBe(true);
+    for (const host of ['::2', '128.0.0.1', '::ffff:10.0.0.1', 'localhost.example.com']) expect(isLoopback(host)).toBe(false);
   });
 
   it('refuses an open gateway on a non-loopback address unless allowed', () => {
