@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { percentDecodeUtf8 } from '../cloudevents/headers';
 import { AppError } from '../errors';
 
 /** Parses query or body input with zod; failures are a 400 listing each bad field. */
@@ -31,21 +32,10 @@ export const queryInt = (fallback: number, max = Number.MAX_SAFE_INTEGER) =>
 /** A non-negative integer path parameter. */
 export const pathInt = (max = Number.MAX_SAFE_INTEGER) => decimal(max);
 
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
-
-/** Whether a query string's `%XX` escapes decode to valid UTF-8 (raw characters are taken as they came). */
+/** Whether a part of a request target decodes to valid UTF-8 (as a `ce-*` header value must). */
 function escapesAreUtf8(text: string): boolean {
-  if (!text.includes('%')) return true;
-  const bytes: number[] = [];
-  for (let i = 0; i < text.length; i++) {
-    const hex = text.charCodeAt(i) === 0x25 ? text.slice(i + 1, i + 3) : '';
-    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
-      bytes.push(parseInt(hex, 16));
-      i += 2;
-    } else bytes.push(text.charCodeAt(i) & 0x7f); // what is not an escape is ASCII here, or replaced alike either way
-  }
   try {
-    strictUtf8.decode(Uint8Array.from(bytes));
+    percentDecodeUtf8(text);
     return true;
   } catch {
     return false;

@@ -19,7 +19,17 @@ export function decodeHeaderValue(raw: string): string {
   if (value.length >= 2 && value.startsWith('"') && value.endsWith('"')) {
     value = unquote(value.slice(1, -1));
   }
-  // Only pure ASCII may skip decoding: raw bytes >= 0x80 (latin1 code units from node:http) must be read as UTF-8 too.
+  return percentDecodeUtf8(value);
+}
+
+/**
+ * `%XX` escapes decoded once and the bytes read as UTF-8; a `%` not followed by two hex digits is a
+ * literal `%`. `value` is a latin1 string from node:http (a header value, a request target): a code
+ * unit is a byte, and raw bytes >= 0x80 are read as UTF-8 too.
+ * @throws HeaderDecodeError for invalid UTF-8 (or a code unit that is no byte)
+ */
+export function percentDecodeUtf8(value: string): string {
+  // Only pure ASCII may skip decoding.
   if (!/[%\u0080-\uffff]/.test(value)) return value;
   const bytes: number[] = [];
   for (let i = 0; i < value.length; i++) {
