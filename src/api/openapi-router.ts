@@ -24,23 +24,23 @@ export const DOCS_ALIAS = '/docs/';
 /**
  * The published contract: `GET /openapi.yaml` (the file as written), `GET /openapi.json` (the same,
  * parsed) and `GET /docs`, a Redoc reference page whose script is served from the installed `redoc`
- * package (read once, its CDN logo taken out), so the page works offline and loads nothing from a CDN.
- * The file is read and parsed once, here: a missing or malformed contract fails start-up.
+ * package (its CDN logo taken out), so the page works offline and loads nothing from a CDN.
+ * The file is read once, here, and a missing file or Redoc bundle fails start-up. Parsing the YAML
+ * (about 0.2 s of CPU) and preparing the 1 MB bundle wait for the first request that needs them,
+ * once per process: every gateway start, child process or test, would otherwise pay for them twice
+ * (the starting server and the gateway each mount this router).
  */
 export function createOpenApiRouter(opts: { file?: string } = {}): Router {
   const file = opts.file ?? OPENAPI_FILE;
   const yamlText = fs.readFileSync(file, 'utf8');
-  const document = YAML.parse(yamlText) as { info?: { title?: string } };
-  const jsonText = JSON.stringify(document);
-  let script: Buffer;
+  let bundle: string;
   try {
-    script = Buffer.from(fs.readFileSync(require.resolve(REDOC_BUNDLE), 'utf8').replaceAll(CDN_LOGO, NO_LOGO));
+    bundle = require.resolve(REDOC_BUNDLE);
   } catch (err) {
     throw new Error(`cannot serve /docs: ${REDOC_BUNDLE} is not installed (run npm ci)`, { cause: err });
   }
-  // Computed once: express would hash the whole bundle again for every request.
-  const scriptEtag = `"${createHash('sha256').update(script).digest('base64url')}"`;
-  const title = document.info?.title ?? 'API reference';
+  const contract = () => parsedContract(yamlText);
+  const redoc = () => redocScript(bundle);
 
   const router = newRouter();
   const open = requireScope('none');
@@ -48,11 +48,12 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
     res.type('application/yaml').send(yamlText);
   });
   router.get('/openapi.json', open, (_req, res) => {
-    res.type('application/json').send(jsonText);
+    res.type('application/json').send(contract().jsonText);
   });
   const docs: RequestHandler = (req, res) => {
     // Relative URL so the page also works behind a reverse proxy that adds a path prefix.
     const scriptUrl = req.path.endsWith('/') ? 'assets/redoc.standalone.js' : 'docs/assets/redoc.standalone.js';
+    const { title, jsonText } = contract();
     res
       .type('html')
       .set('x-content-type-options', 'nosniff')
@@ -63,9 +64,35 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
   router.get(DOCS_ALIAS, open, docs);
   router.get(SCRIPT_ROUTE, open, (_req, res) => {
     // Redoc's bundle builds its search worker from a blob, so this one file is the whole renderer.
-    res.type('text/javascript; charset=utf-8').set({ 'cache-control': 'public, max-age=86400', etag: scriptEtag }).send(script);
+    const { script, etag } = redoc();
+    res.type('text/javascript; charset=utf-8').set({ 'cache-control': 'public, max-age=86400', etag }).send(script);
   });
   return router;
+}
+
+const parsed = new Map<string, { jsonText: string; title: string }>();
+const scripts = new Map<string, { script: Buffer; etag: string }>();
+
+/** The document as JSON and its title, parsed once per distinct text in this process. */
+function parsedContract(yamlText: string): { jsonText: string; title: string } {
+  let found = parsed.get(yamlText);
+  if (!found) {
+    const document = YAML.parse(yamlText) as { info?: { title?: string } };
+    found = { jsonText: JSON.stringify(document), title: document.info?.title ?? 'API reference' };
+    parsed.set(yamlText, found);
+  }
+  return found;
+}
+
+/** Redoc's bundle without its CDN logo, and its ETag (computed once: express would hash it again per request). */
+function redocScript(bundle: string): { script: Buffer; etag: string } {
+  let found = scripts.get(bundle);
+  if (!found) {
+    const script = Buffer.from(fs.readFileSync(bundle, 'utf8').replaceAll(CDN_LOGO, NO_LOGO));
+    found = { script, etag: `"${createHash('sha256').update(script).digest('base64url')}"` };
+    scripts.set(bundle, found);
+  }
+  return found;
 }
 
 /** The spec is inlined (one request fewer, no base-URL guessing); `<` is escaped so it cannot close the script. */
