@@ -12,6 +12,7 @@ import { webhookIdOf } from '../../src/delivery/request';
 import { runHerald } from '../helpers/cli';
 import {
   lookupEvent,
+  lookupEvents,
   postBatch,
   runGatewayUntilExit,
   segmentFiles,
@@ -165,8 +166,7 @@ describe('herald backup / herald restore', () => {
 
     const mustHave = acked.slice(0, ackedBeforeBackup);
     expect(mustHave.length).toBeGreaterThanOrEqual(1000);
-    for (const result of [...mustHave, failing!]) {
-      const found = await lookupEvent(again.url, result);
+    for (const { ev: result, ...found } of await lookupEvents(again.url, [...mustHave, failing!])) {
       expect({ id: result.id, status: found.status, at: found.body?.partition, offset: found.body?.offset }).toEqual({
         id: result.id,
         status: 200,

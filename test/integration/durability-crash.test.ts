@@ -1,6 +1,6 @@
 import {
   eventKey,
-  lookupEvent,
+  lookupEvents,
   postBatch,
   postBinary,
   readAllEvents,
@@ -96,8 +96,7 @@ describe('crash safety (SIGKILL with HERALD_FSYNC=always)', () => {
     const second = await start(dataDir);
 
     // Each acknowledged event is readable by source+id, where the ack said it was stored.
-    for (const r of acked) {
-      const found = await lookupEvent(second.url, r);
+    for (const { ev: r, ...found } of await lookupEvents(second.url, acked)) {
       expect(found.status).toBe(200);
       expect(found.body).toMatchObject({
         partition: r.partition,

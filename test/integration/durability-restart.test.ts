@@ -3,6 +3,7 @@ import path from 'node:path';
 import {
   eventKey,
   lookupEvent,
+  lookupEvents,
   partitionHeads,
   postBatch,
   postBinary,
@@ -17,8 +18,7 @@ import { cleanupTmpDirs } from '../helpers/tmp';
 afterAll(cleanupTmpDirs);
 
 async function expectAllReadable(url: string, acked: AppendResultBody[]): Promise<void> {
-  for (const r of acked) {
-    const found = await lookupEvent(url, r);
+  for (const { ev: r, ...found } of await lookupEvents(url, acked)) {
     expect(found.status).toBe(200);
     expect(found.body).toMatchObject({ partition: r.partition, offset: r.offset, event: { id: r.id, source: r.source } });
   }

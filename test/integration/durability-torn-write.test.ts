@@ -5,6 +5,7 @@ import {
   eventKey,
   killIfRunning,
   lookupEvent,
+  lookupEvents,
   partitionHeads,
   postBatch,
   postBinary,
@@ -95,8 +96,7 @@ async function expectTornTailRepaired(dataDir: string, garbage: Buffer, acked: A
   try {
     expect(fs.statSync(newest).size).toBe(goodSize);
     expect(await partitionHeads(gw.url)).toEqual(headsBefore);
-    for (const r of acked) {
-      const found = await lookupEvent(gw.url, r);
+    for (const { ev: r, ...found } of await lookupEvents(gw.url, acked)) {
       expect(found.status).toBe(200);
       expect(found.body).toMatchObject({ partition: r.partition, offset: r.offset });
     }

@@ -3,7 +3,7 @@ import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { StartupError } from '../../src/errors';
 import { encodeEventMessage } from '../../src/jetstream/codec';
 import { idempotencyKey } from '../../src/jetstream/names';
-import { getJson, lookupEvent, readAllEvents, startJetStreamTestGateway } from '../helpers/gateway';
+import { getJson, lookupEvent, lookupEvents, readAllEvents, startJetStreamTestGateway } from '../helpers/gateway';
 import { startReceiver, type Receiver } from '../helpers/receiver';
 import { describeWithNats, startNatsCluster, uniquePrefix, waitUntil, type NatsCluster } from '../helpers/nats-cluster';
 
@@ -238,9 +238,9 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       expect(Object.keys(statuses).filter((s) => !['200', '202', '503'].includes(s))).toEqual([]);
 
       // Every acknowledged event is found by source+id where its answer said, through either node…
-      for (const [id, at] of acknowledged) {
-        const found = await lookupEvent(a.url, { source: '/load', id });
-        expect([id, found.status, found.body.partition, found.body.offset]).toEqual([id, 200, at.partition, at.offset]);
+      const asked = [...acknowledged].map(([id, at]) => ({ source: '/load', id, at }));
+      for (const { ev, status, body } of await lookupEvents(a.url, asked)) {
+        expect([ev.id, status, body.partition, body.offset]).toEqual([ev.id, 200, ev.at.partition, ev.at.offset]);
       }
       // …and the partitions hold each of them exactly once.
       const counts = new Map<string, number>();
