@@ -383,12 +383,14 @@ function ack(s: Open): Step {
 }
 
 function nack(s: Open, input: InputOf<'nack'>, ctx: AttemptContext): Step {
+  // Capped at maxDelayMs, as documented: unlike a Retry-After (http-webhook §2.2), a nack's delay is not obeyed past the policy.
+  const delayMs = input.delayMs === undefined ? undefined : Math.min(input.delayMs, ctx.policy.retry.maxDelayMs);
   return fail(
     attempts(s),
     'negatively acknowledged by the receiver',
     ctx,
     [...settle(s, 'nacked'), { kind: 'observe', outcome: 'nacked' }],
-    input.delayMs,
+    delayMs,
   );
 }
 

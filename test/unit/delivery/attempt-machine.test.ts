@@ -222,6 +222,9 @@ const LEGAL: Row[] = [
     to: { phase: 'done', ...was() }, effects: [settle('acked'), observe('acked'), { kind: 'commitOffset' }] },
   { name: 'nack while the request is open retries after delayMs', from: sending, input: { kind: 'nack', attemptId: 'dlv_1', delayMs: 250 },
     to: retryAt(NOW + 250, 'negatively acknowledged by the receiver'), effects: [settle('nacked'), observe('nacked'), ...retryEffects(NOW + 250)] },
+  // Delivery probe: a nack's delayMs of 100 s was obeyed (up to a day, as a Retry-After is) past maxDelayMs.
+  { name: "nack's delayMs is capped at retry.maxDelayMs", from: sending, input: { kind: 'nack', attemptId: 'dlv_1', delayMs: 3_600_000 },
+    to: retryAt(NOW + 60_000, 'negatively acknowledged by the receiver'), effects: [settle('nacked'), observe('nacked'), ...retryEffects(NOW + 60_000)] },
   { name: 'extend before the 202 sets the lease floor, written', from: sending, input: { kind: 'extend', attemptId: 'dlv_1', ms: 5000 },
     to: { ...sending, leaseFloor: NOW + 5000 }, effects: [{ kind: 'persist' }, { kind: 'extended', until: NOW + 5000 }] },
   { name: 'extend never lowers the lease floor', from: deepFreeze({ ...sending, leaseFloor: NOW + 9000 }), input: { kind: 'extend', attemptId: 'dlv_1', ms: 1 },
