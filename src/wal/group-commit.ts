@@ -59,7 +59,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   let current = newGroup();
   let flushing = false;
   let closed = false;
-  /** Closed with everything acknowledged known synced, and no write failed since the last success. */
+  /** Closed with everything acknowledged known synced, and nothing past it in the log (a failed write was cut). */
   let closedClean = false;
   let writable = true;
   let failureReason: string | undefined;
@@ -321,7 +321,9 @@ export function createGroupCommit(opts: GroupCommitOptions) {
           log.error({ err: coerceError(err) }, 'log: could not write again the events an fsync failed to cover; they may be lost');
         }
       }
-      closedClean = writable && !rewriteOwed && unsynced.length === 0;
+      // A write refused earlier does not make the stop unclean once it is cut: it was never acknowledged
+      // (storage probe: every stop after a full disk had gone by skipped 4,096 offsets per partition).
+      closedClean = !rewriteOwed && unsynced.length === 0 && segments.finishUndo();
     },
     /** After `close`: whether it left everything acknowledged synced (fsync=never: written). */
     get closedClean() {

@@ -405,12 +405,14 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       sequencer.stop();
       await groups.close();
       // Only when everything acknowledged is synced: otherwise the next start treats the stop as unclean.
+      // Under fsync=always every acknowledged event was synced, so the log alone gives the next start its heads.
+      const skips = opts.fsync === 'always' ? '' : '; the next start skips reserved offsets';
       if (groups.closedClean) {
         await reservation
           .close(sequencer.heads())
-          .catch((err: unknown) =>
-            log.error({ err: coerceError(err) }, 'log: could not record the clean stop; the next start skips reserved offsets'),
-          );
+          .catch((err: unknown) => log.error({ err: coerceError(err) }, `log: could not record the clean stop${skips}`));
+      } else if (skips) {
+        log.warn(`log: stopping unclean (a failed write not cut from the log, or events not known synced)${skips}`);
       }
       await indexer.close(closeOpts.deadline);
       segments.close();

@@ -570,6 +570,21 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     undoOwed = false;
   }
 
+  /**
+   * Finishes the cut of a failed append if it is still owed. Whether the active segment now ends at its
+   * last good record: only then may a stop be recorded as clean (heads exact, nothing written past them).
+   */
+  function finishUndo(): boolean {
+    if (undoOwed) {
+      try {
+        reopenActive();
+      } catch {
+        // Still owed: the next start finds what is past the last good record and treats the stop as unclean.
+      }
+    }
+    return !undoOwed;
+  }
+
   function sameSegment(a: number, b: number): boolean {
     return segmentAt(a) === segmentAt(b);
   }
@@ -665,6 +680,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     sync,
     rewrite,
     truncate,
+    finishUndo,
     roll,
     dropBefore,
     /** Resolves when every file `dropBefore` handed to the background so far is deleted (or failed and logged). */

@@ -176,3 +176,62 @@ it('after the sync that follows succeeds, nothing is kept or written again', asy
     await again.close();
   }
 });
+
+// Storage probe: after a full disk had refused a write (cut from the log, never acknowledged), every
+// graceful stop under interval or never was recorded as unclean, and the next start skipped 4,096
+// offsets in each partition.
+it.each(['interval', 'never'] as const)(
+  'a write the disk refused, once cut, leaves a graceful stop clean under fsync=%s: the next start continues at the exact head',
+  async (fsync) => {
+    const dir = tmpDir();
+    const s = openStoreAt(dir, { fsync, fsyncIntervalMs: 20 });
+    await s.store.append([ev('a0')]);
+    await s.store.append([ev('a1')]);
+    const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+    jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
+      process.nextTick(args[args.length - 1] as (e: Error) => void, enospc);
+    }) as unknown as typeof fs.write);
+    await expect(s.store.append([ev('refused')])).rejects.toMatchObject({ code: 'unavailable' });
+    expect(s.store.health().writable).toBe(false);
+    expect(s.store.heads()).toEqual([2]);
+    await s.close();
+
+    const again = openStoreAt(dir, { fsync, fsyncIntervalMs: 20 });
+    try {
+      expect(again.store.heads()).toEqual([2]);
+      await again.store.append([ev('b')]);
+      expect(again.store.read(0, 0, 100).events.map((e) => [e.offset, e.event.attributes.id])).toEqual([
+        [0, 'a0'],
+        [1, 'a1'],
+        [2, 'b'],
+      ]);
+    } finally {
+      await again.close();
+    }
+  },
+);
+
+it('a refused write whose cut failed too leaves the stop unclean: the next start skips the reserved offsets instead of trusting the head', async () => {
+  const dir = tmpDir();
+  const s = openStoreAt(dir, { fsync: 'interval', fsyncIntervalMs: 20 });
+  await s.store.append([ev('a0')]);
+  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+  jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
+    process.nextTick(args[args.length - 1] as (e: Error) => void, enospc);
+  }) as unknown as typeof fs.write);
+  const cut = jest.spyOn(fs, 'ftruncateSync').mockImplementation(() => {
+    throw Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' });
+  });
+  await expect(s.store.append([ev('refused')])).rejects.toMatchObject({ code: 'unavailable' });
+  await s.close();
+  expect(cut).toHaveBeenCalledTimes(2); // at the failure, and again at the stop
+  cut.mockRestore();
+
+  const again = openStoreAt(dir, { fsync: 'interval', fsyncIntervalMs: 20 });
+  try {
+    expect(again.store.heads()[0]).toBeGreaterThan(1);
+    expect(again.store.read(0, 0, 100).events.map((e) => e.event.attributes.id)).toEqual(['a0']);
+  } finally {
+    await again.close();
+  }
+});
