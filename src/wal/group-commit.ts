@@ -20,6 +20,8 @@ export interface GroupCommitOptions {
   log: Logger;
   fsync: 'always' | 'interval' | 'never';
   fsyncIntervalMs: number;
+  /** While unwritable, how often a probe write is tried (default {@link PROBE_INTERVAL_MS}). */
+  probeIntervalMs?: number;
   /** The group is durable (synchronously before its waiters resume). */
   onCommitted: (group: CommittedGroup) => void;
   /** A group failed: it and every group queued behind it are undone. */
@@ -39,6 +41,12 @@ interface Group {
 const RETRY_AFTER_SECONDS = 1;
 /** fsync=interval: past this many bytes written and not yet synced, a commit syncs (bounds what is kept for a rewrite). */
 const MAX_UNSYNCED_BYTES = 64 * 1024 * 1024;
+/**
+ * While the log is unwritable, how often a probe write beside it is tried: a balancer that follows
+ * `/readyz` sends no request while it is 503, so waiting for a request's write to succeed would wait
+ * for good once space is freed. Seconds apart, so a refusal is seen as one before the probe runs.
+ */
+const PROBE_INTERVAL_MS = 5000;
 
 /** A group written under fsync=interval and not yet covered by a sync that succeeded. */
 interface Unsynced {
@@ -205,6 +213,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     if (!writable && failures === failuresBefore) {
       writable = true;
       failureReason = undefined;
+      stopProbing();
       log.info('log is writable again');
     }
     try {
@@ -251,6 +260,35 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     writable = false;
     failureReason = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
     log.error({ err: e }, 'log write failed');
+    probeTimer ??= setInterval(probe, opts.probeIntervalMs ?? PROBE_INTERVAL_MS).unref();
+  }
+
+  let probeTimer: NodeJS.Timeout | undefined;
+  let probing = false;
+  /** Readiness only: the next group still rewrites or cuts what it owes first, and a failure there is one again. */
+  function probe(): void {
+    if (writable || closed) return stopProbing();
+    if (probing) return;
+    probing = true;
+    const failuresBefore = failures;
+    segments.probeWrite().then(
+      () => {
+        probing = false;
+        if (writable || closed || failures !== failuresBefore) return;
+        writable = true;
+        failureReason = undefined;
+        stopProbing();
+        log.info('log is writable again (a probe write beside it succeeded)');
+      },
+      () => {
+        probing = false;
+      },
+    );
+  }
+
+  function stopProbing(): void {
+    clearInterval(probeTimer);
+    probeTimer = undefined;
   }
 
   function rollNow(): void {
@@ -299,6 +337,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
       if (closed) return;
       closed = true;
       if (syncTimer) clearInterval(syncTimer);
+      stopProbing();
       while (flushing || current.entries.length > 0) {
         await flush();
         await new Promise((r) => setImmediate(r));

@@ -49,6 +49,8 @@ export interface LocalEventStoreOptions {
   minFreeBytes?: number;
   /** Test hook: the free bytes retention sees. */
   freeBytes?: () => number;
+  /** Test hook: how often an unwritable log tries a probe write (default 5 s). */
+  writeProbeIntervalMs?: number;
   /** The indexer's tail bound (records); ingest waits past it. */
   maxUnindexed?: number;
   /** `HERALD_RECOVERY`: what start-up may do beyond cutting a torn tail. */
@@ -216,6 +218,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     log,
     fsync: opts.fsync,
     fsyncIntervalMs: opts.fsyncIntervalMs,
+    probeIntervalMs: opts.writeProbeIntervalMs,
     onCommitted: committed,
     onFailed: () => sequencer.failed(),
     // Under fsync=always every acknowledged event is synced before its answer: no reservation ahead.

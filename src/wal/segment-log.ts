@@ -36,6 +36,9 @@ const KEYED_VERSION = 2;
  */
 export const RESYNC_BUDGET_BYTES = 256 * 1024 * 1024;
 const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
+/** The file a write probe writes, syncs and deletes beside the segments (never a segment name). */
+const PROBE_FILE = '.write-probe';
+const PROBE_BYTES = 64 * 1024;
 
 export interface SegmentLogOptions {
   dir: string;
@@ -585,6 +588,23 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return !undoOwed;
   }
 
+  /** Writes, syncs and deletes a small file beside the segments: throws what the file system says if it cannot. */
+  async function probeWrite(): Promise<void> {
+    const file = path.join(opts.dir, PROBE_FILE);
+    try {
+      const handle = await fs.promises.open(file, 'w');
+      try {
+        const { bytesWritten } = await handle.write(Buffer.alloc(PROBE_BYTES));
+        if (bytesWritten !== PROBE_BYTES) throw Object.assign(new Error('ENOSPC: short write (no space left?)'), { code: 'ENOSPC' });
+        await handle.datasync();
+      } finally {
+        await handle.close();
+      }
+    } finally {
+      await fs.promises.rm(file, { force: true }).catch(() => undefined);
+    }
+  }
+
   function sameSegment(a: number, b: number): boolean {
     return segmentAt(a) === segmentAt(b);
   }
@@ -681,6 +701,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     rewrite,
     truncate,
     finishUndo,
+    probeWrite,
     roll,
     dropBefore,
     /** Resolves when every file `dropBefore` handed to the background so far is deleted (or failed and logged). */
