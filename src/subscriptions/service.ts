@@ -61,6 +61,33 @@ export function createSubscriptionsService(deps: {
   const removing = new Set<string>();
   /** Known and not being deleted here: delivery's not_found for it means "not started yet", not gone. */
   const exists = (id: string) => live.has(id) && !removing.has(id);
+  /** Deletions running through this node, by id. */
+  const removals = new Map<string, Promise<void>>();
+
+  /** Deletes through delivery, then the store: the DELETE's work once no other deletion of `id` runs here. */
+  async function removeOnce(id: string): Promise<void> {
+    await live.find(id);
+    removing.add(id);
+    try {
+      // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
+      // A step that fails fails the DELETE with the record kept: delivery is attached again (from the state it
+      // wrote), should its removal have gone part-way.
+      const orReattach = (err: unknown): never => {
+        const record = live.peek(id);
+        if (record) attach(record);
+        throw err;
+      };
+      await calls.ask(id, () => deps.delivery.remove(id)).catch(orReattach);
+      // Deleted meanwhile through another node: this DELETE deleted nothing, as one arriving after it.
+      if (!live.has(id)) throw new AppError('not_found', `subscription ${id} does not exist`);
+      await deps.records.remove(id).catch(orReattach);
+      if (!live.forget(id)) return; // the store's own report of the deletion came first
+      dropped(id);
+      deps.log.info({ subscription: id }, 'subscription deleted');
+    } finally {
+      removing.delete(id);
+    }
+  }
   const calls = createDeliveryCalls({ delivery: deps.delivery, log: deps.log, exists });
   const tell = calls.tell;
   const live = createLiveRecords({
@@ -345,25 +372,15 @@ export function createSubscriptionsService(deps: {
       return view(record, 'saved');
     },
     async remove(id: string): Promise<void> {
-      await live.find(id);
-      removing.add(id);
+      // One deletion of an id at a time on this node: a DELETE arriving while another runs waits for it, and
+      // then finds nothing (404), as a DELETE after it would (delivery probe: three at once all answered 204).
+      for (let running = removals.get(id); running; running = removals.get(id)) await running.catch(() => undefined);
+      const removal = removeOnce(id);
+      removals.set(id, removal);
       try {
-        // Delivery first, and waited for: nothing it buffered for the subscription may be written after its rows go.
-        // A step that fails fails the DELETE with the record kept: delivery is attached again (from the state it
-        // wrote), should its removal have gone part-way.
-        const orReattach = (err: unknown): never => {
-          const record = live.peek(id);
-          if (record) attach(record);
-          throw err;
-        };
-        await calls.ask(id, () => deps.delivery.remove(id)).catch(orReattach);
-        if (!live.has(id)) return; // removed meanwhile by another request (or node)
-        await deps.records.remove(id).catch(orReattach);
-        if (!live.forget(id)) return; // the store's own report of the deletion came first
-        dropped(id);
-        deps.log.info({ subscription: id }, 'subscription deleted');
+        await removal;
       } finally {
-        removing.delete(id);
+        if (removals.get(id) === removal) removals.delete(id);
       }
     },
     async pause(id: string) {
