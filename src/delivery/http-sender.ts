@@ -99,7 +99,7 @@ class OriginGate {
   /** Slots held, by tenant (absent: none). */
   private readonly held = new Map<string, number>();
   /** Waiting requests by tenant, tenants in the order they began to wait (Map order). */
-  private readonly waiting = new Map<string, (() => void)[]>();
+  private readonly waiting = new Map<string, { go: () => void; attempt: Abortable }[]>();
   /** Free slots only a tenant that holds none may take (none for a small gate, which the reserve would starve). */
   private readonly reserve: number;
   constructor(private readonly size: number) {
@@ -114,16 +114,19 @@ class OriginGate {
       return undefined;
     }
     return new Promise<void>((resolve, reject) => {
-      const go = () => {
-        attempt.request = undefined;
-        resolve();
+      const waiter = {
+        go: () => {
+          attempt.request = undefined;
+          resolve();
+        },
+        attempt,
       };
       let queue = this.waiting.get(tenant);
       if (!queue) this.waiting.set(tenant, (queue = []));
-      queue.push(go);
+      queue.push(waiter);
       attempt.request = {
         cancel: () => {
-          const at = queue.indexOf(go);
+          const at = queue.indexOf(waiter);
           if (at >= 0) queue.splice(at, 1);
           if (queue.length === 0 && this.waiting.get(tenant) === queue) this.waiting.delete(tenant);
           reject(abortError());
@@ -168,7 +171,12 @@ class OriginGate {
     this.waiting.delete(chosen);
     if (queue.length > 0) this.waiting.set(chosen, queue);
     this.take(chosen);
-    next();
+    next.go();
+  }
+
+  /** Aborts every request of `tenant` still waiting here: each is withdrawn, never sent. */
+  withdraw(tenant: string): void {
+    for (const { attempt } of [...(this.waiting.get(tenant) ?? [])]) attempt.abort();
   }
 
   /** The waiting tenant that holds the fewest slots, the longest-waiting of them on a tie (Map order). */
@@ -314,6 +322,13 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
   return {
     send,
     probe,
+    /**
+     * Withdraws `tenant`'s requests waiting for a connection to `sink`'s origin (a PATCH moved its sink
+     * elsewhere: they go to the new one instead of waiting for a slot of the old, which may hang).
+     */
+    withdrawWaiting(sink: string, tenant: string): void {
+      gates.get(targetOf(sink).origin)?.withdraw(tenant);
+    },
     /** Lets open requests finish until `deadline` (epoch ms), then destroys what is still open. */
     async close(deadline = Number.POSITIVE_INFINITY): Promise<void> {
       const all = [...pools.values()];

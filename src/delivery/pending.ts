@@ -108,6 +108,8 @@ export interface SubscriptionWorker {
   /** Some partitions grew: pumps again when one of them has room for another event (else nothing). */
   /** The subscription's record changed: a new rate or in-flight limit applies now. */
   optionsChanged(): void;
+  /** A PATCH moved the sink from `from`: requests still waiting for a connection there go to the new one now. */
+  sinkMoved(from: string): void;
   wake(grown: ReadonlySet<number>): void;
   /**
    * Retention deleted every offset below `firstOffsets[partition]`: partitions still behind move past

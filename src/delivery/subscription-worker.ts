@@ -713,6 +713,10 @@ export function createSubscriptionWorker(
       flow.optionsChanged();
       schedulePump();
     },
+    sinkMoved(from: string): void {
+      // Each comes back withdrawn (its number unspent) and is attempted again, to the new sink (see `send`).
+      deps.sender.withdrawWaiting(from, subId);
+    },
     wake(grown: ReadonlySet<number>): void {
       if (stopped || paused() || totalPending() >= flow.maxInFlight()) return;
       for (const partition of grown) {

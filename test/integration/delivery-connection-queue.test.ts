@@ -176,7 +176,8 @@ it('gives a freed connection to the subscription of that host holding the fewest
 
 it('keeps connections of a host for other subscriptions when one holds them all with a receiver that hangs (re-probe: a healthy one waited out the full timeout)', async () => {
   receiver = await startReceiver((req) => (req.url === '/hang' ? { status: 204, delayMs: 20_000 } : { status: 204 }));
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  // Shut down at once at the end: the hanging requests are not waited for.
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_SHUTDOWN_TIMEOUT_MS: '200' });
   await subscribe('q.hang', '/hang', { ordering: 'none', maxInFlight: 64, timeoutMs: 30_000 });
   await publishBatch(gw.url, events('q.hang', 100));
   await waitFor(() => onPath('/hang').length === 56, { what: '56 requests open (64 less the 8 kept for others)' });
@@ -188,7 +189,8 @@ it('keeps connections of a host for other subscriptions when one holds them all 
 
 it('keeps connections of a host for a subscription that holds none when two others hang (probe: the second took the 8 the first left, and a healthy one waited 7 s)', async () => {
   receiver = await startReceiver((req) => (req.url!.startsWith('/hang') ? { status: 204, delayMs: 20_000 } : { status: 204 }));
-  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  // Shut down at once at the end: the hanging requests are not waited for.
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_SHUTDOWN_TIMEOUT_MS: '200' });
   await subscribe('q.hang1', '/hang1', { ordering: 'none', maxInFlight: 1024, timeoutMs: 30_000 });
   await publishBatch(gw.url, events('q.hang1', 100));
   await waitFor(() => onPath('/hang1').length === 56, { what: '56 requests open (64 less the 8 kept for others)' });
@@ -200,4 +202,23 @@ it('keeps connections of a host for a subscription that holds none when two othe
   await waitFor(() => onPath('/ok2').length === 20, { what: 'the healthy subscription’s 20 events, while two others hang' });
   // Each hanging subscription kept what it had: the one connection it took did not come out of the reserve.
   expect([onPath('/hang1').length, onPath('/hang2').length]).toEqual([56, 1]);
+});
+
+// Delivery probe: after a PATCH moved the sink off a host that hangs, the 34 requests waiting for one of its
+// connections stayed queued there (none reached the new sink in 5 s), until the old host freed one.
+it('sends what waited for a connection to a hanging sink to the new sink at once when a PATCH moves it, under the same attempt number', async () => {
+  receiver = await startReceiver(() => ({ status: 204, delayMs: 20_000 }));
+  const moved = await startReceiver();
+  try {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_SHUTDOWN_TIMEOUT_MS: '200' });
+    const sub = await subscribe('q.move', '/old', { ordering: 'none', maxInFlight: 128, timeoutMs: 30_000 });
+    await publishBatch(gw.url, events('q.move', 100));
+    await waitFor(() => onPath('/old').length === 56, { what: '56 requests open (64 less the 8 kept for others)' });
+    await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ sink: moved.url }).expect(200);
+    await waitFor(() => moved.requests.length === 44, { what: 'the 44 that waited, at the new sink', timeoutMs: 5000 });
+    expect(moved.requests.map((r) => r.headers['herald-attempt'])).toEqual(Array(44).fill('1'));
+    expect(onPath('/old').length).toBe(56);
+  } finally {
+    await moved.close();
+  }
 });

@@ -20,10 +20,10 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
   });
 
   /** One node, one subscription on `path` of a receiver answering in 1.5 s, 100 events: 56 requests open (64 less 8 kept for others), 44 waiting. */
-  async function saturated(path: string, status = 204, delayMs = 1500, prefix = uniquePrefix('connq'), ackMode = 'auto') {
+  async function saturated(path: string, status = 204, delayMs = 1500, prefix = uniquePrefix('connq'), ackMode = 'auto', env = {}) {
     const receiver = await startReceiver((req) => (req.url === path ? { status, delayMs } : { status: 204 }));
     receivers.push(receiver);
-    const node = await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: prefix });
+    const node = await js.start({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '4', HERALD_NATS_PREFIX: prefix, ...env });
     const sub = await request(node.url)
       .post('/subscriptions')
       .send({ sink: receiver.url.replace('/hook', path), delivery: { ordering: 'none', maxInFlight: 128, ackMode } })
@@ -64,6 +64,18 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
     expect(onPath('/new').every((r) => r.headers.authorization === 'Bearer for-new-sink')).toBe(true);
     expect(onPath('/old').filter((r) => r.receivedAt > answeredAt + 20)).toEqual([]);
     expect(onPath('/old').some((r) => r.headers.authorization === 'Bearer for-new-sink')).toBe(false);
+  });
+
+  // Delivery probe (local engine): what waited for a connection to a host that hangs stayed queued there after the PATCH.
+  it('sends what waited for a connection to a hanging sink to the new sink at once when a PATCH moves it, as the same attempt', async () => {
+    const hanging = { HERALD_SHUTDOWN_TIMEOUT_MS: '200' }; // the node stops at once at the end, not waiting for them
+    const { node, id, onPath } = await saturated('/old', 204, 20_000, uniquePrefix('connq'), 'auto', hanging);
+    const moved = await startReceiver();
+    receivers.push(moved);
+    await request(node.url).patch(`/subscriptions/${id}`).send({ sink: moved.url }).expect(200);
+    await waitUntil('the 44 that waited, at the new sink', () => moved.requests.length === 44, 5000, 20);
+    expect(moved.requests.map((r) => r.headers['herald-attempt'])).toEqual(Array(44).fill('1'));
+    expect(onPath('/old').length).toBe(56);
   });
 
   it.each(['auto', 'manual'])('sends nothing that waited once a 410 has paused the subscription (ack mode %s)', async (ackMode) => {

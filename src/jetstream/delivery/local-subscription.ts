@@ -131,7 +131,10 @@ export function createLocalSubscription(
       if (JSON.stringify(next.filters) !== JSON.stringify(record.filters))
         matcher = compileFilters(next.filters, { onError: report, sizeLimits: false });
       const before = record.delivery;
+      const movedFrom = record.sink;
       record = next;
+      // Requests waiting for a connection to the old sink go to the new one now (see `send`), not when the old frees one.
+      if (movedFrom !== next.sink) ctx.sender.withdrawWaiting(movedFrom, id);
       if (JSON.stringify(before) === JSON.stringify(next.delivery)) return;
       // Before the consumers change: a shorter ack_wait applies to messages already out, leases promised included.
       if (ackWaitMs(next.delivery) !== ackWaitMs(before)) {
