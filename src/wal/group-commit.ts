@@ -47,6 +47,8 @@ const MAX_UNSYNCED_BYTES = 64 * 1024 * 1024;
  * for good once space is freed. Seconds apart, so a refusal is seen as one before the probe runs.
  */
 const PROBE_INTERVAL_MS = 5000;
+/** While the log stays unwritable for one reason, its failures are logged this far apart (with a count). */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
 
 /** A group written under fsync=interval and not yet covered by a sync that succeeded. */
 interface Unsynced {
@@ -255,11 +257,23 @@ export function createGroupCommit(opts: GroupCommitOptions) {
     if (unsynced.length > 0) rewriteOwed = true;
   }
 
+  let failureLoggedAt = Number.NEGATIVE_INFINITY;
+  let failuresUnlogged = 0;
   function markUnwritable(err: unknown): void {
     const e = coerceError(err);
+    const reason = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
+    // One line when it turns unwritable or the reason changes, then at most one a minute with the count
+    // since (storage probe: a full disk under load logged 2,950 error lines with stacks in 3 s).
+    const now = Date.now();
+    if (writable || reason !== failureReason || now - failureLoggedAt >= FAILURE_LOG_INTERVAL_MS) {
+      log.error({ err: e, ...(failuresUnlogged > 0 && { failuresSinceLastLine: failuresUnlogged }) }, 'log write failed');
+      failureLoggedAt = now;
+      failuresUnlogged = 0;
+    } else {
+      failuresUnlogged++;
+    }
     writable = false;
-    failureReason = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
-    log.error({ err: e }, 'log write failed');
+    failureReason = reason;
     probeTimer ??= setInterval(probe, opts.probeIntervalMs ?? PROBE_INTERVAL_MS).unref();
   }
 

@@ -1,5 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
+import pino from 'pino';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import { openStoreAt } from '../../helpers/log-store';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
@@ -48,6 +49,22 @@ it('turns writable again by a probe write once the file system takes one, withou
       [1, 'a1'],
     ]);
   } finally {
+    await s.close();
+  }
+});
+
+it('logs one error line when the log turns unwritable, not one per refused write', async () => {
+  const lines: { level: number; msg: string }[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const s = openStoreAt(tmpDir(), { log, writeProbeIntervalMs: 60_000 });
+  try {
+    jest.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => {
+      process.nextTick(args[args.length - 1] as (e: Error) => void, enospc());
+    }) as unknown as typeof fs.write);
+    for (let i = 0; i < 20; i++) await expect(s.store.append([ev(`refused-${i}`)])).rejects.toMatchObject({ code: 'unavailable' });
+    expect(lines.filter((l) => l.msg === 'log write failed')).toHaveLength(1);
+  } finally {
+    jest.restoreAllMocks();
     await s.close();
   }
 });
