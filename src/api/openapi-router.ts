@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { RequestHandler, Router } from 'express';
 import YAML from 'yaml';
+import { AppError } from '../errors';
 import { newRouter, requireScope } from './routing';
 
 /** `openapi/openapi.yaml` at the repository root: two levels up from both `src/api` and `dist/api`. */
@@ -70,18 +71,27 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
   return router;
 }
 
-const parsed = new Map<string, { jsonText: string; title: string }>();
+const parsed = new Map<string, { jsonText: string; title: string } | AppError>();
 const scripts = new Map<string, { script: Buffer; etag: string }>();
 
-/** The document as JSON and its title, parsed once per distinct text in this process. */
+/**
+ * The document as JSON and its title, parsed once per distinct text in this process. A text that
+ * does not parse (a damaged install) fails once with its own error, logged, then with a short one,
+ * never parsed again: each request would otherwise cost the parse and a logged stack.
+ */
 function parsedContract(yamlText: string): { jsonText: string; title: string } {
-  let found = parsed.get(yamlText);
-  if (!found) {
+  const found = parsed.get(yamlText);
+  if (found instanceof AppError) throw found;
+  if (found) return found;
+  try {
     const document = YAML.parse(yamlText) as { info?: { title?: string } };
-    found = { jsonText: JSON.stringify(document), title: document.info?.title ?? 'API reference' };
-    parsed.set(yamlText, found);
+    const contract = { jsonText: JSON.stringify(document), title: document.info?.title ?? 'API reference' };
+    parsed.set(yamlText, contract);
+    return contract;
+  } catch (err) {
+    parsed.set(yamlText, new AppError('internal', 'the API document (openapi/openapi.yaml) does not parse: the installation is damaged'));
+    throw err;
   }
-  return found;
 }
 
 /** Redoc's bundle without its CDN logo, and its ETag (computed once: express would hash it again per request). */

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import request from 'supertest';
+import pino from 'pino';
 import YAML from 'yaml';
 import { createApp } from '../../src/api/app';
 import { createAuthorizer } from '../../src/api/auth';
@@ -39,6 +40,28 @@ describe('the contract router', () => {
     fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: Second, version: "1" }\npaths: {}\n');
     expect((await request(served).get('/openapi.json')).body.info.title).toBe('First');
     expect(() => createOpenApiRouter({ file: path.join(dir, 'missing.yaml') })).toThrow(/ENOENT/);
+  });
+
+  // Re-probe: since the parse waits for the first request, a damaged file answered 500 with a logged stack
+  // and a new parse on every request.
+  it('answers a document that does not parse with one logged error, then a short 500 problem, without parsing it again', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'openapi.yaml');
+    fs.writeFileSync(file, 'openapi: 3.1.0\ninfo: { title: "unclosed\npaths: {}\n');
+    const lines: string[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(line) });
+    const served = createApp({ log, authorize: createAuthorizer([]), routers: [createOpenApiRouter({ file })] });
+    expect((await request(served).get('/openapi.yaml')).status).toBe(200); // served as written
+    const parse = jest.spyOn(YAML, 'parse');
+    const answers = [];
+    for (const url of ['/openapi.json', '/docs', '/openapi.json', '/docs/']) answers.push(await request(served).get(url));
+    expect(answers.map((a) => [a.status, a.headers['content-type']])).toEqual(
+      Array(4).fill([500, expect.stringMatching(/^application\/problem\+json/)]),
+    );
+    expect(answers[3]!.body.detail).toMatch(/does not parse/);
+    expect(parse).toHaveBeenCalledTimes(1);
+    expect(lines.filter((l) => JSON.parse(l).level === 50)).toHaveLength(1);
+    parse.mockRestore();
   });
 
   it('renders the docs page with the Redoc bundle from node_modules, loading nothing from elsewhere', async () => {
