@@ -1,6 +1,7 @@
 import type { Logger } from 'pino';
 import { AppError, coerceError } from '../errors';
 import type { StoreHealth } from './event-store';
+import { createWriteHealth } from './write-health';
 import type { OffsetReservation } from './offset-reservation';
 import type { PendingEntry } from './sequencer';
 import type { SegmentLog } from './segment-log';
@@ -20,8 +21,8 @@ export interface GroupCommitOptions {
   log: Logger;
   fsync: 'always' | 'interval' | 'never';
   fsyncIntervalMs: number;
-  /** While unwritable, how often a probe write is tried (default {@link PROBE_INTERVAL_MS}). */
-  probeIntervalMs?: number;
+  /** Test hook: how long an unwritable log waits before its first probe write (see `write-health.ts`). */
+  probeFirstMs?: number;
   /** The group is durable (synchronously before its waiters resume). */
   onCommitted: (group: CommittedGroup) => void;
   /** A group failed: it and every group queued behind it are undone. */
@@ -41,14 +42,6 @@ interface Group {
 const RETRY_AFTER_SECONDS = 1;
 /** fsync=interval: past this many bytes written and not yet synced, a commit syncs (bounds what is kept for a rewrite). */
 const MAX_UNSYNCED_BYTES = 64 * 1024 * 1024;
-/**
- * While the log is unwritable, how often a probe write beside it is tried: a balancer that follows
- * `/readyz` sends no request while it is 503, so waiting for a request's write to succeed would wait
- * for good once space is freed. Seconds apart, so a refusal is seen as one before the probe runs.
- */
-const PROBE_INTERVAL_MS = 5000;
-/** While the log stays unwritable for one reason, its failures are logged this far apart (with a count). */
-const FAILURE_LOG_INTERVAL_MS = 60_000;
 
 /** A group written under fsync=interval and not yet covered by a sync that succeeded. */
 interface Unsynced {
@@ -71,8 +64,11 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   let closed = false;
   /** Closed with everything acknowledged known synced, and nothing past it in the log (a failed write was cut). */
   let closedClean = false;
-  let writable = true;
-  let failureReason: string | undefined;
+  const writeHealth = createWriteHealth({
+    log,
+    probe: (needBytes) => segments.probeWrite(needBytes),
+    probeFirstMs: opts.probeFirstMs,
+  });
   let dirty = false;
   /** fsync=interval: the last timed sync failed, so every commit syncs until one succeeds. */
   let syncFailed = false;
@@ -212,12 +208,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
       fail(group, before, err);
       return;
     }
-    if (!writable && failures === failuresBefore) {
-      writable = true;
-      failureReason = undefined;
-      stopProbing();
-      log.info('log is writable again');
-    }
+    if (failures === failuresBefore) writeHealth.succeeded();
     try {
       opts.onCommitted(committed);
     } catch (err) {
@@ -228,7 +219,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
 
   function fail(group: Group, before: number, err: unknown): void {
     dropUnsyncedFrom(before);
-    failed(err);
+    failed(err, group.bytes);
     try {
       segments.truncate(before);
     } catch (truncateErr) {
@@ -246,63 +237,15 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   }
 
   /** A write or sync failed: under fsync=interval what is not known durable is owed a rewrite. */
-  function failed(err: unknown): void {
+  function failed(err: unknown, refusedBytes = 0): void {
     oweRewrite();
-    markUnwritable(err);
+    writeHealth.failed(err, refusedBytes);
   }
 
   /** A sync may have failed: no success seen before it covers anything, and the groups kept are written again. */
   function oweRewrite(): void {
     failures++;
     if (unsynced.length > 0) rewriteOwed = true;
-  }
-
-  let failureLoggedAt = Number.NEGATIVE_INFINITY;
-  let failuresUnlogged = 0;
-  function markUnwritable(err: unknown): void {
-    const e = coerceError(err);
-    const reason = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
-    // One line when it turns unwritable or the reason changes, then at most one a minute with the count
-    // since (storage probe: a full disk under load logged 2,950 error lines with stacks in 3 s).
-    const now = Date.now();
-    if (writable || reason !== failureReason || now - failureLoggedAt >= FAILURE_LOG_INTERVAL_MS) {
-      log.error({ err: e, ...(failuresUnlogged > 0 && { failuresSinceLastLine: failuresUnlogged }) }, 'log write failed');
-      failureLoggedAt = now;
-      failuresUnlogged = 0;
-    } else {
-      failuresUnlogged++;
-    }
-    writable = false;
-    failureReason = reason;
-    probeTimer ??= setInterval(probe, opts.probeIntervalMs ?? PROBE_INTERVAL_MS).unref();
-  }
-
-  let probeTimer: NodeJS.Timeout | undefined;
-  let probing = false;
-  /** Readiness only: the next group still rewrites or cuts what it owes first, and a failure there is one again. */
-  function probe(): void {
-    if (writable || closed) return stopProbing();
-    if (probing) return;
-    probing = true;
-    const failuresBefore = failures;
-    segments.probeWrite().then(
-      () => {
-        probing = false;
-        if (writable || closed || failures !== failuresBefore) return;
-        writable = true;
-        failureReason = undefined;
-        stopProbing();
-        log.info('log is writable again (a probe write beside it succeeded)');
-      },
-      () => {
-        probing = false;
-      },
-    );
-  }
-
-  function stopProbing(): void {
-    clearInterval(probeTimer);
-    probeTimer = undefined;
   }
 
   function rollNow(): void {
@@ -341,7 +284,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
       else rollNow();
     },
     health(): StoreHealth {
-      return writable && !closed ? { writable: true } : { writable: false, reason: closed ? 'closed' : failureReason };
+      return closed ? { writable: false, reason: 'closed' } : writeHealth.health();
     },
     get closed() {
       return closed;
@@ -351,7 +294,7 @@ export function createGroupCommit(opts: GroupCommitOptions) {
       if (closed) return;
       closed = true;
       if (syncTimer) clearInterval(syncTimer);
-      stopProbing();
+      writeHealth.close();
       while (flushing || current.entries.length > 0) {
         await flush();
         await new Promise((r) => setImmediate(r));

@@ -49,8 +49,8 @@ export interface LocalEventStoreOptions {
   minFreeBytes?: number;
   /** Test hook: the free bytes retention sees. */
   freeBytes?: () => number;
-  /** Test hook: how often an unwritable log tries a probe write (default 5 s). */
-  writeProbeIntervalMs?: number;
+  /** Test hook: how long an unwritable log waits before its first probe write (default 5 s). */
+  writeProbeFirstMs?: number;
   /** The indexer's tail bound (records); ingest waits past it. */
   maxUnindexed?: number;
   /** `HERALD_RECOVERY`: what start-up may do beyond cutting a torn tail. */
@@ -218,7 +218,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     log,
     fsync: opts.fsync,
     fsyncIntervalMs: opts.fsyncIntervalMs,
-    probeIntervalMs: opts.writeProbeIntervalMs,
+    probeFirstMs: opts.writeProbeFirstMs,
     onCommitted: committed,
     onFailed: () => sequencer.failed(),
     // Under fsync=always every acknowledged event is synced before its answer: no reservation ahead.

@@ -588,8 +588,15 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return !undoOwed;
   }
 
-  /** Writes, syncs and deletes a small file beside the segments: throws what the file system says if it cannot. */
-  async function probeWrite(): Promise<void> {
+  /**
+   * Writes, syncs and deletes a small file beside the segments: throws what the file system says if it
+   * cannot, or when it has less room than `needBytes` (a refused write's size) and the probe together.
+   */
+  async function probeWrite(needBytes = 0): Promise<void> {
+    const { bavail, bsize } = await fs.promises.statfs(opts.dir);
+    if (bavail * bsize < needBytes + PROBE_BYTES) {
+      throw Object.assign(new Error(`ENOSPC: ${bavail * bsize} bytes free, less than the ${needBytes} refused`), { code: 'ENOSPC' });
+    }
     const file = path.join(opts.dir, PROBE_FILE);
     try {
       const handle = await fs.promises.open(file, 'w');

@@ -24,7 +24,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 it('turns writable again by a probe write once the file system takes one, without any request, and takes the next event at the next offset', async () => {
   const dir = tmpDir();
-  const s = openStoreAt(dir, { writeProbeIntervalMs: 50 });
+  const s = openStoreAt(dir, { writeProbeFirstMs: 50 });
   try {
     await s.store.append([ev('a0')]);
     jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
@@ -56,13 +56,100 @@ it('turns writable again by a probe write once the file system takes one, withou
 it('logs one error line when the log turns unwritable, not one per refused write', async () => {
   const lines: { level: number; msg: string }[] = [];
   const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
-  const s = openStoreAt(tmpDir(), { log, writeProbeIntervalMs: 60_000 });
+  const s = openStoreAt(tmpDir(), { log, writeProbeFirstMs: 60_000 });
   try {
     jest.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => {
       process.nextTick(args[args.length - 1] as (e: Error) => void, enospc());
     }) as unknown as typeof fs.write);
     for (let i = 0; i < 20; i++) await expect(s.store.append([ev(`refused-${i}`)])).rejects.toMatchObject({ code: 'unavailable' });
     expect(lines.filter((l) => l.msg === 'log write failed')).toHaveLength(1);
+  } finally {
+    jest.restoreAllMocks();
+    await s.close();
+  }
+});
+
+/** fs.write refusing every append until `free()` is called (the store's own writes; other files still write). */
+function refuseAppends(segmentDir: string) {
+  const real = fs.write;
+  let refusing = true;
+  jest.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => {
+    if (refusing && fs.readlinkSync(`/proc/self/fd/${args[0] as number}`).startsWith(segmentDir)) {
+      process.nextTick(args[args.length - 1] as (e: Error) => void, enospc());
+      return;
+    }
+    return (real as (...a: unknown[]) => void)(...args);
+  }) as unknown as typeof fs.write);
+  return { free: () => void (refusing = false) };
+}
+
+it('waits twice as long for each probe that said writable while writes still failed (re-probe: /readyz flapped every 5 s)', async () => {
+  const dir = tmpDir();
+  const s = openStoreAt(dir, { writeProbeFirstMs: 100 });
+  try {
+    refuseAppends(path.join(dir, 'wal', ''));
+    // A balancer that follows readiness: a request only while the log says writable, each one refused.
+    await s.store.append([ev('first')]).catch(() => undefined);
+    let turns = 0;
+    const deadline = Date.now() + 1600;
+    while (Date.now() < deadline) {
+      if (s.store.health().writable) {
+        turns++;
+        await s.store.append([ev(`x-${turns}`)]).catch(() => undefined);
+      }
+      await sleep(5);
+    }
+    // Probes after 100 ms, then 200, 400 and 800 ms: at most four turns to ready in 1.6 s (every 100 ms would be 15).
+    expect(turns).toBeGreaterThanOrEqual(2);
+    expect(turns).toBeLessThanOrEqual(4);
+  } finally {
+    jest.restoreAllMocks();
+    await s.close();
+  }
+});
+
+it('does not call the log writable while the file system has less room than the write it refused', async () => {
+  const dir = tmpDir();
+  const s = openStoreAt(dir, { writeProbeFirstMs: 50 });
+  try {
+    const disk = refuseAppends(path.join(dir, 'wal', ''));
+    const big = { ...ev('big'), data: { kind: 'json' as const, value: 'x'.repeat(300_000) } };
+    await expect(s.store.append([big])).rejects.toMatchObject({ code: 'unavailable' });
+    // 200 KiB free: room for the probe's 64 KiB, not for the 300 KB event.
+    const statfs = jest.spyOn(fs.promises, 'statfs').mockResolvedValue({ bavail: 50, bsize: 4096 } as fs.StatsFs);
+    await sleep(300);
+    expect(statfs).toHaveBeenCalled();
+    expect(s.store.health().writable).toBe(false);
+    statfs.mockRestore(); // space freed
+    disk.free();
+    for (let i = 0; i < 100 && !s.store.health().writable; i++) await sleep(20);
+    expect(s.store.health().writable).toBe(true);
+    await s.store.append([big]);
+  } finally {
+    jest.restoreAllMocks();
+    await s.close();
+  }
+});
+
+it('counts the failures left unlogged on the line that says the log is writable again, not on the next failure', async () => {
+  const lines: { msg: string; failuresSinceLastLine?: number }[] = [];
+  const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+  const dir = tmpDir();
+  const s = openStoreAt(dir, { log, writeProbeFirstMs: 60_000 });
+  try {
+    const disk = refuseAppends(path.join(dir, 'wal', ''));
+    for (let i = 0; i < 5; i++) await s.store.append([ev(`a-${i}`)]).catch(() => undefined);
+    disk.free();
+    await s.store.append([ev('ok')]);
+    jest.restoreAllMocks();
+    refuseAppends(path.join(dir, 'wal', ''));
+    await s.store.append([ev('b')]).catch(() => undefined);
+    const said = lines.filter((l) => /log (write failed|is writable again)/.test(l.msg)).map((l) => [l.msg, l.failuresSinceLastLine]);
+    expect(said).toEqual([
+      ['log write failed', undefined],
+      ['log is writable again', 4],
+      ['log write failed', undefined],
+    ]);
   } finally {
     jest.restoreAllMocks();
     await s.close();
