@@ -223,7 +223,11 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
             if (Date.now() > deadline) {
               // Say why: the last refusal and what the node's readiness reports (a flaky run is otherwise mute).
               const ready = await fetch(`${url}/readyz`, { signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) }).then((r) => r.text());
-              throw new Error(`event ${id} was not acknowledged within 60 s: last answer ${JSON.stringify(res.body)}; /readyz ${ready}`);
+              // And the servers' own words: a rare run saw the stream without a leader for 60 s (CI, a loaded machine).
+              const servers = cluster.nodes.map((n) => `--- ${n.name} (running: ${n.running()})\n${n.output().slice(-4000)}`).join('\n');
+              throw new Error(
+                `event ${id} was not acknowledged within 60 s: last answer ${JSON.stringify(res.body)}; /readyz ${ready}\n${servers}`,
+              );
             }
             await sleep(100);
           }
