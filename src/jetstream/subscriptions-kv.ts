@@ -175,10 +175,11 @@ export function createKvSubscriptionStore(deps: { kv: KV; log: Logger }): Subscr
       }
     },
     async remove(id) {
-      if (!isKvKey(id)) return;
+      if (!isKvKey(id)) return false;
       try {
-        // From the revision it has now: an update from an older one cannot bring it back.
-        await removeCurrent(kv, id);
+        // From the revision it has now: an update from an older one cannot bring it back. False: another node's
+        // deletion of it came first (a compare-and-set delete loses to it).
+        return await removeCurrent(kv, id);
       } catch (err) {
         throw clusterUnavailable(err, 'delete the subscription');
       }

@@ -58,9 +58,10 @@ export function createSqliteSubscriptionStore(deps: {
       revisions.set(record.id, revision + 1);
       return revision + 1;
     },
-    async remove(id: string): Promise<void> {
-      repo.remove(id);
+    async remove(id: string): Promise<boolean> {
+      const deleted = repo.remove(id);
       revisions.delete(id);
+      return deleted;
     },
     async close(): Promise<void> {},
   };

@@ -48,8 +48,8 @@ export interface SubscriptionStore {
    * @throws RevisionConflict when it is not (written or deleted since)
    */
   update(record: SubscriptionRecord, revision: number): Promise<number>;
-  /** Deletes the record (no error when it is already gone). */
-  remove(id: string): Promise<void>;
+  /** Deletes the record: true when this call deleted it, false when it was already gone (no error). */
+  remove(id: string): Promise<boolean>;
   /** Stops sending changes. */
   close(): Promise<void>;
 }

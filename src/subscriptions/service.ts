@@ -80,8 +80,9 @@ export function createSubscriptionsService(deps: {
       await calls.ask(id, () => deps.delivery.remove(id)).catch(orReattach);
       // Deleted meanwhile through another node: this DELETE deleted nothing, as one arriving after it.
       if (!live.has(id)) throw new AppError('not_found', `subscription ${id} does not exist`);
-      await deps.records.remove(id).catch(orReattach);
-      if (!live.forget(id)) return; // the store's own report of the deletion came first
+      // False: another node's deletion reached the store first (this node's view had not seen it yet).
+      if (!(await deps.records.remove(id).catch(orReattach))) throw new AppError('not_found', `subscription ${id} does not exist`);
+      if (!live.forget(id)) return; // the store's own report of this deletion came first
       dropped(id);
       deps.log.info({ subscription: id }, 'subscription deleted');
     } finally {

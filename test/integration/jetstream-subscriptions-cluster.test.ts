@@ -124,6 +124,24 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
       );
   });
 
+  // Re-probe: DELETEs through both nodes at once could both answer 204 (1 round in 17), as a node's view had
+  // not yet seen the other's deletion; the store's compare-and-set delete now tells which one deleted it.
+  it('answers one of DELETEs of a subscription sent through both nodes at once 204, and the others 404', async () => {
+    // Few rounds: the losing node answers only once its delivery has let go (about 5 s on this engine).
+    for (let round = 0; round < 4; round++) {
+      const { id } = await subscribe('com.example.delete-race');
+      await waitFor(async () => (await request(b.url).get(`/subscriptions/${id}`)).status === 200, WAIT);
+      const answers = await Promise.all(
+        [a, b, a, b].map((node) =>
+          request(node.url)
+            .delete(`/subscriptions/${id}`)
+            .then((r) => r.status),
+        ),
+      );
+      expect(answers.sort()).toEqual([204, 404, 404, 404]);
+    }
+  });
+
   it('stops delivery on every node when paused through B, and delivers the backlog when resumed through A', async () => {
     const sub = await subscribe('two.pause');
     await publishOfType(a.url, '/two', 'two.pause', ['tp1', 'tp2']);
