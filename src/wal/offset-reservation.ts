@@ -19,6 +19,13 @@ import { coerceError } from '../errors';
  *   leaves no gap, it only keeps heads from going back.
  */
 export const RESERVATION_FILE = 'offsets.reserved';
+/**
+ * Room set aside beside the record for its clean-stop write: that write makes a new file (written, then
+ * renamed over the record), which a full disk refuses, and the stop then counts as unclean (re-probe:
+ * every stop on a disk still full skipped 4,096 offsets per partition). Made at each start.
+ */
+const SPARE_SUFFIX = '.spare';
+const SPARE_BYTES = 64 * 1024;
 /** Offsets reserved per partition at a time: the most one unclean stop can skip in a partition. */
 export const RESERVATION_BLOCK = 4096;
 
@@ -102,6 +109,8 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
   /** Ceilings to write next. */
   const wanted = opts.heads.slice();
   let writing: Promise<void> | undefined;
+  const spare = `${file}${SPARE_SUFFIX}`;
+  keepSpare(spare, opts.heads.length, opts.log);
   try {
     writeFileAtomically(file, JSON.stringify({ clean: false, fsync: opts.fsync, ceilings: durable } satisfies ReservationRecord));
   } catch (err) {
@@ -159,12 +168,60 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
     /** A clean close: the ceilings become the exact heads, so the next start leaves no gap and keeps them. */
     async close(heads: readonly number[]): Promise<void> {
       await writing?.catch(() => undefined);
-      await writeFileAtomicallyAsync(
-        file,
-        JSON.stringify({ clean: true, fsync: opts.fsync, ceilings: heads.slice() } satisfies ReservationRecord),
-      );
+      const text = JSON.stringify({ clean: true, fsync: opts.fsync, ceilings: heads.slice() } satisfies ReservationRecord);
+      try {
+        await writeFileAtomicallyAsync(file, text);
+      } catch (err) {
+        // A full disk (or no inode left): the spare's blocks take the record, renamed over the old one.
+        if (!(await writeIntoSpare(spare, file, text))) throw err;
+      }
     },
   };
 }
 
 export type OffsetReservation = ReturnType<typeof createOffsetReservation>;
+
+/** Makes the spare when it is missing (a clean stop on a full disk used it); a disk too full for it now only logs. */
+function keepSpare(spare: string, partitions: number, log: Logger): void {
+  const bytes = Math.max(SPARE_BYTES, partitions * 32 + 1024);
+  try {
+    if (fs.existsSync(spare) && fs.statSync(spare).size >= bytes) return;
+    const fd = fs.openSync(spare, 'w', 0o600);
+    try {
+      fs.writeSync(fd, Buffer.alloc(bytes));
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  } catch (err) {
+    fs.rmSync(spare, { force: true });
+    log.warn({ err: coerceError(err), file: spare }, 'log: could not set room aside for the clean-stop record');
+  }
+}
+
+/** Writes `text` into the spare's own blocks (no new block or inode), then renames it over `file`. False: no spare. */
+async function writeIntoSpare(spare: string, file: string, text: string): Promise<boolean> {
+  let handle: fs.promises.FileHandle;
+  try {
+    handle = await fs.promises.open(spare, 'r+');
+  } catch {
+    return false;
+  }
+  try {
+    const bytes = Buffer.from(text);
+    if ((await handle.stat()).size < bytes.length) return false;
+    await handle.write(bytes, 0, bytes.length, 0);
+    await handle.truncate(bytes.length);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await fs.promises.rename(spare, file);
+  const dir = await fs.promises.open(path.dirname(file), 'r');
+  try {
+    await dir.sync();
+  } finally {
+    await dir.close();
+  }
+  return true;
+}

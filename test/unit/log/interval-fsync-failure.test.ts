@@ -235,3 +235,29 @@ it('a refused write whose cut failed too leaves the stop unclean: the next start
     await again.close();
   }
 });
+
+// Re-probe: a stop on a disk still full could not write its clean-stop record (a new file, renamed over the old),
+// so every such stop skipped 4,096 offsets per partition.
+it('records the clean stop on a disk still full, in the room set aside at start: the next start continues at the exact head', async () => {
+  const dir = tmpDir();
+  const s = openStoreAt(dir, { fsync: 'interval', fsyncIntervalMs: 20 });
+  await s.store.append([ev('a0')]);
+  await s.store.append([ev('a1')]);
+  expect(fs.readdirSync(path.join(dir, 'wal'))).toContain('offsets.reserved.spare');
+  // The disk is full: no new file can be made (the spare's blocks are already its own).
+  const realOpen = fs.promises.open;
+  jest.spyOn(fs.promises, 'open').mockImplementation((async (file: fs.PathLike, flags?: string | number, mode?: fs.Mode) => {
+    if (flags === 'w' || flags === 'wx') throw Object.assign(new Error('ENOSPC: no space left on device, open'), { code: 'ENOSPC' });
+    return realOpen(file, flags, mode);
+  }) as typeof fs.promises.open);
+  await s.close();
+  jest.restoreAllMocks();
+
+  const again = openStoreAt(dir, { fsync: 'interval', fsyncIntervalMs: 20 });
+  try {
+    expect(again.store.heads()).toEqual([2]);
+    expect(fs.readdirSync(path.join(dir, 'wal'))).toContain('offsets.reserved.spare'); // set aside again
+  } finally {
+    await again.close();
+  }
+});
