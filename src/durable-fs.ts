@@ -34,11 +34,16 @@ export async function writeFileAtomicallyAsync(file: string, text: string, mode 
     await handle.close();
   }
   await fs.promises.rename(tmp, file);
-  const dir = await fs.promises.open(path.dirname(file), 'r');
+  await fsyncDirAsync(path.dirname(file));
+}
+
+/** fsync of a directory (a rename or a new name in it made durable), in the thread pool. */
+export async function fsyncDirAsync(dir: string): Promise<void> {
+  const handle = await fs.promises.open(dir, 'r');
   try {
-    await dir.sync();
+    await handle.sync();
   } finally {
-    await dir.close();
+    await handle.close();
   }
 }
 

@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { writeFileAtomically, writeFileAtomicallyAsync } from '../durable-fs';
+import { fsyncDirAsync, writeFileAtomically, writeFileAtomicallyAsync } from '../durable-fs';
 import { coerceError } from '../errors';
 
 /**
@@ -217,11 +217,6 @@ async function writeIntoSpare(spare: string, file: string, text: string): Promis
     await handle.close();
   }
   await fs.promises.rename(spare, file);
-  const dir = await fs.promises.open(path.dirname(file), 'r');
-  try {
-    await dir.sync();
-  } finally {
-    await dir.close();
-  }
+  await fsyncDirAsync(path.dirname(file));
   return true;
 }

@@ -177,6 +177,14 @@ it('after the sync that follows succeeds, nothing is kept or written again', asy
   }
 });
 
+/** The next fs.write (the log's append) fails with ENOSPC, as on a full disk. */
+function refuseNextWrite(): void {
+  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
+  jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
+    process.nextTick(args[args.length - 1] as (e: Error) => void, enospc);
+  }) as unknown as typeof fs.write);
+}
+
 // Storage probe: after a full disk had refused a write (cut from the log, never acknowledged), every
 // graceful stop under interval or never was recorded as unclean, and the next start skipped 4,096
 // offsets in each partition.
@@ -187,10 +195,7 @@ it.each(['interval', 'never'] as const)(
     const s = openStoreAt(dir, { fsync, fsyncIntervalMs: 20 });
     await s.store.append([ev('a0')]);
     await s.store.append([ev('a1')]);
-    const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
-    jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
-      process.nextTick(args[args.length - 1] as (e: Error) => void, enospc);
-    }) as unknown as typeof fs.write);
+    refuseNextWrite();
     await expect(s.store.append([ev('refused')])).rejects.toMatchObject({ code: 'unavailable' });
     expect(s.store.health().writable).toBe(false);
     expect(s.store.heads()).toEqual([2]);
@@ -215,10 +220,7 @@ it('a refused write whose cut failed too leaves the stop unclean: the next start
   const dir = tmpDir();
   const s = openStoreAt(dir, { fsync: 'interval', fsyncIntervalMs: 20 });
   await s.store.append([ev('a0')]);
-  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
-  jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
-    process.nextTick(args[args.length - 1] as (e: Error) => void, enospc);
-  }) as unknown as typeof fs.write);
+  refuseNextWrite();
   const cut = jest.spyOn(fs, 'ftruncateSync').mockImplementation(() => {
     throw Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' });
   });
