@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
+import { enospc, refuseWrites } from '../../helpers/disk-faults';
 import { openStoreAt } from '../../helpers/log-store';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
@@ -177,14 +178,6 @@ it('after the sync that follows succeeds, nothing is kept or written again', asy
   }
 });
 
-/** The next fs.write (the log's append) fails with ENOSPC, as on a full disk. */
-function refuseNextWrite(): void {
-  const enospc = Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
-  jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
-    process.nextTick(args[args.length - 1] as (e: Error) => void, enospc);
-  }) as unknown as typeof fs.write);
-}
-
 // Storage probe: after a full disk had refused a write (cut from the log, never acknowledged), every
 // graceful stop under interval or never was recorded as unclean, and the next start skipped 4,096
 // offsets in each partition.
@@ -195,7 +188,7 @@ it.each(['interval', 'never'] as const)(
     const s = openStoreAt(dir, { fsync, fsyncIntervalMs: 20 });
     await s.store.append([ev('a0')]);
     await s.store.append([ev('a1')]);
-    refuseNextWrite();
+    refuseWrites({ once: true });
     await expect(s.store.append([ev('refused')])).rejects.toMatchObject({ code: 'unavailable' });
     expect(s.store.health().writable).toBe(false);
     expect(s.store.heads()).toEqual([2]);
@@ -220,7 +213,7 @@ it('a refused write whose cut failed too leaves the stop unclean: the next start
   const dir = tmpDir();
   const s = openStoreAt(dir, { fsync: 'interval', fsyncIntervalMs: 20 });
   await s.store.append([ev('a0')]);
-  refuseNextWrite();
+  refuseWrites({ once: true });
   const cut = jest.spyOn(fs, 'ftruncateSync').mockImplementation(() => {
     throw Object.assign(new Error('EIO: i/o error, ftruncate'), { code: 'EIO' });
   });
@@ -249,7 +242,7 @@ it('records the clean stop on a disk still full, in the room set aside at start:
   // The disk is full: no new file can be made (the spare's blocks are already its own).
   const realOpen = fs.promises.open;
   jest.spyOn(fs.promises, 'open').mockImplementation((async (file: fs.PathLike, flags?: string | number, mode?: fs.Mode) => {
-    if (flags === 'w' || flags === 'wx') throw Object.assign(new Error('ENOSPC: no space left on device, open'), { code: 'ENOSPC' });
+    if (flags === 'w' || flags === 'wx') throw enospc('open');
     return realOpen(file, flags, mode);
   }) as typeof fs.promises.open);
   await s.close();

@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import pino from 'pino';
 import type { CloudEvent } from '../../../src/cloudevents/event';
+import { enospc, refuseWrites } from '../../helpers/disk-faults';
 import { openStoreAt } from '../../helpers/log-store';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
@@ -19,7 +20,6 @@ const ev = (id: string): CloudEvent => ({
   attributes: { specversion: '1.0', id, source: '/probe', type: 'probe.t' },
   data: { kind: 'json', value: { id } },
 });
-const enospc = () => Object.assign(new Error('ENOSPC: no space left on device, write'), { code: 'ENOSPC', syscall: 'write' });
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 it('turns writable again by a probe write once the file system takes one, without any request, and takes the next event at the next offset', async () => {
@@ -27,9 +27,7 @@ it('turns writable again by a probe write once the file system takes one, withou
   const s = openStoreAt(dir, { writeProbeFirstMs: 50 });
   try {
     await s.store.append([ev('a0')]);
-    jest.spyOn(fs, 'write').mockImplementationOnce(((...args: unknown[]) => {
-      process.nextTick(args[args.length - 1] as (e: Error) => void, enospc());
-    }) as unknown as typeof fs.write);
+    refuseWrites({ once: true });
     // The disk is still full for the probe: it opens its file and is refused.
     const opened = jest.spyOn(fs.promises, 'open').mockRejectedValue(enospc());
     await expect(s.store.append([ev('refused')])).rejects.toMatchObject({ code: 'unavailable' });
@@ -58,9 +56,7 @@ it('logs one error line when the log turns unwritable, not one per refused write
   const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
   const s = openStoreAt(tmpDir(), { log, writeProbeFirstMs: 60_000 });
   try {
-    jest.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => {
-      process.nextTick(args[args.length - 1] as (e: Error) => void, enospc());
-    }) as unknown as typeof fs.write);
+    refuseWrites();
     for (let i = 0; i < 20; i++) await expect(s.store.append([ev(`refused-${i}`)])).rejects.toMatchObject({ code: 'unavailable' });
     expect(lines.filter((l) => l.msg === 'log write failed')).toHaveLength(1);
   } finally {
@@ -69,25 +65,11 @@ it('logs one error line when the log turns unwritable, not one per refused write
   }
 });
 
-/** fs.write refusing every append until `free()` is called (the store's own writes; other files still write). */
-function refuseAppends(segmentDir: string) {
-  const real = fs.write;
-  let refusing = true;
-  jest.spyOn(fs, 'write').mockImplementation(((...args: unknown[]) => {
-    if (refusing && fs.readlinkSync(`/proc/self/fd/${args[0] as number}`).startsWith(segmentDir)) {
-      process.nextTick(args[args.length - 1] as (e: Error) => void, enospc());
-      return;
-    }
-    return (real as (...a: unknown[]) => void)(...args);
-  }) as unknown as typeof fs.write);
-  return { free: () => void (refusing = false) };
-}
-
 it('waits twice as long for each probe that said writable while writes still failed (re-probe: /readyz flapped every 5 s)', async () => {
   const dir = tmpDir();
   const s = openStoreAt(dir, { writeProbeFirstMs: 100 });
   try {
-    refuseAppends(path.join(dir, 'wal', ''));
+    refuseWrites({ under: path.join(dir, 'wal', '') });
     // A balancer that follows readiness: a request only while the log says writable, each one refused.
     await s.store.append([ev('first')]).catch(() => undefined);
     let turns = 0;
@@ -112,7 +94,7 @@ it('does not call the log writable while the file system has less room than the 
   const dir = tmpDir();
   const s = openStoreAt(dir, { writeProbeFirstMs: 50 });
   try {
-    const disk = refuseAppends(path.join(dir, 'wal', ''));
+    const disk = refuseWrites({ under: path.join(dir, 'wal', '') });
     const big = { ...ev('big'), data: { kind: 'json' as const, value: 'x'.repeat(300_000) } };
     await expect(s.store.append([big])).rejects.toMatchObject({ code: 'unavailable' });
     // 200 KiB free: room for the probe's 64 KiB, not for the 300 KB event.
@@ -137,12 +119,12 @@ it('counts the failures left unlogged on the line that says the log is writable 
   const dir = tmpDir();
   const s = openStoreAt(dir, { log, writeProbeFirstMs: 60_000 });
   try {
-    const disk = refuseAppends(path.join(dir, 'wal', ''));
+    const disk = refuseWrites({ under: path.join(dir, 'wal', '') });
     for (let i = 0; i < 5; i++) await s.store.append([ev(`a-${i}`)]).catch(() => undefined);
     disk.free();
     await s.store.append([ev('ok')]);
     jest.restoreAllMocks();
-    refuseAppends(path.join(dir, 'wal', ''));
+    refuseWrites({ under: path.join(dir, 'wal', '') });
     await s.store.append([ev('b')]).catch(() => undefined);
     const said = lines.filter((l) => /log (write failed|is writable again)/.test(l.msg)).map((l) => [l.msg, l.failuresSinceLastLine]);
     expect(said).toEqual([
