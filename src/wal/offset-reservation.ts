@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import { fsyncDirAsync, writeFileAtomically, writeFileAtomicallyAsync } from '../durable-fs';
+import { fsyncDirAsync, fsyncPath, writeFileAtomically, writeFileAtomicallyAsync } from '../durable-fs';
 import { coerceError } from '../errors';
 
 /**
@@ -186,13 +186,8 @@ function keepSpare(spare: string, partitions: number, log: Logger): void {
   const bytes = Math.max(SPARE_BYTES, partitions * 32 + 1024);
   try {
     if (fs.existsSync(spare) && fs.statSync(spare).size >= bytes) return;
-    const fd = fs.openSync(spare, 'w', 0o600);
-    try {
-      fs.writeSync(fd, Buffer.alloc(bytes));
-      fs.fsyncSync(fd);
-    } finally {
-      fs.closeSync(fd);
-    }
+    fs.writeFileSync(spare, Buffer.alloc(bytes), { mode: 0o600 });
+    fsyncPath(spare); // its blocks allocated now, not at writeback
   } catch (err) {
     fs.rmSync(spare, { force: true });
     log.warn({ err: coerceError(err), file: spare }, 'log: could not set room aside for the clean-stop record');
