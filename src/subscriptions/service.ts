@@ -78,10 +78,10 @@ export function createSubscriptionsService(deps: {
         throw err;
       };
       await calls.ask(id, () => deps.delivery.remove(id)).catch(orReattach);
-      // Deleted meanwhile through another node: this DELETE deleted nothing, as one arriving after it.
-      if (!live.has(id)) throw new AppError('not_found', `subscription ${id} does not exist`);
-      // False: another node's deletion reached the store first (this node's view had not seen it yet).
-      if (!(await deps.records.remove(id).catch(orReattach))) throw new AppError('not_found', `subscription ${id} does not exist`);
+      // Deleted meanwhile through another node (seen here already, or found so by the store's compare-and-set
+      // delete): this DELETE deleted nothing, as one arriving after it.
+      const deleted = live.has(id) && (await deps.records.remove(id).catch(orReattach));
+      if (!deleted) throw new AppError('not_found', `subscription ${id} does not exist`);
       if (!live.forget(id)) return; // the store's own report of this deletion came first
       dropped(id);
       deps.log.info({ subscription: id }, 'subscription deleted');
