@@ -912,8 +912,11 @@ export interface components {
             subject?: string;
             /** Format: date-time */
             time?: string;
-            /** @description Partitioning extension; events with the same key are stored (and delivered) in order. */
-            partitionkey?: string | number | boolean;
+            /**
+             * @description Partitioning extension; events with the same key are stored (and delivered) in order. A non-empty
+             *     string, as the extension requires: an empty, numeric or boolean key is a 400.
+             */
+            partitionkey?: string;
             /** @description The event payload as a JSON value. */
             data?: unknown;
             data_base64?: string;
@@ -1977,8 +1980,8 @@ export interface components {
         ContentEncoding: "gzip" | "x-gzip" | "deflate" | "br" | "identity";
         /**
          * @description Partitioning extension: events with the same key go to the same partition, and so are delivered
-         *     in order. Without it the partition is chosen by `source` + `id`. Any other `ce-<name>` header
-         *     is an extension attribute too.
+         *     in order. Without it the partition is chosen by `source` + `id`. A non-empty string: an empty
+         *     header is a 400. Any other `ce-<name>` header is an extension attribute too.
          * @example order-1234
          */
         CePartitionkey: string;
@@ -2113,8 +2116,8 @@ export interface operations {
                 "ce-dataschema"?: components["parameters"]["CeDataschema"];
                 /**
                  * @description Partitioning extension: events with the same key go to the same partition, and so are delivered
-                 *     in order. Without it the partition is chosen by `source` + `id`. Any other `ce-<name>` header
-                 *     is an extension attribute too.
+                 *     in order. Without it the partition is chosen by `source` + `id`. A non-empty string: an empty
+                 *     header is a 400. Any other `ce-<name>` header is an extension attribute too.
                  * @example order-1234
                  */
                 "ce-partitionkey"?: components["parameters"]["CePartitionkey"];

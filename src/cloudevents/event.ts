@@ -41,7 +41,18 @@ export interface CloudEvent {
 }
 
 export const REQUIRED_ATTRIBUTES = ['id', 'source', 'specversion', 'type'] as const;
-export const STRING_ATTRIBUTES = new Set(['id', 'source', 'specversion', 'type', 'datacontenttype', 'dataschema', 'subject', 'time']);
+/** Attributes whose type is String: the core ones, and the partitioning extension's `partitionkey`. */
+export const STRING_ATTRIBUTES = new Set([
+  'id',
+  'source',
+  'specversion',
+  'type',
+  'datacontenttype',
+  'dataschema',
+  'subject',
+  'time',
+  'partitionkey',
+]);
 
 export function eventId(event: CloudEvent): string {
   return event.attributes.id as string;

@@ -173,6 +173,7 @@ function checkCoreAttribute(name: string, value: string): string | undefined {
     case 'id':
     case 'type':
     case 'subject':
+    case 'partitionkey': // the partitioning extension: "MUST be a non-empty string"
       return value === '' ? `"${name}" must be a non-empty string` : undefined;
     case 'specversion':
       return value === '1.0' ? undefined : `unsupported specversion "${value}"; only "1.0" is accepted`;

@@ -45,7 +45,7 @@ describe('partition routing and offsets', () => {
   });
 
   it('routes events with a partitionkey by CRC-32 of the key alone, in structured and binary mode', async () => {
-    const keys = ['customer-1', 'customer-2', 'Ω-ключ', ''];
+    const keys = ['customer-1', 'customer-2', 'Ω-ключ', ' '];
     for (const [i, partitionkey] of keys.entries()) {
       const structured = await post(
         gw.url,
@@ -66,6 +66,21 @@ describe('partition routing and offsets', () => {
       );
       expect(binary.body.results[0].partition).toBe(structured.body.results[0].partition);
     }
+  });
+
+  it('refuses an empty, numeric or boolean partitionkey with a 400 naming it, and stores nothing', async () => {
+    const refused = [
+      await post(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(event('pk-empty', { partitionkey: '' }))),
+      await post(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(event('pk-int', { partitionkey: 7 }))),
+      await postBatch(gw, [event('pk-ok', { partitionkey: 'k' }), event('pk-bool', { partitionkey: true })]),
+      await post(gw.url, { 'ce-specversion': '1.0', 'ce-id': 'pk-header', 'ce-source': '/p', 'ce-type': 't', 'ce-partitionkey': '' }, ''),
+    ];
+    for (const res of refused) {
+      expect(res.status).toBe(400);
+      expect(res.body.errors).toContainEqual(expect.objectContaining({ attribute: 'partitionkey' }));
+    }
+    const heads = (await request(gw.url).get('/partitions')).body.partitions as { headOffset: number }[];
+    expect(heads.every((h) => h.headOffset === 0)).toBe(true);
   });
 
   it('gives events sharing a partitionkey one partition and consecutive offsets in send order', async () => {

@@ -128,7 +128,7 @@ describe('every operation answers as the contract says', () => {
     expect(structuredEvent.status).toBe(202);
     const batch = await call('POST', '/events', {
       headers: { 'content-type': 'application/cloudevents-batch+json' },
-      json: [event('s2', '/contract/events'), event('s3', '/contract/events', { data_base64: 'aGk=', partitionkey: 7 })],
+      json: [event('s2', '/contract/events'), event('s3', '/contract/events', { data_base64: 'aGk=', partitionkey: 'seven' })],
     });
     expect(batch.status).toBe(202);
     expect(batch.body.results).toHaveLength(2);
@@ -168,7 +168,7 @@ describe('every operation answers as the contract says', () => {
     expect(binary.body.event).toMatchObject({ data: 'hello', partitionkey: 'k' });
     expect((await call('GET', '/events?source=%2Fcontract%2Fevents&id=s3')).body.event).toMatchObject({
       data_base64: 'aGk=',
-      partitionkey: 7,
+      partitionkey: 'seven',
     });
     expect((await call('GET', '/events?source=%2Fcontract%2Fevents')).status).toBe(400);
     const stream = await call('GET', `/events/stream?${new URLSearchParams({ sql: "type LIKE 'contract.%'" })}`);
