@@ -109,9 +109,35 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     fsyncPath(path.dirname(path.resolve(dest)));
     return manifest;
   } catch (err) {
+    const full = fullDisk(err, work, 'backed up');
     fs.rmSync(work, { recursive: true, force: true });
-    throw err;
+    throw full ?? err;
   }
+}
+
+/** Below this many free bytes after a write failed, the file system is taken to be what refused it. */
+const FULL_BELOW_BYTES = 1024 * 1024;
+
+/**
+ * A write refused for want of space, said as such: SQLite reports a full disk as "database or disk is
+ * full", or as a bare "disk I/O error" when it could not grow `herald.db-shm`. Asked before the
+ * partial copy is removed, while the file system is still as full as the write found it.
+ */
+function fullDisk(err: unknown, work: string, what: string): BackupError | undefined {
+  const code = String((err as NodeJS.ErrnoException).code ?? '');
+  if (code !== 'ENOSPC' && code !== 'EDQUOT' && code !== 'SQLITE_FULL' && !code.startsWith('SQLITE_IOERR')) return undefined;
+  let free: number;
+  try {
+    const stats = fs.statfsSync(fs.existsSync(work) ? work : path.dirname(work));
+    free = stats.bavail * stats.bsize;
+  } catch {
+    return undefined;
+  }
+  if (code.startsWith('SQLITE_IOERR') && free >= FULL_BELOW_BYTES) return undefined;
+  return new BackupError(
+    `the file system holding ${path.dirname(work)} is full (${free} bytes free; ${(err as Error).message}): ` +
+      `nothing was ${what}, and the partial copy was removed; free space there or choose another directory`,
+  );
 }
 
 /** `DEST.partial-<pid>` left by a backup that was killed (its process is gone): removed. */
@@ -251,8 +277,9 @@ export function restoreDataDir(
     }
     return manifest;
   } catch (err) {
+    const full = fullDisk(err, work, 'restored');
     fs.rmSync(work, { recursive: true, force: true });
-    throw err;
+    throw full ?? err;
   }
 }
 

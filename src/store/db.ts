@@ -19,21 +19,35 @@ export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
  */
 export function openDatabase(file: string): Db {
   const db = openConnection(file);
-  migrate(db);
-  return db;
+  return closedOnThrow(db, () => migrate(db));
 }
 
 /** A connection with the same pragmas, for a worker thread (the schema is already migrated). */
 export function openConnection(file: string): Db {
   const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  db.pragma('busy_timeout = 5000');
-  db.pragma('wal_autocheckpoint = 0');
-  // Without a limit the WAL file keeps its high-water size forever, and opening it after a crash reads all of it.
-  db.pragma('journal_size_limit = 67108864');
-  return db;
+  return closedOnThrow(db, () => {
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.pragma('foreign_keys = ON');
+    db.pragma('busy_timeout = 5000');
+    db.pragma('wal_autocheckpoint = 0');
+    // Without a limit the WAL file keeps its high-water size forever, and opening it after a crash reads all of it.
+    db.pragma('journal_size_limit = 67108864');
+  });
+}
+
+/**
+ * `db` once `setUp` ran; closed when it threw (a full disk refusing `-shm`, a refused migration), so a
+ * caller that goes on (a restore in the CLI, a test) holds no descriptor into the file system.
+ */
+function closedOnThrow(db: Db, setUp: () => unknown): Db {
+  try {
+    setUp();
+    return db;
+  } catch (err) {
+    db.close();
+    throw err;
+  }
 }
 
 /** Applies `migrations/NNNN_name.sql` files not yet recorded, in order, each in a transaction. */

@@ -1,4 +1,6 @@
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import { tmpDir } from './tmp';
 
 /** The error a full disk gives, as node's fs reports it. */
 export function enospc(syscall = 'write'): NodeJS.ErrnoException {
@@ -22,4 +24,18 @@ export function refuseWrites(opts: { once?: boolean; under?: string } = {}): { f
   if (opts.once) spy.mockImplementationOnce(refuse as unknown as typeof fs.write);
   else spy.mockImplementation(refuse as unknown as typeof fs.write);
   return { free: () => void (refusing = false) };
+}
+
+/**
+ * A file system of its own, `bytes` large: tmpfs where the test may mount (CI runs as root); undefined
+ * where it may not.
+ */
+export function mountTmpfs(bytes: number): { dir: string; unmount(): void } | undefined {
+  const dir = tmpDir('herald-tmpfs-');
+  try {
+    execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${bytes}`, 'tmpfs', dir], { stdio: 'ignore' });
+    return { dir, unmount: () => execFileSync('umount', [dir]) };
+  } catch {
+    return undefined;
+  }
 }

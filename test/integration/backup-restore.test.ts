@@ -8,7 +8,9 @@ import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
 import request from 'supertest';
+import { backupDataDir, restoreDataDir } from '../../src/backup';
 import { webhookIdOf } from '../../src/delivery/request';
+import { enospc, mountTmpfs } from '../helpers/disk-faults';
 import { runHerald } from '../helpers/cli';
 import {
   lookupEvent,
@@ -516,6 +518,50 @@ describe('herald backup / herald restore', () => {
     expect(refused.stderr).toMatch(/holds no log, but .*herald\.db shows this data dir stored events/);
     expect(fs.existsSync(path.join(dir, 'wal'))).toBe(false);
   });
+
+  it('says a target file system too small for the copy is full, and leaves nothing there (probe: a bare "disk I/O error" from SQLite)', async () => {
+    const source = await storedAndStopped('full', 10);
+    const backupDir = path.join(tmpDir(), 'backup');
+    backupDataDir(source, backupDir);
+    const size = fs
+      .readdirSync(backupDir, { recursive: true, withFileTypes: true })
+      .reduce((sum, e) => sum + (e.isFile() ? fs.statSync(path.join(e.parentPath, e.name)).size : 0), 0);
+    const refusals: string[] = [];
+    const step = 4096;
+    // From too small for the files to room for all of them: every way a copy can find the disk full
+    // (the copy of a file, SQLite's writes to the copied herald.db and its -shm), a few pages apart.
+    for (let bytes = size - 24 * step; bytes <= size + 8 * step; bytes += step) {
+      const target = mountTmpfs(Math.ceil(bytes / step) * step);
+      if (!target) break; // not allowed to mount: the injected ENOSPC below still runs
+      try {
+        for (const copy of [
+          () => restoreDataDir(backupDir, path.join(target.dir, 'd')),
+          () => backupDataDir(source, path.join(target.dir, 'b')),
+        ]) {
+          try {
+            copy();
+          } catch (err) {
+            refusals.push((err as Error).message);
+            expect(fs.readdirSync(target.dir)).toEqual([]);
+          }
+          fs.rmSync(path.join(target.dir, 'd'), { recursive: true, force: true });
+          fs.rmSync(path.join(target.dir, 'b'), { recursive: true, force: true });
+        }
+      } finally {
+        target.unmount();
+      }
+    }
+    jest.spyOn(fs, 'copyFileSync').mockImplementationOnce(() => {
+      throw enospc('copyfile');
+    });
+    const injected = path.join(tmpDir(), 'r');
+    expect(() => restoreDataDir(backupDir, injected)).toThrow(/is full \(\d+ bytes free; ENOSPC/);
+    jest.restoreAllMocks();
+    expect(fs.existsSync(injected)).toBe(false);
+    for (const message of refusals)
+      expect(message).toMatch(/^the file system holding \S+ is full \(\d+ bytes free; .+\): nothing was (restored|backed up)/);
+    expect(refusals.length).toBeGreaterThan(0);
+  }, 60_000);
 
   it('refuses what it cannot do whole, with one line and exit 1', async () => {
     const source = tmpDir();

@@ -1,5 +1,4 @@
 import Database from 'better-sqlite3';
-import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import request from 'supertest';
@@ -13,6 +12,7 @@ import {
   type AppendResultBody,
   type TestGateway,
 } from '../helpers/gateway';
+import { mountTmpfs } from '../helpers/disk-faults';
 import { useReceivers } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -256,13 +256,8 @@ describe('an index rebuilt after retention emptied the log', () => {
 
 /** A small file system of its own: tmpfs where the test may mount (CI runs as root), else a filler on the temp dir's. */
 function smallFileSystem(): { dir: string; cleanup(): void } {
-  const dir = tmpDir('herald-tmpfs-');
-  try {
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=48m', 'tmpfs', dir], { stdio: 'ignore' });
-    return { dir, cleanup: () => execFileSync('umount', [dir]) };
-  } catch {
-    return { dir, cleanup: () => undefined };
-  }
+  const mounted = mountTmpfs(48 * 1024 * 1024);
+  return mounted ? { dir: mounted.dir, cleanup: mounted.unmount } : { dir: tmpDir('herald-tmpfs-'), cleanup: () => undefined };
 }
 
 function freeBytes(dir: string): number {
