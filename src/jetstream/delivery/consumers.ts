@@ -16,20 +16,26 @@ const isDeleteRace = (err: unknown) => /directory not empty/i.test((err as Error
 const isStartTimeFrozen = (err: unknown) => /start time can not be updated/i.test((err as Error)?.message ?? '');
 /** How long the probe consumer that turns a time into a sequence may outlive a node that died meanwhile. */
 const PROBE_INACTIVE_MS = 10_000;
-/** Tries of a consumer create or delete that timed out. */
+/** Tries of a consumer create that timed out. */
 const TRIES = 3;
+/**
+ * Tries of a consumer delete, each with the shorter timeout of {@link ConsumersDeps.removeJsm}: a delete
+ * racing another node's is left unanswered (re-probe: a losing DELETE took 5 s, the whole default
+ * timeout), and asked again it is answered "not found" at once. As many seconds in all as before.
+ */
+const REMOVE_TRIES = 5;
 
 /**
  * Runs an idempotent consumer operation again when its request timed out: nats-server 2.9 may leave
  * unanswered a clustered create or delete of a consumer another node is creating or deleting at the
  * same moment (every node runs `add` and `remove`). Each try looks at the consumer afresh.
  */
-async function retryTransient(op: () => Promise<void>): Promise<void> {
+async function retryTransient(op: () => Promise<void>, tries = TRIES): Promise<void> {
   for (let tried = 1; ; tried++) {
     try {
       return await op();
     } catch (err) {
-      if (!(isTimeout(err) || isDeleteRace(err)) || tried >= TRIES) throw err;
+      if (!(isTimeout(err) || isDeleteRace(err)) || tried >= tries) throw err;
       if (isDeleteRace(err)) await new Promise((r) => setTimeout(r, 50 * tried));
     }
   }
@@ -54,6 +60,8 @@ function startFrom(value: unknown): ConsumerStart | null {
 
 export interface ConsumersDeps {
   jsm: JetStreamManager;
+  /** The manager consumer deletes go through: one whose requests time out sooner (1 s), see {@link REMOVE_TRIES}. */
+  removeJsm?: JetStreamManager;
   generations: KV;
   /** The delivery positions bucket (`<prefix>_dpos`): where a consumer that went missing is made again from. */
   positions: KV;
@@ -212,14 +220,15 @@ export function createConsumers(deps: ConsumersDeps) {
     return ensure(events.stream(partition), config(start), async () => config(await startOfMissing(record, partition, generation, start)));
   };
 
+  const removeJsm = deps.removeJsm ?? jsm;
   const remove = (stream: string, name: string) =>
     retryTransient(async () => {
       try {
-        await jsm.consumers.delete(stream, name);
+        await removeJsm.consumers.delete(stream, name);
       } catch (err) {
         if (!isConsumerNotFound(err)) throw err;
       }
-    });
+    }, REMOVE_TRIES);
 
   return {
     generations,

@@ -107,6 +107,8 @@ export interface JetStreamDeliveryDeps {
 
 /** API timeout of the engine's own connection. */
 const API_TIMEOUT_MS = 5000;
+/** Of consumer deletes, retried when unanswered (see consumers.ts). */
+const REMOVE_TIMEOUT_MS = 1000;
 /** How long `close` lets open requests finish (their answers settle) before aborting them (their messages stay unacked). */
 const CLOSE_GRACE_MS = 1000;
 /** Dead letters read per page when all of a subscription's are redelivered (bounded by their count). */
@@ -147,6 +149,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
     };
     const consumers = createConsumers({
       jsm,
+      removeJsm: await nc.jetstreamManager({ timeout: REMOVE_TIMEOUT_MS, checkAPI: false }),
       generations: buckets.generations,
       positions: buckets.positions,
       names,
