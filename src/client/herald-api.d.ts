@@ -917,6 +917,14 @@ export interface components {
              *     string, as the extension requires: an empty, numeric or boolean key is a 400.
              */
             partitionkey?: string;
+            /**
+             * @description Distributed tracing extension: the W3C Trace Context `traceparent` of the trace the event
+             *     starts, sent on as a `traceparent` header to receivers. A non-empty string (its W3C format
+             *     is not checked).
+             */
+            traceparent?: string;
+            /** @description Distributed tracing extension: the W3C Trace Context `tracestate`, sent on with `traceparent`. */
+            tracestate?: string;
             /** @description The event payload as a JSON value. */
             data?: unknown;
             data_base64?: string;

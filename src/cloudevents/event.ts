@@ -41,7 +41,10 @@ export interface CloudEvent {
 }
 
 export const REQUIRED_ATTRIBUTES = ['id', 'source', 'specversion', 'type'] as const;
-/** Attributes whose type is String: the core ones, and the partitioning extension's `partitionkey`. */
+/**
+ * Attributes whose type is String: the core ones, the partitioning extension's `partitionkey`, and the
+ * distributed tracing extension's `traceparent` and `tracestate`.
+ */
 export const STRING_ATTRIBUTES = new Set([
   'id',
   'source',
@@ -52,6 +55,8 @@ export const STRING_ATTRIBUTES = new Set([
   'subject',
   'time',
   'partitionkey',
+  'traceparent',
+  'tracestate',
 ]);
 
 export function eventId(event: CloudEvent): string {

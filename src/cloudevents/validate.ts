@@ -174,6 +174,7 @@ function checkCoreAttribute(name: string, value: string): string | undefined {
     case 'type':
     case 'subject':
     case 'partitionkey': // the partitioning extension: "MUST be a non-empty string"
+    case 'traceparent': // the distributed tracing extension: the same
       return value === '' ? `"${name}" must be a non-empty string` : undefined;
     case 'specversion':
       return value === '1.0' ? undefined : `unsupported specversion "${value}"; only "1.0" is accepted`;

@@ -154,16 +154,25 @@ describe('validateAttributes', () => {
     expect(validateAttributes(attributes)).toEqual([{ attribute: name, message: `required attribute "${name}" is missing` }]);
   });
 
-  it.each(['id', 'source', 'type', 'subject', 'partitionkey'])('refuses an empty %s', (name) => {
+  it.each(['id', 'source', 'type', 'subject', 'partitionkey', 'traceparent'])('refuses an empty %s', (name) => {
     expect(validateAttributes({ ...base, [name]: '' })).toEqual([{ attribute: name, message: expect.stringContaining('non-empty') }]);
   });
 
-  it.each(['id', 'source', 'specversion', 'type', 'time', 'subject', 'dataschema', 'datacontenttype', 'partitionkey'])(
-    'refuses a non-string %s',
-    (name) => {
-      expect(validateAttributes({ ...base, [name]: 42 })).toEqual([{ attribute: name, message: `"${name}" must be a string` }]);
-    },
-  );
+  it.each([
+    'id',
+    'source',
+    'specversion',
+    'type',
+    'time',
+    'subject',
+    'dataschema',
+    'datacontenttype',
+    'partitionkey',
+    'traceparent',
+    'tracestate',
+  ])('refuses a non-string %s', (name) => {
+    expect(validateAttributes({ ...base, [name]: 42 })).toEqual([{ attribute: name, message: `"${name}" must be a string` }]);
+  });
 
   it('refuses a boolean partitionkey (the partitioning extension types it String)', () => {
     expect(validateAttributes({ ...base, partitionkey: true })).toEqual([
