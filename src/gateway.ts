@@ -10,7 +10,7 @@ import { createMetrics, subscriptionHooks, type Metrics } from './metrics';
 import { shutdownSteps } from './shutdown-steps';
 import type { Config } from './config';
 import { createDeliveryThread, type DeliveryThread } from './delivery/delivery-thread';
-import { createHttpSender } from './delivery/http-sender';
+import { createProbeSender } from './delivery/probe-sender';
 import type { EventStore } from './wal/event-store';
 import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-event-store';
 import { createLogger, type Logger } from './logger';
@@ -119,8 +119,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
   let publicUrl = config.publicUrl ?? '';
   const skew = opts.clockSkew;
   const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;
-  // The main thread's sender only probes sinks (validation handshakes); the delivery thread has its own.
-  const sender = createHttpSender({ allowPrivate: config.sinkAllowPrivate });
+  const sender = createProbeSender({ allowPrivate: config.sinkAllowPrivate });
   const handshakes = createHandshakes({
     probe: sender.probe,
     publicUrl: () => publicUrl,

@@ -5,7 +5,7 @@ import { createHttpServer, type HttpServer } from './api/http-server';
 import { startingHandlers } from './api/starting-http';
 import type { Config, NatsConfig } from './config';
 import { AppError, StartupError } from './errors';
-import { createHttpSender } from './delivery/http-sender';
+import { createProbeSender } from './delivery/probe-sender';
 import { createJetStreamDelivery, type JetStreamDelivery } from './jetstream/delivery/jetstream-delivery';
 import { openJetStreamEventStore, type JetStreamEventStore } from './jetstream/jetstream-event-store';
 import { createKvSubscriptionStore } from './jetstream/subscriptions-kv';
@@ -110,8 +110,7 @@ async function startOnce(deps: {
     await store.close();
     throw err;
   }
-  // This node's sender only probes sinks (validation handshakes); delivery has its own.
-  const sender = createHttpSender({ allowPrivate: config.sinkAllowPrivate });
+  const sender = createProbeSender({ allowPrivate: config.sinkAllowPrivate });
   const handshakes = createHandshakes({ probe: sender.probe, publicUrl: () => publicUrl, clock: Date.now, log });
   const records = createKvSubscriptionStore({ kv: store.subscriptionsBucket, log });
   const subscriptions = createSubscriptionsService({

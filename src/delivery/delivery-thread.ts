@@ -19,7 +19,8 @@ import {
   type Observed,
   type ToDelivery,
 } from './delivery-protocol';
-import { writeInitialOffsets, type CallbackAction, type CallbackAnswer } from './dispatcher';
+import type { CallbackAction, CallbackAnswer } from './dispatcher';
+import { writeInitialOffsets } from './initial-offsets';
 import type { DeliveryTally } from './tally';
 import { canRestorePriority } from '../thread-priority';
 

@@ -4,7 +4,7 @@ import { untilDeadline } from '../shutdown-steps';
 import type { LogReader } from '../wal/event-store';
 import type { Db } from '../store/db';
 import { deadLetterIdNumber } from '../store/dead-letters-repo';
-import { SETTLED_CALLBACKS_KEPT, type createDeliveryStateRepo, type SettledCallbackOutcome } from '../store/delivery-state-repo';
+import { SETTLED_CALLBACKS_KEPT, type SettledCallbackOutcome } from '../store/delivery-state-repo';
 import type { DeliveryStats, SubscriptionEvents } from '../subscriptions/delivery-control';
 import type { SubscriptionRecord } from '../subscriptions/record';
 import { effectiveRateLimit } from './flow-control';
@@ -12,6 +12,7 @@ import { compileFilters, createFilterErrorReporter, type FilterEvaluationError, 
 import type { SeekTarget } from '../subscriptions/seek-schema';
 import type { HttpSender } from './http-sender';
 import { seekPositions } from './seek';
+import { writeInitialOffsets } from './initial-offsets';
 import { createWriteBehind } from './write-behind';
 import type { RedriveItem } from './pending';
 import { DELIVERY_BUSY_TIMEOUT_MS } from './delivery-protocol';
@@ -404,25 +405,3 @@ export function createDispatcher(deps: DispatcherDeps) {
 }
 
 export type Dispatcher = ReturnType<typeof createDispatcher>;
-
-/**
- * A new subscription's first offsets: `earliest` is the first offset retention has kept (what was
- * deleted before is not expired: this subscription never had it to finish), `latest` the head.
- */
-export function writeInitialOffsets(
-  stateRepo: Pick<ReturnType<typeof createDeliveryStateRepo>, 'saveOffset'>,
-  store: Pick<LogReader, 'heads' | 'firstOffsets' | 'partitions'>,
-  subscriptionId: string,
-  startAt: 'latest' | 'earliest',
-): void {
-  const heads = store.heads();
-  const firsts = store.firstOffsets();
-  for (let p = 0; p < store.partitions; p++) {
-    stateRepo.saveOffset(subscriptionId, {
-      partition: p,
-      committedOffset: startAt === 'latest' ? heads[p]! : (firsts[p] ?? 0),
-      lastMatchedOffset: null,
-      expired: 0,
-    });
-  }
-}

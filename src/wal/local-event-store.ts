@@ -134,6 +134,9 @@ const damagedMarker = (indexFile: string) => `${indexFile}.damaged`;
  */
 function watchIndexIntegrity(indexDb: Db, log: Logger): { damage(): string | undefined; stop(): Promise<void> } {
   let found: string | undefined;
+  // No event indexed and no idempotency record (a new data dir): nothing for the check to find, and no
+  // thread started for it (about 0.4 s of CPU). Page damage is the start's quick_check's to find.
+  if (holdsNoRows(indexDb)) return { damage: () => undefined, stop: async () => undefined };
   const check = startIndexIntegrityCheck(indexDb.name, (detail) => {
     found = detail;
     try {
@@ -147,6 +150,16 @@ function watchIndexIntegrity(indexDb: Db, log: Logger): { damage(): string | und
     log.error({ file: indexDb.name, damage: detail }, 'index.db is damaged: ingest stops; restart the gateway to rebuild it from the log');
   });
   return { damage: () => found, stop: () => check.stop() };
+}
+
+/** Whether index.db has no event and no idempotency record; false when it cannot be read (the check then runs). */
+function holdsNoRows(indexDb: Db): boolean {
+  try {
+    const sql = 'SELECT NOT EXISTS (SELECT 1 FROM log_index) AND NOT EXISTS (SELECT 1 FROM idempotency)';
+    return indexDb.prepare(sql).pluck().get() === 1;
+  } catch {
+    return false;
+  }
 }
 
 /**
