@@ -274,11 +274,20 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
     const created = await fetch(`${a.url}/subscriptions`, {
       method: 'POST',
       headers: { 'content-type': 'application/json' },
-      body: JSON.stringify({ sink: 'http://127.0.0.1:9/outage', filters: [{ exact: { source: '/no-such-source' } }] }),
+      body: JSON.stringify({ sink: 'http://127.0.0.1:9/outage', filters: [{ exact: { source: '/outage-attempts' } }] }),
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
     expect(created.status).toBe(201);
     const sub = (await created.json()) as { id: string };
+    // One event its sink refuses: the subscription's attempt log has a row (a replica's direct get finds it).
+    expect((await publish(a.url, '/outage-attempts', 'refused-by-sink')).status).toBe(202);
+    const attemptsOf = (url: string) => fetch(`${url}/subscriptions/${sub.id}/attempts`, { signal: AbortSignal.timeout(15_000) });
+    await waitUntil(
+      'an attempt logged',
+      async () => ((await (await attemptsOf(b.url)).json()) as { attempts: unknown[] }).attempts.length > 0,
+      30_000,
+      250,
+    );
     await cluster.kill(1);
     await cluster.kill(2);
     await waitUntil('node A unready', async () => (await readyz(a.url)) === 503, 30_000, 250);
@@ -291,6 +300,9 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       30_000,
       500,
     );
+    // Was: no answer for as long as the outage lasted (its ordered consumer waited for a leader; probe).
+    const attempts = await attemptsOf(b.url);
+    expect([attempts.status, attempts.headers.get('retry-after')]).toEqual([503, '1']);
     // Unready for good: node A's lost connection marks it down at once, but the survivor it reconnects to
     // reports its stale leadership (replicas "current") for a few seconds more.
     await waitUntil('node A unready as the survivor sees it', async () => (await readyzBody(a.url)).status === 'unavailable', 30_000, 250);

@@ -1,4 +1,4 @@
-import { DeliverPolicy, type JetStreamClient, type JetStreamManager, type StoredMsg } from 'nats';
+import { DeliverPolicy, type ConsumerMessages, type JetStreamClient, type JetStreamManager, type StoredMsg } from 'nats';
 import { deadLetterIdNumber } from '../../store/dead-letters-repo';
 import { AppError } from '../../errors';
 import { streamWritable } from '../cluster-monitor';
@@ -13,6 +13,11 @@ type WithDirectGet = JetStreamManager & {
 
 /** Longest wait for an ordered read of one subject (the attempt log: at most 1,000 small messages). */
 const READ_EXPIRES_MS = 3000;
+/** Longest a read of one subject may take in all, its consumer's creation included. */
+const READ_DEADLINE_MS = READ_EXPIRES_MS + 2000;
+
+const cannotRead = (why: string) =>
+  new AppError('unavailable', `the JetStream cluster cannot read delivery records right now (${why}); retry later`, { retryAfter: 1 });
 
 /** The first message of `subject` at or after `seq`, or undefined. */
 async function nextOf(jsm: JetStreamManager, stream: string, subject: string, seq: number): Promise<StoredMsg | undefined> {
@@ -51,10 +56,7 @@ async function leaderGet(
 async function confirmedCount(jsm: JetStreamManager, stream: string, subject: string): Promise<number> {
   const info = await jsm.streams.info(stream, { subjects_filter: subject });
   const noQuorum = streamWritable(info);
-  if (noQuorum)
-    throw new AppError('unavailable', `the JetStream cluster cannot read dead letters right now (${noQuorum}); retry later`, {
-      retryAfter: 1,
-    });
+  if (noQuorum) throw cannotRead(noQuorum);
   return info.state.subjects?.[subject] ?? 0;
 }
 
@@ -78,22 +80,40 @@ async function readSubject(
 ): Promise<{ seq: number; data: Uint8Array }[]> {
   if (max <= 0) return [];
   const first = await nextOf(jsm, stream, subject, Math.max(1, from));
-  // A direct get may be answered by any replica, a lagging or cut-off one among them: its "none" is
-  // asked of the stream's leader (an outage answers 503, not an empty list), and when the leader
-  // has messages of the subject, they are read through the consumer, from the leader, after all.
-  if (!first && (await confirmedCount(jsm, stream, subject)) === 0) return [];
-  const consumer = await js.consumers.get(stream, {
-    filterSubjects: subject,
-    deliver_policy: DeliverPolicy.StartSequence,
-    opt_start_seq: first?.seq ?? Math.max(1, from),
+  // A direct get may be answered by any replica, a lagging or cut-off one among them. The stream is
+  // asked whether it has a leader and a quorum whatever that answer was: its "none" may be a lagging
+  // replica's (an outage answers 503, not an empty list), and the ordered consumer below, which only
+  // a leader can create, would otherwise wait for one as long as a majority outage lasts (probe: the
+  // attempt log's GET never answered with 2 of 3 servers down).
+  if ((await confirmedCount(jsm, stream, subject)) === 0) return [];
+  let messages: ConsumerMessages | undefined;
+  const read = async () => {
+    const consumer = await js.consumers.get(stream, {
+      filterSubjects: subject,
+      deliver_policy: DeliverPolicy.StartSequence,
+      opt_start_seq: first?.seq ?? Math.max(1, from),
+    });
+    const out: { seq: number; data: Uint8Array }[] = [];
+    messages = await consumer.fetch({ max_messages: max, expires: READ_EXPIRES_MS });
+    for await (const m of messages) {
+      out.push({ seq: m.seq, data: m.data });
+      if (out.length >= max || m.info.pending === 0) break;
+    }
+    return out;
+  };
+  // The quorum may go while the read runs: bounded, it answers 503 rather than never.
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(cannotRead(`no answer within ${READ_DEADLINE_MS} ms`)), READ_DEADLINE_MS);
   });
-  const out: { seq: number; data: Uint8Array }[] = [];
-  const messages = await consumer.fetch({ max_messages: max, expires: READ_EXPIRES_MS });
-  for await (const m of messages) {
-    out.push({ seq: m.seq, data: m.data });
-    if (out.length >= max || m.info.pending === 0) break;
+  try {
+    return await Promise.race([read(), deadline]);
+  } catch (err) {
+    messages?.stop();
+    throw err;
+  } finally {
+    clearTimeout(timer);
   }
-  return out;
 }
 
 const json = <T>(data: Uint8Array): T => JSON.parse(Buffer.from(data).toString('utf8')) as T;
