@@ -59,6 +59,10 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
         if (!isDeadLetterId(deadLetterId)) throw new UsageError(`${JSON.stringify(deadLetterId)} is not a dead letter id (digits)`);
       // The gateway skips ids it does not have and answers only a count: they are looked up first, to be named.
       const { found, missing } = options.all ? { found: undefined, missing: [] } : await findDeadLetters(client, id, ids);
+      // Under --all, how many there are, for the same check of what was redelivered (probe: exit 0 while none was).
+      const listed = options.all
+        ? unwrap(await client.GET('/subscriptions/{id}', { params: { path: { id } } })).stats.deadLetters
+        : found!.length;
       const missingText = missing.join(missing.length === 2 ? ' or ' : ', ');
       if (found?.length === 0) throw new ReportedError(`herald: subscription ${id} has no dead letter ${missingText}: nothing redelivered`);
       // Without a body the gateway redelivers them all.
@@ -72,10 +76,10 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
       else out.line(`redelivering ${shown(result.redelivering)} dead letter${result.redelivering === 1 ? '' : 's'} of subscription ${id}`);
       const problems: string[] = [];
       if (missing.length > 0) problems.push(`herald: subscription ${id} has no dead letter ${missingText}: not redelivered`);
-      if (found && result.redelivering < found.length) {
-        const skipped = found.length - result.redelivering;
+      if (result.redelivering < listed) {
+        const skipped = listed - result.redelivering;
         problems.push(
-          `herald: ${skipped} of the ${found.length} dead letters found ${skipped === 1 ? 'was' : 'were'} not redelivered ` +
+          `herald: ${skipped} of the ${listed} dead letters found ${skipped === 1 ? 'was' : 'were'} not redelivered ` +
             '(an event retention has deleted, or a dead letter redelivered or deleted meanwhile: see herald dead-letters list)',
         );
       }

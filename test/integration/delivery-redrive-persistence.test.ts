@@ -1,3 +1,4 @@
+import { runHerald } from '../helpers/cli';
 import { useTestGateways } from '../helpers/gateway';
 import { useReceivers, waitFor, type ReceivedRequest } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
@@ -149,6 +150,12 @@ describe('a redelivery of a dead letter across a restart', () => {
 
   it('whose event retention deleted: nothing to send, so it stays listed instead of vanishing', async () => {
     const { url, subId, victimRequests } = await deadLetterWhoseEventRetentionDeletes();
+    // `herald dead-letters redeliver --all` says that it redelivered none of the one listed (probe: exit 0, not a word).
+    expect(await runHerald(['dead-letters', 'redeliver', subId, '--all', '--url', url])).toEqual({
+      code: 1,
+      stdout: `redelivering 0 dead letters of subscription ${subId}\n`,
+      stderr: expect.stringMatching(/^herald: 1 of the 1 dead letters found was not redelivered \(an event retention has deleted/),
+    });
     expect((await api(url, 'POST', `/subscriptions/${subId}/dead-letters/redeliver`, {})).status).toBe(202);
     await sleep(500);
     expect(await deadLetters(url, subId)).toHaveLength(1);
