@@ -1,3 +1,4 @@
+import { connect } from 'nats';
 import request from 'supertest';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { publishOfType, requestsForSubscription } from '../helpers/delivery';
@@ -140,6 +141,50 @@ describeWithNats('subscriptions on the jetstream engine with two Herald nodes', 
         ),
       );
       expect(answers.sort()).toEqual([204, 404, 404, 404]);
+    }
+  });
+
+  // Probe: seeks through both nodes at once answered 503 ("deliver policy can not be updated"), and the loser of
+  // a race deleted the winner's consumers, which every node then made again: they outlived the DELETE.
+  it('answers seeks through both nodes at once 200 or 409, never 503, and leaves no consumer behind its DELETE', async () => {
+    const sub = await subscribe('two.seek-race');
+    await publishOfType(a.url, '/two', 'two.seek-race', ['sr1', 'sr2', 'sr3']);
+    await waitLag(a.url, sub.id, 0);
+    const statuses: number[] = [];
+    const seekAll = (targets: object[]) =>
+      Promise.all(
+        targets.map((target, i) =>
+          request([a, b][i % 2]!.url)
+            .post(`/subscriptions/${sub.id}/seek`)
+            .send(target)
+            .then((r) => r.status),
+        ),
+      );
+    for (let round = 0; round < 3; round++) {
+      statuses.push(...(await seekAll([{ to: 'earliest' }, { to: 'earliest' }, { to: 'earliest' }, { to: 'earliest' }])));
+      statuses.push(...(await seekAll([{ to: 'earliest' }, { to: 'latest' }, { to: 'latest' }, { to: 'earliest' }])));
+    }
+    expect(statuses.filter((s) => s !== 200 && s !== 409)).toEqual([]);
+    expect(statuses).toContain(200);
+    await request(b.url).delete(`/subscriptions/${sub.id}`).expect(204);
+    created.splice(created.indexOf(sub.id), 1);
+    const nc = await connect({ servers: cluster.urls });
+    try {
+      const jsm = await nc.jetstreamManager({ timeout: 5000, checkAPI: false });
+      const left = async () => {
+        const names: string[] = [];
+        for (let p = 0; p < PARTITIONS; p++)
+          for await (const c of jsm.consumers.list(`${env.HERALD_NATS_PREFIX}_p${p}`)) if (c.name.includes(sub.id)) names.push(c.name);
+        return names;
+      };
+      // Bounded: a node making a consumer again does so within a pull retry or two.
+      await waitFor(async () => (await left()).length === 0, {
+        ...WAIT,
+        timeoutMs: 10_000,
+        what: 'no consumer of the deleted subscription',
+      });
+    } finally {
+      await nc.close();
     }
   });
 

@@ -230,9 +230,27 @@ export function createConsumers(deps: ConsumersDeps) {
       }
     }, REMOVE_TRIES);
 
+  /**
+   * Consumers just made at generations that a seek or the DELETE (through any node) has since moved the
+   * record past: its removal of them may have come before they were made, so they are removed here, or
+   * they would outlive their subscription (probe: 23 left after seeks through two nodes and a DELETE).
+   * A record that cannot be read says nothing: they stay.
+   */
+  async function removeSuperseded(id: string, made: readonly { partition: number; generation: number }[]): Promise<void> {
+    let now: Generations | undefined;
+    try {
+      now = await generations(id);
+    } catch {
+      return;
+    }
+    const stale = made.filter((m) => now?.gens[m.partition] !== m.generation);
+    await Promise.all(stale.map((m) => remove(events.stream(m.partition), names.consumer(id, m.generation)))).catch(() => undefined);
+  }
+
   return {
     generations,
     ensureGenerations,
+    removeSuperseded,
     swapGenerations,
     /** Writes the record of a subscription's token with these generations (no seek targets) unless one exists: false then. */
     async createGenerations(token: string, gens: readonly number[]): Promise<boolean> {
@@ -252,6 +270,10 @@ export function createConsumers(deps: ConsumersDeps) {
      */
     async ensureAll(record: SubscriptionRecord, gens: readonly number[]): Promise<void> {
       await Promise.all(gens.map((g, p) => partitionConsumer(record, p, g, startOf(record))));
+      await removeSuperseded(
+        record.id,
+        gens.map((generation, partition) => ({ partition, generation })),
+      );
       const name = names.redriveConsumer(record.id);
       await ensure(names.redriveStream, redriveConsumerConfig(name, names.redriveSubject(record.id), record.delivery) as never);
     },

@@ -300,19 +300,32 @@ async function composeEngine(parts: {
       const current = await consumers.generations(id);
       if (!current) throw new AppError('not_found', `subscription ${id} does not exist`);
       const generation = Math.max(0, ...current.gens) + 1;
-      await Promise.all(moves.map((m) => consumers.partitionConsumer(entry.record(), m.partition, generation, m.start)));
       const gens = [...current.gens];
       const starts = [...current.starts];
       for (const m of moves) {
         gens[m.partition] = generation;
         starts[m.partition] = m.start;
       }
+      // Claimed first, by compare-and-set of the generation record: of two seeks at once (through any
+      // nodes) one moves the record and the other makes nothing. Was: both made the generation's
+      // consumers (a 503 when their starts differed), and the loser deleted the winner's, which every
+      // node then made again from its marks, sending events again (probe).
       if (!(await consumers.swapGenerations(id, { gens, starts }, current.revision))) {
-        await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, generation)));
         throw new AppError('conflict', `subscription ${id} was sought or deleted meanwhile; try again`);
       }
+      // The seek is recorded. Its consumers start where the record says: a node whose puller finds one
+      // missing first makes the same (see startOfMissing), so a failure here is repaired, not undone.
+      await Promise.all(moves.map((m) => consumers.partitionConsumer(entry.record(), m.partition, generation, m.start))).catch(
+        (err: unknown) => log.warn({ err, subscription: id, generation }, 'seek recorded; its consumers are made once the cluster answers'),
+      );
       entry.rebind(gens);
-      await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, current.gens[m.partition]!)));
+      await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, current.gens[m.partition]!))).catch(
+        (err: unknown) => log.warn({ err, subscription: id }, 'seek: the consumers of the generations it left could not all be deleted'),
+      );
+      await consumers.removeSuperseded(
+        id,
+        moves.map((m) => ({ partition: m.partition, generation })),
+      );
       return { generation };
     },
     async stats(id): Promise<DeliveryStats> {
