@@ -87,6 +87,7 @@ async function readSubject(
   // attempt log's GET never answered with 2 of 3 servers down).
   if ((await confirmedCount(jsm, stream, subject)) === 0) return [];
   let messages: ConsumerMessages | undefined;
+  let abandoned = false;
   const read = async () => {
     const consumer = await js.consumers.get(stream, {
       filterSubjects: subject,
@@ -95,20 +96,25 @@ async function readSubject(
     });
     const out: { seq: number; data: Uint8Array }[] = [];
     messages = await consumer.fetch({ max_messages: max, expires: READ_EXPIRES_MS });
+    if (abandoned) messages.stop(); // answered 503 already
     for await (const m of messages) {
       out.push({ seq: m.seq, data: m.data });
       if (out.length >= max || m.info.pending === 0) break;
     }
     return out;
   };
-  // The quorum may go while the read runs: bounded, it answers 503 rather than never.
+  // The quorum may go while the read runs: bounded, it answers 503 rather than never. What the read
+  // does after that is let go (its failure then is no one's to hear).
+  const reading = read();
+  reading.catch(() => undefined);
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(cannotRead(`no answer within ${READ_DEADLINE_MS} ms`)), READ_DEADLINE_MS);
   });
   try {
-    return await Promise.race([read(), deadline]);
+    return await Promise.race([reading, deadline]);
   } catch (err) {
+    abandoned = true;
     messages?.stop();
     throw err;
   } finally {
