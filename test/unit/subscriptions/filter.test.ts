@@ -221,6 +221,17 @@ describe('compileFilters: malformed filters', () => {
     expect(matches(stored)).toBe(false);
   });
 
+  it('names each fault of an exact, prefix or suffix map by its path', () => {
+    expect(violationsOf([{ exact: 'x' }, { prefix: {} }, { suffix: { '': 'v', type: 1, subject: '' } }, { exact: [] }])).toEqual([
+      { attribute: 'filters.0.exact', message: 'expected an object of attribute names to strings, received string' },
+      { attribute: 'filters.1.prefix', message: 'must name at least one attribute' },
+      { attribute: 'filters.2.suffix.', message: 'attribute names must not be empty' },
+      { attribute: 'filters.2.suffix.type', message: 'expected a string, received number' },
+      { attribute: 'filters.2.suffix.subject', message: 'values must not be empty strings' },
+      { attribute: 'filters.3.exact', message: 'expected an object of attribute names to strings, received an array' },
+    ]);
+  });
+
   it('reports every malformed filter of the list, not only the first', () => {
     const violations = violationsOf([{ exact: { type: 1 } }, { exact: { type: 'ok' } }, { nope: {} }]);
     expect(violations.map((v) => v.attribute)).toEqual(['filters.0.exact.type', 'filters.2.nope']);
