@@ -14,7 +14,7 @@ import { createProbeSender } from './delivery/probe-sender';
 import type { EventStore } from './wal/event-store';
 import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-event-store';
 import { createLogger, type Logger } from './logger';
-import { startCheckpointer } from './store/checkpointer';
+import { startCheckpointerOnDemand } from './store/checkpointer';
 import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
 import { lockDataDir, refusePartitionChange, refuseUnfinishedRestore, unusable } from './store/data-dir';
 import { createDeliveryStateRepo } from './store/delivery-state-repo';
@@ -177,7 +177,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     extra: [createConsoleRouter()],
   });
   const httpServer = createHttpServer({ log, handlers });
-  let checkpointer: ReturnType<typeof startCheckpointer> | undefined;
+  let checkpointer: ReturnType<typeof startCheckpointerOnDemand> | undefined;
 
   let closing: Promise<void> | undefined;
   async function close(): Promise<void> {
@@ -214,7 +214,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     publicUrl ||= listening.url;
     dispatcher.start(publicUrl);
     await subscriptions.startAll();
-    checkpointer = startCheckpointer(dbFile, CHECKPOINT_INTERVAL_MS);
+    checkpointer = startCheckpointerOnDemand(dbFile, CHECKPOINT_INTERVAL_MS);
   } catch (err) {
     // A failed start lets go of all it took (the lock, the threads, the port): a caller embedding the
     // gateway can start it again in the same process once the cause is fixed.

@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { MAX_WAL_BYTES } from './db';
 import { THREAD_LIMITS } from '../thread-limits';
@@ -51,6 +52,42 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
         });
         worker.postMessage('stop');
       });
+    },
+  };
+}
+
+/** Size of herald.db's WAL past which {@link startCheckpointerOnDemand} starts the checkpointer. */
+export const CHECKPOINTER_START_BYTES = 1024 * 1024;
+
+/**
+ * {@link startCheckpointer} once herald.db's WAL first grows past `startBytes` (looked at every
+ * interval, one `stat`): a gateway whose subscriptions and delivery state change little never needs
+ * the thread, which costs about 0.3 s of CPU to start. Below that size nothing is lost by waiting: the
+ * WAL is durable, and the shutdown checkpoints it.
+ */
+export function startCheckpointerOnDemand(
+  dbFile: string,
+  intervalMs: number,
+  startBytes = CHECKPOINTER_START_BYTES,
+): { started(): boolean; stop(): Promise<void> } {
+  let running: ReturnType<typeof startCheckpointer> | undefined;
+  const timer = setInterval(() => {
+    let walBytes = 0;
+    try {
+      walBytes = fs.statSync(`${dbFile}-wal`).size;
+    } catch {
+      // No WAL file yet: nothing to checkpoint.
+    }
+    if (walBytes <= startBytes) return;
+    clearInterval(timer);
+    running = startCheckpointer(dbFile, intervalMs);
+  }, intervalMs);
+  timer.unref();
+  return {
+    started: () => running !== undefined,
+    async stop() {
+      clearInterval(timer);
+      await running?.stop();
     },
   };
 }

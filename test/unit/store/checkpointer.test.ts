@@ -1,7 +1,9 @@
 import Database from 'better-sqlite3';
+import fs from 'node:fs';
 import path from 'node:path';
-import { startCheckpointer } from '../../../src/store/checkpointer';
+import { startCheckpointer, startCheckpointerOnDemand } from '../../../src/store/checkpointer';
 import { MAX_WAL_BYTES, openConnection } from '../../../src/store/db';
+import { waitFor } from '../../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
@@ -42,4 +44,29 @@ describe('the herald.db checkpointer', () => {
       writer.close();
     }
   }, 60_000);
+
+  it('starts its thread only once the WAL grows past its start size, and then checkpoints it', async () => {
+    const file = path.join(tmpDir(), 'herald.db');
+    const writer = openConnection(file);
+    writer.exec('CREATE TABLE t (b BLOB)');
+    const insert = writer.prepare('INSERT INTO t VALUES (?)');
+    const checkpointer = startCheckpointerOnDemand(file, 20, 256 * 1024);
+    const walBytes = () => fs.statSync(`${file}-wal`).size;
+    try {
+      insert.run(Buffer.alloc(16 * 1024, 1));
+      await new Promise((r) => setTimeout(r, 200));
+      expect(checkpointer.started()).toBe(false);
+      for (let i = 0; i < 8; i++) insert.run(Buffer.alloc(64 * 1024, 1));
+      expect(walBytes()).toBeGreaterThan(256 * 1024);
+      await waitFor(() => checkpointer.started(), { timeoutMs: 5000, what: 'the checkpointer started' });
+      // Checkpointed: the next write starts the WAL again from its beginning instead of growing it.
+      const grown = walBytes();
+      await new Promise((r) => setTimeout(r, 300));
+      for (let i = 0; i < 4; i++) insert.run(Buffer.alloc(64 * 1024, 1));
+      expect(walBytes()).toBe(grown);
+    } finally {
+      await checkpointer.stop();
+      writer.close();
+    }
+  });
 });
