@@ -127,10 +127,10 @@ export function createConsumers(deps: ConsumersDeps) {
    * Creates the consumer, or brings the lease settings of the one that exists up to date. A missing
    * one is made with `missing()`'s config when given (it decides where it starts), else `config`.
    */
-  const ensure = (stream: string, config: Config, missing?: () => Promise<Config>) =>
+  const ensure = (stream: string, config: Config, missing?: () => Promise<Config | undefined>) =>
     retryTransient(() => ensureOnce(stream, config, missing));
 
-  async function ensureOnce(stream: string, config: Config, missing?: () => Promise<Config>): Promise<void> {
+  async function ensureOnce(stream: string, config: Config, missing?: () => Promise<Config | undefined>): Promise<void> {
     let existing: ConsumerConfig | undefined;
     try {
       existing = (await jsm.consumers.info(stream, config.durable_name)).config;
@@ -140,6 +140,7 @@ export function createConsumers(deps: ConsumersDeps) {
     if (!existing) {
       try {
         const made = missing ? await missing() : config;
+        if (!made) return; // not to be made (see startOfMissing)
         await jsm.consumers.add(stream, made.deliver_policy === DeliverPolicy.StartTime ? await bySequence(stream, made) : made);
         return;
       } catch (err) {
@@ -199,11 +200,14 @@ export function createConsumers(deps: ConsumersDeps) {
     partition: number,
     generation: number,
     fallback: ConsumerStart,
-  ): Promise<ConsumerStart> {
+  ): Promise<ConsumerStart | undefined> {
     const got = await deps.positions.get(names.positionKey(record.id, partition, generation));
     const value = got && got.operation === 'PUT' ? Buffer.from(got.value).toString('utf8') : undefined;
     const marked = value === undefined ? undefined : markedOffset(value);
     const current = await generations(record.id);
+    // Deleted, or sought past this generation (through any node) meanwhile: nothing reads this consumer any
+    // more, and made now (a create retried after a timeout, a node's repair) it would outlive the subscription.
+    if (!current || (current.gens[partition] ?? 0) > generation) return undefined;
     const start = (current?.gens[partition] === generation ? current.starts[partition] : null) ?? fallback;
     if (value === undefined || marked === undefined) return start;
     const through = finishedThrough(value);
@@ -218,7 +222,10 @@ export function createConsumers(deps: ConsumersDeps) {
 
   const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) => {
     const config = (from: ConsumerStart) => partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, from) as Config;
-    return ensure(events.stream(partition), config(start), async () => config(await startOfMissing(record, partition, generation, start)));
+    return ensure(events.stream(partition), config(start), async () => {
+      const from = await startOfMissing(record, partition, generation, start);
+      return from && config(from);
+    });
   };
 
   const removeJsm = deps.removeJsm ?? jsm;
@@ -270,11 +277,14 @@ export function createConsumers(deps: ConsumersDeps) {
      * as {@link startOfMissing} says.
      */
     async ensureAll(record: SubscriptionRecord, gens: readonly number[]): Promise<void> {
-      await Promise.all(gens.map((g, p) => partitionConsumer(record, p, g, startOf(record))));
+      // Every create settled (a failed one may still be retried) before what was superseded meanwhile goes.
+      const made = await Promise.allSettled(gens.map((g, p) => partitionConsumer(record, p, g, startOf(record))));
       await removeSuperseded(
         record.id,
         gens.map((generation, partition) => ({ partition, generation })),
       );
+      const failed = made.find((m) => m.status === 'rejected');
+      if (failed) throw failed.reason;
       const name = names.redriveConsumer(record.id);
       await ensure(names.redriveStream, redriveConsumerConfig(name, names.redriveSubject(record.id), record.delivery) as never);
     },
