@@ -437,7 +437,9 @@ export function createSubscriptionsService(deps: {
         { subscription: id, ...('time' in target ? { time: new Date(target.time).toISOString() } : target), generation },
         'subscription sought',
       );
-      return view((await live.find(id)).record, 'required');
+      // Sought already: figures that cannot be read now leave `stats` null, not a 503 that would have the
+      // client seek again (re-probe: 1 seek in 80 answered 503 on a timed-out read of them, though recorded).
+      return view((await live.find(id)).record, 'saved');
     },
     /**
      * A new secret. With `overlapSeconds` > 0 (default one day) the replaced one keeps signing, after
