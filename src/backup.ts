@@ -135,7 +135,7 @@ function fullDisk(err: unknown, work: string, what: string): BackupError | undef
   }
   if (code.startsWith('SQLITE_IOERR') && free >= FULL_BELOW_BYTES) return undefined;
   return new BackupError(
-    `the file system holding ${path.dirname(work)} is full (${free} bytes free; ${(err as Error).message}): ` +
+    `the file system holding ${path.dirname(work)} ran out of space (${free} bytes free once the failed write let go; ${(err as Error).message}): ` +
       `nothing was ${what}, and the partial copy was removed; free space there or choose another directory`,
   );
 }

@@ -555,11 +555,13 @@ describe('herald backup / herald restore', () => {
       throw enospc('copyfile');
     });
     const injected = path.join(tmpDir(), 'r');
-    expect(() => restoreDataDir(backupDir, injected)).toThrow(/is full \(\d+ bytes free; ENOSPC/);
+    expect(() => restoreDataDir(backupDir, injected)).toThrow(/ran out of space \(\d+ bytes free once the failed write let go; ENOSPC/);
     jest.restoreAllMocks();
     expect(fs.existsSync(injected)).toBe(false);
     for (const message of refusals)
-      expect(message).toMatch(/^the file system holding \S+ is full \(\d+ bytes free; .+\): nothing was (restored|backed up)/);
+      expect(message).toMatch(
+        /^the file system holding \S+ ran out of space \(\d+ bytes free once the failed write let go; .+\): nothing was (restored|backed up)/,
+      );
     expect(refusals.length).toBeGreaterThan(0);
   }, 60_000);
 
