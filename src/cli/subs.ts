@@ -214,10 +214,13 @@ export function registerSubs(program: Command, streams: CliStreams): void {
               : { offsets: Object.fromEntries(options.offset!) };
         const sub = unwrap(await ctx.client.POST('/subscriptions/{id}/seek', { params: { path: { id } }, body }));
         if (ctx.out.json) return ctx.out.document(sub);
+        const stats = sub.stats;
+        // null: the figures could not be read right then (the seek is made all the same).
+        if (!stats) return ctx.out.line(`subscription ${shown(sub.id)} moved; see herald subs get for where each partition stands`);
         ctx.out.line(`subscription ${shown(sub.id)} moved; delivery continues at each partition's committed offset:`);
         ctx.out.table(
           ['PARTITION', 'COMMITTED', 'HEAD', 'LAG'],
-          busy(sub).map((p) => [p.partition, p.committedOffset, p.headOffset, p.lag]),
+          busy({ stats }).map((p) => [p.partition, p.committedOffset, p.headOffset, p.lag]),
           '(no partition holds events yet)',
         );
       }),
@@ -263,7 +266,7 @@ function parseOffset(value: string): [string, number] {
 }
 
 /** The partitions worth a row: those that ever held an event (the others read all zeros). */
-const busy = (sub: Subscription) => sub.stats.partitions.filter((p) => p.headOffset > 0 || p.inFlight > 0);
+const busy = (sub: Pick<Subscription, 'stats'>) => sub.stats.partitions.filter((p) => p.headOffset > 0 || p.inFlight > 0);
 
 const sum = (values: number[]): number => values.reduce((a, b) => a + b, 0);
 

@@ -1278,7 +1278,8 @@ export interface components {
             /**
              * @description `null` while delivery of this subscription is not started on this node (see
              *     `ListedSubscription`): the change is stored all the same, and the next start of delivery
-             *     takes it.
+             *     takes it. After a seek, also `null` when its figures cannot be read right then (the
+             *     JetStream cluster slow to answer): the seek is made all the same.
              */
             stats?: components["schemas"]["SubscriptionStats"] | null;
         } & components["schemas"]["SubscriptionFields"];
@@ -2918,7 +2919,7 @@ export interface operations {
                     [name: string]: unknown;
                 };
                 content: {
-                    "application/json": components["schemas"]["Subscription"];
+                    "application/json": components["schemas"]["SavedSubscription"];
                 };
             };
             400: components["responses"]["InvalidRequest"];
