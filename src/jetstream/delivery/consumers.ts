@@ -255,10 +255,24 @@ export function createConsumers(deps: ConsumersDeps) {
     await Promise.all(stale.map((m) => remove(events.stream(m.partition), names.consumer(id, m.generation)))).catch(() => undefined);
   }
 
+  /**
+   * Partition consumers of `record` at these generations and starts. Every create settles first (a failed
+   * one retried), then those superseded meanwhile are removed ({@link removeSuperseded}); the first
+   * failure, or undefined.
+   */
+  async function makeConsumers(
+    record: SubscriptionRecord,
+    targets: readonly { partition: number; generation: number; start: ConsumerStart }[],
+  ): Promise<PromiseRejectedResult | undefined> {
+    const made = await Promise.allSettled(targets.map((t) => partitionConsumer(record, t.partition, t.generation, t.start)));
+    await removeSuperseded(record.id, targets);
+    return made.find((m) => m.status === 'rejected');
+  }
+
   return {
     generations,
     ensureGenerations,
-    removeSuperseded,
+    makeConsumers,
     swapGenerations,
     /** Writes the record of a subscription's token with these generations (no seek targets) unless one exists: false then. */
     async createGenerations(token: string, gens: readonly number[]): Promise<boolean> {
@@ -277,13 +291,10 @@ export function createConsumers(deps: ConsumersDeps) {
      * as {@link startOfMissing} says.
      */
     async ensureAll(record: SubscriptionRecord, gens: readonly number[]): Promise<void> {
-      // Every create settled (a failed one may still be retried) before what was superseded meanwhile goes.
-      const made = await Promise.allSettled(gens.map((g, p) => partitionConsumer(record, p, g, startOf(record))));
-      await removeSuperseded(
-        record.id,
-        gens.map((generation, partition) => ({ partition, generation })),
+      const failed = await makeConsumers(
+        record,
+        gens.map((generation, partition) => ({ partition, generation, start: startOf(record) })),
       );
-      const failed = made.find((m) => m.status === 'rejected');
       if (failed) throw failed.reason;
       const name = names.redriveConsumer(record.id);
       await ensure(names.redriveStream, redriveConsumerConfig(name, names.redriveSubject(record.id), record.delivery) as never);

@@ -315,20 +315,15 @@ async function composeEngine(parts: {
       }
       // The seek is recorded. Its consumers start where the record says: a node whose puller finds one
       // missing first makes the same (see startOfMissing), so a failure here is repaired, not undone.
-      // Every create settled (retries included) before removeSuperseded below looks at what is current.
-      const made = await Promise.allSettled(
-        moves.map((m) => consumers.partitionConsumer(entry.record(), m.partition, generation, m.start)),
+      const failed = await consumers.makeConsumers(
+        entry.record(),
+        moves.map((m) => ({ partition: m.partition, generation, start: m.start })),
       );
-      const failed = made.find((m) => m.status === 'rejected');
       if (failed)
         log.warn({ err: failed.reason, subscription: id, generation }, 'seek recorded; its consumers are made once the cluster answers');
       entry.rebind(gens);
       await Promise.all(moves.map((m) => consumers.removePartitionConsumer(id, m.partition, current.gens[m.partition]!))).catch(
         (err: unknown) => log.warn({ err, subscription: id }, 'seek: the consumers of the generations it left could not all be deleted'),
-      );
-      await consumers.removeSuperseded(
-        id,
-        moves.map((m) => ({ partition: m.partition, generation })),
       );
       return { generation };
     },
