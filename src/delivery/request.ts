@@ -108,8 +108,8 @@ export function buildDeliveryRequest(input: DeliveryRequestInput): { headers: Re
     : signWebhook(input.secret, webhookId, input.nowSeconds, message.body);
   // The distributed tracing extension also travels as W3C headers, so a receiver's tracing middleware joins the trace.
   const { traceparent, tracestate } = input.event.attributes;
-  if (typeof traceparent === 'string' && TRACE_HEADER_VALUE.test(traceparent)) headers.traceparent = traceparent;
-  if (typeof tracestate === 'string' && TRACE_HEADER_VALUE.test(tracestate)) headers.tracestate = tracestate;
+  if (isTraceHeaderValue(traceparent)) headers.traceparent = traceparent;
+  if (isTraceHeaderValue(tracestate)) headers.tracestate = tracestate;
   headers['herald-subscription-id'] = input.subscriptionId;
   headers['herald-partition'] = String(input.partition);
   headers['herald-offset'] = String(input.offset);
@@ -190,6 +190,18 @@ function messageOf(event: CloudEvent, mode: 'binary' | 'structured'): Message {
 
 /** A value that can be sent as a header as it is: printable ASCII only. */
 const TRACE_HEADER_VALUE = /^[\x20-\x7e]*$/;
+/**
+ * The longest trace value copied to a W3C header. A `traceparent` is 55 characters and W3C Trace Context
+ * asks that at least 512 of a `tracestate` be passed on (longer ones may be cut). Ingest checks neither
+ * format, so an event may carry kilobytes in them: copied beside their `ce-*` copies, outside the
+ * binary header budget, they made a header block receivers refuse with 431, and the event was
+ * dead-lettered (API probe). Such values still travel in the event (`ce-*` headers or its JSON).
+ */
+const TRACE_HEADER_MAX = 512;
+
+function isTraceHeaderValue(value: unknown): value is string {
+  return typeof value === 'string' && value.length <= TRACE_HEADER_MAX && TRACE_HEADER_VALUE.test(value);
+}
 
 export type Outcome = 'done' | 'await_ack' | 'retry' | 'gone' | 'dead';
 

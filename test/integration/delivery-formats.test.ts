@@ -45,13 +45,23 @@ const expected: Record<string, Record<string, unknown>> = {
   untyped: { ...base('untyped'), data_base64: PNG.toString('base64') },
   // A 20 KB extension: as a ce- header, the receiver (Node, 16 KiB of headers) answered 431 and it was dead-lettered.
   bigext: { ...base('bigext'), bigext: 'x'.repeat(20_000), datacontenttype: 'application/json', data: { a: 1 } },
+  // Trace values of 9,000 characters (ingest checks only that they are strings): copied to W3C `traceparent`
+  // and `tracestate` headers as well, the header block passed 16 KiB, the receiver answered 431 and the event
+  // was dead-lettered (API probe).
+  bigtrace: {
+    ...base('bigtrace'),
+    traceparent: 'p'.repeat(9000),
+    tracestate: 's'.repeat(9000),
+    datacontenttype: 'application/json',
+    data: 1,
+  },
   // Empty data: in binary mode an empty body, which reads back as no data (spec probe: was sent so).
   emptytext: { ...base('emptytext'), datacontenttype: 'text/plain', data: '' },
   emptybytes: { ...base('emptybytes'), datacontenttype: 'application/octet-stream', data_base64: '' },
 };
-const order = ['json', 'bytes', 'text', 'nodata', 'base64', 'encoded', 'untyped', 'bigext', 'emptytext', 'emptybytes'];
+const order = ['json', 'bytes', 'text', 'nodata', 'base64', 'encoded', 'untyped', 'bigext', 'bigtrace', 'emptytext', 'emptybytes'];
 /** Events binary mode cannot carry as they are: they go structured whatever the subscription's format. */
-const alwaysStructured = new Set(['nodata', 'untyped', 'bigext', 'emptytext', 'emptybytes']);
+const alwaysStructured = new Set(['nodata', 'untyped', 'bigext', 'bigtrace', 'emptytext', 'emptybytes']);
 const appended: Record<string, { partition: number; offset: number }> = {};
 
 async function ingest(name: string): Promise<void> {
@@ -183,6 +193,15 @@ describe('binary mode on the wire', () => {
     expect(header(byName('base64'), 'content-type')).toBe('image/png');
     expect(byName('text').body.toString('utf8')).toBe('hello, wörld');
     expect(header(byName('json'), 'ce-extint')).toBe('42');
+  });
+
+  it('copies trace values to W3C headers only when they are of a usable length (the event carries them either way)', () => {
+    for (const format of ['binary', 'structured'] as const) {
+      const sent = (name: string) => requestsOf(format).find((q) => q.body.includes(`"id":"${name}"`) || header(q, 'ce-id') === name)!;
+      expect(header(sent('bytes'), 'traceparent')).toBe(expected.bytes!.traceparent);
+      expect(header(sent('bigtrace'), 'traceparent')).toBeUndefined();
+      expect(header(sent('bigtrace'), 'tracestate')).toBeUndefined();
+    }
   });
 
   it('keeps typed extensions typed in structured mode', () => {
