@@ -35,6 +35,8 @@ export function createApp(deps: AppDeps): express.Express {
   app.use((req, res, next) => {
     const allowed = req.method === 'OPTIONS' ? allowedAt(req.path) : [];
     if (allowed.length === 0) return next();
+    // As every other method is answered (the routers cannot decode its parameters), not 200 (API probe).
+    if (!segmentsDecode(req.path)) return next(undecodablePath(req.path));
     res.status(200).set('allow', allowed.join(', ')).set('content-length', '0').end();
   });
   for (const router of deps.routers) app.use(router);
@@ -54,6 +56,16 @@ export function createApp(deps: AppDeps): express.Express {
     sendProblem(res, err instanceof URIError ? undecodablePath(req.path) : err, deps.log);
   app.use(onError);
   return app;
+}
+
+/** Whether every segment of `path` is valid percent-encoding (what express's routers decode parameters with). */
+function segmentsDecode(path: string): boolean {
+  try {
+    for (const segment of path.split('/')) decodeURIComponent(segment);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 const SHOWN_PATH_CHARS = 200;

@@ -6,7 +6,7 @@ import { AppError } from '../errors';
 import { compileFilters, MAX_SQL_LENGTH, type Matcher } from '../filters/filter';
 import type { EventLog, StoredEvent } from '../wal/event-store';
 import { endAtShutdown } from './http-server';
-import { parseInput } from './query';
+import { parseQuery } from './query';
 
 /** A comment line this often keeps proxies from closing an idle stream. */
 const KEEPALIVE_MS = 15_000;
@@ -81,7 +81,7 @@ export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
     return message;
   };
   return async (req: Request, res: Response): Promise<void> => {
-    const { sql } = parseInput(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req.query, 'query');
+    const { sql } = parseQuery(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req);
     const matches = matcherOf(sql);
     // HEAD (express routes it here): the headers a GET would get, and no tail to hold open.
     if (req.method === 'HEAD') return void res.writeHead(200, STREAM_HEADERS).end();

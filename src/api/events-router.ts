@@ -5,7 +5,7 @@ import { toStructured } from '../cloudevents/format';
 import { AppError } from '../errors';
 import { newerFormatUnavailable, PAGE_BYTES, type EventLog } from '../wal/event-store';
 import { streamEvents } from './event-stream';
-import { assertUtf8Query, parseInput, pathInt, queryInt } from './query';
+import { parseInput, parseQuery, pathInt, queryInt } from './query';
 import { newRouter, requireScope } from './routing';
 
 const MAX_PAGE = 1000;
@@ -64,8 +64,7 @@ export function createEventsRouter(
   router.get('/events/stream', read, streamEvents(store, opts));
 
   router.get('/events', read, async (req, res) => {
-    assertUtf8Query(req.originalUrl);
-    const { source, id } = parseInput(z.object({ source: z.string().min(1), id: z.string().min(1) }), req.query, 'query');
+    const { source, id } = parseQuery(z.object({ source: z.string().min(1), id: z.string().min(1) }), req);
     const found = await store.lookup(source, id);
     if (!found)
       throw new AppError('not_found', `no event with source "${source}" and id "${id}" (or it is older than the idempotency window)`);
@@ -87,7 +86,7 @@ export function createEventsRouter(
     const { partition } = parseInput(z.object({ partition: pathInt() }), req.params, 'path');
     if (partition >= store.partitions)
       throw new AppError('not_found', `partition ${partition} does not exist (there are ${store.partitions})`);
-    const { from, limit } = parseInput(z.object({ from: queryInt(0), limit: queryInt(100, MAX_PAGE) }), req.query, 'query');
+    const { from, limit } = parseQuery(z.object({ from: queryInt(0), limit: queryInt(100, MAX_PAGE) }), req);
     // The bounds first, then the page: an empty page continues at a head read before it, so an event
     // stored while an engine with asynchronous reads (JetStream) reads the page is never skipped.
     const [heads, firstOffsets] = await Promise.all([store.heads(), store.firstOffsets()]);

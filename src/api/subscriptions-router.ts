@@ -4,7 +4,7 @@ import { createSubscriptionSchema, patchSubscriptionSchema, rotateSecretSchema }
 import { seekSchema } from '../subscriptions/seek-schema';
 import { ATTEMPTS_KEPT } from '../store/attempts-repo';
 import type { SubscriptionsService } from '../subscriptions/service';
-import { parseInput, queryInt } from './query';
+import { parseInput, parseQuery, queryInt } from './query';
 import { jsonBody, newRouter, refuseOverlongIds, requireScope, type AnyRouteHandler } from './routing';
 
 const MAX_PAGE = 1000;
@@ -56,15 +56,14 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
   });
 
   router.get('/subscriptions/:id/attempts', admin, async (req, res) => {
-    const page = parseInput(
+    const page = parseQuery(
       z.object({ limit: queryInt(100, ATTEMPTS_KEPT).pipe(z.number().min(1)), before: queryInt(Number.MAX_SAFE_INTEGER) }),
-      req.query,
-      'query',
+      req,
     );
     res.json(await service.attempts(req.params.id, page));
   });
   router.get('/subscriptions/:id/dead-letters', admin, async (req, res) => {
-    const page = parseInput(z.object({ limit: queryInt(100, MAX_PAGE), after: queryInt(0) }), req.query, 'query');
+    const page = parseQuery(z.object({ limit: queryInt(100, MAX_PAGE), after: queryInt(0) }), req);
     res.json(await service.deadLetters(req.params.id, page));
   });
   router.post('/subscriptions/:id/dead-letters/redeliver', admin, exists, jsonBody, async (req, res) => {

@@ -117,6 +117,32 @@ describe('a bad event never burns an offset', () => {
     expect((await getJson(`${gw.url}/events?source=%2Futf8&id=%EF%BF%BD`)).body.event).toMatchObject({ id: '\ufffd' });
   });
 
+  it('refuses escapes that are not UTF-8 in every query, the live tail’s filter included (API probe: it matched U+FFFD)', async () => {
+    for (const path of [
+      '/events/stream?sql=subject%20%3D%20%27%FF%27',
+      '/partitions/0/events?limit=%FF',
+      '/subscriptions/x/dead-letters?after=%E0%A4',
+    ]) {
+      const res = await fetch(`${gw.url}${path}`);
+      expect(res.status).toBe(400);
+      expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+      expect((await res.json()).errors).toEqual([expect.objectContaining({ message: 'not valid UTF-8 once percent-decoded' })]);
+    }
+  });
+
+  it('answers OPTIONS on a path that is not valid percent-encoding as every other method does (API probe: 200 with Allow)', async () => {
+    for (const [path, status] of [
+      ['/subscriptions/%zz', 404],
+      ['/deliveries/%zz/ack', 404],
+      ['/partitions/%zz/events', 400],
+    ] as const) {
+      const [options, get] = await Promise.all(['OPTIONS', 'GET'].map((method) => fetch(`${gw.url}${path}`, { method })));
+      expect([options!.status, get!.status]).toEqual([status, status]);
+      expect(options!.headers.get('allow')).toBeNull();
+      expect(await options!.json()).toEqual(await get!.json());
+    }
+  });
+
   it('honours HERALD_MAX_JSON_DEPTH', async () => {
     const shallow = await startTestGateway({ HERALD_MAX_JSON_DEPTH: '3' });
     try {
