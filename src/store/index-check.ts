@@ -1,4 +1,7 @@
 import { Worker } from 'node:worker_threads';
+import type { Logger } from 'pino';
+import { coerceError } from '../errors';
+import { writeFileAtomically } from '../durable-fs';
 import { THREAD_LIMITS } from '../thread-limits';
 
 /**
@@ -41,4 +44,16 @@ export function startIndexIntegrityCheck(dbFile: string, onDamaged: (detail: str
       await worker.terminate();
     },
   };
+}
+
+/** The marker that has the next start set index.db aside and rebuild it from the log. */
+export const damagedIndexMarker = (indexFile: string) => `${indexFile}.damaged`;
+
+/** Leaves {@link damagedIndexMarker} saying what was found, or says to delete index.db by hand. */
+export function markIndexDamaged(indexFile: string, detail: string, log: Logger): void {
+  try {
+    writeFileAtomically(damagedIndexMarker(indexFile), detail);
+  } catch (err) {
+    log.error({ err: coerceError(err) }, 'could not leave the marker that has the next start rebuild index.db; delete index.db before it');
+  }
 }

@@ -18,13 +18,12 @@ import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
 import { createIndexRows } from './index-rows';
 import { createIndexer, safely } from './indexer';
-import { createDecodedCache, createReads } from './reads';
+import { createDecodedCache, createReads, damagedIndexError } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { SEGMENT_FILE, openSegmentLog, type SegmentLog } from './segment-log';
 import { createSequencer } from './sequencer';
-import { startIndexIntegrityCheck } from '../store/index-check';
-import { writeFileAtomically } from '../durable-fs';
+import { damagedIndexMarker, markIndexDamaged, startIndexIntegrityCheck } from '../store/index-check';
 import type { FrameKey } from './record';
 import { createOffsetReservation, readReservation, skipReserved } from './offset-reservation';
 import { POSITION_FIELDS, type GroupPositions, type LogFeed, type LogFeedListener } from './log-feed';
@@ -101,7 +100,7 @@ export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventSto
  * still known to herald.db's delivery floors and the offset reservation.
  */
 function openUndamagedIndex(file: string, log: Logger): Db {
-  const marker = damagedMarker(file);
+  const marker = damagedIndexMarker(file);
   let damage: string;
   try {
     // Left by the last run's integrity check (see `watchIndexIntegrity`).
@@ -124,32 +123,31 @@ function openUndamagedIndex(file: string, log: Logger): Db {
   return db;
 }
 
-const damagedMarker = (indexFile: string) => `${indexFile}.damaged`;
-
 /**
  * Checks index.db fully in the background once the store is open. Found damaged, ingest stops (its
  * duplicate check may miss events stored: a resend would be stored twice) with a 503 and /readyz
  * unready, a marker makes the next start set the file aside and rebuild it, and an `error` line
  * says to restart.
  */
-function watchIndexIntegrity(indexDb: Db, log: Logger): { damage(): string | undefined; stop(): Promise<void> } {
+function watchIndexIntegrity(
+  indexDb: Db,
+  log: Logger,
+): { damage(): string | undefined; report(detail: string): void; stop(): Promise<void> } {
   let found: string | undefined;
+  const report = (detail: string) => {
+    if (found !== undefined) return;
+    found = detail;
+    markIndexDamaged(indexDb.name, detail, log);
+    log.error(
+      { file: indexDb.name, damage: detail },
+      'index.db is damaged: ingest and reads stop; restart the gateway to rebuild it from the log',
+    );
+  };
   // No event indexed and no idempotency record (a new data dir): nothing for the check to find, and no
   // thread started for it (about 0.4 s of CPU). Page damage is the start's quick_check's to find.
-  if (holdsNoRows(indexDb)) return { damage: () => undefined, stop: async () => undefined };
-  const check = startIndexIntegrityCheck(indexDb.name, (detail) => {
-    found = detail;
-    try {
-      writeFileAtomically(damagedMarker(indexDb.name), detail);
-    } catch (err) {
-      log.error(
-        { err: coerceError(err) },
-        'could not leave the marker that has the next start rebuild index.db; delete index.db before it',
-      );
-    }
-    log.error({ file: indexDb.name, damage: detail }, 'index.db is damaged: ingest stops; restart the gateway to rebuild it from the log');
-  });
-  return { damage: () => found, stop: () => check.stop() };
+  if (holdsNoRows(indexDb)) return { damage: () => found, report, stop: async () => undefined };
+  const check = startIndexIntegrityCheck(indexDb.name, report);
+  return { damage: () => found, report, stop: () => check.stop() };
 }
 
 /** Whether index.db has no event and no idempotency record; false when it cannot be read (the check then runs). */
@@ -262,7 +260,16 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     // at what it holds in memory: a decoded event takes about 1 KiB of heap besides its data, and a
     // tail's message (held while the event is) about its size again (a re-probe measured 9x the bytes).
     decoded: createDecodedCache({ maxBytes: READ_CACHE_BYTES, charge: (length) => 2 * length + 1024 }),
+    onIndexDamage: integrity.report,
   });
+  /** Reads from a damaged index can be wrong (an event passed over as a gap): refused until the restart rebuilds it. */
+  const whileIndexSound =
+    <A extends unknown[], R>(fn: (...args: A) => R) =>
+    (...args: A): R => {
+      const damage = integrity.damage();
+      if (damage !== undefined) throw damagedIndexError(damage);
+      return fn(...args);
+    };
   sequencer.start();
 
   const pruneTimer = setInterval(() => void pruneIdempotency(), Math.min(60_000, Math.max(1000, opts.idempotencyWindowMs / 10)));
@@ -383,9 +390,9 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     recovery,
     pruneIdempotency,
     append,
-    read: reads.read,
-    lookup: reads.lookup,
-    offsetAtTime: reads.offsetAtTime,
+    read: whileIndexSound(reads.read),
+    lookup: whileIndexSound(reads.lookup),
+    offsetAtTime: whileIndexSound(reads.offsetAtTime),
     heads: sequencer.heads,
     firstOffsets: () => firstOffsets,
     logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.list().length, unindexed: indexer.lag() }),

@@ -1,11 +1,12 @@
 import type { Logger } from 'pino';
 import { openConnection } from '../store/db';
+import { markIndexDamaged } from '../store/index-check';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
 import type { LogReader } from './event-store';
 import { POSITION_FIELDS, cutConsumedFront, firstAtOrAfter, type GroupPositions, type LogSnapshot } from './log-feed';
 import { createLogWindows } from './log-windows';
-import { createDecodedCache, createReads } from './reads';
+import { createDecodedCache, createReads, damagedIndexError } from './reads';
 import { openSegmentReader } from './segment-log';
 
 interface TailRecord extends IndexEntry {
@@ -138,12 +139,26 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
     log,
     decoded,
     windows,
+    // Every read then refuses (see `damagedIndexError`) until a restart, which the marker has rebuild index.db.
+    onIndexDamage: (detail) => {
+      if (damage !== undefined) return;
+      damage = detail;
+      markIndexDamaged(snapshot.indexDbFile, detail, log);
+      log.error({ damage: detail }, 'index.db is damaged: delivery stops reading; restart the gateway to rebuild it from the log');
+    },
   });
+  let damage: string | undefined;
+  const whileIndexSound =
+    <A extends unknown[], R>(fn: (...args: A) => R) =>
+    (...args: A): R => {
+      if (damage !== undefined) throw damagedIndexError(damage);
+      return fn(...args);
+    };
 
   const reader: LogReader = {
     partitions: snapshot.partitions,
-    read: reads.read,
-    offsetAtTime: reads.offsetAtTime,
+    read: whileIndexSound(reads.read),
+    offsetAtTime: whileIndexSound(reads.offsetAtTime),
     heads: () => heads,
     firstOffsets: () => firstOffsets,
     onAppend(listener) {

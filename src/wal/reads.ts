@@ -5,7 +5,7 @@ import type { IndexEntry, LogIndexRepo } from '../store/log-index-repo';
 import { isRetired, type ReadPage, type StoredEvent } from './event-store';
 import { idempotencyKey } from './key-filter';
 import { cutConsumedFront } from './log-feed';
-import { verifyAndDecode } from './record';
+import { intactRecordPlace, verifyAndDecode } from './record';
 import type { LogWindows, Span } from './log-windows';
 import type { SegmentReads } from './segment-log';
 
@@ -34,6 +34,26 @@ export interface ReadsOptions {
   decoded?: DecodedCache;
   /** Recent stretches of the log read whole, shared by every partition's pages (the delivery thread). */
   windows?: LogWindows;
+  /**
+   * A read found index.db wrong (rows out of offset order, a row pointing at another event's intact
+   * record); the read then throws {@link damagedIndexError}. Called once per finding.
+   */
+  onIndexDamage?: (detail: string) => void;
+}
+
+/**
+ * What a read answers once index.db is found wrong: unavailable until a restart rebuilds it from the log.
+ * Serving pages from it looped (a page's `nextOffset` went back), named an intact event corrupt, and
+ * passed over another as if it were a gap: a subscription skipped it for good (storage probe).
+ */
+export function damagedIndexError(detail: string): AppError {
+  return new AppError(
+    'unavailable',
+    `index.db is damaged (${detail}): reads and ingest wait until the gateway restarts and rebuilds it from the log`,
+    {
+      retryAfter: 5,
+    },
+  );
 }
 
 /** A read covers at most this many bytes, and skips gaps of at most `MAX_READ_GAP` between records. */
@@ -66,6 +86,25 @@ export function createReads(opts: ReadsOptions) {
     return rows;
   }
 
+  /** Throws {@link damagedIndexError}, telling `onIndexDamage` first. */
+  function indexDamaged(detail: string): never {
+    opts.onIndexDamage?.(detail);
+    throw damagedIndexError(detail);
+  }
+
+  /**
+   * The rows of a page must rise strictly from `from`, as their primary key orders them: a flipped bit in
+   * an offset key leaves a row out of order (read in b-tree order), found here before it is served.
+   */
+  function checkOrder(partition: number, from: number, list: readonly IndexEntry[]): void {
+    let previous = from - 1;
+    for (const entry of list) {
+      if (entry.offset <= previous)
+        indexDamaged(`partition ${partition}: a row for offset ${entry.offset} follows offset ${previous}, out of key order`);
+      previous = entry.offset;
+    }
+  }
+
   /** When each corrupt record was last logged: a reader asking for it again and again is not a log flood. */
   const corruptLogged = new Map<string, number>();
 
@@ -73,6 +112,11 @@ export function createReads(opts: ReadsOptions) {
   function decodeAt(partition: number, entry: IndexEntry, frame: Buffer | undefined): StoredEvent | undefined {
     const record = frame && verifyAndDecode(frame, partition, entry.offset, segments.key);
     if (record) return { partition, offset: entry.offset, storedAt: record.storedAt, event: record.event };
+    const place = frame && intactRecordPlace(frame, segments.key);
+    if (place)
+      indexDamaged(
+        `its row for partition ${partition}, offset ${entry.offset} points at the intact record of partition ${place.partition}, offset ${place.offset}`,
+      );
     const key = `${partition}:${entry.offset}`;
     const now = Date.now();
     if (now - (corruptLogged.get(key) ?? -Infinity) >= CORRUPT_LOG_EVERY_MS) {
@@ -186,7 +230,9 @@ export function createReads(opts: ReadsOptions) {
     const from = Math.max(fromOffset, opts.firstOffsets()[partition] ?? 0);
     const available = Math.min(limit, (opts.heads()[partition] ?? 0) - from);
     if (available <= 0) return { events: [] };
-    return readPage(partition, entries(partition, from, available));
+    const list = entries(partition, from, available);
+    checkOrder(partition, from, list);
+    return readPage(partition, list);
   }
 
   function lookup(source: string, id: string): StoredEvent | undefined {
@@ -206,13 +252,10 @@ export function createReads(opts: ReadsOptions) {
     const stored = page.events[0];
     // The record at that offset must be this event: were it another's (a log that is not the one the
     // index was built from), answering with it would hand one producer's event to another's query.
-    if (stored && (stored.event.attributes.source !== source || stored.event.attributes.id !== id)) {
-      throw new AppError(
-        'corrupt_record',
-        `the record at partition ${found.partition}, offset ${found.offset} is not this event: the index and the log disagree; it is not served`,
-        { details: [{ message: `partition ${found.partition}, offset ${found.offset}: another event's record` }] },
+    if (stored && (stored.event.attributes.source !== source || stored.event.attributes.id !== id))
+      indexDamaged(
+        `its record of this source and id names partition ${found.partition}, offset ${found.offset}, which holds another event`,
       );
-    }
     return stored;
   }
 

@@ -148,6 +148,18 @@ export function verifyAndDecode(frame: Buffer, partition: number, offset: number
   }
 }
 
+/**
+ * Where an intact record says it belongs, for a frame {@link verifyAndDecode} refused: undefined when the
+ * bytes are not an intact record (a bad checksum, padding, a cut frame). An intact record found where the
+ * index said another offset lies means the index is wrong, not the log.
+ */
+export function intactRecordPlace(frame: Buffer, key: FrameKey): { partition: number; offset: number } | undefined {
+  const check = checkFrame(frame, 0, key);
+  if (check.status !== 'ok' || check.padding || check.length !== frame.length) return undefined;
+  const { partition, offset } = readFixed(frame);
+  return { partition, offset };
+}
+
 /** The fixed part of a body, and where the attributes JSON lies, shared by both decoders. */
 function readFixed(frame: Buffer) {
   const at = FRAME_HEADER_BYTES;
