@@ -51,7 +51,9 @@ it('with index.db locked, a full tail answers 503 with Retry-After, /readyz says
     expect(refused!.body.detail).toMatch(/index is behind: \d+ events wait in memory to be written to index\.db/);
     // A prune asked of a worker that dies answers (nothing pruned) rather than waiting for ever.
     const pruned = (gw.store as unknown as { pruneIdempotency(): Promise<number> }).pruneIdempotency();
-    await expect(Promise.race([pruned, new Promise((r) => setTimeout(() => r('no answer'), 15_000))])).resolves.toBe(0);
+    let timer: NodeJS.Timeout | undefined;
+    const noAnswer = new Promise((r) => (timer = setTimeout(() => r('no answer'), 15_000)));
+    await expect(Promise.race([pruned, noAnswer]).finally(() => clearTimeout(timer))).resolves.toBe(0);
     const ready = await fetch(`${gw.url}/readyz`);
     expect(ready.status).toBe(503);
     expect(((await ready.json()) as { checks: { log: string } }).checks.log).toMatch(/index is behind/);
@@ -80,6 +82,7 @@ it('stops within HERALD_SHUTDOWN_TIMEOUT_MS while index.db is locked, and the ne
       body: batch(0),
     });
     expect(res.status).toBe(202);
+    await res.arrayBuffer(); // read: an answer left unread holds its connection open past the test
     const started = Date.now();
     await own.close();
     tookMs = Date.now() - started;
