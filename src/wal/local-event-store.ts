@@ -13,7 +13,7 @@ import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import { createRetentionFloors, type RetentionFloors } from '../store/retention-floors';
 import { INDEX_DB_FILE, isCorruptDatabase, moveIndexTables, openCheckedIndexDatabase, openIndexDatabase } from '../store/index-db';
-import { IDENTITY_FILE, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
+import { IDENTITY_FILE, metaWithoutWriting, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
 import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
 import { createIndexRows } from './index-rows';
@@ -84,6 +84,7 @@ export type LocalEventStore = EventStore & {
  */
 export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventStore {
   const identity = readIdentity(opts.dataDir);
+  refuseIdentityConflict(opts, identity);
   const indexDb = openOwnIndex(opts, identity);
   try {
     return composeStore(opts, indexDb, identity);
@@ -158,6 +159,30 @@ function holdsNoRows(indexDb: Db): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * herald.json and herald.db naming different data dirs: refused before anything is changed (index.db
+ * would be rebuilt for herald.json's id). index.db, the third record of the id, says which one is
+ * likely wrong: a probe changed one character of herald.json's id and was told to restore herald.db,
+ * the sound file, whose restore from a backup would lose what it had stored since.
+ */
+function refuseIdentityConflict(opts: LocalEventStoreOptions, identity: DataDirIdentity | undefined): void {
+  const inDatabase = createMetaRepo(opts.db).get('data_dir_id');
+  if (identity === undefined || inDatabase === undefined || inDatabase === identity.id) return;
+  const json = path.join(opts.dataDir, IDENTITY_FILE);
+  const database = path.join(opts.dataDir, 'herald.db');
+  const inIndex = metaWithoutWriting(path.join(opts.dataDir, INDEX_DB_FILE), 'data_dir_id');
+  if (inIndex === inDatabase) {
+    throw new StartupError(
+      `${json} names another data dir (id ${identity.id}) than ${database} and index.db, which agree (id ${inDatabase}): ${IDENTITY_FILE} is likely damaged or copied from another data dir; nothing was changed. ` +
+        `Restore ${IDENTITY_FILE} from a backup, or remove it to have it written again from herald.db.`,
+    );
+  }
+  throw new StartupError(
+    `${database} belongs to another data dir (its id ${inDatabase} is not ${identity.id}, the one in ${IDENTITY_FILE}); nothing was changed. ` +
+      `Restore this data dir's herald.db from a backup (or, if ${IDENTITY_FILE} is the damaged one, remove it to have it written again from herald.db).`,
+  );
 }
 
 /**
