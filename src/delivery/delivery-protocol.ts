@@ -93,6 +93,8 @@ export type FromDelivery =
   /** Every attempt failed for `disableAfterFailingMs`: the service pauses it with reason `failing`. */
   | { type: 'failing'; subscriptionId: string; detail: { failingSince: number; lastError: string } }
   | { type: 'observed'; subscriptions: Observed[] }
+  /** The thread's reads found index.db damaged (the main thread stops ingest and reads too, see `LogFeed.indexDamaged`). */
+  | { type: 'index-damaged'; detail: string }
   /** One log line (pino JSON) for the main thread's logger. */
   | { type: 'log'; line: string }
   /** Everything is persisted and closed; the thread exits next. */

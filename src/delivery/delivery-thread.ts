@@ -223,6 +223,9 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
       case 'observed':
         for (const o of m.subscriptions) observed(o);
         return;
+      case 'index-damaged':
+        opts.feed.indexDamaged(m.detail);
+        return;
       case 'log':
         relayLog(m.line);
         return;

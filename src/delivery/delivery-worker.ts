@@ -43,7 +43,8 @@ const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;
 
 const db = openConnection(data.dbFile);
 db.pragma(`busy_timeout = ${DELIVERY_BUSY_TIMEOUT_MS}`);
-const reader = openLogReader(data.log, log);
+// A damage its reads find stops ingest and reads on the main thread too (its own reads may not meet it).
+const reader = openLogReader(data.log, log, (detail) => post({ type: 'index-damaged', detail }));
 const sender = createHttpSender({ allowPrivate: data.sinkAllowPrivate });
 let committedGroups = 0;
 const priority = startBacklogPriority({

@@ -57,11 +57,15 @@ const WRITE_RETRY_MS = 1000;
 /** With ordering none, how far past the oldest unfinished offset a partition may run: bounds memory. */
 const MAX_WINDOW = 10_000;
 
+/** The longest wait before a failed delivery loop runs again. */
+const LOOP_RETRY_MAX_MS = 30_000;
+
 /**
  * Delivers one subscription: per partition, walks the log from the committed
  * offset, filters, posts, retries, awaits acks, dead-letters, and advances the
  * committed offset over contiguous finished offsets.
  */
+
 export function createSubscriptionWorker(
   deps: WorkerDeps,
   saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null; finished?: FinishedRow[] },
@@ -134,13 +138,19 @@ export function createSubscriptionWorker(
       pumpScheduled = false;
       try {
         pump();
+        loopFailures = 0;
       } catch (err) {
-        // Nothing may escape the delivery loop (it would end the process); try again shortly.
-        deps.log.error({ subscription: subId, err }, 'delivery loop failed; retrying in 1 s');
-        setTimeout(schedulePump, 1000).unref();
+        // Nothing may escape the delivery loop (it would end the process); try again, less often while it
+        // keeps failing (a damaged index.db fails every read until a restart), logged when it starts failing.
+        const delayMs = Math.min(LOOP_RETRY_MAX_MS, 1000 * 2 ** Math.min(loopFailures, 5));
+        if (loopFailures === 0)
+          deps.log.error({ subscription: subId, err }, 'delivery loop failed; retrying (every 1 s to 30 s while it fails)');
+        loopFailures++;
+        setTimeout(schedulePump, delayMs).unref();
       }
     });
   }
+  let loopFailures = 0;
 
   /**
    * Where the next pump starts: after the partition that last started an event, so that when only one

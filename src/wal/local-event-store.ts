@@ -333,6 +333,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   }
 
   const feed: LogFeed = {
+    indexDamaged: integrity.report,
     snapshot() {
       return {
         walDir: path.join(opts.dataDir, 'wal'),

@@ -51,6 +51,8 @@ export interface LogFeed {
   snapshot(): LogSnapshot;
   /** Sets the listener (replacing any); returns a function that removes it. */
   listen(listener: LogFeedListener): () => void;
+  /** The reader found index.db damaged (see `reads.ts`): ingest and reads stop here too, until a restart rebuilds it. */
+  indexDamaged(detail: string): void;
 }
 
 /**

@@ -106,7 +106,7 @@ const DECODED_CACHE_BYTES = 4 * 1024 * 1024;
  * way. Retention reaches it before anything is deleted (`retire`): reads stop below the new first
  * offsets and the old segments' descriptors close.
  */
-export function openLogReader(snapshot: LogSnapshot, log: Logger) {
+export function openLogReader(snapshot: LogSnapshot, log: Logger, onIndexDamage?: (detail: string) => void) {
   const segments = openSegmentReader({ dir: snapshot.walDir, bases: snapshot.segmentBases });
   const indexDb = openConnection(snapshot.indexDbFile);
   indexDb.pragma('query_only = ON');
@@ -145,6 +145,7 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger) {
       damage = detail;
       markIndexDamaged(snapshot.indexDbFile, detail, log);
       log.error({ damage: detail }, 'index.db is damaged: delivery stops reading; restart the gateway to rebuild it from the log');
+      onIndexDamage?.(detail);
     },
   });
   let damage: string | undefined;

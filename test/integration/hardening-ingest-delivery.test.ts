@@ -126,7 +126,9 @@ describe('a bad event never burns an offset', () => {
       const res = await fetch(`${gw.url}${path}`);
       expect(res.status).toBe(400);
       expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-      expect((await res.json()).errors).toEqual([expect.objectContaining({ message: 'not valid UTF-8 once percent-decoded' })]);
+      expect(((await res.json()) as { errors: unknown[] }).errors).toEqual([
+        expect.objectContaining({ message: 'not valid UTF-8 once percent-decoded' }),
+      ]);
     }
   });
 

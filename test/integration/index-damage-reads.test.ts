@@ -47,17 +47,27 @@ function rowRecord(values: number[]): Buffer {
   return Buffer.from([1 + fields.length, ...fields.map((f) => f.type), ...fields.flatMap((f) => f.bytes)]);
 }
 
-/** Changes the offset key of one log_index row in index.db's bytes, as a flipped bit would. */
-function rewriteOffsetKey(indexFile: string, partition: number, from: number, to: number): void {
+type Row = { offset: number; position: number; length: number };
+
+/** A log_index row as stored. */
+function indexRow(indexFile: string, partition: number, offset: number): Row {
   const db = new Database(indexFile, { readonly: true });
-  const row = db.prepare('SELECT position, length FROM log_index WHERE partition = ? AND "offset" = ?').get(partition, from) as {
-    position: number;
-    length: number;
-  };
-  db.close();
+  try {
+    return db
+      .prepare('SELECT "offset", position, length FROM log_index WHERE partition = ? AND "offset" = ?')
+      .get(partition, offset) as Row;
+  } finally {
+    db.close();
+  }
+}
+
+/** Changes one log_index row in index.db's bytes, as a flipped bit would (the new values must be as long). */
+function rewriteRow(indexFile: string, partition: number, offset: number, change: Partial<Row>): void {
+  const row = indexRow(indexFile, partition, offset);
+  const next = { ...row, ...change };
   const bytes = fs.readFileSync(indexFile);
-  const before = rowRecord([partition, from, row.position, row.length]);
-  const after = rowRecord([partition, to, row.position, row.length]);
+  const before = rowRecord([partition, row.offset, row.position, row.length]);
+  const after = rowRecord([partition, next.offset, next.position, next.length]);
   expect(after.length).toBe(before.length);
   const at = bytes.indexOf(before);
   expect(at).toBeGreaterThan(0);
@@ -71,7 +81,8 @@ const page = async (from: number) => {
   return { status: res.status, body: (await res.json()) as { events?: { offset: number }[]; nextOffset?: number; detail?: string } };
 };
 
-it('refuses reads from an index with a row out of key order, skips no event in delivery, and serves all after a restart', async () => {
+/** A gateway (1 partition) whose paused subscription has not read the stored events yet, stopped; its data dir and subscription. */
+async function storedAndStopped(): Promise<{ dataDir: string; sub: string }> {
   gw = await startTestGateway({ HERALD_PARTITIONS: '1' });
   const { dataDir } = gw;
   const created = await fetch(`${gw.url}/subscriptions`, {
@@ -90,10 +101,33 @@ it('refuses reads from an index with a row out of key order, skips no event in d
     body: JSON.stringify(batch),
   });
   expect(published.status).toBe(202);
+  await published.arrayBuffer();
   await gw.close();
   gw = undefined;
+  return { dataDir, sub };
+}
 
-  rewriteOffsetKey(path.join(dataDir, 'index.db'), 0, 21, 17);
+const offsetsSeen = (sub: string) =>
+  receiver.requests.filter((q) => q.headers['herald-subscription-id'] === sub).map((q) => Number(q.headers['herald-offset']));
+
+/** After a restart every event is read, looked up and delivered, in order. */
+async function servedWholeAfterRestart(dataDir: string, sub: string): Promise<void> {
+  gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
+  expect(fs.existsSync(path.join(dataDir, 'index.db.damaged'))).toBe(false);
+  const all = await page(0);
+  expect(all.status).toBe(200);
+  expect(all.body.events!.map((e) => e.offset)).toEqual(Array.from({ length: EVENTS }, (_, i) => i));
+  expect(all.body.nextOffset).toBe(EVENTS);
+  expect((await fetch(`${gw.url}/events?source=%2Fdamage&id=e21`)).status).toBe(200);
+  await waitFor(() => new Set(offsetsSeen(sub)).size === EVENTS, { what: 'every event delivered' });
+  expect([...new Set(offsetsSeen(sub))].sort((a, b) => a - b)).toEqual(Array.from({ length: EVENTS }, (_, i) => i));
+  await gw.close();
+  gw = undefined;
+}
+
+it('refuses reads from an index with a row out of key order, skips no event in delivery, and serves all after a restart', async () => {
+  const { dataDir, sub } = await storedAndStopped();
+  rewriteRow(path.join(dataDir, 'index.db'), 0, 21, { offset: 17 });
   gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
   expect((await fetch(`${gw.url}/subscriptions/${sub}/resume`, { method: 'POST' })).status).toBe(200);
   // The delivery thread meets the row out of order and stops reading (it does not pass over event 21).
@@ -106,19 +140,32 @@ it('refuses reads from an index with a row out of key order, skips no event in d
   }
   expect((await fetch(`${gw.url}/events?source=%2Fdamage&id=e21`)).status).toBe(503);
   await new Promise((r) => setTimeout(r, 500));
-  const offsetsSeen = () => receiver.requests.map((q) => Number(q.headers['herald-offset']));
-  expect(offsetsSeen().filter((o) => o >= 21)).toEqual([]);
+  expect(offsetsSeen(sub).filter((o) => o >= 21)).toEqual([]);
   await gw.close();
   gw = undefined;
+  await servedWholeAfterRestart(dataDir, sub);
+});
 
-  // The restart rebuilds index.db from the log: every event is read and delivered, in order.
+it('stops ingest and reads when only delivery finds the damage: a row pointing at another intact record, which integrity_check cannot see', async () => {
+  const { dataDir, sub } = await storedAndStopped();
+  const file = path.join(dataDir, 'index.db');
+  const { position, length } = indexRow(file, 0, 22);
+  rewriteRow(file, 0, 21, { position, length });
   gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
-  expect(fs.existsSync(path.join(dataDir, 'index.db.damaged'))).toBe(false);
-  const all = await page(0);
-  expect(all.status).toBe(200);
-  expect(all.body.events!.map((e) => e.offset)).toEqual(Array.from({ length: EVENTS }, (_, i) => i));
-  expect(all.body.nextOffset).toBe(EVENTS);
-  expect((await fetch(`${gw.url}/events?source=%2Fdamage&id=e21`)).status).toBe(200);
-  await waitFor(() => new Set(offsetsSeen()).size === EVENTS, { what: 'every event delivered' });
-  expect([...new Set(offsetsSeen())].sort((a, b) => a - b)).toEqual(Array.from({ length: EVENTS }, (_, i) => i));
+  expect((await fetch(`${gw.url}/readyz`)).status).toBe(200); // nothing a check of the file finds
+  expect((await fetch(`${gw.url}/subscriptions/${sub}/resume`, { method: 'POST' })).status).toBe(200);
+  // The delivery thread reads record 22 where 21 should be, tells the main thread, and stops there.
+  await waitFor(async () => (await fetch(`${gw!.url}/readyz`)).status === 503, { what: '/readyz unready' });
+  expect(fs.existsSync(path.join(dataDir, 'index.db.damaged'))).toBe(true);
+  const refused = await fetch(`${gw.url}/events`, {
+    method: 'POST',
+    headers: { 'ce-specversion': '1.0', 'ce-id': 'after', 'ce-source': '/damage', 'ce-type': 't', 'content-type': 'text/plain' },
+    body: 'x',
+  });
+  expect(refused.status).toBe(503);
+  expect((await page(0)).status).toBe(503);
+  expect(offsetsSeen(sub).filter((o) => o >= 21)).toEqual([]);
+  await gw.close();
+  gw = undefined;
+  await servedWholeAfterRestart(dataDir, sub);
 });
