@@ -220,6 +220,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           offsets: stateRepo.offsets(id),
           pending: stateRepo.pending(id),
           failingSince: stateRepo.failingSince(id),
+          heldUntil: stateRepo.heldUntil(id),
           finished: writes.finishedAtStart(id),
         },
       );

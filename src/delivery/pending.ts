@@ -82,6 +82,8 @@ export interface StatePersistence {
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
   /** Since when every attempt has failed (null: the last one succeeded), for auto-disable. */
   saveFailingSince(subscriptionId: string, since: number | null): void;
+  /** A receiver's `Retry-After` holds every request of the subscription until `until` (epoch ms), restarts included. */
+  saveHold(subscriptionId: string, until: number): void;
   /** One answered (or failed) request, for the attempt log (issue 13 §1). */
   recordAttempt(row: AttemptRow): void;
   /** Resolves once everything buffered now is written; rejects when that write fails (it is retried). */

@@ -68,7 +68,7 @@ const LOOP_RETRY_MAX_MS = 30_000;
 
 export function createSubscriptionWorker(
   deps: WorkerDeps,
-  saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null; finished?: FinishedRow[] },
+  saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null; finished?: FinishedRow[]; heldUntil?: number | null },
 ) {
   const subId = deps.subscription().id;
   const parts: PartitionCursor[] = [];
@@ -113,6 +113,8 @@ export function createSubscriptionWorker(
   });
   /** Rate limit and AIMD concurrency (issue 12 §3): gates every attempt, new or retried. */
   const flow = createFlowControl({ subscription: deps.subscription, clock: deps.clock, onToken: () => schedulePump() });
+  // A receiver's Retry-After from before a restart still holds (a time passed holds nothing).
+  if (saved.heldUntil) flow.holdUntil(saved.heldUntil);
   const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
 
   /** Per partition, the committed offset at which the full window was logged: once per hold. */
@@ -539,8 +541,10 @@ export function createSubscriptionWorker(
     // A 429 or 503 with Retry-After holds every request of the subscription (its own event's retry is the machine's).
     const holdUntil = retryAfterHoldUntil(result, deps.clock(), options().retry);
     if (holdUntil !== undefined) flow.holdUntil(holdUntil);
-    // A deleted subscription's late answers are not recorded: its series are gone.
+    // A deleted subscription's late answers are not recorded: its series are gone (and its rows: a hold written
+    // for it would fail the flush on its foreign key).
     if (stopped) return;
+    if (holdUntil !== undefined) deps.persistence.saveHold(subId, holdUntil);
     deps.observer?.answered(subId, ms);
     if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
     // An answer for an attempt that is no longer current (a callback settled it meanwhile, a newer

@@ -35,6 +35,8 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
   /** Per subscription, since when every attempt has failed (null: delete the row). */
   const dirtyFailing = new Map<string, number | null>();
+  /** Per subscription, the latest `Retry-After` hold (epoch ms). */
+  const dirtyHolds = new Map<string, number>();
   /** Per subscription, attempts answered since the last write of the log (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
   /** Offsets finished above the committed one (ordering `none`), so a crash does not send them again. */
@@ -81,6 +83,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
+    for (const [subscriptionId, until] of dirtyHolds) stateRepo.saveHold(subscriptionId, until);
     for (const { subscriptionId, rows } of finishedAtClose) stateRepo.saveFinished(subscriptionId, rows);
     stateRepo.saveSettledCallbacks(settledCallbacks);
   });
@@ -95,6 +98,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       deadLetterInserts.length === 0 &&
       deadLetterDeletes.length === 0 &&
       dirtyFailing.size === 0 &&
+      dirtyHolds.size === 0 &&
       settledCallbacks.length === 0 &&
       dirtyFinished.size === 0 &&
       finishedAtClose.length === 0;
@@ -196,6 +200,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     deadLetterInserts = [];
     deadLetterDeletes = [];
     dirtyFailing.clear();
+    dirtyHolds.clear();
     for (const k of finishedDone) dirtyFinished.delete(k);
     finishedDone = [];
     if (dirtyFinished.size > 0 && !closed) scheduleFlush(); // the younger ones, at the next interval (a close writes all)
@@ -262,6 +267,10 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
     },
     saveFailingSince(subscriptionId, since) {
       dirtyFailing.set(subscriptionId, since);
+      scheduleFlush();
+    },
+    saveHold(subscriptionId, until) {
+      dirtyHolds.set(subscriptionId, Math.max(until, dirtyHolds.get(subscriptionId) ?? 0));
       scheduleFlush();
     },
     persisted,
@@ -367,6 +376,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       deadLetterInserts = deadLetterInserts.filter((d) => d.subscriptionId !== subscriptionId);
       deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
       dirtyFailing.delete(subscriptionId);
+      dirtyHolds.delete(subscriptionId);
       attemptInserts.delete(subscriptionId);
     },
     stateRepo,

@@ -83,6 +83,14 @@ export function createDeliveryStateRepo(db: Db) {
      ON CONFLICT (subscription_id) DO UPDATE SET failing_since = excluded.failing_since`,
   );
   const deleteFailing = db.prepare<[string]>('DELETE FROM delivery_failures WHERE subscription_id = ?');
+  const heldUntil = db.prepare<[string], { heldUntil: number }>(
+    'SELECT held_until AS heldUntil FROM delivery_holds WHERE subscription_id = ?',
+  );
+  // Only ever later: a write of an earlier hold (two answers flushed out of order) changes nothing.
+  const upsertHold = db.prepare<[string, number]>(
+    `INSERT INTO delivery_holds (subscription_id, held_until) VALUES (?, ?)
+     ON CONFLICT (subscription_id) DO UPDATE SET held_until = MAX(held_until, excluded.held_until)`,
+  );
   // Both the committed offset and the expired total only grow, each on its own: a write that arrives
   // late (older position, smaller total) changes neither, and one row carries both, so a retention
   // expiry (position past the deleted events plus their count) lands whole or not at all.
@@ -176,6 +184,13 @@ export function createDeliveryStateRepo(db: Db) {
     /** Since when every attempt has failed (epoch ms), or null. */
     failingSince(subscriptionId: string): number | null {
       return failingSince.get(subscriptionId)?.failingSince ?? null;
+    },
+    /** Until when (epoch ms) a receiver's `Retry-After` holds the subscription's requests; null: no hold recorded. */
+    heldUntil(subscriptionId: string): number | null {
+      return heldUntil.get(subscriptionId)?.heldUntil ?? null;
+    },
+    saveHold(subscriptionId: string, until: number): void {
+      upsertHold.run(subscriptionId, until);
     },
     setFailingSince(subscriptionId: string, at: number | null): void {
       if (at === null) deleteFailing.run(subscriptionId);

@@ -1,0 +1,54 @@
+import request from 'supertest';
+import { getSubscription, publishOfType, requestsForSubscription, waitForLagZero } from '../helpers/delivery';
+import { startTestGateway, type TestGateway } from '../helpers/gateway';
+import { startReceiver, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
+import { cleanupTmpDirs } from '../helpers/tmp';
+
+/**
+ * A receiver's `Retry-After` (on 429 or 503) holds every request of its subscription until it has passed,
+ * whichever event it answered (http-webhook §2.2), and a restart of the gateway does not end it: it was
+ * kept in memory only, so a restart sent the backlog at once to a receiver that had asked for quiet.
+ */
+
+const HOLD_S = 4;
+let receiver: Receiver;
+let gw: TestGateway | undefined;
+
+beforeAll(async () => {
+  let refused = false;
+  receiver = await startReceiver((req: ReceivedRequest) => {
+    if (req.headers['ce-id'] !== 'h1' || refused) return { status: 204 };
+    refused = true;
+    return { status: 429, headers: { 'retry-after': String(HOLD_S) } };
+  });
+});
+afterAll(async () => {
+  await gw?.close();
+  await receiver?.close();
+  cleanupTmpDirs();
+});
+
+it('keeps holding the subscription through a restart until the Retry-After has passed', async () => {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  const { dataDir } = gw;
+  const sub = (
+    await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: receiver.url, delivery: { ordering: 'none', maxInFlight: 8 } })
+      .expect(201)
+  ).body as { id: string };
+  await publishOfType(gw.url, '/hold', 'hold.t', ['h1']);
+  const refused = await waitFor(() => requestsForSubscription(receiver, sub.id, 'h1')[0], { what: 'the refused request' });
+  await new Promise((r) => setTimeout(r, 200)); // the answer is read and its hold written behind
+  await gw.close();
+  gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+
+  const others = ['h2', 'h3', 'h4', 'h5'];
+  await publishOfType(gw.url, '/hold', 'hold.t', others);
+  expect((await getSubscription(gw.url, sub.id)).stats.throttled).toBe(true);
+  await waitForLagZero(gw.url, sub.id, { timeoutMs: 20_000 });
+  const after = requestsForSubscription(receiver, sub.id).filter((q) => q !== refused);
+  expect(after.map((q) => q.headers['ce-id']).sort()).toEqual(['h1', ...others]);
+  for (const q of after) expect(q.receivedAt - refused.receivedAt).toBeGreaterThanOrEqual(HOLD_S * 1000 - 100);
+  expect((await getSubscription(gw.url, sub.id)).stats.throttled).toBe(false);
+});
