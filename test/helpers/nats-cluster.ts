@@ -147,6 +147,21 @@ function configText(node: NatsServerNode, clusterName: string, peers: NatsServer
  * @throws when nats-server is not installed, naming how to install it
  */
 export async function startNatsCluster(opts: { size?: number } = {}): Promise<NatsCluster> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await startNatsClusterOnce(opts);
+    } catch (err) {
+      // A port `freePort` found free was taken before nats-server bound it (other processes pick ports too):
+      // new ports, a new cluster (a CI run failed so).
+      if (tries >= PORT_RACE_TRIES || !/address already in use/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+/** Starts of a cluster made again when one of its ports was taken meanwhile. */
+const PORT_RACE_TRIES = 3;
+
+async function startNatsClusterOnce(opts: { size?: number }): Promise<NatsCluster> {
   const binary = findNatsServer();
   if (!binary) throw new Error(`nats-server is not installed: ${NATS_INSTALL_HINT}`);
   const size = opts.size ?? 3;
@@ -181,15 +196,25 @@ export async function startNatsCluster(opts: { size?: number } = {}): Promise<Na
     };
     child.stdout!.on('data', keep);
     child.stderr!.on('data', keep);
+    // `close`: the process ended and its output is all read (the cause of an early exit is in it).
     const exited = new Promise<void>((resolve) =>
-      child.once('exit', () => {
+      child.once('close', () => {
         live.delete(child);
         resolve();
       }),
     );
     procs[i] = { child, exited, out };
     try {
-      await waitUntil(`nats-server ${node.name} to accept clients on ${node.url}`, () => canConnect(node.clientPort), READY_TIMEOUT_MS);
+      // A server that exits (a port taken, a bad config) fails the start at once, not after the whole wait.
+      let ready = false;
+      const exitedFirst = new Promise<void>((_, reject) => {
+        void exited.then(() => ready || reject(new Error(`nats-server ${node.name} exited before it accepted clients`)));
+      });
+      await Promise.race([
+        waitUntil(`nats-server ${node.name} to accept clients on ${node.url}`, () => canConnect(node.clientPort), READY_TIMEOUT_MS),
+        exitedFirst,
+      ]);
+      ready = true;
     } catch (err) {
       throw new Error(`${(err as Error).message}\n--- ${node.name} output ---\n${out.text}`);
     }
