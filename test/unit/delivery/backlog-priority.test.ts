@@ -118,11 +118,12 @@ describe('niceThisThread', () => {
       const restored = niceThisThread(0);
       parentPort.postMessage({ set, lowered, restored, after: niceOfThisThread() });
     `;
+    const w = new Worker(source, { eval: true, workerData: { module: require.resolve('../../../dist/thread-priority') } });
     const result = await new Promise<Record<string, unknown>>((resolve, reject) => {
-      const w = new Worker(source, { eval: true, workerData: { module: require.resolve('../../../dist/thread-priority') } });
       w.once('message', resolve);
       w.once('error', reject);
     });
+    await w.terminate(); // not left for the test run to wait out
     // Back to 0 needs CAP_SYS_NICE or RLIMIT_NICE >= 20 (CI runs as root); the gateway checks first.
     const restorable = canRestorePriority();
     expect(result).toEqual({ set: true, lowered: 7, restored: restorable, after: restorable ? 0 : 7 });
