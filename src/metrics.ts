@@ -201,7 +201,11 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
     [
       family('herald_subscription_lag_events', 'Head offset minus committed offset.', lag),
       family('herald_subscription_oldest_pending_age_seconds', 'Age of the oldest unfinished event.', age),
-      family('herald_subscription_in_flight', 'Attempts open (requests and leases, redeliveries of dead letters included).', inFlight),
+      family(
+        'herald_subscription_in_flight',
+        "Events started and not finished (sending, awaiting a callback, waiting to retry or to be sent again after a pause), redeliveries of dead letters included: the sum of the partitions' stats.inFlight.",
+        inFlight,
+      ),
       family('herald_dead_letters', 'Dead letters stored.', dead),
       family('herald_subscription_state', '1 for the current state, 0 otherwise.', state),
     ].join('\n') + '\n'

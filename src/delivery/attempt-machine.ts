@@ -262,14 +262,17 @@ function deadLetter(s: Attempts, reason: DeadLetterReason, ctx: AttemptContext, 
 function fail(s: Attempts, error: string, ctx: AttemptContext, before: AttemptEffect[], delayMs?: number): Step {
   const next: Attempts = { ...s, lastError: error };
   const effects = before.some((e) => e.kind === 'settle') ? before : [...before, ...settle(next, 'failed')];
-  if (ctx.expired) return release(next, effects);
-  if (next.attempt >= ctx.policy.retry.maxAttempts) return deadLetter(next, 'max_attempts', ctx, effects);
+  // No retry follows these: the attempt is not counted `retry` (probe: `retry` 3 and `dead_letter` 1 for 3 attempts).
+  if (ctx.expired) return release(next, effects.filter(notRetry));
+  if (next.attempt >= ctx.policy.retry.maxAttempts) return deadLetter(next, 'max_attempts', ctx, effects.filter(notRetry));
   const at = ctx.now + retryDelayMs(next.attempt, ctx.policy.retry, { retryAfterMs: delayMs, random: ctx.random });
   return {
     state: { ...next, phase: 'scheduled', nextAttemptAt: at },
     effects: [...effects, { kind: 'persist' }, { kind: 'scheduleAt', at }],
   };
 }
+
+const notRetry = (e: AttemptEffect) => !(e.kind === 'observe' && e.outcome === 'retry');
 
 // Effects without fields, shared: the worker only reads effects. The hot cells (start, answer)
 // push into one array instead of spreading several: they run once or twice per delivered event.

@@ -196,10 +196,11 @@ const LEGAL: Row[] = [
     to: retryAt(NOW + 1000, 'HTTP 500', 500), effects: [...answered('retry', 'HTTP 500'), observe('retry'), settle('failed'), ...retryEffects(NOW + 1000)] },
   { name: '500 of the last attempt dead-letters', from: atMax(sending), input: answer(500),
     to: { phase: 'dead', reason: 'max_attempts', ...was({ attempt: 3, lastStatus: 500, lastError: 'HTTP 500' }) },
-    effects: [...answered('retry', 'HTTP 500'), observe('retry'), settle('failed'), ...deadEffects('max_attempts')] },
+    // No retry follows: counted `dead_letter` alone, not `retry` as well (delivery probe).
+    effects: [...answered('retry', 'HTTP 500'), settle('failed'), ...deadEffects('max_attempts')] },
   { name: '500 for an expired event lets it go', from: sending, input: answer(500), ctx: { expired: true },
     to: { phase: 'released', ...was({ lastStatus: 500, lastError: 'HTTP 500' }) },
-    effects: [...answered('retry', 'HTTP 500'), observe('retry'), settle('failed'), { kind: 'release' }] },
+    effects: [...answered('retry', 'HTTP 500'), settle('failed'), { kind: 'release' }] },
   { name: '400 dead-letters', from: sending, input: answer(400),
     to: { phase: 'dead', reason: 'rejected_status', ...was({ lastStatus: 400, lastError: 'HTTP 400' }) },
     effects: [...answered('dead', 'HTTP 400'), settle('failed'), ...deadEffects('rejected_status')] },
