@@ -244,6 +244,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       const before = entry.record;
       entry.record = record;
       if (before.sink !== record.sink) workers.get(record.id)?.sinkMoved(before.sink);
+      // Resumed (by an operator, or by the sink's consent): what a receiver's Retry-After held may go now.
+      if (before.state !== 'active' && record.state === 'active') workers.get(record.id)?.holdEnded();
       // Only a new limit wakes the worker: a state change (a resume) is the worker's own step, which
       // sends what is due first (a pump woken here ahead of it sent newer events before them).
       const limits = (r: SubscriptionRecord) => JSON.stringify([r.delivery.maxInFlight, effectiveRateLimit(r) ?? null]);

@@ -129,6 +129,15 @@ export function createFlowControl(deps: {
     },
     /** Whether a `Retry-After` holds every request now. */
     held,
+    /** Ends a `Retry-After` hold now (an operator's resume, a new sink); true when one held. What waited runs. */
+    endHold(): boolean {
+      const holding = held();
+      heldUntil = 0;
+      if (holdTimer) clearTimeout(holdTimer);
+      holdTimer = undefined;
+      if (holding) runDeferred();
+      return holding;
+    },
     /** Forgets a deferred attempt (finished or superseded meanwhile). */
     forget(key: object): void {
       deferred.delete(key);

@@ -82,8 +82,8 @@ export interface StatePersistence {
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
   /** Since when every attempt has failed (null: the last one succeeded), for auto-disable. */
   saveFailingSince(subscriptionId: string, since: number | null): void;
-  /** A receiver's `Retry-After` holds every request of the subscription until `until` (epoch ms), restarts included. */
-  saveHold(subscriptionId: string, until: number): void;
+  /** A receiver's `Retry-After` holds every request of the subscription until `until` (epoch ms), restarts included; null ends it. */
+  saveHold(subscriptionId: string, until: number | null): void;
   /** One answered (or failed) request, for the attempt log (issue 13 §1). */
   recordAttempt(row: AttemptRow): void;
   /** Resolves once everything buffered now is written; rejects when that write fails (it is retried). */
@@ -110,8 +110,10 @@ export interface SubscriptionWorker {
   /** Some partitions grew: pumps again when one of them has room for another event (else nothing). */
   /** The subscription's record changed: a new rate or in-flight limit applies now. */
   optionsChanged(): void;
-  /** A PATCH moved the sink from `from`: requests still waiting for a connection there go to the new one now. */
+  /** A PATCH moved the sink from `from`: requests still waiting for a connection there go to the new one now (and a `Retry-After` hold ends). */
   sinkMoved(from: string): void;
+  /** The subscription became active again (a resume, a consent): a receiver's `Retry-After` hold ends. */
+  holdEnded(): void;
   wake(grown: ReadonlySet<number>): void;
   /**
    * Retention deleted every offset below `firstOffsets[partition]`: partitions still behind move past

@@ -21,7 +21,7 @@ import {
 import { createFailureWindow } from './failure-window';
 import { requestFor } from './request';
 import { createFlowControl } from './flow-control';
-import { retryAfterHoldUntil } from './retry';
+import { obeyedRetryAfterMs, retryAfterHoldUntil } from './retry';
 
 export interface WorkerDeps {
   subscription: () => SubscriptionRecord;
@@ -113,8 +113,13 @@ export function createSubscriptionWorker(
   });
   /** Rate limit and AIMD concurrency (issue 12 §3): gates every attempt, new or retried. */
   const flow = createFlowControl({ subscription: deps.subscription, clock: deps.clock, onToken: () => schedulePump() });
-  // A receiver's Retry-After from before a restart still holds (a time passed holds nothing).
-  if (saved.heldUntil) flow.holdUntil(saved.heldUntil);
+  // A receiver's Retry-After from before a restart still holds (a time passed holds nothing), no longer than
+  // today's policy would obey a new one (a PATCH of `maxDelayMs` meanwhile).
+  if (saved.heldUntil) flow.holdUntil(Math.min(saved.heldUntil, deps.clock() + obeyedRetryAfterMs(Infinity, options().retry)));
+  /** Resumed from a pause, or a new sink: a stored `Retry-After` hold is not theirs to wait out (re-probe: nothing ended one). */
+  const endHold = () => {
+    if (flow.endHold()) deps.persistence.saveHold(subId, null);
+  };
   const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
 
   /** Per partition, the committed offset at which the full window was logged: once per hold. */
@@ -727,7 +732,11 @@ export function createSubscriptionWorker(
       flow.optionsChanged();
       schedulePump();
     },
+    holdEnded(): void {
+      if (!stopped) endHold();
+    },
     sinkMoved(from: string): void {
+      if (!stopped) endHold();
       // Each comes back withdrawn (its number unspent) and is attempted again, to the new sink (see `send`).
       deps.sender.withdrawWaiting(from, subId);
     },

@@ -35,8 +35,8 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   let deadLetterDeletes: { subscriptionId: string; id: number }[] = [];
   /** Per subscription, since when every attempt has failed (null: delete the row). */
   const dirtyFailing = new Map<string, number | null>();
-  /** Per subscription, the latest `Retry-After` hold (epoch ms). */
-  const dirtyHolds = new Map<string, number>();
+  /** Per subscription, the latest `Retry-After` hold (epoch ms; null: ended). */
+  const dirtyHolds = new Map<string, number | null>();
   /** Per subscription, attempts answered since the last write of the log (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
   /** Offsets finished above the committed one (ordering `none`), so a crash does not send them again. */
@@ -270,7 +270,7 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
       scheduleFlush();
     },
     saveHold(subscriptionId, until) {
-      dirtyHolds.set(subscriptionId, Math.max(until, dirtyHolds.get(subscriptionId) ?? 0));
+      dirtyHolds.set(subscriptionId, until === null ? null : Math.max(until, dirtyHolds.get(subscriptionId) ?? 0));
       scheduleFlush();
     },
     persisted,

@@ -87,6 +87,7 @@ export function createDeliveryStateRepo(db: Db) {
     'SELECT held_until AS heldUntil FROM delivery_holds WHERE subscription_id = ?',
   );
   // Only ever later: a write of an earlier hold (two answers flushed out of order) changes nothing.
+  const deleteHold = db.prepare<[string]>('DELETE FROM delivery_holds WHERE subscription_id = ?');
   const upsertHold = db.prepare<[string, number]>(
     `INSERT INTO delivery_holds (subscription_id, held_until) VALUES (?, ?)
      ON CONFLICT (subscription_id) DO UPDATE SET held_until = MAX(held_until, excluded.held_until)`,
@@ -189,8 +190,10 @@ export function createDeliveryStateRepo(db: Db) {
     heldUntil(subscriptionId: string): number | null {
       return heldUntil.get(subscriptionId)?.heldUntil ?? null;
     },
-    saveHold(subscriptionId: string, until: number): void {
-      upsertHold.run(subscriptionId, until);
+    /** Records a hold until `until` (never moved earlier), or ends it (null). */
+    saveHold(subscriptionId: string, until: number | null): void {
+      if (until === null) deleteHold.run(subscriptionId);
+      else upsertHold.run(subscriptionId, until);
     },
     setFailingSince(subscriptionId: string, at: number | null): void {
       if (at === null) deleteFailing.run(subscriptionId);

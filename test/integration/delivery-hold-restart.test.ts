@@ -52,3 +52,48 @@ it('keeps holding the subscription through a restart until the Retry-After has p
   for (const q of after) expect(q.receivedAt - refused.receivedAt).toBeGreaterThanOrEqual(HOLD_S * 1000 - 100);
   expect((await getSubscription(gw.url, sub.id)).stats.throttled).toBe(false);
 });
+
+it('ends a stored hold on resume after a pause, and on a new sink, restarts included (re-probe: nothing ended a day-long hold)', async () => {
+  await gw?.close();
+  let answered = 0;
+  const holding = await startReceiver(() => (answered++ === 0 ? { status: 503, headers: { 'retry-after': '86400' } } : { status: 204 }));
+  const other = await startReceiver();
+  const throttled = async (id: string) => (await getSubscription(gw!.url, id)).stats.throttled as boolean;
+  try {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
+    const { dataDir } = gw;
+    const created = await request(gw.url)
+      .post('/subscriptions')
+      .send({ sink: holding.url, delivery: { ordering: 'none' } });
+    const sub = created.body as { id: string };
+    await publishOfType(gw.url, '/hold-end', 'hold.end', ['e1']);
+    await waitFor(async () => (await throttled(sub.id)) || undefined, { what: 'held by the 503' });
+    await new Promise((r) => setTimeout(r, 200)); // its hold written behind
+    await gw.close();
+    gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    await publishOfType(gw.url, '/hold-end', 'hold.end', ['e2']);
+    expect(await throttled(sub.id)).toBe(true);
+
+    // A pause and a resume end the hold: e2 goes at once (e1's own retry keeps the time its answer asked for).
+    await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+    await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+    await waitFor(() => requestsForSubscription(holding, sub.id, 'e2')[0], { what: 'e2 sent after the resume', timeoutMs: 10_000 });
+    expect(await throttled(sub.id)).toBe(false);
+
+    // Held again, then moved to another sink: the new receiver gets the backlog at once.
+    answered = 0;
+    await publishOfType(gw.url, '/hold-end', 'hold.end', ['e3']);
+    await waitFor(async () => (await throttled(sub.id)) || undefined, { what: 'held again' });
+    await publishOfType(gw.url, '/hold-end', 'hold.end', ['e4']);
+    await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ sink: other.url }).expect(200);
+    await waitFor(() => requestsForSubscription(other, sub.id, 'e4')[0], { what: 'e4 sent to the new sink', timeoutMs: 10_000 });
+    expect(await throttled(sub.id)).toBe(false);
+    await gw.close();
+    // Ended for good: the restart does not bring it back.
+    gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+    expect(await throttled(sub.id)).toBe(false);
+  } finally {
+    await holding.close();
+    await other.close();
+  }
+});
