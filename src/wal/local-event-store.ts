@@ -21,7 +21,7 @@ import { createIndexer, safely } from './indexer';
 import { createDecodedCache, createReads, damagedIndexError } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
-import { SEGMENT_FILE, openSegmentLog, type SegmentLog } from './segment-log';
+import { SEGMENT_FILE, openSegmentLog, readFrameKey, type SegmentLog } from './segment-log';
 import { createSequencer } from './sequencer';
 import { damagedIndexMarker, markIndexDamaged, startIndexIntegrityCheck } from '../store/index-check';
 import type { FrameKey } from './record';
@@ -85,6 +85,7 @@ export type LocalEventStore = EventStore & {
 export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventStore {
   const identity = readIdentity(opts.dataDir);
   refuseIdentityConflict(opts, identity);
+  refuseForeignLog(opts);
   const indexDb = openOwnIndex(opts, identity);
   try {
     return composeStore(opts, indexDb, identity);
@@ -184,6 +185,42 @@ function refuseIdentityConflict(opts: LocalEventStoreOptions, identity: DataDirI
       `Restore this data dir's herald.db from a backup (or, if ${IDENTITY_FILE} is the damaged one, remove it to have it written again from herald.db).`,
   );
 }
+
+/**
+ * herald.db recording another log than wal/'s: refused before index.db is touched too (re-probe: with no
+ * herald.json, a sound index.db was rebuilt for the foreign herald.db's id, then the start was refused). With
+ * index.db naming another data dir than herald.db as well, herald.db is the odd one out.
+ */
+function refuseForeignLog(opts: LocalEventStoreOptions): void {
+  const meta = createMetaRepo(opts.db);
+  const recorded = meta.get('log_id');
+  const logId = walLogId(opts);
+  if (recorded === undefined || logId === undefined || logId === recorded) return;
+  const inDatabase = meta.get('data_dir_id');
+  const inIndex = metaWithoutWriting(path.join(opts.dataDir, INDEX_DB_FILE), 'data_dir_id');
+  if (inDatabase !== undefined && inIndex !== undefined && inIndex !== inDatabase) {
+    throw new StartupError(
+      `${path.join(opts.dataDir, 'herald.db')} belongs to another data dir: the log in ${walDir(opts)} is not the one it recorded, and index.db names another data dir than it does; nothing was changed. ` +
+        "Restore this data dir's herald.db from a backup.",
+    );
+  }
+  throw foreignLog(opts);
+}
+
+/** The id of wal/'s log, from its key; undefined when it has none readable yet (a new log, or one whose key a start makes). */
+function walLogId(opts: LocalEventStoreOptions): string | undefined {
+  try {
+    return logIdOf(readFrameKey(walDir(opts)));
+  } catch {
+    return undefined; // what is wrong with it is said where the log is opened
+  }
+}
+
+const foreignLog = (opts: LocalEventStoreOptions) =>
+  new StartupError(
+    `${walDir(opts)} is not this data dir's log (${path.join(opts.dataDir, 'herald.db')} recorded another one; a wal/ copied or linked from another data dir?); nothing was changed. ` +
+      "Restore this data dir's wal/ (or the whole data dir) from a backup.",
+  );
 
 /**
  * `index.db`, with the tables a data dir from before it kept in herald.db moved over. One written
@@ -672,12 +709,7 @@ function checkLogBelongs(opts: LocalEventStoreOptions, meta: MetaRepo, key: Fram
   const id = logIdOf(key);
   const recorded = meta.get('log_id');
   // A log of version-1 records alone gets its key at a start (see `openSegmentLog`): its id is new then.
-  if (recorded !== undefined && recorded !== id && !keyMade) {
-    throw new StartupError(
-      `${walDir(opts)} is not this data dir's log (${path.join(opts.dataDir, 'herald.db')} recorded another one; a wal/ copied or linked from another data dir?); nothing was changed. ` +
-        "Restore this data dir's wal/ (or the whole data dir) from a backup.",
-    );
-  }
+  if (recorded !== undefined && recorded !== id && !keyMade) throw foreignLog(opts);
   return id;
 }
 

@@ -470,6 +470,19 @@ describe('corruption in the middle of the log', () => {
     expect(oneLine(damagedJson.stderr)).toMatch(/herald\.json names another data dir .* herald\.json is likely damaged/);
     expect(fs.statSync(path.join(y.dataDir, 'index.db'))).toMatchObject({ ino: indexBefore.ino, mtimeMs: indexBefore.mtimeMs });
     fs.writeFileSync(json, sound);
+    // Another's herald.db and no herald.json: refused naming herald.db, index.db kept (re-probe: it was rebuilt
+    // for the other's id first, then the start was refused saying nothing was changed).
+    fs.renameSync(yDb, `${yDb}.own`);
+    fs.copyFileSync(path.join(x.dataDir, 'herald.db'), yDb);
+    fs.renameSync(json, `${json}.own`);
+    const noJson = await runGatewayUntilExit({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
+    expect(noJson.code).toBe(2);
+    expect(oneLine(noJson.stderr)).toMatch(/herald\.db belongs to another data dir: the log in .* is not the one it recorded/);
+    expect(fs.statSync(path.join(y.dataDir, 'index.db'))).toMatchObject({ ino: indexBefore.ino, mtimeMs: indexBefore.mtimeMs });
+    fs.rmSync(yDb);
+    for (const suffix of ['-wal', '-shm']) fs.rmSync(`${yDb}${suffix}`, { force: true });
+    fs.renameSync(`${yDb}.own`, yDb);
+    fs.renameSync(`${json}.own`, json);
     // Nothing was changed: with its own files, every event of its own is there.
     child = await spawnGateway({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
     for (const r of y.acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ event: { id: r.id }, offset: r.offset });
