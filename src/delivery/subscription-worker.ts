@@ -138,6 +138,8 @@ export function createSubscriptionWorker(
     return false;
   }
 
+  /** Failed runs of the delivery loop in a row (see `schedulePump`). */
+  let loopFailures = 0;
   function schedulePump(): void {
     if (pumpScheduled || stopped || quiescing) return;
     pumpScheduled = true;
@@ -157,7 +159,6 @@ export function createSubscriptionWorker(
       }
     });
   }
-  let loopFailures = 0;
 
   /**
    * Where the next pump starts: after the partition that last started an event, so that when only one

@@ -86,8 +86,8 @@ export function createDeliveryStateRepo(db: Db) {
   const heldUntil = db.prepare<[string], { heldUntil: number }>(
     'SELECT held_until AS heldUntil FROM delivery_holds WHERE subscription_id = ?',
   );
-  // Only ever later: a write of an earlier hold (two answers flushed out of order) changes nothing.
   const deleteHold = db.prepare<[string]>('DELETE FROM delivery_holds WHERE subscription_id = ?');
+  // Only ever later: a write of an earlier hold (two answers flushed out of order) changes nothing.
   const upsertHold = db.prepare<[string, number]>(
     `INSERT INTO delivery_holds (subscription_id, held_until) VALUES (?, ?)
      ON CONFLICT (subscription_id) DO UPDATE SET held_until = MAX(held_until, excluded.held_until)`,
