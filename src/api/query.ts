@@ -16,7 +16,7 @@ export function parseInput<T extends z.ZodType>(schema: T, input: unknown, what 
 
 /**
  * Parses a request's query with zod, after refusing escapes that are not UTF-8 ({@link assertUtf8Query}):
- * every route's query, so none reads `%FF` as U+FFFD (API probe: `GET /events/stream?sql=` did).
+ * every route that reads a query parses it so, and none reads `%FF` as U+FFFD (API probe: `GET /events/stream?sql=` did).
  */
 export function parseQuery<T extends z.ZodType>(schema: T, req: { originalUrl: string; query: unknown }): z.output<T> {
   assertUtf8Query(req.originalUrl);
