@@ -544,8 +544,9 @@ export function createSubscriptionWorker(
     const ms = deps.clock() - startedAt;
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
-    // A 429 or 503 with Retry-After holds every request of the subscription (its own event's retry is the machine's).
-    const holdUntil = retryAfterHoldUntil(result, deps.clock(), options().retry);
+    // A 429 or 503 with Retry-After holds every request of the subscription (its own event's retry is the machine's),
+    // when it came from the sink still in use: a late answer of one a PATCH moved away asks nothing of the new one.
+    const holdUntil = deps.subscription().sink === sub.sink ? retryAfterHoldUntil(result, deps.clock(), options().retry) : undefined;
     if (holdUntil !== undefined) flow.holdUntil(holdUntil);
     // A deleted subscription's late answers are not recorded: its series are gone (and its rows: a hold written
     // for it would fail the flush on its foreign key).

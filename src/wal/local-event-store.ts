@@ -84,8 +84,7 @@ export type LocalEventStore = EventStore & {
  */
 export function openLocalEventStore(opts: LocalEventStoreOptions): LocalEventStore {
   const identity = readIdentity(opts.dataDir);
-  refuseIdentityConflict(opts, identity);
-  refuseForeignLog(opts);
+  refuseForeignFiles(opts, identity);
   const indexDb = openOwnIndex(opts, identity);
   try {
     return composeStore(opts, indexDb, identity);
@@ -163,48 +162,49 @@ function holdsNoRows(indexDb: Db): boolean {
 }
 
 /**
- * herald.json and herald.db naming different data dirs: refused before anything is changed (index.db
- * would be rebuilt for herald.json's id). index.db, the third record of the id, says which one is
- * likely wrong: a probe changed one character of herald.json's id and was told to restore herald.db,
- * the sound file, whose restore from a backup would lose what it had stored since.
+ * The records of which data dir these files are, compared before anything is changed (index.db would be
+ * rebuilt for herald.db's id): herald.json's id, herald.db's id and the log it recorded, wal/'s log (from its
+ * key), index.db's id. A disagreement is refused naming the file the others outvote, so that following the
+ * message restores the file that is wrong. Probes: a damaged herald.json was blamed on the sound herald.db
+ * (whose restore would lose what it stored since), and a refusal told to remove the herald.json that matched
+ * the log. The log is what the data dir is; herald.json travels with it.
  */
-function refuseIdentityConflict(opts: LocalEventStoreOptions, identity: DataDirIdentity | undefined): void {
-  const inDatabase = createMetaRepo(opts.db).get('data_dir_id');
-  if (identity === undefined || inDatabase === undefined || inDatabase === identity.id) return;
-  const json = path.join(opts.dataDir, IDENTITY_FILE);
+function refuseForeignFiles(opts: LocalEventStoreOptions, identity: DataDirIdentity | undefined): void {
+  const meta = createMetaRepo(opts.db);
+  const inDatabase = meta.get('data_dir_id');
+  const recordedLog = meta.get('log_id');
+  const walLog = walLogId(opts);
+  const logKnown = recordedLog !== undefined && walLog !== undefined;
+  const logDisagrees = logKnown && recordedLog !== walLog;
+  const idsDisagree = identity !== undefined && inDatabase !== undefined && identity.id !== inDatabase;
+  if (!logDisagrees && !idsDisagree) return;
+  const inIndex = () => metaWithoutWriting(path.join(opts.dataDir, INDEX_DB_FILE), 'data_dir_id');
   const database = path.join(opts.dataDir, 'herald.db');
-  const inIndex = metaWithoutWriting(path.join(opts.dataDir, INDEX_DB_FILE), 'data_dir_id');
-  if (inIndex === inDatabase) {
+  const json = path.join(opts.dataDir, IDENTITY_FILE);
+  if (logDisagrees) {
+    // herald.db or wal/ is another data dir's: herald.json (or, without it, index.db) says which.
+    const index = identity === undefined ? inIndex() : undefined;
+    const witness = identity !== undefined ? IDENTITY_FILE : index !== undefined ? 'index.db' : undefined;
+    if ((identity !== undefined && idsDisagree) || (identity === undefined && index !== undefined && index !== inDatabase)) {
+      throw new StartupError(
+        `${database} belongs to another data dir: it recorded another log than the one in ${walDir(opts)}, and ${witness} names another data dir than it does; nothing was changed. ` +
+          "Restore this data dir's herald.db from a backup.",
+      );
+    }
+    throw foreignLog(opts);
+  }
+  // The ids disagree; herald.db and the log agree (or the log cannot tell).
+  const agreeing = logKnown ? `${database} and ${walDir(opts)}` : inIndex() === inDatabase ? `${database} and index.db` : undefined;
+  if (agreeing) {
     throw new StartupError(
-      `${json} names another data dir (id ${identity.id}) than ${database} and index.db, which agree (id ${inDatabase}): ${IDENTITY_FILE} is likely damaged or copied from another data dir; nothing was changed. ` +
+      `${json} names another data dir (id ${identity!.id}) than ${agreeing}, which agree (id ${inDatabase}): ${IDENTITY_FILE} is likely damaged or copied from another data dir; nothing was changed. ` +
         `Restore ${IDENTITY_FILE} from a backup, or remove it to have it written again from herald.db.`,
     );
   }
   throw new StartupError(
-    `${database} belongs to another data dir (its id ${inDatabase} is not ${identity.id}, the one in ${IDENTITY_FILE}); nothing was changed. ` +
+    `${database} belongs to another data dir (its id ${inDatabase} is not ${identity!.id}, the one in ${IDENTITY_FILE}); nothing was changed. ` +
       `Restore this data dir's herald.db from a backup (or, if ${IDENTITY_FILE} is the damaged one, remove it to have it written again from herald.db).`,
   );
-}
-
-/**
- * herald.db recording another log than wal/'s: refused before index.db is touched too (re-probe: with no
- * herald.json, a sound index.db was rebuilt for the foreign herald.db's id, then the start was refused). With
- * index.db naming another data dir than herald.db as well, herald.db is the odd one out.
- */
-function refuseForeignLog(opts: LocalEventStoreOptions): void {
-  const meta = createMetaRepo(opts.db);
-  const recorded = meta.get('log_id');
-  const logId = walLogId(opts);
-  if (recorded === undefined || logId === undefined || logId === recorded) return;
-  const inDatabase = meta.get('data_dir_id');
-  const inIndex = metaWithoutWriting(path.join(opts.dataDir, INDEX_DB_FILE), 'data_dir_id');
-  if (inDatabase !== undefined && inIndex !== undefined && inIndex !== inDatabase) {
-    throw new StartupError(
-      `${path.join(opts.dataDir, 'herald.db')} belongs to another data dir: the log in ${walDir(opts)} is not the one it recorded, and index.db names another data dir than it does; nothing was changed. ` +
-        "Restore this data dir's herald.db from a backup.",
-    );
-  }
-  throw foreignLog(opts);
 }
 
 /** The id of wal/'s log, from its key; undefined when it has none readable yet (a new log, or one whose key a start makes). */

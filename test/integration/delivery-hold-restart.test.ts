@@ -97,3 +97,31 @@ it('ends a stored hold on resume after a pause, and on a new sink, restarts incl
     await other.close();
   }
 });
+
+it('takes no hold from a late answer of a sink a PATCH moved away from (re-probe: the new receiver was held for an hour)', async () => {
+  await gw?.close();
+  const old = await startReceiver(async () => {
+    await new Promise((r) => setTimeout(r, 1500));
+    return { status: 503, headers: { 'retry-after': '3600' } };
+  });
+  const moved = await startReceiver();
+  try {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '2' });
+    const sub = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: old.url, delivery: { ordering: 'none' } })
+        .expect(201)
+    ).body as { id: string };
+    await publishOfType(gw.url, '/hold-late', 'hold.late', ['l1']);
+    await waitFor(() => requestsForSubscription(old, sub.id, 'l1')[0], { what: 'the request to the old sink' });
+    await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ sink: moved.url }).expect(200);
+    await new Promise((r) => setTimeout(r, 1800)); // the old sink's 503 has come back
+    await publishOfType(gw.url, '/hold-late', 'hold.late', ['l2']);
+    await waitFor(() => requestsForSubscription(moved, sub.id, 'l2')[0], { what: 'l2 sent to the new sink', timeoutMs: 5000 });
+    expect((await getSubscription(gw.url, sub.id)).stats.throttled).toBe(false);
+  } finally {
+    await old.close();
+    await moved.close();
+  }
+});

@@ -477,13 +477,48 @@ describe('corruption in the middle of the log', () => {
     fs.renameSync(json, `${json}.own`);
     const noJson = await runGatewayUntilExit({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
     expect(noJson.code).toBe(2);
-    expect(oneLine(noJson.stderr)).toMatch(/herald\.db belongs to another data dir: the log in .* is not the one it recorded/);
+    expect(oneLine(noJson.stderr)).toMatch(
+      /herald\.db belongs to another data dir: it recorded another log than the one in .*, and index\.db names another/,
+    );
     expect(fs.statSync(path.join(y.dataDir, 'index.db'))).toMatchObject({ ino: indexBefore.ino, mtimeMs: indexBefore.mtimeMs });
     fs.rmSync(yDb);
     for (const suffix of ['-wal', '-shm']) fs.rmSync(`${yDb}${suffix}`, { force: true });
     fs.renameSync(`${yDb}.own`, yDb);
     fs.renameSync(`${json}.own`, json);
     // Nothing was changed: with its own files, every event of its own is there.
+    child = await spawnGateway({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
+    for (const r of y.acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ event: { id: r.id }, offset: r.offset });
+  });
+
+  it('names the file the others outvote when two of them come from another data dir, and following the message starts it (re-probe)', async () => {
+    const x = await storeAndStop({ HERALD_PARTITIONS: '2' });
+    const y = await storeAndStop({ HERALD_PARTITIONS: '2' });
+    const swap = (name: string) => {
+      fs.renameSync(path.join(y.dataDir, name), path.join(y.dataDir, `${name}.own`));
+      fs.copyFileSync(path.join(x.dataDir, name), path.join(y.dataDir, name));
+    };
+    const restore = (name: string) => {
+      for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(y.dataDir, name + suffix), { force: true });
+      fs.renameSync(path.join(y.dataDir, `${name}.own`), path.join(y.dataDir, name));
+    };
+    const start = () => runGatewayUntilExit({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
+    // herald.db and index.db another's: herald.db is named (herald.json was, whose removal then blamed the log).
+    swap('herald.db');
+    swap('index.db');
+    const dbAndIndex = await start();
+    expect(dbAndIndex.code).toBe(2);
+    expect(oneLine(dbAndIndex.stderr)).toMatch(
+      /herald\.db belongs to another data dir: it recorded another log than the one in .*, and herald\.json names another/,
+    );
+    restore('herald.db');
+    restore('index.db');
+    // herald.json and index.db another's: herald.json is named (herald.db was, the one that matches the log), and removing it starts.
+    swap('herald.json');
+    swap('index.db');
+    const jsonAndIndex = await start();
+    expect(jsonAndIndex.code).toBe(2);
+    expect(oneLine(jsonAndIndex.stderr)).toMatch(/herald\.json names another data dir .* than .*herald\.db and .*wal, which agree/);
+    fs.rmSync(path.join(y.dataDir, 'herald.json'));
     child = await spawnGateway({ HERALD_DATA_DIR: y.dataDir, HERALD_PARTITIONS: '2' });
     for (const r of y.acked) expect((await lookupEvent(child.url, r)).body).toMatchObject({ event: { id: r.id }, offset: r.offset });
   });
