@@ -54,7 +54,7 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
   try {
     refuseUnfinishedRestore(config.dataDir);
     refusePartitionChange(config.dataDir, config.partitions);
-    db = openDatabase(dbFile);
+    db = openHeraldDb(dbFile);
     const store = openLocalEventStore({
       dataDir: config.dataDir,
       db,
@@ -81,6 +81,23 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
     if (typeof code === 'string' && /^(E[A-Z]+|SQLITE_(CANTOPEN|READONLY|IOERR|FULL|PERM|NOTADB|CORRUPT)\w*)$/.test(code))
       throw unusable(config.dataDir, err);
     throw err;
+  }
+}
+
+/**
+ * herald.db, opened and migrated; a file SQLite finds damaged is named as herald.db (re-probe: a truncated one
+ * said only that the data dir was not usable), with what can be done: it alone holds the subscriptions.
+ */
+function openHeraldDb(dbFile: string): Db {
+  try {
+    return openDatabase(dbFile);
+  } catch (err) {
+    const code = (err as { code?: unknown }).code;
+    if (typeof code !== 'string' || !/^SQLITE_(CORRUPT|NOTADB)/.test(code)) throw err;
+    throw new StartupError(
+      `${dbFile} is damaged (${code}: ${(err as Error).message}). It alone holds the subscriptions, their offsets and ` +
+        'dead letters: restore it from a backup, or move it aside and start with HERALD_RECOVERY=rebuild-events-only to go on without them.',
+    );
   }
 }
 

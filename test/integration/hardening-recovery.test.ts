@@ -194,6 +194,14 @@ describe('a lost herald.db', () => {
       .expect(200);
     child.child.kill('SIGTERM');
     expect(await child.exited).toBe(0);
+    // A herald.db cut to half is named, with what can be done (re-probe: "data dir … is not usable: SQLITE_CORRUPT").
+    const dbFile = path.join(dataDir, 'herald.db');
+    fs.truncateSync(dbFile, Math.floor(fs.statSync(dbFile).size / 2));
+    const cut = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+    expect(cut.code).toBe(2);
+    expect(oneLine(cut.stderr)).toMatch(
+      /herald\.db is damaged \(SQLITE_(CORRUPT|NOTADB).*restore it from a backup, or move it aside and start with HERALD_RECOVERY=rebuild-events-only/,
+    );
     for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db'))) fs.rmSync(path.join(dataDir, f));
 
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
