@@ -172,12 +172,24 @@ async function followStream(
   let watchdog = setTimeout(silent, SILENCE_MS);
   const onStop = () => connection.abort(stopped.reason);
   stopped.addEventListener('abort', onStop, { once: true });
+  // The abort reaches the connection from here, by strong references: fetch follows a request's signal only
+  // through a WeakRef, so once a garbage collection ran (about 10 s idle) Ctrl-C and the watchdog reached
+  // nothing and the tail ran on (CLI probe).
+  const aborted = new Promise<never>((_, reject) => {
+    const fail = () => reject(connection.signal.reason as Error);
+    if (connection.signal.aborted) fail();
+    else connection.signal.addEventListener('abort', fail, { once: true });
+  });
+  aborted.catch(() => undefined);
   try {
-    const result = await ctx.streamClient.GET('/events/stream', {
-      params: { query: sql === undefined ? {} : { sql } },
-      parseAs: 'stream',
-      signal: connection.signal,
-    });
+    const result = await Promise.race([
+      ctx.streamClient.GET('/events/stream', {
+        params: { query: sql === undefined ? {} : { sql } },
+        parseAs: 'stream',
+        signal: connection.signal,
+      }),
+      aborted,
+    ]);
     const body = unwrap(result);
     if (!body) throw new ReportedError('herald: the gateway sent no stream');
     connected();
@@ -188,11 +200,16 @@ async function followStream(
       if (ctx.out.json) ctx.out.jsonLine(stored);
       else ctx.out.line(eventLine(ctx.out, stored.partition, stored.offset, stored.event));
     });
-    for await (const chunk of body) {
+    const reader = (body as ReadableStream<Uint8Array>).getReader();
+    const cancel = () => void reader.cancel(connection.signal.reason).catch(() => undefined);
+    connection.signal.addEventListener('abort', cancel, { once: true });
+    for (;;) {
+      const { done, value } = await Promise.race([reader.read(), aborted]);
+      if (done) break;
       heard();
       clearTimeout(watchdog);
       watchdog = setTimeout(silent, SILENCE_MS);
-      parser.push(decoder.decode(chunk as Uint8Array, { stream: true }));
+      parser.push(decoder.decode(value, { stream: true }));
     }
   } catch (err) {
     if (err instanceof SseTooLargeError) throw new ReportedError(`herald: the gateway at ${ctx.url} sent ${err.message}`);

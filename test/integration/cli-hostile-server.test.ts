@@ -179,6 +179,20 @@ describe('herald: a gateway that stops answering', () => {
     expect(tookMs).toBeLessThan(15_000);
   }, 40_000);
 
+  it('ends a tail on SIGINT once garbage collection has run (CLI probe: after about 10 s idle it ran on; the first signal did nothing)', async () => {
+    const gcOften = path.resolve(__dirname, '..', 'helpers', 'gc-often.js');
+    const tail = spawnHerald(['events', 'tail'], { url: gw.url, env: { NODE_OPTIONS: `--expose-gc --require ${gcOften}` } });
+    try {
+      await tail.waitFor('stderr', /tailing events/);
+      await new Promise((r) => setTimeout(r, 1500)); // collections ran, as after an idle while
+      tail.child.kill('SIGINT');
+      const code = await Promise.race([tail.exited, new Promise((r) => setTimeout(() => r('still running 5 s after SIGINT'), 5000))]);
+      expect(code).toBe(0);
+    } finally {
+      await tail.kill();
+    }
+  }, 40_000);
+
   it('does not cut a stream (events tail) at --timeout', async () => {
     const tail = spawnHerald(['events', 'tail', '--timeout', '1'], { url: gw.url });
     try {
