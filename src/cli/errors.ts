@@ -42,7 +42,8 @@ export function refusalMessage(err: HeraldApiError, apiKeyGiven: boolean): strin
 export function reportError(err: unknown, writeErr: (text: string) => void, apiKeyGiven = false): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? EXIT_OK : EXIT_USAGE;
   if (err instanceof UsageError) {
-    writeErr(`herald: ${err.message}\n`);
+    // It may quote what it was given (a file's first line, a --data value): escaped for the terminal (CLI probe).
+    writeErr(`herald: ${printableLines(err.message)}\n`);
     return EXIT_USAGE;
   }
   // Messages carry the gateway's words (and events' attributes it echoes): escaped for the terminal.

@@ -109,6 +109,11 @@ export function main(): void {
     closed = true;
     if (!stdoutClosed()) process.exit(0);
   });
+  // Nor is closing stderr's (`2>&1 | head`): notes and errors written after go nowhere, and the status stays
+  // the command's (CLI probe: an uncaught EPIPE from a note made it 1).
+  process.stderr.on('error', (err: NodeJS.ErrnoException) => {
+    if (err.code !== 'EPIPE' && err.code !== 'ERR_STREAM_DESTROYED') throw err;
+  });
   void runCli(process.argv.slice(2), streams).then(
     (status) => {
       if (status === 'serving') return;

@@ -2,11 +2,12 @@
  * The `herald` CLI against answers a gateway should never give (a fake loopback server) and
  * against a real gateway with path-segment ids. Each command runs as a child process.
  */
+import { spawn } from 'node:child_process';
 import http from 'node:http';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { runHerald, spawnHerald } from '../helpers/cli';
+import { HERALD_BIN, runHerald, spawnHerald } from '../helpers/cli';
 import { startTestGateway, type TestGateway } from '../helpers/gateway';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -192,6 +193,48 @@ describe('herald: a gateway that stops answering', () => {
       await tail.kill();
     }
   }, 40_000);
+
+  it('exits 0 when the reader of its stderr goes away (`2>&1 | head -1`; CLI probe: an uncaught EPIPE made it 1)', async () => {
+    for (const id of ['p1', 'p2']) {
+      const res = await fetch(`${gw.url}/events`, {
+        method: 'POST',
+        headers: {
+          'ce-specversion': '1.0',
+          'ce-id': id,
+          'ce-source': '/pipe',
+          'ce-type': 't',
+          'ce-partitionkey': 'pipe',
+          'content-type': 'text/plain',
+        },
+        body: 'x',
+      });
+      expect(res.status).toBe(202);
+      await res.arrayBuffer();
+    }
+    const partition = (await (await fetch(`${gw.url}/events?source=%2Fpipe&id=p1`)).json()) as { partition: number };
+    // Its stderr is closed before it starts: the note naming the next page meets EPIPE.
+    const child = spawn(process.execPath, [HERALD_BIN, 'events', 'read', '--partition', String(partition.partition), '--limit', '1'], {
+      env: { PATH: process.env.PATH, HERALD_URL: gw.url },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    child.stderr!.destroy();
+    let stdout = '';
+    child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+    const code = await new Promise((resolve) => child.on('close', (c, signal) => resolve(c ?? signal)));
+    expect(code).toBe(0);
+    expect(stdout).toContain('p1');
+  });
+
+  it('escapes control characters of its own messages that quote what it was given (CLI probe: a file’s line reached the terminal raw)', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'esc.jsonl');
+    fs.writeFileSync(file, 'x\u001b]0;PWNED\u0007\u001b[2J\n');
+    const result = await runHerald(['publish', '--batch', file], { url: gw.url });
+    expect(result.code).toBe(2);
+    expect(result.stderr).toContain('\\u001b]0;PWNED\\u0007');
+    // eslint-disable-next-line no-control-regex
+    expect(result.stderr).not.toMatch(/[\u001b\u0007]/);
+  });
 
   it('does not cut a stream (events tail) at --timeout', async () => {
     const tail = spawnHerald(['events', 'tail', '--timeout', '1'], { url: gw.url });
