@@ -182,7 +182,8 @@ function refuseForeignFiles(opts: LocalEventStoreOptions, identity: DataDirIdent
   const database = path.join(opts.dataDir, 'herald.db');
   const json = path.join(opts.dataDir, IDENTITY_FILE);
   if (logDisagrees) {
-    // herald.db or wal/ is another data dir's: herald.json (or, without it, index.db) says which.
+    // herald.db or wal/ is another data dir's: herald.json (or, without it, index.db) says which. When it is
+    // wal/ (or only its frame.key), opening the log says so more precisely, and index.db agrees with herald.db.
     const index = identity === undefined ? inIndex() : undefined;
     const witness = identity !== undefined ? IDENTITY_FILE : index !== undefined ? 'index.db' : undefined;
     if ((identity !== undefined && idsDisagree) || (identity === undefined && index !== undefined && index !== inDatabase)) {
@@ -191,7 +192,7 @@ function refuseForeignFiles(opts: LocalEventStoreOptions, identity: DataDirIdent
           "Restore this data dir's herald.db from a backup.",
       );
     }
-    throw foreignLog(opts);
+    return;
   }
   // The ids disagree; herald.db and the log agree (or the log cannot tell).
   const agreeing = logKnown ? `${database} and ${walDir(opts)}` : inIndex() === inDatabase ? `${database} and index.db` : undefined;

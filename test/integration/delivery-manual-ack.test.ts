@@ -123,6 +123,8 @@ describe('202 Accepted', () => {
     await publish('ack.expire', ['e1']);
     const first = await nth(sub.id, 0);
     const second = await nth(sub.id, 1);
+    // Acked first, within its 300 ms lease (a CI run under load spent it on the four callbacks below).
+    expect((await callback(second, 'ack')).status).toBe(200);
     expect(second.headers['herald-attempt']).toBe('2');
     expect(second.headers['webhook-id']).toBe(first.headers['webhook-id']);
     for (const action of ['ack', 'nack', 'extend', 'reject'] as const) {
@@ -130,7 +132,6 @@ describe('202 Accepted', () => {
       expect({ action, status: res.status }).toEqual({ action, status: 409 });
       expect(res.headers['content-type']).toMatch(/^application\/problem\+json/);
     }
-    expect((await callback(second, 'ack')).status).toBe(200);
     await waitLagZero(sub.id);
   });
 
