@@ -35,7 +35,7 @@ export function registerEvents(program: Command, streams: CliStreams): void {
     .summary('a page of a partition, in offset order')
     .requiredOption('--partition <p>', 'the partition', parseNonNegativeInt)
     .option('--from <offset>', 'the first offset', parseNonNegativeInt, 0)
-    .option('--limit <n>', 'events at most (up to 1000)', parseIntBetween(0, 1000), 100)
+    .option('--limit <n>', 'events at most (1 to 1000)', parseIntBetween(1, 1000), 100)
     .addHelpText('after', '\nExample:\n  herald events read --partition 5 --from 0 --limit 100')
     .action(async (options: { partition: number; from: number; limit: number }, command: Command) => {
       const ctx = contextOf(command, streams);

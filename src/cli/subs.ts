@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import { unwrap, type components } from '../client';
-import { collect, contextOf, parseIntBetween, parseNonNegativeInt, parsePathId, type Context } from './context';
+import { collect, contextOf, parseIntBetween, parsePathId, type Context } from './context';
 import { UsageError } from './errors';
 import { clip, printable, shown, type CliStreams } from './output';
 import { addSubscriptionOptions, deliveryOf, filtersOf, type SubscriptionOptions } from './subscription-input';
@@ -173,7 +173,11 @@ export function registerSubs(program: Command, streams: CliStreams): void {
     .command('rotate-secret')
     .summary('replace the signing secret (the old one keeps signing during the overlap)')
     .argument('<id>', 'subscription id', parsePathId)
-    .option('--overlap-seconds <s>', 'how long the old secret keeps signing too (default 86400; 0 stops it at once)', parseNonNegativeInt)
+    .option(
+      '--overlap-seconds <s>',
+      'how long the old secret keeps signing too (default 86400; 0 stops it at once; at most 604800)',
+      parseIntBetween(0, 7 * 86_400),
+    )
     .action(
       onId(async (id, options: { overlapSeconds?: number }, ctx) => {
         const rotated = unwrap(

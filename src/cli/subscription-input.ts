@@ -1,6 +1,6 @@
 import { InvalidArgumentError, Option, type Command } from 'commander';
 import type { components } from '../client';
-import { collect, parseJsonOption, parseNonNegativeInt } from './context';
+import { collect, parseIntBetween, parseJsonOption } from './context';
 import { UsageError } from './errors';
 
 type Filter = components['schemas']['Filter'];
@@ -58,9 +58,10 @@ export function addSubscriptionOptions(command: Command, { update }: { update: b
     .addOption(
       new Option('--ack-mode <mode>', 'auto: a 2xx but 202 is done; manual: every 2xx waits for a callback').choices(['auto', 'manual']),
     )
-    .option('--max-in-flight <n>', 'events started and unfinished at once, at most', parseNonNegativeInt)
-    .option('--timeout-ms <ms>', 'bound on one whole delivery attempt', parseNonNegativeInt)
-    .option('--max-attempts <n>', 'attempts before an event is dead-lettered', parseNonNegativeInt)
+    // The API's ranges: a value out of them is a usage error here, with nothing sent (CLI probe: a 400, exit 1).
+    .option('--max-in-flight <n>', 'events started and unfinished at once, at most (1 to 1024)', parseIntBetween(1, 1024))
+    .option('--timeout-ms <ms>', 'bound on one whole delivery attempt (10 to 300000)', parseIntBetween(10, 300_000))
+    .option('--max-attempts <n>', 'attempts before an event is dead-lettered (1 to 1000)', parseIntBetween(1, 1000))
     .option('--rate-limit <perSecond>', 'delivery attempts a second, at most', parseRate)
     .option(
       '--header <name:value>',

@@ -110,11 +110,27 @@ describe('herald: a --limit the API would refuse is a usage error', () => {
       ['dead-letters', 'list', '00000000-0000-4000-8000-000000000000', '--limit', '5000'],
       // Was: sent, and "(no dead letters)" printed whatever the subscription held.
       ['dead-letters', 'list', '00000000-0000-4000-8000-000000000000', '--limit', '0'],
+      // Was: "(no events in partition 0 from offset 0)" whatever it held (CLI probe).
+      ['events', 'read', '--partition', '0', '--limit', '0'],
     ]) {
       const result = await herald(...args);
       expect({ args, code: result.code }).toEqual({ args, code: 2 });
       expect(result.stderr).toMatch(/option '--limit <n>' argument '[0-9]+' is invalid/);
       expect(result.stdout).toBe('');
+    }
+  });
+
+  it('exits 2, sending nothing, for delivery settings and a secret overlap out of the API’s ranges (CLI probe: sent, a 400, exit 1)', async () => {
+    const id = '00000000-0000-4000-8000-000000000000';
+    for (const [args, option] of [
+      [['subs', 'update', id, '--max-in-flight', '0'], '--max-in-flight'],
+      [['subs', 'update', id, '--timeout-ms', '5'], '--timeout-ms'],
+      [['subs', 'update', id, '--max-attempts', '1001'], '--max-attempts'],
+      [['subs', 'rotate-secret', id, '--overlap-seconds', '999999'], '--overlap-seconds'],
+    ] as const) {
+      const result = await herald(...args);
+      expect({ args, code: result.code }).toEqual({ args, code: 2 });
+      expect(result.stderr).toContain(`option '${option}`);
     }
   });
 });
