@@ -58,6 +58,24 @@ export interface BackupManifest {
   segmentsDroppedByRetention: number;
 }
 
+/**
+ * A backup inside the data dir it copies would be lost with it, and copied into itself by the next backup
+ * (CLI probe: `herald backup $DIR/inside` was taken). Compared by real paths (a symlink is followed).
+ */
+function requireOutside(source: string, dest: string): void {
+  const real = (p: string): string => {
+    try {
+      return fs.realpathSync(p);
+    } catch {
+      return path.join(real(path.dirname(p)), path.basename(p)); // not there yet: its parent's real path
+    }
+  };
+  const from = real(source);
+  const to = real(path.resolve(dest));
+  if (to === from || to.startsWith(from + path.sep))
+    throw new BackupError(`${dest} is inside the data dir ${source}: a backup there is lost with it; choose a directory outside it`);
+}
+
 /** A backup or restore that cannot be done as asked: its message is the whole explanation. */
 export class BackupError extends Error {
   override name = 'BackupError';
@@ -73,6 +91,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
   const startedAt = clock().toISOString();
   if (dest.trim() === '') throw new BackupError('no destination given: a backup goes to a new directory');
   requireDataDir(source);
+  requireOutside(source, dest);
   requireAbsent(dest);
   removeAbandoned(path.resolve(dest));
   const work = `${path.resolve(dest)}.partial-${process.pid}`;

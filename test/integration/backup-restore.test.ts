@@ -300,6 +300,15 @@ describe('herald backup / herald restore', () => {
     gw.child.kill('SIGKILL');
     await gw.exited;
     expect(fs.existsSync(path.join(source, 'herald.db-wal'))).toBe(true);
+    // Not into the data dir itself, nor through a link to it (CLI probe: taken, and lost with the dir).
+    const link = path.join(tmpDir(), 'link');
+    fs.symlinkSync(source, link);
+    for (const inside of [path.join(source, 'inside'), path.join(source, 'wal', 'inside'), path.join(link, 'inside')]) {
+      const refused = await runHerald(['backup', '--data-dir', source, inside]);
+      expect(refused.code).toBe(1);
+      expect(refused.stderr).toMatch(/is inside the data dir .*: a backup there is lost with it/);
+      expect(fs.existsSync(inside)).toBe(false);
+    }
     const backupDir = path.join(tmpDir(), 'backup');
     expect(await runHerald(['backup', '--data-dir', source, backupDir])).toMatchObject({ code: 0, stderr: '' });
     const restored = tmpDir(); // exists and is empty
