@@ -17,6 +17,7 @@ import { createLogger, type Logger } from './logger';
 import { startCheckpointerOnDemand } from './store/checkpointer';
 import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
 import { lockDataDir, refusePartitionChange, refuseUnfinishedRestore, unusable } from './store/data-dir';
+import { isCorruptDatabase } from './store/index-db';
 import { createDeliveryStateRepo } from './store/delivery-state-repo';
 import { StartupError } from './errors';
 import { createSubscriptionsService, type SubscriptionsService } from './subscriptions/service';
@@ -92,10 +93,9 @@ function openHeraldDb(dbFile: string): Db {
   try {
     return openDatabase(dbFile);
   } catch (err) {
-    const code = (err as { code?: unknown }).code;
-    if (typeof code !== 'string' || !/^SQLITE_(CORRUPT|NOTADB)/.test(code)) throw err;
+    if (!isCorruptDatabase(err)) throw err;
     throw new StartupError(
-      `${dbFile} is damaged (${code}: ${(err as Error).message}). It alone holds the subscriptions, their offsets and ` +
+      `${dbFile} is damaged (${(err as { code: string }).code}: ${(err as Error).message}). It alone holds the subscriptions, their offsets and ` +
         'dead letters: restore it from a backup, or move it aside and start with HERALD_RECOVERY=rebuild-events-only to go on without them.',
     );
   }

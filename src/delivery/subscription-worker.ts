@@ -65,7 +65,6 @@ const LOOP_RETRY_MAX_MS = 30_000;
  * offset, filters, posts, retries, awaits acks, dead-letters, and advances the
  * committed offset over contiguous finished offsets.
  */
-
 export function createSubscriptionWorker(
   deps: WorkerDeps,
   saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null; finished?: FinishedRow[]; heldUntil?: number | null },

@@ -18,7 +18,7 @@ import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
 import { createIndexRows } from './index-rows';
 import { createIndexer, safely } from './indexer';
-import { createDecodedCache, createReads, damagedIndexError } from './reads';
+import { createDecodedCache, createReads } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { SEGMENT_FILE, openSegmentLog, readFrameKey, type SegmentLog } from './segment-log';
@@ -324,15 +324,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     // tail's message (held while the event is) about its size again (a re-probe measured 9x the bytes).
     decoded: createDecodedCache({ maxBytes: READ_CACHE_BYTES, charge: (length) => 2 * length + 1024 }),
     onIndexDamage: integrity.report,
+    damage: integrity.damage,
   });
-  /** Reads from a damaged index can be wrong (an event passed over as a gap): refused until the restart rebuilds it. */
-  const whileIndexSound =
-    <A extends unknown[], R>(fn: (...args: A) => R) =>
-    (...args: A): R => {
-      const damage = integrity.damage();
-      if (damage !== undefined) throw damagedIndexError(damage);
-      return fn(...args);
-    };
   sequencer.start();
 
   const pruneTimer = setInterval(() => void pruneIdempotency(), Math.min(60_000, Math.max(1000, opts.idempotencyWindowMs / 10)));
@@ -454,9 +447,9 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     recovery,
     pruneIdempotency,
     append,
-    read: whileIndexSound(reads.read),
-    lookup: whileIndexSound(reads.lookup),
-    offsetAtTime: whileIndexSound(reads.offsetAtTime),
+    read: reads.read,
+    lookup: reads.lookup,
+    offsetAtTime: reads.offsetAtTime,
     heads: sequencer.heads,
     firstOffsets: () => firstOffsets,
     logStats: () => ({ bytes: segments.sizeBytes(), segments: segments.list().length, unindexed: indexer.lag() }),

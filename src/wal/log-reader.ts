@@ -6,7 +6,7 @@ import { createLogIndexRepo, type IndexEntry } from '../store/log-index-repo';
 import type { LogReader } from './event-store';
 import { POSITION_FIELDS, cutConsumedFront, firstAtOrAfter, type GroupPositions, type LogSnapshot } from './log-feed';
 import { createLogWindows } from './log-windows';
-import { createDecodedCache, createReads, damagedIndexError } from './reads';
+import { createDecodedCache, createReads } from './reads';
 import { openSegmentReader } from './segment-log';
 
 interface TailRecord extends IndexEntry {
@@ -122,6 +122,8 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger, onIndexDamage?
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
   const index = createLogIndexRepo(indexDb);
   let indexRanges = 0;
+  /** What this thread's reads found wrong with index.db, if anything. */
+  let damage: string | undefined;
   const reads = createReads({
     segments,
     index: {
@@ -139,7 +141,7 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger, onIndexDamage?
     log,
     decoded,
     windows,
-    // Every read then refuses (see `damagedIndexError`) until a restart, which the marker has rebuild index.db.
+    // Every read then refuses until a restart, which the marker has rebuild index.db.
     onIndexDamage: (detail) => {
       if (damage !== undefined) return;
       damage = detail;
@@ -147,19 +149,13 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger, onIndexDamage?
       log.error({ damage: detail }, 'index.db is damaged: delivery stops reading; restart the gateway to rebuild it from the log');
       onIndexDamage?.(detail);
     },
+    damage: () => damage,
   });
-  let damage: string | undefined;
-  const whileIndexSound =
-    <A extends unknown[], R>(fn: (...args: A) => R) =>
-    (...args: A): R => {
-      if (damage !== undefined) throw damagedIndexError(damage);
-      return fn(...args);
-    };
 
   const reader: LogReader = {
     partitions: snapshot.partitions,
-    read: whileIndexSound(reads.read),
-    offsetAtTime: whileIndexSound(reads.offsetAtTime),
+    read: reads.read,
+    offsetAtTime: reads.offsetAtTime,
     heads: () => heads,
     firstOffsets: () => firstOffsets,
     onAppend(listener) {

@@ -39,6 +39,12 @@ export interface ReadsOptions {
    * record); the read then throws {@link damagedIndexError}. Called once per finding.
    */
   onIndexDamage?: (detail: string) => void;
+  /**
+   * What is known wrong with index.db (by these reads or otherwise), if anything: every read then refuses
+   * with {@link damagedIndexError} until a restart rebuilds it, since pages from it can be wrong (an event
+   * passed over as a gap).
+   */
+  damage?: () => string | undefined;
 }
 
 /**
@@ -282,7 +288,15 @@ export function createReads(opts: ReadsOptions) {
     return clamp(tail.firstOffsetAt(partition, atMs) ?? head);
   }
 
-  return { read, lookup, offsetAtTime };
+  /** `fn`, refused while index.db is known damaged. */
+  const whileIndexSound =
+    <A extends unknown[], R>(fn: (...args: A) => R) =>
+    (...args: A): R => {
+      const damage = opts.damage?.();
+      if (damage !== undefined) throw damagedIndexError(damage);
+      return fn(...args);
+    };
+  return { read: whileIndexSound(read), lookup: whileIndexSound(lookup), offsetAtTime: whileIndexSound(offsetAtTime) };
 }
 
 /**

@@ -138,11 +138,10 @@ export function encodePadding(length: number, key: FrameKey): Buffer {
  * Every read goes through this: a record whose bytes changed is never served.
  */
 export function verifyAndDecode(frame: Buffer, partition: number, offset: number, key: FrameKey): LogRecord | undefined {
-  const check = checkFrame(frame, 0, key);
-  if (check.status !== 'ok' || check.padding || check.length !== frame.length) return undefined;
+  const place = intactRecordPlace(frame, key);
+  if (place?.partition !== partition || place.offset !== offset) return undefined;
   try {
-    const record = decodeRecord(frame);
-    return record.partition === partition && record.offset === offset ? record : undefined;
+    return decodeRecord(frame);
   } catch {
     return undefined;
   }
