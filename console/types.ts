@@ -14,6 +14,7 @@ export type AppendResult = Schemas['AppendResult'];
 export type PartitionDeliveryStats = Schemas['PartitionDeliveryStats'];
 export type SubscriptionStats = Schemas['SubscriptionStats'];
 export type Subscription = Schemas['Subscription'] & { secret?: string };
+export type SubscriptionPage = Schemas['SubscriptionList'];
 export type SubscriptionState = Subscription['state'];
 export type DeadLetter = Schemas['DeadLetter'];
 export type DeadLetterPage = Schemas['DeadLetterPage'];

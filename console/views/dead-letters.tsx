@@ -4,7 +4,7 @@ import { Badge, Card, ConfirmButton, ErrorNote, StatusCode } from '../components
 import { WholeEvent } from '../components/whole-event';
 import { formatCount, formatTime } from '../format';
 import { href, usePoll } from '../hooks';
-import type { DeadLetter, DeadLetterPage, Subscription } from '../types';
+import type { DeadLetter, DeadLetterPage, Subscription, SubscriptionPage } from '../types';
 
 const PAGE = 100;
 /** The API's largest page: the list is re-read from its start when it changed. */
@@ -38,10 +38,12 @@ async function changed(base: string, known: Listed, count: number | undefined): 
 
 /** Per subscription: dead letters with reason and last error; open one, redeliver selected or all, delete. */
 export function DeadLetters(props: { id?: string }) {
-  const subs = usePoll(() => api.get<{ subscriptions: Subscription[] }>('subscriptions'), 5000, []);
+  // The choice lists the first MAX_SHOWN subscriptions; a later one is reached from its own page (its id in the address).
+  const subs = usePoll(() => api.get<SubscriptionPage>(`subscriptions?limit=${MAX_SHOWN}`), 5000, []);
   const list = subs.data?.subscriptions ?? [];
   // Without one in the address, the first subscription that has dead letters (else the first).
   const chosen = props.id ?? (list.find((s) => (s.stats?.deadLetters ?? 0) > 0) ?? list[0])?.id;
+  const unlisted = chosen !== undefined && subs.data !== undefined && !list.some((s) => s.id === chosen);
   return (
     <div class="stack">
       <Card
@@ -54,6 +56,7 @@ export function DeadLetters(props: { id?: string }) {
               value={chosen ?? ''}
               onChange={(e) => (location.hash = href({ view: 'dead-letters', id: e.currentTarget.value }))}
             >
+              {unlisted && <option value={chosen}>{chosen}</option>}
               {list.map((s) => (
                 <option key={s.id} value={s.id}>
                   {s.sink} ({formatCount(s.stats?.deadLetters ?? 0)})

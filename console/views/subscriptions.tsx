@@ -3,20 +3,53 @@ import { api } from '../api';
 import { Card, ErrorNote, SecretField, StateBadge } from '../components/ui';
 import { formatAge, formatCount, formatTime, totals } from '../format';
 import { href, usePoll } from '../hooks';
-import type { Subscription } from '../types';
+import type { Subscription, SubscriptionPage } from '../types';
 
 const POLL_MS = 2000;
+/** Subscriptions a page: a poll reads (and the page draws) this many, however many there are. */
+export const PAGE = 100;
 
-/** Every subscription with its state, total lag, in-flight and oldest pending age; the create form. */
+/**
+ * Subscriptions a page at a time, oldest first, with state, total lag, in-flight and oldest pending
+ * age; the create form. `cursors` holds the `after` of each page gone through, to go back.
+ */
 export function Subscriptions() {
-  const list = usePoll(() => api.get<{ subscriptions: Subscription[] }>('subscriptions'), POLL_MS, []);
+  const [cursors, setCursors] = useState<string[]>([]);
+  const after = cursors.at(-1);
+  const list = usePoll(
+    () => api.get<SubscriptionPage>(`subscriptions?limit=${PAGE}${after === undefined ? '' : `&after=${encodeURIComponent(after)}`}`),
+    POLL_MS,
+    [after],
+  );
   const [created, setCreated] = useState<Subscription | undefined>();
   const subscriptions = list.data?.subscriptions ?? [];
+  const next = list.data?.nextAfter ?? null;
+  const first = cursors.length * PAGE;
+  const shownRange = subscriptions.length === 0 ? '' : `${first + 1}–${first + subscriptions.length}`;
   return (
     <div class="stack">
-      <Card title="Subscriptions" actions={<span class="dim">{list.data ? `${subscriptions.length} in all` : ''}</span>}>
+      <Card
+        title="Subscriptions"
+        actions={
+          <span class="pager">
+            <span class="dim" data-testid="subscriptions-range">
+              {list.data && (cursors.length === 0 && next === null ? `${subscriptions.length} in all` : shownRange)}
+            </span>
+            {cursors.length > 0 && (
+              <button type="button" class="secondary" onClick={() => setCursors((c) => c.slice(0, -1))}>
+                ← previous
+              </button>
+            )}
+            {next !== null && (
+              <button type="button" class="secondary" data-testid="subscriptions-next" onClick={() => setCursors((c) => [...c, next])}>
+                next →
+              </button>
+            )}
+          </span>
+        }
+      >
         <ErrorNote message={list.error} />
-        {list.data && subscriptions.length === 0 && <p class="dim">No subscriptions yet: create one below.</p>}
+        {list.data && subscriptions.length === 0 && cursors.length === 0 && <p class="dim">No subscriptions yet: create one below.</p>}
         {subscriptions.length > 0 && (
           <table class="table clickable" data-testid="subscriptions">
             <thead>

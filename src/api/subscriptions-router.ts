@@ -4,10 +4,29 @@ import { createSubscriptionSchema, patchSubscriptionSchema, rotateSecretSchema }
 import { seekSchema } from '../subscriptions/seek-schema';
 import { ATTEMPTS_KEPT } from '../store/attempts-repo';
 import type { SubscriptionsService } from '../subscriptions/service';
-import { parseInput, parseQuery, queryInt } from './query';
+import { parseInput, parseQuery, pathInt, queryInt } from './query';
 import { jsonBody, newRouter, refuseOverlongIds, requireScope, type AnyRouteHandler } from './routing';
 
 const MAX_PAGE = 1000;
+
+/**
+ * `GET /subscriptions`' query: `after` is a previous page's `nextAfter`, the creation time (ms) and id
+ * of its last subscription, so a page starts right even when that subscription was deleted meanwhile.
+ */
+const listQuery = z.object({
+  limit: z.preprocess((v) => (v === '' ? undefined : v), pathInt(MAX_PAGE).pipe(z.number().min(1)).optional()),
+  after: z.preprocess(
+    (v) => (v === '' ? undefined : v),
+    z
+      .string()
+      .regex(/^[0-9]{1,15}_[0-9A-Za-z-]{1,64}$/, 'expected the nextAfter of a previous page')
+      .transform((cursor) => {
+        const cut = cursor.indexOf('_');
+        return { createdAt: Number(cursor.slice(0, cut)), id: cursor.slice(cut + 1) };
+      })
+      .optional(),
+  ),
+});
 
 /**
  * `/subscriptions…`: CRUD, pause/resume, seek, secret rotation, dead letters. Bodies and queries are
@@ -28,8 +47,12 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     const created = await service.create(parseInput(createSubscriptionSchema, req.body, 'subscription'));
     res.status(201).location(`/subscriptions/${created.id}`).json(created);
   });
-  router.get('/subscriptions', admin, async (_req, res) => {
-    res.json({ subscriptions: await service.list() });
+  router.get('/subscriptions', admin, async (req, res) => {
+    const { limit, after } = parseQuery(listQuery, req);
+    const { subscriptions, next } = await service.list({ limit, after });
+    // Unpaged, the answer is what it always was; paged, it says where the next page starts.
+    const paged = limit !== undefined || after !== undefined;
+    res.json(paged ? { subscriptions, nextAfter: next && `${next.createdAt}_${next.id}` } : { subscriptions });
   });
   router.get('/subscriptions/:id', admin, async (req, res) => {
     res.json(await service.get(req.params.id));

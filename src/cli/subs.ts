@@ -19,10 +19,16 @@ export function registerSubs(program: Command, streams: CliStreams): void {
 
   subs
     .command('list')
-    .summary('every subscription, with its lag')
-    .action(async (_options: object, command: Command) => {
+    .summary('every subscription (or a page of them), oldest first, with its lag')
+    .option('--limit <n>', 'a page of at most this many (1 to 1000); every one without it or --after', parseIntBetween(1, 1000))
+    .option('--after <cursor>', 'the page after this cursor (printed under the previous page)')
+    .action(async (options: { limit?: number; after?: string }, command: Command) => {
       const { client, out } = contextOf(command, streams);
-      const list = unwrap(await client.GET('/subscriptions'));
+      const query = {
+        ...(options.limit !== undefined && { limit: options.limit }),
+        ...(options.after !== undefined && { after: options.after }),
+      };
+      const list = unwrap(await client.GET('/subscriptions', { params: { query } }));
       if (out.json) return out.document(list);
       out.table(
         ['ID', 'STATE', 'SINK', 'FILTERS', 'LAG', 'IN FLIGHT', 'DEAD LETTERS'],
@@ -38,6 +44,7 @@ export function registerSubs(program: Command, streams: CliStreams): void {
         ]),
         '(no subscriptions)',
       );
+      if (typeof list.nextAfter === 'string') out.note(`next page: --after ${shown(list.nextAfter)}`);
     });
 
   subs

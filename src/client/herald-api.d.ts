@@ -207,8 +207,12 @@ export interface paths {
         };
         /**
          * List subscriptions
-         * @description Every subscription, oldest first, with delivery statistics (`stats` is `null` for one whose
-         *     delivery is not started on this node). Not paginated.
+         * @description Subscriptions oldest first (by `createdAt`, then `id`), with delivery statistics (`stats` is
+         *     `null` for one whose delivery is not started on this node). Without `limit` or `after`, every
+         *     subscription, and no `nextAfter`. With either, a page: at most `limit` subscriptions after
+         *     `after`, and `nextAfter` to pass as `after` for the next page (`null` on the last one). A page
+         *     starts right even when the subscription it follows was deleted meanwhile; one created meanwhile
+         *     is listed on a later page (it is the newest).
          */
         get: operations["listSubscriptions"];
         put?: never;
@@ -1334,6 +1338,8 @@ export interface components {
         SigningSecret: string;
         SubscriptionList: {
             subscriptions: components["schemas"]["ListedSubscription"][];
+            /** @description Only on a page (`limit` or `after` given). `after` for the next page; `null` on the last. */
+            nextAfter?: string | null;
         };
         ListedSubscription: {
             /**
@@ -2542,14 +2548,19 @@ export interface operations {
     };
     listSubscriptions: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description At most this many subscriptions (every one after `after` when absent). */
+                limit?: number;
+                /** @description The `nextAfter` of the previous page; the list starts at its beginning when absent. */
+                after?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
         };
         requestBody?: never;
         responses: {
-            /** @description All subscriptions. */
+            /** @description Subscriptions (all of them, or a page). */
             200: {
                 headers: {
                     [name: string]: unknown;
@@ -2558,6 +2569,7 @@ export interface operations {
                     "application/json": components["schemas"]["SubscriptionList"];
                 };
             };
+            400: components["responses"]["InvalidRequest"];
             401: components["responses"]["Unauthorized"];
             403: components["responses"]["Forbidden"];
             500: components["responses"]["InternalError"];

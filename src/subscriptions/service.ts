@@ -30,6 +30,21 @@ export interface SubscriptionHooks {
   autoDisabled?(subscriptionId: string): void;
 }
 
+/** Where a page of the subscription list starts: after this subscription, in creation order. */
+export interface ListPosition {
+  createdAt: number;
+  id: string;
+}
+
+/** A page of `list`: after `after` (from the start without it), at most `limit` (all without it). */
+export interface ListPage {
+  after?: ListPosition;
+  limit?: number;
+}
+
+/** Creation order: `createdAt`, then `id` for those created in the same millisecond. */
+const byCreation = (a: ListPosition, b: ListPosition): number => a.createdAt - b.createdAt || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0);
+
 /**
  * Subscriptions: their records (kept through the {@link SubscriptionStore} port: SQLite on the local
  * engine, a watched KV bucket on the JetStream engine), secrets, the validation handshake's outcome,
@@ -218,10 +233,10 @@ export function createSubscriptionsService(deps: {
    * `each` for every subscription; one deleted meanwhile (delivery already answers "no such
    * subscription") is left out rather than failing the whole answer with its 404.
    */
-  async function forEachLive<T>(each: (record: SubscriptionRecord) => Promise<T>): Promise<T[]> {
+  async function forEachLive<T>(each: (record: SubscriptionRecord) => Promise<T>, records = live.records()): Promise<T[]> {
     const gone = Symbol('gone');
     const all = await Promise.all(
-      live.records().map((record) =>
+      records.map((record) =>
         each(record).catch((err: unknown) => {
           if (err instanceof AppError && err.code === 'not_found' && !exists(record.id)) return gone;
           throw err;
@@ -334,8 +349,20 @@ export function createSubscriptionsService(deps: {
         };
       });
     },
-    list() {
-      return forEachLive((record) => view(record, 'listed'));
+    /**
+     * Subscriptions oldest first (by `createdAt`, then `id`), those after `page.after` when given, at most
+     * `page.limit`; `next` is where the following page starts, `null` when none follows.
+     */
+    async list(page: ListPage = {}) {
+      const after = page.after;
+      const ordered = live
+        .records()
+        .sort(byCreation)
+        .filter((r) => after === undefined || byCreation(r, after) > 0);
+      const shownNow = page.limit === undefined ? ordered : ordered.slice(0, page.limit);
+      const last = shownNow.at(-1);
+      const next = shownNow.length < ordered.length && last ? { createdAt: last.createdAt, id: last.id } : null;
+      return { subscriptions: await forEachLive((record) => view(record, 'listed'), shownNow), next };
     },
     async get(id: string) {
       return view((await live.find(id)).record, 'required');

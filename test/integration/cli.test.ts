@@ -354,6 +354,27 @@ describe('herald subs', () => {
     expect(gone.stderr).toContain(`subscription ${id} does not exist (404 not_found)`);
   });
 
+  it('lists subscriptions a page at a time with --limit and --after, printing where the next page starts', async () => {
+    const ids: string[] = [];
+    for (let i = 0; i < 3; i++) ids.push((await json('subs', 'create', '--sink', fx.receiver.url, '--filter-source', `/cli/page-${i}`)).id);
+    const all = (await json('subs', 'list')).subscriptions.map((s: { id: string }) => s.id);
+    const seen: string[] = [];
+    let after: string[] = [];
+    for (let page = 0; page < all.length; page++) {
+      const result = await herald('subs', 'list', '--limit', '2', ...after);
+      expect(result.code).toBe(0);
+      seen.push(...[...result.stdout.matchAll(/^([0-9a-f-]{36})\s/gm)].map((m) => m[1]!));
+      const next = /^next page: --after (\S+)$/m.exec(result.stderr);
+      if (!next) break;
+      after = ['--after', next[1]!];
+    }
+    expect(seen).toEqual(all);
+    expect(ids.every((id) => seen.includes(id))).toBe(true);
+    expect((await json('subs', 'list', '--limit', '1')).nextAfter).toEqual(expect.any(String));
+    expect((await herald('subs', 'list', '--limit', '0')).code).toBe(2);
+    for (const id of ids) await herald('subs', 'delete', id);
+  });
+
   it('lists delivery attempts, newest first', async () => {
     const sub = await json('subs', 'create', '--sink', fx.receiver.url, '--filter-source', '/cli/attempts');
     await herald('publish', '--source', '/cli/attempts', '--type', 'com.example.attempt', '--id', 'a-1');

@@ -142,6 +142,44 @@ for (const engine of ENGINES) {
         expect(after.map((s: { id: string }) => s.id)).not.toContain(sub.id);
       });
 
+      it('lists subscriptions in pages, in creation order, a page starting right after its cursor was deleted', async () => {
+        for (let i = 0; i < 5; i++) await subscribe(typeOf(`page-${i}`));
+        const whole = (await request(gw.url).get('/subscriptions').expect(200)).body;
+        expect(whole).not.toHaveProperty('nextAfter');
+        const ids = whole.subscriptions.map((s: { id: string }) => s.id);
+        expect(ids).toEqual(expect.arrayContaining(created));
+        const order = whole.subscriptions.map((s: { createdAt: string; id: string }) => [Date.parse(s.createdAt), s.id]);
+        expect(order).toEqual([...order].sort((a, b) => a[0] - b[0] || (a[1] < b[1] ? -1 : 1)));
+
+        const paged: string[] = [];
+        let after: string | null = null;
+        for (let page = 0; page < 10; page++) {
+          const res: request.Response = await request(gw.url)
+            .get('/subscriptions')
+            .query({ limit: 2, ...(after !== null && { after }) })
+            .expect(200);
+          expect(res.body.subscriptions.length).toBeLessThanOrEqual(2);
+          paged.push(...res.body.subscriptions.map((s: { id: string }) => s.id));
+          after = res.body.nextAfter;
+          if (after === null) break;
+        }
+        expect(after).toBeNull();
+        expect(paged).toEqual(ids);
+
+        // The cursor's own subscription deleted: the next page still starts with the one after it.
+        const first = await request(gw.url).get('/subscriptions?limit=1').expect(200);
+        expect(first.body.subscriptions.map((s: { id: string }) => s.id)).toEqual([ids[0]]);
+        await request(gw.url).delete(`/subscriptions/${ids[0]}`).expect(204);
+        const next = await request(gw.url).get('/subscriptions').query({ limit: 1, after: first.body.nextAfter }).expect(200);
+        expect(next.body.subscriptions.map((s: { id: string }) => s.id)).toEqual([ids[1]]);
+        expect((await request(gw.url).get('/subscriptions').query({ after: first.body.nextAfter }).expect(200)).body).toMatchObject({
+          nextAfter: null,
+        });
+
+        for (const query of ['limit=0', 'limit=1001', 'limit=two', 'limit=-1', 'after=nope', 'after=12_a_b', 'after=%FF'])
+          expectProblem(await request(gw.url).get(`/subscriptions?${query}`), 400, 'invalid_request');
+      });
+
       it('refuses bad bodies with 400 and storing nothing, and answers 404 for an unknown subscription', async () => {
         const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
         const before = await count();

@@ -250,6 +250,10 @@ describe('every operation answers as the contract says', () => {
     await expectJsonBodyErrors('POST', '/subscriptions');
 
     expect((await call('GET', '/subscriptions')).body.subscriptions.map((s: { id: string }) => s.id)).toContain(id);
+    const page = (await call('GET', '/subscriptions?limit=1')).body;
+    expect(page.subscriptions).toHaveLength(1);
+    expect((await call('GET', `/subscriptions?after=${page.nextAfter ?? '0_x'}`)).body.nextAfter).toBeNull();
+    expect((await call('GET', '/subscriptions?limit=0')).status).toBe(400);
     expect((await call('GET', `/subscriptions/${id}`)).body.id).toBe(id);
     expect((await call('GET', '/subscriptions/nope')).status).toBe(404);
 

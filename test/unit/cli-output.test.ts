@@ -15,6 +15,12 @@ describe('CLI human output', () => {
     expect(printable('café → ok')).toBe('café → ok');
   });
 
+  it('writes bidirectional controls as escapes: U+202E would show "…txt.exe" as "exe.txt…"', () => {
+    expect(printable('a\u202eexe.txt\u2066b\u200fc')).toBe('a\\u202eexe.txt\\u2066b\\u200fc');
+    expect(printableLines('{\n  "e": "\u202ex"\n}')).toBe('{\n  "e": "\\u202ex"\n}');
+    expect(printable('עברית ok')).toBe('עברית ok');
+  });
+
   it('keeps the newlines of text herald lays out itself, escaping every other control character', () => {
     expect(printableLines('{\n  "a": "x\u009b2J\ty"\n}')).toBe('{\n  "a": "x\\u009b2J\\u0009y"\n}');
   });
