@@ -69,3 +69,14 @@ export function newEventId(): string {
   const bytes = crypto.getRandomValues(new Uint8Array(16));
   return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
 }
+
+/**
+ * `text` with every bidirectional control (the embeddings, overrides and isolates, and the marks) written
+ * as a `\u202e`-style escape, as the CLI writes control characters: the console shows events, answers and
+ * errors that others wrote, and U+202E in a receiver's error would otherwise reverse what follows it on
+ * screen (a dead letter's "last error" could be made to read anything). In JSON the escape is the same
+ * character, so a shown event still parses.
+ */
+export function withoutBidiControls(text: string): string {
+  return text.replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}

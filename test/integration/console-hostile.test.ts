@@ -284,6 +284,53 @@ describe('the dead letters view', () => {
   }, 90_000);
 });
 
+describe('the dead letters view, against what a receiver writes', () => {
+  it('fits a 1280 px window however long the error and the event id, and shows bidi controls as escapes', async () => {
+    const gw = await gateway();
+    // U+202E reverses what follows it on screen: "…txt.exe" would read as "exe.txt…".
+    const refusing = await receive(() => ({ status: 400, body: `refused \u202eexe.txt ${'x'.repeat(3000)}` }));
+    const id = await subscribe(gw, refusing.url);
+    const eventId = `long-${'i'.repeat(195)}`;
+    await publish(gw, [{ id: eventId, type: 'com.example.\u2067hostile' }]);
+    const page = await (await browser!.newContext({ viewport: { width: 1280, height: 800 } })).newPage();
+    page.setDefaultTimeout(WAIT_MS);
+    await page.addInitScript(`sessionStorage.setItem('herald.apiKey', ${JSON.stringify(KEY)})`);
+    await page.goto(`${gw.url}/console#/dead-letters/${id}`);
+    const row = page.locator('[data-testid=dead-letters] tbody tr').first();
+    await row.waitFor();
+    expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(1280);
+    const text = await row.innerText();
+    expect(text).toContain('\\u202eexe.txt');
+    expect(text).toContain('com.example.\\u2067hostile');
+    expect(text).not.toMatch(/[\u202e\u2067]/);
+    await row.click();
+    const detail = await page.locator('[data-testid=dead-letter-detail]').innerText();
+    expect(detail).toContain('\\u202eexe.txt');
+    expect(detail).not.toMatch(/[\u202e\u2067]/);
+  });
+});
+
+describe('the subscriptions list', () => {
+  it('shows 100 subscriptions a page, with next and previous, however many there are', async () => {
+    const gw = await gateway();
+    const ids: string[] = [];
+    for (let i = 0; i < 105; i++) ids.push(await subscribe(gw, `http://127.0.0.1:9/sub-${i}`));
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/subscriptions`);
+    const rows = page.locator('[data-testid=subscriptions] tbody tr');
+    const shownIds = () => rows.evaluateAll((trs) => trs.map((tr) => tr.getAttribute('data-subscription')));
+    await page.locator('[data-testid=subscriptions-range]', { hasText: '1–100' }).waitFor();
+    expect(await shownIds()).toEqual(ids.slice(0, 100));
+    await page.click('[data-testid=subscriptions-next]');
+    await page.locator('[data-testid=subscriptions-range]', { hasText: '101–105' }).waitFor();
+    expect(await shownIds()).toEqual(ids.slice(100));
+    expect(await page.locator('[data-testid=subscriptions-next]').count()).toBe(0);
+    await page.click('button:text-is("← previous")');
+    await page.locator('[data-testid=subscriptions-range]', { hasText: '1–100' }).waitFor();
+    expect(await shownIds()).toEqual(ids.slice(0, 100));
+  }, 90_000);
+});
+
 describe('the overview', () => {
   it("keeps an opened event of a partition's latest events on that event when newer events arrive", async () => {
     const gw = await gateway();
