@@ -1166,7 +1166,10 @@ export interface components {
          *     `authorization: Bearer …`). Names are HTTP tokens, case-insensitive (stored in lower case);
          *     `webhook-*`, `herald-*`, `ce-*`, `traceparent`, `tracestate`, `content-type`, `content-length`,
          *     `host`, and the hop-by-hop `connection`, `keep-alive`, `transfer-encoding`, `upgrade` and `expect`
-         *     are refused (400 naming the field). Values are visible ASCII (spaces and tabs only inside), at
+         *     are refused (400 naming the field), as are `content-encoding`, `content-range`, `content-digest`,
+         *     `repr-digest`, `digest` (they would describe the body Herald writes) and `te`, `trailer` and
+         *     `proxy-*` (meant for the next hop). A subscription that stored one of the latter before they were
+         *     refused keeps it; a PATCH that gives headers must leave it out. Values are visible ASCII (spaces and tabs only inside), at
          *     most 4096 characters, and are never returned. In a PATCH the given set replaces the stored
          *     one, and `"***"` keeps the stored value of that name (a 400 when there is none); `{}` removes
          *     them all.

@@ -98,6 +98,23 @@ const headersSchema = z.preprocess(
 );
 
 /**
+ * Refused in headers a request gives, though a subscription that stored one before keeps it (and sends
+ * it): `content-*` fields that describe a body Herald writes and signs itself (a receiver that believes
+ * `content-encoding: gzip` fails every delivery), and the hop-by-hop `te`, `trailer` and `proxy-*`,
+ * which are meant for the next hop, not the receiver.
+ */
+const REFUSED_GIVEN = new Set(['content-encoding', 'content-range', 'content-digest', 'repr-digest', 'digest', 'te', 'trailer']);
+const refusedGiven = (lower: string) => REFUSED_GIVEN.has(lower) || lower.startsWith('proxy-');
+
+/** `delivery.headers` as a create or a PATCH gives them: {@link headersSchema}, and none of {@link REFUSED_GIVEN}. */
+const givenHeadersSchema = headersSchema.superRefine((headers, ctx) => {
+  for (const name of Object.keys(headers).filter(refusedGiven)) {
+    const message = `${name} cannot be given: it describes the body Herald writes, or is meant for a proxy (content-encoding, content-range, content-digest, repr-digest, digest, te, trailer and proxy-* headers)`;
+    ctx.addIssue({ code: 'custom', message, path: [name] });
+  }
+});
+
+/**
  * `delivery.rateLimit`: at most `perSecond` attempts a second (fractions allowed, e.g. 0.5 for one every
  * two seconds), over all partitions. Absent: no limit. A PATCH with `rateLimit: null` removes it.
  */
@@ -132,7 +149,7 @@ export const deliverySchema = z
  */
 const retryChangeSchema = z.object(retryShape).partial().strict();
 const deliveryChangeSchema = z
-  .object({ ...deliveryShape, retry: retryChangeSchema, headers: headersSchema, rateLimit: rateLimitSchema.nullable() })
+  .object({ ...deliveryShape, retry: retryChangeSchema, headers: givenHeadersSchema, rateLimit: rateLimitSchema.nullable() })
   .partial()
   .strict();
 

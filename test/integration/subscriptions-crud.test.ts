@@ -195,6 +195,79 @@ describe('filter attribute names', () => {
   });
 });
 
+describe('delivery headers that describe the body or are meant for a proxy', () => {
+  const refused = ['content-encoding', 'Content-Digest', 'repr-digest', 'digest', 'content-range', 'te', 'trailer', 'proxy-authorization'];
+
+  it('are refused in a create and in a PATCH, naming the field', async () => {
+    for (const name of refused) {
+      const res = await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: receiver.url, delivery: { headers: { [name]: 'gzip' } } });
+      expect(res.status).toBe(400);
+      expect(res.body.errors).toEqual([
+        { attribute: `delivery.headers.${name.toLowerCase()}`, message: expect.stringContaining('cannot be given') },
+      ]);
+    }
+    const sub = await create({ sink: receiver.url, delivery: { headers: { authorization: 'Bearer t' } } });
+    const patch = await request(gw.url)
+      .patch(`/subscriptions/${sub.id}`)
+      .send({ delivery: { headers: { authorization: '***', 'content-encoding': 'gzip' } } });
+    expect(patch.status).toBe(400);
+    expect(patch.body.errors).toEqual([
+      { attribute: 'delivery.headers.content-encoding', message: expect.stringContaining('cannot be given') },
+    ]);
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+
+  it('stored before they were refused, are kept and sent, and a PATCH of another field is taken', async () => {
+    const dir = tmpDir();
+    const env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' };
+    const first = await startTestGateway(env);
+    let id: string;
+    try {
+      const body = { sink: receiver.url, filters: [{ exact: { type: 'crud.stored-header' } }], delivery: { headers: { 'x-a': '1' } } };
+      id = (await request(first.url).post('/subscriptions').send(body).expect(201)).body.id;
+    } finally {
+      await first.close();
+    }
+    const db = new Database(path.join(dir, 'herald.db'));
+    try {
+      const row = db.prepare<[string], { delivery: string }>('SELECT delivery FROM subscriptions WHERE id = ?').get(id)!;
+      const delivery = { ...JSON.parse(row.delivery), headers: { 'x-a': '1', te: 'trailers' } };
+      db.prepare('UPDATE subscriptions SET delivery = ? WHERE id = ?').run(JSON.stringify(delivery), id);
+    } finally {
+      db.close();
+    }
+    const again = await startTestGateway(env);
+    try {
+      expect((await getSubscription(again.url, id)).delivery.headers).toEqual({ 'x-a': '***', te: '***' });
+      await request(again.url)
+        .patch(`/subscriptions/${id}`)
+        .send({ delivery: { maxInFlight: 2 } })
+        .expect(200);
+      await request(again.url)
+        .post('/events')
+        .set({ 'ce-specversion': '1.0', 'ce-id': 'stored-header-1', 'ce-source': '/crud', 'ce-type': 'crud.stored-header' })
+        .send('')
+        .expect(202);
+      const sent = await waitFor(() => requestsForSubscription(receiver, id)[0]);
+      expect(sent.headers).toMatchObject({ 'x-a': '1', te: 'trailers' });
+      // Giving headers again must leave it out, "***" too; leaving it out removes it.
+      const kept = await request(again.url)
+        .patch(`/subscriptions/${id}`)
+        .send({ delivery: { headers: { 'x-a': '***', te: '***' } } });
+      expect(kept.status).toBe(400);
+      await request(again.url)
+        .patch(`/subscriptions/${id}`)
+        .send({ delivery: { headers: { 'x-a': '***' } } })
+        .expect(200);
+      expect((await getSubscription(again.url, id)).delivery.headers).toEqual({ 'x-a': '***' });
+    } finally {
+      await again.close();
+    }
+  });
+});
+
 describe('request bodies that are not JSON', () => {
   const count = async () => (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions.length;
 
