@@ -261,7 +261,9 @@ export interface paths {
          *     when sent, replaces the whole set, except that a value of `"***"` keeps the stored value of
          *     that name; without it the stored headers are kept. Takes effect for the next delivery attempt:
          *     the answer to a request already open means what `ackMode` and `ackDeadlineMs` said when it was
-         *     sent (a 200 sent under `manual` still awaits its callback). A paused subscription stays paused.
+         *     sent (a 200 sent under `manual` still awaits its callback), and a waiting retry of an event that
+         *     has had as many attempts as a lowered `retry.maxAttempts` allows is dead-lettered when it comes
+         *     due, not sent. A paused subscription stays paused.
          */
         patch: operations["updateSubscription"];
         trace?: never;

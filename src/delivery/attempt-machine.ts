@@ -294,6 +294,16 @@ function start(s: Ready | Scheduled, input: InputOf<'start'>, ctx: AttemptContex
 }
 
 /**
+ * A retry comes due: started, unless `maxAttempts` was lowered (a PATCH) since it was scheduled to at
+ * or below the attempts already made; then it is dead-lettered instead (probe: a fourth attempt went
+ * out after `maxAttempts` became 2, as the policy said when the third failed).
+ */
+function startRetry(s: Scheduled, input: InputOf<'start'>, ctx: AttemptContext): Step {
+  if (s.attempt < ctx.policy.retry.maxAttempts) return start(s, input, ctx);
+  return deadLetter(attempts(s), 'max_attempts', ctx, settle(s, 'failed'));
+}
+
+/**
  * No answer (a timeout, a lost connection) after the receiver extended the lease while its request
  * was open: it has the event and said it is working on it, so the attempt awaits its ack under that
  * lease, callbacks still open, as after a restart that cut the request, rather than being sent again
@@ -489,7 +499,7 @@ export const TABLE: Table = {
   ready: { start, resume: due, ack, nack, extend, reject, expire, corrupt, missing, seek, delete: remove },
   sending: { answer, timeout, withdraw, ack, nack, extend, reject, seek, delete: remove },
   awaiting_ack: { ack, nack, extend, reject, leaseExpired, restore: restoreLease, seek, delete: remove },
-  scheduled: { start, resume: armRetry, restore: armRetry, pause, expire, corrupt, missing, seek, delete: remove },
+  scheduled: { start: startRetry, resume: armRetry, restore: armRetry, pause, expire, corrupt, missing, seek, delete: remove },
   done: {},
   dead: {},
   released: {},

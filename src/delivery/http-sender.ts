@@ -53,10 +53,13 @@ const PROBE_TENANT = '\u0000handshake';
  */
 class Abortable {
   aborted = false;
+  /** Why, for the attempt log's `error`. */
+  reason = 'the subscription was deleted or the gateway is stopping';
   request: { cancel(): void } | undefined = undefined;
-  abort(): void {
+  abort(reason?: string): void {
     if (this.aborted) return;
     this.aborted = true;
+    if (reason !== undefined) this.reason = reason;
     this.request?.cancel();
   }
 }
@@ -67,17 +70,20 @@ class Abortable {
  */
 export class AbortGroup {
   aborted = false;
+  private reason: string | undefined;
   private readonly open = new Set<Abortable>();
   add(attempt: Abortable): void {
-    if (this.aborted) attempt.abort();
+    if (this.aborted) attempt.abort(this.reason);
     else this.open.add(attempt);
   }
   delete(attempt: Abortable): void {
     this.open.delete(attempt);
   }
-  abort(): void {
+  /** `reason`: what the attempt log says of each aborted attempt (`aborted: <reason>`). */
+  abort(reason?: string): void {
     this.aborted = true;
-    for (const attempt of this.open) attempt.abort();
+    this.reason = reason;
+    for (const attempt of this.open) attempt.abort(reason);
     this.open.clear();
   }
 }
@@ -278,7 +284,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       if (timedOut || e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT') {
         return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
       }
-      if (controller.aborted) return { status: null, error: 'aborted: the subscription was deleted or the gateway is stopping' };
+      if (controller.aborted) return { status: null, error: `aborted: ${controller.reason}` };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
     } finally {
       clearTimeout(timer);

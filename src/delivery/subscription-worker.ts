@@ -792,8 +792,8 @@ export function createSubscriptionWorker(
       flow.stop();
       if (opts.abort) {
         // Deleted: its pending events are dropped (their rows go with the subscription), its requests aborted.
-        for (const controller of openRequests) controller.abort();
-        redriveRequests.abort();
+        for (const controller of openRequests) controller.abort('the subscription was deleted');
+        redriveRequests.abort('the subscription was deleted');
         for (const pending of allPending()) step(pending, { kind: 'delete' });
       } else {
         // Closing: the rows stay as they are for the next start; only the timers end. An attempt
@@ -813,7 +813,7 @@ export function createSubscriptionWorker(
       for (const { partition, offset } of positions) {
         const part = parts[partition];
         if (!part) continue;
-        openRequests[partition]!.abort();
+        openRequests[partition]!.abort('a seek moved its partition');
         openRequests[partition] = new AbortGroup();
         for (const pending of part.pending.values()) step(pending, { kind: 'seek' });
         seekCursor(part, offset, generation);

@@ -137,6 +137,32 @@ describe('retries exhausted', () => {
   });
 });
 
+describe('maxAttempts lowered while a retry waits', () => {
+  it('dead-letters the event when the retry comes due, without sending it (probe: one more attempt went out)', async () => {
+    receiver.setResponder(() => ({ status: 500, body: 'boom' }));
+    const sub = await subscribe('dl.lowered', { maxAttempts: 10, initialDelayMs: 3000, maxDelayMs: 3000, jitter: 0 });
+    const [stored] = await publish('dl.lowered', ['lowered-1']);
+    // Attempt 1 has failed and its retry is scheduled (the attempt log says `retry`) before the PATCH.
+    await waitFor(
+      async () => {
+        const { attempts } = (await request(gw.url).get(`/subscriptions/${sub.id}/attempts`).expect(200)).body;
+        return attempts.some((a: { outcome: string | null }) => a.outcome === 'retry');
+      },
+      { what: 'attempt 1 failed, its retry scheduled' },
+    );
+    await request(gw.url)
+      .patch(`/subscriptions/${sub.id}`)
+      .send({ delivery: { retry: { maxAttempts: 1 } } })
+      .expect(200);
+    const [d] = await waitFor(async () => {
+      const rows = (await deadLetters(sub.id)).deadLetters;
+      return rows.length === 1 ? rows : undefined;
+    });
+    expect(d).toMatchObject({ offset: stored!.offset, attempts: 1, reason: 'max_attempts', lastStatus: 500 });
+    expect(requestsFor(sub.id).map((q) => q.headers['herald-attempt'])).toEqual(['1']);
+  });
+});
+
 describe('listing, redelivering and deleting', () => {
   it('redelivers every dead letter asked, two of one event included (a seek replayed it): none is dropped while the answer counts it', async () => {
     receiver.setResponder(() => ({ status: 400 }));

@@ -106,6 +106,14 @@ describe('seek forward', () => {
     await waitForLagZero(gw.url, id);
     expect(requestsForSubscription(receiver, id).map((q) => header(q, 'ce-id'))).toEqual(['l0', 'l3']);
     expect((await getSubscription(gw.url, id)).stats.deadLetters).toBe(0);
+    // The attempt log says why the open request ended (probe: "the subscription was deleted or the gateway is stopping").
+    const aborted = await waitFor(async () => {
+      const { attempts } = (await request(gw.url).get(`/subscriptions/${id}/attempts`).expect(200)).body;
+      return (attempts as { offset: number; partition: number; error: string | null }[]).find(
+        (a) => a.partition === partition && a.offset === stored[0]!.offset && a.error !== null,
+      );
+    });
+    expect(aborted).toMatchObject({ status: null, outcome: 'stale', error: 'aborted: a seek moved its partition' });
     release();
   });
 });
