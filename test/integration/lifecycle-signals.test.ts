@@ -2,6 +2,7 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import http from 'node:http';
 import net, { type AddressInfo } from 'node:net';
+import path from 'node:path';
 import {
   eventKey,
   lookupEvent,
@@ -47,6 +48,56 @@ describe.each(['SIGTERM', 'SIGINT'] as const)('%s', (signal) => {
     for (const r of acked) expect((await lookupEvent(again.url, r)).body).toMatchObject({ partition: r.partition, offset: r.offset });
     expect((await readAllEvents(again.url)).map((e) => eventKey(e.event)).sort()).toEqual(acked.map(eventKey).sort());
   });
+});
+
+describe('npm start', () => {
+  it('stops the gateway when it gets SIGTERM itself, as a supervisor sends it (probe: npm exited, the gateway ran on orphaned)', async () => {
+    const dataDir = tmpDir();
+    // `--ignore-scripts` skips `prestart` (the build: dist/ is built already), not `start` itself.
+    const npm = spawn('npm', ['start', '--ignore-scripts', '--silent'], {
+      cwd: path.resolve(__dirname, '../..'),
+      env: { ...process.env, HERALD_DATA_DIR: dataDir, HERALD_PORT: '0', HERALD_HOST: '127.0.0.1', HERALD_PARTITIONS: '1' },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    npm.stdout.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    npm.stderr.on('data', (chunk: Buffer) => (output += chunk.toString()));
+    const exited = new Promise<void>((resolve) => npm.on('exit', () => resolve()));
+    /** `pid`'s children and theirs (under `sh -c` the gateway is npm's grandchild). */
+    const descendants = (pid: number): number[] => {
+      let listed = '';
+      try {
+        listed = fs.readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8');
+      } catch {
+        return [];
+      }
+      const direct = listed.trim().split(/\s+/).filter(Boolean).map(Number);
+      return [...direct, ...direct.flatMap(descendants)];
+    };
+    let gateway: number[] = [];
+    const alive = (pid: number) => {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    try {
+      for (let i = 0; i < 600 && !output.includes('"url":"http'); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(output).toContain('"url":"http');
+      gateway = descendants(npm.pid!);
+      expect(gateway.length).toBeGreaterThan(0);
+      npm.kill('SIGTERM');
+      await exited;
+      for (let i = 0; i < 200 && gateway.some(alive); i++) await new Promise((r) => setTimeout(r, 50));
+      expect(gateway.filter(alive)).toEqual([]);
+      expect(output).toContain('herald stopped');
+    } finally {
+      for (const pid of gateway.filter(alive)) process.kill(pid, 'SIGKILL');
+      if (npm.exitCode === null) npm.kill('SIGKILL');
+    }
+  }, 60_000);
 });
 
 describe('graceful shutdown with a live tail open', () => {
