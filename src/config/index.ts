@@ -52,6 +52,7 @@ const duration = (fallback: string) =>
   );
 
 const sizeUnits: Record<string, number> = { KiB, MiB, GiB };
+const MAX_IDEMPOTENCY_WINDOW_MS = 36_500 * 86_400_000;
 
 /** A byte count as an operator would write it, for messages: `65536` → `64KiB`. */
 const formatSize = (bytes: number) => {
@@ -162,8 +163,9 @@ export const configSchema = z
     ),
     // 0 would store every resend again, and a value past a double's range is no window at all.
     HERALD_IDEMPOTENCY_WINDOW: duration('7d')
-      .pipe(z.number().min(1000, 'must be at least 1s'))
-      .describe('How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds). At least 1s.'),
+      // At most 100 years: JetStream keeps it as nanoseconds in an int64 (JetStream probe: 107000d stopped the start with "invalid JSON").
+      .pipe(z.number().min(1000, 'must be at least 1s').max(MAX_IDEMPOTENCY_WINDOW_MS, 'must be at most 36500d (100 years)'))
+      .describe('How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds). At most 36500d. At least 1s.'),
     HERALD_LOG_LEVEL: withDefault(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info').describe(
       'Log level (JSON logs on stdout).',
     ),
@@ -304,6 +306,18 @@ export function configWarnings(env: Record<string, string | undefined>, config: 
         ? "HERALD_API_KEY is the CLI's variable and is ignored here; the gateway reads its keys from HERALD_API_KEYS"
         : `${name} is not a Herald setting and is ignored (herald --help lists them)`,
     );
+  }
+  // Set for a mode the gateway does not run in (ops probe: NATS servers given, HERALD_STORE forgotten: a single local node, silently).
+  const natsSet = Object.keys(env)
+    .filter((name) => name.startsWith('HERALD_NATS_') && known.has(name) && env[name] !== undefined && env[name] !== '')
+    .sort();
+  if (config.store === 'local' && natsSet.length > 0) {
+    warnings.push(
+      `${natsSet.join(', ')} ${natsSet.length === 1 ? 'is' : 'are'} set, but HERALD_STORE is local: ignored, and events are kept on this machine only; set HERALD_STORE=jetstream to use the cluster`,
+    );
+  }
+  if (config.fsync !== 'interval' && env.HERALD_FSYNC_INTERVAL_MS !== undefined && env.HERALD_FSYNC_INTERVAL_MS !== '') {
+    warnings.push(`HERALD_FSYNC_INTERVAL_MS is set, but HERALD_FSYNC is ${config.fsync}: it is read only with HERALD_FSYNC=interval`);
   }
   if (config.publicUrl === undefined && (config.host === '0.0.0.0' || config.host === '::')) {
     warnings.push(

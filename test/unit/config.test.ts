@@ -68,10 +68,11 @@ describe('loadConfig', () => {
   it('parses idempotency windows with units', () => {
     expect(loadConfig({ HERALD_IDEMPOTENCY_WINDOW: '12h' }).idempotencyWindowMs).toBe(12 * 3600 * 1000);
     expect(loadConfig({ HERALD_IDEMPOTENCY_WINDOW: '1500' }).idempotencyWindowMs).toBe(1500);
+    expect(loadConfig({ HERALD_IDEMPOTENCY_WINDOW: '36500d' }).idempotencyWindowMs).toBe(36_500 * 86_400_000);
   });
 
   it('refuses an idempotency window under 1s or past any number (were accepted: 0 stored every resend again)', () => {
-    for (const window of ['0', '999', `${'9'.repeat(400)}d`])
+    for (const window of ['0', '999', `${'9'.repeat(400)}d`, '36501d', '107000d'])
       expect(() => loadConfig({ HERALD_IDEMPOTENCY_WINDOW: window })).toThrow(/HERALD_IDEMPOTENCY_WINDOW: /);
   });
 
@@ -218,6 +219,17 @@ describe('configWarnings', () => {
     expect(warningsFor({ HERALD_PARTITIONS: '4', HERALD_URL: 'http://x', HERALD_TIMEOUT: '5s', HERALD_TEST_LOG_LEVEL: 'info' })).toEqual(
       [],
     );
+  });
+
+  it('names settings of a mode the gateway does not run in: NATS under the local engine, an fsync interval without interval', () => {
+    expect(warningsFor({ HERALD_NATS_SERVERS: 'nats://127.0.0.1:4222', HERALD_NATS_REPLICAS: '3' })).toEqual([
+      expect.stringContaining('HERALD_NATS_REPLICAS, HERALD_NATS_SERVERS are set, but HERALD_STORE is local'),
+    ]);
+    expect(warningsFor({ HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'nats://127.0.0.1:4222' })).toEqual([]);
+    expect(warningsFor({ HERALD_FSYNC_INTERVAL_MS: '20' })).toEqual([
+      'HERALD_FSYNC_INTERVAL_MS is set, but HERALD_FSYNC is always: it is read only with HERALD_FSYNC=interval',
+    ]);
+    expect(warningsFor({ HERALD_FSYNC: 'interval', HERALD_FSYNC_INTERVAL_MS: '20' })).toEqual([]);
   });
 
   it('names a missing HERALD_PUBLIC_URL when listening on every interface, where receivers would be given 0.0.0.0', () => {
