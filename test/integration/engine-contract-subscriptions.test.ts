@@ -349,7 +349,7 @@ for (const engine of ENGINES) {
         receiver.setResponder(() => ({ status: 204 }));
         await request(gw.url)
           .post(`/subscriptions/${sub.id}/dead-letters/redeliver`)
-          .send({ ids: [page.deadLetters[0].id] })
+          .send({ ids: [page.deadLetters[0].id, page.deadLetters[0].id, page.deadLetters[0].id] }) // counted once
           .expect(202, { redelivering: 1 });
         await waitFor(() => requestsFor(sub.id).length === 3, { ...WAIT, what: 'd1 redelivered' });
         expect(requestsFor(sub.id)[2]!.headers).toMatchObject({
@@ -362,6 +362,23 @@ for (const engine of ENGINES) {
         await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${page.deadLetters[1].id}`).expect(204);
         await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${page.deadLetters[1].id}`).expect(404);
         expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
+      });
+    });
+
+    describe('seek by time', () => {
+      it('to a time after every event goes to the heads, and to one before them all replays every event, however far (JetStream probe: 2300 replayed all, 1600 went to the heads)', async () => {
+        const sub = await subscribe(typeOf('seek-far'));
+        await publish('seek-far', ['f1', 'f2', 'f3']);
+        await waitLag(sub.id, 0);
+        expect(requestsFor(sub.id)).toHaveLength(3);
+        for (const time of ['2262-04-11T23:47:17Z', '9999-12-31T23:59:59Z']) {
+          const moved = await request(gw.url).post(`/subscriptions/${sub.id}/seek`).send({ time }).expect(200);
+          expect(lag(moved.body)).toBe(0);
+        }
+        const back = await request(gw.url).post(`/subscriptions/${sub.id}/seek`).send({ time: '1600-01-01T00:00:00Z' }).expect(200);
+        expect(lag(back.body)).toBe(3);
+        await waitFor(() => requestsFor(sub.id).length === 6, { ...WAIT, what: 'the three events replayed' });
+        expect(ceIds(sub.id).slice(3).sort()).toEqual(['f1', 'f2', 'f3']);
       });
     });
 

@@ -43,12 +43,22 @@ export function startOf(record: Pick<SubscriptionRecord, 'startAt' | 'createdAt'
   return record.startAt === 'earliest' ? { kind: 'all' } : { kind: 'time', ms: record.createdAt };
 }
 
+/** The times nats-server can hold (Go's nanoseconds since 1970 in an int64), with a year to spare at either end. */
+const SERVER_TIMES = { first: Date.UTC(1678, 0, 1), last: Date.UTC(2261, 0, 1) };
+
+/**
+ * `ms` within {@link SERVER_TIMES}: past them nats-server's arithmetic wraps (JetStream probe: a seek to
+ * 2300 sent every event again, one to 1600 went to the heads). Every stored event lies between them,
+ * so a time before is "from the first event" and one after is "from the head", as a start at it was.
+ */
+const serverTime = (ms: number): number => Math.min(Math.max(ms, SERVER_TIMES.first), SERVER_TIMES.last);
+
 function deliverPolicy(start: ConsumerStart): Pick<ConsumerConfig, 'deliver_policy' | 'opt_start_seq' | 'opt_start_time'> {
   switch (start.kind) {
     case 'all':
       return { deliver_policy: DeliverPolicy.All };
     case 'time':
-      return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(start.ms).toISOString() };
+      return { deliver_policy: DeliverPolicy.StartTime, opt_start_time: new Date(serverTime(start.ms)).toISOString() };
     case 'seq':
       return { deliver_policy: DeliverPolicy.StartSequence, opt_start_seq: Math.max(1, start.seq) };
   }

@@ -347,8 +347,9 @@ async function composeEngine(parts: {
     },
     async redeliver(id, ids) {
       entryOf(id);
+      // Each named once however often it is given: the answer counts the dead letters found (JetStream probe: [X, X, X] counted 3).
       const rows = ids
-        ? (await Promise.all(ids.map((d) => ctx.deadLetters.get(id, d)))).filter((r) => r !== undefined)
+        ? (await Promise.all([...new Set(ids)].map((d) => ctx.deadLetters.get(id, d)))).filter((r) => r !== undefined)
         : await allDeadLetters(id);
       for (const row of rows) {
         // A new message (fresh delivery count) in the redrive queue, then the dead letter goes.
