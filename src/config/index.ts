@@ -159,7 +159,7 @@ export const configSchema = z
       'Largest size of the log (bytes, or `512MiB`, `100GiB`); `0`: no limit. When the log is larger, its oldest segments are deleted the same way as for HERALD_RETENTION.',
     ),
     HERALD_MIN_FREE_BYTES: size(0, Number.MAX_SAFE_INTEGER, '256MiB').describe(
-      'Free space to keep on the file system holding the data dir (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns. `0` turns the check off: a disk then filled to its last byte by the log leaves `index.db` no room to index it, so retention cannot delete (it deletes only indexed segments) and space must be freed by hand.',
+      'Free space to keep on the file system holding the data dir, and on the one holding `wal/` when it is a link to another disk (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns. `0` turns the check off: a disk then filled to its last byte by the log leaves `index.db` no room to index it, so retention cannot delete (it deletes only indexed segments) and space must be freed by hand.',
     ),
     // 0 would store every resend again, and a value past a double's range is no window at all.
     HERALD_IDEMPOTENCY_WINDOW: duration('7d')

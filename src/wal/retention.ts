@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import path from 'node:path';
 import type { Logger } from 'pino';
 import { AppError, coerceError } from '../errors';
 import type { StoreHealth } from './event-store';
@@ -36,6 +37,12 @@ const STORAGE_FULL_RETRY_AFTER_SECONDS = 5;
  * needed. The index goes first (the indexer's `retire`), then the files. Also watches free space
  * (`HERALD_MIN_FREE_BYTES`): below it ingest is refused, and nothing stored is touched.
  */
+/** Bytes an unprivileged writer may still use on the file system holding `dir`. */
+function freeOn(dir: string): number {
+  const stats = fs.statfsSync(dir);
+  return Number(stats.bavail) * Number(stats.bsize);
+}
+
 export function createRetention(opts: RetentionOptions) {
   const { segments, log } = opts;
   /** Newest stored time per segment base, as this process wrote or first looked at it. */
@@ -44,12 +51,9 @@ export function createRetention(opts: RetentionOptions) {
   let free = Number.POSITIVE_INFINITY;
   let spaceCheckedAt = 0;
   let full = false;
-  const freeBytes =
-    opts.freeBytes ??
-    (() => {
-      const stats = fs.statfsSync(opts.dataDir);
-      return Number(stats.bavail) * Number(stats.bsize);
-    });
+  // The data dir's file system and `wal/`'s, which may be a link to another disk (ops probe: that one was not watched).
+  const watched = [opts.dataDir, path.join(opts.dataDir, 'wal')];
+  const freeBytes = opts.freeBytes ?? (() => Math.min(...watched.map(freeOn)));
 
   const timer = setInterval(() => {
     checkSpace();
@@ -156,7 +160,7 @@ export function createRetention(opts: RetentionOptions) {
       if (full) {
         throw new AppError(
           'storage_full',
-          `the data dir's file system has ${free} bytes free, less than HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}; nothing was stored. Free space (or lower HERALD_RETENTION / HERALD_MAX_LOG_BYTES) and retry.`,
+          `the file system of the data dir (or of its wal/) has ${free} bytes free, less than HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}; nothing was stored. Free space (or lower HERALD_RETENTION / HERALD_MAX_LOG_BYTES) and retry.`,
           { retryAfter: STORAGE_FULL_RETRY_AFTER_SECONDS },
         );
       }

@@ -265,50 +265,62 @@ function freeBytes(dir: string): number {
   return Number(s.bavail) * Number(s.bsize);
 }
 
+/** The data dir on the small file system, or only its `wal/`, linked there from a data dir on the temp dir's (ops probe: not watched). */
+function dataDirOn(small: string, where: 'data dir' | 'wal/ only'): string {
+  if (where === 'data dir') return path.join(small, 'data');
+  const dataDir = tmpDir();
+  fs.mkdirSync(path.join(small, 'wal'));
+  fs.symlinkSync(path.join(small, 'wal'), path.join(dataDir, 'wal'));
+  return dataDir;
+}
+
 describe('HERALD_MIN_FREE_BYTES', () => {
-  it('answers 503 storage_full with Retry-After and is unready while free space is low, touches nothing, and recovers by itself', async () => {
-    const fsys = smallFileSystem();
-    const MiB = 1024 * 1024;
-    // 16 MiB under what is free now, so that a filler of 24 MiB (bounded) takes it 8 MiB below, whatever the file system.
-    const minFree = freeBytes(fsys.dir) - 16 * MiB;
-    let gw: TestGateway | undefined;
-    try {
-      gw = await startTestGateway({ HERALD_DATA_DIR: path.join(fsys.dir, 'data'), HERALD_MIN_FREE_BYTES: String(minFree) });
-      const before = await postBinary(gw.url, { source: '/full', id: 'before' });
-      expect(before.status).toBe(202);
-      const filler = path.join(fsys.dir, 'filler');
-      const fd = fs.openSync(filler, 'w');
-      const chunk = Buffer.alloc(MiB, 1);
-      for (let i = 0; i < 24; i++) fs.writeSync(fd, chunk);
-      fs.fsyncSync(fd);
-      fs.closeSync(fd);
-      expect(freeBytes(fsys.dir)).toBeLessThan(minFree);
+  it.each(['data dir', 'wal/ only'] as const)(
+    'on a small file system holding the %s: answers 503 storage_full with Retry-After and is unready while free space is low, touches nothing, and recovers by itself',
+    async (where) => {
+      const fsys = smallFileSystem();
+      const MiB = 1024 * 1024;
+      // 16 MiB under what is free now, so that a filler of 24 MiB (bounded) takes it 8 MiB below, whatever the file system.
+      const minFree = freeBytes(fsys.dir) - 16 * MiB;
+      let gw: TestGateway | undefined;
+      try {
+        gw = await startTestGateway({ HERALD_DATA_DIR: dataDirOn(fsys.dir, where), HERALD_MIN_FREE_BYTES: String(minFree) });
+        const before = await postBinary(gw.url, { source: '/full', id: 'before' });
+        expect(before.status).toBe(202);
+        const filler = path.join(fsys.dir, 'filler');
+        const fd = fs.openSync(filler, 'w');
+        const chunk = Buffer.alloc(MiB, 1);
+        for (let i = 0; i < 24; i++) fs.writeSync(fd, chunk);
+        fs.fsyncSync(fd);
+        fs.closeSync(fd);
+        expect(freeBytes(fsys.dir)).toBeLessThan(minFree);
 
-      // Free space is read at most every 100 ms under ingest (and every second otherwise).
-      let refusedId = 'refused';
-      let refused = await postBinary(gw.url, { source: '/full', id: refusedId });
-      for (let i = 0; i < 30 && refused.status !== 503; i++) {
-        await new Promise((r) => setTimeout(r, 100));
-        refusedId = `refused-${i}`;
-        refused = await postBinary(gw.url, { source: '/full', id: refusedId });
+        // Free space is read at most every 100 ms under ingest (and every second otherwise).
+        let refusedId = 'refused';
+        let refused = await postBinary(gw.url, { source: '/full', id: refusedId });
+        for (let i = 0; i < 30 && refused.status !== 503; i++) {
+          await new Promise((r) => setTimeout(r, 100));
+          refusedId = `refused-${i}`;
+          refused = await postBinary(gw.url, { source: '/full', id: refusedId });
+        }
+        expect(refused.status).toBe(503);
+        expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+        expect(refused.body.code).toBe('storage_full');
+        expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
+        const ready = await getJson(`${gw.url}/readyz`);
+        expect(ready.status).toBe(503);
+        expect(ready.body.checks.log).toMatch(/storage_full/);
+        expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
+        expect((await lookupEvent(gw.url, { source: '/full', id: refusedId })).status).toBe(404);
+
+        fs.rmSync(filler);
+        await waitFor('ingest to resume', async () => (await postBinary(gw!.url, { source: '/full', id: 'after' })).status === 202);
+        expect((await getJson(`${gw.url}/readyz`)).status).toBe(200);
+        expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
+      } finally {
+        await gw?.close();
+        fsys.cleanup();
       }
-      expect(refused.status).toBe(503);
-      expect(refused.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-      expect(refused.body.code).toBe('storage_full');
-      expect(Number(refused.headers.get('retry-after'))).toBeGreaterThan(0);
-      const ready = await getJson(`${gw.url}/readyz`);
-      expect(ready.status).toBe(503);
-      expect(ready.body.checks.log).toMatch(/storage_full/);
-      expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
-      expect((await lookupEvent(gw.url, { source: '/full', id: refusedId })).status).toBe(404);
-
-      fs.rmSync(filler);
-      await waitFor('ingest to resume', async () => (await postBinary(gw!.url, { source: '/full', id: 'after' })).status === 202);
-      expect((await getJson(`${gw.url}/readyz`)).status).toBe(200);
-      expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
-    } finally {
-      await gw?.close();
-      fsys.cleanup();
-    }
-  });
+    },
+  );
 });
