@@ -88,9 +88,10 @@ function columns(rows: string[][]): string {
 
 /**
  * `text` with every control character (C0, tab and newline included, DEL, C1) and every bidirectional
- * control (U+202E reverses what follows it on screen) written as a `\u001b`-style escape: event attributes and receivers' answers come from others, and must neither
- * drive the terminal (move the cursor, retitle the window, set the clipboard) nor forge lines or
- * columns of the output (a type holding a newline and a made-up event line). Human output only
+ * control written as a `\u001b`-style escape: event attributes and receivers' answers come from
+ * others, and must neither drive the terminal (move the cursor, retitle the window, set the
+ * clipboard), nor forge lines or columns of the output (a type holding a newline and a made-up event
+ * line), nor show text reversed (U+202E reverses what follows it on screen). Human output only
  * (`--json` prints the API's answer as it is); text styled by {@link Output.style} is not passed
  * through it.
  */
