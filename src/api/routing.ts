@@ -1,4 +1,4 @@
-import { Router, type Express, type Request, type RequestHandler } from 'express';
+import { Router, type Express, type Request, type RequestHandler, type Response } from 'express';
 import { AppError } from '../errors';
 import { decodeBody, decoderOf, readBody } from './read-body';
 import { charsetOf } from '../cloudevents/event';
@@ -93,7 +93,17 @@ export function hasBody(req: Pick<Request, 'headers'>): boolean {
  * `POST /events` (a stalled callback body was held until node's 300 s request timeout). A request
  * without a body passes with `req.body` undefined. Routes that ignore their body leave this out.
  */
-export const jsonBody: AnyRouteHandler = async (req, res, next) => {
+export const jsonBody: AnyRouteHandler = jsonBodyUpTo(JSON_LIMIT_BYTES, JSON_LIMIT_NAME);
+
+/**
+ * {@link jsonBody} with another limit: `limitBytes`, named `limitName` in the 413 ("the request body is
+ * larger than <limitName>").
+ */
+export function jsonBodyUpTo(limitBytes: number, limitName: string): AnyRouteHandler {
+  return async (req, res, next) => readJsonBody(req, res, next, limitBytes, limitName);
+}
+
+async function readJsonBody(req: Request, res: Response, next: () => void, limitBytes: number, limitName: string): Promise<void> {
   if (!hasBody(req)) return next();
   if (!req.is(JSON_TYPES)) {
     const sent = req.headers['content-type'];
@@ -115,17 +125,17 @@ export const jsonBody: AnyRouteHandler = async (req, res, next) => {
   }
   // A declared length past the limit is refused before a byte is read: body-parser would read it all
   // first, and a client that declares 1 MiB and stalls would hold the request unanswered.
-  if (Number(req.headers['content-length']) > JSON_LIMIT_BYTES) {
+  if (Number(req.headers['content-length']) > limitBytes) {
     req.resume();
-    throw new AppError('payload_too_large', 'the request body is larger than the 1 MiB this endpoint accepts');
+    throw new AppError('payload_too_large', `the request body is larger than ${limitName}`);
   }
   const decoder = decoderOf(req.headers['content-encoding']); // a coding it cannot undo: refused before the body is asked for
   const idleMs = (req.app.locals[BODY_IDLE_MS] as number | undefined) ?? DEFAULT_BODY_IDLE_TIMEOUT_MS;
-  const raw = await readBody(req, res, { limit: JSON_LIMIT_BYTES, idleMs, limitName: JSON_LIMIT_NAME });
-  const decoded = decoder ? await decodeBody(raw, decoder, JSON_LIMIT_BYTES, JSON_LIMIT_NAME) : raw;
+  const raw = await readBody(req, res, { limit: limitBytes, idleMs, limitName });
+  const decoded = decoder ? await decodeBody(raw, decoder, limitBytes, limitName) : raw;
   req.body = parseJsonObject(decoded);
   next();
-};
+}
 
 /**
  * A JSON body's value: an object or an array (the routes' schemas say which they take); an empty

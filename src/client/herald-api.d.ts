@@ -1781,6 +1781,20 @@ export interface components {
                 };
             };
         };
+        /** @description The callback's JSON body is larger than 16 KiB (`payload_too_large`); these routes take no key, so a body is kept small. */
+        CallbackBodyTooLarge: {
+            headers: {
+                [name: string]: unknown;
+            };
+            content: {
+                "application/problem+json": components["schemas"]["Problem"] & {
+                    /** @constant */
+                    status?: 413;
+                    /** @constant */
+                    code?: "payload_too_large";
+                };
+            };
+        };
         /**
          * @description The body is not JSON (a `Content-Type` other than `application/json` or `application/*+json`,
          *     or none), or has a charset other than UTF-8 or an unsupported `Content-Encoding`
@@ -3303,7 +3317,7 @@ export interface operations {
             404: components["responses"]["DeliveryNotFound"];
             408: components["responses"]["RequestTimeout"];
             409: components["responses"]["DeliveryConflict"];
-            413: components["responses"]["JsonBodyTooLarge"];
+            413: components["responses"]["CallbackBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["DeliveryUnavailable"];
@@ -3353,7 +3367,7 @@ export interface operations {
             404: components["responses"]["DeliveryNotFound"];
             408: components["responses"]["RequestTimeout"];
             409: components["responses"]["DeliveryConflict"];
-            413: components["responses"]["JsonBodyTooLarge"];
+            413: components["responses"]["CallbackBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["DeliveryUnavailable"];
@@ -3402,7 +3416,7 @@ export interface operations {
             404: components["responses"]["DeliveryNotFound"];
             408: components["responses"]["RequestTimeout"];
             409: components["responses"]["DeliveryConflict"];
-            413: components["responses"]["JsonBodyTooLarge"];
+            413: components["responses"]["CallbackBodyTooLarge"];
             415: components["responses"]["UnsupportedJsonBody"];
             500: components["responses"]["InternalError"];
             503: components["responses"]["DeliveryUnavailable"];

@@ -410,6 +410,39 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
   });
 });
 
+describe('delivery callbacks, which take no key', () => {
+  it.each(['nack', 'extend', 'reject'])(
+    'refuse a %s body over 16 KiB (security probe: 1 MiB each, held open by many clients, pinned 729 MiB)',
+    async (action) => {
+      const path = `/deliveries/dlv_AAAAAAAAAAAAAAAAAAAAAAAA/${action}`;
+      const body = JSON.stringify({ reason: 'x'.repeat(17_000) });
+      const chunked = await rawExchange(
+        gw.url,
+        `POST ${path} HTTP/1.1\r\nHost: x\r\nconnection: close\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n${body.length.toString(16)}\r\n${body}\r\n0\r\n\r\n`,
+      );
+      expect(chunked).toMatch(/^HTTP\/1\.1 413 /);
+      // The largest body a callback takes (a 1,024-character reason, every character escaped) still fits.
+      const largest = await request(gw.url)
+        .post(path)
+        .set('content-type', 'application/json')
+        .send(`{"reason":"${'\\u00e9'.repeat(1024)}"}`);
+      expect(largest.status).not.toBe(413);
+    },
+  );
+  it('refuse a body declared over 16 KiB at once, before it is sent', async () => {
+    const path = '/deliveries/dlv_AAAAAAAAAAAAAAAAAAAAAAAA/reject';
+    const declared = await rawExchange(
+      gw.url,
+      `POST ${path} HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 16385\r\n\r\n{"reason":`,
+    );
+    expect(declared).toMatch(/^HTTP\/1\.1 413 /);
+    expect(JSON.parse(declared.split('\r\n\r\n')[1]!)).toMatchObject({
+      code: 'payload_too_large',
+      detail: 'the request body is larger than the 16 KiB a callback accepts',
+    });
+  });
+});
+
 describe('JSON bodies of the wrong shape', () => {
   it.each(['null', '3', '"text"'])('says a body of %s must be a JSON object (was: "not valid JSON", though it is)', async (body) => {
     const res = await request(gw.url).post('/deliveries/dlv_x/nack').set('content-type', 'application/json').send(body);
