@@ -29,6 +29,11 @@ describe('parseApiKeys', () => {
       expect((err as Error).message).not.toMatch(/topsecret/);
     }
     expect(() => parseApiKeys('a:x:read,a:y:read')).toThrow(/appears twice/);
+    // A secret pasted without its name after a comma reads as a scope of the key before: it is not printed.
+    expect(() => parseApiKeys('ops:S3cretAdminKey111:admin,S3cretReaderKey222')).toThrow(
+      'HERALD_API_KEYS: key "ops" has unknown scope(s) (a value not shown: it may be a secret); use publish, read, admin',
+    );
+    expect(() => parseApiKeys('ops:k:admin reed')).toThrow(/unknown scope\(s\) reed;/);
     // An entry missing its name: its first field is the secret, never printed.
     expect(() => parseApiKeys('sec ret9Q7Z:read')).toThrow(/^HERALD_API_KEYS: entry 1 must be name:secret:scopes$/);
   });
