@@ -83,13 +83,14 @@ export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
   return async (req: Request, res: Response): Promise<void> => {
     const { sql } = parseQuery(z.object({ sql: z.string().min(1).max(MAX_SQL_LENGTH).optional() }), req);
     const matches = matcherOf(sql);
-    // HEAD (express routes it here): the headers a GET would get, and no tail to hold open.
-    if (req.method === 'HEAD') return void res.writeHead(200, STREAM_HEADERS).end();
     // Each tail reads and holds pages of its own: their number is bounded, as a reader's memory is.
     if (open >= opts.maxStreams)
       throw new AppError('unavailable', `${opts.maxStreams} live tails are open, as many as HERALD_MAX_STREAMS allows; try again later`, {
         headers: { 'retry-after': String(FULL_RETRY_AFTER_SECONDS) },
       });
+    // HEAD (express routes it here): the headers a GET would get, a 503 when full included (security probe:
+    // it said 200), and no tail to hold open.
+    if (req.method === 'HEAD') return void res.writeHead(200, STREAM_HEADERS).end();
     open++;
     let counted = true;
     const uncount = () => {

@@ -272,9 +272,13 @@ describe('GET /events/stream: HERALD_MAX_STREAMS', () => {
       });
     const readers: http.IncomingMessage[] = [];
     try {
-      readers.push(await open(), await open());
+      readers.push(await open());
+      expect((await fetch(`${own.url}/events/stream`, { method: 'HEAD' })).status).toBe(200); // HEAD holds no tail…
+      readers.push(await open());
       expect(readers.map((r) => r.statusCode)).toEqual([200, 200]);
-      expect((await fetch(`${own.url}/events/stream`, { method: 'HEAD' })).status).toBe(200); // HEAD holds no tail
+      // …and answers what a GET gets, the 503 when full too (security probe: it said 200).
+      const head = await fetch(`${own.url}/events/stream`, { method: 'HEAD' });
+      expect([head.status, head.headers.get('retry-after')]).toEqual([503, '5']);
       const refused = await fetch(`${own.url}/events/stream`);
       expect(refused.status).toBe(503);
       expect(refused.headers.get('retry-after')).toBe('5');
