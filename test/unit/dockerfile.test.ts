@@ -40,7 +40,7 @@ describe('Dockerfile', () => {
 
   it('builds the same JavaScript that npm start runs', () => {
     const pkg = JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8'));
-    expect(pkg.scripts.start).toBe('node dist/main.js');
+    expect(pkg.scripts.start).toBe('exec node dist/main.js'); // exec: a signal to npm start reaches the gateway
     expect(pkg.scripts.prestart).toBe('npm run build');
     expect(instructions.join('\n')).toMatch(/npm run build/);
   });
