@@ -290,12 +290,18 @@ export class ConfigError extends Error {
 /** `HERALD_*` variables that are not the gateway's own and are expected beside it: the CLI's, the tests' and the bench's. */
 const NOT_SETTINGS = /^HERALD_(URL|TIMEOUT|TEST_.*|BENCH.*)$/;
 
+/** As the settings read a value: empty or blank counts as unset. */
+const isSet = (value: string | undefined): boolean => value !== undefined && value.trim() !== '';
+
 /**
  * What in the environment is probably a mistake, though not an invalid setting: a `HERALD_*`
  * variable the gateway does not read (a typo, or the CLI's `HERALD_API_KEY` set on the server,
- * which leaves it without keys), and no HERALD_PUBLIC_URL while listening on every interface (the
- * ack and validation URLs receivers are given would then name 0.0.0.0). One sentence each.
+ * which leaves it without keys), a setting of a mode it does not run in (`HERALD_NATS_*` on the
+ * local engine, an fsync interval without `HERALD_FSYNC=interval`), and no HERALD_PUBLIC_URL while
+ * listening on every interface (the ack and validation URLs receivers are given would then name
+ * 0.0.0.0). One sentence each.
  */
+
 export function configWarnings(env: Record<string, string | undefined>, config: Readonly<Config>): string[] {
   const warnings: string[] = [];
   const known = new Set(Object.keys(configSchema.shape));
@@ -309,14 +315,14 @@ export function configWarnings(env: Record<string, string | undefined>, config: 
   }
   // Set for a mode the gateway does not run in (ops probe: NATS servers given, HERALD_STORE forgotten: a single local node, silently).
   const natsSet = Object.keys(env)
-    .filter((name) => name.startsWith('HERALD_NATS_') && known.has(name) && env[name] !== undefined && env[name] !== '')
+    .filter((name) => name.startsWith('HERALD_NATS_') && known.has(name) && isSet(env[name]))
     .sort();
   if (config.store === 'local' && natsSet.length > 0) {
     warnings.push(
       `${natsSet.join(', ')} ${natsSet.length === 1 ? 'is' : 'are'} set, but HERALD_STORE is local: ignored, and events are kept on this machine only; set HERALD_STORE=jetstream to use the cluster`,
     );
   }
-  if (config.fsync !== 'interval' && env.HERALD_FSYNC_INTERVAL_MS !== undefined && env.HERALD_FSYNC_INTERVAL_MS !== '') {
+  if (config.fsync !== 'interval' && isSet(env.HERALD_FSYNC_INTERVAL_MS)) {
     warnings.push(`HERALD_FSYNC_INTERVAL_MS is set, but HERALD_FSYNC is ${config.fsync}: it is read only with HERALD_FSYNC=interval`);
   }
   if (config.publicUrl === undefined && (config.host === '0.0.0.0' || config.host === '::')) {

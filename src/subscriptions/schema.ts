@@ -103,13 +103,13 @@ const headersSchema = z.preprocess(
  * `content-encoding: gzip` fails every delivery), and the hop-by-hop `te`, `trailer` and `proxy-*`,
  * which are meant for the next hop, not the receiver.
  */
-const REFUSED_GIVEN = new Set(['content-encoding', 'content-range', 'content-digest', 'repr-digest', 'digest', 'te', 'trailer']);
+const REFUSED_GIVEN = new Set(['content-encoding', 'content-range', 'content-md5', 'content-digest', 'repr-digest', 'digest', 'te', 'trailer']);
 const refusedGiven = (lower: string) => REFUSED_GIVEN.has(lower) || lower.startsWith('proxy-');
 
 /** `delivery.headers` as a create or a PATCH gives them: {@link headersSchema}, and none of {@link REFUSED_GIVEN}. */
 const givenHeadersSchema = headersSchema.superRefine((headers, ctx) => {
   for (const name of Object.keys(headers).filter(refusedGiven)) {
-    const message = `${name} cannot be given: it describes the body Herald writes, or is meant for a proxy (content-encoding, content-range, content-digest, repr-digest, digest, te, trailer and proxy-* headers)`;
+    const message = `${name} cannot be given: it describes the body Herald writes, or is meant for a proxy (content-encoding, content-range, content-md5, content-digest, repr-digest, digest, te, trailer and proxy-* headers)`;
     ctx.addIssue({ code: 'custom', message, path: [name] });
   }
 });
@@ -199,11 +199,18 @@ export const sinkSchema = z
     'sink must not carry user info (user:password@); send credentials with delivery.headers',
   )
   .refine((sink) => !/%(?![0-9A-Fa-f]{2})/.test(sink), 'sink has a % that is not followed by two hex digits')
-  // An IRI (`http://ü.example/`, a space in the path) is kept as the URI it means, so every answer
-  // carries a URI (`format: uri`); a sink that is already one is kept as given.
-  .transform((sink) => (isUriReference(sink) ? sink : new URL(sink).href))
+  .transform(uriOfSink)
   // Again as stored: percent-encoding an IRI can make it several times longer.
   .refine((sink) => sink.length <= MAX_SINK_LENGTH, `sink must be at most ${MAX_SINK_LENGTH} characters as a URI`);
+
+/**
+ * An IRI (`http://ü.example/`, a space in the path) as the URI it means, so every answer carries a URI
+ * (`format: uri`); a sink that is already one is kept as given. Also for sinks an older version stored
+ * as given (upgrade probe: served as IRIs), when they are shown.
+ */
+export function uriOfSink(sink: string): string {
+  return isUriReference(sink) || !URL.canParse(sink) ? sink : new URL(sink).href;
+}
 
 /**
  * Create request. `ackMode` and `retry` are also accepted at the top level

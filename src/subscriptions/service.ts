@@ -10,6 +10,7 @@ import { compileFilters } from '../filters/filter';
 import {
   applyDeliveryChange,
   maskDelivery,
+  uriOfSink,
   type CreateSubscriptionInput,
   type PatchSubscriptionInput,
   type RotateSecretInput,
@@ -211,7 +212,7 @@ export function createSubscriptionsService(deps: {
   function shown(record: SubscriptionRecord, stats: Awaited<ReturnType<DeliveryControl['stats']>> | null) {
     return {
       id: record.id,
-      sink: record.sink,
+      sink: uriOfSink(record.sink),
       filters: record.filters,
       delivery: maskDelivery(record.delivery),
       startAt: record.startAt,
@@ -389,7 +390,9 @@ export function createSubscriptionsService(deps: {
         };
         // Consent is given for one sink URL: a new sink validates again (at once, or on resume if paused).
         const moved =
-          input.sink !== undefined && input.sink !== current.sink ? transition(current, { kind: 'sink-changed' }, lifecycle()) : undefined;
+          input.sink !== undefined && input.sink !== uriOfSink(current.sink)
+            ? transition(current, { kind: 'sink-changed' }, lifecycle())
+            : undefined;
         revalidate = moved !== undefined;
         return { ...changes, ...moved };
       });

@@ -196,7 +196,17 @@ describe('filter attribute names', () => {
 });
 
 describe('delivery headers that describe the body or are meant for a proxy', () => {
-  const refused = ['content-encoding', 'Content-Digest', 'repr-digest', 'digest', 'content-range', 'te', 'trailer', 'proxy-authorization'];
+  const refused = [
+    'content-encoding',
+    'Content-MD5',
+    'Content-Digest',
+    'repr-digest',
+    'digest',
+    'content-range',
+    'te',
+    'trailer',
+    'proxy-authorization',
+  ];
 
   it('are refused in a create and in a PATCH, naming the field', async () => {
     for (const name of refused) {
@@ -219,7 +229,7 @@ describe('delivery headers that describe the body or are meant for a proxy', () 
     await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
   });
 
-  it('stored before they were refused, are kept and sent, and a PATCH of another field is taken', async () => {
+  it('stored before they were refused, are kept and sent, and a PATCH of another field is taken (and an IRI sink stored so is shown as a URI)', async () => {
     const dir = tmpDir();
     const env = { HERALD_DATA_DIR: dir, HERALD_PARTITIONS: '1' };
     const first = await startTestGateway(env);
@@ -234,13 +244,23 @@ describe('delivery headers that describe the body or are meant for a proxy', () 
     try {
       const row = db.prepare<[string], { delivery: string }>('SELECT delivery FROM subscriptions WHERE id = ?').get(id)!;
       const delivery = { ...JSON.parse(row.delivery), headers: { 'x-a': '1', te: 'trailers' } };
-      db.prepare('UPDATE subscriptions SET delivery = ? WHERE id = ?').run(JSON.stringify(delivery), id);
+      // And a sink stored as given, an IRI, as versions before 2026-12-04 kept it.
+      db.prepare('UPDATE subscriptions SET delivery = ?, sink = ? WHERE id = ?').run(
+        JSON.stringify(delivery),
+        `${receiver.url}/hook/ü space`,
+        id,
+      );
     } finally {
       db.close();
     }
     const again = await startTestGateway(env);
     try {
       expect((await getSubscription(again.url, id)).delivery.headers).toEqual({ 'x-a': '***', te: '***' });
+      // Shown as the URI it means (upgrade probe: served as the IRI, not `format: uri`), in the list too.
+      const uri = `${receiver.url}/hook/%C3%BC%20space`;
+      expect((await getSubscription(again.url, id)).sink).toBe(uri);
+      const listed = (await request(again.url).get('/subscriptions').expect(200)).body.subscriptions;
+      expect(listed.find((s: { id: string }) => s.id === id).sink).toBe(uri);
       await request(again.url)
         .patch(`/subscriptions/${id}`)
         .send({ delivery: { maxInFlight: 2 } })

@@ -230,6 +230,8 @@ describe('configWarnings', () => {
       'HERALD_FSYNC_INTERVAL_MS is set, but HERALD_FSYNC is always: it is read only with HERALD_FSYNC=interval',
     ]);
     expect(warningsFor({ HERALD_FSYNC: 'interval', HERALD_FSYNC_INTERVAL_MS: '20' })).toEqual([]);
+    // Blank is unset, as the settings read it (re-probe: '   ' was "set").
+    expect(warningsFor({ HERALD_NATS_SERVERS: '   ', HERALD_FSYNC_INTERVAL_MS: '  ' })).toEqual([]);
   });
 
   it('names a missing HERALD_PUBLIC_URL when listening on every interface, where receivers would be given 0.0.0.0', () => {
