@@ -139,7 +139,8 @@ export function createReads(opts: ReadsOptions) {
   function readFrame(entry: IndexEntry): Buffer | undefined {
     try {
       return segments.read(entry.position, entry.length);
-    } catch {
+    } catch (err) {
+      if (err instanceof AppError) throw err; // the file cannot be reached now: its bytes are not known bad
       return undefined; // the bytes are gone (a lost range): as corrupt as a bad checksum
     }
   }

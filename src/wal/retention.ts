@@ -43,6 +43,25 @@ function freeOn(dir: string): number {
   return Number(stats.bavail) * Number(stats.bsize);
 }
 
+/**
+ * The least free space of the file systems holding `dirs`. One that cannot be read (its link's target
+ * renamed away) leaves the others watched (re-probe: the data dir's check stopped with it); it throws
+ * only when none can be read.
+ */
+function leastFree(dirs: string[]): number {
+  let least = Number.POSITIVE_INFINITY;
+  let failed: unknown;
+  for (const dir of dirs) {
+    try {
+      least = Math.min(least, freeOn(dir));
+    } catch (err) {
+      failed ??= err;
+    }
+  }
+  if (least === Number.POSITIVE_INFINITY && failed !== undefined) throw failed;
+  return least;
+}
+
 export function createRetention(opts: RetentionOptions) {
   const { segments, log } = opts;
   /** Newest stored time per segment base, as this process wrote or first looked at it. */
@@ -53,7 +72,7 @@ export function createRetention(opts: RetentionOptions) {
   let full = false;
   // The data dir's file system and `wal/`'s, which may be a link to another disk (ops probe: that one was not watched).
   const watched = [opts.dataDir, path.join(opts.dataDir, 'wal')];
-  const freeBytes = opts.freeBytes ?? (() => Math.min(...watched.map(freeOn)));
+  const freeBytes = opts.freeBytes ?? (() => leastFree(watched));
 
   const timer = setInterval(() => {
     checkSpace();

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, makeDirs, writeFileAtomically } from '../durable-fs';
 import { isKnownGap } from './log-holes';
-import { StartupError } from '../errors';
+import { AppError, StartupError } from '../errors';
 import { HERALD_VERSION } from '../version';
 import { randomBytes } from 'node:crypto';
 import {
@@ -763,11 +763,36 @@ function holding(segments: readonly { base: number }[], position: number): numbe
 
 /** One record's bytes at `position` of `seg` (its descriptor opened on first use); throws when they are not all there. */
 function readRecordBytes(seg: ReadableSegment, position: number, length: number): Buffer {
-  seg.readFd ??= fs.openSync(seg.file, 'r');
   const buf = Buffer.allocUnsafe(length);
-  const n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
+  let n: number;
+  try {
+    seg.readFd ??= fs.openSync(seg.file, 'r');
+    n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
+  } catch (err) {
+    throw unreadable(seg.file, err);
+  }
   if (n !== length) throw new Error(`log read past end at ${position}`);
   return buf;
+}
+
+/**
+ * Errors that say the file cannot be reached now, not that its bytes are bad: its directory gone from
+ * under a link, permissions, descriptors run out, a stale network mount.
+ */
+const UNREACHABLE = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE', 'ESTALE']);
+
+/**
+ * A segment file the system cannot reach now: a 503 that names it, so no read calls its records
+ * corrupt and delivery does not dead-letter them (re-probe: `wal/`'s target renamed away made a read
+ * answer 500 `corrupt_record`). Other errors (EIO: bad bytes) stay what they were.
+ */
+function unreadable(file: string, err: unknown): unknown {
+  const code = (err as NodeJS.ErrnoException | undefined)?.code;
+  if (typeof code !== 'string' || !UNREACHABLE.has(code)) return err;
+  return new AppError('unavailable', `the log's file ${file} cannot be reached now (${code}); try again once it can`, {
+    cause: err,
+    retryAfter: 5,
+  });
 }
 
 /**

@@ -265,17 +265,70 @@ function freeBytes(dir: string): number {
   return Number(s.bavail) * Number(s.bsize);
 }
 
-/** The data dir on the small file system, or only its `wal/`, linked there from a data dir on the temp dir's (ops probe: not watched). */
-function dataDirOn(small: string, where: 'data dir' | 'wal/ only'): string {
-  if (where === 'data dir') return path.join(small, 'data');
-  const dataDir = tmpDir();
-  fs.mkdirSync(path.join(small, 'wal'));
-  fs.symlinkSync(path.join(small, 'wal'), path.join(dataDir, 'wal'));
-  return dataDir;
+type Layout = 'data dir' | 'wal/ only' | 'data dir, its wal/ unreadable';
+
+/**
+ * The data dir on the small file system; or only its `wal/`, linked there from a data dir on the temp
+ * dir's (ops probe: not watched); or the data dir there with `wal/` linked elsewhere, whose target
+ * `hideWal` renames away (re-probe: the data dir was not watched either then).
+ */
+function dataDirOn(small: string, where: Layout): { dataDir: string; hideWal(): void; restoreWal(): void } {
+  const none = { hideWal: () => undefined, restoreWal: () => undefined };
+  if (where === 'data dir') return { dataDir: path.join(small, 'data'), ...none };
+  if (where === 'wal/ only') {
+    const dataDir = tmpDir();
+    fs.mkdirSync(path.join(small, 'wal'));
+    fs.symlinkSync(path.join(small, 'wal'), path.join(dataDir, 'wal'));
+    return { dataDir, ...none };
+  }
+  const dataDir = path.join(small, 'data');
+  const wal = path.join(tmpDir(), 'wal');
+  fs.mkdirSync(dataDir);
+  fs.mkdirSync(wal);
+  fs.symlinkSync(wal, path.join(dataDir, 'wal'));
+  let away = false;
+  return {
+    dataDir,
+    hideWal: () => {
+      fs.renameSync(wal, `${wal}-away`);
+      away = true;
+    },
+    restoreWal: () => {
+      if (away) fs.renameSync(`${wal}-away`, wal);
+      away = false;
+    },
+  };
 }
 
+describe('a wal/ whose link target cannot be reached for a while', () => {
+  const startReceiver = useReceivers();
+
+  it('holds delivery of the events in it, and delivers them once it is back, dead-lettering none (re-probe: read as corrupt)', async () => {
+    const receiver = await startReceiver();
+    const dataDir = tmpDir();
+    const wal = path.join(tmpDir(), 'wal');
+    fs.mkdirSync(wal);
+    fs.symlinkSync(wal, path.join(dataDir, 'wal'));
+    const gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
+    try {
+      const sub = await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201);
+      fs.renameSync(wal, `${wal}-away`);
+      // The log's open descriptor still takes the append; delivery must read the event back to send it.
+      expect((await postBinary(gw.url, { source: '/unreachable', id: 'u1' })).status).toBe(202);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect((await getJson(`${gw.url}/subscriptions/${sub.body.id}/dead-letters`)).body.deadLetters).toEqual([]);
+      fs.renameSync(`${wal}-away`, wal);
+      await waitFor('the event delivered', async () => receiver.requests.some((q) => q.headers['ce-id'] === 'u1'), 35_000);
+      expect((await getJson(`${gw.url}/subscriptions/${sub.body.id}`)).body.stats.deadLetters).toBe(0);
+    } finally {
+      if (fs.existsSync(`${wal}-away`)) fs.renameSync(`${wal}-away`, wal);
+      await gw.close();
+    }
+  }, 60_000);
+});
+
 describe('HERALD_MIN_FREE_BYTES', () => {
-  it.each(['data dir', 'wal/ only'] as const)(
+  it.each<Layout>(['data dir', 'wal/ only', 'data dir, its wal/ unreadable'])(
     'on a small file system holding the %s: answers 503 storage_full with Retry-After and is unready while free space is low, touches nothing, and recovers by itself',
     async (where) => {
       const fsys = smallFileSystem();
@@ -283,10 +336,12 @@ describe('HERALD_MIN_FREE_BYTES', () => {
       // 16 MiB under what is free now, so that a filler of 24 MiB (bounded) takes it 8 MiB below, whatever the file system.
       const minFree = freeBytes(fsys.dir) - 16 * MiB;
       let gw: TestGateway | undefined;
+      const layout = dataDirOn(fsys.dir, where);
       try {
-        gw = await startTestGateway({ HERALD_DATA_DIR: dataDirOn(fsys.dir, where), HERALD_MIN_FREE_BYTES: String(minFree) });
+        gw = await startTestGateway({ HERALD_DATA_DIR: layout.dataDir, HERALD_MIN_FREE_BYTES: String(minFree) });
         const before = await postBinary(gw.url, { source: '/full', id: 'before' });
         expect(before.status).toBe(202);
+        layout.hideWal();
         const filler = path.join(fsys.dir, 'filler');
         const fd = fs.openSync(filler, 'w');
         const chunk = Buffer.alloc(MiB, 1);
@@ -310,14 +365,18 @@ describe('HERALD_MIN_FREE_BYTES', () => {
         const ready = await getJson(`${gw.url}/readyz`);
         expect(ready.status).toBe(503);
         expect(ready.body.checks.log).toMatch(/storage_full/);
-        expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
+        // A wal/ that cannot be reached is a 503 for reads of it, not a corrupt record (re-probe: a 500 corrupt_record).
+        const unreachable = where === 'data dir, its wal/ unreadable';
+        expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(unreachable ? 503 : 200);
         expect((await lookupEvent(gw.url, { source: '/full', id: refusedId })).status).toBe(404);
 
         fs.rmSync(filler);
+        layout.restoreWal();
         await waitFor('ingest to resume', async () => (await postBinary(gw!.url, { source: '/full', id: 'after' })).status === 202);
         expect((await getJson(`${gw.url}/readyz`)).status).toBe(200);
         expect((await lookupEvent(gw.url, { source: '/full', id: 'before' })).status).toBe(200);
       } finally {
+        layout.restoreWal();
         await gw?.close();
         fsys.cleanup();
       }
