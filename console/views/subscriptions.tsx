@@ -24,8 +24,6 @@ export function Subscriptions() {
   const [created, setCreated] = useState<Subscription | undefined>();
   const subscriptions = list.data?.subscriptions ?? [];
   const next = list.data?.nextAfter ?? null;
-  const first = cursors.length * PAGE;
-  const shownRange = subscriptions.length === 0 ? '' : `${first + 1}–${first + subscriptions.length}`;
   return (
     <div class="stack">
       <Card
@@ -33,7 +31,8 @@ export function Subscriptions() {
         actions={
           <span class="pager">
             <span class="dim" data-testid="subscriptions-range">
-              {list.data && (cursors.length === 0 && next === null ? `${subscriptions.length} in all` : shownRange)}
+              {/* A page number, not a range: subscriptions deleted on earlier pages would make a range wrong. */}
+              {list.data && (cursors.length === 0 && next === null ? `${subscriptions.length} in all` : `page ${cursors.length + 1}`)}
             </span>
             {cursors.length > 0 && (
               <button type="button" class="secondary" onClick={() => setCursors((c) => c.slice(0, -1))}>
@@ -50,6 +49,9 @@ export function Subscriptions() {
       >
         <ErrorNote message={list.error} />
         {list.data && subscriptions.length === 0 && cursors.length === 0 && <p class="dim">No subscriptions yet: create one below.</p>}
+        {list.data && subscriptions.length === 0 && cursors.length > 0 && (
+          <p class="dim">No subscriptions on this page any more (deleted meanwhile): go to the previous page.</p>
+        )}
         {subscriptions.length > 0 && (
           <table class="table clickable" data-testid="subscriptions">
             <thead>
