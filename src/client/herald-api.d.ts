@@ -212,7 +212,8 @@ export interface paths {
          *     subscription, and no `nextAfter`. With either, a page: at most `limit` subscriptions after
          *     `after`, and `nextAfter` to pass as `after` for the next page (`null` on the last one). A page
          *     starts right even when the subscription it follows was deleted meanwhile; one created meanwhile
-         *     is listed on a later page (it is the newest).
+         *     is listed on a later page (it is the newest, unless it was created on another JetStream node
+         *     whose clock is behind).
          */
         get: operations["listSubscriptions"];
         put?: never;
@@ -1168,7 +1169,7 @@ export interface components {
          *     `authorization: Bearer …`). Names are HTTP tokens, case-insensitive (stored in lower case);
          *     `webhook-*`, `herald-*`, `ce-*`, `traceparent`, `tracestate`, `content-type`, `content-length`,
          *     `host`, and the hop-by-hop `connection`, `keep-alive`, `transfer-encoding`, `upgrade` and `expect`
-         *     are refused (400 naming the field), as are `content-encoding`, `content-range`, `content-digest`,
+         *     are refused (400 naming the field), as are `content-encoding`, `content-range`, `content-md5`, `content-digest`,
          *     `repr-digest`, `digest` (they would describe the body Herald writes) and `te`, `trailer` and
          *     `proxy-*` (meant for the next hop). A subscription that stored one of the latter before they were
          *     refused keeps it; a PATCH that gives headers must leave it out. Values are visible ASCII (spaces and tabs only inside), at

@@ -69,12 +69,21 @@ export function lockDataDir(dataDir: string): DataDirLock {
   };
 }
 
+/** A `wal/` link whose target is missing (a disk not mounted) named as such (re-probe: "EEXIST: file already exists, mkdir"). */
+function refuseDanglingLink(dir: string): void {
+  if (fs.existsSync(dir) || !fs.lstatSync(dir, { throwIfNoEntry: false })?.isSymbolicLink()) return;
+  throw new StartupError(
+    `${dir} is a link to ${fs.readlinkSync(dir)}, which does not exist: mount the disk it is on, or create it (an empty directory for a new data dir)`,
+  );
+}
+
 /**
  * `wal/` is locked as well, since it may be a link (to another disk, say): a `wal/` linked from two
  * data dirs is refused while a gateway on the other one runs, as each would hand out the other's offsets.
  */
 function lockLogDir(dataDir: string): Database.Database | undefined {
   const dir = path.join(dataDir, 'wal');
+  refuseDanglingLink(dir);
   if (!fs.existsSync(dir)) {
     // A data dir that stored events and lost its log is refused by the store, untouched: no wal/ is made.
     if (fs.existsSync(path.join(dataDir, 'herald.db'))) return undefined;

@@ -154,6 +154,19 @@ describe('two gateways on one data dir', () => {
     expect(fs.readFileSync(path.join(first, 'herald.pid'), 'utf8').trim()).toBe(String(child.child.pid));
   });
 
+  it('names a wal/ link whose target is missing, and starts once it is there (re-probe: "EEXIST: file already exists, mkdir")', async () => {
+    const dataDir = tmpDir();
+    const target = path.join(tmpDir(), 'not-mounted');
+    fs.symlinkSync(target, path.join(dataDir, 'wal'));
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
+    expect(refused.code).toBe(2);
+    expect(oneLine(refused.stderr)).toContain(`wal is a link to ${target}, which does not exist: mount the disk it is on, or create it`);
+    fs.mkdirSync(target);
+    child = await spawnGateway({ HERALD_DATA_DIR: dataDir });
+    expect((await postBinary(child.url, { source: '/lock', id: 'linked-new' })).status).toBe(202);
+    expect(fs.readdirSync(target).some((f) => f.endsWith('.seg'))).toBe(true);
+  });
+
   it('refuses it too when wal/herald.lock was removed under the running gateway (re-probe: both ran on one log)', async () => {
     const first = tmpDir();
     const other = tmpDir();
