@@ -319,6 +319,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     heads: sequencer.heads,
     firstOffsets: () => firstOffsets,
     log,
+    unreachableFails: true,
     // Live tails (and replays) reading the same fresh events get one decoded copy, not one each. Charged
     // at what it holds in memory: a decoded event takes about 1 KiB of heap besides its data, and a
     // tail's message (held while the event is) about its size again (a re-probe measured 9x the bytes).

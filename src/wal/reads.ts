@@ -45,6 +45,13 @@ export interface ReadsOptions {
    * passed over as a gap).
    */
   damage?: () => string | undefined;
+  /**
+   * A segment file the system cannot reach now (see `unreadable` in segment-log.ts) fails the read with
+   * that 503, rather than counting its records corrupt. The gateway's own reads (the API, the live tail)
+   * set it. The delivery thread does not yet: its callers do not all wait on such an error (a re-probe
+   * saw the thread die of it on a redelivery, and a resume stall), so there it is still read as corrupt.
+   */
+  unreachableFails?: boolean;
 }
 
 /**
@@ -140,7 +147,7 @@ export function createReads(opts: ReadsOptions) {
     try {
       return segments.read(entry.position, entry.length);
     } catch (err) {
-      if (err instanceof AppError) throw err; // the file cannot be reached now: its bytes are not known bad
+      if (opts.unreachableFails && err instanceof AppError) throw err; // the file cannot be reached now: its bytes are not known bad
       return undefined; // the bytes are gone (a lost range): as corrupt as a bad checksum
     }
   }

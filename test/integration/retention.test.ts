@@ -300,33 +300,6 @@ function dataDirOn(small: string, where: Layout): { dataDir: string; hideWal(): 
   };
 }
 
-describe('a wal/ whose link target cannot be reached for a while', () => {
-  const startReceiver = useReceivers();
-
-  it('holds delivery of the events in it, and delivers them once it is back, dead-lettering none (re-probe: read as corrupt)', async () => {
-    const receiver = await startReceiver();
-    const dataDir = tmpDir();
-    const wal = path.join(tmpDir(), 'wal');
-    fs.mkdirSync(wal);
-    fs.symlinkSync(wal, path.join(dataDir, 'wal'));
-    const gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
-    try {
-      const sub = await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201);
-      fs.renameSync(wal, `${wal}-away`);
-      // The log's open descriptor still takes the append; delivery must read the event back to send it.
-      expect((await postBinary(gw.url, { source: '/unreachable', id: 'u1' })).status).toBe(202);
-      await new Promise((r) => setTimeout(r, 1500));
-      expect((await getJson(`${gw.url}/subscriptions/${sub.body.id}/dead-letters`)).body.deadLetters).toEqual([]);
-      fs.renameSync(`${wal}-away`, wal);
-      await waitFor('the event delivered', async () => receiver.requests.some((q) => q.headers['ce-id'] === 'u1'), 35_000);
-      expect((await getJson(`${gw.url}/subscriptions/${sub.body.id}`)).body.stats.deadLetters).toBe(0);
-    } finally {
-      if (fs.existsSync(`${wal}-away`)) fs.renameSync(`${wal}-away`, wal);
-      await gw.close();
-    }
-  }, 60_000);
-});
-
 describe('HERALD_MIN_FREE_BYTES', () => {
   it.each<Layout>(['data dir', 'wal/ only', 'data dir, its wal/ unreadable'])(
     'on a small file system holding the %s: answers 503 storage_full with Retry-After and is unready while free space is low, touches nothing, and recovers by itself',
