@@ -55,7 +55,7 @@ export function parseApiKeys(raw: string | undefined): ApiKey[] {
     const unknown = scopes.filter((s) => !SCOPES.includes(s as Scope));
     if (unknown.length > 0 || scopes.length === 0) {
       throw new ConfigError(
-        `HERALD_API_KEYS: key "${name}" has unknown scope(s) ${unknown.map(shownScope).join(', ') || '(none)'}; use publish, read, admin`,
+        `HERALD_API_KEYS: key "${name}" has unknown scope(s) ${unknown.map((u) => shownScope(u, scopes.indexOf(u))).join(', ') || '(none)'}; use publish, read, admin`,
       );
     }
     if (names.has(name)) throw new ConfigError(`HERALD_API_KEYS: key name "${name}" appears twice`);
@@ -162,8 +162,9 @@ export function checkExposure(host: string, keys: ApiKey[], allowUnauthenticated
 }
 
 /**
- * An unknown scope as a refusal names it: a word such as a misspelt scope is shown; anything else may be
- * a secret pasted without its `name:` (after a `,` it is read as a scope of the key before), and is not
- * (security probe: `ops:s3cret:admin,S3cretReaderKey222` printed the second secret).
+ * An unknown scope as a refusal names it: by its value only when that is a scope in other letter case;
+ * otherwise by its place, since it may be a secret pasted without its `name:` (after a `,` it is read as
+ * a scope of the key before; security probe: `ops:s3cret:admin,S3cretReaderKey222` printed the second).
  */
-const shownScope = (scope: string): string => (/^[a-z]{1,12}$/.test(scope) ? scope : '(a value not shown: it may be a secret)');
+const shownScope = (scope: string, at: number): string =>
+  SCOPES.includes(scope.toLowerCase() as Scope) ? `"${scope}" (scopes are lower case)` : `number ${at + 1} (not shown: it may be a secret)`;
