@@ -103,7 +103,16 @@ const headersSchema = z.preprocess(
  * `content-encoding: gzip` fails every delivery), and the hop-by-hop `te`, `trailer` and `proxy-*`,
  * which are meant for the next hop, not the receiver.
  */
-const REFUSED_GIVEN = new Set(['content-encoding', 'content-range', 'content-md5', 'content-digest', 'repr-digest', 'digest', 'te', 'trailer']);
+const REFUSED_GIVEN = new Set([
+  'content-encoding',
+  'content-range',
+  'content-md5',
+  'content-digest',
+  'repr-digest',
+  'digest',
+  'te',
+  'trailer',
+]);
 const refusedGiven = (lower: string) => REFUSED_GIVEN.has(lower) || lower.startsWith('proxy-');
 
 /** `delivery.headers` as a create or a PATCH gives them: {@link headersSchema}, and none of {@link REFUSED_GIVEN}. */
