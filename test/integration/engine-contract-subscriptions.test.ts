@@ -376,7 +376,7 @@ for (const engine of ENGINES) {
           expect(lag(moved.body)).toBe(0);
         }
         const back = await request(gw.url).post(`/subscriptions/${sub.id}/seek`).send({ time: '1600-01-01T00:00:00Z' }).expect(200);
-        expect(lag(back.body)).toBe(3);
+        expect(lag(back.body)).toBeGreaterThanOrEqual(3); // every stored event is ahead again, other tests' included
         await waitFor(() => requestsFor(sub.id).length === 6, { ...WAIT, what: 'the three events replayed' });
         expect(ceIds(sub.id).slice(3).sort()).toEqual(['f1', 'f2', 'f3']);
       });
