@@ -17,13 +17,20 @@ export function Subscriptions() {
   const [cursors, setCursors] = useState<string[]>([]);
   const after = cursors.at(-1);
   const list = usePoll(
-    () => api.get<SubscriptionPage>(`subscriptions?limit=${PAGE}${after === undefined ? '' : `&after=${encodeURIComponent(after)}`}`),
+    async () => ({
+      after,
+      page: await api.get<SubscriptionPage>(
+        `subscriptions?limit=${PAGE}${after === undefined ? '' : `&after=${encodeURIComponent(after)}`}`,
+      ),
+    }),
     POLL_MS,
     [after],
   );
+  // The page read for this cursor only: until the next page is read, the last one is not shown under its number (CI saw it).
+  const shown = list.data !== undefined && list.data.after === after ? list.data.page : undefined;
   const [created, setCreated] = useState<Subscription | undefined>();
-  const subscriptions = list.data?.subscriptions ?? [];
-  const next = list.data?.nextAfter ?? null;
+  const subscriptions = shown?.subscriptions ?? [];
+  const next = shown?.nextAfter ?? null;
   return (
     <div class="stack">
       <Card
@@ -32,7 +39,7 @@ export function Subscriptions() {
           <span class="pager">
             <span class="dim" data-testid="subscriptions-range">
               {/* A page number, not a range: subscriptions deleted on earlier pages would make a range wrong. */}
-              {list.data && (cursors.length === 0 && next === null ? `${subscriptions.length} in all` : `page ${cursors.length + 1}`)}
+              {shown && (cursors.length === 0 && next === null ? `${subscriptions.length} in all` : `page ${cursors.length + 1}`)}
             </span>
             {cursors.length > 0 && (
               <button type="button" class="secondary" onClick={() => setCursors((c) => c.slice(0, -1))}>
@@ -48,8 +55,8 @@ export function Subscriptions() {
         }
       >
         <ErrorNote message={list.error} />
-        {list.data && subscriptions.length === 0 && cursors.length === 0 && <p class="dim">No subscriptions yet: create one below.</p>}
-        {list.data && subscriptions.length === 0 && cursors.length > 0 && (
+        {shown && subscriptions.length === 0 && cursors.length === 0 && <p class="dim">No subscriptions yet: create one below.</p>}
+        {shown && subscriptions.length === 0 && cursors.length > 0 && (
           <p class="dim">No subscriptions on this page any more (deleted meanwhile): go to the previous page.</p>
         )}
         {subscriptions.length > 0 && (
