@@ -7,7 +7,7 @@ import type { Subscription, SubscriptionPage } from '../types';
 
 const POLL_MS = 2000;
 /** Subscriptions a page: a poll reads (and the page draws) this many, however many there are. */
-export const PAGE = 100;
+const PAGE = 100;
 
 /**
  * Subscriptions a page at a time, oldest first, with state, total lag, in-flight and oldest pending

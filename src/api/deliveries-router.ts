@@ -10,7 +10,7 @@ const MAX_LEASE_MS = 12 * 3600 * 1000;
  * Not the API's 1 MiB: these routes take no key, and a client holding many bodies open just short of
  * their end pinned 1 MiB each (security probe: 600 connections, 729 MiB).
  */
-export const CALLBACK_BODY_BYTES = 16 * 1024;
+const CALLBACK_BODY_BYTES = 16 * 1024;
 const jsonBody = jsonBodyUpTo(CALLBACK_BODY_BYTES, 'the 16 KiB a callback accepts');
 
 /**

@@ -301,7 +301,6 @@ const isSet = (value: string | undefined): boolean => value !== undefined && val
  * listening on every interface (the ack and validation URLs receivers are given would then name
  * 0.0.0.0). One sentence each.
  */
-
 export function configWarnings(env: Record<string, string | undefined>, config: Readonly<Config>): string[] {
   const warnings: string[] = [];
   const known = new Set(Object.keys(configSchema.shape));

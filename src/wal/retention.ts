@@ -30,13 +30,6 @@ const CHECK_INTERVAL_MS = 1000;
 const SPACE_RECHECK_MS = 100;
 const STORAGE_FULL_RETRY_AFTER_SECONDS = 5;
 
-/**
- * Retention with Kafka's and JetStream's "limits" semantics: whole segments are deleted, oldest
- * first, by the time their newest event was stored (`HERALD_RETENTION`; the active segment is
- * rolled first) and by the log's size (`HERALD_MAX_LOG_BYTES`), whatever subscriptions still
- * needed. The index goes first (the indexer's `retire`), then the files. Also watches free space
- * (`HERALD_MIN_FREE_BYTES`): below it ingest is refused, and nothing stored is touched.
- */
 /** Bytes an unprivileged writer may still use on the file system holding `dir`. */
 function freeOn(dir: string): number {
   const stats = fs.statfsSync(dir);
@@ -62,6 +55,13 @@ function leastFree(dirs: string[]): number {
   return least;
 }
 
+/**
+ * Retention with Kafka's and JetStream's "limits" semantics: whole segments are deleted, oldest
+ * first, by the time their newest event was stored (`HERALD_RETENTION`; the active segment is
+ * rolled first) and by the log's size (`HERALD_MAX_LOG_BYTES`), whatever subscriptions still
+ * needed. The index goes first (the indexer's `retire`), then the files. Also watches free space
+ * (`HERALD_MIN_FREE_BYTES`): below it ingest is refused, and nothing stored is touched.
+ */
 export function createRetention(opts: RetentionOptions) {
   const { segments, log } = opts;
   /** Newest stored time per segment base, as this process wrote or first looked at it. */

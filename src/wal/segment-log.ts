@@ -782,9 +782,9 @@ function readRecordBytes(seg: ReadableSegment, position: number, length: number)
 const UNREACHABLE = new Set(['ENOENT', 'ENOTDIR', 'EACCES', 'EPERM', 'EMFILE', 'ENFILE', 'ESTALE']);
 
 /**
- * A segment file the system cannot reach now: a 503 that names it, so no read calls its records
- * corrupt and delivery does not dead-letter them (re-probe: `wal/`'s target renamed away made a read
- * answer 500 `corrupt_record`). Other errors (EIO: bad bytes) stay what they were.
+ * A segment file the system cannot reach now: a 503 that names it, so a read that lets it through
+ * (`unreachableFails` in reads.ts) does not call its records corrupt (re-probe: `wal/`'s target renamed
+ * away made a lookup answer 500 `corrupt_record`). Other errors (EIO: bad bytes) stay what they were.
  */
 function unreadable(file: string, err: unknown): unknown {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
