@@ -119,7 +119,12 @@ export type AttemptInput =
   /** The event's record fails its checksum: it can never be delivered. */
   | { kind: 'corrupt' }
   /** The event's record is not in the log any more: skipped. */
-  | { kind: 'missing' };
+  | { kind: 'missing' }
+  /**
+   * The event's record cannot be read now (its segment file cannot be reached, index.db waits for a
+   * restart): not known bad, so it is tried again after `delayMs`, no attempt spent.
+   */
+  | { kind: 'unavailable'; delayMs: number };
 export type InputKind = AttemptInput['kind'];
 type InputOf<K extends InputKind> = Extract<AttemptInput, { kind: K }>;
 
@@ -141,6 +146,7 @@ export const INPUT_KINDS: readonly InputKind[] = [
   'expire',
   'corrupt',
   'missing',
+  'unavailable',
 ];
 
 export type AttemptEffect =
@@ -466,6 +472,12 @@ const corrupt = (s: Ready | Scheduled, _input: InputOf<'corrupt'>, ctx: AttemptC
   return deadLetter(next, 'corrupt_record', ctx, settle(next, 'failed'));
 };
 
+/** Tried again later, as it stands: nothing is written, so a crash meanwhile finds it as it was. */
+const later = (s: Ready | Scheduled, input: InputOf<'unavailable'>, ctx: AttemptContext): Step => ({
+  state: s,
+  effects: [{ kind: 'scheduleAt', at: ctx.now + input.delayMs }],
+});
+
 const missing = (s: Ready | Scheduled): Step => ({
   state: { ...attempts(s), phase: 'done' },
   effects: [...settle(s, 'superseded'), { kind: 'commitOffset' }],
@@ -496,10 +508,21 @@ function withdraw(s: Sending): Step {
  * (an answer while nothing is sent, a callback once the event has ended, a lease expiry after an ack).
  */
 export const TABLE: Table = {
-  ready: { start, resume: due, ack, nack, extend, reject, expire, corrupt, missing, seek, delete: remove },
+  ready: { start, resume: due, ack, nack, extend, reject, expire, corrupt, missing, unavailable: later, seek, delete: remove },
   sending: { answer, timeout, withdraw, ack, nack, extend, reject, seek, delete: remove },
   awaiting_ack: { ack, nack, extend, reject, leaseExpired, restore: restoreLease, seek, delete: remove },
-  scheduled: { start: startRetry, resume: armRetry, restore: armRetry, pause, expire, corrupt, missing, seek, delete: remove },
+  scheduled: {
+    start: startRetry,
+    resume: armRetry,
+    restore: armRetry,
+    pause,
+    expire,
+    corrupt,
+    missing,
+    unavailable: later,
+    seek,
+    delete: remove,
+  },
   done: {},
   dead: {},
   released: {},

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import { AppError } from '../errors';
 import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
 import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../subscriptions/record';
@@ -59,6 +60,9 @@ const MAX_WINDOW = 10_000;
 
 /** The longest wait before a failed delivery loop runs again. */
 const LOOP_RETRY_MAX_MS = 30_000;
+
+/** How long an event whose record cannot be read now waits before it is read again. */
+const UNAVAILABLE_RETRY_MS = 5_000;
 
 /**
  * Delivers one subscription: per partition, walks the log from the committed
@@ -441,7 +445,8 @@ export function createSubscriptionWorker(
       return;
     }
     clearTimer(pending);
-    const stored = pending.event ?? readOne(deps.store, pending.partition, pending.offset);
+    const stored = pending.event ?? readNow(pending);
+    if (stored === 'unavailable') return;
     if (stored === 'corrupt') {
       step(pending, { kind: 'corrupt' });
       return;
@@ -472,6 +477,43 @@ export function createSubscriptionWorker(
     // The rate limit: without a token this attempt waits (it runs again when one is due).
     if (!flow.take(pending, () => attempt(pending))) return;
     step(pending, { kind: 'start', newAttemptId: newDeliveryId() });
+  }
+
+  /** When a record that could not be read was last logged: once a minute per subscription, not per event. */
+  let unavailableLogged = -Infinity;
+
+  /**
+   * The pending event's record, read again (a retry, a redelivery, a restart). A read that cannot be
+   * done now (a 503: its segment file cannot be reached, index.db waits for a restart) is not a corrupt
+   * record: the event waits and is read again (was: dead-lettered `corrupt_record`).
+   */
+  function readNow(pending: Pending): StoredEvent | 'corrupt' | 'unavailable' | undefined {
+    try {
+      return readOne(deps.store, pending.partition, pending.offset);
+    } catch (err) {
+      if (!(err instanceof AppError) || err.code !== 'unavailable') throw err;
+      const now = deps.clock();
+      if (now - unavailableLogged >= 60_000) {
+        unavailableLogged = now;
+        deps.log.warn(
+          { subscription: subId, partition: pending.partition, offset: pending.offset, err: err.message },
+          'event cannot be read now; it waits and is read again every 5 s (logged once a minute)',
+        );
+      }
+      step(pending, { kind: 'unavailable', delayMs: UNAVAILABLE_RETRY_MS });
+      return 'unavailable';
+    }
+  }
+
+  /** The stored event at a partition's committed offset, for its age; undefined when it cannot be read now. */
+  function oldestStored(partition: number, offset: number): StoredEvent | undefined {
+    try {
+      return deps.store.read(partition, offset, 1).events[0];
+    } catch (err) {
+      // The age is left out rather than failing the subscription's read (re-probe: every read of it was a 503).
+      if (err instanceof AppError && err.code === 'unavailable') return undefined;
+      throw err;
+    }
   }
 
   /**
@@ -833,7 +875,7 @@ export function createSubscriptionWorker(
         const head = heads[part.partition] ?? 0;
         let oldestPendingAgeMs: number | null = null;
         if (part.committed < head) {
-          const oldest = part.pending.get(part.committed)?.event ?? deps.store.read(part.partition, part.committed, 1).events[0];
+          const oldest = part.pending.get(part.committed)?.event ?? oldestStored(part.partition, part.committed);
           if (oldest) oldestPendingAgeMs = Math.max(0, now - oldest.storedAt);
         }
         return {

@@ -130,7 +130,6 @@ export function readOne(store: Pick<EventStore, 'read'>, partition: number, offs
   return event?.offset === offset ? event : undefined;
 }
 
-/** {@link readOne} on an engine whose reads may cross the network (the JetStream engine's). */
 /** A read of an event a newer Herald node wrote (a rolling upgrade): a 503, to be asked of an upgraded node. */
 export function newerFormatUnavailable(partition: number, offset: number): AppError {
   return new AppError(
@@ -140,6 +139,7 @@ export function newerFormatUnavailable(partition: number, offset: number): AppEr
   );
 }
 
+/** {@link readOne} on an engine whose reads may cross the network (the JetStream engine's). */
 export async function readStored(
   store: Pick<EventLog, 'read'>,
   partition: number,

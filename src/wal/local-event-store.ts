@@ -374,6 +374,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
         heads: [...sequencer.heads()],
         firstOffsets: [...firstOffsets],
         segmentBases: segments.list().map((s) => s.base),
+        frameKey: { ...segments.key },
         committedEnd,
         tail: indexer.unindexedGroups().map((g) => {
           const numbers = new Float64Array(g.entries.length * POSITION_FIELDS);

@@ -5,6 +5,8 @@
  * how far the indexer has written, and retention's deletions, before they happen.
  */
 
+import type { FrameKey } from './record';
+
 /** Numbers per record in {@link GroupPositions.numbers}: partition, offset, position, length, storedAt. */
 export const POSITION_FIELDS = 5;
 
@@ -27,6 +29,11 @@ export interface LogSnapshot {
   firstOffsets: number[];
   /** Bases of the segments, oldest first. */
   segmentBases: number[];
+  /**
+   * The log's checksum key, as the writer holds it: the reader does not read `frame.key` itself, so it
+   * starts while `wal/` cannot be reached (a link's target moved away), as the writer keeps going.
+   */
+  frameKey: FrameKey;
   /** Committed groups the indexer has not written yet, in log order. */
   tail: GroupPositions[];
   /** The log position just past the last committed group: every byte before it is final. */

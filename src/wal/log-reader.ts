@@ -107,7 +107,7 @@ const DECODED_CACHE_BYTES = 4 * 1024 * 1024;
  * offsets and the old segments' descriptors close.
  */
 export function openLogReader(snapshot: LogSnapshot, log: Logger, onIndexDamage?: (detail: string) => void) {
-  const segments = openSegmentReader({ dir: snapshot.walDir, bases: snapshot.segmentBases });
+  const segments = openSegmentReader({ dir: snapshot.walDir, bases: snapshot.segmentBases, key: snapshot.frameKey });
   const indexDb = openConnection(snapshot.indexDbFile);
   indexDb.pragma('query_only = ON');
   const heads = [...snapshot.heads];
@@ -141,6 +141,8 @@ export function openLogReader(snapshot: LogSnapshot, log: Logger, onIndexDamage?
     log,
     decoded,
     windows,
+    // A record whose file cannot be reached waits (the worker reads it again), rather than being dead-lettered corrupt.
+    unreachableFails: true,
     // Every read then refuses until a restart, which the marker has rebuild index.db.
     onIndexDamage: (detail) => {
       if (damage !== undefined) return;

@@ -47,9 +47,8 @@ export interface ReadsOptions {
   damage?: () => string | undefined;
   /**
    * A segment file the system cannot reach now (see `unreadable` in segment-log.ts) fails the read with
-   * that 503, rather than counting its records corrupt. The gateway's own reads (the API, the live tail)
-   * set it. The delivery thread does not yet: its callers do not all wait on such an error (a re-probe
-   * saw the thread die of it on a redelivery, and a resume stall), so there it is still read as corrupt.
+   * that 503, rather than counting its records corrupt. Both readers set it: the API's (lookups, pages,
+   * the live tail) and the delivery thread's, whose worker waits on it (`readNow` in subscription-worker.ts).
    */
   unreachableFails?: boolean;
 }

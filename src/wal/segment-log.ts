@@ -936,8 +936,8 @@ export function readFrameKey(dir: string): FrameKey {
  * descriptors, opened when a segment is first read. It is told of new segments (`addSegment`) and of
  * retention (`dropBefore`, which closes the descriptors so the deleted files' space is freed).
  */
-export function openSegmentReader(opts: { dir: string; bases: readonly number[] }) {
-  const key = readFrameKey(opts.dir);
+export function openSegmentReader(opts: { dir: string; bases: readonly number[]; key: FrameKey }) {
+  const { key } = opts;
   const fileOf = (base: number) => segmentFile(opts.dir, base);
   const segments: ReadableSegment[] = opts.bases.map((base) => ({ base, file: fileOf(base) }));
 

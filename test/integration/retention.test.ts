@@ -300,6 +300,67 @@ function dataDirOn(small: string, where: Layout): { dataDir: string; hideWal(): 
   };
 }
 
+describe('a wal/ whose link target cannot be reached for a while', () => {
+  const startReceiver = useReceivers();
+
+  it('holds delivery of the events in it (new, retried and redelivered ones) and delivers them once it is back, dead-lettering none (re-probe: read as corrupt; the thread died on a redelivery)', async () => {
+    // d1 fails once (a dead letter, its event no longer in memory); everything after is taken.
+    const receiver = await startReceiver((req) => ({
+      status: req.headers['ce-id'] === 'd1' && !req.headers['herald-redelivery'] ? 500 : 204,
+    }));
+    const dataDir = tmpDir();
+    const wal = path.join(tmpDir(), 'wal');
+    fs.mkdirSync(wal);
+    fs.symlinkSync(wal, path.join(dataDir, 'wal'));
+    const env = { HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' };
+    const first = await startTestGateway(env);
+    let id: string;
+    try {
+      const sub = await request(first.url)
+        .post('/subscriptions')
+        .send({ sink: receiver.url, delivery: { retry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 10 } } })
+        .expect(201);
+      id = sub.body.id;
+      expect((await postBinary(first.url, { source: '/unreachable', id: 'd1' })).status).toBe(202);
+      await waitFor(
+        'd1 dead-lettered',
+        async () => (await getJson(`${first.url}/subscriptions/${id}/dead-letters`)).body.deadLetters.length === 1,
+      );
+    } finally {
+      await first.close();
+    }
+    // Started again, nothing of the log is in memory: delivery must read d1 back from its file.
+    const gw = await startTestGateway(env);
+    const deadLetters = async () => (await getJson(`${gw.url}/subscriptions/${id}/dead-letters`)).body.deadLetters as unknown[];
+    const redelivered = () => receiver.requests.filter((q) => q.headers['herald-redelivery'] === 'true');
+    try {
+      fs.renameSync(wal, `${wal}-away`);
+      // The log's open descriptor still takes the append.
+      expect((await postBinary(gw.url, { source: '/unreachable', id: 'u1' })).status).toBe(202);
+      await request(gw.url).post(`/subscriptions/${id}/dead-letters/redeliver`).expect(202);
+      await request(gw.url).post(`/subscriptions/${id}/pause`).expect(200);
+      await request(gw.url).post(`/subscriptions/${id}/resume`).expect(200);
+      await new Promise((r) => setTimeout(r, 1500));
+      // Its stats leave the oldest event's age out rather than failing the read.
+      expect((await getJson(`${gw.url}/subscriptions/${id}`)).status).toBe(200);
+      expect(await deadLetters()).toEqual([]);
+      expect(redelivered()).toEqual([]);
+      fs.renameSync(`${wal}-away`, wal);
+      await waitFor(
+        'u1 and the redelivered d1',
+        async () => redelivered().length === 1 && receiver.requests.some((q) => q.headers['ce-id'] === 'u1'),
+        35_000,
+      );
+      expect(redelivered()[0]!.headers['ce-id']).toBe('d1');
+      expect(await deadLetters()).toEqual([]);
+      expect((await getJson(`${gw.url}/subscriptions/${id}`)).body.stats.deadLetters).toBe(0);
+    } finally {
+      if (fs.existsSync(`${wal}-away`)) fs.renameSync(`${wal}-away`, wal);
+      await gw.close();
+    }
+  }, 60_000);
+});
+
 describe('HERALD_MIN_FREE_BYTES', () => {
   it.each<Layout>(['data dir', 'wal/ only', 'data dir, its wal/ unreadable'])(
     'on a small file system holding the %s: answers 503 storage_full with Retry-After and is unready while free space is low, touches nothing, and recovers by itself',

@@ -154,6 +154,8 @@ const LEGAL: Row[] = [
   { name: 'a corrupt record is dead-lettered', from: ready, input: { kind: 'corrupt' },
     to: { phase: 'dead', reason: 'corrupt_record', attempt: 0, deliveryId: null, lastStatus: null, lastError: 'the record fails its checksum; it is never delivered' },
     effects: deadEffects('corrupt_record') },
+  { name: 'a record that cannot be read now is tried again later, no attempt spent', from: restored,
+    input: { kind: 'unavailable', delayMs: 5000 }, to: restored, effects: [{ kind: 'scheduleAt', at: NOW + 5000 }] },
   { name: 'a missing record is skipped', from: ready, input: { kind: 'missing' },
     to: { phase: 'done', attempt: 0, deliveryId: null, lastStatus: null, lastError: null }, effects: [{ kind: 'commitOffset' }] },
   { name: 'seek drops it', from: restored, input: { kind: 'seek' }, to: { phase: 'dropped', ...was() }, effects: [settle('superseded'), { kind: 'drop' }] },
@@ -295,6 +297,8 @@ const LEGAL: Row[] = [
   { name: 'a record found corrupt at the retry', from: scheduled, input: { kind: 'corrupt' },
     to: { phase: 'dead', reason: 'corrupt_record', ...was({ lastStatus: 500, lastError: 'the record fails its checksum; it is never delivered' }) },
     effects: [settle('failed'), ...deadEffects('corrupt_record')] },
+  { name: 'a record that cannot be read at the retry is tried again later, no attempt spent', from: scheduled,
+    input: { kind: 'unavailable', delayMs: 5000 }, to: scheduled, effects: [{ kind: 'scheduleAt', at: NOW + 5000 }] },
   { name: 'a record missing at the retry', from: scheduled, input: { kind: 'missing' },
     to: { phase: 'done', ...was({ lastStatus: 500, lastError: 'HTTP 500' }) }, effects: [settle('superseded'), { kind: 'commitOffset' }] },
   { name: 'seek drops a scheduled retry', from: scheduled, input: { kind: 'seek' },
@@ -317,6 +321,8 @@ function sampleInput(kind: InputKind, state: AttemptState): AttemptInput {
       return { kind, attemptId, status: 204 };
     case 'nack':
       return { kind, attemptId, delayMs: 0 };
+    case 'unavailable':
+      return { kind, delayMs: 1000 };
     case 'extend':
       return { kind, attemptId, ms: 1000 };
     case 'timeout':
