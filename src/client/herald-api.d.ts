@@ -36,6 +36,9 @@ export interface paths {
          *     Senders that do not percent-encode (the official JavaScript SDK, for one) are understood too:
          *     a `%` not followed by two hex digits is taken literally (`ce-subject: 50% off` is `50% off`),
          *     and raw UTF-8 bytes are read as UTF-8. A value that is not valid UTF-8 once decoded is a 400.
+         *     The one thing such a sender cannot send raw is a value wrapped in double quotes: the binding
+         *     requires a receiver to read it as a quoted-string (`ce-id: "a1"` is the id `a1`, a duplicate
+         *     of `a1`), so quotes that belong to the value must be sent as `%22`, as the binding says.
          *
          *     The answer comes once the new events are durable under the configured fsync mode: 202 when at
          *     least one event was new (or the batch was empty: `[]` is a valid batch and stores nothing), 200
@@ -826,7 +829,9 @@ export interface webhooks {
          *     subscription's `delivery.format` is `structured`, and for any event binary mode cannot carry as
          *     it is: one without data, one whose data is bytes without a `datacontenttype`, one whose
          *     `datacontenttype` is not plain ASCII, one whose text or JSON data (sent to Herald as characters,
-         *     not bytes) has a `datacontenttype` naming a charset other than UTF-8 (the body is UTF-8), or one
+         *     not bytes) has a `datacontenttype` naming a charset other than UTF-8 (the body is UTF-8), one
+         *     whose `datacontenttype` is of the `application/cloudevents` family (as a Content-Type it would
+         *     make the request structured or batched mode, read as the event its data holds), or one
          *     whose `ce-*` headers would pass 8 KiB (common servers answer 431 to larger header blocks).
          *
          *     With `delivery.ordering: partition` (the default) an event is sent only once the previous

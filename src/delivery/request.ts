@@ -1,6 +1,6 @@
 import { hash } from 'node:crypto';
 import { toBinaryMessage, toStructuredMessage } from '../cloudevents/format';
-import { charsetOf, type CloudEvent } from '../cloudevents/event';
+import { charsetOf, mediaType, type CloudEvent } from '../cloudevents/event';
 import type { SubscriptionRecord } from '../subscriptions/record';
 import { previousSecretAt, requestOrigin } from '../webhook-policy';
 import { signWebhook } from './signing';
@@ -136,12 +136,16 @@ export const BINARY_HEADER_BUDGET = 8 * 1024;
  * `datacontenttype` that is not plain ASCII (Content-Type is sent verbatim, and such a value cannot
  * be a header, or not unambiguously); `ce-*` headers past {@link BINARY_HEADER_BUDGET}; text or
  * JSON data (held as characters, not bytes) whose `datacontenttype` names a charset the UTF-8 body
- * would not be in (a receiver decoding `café` as ISO-8859-1 reads `cafÃ©`).
+ * would not be in (a receiver decoding `café` as ISO-8859-1 reads `cafÃ©`); a `datacontenttype` of
+ * the `application/cloudevents` family, which as a Content-Type makes the message structured or
+ * batched mode (binding §3): a receiver would read the data as another event (API probe: the JS SDK
+ * read a wrapper's data as the event it held, with that event's source and type, under Herald's signature).
  */
 function binaryMessageOf(event: CloudEvent): Message | undefined {
   if (event.data.kind === 'none') return undefined;
   const contentType = event.attributes.datacontenttype;
   if (contentType === undefined ? event.data.kind !== 'json' : !/^[\t\x20-\x7e]*$/.test(String(contentType))) return undefined;
+  if (contentType !== undefined && mediaType(String(contentType))!.startsWith('application/cloudevents')) return undefined;
   const message = messageOf(event, 'binary');
   // Empty data (`""`, empty bytes) would be an empty body, which binary mode reads back as no data.
   if (message.body.length === 0) return undefined;

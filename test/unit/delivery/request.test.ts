@@ -216,6 +216,21 @@ describe('buildDeliveryRequest', () => {
     },
   );
 
+  it.each(['application/cloudevents+json', 'Application/CloudEvents-Batch+JSON; charset=utf-8', 'application/cloudevents+xml'])(
+    'goes structured when datacontenttype %j would make the binary message read as structured or batched mode (was: a receiver read the data as the event)',
+    (datacontenttype) => {
+      const inner = { specversion: '1.0', id: 'inner-1', source: '/inner', type: 'com.example.inner', data: { x: 1 } };
+      const wrapper: CloudEvent = {
+        attributes: { specversion: '1.0', id: 'wrap-1', source: '/wrap', type: 'com.example.wrapper', datacontenttype },
+        data: { kind: 'json', value: inner },
+      };
+      const { headers, body } = buildDeliveryRequest(input({ event: wrapper, format: 'binary' }));
+      expect(headers['content-type']).toBe('application/cloudevents+json; charset=utf-8');
+      expect(headers['ce-id']).toBeUndefined();
+      expect(JSON.parse(body.toString())).toEqual({ ...wrapper.attributes, data: inner });
+    },
+  );
+
   it.each([
     ['text/plain; charset=iso-8859-1', 'café'],
     ['text/plain; charset=utf-16le', 'hi'],
