@@ -8,6 +8,7 @@ import { parseInput, parseQuery, pathInt, queryInt } from './query';
 import { jsonBody, newRouter, refuseOverlongIds, requireScope, type AnyRouteHandler } from './routing';
 
 const MAX_PAGE = 1000;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * `GET /subscriptions`' query: `after` is a previous page's `nextAfter`, the creation time (ms) and id
@@ -37,6 +38,11 @@ const listQuery = z.object({
 export function createSubscriptionsRouter(service: SubscriptionsService): Router {
   const router = newRouter();
   refuseOverlongIds(router, 'id', 'subscription', 'ids are UUIDs, 36');
+  // UUIDs are case-insensitive (RFC 9562 §4); Herald makes them in lower case (API probe: an upper-case id was a 404).
+  router.param('id', (req, _res, next, id: string) => {
+    if (UUID.test(id)) req.params.id = id.toLowerCase();
+    next();
+  });
   const admin = requireScope('admin');
   const exists: AnyRouteHandler = async (req, _res, next) => {
     await service.assertExists(String(req.params.id));

@@ -125,6 +125,8 @@ for (const engine of ENGINES) {
         const { secret: _secret, stats: _stats, ...shown } = sub;
         expect(await getSub(sub.id)).toMatchObject(shown);
         expect((await getSub(sub.id)).secret).toBeUndefined();
+        // A UUID is the same in upper case (was: 404).
+        expect(await getSub(sub.id.toUpperCase())).toMatchObject(shown);
         const list = (await request(gw.url).get('/subscriptions').expect(200)).body.subscriptions;
         expect(list.find((s: { id: string }) => s.id === sub.id)).toMatchObject(shown);
 
