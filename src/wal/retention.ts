@@ -36,6 +36,20 @@ function freeOn(dir: string): number {
   return Number(stats.bavail) * Number(stats.bsize);
 }
 
+/** The smallest of the file systems holding `dirs`, in bytes (undefined when none can be read). */
+function smallestSize(dirs: string[]): number | undefined {
+  let least: number | undefined;
+  for (const dir of dirs) {
+    try {
+      const stats = fs.statfsSync(dir);
+      least = Math.min(least ?? Infinity, Number(stats.blocks) * Number(stats.bsize));
+    } catch {
+      // Read when it can be: the free-space check says what it cannot read.
+    }
+  }
+  return least;
+}
+
 /**
  * The least free space of the file systems holding `dirs`. One that cannot be read (its link's target
  * renamed away) leaves the others watched (re-probe: the data dir's check stopped with it); it throws
@@ -73,6 +87,15 @@ export function createRetention(opts: RetentionOptions) {
   // The data dir's file system and `wal/`'s, which may be a link to another disk (ops probe: that one was not watched).
   const watched = [opts.dataDir, path.join(opts.dataDir, 'wal')];
   const freeBytes = opts.freeBytes ?? (() => leastFree(watched));
+  // A minimum larger than the whole disk can never be met: said wherever storage_full is (ops probe: nothing said why).
+  const size = opts.minFreeBytes > 0 ? smallestSize(watched) : undefined;
+  const beyondDisk =
+    size !== undefined && opts.minFreeBytes > size ? `, which is more than the whole file system (${size} bytes): lower it` : '';
+  if (beyondDisk)
+    log.warn(
+      { minFreeBytes: opts.minFreeBytes, fileSystemBytes: size },
+      `HERALD_MIN_FREE_BYTES${beyondDisk}; ingest is refused until then`,
+    );
 
   const timer = setInterval(() => {
     checkSpace();
@@ -179,14 +202,14 @@ export function createRetention(opts: RetentionOptions) {
       if (full) {
         throw new AppError(
           'storage_full',
-          `the file system of the data dir (or of its wal/) has ${free} bytes free, less than HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}; nothing was stored. Free space (or lower HERALD_RETENTION / HERALD_MAX_LOG_BYTES) and retry.`,
+          `the file system of the data dir (or of its wal/) has ${free} bytes free, less than HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}${beyondDisk}; nothing was stored. Free space (or lower HERALD_RETENTION / HERALD_MAX_LOG_BYTES) and retry.`,
           { retryAfter: STORAGE_FULL_RETRY_AFTER_SECONDS },
         );
       }
     },
     health(): StoreHealth | undefined {
       return full
-        ? { writable: false, reason: `storage_full: ${free} bytes free, below HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}` }
+        ? { writable: false, reason: `storage_full: ${free} bytes free, below HERALD_MIN_FREE_BYTES=${opts.minFreeBytes}${beyondDisk}` }
         : undefined;
     },
     /** Runs a round now (tests and start-up). */

@@ -416,4 +416,19 @@ describe('HERALD_MIN_FREE_BYTES', () => {
       }
     },
   );
+
+  it('larger than the whole file system: says so in the 503 and in /readyz (ops probe: storage_full for good, nothing said why)', async () => {
+    const fsys = smallFileSystem();
+    const size = ((s) => Number(s.blocks) * Number(s.bsize))(fs.statfsSync(fsys.dir));
+    const gw = await startTestGateway({ HERALD_DATA_DIR: path.join(fsys.dir, 'data'), HERALD_MIN_FREE_BYTES: String(size + 1) });
+    try {
+      const refused = await postBinary(gw.url, { source: '/full', id: 'x' });
+      expect(refused.status).toBe(503);
+      expect(refused.body.detail).toContain(`more than the whole file system (${size} bytes)`);
+      expect((await getJson(`${gw.url}/readyz`)).body.checks.log).toContain('more than the whole file system');
+    } finally {
+      await gw.close();
+      fsys.cleanup();
+    }
+  });
 });
