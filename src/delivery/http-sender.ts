@@ -70,7 +70,8 @@ class Abortable {
  */
 export class AbortGroup {
   aborted = false;
-  private reason: string | undefined;
+  /** Why it was aborted, when a reason was given (the attempt log then records each aborted attempt). */
+  reason: string | undefined;
   private readonly open = new Set<Abortable>();
   add(attempt: Abortable): void {
     if (this.aborted) attempt.abort(this.reason);

@@ -384,6 +384,35 @@ for (const engine of ENGINES) {
       });
     });
 
+    describe('seek with a request open', () => {
+      it('aborts the request, and the attempt log says a seek moved its partition (was: nothing logged on JetStream)', async () => {
+        let release!: () => void;
+        const held = new Promise<void>((r) => (release = r));
+        try {
+          receiver.setResponder(async (q) => {
+            if ((q.headers['ce-id'] as string).endsWith('-h1')) await held;
+            return { status: 204 };
+          });
+          const sub = await subscribe(typeOf('seek-open'), {}, { timeoutMs: 60_000 });
+          const [stored] = await publish('seek-open', ['h1']);
+          await nth(sub.id, 0);
+          await request(gw.url).post(`/subscriptions/${sub.id}/seek`).send({ to: 'latest' }).expect(200);
+          const aborted = await waitFor(
+            async () => {
+              const { attempts } = (await request(gw.url).get(`/subscriptions/${sub.id}/attempts`).expect(200)).body;
+              return (attempts as { partition: number; offset: number; error: string | null }[]).find(
+                (a) => a.partition === stored!.partition && a.offset === stored!.offset,
+              );
+            },
+            { ...WAIT, what: 'the aborted attempt logged' },
+          );
+          expect(aborted).toMatchObject({ status: null, outcome: 'stale', error: 'aborted: a seek moved its partition' });
+        } finally {
+          release();
+        }
+      });
+    });
+
     describe('a restart on the same storage', () => {
       it('keeps the subscription and its undelivered events, which are delivered after it; and a pause', async () => {
         // A request open at the close is abandoned; on JetStream its message comes back after the lease

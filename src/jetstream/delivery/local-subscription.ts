@@ -113,7 +113,7 @@ export function createLocalSubscription(
       const old = pullers.get(p);
       pullers.set(p, startPuller(p));
       // Its open attempts are abandoned (their consumer is deleted): their answers settle nothing.
-      void old?.stop(0);
+      void old?.stop(0, 'a seek moved its partition');
       log.info({ subscription: id, partition: p, generation: gen }, 'delivery moved to a sought position');
     }
   }

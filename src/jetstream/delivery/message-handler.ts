@@ -209,9 +209,25 @@ export async function handleMessage(
   const revision = record.delivery.ackMode === 'manual' ? await ctx.ackMap.open(deliveryId, entry) : undefined;
   // Auto mode: a callback reaching this node before the 202 is read waits for it (see `callbacks.ts`).
   const answered = revision === undefined ? ctx.ackMap.sending(deliveryId) : undefined;
-  let result: SendResult;
+  let result!: SendResult;
   let decided: Decided;
   const startedAt = ctx.clock();
+  /** Writes this attempt to the attempt log (a failure is a `warn` line, never the delivery's). */
+  const logAttempt = (outcome: Decided['outcome']): Promise<void> =>
+    ctx.attemptLog
+      .add({
+        subscriptionId: sub.id,
+        deliveryId,
+        partition: target.partition,
+        offset: target.offset,
+        attempt,
+        status: result.status,
+        error: result.error?.slice(0, 1024) ?? null,
+        durationMs: Math.max(0, Math.round(ctx.clock() - startedAt)),
+        startedAt,
+        outcome,
+      })
+      .catch((err: unknown) => ctx.log.warn({ err, subscription: sub.id }, 'could not record a delivery attempt'));
   // While the request is open: a PATCH that shortens ack_wait renews the message, so it stays this attempt's.
   const sent = leases.sending(sub.id, () => msg.working());
   try {
@@ -226,7 +242,12 @@ export async function handleMessage(
     // Deleted meanwhile, or aborted (a close's grace ran out, a seek moved delivery): settle nothing;
     // JetStream redelivers the message after ack_wait. An answer within a close's grace settles, as on
     // the local engine: a rolling restart sends nothing twice and holds no partition for ack_wait.
-    if (sub.removed() || group.aborted) return;
+    if (sub.removed()) return;
+    if (group.aborted) {
+      // A seek's abort is logged as on the local engine (`stale`, saying why); a close's is not (the connection is going).
+      if (group.reason !== undefined) await logAttempt('stale');
+      return;
+    }
     // A 410 pauses here before anything is awaited: the sender hands the freed connection to a request
     // that waited for it one turn later, and that request must not go out after the 410 (deciding can
     // wait on the ack map for longer). Even an answer the ack map finds stale is the receiver's "gone".
@@ -244,20 +265,7 @@ export async function handleMessage(
   }
   // Logged before the settlement (lag 0 means logged), except a hold's: its +WPI must reach JetStream
   // within ack_wait's 1 s margin past timeoutMs, so the two writes go together.
-  const logged = ctx.attemptLog
-    .add({
-      subscriptionId: sub.id,
-      deliveryId,
-      partition: target.partition,
-      offset: target.offset,
-      attempt,
-      status: result.status,
-      error: result.error?.slice(0, 1024) ?? null,
-      durationMs: Math.max(0, Math.round(ctx.clock() - startedAt)),
-      startedAt,
-      outcome: decided.outcome,
-    })
-    .catch((err: unknown) => ctx.log.warn({ err, subscription: sub.id }, 'could not record a delivery attempt'));
+  const logged = logAttempt(decided.outcome);
   const { action } = decided;
   if (action.kind !== 'hold') await logged;
   const lastResult = { attempt, lastStatus: decided.state.lastStatus, lastError: decided.state.lastError };

@@ -290,16 +290,17 @@ export function createPuller(deps: PullerDeps) {
     },
     /**
      * Stops pulling; open attempts get until `graceMs` to end, then their requests are aborted
-     * (their messages stay unacked: JetStream redelivers them after ack_wait).
+     * (their messages stay unacked: JetStream redelivers them after ack_wait). With a `reason`, the
+     * attempt log records each aborted attempt with it.
      */
-    async stop(graceMs: number): Promise<void> {
+    async stop(graceMs: number, reason?: string): Promise<void> {
       if (state !== 'pulling') return;
       move('stop');
       session?.stop();
       releaseHeld(false);
       await done;
       if (open.size > 0) await Promise.race([Promise.all(open), sleep(graceMs)]);
-      group.abort();
+      group.abort(reason);
       await Promise.all(open);
       move('drained');
     },
