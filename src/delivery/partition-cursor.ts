@@ -140,8 +140,10 @@ export interface Expiry {
  * moves past them the way `skipRange` does: `committed` to `first` (and on over offsets finished from
  * there), the cursor too when it was behind, the page buffer cleared. The offsets of `[committed,
  * first)` that were not finished (not in `finished`; pending ones included) are counted, added to
- * `expired` and returned. The chain of `herald-previous-offset` starts again where it crossed
- * deleted events, since whether they matched cannot be known any more.
+ * `expired` and returned. Where the chain of `herald-previous-offset` crossed deleted events, it
+ * names the last of them (`first - 1`): whether they matched cannot be known any more, and a
+ * receiver that never had that offset sees the gap (retention probe: the chain started again, with
+ * no header, and a receiver could not tell events lost to retention from a first delivery).
  *
  * Pending deliveries of expired offsets stay in `pending` for the caller: when one finishes after
  * all, `finishOffset` ignores it (it is below `committed`). Undefined when nothing was below `first`.
@@ -157,7 +159,7 @@ export function expireCursor(part: PartitionCursor, first: number): Expiry | und
   }
   const expired = first - part.committed - finishedBelow;
   part.committed = first;
-  part.committedLastMatched = null;
+  part.committedLastMatched = first - 1;
   while (part.finished.has(part.committed)) {
     if (part.finished.get(part.committed)) part.committedLastMatched = part.committed;
     part.finished.delete(part.committed);
@@ -165,7 +167,7 @@ export function expireCursor(part: PartitionCursor, first: number): Expiry | und
   }
   if (part.cursor < part.committed) {
     part.cursor = part.committed;
-    part.lastMatched = null;
+    part.lastMatched = part.committedLastMatched;
   }
   clearBuffer(part);
   part.expired += expired;

@@ -25,9 +25,10 @@ describe('expireCursor', () => {
     part.bufferCorrupt = 12;
     expect(expireCursor(part, 25)).toEqual({
       expired: 15,
-      row: { partition: 0, committedOffset: 25, lastMatchedOffset: null, expired: 15 },
+      row: { partition: 0, committedOffset: 25, lastMatchedOffset: 24, expired: 15 },
     });
-    expect(part).toMatchObject({ committed: 25, cursor: 25, lastMatched: null, committedLastMatched: null, expired: 15 });
+    // The next delivery's herald-previous-offset names the last deleted offset: the receiver sees a gap (was: none).
+    expect(part).toMatchObject({ committed: 25, cursor: 25, lastMatched: 24, committedLastMatched: 24, expired: 15 });
     expect(part.buffer).toEqual([]);
     expect(part.bufferAt).toBe(0);
     expect(part.bufferCorrupt).toBeUndefined();
@@ -78,7 +79,7 @@ describe('expireCursor', () => {
     const part = createCursor(0, { partition: 0, committedOffset: 100, lastMatchedOffset: 99, expired: 40 });
     expect(expireCursor(part, 1_000_100)).toEqual({
       expired: 1_000_000,
-      row: { partition: 0, committedOffset: 1_000_100, lastMatchedOffset: null, expired: 1_000_040 },
+      row: { partition: 0, committedOffset: 1_000_100, lastMatchedOffset: 1_000_099, expired: 1_000_040 },
     });
   });
 });
