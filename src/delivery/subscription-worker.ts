@@ -15,6 +15,7 @@ import {
   finishOffset,
   generationAt,
   itemAtCursor,
+  offsetRow,
   seekCursor,
   skipRange,
   type PartitionCursor,
@@ -650,10 +651,18 @@ export function createSubscriptionWorker(
       redrives.delete(`${pending.partition}:${pending.offset}`);
     } else {
       const part = parts[pending.partition]!;
+      const expired = isExpired(pending);
       part.pending.delete(pending.offset);
-      saveOffset(finishOffset(part, pending.offset, true));
-      if (part.finished.has(pending.offset))
-        deps.persistence.saveFinished(subId, { partition: pending.partition, offset: pending.offset, matched: true }, byCallback);
+      if (expired) {
+        // Counted expired when retention moved past it while its request was open, then delivered after
+        // all: not lost (retention probe: delivered and expired added up to more than the head).
+        part.expired = Math.max(0, part.expired - 1);
+        saveOffset(offsetRow(part));
+      } else {
+        saveOffset(finishOffset(part, pending.offset, true));
+        if (part.finished.has(pending.offset))
+          deps.persistence.saveFinished(subId, { partition: pending.partition, offset: pending.offset, matched: true }, byCallback);
+      }
     }
     schedulePump();
   }
