@@ -1489,8 +1489,9 @@ export interface components {
             /** @constant */
             status: "nacked";
             /**
-             * @description When the next attempt is due (RFC 3339); `null` when this was the last attempt and the event
-             *     was dead-lettered. Absent when `repeated`.
+             * @description When the next attempt is due (RFC 3339); `null` when there is none: this was the last attempt
+             *     and the event was dead-lettered, or retention has deleted the event (local engine; it is
+             *     counted in its partition's `expired`, not dead-lettered). Absent when `repeated`.
              */
             nextAttemptAt?: string | null;
             /** @constant */

@@ -87,7 +87,8 @@ export function seekPositions(
     } else if (offset > heads[partition]!) {
       problems.push({
         attribute,
-        message: `offset ${offset} is outside partition ${key}'s range [${first(partition)}, ${heads[partition]}]`,
+        // Any offset up to the head is taken (one below the first offset kept means that first offset).
+        message: `offset ${offset} is past partition ${key}'s head: offsets 0 to ${heads[partition]} can be sought`,
       });
     } else {
       positions.push({ partition, offset: Math.max(offset, first(partition)) });

@@ -33,7 +33,7 @@ export function seekStarts(target: SeekTarget, bounds: readonly PartitionBounds[
     } else if (offset > b.head) {
       problems.push({
         attribute,
-        message: `offset ${offset} is outside partition ${key}'s range [${Math.min(b.first, b.head)}, ${b.head}]`,
+        message: `offset ${offset} is past partition ${key}'s head: offsets 0 to ${b.head} can be sought`,
       });
     } else {
       moves.push({ partition, start: { kind: 'seq', seq: Math.max(offset, b.first) + 1 } });

@@ -201,7 +201,7 @@ describe('seek targets → where each moved partition starts', () => {
   });
   it('refuses a partition that does not exist and an offset past the head, naming each', () => {
     expect(() => seekStarts({ offsets: { '2': 0, '0': 11 } }, bounds)).toThrow(
-      /offsets\.0: offset 11 is outside partition 0's range \[0, 10\].*|offsets\.2: there is no partition 2/,
+      /offsets\.0: offset 11 is past partition 0's head: offsets 0 to 10 can be sought.*|offsets\.2: there is no partition 2/,
     );
     try {
       seekStarts({ offsets: { '2': 0, '0': 11 } }, bounds);
