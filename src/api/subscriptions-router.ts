@@ -92,7 +92,8 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
     res.json(await service.attempts(req.params.id, page));
   });
   router.get('/subscriptions/:id/dead-letters', admin, async (req, res) => {
-    const page = parseQuery(z.object({ limit: queryInt(100, MAX_PAGE), after: queryInt(0) }), req);
+    // At least 1, as the other lists: an empty page of 0 said `nextAfter: null`, "no more", whatever there was (retention probe).
+    const page = parseQuery(z.object({ limit: queryInt(100, MAX_PAGE).pipe(z.number().min(1)), after: queryInt(0) }), req);
     res.json(await service.deadLetters(req.params.id, page));
   });
   router.post('/subscriptions/:id/dead-letters/redeliver', admin, exists, jsonBody, async (req, res) => {

@@ -539,7 +539,6 @@ export function createSubscriptionsService(deps: {
       const full = deadLetters.length > 0 && (deadLetters.length < rows.length || rows.length === page.limit);
       return {
         deadLetters,
-        // limit=0 is allowed and returns an empty page, which has no last id.
         nextAfter: full ? deadLetters[deadLetters.length - 1]!.id : null,
       };
     },

@@ -214,8 +214,8 @@ describe('listing, redelivering and deleting', () => {
     const page2 = await deadLetters(sub.id, `?limit=3&after=${page1.nextAfter}`);
     expect(idsOf(page2.deadLetters)).toEqual(['m4']);
     expect(page2.nextAfter).toBeNull();
-    expect(await deadLetters(sub.id, '?limit=0')).toEqual({ deadLetters: [], nextAfter: null });
-    for (const query of ['?limit=abc', '?limit=1001', '?after=-1']) {
+    // limit=0 is refused as by the other lists (was: an empty page whose nextAfter null said there were none).
+    for (const query of ['?limit=0', '?limit=abc', '?limit=1001', '?after=-1']) {
       expect((await request(gw.url).get(`/subscriptions/${sub.id}/dead-letters${query}`)).status).toBe(400);
     }
     const byEvent = Object.fromEntries([...page1.deadLetters, ...page2.deadLetters].map((d) => [d.event.id, d]));
