@@ -113,6 +113,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     // Last, so that they are the newest: floors only ever rise, and a copy below the live ones could
     // let a partition emptied by retention during the copy restart below offsets already acknowledged.
     copyIfPresent(path.join(walDir, RESERVATION_FILE), path.join(work, WAL_DIR, RESERVATION_FILE));
+    withoutLogEnd(path.join(work, WAL_DIR, RESERVATION_FILE));
     raiseRetentionFloors(source, path.join(work, DB_FILE));
     syncTree(work);
     const manifest: BackupManifest = {
@@ -355,6 +356,22 @@ function copyKeepingTimes(from: string, to: string): void {
   fs.copyFileSync(from, to);
   const { atime, mtime } = fs.statSync(from);
   fs.utimesSync(to, atime, mtime);
+}
+
+/**
+ * Drops the copied record's `logEnd`: a clean stop after the segments were copied can put it past
+ * them, and the restore would then be refused as a log cut short (the copy was verified above).
+ */
+function withoutLogEnd(file: string): void {
+  let record: Record<string, unknown>;
+  try {
+    record = JSON.parse(fs.readFileSync(file, 'utf8')) as Record<string, unknown>;
+  } catch {
+    return; // none, or unreadable: the start reads it as it would the original
+  }
+  if (record === null || typeof record !== 'object' || !('logEnd' in record)) return;
+  delete record.logEnd;
+  fs.writeFileSync(file, JSON.stringify(record));
 }
 
 function copyIfPresent(from: string, to: string): void {

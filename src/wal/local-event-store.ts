@@ -285,7 +285,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     buildKeyFilter: (log2Bits, hashes) => indexer.buildKeyFilter(log2Bits, hashes),
     log,
   });
-  const reservation = createOffsetReservation({ dir: walDir(opts), fsync: opts.fsync, heads, log });
+  const reservation = createOffsetReservation({ dir: walDir(opts), fsync: opts.fsync, heads, logEnd: segments.end(), log });
   const integrity = watchIndexIntegrity(indexDb, log);
   const groups = createGroupCommit({
     segments,
@@ -491,7 +491,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       const skips = opts.fsync === 'always' ? '' : '; the next start skips reserved offsets';
       if (groups.closedClean) {
         await reservation
-          .close(sequencer.heads())
+          .close(sequencer.heads(), committedEnd)
           .catch((err: unknown) => log.error({ err: coerceError(err) }, `log: could not record the clean stop${skips}`));
       } else if (skips) {
         log.warn(`log: stopping unclean (a failed write not cut from the log, or events not known synced)${skips}`);
@@ -585,6 +585,7 @@ function openLog(
     windowStart: clock() - opts.idempotencyWindowMs,
     policy: { skipCorrupt: permissions.has('skip-corrupt') },
     logWasSynced: reservation?.fsync === 'always',
+    syncedEnd: reservation?.fsync === 'always' ? reservation.logEnd : undefined,
   });
   // Recorded only once recovery has checked the log against it, so a refused start records nothing.
   // The database learns the id before herald.json is written: a crash between the two leaves a

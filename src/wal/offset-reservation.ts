@@ -40,6 +40,13 @@ export interface ReservationRecord {
   /** The fsync mode the ceilings were handed out under. */
   fsync: FsyncMode;
   ceilings: number[];
+  /**
+   * Where the log ended, every byte before it synced (fsync=always): the end recovery left, written at
+   * start, and the end of the last committed group, at a clean close. A log found ending short of it
+   * lost records it had acknowledged (crash probe: with index.db lost too, a cut newest segment went
+   * unnoticed). Absent in records of older versions and of backups.
+   */
+  logEnd?: number;
 }
 
 /** The record in `dir`, or undefined when there is none (a new data dir, or one from before it) or it cannot be read. */
@@ -59,9 +66,12 @@ export function readReservation(dir: string, log: Logger): ReservationRecord | u
       (parsed.fsync === 'always' || parsed.fsync === 'interval' || parsed.fsync === 'never') &&
       Array.isArray(parsed.ceilings) &&
       // Far below 2^53, where offsets would stop being exact: a larger one is damage, not a head.
-      parsed.ceilings.every((n) => Number.isSafeInteger(n) && n >= 0 && n <= MAX_CEILING)
+      parsed.ceilings.every((n) => Number.isSafeInteger(n) && n >= 0 && n <= MAX_CEILING) &&
+      (parsed.logEnd === undefined || (Number.isSafeInteger(parsed.logEnd) && parsed.logEnd >= 0))
     ) {
-      return { clean: parsed.clean, fsync: parsed.fsync, ceilings: parsed.ceilings };
+      const record: ReservationRecord = { clean: parsed.clean, fsync: parsed.fsync, ceilings: parsed.ceilings };
+      if (parsed.logEnd !== undefined) record.logEnd = parsed.logEnd;
+      return record;
     }
   } catch {
     // below
@@ -93,6 +103,8 @@ export interface OffsetReservationOptions {
   fsync: FsyncMode;
   /** Heads as recovery left them (recorded at once): nothing at or past them has been handed out. */
   heads: readonly number[];
+  /** Where recovery left the log (recorded with the heads, see {@link ReservationRecord.logEnd}). */
+  logEnd: number;
   block?: number;
   log: Logger;
 }
@@ -112,7 +124,10 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
   const spare = `${file}${SPARE_SUFFIX}`;
   keepSpare(spare, opts.heads.length, opts.log);
   try {
-    writeFileAtomically(file, JSON.stringify({ clean: false, fsync: opts.fsync, ceilings: durable } satisfies ReservationRecord));
+    writeFileAtomically(
+      file,
+      JSON.stringify({ clean: false, fsync: opts.fsync, ceilings: durable, logEnd: opts.logEnd } satisfies ReservationRecord),
+    );
   } catch (err) {
     // A full disk must not stop the start (ingest answers storage_full until space returns): the record
     // on disk, if any, is an older floor, and every offset past the heads waits for a write that succeeds.
@@ -129,7 +144,10 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
       try {
         while (wanted.some((w, p) => w > durable[p]!)) {
           const ceilings = wanted.slice();
-          await writeFileAtomicallyAsync(file, JSON.stringify({ clean: false, fsync: opts.fsync, ceilings } satisfies ReservationRecord));
+          await writeFileAtomicallyAsync(
+            file,
+            JSON.stringify({ clean: false, fsync: opts.fsync, ceilings, logEnd: opts.logEnd } satisfies ReservationRecord),
+          );
           durable = ceilings;
         }
       } finally {
@@ -165,10 +183,13 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
       // A write already running re-checks `wanted` when it ends, so this promise covers the raise too.
       return done;
     },
-    /** A clean close: the ceilings become the exact heads, so the next start leaves no gap and keeps them. */
-    async close(heads: readonly number[]): Promise<void> {
+    /**
+     * A clean close: the ceilings become the exact heads, so the next start leaves no gap and keeps
+     * them; `logEnd` is the end of the last committed group.
+     */
+    async close(heads: readonly number[], logEnd: number): Promise<void> {
       await writing?.catch(() => undefined);
-      const text = JSON.stringify({ clean: true, fsync: opts.fsync, ceilings: heads.slice() } satisfies ReservationRecord);
+      const text = JSON.stringify({ clean: true, fsync: opts.fsync, ceilings: heads.slice(), logEnd } satisfies ReservationRecord);
       try {
         await writeFileAtomicallyAsync(file, text);
       } catch (err) {

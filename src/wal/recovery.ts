@@ -48,6 +48,11 @@ export interface RecoveryDeps {
    * short of what SQLite indexed unless a segment was lost or cut, so that is refused.
    */
   logWasSynced: boolean;
+  /**
+   * Where the last run's log ended, every byte before it synced (`offsets.reserved`, fsync=always):
+   * checked as SQLite's indexed end is, and known when index.db was lost with the log's tail.
+   */
+  syncedEnd?: number;
   policy: ScanPolicy;
 }
 
@@ -74,7 +79,8 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const knownHoles = mergeHoles(parseHoles(indexHolesText), parseHoles(dataDirHolesText));
   // Before the scan, which would cut a record left half there as a torn tail.
   const refuseShort = deps.logWasSynced && !deps.policy.skipCorrupt;
-  if (refuseShort && indexedThrough > segments.end()) throw logCutShort(dataDir, segments.end(), indexedThrough);
+  const syncedThrough = Math.max(indexedThrough, deps.syncedEnd ?? 0);
+  if (refuseShort && syncedThrough > segments.end()) throw logCutShort(dataDir, segments.end(), syncedThrough);
   const from = Math.min(indexedThrough, segments.activeSegmentBase(), segments.end());
   let batch: { position: number; frame: Buffer }[] = [];
   let rebuiltRecords = 0;
@@ -114,7 +120,7 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
     { ...deps.policy, knownHoles: holeMap(knownHoles) },
   );
   if (batch.length > 0) rebuild(batch);
-  if (refuseShort && indexedThrough > scan.end) throw logCutShort(dataDir, scan.end, indexedThrough);
+  if (refuseShort && syncedThrough > scan.end) throw logCutShort(dataDir, scan.end, syncedThrough);
 
   const lost = new Map<number, number>();
   const countLost = (partition: number, n: number) => lost.set(partition, (lost.get(partition) ?? 0) + n);
@@ -198,8 +204,9 @@ function offsetTwice(dataDir: string, position: number, partition: number, offse
 /** The log ends before bytes the index had (and so acknowledged) under fsync=always: a segment lost or cut, not a power cut. */
 function logCutShort(dataDir: string, end: number, indexed: number): StartupError {
   return new StartupError(
-    `the log of ${dataDir} ends at byte ${end}, but its index holds events up to byte ${indexed}: under HERALD_FSYNC=always those bytes were ` +
-      'synced before their events were acknowledged, so a segment file was lost or cut short (not a power cut); nothing was changed. ' +
+    `the log of ${dataDir} ends at byte ${end}, but it held acknowledged events up to byte ${indexed} (its index, or wal/offsets.reserved, says so): ` +
+      'under HERALD_FSYNC=always those bytes were synced before their events were acknowledged, so a segment file was lost, cut short or ' +
+      'damaged at its end (not a power cut); nothing was changed. ' +
       'Restore the newest segment (or the data dir) from a backup; HERALD_RECOVERY=skip-corrupt goes on without those events.',
   );
 }

@@ -18,6 +18,7 @@ import {
 } from '../helpers/gateway';
 import { startReceiver, waitFor, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
+import { FRAME_HEADER_BYTES } from '../../src/wal/record';
 
 afterAll(cleanupTmpDirs);
 
@@ -406,13 +407,13 @@ describe('corruption in the middle of the log', () => {
     fs.renameSync(newest, `${newest}.moved`);
     const gone = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
     expect(gone.code).toBe(2);
-    expect(oneLine(gone.stderr)).toMatch(/ends at byte \d+, but its index holds events up to byte \d+: under HERALD_FSYNC=always/);
+    expect(oneLine(gone.stderr)).toMatch(/ends at byte \d+, but it held acknowledged events up to byte \d+ .*: under HERALD_FSYNC=always/);
     fs.renameSync(`${newest}.moved`, newest);
     const whole = fs.readFileSync(newest);
     fs.truncateSync(newest, Math.floor(whole.length / 2) + 7); // inside a record
     const cut = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
     expect(cut.code).toBe(2);
-    expect(oneLine(cut.stderr)).toContain('a segment file was lost or cut short');
+    expect(oneLine(cut.stderr)).toContain('a segment file was lost, cut short or damaged at its end');
     expect(fs.statSync(newest).size).toBe(Math.floor(whole.length / 2) + 7); // the half record was not cut as a torn tail
     // Nothing was forgotten: with the file whole again, every event is there.
     fs.writeFileSync(newest, whole);
@@ -426,6 +427,42 @@ describe('corruption in the middle of the log', () => {
     const found = await Promise.all(acked.map(async (r) => (await lookupEvent(child!.url, r)).status));
     expect(found.filter((status) => status === 404).length).toBeGreaterThan(0);
   });
+
+  it.each(['cut at a record boundary', 'its last record damaged'])(
+    'refuses a newest segment %s under fsync=always with index.db lost too (crash probe: started without the acknowledged events)',
+    async (damage) => {
+      const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
+      const newest = segmentFiles(dataDir).at(-1)!;
+      const whole = fs.readFileSync(newest);
+      // The newest segment's last record starts after the one before it: found by walking the length fields.
+      const starts: number[] = [];
+      for (let at = 0; at + 4 <= whole.length;) {
+        starts.push(at);
+        at += whole.readUInt32LE(at) + FRAME_HEADER_BYTES;
+      }
+      const last = starts.at(-1)!;
+      if (damage === 'cut at a record boundary') fs.truncateSync(newest, last);
+      else
+        fs.writeFileSync(
+          newest,
+          Buffer.concat([
+            whole.subarray(0, whole.length - 3),
+            Buffer.from([whole[whole.length - 3]! ^ 0xff]),
+            whole.subarray(whole.length - 2),
+          ]),
+        );
+      for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(dataDir, `index.db${suffix}`), { force: true });
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+      expect(refused.code).toBe(2);
+      expect(oneLine(refused.stderr)).toMatch(
+        /it held acknowledged events up to byte \d+ \(its index, or wal\/offsets.reserved, says so\)/,
+      );
+      // Nothing was changed: with the segment whole again, every event is there.
+      fs.writeFileSync(newest, whole);
+      child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '2' });
+      for (const r of acked) expect((await lookupEvent(child.url, r)).status).toBe(200);
+    },
+  );
 
   it('refuses segments that overlap or repeat records the log has (storage probe: was started, events served twice or read as corrupt)', async () => {
     const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);

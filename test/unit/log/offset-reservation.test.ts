@@ -43,25 +43,25 @@ describe('skipReserved', () => {
 describe('createOffsetReservation', () => {
   it('makes the first group of a partition wait for its ceiling, then reserves a block ahead without waiting', async () => {
     const dir = tmpDir();
-    const reservation = createOffsetReservation({ dir, fsync: 'interval', heads: [10, 0], block: 100, log });
+    const reservation = createOffsetReservation({ dir, fsync: 'interval', heads: [10, 0], logEnd: 500, block: 100, log });
     const first = reservation.cover([at(0, 10)]);
     expect(first).toBeInstanceOf(Promise);
     await first;
-    expect(record(dir)).toEqual({ clean: false, fsync: 'interval', ceilings: [111, 0] });
+    expect(record(dir)).toEqual({ clean: false, fsync: 'interval', ceilings: [111, 0], logEnd: 500 });
     // Within the block: nothing to wait for.
     expect(reservation.cover([at(0, 11), at(0, 40)])).toBeUndefined();
     // Past half the block: raised ahead of need, still without waiting.
     expect(reservation.cover([at(0, 70)])).toBeUndefined();
     await new Promise((resolve) => setTimeout(resolve, 100));
     expect(record(dir).ceilings[0]).toBe(171);
-    await reservation.close([71, 0]);
-    expect(record(dir)).toEqual({ clean: true, fsync: 'interval', ceilings: [71, 0] });
+    await reservation.close([71, 0], 900);
+    expect(record(dir)).toEqual({ clean: true, fsync: 'interval', ceilings: [71, 0], logEnd: 900 });
   });
 
   it('starts when the heads cannot be recorded (a full disk must not stop the start), and the first group waits for a write that succeeds', async () => {
     const dir = tmpDir();
     fs.mkdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`));
-    const reservation = createOffsetReservation({ dir, fsync: 'interval', heads: [3], block: 10, log });
+    const reservation = createOffsetReservation({ dir, fsync: 'interval', heads: [3], logEnd: 0, block: 10, log });
     expect(fs.existsSync(path.join(dir, RESERVATION_FILE))).toBe(false);
     await expect(reservation.cover([at(0, 3)])).rejects.toThrow(/EISDIR/);
     fs.rmdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`));
@@ -71,8 +71,8 @@ describe('createOffsetReservation', () => {
 
   it('rejects the waiting group when the file cannot be written, and writes it at the next try', async () => {
     const dir = tmpDir();
-    const reservation = createOffsetReservation({ dir, fsync: 'never', heads: [0], block: 10, log });
-    expect(record(dir)).toEqual({ clean: false, fsync: 'never', ceilings: [0] }); // the heads, recorded at once
+    const reservation = createOffsetReservation({ dir, fsync: 'never', heads: [0], logEnd: 0, block: 10, log });
+    expect(record(dir)).toEqual({ clean: false, fsync: 'never', ceilings: [0], logEnd: 0 }); // the heads, recorded at once
     fs.mkdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`)); // the temp file cannot be opened
     await expect(reservation.cover([at(0, 0)])).rejects.toThrow(/EISDIR/);
     fs.rmdirSync(path.join(dir, `${RESERVATION_FILE}.tmp`));
@@ -87,8 +87,11 @@ describe('readReservation', () => {
     expect(readReservation(dir, log)).toBeUndefined();
     fs.writeFileSync(path.join(dir, RESERVATION_FILE), JSON.stringify({ clean: false, fsync: 'interval', ceilings: [3, 4] }));
     expect(readReservation(dir, log)).toEqual({ clean: false, fsync: 'interval', ceilings: [3, 4] });
+    fs.writeFileSync(path.join(dir, RESERVATION_FILE), JSON.stringify({ clean: true, fsync: 'always', ceilings: [3], logEnd: 77 }));
+    expect(readReservation(dir, log)).toEqual({ clean: true, fsync: 'always', ceilings: [3], logEnd: 77 });
     for (const text of [
       '{"clean":false',
+      JSON.stringify({ clean: false, fsync: 'always', ceilings: [1], logEnd: -1 }),
       JSON.stringify({ clean: false, fsync: 'interval', ceilings: [-1] }),
       // Near 2^53 (a hand-edited file): offsets past it would round together and events stored there be lost.
       JSON.stringify({ clean: false, fsync: 'interval', ceilings: [2 ** 53 - 10] }),
@@ -118,7 +121,7 @@ describe('the event store', () => {
     } finally {
       await opened.close();
     }
-    expect(record(path.join(dir, 'wal'))).toEqual({ clean: true, fsync: 'interval', ceilings: [1] });
+    expect(record(path.join(dir, 'wal'))).toMatchObject({ clean: true, fsync: 'interval', ceilings: [1] });
   });
 
   it('keeps a head only index.db knew when index.db is lost (fsync=always too)', async () => {
