@@ -91,7 +91,7 @@ function openStorage(config: Readonly<Config>, log: Logger, onGroupCommitted: Lo
  */
 function openHeraldDb(dbFile: string): Db {
   try {
-    return openDatabase(dbFile);
+    return openDatabase(dbFile, { check: true });
   } catch (err) {
     if (!isCorruptDatabase(err)) throw err;
     throw new StartupError(

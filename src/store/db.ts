@@ -17,9 +17,26 @@ export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
  * Automatic checkpoints are off: they stall commits on the request path, so
  * the gateway checkpoints on a timer instead (see `checkpoint`).
  */
-export function openDatabase(file: string): Db {
+export function openDatabase(file: string, opts: { check?: boolean } = {}): Db {
   const db = openConnection(file);
-  return closedOnThrow(db, () => migrate(db));
+  return closedOnThrow(db, () => {
+    if (opts.check) quickCheck(db);
+    migrate(db);
+  });
+}
+
+/**
+ * `PRAGMA quick_check` before anything is written: a damaged page otherwise opens fine and fails
+ * writes later, while `/readyz` says ready (crash probe: a flipped byte in herald.db).
+ * @throws an error with code `DB_CHECK` (see `isCorruptDatabase`) when the file is damaged
+ */
+export function quickCheck(db: Db): void {
+  const rows = db.pragma('quick_check(8)') as { quick_check: string }[];
+  if (rows.length !== 1 || rows[0]!.quick_check !== 'ok') {
+    // One line: SQLite's findings carry newlines of their own.
+    const found = rows.map((r) => r.quick_check.trim().replace(/\s*\n\s*/g, '; ')).join('; ');
+    throw Object.assign(new Error(`quick_check: ${found}`), { code: 'DB_CHECK' });
+  }
 }
 
 /** A connection with the same pragmas, for a worker thread (the schema is already migrated). */

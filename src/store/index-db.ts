@@ -1,4 +1,4 @@
-import { openConnection, type Db } from './db';
+import { openConnection, quickCheck, type Db } from './db';
 
 /**
  * `index.db`: the tables derived from the log (the indexer's), in a database of their own so the
@@ -54,7 +54,7 @@ export function openIndexDatabase(file: string): Db {
 /** SQLite's verdict on a damaged file (at open, at the first read, or by `quick_check`). */
 export function isCorruptDatabase(err: unknown): boolean {
   const code = (err as { code?: unknown }).code;
-  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT_INDEX' || code === 'INDEX_DB_CHECK';
+  return code === 'SQLITE_CORRUPT' || code === 'SQLITE_NOTADB' || code === 'SQLITE_CORRUPT_INDEX' || code === 'DB_CHECK';
 }
 
 /**
@@ -66,10 +66,7 @@ export function isCorruptDatabase(err: unknown): boolean {
 export function openCheckedIndexDatabase(file: string): Db {
   const db = openIndexDatabase(file);
   try {
-    const rows = db.pragma('quick_check(8)') as { quick_check: string }[];
-    if (rows.length !== 1 || rows[0]!.quick_check !== 'ok') {
-      throw Object.assign(new Error(`quick_check: ${rows.map((r) => r.quick_check).join('; ')}`), { code: 'INDEX_DB_CHECK' });
-    }
+    quickCheck(db);
     return db;
   } catch (err) {
     db.close();

@@ -197,6 +197,28 @@ describe('two gateways on one data dir', () => {
 });
 
 describe('a lost herald.db', () => {
+  it.each(['a flipped header byte', 'a page of zeros'])(
+    'refuses a herald.db with %s, naming it (crash probe: started, said ready, and failed its writes)',
+    async (damage) => {
+      const dataDir = tmpDir();
+      child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+      for (let i = 0; i < 3; i++)
+        await request(child.url).post('/subscriptions').send({ sink: 'http://127.0.0.1:9/never', startAt: 'earliest' }).expect(201);
+      child.child.kill('SIGTERM');
+      expect(await child.exited).toBe(0);
+      const dbFile = path.join(dataDir, 'herald.db');
+      const bytes = fs.readFileSync(dbFile);
+      const pageSize = bytes.readUInt16BE(16);
+      if (damage === 'a flipped header byte')
+        bytes[20] ^= 0x10; // the bytes reserved at the end of each page
+      else bytes.fill(0, bytes.length - pageSize); // the last page: a b-tree page of some table or index
+      fs.writeFileSync(dbFile, bytes);
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
+      expect(refused.code).toBe(2);
+      expect(oneLine(refused.stderr)).toMatch(/herald\.db is damaged \((SQLITE_(CORRUPT|NOTADB)|DB_CHECK)/);
+    },
+  );
+
   it('refuses to start on the log alone (exit 2 naming herald.db) and, with rebuild-events-only, rebuilds events and says subscriptions are gone', async () => {
     const dataDir = tmpDir();
     child = await spawnGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
@@ -214,7 +236,7 @@ describe('a lost herald.db', () => {
     const cut = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
     expect(cut.code).toBe(2);
     expect(oneLine(cut.stderr)).toMatch(
-      /herald\.db is damaged \(SQLITE_(CORRUPT|NOTADB).*restore it from a backup, or move it aside and start with HERALD_RECOVERY=rebuild-events-only/,
+      /herald\.db is damaged \((SQLITE_(CORRUPT|NOTADB)|DB_CHECK).*restore it from a backup, or move it aside and start with HERALD_RECOVERY=rebuild-events-only/,
     );
     for (const f of fs.readdirSync(dataDir).filter((f) => f.startsWith('herald.db'))) fs.rmSync(path.join(dataDir, f));
 
