@@ -209,9 +209,9 @@ describe('a lost herald.db', () => {
       const dbFile = path.join(dataDir, 'herald.db');
       const bytes = fs.readFileSync(dbFile);
       const pageSize = bytes.readUInt16BE(16);
-      if (damage === 'a flipped header byte')
-        bytes[20] ^= 0x10; // the bytes reserved at the end of each page
-      else bytes.fill(0, bytes.length - pageSize); // the last page: a b-tree page of some table or index
+      // The header's count of bytes reserved at the end of each page; or the last page, a b-tree page of some table or index.
+      if (damage === 'a flipped header byte') bytes.writeUInt8(bytes.readUInt8(20) ^ 0x10, 20);
+      else bytes.fill(0, bytes.length - pageSize);
       fs.writeFileSync(dbFile, bytes);
       const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '4' });
       expect(refused.code).toBe(2);
