@@ -40,3 +40,23 @@ const stdoutLines = {
 export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'herald' }, redact: ['req.headers.authorization', 'secret'] }, stdoutLines);
 }
+
+/**
+ * A line that may come once per event (a full disk refusing every callback) logged at most once per
+ * `intervalMs`: `emit` gets how many were left out since the last line. A clock that went back
+ * starts a new interval rather than silencing the line.
+ */
+export function throttledLine(intervalMs: number, clock: () => number = Date.now): (emit: (suppressed: number) => void) => void {
+  let lastAt = -Infinity;
+  let suppressed = 0;
+  return (emit) => {
+    const now = clock();
+    if (now - lastAt < intervalMs && now >= lastAt) {
+      suppressed++;
+      return;
+    }
+    lastAt = now;
+    emit(suppressed);
+    suppressed = 0;
+  };
+}

@@ -12,6 +12,7 @@ import { AppError, fromDatabaseError } from '../errors';
 import { unwrittenCallback } from './callback-write';
 import { openConnection } from '../store/db';
 import { openLogReader } from '../wal/log-reader';
+import { throttledLine } from '../logger';
 import { createDispatcher } from './dispatcher';
 import {
   DELIVERY_BUSY_TIMEOUT_MS,
@@ -44,6 +45,9 @@ const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;
 const db = openConnection(data.dbFile);
 db.pragma(`busy_timeout = ${DELIVERY_BUSY_TIMEOUT_MS}`);
 // A damage its reads find stops ingest and reads on the main thread too (its own reads may not meet it).
+/** Lines that come once per callback while herald.db cannot be written: once a minute each. */
+const answeredUnwritten = throttledLine(60_000);
+const refusedUnwritten = throttledLine(60_000);
 const reader = openLogReader(data.log, log, (detail) => post({ type: 'index-damaged', detail }));
 const sender = createHttpSender({ allowPrivate: data.sinkAllowPrivate });
 let committedGroups = 0;
@@ -189,11 +193,14 @@ port.on('message', (message: ToDelivery) => {
           dispatcher.persisted().then(answer, (err: unknown) => {
             const refused = unwrittenCallback(err);
             if (!refused) {
-              log.warn({ err }, 'delivery thread: a callback is answered before it could be written; its write is retried');
+              answeredUnwritten((suppressed) =>
+                log.warn({ err, suppressed }, 'delivery thread: a callback is answered before it could be written; its write is retried'),
+              );
               answer();
               return;
             }
-            log.error({ err }, 'delivery thread: a callback could not be written');
+            // Once a minute: a full disk refuses every callback (crash probe: 62,090 lines in 25 s).
+            refusedUnwritten((suppressed) => log.error({ err, suppressed }, 'delivery thread: a callback could not be written'));
             post({ type: 'answer', id, ok: false, error: toWire(refused) });
           });
           return;
