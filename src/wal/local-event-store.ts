@@ -285,7 +285,13 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     buildKeyFilter: (log2Bits, hashes) => indexer.buildKeyFilter(log2Bits, hashes),
     log,
   });
-  const reservation = createOffsetReservation({ dir: walDir(opts), fsync: opts.fsync, heads, logEnd: segments.end(), log });
+  const reservation = createOffsetReservation({
+    dir: walDir(opts),
+    fsync: opts.fsync,
+    heads,
+    logEnd: syncedEnd(segments, opts.fsync, log),
+    log,
+  });
   const integrity = watchIndexIntegrity(indexDb, log);
   const groups = createGroupCommit({
     segments,
@@ -613,6 +619,22 @@ function openLog(
     );
   }
   return { segments, recovery, heads };
+}
+
+/**
+ * The log's end, once synced, to record as synced (fsync=always): it may hold bytes an earlier run
+ * under interval/never left unsynced, which a power cut would take, and the next start would then
+ * refuse the log as cut short. Undefined (nothing recorded, nothing checked) when the sync fails.
+ */
+function syncedEnd(segments: SegmentLog, fsync: LocalEventStoreOptions['fsync'], log: Logger): number | undefined {
+  if (fsync !== 'always') return segments.end();
+  try {
+    segments.syncNow();
+    return segments.end();
+  } catch (err) {
+    log.warn({ err: coerceError(err) }, 'log: could not sync the log at start; the next start cannot check that it kept its end');
+    return undefined;
+  }
 }
 
 /**

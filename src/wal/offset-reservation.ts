@@ -103,8 +103,8 @@ export interface OffsetReservationOptions {
   fsync: FsyncMode;
   /** Heads as recovery left them (recorded at once): nothing at or past them has been handed out. */
   heads: readonly number[];
-  /** Where recovery left the log (recorded with the heads, see {@link ReservationRecord.logEnd}). */
-  logEnd: number;
+  /** Where recovery left the log, synced (recorded with the heads, see {@link ReservationRecord.logEnd}); undefined: not known synced. */
+  logEnd: number | undefined;
   block?: number;
   log: Logger;
 }

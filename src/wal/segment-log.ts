@@ -545,6 +545,11 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     return new Promise((resolve, reject) => fs.fdatasync(writeFd, (err) => (err ? reject(err) : resolve())));
   }
 
+  /** Syncs the active segment now (at start: bytes a run under another fsync mode left unsynced). */
+  function syncNow(): void {
+    if (writeFd >= 0) fs.fdatasyncSync(writeFd);
+  }
+
   /**
    * Undoes a failed append: cuts the active segment back and reopens it so a bad descriptor is not reused.
    * If the reopen or the cut fails (the disk is still failing) it throws and stays owed: the next
@@ -705,6 +710,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     scan,
     append,
     sync,
+    syncNow,
     rewrite,
     truncate,
     finishUndo,
