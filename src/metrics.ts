@@ -170,6 +170,7 @@ type SubscriptionSnapshot = {
     inFlight: number;
     oldestPendingAgeMs: number | null;
     lag: { partition: number; lag: number }[];
+    expired: { partition: number; expired: number }[];
   } | null;
 }[];
 
@@ -182,6 +183,7 @@ function family(name: string, help: string, lines: string[]): string {
 
 function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
   const lag: string[] = [];
+  const expired: string[] = [];
   const age: string[] = [];
   const inFlight: string[] = [];
   const dead: string[] = [];
@@ -193,6 +195,8 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
     const d = s.delivery;
     if (!d) continue;
     for (const p of d.lag) lag.push(`herald_subscription_lag_events{subscription="${id}",partition="${p.partition}"} ${p.lag}\n`);
+    for (const p of d.expired)
+      expired.push(`herald_subscription_expired_events{subscription="${id}",partition="${p.partition}"} ${p.expired}\n`);
     age.push(`herald_subscription_oldest_pending_age_seconds{subscription="${id}"} ${(d.oldestPendingAgeMs ?? 0) / 1000}\n`);
     inFlight.push(`herald_subscription_in_flight{subscription="${id}"} ${d.inFlight}\n`);
     dead.push(`herald_dead_letters{subscription="${id}"} ${d.deadLetters}\n`);
@@ -200,6 +204,11 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
   return (
     [
       family('herald_subscription_lag_events', 'Head offset minus committed offset.', lag),
+      family(
+        'herald_subscription_expired_events',
+        'Events retention deleted before the subscription had finished them (stats.expired): never delivered, and no longer in the lag.',
+        expired,
+      ),
       family('herald_subscription_oldest_pending_age_seconds', 'Age of the oldest unfinished event.', age),
       family(
         'herald_subscription_in_flight',

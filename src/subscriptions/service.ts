@@ -346,6 +346,7 @@ export function createSubscriptionsService(deps: {
             inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
             oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
             lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
+            expired: partitions.map((p) => ({ partition: p.partition, expired: p.expired })),
           },
         };
       });

@@ -126,6 +126,10 @@ describe('retention expires what a subscription had not finished', () => {
     expect(stats).toMatchObject({ committedOffset: first, headOffset: EVENTS, lag: EVENTS - first, expired: first - finished });
     expect(stats.expired).toBeGreaterThan(0);
     expect(await statsOf(gw.url, fine)).toMatchObject({ committedOffset: EVENTS, lag: 0, expired: 0 });
+    // /metrics says so too (retention probe: nothing did, and the lag alert cleared as the events went).
+    const metrics = (await request(gw.url).get('/metrics').expect(200)).text;
+    expect(metrics).toContain(`herald_subscription_expired_events{subscription="${stuck}",partition="0"} ${stats.expired}\n`);
+    expect(metrics).toContain(`herald_subscription_expired_events{subscription="${fine}",partition="0"} 0\n`);
 
     // One warning per deletion that expired events, naming the subscription, partition and count.
     await waitFor(() => expiredLines(gw!, stuck).reduce((n, l) => n + Number(l.expired), 0) === stats.expired || undefined, {
