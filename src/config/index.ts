@@ -159,13 +159,15 @@ export const configSchema = z
       'Largest size of the log (bytes, or `512MiB`, `100GiB`); `0`: no limit. When the log is larger, its oldest segments are deleted the same way as for HERALD_RETENTION.',
     ),
     HERALD_MIN_FREE_BYTES: size(0, Number.MAX_SAFE_INTEGER, '256MiB').describe(
-      'Free space to keep on the file system holding the data dir, and on the one holding `wal/` when it is a link to another disk (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns. `0` turns the check off: a disk then filled to its last byte by the log leaves `index.db` no room to index it, so retention cannot delete (it deletes only indexed segments) and space must be freed by hand.',
+      "Free space to keep on the file system holding the data dir, and on the one holding `wal/` when it is a link to another disk (bytes, or `256MiB`, `1GiB`). When there is less, `POST /events` answers 503 `storage_full` with `Retry-After` and `/readyz` answers 503; nothing stored is touched, and ingest resumes by itself when space returns. A value larger than the whole file system (the default on a disk under 256 MiB) can never be met: a `warn` line at start, the 503's `detail` and `/readyz` say so. `0` turns the check off: a disk then filled to its last byte by the log leaves `index.db` no room to index it, so retention cannot delete (it deletes only indexed segments) and space must be freed by hand.",
     ),
     // 0 would store every resend again, and a value past a double's range is no window at all.
     HERALD_IDEMPOTENCY_WINDOW: duration('7d')
       // At most 100 years: JetStream keeps it as nanoseconds in an int64 (JetStream probe: 107000d stopped the start with "invalid JSON").
       .pipe(z.number().min(1000, 'must be at least 1s').max(MAX_IDEMPOTENCY_WINDOW_MS, 'must be at most 36500d (100 years)'))
-      .describe('How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds). At most 36500d. At least 1s.'),
+      .describe(
+        'How long `source`+`id` is remembered for de-duplication (`7d`, `12h`, or milliseconds). At most 36500d. At least 1s. It is a minimum: records past it are removed by a pass every tenth of the window (1 s to 1 min), so for up to that long after (right after a start too) a resend is still answered as a duplicate and `GET /events?source=&id=` still finds the event.',
+      ),
     HERALD_LOG_LEVEL: withDefault(z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']), 'info').describe(
       'Log level (JSON logs on stdout).',
     ),
