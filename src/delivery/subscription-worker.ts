@@ -446,7 +446,10 @@ export function createSubscriptionWorker(
       return;
     }
     clearTimer(pending);
-    const stored = pending.event ?? readNow(pending);
+    // A redelivery's event retention deleted is not sent again from memory (retention probe: attempts 2
+    // and 3 went out after the deletion), as a partition's expired event is not.
+    const retired = pending.redrive && pending.offset < (deps.store.firstOffsets()[pending.partition] ?? 0);
+    const stored = retired ? undefined : (pending.event ?? readNow(pending));
     if (stored === 'unavailable') return;
     if (stored === 'corrupt') {
       step(pending, { kind: 'corrupt' });

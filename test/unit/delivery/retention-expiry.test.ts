@@ -217,6 +217,33 @@ describe('retention expiry', () => {
     await waitFor(() => partitionStats(gw, id)[0]!.committedOffset === 4, { what: 'offset 3 finished' });
   });
 
+  it('ends a redelivery whose event retention deleted at its next attempt, sending nothing more: its dead letter comes back (retention probe: re-sent from memory)', async () => {
+    const s = retiringStore(1);
+    let held: ((r: SendResult) => void) | undefined;
+    let holding = false;
+    const { sender, sent } = fakeSender(() => (holding ? new Promise<SendResult>((resolve) => (held = resolve)) : { status: 500 }));
+    const gw = start(db, s.store, sender);
+    const { id } = await gw.subscriptions.create({
+      sink: 'http://receiver.test/hook',
+      startAt: 'earliest',
+      delivery: { retry: { maxAttempts: 2, initialDelayMs: 10, maxDelayMs: 10, jitter: 0 } },
+    });
+    s.publish(0, 2);
+    const deadLetters = async () => (await gw.subscriptions.deadLetters(id, { limit: 10, after: 0 })).deadLetters;
+    await waitFor(async () => (await deadLetters()).length === 2, { what: 'two dead letters' });
+    expect(sent).toHaveLength(4);
+    holding = true; // the redelivery's first attempt waits for its answer
+    const first = (await deadLetters()).find((d) => d.offset === 0)!;
+    expect(await gw.subscriptions.redeliver(id, [first.id])).toBe(1);
+    await waitFor(() => sent.length === 5, { what: 'the redelivery sent' });
+    s.retire(0, 1); // offset 0 deleted while its redelivery is open
+    holding = false;
+    held!({ status: 500 }); // its next attempt comes due in 10 ms
+    await waitFor(async () => (await deadLetters()).some((d) => d.offset === 0), { what: 'the dead letter back' });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(sent).toHaveLength(5);
+  });
+
   it('expires paused subscriptions and subscriptions under delivery off alike', async () => {
     const s = retiringStore(1);
     const { sender, sent } = fakeSender(() => ({ status: 204 }));
