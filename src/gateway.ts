@@ -190,7 +190,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     store,
     subscriptions,
     deliveries: dispatcher,
-    health: createHealthRouter({ store, db, deliveryEnabled: config.deliveryEnabled }),
+    health: createHealthRouter({ store, db, deliveryEnabled: config.deliveryEnabled, deliveryWrites: dispatcher.stateWrites }),
     extra: [createConsoleRouter()],
   });
   const httpServer = createHttpServer({ log, handlers });

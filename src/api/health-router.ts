@@ -8,7 +8,13 @@ import { newRouter, requireScope } from './routing';
  * `/healthz`: the process answers. `/readyz`: the log (local files, or the JetStream cluster) and the
  * database can be written. The JetStream engine has no database (`db` absent): no `database` check.
  */
-export function createHealthRouter(deps: { store: EventLog; db?: Db; deliveryEnabled?: boolean }): Router {
+export function createHealthRouter(deps: {
+  store: EventLog;
+  db?: Db;
+  deliveryEnabled?: boolean;
+  /** Why delivery cannot write its state to the database now (its flushes fail), if it cannot. */
+  deliveryWrites?: () => string | undefined;
+}): Router {
   const router = newRouter();
   router.get('/healthz', requireScope('none'), (_req, res) => {
     res.json({ status: 'ok' });
@@ -17,7 +23,11 @@ export function createHealthRouter(deps: { store: EventLog; db?: Db; deliveryEna
     const checks: Record<string, string> = {};
     const storeHealth = deps.store.health();
     checks.log = storeHealth.writable ? 'ok' : (storeHealth.reason ?? 'not writable');
-    if (deps.db) checks.database = await databaseCheck(deps.db);
+    if (deps.db) {
+      // The lock probe writes nothing: a full disk (HERALD_MIN_FREE_BYTES=0) or a damaged page shows in delivery's flushes.
+      const failing = deps.deliveryWrites?.();
+      checks.database = failing ? `delivery state cannot be written: ${failing}` : await databaseCheck(deps.db);
+    }
     const ready = Object.values(checks).every((v) => v === 'ok');
     // Delivery switched off on purpose (HERALD_DELIVERY=off) is reported, not a reason to be unready.
     if (deps.deliveryEnabled === false) checks.delivery = 'off';

@@ -97,6 +97,8 @@ export type FromDelivery =
   | { type: 'index-damaged'; detail: string }
   /** One log line (pino JSON) for the main thread's logger. */
   | { type: 'log'; line: string }
+  /** herald.db's delivery state cannot be written now (`failing`, the error), or can again (undefined). */
+  | { type: 'state-writes'; failing: string | undefined }
   /** Everything is persisted and closed; the thread exits next. */
   | { type: 'closed' };
 

@@ -116,6 +116,8 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
   const deaths: number[] = [];
   let fatal: Error | undefined;
   let closing: Promise<void> | undefined;
+  /** What the thread last said about writing its state: the error while its flushes fail. */
+  let stateWritesFailing: string | undefined;
   /** First offsets retention has announced; a thread started meanwhile must not read below them. */
   let announced: readonly number[] = [];
   const backlogNice = backlogNiceAllowed(opts);
@@ -148,6 +150,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
   function onExit(w: Worker, code: number): void {
     if (w !== worker) return;
     worker = undefined;
+    stateWritesFailing = undefined; // a new thread says again
     failWaiting(unavailable('the delivery thread stopped'));
     if (closing) return;
     const now = Date.now();
@@ -228,6 +231,9 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
         return;
       case 'log':
         relayLog(m.line);
+        return;
+      case 'state-writes':
+        stateWritesFailing = m.failing;
         return;
       case 'ready':
       case 'closed':
@@ -322,6 +328,8 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
 
   return {
     ...control,
+    /** Why delivery state cannot be written now (its flushes fail), or undefined (`/readyz`'s database check). */
+    stateWrites: (): string | undefined => stateWritesFailing,
     /** Starts the thread (once the gateway listens: `ackUrlBase` is its public URL). */
     start(publicUrl: string): void {
       ackUrlBase = publicUrl;

@@ -97,6 +97,7 @@ const dispatcher = createDispatcher({
   ackUrlBase: () => data.ackUrlBase,
   clock,
   enabled: data.enabled,
+  onWriteHealth: (failing) => post({ type: 'state-writes', failing }),
   observer: {
     outcome: (subscription, outcome) => countOutcome(tallyOf(subscription), outcome),
     answered: (subscription, ms) => {

@@ -36,6 +36,8 @@ export interface DispatcherDeps {
   observer?: DeliveryObserver;
   /** `HERALD_DELIVERY=off`: workers keep their state and stats but send nothing. */
   enabled?: boolean;
+  /** Delivery state (offsets, pending attempts, dead letters) cannot be written now (the error), or can again (undefined). */
+  onWriteHealth?: (failing: string | undefined) => void;
 }
 
 /** Delivery's copy of a subscription: the record the service last sent, and its compiled filters. */
@@ -88,7 +90,7 @@ const REDRIVE_PAGE = 1000;
 export function createDispatcher(deps: DispatcherDeps) {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? Math.random;
-  const writes = createWriteBehind({ db: deps.db, log: deps.log });
+  const writes = createWriteBehind({ db: deps.db, log: deps.log, onWriteHealth: deps.onWriteHealth });
   const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
   /**
    * Reads of the dead letters go to SQLite, so what is buffered is written first. When it cannot be

@@ -16,6 +16,8 @@ const FLUSH_INTERVAL_MS = 50;
 const ATTEMPT_LOG_INTERVAL_MS = 1000;
 /** A flush failing again and again (a full disk) is logged once, then once per this interval, with its count. */
 const FAILURE_LOG_INTERVAL_MS = 10_000;
+/** How long flushes fail in a row before `/readyz` is told (see `onWriteHealth`). */
+const WRITE_HEALTH_AFTER_MS = 1000;
 
 /**
  * The dispatcher's writes to SQLite (delivery state, dead letters, failing-since, the attempt log),
@@ -23,7 +25,12 @@ const FAILURE_LOG_INTERVAL_MS = 10_000;
  * of one per event. A crash (of the process or of the delivery thread) loses at most the last
  * flush interval of progress, which means redelivery (at least once), never loss.
  */
-export function createWriteBehind(deps: { db: Db; log: Logger }) {
+export function createWriteBehind(deps: {
+  db: Db;
+  log: Logger;
+  /** Told when flushes start failing (the error) and when one succeeds again (undefined): `/readyz` shows it. */
+  onWriteHealth?: (failing: string | undefined) => void;
+}) {
   const stateRepo = createDeliveryStateRepo(deps.db);
   const deadLetters = createDeadLettersRepo(deps.db);
   const attemptLog = createAttemptsRepo(deps.db);
@@ -181,9 +188,15 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   }
 
   /** Tried every flush interval, a failing flush logged 20 error lines a second while herald.db's disk was full (a probe). */
-  const failures = { count: 0, loggedAt: 0 };
+  const failures = { count: 0, loggedAt: 0, since: 0, reported: false };
   function logFailure(err: unknown): void {
     failures.count++;
+    if (failures.count === 1) failures.since = Date.now();
+    // Told once the flushes have failed for a second: a write lock held for a moment is no reason to be unready.
+    if (!failures.reported && Date.now() - failures.since >= WRITE_HEALTH_AFTER_MS) {
+      failures.reported = true;
+      deps.onWriteHealth?.(err instanceof Error ? err.message : String(err));
+    }
     if (!closed && failures.count > 1 && Date.now() - failures.loggedAt < FAILURE_LOG_INTERVAL_MS) return;
     failures.loggedAt = Date.now();
     const message = closed ? 'delivery state flush failed at close' : `delivery state flush failed; retried every ${FLUSH_INTERVAL_MS} ms`;
@@ -193,7 +206,9 @@ export function createWriteBehind(deps: { db: Db; log: Logger }) {
   /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
   function written(): void {
     if (failures.count > 0) deps.log.info({ failedTries: failures.count }, 'delivery state written again');
+    if (failures.reported) deps.onWriteHealth?.(undefined);
     failures.count = 0;
+    failures.reported = false;
     for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
     dirtyPending.clear();
     dirtyOffsets.clear();

@@ -266,3 +266,43 @@ it("/readyz stays 200 when another connection holds herald.db's write lock only 
     await gw.close();
   }
 });
+
+it("/readyz is 503 while delivery's writes of its state fail, saying why, and 200 once they succeed again (crash probe: 200 'ok' while every flush failed)", async () => {
+  rcv = await startReceiver();
+  const gw: TestGateway = await startTestGateway({ HERALD_PARTITIONS: '1', HERALD_SINK_ALLOW_PRIVATE: 'true' });
+  const other = new Database(path.join(gw.dataDir, 'herald.db'));
+  try {
+    const sub = await fetch(`${gw.url}/subscriptions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: rcv.url }),
+    });
+    expect(sub.status).toBe(201);
+    // Every write of a committed offset fails, as on a full disk or a damaged page (the lock probe writes nothing).
+    other.exec(
+      "CREATE TRIGGER refuse_offsets BEFORE UPDATE ON subscription_offsets BEGIN SELECT RAISE(ABORT, 'offsets refused by the test'); END",
+    );
+    const publish = (id: string) =>
+      fetch(`${gw.url}/events`, {
+        method: 'POST',
+        headers: { 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/readyz', 'ce-type': 't', 'content-type': 'text/plain' },
+        body: 'x',
+      });
+    expect((await publish('r1')).status).toBe(202);
+    const readyz = async () => {
+      const res = await fetch(`${gw.url}/readyz`);
+      return { status: res.status, database: ((await res.json()) as { checks: { database: string } }).checks.database };
+    };
+    const failing = await waitFor(async () => {
+      const r = await readyz();
+      return r.status === 503 ? r : undefined;
+    });
+    expect(failing.database).toMatch(/^delivery state cannot be written: .*offsets refused by the test/);
+    other.exec('DROP TRIGGER refuse_offsets');
+    await waitFor(async () => (await readyz()).status === 200, { what: 'ready again' });
+    expect((await readyz()).database).toBe('ok');
+  } finally {
+    other.close();
+    await gw.close();
+  }
+});
