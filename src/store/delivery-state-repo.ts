@@ -92,15 +92,17 @@ export function createDeliveryStateRepo(db: Db) {
     `INSERT INTO delivery_holds (subscription_id, held_until) VALUES (?, ?)
      ON CONFLICT (subscription_id) DO UPDATE SET held_until = MAX(held_until, excluded.held_until)`,
   );
-  // Both the committed offset and the expired total only grow, each on its own: a write that arrives
-  // late (older position, smaller total) changes neither, and one row carries both, so a retention
-  // expiry (position past the deleted events plus their count) lands whole or not at all.
+  // The committed offset only grows: a write that arrives late (an older position) changes nothing, and
+  // one row carries the position and the expired total, so a retention expiry (position past the deleted
+  // events plus their count) lands whole or not at all. At the same position the total is the row's: it
+  // also falls, when an event counted expired is delivered after all (re-probe: MAX kept the old count,
+  // and a restart put it back).
   const upsertOffset = db.prepare<[string, number, number, number | null, number]>(
     `INSERT INTO subscription_offsets (subscription_id, partition, committed_offset, last_matched_offset, expired) VALUES (?, ?, ?, ?, ?)
      ON CONFLICT (subscription_id, partition) DO UPDATE SET
        committed_offset = MAX(committed_offset, excluded.committed_offset),
        last_matched_offset = CASE WHEN excluded.committed_offset >= committed_offset THEN excluded.last_matched_offset ELSE last_matched_offset END,
-       expired = MAX(expired, excluded.expired)`,
+       expired = CASE WHEN excluded.committed_offset >= committed_offset THEN excluded.expired ELSE expired END`,
   );
   const pending = db.prepare<[string], Omit<PendingRow, 'redrive'> & { redrive: number }>(
     `SELECT partition, "offset" AS offset, attempt, state, delivery_id AS deliveryId, previous_offset AS previousOffset,
