@@ -342,6 +342,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     sequencer.committed(group.entries);
     indexer.add(group.end, group.entries, group.positions);
     committedEnd = group.end;
+    // Synced before it was committed (fsync=always): the mark a start checks the log against moves up.
+    if (opts.fsync === 'always') reservation.syncedThrough(committedEnd);
     if (feedListener) {
       const positions = groupPositions(group);
       safely(log, 'log feed listener failed', () => feedListener?.committed(positions));

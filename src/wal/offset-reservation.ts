@@ -26,6 +26,8 @@ export const RESERVATION_FILE = 'offsets.reserved';
  */
 const SPARE_SUFFIX = '.spare';
 const SPARE_BYTES = 64 * 1024;
+/** How often, at most, a growing synced end is recorded while running (`syncedThrough`). */
+const LOG_END_EVERY_MS = 1000;
 /** Offsets reserved per partition at a time: the most one unclean stop can skip in a partition. */
 export const RESERVATION_BLOCK = 4096;
 
@@ -42,7 +44,8 @@ export interface ReservationRecord {
   ceilings: number[];
   /**
    * Where the log ended, every byte before it synced (fsync=always): the end recovery left, written at
-   * start, and the end of the last committed group, at a clean close. A log found ending short of it
+   * start, raised at most once a second while the log grows, and the end of the last committed group,
+   * at a clean close. A log found ending short of it
    * lost records it had acknowledged (crash probe: with index.db lost too, a cut newest segment went
    * unnoticed). Absent in records of older versions and of backups.
    */
@@ -120,6 +123,10 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
   let durable = opts.heads.slice();
   /** Ceilings to write next. */
   const wanted = opts.heads.slice();
+  /** The synced end on disk, and the one to write next (undefined: not known synced at start, never recorded). */
+  let durableLogEnd = opts.logEnd;
+  let wantedLogEnd = opts.logEnd;
+  let logEndAskedAt = Date.now();
   let writing: Promise<void> | undefined;
   const spare = `${file}${SPARE_SUFFIX}`;
   keepSpare(spare, opts.heads.length, opts.log);
@@ -142,13 +149,15 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
     if (writing) return writing;
     writing = (async () => {
       try {
-        while (wanted.some((w, p) => w > durable[p]!)) {
+        while (wanted.some((w, p) => w > durable[p]!) || (wantedLogEnd ?? 0) > (durableLogEnd ?? 0)) {
           const ceilings = wanted.slice();
+          const logEnd = wantedLogEnd;
           await writeFileAtomicallyAsync(
             file,
-            JSON.stringify({ clean: false, fsync: opts.fsync, ceilings, logEnd: opts.logEnd } satisfies ReservationRecord),
+            JSON.stringify({ clean: false, fsync: opts.fsync, ceilings, logEnd } satisfies ReservationRecord),
           );
           durable = ceilings;
+          durableLogEnd = logEnd;
         }
       } finally {
         writing = undefined;
@@ -182,6 +191,22 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
       }
       // A write already running re-checks `wanted` when it ends, so this promise covers the raise too.
       return done;
+    },
+    /**
+     * The log is synced up to `end` (fsync=always, a group committed): recorded at most once a second,
+     * so that a crash leaves at most the last second's events past the mark (a cut tail found with
+     * index.db lost too: re-probe, the events of a killed run were not covered). A failed write is
+     * retried by the next call; it fails nothing.
+     */
+    syncedThrough(end: number): void {
+      if (wantedLogEnd === undefined || end <= wantedLogEnd) return;
+      const now = Date.now();
+      if (now - logEndAskedAt < LOG_END_EVERY_MS) return;
+      logEndAskedAt = now;
+      wantedLogEnd = end;
+      persist().catch((err: unknown) =>
+        opts.log.warn({ err: coerceError(err) }, 'log: could not record the synced end of the log; retried'),
+      );
     },
     /**
      * A clean close: the ceilings become the exact heads, so the next start leaves no gap and keeps
