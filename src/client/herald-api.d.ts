@@ -838,7 +838,8 @@ export interface webhooks {
          *     With `delivery.ordering: partition` (the default) an event is sent only once the previous
          *     matching event of its partition is finished; `herald-previous-offset` lets a receiver detect a
          *     gap. Delivery is at least once: dedupe on `webhook-id`, which is the same for every attempt of
-         *     one event to one subscription, restarts included.
+         *     one event to one subscription, restarts and redeliveries of its dead letter included; only a
+         *     seek that replays the event gives it a new one.
          *
          *     **Verifying the signature** (Standard Webhooks): `webhook-signature` is `v1,` followed by the
          *     base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the base64-decoded
@@ -3609,7 +3610,7 @@ export interface operations {
             query?: never;
             header: {
                 /**
-                 * @description Message id (`msg_` + 27 characters), the same on every attempt of this event to this subscription.
+                 * @description Message id (`msg_` + 27 characters), the same on every attempt of this event to this subscription (a redelivery of its dead letter included); a seek that replays the event gives a new one.
                  * @example msg_2b5fXo0QvVd2B3xZ1ySgRkq9n1T
                  */
                 "webhook-id": string;

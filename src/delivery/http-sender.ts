@@ -207,6 +207,8 @@ class OriginGate {
  */
 export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPrivate?: boolean } = {}) {
   const pools = new Map<string, Pool>();
+  /** Requests whose attempt has not ended: what a close waits for (not undici's, which may hold an abandoned connect). */
+  const open = new Set<Promise<unknown>>();
   const connections = opts.connectionsPerOrigin ?? 64;
   const gates = new Map<string, OriginGate>();
   const gateFor = (origin: string): OriginGate => {
@@ -277,7 +279,9 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
         timedOut = true;
         controller.abort();
       }, timeoutMs);
-      const res = await post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller);
+      const posted = post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller);
+      open.add(posted);
+      const res = await posted.finally(() => open.delete(posted));
       return { status: res.status, retryAfter: res.retryAfter, error: res.status >= 300 ? res.excerpt : undefined };
     } catch (err) {
       const e = err as Error & { code?: string };
@@ -286,6 +290,8 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
         return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
       }
       if (controller.aborted) return { status: null, error: `aborted: ${controller.reason}` };
+      // undici asserts a status of at least 100 (probe: a receiver's `000` was logged as an assertion).
+      if (e.code === 'ERR_ASSERTION') return { status: null, error: 'the answer is not valid HTTP (its status line)' };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
     } finally {
       clearTimeout(timer);
@@ -336,11 +342,15 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     withdrawWaiting(sink: string, tenant: string): void {
       gates.get(targetOf(sink).origin)?.withdraw(tenant);
     },
-    /** Lets open requests finish until `deadline` (epoch ms), then destroys what is still open. */
+    /**
+     * Lets open requests finish until `deadline` (epoch ms), then destroys what is still open. Waits for
+     * the attempts, not for the pools to drain: a connect an ended attempt left behind (a sink that drops
+     * packets) would hold the close for the connect timeout (was: 10 s).
+     */
     async close(deadline = Number.POSITIVE_INFINITY): Promise<void> {
       const all = [...pools.values()];
       pools.clear();
-      await untilDeadline(Promise.all(all.map((p) => p.close().catch(() => undefined))), deadline);
+      await untilDeadline(Promise.all([...open].map((p) => p.catch(() => undefined))), deadline);
       await Promise.all(all.map((p) => (p.destroyed ? undefined : p.destroy().catch(() => undefined))));
     },
   };
@@ -413,9 +423,15 @@ class AnswerHandler {
     controller.request = this;
   }
 
-  /** The attempt was aborted (timeout, seek, delete): undici ends the request once it has started. */
+  /**
+   * The attempt was aborted (timeout, seek, delete): undici ends the request once it has started.
+   * Before that (still connecting: a sink that drops packets) it ends here, at once, and `onConnect`
+   * aborts the request if a connection comes later (hostile-receiver probe: a timeoutMs of 1,500 ran
+   * to undici's 10 s connect timeout, holding the attempt and its connection slot).
+   */
   cancel(): void {
-    this.abortRequest?.(abortError());
+    if (this.abortRequest) this.abortRequest(abortError());
+    else this.onError(abortError());
   }
 
   onConnect(abort: (err?: Error) => void): void {

@@ -228,6 +228,8 @@ describe('listing, redelivering and deleting', () => {
     await waitFor(() => requestsFor(sub.id, 'm2').length === 2, { what: 'm2 redelivered' });
     await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 3, { what: 'm2 no longer dead' });
     expect(requestsFor(sub.id, 'm2')[1]!.headers).toMatchObject({ 'herald-attempt': '1', 'herald-redelivery': 'true' });
+    // The same event to the same subscription: the same webhook-id, so a receiver that dedupes on it can tell.
+    expect(requestsFor(sub.id, 'm2')[1]!.headers['webhook-id']).toBe(requestsFor(sub.id, 'm2')[0]!.headers['webhook-id']);
     expect(idsOf((await deadLetters(sub.id)).deadLetters)).toEqual(['m1', 'm3', 'm4']);
 
     await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${byEvent.m1.id}`).expect(204);
