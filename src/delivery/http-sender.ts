@@ -270,6 +270,10 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     }
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
+    // The origin's slot is given back when undici is done with the request, not when the attempt ends: a
+    // connect an ended attempt left running holds a connection (re-probe: with the slot given back at
+    // once, connects to a sink that drops packets piled up past the 64 a host may have, 485 at a time).
+    let posted = false;
     try {
       if (controller.aborted) return { status: null, withdrawn: true };
       const request = build();
@@ -279,9 +283,12 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
         timedOut = true;
         controller.abort();
       }, timeoutMs);
-      const posted = post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller);
-      open.add(posted);
-      const res = await posted.finally(() => open.delete(posted));
+      posted = true;
+      const answer = post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller, () =>
+        gate.release(tenant),
+      );
+      open.add(answer);
+      const res = await answer.finally(() => open.delete(answer));
       return { status: res.status, retryAfter: res.retryAfter, error: res.status >= 300 ? res.excerpt : undefined };
     } catch (err) {
       const e = err as Error & { code?: string };
@@ -296,7 +303,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     } finally {
       clearTimeout(timer);
       group?.delete(controller);
-      gate.release(tenant);
+      if (!posted) gate.release(tenant);
     }
   }
 
@@ -387,6 +394,11 @@ interface Answer {
  * iterator and a parsed header object per request, a tenth of the delivery thread's time when
  * profiled. Rejects with undici's error (timeouts keep their codes) or the abort's.
  */
+/**
+ * Posts one request. The answer's promise settles when the attempt ends; `released` is called when
+ * undici is done with the request, which can be later: an attempt that ended while still connecting
+ * leaves its connect running until it opens (and is aborted) or fails.
+ */
 function post(
   pool: Pool,
   path: string,
@@ -394,12 +406,24 @@ function post(
   body: Buffer,
   timeoutMs: number,
   controller: Abortable,
+  released: () => void,
 ): Promise<Answer> {
+  let done = false;
+  const releaseOnce = () => {
+    if (done) return;
+    done = true;
+    released();
+  };
   return new Promise((resolve, reject) => {
-    pool.dispatch(
-      { method: 'POST', path, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
-      new AnswerHandler(controller, resolve, reject),
-    );
+    try {
+      pool.dispatch(
+        { method: 'POST', path, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
+        new AnswerHandler(controller, resolve, reject, releaseOnce),
+      );
+    } catch (err) {
+      releaseOnce(); // refused before undici took it: nothing of it runs
+      reject(err as Error);
+    }
   });
 }
 
@@ -419,8 +443,16 @@ class AnswerHandler {
     private readonly controller: Abortable,
     private readonly resolve: (answer: Answer) => void,
     private readonly reject: (err: Error) => void,
+    private released: (() => void) | undefined,
   ) {
     controller.request = this;
+  }
+
+  /** undici is done with the request (its `onComplete` or `onError`): called once. */
+  private release(): void {
+    const released = this.released;
+    this.released = undefined;
+    released?.();
   }
 
   /**
@@ -431,7 +463,7 @@ class AnswerHandler {
    */
   cancel(): void {
     if (this.abortRequest) this.abortRequest(abortError());
-    else this.onError(abortError());
+    else this.fail(abortError());
   }
 
   onConnect(abort: (err?: Error) => void): void {
@@ -451,13 +483,23 @@ class AnswerHandler {
     this.size += chunk.length;
     if (this.size > MAX_ANSWER_BYTES && this.abortRequest) {
       // Answered as it stands: closing the connection is the only way to stop reading it.
-      this.onComplete();
+      this.answer();
       this.abortRequest(Object.assign(new Error('answer body past its limit'), { name: 'AbortError' }));
     }
     return true;
   }
 
   onComplete(): void {
+    this.release();
+    this.answer();
+  }
+
+  onError(err: Error): void {
+    this.release();
+    this.fail(err);
+  }
+
+  private answer(): void {
     if (this.settled) return;
     this.settled = true;
     this.controller.request = undefined;
@@ -465,7 +507,7 @@ class AnswerHandler {
     this.resolve({ status: this.status, retryAfter: this.retryAfter, excerpt });
   }
 
-  onError(err: Error): void {
+  private fail(err: Error): void {
     if (this.settled) return;
     this.settled = true;
     this.controller.request = undefined;

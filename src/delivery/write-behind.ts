@@ -113,6 +113,7 @@ export function createWriteBehind(deps: {
     try {
       writeBatch();
     } catch (err) {
+      noteFailure(err);
       if (!closed) scheduleFlush();
       throw err;
     }
@@ -187,16 +188,25 @@ export function createWriteBehind(deps: {
     });
   }
 
+  /** Since when writes of the buffer have failed (every one: the timer's flushes and a callback's), and whether `/readyz` was told. */
+  const health: { since: number | undefined; reported: boolean } = { since: undefined, reported: false };
+  /**
+   * Told once writes have failed for a second, whichever path tried them (re-probe: callbacks' writes, which
+   * take the timer's place while they come, were not counted, so `/readyz` stayed ready on a full disk). A
+   * write lock held for a moment is no reason to be unready.
+   */
+  function noteFailure(err: unknown): void {
+    const now = Date.now();
+    health.since ??= now;
+    if (health.reported || now - health.since < WRITE_HEALTH_AFTER_MS) return;
+    health.reported = true;
+    deps.onWriteHealth?.(err instanceof Error ? err.message : String(err));
+  }
+
   /** Tried every flush interval, a failing flush logged 20 error lines a second while herald.db's disk was full (a probe). */
-  const failures = { count: 0, loggedAt: 0, since: 0, reported: false };
+  const failures = { count: 0, loggedAt: 0 };
   function logFailure(err: unknown): void {
     failures.count++;
-    if (failures.count === 1) failures.since = Date.now();
-    // Told once the flushes have failed for a second: a write lock held for a moment is no reason to be unready.
-    if (!failures.reported && Date.now() - failures.since >= WRITE_HEALTH_AFTER_MS) {
-      failures.reported = true;
-      deps.onWriteHealth?.(err instanceof Error ? err.message : String(err));
-    }
     if (!closed && failures.count > 1 && Date.now() - failures.loggedAt < FAILURE_LOG_INTERVAL_MS) return;
     failures.loggedAt = Date.now();
     const message = closed ? 'delivery state flush failed at close' : `delivery state flush failed; retried every ${FLUSH_INTERVAL_MS} ms`;
@@ -206,9 +216,10 @@ export function createWriteBehind(deps: {
   /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
   function written(): void {
     if (failures.count > 0) deps.log.info({ failedTries: failures.count }, 'delivery state written again');
-    if (failures.reported) deps.onWriteHealth?.(undefined);
+    if (health.reported) deps.onWriteHealth?.(undefined);
     failures.count = 0;
-    failures.reported = false;
+    health.since = undefined;
+    health.reported = false;
     for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
     dirtyPending.clear();
     dirtyOffsets.clear();

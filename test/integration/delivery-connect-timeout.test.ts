@@ -1,4 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
 import request from 'supertest';
 import { publishBatch } from '../helpers/delivery';
 import { startTestGateway, type TestGateway } from '../helpers/gateway';
@@ -64,4 +65,43 @@ it('an attempt whose connection does not open ends at timeoutMs, saying so (was:
   await gw.close();
   gw = undefined;
   expect(Date.now() - closing).toBeLessThan(8000);
+});
+
+/** Sockets of this machine still connecting (SYN_SENT) to 127.0.0.1:`port`, from /proc/net/tcp. */
+function connectingTo(port: number): number {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  return fs
+    .readFileSync('/proc/net/tcp', 'utf8')
+    .split('\n')
+    .slice(1)
+    .filter((line) => {
+      const [, , remote, state] = line.trim().split(/\s+/);
+      return remote === `0100007F:${hexPort}` && state === '02';
+    }).length;
+}
+
+it('attempts that end while connecting keep their connection slot until the connect ends: at most 64 connects to a host (re-probe: 485)', async () => {
+  const url = await listenerThatNeverAccepts();
+  const port = Number(new URL(url).port);
+  gw = await startTestGateway({ HERALD_PARTITIONS: '4' });
+  await request(gw.url)
+    .post('/subscriptions')
+    .send({
+      sink: url,
+      delivery: { ordering: 'none', maxInFlight: 1000, timeoutMs: 300, retry: { maxAttempts: 100, initialDelayMs: 50, maxDelayMs: 100 } },
+    })
+    .expect(201);
+  await publishBatch(
+    gw.url,
+    Array.from({ length: 400 }, (_, i) => ({ specversion: '1.0', id: `s${i}`, source: '/connect', type: 't', partitionkey: `k${i}` })),
+  );
+  // Past the HTTP client's 10 s connect timeout, twice: a slot given back when its attempt ended let the next
+  // connects start while the abandoned ones still waited, 64 more each time.
+  let most = 0;
+  for (let i = 0; i < 88; i++) {
+    await new Promise((r) => setTimeout(r, 250));
+    most = Math.max(most, connectingTo(port));
+  }
+  expect(most).toBeGreaterThan(0);
+  expect(most).toBeLessThanOrEqual(64);
 });

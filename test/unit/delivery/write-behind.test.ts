@@ -23,6 +23,22 @@ describe('write-behind flush failures', () => {
     jest.useRealTimers();
   });
 
+  it('tells /readyz once writes have failed for a second, whichever path tries them, and again once one succeeds (re-probe: callbacks were not counted)', () => {
+    const told: (string | undefined)[] = [];
+    const writes = createWriteBehind({ db, log: pino({ level: 'silent' }), onWriteHealth: (failing) => void told.push(failing) });
+    db.pragma('query_only = ON');
+    writes.persistence.saveOffset('sub-1', { partition: 0, committedOffset: 5, lastMatchedOffset: null, expired: 0 });
+    // A callback's write every 20 ms takes the timer's place: only those writes run.
+    for (let i = 0; i < 60; i++) {
+      expect(() => writes.flushOrThrow()).toThrow();
+      jest.advanceTimersByTime(20);
+    }
+    expect(told).toEqual([expect.stringMatching(/readonly|query_only/i)]);
+    db.pragma('query_only = OFF');
+    writes.flushOrThrow();
+    expect(told).toEqual([expect.any(String), undefined]);
+  });
+
   it('logs a failing flush once, then every 10 s with how many tries failed, and says when it is written again', () => {
     const lines: { level: number; msg: string; failedTries?: number }[] = [];
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
