@@ -392,12 +392,10 @@ interface Answer {
  * One POST through undici's dispatcher with a handler that keeps only what an attempt needs (the
  * status, Retry-After, the body's first KiB): `Pool.request` builds a response stream, an async
  * iterator and a parsed header object per request, a tenth of the delivery thread's time when
- * profiled. Rejects with undici's error (timeouts keep their codes) or the abort's.
- */
-/**
- * Posts one request. The answer's promise settles when the attempt ends; `released` is called when
- * undici is done with the request, which can be later: an attempt that ended while still connecting
- * leaves its connect running until it opens (and is aborted) or fails.
+ * profiled. Rejects with undici's error (timeouts keep their codes) or the abort's. The promise
+ * settles when the attempt ends; `released` is called when undici is done with the request, which
+ * can be later: an attempt that ended while still connecting leaves its connect running until it
+ * opens (and is aborted) or fails.
  */
 function post(
   pool: Pool,
