@@ -270,10 +270,10 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     }
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
-    // The origin's slot is given back when undici is done with the request, not when the attempt ends: a
-    // connect an ended attempt left running holds a connection (re-probe: with the slot given back at
-    // once, connects to a sink that drops packets piled up past the 64 a host may have, 485 at a time).
-    let posted = false;
+    // An attempt that ended while still connecting leaves its connect running: the origin's slot is given
+    // back when undici is done with it (re-probe: given back at once, connects to a sink that drops
+    // packets piled up past the 64 a host may have, 485 at a time). Otherwise it is given back here.
+    const slot = { heldByConnect: false };
     try {
       if (controller.aborted) return { status: null, withdrawn: true };
       const request = build();
@@ -283,8 +283,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
         timedOut = true;
         controller.abort();
       }, timeoutMs);
-      posted = true;
-      const answer = post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller, () =>
+      const answer = post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller, slot, () =>
         gate.release(tenant),
       );
       open.add(answer);
@@ -303,7 +302,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     } finally {
       clearTimeout(timer);
       group?.delete(controller);
-      if (!posted) gate.release(tenant);
+      if (!slot.heldByConnect) gate.release(tenant);
     }
   }
 
@@ -392,10 +391,9 @@ interface Answer {
  * One POST through undici's dispatcher with a handler that keeps only what an attempt needs (the
  * status, Retry-After, the body's first KiB): `Pool.request` builds a response stream, an async
  * iterator and a parsed header object per request, a tenth of the delivery thread's time when
- * profiled. Rejects with undici's error (timeouts keep their codes) or the abort's. The promise
- * settles when the attempt ends; `released` is called when undici is done with the request, which
- * can be later: an attempt that ended while still connecting leaves its connect running until it
- * opens (and is aborted) or fails.
+ * profiled. Rejects with undici's error (timeouts keep their codes) or the abort's. An attempt that
+ * ends while still connecting sets `slot.heldByConnect`: its connect runs on until it opens (and is
+ * aborted) or fails, and then `released` is called.
  */
 function post(
   pool: Pool,
@@ -404,24 +402,14 @@ function post(
   body: Buffer,
   timeoutMs: number,
   controller: Abortable,
+  slot: { heldByConnect: boolean },
   released: () => void,
 ): Promise<Answer> {
-  let done = false;
-  const releaseOnce = () => {
-    if (done) return;
-    done = true;
-    released();
-  };
   return new Promise((resolve, reject) => {
-    try {
-      pool.dispatch(
-        { method: 'POST', path, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
-        new AnswerHandler(controller, resolve, reject, releaseOnce),
-      );
-    } catch (err) {
-      releaseOnce(); // refused before undici took it: nothing of it runs
-      reject(err as Error);
-    }
+    pool.dispatch(
+      { method: 'POST', path, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
+      new AnswerHandler(controller, resolve, reject, slot, released),
+    );
   });
 }
 
@@ -441,16 +429,17 @@ class AnswerHandler {
     private readonly controller: Abortable,
     private readonly resolve: (answer: Answer) => void,
     private readonly reject: (err: Error) => void,
-    private released: (() => void) | undefined,
+    private readonly slot: { heldByConnect: boolean },
+    private readonly released: () => void,
   ) {
     controller.request = this;
   }
 
-  /** undici is done with the request (its `onComplete` or `onError`): called once. */
+  /** undici is done with the request (its `onComplete` or `onError`): a slot an abandoned connect held is given back, after this callback returns. */
   private release(): void {
-    const released = this.released;
-    this.released = undefined;
-    released?.();
+    if (!this.slot.heldByConnect) return;
+    this.slot.heldByConnect = false;
+    queueMicrotask(this.released);
   }
 
   /**
@@ -460,8 +449,9 @@ class AnswerHandler {
    * to undici's 10 s connect timeout, holding the attempt and its connection slot).
    */
   cancel(): void {
-    if (this.abortRequest) this.abortRequest(abortError());
-    else this.fail(abortError());
+    if (this.abortRequest) return this.abortRequest(abortError());
+    this.slot.heldByConnect = true;
+    this.fail(abortError());
   }
 
   onConnect(abort: (err?: Error) => void): void {
