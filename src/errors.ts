@@ -117,6 +117,11 @@ export function fromDatabaseError(err: unknown): AppError | undefined {
   return undefined;
 }
 
+/** An `AppError` that says "not now, retry" (503 `unavailable`): a file or a cluster that cannot be reached for a while. */
+export function isUnavailable(err: unknown): boolean {
+  return err instanceof AppError && err.code === 'unavailable';
+}
+
 /** SQLite's "database is locked" (`SQLITE_BUSY*`): another connection holds the write lock past the busy timeout. */
 export function isDatabaseBusy(err: unknown): boolean {
   const code = (err as { code?: unknown } | undefined)?.code;

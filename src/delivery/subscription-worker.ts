@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { AppError } from '../errors';
+import { isUnavailable } from '../errors';
+import { throttledLine } from '../logger';
 import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
 import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../subscriptions/record';
@@ -483,8 +484,8 @@ export function createSubscriptionWorker(
     step(pending, { kind: 'start', newAttemptId: newDeliveryId() });
   }
 
-  /** When a record that could not be read was last logged: once a minute per subscription, not per event. */
-  let unavailableLogged = -Infinity;
+  /** A record that could not be read is logged once a minute per subscription, not per event. */
+  const unavailableLine = throttledLine(60_000, deps.clock);
 
   /**
    * The pending event's record, read again (a retry, a redelivery, a restart). A read that cannot be
@@ -495,15 +496,13 @@ export function createSubscriptionWorker(
     try {
       return readOne(deps.store, pending.partition, pending.offset);
     } catch (err) {
-      if (!(err instanceof AppError) || err.code !== 'unavailable') throw err;
-      const now = deps.clock();
-      if (now - unavailableLogged >= 60_000) {
-        unavailableLogged = now;
+      if (!isUnavailable(err)) throw err;
+      unavailableLine((suppressed) =>
         deps.log.warn(
-          { subscription: subId, partition: pending.partition, offset: pending.offset, err: err.message },
+          { subscription: subId, partition: pending.partition, offset: pending.offset, err: (err as Error).message, suppressed },
           'event cannot be read now; it waits and is read again every 5 s (logged once a minute)',
-        );
-      }
+        ),
+      );
       step(pending, { kind: 'unavailable', delayMs: UNAVAILABLE_RETRY_MS });
       return 'unavailable';
     }
@@ -515,7 +514,7 @@ export function createSubscriptionWorker(
       return deps.store.read(partition, offset, 1).events[0];
     } catch (err) {
       // The age is left out rather than failing the subscription's read (re-probe: every read of it was a 503).
-      if (err instanceof AppError && err.code === 'unavailable') return undefined;
+      if (isUnavailable(err)) return undefined;
       throw err;
     }
   }

@@ -1,6 +1,7 @@
 import type { AttributeValue } from '../cloudevents/event';
 import { isAttributeName } from '../cloudevents/validate';
 import { AppError, type Violation } from '../errors';
+import { throttledLine } from '../logger';
 import { CesqlError, WORK_BUDGET, cesqlBudget, cesqlMatches, compileCesql, type CesqlBudget } from './cesql';
 
 /**
@@ -316,18 +317,11 @@ export interface FilterErrorReporterOptions {
  */
 export function createFilterErrorReporter(options: FilterErrorReporterOptions): (err: FilterEvaluationError) => void {
   const { log, subscriptionId, clock = Date.now, intervalMs = 60_000, count } = options;
-  let lastAt = -Infinity;
-  let suppressed = 0;
+  const line = throttledLine(intervalMs, clock);
   return (err) => {
     count?.(err);
-    const now = clock();
-    // A clock that went back (wall time adjusted) starts a new interval rather than silencing the log.
-    if (now - lastAt < intervalMs && now >= lastAt) {
-      suppressed++;
-      return;
-    }
-    lastAt = now;
-    log.warn({ subscription: subscriptionId, err, suppressed }, 'filter evaluation failed: the event does not match this subscription');
-    suppressed = 0;
+    line((suppressed) =>
+      log.warn({ subscription: subscriptionId, err, suppressed }, 'filter evaluation failed: the event does not match this subscription'),
+    );
   };
 }

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { toStructured } from '../cloudevents/format';
 import { allowedRate, callbackGrants, newSigningSecret, previousSecretAt } from '../webhook-policy';
-import { AppError } from '../errors';
+import { AppError, isUnavailable } from '../errors';
 import { PAGE_BYTES, readStored, type EventLog } from '../wal/event-store';
 import type { SubscriptionRecord } from './record';
 import type { Logger } from '../logger';
@@ -562,6 +562,6 @@ export type SubscriptionsService = ReturnType<typeof createSubscriptionsService>
 
 /** For a change already stored: delivery that cannot answer now (not started, its thread restarting) is no 503. */
 function unlessUnavailable(err: unknown): null {
-  if (err instanceof AppError && err.code === 'unavailable') return null;
+  if (isUnavailable(err)) return null;
   throw err;
 }

@@ -626,10 +626,11 @@ function openLog(
 /**
  * The log's end, once synced, to record as synced (fsync=always): it may hold bytes an earlier run
  * under interval/never left unsynced, which a power cut would take, and the next start would then
- * refuse the log as cut short. Undefined (nothing recorded, nothing checked) when the sync fails.
+ * refuse the log as cut short. Undefined (nothing recorded, nothing checked) when the sync fails, and
+ * under interval/never, whose end is not known synced (only an `always` run's record is checked).
  */
 function syncedEnd(segments: SegmentLog, fsync: LocalEventStoreOptions['fsync'], log: Logger): number | undefined {
-  if (fsync !== 'always') return segments.end();
+  if (fsync !== 'always') return undefined;
   try {
     segments.syncNow();
     return segments.end();

@@ -30,44 +30,33 @@ const CHECK_INTERVAL_MS = 1000;
 const SPACE_RECHECK_MS = 100;
 const STORAGE_FULL_RETRY_AFTER_SECONDS = 5;
 
-/** Bytes an unprivileged writer may still use on the file system holding `dir`. */
-function freeOn(dir: string): number {
-  const stats = fs.statfsSync(dir);
-  return Number(stats.bavail) * Number(stats.bsize);
-}
-
-/** The smallest of the file systems holding `dirs`, in bytes (undefined when none can be read). */
-function smallestSize(dirs: string[]): number | undefined {
-  let least: number | undefined;
-  for (const dir of dirs) {
-    try {
-      const stats = fs.statfsSync(dir);
-      least = Math.min(least ?? Infinity, Number(stats.blocks) * Number(stats.bsize));
-    } catch {
-      // Read when it can be: the free-space check says what it cannot read.
-    }
-  }
-  return least;
-}
-
 /**
- * The least free space of the file systems holding `dirs`. One that cannot be read (its link's target
- * renamed away) leaves the others watched (re-probe: the data dir's check stopped with it); it throws
- * only when none can be read.
+ * The least of `measure` over the file systems holding `dirs` (undefined when none can be read), and the
+ * first error of those that cannot be read: one of them (its link's target renamed away) leaves the
+ * others measured (re-probe: the data dir's check stopped with it).
  */
-function leastFree(dirs: string[]): number {
-  let least = Number.POSITIVE_INFINITY;
+function leastOver(dirs: string[], measure: (stats: fs.StatsFs) => number): { least: number | undefined; failed: unknown } {
+  let least: number | undefined;
   let failed: unknown;
   for (const dir of dirs) {
     try {
-      least = Math.min(least, freeOn(dir));
+      least = Math.min(least ?? Infinity, measure(fs.statfsSync(dir)));
     } catch (err) {
       failed ??= err;
     }
   }
-  if (least === Number.POSITIVE_INFINITY && failed !== undefined) throw failed;
-  return least;
+  return { least, failed };
 }
+
+/** The least free space (bytes an unprivileged writer may still use) of the file systems holding `dirs`; throws only when none can be read. */
+function leastFree(dirs: string[]): number {
+  const { least, failed } = leastOver(dirs, (stats) => Number(stats.bavail) * Number(stats.bsize));
+  if (least === undefined && failed !== undefined) throw failed;
+  return least ?? Number.POSITIVE_INFINITY;
+}
+
+/** The smallest of the file systems holding `dirs`, in bytes (undefined when none can be read: the free-space check says why). */
+const smallestSize = (dirs: string[]): number | undefined => leastOver(dirs, (stats) => Number(stats.blocks) * Number(stats.bsize)).least;
 
 /**
  * Retention with Kafka's and JetStream's "limits" semantics: whole segments are deleted, oldest
