@@ -202,6 +202,8 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       // One deadline for the whole shutdown (HERALD_SHUTDOWN_TIMEOUT_MS): requests get most of it, then
       // open connections are destroyed; delivery's open requests are destroyed by its own share of it.
       const deadline = Date.now() + config.shutdownTimeoutMs;
+      // No delivery starts while the HTTP server waits for its open requests: its ack URL would take no callbacks.
+      dispatcher.quiesce();
       await httpServer.close(config.shutdownTimeoutMs);
       // Every step runs even if one fails (a failing disk at shutdown), so SQLite is always closed cleanly.
       const { step, rethrow } = shutdownSteps(log);

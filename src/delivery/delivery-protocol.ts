@@ -71,6 +71,8 @@ export type ToDelivery =
   | { type: 'indexed'; through: number }
   /** Retention will delete everything before `through`; answered with `retire-ready` once nothing below is read. */
   | { type: 'retire'; id: number; through: number; firstOffsets: number[] }
+  /** A shutdown begins: start no attempt any more (open requests go on; `close` follows). */
+  | { type: 'quiesce' }
   /** Stop pulling, let open requests finish until `deadline` (ms since the epoch), persist everything, exit. */
   | { type: 'close'; deadline: number };
 

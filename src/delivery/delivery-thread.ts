@@ -116,6 +116,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
   const deaths: number[] = [];
   let fatal: Error | undefined;
   let closing: Promise<void> | undefined;
+  let quiescing = false;
   /** What the thread last said about writing its state: the error while its flushes fail. */
   let stateWritesFailing: string | undefined;
   /** First offsets retention has announced; a thread started meanwhile must not read below them. */
@@ -144,6 +145,8 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
     w.on('message', (m: FromDelivery) => onMessage(m));
     w.on('error', (err) => opts.log.error({ err }, 'delivery thread failed'));
     w.on('exit', (code) => onExit(w, code));
+    // A thread started again during a shutdown starts no attempt either.
+    if (quiescing) send({ type: 'quiesce' });
     for (const { record } of subscribed.values()) send({ type: 'call', id: 0, call: { op: 'add', record } });
   }
 
@@ -347,6 +350,11 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
       arg: { delayMs?: number; ms?: number; reason?: string } = {},
     ): Promise<CallbackAnswer> {
       return call({ op: 'callback', deliveryId, action, arg });
+    },
+    /** A shutdown begins: the thread starts no attempt any more (see the dispatcher's `quiesce`). */
+    quiesce(): void {
+      quiescing = true;
+      send({ type: 'quiesce' });
     },
     /** Whether a thread runs now (tests, health). */
     running: () => worker !== undefined,

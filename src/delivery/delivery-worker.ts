@@ -225,6 +225,9 @@ port.on('message', (message: ToDelivery) => {
       reader.retire(message.through, message.firstOffsets);
       post({ type: 'retire-ready', id: message.id });
       return;
+    case 'quiesce':
+      dispatcher.quiesce();
+      return;
     case 'close':
       void close(message.deadline);
       return;

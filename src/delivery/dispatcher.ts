@@ -107,6 +107,8 @@ export function createDispatcher(deps: DispatcherDeps) {
     }
   }
   const workers = new Map<string, SubscriptionWorker>();
+  /** A shutdown began: no worker starts an attempt any more, one added since neither. */
+  let quiescing = false;
   const subscribed = new Map<string, Subscribed>();
   /** Attempts whose callback is still open. */
   const callbacks = new Map<string, CallbackEntry>();
@@ -227,6 +229,7 @@ export function createDispatcher(deps: DispatcherDeps) {
         },
       );
       workers.set(id, worker);
+      if (quiescing) void worker.quiesce();
       // Starting (and resuming) moves past what retention deleted while the worker was not running.
       if (enabled) worker.start();
       else {
@@ -386,6 +389,15 @@ export function createDispatcher(deps: DispatcherDeps) {
           return { deliveryId, status: 'extended' as const, leaseUntil: new Date(leaseUntil).toISOString() };
         }
       }
+    },
+    /**
+     * A shutdown begins: no attempt starts from now on, while the HTTP server still waits for its open
+     * requests (a delivery started then names an ack URL that takes no callbacks any more; a probe saw
+     * them start for 70 ms after SIGTERM). Open requests go on; `close` follows.
+     */
+    quiesce(): void {
+      quiescing = true;
+      for (const worker of workers.values()) void worker.quiesce();
     },
     /**
      * Starts no attempt any more, gives the requests still open until `deadline` to finish (their

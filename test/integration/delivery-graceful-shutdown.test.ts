@@ -1,4 +1,5 @@
-import { useTestGateways } from '../helpers/gateway';
+import net from 'node:net';
+import { postBatch, useTestGateways } from '../helpers/gateway';
 import { useReceivers, waitFor, type ReceivedRequest, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
@@ -99,4 +100,29 @@ it('ordering none: events answered 2xx above the committed offset are not delive
     },
     { what: 'caught up' },
   );
+});
+
+it('no delivery starts once a shutdown begins, while the HTTP server still waits for an open request', async () => {
+  const dir = tmpDir();
+  const rcv = await startReceiver(() => ({ status: 204, delayMs: 100 }));
+  const gw = await gateway(dir);
+  await subscribe(gw.url, rcv.url, { ordering: 'none' });
+  const events = Array.from({ length: 300 }, (_, i) => ({ source: '/graceful', id: `b${i}` }));
+  expect((await postBatch(gw.url, events)).status).toBe(202);
+  await waitFor(() => rcv.requests.length >= 10, { what: 'delivery is under way' });
+  // An ingest request whose body never ends: the HTTP server's close waits for it (up to 5 s here).
+  const { port } = new URL(gw.url);
+  const socket = net.connect(Number(port), '127.0.0.1');
+  await new Promise((resolve) => socket.once('connect', resolve));
+  socket.write('POST /events HTTP/1.1\r\nhost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: 1000\r\n\r\n{');
+  await sleep(100);
+  const closeBegan = Date.now();
+  const closed = stop(gw);
+  await sleep(1500);
+  // Requests open when the shutdown began arrive within a few ms of it; was: new ones every 100 ms.
+  const startedLater = rcv.requests.filter((r) => r.receivedAt > closeBegan + 50).map(idOf);
+  socket.destroy();
+  await closed;
+  expect(startedLater).toEqual([]);
+  expect(rcv.requests.length).toBeLessThan(events.length);
 });
