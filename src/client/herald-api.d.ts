@@ -164,7 +164,9 @@ export interface paths {
          * Readiness
          * @description Ready when the log and the database can be written. After a failed log write the gateway is
          *     unready until an append succeeds again; while delivery's writes of its state to the database
-         *     have failed for a second or more, `database` says `delivery state cannot be written: …`. A 503 here is a plain JSON body, not a problem.
+         *     have failed for a second or more, `database` says `delivery state cannot be written: …`; while `wal/` is
+         *     not the directory the gateway opened (moved away, removed, or its link changed), `log` says so (reads of
+         *     the log answer 503 then; appends go on into the open segment). A 503 here is a plain JSON body, not a problem.
          *     On the JetStream engine `log` is the cluster (every partition stream and the idempotency
          *     bucket has a leader and a majority of current replicas, checked every second) and there is
          *     no `database` check; while a JetStream node starts and waits for its cluster, `log` is

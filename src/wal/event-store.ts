@@ -43,6 +43,8 @@ export interface ReadPage {
 export interface StoreHealth {
   writable: boolean;
   reason?: string;
+  /** Writable, but reads of the log fail now (why): `/readyz` is 503, ingest goes on. */
+  unreadable?: string;
 }
 
 /** A value, or a promise of it: what an engine whose reads cross the network may answer. */

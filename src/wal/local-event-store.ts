@@ -293,6 +293,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     log,
   });
   const integrity = watchIndexIntegrity(indexDb, log);
+  const walPlace = watchPlace(walDir(opts));
   const groups = createGroupCommit({
     segments,
     log,
@@ -476,7 +477,10 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     health: () => {
       if (integrity.damage()) return { writable: false, reason: DAMAGED_INDEX };
       const log = retention.health() ?? groups.health();
-      return log.writable ? (indexer.health() ?? log) : log;
+      if (!log.writable) return log;
+      const health = indexer.health() ?? log;
+      const moved = walPlace.moved();
+      return moved && health.writable ? { ...health, unreadable: moved } : health;
     },
     onAppend(listener) {
       appendListeners.add(listener);
@@ -706,6 +710,26 @@ function recordRetention(db: Db, floors: RetentionFloors, firstOffsets: readonly
   } finally {
     db.pragma('synchronous = NORMAL');
   }
+}
+
+/**
+ * Whether `dir` is still the directory it was at start (same device and inode, through a link too).
+ * Moved away, removed or linked elsewhere, appends still reach the open segment (ingest goes on: put
+ * back, nothing is missing), but reads of the log answer 503: `/readyz` says so (ops probe: it said ok).
+ */
+function watchPlace(dir: string): { moved(): string | undefined } {
+  const at = fs.statSync(dir);
+  return {
+    moved() {
+      try {
+        const now = fs.statSync(dir);
+        if (now.dev === at.dev && now.ino === at.ino) return undefined;
+      } catch {
+        // gone, or its link points nowhere: said below
+      }
+      return `${dir} is not the directory the gateway opened (moved, removed or linked elsewhere): reading events fails until it is back`;
+    },
+  };
 }
 
 const DAMAGED_INDEX = 'index.db is damaged: nothing is stored until the gateway restarts and rebuilds it from the log';

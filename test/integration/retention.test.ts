@@ -345,7 +345,14 @@ describe('a wal/ whose link target cannot be reached for a while', () => {
       expect((await getJson(`${gw.url}/subscriptions/${id}`)).status).toBe(200);
       expect(await deadLetters()).toEqual([]);
       expect(redelivered()).toEqual([]);
+      // Unready while reads of the log fail (ops probe: the log check said ok).
+      const away = await getJson(`${gw.url}/readyz`);
+      expect({ status: away.status, log: away.body.checks.log }).toEqual({
+        status: 503,
+        log: expect.stringContaining('is not the directory the gateway opened'),
+      });
       fs.renameSync(`${wal}-away`, wal);
+      expect((await getJson(`${gw.url}/readyz`)).status).toBe(200);
       await waitFor(
         'u1 and the redelivered d1',
         async () => redelivered().length === 1 && receiver.requests.some((q) => q.headers['ce-id'] === 'u1'),
