@@ -51,7 +51,7 @@ export function gatewayHandlers(deps: {
       deps.health,
       createMetricsRouter(metrics),
       createEventsRouter(store, ingest, { maxStreams: config.maxStreams }),
-      createSubscriptionsRouter(deps.subscriptions),
+      createSubscriptionsRouter(deps.subscriptions, { basePath: basePathOf(config.publicUrl) }),
       createDeliveriesRouter(deps.deliveries),
       createValidationsRouter(deps.subscriptions),
       createOpenApiRouter(),
@@ -59,6 +59,11 @@ export function gatewayHandlers(deps: {
     ],
   });
   return { authorize, ingest, app, ingestRejected: observer.rejected };
+}
+
+/** The path HERALD_PUBLIC_URL puts the API under (a proxy's prefix), without its trailing slash; '' for none. */
+export function basePathOf(publicUrl: string | undefined): string {
+  return publicUrl === undefined ? '' : new URL(publicUrl).pathname.replace(/\/+$/, '');
 }
 
 /** The start-up line: the whole configuration but the key secrets (only their names), so an operator sees what ran. */

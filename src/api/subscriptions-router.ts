@@ -35,7 +35,7 @@ const listQuery = z.object({
  * answer is 404 whatever the body: checked before the body is read (or, under `Expect: 100-continue`,
  * asked for), so a client is not made to send one for nothing.
  */
-export function createSubscriptionsRouter(service: SubscriptionsService): Router {
+export function createSubscriptionsRouter(service: SubscriptionsService, opts: { basePath?: string } = {}): Router {
   const router = newRouter();
   refuseOverlongIds(router, 'id', 'subscription', 'ids are UUIDs, 36');
   // UUIDs are case-insensitive (RFC 9562 §4); Herald makes them in lower case (API probe: an upper-case id was a 404).
@@ -51,7 +51,11 @@ export function createSubscriptionsRouter(service: SubscriptionsService): Router
 
   router.post('/subscriptions', admin, jsonBody, async (req, res) => {
     const created = await service.create(parseInput(createSubscriptionSchema, req.body, 'subscription'));
-    res.status(201).location(`/subscriptions/${created.id}`).json(created);
+    // Under HERALD_PUBLIC_URL's path, as clients behind its proxy reach it (API probe: the prefix was left out).
+    res
+      .status(201)
+      .location(`${opts.basePath ?? ''}/subscriptions/${created.id}`)
+      .json(created);
   });
   router.get('/subscriptions', admin, async (req, res) => {
     const { limit, after } = parseQuery(listQuery, req);

@@ -2647,7 +2647,7 @@ export interface operations {
             /** @description Created; the only answer besides `rotate-secret` that shows the secret. */
             201: {
                 headers: {
-                    /** @description Path of the new subscription. */
+                    /** @description Path of the new subscription, under the path of `HERALD_PUBLIC_URL` when it has one (`/base/subscriptions/…` for `https://host/base`). */
                     Location: string;
                     [name: string]: unknown;
                 };

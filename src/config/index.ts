@@ -187,7 +187,7 @@ export const configSchema = z
           .optional(),
       )
       .describe(
-        'Base URL of the gateway as receivers reach it (`http` or `https`, a path allowed; no query, fragment or credentials); ack callback URLs (`herald-ack-url`) are built from it.',
+        'Base URL of the gateway as receivers reach it (`http` or `https`, a path allowed; no query, fragment or credentials); ack callback URLs (`herald-ack-url`) are built from it, and its path prefixes the `Location` of a created subscription.',
       ),
     // Not unset when empty, unlike the others: an empty templated secret must not run the gateway open.
     HERALD_API_KEYS: z

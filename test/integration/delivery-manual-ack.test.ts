@@ -298,7 +298,7 @@ describe('ackMode manual', () => {
 });
 
 describe('HERALD_PUBLIC_URL', () => {
-  it('is the base of herald-ack-url', async () => {
+  it("is the base of herald-ack-url, and its path the base of a created subscription's Location", async () => {
     receiver.setResponder(() => ({ status: 204 }));
     const behindProxy = await startTestGateway({ HERALD_PARTITIONS: '4', HERALD_PUBLIC_URL: 'https://herald.example.com/base/' });
     try {
@@ -306,6 +306,8 @@ describe('HERALD_PUBLIC_URL', () => {
         .post('/subscriptions')
         .send({ sink: receiver.url, filters: [{ exact: { type: 'ack.public' } }] })
         .expect(201);
+      // As a client behind the proxy reaches it (API probe: /subscriptions/… without /base).
+      expect(res.headers.location).toBe(`/base/subscriptions/${res.body.id}`);
       await request(behindProxy.url)
         .post('/events')
         .set({ 'ce-specversion': '1.0', 'ce-id': 'pub1', 'ce-source': '/ack', 'ce-type': 'ack.public', 'content-type': 'text/plain' })

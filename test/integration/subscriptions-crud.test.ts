@@ -18,6 +18,7 @@ let seq = 0;
 async function create(body: Record<string, unknown>) {
   const res = await request(gw.url).post('/subscriptions').send(body);
   expect(res.status).toBe(201);
+  expect(res.headers.location).toBe(`/subscriptions/${res.body.id}`);
   return res.body;
 }
 
