@@ -310,7 +310,9 @@ function requireDataDir(dir: string): void {
 }
 
 function requireAbsent(dest: string): void {
-  if (fs.existsSync(dest)) throw new BackupError(`${path.resolve(dest)} already exists: a backup goes to a new directory`);
+  // lstat: a dangling link exists too (CLI probe: the whole copy was made, then its rename failed with ENOTDIR).
+  if (fs.lstatSync(dest, { throwIfNoEntry: false }))
+    throw new BackupError(`${path.resolve(dest)} already exists: a backup goes to a new directory`);
 }
 
 /** Whether `dir` exists (it must then be an empty directory). */

@@ -1,5 +1,5 @@
 import { Option, type Command } from 'commander';
-import { createOutput, type CliStreams } from './output';
+import { createOutput, shown, type CliStreams } from './output';
 import { ReportedError, UsageError } from './errors';
 
 const DEFAULT_DATA_DIR = './data';
@@ -69,7 +69,8 @@ export function registerBackup(program: Command, streams: CliStreams): void {
       const dataDir = dataDirOf(options);
       const manifest = await run('restore', () => restoreDataDir(backup, dataDir));
       if (out.json) return out.document(manifest);
-      out.line(`restored ${backup} (taken from ${manifest.startedAt}) into ${dataDir}`);
+      // The manifest is a file anyone could have edited: its time is escaped (CLI probe: an OSC sequence reached the terminal).
+      out.line(`restored ${shown(backup)} (taken from ${shown(manifest.startedAt)}) into ${shown(dataDir)}`);
       out.note('start the gateway on it: its first start rebuilds index.db from the log');
     });
 }

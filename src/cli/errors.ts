@@ -1,5 +1,6 @@
 import { CommanderError } from 'commander';
 import { HeraldApiError, HeraldConnectionError } from '../client';
+import { MAX_PROBLEM_ERRORS } from '../errors';
 import { HERALD_VERSION } from '../version';
 import { printable, printableLines } from './output';
 
@@ -84,12 +85,19 @@ export function reportError(err: unknown, writeErr: (text: string) => void, apiK
 export function problemLines(err: HeraldApiError, lineOfIndex?: (index: number) => string): string[] {
   const problem = err.problem;
   if (!problem) return [];
-  const lines = problem.errors
+  const listed = problem.errors
     .filter((v) => v.message !== problem.detail || v.attribute !== undefined || v.index !== undefined)
     .map((v) => {
       const where = v.index === undefined ? '' : `${lineOfIndex ? lineOfIndex(v.index) : `event ${v.index}`}: `;
-      return `- ${where}${v.attribute ? `${v.attribute}: ` : ''}${v.message}`;
+      return `- ${where}${v.attribute ? `${text(v.attribute)}: ` : ''}${text(v.message)}`;
     });
-  if (problem.truncated) lines.push(`… and ${(problem.totalErrors ?? 0) - problem.errors.length} more`);
+  // As many lines as a gateway lists (CLI probe: a hostile one's 100,000 were all printed), the rest counted.
+  const lines = listed.slice(0, MAX_PROBLEM_ERRORS);
+  const total = problem.truncated && Number.isSafeInteger(problem.totalErrors) ? problem.totalErrors! : problem.errors.length;
+  const more = Math.max(0, total - problem.errors.length) + (listed.length - lines.length);
+  if (more > 0) lines.push(`… and ${more} more`);
   return lines;
 }
+
+/** A problem's field as text: a string as it is, anything else (a hostile gateway's object) as JSON, not `[object Object]`. */
+const text = (value: unknown): string => (typeof value === 'string' ? value : (JSON.stringify(value) ?? String(value)));

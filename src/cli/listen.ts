@@ -170,7 +170,12 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
   let id: string | undefined;
   const signals = untilSignal(
     () => stop(),
-    () => out.note(id ? `herald: stopped without deleting subscription ${id}: delete it with herald subs delete ${id}` : 'herald: stopped'),
+    () =>
+      out.note(
+        id
+          ? `herald: stopped without deleting subscription ${shown(id)}: delete it with herald subs delete ${shown(id)}`
+          : 'herald: stopped',
+      ),
   );
   // `herald listen | head -1`: the reader of the output is gone, so stop as on Ctrl-C (was: exit at once, subscription left).
   const stdoutGone = untilStdoutClosed(() => {
@@ -204,20 +209,20 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
     );
     await stopped;
     // Delete first: the gateway stops delivering and aborts its open requests; then close the receiver.
-    out.note(`deleting subscription ${id}…`);
+    out.note(`deleting subscription ${shown(id)}…`);
     try {
       unwrap(await ctx.client.DELETE('/subscriptions/{id}', { params: { path: { id } } }));
     } catch (err) {
       // Deleted elsewhere meanwhile (a teammate, the console): nothing is left behind.
       if (err instanceof HeraldApiError && err.status === 404) {
-        out.note(`subscription ${id} was already deleted (404): nothing left behind`);
+        out.note(`subscription ${shown(id)} was already deleted (404): nothing left behind`);
         return;
       }
       throw new ReportedError(
-        `herald: could not delete subscription ${id} (${printable(err instanceof Error ? err.message : String(err))}); delete it with herald subs delete ${id}`,
+        `herald: could not delete subscription ${shown(id)} (${printable(err instanceof Error ? err.message : String(err))}); delete it with herald subs delete ${shown(id)}`,
       );
     }
-    out.note(`deleted subscription ${id}`);
+    out.note(`deleted subscription ${shown(id)}`);
   } finally {
     knowSecret(''); // (no subscription: anything still waiting is refused)
     signals.dispose();

@@ -105,7 +105,11 @@ export function main(): void {
   let closed = false;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (closed) return;
-    if (err.code !== 'EPIPE') throw err;
+    if (err.code !== 'EPIPE') {
+      // A full disk or an I/O error under `> file`: said in one line, not a stack trace (CLI probe).
+      process.stderr.write(`herald: cannot write standard output: ${err.code ?? err.message}\n`);
+      process.exit(1);
+    }
     closed = true;
     if (!stdoutClosed()) process.exit(0);
   });

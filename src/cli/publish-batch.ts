@@ -3,7 +3,7 @@ import readline from 'node:readline';
 import { SingleBar } from 'cli-progress';
 import { HeraldApiError, unwrap, type components } from '../client';
 import type { Context } from './context';
-import { problemLines, refusalMessage, ReportedError, UsageError } from './errors';
+import { problemLines, refusalMessage, reportError, ReportedError, UsageError } from './errors';
 import { printable } from './output';
 
 type CloudEvent = components['schemas']['CloudEvent'];
@@ -103,24 +103,41 @@ async function once(name: string, input: NodeJS.ReadableStream): Promise<BatchIn
  * re-running), or nothing is sent (a usage error naming the line). Returns how many events there are.
  */
 async function checkInput(input: BatchInput): Promise<number> {
-  const { name } = input;
   let count = 0;
   for await (const line of input.lines()) {
-    let value: unknown;
-    try {
-      value = JSON.parse(line.text);
-    } catch (err) {
-      throw new UsageError(`${name}, line ${line.number}: not JSON (${(err as Error).message}); nothing was sent`);
-    }
-    if (typeof value !== 'object' || value === null || Array.isArray(value)) {
-      throw new UsageError(`${name}, line ${line.number}: not a JSON object (one CloudEvent per line); nothing was sent`);
-    }
-    if (typeof (value as { id?: unknown }).id !== 'string') {
-      throw new UsageError(`${name}, line ${line.number}: the event has no string "id"; nothing was sent`);
-    }
+    const wrong = eventOf(line);
+    if (typeof wrong === 'string') throw new UsageError(`${input.name}, line ${line.number}: ${wrong}; nothing was sent`);
     count++;
   }
   return count;
+}
+
+/** The line's event, or what is wrong with it. */
+function eventOf(line: Line): CloudEvent | string {
+  let value: unknown;
+  try {
+    value = JSON.parse(line.text);
+  } catch (err) {
+    return `not JSON (${(err as Error).message})`;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'not a JSON object (one CloudEvent per line)';
+  if (typeof (value as { id?: unknown }).id !== 'string') return 'the event has no string "id"';
+  return value as CloudEvent;
+}
+
+/**
+ * The batch's events, read again as they are sent: a file changed since it was checked is not sent on
+ * (CLI probe: a line written meanwhile was sent unchecked, and its JSON error blamed on the gateway).
+ */
+function eventsOf(name: string, batch: Line[], sofar: { stored: number; duplicates: number }): CloudEvent[] {
+  return batch.map((line) => {
+    const event = eventOf(line);
+    if (typeof event !== 'string') return event;
+    throw new ReportedError(
+      `herald: ${printable(name)} changed while it was sent: line ${line.number} is ${event} now; nothing from line ${batch[0]!.number} on was sent ` +
+        `(before it, ${sofar.stored} events were stored and ${sofar.duplicates} were duplicates)`,
+    );
+  });
 }
 
 /** Groups lines into requests of at most `batchSize` events and `maxRequestBytes` bytes (`[`, `,`s and `]` included). */
@@ -164,11 +181,12 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
   let duplicates = 0;
   try {
     for await (const batch of batchesOf(input, limits.batchSize, limits.maxRequestBytes)) {
+      const events = eventsOf(input.name, batch, { stored, duplicates });
       let answer;
       try {
         answer = unwrap(
           await ctx.client.POST('/events', {
-            body: batch.map((line) => JSON.parse(line.text) as CloudEvent),
+            body: events,
             // The lines as written, not re-serialised: what the file says is what is sent.
             bodySerializer: () => `[${batch.map((line) => line.text).join(',')}]`,
             headers: { 'content-type': 'application/cloudevents-batch+json' },
@@ -216,6 +234,9 @@ function explainRefusal(
       ].join('\n'),
     );
   }
-  if (err instanceof Error) err.message = `${err.message} (sending ${file}, ${range}; ${done}; ${again})`;
-  return err;
+  // Said as it would be alone, with where it happened (a DOMException's message, a timeout's, cannot be set:
+  // setting it threw, and the timeout was reported as an answer of another shape).
+  let said = '';
+  reportError(err, (text) => (said += text), apiKeyGiven);
+  return new ReportedError(`${said.trimEnd()} (sending ${file}, ${range}; ${done}; ${again})`);
 }

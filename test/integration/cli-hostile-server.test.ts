@@ -462,3 +462,118 @@ describe('herald events tail: a lost stream', () => {
     expect(result.stderr).toMatch(/cannot reach the gateway/);
   }, 30_000);
 });
+
+describe('herald: what a hostile gateway answers, CLI probe of session 36', () => {
+  const json =
+    (status: number, body: unknown): Handler =>
+    (_req, res) => {
+      res.writeHead(status, { 'content-type': status >= 400 ? 'application/problem+json' : 'application/json' });
+      res.end(status === 204 ? undefined : JSON.stringify(body));
+    };
+
+  it('listen escapes the subscription id in the lines it writes at its shutdown (were raw: an OSC title, a forged line)', async () => {
+    const id = 'sub\u001b[31mRED\u001b]0;pwned\u0007\nforged: deleted subscription ok';
+    const fake = await fakeGateway((req, res) =>
+      req.method === 'POST' ? json(201, { id, secret: 'whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw' })(req, res) : json(204, null)(req, res),
+    );
+    const cli = spawnHerald(['listen', '--forward-to', 'http://127.0.0.1:9/'], { url: fake.url });
+    await cli.waitFor('stderr', /^Ready: /m);
+    cli.child.kill('SIGINT');
+    expect(await cli.exited).toBe(0);
+    expect(cli.stderr()).toContain('deleted subscription sub\\u001b[31mRED');
+    expect(cli.stderr()).not.toContain('\u001b');
+    expect(cli.stderr()).not.toMatch(/^forged/m);
+  });
+
+  it('dead-letters redeliver stops (exit 1) on pages that never get past the ids it looks for (was: thousands of requests a second, for ever)', async () => {
+    const fake = await fakeGateway(
+      json(200, {
+        deadLetters: [{ id: '1', partition: 0, offset: 0, attempts: 1, reason: 'max_attempts', deadAt: new Date().toISOString() }],
+        nextAfter: '1',
+      }),
+    );
+    const result = await runHerald(['dead-letters', 'redeliver', 'abc', '3'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/not what this herald expects.*ends at 1, not past it/);
+    expect(fake.requests).toHaveLength(1);
+  });
+
+  it('prints a problem of 100,000 errors as 100 lines and a count, objects as JSON and no NaN (were: every line, [object Object], "NaN more")', async () => {
+    const errors = Array.from({ length: 100_000 }, (_, i) => ({ attribute: 'x', message: i === 0 ? { nested: true } : `bad ${i}` }));
+    const fake = await fakeGateway(
+      problem(400, { detail: 'refused', code: 'invalid_request', errors, truncated: true, totalErrors: 'many' }),
+    );
+    const result = await runHerald(['subs', 'get', 'some-id'], { url: fake.url, timeoutMs: 20_000 });
+    expect(result.code).toBe(1);
+    const lines = result.stderr.trimEnd().split('\n');
+    expect(lines).toHaveLength(1 + 100 + 1);
+    expect(lines[1]).toBe('  - x: {"nested":true}');
+    expect(lines[lines.length - 1]).toBe('  … and 99900 more');
+  });
+
+  it('publish --batch stops, blaming the file, when a line changes into something else while earlier ones are sent (was: sent unchecked, blamed on the gateway)', async () => {
+    const dir = tmpDir();
+    const file = path.join(dir, 'events.jsonl');
+    const line = (i: number) => JSON.stringify({ specversion: '1.0', id: `e${i}`, source: '/changed', type: 't', data: 'x'.repeat(40) });
+    const lines = Array.from({ length: 6000 }, (_, i) => line(i));
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    let changed = false;
+    const fake = await fakeGateway((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const events = JSON.parse(Buffer.concat(chunks).toString()) as { id: string; source: string }[];
+        if (!changed) {
+          // Past what the reader has buffered so far (64 KiB): line 5001 becomes garbage of the same length.
+          const fd = fs.openSync(file, 'r+');
+          const garbage = Buffer.from('#'.repeat(line(5000).length));
+          fs.writeSync(fd, garbage, 0, garbage.length, Buffer.byteLength(lines.slice(0, 5000).join('\n') + '\n'));
+          fs.closeSync(fd);
+          changed = true;
+        }
+        const results = events.map((e, i) => ({ id: e.id, source: e.source, partition: 0, offset: i, duplicate: false }));
+        setTimeout(() => json(202, { results })(req, res), 300);
+      });
+    });
+    const result = await runHerald(['publish', '--batch', file, '--batch-size', '1000'], { url: fake.url, timeoutMs: 30_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/changed while it was sent: line 5001 is not JSON .*nothing from line 5001 on was sent/);
+    expect(result.stderr).not.toMatch(/gateway's answer/);
+    expect(fake.requests).toHaveLength(5);
+  });
+
+  it('restore escapes the time a (hand-edited) manifest gives (was: raw escape sequences, exit 0)', async () => {
+    const source = await startTestGateway({ HERALD_PARTITIONS: '2' });
+    const dataDir = source.dataDir;
+    await source.close();
+    const backup = path.join(tmpDir(), 'bk');
+    expect((await runHerald(['backup', '--data-dir', dataDir, backup])).code).toBe(0);
+    const manifestFile = path.join(backup, 'herald-backup.json');
+    const manifest = JSON.parse(fs.readFileSync(manifestFile, 'utf8')) as { startedAt: string };
+    manifest.startedAt = '2026\u001b]0;pwned\u0007\u001b[2J';
+    fs.writeFileSync(manifestFile, JSON.stringify(manifest));
+    const result = await runHerald(['restore', '--data-dir', path.join(tmpDir(), 'restored'), backup]);
+    expect(result.stdout).not.toContain('\u001b');
+    expect(result.code === 0 ? result.stdout : result.stderr).toContain('\\u001b');
+  });
+
+  it('backup refuses a target that is a dangling link before copying anything (was: a whole copy, then ENOTDIR at the rename)', async () => {
+    const source = await startTestGateway({ HERALD_PARTITIONS: '2' });
+    await source.close();
+    const dir = tmpDir();
+    const target = path.join(dir, 'link');
+    fs.symlinkSync(path.join(dir, 'nowhere'), target);
+    const result = await runHerald(['backup', '--data-dir', source.dataDir, target]);
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain('already exists');
+    expect(fs.readdirSync(dir)).toEqual(['link']);
+  });
+
+  it('says in one line that it cannot write its output to a full disk (was: a stack trace)', async () => {
+    const child = spawn(process.execPath, [HERALD_BIN, '--version'], { stdio: ['ignore', fs.openSync('/dev/full', 'w'), 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    const code = await new Promise((resolve) => child.on('close', resolve));
+    expect({ code, stderr }).toEqual({ code: 1, stderr: 'herald: cannot write standard output: ENOSPC\n' });
+  });
+});

@@ -1,3 +1,4 @@
+import { createHmac } from 'node:crypto';
 import { buildDeliveryRequest } from '../../src/delivery/request';
 import { verifyWebhook } from '../../src/cli/verify-webhook';
 import { newSigningSecret } from '../../src/webhook-policy';
@@ -25,6 +26,16 @@ const delivery = (secret: string, nowSeconds: number, previousSecret?: string) =
 
 describe('verifyWebhook (herald listen)', () => {
   const now = 1_800_000_000;
+
+  it.each(['', 'whsec_', '!!!'])(
+    'refuses every signature against the empty key %j (CLI probe: listen verified forgeries after a failed create)',
+    (secret) => {
+      const body = Buffer.from('{}');
+      const signature = createHmac('sha256', Buffer.alloc(0)).update(`msg_1.${now}.`).update(body).digest('base64');
+      const headers = { 'webhook-id': 'msg_1', 'webhook-timestamp': String(now), 'webhook-signature': `v1,${signature}` };
+      expect(verifyWebhook(secret, headers, body, now)).toEqual({ ok: false, reason: 'no signing secret to verify against' });
+    },
+  );
 
   it("accepts the gateway's signature over the raw bytes, with either secret during a rotation", () => {
     const secret = newSigningSecret();
