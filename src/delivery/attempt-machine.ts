@@ -456,7 +456,11 @@ function restoreLease(s: AwaitingAck, _input: InputOf<'restore'>, ctx: AttemptCo
   if (s.deliveryId !== null && s.leaseUntil > ctx.now) {
     return { state: s, effects: [{ kind: 'armLease', attemptId: s.deliveryId, until: s.leaseUntil }] };
   }
-  return fail(attempts(s), 'ack lease ran out while the gateway was down', ctx, settle(s, 'expired'));
+  // Counted as one that runs out while the gateway is up is (probe: a restart's were left out of herald_deliveries_total).
+  return fail(attempts(s), 'ack lease ran out while the gateway was down', ctx, [
+    ...settle(s, 'expired'),
+    { kind: 'observe', outcome: 'lease_expired' },
+  ]);
 }
 
 const armRetry = (s: Scheduled): Step => ({ state: s, effects: [{ kind: 'scheduleAt', at: s.nextAttemptAt }] });

@@ -139,6 +139,9 @@ export function createDispatcher(deps: DispatcherDeps) {
     writes.settleCallback(deliveryId, outcome);
   }
 
+  const isReceiverOutcome = (outcome: CallbackOutcome): outcome is SettledCallbackOutcome =>
+    outcome === 'acked' || outcome === 'nacked' || outcome === 'rejected';
+
   const isCurrent = ({ pending }: CallbackEntry, deliveryId: string): boolean =>
     !pending.finished && pending.deliveryId === deliveryId && (pending.state === 'awaiting_ack' || pending.state === 'in_flight');
 
@@ -147,7 +150,11 @@ export function createDispatcher(deps: DispatcherDeps) {
    * (`repeated`), also after a restart; another is a conflict, as is any on an attempt a newer one replaced.
    */
   function answerSettled(deliveryId: string, action: CallbackAction, known: boolean): CallbackAnswer {
-    const outcome = settled.get(deliveryId) ?? writes.settledCallback(deliveryId);
+    // The receiver's own outcome wins over one the gateway gave the id later: a nacked attempt restored after a
+    // restart is superseded by its retry, and a repeated nack is still a 200 (probe: 409 superseded).
+    const remembered = settled.get(deliveryId);
+    const outcome =
+      remembered !== undefined && isReceiverOutcome(remembered) ? remembered : (writes.settledCallback(deliveryId) ?? remembered);
     if (outcome !== undefined && ACTION_OUTCOME[action] === outcome) return { deliveryId, status: outcome, repeated: true };
     if (outcome !== undefined || known) {
       throw new AppError('conflict', `delivery attempt ${deliveryId} is no longer current${outcome ? ` (${outcome})` : ''}`);

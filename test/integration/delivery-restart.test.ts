@@ -181,6 +181,42 @@ describe('crash (SIGKILL) right after a callback was answered', () => {
     }
   });
 
+  it('a nack repeated after the restart is 200 repeated, also once its retry has gone out (probe: 409 superseded then)', async () => {
+    const { env } = await manualAckSubscriber();
+    await publish(gw!.url, [{ id: 'nacked', key: 'k' }]);
+    await waitFor(() => receiver!.requests.length === 1, { what: 'the first attempt' });
+    const deliveryId = receiver!.requests[0]!.headers['herald-delivery-id'] as string;
+    const nack = () => request(gw!.url).post(`/deliveries/${deliveryId}/nack`).send({ delayMs: 1500 });
+    expect((await nack()).body).toEqual({ deliveryId, status: 'nacked', nextAttemptAt: expect.any(String) });
+    gw!.child.kill('SIGKILL');
+    await gw!.exited;
+    gw = await spawnGateway(env);
+    await waitFor(() => receiver!.requests.length === 2, { what: 'the retry', timeoutMs: 10_000 });
+    const repeat = await nack();
+    expect({ status: repeat.status, body: repeat.body }).toEqual({ status: 200, body: { deliveryId, status: 'nacked', repeated: true } });
+  });
+
+  it('a lease that ran out while the gateway was down counts as lease_expired in herald_deliveries_total (probe: not counted)', async () => {
+    const { env, id } = await manualAckSubscriber({ ackDeadlineMs: 1000 });
+    await publish(gw!.url, [{ id: 'unacked', key: 'k' }]);
+    await waitFor(() => receiver!.requests.length === 1, { what: 'the first attempt' });
+    // A graceful stop writes the attempt as awaiting its ack (a SIGKILL may come before its row is).
+    gw!.child.kill('SIGTERM');
+    await gw!.exited;
+    await new Promise((r) => setTimeout(r, 1500));
+    gw = await spawnGateway(env);
+    await waitFor(() => receiver!.requests.length === 2, { what: 'the retry', timeoutMs: 10_000 });
+    // Acked at once: the only lease that runs out is the one that did while the gateway was down.
+    const retry = receiver!.requests[1]!.headers['herald-delivery-id'] as string;
+    expect((await request(gw.url).post(`/deliveries/${retry}/ack`)).status).toBe(200);
+    const counted = new RegExp(`herald_deliveries_total\\{[^}]*subscription="${id}"[^}]*outcome="lease_expired"[^}]*\\} 1\\n`);
+    // Observations reach /metrics within a second or so.
+    await waitFor(async () => counted.test((await request(gw!.url).get('/metrics').expect(200)).text), {
+      what: 'lease_expired counted',
+      timeoutMs: 5000,
+    });
+  });
+
   it('ordering none: an ack, reject or last nack answered 200 above the committed offset is not sent again, and its row goes once passed', async () => {
     const { dir, env, id } = await manualAckSubscriber({ ordering: 'none', retry: { maxAttempts: 1 } });
     const url = () => gw!.url;

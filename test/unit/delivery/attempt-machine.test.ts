@@ -276,7 +276,7 @@ const LEGAL: Row[] = [
   { name: 'a running lease is armed again at restore', from: awaiting, input: { kind: 'restore' },
     to: awaiting, effects: [{ kind: 'armLease', attemptId: 'dlv_1', until: NOW + 30_000 }] },
   { name: 'a lease that ran out while down fails at restore', from: awaiting, input: { kind: 'restore' }, ctx: { now: NOW + 30_000 },
-    to: retryAt(NOW + 31_000, 'ack lease ran out while the gateway was down', 202), effects: [settle('expired'), ...retryEffects(NOW + 31_000)] },
+    to: retryAt(NOW + 31_000, 'ack lease ran out while the gateway was down', 202), effects: [settle('expired'), observe('lease_expired'), ...retryEffects(NOW + 31_000)] },
   { name: 'seek drops an awaited attempt', from: awaiting, input: { kind: 'seek' },
     to: { phase: 'dropped', ...was({ lastStatus: 202 }) }, effects: [settle('superseded'), { kind: 'drop' }] },
   { name: 'delete drops an awaited attempt', from: awaiting, input: { kind: 'delete' }, to: { phase: 'dropped', ...was({ lastStatus: 202 }) }, effects: [{ kind: 'drop' }] },
