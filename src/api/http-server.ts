@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { AppError, StartupError } from '../errors';
 import type { Authorizer } from './auth';
 import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
-import { awaitInvitation } from './read-body';
+import { awaitInvitation, isUninvited } from './read-body';
 import { hasBody, keyNames, normalizeRequestTarget } from './routing';
 
 const SHUTDOWN_GRACE_MS = 10_000;
@@ -95,10 +95,17 @@ const serverOf = new WeakMap<http.ServerResponse, { closing: boolean }>();
  * ends its stream cleanly, where it held every graceful shutdown for min(10 s, half of
  * HERALD_SHUTDOWN_TIMEOUT_MS) and was cut off without its last chunk, while delivery went on
  * starting attempts (a probe); a tail still starting when the close began registers after it (a re-probe).
+ * Also when the client half-closes (a FIN, which a reader that goes away sends): the server keeps a
+ * half-closed connection to answer it (see `httpAllowHalfOpen`), and a tail would hold its slot of
+ * HERALD_MAX_STREAMS until a write failed.
  */
 export function endAtShutdown(res: http.ServerResponse, end: () => void): void {
   if (serverOf.get(res)?.closing) return end();
   shutdownEnds.set(res, end);
+  const socket = res.req.socket;
+  if (socket.readableEnded) return end();
+  socket.once('end', end);
+  res.once('close', () => socket.off('end', end));
 }
 
 export interface HttpServer {
@@ -113,6 +120,34 @@ export interface HttpServer {
   close(shutdownTimeoutMs: number): Promise<void>;
 }
 
+/** Whether requests after a point of a connection are served (`open`: undefined while not known yet). */
+interface Gate {
+  open: boolean | undefined;
+  opened: Promise<boolean>;
+}
+/** The gate of the latest request under `Expect: 100-continue` of each connection (none: every request is served). */
+const gates = new WeakMap<Duplex, Gate>();
+
+/**
+ * Under `Expect: 100-continue` node reads the bytes after the headers as the body and any request after
+ * them as the next one, at once; answered without asking for the body (a refusal), the connection closes
+ * (see `read-body.ts`), and what the client pipelined behind must not be done: it is never answered
+ * (ingest probe: a publish behind a 415 was stored, its producer told nothing). So the requests behind
+ * wait, and are served once the body is asked for (and the requests before are), or dropped.
+ */
+function gateBehind(socket: Duplex, res: http.ServerResponse, before: Gate | undefined): Gate {
+  let settle!: (open: boolean) => void;
+  const mine = new Promise<boolean>((resolve) => (settle = resolve));
+  awaitInvitation(res, () => settle(true));
+  res.once('close', () => settle(!isUninvited(res)));
+  const gate: Gate = { open: undefined, opened: before ? before.opened.then((open) => open && mine) : mine };
+  void gate.opened.then((open) => {
+    gate.open = open;
+    if (open && gates.get(socket) === gate) gates.delete(socket);
+  });
+  return gate;
+}
+
 /** The node:http server every engine's gateway listens with: the ingest fast path, then express. */
 export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const { log } = deps;
@@ -122,7 +157,22 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const state = { closing: false };
   const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
   // Host is checked below, so its 400 is a problem like every other (node's own has no body).
-  const server = http.createServer({ requireHostHeader: false }, (req, res) => {
+  const server = http.createServer({ requireHostHeader: false }, (req, res) => arrive(req, res, false));
+  // A client that half-closes after its requests (a FIN: it sends no more, it still reads) gets their answers:
+  // node's default aborted them, and a publish was stored without its 202 (ingest probe). Answered, the
+  // connection then closes.
+  (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
+
+  /** Serves a request now, or once the request it is pipelined behind under `Expect` is settled (see `gateBehind`). */
+  function arrive(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean): void {
+    const before = gates.get(req.socket);
+    if (expectsContinue) gates.set(req.socket, gateBehind(req.socket, res, before));
+    if (before === undefined || before.open === true) return handle(req, res);
+    if (before.open === false) return void req.resume();
+    void before.opened.then((open) => (open ? handle(req, res) : void req.resume()));
+  }
+
+  function handle(req: http.IncomingMessage, res: http.ServerResponse): void {
     unanswered.add(res);
     serverOf.set(res, state);
     res.once('close', () => unanswered.delete(res));
@@ -154,7 +204,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       return;
     }
     app(req, res);
-  });
+  }
   // Requests node's parser refuses (HPE_* codes) never reach the handler above: they get a problem+json 400 too
   // (node's own answer has no body). Anything else (a reset, a request timeout) just closes the connection.
   server.on('clientError', (err: Error & { code?: unknown }, socket) => {
@@ -182,10 +232,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // Expect: 100-continue: the body is asked for only by the handler that reads it, once its checks pass
   // (key, declared length, room in the ingest buffer): a refusal is the answer, with no body sent for
   // nothing (RFC 9110 §10.1.1). Node would send the 100 at once.
-  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => {
-    awaitInvitation(res);
-    server.emit('request', req, res);
-  });
+  server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => arrive(req, res, true));
   // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
     if (socket.writable) socket.end(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));

@@ -122,16 +122,28 @@ function bodyStalled(idleMs: number): AppError {
  * has not met): the client may never send the body (RFC 9110 §10.1.1), and read on, the next
  * request's bytes would be taken for it. The tests pin that `Connection: close`.
  */
-const uninvited = new WeakSet<ServerResponse>();
+const uninvited = new WeakMap<ServerResponse, (() => void) | undefined>();
 
-/** Under `Expect: 100-continue`: the body is not asked for until a handler's checks pass (`inviteBody`). */
-export function awaitInvitation(res: ServerResponse): void {
-  uninvited.add(res);
+/**
+ * Under `Expect: 100-continue`: the body is not asked for until a handler's checks pass (`inviteBody`),
+ * which then calls `onInvited`.
+ */
+export function awaitInvitation(res: ServerResponse, onInvited?: () => void): void {
+  uninvited.set(res, onInvited);
+}
+
+/** Whether `res` answers a request whose body was held back and never asked for (it closes the connection). */
+export function isUninvited(res: ServerResponse): boolean {
+  return uninvited.has(res);
 }
 
 /** Asks for a body held back by `awaitInvitation` (a `100 Continue`); nothing otherwise. */
 export function inviteBody(res: ServerResponse): void {
-  if (uninvited.delete(res)) res.writeContinue();
+  if (!uninvited.has(res)) return;
+  const onInvited = uninvited.get(res);
+  uninvited.delete(res);
+  res.writeContinue();
+  onInvited?.();
 }
 
 /** The content codings `POST /events` decodes (RFC 9110 §8.4.1), and node's decoder of each. */

@@ -208,6 +208,52 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     },
   );
 
+  it('answers publishes whose client half-closed after sending them (a FIN), then closes (ingest probe: stored, never answered)', async () => {
+    const ids = [1, 2, 3].map((i) => `half-closed-${i}`);
+    const publish = (id: string) =>
+      `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /half\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi`;
+    const { hostname, port } = new URL(gw.url);
+    const answer = await new Promise<string>((resolve, reject) => {
+      const socket = net.connect(Number(port), hostname, () => socket.end(ids.map(publish).join('')));
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString()));
+      socket.on('close', () => resolve(text));
+      socket.on('error', reject);
+      socket.setTimeout(5000, () => socket.destroy());
+    });
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 202', 'HTTP/1.1 202', 'HTTP/1.1 202']);
+  });
+
+  it.each([
+    ['a 415 (a Content-Encoding it cannot undo)', 'POST /events', 'content-encoding: zstd\r\ncontent-type: text/plain\r\n'],
+    ['a 404', 'POST /nope', ''],
+    ['a 200 (a read)', 'GET /partitions', ''],
+  ])(
+    'does not serve a publish pipelined behind a request under Expect: 100-continue answered with %s before its body was asked for: the connection closes there (ingest probe: stored, never answered)',
+    async (_what, line, headers) => {
+      const id = `behind-expect-${line.replace(/\W+/g, '-')}`;
+      const first = `${line} HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-admin\r\n${headers}expect: 100-continue\r\ncontent-length: 2\r\n\r\n{}`;
+      const behind = `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /behind\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi`;
+      const answer = await rawExchange(gw.url, first + behind);
+      expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toHaveLength(1);
+      expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+      await new Promise((r) => setTimeout(r, 200));
+      const stored = await fetch(`${gw.url}/events?source=/behind&id=${id}`, { headers: { authorization: 'Bearer routing-read' } });
+      expect(stored.status).toBe(404);
+    },
+  );
+
+  it('serves a publish pipelined behind one under Expect: 100-continue whose body was asked for', async () => {
+    const ids = ['invited-first', 'invited-behind'];
+    const publish = (id: string, expect: string) =>
+      `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /behind\r\nce-type: t\r\ncontent-type: text/plain\r\n${expect}content-length: 2\r\n\r\nhi`;
+    const answer = await rawExchange(
+      gw.url,
+      publish(ids[0]!, 'expect: 100-continue\r\nconnection: keep-alive\r\n') + publish(ids[1]!, 'connection: close\r\n'),
+    );
+    expect(answer.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 100', 'HTTP/1.1 202', 'HTTP/1.1 202']);
+  });
+
   it.each([
     ['gzip, chunked', '1f8b'],
     ['identity, chunked', '7b7d'],
