@@ -34,8 +34,13 @@ export interface PartitionCursor {
 export type CursorItem =
   { kind: 'event'; event: StoredEvent } | { kind: 'corrupt'; offset: number } | { kind: 'missing'; from: number; to: number };
 
-/** Events are read from the log a page at a time: a backlog stays on disk. */
+/**
+ * Events are read from the log a page at a time: a backlog stays on disk. A page of large events is
+ * cut at PAGE_BYTES: each subscription holds its own page per partition (receiver probe: 14 subscriptions
+ * of 256 KiB events held 1.5 GB).
+ */
 const PAGE = 64;
+const PAGE_BYTES = 256 * 1024;
 
 export function createCursor(partition: number, saved: OffsetRow | undefined): PartitionCursor {
   const committed = saved?.committedOffset ?? 0;
@@ -91,7 +96,7 @@ export function itemAtCursor(part: PartitionCursor, store: Pick<EventStore, 'rea
       clearBuffer(part);
       continue;
     }
-    const page = store.read(part.partition, part.cursor, PAGE);
+    const page = store.read(part.partition, part.cursor, PAGE, PAGE_BYTES);
     if (page.events.length === 0 && page.corruptOffset === undefined) return { kind: 'missing', from: part.cursor, to: head };
     part.buffer = page.events;
     part.bufferAt = 0;

@@ -98,8 +98,11 @@ export interface EventLog {
  * what delivery and subscriptions are built on. The local backend is a write-ahead log plus SQLite.
  */
 export interface EventStore extends EventLog {
-  /** Up to `limit` durable events of a partition from `fromOffset`, in offset order, each verified by its checksum. */
-  read(partition: number, fromOffset: number, limit: number): ReadPage;
+  /**
+   * Up to `limit` durable events of a partition from `fromOffset`, in offset order, each verified by its
+   * checksum; with `maxBytes`, no more than their stored records come to (one at least).
+   */
+  read(partition: number, fromOffset: number, limit: number, maxBytes?: number): ReadPage;
   lookup(source: string, id: string): StoredEvent | undefined;
   heads(): readonly number[];
   firstOffsets(): readonly number[];

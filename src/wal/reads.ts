@@ -239,13 +239,13 @@ export function createReads(opts: ReadsOptions) {
     return { events };
   }
 
-  function read(partition: number, fromOffset: number, limit: number): ReadPage {
+  function read(partition: number, fromOffset: number, limit: number, maxBytes = Infinity): ReadPage {
     const from = Math.max(fromOffset, opts.firstOffsets()[partition] ?? 0);
     const available = Math.min(limit, (opts.heads()[partition] ?? 0) - from);
     if (available <= 0) return { events: [] };
     const list = entries(partition, from, available);
     checkOrder(partition, from, list);
-    return readPage(partition, list);
+    return readPage(partition, withinBytes(list, maxBytes));
   }
 
   function lookup(source: string, id: string): StoredEvent | undefined {
@@ -304,6 +304,17 @@ export function createReads(opts: ReadsOptions) {
       return fn(...args);
     };
   return { read: whileIndexSound(read), lookup: whileIndexSound(lookup), offsetAtTime: whileIndexSound(offsetAtTime) };
+}
+
+/** The first entries whose records come to at most `maxBytes` stored bytes, the first one in any case. */
+function withinBytes(list: IndexEntry[], maxBytes: number): IndexEntry[] {
+  if (maxBytes === Infinity) return list;
+  let bytes = 0;
+  for (let i = 0; i < list.length; i++) {
+    bytes += list[i]!.length;
+    if (bytes > maxBytes && i > 0) return list.slice(0, i);
+  }
+  return list;
 }
 
 /**
