@@ -1,4 +1,5 @@
 import { useCallback, useEffect, useRef, useState } from 'preact/hooks';
+import { parseRoute, type Route } from './route';
 
 export interface Polled<T> {
   data?: T;
@@ -36,41 +37,6 @@ export function usePoll<T>(load: () => Promise<T>, intervalMs: number, deps: unk
   }, [...deps, tick, intervalMs]);
   const reload = useCallback(() => setTick((t) => t + 1), []);
   return { ...state, reload };
-}
-
-export type Route =
-  | { view: 'overview' }
-  | { view: 'subscriptions' }
-  | { view: 'subscription'; id: string }
-  | { view: 'dead-letters'; id?: string }
-  | { view: 'tail' };
-
-export function parseRoute(hash: string): Route {
-  const [view, id] = hash
-    .replace(/^#\/?/, '')
-    .split('/')
-    .map((part) => {
-      try {
-        return decodeURIComponent(part);
-      } catch {
-        return part;
-      }
-    });
-  if (view === 'subscriptions') return id ? { view: 'subscription', id } : { view: 'subscriptions' };
-  if (view === 'dead-letters') return id ? { view: 'dead-letters', id } : { view: 'dead-letters' };
-  if (view === 'tail') return { view: 'tail' };
-  return { view: 'overview' };
-}
-
-export function href(route: Route): string {
-  switch (route.view) {
-    case 'subscription':
-      return `#/subscriptions/${encodeURIComponent(route.id)}`;
-    case 'dead-letters':
-      return route.id ? `#/dead-letters/${encodeURIComponent(route.id)}` : '#/dead-letters';
-    default:
-      return `#/${route.view}`;
-  }
 }
 
 /** The view named by `location.hash` (hash routing: the gateway serves one page, at `/console`). */

@@ -2,8 +2,9 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import { api } from '../api';
 import { Badge, Card, ConfirmButton, ErrorNote, StatusCode } from '../components/ui';
 import { WholeEvent } from '../components/whole-event';
-import { formatCount, formatTime } from '../format';
-import { href, usePoll } from '../hooks';
+import { clipped, formatCount, formatTime } from '../format';
+import { usePoll } from '../hooks';
+import { href } from '../route';
 import type { DeadLetter, DeadLetterPage, Subscription, SubscriptionPage } from '../types';
 
 const PAGE = 100;
@@ -21,7 +22,7 @@ interface Listed {
   count: number | undefined;
 }
 
-const rowOf = ({ event, ...d }: DeadLetter): Row => ({ ...d, event: event && { id: event.id, type: event.type } });
+const rowOf = ({ event, ...d }: DeadLetter): Row => ({ ...d, event: event && { id: clipped(event.id), type: clipped(event.type) } });
 
 /**
  * Whether the list may have changed since `known`. Dead letters are only added (with ever larger ids)

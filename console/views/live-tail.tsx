@@ -2,7 +2,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { ApiError, readEventStream } from '../api';
 import { Badge, Card, ErrorNote } from '../components/ui';
 import { WholeEvent } from '../components/whole-event';
-import { formatCount, formatTime, preview } from '../format';
+import { clipped, formatCount, formatTime, preview } from '../format';
 import type { StoredEvent } from '../types';
 import { PublishEvent } from './publish-event';
 
@@ -40,9 +40,9 @@ function lineOf(stored: StoredEvent): Line {
     partition,
     offset,
     receivedAt: Date.now(),
-    id: event.id,
-    type: event.type,
-    source: event.source,
+    id: clipped(event.id),
+    type: clipped(event.type),
+    source: clipped(event.source),
     preview: preview(event.data ?? event.data_base64, 120),
   };
 }

@@ -2,7 +2,8 @@ import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { Badge, Card, ConfirmButton, ErrorNote, SecretField, Stat, StateBadge } from '../components/ui';
 import { formatAge, formatCount, formatTime, totals } from '../format';
-import { href, usePoll } from '../hooks';
+import { usePoll } from '../hooks';
+import { href } from '../route';
 import type { PartitionDeliveryStats, Subscription } from '../types';
 import { AttemptLog } from './attempt-log';
 

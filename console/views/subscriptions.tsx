@@ -2,7 +2,8 @@ import { useState } from 'preact/hooks';
 import { api } from '../api';
 import { Card, ErrorNote, SecretField, StateBadge } from '../components/ui';
 import { formatAge, formatCount, formatTime, totals } from '../format';
-import { href, usePoll } from '../hooks';
+import { usePoll } from '../hooks';
+import { href } from '../route';
 import type { Subscription, SubscriptionPage } from '../types';
 
 const POLL_MS = 2000;

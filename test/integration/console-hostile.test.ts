@@ -226,6 +226,18 @@ describe('the live tail', () => {
     expect(shown).toContain(data);
   }, 120_000);
 
+  it('shows a long id, type and source cut short (console probe: 900 KB ids were kept and shown whole, 89 MB for 40 lines)', async () => {
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/tail`);
+    await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
+    const N = 5;
+    for (let i = 0; i < N; i++) await publish(gw, [{ id: `${i}-${'i'.repeat(300_000)}`, type: `t${'t'.repeat(100_000)}` }]);
+    await page.waitForFunction((n) => document.querySelectorAll('[data-testid=tail] li').length === n, N);
+    const lines = await page.locator('[data-testid=tail] li').allInnerTexts();
+    expect(Math.max(...lines.map((l) => l.length))).toBeLessThan(800);
+    expect(lines[0]).toContain('…');
+  });
+
   it('says an opened line whose record is now corrupt is corrupt (probe: "no longer in the log (retention)")', async () => {
     const own = await gateway();
     const page = await newPage(KEY);
