@@ -232,7 +232,10 @@ describe('the live tail', () => {
     await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
     const N = 5;
     for (let i = 0; i < N; i++) await publish(gw, [{ id: `${i}-${'i'.repeat(300_000)}`, type: `t${'t'.repeat(100_000)}` }]);
-    await page.waitForFunction((n) => document.querySelectorAll('[data-testid=tail] li').length === n, N);
+    await page
+      .locator('[data-testid=tail] li')
+      .nth(N - 1)
+      .waitFor();
     const lines = await page.locator('[data-testid=tail] li').allInnerTexts();
     expect(Math.max(...lines.map((l) => l.length))).toBeLessThan(800);
     expect(lines[0]).toContain('…');
