@@ -95,17 +95,30 @@ const serverOf = new WeakMap<http.ServerResponse, { closing: boolean }>();
  * ends its stream cleanly, where it held every graceful shutdown for min(10 s, half of
  * HERALD_SHUTDOWN_TIMEOUT_MS) and was cut off without its last chunk, while delivery went on
  * starting attempts (a probe); a tail still starting when the close began registers after it (a re-probe).
- * Also when the client half-closes (a FIN, which a reader that goes away sends): the server keeps a
- * half-closed connection to answer it (see `httpAllowHalfOpen`), and a tail would hold its slot of
- * HERALD_MAX_STREAMS until a write failed.
+ * A FIN from its client cuts it (see `cutOnFin`).
  */
 export function endAtShutdown(res: http.ServerResponse, end: () => void): void {
   if (serverOf.get(res)?.closing) return end();
   shutdownEnds.set(res, end);
+  cutOnFin(res);
+}
+
+/** Live tails open on each connection that has had one (a count). */
+const tailsOn = new WeakMap<Duplex, number>();
+
+/**
+ * A tail's client half-closes (a FIN, which a reader that goes away sends): its connection is cut, as
+ * before half-closed connections were kept for their answers (see `httpAllowHalfOpen`). Ended cleanly
+ * instead, a tail whose reader reads nothing waited for good with its output unsent, its connection
+ * and buffers kept (re-probe: 32 held past HERALD_MAX_STREAMS=8, none ever closed). One listener per
+ * connection, however many tails it pipelines.
+ */
+function cutOnFin(res: http.ServerResponse): void {
   const socket = res.req.socket;
-  if (socket.readableEnded) return end();
-  socket.once('end', end);
-  res.once('close', () => socket.off('end', end));
+  if (socket.readableEnded) return void socket.destroy();
+  if (!tailsOn.has(socket)) socket.once('end', () => (tailsOn.get(socket) ?? 0) > 0 && socket.destroy());
+  tailsOn.set(socket, (tailsOn.get(socket) ?? 0) + 1);
+  res.once('close', () => tailsOn.set(socket, (tailsOn.get(socket) ?? 1) - 1));
 }
 
 export interface HttpServer {
@@ -127,6 +140,10 @@ interface Gate {
 }
 /** The gate of the latest request under `Expect: 100-continue` of each connection (none: every request is served). */
 const gates = new WeakMap<Duplex, Gate>();
+/** How many requests of each connection wait for its gate. */
+const held = new WeakMap<Duplex, number>();
+/** Requests a connection may pipeline behind one whose body is not asked for yet; past them it is cut. */
+const HELD_MAX = 32;
 
 /**
  * Under `Expect: 100-continue` node reads the bytes after the headers as the body and any request after
@@ -169,7 +186,32 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     if (expectsContinue) gates.set(req.socket, gateBehind(req.socket, res, before));
     if (before === undefined || before.open === true) return handle(req, res);
     if (before.open === false) return void req.resume();
-    void before.opened.then((open) => (open ? handle(req, res) : void req.resume()));
+    hold(req, res, before);
+  }
+
+  /**
+   * Waits with a request until `gate` settles. Nothing more of its connection is read meanwhile: held
+   * requests write no answers, so node's own backpressure never stops reading (re-probe: 300,000
+   * pipelined behind a tail under Expect were all read, 900 MB, and their cleanup blocked the loop for 35 s).
+   * What node parsed already may still arrive: past HELD_MAX the connection is cut.
+   */
+  function hold(req: http.IncomingMessage, res: http.ServerResponse, gate: Gate): void {
+    const socket = req.socket;
+    const count = (held.get(socket) ?? 0) + 1;
+    held.set(socket, count);
+    socket.pause();
+    if (count > HELD_MAX) return void socket.destroy();
+    void gate.opened.then((open) => {
+      const left = held.get(socket)! - 1;
+      if (left > 0) held.set(socket, left);
+      else {
+        held.delete(socket);
+        // Unless node paused it itself (its answers backed up): it resumes it when they drain.
+        if (open && !(socket as Duplex & { _paused?: boolean })._paused) socket.resume();
+      }
+      if (open && !socket.destroyed) handle(req, res);
+      else req.resume();
+    });
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse): void {

@@ -1,9 +1,11 @@
+import fs from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { Readable } from 'node:stream';
 import request from 'supertest';
-import { useGatewayForFile } from '../helpers/gateway';
+import { killIfRunning, spawnGateway, useGatewayForFile } from '../helpers/gateway';
 import { rawExchange, sendRaw } from '../helpers/http';
+import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
  * How request targets and methods reach the routes: exact (case-sensitive, strict) paths, the
@@ -12,6 +14,7 @@ import { rawExchange, sendRaw } from '../helpers/http';
  */
 
 const gw = useGatewayForFile({ HERALD_API_KEYS: 'pub:routing-pub:publish,rd:routing-read:read,adm:routing-admin:admin' });
+afterAll(cleanupTmpDirs);
 const as = (secret: string) => ({ authorization: `Bearer ${secret}` });
 let seq = 0;
 const binary = () => ({
@@ -242,6 +245,95 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
       expect(stored.status).toBe(404);
     },
   );
+
+  /** A connection sending `text` (then a FIN when `fin`); resolves with what came back once the server closed it, or undefined after `ms`. */
+  const closedWithin = (text: string, fin: boolean, ms: number) =>
+    new Promise<string | undefined>((resolve, reject) => {
+      const { hostname, port } = new URL(gw.url);
+      const socket = net.connect(Number(port), hostname, () => (fin ? socket.end(text) : socket.write(text)));
+      let answer = '';
+      socket.on('data', (c: Buffer) => (answer += c.toString()));
+      socket.on('error', () => undefined);
+      socket.on('close', () => resolve(answer));
+      setTimeout(() => {
+        socket.destroy();
+        resolve(undefined);
+      }, ms).unref();
+      socket.on('error', reject);
+    });
+
+  it('cuts a live tail whose client half-closes without reading, and with it the connection (re-probe: never closed, its buffers kept)', async () => {
+    const { hostname, port } = new URL(gw.url);
+    const socket = net.connect(Number(port), hostname);
+    await new Promise((resolve) => socket.once('connect', resolve));
+    socket.write('GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n');
+    socket.pause(); // reads nothing
+    socket.on('error', () => undefined);
+    await new Promise((r) => setTimeout(r, 200));
+    // More than the socket buffers take: the tail's output backs up.
+    for (let i = 0; i < 12; i++) {
+      const res = await fetch(`${gw.url}/events`, {
+        method: 'POST',
+        headers: {
+          authorization: 'Bearer routing-pub',
+          'ce-specversion': '1.0',
+          'ce-id': `fin-${i}`,
+          'ce-source': '/fin',
+          'ce-type': 't',
+          'content-type': 'text/plain',
+        },
+        body: 'x'.repeat(900_000),
+      });
+      expect(res.status).toBe(202);
+    }
+    socket.end();
+    // The gateway's side of the connection, from /proc/net/tcp: closed by it (LAST_ACK, 09, or gone), not
+    // left waiting (CLOSE_WAIT, 08) for a reader that reads nothing, as the client itself never closes.
+    const serverSide = () => {
+      const local = `0100007F:${Number(port).toString(16).toUpperCase().padStart(4, '0')}`;
+      const remote = `0100007F:${socket.localPort!.toString(16).toUpperCase().padStart(4, '0')}`;
+      const line = fs
+        .readFileSync('/proc/net/tcp', 'utf8')
+        .split('\n')
+        .map((l) => l.trim().split(/\s+/))
+        .find(([, l, r]) => l === local && r === remote);
+      return line?.[3] ?? 'gone';
+    };
+    let state = serverSide();
+    for (let i = 0; i < 30 && (state === '01' || state === '08'); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      state = serverSide();
+    }
+    socket.destroy();
+    expect(['09', 'gone']).toContain(state);
+  });
+
+  it('takes twelve tails pipelined on one connection without a listener warning (re-probe: MaxListenersExceededWarning on stderr)', async () => {
+    const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
+    try {
+      const { port } = new URL(child.url);
+      await new Promise<void>((resolve) => {
+        const socket = net.connect(Number(port), '127.0.0.1', () =>
+          socket.end('GET /events/stream HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(12)),
+        );
+        socket.on('error', () => undefined);
+        socket.on('close', () => resolve());
+        setTimeout(() => socket.destroy(), 3000).unref();
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(child.output()).not.toContain('MaxListenersExceededWarning');
+    } finally {
+      await killIfRunning(child);
+    }
+  });
+
+  it('cuts a connection that pipelines more than 32 requests behind one whose body is not asked for (re-probe: 300,000 read and held, 900 MB)', async () => {
+    const first =
+      'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\nexpect: 100-continue\r\ncontent-length: 2\r\n\r\n{}';
+    const behind = 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(5000);
+    expect(await closedWithin(first + behind, false, 3000)).toBeDefined();
+    expect((await fetch(`${gw.url}/healthz`)).status).toBe(200);
+  });
 
   it('serves a publish pipelined behind one under Expect: 100-continue whose body was asked for', async () => {
     const ids = ['invited-first', 'invited-behind'];
