@@ -311,7 +311,7 @@ function requireDataDir(dir: string): void {
 
 function requireAbsent(dest: string): void {
   // lstat: a dangling link exists too (CLI probe: the whole copy was made, then its rename failed with ENOTDIR).
-  if (fs.lstatSync(dest, { throwIfNoEntry: false }))
+  if (fs.lstatSync(path.resolve(dest), { throwIfNoEntry: false }))
     throw new BackupError(`${path.resolve(dest)} already exists: a backup goes to a new directory`);
 }
 
@@ -322,6 +322,11 @@ function requireEmpty(dir: string): boolean {
     entries = fs.readdirSync(dir);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
+    // A link to nothing (a disk path not made yet) is not absent: the copy could not be renamed onto it (re-probe).
+    if (code === 'ENOENT' && fs.lstatSync(path.resolve(dir), { throwIfNoEntry: false })?.isSymbolicLink())
+      throw new BackupError(
+        `${dir} is a link to ${fs.readlinkSync(path.resolve(dir))}, which does not exist: make it, then restore into it`,
+      );
     if (code === 'ENOENT') return false;
     throw new BackupError(`${dir} cannot be restored into: ${code === 'ENOTDIR' ? 'it is not a directory' : (err as Error).message}`);
   }

@@ -70,7 +70,9 @@ export function registerBackup(program: Command, streams: CliStreams): void {
       const manifest = await run('restore', () => restoreDataDir(backup, dataDir));
       if (out.json) return out.document(manifest);
       // The manifest is a file anyone could have edited: its time is escaped (CLI probe: an OSC sequence reached the terminal).
-      out.line(`restored ${shown(backup)} (taken from ${shown(manifest.startedAt)}) into ${shown(dataDir)}`);
+      out.line(
+        `restored ${shown(backup)} (taken from ${shown(typeof manifest.startedAt === 'string' ? manifest.startedAt : 'an unknown time')}) into ${shown(dataDir)}`,
+      );
       out.note('start the gateway on it: its first start rebuilds index.db from the log');
     });
 }

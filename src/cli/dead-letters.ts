@@ -134,7 +134,9 @@ async function findDeadLetters(client: HeraldClient, subscription: string, ids: 
     const settled = page.nextAfter === null || !last ? Infinity : Number(last.id);
     // One that does not (a page not past what it was asked for) would be asked for again and again (CLI probe: 4,150 requests in 6 s).
     if (!(settled >= pending[next]!))
-      throw new TypeError(`the page of dead letters after ${pending[next]! - 1} ends at ${shown(last?.id)}, not past it`);
+      throw new TypeError(
+        `the page of dead letters after ${pending[next]! - 1} ends at ${shown(JSON.stringify(last?.id) ?? 'nothing')}, not past it`,
+      );
     while (next < pending.length && pending[next]! <= settled) next++;
   }
   const isPresent = (id: string) => asGatewayWrites(id) && present.has(Number(id));

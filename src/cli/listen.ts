@@ -197,7 +197,7 @@ async function listen(ctx: Context, options: ListenOptions): Promise<void> {
       // No validation handshake: the receiver is ours, and events should flow at once.
       await ctx.client.POST('/subscriptions', { body: { sink, filters, startAt: 'latest', validation: 'none' } }),
     );
-    if (typeof created?.id !== 'string' || typeof created.secret !== 'string') {
+    if (typeof created?.id !== 'string' || typeof created.secret !== 'string' || created.secret === '') {
       throw new ReportedError('herald: the gateway answered the subscription request without an id and secret: is --url a Herald gateway?');
     }
     knowSecret(created.secret);

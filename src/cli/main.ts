@@ -103,15 +103,17 @@ export function main(): void {
   // `herald … | head` closing the pipe is not an error. A command with something to undo (listen's
   // subscription) is told, and ends by itself; any other exits at once. Later writes go nowhere.
   let closed = false;
+  // A full disk or an I/O error under `> file` is said in one line (CLI probe: a stack trace), the command
+  // stops as on a closed pipe (listen deletes its subscription: re-probe), and the status is 1.
+  let failed = false;
   process.stdout.on('error', (err: NodeJS.ErrnoException) => {
     if (closed) return;
-    if (err.code !== 'EPIPE') {
-      // A full disk or an I/O error under `> file`: said in one line, not a stack trace (CLI probe).
-      process.stderr.write(`herald: cannot write standard output: ${err.code ?? err.message}\n`);
-      process.exit(1);
-    }
     closed = true;
-    if (!stdoutClosed()) process.exit(0);
+    if (err.code !== 'EPIPE') {
+      failed = true;
+      process.stderr.write(`herald: cannot write standard output: ${err.code ?? err.message}\n`);
+    }
+    if (!stdoutClosed()) process.exit(failed ? EXIT_FAILED : 0);
   });
   // Nor is closing stderr's (`2>&1 | head`): notes and errors written after go nowhere, and the status stays
   // the command's (CLI probe: an uncaught EPIPE from a note made it 1).
@@ -121,9 +123,10 @@ export function main(): void {
   void runCli(process.argv.slice(2), streams).then(
     (status) => {
       if (status === 'serving') return;
-      process.exitCode = status;
+      const code = failed && status === 0 ? EXIT_FAILED : status;
+      process.exitCode = code;
       // Let output drain and the event loop empty; if a pooled connection holds it open, exit anyway.
-      setTimeout(() => process.exit(status), 1000).unref();
+      setTimeout(() => process.exit(code), 1000).unref();
     },
     (err: unknown) => {
       process.stderr.write(`herald: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);

@@ -206,6 +206,13 @@ export async function publishBatchFile(ctx: Context, file: string, limits: { bat
   } finally {
     bar?.stop();
   }
+  // Cut short at a line's end meanwhile, the file gave fewer lines than were checked (re-probe: exit 0).
+  if (stored + duplicates !== total) {
+    throw new ReportedError(
+      `herald: ${printable(input.name)} changed while it was sent: it had ${total} events when checked and ${stored + duplicates} when sent ` +
+        `(${stored} stored, ${duplicates} duplicates)`,
+    );
+  }
   if (out.json) return out.document({ results, stored, duplicates });
   out.line(
     `published ${stored + duplicates} event${stored + duplicates === 1 ? '' : 's'} from ${input.name}: ` +

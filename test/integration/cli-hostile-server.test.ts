@@ -494,7 +494,7 @@ describe('herald: what a hostile gateway answers, CLI probe of session 36', () =
     );
     const result = await runHerald(['dead-letters', 'redeliver', 'abc', '3'], { url: fake.url, timeoutMs: 20_000 });
     expect(result.code).toBe(1);
-    expect(result.stderr).toMatch(/not what this herald expects.*ends at 1, not past it/);
+    expect(result.stderr).toMatch(/not what this herald expects.*ends at "1", not past it/);
     expect(fake.requests).toHaveLength(1);
   });
 
@@ -542,6 +542,31 @@ describe('herald: what a hostile gateway answers, CLI probe of session 36', () =
     expect(fake.requests).toHaveLength(5);
   });
 
+  it('publish --batch stops (exit 1) when the file is cut short at a line end while earlier lines are sent (re-probe: exit 0, part sent)', async () => {
+    const file = path.join(tmpDir(), 'events.jsonl');
+    const lines = Array.from({ length: 6000 }, (_, i) =>
+      JSON.stringify({ specversion: '1.0', id: `c${i}`, source: '/cut', type: 't', data: 'x'.repeat(40) }),
+    );
+    fs.writeFileSync(file, lines.join('\n') + '\n');
+    let cut = false;
+    const fake = await fakeGateway((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const events = JSON.parse(Buffer.concat(chunks).toString()) as { id: string; source: string }[];
+        if (!cut) {
+          fs.truncateSync(file, Buffer.byteLength(lines.slice(0, 5000).join('\n') + '\n'));
+          cut = true;
+        }
+        const results = events.map((e, i) => ({ id: e.id, source: e.source, partition: 0, offset: i, duplicate: false }));
+        setTimeout(() => json(202, { results })(req, res), 300);
+      });
+    });
+    const result = await runHerald(['publish', '--batch', file, '--batch-size', '1000'], { url: fake.url, timeoutMs: 30_000 });
+    expect(result.code).toBe(1);
+    expect(result.stderr).toMatch(/changed while it was sent: it had 6000 events when checked and 5000 when sent/);
+  });
+
   it('restore escapes the time a (hand-edited) manifest gives (was: raw escape sequences, exit 0)', async () => {
     const source = await startTestGateway({ HERALD_PARTITIONS: '2' });
     const dataDir = source.dataDir;
@@ -563,10 +588,47 @@ describe('herald: what a hostile gateway answers, CLI probe of session 36', () =
     const dir = tmpDir();
     const target = path.join(dir, 'link');
     fs.symlinkSync(path.join(dir, 'nowhere'), target);
-    const result = await runHerald(['backup', '--data-dir', source.dataDir, target]);
+    for (const given of [target, `${target}/`]) {
+      const result = await runHerald(['backup', '--data-dir', source.dataDir, given]);
+      expect({ given, code: result.code }).toEqual({ given, code: 1 });
+      expect(result.stderr).toContain('already exists');
+      expect(fs.readdirSync(dir)).toEqual(['link']);
+    }
+  });
+
+  it('restore refuses a data dir that is a dangling link before copying anything (re-probe: a whole copy, then ENOTDIR)', async () => {
+    const source = await startTestGateway({ HERALD_PARTITIONS: '2' });
+    await source.close();
+    const backup = path.join(tmpDir(), 'bk');
+    expect((await runHerald(['backup', '--data-dir', source.dataDir, backup])).code).toBe(0);
+    const dir = tmpDir();
+    const target = path.join(dir, 'data');
+    fs.symlinkSync(path.join(dir, 'not-made-yet'), target);
+    const result = await runHerald(['restore', '--data-dir', target, backup]);
     expect(result.code).toBe(1);
-    expect(result.stderr).toContain('already exists');
-    expect(fs.readdirSync(dir)).toEqual(['link']);
+    expect(result.stderr).toContain('which does not exist');
+    expect(fs.readdirSync(dir)).toEqual(['data']);
+  });
+
+  it('listen, its output on a full disk, stops and deletes its subscription (exit 1), as on a closed pipe (re-probe: left behind)', async () => {
+    const child = spawn(process.execPath, [HERALD_BIN, 'listen', '--forward-to', 'http://127.0.0.1:9/'], {
+      env: { PATH: process.env.PATH, HERALD_URL: gw.url },
+      stdio: ['ignore', fs.openSync('/dev/full', 'w'), 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
+    const exited = new Promise((resolve) => child.on('close', resolve));
+    for (let i = 0; i < 200 && !/^Ready: subscription (\S+)/m.test(stderr); i++) await new Promise((r) => setTimeout(r, 50));
+    const id = /^Ready: subscription (\S+)/m.exec(stderr)![1]!;
+    const publish = await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { 'ce-specversion': '1.0', 'ce-id': 'to-full', 'ce-source': '/full', 'ce-type': 't', 'content-type': 'text/plain' },
+      body: 'x',
+    });
+    expect(publish.status).toBe(202);
+    expect(await exited).toBe(1);
+    expect(stderr).toContain('herald: cannot write standard output: ENOSPC');
+    expect((await fetch(`${gw.url}/subscriptions/${id}`)).status).toBe(404);
   });
 
   it('says in one line that it cannot write its output to a full disk (was: a stack trace)', async () => {
