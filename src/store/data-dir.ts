@@ -113,7 +113,11 @@ function segmentHolder(dir: string): string | undefined {
       fs
         .readdirSync(dir)
         .filter((name) => name.endsWith('.seg'))
-        .map((name) => fileKey(fs.statSync(path.join(dir, name)))),
+        .map((name) => fs.statSync(path.join(dir, name)))
+        // Only a regular file is a log's: a segment linked to a device (/dev/full in a disk-failure test) is
+        // open in any process that writes to that device (a CLI test's stdout), which names no other gateway.
+        .filter((stat) => stat.isFile())
+        .map(fileKey),
     );
   } catch {
     return undefined;

@@ -511,29 +511,34 @@ describe('herald: what a hostile gateway answers, CLI probe of session 36', () =
     expect(lines[lines.length - 1]).toBe('  … and 99900 more');
   });
 
+  /** A gateway that acknowledges each batch 300 ms after it came, calling `onFirst` when the first one has come. */
+  const slowAcks = (onFirst: () => void) => {
+    let first = true;
+    return fakeGateway((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (c: Buffer) => chunks.push(c));
+      req.on('end', () => {
+        const events = JSON.parse(Buffer.concat(chunks).toString()) as { id: string; source: string }[];
+        if (first) onFirst();
+        first = false;
+        const results = events.map((e, i) => ({ id: e.id, source: e.source, partition: 0, offset: i, duplicate: false }));
+        setTimeout(() => json(202, { results })(req, res), 300);
+      });
+    });
+  };
+
   it('publish --batch stops, blaming the file, when a line changes into something else while earlier ones are sent (was: sent unchecked, blamed on the gateway)', async () => {
     const dir = tmpDir();
     const file = path.join(dir, 'events.jsonl');
     const line = (i: number) => JSON.stringify({ specversion: '1.0', id: `e${i}`, source: '/changed', type: 't', data: 'x'.repeat(40) });
     const lines = Array.from({ length: 6000 }, (_, i) => line(i));
     fs.writeFileSync(file, lines.join('\n') + '\n');
-    let changed = false;
-    const fake = await fakeGateway((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const events = JSON.parse(Buffer.concat(chunks).toString()) as { id: string; source: string }[];
-        if (!changed) {
-          // Past what the reader has buffered so far (64 KiB): line 5001 becomes garbage of the same length.
-          const fd = fs.openSync(file, 'r+');
-          const garbage = Buffer.from('#'.repeat(line(5000).length));
-          fs.writeSync(fd, garbage, 0, garbage.length, Buffer.byteLength(lines.slice(0, 5000).join('\n') + '\n'));
-          fs.closeSync(fd);
-          changed = true;
-        }
-        const results = events.map((e, i) => ({ id: e.id, source: e.source, partition: 0, offset: i, duplicate: false }));
-        setTimeout(() => json(202, { results })(req, res), 300);
-      });
+    const fake = await slowAcks(() => {
+      // Past what the reader has buffered so far (64 KiB): line 5001 becomes garbage of the same length.
+      const fd = fs.openSync(file, 'r+');
+      const garbage = Buffer.from('#'.repeat(line(5000).length));
+      fs.writeSync(fd, garbage, 0, garbage.length, Buffer.byteLength(lines.slice(0, 5000).join('\n') + '\n'));
+      fs.closeSync(fd);
     });
     const result = await runHerald(['publish', '--batch', file, '--batch-size', '1000'], { url: fake.url, timeoutMs: 30_000 });
     expect(result.code).toBe(1);
@@ -548,20 +553,7 @@ describe('herald: what a hostile gateway answers, CLI probe of session 36', () =
       JSON.stringify({ specversion: '1.0', id: `c${i}`, source: '/cut', type: 't', data: 'x'.repeat(40) }),
     );
     fs.writeFileSync(file, lines.join('\n') + '\n');
-    let cut = false;
-    const fake = await fakeGateway((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (c: Buffer) => chunks.push(c));
-      req.on('end', () => {
-        const events = JSON.parse(Buffer.concat(chunks).toString()) as { id: string; source: string }[];
-        if (!cut) {
-          fs.truncateSync(file, Buffer.byteLength(lines.slice(0, 5000).join('\n') + '\n'));
-          cut = true;
-        }
-        const results = events.map((e, i) => ({ id: e.id, source: e.source, partition: 0, offset: i, duplicate: false }));
-        setTimeout(() => json(202, { results })(req, res), 300);
-      });
-    });
+    const fake = await slowAcks(() => fs.truncateSync(file, Buffer.byteLength(lines.slice(0, 5000).join('\n') + '\n')));
     const result = await runHerald(['publish', '--batch', file, '--batch-size', '1000'], { url: fake.url, timeoutMs: 30_000 });
     expect(result.code).toBe(1);
     expect(result.stderr).toMatch(/changed while it was sent: it had 6000 events when checked and 5000 when sent/);
@@ -611,10 +603,12 @@ describe('herald: what a hostile gateway answers, CLI probe of session 36', () =
   });
 
   it('listen, its output on a full disk, stops and deletes its subscription (exit 1), as on a closed pipe (re-probe: left behind)', async () => {
+    const full = fs.openSync('/dev/full', 'w');
     const child = spawn(process.execPath, [HERALD_BIN, 'listen', '--forward-to', 'http://127.0.0.1:9/'], {
       env: { PATH: process.env.PATH, HERALD_URL: gw.url },
-      stdio: ['ignore', fs.openSync('/dev/full', 'w'), 'pipe'],
+      stdio: ['ignore', full, 'pipe'],
     });
+    fs.closeSync(full);
     let stderr = '';
     child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     const exited = new Promise((resolve) => child.on('close', resolve));
@@ -632,7 +626,9 @@ describe('herald: what a hostile gateway answers, CLI probe of session 36', () =
   });
 
   it('says in one line that it cannot write its output to a full disk (was: a stack trace)', async () => {
-    const child = spawn(process.execPath, [HERALD_BIN, '--version'], { stdio: ['ignore', fs.openSync('/dev/full', 'w'), 'pipe'] });
+    const full = fs.openSync('/dev/full', 'w');
+    const child = spawn(process.execPath, [HERALD_BIN, '--version'], { stdio: ['ignore', full, 'pipe'] });
+    fs.closeSync(full);
     let stderr = '';
     child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
     const code = await new Promise((resolve) => child.on('close', resolve));
