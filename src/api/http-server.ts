@@ -95,30 +95,44 @@ const serverOf = new WeakMap<http.ServerResponse, { closing: boolean }>();
  * ends its stream cleanly, where it held every graceful shutdown for min(10 s, half of
  * HERALD_SHUTDOWN_TIMEOUT_MS) and was cut off without its last chunk, while delivery went on
  * starting attempts (a probe); a tail still starting when the close began registers after it (a re-probe).
- * A FIN from its client cuts it (see `cutOnFin`).
+ * A FIN from its client ends it too (see `endOnFin`).
  */
 export function endAtShutdown(res: http.ServerResponse, end: () => void): void {
   if (serverOf.get(res)?.closing) return end();
   shutdownEnds.set(res, end);
-  cutOnFin(res);
+  endOnFin(res, end);
 }
 
-/** Live tails open on each connection that has had one (a count). */
-const tailsOn = new WeakMap<Duplex, number>();
+/** How long a tail ended by its client's FIN may take to send what it holds before its connection is cut. */
+const FIN_GRACE_MS = 2_000;
+/** The ends of the live tails open on each connection that has had one. */
+const tailsOn = new WeakMap<Duplex, Set<() => void>>();
 
 /**
- * A tail's client half-closes (a FIN, which a reader that goes away sends): its connection is cut, as
- * before half-closed connections were kept for their answers (see `httpAllowHalfOpen`). Ended cleanly
- * instead, a tail whose reader reads nothing waited for good with its output unsent, its connection
- * and buffers kept (re-probe: 32 held past HERALD_MAX_STREAMS=8, none ever closed). One listener per
+ * A tail's client half-closes (a FIN, which a reader that goes away sends): the tail ends, after the
+ * answers before it on the connection (publishes awaiting their fsync: re-probe, cut with them it
+ * left them unanswered), and the connection is cut FIN_GRACE_MS later if it has not closed by then (a
+ * reader that reads nothing held it for good: re-probe, 32 past HERALD_MAX_STREAMS=8). One listener per
  * connection, however many tails it pipelines.
  */
-function cutOnFin(res: http.ServerResponse): void {
+function endOnFin(res: http.ServerResponse, end: () => void): void {
   const socket = res.req.socket;
-  if (socket.readableEnded) return void socket.destroy();
-  if (!tailsOn.has(socket)) socket.once('end', () => (tailsOn.get(socket) ?? 0) > 0 && socket.destroy());
-  tailsOn.set(socket, (tailsOn.get(socket) ?? 0) + 1);
-  res.once('close', () => tailsOn.set(socket, (tailsOn.get(socket) ?? 1) - 1));
+  let ends = tailsOn.get(socket);
+  if (!ends) {
+    tailsOn.set(socket, (ends = new Set()));
+    if (!socket.readableEnded) socket.once('end', () => endTails(socket));
+  }
+  ends.add(end);
+  res.once('close', () => ends.delete(end));
+  if (socket.readableEnded) endTails(socket);
+}
+
+function endTails(socket: Duplex): void {
+  const ends = tailsOn.get(socket);
+  if (!ends || ends.size === 0) return;
+  for (const end of [...ends]) end();
+  const cut = setTimeout(() => socket.destroy(), FIN_GRACE_MS).unref();
+  socket.once('close', () => clearTimeout(cut));
 }
 
 export interface HttpServer {
@@ -171,6 +185,33 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   let { authorize, ingest, app, ingestRejected } = deps.handlers;
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
   const unanswered = new Set<http.ServerResponse>();
+  /** Each connection's unanswered responses. */
+  const unansweredOn = new WeakMap<Duplex, Set<http.ServerResponse>>();
+
+  /**
+   * Keeps `res` among the unanswered until it closes, or its connection does: node emits no 'close' for a
+   * response still queued behind an unfinished one when the connection dies (re-probe: every request
+   * pipelined behind a tail was kept for good, and a gateway with a 64 MB heap died of it).
+   */
+  function track(res: http.ServerResponse): void {
+    const socket = res.req.socket;
+    let mine = unansweredOn.get(socket);
+    if (!mine) {
+      const set = (mine = new Set());
+      unansweredOn.set(socket, set);
+      socket.once('close', () => {
+        for (const r of set) unanswered.delete(r);
+        set.clear();
+      });
+    }
+    const own = mine;
+    unanswered.add(res);
+    own.add(res);
+    res.once('close', () => {
+      unanswered.delete(res);
+      own.delete(res);
+    });
+  }
   const state = { closing: false };
   const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
   // Host is checked below, so its 400 is a problem like every other (node's own has no body).
@@ -215,9 +256,8 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse): void {
-    unanswered.add(res);
+    track(res);
     serverOf.set(res, state);
-    res.once('close', () => unanswered.delete(res));
     // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'. A request
     // without a body (most reads) has nothing to bound: no listener on its path.
     if (hasBody(req)) res.once('prefinish', () => boundUnreadBody(req));

@@ -300,12 +300,20 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
       return line?.[3] ?? 'gone';
     };
     let state = serverSide();
-    for (let i = 0; i < 30 && (state === '01' || state === '08'); i++) {
+    for (let i = 0; i < 50 && (state === '01' || state === '08'); i++) {
       await new Promise((r) => setTimeout(r, 100));
       state = serverSide();
     }
     socket.destroy();
     expect(['09', 'gone']).toContain(state);
+  });
+
+  it('answers publishes pipelined before a live tail whose client half-closes, then ends the tail (re-probe: cut with it, stored but unanswered)', async () => {
+    const publish = (id: string) =>
+      `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /before-tail\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi`;
+    const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
+    const answer = await closedWithin(['b1', 'b2', 'b3'].map(publish).join('') + tail, true, 5000);
+    expect(answer?.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 202', 'HTTP/1.1 202', 'HTTP/1.1 202', 'HTTP/1.1 200']);
   });
 
   it('takes twelve tails pipelined on one connection without a listener warning (re-probe: MaxListenersExceededWarning on stderr)', async () => {
