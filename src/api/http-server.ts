@@ -127,10 +127,15 @@ function endOnFin(res: http.ServerResponse, end: () => void): void {
   if (socket.readableEnded) endTails(socket);
 }
 
+/** Connections whose cut is set (one timer each, however many tails end on them). */
+const cutting = new WeakSet<Duplex>();
+
 function endTails(socket: Duplex): void {
   const ends = tailsOn.get(socket);
   if (!ends || ends.size === 0) return;
   for (const end of [...ends]) end();
+  if (cutting.has(socket)) return;
+  cutting.add(socket);
   const cut = setTimeout(() => socket.destroy(), FIN_GRACE_MS).unref();
   socket.once('close', () => clearTimeout(cut));
 }
@@ -166,11 +171,17 @@ const HELD_MAX = 32;
  * (ingest probe: a publish behind a 415 was stored, its producer told nothing). So the requests behind
  * wait, and are served once the body is asked for (and the requests before are), or dropped.
  */
-function gateBehind(socket: Duplex, res: http.ServerResponse, before: Gate | undefined): Gate {
+function gateBehind(socket: Duplex, res: http.ServerResponse, before: Gate | undefined, kind: 'expect' | 'tail'): Gate {
   let settle!: (open: boolean) => void;
   const mine = new Promise<boolean>((resolve) => (settle = resolve));
-  awaitInvitation(res, () => settle(true));
-  res.once('close', () => settle(!isUninvited(res)));
+  if (kind === 'expect') {
+    awaitInvitation(res, () => settle(true));
+    res.once('close', () => settle(!isUninvited(res)));
+  } else {
+    // A live tail's answer never ends while it streams: what is pipelined behind it waits for its end.
+    res.once('finish', () => settle(true));
+    res.once('close', () => settle(res.writableFinished));
+  }
   const gate: Gate = { open: undefined, opened: before ? before.opened.then((open) => open && mine) : mine };
   void gate.opened.then((open) => {
     gate.open = open;
@@ -224,7 +235,11 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   /** Serves a request now, or once the request it is pipelined behind under `Expect` is settled (see `gateBehind`). */
   function arrive(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean): void {
     const before = gates.get(req.socket);
-    if (expectsContinue) gates.set(req.socket, gateBehind(req.socket, res, before));
+    if (expectsContinue) gates.set(req.socket, gateBehind(req.socket, res, before, 'expect'));
+    // Served at once, a request pipelined behind a live tail was answered never (a publish stored unanswered),
+    // and thousands of them held their answers until the connection went (re-probe: out of memory).
+    else if (req.method === 'GET' && pathOf(req.url).endsWith('/events/stream'))
+      gates.set(req.socket, gateBehind(req.socket, res, before, 'tail'));
     if (before === undefined || before.open === true) return handle(req, res);
     if (before.open === false) return void req.resume();
     hold(req, res, before);

@@ -316,6 +316,24 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect(answer?.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 202', 'HTTP/1.1 202', 'HTTP/1.1 202', 'HTTP/1.1 200']);
   });
 
+  it('does not serve a publish pipelined behind a live tail, whose answer could never come (re-probe: stored, never answered)', async () => {
+    const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
+    const publish =
+      'POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: behind-tail\r\nce-source: /behind-tail\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi';
+    const { hostname, port } = new URL(gw.url);
+    const socket = net.connect(Number(port), hostname, () => socket.write(tail + publish));
+    socket.on('error', () => undefined);
+    await new Promise((r) => setTimeout(r, 500));
+    socket.destroy();
+    const stored = await fetch(`${gw.url}/events?source=/behind-tail&id=behind-tail`, { headers: as('routing-read') });
+    expect(stored.status).toBe(404);
+  });
+
+  it('cuts a connection that pipelines more than 32 requests behind a live tail (re-probe: thousands held, out of memory)', async () => {
+    const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
+    expect(await closedWithin(tail + 'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n'.repeat(200), false, 3000)).toBeDefined();
+  });
+
   it('takes twelve tails pipelined on one connection without a listener warning (re-probe: MaxListenersExceededWarning on stderr)', async () => {
     const child = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_PARTITIONS: '1' });
     try {
