@@ -157,11 +157,11 @@ interface Gate {
   open: boolean | undefined;
   opened: Promise<boolean>;
 }
-/** The gate of the latest request under `Expect: 100-continue` of each connection (none: every request is served). */
+/** The gate of each connection's latest request under `Expect: 100-continue`, or live tail (none: every request is served). */
 const gates = new WeakMap<Duplex, Gate>();
 /** How many requests of each connection wait for its gate. */
 const held = new WeakMap<Duplex, number>();
-/** Requests a connection may pipeline behind one whose body is not asked for yet; past them it is cut. */
+/** Requests a connection may pipeline behind a gate (a body not asked for yet, a live tail); past them it is cut. */
 const HELD_MAX = 32;
 
 /**
@@ -169,7 +169,8 @@ const HELD_MAX = 32;
  * them as the next one, at once; answered without asking for the body (a refusal), the connection closes
  * (see `read-body.ts`), and what the client pipelined behind must not be done: it is never answered
  * (ingest probe: a publish behind a 415 was stored, its producer told nothing). So the requests behind
- * wait, and are served once the body is asked for (and the requests before are), or dropped.
+ * wait, and are served once the body is asked for (and the requests before are), or dropped. Behind a
+ * live tail, whose answer does not end while it streams, they wait for it to end.
  */
 function gateBehind(socket: Duplex, res: http.ServerResponse, before: Gate | undefined, kind: 'expect' | 'tail'): Gate {
   let settle!: (open: boolean) => void;
@@ -232,7 +233,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // connection then closes.
   (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
 
-  /** Serves a request now, or once the request it is pipelined behind under `Expect` is settled (see `gateBehind`). */
+  /** Serves a request now, or once the request it is pipelined behind (under `Expect`, a live tail) is settled (see `gateBehind`). */
   function arrive(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean): void {
     const before = gates.get(req.socket);
     if (expectsContinue) gates.set(req.socket, gateBehind(req.socket, res, before, 'expect'));
