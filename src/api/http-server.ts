@@ -51,6 +51,9 @@ function boundUnreadBody(req: http.IncomingMessage): void {
   req.resume();
 }
 
+/** Whether a request target names the live tail (any form: `/events/stream`, with a query or `#fragment`, absolute). */
+const isTail = (url: string | undefined): boolean => /\/events\/stream(?:[?#]|$)/.test(url ?? '');
+
 function pathOf(url: string | undefined): string {
   const raw = url ?? '/';
   const q = raw.indexOf('?');
@@ -239,33 +242,28 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     if (expectsContinue) gates.set(req.socket, gateBehind(req.socket, res, before, 'expect'));
     // Served at once, a request pipelined behind a live tail was answered never (a publish stored unanswered),
     // and thousands of them held their answers until the connection went (re-probe: out of memory).
-    else if (req.method === 'GET' && pathOf(req.url).endsWith('/events/stream'))
-      gates.set(req.socket, gateBehind(req.socket, res, before, 'tail'));
+    else if (req.method === 'GET' && isTail(req.url)) gates.set(req.socket, gateBehind(req.socket, res, before, 'tail'));
     if (before === undefined || before.open === true) return handle(req, res);
     if (before.open === false) return void req.resume();
     hold(req, res, before);
   }
 
   /**
-   * Waits with a request until `gate` settles. Nothing more of its connection is read meanwhile: held
-   * requests write no answers, so node's own backpressure never stops reading (re-probe: 300,000
-   * pipelined behind a tail under Expect were all read, 900 MB, and their cleanup blocked the loop for 35 s).
-   * What node parsed already may still arrive: past HELD_MAX the connection is cut.
+   * Waits with a request until `gate` settles. Past HELD_MAX waiting the connection is cut: held requests
+   * write no answers, so node's own backpressure never stops reading (re-probe: 300,000 pipelined behind a
+   * tail under Expect were all read, 900 MB, and their cleanup blocked the loop for 35 s). The connection
+   * is read on meanwhile, so that a FIN still ends a tail (re-probe: paused, a request cut short behind a
+   * tail kept it open for good).
    */
   function hold(req: http.IncomingMessage, res: http.ServerResponse, gate: Gate): void {
     const socket = req.socket;
     const count = (held.get(socket) ?? 0) + 1;
     held.set(socket, count);
-    socket.pause();
     if (count > HELD_MAX) return void socket.destroy();
     void gate.opened.then((open) => {
       const left = held.get(socket)! - 1;
       if (left > 0) held.set(socket, left);
-      else {
-        held.delete(socket);
-        // Unless node paused it itself (its answers backed up): it resumes it when they drain.
-        if (open && !(socket as Duplex & { _paused?: boolean })._paused) socket.resume();
-      }
+      else held.delete(socket);
       if (open && !socket.destroyed) handle(req, res);
       else req.resume();
     });

@@ -316,17 +316,28 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect(answer?.match(/HTTP\/1\.1 \d{3}/g)).toEqual(['HTTP/1.1 202', 'HTTP/1.1 202', 'HTTP/1.1 202', 'HTTP/1.1 200']);
   });
 
-  it('does not serve a publish pipelined behind a live tail, whose answer could never come (re-probe: stored, never answered)', async () => {
+  it.each(['/events/stream', '/events/stream#x', 'http://x/events/stream?sql=true'])(
+    'does not serve a publish pipelined behind a live tail at %s, whose answer could never come (re-probe: stored, never answered)',
+    async (target) => {
+      const id = `behind-tail-${target.length}`;
+      const tail = `GET ${target} HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n`;
+      const publish = `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: /behind-tail\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi`;
+      const { hostname, port } = new URL(gw.url);
+      const socket = net.connect(Number(port), hostname, () => socket.write(tail + publish));
+      socket.on('error', () => undefined);
+      await new Promise((r) => setTimeout(r, 500));
+      socket.destroy();
+      const stored = await fetch(`${gw.url}/events?source=/behind-tail&id=${id}`, { headers: as('routing-read') });
+      expect(stored.status).toBe(404);
+    },
+  );
+
+  it("ends a live tail on its client's FIN with a request cut short pipelined behind it (re-probe: the tail and connection stayed open)", async () => {
     const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
-    const publish =
-      'POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: behind-tail\r\nce-source: /behind-tail\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: 2\r\n\r\nhi';
-    const { hostname, port } = new URL(gw.url);
-    const socket = net.connect(Number(port), hostname, () => socket.write(tail + publish));
-    socket.on('error', () => undefined);
-    await new Promise((r) => setTimeout(r, 500));
-    socket.destroy();
-    const stored = await fetch(`${gw.url}/events?source=/behind-tail&id=behind-tail`, { headers: as('routing-read') });
-    expect(stored.status).toBe(404);
+    const partial =
+      'POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\ncontent-type: text/plain\r\ncontent-length: 10\r\n\r\nab';
+    const answer = await closedWithin(tail + partial, true, 5000);
+    expect(answer).toBeDefined();
   });
 
   it('cuts a connection that pipelines more than 32 requests behind a live tail (re-probe: thousands held, out of memory)', async () => {
