@@ -26,7 +26,9 @@ function walFiles(dataDir: string): string[] {
     .filter((f) => f.endsWith('.seg'))
     .sort();
 }
-const walBytes = (dataDir: string) => walFiles(dataDir).reduce((n, f) => n + fs.statSync(path.join(dataDir, 'wal', f)).size, 0);
+// A segment retention deletes between the listing and its stat counts as gone (CI: ENOENT while waiting for it to go).
+const walBytes = (dataDir: string) =>
+  walFiles(dataDir).reduce((n, f) => n + (fs.statSync(path.join(dataDir, 'wal', f), { throwIfNoEntry: false })?.size ?? 0), 0);
 
 async function partitions(url: string): Promise<{ partition: number; firstOffset: number; headOffset: number }[]> {
   return (await getJson(`${url}/partitions`)).body.partitions;
