@@ -40,6 +40,8 @@ export function mountedRoutes(stack: readonly Layer[], prefix: string | undefine
 interface RoutePattern {
   pattern: RegExp;
   methods: string[];
+  /** Which segments are literal (`1`) rather than parameters (`0`), for precedence: `/a/b` before `/a/:x`. */
+  literals: string;
 }
 
 const escape = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -53,22 +55,42 @@ function compile(path: string): RegExp {
 function patternsOf(app: Express): RoutePattern[] {
   const stack = (app as unknown as { router: { stack: Layer[] } }).router.stack;
   return mountedRoutes(stack).flatMap(({ path, methods }) =>
-    path === undefined ? [] : [{ pattern: compile(path), methods: methods.filter((m) => m !== '_all').map((m) => m.toUpperCase()) }],
+    path === undefined
+      ? []
+      : [
+          {
+            pattern: compile(path),
+            methods: methods.filter((m) => m !== '_all').map((m) => m.toUpperCase()),
+            literals: path
+              .split('/')
+              .map((segment) => (segment.startsWith(':') ? '0' : '1'))
+              .join(''),
+          },
+        ],
   );
+}
+
+/** The routes with the path, only the most concrete of them (OpenAPI: a concrete path is matched before a templated one). */
+function mostConcrete(routes: RoutePattern[], path: string): RoutePattern[] {
+  const matching = routes.filter((route) => route.pattern.test(path));
+  const best = matching.reduce((top, route) => (route.literals > top ? route.literals : top), '');
+  return matching.filter((route) => route.literals === best);
 }
 
 /**
  * The methods the app's routes take at a path (`GET` with its `HEAD`, and `OPTIONS`, which every
  * route's path answers), or none when no route has the path: a request whose path is a route but
- * whose method is not is a 405 with `Allow`, not a 404 (RFC 9110 §15.5.6). Read from the app's
- * routers on first use, once they are all mounted.
+ * whose method is not is a 405 with `Allow`, not a 404 (RFC 9110 §15.5.6). Where a concrete route
+ * and a templated one both have the path, the concrete one's methods alone (`DELETE` on
+ * `…/dead-letters/:deadLetterId` does not make `…/dead-letters/redeliver` take `DELETE`). Read from
+ * the app's routers on first use, once they are all mounted.
  */
 export function allowedMethodsOf(app: Express): (path: string) => string[] {
   let routes: RoutePattern[] | undefined;
   return (path) => {
     routes ??= patternsOf(app);
     const methods = new Set<string>();
-    for (const route of routes) if (route.pattern.test(path)) for (const m of route.methods) methods.add(m);
+    for (const route of mostConcrete(routes, path)) for (const m of route.methods) methods.add(m);
     if (methods.size === 0) return [];
     if (methods.has('GET')) methods.add('HEAD');
     methods.add('OPTIONS');

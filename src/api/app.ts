@@ -30,26 +30,19 @@ export function createApp(deps: AppDeps): express.Express {
   setAuthorizer(app, deps.authorize);
   if (deps.bodyIdleMs !== undefined) setBodyIdleTimeout(app, deps.bodyIdleMs);
   const allowedAt = allowedMethodsOf(app);
-  // OPTIONS on a route's path: 200 and `Allow`, OPTIONS included, whatever the key (before the routers:
-  // express's own answer lists the methods of the one router that has the path, without OPTIONS).
+  // Before the routers, whatever the key: OPTIONS on a route's path is 200 and `Allow`, OPTIONS included
+  // (express's own answer lists the methods of the one router that has the path, without OPTIONS), and
+  // another method than the path's is a 405 with `Allow` (after them, `DELETE …/dead-letters/redeliver`
+  // reached `…/:deadLetterId`, which `Allow` does not list: it is the concrete route's path).
   app.use((req, res, next) => {
-    const allowed = req.method === 'OPTIONS' ? allowedAt(req.path) : [];
-    if (allowed.length === 0) return next();
-    // As every other method is answered (the routers cannot decode its parameters), not 200 (API probe).
+    const allowed = allowedAt(req.path);
+    if (allowed.length === 0 || (req.method !== 'OPTIONS' && allowed.includes(req.method))) return next();
+    // As the routers answer any method when they cannot decode its parameters, not 200 or 405 (API probe).
     if (!segmentsDecode(req.path)) return next(undecodablePath(req.path));
+    if (req.method !== 'OPTIONS') return next(methodNotAllowed(req.path, req.method, allowed));
     res.status(200).set('allow', allowed.join(', ')).set('content-length', '0').end();
   });
   for (const router of deps.routers) app.use(router);
-  // A route's path with another method: 405 and the methods it takes, whatever the key.
-  app.use((req, _res, next) => {
-    const allowed = allowedAt(req.path);
-    if (allowed.length === 0) return next();
-    next(
-      new AppError('method_not_allowed', `${clipped(req.path)} does not take ${req.method}; it takes ${allowed.join(', ')}`, {
-        headers: { allow: allowed.join(', ') },
-      }),
-    );
-  });
   // The path is cut: it is echoed in the answer, and a long one made a 20 KB 404 (a re-probe).
   app.use((req, _res, next) => next(new AppError('not_found', `no route for ${req.method} ${clipped(req.path)}`)));
   const onError: ErrorRequestHandler = (err, req, res, _next) =>
@@ -57,6 +50,11 @@ export function createApp(deps: AppDeps): express.Express {
   app.use(onError);
   return app;
 }
+
+const methodNotAllowed = (path: string, method: string, allowed: string[]) =>
+  new AppError('method_not_allowed', `${clipped(path)} does not take ${method}; it takes ${allowed.join(', ')}`, {
+    headers: { allow: allowed.join(', ') },
+  });
 
 /** Whether every segment of `path` is valid percent-encoding (what express's routers decode parameters with). */
 function segmentsDecode(path: string): boolean {

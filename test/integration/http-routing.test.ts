@@ -507,6 +507,8 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
       ['POST', '/healthz', 'GET, HEAD, OPTIONS'],
       ['PUT', '/subscriptions/some-id', 'DELETE, GET, HEAD, OPTIONS, PATCH'],
       ['GET', '/deliveries/dlv_x/ack', 'OPTIONS, POST'],
+      // The concrete route's path, not `…/:deadLetterId`'s (was: Allow listed DELETE, and a DELETE was a 404 "no dead letter redeliver").
+      ['DELETE', '/subscriptions/some-id/dead-letters/redeliver', 'OPTIONS, POST'],
     ];
     for (const [method, path, allow] of cases) {
       for (const headers of [{}, as('routing-read')]) {
@@ -523,6 +525,10 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     }
     // A path no route has stays a 404, and a route's own method is not refused.
     expect((await sendRaw(gw.url, 'PUT', '/nothing-here')).status).toBe(404);
+    const options = await sendRaw(gw.url, 'OPTIONS', '/subscriptions/some-id/dead-letters/redeliver');
+    expect([options.status, options.headers.allow]).toEqual([200, 'OPTIONS, POST']);
+    const deleteOne = await sendRaw(gw.url, 'DELETE', '/subscriptions/some-id/dead-letters/17', { headers: as('routing-admin') });
+    expect([deleteOne.status, deleteOne.body.code]).toEqual([404, 'not_found']);
     expect((await sendRaw(gw.url, 'GET', '/healthz')).status).toBe(200);
   });
 
