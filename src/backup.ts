@@ -323,10 +323,9 @@ function requireEmpty(dir: string): boolean {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     // A link to nothing (a disk path not made yet) is not absent: the copy could not be renamed onto it (re-probe).
-    if (code === 'ENOENT' && fs.lstatSync(path.resolve(dir), { throwIfNoEntry: false })?.isSymbolicLink())
-      throw new BackupError(
-        `${dir} is a link to ${fs.readlinkSync(path.resolve(dir))}, which does not exist: make it, then restore into it`,
-      );
+    const place = path.resolve(dir);
+    if (code === 'ENOENT' && fs.lstatSync(place, { throwIfNoEntry: false })?.isSymbolicLink())
+      throw new BackupError(`${dir} is a link to ${fs.readlinkSync(place)}, which does not exist: make it, then restore into it`);
     if (code === 'ENOENT') return false;
     throw new BackupError(`${dir} cannot be restored into: ${code === 'ENOTDIR' ? 'it is not a directory' : (err as Error).message}`);
   }

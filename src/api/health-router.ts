@@ -22,7 +22,7 @@ export function createHealthRouter(deps: {
   router.get('/readyz', requireScope('none'), async (_req, res) => {
     const checks: Record<string, string> = {};
     const storeHealth = deps.store.health();
-    checks.log = storeHealth.writable ? (storeHealth.unreadable ?? 'ok') : (storeHealth.reason ?? 'not writable');
+    checks.log = storeHealth.writable ? (storeHealth.unready ?? 'ok') : (storeHealth.reason ?? 'not writable');
     if (deps.db) {
       // The lock probe writes nothing: a full disk (HERALD_MIN_FREE_BYTES=0) or a damaged page shows in delivery's flushes.
       const failing = deps.deliveryWrites?.();

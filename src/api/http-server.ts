@@ -108,8 +108,12 @@ export function endAtShutdown(res: http.ServerResponse, end: () => void): void {
 
 /** How long a tail ended by its client's FIN may take to send what it holds before its connection is cut. */
 const FIN_GRACE_MS = 2_000;
-/** The ends of the live tails open on each connection that has had one. */
-const tailsOn = new WeakMap<Duplex, Set<() => void>>();
+/** The live tails open on a connection that has had one, and whether its cut is set (one timer, however many tails end). */
+interface ConnectionTails {
+  ends: Set<() => void>;
+  cutting: boolean;
+}
+const tailsOn = new WeakMap<Duplex, ConnectionTails>();
 
 /**
  * A tail's client half-closes (a FIN, which a reader that goes away sends): the tail ends, after the
@@ -120,25 +124,23 @@ const tailsOn = new WeakMap<Duplex, Set<() => void>>();
  */
 function endOnFin(res: http.ServerResponse, end: () => void): void {
   const socket = res.req.socket;
-  let ends = tailsOn.get(socket);
-  if (!ends) {
-    tailsOn.set(socket, (ends = new Set()));
+  let tails = tailsOn.get(socket);
+  if (!tails) {
+    tailsOn.set(socket, (tails = { ends: new Set(), cutting: false }));
     if (!socket.readableEnded) socket.once('end', () => endTails(socket));
   }
+  const { ends } = tails;
   ends.add(end);
   res.once('close', () => ends.delete(end));
   if (socket.readableEnded) endTails(socket);
 }
 
-/** Connections whose cut is set (one timer each, however many tails end on them). */
-const cutting = new WeakSet<Duplex>();
-
 function endTails(socket: Duplex): void {
-  const ends = tailsOn.get(socket);
-  if (!ends || ends.size === 0) return;
-  for (const end of [...ends]) end();
-  if (cutting.has(socket)) return;
-  cutting.add(socket);
+  const tails = tailsOn.get(socket);
+  if (!tails || tails.ends.size === 0) return;
+  for (const end of [...tails.ends]) end();
+  if (tails.cutting) return;
+  tails.cutting = true;
   const cut = setTimeout(() => socket.destroy(), FIN_GRACE_MS).unref();
   socket.once('close', () => clearTimeout(cut));
 }

@@ -72,6 +72,8 @@ export interface DeliveryCallbacks {
 }
 
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
+/** The outcomes a receiver's own callback gives (those of {@link ACTION_OUTCOME}). */
+const RECEIVER_OUTCOMES: ReadonlySet<CallbackOutcome> = new Set(Object.values(ACTION_OUTCOME).filter((o) => o !== null));
 
 /** Dead letters read per query when every one of a subscription is redelivered. */
 const REDRIVE_PAGE = 1000;
@@ -139,8 +141,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     writes.settleCallback(deliveryId, outcome);
   }
 
-  const isReceiverOutcome = (outcome: CallbackOutcome): outcome is SettledCallbackOutcome =>
-    outcome === 'acked' || outcome === 'nacked' || outcome === 'rejected';
+  const isReceiverOutcome = (outcome: CallbackOutcome): outcome is SettledCallbackOutcome => RECEIVER_OUTCOMES.has(outcome);
 
   const isCurrent = ({ pending }: CallbackEntry, deliveryId: string): boolean =>
     !pending.finished && pending.deliveryId === deliveryId && (pending.state === 'awaiting_ack' || pending.state === 'in_flight');

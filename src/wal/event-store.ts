@@ -43,8 +43,11 @@ export interface ReadPage {
 export interface StoreHealth {
   writable: boolean;
   reason?: string;
-  /** Writable, but reads of the log fail now (why): `/readyz` is 503, ingest goes on. */
-  unreadable?: string;
+  /**
+   * Writable, but not ready (why): reads of the log fail now, or the index is behind and its writer keeps
+   * failing. `/readyz` is 503, ingest goes on, `herald_log_writable` stays 1.
+   */
+  unready?: string;
 }
 
 /** A value, or a promise of it: what an engine whose reads cross the network may answer. */

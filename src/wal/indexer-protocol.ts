@@ -94,7 +94,8 @@ export type FromIndexer =
   | { type: 'key-filter'; ticket: number; log2Bits: number; hashes: number; words: ArrayBuffer; count: number }
   /** The build failed (the worker goes on): the main thread asks again later. */
   | { type: 'key-filter-failed'; ticket: number; message: string }
-  | { type: 'error'; message: string }
+  /** What killed the worker; `corrupt`: SQLite's verdict that index.db is damaged. */
+  | { type: 'error'; message: string; corrupt?: boolean }
   | { type: 'closed' };
 
 export interface IndexerWorkerData {

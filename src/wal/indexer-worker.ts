@@ -8,6 +8,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { isLockHeld } from '../errors';
 import { CHECKPOINT_INTERVAL_MS, checkpointBounded, openConnection } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
+import { isCorruptDatabase } from '../store/index-db';
 import { createIndexRows } from './index-rows';
 import { fromColumns, type FromIndexer, type IndexRow, type IndexerWorkerData, type ToIndexer } from './indexer-protocol';
 import { idempotencyKey, keyFilterFrom, type KeyFilter } from './key-filter';
@@ -78,7 +79,7 @@ function drain(): void {
   } catch (err) {
     // Stopped at the shutdown deadline: the indexer has said so; what is left is indexed at the next start.
     if (Atomics.load(stopFlag, 0) === 1) process.exit(0);
-    post({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err) });
+    post({ type: 'error', message: err instanceof Error ? (err.stack ?? err.message) : String(err), corrupt: isCorruptDatabase(err) });
     // The main thread restarts the worker and sends what is not indexed yet again.
     process.exit(1);
   }

@@ -36,6 +36,8 @@ export interface IndexerOptions {
   onRetired: (through: number, firstOffsets: (number | null)[]) => void;
   /** Told when the worker has written every record before `through` (the tail lets them go). */
   onIndexed?: (through: number) => void;
+  /** Told when the worker dies of SQLite's verdict that index.db is damaged (its writes cannot succeed until a rebuild). */
+  onDamage?: (detail: string) => void;
 }
 
 /** A key filter's bits as the worker built them (`keyFilterFrom` makes the filter). */
@@ -223,6 +225,7 @@ export function createIndexer(opts: IndexerOptions) {
       case 'error':
         lastFailure = m.message.split('\n', 1)[0];
         opts.log.error({ error: m.message }, 'indexer: worker error');
+        if (m.corrupt) opts.onDamage?.(`SQLite found it damaged while indexing: ${lastFailure}`);
         break;
       case 'closed':
         break;
@@ -303,12 +306,14 @@ export function createIndexer(opts: IndexerOptions) {
       });
     },
     /**
-     * Not ready while the tail is full (ingest waits, then is refused), or holds events while the
-     * worker keeps failing. An empty tail is never behind: a worker that died idle has nothing to write.
+     * Not writable while the tail is full (ingest waits, then is refused); not ready, but writable, while it
+     * holds events and the worker keeps failing. An empty tail is never behind: a worker that died idle has nothing to write.
      */
     health(): StoreHealth | undefined {
-      if ((failures < FAILURES_UNREADY || entries === 0) && hasRoom()) return undefined;
-      return { writable: false, reason: `the index is behind: ${behind()}` };
+      if (!hasRoom()) return { writable: false, reason: `the index is behind: ${behind()}` };
+      // Ingest still answers (into the tail's room): writable, as herald_log_writable says (it said 0 meanwhile: thread probe).
+      if (failures >= FAILURES_UNREADY && entries > 0) return { writable: true, unready: `the index is behind: ${behind()}` };
+      return undefined;
     },
     /** Takes one committed group: it is in the tail (readable) at once and goes to the worker within {@link SEND_DELAY_MS}. */
     add(end: number, committed: readonly PendingEntry[], positions: readonly number[]): void {

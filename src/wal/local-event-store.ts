@@ -18,7 +18,7 @@ import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
 import { createIndexRows } from './index-rows';
 import { createIndexer, safely } from './indexer';
-import { createDecodedCache, createReads } from './reads';
+import { createDecodedCache, createReads, reportingCorruption } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { SEGMENT_FILE, openSegmentLog, readFrameKey, type SegmentLog } from './segment-log';
@@ -273,13 +273,14 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     indexedThrough: segments.end(),
     onRetired: (through, found) => retired(through, found),
     onIndexed: (through) => feedListener && safely(log, 'log feed listener failed', () => feedListener?.indexed(through)),
+    onDamage: (detail) => integrity.report(detail),
   });
   const sequencer = createSequencer({
     partitions: opts.partitions,
     heads,
     key: segments.key,
     clock,
-    idempotency,
+    idempotency: reportingCorruption(idempotency, (detail) => integrity.report(detail)),
     tail: indexer,
     firstOffsets: () => firstOffsets,
     buildKeyFilter: (log2Bits, hashes) => indexer.buildKeyFilter(log2Bits, hashes),
@@ -480,7 +481,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
       if (!log.writable) return log;
       const health = indexer.health() ?? log;
       const moved = walPlace.moved();
-      return moved && health.writable ? { ...health, unreadable: moved } : health;
+      return moved && health.writable ? { ...health, unready: moved } : health;
     },
     onAppend(listener) {
       appendListeners.add(listener);

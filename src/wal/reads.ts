@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import { AppError } from '../errors';
 import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { IndexEntry, LogIndexRepo } from '../store/log-index-repo';
+import { isCorruptDatabase } from '../store/index-db';
 import { isRetired, type ReadPage, type StoredEvent } from './event-store';
 import { idempotencyKey } from './key-filter';
 import { cutConsumedFront } from './log-feed';
@@ -68,6 +69,32 @@ export function damagedIndexError(detail: string): AppError {
   );
 }
 
+/**
+ * `repo` with SQLite's own verdict of damage (`SQLITE_CORRUPT`, `SQLITE_NOTADB`) in any of its methods told
+ * to `report` and thrown as {@link damagedIndexError}: a page damaged while the gateway ran made every
+ * duplicate check and read of it a 500, with `/readyz` ready and no rebuild at the next start (thread probe).
+ */
+export function reportingCorruption<T extends object>(repo: T, report: (detail: string) => void): T {
+  const watched: Record<string, unknown> = {};
+  for (const [name, member] of Object.entries(repo)) {
+    if (typeof member !== 'function') {
+      watched[name] = member;
+      continue;
+    }
+    watched[name] = (...args: unknown[]) => {
+      try {
+        return (member as (...a: unknown[]) => unknown).apply(repo, args);
+      } catch (err) {
+        if (!isCorruptDatabase(err)) throw err;
+        const detail = `SQLite found it damaged: ${(err as Error).message}`;
+        report(detail);
+        throw damagedIndexError(detail);
+      }
+    };
+  }
+  return watched as T;
+}
+
 /** A read covers at most this many bytes, and skips gaps of at most `MAX_READ_GAP` between records. */
 const MAX_READ_SPAN = 1024 * 1024;
 const MAX_READ_GAP = 8 * 1024;
@@ -84,7 +111,10 @@ const MIN_WINDOW_RECORDS = 4;
  * (retention). Every record is checked against its checksum and its (partition, offset).
  */
 export function createReads(opts: ReadsOptions) {
-  const { segments, index, idempotency, tail, log } = opts;
+  const { segments, tail, log } = opts;
+  const report = (detail: string) => opts.onIndexDamage?.(detail);
+  const index = reportingCorruption(opts.index, report);
+  const idempotency = reportingCorruption(opts.idempotency, report);
 
   /** Index entries of `[from, from + limit)`: SQLite first, then the tail (which holds every later offset). */
   function entries(partition: number, from: number, limit: number): IndexEntry[] {

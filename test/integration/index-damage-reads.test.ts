@@ -169,3 +169,104 @@ it('stops ingest and reads when only delivery finds the damage: a row pointing a
   gw = undefined;
   await servedWholeAfterRestart(dataDir, sub);
 });
+
+const resend = (id: string) =>
+  fetch(`${gw!.url}/events`, {
+    method: 'POST',
+    headers: { 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/sqlite', 'ce-type': 't', 'content-type': 'text/plain' },
+    body: 'x',
+  });
+
+/**
+ * A running gateway (1 partition, restarted once) over 2,000 indexed events, enough rows for pages its
+ * connection has to read from the file; its data dir.
+ */
+async function runningOverIndexedEvents(): Promise<string> {
+  gw = await startTestGateway({ HERALD_PARTITIONS: '1' });
+  const { dataDir } = gw;
+  for (let start = 0; start < 2_000; start += 500) {
+    const batch = Array.from({ length: 500 }, (_, i) => ({
+      specversion: '1.0',
+      id: `m${start + i}`,
+      source: '/sqlite',
+      type: 't',
+      data: i,
+    }));
+    const res = await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/cloudevents-batch+json' },
+      body: JSON.stringify(batch),
+    });
+    expect(res.status).toBe(202);
+    await res.arrayBuffer();
+  }
+  await gw.close();
+  gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
+  expect((await fetch(`${gw.url}/readyz`)).status).toBe(200);
+  return dataDir;
+}
+
+/** Every page of index.db but the first (the header and schema) overwritten, as a disk that lies would. */
+function overwritePages(dataDir: string): void {
+  const file = path.join(dataDir, 'index.db');
+  const size = fs.statSync(file).size;
+  const fd = fs.openSync(file, 'r+');
+  fs.writeSync(fd, Buffer.alloc(size - 4096, 0x5a), 0, size - 4096, 4096);
+  fs.closeSync(fd);
+}
+
+/** Ingest and reads answer 503 naming the damage, `/readyz` says it, and the marker is left for the next start. */
+async function refusedAsDamaged(dataDir: string): Promise<void> {
+  await waitFor(async () => (await fetch(`${gw!.url}/readyz`)).status === 503, { what: '/readyz unready' });
+  const ready = await fetch(`${gw!.url}/readyz`);
+  expect(((await ready.json()) as { checks: { log: string } }).checks.log).toMatch(/^index\.db is damaged/);
+  expect(fs.existsSync(path.join(dataDir, 'index.db.damaged'))).toBe(true);
+  const again = await resend('m1500');
+  expect([again.status, again.headers.get('retry-after')]).toEqual([503, '5']);
+  expect(((await again.json()) as { detail: string }).detail).toMatch(/^index\.db is damaged/);
+  expect((await fetch(`${gw!.url}/events?source=%2Fsqlite&id=m1700`)).status).toBe(503);
+}
+
+/** After a restart (which rebuilds index.db from the log) every event is there and a resend is a duplicate of its first store. */
+async function rebuiltWhole(dataDir: string, events: number): Promise<void> {
+  await gw!.close();
+  gw = await startTestGateway({ HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' });
+  expect((await fetch(`${gw.url}/readyz`)).status).toBe(200);
+  const again = await resend('m1500');
+  expect([again.status, ((await again.json()) as { results: unknown[] }).results[0]]).toEqual([
+    200,
+    expect.objectContaining({ offset: 1500, duplicate: true }),
+  ]);
+  const last = await fetch(`${gw.url}/partitions/0/events?from=${events - 1}&limit=10`);
+  expect(((await last.json()) as { events: { offset: number }[] }).events.map((e) => e.offset)).toEqual([events - 1]);
+  expect((await fetch(`${gw.url}/events?source=%2Fsqlite&id=m1999`)).status).toBe(200);
+  await gw.close();
+  gw = undefined;
+}
+
+describe('index.db damaged while the gateway runs, found by SQLite itself (was: every duplicate check and lookup a 500, /readyz ready, no rebuild)', () => {
+  it('a duplicate check that reads a damaged page answers 503 and stops ingest and reads until a restart rebuilds the index', async () => {
+    const dataDir = await runningOverIndexedEvents();
+    // A write by another connection has the gateway's connection read pages from the file again, not its cache.
+    const other = new Database(path.join(dataDir, 'index.db'));
+    other.prepare("INSERT OR REPLACE INTO meta (key, value) VALUES ('test', 'x')").run();
+    other.close();
+    overwritePages(dataDir);
+    const first = await resend('m1500');
+    expect(first.status).toBe(503);
+    expect(((await first.json()) as { detail: string }).detail).toMatch(/^index\.db is damaged \(SQLite found it damaged/);
+    await refusedAsDamaged(dataDir);
+    await rebuiltWhole(dataDir, 2_000);
+  });
+
+  it('the indexer dying on a damaged page stops ingest and reads until a restart rebuilds the index; the event it could not index is kept', async () => {
+    const dataDir = await runningOverIndexedEvents();
+    // After the start's background integrity_check (milliseconds for 2,000 rows), which would find it first.
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    overwritePages(dataDir);
+    const fresh = await resend('fresh');
+    expect(fresh.status).toBe(202);
+    await refusedAsDamaged(dataDir);
+    await rebuiltWhole(dataDir, 2_001);
+  });
+});

@@ -99,3 +99,30 @@ it('stops within HERALD_SHUTDOWN_TIMEOUT_MS while index.db is locked, and the ne
     await again.close();
   }
 }, 60_000);
+
+it('while the indexer keeps failing and the tail still has room, /readyz is 503 but ingest answers and herald_log_writable stays 1 (was 0: it said ingest answered 503)', async () => {
+  const own = await startTestGateway({ HERALD_PARTITIONS: '1' });
+  const lock = new Database(path.join(own.dataDir, 'index.db'));
+  lock.exec('BEGIN EXCLUSIVE');
+  const publish = (id: string) =>
+    fetch(`${own.url}/events`, {
+      method: 'POST',
+      headers: { 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/lock', 'ce-type': 't', 'content-type': 'text/plain' },
+      body: 'x',
+    });
+  try {
+    expect((await publish('before')).status).toBe(202);
+    // Two worker deaths (5 s of busy waiting each) with the event still unwritten.
+    await waitFor(async () => (await fetch(`${own.url}/readyz`)).status === 503, { what: '/readyz unready', timeoutMs: 30_000 });
+    const ready = (await (await fetch(`${own.url}/readyz`)).json()) as { checks: { log: string } };
+    expect(ready.checks.log).toMatch(/^the index is behind: 1 events wait in memory .*its writer failed \d+ time/);
+    expect(await (await fetch(`${own.url}/metrics`)).text()).toMatch(/^herald_log_writable 1$/m);
+    expect((await publish('during')).status).toBe(202);
+  } finally {
+    lock.exec('ROLLBACK');
+    lock.close();
+  }
+  await waitFor(async () => (await fetch(`${own.url}/readyz`)).status === 200, { what: 'ready again', timeoutMs: 30_000 });
+  expect((await fetch(`${own.url}/events?source=/lock&id=during`)).status).toBe(200);
+  await own.close();
+});
