@@ -106,14 +106,28 @@ export function endAtShutdown(res: http.ServerResponse, end: () => void): void {
   endOnFin(res, end);
 }
 
+/** Each connection's unanswered responses (see `track`). */
+const unansweredOn = new WeakMap<Duplex, Set<http.ServerResponse>>();
+
 /** How long a tail ended by its client's FIN may take to send what it holds before its connection is cut. */
 const FIN_GRACE_MS = 2_000;
 /** The live tails open on a connection that has had one, and whether its cut is set (one timer, however many tails end). */
 interface ConnectionTails {
   ends: Set<() => void>;
   cutting: boolean;
+  /** Nothing more will be read from the client (its FIN, or bad bytes): a tail ends as soon as it registers. */
+  over: boolean;
 }
 const tailsOn = new WeakMap<Duplex, ConnectionTails>();
+
+function tailsOf(socket: Duplex): ConnectionTails {
+  let tails = tailsOn.get(socket);
+  if (!tails) {
+    tailsOn.set(socket, (tails = { ends: new Set(), cutting: false, over: false }));
+    if (!socket.readableEnded) socket.once('end', () => endTails(socket));
+  }
+  return tails;
+}
 
 /**
  * A tail's client half-closes (a FIN, which a reader that goes away sends): the tail ends, after the
@@ -124,24 +138,29 @@ const tailsOn = new WeakMap<Duplex, ConnectionTails>();
  */
 function endOnFin(res: http.ServerResponse, end: () => void): void {
   const socket = res.req.socket;
-  let tails = tailsOn.get(socket);
-  if (!tails) {
-    tailsOn.set(socket, (tails = { ends: new Set(), cutting: false }));
-    if (!socket.readableEnded) socket.once('end', () => endTails(socket));
-  }
+  const tails = tailsOf(socket);
   const { ends } = tails;
   ends.add(end);
   res.once('close', () => ends.delete(end));
-  if (socket.readableEnded) endTails(socket);
+  if (socket.readableEnded || tails.over) endTails(socket);
 }
 
+/** Ends the connection's live tails, now and as they register: the client will send nothing more to read. */
 function endTails(socket: Duplex): void {
-  const tails = tailsOn.get(socket);
-  if (!tails || tails.ends.size === 0) return;
+  const tails = tailsOf(socket);
+  tails.over = true;
+  if (tails.ends.size === 0) return;
   for (const end of [...tails.ends]) end();
   if (tails.cutting) return;
   tails.cutting = true;
-  const cut = setTimeout(() => socket.destroy(), FIN_GRACE_MS).unref();
+  // Not while an answer before the tail is still being worked out (a publish awaiting its fsync): cut with
+  // it, it was stored and never answered (re-probe). Only answers the client does not read are cut.
+  let cut: NodeJS.Timeout;
+  const cutUnlessWorking = () => {
+    if ([...(unansweredOn.get(socket) ?? [])].some((res) => !res.headersSent)) cut = setTimeout(cutUnlessWorking, FIN_GRACE_MS).unref();
+    else socket.destroy();
+  };
+  cut = setTimeout(cutUnlessWorking, FIN_GRACE_MS).unref();
   socket.once('close', () => clearTimeout(cut));
 }
 
@@ -174,20 +193,13 @@ const HELD_MAX = 32;
  * them as the next one, at once; answered without asking for the body (a refusal), the connection closes
  * (see `read-body.ts`), and what the client pipelined behind must not be done: it is never answered
  * (ingest probe: a publish behind a 415 was stored, its producer told nothing). So the requests behind
- * wait, and are served once the body is asked for (and the requests before are), or dropped. Behind a
- * live tail, whose answer does not end while it streams, they wait for it to end.
+ * wait, and are served once the body is asked for (and the requests before are), or dropped.
  */
-function gateBehind(socket: Duplex, res: http.ServerResponse, before: Gate | undefined, kind: 'expect' | 'tail'): Gate {
+function gateBehindExpect(socket: Duplex, res: http.ServerResponse, before: Gate | undefined): Gate {
   let settle!: (open: boolean) => void;
   const mine = new Promise<boolean>((resolve) => (settle = resolve));
-  if (kind === 'expect') {
-    awaitInvitation(res, () => settle(true));
-    res.once('close', () => settle(!isUninvited(res)));
-  } else {
-    // A live tail's answer never ends while it streams: what is pipelined behind it waits for its end.
-    res.once('finish', () => settle(true));
-    res.once('close', () => settle(res.writableFinished));
-  }
+  awaitInvitation(res, () => settle(true));
+  res.once('close', () => settle(!isUninvited(res)));
   const gate: Gate = { open: undefined, opened: before ? before.opened.then((open) => open && mine) : mine };
   void gate.opened.then((open) => {
     gate.open = open;
@@ -196,14 +208,39 @@ function gateBehind(socket: Duplex, res: http.ServerResponse, before: Gate | und
   return gate;
 }
 
+/**
+ * Each connection's requests in arrival order, and the first whose answer closes the connection: nothing
+ * after it is served, since no answer could be sent. A live tail is such a request (`Connection: close`:
+ * its answer does not end while it streams), and so is one refused with `Connection: close` when it is
+ * handled (a second `Host`, a transfer coding not served). Served, a publish pipelined behind either was
+ * stored and never answered, behind a tail also when a FIN ended it or when it was HTTP/1.0 (probes).
+ */
+interface Arrivals {
+  count: number;
+  closingAt: number;
+}
+const arrivalsOn = new WeakMap<Duplex, Arrivals>();
+
+function arrivalsOf(socket: Duplex): Arrivals {
+  let arrivals = arrivalsOn.get(socket);
+  if (!arrivals) arrivalsOn.set(socket, (arrivals = { count: 0, closingAt: Infinity }));
+  return arrivals;
+}
+
+/** The request numbered `index` closes its connection: nothing after it is served. */
+function closesAt(socket: Duplex, index: number): void {
+  const arrivals = arrivalsOf(socket);
+  arrivals.closingAt = Math.min(arrivals.closingAt, index);
+}
+
+const isAfterClosing = (socket: Duplex, index: number): boolean => index > (arrivalsOn.get(socket)?.closingAt ?? Infinity);
+
 /** The node:http server every engine's gateway listens with: the ingest fast path, then express. */
 export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const { log } = deps;
   let { authorize, ingest, app, ingestRejected } = deps.handlers;
   // Responses not yet answered; at shutdown they get `Connection: close` so keep-alive clients let go.
   const unanswered = new Set<http.ServerResponse>();
-  /** Each connection's unanswered responses. */
-  const unansweredOn = new WeakMap<Duplex, Set<http.ServerResponse>>();
 
   /**
    * Keeps `res` among the unanswered until it closes, or its connection does: node emits no 'close' for a
@@ -238,40 +275,54 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   // connection then closes.
   (server as http.Server & { httpAllowHalfOpen: boolean }).httpAllowHalfOpen = true;
 
-  /** Serves a request now, or once the request it is pipelined behind (under `Expect`, a live tail) is settled (see `gateBehind`). */
+  /** Serves a request now, once the request under `Expect` it is pipelined behind is settled, or never (see `Arrivals`). */
   function arrive(req: http.IncomingMessage, res: http.ServerResponse, expectsContinue: boolean): void {
-    const before = gates.get(req.socket);
-    if (expectsContinue) gates.set(req.socket, gateBehind(req.socket, res, before, 'expect'));
-    // Served at once, a request pipelined behind a live tail was answered never (a publish stored unanswered),
-    // and thousands of them held their answers until the connection went (re-probe: out of memory).
-    else if (req.method === 'GET' && isTail(req.url)) gates.set(req.socket, gateBehind(req.socket, res, before, 'tail'));
-    if (before === undefined || before.open === true) return handle(req, res);
-    if (before.open === false) return void req.resume();
-    hold(req, res, before);
+    const socket = req.socket;
+    const index = ++arrivalsOf(socket).count;
+    if (isAfterClosing(socket, index)) return drop(req);
+    const before = gates.get(socket);
+    if (expectsContinue) gates.set(socket, gateBehindExpect(socket, res, before));
+    else if (req.method === 'GET' && isTail(req.url)) {
+      closesAt(socket, index);
+      res.shouldKeepAlive = false;
+    }
+    if (before === undefined || before.open === true) return handle(req, res, index);
+    if (before.open === false) return drop(req);
+    hold(req, res, before, index);
   }
 
   /**
-   * Waits with a request until `gate` settles. Past HELD_MAX waiting the connection is cut: held requests
-   * write no answers, so node's own backpressure never stops reading (re-probe: 300,000 pipelined behind a
-   * tail under Expect were all read, 900 MB, and their cleanup blocked the loop for 35 s). The connection
-   * is read on meanwhile, so that a FIN still ends a tail (re-probe: paused, a request cut short behind a
-   * tail kept it open for good).
+   * Counts a request that waits for a gate, or is dropped behind a closed one; past HELD_MAX the connection
+   * is cut: such requests write no answers, so node's own backpressure never stops reading (re-probe:
+   * 300,000 pipelined behind a tail under Expect were all read, 900 MB, and their cleanup blocked the
+   * loop for 35 s). Whether it is cut.
    */
-  function hold(req: http.IncomingMessage, res: http.ServerResponse, gate: Gate): void {
-    const socket = req.socket;
+  function countHeld(socket: Duplex): boolean {
     const count = (held.get(socket) ?? 0) + 1;
     held.set(socket, count);
-    if (count > HELD_MAX) return void socket.destroy();
+    if (count > HELD_MAX) socket.destroy();
+    return count > HELD_MAX;
+  }
+
+  /** A request not served: its body is read and discarded, so that what follows (a FIN ending a tail) is read. */
+  function drop(req: http.IncomingMessage): void {
+    if (!countHeld(req.socket)) req.resume();
+  }
+
+  /** Waits with a request until `gate` settles (the connection is read on meanwhile). */
+  function hold(req: http.IncomingMessage, res: http.ServerResponse, gate: Gate, index: number): void {
+    const socket = req.socket;
+    if (countHeld(socket)) return;
     void gate.opened.then((open) => {
       const left = held.get(socket)! - 1;
       if (left > 0) held.set(socket, left);
       else held.delete(socket);
-      if (open && !socket.destroyed) handle(req, res);
+      if (open && !socket.destroyed && !isAfterClosing(socket, index)) handle(req, res, index);
       else req.resume();
     });
   }
 
-  function handle(req: http.IncomingMessage, res: http.ServerResponse): void {
+  function handle(req: http.IncomingMessage, res: http.ServerResponse, index: number): void {
     track(res);
     serverOf.set(res, state);
     // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'. A request
@@ -292,6 +343,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       }
     } catch (err) {
       req.resume();
+      if (err instanceof AppError && err.headers?.connection === 'close') closesAt(req.socket, index);
       const code = sendProblem(res, err, log);
       // A publish refused before the ingest handler (no key, wrong scope) is still a rejected POST /events.
       if (req.method === 'POST' && pathOf(req.url) === '/events') ingestRejected(code);
@@ -310,12 +362,14 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     // awaiting their fsync, pipelined): those answers are the client's, each sent in full, oldest first,
     // then the connection closes. A 400 in their place told a producer that stored events were refused
     // (probe: its corrected resend was then a "duplicate"), and pipelined ones behind it got nothing.
-    const owed = [...unanswered].filter((res) => res.req.socket === socket && res.req.complete);
+    const owed = [...(unansweredOn.get(socket) ?? [])].filter((res) => res.req.complete);
     if (owed.length > 0 && socket.writable) {
       socket.pause(); // nothing after the bad bytes is read
       const last = owed[owed.length - 1]!;
       last.shouldKeepAlive = false; // `Connection: close`, where its headers are not written yet
       last.once('close', () => socket.end());
+      // A live tail among them ends, as on a FIN (which is not read now): it kept the connection open (re-probe).
+      endTails(socket);
       return;
     }
     // An error after the request was answered (bad bytes after a complete request) gets no second answer.

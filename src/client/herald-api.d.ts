@@ -77,7 +77,8 @@ export interface paths {
          *     the connection open. Events are written as fast as the reader takes them (at most 1 MiB waits
          *     for it); a reader that takes nothing for 15 s while that much waits is disconnected rather than
          *     buffered for; it may reconnect (the tail starts again from then). At most `HERALD_MAX_STREAMS`
-         *     tails (default 64) are open at once on a gateway; past that a tail is refused with a 503.
+         *     tails (default 64) are open at once on a gateway; past that a tail is refused with a 503. A tail is its
+         *     connection's last request (`Connection: close`): requests pipelined behind it are not served.
          */
         get: operations["streamEvents"];
         put?: never;

@@ -332,6 +332,69 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     },
   );
 
+  const publishOf = (id: string, source: string, version = '1.1', extra = '') =>
+    `POST /events HTTP/${version}\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: ${id}\r\nce-source: ${source}\r\nce-type: t\r\ncontent-type: text/plain\r\n${extra}content-length: 2\r\n\r\nhi`;
+  const storedStatus = async (source: string, id: string) =>
+    (await fetch(`${gw.url}/events?source=${source}&id=${id}`, { headers: as('routing-read') })).status;
+
+  it.each([
+    ['two Host headers', 'GET /partitions HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n', '400'],
+    ['Transfer-Encoding: gzip, chunked', 'POST /events HTTP/1.1\r\nHost: x\r\ntransfer-encoding: gzip, chunked\r\n\r\n0\r\n\r\n', '501'],
+  ])(
+    'does not serve publishes pipelined behind a request refused with Connection: close (%s): they were stored and never answered (re-probe)',
+    async (what, first, status) => {
+      const ids = [1, 2, 3].map((i) => `closed-${what.length}-${i}`);
+      const answer = await closedWithin(first + ids.map((id) => publishOf(id, '/behind-close')).join(''), false, 5000);
+      expect(answer?.match(/HTTP\/1\.1 \d{3}/g)).toEqual([`HTTP/1.1 ${status}`]);
+      await new Promise((r) => setTimeout(r, 200));
+      for (const id of ids) expect(await storedStatus('/behind-close', id)).toBe(404);
+    },
+  );
+
+  it.each([
+    [
+      'HTTP/1.0 keep-alive',
+      'GET /events/stream HTTP/1.0\r\nHost: x\r\nconnection: keep-alive\r\nauthorization: Bearer routing-read\r\n\r\n',
+    ],
+    ['Connection: close', 'GET /events/stream HTTP/1.1\r\nHost: x\r\nconnection: close\r\nauthorization: Bearer routing-read\r\n\r\n'],
+    ['HTTP/1.1', 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n'],
+  ])(
+    'ends a live tail (%s) on a FIN with a publish pipelined behind it, which is not served, and closes the connection (re-probe: stored and never answered, or open for minutes)',
+    async (what, tail) => {
+      const id = `fin-behind-${what.length}`;
+      const { hostname, port } = new URL(gw.url);
+      const socket = net.connect(Number(port), hostname, () => socket.write(tail + publishOf(id, '/fin-behind')));
+      let answer = '';
+      socket.on('data', (c: Buffer) => (answer += c.toString()));
+      socket.on('error', () => undefined);
+      const closed = new Promise<boolean>((resolve) => {
+        socket.on('close', () => resolve(true));
+        setTimeout(() => resolve(false), 5000).unref();
+      });
+      await new Promise((r) => setTimeout(r, 300));
+      socket.end();
+      expect(await closed).toBe(true);
+      socket.destroy();
+      expect(answer.match(/HTTP\/1\.[01] \d{3}/g)).toEqual([expect.stringMatching(/ 200$/)]);
+      expect(answer).toMatch(/\r\nconnection: close\r\n/i);
+      await new Promise((r) => setTimeout(r, 200)); // a publish served would have been stored by now
+      expect(await storedStatus('/fin-behind', id)).toBe(404);
+    },
+  );
+
+  it('ends a live tail on a FIN with a publish of over 64 KiB pipelined behind it (re-probe: its unread body stopped the reads, the FIN unseen, open for minutes)', async () => {
+    const body = 'x'.repeat(200_000);
+    const publish = `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: big-behind\r\nce-source: /big-behind\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n\r\n${body}`;
+    const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
+    expect(await closedWithin(tail + publish, true, 5000)).toMatch(/^HTTP\/1\.1 200 /);
+    expect(await storedStatus('/big-behind', 'big-behind')).toBe(404);
+  });
+
+  it('ends a live tail when bad bytes follow it, then a FIN (re-probe: the tail and its connection stayed open)', async () => {
+    const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
+    expect(await closedWithin(tail + '\x00\x01 not http\r\n\r\n', true, 5000)).toMatch(/^HTTP\/1\.1 200 /);
+  });
+
   it("ends a live tail on its client's FIN with a request cut short pipelined behind it (re-probe: the tail and connection stayed open)", async () => {
     const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
     const partial =
