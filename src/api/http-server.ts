@@ -51,8 +51,19 @@ function boundUnreadBody(req: http.IncomingMessage): void {
   req.resume();
 }
 
-/** Whether a request target names the live tail (any form: `/events/stream`, with a query or `#fragment`, absolute). */
-const isTail = (url: string | undefined): boolean => /\/events\/stream(?:[?#]|$)/.test(url ?? '');
+/**
+ * Whether a request target names the live tail (any form: `/events/stream`, with a query or `#fragment`,
+ * absolute), as the routes read it: its path only (`/healthz?x=/events/stream` is not the tail: re-probe).
+ */
+function isTail(url: string | undefined): boolean {
+  let target: string;
+  try {
+    target = normalizeRequestTarget('GET', url);
+  } catch {
+    return false; // a 400, not the tail
+  }
+  return pathOf(target) === '/events/stream';
+}
 
 function pathOf(url: string | undefined): string {
   const raw = url ?? '/';
@@ -282,9 +293,11 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     if (isAfterClosing(socket, index)) return drop(req);
     const before = gates.get(socket);
     if (expectsContinue) gates.set(socket, gateBehindExpect(socket, res, before));
-    else if (req.method === 'GET' && isTail(req.url)) {
+    // Under `Expect` too, and with a body, which nothing else reads (re-probe: either kept reads stopped, a FIN unseen).
+    if (req.method === 'GET' && isTail(req.url)) {
       closesAt(socket, index);
       res.shouldKeepAlive = false;
+      if (hasBody(req)) boundUnreadBody(req);
     }
     if (before === undefined || before.open === true) return handle(req, res, index);
     if (before.open === false) return drop(req);

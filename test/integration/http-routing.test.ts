@@ -390,6 +390,36 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     expect(await storedStatus('/big-behind', 'big-behind')).toBe(404);
   });
 
+  it.each([
+    ['under Expect: 100-continue, a publish of 70 KiB behind it', 'expect: 100-continue\r\n', true],
+    ['with a body of 70 KiB of its own', `content-length: ${70 * 1024}\r\n`, false],
+  ])(
+    'ends a live tail %s on a FIN (re-probe: the unread bytes stopped the reads, open for minutes)',
+    async (_what, extra, publishBehind) => {
+      const body = 'x'.repeat(70 * 1024);
+      const tail = `GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n${extra}\r\n`;
+      const behind = publishBehind
+        ? `POST /events HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-pub\r\nce-specversion: 1.0\r\nce-id: expect-tail\r\nce-source: /expect-tail\r\nce-type: t\r\ncontent-type: text/plain\r\ncontent-length: ${body.length}\r\n\r\n${body}`
+        : body;
+      expect(await closedWithin(tail + behind, true, 5000)).toMatch(/^HTTP\/1\.1 200 /);
+      expect(await storedStatus('/expect-tail', 'expect-tail')).toBe(404);
+    },
+  );
+
+  it.each(['/healthz?x=/events/stream', '/events?source=/events/stream&id=x', '/openapi.json#/events/stream', '/x/events/stream'])(
+    'serves a publish pipelined behind GET %s, which is not the live tail (re-probe: taken for one, the publish was dropped)',
+    async (target) => {
+      const id = `not-tail-${target.length}`;
+      const answer = await closedWithin(
+        `GET ${target} HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n` + publishOf(id, '/not-tail'),
+        true,
+        5000,
+      );
+      expect(answer?.match(/HTTP\/1\.1 \d{3}/g)?.[1]).toBe('HTTP/1.1 202');
+      expect(await storedStatus('/not-tail', id)).toBe(200);
+    },
+  );
+
   it('ends a live tail when bad bytes follow it, then a FIN (re-probe: the tail and its connection stayed open)', async () => {
     const tail = 'GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\n\r\n';
     expect(await closedWithin(tail + '\x00\x01 not http\r\n\r\n', true, 5000)).toMatch(/^HTTP\/1\.1 200 /);
