@@ -61,13 +61,14 @@ describeWithNats('JetStream delivery engine', () => {
   const receivers: Receiver[] = [];
 
   const nats = () => ({ servers: cluster.urls, replicas: 3, prefix });
-  const node = (name: string, nodeLog = log) =>
+  const node = (name: string, nodeLog = log, clock?: () => number) =>
     createJetStreamDelivery({
       nats: nats(),
       partitions: PARTITIONS,
       log: nodeLog,
       allowPrivateSinks: true,
       ackUrlBase: () => `http://${name}.invalid`,
+      ...(clock ? { clock } : {}),
     });
 
   beforeAll(async () => {
@@ -425,6 +426,29 @@ describeWithNats('JetStream delivery engine', () => {
     await a.remove(sub.id);
   });
 
+  it('an ack whose node died before its +ACK, not repeated, is completed by the redelivery: the event is not sent again', async () => {
+    const r = await receiver(() => ({ status: 202 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source) });
+    await a.add(sub, noEvents());
+    await publish(source, ['q1']);
+    await waitFor(() => r.requests.length >= 1, WAIT);
+    const id = header(r.requests[0]!, 'herald-delivery-id')!;
+    const kv = await (await store.connection.jetstream()).views.kv(deliveryNames(prefix).ackBucket);
+    const open = await waitFor(async () => {
+      const got = await kv.get(id);
+      return got && got.value.length > 0 ? got : undefined;
+    }, WAIT);
+    await kv.update(id, JSON.stringify({ ...JSON.parse(open.string()), state: 'acked' }), open.revision);
+    await new Promise((res) => setTimeout(res, 3500)); // past the 2 s ack_wait: redelivered, and completed
+    expect(r.requests).toHaveLength(1); // before: sent again as attempt 2
+    await waitFor(async () => {
+      const s = await a.stats(sub.id);
+      return s.partitions.every((p) => p.lag === 0 && p.inFlight === 0) ? s : undefined;
+    }, WAIT);
+    await a.remove(sub.id);
+  });
+
   it('an extend while the request is open holds the event for that lease when the connection is then lost', async () => {
     const r = await receiver(async (req, i) => {
       if (i > 0) return { status: 202 };
@@ -571,6 +595,48 @@ describeWithNats('JetStream delivery engine', () => {
       await other.remove(sub.id);
     } finally {
       await closeBoth();
+    }
+  });
+
+  it("a late callback for a cut attempt is a 409 once the event went out again, even when the holder's clock ran ahead", async () => {
+    // The holder's clock is 1.5 s ahead (as if its attempt was opened 1.5 s after JetStream handed the
+    // message out): its entry's openedAt + ack_wait lies past the redelivery. Manual ack; the request
+    // outlives the holder's 1 s grace (timeoutMs 3 s, so ack_wait is 4 s).
+    const r = await receiver(async (req) => {
+      if (header(req, 'herald-attempt') === '1' && header(req, 'ce-id') === 's1') await new Promise((res) => setTimeout(res, 2500));
+      return { status: 202 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual', timeoutMs: 3000, ackDeadlineMs: 3000 } });
+    const holder = await node('c', log, () => Date.now() + 1500);
+    const other = await node('d');
+    try {
+      await holder.add(sub, noEvents());
+      await publish(source, ['s1', 's2'], { key: 'k' });
+      await waitFor(() => r.requests.length >= 1, WAIT);
+      await other.add(sub, noEvents()); // only now: the holder has attempt 1
+      const first = r.requests[0]!;
+      expect(nodeOf(first)).toBe('c');
+      await holder.close(); // the request is cut: its entry is left `sending`
+      await waitFor(() => r.requests.some((q) => header(q, 'herald-attempt') === '2'), WAIT);
+      const again = r.requests.find((q) => header(q, 'herald-attempt') === '2')!;
+      expect([header(again, 'ce-id'), nodeOf(again)]).toEqual(['s1', 'd']);
+      // Was: 200 acked (ack_wait had not passed on the holder's clock), a +ACK that settled attempt 2's
+      // delivery while it was open, and s2 sent beside it.
+      await expect(other.callback(header(first, 'herald-delivery-id')!, 'ack')).rejects.toMatchObject({ code: 'conflict' });
+      expect(r.requests.some((q) => header(q, 'ce-id') === 's2')).toBe(false);
+      expect(await other.callback(header(again, 'herald-delivery-id')!, 'ack')).toMatchObject({ status: 'acked' });
+      await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 's2'), WAIT);
+      expect(
+        header(
+          r.requests.find((q) => header(q, 'ce-id') === 's2')!,
+          'herald-previous-offset',
+        ),
+      ).toBe(header(first, 'herald-offset'));
+      await other.remove(sub.id);
+    } finally {
+      await holder.close();
+      await other.close();
     }
   });
 

@@ -36,6 +36,8 @@ export async function signal(nc: NatsConnection, reply: string, s: Signal): Prom
 
 /** Where the give-backs of one message to one consumer are counted (beside the delivery ids, which start `dlv_`). */
 const unspentKey = (key: string) => `unspent.${key}`;
+/** The delivery id of the last attempt of one message to one consumer that was opened to callbacks. */
+const latestKey = (key: string) => `latest.${key}`;
 
 /**
  * A message's key for {@link AckMap.giveBack}: its consumer, that consumer's incarnation, and the
@@ -69,8 +71,21 @@ export function createAckMap(kv: KV) {
     },
     /** Resolves when the attempt, if this node is sending it, has its answer decided; undefined when it is not. */
     decided: (deliveryId: string): Promise<void> | undefined => beingSent.get(deliveryId),
-    /** Creates the entry of a new attempt; its revision. */
-    open: (deliveryId: string, entry: AckEntry): Promise<number> => kv.create(deliveryId, JSON.stringify(entry)),
+    /**
+     * Creates the entry of a new attempt of the message `key` (see {@link messageKey}); its revision.
+     * The message's pointer to it is written beside it (the two writes go out together: no round trip
+     * more), so that the message's next delivery can find it and close it (`latest`).
+     */
+    async open(deliveryId: string, entry: AckEntry, key: string): Promise<number> {
+      const [revision] = await Promise.all([kv.create(deliveryId, JSON.stringify(entry)), kv.put(latestKey(key), deliveryId)]);
+      return revision;
+    },
+    /** The delivery id of the message's last attempt opened to callbacks (see `open`), if any. */
+    async latest(key: string): Promise<string | undefined> {
+      const got = await kv.get(latestKey(key));
+      if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;
+      return Buffer.from(got.value).toString('utf8');
+    },
     async get(deliveryId: string): Promise<{ entry: AckEntry; revision: number } | undefined> {
       const got = await kv.get(deliveryId);
       if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;

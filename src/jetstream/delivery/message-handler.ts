@@ -131,11 +131,16 @@ export async function handleMessage(
   leases: Pick<LeaseKeeper, 'keep' | 'sending'>,
   key: string,
 ): Promise<'withdrawn' | void> {
+  // Before anything is awaited: the nearest this node comes to when JetStream handed the message out.
+  const openedAt = ctx.clock();
   const { target, event } = await locate(ctx, sub, msg, source);
   const record = sub.record();
   // JetStream's delivery count, less the deliveries that were give-backs of a stopping node, not attempts.
   const count = msg.info.deliveryCount;
-  const givenBack = count > 1 ? await ctx.ackMap.unspent(key).catch(() => 0) : 0;
+  const [givenBack, earlier] =
+    count > 1 ? await Promise.all([ctx.ackMap.unspent(key).catch(() => 0), closeEarlier(ctx, key)]) : [0, undefined];
+  // A callback settled the earlier attempt before it could be closed: the event is not sent again.
+  if (earlier) return completeEarlier(ctx, earlier);
   const attempt = count - Math.min(givenBack, count - 1);
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
@@ -204,9 +209,9 @@ export async function handleMessage(
     lastError: null,
     policy: { retry: record.delivery.retry, ackDeadlineMs: record.delivery.ackDeadlineMs, ackMode: record.delivery.ackMode },
     ackWaitMs: ackWaitMs(record.delivery),
-    openedAt: ctx.clock(),
+    openedAt,
   };
-  const revision = record.delivery.ackMode === 'manual' ? await ctx.ackMap.open(deliveryId, entry) : undefined;
+  const revision = record.delivery.ackMode === 'manual' ? await ctx.ackMap.open(deliveryId, entry, key) : undefined;
   // Auto mode: a callback reaching this node before the 202 is read waits for it (see `callbacks.ts`).
   const answered = revision === undefined ? ctx.ackMap.sending(deliveryId) : undefined;
   let result!: SendResult;
@@ -258,7 +263,7 @@ export async function handleMessage(
     // Closing: this node stopped watching the subscriptions, so a delete through another node is
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
-    decided = await decide(ctx, deliveryId, entry, revision, inputOf(deliveryId, result));
+    decided = await decide(ctx, { deliveryId, key }, entry, revision, inputOf(deliveryId, result));
   } finally {
     sent();
     answered?.();
@@ -280,6 +285,50 @@ export async function handleMessage(
     await logged;
   }
   if (action.kind === 'hold' && decided.entry) leases.keep(deliveryId, decided.entry);
+}
+
+/** An earlier attempt of the message that a callback settled before a redelivery could close it. */
+interface Earlier {
+  deliveryId: string;
+  entry: AckEntry;
+}
+
+/**
+ * A redelivery (JetStream's delivery count past 1) first closes the message's earlier attempt when
+ * its entry is still open (its node was cut mid-request, or died or stopped holding a lease): it is
+ * written `expired` by compare-and-set, so a late callback for it is a 409, whatever the clocks of
+ * the nodes say, rather than a `+ACK` on its ack subject that would settle this delivery while it
+ * is open (and, under `ordering: partition`, let the next event out beside it). Of the callback and
+ * the close, the one whose write comes first wins; a callback that won with `ack` or `reject` is
+ * returned, to be completed rather than the event sent again. Only redeliveries pay these reads.
+ */
+async function closeEarlier(ctx: EngineContext, key: string): Promise<Earlier | undefined> {
+  const deliveryId = await ctx.ackMap.latest(key);
+  if (deliveryId === undefined) return undefined;
+  for (let round = 0; round < SWAP_ROUNDS; round++) {
+    const got = await ctx.ackMap.get(deliveryId);
+    if (!got) return undefined;
+    const { entry, revision } = got;
+    if (entry.state === 'acked' || entry.state === 'rejected') return { deliveryId, entry };
+    if (entry.state !== 'sending' && entry.state !== 'awaiting_ack') return undefined;
+    if ((await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, revision)) !== undefined) return undefined;
+  }
+  throw new Error(`the earlier attempt ${deliveryId} kept changing; the message is left to be redelivered`);
+}
+
+/**
+ * Does what the callback that settled the earlier attempt does (its node may have died before):
+ * `ack` marks the position and acknowledges the message, `reject` dead-letters it (stored once:
+ * the earlier delivery id is the dead letter's message id) and terminates it.
+ */
+async function completeEarlier(ctx: EngineContext, { deliveryId, entry }: Earlier): Promise<void> {
+  ctx.log.info(
+    { subscription: entry.subscriptionId, partition: entry.partition, offset: entry.offset, deliveryId, outcome: entry.state },
+    'a redelivered event whose earlier attempt a callback settled: completed, not sent again',
+  );
+  const action: JsAction = entry.state === 'acked' ? { kind: 'ack' } : { kind: 'deadLetter', reason: 'receiver_rejected' };
+  const last = { attempt: entry.attempt, lastStatus: entry.lastStatus, lastError: entry.lastError };
+  await settleMessage(ctx, action, entry, last, deliveryId);
 }
 
 /** Whether the subscription was deleted (here or through another node); when that cannot be read, not. */
@@ -354,7 +403,7 @@ interface Decided {
  */
 async function decide(
   ctx: EngineContext,
-  deliveryId: string,
+  { deliveryId, key }: { deliveryId: string; key: string },
   entry: AckEntry,
   revision: number | undefined,
   input: AttemptInput,
@@ -377,7 +426,7 @@ async function decide(
     };
     if (rev === undefined) {
       // Auto ack mode: only a 202 opens the attempt to callbacks.
-      if (action.kind === 'hold') await ctx.ackMap.open(deliveryId, next);
+      if (action.kind === 'hold') await ctx.ackMap.open(deliveryId, next, key);
       return { action, state: step.state, outcome, entry: next };
     }
     if ((await ctx.ackMap.swap(deliveryId, next, rev)) !== undefined) return { action, state: step.state, outcome, entry: next };

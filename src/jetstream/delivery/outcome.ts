@@ -65,7 +65,9 @@ export interface AckEntry extends AttemptTarget {
  * Whether JetStream may already have given the message of a `sending` entry to another attempt: one
  * `ack_wait` after it was opened (or past an extend's lease) with no answer read, its node stopped
  * or died mid-request (a live node reads an answer within `timeoutMs`, under `ack_wait`). A callback
- * must not settle it then: its ack subject would settle the message's current delivery.
+ * must not settle it then: its ack subject would settle the message's current delivery. An early
+ * answer only, on the opening node's clock: what makes such a callback a 409 whatever the clocks say
+ * is the next delivery closing the entry before it is sent (`closeEarlier` in `message-handler.ts`).
  */
 export function sendingLeaseOver(entry: AckEntry, now: number): boolean {
   if (entry.state !== 'sending' || entry.openedAt === undefined) return false;
