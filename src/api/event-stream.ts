@@ -213,7 +213,8 @@ export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
     // Not while events wait for the reader: they keep the connection alive themselves.
     const keepalive = setInterval(() => res.writableLength === 0 && res.write(': keepalive\n\n'), KEEPALIVE_MS);
     keepalive.unref();
-    req.on('close', () => stop('end'));
+    // The answer's close, not the request's: a request emits it once its body is read, and a tail sent with a
+    // body (read and discarded) ended at once (re-probe). The answer's comes when the client goes.
     res.on('close', () => stop('end'));
     endAtShutdown(res, () => stop('end'));
   };

@@ -154,12 +154,23 @@ export function createWriteBehind(deps: {
     try {
       writeAttempts();
     } catch (err) {
-      deps.log.error({ err }, closed ? 'attempt log flush failed at close' : 'attempt log flush failed; will retry');
+      attemptFailures.count++;
+      // Once a minute with the count, as the delivery state's (disk probe: a line with its stack every second on a full disk).
+      if (closed || attemptFailures.count === 1 || Date.now() - attemptFailures.loggedAt >= FAILURE_LOG_INTERVAL_MS) {
+        attemptFailures.loggedAt = Date.now();
+        deps.log.error(
+          { err, failedTries: attemptFailures.count },
+          closed ? 'attempt log flush failed at close' : `attempt log flush failed; retried every ${ATTEMPT_LOG_INTERVAL_MS} ms`,
+        );
+      }
       if (!closed) attemptLogTimer = setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
       return;
     }
+    if (attemptFailures.count > 0) deps.log.info({ failedTries: attemptFailures.count }, 'attempt log written again');
+    attemptFailures.count = 0;
     attemptInserts.clear();
   }
+  const attemptFailures = { count: 0, loggedAt: 0 };
 
   /** Callers of `persisted()` waiting for the next flush. */
   let persistWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];

@@ -39,6 +39,8 @@ const SCAN_CHUNK_BYTES = 8 * 1024 * 1024;
 /** The file a write probe writes, syncs and deletes beside the segments (never a segment name). */
 const PROBE_FILE = '.write-probe';
 const PROBE_BYTES = 64 * 1024;
+/** A probe asks for room for the write refused, up to this much (and half the file system): see `probeWrite`. */
+const PROBE_NEED_MAX_BYTES = 16 * 1024 * 1024;
 
 export interface SegmentLogOptions {
   dir: string;
@@ -598,9 +600,12 @@ export function openSegmentLog(opts: SegmentLogOptions) {
    * cannot, or when it has less room than `needBytes` (a refused write's size) and the probe together.
    */
   async function probeWrite(needBytes = 0): Promise<void> {
-    const { bavail, bsize } = await fs.promises.statfs(opts.dir);
-    if (bavail * bsize < needBytes + PROBE_BYTES) {
-      throw Object.assign(new Error(`ENOSPC: ${bavail * bsize} bytes free, less than the ${needBytes} refused`), { code: 'ENOSPC' });
+    const { bavail, bsize, blocks } = await fs.promises.statfs(opts.dir);
+    // A refused group joins many requests and can be larger than the file system: room for it all never came,
+    // and /readyz stayed 503 for good once space was freed (disk probe). Its retry comes a request at a time.
+    const need = Math.min(needBytes, PROBE_NEED_MAX_BYTES, Math.floor((blocks * bsize) / 2));
+    if (bavail * bsize < need + PROBE_BYTES) {
+      throw Object.assign(new Error(`ENOSPC: ${bavail * bsize} bytes free, less than the ${need} refused`), { code: 'ENOSPC' });
     }
     const file = path.join(opts.dir, PROBE_FILE);
     try {

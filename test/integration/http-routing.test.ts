@@ -406,6 +406,38 @@ describe('Host, Expect and bytes after an answered request (API probe)', () => {
     },
   );
 
+  it('keeps streaming a live tail sent with a body (re-probe: the body read, the tail ended at once)', async () => {
+    const { hostname, port } = new URL(gw.url);
+    const socket = net.connect(Number(port), hostname, () =>
+      socket.write('GET /events/stream HTTP/1.1\r\nHost: x\r\nauthorization: Bearer routing-read\r\ncontent-length: 1\r\n\r\nx'),
+    );
+    let answer = '';
+    let closed = false;
+    socket.on('data', (c: Buffer) => (answer += c.toString()));
+    socket.on('error', () => undefined);
+    socket.on('close', () => (closed = true));
+    try {
+      await new Promise((r) => setTimeout(r, 300));
+      const published = await fetch(`${gw.url}/events`, {
+        method: 'POST',
+        headers: {
+          ...as('routing-pub'),
+          'ce-specversion': '1.0',
+          'ce-id': 'to-bodied-tail',
+          'ce-source': '/bodied',
+          'ce-type': 't',
+          'content-type': 'text/plain',
+        },
+        body: 'x',
+      });
+      expect(published.status).toBe(202);
+      for (let i = 0; i < 50 && !answer.includes('to-bodied-tail'); i++) await new Promise((r) => setTimeout(r, 20));
+      expect([closed, answer.includes('to-bodied-tail')]).toEqual([false, true]);
+    } finally {
+      socket.destroy();
+    }
+  });
+
   it.each(['/healthz?x=/events/stream', '/events?source=/events/stream&id=x', '/openapi.json#/events/stream', '/x/events/stream'])(
     'serves a publish pipelined behind GET %s, which is not the live tail (re-probe: taken for one, the publish was dropped)',
     async (target) => {

@@ -60,4 +60,29 @@ describe('write-behind flush failures', () => {
     const row = db.prepare('SELECT committed_offset FROM subscription_offsets WHERE subscription_id = ?').get('sub-1');
     expect(row).toEqual({ committed_offset: 5 });
   });
+
+  it('logs a failing attempt log flush once, then every 10 s with how many tries failed (disk probe: a line with its stack every second)', () => {
+    const lines: { level: number; msg: string; failedTries?: number }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const writes = createWriteBehind({ db, log });
+    db.pragma('query_only = ON');
+    writes.persistence.recordAttempt({
+      subscriptionId: 'sub-1',
+      deliveryId: 'dlv-1',
+      partition: 0,
+      offset: 5,
+      attempt: 1,
+      status: 204,
+      error: null,
+      durationMs: 3,
+      startedAt: 0,
+      outcome: 'delivered',
+    });
+    jest.advanceTimersByTime(30_500);
+    const errors = lines.filter((l) => l.msg.startsWith('attempt log flush failed'));
+    expect(errors.map((l) => l.failedTries)).toEqual([1, 11, 21]);
+    db.pragma('query_only = OFF');
+    jest.advanceTimersByTime(1000);
+    expect(lines.at(-1)).toMatchObject({ level: 30, msg: 'attempt log written again', failedTries: 30 });
+  });
 });

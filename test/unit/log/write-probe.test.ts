@@ -98,7 +98,7 @@ it('does not call the log writable while the file system has less room than the 
     const big = { ...ev('big'), data: { kind: 'json' as const, value: 'x'.repeat(300_000) } };
     await expect(s.store.append([big])).rejects.toMatchObject({ code: 'unavailable' });
     // 200 KiB free: room for the probe's 64 KiB, not for the 300 KB event.
-    const statfs = jest.spyOn(fs.promises, 'statfs').mockResolvedValue({ bavail: 50, bsize: 4096 } as fs.StatsFs);
+    const statfs = jest.spyOn(fs.promises, 'statfs').mockResolvedValue({ bavail: 50, bsize: 4096, blocks: 1_000_000 } as fs.StatsFs);
     await sleep(300);
     expect(statfs).toHaveBeenCalled();
     expect(s.store.health().writable).toBe(false);
@@ -107,6 +107,24 @@ it('does not call the log writable while the file system has less room than the 
     for (let i = 0; i < 100 && !s.store.health().writable; i++) await sleep(20);
     expect(s.store.health().writable).toBe(true);
     await s.store.append([big]);
+  } finally {
+    jest.restoreAllMocks();
+    await s.close();
+  }
+});
+
+it('calls the log writable again once half the file system is free, when the write it refused was larger (disk probe: a joined group larger than the disk kept /readyz 503 for good)', async () => {
+  const dir = tmpDir();
+  const s = openStoreAt(dir, { writeProbeFirstMs: 50 });
+  try {
+    const disk = refuseWrites({ under: path.join(dir, 'wal', '') });
+    const big = { ...ev('big'), data: { kind: 'json' as const, value: 'x'.repeat(300_000) } };
+    await expect(s.store.append([big])).rejects.toMatchObject({ code: 'unavailable' });
+    disk.free();
+    // A 400 KiB file system, 280 KiB of it free: never room for the 300 KB refused, room for half the disk and the probe.
+    jest.spyOn(fs.promises, 'statfs').mockResolvedValue({ bavail: 70, bsize: 4096, blocks: 100 } as fs.StatsFs);
+    for (let i = 0; i < 100 && !s.store.health().writable; i++) await sleep(20);
+    expect(s.store.health().writable).toBe(true);
   } finally {
     jest.restoreAllMocks();
     await s.close();
