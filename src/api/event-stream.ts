@@ -214,8 +214,10 @@ export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
     const keepalive = setInterval(() => res.writableLength === 0 && res.write(': keepalive\n\n'), KEEPALIVE_MS);
     keepalive.unref();
     // The answer's close, not the request's: a request emits it once its body is read, and a tail sent with a
-    // body (read and discarded) ended at once (re-probe). The answer's comes when the client goes.
+    // body (read and discarded) ended at once (re-probe). The answer's comes when the client goes, and the
+    // connection's too (node emits none for an answer queued behind an unfinished one: its slot was kept).
     res.on('close', () => stop('end'));
+    req.socket.once('close', () => stop('end'));
     endAtShutdown(res, () => stop('end'));
   };
 }
