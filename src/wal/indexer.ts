@@ -67,6 +67,8 @@ export const ROOM_WAIT_MS = 5000;
 /** Worker deaths in a row, without a write confirmed between them, after which the log is reported not ready. */
 const FAILURES_UNREADY = 2;
 const MAX_RESTART_DELAY_MS = 5000;
+/** Past the first two deaths in a row, one is logged this far apart (their count says how many). */
+const EXIT_LOG_INTERVAL_MS = 60_000;
 /** Backoff before the n-th restart in a row: at once, then 100 ms doubling to 5 s. */
 const restartDelayMs = (failures: number) => (failures <= 1 ? 0 : Math.min(MAX_RESTART_DELAY_MS, 100 * 2 ** (failures - 2)));
 const CLOSE_TIMEOUT_MS = 10_000;
@@ -126,6 +128,9 @@ export function createIndexer(opts: IndexerOptions) {
   /** Worker deaths since the last confirmed write, and what the last one said. */
   let failures = 0;
   let lastFailure: string | undefined;
+  /** What the dying worker said (whole), and when a death was last logged. */
+  let lastError: string | undefined;
+  let exitLoggedAt = 0;
   /** Set (and notified) to stop the worker at once; shared by every worker this indexer starts. */
   const stopFlag = new Int32Array(new SharedArrayBuffer(4));
   let worker = start(0);
@@ -142,16 +147,21 @@ export function createIndexer(opts: IndexerOptions) {
     w.on('message', (m: FromIndexer) => onMessage(m));
     w.on('error', (err) => {
       lastFailure = err.message;
-      opts.log.error({ err }, 'indexer: worker failed');
+      lastError = err.stack ?? err.message;
     });
     w.on('exit', (code) => {
       if (stopping || w !== worker) return;
       failures++;
       const delayMs = restartDelayMs(failures);
-      opts.log.error(
-        { code, unindexed: entries, failures, restartInMs: delayMs },
-        'indexer: worker exited; restarting it and sending the unindexed tail again',
-      );
+      // The first two, then one a minute with the count (disk probe: three lines every 5 s while the disk stayed full).
+      if (failures <= 2 || Date.now() - exitLoggedAt >= EXIT_LOG_INTERVAL_MS) {
+        exitLoggedAt = Date.now();
+        opts.log.error(
+          { code, unindexed: entries, failures, restartInMs: delayMs, error: lastError },
+          'indexer: worker exited; restarting it and sending the unindexed tail again',
+        );
+      }
+      lastError = undefined;
       worker = start(delayMs);
       retireWaiter?.(); // its answer died with the worker: retention asks again at its next round
       retireWaiter = undefined;
@@ -224,7 +234,7 @@ export function createIndexer(opts: IndexerOptions) {
         break;
       case 'error':
         lastFailure = m.message.split('\n', 1)[0];
-        opts.log.error({ error: m.message }, 'indexer: worker error');
+        lastError = m.message; // logged with its exit
         if (m.corrupt) opts.onDamage?.(`SQLite found it damaged while indexing: ${lastFailure}`);
         break;
       case 'closed':
