@@ -1021,11 +1021,13 @@ export interface components {
          *     absent attribute never matches; a name no event can carry is a 400, see `AttributeValues`);
          *     `all`, `any` and `not` combine filters (at most 16 levels);
          *     `sql` is a CloudEvents SQL expression (at most 4,096 characters; a create or PATCH with a longer
-         *     one, or with more than 64 filter objects in all, is a 400, while a subscription an older version
-         *     stored past these limits keeps them, and is shown with them). Any error while evaluating a
-         *     filter, including running out of its per-event work budget (characters scanned by `LIKE` and
-         *     string functions), means "does not match"; it is logged at `warn` at most once a minute per
-         *     subscription.
+         *     one, with more than 64 filter objects in all, or with more than 16,384 characters of attribute
+         *     names and values in all its `exact`, `prefix` and `suffix` filters, is a 400, while a subscription
+         *     an older version stored past these limits keeps them, and is shown with them). A CloudEvents SQL
+         *     error while evaluating an expression (a failed conversion, a missing attribute) makes that `sql`
+         *     false, so a `not` around it is true; running out of the per-event work budget (characters scanned
+         *     by `LIKE` and string functions) or any other failure means the whole list "does not match"; it is
+         *     logged at `warn` at most once a minute per subscription.
          */
         Filter: {
             exact: components["schemas"]["AttributeValues"];

@@ -28,6 +28,12 @@ export const MAX_SQL_LENGTH = 4096;
 export const MAX_FILTER_NODES = 64;
 /** Levels of `all`/`any`/`not` nesting allowed below a top-level filter. */
 export const MAX_FILTER_DEPTH = 16;
+/**
+ * Characters of attribute names and values allowed in all `exact`/`prefix`/`suffix` filters of one
+ * subscription together: every list of subscriptions carries them (an API probe's 30 subscriptions of
+ * 900,000-character prefixes made `GET /subscriptions` 28.5 MB, the event loop held 365 ms).
+ */
+export const MAX_FILTER_TEXT = 16_384;
 
 const DIALECTS = ['exact', 'prefix', 'suffix', 'all', 'any', 'not', 'sql'] as const;
 
@@ -70,7 +76,8 @@ export interface FilterOptions {
    */
   attributeNamesOnly?: boolean;
   /**
-   * Refuse filters past {@link MAX_FILTER_NODES} objects or an `sql` past {@link MAX_SQL_LENGTH} (default on).
+   * Refuse filters past {@link MAX_FILTER_NODES} objects, {@link MAX_FILTER_TEXT} characters of names and values, or an
+   * `sql` past {@link MAX_SQL_LENGTH} (default on).
    * Off for stored subscriptions, which keep delivering as an older version accepted them (an upgrade
    * probe saw them stop); the per-event work budget still bounds what they cost.
    */
@@ -112,7 +119,7 @@ function stringPairs(value: unknown, at: string, violations: Violation[]): [stri
  *
  * The matcher never throws and its cost per event is bounded: filters are
  * limited in size ({@link MAX_SQL_LENGTH}, {@link MAX_FILTER_NODES},
- * {@link MAX_FILTER_DEPTH}) and all their `sql` expressions share one work
+ * {@link MAX_FILTER_DEPTH}, {@link MAX_FILTER_TEXT}) and all their `sql` expressions share one work
  * budget per event. An evaluation that throws or runs out of budget does not
  * match, whatever `not` surrounds it, and is reported to `onError`: a filter
  * that fails on some event must neither stop delivery nor crash the process
@@ -127,7 +134,7 @@ export function compileFilters(filters: unknown, options: FilterOptions = {}): M
       details: [{ attribute: path, message: 'expected an array of filter expressions' }],
     });
   }
-  const counter: NodeCounter = { path, nodes: 0, attributeNamesOnly, sizeLimits };
+  const counter: NodeCounter = { path, nodes: 0, text: 0, attributeNamesOnly, sizeLimits };
   const matchers = filters.map((f, i) => compileOne(f, `${path}.${i}`, 0, violations, counter));
   if (violations.length > 0) throw new AppError('invalid_request', 'the subscription filters are not valid', { details: violations });
   // One state object per matcher: matching is synchronous, so calls never overlap.
@@ -162,6 +169,8 @@ function failed(path: string, err: unknown): FilterEvaluationError {
 interface NodeCounter {
   readonly path: string;
   nodes: number;
+  /** Characters of `exact`/`prefix`/`suffix` names and values so far (see {@link MAX_FILTER_TEXT}). */
+  text: number;
   /** {@link FilterOptions.attributeNamesOnly} */
   readonly attributeNamesOnly: boolean;
   /** {@link FilterOptions.sizeLimits} */
@@ -213,6 +222,15 @@ function compileOne(filter: unknown, path: string, depth: number, violations: Vi
       const pairs = stringPairs(value, at, found);
       if (!pairs) {
         violations.push(...found);
+        return never;
+      }
+      const before = counter.text;
+      for (const [name, expected] of pairs) counter.text += name.length + expected.length;
+      if (counter.sizeLimits && counter.text > MAX_FILTER_TEXT && before <= MAX_FILTER_TEXT) {
+        violations.push({
+          attribute: at,
+          message: `the attribute names and values of a subscription's exact, prefix and suffix filters may be at most ${MAX_FILTER_TEXT} characters in all`,
+        });
         return never;
       }
       if (counter.attributeNamesOnly) {

@@ -5,6 +5,7 @@ import {
   FilterEvaluationError,
   MAX_FILTER_DEPTH,
   MAX_FILTER_NODES,
+  MAX_FILTER_TEXT,
   MAX_SQL_LENGTH,
   compileFilters,
   createFilterErrorReporter,
@@ -272,6 +273,18 @@ describe('compileFilters: size limits (issue 8)', () => {
     expect(violationsOf([leaf, { any: [{ not: leaf }, ...Array.from({ length: 61 }, () => leaf)] }])[0]!.message).toMatch(/64/);
     expect(matches(Array.from({ length: 64 }, () => leaf))).toBe(true);
     expect(matches([{ all: Array.from({ length: 63 }, () => leaf) }])).toBe(true);
+  });
+
+  it(`refuses more than ${MAX_FILTER_TEXT} characters of exact, prefix and suffix names and values in all, naming the limit (API probe: 900,000-character prefixes made lists of 28 MB)`, () => {
+    // 4 + 16,380 characters: at the limit; one more, in another filter, is past it.
+    const atLimit = [{ prefix: { type: 'x'.repeat(16_380) } }];
+    expect(matches(atLimit, { ...event, type: 'x'.repeat(16_380) })).toBe(true);
+    expect(violationsOf([...atLimit, { not: { suffix: { id: 'y' } } }])).toEqual([
+      { attribute: 'filters.1.not.suffix', message: expect.stringContaining(`at most ${MAX_FILTER_TEXT} characters in all`) },
+    ]);
+    expect(violationsOf([{ exact: { ['a'.repeat(20_000)]: 'x' } }])).toHaveLength(1);
+    // A subscription stored past it (by an older version) keeps loading.
+    expect(() => compileFilters([{ prefix: { type: 'x'.repeat(20_000) } }], { sizeLimits: false })).not.toThrow();
   });
 
   it(`refuses nesting deeper than ${MAX_FILTER_DEPTH} levels, naming the limit`, () => {
