@@ -90,13 +90,19 @@ it('waits twice as long for each probe that said writable while writes still fai
   }
 });
 
-it('does not call the log writable while the file system has less room than the write it refused', async () => {
+/** A store whose log refused a 300 KB event (its writes refused until `disk.free()`); probes every 50 ms. */
+async function refusedBig() {
   const dir = tmpDir();
   const s = openStoreAt(dir, { writeProbeFirstMs: 50 });
+  const disk = refuseWrites({ under: path.join(dir, 'wal', '') });
+  const big = { ...ev('big'), data: { kind: 'json' as const, value: 'x'.repeat(300_000) } };
+  await expect(s.store.append([big])).rejects.toMatchObject({ code: 'unavailable' });
+  return { s, disk, big };
+}
+
+it('does not call the log writable while the file system has less room than the write it refused', async () => {
+  const { s, disk, big } = await refusedBig();
   try {
-    const disk = refuseWrites({ under: path.join(dir, 'wal', '') });
-    const big = { ...ev('big'), data: { kind: 'json' as const, value: 'x'.repeat(300_000) } };
-    await expect(s.store.append([big])).rejects.toMatchObject({ code: 'unavailable' });
     // 200 KiB free: room for the probe's 64 KiB, not for the 300 KB event.
     const statfs = jest.spyOn(fs.promises, 'statfs').mockResolvedValue({ bavail: 50, bsize: 4096, blocks: 1_000_000 } as fs.StatsFs);
     await sleep(300);
@@ -114,12 +120,8 @@ it('does not call the log writable while the file system has less room than the 
 });
 
 it('calls the log writable again once half the file system is free, when the write it refused was larger (disk probe: a joined group larger than the disk kept /readyz 503 for good)', async () => {
-  const dir = tmpDir();
-  const s = openStoreAt(dir, { writeProbeFirstMs: 50 });
+  const { s, disk } = await refusedBig();
   try {
-    const disk = refuseWrites({ under: path.join(dir, 'wal', '') });
-    const big = { ...ev('big'), data: { kind: 'json' as const, value: 'x'.repeat(300_000) } };
-    await expect(s.store.append([big])).rejects.toMatchObject({ code: 'unavailable' });
     disk.free();
     // A 400 KiB file system, 280 KiB of it free: never room for the 300 KB refused, room for half the disk and the probe.
     jest.spyOn(fs.promises, 'statfs').mockResolvedValue({ bavail: 70, bsize: 4096, blocks: 100 } as fs.StatsFs);
