@@ -6,7 +6,11 @@ import { AppError } from '../../src/errors';
 import pino from 'pino';
 import { createLogger } from '../../src/logger';
 import { openJetStreamEventStore, type JetStreamEventStore } from '../../src/jetstream/jetstream-event-store';
-import { createJetStreamDelivery, type JetStreamDelivery } from '../../src/jetstream/delivery/jetstream-delivery';
+import {
+  createJetStreamDelivery,
+  type JetStreamDelivery,
+  type JetStreamDeliveryDeps,
+} from '../../src/jetstream/delivery/jetstream-delivery';
 import { deliveryNames } from '../../src/jetstream/delivery/names';
 import { jetStreamNames } from '../../src/jetstream/names';
 import { PUBLISHED_AT_HEADER, encodeEventMessage } from '../../src/jetstream/codec';
@@ -61,7 +65,7 @@ describeWithNats('JetStream delivery engine', () => {
   const receivers: Receiver[] = [];
 
   const nats = () => ({ servers: cluster.urls, replicas: 3, prefix });
-  const node = (name: string, nodeLog = log, clock?: () => number) =>
+  const node = (name: string, nodeLog = log, clock?: () => number, beforeOpen?: JetStreamDeliveryDeps['beforeOpen']) =>
     createJetStreamDelivery({
       nats: nats(),
       partitions: PARTITIONS,
@@ -69,6 +73,7 @@ describeWithNats('JetStream delivery engine', () => {
       allowPrivateSinks: true,
       ackUrlBase: () => `http://${name}.invalid`,
       ...(clock ? { clock } : {}),
+      ...(beforeOpen ? { beforeOpen } : {}),
     });
 
   beforeAll(async () => {
@@ -633,6 +638,52 @@ describeWithNats('JetStream delivery engine', () => {
           'herald-previous-offset',
         ),
       ).toBe(header(first, 'herald-offset'));
+      await other.remove(sub.id);
+    } finally {
+      await holder.close();
+      await other.close();
+    }
+  });
+
+  it('a holder that stalls past ack_wait before it opens its attempt neither sends it nor settles the redelivery', async () => {
+    // The holder stalls 6 s (ack_wait is 5 s) between taking delivery 1 of s1 and writing its entry;
+    // the redelivery (to whichever puller is first: the holder's own, frozen with it until 6 s, or the
+    // other node's) is sent as attempt 2 before the stalled handler goes on, 0.5 s later.
+    // Manual ack, ordering partition.
+    const r = await receiver(() => ({ status: 202 }));
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual', ackDeadlineMs: 4000 } });
+    let frozen: Promise<void> | undefined;
+    let resumed = false;
+    const holder = await node('c', log, undefined, async ({ deliveryCount }) => {
+      if (!frozen) {
+        frozen = new Promise<void>((res) => setTimeout(res, 6000));
+        await frozen;
+        await new Promise((res) => setTimeout(res, 500));
+        resumed = true;
+      } else if (deliveryCount > 1 && !resumed) await frozen;
+    });
+    const other = await node('d');
+    try {
+      await holder.add(sub, noEvents());
+      await publish(source, ['s1', 's2'], { key: 'k' });
+      await waitFor(() => frozen !== undefined, WAIT);
+      await other.add(sub, noEvents()); // only now: the holder has delivery 1
+      await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 's1'), WAIT);
+      const again = r.requests.find((q) => header(q, 'ce-id') === 's1')!;
+      expect(header(again, 'herald-attempt')).toBe('2');
+      await waitFor(() => resumed, WAIT);
+      await new Promise((res) => setTimeout(res, 700)); // the stalled handler goes on (was: attempt 1 sent now)
+      const late = r.requests.filter((q) => header(q, 'ce-id') === 's1' && header(q, 'herald-attempt') === '1');
+      // Was: the stale attempt 1 went out after attempt 2, its ack was 200 `acked`, and its +ACK settled
+      // attempt 2's delivery while it was open, letting s2 out beside it.
+      for (const q of late)
+        await expect(other.callback(header(q, 'herald-delivery-id')!, 'ack')).rejects.toMatchObject({ code: 'conflict' });
+      expect(late).toHaveLength(0);
+      expect(r.requests.some((q) => header(q, 'ce-id') === 's2')).toBe(false);
+      expect(await other.callback(header(again, 'herald-delivery-id')!, 'ack')).toMatchObject({ status: 'acked' });
+      await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 's2'), WAIT);
+      expect(r.requests.filter((q) => header(q, 'ce-id') === 's1')).toHaveLength(1);
       await other.remove(sub.id);
     } finally {
       await holder.close();

@@ -36,8 +36,28 @@ export async function signal(nc: NatsConnection, reply: string, s: Signal): Prom
 
 /** Where the give-backs of one message to one consumer are counted (beside the delivery ids, which start `dlv_`). */
 const unspentKey = (key: string) => `unspent.${key}`;
-/** The delivery id of the last attempt of one message to one consumer that was opened to callbacks. */
+/** The last attempt of one message to one consumer that was opened (see {@link Latest}). */
 const latestKey = (key: string) => `latest.${key}`;
+/** Compare-and-set rounds of a pointer write (each lost round means another delivery wrote). */
+const CLAIM_ROUNDS = 5;
+
+/**
+ * A message's pointer to its last attempt opened: its delivery id and JetStream's delivery count
+ * (a count, not the attempt number: give-backs count too). Written by compare-and-set, so an
+ * attempt of a lower count than one already started learns it is stale.
+ */
+export interface Latest {
+  id: string;
+  count: number;
+  revision: number;
+}
+
+/** A pointer as written by a node of the release before counts (a bare delivery id) has count 0: it never makes an attempt stale. */
+function decodeLatest(value: string): { id: string; count: number } {
+  if (!value.startsWith('{')) return { id: value, count: 0 };
+  const v = JSON.parse(value) as { id?: unknown; count?: unknown };
+  return { id: String(v.id), count: typeof v.count === 'number' ? v.count : 0 };
+}
 
 /**
  * A message's key for {@link AckMap.giveBack}: its consumer, that consumer's incarnation, and the
@@ -56,6 +76,19 @@ export function createAckMap(kv: KV) {
   const decode = (value: Uint8Array) => JSON.parse(Buffer.from(value).toString('utf8')) as AckEntry;
   /** Attempts this node is sending under ack mode auto, until their answer is decided (a 202 opens the entry). */
   const beingSent = new Map<string, Promise<void>>();
+  async function open(deliveryId: string, entry: AckEntry): Promise<number | undefined> {
+    try {
+      return await kv.create(deliveryId, JSON.stringify(entry));
+    } catch (err) {
+      if (isWrongLastSequence(err)) return undefined;
+      throw err;
+    }
+  }
+  async function latest(key: string): Promise<Latest | undefined> {
+    const got = await kv.get(latestKey(key));
+    if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;
+    return { ...decodeLatest(Buffer.from(got.value).toString('utf8')), revision: got.revision };
+  }
   return {
     /**
      * Marks an auto-mode attempt as being sent by this node; call the function returned once its
@@ -72,19 +105,50 @@ export function createAckMap(kv: KV) {
     /** Resolves when the attempt, if this node is sending it, has its answer decided; undefined when it is not. */
     decided: (deliveryId: string): Promise<void> | undefined => beingSent.get(deliveryId),
     /**
-     * Creates the entry of a new attempt of the message `key` (see {@link messageKey}); its revision.
-     * The message's pointer to it is written beside it (the two writes go out together: no round trip
-     * more), so that the message's next delivery can find it and close it (`latest`).
+     * Creates the entry of a new attempt; its revision, or undefined when the id was taken first: a
+     * redelivery closed this attempt before its entry was written (see `preempt`).
      */
-    async open(deliveryId: string, entry: AckEntry, key: string): Promise<number> {
-      const [revision] = await Promise.all([kv.create(deliveryId, JSON.stringify(entry)), kv.put(latestKey(key), deliveryId)]);
-      return revision;
+    open,
+    /**
+     * Writes a closed entry under the id of an attempt whose entry is not there yet (its node wrote
+     * the message's pointer first, or is between the two writes): its own create then fails and it
+     * learns it is stale. False when the entry was written first (read it again).
+     */
+    async preempt(deliveryId: string, entry: AckEntry): Promise<boolean> {
+      return (await open(deliveryId, entry)) !== undefined;
     },
-    /** The delivery id of the message's last attempt opened to callbacks (see `open`), if any. */
-    async latest(key: string): Promise<string | undefined> {
-      const got = await kv.get(latestKey(key));
-      if (!got || got.operation !== 'PUT' || got.value.length === 0) return undefined;
-      return Buffer.from(got.value).toString('utf8');
+    /** The message's pointer to its last attempt opened (see {@link Latest}), with its revision; undefined when there is none. */
+    latest,
+    /**
+     * Points the message `key` at this attempt (delivery `count`) by compare-and-set against `seen`
+     * (the pointer as read, or undefined: none), so that the message's next delivery finds it. When
+     * another write came first, the pointer is read again: one of a later delivery makes this attempt
+     * `stale` (its message belongs to that delivery); one of an earlier one (a node that stalled before
+     * it wrote) is passed to `closeFirst` and the write tried again.
+     */
+    async claim(
+      key: string,
+      count: number,
+      deliveryId: string,
+      seen: Latest | undefined,
+      closeFirst: (earlier: Latest) => Promise<void>,
+    ): Promise<'claimed' | 'stale'> {
+      let current = seen;
+      for (let round = 0; round < CLAIM_ROUNDS; round++) {
+        if (current !== undefined && current.count > count) return 'stale';
+        if (current !== undefined && current.id === deliveryId) return 'claimed';
+        const value = JSON.stringify({ id: deliveryId, count });
+        try {
+          if (current === undefined) await kv.create(latestKey(key), value);
+          else await kv.update(latestKey(key), value, current.revision);
+          return 'claimed';
+        } catch (err) {
+          if (!isWrongLastSequence(err)) throw err;
+        }
+        current = await latest(key);
+        if (current !== undefined && current.count <= count && current.id !== deliveryId) await closeFirst(current);
+      }
+      throw new Error(`the pointer of message ${key} kept changing; the message is left to be redelivered`);
     },
     async get(deliveryId: string): Promise<{ entry: AckEntry; revision: number } | undefined> {
       const got = await kv.get(deliveryId);

@@ -24,6 +24,8 @@ export interface EngineContext {
   clock: () => number;
   random: () => number;
   ackUrlBase: () => string;
+  /** Tests only: awaited before a message's attempt is opened (its entry and pointer written), to stand for a node that stalls there. */
+  beforeOpen?: (at: { subscriptionId: string; partition: number; offset: number; deliveryCount: number }) => Promise<void>;
 }
 
 /** One attempt's event and where it stands, as the ack map keeps it (see `AckEntry`). */

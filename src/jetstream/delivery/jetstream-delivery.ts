@@ -99,6 +99,8 @@ export interface JetStreamDeliveryDeps {
   /** Sink policy of the HTTP sender (`HERALD_SINK_ALLOW_PRIVATE`). */
   allowPrivateSinks: boolean;
   clock?: () => number;
+  /** Tests only: see `EngineContext.beforeOpen`. */
+  beforeOpen?: EngineContext['beforeOpen'];
   /** Base of `herald-ack-url` (HERALD_PUBLIC_URL); the gateway must pass it. */
   ackUrlBase?: () => string;
   /** The layout's list of what Herald made (the event store's): delivery's streams and buckets are checked and recorded there. */
@@ -144,6 +146,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       sender: createHttpSender({ allowPrivate: deps.allowPrivateSinks }),
       log,
       clock,
+      ...(deps.beforeOpen ? { beforeOpen: deps.beforeOpen } : {}),
       random: Math.random,
       ackUrlBase,
     };

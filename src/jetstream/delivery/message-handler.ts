@@ -17,6 +17,7 @@ import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction 
 import type { LeaseKeeper } from './lease-keeper';
 import { finishedPast, positionRecord, previousFrom } from './positions';
 import { settleMessage } from './settle';
+import type { Latest } from './ack-map';
 
 /** A subscription as its messages' handler sees it (see `jetstream-delivery.ts`). */
 export interface SubscriptionView {
@@ -137,8 +138,31 @@ export async function handleMessage(
   const record = sub.record();
   // JetStream's delivery count, less the deliveries that were give-backs of a stopping node, not attempts.
   const count = msg.info.deliveryCount;
-  const [givenBack, earlier] =
-    count > 1 ? await Promise.all([ctx.ackMap.unspent(key).catch(() => 0), closeEarlier(ctx, key)]) : [0, undefined];
+  const manual = record.delivery.ackMode === 'manual';
+  // What stands in for an earlier attempt closed before its entry was written (see `closeEarlier`).
+  const closedStandIn: AckEntry = {
+    ...target,
+    reply: '',
+    attempt: 0,
+    state: 'expired',
+    leaseUntil: null,
+    leaseFloor: null,
+    lastStatus: null,
+    lastError: 'closed by a later delivery of the message before it was opened',
+    policy: { retry: record.delivery.retry, ackDeadlineMs: record.delivery.ackDeadlineMs, ackMode: record.delivery.ackMode },
+    ackWaitMs: ackWaitMs(record.delivery),
+  };
+  const close = (earlier: Latest) => closeEarlier(ctx, earlier.id, closedStandIn).then(() => undefined);
+  const [givenBack, seen] =
+    count > 1 ? await Promise.all([ctx.ackMap.unspent(key).catch(() => 0), ctx.ackMap.latest(key)]) : [0, undefined];
+  const logStale = () =>
+    ctx.log.info(
+      { subscription: sub.id, partition: target.partition, offset: target.offset, deliveryCount: count },
+      'a delivery a later one of the same message has started (its node stalled): not sent, and the message is left to that one',
+    );
+  // Another node already started a later delivery of this message: this one is not sent nor settled.
+  if (seen && seen.count > count) return logStale();
+  const earlier = seen ? await closeEarlier(ctx, seen.id, closedStandIn) : undefined;
   // A callback settled the earlier attempt before it could be closed: the event is not sent again.
   if (earlier) return completeEarlier(ctx, earlier);
   const attempt = count - Math.min(givenBack, count - 1);
@@ -211,7 +235,22 @@ export async function handleMessage(
     ackWaitMs: ackWaitMs(record.delivery),
     openedAt,
   };
-  const revision = record.delivery.ackMode === 'manual' ? await ctx.ackMap.open(deliveryId, entry, key) : undefined;
+  await ctx.beforeOpen?.({ subscriptionId: sub.id, partition: target.partition, offset: target.offset, deliveryCount: count });
+  // The message's pointer names this attempt (compare-and-set, beside the entry's create under manual
+  // ack: attempt 1 pays no round trip more). Auto ack writes the entry only at a 202, so a redelivery
+  // claims the pointer before it sends (attempt 1 does at its 202, see `decide`).
+  let revision: number | undefined;
+  if (manual) {
+    const [opened, claimed] = await Promise.all([
+      ctx.ackMap.open(deliveryId, entry),
+      ctx.ackMap.claim(key, count, deliveryId, seen, close),
+    ]);
+    if (opened === undefined || claimed === 'stale') {
+      if (opened !== undefined) await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, opened).catch(() => undefined);
+      return logStale();
+    }
+    revision = opened;
+  } else if (count > 1 && (await ctx.ackMap.claim(key, count, deliveryId, seen, close)) === 'stale') return logStale();
   // Auto mode: a callback reaching this node before the 202 is read waits for it (see `callbacks.ts`).
   const answered = revision === undefined ? ctx.ackMap.sending(deliveryId) : undefined;
   let result!: SendResult;
@@ -236,6 +275,11 @@ export async function handleMessage(
   // While the request is open: a PATCH that shortens ack_wait renews the message, so it stays this attempt's.
   const sent = leases.sending(sub.id, () => msg.working());
   try {
+    // A node that stalled this long since it took the message may have been overtaken by a redelivery
+    // (which closed this attempt, or claimed the message): read again, not sent when it was.
+    if (ctx.clock() - openedAt >= recheckMs(entry) && (await overtaken(ctx, { deliveryId, key, count }, revision !== undefined))) {
+      return logStale();
+    }
     result = await send(ctx, sub, target, event, { deliveryId, attempt, previousOffset }, group);
     // Never sent (paused or closing while it waited for a connection): its callback id is closed, and
     // the puller keeps the message for the resume, its delivery count unspent on a request.
@@ -263,7 +307,19 @@ export async function handleMessage(
     // Closing: this node stopped watching the subscriptions, so a delete through another node is
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
-    decided = await decide(ctx, { deliveryId, key }, entry, revision, inputOf(deliveryId, result));
+    decided = await decide(ctx, { deliveryId, key, count }, entry, revision, inputOf(deliveryId, result), close);
+    // Auto ack: an answer from a node that stalled long enough to have been overtaken settles nothing
+    // (its signal would settle the later delivery), and a 202's entry is closed, when a later delivery
+    // was started.
+    if (
+      revision === undefined &&
+      decided.action.kind !== 'none' &&
+      ctx.clock() - openedAt >= recheckMs(entry) &&
+      (await overtaken(ctx, { deliveryId, key, count }, false))
+    ) {
+      if (decided.action.kind === 'hold') await closeOwn(ctx, deliveryId);
+      decided = { action: { kind: 'none' }, state: decided.state, outcome: 'stale' };
+    }
   } finally {
     sent();
     answered?.();
@@ -287,6 +343,29 @@ export async function handleMessage(
   if (action.kind === 'hold' && decided.entry) leases.keep(deliveryId, decided.entry);
 }
 
+/** Past this long since a node took a message, it reads whether a redelivery overtook it before it sends or settles (ack_wait is the least a stall takes for that). */
+const recheckMs = (entry: AckEntry): number => entry.ackWaitMs / 2;
+
+/**
+ * Whether a later delivery overtook this attempt: under manual ack its entry is no longer `sending`
+ * (a redelivery closed it), under auto the message's pointer names a later delivery.
+ */
+async function overtaken(ctx: EngineContext, a: { deliveryId: string; key: string; count: number }, hasEntry: boolean): Promise<boolean> {
+  if (hasEntry) {
+    const got = await ctx.ackMap.get(a.deliveryId);
+    return got === undefined || got.entry.state !== 'sending';
+  }
+  const latest = await ctx.ackMap.latest(a.key);
+  return latest !== undefined && latest.count > a.count;
+}
+
+/** Closes this node's own open entry of an attempt found overtaken (best effort: the later delivery closes it too). */
+async function closeOwn(ctx: EngineContext, deliveryId: string): Promise<void> {
+  const got = await ctx.ackMap.get(deliveryId).catch(() => undefined);
+  if (got && (got.entry.state === 'sending' || got.entry.state === 'awaiting_ack'))
+    await ctx.ackMap.swap(deliveryId, { ...got.entry, state: 'expired' }, got.revision).catch(() => undefined);
+}
+
 /** An earlier attempt of the message that a callback settled before a redelivery could close it. */
 interface Earlier {
   deliveryId: string;
@@ -302,12 +381,14 @@ interface Earlier {
  * the close, the one whose write comes first wins; a callback that won with `ack` or `reject` is
  * returned, to be completed rather than the event sent again. Only redeliveries pay these reads.
  */
-async function closeEarlier(ctx: EngineContext, key: string): Promise<Earlier | undefined> {
-  const deliveryId = await ctx.ackMap.latest(key);
-  if (deliveryId === undefined) return undefined;
+async function closeEarlier(ctx: EngineContext, deliveryId: string, standIn: AckEntry): Promise<Earlier | undefined> {
   for (let round = 0; round < SWAP_ROUNDS; round++) {
     const got = await ctx.ackMap.get(deliveryId);
-    if (!got) return undefined;
+    // Its node wrote the pointer but not (yet) the entry: a closed one takes the id, so its create fails.
+    if (!got) {
+      if (await ctx.ackMap.preempt(deliveryId, standIn)) return undefined;
+      continue;
+    }
     const { entry, revision } = got;
     if (entry.state === 'acked' || entry.state === 'rejected') return { deliveryId, entry };
     if (entry.state !== 'sending' && entry.state !== 'awaiting_ack') return undefined;
@@ -403,10 +484,11 @@ interface Decided {
  */
 async function decide(
   ctx: EngineContext,
-  { deliveryId, key }: { deliveryId: string; key: string },
+  { deliveryId, key, count }: { deliveryId: string; key: string; count: number },
   entry: AckEntry,
   revision: number | undefined,
   input: AttemptInput,
+  close: (earlier: Latest) => Promise<void>,
 ): Promise<Decided> {
   let current = entry;
   let rev = revision;
@@ -426,8 +508,16 @@ async function decide(
     };
     if (rev === undefined) {
       // Auto ack mode: only a 202 opens the attempt to callbacks.
-      if (action.kind === 'hold') await ctx.ackMap.open(deliveryId, next, key);
-      return { action, state: step.state, outcome, entry: next };
+      if (action.kind !== 'hold') return { action, state: step.state, outcome, entry: next };
+      // A redelivery claimed the message's pointer before it sent; attempt 1 does now, beside the entry.
+      const [opened, claimed] = await Promise.all([
+        ctx.ackMap.open(deliveryId, next),
+        count > 1 ? ('claimed' as const) : ctx.ackMap.claim(key, count, deliveryId, undefined, close),
+      ]);
+      if (opened !== undefined && claimed === 'claimed') return { action, state: step.state, outcome, entry: next };
+      // Overtaken by a later delivery (a node that stalled): the 202 holds nothing; its callbacks are 409s.
+      if (opened !== undefined) await ctx.ackMap.swap(deliveryId, { ...next, state: 'expired' }, opened).catch(() => undefined);
+      break;
     }
     if ((await ctx.ackMap.swap(deliveryId, next, rev)) !== undefined) return { action, state: step.state, outcome, entry: next };
     const now2 = await ctx.ackMap.get(deliveryId);
