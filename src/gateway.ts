@@ -133,6 +133,10 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     metrics.walGroupEvents.observe(events);
     if (fsyncMs !== undefined) metrics.walFsync.observe(fsyncMs / 1000);
   });
+  // Opening storage holds the loop (recovery, an index rebuild: minutes for a large log). A SIGTERM that came
+  // meanwhile is heard here, before anything listens or delivers (start-up probe: it listened, started
+  // delivery, then shut down).
+  await new Promise<void>((resolve) => setImmediate(resolve));
   let publicUrl = config.publicUrl ?? '';
   const skew = opts.clockSkew;
   const clock = skew ? () => Date.now() + (skew[0] ?? 0) : Date.now;

@@ -11,6 +11,11 @@ Runs the Herald event gateway. Everything else is configured with environment va
 
 `;
 
+/** A message as one line: control characters (a newline in a data dir's path) written as escapes (start-up probe). */
+const oneLine = (message: string): string =>
+  // eslint-disable-next-line no-control-regex -- control characters are what is escaped
+  message.replace(/[\u0000-\u001f]/g, (c) => JSON.stringify(c).slice(1, -1));
+
 /** `--version` and `--help` answer and exit 0 without starting anything; any other argument is a usage error. */
 function handleArguments(args: string[]): void {
   if (args.length === 0) return;
@@ -73,7 +78,7 @@ async function startFromEnv(): Promise<void> {
     config = loadConfig(process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
-      process.stderr.write(`herald: ${err.message}\n`);
+      process.stderr.write(`herald: ${oneLine(err.message)}\n`);
       process.exit(2);
     }
     throw err;
@@ -89,7 +94,7 @@ async function startFromEnv(): Promise<void> {
         : await (await import('./gateway')).startGateway(config);
   } catch (err) {
     if (err instanceof StartupError || err instanceof ConfigError) {
-      process.stderr.write(`herald: ${err.message}\n`);
+      process.stderr.write(`herald: ${oneLine(err.message)}\n`);
       process.exit(2);
     }
     throw err;

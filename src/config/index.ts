@@ -128,8 +128,13 @@ export const configSchema = z
       '127.0.0.1',
     ).describe('Address to listen on.'),
     HERALD_PORT: int(0, 65535, 8080).describe('TCP port to listen on (0 picks a free port).'),
-    HERALD_DATA_DIR: withDefault(z.string(), './data').describe(
-      'Directory holding the write-ahead log (`wal/`) and the SQLite database (`herald.db`).',
+    // Not trimmed (a path may end in a space), refused: SQLite trims the names of its files while the log does
+    // not, and `" d"` put herald.db in `d/` and wal/ in `" d/"` (start-up probe).
+    HERALD_DATA_DIR: withDefault(
+      z.string().refine((dir) => dir.trim() === dir, 'must not begin or end with white space'),
+      './data',
+    ).describe(
+      'Directory holding the write-ahead log (`wal/`) and the SQLite database (`herald.db`); a path beginning or ending with white space is refused.',
     ),
     HERALD_FSYNC: withDefault(z.enum(['always', 'interval', 'never']), 'always').describe(
       '`always`: answer only after an fsync covering the events (group commit). `interval`: fsync every HERALD_FSYNC_INTERVAL_MS. `never`: leave flushing to the OS.',

@@ -352,6 +352,17 @@ describe('start-up problems are one line and exit 2', () => {
     expect(oneLine(under.stderr)).toBe(`herald: data dir ${path.join(file, 'data')} is not usable: ${file} is a file, not a directory`);
   });
 
+  it('a data dir with a newline in its path is named in one line, and one with a leading space is refused (start-up probe: two lines; herald.db and wal/ in two directories)', async () => {
+    const file = path.join(tmpDir(), 'two\nlines');
+    fs.writeFileSync(file, 'x');
+    const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: file });
+    expect(refused.code).toBe(2);
+    expect(refused.stderr).toBe(`herald: data dir ${file.replace('\n', '\\n')} is not a directory: a file is in its place\n`);
+    const spaced = await runGatewayUntilExit({ HERALD_DATA_DIR: ` ${tmpDir()}` });
+    expect(spaced.code).toBe(2);
+    expect(spaced.stderr).toMatch(/^herald: .*HERALD_DATA_DIR.*must not begin or end with white space\n$/);
+  });
+
   it('a data dir that cannot be created under /proc (was: a core at 100 % for good, SIGTERM unheard)', async () => {
     const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: '/proc/herald-nope/data' }, 10_000);
     expect(refused.code).toBe(2);

@@ -409,21 +409,29 @@ describeWithNats('JetStream delivery engine', () => {
     await a.remove(sub.id);
   });
 
-  it('a repeated ack sends the +ACK again: an ack whose node died before its +ACK is not redelivered after a 200', async () => {
+  /**
+   * One event sent to a receiver answering 202 (manual ack), its attempt's entry then set `acked` with no
+   * +ACK sent: what a node SIGKILLed in the middle of the ack leaves.
+   */
+  async function ackedWithoutPlusAck(eventId: string) {
     const r = await receiver(() => ({ status: 202 }));
     const source = `/s/${randomUUID()}`;
     const sub = record(r.url, { filters: onlySource(source) });
     await a.add(sub, noEvents());
-    await publish(source, ['r1']);
+    await publish(source, [eventId]);
     await waitFor(() => r.requests.length >= 1, WAIT);
     const id = header(r.requests[0]!, 'herald-delivery-id')!;
-    // What a node SIGKILLed in the middle of the ack leaves: the entry settled as acked, no +ACK sent.
     const kv = await (await store.connection.jetstream()).views.kv(deliveryNames(prefix).ackBucket);
     const open = await waitFor(async () => {
       const got = await kv.get(id);
       return got && got.value.length > 0 ? got : undefined;
     }, WAIT);
     await kv.update(id, JSON.stringify({ ...JSON.parse(open.string()), state: 'acked' }), open.revision);
+    return { r, sub, id };
+  }
+
+  it('a repeated ack sends the +ACK again: an ack whose node died before its +ACK is not redelivered after a 200', async () => {
+    const { r, sub, id } = await ackedWithoutPlusAck('r1');
     // The receiver, cut off from the dead node, repeats its ack through another.
     expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked', repeated: true });
     await new Promise((res) => setTimeout(res, 3500)); // past the 2 s ack_wait: before, it came again here
@@ -432,19 +440,7 @@ describeWithNats('JetStream delivery engine', () => {
   });
 
   it('an ack whose node died before its +ACK, not repeated, is completed by the redelivery: the event is not sent again', async () => {
-    const r = await receiver(() => ({ status: 202 }));
-    const source = `/s/${randomUUID()}`;
-    const sub = record(r.url, { filters: onlySource(source) });
-    await a.add(sub, noEvents());
-    await publish(source, ['q1']);
-    await waitFor(() => r.requests.length >= 1, WAIT);
-    const id = header(r.requests[0]!, 'herald-delivery-id')!;
-    const kv = await (await store.connection.jetstream()).views.kv(deliveryNames(prefix).ackBucket);
-    const open = await waitFor(async () => {
-      const got = await kv.get(id);
-      return got && got.value.length > 0 ? got : undefined;
-    }, WAIT);
-    await kv.update(id, JSON.stringify({ ...JSON.parse(open.string()), state: 'acked' }), open.revision);
+    const { r, sub } = await ackedWithoutPlusAck('q1');
     await new Promise((res) => setTimeout(res, 3500)); // past the 2 s ack_wait: redelivered, and completed
     expect(r.requests).toHaveLength(1); // before: sent again as attempt 2
     await waitFor(async () => {

@@ -260,6 +260,49 @@ Module._load = function (request, ...rest) {
   });
 });
 
+describe('a signal while storage opens', () => {
+  it('SIGTERM during recovery or an index rebuild: stopped before it listens (start-up probe: it listened, started delivery, then shut down)', async () => {
+    const dir = tmpDir();
+    const marker = `${dir}/opening`;
+    // Holds the opening of index.db (the main thread, synchronously, as a long rebuild does) until told to go on.
+    const preload = `${dir}/slow-open.js`;
+    fs.writeFileSync(
+      preload,
+      `const Module = require('node:module'); const fs = require('node:fs'); const load = Module._load; let held = false;
+Module._load = function (request, ...rest) {
+  const loaded = load.call(this, request, ...rest);
+  if (request !== 'better-sqlite3') return loaded;
+  return new Proxy(loaded, {
+    construct(target, args) {
+      if (!held && String(args[0]).endsWith('index.db')) {
+        held = true;
+        fs.writeFileSync(${JSON.stringify(marker)}, '');
+        const until = Date.now() + 3000;
+        while (Date.now() < until && !fs.existsSync(${JSON.stringify(marker + '.go')})) {}
+      }
+      return Reflect.construct(target, args);
+    },
+  });
+};`,
+    );
+    const child = spawn(process.execPath, [MAIN_JS], {
+      env: { PATH: process.env.PATH, HERALD_PORT: '0', HERALD_DATA_DIR: `${dir}/data`, NODE_OPTIONS: `--require ${preload}` },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let output = '';
+    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+    child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+    const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+    for (let i = 0; i < 1000 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 10));
+    expect(fs.existsSync(marker)).toBe(true);
+    child.kill('SIGTERM');
+    fs.writeFileSync(`${marker}.go`, '');
+    expect(await exited).toBe(0);
+    expect(output).toContain('stopped during start-up (SIGTERM)');
+    expect(output).not.toContain('herald listening');
+  });
+});
+
 /** A port free on loopback now (the child takes it a moment later). */
 async function freePort(): Promise<number> {
   const server = net.createServer();
