@@ -132,6 +132,10 @@ function segmentHolder(dir: string): string | undefined {
  * which the kernel drops when the process dies. `busy` when another process holds it.
  */
 function takeLock(file: string, dataDir: string): Database.Database | 'busy' {
+  // SQLite would follow it and write its journal beside the target, outside the data dir (start-up probe: as
+  // root, /dev/null-journal), and two data dirs linked to one target would lock each other out.
+  if (fs.lstatSync(file, { throwIfNoEntry: false })?.isSymbolicLink())
+    throw new StartupError(`${path.resolve(file)} is a symbolic link; a lock file must be a plain file in its directory: remove the link`);
   let db: Database.Database;
   try {
     db = new Database(file);

@@ -127,6 +127,22 @@ describe('two gateways on one data dir', () => {
     }
   });
 
+  it('refuses a herald.lock or wal/herald.lock that is a symbolic link (start-up probe: SQLite wrote its journal beside the target, /dev/null-journal as root)', async () => {
+    const target = path.join(tmpDir(), 'elsewhere');
+    fs.writeFileSync(target, '');
+    for (const lock of ['herald.lock', path.join('wal', 'herald.lock')]) {
+      const dataDir = tmpDir();
+      fs.mkdirSync(path.join(dataDir, 'wal'));
+      fs.symlinkSync(target, path.join(dataDir, lock));
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir });
+      expect(refused.code).toBe(2);
+      expect(oneLine(refused.stderr)).toBe(
+        `herald: ${path.join(dataDir, lock)} is a symbolic link; a lock file must be a plain file in its directory: remove the link`,
+      );
+      expect(fs.existsSync(`${target}-journal`)).toBe(false);
+    }
+  });
+
   it('refuses a second gateway in the same process too', async () => {
     const gw = await startTestGateway();
     try {
