@@ -222,82 +222,74 @@ describe('a signal during start-up', () => {
   );
 });
 
+/**
+ * Starts `node dist/main.js` with a preload (`preload(hold)`: `hold` is the code that writes a marker and
+ * waits, blocking the main thread, until told to go on), sends SIGTERM once the marker is written, lets it
+ * go on, and resolves with the exit code and everything it wrote.
+ */
+async function sigtermWhileHeld(preload: (hold: string) => string): Promise<{ code: number | string; output: string }> {
+  const dir = tmpDir();
+  const marker = `${dir}/held`;
+  const hold = `fs.writeFileSync(${JSON.stringify(marker)}, '');
+    const until = Date.now() + 3000;
+    while (Date.now() < until && !fs.existsSync(${JSON.stringify(marker + '.go')})) {}`;
+  const file = `${dir}/preload.js`;
+  fs.writeFileSync(
+    file,
+    `const Module = require('node:module'); const fs = require('node:fs'); const load = Module._load; let held = false;\n${preload(hold)}`,
+  );
+  const child = spawn(process.execPath, [MAIN_JS], {
+    env: { PATH: process.env.PATH, HERALD_PORT: '0', HERALD_DATA_DIR: `${dir}/data`, NODE_OPTIONS: `--require ${file}` },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
+  child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
+  const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+  for (let i = 0; i < 1000 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 10));
+  expect(fs.existsSync(marker)).toBe(true);
+  child.kill('SIGTERM');
+  fs.writeFileSync(`${marker}.go`, '');
+  return { code: await exited, output };
+}
+
 describe('a signal while the modules load', () => {
   it('SIGTERM while express is being loaded: exit 0 (was: killed by the signal, exit 143, in the first half second)', async () => {
-    const dir = tmpDir();
-    const marker = `${dir}/loading`;
     // Holds the load of express for up to 3 s, once it has said so: a signal then comes while modules load.
-    const preload = `${dir}/slow-express.js`;
-    fs.writeFileSync(
-      preload,
-      `const Module = require('node:module'); const fs = require('node:fs'); const load = Module._load; let held = false;
-Module._load = function (request, ...rest) {
+    const { code, output } = await sigtermWhileHeld(
+      (hold) => `Module._load = function (request, ...rest) {
   if (request === 'express' && !held) {
     held = true;
-    fs.writeFileSync(${JSON.stringify(marker)}, '');
-    const until = Date.now() + 3000;
-    while (Date.now() < until && !fs.existsSync(${JSON.stringify(marker + '.go')})) {}
+    ${hold}
   }
   return load.call(this, request, ...rest);
 };`,
     );
-    const child = spawn(process.execPath, [MAIN_JS], {
-      env: { PATH: process.env.PATH, HERALD_PORT: '0', HERALD_DATA_DIR: `${dir}/data`, NODE_OPTIONS: `--require ${preload}` },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    let stdout = '';
-    child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-    child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
-    const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
-    for (let i = 0; i < 1000 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(fs.existsSync(marker)).toBe(true);
-    child.kill('SIGTERM');
-    fs.writeFileSync(`${marker}.go`, '');
-    expect(await exited).toBe(0);
+    expect(code).toBe(0);
     // Stopped at once, or (the signal seen only once a main-thread step ended) the gateway that start made, gracefully.
-    expect(`${stderr}${stdout}`).toMatch(/stopped during start-up \(SIGTERM\)|"signal":"SIGTERM","msg":"shutting down/);
+    expect(output).toMatch(/stopped during start-up \(SIGTERM\)|"signal":"SIGTERM","msg":"shutting down/);
   });
 });
 
 describe('a signal while storage opens', () => {
   it('SIGTERM during recovery or an index rebuild: stopped before it listens (start-up probe: it listened, started delivery, then shut down)', async () => {
-    const dir = tmpDir();
-    const marker = `${dir}/opening`;
     // Holds the opening of index.db (the main thread, synchronously, as a long rebuild does) until told to go on.
-    const preload = `${dir}/slow-open.js`;
-    fs.writeFileSync(
-      preload,
-      `const Module = require('node:module'); const fs = require('node:fs'); const load = Module._load; let held = false;
-Module._load = function (request, ...rest) {
+    const { code, output } = await sigtermWhileHeld(
+      (hold) => `Module._load = function (request, ...rest) {
   const loaded = load.call(this, request, ...rest);
   if (request !== 'better-sqlite3') return loaded;
   return new Proxy(loaded, {
     construct(target, args) {
       if (!held && String(args[0]).endsWith('index.db')) {
         held = true;
-        fs.writeFileSync(${JSON.stringify(marker)}, '');
-        const until = Date.now() + 3000;
-        while (Date.now() < until && !fs.existsSync(${JSON.stringify(marker + '.go')})) {}
+        ${hold}
       }
       return Reflect.construct(target, args);
     },
   });
 };`,
     );
-    const child = spawn(process.execPath, [MAIN_JS], {
-      env: { PATH: process.env.PATH, HERALD_PORT: '0', HERALD_DATA_DIR: `${dir}/data`, NODE_OPTIONS: `--require ${preload}` },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let output = '';
-    child.stderr!.on('data', (c: Buffer) => (output += c.toString()));
-    child.stdout!.on('data', (c: Buffer) => (output += c.toString()));
-    const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
-    for (let i = 0; i < 1000 && !fs.existsSync(marker); i++) await new Promise((r) => setTimeout(r, 10));
-    expect(fs.existsSync(marker)).toBe(true);
-    child.kill('SIGTERM');
-    fs.writeFileSync(`${marker}.go`, '');
-    expect(await exited).toBe(0);
+    expect(code).toBe(0);
     expect(output).toContain('stopped during start-up (SIGTERM)');
     expect(output).not.toContain('herald listening');
   });
