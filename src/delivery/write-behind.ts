@@ -155,7 +155,7 @@ export function createWriteBehind(deps: {
       writeAttempts();
     } catch (err) {
       attemptFailures.count++;
-      // Once a minute with the count, as the delivery state's (disk probe: a line with its stack every second on a full disk).
+      // Once, then every 10 s with the count, as the delivery state's (disk probe: a line with its stack every second on a full disk).
       if (closed || attemptFailures.count === 1 || Date.now() - attemptFailures.loggedAt >= FAILURE_LOG_INTERVAL_MS) {
         attemptFailures.loggedAt = Date.now();
         deps.log.error(
