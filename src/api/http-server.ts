@@ -145,7 +145,7 @@ function tailsOf(socket: Duplex): ConnectionTails {
  * answers before it on the connection (publishes awaiting their fsync: re-probe, cut with them it
  * left them unanswered), and the connection is cut FIN_GRACE_MS later if it has not closed by then (a
  * reader that reads nothing held it for good: re-probe, 32 past HERALD_MAX_STREAMS=8). One listener per
- * connection, however many tails it pipelines.
+ * connection (only its first tail is served: see `Arrivals`).
  */
 function endOnFin(res: http.ServerResponse, end: () => void): void {
   const socket = res.req.socket;
@@ -192,11 +192,9 @@ interface Gate {
   open: boolean | undefined;
   opened: Promise<boolean>;
 }
-/** The gate of each connection's latest request under `Expect: 100-continue`, or live tail (none: every request is served). */
+/** The gate of each connection's latest request under `Expect: 100-continue` (none: every request is served). */
 const gates = new WeakMap<Duplex, Gate>();
-/** How many requests of each connection wait for its gate. */
-const held = new WeakMap<Duplex, number>();
-/** Requests a connection may pipeline behind a gate (a body not asked for yet, a live tail); past them it is cut. */
+/** Requests a connection may pipeline that wait behind a gate or are dropped (see `Arrivals`); past them it is cut. */
 const HELD_MAX = 32;
 
 /**
@@ -229,12 +227,14 @@ function gateBehindExpect(socket: Duplex, res: http.ServerResponse, before: Gate
 interface Arrivals {
   count: number;
   closingAt: number;
+  /** Requests now waiting behind a gate, and all those dropped (see `countHeld`). */
+  held: number;
 }
 const arrivalsOn = new WeakMap<Duplex, Arrivals>();
 
 function arrivalsOf(socket: Duplex): Arrivals {
   let arrivals = arrivalsOn.get(socket);
-  if (!arrivals) arrivalsOn.set(socket, (arrivals = { count: 0, closingAt: Infinity }));
+  if (!arrivals) arrivalsOn.set(socket, (arrivals = { count: 0, closingAt: Infinity, held: 0 }));
   return arrivals;
 }
 
@@ -311,10 +311,9 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
    * loop for 35 s). Whether it is cut.
    */
   function countHeld(socket: Duplex): boolean {
-    const count = (held.get(socket) ?? 0) + 1;
-    held.set(socket, count);
-    if (count > HELD_MAX) socket.destroy();
-    return count > HELD_MAX;
+    const arrivals = arrivalsOf(socket);
+    if (++arrivals.held > HELD_MAX) socket.destroy();
+    return arrivals.held > HELD_MAX;
   }
 
   /** A request not served: its body is read and discarded, so that what follows (a FIN ending a tail) is read. */
@@ -327,9 +326,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     const socket = req.socket;
     if (countHeld(socket)) return;
     void gate.opened.then((open) => {
-      const left = held.get(socket)! - 1;
-      if (left > 0) held.set(socket, left);
-      else held.delete(socket);
+      arrivalsOf(socket).held--;
       if (open && !socket.destroyed && !isAfterClosing(socket, index)) handle(req, res, index);
       else req.resume();
     });
