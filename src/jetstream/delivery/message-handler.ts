@@ -139,8 +139,9 @@ export async function handleMessage(
   // JetStream's delivery count, less the deliveries that were give-backs of a stopping node, not attempts.
   const count = msg.info.deliveryCount;
   const manual = record.delivery.ackMode === 'manual';
-  // What stands in for an earlier attempt closed before its entry was written (see `closeEarlier`).
-  const closedStandIn: AckEntry = {
+  // What stands in for an earlier attempt closed before its entry was written (see `closeEarlier`): made
+  // only then, not for every message.
+  const closedStandIn = (): AckEntry => ({
     ...target,
     reply: '',
     attempt: 0,
@@ -151,7 +152,7 @@ export async function handleMessage(
     lastError: 'closed by a later delivery of the message before it was opened',
     policy: { retry: record.delivery.retry, ackDeadlineMs: record.delivery.ackDeadlineMs, ackMode: record.delivery.ackMode },
     ackWaitMs: ackWaitMs(record.delivery),
-  };
+  });
   const close = (earlier: Latest) => closeEarlier(ctx, earlier.id, closedStandIn).then(() => undefined);
   const [givenBack, seen] =
     count > 1 ? await Promise.all([ctx.ackMap.unspent(key).catch(() => 0), ctx.ackMap.latest(key)]) : [0, undefined];
@@ -246,7 +247,7 @@ export async function handleMessage(
       ctx.ackMap.claim(key, count, deliveryId, seen, close),
     ]);
     if (opened === undefined || claimed === 'stale') {
-      if (opened !== undefined) await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, opened).catch(() => undefined);
+      if (opened !== undefined) await expireQuietly(ctx, deliveryId, entry, opened);
       return logStale();
     }
     revision = opened;
@@ -359,11 +360,16 @@ async function overtaken(ctx: EngineContext, a: { deliveryId: string; key: strin
   return latest !== undefined && latest.count > a.count;
 }
 
+/** Closes an attempt's open entry (`revision`: as read or written), best effort: a later delivery closes it too. */
+async function expireQuietly(ctx: EngineContext, deliveryId: string, entry: AckEntry, revision: number): Promise<void> {
+  await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, revision).catch(() => undefined);
+}
+
 /** Closes this node's own open entry of an attempt found overtaken (best effort: the later delivery closes it too). */
 async function closeOwn(ctx: EngineContext, deliveryId: string): Promise<void> {
   const got = await ctx.ackMap.get(deliveryId).catch(() => undefined);
   if (got && (got.entry.state === 'sending' || got.entry.state === 'awaiting_ack'))
-    await ctx.ackMap.swap(deliveryId, { ...got.entry, state: 'expired' }, got.revision).catch(() => undefined);
+    await expireQuietly(ctx, deliveryId, got.entry, got.revision);
 }
 
 /** An earlier attempt of the message that a callback settled before a redelivery could close it. */
@@ -381,12 +387,12 @@ interface Earlier {
  * the close, the one whose write comes first wins; a callback that won with `ack` or `reject` is
  * returned, to be completed rather than the event sent again. Only redeliveries pay these reads.
  */
-async function closeEarlier(ctx: EngineContext, deliveryId: string, standIn: AckEntry): Promise<Earlier | undefined> {
+async function closeEarlier(ctx: EngineContext, deliveryId: string, standIn: () => AckEntry): Promise<Earlier | undefined> {
   for (let round = 0; round < SWAP_ROUNDS; round++) {
     const got = await ctx.ackMap.get(deliveryId);
     // Its node wrote the pointer but not (yet) the entry: a closed one takes the id, so its create fails.
     if (!got) {
-      if (await ctx.ackMap.preempt(deliveryId, standIn)) return undefined;
+      if (await ctx.ackMap.preempt(deliveryId, standIn())) return undefined;
       continue;
     }
     const { entry, revision } = got;
@@ -516,7 +522,7 @@ async function decide(
       ]);
       if (opened !== undefined && claimed === 'claimed') return { action, state: step.state, outcome, entry: next };
       // Overtaken by a later delivery (a node that stalled): the 202 holds nothing; its callbacks are 409s.
-      if (opened !== undefined) await ctx.ackMap.swap(deliveryId, { ...next, state: 'expired' }, opened).catch(() => undefined);
+      if (opened !== undefined) await expireQuietly(ctx, deliveryId, next, opened);
       break;
     }
     if ((await ctx.ackMap.swap(deliveryId, next, rev)) !== undefined) return { action, state: step.state, outcome, entry: next };
