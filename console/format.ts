@@ -79,12 +79,17 @@ export function newEventId(): string {
 }
 
 /**
- * `text` with every bidirectional control (the embeddings, overrides and isolates, and the marks) written
- * as a `\u202e`-style escape, as the CLI writes control characters: the console shows events, answers and
- * errors that others wrote, and U+202E in a receiver's error would otherwise reverse what follows it on
- * screen (a dead letter's "last error" could be made to read anything). In JSON the escape is the same
- * character, so a shown event still parses.
+ * `text` with every bidirectional control (the embeddings, overrides and isolates, and the marks) and
+ * every invisible format character (zero-width space, word joiner, the invisible operators, the byte
+ * order mark) written as a `\u202e`-style escape, as the CLI writes them: the console shows events,
+ * answers and errors that others wrote. U+202E in a receiver's error would otherwise reverse what
+ * follows it on screen (a dead letter's "last error" could be made to read anything), and a zero-width
+ * space makes two different ids look the same. The zero-width joiner and non-joiner stay (emoji and
+ * scripts such as Persian use them). In JSON the escape is the same character, so a shown event still parses.
  */
-export function withoutBidiControls(text: string): string {
-  return text.replace(/[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+export function withoutHiddenCharacters(text: string): string {
+  return text.replace(
+    /[\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`,
+  );
 }

@@ -210,11 +210,15 @@ function DeadLetterList(props: { subscriptionId: string }) {
                 <td class="num mono">
                   {d.partition}:{d.offset}
                 </td>
-                <td>
+                <td class="event-cell">
                   {d.event ? (
                     <>
-                      <span class="mono">{d.event.id}</span>
-                      <div class="dim small">{d.event.type}</div>
+                      <div class="mono one-line" title={d.event.id}>
+                        {d.event.id}
+                      </div>
+                      <div class="dim small one-line" title={d.event.type}>
+                        {d.event.type}
+                      </div>
                     </>
                   ) : (
                     <span class="dim">(not readable)</span>

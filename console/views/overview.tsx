@@ -1,7 +1,7 @@
 import { useMemo, useRef, useState } from 'preact/hooks';
 import { api, readiness } from '../api';
 import { Badge, Card, ErrorNote, JsonBlock, Stat } from '../components/ui';
-import { formatCount, formatRate, preview } from '../format';
+import { clipped, formatCount, formatRate, preview } from '../format';
 import { usePoll } from '../hooks';
 import type { PartitionInfo, StoredEvent } from '../types';
 
@@ -139,12 +139,13 @@ function LatestEvents(props: { partition: PartitionInfo }) {
           return (
             <li
               key={key}
-              data-event-id={e.event.id}
+              data-event-id={clipped(e.event.id)}
               class={open === key ? 'selected' : ''}
               onClick={() => setOpen(open === key ? undefined : key)}
             >
-              <span class="mono dim">{e.offset}</span> <span class="mono">{e.event.type}</span> <span class="dim">{e.event.source}</span>{' '}
-              <span class="mono">{e.event.id}</span> <span class="dim mono">{preview(e.event.data ?? e.event.data_base64, 80)}</span>
+              <span class="mono dim">{e.offset}</span> <span class="mono">{clipped(e.event.type)}</span>{' '}
+              <span class="dim">{clipped(e.event.source)}</span> <span class="mono">{clipped(e.event.id)}</span>{' '}
+              <span class="dim mono">{preview(e.event.data ?? e.event.data_base64, 80)}</span>
               {open === key && <JsonBlock value={e.event} />}
             </li>
           );

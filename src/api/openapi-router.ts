@@ -19,6 +19,16 @@ const SCRIPT_ROUTE = '/docs/assets/redoc.standalone.js';
  */
 const CDN_LOGO = '"https://cdn.redoc.ly/redoc/logo-mini.svg"';
 const NO_LOGO = '"data:,"';
+/**
+ * The reference page is not framed by other sites (console probe: it could be) nor sends a referrer.
+ * Its scripts and styles are not restricted: Redoc injects styles and starts its search worker from a blob.
+ */
+const DOCS_SECURITY_HEADERS: Readonly<Record<string, string>> = {
+  'content-security-policy': "frame-ancestors 'none'; object-src 'none'; base-uri 'none'",
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'referrer-policy': 'no-referrer',
+};
 /** `GET /docs/`: the same page as `GET /docs`, the one route served but not documented separately. */
 export const DOCS_ALIAS = '/docs/';
 
@@ -57,7 +67,7 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
     const { title, jsonText } = contract();
     res
       .type('html')
-      .set('x-content-type-options', 'nosniff')
+      .set(DOCS_SECURITY_HEADERS)
       .send(docsPage(title, scriptUrl, jsonText));
   };
   router.get('/docs', open, docs);

@@ -83,7 +83,13 @@ export function sendProblem(res: ServerResponse, err: unknown, log: Logger): Err
     return problem.code;
   }
   const body = JSON.stringify(problem);
-  res.writeHead(problem.status, { ...headers, 'content-type': PROBLEM_CONTENT_TYPE, 'content-length': Buffer.byteLength(body) });
+  // nosniff: a problem's detail can repeat what a request named (a console asset's file name), never to be read as HTML.
+  res.writeHead(problem.status, {
+    ...headers,
+    'content-type': PROBLEM_CONTENT_TYPE,
+    'content-length': Buffer.byteLength(body),
+    'x-content-type-options': 'nosniff',
+  });
   res.end(body);
   return problem.code;
 }

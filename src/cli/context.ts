@@ -119,7 +119,8 @@ export function parseDeadLetterId(value: string): string {
 }
 
 export function parseNonNegativeInt(value: string): number {
-  if (!/^[0-9]+$/.test(value) || !Number.isSafeInteger(Number(value))) throw new InvalidArgumentError('not a whole number ≥ 0');
+  if (!/^[0-9]+$/.test(value)) throw new InvalidArgumentError('not a whole number ≥ 0');
+  if (!Number.isSafeInteger(Number(value))) throw new InvalidArgumentError(`larger than ${Number.MAX_SAFE_INTEGER}, the largest taken`);
   return Number(value);
 }
 

@@ -46,8 +46,8 @@ export function createOutput(streams: CliStreams, options: { json: boolean; env?
     json: options.json,
     stderrIsTty: streams.stderr.isTTY === true,
     style,
-    document: (value) => out(`${JSON.stringify(value, null, 2)}\n`),
-    jsonLine: (value) => out(`${JSON.stringify(value)}\n`),
+    document: (value) => out(`${terminalSafeJson(value, 2)}\n`),
+    jsonLine: (value) => out(`${terminalSafeJson(value)}\n`),
     line: (text = '') => out(`${text}\n`),
     note: (text) => streams.stderr.write(`${text}\n`),
     warn: (text) => streams.stderr.write(`${errColours ? styleText('yellow', 'warning:') : 'warning:'} ${text}\n`),
@@ -87,17 +87,27 @@ function columns(rows: string[][]): string {
 }
 
 /**
- * `text` with every control character (C0, tab and newline included, DEL, C1) and every bidirectional
- * control written as a `\u001b`-style escape: event attributes and receivers' answers come from
- * others, and must neither drive the terminal (move the cursor, retitle the window, set the
- * clipboard), nor forge lines or columns of the output (a type holding a newline and a made-up event
- * line), nor show text reversed (U+202E reverses what follows it on screen). Human output only
- * (`--json` prints the API's answer as it is); text styled by {@link Output.style} is not passed
- * through it.
+ * Characters that are not control characters yet hide or disguise text on screen: the bidirectional
+ * controls (U+202E reverses what follows it), and the invisible format characters that make two
+ * different ids look the same (zero-width space, word joiner and the invisible operators, the byte
+ * order mark). The zero-width joiner and non-joiner are left alone: emoji and scripts such as Persian use them.
+ */
+const HIDDEN = '\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff';
+const UNPRINTABLE = new RegExp(`[\u0000-\u001f\u007f-\u009f${HIDDEN}]`, 'g');
+const UNPRINTABLE_BUT_NEWLINE = new RegExp(`[\u0000-\u0009\u000b-\u001f\u007f-\u009f${HIDDEN}]`, 'g');
+/** What `JSON.stringify` leaves raw that a terminal may act on (DEL, C1: U+009B is a CSI) or that hides text, and U+2028/U+2029. */
+const RAW_IN_JSON = new RegExp(`[\u007f-\u009f\u2028\u2029${HIDDEN}]`, 'g');
+
+/**
+ * `text` with every control character (C0, tab and newline included, DEL, C1) and every hidden
+ * character ({@link HIDDEN}) written as a `\u001b`-style escape: event attributes and receivers'
+ * answers come from others, and must neither drive the terminal (move the cursor, retitle the window,
+ * set the clipboard), nor forge lines or columns of the output (a type holding a newline and a
+ * made-up event line), nor show text reversed or two ids alike. Human output only (`--json`: see
+ * {@link terminalSafeJson}); text styled by {@link Output.style} is not passed through it.
  */
 export function printable(text: string): string {
-  // eslint-disable-next-line no-control-regex -- these are exactly the characters replaced
-  return text.replace(/[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, escape);
+  return text.replace(UNPRINTABLE, escape);
 }
 
 /**
@@ -106,8 +116,16 @@ export function printable(text: string): string {
  * Values from others put into such text must have gone through {@link printable} first.
  */
 export function printableLines(text: string): string {
-  // eslint-disable-next-line no-control-regex -- these are exactly the characters replaced
-  return text.replace(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]/g, escape);
+  return text.replace(UNPRINTABLE_BUT_NEWLINE, escape);
+}
+
+/**
+ * `value` as JSON whose strings carry DEL, C1 controls and hidden characters as `\u` escapes: the
+ * same JSON value, but `--json` on a terminal no longer writes U+009B (an 8-bit CSI) or U+202E raw
+ * (`JSON.stringify` escapes only C0). Outside strings JSON text is ASCII, so only strings change.
+ */
+export function terminalSafeJson(value: unknown, indent?: number): string {
+  return (JSON.stringify(value, null, indent) ?? 'null').replace(RAW_IN_JSON, escape);
 }
 
 const escape = (c: string): string => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;

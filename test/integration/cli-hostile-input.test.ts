@@ -77,6 +77,11 @@ describe('herald: human output never passes control characters from the data to 
 
     // --json stays the API's answer, as it is.
     expect((await json('events', 'get', '/hostile', 'esc-\u001b[2J')).event.type).toBe('com.example.\u001b]0;owned\u0007\u009b31m');
+    // ...written with C1 controls as escapes (JSON.stringify left U+009B, an 8-bit CSI, raw: console probe).
+    const raw = await herald('events', 'get', '/hostile', 'esc-\u001b[2J', '--json');
+    expect(raw.code).toBe(0);
+    expect(raw.stdout).toContain('\\u009b31m');
+    expect(raw.stdout).not.toMatch(CONTROL);
     await herald('subs', 'delete', sub.id);
   });
 });

@@ -307,6 +307,8 @@ describe('the dead letters view, against what a receiver writes', () => {
     const id = await subscribe(gw, refusing.url);
     const eventId = `long-${'i'.repeat(195)}`;
     await publish(gw, [{ id: eventId, type: 'com.example.\u2067hostile' }]);
+    // A zero-width space would make this id look like "zw-1" (console probe).
+    await publish(gw, [{ id: 'zw-\u200b1' }]);
     // A type of 1,000 characters, and a subscription whose sink is 1,500 long in the selector (re-probe: 8,005 and 12,331 px).
     await publish(gw, [{ id: 'long-type', type: `com.example.${'t'.repeat(1000)}` }]);
     await subscribe(gw, `${refusing.url}/${'p'.repeat(1500)}`);
@@ -317,6 +319,15 @@ describe('the dead letters view, against what a receiver writes', () => {
     const row = page.locator('[data-testid=dead-letters] tbody tr').first();
     await page.locator('[data-testid=dead-letters] tr[data-event-id=long-type]').waitFor();
     expect(await page.evaluate('document.documentElement.scrollWidth')).toBeLessThanOrEqual(1280);
+    // The event column stays readable and the rows short (probe: 54 px wide, ids wrapped a few characters a
+    // line, a row 1,556 px tall for a 200-character id).
+    const cell = await row.locator('td.event-cell').boundingBox();
+    expect(cell!.width).toBeGreaterThanOrEqual(120);
+    for (const box of await page
+      .locator('[data-testid=dead-letters] tbody tr')
+      .evaluateAll((trs) => trs.map((tr) => tr.getBoundingClientRect().height)))
+      expect(box).toBeLessThan(80);
+    expect(await page.locator('[data-testid=dead-letters] tbody tr', { hasText: 'zw-' }).innerText()).toContain('zw-\\u200b1');
     const text = await row.innerText();
     expect(text).toContain('\\u202eexe.txt');
     expect(text).toContain('com.example.\\u2067hostile');
@@ -371,6 +382,28 @@ describe('the overview', () => {
     expect(await opened.count()).toBe(1);
     expect(await opened.getAttribute('data-event-id')).toBe('older-1');
     expect(await opened.locator('pre').innerText()).toContain('"id": "older-1"');
+  });
+
+  it("cuts a latest event's id, type and source to 200 characters, as the tail and dead letters do (console probe: 300,000 each, whole)", async () => {
+    const gw = await gateway();
+    const long = (c: string) => c.repeat(300_000);
+    await fetch(`${gw.url}/events`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/cloudevents+json' },
+      body: JSON.stringify({ specversion: '1.0', id: `big-${long('I')}`, source: `/big/${long('S')}`, type: `big.${long('T')}` }),
+    }).then((res) => expect(res.status).toBe(202));
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console`);
+    await page.click('button:text-is("latest events")');
+    const item = page.locator('[data-testid=latest-events] li').first();
+    await item.waitFor();
+    const text = await item.innerText();
+    expect(text.length).toBeLessThan(1000);
+    for (const start of ['big-III', '/big/SSS', 'big.TTT']) expect(text).toContain(start);
+    expect((await item.getAttribute('data-event-id'))!.length).toBe(200);
+    // Opened, it is the whole event.
+    await item.click();
+    expect((await item.locator('pre').innerText()).length).toBeGreaterThan(900_000);
   });
 
   it('shows the ten latest events of a partition of 1 MiB events, the newest too (was: the first 8 MiB page, without the newest)', async () => {

@@ -104,4 +104,16 @@ describe('the contract router', () => {
     expect(page.text).not.toContain('<script>alert(1)');
     expect(page.text).toContain('\\u003c/script>');
   });
+
+  it('serves the docs page unframeable, and a problem that repeats a path as never-HTML (console probe)', async () => {
+    for (const route of ['/docs', '/docs/']) {
+      const page = await request(app()).get(route).expect(200);
+      expect(page.headers['x-frame-options']).toBe('DENY');
+      expect(page.headers['content-security-policy']).toContain("frame-ancestors 'none'");
+      expect(page.headers['x-content-type-options']).toBe('nosniff');
+    }
+    const missing = await request(app()).get('/docs/assets/<script>alert(1)</script>.html').expect(404);
+    expect(missing.headers['content-type']).toMatch(/^application\/problem\+json/);
+    expect(missing.headers['x-content-type-options']).toBe('nosniff');
+  });
 });

@@ -1,4 +1,4 @@
-import { createOutput, printable, printableLines, type CliStreams } from '../../src/cli/output';
+import { createOutput, printable, printableLines, terminalSafeJson, type CliStreams } from '../../src/cli/output';
 
 /** A stdout/stderr pair that records what is written, as a terminal (colours on) or not. */
 function streams(isTTY: boolean): CliStreams & { text: () => string } {
@@ -19,6 +19,31 @@ describe('CLI human output', () => {
     expect(printable('a\u202eexe.txt\u2066b\u200fc')).toBe('a\\u202eexe.txt\\u2066b\\u200fc');
     expect(printableLines('{\n  "e": "\u202ex"\n}')).toBe('{\n  "e": "\\u202ex"\n}');
     expect(printable('עברית ok')).toBe('עברית ok');
+  });
+
+  it('writes invisible format characters as escapes, so two different ids never look the same (console probe)', () => {
+    expect(printable('order\u200b-1\u2060\ufeff')).toBe('order\\u200b-1\\u2060\\ufeff');
+    expect(printableLines('{\n  "id": "a\u2063b"\n}')).toBe('{\n  "id": "a\\u2063b"\n}');
+    // The joiners stay: emoji sequences and Persian use them.
+    expect(printable('👩\u200d💻 می\u200cخواهم')).toBe('👩\u200d💻 می\u200cخواهم');
+  });
+
+  it('--json writes DEL, C1, bidi and invisible characters as \\u escapes: the same JSON value, nothing raw for the terminal (console probe)', () => {
+    const value = { id: 'c1-\u009b2J\u009d0;PWNED\u009c', type: 'a\u202eb\u200bc\u007f\u2028', data: { n: 1, é: 'café' } };
+    for (const text of [terminalSafeJson(value), terminalSafeJson(value, 2)]) {
+      expect(JSON.parse(text)).toEqual(value);
+      expect(text).not.toMatch(/[\u007f-\u009f\u200b\u2028\u202e]/);
+      expect(text).toContain('\\u009b2J');
+      expect(text).toContain('café');
+    }
+    const s = streams(true);
+    const out = createOutput(s, { json: true, env: {} });
+    out.document(value);
+    out.jsonLine(value);
+    const [doc, line] = [s.text().slice(0, s.text().lastIndexOf('{"id"')), s.text().slice(s.text().lastIndexOf('{"id"'))];
+    expect(JSON.parse(doc)).toEqual(value);
+    expect(JSON.parse(line)).toEqual(value);
+    expect(s.text()).not.toMatch(/[\u007f-\u009f\u202e]/);
   });
 
   it('keeps the newlines of text herald lays out itself, escaping every other control character', () => {
