@@ -147,6 +147,12 @@ describe('herald: small usage errors a probe found', () => {
     expect(result.stderr).toMatch(/not a whole number from 1 to 86400/);
   });
 
+  it('names the limit for a whole number past 2^53 - 1 (console probe: was "not a whole number ≥ 0")', async () => {
+    const result = await herald('events', 'read', '--partition', '0', '--from', '9007199254740993');
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/larger than 9007199254740991/);
+  });
+
   it('refuses a dead letter id that is not digits before sending anything, as redeliver does (was: sent, exit 1)', async () => {
     const result = await herald('dead-letters', 'delete', '00000000-0000-4000-8000-000000000000', '-1');
     expect(result.code).toBe(2);
