@@ -473,6 +473,79 @@ describeWithNats('JetStream delivery engine', () => {
     await a.remove(sub.id);
   });
 
+  /**
+   * An event sent by node K (a child process) to a receiver that, inside its handler, extends the lease
+   * through node B by `leaseMs` (four 2 s ack_waits) and then does `then`; K is SIGKILLed once the
+   * extend is answered and `then` has had time to be read, and A joins to take any redelivery.
+   */
+  async function extendThroughB(then: 'answer 202' | 'hang', leaseMs = 8000) {
+    const extended: { until?: number } = {};
+    const r = await receiver(async (req) => {
+      if (nodeOf(req) !== 'k' || extended.until !== undefined) return { status: 204 };
+      const answer = await b.callback(header(req, 'herald-delivery-id')!, 'extend', { ms: leaseMs });
+      extended.until = Date.parse((answer as { leaseUntil: string }).leaseUntil);
+      return then === 'answer 202' ? { status: 202 } : { status: 202, delayMs: 60_000 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual' } });
+    const child = await spawnNode('k', sub);
+    try {
+      await publish(source, ['x1']);
+      await waitFor(() => extended.until !== undefined, WAIT);
+      await new Promise((res) => setTimeout(res, 300)); // K reads the 202 (or still waits for it)
+      child.kill('SIGKILL');
+      await new Promise((res) => child.once('exit', res));
+    } finally {
+      child.kill('SIGKILL');
+    }
+    await a.add(sub, noEvents());
+    return { r, sub, until: extended.until! };
+  }
+
+  /** Nothing redelivered until just before the lease ends; then B's ack is a 200 and nothing comes again. */
+  async function expectHeldThroughLease(r: Receiver, sub: SubscriptionRecord, until: number) {
+    expect(until - r.requests[0]!.receivedAt).toBeGreaterThan(7000);
+    await new Promise((res) => setTimeout(res, Math.max(0, until - Date.now() - 1000)));
+    expect(r.requests.map(nodeOf)).toEqual(['k']); // before: sent again by A about 2 s in (one ack_wait after the extend's +WPI)
+    const id = header(r.requests[0]!, 'herald-delivery-id')!;
+    expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked' });
+    await new Promise((res) => setTimeout(res, 2500)); // past the 2 s ack_wait
+    expect(r.requests).toHaveLength(1);
+    await a.remove(sub.id);
+  }
+
+  it('an extend taken by another node while the request is open is renewed by that node: the 202 then read by a node that dies does not cut it short', async () => {
+    const { r, sub, until } = await extendThroughB('answer 202');
+    await expectHeldThroughLease(r, sub, until);
+  });
+
+  it('an extend taken by another node while the request is open holds the event when the sending node dies before any answer', async () => {
+    const { r, sub, until } = await extendThroughB('hang');
+    await expectHeldThroughLease(r, sub, until);
+  });
+
+  it('an extend taken by another node while the request is open, then a 500: retried after the backoff, the lease not kept', async () => {
+    const r = await receiver(async (req, i) => {
+      if (i > 0) return { status: 202 };
+      await b.callback(header(req, 'herald-delivery-id')!, 'extend', { ms: 8000 });
+      return { status: 500 };
+    });
+    const source = `/s/${randomUUID()}`;
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual' } });
+    await a.add(sub, noEvents());
+    await publish(source, ['x5']);
+    // The receiver's word after the extend: attempt 2 after the backoff (at most 1 s), not held to the 8 s lease.
+    await waitFor(() => r.requests.length >= 2, { timeoutMs: 4000, intervalMs: 25 });
+    expect(r.requests[1]!.receivedAt - r.requests[0]!.receivedAt).toBeLessThan(3000);
+    expect(header(r.requests[1]!, 'herald-attempt')).toBe('2');
+    const id = header(r.requests[1]!, 'herald-delivery-id')!;
+    await new Promise((res) => setTimeout(res, 300)); // its 202 is read
+    expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked' });
+    await new Promise((res) => setTimeout(res, 2500)); // past the 2 s ack_wait
+    expect(r.requests).toHaveLength(2);
+    await a.remove(sub.id);
+  });
+
   it('lets a callback that arrives before the answer win; the answer is then logged as stale', async () => {
     const r = await receiver(async (req) => {
       await b.callback(header(req, 'herald-delivery-id')!, 'ack');

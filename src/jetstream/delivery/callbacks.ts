@@ -114,7 +114,8 @@ export function createCallbacks(deps: CallbackDeps) {
       const last = { attempt: entry.attempt, lastStatus: entry.lastStatus, lastError: step.state.lastError };
       await settleMessage(ctx, js, entry, last, id);
       if (js.kind === 'extended') {
-        if (next.state === 'awaiting_ack') deps.keepLease(id, next);
+        // Held here while the request is open too (to the floor): its sending node may stop or lose it.
+        deps.keepLease(id, next);
         return { deliveryId: id, status: 'extended', leaseUntil: new Date(js.until).toISOString() };
       }
       switch (action) {

@@ -1,6 +1,6 @@
 import { signal } from './ack-map';
 import type { EngineContext } from './context';
-import type { AckEntry } from './outcome';
+import { leaseEnd, type AckEntry } from './outcome';
 
 /** How often leases that have ended are forgotten. */
 const SWEEP_MS = 5000;
@@ -11,7 +11,10 @@ const SWEEP_MS = 5000;
  * every half `ack_wait` until it ends or its attempt is settled (checked in the ack map before each
  * renewal). It runs on the node that took the extend (or the 202): if that node stops, JetStream
  * redelivers the event one `ack_wait` after the last renewal, possibly before the lease promised to
- * the receiver ends (a late ack is then a 409).
+ * the receiver ends (a late ack is then a 409). An extend taken while the request is still open (the
+ * entry `sending`, on this node or another) is held as well, to its lease's floor: the node sending
+ * may stop or lose the request, and its answer may come from another node than the extend's (probe:
+ * one `+WPI` and no renewal, so the event came again one `ack_wait` in, inside the lease promised).
  *
  * A PATCH that lowers a subscription's `ack_wait` (a shorter `ackDeadlineMs` or `timeoutMs`) applies
  * to messages already out: every lease held here is renewed at once and then on the new schedule,
@@ -35,7 +38,7 @@ export function createLeaseKeeper(ctx: EngineContext) {
 
   function keep(deliveryId: string, entry: AckEntry): void {
     if (stopped) return;
-    const until = entry.leaseUntil ?? 0;
+    const until = leaseEnd(entry);
     const held = holds.get(deliveryId);
     clearTimeout(held?.timer);
     if (until <= ctx.clock()) {
@@ -55,7 +58,7 @@ export function createLeaseKeeper(ctx: EngineContext) {
     clearTimeout(held?.timer);
     try {
       const got = await ctx.ackMap.get(deliveryId);
-      if (stopped || !got || got.entry.state !== 'awaiting_ack' || (got.entry.leaseUntil ?? 0) <= ctx.clock()) {
+      if (stopped || !got || leaseEnd(got.entry) <= ctx.clock()) {
         holds.delete(deliveryId);
         return;
       }
@@ -68,7 +71,7 @@ export function createLeaseKeeper(ctx: EngineContext) {
 
   const sweep = setInterval(() => {
     const now = ctx.clock();
-    for (const [id, held] of holds) if (!held.timer && (held.entry.leaseUntil ?? 0) <= now) holds.delete(id);
+    for (const [id, held] of holds) if (!held.timer && leaseEnd(held.entry) <= now) holds.delete(id);
   }, SWEEP_MS);
   sweep.unref();
 

@@ -74,6 +74,16 @@ export function sendingLeaseOver(entry: AckEntry, now: number): boolean {
   return now > Math.max(entry.openedAt + entry.ackWaitMs, entry.leaseFloor ?? 0);
 }
 
+/**
+ * Until when the lease of an open entry holds the message: awaiting its ack, its lease; still
+ * `sending`, the floor an extend set (0 without one); settled, 0 (nothing to hold).
+ */
+export function leaseEnd(entry: AckEntry): number {
+  if (entry.state === 'awaiting_ack') return entry.leaseUntil ?? 0;
+  if (entry.state === 'sending') return entry.leaseFloor ?? 0;
+  return 0;
+}
+
 /** The attempt machine's state for an open entry (a callback's starting point). */
 export function stateOfEntry(deliveryId: string, entry: AckEntry): AttemptState | null {
   const base = { attempt: entry.attempt, deliveryId, lastStatus: entry.lastStatus, lastError: entry.lastError };

@@ -10,7 +10,7 @@ import {
   startOf,
 } from '../../../src/jetstream/delivery/consumer-config';
 import { deliveryNames, idToken } from '../../../src/jetstream/delivery/names';
-import { jsActionOf, stateOfEntry, type AckEntry } from '../../../src/jetstream/delivery/outcome';
+import { jsActionOf, leaseEnd, stateOfEntry, type AckEntry } from '../../../src/jetstream/delivery/outcome';
 import { seekStarts } from '../../../src/jetstream/delivery/seek-starts';
 import { deliverySchema } from '../../../src/subscriptions/schema';
 
@@ -173,6 +173,14 @@ describe('an attempt machine step → what is done to the JetStream message', ()
     expect(run({ kind: 'ack', attemptId: 'dlv_other' })).toEqual({ kind: 'none' });
     expect(stateOfEntry('dlv_x', entry('acked'))).toBeNull();
     expect(stateOfEntry('dlv_x', entry('sending'))).toMatchObject({ phase: 'sending' });
+  });
+
+  it("holds an entry's message to its lease: awaiting, its lease; still sending, an extend's floor; settled, nothing", () => {
+    expect(leaseEnd(entry('awaiting_ack'))).toBe(5000);
+    expect(leaseEnd(entry('sending'))).toBe(0);
+    expect(leaseEnd({ ...entry('sending'), leaseFloor: 9000 })).toBe(9000);
+    for (const settled of ['acked', 'nacked', 'rejected', 'expired', 'failed', 'superseded'] as const)
+      expect(leaseEnd({ ...entry(settled), leaseFloor: 9000 })).toBe(0);
   });
 });
 
