@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { ContentMode } from './cloudevents/parse';
+import { errorStatus } from './errors';
 import type { SubscriptionHooks } from './subscriptions/service';
 import { SUBSCRIPTION_STATES } from './subscriptions/record';
 import {
@@ -77,18 +78,14 @@ export function createMetrics() {
         addTally(deliveryOf(subscription), tally);
       },
     },
-    filterErrors: new Counter({
-      name: 'herald_filter_errors_total',
-      help: 'Filter evaluations that failed or ran out of budget (counted as no match).',
-      labelNames: ['subscription'],
-      registers: r,
-    }),
-    autoDisabled: new Counter({
-      name: 'herald_subscription_auto_disabled_total',
-      help: 'Pauses with reason failing.',
-      labelNames: ['subscription'],
-      registers: r,
-    }),
+    /** A filter evaluation of `subscription` that failed or ran out of budget. */
+    filterError(subscription: string): void {
+      filterErrors.set(subscription, (filterErrors.get(subscription) ?? 0) + 1);
+    },
+    /** `subscription` paused with reason failing. */
+    autoDisabled(subscription: string): void {
+      autoDisabled.set(subscription, (autoDisabled.get(subscription) ?? 0) + 1);
+    },
     /** Wires the scrape-time gauges to their sources (the composition root; none while a start is tried again). */
     setSources(next: MetricsSources | undefined): void {
       sources = next;
@@ -99,7 +96,13 @@ export function createMetrics() {
     },
   };
 
+  // Every series a `rate()` or `increase()` alert reads exists at 0 from the start: one first seen at 1 is
+  // no increase to Prometheus (metrics probe: one poison event dead-lettered, and the documented alert stayed silent).
+  for (const mode of CONTENT_MODES) metrics.eventsIngested.inc({ mode }, 0);
+  for (const code of Object.keys(errorStatus)) metrics.ingestRejected.inc({ code }, 0);
   const deliveryStats = new Map<string, DeliveryTally>();
+  const filterErrors = new Map<string, number>();
+  const autoDisabled = new Map<string, number>();
   function deliveryOf(subscription: string): DeliveryTally {
     let stats = deliveryStats.get(subscription);
     if (!stats) deliveryStats.set(subscription, (stats = newTally()));
@@ -108,8 +111,8 @@ export function createMetrics() {
 
   function removeSeries(id: string): void {
     deliveryStats.delete(id);
-    metrics.filterErrors.remove({ subscription: id });
-    metrics.autoDisabled.remove({ subscription: id });
+    filterErrors.delete(id);
+    autoDisabled.delete(id);
   }
 
   new Gauge({
@@ -154,8 +157,20 @@ export function createMetrics() {
    */
   async function exposition(): Promise<string> {
     const text = await registry.metrics();
-    const delivery = deliveryFamilies(deliveryStats);
-    return sources ? text + delivery + subscriptionGauges(await sources.subscriptions()) : text + delivery;
+    const subscriptions = sources ? await sources.subscriptions() : [];
+    // Each subscription's counters at 0 until they count, written for this scrape only (never stored: a
+    // subscription deleted while its snapshot was read must not come back as a series).
+    const known = subscriptions.map((s) => s.id);
+    const counters =
+      deliveryFamilies(deliveryStats, known) +
+      counterFamily(
+        'herald_filter_errors_total',
+        'Filter evaluations that failed or ran out of budget (counted as no match).',
+        filterErrors,
+        known,
+      ) +
+      counterFamily('herald_subscription_auto_disabled_total', 'Pauses with reason failing.', autoDisabled, known);
+    return sources ? text + counters + subscriptionGauges(subscriptions) : text + counters;
   }
 
   return Object.assign(metrics, { exposition, contentType: registry.contentType });
@@ -176,6 +191,17 @@ type SubscriptionSnapshot = {
 
 /** Label values are subscription ids, partitions and states; escaped anyway, per the text format. */
 const label = (value: string) => value.replace(/[\\"\n]/g, (c) => (c === '\n' ? '\\n' : `\\${c}`));
+
+const CONTENT_MODES: readonly ContentMode[] = ['binary', 'structured', 'batch'];
+
+/** A per-subscription counter family: every subscription counted or `known`, 0 for those not counted yet. */
+function counterFamily(name: string, help: string, counts: Map<string, number>, known: readonly string[]): string {
+  let lines = '';
+  const line = (id: string, n: number) => (lines += `${name}{subscription="${label(id)}"} ${n}\n`);
+  for (const [id, n] of counts) line(id, n);
+  for (const id of known) if (!counts.has(id)) line(id, 0);
+  return `# HELP ${name} ${help}\n# TYPE ${name} counter\n${lines}\n`;
+}
 
 function family(name: string, help: string, lines: string[]): string {
   return `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${lines.join('')}`;
@@ -203,13 +229,21 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
   }
   return (
     [
-      family('herald_subscription_lag_events', 'Head offset minus committed offset.', lag),
+      family(
+        'herald_subscription_lag_events',
+        'Head offset minus committed offset: offsets, so those skipped after an unclean stop under HERALD_FSYNC=interval or never count until delivery passes them.',
+        lag,
+      ),
       family(
         'herald_subscription_expired_events',
-        'Events retention deleted before the subscription had finished them (stats.expired): never delivered, and no longer in the lag.',
+        'Events retention deleted before the subscription had finished them (stats.expired), no longer in the lag. A gauge: one whose request was open then and which the receiver then takes leaves the count.',
         expired,
       ),
-      family('herald_subscription_oldest_pending_age_seconds', 'Age of the oldest unfinished event.', age),
+      family(
+        'herald_subscription_oldest_pending_age_seconds',
+        'Age of the oldest unfinished event, a redelivery of a dead letter included.',
+        age,
+      ),
       family(
         'herald_subscription_in_flight',
         "Events started and not finished (sending, awaiting a callback, waiting to retry or to be sent again after a pause), redeliveries of dead letters included: the sum of the partitions' stats.inFlight.",
@@ -233,15 +267,23 @@ function histogramLines(name: string, id: string, h: HistogramData, bounds: read
   return out;
 }
 
-/** `herald_deliveries_total` and the two delivery histograms, in the text format, from the accumulators. */
-function deliveryFamilies(stats: Map<string, DeliveryTally>): string {
+/**
+ * `herald_deliveries_total` and the two delivery histograms, in the text format, from the accumulators:
+ * every outcome of every subscription counted or `known`, 0 until it counts.
+ */
+function deliveryFamilies(stats: Map<string, DeliveryTally>, known: readonly string[]): string {
   let outcomes = '';
   let duration = '';
   let publish = '';
+  for (const subscription of known) {
+    if (stats.has(subscription)) continue;
+    const id = label(subscription);
+    for (const outcome of DELIVERY_OUTCOMES) outcomes += `herald_deliveries_total{subscription="${id}",outcome="${outcome}"} 0\n`;
+  }
   for (const [subscription, s] of stats) {
     const id = label(subscription);
     DELIVERY_OUTCOMES.forEach((outcome, i) => {
-      if (s.outcomes[i]! > 0) outcomes += `herald_deliveries_total{subscription="${id}",outcome="${outcome}"} ${s.outcomes[i]}\n`;
+      outcomes += `herald_deliveries_total{subscription="${id}",outcome="${outcome}"} ${s.outcomes[i]}\n`;
     });
     if (s.duration.count > 0) duration += histogramLines('herald_delivery_duration_seconds', id, s.duration, DURATION_BOUNDS);
     if (s.publishToDelivery.count > 0)
@@ -250,7 +292,7 @@ function deliveryFamilies(stats: Map<string, DeliveryTally>): string {
   return (
     `# HELP herald_deliveries_total Delivery attempt outcomes.\n# TYPE herald_deliveries_total counter\n${outcomes}\n` +
     `# HELP herald_delivery_duration_seconds Request start to the receiver's answer.\n# TYPE herald_delivery_duration_seconds histogram\n${duration}\n` +
-    `# HELP herald_publish_to_delivery_seconds Stored to a 2xx from the receiver.\n# TYPE herald_publish_to_delivery_seconds histogram\n${publish}\n`
+    `# HELP herald_publish_to_delivery_seconds Stored to each 2xx from the receiver (a 202 under manual ack included).\n# TYPE herald_publish_to_delivery_seconds histogram\n${publish}\n`
   );
 }
 
@@ -278,8 +320,8 @@ export function ingestObserver(metrics: Metrics): IngestObserver {
 /** What the subscriptions service reports, as counted by every engine's gateway. */
 export function subscriptionHooks(metrics: Metrics): SubscriptionHooks {
   return {
-    filterError: (subscription) => metrics.filterErrors.inc({ subscription }),
+    filterError: (subscription) => metrics.filterError(subscription),
     deleted: (id) => metrics.forgetSubscription(id),
-    autoDisabled: (subscription) => metrics.autoDisabled.inc({ subscription }),
+    autoDisabled: (subscription) => metrics.autoDisabled(subscription),
   };
 }

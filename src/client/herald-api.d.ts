@@ -1385,11 +1385,19 @@ export interface components {
             /** @description Every event below this offset is finished (delivered, filtered out or dead-lettered). */
             committedOffset: number;
             headOffset: number;
-            /** @description `headOffset - committedOffset`. */
+            /**
+             * @description `headOffset - committedOffset`: offsets, not events. After an unclean stop under
+             *     `HERALD_FSYNC=interval` or `never`, the up to 4,096 offsets skipped per partition count here
+             *     until delivery passes them.
+             */
             lag: number;
             /** @description Events of this partition started and not finished (sending, awaiting a callback, or waiting to retry), redeliveries of dead letters included. */
             inFlight: number;
-            /** @description Age of the event at `committedOffset`, while there is one; `null` when caught up. */
+            /**
+             * @description Age of the oldest unfinished event of this partition: the one at `committedOffset`, or a
+             *     redelivery of a dead letter still going (the lowest offset of them), whichever is older; `null`
+             *     when there is neither. On JetStream, redeliveries (a queue of their own) are not counted here.
+             */
             oldestPendingAgeMs: number | null;
             /**
              * @description Events deleted by retention before this subscription finished them. Those it had not read

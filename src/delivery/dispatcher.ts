@@ -338,7 +338,13 @@ export function createDispatcher(deps: DispatcherDeps) {
       // operator's call), rather than be consumed by a redelivery that finds nothing.
       const add = (row: DeadLetterRow) => {
         if (row.offset >= (firsts[row.partition] ?? 0))
-          items.push({ deadLetterId: row.id, partition: row.partition, offset: row.offset, reason: row.reason });
+          items.push({
+            deadLetterId: row.id,
+            partition: row.partition,
+            offset: row.offset,
+            reason: row.reason,
+            seekGeneration: row.seekGeneration ?? null,
+          });
       };
       if (ids) {
         const numeric = ids.map(deadLetterIdNumber).filter((n) => n !== undefined);

@@ -66,6 +66,8 @@ export interface RedriveItem {
   partition: number;
   offset: number;
   reason: DeadLetterReason;
+  /** The generation it was dead-lettered under (its webhook-id's); null for dead letters stored before it was kept. */
+  seekGeneration: number | null;
 }
 
 /** Writes the dispatcher batches into SQLite (write-behind, one transaction per flush). */
@@ -78,7 +80,8 @@ export interface StatePersistence {
    * once it has stayed above for a flush interval, or with the next write when `urgent` (a callback's).
    */
   saveFinished(subscriptionId: string, row: FinishedRow, urgent?: boolean): void;
-  deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number): void;
+  /** `generation`: the seek generation `pending` was delivered under, kept for its redelivery's webhook-id. */
+  deadLetter(subscriptionId: string, pending: Pending, reason: DeadLetterReason, at: number, generation: number): void;
   consumeDeadLetter(subscriptionId: string, deadLetterId: string): void;
   /** Since when every attempt has failed (null: the last one succeeded), for auto-disable. */
   saveFailingSince(subscriptionId: string, since: number | null): void;

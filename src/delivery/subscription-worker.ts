@@ -293,7 +293,8 @@ export function createSubscriptionWorker(
     }
     const pending = newPending(item.partition, item.offset, null, true);
     const part = parts[item.partition];
-    pending.generation = part ? generationAt(part, item.offset) : 0;
+    // The dead letter's own webhook-id: a seek since then replays the offset under a new one, beside this (soak probe: shared).
+    pending.generation = item.seekGeneration ?? (part ? generationAt(part, item.offset) : 0);
     pending.redriveReason = item.reason;
     redrives.set(key, pending);
     // Its row is written with the dead letter's removal (one flush, one transaction), and only then is it sent:
@@ -391,7 +392,7 @@ export function createSubscriptionWorker(
           },
           'event dead-lettered',
         );
-        deps.persistence.deadLetter(subId, pending, effect.reason, deps.clock());
+        deps.persistence.deadLetter(subId, pending, effect.reason, deps.clock(), pending.generation ?? generationOf(pending));
         return;
       case 'release':
         release(pending);
@@ -463,7 +464,9 @@ export function createSubscriptionWorker(
           { subscription: subId, partition: pending.partition, offset: pending.offset },
           'redelivery ended: retention deleted its event',
         );
-        deps.persistence.deadLetter(subId, pending, pending.redriveReason ?? 'max_attempts', deps.clock());
+        deps.persistence.deadLetter(subId, pending, pending.redriveReason ?? 'max_attempts', deps.clock(), pending.generation ?? 0);
+        // Listed again: counted as dead-lettered, as `herald_dead_letters` counts it (metrics probe: the gauge rose, the counter did not).
+        deps.observer?.outcome(subId, 'dead_letter');
       } else
         deps.log.error(
           { subscription: subId, partition: pending.partition, offset: pending.offset },
@@ -881,7 +884,11 @@ export function createSubscriptionWorker(
       const now = deps.clock();
       // Redeliveries of dead letters are events started and not finished too, below the committed offset.
       const redriving = new Array<number>(parts.length).fill(0);
-      for (const r of redrives.values()) redriving[r.partition] = (redriving[r.partition] ?? 0) + 1;
+      const lowestRedrive = new Array<Pending | undefined>(parts.length);
+      for (const r of redrives.values()) {
+        redriving[r.partition] = (redriving[r.partition] ?? 0) + 1;
+        if (r.offset < (lowestRedrive[r.partition]?.offset ?? Infinity)) lowestRedrive[r.partition] = r;
+      }
       return parts.map((part) => {
         const head = heads[part.partition] ?? 0;
         let oldestPendingAgeMs: number | null = null;
@@ -889,6 +896,11 @@ export function createSubscriptionWorker(
           const oldest = part.pending.get(part.committed)?.event ?? oldestStored(part.partition, part.committed);
           if (oldest) oldestPendingAgeMs = Math.max(0, now - oldest.storedAt);
         }
+        // A redelivery still retrying is unfinished too, and older than the committed offset's event (metrics
+        // probe: a redelivery failing for hours showed an age of 0). One read per partition: its lowest offset.
+        const redrive = lowestRedrive[part.partition];
+        const redriven = redrive && (redrive.event ?? oldestStored(part.partition, redrive.offset));
+        if (redriven && redriven.offset === redrive.offset) oldestPendingAgeMs = Math.max(oldestPendingAgeMs ?? 0, now - redriven.storedAt);
         return {
           partition: part.partition,
           committedOffset: part.committed,

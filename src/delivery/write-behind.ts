@@ -285,7 +285,7 @@ export function createWriteBehind(deps: {
       dirtyOffsets.set(`${subscriptionId}\u0000${row.partition}`, { subscriptionId, row: { ...row } });
       scheduleFlush();
     },
-    deadLetter(subscriptionId, pending, reason, at) {
+    deadLetter(subscriptionId, pending, reason, at, generation) {
       deadLetterInserts.push({
         subscriptionId,
         partition: pending.partition,
@@ -295,6 +295,7 @@ export function createWriteBehind(deps: {
         lastError: pending.lastError?.slice(0, 1024) ?? null,
         reason,
         deadAt: at,
+        seekGeneration: generation,
       });
       scheduleFlush();
     },

@@ -8,14 +8,14 @@ export function deadLetterIdNumber(id: string): number | undefined {
 
 type Raw = Omit<DeadLetterRow, 'id'> & { id: number };
 const SELECT = `SELECT id, subscription_id AS subscriptionId, partition, "offset" AS offset, attempts, last_status AS lastStatus,
-  last_error AS lastError, reason, dead_at AS deadAt FROM dead_letters`;
+  last_error AS lastError, reason, dead_at AS deadAt, seek_generation AS seekGeneration FROM dead_letters`;
 const toRow = (r: Raw): DeadLetterRow => ({ ...r, id: String(r.id) });
 
 /** `dead_letters`: events a subscription gave up on. Owned by the dispatcher. */
 export function createDeadLettersRepo(db: Db) {
   const insert = db.prepare(
-    `INSERT INTO dead_letters (subscription_id, partition, "offset", attempts, last_status, last_error, reason, dead_at)
-     VALUES (@subscriptionId, @partition, @offset, @attempts, @lastStatus, @lastError, @reason, @deadAt)`,
+    `INSERT INTO dead_letters (subscription_id, partition, "offset", attempts, last_status, last_error, reason, dead_at, seek_generation)
+     VALUES (@subscriptionId, @partition, @offset, @attempts, @lastStatus, @lastError, @reason, @deadAt, @seekGeneration)`,
   );
   const page = db.prepare<[string, number, number], Raw>(`${SELECT} WHERE subscription_id = ? AND id > ? ORDER BY id LIMIT ?`);
   const byIds = (ids: number[]) =>
@@ -24,7 +24,7 @@ export function createDeadLettersRepo(db: Db) {
   const remove = db.prepare<[string, number]>('DELETE FROM dead_letters WHERE subscription_id = ? AND id = ?');
   return {
     insert(row: Omit<DeadLetterRow, 'id'>): string {
-      return String(insert.run(row).lastInsertRowid);
+      return String(insert.run({ ...row, seekGeneration: row.seekGeneration ?? null }).lastInsertRowid);
     },
     page(subscriptionId: string, afterId: number, limit: number): DeadLetterRow[] {
       return page.all(subscriptionId, afterId, limit).map(toRow);

@@ -16,6 +16,11 @@ export interface DeadLetterRow {
   lastError: string | null;
   reason: DeadLetterReason;
   deadAt: number;
+  /**
+   * The seek generation its event was delivered under (part of its webhook-id), which its redelivery
+   * keeps; null or absent for dead letters stored before it was kept (the partition's generation then).
+   */
+  seekGeneration?: number | null;
 }
 
 /** What Herald did with an attempt's answer (see `Attempt.outcome` in the OpenAPI document). */

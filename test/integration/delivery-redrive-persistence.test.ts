@@ -203,6 +203,9 @@ describe('a redelivery of a dead letter restored after a restart, when retention
     );
     expect(dead).toMatchObject({ offset: 0, event: null });
     expect(rcv.requests.filter(isRedelivery)).toHaveLength(1);
+    // Listed again, it is counted dead-lettered again, as herald_dead_letters counts it (metrics probe: it was not).
+    const counted = new RegExp(`herald_deliveries_total\\{subscription="${subId}",outcome="dead_letter"\\} 1\\n`);
+    await waitFor(async () => counted.test(await (await fetch(`${gw.url}/metrics`)).text()) || undefined, { what: 'dead_letter counted' });
   });
 });
 

@@ -367,6 +367,26 @@ for (const engine of ENGINES) {
       });
     });
 
+    describe('a dead letter redelivered after a seek', () => {
+      it("keeps the dead letter's webhook-id, while the seek's replay of the same offset has a new one (soak probe: the redelivery took the replay's)", async () => {
+        const sub = await subscribe(typeOf('dead-seek'));
+        receiver.setResponder(() => ({ status: 400 }));
+        await publish('dead-seek', ['w1']);
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 1, { ...WAIT, what: 'a dead letter' });
+        const deadId = requestsFor(sub.id)[0]!.headers['webhook-id'];
+        receiver.setResponder(() => ({ status: 204 }));
+        await request(gw.url).post(`/subscriptions/${sub.id}/seek`).send({ to: 'earliest' }).expect(200);
+        await waitFor(() => requestsFor(sub.id).length === 2, { ...WAIT, what: 'the replay' });
+        await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({}).expect(202, { redelivering: 1 });
+        await waitFor(() => requestsFor(sub.id).length === 3, { ...WAIT, what: 'the redelivery' });
+        const [, replay, redelivery] = requestsFor(sub.id);
+        expect(replay!.headers['herald-redelivery']).toBeUndefined();
+        expect(replay!.headers['webhook-id']).not.toBe(deadId);
+        expect(redelivery!.headers['herald-redelivery']).toBe('true');
+        expect(redelivery!.headers['webhook-id']).toBe(deadId);
+      });
+    });
+
     describe('seek by time', () => {
       it('to a time after every event goes to the heads, and to one before them all replays every event, however far (JetStream probe: 2300 replayed all, 1600 went to the heads)', async () => {
         const sub = await subscribe(typeOf('seek-far'));

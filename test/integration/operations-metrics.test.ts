@@ -160,6 +160,75 @@ describe('GET /metrics', () => {
   });
 });
 
+describe('GET /metrics: series an alert reads, and ages', () => {
+  let gw: TestGateway;
+  let receiver: Receiver;
+  let status = 400;
+  beforeAll(async () => {
+    gw = await startTestGateway({ HERALD_PARTITIONS: '1' });
+    receiver = await startReceiver(() => ({ status }));
+  });
+  afterAll(async () => {
+    await receiver.close();
+    await gw.close();
+  });
+  /** Whether the series is there at all (`value` reads an absent one as 0). */
+  const present = (families: Families, name: string, labels: Record<string, string>) =>
+    families.find((f) => f.name === name)?.metrics.some((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v)) === true;
+
+  it("has every counter series at 0 from the start: ingest's modes and codes, and a new subscription's outcomes, filter errors and auto-disables (metrics probe: first seen at 1, which rate() reads as no increase)", async () => {
+    const start = await scrape(gw.url);
+    for (const mode of ['binary', 'structured', 'batch']) expect(present(start, 'herald_events_ingested_total', { mode })).toBe(true);
+    for (const code of ['invalid_event', 'unavailable', 'storage_full', 'payload_too_large'])
+      expect(present(start, 'herald_ingest_rejected_total', { code })).toBe(true);
+    expect(value(start, 'herald_ingest_rejected_total', { code: 'storage_full' })).toBe(0);
+
+    const sub = (await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201)).body;
+    await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+    const m = await scrape(gw.url);
+    for (const outcome of ['delivered', 'retry', 'dead_letter', 'timeout', 'acked', 'nacked', 'rejected', 'lease_expired', 'gone']) {
+      expect(present(m, 'herald_deliveries_total', { subscription: sub.id, outcome })).toBe(true);
+      expect(value(m, 'herald_deliveries_total', { subscription: sub.id, outcome })).toBe(0);
+    }
+    expect(present(m, 'herald_filter_errors_total', { subscription: sub.id })).toBe(true);
+    expect(present(m, 'herald_subscription_auto_disabled_total', { subscription: sub.id })).toBe(true);
+    expect(m.find((f) => f.name === 'herald_deliveries_total')!.type).toBe('COUNTER');
+    expect(m.find((f) => f.name === 'herald_filter_errors_total')!.type).toBe('COUNTER');
+
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+    expect((await scrape(gw.url)).text).not.toContain(sub.id);
+  });
+
+  it('counts a redelivery of a dead letter that keeps failing in the oldest pending age (metrics probe: 0 while it retried)', async () => {
+    status = 400;
+    const sub = (
+      await request(gw.url)
+        .post('/subscriptions')
+        .send({ sink: receiver.url, delivery: { retry: { maxAttempts: 100, initialDelayMs: 200, maxDelayMs: 200 } } })
+        .expect(201)
+    ).body;
+    expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, JSON.stringify(event('aged')))).status).toBe(
+      202,
+    );
+    const storedAt = Date.now();
+    await waitFor(async () => (await request(gw.url).get(`/subscriptions/${sub.id}`)).body.stats.deadLetters === 1 || undefined, {
+      what: 'a dead letter',
+    });
+    status = 500;
+    await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({}).expect(202);
+    await new Promise((r) => setTimeout(r, 1200));
+    const stats = (await request(gw.url).get(`/subscriptions/${sub.id}`).expect(200)).body.stats;
+    expect(stats.partitions[0].inFlight).toBe(1);
+    expect(stats.partitions[0].lag).toBe(0);
+    expect(stats.partitions[0].oldestPendingAgeMs).toBeGreaterThanOrEqual(1000);
+    expect(stats.partitions[0].oldestPendingAgeMs).toBeLessThanOrEqual(Date.now() - storedAt + 1000);
+    expect(value(await scrape(gw.url), 'herald_subscription_oldest_pending_age_seconds', { subscription: sub.id })).toBeGreaterThanOrEqual(
+      1,
+    );
+    await request(gw.url).delete(`/subscriptions/${sub.id}`).expect(204);
+  });
+});
+
 describe('GET /metrics with API keys', () => {
   it('needs the read scope', async () => {
     const gw = await startTestGateway({ HERALD_API_KEYS: 'r:read-secret:read,p:pub-secret:publish' });

@@ -358,7 +358,13 @@ async function composeEngine(parts: {
         // A new message (fresh delivery count) in the redrive queue, then the dead letter goes.
         // A corrupt_record dead letter never had its filter checked (its event could not be read: a
         // newer node's, during a rolling upgrade): its redelivery checks it.
-        const redrive = { partition: row.partition, offset: row.offset, ...(row.reason === 'corrupt_record' ? { filter: true } : {}) };
+        // It keeps the generation it was dead-lettered under: its webhook-id, whatever seek came since.
+        const redrive = {
+          partition: row.partition,
+          offset: row.offset,
+          ...(typeof row.seekGeneration === 'number' ? { generation: row.seekGeneration } : {}),
+          ...(row.reason === 'corrupt_record' ? { filter: true } : {}),
+        };
         await js.publish(names.redriveSubject(id), JSON.stringify(redrive), {
           msgID: `rd_${idToken(id)}_${row.id}`,
         });

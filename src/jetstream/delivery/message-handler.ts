@@ -62,17 +62,19 @@ async function locate(ctx: EngineContext, sub: SubscriptionView, msg: JsMsg, sou
     const target = { reply: replyOf(msg), subscriptionId: sub.id, ...source, offset: msg.seq - 1, redrive: false };
     return { target, event: decodeOr(msg.data, formatOf(msg.headers)), storedAt: Math.floor(msg.info.timestampNanos / 1e6) };
   }
-  const { partition, offset, filter } = JSON.parse(Buffer.from(msg.data).toString('utf8')) as {
+  const { partition, offset, filter, generation } = JSON.parse(Buffer.from(msg.data).toString('utf8')) as {
     partition: number;
     offset: number;
     filter?: boolean;
+    /** The dead letter's (absent from redeliveries queued before it was kept). */
+    generation?: number;
   };
   const target = {
     reply: replyOf(msg),
     subscriptionId: sub.id,
     partition,
     offset,
-    generation: sub.generation(partition),
+    generation: typeof generation === 'number' ? generation : sub.generation(partition),
     redrive: true,
     ...(filter === true ? { filter: true } : {}),
   };

@@ -26,6 +26,7 @@ export async function storeDeadLetter(ctx: EngineContext, t: AttemptTarget, reas
       lastError: last.lastError?.slice(0, 1024) ?? null,
       reason,
       deadAt: ctx.clock(),
+      seekGeneration: t.generation,
     },
     msgId,
   );
