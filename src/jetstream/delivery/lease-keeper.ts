@@ -4,6 +4,8 @@ import { leaseEnd, type AckEntry } from './outcome';
 
 /** How often leases that have ended are forgotten. */
 const SWEEP_MS = 5000;
+/** A renewal that failed is tried again this soon (at most; a quarter of `ack_wait` when that is shorter). */
+const RENEW_RETRY_MS = 1000;
 
 /**
  * Keeps the leases of the attempts this node holds (answered 202, or extended) alive in JetStream:
@@ -28,7 +30,8 @@ interface OpenSend {
 }
 
 export function createLeaseKeeper(ctx: EngineContext) {
-  const holds = new Map<string, { entry: AckEntry; timer?: NodeJS.Timeout }>();
+  /** `failing`: its last renewal failed (logged once until one goes through). */
+  const holds = new Map<string, { entry: AckEntry; timer?: NodeJS.Timeout; failing?: boolean }>();
   /** A subscription's `ack_wait` since a PATCH changed it, for holds taken under the one before. */
   const current = new Map<string, number>();
   const open = new Set<OpenSend>();
@@ -63,10 +66,30 @@ export function createLeaseKeeper(ctx: EngineContext) {
         return;
       }
       await signal(ctx.nc, got.entry.reply, { kind: 'progress' });
+      if (held?.failing) ctx.log.info({ deliveryId }, 'ack lease renewed again');
       keep(deliveryId, got.entry);
     } catch (err) {
-      ctx.log.warn({ err, deliveryId }, 'could not renew an ack lease; JetStream may redeliver the event early');
+      retryRenewal(deliveryId, held, err);
     }
+  }
+
+  /**
+   * A renewal that failed (a NATS server that stalled a moment, a leader election) is tried again
+   * soon while the lease lasts: given up, the lease ended one `ack_wait` after the last renewal, the
+   * event came again inside it and the receiver's ack was a 409 (re-probe). Left alone when an extend
+   * replaced the hold meanwhile.
+   */
+  function retryRenewal(deliveryId: string, held: { entry: AckEntry; failing?: boolean } | undefined, err: unknown): void {
+    if (!held?.failing)
+      ctx.log.warn(
+        { err, deliveryId },
+        'could not renew an ack lease; trying again (JetStream redelivers the event if none goes through in time)',
+      );
+    if (stopped || !held || holds.get(deliveryId) !== held) return;
+    if (leaseEnd(held.entry) <= ctx.clock()) return void holds.delete(deliveryId);
+    const timer = setTimeout(() => void renew(deliveryId), Math.max(10, Math.min(RENEW_RETRY_MS, ackWaitOf(held.entry) / 4)));
+    timer.unref();
+    holds.set(deliveryId, { entry: held.entry, timer, failing: true });
   }
 
   const sweep = setInterval(() => {
