@@ -3,7 +3,7 @@ import { createHash, randomInt } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, makeDirs, writeFileAtomically } from './durable-fs';
-import { StartupError } from './errors';
+import { NewerSchemaError, StartupError } from './errors';
 import { IDENTITY_FILE, LOCK_FILE, metaWithoutWriting, readIdentity } from './store/data-dir';
 import { openDatabase } from './store/db';
 import { createLogIndexRepo } from './store/log-index-repo';
@@ -590,6 +590,11 @@ export function newIncarnation(dbFile: string, partitions: number, bump: number)
     // Migrated first: a backup of an older Herald gets this one's tables (a newer one's is refused).
     db = openDatabase(dbFile);
   } catch (err) {
+    // Said of the backup, not of the staging copy (removed by the time this is read: upgrade probe).
+    if (err instanceof NewerSchemaError)
+      throw new BackupError(
+        `the backup was made by a newer Herald (its herald.db has schema migration ${err.migration}, which this version does not have): restore it with that version or a newer one`,
+      );
     if (err instanceof StartupError) throw new BackupError(err.message);
     throw err;
   }

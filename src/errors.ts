@@ -152,3 +152,14 @@ export class StartupError extends Error {
     this.retryable = opts.retryable ?? false;
   }
 }
+
+/** A database a newer Herald migrated (`migration`: its first migration this version does not have). */
+export class NewerSchemaError extends StartupError {
+  override name = 'NewerSchemaError';
+  constructor(
+    message: string,
+    readonly migration: string,
+  ) {
+    super(message);
+  }
+}

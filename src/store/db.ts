@@ -1,7 +1,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
-import { StartupError } from '../errors';
+import { NewerSchemaError } from '../errors';
 import { HERALD_VERSION } from '../version';
 
 export type Db = Database.Database;
@@ -81,9 +81,10 @@ export function migrate(db: Db, dir = MIGRATIONS_DIR): number[] {
   const known = new Set(files.map((f) => Number(f.split('_', 1)[0])));
   const unknown = rows.find((r) => !known.has(r.version));
   if (unknown) {
-    throw new StartupError(
+    throw new NewerSchemaError(
       `${db.name} has schema migration ${unknown.name}, which this version of Herald (${HERALD_VERSION}) does not have: a newer Herald ` +
         'migrated it. Run that version or a newer one; a data dir cannot go back to an older Herald (restore a backup taken before the upgrade instead).',
+      unknown.name,
     );
   }
   const newlyApplied: number[] = [];

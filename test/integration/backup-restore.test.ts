@@ -5,6 +5,7 @@
  * do not reuse the ids the backed-up one may have sent after the backup.
  */
 import Database from 'better-sqlite3';
+import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import request from 'supertest';
@@ -647,5 +648,26 @@ describe('herald backup / herald restore', () => {
     expect(partial.stderr).toMatch(/is not a whole Herald backup \(it has no herald-backup\.json\)/);
     // Nothing half-restored is left: neither the data dir nor its temp copy.
     expect(fs.readdirSync(path.dirname(r1))).toEqual([]);
+
+    // A newer Herald's backup: said of the backup (was: a message naming the staging copy, already removed,
+    // advising to "restore a backup taken before the upgrade": upgrade probe).
+    const newer = path.join(tmpDir(), 'newer');
+    fs.cpSync(backupDir, newer, { recursive: true });
+    const db = new Database(path.join(newer, 'herald.db'));
+    db.prepare('INSERT INTO schema_migrations (version, name, applied_at) VALUES (9999, ?, 0)').run('9999_from_the_future.sql');
+    db.close();
+    const newerManifest = JSON.parse(fs.readFileSync(path.join(newer, 'herald-backup.json'), 'utf8'));
+    const dbEntry = newerManifest.files.find((f: { path: string }) => f.path === 'herald.db');
+    const dbBytes = fs.readFileSync(path.join(newer, 'herald.db'));
+    dbEntry.bytes = dbBytes.length;
+    dbEntry.sha256 = createHash('sha256').update(dbBytes).digest('hex');
+    fs.writeFileSync(path.join(newer, 'herald-backup.json'), JSON.stringify(newerManifest));
+    const r6 = path.join(tmpDir(), 'r6');
+    expect(await runHerald(['restore', '--data-dir', r6, newer])).toMatchObject({
+      code: 1,
+      stderr:
+        'herald: the backup was made by a newer Herald (its herald.db has schema migration 9999_from_the_future.sql, which this version does not have): restore it with that version or a newer one\n',
+    });
+    expect(fs.existsSync(r6) ? fs.readdirSync(r6) : []).toEqual([]);
   }, 60_000);
 });
