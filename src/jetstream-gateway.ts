@@ -127,6 +127,7 @@ async function startOnce(deps: {
     writable: () => store.health().writable,
     heads: () => store.snapshot().heads,
     subscriptions: () => subscriptions.metricsSnapshot(),
+    countsDeliveries: false, // see README: not on this engine yet
   });
   const handlers = gatewayHandlers({
     config,

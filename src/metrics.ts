@@ -22,6 +22,12 @@ export interface MetricsSources {
   heads: () => readonly number[];
   /** Asked of delivery at scrape time (the delivery thread answers by message). */
   subscriptions: () => Promise<SubscriptionSnapshot>;
+  /**
+   * Whether this engine counts `herald_deliveries_total` and auto-disables (the local engine; not
+   * JetStream yet). Only then are their series written at 0 before they count: series that can never
+   * move would read as healthy (re-probe: 10 dead letters on JetStream, every outcome at 0).
+   */
+  countsDeliveries: boolean;
 }
 
 /**
@@ -161,15 +167,16 @@ export function createMetrics() {
     // Each subscription's counters at 0 until they count, written for this scrape only (never stored: a
     // subscription deleted while its snapshot was read must not come back as a series).
     const known = subscriptions.map((s) => s.id);
+    const counted = sources?.countsDeliveries ? known : [];
     const counters =
-      deliveryFamilies(deliveryStats, known) +
+      deliveryFamilies(deliveryStats, counted) +
       counterFamily(
         'herald_filter_errors_total',
         'Filter evaluations that failed or ran out of budget (counted as no match).',
         filterErrors,
         known,
       ) +
-      counterFamily('herald_subscription_auto_disabled_total', 'Pauses with reason failing.', autoDisabled, known);
+      counterFamily('herald_subscription_auto_disabled_total', 'Pauses with reason failing.', autoDisabled, counted);
     return sources ? text + counters + subscriptionGauges(subscriptions) : text + counters;
   }
 

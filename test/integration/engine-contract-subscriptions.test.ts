@@ -367,6 +367,18 @@ for (const engine of ENGINES) {
       });
     });
 
+    describe('the metrics of a subscription', () => {
+      it('has its counters at 0 from the start where the engine counts them; none that cannot move on JetStream (re-probe: every outcome at 0 beside 10 dead letters)', async () => {
+        const sub = await subscribe(typeOf('metrics'));
+        const text = await (await fetch(`${gw.url}/metrics`)).text();
+        const line = (name: string, labels: string) => new RegExp(`^${name}\\{subscription="${sub.id}"${labels}\\} 0$`, 'm');
+        expect(text).toMatch(line('herald_filter_errors_total', ''));
+        const counted = engine === 'local';
+        expect(line('herald_deliveries_total', ',outcome="dead_letter"').test(text)).toBe(counted);
+        expect(line('herald_subscription_auto_disabled_total', '').test(text)).toBe(counted);
+      });
+    });
+
     describe('a dead letter redelivered after a seek', () => {
       it("keeps the dead letter's webhook-id, while the seek's replay of the same offset has a new one (soak probe: the redelivery took the replay's)", async () => {
         const sub = await subscribe(typeOf('dead-seek'));
