@@ -662,7 +662,10 @@ export interface paths {
         put?: never;
         /**
          * Reject a delivery (dead-letter it)
-         * @description The event goes to the dead letters at once with reason `receiver_rejected`.
+         * @description The event goes to the dead letters at once with reason `receiver_rejected`. When retention has
+         *     already deleted the event (local engine), the answer is the same, but there is nothing to
+         *     dead-letter: the event stays counted in its partition's `expired`, as a failed attempt of an
+         *     expired event is let go.
          */
         post: operations["rejectDelivery"];
         delete?: never;
