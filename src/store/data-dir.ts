@@ -241,6 +241,9 @@ export function unusable(dataDir: string, err: unknown): StartupError {
   const e = err as NodeJS.ErrnoException;
   const dir = path.resolve(dataDir);
   const file = e.code === 'EEXIST' || e.code === 'ENOTDIR' ? fileInTheWay(dir) : undefined;
+  // mkdir meets a symbolic link that leads back to itself as EEXIST (start-up probe: "file already exists").
+  const loop = e.code === 'EEXIST' || e.code === 'ELOOP' ? loopInTheWay(dir) : undefined;
+  if (loop !== undefined) return new StartupError(`data dir ${dir} is not usable: ${loop} is a symbolic link that leads in a loop`);
   if (file === dir) return new StartupError(`data dir ${dir} is not a directory: a file is in its place`);
   if (file !== undefined) return new StartupError(`data dir ${dir} is not usable: ${file} is a file, not a directory`);
   // Unlike the other reasons, this one passes without a change to the gateway: say what to do.
@@ -251,6 +254,21 @@ export function unusable(dataDir: string, err: unknown): StartupError {
         ? '; the file system may be full (SQLite could not grow herald.db-shm): free space on it, then start again'
         : '';
   return new StartupError(`data dir ${dir} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}${full}`);
+}
+
+/** The highest of `dir` and its parents that the system cannot follow for symbolic links in a loop; else undefined. */
+function loopInTheWay(dir: string): string | undefined {
+  let loop: string | undefined;
+  for (let at = dir; ; at = path.dirname(at)) {
+    try {
+      fs.statSync(at);
+      return loop;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ELOOP') loop = at;
+      else if (loop !== undefined) return loop;
+      if (path.dirname(at) === at) return loop;
+    }
+  }
 }
 
 /** The deepest existing path of `dir` and its parents, when it is not a directory; else undefined. */

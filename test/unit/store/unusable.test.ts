@@ -1,3 +1,6 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { unusable } from '../../../src/store/data-dir';
 
 describe('unusable data dir', () => {
@@ -14,6 +17,27 @@ describe('unusable data dir', () => {
   it('says the file system may be full when SQLite cannot grow its shared memory file (re-probe: a full disk gave this code)', () => {
     const err = unusable('/var/lib/herald', Object.assign(new Error('disk I/O error'), { code: 'SQLITE_IOERR_SHMSIZE' }));
     expect(err.message).toContain('the file system may be full');
+  });
+
+  it('names a symbolic link that leads in a loop, for the dir and for a dir under it (start-up probe: "EEXIST file already exists")', () => {
+    const root = fs.mkdtempSync(path.join(os.tmpdir(), 'herald-loop-'));
+    try {
+      fs.symlinkSync(path.join(root, 'a'), path.join(root, 'b'));
+      fs.symlinkSync(path.join(root, 'b'), path.join(root, 'a'));
+      for (const dataDir of [path.join(root, 'a'), path.join(root, 'a', 'sub')]) {
+        let thrown: unknown;
+        try {
+          fs.mkdirSync(dataDir, { recursive: true });
+        } catch (err) {
+          thrown = err;
+        }
+        expect(unusable(dataDir, thrown).message).toBe(
+          `data dir ${dataDir} is not usable: ${path.join(root, 'a')} is a symbolic link that leads in a loop`,
+        );
+      }
+    } finally {
+      fs.rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it('gives other reasons as they are', () => {
