@@ -128,7 +128,7 @@ export function createWriteBehind(deps: {
       } catch (err) {
         if (isDatabaseBusy(err) && Date.now() < retryBusyUntil) continue; // each try waits up to the busy timeout
         // Closing: what was not written is delivered again at the next start (at least once).
-        logFailure(err);
+        stateFailures.failed(err);
         return;
       }
     }
@@ -154,23 +154,14 @@ export function createWriteBehind(deps: {
     try {
       writeAttempts();
     } catch (err) {
-      attemptFailures.count++;
-      // Once, then every 10 s with the count, as the delivery state's (disk probe: a line with its stack every second on a full disk).
-      if (closed || attemptFailures.count === 1 || Date.now() - attemptFailures.loggedAt >= FAILURE_LOG_INTERVAL_MS) {
-        attemptFailures.loggedAt = Date.now();
-        deps.log.error(
-          { err, failedTries: attemptFailures.count },
-          closed ? 'attempt log flush failed at close' : `attempt log flush failed; retried every ${ATTEMPT_LOG_INTERVAL_MS} ms`,
-        );
-      }
+      // Disk probe: a line with its stack every second on a full disk.
+      attemptLogFailures.failed(err);
       if (!closed) attemptLogTimer = setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
       return;
     }
-    if (attemptFailures.count > 0) deps.log.info({ failedTries: attemptFailures.count }, 'attempt log written again');
-    attemptFailures.count = 0;
+    attemptLogFailures.written();
     attemptInserts.clear();
   }
-  const attemptFailures = { count: 0, loggedAt: 0 };
 
   /** Callers of `persisted()` waiting for the next flush. */
   let persistWaiters: { resolve: () => void; reject: (err: unknown) => void }[] = [];
@@ -214,21 +205,35 @@ export function createWriteBehind(deps: {
     deps.onWriteHealth?.(err instanceof Error ? err.message : String(err));
   }
 
-  /** Tried every flush interval, a failing flush logged 20 error lines a second while herald.db's disk was full (a probe). */
-  const failures = { count: 0, loggedAt: 0 };
-  function logFailure(err: unknown): void {
-    failures.count++;
-    if (!closed && failures.count > 1 && Date.now() - failures.loggedAt < FAILURE_LOG_INTERVAL_MS) return;
-    failures.loggedAt = Date.now();
-    const message = closed ? 'delivery state flush failed at close' : `delivery state flush failed; retried every ${FLUSH_INTERVAL_MS} ms`;
-    deps.log.error({ err, failedTries: failures.count }, message);
+  /**
+   * The failures of one kind of write, logged the first time, at close, and then once every
+   * FAILURE_LOG_INTERVAL_MS with how many there were; and that it was written again. Tried every flush
+   * interval, a failing flush logged 20 error lines a second while herald.db's disk was full (a probe).
+   */
+  function failureLog(what: string, retriedEveryMs: number) {
+    let count = 0;
+    let loggedAt = 0;
+    return {
+      failed(err: unknown): void {
+        count++;
+        if (!closed && count > 1 && Date.now() - loggedAt < FAILURE_LOG_INTERVAL_MS) return;
+        loggedAt = Date.now();
+        const message = closed ? `${what} flush failed at close` : `${what} flush failed; retried every ${retriedEveryMs} ms`;
+        deps.log.error({ err, failedTries: count }, message);
+      },
+      written(): void {
+        if (count > 0) deps.log.info({ failedTries: count }, `${what} written again`);
+        count = 0;
+      },
+    };
   }
+  const stateFailures = failureLog('delivery state', FLUSH_INTERVAL_MS);
+  const attemptLogFailures = failureLog('attempt log', ATTEMPT_LOG_INTERVAL_MS);
 
   /** Only once the transaction has committed: a rolled-back flush must not leave rows believed written. */
   function written(): void {
-    if (failures.count > 0) deps.log.info({ failedTries: failures.count }, 'delivery state written again');
+    stateFailures.written();
     if (health.reported) deps.onWriteHealth?.(undefined);
-    failures.count = 0;
     health.since = undefined;
     health.reported = false;
     for (const { pending, remove } of dirtyPending.values()) pending.persisted = !remove;
