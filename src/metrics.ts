@@ -203,15 +203,15 @@ const CONTENT_MODES: readonly ContentMode[] = ['binary', 'structured', 'batch'];
 
 /** A per-subscription counter family: every subscription counted or `known`, 0 for those not counted yet. */
 function counterFamily(name: string, help: string, counts: Map<string, number>, known: readonly string[]): string {
-  let lines = '';
-  const line = (id: string, n: number) => (lines += `${name}{subscription="${label(id)}"} ${n}\n`);
+  const lines: string[] = [];
+  const line = (id: string, n: number) => lines.push(`${name}{subscription="${label(id)}"} ${n}\n`);
   for (const [id, n] of counts) line(id, n);
   for (const id of known) if (!counts.has(id)) line(id, 0);
-  return `# HELP ${name} ${help}\n# TYPE ${name} counter\n${lines}\n`;
+  return `${family(name, help, lines, 'counter')}\n`;
 }
 
-function family(name: string, help: string, lines: string[]): string {
-  return `# HELP ${name} ${help}\n# TYPE ${name} gauge\n${lines.join('')}`;
+function family(name: string, help: string, lines: string[], type: 'gauge' | 'counter' = 'gauge'): string {
+  return `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${lines.join('')}`;
 }
 
 function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
