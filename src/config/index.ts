@@ -297,6 +297,18 @@ export class ConfigError extends Error {
 /** `HERALD_*` variables that are not the gateway's own and are expected beside it: the CLI's, the tests' and the bench's. */
 const NOT_SETTINGS = /^HERALD_(URL|TIMEOUT|TEST_.*|BENCH.*)$/;
 
+/** Settings only the local engine reads: on the JetStream engine they do nothing (README, "What differs from the local engine"). */
+const LOCAL_ENGINE_ONLY = [
+  'HERALD_DATA_DIR',
+  'HERALD_FSYNC',
+  'HERALD_FSYNC_INTERVAL_MS',
+  'HERALD_SEGMENT_BYTES',
+  'HERALD_RETENTION',
+  'HERALD_MAX_LOG_BYTES',
+  'HERALD_MIN_FREE_BYTES',
+  'HERALD_DELIVERY',
+];
+
 /** As the settings read a value: empty or blank counts as unset. */
 const isSet = (value: string | undefined): boolean => value !== undefined && value.trim() !== '';
 
@@ -327,6 +339,20 @@ export function configWarnings(env: Record<string, string | undefined>, config: 
     warnings.push(
       `${natsSet.join(', ')} ${natsSet.length === 1 ? 'is' : 'are'} set, but HERALD_STORE is local: ignored, and events are kept on this machine only; set HERALD_STORE=jetstream to use the cluster`,
     );
+  }
+  // And the other way round (JetStream probe: HERALD_DELIVERY=off on a JetStream node delivered every event it pulled, and
+  // HERALD_RETENTION=10s deleted nothing, both without a word): settings of the local engine that the cluster does not read.
+  if (config.store === 'jetstream') {
+    const localOnly = LOCAL_ENGINE_ONLY.filter((name) => isSet(env[name]));
+    if (isSet(env.HERALD_RECOVERY) && [...config.recovery].some((p) => p !== 'recreate-missing')) localOnly.push('HERALD_RECOVERY');
+    if (localOnly.length > 0) {
+      const delivering = localOnly.includes('HERALD_DELIVERY') && config.deliveryEnabled === false;
+      warnings.push(
+        `${localOnly.join(', ')} ${localOnly.length === 1 ? 'is' : 'are'} set, but HERALD_STORE is jetstream: ignored (the local engine's only` +
+          `${localOnly.includes('HERALD_RECOVERY') ? '; HERALD_RECOVERY only takes recreate-missing there' : ''})` +
+          (delivering ? '; this node delivers like every other node of the cluster, HERALD_DELIVERY=off notwithstanding' : ''),
+      );
+    }
   }
   if (config.fsync !== 'interval' && isSet(env.HERALD_FSYNC_INTERVAL_MS)) {
     warnings.push(`HERALD_FSYNC_INTERVAL_MS is set, but HERALD_FSYNC is ${config.fsync}: it is read only with HERALD_FSYNC=interval`);
