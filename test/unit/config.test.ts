@@ -230,22 +230,30 @@ describe('configWarnings', () => {
       'HERALD_FSYNC_INTERVAL_MS is set, but HERALD_FSYNC is always: it is read only with HERALD_FSYNC=interval',
     ]);
     expect(warningsFor({ HERALD_FSYNC: 'interval', HERALD_FSYNC_INTERVAL_MS: '20' })).toEqual([]);
+    // Blank is unset, as the settings read it (re-probe: '   ' was "set").
+    expect(warningsFor({ HERALD_NATS_SERVERS: '   ', HERALD_FSYNC_INTERVAL_MS: '  ' })).toEqual([]);
   });
 
-  it('names settings of the local engine set for a JetStream node, which ignores them (HERALD_DELIVERY=off among them)', () => {
-    // JetStream probe: a node started with HERALD_DELIVERY=off delivered 21,697 events, HERALD_RETENTION=10s deleted nothing, silently.
+  it('names settings of the local engine set for a JetStream node, which ignores them', () => {
+    // JetStream probe: on a JetStream node HERALD_RETENTION=10s deleted nothing, silently.
     const js = { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'nats://127.0.0.1:4222' };
-    expect(warningsFor({ ...js, HERALD_DELIVERY: 'off', HERALD_RETENTION: '10s', HERALD_DATA_DIR: '/srv/herald' })).toEqual([
-      "HERALD_DATA_DIR, HERALD_RETENTION, HERALD_DELIVERY are set, but HERALD_STORE is jetstream: ignored (the local engine's only); " +
-        'this node delivers like every other node of the cluster, HERALD_DELIVERY=off notwithstanding',
+    expect(warningsFor({ ...js, HERALD_DELIVERY: 'on', HERALD_RETENTION: '10s', HERALD_DATA_DIR: '/srv/herald' })).toEqual([
+      "HERALD_DATA_DIR, HERALD_RETENTION, HERALD_DELIVERY are set, but HERALD_STORE is jetstream: ignored (the local engine's only)",
     ]);
     expect(warningsFor({ ...js, HERALD_RECOVERY: 'recreate-missing' })).toEqual([]);
     expect(warningsFor({ ...js, HERALD_RECOVERY: 'skip-corrupt,recreate-missing' })).toEqual([
       expect.stringContaining('HERALD_RECOVERY is set, but HERALD_STORE is jetstream: ignored'),
     ]);
     expect(warningsFor({ HERALD_DELIVERY: 'off', HERALD_RETENTION: '10s' })).toEqual([]);
-    // Blank is unset, as the settings read it (re-probe: '   ' was "set").
-    expect(warningsFor({ HERALD_NATS_SERVERS: '   ', HERALD_FSYNC_INTERVAL_MS: '  ' })).toEqual([]);
+  });
+
+  it('refuses HERALD_DELIVERY=off on a JetStream node, which would deliver all the same', () => {
+    // JetStream probe: such a node made 21,697 of 40,205 deliveries; the switch is for receivers that must not be called.
+    const js = { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'nats://127.0.0.1:4222' };
+    expect(() => loadConfig({ ...js, HERALD_DELIVERY: 'off' })).toThrow(
+      /HERALD_DELIVERY: off is not supported with HERALD_STORE=jetstream: every node of a cluster delivers/,
+    );
+    expect(loadConfig({ HERALD_DELIVERY: 'off' }).deliveryEnabled).toBe(false);
   });
 
   it('names a missing HERALD_PUBLIC_URL when listening on every interface, where receivers would be given 0.0.0.0', () => {
