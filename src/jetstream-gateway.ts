@@ -36,7 +36,7 @@ export interface JetStreamGateway {
  */
 export async function startJetStreamGateway(
   config: Readonly<Config>,
-  opts: { log?: Logger; metrics?: Metrics } = {},
+  opts: { log?: Logger; metrics?: Metrics; leaseCheckMs?: number } = {},
 ): Promise<JetStreamGateway> {
   if (!config.nats) throw new Error('startJetStreamGateway needs HERALD_STORE=jetstream and its HERALD_NATS_* settings');
   const log = opts.log ?? createLogger(config.logLevel);
@@ -53,7 +53,16 @@ export async function startJetStreamGateway(
   const deadline = Date.now() + START_RETRY_MS;
   for (let delayMs = FIRST_RETRY_DELAY_MS; ; delayMs = Math.min(delayMs * 2, MAX_RETRY_DELAY_MS)) {
     try {
-      const gateway = await startOnce({ config, nats: config.nats, log, metrics, authorize, httpServer, url: listening.url });
+      const gateway = await startOnce({
+        config,
+        nats: config.nats,
+        log,
+        metrics,
+        authorize,
+        httpServer,
+        url: listening.url,
+        leaseCheckMs: opts.leaseCheckMs,
+      });
       logListening(log, config, listening.url, apiKeys);
       return { ...gateway, url: listening.url, port: listening.port };
     } catch (err) {
@@ -86,6 +95,8 @@ async function startOnce(deps: {
   /** Listening already, answering as a starting gateway until this start succeeds. */
   httpServer: HttpServer;
   url: string;
+  /** Tests only: see `JetStreamDeliveryDeps.leaseCheckMs`. */
+  leaseCheckMs?: number | undefined;
 }): Promise<Omit<JetStreamGateway, 'url' | 'port'>> {
   const { config, nats, log, metrics, authorize, httpServer } = deps;
   const store = await openJetStreamEventStore({
@@ -105,6 +116,7 @@ async function startOnce(deps: {
       allowPrivateSinks: config.sinkAllowPrivate,
       ackUrlBase: () => publicUrl,
       made: store.made,
+      ...(deps.leaseCheckMs !== undefined ? { leaseCheckMs: deps.leaseCheckMs } : {}),
     });
   } catch (err) {
     await store.close();

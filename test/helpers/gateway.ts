@@ -24,7 +24,11 @@ export async function startTestGateway(env: Env = {}): Promise<Gateway & { dataD
  * `servers` (HERALD_NATS_SERVERS). Give two gateways the same HERALD_NATS_PREFIX to make them two
  * nodes of one deployment.
  */
-export async function startJetStreamTestGateway(servers: string, env: Env = {}): Promise<JetStreamGateway> {
+export async function startJetStreamTestGateway(
+  servers: string,
+  env: Env = {},
+  opts: { leaseCheckMs?: number } = {},
+): Promise<JetStreamGateway> {
   const config = loadConfig({
     HERALD_PORT: '0',
     HERALD_LOG_LEVEL: 'silent',
@@ -32,7 +36,7 @@ export async function startJetStreamTestGateway(servers: string, env: Env = {}):
     HERALD_NATS_SERVERS: servers,
     ...env,
   });
-  return startJetStreamGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent') });
+  return startJetStreamGateway(config, { log: createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent'), ...opts });
 }
 
 /** A NATS cluster for the whole test file, and the JetStream nodes a test starts on it. */

@@ -148,18 +148,57 @@ export function createConsumers(deps: ConsumersDeps) {
         existing = (await jsm.consumers.info(stream, config.durable_name)).config;
       }
     }
-    if (needsUpdate(existing, config)) {
-      const { ack_wait, max_deliver, max_ack_pending } = config;
+    if (needsUpdate(existing, config)) await updateLeaseSettings(stream, config);
+  }
+
+  async function updateLeaseSettings(stream: string, config: Config): Promise<void> {
+    const { ack_wait, max_deliver, max_ack_pending } = config;
+    try {
+      await jsm.consumers.update(stream, config.durable_name, { ack_wait, max_deliver, max_ack_pending });
+    } catch (err) {
+      if (!isStartTimeFrozen(err)) throw err;
+      // Made by an earlier version (at a time): delivery goes on under its old lease settings rather than stop.
+      deps.log?.warn(
+        { stream, consumer: config.durable_name },
+        'this consumer starts at a time and the server refuses to update it: its lease settings (timeoutMs, ackDeadlineMs, ordering, maxInFlight) stay as they were',
+      );
+    }
+  }
+
+  /**
+   * Lease settings changed behind Herald (`nats consumer edit`) are set back, with a warn naming them
+   * (JetStream probe: `max_deliver` 1 made JetStream drop a failed event silently, `max_ack_pending` above 1
+   * breaks `ordering: partition`). Only consumers that exist: a missing one is the pullers' to make again.
+   */
+  async function restoreLeaseSettings(record: SubscriptionRecord, gens: readonly number[]): Promise<void> {
+    const wanted: { stream: string; config: Config }[] = gens.map((generation, partition) => ({
+      stream: events.stream(partition),
+      config: partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, startOf(record)) as Config,
+    }));
+    const redrive = names.redriveConsumer(record.id);
+    wanted.push({
+      stream: names.redriveStream,
+      config: redriveConsumerConfig(redrive, names.redriveSubject(record.id), record.delivery) as Config,
+    });
+    for (const { stream, config } of wanted) {
+      let found: ConsumerConfig;
       try {
-        await jsm.consumers.update(stream, config.durable_name, { ack_wait, max_deliver, max_ack_pending });
+        found = (await jsm.consumers.info(stream, config.durable_name)).config;
       } catch (err) {
-        if (!isStartTimeFrozen(err)) throw err;
-        // Made by an earlier version (at a time): delivery goes on under its old lease settings rather than stop.
-        deps.log?.warn(
-          { stream, consumer: config.durable_name },
-          'this consumer starts at a time and the server refuses to update it: its lease settings (timeoutMs, ackDeadlineMs, ordering, maxInFlight) stay as they were',
-        );
+        if (isConsumerNotFound(err)) continue;
+        throw err;
       }
+      if (!needsUpdate(found, config)) continue;
+      const settings = (c: Partial<ConsumerConfig>) => ({
+        ack_wait: c.ack_wait,
+        max_deliver: c.max_deliver,
+        max_ack_pending: c.max_ack_pending,
+      });
+      deps.log?.warn(
+        { subscription: record.id, stream, consumer: config.durable_name, found: settings(found), wanted: settings(config) },
+        "a consumer's lease settings were changed outside Herald: set back to the subscription's (Herald bounds attempts itself, and JetStream drops a message at max_deliver)",
+      );
+      await updateLeaseSettings(stream, config);
     }
   }
 
@@ -299,6 +338,7 @@ export function createConsumers(deps: ConsumersDeps) {
       const name = names.redriveConsumer(record.id);
       await ensure(names.redriveStream, redriveConsumerConfig(name, names.redriveSubject(record.id), record.delivery) as never);
     },
+    restoreLeaseSettings,
     removePartitionConsumer: (id: string, partition: number, generation: number) =>
       remove(events.stream(partition), names.consumer(id, generation)),
     /** The same by the subscription's token (a consumer found on a stream, whose id is not known). */

@@ -79,6 +79,7 @@ import { createConsumers, type Consumers } from './consumers';
 import type { EngineContext } from './context';
 import { createLeaseKeeper } from './lease-keeper';
 import { createLocalSubscription, type LocalSubscription } from './local-subscription';
+import { watchMaxDeliveries } from './max-deliveries';
 import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
 import { bucketStream, type MadeStreams } from '../made-streams';
@@ -105,6 +106,8 @@ export interface JetStreamDeliveryDeps {
   ackUrlBase?: () => string;
   /** The layout's list of what Herald made (the event store's): delivery's streams and buckets are checked and recorded there. */
   made?: MadeStreams;
+  /** About how often each subscription's consumers are checked for lease settings changed behind Herald (tests shorten it). */
+  leaseCheckMs?: number;
 }
 
 /** API timeout of the engine's own connection. */
@@ -115,6 +118,8 @@ const REMOVE_TIMEOUT_MS = 1000;
 const CLOSE_GRACE_MS = 1000;
 /** Dead letters read per page when all of a subscription's are redelivered (bounded by their count). */
 const REDRIVE_PAGE = 1000;
+/** See `JetStreamDeliveryDeps.leaseCheckMs`: a consumer info per consumer per minute and node. */
+const LEASE_CHECK_MS = 60_000;
 
 export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Promise<JetStreamDelivery> {
   const { log, partitions } = deps;
@@ -168,7 +173,8 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
         throw err;
       });
     }
-    return await composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions });
+    const leaseCheckMs = deps.leaseCheckMs ?? LEASE_CHECK_MS;
+    return await composeEngine({ ctx, js, nc, consumers, generations: buckets.generations, partitions, leaseCheckMs });
   } catch (err) {
     await nc.close().catch(() => undefined);
     // A cluster call that failed here is a start-up failure (one line, exit 2; a timeout is asked again), not a stack.
@@ -183,8 +189,9 @@ async function composeEngine(parts: {
   consumers: Consumers;
   generations: KV;
   partitions: number;
+  leaseCheckMs: number;
 }): Promise<JetStreamDelivery> {
-  const { ctx, js, nc, consumers, partitions } = parts;
+  const { ctx, js, nc, consumers, partitions, leaseCheckMs } = parts;
   const { log, names, events } = ctx;
   const subs = new Map<string, LocalSubscription>();
   /** Deleted here: an `add` still making its consumers must not start pulling. */
@@ -226,6 +233,12 @@ async function composeEngine(parts: {
   }
   // Awaited here: a watch that cannot be made (a timeout) fails the start, instead of an unhandled rejection later.
   const stopWatching = await watchGenerations();
+  const droppedByJetStream = watchMaxDeliveries(ctx, partitions, (consumer) => {
+    const parsed = names.parseConsumer(consumer);
+    const id = parsed && byToken.get(parsed.token);
+    const entry = id === undefined ? undefined : subs.get(id);
+    return entry && parsed ? { entry, generation: parsed.generation } : undefined;
+  });
 
   async function addOnce(record: SubscriptionRecord, subEvents: SubscriptionEvents): Promise<void> {
     const { gens } = await consumers.ensureGenerations(record.id);
@@ -233,7 +246,7 @@ async function composeEngine(parts: {
     // Closed, or deleted while its consumers were being made: nothing to pull.
     if (closed || removedIds.has(record.id)) return;
     const entry = createLocalSubscription(
-      { ctx, js, consumers, leases, partitions, closed: () => closed || quiescing },
+      { ctx, js, consumers, leases, partitions, closed: () => closed || quiescing, leaseCheckMs },
       record,
       subEvents,
       gens,
@@ -385,6 +398,7 @@ async function composeEngine(parts: {
       closed = true;
       leases.stop();
       stopWatching();
+      droppedByJetStream.unsubscribe();
       await Promise.all([...subs.values()].map((e) => e.stop({ graceMs: CLOSE_GRACE_MS })));
       await ctx.sender.close(Date.now() + CLOSE_GRACE_MS);
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());

@@ -18,6 +18,8 @@ export interface LocalSubscriptionDeps {
   partitions: number;
   /** The engine is closing: nothing more is pulled or settled. */
   closed: () => boolean;
+  /** About how often the consumers' lease settings are checked against the subscription's (see `restoreLeaseSettings`). */
+  leaseCheckMs: number;
 }
 
 type Channel = number | 'redrive';
@@ -118,8 +120,24 @@ export function createLocalSubscription(
     }
   }
 
+  /** Consumers edited behind Herald are set back: now and then (jittered, so nodes spread their reads), and when told. */
+  let leaseCheck: NodeJS.Timeout | undefined;
+  function checkLeasesLater(ms = deps.leaseCheckMs * (0.75 + 0.5 * ctx.random())): void {
+    if (leaseCheck) clearTimeout(leaseCheck);
+    leaseCheck = view.closing() ? undefined : setTimeout(() => void checkLeases(), ms).unref();
+  }
+  async function checkLeases(): Promise<void> {
+    try {
+      await consumers.restoreLeaseSettings(record, generations);
+    } catch (err) {
+      log.debug({ err, subscription: id }, "could not check the consumers' lease settings; tried again later");
+    }
+    checkLeasesLater();
+  }
+
   for (let p = 0; p < deps.partitions; p++) pullers.set(p, startPuller(p));
   pullers.set('redrive', startPuller('redrive'));
+  checkLeasesLater();
 
   return {
     id,
@@ -143,9 +161,13 @@ export function createLocalSubscription(
       }
       await consumers.ensureAll(next, generations);
     },
+    /** Checks the consumers' lease settings now (JetStream reported one of them dropping a message). */
+    checkLeasesNow: () => checkLeasesLater(0),
     /** Stops pulling; open attempts get `graceMs`, then are aborted (deleted: at once, and nothing more is settled). */
     async stop(opts: { graceMs: number; removed?: boolean }): Promise<void> {
       if (opts.removed) removed = true;
+      if (leaseCheck) clearTimeout(leaseCheck);
+      leaseCheck = undefined;
       await Promise.all([...pullers.values()].map((p) => p.stop(opts.graceMs)));
       if (opts.removed) deps.leases.forget(id);
     },

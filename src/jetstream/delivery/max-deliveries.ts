@@ -1,0 +1,81 @@
+import type { Subscription } from 'nats';
+import type { AttemptTarget, EngineContext } from './context';
+import type { LocalSubscription } from './local-subscription';
+import { storeDeadLetter } from './settle';
+
+/** What nats-server publishes when a consumer gives up on a message at its `max_deliver`. */
+const ADVISORIES = '$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>';
+
+/** This node's subscription a partition consumer's name belongs to, with the consumer's seek generation. */
+export type FindConsumer = (consumer: string) => { entry: LocalSubscription; generation: number } | undefined;
+
+interface Advisory {
+  stream?: unknown;
+  consumer?: unknown;
+  stream_seq?: unknown;
+  deliveries?: unknown;
+}
+
+/**
+ * Herald's consumers have no `max_deliver` (it bounds attempts itself), so this advisory means one was
+ * changed behind Herald (JetStream probe: `nats consumer edit … --max-deliver 1` made a failing event vanish:
+ * never retried, never dead-lettered, no word logged). The event is dead-lettered (`max_attempts`, once
+ * across nodes: every node hears the advisory) and the consumer's settings are set back at once. A
+ * redelivery's message given up on stays in the redrive stream: it is named in an error line.
+ */
+export function watchMaxDeliveries(ctx: EngineContext, partitions: number, find: FindConsumer): Subscription {
+  const partitionOf = new Map(Array.from({ length: partitions }, (_, p) => [ctx.events.stream(p), p] as const));
+
+  async function handle(data: Uint8Array): Promise<void> {
+    let a: Advisory;
+    try {
+      a = JSON.parse(Buffer.from(data).toString('utf8')) as Advisory;
+    } catch {
+      return;
+    }
+    if (typeof a.stream !== 'string' || typeof a.consumer !== 'string' || !Number.isSafeInteger(a.stream_seq)) return;
+    const seq = a.stream_seq as number;
+    const deliveries = Number.isSafeInteger(a.deliveries) ? (a.deliveries as number) : 0;
+    if (a.stream === ctx.names.redriveStream) {
+      ctx.log.error(
+        { stream: a.stream, consumer: a.consumer, streamSequence: seq, deliveries },
+        "JetStream stopped redelivering a dead letter at its consumer's max_deliver, changed outside Herald: it stays in the redrive stream, unsent",
+      );
+      return;
+    }
+    const partition = partitionOf.get(a.stream);
+    const found = partition === undefined ? undefined : find(a.consumer);
+    if (partition === undefined || !found) return; // another prefix's, or a subscription this node does not run
+    found.entry.checkLeasesNow();
+    if ((found.entry.generations()[partition] ?? 0) !== found.generation) return; // a seek has moved past that consumer
+    const target: AttemptTarget = {
+      reply: '',
+      subscriptionId: found.entry.id,
+      partition,
+      offset: seq - 1, // offset o is stream sequence o + 1
+      generation: found.generation,
+      redrive: false,
+    };
+    ctx.log.error(
+      { subscription: target.subscriptionId, partition, offset: target.offset, consumer: a.consumer, deliveries },
+      "JetStream stopped delivering an event at its consumer's max_deliver, changed outside Herald: dead-lettered (max_attempts)",
+    );
+    const lastError = `JetStream stopped delivering it after ${deliveries} deliveries: its consumer's max_deliver was changed outside Herald`;
+    await storeDeadLetter(
+      ctx,
+      target,
+      'max_attempts',
+      { attempt: deliveries, lastStatus: null, lastError },
+      `maxdeliver-${a.consumer}-${seq}`,
+    );
+  }
+
+  return ctx.nc.subscribe(ADVISORIES, {
+    callback: (err, msg) => {
+      if (err) return;
+      handle(msg.data).catch((e: unknown) =>
+        ctx.log.error({ err: e, subject: msg.subject }, 'could not dead-letter an event JetStream stopped delivering at max_deliver'),
+      );
+    },
+  });
+}

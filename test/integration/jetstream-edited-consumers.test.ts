@@ -1,0 +1,108 @@
+/**
+ * JetStream engine: a subscription's consumer edited behind Herald (`nats consumer edit`). Herald's
+ * consumers have no `max_deliver` (it bounds attempts itself) and `max_ack_pending` 1 under
+ * `ordering: partition`; an operator's edit of either broke a promise silently (JetStream probe: a
+ * failing event was sent once, then never retried nor dead-lettered).
+ */
+import type { ConsumerConfig } from 'nats';
+import request from 'supertest';
+import type { JetStreamGateway } from '../../src/jetstream-gateway';
+import { startJetStreamTestGateway, useJetStreamCluster } from '../helpers/gateway';
+import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
+import { startReceiver, type Receiver } from '../helpers/receiver';
+
+jest.setTimeout(90_000);
+
+describeWithNats('jetstream: consumers edited behind Herald', () => {
+  const js = useJetStreamCluster({ size: 1 });
+  const receivers: Receiver[] = [];
+  const settings = (prefix: string) => ({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '1', HERALD_NATS_PREFIX: prefix });
+  const idOf = (body: Buffer) => (JSON.parse(body.toString('utf8')) as { id: string }).id;
+  const publish = (node: JetStreamGateway, id: string) =>
+    request(node.url)
+      .post('/events')
+      .set({ 'ce-specversion': '1.0', 'ce-id': id, 'ce-source': '/edited', 'ce-type': 'com.example.t' })
+      .expect(202);
+  const consumerOf = async (node: JetStreamGateway, prefix: string, id: string): Promise<ConsumerConfig> =>
+    (await (await node.store.connection.jetstreamManager()).consumers.info(`${prefix}_p0`, `${prefix}_d_${id}_g0`)).config;
+  const edit = async (node: JetStreamGateway, prefix: string, id: string, change: Partial<ConsumerConfig>) => {
+    const jsm = await node.store.connection.jetstreamManager();
+    await jsm.consumers.update(`${prefix}_p0`, `${prefix}_d_${id}_g0`, change);
+  };
+
+  afterAll(async () => {
+    for (const r of receivers) await r.close();
+  });
+
+  it('max_deliver set to 1: the failing event JetStream gives up on is dead-lettered, and the consumer is set back', async () => {
+    const prefix = uniquePrefix('edmax');
+    const node = await js.start(settings(prefix));
+    const r = await startReceiver((req) => (idOf(req.body).startsWith('fails') ? { status: 500 } : { status: 204 }));
+    receivers.push(r);
+    const id = (
+      await request(node.url)
+        .post('/subscriptions')
+        .send({ sink: r.url, delivery: { retry: { maxAttempts: 5, initialDelayMs: 200, maxDelayMs: 200 } } })
+        .expect(201)
+    ).body.id as string;
+    await edit(node, prefix, id, { max_deliver: 1 });
+    await publish(node, 'fails');
+    await publish(node, 'passes');
+    await waitUntil('passes delivered', () => r.requests.some((q) => idOf(q.body) === 'passes'), 20_000, 50);
+
+    // Was: one attempt of `fails`, then nothing: no retry, no dead letter, not a word logged.
+    let dead: { reason: string; offset: number; lastError: string }[] = [];
+    await waitUntil(
+      'the dead letter',
+      async () => {
+        dead = (await request(node.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters;
+        return dead.length > 0;
+      },
+      20_000,
+      100,
+    );
+    expect(dead).toEqual([
+      expect.objectContaining({ reason: 'max_attempts', offset: 0, lastError: expect.stringContaining('max_deliver') }),
+    ]);
+    await waitUntil('max_deliver set back', async () => (await consumerOf(node, prefix, id)).max_deliver === -1, 10_000, 100);
+    // Once: a second node hears the same advisory, and the dead letter is stored once all the same.
+    const second = await js.start(settings(prefix));
+    await edit(second, prefix, id, { max_deliver: 1 });
+    await publish(node, 'fails-again');
+    await waitUntil(
+      'the second dead letter',
+      async () => (await request(node.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters.length >= 2,
+      20_000,
+      100,
+    );
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const all = (await request(node.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters as { offset: number }[];
+    expect(all.map((d) => d.offset).sort()).toEqual([0, 2]);
+  });
+
+  it('max_ack_pending raised under ordering partition, and ack_wait changed: set back by the periodic check', async () => {
+    const prefix = uniquePrefix('edlease');
+    const node = js.keep(await startJetStreamTestGateway(js.cluster.serversEnv, settings(prefix), { leaseCheckMs: 500 }));
+    const r = await startReceiver(() => ({ status: 204 }));
+    receivers.push(r);
+    const id = (
+      await request(node.url)
+        .post('/subscriptions')
+        .send({ sink: r.url, delivery: { ordering: 'partition', timeoutMs: 4000, ackDeadlineMs: 1000 } })
+        .expect(201)
+    ).body.id as string;
+    const before = await consumerOf(node, prefix, id);
+    expect({ pending: before.max_ack_pending, wait: before.ack_wait }).toEqual({ pending: 1, wait: 5_000_000_000 });
+    await edit(node, prefix, id, { max_ack_pending: 100, ack_wait: 1_000_000_000 });
+    // Was: kept until the next PATCH or restart; events of the partition then went out 100 at a time, out of order.
+    await waitUntil(
+      'the lease settings set back',
+      async () => {
+        const now = await consumerOf(node, prefix, id);
+        return now.max_ack_pending === 1 && now.ack_wait === 5_000_000_000;
+      },
+      10_000,
+      100,
+    );
+  });
+});
