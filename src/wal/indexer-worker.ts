@@ -109,12 +109,14 @@ function indexBatch(): void {
   checkpoint();
 }
 
-let checkpointedAt = Date.now();
+// Monotonic: a wall clock stepped back an hour (NTP) stopped every checkpoint for that hour, and index.db's
+// WAL (no autocheckpoint) took every page written meanwhile (clock probe: 189 MiB for 160,000 events).
+let checkpointedAt = performance.now();
 
 /** The indexer is index.db's only writer, so it checkpoints it itself, between its transactions, at most every {@link CHECKPOINT_INTERVAL_MS}. */
 function checkpoint(): void {
-  if (Date.now() - checkpointedAt < CHECKPOINT_INTERVAL_MS) return;
-  checkpointedAt = Date.now();
+  if (performance.now() - checkpointedAt < CHECKPOINT_INTERVAL_MS) return;
+  checkpointedAt = performance.now();
   whileBusy(() => checkpointBounded(db, dbFile));
 }
 
@@ -124,12 +126,12 @@ function checkpoint(): void {
  * error goes up and the worker exits (restarted unless the indexer is closing).
  */
 function whileBusy<T>(write: () => T): T {
-  const started = Date.now();
+  const started = performance.now();
   for (;;) {
     try {
       return write();
     } catch (err) {
-      if (!isLockHeld(err) || Atomics.load(stopFlag, 0) === 1 || Date.now() - started >= BUSY_GIVE_UP_MS) throw err;
+      if (!isLockHeld(err) || Atomics.load(stopFlag, 0) === 1 || performance.now() - started >= BUSY_GIVE_UP_MS) throw err;
       Atomics.wait(stopFlag, 0, 0, BUSY_SLICE_MS);
     }
   }
