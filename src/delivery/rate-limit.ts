@@ -24,10 +24,15 @@ export function newBucket(perSecond: number, now: number): TokenBucket {
   return { tokens: bucketCapacity(perSecond), at: now };
 }
 
-/** The bucket at `now`: tokens earned since the last refill, capped at the capacity (a clock going back earns none). */
+/**
+ * The bucket at `now`: tokens earned since the last refill, capped at the capacity. A clock that went
+ * back earns none, and the bucket earns again from `now`: kept at the later time, it earned nothing
+ * until the clock was back there (clock probe: an NTP step back of 10 minutes held a rate-limited
+ * subscription for those 10 minutes).
+ */
 export function refill(bucket: TokenBucket, perSecond: number, now: number): TokenBucket {
   const earned = (Math.max(0, now - bucket.at) * perSecond) / 1000;
-  return { tokens: Math.min(bucketCapacity(perSecond), bucket.tokens + earned), at: Math.max(now, bucket.at) };
+  return { tokens: Math.min(bucketCapacity(perSecond), bucket.tokens + earned), at: now };
 }
 
 /** Takes one token if there is one: `{ ok, bucket }` with the bucket after the refill (and the take). */

@@ -43,9 +43,11 @@ describe('token bucket', () => {
     expect(takeToken(empty, 0.5, 3000).ok).toBe(true);
   });
 
-  it('earns nothing when the clock goes back', () => {
+  it('earns nothing when the clock goes back, then earns again from there (not only once the clock is back at the old time)', () => {
     const bucket = { tokens: 0, at: 5000 };
-    expect(takeToken(bucket, 10, 1000)).toEqual({ ok: false, bucket: { tokens: 0, at: 5000 } });
+    const stepped = takeToken(bucket, 10, 1000);
+    expect(stepped).toEqual({ ok: false, bucket: { tokens: 0, at: 1000 } });
+    expect(takeToken(stepped.bucket, 10, 1100).ok).toBe(true);
   });
 });
 
