@@ -102,7 +102,7 @@ export function createLocalSubscription(
     const current = await consumers.generations(id);
     if (!current) return; // deleted: the service removes it here too
     if (channel !== 'redrive' && current.gens[channel] !== generations[channel]) return rebind(current.gens);
-    await consumers.ensureAll(record, generations);
+    await serially(() => consumers.ensureAll(record, generations));
   }
 
   /** Moves this node's pullers to the generations the cluster holds (after a seek through any node); never backwards. */
@@ -120,6 +120,18 @@ export function createLocalSubscription(
     }
   }
 
+  /**
+   * This node's writes of its consumers' settings, one at a time and each from the record as it is when it runs: a
+   * check that read the settings under an older record cannot undo a PATCH's update after it (the update, queued
+   * behind it, writes the new settings again).
+   */
+  let consumerWrites: Promise<unknown> = Promise.resolve();
+  function serially<T>(write: () => Promise<T>): Promise<T> {
+    const run = consumerWrites.then(write, write);
+    consumerWrites = run.catch(() => undefined);
+    return run;
+  }
+
   /** Consumers edited behind Herald are set back: now and then (jittered, so nodes spread their reads), and when told. */
   let leaseCheck: NodeJS.Timeout | undefined;
   function checkLeasesLater(ms = deps.leaseCheckMs * (0.75 + 0.5 * ctx.random())): void {
@@ -128,7 +140,7 @@ export function createLocalSubscription(
   }
   async function checkLeases(): Promise<void> {
     try {
-      await consumers.restoreLeaseSettings(record, generations);
+      await serially(() => consumers.restoreLeaseSettings(record, generations));
     } catch (err) {
       log.debug({ err, subscription: id }, "could not check the consumers' lease settings; tried again later");
     }
@@ -159,7 +171,7 @@ export function createLocalSubscription(
         deps.leases.ackWaitChanged(id, ackWaitMs(next.delivery), ackWaitMs(before));
         if (ackWaitMs(next.delivery) < ackWaitMs(before)) for (const puller of pullers.values()) puller.renewHeld();
       }
-      await consumers.ensureAll(next, generations);
+      await serially(() => consumers.ensureAll(record, generations));
     },
     /** Checks the consumers' lease settings now (JetStream reported one of them dropping a message). */
     checkLeasesNow: () => checkLeasesLater(0),
