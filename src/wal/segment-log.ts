@@ -160,6 +160,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   const key = loadKey();
   if (segments.length === 0) segments.push(createSegment(0));
   let writeFd = fs.openSync(active().file, 'a');
+  /** The read descriptors of this log's own reads (lookups, pages, live tails), at most {@link MAX_READ_FDS}. */
+  const readFds = new ReadFds();
   /** Segments whose first record is version 1 (written before the key): only there may a search accept such a frame. */
   const legacySegments = new Map<Segment, boolean>();
 
@@ -646,7 +648,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /** Reads one record's bytes. Synchronous: the records are recent and in the page cache. */
   function read(position: number, length: number): Buffer {
-    return readRecordBytes(segmentAt(position), position, length);
+    return readRecordBytes(segmentAt(position), position, length, readFds);
   }
 
   function close(): void {
@@ -655,10 +657,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     } finally {
       if (writeFd >= 0) fs.closeSync(writeFd);
       writeFd = -1;
-      for (const seg of segments) {
-        if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
-        seg.readFd = undefined;
-      }
+      for (const seg of segments) readFds.close(seg);
     }
   }
 
@@ -675,7 +674,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     let bytes = 0;
     while (segments.length > 1 && segments[1]!.base <= through) {
       const seg = segments.shift()!;
-      if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
+      readFds.close(seg);
       legacySegments.delete(seg);
       files.push(seg.file);
       bytes += seg.size;
@@ -772,13 +771,58 @@ function holding(segments: readonly { base: number }[], position: number): numbe
   return lo;
 }
 
+/**
+ * Most segments a reader (the gateway's reads, the delivery thread's) keeps a read descriptor open on.
+ * Each was kept until retention deleted its segment: reading a long log through (a subscription from
+ * `earliest`, lookups of old events) held one per segment, and under a descriptor limit the gateway
+ * ran out for good: reads of other segments `503`, delivery stuck, connections reset at accept.
+ */
+export const MAX_READ_FDS = 64;
+
+/** The read descriptors a reader holds: the least recently used is closed when it would pass {@link MAX_READ_FDS}. */
+export class ReadFds {
+  private readonly open = new Set<ReadableSegment>();
+  constructor(private readonly max = MAX_READ_FDS) {}
+
+  /** `seg`'s descriptor, opened if need be (throws what `open` throws). Reads are synchronous, so closing another is safe. */
+  of(seg: ReadableSegment): number {
+    if (seg.readFd !== undefined) {
+      this.open.delete(seg);
+      this.open.add(seg);
+      return seg.readFd;
+    }
+    for (const old of this.open) {
+      if (this.open.size < this.max) break;
+      this.close(old);
+    }
+    try {
+      seg.readFd = fs.openSync(seg.file, 'r');
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if ((code !== 'EMFILE' && code !== 'ENFILE') || this.open.size === 0) throw err;
+      // Out of descriptors (a low `ulimit -n`): give back the ones this reader caches and try once more,
+      // so the process is not left holding descriptors it needs elsewhere.
+      for (const old of this.open) this.close(old);
+      seg.readFd = fs.openSync(seg.file, 'r');
+    }
+    this.open.add(seg);
+    return seg.readFd;
+  }
+
+  /** Closes `seg`'s descriptor, if open (retention, close, eviction). */
+  close(seg: ReadableSegment): void {
+    this.open.delete(seg);
+    if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
+    seg.readFd = undefined;
+  }
+}
+
 /** One record's bytes at `position` of `seg` (its descriptor opened on first use); throws when they are not all there. */
-function readRecordBytes(seg: ReadableSegment, position: number, length: number): Buffer {
+function readRecordBytes(seg: ReadableSegment, position: number, length: number, fds: ReadFds): Buffer {
   const buf = Buffer.allocUnsafe(length);
   let n: number;
   try {
-    seg.readFd ??= fs.openSync(seg.file, 'r');
-    n = fs.readSync(seg.readFd, buf, 0, length, position - seg.base);
+    n = fs.readSync(fds.of(seg), buf, 0, length, position - seg.base);
   } catch (err) {
     throw unreadable(seg.file, err);
   }
@@ -961,24 +1005,22 @@ export function openSegmentReader(opts: { dir: string; bases: readonly number[];
 
   const segmentAt = (position: number): ReadableSegment => segments[indexAt(position)]!;
 
-  function closeFd(seg: { readFd?: number }): void {
-    if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
-    seg.readFd = undefined;
-  }
+  const readFds = new ReadFds();
+  const closeFd = (seg: ReadableSegment) => readFds.close(seg);
 
   return {
     key,
     /** Reads one record's bytes (throws when they are not there: a reader treats that as unreadable). */
-    read: (position: number, length: number): Buffer => readRecordBytes(segmentAt(position), position, length),
+    read: (position: number, length: number): Buffer => readRecordBytes(segmentAt(position), position, length, readFds),
     sameSegment: (a: number, b: number) => segmentAt(a) === segmentAt(b),
     /** Up to `length` bytes at `position` into `buf`, never past its segment: fewer at the end of the file. */
     readInto(position: number, buf: Buffer, length: number): number {
       const i = indexAt(position);
       const seg = segments[i]!;
       const next = segments[i + 1]?.base;
-      seg.readFd ??= fs.openSync(seg.file, 'r');
+      const fd = readFds.of(seg);
       const n = next === undefined ? length : Math.min(length, next - position);
-      return n > 0 ? fs.readSync(seg.readFd, buf, 0, n, position - seg.base) : 0;
+      return n > 0 ? fs.readSync(fd, buf, 0, n, position - seg.base) : 0;
     },
     locate: (position: number) => {
       const seg = segmentAt(position);

@@ -5,7 +5,7 @@ import { decodeRecord, encodeRecord, frameKey } from '../../../src/wal/record';
 /** Every test log gets this key (written before the log is opened), so frames can be made before and after. */
 const KEY_HEX = '07'.repeat(16);
 const KEY = frameKey(Buffer.from(KEY_HEX, 'hex'));
-import { CorruptLogError, openSegmentLog, type SegmentLog } from '../../../src/wal/segment-log';
+import { CorruptLogError, MAX_READ_FDS, openSegmentLog, openSegmentReader, type SegmentLog } from '../../../src/wal/segment-log';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
@@ -333,6 +333,42 @@ describe('segment log', () => {
       expect(decodeRecord(log.read(second, frame(1).length)).offset).toBe(1);
     } finally {
       fs.closeSync(otherFd);
+    }
+  });
+});
+
+describe('read descriptors', () => {
+  /** Descriptors this process holds open on segment files of `dir`. */
+  const segmentFds = (dir: string) =>
+    fs.readdirSync('/proc/self/fd').filter((fd) => {
+      try {
+        return fs.readlinkSync(`/proc/self/fd/${fd}`).startsWith(dir + path.sep) && /\.seg$/.test(fs.readlinkSync(`/proc/self/fd/${fd}`));
+      } catch {
+        return false;
+      }
+    }).length;
+
+  it('reading a long log through holds a bounded number of segment descriptors (was one per segment read, until retention)', async () => {
+    const { log, dir } = openLog(tmpDir(), 512);
+    const frames = Array.from({ length: 3 * MAX_READ_FDS }, (_, i) => frame(i, { pad: 'x'.repeat(400) }));
+    const positions = await appendAll(log, frames);
+    const bases = fs
+      .readdirSync(dir)
+      .filter((f) => f.endsWith('.seg'))
+      .map((f) => Number(f.slice(0, 20)));
+    expect(bases.length).toBeGreaterThan(2 * MAX_READ_FDS);
+    const reader = openSegmentReader({ dir, bases, key: KEY });
+    try {
+      for (let round = 0; round < 2; round++) {
+        positions.forEach((p, i) => {
+          expect(decodeRecord(log.read(p, frames[i]!.length)).offset).toBe(i);
+          expect(decodeRecord(reader.read(p, frames[i]!.length)).offset).toBe(i);
+        });
+      }
+      // The log's own reads and the reader's, each bounded, plus the write descriptor.
+      expect(segmentFds(dir)).toBeLessThanOrEqual(2 * MAX_READ_FDS + 1);
+    } finally {
+      reader.close();
     }
   });
 });
