@@ -13,7 +13,7 @@ import { createDeliveryThread, type DeliveryThread } from './delivery/delivery-t
 import { createProbeSender } from './delivery/probe-sender';
 import type { EventStore } from './wal/event-store';
 import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-event-store';
-import { createLogger, type Logger } from './logger';
+import { createLogger, throttledLine, type Logger } from './logger';
 import { startCheckpointerOnDemand } from './store/checkpointer';
 import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
 import { lockDataDir, refusePartitionChange, refuseUnfinishedRestore, unusable } from './store/data-dir';
@@ -238,7 +238,12 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     publicUrl ||= listening.url;
     dispatcher.start(publicUrl);
     await subscriptions.startAll();
-    checkpointer = startCheckpointerOnDemand(dbFile, CHECKPOINT_INTERVAL_MS);
+    const checkpointerFailed = throttledLine(60_000);
+    checkpointer = startCheckpointerOnDemand(dbFile, CHECKPOINT_INTERVAL_MS, undefined, (err) =>
+      checkpointerFailed((suppressed) =>
+        log.error({ err, suppressed }, 'herald.db checkpointer thread failed; starting it again once the WAL grows'),
+      ),
+    );
   } catch (err) {
     // A failed start lets go of all it took (the lock, the threads, the port): a caller embedding the
     // gateway can start it again in the same process once the cause is fixed.

@@ -9,7 +9,7 @@ import { THREAD_LIMITS } from '../thread-limits';
  * load) never runs on the event loop that answers requests. PASSIVE mode
  * never blocks the writer.
  */
-export function startCheckpointer(dbFile: string, intervalMs: number): { stop(): Promise<void> } {
+export function startCheckpointer(dbFile: string, intervalMs: number, onFailure?: (err: Error) => void): { stop(): Promise<void> } {
   const source = `
     const { parentPort, workerData } = require('node:worker_threads');
     const Database = require(workerData.driver);
@@ -42,8 +42,21 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
     workerData: { dbFile, intervalMs, maxWalBytes: MAX_WAL_BYTES, driver: require.resolve('better-sqlite3') },
   });
   worker.unref();
+  // A thread that cannot start (no descriptor left: `Worker initialization failure: EMFILE`) or that
+  // dies (its heap bound, herald.db unreachable) emits 'error': without a listener that killed the
+  // whole gateway. It is the checkpointer's failure alone: the WAL stays durable, and the caller may start one again.
+  let exited = false;
+  let stopping = false;
+  worker.on('error', (err) => {
+    if (!stopping) onFailure?.(err);
+  });
+  worker.on('exit', () => {
+    exited = true;
+  });
   return {
     stop() {
+      stopping = true;
+      if (exited) return Promise.resolve();
       return new Promise<void>((resolve) => {
         const done = () => resolve();
         worker.once('exit', done);
@@ -59,6 +72,9 @@ export function startCheckpointer(dbFile: string, intervalMs: number): { stop():
 /** Size of herald.db's WAL past which {@link startCheckpointerOnDemand} starts the checkpointer. */
 export const CHECKPOINTER_START_BYTES = 1024 * 1024;
 
+/** How long after its thread failed {@link startCheckpointerOnDemand} waits before watching the WAL again. */
+const RESTART_PAUSE_MS = 5000;
+
 /**
  * {@link startCheckpointer} once herald.db's WAL first grows past `startBytes` (looked at every
  * interval, one `stat`): a gateway whose subscriptions and delivery state change little never needs
@@ -69,24 +85,40 @@ export function startCheckpointerOnDemand(
   dbFile: string,
   intervalMs: number,
   startBytes = CHECKPOINTER_START_BYTES,
+  onFailure?: (err: Error) => void,
 ): { started(): boolean; stop(): Promise<void> } {
   let running: ReturnType<typeof startCheckpointer> | undefined;
-  const timer = setInterval(() => {
-    let walBytes = 0;
-    try {
-      walBytes = fs.statSync(`${dbFile}-wal`).size;
-    } catch {
-      // No WAL file yet: nothing to checkpoint.
-    }
-    if (walBytes <= startBytes) return;
-    clearInterval(timer);
-    running = startCheckpointer(dbFile, intervalMs);
-  }, intervalMs);
-  timer.unref();
+  let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
+  const watch = () => {
+    timer = setInterval(() => {
+      let walBytes = 0;
+      try {
+        walBytes = fs.statSync(`${dbFile}-wal`).size;
+      } catch {
+        // No WAL file yet: nothing to checkpoint.
+      }
+      if (walBytes <= startBytes) return;
+      clearInterval(timer);
+      const started = startCheckpointer(dbFile, intervalMs, (err) => {
+        if (stopped || running !== started) return;
+        onFailure?.(err);
+        running = undefined;
+        // Watched again after a pause (descriptors freed, say), not a new thread every interval.
+        timer = setTimeout(watch, RESTART_PAUSE_MS);
+        timer.unref();
+      });
+      running = started;
+    }, intervalMs);
+    timer.unref();
+  };
+  watch();
   return {
     started: () => running !== undefined,
     async stop() {
+      stopped = true;
       clearInterval(timer);
+      clearTimeout(timer);
       await running?.stop();
     },
   };

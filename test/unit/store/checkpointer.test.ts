@@ -69,4 +69,15 @@ describe('the herald.db checkpointer', () => {
       writer.close();
     }
   });
+
+  it('a thread that cannot start or dies is reported, not an unhandled error that kills the process, and stop() still returns', async () => {
+    // herald.db unreachable from the thread (here: a directory where the file should be; in the field
+    // EMFILE at the thread's start) made the Worker emit 'error' with no listener: the gateway died.
+    const file = tmpDir(); // a directory: SQLite cannot open it as a database
+    const failures: Error[] = [];
+    const checkpointer = startCheckpointer(file, 20, (err) => failures.push(err));
+    await waitFor(() => failures.length > 0, { timeoutMs: 5000, what: 'the failure reported' });
+    await checkpointer.stop();
+    expect(failures.length).toBeGreaterThan(0);
+  });
 });
