@@ -14,7 +14,15 @@ export interface SendResult {
   sinkNotAllowed?: boolean;
   /** Nothing was sent: when a connection was free, the request was no longer wanted (`build` gave none). */
   withdrawn?: boolean;
+  /**
+   * Nothing was sent: this process could not open a connection (no descriptor left: `EMFILE`, `ENFILE`).
+   * The gateway's failure, not the receiver's: it must spend no attempt.
+   */
+  localFailure?: boolean;
 }
+
+/** Connect errors that say this process is out of descriptors, whatever the receiver does. */
+const LOCAL_FAILURES = new Set(['EMFILE', 'ENFILE']);
 
 /** A request as it goes out. */
 export interface Outgoing {
@@ -298,6 +306,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       if (controller.aborted) return { status: null, error: `aborted: ${controller.reason}` };
       // undici asserts a status of at least 100 (probe: a receiver's `000` was logged as an assertion).
       if (e.code === 'ERR_ASSERTION') return { status: null, error: 'the answer is not valid HTTP (its status line)' };
+      if (e.code !== undefined && LOCAL_FAILURES.has(e.code)) return { status: null, error: `${e.code}: ${e.message}`, localFailure: true };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
     } finally {
       clearTimeout(timer);

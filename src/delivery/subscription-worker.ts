@@ -65,6 +65,8 @@ const LOOP_RETRY_MAX_MS = 30_000;
 
 /** How long an event whose record cannot be read now waits before it is read again. */
 const UNAVAILABLE_RETRY_MS = 5_000;
+/** How long an attempt this process could not connect for (out of descriptors) waits before it goes again. */
+const LOCAL_FAILURE_RETRY_MS = 1_000;
 
 /**
  * Delivers one subscription: per partition, walks the log from the committed
@@ -489,6 +491,7 @@ export function createSubscriptionWorker(
 
   /** A record that could not be read is logged once a minute per subscription, not per event. */
   const unavailableLine = throttledLine(60_000, deps.clock);
+  const localFailureLine = throttledLine(60_000, deps.clock);
 
   /**
    * The pending event's record, read again (a retry, a redelivery, a restart). A read that cannot be
@@ -586,6 +589,19 @@ export function createSubscriptionWorker(
       step(pending, { kind: 'withdraw', attemptId });
       // Withdrawn for a new sink, not a pause: it goes again at once (a pause's resume makes it due).
       if (!stopped && !quiescing) attempt(pending);
+      return;
+    }
+    if (result.localFailure) {
+      // Out of descriptors here (connect EMFILE): nothing left, and the receiver did nothing wrong. Counted as
+      // its failure, a burst of connections under a low `ulimit -n` dead-lettered events healthy receivers never saw.
+      step(pending, { kind: 'withdraw', attemptId });
+      localFailureLine((suppressed) =>
+        deps.log.error(
+          { subscription: subId, partition: pending.partition, offset: pending.offset, err: result.error, suppressed },
+          'delivery cannot open a connection (this process is out of file descriptors); the attempt waits and goes again, no attempt spent (logged once a minute)',
+        ),
+      );
+      if (!stopped && !quiescing) step(pending, { kind: 'unavailable', delayMs: LOCAL_FAILURE_RETRY_MS });
       return;
     }
     const ms = deps.clock() - startedAt;
