@@ -117,8 +117,13 @@ export interface ChildGateway {
  * Runs the built gateway (`dist/main.js`, built by the integration global setup)
  * as a child process, for crash and signal tests. Resolves once it listens.
  */
-export function spawnGateway(env: Env): Promise<ChildGateway> {
-  const child = spawn(process.execPath, [MAIN_JS], {
+export function spawnGateway(env: Env, opts: { fdLimit?: number } = {}): Promise<ChildGateway> {
+  // Under a descriptor limit: the shell lowers it, then becomes the gateway (same process, so signals reach it).
+  const [command, args] =
+    opts.fdLimit === undefined
+      ? [process.execPath, [MAIN_JS]]
+      : ['/bin/sh', ['-c', `ulimit -n ${opts.fdLimit} && exec "$0" "$1"`, process.execPath, MAIN_JS]];
+  const child = spawn(command, args, {
     env: { PATH: process.env.PATH, HERALD_PORT: '0', HERALD_LOG_LEVEL: 'info', ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
