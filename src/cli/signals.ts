@@ -1,5 +1,5 @@
 /**
- * Turns the first SIGINT (Ctrl-C) or SIGTERM into a call of `onSignal`, so a long-running command
+ * Turns the first SIGINT (Ctrl-C), SIGTERM or SIGHUP (its terminal closed) into a call of `onSignal`, so a long-running command
  * (`events tail`, `listen`) can clean up and exit 0. A second signal while it cleans up exits at
  * once with status 1 (after `onForce`, which says what was left undone).
  */
@@ -13,12 +13,11 @@ export function untilSignal(onSignal: (signal: NodeJS.Signals) => void, onForce?
     received = true;
     onSignal(signal);
   };
-  process.on('SIGINT', handler);
-  process.on('SIGTERM', handler);
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const signal of signals) process.on(signal, handler);
   return {
     dispose() {
-      process.off('SIGINT', handler);
-      process.off('SIGTERM', handler);
+      for (const signal of signals) process.off(signal, handler);
     },
   };
 }

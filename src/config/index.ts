@@ -234,7 +234,7 @@ export const configSchema = z
       'Most live tails (`GET /events/stream`, `herald events tail`, the console) open at once on this gateway; past it a tail is refused with 503 `unavailable` and `Retry-After`. Each open tail may hold about 2 MiB and the largest event while its reader is waited for.',
     ),
     HERALD_SHUTDOWN_TIMEOUT_MS: int(100, 600_000, 15_000).describe(
-      'Longest a graceful shutdown (SIGTERM/SIGINT) may take. Requests in flight get half of it, at most 10 s, then their connections are closed; open delivery requests get until 1 s before its end; then state is persisted and the process exits.',
+      'Longest a graceful shutdown (SIGTERM/SIGINT/SIGHUP) may take. Requests in flight get half of it, at most 10 s, then their connections are closed; open delivery requests get until 1 s before its end; then state is persisted and the process exits.',
     ),
   })
   .superRefine((raw, ctx) => {

@@ -160,8 +160,12 @@ describe('herald listen', () => {
       error: 'ECONNREFUSED',
     });
 
-    for (const listen of [good, down]) {
-      listen.cli.child.kill('SIGINT');
+    // SIGINT (Ctrl-C), and SIGHUP (its terminal closed: was death by signal, leaving its subscription behind).
+    for (const [listen, signal] of [
+      [good, 'SIGINT'],
+      [down, 'SIGHUP'],
+    ] as const) {
+      listen.cli.child.kill(signal);
       expect(await listen.cli.exited).toBe(0);
       expect(await subscriptionStatus(listen.id)).toBe(404);
     }

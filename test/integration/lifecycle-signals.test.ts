@@ -27,7 +27,8 @@ async function waitForOutput(gw: ChildGateway, text: string): Promise<void> {
   expect(gw.output()).toContain(text);
 }
 
-describe.each(['SIGTERM', 'SIGINT'] as const)('%s', (signal) => {
+// SIGHUP too: a closed terminal (limits probe: it was death by signal, exit 129, an unclean stop).
+describe.each(['SIGTERM', 'SIGINT', 'SIGHUP'] as const)('%s', (signal) => {
   it('exits 0 and keeps every event acknowledged before it', async () => {
     const dataDir = tmpDir();
     const gw = await start(dataDir);
