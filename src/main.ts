@@ -103,7 +103,8 @@ async function startFromEnv(): Promise<void> {
     throw err;
   }
   gateway = started;
-  for (const warning of configWarnings(process.env, config)) started.log.warn(warning);
+  const heapLimit = (await import('node:v8')).getHeapStatistics().heap_size_limit;
+  for (const warning of configWarnings(process.env, config, heapLimit)) started.log.warn(warning);
 }
 
 /** {@link startFromEnv}, any other failure to start exiting 1 with its stack. */

@@ -318,6 +318,10 @@ const LOCAL_ENGINE_ONLY = [
   'HERALD_DELIVERY', // `off` is refused (see the schema); `on` is what every node does anyway
 ];
 
+/** Heap that ingest may hold per byte of HERALD_INGEST_BUFFER_BYTES (its description: "about 3.5 times"), and what the rest of the gateway takes. */
+const INGEST_MEMORY_FACTOR = 3.5;
+const HEAP_BASE_BYTES = 64 * 1024 * 1024;
+
 /** As the settings read a value: empty or blank counts as unset. */
 const isSet = (value: string | undefined): boolean => value !== undefined && value.trim() !== '';
 
@@ -329,7 +333,7 @@ const isSet = (value: string | undefined): boolean => value !== undefined && val
  * listening on every interface (the ack and validation URLs receivers are given would then name
  * 0.0.0.0). One sentence each.
  */
-export function configWarnings(env: Record<string, string | undefined>, config: Readonly<Config>): string[] {
+export function configWarnings(env: Record<string, string | undefined>, config: Readonly<Config>, heapLimitBytes?: number): string[] {
   const warnings: string[] = [];
   const known = new Set(Object.keys(configSchema.shape));
   for (const name of Object.keys(env).sort()) {
@@ -367,6 +371,14 @@ export function configWarnings(env: Record<string, string | undefined>, config: 
   if (config.publicUrl === undefined && (config.host === '0.0.0.0' || config.host === '::')) {
     warnings.push(
       `HERALD_PUBLIC_URL is not set while listening on ${config.host}: the ack and validation callback URLs receivers get name ${config.host}, which they cannot reach; set it to the URL receivers reach Herald at`,
+    );
+  }
+  // Limits probe: under --max-old-space-size=64 with the default buffer, 64 concurrent 1 MB publishes ended in a heap OOM abort.
+  const ingestMemory = INGEST_MEMORY_FACTOR * config.ingestBufferBytes + HEAP_BASE_BYTES;
+  if (heapLimitBytes !== undefined && heapLimitBytes < ingestMemory) {
+    const mib = (bytes: number) => `${Math.round(bytes / MiB)} MiB`;
+    warnings.push(
+      `the JavaScript heap limit (${mib(heapLimitBytes)}; node's --max-old-space-size sets it) is below what ingest may hold with HERALD_INGEST_BUFFER_BYTES=${mib(config.ingestBufferBytes)} (about ${mib(ingestMemory)}): a burst of large publishes can end the process out of memory; lower HERALD_INGEST_BUFFER_BYTES or raise the limit`,
     );
   }
   return warnings;

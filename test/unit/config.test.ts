@@ -247,6 +247,14 @@ describe('configWarnings', () => {
     expect(warningsFor({ HERALD_DELIVERY: 'off', HERALD_RETENTION: '10s' })).toEqual([]);
   });
 
+  it('names a heap limit below what ingest may hold (limits probe: --max-old-space-size=64 aborted out of memory under a burst)', () => {
+    expect(configWarnings({}, loadConfig({}), 64 * 1024 * 1024)).toEqual([
+      expect.stringContaining("the JavaScript heap limit (64 MiB; node's --max-old-space-size sets it) is below what ingest may hold"),
+    ]);
+    expect(configWarnings({}, loadConfig({ HERALD_INGEST_BUFFER_BYTES: '8MiB' }), 128 * 1024 * 1024)).toEqual([]);
+    expect(configWarnings({}, loadConfig({}), 4096 * 1024 * 1024)).toEqual([]);
+  });
+
   it('refuses HERALD_DELIVERY=off on a JetStream node, which would deliver all the same', () => {
     // JetStream probe: such a node made 21,697 of 40,205 deliveries; the switch is for receivers that must not be called.
     const js = { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: 'nats://127.0.0.1:4222' };
