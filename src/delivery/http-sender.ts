@@ -51,6 +51,12 @@ const CONNECT_TIMEOUT_MS = 10_000;
  * another only while more than these are free (of 64: one subscription alone holds at most 56).
  */
 const RESERVED_FOR_OTHERS = 8;
+/**
+ * Idle origins are dropped (their gate and pool) when the number of origins with a gate reaches this, or
+ * twice what was left by the last drop: a gateway whose sinks change origin over months (each `herald
+ * listen` session is a new port) kept a pool and a gate per origin ever used, about 21 KB each.
+ */
+const MIN_ORIGINS_BEFORE_DROP = 64;
 /** The validation handshakes' share of an origin's connections. */
 const PROBE_TENANT = '\u0000handshake';
 
@@ -117,6 +123,10 @@ class OriginGate {
   private readonly waiting = new Map<string, { go: () => void; attempt: Abortable }[]>();
   /** Free slots only a tenant that holds none may take (none for a small gate, which the reserve would starve). */
   private readonly reserve: number;
+  /** No slot held and nobody waiting: nothing of the origin's pool is in use or about to be. */
+  get idle(): boolean {
+    return this.active === 0 && this.waiting.size === 0;
+  }
   constructor(private readonly size: number) {
     this.reserve = size > 2 * RESERVED_FOR_OTHERS ? RESERVED_FOR_OTHERS : 0;
   }
@@ -219,11 +229,29 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
   const open = new Set<Promise<unknown>>();
   const connections = opts.connectionsPerOrigin ?? 64;
   const gates = new Map<string, OriginGate>();
+  let dropAt = MIN_ORIGINS_BEFORE_DROP;
   const gateFor = (origin: string): OriginGate => {
     let gate = gates.get(origin);
-    if (!gate) gates.set(origin, (gate = new OriginGate(connections)));
+    if (!gate) {
+      if (gates.size >= dropAt) dropIdleOrigins();
+      gates.set(origin, (gate = new OriginGate(connections)));
+    }
     return gate;
   };
+  /**
+   * Forgets the gate and closes the pool of every origin nothing uses now (a slot is taken synchronously
+   * before its pool is, so an idle gate's pool has no request): a later request to it starts afresh.
+   */
+  function dropIdleOrigins(): void {
+    for (const [origin, gate] of gates) {
+      if (!gate.idle) continue;
+      gates.delete(origin);
+      const pool = pools.get(origin);
+      pools.delete(origin);
+      if (pool && !pool.destroyed) pool.close().catch(() => undefined);
+    }
+    dropAt = Math.max(MIN_ORIGINS_BEFORE_DROP, 2 * gates.size);
+  }
   /** Sink URL → origin and request path: parsed once per sink, not per attempt. */
   const targets = new Map<string, { origin: string; path: string }>();
   const connect = opts.allowPrivate === false ? guardedConnector() : undefined;
@@ -350,6 +378,8 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
   return {
     send,
     probe,
+    /** How many origins have a pool (diagnostics and tests). */
+    origins: (): number => pools.size,
     /**
      * Withdraws `tenant`'s requests waiting for a connection to `sink`'s origin (a PATCH moved its sink
      * elsewhere: they go to the new one instead of waiting for a slot of the old, which may hang).
