@@ -41,6 +41,9 @@ export function createLogger(level: string): Logger {
   return pino({ level, base: { service: 'herald' }, redact: ['req.headers.authorization', 'secret'] }, stdoutLines);
 }
 
+/** Least time between two `event dead-lettered` lines of one subscription (either engine). */
+export const DEAD_LETTER_LINE_MS = 1000;
+
 /**
  * A line that may come once per event (a full disk refusing every callback) logged at most once per
  * `intervalMs`: `emit` gets how many were left out since the last line. A clock that went back

@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { isUnavailable } from '../errors';
-import { throttledLine } from '../logger';
+import { DEAD_LETTER_LINE_MS, throttledLine } from '../logger';
 import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
 import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../subscriptions/record';
@@ -127,6 +127,14 @@ export function createSubscriptionWorker(
   const endHold = () => {
     if (flow.endHold()) deps.persistence.saveHold(subId, null);
   };
+  /**
+   * At most a line a second per subscription, with how many were left out (leak probe: a sink refusing every
+   * event wrote a line per event, 7.5 MB of log a minute); each dead letter is stored and listed all the same.
+   */
+  const deadLetterLine = throttledLine(DEAD_LETTER_LINE_MS, deps.clock);
+  /** The same for a redelivery of a dead letter whose event retention deleted (a line per dead letter redelivered). */
+  const expiredRedriveLine = throttledLine(DEAD_LETTER_LINE_MS, deps.clock);
+
   const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
 
   /** Per partition, the committed offset at which the full window was logged: once per hold. */
@@ -287,9 +295,11 @@ export function createSubscriptionWorker(
     const key = `${item.partition}:${item.offset}`;
     if (item.offset < (deps.store.firstOffsets()[item.partition] ?? 0)) {
       // Retention deleted its event while it was queued: nothing to send, so the dead letter stays listed.
-      deps.log.warn(
-        { subscription: subId, partition: item.partition, offset: item.offset },
-        'dead letter not redelivered: retention deleted its event',
+      expiredRedriveLine((suppressed) =>
+        deps.log.warn(
+          { subscription: subId, partition: item.partition, offset: item.offset, suppressed },
+          'dead letter not redelivered: retention deleted its event',
+        ),
       );
       return;
     }
@@ -382,17 +392,20 @@ export function createSubscriptionWorker(
         complete(pending, byCallback);
         return;
       case 'deadLetter':
-        deps.log.warn(
-          {
-            subscription: subId,
-            partition: pending.partition,
-            offset: pending.offset,
-            reason: effect.reason,
-            lastStatus: pending.lastStatus,
-            lastError: pending.lastError,
-            attempts: pending.attempt,
-          },
-          'event dead-lettered',
+        deadLetterLine((suppressed) =>
+          deps.log.warn(
+            {
+              subscription: subId,
+              partition: pending.partition,
+              offset: pending.offset,
+              reason: effect.reason,
+              lastStatus: pending.lastStatus,
+              lastError: pending.lastError,
+              attempts: pending.attempt,
+              suppressed,
+            },
+            'event dead-lettered',
+          ),
         );
         deps.persistence.deadLetter(subId, pending, effect.reason, deps.clock(), pending.generation ?? generationOf(pending));
         return;

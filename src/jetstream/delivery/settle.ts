@@ -1,8 +1,20 @@
+import { DEAD_LETTER_LINE_MS, throttledLine } from '../../logger';
 import { signal } from './ack-map';
 import type { AttemptTarget, EngineContext } from './context';
 import { markMatched } from './positions';
 import type { JsAction } from './outcome';
 import type { DeadLetterReason } from '../../subscriptions/delivery-records';
+
+/** Per engine and subscription, the `event dead-lettered` line: at most one a second, as on the local engine. */
+const deadLetterLines = new WeakMap<EngineContext, Map<string, ReturnType<typeof throttledLine>>>();
+function deadLetterLine(ctx: EngineContext, subscriptionId: string): ReturnType<typeof throttledLine> {
+  let lines = deadLetterLines.get(ctx);
+  if (!lines) deadLetterLines.set(ctx, (lines = new Map()));
+  if (lines.size >= 10_000) lines.clear(); // deleted subscriptions' lines go with the rest, now and then
+  let line = lines.get(subscriptionId);
+  if (!line) lines.set(subscriptionId, (line = throttledLine(DEAD_LETTER_LINE_MS, ctx.clock)));
+  return line;
+}
 
 /** How long after a 410 the event may be pulled again (see `settleMessage`). */
 const GONE_REDELIVERY_DELAY_MS = 1000;
@@ -44,9 +56,14 @@ export async function settleMessage(ctx: EngineContext, action: JsAction, t: Att
       await markMatched(ctx, t);
       return signal(ctx.nc, t.reply, { kind: 'ack' });
     case 'deadLetter':
-      ctx.log.warn(
-        { subscription: t.subscriptionId, partition: t.partition, offset: t.offset, reason: action.reason, ...last },
-        'event dead-lettered',
+      deadLetterLine(
+        ctx,
+        t.subscriptionId,
+      )((suppressed) =>
+        ctx.log.warn(
+          { subscription: t.subscriptionId, partition: t.partition, offset: t.offset, reason: action.reason, ...last, suppressed },
+          'event dead-lettered',
+        ),
       );
       await storeDeadLetter(ctx, t, action.reason, last, deliveryId);
       await markMatched(ctx, t);
