@@ -174,7 +174,7 @@ export function createAppender(deps: AppenderDeps) {
         timeout: PUBLISH_TIMEOUT_MS,
       })
       .catch((err: unknown) => {
-        throw clusterUnavailable(err, 'store events');
+        throw clusterUnavailable(err, `store events in stream ${names.stream(partition)}`);
       });
     if (!ack.duplicate && ack.seq <= knownBefore) {
       deps.wentBack(partition, knownBefore, ack.seq);

@@ -2,6 +2,10 @@ import { AppError } from '../errors';
 
 /** Seconds a client is told to wait before retrying a write the cluster could not take. */
 export const RETRY_AFTER_SECONDS = 1;
+/** The same when a stream's limit or the servers' storage is full: an operator has to act first. */
+const STORE_FULL_RETRY_AFTER_SECONDS = 30;
+/** nats-server's refusals of a write past a stream's limits (`discard: new`) or past its storage. */
+const STORE_FULL = /maximum (messages|bytes|messages per subject) exceeded|insufficient (storage )?resources/i;
 
 interface NatsLikeError {
   code?: string;
@@ -51,6 +55,16 @@ export function natsReason(err: unknown): string {
  * the same to a client: retry later; whatever of the request was stored is answered as a duplicate then.
  */
 export function clusterUnavailable(err: unknown, what: string): AppError {
+  const reason = natsReason(err);
+  // A limit an operator set on the stream with `discard: new`, or the servers' storage, is full: retrying never
+  // succeeds until someone acts (JetStream probe: "503: maximum messages exceeded; retry later", with /readyz ready).
+  if (STORE_FULL.test(reason)) {
+    return new AppError(
+      'storage_full',
+      `the JetStream cluster cannot ${what}: ${reason}; a limit set on the stream (with discard new) or the servers' storage is full, and writes resume once it is raised or space is freed`,
+      { cause: err, retryAfter: STORE_FULL_RETRY_AFTER_SECONDS },
+    );
+  }
   return new AppError('unavailable', `the JetStream cluster cannot ${what} right now (${natsReason(err)}); retry later`, {
     cause: err,
     retryAfter: RETRY_AFTER_SECONDS,

@@ -4,7 +4,7 @@
  * `ordering: partition`; an operator's edit of either broke a promise silently (JetStream probe: a
  * failing event was sent once, then never retried nor dead-lettered).
  */
-import type { ConsumerConfig } from 'nats';
+import { DiscardPolicy, type ConsumerConfig } from 'nats';
 import request from 'supertest';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { startJetStreamTestGateway, useJetStreamCluster } from '../helpers/gateway';
@@ -13,7 +13,7 @@ import { startReceiver, type Receiver } from '../helpers/receiver';
 
 jest.setTimeout(90_000);
 
-describeWithNats('jetstream: consumers edited behind Herald', () => {
+describeWithNats('jetstream: consumers and streams edited behind Herald', () => {
   const js = useJetStreamCluster({ size: 1 });
   const receivers: Receiver[] = [];
   const settings = (prefix: string) => ({ HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '1', HERALD_NATS_PREFIX: prefix });
@@ -78,6 +78,25 @@ describeWithNats('jetstream: consumers edited behind Herald', () => {
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const all = (await request(node.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters as { offset: number }[];
     expect(all.map((d) => d.offset).sort()).toEqual([0, 2]);
+  });
+
+  it('a stream limit set with discard new: a publish past it is 503 storage_full naming the limit and the stream, not "retry later"', async () => {
+    const prefix = uniquePrefix('edfull');
+    const node = await js.start(settings(prefix));
+    const jsm = await node.store.connection.jetstreamManager();
+    const stream = `${prefix}_p0`;
+    const { config } = await jsm.streams.info(stream);
+    await jsm.streams.update(stream, { ...config, max_msgs: 2, discard: DiscardPolicy.New });
+    await publish(node, 'full-0');
+    await publish(node, 'full-1');
+    const refused = await request(node.url)
+      .post('/events')
+      .set({ 'ce-specversion': '1.0', 'ce-id': 'full-2', 'ce-source': '/edited', 'ce-type': 'com.example.t' });
+    // Was: 503 unavailable "(503: maximum messages exceeded); retry later", Retry-After 1, which never succeeds.
+    expect({ status: refused.status, code: refused.body.code }).toEqual({ status: 503, code: 'storage_full' });
+    expect(refused.body.detail).toContain('maximum messages exceeded');
+    expect(refused.body.detail).toContain(stream);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThanOrEqual(30);
   });
 
   it('max_ack_pending raised under ordering partition, and ack_wait changed: set back by the periodic check', async () => {
