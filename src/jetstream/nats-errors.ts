@@ -46,6 +46,9 @@ export function isNotFound(err: unknown): boolean {
 export function natsReason(err: unknown): string {
   const e = asNats(err);
   const text = e.api_error?.description ?? e.message ?? String(err);
+  // nats.js says only "503" when nothing answers a publish (JetStream probe: a deleted bucket read "(503)").
+  if (e.code === '503' && text.trim() === '503')
+    return '503: no stream answered (one without a leader, or missing: deleted behind Herald?)';
   return e.code && !text.includes(e.code) ? `${e.code}: ${text}` : text;
 }
 

@@ -2,7 +2,7 @@ import type { StreamInfo } from 'nats';
 import { boundsOf, streamWritable } from '../../../src/jetstream/cluster-monitor';
 import { FORMAT_HEADER, NewerFormatError, decodeEventMessage, encodeEventMessage, formatOf } from '../../../src/jetstream/codec';
 import { idempotencyKey, jetStreamNames } from '../../../src/jetstream/names';
-import { isNotFound, isWrongLastSequence } from '../../../src/jetstream/nats-errors';
+import { clusterUnavailable, isNotFound, isWrongLastSequence, natsReason } from '../../../src/jetstream/nats-errors';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 
 const attributes = { specversion: '1.0', id: 'e-1', source: '/s', type: 't', count: 3, flag: true };
@@ -113,5 +113,15 @@ describe('NATS errors', () => {
     expect(isWrongLastSequence({ code: 'TIMEOUT', message: 'TIMEOUT' })).toBe(false);
     expect(isNotFound({ code: '404', message: 'message not found' })).toBe(true);
     expect(isNotFound({ code: '503', message: '503' })).toBe(false);
+  });
+
+  it('says what a bare 503 means, and that a full stream is storage_full, not a retry later (JetStream probe)', () => {
+    // Was "(503)": a deleted subscriptions bucket's every write.
+    expect(natsReason({ code: '503', message: '503' })).toMatch(/^503: no stream answered .*missing/);
+    expect(natsReason({ code: 'TIMEOUT', message: 'timeout' })).toBe('TIMEOUT: timeout');
+    const full = clusterUnavailable({ code: '503', message: 'maximum messages exceeded' }, 'store events in stream h_p2');
+    expect({ code: full.code, retryAfter: full.retryAfter }).toEqual({ code: 'storage_full', retryAfter: 30 });
+    expect(full.message).toContain('store events in stream h_p2: 503: maximum messages exceeded');
+    expect(clusterUnavailable({ code: 'TIMEOUT', message: 'TIMEOUT' }, 'store events').code).toBe('unavailable');
   });
 });
