@@ -71,7 +71,7 @@ export function createWriteBehind(deps: {
       else stateRepo.savePending(subscriptionId, snapshot(pending));
     }
     finishedDone = [];
-    const settledBefore = Date.now() - FLUSH_INTERVAL_MS;
+    const settledBefore = performance.now() - FLUSH_INTERVAL_MS;
     for (const [k, { subscriptionId, row, at, urgent }] of dirtyFinished) {
       // Passed by the committed offset written in this same transaction: the row would go at once.
       const committing = dirtyOffsets.get(`${subscriptionId}\u0000${row.partition}`)?.row.committedOffset;
@@ -198,7 +198,7 @@ export function createWriteBehind(deps: {
    * write lock held for a moment is no reason to be unready.
    */
   function noteFailure(err: unknown): void {
-    const now = Date.now();
+    const now = performance.now();
     health.since ??= now;
     if (health.reported || now - health.since < WRITE_HEALTH_AFTER_MS) return;
     health.reported = true;
@@ -216,8 +216,8 @@ export function createWriteBehind(deps: {
     return {
       failed(err: unknown): void {
         count++;
-        if (!closed && count > 1 && Date.now() - loggedAt < FAILURE_LOG_INTERVAL_MS) return;
-        loggedAt = Date.now();
+        if (!closed && count > 1 && performance.now() - loggedAt < FAILURE_LOG_INTERVAL_MS) return;
+        loggedAt = performance.now();
         const message = closed ? `${what} flush failed at close` : `${what} flush failed; retried every ${retriedEveryMs} ms`;
         deps.log.error({ err, failedTries: count }, message);
       },
@@ -282,7 +282,7 @@ export function createWriteBehind(deps: {
       scheduleFlush();
     },
     saveFinished(subscriptionId, row, urgent = false) {
-      dirtyFinished.set(`${subscriptionId}\u0000${row.partition}\u0000${row.offset}`, { subscriptionId, row, at: Date.now(), urgent });
+      dirtyFinished.set(`${subscriptionId}\u0000${row.partition}\u0000${row.offset}`, { subscriptionId, row, at: performance.now(), urgent });
       withFinishedRows.add(subscriptionId);
       scheduleFlush();
     },

@@ -1,6 +1,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { killIfRunning, postBatch, spawnGateway, type ChildGateway } from '../helpers/gateway';
+import { startReceiver, type Receiver } from '../helpers/receiver';
 import { tmpDir } from '../helpers/tmp';
 
 const STEPPER = path.resolve(__dirname, '..', 'helpers', 'clock-step-back.js');
@@ -31,6 +32,50 @@ describe('a wall clock stepped back (NTP)', () => {
       expect(largest).toBeLessThan(16 * 1024 * 1024);
     } finally {
       await killIfRunning(gw);
+    }
+  }, 60_000);
+
+  it('writes events finished above the committed offset as usual, so a crash then does not send them again', async () => {
+    // Each was written once it had stayed finished for 100 ms of wall clock: stepped back an hour just after they
+    // finished, none was written for that hour, and a crash sent them all again (clock probe, from the code).
+    const dataDir = tmpDir();
+    const stepFile = path.join(tmpDir(), 'step');
+    const env = { HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' };
+    let stepped = false;
+    const idOf = (body: Buffer) => (JSON.parse(body.toString('utf8')) as { id: string }).id;
+    const receiver: Receiver = await startReceiver((req) => {
+      const id = idOf(req.body);
+      if (id === 'held') return { status: 500 };
+      if (id === 'e4' && !stepped) {
+        stepped = true;
+        // Just after the last one finishes, within the 100 ms it waits to be written.
+        setTimeout(() => fs.writeFileSync(stepFile, String(-3_600_000)), 20);
+      }
+      return { status: 204 };
+    });
+    let gw: ChildGateway | undefined;
+    try {
+      gw = await spawnGateway({ ...env, HERALD_TEST_CLOCK_STEP_FILE: stepFile, NODE_OPTIONS: `--require ${STEPPER}` });
+      const created = await fetch(`${gw.url}/subscriptions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ sink: receiver.url, delivery: { ordering: 'none', retry: { maxAttempts: 5, initialDelayMs: 60_000 } } }),
+      });
+      expect(created.status).toBe(201);
+      const events = ['held', 'e0', 'e1', 'e2', 'e3', 'e4'].map((id) => ({ id, source: '/clock/finished' }));
+      expect((await postBatch(gw.url, events)).status).toBe(202);
+      const got = (id: string) => receiver.requests.filter((q) => idOf(q.body) === id).length;
+      for (let i = 0; i < 200 && got('e4') === 0; i++) await new Promise((r) => setTimeout(r, 25));
+      await new Promise((r) => setTimeout(r, 800)); // several flush intervals, after the step
+      gw.child.kill('SIGKILL');
+      await gw.exited;
+
+      gw = await spawnGateway(env);
+      await new Promise((r) => setTimeout(r, 1500));
+      expect(['e0', 'e1', 'e2', 'e3', 'e4'].map(got)).toEqual([1, 1, 1, 1, 1]);
+    } finally {
+      await killIfRunning(gw);
+      await receiver.close();
     }
   }, 60_000);
 });
