@@ -124,4 +124,48 @@ describeWithNats('jetstream: consumers and streams edited behind Herald', () => 
       100,
     );
   });
+  it('a redelivered dead letter JetStream gives up on at an edited max_deliver is dead-lettered again, and the redrive consumer set back', async () => {
+    const prefix = uniquePrefix('edrd');
+    // The periodic check out of the way: what sets the consumer back here is the advisory.
+    const node = js.keep(await startJetStreamTestGateway(js.cluster.serversEnv, settings(prefix), { leaseCheckMs: 600_000 }));
+    let failing = true;
+    const r = await startReceiver(() => ({ status: failing ? 500 : 204 }));
+    receivers.push(r);
+    const id = (
+      await request(node.url)
+        .post('/subscriptions')
+        .send({ sink: r.url, delivery: { retry: { maxAttempts: 1 } } })
+        .expect(201)
+    ).body.id as string;
+    const deadLetters = async () =>
+      (await request(node.url).get(`/subscriptions/${id}/dead-letters`).expect(200)).body.deadLetters as {
+        offset: number;
+        lastError: string;
+      }[];
+    await publish(node, 'fails-first');
+    await waitUntil('the first dead letter', async () => (await deadLetters()).length === 1, 20_000, 100);
+    // Retried now (a nak), so JetStream gives up on its second delivery.
+    await request(node.url)
+      .patch(`/subscriptions/${id}`)
+      .send({ delivery: { retry: { maxAttempts: 3, initialDelayMs: 200, maxDelayMs: 200 } } })
+      .expect(200);
+    const jsm = await node.store.connection.jetstreamManager();
+    await jsm.consumers.update(`${prefix}_redrive`, `${prefix}_rd_${id}`, { max_deliver: 1 });
+    await request(node.url).post(`/subscriptions/${id}/dead-letters/redeliver`).send({}).expect(202);
+
+    // Was: taken off the dead letters when queued, then dropped by JetStream: in no list, sent to nobody.
+    await waitUntil('dead-lettered again', async () => (await deadLetters()).length === 1, 20_000, 100);
+    expect(await deadLetters()).toEqual([expect.objectContaining({ offset: 0, lastError: expect.stringContaining('max_deliver') })]);
+    await waitUntil(
+      'the redrive consumer set back',
+      async () => (await jsm.consumers.info(`${prefix}_redrive`, `${prefix}_rd_${id}`)).config.max_deliver === -1,
+      10_000,
+      100,
+    );
+    expect((await jsm.streams.info(`${prefix}_redrive`)).state.messages).toBe(0);
+    failing = false;
+    await request(node.url).post(`/subscriptions/${id}/dead-letters/redeliver`).send({}).expect(202);
+    await waitUntil('redelivered', () => r.requests.filter((q) => idOf(q.body) === 'fails-first').length >= 3, 20_000, 100);
+    await waitUntil('no dead letter left', async () => (await deadLetters()).length === 0, 20_000, 100);
+  });
 });

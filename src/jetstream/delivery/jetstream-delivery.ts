@@ -233,12 +233,17 @@ async function composeEngine(parts: {
   }
   // Awaited here: a watch that cannot be made (a timeout) fails the start, instead of an unhandled rejection later.
   const stopWatching = await watchGenerations();
-  const droppedByJetStream = watchMaxDeliveries(ctx, partitions, (consumer) => {
-    const parsed = names.parseConsumer(consumer);
-    const id = parsed && byToken.get(parsed.token);
-    const entry = id === undefined ? undefined : subs.get(id);
-    return entry && parsed ? { entry, generation: parsed.generation } : undefined;
-  });
+  const droppedByJetStream = watchMaxDeliveries(
+    ctx,
+    partitions,
+    (consumer) => {
+      const parsed = names.parseConsumer(consumer);
+      const id = parsed && byToken.get(parsed.token);
+      const entry = id === undefined ? undefined : subs.get(id);
+      return entry && parsed ? { entry, generation: parsed.generation } : undefined;
+    },
+    (consumer) => [...subs.values()].find((entry) => names.redriveConsumer(entry.id) === consumer),
+  );
 
   async function addOnce(record: SubscriptionRecord, subEvents: SubscriptionEvents): Promise<void> {
     const { gens } = await consumers.ensureGenerations(record.id);

@@ -1,6 +1,7 @@
 import type { Subscription } from 'nats';
 import type { AttemptTarget, EngineContext } from './context';
 import type { LocalSubscription } from './local-subscription';
+import { isNotFound } from '../nats-errors';
 import { storeDeadLetter } from './settle';
 
 /** What nats-server publishes when a consumer gives up on a message at its `max_deliver`. */
@@ -8,6 +9,8 @@ const ADVISORIES = '$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.>';
 
 /** This node's subscription a partition consumer's name belongs to, with the consumer's seek generation. */
 export type FindConsumer = (consumer: string) => { entry: LocalSubscription; generation: number } | undefined;
+/** This node's subscription a redrive consumer's name belongs to. */
+export type FindRedriveConsumer = (consumer: string) => LocalSubscription | undefined;
 
 interface Advisory {
   stream?: unknown;
@@ -21,9 +24,15 @@ interface Advisory {
  * changed behind Herald (JetStream probe: `nats consumer edit … --max-deliver 1` made a failing event vanish:
  * never retried, never dead-lettered, no word logged). The event is dead-lettered (`max_attempts`, once
  * across nodes: every node hears the advisory) and the consumer's settings are set back at once. A
- * redelivery's message given up on stays in the redrive stream: it is named in an error line.
+ * redelivery given up on is dead-lettered again the same way (its queue entry, which JetStream never
+ * acks, is read for the event's partition and offset, then removed), and the redrive consumer set back.
  */
-export function watchMaxDeliveries(ctx: EngineContext, partitions: number, find: FindConsumer): Subscription {
+export function watchMaxDeliveries(
+  ctx: EngineContext,
+  partitions: number,
+  find: FindConsumer,
+  findRedrive: FindRedriveConsumer,
+): Subscription {
   const partitionOf = new Map(Array.from({ length: partitions }, (_, p) => [ctx.events.stream(p), p] as const));
 
   async function handle(data: Uint8Array): Promise<void> {
@@ -36,13 +45,7 @@ export function watchMaxDeliveries(ctx: EngineContext, partitions: number, find:
     if (typeof a.stream !== 'string' || typeof a.consumer !== 'string' || !Number.isSafeInteger(a.stream_seq)) return;
     const seq = a.stream_seq as number;
     const deliveries = Number.isSafeInteger(a.deliveries) ? (a.deliveries as number) : 0;
-    if (a.stream === ctx.names.redriveStream) {
-      ctx.log.error(
-        { stream: a.stream, consumer: a.consumer, streamSequence: seq, deliveries },
-        "JetStream stopped redelivering a dead letter at its consumer's max_deliver, changed outside Herald: it stays in the redrive stream, unsent",
-      );
-      return;
-    }
+    if (a.stream === ctx.names.redriveStream) return redriveDropped(a.consumer, seq, deliveries);
     const partition = partitionOf.get(a.stream);
     const found = partition === undefined ? undefined : find(a.consumer);
     if (partition === undefined || !found) return; // another prefix's, or a subscription this node does not run
@@ -68,6 +71,50 @@ export function watchMaxDeliveries(ctx: EngineContext, partitions: number, find:
       { attempt: deliveries, lastStatus: null, lastError },
       `maxdeliver-${a.consumer}-${seq}`,
     );
+  }
+
+  /**
+   * Was: an error line only, and the dead letter was gone from the API (taken off when queued), its event
+   * sent to nobody (JetStream probe: 4 redelivered dead letters vanished, the redrive consumer stayed at
+   * max_deliver 1 until the periodic check).
+   */
+  async function redriveDropped(consumer: string, seq: number, deliveries: number): Promise<void> {
+    const entry = findRedrive(consumer);
+    if (!entry) return; // a subscription this node does not run (deleted)
+    entry.checkLeasesNow();
+    let queued: { partition?: unknown; offset?: unknown; generation?: unknown };
+    try {
+      const stored = await ctx.jsm.streams.getMessage(ctx.names.redriveStream, { seq });
+      queued = JSON.parse(Buffer.from(stored.data).toString('utf8')) as typeof queued;
+    } catch (err) {
+      if (isNotFound(err)) return; // dead-lettered again by another node already
+      throw err;
+    }
+    const { partition, offset } = queued;
+    if (!Number.isSafeInteger(partition) || !Number.isSafeInteger(offset)) return;
+    const p = partition as number;
+    const target: AttemptTarget = {
+      reply: '',
+      subscriptionId: entry.id,
+      partition: p,
+      offset: offset as number,
+      generation: Number.isSafeInteger(queued.generation) ? (queued.generation as number) : (entry.generations()[p] ?? 0),
+      redrive: true,
+    };
+    ctx.log.error(
+      { subscription: entry.id, partition: p, offset: target.offset, consumer, streamSequence: seq, deliveries },
+      "JetStream stopped redelivering a dead letter at its consumer's max_deliver, changed outside Herald: dead-lettered again (max_attempts)",
+    );
+    const lastError = `JetStream stopped redelivering it after ${deliveries} deliveries: its consumer's max_deliver was changed outside Herald`;
+    await storeDeadLetter(
+      ctx,
+      target,
+      'max_attempts',
+      { attempt: deliveries, lastStatus: null, lastError },
+      `maxdeliver-${consumer}-${seq}`,
+    );
+    // JetStream will not send it again, nor ack it: the work queue would keep it for ever.
+    await ctx.jsm.streams.deleteMessage(ctx.names.redriveStream, seq).catch(() => undefined);
   }
 
   return ctx.nc.subscribe(ADVISORIES, {
