@@ -124,6 +124,33 @@ describeWithNats('jetstream: consumers and streams edited behind Herald', () => 
       100,
     );
   });
+  it('a backoff set behind Herald (it overrides ack_wait, and max_deliver -1 is refused beside it) is removed by the periodic check', async () => {
+    const prefix = uniquePrefix('edbo');
+    const node = js.keep(await startJetStreamTestGateway(js.cluster.serversEnv, settings(prefix), { leaseCheckMs: 500 }));
+    const r = await startReceiver(() => ({ status: 204 }));
+    receivers.push(r);
+    const id = (
+      await request(node.url)
+        .post('/subscriptions')
+        .send({ sink: r.url, delivery: { ordering: 'partition', timeoutMs: 4000, ackDeadlineMs: 1000 } })
+        .expect(201)
+    ).body.id as string;
+    await edit(node, prefix, id, { backoff: [500_000_000, 500_000_000], max_deliver: 10 });
+    expect((await consumerOf(node, prefix, id)).ack_wait).toBe(500_000_000);
+    // Was: a warn "set back" every check, the update refused ("max deliver is required to be > length of backoff
+    // values") and logged at debug only: ack_wait stayed 0.5 s (a slow receiver's event sent again and again, out
+    // of order) and max_deliver 10.
+    await waitUntil(
+      'the consumer set back',
+      async () => {
+        const now = await consumerOf(node, prefix, id);
+        return now.max_deliver === -1 && now.ack_wait === 5_000_000_000 && !now.backoff?.length;
+      },
+      10_000,
+      100,
+    );
+  });
+
   it('a redelivered dead letter JetStream gives up on at an edited max_deliver is dead-lettered again, and the redrive consumer set back', async () => {
     const prefix = uniquePrefix('edrd');
     // The periodic check out of the way: what sets the consumer back here is the advisory.

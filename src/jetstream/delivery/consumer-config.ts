@@ -87,9 +87,14 @@ export function redriveConsumerConfig(name: string, subject: string, delivery: O
   };
 }
 
-/** Whether an existing consumer's lease settings differ from those wanted (then it is updated). */
+/**
+ * Whether an existing consumer's lease settings differ from those wanted (then it is updated). A `backoff`
+ * (Herald's consumers have none) counts: JetStream then uses its first value as `ack_wait`, and refuses an
+ * unlimited `max_deliver` beside it.
+ */
 export function needsUpdate(existing: Partial<ConsumerConfig>, wanted: Partial<ConsumerConfig>): boolean {
   return (
+    (existing.backoff?.length ?? 0) > 0 ||
     existing.ack_wait !== wanted.ack_wait ||
     existing.max_deliver !== wanted.max_deliver ||
     existing.max_ack_pending !== wanted.max_ack_pending

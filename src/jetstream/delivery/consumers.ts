@@ -154,7 +154,8 @@ export function createConsumers(deps: ConsumersDeps) {
   async function updateLeaseSettings(stream: string, config: Config): Promise<void> {
     const { ack_wait, max_deliver, max_ack_pending } = config;
     try {
-      await jsm.consumers.update(stream, config.durable_name, { ack_wait, max_deliver, max_ack_pending });
+      // `backoff` emptied: one set behind Herald overrides ack_wait, and JetStream refuses max_deliver -1 beside it.
+      await jsm.consumers.update(stream, config.durable_name, { ack_wait, max_deliver, max_ack_pending, backoff: [] });
     } catch (err) {
       if (!isStartTimeFrozen(err)) throw err;
       // Made by an earlier version (at a time): delivery goes on under its old lease settings rather than stop.
@@ -193,6 +194,7 @@ export function createConsumers(deps: ConsumersDeps) {
         ack_wait: c.ack_wait,
         max_deliver: c.max_deliver,
         max_ack_pending: c.max_ack_pending,
+        ...(c.backoff?.length ? { backoff: c.backoff } : {}),
       });
       deps.log?.warn(
         { subscription: record.id, stream, consumer: config.durable_name, found: settings(found), wanted: settings(config) },
