@@ -134,6 +134,7 @@ export function createLocalSubscription(
 
   /** Consumers edited behind Herald are set back: now and then (jittered, so nodes spread their reads), and when told. */
   let leaseCheck: NodeJS.Timeout | undefined;
+  let checkFailing = false;
   function checkLeasesLater(ms = deps.leaseCheckMs * (0.75 + 0.5 * ctx.random())): void {
     if (leaseCheck) clearTimeout(leaseCheck);
     leaseCheck = view.closing() ? undefined : setTimeout(() => void checkLeases(), ms).unref();
@@ -142,8 +143,12 @@ export function createLocalSubscription(
     try {
       await serially(() => consumers.restoreLeaseSettings(record, generations));
     } catch (err) {
-      log.debug({ err, subscription: id }, "could not check the consumers' lease settings; tried again later");
+      // A warn, once until one goes through: a consumer that cannot be set back keeps what was set behind Herald.
+      if (!checkFailing) log.warn({ err, subscription: id }, "could not check the consumers' lease settings; tried again later");
+      checkFailing = true;
+      return checkLeasesLater();
     }
+    checkFailing = false;
     checkLeasesLater();
   }
 
