@@ -282,7 +282,12 @@ export function createWriteBehind(deps: {
       scheduleFlush();
     },
     saveFinished(subscriptionId, row, urgent = false) {
-      dirtyFinished.set(`${subscriptionId}\u0000${row.partition}\u0000${row.offset}`, { subscriptionId, row, at: performance.now(), urgent });
+      dirtyFinished.set(`${subscriptionId}\u0000${row.partition}\u0000${row.offset}`, {
+        subscriptionId,
+        row,
+        at: performance.now(),
+        urgent,
+      });
       withFinishedRows.add(subscriptionId);
       scheduleFlush();
     },
