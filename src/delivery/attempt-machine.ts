@@ -229,6 +229,20 @@ export function stateFromRow(row: PendingRow): AttemptState {
 
 export const isEnded = (state: AttemptState): boolean => ROW_STATE[state.phase] === null;
 
+/** The state with its wall-clock deadlines moved by `byMs` (the wall clock stepped: see `clock-steps.ts`). */
+export function shiftTimes(state: AttemptState, byMs: number): AttemptState {
+  switch (state.phase) {
+    case 'sending':
+      return state.leaseFloor === null ? state : { ...state, leaseFloor: state.leaseFloor + byMs };
+    case 'awaiting_ack':
+      return { ...state, leaseUntil: state.leaseUntil + byMs };
+    case 'scheduled':
+      return { ...state, nextAttemptAt: state.nextAttemptAt + byMs };
+    default:
+      return state;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // The cells. Each builds the next state from the fields every phase carries (`attempts`), so no
 // field of one phase (a lease, a due time) is carried into another.

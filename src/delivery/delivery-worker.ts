@@ -96,6 +96,8 @@ const dispatcher = createDispatcher({
   sender,
   ackUrlBase: () => data.ackUrlBase,
   clock,
+  // A test's skewed clock moves time on purpose (days, for auto-disable): only the real one is watched for steps.
+  clockSteps: !skew,
   enabled: data.enabled,
   onWriteHealth: (failing) => post({ type: 'state-writes', failing }),
   observer: {

@@ -32,6 +32,8 @@ export interface DispatcherDeps {
   sender: HttpSender;
   ackUrlBase: () => string;
   clock?: () => number;
+  /** See `WorkerDeps.clockSteps`. */
+  clockSteps?: boolean;
   random?: () => number;
   observer?: DeliveryObserver;
   /** `HERALD_DELIVERY=off`: workers keep their state and stats but send nothing. */
@@ -224,6 +226,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           },
           log: deps.log,
           clock,
+          clockSteps: deps.clockSteps ?? false,
           random,
           observer: deps.observer,
           enabled,

@@ -47,5 +47,11 @@ export function createFailureWindow(deps: FailureWindowDeps) {
       deps.disable(began, error);
     },
     failingSince: (): number | null => since,
+    /** The wall clock stepped by `byMs`: the window keeps the length it has lasted (see `clock-steps.ts`). */
+    shift(byMs: number): void {
+      if (since === null) return;
+      since += byMs;
+      deps.save(since);
+    },
   };
 }

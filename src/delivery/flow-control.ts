@@ -61,7 +61,8 @@ export function createFlowControl(deps: {
 
   /** Whether a `Retry-After` holds every request now; arms the wake-up at its end when it does. */
   function held(): boolean {
-    const wait = heldUntil - deps.clock();
+    const now = deps.clock(); // read first: a clock step seen here moves `heldUntil` (see `shift`)
+    const wait = heldUntil - now;
     if (wait <= 0) return false;
     holdTimer ??= setTimeout(
       () => {
@@ -129,6 +130,10 @@ export function createFlowControl(deps: {
     },
     /** Whether a `Retry-After` holds every request now. */
     held,
+    /** The wall clock stepped by `byMs`: a hold keeps its length (see `clock-steps.ts`). */
+    shift(byMs: number): void {
+      if (heldUntil > 0) heldUntil += byMs;
+    },
     /** Ends a `Retry-After` hold now (an operator's resume, a new sink); true when one held. What waited runs. */
     endHold(): boolean {
       const holding = held();

@@ -8,7 +8,15 @@ import type { Matcher } from '../filters/filter';
 import type { DeliveryOutcome } from './tally';
 import { AbortGroup, type HttpSender, type Outgoing } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';
-import { answerOutcome, initialState, stateFromRow, transition, type AttemptEffect, type AttemptInput } from './attempt-machine';
+import {
+  answerOutcome,
+  initialState,
+  shiftTimes,
+  stateFromRow,
+  transition,
+  type AttemptEffect,
+  type AttemptInput,
+} from './attempt-machine';
 import {
   clearBuffer,
   createCursor,
@@ -21,6 +29,7 @@ import {
   skipRange,
   type PartitionCursor,
 } from './partition-cursor';
+import { stepAwareClock } from './clock-steps';
 import { createFailureWindow } from './failure-window';
 import { requestFor } from './request';
 import { createFlowControl } from './flow-control';
@@ -39,6 +48,8 @@ export interface WorkerDeps {
   onFailing?: (detail: { failingSince: number; lastError: string }) => void;
   log: Logger;
   clock: () => number;
+  /** Moves the deadlines held in memory when the wall clock steps (see `clock-steps.ts`); off for a test's skewed clock. */
+  clockSteps?: boolean;
   random: () => number;
   observer?: DeliveryObserver;
   /** False under `HERALD_DELIVERY=off`: nothing is sent; state and stats stay as they are. */
@@ -78,6 +89,7 @@ export function createSubscriptionWorker(
   saved: { offsets: OffsetRow[]; pending: PendingRow[]; failingSince?: number | null; finished?: FinishedRow[]; heldUntil?: number | null },
 ) {
   const subId = deps.subscription().id;
+  const clock = deps.clockSteps ? stepAwareClock(deps.clock, (byMs) => shiftDeadlines(byMs)) : deps.clock;
   const parts: PartitionCursor[] = [];
   const byPartition = new Map(saved.offsets.map((o) => [o.partition, o]));
   for (let p = 0; p < deps.store.partitions; p++) parts.push(createCursor(p, byPartition.get(p)));
@@ -113,16 +125,16 @@ export function createSubscriptionWorker(
   const failures = createFailureWindow({
     since: saved.failingSince ?? null,
     limitMs: () => options().disableAfterFailingMs,
-    clock: deps.clock,
+    clock,
     active: () => !paused(),
     save: (since) => deps.persistence.saveFailingSince(subId, since),
     disable: (failingSince, lastError) => deps.onFailing?.({ failingSince, lastError }),
   });
   /** Rate limit and AIMD concurrency (issue 12 §3): gates every attempt, new or retried. */
-  const flow = createFlowControl({ subscription: deps.subscription, clock: deps.clock, onToken: () => schedulePump() });
+  const flow = createFlowControl({ subscription: deps.subscription, clock, onToken: () => schedulePump() });
   // A receiver's Retry-After from before a restart still holds (a time passed holds nothing), no longer than
   // today's policy would obey a new one (a PATCH of `maxDelayMs` meanwhile).
-  if (saved.heldUntil) flow.holdUntil(Math.min(saved.heldUntil, deps.clock() + obeyedRetryAfterMs(Infinity, options().retry)));
+  if (saved.heldUntil) flow.holdUntil(Math.min(saved.heldUntil, clock() + obeyedRetryAfterMs(Infinity, options().retry)));
   /** Resumed from a pause, or a new sink: a stored `Retry-After` hold is not theirs to wait out (re-probe: nothing ended one). */
   const endHold = () => {
     if (flow.endHold()) deps.persistence.saveHold(subId, null);
@@ -131,9 +143,9 @@ export function createSubscriptionWorker(
    * At most a line a second per subscription, with how many were left out (leak probe: a sink refusing every
    * event wrote a line per event, 7.5 MB of log a minute); each dead letter is stored and listed all the same.
    */
-  const deadLetterLine = throttledLine(DEAD_LETTER_LINE_MS, deps.clock);
+  const deadLetterLine = throttledLine(DEAD_LETTER_LINE_MS, clock);
   /** The same for a redelivery of a dead letter whose event retention deleted (a line per dead letter redelivered). */
-  const expiredRedriveLine = throttledLine(DEAD_LETTER_LINE_MS, deps.clock);
+  const expiredRedriveLine = throttledLine(DEAD_LETTER_LINE_MS, clock);
 
   const totalPending = () => parts.reduce((n, p) => n + p.pending.size, 0) + redrives.size;
 
@@ -345,7 +357,7 @@ export function createSubscriptionWorker(
    * worker decides nothing about the life cycle itself; it feeds inputs and performs effects.
    */
   function step(pending: Pending, input: AttemptInput, answer?: { ms: number }): AttemptEffect[] {
-    const ctx = { now: deps.clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
+    const ctx = { now: clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
     const { state, effects } = transition(pending.life, input, ctx);
     pending.life = state;
     // What a callback finishes (an ack, a reject, a nack past the last attempt: dead-lettered) was answered
@@ -407,7 +419,7 @@ export function createSubscriptionWorker(
             'event dead-lettered',
           ),
         );
-        deps.persistence.deadLetter(subId, pending, effect.reason, deps.clock(), pending.generation ?? generationOf(pending));
+        deps.persistence.deadLetter(subId, pending, effect.reason, clock(), pending.generation ?? generationOf(pending));
         return;
       case 'release':
         release(pending);
@@ -479,7 +491,7 @@ export function createSubscriptionWorker(
           { subscription: subId, partition: pending.partition, offset: pending.offset },
           'redelivery ended: retention deleted its event',
         );
-        deps.persistence.deadLetter(subId, pending, pending.redriveReason ?? 'max_attempts', deps.clock(), pending.generation ?? 0);
+        deps.persistence.deadLetter(subId, pending, pending.redriveReason ?? 'max_attempts', clock(), pending.generation ?? 0);
         // Listed again: counted as dead-lettered, as `herald_dead_letters` counts it (metrics probe: the gauge rose, the counter did not).
         deps.observer?.outcome(subId, 'dead_letter');
       } else
@@ -503,8 +515,8 @@ export function createSubscriptionWorker(
   }
 
   /** A record that could not be read is logged once a minute per subscription, not per event. */
-  const unavailableLine = throttledLine(60_000, deps.clock);
-  const localFailureLine = throttledLine(60_000, deps.clock);
+  const unavailableLine = throttledLine(60_000, clock);
+  const localFailureLine = throttledLine(60_000, clock);
 
   /**
    * The pending event's record, read again (a retry, a redelivery, a restart). A read that cannot be
@@ -559,7 +571,9 @@ export function createSubscriptionWorker(
     const stored = pending.event!;
     const storedAt = stored.storedAt;
     const sub = deps.subscription();
-    let startedAt = deps.clock();
+    let startedAt = clock();
+    /** The same on the monotonic clock: the attempt's duration (a wall clock stepped meanwhile made one of hours). */
+    let began = performance.now();
     /**
      * The request as it goes out, built once a connection to the sink is free: signed with the secrets
      * of then, timed from then; none when the subscription was paused (or delivery is stopping) while
@@ -572,7 +586,8 @@ export function createSubscriptionWorker(
       const now = deps.subscription();
       // A PATCH moved the sink while it waited: this connection is to the old one; it goes again, to the new one.
       if (now.sink !== sub.sink) return undefined;
-      startedAt = deps.clock();
+      startedAt = clock();
+      began = performance.now();
       const request = requestFor(now, startedAt, deps.ackUrlBase(), {
         partition: pending.partition,
         offset: pending.offset,
@@ -617,19 +632,19 @@ export function createSubscriptionWorker(
       if (!stopped && !quiescing) step(pending, { kind: 'unavailable', delayMs: LOCAL_FAILURE_RETRY_MS });
       return;
     }
-    const ms = deps.clock() - startedAt;
+    const ms = Math.round(performance.now() - began);
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
     // A 429 or 503 with Retry-After holds every request of the subscription (its own event's retry is the machine's),
     // when it came from the sink still in use: a late answer of one a PATCH moved away asks nothing of the new one.
-    const holdUntil = deps.subscription().sink === sub.sink ? retryAfterHoldUntil(result, deps.clock(), options().retry) : undefined;
+    const holdUntil = deps.subscription().sink === sub.sink ? retryAfterHoldUntil(result, clock(), options().retry) : undefined;
     if (holdUntil !== undefined) flow.holdUntil(holdUntil);
     // A deleted subscription's late answers are not recorded: its series are gone (and its rows: a hold written
     // for it would fail the flush on its foreign key).
     if (stopped) return;
     if (holdUntil !== undefined) deps.persistence.saveHold(subId, holdUntil);
     deps.observer?.answered(subId, ms);
-    if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, deps.clock() - storedAt);
+    if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, clock() - storedAt);
     // An answer for an attempt that is no longer current (a callback settled it meanwhile, a newer
     // attempt started, a seek dropped it) changes nothing: the machine checks the attempt id and phase.
     const input: AttemptInput =
@@ -664,7 +679,7 @@ export function createSubscriptionWorker(
       () => {
         if (!stopped) fire();
       },
-      Math.max(0, at - deps.clock()),
+      Math.max(0, at - clock()),
     );
   }
 
@@ -803,7 +818,7 @@ export function createSubscriptionWorker(
       for (const pending of allPending()) step(pending, { kind: 'resume' });
       // Those already due (the event a 410 paused on) go now, before any new event: the pump runs on
       // the next turn, before their timers would fire.
-      const now = deps.clock();
+      const now = clock();
       for (const pending of allPending()) {
         const due = pending.nextAttemptAt;
         if (due === null || due > now) continue;
@@ -847,7 +862,7 @@ export function createSubscriptionWorker(
     extend(pending: Pending, ms: number): number {
       const effects = pending.deliveryId === null ? [] : step(pending, { kind: 'extend', attemptId: pending.deliveryId, ms });
       const extended = effects.find((e) => e.kind === 'extended');
-      return extended ? extended.until : Math.max(deps.clock() + ms, pending.leaseUntil ?? 0);
+      return extended ? extended.until : Math.max(clock() + ms, pending.leaseUntil ?? 0);
     },
     reject(pending: Pending, reason?: string): void {
       if (pending.deliveryId !== null) step(pending, { kind: 'reject', attemptId: pending.deliveryId, reason });
@@ -910,7 +925,7 @@ export function createSubscriptionWorker(
       parts.flatMap((part) => [...part.finished].map(([offset, matched]) => ({ partition: part.partition, offset, matched }))),
     stats() {
       const heads = deps.store.heads();
-      const now = deps.clock();
+      const now = clock();
       // Redeliveries of dead letters are events started and not finished too, below the committed offset.
       const redriving = new Array<number>(parts.length).fill(0);
       const lowestRedrive = new Array<Pending | undefined>(parts.length);
@@ -944,6 +959,25 @@ export function createSubscriptionWorker(
   };
   function allPending(): Pending[] {
     return [...parts.flatMap((p) => [...p.pending.values()]), ...redrives.values()];
+  }
+
+  /**
+   * The wall clock stepped by `byMs`: every deadline held here moves with it, so a retry, a lease, a
+   * `Retry-After` hold and the failing window each keep their length; timers already running keep theirs.
+   */
+  function shiftDeadlines(byMs: number): void {
+    for (const pending of allPending()) {
+      const shifted = shiftTimes(pending.life, byMs);
+      if (shifted === pending.life) continue;
+      pending.life = shifted;
+      deps.persistence.savePending(subId, pending);
+    }
+    flow.shift(byMs);
+    failures.shift(byMs);
+    deps.log.info(
+      { subscription: subId, steppedMs: byMs },
+      "the wall clock stepped: this subscription's retries, leases and holds keep their lengths",
+    );
   }
 
   return worker;

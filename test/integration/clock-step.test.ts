@@ -78,4 +78,74 @@ describe('a wall clock stepped back (NTP)', () => {
       await receiver.close();
     }
   }, 60_000);
+
+  describe('deadlines held by delivery keep their length (was: stepped back an hour, each lasted the hour)', () => {
+    const idOf = (body: Buffer) => (JSON.parse(body.toString('utf8')) as { id: string }).id;
+    /** After `afterMs`: long enough for the gateway to have taken the answer under the clock before the step. */
+    const stepBack = (file: string, afterMs = 0) => setTimeout(() => fs.writeFileSync(file, String(-3_600_000)), afterMs);
+    let gw: ChildGateway | undefined;
+    let receiver: Receiver | undefined;
+    afterEach(async () => {
+      await killIfRunning(gw);
+      await receiver?.close();
+    });
+    const start = async (stepFile: string) =>
+      (gw = await spawnGateway({
+        HERALD_DATA_DIR: tmpDir(),
+        HERALD_PARTITIONS: '1',
+        HERALD_TEST_CLOCK_STEP_FILE: stepFile,
+        NODE_OPTIONS: `--require ${STEPPER}`,
+      }));
+    const subscribe = async (url: string, sink: string, delivery: object) => {
+      const res = await fetch(`${url}/subscriptions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ sink, delivery }),
+      });
+      expect(res.status).toBe(201);
+    };
+    const within = async (ms: number, done: () => boolean) => {
+      for (let waited = 0; !done() && waited < ms; waited += 50) await new Promise((r) => setTimeout(r, 50));
+      return done();
+    };
+
+    it("a receiver's Retry-After of 2 s holds the subscription 2 s, not an hour", async () => {
+      const stepFile = path.join(tmpDir(), 'step');
+      let first = true;
+      receiver = await startReceiver(() => {
+        if (!first) return { status: 204 };
+        first = false;
+        stepBack(stepFile, 150);
+        return { status: 503, headers: { 'retry-after': '2' } };
+      });
+      const g = await start(stepFile);
+      await subscribe(g.url, receiver.url, { retry: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 100 } });
+      expect((await postBatch(g.url, [{ id: 'h1', source: '/clock/hold' }])).status).toBe(202);
+      await within(5000, () => !first);
+      await new Promise((r) => setTimeout(r, 400)); // the step is seen
+      expect((await postBatch(g.url, [{ id: 'h2', source: '/clock/hold' }])).status).toBe(202);
+      const delivered = () => receiver!.requests.some((q) => idOf(q.body) === 'h2');
+      expect(await within(8000, delivered)).toBe(true);
+    }, 30_000);
+
+    it('an extend of 1 s after the step lets the lease end about then, not an hour later', async () => {
+      const stepFile = path.join(tmpDir(), 'step');
+      receiver = await startReceiver(() => ({ status: 202 }));
+      const g = await start(stepFile);
+      await subscribe(g.url, receiver.url, { ackDeadlineMs: 2000, retry: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 100 } });
+      expect((await postBatch(g.url, [{ id: 'x1', source: '/clock/extend' }])).status).toBe(202);
+      expect(await within(5000, () => receiver!.requests.length > 0)).toBe(true);
+      stepBack(stepFile);
+      await new Promise((r) => setTimeout(r, 300));
+      const ackUrl = receiver.requests[0]!.headers['herald-ack-url'] as string;
+      const extended = await fetch(ackUrl.replace(/\/ack$/, '/extend'), {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ ms: 1000 }),
+      });
+      expect(extended.status).toBe(200);
+      // The lease ends within its 2 s (the extend asked less), and the event is sent again.
+      expect(await within(8000, () => receiver!.requests.length > 1)).toBe(true);
+    }, 30_000);
+  });
 });
