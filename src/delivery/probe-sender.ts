@@ -7,12 +7,22 @@ import type { HttpSender, ProbeResult } from './http-sender';
  */
 export function createProbeSender(opts: { allowPrivate: boolean }) {
   let loading: Promise<HttpSender> | undefined;
-  const sender = () => (loading ??= import('./http-sender').then((m) => m.createHttpSender(opts)));
+  // A load that failed (no descriptor left to read the module with: `EMFILE`) is tried again at the next
+  // probe: kept, it failed every later handshake until a restart, and the shutdown with it.
+  const sender = () =>
+    (loading ??= import('./http-sender').then(
+      (m) => m.createHttpSender(opts),
+      (err: unknown) => {
+        loading = undefined;
+        throw err;
+      },
+    ));
   return {
     probe: async (sink: string, headers: Record<string, string>, timeoutMs: number): Promise<ProbeResult> =>
       (await sender()).probe(sink, headers, timeoutMs),
     async close(deadline: number): Promise<void> {
-      if (loading) await (await loading).close(deadline);
+      const loaded = await loading?.catch(() => undefined);
+      await loaded?.close(deadline);
     },
   };
 }
