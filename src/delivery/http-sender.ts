@@ -24,6 +24,18 @@ export interface SendResult {
 /** Connect errors that say this process is out of descriptors, whatever the receiver does. */
 const LOCAL_FAILURES = new Set(['EMFILE', 'ENFILE']);
 
+/**
+ * Whether a failed request is this process's failure, not the receiver's: out of descriptors at connect, or a
+ * system error of the resolver (getaddrinfo's EAI_SYSTEM, whose errno is whatever the failed call left: a
+ * re-probe saw `getaddrinfo EBUSY localhost` and `EINVAL` while descriptors ran out). A name that does not
+ * resolve (`ENOTFOUND`, `EAI_AGAIN`, `EAI_FAIL`…) stays the sink's.
+ */
+export function isLocalFailure(e: { code?: string; syscall?: string; message?: string }): boolean {
+  if (e.code !== undefined && LOCAL_FAILURES.has(e.code)) return true;
+  const resolver = e.syscall === 'getaddrinfo' || /\bgetaddrinfo\b/.test(e.message ?? '');
+  return resolver && e.code !== undefined && e.code !== 'ENOTFOUND' && !e.code.startsWith('EAI_');
+}
+
 /** A request as it goes out. */
 export interface Outgoing {
   headers: Record<string, string>;
@@ -334,7 +346,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       if (controller.aborted) return { status: null, error: `aborted: ${controller.reason}` };
       // undici asserts a status of at least 100 (probe: a receiver's `000` was logged as an assertion).
       if (e.code === 'ERR_ASSERTION') return { status: null, error: 'the answer is not valid HTTP (its status line)' };
-      if (e.code !== undefined && LOCAL_FAILURES.has(e.code)) return { status: null, error: `${e.code}: ${e.message}`, localFailure: true };
+      if (isLocalFailure(e)) return { status: null, error: `${e.code}: ${e.message}`, localFailure: true };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
     } finally {
       clearTimeout(timer);
@@ -369,6 +381,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       if (e.code === SINK_NOT_ALLOWED) return { status: null, error: e.message, sinkNotAllowed: true };
       if (e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
         return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
+      if (isLocalFailure(e)) return { status: null, error: `${e.code}: ${e.message}`, localFailure: true };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
     } finally {
       gate.release(PROBE_TENANT);

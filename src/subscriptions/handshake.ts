@@ -13,7 +13,16 @@ export type Probe = (
   sink: string,
   headers: Record<string, string>,
   timeoutMs: number,
-) => Promise<{ status: number | null; headers?: Record<string, string | string[] | undefined>; error?: string }>;
+) => Promise<{
+  status: number | null;
+  headers?: Record<string, string | string[] | undefined>;
+  error?: string;
+  /** Not sent: this process could not (out of descriptors): no verdict on the sink. */
+  localFailure?: boolean;
+}>;
+
+/** How long after a request this process could not send (out of descriptors) it is sent again, within the deadline. */
+export const LOCAL_FAILURE_RETRY_MS = 5000;
 
 /** An unguessable callback token: 32 random bytes, base64url. */
 export const newValidationToken = (): string => `val_${randomBytes(32).toString('base64url')}`;
@@ -31,6 +40,8 @@ export function createHandshakes(deps: {
   log: Logger;
   /** False under `HERALD_DELIVERY=off`: nothing is sent, subscriptions stay `validating`. */
   enabled?: boolean;
+  /** {@link LOCAL_FAILURE_RETRY_MS} (tests shorten it). */
+  localFailureRetryMs?: number;
 }) {
   const deadlines = new Map<string, NodeJS.Timeout>();
   let closed = false;
@@ -71,18 +82,31 @@ export function createHandshakes(deps: {
       const origin = requestOrigin(deps.publicUrl());
       const headers = handshakeHeaders({ origin, perSecond: record.delivery.rateLimit?.perSecond, callbackUrl: this.callbackUrl(token) });
       deps.log.info({ subscription: id, sink: record.sink }, 'validation handshake sent');
-      void deps.probe(record.sink, headers, record.delivery.timeoutMs).then(
-        (answer) => {
-          if (closed) return;
-          const verdict = judgeHandshake(answer, origin);
-          if (verdict.kind === 'consent') outcome.consent(id, token, verdict.rateLimit);
-          else if (verdict.kind === 'refused') outcome.fail(id, token, verdict.reason);
-          else deps.log.info({ subscription: id }, 'validation handshake answered without consent; waiting for the callback');
-        },
-        (err: unknown) => {
-          if (!closed) outcome.fail(id, token, `validation request failed: ${String(err)}`);
-        },
-      );
+      const send = (): void =>
+        void deps.probe(record.sink, headers, record.delivery.timeoutMs).then(
+          (answer) => {
+            if (closed) return;
+            // The gateway's own failure (re-probe: connect EMFILE paused a sink that never got the request, as
+            // if it had refused): sent again while the deadline runs, which still ends the wait.
+            if (answer.localFailure) return later(answer.error);
+            const verdict = judgeHandshake(answer, origin);
+            if (verdict.kind === 'consent') outcome.consent(id, token, verdict.rateLimit);
+            else if (verdict.kind === 'refused') outcome.fail(id, token, verdict.reason);
+            else deps.log.info({ subscription: id }, 'validation handshake answered without consent; waiting for the callback');
+          },
+          // The request could not be made here at all (its sender not loaded: no descriptor left): as above.
+          (err: unknown) => {
+            if (!closed) later(String(err));
+          },
+        );
+      const later = (error: string | undefined): void => {
+        if (!deadlines.has(id)) return; // the deadline passed (or a cancel came): nothing more is sent
+        deps.log.warn({ subscription: id, err: error }, 'validation handshake not sent (this process could not); sent again shortly');
+        setTimeout(() => {
+          if (!closed && deadlines.has(id)) send();
+        }, deps.localFailureRetryMs ?? LOCAL_FAILURE_RETRY_MS).unref();
+      };
+      send();
     },
     cancel,
     /** Drops every deadline; answers still on their way are ignored (at shutdown). */

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { createHttpSender } from '../../../src/delivery/http-sender';
+import { createHttpSender, isLocalFailure } from '../../../src/delivery/http-sender';
 
 /** A port nothing listens on (one just given back by a server on 127.0.0.1). */
 async function closedPort(): Promise<number> {
@@ -35,4 +35,17 @@ describe('http sender: origins', () => {
       await new Promise<void>((resolve) => receiver.close(() => resolve()));
     }
   }, 60_000);
+});
+
+describe('http sender: whose failure a failed request is', () => {
+  it("out of descriptors, or the resolver's system error, is this process's; a name that does not resolve is the sink's", () => {
+    expect(isLocalFailure({ code: 'EMFILE', message: 'connect EMFILE 127.0.0.1:80' })).toBe(true);
+    expect(isLocalFailure({ code: 'ENFILE', message: 'connect ENFILE 127.0.0.1:80' })).toBe(true);
+    // Re-probe: getaddrinfo's EAI_SYSTEM under descriptor starvation, its errno whatever was left.
+    expect(isLocalFailure({ code: 'EBUSY', syscall: 'getaddrinfo', message: 'getaddrinfo EBUSY localhost' })).toBe(true);
+    expect(isLocalFailure({ code: 'EINVAL', message: 'getaddrinfo EINVAL localhost' })).toBe(true);
+    expect(isLocalFailure({ code: 'ENOTFOUND', syscall: 'getaddrinfo', message: 'getaddrinfo ENOTFOUND nowhere.invalid' })).toBe(false);
+    expect(isLocalFailure({ code: 'EAI_AGAIN', syscall: 'getaddrinfo', message: 'getaddrinfo EAI_AGAIN example.com' })).toBe(false);
+    expect(isLocalFailure({ code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 127.0.0.1:9' })).toBe(false);
+  });
 });
