@@ -239,11 +239,17 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     dispatcher.start(publicUrl);
     await subscriptions.startAll();
     const checkpointerFailed = throttledLine(60_000);
-    checkpointer = startCheckpointerOnDemand(dbFile, CHECKPOINT_INTERVAL_MS, undefined, (err) =>
-      checkpointerFailed((suppressed) =>
-        log.error({ err, suppressed }, 'herald.db checkpointer thread failed; starting it again once the WAL grows'),
-      ),
-    );
+    const checkpointFailed = throttledLine(60_000);
+    checkpointer = startCheckpointerOnDemand(dbFile, CHECKPOINT_INTERVAL_MS, undefined, {
+      failed: (err) =>
+        checkpointerFailed((suppressed) =>
+          log.error({ err, suppressed }, 'herald.db checkpointer thread failed; starting it again once the WAL grows'),
+        ),
+      checkpointFailed: (error) =>
+        checkpointFailed((suppressed) =>
+          log.error({ err: error, suppressed }, 'herald.db checkpoint failed; tried again every interval (logged once a minute)'),
+        ),
+    });
   } catch (err) {
     // A failed start lets go of all it took (the lock, the threads, the port): a caller embedding the
     // gateway can start it again in the same process once the cause is fixed.

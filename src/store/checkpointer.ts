@@ -9,7 +9,13 @@ import { THREAD_LIMITS } from '../thread-limits';
  * load) never runs on the event loop that answers requests. PASSIVE mode
  * never blocks the writer.
  */
-export function startCheckpointer(dbFile: string, intervalMs: number, onFailure?: (err: Error) => void): { stop(): Promise<void> } {
+/** What the checkpointer tells: its thread failed (could not start, or died), or a checkpoint failed (the thread goes on). */
+export interface CheckpointerEvents {
+  failed?: (err: Error) => void;
+  checkpointFailed?: (message: string) => void;
+}
+
+export function startCheckpointer(dbFile: string, intervalMs: number, events: CheckpointerEvents = {}): { stop(): Promise<void> } {
   const source = `
     const { parentPort, workerData } = require('node:worker_threads');
     const Database = require(workerData.driver);
@@ -48,7 +54,12 @@ export function startCheckpointer(dbFile: string, intervalMs: number, onFailure?
   let exited = false;
   let stopping = false;
   worker.on('error', (err) => {
-    if (!stopping) onFailure?.(err);
+    if (!stopping) events.failed?.(err);
+  });
+  // A checkpoint that failed (an I/O error, a full disk) was posted to no one (re-probe): said now.
+  worker.on('message', (m: unknown) => {
+    const error = (m as { error?: unknown } | null)?.error;
+    if (typeof error === 'string' && !stopping) events.checkpointFailed?.(error);
   });
   worker.on('exit', () => {
     exited = true;
@@ -85,7 +96,7 @@ export function startCheckpointerOnDemand(
   dbFile: string,
   intervalMs: number,
   startBytes = CHECKPOINTER_START_BYTES,
-  onFailure?: (err: Error) => void,
+  events: CheckpointerEvents = {},
 ): { started(): boolean; stop(): Promise<void> } {
   let running: ReturnType<typeof startCheckpointer> | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -100,13 +111,16 @@ export function startCheckpointerOnDemand(
       }
       if (walBytes <= startBytes) return;
       clearInterval(timer);
-      const started = startCheckpointer(dbFile, intervalMs, (err) => {
-        if (stopped || running !== started) return;
-        onFailure?.(err);
-        running = undefined;
-        // Watched again after a pause (descriptors freed, say), not a new thread every interval.
-        timer = setTimeout(watch, RESTART_PAUSE_MS);
-        timer.unref();
+      const started = startCheckpointer(dbFile, intervalMs, {
+        failed: (err) => {
+          if (stopped || running !== started) return;
+          events.failed?.(err);
+          running = undefined;
+          // Watched again after a pause (descriptors freed, say), not a new thread every interval.
+          timer = setTimeout(watch, RESTART_PAUSE_MS);
+          timer.unref();
+        },
+        checkpointFailed: events.checkpointFailed,
       });
       running = started;
     }, intervalMs);

@@ -75,9 +75,23 @@ describe('the herald.db checkpointer', () => {
     // EMFILE at the thread's start) made the Worker emit 'error' with no listener: the gateway died.
     const file = tmpDir(); // a directory: SQLite cannot open it as a database
     const failures: Error[] = [];
-    const checkpointer = startCheckpointer(file, 20, (err) => failures.push(err));
+    const checkpointer = startCheckpointer(file, 20, { failed: (err) => failures.push(err) });
     await waitFor(() => failures.length > 0, { timeoutMs: 5000, what: 'the failure reported' });
     await checkpointer.stop();
     expect(failures.length).toBeGreaterThan(0);
+  });
+
+  it('a checkpoint that fails while its thread runs on is told, not posted to no one (re-probe)', async () => {
+    const file = path.join(tmpDir(), 'herald.db');
+    fs.writeFileSync(file, Buffer.alloc(8192, 7)); // not a database: every checkpoint fails (SQLITE_NOTADB)
+    const told: string[] = [];
+    const failures: Error[] = [];
+    const checkpointer = startCheckpointer(file, 20, { failed: (err) => failures.push(err), checkpointFailed: (m) => told.push(m) });
+    try {
+      await waitFor(() => told.length > 0 || failures.length > 0, { timeoutMs: 5000, what: 'the failure told' });
+      expect(told[0]).toMatch(/not a database/i);
+    } finally {
+      await checkpointer.stop();
+    }
   });
 });
