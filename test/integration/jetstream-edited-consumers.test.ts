@@ -34,6 +34,20 @@ describeWithNats('jetstream: consumers and streams edited behind Herald', () => 
     for (const r of receivers) await r.close();
   });
 
+  /** A node checking its consumers every 500 ms, and an ordered subscription on it (lease 5 s: timeoutMs 4000 + 1 s). */
+  const checkedNode = async (prefix: string) => {
+    const node = js.keep(await startJetStreamTestGateway(js.cluster.serversEnv, settings(prefix), { leaseCheckMs: 500 }));
+    const r = await startReceiver(() => ({ status: 204 }));
+    receivers.push(r);
+    const id = (
+      await request(node.url)
+        .post('/subscriptions')
+        .send({ sink: r.url, delivery: { ordering: 'partition', timeoutMs: 4000, ackDeadlineMs: 1000 } })
+        .expect(201)
+    ).body.id as string;
+    return { node, id };
+  };
+
   it('max_deliver set to 1: the failing event JetStream gives up on is dead-lettered, and the consumer is set back', async () => {
     const prefix = uniquePrefix('edmax');
     const node = await js.start(settings(prefix));
@@ -101,15 +115,7 @@ describeWithNats('jetstream: consumers and streams edited behind Herald', () => 
 
   it('max_ack_pending raised under ordering partition, and ack_wait changed: set back by the periodic check', async () => {
     const prefix = uniquePrefix('edlease');
-    const node = js.keep(await startJetStreamTestGateway(js.cluster.serversEnv, settings(prefix), { leaseCheckMs: 500 }));
-    const r = await startReceiver(() => ({ status: 204 }));
-    receivers.push(r);
-    const id = (
-      await request(node.url)
-        .post('/subscriptions')
-        .send({ sink: r.url, delivery: { ordering: 'partition', timeoutMs: 4000, ackDeadlineMs: 1000 } })
-        .expect(201)
-    ).body.id as string;
+    const { node, id } = await checkedNode(prefix);
     const before = await consumerOf(node, prefix, id);
     expect({ pending: before.max_ack_pending, wait: before.ack_wait }).toEqual({ pending: 1, wait: 5_000_000_000 });
     await edit(node, prefix, id, { max_ack_pending: 100, ack_wait: 1_000_000_000 });
@@ -126,15 +132,7 @@ describeWithNats('jetstream: consumers and streams edited behind Herald', () => 
   });
   it('a backoff set behind Herald (it overrides ack_wait, and max_deliver -1 is refused beside it) is removed by the periodic check', async () => {
     const prefix = uniquePrefix('edbo');
-    const node = js.keep(await startJetStreamTestGateway(js.cluster.serversEnv, settings(prefix), { leaseCheckMs: 500 }));
-    const r = await startReceiver(() => ({ status: 204 }));
-    receivers.push(r);
-    const id = (
-      await request(node.url)
-        .post('/subscriptions')
-        .send({ sink: r.url, delivery: { ordering: 'partition', timeoutMs: 4000, ackDeadlineMs: 1000 } })
-        .expect(201)
-    ).body.id as string;
+    const { node, id } = await checkedNode(prefix);
     await edit(node, prefix, id, { backoff: [500_000_000, 500_000_000], max_deliver: 10 });
     expect((await consumerOf(node, prefix, id)).ack_wait).toBe(500_000_000);
     // Was: a warn "set back" every check, the update refused ("max deliver is required to be > length of backoff

@@ -63,13 +63,18 @@ export function watchMaxDeliveries(
       { subscription: target.subscriptionId, partition, offset: target.offset, consumer: a.consumer, deliveries },
       "JetStream stopped delivering an event at its consumer's max_deliver, changed outside Herald: dead-lettered (max_attempts)",
     );
-    const lastError = `JetStream stopped delivering it after ${deliveries} deliveries: its consumer's max_deliver was changed outside Herald`;
-    await storeDeadLetter(
+    await deadLetter(target, 'delivering', a.consumer, seq, deliveries);
+  }
+
+  /** Stores the dead letter once across nodes (its message id is the same on every node that heard the advisory). */
+  function deadLetter(target: AttemptTarget, what: 'delivering' | 'redelivering', consumer: string, seq: number, deliveries: number) {
+    const lastError = `JetStream stopped ${what} it after ${deliveries} deliveries: its consumer's max_deliver was changed outside Herald`;
+    return storeDeadLetter(
       ctx,
       target,
       'max_attempts',
       { attempt: deliveries, lastStatus: null, lastError },
-      `maxdeliver-${a.consumer}-${seq}`,
+      `maxdeliver-${consumer}-${seq}`,
     );
   }
 
@@ -105,14 +110,7 @@ export function watchMaxDeliveries(
       { subscription: entry.id, partition: p, offset: target.offset, consumer, streamSequence: seq, deliveries },
       "JetStream stopped redelivering a dead letter at its consumer's max_deliver, changed outside Herald: dead-lettered again (max_attempts)",
     );
-    const lastError = `JetStream stopped redelivering it after ${deliveries} deliveries: its consumer's max_deliver was changed outside Herald`;
-    await storeDeadLetter(
-      ctx,
-      target,
-      'max_attempts',
-      { attempt: deliveries, lastStatus: null, lastError },
-      `maxdeliver-${consumer}-${seq}`,
-    );
+    await deadLetter(target, 'redelivering', consumer, seq, deliveries);
     // JetStream will not send it again, nor ack it: the work queue would keep it for ever.
     await ctx.jsm.streams.deleteMessage(ctx.names.redriveStream, seq).catch(() => undefined);
   }
