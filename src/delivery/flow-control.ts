@@ -130,9 +130,11 @@ export function createFlowControl(deps: {
     },
     /** Whether a `Retry-After` holds every request now. */
     held,
-    /** The wall clock stepped by `byMs`: a hold keeps its length (see `clock-steps.ts`). */
-    shift(byMs: number): void {
-      if (heldUntil > 0) heldUntil += byMs;
+    /** The wall clock stepped by `byMs`: a hold keeps its length (see `clock-steps.ts`); the moved end, null without one. */
+    shift(byMs: number): number | null {
+      if (heldUntil <= 0) return null;
+      heldUntil += byMs;
+      return heldUntil;
     },
     /** Ends a `Retry-After` hold now (an operator's resume, a new sink); true when one held. What waited runs. */
     endHold(): boolean {

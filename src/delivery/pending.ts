@@ -87,6 +87,8 @@ export interface StatePersistence {
   saveFailingSince(subscriptionId: string, since: number | null): void;
   /** A receiver's `Retry-After` holds every request of the subscription until `until` (epoch ms), restarts included; null ends it. */
   saveHold(subscriptionId: string, until: number | null): void;
+  /** The hold moved with a wall-clock step (see `clock-steps.ts`): `until` replaces the stored one, earlier too. */
+  moveHold?(subscriptionId: string, until: number): void;
   /** One answered (or failed) request, for the attempt log (issue 13 §1). */
   recordAttempt(row: AttemptRow): void;
   /** Resolves once everything buffered now is written; rejects when that write fails (it is retried). */

@@ -972,7 +972,10 @@ export function createSubscriptionWorker(
       pending.life = shifted;
       deps.persistence.savePending(subId, pending);
     }
-    flow.shift(byMs);
+    // Stored too: a restart after the step would otherwise hold the subscription by the step again (clock re-probe:
+    // a 20 s Retry-After ended while the gateway ran, stepped back an hour; restarted, it held every event an hour).
+    const held = flow.shift(byMs);
+    if (held !== null) deps.persistence.moveHold?.(subId, held);
     failures.shift(byMs);
     deps.log.info(
       { subscription: subId, steppedMs: byMs },

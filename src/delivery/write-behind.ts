@@ -44,6 +44,8 @@ export function createWriteBehind(deps: {
   const dirtyFailing = new Map<string, number | null>();
   /** Per subscription, the latest `Retry-After` hold (epoch ms; null: ended). */
   const dirtyHolds = new Map<string, number | null>();
+  /** Subscriptions whose dirty hold replaces the stored one (moved by a wall-clock step), not only a later one. */
+  const movedHolds = new Set<string>();
   /** Per subscription, attempts answered since the last write of the log (at most the newest `ATTEMPTS_KEPT` are written). */
   const attemptInserts = new Map<string, AttemptRow[]>();
   /** Offsets finished above the committed one (ordering `none`), so a crash does not send them again. */
@@ -90,7 +92,10 @@ export function createWriteBehind(deps: {
     for (const dl of deadLetterInserts) deadLetters.insert(dl);
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
-    for (const [subscriptionId, until] of dirtyHolds) stateRepo.saveHold(subscriptionId, until);
+    for (const [subscriptionId, until] of dirtyHolds) {
+      if (movedHolds.has(subscriptionId) && until !== null) stateRepo.saveHold(subscriptionId, null);
+      stateRepo.saveHold(subscriptionId, until);
+    }
     for (const { subscriptionId, rows } of finishedAtClose) stateRepo.saveFinished(subscriptionId, rows);
     stateRepo.saveSettledCallbacks(settledCallbacks);
   });
@@ -243,6 +248,7 @@ export function createWriteBehind(deps: {
     deadLetterDeletes = [];
     dirtyFailing.clear();
     dirtyHolds.clear();
+    movedHolds.clear();
     for (const k of finishedDone) dirtyFinished.delete(k);
     finishedDone = [];
     if (dirtyFinished.size > 0 && !closed) scheduleFlush(); // the younger ones, at the next interval (a close writes all)
@@ -319,6 +325,11 @@ export function createWriteBehind(deps: {
     },
     saveHold(subscriptionId, until) {
       dirtyHolds.set(subscriptionId, until === null ? null : Math.max(until, dirtyHolds.get(subscriptionId) ?? 0));
+      scheduleFlush();
+    },
+    moveHold(subscriptionId, until) {
+      dirtyHolds.set(subscriptionId, until);
+      movedHolds.add(subscriptionId);
       scheduleFlush();
     },
     persisted,
@@ -425,6 +436,7 @@ export function createWriteBehind(deps: {
       deadLetterDeletes = deadLetterDeletes.filter((d) => d.subscriptionId !== subscriptionId);
       dirtyFailing.delete(subscriptionId);
       dirtyHolds.delete(subscriptionId);
+      movedHolds.delete(subscriptionId);
       attemptInserts.delete(subscriptionId);
     },
     stateRepo,

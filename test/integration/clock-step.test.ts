@@ -128,6 +128,40 @@ describe('a wall clock stepped back (NTP)', () => {
       expect(await within(8000, delivered)).toBe(true);
     }, 30_000);
 
+    it('a Retry-After hold that ended while the gateway ran holds nothing after a restart (was: stored unmoved, it held an hour)', async () => {
+      const stepFile = path.join(tmpDir(), 'step');
+      const dataDir = tmpDir();
+      const env = {
+        HERALD_DATA_DIR: dataDir,
+        HERALD_PARTITIONS: '1',
+        HERALD_TEST_CLOCK_STEP_FILE: stepFile,
+        NODE_OPTIONS: `--require ${STEPPER}`,
+      };
+      let first = true;
+      receiver = await startReceiver(() => {
+        if (!first) return { status: 204 };
+        first = false;
+        stepBack(stepFile, 150);
+        return { status: 503, headers: { 'retry-after': '2' } };
+      });
+      gw = await spawnGateway(env);
+      await subscribe(gw.url, receiver.url, { retry: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 100 } });
+      expect((await postBatch(gw.url, [{ id: 'r1', source: '/clock/hold' }])).status).toBe(202);
+      await within(5000, () => !first);
+      await new Promise((r) => setTimeout(r, 400)); // the step is seen
+      const sent =
+        (id: string, times = 1) =>
+        () =>
+          receiver!.requests.filter((q) => idOf(q.body) === id).length >= times;
+      expect(await within(8000, sent('r1', 2))).toBe(true); // the hold of 2 s ended while the gateway ran
+      await new Promise((r) => setTimeout(r, 300)); // written behind
+      gw.child.kill('SIGTERM');
+      await gw.exited;
+      gw = await spawnGateway(env); // the clock still an hour back
+      expect((await postBatch(gw.url, [{ id: 'r2', source: '/clock/hold' }])).status).toBe(202);
+      expect(await within(8000, sent('r2'))).toBe(true);
+    }, 40_000);
+
     it('an extend of 1 s after the step lets the lease end about then, not an hour later', async () => {
       const stepFile = path.join(tmpDir(), 'step');
       receiver = await startReceiver(() => ({ status: 202 }));
