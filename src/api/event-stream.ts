@@ -129,7 +129,7 @@ export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
       waiting ??= new Promise<boolean>((resolve) => {
         // Cut off only a reader that takes nothing for DRAIN_WAIT_MS: a slow one that keeps taking is waited for.
         let left = res.writableLength;
-        let stalledSince = Date.now();
+        let stalledSince = performance.now();
         const done = (ok: boolean) => {
           clearInterval(watch);
           res.off('drain', onDrain);
@@ -142,8 +142,8 @@ export function streamEvents(store: EventLog, opts: { maxStreams: number }) {
         const watch = setInterval(() => {
           if (res.writableLength < left) {
             left = res.writableLength;
-            stalledSince = Date.now();
-          } else if (Date.now() - stalledSince >= DRAIN_WAIT_MS) done(false);
+            stalledSince = performance.now();
+          } else if (performance.now() - stalledSince >= DRAIN_WAIT_MS) done(false);
         }, 250);
         res.on('drain', onDrain);
         res.on('close', onClose);

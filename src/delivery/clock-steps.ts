@@ -10,22 +10,26 @@
 export const CLOCK_STEP_MS = 1000;
 
 /**
- * `wall`, calling `onStep(byMs)` (before it returns) at the first reading after the wall clock moved by
- * {@link CLOCK_STEP_MS} or more against `monotonic` since the reading before. Slow drift (NTP slewing)
- * never adds up to a step: each reading is compared with the one before it.
+ * `wall`, calling `onStep(byMs)` (before it returns, whole milliseconds) at the first reading after the wall clock
+ * moved by {@link CLOCK_STEP_MS} or more against `monotonic` since the last step (or the first reading). Each reading
+ * is compared with that mark, not with the reading before: steps under a second in a row add up (clock re-probe: ten
+ * of 0.9 s went unseen). Slow drift (NTP slewing) counts once it reaches a second too; the deadlines then move by it.
  */
 export function stepAwareClock(
   wall: () => number,
   onStep: (byMs: number) => void,
   monotonic: () => number = () => performance.now(),
 ): () => number {
-  let skew: number | undefined;
+  let mark: number | undefined;
   return () => {
     const now = wall();
-    const current = now - monotonic();
-    const previous = skew;
-    skew = current;
-    if (previous !== undefined && Math.abs(current - previous) >= CLOCK_STEP_MS) onStep(current - previous);
+    const skew = now - monotonic();
+    if (mark === undefined) mark = skew;
+    else if (Math.abs(skew - mark) >= CLOCK_STEP_MS) {
+      const byMs = Math.round(skew - mark);
+      mark += byMs;
+      onStep(byMs);
+    }
     return now;
   };
 }

@@ -156,7 +156,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
     stateWritesFailing = undefined; // a new thread says again
     failWaiting(unavailable('the delivery thread stopped'));
     if (closing) return;
-    const now = Date.now();
+    const now = performance.now();
     deaths.push(now);
     while (deaths.length > 0 && deaths[0]! < now - (opts.restartWindowMs ?? DEFAULT_RESTART_WINDOW_MS)) deaths.shift();
     if (deaths.length > (opts.maxRestarts ?? DEFAULT_MAX_RESTARTS)) {

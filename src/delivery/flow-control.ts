@@ -130,8 +130,12 @@ export function createFlowControl(deps: {
     },
     /** Whether a `Retry-After` holds every request now. */
     held,
-    /** The wall clock stepped by `byMs`: a hold keeps its length (see `clock-steps.ts`); the moved end, null without one. */
+    /**
+     * The wall clock stepped by `byMs`: a hold keeps its length, and the rate limit its pace (clock re-probe: each step
+     * forward filled the bucket), see `clock-steps.ts`; the hold's moved end, null without one.
+     */
     shift(byMs: number): number | null {
+      if (bucket) bucket = { ...bucket, at: bucket.at + byMs };
       if (heldUntil <= 0) return null;
       heldUntil += byMs;
       return heldUntil;

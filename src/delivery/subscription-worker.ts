@@ -74,6 +74,9 @@ const MAX_WINDOW = 10_000;
 /** The longest wait before a failed delivery loop runs again. */
 const LOOP_RETRY_MAX_MS = 30_000;
 
+/** The line a wall-clock step is told with, shared by the thread's workers: at most one a minute. */
+const clockStepLine = throttledLine(60_000);
+
 /** How long an event whose record cannot be read now waits before it is read again. */
 const UNAVAILABLE_RETRY_MS = 5_000;
 /** How long an attempt this process could not connect for (out of descriptors) waits before it goes again. */
@@ -977,9 +980,9 @@ export function createSubscriptionWorker(
     const held = flow.shift(byMs);
     if (held !== null) deps.persistence.moveHold?.(subId, held);
     failures.shift(byMs);
-    deps.log.info(
-      { subscription: subId, steppedMs: byMs },
-      "the wall clock stepped: this subscription's retries, leases and holds keep their lengths",
+    // Every worker sees the step: one line for them all (clock re-probe: a line per subscription per step).
+    clockStepLine((suppressed) =>
+      deps.log.info({ steppedMs: byMs, suppressed }, 'the wall clock stepped: retries, leases and holds keep their lengths'),
     );
   }
 

@@ -31,12 +31,12 @@ export function startCheckpointer(dbFile: string, intervalMs: number, events: Ch
         // checkpointBounded() of ./db, which this eval'd worker cannot import.
         let walBytes = 0;
         try { walBytes = fs.statSync(workerData.dbFile + '-wal').size; } catch {}
-        if (walBytes > workerData.maxWalBytes && Date.now() >= passiveUntil) {
+        if (walBytes > workerData.maxWalBytes && performance.now() >= passiveUntil) {
           const [row] = db.pragma('wal_checkpoint(TRUNCATE)');
-          if (row && row.busy) passiveUntil = Date.now() + 1000;
+          if (row && row.busy) passiveUntil = performance.now() + 1000;
         } else db.pragma('wal_checkpoint(PASSIVE)');
       } catch (err) {
-        if (String(err.code).startsWith('SQLITE_BUSY')) passiveUntil = Date.now() + 1000;
+        if (String(err.code).startsWith('SQLITE_BUSY')) passiveUntil = performance.now() + 1000;
         else parentPort.postMessage({ error: String(err) });
       }
     }, workerData.intervalMs);

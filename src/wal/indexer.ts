@@ -154,8 +154,8 @@ export function createIndexer(opts: IndexerOptions) {
       failures++;
       const delayMs = restartDelayMs(failures);
       // The first two, then one a minute with the count (disk probe: three lines every 5 s while the disk stayed full).
-      if (failures <= 2 || Date.now() - exitLoggedAt >= EXIT_LOG_INTERVAL_MS) {
-        exitLoggedAt = Date.now();
+      if (failures <= 2 || performance.now() - exitLoggedAt >= EXIT_LOG_INTERVAL_MS) {
+        exitLoggedAt = performance.now();
         opts.log.error(
           { code, unindexed: entries, failures, restartInMs: delayMs, error: lastError },
           'indexer: worker exited; restarting it and sending the unindexed tail again',

@@ -126,7 +126,7 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
   /** The synced end on disk, and the one to write next (undefined: not known synced at start, never recorded). */
   let durableLogEnd = opts.logEnd;
   let wantedLogEnd = opts.logEnd;
-  let logEndAskedAt = Date.now();
+  let logEndAskedAt = performance.now(); // monotonic: a clock stepped back must not stop the synced end being recorded
   let writing: Promise<void> | undefined;
   const spare = `${file}${SPARE_SUFFIX}`;
   keepSpare(spare, opts.heads.length, opts.log);
@@ -200,7 +200,7 @@ export function createOffsetReservation(opts: OffsetReservationOptions) {
      */
     syncedThrough(end: number): void {
       if (wantedLogEnd === undefined || end <= wantedLogEnd) return;
-      const now = Date.now();
+      const now = performance.now();
       if (now - logEndAskedAt < LOG_END_EVERY_MS) return;
       logEndAskedAt = now;
       wantedLogEnd = end;

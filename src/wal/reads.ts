@@ -160,7 +160,7 @@ export function createReads(opts: ReadsOptions) {
         `its row for partition ${partition}, offset ${entry.offset} points at the intact record of partition ${place.partition}, offset ${place.offset}`,
       );
     const key = `${partition}:${entry.offset}`;
-    const now = Date.now();
+    const now = performance.now();
     if (now - (corruptLogged.get(key) ?? -Infinity) >= CORRUPT_LOG_EVERY_MS) {
       if (corruptLogged.size >= CORRUPT_LOG_KEYS) corruptLogged.clear(); // bounded: many records at once log again, rarely
       corruptLogged.set(key, now);

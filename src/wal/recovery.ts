@@ -72,7 +72,7 @@ const REBUILD_BATCH = 10_000;
  */
 export function recoverLog(deps: RecoveryDeps): RecoveryReport {
   const { db, log, segments, meta, idempotency, index, headsRepo, partitions, dataDir, windowStart } = deps;
-  const started = Date.now();
+  const started = performance.now();
   const indexedThrough = Number(meta.get('log_indexed_through') ?? 0);
   const indexHolesText = meta.get('log_holes');
   const dataDirHolesText = deps.dataDirMeta.get('log_holes');
@@ -188,7 +188,7 @@ export function recoverLog(deps: RecoveryDeps): RecoveryReport {
     rebuiltRecords,
     rolledBackRecords,
     lostOffsets,
-    ms: Date.now() - started,
+    ms: Math.round(performance.now() - started),
   };
   log.info(report, 'log recovered');
   return report;

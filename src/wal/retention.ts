@@ -93,7 +93,7 @@ export function createRetention(opts: RetentionOptions) {
   timer.unref();
 
   function checkSpace(): void {
-    spaceCheckedAt = Date.now();
+    spaceCheckedAt = performance.now(); // monotonic: a clock stepped back must not stop the free-space checks
     try {
       free = freeBytes();
     } catch (err) {
@@ -187,7 +187,7 @@ export function createRetention(opts: RetentionOptions) {
     },
     /** Refuses ingest while free space is below `HERALD_MIN_FREE_BYTES` (rechecked at most every 100 ms). */
     assertRoom(): void {
-      if (Date.now() - spaceCheckedAt >= SPACE_RECHECK_MS) checkSpace();
+      if (performance.now() - spaceCheckedAt >= SPACE_RECHECK_MS) checkSpace();
       if (full) {
         throw new AppError(
           'storage_full',

@@ -47,7 +47,7 @@ export function createWriteHealth(opts: WriteHealthOptions) {
 
   function failed(err: unknown, refusedBytes = 0): void {
     const e = coerceError(err);
-    const now = Date.now();
+    const now = performance.now();
     const why = `log write failed: ${(e as NodeJS.ErrnoException).code ?? e.message}`;
     failures++;
     if (!episode) {
