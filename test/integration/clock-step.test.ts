@@ -108,23 +108,29 @@ describe('a wall clock stepped back (NTP)', () => {
       for (let waited = 0; !done() && waited < ms; waited += 50) await new Promise((r) => setTimeout(r, 50));
       return done();
     };
-
-    it("a receiver's Retry-After of 2 s holds the subscription 2 s, not an hour", async () => {
-      const stepFile = path.join(tmpDir(), 'step');
+    /** A receiver answering its first request 503 with `Retry-After: 2`, the clock stepped back an hour just after, then 204s. */
+    const holdingReceiver = async (stepFile: string) => {
       let first = true;
-      receiver = await startReceiver(() => {
+      const r = await startReceiver(() => {
         if (!first) return { status: 204 };
         first = false;
         stepBack(stepFile, 150);
         return { status: 503, headers: { 'retry-after': '2' } };
       });
+      receiver = r;
+      return { r, answered: () => !first };
+    };
+
+    it("a receiver's Retry-After of 2 s holds the subscription 2 s, not an hour", async () => {
+      const stepFile = path.join(tmpDir(), 'step');
+      const { r: sink, answered } = await holdingReceiver(stepFile);
       const g = await start(stepFile);
-      await subscribe(g.url, receiver.url, { retry: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 100 } });
+      await subscribe(g.url, sink.url, { retry: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 100 } });
       expect((await postBatch(g.url, [{ id: 'h1', source: '/clock/hold' }])).status).toBe(202);
-      await within(5000, () => !first);
+      await within(5000, answered);
       await new Promise((r) => setTimeout(r, 400)); // the step is seen
       expect((await postBatch(g.url, [{ id: 'h2', source: '/clock/hold' }])).status).toBe(202);
-      const delivered = () => receiver!.requests.some((q) => idOf(q.body) === 'h2');
+      const delivered = () => sink.requests.some((q) => idOf(q.body) === 'h2');
       expect(await within(8000, delivered)).toBe(true);
     }, 30_000);
 
@@ -137,22 +143,16 @@ describe('a wall clock stepped back (NTP)', () => {
         HERALD_TEST_CLOCK_STEP_FILE: stepFile,
         NODE_OPTIONS: `--require ${STEPPER}`,
       };
-      let first = true;
-      receiver = await startReceiver(() => {
-        if (!first) return { status: 204 };
-        first = false;
-        stepBack(stepFile, 150);
-        return { status: 503, headers: { 'retry-after': '2' } };
-      });
+      const { r: sink, answered } = await holdingReceiver(stepFile);
       gw = await spawnGateway(env);
-      await subscribe(gw.url, receiver.url, { retry: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 100 } });
+      await subscribe(gw.url, sink.url, { retry: { maxAttempts: 5, initialDelayMs: 100, maxDelayMs: 100 } });
       expect((await postBatch(gw.url, [{ id: 'r1', source: '/clock/hold' }])).status).toBe(202);
-      await within(5000, () => !first);
+      await within(5000, answered);
       await new Promise((r) => setTimeout(r, 400)); // the step is seen
       const sent =
         (id: string, times = 1) =>
         () =>
-          receiver!.requests.filter((q) => idOf(q.body) === id).length >= times;
+          sink.requests.filter((q) => idOf(q.body) === id).length >= times;
       expect(await within(8000, sent('r1', 2))).toBe(true); // the hold of 2 s ended while the gateway ran
       await new Promise((r) => setTimeout(r, 300)); // written behind
       gw.child.kill('SIGTERM');
