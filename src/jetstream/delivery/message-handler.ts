@@ -18,6 +18,7 @@ import type { LeaseKeeper } from './lease-keeper';
 import { finishedPast, positionRecord, previousFrom } from './positions';
 import { settleMessage } from './settle';
 import type { Latest } from './ack-map';
+import { throttledLine } from '../../logger';
 
 /** A subscription as its messages' handler sees it (see `jetstream-delivery.ts`). */
 export interface SubscriptionView {
@@ -45,6 +46,8 @@ export type Source = { kind: 'partition'; partition: number; generation: number 
 
 /** Tries to settle an attempt whose entry a callback may change: bounded (each round loses only to another write). */
 const SWAP_ROUNDS = 5;
+/** A node out of descriptors says so once a minute, not once a message. */
+const localFailureLine = throttledLine(60_000);
 
 type WithDirectGet = JetStreamManager & { direct: { getMessage(stream: string, query: { seq: number }): Promise<StoredMsg> } };
 
@@ -133,7 +136,7 @@ export async function handleMessage(
   group: AbortGroup,
   leases: Pick<LeaseKeeper, 'keep' | 'sending'>,
   key: string,
-): Promise<'withdrawn' | void> {
+): Promise<'withdrawn' | 'later' | void> {
   // Before anything is awaited: the nearest this node comes to when JetStream handed the message out.
   const openedAt = ctx.clock();
   const { target, event } = await locate(ctx, sub, msg, source);
@@ -290,6 +293,19 @@ export async function handleMessage(
       if (sub.removed()) return; // deleted: nothing is given back or kept
       if (revision !== undefined) await ctx.ackMap.swap(deliveryId, { ...entry, state: 'superseded' }, revision).catch(() => undefined);
       return 'withdrawn';
+    }
+    // Not sent either: this process could not open a connection (out of descriptors). The receiver did nothing wrong,
+    // so no attempt is spent: the puller keeps the message and sends it again shortly (as on the local engine).
+    if (result.localFailure) {
+      if (sub.removed()) return;
+      if (revision !== undefined) await ctx.ackMap.swap(deliveryId, { ...entry, state: 'superseded' }, revision).catch(() => undefined);
+      localFailureLine((suppressed) =>
+        ctx.log.error(
+          { subscription: sub.id, partition: target.partition, offset: target.offset, err: result?.error, suppressed },
+          'delivery cannot open a connection (this process is out of file descriptors); the attempt waits and goes again, no attempt spent (logged once a minute)',
+        ),
+      );
+      return 'later';
     }
     // Deleted meanwhile, or aborted (a close's grace ran out, a seek moved delivery): settle nothing;
     // JetStream redelivers the message after ack_wait. An answer within a close's grace settles, as on

@@ -26,6 +26,8 @@ const RETRY_PAUSE_MS = 500;
 const IDLE_MS = 250;
 /** The shortest interval between two renewals of a held message's lease. */
 const MIN_RENEW_MS = 1000;
+/** How long a message this node could not send (out of descriptors) waits before it is sent again. */
+const LOCAL_FAILURE_RETRY_MS = 1000;
 /** A session that shows nothing for five pull expiries, or has pulls refused in a loop, is replaced (see `session-watch.ts`). */
 const SESSION_LIMITS = { silentMs: 5 * PULL_EXPIRES_MS, refusedPerSecond: 50 };
 /** How long a replaced session may take to drain before it is stopped outright. */
@@ -57,7 +59,7 @@ export interface PullerDeps {
   /** This node is shutting down (`active` is false too): what arrives is given back, not held. */
   closing: () => boolean;
   /** Sends one message; `withdrawn` when its request never left (paused or stopping while it waited for a connection). */
-  handle: (msg: JsMsg, group: AbortGroup, instance: string) => Promise<'withdrawn' | void>;
+  handle: (msg: JsMsg, group: AbortGroup, instance: string) => Promise<'withdrawn' | 'later' | void>;
   /**
    * Gives a message back unsent for another node (`-NAK` after IDLE_MS), noting first that this
    * delivery was no attempt (see `AckMap.giveBack`); resolves once it is given back.
@@ -128,7 +130,7 @@ export function createPuller(deps: PullerDeps) {
   function track(msg: JsMsg): void {
     const p = deps
       .handle(msg, group, instances.get(msg) ?? instance)
-      .then((outcome) => (outcome === 'withdrawn' ? keepUnsent(msg) : undefined))
+      .then((outcome) => (outcome === 'withdrawn' ? keepUnsent(msg) : outcome === 'later' ? sendLater(msg) : undefined))
       .catch((err: unknown) =>
         deps.log.error({ err, stream: deps.stream, consumer: deps.consumer }, 'delivery attempt failed; JetStream redelivers it'),
       )
@@ -169,6 +171,22 @@ export function createPuller(deps: PullerDeps) {
     if (state !== 'pulling' || deps.closing()) return giveBack(msg);
     if (!deps.active()) hold(msg);
     else track(msg);
+    return undefined;
+  }
+
+  /**
+   * A message this node could not send (out of descriptors): held, its lease renewed, and sent again after
+   * LOCAL_FAILURE_RETRY_MS, or at the next session or resume, whichever comes first (a stop gives it back).
+   */
+  function sendLater(msg: JsMsg): undefined {
+    hold(msg);
+    setTimeout(() => {
+      const timer = held.get(msg);
+      if (timer === undefined) return; // sent or given back meanwhile
+      clearTimeout(timer);
+      held.delete(msg);
+      void keepUnsent(msg);
+    }, LOCAL_FAILURE_RETRY_MS).unref();
     return undefined;
   }
 
