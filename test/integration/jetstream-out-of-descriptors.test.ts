@@ -77,4 +77,65 @@ describeWithNats('jetstream: delivery out of file descriptors', () => {
     }
     expect(gw.output()).toContain('this process is out of file descriptors');
   });
+  it('renews the lease of a message it keeps: starved for many ack_waits, nothing is redelivered by JetStream nor dead-lettered', async () => {
+    await killIfRunning(gw);
+    const env = {
+      HERALD_STORE: 'jetstream',
+      HERALD_NATS_SERVERS: js.cluster.serversEnv,
+      HERALD_NATS_REPLICAS: '1',
+      HERALD_PARTITIONS: '1',
+      HERALD_NATS_PREFIX: uniquePrefix('jsfdl'),
+    };
+    const events = 40;
+    const slow: Receiver[] = [];
+    for (let i = 0; i < 3; i++) slow.push(await startReceiver(() => ({ status: 204, delayMs: 2500 })));
+    receivers.push(...slow);
+    gw = await spawnGateway(env);
+    const ids: string[] = [];
+    for (const r of slow) {
+      const res = await call(`${gw.url}/subscriptions`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({
+          sink: r.url,
+          // ack_wait 4 s: the starvation below lasts several of them.
+          delivery: {
+            ordering: 'none',
+            maxInFlight: 64,
+            timeoutMs: 3000,
+            ackDeadlineMs: 3000,
+            retry: { maxAttempts: 2, initialDelayMs: 50, maxDelayMs: 50 },
+          },
+        }),
+      });
+      expect(res.status).toBe(201);
+      const id = ((await res.json()) as { id: string }).id;
+      expect((await call(`${gw.url}/subscriptions/${id}/pause`, { method: 'POST' })).status).toBe(200);
+      ids.push(id);
+    }
+    expect(
+      (
+        await postBatch(
+          gw.url,
+          Array.from({ length: events }, (_, i) => ({ id: `jsfdl-${i}`, source: '/fd' })),
+        )
+      ).status,
+    ).toBe(202);
+    const idle = fs.readdirSync(`/proc/${gw.child.pid}/fd`).length;
+    gw.child.kill('SIGTERM');
+    expect(await gw.exited).toBe(0);
+
+    gw = await spawnGateway(env, { fdLimit: idle + 12 });
+    for (const id of ids) expect((await call(`${gw.url}/subscriptions/${id}/resume`, { method: 'POST' })).status).toBe(200);
+    const delivered = (r: Receiver) => new Set(r.requests.map((q) => (JSON.parse(q.body.toString('utf8')) as { id: string }).id)).size;
+    for (let waited = 0; slow.some((r) => delivered(r) < events) && waited < 90_000; waited += 200) await sleep(200);
+    expect(slow.map(delivered)).toEqual([events, events, events]);
+    // Was: the kept message's lease was never renewed (the 1 s resend cancelled the renewal due at a third of
+    // ack_wait), so JetStream redelivered it every ack_wait: attempts spent, events dead-lettered unsent.
+    for (const r of slow) expect(r.requests.every((q) => q.headers['herald-attempt'] === '1')).toBe(true);
+    for (const id of ids) {
+      const dead = (await (await call(`${gw.url}/subscriptions/${id}/dead-letters`)).json()) as { deadLetters: unknown[] };
+      expect(dead.deadLetters).toEqual([]);
+    }
+  });
 });

@@ -185,6 +185,9 @@ export function createPuller(deps: PullerDeps) {
       if (timer === undefined) return; // sent or given back meanwhile
       clearTimeout(timer);
       held.delete(msg);
+      // The hold renews only after a third of the lease, which this wait never reaches: renewed here, or a
+      // node starved longer than ack_wait let JetStream redeliver it, spending an attempt (dead-lettered).
+      msg.working();
       void keepUnsent(msg);
     }, LOCAL_FAILURE_RETRY_MS).unref();
     return undefined;
