@@ -174,17 +174,24 @@ export function createPuller(deps: PullerDeps) {
     return undefined;
   }
 
+  /** When this node first failed to send a message for want of descriptors (see `sendLater`). */
+  const keptSince = new WeakMap<JsMsg, number>();
+
   /**
    * A message this node could not send (out of descriptors): held, its lease renewed, and sent again after
    * LOCAL_FAILURE_RETRY_MS, or at the next session or resume, whichever comes first (a stop gives it back).
+   * Kept for a whole lease, it is given back (unspent) for any node to take: a starved node must not hold a
+   * partition for the whole cluster for as long as its starvation lasts (re-probe).
    */
   function sendLater(msg: JsMsg): undefined {
+    if (!keptSince.has(msg)) keptSince.set(msg, performance.now());
     hold(msg);
     setTimeout(() => {
       const timer = held.get(msg);
       if (timer === undefined) return; // sent or given back meanwhile
       clearTimeout(timer);
       held.delete(msg);
+      if (performance.now() - (keptSince.get(msg) ?? 0) >= deps.leaseMs()) return void giveBack(msg);
       // The hold renews only after a third of the lease, which this wait never reaches: renewed here, or a
       // node starved longer than ack_wait let JetStream redeliver it, spending an attempt (dead-lettered).
       msg.working();
