@@ -71,9 +71,13 @@ export function startCheckpointer(dbFile: string, intervalMs: number, events: Ch
       return new Promise<void>((resolve) => {
         const done = () => resolve();
         worker.once('exit', done);
-        worker.once('message', (m) => {
-          if (m === 'stopped') void worker.terminate().then(done, done);
-        });
+        // Not `once`: a failed checkpoint's message still on its way would take it, and the stop would wait for ever.
+        const stopped = (m: unknown) => {
+          if (m !== 'stopped') return;
+          worker.off('message', stopped);
+          void worker.terminate().then(done, done);
+        };
+        worker.on('message', stopped);
         worker.postMessage('stop');
       });
     },
