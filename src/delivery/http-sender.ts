@@ -21,6 +21,9 @@ export interface SendResult {
   localFailure?: boolean;
 }
 
+/** How long a delivery this process could not send (a {@link isLocalFailure}) waits before it goes again, on either engine. */
+export const LOCAL_FAILURE_RETRY_MS = 1000;
+
 /** Connect errors that say this process is out of descriptors, whatever the receiver does. */
 const LOCAL_FAILURES = new Set(['EMFILE', 'ENFILE']);
 

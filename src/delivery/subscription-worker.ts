@@ -6,7 +6,7 @@ import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state
 import type { SubscriptionRecord } from '../subscriptions/record';
 import type { Matcher } from '../filters/filter';
 import type { DeliveryOutcome } from './tally';
-import { AbortGroup, type HttpSender, type Outgoing } from './http-sender';
+import { AbortGroup, LOCAL_FAILURE_RETRY_MS, type HttpSender, type Outgoing } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';
 import {
   answerOutcome,
@@ -79,8 +79,6 @@ const clockStepLine = throttledLine(60_000);
 
 /** How long an event whose record cannot be read now waits before it is read again. */
 const UNAVAILABLE_RETRY_MS = 5_000;
-/** How long an attempt this process could not connect for (out of descriptors) waits before it goes again. */
-const LOCAL_FAILURE_RETRY_MS = 1_000;
 
 /**
  * Delivers one subscription: per partition, walks the log from the committed

@@ -1,6 +1,6 @@
 import type { Consumer, ConsumerMessages, JetStreamClient, JsMsg, Subscription } from 'nats';
 import type { Logger } from 'pino';
-import { AbortGroup } from '../../delivery/http-sender';
+import { AbortGroup, LOCAL_FAILURE_RETRY_MS } from '../../delivery/http-sender';
 import { createSessionWatch, isRefusedPull, isSignOfLife } from './session-watch';
 
 /**
@@ -26,8 +26,6 @@ const RETRY_PAUSE_MS = 500;
 const IDLE_MS = 250;
 /** The shortest interval between two renewals of a held message's lease. */
 const MIN_RENEW_MS = 1000;
-/** How long a message this node could not send (out of descriptors) waits before it is sent again. */
-const LOCAL_FAILURE_RETRY_MS = 1000;
 /** A session that shows nothing for five pull expiries, or has pulls refused in a loop, is replaced (see `session-watch.ts`). */
 const SESSION_LIMITS = { silentMs: 5 * PULL_EXPIRES_MS, refusedPerSecond: 50 };
 /** How long a replaced session may take to drain before it is stopped outright. */
