@@ -93,8 +93,8 @@ export function createWriteBehind(deps: {
     for (const d of deadLetterDeletes) deadLetters.remove(d.subscriptionId, d.id);
     for (const [subscriptionId, since] of dirtyFailing) stateRepo.setFailingSince(subscriptionId, since);
     for (const [subscriptionId, until] of dirtyHolds) {
-      if (movedHolds.has(subscriptionId) && until !== null) stateRepo.saveHold(subscriptionId, null);
-      stateRepo.saveHold(subscriptionId, until);
+      if (movedHolds.has(subscriptionId) && until !== null) stateRepo.replaceHold(subscriptionId, until);
+      else stateRepo.saveHold(subscriptionId, until);
     }
     for (const { subscriptionId, rows } of finishedAtClose) stateRepo.saveFinished(subscriptionId, rows);
     stateRepo.saveSettledCallbacks(settledCallbacks);

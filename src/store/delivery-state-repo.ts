@@ -92,6 +92,10 @@ export function createDeliveryStateRepo(db: Db) {
     `INSERT INTO delivery_holds (subscription_id, held_until) VALUES (?, ?)
      ON CONFLICT (subscription_id) DO UPDATE SET held_until = MAX(held_until, excluded.held_until)`,
   );
+  const replaceHold = db.prepare<[string, number]>(
+    `INSERT INTO delivery_holds (subscription_id, held_until) VALUES (?, ?)
+     ON CONFLICT (subscription_id) DO UPDATE SET held_until = excluded.held_until`,
+  );
   // The committed offset only grows: a write that arrives late (an older position) changes nothing, and
   // one row carries the position and the expired total, so a retention expiry (position past the deleted
   // events plus their count) lands whole or not at all. At the same position the total is the row's: it
@@ -196,6 +200,10 @@ export function createDeliveryStateRepo(db: Db) {
     saveHold(subscriptionId: string, until: number | null): void {
       if (until === null) deleteHold.run(subscriptionId);
       else upsertHold.run(subscriptionId, until);
+    },
+    /** Records a hold until `until`, earlier or later than the stored one (a hold moved by a wall-clock step). */
+    replaceHold(subscriptionId: string, until: number): void {
+      replaceHold.run(subscriptionId, until);
     },
     setFailingSince(subscriptionId: string, at: number | null): void {
       if (at === null) deleteFailing.run(subscriptionId);
