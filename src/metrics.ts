@@ -177,7 +177,7 @@ export function createMetrics() {
         known,
       ) +
       counterFamily('herald_subscription_auto_disabled_total', 'Pauses with reason failing.', autoDisabled, counted);
-    return sources ? text + counters + subscriptionGauges(subscriptions) : text + counters;
+    return sources ? text + counters + (await subscriptionGauges(subscriptions)) : text + counters;
   }
 
   return Object.assign(metrics, { exposition, contentType: registry.contentType });
@@ -214,7 +214,15 @@ function family(name: string, help: string, lines: string[], type: 'gauge' | 'co
   return `# HELP ${name} ${help}\n# TYPE ${name} ${type}\n${lines.join('')}`;
 }
 
-function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
+/**
+ * Series written between two turns of the event loop: a scrape of many subscriptions on many partitions
+ * is built a slice at a time, so the publishes the same thread answers are not held up by all of it
+ * (metrics probe: 827,000 lines in one go held a publish for 1.7 s).
+ */
+const LINES_PER_TURN = 20_000;
+
+async function subscriptionGauges(subscriptions: SubscriptionSnapshot): Promise<string> {
+  let sinceTurn = 0;
   const lag: string[] = [];
   const expired: string[] = [];
   const age: string[] = [];
@@ -233,6 +241,11 @@ function subscriptionGauges(subscriptions: SubscriptionSnapshot): string {
     age.push(`herald_subscription_oldest_pending_age_seconds{subscription="${id}"} ${(d.oldestPendingAgeMs ?? 0) / 1000}\n`);
     inFlight.push(`herald_subscription_in_flight{subscription="${id}"} ${d.inFlight}\n`);
     dead.push(`herald_dead_letters{subscription="${id}"} ${d.deadLetters}\n`);
+    sinceTurn += d.lag.length + d.expired.length + SUBSCRIPTION_STATES.length + 3;
+    if (sinceTurn >= LINES_PER_TURN) {
+      sinceTurn = 0;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+    }
   }
   return (
     [
@@ -312,6 +325,8 @@ export interface IngestObserver {
   rejected(code: string): void;
   /** From the start of the request's handling to its answer. */
   answered(seconds: number): void;
+  /** Refused before the ingest handler (no key, wrong scope, the gateway starting): rejected and answered. */
+  refused(code: string, seconds: number): void;
 }
 
 /** What `POST /events` reports, as counted by every engine's gateway. */
@@ -321,6 +336,10 @@ export function ingestObserver(metrics: Metrics): IngestObserver {
     duplicates: (n) => metrics.eventsDuplicate.inc(n),
     rejected: (code) => metrics.ingestRejected.inc({ code }),
     answered: (seconds) => metrics.ingestDuration.observe(seconds),
+    refused: (code, seconds) => {
+      metrics.ingestRejected.inc({ code });
+      metrics.ingestDuration.observe(seconds);
+    },
   };
 }
 

@@ -58,7 +58,7 @@ export function gatewayHandlers(deps: {
       ...(deps.extra ?? []),
     ],
   });
-  return { authorize, ingest, app, ingestRejected: observer.rejected };
+  return { authorize, ingest, app, ingestRejected: observer.refused };
 }
 
 /** The path HERALD_PUBLIC_URL puts the API under (a proxy's prefix), without its trailing slash; '' for none. */

@@ -90,8 +90,11 @@ export interface HttpHandlers {
   /** The `POST /events` handler, served before express (the ingest hot path). */
   ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void>;
   app: express.Express;
-  /** A publish refused before the ingest handler (no key, wrong scope), by problem code (metrics). */
-  ingestRejected: (code: string) => void;
+  /**
+   * A publish refused before the ingest handler (no key, wrong scope), by problem code, and how long it
+   * took to answer (metrics: it is a rejected and an answered `POST /events` as any other).
+   */
+  ingestRejected: (code: string, seconds: number) => void;
 }
 
 export interface HttpServerDeps {
@@ -333,6 +336,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   }
 
   function handle(req: http.IncomingMessage, res: http.ServerResponse, index: number): void {
+    const started = performance.now();
     track(res);
     serverOf.set(res, state);
     // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'. A request
@@ -356,7 +360,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       if (err instanceof AppError && err.headers?.connection === 'close') closesAt(req.socket, index);
       const code = sendProblem(res, err, log);
       // A publish refused before the ingest handler (no key, wrong scope) is still a rejected POST /events.
-      if (req.method === 'POST' && pathOf(req.url) === '/events') ingestRejected(code);
+      if (req.method === 'POST' && pathOf(req.url) === '/events') ingestRejected(code, (performance.now() - started) / 1000);
       return;
     }
     if (req.url === '*') {

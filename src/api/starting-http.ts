@@ -28,7 +28,7 @@ export function startingHandlers(deps: {
   waitingFor: () => string;
 }): HttpHandlers {
   const { log, authorize, metrics, waitingFor } = deps;
-  const { rejected } = ingestObserver(metrics);
+  const { refused } = ingestObserver(metrics);
   // What the cluster last answered is said by /readyz only: a 503 goes to any caller, with a key or not.
   const starting = () =>
     new AppError('unavailable', 'the gateway is starting: it waits for the JetStream cluster; nothing was done, retry', {
@@ -42,11 +42,12 @@ export function startingHandlers(deps: {
   return {
     authorize,
     ingest: (_req, res) => {
-      rejected(sendProblem(res, starting(), log));
+      const started = performance.now();
+      refused(sendProblem(res, starting(), log), (performance.now() - started) / 1000);
       return Promise.resolve();
     },
     app,
-    ingestRejected: rejected,
+    ingestRejected: refused,
   };
 }
 

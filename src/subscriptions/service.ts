@@ -338,6 +338,10 @@ export function createSubscriptionsService(deps: {
         if (!stats) return { id: record.id, state: record.state, delivery: null };
         const { partitions, deadLetters } = stats;
         const ages = partitions.map((p) => p.oldestPendingAgeMs).filter((a): a is number => a !== null);
+        // A partition that never held an event has no lag or expiry to show (metrics probe: 4,096 partitions ×
+        // 100 subscriptions wrote 819,200 such series, 86 MB a scrape, all but 100 at 0). Its series appear,
+        // at their value, with its first event, before retention can have deleted any of it.
+        const used = partitions.filter((p) => p.headOffset > 0);
         return {
           id: record.id,
           state: record.state,
@@ -345,8 +349,8 @@ export function createSubscriptionsService(deps: {
             deadLetters,
             inFlight: partitions.reduce((n, p) => n + p.inFlight, 0),
             oldestPendingAgeMs: ages.length > 0 ? Math.max(...ages) : null,
-            lag: partitions.map((p) => ({ partition: p.partition, lag: p.lag })),
-            expired: partitions.map((p) => ({ partition: p.partition, expired: p.expired })),
+            lag: used.map((p) => ({ partition: p.partition, lag: p.lag })),
+            expired: used.map((p) => ({ partition: p.partition, expired: p.expired })),
           },
         };
       });
