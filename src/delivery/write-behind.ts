@@ -1,6 +1,6 @@
 import type { Logger } from 'pino';
 import { isDatabaseBusy } from '../errors';
-import type { Db } from '../store/db';
+import { durably, type Db } from '../store/db';
 import { createDeadLettersRepo } from '../store/dead-letters-repo';
 import { createDeliveryStateRepo, type FinishedRow, type OffsetRow, type SettledCallbackOutcome } from '../store/delivery-state-repo';
 import { ATTEMPTS_KEPT, createAttemptsRepo } from '../store/attempts-repo';
@@ -415,7 +415,8 @@ export function createWriteBehind(deps: {
       if (flushTimer) clearTimeout(flushTimer);
       flushTimer = undefined;
       try {
-        writeSeek(subscriptionId, positions, generation);
+        // Durably: the seek is answered as done, and a replay asked for must not be taken back by a power cut.
+        durably(deps.db, () => writeSeek(subscriptionId, positions, generation));
       } catch (err) {
         scheduleFlush(); // the buffered state is still to be written; the seek is not (the caller sees the error)
         throw err;

@@ -1,6 +1,6 @@
 import { AppError, StartupError } from '../errors';
 import { RevisionConflict, type RecordChange, type StoredSubscription, type SubscriptionStore } from '../subscriptions/record-store';
-import type { Db } from './db';
+import { durably, type Db } from './db';
 import type { SubscriptionRecord } from '../subscriptions/record';
 import { createSubscriptionsRepo } from './subscriptions-repo';
 
@@ -47,19 +47,20 @@ export function createSqliteSubscriptionStore(deps: {
       const record = repo.get(id);
       return record && { record, revision: revisions.get(id) ?? 1 };
     },
+    // Durably: each of these is answered to a client as done (a power cut must not take it back).
     async insert(record: SubscriptionRecord): Promise<number> {
-      insert(record);
+      durably(deps.db, () => insert(record));
       revisions.set(record.id, 1);
       return 1;
     },
     async update(record: SubscriptionRecord, revision: number): Promise<number> {
       if (revisions.get(record.id) !== revision) throw new RevisionConflict(record.id);
-      repo.update(record);
+      durably(deps.db, () => repo.update(record));
       revisions.set(record.id, revision + 1);
       return revision + 1;
     },
     async remove(id: string): Promise<boolean> {
-      const deleted = repo.remove(id);
+      const deleted = durably(deps.db, () => repo.remove(id));
       revisions.delete(id);
       return deleted;
     },

@@ -5,7 +5,7 @@ import type { Logger } from 'pino';
 import type { CloudEvent } from '../cloudevents/event';
 import { AppError, coerceError } from '../errors';
 import type { RecoveryPermission } from '../config';
-import type { Db } from '../store/db';
+import { durably, type Db } from '../store/db';
 import { createIdempotencyRepo } from '../store/idempotency-repo';
 import { createLogIndexRepo } from '../store/log-index-repo';
 import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
@@ -604,9 +604,14 @@ function openLog(
   // The database learns the id before herald.json is written: a crash between the two leaves a
   // database that still belongs (the id is kept and the file written at the next start).
   const id = identity?.id ?? meta.get('data_dir_id') ?? randomUUID();
-  meta.set('partitions', opts.partitions);
-  meta.set('data_dir_id', id);
-  meta.set('log_id', logId);
+  // On disk before herald.json names the id: a power cut must not leave a herald.json whose database lost it.
+  durably(db, () =>
+    db.transaction(() => {
+      meta.set('partitions', opts.partitions);
+      meta.set('data_dir_id', id);
+      meta.set('log_id', logId);
+    })(),
+  );
   if (newDir || indexKnew) retentionFloors.markWhole();
   indexMeta.set('data_dir_id', id);
   if (!identity) writeIdentity(opts.dataDir, { id, partitions: opts.partitions });
@@ -702,15 +707,10 @@ function recordRetention(db: Db, floors: RetentionFloors, firstOffsets: readonly
     floors.raiseLogStart(through);
   });
   if (db.inTransaction) return write();
-  db.pragma('synchronous = FULL');
-  try {
-    // IMMEDIATE: the floors are read, then written. A deferred transaction that read before the delivery
-    // thread's commit cannot take the write lock after it (SQLITE_BUSY at once, no busy wait): about once a
-    // second under delivery, the files stayed for a later round and an error line blamed a lock (a probe).
-    write.immediate();
-  } finally {
-    db.pragma('synchronous = NORMAL');
-  }
+  // IMMEDIATE: the floors are read, then written. A deferred transaction that read before the delivery
+  // thread's commit cannot take the write lock after it (SQLITE_BUSY at once, no busy wait): about once a
+  // second under delivery, the files stayed for a later round and an error line blamed a lock (a probe).
+  durably(db, () => write.immediate());
 }
 
 /**
@@ -784,7 +784,7 @@ function checkDatabaseBelongs(
   }
   if (permissions.has('rebuild-events-only')) return true;
   throw new StartupError(
-    `${path.join(opts.dataDir, 'herald.db')} is missing or empty, but this data dir has a log: subscriptions, their offsets and dead letters live only in herald.db. ` +
+    `${path.join(opts.dataDir, 'herald.db')} is missing, empty or holds no data dir id (its first writes lost), but this data dir has a log: subscriptions, their offsets and dead letters live only in herald.db. ` +
       'Restore it from a backup, or start with HERALD_RECOVERY=rebuild-events-only to rebuild events from the log and start with no subscriptions.',
   );
 }

@@ -1,4 +1,4 @@
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawnSync } from 'node:child_process';
 import fs from 'node:fs';
 import { tmpDir } from './tmp';
 
@@ -38,4 +38,41 @@ export function mountTmpfs(bytes: number): { dir: string; unmount(): void } | un
   } catch {
     return undefined;
   }
+}
+
+/**
+ * An ext4 file system of its own on a loop file, whose `powerCut()` aborts its journal (`remount,abort`: from
+ * then on nothing reaches the disk, and what was not written back is lost, as in a power cut), then
+ * unmounts, checks (`e2fsck`) and mounts it again at the same directory. Undefined where the test may not
+ * mount (CI runs as root).
+ */
+export function mountExt4(
+  bytes: number,
+): { dir: string; powerCut(beforeUnmount: () => Promise<void>): Promise<void>; unmount(): void } | undefined {
+  const dir = tmpDir('herald-ext4-');
+  const image = `${tmpDir('herald-ext4-image-')}/fs.img`;
+  const run = (cmd: string, args: string[]) => execFileSync(cmd, args, { stdio: 'ignore' });
+  try {
+    fs.writeFileSync(image, '');
+    fs.truncateSync(image, bytes);
+    run('mkfs.ext4', ['-q', '-F', image]);
+    run('mount', ['-o', 'loop', image, dir]);
+  } catch {
+    return undefined;
+  }
+  return {
+    dir,
+    async powerCut(beforeUnmount) {
+      run('mount', ['-o', 'remount,abort', dir]);
+      await beforeUnmount(); // the processes holding files there end first
+      run('umount', [dir]);
+      // e2fsck exits 1 when it corrected something (a journal replayed): that is the expected case.
+      spawnSync('e2fsck', ['-fy', image], { stdio: 'ignore' });
+      run('mount', ['-o', 'loop', image, dir]);
+    },
+    unmount: () => {
+      spawnSync('umount', [dir], { stdio: 'ignore' });
+      fs.rmSync(image, { force: true });
+    },
+  };
 }
