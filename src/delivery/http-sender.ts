@@ -232,6 +232,16 @@ class OriginGate {
 }
 
 /**
+ * Runs `fn` once the event loop has been through a poll (I/O) phase: from a timer's callback, in the
+ * check phase of the same turn. Node runs the timers phase before the poll phase, so when the loop was
+ * busy past an attempt's timeout (the delivery thread scanning a backlog for 2,000 subscriptions) the
+ * timeout fires before an answer that already arrived is read: an attempt the receiver had answered
+ * was recorded as timed out and sent again (scale probe: 110-256 duplicates per 5,000 events). A
+ * timeout is therefore acted on only if the attempt is still open after that poll phase.
+ */
+const afterPoll = (fn: () => void): void => void setImmediate(fn);
+
+/**
  * Posts webhook requests through one keep-alive undici Pool per sink origin.
  * Redirects are never followed. `timeoutMs` bounds the whole attempt: connect,
  * headers and body (a receiver that drips its answer a byte at a time is timed
@@ -321,6 +331,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     }
     let timer: NodeJS.Timeout | undefined;
     let timedOut = false;
+    let settled = false;
     // An attempt that ended while still connecting leaves its connect running: the origin's slot is given
     // back when undici is done with it (re-probe: given back at once, connects to a sink that drops
     // packets piled up past the 64 a host may have, 485 at a time). Otherwise it is given back here.
@@ -330,15 +341,21 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       const request = build();
       if (!request) return { status: null, withdrawn: true };
       timeoutMs = request.timeoutMs ?? timeoutMs;
-      timer = setTimeout(() => {
-        timedOut = true;
-        controller.abort();
-      }, timeoutMs);
-      const answer = post(poolFor(target.origin), target.path, request.headers, request.body, timeoutMs, controller, slot, () =>
-        gate.release(tenant),
+      timer = setTimeout(
+        () =>
+          afterPoll(() => {
+            if (settled) return;
+            timedOut = true;
+            controller.abort();
+          }),
+        timeoutMs,
       );
+      const answer = post(poolFor(target.origin), target.path, request.headers, request.body, controller, slot, () => gate.release(tenant));
       open.add(answer);
-      const res = await answer.finally(() => open.delete(answer));
+      const res = await answer.finally(() => {
+        settled = true;
+        open.delete(answer);
+      });
       return { status: res.status, retryAfter: res.retryAfter, error: res.status >= 300 ? res.excerpt : undefined };
     } catch (err) {
       const e = err as Error & { code?: string };
@@ -368,25 +385,41 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
     // Through the origin's gate too: a connection it took would leave a gated request queued in undici.
     const gate = gateFor(url.origin);
     await gate.acquire(new Abortable(), PROBE_TENANT);
+    // Not AbortSignal.timeout: its timer aborts in the timers phase, before an answer already waiting is read.
+    const controller = new AbortController();
+    let settled = false;
+    let timedOut = false;
+    const timer = setTimeout(
+      () =>
+        afterPoll(() => {
+          if (settled) return;
+          timedOut = true;
+          controller.abort(Object.assign(new Error(`no complete answer within ${timeoutMs} ms`), { name: 'TimeoutError' }));
+        }),
+      timeoutMs,
+    );
     try {
       const res = await poolFor(url.origin).request({
         method: 'OPTIONS',
         path: url.pathname + url.search,
         headers,
-        headersTimeout: timeoutMs,
-        bodyTimeout: timeoutMs,
-        signal: AbortSignal.timeout(timeoutMs),
+        headersTimeout: 0, // bounded by the timer above, as in `post`
+        bodyTimeout: 0,
+        signal: controller.signal,
       });
       await readExcerpt(res.body);
+      settled = true;
       return { status: res.statusCode, headers: res.headers };
     } catch (err) {
       const e = err as Error & { code?: string };
       if (e.code === SINK_NOT_ALLOWED) return { status: null, error: e.message, sinkNotAllowed: true };
-      if (e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
+      if (timedOut || e.name === 'TimeoutError' || e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT')
         return { status: null, error: `no complete answer within ${timeoutMs} ms`, timedOut: true };
       if (isLocalFailure(e)) return { status: null, error: `${e.code}: ${e.message}`, localFailure: true };
       return { status: null, error: `${e.code ?? e.name}: ${e.message}` };
     } finally {
+      settled = true;
+      clearTimeout(timer);
       gate.release(PROBE_TENANT);
     }
   }
@@ -446,7 +479,7 @@ interface Answer {
  * One POST through undici's dispatcher with a handler that keeps only what an attempt needs (the
  * status, Retry-After, the body's first KiB): `Pool.request` builds a response stream, an async
  * iterator and a parsed header object per request, a tenth of the delivery thread's time when
- * profiled. Rejects with undici's error (timeouts keep their codes) or the abort's. An attempt that
+ * profiled. Rejects with undici's error or the abort's (a timeout is the caller's abort). An attempt that
  * ends while still connecting sets `slot.heldByConnect`: its connect runs on until it opens (and is
  * aborted) or fails, and then `released` is called.
  */
@@ -455,14 +488,16 @@ function post(
   path: string,
   headers: Record<string, string>,
   body: Buffer,
-  timeoutMs: number,
   controller: Abortable,
   slot: { heldByConnect: boolean },
   released: () => void,
 ): Promise<Answer> {
   return new Promise((resolve, reject) => {
     pool.dispatch(
-      { method: 'POST', path, headers, body, headersTimeout: timeoutMs, bodyTimeout: timeoutMs },
+      // No undici headers/body timeout (0): the attempt's own timer bounds it, acting only after a poll phase.
+      // undici's coarse timers (one 0.5 s tick per turn of the loop) fire in the timers phase like any timer:
+      // after a busy loop they cut an answer already waiting (busy-loop test: timeoutMs 900, 2 s block).
+      { method: 'POST', path, headers, body, headersTimeout: 0, bodyTimeout: 0 },
       new AnswerHandler(controller, resolve, reject, slot, released),
     );
   });
