@@ -66,7 +66,11 @@ export function createGroupCommit(opts: GroupCommitOptions) {
   let closedClean = false;
   const writeHealth = createWriteHealth({
     log,
-    probe: (needBytes) => segments.probeWrite(needBytes),
+    // A probe beside a segment found removed or cut short proves nothing: that log stays unwritable.
+    probe: (needBytes) => {
+      const damage = segments.damage();
+      return damage ? Promise.reject(new Error(damage)) : segments.probeWrite(needBytes);
+    },
     probeFirstMs: opts.probeFirstMs,
   });
   let dirty = false;
@@ -284,7 +288,10 @@ export function createGroupCommit(opts: GroupCommitOptions) {
       else rollNow();
     },
     health(): StoreHealth {
-      return closed ? { writable: false, reason: 'closed' } : writeHealth.health();
+      if (closed) return { writable: false, reason: 'closed' };
+      // Sticky, whatever a probe write beside the log says: the file the log writes is gone or cut short.
+      const damage = segments.damage();
+      return damage ? { writable: false, reason: damage } : writeHealth.health();
     },
     get closed() {
       return closed;

@@ -258,6 +258,12 @@ export function openSegmentLog(opts: SegmentLogOptions) {
   }
   /** A failed append's bytes may still be in the active segment: cut them before the next write. */
   let undoOwed = false;
+  /**
+   * Set once the active segment was found removed, replaced or cut short under the log (see
+   * `checkActive`): sticky, every later write, sync, undo and roll throws it, and nothing re-creates
+   * or zero-fills the file to carry on (that would hide the loss and serve zeros as the log).
+   */
+  let damage: SegmentDamagedError | undefined;
   /** A roll synced the old segment and may have made the next one's file: it must finish before any write. */
   let rollBegun = false;
 
@@ -501,6 +507,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 
   /** Appends frames after rolling to a new segment if the active one is full. Does not fsync. */
   async function append(frames: Buffer[], totalBytes: number): Promise<number> {
+    // Nothing more is written to a segment found removed, moved or cut short (see `checkActive`).
+    if (damage) throw damage;
     // A roll that began is finished first: the next segment's file may exist, named by the old one's end.
     if (rollBegun) roll();
     // A failed undo is retried before anything lands after its garbage; a failed open left no descriptor.
@@ -513,6 +521,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       fs.write(writeFd, data, 0, data.length, null, (err, n) => (err ? reject(err) : resolve(n))),
     );
     seg.size += written;
+    // One fstat and one stat per group: the group is acknowledged only if its bytes are in the file at its path.
+    checkActive(written);
     // A file system writes less than asked when it has no room left (a quota, a full disk): what the next write would say.
     if (written !== data.length)
       throw Object.assign(new Error(`ENOSPC: short write: ${written} of ${data.length} bytes (no space left?)`), { code: 'ENOSPC' });
@@ -526,10 +536,13 @@ export function openSegmentLog(opts: SegmentLogOptions) {
    * by the old end; a failed roll is finished by the next `roll` or `append` before anything is written.
    */
   function roll(): void {
+    if (damage) throw damage;
     // The cut of a failed group comes first: a segment never starts in front of the garbage of the one before.
     if (undoOwed) reopenActive();
     if (!rollBegun) {
       if (active().size === 0) return;
+      // A segment removed or cut short is not sealed and followed by a new one (the next start would take the gap for the last word).
+      checkActive(0);
       if (opts.durable) fs.fdatasyncSync(writeFd);
       rollBegun = true;
     }
@@ -545,7 +558,64 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     writeFd = fs.openSync(active().file, 'a'); // a failed open: the next append opens the new segment
   }
 
+  /**
+   * Whether the active segment is still the file at its path, linked, holding every byte this log
+   * wrote to it (`justWritten` of them by the write just made). Removed (`rm`), renamed away (`mv`),
+   * replaced or cut short (`truncate`) while the gateway runs, writes through the open descriptor
+   * still succeed (to an unlinked file, or at the front of an emptied one): the damage is recorded
+   * (sticky, see `damage`), one `error` line names the file and what was found, and it throws, so the
+   * group fails (`503`) and `/readyz` names the file. The bytes just written are cut from the file
+   * the descriptor holds, never past them: an emptied segment does not keep a record nobody was
+   * told was stored, at a position it does not belong.
+   */
+  function checkActive(justWritten: number): void {
+    if (damage) throw damage;
+    if (writeFd < 0) return;
+    const seg = active();
+    const held = fs.fstatSync(writeFd);
+    let found: string | undefined;
+    if (held.nlink === 0) found = 'it was removed (the open file has no name left)';
+    else {
+      let atPath: fs.Stats | undefined;
+      try {
+        atPath = fs.statSync(seg.file);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+      }
+      if (!atPath) found = 'no file is at its path any more (renamed or moved away)';
+      else if (atPath.dev !== held.dev || atPath.ino !== held.ino) found = 'another file is at its path (replaced, or renamed away)';
+      else if (held.size !== seg.size)
+        found = `it holds ${held.size} bytes where ${seg.size} were written (cut short, or written by another process)`;
+    }
+    if (found === undefined) return;
+    const heldBefore = Math.max(0, held.size - justWritten);
+    try {
+      if (justWritten > 0 && held.nlink > 0) fs.ftruncateSync(writeFd, heldBefore);
+    } catch {
+      // The write is refused either way; a file that cannot be cut keeps it (the next start checks every record).
+    }
+    damage = new SegmentDamagedError(seg.file, found);
+    const acknowledged = seg.size - justWritten;
+    logError(
+      'log: the active segment was removed, replaced or cut short while the gateway ran; the log takes no more writes until a restart',
+      {
+        segment: seg.file,
+        found,
+        acknowledgedBytes: acknowledged,
+        logBytes: { from: seg.base, to: seg.base + acknowledged },
+        lost:
+          held.nlink === 0
+            ? `the ${acknowledged} bytes of acknowledged events written to it are only in the removed file, open in this process: ` +
+              `copy them now from /proc/${process.pid}/fd/${writeFd} (they are gone once it exits), or restore the data dir from a backup`
+            : `the ${acknowledged} bytes of acknowledged events written to it are not in the file at its path: put the file back, or restore the data dir from a backup`,
+        nextStart: 'refuses while acknowledged events are missing from the log (nothing fills the gap with zeros), naming what is missing',
+      },
+    );
+    throw damage;
+  }
+
   function sync(): Promise<void> {
+    if (damage) return Promise.reject(damage);
     return new Promise((resolve, reject) => fs.fdatasync(writeFd, (err) => (err ? reject(err) : resolve())));
   }
 
@@ -564,11 +634,15 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     const seg = active();
     if (to < seg.base) throw new Error(`cannot truncate into an older segment (${to} < ${seg.base})`);
     seg.size = to - seg.base;
+    // A damaged segment is not reopened: `checkActive` cut the group it refused (one error line, not one per group).
+    if (damage) return;
     undoOwed = true;
     reopenActive();
   }
 
   function reopenActive(): void {
+    // Never re-create a removed segment nor fill a cut one back up with zeros: the loss stays visible.
+    if (damage) throw damage;
     if (writeFd >= 0) {
       try {
         fs.closeSync(writeFd);
@@ -594,7 +668,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         // Still owed: the next start finds what is past the last good record and treats the stop as unclean.
       }
     }
-    return !undoOwed;
+    return !undoOwed && !damage;
   }
 
   /**
@@ -635,6 +709,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
    * retention deleted meanwhile is skipped: nothing in it is read again.
    */
   function rewrite(position: number, data: Buffer): void {
+    if (damage) throw damage;
     if (segments.length === 0 || position < segments[0]!.base) return;
     const seg = segmentAt(position);
     const fd = fs.openSync(seg.file, 'r+');
@@ -738,6 +813,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       const seg = segmentAt(position);
       return { segment: seg.file, at: position - seg.base };
     },
+    /** What was found wrong with the active segment (removed, replaced, cut short), once found: the log takes no writes. */
+    damage: (): string | undefined => damage?.message,
     /** Whether any segment holds bytes (a data dir with a log but no database is a lost database). */
     hasRecords: () => segments.some((s) => s.size > 0),
     segmentFiles: () => segments.map((s) => s.file),
@@ -746,6 +823,18 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 }
 
 export type SegmentLog = ReturnType<typeof openSegmentLog>;
+
+/** The active segment is no longer the file the log writes (see `checkActive`): every write fails until a restart. */
+export class SegmentDamagedError extends Error {
+  override name = 'SegmentDamagedError';
+  readonly code = 'ESEGMENTGONE';
+  constructor(
+    readonly segment: string,
+    readonly found: string,
+  ) {
+    super(`the active log segment ${segment} is no longer the file the log writes: ${found}; no write is taken until a restart`);
+  }
+}
 
 /** A segment file as reads see it: where it starts, its path, and a descriptor opened on first read. */
 interface ReadableSegment {
