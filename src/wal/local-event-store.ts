@@ -784,7 +784,7 @@ function checkDatabaseBelongs(
   }
   if (permissions.has('rebuild-events-only')) return true;
   throw new StartupError(
-    `${path.join(opts.dataDir, 'herald.db')} is missing, empty or holds no data dir id (its first writes lost), but this data dir has a log: subscriptions, their offsets and dead letters live only in herald.db. ` +
+    `${path.join(opts.dataDir, 'herald.db')} is missing or empty (or holds no data dir id: its first writes were lost), but this data dir has a log: subscriptions, their offsets and dead letters live only in herald.db. ` +
       'Restore it from a backup, or start with HERALD_RECOVERY=rebuild-events-only to rebuild events from the log and start with no subscriptions.',
   );
 }
