@@ -3,6 +3,9 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { fsyncPath, writeFileAtomically } from '../durable-fs';
 import { isDatabaseBusy, StartupError } from '../errors';
+import { RESERVATION_FILE, SPARE_SUFFIX } from '../wal/offset-reservation';
+import { KEY_FILE } from '../wal/segment-log';
+import { INDEX_DB_FILE } from './index-db';
 
 export const LOCK_FILE = 'herald.lock';
 export const PID_FILE = 'herald.pid';
@@ -24,6 +27,7 @@ export interface DataDirLock {
  * @throws StartupError naming the dir and the holder's PID
  */
 export function lockDataDir(dataDir: string): DataDirLock {
+  refuseNonFiles(dataDir);
   const file = path.join(dataDir, LOCK_FILE);
   const before = inodeOf(file);
   const db = takeLock(file, dataDir);
@@ -67,6 +71,74 @@ export function lockDataDir(dataDir: string): DataDirLock {
       }
     },
   };
+}
+
+/** SQLite's companions of a database file (its write-ahead log, shared memory, rollback journal). */
+const companions = (name: string) => [name, `${name}-wal`, `${name}-shm`, `${name}-journal`];
+
+/**
+ * The files of a data dir (and of its `wal/`) that Herald makes again by itself when missing: in their place,
+ * a directory is only in the way. The others (herald.db, the log's key, record and segments) are not.
+ */
+const REMADE = new Set([
+  ...companions(LOCK_FILE),
+  PID_FILE,
+  IDENTITY_FILE,
+  ...companions(INDEX_DB_FILE),
+  'herald.db-shm',
+  path.join('wal', LOCK_FILE),
+  path.join('wal', `${LOCK_FILE}-journal`),
+  path.join('wal', `${RESERVATION_FILE}${SPARE_SUFFIX}`),
+]);
+
+/**
+ * A directory, named pipe or socket where a data dir's file belongs (a probe: a directory in place of herald.db
+ * said "SQLITE_CANTOPEN unable to open database file", of herald.json "EISDIR: illegal operation on a directory",
+ * naming no path; in place of the spare, a stack trace) is refused before anything is opened, naming it. It is
+ * not removed, not even in place of index.db: Herald did not make it, and what is in it is not Herald's to delete.
+ * A device is let be (a segment linked to /dev/full is how tests fail a disk).
+ * @throws StartupError naming the path, what it is, and what to do
+ */
+function refuseNonFiles(dataDir: string): void {
+  const wal = path.join(dataDir, 'wal');
+  let segments: string[] = [];
+  try {
+    segments = fs
+      .readdirSync(wal)
+      .filter((name) => name.endsWith('.seg'))
+      .map((name) => path.join('wal', name));
+  } catch {
+    // no wal/ (yet), or not a directory: the lock of the log dir says what is wrong with it
+  }
+  const expected = [
+    ...companions(LOCK_FILE),
+    PID_FILE,
+    IDENTITY_FILE,
+    ...companions('herald.db'),
+    ...companions(INDEX_DB_FILE),
+    ...[...companions(LOCK_FILE), KEY_FILE, RESERVATION_FILE, `${RESERVATION_FILE}${SPARE_SUFFIX}`].map((name) => path.join('wal', name)),
+    ...segments,
+  ];
+  for (const name of expected) {
+    const file = path.resolve(dataDir, name);
+    let stat: fs.Stats | undefined;
+    try {
+      stat = fs.statSync(file, { throwIfNoEntry: false });
+    } catch {
+      continue; // unreadable here (a loop of links, no permission): whoever opens it says why
+    }
+    const kind = stat?.isDirectory() ? 'a directory' : stat?.isFIFO() ? 'a named pipe' : stat?.isSocket() ? 'a socket' : undefined;
+    if (kind === undefined) continue;
+    const what =
+      name === INDEX_DB_FILE
+        ? 'index.db is rebuilt from the log'
+        : REMADE.has(name)
+          ? 'Herald makes the file again'
+          : 'put the file back from a backup if it is lost: the start then says what is missing';
+    throw new StartupError(
+      `${file} is ${kind}, not a file: Herald does not remove what it did not make. Move it away (${what}), then start again`,
+    );
+  }
 }
 
 /** A `wal/` link whose target is missing (a disk not mounted) named as such (re-probe: "EEXIST: file already exists, mkdir"). */

@@ -24,7 +24,7 @@ export const RESERVATION_FILE = 'offsets.reserved';
  * renamed over the record), which a full disk refuses, and the stop then counts as unclean (re-probe:
  * every stop on a disk still full skipped 4,096 offsets per partition). Made at each start.
  */
-const SPARE_SUFFIX = '.spare';
+export const SPARE_SUFFIX = '.spare';
 const SPARE_BYTES = 64 * 1024;
 /** How often, at most, a growing synced end is recorded while running (`syncedThrough`). */
 const LOG_END_EVERY_MS = 1000;
@@ -235,7 +235,8 @@ function keepSpare(spare: string, partitions: number, log: Logger): void {
     fs.writeFileSync(spare, Buffer.alloc(bytes), { mode: 0o600 });
     fsyncPath(spare); // its blocks allocated now, not at writeback
   } catch (err) {
-    fs.rmSync(spare, { force: true });
+    // A half-written spare goes; anything else in its place (refused at start, see refuseNonFiles) is not this one's to remove.
+    if (!fs.lstatSync(spare, { throwIfNoEntry: false })?.isDirectory()) fs.rmSync(spare, { force: true });
     log.warn({ err: coerceError(err), file: spare }, 'log: could not set room aside for the clean-stop record');
   }
 }
