@@ -190,7 +190,22 @@ export function clearBuffer(part: PartitionCursor): void {
  * finished offset. Returns the offset row to save when it moved.
  */
 export function finishOffset(part: PartitionCursor, offset: number, matched: boolean): OffsetRow | undefined {
-  if (offset < part.committed) return undefined;
+  return advanceOffset(part, offset, matched) ? offsetRow(part) : undefined;
+}
+
+/**
+ * `finishOffset` without building the row: whether `committed` moved. A caller finishing a run of
+ * offsets (filtered-out events skipped in one turn) saves `offsetRow(part)` once at its end, the same
+ * row the last `finishOffset` that moved would have returned.
+ */
+export function advanceOffset(part: PartitionCursor, offset: number, matched: boolean): boolean {
+  if (offset < part.committed) return false;
+  if (offset === part.committed && part.finished.size === 0) {
+    // The common case (nothing finished out of order): no map to go through.
+    if (matched) part.committedLastMatched = offset;
+    part.committed++;
+    return true;
+  }
   part.finished.set(offset, matched);
   const before = part.committed;
   while (part.finished.has(part.committed)) {
@@ -198,8 +213,7 @@ export function finishOffset(part: PartitionCursor, offset: number, matched: boo
     part.finished.delete(part.committed);
     part.committed++;
   }
-  if (part.committed === before) return undefined;
-  return offsetRow(part);
+  return part.committed !== before;
 }
 
 /**
