@@ -22,6 +22,7 @@ export function openStoreAt(dir: string, options: Partial<Omit<LocalEventStoreOp
   });
   return {
     store,
+    db,
     close: async () => {
       await store.close();
       db.close();

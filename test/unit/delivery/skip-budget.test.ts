@@ -1,16 +1,13 @@
-import path from 'node:path';
 import pino from 'pino';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import { createDispatcher } from '../../../src/delivery/dispatcher';
 import { createHttpSender } from '../../../src/delivery/http-sender';
 import { SKIP_BUDGET } from '../../../src/delivery/subscription-worker';
-import { createLogger } from '../../../src/logger';
-import { openDatabase } from '../../../src/store/db';
 import { createDeliveryStateRepo } from '../../../src/store/delivery-state-repo';
 import { createSqliteSubscriptionStore } from '../../../src/store/subscriptions-store';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
 import { createSubscriptionsService } from '../../../src/subscriptions/service';
-import { openLocalEventStore } from '../../../src/wal/local-event-store';
+import { openStoreAt } from '../../helpers/log-store';
 import { useReceivers, waitFor } from '../../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
@@ -35,18 +32,7 @@ const WANTED = [2000, SKIPPED];
 const HEAD = SKIPPED + 1;
 
 async function gateway() {
-  const dir = tmpDir();
-  const db = openDatabase(path.join(dir, 'herald.db'));
-  const store = openLocalEventStore({
-    dataDir: dir,
-    db,
-    log: createLogger('silent'),
-    partitions: 1,
-    fsync: 'interval',
-    fsyncIntervalMs: 50,
-    segmentBytes: 8 << 20,
-    idempotencyWindowMs: 600_000,
-  });
+  const { store, db } = openStoreAt(tmpDir(), { fsync: 'interval', segmentBytes: 8 << 20 });
   const events = Array.from({ length: HEAD }, (_, i) => ev(i, WANTED.includes(i) ? 'wanted' : 'other'));
   for (let i = 0; i < events.length; i += 1000) await store.append(events.slice(i, i + 1000));
   const log = pino({ level: 'silent' });
