@@ -189,6 +189,12 @@ export const configSchema = z
             // A bare `?` or `#` parses as an empty search or hash: the characters themselves are checked.
             return !v.includes('?') && !v.includes('#') && u.username === '' && u.password === '';
           }, 'must be a base URL without a query (?…), fragment (#…) or credentials')
+          // Its path prefixes the `Location` of a created subscription: one that begins with `//` would make that a
+          // network-path reference, which clients resolve against another host (`//x/subscriptions/…` is `http://x/…`).
+          .refine(
+            (v) => !URL.canParse(v) || !new URL(v).pathname.replace(/\/+$/, '').startsWith('//'),
+            'must not have a path beginning with // (the Location of a created subscription would name another host)',
+          )
           .optional(),
       )
       .describe(

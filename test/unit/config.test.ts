@@ -48,6 +48,14 @@ describe('loadConfig', () => {
       );
   });
 
+  it('refuses a HERALD_PUBLIC_URL whose path begins with //, which would make Location name another host', () => {
+    for (const url of ['http://h//double/', 'http://h/\\\\evil.example/x']) {
+      expect(() => loadConfig({ HERALD_PUBLIC_URL: url })).toThrow(/HERALD_PUBLIC_URL: must not have a path beginning with \/\//);
+    }
+    expect(loadConfig({ HERALD_PUBLIC_URL: 'http://h/a//b/' }).publicUrl).toBe('http://h/a//b');
+    expect(loadConfig({ HERALD_PUBLIC_URL: 'http://h//' }).publicUrl).toBe('http://h'); // only slashes: no path at all
+  });
+
   it('refuses a HERALD_PUBLIC_URL that callback paths cannot be appended to', () => {
     expect(loadConfig({ HERALD_PUBLIC_URL: 'https://herald.example/api/' }).publicUrl).toBe('https://herald.example/api');
     // Read as a URL parser reads it: receivers resolve the ack URLs built on it the same way.
