@@ -249,6 +249,54 @@ function closesAt(socket: Duplex, index: number): void {
 
 const isAfterClosing = (socket: Duplex, index: number): boolean => index > (arrivalsOn.get(socket)?.closingAt ?? Infinity);
 
+/**
+ * Requests a connection may have waiting for their turn (see `Turns`); past them it is cut. Node parses a
+ * whole read (64 KiB) into requests at once, and requests that wait write no answers, so node's own
+ * backpressure (it stops reading a connection whose answers back up) never stops it reading them.
+ */
+const WAITING_MAX = 256;
+
+/**
+ * Each connection's requests take turns, as RFC 9112 §9.3.2 has it (pipelined requests run in parallel
+ * only when all are safe): a request is started once every request before it on the connection has been
+ * answered (its response finished: written to the kernel), except that a publish behind publishes starts
+ * at once (the ingest handler appends them in the order sent: `appendTurns`), so a producer pipelining
+ * publishes still shares group commits. Served as they arrived, a `GET` behind the publish of the event it
+ * read answered 404, an ack behind a reject of one delivery was answered 200 (the reject, reading its
+ * body, finished last), and a client pipelining page reads it never read had every page built at once
+ * (HTTP probe: 320 of 9.5 MB, 5 GB). Now at most one request other than a publish is worked on per
+ * connection, and one whose answer the client does not read holds the next.
+ */
+interface Turns {
+  /** Requests started and not answered yet. */
+  working: number;
+  /** One of them is not a publish (then it is the only one). */
+  exclusive: boolean;
+  /** Requests waiting for their turn, in the order they arrived. */
+  waiting: { req: http.IncomingMessage; res: http.ServerResponse; index: number; publish: boolean }[];
+}
+const turnsOn = new WeakMap<Duplex, Turns>();
+
+function turnsOf(socket: Duplex): Turns {
+  let turns = turnsOn.get(socket);
+  if (!turns) {
+    const made: Turns = (turns = { working: 0, exclusive: false, waiting: [] });
+    turnsOn.set(socket, made);
+    socket.once('close', () => (made.waiting.length = 0)); // never answered: nothing of them was done
+  }
+  return turns;
+}
+
+/** Whether a request is a publish (`POST /events`, any target form), as `handle` routes it. */
+function isPublish(req: http.IncomingMessage): boolean {
+  if (req.method !== 'POST') return false;
+  try {
+    return pathOf(normalizeRequestTarget('POST', req.url)) === '/events';
+  } catch {
+    return false; // a 400
+  }
+}
+
 /** The node:http server every engine's gateway listens with: the ingest fast path, then express. */
 export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const { log } = deps;
@@ -302,9 +350,55 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       res.shouldKeepAlive = false;
       if (hasBody(req)) boundUnreadBody(req);
     }
-    if (before === undefined || before.open === true) return handle(req, res, index);
+    if (before === undefined || before.open === true) return takeTurn(req, res, index);
     if (before.open === false) return drop(req);
     hold(req, res, before, index);
+  }
+
+  /** Starts a request when its turn comes (see `Turns`): now, or once the requests before it are answered. */
+  function takeTurn(req: http.IncomingMessage, res: http.ServerResponse, index: number): void {
+    const socket = req.socket;
+    const turns = turnsOf(socket);
+    const publish = isPublish(req);
+    if (turns.waiting.length === 0 && mayStart(turns, publish)) return start(turns, req, res, index, publish);
+    if (turns.waiting.length >= WAITING_MAX) {
+      socket.destroy();
+      return;
+    }
+    turns.waiting.push({ req, res, index, publish });
+  }
+
+  const mayStart = (turns: Turns, publish: boolean): boolean => turns.working === 0 || (publish && !turns.exclusive);
+
+  function start(turns: Turns, req: http.IncomingMessage, res: http.ServerResponse, index: number, publish: boolean): void {
+    turns.working++;
+    if (!publish) turns.exclusive = true;
+    let answered = false;
+    const done = () => {
+      if (answered) return;
+      answered = true;
+      turns.working--;
+      if (!publish) turns.exclusive = false;
+      startWaiting(req.socket, turns);
+    };
+    // 'finish' once the answer is written to the kernel (a client that does not read holds it); 'close' if cut first.
+    res.once('finish', done);
+    res.once('close', done);
+    handle(req, res, index);
+  }
+
+  /** Starts the waiting requests whose turn has come; none once the connection is closing (nothing could be answered). */
+  function startWaiting(socket: Duplex, turns: Turns): void {
+    while (turns.waiting.length > 0 && mayStart(turns, turns.waiting[0]!.publish)) {
+      const { req, res, index, publish } = turns.waiting.shift()!;
+      // An answer before it closed the connection (`Connection: close`, shutdown): node ends it on that answer's finish.
+      if (!socket.writable || isAfterClosing(socket, index)) {
+        turns.waiting.length = 0;
+        req.resume();
+        return;
+      }
+      start(turns, req, res, index, publish);
+    }
   }
 
   /**
@@ -330,7 +424,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     if (countHeld(socket)) return;
     void gate.opened.then((open) => {
       arrivalsOf(socket).held--;
-      if (open && !socket.destroyed && !isAfterClosing(socket, index)) handle(req, res, index);
+      if (open && !socket.destroyed && !isAfterClosing(socket, index)) takeTurn(req, res, index);
       else req.resume();
     });
   }
@@ -376,7 +470,9 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     // awaiting their fsync, pipelined): those answers are the client's, each sent in full, oldest first,
     // then the connection closes. A 400 in their place told a producer that stored events were refused
     // (probe: its corrected resend was then a "duplicate"), and pipelined ones behind it got nothing.
+    // Those waiting for their turn are owed too: the last of them is the connection's last answer.
     const owed = [...(unansweredOn.get(socket) ?? [])].filter((res) => res.req.complete);
+    owed.push(...(turnsOn.get(socket)?.waiting ?? []).map((w) => w.res));
     if (owed.length > 0 && socket.writable) {
       socket.pause(); // nothing after the bad bytes is read
       const last = owed[owed.length - 1]!;
