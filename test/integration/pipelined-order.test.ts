@@ -45,4 +45,26 @@ describe('publishes pipelined on one connection', () => {
       expect(offsets[1]![1]).toBeGreaterThan(offsets[0]![1]);
     }
   });
+
+  it('keep their order when a refused publish is pipelined between them (re-probe: the one after it overtook the gzip one before it)', async () => {
+    for (let i = 0; i < 5; i++) {
+      const first = `gz-before-refused-${i}`;
+      const third = `plain-after-refused-${i}`;
+      const answer = await exchange(
+        gw.url,
+        Buffer.concat([
+          publish(first, zlib.gzipSync(JSON.stringify({ pad: 'a'.repeat(200_000) })), 'content-encoding: gzip\r\n'),
+          // a structured event that is not JSON: 400
+          Buffer.from('POST /events HTTP/1.1\r\nHost: x\r\ncontent-type: application/cloudevents+json\r\ncontent-length: 5\r\n\r\n{"n":'),
+          publish(third, Buffer.from('{"n":3}')),
+        ]),
+      );
+      expect(answer).toContain('HTTP/1.1 400');
+      const offsets = [...answer.matchAll(/"id":"([^"]+)","source":"\/pipelined-order","partition":\d+,"offset":(\d+)/g)].map(
+        (m) => [m[1], Number(m[2])] as const,
+      );
+      expect(offsets.map(([id]) => id)).toEqual([first, third]);
+      expect(offsets[1]![1]).toBeGreaterThan(offsets[0]![1]);
+    }
+  });
 });
