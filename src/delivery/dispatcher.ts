@@ -18,6 +18,7 @@ import type { RedriveItem } from './pending';
 import { DELIVERY_BUSY_TIMEOUT_MS } from './delivery-protocol';
 import type { DeadLetterRow } from '../subscriptions/delivery-records';
 import {
+  createSkipShare,
   createSubscriptionWorker,
   type DeliveryObserver,
   type CallbackOutcome,
@@ -120,6 +121,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   const settled = new Map<string, CallbackOutcome>();
   const settledRing = new Array<string | undefined>(SETTLED_CALLBACKS_KEPT);
   let settledAt = 0;
+  /** Skipping filtered-out events shared out between the subscriptions, so a turn of the loop stays short. */
+  const skipShare = createSkipShare();
 
   const registry = {
     issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending) {
@@ -230,6 +233,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           random,
           observer: deps.observer,
           enabled,
+          skipShare,
         },
         {
           offsets: stateRepo.offsets(id),

@@ -55,6 +55,8 @@ export interface WorkerDeps {
   observer?: DeliveryObserver;
   /** False under `HERALD_DELIVERY=off`: nothing is sent; state and stats stay as they are. */
   enabled?: boolean;
+  /** The thread's skipping shared with its other subscriptions (absent: {@link SKIP_BUDGET} a pump). */
+  skipShare?: SkipShare;
 }
 
 /** Where delivery reports what happened (the metrics); optional so tests and tools can leave it out. */
@@ -88,6 +90,31 @@ const UNAVAILABLE_RETRY_MS = 5_000;
  * other subscription's deliveries and API answers, for 2.4–3.8 s).
  */
 export const SKIP_BUDGET = 1024;
+
+/** The least a pump may skip however many subscriptions skip at once (see {@link createSkipShare}). */
+const MIN_SKIP_SHARE = 16;
+
+/**
+ * The delivery thread's skipping, shared out between its subscriptions: every skipping subscription's
+ * pump runs in the same turn of the event loop (their immediates run in one check phase), so a budget
+ * of its own each made a turn N × 1,024 skips long (re-probe: 400 subscriptions skipping held another's
+ * deliveries 1.3 s, and the API). Each pump may skip {@link SKIP_BUDGET} divided by the subscriptions
+ * that ran out of their share at their last pump, at least {@link MIN_SKIP_SHARE}: a turn stays about
+ * one budget long (at most the minimum times the skipping subscriptions), and each gets an equal share.
+ */
+export function createSkipShare() {
+  const skipping = new Set<string>();
+  return {
+    /** What one pump may skip now. */
+    budget: (): number => Math.max(MIN_SKIP_SHARE, Math.floor(SKIP_BUDGET / Math.max(1, skipping.size))),
+    /** Whether the subscription's last pump ran out of its share (it goes on in a later turn), or is done skipping. */
+    ranOut(subscriptionId: string, yes: boolean): void {
+      if (yes) skipping.add(subscriptionId);
+      else skipping.delete(subscriptionId);
+    },
+  };
+}
+export type SkipShare = ReturnType<typeof createSkipShare>;
 
 /**
  * Delivers one subscription: per partition, walks the log from the committed
@@ -204,12 +231,15 @@ export function createSubscriptionWorker(
    */
   let nextPartition = 0;
 
-  /** What is left of this pump's {@link SKIP_BUDGET}. */
+  /** What is left of this pump's share of skipping (see {@link createSkipShare}). */
   let skipBudget = SKIP_BUDGET;
 
   function pump(): void {
-    if (stopped || paused() || deps.enabled === false) return;
-    skipBudget = SKIP_BUDGET;
+    if (stopped || paused() || deps.enabled === false) {
+      deps.skipShare?.ranOut(subId, false); // not skipping now: no share kept from the others
+      return;
+    }
+    skipBudget = deps.skipShare?.budget() ?? SKIP_BUDGET;
     releaseSlots(); // the limit may have grown since they waited
     const max = flow.maxInFlight();
     startRedrives(max);
@@ -234,6 +264,7 @@ export function createSubscriptionWorker(
     }
     // Stopped on its budget: the rest in a later turn, after the other subscriptions, answers and messages
     // waiting (a pause, a stop or a deletion meanwhile ends it: `schedulePump` and `pump` check).
+    deps.skipShare?.ranOut(subId, skipBudget <= 0);
     if (skipBudget <= 0) schedulePump();
   }
 
@@ -928,6 +959,7 @@ export function createSubscriptionWorker(
     },
     stop(opts = {}): void {
       stopped = true;
+      deps.skipShare?.ranOut(subId, false);
       idleWaiters = [];
       flow.stop();
       if (opts.abort) {

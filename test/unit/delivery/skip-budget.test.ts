@@ -115,6 +115,34 @@ describe('skipping filtered-out events', () => {
     }
   });
 
+  it('shares the budget between subscriptions skipping at once: a turn of the loop skips about one budget in all, not one each (re-probe: 400 held the thread 1.3 s a turn)', async () => {
+    const gw = await gateway();
+    const receiver = await receivers();
+    let ticker: ReturnType<typeof everyTurn> | undefined;
+    try {
+      const ids: string[] = [];
+      for (let i = 0; i < 8; i++) {
+        const spec = { sink: receiver.url, startAt: 'latest', filters: [{ exact: { type: 'none' } }] };
+        ids.push((await gw.service.create(createSubscriptionSchema.parse(spec))).id);
+      }
+      const total = () => ids.reduce((n, id) => n + gw.committed(id), 0);
+      // Every subscription back to the start at once: each then skips the whole backlog, matching nothing.
+      await Promise.all(ids.map((id) => gw.service.seek(id, { to: 'earliest' })));
+      const totals: number[] = [];
+      ticker = everyTurn(() => totals.push(total()));
+      await waitFor(() => ids.every((id) => gw.committed(id) === HEAD), { what: 'every backlog passed', timeoutMs: 30_000 });
+      ticker.stop();
+      const perTurn = totals.slice(1).map((t, i) => t - totals[i]!);
+      // Past the first turns (each may take a whole budget before the others have run out), a turn skips about one
+      // budget in all (more while some finish and the rest's shares grow); one each would be 8 budgets a turn.
+      expect(Math.max(...perTurn.slice(3))).toBeLessThanOrEqual(2 * SKIP_BUDGET);
+      expect(receiver.requests).toHaveLength(0);
+    } finally {
+      ticker?.stop();
+      await gw.close();
+    }
+  });
+
   it('a subscription paused in the middle of a skip stops there, and goes on once resumed', async () => {
     const receiver = await receivers();
     const gw = await gateway();
