@@ -77,6 +77,19 @@ export function lockDataDir(dataDir: string): DataDirLock {
 const companions = (name: string) => [name, `${name}-wal`, `${name}-shm`, `${name}-journal`];
 
 /**
+ * The names Herald writes a file under before renaming it into place (`writeFileAtomically`), and index.db's
+ * damage marker: a named pipe there hung the start for good in `open` (a probe: wal/offsets.reserved.tmp, no line
+ * logged), a directory failed every fsync=interval write after a start that said ready.
+ */
+const TEMPORARY = [
+  `${IDENTITY_FILE}.tmp`,
+  `${INDEX_DB_FILE}.damaged`,
+  `${INDEX_DB_FILE}.damaged.tmp`,
+  path.join('wal', `${KEY_FILE}.tmp`),
+  path.join('wal', `${RESERVATION_FILE}.tmp`),
+];
+
+/**
  * The files of a data dir (and of its `wal/`) that Herald makes again by itself when missing: in their place,
  * a directory is only in the way. The others (herald.db, the log's key, record and segments) are not.
  */
@@ -89,6 +102,7 @@ const REMADE = new Set([
   path.join('wal', LOCK_FILE),
   path.join('wal', `${LOCK_FILE}-journal`),
   path.join('wal', `${RESERVATION_FILE}${SPARE_SUFFIX}`),
+  ...TEMPORARY,
 ]);
 
 /**
@@ -118,6 +132,7 @@ function refuseNonFiles(dataDir: string): void {
     ...companions(INDEX_DB_FILE),
     ...[...companions(LOCK_FILE), KEY_FILE, RESERVATION_FILE, `${RESERVATION_FILE}${SPARE_SUFFIX}`].map((name) => path.join('wal', name)),
     ...segments,
+    ...TEMPORARY,
   ];
   for (const name of expected) {
     const file = path.resolve(dataDir, name);

@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { postBinary, runGatewayUntilExit, segmentFiles, spawnGateway } from '../helpers/gateway';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
@@ -63,4 +64,31 @@ describe('a directory in place of a data dir file', () => {
       }
     }
   });
+});
+
+/**
+ * The names Herald writes a file under before renaming it into place: a named pipe at wal/offsets.reserved.tmp hung
+ * the start for good (open() of a pipe with no reader, no line logged; re-probe t9fifo), a directory there started
+ * "ready" and then answered 503 to every publish under fsync=interval (re-probe t9res).
+ */
+describe('a non-file at a temporary name Herald writes', () => {
+  it.each([
+    ['a named pipe', (file: string) => execFileSync('mkfifo', [file])],
+    ['a directory', (file: string) => fs.mkdirSync(file)],
+  ])(
+    '%s at wal/offsets.reserved.tmp: refused with exit 2, naming it',
+    async (kind, make) => {
+      const dataDir = tmpDir();
+      fs.mkdirSync(path.join(dataDir, 'wal'));
+      const file = path.join(dataDir, 'wal', 'offsets.reserved.tmp');
+      make(file);
+
+      const refused = await runGatewayUntilExit({ HERALD_DATA_DIR: dataDir, HERALD_FSYNC: 'interval' });
+      expect(refused.code).toBe(2);
+      expect(refused.stderr.trim()).toMatch(
+        new RegExp(`^herald: ${file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} is ${kind}, not a file: .*Move it away`),
+      );
+    },
+    20_000,
+  );
 });
