@@ -123,9 +123,12 @@ function refuseOverlaps(segments: readonly { file: string; base: number; size: n
     const before = segments[i - 1]!;
     const seg = segments[i]!;
     if (before.base + before.size <= seg.base) continue;
+    const past = before.base + before.size - seg.base;
     throw new StartupError(
       `${path.basename(seg.file)} starts at log byte ${seg.base}, inside ${path.basename(before.file)}, which runs to ${before.base + before.size}: ` +
-        'segments overlap (a file renamed or copied into wal/); nothing was changed. Remove the segment that does not belong, or restore the data dir from a backup.',
+        `segments overlap; nothing was changed. Either ${path.basename(before.file)} holds ${past} bytes past where the next segment begins ` +
+        `(written to it by another process: cut it to ${seg.base - before.base} bytes), or a file was renamed or copied into wal/ (remove the ` +
+        'segment that does not belong). Keep a copy of both first, or restore the data dir from a backup.',
     );
   }
 }
@@ -574,6 +577,8 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     const seg = active();
     const held = fs.fstatSync(writeFd);
     let found: string | undefined;
+    /** Bytes another process wrote after the log's (appended to it): nothing acknowledged is missing then. */
+    let grownBy = 0;
     if (held.nlink === 0) found = 'it was removed (the open file has no name left)';
     else {
       let atPath: fs.Stats | undefined;
@@ -584,8 +589,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       }
       if (!atPath) found = 'no file is at its path any more (renamed or moved away)';
       else if (atPath.dev !== held.dev || atPath.ino !== held.ino) found = 'another file is at its path (replaced, or renamed away)';
-      else if (held.size !== seg.size)
+      else if (held.size !== seg.size) {
         found = `it holds ${held.size} bytes where ${seg.size} were written (cut short, or written by another process)`;
+        grownBy = Math.max(0, held.size - seg.size);
+      }
     }
     if (found === undefined) return;
     const heldBefore = Math.max(0, held.size - justWritten);
@@ -604,11 +611,16 @@ export function openSegmentLog(opts: SegmentLogOptions) {
         acknowledgedBytes: acknowledged,
         logBytes: { from: seg.base, to: seg.base + acknowledged },
         lost:
-          held.nlink === 0
-            ? `the ${acknowledged} bytes of acknowledged events written to it are only in the removed file, open in this process: ` +
-              `copy them now from /proc/${process.pid}/fd/${writeFd} (they are gone once it exits), or restore the data dir from a backup`
-            : `the ${acknowledged} bytes of acknowledged events written to it are not in the file at its path: put the file back, or restore the data dir from a backup`,
-        nextStart: 'refuses while acknowledged events are missing from the log (nothing fills the gap with zeros), naming what is missing',
+          grownBy > 0
+            ? `nothing acknowledged: another process wrote ${grownBy} bytes after the ${acknowledged} of acknowledged events, which are still there`
+            : held.nlink === 0
+              ? `the ${acknowledged} bytes of acknowledged events written to it are only in the removed file, open in this process: ` +
+                `copy them now from /proc/${process.pid}/fd/${writeFd} (they are gone once it exits), or restore the data dir from a backup`
+              : `the ${acknowledged} bytes of acknowledged events written to it are not in the file at its path: put the file back, or restore the data dir from a backup`,
+        nextStart:
+          grownBy > 0
+            ? 'sets the bytes past the last whole record aside as a torn tail and starts (find what wrote them first)'
+            : 'refuses while acknowledged events are missing from the log (nothing fills the gap with zeros), naming what is missing',
       },
     );
     throw damage;
