@@ -276,6 +276,8 @@ interface Turns {
   waiting: { req: http.IncomingMessage; res: http.ServerResponse; index: number; publish: boolean }[];
 }
 const turnsOn = new WeakMap<Duplex, Turns>();
+/** Each started request's place among its connection's arrivals (see `Arrivals`). */
+const indexOf = new WeakMap<http.ServerResponse, number>();
 
 function turnsOf(socket: Duplex): Turns {
   let turns = turnsOn.get(socket);
@@ -342,6 +344,11 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     const socket = req.socket;
     const index = ++arrivalsOf(socket).count;
     if (isAfterClosing(socket, index)) return drop(req);
+    // Read after the close began: its connection's last (see `close`).
+    if (state.closing) {
+      closesAt(socket, index);
+      res.shouldKeepAlive = false;
+    }
     const before = gates.get(socket);
     if (expectsContinue) gates.set(socket, gateBehindExpect(socket, res, before));
     // Under `Expect` too, and with a body, which nothing else reads (re-probe: either kept reads stopped, a FIN unseen).
@@ -371,6 +378,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const mayStart = (turns: Turns, publish: boolean): boolean => turns.working === 0 || (publish && !turns.exclusive);
 
   function start(turns: Turns, req: http.IncomingMessage, res: http.ServerResponse, index: number, publish: boolean): void {
+    indexOf.set(res, index);
     turns.working++;
     if (!publish) turns.exclusive = true;
     let answered = false;
@@ -409,8 +417,25 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
    */
   function countHeld(socket: Duplex): boolean {
     const arrivals = arrivalsOf(socket);
-    if (++arrivals.held > HELD_MAX) socket.destroy();
+    if (++arrivals.held === HELD_MAX + 1) cutHeld(socket);
     return arrivals.held > HELD_MAX;
+  }
+
+  /**
+   * Cuts a connection past HELD_MAX: nothing more is read, and once the answers being worked out before
+   * the held requests are out (a publish awaiting its fsync), it closes. Destroyed at once, a publish
+   * pipelined before a live tail with 33 requests behind it was stored and never answered (HTTP re-probe:
+   * 10 of 10). A live tail among them ends, as on bad bytes.
+   */
+  function cutHeld(socket: Duplex): void {
+    const owed = [...(unansweredOn.get(socket) ?? [])].filter((res) => !res.writableFinished);
+    if (owed.length === 0 || !socket.writable) return void socket.destroy();
+    socket.pause();
+    owed[owed.length - 1]!.once('close', () => {
+      socket.end();
+      setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    });
+    endTails(socket);
   }
 
   /** A request not served: its body is read and discarded, so that what follows (a FIN ending a tail) is read. */
@@ -535,8 +560,18 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   async function close(shutdownTimeoutMs: number): Promise<void> {
     state.closing = true;
     const closed = new Promise<void>((resolve) => server.close(() => resolve()));
-    // Otherwise a request in flight now leaves its connection open until the grace period ends.
-    for (const res of unanswered) if (!res.headersSent) res.setHeader('connection', 'close');
+    // Otherwise a request in flight now leaves its connection open until the grace period ends. Only each
+    // connection's last request started says so (they start in arrival order): node ends the connection
+    // once that answer is out, and publishes pipelined behind publishes are worked on together, so one
+    // before it saying `Connection: close` left those behind it stored and never answered (HTTP re-probe:
+    // 100 pipelined, SIGTERM, 1 answered, 100 stored). Nothing after it is started (those waiting their turn).
+    const lastOn = new Map<Duplex, http.ServerResponse>();
+    for (const res of unanswered) lastOn.set(res.req.socket, res);
+    for (const [socket, res] of lastOn) {
+      if (res.headersSent) continue;
+      res.setHeader('connection', 'close');
+      closesAt(socket, indexOf.get(res) ?? Infinity);
+    }
     for (const res of [...unanswered]) shutdownEnds.get(res)?.();
     server.closeIdleConnections();
     const force = setTimeout(() => server.closeAllConnections(), Math.min(SHUTDOWN_GRACE_MS, shutdownTimeoutMs / 2));

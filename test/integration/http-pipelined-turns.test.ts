@@ -154,4 +154,14 @@ describe('requests pipelined on one connection', () => {
     const cut = await exchange(get('/healthz').repeat(300));
     expect([...cut.matchAll(/HTTP\/1\.1 200 /g)].length).toBeLessThan(300);
   });
+  it('a publish before a live tail with more than 32 requests behind it is answered before the connection is cut', async () => {
+    // Was: the 33rd request dropped behind the tail destroyed the connection at once, and the publish, stored
+    // meanwhile, was never answered (HTTP re-probe: 10 of 10).
+    for (let i = 0; i < 3; i++) {
+      const id = `before-tail-${i}`;
+      const text = await exchange(publish(id, '{"n":1}') + get('/events/stream') + get('/healthz').repeat(40));
+      expect(text).toMatch(/^HTTP\/1\.1 202/);
+      expect(text).toContain(`"id":"${id}"`);
+    }
+  });
 });

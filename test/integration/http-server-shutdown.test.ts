@@ -1,4 +1,5 @@
 import http from 'node:http';
+import net from 'node:net';
 import { createApp } from '../../src/api/app';
 import { createAuthorizer } from '../../src/api/auth';
 import { createHttpServer, endAtShutdown } from '../../src/api/http-server';
@@ -70,4 +71,46 @@ it.each([
   expect(await tail).toBe('end');
   await closed;
   expect(Date.now() - began).toBeLessThan(5_000);
+});
+
+/** A server whose publishes read their body, then wait for `gate` before answering 202; `started` counts them. */
+async function publishServer(gate: Promise<void>) {
+  const counts = { started: 0 };
+  const server = createHttpServer({
+    log,
+    handlers: {
+      authorize,
+      ingest: async (req, res) => {
+        counts.started++;
+        req.resume();
+        await new Promise((r) => req.once('end', r));
+        await gate;
+        res.writeHead(202, { 'content-type': 'application/json' }).end('{}');
+      },
+      app: createApp({ log, authorize, routers: [] }),
+      ingestRejected: () => undefined,
+    },
+  });
+  const { port } = await server.listen(0, '127.0.0.1');
+  return { server, port, counts };
+}
+
+it('answers every publish pipelined on a connection that is being worked on when the close begins', async () => {
+  // Was: each got `Connection: close`, node ended the connection after the first answer, and the others
+  // (stored by a real gateway) were never answered (HTTP re-probe: 100 pipelined, SIGTERM, 1 answer).
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const { server, port, counts } = await publishServer(gate);
+  const publish = 'POST /events HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}';
+  const socket = net.connect(port, '127.0.0.1', () => socket.write(publish.repeat(10)));
+  let got = '';
+  socket.on('data', (c: Buffer) => (got += c.toString('latin1')));
+  const socketClosed = new Promise((r) => socket.once('close', r));
+  while (counts.started < 10) await new Promise((r) => setTimeout(r, 10));
+  const closed = server.close(30_000);
+  release();
+  await socketClosed;
+  await closed;
+  expect(got.match(/HTTP\/1\.1 202/g)?.length).toBe(10);
+  expect(got.match(/connection: close/gi)?.length).toBe(1);
 });
