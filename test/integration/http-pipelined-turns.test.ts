@@ -154,6 +154,25 @@ describe('requests pipelined on one connection', () => {
     const cut = await exchange(get('/healthz').repeat(300));
     expect([...cut.matchAll(/HTTP\/1\.1 200 /g)].length).toBeLessThan(300);
   });
+  it('publishes being stored when more than 256 requests wait behind them are answered before the connection is cut', async () => {
+    // Was: the 257th request waiting destroyed the connection at once, and the publishes before the read,
+    // stored meanwhile, were never answered (JetStream probe: 20 of 20 stored, none answered).
+    const ids = Array.from({ length: 20 }, (_, i) => `before-waiting-${i}`);
+    const text = await exchange(
+      ids.map((id) => publish(id, '{"n":1}')).join('') +
+        get('/healthz') +
+        Array.from({ length: 300 }, (_, i) => publish(`behind-waiting-${i}`, '{"n":1}')).join(''),
+    );
+    const stored = [];
+    for (const id of ids) {
+      const found = await request(gw.url).get('/events').query({ source: SOURCE, id });
+      if (found.status === 200) stored.push(id);
+    }
+    expect(stored).toEqual(ids);
+    expect(answers(text).map((a) => a.status)).toEqual(ids.map(() => 202));
+    const behind = await request(gw.url).get('/events').query({ source: SOURCE, id: 'behind-waiting-0' });
+    expect(behind.status).toBe(404);
+  });
   it('a publish before a live tail with more than 32 requests behind it is answered before the connection is cut', async () => {
     // Was: the 33rd request dropped behind the tail destroyed the connection at once, and the publish, stored
     // meanwhile, was never answered (HTTP re-probe: 10 of 10).
