@@ -581,12 +581,11 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     let grownBy = 0;
     if (held.nlink === 0) found = 'it was removed (the open file has no name left)';
     else {
-      let atPath: fs.Stats | undefined;
-      try {
-        atPath = fs.statSync(seg.file);
-      } catch (err) {
-        if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
-      }
+      const atPath = statOrUndefined(seg.file);
+      // The whole of wal/ out of reach (moved away, a link whose target is gone, no permission): the log's own
+      // file is still whole and linked, appends go on as before, and reads answer 503 until it is back (see
+      // the data dir's check in local-event-store.ts). Only a segment gone from a wal/ still there is damage.
+      if (!atPath && held.size === seg.size && !walReachable(seg.file)) return;
       if (!atPath) found = 'no file is at its path any more (renamed or moved away)';
       else if (atPath.dev !== held.dev || atPath.ino !== held.ino) found = 'another file is at its path (replaced, or renamed away)';
       else if (held.size !== seg.size) {
@@ -835,6 +834,18 @@ export function openSegmentLog(opts: SegmentLogOptions) {
 }
 
 export type SegmentLog = ReturnType<typeof openSegmentLog>;
+
+/** What is at `file`'s path; undefined when nothing can be reached there (whatever the error: ENOENT, ENOTDIR, EACCES…). */
+function statOrUndefined(file: string): fs.Stats | undefined {
+  try {
+    return fs.statSync(file);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the directory holding `file` can be reached at its path. */
+const walReachable = (file: string): boolean => statOrUndefined(path.dirname(file))?.isDirectory() === true;
 
 /** The active segment is no longer the file the log writes (see `checkActive`): every write fails until a restart. */
 export class SegmentDamagedError extends Error {
