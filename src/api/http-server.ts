@@ -1,5 +1,5 @@
 import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import net, { type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import type express from 'express';
 import type { Logger } from 'pino';
@@ -334,6 +334,12 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
   // Host is checked below, so its 400 is a problem like every other (node's own has no body).
   const server = http.createServer({ requireHostHeader: false }, (req, res) => arrive(req, res, false));
+  /** Open connections, for the close (node's own idle close cuts answers not yet flushed: see `closeIdle`). */
+  const sockets = new Set<Duplex>();
+  server.on('connection', (socket: Duplex) => {
+    sockets.add(socket);
+    socket.once('close', () => sockets.delete(socket));
+  });
   // A client that half-closes after its requests (a FIN: it sends no more, it still reads) gets their answers:
   // node's default aborted them, and a publish was stored without its 202 (ingest probe). Answered, the
   // connection then closes.
@@ -344,6 +350,8 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     const socket = req.socket;
     const index = ++arrivalsOf(socket).count;
     if (isAfterClosing(socket, index)) return drop(req);
+    // Read after the close ended its connection (`closeIdle`: its answers still flushing): never started, since no answer could follow.
+    if (state.closing && socket.writableEnded) return drop(req);
     // Read after the close began: its connection's last (see `close`).
     if (state.closing) {
       closesAt(socket, index);
@@ -570,9 +578,34 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     return { url: `http://${urlHost}:${bound}`, port: bound };
   }
 
+  /**
+   * Closes the connections with nothing owed: none being worked on and no request waiting. One whose answers
+   * are all ended but not all written out yet (a client slow to read: node writes a pipelined answer only once
+   * the one before it is out) starts nothing more and ends once its last answer is out; one with nothing left
+   * is destroyed. Node's own `closeIdleConnections` (which its `server.close` calls) took an ended answer for
+   * done and destroyed its connection (HTTP re-probe: pipelined publishes not read for a second, SIGTERM,
+   * 2,020 stored and never answered; a 1.1 MB answer cut mid-body).
+   */
+  function closeIdle(): void {
+    for (const socket of sockets) {
+      const open = [...(unansweredOn.get(socket) ?? [])];
+      const waiting = turnsOn.get(socket)?.waiting.length ?? 0;
+      if (waiting > 0 || open.some((res) => !res.writableEnded)) continue; // its last answer says `Connection: close`
+      const last = open.filter((res) => !res.writableFinished).at(-1);
+      if (!last) {
+        if (socket.writableLength === 0) socket.destroy();
+        else socket.end();
+        continue;
+      }
+      closesAt(socket, arrivalsOf(socket).count); // what is read after is not started
+      last.once('finish', () => socket.end());
+    }
+  }
+
   async function close(shutdownTimeoutMs: number): Promise<void> {
     state.closing = true;
-    const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+    // The listener only: net's close, not http's, which also destroys connections it takes for idle (see `closeIdle`).
+    const closed = new Promise<void>((resolve) => net.Server.prototype.close.call(server, () => resolve()));
     // Otherwise a request in flight now leaves its connection open until the grace period ends. Only each
     // connection's last request started says so (they start in arrival order): node ends the connection
     // once that answer is out, and publishes pipelined behind publishes are worked on together, so one
@@ -586,7 +619,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       closesAt(socket, indexOf.get(res) ?? Infinity);
     }
     for (const res of [...unanswered]) shutdownEnds.get(res)?.();
-    server.closeIdleConnections();
+    closeIdle();
     const force = setTimeout(() => server.closeAllConnections(), Math.min(SHUTDOWN_GRACE_MS, shutdownTimeoutMs / 2));
     force.unref();
     await closed;
