@@ -51,7 +51,6 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
     throw new Error(`cannot serve /docs: ${REDOC_BUNDLE} is not installed (run npm ci)`, { cause: err });
   }
   const contract = () => parsedContract(yamlText);
-  const redoc = () => redocScript(bundle);
   const prepared = preparedBodies();
 
   const router = newRouter();
@@ -81,8 +80,8 @@ export function createOpenApiRouter(opts: { file?: string } = {}): Router {
   // Routing is strict about trailing slashes; the page alone answers at both (see DOCS_ALIAS).
   router.get(DOCS_ALIAS, open, docs);
   router.get(SCRIPT_ROUTE, open, (_req, res) => {
-    // Redoc's bundle builds its search worker from a blob, so this one file is the whole renderer.
-    const { script, etag } = redoc();
+    // Redoc's bundle builds its search worker from a blob, so this one file is the whole renderer (served without its CDN logo).
+    const { body: script, etag } = prepared('redoc', () => fs.readFileSync(bundle, 'utf8').replaceAll(CDN_LOGO, NO_LOGO));
     res.type('text/javascript; charset=utf-8').set({ 'cache-control': 'public, max-age=86400', etag }).send(script);
   });
   return router;
@@ -103,7 +102,6 @@ function preparedBodies(): (key: string, make: () => string) => { body: Buffer; 
     return found;
   };
 }
-const scripts = new Map<string, { script: Buffer; etag: string }>();
 
 /**
  * The document as JSON and its title, parsed once per distinct text in this process. A text that
@@ -123,17 +121,6 @@ function parsedContract(yamlText: string): { jsonText: string; title: string } {
     parsed.set(yamlText, new AppError('internal', 'the API document (openapi/openapi.yaml) does not parse: the installation is damaged'));
     throw err;
   }
-}
-
-/** Redoc's bundle without its CDN logo, and its ETag (computed once: express would hash it again per request). */
-function redocScript(bundle: string): { script: Buffer; etag: string } {
-  let found = scripts.get(bundle);
-  if (!found) {
-    const script = Buffer.from(fs.readFileSync(bundle, 'utf8').replaceAll(CDN_LOGO, NO_LOGO));
-    found = { script, etag: `"${createHash('sha256').update(script).digest('base64url')}"` };
-    scripts.set(bundle, found);
-  }
-  return found;
 }
 
 /** The spec is inlined (one request fewer, no base-URL guessing); `<` is escaped so it cannot close the script. */
