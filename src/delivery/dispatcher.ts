@@ -25,6 +25,7 @@ import {
   type Pending,
   type SubscriptionWorker,
 } from './subscription-worker';
+import { createPageBudget } from './page-budget';
 
 export interface DispatcherDeps {
   store: LogReader;
@@ -41,6 +42,8 @@ export interface DispatcherDeps {
   enabled?: boolean;
   /** Delivery state (offsets, pending attempts, dead letters) cannot be written now (the error), or can again (undefined). */
   onWriteHealth?: (failing: string | undefined) => void;
+  /** Memory for the cursors' pages of events (see `createPageBudget`; tests set a small one). */
+  pagesBudget?: number;
 }
 
 /** Delivery's copy of a subscription: the record the service last sent, and its compiled filters. */
@@ -123,6 +126,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   let settledAt = 0;
   /** Skipping filtered-out events shared out between the subscriptions, so a turn of the loop stays short. */
   const skipShare = createSkipShare();
+  /** Memory for the pages of events the subscriptions' cursors hold, shared out between them. */
+  const pages = createPageBudget(deps.pagesBudget);
 
   const registry = {
     issue(deliveryId: string, worker: SubscriptionWorker, pending: Pending) {
@@ -234,6 +239,7 @@ export function createDispatcher(deps: DispatcherDeps) {
           observer: deps.observer,
           enabled,
           skipShare,
+          pages,
         },
         {
           offsets: stateRepo.offsets(id),
@@ -254,6 +260,8 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     /** How many subscriptions it delivers. */
     count: (): number => workers.size,
+    /** What the pages of events its subscriptions hold are charged (see `createPageBudget`; diagnostics and tests). */
+    pagesHeld: (): number => pages.held(),
     /** The service's record changed: used from the next step on (filters recompiled when they changed). */
     update(record: SubscriptionRecord): void {
       const entry = subscribed.get(record.id);
@@ -264,6 +272,8 @@ export function createDispatcher(deps: DispatcherDeps) {
       const before = entry.record;
       entry.record = record;
       if (before.sink !== record.sink) workers.get(record.id)?.sinkMoved(before.sink);
+      // Paused: its pages of events go back to the thread's budget (read again on resume).
+      if (record.state !== 'active') workers.get(record.id)?.letGoOfPages();
       // Resumed (by an operator, or by the sink's consent): what a receiver's Retry-After held may go now.
       if (before.state !== 'active' && record.state === 'active') workers.get(record.id)?.holdEnded();
       // Only a new limit wakes the worker: a state change (a resume) is the worker's own step, which

@@ -1,5 +1,6 @@
 import type { EventStore, StoredEvent } from '../wal/event-store';
 import type { OffsetRow } from '../store/delivery-state-repo';
+import { createPageBudget, type PageBudget } from './page-budget';
 import type { Pending } from './pending';
 
 /** Where one subscription stands in one partition. Owned by its worker. */
@@ -24,6 +25,9 @@ export interface PartitionCursor {
   bufferAt: number;
   /** The corrupt record that ended the buffered page, if one did. */
   bufferCorrupt?: number;
+  /** The delivery thread's memory for pages, and what the buffered page is charged there. */
+  pages: PageBudget;
+  bufferCharge: number;
 }
 
 /**
@@ -34,15 +38,10 @@ export interface PartitionCursor {
 export type CursorItem =
   { kind: 'event'; event: StoredEvent } | { kind: 'corrupt'; offset: number } | { kind: 'missing'; from: number; to: number };
 
-/**
- * Events are read from the log a page at a time: a backlog stays on disk. A page of large events is
- * cut at PAGE_BYTES: each subscription holds its own page per partition (receiver probe: 14 subscriptions
- * of 256 KiB events held 1.5 GB).
- */
-const PAGE = 64;
-const PAGE_BYTES = 256 * 1024;
+/** Cursors made without a thread's budget (tests, tools): full pages always. */
+const UNBOUNDED = createPageBudget(Number.POSITIVE_INFINITY);
 
-export function createCursor(partition: number, saved: OffsetRow | undefined): PartitionCursor {
+export function createCursor(partition: number, saved: OffsetRow | undefined, pages: PageBudget = UNBOUNDED): PartitionCursor {
   const committed = saved?.committedOffset ?? 0;
   const lastMatched = saved?.lastMatchedOffset ?? null;
   return {
@@ -60,6 +59,8 @@ export function createCursor(partition: number, saved: OffsetRow | undefined): P
     pending: new Map(),
     buffer: [],
     bufferAt: 0,
+    pages,
+    bufferCharge: 0,
   };
 }
 
@@ -73,7 +74,9 @@ export function generationAt(part: PartitionCursor, offset: number): number {
 
 /**
  * What lies at the cursor, from the page buffer (refilled from the log when
- * empty), or undefined at the head. Does not move the cursor.
+ * empty), or undefined at the head. Does not move the cursor. Events are read
+ * from the log a page at a time, as large as the thread's page budget allows
+ * (see `createPageBudget`): a backlog stays on disk.
  */
 export function itemAtCursor(part: PartitionCursor, store: Pick<EventStore, 'read' | 'heads'>): CursorItem | undefined {
   const head = store.heads()[part.partition]!;
@@ -91,16 +94,17 @@ export function itemAtCursor(part: PartitionCursor, store: Pick<EventStore, 'rea
     if (corrupt !== undefined && corrupt >= part.cursor) {
       return corrupt === part.cursor ? { kind: 'corrupt', offset: corrupt } : { kind: 'missing', from: part.cursor, to: corrupt };
     }
+    // Every event buffered lies behind the cursor: the page is let go of now, not at the next read
+    // (a caught-up cursor kept its last page, charged to the budget, until more events came).
+    if (part.bufferAt > 0 || part.buffer.length > 0 || corrupt !== undefined) clearBuffer(part);
     if (part.cursor >= head) return undefined;
-    if (part.bufferAt > 0 || part.buffer.length > 0 || corrupt !== undefined) {
-      clearBuffer(part);
-      continue;
-    }
-    const page = store.read(part.partition, part.cursor, PAGE, PAGE_BYTES);
+    const next = part.pages.nextPage();
+    const page = store.read(part.partition, part.cursor, next.events, next.bytes);
     if (page.events.length === 0 && page.corruptOffset === undefined) return { kind: 'missing', from: part.cursor, to: head };
     part.buffer = page.events;
     part.bufferAt = 0;
     part.bufferCorrupt = page.corruptOffset;
+    part.bufferCharge = part.pages.take(page.bytes ?? 0, page.events.length);
   }
 }
 
@@ -179,10 +183,13 @@ export function expireCursor(part: PartitionCursor, first: number): Expiry | und
   return { expired, row: offsetRow(part) };
 }
 
+/** Lets go of the buffered page (read again from the log when needed), giving back its charge. */
 export function clearBuffer(part: PartitionCursor): void {
   part.buffer = [];
   part.bufferAt = 0;
   part.bufferCorrupt = undefined;
+  part.pages.give(part.bufferCharge);
+  part.bufferCharge = 0;
 }
 
 /**

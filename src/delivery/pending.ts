@@ -112,13 +112,15 @@ export interface SubscriptionWorker {
    */
   restoreOnly(): void;
   resume(): void;
-  /** Some partitions grew: pumps again when one of them has room for another event (else nothing). */
   /** The subscription's record changed: a new rate or in-flight limit applies now. */
   optionsChanged(): void;
   /** A PATCH moved the sink from `from`: requests still waiting for a connection there go to the new one now (and a `Retry-After` hold ends). */
   sinkMoved(from: string): void;
   /** The subscription became active again (a resume, a consent): a receiver's `Retry-After` hold ends. */
   holdEnded(): void;
+  /** The subscription stopped being active (paused): its pages of events are let go of (read again on resume). */
+  letGoOfPages(): void;
+  /** Some partitions grew: pumps again when one of them has room for another event (else nothing). */
   wake(grown: ReadonlySet<number>): void;
   /**
    * Retention deleted every offset below `firstOffsets[partition]`: partitions still behind move past

@@ -31,6 +31,7 @@ import {
   type PartitionCursor,
 } from './partition-cursor';
 import { stepAwareClock } from './clock-steps';
+import type { PageBudget } from './page-budget';
 import { createFailureWindow } from './failure-window';
 import { requestFor } from './request';
 import { createFlowControl } from './flow-control';
@@ -57,6 +58,8 @@ export interface WorkerDeps {
   enabled?: boolean;
   /** The thread's skipping shared with its other subscriptions (absent: {@link SKIP_BUDGET} a pump). */
   skipShare?: SkipShare;
+  /** The thread's memory for pages of events, shared with its other subscriptions (absent: full pages always). */
+  pages?: PageBudget;
 }
 
 /** Where delivery reports what happened (the metrics); optional so tests and tools can leave it out. */
@@ -129,7 +132,7 @@ export function createSubscriptionWorker(
   const clock = deps.clockSteps ? stepAwareClock(deps.clock, (byMs) => shiftDeadlines(byMs)) : deps.clock;
   const parts: PartitionCursor[] = [];
   const byPartition = new Map(saved.offsets.map((o) => [o.partition, o]));
-  for (let p = 0; p < deps.store.partitions; p++) parts.push(createCursor(p, byPartition.get(p)));
+  for (let p = 0; p < deps.store.partitions; p++) parts.push(createCursor(p, byPartition.get(p), deps.pages));
   // Finished above the committed offset before a graceful close: never started again (takeOne skips them).
   for (const f of saved.finished ?? []) {
     const part = parts[f.partition];
@@ -237,6 +240,7 @@ export function createSubscriptionWorker(
   function pump(): void {
     if (stopped || paused() || deps.enabled === false) {
       deps.skipShare?.ranOut(subId, false); // not skipping now: no share kept from the others
+      if (paused()) for (const part of parts) clearBuffer(part); // paused by a 410 or auto-disable: pages not held meanwhile
       return;
     }
     skipBudget = deps.skipShare?.budget() ?? SKIP_BUDGET;
@@ -957,9 +961,13 @@ export function createSubscriptionWorker(
       if (openCount === 0) return Promise.resolve();
       return new Promise<void>((resolve) => idleWaiters.push(resolve));
     },
+    letGoOfPages(): void {
+      for (const part of parts) clearBuffer(part);
+    },
     stop(opts = {}): void {
       stopped = true;
       deps.skipShare?.ranOut(subId, false);
+      for (const part of parts) clearBuffer(part); // given back to the thread's budget
       idleWaiters = [];
       flow.stop();
       if (opts.abort) {

@@ -32,6 +32,8 @@ export const PAGE_BYTES = 8 * 1024 * 1024;
 
 export interface ReadPage {
   events: StoredEvent[];
+  /** The local engine: the stored bytes of `events`' records (what a delivery cursor's page is charged for). */
+  bytes?: number;
   corruptOffset?: number;
   /**
    * The JetStream engine only: the page ends before this offset, whose event a newer Herald node

@@ -18,7 +18,7 @@ import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
 import { createIndexRows } from './index-rows';
 import { createIndexer, safely } from './indexer';
-import { createDecodedCache, createReads, reportingCorruption } from './reads';
+import { createDecodedCache, createReads, decodedCharge, reportingCorruption } from './reads';
 import { StartupError, recoverLog, type RecoveryReport } from './recovery';
 import { createRetention } from './retention';
 import { SEGMENT_FILE, openSegmentLog, readFrameKey, type SegmentLog } from './segment-log';
@@ -329,9 +329,8 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     log,
     unreachableFails: true,
     // Live tails (and replays) reading the same fresh events get one decoded copy, not one each. Charged
-    // at what it holds in memory: a decoded event takes about 1 KiB of heap besides its data, and a
-    // tail's message (held while the event is) about its size again (a re-probe measured 9x the bytes).
-    decoded: createDecodedCache({ maxBytes: READ_CACHE_BYTES, charge: (length) => 2 * length + 1024 }),
+    // at what it holds in memory (see `decodedCharge`).
+    decoded: createDecodedCache({ maxBytes: READ_CACHE_BYTES, charge: (length) => decodedCharge(length) }),
     onIndexDamage: integrity.report,
     damage: integrity.damage,
   });

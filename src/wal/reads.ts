@@ -241,6 +241,7 @@ export function createReads(opts: ReadsOptions) {
   function readPage(partition: number, list: IndexEntry[]): ReadPage {
     const { decoded } = opts;
     const events: StoredEvent[] = [];
+    let bytes = 0;
     let span: Span | undefined;
     // Once a read of several records ran into missing bytes, the rest of the page is read a record at a
     // time: every later cluster would run into them again.
@@ -262,11 +263,12 @@ export function createReads(opts: ReadsOptions) {
       const at = entry.position - (span?.from ?? 0);
       const frame = span?.buf.subarray(at, at + entry.length);
       const stored = decodeAt(partition, entry, frame);
-      if (!stored) return { events, corruptOffset: entry.offset };
+      if (!stored) return { events, bytes, corruptOffset: entry.offset };
       decoded?.set(stored, entry);
       events.push(stored);
+      bytes += entry.length;
     }
-    return { events };
+    return { events, bytes };
   }
 
   function read(partition: number, fromOffset: number, limit: number, maxBytes = Infinity): ReadPage {
@@ -346,6 +348,13 @@ function withinBytes(list: IndexEntry[], maxBytes: number): IndexEntry[] {
   }
   return list;
 }
+
+/**
+ * The memory `events` decoded records of `storedBytes` in all take: a decoded event is about 1 KiB of
+ * heap besides its data, and a delivery's or tail's message (held while the event is) about its size
+ * again (a re-probe measured 9x the bytes for small events).
+ */
+export const decodedCharge = (storedBytes: number, events = 1): number => 2 * storedBytes + 1024 * events;
 
 /**
  * The last records decoded, by partition and offset, bounded by their stored size (or what `charge`
