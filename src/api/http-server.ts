@@ -5,7 +5,7 @@ import type express from 'express';
 import type { Logger } from 'pino';
 import { AppError, StartupError } from '../errors';
 import type { Authorizer } from './auth';
-import { rawBadRequest, rawProblemResponse, sendProblem } from './problem';
+import { rawBadRequest, rawProblem, rawProblemResponse, sendProblem } from './problem';
 import { awaitInvitation, isUninvited } from './read-body';
 import { hasBody, keyNames, normalizeRequestTarget } from './routing';
 
@@ -100,6 +100,15 @@ export interface HttpHandlers {
 export interface HttpServerDeps {
   log: Logger;
   handlers: HttpHandlers;
+  /** Most milliseconds for a request line and headers to come in (node's `headersTimeout`; tests shorten it). */
+  headersTimeoutMs?: number;
+}
+
+/** Node's default `headersTimeout`, kept: what the README promises. */
+const HEADERS_TIMEOUT_MS = 60_000;
+
+function rawHeadersTimeout(ms: number): string {
+  return rawProblem(new AppError('request_timeout', `the request line and headers did not all arrive within ${ms / 1000} s`));
 }
 
 /** How each long-lived answer (a live tail) ends itself when the server closes (see {@link endAtShutdown}). */
@@ -333,7 +342,16 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   const state = { closing: false };
   const logWhenAnswered = log.isLevelEnabled('debug') ? logAnswered(log) : undefined;
   // Host is checked below, so its 400 is a problem like every other (node's own has no body).
-  const server = http.createServer({ requireHostHeader: false }, (req, res) => arrive(req, res, false));
+  const headersTimeoutMs = deps.headersTimeoutMs ?? HEADERS_TIMEOUT_MS;
+  const server = http.createServer(
+    {
+      requireHostHeader: false,
+      headersTimeout: headersTimeoutMs,
+      // How often node looks for connections past it (its own default is 30 s, for its 60 s timeout).
+      connectionsCheckingInterval: Math.min(30_000, Math.max(50, Math.floor(headersTimeoutMs / 2))),
+    },
+    (req, res) => arrive(req, res, false),
+  );
   /** Open connections, for the close (node's own idle close cuts answers not yet flushed: see `closeIdle`). */
   const sockets = new Set<Duplex>();
   server.on('connection', (socket: Duplex) => {
@@ -532,6 +550,9 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     const current = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
     if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent)
       socket.end(rawProblemResponse(err));
+    // A request line and headers not all in within `headersTimeout`, before any answer of the connection is under
+    // way: a 408 says why it closes (was: closed without a word, a client saw its connection reset).
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.writable && !current) socket.end(rawHeadersTimeout(headersTimeoutMs));
     else socket.destroy();
   });
   // An `Expect` other than 100-continue: RFC 9110 §10.1.1 lets a server ignore it, and the request is

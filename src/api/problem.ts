@@ -1,4 +1,4 @@
-import type { ServerResponse } from 'node:http';
+import { STATUS_CODES, type ServerResponse } from 'node:http';
 import type { Logger } from 'pino';
 import { AppError, ErrorCode, MAX_PROBLEM_ERRORS, Violation, errorTitle, fromDatabaseError, isAppError } from '../errors';
 
@@ -112,10 +112,15 @@ export function rawProblemResponse(err: { code?: unknown; message: string }): st
 
 /** A whole `400 invalid_request` response, for a socket that node hands over without a response object. */
 export function rawBadRequest(what: string, detail: string): string {
-  const problem = build(new AppError('invalid_request', what, { details: [{ message: detail }] }));
+  return rawProblem(new AppError('invalid_request', what, { details: [{ message: detail }] }));
+}
+
+/** A whole problem response that closes its connection, for a socket that node hands over without a response object. */
+export function rawProblem(err: AppError): string {
+  const problem = build(err);
   const body = JSON.stringify(problem);
   return (
-    `HTTP/1.1 ${problem.status} Bad Request\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
+    `HTTP/1.1 ${problem.status} ${STATUS_CODES[problem.status] ?? ''}\r\ncontent-type: ${PROBLEM_CONTENT_TYPE}\r\n` +
     `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
   );
 }

@@ -1,0 +1,86 @@
+import net from 'node:net';
+import { createApp } from '../../src/api/app';
+import { createAuthorizer } from '../../src/api/auth';
+import { createHttpServer } from '../../src/api/http-server';
+import { newRouter, requireScope } from '../../src/api/routing';
+import { createLogger } from '../../src/logger';
+
+/**
+ * A client whose request line and headers do not all come in within node's `headersTimeout` (60 s in the gateway,
+ * shortened here) is told so with a `408 request_timeout` before its connection closes (HTTP probe: the
+ * connection was destroyed without a word, so a client saw a reset, not why).
+ */
+
+const log = createLogger('silent');
+const authorize = createAuthorizer([]);
+const HEADERS_TIMEOUT_MS = 400;
+
+async function server() {
+  const router = newRouter();
+  router.get('/hello', requireScope('none'), (_req, res) => void res.json({ hello: true }));
+  const http = createHttpServer({
+    log,
+    headersTimeoutMs: HEADERS_TIMEOUT_MS,
+    handlers: {
+      authorize,
+      ingest: () => Promise.resolve(),
+      app: createApp({ log, authorize, routers: [router] }),
+      ingestRejected: () => undefined,
+    },
+  });
+  const { port } = await http.listen(0, '127.0.0.1');
+  return { http, port };
+}
+
+/** Writes each of `parts` `gapMs` apart, then waits; resolves with what came back and whether the gateway closed first. */
+function converse(port: number, parts: string[], gapMs: number, waitMs: number): Promise<{ text: string; closed: boolean }> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let text = '';
+    let closed = false;
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    socket.on('close', () => (closed = true));
+    socket.on('error', reject);
+    socket.on('connect', async () => {
+      for (const part of parts) {
+        if (socket.destroyed) break;
+        socket.write(part);
+        await new Promise((r) => setTimeout(r, gapMs));
+      }
+      setTimeout(() => {
+        socket.destroy();
+        resolve({ text, closed });
+      }, waitMs);
+    });
+  });
+}
+
+describe('a request whose headers come in too slowly', () => {
+  it('is answered 408 request_timeout (problem+json, Connection: close), and its connection closes', async () => {
+    const { http, port } = await server();
+    try {
+      const { text, closed } = await converse(port, ['GET /hello HTTP/1.1\r\n', 'Host: x\r\n'], 50, 4 * HEADERS_TIMEOUT_MS);
+      expect(closed).toBe(true);
+      expect(text).toMatch(/^HTTP\/1\.1 408 Request Timeout\r\n/);
+      expect(text).toMatch(/\r\ncontent-type: application\/problem\+json\r\n/);
+      expect(text).toMatch(/\r\nconnection: close\r\n/);
+      const body = JSON.parse(text.slice(text.indexOf('\r\n\r\n') + 4)) as { status: number; code: string };
+      expect(body).toMatchObject({ status: 408, code: 'request_timeout' });
+    } finally {
+      await http.close(1000);
+    }
+  });
+
+  it('does not touch an idle keep-alive connection between requests, nor a request whose headers came in time', async () => {
+    const { http, port } = await server();
+    try {
+      const get = 'GET /hello HTTP/1.1\r\nHost: x\r\n\r\n';
+      // Two requests a timeout and a half apart on one connection: both answered 200, nothing else sent.
+      const { text, closed } = await converse(port, [get, get], 1.5 * HEADERS_TIMEOUT_MS, 200);
+      expect(closed).toBe(false);
+      expect([...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(['200', '200']);
+    } finally {
+      await http.close(1000);
+    }
+  });
+});
