@@ -828,21 +828,27 @@ export function createSubscriptionWorker(
    */
   function expire(firstOffsets: readonly number[]): void {
     if (stopped) return;
+    // One line per subscription and deletion, not per partition (64 partitions made 64 lines a subscription).
+    const byPartition: Record<number, number> = {};
+    let expired = 0;
     for (const part of parts) {
       const first = firstOffsets[part.partition];
       const expiry = first === undefined ? undefined : expireCursor(part, first);
       if (expiry) {
         saveOffset(expiry.row);
         if (expiry.expired > 0) {
-          deps.log.warn(
-            { subscription: subId, partition: part.partition, expired: expiry.expired, committedOffset: part.committed },
-            'retention deleted events this subscription had not finished; it moved past them',
-          );
+          byPartition[part.partition] = expiry.expired;
+          expired += expiry.expired;
         }
       }
       // The machine lets go those not waiting for an answer (ready or scheduled).
       for (const pending of [...part.pending.values()]) if (isExpired(pending)) step(pending, { kind: 'expire' });
     }
+    if (expired > 0)
+      deps.log.warn(
+        { subscription: subId, expired, partitions: byPartition },
+        'retention deleted events this subscription had not finished; it moved past them',
+      );
     schedulePump();
   }
 

@@ -131,14 +131,19 @@ describe('retention expires what a subscription had not finished', () => {
     expect(metrics).toContain(`herald_subscription_expired_events{subscription="${stuck}",partition="0"} ${stats.expired}\n`);
     expect(metrics).toContain(`herald_subscription_expired_events{subscription="${fine}",partition="0"} 0\n`);
 
-    // One warning per deletion that expired events, naming the subscription, partition and count.
+    // One warning per deletion that expired events, naming the subscription, the count and the partition's.
     await waitFor(() => expiredLines(gw!, stuck).reduce((n, l) => n + Number(l.expired), 0) === stats.expired || undefined, {
       what: 'the warning lines',
     });
     const warned = expiredLines(gw, stuck);
     expect(warned.length).toBeGreaterThanOrEqual(1);
     for (const line of warned)
-      expect(line).toMatchObject({ level: WARN, subscription: stuck, partition: 0, expired: expect.any(Number) as unknown });
+      expect(line).toMatchObject({
+        level: WARN,
+        subscription: stuck,
+        expired: expect.any(Number) as unknown,
+        partitions: { 0: line.expired },
+      });
     expect(warned.every((l) => Number(l.expired) > 0)).toBe(true);
     expect(expiredLines(gw, fine)).toEqual([]);
 

@@ -137,7 +137,7 @@ describe('retention expiry', () => {
     db.close();
   });
 
-  it('moves a subscription that stays behind past deleted events, counts them, logs once per partition, keeps the count across a restart', async () => {
+  it('moves a subscription that stays behind past deleted events, counts them, logs once per deletion (the partitions named), keeps the count across a restart', async () => {
     const s = retiringStore(2);
     const { sender, sent } = fakeSender(() => ({ status: 503 }));
     let gw = start(db, s.store, sender);
@@ -152,7 +152,7 @@ describe('retention expiry', () => {
       expect.objectContaining({ partition: 0, committedOffset: 6, headOffset: 10, lag: 4, expired: 6, inFlight: 0 }),
       expect.objectContaining({ partition: 1, committedOffset: 0, headOffset: 4, lag: 4, expired: 0, inFlight: 1 }),
     ]);
-    expect(gw.expiredLines()).toEqual([expect.objectContaining({ level: WARN, subscription: id, partition: 0, expired: 6 })]);
+    expect(gw.expiredLines()).toEqual([expect.objectContaining({ level: WARN, subscription: id, expired: 6, partitions: { 0: 6 } })]);
     // Delivery goes on from the first offset kept; its previous offset names the last deleted one, so the
     // receiver (which never had offset 5) sees the gap (retention probe: no header, like a first delivery).
     await waitFor(() => sent.find((r) => r.partition === 0 && r.offset === 6), { what: 'offset 6 tried' });
@@ -193,7 +193,7 @@ describe('retention expiry', () => {
     // [1, 6) holds 1, 3, 5 unfinished and 2, 4 delivered; 6 was delivered too, so committed goes on to 7.
     s.retire(0, 6);
     expect(partitionStats(gw, id)[0]).toMatchObject({ committedOffset: 7, expired: 3, lag: 3, inFlight: 2 });
-    expect(gw.expiredLines()).toEqual([expect.objectContaining({ subscription: id, partition: 0, expired: 3 })]);
+    expect(gw.expiredLines()).toEqual([expect.objectContaining({ subscription: id, expired: 3, partitions: { 0: 3 } })]);
   });
 
   it('lets a request still open for an expired offset finish by itself without moving the position', async () => {
@@ -257,9 +257,9 @@ describe('retention expiry', () => {
     s.publish(0, 5);
     s.retire(0, 2);
     expect(partitionStats(gw, id)[0]).toMatchObject({ committedOffset: 2, expired: 2, lag: 3 });
-    expect(gw.expiredLines()).toEqual([expect.objectContaining({ subscription: id, partition: 0, expired: 2 })]);
+    expect(gw.expiredLines()).toEqual([expect.objectContaining({ subscription: id, expired: 2, partitions: { 0: 2 } })]);
     // The second dispatcher (delivery off) started the same subscription from its saved offsets.
-    expect(off.expiredLines()).toEqual([expect.objectContaining({ subscription: id, partition: 0, expired: 2 })]);
+    expect(off.expiredLines()).toEqual([expect.objectContaining({ subscription: id, expired: 2, partitions: { 0: 2 } })]);
     expect(sent).toEqual([]);
     await gw.subscriptions.resume(id);
     await waitFor(() => partitionStats(gw, id)[0]!.committedOffset === 5, { what: 'caught up' });
@@ -279,7 +279,7 @@ describe('retention expiry', () => {
     s.retire(0, 5, { notify: false });
     gw = start(db, s.store, sender);
     expect(partitionStats(gw, id)[0]).toMatchObject({ committedOffset: 5, expired: 5, lag: 2 });
-    expect(gw.expiredLines()).toEqual([expect.objectContaining({ subscription: id, partition: 0, expired: 5 })]);
+    expect(gw.expiredLines()).toEqual([expect.objectContaining({ subscription: id, expired: 5, partitions: { 0: 5 } })]);
   });
 
   it('starts a new earliest subscription, and seeks, at the first offset without counting anything expired', async () => {
