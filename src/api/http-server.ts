@@ -354,10 +354,35 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   );
   /** Open connections, for the close (node's own idle close cuts answers not yet flushed: see `closeIdle`). */
   const sockets = new Set<Duplex>();
-  server.on('connection', (socket: Duplex) => {
+  /** Connections closing with a lingering close (see `linger`). */
+  const lingering = new WeakSet<Duplex>();
+  server.on('connection', (socket: net.Socket) => {
     sockets.add(socket);
     socket.once('close', () => sockets.delete(socket));
+    // Node calls it once a connection's last answer (`Connection: close`) is written: it destroyed the socket then.
+    socket.destroySoon = () => linger(socket);
   });
+
+  /**
+   * Closes a connection whose last answer is written (`Connection: close`, shutdown, a cut) with a lingering
+   * close: a FIN after the answers, then what the client still sends is read and discarded (no longer parsed)
+   * until its FIN, LINGER_BYTES or LINGER_MS (or the close's deadline). Destroyed with the client's bytes
+   * unread, or with more arriving, the kernel answers a reset and drops the answers it still holds (HTTP
+   * re-probe: pipelined publishes not read for a second across a SIGTERM, 3,467 stored and never answered).
+   */
+  function linger(socket: Duplex): void {
+    if (socket.destroyed || lingering.has(socket)) return;
+    lingering.add(socket);
+    socket.end(); // once the client's FIN is read too, the socket destroys itself
+    let left = LINGER_BYTES;
+    socket.removeAllListeners('data'); // the HTTP parser's
+    socket.on('data', (chunk: Buffer) => {
+      if ((left -= chunk.length) < 0) socket.destroy();
+    });
+    socket.resume();
+    const timer = setTimeout(() => socket.destroy(), LINGER_MS).unref();
+    socket.once('close', () => clearTimeout(timer));
+  }
   // A client that half-closes after its requests (a FIN: it sends no more, it still reads) gets their answers:
   // node's default aborted them, and a publish was stored without its 202 (ingest probe). Answered, the
   // connection then closes.
@@ -445,19 +470,17 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   }
 
   /**
-   * Cuts a connection past HELD_MAX: nothing more is read, and once the answers being worked out before
-   * the held requests are out (a publish awaiting its fsync), it closes. Destroyed at once, a publish
+   * Cuts a connection past HELD_MAX: nothing more is served, and once the answers being worked out before
+   * the held requests are out (a publish awaiting its fsync), it closes (see `linger`). Destroyed at once, a publish
    * pipelined before a live tail with 33 requests behind it was stored and never answered (HTTP re-probe:
    * 10 of 10). A live tail among them ends, as on bad bytes.
    */
   function cutHeld(socket: Duplex): void {
     const owed = [...(unansweredOn.get(socket) ?? [])].filter((res) => !res.writableFinished);
-    if (owed.length === 0 || !socket.writable) return void socket.destroy();
+    if (!socket.writable) return void socket.destroy();
+    if (owed.length === 0) return linger(socket); // answers written but maybe not read yet
     socket.pause();
-    owed[owed.length - 1]!.once('close', () => {
-      socket.end();
-      setTimeout(() => socket.destroy(), LINGER_MS).unref();
-    });
+    owed[owed.length - 1]!.once('close', () => linger(socket));
     endTails(socket);
   }
 
@@ -603,7 +626,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
    * Closes the connections with nothing owed: none being worked on and no request waiting. One whose answers
    * are all ended but not all written out yet (a client slow to read: node writes a pipelined answer only once
    * the one before it is out) starts nothing more and ends once its last answer is out; one with nothing left
-   * is destroyed. Node's own `closeIdleConnections` (which its `server.close` calls) took an ended answer for
+   * ends at once (both with a lingering close: see `linger`). Node's own `closeIdleConnections` (which its `server.close` calls) took an ended answer for
    * done and destroyed its connection (HTTP re-probe: pipelined publishes not read for a second, SIGTERM,
    * 2,020 stored and never answered; a 1.1 MB answer cut mid-body).
    */
@@ -614,12 +637,11 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       if (waiting > 0 || open.some((res) => !res.writableEnded)) continue; // its last answer says `Connection: close`
       const last = open.filter((res) => !res.writableFinished).at(-1);
       if (!last) {
-        if (socket.writableLength === 0) socket.destroy();
-        else socket.end();
+        linger(socket); // its answers may still be on their way: destroyed, a reset drops them
         continue;
       }
       closesAt(socket, arrivalsOf(socket).count); // what is read after is not started
-      last.once('finish', () => socket.end());
+      last.once('finish', () => linger(socket));
     }
   }
 
