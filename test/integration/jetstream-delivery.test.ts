@@ -608,11 +608,18 @@ describeWithNats('JetStream delivery engine', () => {
       hold = false;
       await holder.close(); // its request is aborted after a grace; the message stays unacked
       release();
-      await waitFor(() => r.requests.filter((q) => header(q, 'ce-id') === 'f1').length >= 2, WAIT);
-      const again = r.requests.filter((q) => header(q, 'ce-id') === 'f1')[1]!;
-      expect(nodeOf(again)).toBe(nodeOf(first) === 'c' ? 'd' : 'c');
-      expect(header(again, 'webhook-id')).toBe(header(first, 'webhook-id'));
-      expect(header(again, 'herald-attempt')).toBe('2');
+      // The event sent again: the next request, f1 from the other node under the first's webhook-id, as a
+      // later attempt. Not necessarily attempt 2: JetStream's delivery count is the attempt number, and
+      // nats-server 2.9.10 can count a redelivery without sending it (README's failure table: "a retry
+      // comes due in the millisecond a pull request expires"); it then goes out an ack_wait later as 3.
+      const again = await waitFor(() => r.requests[1], WAIT);
+      expect([header(first, 'ce-id'), header(first, 'herald-attempt')]).toEqual(['f1', '1']);
+      expect([header(again, 'ce-id'), nodeOf(again), header(again, 'webhook-id')]).toEqual([
+        'f1',
+        nodeOf(first) === 'c' ? 'd' : 'c',
+        header(first, 'webhook-id'),
+      ]);
+      expect(Number(header(again, 'herald-attempt'))).toBeGreaterThanOrEqual(2);
       await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 'f2'), WAIT);
       const f2 = r.requests.find((q) => header(q, 'ce-id') === 'f2')!;
       expect(header(f2, 'herald-previous-offset')).toBe(header(first, 'herald-offset'));
@@ -687,8 +694,9 @@ describeWithNats('JetStream delivery engine', () => {
     // The holder's clock is 1.5 s ahead (as if its attempt was opened 1.5 s after JetStream handed the
     // message out): its entry's openedAt + ack_wait lies past the redelivery. Manual ack; the request
     // outlives the holder's 1 s grace (timeoutMs 3 s, so ack_wait is 4 s).
-    const r = await receiver(async (req) => {
-      if (header(req, 'herald-attempt') === '1' && header(req, 'ce-id') === 's1') await new Promise((res) => setTimeout(res, 2500));
+    // Only the first request (attempt 1 of s1) is held; whatever comes after it is answered at once.
+    const r = await receiver(async (_req, index) => {
+      if (index === 0) await new Promise((res) => setTimeout(res, 2500));
       return { status: 202 };
     });
     const source = `/s/${randomUUID()}`;
@@ -701,13 +709,15 @@ describeWithNats('JetStream delivery engine', () => {
       await waitFor(() => r.requests.length >= 1, WAIT);
       await other.add(sub, noEvents()); // only now: the holder has attempt 1
       const first = r.requests[0]!;
-      expect(nodeOf(first)).toBe('c');
+      expect([header(first, 'ce-id'), header(first, 'herald-attempt'), nodeOf(first)]).toEqual(['s1', '1', 'c']);
       await holder.close(); // the request is cut: its entry is left `sending`
-      await waitFor(() => r.requests.some((q) => header(q, 'herald-attempt') === '2'), WAIT);
-      const again = r.requests.find((q) => header(q, 'herald-attempt') === '2')!;
-      expect([header(again, 'ce-id'), nodeOf(again)]).toEqual(['s1', 'd']);
-      // Was: 200 acked (ack_wait had not passed on the holder's clock), a +ACK that settled attempt 2's
-      // delivery while it was open, and s2 sent beside it.
+      // The event sent again: the next request, s1 from d under the first's webhook-id, as a later attempt
+      // (2, or 3 when nats-server 2.9.10 counted a redelivery without sending it: see the case above).
+      const again = await waitFor(() => r.requests[1], WAIT);
+      expect([header(again, 'ce-id'), nodeOf(again), header(again, 'webhook-id')]).toEqual(['s1', 'd', header(first, 'webhook-id')]);
+      expect(Number(header(again, 'herald-attempt'))).toBeGreaterThanOrEqual(2);
+      // Was: 200 acked (ack_wait had not passed on the holder's clock), a +ACK that settled the later
+      // attempt's delivery while it was open, and s2 sent beside it.
       await expect(other.callback(header(first, 'herald-delivery-id')!, 'ack')).rejects.toMatchObject({ code: 'conflict' });
       expect(r.requests.some((q) => header(q, 'ce-id') === 's2')).toBe(false);
       expect(await other.callback(header(again, 'herald-delivery-id')!, 'ack')).toMatchObject({ status: 'acked' });
@@ -726,22 +736,32 @@ describeWithNats('JetStream delivery engine', () => {
   });
 
   it('a holder that stalls past ack_wait before it opens its attempt neither sends it nor settles the redelivery', async () => {
-    // The holder stalls 6 s (ack_wait is 5 s) between taking delivery 1 of s1 and writing its entry;
-    // the redelivery (to whichever puller is first: the holder's own, frozen with it until 6 s, or the
-    // other node's) is sent as attempt 2 before the stalled handler goes on, 0.5 s later.
+    // The holder stalls at least 6 s (ack_wait is 5 s) between taking delivery 1 of s1 and writing its
+    // entry; the redelivery (to whichever puller is first: the holder's own, frozen with it, or the other
+    // node's) is sent as a later attempt before the stalled handler goes on, 0.5 s later. The stall lasts
+    // until the redelivery is taken or sent: nats-server 2.9.10 can count a redelivery without sending it
+    // (README's failure table: "a retry comes due in the millisecond a pull request expires"); the event
+    // then goes out an ack_wait later, as attempt 3, and a stall of 6 s only would end before it.
     // Manual ack, ordering partition.
     const r = await receiver(() => ({ status: 202 }));
     const source = `/s/${randomUUID()}`;
     const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual', ackDeadlineMs: 4000 } });
     let frozen: Promise<void> | undefined;
     let resumed = false;
+    let laterTaken = false;
     const holder = await node('c', log, undefined, async ({ deliveryCount }) => {
       if (!frozen) {
-        frozen = new Promise<void>((res) => setTimeout(res, 6000));
+        frozen = (async () => {
+          await new Promise((res) => setTimeout(res, 6000));
+          await waitFor(() => laterTaken || r.requests.some((q) => header(q, 'ce-id') === 's1'), WAIT);
+        })();
         await frozen;
         await new Promise((res) => setTimeout(res, 500));
         resumed = true;
-      } else if (deliveryCount > 1 && !resumed) await frozen;
+      } else if (deliveryCount > 1 && !resumed) {
+        laterTaken = true;
+        await frozen;
+      }
     });
     const other = await node('d');
     try {
@@ -750,13 +770,14 @@ describeWithNats('JetStream delivery engine', () => {
       await waitFor(() => frozen !== undefined, WAIT);
       await other.add(sub, noEvents()); // only now: the holder has delivery 1
       await waitFor(() => r.requests.some((q) => header(q, 'ce-id') === 's1'), WAIT);
+      // The redelivery, as a later attempt (2, or 3 after a redelivery counted without being sent).
       const again = r.requests.find((q) => header(q, 'ce-id') === 's1')!;
-      expect(header(again, 'herald-attempt')).toBe('2');
+      expect(Number(header(again, 'herald-attempt'))).toBeGreaterThanOrEqual(2);
       await waitFor(() => resumed, WAIT);
       await new Promise((res) => setTimeout(res, 700)); // the stalled handler goes on (was: attempt 1 sent now)
-      const late = r.requests.filter((q) => header(q, 'ce-id') === 's1' && header(q, 'herald-attempt') === '1');
-      // Was: the stale attempt 1 went out after attempt 2, its ack was 200 `acked`, and its +ACK settled
-      // attempt 2's delivery while it was open, letting s2 out beside it.
+      const late = r.requests.filter((q) => header(q, 'ce-id') === 's1' && q !== again);
+      // Was: the stale attempt 1 went out after the redelivery, its ack was 200 `acked`, and its +ACK
+      // settled the redelivery while it was open, letting s2 out beside it.
       for (const q of late)
         await expect(other.callback(header(q, 'herald-delivery-id')!, 'ack')).rejects.toMatchObject({ code: 'conflict' });
       expect(late).toHaveLength(0);
@@ -839,7 +860,9 @@ describeWithNats('JetStream delivery engine', () => {
       const fromB = r.requests.filter((q) => nodeOf(q) === 'b');
       expect(fromB.map((q) => header(q, 'ce-id'))).toEqual(['k1', 'k2', 'k3']);
       expect(header(fromB[0]!, 'webhook-id')).toBe(header(r.requests[0]!, 'webhook-id'));
-      expect(header(fromB[0]!, 'herald-attempt')).toBe('2');
+      // A later attempt: 2, or 3 when nats-server 2.9.10 counted a redelivery without sending it (README's
+      // failure table: "a retry comes due in the millisecond a pull request expires").
+      expect(Number(header(fromB[0]!, 'herald-attempt'))).toBeGreaterThanOrEqual(2);
       expect(fromB.slice(1).map((q) => Number(header(q, 'herald-previous-offset')))).toEqual(stored.slice(0, 2).map((x) => x.offset));
       await b.remove(sub.id);
     } finally {
