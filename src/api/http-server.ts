@@ -574,9 +574,13 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent)
       socket.end(rawProblemResponse(err));
     // A request line and headers not all in within `headersTimeout`, before any answer of the connection is under
-    // way: a 408 says why it closes (was: closed without a word, a client saw its connection reset).
-    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.writable && !current) socket.end(rawHeadersTimeout(headersTimeoutMs));
-    else socket.destroy();
+    // way: a 408 says why it closes (was: closed without a word, a client saw its connection reset). Then with a
+    // lingering close: the parser stays attached after a bare `end`, so the rest of the request, sent after the 408,
+    // was still served (a publish stored behind its 408), and a client that did not close held the connection for good.
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.writable && !current) {
+      socket.write(rawHeadersTimeout(headersTimeoutMs));
+      linger(socket);
+    } else socket.destroy();
   });
   // An `Expect` other than 100-continue: RFC 9110 §10.1.1 lets a server ignore it, and the request is
   // served as without it (node's default is a bare 417 that no operation documents).

@@ -1,3 +1,4 @@
+import type http from 'node:http';
 import net from 'node:net';
 import { createApp } from '../../src/api/app';
 import { createAuthorizer } from '../../src/api/auth';
@@ -15,7 +16,7 @@ const log = createLogger('silent');
 const authorize = createAuthorizer([]);
 const HEADERS_TIMEOUT_MS = 400;
 
-async function server() {
+async function server(ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> = () => Promise.resolve()) {
   const router = newRouter();
   router.get('/hello', requireScope('none'), (_req, res) => void res.json({ hello: true }));
   const http = createHttpServer({
@@ -23,7 +24,7 @@ async function server() {
     headersTimeoutMs: HEADERS_TIMEOUT_MS,
     handlers: {
       authorize,
-      ingest: () => Promise.resolve(),
+      ingest,
       app: createApp({ log, authorize, routers: [router] }),
       ingestRejected: () => undefined,
     },
@@ -83,4 +84,46 @@ describe('a request whose headers come in too slowly', () => {
       await http.close(1000);
     }
   });
+});
+
+it('starts nothing the client sends after the 408, and closes the connection though the client does not', async () => {
+  // Was: the 408 ended the connection's writing side only, its parser still reading; the rest of the request, sent
+  // after the 408, was served (probe: a publish stored behind its 408, and one pipelined after it, never answered), and a
+  // client that did not close held the connection (FIN-WAIT-2) for good.
+  const started: string[] = [];
+  const { http, port } = await server((req, res) => {
+    started.push(String(req.headers['ce-id']));
+    req.resume();
+    res.writeHead(202).end();
+    return Promise.resolve();
+  });
+  try {
+    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+    let text = '';
+    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+    const closed = new Promise<void>((r) => socket.once('close', () => r()));
+    socket.on('error', () => undefined);
+    await new Promise((r) => socket.once('connect', r));
+    socket.write('POST /events HTTP/1.1\r\nHost: x\r\nce-id: late\r\n');
+    while (!text.includes('\r\n\r\n{')) await new Promise((r) => setTimeout(r, 20));
+    const publish = (id: string) => `POST /events HTTP/1.1\r\nHost: x\r\nce-id: ${id}\r\ncontent-length: 2\r\n\r\n{}`;
+    socket.write('content-length: 2\r\n\r\n{}' + publish('after'));
+    // Its FIN came with the 408; once the gateway has let go of the connection too, a byte sent draws a reset.
+    await new Promise((r) => setTimeout(r, 3_000));
+    socket.write('x');
+    await new Promise((r) => setTimeout(r, 200));
+    socket.write('x'); // the first drew the reset, which a socket whose reading has ended sees on its next write
+    let heldOpen = false;
+    const timer = setTimeout(() => {
+      heldOpen = true;
+      socket.destroy();
+    }, 1_000);
+    await closed;
+    clearTimeout(timer);
+    expect(started).toEqual([]);
+    expect([...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(['408']);
+    expect(heldOpen).toBe(false);
+  } finally {
+    await http.close(1000);
+  }
 });
