@@ -856,6 +856,35 @@ describe('a body left unread by its answer (hostile probe: read to its end, giga
     }
   });
 
+  it.each([
+    ['Connection: close', 'HTTP/1.1', 'Connection: close\r\n'],
+    ['HTTP/1.0', 'HTTP/1.0', ''],
+  ])(
+    'lets a client that closes after its answer (%s) send the rest of a refused body slowly and read its 401 (re-probe: a reset 2 s in, the 401 lost)',
+    async (_name, version, close) => {
+      const { port } = new URL(gw.url);
+      const bytes = 768 * 1024;
+      const answer = await new Promise<string>((resolve) => {
+        const socket = net.connect(Number(port), '127.0.0.1');
+        let text = '';
+        socket.pause(); // read only once the body is sent, as a simple client does
+        socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+        socket.on('error', (err: NodeJS.ErrnoException) => resolve(`error ${err.code}`));
+        socket.on('close', () => resolve(text));
+        socket.on('connect', async () => {
+          socket.write(`POST /events ${version}\r\nHost: x\r\n${events}\r\n${close}content-length: ${bytes}\r\n\r\n`);
+          // 3 s in all, past the 2 s a closing connection lingers for what its client still sends.
+          for (let sent = 0; sent < bytes && !socket.destroyed; sent += 64 * 1024) {
+            socket.write(Buffer.alloc(64 * 1024, 0x61));
+            await new Promise((r) => setTimeout(r, 250));
+          }
+          socket.resume();
+        });
+      });
+      expect(answer.split('\r\n')[0]).toMatch(/^HTTP\/1\.[01] 401 Unauthorized$/);
+    },
+  );
+
   it('keeps the connection of a refused request whose small body has come whole', async () => {
     const answer = await rawExchange(
       gw.url,
