@@ -577,15 +577,17 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
       socket.pause(); // nothing after the bad bytes is read
       const last = owed[owed.length - 1]!;
       last.shouldKeepAlive = false; // `Connection: close`, where its headers are not written yet
-      last.once('close', () => socket.end());
+      last.once('close', () => linger(socket)); // a bare end held the connection until the client closed it
       // A live tail among them ends, as on a FIN (which is not read now): it kept the connection open (re-probe).
       endTails(socket);
       return;
     }
     // An error after the request was answered (bad bytes after a complete request) gets no second answer.
     const current = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent)
-      socket.end(rawProblemResponse(err));
+    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent) {
+      socket.write(rawProblemResponse(err));
+      linger(socket); // a bare end held the connection until the client closed it (re-probe: FIN-WAIT-2 for good)
+    }
     // A request line and headers not all in within `headersTimeout`, before any answer of the connection is under
     // way: a 408 says why it closes (was: closed without a word, a client saw its connection reset). Then with a
     // lingering close: the parser stays attached after a bare `end`, so the rest of the request, sent after the 408,

@@ -1,4 +1,5 @@
 import type http from 'node:http';
+import fs from 'node:fs';
 import net from 'node:net';
 import { createApp } from '../../src/api/app';
 import { createAuthorizer } from '../../src/api/auth';
@@ -16,12 +17,15 @@ const log = createLogger('silent');
 const authorize = createAuthorizer([]);
 const HEADERS_TIMEOUT_MS = 400;
 
-async function server(ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> = () => Promise.resolve()) {
+async function server(
+  ingest: (req: http.IncomingMessage, res: http.ServerResponse) => Promise<void> = () => Promise.resolve(),
+  headersTimeoutMs = HEADERS_TIMEOUT_MS,
+) {
   const router = newRouter();
   router.get('/hello', requireScope('none'), (_req, res) => void res.json({ hello: true }));
   const http = createHttpServer({
     log,
-    headersTimeoutMs: HEADERS_TIMEOUT_MS,
+    headersTimeoutMs,
     handlers: {
       authorize,
       ingest,
@@ -108,18 +112,7 @@ it('starts nothing the client sends after the 408, and closes the connection tho
     while (!text.includes('\r\n\r\n{')) await new Promise((r) => setTimeout(r, 20));
     const publish = (id: string) => `POST /events HTTP/1.1\r\nHost: x\r\nce-id: ${id}\r\ncontent-length: 2\r\n\r\n{}`;
     socket.write('content-length: 2\r\n\r\n{}' + publish('after'));
-    // Its FIN came with the 408; once the gateway has let go of the connection too, a byte sent draws a reset.
-    await new Promise((r) => setTimeout(r, 3_000));
-    socket.write('x');
-    await new Promise((r) => setTimeout(r, 200));
-    socket.write('x'); // the first drew the reset, which a socket whose reading has ended sees on its next write
-    let heldOpen = false;
-    const timer = setTimeout(() => {
-      heldOpen = true;
-      socket.destroy();
-    }, 1_000);
-    await closed;
-    clearTimeout(timer);
+    const heldOpen = await heldPastLinger(socket, closed);
     expect(started).toEqual([]);
     expect([...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(['408']);
     expect(heldOpen).toBe(false);
@@ -127,3 +120,72 @@ it('starts nothing the client sends after the 408, and closes the connection tho
     await http.close(1000);
   }
 });
+
+/**
+ * The connections to `port` a process still has open (its listener aside): the kernel's table names the socket's
+ * inode while a process holds it, 0 once it only finishes closing (`/proc/net/tcp`, Linux).
+ */
+function connectionsHeld(port: number): number {
+  const hexPort = port.toString(16).toUpperCase().padStart(4, '0');
+  const LISTEN = '0A';
+  return ['/proc/net/tcp', '/proc/net/tcp6']
+    .flatMap((file) => (fs.existsSync(file) ? fs.readFileSync(file, 'utf8').trim().split('\n').slice(1) : []))
+    .map((line) => line.trim().split(/\s+/))
+    .filter((f) => f[1]!.endsWith(`:${hexPort}`) && f[3] !== LISTEN && f[9] !== '0').length;
+}
+
+/**
+ * Whether the gateway still holds a connection its answer closed (its FIN sent) 3 s on, past the 2 s linger, though
+ * the client never closes: once the gateway has let go, a byte sent draws a reset, and the socket closes.
+ */
+async function heldPastLinger(socket: net.Socket, closed: Promise<void>): Promise<boolean> {
+  await new Promise((r) => setTimeout(r, 3_000));
+  socket.write('x');
+  await new Promise((r) => setTimeout(r, 200));
+  socket.write('x'); // the first drew the reset, which a socket whose reading has ended sees on its next write
+  let heldOpen = false;
+  const timer = setTimeout(() => {
+    heldOpen = true;
+    socket.destroy();
+  }, 1_000);
+  await closed;
+  clearTimeout(timer);
+  return heldOpen;
+}
+
+it.each([
+  ['bad bytes', 'GARBAGE\r\n\r\n', ['400']],
+  [
+    'bad bytes behind a publish whose answer is owed',
+    'POST /events HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\n\r\n{}GARBAGE \x01\r\n\r\n',
+    ['202'],
+  ],
+])(
+  'lets go of a connection closed for %s though the client never closes (was: held in FIN-WAIT-2 for 60 s or more)',
+  async (_name, bytes, statuses) => {
+    // A publish is answered 300 ms on (its fsync, say): the bad bytes come while its answer is owed.
+    // The gateway's own headersTimeout (60 s): a short one would close the connection for a timeout instead.
+    const { http, port } = await server(async (req, res) => {
+      req.resume();
+      await new Promise((r) => setTimeout(r, 300));
+      res.writeHead(202).end();
+    }, 60_000);
+    try {
+      const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+      let text = '';
+      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+      const closed = new Promise<void>((r) => socket.once('close', () => r()));
+      socket.on('error', () => undefined);
+      await new Promise((r) => socket.once('connect', r));
+      socket.write(bytes);
+      // The client neither closes nor sends more (bytes after bad ones would have the connection destroyed anyway).
+      await new Promise((r) => setTimeout(r, 3_000));
+      expect([...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(statuses);
+      expect(connectionsHeld(port)).toBe(0);
+      socket.destroy();
+      await closed;
+    } finally {
+      await http.close(1000);
+    }
+  },
+);
