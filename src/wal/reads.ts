@@ -250,7 +250,9 @@ export function createReads(opts: ReadsOptions) {
       const entry = list[i]!;
       const hit = decoded?.get(partition, entry);
       if (hit) {
+        // Counted as a record read from the log: the page holds it as long (the cache may drop it meanwhile).
         events.push(hit);
+        bytes += entry.length;
         continue;
       }
       if (!span || entry.position < span.from || entry.position + entry.length > span.to) {
