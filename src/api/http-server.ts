@@ -30,8 +30,12 @@ const LINGER_MS = 2_000;
 /** A body still coming after its request was answered: until when, and how many more bytes, it may be read. */
 const unreadBodies = new WeakMap<Duplex, { until: number; left: () => number }>();
 
-/** Bounds what is read of a body after its request was answered (see `UNREAD_BODY_BYTES`). */
-function boundUnreadBody(req: http.IncomingMessage): void {
+/**
+ * Bounds what is read of a body after its request was answered (see `UNREAD_BODY_BYTES`). Past it the connection
+ * closes with `linger`'s lingering close: with a bare `end` the parser read on, and a request pipelined after the
+ * body was served with no answer possible (a publish stored behind a 401 and never answered).
+ */
+function boundUnreadBody(req: http.IncomingMessage, linger: (socket: Duplex) => void): void {
   if (req.complete || req.destroyed) return;
   let left = UNREAD_BODY_BYTES;
   // A connection that closes after the answer (`Connection: close`, HTTP/1.0) lingers this long for it (see `linger`).
@@ -40,15 +44,9 @@ function boundUnreadBody(req: http.IncomingMessage): void {
     clearTimeout(timer);
     unreadBodies.delete(req.socket);
   };
-  let closing = false;
-  const destroy = () => req.socket.destroy();
   const close = () => {
-    clearTimeout(timer);
-    if (closing) return destroy(); // past the linger's bytes too
-    closing = true;
-    left = LINGER_BYTES;
-    req.socket.end();
-    setTimeout(destroy, LINGER_MS).unref();
+    done(); // the linger's own bounds now (LINGER_BYTES, LINGER_MS), not what is left of this allowance
+    linger(req.socket);
   };
   const timer = setTimeout(close, UNREAD_BODY_MS).unref();
   req.on('data', (chunk: Buffer) => {
@@ -419,7 +417,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     if (req.method === 'GET' && isTail(req.url)) {
       closesAt(socket, index);
       res.shouldKeepAlive = false;
-      if (hasBody(req)) boundUnreadBody(req);
+      if (hasBody(req)) boundUnreadBody(req, linger);
     }
     if (before === undefined || before.open === true) return takeTurn(req, res, index);
     if (before.open === false) return drop(req);
@@ -535,7 +533,7 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     serverOf.set(res, state);
     // Before 'finish': there node dumps an unread body, whose bytes then never show as 'data'. A request
     // without a body (most reads) has nothing to bound: no listener on its path.
-    if (hasBody(req)) res.once('prefinish', () => boundUnreadBody(req));
+    if (hasBody(req)) res.once('prefinish', () => boundUnreadBody(req, linger));
     logWhenAnswered?.(req, res);
     try {
       checkProtocol(req);
@@ -606,8 +604,9 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => arrive(req, res, true));
   // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-    if (socket.writable) socket.end(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
-    else socket.destroy();
+    if (!socket.writable) return void socket.destroy();
+    socket.write(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
+    linger(socket); // a bare end held the connection until the client closed it (review probe: FIN-WAIT-2 at 70 s)
   });
   server.keepAliveTimeout = 65_000;
   // Read every header (the 16 KiB header size limit still bounds them): node drops those past 2,000

@@ -155,6 +155,7 @@ async function heldPastLinger(socket: net.Socket, closed: Promise<void>): Promis
 
 it.each([
   ['bad bytes', 'GARBAGE\r\n\r\n', ['400']],
+  ['a CONNECT, which is not served', 'CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n', ['400']],
   [
     'bad bytes behind a publish whose answer is owed',
     'POST /events HTTP/1.1\r\nHost: x\r\ncontent-length: 2\r\n\r\n{}GARBAGE \x01\r\n\r\n',
