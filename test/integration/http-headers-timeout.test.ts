@@ -102,24 +102,30 @@ it('starts nothing the client sends after the 408, and closes the connection tho
     return Promise.resolve();
   });
   try {
-    const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-    let text = '';
-    socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
-    const closed = new Promise<void>((r) => socket.once('close', () => r()));
-    socket.on('error', () => undefined);
-    await new Promise((r) => socket.once('connect', r));
+    const { socket, text, closed } = await halfOpenClient(port);
     socket.write('POST /events HTTP/1.1\r\nHost: x\r\nce-id: late\r\n');
-    while (!text.includes('\r\n\r\n{')) await new Promise((r) => setTimeout(r, 20));
+    while (!text().includes('\r\n\r\n{')) await new Promise((r) => setTimeout(r, 20));
     const publish = (id: string) => `POST /events HTTP/1.1\r\nHost: x\r\nce-id: ${id}\r\ncontent-length: 2\r\n\r\n{}`;
     socket.write('content-length: 2\r\n\r\n{}' + publish('after'));
     const heldOpen = await heldPastLinger(socket, closed);
     expect(started).toEqual([]);
-    expect([...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(['408']);
+    expect([...text().matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(['408']);
     expect(heldOpen).toBe(false);
   } finally {
     await http.close(1000);
   }
 });
+
+/** A client that keeps its side open after the gateway's FIN (`allowHalfOpen`), as one that never closes does. */
+async function halfOpenClient(port: number): Promise<{ socket: net.Socket; text: () => string; closed: Promise<void> }> {
+  const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
+  let text = '';
+  socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
+  const closed = new Promise<void>((r) => socket.once('close', () => r()));
+  socket.on('error', () => undefined);
+  await new Promise((r) => socket.once('connect', r));
+  return { socket, text: () => text, closed };
+}
 
 /**
  * The connections to `port` a process still has open (its listener aside): the kernel's table names the socket's
@@ -172,16 +178,11 @@ it.each([
       res.writeHead(202).end();
     }, 60_000);
     try {
-      const socket = net.connect({ port, host: '127.0.0.1', allowHalfOpen: true });
-      let text = '';
-      socket.on('data', (c: Buffer) => (text += c.toString('latin1')));
-      const closed = new Promise<void>((r) => socket.once('close', () => r()));
-      socket.on('error', () => undefined);
-      await new Promise((r) => socket.once('connect', r));
+      const { socket, text, closed } = await halfOpenClient(port);
       socket.write(bytes);
       // The client neither closes nor sends more (bytes after bad ones would have the connection destroyed anyway).
       await new Promise((r) => setTimeout(r, 3_000));
-      expect([...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(statuses);
+      expect([...text().matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => m[1])).toEqual(statuses);
       expect(connectionsHeld(port)).toBe(0);
       socket.destroy();
       await closed;
