@@ -1,13 +1,10 @@
-import pino from 'pino';
 import type { CloudEvent } from '../../../src/cloudevents/event';
-import { createDispatcher } from '../../../src/delivery/dispatcher';
 import { createHttpSender } from '../../../src/delivery/http-sender';
-import { createSqliteSubscriptionStore } from '../../../src/store/subscriptions-store';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
-import { createSubscriptionsService } from '../../../src/subscriptions/service';
 import { openStoreAt } from '../../helpers/log-store';
 import { useReceivers, waitFor } from '../../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+import { deliveryStack } from '../../helpers/delivery-stack';
 
 /**
  * A page read from the decoded cache (another subscription read the same events just before) holds the same
@@ -25,15 +22,8 @@ const ev = (i: number): CloudEvent => ({
 it('charges a page of events the decoded cache held as much as one read from the log', async () => {
   const { store, db } = openStoreAt(tmpDir(), { fsync: 'interval', partitions: 1 });
   await store.append(Array.from({ length: 100 }, (_, i) => ev(i)));
-  const log = pino({ level: 'silent' });
   const sender = createHttpSender({ allowPrivate: true });
-  const dispatcher = createDispatcher({ store, db, log, sender, ackUrlBase: () => 'http://gw' });
-  const service = createSubscriptionsService({
-    records: createSqliteSubscriptionStore({ db, initOffsets: dispatcher.initOffsets }),
-    store,
-    delivery: dispatcher,
-    log,
-  });
+  const { dispatcher, service } = deliveryStack(store, db, sender);
   const waiting: (() => void)[] = [];
   const receiver = await receivers(async () => {
     await new Promise<void>((resolve) => waiting.push(resolve));

@@ -1,15 +1,12 @@
-import pino from 'pino';
 import type { CloudEvent } from '../../../src/cloudevents/event';
-import { createDispatcher } from '../../../src/delivery/dispatcher';
 import { createHttpSender } from '../../../src/delivery/http-sender';
 import { CURSOR_PAGE_BYTES, CURSOR_PAGE_EVENTS, createPageBudget } from '../../../src/delivery/page-budget';
-import { createSqliteSubscriptionStore } from '../../../src/store/subscriptions-store';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
-import { createSubscriptionsService } from '../../../src/subscriptions/service';
 import { decodedCharge } from '../../../src/wal/reads';
 import { openStoreAt } from '../../helpers/log-store';
 import { useReceivers, waitFor } from '../../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+import { deliveryStack } from '../../helpers/delivery-stack';
 
 /**
  * Scale probe: each subscription reads a page of up to 64 events per partition ahead of what it sends and holds
@@ -40,15 +37,8 @@ async function gateway() {
   while (Math.min(...store.heads()) < PER_PARTITION) {
     await store.append(Array.from({ length: 200 }, () => ev(i++)));
   }
-  const log = pino({ level: 'silent' });
   const sender = createHttpSender({ allowPrivate: true });
-  const dispatcher = createDispatcher({ store, db, log, sender, ackUrlBase: () => 'http://gw', pagesBudget: BUDGET });
-  const service = createSubscriptionsService({
-    records: createSqliteSubscriptionStore({ db, initOffsets: dispatcher.initOffsets }),
-    store,
-    delivery: dispatcher,
-    log,
-  });
+  const { dispatcher, service } = deliveryStack(store, db, sender, { pagesBudget: BUDGET });
   return {
     store,
     dispatcher,

@@ -1,15 +1,12 @@
-import pino from 'pino';
 import type { CloudEvent } from '../../../src/cloudevents/event';
-import { createDispatcher } from '../../../src/delivery/dispatcher';
 import { createHttpSender } from '../../../src/delivery/http-sender';
 import { SKIP_BUDGET } from '../../../src/delivery/subscription-worker';
 import { createDeliveryStateRepo } from '../../../src/store/delivery-state-repo';
-import { createSqliteSubscriptionStore } from '../../../src/store/subscriptions-store';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
-import { createSubscriptionsService } from '../../../src/subscriptions/service';
 import { openStoreAt } from '../../helpers/log-store';
 import { useReceivers, waitFor } from '../../helpers/receiver';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+import { deliveryStack } from '../../helpers/delivery-stack';
 
 /**
  * Scale probe: a subscription from `earliest` whose filter matched none of a 200,000-event backlog skipped
@@ -35,15 +32,8 @@ async function gateway() {
   const { store, db } = openStoreAt(tmpDir(), { fsync: 'interval', segmentBytes: 8 << 20 });
   const events = Array.from({ length: HEAD }, (_, i) => ev(i, WANTED.includes(i) ? 'wanted' : 'other'));
   for (let i = 0; i < events.length; i += 1000) await store.append(events.slice(i, i + 1000));
-  const log = pino({ level: 'silent' });
   const sender = createHttpSender({ allowPrivate: true });
-  const dispatcher = createDispatcher({ store, db, log, sender, ackUrlBase: () => 'http://gw' });
-  const service = createSubscriptionsService({
-    records: createSqliteSubscriptionStore({ db, initOffsets: dispatcher.initOffsets }),
-    store,
-    delivery: dispatcher,
-    log,
-  });
+  const { dispatcher, service } = deliveryStack(store, db, sender);
   let closing: Promise<void> | undefined;
   const closeDispatcher = () => (closing ??= dispatcher.close({ deadline: Date.now() }));
   return {

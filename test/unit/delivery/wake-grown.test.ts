@@ -1,12 +1,9 @@
-import pino from 'pino';
-import { createDispatcher } from '../../../src/delivery/dispatcher';
 import type { HttpSender, Outgoing } from '../../../src/delivery/http-sender';
 import { openDatabase, type Db } from '../../../src/store/db';
 import { createSubscriptionSchema } from '../../../src/subscriptions/schema';
-import { createSubscriptionsService } from '../../../src/subscriptions/service';
-import { createSqliteSubscriptionStore } from '../../../src/store/subscriptions-store';
 import type { EventStore, StoredEvent } from '../../../src/wal/event-store';
 import { waitFor } from '../../helpers/receiver';
+import { deliveryStack } from '../../helpers/delivery-stack';
 
 /**
  * Issue 10 §1: an append wakes only the subscription workers that can take more from a partition
@@ -79,14 +76,7 @@ describe('waking on append', () => {
       probe: () => Promise.resolve({ status: 200 }),
       close: () => Promise.resolve(),
     } as unknown as HttpSender;
-    const log = pino({ level: 'silent' });
-    const dispatcher = createDispatcher({ store, db, log, sender, ackUrlBase: () => 'http://gw' });
-    const service = createSubscriptionsService({
-      records: createSqliteSubscriptionStore({ db, initOffsets: dispatcher.initOffsets }),
-      store,
-      delivery: dispatcher,
-      log,
-    });
+    const { dispatcher, service } = deliveryStack(store, db, sender);
     try {
       const { id } = await service.create(createSubscriptionSchema.parse({ sink: 'http://receiver.test/hook', startAt: 'earliest' }));
       publish(0);
