@@ -127,10 +127,18 @@ describeWithNats('jetstream: requests that wait for a connection', () => {
       neverSent()
         .filter((r) => r.headers['webhook-id'] === id)
         .map((r) => r.headers['herald-attempt']);
-    await waitUntil('a second attempt of those given back', () => neverSent().some((r) => r.headers['herald-attempt'] === '2'), 60_000, 50);
+    await waitUntil(
+      'a second attempt of those given back',
+      () => neverSent().some((r) => Number(r.headers['herald-attempt']) >= 2),
+      60_000,
+      50,
+    );
+    // Each webhook-id's attempts start at 1 and strictly increase: an attempt number sent twice fails. Not
+    // necessarily 1, 2, 3…: nats-server 2.9.10 can count a redelivery without sending it (README's failure
+    // table: "a retry comes due in the millisecond a pull request expires"), and a number is then skipped.
     for (const id of new Set(neverSent().map((r) => String(r.headers['webhook-id'])))) {
-      const attempts = attemptsOf(id);
-      expect(attempts).toEqual(attempts.map((_, i) => String(i + 1)));
+      const attempts = attemptsOf(id).map(Number);
+      expect([attempts[0], attempts.every((n, i) => i === 0 || n > attempts[i - 1]!)]).toEqual([1, true]);
     }
   });
 });
