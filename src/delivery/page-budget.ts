@@ -11,6 +11,9 @@ export const CURSOR_PAGE_BYTES = 256 * 1024;
  */
 export const PAGES_BUDGET = 64 * 1024 * 1024;
 
+/** What a full page may be charged at most: a share this large reads one. */
+const FULL_PAGE_CHARGE = decodedCharge(CURSOR_PAGE_BYTES, CURSOR_PAGE_EVENTS);
+
 /** What a page of events of about 1 KiB is charged an event: to turn a share of the budget into a count. */
 const TYPICAL_EVENT_CHARGE = decodedCharge(1024);
 
@@ -33,7 +36,7 @@ export function createPageBudget(limit = PAGES_BUDGET) {
     /** How much the next page may read: a full page while its share holds one, fewer events below it (one at least). */
     nextPage(): { events: number; bytes: number } {
       const share = Math.min(limit - held, limit / (pages + 1));
-      if (share >= decodedCharge(CURSOR_PAGE_BYTES, CURSOR_PAGE_EVENTS)) return { events: CURSOR_PAGE_EVENTS, bytes: CURSOR_PAGE_BYTES };
+      if (share >= FULL_PAGE_CHARGE) return { events: CURSOR_PAGE_EVENTS, bytes: CURSOR_PAGE_BYTES };
       const events = Math.min(CURSOR_PAGE_EVENTS, Math.max(1, Math.floor(share / TYPICAL_EVENT_CHARGE)));
       return { events, bytes: Math.max(0, Math.floor((share - decodedCharge(0, events)) / 2)) };
     },

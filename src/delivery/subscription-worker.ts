@@ -240,7 +240,7 @@ export function createSubscriptionWorker(
   function pump(): void {
     if (stopped || paused() || deps.enabled === false) {
       deps.skipShare?.ranOut(subId, false); // not skipping now: no share kept from the others
-      if (paused()) for (const part of parts) clearBuffer(part); // paused by a 410 or auto-disable: pages not held meanwhile
+      if (paused()) letGoOfPages(); // paused by a 410 or auto-disable: pages not held meanwhile
       return;
     }
     skipBudget = deps.skipShare?.budget() ?? SKIP_BUDGET;
@@ -852,6 +852,11 @@ export function createSubscriptionWorker(
     schedulePump();
   }
 
+  /** Drops every partition's page of events, giving its charge back to the thread's budget (read again when needed). */
+  function letGoOfPages(): void {
+    for (const part of parts) clearBuffer(part);
+  }
+
   function clearTimer(pending: Pending): void {
     if (pending.timer) clearTimeout(pending.timer);
     pending.timer = undefined;
@@ -967,13 +972,11 @@ export function createSubscriptionWorker(
       if (openCount === 0) return Promise.resolve();
       return new Promise<void>((resolve) => idleWaiters.push(resolve));
     },
-    letGoOfPages(): void {
-      for (const part of parts) clearBuffer(part);
-    },
+    letGoOfPages,
     stop(opts = {}): void {
       stopped = true;
       deps.skipShare?.ranOut(subId, false);
-      for (const part of parts) clearBuffer(part); // given back to the thread's budget
+      letGoOfPages();
       idleWaiters = [];
       flow.stop();
       if (opts.abort) {
