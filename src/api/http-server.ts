@@ -394,6 +394,16 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     const timer = setTimeout(() => socket.destroy(), lingerMs).unref();
     socket.once('close', () => clearTimeout(timer));
   }
+  /**
+   * Writes a whole raw answer on a socket node hands over without a response object, then closes with `linger`.
+   * A bare `end` left node's parser reading: the rest of a request sent after a 408 was served (a publish stored
+   * behind its 408), and a client that never closed held the connection in FIN-WAIT-2 (re-probes: 500 slow-header
+   * clients held 500 descriptors; a refused CONNECT was still held at 70 s).
+   */
+  function closeWith(socket: Duplex, answer: string): void {
+    socket.write(answer);
+    linger(socket);
+  }
   // A client that half-closes after its requests (a FIN: it sends no more, it still reads) gets their answers:
   // node's default aborted them, and a publish was stored without its 202 (ingest probe). Answered, the
   // connection then closes.
@@ -582,18 +592,12 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
     }
     // An error after the request was answered (bad bytes after a complete request) gets no second answer.
     const current = (socket as Duplex & { _httpMessage?: http.ServerResponse | null })._httpMessage;
-    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent) {
-      socket.write(rawProblemResponse(err));
-      linger(socket); // a bare end held the connection until the client closed it (re-probe: FIN-WAIT-2 for good)
-    }
+    if (typeof err.code === 'string' && err.code.startsWith('HPE_') && socket.writable && !current?.headersSent)
+      closeWith(socket, rawProblemResponse(err));
     // A request line and headers not all in within `headersTimeout`, before any answer of the connection is under
-    // way: a 408 says why it closes (was: closed without a word, a client saw its connection reset). Then with a
-    // lingering close: the parser stays attached after a bare `end`, so the rest of the request, sent after the 408,
-    // was still served (a publish stored behind its 408), and a client that did not close held the connection for good.
-    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.writable && !current) {
-      socket.write(rawHeadersTimeout(headersTimeoutMs));
-      linger(socket);
-    } else socket.destroy();
+    // way: a 408 says why it closes (was: closed without a word, a client saw its connection reset).
+    else if (err.code === 'ERR_HTTP_REQUEST_TIMEOUT' && socket.writable && !current) closeWith(socket, rawHeadersTimeout(headersTimeoutMs));
+    else socket.destroy();
   });
   // An `Expect` other than 100-continue: RFC 9110 §10.1.1 lets a server ignore it, and the request is
   // served as without it (node's default is a bare 417 that no operation documents).
@@ -604,9 +608,8 @@ export function createHttpServer(deps: HttpServerDeps): HttpServer {
   server.on('checkContinue', (req: http.IncomingMessage, res: http.ServerResponse) => arrive(req, res, true));
   // CONNECT (authority form) is not served: node hands it over as a raw socket, and left alone it closes it unanswered.
   server.on('connect', (req: http.IncomingMessage, socket: Duplex) => {
-    if (!socket.writable) return void socket.destroy();
-    socket.write(rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
-    linger(socket); // a bare end held the connection until the client closed it (review probe: FIN-WAIT-2 at 70 s)
+    if (socket.writable) closeWith(socket, rawBadRequest('CONNECT is not served', `CONNECT ${req.url ?? ''}: Herald is not a proxy`));
+    else socket.destroy();
   });
   server.keepAliveTimeout = 65_000;
   // Read every header (the 16 KiB header size limit still bounds them): node drops those past 2,000
