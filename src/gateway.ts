@@ -184,7 +184,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     writable: () => store.health().writable,
     heads: () => store.heads(),
     subscriptions: () => subscriptions.metricsSnapshot(),
-    countsDeliveries: true,
+    autoDisables: true,
   });
 
   const handlers = gatewayHandlers({

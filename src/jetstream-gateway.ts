@@ -116,6 +116,7 @@ async function startOnce(deps: {
       allowPrivateSinks: config.sinkAllowPrivate,
       ackUrlBase: () => publicUrl,
       made: store.made,
+      observer: metrics.delivery.observer(),
       ...(deps.leaseCheckMs !== undefined ? { leaseCheckMs: deps.leaseCheckMs } : {}),
     });
   } catch (err) {
@@ -139,7 +140,7 @@ async function startOnce(deps: {
     writable: () => store.health().writable,
     heads: () => store.snapshot().heads,
     subscriptions: () => subscriptions.metricsSnapshot(),
-    countsDeliveries: false, // see README: not on this engine yet
+    autoDisables: false, // see README: not on this engine yet
   });
   const handlers = gatewayHandlers({
     config,

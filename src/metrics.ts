@@ -5,11 +5,15 @@ import type { SubscriptionHooks } from './subscriptions/service';
 import { SUBSCRIPTION_STATES } from './subscriptions/record';
 import {
   addTally,
+  countOutcome,
   DELIVERY_OUTCOMES,
   DURATION_BOUNDS,
   newTally,
+  observeDuration,
+  observePublishToDelivery,
   PUBLISH_BOUNDS,
   SECONDS,
+  type DeliveryObserver,
   type DeliveryTally,
   type HistogramData,
 } from './delivery/tally';
@@ -23,11 +27,12 @@ export interface MetricsSources {
   /** Asked of delivery at scrape time (the delivery thread answers by message). */
   subscriptions: () => Promise<SubscriptionSnapshot>;
   /**
-   * Whether this engine counts `herald_deliveries_total` and auto-disables (the local engine; not
-   * JetStream yet). Only then are their series written at 0 before they count: series that can never
-   * move would read as healthy (re-probe: 10 dead letters on JetStream, every outcome at 0).
+   * Whether this engine auto-disables (the local engine; not JetStream yet). Only then is
+   * `herald_subscription_auto_disabled_total` written at 0 before it counts: a series that can never
+   * move would read as healthy (re-probe: 10 dead letters on JetStream, every outcome at 0 while it
+   * counted no deliveries).
    */
-  countsDeliveries: boolean;
+  autoDisables: boolean;
 }
 
 /**
@@ -82,6 +87,14 @@ export function createMetrics() {
     delivery: {
       add(subscription: string, tally: DeliveryTally): void {
         addTally(deliveryOf(subscription), tally);
+      },
+      /** Counts straight into the accumulators: for delivery on this thread (the JetStream engine). */
+      observer(): DeliveryObserver {
+        return {
+          outcome: (subscription, outcome) => countOutcome(deliveryOf(subscription), outcome),
+          answered: (subscription, ms) => observeDuration(deliveryOf(subscription), ms),
+          succeeded: (subscription, ms) => observePublishToDelivery(deliveryOf(subscription), ms),
+        };
       },
     },
     /** A filter evaluation of `subscription` that failed or ran out of budget. */
@@ -167,16 +180,20 @@ export function createMetrics() {
     // Each subscription's counters at 0 until they count, written for this scrape only (never stored: a
     // subscription deleted while its snapshot was read must not come back as a series).
     const known = subscriptions.map((s) => s.id);
-    const counted = sources?.countsDeliveries ? known : [];
     const counters =
-      deliveryFamilies(deliveryStats, counted) +
+      deliveryFamilies(deliveryStats, known) +
       counterFamily(
         'herald_filter_errors_total',
         'Filter evaluations that failed or ran out of budget (counted as no match).',
         filterErrors,
         known,
       ) +
-      counterFamily('herald_subscription_auto_disabled_total', 'Pauses with reason failing.', autoDisabled, counted);
+      counterFamily(
+        'herald_subscription_auto_disabled_total',
+        'Pauses with reason failing.',
+        autoDisabled,
+        sources?.autoDisables ? known : [],
+      );
     return sources ? text + counters + (await subscriptionGauges(subscriptions)) : text + counters;
   }
 

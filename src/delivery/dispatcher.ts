@@ -20,12 +20,12 @@ import type { DeadLetterRow } from '../subscriptions/delivery-records';
 import {
   createSkipShare,
   createSubscriptionWorker,
-  type DeliveryObserver,
   type CallbackOutcome,
   type Pending,
   type SubscriptionWorker,
 } from './subscription-worker';
 import { createPageBudget } from './page-budget';
+import type { DeliveryObserver } from './tally';
 
 export interface DispatcherDeps {
   store: LogReader;

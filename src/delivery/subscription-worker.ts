@@ -5,7 +5,7 @@ import { readOne, type LogReader, type StoredEvent } from '../wal/event-store';
 import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state-repo';
 import type { SubscriptionRecord } from '../subscriptions/record';
 import type { Matcher } from '../filters/filter';
-import type { DeliveryOutcome } from './tally';
+import type { DeliveryObserver } from './tally';
 import { AbortGroup, LOCAL_FAILURE_RETRY_MS, type HttpSender, type Outgoing } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';
 import {
@@ -60,15 +60,6 @@ export interface WorkerDeps {
   skipShare?: SkipShare;
   /** The thread's memory for pages of events, shared with its other subscriptions (absent: full pages always). */
   pages?: PageBudget;
-}
-
-/** Where delivery reports what happened (the metrics); optional so tests and tools can leave it out. */
-export interface DeliveryObserver {
-  outcome(subscriptionId: string, outcome: DeliveryOutcome): void;
-  /** Request start to the receiver's answer (or the error). */
-  answered(subscriptionId: string, ms: number): void;
-  /** Stored to a 2xx from the receiver. */
-  succeeded(subscriptionId: string, ms: number): void;
 }
 
 /** How long a redelivery waits before it asks again for the write of its start, when that write failed. */

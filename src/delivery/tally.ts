@@ -23,6 +23,15 @@ export const DELIVERY_OUTCOMES: readonly DeliveryOutcome[] = [
 
 const OUTCOME_INDEX = Object.fromEntries(DELIVERY_OUTCOMES.map((o, i) => [o, i])) as Record<DeliveryOutcome, number>;
 
+/** Where delivery reports what happened (the metrics), on either engine; optional so tests and tools can leave it out. */
+export interface DeliveryObserver {
+  outcome(subscriptionId: string, outcome: DeliveryOutcome): void;
+  /** Request start to the receiver's answer (or the error). */
+  answered(subscriptionId: string, ms: number): void;
+  /** Stored to a 2xx from the receiver. */
+  succeeded(subscriptionId: string, ms: number): void;
+}
+
 /** Histogram buckets in seconds, shared by Herald's duration histograms. */
 export const SECONDS: readonly number[] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
 export const DURATION_BOUNDS = SECONDS;

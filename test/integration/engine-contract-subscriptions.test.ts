@@ -368,14 +368,97 @@ for (const engine of ENGINES) {
     });
 
     describe('the metrics of a subscription', () => {
-      it('has its counters at 0 from the start where the engine counts them; none that cannot move on JetStream (re-probe: every outcome at 0 beside 10 dead letters)', async () => {
+      /** The value of one series of `subscription` in a scrape (undefined when absent). */
+      const metric = (text: string, name: string, subscription: string, labels = '') => {
+        const found = new RegExp(`^${name}\\{subscription="${subscription}"${labels}\\} (\\S+)$`, 'm').exec(text);
+        return found ? Number(found[1]) : undefined;
+      };
+      const scrape = async () => (await fetch(`${gw.url}/metrics`)).text();
+      const outcomes = (text: string, id: string) =>
+        Object.fromEntries(
+          ['delivered', 'retry', 'dead_letter', 'timeout', 'acked', 'nacked', 'rejected', 'lease_expired', 'gone'].map((o) => [
+            o,
+            metric(text, 'herald_deliveries_total', id, `,outcome="${o}"`),
+          ]),
+        );
+
+      it('has its counters at 0 from the start; none that cannot move on JetStream (re-probe: every outcome at 0 beside 10 dead letters)', async () => {
         const sub = await subscribe(typeOf('metrics'));
-        const text = await (await fetch(`${gw.url}/metrics`)).text();
-        const line = (name: string, labels: string) => new RegExp(`^${name}\\{subscription="${sub.id}"${labels}\\} 0$`, 'm');
-        expect(text).toMatch(line('herald_filter_errors_total', ''));
-        const counted = engine === 'local';
-        expect(line('herald_deliveries_total', ',outcome="dead_letter"').test(text)).toBe(counted);
-        expect(line('herald_subscription_auto_disabled_total', '').test(text)).toBe(counted);
+        const text = await scrape();
+        expect(metric(text, 'herald_filter_errors_total', sub.id)).toBe(0);
+        expect(metric(text, 'herald_deliveries_total', sub.id, ',outcome="dead_letter"')).toBe(0);
+        expect(metric(text, 'herald_subscription_auto_disabled_total', sub.id)).toBe(engine === 'local' ? 0 : undefined);
+      });
+
+      it('counts each attempt and callback by outcome, with the attempt and publish-to-delivery histograms, on both engines alike', async () => {
+        const auto = await subscribe(typeOf('counted'));
+        receiver.setResponder(replies({ status: 500 }, { status: 204 }, { status: 400 }));
+        await publish('counted', ['c1', 'c2']);
+        await waitFor(async () => (await getSub(auto.id)).stats.deadLetters === 1, { ...WAIT, what: 'c2 dead-lettered' });
+        await waitFor(async () => metric(await scrape(), 'herald_deliveries_total', auto.id, ',outcome="dead_letter"') === 1, {
+          ...WAIT,
+          what: 'the dead letter counted',
+        });
+        let text = await scrape();
+        expect(outcomes(text, auto.id)).toEqual({
+          delivered: 1,
+          retry: 1,
+          dead_letter: 1,
+          timeout: 0,
+          acked: 0,
+          nacked: 0,
+          rejected: 0,
+          lease_expired: 0,
+          gone: 0,
+        });
+        expect(metric(text, 'herald_delivery_duration_seconds_count', auto.id)).toBe(3);
+        expect(metric(text, 'herald_publish_to_delivery_seconds_count', auto.id)).toBe(1);
+
+        const manual = await subscribe(typeOf('counted-manual'), {}, { ackMode: 'manual', ackDeadlineMs: 30_000 });
+        receiver.setResponder(() => ({ status: 202 }));
+        await publish('counted-manual', ['k1', 'k2']);
+        expect((await callback(await nth(manual.id, 0), 'ack')).status).toBe(200);
+        expect((await callback(await nth(manual.id, 1), 'nack', { delayMs: 0 })).status).toBe(200);
+        expect((await callback(await nth(manual.id, 2), 'reject', { reason: 'no' })).status).toBe(200);
+        await waitFor(async () => metric(await scrape(), 'herald_deliveries_total', manual.id, ',outcome="rejected"') === 1, {
+          ...WAIT,
+          what: 'the reject counted',
+        });
+        text = await scrape();
+        expect(outcomes(text, manual.id)).toEqual({
+          delivered: 0,
+          retry: 0,
+          dead_letter: 1,
+          timeout: 0,
+          acked: 1,
+          nacked: 1,
+          rejected: 1,
+          lease_expired: 0,
+          gone: 0,
+        });
+        // Each 202 is an answered attempt and, under manual ack, the receipt the histogram times.
+        expect(metric(text, 'herald_delivery_duration_seconds_count', manual.id)).toBe(3);
+        expect(metric(text, 'herald_publish_to_delivery_seconds_count', manual.id)).toBe(3);
+
+        await request(gw.url).delete(`/subscriptions/${auto.id}`).expect(204);
+        expect(metric(await scrape(), 'herald_deliveries_total', auto.id, ',outcome="delivered"')).toBeUndefined();
+      });
+
+      it('counts a lease that ran out with no callback as lease_expired, before the event goes again', async () => {
+        const sub = await subscribe(typeOf('counted-lease'), {}, { ackMode: 'manual', ackDeadlineMs: 500 });
+        receiver.setResponder(() => ({ status: 202 }));
+        await publish('counted-lease', ['l1']);
+        const again = await nth(sub.id, 1);
+        expect([again.headers['ce-id'], again.headers['webhook-id']]).toEqual([
+          `${engine}-l1`,
+          (await nth(sub.id, 0)).headers['webhook-id'],
+        ]);
+        expect((await callback(again, 'ack')).status).toBe(200);
+        await waitFor(async () => metric(await scrape(), 'herald_deliveries_total', sub.id, ',outcome="acked"') === 1, {
+          ...WAIT,
+          what: 'the ack counted',
+        });
+        expect(outcomes(await scrape(), sub.id)).toMatchObject({ lease_expired: 1, acked: 1, retry: 0, dead_letter: 0 });
       });
     });
 

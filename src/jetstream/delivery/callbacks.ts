@@ -3,7 +3,7 @@ import type { CallbackAction, CallbackAnswer } from '../../delivery/dispatcher';
 import { AppError } from '../../errors';
 import type { EngineContext } from './context';
 import { jsActionOf, sendingLeaseOver, settledOutcome, stateOfEntry, type AckEntry } from './outcome';
-import { settleMessage } from './settle';
+import { observeEffects, settleMessage } from './settle';
 
 const ACTION_OUTCOME: Record<CallbackAction, CallbackOutcome | null> = { ack: 'acked', nack: 'nacked', reject: 'rejected', extend: null };
 /** Rounds of compare-and-set before a callback gives up (each lost round means another write won). */
@@ -113,6 +113,7 @@ export function createCallbacks(deps: CallbackDeps) {
       if ((await ctx.ackMap.swap(id, next, revision)) === undefined) continue;
       const last = { attempt: entry.attempt, lastStatus: entry.lastStatus, lastError: step.state.lastError };
       await settleMessage(ctx, js, entry, last, id);
+      observeEffects(ctx, entry.subscriptionId, step.effects);
       if (js.kind === 'extended') {
         // Held here while the request is open too (to the floor): its sending node may stop or lose it.
         deps.keepLease(id, next);

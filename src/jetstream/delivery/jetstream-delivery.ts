@@ -54,7 +54,8 @@
  *   stay unacked and go to another node after ack_wait.
  *
  * Not on this engine (yet): rate limits and AIMD concurrency (`currentMaxInFlight` is `maxInFlight`,
- * `throttled` false), auto-disable (`onFailing`), delivery metrics, retention (`expired` stays 0).
+ * `throttled` false), auto-disable (`onFailing`), retention (`expired` stays 0). Delivery metrics are
+ * counted per node: each node counts the attempts it made and the callbacks it took.
  * `maxInFlight` with `ordering: none` holds per partition (the consumer's `max_ack_pending`), not
  * across the subscription.
  */
@@ -64,6 +65,7 @@ import type { Logger } from 'pino';
 import type { NatsConfig } from '../../config';
 import type { DeliveryCallbacks } from '../../delivery/dispatcher';
 import { createHttpSender } from '../../delivery/http-sender';
+import type { DeliveryObserver } from '../../delivery/tally';
 import { AppError, StartupError } from '../../errors';
 import type { SubscriptionRecord } from '../../subscriptions/record';
 import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents } from '../../subscriptions/delivery-control';
@@ -108,6 +110,8 @@ export interface JetStreamDeliveryDeps {
   made?: MadeStreams;
   /** About how often each subscription's consumers are checked for lease settings changed behind Herald (tests shorten it). */
   leaseCheckMs?: number;
+  /** What this node's attempts and callbacks count (`herald_deliveries_total` and the delivery histograms). */
+  observer?: DeliveryObserver;
 }
 
 /** API timeout of the engine's own connection. */
@@ -152,6 +156,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       log,
       clock,
       ...(deps.beforeOpen ? { beforeOpen: deps.beforeOpen } : {}),
+      ...(deps.observer ? { observer: deps.observer } : {}),
       random: Math.random,
       ackUrlBase,
     };

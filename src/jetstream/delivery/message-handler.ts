@@ -1,6 +1,6 @@
 import type { JetStreamManager, JsMsg, StoredMsg } from 'nats';
 import type { CloudEvent } from '../../cloudevents/event';
-import { answerOutcome, transition, type AttemptInput, type AttemptState } from '../../delivery/attempt-machine';
+import { answerOutcome, transition, type AttemptEffect, type AttemptInput, type AttemptState } from '../../delivery/attempt-machine';
 import type { AbortGroup, SendResult } from '../../delivery/http-sender';
 import { requestFor } from '../../delivery/request';
 import { retryAfterHoldUntil } from '../../delivery/retry';
@@ -16,8 +16,9 @@ import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
 import type { LeaseKeeper } from './lease-keeper';
 import { finishedPast, positionRecord, previousFrom } from './positions';
-import { settleMessage } from './settle';
+import { observeEffects, settleMessage } from './settle';
 import type { Latest } from './ack-map';
+import type { DeadLetterReason } from '../../subscriptions/delivery-records';
 import { throttledLine } from '../../logger';
 
 /** A subscription as its messages' handler sees it (see `jetstream-delivery.ts`). */
@@ -139,7 +140,7 @@ export async function handleMessage(
 ): Promise<'withdrawn' | 'later' | void> {
   // Before anything is awaited: the nearest this node comes to when JetStream handed the message out.
   const openedAt = ctx.clock();
-  const { target, event } = await locate(ctx, sub, msg, source);
+  const { target, event, storedAt } = await locate(ctx, sub, msg, source);
   const record = sub.record();
   // JetStream's delivery count, less the deliveries that were give-backs of a stopping node, not attempts.
   const count = msg.info.deliveryCount;
@@ -208,21 +209,25 @@ export async function handleMessage(
   // Dead-lettered, not left for another node: each offer to an older node would count as an attempt
   // (JetStream's delivery count), so an upgraded node could find its attempts used up. Redelivered
   // from the dead letters once every node is upgraded, it is read as it was stored.
+  /** Dead-lettered without a request, counted once it is stored (a failure leaves the message to be redelivered). */
+  const deadUnsent = async (reason: DeadLetterReason, lastError: string) => {
+    await settleMessage(ctx, { kind: 'deadLetter', reason }, target, { ...last, lastError }, deliveryId);
+    ctx.observer?.outcome(sub.id, 'dead_letter');
+  };
   if (event === 'newer') {
     const error = 'stored by a newer version of Herald than this node runs; redeliver it once every node is upgraded';
     ctx.log.warn({ subscription: sub.id, partition: target.partition, offset: target.offset }, `an event ${error}`);
-    return settleMessage(ctx, { kind: 'deadLetter', reason: 'corrupt_record' }, target, { ...last, lastError: error }, deliveryId);
+    return deadUnsent('corrupt_record', error);
   }
-  if (event === 'corrupt') {
-    const error = 'the stored event cannot be read; it is never delivered';
-    return settleMessage(ctx, { kind: 'deadLetter', reason: 'corrupt_record' }, target, { ...last, lastError: error }, deliveryId);
-  }
+  if (event === 'corrupt') return deadUnsent('corrupt_record', 'the stored event cannot be read; it is never delivered');
   // One delivery past the last attempt is sent, as the local engine sends an attempt a restart cut or a
   // 410 paused: the node holding it stopped, or a 410's -NAK counted. Past that (retry.maxAttempts was
   // lowered below the attempts made, or nodes kept stopping) it is dead-lettered without a request.
   if (attempt > record.delivery.retry.maxAttempts + 1) {
-    const error = `delivered ${attempt} times, more than retry.maxAttempts (${record.delivery.retry.maxAttempts}) allows`;
-    return settleMessage(ctx, { kind: 'deadLetter', reason: 'max_attempts' }, target, { ...last, lastError: error }, deliveryId);
+    return deadUnsent(
+      'max_attempts',
+      `delivered ${attempt} times, more than retry.maxAttempts (${record.delivery.retry.maxAttempts}) allows`,
+    );
   }
   // Read only for an event that is sent (under `ordering: partition` already, above).
   const position = target.redrive ? undefined : ordered ? ownPosition : await positionRecord(ctx, target);
@@ -262,6 +267,8 @@ export async function handleMessage(
   let result!: SendResult;
   let decided: Decided;
   const startedAt = ctx.clock();
+  /** The same on the monotonic clock: the attempt's duration for the metrics. */
+  const began = performance.now();
   /** Writes this attempt to the attempt log (a failure is a `warn` line, never the delivery's). */
   const logAttempt = (outcome: Decided['outcome']): Promise<void> =>
     ctx.attemptLog
@@ -316,6 +323,8 @@ export async function handleMessage(
       if (group.reason !== undefined) await logAttempt('stale');
       return;
     }
+    ctx.observer?.answered(sub.id, performance.now() - began);
+    if (result.status !== null && result.status >= 200 && result.status < 300) ctx.observer?.succeeded(sub.id, ctx.clock() - storedAt);
     // A 410 pauses here before anything is awaited: the sender hands the freed connection to a request
     // that waited for it one turn later, and that request must not go out after the 410 (deciding can
     // wait on the ack map for longer). Even an answer the ack map finds stale is the receiver's "gone".
@@ -337,7 +346,7 @@ export async function handleMessage(
       (await overtaken(ctx, { deliveryId, key, count }, false))
     ) {
       if (decided.action.kind === 'hold') await closeOwn(ctx, deliveryId);
-      decided = { action: { kind: 'none' }, state: decided.state, outcome: 'stale' };
+      decided = { action: { kind: 'none' }, state: decided.state, outcome: 'stale', effects: [] };
     }
   } finally {
     sent();
@@ -359,6 +368,8 @@ export async function handleMessage(
   } finally {
     await logged;
   }
+  // A subscription deleted meanwhile has had its series removed: none is made again for it.
+  if (!sub.removed()) observeEffects(ctx, sub.id, decided.effects);
   if (action.kind === 'hold' && decided.entry) leases.keep(deliveryId, decided.entry);
 }
 
@@ -416,7 +427,12 @@ async function closeEarlier(ctx: EngineContext, deliveryId: string, standIn: () 
     const { entry, revision } = got;
     if (entry.state === 'acked' || entry.state === 'rejected') return { deliveryId, entry };
     if (entry.state !== 'sending' && entry.state !== 'awaiting_ack') return undefined;
-    if ((await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, revision)) !== undefined) return undefined;
+    if ((await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, revision)) !== undefined) {
+      // Its lease ran out uncalled (JetStream redelivered it): counted as on the local engine. An attempt cut while
+      // `sending` (its node died mid-request) is not; the local engine sends such an attempt again uncounted too.
+      if (entry.state === 'awaiting_ack') ctx.observer?.outcome(entry.subscriptionId, 'lease_expired');
+      return undefined;
+    }
   }
   throw new Error(`the earlier attempt ${deliveryId} kept changing; the message is left to be redelivered`);
 }
@@ -498,6 +514,8 @@ interface Decided {
   action: JsAction;
   state: AttemptState;
   outcome: ReturnType<typeof answerOutcome>;
+  /** The step's effects, none when the answer was stale: its `observe` ones are counted once it is settled. */
+  effects: readonly AttemptEffect[];
   /** The ack map's entry when the attempt now awaits a callback. */
   entry?: AckEntry;
 }
@@ -519,10 +537,11 @@ async function decide(
   for (let round = 0; round < SWAP_ROUNDS; round++) {
     const now = ctx.clock();
     const from = stateOfEntry(deliveryId, current);
-    if (from === null) return { action: { kind: 'none' }, state: { ...current, deliveryId, phase: 'done' }, outcome: 'stale' };
+    if (from === null) return { action: { kind: 'none' }, state: { ...current, deliveryId, phase: 'done' }, outcome: 'stale', effects: [] };
     const step = transition(from, input, { now, policy: current.policy, random: ctx.random });
     const action = jsActionOf(step, now);
     const outcome = answerOutcome(step.state, step.effects);
+    const { effects } = step;
     const next: AckEntry = {
       ...current,
       state: action.kind === 'hold' ? 'awaiting_ack' : (settledOutcome(step) ?? 'failed'),
@@ -532,22 +551,22 @@ async function decide(
     };
     if (rev === undefined) {
       // Auto ack mode: only a 202 opens the attempt to callbacks.
-      if (action.kind !== 'hold') return { action, state: step.state, outcome, entry: next };
+      if (action.kind !== 'hold') return { action, state: step.state, outcome, effects, entry: next };
       // A redelivery claimed the message's pointer before it sent; attempt 1 does now, beside the entry.
       const [opened, claimed] = await Promise.all([
         ctx.ackMap.open(deliveryId, next),
         count > 1 ? ('claimed' as const) : ctx.ackMap.claim(key, count, deliveryId, undefined, close),
       ]);
-      if (opened !== undefined && claimed === 'claimed') return { action, state: step.state, outcome, entry: next };
+      if (opened !== undefined && claimed === 'claimed') return { action, state: step.state, outcome, effects, entry: next };
       // Overtaken by a later delivery (a node that stalled): the 202 holds nothing; its callbacks are 409s.
       if (opened !== undefined) await expireQuietly(ctx, deliveryId, next, opened);
       break;
     }
-    if ((await ctx.ackMap.swap(deliveryId, next, rev)) !== undefined) return { action, state: step.state, outcome, entry: next };
+    if ((await ctx.ackMap.swap(deliveryId, next, rev)) !== undefined) return { action, state: step.state, outcome, effects, entry: next };
     const now2 = await ctx.ackMap.get(deliveryId);
     if (!now2) break;
     current = now2.entry;
     rev = now2.revision;
   }
-  return { action: { kind: 'none' }, state: { ...entry, deliveryId, phase: 'done' }, outcome: 'stale' };
+  return { action: { kind: 'none' }, state: { ...entry, deliveryId, phase: 'done' }, outcome: 'stale', effects: [] };
 }

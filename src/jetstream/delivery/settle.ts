@@ -4,6 +4,13 @@ import type { AttemptTarget, EngineContext } from './context';
 import { markMatched } from './positions';
 import type { JsAction } from './outcome';
 import type { DeadLetterReason } from '../../subscriptions/delivery-records';
+import type { AttemptEffect } from '../../delivery/attempt-machine';
+
+/** Counts a settled step's `observe` effects (the metrics), as the local engine's worker does with them. */
+export function observeEffects(ctx: EngineContext, subscriptionId: string, effects: readonly AttemptEffect[]): void {
+  if (!ctx.observer) return;
+  for (const e of effects) if (e.kind === 'observe') ctx.observer.outcome(subscriptionId, e.outcome);
+}
 
 /** Per engine and subscription, the `event dead-lettered` line: at most one a second, as on the local engine. */
 const deadLetterLines = new WeakMap<EngineContext, Map<string, ReturnType<typeof throttledLine>>>();
