@@ -74,14 +74,18 @@ export function openCheckedIndexDatabase(file: string): Db {
   }
 }
 
+/** herald.db still holds the index tables of a data dir from before `index.db` (see {@link moveIndexTables}). */
+export function hasLegacyIndexTables(herald: Db): boolean {
+  return herald.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_index'").get() !== undefined;
+}
+
 /**
  * Data dirs written before `index.db` kept these tables in `herald.db`: they move over once (copied,
  * then dropped; a crash between is repeated harmlessly at the next start). A new data dir's empty
  * tables (created by the first migration) go the same way.
  */
 export function moveIndexTables(herald: Db, indexFile: string): void {
-  const exists = herald.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'log_index'").get();
-  if (!exists) return;
+  if (!hasLegacyIndexTables(herald)) return;
   herald.prepare('ATTACH DATABASE ? AS idx').run(indexFile);
   try {
     herald.transaction(() => {

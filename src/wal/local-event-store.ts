@@ -12,7 +12,14 @@ import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import { createRetentionFloors, type RetentionFloors } from '../store/retention-floors';
-import { INDEX_DB_FILE, isCorruptDatabase, moveIndexTables, openCheckedIndexDatabase, openIndexDatabase } from '../store/index-db';
+import {
+  hasLegacyIndexTables,
+  INDEX_DB_FILE,
+  isCorruptDatabase,
+  moveIndexTables,
+  openCheckedIndexDatabase,
+  openIndexDatabase,
+} from '../store/index-db';
 import { IDENTITY_FILE, metaWithoutWriting, readIdentity, writeIdentity, type DataDirIdentity } from '../store/data-dir';
 import type { AppendResult, EventStore } from './event-store';
 import { createGroupCommit, type CommittedGroup } from './group-commit';
@@ -230,8 +237,9 @@ const foreignLog = (opts: LocalEventStoreOptions) =>
  */
 function openOwnIndex(opts: LocalEventStoreOptions, identity: DataDirIdentity | undefined): Db {
   const file = path.join(opts.dataDir, INDEX_DB_FILE);
-  // Said before the scan, which on a large log takes a while before the gateway listens.
-  if (identity !== undefined && !fs.existsSync(file))
+  // Said before the scan, which on a large log takes a while before the gateway listens. A data dir
+  // from before index.db has none yet: its tables move over from herald.db below, without a scan.
+  if (identity !== undefined && !fs.existsSync(file) && !hasLegacyIndexTables(opts.db))
     opts.log.warn({ file }, 'index.db is missing: it is rebuilt from the log before the gateway listens (a full scan)');
   let indexDb = openUndamagedIndex(file, opts.log);
   const known = identity?.id ?? createMetaRepo(opts.db).get('data_dir_id');

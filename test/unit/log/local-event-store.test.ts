@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import v8 from 'node:v8';
 import vm from 'node:vm';
 import path from 'node:path';
+import pino from 'pino';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import type { AppendResult } from '../../../src/wal/event-store';
 import { createIndexer } from '../../../src/wal/indexer';
@@ -720,8 +721,12 @@ describe('local event store: index.db', () => {
     herald.close();
     for (const suffix of ['', '-wal', '-shm']) fs.rmSync(path.join(o.dir, `index.db${suffix}`), { force: true });
 
-    const again = openStore(o.dir);
+    const lines: { level: number; msg: string }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const again = openStore(o.dir, { log });
     expect(again.store.recovery.rebuiltRecords).toBe(0);
+    // An upgrade moves the tables; it does not announce a missing index.db and a full scan (upgrade probe).
+    expect(lines.filter((l) => l.level >= 40).map((l) => l.msg)).toEqual([]);
     for (const r of results) expect(again.store.lookup(r.source, r.id)).toMatchObject({ partition: r.partition, offset: r.offset });
     expect((await again.store.append([ev('old-2')]))[0]!.duplicate).toBe(true);
     const tables = again.db.prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'log_index'").all();
