@@ -26,6 +26,7 @@ import {
 } from './subscription-worker';
 import { createPageBudget } from './page-budget';
 import type { DeliveryObserver } from './tally';
+import { createSkippedOffsetsRepo } from '../store/skipped-offsets-repo';
 
 export interface DispatcherDeps {
   store: LogReader;
@@ -99,6 +100,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? Math.random;
   const writes = createWriteBehind({ db: deps.db, log: deps.log, onWriteHealth: deps.onWriteHealth });
+  const skipped = createSkippedOffsetsRepo(deps.db);
   const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
   /**
    * Reads of the dead letters go to SQLite, so what is buffered is written first. When it cannot be
@@ -232,6 +234,7 @@ export function createDispatcher(deps: DispatcherDeps) {
             entry.record = { ...entry.record, state: 'paused', stateReason: 'failing' };
             events.onFailing?.(detail);
           },
+          skippedAtStart: skipped.covers,
           log: deps.log,
           clock,
           clockSteps: deps.clockSteps ?? false,

@@ -48,6 +48,8 @@ export interface WorkerDeps {
   onGone: () => void;
   /** Every attempt has failed for `delivery.disableAfterFailingMs`: pause with reason `failing` (issue 12 §5). */
   onFailing?: (detail: { failingSince: number; lastError: string }) => void;
+  /** Whether offsets `[from, to)` of a partition lie in a range a start skipped (`skipped_offsets`). */
+  skippedAtStart?: (partition: number, from: number, to: number) => boolean;
   log: Logger;
   clock: () => number;
   /** Moves the deadlines held in memory when the wall clock steps (see `clock-steps.ts`); off for a test's skewed clock. */
@@ -341,12 +343,15 @@ export function createSubscriptionWorker(
     }
   }
 
-  /** Offsets with no record (lost before a restart): skipped with one error line, never waited for. */
+  /**
+   * Offsets with no record (lost before a restart): skipped with one error line, never waited for. Those a start
+   * skipped (reserved before an unclean stop) were logged by that start, once: passed over at `debug` here.
+   */
   function skipMissing(part: PartitionCursor, from: number, to: number): void {
-    deps.log.error(
-      { subscription: subId, partition: part.partition, fromOffset: from, toOffset: to - 1, count: to - from },
-      'events missing from the log (lost or set aside at recovery); skipping them',
-    );
+    const fields = { subscription: subId, partition: part.partition, fromOffset: from, toOffset: to - 1, count: to - from };
+    if (deps.skippedAtStart?.(part.partition, from, to))
+      deps.log.debug(fields, 'offsets a start skipped (see its line "offsets that may have been handed out…"); passing over them');
+    else deps.log.error(fields, 'events missing from the log (lost or set aside at recovery); skipping them');
     saveOffset(skipRange(part, from, to));
     part.cursor = to;
   }

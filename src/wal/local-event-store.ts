@@ -12,6 +12,7 @@ import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import { createRetentionFloors, type RetentionFloors } from '../store/retention-floors';
+import { createSkippedOffsetsRepo } from '../store/skipped-offsets-repo';
 import {
   hasLegacyIndexTables,
   INDEX_DB_FILE,
@@ -266,6 +267,7 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
   const index = createLogIndexRepo(indexDb);
   const idempotency = createIdempotencyRepo(indexDb);
   const firstOffsets = heads.map((head, p) => index.minOffset(p) ?? head);
+  createSkippedOffsetsRepo(opts.db).prune(firstOffsets);
   const retentionFloors = createRetentionFloors(createMetaRepo(opts.db));
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
@@ -630,7 +632,10 @@ function openLog(
   }
   const headsRepo = createPartitionHeadsRepo(indexDb);
   const heads = headsRepo.load(opts.partitions);
+  const skipped = createSkippedOffsetsRepo(db);
   for (const gap of skipReserved(heads, reservation)) {
+    // Recorded before the head moves (a crash between finds the same gap again): delivery passes over it quietly.
+    skipped.record(gap);
     headsRepo.set(gap.partition, gap.to);
     log.error(
       { partition: gap.partition, fromOffset: gap.from, toOffset: gap.to - 1, count: gap.to - gap.from },

@@ -1,0 +1,37 @@
+import type { Db } from './db';
+
+/** Offsets `[from, to)` of a partition that a start skipped. */
+export interface SkippedRange {
+  partition: number;
+  from: number;
+  to: number;
+}
+
+/**
+ * `skipped_offsets` (herald.db): the ranges a start moved a partition's head past, so that delivery can
+ * tell them from events lost later. Written by the local event store at start, before delivery starts;
+ * read by delivery only.
+ */
+export function createSkippedOffsetsRepo(db: Db) {
+  const insert = db.prepare<[number, number, number]>(
+    'INSERT OR IGNORE INTO skipped_offsets (partition, from_offset, to_offset) VALUES (?, ?, ?)',
+  );
+  const covering = db.prepare<[number, number, number]>(
+    'SELECT 1 FROM skipped_offsets WHERE partition = ? AND from_offset <= ? AND to_offset >= ? LIMIT 1',
+  );
+  const prune = db.prepare<[number, number]>('DELETE FROM skipped_offsets WHERE partition = ? AND to_offset <= ?');
+  return {
+    record(range: SkippedRange): void {
+      insert.run(range.partition, range.from, range.to);
+    },
+    /** Whether `[from, to)` lies within one range a start skipped. */
+    covers(partition: number, from: number, to: number): boolean {
+      return covering.get(partition, from, to) !== undefined;
+    },
+    /** Forgets the ranges wholly below each partition's first offset (retention is past them). */
+    prune(firstOffsets: readonly number[]): void {
+      firstOffsets.forEach((first, partition) => prune.run(partition, first));
+    },
+  };
+}
+export type SkippedOffsetsRepo = ReturnType<typeof createSkippedOffsetsRepo>;
