@@ -184,7 +184,6 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     writable: () => store.health().writable,
     heads: () => store.heads(),
     subscriptions: () => subscriptions.metricsSnapshot(),
-    autoDisables: true,
   });
 
   const handlers = gatewayHandlers({

@@ -140,7 +140,6 @@ async function startOnce(deps: {
     writable: () => store.health().writable,
     heads: () => store.snapshot().heads,
     subscriptions: () => subscriptions.metricsSnapshot(),
-    autoDisables: false, // see README: not on this engine yet
   });
   const handlers = gatewayHandlers({
     config,

@@ -26,13 +26,6 @@ export interface MetricsSources {
   heads: () => readonly number[];
   /** Asked of delivery at scrape time (the delivery thread answers by message). */
   subscriptions: () => Promise<SubscriptionSnapshot>;
-  /**
-   * Whether this engine auto-disables (the local engine; not JetStream yet). Only then is
-   * `herald_subscription_auto_disabled_total` written at 0 before it counts: a series that can never
-   * move would read as healthy (re-probe: 10 dead letters on JetStream, every outcome at 0 while it
-   * counted no deliveries).
-   */
-  autoDisables: boolean;
 }
 
 /**
@@ -188,12 +181,7 @@ export function createMetrics() {
         filterErrors,
         known,
       ) +
-      counterFamily(
-        'herald_subscription_auto_disabled_total',
-        'Pauses with reason failing.',
-        autoDisabled,
-        sources?.autoDisables ? known : [],
-      );
+      counterFamily('herald_subscription_auto_disabled_total', 'Pauses with reason failing.', autoDisabled, known);
     return sources ? text + counters + (await subscriptionGauges(subscriptions)) : text + counters;
   }
 

@@ -2,6 +2,7 @@ import type { JetStreamManager, KV, NatsConnection } from 'nats';
 import type { Logger } from 'pino';
 import type { HttpSender } from '../../delivery/http-sender';
 import type { DeliveryObserver } from '../../delivery/tally';
+import type { FailingWindows } from './failing-windows';
 import type { JetStreamNames } from '../names';
 import type { AckMap } from './ack-map';
 import type { DeliveryNames } from './names';
@@ -27,6 +28,8 @@ export interface EngineContext {
   ackUrlBase: () => string;
   /** Where this node's attempts and callbacks are counted (the metrics); absent in tools and some tests. */
   observer?: DeliveryObserver;
+  /** Auto-disable's windows, shared by the nodes (see `failing-windows.ts`); absent: never paused for failing. */
+  failing?: FailingWindows;
   /** Tests only: awaited before a message's attempt is opened (its entry and pointer written), to stand for a node that stalls there. */
   beforeOpen?: (at: { subscriptionId: string; partition: number; offset: number; deliveryCount: number }) => Promise<void>;
 }

@@ -54,8 +54,9 @@
  *   stay unacked and go to another node after ack_wait.
  *
  * Not on this engine (yet): rate limits and AIMD concurrency (`currentMaxInFlight` is `maxInFlight`,
- * `throttled` false), auto-disable (`onFailing`), retention (`expired` stays 0). Delivery metrics are
- * counted per node: each node counts the attempts it made and the callbacks it took.
+ * `throttled` false), retention (`expired` stays 0). Delivery metrics are counted per node: each node
+ * counts the attempts it made and the callbacks it took. Auto-disable's window is the cluster's (see
+ * `failing-windows.ts`).
  * `maxInFlight` with `ordering: none` holds per partition (the consumer's `max_ack_pending`), not
  * across the subscription.
  */
@@ -65,6 +66,7 @@ import type { Logger } from 'pino';
 import type { NatsConfig } from '../../config';
 import type { DeliveryCallbacks } from '../../delivery/dispatcher';
 import { createHttpSender } from '../../delivery/http-sender';
+import { createFailingWindows } from './failing-windows';
 import type { DeliveryObserver } from '../../delivery/tally';
 import { AppError, StartupError } from '../../errors';
 import type { SubscriptionRecord } from '../../subscriptions/record';
@@ -157,6 +159,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       clock,
       ...(deps.beforeOpen ? { beforeOpen: deps.beforeOpen } : {}),
       ...(deps.observer ? { observer: deps.observer } : {}),
+      failing: createFailingWindows({ kv: buckets.positions, log, clock }),
       random: Math.random,
       ackUrlBase,
     };
@@ -238,6 +241,7 @@ async function composeEngine(parts: {
   }
   // Awaited here: a watch that cannot be made (a timeout) fails the start, instead of an unhandled rejection later.
   const stopWatching = await watchGenerations();
+  await ctx.failing?.start();
   const droppedByJetStream = watchMaxDeliveries(
     ctx,
     partitions,
@@ -408,6 +412,7 @@ async function composeEngine(parts: {
       closed = true;
       leases.stop();
       stopWatching();
+      ctx.failing?.stop();
       droppedByJetStream.unsubscribe();
       await Promise.all([...subs.values()].map((e) => e.stop({ graceMs: CLOSE_GRACE_MS })));
       await ctx.sender.close(Date.now() + CLOSE_GRACE_MS);

@@ -64,6 +64,17 @@ export function createLocalSubscription(
       record = { ...record, state: 'paused', stateReason: 'gone' };
       events.onGone();
     },
+    health: (error) => {
+      const token = names.generationKey(id);
+      if (error === undefined) return ctx.failing?.succeeded(token);
+      // As on the local engine: nothing counts while the subscription is not active (answers of requests still open).
+      if (removed || record.state !== 'active') return;
+      const failingSince = ctx.failing?.failed(token, record.delivery.disableAfterFailingMs);
+      if (failingSince === undefined) return;
+      // Paused here at once, so this node pulls nothing more before the service's update arrives.
+      record = { ...record, state: 'paused', stateReason: 'failing' };
+      events.onFailing?.({ failingSince, lastError: error });
+    },
     holdUntil: (until) => {
       heldUntil = Math.max(heldUntil, until);
     },

@@ -30,6 +30,8 @@ export interface SubscriptionView {
   generation(partition: number): number;
   /** The receiver answered 410: paused here at once; the service is told. */
   gone(): void;
+  /** An answer settled: a 2xx (`error` undefined) or a failure, for auto-disable's window. */
+  health(error?: string): void;
   /** A 429 or 503 with `Retry-After`: this node starts no request of the subscription before `until`. */
   holdUntil(until: number): void;
   /** Whether such a hold is in force on this node now. */
@@ -370,6 +372,7 @@ export async function handleMessage(
   }
   // A subscription deleted meanwhile has had its series removed: none is made again for it.
   if (!sub.removed()) observeEffects(ctx, sub.id, decided.effects);
+  for (const e of decided.effects) if (e.kind === 'health') sub.health(e.ok ? undefined : e.error);
   if (action.kind === 'hold' && decided.entry) leases.keep(deliveryId, decided.entry);
 }
 
