@@ -414,7 +414,13 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
           if (++interim === MAX_INTERIM_ANSWERS + 1) controller.abort(interimAnswersError());
         },
       });
-      await readExcerpt(res.body);
+      try {
+        await readExcerpt(res.body);
+      } catch (err) {
+        // As in `post`: a 204 or 304 ends with its header block whatever its Content-Length says (RFC 9112 §6.3).
+        const bodyless = res.statusCode === 204 || res.statusCode === 304;
+        if (!bodyless || (err as { code?: string }).code !== 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') throw err;
+      }
       settled = true;
       return { status: res.statusCode, headers: res.headers };
     } catch (err) {

@@ -40,6 +40,21 @@ async function rawReceiver(answer: (socket: net.Socket) => void): Promise<{ url:
 const request = () => ({ headers: { 'content-type': 'application/json' }, body: Buffer.from('{}') });
 
 describe('http sender: answers at the byte level', () => {
+  it('takes a 204 with a Content-Length to the validation handshake as answered, as a delivery does', async () => {
+    const receiver = await rawReceiver((socket) =>
+      socket.write('HTTP/1.1 204 No Content\r\nWebHook-Allowed-Origin: *\r\nContent-Length: 5\r\n\r\n'),
+    );
+    const sender = createHttpSender();
+    try {
+      const result = await sender.probe(receiver.url, { 'webhook-request-origin': 'example.com' }, 2000);
+      expect(result.status).toBe(204);
+      expect(result.headers?.['webhook-allowed-origin']).toBe('*');
+    } finally {
+      await sender.close();
+      await receiver.stop();
+    }
+  });
+
   it('takes a 204 or a 304 that carries a Content-Length as the status it is (RFC 9112 §6.3: no body follows)', async () => {
     for (const [status, text] of [
       [204, 'No Content'],
