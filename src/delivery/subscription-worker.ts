@@ -558,9 +558,13 @@ export function createSubscriptionWorker(
     if (!stored) {
       if (pending.redrive) {
         // Retention deleted it while it was being redelivered: its dead letter (consumed at the start) comes back.
-        deps.log.warn(
-          { subscription: subId, partition: pending.partition, offset: pending.offset },
-          'redelivery ended: retention deleted its event',
+        // At most one line a second per subscription, as for a queued one (soak: 500 lines in one millisecond
+        // when retention deleted the events of 500 redeliveries waiting to retry).
+        expiredRedriveLine((suppressed) =>
+          deps.log.warn(
+            { subscription: subId, partition: pending.partition, offset: pending.offset, suppressed },
+            'redelivery ended: retention deleted its event',
+          ),
         );
         deps.persistence.deadLetter(subId, pending, pending.redriveReason ?? 'max_attempts', clock(), pending.generation ?? 0);
         // Listed again: counted as dead-lettered, as `herald_dead_letters` counts it (metrics probe: the gauge rose, the counter did not).
