@@ -234,7 +234,7 @@ export function createDispatcher(deps: DispatcherDeps) {
             entry.record = { ...entry.record, state: 'paused', stateReason: 'failing' };
             events.onFailing?.(detail);
           },
-          skippedAtStart: skipped.covers,
+          skippedFrom: skipped.skippedFrom,
           log: deps.log,
           clock,
           clockSteps: deps.clockSteps ?? false,

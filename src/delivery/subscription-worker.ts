@@ -48,8 +48,8 @@ export interface WorkerDeps {
   onGone: () => void;
   /** Every attempt has failed for `delivery.disableAfterFailingMs`: pause with reason `failing` (issue 12 §5). */
   onFailing?: (detail: { failingSince: number; lastError: string }) => void;
-  /** Whether offsets `[from, to)` of a partition lie in a range a start skipped (`skipped_offsets`). */
-  skippedAtStart?: (partition: number, from: number, to: number) => boolean;
+  /** Where the part of a partition's offsets `[from, to)` that a start skipped begins (`skipped_offsets`; `to`: none). */
+  skippedFrom?: (partition: number, from: number, to: number) => number;
   log: Logger;
   clock: () => number;
   /** Moves the deadlines held in memory when the wall clock steps (see `clock-steps.ts`); off for a test's skewed clock. */
@@ -345,13 +345,24 @@ export function createSubscriptionWorker(
 
   /**
    * Offsets with no record (lost before a restart): skipped with one error line, never waited for. Those a start
-   * skipped (reserved before an unclean stop) were logged by that start, once: passed over at `debug` here.
+   * skipped (reserved before an unclean stop) were logged by that start, once: passed over at `debug` here, after
+   * an error line for the lost ones below them, if any.
    */
   function skipMissing(part: PartitionCursor, from: number, to: number): void {
-    const fields = { subscription: subId, partition: part.partition, fromOffset: from, toOffset: to - 1, count: to - from };
-    if (deps.skippedAtStart?.(part.partition, from, to))
-      deps.log.debug(fields, 'offsets a start skipped (see its line "offsets that may have been handed out…"); passing over them');
-    else deps.log.error(fields, 'events missing from the log (lost or set aside at recovery); skipping them');
+    const skipped = deps.skippedFrom?.(part.partition, from, to) ?? to;
+    const range = (a: number, b: number) => ({
+      subscription: subId,
+      partition: part.partition,
+      fromOffset: a,
+      toOffset: b - 1,
+      count: b - a,
+    });
+    if (from < skipped) deps.log.error(range(from, skipped), 'events missing from the log (lost or set aside at recovery); skipping them');
+    if (skipped < to)
+      deps.log.debug(
+        range(skipped, to),
+        'offsets a start skipped (see its line "offsets that may have been handed out…"); passing over them',
+      );
     saveOffset(skipRange(part, from, to));
     part.cursor = to;
   }

@@ -16,17 +16,21 @@ export function createSkippedOffsetsRepo(db: Db) {
   const insert = db.prepare<[number, number, number]>(
     'INSERT OR IGNORE INTO skipped_offsets (partition, from_offset, to_offset) VALUES (?, ?, ?)',
   );
-  const covering = db.prepare<[number, number, number]>(
-    'SELECT 1 FROM skipped_offsets WHERE partition = ? AND from_offset <= ? AND to_offset >= ? LIMIT 1',
+  const coveringEnd = db.prepare<[number, number, number], { from: number }>(
+    'SELECT from_offset AS "from" FROM skipped_offsets WHERE partition = ? AND from_offset < ? AND to_offset >= ? ORDER BY from_offset LIMIT 1',
   );
   const prune = db.prepare<[number, number]>('DELETE FROM skipped_offsets WHERE partition = ? AND to_offset <= ?');
   return {
     record(range: SkippedRange): void {
       insert.run(range.partition, range.from, range.to);
     },
-    /** Whether `[from, to)` lies within one range a start skipped. */
-    covers(partition: number, from: number, to: number): boolean {
-      return covering.get(partition, from, to) !== undefined;
+    /**
+     * Where the part of `[from, to)` that a start skipped begins: `from` when all of it was, `to` when none
+     * of its end was (a range with no record below a skipped one: events lost, then offsets skipped).
+     */
+    skippedFrom(partition: number, from: number, to: number): number {
+      const range = coveringEnd.get(partition, to, to);
+      return range === undefined ? to : Math.max(from, range.from);
     },
     /** Forgets the ranges wholly below each partition's first offset (retention is past them). */
     prune(firstOffsets: readonly number[]): void {

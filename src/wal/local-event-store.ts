@@ -635,7 +635,9 @@ function openLog(
   const skipped = createSkippedOffsetsRepo(db);
   for (const gap of skipReserved(heads, reservation)) {
     // Recorded before the head moves (a crash between finds the same gap again): delivery passes over it quietly.
-    skipped.record(gap);
+    // Not when index.db was lost: the heads rebuilt from the log's end may then lie below acknowledged events
+    // an earlier start found lost, which delivery still names (re-probe: they became "skipped" with the gap).
+    if (indexKnew) skipped.record(gap);
     headsRepo.set(gap.partition, gap.to);
     log.error(
       { partition: gap.partition, fromOffset: gap.from, toOffset: gap.to - 1, count: gap.to - gap.from },
