@@ -467,6 +467,26 @@ for (const engine of ENGINES) {
         expect(metric(await scrape(), 'herald_subscription_auto_disabled_total', sub.id)).toBe(1);
       });
 
+      it('dead-letters an event whose last attempt ran out of lease, with no request more (re-probe: JetStream sent it once more)', async () => {
+        const sub = await subscribe(
+          typeOf('lease-last'),
+          {},
+          { ackMode: 'manual', ackDeadlineMs: 500, retry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 50 } },
+        );
+        receiver.setResponder(() => ({ status: 202 }));
+        await publish('lease-last', ['e1']);
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 1, { ...WAIT, what: 'the dead letter' });
+        const [dead] = (await deadLetters(sub.id)).deadLetters;
+        expect([dead.event.id, dead.reason, dead.attempts]).toEqual([`${engine}-e1`, 'max_attempts', 1]);
+        await waitLag(sub.id, 0);
+        expect(requestsFor(sub.id)).toHaveLength(1);
+        await waitFor(async () => metric(await scrape(), 'herald_deliveries_total', sub.id, ',outcome="dead_letter"') === 1, {
+          ...WAIT,
+          what: 'the dead letter counted',
+        });
+        expect(outcomes(await scrape(), sub.id)).toMatchObject({ lease_expired: 1, dead_letter: 1, retry: 0 });
+      });
+
       it('counts a lease that ran out with no callback as lease_expired, before the event goes again', async () => {
         const sub = await subscribe(typeOf('counted-lease'), {}, { ackMode: 'manual', ackDeadlineMs: 500 });
         receiver.setResponder(() => ({ status: 202 }));

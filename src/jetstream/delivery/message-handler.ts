@@ -173,7 +173,24 @@ export async function handleMessage(
   if (seen && seen.count > count) return logStale();
   const earlier = seen ? await closeEarlier(ctx, seen.id, closedStandIn) : undefined;
   // A callback settled the earlier attempt before it could be closed: the event is not sent again.
-  if (earlier) return completeEarlier(ctx, earlier);
+  if (earlier && earlier.kind === 'settled') return completeEarlier(ctx, earlier);
+  // Its lease ran out with no callback: a failed attempt, as on the local engine, so one that was the last is
+  // dead-lettered now rather than sent once more (re-probe: maxAttempts 1 sent every such event twice).
+  if (earlier && earlier.kind === 'leaseRanOut') {
+    const lapsed = stateOfEntry(earlier.deliveryId, earlier.entry);
+    const now = ctx.clock();
+    const policy = { ...earlier.entry.policy, retry: record.delivery.retry };
+    const step = lapsed && transition(lapsed, { kind: 'leaseExpired', attemptId: earlier.deliveryId }, { now, policy, random: ctx.random });
+    const action = step && jsActionOf(step, now);
+    if (step && action?.kind === 'deadLetter') {
+      const last = { attempt: earlier.entry.attempt, lastStatus: earlier.entry.lastStatus, lastError: step.state.lastError };
+      // Stored once whichever node does it: the lapsed attempt's id is the dead letter's message id.
+      await settleMessage(ctx, action, target, last, earlier.deliveryId);
+      // `lease_expired` was counted as the lease was closed; the dead letter now.
+      if (!sub.removed()) ctx.observer?.outcome(sub.id, 'dead_letter');
+      return;
+    }
+  }
   const attempt = count - Math.min(givenBack, count - 1);
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
@@ -404,8 +421,12 @@ async function closeOwn(ctx: EngineContext, deliveryId: string): Promise<void> {
     await expireQuietly(ctx, deliveryId, got.entry, got.revision);
 }
 
-/** An earlier attempt of the message that a callback settled before a redelivery could close it. */
+/**
+ * What closing the message's earlier attempt found: a callback had settled it first (`settled`), or its
+ * lease had run out with no callback (`leaseRanOut`, now closed).
+ */
 interface Earlier {
+  kind: 'settled' | 'leaseRanOut';
   deliveryId: string;
   entry: AckEntry;
 }
@@ -417,7 +438,8 @@ interface Earlier {
  * the nodes say, rather than a `+ACK` on its ack subject that would settle this delivery while it
  * is open (and, under `ordering: partition`, let the next event out beside it). Of the callback and
  * the close, the one whose write comes first wins; a callback that won with `ack` or `reject` is
- * returned, to be completed rather than the event sent again. Only redeliveries pay these reads.
+ * returned, to be completed rather than the event sent again, and so is a lease closed unanswered
+ * (a failed attempt, possibly the last). Only redeliveries pay these reads.
  */
 async function closeEarlier(ctx: EngineContext, deliveryId: string, standIn: () => AckEntry): Promise<Earlier | undefined> {
   for (let round = 0; round < SWAP_ROUNDS; round++) {
@@ -428,13 +450,14 @@ async function closeEarlier(ctx: EngineContext, deliveryId: string, standIn: () 
       continue;
     }
     const { entry, revision } = got;
-    if (entry.state === 'acked' || entry.state === 'rejected') return { deliveryId, entry };
+    if (entry.state === 'acked' || entry.state === 'rejected') return { kind: 'settled', deliveryId, entry };
     if (entry.state !== 'sending' && entry.state !== 'awaiting_ack') return undefined;
     if ((await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, revision)) !== undefined) {
       // Its lease ran out uncalled (JetStream redelivered it): counted as on the local engine. An attempt cut while
       // `sending` (its node died mid-request) is not; the local engine sends such an attempt again uncounted too.
-      if (entry.state === 'awaiting_ack') ctx.observer?.outcome(entry.subscriptionId, 'lease_expired');
-      return undefined;
+      if (entry.state !== 'awaiting_ack') return undefined;
+      ctx.observer?.outcome(entry.subscriptionId, 'lease_expired');
+      return { kind: 'leaseRanOut', deliveryId, entry };
     }
   }
   throw new Error(`the earlier attempt ${deliveryId} kept changing; the message is left to be redelivered`);
