@@ -53,10 +53,20 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
       } catch (err) {
         log.warn({ err: natsReason(err) }, 'the watch of failing delivery windows failed');
       }
-      if (stopped) return;
-      rewatch = setTimeout(() => void watch().catch(() => undefined), REWATCH_MS);
-      rewatch.unref();
+      rewatchLater();
     })();
+  }
+
+  /** A watch that ended (a leader moved, the bucket made again) is made again, a second later, until one is. */
+  function rewatchLater(): void {
+    if (stopped) return;
+    rewatch = setTimeout(() => {
+      watch().catch((err: unknown) => {
+        log.warn({ err: natsReason(err) }, 'could not watch failing delivery windows; trying again');
+        rewatchLater();
+      });
+    }, REWATCH_MS);
+    rewatch.unref();
   }
 
   /** A write of the window that failed: the next failure or success tries again (the window is advice, not state to lose). */
