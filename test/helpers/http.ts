@@ -135,3 +135,14 @@ export function rawExchange(baseUrl: string, text: string): Promise<string> {
     socket.setTimeout(5000, () => socket.destroy());
   });
 }
+
+/** A JSON call to the gateway's API: the status and the parsed body (undefined when empty). */
+export async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const res = await fetch(url + path, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  const text = await res.text();
+  return { status: res.status, body: text ? JSON.parse(text) : undefined };
+}

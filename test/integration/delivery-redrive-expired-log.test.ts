@@ -3,6 +3,7 @@ import pino from 'pino';
 import { loadConfig } from '../../src/config';
 import { startGateway, type Gateway } from '../../src/gateway';
 import { useReceivers, waitFor, type ReceivedRequest } from '../helpers/receiver';
+import { api } from '../helpers/http';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
@@ -20,16 +21,6 @@ afterAll(async () => {
 });
 
 const isRedelivery = (r: ReceivedRequest) => r.headers['herald-redelivery'] === 'true';
-
-async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(url + path, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : undefined };
-}
 
 const batch = (ids: string[], pad = '') =>
   JSON.stringify(ids.map((id) => ({ specversion: '1.0', id, source: '/redrive', type: 'redrive.t', data: { pad } })));

@@ -1,6 +1,7 @@
 import { runHerald } from '../helpers/cli';
 import { useTestGateways } from '../helpers/gateway';
 import { useReceivers, waitFor, type ReceivedRequest } from '../helpers/receiver';
+import { api } from '../helpers/http';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
@@ -19,16 +20,6 @@ const idOf = (r: ReceivedRequest) => String(r.headers['ce-id']);
 const isRedelivery = (r: ReceivedRequest) => r.headers['herald-redelivery'] === 'true';
 const gateway = (dataDir: string, env: Record<string, string> = {}) => gateways.start({ HERALD_DATA_DIR: dataDir, ...env });
 const stop = gateways.stop;
-
-async function api(url: string, method: string, path: string, body?: unknown): Promise<{ status: number; body: any }> {
-  const res = await fetch(url + path, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-  });
-  const text = await res.text();
-  return { status: res.status, body: text ? JSON.parse(text) : undefined };
-}
 
 async function publish(url: string, id: string, data: unknown = { id }): Promise<void> {
   const res = await fetch(`${url}/events`, {

@@ -37,6 +37,15 @@ async function rawReceiver(answer: (socket: net.Socket) => void): Promise<{ url:
   };
 }
 
+/** An answer that writes `text` again and again for as long as the socket takes it. */
+const endlessly = (text: string) => (socket: net.Socket) => {
+  const chunk = Buffer.from(text.repeat(100));
+  const pump = (): void => {
+    while (!socket.destroyed) if (!socket.write(chunk)) return void socket.once('drain', pump);
+  };
+  pump();
+};
+
 const request = () => ({ headers: { 'content-type': 'application/json' }, body: Buffer.from('{}') });
 
 describe('http sender: answers at the byte level', () => {
@@ -74,13 +83,7 @@ describe('http sender: answers at the byte level', () => {
   });
 
   it('fails an attempt answered by endless interim (1xx) answers at once, not after its whole timeout', async () => {
-    const hints = Buffer.from('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n'.repeat(100));
-    const receiver = await rawReceiver((socket) => {
-      const pump = (): void => {
-        while (!socket.destroyed) if (!socket.write(hints)) return void socket.once('drain', pump);
-      };
-      pump();
-    });
+    const receiver = await rawReceiver(endlessly('HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n'));
     const sender = createHttpSender();
     try {
       const started = Date.now();
@@ -96,13 +99,7 @@ describe('http sender: answers at the byte level', () => {
   });
 
   it('fails a validation handshake answered by endless interim (1xx) answers at once', async () => {
-    const hints = Buffer.from('HTTP/1.1 103 Early Hints\r\n\r\n'.repeat(100));
-    const receiver = await rawReceiver((socket) => {
-      const pump = (): void => {
-        while (!socket.destroyed) if (!socket.write(hints)) return void socket.once('drain', pump);
-      };
-      pump();
-    });
+    const receiver = await rawReceiver(endlessly('HTTP/1.1 103 Early Hints\r\n\r\n'));
     const sender = createHttpSender();
     try {
       const started = Date.now();
