@@ -176,21 +176,7 @@ export async function handleMessage(
   if (earlier && earlier.kind === 'settled') return completeEarlier(ctx, earlier);
   // Its lease ran out with no callback: a failed attempt, as on the local engine, so one that was the last is
   // dead-lettered now rather than sent once more (re-probe: maxAttempts 1 sent every such event twice).
-  if (earlier && earlier.kind === 'leaseRanOut') {
-    const lapsed = stateOfEntry(earlier.deliveryId, earlier.entry);
-    const now = ctx.clock();
-    const policy = { ...earlier.entry.policy, retry: record.delivery.retry };
-    const step = lapsed && transition(lapsed, { kind: 'leaseExpired', attemptId: earlier.deliveryId }, { now, policy, random: ctx.random });
-    const action = step && jsActionOf(step, now);
-    if (step && action?.kind === 'deadLetter') {
-      const last = { attempt: earlier.entry.attempt, lastStatus: earlier.entry.lastStatus, lastError: step.state.lastError };
-      // Stored once whichever node does it: the lapsed attempt's id is the dead letter's message id.
-      await settleMessage(ctx, action, target, last, earlier.deliveryId);
-      // `lease_expired` was counted as the lease was closed; the dead letter now.
-      if (!sub.removed()) ctx.observer?.outcome(sub.id, 'dead_letter');
-      return;
-    }
-  }
+  if (earlier && earlier.kind === 'leaseRanOut' && (await deadIfLastLapsed(ctx, sub, target, earlier))) return;
   const attempt = count - Math.min(givenBack, count - 1);
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
@@ -225,14 +211,14 @@ export async function handleMessage(
     );
     return msg.ack();
   }
-  // Dead-lettered, not left for another node: each offer to an older node would count as an attempt
-  // (JetStream's delivery count), so an upgraded node could find its attempts used up. Redelivered
-  // from the dead letters once every node is upgraded, it is read as it was stored.
   /** Dead-lettered without a request, counted once it is stored (a failure leaves the message to be redelivered). */
   const deadUnsent = async (reason: DeadLetterReason, lastError: string) => {
     await settleMessage(ctx, { kind: 'deadLetter', reason }, target, { ...last, lastError }, deliveryId);
     ctx.observer?.outcome(sub.id, 'dead_letter');
   };
+  // Dead-lettered, not left for another node: each offer to an older node would count as an attempt
+  // (JetStream's delivery count), so an upgraded node could find its attempts used up. Redelivered
+  // from the dead letters once every node is upgraded, it is read as it was stored.
   if (event === 'newer') {
     const error = 'stored by a newer version of Herald than this node runs; redeliver it once every node is upgraded';
     ctx.log.warn({ subscription: sub.id, partition: target.partition, offset: target.offset }, `an event ${error}`);
@@ -476,6 +462,27 @@ async function completeEarlier(ctx: EngineContext, { deliveryId, entry }: Earlie
   const action: JsAction = entry.state === 'acked' ? { kind: 'ack' } : { kind: 'deadLetter', reason: 'receiver_rejected' };
   const last = { attempt: entry.attempt, lastStatus: entry.lastStatus, lastError: entry.lastError };
   await settleMessage(ctx, action, entry, last, deliveryId);
+}
+
+/**
+ * An attempt whose lease ran out is fed to the attempt machine as on the local engine (with the retry
+ * policy in force now): when that dead-letters it (it was the last), this delivery of the message stores
+ * the dead letter and terminates the message instead of sending it. True when it did.
+ */
+async function deadIfLastLapsed(ctx: EngineContext, sub: SubscriptionView, target: AttemptTarget, lapsed: Earlier): Promise<boolean> {
+  const state = stateOfEntry(lapsed.deliveryId, lapsed.entry);
+  if (!state) return false;
+  const now = ctx.clock();
+  const policy = { ...lapsed.entry.policy, retry: sub.record().delivery.retry };
+  const step = transition(state, { kind: 'leaseExpired', attemptId: lapsed.deliveryId }, { now, policy, random: ctx.random });
+  const action = jsActionOf(step, now);
+  if (action.kind !== 'deadLetter') return false;
+  const last = { attempt: lapsed.entry.attempt, lastStatus: lapsed.entry.lastStatus, lastError: step.state.lastError };
+  // Stored once whichever node does it: the lapsed attempt's id is the dead letter's message id.
+  await settleMessage(ctx, action, target, last, lapsed.deliveryId);
+  // `lease_expired` was counted as the lease was closed; the dead letter now.
+  if (!sub.removed()) ctx.observer?.outcome(sub.id, 'dead_letter');
+  return true;
 }
 
 /** Whether the subscription was deleted (here or through another node); when that cannot be read, not. */
