@@ -17,14 +17,21 @@ export function newRouter(): Router {
 /** Ids in paths (subscriptions, delivery attempts) are at most this long; a longer one names nothing. */
 const MAX_ID_LENGTH = 128;
 
+/** The 404 an overlong path id earned, held until the route's `requireScope` has checked the key. */
+const overlongIds = new WeakMap<object, AppError>();
+
 /**
  * Answers a request whose `:name` parameter is longer than any id with a short 404 that does not
  * echo it: a 10,000-character id came back twice in the not-found problem, 20 KB (a probe).
- * `what` names what the id is of, `form` the form such ids take.
+ * `what` names what the id is of, `form` the form such ids take. Express runs `router.param`
+ * callbacks before the route's handlers, so the 404 is only noted here and answered by
+ * `requireScope` once the key is checked: without a key it is a 401, as on every other route
+ * (API probe: `GET /subscriptions/<200 characters>` without a key was a 404).
  */
 export function refuseOverlongIds(router: Router, name: string, what: string, form: string): void {
-  router.param(name, (_req, _res, next, id: string) => {
-    if (id.length > MAX_ID_LENGTH) throw new AppError('not_found', `no ${what} has an id of ${id.length} characters (${form})`);
+  router.param(name, (req, _res, next, id: string) => {
+    if (id.length > MAX_ID_LENGTH)
+      overlongIds.set(req, new AppError('not_found', `no ${what} has an id of ${id.length} characters (${form})`));
     next();
   });
 }
@@ -56,12 +63,15 @@ export type ScopeCheck = AnyRouteHandler & { readonly scope: RouteScope };
  */
 export function requireScope(scope: RouteScope): ScopeCheck {
   const check: AnyRouteHandler = (req, _res, next) => {
-    if (scope === 'none') return next();
-    const authorize = req.app.locals[AUTHORIZER] as Authorizer | undefined;
-    // Fail closed: a scoped route in an app without an authoriser is a wiring bug, not an open door.
-    if (!authorize) throw new Error(`no authoriser is set on the app, so ${req.method} ${req.path} cannot be checked`);
-    const key = authorize(scope, req.headers.authorization, req.rawHeaders);
-    if (key) keyNames.set(req.res ?? _res, key.name);
+    if (scope !== 'none') {
+      const authorize = req.app.locals[AUTHORIZER] as Authorizer | undefined;
+      // Fail closed: a scoped route in an app without an authoriser is a wiring bug, not an open door.
+      if (!authorize) throw new Error(`no authoriser is set on the app, so ${req.method} ${req.path} cannot be checked`);
+      const key = authorize(scope, req.headers.authorization, req.rawHeaders);
+      if (key) keyNames.set(req.res ?? _res, key.name);
+    }
+    const overlong = overlongIds.get(req);
+    if (overlong) throw overlong;
     next();
   };
   return Object.assign(check, { scope });
