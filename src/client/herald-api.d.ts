@@ -565,7 +565,7 @@ export interface paths {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -593,7 +593,7 @@ export interface paths {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -620,7 +620,7 @@ export interface paths {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -652,7 +652,7 @@ export interface paths {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -1738,11 +1738,11 @@ export interface components {
                  *       "type": "urn:herald:problem:conflict",
                  *       "title": "Conflict",
                  *       "status": 409,
-                 *       "detail": "delivery attempt dlv_Qm9vbWJveGVzLWFyZS1mdW4 is no longer current (acked)",
+                 *       "detail": "delivery attempt dlv_Qm9vbWJveGVzLWFyZS1mdW4x is no longer current (acked)",
                  *       "code": "conflict",
                  *       "errors": [
                  *         {
-                 *           "message": "delivery attempt dlv_Qm9vbWJveGVzLWFyZS1mdW4 is no longer current (acked)"
+                 *           "message": "delivery attempt dlv_Qm9vbWJveGVzLWFyZS1mdW4x is no longer current (acked)"
                  *         }
                  *       ]
                  *     }
@@ -1998,7 +1998,7 @@ export interface components {
         WebHookAllowedRate: string;
         /**
          * @description The `herald-delivery-id` header of the delivery attempt.
-         * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+         * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
          */
         DeliveryId: string;
         /**
@@ -3269,7 +3269,7 @@ export interface operations {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -3305,7 +3305,7 @@ export interface operations {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -3355,7 +3355,7 @@ export interface operations {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -3405,7 +3405,7 @@ export interface operations {
             path: {
                 /**
                  * @description The `herald-delivery-id` header of the delivery attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 deliveryId: components["parameters"]["DeliveryId"];
             };
@@ -3668,12 +3668,12 @@ export interface operations {
                 "herald-attempt": string;
                 /**
                  * @description Id of this attempt, for the callbacks under `/deliveries/{deliveryId}/…`. A new one per attempt.
-                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4
+                 * @example dlv_Qm9vbWJveGVzLWFyZS1mdW4x
                  */
                 "herald-delivery-id": string;
                 /**
                  * @description `POST` here to acknowledge (`HERALD_PUBLIC_URL` + `/deliveries/{deliveryId}/ack`).
-                 * @example https://herald.example.com/deliveries/dlv_Qm9vbWJveGVzLWFyZS1mdW4/ack
+                 * @example https://herald.example.com/deliveries/dlv_Qm9vbWJveGVzLWFyZS1mdW4x/ack
                  */
                 "herald-ack-url": string;
                 /** @description `true` when a dead letter is delivered again (`redeliver`); such deliveries are outside partition order. */
