@@ -31,7 +31,7 @@ describe.each(targets)('%s %s (an id of 200 characters)', (method, path) => {
   test('without a key: 401, not the 404 of the id', async () => {
     const res = await call(method, path);
     expect(res.status).toBe(401);
-    expect((await res.json()).code).toBe('unauthorized');
+    expect(((await res.json()) as { code: string }).code).toBe('unauthorized');
   });
   test('with a key that lacks admin: 403', async () => {
     const res = await call(method, path, READ);
