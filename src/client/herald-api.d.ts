@@ -482,7 +482,9 @@ export interface paths {
          *     when the gateway crashes (the subscription paused, or behind `maxInFlight`) has not started, so
          *     its dead letter is still listed after the restart, to be redelivered again. Ids that do not exist (or are not written as digits: `1e0` or `0x1` name no dead
          *     letter) are skipped; so are dead letters whose
-         *     event retention has deleted on the local engine (nothing to send: they stay listed).
+         *     event retention has deleted on the local engine (nothing to send: they stay listed). One whose
+         *     record is no longer in the log (lost, or set aside by recovery) is counted, then stays listed as
+         *     it was when its turn comes, with a `warn` line.
          */
         post: operations["redeliverDeadLetters"];
         delete?: never;

@@ -397,6 +397,17 @@ export function createSubscriptionWorker(
       );
       return;
     }
+    if (!inLog(item.partition, item.offset)) {
+      // Lost, or set aside by recovery (skip-corrupt): nothing to send either, so it stays listed as it is, rather than
+      // be consumed and listed again under a new id with its error gone (API probe).
+      expiredRedriveLine((suppressed) =>
+        deps.log.warn(
+          { subscription: subId, partition: item.partition, offset: item.offset, suppressed },
+          'dead letter not redelivered: its event is no longer in the log (lost, or set aside at recovery)',
+        ),
+      );
+      return;
+    }
     const pending = newPending(item.partition, item.offset, null, true);
     const part = parts[item.partition];
     // The dead letter's own webhook-id: a seek since then replays the offset under a new one, beside this (soak probe: shared).
@@ -409,6 +420,17 @@ export function createSubscriptionWorker(
     deps.persistence.consumeDeadLetter(subId, item.deadLetterId);
     deps.persistence.savePending(subId, pending);
     attemptOnceWritten(pending);
+  }
+
+  /** Whether the log holds a record at the offset, readable or not; true when that cannot be told now (the attempt reads it). */
+  function inLog(partition: number, offset: number): boolean {
+    try {
+      const page = deps.store.read(partition, offset, 1);
+      return page.events[0]?.offset === offset || page.corruptOffset === offset;
+    } catch (err) {
+      if (isUnavailable(err)) return true;
+      throw err;
+    }
   }
 
   /** `attempt`, once what is buffered is written (tried again every second while the write fails). */

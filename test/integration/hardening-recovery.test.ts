@@ -412,6 +412,46 @@ describe('corruption in the middle of the log', () => {
     expect((await lookupEvent(child.url, more[0]!)).status).toBe(200);
   });
 
+  it('leaves a dead letter whose record recovery set aside listed as it was when it is redelivered (API probe: it came back under a new id, its error gone)', async () => {
+    receiver = await startReceiver(() => ({ status: 400 }));
+    const dataDir = tmpDir();
+    const env = { HERALD_DATA_DIR: dataDir, HERALD_PARTITIONS: '1' };
+    child = await spawnGateway(env);
+    const created = await fetch(`${child.url}/subscriptions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: receiver.url, startAt: 'earliest' }),
+    });
+    const sub = (await created.json()) as { id: string };
+    await publishKeyed(child.url, 'k', 'd', 3);
+    const dead = await waitFor(async () => {
+      const rows = (await getJson(`${child!.url}/subscriptions/${sub.id}/dead-letters`)).body.deadLetters;
+      return rows.length === 3
+        ? (rows as { id: string; offset: number; reason: string; lastStatus: number; lastError: string }[])
+        : undefined;
+    });
+    child.child.kill('SIGTERM');
+    expect(await child.exited).toBe(0);
+    const file = segmentFiles(dataDir).at(-1)!;
+    const ends = recordEnds(file);
+    flipBit(file, ends[0]! + 100); // inside the second record
+    child = await spawnGateway({ ...env, HERALD_RECOVERY: 'skip-corrupt' });
+    const before = (await getJson(`${child.url}/subscriptions/${sub.id}/dead-letters`)).body.deadLetters;
+    expect(before[1]).toMatchObject({ id: dead[1]!.id, offset: 1, event: null });
+
+    receiver.setResponder(() => ({ status: 204 }));
+    const redelivered = await fetch(`${child.url}/subscriptions/${sub.id}/dead-letters/redeliver`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ ids: [dead[1]!.id] }),
+    });
+    expect(redelivered.status).toBe(202);
+    await waitFor(() => /dead letter not redelivered: its event is no longer in the log/.test(child!.output()), { what: 'the warn line' });
+    const after = (await getJson(`${child.url}/subscriptions/${sub.id}/dead-letters`)).body.deadLetters;
+    expect(after).toEqual(before);
+    expect(receiver.requests.filter((q) => q.headers['herald-redelivery'] === 'true')).toHaveLength(0);
+  });
+
   it('refuses a log missing a middle segment under fsync=always (was: started, forgot the events for good, stored resends again); skip-corrupt goes on', async () => {
     const { dataDir, acked } = await storeAndStop({ HERALD_PARTITIONS: '2', HERALD_SEGMENT_BYTES: String(64 * 1024) }, 3000);
     const files = segmentFiles(dataDir);
