@@ -32,6 +32,8 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
   const { kv, log } = deps;
   /** Subscription token → since when its attempts have failed, as this node last heard. */
   const since = new Map<string, number>();
+  /** Subscription token → this node's write of a new window, while under way. */
+  const creating = new Map<string, Promise<unknown>>();
   let watcher: QueuedIterator<KvEntry> | undefined;
   let rewatch: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -91,12 +93,17 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
       const at = since.get(token);
       if (at === undefined) {
         since.set(token, now);
-        kv.create(failingKey(token), JSON.stringify({ since: now })).catch(async (err: unknown) => {
+        // Several round trips when the key was deleted before (a put, a read, an update): `ended` waits for them.
+        const write = kv.create(failingKey(token), JSON.stringify({ since: now })).catch(async (err: unknown) => {
           // Another node's window is there already: its time stands (the watch brings it too).
           const stored = await kv.get(failingKey(token)).catch(() => null);
           const storedAt = stored && stored.operation === 'PUT' ? sinceOf(stored) : undefined;
           if (storedAt === undefined) return unwritten(token)(err);
           if (since.has(token)) since.set(token, storedAt);
+        });
+        creating.set(token, write);
+        void write.finally(() => {
+          if (creating.get(token) === write) creating.delete(token);
         });
         return undefined;
       }
@@ -105,6 +112,16 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
       since.delete(token);
       kv.delete(failingKey(token)).catch(unwritten(token));
       return at;
+    },
+    /**
+     * The subscription was paused for failing (this node heard the pause): its window is ended again. A node that
+     * had not heard the pause yet can have opened a new window with a failure after the pausing node deleted it;
+     * left there, it would pause the subscription at the first failure after a resume, not a limit later.
+     */
+    ended(token: string): void {
+      since.delete(token);
+      // After this node's own write of a window, should one be under way (it could otherwise land after the delete).
+      void (creating.get(token) ?? Promise.resolve()).then(() => kv.delete(failingKey(token)).catch(unwritten(token)));
     },
     /** Since when the subscription's attempts have failed, as this node last heard (undefined: not failing). */
     failingSince: (token: string): number | undefined => since.get(token),

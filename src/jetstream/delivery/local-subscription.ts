@@ -167,6 +167,7 @@ export function createLocalSubscription(
   pullers.set('redrive', startPuller('redrive'));
   checkLeasesLater();
 
+  const pausedForFailing = (r: SubscriptionRecord) => r.state === 'paused' && r.stateReason === 'failing';
   return {
     id,
     record: () => record,
@@ -178,6 +179,8 @@ export function createLocalSubscription(
         matcher = compileFilters(next.filters, { onError: report, sizeLimits: false });
       const before = record.delivery;
       const movedFrom = record.sink;
+      // Paused for failing: every node ends the window once it hears it, so none that it opened before is left over.
+      if (pausedForFailing(next) && !pausedForFailing(record)) ctx.failing?.ended(names.generationKey(id));
       record = next;
       // Requests waiting for a connection to the old sink go to the new one now (see `send`), not when the old frees one.
       if (movedFrom !== next.sink) ctx.sender.withdrawWaiting(movedFrom, id);
