@@ -342,7 +342,8 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
   const { status } = input;
   const base: Attempts = { attempt: s.attempt, deliveryId: s.deliveryId, lastStatus: status, lastError: s.lastError };
   const outcome = status === null ? 'error' : classifyStatus(status, s.sentUnder.ackMode);
-  const failure = input.error ?? `HTTP ${status}`;
+  // An empty excerpt (a 500 with no body) says nothing: the status does (JetStream probe: `"lastError":""` in the pause's line).
+  const failure = input.error || `HTTP ${status}`;
   const answered: AttemptEffect[] = [{ kind: 'answered', outcome }];
   if (status !== null && status >= 200 && status < 300) answered.push(HEALTHY);
   else if (status !== 410) answered.push({ kind: 'health', ok: false, error: failure });
@@ -369,7 +370,7 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
     }
     case 'gone': {
       // Keeps the event: it is tried again as soon as the subscription is resumed (no timer until then).
-      const next = { ...base, lastError: input.error ?? 'subscriber answered 410 Gone' };
+      const next = { ...base, lastError: input.error || 'subscriber answered 410 Gone' };
       return {
         state: { ...next, phase: 'scheduled', nextAttemptAt: ctx.now },
         effects: [

@@ -434,6 +434,12 @@ describe('attempt machine: the named cases', () => {
     return { state, effects };
   }
 
+  it('a failure whose answer had no body is named by its status, not by an empty excerpt', () => {
+    const step = transition(sending, answer(500, { error: '' }), ctx());
+    expect(step.state.lastError).toBe('HTTP 500');
+    expect(step.effects).toContainEqual({ kind: 'health', ok: false, error: 'HTTP 500' });
+  });
+
   it('a stale answer: attempt 1 answers after a nack started attempt 2, and attempt 2 stays open', () => {
     const { state, effects } = run(
       sending,
