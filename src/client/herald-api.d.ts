@@ -15,6 +15,9 @@ export interface paths {
          * Read one event by source and id
          * @description Finds an event while its idempotency record is kept (`HERALD_IDEMPOTENCY_WINDOW`); older events
          *     are a 404 here but can still be read from their partition (`GET /partitions/{partition}/events`).
+         *     The request line and headers take at most 16 KiB (a `400` past it), so an event whose `source` and
+         *     `id`, percent-encoded, come near that is read from its partition instead (a structured event's
+         *     attributes have no length limit).
          */
         get: operations["getEvent"];
         put?: never;
