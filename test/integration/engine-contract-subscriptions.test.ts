@@ -54,6 +54,7 @@ for (const engine of ENGINES) {
       return res.body;
     }
     const typeOf = (name: string) => `${engine}.${name}`;
+    /** Ids are `source`+`id` for de-duplication: each test publishes ids no other test of this file uses. */
     const publish = (name: string, ids: string[]) =>
       publishOfType(
         gw.url,
@@ -451,7 +452,7 @@ for (const engine of ENGINES) {
           { disableAfterFailingMs: 1500, retry: { maxAttempts: 1000, initialDelayMs: 10, maxDelayMs: 100 } },
         );
         receiver.setResponder(() => ({ status: 500 }));
-        await publish('failing', ['f1']);
+        await publish('failing', ['fail1']);
         const paused = await waitState(sub.id, 'paused');
         expect(paused.stateReason).toBe('failing');
         // Not before the window: the first failure opened it.
