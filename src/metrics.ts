@@ -305,7 +305,11 @@ function deliveryFamilies(stats: Map<string, DeliveryTally>, known: readonly str
     const id = label(subscription);
     for (const outcome of DELIVERY_OUTCOMES) outcomes += `herald_deliveries_total{subscription="${id}",outcome="${outcome}"} 0\n`;
   }
+  const live = new Set(known);
   for (const [subscription, s] of stats) {
+    // A count that came in after its subscription was deleted (a late answer, another node's lease) names none: its
+    // series stay gone (review: a JetStream lease counted after the delete brought them back).
+    if (!live.has(subscription)) continue;
     const id = label(subscription);
     DELIVERY_OUTCOMES.forEach((outcome, i) => {
       outcomes += `herald_deliveries_total{subscription="${id}",outcome="${outcome}"} ${s.outcomes[i]}\n`;

@@ -29,8 +29,11 @@ export function createSkippedOffsetsRepo(db: Db) {
      * of its end was (a range with no record below a skipped one: events lost, then offsets skipped).
      */
     skippedFrom(partition: number, from: number, to: number): number {
-      const range = coveringEnd.get(partition, to, to);
-      return range === undefined ? to : Math.max(from, range.from);
+      // Down through ranges that meet end to end (two unclean stops with nothing kept between them).
+      let start = to;
+      for (let range = coveringEnd.get(partition, start, start); range && start > from; range = coveringEnd.get(partition, start, start))
+        start = range.from;
+      return Math.max(from, start);
     },
     /** Forgets the ranges wholly below each partition's first offset (retention is past them). */
     prune(firstOffsets: readonly number[]): void {

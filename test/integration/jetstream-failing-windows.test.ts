@@ -90,6 +90,18 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     await waitFor(async () => (await stored(a.kv, 'sub2')) === now, { what: 'a new window' });
   });
 
+  it('keeps no window in the cluster while the limit is 0 (review: alternating answers wrote to it four times a pair)', async () => {
+    const a = await node();
+    for (let i = 0; i < 5; i++) {
+      expect(a.windows.failed('sub0', 0)).toBeUndefined();
+      a.windows.succeeded('sub0');
+    }
+    expect(a.windows.failed('sub0', 0)).toBeUndefined();
+    const status = await a.kv.status();
+    expect(status.values).toBe(0);
+    expect(a.windows.failingSince('sub0')).toBeUndefined();
+  });
+
   it('keeps a window across a node restart (a new node hears it) and never pauses with a limit of 0', async () => {
     const a = await node();
     const opened = now;

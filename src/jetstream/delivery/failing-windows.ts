@@ -89,6 +89,9 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
      * `limitMs` (undefined: the default; 0: never): the subscription is to pause. The window ends then.
      */
     failed(token: string, limitMs: number | undefined): number | undefined {
+      const limit = limitMs ?? DEFAULT_DISABLE_AFTER_FAILING_MS;
+      // Never paused: no window is kept in the cluster (review: alternating answers wrote to it four times a pair).
+      if (limit <= 0) return undefined;
       const now = deps.clock();
       const at = since.get(token);
       if (at === undefined) {
@@ -107,8 +110,7 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
         });
         return undefined;
       }
-      const limit = limitMs ?? DEFAULT_DISABLE_AFTER_FAILING_MS;
-      if (limit <= 0 || now - at < limit) return undefined;
+      if (now - at < limit) return undefined;
       since.delete(token);
       kv.delete(failingKey(token)).catch(unwritten(token));
       return at;
