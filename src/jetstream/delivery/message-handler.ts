@@ -440,8 +440,10 @@ async function closeEarlier(ctx: EngineContext, deliveryId: string, standIn: () 
     if (entry.state !== 'sending' && entry.state !== 'awaiting_ack') return undefined;
     if ((await ctx.ackMap.swap(deliveryId, { ...entry, state: 'expired' }, revision)) !== undefined) {
       // Its lease ran out uncalled (JetStream redelivered it): counted as on the local engine. An attempt cut while
-      // `sending` (its node died mid-request) is not; the local engine sends such an attempt again uncounted too.
-      if (entry.state !== 'awaiting_ack') return undefined;
+      // `sending` (its node died mid-request) is not; the local engine sends such an attempt again uncounted too. Nor
+      // is a lease still running whose nodes stopped renewing it (JetStream redelivered at ack_wait): the receiver
+      // may still be at work on it, so it is sent again rather than dead-lettered under it (review).
+      if (entry.state !== 'awaiting_ack' || (entry.leaseUntil ?? 0) > ctx.clock()) return undefined;
       ctx.observer?.outcome(entry.subscriptionId, 'lease_expired');
       return { kind: 'leaseRanOut', deliveryId, entry };
     }
