@@ -90,6 +90,19 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     await waitFor(async () => (await stored(a.kv, 'sub2')) === now, { what: 'a new window' });
   });
 
+  it('ends a window that a 2xx on another node came after, though that node had not heard of it yet (review)', async () => {
+    const a = await node();
+    const b = await node();
+    a.windows.failed('sub4', LIMIT_MS); // its write is under way: B cannot have heard of it
+    now += 1;
+    b.windows.succeeded('sub4');
+    await waitFor(async () => (await stored(a.kv, 'sub4')) === undefined && a.windows.failingSince('sub4') === undefined, {
+      what: 'the window ended on both nodes',
+    });
+    now += LIMIT_MS;
+    expect(a.windows.failed('sub4', LIMIT_MS)).toBeUndefined(); // a new window, not a pause
+  });
+
   it('keeps no window in the cluster while the limit is 0 (review: alternating answers wrote to it four times a pair)', async () => {
     const a = await node();
     for (let i = 0; i < 5; i++) {

@@ -32,6 +32,8 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
   const { kv, log } = deps;
   /** Subscription token → since when its attempts have failed, as this node last heard. */
   const since = new Map<string, number>();
+  /** Subscription token → when this node last had a 2xx for it: a window opened before that is over when heard of. */
+  const lastSuccess = new Map<string, number>();
   /** Subscription token → this node's write of a new window, while under way. */
   const creating = new Map<string, Promise<unknown>>();
   let watcher: QueuedIterator<KvEntry> | undefined;
@@ -42,8 +44,14 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
     if (!entry.key.endsWith(SUFFIX)) return;
     const token = entry.key.slice(0, -SUFFIX.length);
     const at = entry.operation === 'PUT' ? sinceOf(entry) : undefined;
-    if (at === undefined) since.delete(token);
-    else since.set(token, at);
+    if (at === undefined) return void since.delete(token);
+    // Opened by another node before a 2xx here that did not know of it yet: ended now, as that 2xx would have.
+    if ((lastSuccess.get(token) ?? -Infinity) >= at) {
+      since.delete(token);
+      kv.delete(failingKey(token), { previousSeq: entry.revision }).catch(() => undefined);
+      return;
+    }
+    since.set(token, at);
   }
 
   async function watch(): Promise<void> {
@@ -80,6 +88,7 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
     start: watch,
     /** A 2xx from the receiver: the window ends, on every node. */
     succeeded(token: string): void {
+      lastSuccess.set(token, deps.clock());
       if (!since.has(token)) return;
       since.delete(token);
       kv.delete(failingKey(token)).catch(unwritten(token));
@@ -122,6 +131,7 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
      */
     ended(token: string): void {
       since.delete(token);
+      lastSuccess.delete(token);
       // After this node's own write of a window, should one be under way (it could otherwise land after the delete).
       void (creating.get(token) ?? Promise.resolve()).then(() => kv.delete(failingKey(token)).catch(unwritten(token)));
     },
