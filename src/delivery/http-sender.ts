@@ -417,9 +417,7 @@ export function createHttpSender(opts: { connectionsPerOrigin?: number; allowPri
       try {
         await readExcerpt(res.body);
       } catch (err) {
-        // As in `post`: a 204 or 304 ends with its header block whatever its Content-Length says (RFC 9112 §6.3).
-        const bodyless = res.statusCode === 204 || res.statusCode === 304;
-        if (!bodyless || (err as { code?: string }).code !== 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') throw err;
+        if (!endedAtHeaders(res.statusCode, err)) throw err;
       }
       settled = true;
       return { status: res.statusCode, headers: res.headers };
@@ -516,6 +514,14 @@ function post(
   });
 }
 
+/**
+ * A 204 or a 304 ends with its header block whatever its Content-Length says (RFC 9112 §6.3); undici, which
+ * checks the length, fails it (probe: a receiver's `204` with `Content-Length: 5` was retried, then
+ * dead-lettered as max_attempts with no status; its validation handshake's was refused).
+ */
+const endedAtHeaders = (status: number, err: unknown): boolean =>
+  (status === 204 || status === 304) && (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH';
+
 const interimAnswersError = () =>
   Object.assign(new Error(`more than ${MAX_INTERIM_ANSWERS} interim (1xx) answers`), { code: 'INTERIM_ANSWERS' });
 
@@ -601,10 +607,8 @@ class AnswerHandler {
 
   onError(err: Error): void {
     this.release();
-    // A 204 or a 304 ends with its header block whatever its Content-Length says (RFC 9112 §6.3); undici, which
-    // checks the length, fails it (probe: a receiver's `204` with `Content-Length: 5` was retried, then
-    // dead-lettered as max_attempts with no status). Taken as answered; undici has closed the connection.
-    if ((this.status === 204 || this.status === 304) && (err as { code?: string }).code === 'UND_ERR_RES_CONTENT_LENGTH_MISMATCH') {
+    // Taken as answered (undici has closed the connection).
+    if (endedAtHeaders(this.status, err)) {
       this.answer();
       return;
     }
