@@ -45,8 +45,9 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
     const token = entry.key.slice(0, -SUFFIX.length);
     const at = entry.operation === 'PUT' ? sinceOf(entry) : undefined;
     if (at === undefined) return void since.delete(token);
-    // Opened by another node before a 2xx here that did not know of it yet: ended now, as that 2xx would have.
-    if ((lastSuccess.get(token) ?? -Infinity) >= at) {
+    // Opened by another node before a 2xx here that did not know of it yet: ended now, as that 2xx would have (a
+    // failure in the same millisecond as a 2xx opens a window after it, so only a later 2xx ends one).
+    if ((lastSuccess.get(token) ?? -Infinity) > at) {
       since.delete(token);
       kv.delete(failingKey(token), { previousSeq: entry.revision }).catch(() => undefined);
       return;
