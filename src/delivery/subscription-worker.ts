@@ -425,8 +425,7 @@ export function createSubscriptionWorker(
   /** Whether the log holds a record at the offset, readable or not; true when that cannot be told now (the attempt reads it). */
   function inLog(partition: number, offset: number): boolean {
     try {
-      const page = deps.store.read(partition, offset, 1);
-      return page.events[0]?.offset === offset || page.corruptOffset === offset;
+      return readOne(deps.store, partition, offset) !== undefined;
     } catch (err) {
       if (isUnavailable(err)) return true;
       throw err;
