@@ -397,7 +397,8 @@ export function createSubscriptionWorker(
       );
       return;
     }
-    if (!inLog(item.partition, item.offset)) {
+    const record = recordAt(item.partition, item.offset);
+    if (record === undefined) {
       // Lost, or set aside by recovery (skip-corrupt): nothing to send either, so it stays listed as it is, rather than
       // be consumed and listed again under a new id with its error gone (API probe).
       expiredRedriveLine((suppressed) =>
@@ -409,6 +410,8 @@ export function createSubscriptionWorker(
       return;
     }
     const pending = newPending(item.partition, item.offset, null, true);
+    // The record just read is the one its first attempt sends (review: it was read twice).
+    if (typeof record === 'object') pending.event = record;
     const part = parts[item.partition];
     // The dead letter's own webhook-id: a seek since then replays the offset under a new one, beside this (soak probe: shared).
     pending.generation = item.seekGeneration ?? (part ? generationAt(part, item.offset) : 0);
@@ -422,12 +425,15 @@ export function createSubscriptionWorker(
     attemptOnceWritten(pending);
   }
 
-  /** Whether the log holds a record at the offset, readable or not; true when that cannot be told now (the attempt reads it). */
-  function inLog(partition: number, offset: number): boolean {
+  /**
+   * The log's record at the offset, `'corrupt'` when it is there but unreadable, `'unknown'` when that cannot be told now
+   * (the attempt reads it again), undefined when the log has none.
+   */
+  function recordAt(partition: number, offset: number): StoredEvent | 'corrupt' | 'unknown' | undefined {
     try {
-      return readOne(deps.store, partition, offset) !== undefined;
+      return readOne(deps.store, partition, offset);
     } catch (err) {
-      if (isUnavailable(err)) return true;
+      if (isUnavailable(err)) return 'unknown';
       throw err;
     }
   }

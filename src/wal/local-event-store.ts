@@ -12,7 +12,7 @@ import { createMetaRepo, type MetaRepo } from '../store/meta-repo';
 import { createPartitionHeadsRepo } from '../store/partition-heads-repo';
 import { createDeliveryStateRepo } from '../store/delivery-state-repo';
 import { createRetentionFloors, type RetentionFloors } from '../store/retention-floors';
-import { createSkippedOffsetsRepo } from '../store/skipped-offsets-repo';
+import { createSkippedOffsetsRepo, type SkippedOffsetsRepo } from '../store/skipped-offsets-repo';
 import {
   hasLegacyIndexTables,
   INDEX_DB_FILE,
@@ -263,11 +263,11 @@ function openOwnIndex(opts: LocalEventStoreOptions, identity: DataDirIdentity | 
 function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataDirIdentity | undefined): LocalEventStore {
   const clock = opts.clock ?? Date.now;
   const { log } = opts;
-  const { segments, recovery, heads } = openLog(opts, indexDb, identity, clock);
+  const { segments, recovery, heads, skipped } = openLog(opts, indexDb, identity, clock);
   const index = createLogIndexRepo(indexDb);
   const idempotency = createIdempotencyRepo(indexDb);
   const firstOffsets = heads.map((head, p) => index.minOffset(p) ?? head);
-  createSkippedOffsetsRepo(opts.db).prune(firstOffsets);
+  skipped.prune(firstOffsets);
   const retentionFloors = createRetentionFloors(createMetaRepo(opts.db));
   const appendListeners = new Set<(partitions: ReadonlySet<number>) => void>();
   const retireListeners = new Set<(firstOffsets: readonly number[]) => void>();
@@ -534,7 +534,7 @@ function openLog(
   indexDb: Db,
   identity: DataDirIdentity | undefined,
   clock: () => number,
-): { segments: SegmentLog; recovery: RecoveryReport; heads: number[] } {
+): { segments: SegmentLog; recovery: RecoveryReport; heads: number[]; skipped: SkippedOffsetsRepo } {
   const { db, log } = opts;
   const meta = createMetaRepo(db);
   const indexMeta = createMetaRepo(indexDb);
@@ -644,7 +644,7 @@ function openLog(
       'log: offsets that may have been handed out before this start (an unclean stop under fsync=interval/never, or a lost index.db) are skipped, never reused',
     );
   }
-  return { segments, recovery, heads };
+  return { segments, recovery, heads, skipped };
 }
 
 /**
