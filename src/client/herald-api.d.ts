@@ -1394,9 +1394,9 @@ export interface components {
             committedOffset: number;
             headOffset: number;
             /**
-             * @description `headOffset - committedOffset`: offsets, not events. After an unclean stop under
-             *     `HERALD_FSYNC=interval` or `never`, the up to 4,096 offsets skipped per partition count here
-             *     until delivery passes them.
+             * @description `headOffset - committedOffset`, less the offsets a start skipped after an unclean stop under
+             *     `HERALD_FSYNC=interval` or `never` (they hold no event): offsets, not events, so events the
+             *     subscription's filters leave out count until delivery passes them.
              */
             lag: number;
             /** @description Events of this partition started and not finished (sending, awaiting a callback, or waiting to retry), redeliveries of dead letters included. */

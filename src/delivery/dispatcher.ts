@@ -101,6 +101,7 @@ export function createDispatcher(deps: DispatcherDeps) {
   const random = deps.random ?? Math.random;
   const writes = createWriteBehind({ db: deps.db, log: deps.log, onWriteHealth: deps.onWriteHealth });
   const skipped = createSkippedOffsetsRepo(deps.db);
+  const skippedWithin = skipped.counter();
   const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
   /**
    * Reads of the dead letters go to SQLite, so what is buffered is written first. When it cannot be
@@ -235,6 +236,7 @@ export function createDispatcher(deps: DispatcherDeps) {
             events.onFailing?.(detail);
           },
           skippedFrom: skipped.skippedFrom,
+          skippedWithin,
           log: deps.log,
           clock,
           clockSteps: deps.clockSteps ?? false,

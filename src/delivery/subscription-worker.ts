@@ -50,6 +50,8 @@ export interface WorkerDeps {
   onFailing?: (detail: { failingSince: number; lastError: string }) => void;
   /** Where the part of a partition's offsets `[from, to)` that a start skipped begins (`skipped_offsets`; `to`: none). */
   skippedFrom?: (partition: number, from: number, to: number) => number;
+  /** How many of a partition's offsets `[from, to)` a start skipped: not counted in the lag. */
+  skippedWithin?: (partition: number, from: number, to: number) => number;
   log: Logger;
   clock: () => number;
   /** Moves the deadlines held in memory when the wall clock steps (see `clock-steps.ts`); off for a test's skewed clock. */
@@ -1076,7 +1078,8 @@ export function createSubscriptionWorker(
           partition: part.partition,
           committedOffset: part.committed,
           headOffset: head,
-          lag: Math.max(0, head - part.committed),
+          // Offsets a start skipped hold no event to deliver (a paused subscription showed 4,096 per partition after a crash).
+          lag: Math.max(0, head - part.committed - (deps.skippedWithin?.(part.partition, part.committed, head) ?? 0)),
           inFlight: part.pending.size + (redriving[part.partition] ?? 0),
           oldestPendingAgeMs,
           expired: part.expired,

@@ -20,6 +20,9 @@ export function createSkippedOffsetsRepo(db: Db) {
     'SELECT from_offset AS "from" FROM skipped_offsets WHERE partition = ? AND from_offset < ? AND to_offset >= ? ORDER BY from_offset LIMIT 1',
   );
   const prune = db.prepare<[number, number]>('DELETE FROM skipped_offsets WHERE partition = ? AND to_offset <= ?');
+  const all = db.prepare<[], SkippedRange>(
+    'SELECT partition, from_offset AS "from", to_offset AS "to" FROM skipped_offsets ORDER BY partition, from_offset',
+  );
   return {
     record(range: SkippedRange): void {
       insert.run(range.partition, range.from, range.to);
@@ -34,6 +37,24 @@ export function createSkippedOffsetsRepo(db: Db) {
       for (let range = coveringEnd.get(partition, start, start); range && start > from; range = coveringEnd.get(partition, start, start))
         start = range.from;
       return Math.max(from, start);
+    },
+    /**
+     * How many offsets of `[from, to)` a start skipped, from the ranges as read now: a start writes them before
+     * delivery starts and nothing changes them until the next start, so one read serves a run (a lag read per
+     * partition per scrape makes no query).
+     */
+    counter(): (partition: number, from: number, to: number) => number {
+      const byPartition = new Map<number, SkippedRange[]>();
+      for (const range of all.all()) {
+        const ranges = byPartition.get(range.partition);
+        if (ranges) ranges.push(range);
+        else byPartition.set(range.partition, [range]);
+      }
+      return (partition, from, to) => {
+        let count = 0;
+        for (const range of byPartition.get(partition) ?? []) count += Math.max(0, Math.min(to, range.to) - Math.max(from, range.from));
+        return count;
+      };
     },
     /** Forgets the ranges wholly below each partition's first offset (retention is past them). */
     prune(firstOffsets: readonly number[]): void {

@@ -241,6 +241,43 @@ describe('a SIGKILL under fsync=interval with a subscription caught up', () => {
   });
 });
 
+describe('a SIGKILL under fsync=interval with a subscription paused', () => {
+  // The lag counted the up to 4,096 offsets per partition a start skips as events waiting, for as long as the
+  // subscription stayed paused: an alert on `herald_subscription_lag_events` fired for events that never were.
+  it('counts in its lag the events waiting, not the offsets the start skipped', async () => {
+    const dataDir = tmpDir();
+    const env = { HERALD_PARTITIONS: '2', HERALD_FSYNC: 'interval', HERALD_DATA_DIR: dataDir };
+    child = await spawnGateway(env);
+    const created = await fetch(`${child.url}/subscriptions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ sink: 'http://127.0.0.1:9/never', startAt: 'earliest' }),
+    });
+    expect(created.status).toBe(201);
+    const { id } = (await created.json()) as { id: string };
+    expect((await fetch(`${child.url}/subscriptions/${id}/pause`, { method: 'POST' })).status).toBe(200);
+    for (let i = 0; i < 6; i++) expect((await postBinary(child.url, { source: `/lag-${i % 2}`, id: `l${i}` })).status).toBe(202);
+    child.child.kill('SIGKILL');
+    expect(await child.exited).toBe('SIGKILL');
+
+    child = await spawnGateway(env);
+    for (let i = 6; i < 10; i++) expect((await postBinary(child.url, { source: `/lag-${i % 2}`, id: `l${i}` })).status).toBe(202);
+    expect(child.output()).toMatch(/are skipped, never reused/);
+    const sub = (await (await fetch(`${child.url}/subscriptions/${id}`)).json()) as {
+      stats: { partitions: { lag: number; headOffset: number; committedOffset: number }[] };
+    };
+    const parts = sub.stats.partitions;
+    expect(parts.reduce((n, p) => n + p.lag, 0)).toBe(10);
+    // The heads moved past the skipped offsets all the same (none is ever reused).
+    expect(parts.reduce((n, p) => n + p.headOffset - p.committedOffset, 0)).toBeGreaterThan(10);
+    const metrics = await (await fetch(`${child.url}/metrics`)).text();
+    const lagSeries = [
+      ...metrics.matchAll(new RegExp(`herald_subscription_lag_events\\{subscription="${id}",partition="\\d+"\\} (\\d+)`, 'g')),
+    ];
+    expect(lagSeries.reduce((n, m) => n + Number(m[1]), 0)).toBe(10);
+  });
+});
+
 describe('acknowledged events lost under fsync=interval beside the offsets a start skipped', () => {
   // Re-probe of the skipped offsets: events an earlier start found lost became "skipped" once index.db was lost,
   // and with index.db kept, 4 lost events were one error line counting 4,091.

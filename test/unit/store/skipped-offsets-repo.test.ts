@@ -31,6 +31,20 @@ describe('the skipped offsets repository', () => {
     expect(skipped.skippedFrom(0, 6, 8202)).toBe(10);
   });
 
+  it('counts the skipped offsets within a range, for the lag: the overlap of each range, per partition', () => {
+    const skipped = repo();
+    skipped.record({ partition: 0, from: 10, to: 4106 });
+    skipped.record({ partition: 0, from: 4106, to: 8202 });
+    skipped.record({ partition: 1, from: 3, to: 7 });
+    const within = skipped.counter();
+    expect(within(0, 10, 8202)).toBe(8192);
+    expect(within(0, 0, 8300)).toBe(8192); // events below and above count as events
+    expect(within(0, 4000, 4200)).toBe(200); // across the two ranges
+    expect(within(0, 8202, 8300)).toBe(0);
+    expect(within(1, 5, 100)).toBe(2);
+    expect(within(2, 0, 100)).toBe(0);
+  });
+
   it('forgets the ranges retention is past', () => {
     const skipped = repo();
     skipped.record({ partition: 0, from: 10, to: 4106 });
