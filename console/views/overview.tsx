@@ -43,7 +43,12 @@ export function Overview() {
       <Card title="Gateway">
         <ErrorNote message={partitions.error} />
         <div class="stats">
-          <Stat label="events stored" value={partitions.data ? formatCount(stored) : '…'} testId="events-stored" />
+          <Stat
+            label="events stored"
+            value={partitions.data ? formatCount(stored) : '…'}
+            testId="events-stored"
+            hint="head − first offset, summed over the partitions: offsets skipped after an unclean stop under HERALD_FSYNC=interval or never count too"
+          />
           <Stat label="ingest rate" value={formatRate(rate)} hint="growth of the partitions' head offsets between successive reads" />
           <Stat label="partitions" value={partitions.data ? list.length : '…'} />
           <Stat
