@@ -1,17 +1,22 @@
 import { randomUUID } from 'node:crypto';
 import { connect, StorageType, type KV, type NatsConnection } from 'nats';
 import pino from 'pino';
-import { createFailingWindows, failingKey, type FailingWindows } from '../../src/jetstream/delivery/failing-windows';
+import { CLOCK_KEY, createFailingWindows, failingKey, type FailingWindows } from '../../src/jetstream/delivery/failing-windows';
 import { describeWithNats, startNatsCluster, type NatsCluster } from '../helpers/nats-cluster';
 import { waitFor } from '../helpers/receiver';
 
 /**
  * Auto-disable's window on the JetStream engine, shared by the nodes through one KV entry per
  * subscription: two (and three) engines' windows on their own connections to a real nats-server
- * bucket, each with its own clock, as nodes have.
+ * bucket, each with its own clock, as nodes have. The windows' times are on the server's clock, which each node
+ * estimates (its offset) by a write: nodes' views of one time agree within a few milliseconds, not exactly.
  */
 
 const LIMIT_MS = 60_000;
+/** What two nodes' estimates of the server's clock may differ by here (a loopback round trip is well under it). */
+const SLACK_MS = 500;
+const HOUR_MS = 3_600_000;
+const near = (actual: number | undefined, expected: number) => actual !== undefined && Math.abs(actual - expected) <= SLACK_MS;
 
 describeWithNats('the failing windows of the JetStream engine', () => {
   let cluster: NatsCluster;
@@ -35,20 +40,21 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     bucket = `dpos_${randomUUID().slice(0, 8)}`;
   });
 
-  /** A node: its own connection to the bucket and its own windows, watching. */
-  async function node(): Promise<{ kv: KV; windows: FailingWindows }> {
+  /** A node: its own connection to the bucket and its own windows, watching; its clock is the test's, `skewMs` off. */
+  async function node(skewMs = 0): Promise<{ kv: KV; windows: FailingWindows }> {
     const nc = await connect({ servers: cluster.urls });
     conns.push(nc);
     const kv = await nc.jetstream().views.kv(bucket, { history: 1, storage: StorageType.Memory });
-    const w = createFailingWindows({ kv, log: pino({ level: 'silent' }), clock });
+    const w = createFailingWindows({ kv, log: pino({ level: 'silent' }), clock: skewMs === 0 ? clock : () => now + skewMs });
     await w.start();
     windows.push(w);
     return { kv, windows: w };
   }
 
-  const stored = async (kv: KV, token: string) => {
+  /** The window's start as stored (on the server's clock), read on the node's clock. */
+  const stored = async ({ kv, windows: w }: { kv: KV; windows: FailingWindows }, token: string) => {
     const entry = await kv.get(failingKey(token));
-    return entry && entry.operation === 'PUT' ? (JSON.parse(entry.string()) as { since: number }).since : undefined;
+    return entry && entry.operation === 'PUT' ? (JSON.parse(entry.string()) as { since: number }).since - w.clockOffset()! : undefined;
   };
 
   it("pauses once every node's attempts have failed for the limit since the first node's first failure", async () => {
@@ -56,18 +62,18 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     const b = await node();
     const opened = now;
     expect(a.windows.failed('sub1', LIMIT_MS)).toBeUndefined(); // opens the window
-    await waitFor(async () => (await stored(a.kv, 'sub1')) === opened, { what: 'the window stored' });
+    await waitFor(async () => (await stored(a, 'sub1')) === opened, { what: 'the window stored' });
     now += 10_000;
     // B's first failure finds A's window: A's time stands, not B's.
     expect(b.windows.failed('sub1', LIMIT_MS)).toBeUndefined();
-    await waitFor(async () => (await stored(a.kv, 'sub1')) === opened, { what: "A's time kept" });
-    await waitFor(() => b.windows.failingSince('sub1') === opened, { what: "B took A's time" });
-    now = opened + LIMIT_MS - 1;
+    await waitFor(async () => (await stored(a, 'sub1')) === opened, { what: "A's time kept" });
+    await waitFor(() => near(b.windows.failingSince('sub1'), opened), { what: "B took A's time" });
+    now = opened + LIMIT_MS - SLACK_MS;
     expect(b.windows.failed('sub1', LIMIT_MS)).toBeUndefined();
-    now = opened + LIMIT_MS;
-    expect(b.windows.failed('sub1', LIMIT_MS)).toBe(opened);
+    now = opened + LIMIT_MS + SLACK_MS;
+    expect(near(b.windows.failed('sub1', LIMIT_MS), opened)).toBe(true);
     // The pause ends the window, on every node.
-    await waitFor(async () => (await stored(a.kv, 'sub1')) === undefined, { what: 'the window deleted' });
+    await waitFor(async () => (await stored(a, 'sub1')) === undefined, { what: 'the window deleted' });
     await waitFor(() => a.windows.failingSince('sub1') === undefined, { what: 'A heard' });
     now += 1;
     expect(a.windows.failed('sub1', LIMIT_MS)).toBeUndefined();
@@ -78,25 +84,25 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     const b = await node();
     const opened = now;
     a.windows.failed('sub2', LIMIT_MS);
-    await waitFor(async () => (await stored(a.kv, 'sub2')) === opened, { what: 'the window stored' });
+    await waitFor(async () => (await stored(a, 'sub2')) === opened, { what: 'the window stored' });
     // B heard of the window (its watch) and ends it with its success, although B itself never failed.
-    await waitFor(() => b.windows.failingSince('sub2') === opened, { what: 'B heard' });
+    await waitFor(() => near(b.windows.failingSince('sub2'), opened), { what: 'B heard' });
     b.windows.succeeded('sub2');
-    await waitFor(async () => (await stored(a.kv, 'sub2')) === undefined, { what: 'the window deleted' });
+    await waitFor(async () => (await stored(a, 'sub2')) === undefined, { what: 'the window deleted' });
     // A heard of it: past the limit, its next failure opens a new window rather than pausing.
     await waitFor(() => a.windows.failingSince('sub2') === undefined, { what: 'A heard' });
     now = opened + 2 * LIMIT_MS;
     expect(a.windows.failed('sub2', LIMIT_MS)).toBeUndefined();
-    await waitFor(async () => (await stored(a.kv, 'sub2')) === now, { what: 'a new window' });
+    await waitFor(async () => (await stored(a, 'sub2')) === now, { what: 'a new window' });
   });
 
   it('ends a window that a 2xx on another node came after, though that node had not heard of it yet (review)', async () => {
     const a = await node();
     const b = await node();
     a.windows.failed('sub4', LIMIT_MS); // its write is under way: B cannot have heard of it
-    now += 1;
+    now += SLACK_MS;
     b.windows.succeeded('sub4');
-    await waitFor(async () => (await stored(a.kv, 'sub4')) === undefined && a.windows.failingSince('sub4') === undefined, {
+    await waitFor(async () => (await stored(a, 'sub4')) === undefined && a.windows.failingSince('sub4') === undefined, {
       what: 'the window ended on both nodes',
     });
     now += LIMIT_MS;
@@ -110,8 +116,9 @@ describeWithNats('the failing windows of the JetStream engine', () => {
       a.windows.succeeded('sub0');
     }
     expect(a.windows.failed('sub0', 0)).toBeUndefined();
-    const status = await a.kv.status();
-    expect(status.values).toBe(0);
+    const keys: string[] = [];
+    for await (const key of await a.kv.keys()) keys.push(key);
+    expect(keys).toEqual([CLOCK_KEY]); // the node's estimate of the server's clock, no window
     expect(a.windows.failingSince('sub0')).toBeUndefined();
   });
 
@@ -119,12 +126,80 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     const a = await node();
     const opened = now;
     a.windows.failed('sub3', LIMIT_MS);
-    await waitFor(async () => (await stored(a.kv, 'sub3')) === opened, { what: 'the window stored' });
+    await waitFor(async () => (await stored(a, 'sub3')) === opened, { what: 'the window stored' });
     a.windows.stop();
     const restarted = await node();
-    await waitFor(() => restarted.windows.failingSince('sub3') === opened, { what: 'the window heard at start' });
-    now = opened + LIMIT_MS;
+    await waitFor(() => near(restarted.windows.failingSince('sub3'), opened), { what: 'the window heard at start' });
+    now = opened + LIMIT_MS + SLACK_MS;
     expect(restarted.windows.failed('sub3', 0)).toBeUndefined();
-    expect(restarted.windows.failed('sub3', LIMIT_MS)).toBe(opened);
+    expect(near(restarted.windows.failed('sub3', LIMIT_MS), opened)).toBe(true);
+  });
+
+  it("takes the server's store time for a window whose start cannot be on the server's clock (a node with no estimate yet, or an older version)", async () => {
+    const a = await node();
+    const opened = now;
+    await a.kv.create(failingKey('old'), JSON.stringify({ since: opened - HOUR_MS })); // that node's clock an hour behind
+    await waitFor(() => a.windows.failingSince('old') !== undefined, { what: 'A heard the window' });
+    expect(near(a.windows.failingSince('old'), opened)).toBe(true);
+    now = opened + LIMIT_MS - SLACK_MS;
+    expect(a.windows.failed('old', LIMIT_MS)).toBeUndefined();
+  });
+
+  /*
+   * Nodes whose clocks differ by an hour (review: the window's start was the opening node's clock, compared with
+   * each node's own: a node an hour behind made the others pause after 1.6 s of a 10-minute limit, one ahead never).
+   */
+  describe.each([
+    ['an hour ahead', HOUR_MS],
+    ['an hour behind', -HOUR_MS],
+  ])('with a node whose clock is %s', (_name, skew) => {
+    it('a window the skewed node opens pauses the other node at the limit, not before', async () => {
+      const a = await node();
+      const s = await node(skew);
+      const opened = now;
+      expect(s.windows.failed('skew1', LIMIT_MS)).toBeUndefined();
+      await waitFor(() => a.windows.failingSince('skew1') !== undefined, { what: 'A heard the window' });
+      expect(near(a.windows.failingSince('skew1'), opened)).toBe(true);
+      now = opened + LIMIT_MS - SLACK_MS;
+      expect(a.windows.failed('skew1', LIMIT_MS)).toBeUndefined();
+      now = opened + LIMIT_MS + SLACK_MS;
+      expect(near(a.windows.failed('skew1', LIMIT_MS), opened)).toBe(true);
+    });
+
+    it('a window the other node opens pauses the skewed node at the limit, not before', async () => {
+      const a = await node();
+      const s = await node(skew);
+      const opened = now;
+      expect(a.windows.failed('skew2', LIMIT_MS)).toBeUndefined();
+      await waitFor(() => s.windows.failingSince('skew2') !== undefined, { what: 'the skewed node heard the window' });
+      // Reported on the skewed node's own clock.
+      expect(near(s.windows.failingSince('skew2'), opened + skew)).toBe(true);
+      now = opened + LIMIT_MS - SLACK_MS;
+      expect(s.windows.failed('skew2', LIMIT_MS)).toBeUndefined();
+      now = opened + LIMIT_MS + SLACK_MS;
+      expect(near(s.windows.failed('skew2', LIMIT_MS), opened + skew)).toBe(true);
+    });
+
+    it('a 2xx on the skewed node ends a window opened before it (not yet heard there), not one opened after it', async () => {
+      const a = await node();
+      const s = await node(skew);
+      a.windows.failed('skew3', LIMIT_MS); // its write is under way: the skewed node cannot have heard of it
+      now += SLACK_MS;
+      s.windows.succeeded('skew3');
+      await waitFor(async () => (await stored(a, 'skew3')) === undefined && a.windows.failingSince('skew3') === undefined, {
+        what: 'the window ended on both nodes',
+      });
+      // A 2xx before the window opened leaves it standing, on every node.
+      s.windows.succeeded('skew4');
+      now += SLACK_MS;
+      const opened = now;
+      a.windows.failed('skew4', LIMIT_MS);
+      await waitFor(() => s.windows.failingSince('skew4') !== undefined, { what: 'the skewed node heard the window' });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(await stored(a, 'skew4')).toBe(opened);
+      expect(near(s.windows.failingSince('skew4'), opened + skew)).toBe(true);
+      now = opened + LIMIT_MS + SLACK_MS;
+      expect(near(a.windows.failed('skew4', LIMIT_MS), opened)).toBe(true);
+    });
   });
 });

@@ -10,10 +10,34 @@ const REWATCH_MS = 1000;
 /** A subscription's failing window in the positions bucket: `<token>.failing`, deleted with the subscription's keys. */
 export const failingKey = (token: string): string => `${token}${SUFFIX}`;
 
+/**
+ * The key every node writes to learn the NATS server's clock: one key for all nodes, overwritten (it never piles
+ * up). `=` is in no subscription token (names.ts), so it is no `<token>.…` key, no subscription's purge takes it and
+ * the watch of `*.failing` does not hear it.
+ */
+export const CLOCK_KEY = '=clock';
+/** How often a node writes the clock key again (a clock drifts, or is stepped). */
+const CLOCK_EVERY_MS = 60_000;
+/** The recent writes the offset is taken from: the one with the shortest round trip. */
+const CLOCK_SAMPLES = 5;
+/** The longest the start waits for the first estimate (until then, and whenever none can be made, the local clock). */
+const CLOCK_START_WAIT_MS = 2000;
+/**
+ * A window's time may be this much before the server stored it (the failure, then the write) and 1 s after (the
+ * writer's estimate of the server clock is off by a round trip at most): outside that, the writer's clock was not on
+ * the server's (no estimate yet, or an older version writing its local clock) and the server's store time stands.
+ */
+const WRITE_LAG_MS = 10_000;
+const ESTIMATE_SLACK_MS = 1000;
+
+/** The window's start, on the server's clock: as written, unless that is impossible beside the entry's store time. */
 const sinceOf = (entry: KvEntry): number | undefined => {
   try {
     const since = (JSON.parse(Buffer.from(entry.value).toString('utf8')) as { since?: unknown }).since;
-    return typeof since === 'number' && Number.isFinite(since) ? since : undefined;
+    if (typeof since !== 'number' || !Number.isFinite(since)) return undefined;
+    const stored = entry.created.getTime();
+    if (!Number.isFinite(stored) || stored <= 0) return since;
+    return since < stored - WRITE_LAG_MS || since > stored + ESTIMATE_SLACK_MS ? stored : since;
   } catch {
     return undefined;
   }
@@ -27,6 +51,11 @@ const sinceOf = (entry: KvEntry): number | undefined => {
  * `disableAfterFailingMs` or more after it deletes it and asks for the pause (the service pauses once,
  * whichever nodes ask). Kept in the cluster, a window outlives a node's restart, as the local engine
  * keeps it in herald.db.
+ *
+ * Its times are on one clock, the NATS server's, so that nodes whose clocks differ agree: each node estimates the
+ * offset of the server's clock to its own from the store time (`created`) of its write of {@link CLOCK_KEY}, at
+ * start and every minute (the write with the shortest round trip of the last few stands), and takes its own times
+ * (a failure, a 2xx, now) as its clock plus that offset. Until a first estimate, its own clock.
  */
 export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => number }) {
   const { kv, log } = deps;
@@ -39,6 +68,38 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
   let watcher: QueuedIterator<KvEntry> | undefined;
   let rewatch: NodeJS.Timeout | undefined;
   let stopped = false;
+  /** Recent writes of the clock key: their round trip and the offset (server − local) each gave. */
+  const samples: Array<{ rtt: number; offset: number }> = [];
+  /** The server's clock minus this node's, when estimated. */
+  let offset: number | undefined;
+  let sampling: NodeJS.Timeout | undefined;
+  /** Now on the server's clock, as this node estimates it. */
+  const shared = () => deps.clock() + (offset ?? 0);
+  /** A time on the server's clock as this node's clock reads it (what the service reports). */
+  const local = (at: number) => at - (offset ?? 0);
+
+  /** Writes the clock key and reads its store time: an estimate of the offset, within half the round trip. */
+  async function sampleClock(): Promise<void> {
+    const before = deps.clock();
+    const revision = await kv.put(CLOCK_KEY, String(before));
+    const after = deps.clock();
+    const entry = await kv.get(CLOCK_KEY, { revision });
+    // Overwritten by another node meanwhile (one key for all): no estimate this time.
+    if (!entry || entry.revision !== revision) return;
+    const sample = { rtt: after - before, offset: entry.created.getTime() - (before + after) / 2 };
+    const best = samples.reduce<(typeof samples)[number] | undefined>((b, x) => (b && b.rtt <= x.rtt ? b : x), undefined);
+    // Not within the two round trips of the best one: a clock stepped, the older estimates are wrong now.
+    if (best && Math.abs(sample.offset - best.offset) > sample.rtt + best.rtt + ESTIMATE_SLACK_MS) samples.length = 0;
+    samples.push(sample);
+    if (samples.length > CLOCK_SAMPLES) samples.shift();
+    offset = samples.reduce((b, x) => (x.rtt < b.rtt ? x : b)).offset;
+  }
+
+  /** A failed estimate keeps the last one (or the local clock): tried again a minute later. */
+  const sampleLogged = () =>
+    sampleClock().catch((err: unknown) => {
+      if (!stopped) log.warn({ err: natsReason(err), key: CLOCK_KEY }, "could not read the NATS server's clock; trying again in a minute");
+    });
 
   function apply(entry: KvEntry): void {
     if (!entry.key.endsWith(SUFFIX)) return;
@@ -85,24 +146,34 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
     log.warn({ err: natsReason(err), key: failingKey(token) }, 'could not write a failing delivery window');
 
   return {
-    /** Starts watching; the windows stored are heard first. */
-    start: watch,
+    /** Starts watching (the windows stored are heard first) and estimating the server's clock (a first estimate is waited for, briefly). */
+    async start(): Promise<void> {
+      const first = sampleLogged();
+      sampling = setInterval(() => void sampleLogged(), CLOCK_EVERY_MS);
+      sampling.unref();
+      let waited: NodeJS.Timeout | undefined;
+      await Promise.race([first, new Promise((resolve) => (waited = setTimeout(resolve, CLOCK_START_WAIT_MS)))]);
+      clearTimeout(waited);
+      await watch();
+    },
+    /** The server's clock minus this node's, as estimated (undefined: not yet, the local clock is used). */
+    clockOffset: (): number | undefined => offset,
     /** A 2xx from the receiver: the window ends, on every node. */
     succeeded(token: string): void {
-      lastSuccess.set(token, deps.clock());
+      lastSuccess.set(token, shared());
       if (!since.has(token)) return;
       since.delete(token);
       kv.delete(failingKey(token)).catch(unwritten(token));
     },
     /**
-     * Any other answer, or none. Returns since when every attempt has failed, once that has lasted
+     * Any other answer, or none. Returns since when every attempt has failed (on this node's clock), once that has lasted
      * `limitMs` (undefined: the default; 0: never): the subscription is to pause. The window ends then.
      */
     failed(token: string, limitMs: number | undefined): number | undefined {
       const limit = limitMs ?? DEFAULT_DISABLE_AFTER_FAILING_MS;
       // Never paused: no window is kept in the cluster (review: alternating answers wrote to it four times a pair).
       if (limit <= 0) return undefined;
-      const now = deps.clock();
+      const now = shared();
       const at = since.get(token);
       if (at === undefined) {
         since.set(token, now);
@@ -123,7 +194,7 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
       if (now - at < limit) return undefined;
       since.delete(token);
       kv.delete(failingKey(token)).catch(unwritten(token));
-      return at;
+      return local(at);
     },
     /**
      * The subscription was paused for failing (this node heard the pause): its window is ended again. A node that
@@ -136,10 +207,14 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
       // After this node's own write of a window, should one be under way (it could otherwise land after the delete).
       void (creating.get(token) ?? Promise.resolve()).then(() => kv.delete(failingKey(token)).catch(unwritten(token)));
     },
-    /** Since when the subscription's attempts have failed, as this node last heard (undefined: not failing). */
-    failingSince: (token: string): number | undefined => since.get(token),
+    /** Since when the subscription's attempts have failed, as this node last heard, on this node's clock (undefined: not failing). */
+    failingSince: (token: string): number | undefined => {
+      const at = since.get(token);
+      return at === undefined ? undefined : local(at);
+    },
     stop(): void {
       stopped = true;
+      if (sampling) clearInterval(sampling);
       if (rewatch) clearTimeout(rewatch);
       watcher?.stop();
     },
