@@ -124,15 +124,17 @@ export function createAckMap(kv: KV) {
      * (the pointer as read, or undefined: none), so that the message's next delivery finds it. When
      * another write came first, the pointer is read again: one of a later delivery makes this attempt
      * `stale` (its message belongs to that delivery); one of an earlier one (a node that stalled before
-     * it wrote) is passed to `closeFirst` and the write tried again.
+     * it wrote) is passed to `closeFirst` and the write tried again, unless closing it ended the message
+     * (a callback had settled it, or its lapsed lease was the last attempt): `closeFirst` then answers
+     * false and the attempt is `ended`, not sent.
      */
     async claim(
       key: string,
       count: number,
       deliveryId: string,
       seen: Latest | undefined,
-      closeFirst: (earlier: Latest) => Promise<void>,
-    ): Promise<'claimed' | 'stale'> {
+      closeFirst: (earlier: Latest) => Promise<boolean>,
+    ): Promise<'claimed' | 'stale' | 'ended'> {
       let current = seen;
       for (let round = 0; round < CLAIM_ROUNDS; round++) {
         if (current !== undefined && current.count > count) return 'stale';
@@ -146,7 +148,7 @@ export function createAckMap(kv: KV) {
           if (!isWrongLastSequence(err)) throw err;
         }
         current = await latest(key);
-        if (current !== undefined && current.count <= count && current.id !== deliveryId) await closeFirst(current);
+        if (current !== undefined && current.count <= count && current.id !== deliveryId && !(await closeFirst(current))) return 'ended';
       }
       throw new Error(`the pointer of message ${key} kept changing; the message is left to be redelivered`);
     },

@@ -161,7 +161,21 @@ export async function handleMessage(
     policy: { retry: record.delivery.retry, ackDeadlineMs: record.delivery.ackDeadlineMs, ackMode: record.delivery.ackMode },
     ackWaitMs: ackWaitMs(record.delivery),
   });
-  const close = (earlier: Latest) => closeEarlier(ctx, earlier.id, closedStandIn).then(() => undefined);
+  /**
+   * What closing an earlier attempt found ends the message when a callback settled it (completed, not
+   * sent again) or its lapsed lease was the last attempt (dead-lettered, as on the local engine). True then.
+   */
+  const endedBy = async (earlier: Earlier | undefined): Promise<boolean> => {
+    if (earlier?.kind === 'settled') {
+      await completeEarlier(ctx, earlier);
+      return true;
+    }
+    return earlier?.kind === 'leaseRanOut' && (await deadIfLastLapsed(ctx, sub, target, earlier));
+  };
+  // An earlier attempt whose pointer was written after `seen` was read (its node stalled before it wrote), found
+  // by the claim's compare-and-set: closed as the one read first is, and ending the message as that does (was: sent
+  // once more, a lapsed last attempt included). False when it ended it.
+  const close = async (earlier: Latest): Promise<boolean> => !(await endedBy(await closeEarlier(ctx, earlier.id, closedStandIn)));
   const [givenBack, seen] =
     count > 1 ? await Promise.all([ctx.ackMap.unspent(key).catch(() => 0), ctx.ackMap.latest(key)]) : [0, undefined];
   const logStale = () =>
@@ -172,11 +186,10 @@ export async function handleMessage(
   // Another node already started a later delivery of this message: this one is not sent nor settled.
   if (seen && seen.count > count) return logStale();
   const earlier = seen ? await closeEarlier(ctx, seen.id, closedStandIn) : undefined;
-  // A callback settled the earlier attempt before it could be closed: the event is not sent again.
-  if (earlier && earlier.kind === 'settled') return completeEarlier(ctx, earlier);
-  // Its lease ran out with no callback: a failed attempt, as on the local engine, so one that was the last is
+  // A callback settled the earlier attempt before it could be closed: the event is not sent again. Its lease
+  // ran out with no callback: a failed attempt, as on the local engine, so one that was the last is
   // dead-lettered now rather than sent once more (re-probe: maxAttempts 1 sent every such event twice).
-  if (earlier && earlier.kind === 'leaseRanOut' && (await deadIfLastLapsed(ctx, sub, target, earlier))) return;
+  if (await endedBy(earlier)) return;
   const attempt = count - Math.min(givenBack, count - 1);
   const deliveryId = newDeliveryId();
   const last = { attempt, lastStatus: null, lastError: null };
@@ -261,12 +274,16 @@ export async function handleMessage(
       ctx.ackMap.open(deliveryId, entry),
       ctx.ackMap.claim(key, count, deliveryId, seen, close),
     ]);
-    if (opened === undefined || claimed === 'stale') {
+    if (opened === undefined || claimed !== 'claimed') {
       if (opened !== undefined) await expireQuietly(ctx, deliveryId, entry, opened);
-      return logStale();
+      return claimed === 'ended' ? undefined : logStale();
     }
     revision = opened;
-  } else if (count > 1 && (await ctx.ackMap.claim(key, count, deliveryId, seen, close)) === 'stale') return logStale();
+  } else if (count > 1) {
+    const claimed = await ctx.ackMap.claim(key, count, deliveryId, seen, close);
+    if (claimed === 'ended') return;
+    if (claimed === 'stale') return logStale();
+  }
   // Auto mode: a callback reaching this node before the 202 is read waits for it (see `callbacks.ts`).
   const answered = revision === undefined ? ctx.ackMap.sending(deliveryId) : undefined;
   let result!: SendResult;
@@ -565,7 +582,7 @@ async function decide(
   entry: AckEntry,
   revision: number | undefined,
   input: AttemptInput,
-  close: (earlier: Latest) => Promise<void>,
+  close: (earlier: Latest) => Promise<boolean>,
 ): Promise<Decided> {
   let current = entry;
   let rev = revision;
