@@ -112,8 +112,14 @@ export function createCallbacks(deps: CallbackDeps) {
       };
       if ((await ctx.ackMap.swap(id, next, revision)) === undefined) continue;
       const last = { attempt: entry.attempt, lastStatus: entry.lastStatus, lastError: step.state.lastError };
-      await settleMessage(ctx, js, entry, last, id);
-      observeEffects(ctx, entry.subscriptionId, step.effects);
+      try {
+        await settleMessage(ctx, js, entry, last, id);
+      } finally {
+        // Counted once the write above won, whether or not the settlement then went through: that write decided the
+        // outcome, once on the cluster (a repeated callback is answered `repeated`, a redelivery completes an ack or
+        // a reject, and neither counts it). Was: counted only after the settlement, so a failed one was never counted.
+        observeEffects(ctx, entry.subscriptionId, step.effects);
+      }
       if (js.kind === 'extended') {
         // Held here while the request is open too (to the floor): its sending node may stop or lose it.
         deps.keepLease(id, next);
