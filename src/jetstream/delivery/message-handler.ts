@@ -288,9 +288,14 @@ export async function handleMessage(
   const answered = revision === undefined ? ctx.ackMap.sending(deliveryId) : undefined;
   let result!: SendResult;
   let decided: Decided;
-  const startedAt = ctx.clock();
-  /** The same on the monotonic clock: the attempt's duration for the metrics. */
-  const began = performance.now();
+  /** When the request was built, a connection to the sink being free (set again then: see `send`). */
+  let startedAt = ctx.clock();
+  /** The same on the monotonic clock: the attempt's duration for the metrics, from the request, as on the local engine. */
+  let began = performance.now();
+  const requestBuilt = (at: number) => {
+    startedAt = at;
+    began = performance.now();
+  };
   /** Writes this attempt to the attempt log (a failure is a `warn` line, never the delivery's). */
   const logAttempt = (outcome: Decided['outcome']): Promise<void> =>
     ctx.attemptLog
@@ -315,7 +320,7 @@ export async function handleMessage(
     if (ctx.clock() - openedAt >= recheckMs(entry) && (await overtaken(ctx, { deliveryId, key, count }, revision !== undefined))) {
       return logStale();
     }
-    result = await send(ctx, sub, target, event, { deliveryId, attempt, previousOffset }, group);
+    result = await send(ctx, sub, target, event, { deliveryId, attempt, previousOffset }, group, requestBuilt);
     // Never sent (paused or closing while it waited for a connection): its callback id is closed, and
     // the puller keeps the message for the resume, its delivery count unspent on a request.
     if (result.withdrawn) {
@@ -530,6 +535,8 @@ async function send(
   event: CloudEvent,
   a: { deliveryId: string; attempt: number; previousOffset: number | null },
   group: AbortGroup,
+  /** Told when the request is built (its wall-clock time): what its duration is timed from, not the wait for a connection. */
+  built: (at: number) => void,
 ): Promise<SendResult> {
   let sink = sub.record().sink;
   for (;;) {
@@ -544,7 +551,9 @@ async function send(
         moved = true;
         return undefined;
       }
-      const request = requestFor(now, ctx.clock(), ctx.ackUrlBase(), {
+      const at = ctx.clock();
+      built(at);
+      const request = requestFor(now, at, ctx.ackUrlBase(), {
         partition: t.partition,
         offset: t.offset,
         seekGeneration: t.generation,
