@@ -1459,7 +1459,8 @@ export interface components {
             /**
              * @description `rejected_status`: the receiver answered a status that is not retried (3xx, 4xx but 408, 409,
              *     410, 425, 429). `max_attempts`: retries ran out. `receiver_rejected`: `reject` callback.
-             *     `corrupt_record`: the stored record fails its checksum and is never delivered; no filter can
+             *     `corrupt_record`: the stored record fails its checksum (or cannot be read: an I/O error on two
+             *     reads in a row) and is never delivered; no filter can
              *     read it, so every subscription that reaches it dead-letters it. On the JetStream engine during
              *     a rolling upgrade, also an event a newer Herald node stored in a format this node cannot read
              *     (`lastError` says so): redeliver it once every node is upgraded; its filter is checked then,
@@ -2112,8 +2113,8 @@ export interface operations {
             403: components["responses"]["Forbidden"];
             404: components["responses"]["NotFound"];
             /**
-             * @description The event's stored record fails its checksum, or is not the record the index names
-             *     (`corrupt_record`): it is never served, and an error line in the gateway's log names the
+             * @description The event's stored record fails its checksum, cannot be read (an I/O error on two reads
+             *     in a row), or is not the record the index names (`corrupt_record`): it is never served, and an error line in the gateway's log names the
              *     segment and byte position. Or an unexpected failure (`internal`).
              */
             500: {

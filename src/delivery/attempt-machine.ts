@@ -258,7 +258,7 @@ const attempts = (s: AttemptState): Attempts => ({
 const settle = (s: Attempts, outcome: CallbackOutcome): AttemptEffect[] =>
   s.deliveryId === null ? [] : [{ kind: 'settle', attemptId: s.deliveryId, outcome }];
 
-const CORRUPT_RECORD_ERROR = 'the record fails its checksum; it is never delivered';
+const CORRUPT_RECORD_ERROR = 'the record fails its checksum or cannot be read; it is never delivered';
 
 /** Lets an expired event go: no retry and no dead letter (it is already counted as expired). */
 function release(s: Attempts, before: AttemptEffect[]): Step {

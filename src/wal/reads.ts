@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { AppError } from '../errors';
+import { AppError, coerceError } from '../errors';
 import type { IdempotencyRepo } from '../store/idempotency-repo';
 import type { IndexEntry, LogIndexRepo } from '../store/log-index-repo';
 import { isCorruptDatabase } from '../store/index-db';
@@ -164,20 +164,28 @@ export function createReads(opts: ReadsOptions) {
     if (now - (corruptLogged.get(key) ?? -Infinity) >= CORRUPT_LOG_EVERY_MS) {
       if (corruptLogged.size >= CORRUPT_LOG_KEYS) corruptLogged.clear(); // bounded: many records at once log again, rarely
       corruptLogged.set(key, now);
-      log.error(
-        { partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length },
-        'log: corrupt record (checksum or header mismatch); it is not served (logged once a minute per record)',
-      );
+      const where = { partition, offset: entry.offset, ...segments.locate(entry.position), length: entry.length };
+      // A read that failed is not a checksum mismatch (syscall probe: an EIO was logged as one).
+      if (frame) log.error(where, 'log: corrupt record (checksum or header mismatch); it is not served (logged once a minute per record)');
+      else
+        log.error(
+          { ...where, err: coerceError(lastReadError) },
+          'log: record unreadable (its bytes are missing, or reading them failed twice); it is not served (logged once a minute per record)',
+        );
     }
     return undefined;
   }
+
+  /** Why the last read that gave no bytes failed (missing bytes, an I/O error twice), for the line that names the record. */
+  let lastReadError: unknown;
 
   function readFrame(entry: IndexEntry): Buffer | undefined {
     try {
       return segments.read(entry.position, entry.length);
     } catch (err) {
       if (opts.unreachableFails && err instanceof AppError) throw err; // the file cannot be reached now: its bytes are not known bad
-      return undefined; // the bytes are gone (a lost range): as corrupt as a bad checksum
+      lastReadError = err;
+      return undefined; // the bytes are gone (a lost range, a bad sector): as corrupt as a bad checksum
     }
   }
 

@@ -936,7 +936,15 @@ function readRecordBytes(seg: ReadableSegment, position: number, length: number,
   try {
     n = fs.readSync(fds.of(seg), buf, 0, length, position - seg.base);
   } catch (err) {
-    throw unreadable(seg.file, err);
+    if ((err as NodeJS.ErrnoException).code !== 'EIO') throw unreadable(seg.file, err);
+    // An I/O error can last a moment (syscall probe: one EIO dead-lettered an intact event as corrupt): read once
+    // more, the file opened again, before its bytes are taken as bad.
+    try {
+      fds.close(seg);
+      n = fs.readSync(fds.of(seg), buf, 0, length, position - seg.base);
+    } catch (again) {
+      throw unreadable(seg.file, again);
+    }
   }
   if (n !== length) throw new Error(`log read past end at ${position}`);
   return buf;
