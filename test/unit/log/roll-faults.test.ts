@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 import type { LocalEventStoreOptions } from '../../../src/wal/local-event-store';
+import pino from 'pino';
 import { openStoreAt } from '../../helpers/log-store';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
@@ -193,6 +194,45 @@ describe('segment rolls that fail part-way', () => {
       expect(unhandled).toEqual([]);
     } finally {
       process.off('unhandledRejection', onUnhandled);
+      await s.close();
+    }
+  });
+});
+
+describe('a failed append whose undo fails too', () => {
+  // Syscall probe: fdatasync EIO with every ftruncate failing. The 503 said "nothing from this request was stored",
+  // yet a restart recovered the refused events and delivered them; and the error line came once per refused group.
+  it('tells its producer the events may be found stored; later refused groups wrote nothing and say so; one error line', async () => {
+    const dir = tmpDir();
+    const lines: { level: number; msg: string; suppressed?: number }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    let s = openStoreAt(dir, { segmentBytes: 1 << 20, log, writeProbeFirstMs: 60_000 });
+    await s.store.append([ev('a0', 100)]);
+    jest
+      .spyOn(fs, 'fdatasync')
+      .mockImplementationOnce(((_fd: number, cb: (e: Error) => void) =>
+        process.nextTick(cb, eio('fdatasync'))) as unknown as typeof fs.fdatasync);
+    jest.spyOn(fs, 'ftruncateSync').mockImplementation(() => {
+      throw eio('ftruncate');
+    });
+    await expect(s.store.append([ev('refused', 100)])).rejects.toMatchObject({
+      code: 'unavailable',
+      message: expect.stringMatching(/could not be undone: its events may be found stored after a restart/),
+    });
+    for (const id of ['later-1', 'later-2'])
+      await expect(s.store.append([ev(id, 100)])).rejects.toMatchObject({
+        code: 'unavailable',
+        message: expect.stringMatching(/nothing from this request was stored/),
+      });
+    expect(lines.filter((l) => /could not undo a failed append/.test(l.msg))).toHaveLength(1);
+    await s.close();
+    jest.restoreAllMocks();
+
+    s = openStoreAt(dir, { segmentBytes: 1 << 20 });
+    try {
+      // As its 503 said it might be; the later ones were never written.
+      expect(ids(s.store)).toEqual(['a0', 'refused']);
+    } finally {
       await s.close();
     }
   });
