@@ -593,6 +593,38 @@ describe('local event store: retention', () => {
     expect(next!.offset).toBe(heads[next!.partition]);
   });
 
+  it('says once a minute, not at every round, that retention cannot record its offsets in herald.db, and deletes no file meanwhile', async () => {
+    const lines: { msg: string; suppressed?: number }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    // The wall clock: segments left on disk by a failed round are dated by their files' times at the next.
+    const clock = { now: Date.now() };
+    const o = openStore(tmpDir(), { segmentBytes: 4096, retentionMs: 1000, log }, clock);
+    for (let i = 0; i < 100; i++) await o.store.append([ev(`f${i}`)]);
+    await o.store.indexed();
+    // herald.db refuses retention's write (a real SQLite error, as a failing disk gives one: syscall probe, 35 lines in 4 s).
+    o.db.exec("CREATE TRIGGER refuse_floors BEFORE INSERT ON meta BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END");
+    o.db.exec("CREATE TRIGGER refuse_floors_update BEFORE UPDATE ON meta BEGIN SELECT RAISE(ABORT, 'disk I/O error'); END");
+    // Each round has newer events past the retention to delete (the rounds that write nothing new retire nothing).
+    const round = async (r: number) => {
+      for (let i = 0; i < 30; i++) await o.store.append([ev(`f${r}-${i}`)]);
+      await o.store.indexed();
+      clock.now += 2000;
+      await o.store.runRetention();
+    };
+    for (let r = 0; r < 5; r++) await round(r);
+    expect(lines.filter((l) => /could not record its offsets/.test(l.msg))).toHaveLength(1);
+    expect(lines.filter((l) => /retention deleted/.test(l.msg))).toHaveLength(0);
+    clock.now += 60_000;
+    await round(5);
+    const said = lines.filter((l) => /could not record its offsets/.test(l.msg));
+    expect(said).toHaveLength(2);
+    expect(said[1]!.suppressed).toBeGreaterThanOrEqual(4);
+    o.db.exec('DROP TRIGGER refuse_floors; DROP TRIGGER refuse_floors_update');
+    await round(6);
+    expect(lines.filter((l) => /retention deleted/.test(l.msg)).length).toBeGreaterThan(0);
+    await o.close();
+  });
+
   it('keeps the heads a retention a crash interrupted empties at the next start, when index.db is lost after it', async () => {
     const o = openStore(tmpDir(), { segmentBytes: 4096 });
     for (let i = 0; i < 200; i++) await o.store.append([ev(`c${i}`)]);
