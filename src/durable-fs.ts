@@ -1,14 +1,31 @@
 import fs from 'node:fs';
 import path from 'node:path';
 
+/**
+ * Runs `fn`, giving a system error it throws the `path` of the file it was about when it has none: calls on a
+ * descriptor (fsync, ftruncate, read) name no file, and a start that failed on one said only "EIO: i/o error,
+ * fsync" (syscall probe).
+ */
+export function aboutFile<T>(file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    const e = err as NodeJS.ErrnoException;
+    if (e instanceof Error && typeof e.code === 'string' && e.path === undefined) e.path = file;
+    throw err;
+  }
+}
+
 /** fsync through a read-only descriptor: enough on Linux for files and directory entries alike. */
 export function fsyncPath(target: string): void {
-  const fd = fs.openSync(target, 'r');
-  try {
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
+  aboutFile(target, () => {
+    const fd = fs.openSync(target, 'r');
+    try {
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+  });
 }
 
 /**

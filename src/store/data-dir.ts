@@ -340,7 +340,9 @@ export function unusable(dataDir: string, err: unknown): StartupError {
       : e.code === 'SQLITE_IOERR_SHMSIZE'
         ? '; the file system may be full (SQLite could not grow herald.db-shm): free space on it, then start again'
         : '';
-  return new StartupError(`data dir ${dir} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}${full}`);
+  // The file a call on a descriptor failed on (`aboutFile`): its message names none.
+  const about = typeof e.path === 'string' && !String(e.message).includes(e.path) ? ` (${e.path})` : '';
+  return new StartupError(`data dir ${dir} is not usable: ${e.code ? `${e.code} ` : ''}${e.message ?? String(err)}${about}${full}`);
 }
 
 /** The highest of `dir` and its parents that the system cannot follow for symbolic links in a loop; else undefined. */

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import { fsyncPath, makeDirs, writeFileAtomically } from '../durable-fs';
+import { aboutFile, fsyncPath, makeDirs, writeFileAtomically } from '../durable-fs';
 import { isKnownGap } from './log-holes';
 import { AppError, StartupError } from '../errors';
 import { HERALD_VERSION } from '../version';
@@ -245,7 +245,10 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     const fd = open ?? fs.openSync(seg.file, 'r');
     try {
       const buf = Buffer.allocUnsafe(length);
-      return buf.subarray(0, fs.readSync(fd, buf, 0, length, at));
+      return buf.subarray(
+        0,
+        aboutFile(seg.file, () => fs.readSync(fd, buf, 0, length, at)),
+      );
     } finally {
       if (open === undefined) fs.closeSync(fd);
     }
@@ -390,7 +393,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
     // Copied aside first, whatever it holds: a cut is never the only copy of bytes (a wrong key or a
     // kind of damage not foreseen would otherwise destroy records for good).
     if (seg.size > badAt) copyAside(seg, badAt, seg.size);
-    fs.truncateSync(seg.file, badAt);
+    aboutFile(seg.file, () => fs.truncateSync(seg.file, badAt));
     seg.size = badAt;
     for (const later of segments.splice(index + 1)) {
       if (later.size === 0) fs.rmSync(later.file);
@@ -418,7 +421,7 @@ export function openSegmentLog(opts: SegmentLogOptions) {
       padOver(seg, badAt, resume.inFile);
     } else {
       copyAside(seg, badAt, seg.size);
-      fs.truncateSync(seg.file, badAt);
+      aboutFile(seg.file, () => fs.truncateSync(seg.file, badAt));
       seg.size = badAt;
       if (opts.durable) fsyncPath(seg.file);
       for (const inside of segments.splice(index + 1, resume.index - index - 1)) {
@@ -1017,7 +1020,7 @@ export function scanSegmentFile(
       } else {
         remaining.copy(work, 0); // Buffer#copy allows the overlap
       }
-      const read = fs.readSync(fd, work, remaining.length, want, bufStart + buf.length);
+      const read = aboutFile(seg.file, () => fs.readSync(fd, work, remaining.length, want, bufStart + buf.length));
       bufStart += at;
       buf = work.subarray(0, remaining.length + read);
       at = 0;

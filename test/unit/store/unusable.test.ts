@@ -1,7 +1,13 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
+import type { CloudEvent } from '../../../src/cloudevents/event';
 import { unusable } from '../../../src/store/data-dir';
+import { openStoreAt } from '../../helpers/log-store';
+import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
+
+afterAll(cleanupTmpDirs);
+afterEach(() => jest.restoreAllMocks());
 
 describe('unusable data dir', () => {
   it.each([
@@ -43,5 +49,33 @@ describe('unusable data dir', () => {
   it('gives other reasons as they are', () => {
     const err = unusable('/var/lib/herald', Object.assign(new Error('permission denied'), { code: 'EACCES' }));
     expect(err.message).toBe('data dir /var/lib/herald is not usable: EACCES permission denied');
+  });
+
+  it('names the file a start failed to read, fsync or cut (syscall probe: "EIO EIO: i/o error, read" named none)', async () => {
+    const dir = tmpDir();
+    const first = openStoreAt(dir);
+    const ev: CloudEvent = { attributes: { specversion: '1.0', id: 'a', source: '/s', type: 't' }, data: { kind: 'none' } };
+    await first.store.append([ev]);
+    await first.close();
+    const segment = path.join(
+      dir,
+      'wal',
+      fs.readdirSync(path.join(dir, 'wal')).find((f) => f.endsWith('.seg'))!,
+    );
+    // The start's scan of the log reads the segment through a descriptor; the disk answers EIO.
+    const { ino } = fs.statSync(segment);
+    const realRead = fs.readSync;
+    jest.spyOn(fs, 'readSync').mockImplementation(((fd: number, ...rest: unknown[]) => {
+      if (fs.fstatSync(fd).ino === ino) throw Object.assign(new Error('EIO: i/o error, read'), { code: 'EIO', errno: -5, syscall: 'read' });
+      return (realRead as (...a: unknown[]) => number)(fd, ...rest);
+    }) as typeof fs.readSync);
+    let thrown: unknown;
+    try {
+      openStoreAt(dir, { recovery: 'strict' });
+    } catch (err) {
+      thrown = err;
+    }
+    jest.restoreAllMocks();
+    expect(unusable(dir, thrown).message).toBe(`data dir ${dir} is not usable: EIO EIO: i/o error, read (${segment})`);
   });
 });
