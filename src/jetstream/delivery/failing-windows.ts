@@ -23,6 +23,15 @@ const CLOCK_SAMPLES = 5;
 /** The longest the start waits for the first estimate (until then, and whenever none can be made, the local clock). */
 const CLOCK_START_WAIT_MS = 2000;
 /**
+ * A write of the clock key that another node overwrote before it was read back (nodes started together write it in
+ * the same milliseconds, and again every minute after) is written again within this long (random, so that they part),
+ * up to {@link CLOCK_TRIES} writes in all.
+ */
+const CLOCK_RETRY_MS = 250;
+const CLOCK_TRIES = 8;
+/** Until a first estimate, one that could not be made (the bucket has no leader yet, say) is tried again this soon. */
+const CLOCK_FIRST_RETRY_MS = 2000;
+/**
  * A window's time may be this much before the server stored it (the failure, then the write) and 1 s after (the
  * writer's estimate of the server clock is off by a round trip at most): outside that, the writer's clock was not on
  * the server's (no estimate yet, or an older version writing its local clock) and the server's store time stands.
@@ -78,14 +87,24 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
   /** A time on the server's clock as this node's clock reads it (what the service reports). */
   const local = (at: number) => at - (offset ?? 0);
 
+  let firstRetry: NodeJS.Timeout | undefined;
+
   /** Writes the clock key and reads its store time: an estimate of the offset, within half the round trip. */
   async function sampleClock(): Promise<void> {
+    for (let tries = 1; !(await sampleOnce()); tries++) {
+      if (stopped || tries >= CLOCK_TRIES) return;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * CLOCK_RETRY_MS));
+    }
+  }
+
+  /** One write and read of the clock key: false when another node overwrote it meanwhile (no estimate from it). */
+  async function sampleOnce(): Promise<boolean> {
     const before = deps.clock();
     const revision = await kv.put(CLOCK_KEY, String(before));
     const after = deps.clock();
     const entry = await kv.get(CLOCK_KEY, { revision });
-    // Overwritten by another node meanwhile (one key for all): no estimate this time.
-    if (!entry || entry.revision !== revision) return;
+    // Overwritten by another node meanwhile (one key for all, one revision kept): written again.
+    if (!entry || entry.revision !== revision) return false;
     const sample = { rtt: after - before, offset: entry.created.getTime() - (before + after) / 2 };
     const best = samples.reduce<(typeof samples)[number] | undefined>((b, x) => (b && b.rtt <= x.rtt ? b : x), undefined);
     // Not within the two round trips of the best one: a clock stepped, the older estimates are wrong now.
@@ -93,13 +112,28 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
     samples.push(sample);
     if (samples.length > CLOCK_SAMPLES) samples.shift();
     offset = samples.reduce((b, x) => (x.rtt < b.rtt ? x : b)).offset;
+    return true;
   }
 
-  /** A failed estimate keeps the last one (or the local clock): tried again a minute later. */
-  const sampleLogged = () =>
-    sampleClock().catch((err: unknown) => {
-      if (!stopped) log.warn({ err: natsReason(err), key: CLOCK_KEY }, "could not read the NATS server's clock; trying again in a minute");
-    });
+  /**
+   * A failed estimate keeps the last one: tried again a minute later. With none yet (the local clock stands in), it
+   * is tried again every {@link CLOCK_FIRST_RETRY_MS} until one is made, with one warning.
+   */
+  const sampleLogged = (quiet = false): Promise<void> =>
+    sampleClock()
+      .catch((err: unknown) => {
+        if (stopped || quiet) return;
+        const next = offset === undefined ? 'trying again every 2 s until it answers' : 'trying again in a minute';
+        log.warn({ err: natsReason(err), key: CLOCK_KEY }, `could not read the NATS server's clock; ${next}`);
+      })
+      .finally(() => {
+        if (stopped || offset !== undefined || firstRetry) return;
+        firstRetry = setTimeout(() => {
+          firstRetry = undefined;
+          void sampleLogged(true);
+        }, CLOCK_FIRST_RETRY_MS);
+        firstRetry.unref();
+      });
 
   function apply(entry: KvEntry): void {
     if (!entry.key.endsWith(SUFFIX)) return;
@@ -215,6 +249,7 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
     stop(): void {
       stopped = true;
       if (sampling) clearInterval(sampling);
+      if (firstRetry) clearTimeout(firstRetry);
       if (rewatch) clearTimeout(rewatch);
       watcher?.stop();
     },
