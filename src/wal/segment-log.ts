@@ -927,8 +927,10 @@ export class ReadFds {
   /** Closes `seg`'s descriptor, if open (retention, close, eviction). */
   close(seg: ReadableSegment): void {
     this.open.delete(seg);
-    if (seg.readFd !== undefined) fs.closeSync(seg.readFd);
+    const fd = seg.readFd;
+    // Forgotten before the close, which may fail (EIO) having released it: its number may then belong to another file.
     seg.readFd = undefined;
+    if (fd !== undefined) fs.closeSync(fd);
   }
 }
 
@@ -943,7 +945,11 @@ function readRecordBytes(seg: ReadableSegment, position: number, length: number,
     // An I/O error can last a moment (syscall probe: one EIO dead-lettered an intact event as corrupt): read once
     // more, the file opened again, before its bytes are taken as bad.
     try {
-      fds.close(seg);
+      try {
+        fds.close(seg);
+      } catch {
+        // The descriptor is released whatever close says (Linux): the read is made on a new one all the same.
+      }
       n = fs.readSync(fds.of(seg), buf, 0, length, position - seg.base);
     } catch (again) {
       throw unreadable(seg.file, again);

@@ -95,4 +95,26 @@ describe('a read of the log that fails with an I/O error', () => {
       await s.close();
     }
   });
+
+  it('once, with the close of its descriptor failing too: still read again, and later reads do not go through the closed number', async () => {
+    const { s } = await storedThenReopened();
+    try {
+      // Linux releases a descriptor whose close reports an error (EIO on a failing disk): the number is gone either way.
+      const realClose = fs.closeSync;
+      let closeFailed = 0;
+      jest.spyOn(fs, 'closeSync').mockImplementation((fd: number) => {
+        realClose(fd);
+        if (closeFailed++ === 0) throw Object.assign(new Error('EIO: i/o error, close'), { code: 'EIO', errno: -5, syscall: 'close' });
+      });
+      failReads(1);
+      expect(readOne(s.store, 0, 1)).toMatchObject({ offset: 1, event: { attributes: { id: 'e1' } } });
+      expect(closeFailed).toBe(1);
+      jest.restoreAllMocks();
+      const page = s.store.read(0, 0, 10);
+      expect(page.corruptOffset).toBeUndefined();
+      expect(page.events.map((e) => e.event.attributes.id)).toEqual(['e0', 'e1', 'e2']);
+    } finally {
+      await s.close();
+    }
+  });
 });
