@@ -256,7 +256,7 @@ async function subscriptionGauges(subscriptions: SubscriptionSnapshot): Promise<
     [
       family(
         'herald_subscription_lag_events',
-        'Head offset minus committed offset: offsets, so those skipped after an unclean stop under HERALD_FSYNC=interval or never count until delivery passes them.',
+        'Head offset minus committed offset, less the offsets a start skipped after an unclean stop under HERALD_FSYNC=interval or never: offsets, so events the filters leave out count until delivery passes them.',
         lag,
       ),
       family(
