@@ -14,7 +14,9 @@ export interface SkippedRange {
  */
 export function createSkippedOffsetsRepo(db: Db) {
   const insert = db.prepare<[number, number, number]>(
-    'INSERT OR IGNORE INTO skipped_offsets (partition, from_offset, to_offset) VALUES (?, ?, ?)',
+    // A range from the same offset can be wider at a later start (its head's record lost with the events after it):
+    // the wider one stands (review: kept the narrower, whose rest was then named lost events and counted as lag).
+    'INSERT INTO skipped_offsets (partition, from_offset, to_offset) VALUES (?, ?, ?) ON CONFLICT (partition, from_offset) DO UPDATE SET to_offset = max(to_offset, excluded.to_offset)',
   );
   const coveringEnd = db.prepare<[number, number, number], { from: number }>(
     'SELECT from_offset AS "from" FROM skipped_offsets WHERE partition = ? AND from_offset < ? AND to_offset >= ? ORDER BY from_offset LIMIT 1',

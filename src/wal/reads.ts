@@ -150,6 +150,9 @@ export function createReads(opts: ReadsOptions) {
   /** When each corrupt record was last logged: a reader asking for it again and again is not a log flood. */
   const corruptLogged = new Map<string, number>();
 
+  /** Why the last record found corrupt was: its bytes failed their check, or could not be read (for a lookup's 500). */
+  let lastCorruptWhy = 'checksum mismatch';
+
   /** Verifies and decodes one record's bytes; undefined (and an error log, once a minute per record) when they are not that record. */
   function decodeAt(partition: number, entry: IndexEntry, frame: Buffer | undefined): StoredEvent | undefined {
     const record = frame && verifyAndDecode(frame, partition, entry.offset, segments.key);
@@ -159,6 +162,7 @@ export function createReads(opts: ReadsOptions) {
       indexDamaged(
         `its row for partition ${partition}, offset ${entry.offset} points at the intact record of partition ${place.partition}, offset ${place.offset}`,
       );
+    lastCorruptWhy = frame ? 'checksum mismatch' : 'its bytes could not be read';
     const key = `${partition}:${entry.offset}`;
     const now = performance.now();
     if (now - (corruptLogged.get(key) ?? -Infinity) >= CORRUPT_LOG_EVERY_MS) {
@@ -301,7 +305,7 @@ export function createReads(opts: ReadsOptions) {
       throw new AppError(
         'corrupt_record',
         `the stored record of this event (partition ${found.partition}, offset ${found.offset}) is corrupt and is not served`,
-        { details: [{ message: `partition ${found.partition}, offset ${found.offset}: checksum mismatch` }] },
+        { details: [{ message: `partition ${found.partition}, offset ${found.offset}: ${lastCorruptWhy}` }] },
       );
     }
     const stored = page.events[0];

@@ -89,6 +89,17 @@ describe('a read of the log that fails with an I/O error', () => {
       expect(errors[0]!.msg).toMatch(/record unreadable/);
       expect(errors[0]!.msg).not.toMatch(/checksum/);
       expect(errors[0]!.err?.code).toBe('EIO');
+      // A lookup's 500 says so too (review: its detail said "checksum mismatch").
+      let thrown: unknown;
+      try {
+        s.store.lookup('/read-faults', 'e1');
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toMatchObject({
+        code: 'corrupt_record',
+        details: [{ message: 'partition 0, offset 1: its bytes could not be read' }],
+      });
       jest.restoreAllMocks();
       expect(s.store.read(0, 0, 10).events.map((e) => e.event.attributes.id)).toEqual(['e0', 'e1', 'e2']);
     } finally {

@@ -45,6 +45,15 @@ describe('the skipped offsets repository', () => {
     expect(within(2, 0, 100)).toBe(0);
   });
 
+  it('keeps the wider of two ranges from the same offset (review: a later start whose range began where an earlier one did kept the narrower)', () => {
+    const skipped = repo();
+    skipped.record({ partition: 0, from: 10, to: 4106 });
+    skipped.record({ partition: 0, from: 10, to: 8202 });
+    skipped.record({ partition: 0, from: 10, to: 5000 });
+    expect(skipped.skippedFrom(0, 10, 8202)).toBe(10);
+    expect(skipped.counter()(0, 0, 9000)).toBe(8192);
+  });
+
   it('forgets the ranges retention is past', () => {
     const skipped = repo();
     skipped.record({ partition: 0, from: 10, to: 4106 });

@@ -71,7 +71,7 @@ describe('unusable data dir', () => {
     }) as typeof fs.readSync);
     let thrown: unknown;
     try {
-      openStoreAt(dir, { recovery: 'strict' });
+      openStoreAt(dir);
     } catch (err) {
       thrown = err;
     }
