@@ -40,15 +40,19 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     bucket = `dpos_${randomUUID().slice(0, 8)}`;
   });
 
-  /** A node: its own connection to the bucket and its own windows, watching; its clock is the test's, `skewMs` off. */
-  async function node(skewMs = 0): Promise<{ kv: KV; windows: FailingWindows }> {
+  /**
+   * A node: its own connection to the bucket and its own windows, watching; its wall clock is the test's, `skewMs`
+   * off (and `step` moves it), its monotonic clock the test's.
+   */
+  async function node(skewMs = 0): Promise<{ kv: KV; windows: FailingWindows; step: (byMs: number) => void }> {
     const nc = await connect({ servers: cluster.urls });
     conns.push(nc);
     const kv = await nc.jetstream().views.kv(bucket, { history: 1, storage: StorageType.Memory });
-    const w = createFailingWindows({ kv, log: pino({ level: 'silent' }), clock: skewMs === 0 ? clock : () => now + skewMs });
+    let skew = skewMs;
+    const w = createFailingWindows({ kv, log: pino({ level: 'silent' }), clock: () => now + skew, monotonic: clock });
     await w.start();
     windows.push(w);
-    return { kv, windows: w };
+    return { kv, windows: w, step: (byMs) => void (skew += byMs) };
   }
 
   /** The window's start as stored (on the server's clock), read on the node's clock. */
@@ -154,6 +158,20 @@ describeWithNats('the failing windows of the JetStream engine', () => {
       const started = await Promise.all([node(), node(), node(HOUR_MS), node(-HOUR_MS)]);
       expect(started.map((n) => n.windows.clockOffset() === undefined)).toEqual([false, false, false, false]);
     }
+  });
+
+  it("a step of a node's wall clock after its estimate moves no window (re-probe: a step of an hour paused a subscription 6.4 s into a 20 s limit)", async () => {
+    const a = await node();
+    const s = await node();
+    const opened = now;
+    expect(a.windows.failed('step1', LIMIT_MS)).toBeUndefined();
+    await waitFor(() => s.windows.failingSince('step1') !== undefined, { what: 'the other node heard the window' });
+    s.step(HOUR_MS);
+    now = opened + LIMIT_MS - SLACK_MS;
+    expect(s.windows.failed('step1', LIMIT_MS)).toBeUndefined();
+    now = opened + LIMIT_MS + SLACK_MS;
+    // Reported on the stepped wall clock.
+    expect(near(s.windows.failed('step1', LIMIT_MS), opened + HOUR_MS)).toBe(true);
   });
 
   describe.each([

@@ -62,11 +62,18 @@ const sinceOf = (entry: KvEntry): number | undefined => {
  * keeps it in herald.db.
  *
  * Its times are on one clock, the NATS server's, so that nodes whose clocks differ agree: each node estimates the
- * offset of the server's clock to its own from the store time (`created`) of its write of {@link CLOCK_KEY}, at
- * start and every minute (the write with the shortest round trip of the last few stands), and takes its own times
- * (a failure, a 2xx, now) as its clock plus that offset. Until a first estimate, its own clock.
+ * offset of the server's clock to its monotonic clock from the store time (`created`) of its write of
+ * {@link CLOCK_KEY}, at start and every minute (the write with the shortest round trip of the last few stands), and
+ * takes its own times (a failure, a 2xx, now) as its monotonic clock plus that offset. Until a first estimate, its
+ * own wall clock.
  */
-export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => number }) {
+export function createFailingWindows(deps: {
+  kv: KV;
+  log: Logger;
+  clock: () => number;
+  /** A clock that never steps (default `performance.now`): the estimate is kept against it, so a step of `clock` changes nothing. */
+  monotonic?: () => number;
+}) {
   const { kv, log } = deps;
   /** Subscription token → since when its attempts have failed, as this node last heard. */
   const since = new Map<string, number>();
@@ -77,15 +84,19 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
   let watcher: QueuedIterator<KvEntry> | undefined;
   let rewatch: NodeJS.Timeout | undefined;
   let stopped = false;
-  /** Recent writes of the clock key: their round trip and the offset (server − local) each gave. */
+  const monotonic = deps.monotonic ?? (() => performance.now());
+  /** Recent writes of the clock key: their round trip and the offset (server − monotonic) each gave. */
   const samples: Array<{ rtt: number; offset: number }> = [];
-  /** The server's clock minus this node's, when estimated. */
+  /**
+   * The server's clock minus the monotonic clock, when estimated: kept against a clock that never steps, so a step of
+   * this node's wall clock changes no window (re-probe: a step of an hour paused a subscription 6.4 s into a 20 s limit).
+   */
   let offset: number | undefined;
   let sampling: NodeJS.Timeout | undefined;
-  /** Now on the server's clock, as this node estimates it. */
-  const shared = () => deps.clock() + (offset ?? 0);
-  /** A time on the server's clock as this node's clock reads it (what the service reports). */
-  const local = (at: number) => at - (offset ?? 0);
+  /** Now on the server's clock, as this node estimates it (its own wall clock until a first estimate). */
+  const shared = () => (offset === undefined ? deps.clock() : monotonic() + offset);
+  /** A time on the server's clock as this node's wall clock reads it now (what the service reports). */
+  const local = (at: number) => at - (shared() - deps.clock());
 
   let firstRetry: NodeJS.Timeout | undefined;
 
@@ -99,15 +110,16 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
 
   /** One write and read of the clock key: false when another node overwrote it meanwhile (no estimate from it). */
   async function sampleOnce(): Promise<boolean> {
-    const before = deps.clock();
-    const revision = await kv.put(CLOCK_KEY, String(before));
-    const after = deps.clock();
+    const before = monotonic();
+    const revision = await kv.put(CLOCK_KEY, String(deps.clock()));
+    const after = monotonic();
     const entry = await kv.get(CLOCK_KEY, { revision });
     // Overwritten by another node meanwhile (one key for all, one revision kept): written again.
     if (!entry || entry.revision !== revision) return false;
     const sample = { rtt: after - before, offset: entry.created.getTime() - (before + after) / 2 };
     const best = samples.reduce<(typeof samples)[number] | undefined>((b, x) => (b && b.rtt <= x.rtt ? b : x), undefined);
-    // Not within the two round trips of the best one: a clock stepped, the older estimates are wrong now.
+    // Not within the two round trips of the best one: the server's clock stepped (or its leader moved to a server
+    // whose clock differs), the older estimates are wrong now.
     if (best && Math.abs(sample.offset - best.offset) > sample.rtt + best.rtt + ESTIMATE_SLACK_MS) samples.length = 0;
     samples.push(sample);
     if (samples.length > CLOCK_SAMPLES) samples.shift();
@@ -191,7 +203,7 @@ export function createFailingWindows(deps: { kv: KV; log: Logger; clock: () => n
       await watch();
     },
     /** The server's clock minus this node's, as estimated (undefined: not yet, the local clock is used). */
-    clockOffset: (): number | undefined => offset,
+    clockOffset: (): number | undefined => (offset === undefined ? undefined : shared() - deps.clock()),
     /** A 2xx from the receiver: the window ends, on every node. */
     succeeded(token: string): void {
       lastSuccess.set(token, shared());
