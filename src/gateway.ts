@@ -15,6 +15,7 @@ import type { EventStore } from './wal/event-store';
 import { openLocalEventStore, type LocalEventStoreOptions } from './wal/local-event-store';
 import { createLogger, throttledLine, type Logger } from './logger';
 import { startCheckpointerOnDemand } from './store/checkpointer';
+import { createCheckpointSignal } from './store/checkpoint-signal';
 import { CHECKPOINT_INTERVAL_MS, checkpoint, openDatabase, type Db } from './store/db';
 import { lockDataDir, refusePartitionChange, refuseUnfinishedRestore, unusable } from './store/data-dir';
 import { isCorruptDatabase } from './store/index-db';
@@ -148,6 +149,8 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     log,
     enabled: config.deliveryEnabled,
   });
+  // When herald.db's checkpointer thread holds the write lock: its writers tell it from another process's (slow-disk probe).
+  const ownCheckpoint = createCheckpointSignal();
   const dispatcher = createDeliveryThread({
     dbFile,
     db,
@@ -159,6 +162,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     backlogNice: config.backlogNice,
     clockSkew: skew,
     crashAfterAnswers: opts.deliveryCrashAfterAnswers,
+    checkpointSignal: ownCheckpoint.buffer,
     maxRestarts: opts.deliveryRestarts?.max,
     restartWindowMs: opts.deliveryRestarts?.windowMs,
     onFatal:
@@ -194,7 +198,13 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     store,
     subscriptions,
     deliveries: dispatcher,
-    health: createHealthRouter({ store, db, deliveryEnabled: config.deliveryEnabled, deliveryWrites: dispatcher.stateWrites }),
+    health: createHealthRouter({
+      store,
+      db,
+      deliveryEnabled: config.deliveryEnabled,
+      deliveryWrites: dispatcher.stateWrites,
+      ownCheckpoint,
+    }),
     extra: [createConsoleRouter()],
   });
   const httpServer = createHttpServer({ log, handlers });
@@ -239,16 +249,22 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
     await subscriptions.startAll();
     const checkpointerFailed = throttledLine(60_000);
     const checkpointFailed = throttledLine(60_000);
-    checkpointer = startCheckpointerOnDemand(dbFile, CHECKPOINT_INTERVAL_MS, undefined, {
-      failed: (err) =>
-        checkpointerFailed((suppressed) =>
-          log.error({ err, suppressed }, 'herald.db checkpointer thread failed; starting it again once the WAL grows'),
-        ),
-      checkpointFailed: (error) =>
-        checkpointFailed((suppressed) =>
-          log.error({ err: error, suppressed }, 'herald.db checkpoint failed; tried again every interval (logged once a minute)'),
-        ),
-    });
+    checkpointer = startCheckpointerOnDemand(
+      dbFile,
+      CHECKPOINT_INTERVAL_MS,
+      undefined,
+      {
+        failed: (err) =>
+          checkpointerFailed((suppressed) =>
+            log.error({ err, suppressed }, 'herald.db checkpointer thread failed; starting it again once the WAL grows'),
+          ),
+        checkpointFailed: (error) =>
+          checkpointFailed((suppressed) =>
+            log.error({ err: error, suppressed }, 'herald.db checkpoint failed; tried again every interval (logged once a minute)'),
+          ),
+      },
+      ownCheckpoint.buffer,
+    );
   } catch (err) {
     // A failed start lets go of all it took (the lock, the threads, the port): a caller embedding the
     // gateway can start it again in the same process once the cause is fixed.

@@ -1,5 +1,6 @@
 import type { Router } from 'express';
 import { isDatabaseBusy } from '../errors';
+import type { CheckpointSignal } from '../store/checkpoint-signal';
 import type { Db } from '../store/db';
 import type { EventLog } from '../wal/event-store';
 import { newRouter, requireScope } from './routing';
@@ -14,6 +15,8 @@ export function createHealthRouter(deps: {
   deliveryEnabled?: boolean;
   /** Why delivery cannot write its state to the database now (its flushes fail), if it cannot. */
   deliveryWrites?: () => string | undefined;
+  /** When herald.db's own checkpointer held its write lock: the lock held is then not another process's. */
+  ownCheckpoint?: CheckpointSignal;
 }): Router {
   const router = newRouter();
   router.get('/healthz', requireScope('none'), (_req, res) => {
@@ -26,7 +29,7 @@ export function createHealthRouter(deps: {
     if (deps.db) {
       // The lock probe writes nothing: a full disk (HERALD_MIN_FREE_BYTES=0) or a damaged page shows in delivery's flushes.
       const failing = deps.deliveryWrites?.();
-      checks.database = failing ? `delivery state cannot be written: ${failing}` : await databaseCheck(deps.db);
+      checks.database = failing ? `delivery state cannot be written: ${failing}` : await databaseCheck(deps.db, deps.ownCheckpoint);
     }
     const ready = Object.values(checks).every((v) => v === 'ok');
     // Delivery switched off on purpose (HERALD_DELIVERY=off) is reported, not a reason to be unready.
@@ -46,8 +49,9 @@ const LOCK_TRY_GAP_MS = 100;
  * {@link LOCK_TRIES} times {@link LOCK_TRY_GAP_MS} apart, so another process holding it (an operator's
  * `sqlite3` shell) makes the gateway unready instead of `SELECT 1` calling it fine.
  */
-async function databaseCheck(db: Db): Promise<string> {
+async function databaseCheck(db: Db, ownCheckpoint?: CheckpointSignal): Promise<string> {
   let last = '';
+  const began = Date.now();
   for (let tries = 0; tries < LOCK_TRIES; tries++) {
     if (tries > 0) await new Promise((r) => setTimeout(r, LOCK_TRY_GAP_MS));
     if (!db.open || db.readonly) return 'not writable';
@@ -55,6 +59,9 @@ async function databaseCheck(db: Db): Promise<string> {
     last = tryWriteLock(db);
     if (last === 'ok' || !last.startsWith('herald.db is locked')) return last;
   }
+  // The gateway's own checkpoint, slow on this disk, held it: no other process to look for (slow-disk probe).
+  if (ownCheckpoint?.heldSince(began))
+    return "herald.db's write lock is held by its own checkpoint (emptying its WAL), slow on this disk: changes to subscriptions and delivery state wait";
   return last;
 }
 

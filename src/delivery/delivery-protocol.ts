@@ -117,6 +117,8 @@ export interface DeliveryWorkerData {
   clockSkew?: Float64Array;
   /** Tests: the thread throws (an uncaught error) after this many delivery attempts were answered. */
   crashAfterAnswers?: number;
+  /** store/checkpoint-signal.ts's buffer: when herald.db's own checkpointer held its write lock. */
+  checkpointSignal?: SharedArrayBuffer;
 }
 
 /**

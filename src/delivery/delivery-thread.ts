@@ -41,6 +41,8 @@ export interface DeliveryThreadOptions {
   clockSkew?: Float64Array;
   /** Tests: the first thread throws after this many answered attempts (see `delivery-worker.ts`). */
   crashAfterAnswers?: number;
+  /** store/checkpoint-signal.ts's buffer, handed to the thread: when herald.db's own checkpointer held its write lock. */
+  checkpointSignal?: SharedArrayBuffer;
   /** The thread died too often (`maxRestarts` within `restartWindowMs`): the process should exit non-zero. */
   onFatal: (err: Error) => void;
   maxRestarts?: number;
@@ -137,6 +139,7 @@ export function createDeliveryThread(opts: DeliveryThreadOptions) {
       backlogNice,
       clockSkew: opts.clockSkew,
       crashAfterAnswers: incarnation === 0 ? opts.crashAfterAnswers : undefined,
+      checkpointSignal: opts.checkpointSignal,
     };
     incarnation++;
     const w = new Worker(workerFile(), { workerData: data });

@@ -10,6 +10,7 @@ import { parentPort, workerData } from 'node:worker_threads';
 import pino from 'pino';
 import { AppError, fromDatabaseError } from '../errors';
 import { unwrittenCallback } from './callback-write';
+import { createCheckpointSignal } from '../store/checkpoint-signal';
 import { openConnection } from '../store/db';
 import { openLogReader } from '../wal/log-reader';
 import { throttledLine } from '../logger';
@@ -36,6 +37,9 @@ const OBSERVE_INTERVAL_MS = 50;
 
 const port = parentPort!;
 const data = workerData as DeliveryWorkerData;
+const ownCheckpoint = data.checkpointSignal ? createCheckpointSignal(data.checkpointSignal) : undefined;
+/** A hold that ended just before the callback came can still be what its write waited behind (a flush begun before). */
+const OWN_HOLD_SLACK_MS = 1000;
 const post = (message: FromDelivery) => port.postMessage(message);
 // No time, pid or host: the main thread's logger adds its own when it writes the line.
 const log = pino({ level: data.logLevel, base: null, timestamp: false }, { write: (line: string) => post({ type: 'log', line }) });
@@ -196,8 +200,9 @@ port.on('message', (message: ToDelivery) => {
           // in memory, written by the flush's retry, a crash meanwhile delivering again (at least once).
           const { id } = message;
           const answer = () => post({ type: 'answer', id, ok: true, value });
+          const arrived = Date.now();
           dispatcher.persisted().then(answer, (err: unknown) => {
-            const refused = unwrittenCallback(err);
+            const refused = unwrittenCallback(err, ownCheckpoint?.heldSince(arrived - OWN_HOLD_SLACK_MS) ?? false);
             if (!refused) {
               answeredUnwritten((suppressed) =>
                 log.warn({ err, suppressed }, 'delivery thread: a callback is answered before it could be written; its write is retried'),

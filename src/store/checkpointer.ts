@@ -7,7 +7,8 @@ import { THREAD_LIMITS } from '../thread-limits';
  * Checkpoints the SQLite WAL from a worker thread with its own connection,
  * so the copy of WAL pages into the database file (8–18 ms at a time under
  * load) never runs on the event loop that answers requests. PASSIVE mode
- * never blocks the writer.
+ * never blocks the writer; the TRUNCATE that empties a WAL past 32 MiB does,
+ * so it runs only while checkpoints are quick.
  */
 /** What the checkpointer tells: its thread failed (could not start, or died), or a checkpoint failed (the thread goes on). */
 export interface CheckpointerEvents {
@@ -15,7 +16,16 @@ export interface CheckpointerEvents {
   checkpointFailed?: (message: string) => void;
 }
 
-export function startCheckpointer(dbFile: string, intervalMs: number, events: CheckpointerEvents = {}): { stop(): Promise<void> } {
+/** A PASSIVE or TRUNCATE checkpoint that took this long says the disk is slow now (see the worker's source). */
+const QUICK_CHECKPOINT_MS = 250;
+
+export function startCheckpointer(
+  dbFile: string,
+  intervalMs: number,
+  events: CheckpointerEvents = {},
+  /** checkpoint-signal.ts's buffer: when this thread held herald.db's write lock. */
+  signal?: SharedArrayBuffer,
+): { stop(): Promise<void> } {
   const source = `
     const { parentPort, workerData } = require('node:worker_threads');
     const Database = require(workerData.driver);
@@ -25,16 +35,33 @@ export function startCheckpointer(dbFile: string, intervalMs: number, events: Ch
     // PASSIVE runs for a second, so herald.db's writers are never shut out by this thread.
     db.pragma('busy_timeout = 0');
     const fs = require('node:fs');
+    // checkpoint-signal.ts: when this thread held the write lock (0: began, 1: last ended), for the gateway's writers.
+    const held = workerData.signal ? new Float64Array(workerData.signal) : new Float64Array(2);
     let passiveUntil = 0;
     const timer = setInterval(() => {
       try {
         // checkpointBounded() of ./db, which this eval'd worker cannot import.
         let walBytes = 0;
         try { walBytes = fs.statSync(workerData.dbFile + '-wal').size; } catch {}
-        if (walBytes > workerData.maxWalBytes && performance.now() >= passiveUntil) {
-          const [row] = db.pragma('wal_checkpoint(TRUNCATE)');
+        // PASSIVE first, never blocking writers, so that a TRUNCATE after it has little to copy.
+        const passiveAt = performance.now();
+        db.pragma('wal_checkpoint(PASSIVE)');
+        const quick = performance.now() - passiveAt < workerData.quickMs;
+        // TRUNCATE holds the write lock through its copy and sync: only after a quick PASSIVE (the disk is keeping
+        // up), and after one that was slow itself not for a minute (slow-disk probe: writers shut out for seconds).
+        if (walBytes > workerData.maxWalBytes && quick && performance.now() >= passiveUntil) {
+          const began = performance.now();
+          held[0] = Date.now();
+          let row;
+          try {
+            [row] = db.pragma('wal_checkpoint(TRUNCATE)');
+          } finally {
+            held[1] = Date.now();
+            held[0] = 0;
+          }
           if (row && row.busy) passiveUntil = performance.now() + 1000;
-        } else db.pragma('wal_checkpoint(PASSIVE)');
+          else if (performance.now() - began >= workerData.quickMs) passiveUntil = performance.now() + 60000;
+        }
       } catch (err) {
         if (String(err.code).startsWith('SQLITE_BUSY')) passiveUntil = performance.now() + 1000;
         else parentPort.postMessage({ error: String(err) });
@@ -45,7 +72,14 @@ export function startCheckpointer(dbFile: string, intervalMs: number, events: Ch
   const worker = new Worker(source, {
     eval: true,
     resourceLimits: THREAD_LIMITS.checkpointer,
-    workerData: { dbFile, intervalMs, maxWalBytes: MAX_WAL_BYTES, driver: require.resolve('better-sqlite3') },
+    workerData: {
+      dbFile,
+      intervalMs,
+      maxWalBytes: MAX_WAL_BYTES,
+      quickMs: QUICK_CHECKPOINT_MS,
+      signal,
+      driver: require.resolve('better-sqlite3'),
+    },
   });
   worker.unref();
   // A thread that cannot start (no descriptor left: `Worker initialization failure: EMFILE`) or that
@@ -101,6 +135,7 @@ export function startCheckpointerOnDemand(
   intervalMs: number,
   startBytes = CHECKPOINTER_START_BYTES,
   events: CheckpointerEvents = {},
+  signal?: SharedArrayBuffer,
 ): { started(): boolean; stop(): Promise<void> } {
   let running: ReturnType<typeof startCheckpointer> | undefined;
   let timer: NodeJS.Timeout | undefined;
@@ -115,17 +150,22 @@ export function startCheckpointerOnDemand(
       }
       if (walBytes <= startBytes) return;
       clearInterval(timer);
-      const started = startCheckpointer(dbFile, intervalMs, {
-        failed: (err) => {
-          if (stopped || running !== started) return;
-          events.failed?.(err);
-          running = undefined;
-          // Watched again after a pause (descriptors freed, say), not a new thread every interval.
-          timer = setTimeout(watch, RESTART_PAUSE_MS);
-          timer.unref();
+      const started = startCheckpointer(
+        dbFile,
+        intervalMs,
+        {
+          failed: (err) => {
+            if (stopped || running !== started) return;
+            events.failed?.(err);
+            running = undefined;
+            // Watched again after a pause (descriptors freed, say), not a new thread every interval.
+            timer = setTimeout(watch, RESTART_PAUSE_MS);
+            timer.unref();
+          },
+          checkpointFailed: events.checkpointFailed,
         },
-        checkpointFailed: events.checkpointFailed,
-      });
+        signal,
+      );
       running = started;
     }, intervalMs);
     timer.unref();

@@ -22,4 +22,10 @@ describe("a receiver's callback whose write to herald.db failed", () => {
     });
     expect(unwrittenCallback(new Error('boom'))).toMatchObject({ code: 'unavailable', status: 503, retryAfter: 1 });
   });
+
+  it("is a 503 when the lock was held by the gateway's own checkpoint, not another process (slow-disk probe: acks answered 200 were forgotten by a crash)", () => {
+    const refused = unwrittenCallback(sqlite('SQLITE_BUSY', 'database is locked'), true);
+    expect(refused).toMatchObject({ code: 'unavailable', status: 503, retryAfter: 1 });
+    expect(refused!.message).toMatch(/held by its own checkpoint/);
+  });
 });

@@ -1,6 +1,7 @@
 import Database from 'better-sqlite3';
 import fs from 'node:fs';
 import path from 'node:path';
+import { createCheckpointSignal } from '../../../src/store/checkpoint-signal';
 import { startCheckpointer, startCheckpointerOnDemand } from '../../../src/store/checkpointer';
 import { MAX_WAL_BYTES, openConnection } from '../../../src/store/db';
 import { waitFor } from '../../helpers/receiver';
@@ -44,6 +45,32 @@ describe('the herald.db checkpointer', () => {
       writer.close();
     }
   }, 60_000);
+
+  it('empties a WAL past its bound with a TRUNCATE and says when it held the write lock, for the writers that waited (slow-disk probe)', async () => {
+    const file = path.join(tmpDir(), 'herald.db');
+    const writer = openConnection(file);
+    writer.exec('CREATE TABLE t (b BLOB)');
+    const insert = writer.prepare('INSERT INTO t VALUES (?)');
+    const blob = Buffer.alloc(1024 * 1024, 1);
+    writer.transaction(() => {
+      for (let i = 0; i < MAX_WAL_BYTES / blob.length + 4; i++) insert.run(blob);
+    })();
+    const signal = createCheckpointSignal();
+    const before = Date.now();
+    expect(signal.heldSince(before)).toBe(false);
+    const checkpointer = startCheckpointer(file, 20, {}, signal.buffer);
+    try {
+      const held = new Float64Array(signal.buffer);
+      await waitFor(() => fs.statSync(`${file}-wal`).size === 0 && held[1]! > 0, { timeoutMs: 10_000, what: 'the WAL emptied' });
+      expect(signal.heldSince(before)).toBe(true);
+      // Held no longer once it ended: a write after that is not waiting behind it.
+      await waitFor(() => held[0] === 0, { timeoutMs: 5_000, what: 'the hold ended' });
+      expect(signal.heldSince(Date.now() + 1)).toBe(false);
+    } finally {
+      await checkpointer.stop();
+      writer.close();
+    }
+  });
 
   it('starts its thread only once the WAL grows past its start size, and then checkpoints it', async () => {
     const file = path.join(tmpDir(), 'herald.db');

@@ -1,0 +1,22 @@
+/**
+ * When herald.db's own checkpointer thread held its write lock: a TRUNCATE checkpoint shuts writers out through its
+ * copy and sync, which a slow disk stretches to seconds. Shared memory, so that the threads whose writes waited can
+ * tell this gateway's own checkpoint from another process holding the lock (slow-disk probe: a delivery callback
+ * waiting on it was answered 200 unwritten "under another process's lock", and a crash then forgot the ack).
+ *
+ * Two wall-clock times in a `Float64Array` (the checkpointer's thread is eval'd and writes them directly): index 0
+ * when the current hold began (0: none), index 1 when the last one ended.
+ */
+export const SIGNAL_BYTES = 2 * Float64Array.BYTES_PER_ELEMENT;
+
+export function createCheckpointSignal(buffer = new SharedArrayBuffer(SIGNAL_BYTES)) {
+  const times = new Float64Array(buffer);
+  return {
+    buffer,
+    /** Whether this gateway's checkpointer held the lock at any time since `sinceMs` (wall clock). */
+    heldSince(sinceMs: number): boolean {
+      return times[0]! > 0 || times[1]! >= sinceMs;
+    },
+  };
+}
+export type CheckpointSignal = ReturnType<typeof createCheckpointSignal>;
