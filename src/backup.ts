@@ -97,6 +97,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
   const work = `${path.resolve(dest)}.partial-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
   makeDirs(path.join(work, WAL_DIR));
+  let placed = false;
   try {
     const walDir = path.join(source, WAL_DIR);
     // Listed before the snapshot too: segments retention deletes while SQLite copies are counted as dropped.
@@ -126,11 +127,14 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     };
     writeFileAtomically(path.join(work, MANIFEST_FILE), `${JSON.stringify(manifest, null, 2)}\n`);
     fs.renameSync(work, dest);
+    placed = true;
     fsyncPath(path.dirname(path.resolve(dest)));
     return manifest;
   } catch (err) {
     const full = fullDisk(err, work, 'backed up');
-    fs.rmSync(work, { recursive: true, force: true });
+    // A failure after the rename (the fsync of its directory) removes DEST too: exit 1 means no backup
+    // there (was: "the backup failed" beside a DEST that restore took, and a retry refused as existing).
+    undo(placed ? [path.resolve(dest)] : [], work);
     throw full ?? err;
   }
 }
@@ -275,6 +279,7 @@ export function restoreDataDir(
   const work = exists ? path.join(target, `.restore-${process.pid}`) : `${target}.partial-${process.pid}`;
   fs.rmSync(work, { recursive: true, force: true });
   makeDirs(work);
+  const moved: string[] = [];
   try {
     for (const file of manifest.files) {
       const to = path.join(work, ...file.path.split('/'));
@@ -288,19 +293,35 @@ export function restoreDataDir(
       // database (the gateway refuses to start on it) or a whole one, never a database without its log.
       const rank = (name: string) => (name === WAL_DIR ? 0 : name === DB_FILE ? 2 : name === IDENTITY_FILE ? 3 : 1);
       const names = fs.readdirSync(work).sort((a, b) => rank(a) - rank(b));
-      for (const name of names) fs.renameSync(path.join(work, name), path.join(target, name));
+      for (const name of names) {
+        fs.renameSync(path.join(work, name), path.join(target, name));
+        moved.push(path.join(target, name));
+      }
       fs.rmdirSync(work);
       fsyncPath(target);
     } else {
       fs.renameSync(work, target);
+      moved.push(target);
       fsyncPath(path.dirname(target));
     }
     return manifest;
   } catch (err) {
     const full = fullDisk(err, work, 'restored');
-    fs.rmSync(work, { recursive: true, force: true });
+    // What was already moved into the target goes too, so the target is as it was found and the
+    // restore can be run again (was: a failed rename of herald.db left wal/ alone in it, the gateway
+    // refused it for want of herald.db, and the next restore refused it as not empty).
+    undo(moved, work);
     throw full ?? err;
   }
+}
+
+/**
+ * After a failed backup or restore: removes what it had already put in place, newest first (herald.json
+ * and herald.db before the log, so an interrupted removal leaves a log without its database, which a
+ * start refuses), then its staging copy, last (a gateway refuses a dir that still holds it).
+ */
+function undo(placed: readonly string[], work: string): void {
+  for (const at of [...[...placed].reverse(), work]) fs.rmSync(at, { recursive: true, force: true });
 }
 
 function requireDataDir(dir: string): void {
