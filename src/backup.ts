@@ -380,9 +380,36 @@ function snapshotDatabase(from: string, to: string): void {
  * `HERALD_RETENTION`, however old).
  */
 function copyKeepingTimes(from: string, to: string): void {
-  fs.copyFileSync(from, to);
+  copyToEnd(from, to);
   const { atime, mtime } = fs.statSync(from);
   fs.utimesSync(to, atime, mtime);
+}
+
+const COPY_CHUNK_BYTES = 1024 * 1024;
+
+/**
+ * Copies `from` as far as it reads, however its size changes meanwhile. Not `copyFileSync`: it copies the size
+ * it read first, and a segment that a start cut shorter during the copy (its torn tail) made it spin for ever
+ * (backup probe: a hang with no message); the copy's records are verified after.
+ */
+function copyToEnd(from: string, to: string): void {
+  const source = fs.openSync(from, 'r');
+  try {
+    const target = fs.openSync(to, 'w');
+    try {
+      const buf = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
+      for (let at = 0; ;) {
+        const read = fs.readSync(source, buf, 0, buf.length, at);
+        if (read === 0) return;
+        for (let written = 0; written < read;) written += fs.writeSync(target, buf, written, read - written, at + written);
+        at += read;
+      }
+    } finally {
+      fs.closeSync(target);
+    }
+  } finally {
+    fs.closeSync(source);
+  }
 }
 
 /**

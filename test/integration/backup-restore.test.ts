@@ -564,8 +564,8 @@ describe('herald backup / herald restore', () => {
         target.unmount();
       }
     }
-    jest.spyOn(fs, 'copyFileSync').mockImplementationOnce(() => {
-      throw enospc('copyfile');
+    jest.spyOn(fs, 'writeSync').mockImplementationOnce(() => {
+      throw enospc('write');
     });
     const injected = path.join(tmpDir(), 'r');
     expect(() => restoreDataDir(backupDir, injected)).toThrow(/ran out of space \(\d+ bytes free once the failed write let go; ENOSPC/);
