@@ -103,7 +103,8 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     // Listed before the snapshot too: segments retention deletes while SQLite copies are counted as dropped.
     const listedFirst = listSegments(walDir);
     // Before the segments are copied: the log only grows at its end, so a whole copy reaches at least as far.
-    const indexedThrough = Number(metaWithoutWriting(path.join(source, 'index.db'), 'log_indexed_through') ?? 0);
+    // A read that fails is the backup's failure (backup probe: an EIO here turned the check off without a word).
+    const indexedThrough = indexedThroughOf(path.join(source, 'index.db'));
     fs.copyFileSync(path.join(source, IDENTITY_FILE), path.join(work, IDENTITY_FILE));
     snapshotDatabase(path.join(source, DB_FILE), path.join(work, DB_FILE));
     copyIfPresent(path.join(walDir, KEY_FILE), path.join(work, WAL_DIR, KEY_FILE));
@@ -357,11 +358,41 @@ function requireEmpty(dir: string): boolean {
 }
 
 /** `VACUUM INTO` from a read-only connection: SQLite's own consistent copy, the source left as it is. */
+/**
+ * A database copy that failed on a read or write (not a full disk, which `fullDisk` words): named, since SQLite's
+ * message names no file, and its "malformed" is also what it says when the disk fails a read (backup probe: an
+ * injected EIO on the live herald.db read as corruption, though the gateway went on without an error).
+ */
+function copyFailed(from: string, err: unknown): unknown {
+  const code = (err as { code?: unknown }).code;
+  if (typeof code !== 'string' || !/^SQLITE_(IOERR|CORRUPT|NOTADB)/.test(code) || code === 'SQLITE_IOERR_SHMSIZE') return err;
+  const hint = code.startsWith('SQLITE_IOERR')
+    ? ''
+    : "; SQLite says so also when the disk fails a read: run the backup again, and if it says so again, check the disk and run `sqlite3 FILE 'PRAGMA integrity_check'` on a copy";
+  return new BackupError(`could not copy ${from} (${(err as Error).message}, ${code})${hint}: nothing was backed up`);
+}
+
+/**
+ * How far index.db says it indexed the log, which the copy must reach; 0 when it holds nothing to say. A read that
+ * fails is the backup's failure (backup probe: an EIO here turned that check off without a word).
+ */
+function indexedThroughOf(file: string): number {
+  try {
+    return Number(metaWithoutWriting(file, 'log_indexed_through', { readErrors: 'throw' }) ?? 0);
+  } catch (err) {
+    throw new BackupError(
+      `could not read ${file} (${(err as Error).message}), which the copy of the log is checked against: nothing was backed up`,
+    );
+  }
+}
+
 function snapshotDatabase(from: string, to: string): void {
   const db = new Database(from, { readonly: true, fileMustExist: true });
   try {
     db.pragma('busy_timeout = 5000');
     db.prepare('VACUUM INTO ?').run(to);
+  } catch (err) {
+    throw copyFailed(from, err);
   } finally {
     db.close();
   }

@@ -425,13 +425,16 @@ function partitionsInDatabase(file: string): number | undefined {
  * A `meta` value of the SQLite database `file`, read on a read-only connection (nothing migrated,
  * nothing created); undefined when the file, its table or the key is not there to read.
  */
-export function metaWithoutWriting(file: string, key: string): string | undefined {
+export function metaWithoutWriting(file: string, key: string, opts: { readErrors?: 'throw' } = {}): string | undefined {
   if (!fs.existsSync(file)) return undefined;
   let db: Database.Database | undefined;
   try {
     db = new Database(file, { readonly: true, fileMustExist: true });
     return db.prepare<[string], { value: string }>('SELECT value FROM meta WHERE key = ?').get(key)?.value;
-  } catch {
+  } catch (err) {
+    // An I/O error, for a caller that must not take it as "not there" (`readErrors: 'throw'`).
+    const code = (err as { code?: unknown }).code;
+    if (opts.readErrors === 'throw' && typeof code === 'string' && /^(SQLITE_IOERR|E[A-Z]+$)/.test(code)) throw err;
     return undefined; // unreadable here: whoever opens it for writing says why
   } finally {
     db?.close();

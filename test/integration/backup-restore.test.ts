@@ -532,6 +532,24 @@ describe('herald backup / herald restore', () => {
     expect(fs.existsSync(path.join(dir, 'wal'))).toBe(false);
   });
 
+  it('names the database a copy could not read, and that SQLite\'s "malformed" is also a failed read (backup probe: an EIO read as corruption)', async () => {
+    const source = await storedAndStopped('malformed', 10);
+    const db = path.join(source, 'herald.db');
+    // A b-tree page past the header scrambled: VACUUM INTO stops on it as it would on a read the disk failed.
+    const fd = fs.openSync(db, 'r+');
+    const pageSize = 4096;
+    const pages = Math.floor(fs.fstatSync(fd).size / pageSize);
+    for (let page = 1; page < pages; page++) fs.writeSync(fd, Buffer.alloc(64, 0xa5), 0, 64, page * pageSize);
+    fs.closeSync(fd);
+    const backupDir = path.join(tmpDir(), 'malformed-backup');
+    expect(() => backupDataDir(source, backupDir)).toThrow(
+      new RegExp(
+        `^could not copy ${db.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} \\(.+, SQLITE_(CORRUPT|NOTADB)\\w*\\); SQLite says so also when the disk fails a read`,
+      ),
+    );
+    expect(fs.existsSync(backupDir)).toBe(false);
+  });
+
   it('says a target file system too small for the copy is full, and leaves nothing there (probe: a bare "disk I/O error" from SQLite)', async () => {
     const source = await storedAndStopped('full', 10);
     const backupDir = path.join(tmpDir(), 'backup');
