@@ -19,11 +19,19 @@ export const MIGRATIONS_DIR = path.resolve(__dirname, '..', '..', 'migrations');
  * Automatic checkpoints are off: they stall commits on the request path, so
  * the gateway checkpoints on a timer instead (see `checkpoint`).
  */
+/**
+ * How long a statement of the main thread's connection waits for herald.db's write lock: the wait blocks the event
+ * loop that answers producers, so it is short (slow-disk probe: a PATCH waiting 5 s behind the lock held every
+ * publish of that moment for 5 s). The delivery thread's flushes hold it for milliseconds; past this it is a 503.
+ */
+export const MAIN_BUSY_TIMEOUT_MS = 1_000;
+
 export function openDatabase(file: string, opts: { check?: boolean } = {}): Db {
   const db = openConnection(file);
   return closedOnThrow(db, () => {
     if (opts.check) quickCheck(db);
     migrate(db);
+    db.pragma(`busy_timeout = ${MAIN_BUSY_TIMEOUT_MS}`);
   });
 }
 
