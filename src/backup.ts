@@ -411,8 +411,10 @@ function snapshotDatabase(from: string, to: string): void {
  * `HERALD_RETENTION`, however old).
  */
 function copyKeepingTimes(from: string, to: string): void {
-  copyToEnd(from, to);
-  const { atime, mtime } = fs.statSync(from);
+  // The times of the file copied, read from its descriptor: a segment retention deleted once it was open is
+  // copied whole (was: its stat by name failed with ENOENT, taken for a segment gone before its turn, and its copy
+  // was left in the backup beside none of the segments after it: the backup was refused as a log cut short).
+  const { atime, mtime } = copyToEnd(from, to);
   fs.utimesSync(to, atime, mtime);
 }
 
@@ -423,7 +425,7 @@ const COPY_CHUNK_BYTES = 1024 * 1024;
  * it read first, and a segment that a start cut shorter during the copy (its torn tail) made it spin for ever
  * (backup probe: a hang with no message); the copy's records are verified after.
  */
-function copyToEnd(from: string, to: string): void {
+function copyToEnd(from: string, to: string): fs.Stats {
   const source = fs.openSync(from, 'r');
   try {
     const target = fs.openSync(to, 'w');
@@ -431,7 +433,7 @@ function copyToEnd(from: string, to: string): void {
       const buf = Buffer.allocUnsafe(COPY_CHUNK_BYTES);
       for (let at = 0; ;) {
         const read = fs.readSync(source, buf, 0, buf.length, at);
-        if (read === 0) return;
+        if (read === 0) return fs.fstatSync(source);
         for (let written = 0; written < read;) written += fs.writeSync(target, buf, written, read - written, at + written);
         at += read;
       }
@@ -473,10 +475,12 @@ function copyIfPresent(from: string, to: string): void {
  * copied before it are older still, so they are dropped too and the copy stays one run of segments.
  * Returns how many segments were dropped. `names`: the listing, oldest first (a test gives its own).
  */
-export function copySegments(fromDir: string, toDir: string, names = listSegments(fromDir)): number {
+export function copySegments(fromDir: string, toDir: string, listed = listSegments(fromDir)): number {
   const copied: string[] = [];
+  const names = [...listed];
   let dropped = 0;
-  for (const [i, name] of names.entries()) {
+  for (let i = 0; i < names.length || (copied.length === 0 && names.length > 0 && more(i)); i++) {
+    const name = names[i]!;
     try {
       copyKeepingTimes(path.join(fromDir, name), path.join(toDir, name));
       copied.push(name);
@@ -493,6 +497,17 @@ export function copySegments(fromDir: string, toDir: string, names = listSegment
     }
   }
   return dropped;
+
+  /**
+   * Retention deleted every segment listed (the newest too: it rolls the active one first): the segments started
+   * since hold the log's end, so they are copied (was: a backup with no log at all, exit 0, whose restore the
+   * gateway refused to start: "wal holds no log, but herald.db shows this data dir stored events").
+   */
+  function more(i: number): boolean {
+    if (i >= 10 * Math.max(listed.length, 1) + 10) return false; // bounded: a log that rolls faster than it is copied
+    names.push(...listSegments(fromDir).filter((n) => n > names.at(-1)!));
+    return i < names.length;
+  }
 }
 
 /**
