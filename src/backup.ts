@@ -135,7 +135,7 @@ export function backupDataDir(dataDir: string, dest: string, clock: () => Date =
     const full = fullDisk(err, work, 'backed up');
     // A failure after the rename (the fsync of its directory) removes DEST too: exit 1 means no backup
     // there (was: "the backup failed" beside a DEST that restore took, and a retry refused as existing).
-    undo(placed ? [path.resolve(dest)] : [], work);
+    undo(placed ? [path.resolve(dest)] : [], work, full ?? err);
     throw full ?? err;
   }
 }
@@ -311,7 +311,7 @@ export function restoreDataDir(
     // What was already moved into the target goes too, so the target is as it was found and the
     // restore can be run again (was: a failed rename of herald.db left wal/ alone in it, the gateway
     // refused it for want of herald.db, and the next restore refused it as not empty).
-    undo(moved, work);
+    undo(moved, work, full ?? err);
     throw full ?? err;
   }
 }
@@ -321,8 +321,18 @@ export function restoreDataDir(
  * and herald.db before the log, so an interrupted removal leaves a log without its database, which a
  * start refuses), then its staging copy, last (a gateway refuses a dir that still holds it).
  */
-function undo(placed: readonly string[], work: string): void {
-  for (const at of [...[...placed].reverse(), work]) fs.rmSync(at, { recursive: true, force: true });
+function undo(placed: readonly string[], work: string, failure: unknown): void {
+  for (const at of [...[...placed].reverse(), work]) {
+    try {
+      fs.rmSync(at, { recursive: true, force: true });
+    } catch (err) {
+      // The failure stays what is said, with what is left behind (re-probe: the undo's own EIO replaced it, and
+      // nothing said a partial directory was left to remove).
+      throw new BackupError(
+        `${(failure as Error).message}; then ${at} could not be removed (${(err as Error).message}): remove it by hand before running it again`,
+      );
+    }
+  }
 }
 
 function requireDataDir(dir: string): void {
@@ -381,7 +391,8 @@ function indexedThroughOf(file: string): number {
     return Number(metaWithoutWriting(file, 'log_indexed_through', { readErrors: 'throw' }) ?? 0);
   } catch (err) {
     throw new BackupError(
-      `could not read ${file} (${(err as Error).message}), which the copy of the log is checked against: nothing was backed up`,
+      `could not read ${file} (${(err as Error).message}), which the copy of the log is checked against: nothing was backed up. ` +
+        'SQLite says "malformed" also when the disk fails a read: run the backup again; an index.db that is damaged is rebuilt from the log by a gateway started without it',
     );
   }
 }
@@ -411,6 +422,17 @@ function snapshotDatabase(from: string, to: string): void {
  * `HERALD_RETENTION`, however old).
  */
 function copyKeepingTimes(from: string, to: string): void {
+  try {
+    copyWithTimes(from, to);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    // ENOENT is retention's (copySegments), a full disk is worded by fullDisk: any other system error names the file.
+    if (typeof code !== 'string' || code === 'ENOENT' || code === 'ENOSPC' || code === 'EDQUOT') throw err;
+    throw new BackupError(`could not copy ${from} (${(err as Error).message})`);
+  }
+}
+
+function copyWithTimes(from: string, to: string): void {
   // The times of the file copied, read from its descriptor: a segment retention deleted once it was open is
   // copied whole (was: its stat by name failed with ENOENT, taken for a segment gone before its turn, and its copy
   // was left in the backup beside none of the segments after it: the backup was refused as a log cut short).

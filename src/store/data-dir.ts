@@ -434,7 +434,10 @@ export function metaWithoutWriting(file: string, key: string, opts: { readErrors
   } catch (err) {
     // An I/O error, for a caller that must not take it as "not there" (`readErrors: 'throw'`).
     const code = (err as { code?: unknown }).code;
-    if (opts.readErrors === 'throw' && typeof code === 'string' && /^(SQLITE_IOERR|E[A-Z]+$)/.test(code)) throw err;
+    // CANTOPEN, CORRUPT and NOTADB too: SQLite gives them for a read the disk failed (re-probe: an EIO at the open, or
+    // at a later read, still turned the backup's check off).
+    if (opts.readErrors === 'throw' && typeof code === 'string' && /^(SQLITE_(IOERR|CANTOPEN|CORRUPT|NOTADB)|E[A-Z]+$)/.test(code))
+      throw err;
     return undefined; // unreadable here: whoever opens it for writing says why
   } finally {
     db?.close();

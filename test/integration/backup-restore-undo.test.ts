@@ -86,4 +86,20 @@ describe('a failed restore or backup undoes what it put in place', () => {
     expect(fs.existsSync(dest)).toBe(false);
     expect(() => backupDataDir(source, dest)).not.toThrow();
   }, 60_000);
+
+  it('an undo that fails itself says the first failure and what it left behind to remove (re-probe: its own EIO replaced the first, and named nothing left)', async () => {
+    const { backupDir } = await backupOfOneEvent();
+    const target = path.join(tmpDir(), 'data');
+    failFsyncAfterRename(1);
+    const rm = fs.rmSync.bind(fs);
+    jest.spyOn(fs, 'rmSync').mockImplementation((at, opts) => {
+      if (String(at) === target) throw eio('rmdir');
+      rm(at, opts);
+    });
+    expect(() => restoreDataDir(backupDir, target)).toThrow(
+      new RegExp(
+        `^EIO: i/o error, fsync; then ${target} could not be removed \\(EIO: i/o error, rmdir\\): remove it by hand before running it again$`,
+      ),
+    );
+  }, 60_000);
 });

@@ -550,6 +550,18 @@ describe('herald backup / herald restore', () => {
     expect(fs.existsSync(backupDir)).toBe(false);
   });
 
+  it('refuses to back up past an index.db it cannot read, naming it, rather than drop the check of the copied log against it (re-probe: a failed read left it off)', async () => {
+    const source = await storedAndStopped('index-unreadable', 5);
+    const index = path.join(source, 'index.db');
+    for (const suffix of ['-wal', '-shm']) fs.rmSync(index + suffix, { force: true });
+    fs.writeFileSync(index, Buffer.alloc(8192, 0x5a)); // what SQLite makes of a read the disk failed: not a database
+    const backupDir = path.join(tmpDir(), 'index-unreadable-backup');
+    expect(() => backupDataDir(source, backupDir)).toThrow(
+      /^could not read .*index\.db \(.+\), which the copy of the log is checked against: nothing was backed up\. SQLite says "malformed"/,
+    );
+    expect(fs.existsSync(backupDir)).toBe(false);
+  });
+
   it('says a target file system too small for the copy is full, and leaves nothing there (probe: a bare "disk I/O error" from SQLite)', async () => {
     const source = await storedAndStopped('full', 10);
     const backupDir = path.join(tmpDir(), 'backup');
