@@ -9,17 +9,22 @@ import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
 
+/** A database whose WAL is past MAX_WAL_BYTES, so the checkpointer tries TRUNCATE; its writer stays open. */
+function walPastItsBound() {
+  const file = path.join(tmpDir(), 'herald.db');
+  const writer = openConnection(file);
+  writer.exec('CREATE TABLE t (b BLOB)');
+  const insert = writer.prepare('INSERT INTO t VALUES (?)');
+  const blob = Buffer.alloc(1024 * 1024, 1);
+  writer.transaction(() => {
+    for (let i = 0; i < MAX_WAL_BYTES / blob.length + 4; i++) insert.run(blob);
+  })();
+  return { file, writer, insert };
+}
+
 describe('the herald.db checkpointer', () => {
   it("never shuts writers out while a long reader holds the WAL past its bound (a backup's VACUUM INTO)", async () => {
-    const file = path.join(tmpDir(), 'herald.db');
-    const writer = openConnection(file);
-    writer.exec('CREATE TABLE t (b BLOB)');
-    const insert = writer.prepare('INSERT INTO t VALUES (?)');
-    const blob = Buffer.alloc(1024 * 1024, 1);
-    // A WAL past MAX_WAL_BYTES, so the checkpointer tries TRUNCATE.
-    writer.transaction(() => {
-      for (let i = 0; i < MAX_WAL_BYTES / blob.length + 4; i++) insert.run(blob);
-    })();
+    const { file, writer, insert } = walPastItsBound();
     const reader = new Database(file, { readonly: true });
     reader.exec('BEGIN');
     reader.prepare('SELECT count(*) FROM t').get(); // the read transaction starts here and stays open
@@ -47,14 +52,7 @@ describe('the herald.db checkpointer', () => {
   }, 60_000);
 
   it('empties a WAL past its bound with a TRUNCATE and says when it held the write lock, for the writers that waited (slow-disk probe)', async () => {
-    const file = path.join(tmpDir(), 'herald.db');
-    const writer = openConnection(file);
-    writer.exec('CREATE TABLE t (b BLOB)');
-    const insert = writer.prepare('INSERT INTO t VALUES (?)');
-    const blob = Buffer.alloc(1024 * 1024, 1);
-    writer.transaction(() => {
-      for (let i = 0; i < MAX_WAL_BYTES / blob.length + 4; i++) insert.run(blob);
-    })();
+    const { file, writer } = walPastItsBound();
     const signal = createCheckpointSignal();
     const before = Date.now();
     expect(signal.heldSince(before)).toBe(false);
