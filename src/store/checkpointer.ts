@@ -25,6 +25,8 @@ export function startCheckpointer(
   events: CheckpointerEvents = {},
   /** checkpoint-signal.ts's buffer: when this thread held herald.db's write lock. */
   signal?: SharedArrayBuffer,
+  /** Tests: what counts as a quick checkpoint (default {@link QUICK_CHECKPOINT_MS}). */
+  quickMs = QUICK_CHECKPOINT_MS,
 ): { stop(): Promise<void> } {
   const source = `
     const { parentPort, workerData } = require('node:worker_threads');
@@ -47,6 +49,10 @@ export function startCheckpointer(
         const passiveAt = performance.now();
         db.pragma('wal_checkpoint(PASSIVE)');
         const quick = performance.now() - passiveAt < workerData.quickMs;
+        // A slow PASSIVE bars the TRUNCATE for a minute too: the next PASSIVE, with nothing it can copy (all copied, or
+        // a reader's snapshot in the way), syncs nothing and is quick whatever the disk (re-probe: under a 10 s fsync
+        // the TRUNCATE after such a PASSIVE held the write lock for 10 s, in every run).
+        if (!quick) passiveUntil = Math.max(passiveUntil, performance.now() + 60000);
         // TRUNCATE holds the write lock through its copy and sync: only after a quick PASSIVE (the disk is keeping
         // up), and after one that was slow itself not for a minute (slow-disk probe: writers shut out for seconds).
         if (walBytes > workerData.maxWalBytes && quick && performance.now() >= passiveUntil) {
@@ -59,11 +65,11 @@ export function startCheckpointer(
             held[1] = Date.now();
             held[0] = 0;
           }
-          if (row && row.busy) passiveUntil = performance.now() + 1000;
+          if (row && row.busy) passiveUntil = Math.max(passiveUntil, performance.now() + 1000);
           else if (performance.now() - began >= workerData.quickMs) passiveUntil = performance.now() + 60000;
         }
       } catch (err) {
-        if (String(err.code).startsWith('SQLITE_BUSY')) passiveUntil = performance.now() + 1000;
+        if (String(err.code).startsWith('SQLITE_BUSY')) passiveUntil = Math.max(passiveUntil, performance.now() + 1000);
         else parentPort.postMessage({ error: String(err) });
       }
     }, workerData.intervalMs);
@@ -76,7 +82,7 @@ export function startCheckpointer(
       dbFile,
       intervalMs,
       maxWalBytes: MAX_WAL_BYTES,
-      quickMs: QUICK_CHECKPOINT_MS,
+      quickMs,
       signal,
       driver: require.resolve('better-sqlite3'),
     },

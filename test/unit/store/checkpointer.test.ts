@@ -70,6 +70,30 @@ describe('the herald.db checkpointer', () => {
     }
   });
 
+  it('after a slow PASSIVE, no TRUNCATE for a minute, even right after a quick one that had nothing to copy (re-probe: a 10 s hold under a slow disk)', async () => {
+    const file = path.join(tmpDir(), 'herald.db');
+    const writer = openConnection(file);
+    writer.exec('CREATE TABLE t (b BLOB)');
+    const insert = writer.prepare('INSERT INTO t VALUES (?)');
+    const blob = Buffer.alloc(1024 * 1024, 1);
+    writer.transaction(() => {
+      for (let i = 0; i < MAX_WAL_BYTES / blob.length + 4; i++) insert.run(blob);
+    })();
+    const signal = createCheckpointSignal();
+    // 1 ms: the first PASSIVE, copying 36 MiB, is slow; the next ones, with nothing left to copy, are quick.
+    const checkpointer = startCheckpointer(file, 20, {}, signal.buffer, 1);
+    try {
+      const held = new Float64Array(signal.buffer);
+      await new Promise((r) => setTimeout(r, 1500));
+      // Was: the TRUNCATE ran on the second tick (its PASSIVE quick with nothing to copy) and emptied the WAL.
+      expect(held[1]).toBe(0);
+      expect(fs.statSync(`${file}-wal`).size).toBeGreaterThan(MAX_WAL_BYTES);
+    } finally {
+      await checkpointer.stop();
+      writer.close();
+    }
+  });
+
   it('starts its thread only once the WAL grows past its start size, and then checkpoints it', async () => {
     const file = path.join(tmpDir(), 'herald.db');
     const writer = openConnection(file);
