@@ -94,6 +94,23 @@ describe('the herald.db checkpointer', () => {
     }
   });
 
+  it('empties a WAL past the hard bound however slow checkpoints are: a slow disk does not grow it to a full one (re-probe: 278 MiB in a minute)', async () => {
+    const { file, writer } = walPastItsBound();
+    const signal = createCheckpointSignal();
+    // Every checkpoint slow (0 ms), and the hard bound at the soft one: past it, the TRUNCATE runs all the same.
+    const checkpointer = startCheckpointer(file, 20, {}, signal.buffer, 0, MAX_WAL_BYTES);
+    try {
+      const held = new Float64Array(signal.buffer);
+      await waitFor(() => fs.statSync(`${file}-wal`).size === 0 && held[1]! > 0, {
+        timeoutMs: 10_000,
+        what: 'the WAL emptied by a TRUNCATE',
+      });
+    } finally {
+      await checkpointer.stop();
+      writer.close();
+    }
+  });
+
   it('starts its thread only once the WAL grows past its start size, and then checkpoints it', async () => {
     const file = path.join(tmpDir(), 'herald.db');
     const writer = openConnection(file);
