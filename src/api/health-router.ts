@@ -29,7 +29,11 @@ export function createHealthRouter(deps: {
     if (deps.db) {
       // The lock probe writes nothing: a full disk (HERALD_MIN_FREE_BYTES=0) or a damaged page shows in delivery's flushes.
       const failing = deps.deliveryWrites?.();
-      checks.database = failing ? `delivery state cannot be written: ${failing}` : await databaseCheck(deps.db, deps.ownCheckpoint);
+      // Behind the gateway's own checkpoint, slow on this disk: said, so that no other process is looked for (re-probe).
+      const behindOwn = failing && /locked|busy/i.test(failing) && deps.ownCheckpoint?.heldSince(Date.now() - OWN_HOLD_RECENT_MS);
+      checks.database = failing
+        ? `delivery state cannot be written: ${failing}${behindOwn ? " (herald.db's write lock is held by its own checkpoint, slow on this disk)" : ''}`
+        : await databaseCheck(deps.db, deps.ownCheckpoint);
     }
     const ready = Object.values(checks).every((v) => v === 'ok');
     // Delivery switched off on purpose (HERALD_DELIVERY=off) is reported, not a reason to be unready.
@@ -38,6 +42,9 @@ export function createHealthRouter(deps: {
   });
   return router;
 }
+
+/** A hold of the lock by the own checkpoint this recent can still be what delivery's last failed flush waited behind. */
+const OWN_HOLD_RECENT_MS = 2000;
 
 /** Tries at herald.db's write lock, apart: the delivery thread holds it for milliseconds at a time, another process for good. */
 const LOCK_TRIES = 5;
