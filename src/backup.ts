@@ -367,7 +367,6 @@ function requireEmpty(dir: string): boolean {
   throw new BackupError(`${dir} is not empty${running}: move it aside, then restore into it`);
 }
 
-/** `VACUUM INTO` from a read-only connection: SQLite's own consistent copy, the source left as it is. */
 /**
  * A database copy that failed on a read or write (not a full disk, which `fullDisk` words): named, since SQLite's
  * message names no file, and its "malformed" is also what it says when the disk fails a read (backup probe: an
@@ -397,6 +396,7 @@ function indexedThroughOf(file: string): number {
   }
 }
 
+/** `VACUUM INTO` from a read-only connection: SQLite's own consistent copy, the source left as it is. */
 function snapshotDatabase(from: string, to: string): void {
   const db = new Database(from, { readonly: true, fileMustExist: true });
   try {

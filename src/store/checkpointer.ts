@@ -54,10 +54,11 @@ export function startCheckpointer(
         const passiveAt = performance.now();
         db.pragma('wal_checkpoint(PASSIVE)');
         const quick = performance.now() - passiveAt < workerData.quickMs;
-        // A slow PASSIVE bars the TRUNCATE for a minute too: the next PASSIVE, with nothing it can copy (all copied, or
-        // a reader's snapshot in the way), syncs nothing and is quick whatever the disk (re-probe: under a 10 s fsync
-        // the TRUNCATE after such a PASSIVE held the write lock for 10 s, in every run).
-        if (!quick) passiveUntil = Math.max(passiveUntil, performance.now() + 60000);
+        // A slow PASSIVE bars the TRUNCATE for 10 s too: the next PASSIVE, with nothing it can copy (all copied, or a
+        // reader's snapshot in the way), syncs nothing and is quick whatever the disk (re-probe: under a 10 s fsync
+        // the TRUNCATE after such a PASSIVE held the write lock for 10 s, in every run). Not longer: on a healthy disk
+        // a PASSIVE that copies a large WAL can take that long too, and the WAL grows while the TRUNCATE waits.
+        if (!quick) passiveUntil = Math.max(passiveUntil, performance.now() + 10000);
         // TRUNCATE holds the write lock through its copy and sync: only after a quick PASSIVE (the disk is keeping
         // up), and after one that was slow itself not for a minute (slow-disk probe: writers shut out for seconds).
         // Past the hard bound it runs all the same: a slow disk that stays slow would otherwise grow the WAL without

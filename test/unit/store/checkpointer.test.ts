@@ -70,7 +70,7 @@ describe('the herald.db checkpointer', () => {
     }
   });
 
-  it('after a slow PASSIVE, no TRUNCATE for a minute, even right after a quick one that had nothing to copy (re-probe: a 10 s hold under a slow disk)', async () => {
+  it('after a slow PASSIVE, no TRUNCATE for 10 s, even right after a quick one that had nothing to copy (re-probe: a 10 s hold under a slow disk)', async () => {
     const file = path.join(tmpDir(), 'herald.db');
     const writer = openConnection(file);
     writer.exec('CREATE TABLE t (b BLOB)');
