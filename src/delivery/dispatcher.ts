@@ -100,8 +100,8 @@ export function createDispatcher(deps: DispatcherDeps) {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? Math.random;
   const writes = createWriteBehind({ db: deps.db, log: deps.log, onWriteHealth: deps.onWriteHealth });
-  const skipped = createSkippedOffsetsRepo(deps.db);
-  const skippedWithin = skipped.counter();
+  // Read once: a start wrote them before delivery started, and nothing changes them until the next start.
+  const skipped = createSkippedOffsetsRepo(deps.db).read();
   const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;
   /**
    * Reads of the dead letters go to SQLite, so what is buffered is written first. When it cannot be
@@ -236,7 +236,7 @@ export function createDispatcher(deps: DispatcherDeps) {
             events.onFailing?.(detail);
           },
           skippedFrom: skipped.skippedFrom,
-          skippedWithin,
+          skippedWithin: skipped.countWithin,
           log: deps.log,
           clock,
           clockSteps: deps.clockSteps ?? false,

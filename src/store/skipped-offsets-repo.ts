@@ -18,9 +18,6 @@ export function createSkippedOffsetsRepo(db: Db) {
     // the wider one stands (review: kept the narrower, whose rest was then named lost events and counted as lag).
     'INSERT INTO skipped_offsets (partition, from_offset, to_offset) VALUES (?, ?, ?) ON CONFLICT (partition, from_offset) DO UPDATE SET to_offset = max(to_offset, excluded.to_offset)',
   );
-  const coveringEnd = db.prepare<[number, number, number], { from: number }>(
-    'SELECT from_offset AS "from" FROM skipped_offsets WHERE partition = ? AND from_offset < ? AND to_offset >= ? ORDER BY from_offset LIMIT 1',
-  );
   const prune = db.prepare<[number, number]>('DELETE FROM skipped_offsets WHERE partition = ? AND to_offset <= ?');
   const all = db.prepare<[], SkippedRange>(
     'SELECT partition, from_offset AS "from", to_offset AS "to" FROM skipped_offsets ORDER BY partition, from_offset',
@@ -30,32 +27,31 @@ export function createSkippedOffsetsRepo(db: Db) {
       insert.run(range.partition, range.from, range.to);
     },
     /**
-     * Where the part of `[from, to)` that a start skipped begins: `from` when all of it was, `to` when none
-     * of its end was (a range with no record below a skipped one: events lost, then offsets skipped).
+     * The ranges as they stand, read once: a start writes them before delivery starts and nothing changes them until
+     * the next start, so one read serves delivery's whole run (no query per missing range or per lag read).
      */
-    skippedFrom(partition: number, from: number, to: number): number {
-      // Down through ranges that meet end to end (two unclean stops with nothing kept between them).
-      let start = to;
-      for (let range = coveringEnd.get(partition, start, start); range && start > from; range = coveringEnd.get(partition, start, start))
-        start = range.from;
-      return Math.max(from, start);
-    },
-    /**
-     * How many offsets of `[from, to)` a start skipped, from the ranges as read now: a start writes them before
-     * delivery starts and nothing changes them until the next start, so one read serves a run (a lag read per
-     * partition per scrape makes no query).
-     */
-    counter(): (partition: number, from: number, to: number) => number {
+    read(): SkippedRanges {
       const byPartition = new Map<number, SkippedRange[]>();
       for (const range of all.all()) {
         const ranges = byPartition.get(range.partition);
         if (ranges) ranges.push(range);
         else byPartition.set(range.partition, [range]);
       }
-      return (partition, from, to) => {
-        let count = 0;
-        for (const range of byPartition.get(partition) ?? []) count += Math.max(0, Math.min(to, range.to) - Math.max(from, range.from));
-        return count;
+      const of = (partition: number) => byPartition.get(partition) ?? [];
+      return {
+        skippedFrom(partition, from, to) {
+          // Down through ranges that meet end to end (two unclean stops with nothing kept between them); the
+          // lowest-starting range that reaches `start` first, as the ranges are read in order.
+          let start = to;
+          for (let range = covering(of(partition), start); range && start > from; range = covering(of(partition), start))
+            start = range.from;
+          return Math.max(from, start);
+        },
+        countWithin(partition, from, to) {
+          let count = 0;
+          for (const range of of(partition)) count += Math.max(0, Math.min(to, range.to) - Math.max(from, range.from));
+          return count;
+        },
       };
     },
     /** Forgets the ranges wholly below each partition's first offset (retention is past them). */
@@ -65,3 +61,18 @@ export function createSkippedOffsetsRepo(db: Db) {
   };
 }
 export type SkippedOffsetsRepo = ReturnType<typeof createSkippedOffsetsRepo>;
+
+/** What delivery asks of the ranges a start skipped, answered from one read of them. */
+export interface SkippedRanges {
+  /**
+   * Where the part of `[from, to)` that a start skipped begins: `from` when all of it was, `to` when none
+   * of its end was (a range with no record below a skipped one: events lost, then offsets skipped).
+   */
+  skippedFrom(partition: number, from: number, to: number): number;
+  /** How many offsets of `[from, to)` a start skipped (left out of the lag). */
+  countWithin(partition: number, from: number, to: number): number;
+}
+
+/** The first range (by start) that begins below `at` and reaches it. */
+const covering = (ranges: readonly SkippedRange[], at: number): SkippedRange | undefined =>
+  ranges.find((range) => range.from < at && range.to >= at);

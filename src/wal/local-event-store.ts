@@ -425,12 +425,12 @@ function composeStore(opts: LocalEventStoreOptions, indexDb: Db, identity: DataD
     for (const listener of retireListeners) safely(log, 'retention listener failed', () => listener(firstOffsets));
   }
 
+  const floorsLine = throttledLine(60_000, clock);
   /**
    * Records the first offsets as retention's floors, and `through` as where the log starts, in herald.db
    * before any file goes. When it cannot, the files stay until a later round (or the next start) has
    * recorded them: offsets are never reused, and a start can tell deleted segments from lost ones.
    */
-  const floorsLine = throttledLine(60_000, clock);
   function keepFloors(through: number): boolean {
     try {
       recordRetention(opts.db, retentionFloors, firstOffsets, through);
