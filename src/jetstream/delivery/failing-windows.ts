@@ -20,7 +20,7 @@ export const CLOCK_KEY = '=clock';
 const CLOCK_EVERY_MS = 60_000;
 /** The recent writes the offset is taken from: the one with the shortest round trip. */
 const CLOCK_SAMPLES = 5;
-/** The longest the start waits for the first estimate (until then, and whenever none can be made, the local clock). */
+/** The longest the start waits for the first estimate (until there is one, the local clock stands in). */
 const CLOCK_START_WAIT_MS = 2000;
 /**
  * A write of the clock key that another node overwrote before it was read back (nodes started together write it in
@@ -95,8 +95,10 @@ export function createFailingWindows(deps: {
   let sampling: NodeJS.Timeout | undefined;
   /** Now on the server's clock, as this node estimates it (its own wall clock until a first estimate). */
   const shared = () => (offset === undefined ? deps.clock() : monotonic() + offset);
+  /** The server's clock minus this node's wall clock, now. */
+  const wallOffset = () => shared() - deps.clock();
   /** A time on the server's clock as this node's wall clock reads it now (what the service reports). */
-  const local = (at: number) => at - (shared() - deps.clock());
+  const local = (at: number) => at - wallOffset();
 
   let firstRetry: NodeJS.Timeout | undefined;
 
@@ -203,7 +205,7 @@ export function createFailingWindows(deps: {
       await watch();
     },
     /** The server's clock minus this node's, as estimated (undefined: not yet, the local clock is used). */
-    clockOffset: (): number | undefined => (offset === undefined ? undefined : shared() - deps.clock()),
+    clockOffset: (): number | undefined => (offset === undefined ? undefined : wallOffset()),
     /** A 2xx from the receiver: the window ends, on every node. */
     succeeded(token: string): void {
       lastSuccess.set(token, shared());
