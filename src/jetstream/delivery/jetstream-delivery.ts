@@ -74,7 +74,7 @@ import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents
 import type { SeekTarget } from '../../subscriptions/seek-schema';
 import { connectToCluster } from '../connection';
 import { removeCurrent } from '../kv-update';
-import { clusterUnavailable } from '../nats-errors';
+import { clusterUnavailable, natsReason } from '../nats-errors';
 import { failed } from '../provision';
 import { jetStreamNames } from '../names';
 import { createAckMap } from './ack-map';
@@ -222,22 +222,52 @@ async function composeEngine(parts: {
     return entry;
   }
 
+  /** A watch of the generation records that ended with an error is made again this much later, until one is. */
+  const GENERATIONS_REWATCH_MS = 1000;
   /** Every node watches the generation records, so a seek through any node moves every node's pullers. */
   async function watchGenerations(): Promise<() => void> {
-    const watch = await parts.generations.watch({ include: KvWatchInclude.UpdatesOnly });
-    void (async () => {
-      for await (const e of watch) {
-        const id = byToken.get(e.key);
-        const entry = id === undefined ? undefined : subs.get(id);
-        if (!entry || e.operation !== 'PUT') continue;
+    let stopped = false;
+    let retry: NodeJS.Timeout | undefined;
+    const open = async () => {
+      const watch = await parts.generations.watch({ include: KvWatchInclude.UpdatesOnly });
+      current = watch;
+      void (async () => {
         try {
-          entry.rebind((JSON.parse(Buffer.from(e.value).toString('utf8')) as { gens: number[] }).gens);
+          for await (const e of watch) {
+            const id = byToken.get(e.key);
+            const entry = id === undefined ? undefined : subs.get(id);
+            if (!entry || e.operation !== 'PUT') continue;
+            try {
+              entry.rebind((JSON.parse(Buffer.from(e.value).toString('utf8')) as { gens: number[] }).gens);
+            } catch (err) {
+              log.warn({ err, key: e.key }, 'unreadable seek generation record');
+            }
+          }
         } catch (err) {
-          log.warn({ err, key: e.key }, 'unreadable seek generation record');
+          // nats.js ends the watch with an error when it cannot make its consumer again (the bucket's stream
+          // deleted behind Herald, a cluster that does not answer): was an unhandled rejection, the node exited.
+          log.error({ err: natsReason(err) }, 'the watch of seek generations failed; watching again');
         }
-      }
-    })();
-    return () => watch.stop();
+        again();
+      })();
+    };
+    const again = () => {
+      if (stopped) return;
+      retry = setTimeout(() => {
+        open().catch((err: unknown) => {
+          log.warn({ err: natsReason(err) }, 'could not watch seek generations; trying again');
+          again();
+        });
+      }, GENERATIONS_REWATCH_MS);
+      retry.unref();
+    };
+    let current: { stop(): void } | undefined;
+    await open();
+    return () => {
+      stopped = true;
+      clearTimeout(retry);
+      current?.stop();
+    };
   }
   // Awaited here: a watch that cannot be made (a timeout) fails the start, instead of an unhandled rejection later.
   const stopWatching = await watchGenerations();
