@@ -69,6 +69,7 @@ import { createHttpSender } from '../../delivery/http-sender';
 import { createFailingWindows } from './failing-windows';
 import type { DeliveryObserver } from '../../delivery/tally';
 import { AppError, StartupError } from '../../errors';
+import { throttledLine } from '../../logger';
 import type { SubscriptionRecord } from '../../subscriptions/record';
 import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents } from '../../subscriptions/delivery-control';
 import type { SeekTarget } from '../../subscriptions/seek-schema';
@@ -228,8 +229,11 @@ async function composeEngine(parts: {
   async function watchGenerations(): Promise<() => void> {
     let stopped = false;
     let retry: NodeJS.Timeout | undefined;
-    const open = async () => {
-      const watch = await parts.generations.watch({ include: KvWatchInclude.UpdatesOnly });
+    const retryLine = throttledLine(60_000);
+    // A watch made again starts from each record's last value: a seek made while none was open is caught up (rebind
+    // never moves back, so a value already applied changes nothing).
+    const open = async (include = KvWatchInclude.UpdatesOnly) => {
+      const watch = await parts.generations.watch({ include });
       current = watch;
       void (async () => {
         try {
@@ -254,8 +258,13 @@ async function composeEngine(parts: {
     const again = () => {
       if (stopped) return;
       retry = setTimeout(() => {
-        open().catch((err: unknown) => {
-          log.warn({ err: natsReason(err) }, 'could not watch seek generations; trying again');
+        open(KvWatchInclude.LastValue).catch((err: unknown) => {
+          retryLine((suppressed) =>
+            log.warn(
+              { err: natsReason(err), suppressed },
+              'could not watch seek generations; trying again every second (logged once a minute)',
+            ),
+          );
           again();
         });
       }, GENERATIONS_REWATCH_MS);
