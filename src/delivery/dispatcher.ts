@@ -43,6 +43,8 @@ export interface DispatcherDeps {
   enabled?: boolean;
   /** Delivery state (offsets, pending attempts, dead letters) cannot be written now (the error), or can again (undefined). */
   onWriteHealth?: (failing: string | undefined) => void;
+  /** Whether herald.db's own checkpointer holds its write lock now (see the write-behind's `lockHeld`). */
+  lockHeld?: () => boolean;
   /** Memory for the cursors' pages of events (see `createPageBudget`; tests set a small one). */
   pagesBudget?: number;
 }
@@ -99,7 +101,7 @@ const REDRIVE_PAGE = 1000;
 export function createDispatcher(deps: DispatcherDeps) {
   const clock = deps.clock ?? Date.now;
   const random = deps.random ?? Math.random;
-  const writes = createWriteBehind({ db: deps.db, log: deps.log, onWriteHealth: deps.onWriteHealth });
+  const writes = createWriteBehind({ db: deps.db, log: deps.log, onWriteHealth: deps.onWriteHealth, lockHeld: deps.lockHeld });
   // Read once: a start wrote them before delivery started, and nothing changes them until the next start.
   const skipped = createSkippedOffsetsRepo(deps.db).read();
   const { persistence, flush, stateRepo, deadLetters, attemptLog } = writes;

@@ -30,6 +30,12 @@ export function createWriteBehind(deps: {
   log: Logger;
   /** Told when flushes start failing (the error) and when one succeeds again (undefined): `/readyz` shows it. */
   onWriteHealth?: (failing: string | undefined) => void;
+  /**
+   * Whether herald.db's own checkpointer holds its write lock now (checkpoint-signal.ts): a write would only wait
+   * out the busy timeout, the thread's event loop stopped meanwhile. The timed flushes are then put off to the next
+   * interval, untried; a read of the tables (read-your-writes), a seek and the close still write (and wait).
+   */
+  lockHeld?: () => boolean;
 }) {
   const stateRepo = createDeliveryStateRepo(deps.db);
   const deadLetters = createDeadLettersRepo(deps.db);
@@ -161,7 +167,7 @@ export function createWriteBehind(deps: {
     } catch (err) {
       // Disk probe: a line with its stack every second on a full disk.
       attemptLogFailures.failed(err);
-      if (!closed) attemptLogTimer = setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
+      if (!closed) attemptLogTimer = setTimeout(timedFlushAttempts, ATTEMPT_LOG_INTERVAL_MS);
       return;
     }
     attemptLogFailures.written();
@@ -268,7 +274,28 @@ export function createWriteBehind(deps: {
   );
 
   function scheduleFlush(): void {
-    flushTimer ??= setTimeout(flush, FLUSH_INTERVAL_MS);
+    flushTimer ??= setTimeout(timedFlush, FLUSH_INTERVAL_MS);
+  }
+
+  /**
+   * A flush the timer runs; while the checkpointer holds the write lock, put off to the next interval. A TRUNCATE
+   * checkpoint through a slow fsync holds it for seconds, and each try waited its busy timeout (1 s) on the delivery
+   * thread: every request, callback and call of the thread waited behind it (slow-disk probe: deliveries 2-5 s late
+   * through a 10 s hold, the same as the hold-free latency of 11 ms once tries were put off).
+   */
+  function timedFlush(): void {
+    flushTimer = undefined;
+    if (deps.lockHeld?.()) return scheduleFlush();
+    flush();
+  }
+
+  function timedFlushAttempts(): void {
+    attemptLogTimer = undefined;
+    if (deps.lockHeld?.()) {
+      attemptLogTimer = setTimeout(timedFlushAttempts, FLUSH_INTERVAL_MS);
+      return;
+    }
+    flushAttempts();
   }
 
   // A redelivery and the partition's own delivery of the same offset are two deliveries (two rows).
@@ -339,7 +366,7 @@ export function createWriteBehind(deps: {
       rows.push(row);
       // While SQLite refuses writes the buffer must not grow without bound: only the newest are kept anyway.
       if (rows.length > 2 * ATTEMPTS_KEPT) rows.splice(0, rows.length - ATTEMPTS_KEPT);
-      attemptLogTimer ??= setTimeout(flushAttempts, ATTEMPT_LOG_INTERVAL_MS);
+      attemptLogTimer ??= setTimeout(timedFlushAttempts, ATTEMPT_LOG_INTERVAL_MS);
     },
   };
 

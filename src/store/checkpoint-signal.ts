@@ -17,6 +17,10 @@ export function createCheckpointSignal(buffer = new SharedArrayBuffer(SIGNAL_BYT
     heldSince(sinceMs: number): boolean {
       return times[0]! > 0 || times[1]! >= sinceMs;
     },
+    /** Whether this gateway's checkpointer holds the lock now. */
+    holding(): boolean {
+      return times[0]! > 0;
+    },
   };
 }
 export type CheckpointSignal = ReturnType<typeof createCheckpointSignal>;

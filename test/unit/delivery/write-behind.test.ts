@@ -86,3 +86,58 @@ describe('write-behind flush failures', () => {
     expect(lines.at(-1)).toMatchObject({ level: 30, msg: 'attempt log written again', failedTries: 30 });
   });
 });
+
+/**
+ * While herald.db's own checkpointer holds the write lock (a TRUNCATE through a slow fsync: seconds, slow-disk probe
+ * `strace -e inject=fsync:delay_enter=10000000 -P herald.db`), a timed flush waited out its busy timeout (1 s) on the
+ * delivery thread, then again every 50 ms: its requests, callbacks and calls stood still (deliveries 2-5 s late
+ * through a 10 s hold). Real timers and a real lock here (another connection's `BEGIN IMMEDIATE`), as the checkpointer takes it.
+ */
+describe("write-behind while herald.db's own checkpointer holds the write lock", () => {
+  it('puts timed flushes off, untried, without stopping the event loop, and writes once the hold ends', async () => {
+    const file = path.join(tmpDir(), 'herald.db');
+    const db = openDatabase(file);
+    db.pragma('foreign_keys = OFF'); // offsets of a subscription this test does not create
+    const other = openDatabase(file);
+    let held = true;
+    const writes = createWriteBehind({ db, log: pino({ level: 'silent' }), lockHeld: () => held });
+    let longestTurn = 0;
+    let last = performance.now();
+    const ticker = setInterval(() => {
+      longestTurn = Math.max(longestTurn, performance.now() - last);
+      last = performance.now();
+    }, 10);
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      writes.persistence.saveOffset('sub-1', { partition: 0, committedOffset: 5, lastMatchedOffset: null, expired: 0 });
+      writes.persistence.recordAttempt({
+        subscriptionId: 'sub-1',
+        deliveryId: 'dlv-1',
+        partition: 0,
+        offset: 5,
+        attempt: 1,
+        status: 204,
+        error: null,
+        durationMs: 3,
+        startedAt: 0,
+        outcome: 'delivered',
+      });
+      await new Promise((resolve) => setTimeout(resolve, 1_300)); // past the attempt log's interval (1 s) too
+      other.exec('ROLLBACK');
+      held = false;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    } finally {
+      clearInterval(ticker);
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+    }
+    // Was: the loop stopped for the busy timeout (1 s) at each try.
+    expect(longestTurn).toBeLessThan(300);
+    expect(db.prepare('SELECT committed_offset FROM subscription_offsets WHERE subscription_id = ?').get('sub-1')).toEqual({
+      committed_offset: 5,
+    });
+    expect(db.prepare('SELECT COUNT(*) AS n FROM delivery_attempts WHERE subscription_id = ?').get('sub-1')).toEqual({ n: 1 });
+    writes.close();
+    db.close();
+  });
+});
