@@ -70,16 +70,37 @@ export async function waitUntil(what: string, check: () => boolean | Promise<boo
   }
 }
 
-/** A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it; a race with another process is possible, and unlikely). */
+/** Ports of HERALD_TEST_PORTS (`<first>-<last>`, on a shared machine) already handed out by {@link freePort}. */
+let nextTestPort: number | undefined;
+
+/**
+ * A TCP port that was free on 127.0.0.1 a moment ago (the OS picks it, or the next free one of HERALD_TEST_PORTS
+ * when set; a race with another process is possible, and unlikely).
+ */
 export async function freePort(): Promise<number> {
+  const range = /^(\d+)-(\d+)$/.exec(process.env.HERALD_TEST_PORTS ?? '');
+  if (range) {
+    const [first, last] = [Number(range[1]), Number(range[2])];
+    for (nextTestPort ??= first; nextTestPort <= last;) {
+      const port = nextTestPort++;
+      if (await canListen(port)) return port;
+    }
+    throw new Error(`no free port left in HERALD_TEST_PORTS=${process.env.HERALD_TEST_PORTS}`);
+  }
+  return canListen(0) as Promise<number>;
+}
+
+/** The port listened on (the one asked, or the OS's pick for 0), or false when it is taken. */
+async function canListen(port: number): Promise<number | false> {
   const server = net.createServer();
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', resolve);
+  const ok = await new Promise<boolean>((resolve) => {
+    server.once('error', () => resolve(false));
+    server.listen(port, '127.0.0.1', () => resolve(true));
   });
-  const { port } = server.address() as net.AddressInfo;
+  if (!ok) return false;
+  const bound = (server.address() as net.AddressInfo).port;
   await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
+  return bound;
 }
 
 export interface NatsServerNode {
@@ -93,6 +114,8 @@ export interface NatsServerNode {
   running(): boolean;
   /** The server's own output (last 64 KiB), for failure messages. */
   output(): string;
+  /** Its process id while it runs (fault injection). */
+  pid(): number | undefined;
 }
 
 export interface NatsCluster {
@@ -182,6 +205,7 @@ async function startNatsClusterOnce(opts: { size?: number }): Promise<NatsCluste
       storeDir: path.join(dir, name),
       running: () => procs[i] !== undefined && procs[i]!.child.exitCode === null && procs[i]!.child.signalCode === null,
       output: () => procs[i]?.out.text ?? '',
+      pid: () => procs[i]?.child.pid,
     });
   }
   for (const node of nodes) fs.writeFileSync(node.configFile, configText(node, clusterName, nodes));
