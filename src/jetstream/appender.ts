@@ -6,7 +6,7 @@ import type { AppendResult } from '../wal/event-store';
 import { PUBLISHED_AT_HEADER, decodeClaim, encodeEventMessage, type Claim } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
 import { AppError, type Violation } from '../errors';
-import { clusterUnavailable, isWrongLastSequence } from './nats-errors';
+import { clusterUnavailable, isWrongLastSequence, natsReason } from './nats-errors';
 import { DUPLICATE_WINDOW_MS } from './provision';
 
 /**
@@ -93,6 +93,10 @@ export interface AppenderDeps {
   knownHead: (partition: number) => number;
   /** Told that a publish was stored at or below a sequence known before it (the stream was replaced): writes stop. */
   wentBack: (partition: number, known: number, seen: number) => void;
+  /** Told that a write to `stream` was refused (`code` as answered, `reason` the server's): storage, or a failed store write. */
+  refused?: (stream: string, code: string, reason: string) => void;
+  /** Told that a write to `stream` was taken. */
+  took?: (stream: string) => void;
   /** Tests: the clock claims are timed by (default `Date.now`). */
   clock?: () => number;
 }
@@ -102,6 +106,13 @@ type Claimed = { claim: Claim; revision: number };
 
 export function createAppender(deps: AppenderDeps) {
   const { js, kv, names, partitions } = deps;
+
+  /** A write to `stream` that failed, as answered; the cluster monitor learns of a refusal for storage or a failed store. */
+  const writeFailed = (err: unknown, what: string, stream: string): AppError => {
+    const answer = clusterUnavailable(err, what);
+    deps.refused?.(stream, answer.code, natsReason(err));
+    return answer;
+  };
 
   /** The idempotency record under `key` now (after a write lost to another writer), or undefined when there is none. */
   async function currentRecord(key: string) {
@@ -119,9 +130,10 @@ export function createAppender(deps: AppenderDeps) {
     for (let attempt = 1; ; attempt++) {
       try {
         const revision = await kv.create(key, encodeClaim({ p: partition }));
+        deps.took?.(names.idempotencyStream);
         return { claim: { p: partition }, revision };
       } catch (err) {
-        if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
+        if (!isWrongLastSequence(err)) throw writeFailed(err, 'record idempotency keys', names.idempotencyStream);
       }
       const entry = await currentRecord(key);
       if (entry) {
@@ -149,7 +161,7 @@ export function createAppender(deps: AppenderDeps) {
       return await kv.update(key, encodeClaim(claim), revision);
     } catch (err) {
       if (isWrongLastSequence(err)) return undefined;
-      throw clusterUnavailable(err, 'record idempotency keys');
+      throw writeFailed(err, 'record idempotency keys', names.idempotencyStream);
     }
   }
 
@@ -174,8 +186,9 @@ export function createAppender(deps: AppenderDeps) {
         timeout: PUBLISH_TIMEOUT_MS,
       })
       .catch((err: unknown) => {
-        throw clusterUnavailable(err, `store events in stream ${names.stream(partition)}`);
+        throw writeFailed(err, `store events in stream ${names.stream(partition)}`, names.stream(partition));
       });
+    deps.took?.(names.stream(partition));
     if (!ack.duplicate && ack.seq <= knownBefore) {
       deps.wentBack(partition, knownBefore, ack.seq);
       throw new AppError(
@@ -196,7 +209,7 @@ export function createAppender(deps: AppenderDeps) {
       await kv.update(key, encodeClaim({ ...claimed.claim, o: offset }), claimed.revision);
       return { partition: claimed.claim.p, offset, duplicate: ack.duplicate };
     } catch (err) {
-      if (!isWrongLastSequence(err)) throw clusterUnavailable(err, 'record idempotency keys');
+      if (!isWrongLastSequence(err)) throw writeFailed(err, 'record idempotency keys', names.idempotencyStream);
     }
     const entry = await currentRecord(key);
     const settled = entry ? decodeClaim(entry.value) : undefined;

@@ -2,7 +2,7 @@ import type { JetStreamManager, StreamInfo } from 'nats';
 import type { Logger } from 'pino';
 import type { StoreHealth } from '../wal/event-store';
 import type { JetStreamNames } from './names';
-import { clusterUnavailable, natsReason } from './nats-errors';
+import { clusterUnavailable, isStoreFailure, natsReason } from './nats-errors';
 
 /** How often the cluster's ability to take writes is checked (for `/readyz` and ingest's fast 503). */
 export const PROBE_INTERVAL_MS = 1000;
@@ -20,6 +20,13 @@ export interface Bounds {
  * Heartbeats come every second, so a healthy replica is seen well within it.
  */
 export const SILENT_REPLICA_NS = 4e9;
+
+/**
+ * How long a stream's refusal of a write for want of storage keeps the node unready without another one (a write
+ * it takes ends it at once). Ingest still tries such a stream (its own `503 storage_full` says so): readiness that
+ * stayed down until a write succeeded would keep a load balancer from ever sending one once space is freed.
+ */
+export const STORE_FULL_HOLD_MS = 30_000;
 
 /**
  * Whether a stream can take writes now: it has a leader, and the leader with the replicas it
@@ -82,6 +89,16 @@ export interface ClusterMonitor {
    * or replaced behind Herald. Writes are refused from now until a restart (see {@link createClusterMonitor}).
    */
   wentBack(partition: number, known: number, seen: number): void;
+  /**
+   * A write to `stream` was refused (`reason`: the server's): for want of storage (`storage_full`) the node is
+   * unready naming it until a write to it is taken (or {@link STORE_FULL_HOLD_MS} without another refusal); a
+   * failed store write on a server (an I/O error, a full disk) refuses writes until a restart, as `wentBack`.
+   */
+  refused(stream: string, code: string, reason: string): void;
+  /** A write to `stream` was taken: a storage refusal of it is over. */
+  took(stream: string): void;
+  /** Why ingest is refused at once (a probe or a fence), without asking the cluster; undefined when it may try. */
+  refusal(): string | undefined;
   /** Marks the cluster unwritable at once (a lost connection); the next probe decides again. */
   down(reason: string): void;
   /** Starts probing; resolves once the first probe has answered (ready or not). */
@@ -115,8 +132,10 @@ export function createClusterMonitor(deps: {
   let bytes = 0;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
-  /** Why writes stay refused: the first partition whose stream's sequence went back. */
-  let wentBackReason: string | undefined;
+  /** Why writes stay refused until a restart: the first stream whose sequence went back, or whose server failed to store. */
+  let fenceReason: string | undefined;
+  /** Streams that refused a write for want of storage: the server's reason, and when. */
+  const full = new Map<string, { reason: string; at: number }>();
   /** When the connection was last lost (epoch ms). */
   let downAt = 0;
   /**
@@ -128,7 +147,7 @@ export function createClusterMonitor(deps: {
   const maxSilenceNs = () => Math.min(SILENT_REPLICA_NS, (Date.now() - downAt) * 1e6);
 
   const setState = (proposed: StoreHealth) => {
-    const next: StoreHealth = wentBackReason ? { writable: false, reason: wentBackReason } : proposed;
+    const next: StoreHealth = fenceReason ? { writable: false, reason: fenceReason } : proposed;
     if (next.writable !== state.writable) {
       if (next.writable) log.info('the JetStream cluster takes writes again');
       else log.warn({ reason: next.reason }, 'the JetStream cluster cannot take writes');
@@ -136,13 +155,41 @@ export function createClusterMonitor(deps: {
     state = next;
   };
 
-  const wentBack = (partition: number, known: number, seen: number) => {
-    if (wentBackReason) return;
-    wentBackReason =
+  const fence = (reason: string, fields: Record<string, unknown>) => {
+    if (fenceReason) return;
+    fenceReason = reason;
+    log.error(fields, fenceReason);
+    setState({ writable: false, reason: fenceReason });
+  };
+  const wentBack = (partition: number, known: number, seen: number) =>
+    fence(
       `partition stream ${names.stream(partition)} went back from sequence ${known} to ${seen} (deleted or replaced behind Herald); ` +
-      'writes are refused so that no offset is given to two events: restore the stream, then restart this node';
-    log.error({ partition, known, seen }, wentBackReason);
-    setState({ writable: false, reason: wentBackReason });
+        'writes are refused so that no offset is given to two events: restore the stream, then restart this node',
+      { partition, known, seen },
+    );
+
+  const refused = (stream: string, code: string, reason: string) => {
+    if (code === 'storage_full') {
+      if (!full.has(stream)) log.warn({ stream, reason }, 'a stream refuses writes for want of storage');
+      full.set(stream, { reason, at: Date.now() });
+    } else if (isStoreFailure(reason)) {
+      // After the Raft commit on a leader (its followers stored the message): later messages would get
+      // sequences its followers hold for others, acknowledged at offsets other replicas give to other events.
+      fence(
+        `a server of stream ${stream} failed to store a write (${reason}); its replicas may differ now, so writes are refused ` +
+          'so that no offset is given to two events: mend that server (its disk, then restart it so that it catches up from the others), then restart this node',
+        { stream, reason },
+      );
+    }
+  };
+  /** The first stream still refusing writes for want of storage, as a reason for `/readyz`. */
+  const fullReason = (): string | undefined => {
+    const now = Date.now();
+    for (const [stream, f] of full) {
+      if (now - f.at > STORE_FULL_HOLD_MS) full.delete(stream);
+      else return `stream ${stream} refuses writes for want of storage (${f.reason}); raise its limit or free space on its servers`;
+    }
+    return undefined;
   };
 
   const note = (partition: number, info: StreamInfo) => {
@@ -193,7 +240,14 @@ export function createClusterMonitor(deps: {
   }
 
   return {
-    health: () => state,
+    health: () => {
+      if (!state.writable) return state;
+      const reason = fullReason();
+      return reason ? { writable: false, reason } : state;
+    },
+    refusal: () => (state.writable ? undefined : (state.reason ?? 'not writable')),
+    refused,
+    took: (stream) => void full.delete(stream),
     boundsOf: boundsOfPartition,
     async bounds() {
       const all = await Promise.all(Array.from({ length: partitions }, (_, p) => boundsOfPartition(p)));

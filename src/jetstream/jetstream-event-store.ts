@@ -91,6 +91,8 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       knownGoneBelow: (p) => monitor.knownGoneBelow(p),
       knownHead: (p) => monitor.knownHead(p),
       wentBack: (p, known, seen) => monitor.wentBack(p, known, seen),
+      refused: (stream, code, reason) => monitor.refused(stream, code, reason),
+      took: (stream) => monitor.took(stream),
     });
     const reads = createReads({ jsm, kv: idempotency, names, monitor, log });
     watchConnection(nc, monitor);
@@ -104,17 +106,14 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       made,
       async append(events: CloudEvent[]): Promise<AppendResult[]> {
         if (events.length === 0) return [];
-        const health = monitor.health();
+        const refusal = closed ? 'closing' : monitor.refusal();
         // Fail fast while the probe says the cluster cannot take writes, instead of holding every
-        // request for a publish timeout; the probe looks again every second.
-        if (closed || !health.writable)
-          throw new AppError(
-            'unavailable',
-            `the JetStream cluster cannot take writes right now (${health.reason ?? 'closing'}); retry later`,
-            {
-              retryAfter: RETRY_AFTER_SECONDS,
-            },
-          );
+        // request for a publish timeout; the probe looks again every second. (A stream out of storage
+        // is still tried: its own answer says so, and tells when it takes writes again.)
+        if (refusal !== undefined)
+          throw new AppError('unavailable', `the JetStream cluster cannot take writes right now (${refusal}); retry later`, {
+            retryAfter: RETRY_AFTER_SECONDS,
+          });
         return appender.append(events);
       },
       read: reads.read,

@@ -5,7 +5,18 @@ export const RETRY_AFTER_SECONDS = 1;
 /** The same when a stream's limit or the servers' storage is full: an operator has to act first. */
 const STORE_FULL_RETRY_AFTER_SECONDS = 30;
 /** nats-server's refusals of a write past a stream's limits (`discard: new`) or past its storage. */
-const STORE_FULL = /maximum (messages|bytes|messages per subject) exceeded|insufficient (storage )?resources/i;
+const STORE_FULL = /maximum (messages|bytes|messages per subject) exceeded|insufficient (storage )?resources|resource limits exceeded/i;
+/**
+ * A server that failed to write a message to its store (an I/O error, a full disk under it). On a stream's leader that
+ * comes after the Raft commit: its followers stored the message, the leader did not, and later messages get sequences
+ * the followers hold for other ones (a probe with EIO injected on a leader's block file: replicas diverged).
+ */
+const STORE_FAILED = /input\/output error|no space left|failed to store|read-only file system|stream store failed/i;
+
+/** Whether a server's reason is a failed write to its store (see {@link STORE_FAILED}), not a limit refused before storing. */
+export function isStoreFailure(reason: string): boolean {
+  return STORE_FAILED.test(reason) && !STORE_FULL.test(reason);
+}
 
 interface NatsLikeError {
   code?: string;
@@ -42,13 +53,20 @@ export function isNotFound(err: unknown): boolean {
   return e.code === '404' || e.api_error?.code === 404 || /no message found|message not found/i.test(e.message ?? '');
 }
 
+/**
+ * nats.js's bare "503" (no responders): no server took the message. Most often a stream without a leader (an
+ * election, servers that lost quorum or their storage: a probe of full disks saw it on every stream), rarely one
+ * deleted behind Herald; the cluster monitor's probe, in `/readyz`, tells which.
+ */
+const NO_RESPONDERS =
+  'no stream answered (most often one without a leader: an election, its servers down or out of storage; else one missing; /readyz names which)';
+
 /** A short, single-line reason for logs and problems. */
 export function natsReason(err: unknown): string {
   const e = asNats(err);
   const text = e.api_error?.description ?? e.message ?? String(err);
   // nats.js says only "503" when nothing answers a publish (JetStream probe: a deleted bucket read "(503)").
-  if (e.code === '503' && text.trim() === '503')
-    return '503: no stream answered (one without a leader, or missing: deleted behind Herald?)';
+  if (e.code === '503' && text.trim() === '503') return `503: ${NO_RESPONDERS}`;
   return e.code && !text.includes(e.code) ? `${e.code}: ${text}` : text;
 }
 
@@ -65,6 +83,13 @@ export function clusterUnavailable(err: unknown, what: string): AppError {
     return new AppError(
       'storage_full',
       `the JetStream cluster cannot ${what}: ${reason}; a limit set on the stream (with discard new) or the servers' storage is full, and writes resume once it is raised or space is freed`,
+      { cause: err, retryAfter: STORE_FULL_RETRY_AFTER_SECONDS },
+    );
+  }
+  if (isStoreFailure(reason)) {
+    return new AppError(
+      'unavailable',
+      `a JetStream server failed to ${what}: ${reason}; the stream's replicas may differ now, so this node takes no more writes until it is restarted (see the README's failure table)`,
       { cause: err, retryAfter: STORE_FULL_RETRY_AFTER_SECONDS },
     );
   }

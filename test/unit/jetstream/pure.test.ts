@@ -2,7 +2,7 @@ import type { StreamInfo } from 'nats';
 import { boundsOf, streamWritable } from '../../../src/jetstream/cluster-monitor';
 import { FORMAT_HEADER, NewerFormatError, decodeEventMessage, encodeEventMessage, formatOf } from '../../../src/jetstream/codec';
 import { idempotencyKey, jetStreamNames } from '../../../src/jetstream/names';
-import { clusterUnavailable, isNotFound, isWrongLastSequence, natsReason } from '../../../src/jetstream/nats-errors';
+import { clusterUnavailable, isNotFound, isStoreFailure, isWrongLastSequence, natsReason } from '../../../src/jetstream/nats-errors';
 import type { CloudEvent } from '../../../src/cloudevents/event';
 
 const attributes = { specversion: '1.0', id: 'e-1', source: '/s', type: 't', count: 3, flag: true };
@@ -118,10 +118,19 @@ describe('NATS errors', () => {
   it('says what a bare 503 means, and that a full stream is storage_full, not a retry later (JetStream probe)', () => {
     // Was "(503)": a deleted subscriptions bucket's every write.
     expect(natsReason({ code: '503', message: '503' })).toMatch(/^503: no stream answered .*missing/);
+    // A stream without a leader (servers out of storage: a probe saw every stream so) is not blamed on a deletion.
+    expect(natsReason({ code: '503', message: '503' })).toMatch(/without a leader: .*out of storage/);
+    expect(natsReason({ code: '503', message: '503' })).not.toMatch(/deleted behind Herald/);
     expect(natsReason({ code: 'TIMEOUT', message: 'timeout' })).toBe('TIMEOUT: timeout');
     const full = clusterUnavailable({ code: '503', message: 'maximum messages exceeded' }, 'store events in stream h_p2');
     expect({ code: full.code, retryAfter: full.retryAfter }).toEqual({ code: 'storage_full', retryAfter: 30 });
     expect(full.message).toContain('store events in stream h_p2: 503: maximum messages exceeded');
     expect(clusterUnavailable({ code: 'TIMEOUT', message: 'TIMEOUT' }, 'store events').code).toBe('unavailable');
+    // An account's JetStream limit (store probe) is a full store too; a failed write to the store is not.
+    expect(clusterUnavailable({ message: 'resource limits exceeded for account' }, 'store events').code).toBe('storage_full');
+    const eio = 'write /s/n1/jetstream/$G/streams/h_p0/msgs/1.blk: input/output error';
+    expect(isStoreFailure(eio)).toBe(true);
+    expect(isStoreFailure('insufficient resources')).toBe(false);
+    expect(clusterUnavailable({ message: eio }, 'store events').message).toMatch(/replicas may differ.*until it is restarted/);
   });
 });
