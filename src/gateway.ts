@@ -7,7 +7,7 @@ import { gatewayHandlers, logListening } from './api/gateway-http';
 import { createHttpServer } from './api/http-server';
 import { createConsoleRouter } from './api/console-router';
 import { createMetrics, subscriptionHooks, type Metrics } from './metrics';
-import { shutdownSteps } from './shutdown-steps';
+import { shutdownSteps, untilDeadline } from './shutdown-steps';
 import type { Config } from './config';
 import { createDeliveryThread, type DeliveryThread } from './delivery/delivery-thread';
 import { createProbeSender } from './delivery/probe-sender';
@@ -218,6 +218,8 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       const deadline = Date.now() + config.shutdownTimeoutMs;
       // No delivery starts while the HTTP server waits for its open requests: its ack URL would take no callbacks.
       dispatcher.quiesce();
+      // Nor does a checkpoint of herald.db: one begun while the shutdown runs is waited out by it (see below).
+      checkpointer?.quiesce();
       await httpServer.close(config.shutdownTimeoutMs);
       // Every step runs even if one fails (a failing disk at shutdown), so SQLite is always closed cleanly.
       const { step, rethrow } = shutdownSteps(log);
@@ -228,9 +230,35 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       await step('writing delivery state', () => dispatcher.close({ deadline: deadline - 1000 }));
       await step('closing the handshake sender', () => sender.close(Date.now()));
       await step('flushing the log', () => store.close({ deadline }));
-      await step('stopping the checkpointer', () => checkpointer?.stop());
-      await step('checkpointing SQLite', () => checkpoint(db));
-      db.close();
+      // herald.db's checkpoints are synchronous calls that a slow disk stretches to seconds per fsync, and no timer of
+      // this thread fires while one runs (slow-disk probe: a SIGTERM during the checkpointer's checkpoint through a 10 s
+      // fsync exited after 25 s of a 15 s budget: the stop waited for it, then the checkpoint below took 10 s more).
+      // The checkpointer's is waited for until the deadline; past it, none is started here: what is committed is in the
+      // WAL, which the next open replays (a close while the checkpointer's connection is still open checkpoints nothing).
+      let checkpointerStopped = false;
+      await step('stopping the checkpointer', () =>
+        untilDeadline(
+          (checkpointer?.stop() ?? Promise.resolve()).then(() => {
+            checkpointerStopped = true;
+          }),
+          deadline,
+        ),
+      );
+      // Whether the stop ended, not the clock alone: the deadline's timer runs on the loop's monotonic clock and may fire
+      // a millisecond before Date.now() reaches the deadline, and a close of this connection while the checkpointer's
+      // is still open makes that one the last: its close (once its slow checkpoint returns) checkpointed again, through
+      // another slow fsync (re-probe: 6 of 40 runs of shutdown-slow-checkpoint under CPU load exited after 2 × the delay).
+      if (checkpointerStopped && Date.now() < deadline) {
+        await step('checkpointing SQLite', () => checkpoint(db));
+        db.close();
+      } else {
+        // Not closed either: the last connection to close checkpoints, and the process ends once the checkpointer's
+        // checkpoint in progress returns (Node waits for its thread), with no other one after it.
+        log.warn(
+          { timeoutMs: config.shutdownTimeoutMs, checkpointRunning: !checkpointerStopped },
+          'shutdown: herald.db not checkpointed or closed (past the deadline, a checkpoint still running: a slow disk); nothing committed is lost, the next start replays its WAL',
+        );
+      }
       lock.release();
       rethrow();
       // Only a gateway that served says it stopped: after a failed start the error is the news (ops probe:

@@ -32,7 +32,7 @@ export function startCheckpointer(
   quickMs = QUICK_CHECKPOINT_MS,
   /** Tests: the WAL size past which the TRUNCATE runs however slow the disk (default {@link HARD_MAX_WAL_BYTES}). */
   hardMaxWalBytes = HARD_MAX_WAL_BYTES,
-): { stop(): Promise<void> } {
+): { quiesce(): void; stop(): Promise<void> } {
   const source = `
     const { parentPort, workerData } = require('node:worker_threads');
     const Database = require(workerData.driver);
@@ -45,7 +45,11 @@ export function startCheckpointer(
     // checkpoint-signal.ts: when this thread held the write lock (0: began, 1: last ended), for the gateway's writers.
     const held = workerData.signal ? new Float64Array(workerData.signal) : new Float64Array(2);
     let passiveUntil = 0;
+    // Set by quiesce() or stop() (index 0: 1) while this thread may be inside a checkpoint: an interval overdue behind
+    // a slow one starts none after it (re-probe: a SIGTERM's stop waited out a second 10 s checkpoint it began).
+    const stopping = new Int32Array(workerData.stopFlag);
     const timer = setInterval(() => {
+      if (Atomics.load(stopping, 0) === 1) return;
       try {
         // checkpointBounded() of ./db, which this eval'd worker cannot import.
         let walBytes = 0;
@@ -84,6 +88,7 @@ export function startCheckpointer(
     }, workerData.intervalMs);
     parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); db.close(); parentPort.postMessage('stopped'); } });
   `;
+  const stopFlag = new SharedArrayBuffer(Int32Array.BYTES_PER_ELEMENT);
   const worker = new Worker(source, {
     eval: true,
     resourceLimits: THREAD_LIMITS.checkpointer,
@@ -94,6 +99,7 @@ export function startCheckpointer(
       quickMs,
       hardMaxWalBytes,
       signal,
+      stopFlag,
       driver: require.resolve('better-sqlite3'),
     },
   });
@@ -114,9 +120,13 @@ export function startCheckpointer(
   worker.on('exit', () => {
     exited = true;
   });
+  /** No checkpoint starts from now on (one in progress goes on): a shutdown began. */
+  const quiesce = () => Atomics.store(new Int32Array(stopFlag), 0, 1);
   return {
+    quiesce,
     stop() {
       stopping = true;
+      quiesce();
       if (exited) return Promise.resolve();
       return new Promise<void>((resolve) => {
         const done = () => resolve();
@@ -152,7 +162,7 @@ export function startCheckpointerOnDemand(
   startBytes = CHECKPOINTER_START_BYTES,
   events: CheckpointerEvents = {},
   signal?: SharedArrayBuffer,
-): { started(): boolean; stop(): Promise<void> } {
+): { started(): boolean; quiesce(): void; stop(): Promise<void> } {
   let running: ReturnType<typeof startCheckpointer> | undefined;
   let timer: NodeJS.Timeout | undefined;
   let stopped = false;
@@ -189,6 +199,13 @@ export function startCheckpointerOnDemand(
   watch();
   return {
     started: () => running !== undefined,
+    /** Starts no thread and no checkpoint from now on (a shutdown began; one in progress goes on). */
+    quiesce() {
+      stopped = true;
+      clearInterval(timer);
+      clearTimeout(timer);
+      running?.quiesce();
+    },
     async stop() {
       stopped = true;
       clearInterval(timer);
