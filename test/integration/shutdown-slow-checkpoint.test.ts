@@ -7,7 +7,8 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
  * A SIGTERM while herald.db's checkpointer thread is inside a checkpoint whose fsync the disk stretches to seconds
- * (slow-disk probe: `strace -f -e inject=fsync:delay_enter=10000000 -P herald.db`; here 3 s, and the same injection).
+ * (slow-disk probe: `strace -f -e inject=fsync:delay_enter=10000000 -P herald.db`; here the checkpointer thread blocked
+ * 3 s after each checkpoint's copy by a preload, test/helpers/slow-checkpoint.js, since CI has no strace).
  * The shutdown waited for that checkpoint, then the checkpointer's overdue timer began another, then the main thread
  * checkpointed once more, each through its own slow fsync: 25 s of a 15 s budget (here: about 2 × 3 s of a 1 s one).
  * None is started past the deadline now: the process ends once the one in progress returns, and what was committed
@@ -17,6 +18,7 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 afterAll(cleanupTmpDirs);
 
 const DELAY_S = 3;
+const SLOW_CHECKPOINT = path.resolve(__dirname, '..', 'helpers', 'slow-checkpoint.js');
 let child: ChildProcess | undefined;
 afterEach(() => {
   if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
@@ -27,35 +29,19 @@ it('ends once the checkpoint in progress at the deadline returns, starting none 
   const dir = tmpDir();
   const dbFile = path.join(dir, 'herald.db');
   let out = '';
-  // strace runs the gateway itself (its -P names herald.db before the file exists).
-  child = spawn(
-    'strace',
-    [
-      '-f',
-      '-qq',
-      '-o',
-      '/dev/null',
-      '-e',
-      'trace=fsync,fdatasync',
-      '-e',
-      `inject=fsync,fdatasync:delay_enter=${DELAY_S * 1_000_000}`,
-      '-P',
-      dbFile,
-      '--',
-      process.execPath,
-      MAIN_JS,
-    ],
-    {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env: {
-        PATH: process.env.PATH,
-        HERALD_DATA_DIR: dir,
-        HERALD_PORT: '0',
-        HERALD_PARTITIONS: '1',
-        HERALD_SHUTDOWN_TIMEOUT_MS: '1000',
-      },
+  // The checkpointer thread blocked for DELAY_S once it has copied its pages, as a slow disk's fsync blocks it.
+  child = spawn(process.execPath, [MAIN_JS], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: {
+      PATH: process.env.PATH,
+      NODE_OPTIONS: `--require ${SLOW_CHECKPOINT}`,
+      HERALD_TEST_SLOW_CHECKPOINT_MS: String(DELAY_S * 1000),
+      HERALD_DATA_DIR: dir,
+      HERALD_PORT: '0',
+      HERALD_PARTITIONS: '1',
+      HERALD_SHUTDOWN_TIMEOUT_MS: '1000',
     },
-  );
+  });
   const exited = new Promise<number | string>((resolve) => child!.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
   child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
   child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
@@ -65,8 +51,6 @@ it('ends once the checkpoint in progress at the deadline returns, starting none 
     await new Promise((resolve) => setTimeout(resolve, 20));
   }
   const url = /"url":"(http:\/\/[^"]+)"/.exec(out)![1]!;
-  // The gateway under strace: the node process is strace's child.
-  const gatewayPid = Number(fs.readFileSync(`/proc/${child.pid}/task/${child.pid}/children`, 'utf8').trim().split(/\s+/)[0]);
 
   // 2 MiB in herald.db's WAL from another connection: the checkpointer thread starts (past 1 MiB) and checkpoints it.
   const other = new Database(dbFile);
@@ -90,7 +74,7 @@ it('ends once the checkpoint in progress at the deadline returns, starting none 
   const { id } = (await created.json()) as { id: string };
 
   const signalled = Date.now();
-  process.kill(gatewayPid, 'SIGTERM');
+  child.kill('SIGTERM');
   const code = await exited;
   const took = Date.now() - signalled;
   expect(code).toBe(0);
