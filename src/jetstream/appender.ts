@@ -97,6 +97,11 @@ export interface AppenderDeps {
   refused?: (stream: string, code: string, reason: string) => void;
   /** Told that a write to `stream` was taken. */
   took?: (stream: string) => void;
+  /**
+   * Why writes are refused until a restart (see `wentBack`, `refused`), or undefined. Read again when a publish is
+   * answered: one sent before the fence and stored after it is at an offset the replicas may give to another event.
+   */
+  fenced?: () => string | undefined;
   /** Tests: the clock claims are timed by (default `Date.now`). */
   clock?: () => number;
 }
@@ -199,6 +204,15 @@ export function createAppender(deps: AppenderDeps) {
         },
       );
     }
+    // Another publish through this node was refused while this one was on its way (a server failed to store it):
+    // this one was sequenced after that failure, at an offset the stream's replicas may hold for another event.
+    const fence = deps.fenced?.();
+    if (fence !== undefined)
+      throw new AppError(
+        'unavailable',
+        `stream ${names.stream(partition)} stored the event at sequence ${ack.seq} after this node stopped taking writes (${fence}); the event was not acknowledged`,
+        { retryAfter: 30 },
+      );
     return ack;
   }
 

@@ -99,6 +99,8 @@ export interface ClusterMonitor {
   took(stream: string): void;
   /** Why ingest is refused at once (a probe or a fence), without asking the cluster; undefined when it may try. */
   refusal(): string | undefined;
+  /** Why writes are refused until a restart (`wentBack`, or a failed store write), or undefined. */
+  fenced(): string | undefined;
   /** Marks the cluster unwritable at once (a lost connection); the next probe decides again. */
   down(reason: string): void;
   /** Starts probing; resolves once the first probe has answered (ready or not). */
@@ -246,6 +248,7 @@ export function createClusterMonitor(deps: {
       return reason ? { writable: false, reason } : state;
     },
     refusal: () => (state.writable ? undefined : (state.reason ?? 'not writable')),
+    fenced: () => fenceReason,
     refused,
     took: (stream) => void full.delete(stream),
     boundsOf: boundsOfPartition,

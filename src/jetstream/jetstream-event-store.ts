@@ -93,6 +93,7 @@ export async function openJetStreamEventStore(opts: JetStreamEventStoreOptions):
       wentBack: (p, known, seen) => monitor.wentBack(p, known, seen),
       refused: (stream, code, reason) => monitor.refused(stream, code, reason),
       took: (stream) => monitor.took(stream),
+      fenced: () => monitor.fenced(),
     });
     const reads = createReads({ jsm, kv: idempotency, names, monitor, log });
     watchConnection(nc, monitor);

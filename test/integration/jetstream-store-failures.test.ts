@@ -1,8 +1,10 @@
 import { DiscardPolicy, type JetStreamManager } from 'nats';
 import pino from 'pino';
 import request from 'supertest';
+import { createAppender } from '../../src/jetstream/appender';
+import { decodeClaim } from '../../src/jetstream/codec';
 import { createClusterMonitor } from '../../src/jetstream/cluster-monitor';
-import { jetStreamNames } from '../../src/jetstream/names';
+import { idempotencyKey, jetStreamNames } from '../../src/jetstream/names';
 import { clusterUnavailable, natsReason } from '../../src/jetstream/nats-errors';
 import type { JetStreamGateway } from '../../src/jetstream-gateway';
 import { useJetStreamCluster } from '../helpers/gateway';
@@ -82,6 +84,49 @@ describeWithNats('the jetstream engine when a server cannot store', () => {
       monitor.took(stream);
       await new Promise((r) => setTimeout(r, 1500));
       expect(monitor.refusal()).toMatch(/failed to store a write/);
+    } finally {
+      monitor.stop();
+    }
+  });
+
+  it('a publish on its way when another one through the node is refused so is not acknowledged (was: 202 at an offset the followers held for another event)', async () => {
+    const names = jetStreamNames(prefix);
+    const monitor = createClusterMonitor({ jsm, names, partitions: 1, replicas: 1, log: pino({ level: 'silent' }) });
+    await monitor.start();
+    try {
+      const js = gw.store.connection.jetstream();
+      const kv = await js.views.kv(names.idempotencyBucket);
+      const stream = names.stream(0);
+      const eio = { code: '503', api_error: { code: 503, description: `write …/streams/${stream}/msgs/1.blk: input/output error` } };
+      const appender = createAppender({
+        js,
+        kv,
+        names,
+        partitions: 1,
+        maxPayload: () => undefined,
+        knownGoneBelow: () => 0,
+        // Read as the publish goes out: the refusal of another publish (the EIO answer) lands while this one is on its way.
+        knownHead: () => {
+          monitor.refused(stream, 'unavailable', natsReason(eio));
+          return 0;
+        },
+        wentBack: () => undefined,
+        refused: (s, code, reason) => monitor.refused(s, code, reason),
+        took: (s) => monitor.took(s),
+        fenced: () => monitor.fenced(),
+      });
+      const before = (await jsm.streams.info(stream)).state.last_seq;
+      const event = {
+        attributes: { specversion: '1.0', id: 'in-flight', source: '/store', type: 'store.t' },
+        data: { kind: 'json', value: {} },
+      } as never;
+      await expect(appender.append([event])).rejects.toMatchObject({
+        code: 'unavailable',
+        message: expect.stringMatching(/not acknowledged/),
+      });
+      expect((await jsm.streams.info(stream)).state.last_seq).toBe(before + 1); // stored, but no offset given to it
+      const record = await kv.get(idempotencyKey('/store', 'in-flight'));
+      expect(record && decodeClaim(record.value).o).toBeUndefined();
     } finally {
       monitor.stop();
     }
