@@ -9,9 +9,11 @@ const STORE_FULL = /maximum (messages|bytes|messages per subject) exceeded|insuf
 /**
  * A server that failed to write a message to its store (an I/O error, a full disk under it). On a stream's leader that
  * comes after the Raft commit: its followers stored the message, the leader did not, and later messages get sequences
- * the followers hold for other ones (a probe with EIO injected on a leader's block file: replicas diverged).
+ * the followers hold for other ones (a probe with EIO injected on a leader's block file: replicas diverged). Any failed
+ * write to a file of its store is one (`write <path>: <errno>`, err_code 10077: a probe's EDQUOT diverged the same way).
  */
-const STORE_FAILED = /input\/output error|no space left|failed to store|read-only file system|stream store failed/i;
+const STORE_FAILED =
+  /input\/output error|no space left|failed to store|read-only file system|stream store failed|disk quota exceeded|file too large|stale nfs file handle|\bwrite \/\S+: /i;
 
 /** Whether a server's reason is a failed write to its store (see {@link STORE_FAILED}), not a limit refused before storing. */
 export function isStoreFailure(reason: string): boolean {

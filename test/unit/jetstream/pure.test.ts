@@ -131,6 +131,12 @@ describe('NATS errors', () => {
     const eio = 'write /s/n1/jetstream/$G/streams/h_p0/msgs/1.blk: input/output error';
     expect(isStoreFailure(eio)).toBe(true);
     expect(isStoreFailure('insufficient resources')).toBe(false);
+    // Any other errno of a failed write to the store (a probe: EDQUOT on a leader's block file diverged its replicas
+    // as EIO does, while the node stayed ready and answered "retry later").
+    for (const errno of ['disk quota exceeded', 'file too large', 'stale NFS file handle', 'bad file descriptor'])
+      expect(isStoreFailure(`503: write /s/n1/jetstream/$G/streams/h_p0/msgs/1.blk: ${errno}`)).toBe(true);
+    expect(isStoreFailure('503: maximum messages exceeded')).toBe(false);
+    expect(isStoreFailure('TIMEOUT')).toBe(false);
     expect(clusterUnavailable({ message: eio }, 'store events').message).toMatch(/replicas may differ.*until it is restarted/);
   });
 });
