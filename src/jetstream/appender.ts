@@ -6,7 +6,7 @@ import type { AppendResult } from '../wal/event-store';
 import { PUBLISHED_AT_HEADER, decodeClaim, encodeEventMessage, type Claim } from './codec';
 import { idempotencyKey, type JetStreamNames } from './names';
 import { AppError, type Violation } from '../errors';
-import { clusterUnavailable, isWrongLastSequence, natsReason } from './nats-errors';
+import { STORE_FULL_RETRY_AFTER_SECONDS, clusterUnavailable, isWrongLastSequence, natsReason } from './nats-errors';
 import { DUPLICATE_WINDOW_MS } from './provision';
 
 /**
@@ -211,7 +211,7 @@ export function createAppender(deps: AppenderDeps) {
       throw new AppError(
         'unavailable',
         `stream ${names.stream(partition)} stored the event at sequence ${ack.seq} after this node stopped taking writes (${fence}); the event was not acknowledged`,
-        { retryAfter: 30 },
+        { retryAfter: STORE_FULL_RETRY_AFTER_SECONDS },
       );
     return ack;
   }

@@ -3,6 +3,7 @@ import type { Logger } from 'pino';
 import type { StoreHealth } from '../wal/event-store';
 import type { JetStreamNames } from './names';
 import { clusterUnavailable, isStoreFailure, natsReason } from './nats-errors';
+import { throttledLine } from '../logger';
 
 /** How often the cluster's ability to take writes is checked (for `/readyz` and ingest's fast 503). */
 export const PROBE_INTERVAL_MS = 1000;
@@ -138,6 +139,7 @@ export function createClusterMonitor(deps: {
   let fenceReason: string | undefined;
   /** Streams that refused a write for want of storage: the server's reason, and when. */
   const full = new Map<string, { reason: string; at: number }>();
+  const fullLines = new Map<string, ReturnType<typeof throttledLine>>();
   /** When the connection was last lost (epoch ms). */
   let downAt = 0;
   /**
@@ -172,7 +174,9 @@ export function createClusterMonitor(deps: {
 
   const refused = (stream: string, code: string, reason: string) => {
     if (code === 'storage_full') {
-      if (!full.has(stream)) log.warn({ stream, reason }, 'a stream refuses writes for want of storage');
+      // Once a minute per stream (re-probe: 132 lines in 40 s while a stream's room freed and filled by turns).
+      const lines = fullLines.get(stream) ?? fullLines.set(stream, throttledLine(60_000)).get(stream)!;
+      lines((suppressed) => log.warn({ stream, reason, suppressed }, 'a stream refuses writes for want of storage'));
       full.set(stream, { reason, at: Date.now() });
     } else if (isStoreFailure(reason)) {
       // After the Raft commit on a leader (its followers stored the message): later messages would get

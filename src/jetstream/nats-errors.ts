@@ -2,8 +2,8 @@ import { AppError } from '../errors';
 
 /** Seconds a client is told to wait before retrying a write the cluster could not take. */
 export const RETRY_AFTER_SECONDS = 1;
-/** The same when a stream's limit or the servers' storage is full: an operator has to act first. */
-const STORE_FULL_RETRY_AFTER_SECONDS = 30;
+/** The same when an operator has to act first: a stream's limit or the servers' storage is full, or writes are fenced. */
+export const STORE_FULL_RETRY_AFTER_SECONDS = 30;
 /** nats-server's refusals of a write past a stream's limits (`discard: new`) or past its storage. */
 const STORE_FULL = /maximum (messages|bytes|messages per subject) exceeded|insufficient (storage )?resources|resource limits exceeded/i;
 /**

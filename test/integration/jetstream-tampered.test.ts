@@ -221,6 +221,8 @@ describeWithNats('jetstream: records in the buckets that Herald did not write', 
     );
     const refused = await publishEvent('refused');
     expect(refused.status).toBe(503);
+    // The fence lasts until a restart: not "retry in a second" (a store probe: 217 of 220 refusals said 1 s).
+    expect(refused.headers['retry-after']).toBe('30');
     expect((await jsm.streams.info(`${prefix}_p0`)).state.messages).toBeLessThanOrEqual(1);
   });
 });
