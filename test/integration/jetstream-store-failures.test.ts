@@ -131,4 +131,22 @@ describeWithNats('the jetstream engine when a server cannot store', () => {
       monitor.stop();
     }
   });
+
+  it('a stream refusing writes for want of storage, then taking one, by turns: one warning a minute, not one per refusal', async () => {
+    const lines: { msg: string; suppressed?: number }[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    const monitor = createClusterMonitor({ jsm, names: jetStreamNames(prefix), partitions: 1, replicas: 1, log });
+    await monitor.start();
+    try {
+      const stream = `${prefix}_p0`;
+      for (let i = 0; i < 5; i++) {
+        monitor.refused(stream, 'storage_full', '503: maximum bytes exceeded');
+        monitor.took(stream);
+      }
+      // Was: 5 (a re-probe: 132 in 40 s while the stream's room freed and filled by turns).
+      expect(lines.filter((l) => l.msg === 'a stream refuses writes for want of storage')).toHaveLength(1);
+    } finally {
+      monitor.stop();
+    }
+  });
 });
