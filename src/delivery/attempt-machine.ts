@@ -320,6 +320,9 @@ function start(s: Ready | Scheduled, input: InputOf<'start'>, ctx: AttemptContex
  */
 function startRetry(s: Scheduled, input: InputOf<'start'>, ctx: AttemptContext): Step {
   if (s.attempt < ctx.policy.retry.maxAttempts) return start(s, input, ctx);
+  // A 410 keeps its event for the resume, whichever attempt it answered: the one after it is sent, one past
+  // `maxAttempts` when the 410 answered the last (churn probe: resume dead-lettered it, nothing sent).
+  if (s.lastStatus === 410 && s.attempt === ctx.policy.retry.maxAttempts) return start(s, input, ctx);
   return deadLetter(attempts(s), 'max_attempts', ctx, settle(s, 'failed'));
 }
 

@@ -143,6 +143,19 @@ describe('410 Gone', () => {
   });
 });
 
+describe('410 Gone on the last allowed attempt', () => {
+  it('sends the event once more on resume, not dead-lettered unsent (README: resume continues where it stopped)', async () => {
+    receiver.setResponder(scripted({ gl1: [{ status: 410 }, { status: 204 }] }));
+    const sub = await subscribe('out.gone-last', { retry: { maxAttempts: 1 } });
+    await publish('out.gone-last', ['gl1']);
+    await waitFor(async () => ((await getSub(sub.id)).state === 'paused' ? true : undefined), { what: 'paused' });
+    await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+    await waitLagZero(sub.id);
+    expect(requestsFor(sub.id, 'gl1').map((q) => q.headers['herald-attempt'])).toEqual(['1', '2']);
+    expect(await deadLetters(sub.id)).toEqual([]);
+  });
+});
+
 describe('410 Gone, ordering none', () => {
   it('sends the event that got the 410 first on resume, before any event stored while paused', async () => {
     receiver.setResponder(scripted({ n1: [{ status: 410 }, { status: 204 }] }));
