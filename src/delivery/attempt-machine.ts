@@ -316,13 +316,14 @@ function start(s: Ready | Scheduled, input: InputOf<'start'>, ctx: AttemptContex
 /**
  * A retry comes due: started, unless `maxAttempts` was lowered (a PATCH) since it was scheduled to at
  * or below the attempts already made; then it is dead-lettered instead (probe: a fourth attempt went
- * out after `maxAttempts` became 2, as the policy said when the third failed).
+ * out after `maxAttempts` became 2, as the policy said when the third failed). An event a 410 kept is sent.
  */
 function startRetry(s: Scheduled, input: InputOf<'start'>, ctx: AttemptContext): Step {
   if (s.attempt < ctx.policy.retry.maxAttempts) return start(s, input, ctx);
-  // A 410 keeps its event for the resume, whichever attempt it answered: the one after it is sent, one past
-  // `maxAttempts` when the 410 answered the last (churn probe: resume dead-lettered it, nothing sent).
-  if (s.lastStatus === 410 && s.attempt === ctx.policy.retry.maxAttempts) return start(s, input, ctx);
+  // A 410 keeps its event for the resume, whichever attempt it answered: the one after it is sent, past
+  // `maxAttempts` when the 410 answered the last or one after it (churn probe: the resume dead-lettered it unsent).
+  // No loop: each such attempt waits for an operator's resume.
+  if (s.lastStatus === 410) return start(s, input, ctx);
   return deadLetter(attempts(s), 'max_attempts', ctx, settle(s, 'failed'));
 }
 
