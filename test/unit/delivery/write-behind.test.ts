@@ -6,6 +6,20 @@ import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
 
+/** One delivered attempt of sub-1's offset 5, for the attempt log. */
+const ATTEMPT = {
+  subscriptionId: 'sub-1',
+  deliveryId: 'dlv-1',
+  partition: 0,
+  offset: 5,
+  attempt: 1,
+  status: 204,
+  error: null,
+  durationMs: 3,
+  startedAt: 0,
+  outcome: 'delivered',
+} as const;
+
 /**
  * The delivery thread's write-behind on a real herald.db that refuses writes (`query_only`, as a full
  * disk or another process's lock would): the failing flush is retried every interval, but logged once,
@@ -66,18 +80,7 @@ describe('write-behind flush failures', () => {
     const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const writes = createWriteBehind({ db, log });
     db.pragma('query_only = ON');
-    writes.persistence.recordAttempt({
-      subscriptionId: 'sub-1',
-      deliveryId: 'dlv-1',
-      partition: 0,
-      offset: 5,
-      attempt: 1,
-      status: 204,
-      error: null,
-      durationMs: 3,
-      startedAt: 0,
-      outcome: 'delivered',
-    });
+    writes.persistence.recordAttempt(ATTEMPT);
     jest.advanceTimersByTime(30_500);
     const errors = lines.filter((l) => l.msg.startsWith('attempt log flush failed'));
     expect(errors.map((l) => l.failedTries)).toEqual([1, 11, 21]);
@@ -110,18 +113,7 @@ describe("write-behind while herald.db's own checkpointer holds the write lock",
     try {
       other.exec('BEGIN IMMEDIATE');
       writes.persistence.saveOffset('sub-1', { partition: 0, committedOffset: 5, lastMatchedOffset: null, expired: 0 });
-      writes.persistence.recordAttempt({
-        subscriptionId: 'sub-1',
-        deliveryId: 'dlv-1',
-        partition: 0,
-        offset: 5,
-        attempt: 1,
-        status: 204,
-        error: null,
-        durationMs: 3,
-        startedAt: 0,
-        outcome: 'delivered',
-      });
+      writes.persistence.recordAttempt(ATTEMPT);
       await new Promise((resolve) => setTimeout(resolve, 1_300)); // past the attempt log's interval (1 s) too
       other.exec('ROLLBACK');
       held = false;
