@@ -254,9 +254,14 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       } else {
         // Not closed either: the last connection to close checkpoints, and the process ends once the checkpointer's
         // checkpoint in progress returns (Node waits for its thread), with no other one after it.
+        // Past the deadline with no checkpoint running is the earlier steps' doing (another process holding herald.db's
+        // write lock lets delivery's last write try until a second past it): not a slow disk's checkpoint.
+        const why = checkpointerStopped
+          ? 'past the deadline: the steps before it took the time'
+          : 'past the deadline, a checkpoint still running: a slow disk';
         log.warn(
           { timeoutMs: config.shutdownTimeoutMs, checkpointRunning: !checkpointerStopped },
-          'shutdown: herald.db not checkpointed or closed (past the deadline, a checkpoint still running: a slow disk); nothing committed is lost, the next start replays its WAL',
+          `shutdown: herald.db not checkpointed or closed (${why}); nothing committed is lost, the next start replays its WAL`,
         );
       }
       lock.release();
