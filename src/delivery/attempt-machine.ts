@@ -316,7 +316,8 @@ function start(s: Ready | Scheduled, input: InputOf<'start'>, ctx: AttemptContex
 /**
  * A retry comes due: started, unless `maxAttempts` was lowered (a PATCH) since it was scheduled to at
  * or below the attempts already made; then it is dead-lettered instead (probe: a fourth attempt went
- * out after `maxAttempts` became 2, as the policy said when the third failed). An event a 410 kept is sent.
+ * out after `maxAttempts` became 2, as the policy said when the third failed). An event a 410 kept is sent
+ * whatever its attempts and whatever `maxAttempts` is now: the 410 held it for the resume.
  */
 function startRetry(s: Scheduled, input: InputOf<'start'>, ctx: AttemptContext): Step {
   if (s.attempt < ctx.policy.retry.maxAttempts) return start(s, input, ctx);

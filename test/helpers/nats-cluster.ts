@@ -80,7 +80,13 @@ let nextTestPort: number | undefined;
 export async function freePort(): Promise<number> {
   const range = /^(\d+)-(\d+)$/.exec(process.env.HERALD_TEST_PORTS ?? '');
   if (range) {
-    const [first, last] = [Number(range[1]), Number(range[2])];
+    // Each Jest worker takes its own slice of the range: workers hand out ports independently, and two probing the
+    // same port in turn could both find it free before either binds it.
+    const [lo, hi] = [Number(range[1]), Number(range[2])];
+    const workers = 2; // jest.config.js's maxWorkers
+    const slice = Math.floor((hi - lo + 1) / workers);
+    const worker = (Math.max(1, Number(process.env.JEST_WORKER_ID ?? 1)) - 1) % workers;
+    const [first, last] = [lo + worker * slice, lo + (worker + 1) * slice - 1];
     for (nextTestPort ??= first; nextTestPort <= last;) {
       const port = nextTestPort++;
       if (await canListen(port)) return port;

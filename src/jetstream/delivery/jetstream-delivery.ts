@@ -234,6 +234,8 @@ async function composeEngine(parts: {
     // never moves back, so a value already applied changes nothing).
     const open = async (include = KvWatchInclude.UpdatesOnly) => {
       const watch = await parts.generations.watch({ include });
+      // Stopped while it was being made (a retry's): stopped now, or it would last as long as the connection.
+      if (stopped) return watch.stop();
       current = watch;
       void (async () => {
         try {

@@ -124,7 +124,7 @@ describe("write-behind while herald.db's own checkpointer holds the write lock",
       other.close();
     }
     // Was: the loop stopped for the busy timeout (1 s) at each try.
-    expect(longestTurn).toBeLessThan(300);
+    expect(longestTurn).toBeLessThan(700); // was about 1,000 ms (the busy timeout); room for a loaded CI machine
     expect(db.prepare('SELECT committed_offset FROM subscription_offsets WHERE subscription_id = ?').get('sub-1')).toEqual({
       committed_offset: 5,
     });
