@@ -132,4 +132,36 @@ describe("write-behind while herald.db's own checkpointer holds the write lock",
     writes.close();
     db.close();
   });
+
+  it("answers a callback's write at once, untried, while herald.db's own checkpointer holds the write lock (re-probe: each try stopped the delivery thread for the busy timeout)", async () => {
+    const file = path.join(tmpDir(), 'herald.db');
+    const db = openDatabase(file);
+    db.pragma('foreign_keys = OFF'); // offsets of a subscription this test does not create
+    const other = openDatabase(file);
+    let held = true;
+    const writes = createWriteBehind({ db, log: pino({ level: 'silent' }), lockHeld: () => held });
+    try {
+      other.exec('BEGIN IMMEDIATE');
+      writes.persistence.saveOffset('sub-1', { partition: 0, committedOffset: 7, lastMatchedOffset: null, expired: 0 });
+      const began = performance.now();
+      const outcome = await writes.persistence.persisted().then(
+        () => 'written',
+        (err: { code?: string }) => err.code,
+      );
+      // Was: the try waited out the busy timeout (1 s), the thread's loop stopped, before failing all the same.
+      expect(performance.now() - began).toBeLessThan(300);
+      expect(outcome).toBe('SQLITE_BUSY');
+      other.exec('ROLLBACK');
+      held = false;
+      await new Promise((resolve) => setTimeout(resolve, 200)); // the timed flush writes it
+    } finally {
+      if (other.inTransaction) other.exec('ROLLBACK');
+      other.close();
+    }
+    expect(db.prepare('SELECT committed_offset FROM subscription_offsets WHERE subscription_id = ?').get('sub-1')).toEqual({
+      committed_offset: 7,
+    });
+    writes.close();
+    db.close();
+  });
 });
