@@ -4,10 +4,11 @@
  * tell this gateway's own checkpoint from another process holding the lock (slow-disk probe: a delivery callback
  * waiting on it was answered 200 unwritten "under another process's lock", and a crash then forgot the ack).
  *
- * Two wall-clock times in a `Float64Array` (the checkpointer's thread is eval'd and writes them directly): index 0
- * when the current hold began (0: none), index 1 when the last one ended.
+ * A `Float64Array` (the checkpointer's thread is eval'd and writes it directly): index 0 when the current hold began
+ * (wall clock; 0: none), index 1 when the last one ended, index 2 how long the thread's last round of checkpoints took
+ * (ms), which tells the shutdown whether one more fits before its deadline.
  */
-export const SIGNAL_BYTES = 2 * Float64Array.BYTES_PER_ELEMENT;
+export const SIGNAL_BYTES = 3 * Float64Array.BYTES_PER_ELEMENT;
 
 export function createCheckpointSignal(buffer = new SharedArrayBuffer(SIGNAL_BYTES)) {
   const times = new Float64Array(buffer);
@@ -20,6 +21,10 @@ export function createCheckpointSignal(buffer = new SharedArrayBuffer(SIGNAL_BYT
     /** Whether this gateway's checkpointer holds the lock now. */
     holding(): boolean {
       return times[0]! > 0;
+    },
+    /** How long the checkpointer's last round of checkpoints took, in ms (0: none yet). */
+    lastCheckpointMs(): number {
+      return times[2]!;
     },
   };
 }

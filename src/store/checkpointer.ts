@@ -43,13 +43,14 @@ export function startCheckpointer(
     db.pragma('busy_timeout = 0');
     const fs = require('node:fs');
     // checkpoint-signal.ts: when this thread held the write lock (0: began, 1: last ended), for the gateway's writers.
-    const held = workerData.signal ? new Float64Array(workerData.signal) : new Float64Array(2);
+    const held = workerData.signal ? new Float64Array(workerData.signal) : new Float64Array(3);
     let passiveUntil = 0;
     // Set by quiesce() or stop() (index 0: 1) while this thread may be inside a checkpoint: an interval overdue behind
     // a slow one starts none after it (re-probe: a SIGTERM's stop waited out a second 10 s checkpoint it began).
     const stopping = new Int32Array(workerData.stopFlag);
     const timer = setInterval(() => {
       if (Atomics.load(stopping, 0) === 1) return;
+      const roundAt = performance.now();
       try {
         // checkpointBounded() of ./db, which this eval'd worker cannot import.
         let walBytes = 0;
@@ -84,6 +85,8 @@ export function startCheckpointer(
       } catch (err) {
         if (String(err.code).startsWith('SQLITE_BUSY')) passiveUntil = Math.max(passiveUntil, performance.now() + 1000);
         else parentPort.postMessage({ error: String(err) });
+      } finally {
+        held[2] = performance.now() - roundAt;
       }
     }, workerData.intervalMs);
     parentPort.on('message', (m) => { if (m === 'stop') { clearInterval(timer); db.close(); parentPort.postMessage('stopped'); } });
