@@ -44,12 +44,15 @@ describeWithNats('the failing windows of the JetStream engine', () => {
    * A node: its own connection to the bucket and its own windows, watching; its wall clock is the test's, `skewMs`
    * off (and `step` moves it), its monotonic clock the test's.
    */
-  async function node(skewMs = 0): Promise<{ kv: KV; windows: FailingWindows; step: (byMs: number) => void }> {
+  async function node(
+    skewMs = 0,
+    log = pino({ level: 'silent' }),
+  ): Promise<{ kv: KV; windows: FailingWindows; step: (byMs: number) => void }> {
     const nc = await connect({ servers: cluster.urls });
     conns.push(nc);
     const kv = await nc.jetstream().views.kv(bucket, { history: 1, storage: StorageType.Memory });
     let skew = skewMs;
-    const w = createFailingWindows({ kv, log: pino({ level: 'silent' }), clock: () => now + skew, monotonic: clock });
+    const w = createFailingWindows({ kv, log, clock: () => now + skew, monotonic: clock });
     await w.start();
     windows.push(w);
     return { kv, windows: w, step: (byMs) => void (skew += byMs) };
@@ -111,6 +114,21 @@ describeWithNats('the failing windows of the JetStream engine', () => {
     });
     now += LIMIT_MS;
     expect(a.windows.failed('sub4', LIMIT_MS)).toBeUndefined(); // a new window, not a pause
+  });
+
+  it('says once a minute, not once per window, that windows cannot be written (a churn probe: 3,421 lines in 80 s)', async () => {
+    const lines: { msg: string; suppressed?: number }[] = [];
+    const a = await node(0, pino({ level: 'debug' }, { write: (line: string) => void lines.push(JSON.parse(line)) }));
+    // The bucket refuses every write (a message size limit of 1 byte).
+    const jsm = await conns.at(-1)!.jetstreamManager();
+    const { config } = await jsm.streams.info(`KV_${bucket}`);
+    await jsm.streams.update(`KV_${bucket}`, { ...config, max_msg_size: 1 });
+    for (let i = 0; i < 5; i++) expect(a.windows.failed(`refused${i}`, LIMIT_MS)).toBeUndefined();
+    await waitFor(() => lines.some((l) => l.msg.startsWith('could not write a failing delivery window')) || undefined, {
+      what: 'the warning',
+    });
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    expect(lines.filter((l) => l.msg.startsWith('could not write a failing delivery window'))).toHaveLength(1); // was 5
   });
 
   it('keeps no window in the cluster while the limit is 0 (review: alternating answers wrote to it four times a pair)', async () => {
