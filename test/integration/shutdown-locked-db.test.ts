@@ -1,9 +1,8 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import http from 'node:http';
 import type net from 'node:net';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { MAIN_JS } from '../helpers/gateway';
+import { useChildGateways } from '../helpers/gateway';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
@@ -14,11 +13,7 @@ import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 afterAll(cleanupTmpDirs);
 
-let child: ChildProcess | undefined;
-afterEach(() => {
-  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  child = undefined;
-});
+const spawn = useChildGateways();
 
 it('past the deadline with no checkpoint running, the warn line does not blame a slow disk', async () => {
   const dir = tmpDir();
@@ -33,27 +28,12 @@ it('past the deadline with no checkpoint running, the warn line does not blame a
   });
   await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
   const sink = `http://127.0.0.1:${(receiver.address() as net.AddressInfo).port}/hook`;
-  let out = '';
-  child = spawn(process.execPath, [MAIN_JS], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      HERALD_DATA_DIR: dir,
-      HERALD_PORT: '0',
-      HERALD_PARTITIONS: '1',
-      HERALD_SINK_ALLOW_PRIVATE: 'true',
-      HERALD_SHUTDOWN_TIMEOUT_MS: '1000',
-    },
+  const { url, child, exited, output } = await spawn({
+    HERALD_DATA_DIR: dir,
+    HERALD_PARTITIONS: '1',
+    HERALD_SINK_ALLOW_PRIVATE: 'true',
+    HERALD_SHUTDOWN_TIMEOUT_MS: '1000',
   });
-  const exited = new Promise<number | string>((resolve) => child!.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const started = Date.now();
-  while (!/"msg":"herald listening"/.test(out)) {
-    if (Date.now() - started > 20_000) throw new Error(`the gateway did not listen:\n${out}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  const url = /"url":"(http:\/\/[^"]+)"/.exec(out)![1]!;
   const created = await fetch(`${url}/subscriptions`, {
     method: 'POST',
     headers: { 'content-type': 'application/json' },
@@ -79,7 +59,9 @@ it('past the deadline with no checkpoint running, the warn line does not blame a
     other.close();
     await new Promise<void>((resolve) => receiver.close(() => resolve()));
   }
-  const line = out.split('\n').find((l) => l.includes('herald.db not checkpointed or closed'));
+  const line = output()
+    .split('\n')
+    .find((l) => l.includes('herald.db not checkpointed or closed'));
   expect(line).toBeDefined();
   expect(JSON.parse(line!)).toMatchObject({ checkpointRunning: false });
   expect(line).not.toMatch(/slow disk/);

@@ -1,8 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import Database from 'better-sqlite3';
-import { MAIN_JS } from '../helpers/gateway';
+import { useChildGateways } from '../helpers/gateway';
 import { cleanupTmpDirs, tmpDir } from '../helpers/tmp';
 
 /**
@@ -19,11 +18,7 @@ afterAll(cleanupTmpDirs);
 
 const DELAY_S = 3;
 const SLOW_CHECKPOINT = path.resolve(__dirname, '..', 'helpers', 'slow-checkpoint.js');
-let child: ChildProcess | undefined;
-afterEach(() => {
-  if (child && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-  child = undefined;
-});
+const spawn = useChildGateways();
 
 /**
  * A gateway whose checkpointer thread is blocked DELAY_S after it copied 2 MiB into herald.db, a subscription created
@@ -32,29 +27,14 @@ afterEach(() => {
 async function stopDuringSlowCheckpoint(shutdownTimeoutMs: number) {
   const dir = tmpDir();
   const dbFile = path.join(dir, 'herald.db');
-  let out = '';
   // The checkpointer thread blocked for DELAY_S once it has copied its pages, as a slow disk's fsync blocks it.
-  child = spawn(process.execPath, [MAIN_JS], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      NODE_OPTIONS: `--require ${SLOW_CHECKPOINT}`,
-      HERALD_TEST_SLOW_CHECKPOINT_MS: String(DELAY_S * 1000),
-      HERALD_DATA_DIR: dir,
-      HERALD_PORT: '0',
-      HERALD_PARTITIONS: '1',
-      HERALD_SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
-    },
+  const { url, child, exited, output } = await spawn({
+    NODE_OPTIONS: `--require ${SLOW_CHECKPOINT}`,
+    HERALD_TEST_SLOW_CHECKPOINT_MS: String(DELAY_S * 1000),
+    HERALD_DATA_DIR: dir,
+    HERALD_PARTITIONS: '1',
+    HERALD_SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
   });
-  const exited = new Promise<number | string>((resolve) => child!.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const started = Date.now();
-  while (!/"msg":"herald listening"/.test(out)) {
-    if (Date.now() - started > 20_000) throw new Error(`the gateway did not listen:\n${out}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  const url = /"url":"(http:\/\/[^"]+)"/.exec(out)![1]!;
 
   // 2 MiB in herald.db's WAL from another connection: the checkpointer thread starts (past 1 MiB) and checkpoints it.
   const other = new Database(dbFile);
@@ -83,7 +63,7 @@ async function stopDuringSlowCheckpoint(shutdownTimeoutMs: number) {
   const took = Date.now() - signalled;
   const reopened = new Database(dbFile);
   try {
-    return { code, took, out, id, stored: reopened.prepare('SELECT id FROM subscriptions').all() };
+    return { code, took, out: output(), id, stored: reopened.prepare('SELECT id FROM subscriptions').all() };
   } finally {
     reopened.close();
   }
