@@ -251,10 +251,10 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
       // is still open makes that one the last: its close (once its slow checkpoint returns) checkpointed again, through
       // another slow fsync (re-probe: 6 of 40 runs of shutdown-slow-checkpoint under CPU load exited after 2 × the delay).
       waitAgain();
-      // A closing checkpoint only when one like the checkpointer's last fits before the deadline: a synchronous call
+      // A closing checkpoint only when one like the checkpointer's longest of the last minute fits before the deadline: a synchronous call
       // cannot be cut off (re-probe: with 1.7 s left after a TRUNCATE that took 6 s, the main thread's own checkpoint
       // exited 4.4 s past the deadline, with no warn line).
-      const fits = Date.now() + ownCheckpoint.lastCheckpointMs() < deadline;
+      const fits = Date.now() + ownCheckpoint.longestCheckpointMs() < deadline;
       if (checkpointerStopped && fits) {
         await step('checkpointing SQLite', () => checkpoint(db));
         db.close();
@@ -266,7 +266,7 @@ export async function startGateway(config: Readonly<Config>, opts: GatewayOption
         const why = !checkpointerStopped
           ? 'past the deadline, a checkpoint still running: a slow disk'
           : Date.now() < deadline
-            ? `the last checkpoint took ${Math.round(ownCheckpoint.lastCheckpointMs())} ms, more than is left before the deadline: a slow disk`
+            ? `the longest checkpoint of the last minute took ${Math.round(ownCheckpoint.longestCheckpointMs())} ms, more than is left before the deadline: a slow disk`
             : 'past the deadline: the steps before it took the time';
         log.warn(
           { timeoutMs: config.shutdownTimeoutMs, checkpointRunning: !checkpointerStopped },

@@ -5,8 +5,8 @@
  * waiting on it was answered 200 unwritten "under another process's lock", and a crash then forgot the ack).
  *
  * A `Float64Array` (the checkpointer's thread is eval'd and writes it directly): index 0 when the current hold began
- * (wall clock; 0: none), index 1 when the last one ended, index 2 how long the thread's last round of checkpoints took
- * (ms), which tells the shutdown whether one more fits before its deadline.
+ * (wall clock; 0: none), index 1 when the last one ended, index 2 how long the thread's longest round of checkpoints in the
+ * last minute took (ms), which tells the shutdown whether one more fits before its deadline.
  */
 export const SIGNAL_BYTES = 3 * Float64Array.BYTES_PER_ELEMENT;
 
@@ -22,8 +22,8 @@ export function createCheckpointSignal(buffer = new SharedArrayBuffer(SIGNAL_BYT
     holding(): boolean {
       return times[0]! > 0;
     },
-    /** How long the checkpointer's last round of checkpoints took, in ms (0: none yet). */
-    lastCheckpointMs(): number {
+    /** How long the checkpointer's longest round of checkpoints in the last minute took, in ms (0: none yet). */
+    longestCheckpointMs(): number {
       return times[2]!;
     },
   };
