@@ -1,6 +1,7 @@
 import path from 'node:path';
+import { Worker } from 'node:worker_threads';
 import { MAIN_BUSY_TIMEOUT_MS, openConnection, openDatabase } from '../../../src/store/db';
-import { createCheckpointSignal } from '../../../src/store/checkpoint-signal';
+import { LONG_HOLD_MS, createCheckpointSignal } from '../../../src/store/checkpoint-signal';
 import { noWaitWhileCheckpointing } from '../../../src/store/main-busy';
 import { cleanupTmpDirs, tmpDir } from '../../helpers/tmp';
 
@@ -45,7 +46,7 @@ describe("the main thread's herald.db connection", () => {
     };
     try {
       other.exec('BEGIN IMMEDIATE');
-      times[0] = Date.now();
+      times[0] = Date.now() - LONG_HOLD_MS; // a hold that has lasted: a slow disk's
       await new Promise((resolve) => setTimeout(resolve, 50));
       // Was: a second's wait on the main thread for each write (re-probe: /metrics 6.4 s behind PATCHes during a hold).
       expect(write()).toBeLessThan(200);
@@ -56,6 +57,37 @@ describe("the main thread's herald.db connection", () => {
     } finally {
       waitAgain();
       other.close();
+      main.close();
+    }
+  });
+
+  it("waits out a hold of its own checkpointer that has just begun (a healthy disk's: milliseconds)", async () => {
+    const file = path.join(tmpDir(), 'herald.db');
+    const main = openDatabase(file);
+    const signal = createCheckpointSignal();
+    const times = new Float64Array(signal.buffer);
+    const waitAgain = noWaitWhileCheckpointing(main, signal, 10);
+    // The lock held 150 ms by another thread, as the checkpointer's TRUNCATE on a healthy disk holds it.
+    const holder = new Worker(
+      `const { parentPort, workerData } = require('node:worker_threads');
+       const db = new (require(workerData.driver))(workerData.file);
+       db.exec('BEGIN IMMEDIATE');
+       parentPort.postMessage('held');
+       Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 150);
+       db.exec('ROLLBACK');
+       db.close();`,
+      { eval: true, workerData: { file, driver: require.resolve('better-sqlite3') } },
+    );
+    try {
+      await new Promise((resolve) => holder.once('message', resolve));
+      times[0] = Date.now();
+      await new Promise((resolve) => setTimeout(resolve, 40)); // the signal looked at since
+      // Was: "database is locked" at once (a 503 for a hold of milliseconds).
+      main.prepare("INSERT INTO meta (key, value) VALUES ('k', 'v')").run();
+      times[0] = 0;
+    } finally {
+      waitAgain();
+      await holder.terminate();
       main.close();
     }
   });
