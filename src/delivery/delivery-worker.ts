@@ -104,7 +104,7 @@ const dispatcher = createDispatcher({
   clockSteps: !skew,
   enabled: data.enabled,
   onWriteHealth: (failing) => post({ type: 'state-writes', failing }),
-  lockHeld: ownCheckpoint ? () => ownCheckpoint.holding() : undefined,
+  lockHeld: ownCheckpoint ? (forAtLeastMs = 0) => ownCheckpoint.holdingFor(forAtLeastMs) : undefined,
   observer: {
     outcome: (subscription, outcome) => countOutcome(tallyOf(subscription), outcome),
     answered: (subscription, ms) => {

@@ -43,8 +43,8 @@ export interface DispatcherDeps {
   enabled?: boolean;
   /** Delivery state (offsets, pending attempts, dead letters) cannot be written now (the error), or can again (undefined). */
   onWriteHealth?: (failing: string | undefined) => void;
-  /** Whether herald.db's own checkpointer holds its write lock now (see the write-behind's `lockHeld`). */
-  lockHeld?: () => boolean;
+  /** Whether herald.db's own checkpointer holds its write lock now, for at least that long (see the write-behind's `lockHeld`). */
+  lockHeld?: (forAtLeastMs?: number) => boolean;
   /** Memory for the cursors' pages of events (see `createPageBudget`; tests set a small one). */
   pagesBudget?: number;
 }

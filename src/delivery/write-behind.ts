@@ -1,3 +1,4 @@
+import { LONG_HOLD_MS } from '../store/checkpoint-signal';
 import type { Logger } from 'pino';
 import { isDatabaseBusy } from '../errors';
 import { durably, type Db } from '../store/db';
@@ -35,7 +36,7 @@ export function createWriteBehind(deps: {
    * out the busy timeout, the thread's event loop stopped meanwhile. The timed flushes are then put off to the next
    * interval, untried; a read of the tables (read-your-writes), a seek and the close still write (and wait).
    */
-  lockHeld?: () => boolean;
+  lockHeld?: (forAtLeastMs?: number) => boolean;
 }) {
   const stateRepo = createDeliveryStateRepo(deps.db);
   const deadLetters = createDeadLettersRepo(deps.db);
@@ -194,7 +195,8 @@ export function createWriteBehind(deps: {
         // timeout (1 s), then fail all the same (the callback is answered 503): it is not made, the timed flush writes
         // what is buffered once the lock is free (slow-disk re-probe: under manual acks each callback's try stopped
         // the thread, acks answered 503 after 2 s and deliveries 4-5 s late through a 6 s TRUNCATE hold).
-        if (deps.lockHeld?.()) {
+        // Only a hold that has lasted (a slow disk's): a healthy disk's holds for milliseconds, which the write waits out.
+        if (deps.lockHeld?.(LONG_HOLD_MS)) {
           const busy = Object.assign(new Error("database is locked (herald.db's own checkpoint holds its write lock)"), {
             code: 'SQLITE_BUSY',
           });

@@ -1,4 +1,10 @@
 /**
+ * A hold of the checkpointer's this long is a slow disk's (a healthy disk's TRUNCATE after a quick PASSIVE held it
+ * 24-34 ms in a probe, when the main connection's writes failing at once for any hold refused 9 of 6,633).
+ */
+export const LONG_HOLD_MS = 250;
+
+/**
  * When herald.db's own checkpointer thread held its write lock: a TRUNCATE checkpoint shuts writers out through its
  * copy and sync, which a slow disk stretches to seconds. Shared memory, so that the threads whose writes waited can
  * tell this gateway's own checkpoint from another process holding the lock (slow-disk probe: a delivery callback
@@ -8,12 +14,6 @@
  * (wall clock; 0: none), index 1 when the last one ended, index 2 how long the thread's longest round of checkpoints in the
  * last minute took (ms), which tells the shutdown whether one more fits before its deadline.
  */
-/**
- * A hold of the checkpointer's this long is a slow disk's (a healthy disk's TRUNCATE after a quick PASSIVE held it
- * 24-34 ms in a probe, when the main connection's writes failing at once for any hold refused 9 of 6,633).
- */
-export const LONG_HOLD_MS = 250;
-
 export const SIGNAL_BYTES = 3 * Float64Array.BYTES_PER_ELEMENT;
 
 export function createCheckpointSignal(buffer = new SharedArrayBuffer(SIGNAL_BYTES)) {

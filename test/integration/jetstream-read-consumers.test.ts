@@ -51,8 +51,11 @@ describeWithNats('reads of the attempt log and the dead letters leave no consume
         await request(gw.url).get(`/subscriptions/${id}/attempts?limit=5`).expect(200);
         await request(gw.url).get(`/subscriptions/${id}/dead-letters?limit=5`).expect(200);
       }
-      await new Promise((r) => setTimeout(r, 500)); // the last deletes reach the server
       const count = async (stream: string) => (await jsm.consumers.list(stream).next()).length;
+      const left = async () => (await count(names.attemptsStream)) + (await count(names.deadStream));
+      // The deletes are not awaited by the reads: polled, within 5 s (well inside an abandoned one's 10 s threshold).
+      const by = Date.now() + 5_000;
+      while ((await left()) > 0 && Date.now() < by) await new Promise((r) => setTimeout(r, 100));
       // Was: 50 or more on each, for 5 minutes.
       expect(await count(names.attemptsStream)).toBe(0);
       expect(await count(names.deadStream)).toBe(0);
