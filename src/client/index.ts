@@ -103,8 +103,19 @@ async function fetchWithin(fetchImpl: typeof globalThis.fetch, request: Request,
   const timer = setTimeout(() => controller.abort(new DOMException(`no complete answer within ${ms} ms`, 'TimeoutError')), ms);
   const onAbort = () => controller.abort(request.signal.reason);
   request.signal.addEventListener('abort', onAbort, { once: true });
+  // The deadline is raced here too, not left to the fetch alone: undici's Request follows `controller.signal` through a
+  // WeakRef, and after a garbage collection the abort no longer reached a fetch still waiting for the answer's head
+  // (bulk probe: `--timeout 2` gave up after the 30 s the server took, then read the late body as empty and blamed
+  // the gateway's version).
+  let onDeadline: (() => void) | undefined;
+  const deadline = new Promise<never>((_resolve, reject) => {
+    onDeadline = () => reject(controller.signal.reason);
+    controller.signal.addEventListener('abort', onDeadline, { once: true });
+  });
   try {
-    const response = await fetchImpl(new Request(request, { signal: controller.signal }));
+    const fetching = fetchImpl(new Request(request, { signal: controller.signal }));
+    fetching.catch(() => undefined); // the loser of the race below
+    const response = await Promise.race([fetching, deadline]);
     if (response.body === null) return response;
     let body: Uint8Array;
     try {
@@ -117,6 +128,7 @@ async function fetchWithin(fetchImpl: typeof globalThis.fetch, request: Request,
   } finally {
     clearTimeout(timer);
     request.signal.removeEventListener('abort', onAbort);
+    controller.signal.removeEventListener('abort', onDeadline!);
   }
 }
 

@@ -180,6 +180,22 @@ describe('herald: a gateway that stops answering', () => {
     expect(tookMs).toBeLessThan(15_000);
   }, 40_000);
 
+  it('gives up at --timeout on an answer whose head has not come, garbage collection having run (bulk probe: it waited the 30 s the server took, then blamed the version)', async () => {
+    const held: http.ServerResponse[] = [];
+    const fake = await fakeGateway((_req, res) => void held.push(res)); // never answers (ended by the test)
+    const gcOften = path.resolve(__dirname, '..', 'helpers', 'gc-often.js');
+    const started = Date.now();
+    const result = await runHerald(['subs', 'pause', 'some-id', '--timeout', '2'], {
+      url: fake.url,
+      timeoutMs: 25_000,
+      env: { NODE_OPTIONS: `--expose-gc --require ${gcOften}` },
+    });
+    const tookMs = Date.now() - started;
+    for (const res of held) res.destroy();
+    expect(result).toMatchObject({ code: 1, stderr: 'herald: the gateway did not answer in time (--timeout, HERALD_TIMEOUT)\n' });
+    expect(tookMs).toBeLessThan(12_000); // was: killed by the harness at 25 s
+  }, 40_000);
+
   it('ends a tail on SIGINT once garbage collection has run (CLI probe: after about 10 s idle it ran on; the first signal did nothing)', async () => {
     const gcOften = path.resolve(__dirname, '..', 'helpers', 'gc-often.js');
     const tail = spawnHerald(['events', 'tail'], { url: gw.url, env: { NODE_OPTIONS: `--expose-gc --require ${gcOften}` } });
