@@ -94,29 +94,15 @@ it('starts no closing checkpoint when the checkpointer was slow a moment ago, th
   // the last (quick) round said a closing checkpoint fitted; it took DELAY_S, ending about 1.9 s past a 1.5 s deadline.
   const dir = tmpDir();
   const dbFile = path.join(dir, 'herald.db');
-  let out = '';
-  child = spawn(process.execPath, [MAIN_JS], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: {
-      PATH: process.env.PATH,
-      NODE_OPTIONS: `--require ${SLOW_CHECKPOINT}`,
-      HERALD_TEST_SLOW_CHECKPOINT_MS: String(DELAY_S * 1000),
-      HERALD_TEST_SLOW_CHECKPOINT_COPIES: '1',
-      HERALD_DATA_DIR: dir,
-      HERALD_PORT: '0',
-      HERALD_PARTITIONS: '1',
-      HERALD_SHUTDOWN_TIMEOUT_MS: '1500',
-    },
+  const { url, child, exited, output } = await spawn({
+    NODE_OPTIONS: `--require ${SLOW_CHECKPOINT}`,
+    HERALD_TEST_SLOW_CHECKPOINT_MS: String(DELAY_S * 1000),
+    HERALD_TEST_SLOW_CHECKPOINT_COPIES: '1',
+    HERALD_DATA_DIR: dir,
+    HERALD_PARTITIONS: '1',
+    HERALD_SHUTDOWN_TIMEOUT_MS: '1500',
   });
-  const exited = new Promise<number | string>((resolve) => child!.on('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  child.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-  const began = Date.now();
-  while (!/"msg":"herald listening"/.test(out)) {
-    if (Date.now() - began > 20_000) throw new Error(`the gateway did not listen:\n${out}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  const port = Number(/"url":"http:\/\/[^"]+:(\d+)"/.exec(out)![1]);
+  const port = Number(new URL(url).port);
   // The checkpointer starts (a WAL past 1 MiB) and its round copying 2 MiB takes DELAY_S; the rounds after it are quick.
   const other = new Database(dbFile);
   other.pragma('wal_autocheckpoint = 0');
@@ -148,7 +134,7 @@ it('starts no closing checkpoint when the checkpointer was slow a moment ago, th
   expect(Date.now() - signalled).toBeLessThan(DELAY_S * 1000);
   expect(answer).toMatch(/^HTTP\/1\.1 201/);
   expect(code).toBe(0);
-  expect(out).toMatch(/herald\.db not checkpointed or closed \(the longest checkpoint of the last minute took \d+ ms/);
+  expect(output()).toMatch(/herald\.db not checkpointed or closed \(the longest checkpoint of the last minute took \d+ ms/);
   const reopened = new Database(dbFile);
   try {
     expect(reopened.prepare('SELECT count(*) AS n FROM subscriptions').get()).toEqual({ n: 1 });
