@@ -316,9 +316,10 @@ export function createDispatcher(deps: DispatcherDeps) {
     /** Per partition, the dead letters stored, and flow control (`currentMaxInFlight`, `throttled`, issue 12 §3). */
     stats(subscriptionId: string): DeliveryStats {
       const worker = workerOf(subscriptionId);
-      // Stats never fail or wait on a locked herald.db: what is still buffered is counted with what is written (a read,
-      // which the write lock does not hold up). A flush here waited up to the busy timeout for each subscription in turn
-      // while the lock was held (slow-disk probe: GET /metrics took 9.6 s with 20 subscriptions behind a 10 s hold).
+      // What is reported is written first (a crash never shows a committed offset moving back), but stats never fail,
+      // and wait on a locked herald.db at most once a second, not once per subscription (slow-disk probe: GET /metrics
+      // took 9.6 s with 20 subscriptions behind a 10 s hold): the dead letters still buffered are counted with those written.
+      writes.flushForRead();
       const dead = Math.max(0, deadLetters.count(subscriptionId) + writes.bufferedDeadLetters(subscriptionId));
       return { partitions: worker.stats(), deadLetters: dead, ...worker.flowStats() };
     },
