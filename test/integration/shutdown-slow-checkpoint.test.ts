@@ -22,6 +22,23 @@ const SLOW_CHECKPOINT = path.resolve(__dirname, '..', 'helpers', 'slow-checkpoin
 const spawn = useChildGateways();
 
 /**
+ * 2 MiB in herald.db's WAL from another connection: the gateway's checkpointer thread starts (past 1 MiB) and
+ * checkpoints it. Resolves once its pages are copied into herald.db.
+ */
+async function checkpointerCopies2MiB(dbFile: string): Promise<void> {
+  const other = new Database(dbFile);
+  other.pragma('wal_autocheckpoint = 0');
+  other.exec('CREATE TABLE probe_scratch (b BLOB)');
+  other.prepare('INSERT INTO probe_scratch VALUES (?)').run(Buffer.alloc(2 * 1024 * 1024, 7));
+  other.close();
+  const copyBy = Date.now() + 10_000;
+  while (fs.statSync(dbFile).size < 2 * 1024 * 1024) {
+    if (Date.now() > copyBy) throw new Error('the checkpointer did not checkpoint');
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+}
+
+/**
  * A gateway whose checkpointer thread is blocked DELAY_S after it copied 2 MiB into herald.db, a subscription created
  * meanwhile, then a SIGTERM with `shutdownTimeoutMs`: how it ended, and the subscriptions herald.db then holds.
  */
@@ -37,18 +54,8 @@ async function stopDuringSlowCheckpoint(shutdownTimeoutMs: number) {
     HERALD_SHUTDOWN_TIMEOUT_MS: String(shutdownTimeoutMs),
   });
 
-  // 2 MiB in herald.db's WAL from another connection: the checkpointer thread starts (past 1 MiB) and checkpoints it.
-  const other = new Database(dbFile);
-  other.pragma('wal_autocheckpoint = 0');
-  other.exec('CREATE TABLE probe_scratch (b BLOB)');
-  other.prepare('INSERT INTO probe_scratch VALUES (?)').run(Buffer.alloc(2 * 1024 * 1024, 7));
-  other.close();
   // Its pages copied into herald.db: it is in the fsync that follows.
-  const copyBy = Date.now() + 10_000;
-  while (fs.statSync(dbFile).size < 2 * 1024 * 1024) {
-    if (Date.now() > copyBy) throw new Error('the checkpointer did not checkpoint');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await checkpointerCopies2MiB(dbFile);
   // Committed during the checkpoint (synchronous=FULL: in the WAL, on disk), and then not yet checkpointed.
   const created = await fetch(`${url}/subscriptions`, {
     method: 'POST',
@@ -104,16 +111,7 @@ it('starts no closing checkpoint when the checkpointer was slow a moment ago, th
   });
   const port = Number(new URL(url).port);
   // The checkpointer starts (a WAL past 1 MiB) and its round copying 2 MiB takes DELAY_S; the rounds after it are quick.
-  const other = new Database(dbFile);
-  other.pragma('wal_autocheckpoint = 0');
-  other.exec('CREATE TABLE probe_scratch (b BLOB)');
-  other.prepare('INSERT INTO probe_scratch VALUES (?)').run(Buffer.alloc(2 * 1024 * 1024, 7));
-  other.close();
-  const copyBy = Date.now() + 10_000;
-  while (fs.statSync(dbFile).size < 2 * 1024 * 1024) {
-    if (Date.now() > copyBy) throw new Error('the checkpointer did not checkpoint');
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
+  await checkpointerCopies2MiB(dbFile);
   await new Promise((resolve) => setTimeout(resolve, DELAY_S * 1000 + 1000));
   // A subscription's create whose body arrives after the SIGTERM: the shutdown lets it finish, then has it to checkpoint.
   const body = JSON.stringify({ sink: 'http://127.0.0.1:9/sink' });

@@ -97,13 +97,19 @@ describe('write-behind flush failures', () => {
  * through a 10 s hold). Real timers and a real lock here (another connection's `BEGIN IMMEDIATE`), as the checkpointer takes it.
  */
 describe("write-behind while herald.db's own checkpointer holds the write lock", () => {
-  it('puts timed flushes off, untried, without stopping the event loop, and writes once the hold ends', async () => {
+  /** A write-behind on a fresh herald.db, told the checkpointer holds the lock while `hold.held`; `other` takes the lock. */
+  function writesBesideAHold() {
     const file = path.join(tmpDir(), 'herald.db');
     const db = openDatabase(file);
     db.pragma('foreign_keys = OFF'); // offsets of a subscription this test does not create
     const other = openDatabase(file);
-    let held = true;
-    const writes = createWriteBehind({ db, log: pino({ level: 'silent' }), lockHeld: () => held });
+    const hold = { held: true };
+    const writes = createWriteBehind({ db, log: pino({ level: 'silent' }), lockHeld: () => hold.held });
+    return { db, other, writes, hold };
+  }
+
+  it('puts timed flushes off, untried, without stopping the event loop, and writes once the hold ends', async () => {
+    const { db, other, writes, hold } = writesBesideAHold();
     let longestTurn = 0;
     let last = performance.now();
     const ticker = setInterval(() => {
@@ -116,7 +122,7 @@ describe("write-behind while herald.db's own checkpointer holds the write lock",
       writes.persistence.recordAttempt(ATTEMPT);
       await new Promise((resolve) => setTimeout(resolve, 1_300)); // past the attempt log's interval (1 s) too
       other.exec('ROLLBACK');
-      held = false;
+      hold.held = false;
       await new Promise((resolve) => setTimeout(resolve, 200));
     } finally {
       clearInterval(ticker);
@@ -134,13 +140,8 @@ describe("write-behind while herald.db's own checkpointer holds the write lock",
   });
 
   it("answers a callback's write at once, untried, while herald.db's own checkpointer holds the write lock (re-probe: each try stopped the delivery thread for the busy timeout)", async () => {
-    const file = path.join(tmpDir(), 'herald.db');
-    const db = openDatabase(file);
-    db.pragma('foreign_keys = OFF'); // offsets of a subscription this test does not create
-    const other = openDatabase(file);
-    let held = true;
     // A hold that has lasted (a slow disk's): held for any length asked.
-    const writes = createWriteBehind({ db, log: pino({ level: 'silent' }), lockHeld: () => held });
+    const { db, other, writes, hold } = writesBesideAHold();
     try {
       other.exec('BEGIN IMMEDIATE');
       writes.persistence.saveOffset('sub-1', { partition: 0, committedOffset: 7, lastMatchedOffset: null, expired: 0 });
@@ -153,7 +154,7 @@ describe("write-behind while herald.db's own checkpointer holds the write lock",
       expect(performance.now() - began).toBeLessThan(300);
       expect(outcome).toBe('SQLITE_BUSY');
       other.exec('ROLLBACK');
-      held = false;
+      hold.held = false;
       await new Promise((resolve) => setTimeout(resolve, 200)); // the timed flush writes it
     } finally {
       if (other.inTransaction) other.exec('ROLLBACK');

@@ -71,14 +71,7 @@ describe('the herald.db checkpointer', () => {
   });
 
   it('after a slow PASSIVE, no TRUNCATE for 10 s, even right after a quick one that had nothing to copy (re-probe: a 10 s hold under a slow disk)', async () => {
-    const file = path.join(tmpDir(), 'herald.db');
-    const writer = openConnection(file);
-    writer.exec('CREATE TABLE t (b BLOB)');
-    const insert = writer.prepare('INSERT INTO t VALUES (?)');
-    const blob = Buffer.alloc(1024 * 1024, 1);
-    writer.transaction(() => {
-      for (let i = 0; i < MAX_WAL_BYTES / blob.length + 4; i++) insert.run(blob);
-    })();
+    const { file, writer } = walPastItsBound();
     const signal = createCheckpointSignal();
     // 1 ms: the first PASSIVE, copying 36 MiB, is slow; the next ones, with nothing left to copy, are quick.
     const checkpointer = startCheckpointer(file, 20, {}, signal.buffer, 1);
