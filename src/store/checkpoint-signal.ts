@@ -31,10 +31,6 @@ export function createCheckpointSignal(buffer = new SharedArrayBuffer(SIGNAL_BYT
     holdingFor(ms: number): boolean {
       return times[0]! > 0 && Date.now() - times[0]! >= ms;
     },
-    /** Whether this gateway's checkpointer holds the lock now. */
-    holding(): boolean {
-      return times[0]! > 0;
-    },
     /** How long the checkpointer's longest round of checkpoints in the last minute took, in ms (0: none yet). */
     longestCheckpointMs(): number {
       return times[2]!;
