@@ -366,6 +366,27 @@ for (const engine of ENGINES) {
         await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${page.deadLetters[1].id}`).expect(404);
         expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
       });
+
+      it('redelivers all of 150 dead letters (JetStream: more than one batch of publishes) once each, and none stays listed', async () => {
+        const sub = await subscribe(typeOf('dead-many'));
+        receiver.setResponder(() => ({ status: 400 }));
+        const ids = Array.from({ length: 150 }, (_, i) => `many${i}`);
+        await publish('dead-many', ids);
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 150, { ...WAIT, what: '150 dead letters' });
+
+        receiver.setResponder(() => ({ status: 204 }));
+        await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({}).expect(202, { redelivering: 150 });
+        const redelivered = () => requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
+        await waitFor(() => redelivered().length >= 150, { ...WAIT, what: '150 redeliveries' });
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { ...WAIT, what: 'no dead letter left' });
+        await sleep(300); // a redelivery sent twice would come by now
+        expect(
+          redelivered()
+            .map((q) => (q.headers['ce-id'] as string).replace(`${engine}-`, ''))
+            .sort(),
+        ).toEqual([...ids].sort());
+        expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
+      });
     });
 
     describe('the metrics of a subscription', () => {

@@ -89,6 +89,7 @@ import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
 import { bucketStream, type MadeStreams } from '../made-streams';
 import { createAttemptLog, createDeadLetters } from './records';
+import type { DeadLetterRow } from '../../subscriptions/delivery-records';
 import { recoverGenerations } from './recover-generations';
 import { seekStarts } from './seek-starts';
 
@@ -125,6 +126,8 @@ const REMOVE_TIMEOUT_MS = 1000;
 const CLOSE_GRACE_MS = 1000;
 /** Dead letters read per page when all of a subscription's are redelivered (bounded by their count). */
 const REDRIVE_PAGE = 1000;
+/** Dead letters whose redelivery is published at once (see `redrive`). */
+const REDRIVE_BATCH = 64;
 /** See `JetStreamDeliveryDeps.leaseCheckMs`: a consumer info per consumer per minute and node. */
 const LEASE_CHECK_MS = 60_000;
 
@@ -422,22 +425,7 @@ async function composeEngine(parts: {
       const rows = ids
         ? (await Promise.all([...new Set(ids)].map((d) => ctx.deadLetters.get(id, d)))).filter((r) => r !== undefined)
         : await allDeadLetters(id);
-      for (const row of rows) {
-        // A new message (fresh delivery count) in the redrive queue, then the dead letter goes.
-        // A corrupt_record dead letter never had its filter checked (its event could not be read: a
-        // newer node's, during a rolling upgrade): its redelivery checks it.
-        // It keeps the generation it was dead-lettered under: its webhook-id, whatever seek came since.
-        const redrive = {
-          partition: row.partition,
-          offset: row.offset,
-          ...(typeof row.seekGeneration === 'number' ? { generation: row.seekGeneration } : {}),
-          ...(row.reason === 'corrupt_record' ? { filter: true } : {}),
-        };
-        await js.publish(names.redriveSubject(id), JSON.stringify(redrive), {
-          msgID: `rd_${idToken(id)}_${row.id}`,
-        });
-        await ctx.deadLetters.remove(id, row.id);
-      }
+      for (let i = 0; i < rows.length; i += REDRIVE_BATCH) await redrive(id, rows.slice(i, i + REDRIVE_BATCH));
       return rows.length;
     },
     async deleteDeadLetter(id, deadLetterId) {
@@ -460,6 +448,31 @@ async function composeEngine(parts: {
       if (!nc.isClosed()) await nc.drain().catch(() => nc.close());
     },
   };
+
+  /**
+   * A batch of dead letters redelivered: a new message each (fresh delivery count) in the redrive queue,
+   * sent together (was: one round trip after another, ~3 ms per dead letter: a probe's 20,000 took 64 s);
+   * then each dead letter whose message is stored goes. One whose publish failed stays listed, and the
+   * request fails with that error. A corrupt_record dead letter never had its filter checked (its event
+   * could not be read: a newer node's, during a rolling upgrade): its redelivery checks it. It keeps the
+   * generation it was dead-lettered under: its webhook-id, whatever seek came since.
+   */
+  async function redrive(id: string, rows: readonly DeadLetterRow[]): Promise<void> {
+    const published = await Promise.allSettled(
+      rows.map((row) => {
+        const redrive = {
+          partition: row.partition,
+          offset: row.offset,
+          ...(typeof row.seekGeneration === 'number' ? { generation: row.seekGeneration } : {}),
+          ...(row.reason === 'corrupt_record' ? { filter: true } : {}),
+        };
+        return js.publish(names.redriveSubject(id), JSON.stringify(redrive), { msgID: `rd_${idToken(id)}_${row.id}` });
+      }),
+    );
+    await Promise.all(rows.filter((_, i) => published[i]!.status === 'fulfilled').map((row) => ctx.deadLetters.removeRow(row)));
+    const failed = published.find((p): p is PromiseRejectedResult => p.status === 'rejected');
+    if (failed) throw failed.reason;
+  }
 
   async function allDeadLetters(id: string) {
     const rows = [];

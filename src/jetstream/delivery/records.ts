@@ -164,7 +164,10 @@ export function createDeadLetters(deps: { js: JetStreamClient; jsm: JetStreamMan
     },
     async remove(subscriptionId: string, id: string): Promise<boolean> {
       const row = await this.get(subscriptionId, id);
-      if (!row) return false;
+      return row ? this.removeRow(row) : false;
+    },
+    /** A row this subscription's page or `get` gave: deleted without looking it up again. */
+    async removeRow(row: DeadLetterRow): Promise<boolean> {
       try {
         return await jsm.streams.deleteMessage(stream, Number(row.id), false);
       } catch (err) {
