@@ -493,7 +493,8 @@ for (const engine of ENGINES) {
         const sub = await subscribe(
           typeOf('lease-last'),
           {},
-          { ackMode: 'manual', ackDeadlineMs: 500, retry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 50 } },
+          // timeoutMs 1 s: JetStream's lease (ack_wait) is the longer of it and ackDeadlineMs, plus 1 s.
+          { ackMode: 'manual', ackDeadlineMs: 500, timeoutMs: 1000, retry: { maxAttempts: 1, initialDelayMs: 10, maxDelayMs: 50 } },
         );
         receiver.setResponder(() => ({ status: 202 }));
         await publish('lease-last', ['e1']);
@@ -510,7 +511,7 @@ for (const engine of ENGINES) {
       });
 
       it('counts a lease that ran out with no callback as lease_expired, before the event goes again', async () => {
-        const sub = await subscribe(typeOf('counted-lease'), {}, { ackMode: 'manual', ackDeadlineMs: 500 });
+        const sub = await subscribe(typeOf('counted-lease'), {}, { ackMode: 'manual', ackDeadlineMs: 500, timeoutMs: 1000 }); // lease: as above
         receiver.setResponder(() => ({ status: 202 }));
         await publish('counted-lease', ['l1']);
         const again = await nth(sub.id, 1);
