@@ -189,7 +189,9 @@ describeWithNats('the jetstream engine on a 3-server cluster with two Herald nod
       body: JSON.stringify({
         sink: receiver.url,
         filters: [{ exact: { source: '/load' } }],
-        delivery: { ordering: 'none', maxInFlight: 16 },
+        // ack_wait 6 s (was the defaults' 31 s): an event whose ack was lost with the killed server comes again
+        // an ack_wait after it, which was most of this test's time.
+        delivery: { ordering: 'none', maxInFlight: 16, timeoutMs: 5000, ackDeadlineMs: 5000 },
       }),
       signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
