@@ -1,8 +1,8 @@
 /**
  * `herald_delivery_duration_seconds` on the JetStream engine is timed from when the request is built (a
  * connection to the sink free), as on the local engine, not from before the wait for a connection. Was: a
- * request that waited for one of the origin's connections counted the wait too (here about 1.5 s more).
- * One real nats-server; one engine; a receiver answering in 1.5 s; more requests than the 56 connections
+ * request that waited for one of the origin's connections counted the wait too (here about 2.5 s more).
+ * One real nats-server; one engine; a receiver answering in 2.5 s; more requests than the 56 connections
  * a subscription may take of the origin's 64.
  */
 import { randomUUID } from 'node:crypto';
@@ -18,7 +18,7 @@ import { subscriptionRecord } from '../helpers/subscription-record';
 jest.setTimeout(60_000);
 const log = createLogger(process.env.HERALD_TEST_LOG_LEVEL ?? 'silent');
 const EVENTS = 64;
-const ANSWER_MS = 1500;
+const ANSWER_MS = 2500;
 
 describeWithNats('jetstream: the delivery duration of a request that waited for a connection', () => {
   let cluster: NatsCluster;

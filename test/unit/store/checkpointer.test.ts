@@ -59,7 +59,7 @@ describe('the herald.db checkpointer', () => {
     const checkpointer = startCheckpointer(file, 20, {}, signal.buffer);
     try {
       const held = new Float64Array(signal.buffer);
-      await waitFor(() => fs.statSync(`${file}-wal`).size === 0 && held[1]! > 0, { timeoutMs: 10_000, what: 'the WAL emptied' });
+      await waitFor(() => fs.statSync(`${file}-wal`).size === 0 && held[1]! > 0, { timeoutMs: 30_000, what: 'the WAL emptied' });
       expect(signal.heldSince(before)).toBe(true);
       // Held no longer once it ended: a write after that is not waiting behind it.
       await waitFor(() => held[0] === 0, { timeoutMs: 5_000, what: 'the hold ended' });
