@@ -385,10 +385,10 @@ describeWithNats('JetStream delivery engine', () => {
     await publish(source, ['l1', 'l2'], { key: 'k' }); // ordering partition: l2 waits behind l1's lease
     await waitFor(() => r.requests.length >= 1, WAIT);
     const id = header(r.requests[0]!, 'herald-delivery-id')!;
-    // Both nodes take the change, as from the subscriptions bucket's watch: ack_wait becomes 2 s.
-    const shorter = { ...sub, delivery: { ...sub.delivery, ackDeadlineMs: 1000 } };
+    // Both nodes take the change, as from the subscriptions bucket's watch: ack_wait becomes 1.5 s.
+    const shorter = { ...sub, delivery: { ...sub.delivery, timeoutMs: 500, ackDeadlineMs: 500 } };
     await Promise.all([a.update(shorter), b.update(shorter)]);
-    await new Promise((res) => setTimeout(res, 4500)); // two of the new ack_waits: before, l1 came again at about 2 s
+    await new Promise((res) => setTimeout(res, 3300)); // two of the new ack_waits: before, l1 came again one ack_wait in
     expect(r.requests.map((q) => [header(q, 'ce-id'), header(q, 'herald-attempt')])).toEqual([['l1', '1']]);
     expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked' });
     // The next attempt gets the new, shorter lease.
@@ -400,7 +400,7 @@ describeWithNats('JetStream delivery engine', () => {
 
   it('a PATCH that shortens ack_wait while a request is open renews its message: not sent again beside it', async () => {
     const r = await receiver(async (_req, i) => {
-      if (i === 0) await new Promise((res) => setTimeout(res, 5000)); // open past the new ack_wait
+      if (i === 0) await new Promise((res) => setTimeout(res, 4500)); // open past two of the new ack_waits
       return { status: 204 };
     });
     const source = `/s/${randomUUID()}`;
@@ -411,7 +411,7 @@ describeWithNats('JetStream delivery engine', () => {
     await waitFor(() => r.requests.length >= 1, WAIT);
     const shorter = { ...sub, delivery: { ...sub.delivery, timeoutMs: 1000 } }; // ack_wait 2 s
     await Promise.all([a.update(shorter), b.update(shorter)]);
-    await new Promise((res) => setTimeout(res, 6000)); // the request answered at 5 s; before, attempt 2 came at about 2 s
+    await new Promise((res) => setTimeout(res, 5500)); // the request answered at 4.5 s; before, attempt 2 came at about 2 s
     expect(r.requests.map((q) => header(q, 'herald-attempt'))).toEqual(['1']);
     await b.remove(sub.id);
     await a.remove(sub.id);
@@ -438,18 +438,25 @@ describeWithNats('JetStream delivery engine', () => {
     return { r, sub, id };
   }
 
+  /**
+   * Until 1 s past the 2 s ack_wait of the attempt `req` carried (its timer started before the request
+   * was sent): a redelivery after ack_wait has come by then.
+   */
+  const pastAckWait = (req: ReceivedRequest) =>
+    new Promise((res) => setTimeout(res, Math.max(0, req.receivedAt + 2000 + 1000 - Date.now())));
+
   it('a repeated ack sends the +ACK again: an ack whose node died before its +ACK is not redelivered after a 200', async () => {
     const { r, sub, id } = await ackedWithoutPlusAck('r1');
     // The receiver, cut off from the dead node, repeats its ack through another.
     expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked', repeated: true });
-    await new Promise((res) => setTimeout(res, 3500)); // past the 2 s ack_wait: before, it came again here
+    await pastAckWait(r.requests[0]!); // before, it came again here
     expect(r.requests).toHaveLength(1);
     await a.remove(sub.id);
   });
 
   it('an ack whose node died before its +ACK, not repeated, is completed by the redelivery: the event is not sent again', async () => {
     const { r, sub } = await ackedWithoutPlusAck('q1');
-    await new Promise((res) => setTimeout(res, 3500)); // past the 2 s ack_wait: redelivered, and completed
+    await pastAckWait(r.requests[0]!); // redelivered, and completed
     expect(r.requests).toHaveLength(1); // before: sent again as attempt 2
     await waitFor(async () => {
       const s = await a.stats(sub.id);
@@ -472,7 +479,7 @@ describeWithNats('JetStream delivery engine', () => {
     await a.add(sub, noEvents());
     await publish(source, ['x1']);
     await waitFor(() => r.requests.length >= 1, WAIT);
-    await new Promise((res) => setTimeout(res, 3500)); // past the lost connection's retry, and past ack_wait (2.5 s)
+    await pastAckWait(r.requests[0]!); // past the lost connection's retry (50 ms at most), and past ack_wait (2 s)
     expect(r.requests).toHaveLength(1); // before: sent again within ~50 ms, inside the 30 s lease it had confirmed
     const id = header(r.requests[0]!, 'herald-delivery-id')!;
     expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked' });
@@ -483,10 +490,12 @@ describeWithNats('JetStream delivery engine', () => {
 
   /**
    * An event sent by node K (a child process) to a receiver that, inside its handler, extends the lease
-   * through node B by `leaseMs` (four 2 s ack_waits) and then does `then`; K is SIGKILLed once the
+   * through node B by `leaseMs` (three 2 s ack_waits) and then does `then`; K is SIGKILLed once the
    * extend is answered and `then` has had time to be read, and A joins to take any redelivery.
    */
-  async function extendThroughB(then: 'answer 202' | 'hang', leaseMs = 8000) {
+  const LEASE_MS = 6000;
+
+  async function extendThroughB(then: 'answer 202' | 'hang', leaseMs = LEASE_MS) {
     const extended: { until?: number } = {};
     const r = await receiver(async (req) => {
       if (nodeOf(req) !== 'k' || extended.until !== undefined) return { status: 204 };
@@ -512,9 +521,11 @@ describeWithNats('JetStream delivery engine', () => {
 
   /** Nothing redelivered until just before the lease ends; then B's ack is a 200 and nothing comes again. */
   async function expectHeldThroughLease(r: Receiver, sub: SubscriptionRecord, until: number) {
-    expect(until - r.requests[0]!.receivedAt).toBeGreaterThan(7000);
+    expect(until - r.requests[0]!.receivedAt).toBeGreaterThan(LEASE_MS - 1000);
     await new Promise((res) => setTimeout(res, Math.max(0, until - Date.now() - 1000)));
-    expect(r.requests.map(nodeOf)).toEqual(['k']); // before: sent again by A about 2 s in (one ack_wait after the extend's +WPI)
+    // Before: sent again by A about 2 s in (one ack_wait after the extend's +WPI; 4 s in when nats-server
+    // 2.9.10 counted that redelivery without sending it).
+    expect(r.requests.map(nodeOf)).toEqual(['k']);
     const id = header(r.requests[0]!, 'herald-delivery-id')!;
     expect(await b.callback(id, 'ack')).toEqual({ deliveryId: id, status: 'acked' });
     await new Promise((res) => setTimeout(res, 2500)); // past the 2 s ack_wait
@@ -749,23 +760,23 @@ describeWithNats('JetStream delivery engine', () => {
   });
 
   it('a holder that stalls past ack_wait before it opens its attempt neither sends it nor settles the redelivery', async () => {
-    // The holder stalls at least 6 s (ack_wait is 5 s) between taking delivery 1 of s1 and writing its
+    // The holder stalls at least 5 s (ack_wait is 4 s) between taking delivery 1 of s1 and writing its
     // entry; the redelivery (to whichever puller is first: the holder's own, frozen with it, or the other
     // node's) is sent as a later attempt before the stalled handler goes on, 0.5 s later. The stall lasts
     // until the redelivery is taken or sent: nats-server 2.9.10 can count a redelivery without sending it
     // (README's failure table: "a retry comes due in the millisecond a pull request expires"); the event
-    // then goes out an ack_wait later, as attempt 3, and a stall of 6 s only would end before it.
+    // then goes out an ack_wait later, as attempt 3, and a stall of 5 s only would end before it.
     // Manual ack, ordering partition.
     const r = await receiver(() => ({ status: 202 }));
     const source = `/s/${randomUUID()}`;
-    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual', ackDeadlineMs: 4000 } });
+    const sub = record(r.url, { filters: onlySource(source), delivery: { ackMode: 'manual', ackDeadlineMs: 3000 } });
     let frozen: Promise<void> | undefined;
     let resumed = false;
     let laterTaken = false;
     const holder = await node('c', log, undefined, async ({ deliveryCount }) => {
       if (!frozen) {
         frozen = (async () => {
-          await new Promise((res) => setTimeout(res, 6000));
+          await new Promise((res) => setTimeout(res, 5000));
           await waitFor(() => laterTaken || r.requests.some((q) => header(q, 'ce-id') === 's1'), WAIT);
         })();
         await frozen;

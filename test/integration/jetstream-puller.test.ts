@@ -337,7 +337,8 @@ describeWithNats('the JetStream puller', () => {
       () => true,
       { log },
     );
-    await new Promise((r) => setTimeout(r, 12_000));
+    // Past the limit, and past the watch's next look (every 250 ms) after it.
+    await new Promise((r) => setTimeout(r, 11_000));
     release();
     await nc.jetstream().publish(`${idle.stream}.x`, 'late');
     await waitUntil('the late message', () => seen.includes('late'), 5000, 20);
