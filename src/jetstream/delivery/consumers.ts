@@ -16,6 +16,8 @@ const isDeleteRace = (err: unknown) => /directory not empty/i.test((err as Error
 const isStartTimeFrozen = (err: unknown) => /start time can not be updated/i.test((err as Error)?.message ?? '');
 /** How long the probe consumer that turns a time into a sequence may outlive a node that died meanwhile. */
 const PROBE_INACTIVE_MS = 10_000;
+/** How often a consumer create not yet answered looks whether waiting for it is moot (see addedOrMoot). */
+const ADD_CHECK_MS = 250;
 /** Tries of a consumer create that timed out. */
 const TRIES = 3;
 /**
@@ -126,11 +128,18 @@ export function createConsumers(deps: ConsumersDeps) {
   /**
    * Creates the consumer, or brings the lease settings of the one that exists up to date. A missing
    * one is made with `missing()`'s config when given (it decides where it starts), else `config`.
+   * `superseded` says whether the consumer is no longer wanted (its generation sought past, or the
+   * subscription deleted), for an add that waits for its answer.
    */
-  const ensure = (stream: string, config: Config, missing?: () => Promise<Config | undefined>) =>
-    retryTransient(() => ensureOnce(stream, config, missing));
+  const ensure = (stream: string, config: Config, missing?: () => Promise<Config | undefined>, superseded?: () => Promise<boolean>) =>
+    retryTransient(() => ensureOnce(stream, config, missing, superseded));
 
-  async function ensureOnce(stream: string, config: Config, missing?: () => Promise<Config | undefined>): Promise<void> {
+  async function ensureOnce(
+    stream: string,
+    config: Config,
+    missing?: () => Promise<Config | undefined>,
+    superseded?: () => Promise<boolean>,
+  ): Promise<void> {
     let existing: ConsumerConfig | undefined;
     try {
       existing = (await jsm.consumers.info(stream, config.durable_name)).config;
@@ -141,14 +150,48 @@ export function createConsumers(deps: ConsumersDeps) {
       try {
         const made = missing ? await missing() : config;
         if (!made) return; // not to be made (see startOfMissing)
-        await jsm.consumers.add(stream, made.deliver_policy === DeliverPolicy.StartTime ? await bySequence(stream, made) : made);
-        return;
+        const adding = jsm.consumers.add(stream, made.deliver_policy === DeliverPolicy.StartTime ? await bySequence(stream, made) : made);
+        const outcome = await addedOrMoot(adding, stream, config.durable_name, superseded);
+        if (outcome === 'added' || outcome === 'superseded') return;
+        existing = outcome;
       } catch (err) {
         if (!isInUse(err)) throw err;
         existing = (await jsm.consumers.info(stream, config.durable_name)).config;
       }
     }
     if (needsUpdate(existing, config)) await updateLeaseSettings(stream, config);
+  }
+
+  /**
+   * The add's answer, or what made waiting for it moot: nats-server 2.9.10 leaves unanswered an add that meets
+   * another node's create or delete of the same consumer, and the add then waited for the whole API timeout
+   * (probe: seeks through two nodes at once took 5 s, a seek's delete of the generation it left meeting the
+   * other's add of it). Every ADD_CHECK_MS unanswered it looks: the consumer there (made by the other node:
+   * its config), or no longer wanted (`superseded`: let go, and removed should the server make it after all).
+   */
+  async function addedOrMoot(
+    adding: Promise<unknown>,
+    stream: string,
+    name: string,
+    superseded?: () => Promise<boolean>,
+  ): Promise<'added' | 'superseded' | ConsumerConfig> {
+    const added = adding.then(() => 'added' as const);
+    added.catch(() => undefined); // its failure is thrown below, or no one's once the wait was let go
+    for (;;) {
+      let timer: NodeJS.Timeout | undefined;
+      const tick = new Promise<'tick'>((resolve) => (timer = setTimeout(() => resolve('tick'), ADD_CHECK_MS)));
+      try {
+        if ((await Promise.race([added, tick])) === 'added') return 'added';
+      } finally {
+        clearTimeout(timer);
+      }
+      if (superseded && (await superseded().catch(() => false))) {
+        added.then(() => remove(stream, name)).catch(() => undefined);
+        return 'superseded';
+      }
+      const found = await jsm.consumers.info(stream, name).catch(() => undefined);
+      if (found) return found.config;
+    }
   }
 
   async function updateLeaseSettings(stream: string, config: Config): Promise<void> {
@@ -263,10 +306,20 @@ export function createConsumers(deps: ConsumersDeps) {
 
   const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) => {
     const config = (from: ConsumerStart) => partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, from) as Config;
-    return ensure(events.stream(partition), config(start), async () => {
-      const from = await startOfMissing(record, partition, generation, start);
-      return from && config(from);
-    });
+    // Deleted, or sought past this generation: as in startOfMissing.
+    const superseded = async () => {
+      const current = await generations(record.id);
+      return !current || (current.gens[partition] ?? 0) > generation;
+    };
+    return ensure(
+      events.stream(partition),
+      config(start),
+      async () => {
+        const from = await startOfMissing(record, partition, generation, start);
+        return from && config(from);
+      },
+      superseded,
+    );
   };
 
   const removeJsm = deps.removeJsm ?? jsm;
