@@ -122,18 +122,45 @@ export function sendRaw(
 /**
  * Writes `text` as it is to a fresh connection (malformed framing, repeated headers: what node:http will not
  * send) and resolves with everything the gateway answers until it closes the connection (send `Connection: close`
- * with a valid request). Bounded: the connection is destroyed after 5 s.
+ * with a valid request), or, with `until`, as soon as what came so far satisfies it (the connection is then
+ * destroyed: for answers the gateway sends while it keeps the connection open for a body never sent).
+ * Bounded: the connection is destroyed after 5 s.
  */
-export function rawExchange(baseUrl: string, text: string): Promise<string> {
+export function rawExchange(baseUrl: string, text: string, opts: { until?: (answer: string) => boolean } = {}): Promise<string> {
   const { hostname, port } = new URL(baseUrl);
   return new Promise((resolve, reject) => {
     const socket = net.connect(Number(port), hostname, () => socket.write(text));
     let answer = '';
-    socket.on('data', (c: Buffer) => (answer += c.toString()));
+    socket.on('data', (c: Buffer) => {
+      answer += c.toString();
+      if (opts.until?.(answer)) {
+        resolve(answer);
+        socket.destroy();
+      }
+    });
     socket.on('close', () => resolve(answer));
     socket.on('error', reject);
     socket.setTimeout(5000, () => socket.destroy());
   });
+}
+
+/**
+ * For {@link rawExchange}'s `until`: true once `answer` holds a whole final answer (1xx interim ones skipped): its
+ * head and all the body its Content-Length declares.
+ */
+export function holdsWholeAnswer(answer: string): boolean {
+  let rest = answer;
+  for (;;) {
+    const end = rest.indexOf('\r\n\r\n');
+    if (end === -1) return false;
+    const head = rest.slice(0, end);
+    const status = /^HTTP\/1\.[01] (\d)\d\d /.exec(head);
+    if (!status) return false;
+    rest = rest.slice(end + 4);
+    if (status[1] === '1') continue;
+    const length = /\r\ncontent-length: *(\d+)/i.exec(head);
+    return length !== null && Buffer.byteLength(rest) >= Number(length[1]);
+  }
 }
 
 /** A JSON call to the gateway's API: the status and the parsed body (undefined when empty). */
