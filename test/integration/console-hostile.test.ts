@@ -275,6 +275,8 @@ describe('the dead letters view', () => {
     const data = 'x'.repeat(900_000);
     for (let i = 0; i < N; i++) await publish(gw, [{ id: `dead-${i}`, data }]);
     const page = await newPage(KEY);
+    // The page's clock runs on, and the test moves it 2 s at a time to the next poll rather than waiting for it.
+    await page.clock.install();
     await page.goto(`${gw.url}/console#/dead-letters/${id}`);
     const rows = page.locator('[data-testid=dead-letters] tbody tr');
     await rows.nth(N - 1).waitFor();
@@ -283,7 +285,14 @@ describe('the dead letters view', () => {
     const sizes: Promise<number>[] = [];
     const count = (req: BrowserRequest) => sizes.push(req.sizes().then((s) => s.responseBodySize));
     page.on('requestfinished', count);
-    await page.waitForTimeout(6_500);
+    // A poll (its first read: the subscription's count) starts 2 s after the one before settled, its reads included:
+    // the fourth starting means three were done whole.
+    const listPoll = (req: BrowserRequest) => new URL(req.url()).pathname.endsWith(`/subscriptions/${id}`);
+    for (let poll = 0; poll < 4; poll++) {
+      const started = page.waitForRequest(listPoll);
+      await page.clock.fastForward(2000);
+      await started;
+    }
     page.off('requestfinished', count);
     expect(sizes.length).toBeGreaterThan(0); // it does poll
     expect((await Promise.all(sizes)).reduce((a, b) => a + b, 0)).toBeLessThan(50_000);
@@ -414,6 +423,7 @@ describe('the overview', () => {
       Array.from({ length: 12 }, (_, i) => ({ id: `big-${i}`, data })),
     );
     const page = await newPage(KEY);
+    await page.clock.install(); // runs on; moved past the next poll below rather than waited for
     await page.goto(`${gw.url}/console`);
     await page.click('button:text-is("latest events")');
     await page.locator('[data-testid=latest-events] li[data-event-id=big-11]').waitFor();
@@ -427,7 +437,8 @@ describe('the overview', () => {
     page.on('request', (r) => {
       if (r.url().includes('/partitions/0/events')) asked.push(new URL(r.url()).search);
     });
-    await page.waitForTimeout(4500);
+    await page.clock.fastForward(4500);
+    await page.waitForTimeout(300);
     expect(asked).toEqual([]);
     await publish(gw, [{ id: 'big-12', data }]);
     await page.locator('[data-testid=latest-events] li[data-event-id=big-12]').waitFor();
