@@ -16,7 +16,7 @@ const isDeleteRace = (err: unknown) => /directory not empty/i.test((err as Error
 const isStartTimeFrozen = (err: unknown) => /start time can not be updated/i.test((err as Error)?.message ?? '');
 /** How long the probe consumer that turns a time into a sequence may outlive a node that died meanwhile. */
 const PROBE_INACTIVE_MS = 10_000;
-/** How often a consumer create not yet answered looks whether waiting for it is moot (see addedOrMoot). */
+/** How often a consumer create not yet answered looks whether it is still wanted (see addedOrSuperseded). */
 const ADD_CHECK_MS = 250;
 /** Tries of a consumer create that timed out. */
 const TRIES = 3;
@@ -63,7 +63,7 @@ function startFrom(value: unknown): ConsumerStart | null {
 
 export interface ConsumersDeps {
   jsm: JetStreamManager;
-  /** The manager consumer deletes go through: one whose requests time out sooner (1 s), see {@link REMOVE_TRIES}. */
+  /** The manager consumer deletes and the stats' consumer infos go through: one whose requests time out sooner (1 s), see {@link REMOVE_TRIES}. */
   removeJsm?: JetStreamManager;
   generations: KV;
   /** The delivery positions bucket (`<prefix>_dpos`): where a consumer that went missing is made again from. */
@@ -151,9 +151,8 @@ export function createConsumers(deps: ConsumersDeps) {
         const made = missing ? await missing() : config;
         if (!made) return; // not to be made (see startOfMissing)
         const adding = jsm.consumers.add(stream, made.deliver_policy === DeliverPolicy.StartTime ? await bySequence(stream, made) : made);
-        const outcome = await addedOrMoot(adding, stream, config.durable_name, superseded);
-        if (outcome === 'added' || outcome === 'superseded') return;
-        existing = outcome;
+        await addedOrSuperseded(adding, stream, config.durable_name, superseded);
+        return;
       } catch (err) {
         if (!isInUse(err)) throw err;
         existing = (await jsm.consumers.info(stream, config.durable_name)).config;
@@ -163,34 +162,32 @@ export function createConsumers(deps: ConsumersDeps) {
   }
 
   /**
-   * The add's answer, or what made waiting for it moot: nats-server 2.9.10 leaves unanswered an add that meets
-   * another node's create or delete of the same consumer, and the add then waited for the whole API timeout
-   * (probe: seeks through two nodes at once took 5 s, a seek's delete of the generation it left meeting the
-   * other's add of it). Every ADD_CHECK_MS unanswered it looks: the consumer there (made by the other node:
-   * its config), or no longer wanted (`superseded`: let go, and removed should the server make it after all).
+   * The add's answer, or 'superseded' once its consumer is no longer wanted: nats-server 2.9.10 leaves
+   * unanswered an add that meets a delete of the same consumer, and the add then waited for the whole API
+   * timeout (probe: seeks through two nodes at once took 5 s, a seek's delete of the generation it left meeting
+   * the other's add of it). Every ADD_CHECK_MS unanswered, it looks whether `superseded`: then the add is let go
+   * (removed should the server make it after all). Not "is the consumer there": one made by another node at
+   * that moment is listed before it can be pulled from, and pulls from it then failed (two seconds more each).
    */
-  async function addedOrMoot(
-    adding: Promise<unknown>,
-    stream: string,
-    name: string,
-    superseded?: () => Promise<boolean>,
-  ): Promise<'added' | 'superseded' | ConsumerConfig> {
+  async function addedOrSuperseded(adding: Promise<unknown>, stream: string, name: string, superseded?: () => Promise<boolean>) {
     const added = adding.then(() => 'added' as const);
-    added.catch(() => undefined); // its failure is thrown below, or no one's once the wait was let go
-    for (;;) {
-      let timer: NodeJS.Timeout | undefined;
-      const tick = new Promise<'tick'>((resolve) => (timer = setTimeout(() => resolve('tick'), ADD_CHECK_MS)));
-      try {
-        if ((await Promise.race([added, tick])) === 'added') return 'added';
-      } finally {
-        clearTimeout(timer);
+    if (!superseded) return added;
+    let answered = false;
+    const letGo = async (): Promise<'superseded'> => {
+      while (!answered) {
+        await new Promise((resolve) => setTimeout(resolve, ADD_CHECK_MS));
+        if (!answered && (await superseded().catch(() => false))) {
+          added.then(() => remove(stream, name)).catch(() => undefined);
+          return 'superseded';
+        }
       }
-      if (superseded && (await superseded().catch(() => false))) {
-        added.then(() => remove(stream, name)).catch(() => undefined);
-        return 'superseded';
-      }
-      const found = await jsm.consumers.info(stream, name).catch(() => undefined);
-      if (found) return found.config;
+      return new Promise<never>(() => undefined); // the add answered first: this result is no one's
+    };
+    try {
+      return await Promise.race([added, letGo()]);
+    } finally {
+      answered = true;
+      added.catch(() => undefined); // thrown above, or no one's once the wait was let go
     }
   }
 
@@ -400,8 +397,22 @@ export function createConsumers(deps: ConsumersDeps) {
     removeConsumerOfToken: (token: string, partition: number, generation: number) =>
       remove(events.stream(partition), names.consumerOfToken(token, generation)),
     removeRedriveConsumer: (id: string) => remove(names.redriveStream, names.redriveConsumer(id)),
-    info: (id: string, partition: number, generation: number) =>
-      jsm.consumers.info(events.stream(partition), names.consumer(id, generation)),
+    /**
+     * The info of a partition's consumer at the generation `generationNow()` gives when asked, asked with the
+     * shorter timeout of {@link ConsumersDeps.removeJsm} and, unanswered, again at the generation then current:
+     * nats-server 2.9.10 answers no info of a consumer a seek through another node is deleting (probe: a seek's
+     * answer, whose stats read the consumers of the generation it made, took the whole 5 s API timeout). At most
+     * REMOVE_TRIES tries.
+     */
+    async info(id: string, partition: number, generationNow: () => number) {
+      for (let tried = 1; ; tried++) {
+        try {
+          return await removeJsm.consumers.info(events.stream(partition), names.consumer(id, generationNow()));
+        } catch (err) {
+          if (!isTimeout(err) || tried >= REMOVE_TRIES) throw err;
+        }
+      }
+    },
   };
 }
 export type Consumers = ReturnType<typeof createConsumers>;
