@@ -177,7 +177,12 @@ export function createConsumers(deps: ConsumersDeps) {
       while (!answered) {
         await new Promise((resolve) => setTimeout(resolve, ADD_CHECK_MS));
         if (!answered && (await superseded().catch(() => false))) {
-          added.then(() => remove(stream, name)).catch(() => undefined);
+          // Removed once the add settles either way (one that timed out may have been made all the same), and only
+          // if still superseded then: a DELETE that failed part-way re-attaches the subscription, same names.
+          const late = async () => {
+            if (await superseded()) await remove(stream, name);
+          };
+          adding.then(late, late).catch(() => undefined);
           return 'superseded';
         }
       }
