@@ -174,8 +174,9 @@ export function createConsumers(deps: ConsumersDeps) {
     if (!superseded) return added;
     let answered = false;
     const letGo = async (): Promise<'superseded'> => {
-      while (!answered) {
-        await new Promise((resolve) => setTimeout(resolve, ADD_CHECK_MS));
+      for (let look = 0; !answered; look++) {
+        // 250 ms, then less often (at most every 2 s): each look is a read of the record, many adds may wait at once.
+        await new Promise((resolve) => setTimeout(resolve, Math.min(ADD_CHECK_MS * 2 ** look, 2000)));
         if (!answered && (await superseded().catch(() => false))) {
           // Removed once the add settles either way (one that timed out may have been made all the same), and only
           // if still superseded then: a DELETE that failed part-way re-attaches the subscription, same names.
@@ -403,20 +404,25 @@ export function createConsumers(deps: ConsumersDeps) {
       remove(events.stream(partition), names.consumerOfToken(token, generation)),
     removeRedriveConsumer: (id: string) => remove(names.redriveStream, names.redriveConsumer(id)),
     /**
-     * The info of a partition's consumer at the generation `generationNow()` gives when asked, asked with the
-     * shorter timeout of {@link ConsumersDeps.removeJsm} and, unanswered, again at the generation then current:
-     * nats-server 2.9.10 answers no info of a consumer a seek through another node is deleting (probe: a seek's
-     * answer, whose stats read the consumers of the generation it made, took the whole 5 s API timeout). At most
-     * REMOVE_TRIES tries.
+     * The info of a partition's consumer at `generation`, or at the one the record holds once a seek through
+     * another node moved it past (this node not yet told): nats-server 2.9.10 answers no info of a consumer
+     * such a seek is deleting (probe: a seek's answer, whose stats read the consumers of the generation it made,
+     * took the whole 5 s API timeout). Asked with the 1 s timeout of {@link ConsumersDeps.removeJsm} while the
+     * record moves; once it does not, one last time with the whole API timeout (a slow cluster's answer).
      */
-    async info(id: string, partition: number, generationNow: () => number) {
-      for (let tried = 1; ; tried++) {
+    async info(id: string, partition: number, generation: number) {
+      const ask = (m: JetStreamManager, g: number) => m.consumers.info(events.stream(partition), names.consumer(id, g));
+      for (let tried = 1; tried < REMOVE_TRIES; tried++) {
         try {
-          return await removeJsm.consumers.info(events.stream(partition), names.consumer(id, generationNow()));
+          return await ask(removeJsm, generation);
         } catch (err) {
-          if (!isTimeout(err) || tried >= REMOVE_TRIES) throw err;
+          if (!isTimeout(err) && !isConsumerNotFound(err)) throw err;
+          const now = (await generations(id).catch(() => undefined))?.gens[partition];
+          if (now === undefined || now <= generation) break;
+          generation = now;
         }
       }
+      return ask(jsm, generation);
     },
   };
 }

@@ -489,7 +489,7 @@ async function composeEngine(parts: {
   /** One partition's figures from its consumer (ack floor, pending, ack pending) and stream (head). */
   async function partitionStats(entry: LocalSubscription, partition: number): Promise<PartitionStats> {
     const [info, stream] = await Promise.all([
-      consumers.info(entry.id, partition, () => entry.generations()[partition] ?? 0),
+      consumers.info(entry.id, partition, entry.generations()[partition] ?? 0),
       ctx.jsm.streams.info(events.stream(partition)),
     ]);
     const head = stream.state.last_seq;
