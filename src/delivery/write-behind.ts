@@ -67,6 +67,8 @@ export function createWriteBehind(deps: {
   let settledCallbacks: { deliveryId: string; outcome: SettledCallbackOutcome }[] = [];
   let flushTimer: NodeJS.Timeout | undefined;
   let attemptLogTimer: NodeJS.Timeout | undefined;
+  /** When a flush last met herald.db's write lock held (performance.now; see `flushForRead`). */
+  let busyAt = -Infinity;
   /** Set by `close()`: failed writes no longer schedule retries (no timer may outlive the database). */
   let closed = false;
   /**
@@ -134,9 +136,6 @@ export function createWriteBehind(deps: {
     }
     written();
   }
-
-  /** When a flush last met herald.db's write lock held (performance.now). */
-  let busyAt = -Infinity;
 
   /**
    * A flush before a read of what delivery reports (stats), so that what is reported is written: a crash then never

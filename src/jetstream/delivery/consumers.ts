@@ -44,6 +44,14 @@ async function retryTransient(op: () => Promise<void>, tries = TRIES): Promise<v
   }
 }
 
+/**
+ * Whether nothing reads the consumer of `partition` at `generation` any more, by the generation record `current`:
+ * the subscription was deleted, or sought past that generation (through any node).
+ */
+function soughtPast(current: Generations | undefined, partition: number, generation: number): boolean {
+  return !current || (current.gens[partition] ?? 0) > generation;
+}
+
 /** Seek generations of a subscription's partitions, as kept in `<prefix>_dgen`. */
 export interface Generations {
   gens: number[];
@@ -292,9 +300,8 @@ export function createConsumers(deps: ConsumersDeps) {
     const value = got && got.operation === 'PUT' ? Buffer.from(got.value).toString('utf8') : undefined;
     const marked = value === undefined ? undefined : markedOffset(value);
     const current = await generations(record.id);
-    // Deleted, or sought past this generation (through any node) meanwhile: nothing reads this consumer any
-    // more, and made now (a create retried after a timeout, a node's repair) it would outlive the subscription.
-    if (!current || (current.gens[partition] ?? 0) > generation) return undefined;
+    // Made now (a create retried after a timeout, a node's repair), it would outlive the subscription.
+    if (soughtPast(current, partition, generation)) return undefined;
     const start = (current?.gens[partition] === generation ? current.starts[partition] : null) ?? fallback;
     if (value === undefined || marked === undefined) return start;
     const through = finishedThrough(value);
@@ -309,11 +316,7 @@ export function createConsumers(deps: ConsumersDeps) {
 
   const partitionConsumer = (record: SubscriptionRecord, partition: number, generation: number, start: ConsumerStart) => {
     const config = (from: ConsumerStart) => partitionConsumerConfig(names.consumer(record.id, generation), record.delivery, from) as Config;
-    // Deleted, or sought past this generation: as in startOfMissing.
-    const superseded = async () => {
-      const current = await generations(record.id);
-      return !current || (current.gens[partition] ?? 0) > generation;
-    };
+    const superseded = async () => soughtPast(await generations(record.id), partition, generation);
     return ensure(
       events.stream(partition),
       config(start),
