@@ -21,7 +21,7 @@ const ADD_CHECK_MS = 250;
 /** Tries of a consumer create that timed out. */
 const TRIES = 3;
 /**
- * Tries of a consumer delete, each with the shorter timeout of {@link ConsumersDeps.removeJsm}: a delete
+ * Tries of a consumer delete, each with the shorter timeout of {@link ConsumersDeps.shortJsm}: a delete
  * racing another node's is left unanswered (re-probe: a losing DELETE took 5 s, the whole default
  * timeout), and asked again it is answered "not found" at once. 5 s in all before the DELETE fails
  * with a 503 (was 3 tries of 5 s).
@@ -72,7 +72,7 @@ function startFrom(value: unknown): ConsumerStart | null {
 export interface ConsumersDeps {
   jsm: JetStreamManager;
   /** The manager consumer deletes and the stats' consumer infos go through: one whose requests time out sooner (1 s), see {@link REMOVE_TRIES}. */
-  removeJsm?: JetStreamManager;
+  shortJsm?: JetStreamManager;
   generations: KV;
   /** The delivery positions bucket (`<prefix>_dpos`): where a consumer that went missing is made again from. */
   positions: KV;
@@ -328,11 +328,11 @@ export function createConsumers(deps: ConsumersDeps) {
     );
   };
 
-  const removeJsm = deps.removeJsm ?? jsm;
+  const shortJsm = deps.shortJsm ?? jsm;
   const remove = (stream: string, name: string) =>
     retryTransient(async () => {
       try {
-        await removeJsm.consumers.delete(stream, name);
+        await shortJsm.consumers.delete(stream, name);
       } catch (err) {
         if (!isConsumerNotFound(err)) throw err;
       }
@@ -410,14 +410,14 @@ export function createConsumers(deps: ConsumersDeps) {
      * The info of a partition's consumer at `generation`, or at the one the record holds once a seek through
      * another node moved it past (this node not yet told): nats-server 2.9.10 answers no info of a consumer
      * such a seek is deleting (probe: a seek's answer, whose stats read the consumers of the generation it made,
-     * took the whole 5 s API timeout). Asked with the 1 s timeout of {@link ConsumersDeps.removeJsm} while the
+     * took the whole 5 s API timeout). Asked with the 1 s timeout of {@link ConsumersDeps.shortJsm} while the
      * record moves; once it does not, one last time with the whole API timeout (a slow cluster's answer).
      */
     async info(id: string, partition: number, generation: number) {
       const ask = (m: JetStreamManager, g: number) => m.consumers.info(events.stream(partition), names.consumer(id, g));
       for (let tried = 1; tried < REMOVE_TRIES; tried++) {
         try {
-          return await ask(removeJsm, generation);
+          return await ask(shortJsm, generation);
         } catch (err) {
           if (!isTimeout(err) && !isConsumerNotFound(err)) throw err;
           const now = (await generations(id).catch(() => undefined))?.gens[partition];

@@ -120,7 +120,7 @@ export interface JetStreamDeliveryDeps {
 
 /** API timeout of the engine's own connection. */
 const API_TIMEOUT_MS = 5000;
-/** Of consumer deletes, retried when unanswered (see consumers.ts). */
+/** Of consumer deletes and the stats' consumer infos, asked again when unanswered (see consumers.ts). */
 const REMOVE_TIMEOUT_MS = 1000;
 /** How long `close` lets open requests finish (their answers settle) before aborting them (their messages stay unacked). */
 const CLOSE_GRACE_MS = 1000;
@@ -169,7 +169,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
     };
     const consumers = createConsumers({
       jsm,
-      removeJsm: await nc.jetstreamManager({ timeout: REMOVE_TIMEOUT_MS, checkAPI: false }),
+      shortJsm: await nc.jetstreamManager({ timeout: REMOVE_TIMEOUT_MS, checkAPI: false }),
       generations: buckets.generations,
       positions: buckets.positions,
       names,
