@@ -367,7 +367,7 @@ for (const engine of ENGINES) {
         expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
       });
 
-      it('redelivers all of 150 dead letters (JetStream: more than one batch of publishes) once each, and none stays listed', async () => {
+      it('redelivers all of 150 dead letters (JetStream: more than one batch of publishes and lookups) once each, and none stays listed', async () => {
         const sub = await subscribe(typeOf('dead-many'));
         receiver.setResponder(() => ({ status: 400 }));
         const ids = Array.from({ length: 150 }, (_, i) => `many${i}`);
@@ -375,7 +375,15 @@ for (const engine of ENGINES) {
         await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 150, { ...WAIT, what: '150 dead letters' });
 
         receiver.setResponder(() => ({ status: 204 }));
-        await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({}).expect(202, { redelivering: 150 });
+        // 100 named (one twice, and an id that is none of them), then the other 50 as "all".
+        const named = (await deadLetters(sub.id, '?limit=100')).deadLetters.map((d: { id: string }) => d.id);
+        expect(named).toHaveLength(100);
+        await request(gw.url)
+          .post(`/subscriptions/${sub.id}/dead-letters/redeliver`)
+          .send({ ids: [...named, named[70], '999999999'] })
+          .expect(202, { redelivering: 100 });
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 50, { ...WAIT, what: '50 dead letters left' });
+        await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({}).expect(202, { redelivering: 50 });
         const redelivered = () => requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
         await waitFor(() => redelivered().length >= 150, { ...WAIT, what: '150 redeliveries' });
         await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { ...WAIT, what: 'no dead letter left' });

@@ -24,9 +24,9 @@ const TRIES = 3;
  * Tries of a consumer delete, each with the shorter timeout of {@link ConsumersDeps.shortJsm}: a delete
  * racing another node's is left unanswered (re-probe: a losing DELETE took 5 s, the whole default
  * timeout), and asked again it is answered "not found" at once. 5 s in all before the DELETE fails
- * with a 503 (was 3 tries of 5 s).
+ * with a 503 (was 3 tries of 5 s). The stats' consumer infos are asked as often (see `info`).
  */
-const REMOVE_TRIES = 5;
+const SHORT_TRIES = 5;
 
 /**
  * Runs an idempotent consumer operation again when its request timed out: nats-server 2.9 may leave
@@ -71,7 +71,7 @@ function startFrom(value: unknown): ConsumerStart | null {
 
 export interface ConsumersDeps {
   jsm: JetStreamManager;
-  /** The manager consumer deletes and the stats' consumer infos go through: one whose requests time out sooner (1 s), see {@link REMOVE_TRIES}. */
+  /** The manager consumer deletes and the stats' consumer infos go through: one whose requests time out sooner (1 s), see {@link SHORT_TRIES}. */
   shortJsm?: JetStreamManager;
   generations: KV;
   /** The delivery positions bucket (`<prefix>_dpos`): where a consumer that went missing is made again from. */
@@ -336,7 +336,7 @@ export function createConsumers(deps: ConsumersDeps) {
       } catch (err) {
         if (!isConsumerNotFound(err)) throw err;
       }
-    }, REMOVE_TRIES);
+    }, SHORT_TRIES);
 
   /**
    * Consumers just made at generations that a seek or the DELETE (through any node) has since moved the
@@ -415,7 +415,7 @@ export function createConsumers(deps: ConsumersDeps) {
      */
     async info(id: string, partition: number, generation: number) {
       const ask = (m: JetStreamManager, g: number) => m.consumers.info(events.stream(partition), names.consumer(id, g));
-      for (let tried = 1; tried < REMOVE_TRIES; tried++) {
+      for (let tried = 1; tried < SHORT_TRIES; tried++) {
         try {
           return await ask(shortJsm, generation);
         } catch (err) {

@@ -121,7 +121,7 @@ export interface JetStreamDeliveryDeps {
 /** API timeout of the engine's own connection. */
 const API_TIMEOUT_MS = 5000;
 /** Of consumer deletes and the stats' consumer infos, asked again when unanswered (see consumers.ts). */
-const REMOVE_TIMEOUT_MS = 1000;
+const SHORT_TIMEOUT_MS = 1000;
 /** How long `close` lets open requests finish (their answers settle) before aborting them (their messages stay unacked). */
 const CLOSE_GRACE_MS = 1000;
 /** Dead letters read per page when all of a subscription's are redelivered (bounded by their count). */
@@ -169,7 +169,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
     };
     const consumers = createConsumers({
       jsm,
-      shortJsm: await nc.jetstreamManager({ timeout: REMOVE_TIMEOUT_MS, checkAPI: false }),
+      shortJsm: await nc.jetstreamManager({ timeout: SHORT_TIMEOUT_MS, checkAPI: false }),
       generations: buckets.generations,
       positions: buckets.positions,
       names,
@@ -421,12 +421,22 @@ async function composeEngine(parts: {
     },
     async redeliver(id, ids) {
       entryOf(id);
+      if (!ids) {
+        const rows = await allDeadLetters(id);
+        for (let i = 0; i < rows.length; i += REDRIVE_BATCH) await redrive(id, rows.slice(i, i + REDRIVE_BATCH));
+        return rows.length;
+      }
       // Each named once however often it is given: the answer counts the dead letters found (JetStream probe: [X, X, X] counted 3).
-      const rows = ids
-        ? (await Promise.all([...new Set(ids)].map((d) => ctx.deadLetters.get(id, d)))).filter((r) => r !== undefined)
-        : await allDeadLetters(id);
-      for (let i = 0; i < rows.length; i += REDRIVE_BATCH) await redrive(id, rows.slice(i, i + REDRIVE_BATCH));
-      return rows.length;
+      // Looked up a batch at a time, as they are published: 10,000 ids are not 10,000 requests to the servers at once.
+      const named = [...new Set(ids)];
+      let found = 0;
+      for (let i = 0; i < named.length; i += REDRIVE_BATCH) {
+        const batch = await Promise.all(named.slice(i, i + REDRIVE_BATCH).map((d) => ctx.deadLetters.get(id, d)));
+        const rows = batch.filter((r) => r !== undefined);
+        await redrive(id, rows);
+        found += rows.length;
+      }
+      return found;
     },
     async deleteDeadLetter(id, deadLetterId) {
       entryOf(id);
