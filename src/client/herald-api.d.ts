@@ -2262,7 +2262,8 @@ export interface operations {
             };
             /**
              * @description Not a valid CloudEvent (`invalid_event`): a missing or malformed attribute, a repeated
-             *     `ce-*` header, a body that is not UTF-8 JSON in structured or batch mode, a batch that is
+             *     `ce-*` header or a member an event's JSON object gives twice (`data` and `data_base64`
+             *     included), a body that is not UTF-8 JSON in structured or batch mode, a batch that is
              *     not an array, or data nested deeper than `HERALD_MAX_JSON_DEPTH` (attribute `data`).
              *     `errors` names each problem (`index` for batches), the first 100 of them
              *     when there are more (`truncated`, `totalErrors`). A body that cannot be read is

@@ -2,6 +2,7 @@ import { AppError, MAX_PROBLEM_ERRORS, Violation } from '../errors';
 import { AttributeValue, CloudEvent, isJsonMediaType, mediaType, utf8Charset } from './event';
 import { HeaderDecodeError, decodeHeaderValue } from './headers';
 import { jsonDataProblem, jsonTextProblem } from './json-depth';
+import { repeatedMembers } from './json-members';
 import { parseJsonEvent, validateAttributes } from './validate';
 
 export type ContentMode = 'binary' | 'structured' | 'batch';
@@ -67,8 +68,21 @@ export function parseHttpMessage(
       details: [{ attribute: 'content-type', message: 'charset must be utf-8 (or absent)' }],
     });
   }
-  const parsed = parseJsonBody(message.body);
+  const { text, parsed } = parseJsonBody(message.body);
+  // Members given twice in an event object (JSON.parse keeps the last one): only when its shape is one.
+  const shaped = mode === 'batch' ? Array.isArray(parsed) : typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed);
+  const repeated = shaped ? repeatedMembers(text, mode === 'batch') : undefined;
   const parseEvent = (item: unknown, index?: number) => {
+    const twice = repeated?.get(index ?? 0);
+    if (twice !== undefined) {
+      const violations: Violation[] = twice.map((name) => ({
+        ...(index === undefined ? {} : { index }),
+        attribute: name,
+        message: `"${name}" is given more than once; each attribute may appear once`,
+      }));
+      const outcome = parseJsonEvent(item, index);
+      return { ok: false as const, violations: outcome.ok ? violations : [...violations, ...outcome.violations] };
+    }
     const outcome = parseJsonEvent(item, index);
     const problem =
       outcome.ok && outcome.event.data.kind === 'json' ? jsonDataProblem(outcome.event.data.value, limits.maxJsonDepth) : undefined;
@@ -169,7 +183,7 @@ function parseBinary(headers: HttpMessage['headers'], body: Buffer, contentType:
   return { attributes, data: body.length === 0 ? { kind: 'none' } : { kind: 'bytes', bytes: body } };
 }
 
-function parseJsonBody(body: Buffer): unknown {
+function parseJsonBody(body: Buffer): { text: string; parsed: unknown } {
   let text: string;
   try {
     text = utf8.decode(body);
@@ -177,7 +191,7 @@ function parseJsonBody(body: Buffer): unknown {
     throw invalid('the body is not valid UTF-8', [{ message: 'JSON bodies must be UTF-8' }]);
   }
   try {
-    return JSON.parse(text);
+    return { text, parsed: JSON.parse(text) };
   } catch (err) {
     throw invalid('the body is not valid JSON', [{ message: (err as Error).message }]);
   }
