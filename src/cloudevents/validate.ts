@@ -12,6 +12,13 @@ const ATTRIBUTE_NAME = /^[a-z0-9]+$/;
 export function isAttributeName(name: string): boolean {
   return ATTRIBUTE_NAME.test(name) && name !== 'data';
 }
+/**
+ * The code points Unicode names noncharacters, as UTF-16: U+FDD0–U+FDEF, and the last two of each plane (U+FFFE,
+ * U+FFFF, U+1FFFE … U+10FFFF, whose high surrogates are D83F, D87F … DBFF). The String type disallows them.
+ * @see cloudevents/spec.md "Type System" (String)
+ */
+const NONCHARACTER =
+  /[\uFDD0-\uFDEF\uFFFE\uFFFF]|[\uD83F\uD87F\uD8BF\uD8FF\uD93F\uD97F\uD9BF\uD9FF\uDA3F\uDA7F\uDABF\uDAFF\uDB3F\uDB7F\uDBBF\uDBFF][\uDFFE\uDFFF]/;
 const INT32_MIN = -2147483648;
 const INT32_MAX = 2147483647;
 // RFC 3986 characters; `%` only as a valid escape (checked separately).
@@ -145,6 +152,10 @@ export function validateAttributes(attributes: Record<string, unknown>, index?: 
     if (typeof value === 'string' && !value.isWellFormed()) {
       // UTF-8 cannot carry a lone surrogate (JSON's "\ud800"): stored, it would become U+FFFD and could equal another id.
       fail(name, `"${name}" must be valid Unicode (it holds a lone surrogate)`);
+      continue;
+    }
+    if (typeof value === 'string' && NONCHARACTER.test(value)) {
+      fail(name, `"${name}" must not hold a Unicode noncharacter (U+FDD0–U+FDEF, or U+FFFE and U+FFFF of any plane)`);
       continue;
     }
     if (STRING_ATTRIBUTES.has(name)) {

@@ -248,7 +248,13 @@ describe('validateAttributes', () => {
   });
 
   it('accepts characters outside the BMP (a surrogate pair)', () => {
-    expect(validateAttributes({ ...base, id: 'e-\u{1F600}', subject: '\ud83d\ude00', ext: '\u{10FFFF}' })).toEqual([]);
+    expect(validateAttributes({ ...base, id: 'e-\u{1F600}', subject: '\ud83d\ude00', ext: '\u{10FFFD}' })).toEqual([]);
+  });
+
+  it('refuses the noncharacters the String type disallows, in any plane (spec.md, Type System)', () => {
+    for (const ext of ['\uFDD0', '\uFDEF', '\uFFFE', '\uFFFF', '\u{1FFFE}', '\u{10FFFF}']) {
+      expect(validateAttributes({ ...base, ext })).toEqual([{ attribute: 'ext', message: expect.stringMatching(/noncharacter/) }]);
+    }
   });
 
   it('refuses a dataschema with a fragment (an absolute URI has none)', () => {
