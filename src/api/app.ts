@@ -40,7 +40,16 @@ export function createApp(deps: AppDeps): express.Express {
     // As the routers answer any method when they cannot decode its parameters, not 200 or 405 (API probe).
     if (!segmentsDecode(req.path)) return next(undecodablePath(req.path));
     if (req.method !== 'OPTIONS') return next(methodNotAllowed(req.path, req.method, allowed));
-    res.status(200).set('allow', allowed.join(', ')).set('content-length', '0').end();
+    res.status(200).set('allow', allowed.join(', '));
+    // Herald is the delivery target of the producers' webhooks: a CloudEvents webhook sender asks it for consent
+    // with `WebHook-Request-Origin` before it sends (http-webhook §4), and the answer must carry
+    // `WebHook-Allowed-Origin` and `WebHook-Allowed-Rate` to consent (§4.2). Herald takes events from any origin
+    // (each POST still needs its key) at no rate limit of its own.
+    const origin = req.path === '/events' ? req.headers['webhook-request-origin'] : undefined;
+    if (typeof origin === 'string' && origin !== '') {
+      res.set('webhook-allowed-origin', /^[\x21-\x7e]+$/.test(origin) ? origin : '*').set('webhook-allowed-rate', '*');
+    }
+    res.set('content-length', '0').end();
   });
   for (const router of deps.routers) app.use(router);
   // The path is cut: it is echoed in the answer, and a long one made a 20 KB 404 (a re-probe).
