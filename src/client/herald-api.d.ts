@@ -3656,6 +3656,12 @@ export interface operations {
                  * @example herald.example.com
                  */
                 "webhook-request-origin"?: string;
+                /**
+                 * @description `no-store` when the sink URI's query has an `access_token` parameter (http-webhook §3.2),
+                 *     unless the subscription's `delivery.headers` set `cache-control` (then that value).
+                 * @example no-store
+                 */
+                "cache-control"?: string;
                 "herald-subscription-id": string;
                 /** @example 3 */
                 "herald-partition": string;

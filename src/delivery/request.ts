@@ -44,7 +44,7 @@ export function requestFor(sub: SubscriptionRecord, now: number, ackUrlBase: str
     subscriptionId: sub.id,
     secret: sub.secret,
     previousSecret: previousSecretAt(sub, now),
-    headers: sub.validation === 'cloudevents' ? withOrigin(sub.delivery.headers, ackUrlBase) : sub.delivery.headers,
+    headers: extraHeaders(sub, ackUrlBase),
     format: sub.delivery.format,
     partition: a.partition,
     offset: a.offset,
@@ -59,18 +59,32 @@ export function requestFor(sub: SubscriptionRecord, now: number, ackUrlBase: str
   });
 }
 
-/** A subscription's headers plus `webhook-request-origin`, built once per headers object and gateway URL. */
-const withOrigins = new WeakMap<object, { ackUrlBase: string; headers: Record<string, string> }>();
-const NO_HEADERS = {};
-
-function withOrigin(headers: Readonly<Record<string, string>> | undefined, ackUrlBase: string): Record<string, string> {
-  const own = headers ?? NO_HEADERS;
-  const found = withOrigins.get(own);
-  if (found?.ackUrlBase === ackUrlBase) return found.headers;
-  const built = { ...own, 'webhook-request-origin': requestOrigin(ackUrlBase) };
-  withOrigins.set(own, { ackUrlBase, headers: built });
-  return built;
+/**
+ * A subscription's own headers, plus `webhook-request-origin` once its sink consented to a CloudEvents validation
+ * handshake (http-webhook §4), and `cache-control: no-store` when its sink carries the token in the URI's
+ * `access_token` parameter, as http-webhook §3.2 asks of such clients (unless its own headers set one).
+ * Built once per headers object, gateway URL and those two.
+ */
+function extraHeaders(sub: SubscriptionRecord, ackUrlBase: string): Readonly<Record<string, string>> | undefined {
+  const own = sub.delivery.headers;
+  const origin = sub.validation === 'cloudevents';
+  const noStore = ACCESS_TOKEN.test(sub.sink) && (own === undefined || own['cache-control'] === undefined);
+  if (!origin && !noStore) return own;
+  const key = `${origin ? 'o' : ''}${noStore ? 'n' : ''} ${ackUrlBase}`;
+  const holder = own ?? NO_HEADERS;
+  const found = built.get(holder);
+  if (found?.key === key) return found.headers;
+  const headers: Record<string, string> = { ...own };
+  if (origin) headers['webhook-request-origin'] = requestOrigin(ackUrlBase);
+  if (noStore) headers['cache-control'] = 'no-store';
+  built.set(holder, { key, headers });
+  return headers;
 }
+
+/** A sink URI whose query names `access_token` (http-webhook §3.2), before any fragment. */
+const ACCESS_TOKEN = /^[^#]*\?(?:[^#]*&)?access_token=/;
+const built = new WeakMap<object, { key: string; headers: Record<string, string> }>();
+const NO_HEADERS = {};
 
 /**
  * Same for every attempt of one event to one subscription, restarts included: derived, not stored.
