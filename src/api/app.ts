@@ -24,6 +24,7 @@ export function createApp(deps: AppDeps): express.Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('etag', false);
+  ignoreConditionsWithoutValidators(app);
   app.set('query parser', 'simple');
   app.set('case sensitive routing', true);
   app.set('strict routing', true);
@@ -58,6 +59,27 @@ export function createApp(deps: AppDeps): express.Express {
     sendProblem(res, err instanceof URIError ? undecodablePath(req.path) : err, deps.log);
   app.use(onError);
   return app;
+}
+
+/**
+ * The API's answers carry no validators (no `ETag`, no `Last-Modified`), so conditional request headers
+ * are ignored there; only answers that set a validator (the contract, the docs page and script) can be a
+ * `304`. express's `req.fresh` took `If-None-Match: *` as a match whatever the answer, so any `GET` of the
+ * API (`/events`, `/subscriptions`, `/healthz`…) with it was a `304` with no body, which the contract
+ * does not list.
+ */
+function ignoreConditionsWithoutValidators(app: express.Express): void {
+  const fresh = Object.getOwnPropertyDescriptor(express.request, 'fresh')?.get;
+  if (!fresh) throw new Error("express's request has no `fresh` getter to wrap");
+  Object.defineProperty(app.request, 'fresh', {
+    configurable: true,
+    enumerable: true,
+    get(this: express.Request): boolean {
+      const res = this.res;
+      if (!res || (res.get('etag') === undefined && res.get('last-modified') === undefined)) return false;
+      return fresh.call(this) as boolean;
+    },
+  });
 }
 
 const methodNotAllowed = (path: string, method: string, allowed: string[]) =>

@@ -66,6 +66,8 @@ export function createConsoleRouter(opts: { dir?: string } = {}): Router {
     redirect: false,
     fallthrough: true,
     cacheControl: false,
+    // Whole files only: a `Range` is ignored (a 206, or a 416 that became a 400, are not in the contract).
+    acceptRanges: false,
     setHeaders: (res) => {
       for (const [name, value] of Object.entries(CONSOLE_SECURITY_HEADERS)) res.setHeader(name, value);
       res.setHeader('cache-control', 'no-cache');
@@ -75,6 +77,11 @@ export function createConsoleRouter(opts: { dir?: string } = {}): Router {
   router.get(`${ASSETS_PREFIX}/:file`, open, (req, res, next) => {
     const original = req.url;
     req.url = original.slice(ASSETS_PREFIX.length);
+    // Preconditions other than the cache validators are ignored: `send` answered a failed one with an
+    // error the problem handler turned into a 400 (`detail: Precondition Failed`), which no answer lists.
+    delete req.headers['if-match'];
+    delete req.headers['if-unmodified-since'];
+    delete req.headers['if-range'];
     serveAsset(req, res, (err?: unknown) => {
       req.url = original;
       next(err ?? new AppError('not_found', `the console has no asset named "${req.params.file}"`));

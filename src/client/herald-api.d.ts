@@ -785,7 +785,9 @@ export interface paths {
         /**
          * A script or style sheet the console page loads
          * @description Served by static middleware from `dist/console/assets/` with `Cache-Control: no-cache` and
-         *     validators (`ETag`, `Last-Modified`). Unknown names, dotfiles and `..` are a 404.
+         *     validators (`ETag`, `Last-Modified`): `If-None-Match` or `If-Modified-Since` that still match
+         *     are a 304. Whole files only: `Range`, `If-Range`, `If-Match` and `If-Unmodified-Since` are
+         *     ignored. Unknown names, dotfiles and `..` are a 404.
          */
         get: operations["getConsoleAsset"];
         put?: never;
@@ -1539,6 +1541,17 @@ export interface components {
         };
     };
     responses: {
+        /**
+         * @description Not modified: the request's `If-None-Match` names this representation's `ETag` (or is `*`), or,
+         *     for console assets, `If-Modified-Since` is not older than its `Last-Modified`. No body.
+         */
+        NotModified: {
+            headers: {
+                ETag: components["headers"]["ETag"];
+                [name: string]: unknown;
+            };
+            content?: never;
+        };
         /** @description A parameter or the body is not valid (`invalid_request`); `errors` names each bad field. */
         InvalidRequest: {
             headers: {
@@ -2055,6 +2068,11 @@ export interface components {
     };
     requestBodies: never;
     headers: {
+        /**
+         * @description A strong (or, for console assets, weak) validator of this representation, for `If-None-Match`.
+         * @example "u7v2ol_ytfYIaXI06SZWFeG286zbwylIJMpgPhhKjjE"
+         */
+        ETag: string;
         /**
          * @description Seconds to wait before retrying.
          * @example 1
@@ -3468,12 +3486,14 @@ export interface operations {
             /** @description The OpenAPI 3.1 document. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/json": Record<string, never>;
                 };
             };
+            304: components["responses"]["NotModified"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -3489,12 +3509,14 @@ export interface operations {
             /** @description The OpenAPI 3.1 document, byte for byte as published in `openapi/openapi.yaml`. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
                     "application/yaml": string;
                 };
             };
+            304: components["responses"]["NotModified"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -3510,12 +3532,14 @@ export interface operations {
             /** @description The HTML page. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/html": string;
                 };
             };
+            304: components["responses"]["NotModified"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -3531,12 +3555,14 @@ export interface operations {
             /** @description The script, from the installed `redoc` package. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
                     "text/javascript": string;
                 };
             };
+            304: components["responses"]["NotModified"];
             500: components["responses"]["InternalError"];
         };
     };
@@ -3581,6 +3607,7 @@ export interface operations {
             /** @description The file. */
             200: {
                 headers: {
+                    ETag: components["headers"]["ETag"];
                     [name: string]: unknown;
                 };
                 content: {
@@ -3588,6 +3615,7 @@ export interface operations {
                     "text/css": string;
                 };
             };
+            304: components["responses"]["NotModified"];
             404: components["responses"]["NotFound"];
             500: components["responses"]["InternalError"];
         };

@@ -209,6 +209,17 @@ describe('every operation answers as the contract says', () => {
     expect(page.text).toContain('docs/assets/redoc.standalone.js');
     const script = await call('GET', '/docs/assets/redoc.standalone.js');
     expect(script.text.length).toBeGreaterThan(100_000);
+    // Each has an ETag: a request naming it is a 304 (fetch makes a conditional request unconditional
+    // with `cache-control: no-cache` unless it is given one).
+    for (const [url, answer] of [
+      ['/openapi.json', json],
+      ['/openapi.yaml', yaml],
+      ['/docs', page],
+      ['/docs/assets/redoc.standalone.js', script],
+    ] as const) {
+      const etag = answer.headers.get('etag')!;
+      expect((await call('GET', url, { headers: { 'if-none-match': etag, 'cache-control': 'max-age=0' } })).status).toBe(304);
+    }
   });
 
   it('serves the console page and its assets, and a 404 problem while the console is not built', async () => {
@@ -216,7 +227,12 @@ describe('every operation answers as the contract says', () => {
     expect(page.headers.get('content-security-policy')).toMatch(/default-src 'self'/);
     expect(page.text).toContain('console/assets/app.js');
     expect((await call('GET', '/console/assets/app.js')).headers.get('content-type')).toMatch(/^text\/javascript/);
-    expect((await call('GET', '/console/assets/app.css')).headers.get('content-type')).toMatch(/^text\/css/);
+    const css = await call('GET', '/console/assets/app.css');
+    expect(css.headers.get('content-type')).toMatch(/^text\/css/);
+    const cached = await call('GET', '/console/assets/app.css', {
+      headers: { 'if-none-match': css.headers.get('etag')!, 'cache-control': 'max-age=0' },
+    });
+    expect(cached.status).toBe(304);
     expect((await call('GET', '/console/assets/missing.js')).status).toBe(404);
     // Only tsc was run: no dist/console.
     const notBuilt = http.createServer(
