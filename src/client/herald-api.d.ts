@@ -956,6 +956,7 @@ export interface components {
             tracestate?: string;
             /** @description The event payload as a JSON value. */
             data?: unknown;
+            /** @description Base64 (RFC 4648 §4) with its padding, without line breaks or white space. */
             data_base64?: string;
         };
         AppendResult: {
