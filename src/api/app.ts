@@ -75,9 +75,9 @@ function ignoreConditionsWithoutValidators(app: express.Express): void {
     configurable: true,
     enumerable: true,
     get(this: express.Request): boolean {
+      if (!(fresh.call(this) as boolean)) return false; // most requests: no conditional header
       const res = this.res;
-      if (!res || (res.get('etag') === undefined && res.get('last-modified') === undefined)) return false;
-      return fresh.call(this) as boolean;
+      return res !== undefined && (res.get('etag') !== undefined || res.get('last-modified') !== undefined);
     },
   });
 }
