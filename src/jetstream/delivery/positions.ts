@@ -100,4 +100,19 @@ export async function markMatched(ctx: EngineContext, t: AttemptTarget): Promise
       if (!isWrongLastSequence(err)) throw err; // another write came first: read it again
     }
   }
+  // Every try lost. Fine when the writes that won marked as far; a record still behind this offset means
+  // the bucket refuses writes from the revision it answers (a chaos run on nats-server 2.9.10 saw that for
+  // over a minute, after restarts and stalls): the partition's next events go out with a stale
+  // herald-previous-offset until a write is taken again. Said, not hidden.
+  const value = await readRecord(ctx, t).then(
+    (r) => r.value,
+    () => undefined, // no answer: nothing to say, and the event is settled as before
+  );
+  if (value === undefined) return;
+  const marked = markedOffset(value);
+  if (marked === undefined || marked < t.offset)
+    ctx.log.warn(
+      { subscription: t.subscriptionId, partition: t.partition, offset: t.offset, generation: t.generation, marked: value },
+      "a partition's mark could not be moved past this event: the next events' herald-previous-offset is stale",
+    );
 }
