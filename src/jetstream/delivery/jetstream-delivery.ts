@@ -88,7 +88,7 @@ import { watchMaxDeliveries } from './max-deliveries';
 import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
 import { bucketStream, type MadeStreams } from '../made-streams';
-import { createAttemptLog, createDeadLetters } from './records';
+import { createAttemptLog, createDeadLetters, createSequenceWatch } from './records';
 import type { DeadLetterRow } from '../../subscriptions/delivery-records';
 import { recoverGenerations } from './recover-generations';
 import { seekStarts } from './seek-starts';
@@ -154,7 +154,7 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
       names,
       events,
       ackMap: createAckMap(buckets.acks),
-      deadLetters: createDeadLetters({ js, jsm, names }),
+      deadLetters: createDeadLetters({ js, jsm, names, watch: wentBackWatch(names.deadStream, 'dead letters', log) }),
       attemptLog: createAttemptLog({ js, jsm, names, kept: ATTEMPTS_PER_SUBSCRIPTION }),
       positions: buckets.positions,
       idempotency: once(() => js.views.kv(events.idempotencyBucket, { bindOnly: true })),
@@ -194,6 +194,10 @@ export async function createJetStreamDelivery(deps: JetStreamDeliveryDeps): Prom
   }
 }
 
+/** A stream's sequence watched for going back (see `createSequenceWatch`), said in an `error` line. */
+const wentBackWatch = (stream: string, what: string, log: Logger) =>
+  createSequenceWatch(stream, what, (message, fields) => log.error(fields, message));
+
 async function composeEngine(parts: {
   ctx: EngineContext;
   js: ReturnType<NatsConnection['jetstream']>;
@@ -211,6 +215,7 @@ async function composeEngine(parts: {
   const byToken = new Map<string, string>();
   const adding = new Map<string, Promise<void>>();
   const leases = createLeaseKeeper(ctx);
+  const redriveWatch = wentBackWatch(names.redriveStream, 'queued redeliveries of dead letters, whose dead letters were deleted', log);
   let closed = false;
   let quiescing = false;
 
@@ -479,6 +484,7 @@ async function composeEngine(parts: {
         return js.publish(names.redriveSubject(id), JSON.stringify(redrive), { msgID: `rd_${idToken(id)}_${row.id}` });
       }),
     );
+    for (const p of published) if (p.status === 'fulfilled') redriveWatch.stored(p.value.seq, p.value.duplicate);
     await Promise.all(rows.filter((_, i) => published[i]!.status === 'fulfilled').map((row) => ctx.deadLetters.removeRow(row)));
     const failed = published.find((p): p is PromiseRejectedResult => p.status === 'rejected');
     if (failed) throw failed.reason;
