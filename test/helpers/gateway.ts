@@ -6,6 +6,7 @@ import { loadConfig } from '../../src/config';
 import { startGateway, type Gateway } from '../../src/gateway';
 import { startJetStreamGateway, type JetStreamGateway } from '../../src/jetstream-gateway';
 import { createLogger } from '../../src/logger';
+import type { Logger } from 'pino';
 import { startNatsCluster, type NatsCluster } from './nats-cluster';
 import { cleanupTmpDirs, tmpDir } from './tmp';
 
@@ -27,7 +28,7 @@ export async function startTestGateway(env: Env = {}): Promise<Gateway & { dataD
 export async function startJetStreamTestGateway(
   servers: string,
   env: Env = {},
-  opts: { leaseCheckMs?: number } = {},
+  opts: { leaseCheckMs?: number; log?: Logger } = {},
 ): Promise<JetStreamGateway> {
   const config = loadConfig({
     HERALD_PORT: '0',

@@ -6,10 +6,8 @@
  */
 import pino from 'pino';
 import request from 'supertest';
-import { loadConfig } from '../../src/config';
-import { startJetStreamGateway } from '../../src/jetstream-gateway';
 import { deliveryNames } from '../../src/jetstream/delivery/names';
-import { useJetStreamCluster } from '../helpers/gateway';
+import { startJetStreamTestGateway, useJetStreamCluster } from '../helpers/gateway';
 import { startReceiver } from '../helpers/receiver';
 import { describeWithNats, uniquePrefix, waitUntil } from '../helpers/nats-cluster';
 
@@ -20,15 +18,8 @@ describeWithNats('jetstream: a dead-letter stream that went back', () => {
     const lines: { level: number; msg: string; stream?: string; known?: number; seen?: number }[] = [];
     const log = pino({ level: 'warn' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
     const prefix = uniquePrefix('wentback');
-    const config = loadConfig({
-      HERALD_PORT: '0',
-      HERALD_STORE: 'jetstream',
-      HERALD_NATS_SERVERS: js.cluster.serversEnv,
-      HERALD_NATS_REPLICAS: '1',
-      HERALD_PARTITIONS: '1',
-      HERALD_NATS_PREFIX: prefix,
-    });
-    const gw = js.keep(await startJetStreamGateway(config, { log }));
+    const env = { HERALD_NATS_REPLICAS: '1', HERALD_PARTITIONS: '1', HERALD_NATS_PREFIX: prefix };
+    const gw = js.keep(await startJetStreamTestGateway(js.cluster.serversEnv, env, { log }));
     const receiver = await startReceiver();
     receiver.setResponder(() => ({ status: 400 })); // every event dead-lettered at once
     try {
