@@ -215,7 +215,7 @@ async function composeEngine(parts: {
   const byToken = new Map<string, string>();
   const adding = new Map<string, Promise<void>>();
   const leases = createLeaseKeeper(ctx);
-  const redriveWatch = wentBackWatch(names.redriveStream, 'queued redeliveries of dead letters, whose dead letters were deleted', log);
+  const redriveWatch = wentBackWatch(names.redriveStream, 'queued redeliveries (their dead letters already deleted)', log);
   let closed = false;
   let quiescing = false;
 

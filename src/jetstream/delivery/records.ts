@@ -50,27 +50,25 @@ async function leaderGet(
 }
 
 /**
- * Whether a stream's sequence went back: a new message stored at or below a sequence this node saw exist
- * (stored, or read). A stream's sequence only grows, a purge or a deleted message included; one that went
- * back lost messages its servers had confirmed (a chaos run on nats-server 2.9.10: `_dead` rolled back to a
- * stalled replica's copy, 85 dead letters gone and their ids given to new ones, with nothing said). Herald
- * cannot bring them back; it says so once per fall, with what was lost, in an `error` line.
+ * Whether a stream's sequence went back: a new message stored at or below one this node stored before. A
+ * stream's sequence only grows, a purge or a deleted message included; one that went back lost messages its
+ * servers had confirmed (a chaos run on nats-server 2.9.10: `_dead` rolled back to a stalled replica's copy,
+ * 85 dead letters gone and their ids given to new ones, with nothing said). Herald cannot bring them back; it
+ * says so once per fall, with what was lost, in an `error` line. Only this node's own acknowledgements count:
+ * they come back in the order the leader sequenced them, while a sequence read (another node's message) may be
+ * read before the acknowledgement of an earlier one of this node's arrives.
  */
 export function createSequenceWatch(stream: string, what: string, onWentBack: (message: string, fields: Record<string, unknown>) => void) {
   let highest = 0;
   return {
-    /** A sequence read from the stream: it existed. */
-    saw(seq: number): void {
-      if (seq > highest) highest = seq;
-    },
     /** A publish's acknowledgement: a new message (not a duplicate) at or below `highest` means the stream went back. */
     stored(seq: number, duplicate: boolean): void {
       if (!duplicate && seq <= highest)
         onWentBack(
-          `stream ${stream} went back from sequence ${highest} to ${seq}: the NATS servers lost ${what} they had confirmed (up to ${highest - seq + 1}); Herald cannot bring them back`,
+          `stream ${stream} went back from sequence ${highest} to ${seq}: the NATS servers may have lost up to ${highest - seq + 1} ${what} they had confirmed; Herald cannot bring them back`,
           { stream, known: highest, seen: seq },
         );
-      highest = Math.max(seq, duplicate ? highest : seq);
+      if (!duplicate) highest = seq;
     },
   };
 }
@@ -170,10 +168,7 @@ const json = <T>(data: Uint8Array): T => JSON.parse(Buffer.from(data).toString('
 export function createDeadLetters(deps: { js: JetStreamClient; jsm: JetStreamManager; names: DeliveryNames; watch: SequenceWatch }) {
   const { js, jsm, names, watch } = deps;
   const stream = names.deadStream;
-  const toRow = (seq: number, data: Uint8Array): DeadLetterRow => {
-    watch.saw(seq);
-    return { ...json<Omit<DeadLetterRow, 'id'>>(data), id: String(seq) };
-  };
+  const toRow = (seq: number, data: Uint8Array): DeadLetterRow => ({ ...json<Omit<DeadLetterRow, 'id'>>(data), id: String(seq) });
   return {
     async add(row: Omit<DeadLetterRow, 'id'>, msgId: string): Promise<string> {
       const ack = await js.publish(names.deadSubject(row.subscriptionId), JSON.stringify(row), { msgID: msgId });
