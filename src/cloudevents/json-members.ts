@@ -20,7 +20,8 @@ export function repeatedMembers(text: string, batch: boolean): Map<number, strin
   let depth = 0;
   let index = 0;
   let expectName = false;
-  let names: Set<string> | undefined;
+  /** The event's member names so far, each with whether it was reported repeated already (a list's `includes` was quadratic). */
+  let names: Map<string, boolean> | undefined;
   let repeated: Map<number, string[]> | undefined;
   const length = text.length;
   /** The first backslash at or after the string being read (-1: none left), found again only once passed. */
@@ -44,19 +45,21 @@ export function repeatedMembers(text: string, batch: boolean): Map<number, strin
       }
       if (expectName && depth === eventDepth && names !== undefined) {
         const name: string = escaped ? JSON.parse(text.slice(start, i + 1)) : text.slice(start + 1, i);
-        if (!names.has(name)) names.add(name);
-        else {
+        const reported = names.get(name);
+        if (reported === undefined) names.set(name, false);
+        else if (!reported) {
+          names.set(name, true);
           repeated ??= new Map();
-          const list = repeated.get(index) ?? [];
-          if (!list.includes(name)) list.push(name);
-          repeated.set(index, list);
+          const list = repeated.get(index);
+          if (list === undefined) repeated.set(index, [name]);
+          else list.push(name);
         }
         expectName = false;
       }
     } else if (c === OPEN_BRACE || c === OPEN_BRACKET) {
       depth++;
       if (depth === eventDepth) {
-        names = c === OPEN_BRACE ? new Set() : undefined;
+        names = c === OPEN_BRACE ? new Map() : undefined;
         expectName = c === OPEN_BRACE;
       }
     } else if (c === CLOSE_BRACE || c === CLOSE_BRACKET) {
