@@ -72,14 +72,26 @@ export function requestRatePerMinute(perSecond: number | undefined): number | un
   return perSecond === undefined ? undefined : Math.max(1, Math.ceil(perSecond * 60 - 1e-9));
 }
 
-/** The headers of the validation request (names in lower case). */
-export function handshakeHeaders(input: { origin: string; perSecond?: number; callbackUrl: string }): Record<string, string> {
+/** A sink URI whose query names `access_token` (http-webhook §3.2), before any fragment. */
+const ACCESS_TOKEN = /^[^#]*\?(?:[^#]*&)?access_token=/;
+
+/**
+ * Whether requests to this sink carry their token in the URI's `access_token` parameter: "Clients using the URI
+ * Query Parameter method SHOULD also send a Cache-Control header containing the no-store option" (http-webhook §3.2).
+ */
+export function carriesAccessToken(sink: string): boolean {
+  return ACCESS_TOKEN.test(sink);
+}
+
+/** The headers of the validation request (names in lower case); sent to the sink's URI, `no-store` as its deliveries. */
+export function handshakeHeaders(input: { origin: string; perSecond?: number; callbackUrl: string; sink: string }): Record<string, string> {
   const headers: Record<string, string> = {
     'webhook-request-origin': input.origin,
     'webhook-request-callback': input.callbackUrl,
   };
   const rate = requestRatePerMinute(input.perSecond);
   if (rate !== undefined) headers['webhook-request-rate'] = String(rate);
+  if (carriesAccessToken(input.sink)) headers['cache-control'] = 'no-store';
   return headers;
 }
 

@@ -3640,6 +3640,11 @@ export interface operations {
                  * @example 120
                  */
                 "WebHook-Request-Rate"?: string;
+                /**
+                 * @description `no-store` when the sink URI's query has an `access_token` parameter (http-webhook §3.2), as on its deliveries.
+                 * @example no-store
+                 */
+                "Cache-Control"?: string;
             };
             path?: never;
             cookie?: never;

@@ -2,7 +2,7 @@ import { hash } from 'node:crypto';
 import { toBinaryMessage, toStructuredMessage } from '../cloudevents/format';
 import { charsetOf, mediaType, type CloudEvent } from '../cloudevents/event';
 import type { SubscriptionRecord } from '../subscriptions/record';
-import { previousSecretAt, requestOrigin } from '../webhook-policy';
+import { carriesAccessToken, previousSecretAt, requestOrigin } from '../webhook-policy';
 import { signWebhook } from './signing';
 
 export interface DeliveryRequestInput {
@@ -68,7 +68,7 @@ export function requestFor(sub: SubscriptionRecord, now: number, ackUrlBase: str
 function extraHeaders(sub: SubscriptionRecord, ackUrlBase: string): Readonly<Record<string, string>> | undefined {
   const own = sub.delivery.headers;
   const origin = sub.validation === 'cloudevents';
-  const noStore = ACCESS_TOKEN.test(sub.sink) && (own === undefined || own['cache-control'] === undefined);
+  const noStore = carriesAccessToken(sub.sink) && (own === undefined || own['cache-control'] === undefined);
   if (!origin && !noStore) return own;
   const key = `${origin ? 'o' : ''}${noStore ? 'n' : ''} ${ackUrlBase}`;
   const holder = own ?? NO_HEADERS;
@@ -81,8 +81,6 @@ function extraHeaders(sub: SubscriptionRecord, ackUrlBase: string): Readonly<Rec
   return headers;
 }
 
-/** A sink URI whose query names `access_token` (http-webhook §3.2), before any fragment. */
-const ACCESS_TOKEN = /^[^#]*\?(?:[^#]*&)?access_token=/;
 const built = new WeakMap<object, { key: string; headers: Record<string, string> }>();
 const NO_HEADERS = {};
 

@@ -80,7 +80,12 @@ export function createHandshakes(deps: {
       timer.unref();
       deadlines.set(id, timer);
       const origin = requestOrigin(deps.publicUrl());
-      const headers = handshakeHeaders({ origin, perSecond: record.delivery.rateLimit?.perSecond, callbackUrl: this.callbackUrl(token) });
+      const headers = handshakeHeaders({
+        origin,
+        perSecond: record.delivery.rateLimit?.perSecond,
+        callbackUrl: this.callbackUrl(token),
+        sink: record.sink,
+      });
       deps.log.info({ subscription: id, sink: record.sink }, 'validation handshake sent');
       const send = (): void =>
         void deps.probe(record.sink, headers, record.delivery.timeoutMs).then(

@@ -20,11 +20,18 @@ describe('the validation request', () => {
     expect(requestRatePerMinute(2)).toBe(120);
     expect(requestRatePerMinute(0.01)).toBe(1);
     expect(requestRatePerMinute(0.5)).toBe(30);
-    expect(handshakeHeaders({ origin: 'h.example', callbackUrl: 'https://h.example/validations/t' })).toEqual({
+    expect(
+      handshakeHeaders({ origin: 'h.example', callbackUrl: 'https://h.example/validations/t', sink: 'https://s.example/?a=1' }),
+    ).toEqual({
       'webhook-request-origin': 'h.example',
       'webhook-request-callback': 'https://h.example/validations/t',
     });
-    expect(handshakeHeaders({ origin: 'h.example', perSecond: 1, callbackUrl: 'x' })['webhook-request-rate']).toBe('60');
+    expect(
+      handshakeHeaders({ origin: 'h.example', perSecond: 1, callbackUrl: 'x', sink: 'https://s.example/' })['webhook-request-rate'],
+    ).toBe('60');
+    expect(handshakeHeaders({ origin: 'h.example', callbackUrl: 'x', sink: 'https://s.example/?access_token=t' })['cache-control']).toBe(
+      'no-store',
+    );
   });
 });
 
