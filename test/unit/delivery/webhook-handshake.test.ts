@@ -1,5 +1,7 @@
+import { MAX_SINK_LENGTH, sinkSchema } from '../../../src/subscriptions/schema';
 import {
   allowedRate,
+  carriesAccessToken,
   grantsOrigin,
   handshakeHeaders,
   judgeHandshake,
@@ -32,6 +34,26 @@ describe('the validation request', () => {
     expect(handshakeHeaders({ origin: 'h.example', callbackUrl: 'x', sink: 'https://s.example/?access_token=t' })['cache-control']).toBe(
       'no-store',
     );
+  });
+});
+
+describe('a sink with access_token in its query (http-webhook §3.2)', () => {
+  it('is told by the parameter of its query, before any fragment', () => {
+    expect(carriesAccessToken('https://s.example/hook?access_token=t')).toBe(true);
+    expect(carriesAccessToken('https://s.example/hook?p=q&access_token=t')).toBe(true);
+    expect(carriesAccessToken('https://s.example/hook?my_access_token=t')).toBe(false);
+    expect(carriesAccessToken('https://s.example/hook#?access_token=t')).toBe(false);
+    expect(carriesAccessToken('https://s.example/hook?p=q#&access_token=t')).toBe(false);
+    // The query starts at the first `?`: this one's only parameter is `a`, whose value holds the text.
+    expect(carriesAccessToken('https://s.example/hook?a=b?access_token=t')).toBe(false);
+  });
+
+  it('takes time in proportion to the sink, asked at every attempt (was: 25 ms an attempt for a sink of 8,192 `?&`)', () => {
+    const sink = `https://s.example/${'?&'.repeat((MAX_SINK_LENGTH - 'https://s.example/'.length) / 2)}`;
+    expect(sinkSchema.parse(sink)).toBe(sink);
+    const started = performance.now();
+    for (let i = 0; i < 100; i++) expect(carriesAccessToken(sink)).toBe(false);
+    expect(performance.now() - started).toBeLessThan(100);
   });
 });
 
