@@ -73,6 +73,7 @@ export function parseHttpMessage(
   const shaped = mode === 'batch' ? Array.isArray(parsed) : typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed);
   const repeated = shaped ? repeatedMembers(text, mode === 'batch') : undefined;
   const parseEvent = (item: unknown, index?: number) => {
+    const outcome = parseJsonEvent(item, index);
     const twice = repeated?.get(index ?? 0);
     if (twice !== undefined) {
       const violations: Violation[] = twice.map((name) => ({
@@ -80,10 +81,8 @@ export function parseHttpMessage(
         attribute: name,
         message: `"${name}" is given more than once; each attribute may appear once`,
       }));
-      const outcome = parseJsonEvent(item, index);
       return { ok: false as const, violations: outcome.ok ? violations : [...violations, ...outcome.violations] };
     }
-    const outcome = parseJsonEvent(item, index);
     const problem =
       outcome.ok && outcome.event.data.kind === 'json' ? jsonDataProblem(outcome.event.data.value, limits.maxJsonDepth) : undefined;
     if (problem) {
