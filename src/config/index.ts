@@ -82,8 +82,11 @@ const size = (min: number, max: number, fallback: string) =>
     fallback,
   );
 
-/** `nats://host:port`, `tls://host:port`, `ws(s)://…` or a bare `host:port`, as nats.js takes them. */
-const NATS_URL = /^((nats|tls|ws|wss):\/\/)?([^\s/:@,]+@)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?\/?$/;
+/**
+ * `nats://host:port`, `tls://host:port`, `ws(s)://…` or a bare `host:port`, as nats.js takes them. No user info:
+ * nats.js drops it (a `nats://<token>@host` never sent its token), and the URLs are logged (security probe).
+ */
+const NATS_URL = /^((nats|tls|ws|wss):\/\/)?(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:\d{1,5})?\/?$/;
 
 /** Stream, consumer and bucket names are built from the prefix: JetStream allows these characters in all of them. */
 const NATS_PREFIX = /^[A-Za-z0-9_-]{1,32}$/;
@@ -106,10 +109,15 @@ export const configSchema = z
             .map((s) => s.trim())
             .filter(Boolean),
         )
+        // User info first, with its own message (never the value: it may be a token).
+        .refine(
+          (servers) => !servers.some((s) => s.includes('@')),
+          'a NATS URL must not carry user info (user@ or token@: the client does not send it, and the URLs are logged); authenticate with HERALD_NATS_CREDS',
+        )
         .pipe(z.array(z.string().regex(NATS_URL, 'expected comma-separated NATS URLs such as nats://127.0.0.1:4222'))),
       '',
     ).describe(
-      'HERALD_STORE=jetstream: comma-separated NATS server URLs (`nats://host:4222,nats://host2:4222`); required with it. The client reconnects to any of them and to servers the cluster announces.',
+      'HERALD_STORE=jetstream: comma-separated NATS server URLs (`nats://host:4222,nats://host2:4222`); required with it, without user info (authenticate with HERALD_NATS_CREDS). The client reconnects to any of them and to servers the cluster announces.',
     ),
     HERALD_NATS_REPLICAS: int(1, 5, 3).describe(
       'HERALD_STORE=jetstream: replicas of every stream and bucket Herald creates (an append is acknowledged once a majority of them has it). Fixed when the streams are created; starting with another value is refused.',

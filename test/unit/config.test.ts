@@ -334,4 +334,16 @@ describe('loadConfig: the JetStream engine (HERALD_STORE, HERALD_NATS_*)', () =>
     expect(() => loadConfig(env)).toThrow(message);
     expect(() => loadConfig(env)).not.toThrow(/\n/);
   });
+
+  // Security probe: nats.js ignores a URL's user info, so `nats://<token>@host` was accepted, never sent (the server
+  // answered Authorization Violation), and printed whole by the start-up error and the `herald listening` line.
+  it.each(['nats://s3cr3tTok@127.0.0.1:4222', 'tls://herald@h:4222', 's3cr3tTok@h:4222', 'nats://h:4222,wss://s3cr3tTok@h:443'])(
+    'refuses user info in %s without repeating it, and names HERALD_NATS_CREDS',
+    (servers) => {
+      const env = { HERALD_STORE: 'jetstream', HERALD_NATS_SERVERS: servers };
+      expect(() => loadConfig(env)).toThrow(ConfigError);
+      expect(() => loadConfig(env)).toThrow(/HERALD_NATS_SERVERS.*user info.*HERALD_NATS_CREDS/);
+      expect(() => loadConfig(env)).not.toThrow(/s3cr3tTok|herald@/);
+    },
+  );
 });
