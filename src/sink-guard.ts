@@ -19,6 +19,8 @@ const RANGES: [RestrictedKind, string, number, 'ipv4' | 'ipv6'][] = [
   ['private', 'fec0::', 10, 'ipv6'], // site-local (deprecated, still routed by some stacks)
   ['private', '100.64.0.0', 10, 'ipv4'], // shared address space (RFC 6598); some clouds' metadata lives here
   ['private', '198.18.0.0', 15, 'ipv4'], // benchmarking networks (RFC 2544)
+  // IETF protocol assignments (RFC 6890: not globally reachable); Oracle Cloud Classic's instance metadata is 192.0.0.192.
+  ['private', '192.0.0.0', 24, 'ipv4'],
   // Local-use IPv4/IPv6 translation (RFC 8215): where the IPv4 address sits depends on the operator's prefix.
   ['private', '64:ff9b:1::', 48, 'ipv6'],
   ['link-local', '169.254.0.0', 16, 'ipv4'], // cloud metadata (169.254.169.254) lives here

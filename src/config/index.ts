@@ -219,7 +219,7 @@ export const configSchema = z
       'Allow running without API keys on a non-loopback address.',
     ),
     HERALD_SINK_ALLOW_PRIVATE: withDefault(z.stringbool(), 'true').describe(
-      '`false`: refuse sinks whose host is or resolves to a loopback, private (RFC 1918, fc00::/7, and 100.64.0.0/10, 198.18.0.0/15, fec0::/10), link-local (169.254.0.0/16, fe80::/10), unspecified, multicast or broadcast address (also in IPv4-compatible, IPv4-translated, NAT64, 6to4 or Teredo form; the local-use NAT64 prefix 64:ff9b:1::/48 is private): a 400 `sink_not_allowed` at create and PATCH, and a dead letter (`sink_not_allowed`) when a delivery would connect to one (DNS rebinding).',
+      '`false`: refuse sinks whose host is or resolves to a loopback, private (RFC 1918, fc00::/7, and 100.64.0.0/10, 198.18.0.0/15, 192.0.0.0/24, fec0::/10), link-local (169.254.0.0/16, fe80::/10), unspecified, multicast or broadcast address (also in IPv4-compatible, IPv4-translated, NAT64, 6to4 or Teredo form; the local-use NAT64 prefix 64:ff9b:1::/48 is private): a 400 `sink_not_allowed` at create and PATCH, and a dead letter (`sink_not_allowed`) when a delivery would connect to one (DNS rebinding).',
     ),
     HERALD_MAX_JSON_DEPTH: int(1, MAX_JSON_DEPTH_CEILING, 64).describe(
       'Deepest nesting of arrays and objects accepted in event data (structured, batch, and binary bodies with a JSON content type); deeper is a 400.',

@@ -53,6 +53,12 @@ describe('restrictedKind', () => {
     ['::ffff:0:a9fe:a9fe', 'link-local'],
     ['64:ff9b:1::7f00:1', 'private'], // RFC 8215 local-use translation prefix
     ['2001:0:4136:e378:8000:63bf:80ff:fffe', 'loopback'], // Teredo, client 127.0.0.1 (inverted)
+    // Security probe: accepted as a sink. IETF protocol assignments (RFC 6890, not globally reachable), where Oracle
+    // Cloud Classic serves instance metadata (192.0.0.192).
+    ['192.0.0.192', 'private'],
+    ['192.0.0.8', 'private'],
+    ['::ffff:192.0.0.192', 'private'],
+    ['64:ff9b::c000:c0', 'private'],
   ])('%s is %s', (ip, kind) => {
     expect(restrictedKind(ip)).toBe(kind);
   });
@@ -63,6 +69,8 @@ describe('restrictedKind', () => {
     '172.32.0.1',
     '172.15.255.255',
     '192.169.0.1',
+    '192.0.1.1',
+    '191.255.255.255',
     '169.255.0.1',
     '2001:db8::1',
     '2606:4700::1111',
