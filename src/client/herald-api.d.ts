@@ -860,6 +860,8 @@ export interface webhooks {
          *     base64 HMAC-SHA256 of `{webhook-id}.{webhook-timestamp}.{body}`, keyed with the base64-decoded
          *     part of the secret after `whsec_`. Reject stale timestamps. After a `rotate-secret` with an
          *     overlap the header carries two signatures (new first); accept the request if any one matches.
+         *     Only the body is signed: in binary mode the `ce-*` attributes and `Content-Type` are headers
+         *     outside the signature; subscribe with `format: structured` to have every attribute signed.
          *
          *     The subscription's `delivery.headers` (for example `authorization`) are sent with every
          *     request.

@@ -103,6 +103,26 @@ describe('buildDeliveryRequest', () => {
     expect(headers['ce-datacontenttype']).toBeUndefined();
   });
 
+  // Security probe: Standard Webhooks signs `id.timestamp.body` only, so in binary mode (the default) the event's
+  // attributes, which travel as ce-* headers, are not signed: an altered ce-type still verifies. Structured mode
+  // carries them in the body, where they are signed. The README says so under "Verifying signatures".
+  it('signs the body only: binary mode leaves the ce-* attributes unsigned, structured mode signs them', () => {
+    const verify = (headers: Record<string, string>, body: Buffer) => {
+      try {
+        new Webhook(secret.slice('whsec_'.length)).verify(body, headers);
+        return true;
+      } catch {
+        return false;
+      }
+    };
+    const binary = buildDeliveryRequest(input());
+    expect(verify({ ...binary.headers, 'ce-type': 'order.refunded', 'ce-source': '/elsewhere' }, binary.body)).toBe(true);
+    const structured = buildDeliveryRequest(input({ format: 'structured' }));
+    const altered = Buffer.from(structured.body.toString().replace('order.created', 'order.refunded'));
+    expect(verify(structured.headers, structured.body)).toBe(true);
+    expect(verify(structured.headers, altered)).toBe(false);
+  });
+
   it('sets the Standard Webhooks and Herald headers', () => {
     const { headers } = buildDeliveryRequest(input());
     expect(headers).toMatchObject({
