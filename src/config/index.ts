@@ -27,12 +27,23 @@ const unsetIfEmpty = (v: unknown) => (typeof v === 'string' && v.trim() === '' ?
 const withDefault = <T extends z.ZodType>(schema: T, fallback: z.input<T>) =>
   z.preprocess(unsetIfEmpty, schema.prefault(fallback as never));
 
+/**
+ * The range a number or size variable accepts, kept on its schema (`.describe()` keeps metadata) so that the
+ * generated configuration table states it: a bound the table left out was found only by starting with a bad value.
+ */
+export interface ConfigBounds {
+  min: number;
+  max: number;
+  /** As the table says it: `1 to 4096`, `64KiB to 256MiB`. */
+  text: string;
+}
+
 /** Whole numbers in decimal digits only: `0x1F90`, `1e3` or `8080.0` are refused, not read as some other number. */
 const int = (min: number, max: number, fallback: number) =>
   withDefault(
     z.string().trim().regex(/^\d+$/, 'expected a whole number in decimal digits').transform(Number).pipe(z.number().min(min).max(max)),
     String(fallback),
-  );
+  ).meta({ bounds: { min, max, text: `${min} to ${max}` } satisfies ConfigBounds });
 
 const durationUnits: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -80,6 +91,11 @@ const size = (min: number, max: number, fallback: string) =>
           .max(max, `must be at most ${formatSize(max)}`),
       ),
     fallback,
+  ).meta(
+    // 0 to 2^53 - 1 is no bound worth a line (HERALD_MAX_LOG_BYTES, HERALD_MIN_FREE_BYTES).
+    min === 0 && max === Number.MAX_SAFE_INTEGER
+      ? {}
+      : { bounds: { min, max, text: `${formatSize(min)} to ${formatSize(max)}` } satisfies ConfigBounds },
   );
 
 /**
@@ -150,17 +166,17 @@ export const configSchema = z
     HERALD_FSYNC_INTERVAL_MS: int(1, 60_000, 50).describe('fsync period for HERALD_FSYNC=interval.'),
     HERALD_PARTITIONS: int(1, 4096, 16).describe('Number of partitions. Fixed when the data dir is created.'),
     HERALD_MAX_BODY_BYTES: size(64 * KiB, 256 * MiB, '1MiB').describe(
-      'Largest accepted request body (bytes, or `512KiB`, `1MiB`), on the wire and once decoded (`Content-Encoding`); larger is a 413. At least 64 KiB.',
+      'Largest accepted request body (bytes, or `512KiB`, `1MiB`), on the wire and once decoded (`Content-Encoding`); larger is a 413.',
     ),
     HERALD_INGEST_BUFFER_BYTES: size(64 * KiB, 64 * GiB, '128MiB').describe(
-      'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`), counted as they arrive and, once decoded (`Content-Encoding`), at their decoded size; a publish that would pass it is answered 503 `unavailable` with `Retry-After` (at once when its declared length cannot fit). One publish alone is always taken, however large. Memory for ingest is about 3.5 times this at most. At least 64 KiB.',
+      'Most bytes of `POST /events` bodies held at once, received and not yet answered (bytes, or `128MiB`), counted as they arrive and, once decoded (`Content-Encoding`), at their decoded size; a publish that would pass it is answered 503 `unavailable` with `Retry-After` (at once when its declared length cannot fit). One publish alone is always taken, however large. Memory for ingest is about 3.5 times this at most.',
     ),
     // Below node's 300 s for a whole request, which destroys the connection without an answer.
     HERALD_BODY_IDLE_TIMEOUT_MS: int(100, 120_000, DEFAULT_BODY_IDLE_TIMEOUT_MS).describe(
-      'Longest pause (milliseconds, at most 120000) while a request body is received (`POST /events`, and the JSON bodies of the other routes): a request whose body makes no progress this long is answered 408 `request_timeout` (nothing of it done or stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes. A request still unfinished after 300 s in all has its connection closed without an answer.',
+      'Longest pause (milliseconds) while a request body is received (`POST /events`, and the JSON bodies of the other routes): a request whose body makes no progress this long is answered 408 `request_timeout` (nothing of it done or stored) and its connection closed, so a client that stalled mid-body does not hold ingest buffer or a connection for minutes. A request still unfinished after 300 s in all has its connection closed without an answer.',
     ),
     HERALD_SEGMENT_BYTES: size(64 * KiB, 4 * GiB, '64MiB').describe(
-      'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started. At least 64 KiB.',
+      'Log segment size (bytes, or `64MiB`, `1GiB`) at which a new segment file is started.',
     ),
     // At least a second: 0 would delete every event as soon as it is stored.
     HERALD_RETENTION: duration('7d')
@@ -473,12 +489,18 @@ export function configDocs(): { name: string; defaultValue: string; description:
   return Object.entries(configSchema.shape).map(([name, schema]) => {
     const parsed = (schema as z.ZodType).safeParse(undefined);
     const fallback = parsed.success && parsed.data !== undefined ? String(parsed.data) : '';
+    const bounds = configBounds(name as keyof typeof configSchema.shape);
     return {
       name,
       defaultValue: DEFAULT_TEXT[name as keyof typeof configSchema.shape] ?? fallback,
-      description: (schema as z.ZodType).description ?? '',
+      description: [(schema as z.ZodType).description ?? '', bounds ? `Range: ${bounds.text}.` : ''].filter(Boolean).join(' '),
     };
   });
+}
+
+/** The range a number or size variable accepts (see `ConfigBounds`); none for the others. */
+export function configBounds(name: keyof typeof configSchema.shape): ConfigBounds | undefined {
+  return (configSchema.shape[name] as z.ZodType).meta()?.bounds as ConfigBounds | undefined;
 }
 
 /** The README's configuration table (`npm run docs:config`); a test keeps the README in step. */

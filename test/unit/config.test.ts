@@ -1,4 +1,4 @@
-import { ConfigError, configDocs, configWarnings, loadConfig } from '../../src/config';
+import { ConfigError, configBounds, configDocs, configWarnings, loadConfig } from '../../src/config';
 
 describe('loadConfig', () => {
   it('applies the documented defaults to an empty environment', () => {
@@ -200,14 +200,57 @@ describe('loadConfig', () => {
       const least = new RegExp(`${row.name}: must be at least (\\d+)(KiB|MiB|GiB|s)?\\b`).exec(message);
       if (!least) continue;
       bounded.push(row.name);
-      // As the table writes sizes: `At least 64 KiB.`; durations as they are given: `At least 1s.`
-      const unit = least[2] === undefined ? '' : least[2] === 's' ? 's' : ` ${least[2]}`;
+      // Sizes as the table's range writes them: `Range: 64KiB to 256MiB.`; durations as they are given: `At least 1s.`
+      const expected = least[2] === 's' ? `At least ${least[1]}s.` : `Range: ${least[1]}${least[2] ?? ''} to `;
       expect({ name: row.name, description: row.description }).toEqual({
         name: row.name,
-        description: expect.stringContaining(`At least ${least[1]}${unit}.`),
+        description: expect.stringContaining(expected),
       });
     }
     expect(bounded).toEqual(expect.arrayContaining(['HERALD_MAX_BODY_BYTES', 'HERALD_SEGMENT_BYTES', 'HERALD_RETENTION']));
+  });
+
+  it('states in the table every bound a number or size is refused for, both ends', () => {
+    // Was: HERALD_PARTITIONS (at most 4096), HERALD_NATS_REPLICAS (1 to 5), HERALD_MAX_STREAMS (at most 10000),
+    // HERALD_SHUTDOWN_TIMEOUT_MS and HERALD_BODY_IDLE_TIMEOUT_MS (at least 100), HERALD_FSYNC_INTERVAL_MS (at most
+    // 60000) and the sizes' upper bounds were found only by starting the gateway with a bad value.
+    const refusal = (name: string, value: string): string => {
+      try {
+        loadConfig({ [name]: value });
+        return '';
+      } catch (err) {
+        return (err as Error).message;
+      }
+    };
+    const checked: string[] = [];
+    for (const row of configDocs()) {
+      const bounds = configBounds(row.name as Parameters<typeof configBounds>[0]);
+      const tooSmall = refusal(row.name, '0');
+      const tooBig = refusal(row.name, '99999999999999');
+      // Numbers (`Too small`, `Too big`) and sizes (`must be at least 64KiB`); durations say theirs in words (above).
+      const refusesNumbers = /Too (small|big)|must be at (least|most) \d+(KiB|MiB|GiB| bytes)/.test(tooSmall + tooBig);
+      if (!refusesNumbers) continue;
+      checked.push(row.name);
+      expect({ name: row.name, bounds: bounds !== undefined }).toEqual({ name: row.name, bounds: true });
+      if (!bounds) continue;
+      expect(row.description).toContain(`Range: ${bounds.text}.`);
+      // The range is the one enforced: both ends taken, one past each refused.
+      expect(refusal(row.name, String(bounds.min))).toBe('');
+      expect(refusal(row.name, String(bounds.max))).toBe('');
+      if (bounds.min > 0) expect(refusal(row.name, String(bounds.min - 1))).toContain(row.name);
+      expect(refusal(row.name, String(bounds.max + 1))).toContain(row.name);
+    }
+    expect(checked).toEqual(
+      expect.arrayContaining([
+        'HERALD_NATS_REPLICAS',
+        'HERALD_PARTITIONS',
+        'HERALD_MAX_STREAMS',
+        'HERALD_SHUTDOWN_TIMEOUT_MS',
+        'HERALD_BODY_IDLE_TIMEOUT_MS',
+        'HERALD_FSYNC_INTERVAL_MS',
+        'HERALD_MAX_BODY_BYTES',
+      ]),
+    );
   });
 });
 
