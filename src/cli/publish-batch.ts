@@ -230,7 +230,9 @@ function explainRefusal(
 ): unknown {
   const done = `before it, ${sofar.stored} events were stored and ${sofar.duplicates} were duplicates`;
   const again = 'fix the file and run the same command again: events already stored are skipped as duplicates';
-  const range = `lines ${batch[0]!.number}–${batch[batch.length - 1]!.number}`;
+  const [first, last] = [batch[0]!.number, batch[batch.length - 1]!.number];
+  // A request of one line (`--batch-size 1`, an event too large to share one, the file's last) names it alone: was `lines 3–3`.
+  const range = first === last ? `line ${first}` : `lines ${first}–${last}`;
   if (err instanceof HeraldApiError) {
     const lines = problemLines(err, (index) => `line ${batch[index]?.number ?? `?${index}`}`);
     return new ReportedError(

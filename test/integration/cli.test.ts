@@ -238,6 +238,17 @@ describe('herald publish --batch', () => {
     expect((await herald('events', 'get', '/cli/batch', 'b-80001')).code).toBe(0);
     expect((await herald('events', 'get', '/cli/batch', 'b-80002')).code).toBe(1);
   });
+
+  it('names a refused request of one line as that line, not a range of one (was: lines 3–3)', async () => {
+    const file = path.join(tmpDir(), 'last-alone.jsonl');
+    const lines = [event(81_000), event(81_001), JSON.stringify({ specversion: '1.0', id: 'no-type-alone', source: '/cli/batch' })];
+    fs.writeFileSync(file, lines.join('\n'));
+    const result = await herald('publish', '--batch', file, '--batch-size', '2');
+    expect(result.code).toBe(1);
+    expect(result.stderr).toContain(`${file}, line 3 (one request, nothing of it stored)`);
+    expect(result.stderr).not.toContain('lines 3–3');
+    expect(result.stderr).toContain('before it, 2 events were stored and 0 were duplicates');
+  });
 });
 
 describe('herald events', () => {
