@@ -45,8 +45,8 @@ export function registerListen(program: Command, streams: CliStreams): void {
         'verifies the signature of each delivery, prints one line per event, forwards the request unchanged ' +
         '(method, headers, body) to --forward-to and answers the gateway with its status (502 when it cannot be ' +
         'reached, so the gateway retries). The signing secret is printed at start so your app can verify the ' +
-        'forwarded requests. Ctrl-C or SIGTERM deletes the subscription (one deleted meanwhile is fine) and exits; ' +
-        'so does the end of the reader of its output (herald listen | head -1).',
+        'forwarded requests. Ctrl-C, SIGTERM or SIGHUP (a closed terminal) deletes the subscription (one deleted ' +
+        'meanwhile is fine) and exits; so does the end of the reader of its output (herald listen | head -1).',
     )
     .requiredOption('--forward-to <url>', 'where to send each delivery, e.g. http://localhost:3000/webhooks', parseForwardUrl)
     .option('--filter-type <prefix>', 'only events whose type starts with this (repeatable)', collect(String))
