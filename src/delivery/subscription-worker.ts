@@ -467,18 +467,18 @@ export function createSubscriptionWorker(
    * The one way an attempt's life cycle changes: the machine's next state, then its effects. The
    * worker decides nothing about the life cycle itself; it feeds inputs and performs effects.
    */
-  function step(pending: Pending, input: AttemptInput, answer?: { ms: number }): AttemptEffect[] {
+  function step(pending: Pending, input: AttemptInput): AttemptEffect[] {
     const ctx = { now: clock(), policy: deps.subscription().delivery, random: deps.random, expired: isExpired(pending) };
     const { state, effects } = transition(pending.life, input, ctx);
     pending.life = state;
     // What a callback finishes (an ack, a reject, a nack past the last attempt: dead-lettered) was answered
     // 200 to a receiver: it is written with the write that answer waits for.
     const byCallback = input.kind === 'ack' || input.kind === 'reject' || input.kind === 'nack';
-    for (const effect of effects) perform(pending, effect, answer, byCallback);
+    for (const effect of effects) perform(pending, effect, byCallback);
     return effects;
   }
 
-  function perform(pending: Pending, effect: AttemptEffect, answer?: { ms: number }, byCallback = false): void {
+  function perform(pending: Pending, effect: AttemptEffect, byCallback = false): void {
     switch (effect.kind) {
       case 'send':
         clearTimer(pending);
@@ -543,19 +543,7 @@ export function createSubscriptionWorker(
         deps.observer?.outcome(subId, effect.outcome);
         return;
       case 'answered':
-        deps.log.debug(
-          {
-            subscription: subId,
-            partition: pending.partition,
-            offset: pending.offset,
-            attempt: pending.attempt,
-            status: pending.lastStatus,
-            ms: answer?.ms,
-            outcome: effect.outcome,
-          },
-          'delivery attempt',
-        );
-        return;
+        return; // logged with the attempt log's outcome once the step is done (see the answer's handling)
       case 'health':
         if (effect.ok) failures.succeeded();
         else failures.failed(effect.error);
@@ -773,7 +761,22 @@ export function createSubscriptionWorker(
             error: result.error,
             sinkNotAllowed: result.sinkNotAllowed,
           };
-    const effects = step(pending, input, { ms });
+    const effects = step(pending, input);
+    // The outcome the attempt log shows (`delivered`, `awaiting_ack`, `dead_lettered`, `stale`…): the debug line
+    // said the machine's own words (`done`, `await_ack`, `dead`, `error`), which neither the API nor the docs use.
+    const outcome = answerOutcome(pending.life, effects);
+    deps.log.debug(
+      {
+        subscription: subId,
+        partition: pending.partition,
+        offset: pending.offset,
+        attempt: attemptNumber,
+        status: result.status,
+        ms,
+        outcome,
+      },
+      'delivery attempt',
+    );
     deps.persistence.recordAttempt({
       subscriptionId: subId,
       deliveryId: attemptId,
@@ -784,7 +787,7 @@ export function createSubscriptionWorker(
       error: result.error?.slice(0, 1024) ?? null,
       durationMs: Math.max(0, Math.round(ms)),
       startedAt,
-      outcome: answerOutcome(pending.life, effects),
+      outcome,
     });
   }
 

@@ -108,6 +108,41 @@ describe('logs that tell the story', () => {
     expect(gw.output()).not.toContain(rotated.secret);
   });
 
+  it("says each attempt's outcome in the attempt log's words (was: done, await_ack, dead)", async () => {
+    receiver = await startReceiver((req) => ({
+      status: req.headers['ce-type'] === 'logs.later' ? 202 : req.headers['ce-type'] === 'logs.bad' ? 400 : 204,
+    }));
+    gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir(), HERALD_LOG_LEVEL: 'debug' });
+    const created = (await request(gw.url).post('/subscriptions').send({ sink: receiver.url }).expect(201)).body as { id: string };
+    for (const [id, type] of [
+      ['o1', 'logs.ok'],
+      ['o2', 'logs.later'],
+      ['o3', 'logs.bad'],
+    ] as const)
+      expect((await postEventsRaw(gw.url, { 'content-type': 'application/cloudevents+json' }, structured(id, type))).status).toBe(202);
+    const sub = { subscription: created.id };
+    await waitFor(() => find(gw!, 'delivery attempt', sub).length === 3 || undefined, { what: 'three attempt lines' });
+    const logged = find(gw, 'delivery attempt', sub).map((l) => ({ status: l.status, outcome: l.outcome }));
+    expect(logged).toEqual(
+      expect.arrayContaining([
+        { status: 204, outcome: 'delivered' },
+        { status: 202, outcome: 'awaiting_ack' },
+        { status: 400, outcome: 'dead_lettered' },
+      ]),
+    );
+    // The same words as the attempt log's rows for those attempts.
+    const rows = await waitFor(
+      async () => {
+        const body = (await request(gw!.url).get(`/subscriptions/${created.id}/attempts`).expect(200)).body as {
+          attempts: { status: number; outcome: string }[];
+        };
+        return body.attempts.length === 3 ? body.attempts : undefined;
+      },
+      { what: 'three attempt rows' },
+    );
+    expect(rows.map((r) => ({ status: r.status, outcome: r.outcome }))).toEqual(expect.arrayContaining(logged));
+  });
+
   it('writes at most one dead-letter line a second per subscription, saying how many it left out; every dead letter is stored', async () => {
     receiver = await startReceiver(() => ({ status: 400 }));
     gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir() });
