@@ -291,7 +291,11 @@ function printSubscription(ctx: Context, sub: Fields | Subscription): void {
     ['sink', sub.sink],
     ['state', stateOf(sub), sub.state === 'active' ? 'green' : 'yellow'],
     ['filters', sub.filters.length === 0 ? '(all events)' : JSON.stringify(sub.filters)],
-    ['delivery', `${d.format}, ordering ${d.ordering}, ack ${d.ackMode}, max in flight ${d.maxInFlight}, timeout ${d.timeoutMs} ms`],
+    // The ack deadline too: the README's tour sets it (`--delivery '{"ackDeadlineMs": 60000}'`), and `subs get` showed no trace of it.
+    [
+      'delivery',
+      `${d.format}, ordering ${d.ordering}, ack ${d.ackMode} (deadline ${d.ackDeadlineMs} ms), max in flight ${d.maxInFlight}, timeout ${d.timeoutMs} ms`,
+    ],
     ['retry', `${d.retry.maxAttempts} attempts, ${d.retry.initialDelayMs} ms × ${d.retry.multiplier} up to ${d.retry.maxDelayMs} ms`],
     ['rate limit', d.rateLimit ? `${d.rateLimit.perSecond}/s` : undefined],
     ['sink allows', sub.allowedRate ? `${sub.allowedRate.perSecond}/s (WebHook-Allowed-Rate; the lower rate applies)` : undefined],

@@ -340,7 +340,10 @@ describe('herald subs', () => {
     const got = await json('subs', 'get', id);
     expect(got).toMatchObject({ id, delivery: { retry: { maxAttempts: 3 }, headers: { authorization: '***' } } });
     expect(got.secret).toBeUndefined();
-    expect((await herald('subs', 'get', id)).stdout).toMatch(new RegExp(`^id:\\s+${id}$`, 'm'));
+    const shown = (await herald('subs', 'get', id)).stdout;
+    expect(shown).toMatch(new RegExp(`^id:\\s+${id}$`, 'm'));
+    // Every delivery setting the tour gives is shown (was: no ack deadline).
+    expect(shown).toMatch(/^delivery:\s+binary, ordering partition, ack auto \(deadline 30000 ms\), max in flight 16, timeout 10000 ms$/m);
 
     const updated = await json('subs', 'update', id, '--max-in-flight', '4', '--format', 'structured');
     expect(updated.delivery).toMatchObject({ maxInFlight: 4, format: 'structured', headers: { authorization: '***' } });
