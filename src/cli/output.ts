@@ -93,14 +93,16 @@ function columns(rows: string[][]): string {
  * order mark). The zero-width joiner and non-joiner are left alone: emoji and scripts such as Persian use them.
  */
 const HIDDEN = '\u061c\u200b\u200e\u200f\u202a-\u202e\u2060-\u2064\u2066-\u2069\ufeff';
-const UNPRINTABLE = new RegExp(`[\u0000-\u001f\u007f-\u009f${HIDDEN}]`, 'g');
-const UNPRINTABLE_BUT_NEWLINE = new RegExp(`[\u0000-\u0009\u000b-\u001f\u007f-\u009f${HIDDEN}]`, 'g');
+/** The line and paragraph separators: line breaks to Unicode as NEL (U+0085, a C1 control) is, escaped in `--json` too (was: raw here). */
+const SEPARATORS = '\u2028\u2029';
+const UNPRINTABLE = new RegExp(`[\u0000-\u001f\u007f-\u009f${SEPARATORS}${HIDDEN}]`, 'g');
+const UNPRINTABLE_BUT_NEWLINE = new RegExp(`[\u0000-\u0009\u000b-\u001f\u007f-\u009f${SEPARATORS}${HIDDEN}]`, 'g');
 /** What `JSON.stringify` leaves raw that a terminal may act on (DEL, C1: U+009B is a CSI) or that hides text, and U+2028/U+2029. */
 const RAW_IN_JSON = new RegExp(`[\u007f-\u009f\u2028\u2029${HIDDEN}]`, 'g');
 
 /**
- * `text` with every control character (C0, tab and newline included, DEL, C1) and every hidden
- * character ({@link HIDDEN}) written as a `\u001b`-style escape: event attributes and receivers'
+ * `text` with every control character (C0, tab and newline included, DEL, C1), the line and paragraph
+ * separators and every hidden character ({@link HIDDEN}) written as a `\u001b`-style escape: event attributes and receivers'
  * answers come from others, and must neither drive the terminal (move the cursor, retitle the window,
  * set the clipboard), nor forge lines or columns of the output (a type holding a newline and a
  * made-up event line), nor show text reversed or two ids alike. Human output only (`--json`: see

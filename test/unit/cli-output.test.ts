@@ -15,6 +15,12 @@ describe('CLI human output', () => {
     expect(printable('café → ok')).toBe('café → ok');
   });
 
+  it('writes the line and paragraph separators as escapes, as --json does (was: raw in human output only)', () => {
+    expect(printable('type\u2028forged line\u2029x')).toBe('type\\u2028forged line\\u2029x');
+    expect(printableLines('{\n  "type": "a\u2028b"\n}')).toBe('{\n  "type": "a\\u2028b"\n}');
+    expect(terminalSafeJson({ type: 'a\u2028b' })).toBe('{"type":"a\\u2028b"}');
+  });
+
   it('writes bidirectional controls as escapes: U+202E would show "…txt.exe" as "exe.txt…"', () => {
     expect(printable('a\u202eexe.txt\u2066b\u200fc')).toBe('a\\u202eexe.txt\\u2066b\\u200fc');
     expect(printableLines('{\n  "e": "\u202ex"\n}')).toBe('{\n  "e": "\\u202ex"\n}');
