@@ -6,7 +6,7 @@ import type { SubscriptionsService } from '../subscriptions/service';
 import { HERALD_VERSION } from '../version';
 import type { EventLog } from '../wal/event-store';
 import { createApp } from './app';
-import type { ApiKey, Authorizer } from './auth';
+import { SHORT_SECRET, type ApiKey, type Authorizer } from './auth';
 import type { DeliveryCallbacks } from '../delivery/dispatcher';
 import { createDeliveriesRouter } from './deliveries-router';
 import { createEventsRouter } from './events-router';
@@ -70,4 +70,10 @@ export function basePathOf(publicUrl: string | undefined): string {
 export function logListening(log: Logger, config: Readonly<Config>, url: string, apiKeys: readonly ApiKey[]): void {
   const { apiKeysRaw: _secrets, recovery, ...settings } = config;
   log.info({ url, version: HERALD_VERSION, ...settings, recovery: [...recovery], apiKeys: apiKeys.map((k) => k.name) }, 'herald listening');
+  const short = apiKeys.filter((k) => k.short).map((k) => k.name);
+  if (short.length > 0)
+    log.warn(
+      { apiKeys: short },
+      `API key secrets shorter than ${SHORT_SECRET} characters (${short.join(', ')}): failed keys are not throttled, so a short secret can be guessed; use ${SHORT_SECRET} or more random characters (openssl rand -hex 16)`,
+    );
 }

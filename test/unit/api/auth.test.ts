@@ -1,5 +1,7 @@
 import { checkExposure, createAuthorizer, isLoopback, parseApiKeys } from '../../../src/api/auth';
-import { ConfigError } from '../../../src/config';
+import pino from 'pino';
+import { logListening } from '../../../src/api/gateway-http';
+import { ConfigError, loadConfig } from '../../../src/config';
 import { AppError } from '../../../src/errors';
 
 describe('parseApiKeys', () => {
@@ -128,5 +130,27 @@ describe('checkExposure', () => {
     expect(() => checkExposure('0.0.0.0', [], true)).not.toThrow();
     expect(() => checkExposure('0.0.0.0', parseApiKeys('a:b:read'), false)).not.toThrow();
     expect(() => checkExposure('127.0.0.1', [], false)).not.toThrow();
+  });
+});
+
+describe('short secrets', () => {
+  it('are warned about at start, by key name, never by secret (failed keys are not throttled: a probe guessed 5,536 in 3 s)', () => {
+    const keys = parseApiKeys('ci:abc:publish; ops:0123456789abcdef:admin; two:short2:read');
+    expect(keys.map((k) => [k.name, k.short])).toEqual([
+      ['ci', true],
+      ['ops', false],
+      ['two', true],
+    ]);
+    const lines: { level: number; msg: string; apiKeys?: string[] }[] = [];
+    const log = pino({ level: 'info' }, { write: (line: string) => void lines.push(JSON.parse(line)) });
+    logListening(log, loadConfig({}), 'http://127.0.0.1:1', keys);
+    const warned = lines.filter((l) => l.level === 40);
+    expect(warned).toEqual([
+      expect.objectContaining({ apiKeys: ['ci', 'two'], msg: expect.stringMatching(/shorter than 16 characters \(ci, two\)/) }),
+    ]);
+    expect(JSON.stringify(lines)).not.toMatch(/abc|short2/);
+    lines.length = 0;
+    logListening(log, loadConfig({}), 'http://127.0.0.1:1', parseApiKeys('ops:0123456789abcdef:admin'));
+    expect(lines.filter((l) => l.level === 40)).toEqual([]);
   });
 });
