@@ -60,6 +60,16 @@ export function createConsoleRouter(opts: { dir?: string } = {}): Router {
     res.set(CONSOLE_SECURITY_HEADERS).set('cache-control', 'no-cache').type('html').send(html);
   });
 
+  // `/console/` (a typed or bookmarked slash) goes to the page rather than a 404: the API's routes are
+  // strict, and the page's own address has no slash. 308 keeps the method; the query string follows; no body.
+  router.get(`${PAGE_ROUTE}/`, open, (req, res) => {
+    const query = req.originalUrl.indexOf('?');
+    res
+      .status(308)
+      .location(PAGE_ROUTE + (query === -1 ? '' : req.originalUrl.slice(query)))
+      .end();
+  });
+
   // Names are not content-hashed: `no-cache` with validators (ETag, Last-Modified) picks up a rebuild at once.
   const serveAsset = express.static(path.join(dir, 'assets'), {
     index: false,

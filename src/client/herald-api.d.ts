@@ -775,6 +775,27 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/console/": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * The web console's address with a trailing slash
+         * @description A `308` to `/console`, the page's address, keeping the query string: API paths are matched
+         *     strictly, and this one is where a typed or bookmarked slash would otherwise end in a 404.
+         */
+        get: operations["redirectConsole"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/console/assets/{file}": {
         parameters: {
             query?: never;
@@ -3589,6 +3610,30 @@ export interface operations {
                 };
             };
             404: components["responses"]["NotFound"];
+            500: components["responses"]["InternalError"];
+        };
+    };
+    redirectConsole: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Permanent redirect to the console page. */
+            308: {
+                headers: {
+                    /**
+                     * @description `/console`, with the request's query string.
+                     * @example /console
+                     */
+                    Location: string;
+                    [name: string]: unknown;
+                };
+                content?: never;
+            };
             500: components["responses"]["InternalError"];
         };
     };

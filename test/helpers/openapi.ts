@@ -355,7 +355,7 @@ function templateRegex(template: string): RegExp {
     .split(/(\{[^}]+\})/)
     .map((part) => (part.startsWith('{') ? '[^/]+' : part.replace(/[.*+?^$()|[\]\\]/g, '\\$&')))
     .join('');
-  return new RegExp(`^${source}/?$`);
+  return new RegExp(`^${source}$`); // routes are strict: `/console/` is not `/console`
 }
 
 /**
@@ -383,7 +383,7 @@ export function createContractClient(baseUrl: string, checker: ContractChecker) 
       body = JSON.stringify(opts.json);
       headers['content-type'] ??= 'application/json';
     }
-    const res = await fetch(baseUrl + url, { method, headers, body });
+    const res = await fetch(baseUrl + url, { method, headers, body, redirect: 'manual' });
     const text = await readAnswer(res);
     const { operationId } = checker.checkResponse({ method, url, status: res.status, headers: res.headers, body: text });
     let parsed: unknown = text;

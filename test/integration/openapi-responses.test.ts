@@ -234,6 +234,11 @@ describe('every operation answers as the contract says', () => {
     });
     expect(cached.status).toBe(304);
     expect((await call('GET', '/console/assets/missing.js')).status).toBe(404);
+    // A trailing slash is sent to the page, query and all, not answered 404.
+    const slash = await call('GET', '/console/?view=subscriptions');
+    expect(slash.status).toBe(308);
+    expect(slash.headers.get('location')).toBe('/console?view=subscriptions');
+    expect((await call('GET', '/console/')).headers.get('location')).toBe('/console');
     // Only tsc was run: no dist/console.
     const notBuilt = http.createServer(
       createApp({ log: gw.log, authorize: createAuthorizer([]), routers: [createConsoleRouter({ dir: path.join(tmpDir(), 'console') })] }),
