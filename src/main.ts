@@ -87,14 +87,19 @@ async function startFromEnv(): Promise<void> {
     throw err;
   }
   shutdownTimeoutMs = config.shutdownTimeoutMs;
+  // Warned before the engine starts: a JetStream node can wait minutes for its cluster, and a
+  // setting it ignores should be said while the operator is still looking (README probe).
+  const log = (await import('./logger')).createLogger(config.logLevel);
+  const heapLimit = (await import('node:v8')).getHeapStatistics().heap_size_limit;
+  for (const warning of configWarnings(process.env, config, heapLimit)) log.warn(warning);
   let started;
   try {
     // The JetStream engine (and the NATS client under it) is loaded only when asked for: the embedded
     // engine's main thread then carries 2 MB less heap for every major collection to mark.
     started =
       config.store === 'jetstream'
-        ? await (await import('./jetstream-gateway')).startJetStreamGateway(config)
-        : await (await import('./gateway')).startGateway(config);
+        ? await (await import('./jetstream-gateway')).startJetStreamGateway(config, { log })
+        : await (await import('./gateway')).startGateway(config, { log });
   } catch (err) {
     if (err instanceof StartupError || err instanceof ConfigError) {
       process.stderr.write(`herald: ${oneLine(err.message)}\n`);
@@ -103,8 +108,6 @@ async function startFromEnv(): Promise<void> {
     throw err;
   }
   gateway = started;
-  const heapLimit = (await import('node:v8')).getHeapStatistics().heap_size_limit;
-  for (const warning of configWarnings(process.env, config, heapLimit)) started.log.warn(warning);
 }
 
 /** {@link startFromEnv}, any other failure to start exiting 1 with its stack. */

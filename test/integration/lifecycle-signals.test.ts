@@ -223,6 +223,37 @@ describe('a signal during start-up', () => {
   );
 });
 
+describe('configuration warnings', () => {
+  it('are logged before the engine starts: a JetStream node waiting for its cluster already says what it ignores (README probe: said once connected)', async () => {
+    const silent = net.createServer(() => undefined);
+    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    try {
+      const child = spawn(process.execPath, [MAIN_JS], {
+        env: {
+          PATH: process.env.PATH,
+          HERALD_PORT: '0',
+          HERALD_STORE: 'jetstream',
+          HERALD_NATS_SERVERS: `nats://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+          HERALD_RETENTION: '10s',
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let stdout = '';
+      child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
+      const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+      await new Promise<void>((resolve) => silent.once('connection', () => resolve()));
+      const warning = 'HERALD_RETENTION is set, but HERALD_STORE is jetstream: ignored';
+      for (let i = 0; i < 500 && !stdout.includes(warning); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(stdout).toContain(warning);
+      expect(stdout).not.toContain('herald listening'); // the cluster never answered: not started
+      child.kill('SIGTERM');
+      expect(await exited).toBe(0);
+    } finally {
+      silent.close();
+    }
+  });
+});
+
 /**
  * Starts `node dist/main.js` with a preload (`preload(hold)`: `hold` is the code that writes a marker and
  * waits, blocking the main thread, until told to go on), sends SIGTERM once the marker is written, lets it
