@@ -117,6 +117,8 @@ export function registerSubs(program: Command, streams: CliStreams): void {
       'after',
       '\nOptions not given are kept. --header adds or replaces one header and keeps the others (their values, never\n' +
         'shown, stay as stored); --header "name:" removes one. Headers in --delivery JSON replace the whole set (the API).\n' +
+        'A --sink on another origin (scheme, host, port) needs every stored header given again with its value\n' +
+        '(or --delivery \'{"headers":{}}\' to drop them): stored values are sent only where they were given for.\n' +
         '\nExamples:\n  herald subs update $SUB --max-in-flight 4 --header "x-tenant: acme"\n  herald subs update $SUB --header "x-tenant:"',
     )
     .action(

@@ -270,7 +270,10 @@ export interface paths {
          * @description Fields that are sent replace the current ones, except `delivery` (and its `retry`), which is
          *     merged field by field over the current options and then checked as a whole. `delivery.headers`,
          *     when sent, replaces the whole set, except that a value of `"***"` keeps the stored value of
-         *     that name; without it the stored headers are kept. Takes effect for the next delivery attempt:
+         *     that name; without it the stored headers are kept. A `sink` on another origin (scheme, host or
+         *     port) than the stored one takes stored header values along only when given again: a 400 naming
+         *     `delivery.headers` when they are not sent, or naming each header sent as `"***"`; `{}` drops
+         *     them. Takes effect for the next delivery attempt:
          *     the answer to a request already open means what `ackMode` and `ackDeadlineMs` said when it was
          *     sent (a 200 sent under `manual` still awaits its callback), and a waiting retry of an event that
          *     has had as many attempts as a lowered `retry.maxAttempts` allows is dead-lettered when it comes
@@ -1222,8 +1225,8 @@ export interface components {
          *     `proxy-*` (meant for the next hop). A subscription that stored one of the latter before they were
          *     refused keeps it; a PATCH that gives headers must leave it out. Values are visible ASCII (spaces and tabs only inside), at
          *     most 4096 characters, and are never returned. In a PATCH the given set replaces the stored
-         *     one, and `"***"` keeps the stored value of that name (a 400 when there is none); `{}` removes
-         *     them all.
+         *     one, and `"***"` keeps the stored value of that name (a 400 when there is none, or when the same
+         *     PATCH moves the sink to another origin); `{}` removes them all.
          * @example {
          *       "authorization": "Bearer 3q2-7w_example"
          *     }

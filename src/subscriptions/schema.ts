@@ -291,6 +291,36 @@ function resolveHeaders(current: Record<string, string> | undefined, given: Reco
   return out;
 }
 
+/**
+ * Stored header values (credentials, typically) go only to the origin they were given for: a PATCH that
+ * moves the sink to another scheme, host or port must give `delivery.headers` again, values in full
+ * (`{}` drops them), since no one can read them back to check where they would go. Browsers drop
+ * `Authorization` on a redirect to another origin for the same reason.
+ * @throws AppError `invalid_request` naming `delivery.headers` (or the header given as `"***"`)
+ */
+export function checkHeadersFollowSink(
+  from: { sink: string; headers: Record<string, string> | undefined },
+  to: { sink: string; headers: Record<string, string> | undefined },
+): void {
+  if (from.headers === undefined || Object.keys(from.headers).length === 0) return;
+  const [before, after] = [new URL(from.sink).origin, new URL(to.sink).origin];
+  if (before === after) return;
+  const why = `the sink moves from ${before} to ${after}, and stored header values are sent only to the origin they were given for`;
+  if (to.headers === undefined) {
+    const message = `${why}: give delivery.headers again with their values (${Object.keys(from.headers).join(', ')}), or {} to drop them`;
+    throw new AppError('invalid_request', `the delivery headers are not valid: ${message}`, {
+      details: [{ attribute: 'delivery.headers', message }],
+    });
+  }
+  const kept = Object.keys(to.headers).filter((name) => to.headers![name] === MASKED_HEADER_VALUE);
+  if (kept.length === 0) return;
+  const details = kept.map((name) => ({
+    attribute: `delivery.headers.${name}`,
+    message: `${why}: "${MASKED_HEADER_VALUE}" cannot keep it; give the value again`,
+  }));
+  throw new AppError('invalid_request', `the delivery headers are not valid: ${details[0]!.message}`, { details });
+}
+
 /** Delivery options as the API shows them: header values are never returned. */
 export function maskDelivery(stored: DeliveryOptions): DeliveryOptions {
   // Subscriptions stored before auto-disable existed have no value: they use (and show) the default.

@@ -9,6 +9,7 @@ import type { DeliveryControl } from './delivery-control';
 import { compileFilters } from '../filters/filter';
 import {
   applyDeliveryChange,
+  checkHeadersFollowSink,
   maskDelivery,
   uriOfSink,
   type CreateSubscriptionInput,
@@ -389,6 +390,13 @@ export function createSubscriptionsService(deps: {
       let revalidate = false;
       // Decided on the record as stored when written: it may have changed, or gone, during a DNS lookup.
       const { record } = await save(id, (current) => {
+        if (input.sink !== undefined) {
+          const given = input.delivery?.headers as Record<string, string> | undefined;
+          checkHeadersFollowSink(
+            { sink: uriOfSink(current.sink), headers: current.delivery.headers },
+            { sink: input.sink, headers: given },
+          );
+        }
         const delivery = input.delivery !== undefined ? applyDeliveryChange(current.delivery, input.delivery) : current.delivery;
         const changes: Partial<SubscriptionRecord> = {
           sink: input.sink ?? current.sink,

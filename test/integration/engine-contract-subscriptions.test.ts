@@ -145,6 +145,45 @@ for (const engine of ENGINES) {
         expect(after.map((s: { id: string }) => s.id)).not.toContain(sub.id);
       });
 
+      it('sends stored header values only to the origin they were given for: a sink moved elsewhere needs them again', async () => {
+        const sub = await subscribe(typeOf('moved'), {}, { headers: { authorization: 'Bearer s3cr3t', 'x-tenant': 'acme' } });
+        const other = await startReceiver();
+        try {
+          // Another path on the same origin keeps them.
+          const samePlace = `${receiver.url}/elsewhere`;
+          await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ sink: samePlace }).expect(200);
+          expect((await getSub(sub.id)).delivery.headers).toEqual({ authorization: '***', 'x-tenant': '***' });
+
+          const moved = await request(gw.url).patch(`/subscriptions/${sub.id}`).send({ sink: other.url });
+          expectProblem(moved, 400, 'invalid_request');
+          expect(moved.body.errors).toEqual([
+            { attribute: 'delivery.headers', message: expect.stringContaining('give delivery.headers again with their values') },
+          ]);
+          const masked = await request(gw.url)
+            .patch(`/subscriptions/${sub.id}`)
+            .send({ sink: other.url, delivery: { headers: { authorization: '***', 'x-tenant': 'acme' } } });
+          expectProblem(masked, 400, 'invalid_request');
+          expect(masked.body.errors).toEqual([
+            { attribute: 'delivery.headers.authorization', message: expect.stringContaining('"***" cannot keep it') },
+          ]);
+          expect(await getSub(sub.id)).toMatchObject({
+            sink: samePlace,
+            delivery: { headers: { authorization: '***', 'x-tenant': '***' } },
+          });
+
+          await request(gw.url)
+            .patch(`/subscriptions/${sub.id}`)
+            .send({ sink: other.url, delivery: { headers: { authorization: 'Bearer other' } } })
+            .expect(200);
+          await publish('moved', ['moved-1']);
+          const got = await waitFor(() => requestsForSubscription(other, sub.id)[0], { ...WAIT, what: 'the delivery to the new sink' });
+          expect(got.headers.authorization).toBe('Bearer other');
+          expect(got.headers['x-tenant']).toBeUndefined();
+        } finally {
+          await other.close();
+        }
+      });
+
       it('lists subscriptions in pages, in creation order, a page starting right after its cursor was deleted', async () => {
         for (let i = 0; i < 5; i++) await subscribe(typeOf(`page-${i}`));
         const whole = (await request(gw.url).get('/subscriptions').expect(200)).body;
