@@ -86,6 +86,20 @@ export function carriesAccessToken(sink: string): boolean {
   return ACCESS_TOKEN.test(sink);
 }
 
+/**
+ * The sink as log lines show it: the value of every `access_token` parameter of its query (http-webhook §3.2, a
+ * credential) and the password of user info (refused now, but a sink stored before that kept it) read `***`. The
+ * API shows a sink whole to those allowed to read it; a log goes wherever the operator ships it.
+ */
+export function sinkForLog(sink: string): string {
+  const fragment = sink.indexOf('#');
+  const head = fragment === -1 ? sink : sink.slice(0, fragment);
+  const q = head.indexOf('?');
+  const beforeQuery = (q === -1 ? head : head.slice(0, q)).replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@]*?):[^/@]*@/i, '$1:***@');
+  const query = q === -1 ? '' : head.slice(q).replace(/([?&]access_token=)[^&]*/g, '$1***');
+  return beforeQuery + query + (fragment === -1 ? '' : sink.slice(fragment));
+}
+
 /** The headers of the validation request (names in lower case); sent to the sink's URI, `no-store` as its deliveries. */
 export function handshakeHeaders(input: { origin: string; perSecond?: number; callbackUrl: string; sink: string }): Record<string, string> {
   const headers: Record<string, string> = {

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import type { Logger } from '../logger';
-import { handshakeHeaders, judgeHandshake, requestOrigin } from '../webhook-policy';
+import { handshakeHeaders, judgeHandshake, requestOrigin, sinkForLog } from '../webhook-policy';
 import type { SubscriptionRecord } from './record';
 
 /** How long a sink has to consent, by its answer or by the callback (CloudEvents http-webhook §4.1). */
@@ -86,7 +86,7 @@ export function createHandshakes(deps: {
         callbackUrl: this.callbackUrl(token),
         sink: record.sink,
       });
-      deps.log.info({ subscription: id, sink: record.sink }, 'validation handshake sent');
+      deps.log.info({ subscription: id, sink: sinkForLog(record.sink) }, 'validation handshake sent');
       const send = (): void =>
         void deps.probe(record.sink, headers, record.delivery.timeoutMs).then(
           (answer) => {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { toStructured } from '../cloudevents/format';
-import { allowedRate, callbackGrants, newSigningSecret, previousSecretAt } from '../webhook-policy';
+import { allowedRate, callbackGrants, newSigningSecret, previousSecretAt, sinkForLog } from '../webhook-policy';
 import { AppError, isUnavailable } from '../errors';
 import { PAGE_BYTES, readStored, type EventLog } from '../wal/event-store';
 import type { SubscriptionRecord } from './record';
@@ -325,7 +325,10 @@ export function createSubscriptionsService(deps: {
       };
       // The local store writes the first offsets in the insert's transaction; on JetStream, `add` makes them.
       live.inserted(record, await deps.records.insert(record));
-      deps.log.info({ subscription: id, sink: record.sink, startAt: record.startAt, state: record.state }, 'subscription created');
+      deps.log.info(
+        { subscription: id, sink: sinkForLog(record.sink), startAt: record.startAt, state: record.state },
+        'subscription created',
+      );
       validate(record);
       return { ...(await view(record, 'saved')), secret: record.secret };
     },

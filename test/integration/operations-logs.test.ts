@@ -108,6 +108,20 @@ describe('logs that tell the story', () => {
     expect(gw.output()).not.toContain(rotated.secret);
   });
 
+  it("never logs a sink's access_token (http-webhook §3.2): the creation and handshake lines show it as ***", async () => {
+    receiver = await startReceiver(() => ({ status: 200, headers: { 'webhook-allowed-origin': '*' } }));
+    gw = await spawnGateway({ HERALD_DATA_DIR: tmpDir() });
+    const sink = `${receiver.url}?access_token=sink-token-4f2a91`;
+    const created = (await request(gw.url).post('/subscriptions').send({ sink, validation: 'cloudevents' }).expect(201)).body;
+    await waitFor(() => find(gw!, 'validation handshake sent').length === 1 || undefined, { what: 'the handshake line' });
+    await waitFor(() => find(gw!, 'subscription created').length === 1 || undefined, { what: 'the creation line' });
+    const shown = `${receiver.url}?access_token=***`;
+    expect(find(gw, 'subscription created', { subscription: created.id })[0]).toMatchObject({ level: INFO, sink: shown });
+    expect(find(gw, 'validation handshake sent', { subscription: created.id })[0]).toMatchObject({ sink: shown });
+    expect(created.sink).toBe(sink); // the API still shows it to those allowed to read it
+    expect(gw.output()).not.toContain('sink-token-4f2a91');
+  });
+
   it("says each attempt's outcome in the attempt log's words (was: done, await_ack, dead)", async () => {
     receiver = await startReceiver((req) => ({
       status: req.headers['ce-type'] === 'logs.later' ? 202 : req.headers['ce-type'] === 'logs.bad' ? 400 : 204,

@@ -6,6 +6,7 @@ import {
   judgeHandshake,
   requestOrigin,
   requestRatePerMinute,
+  sinkForLog,
 } from '../../../src/webhook-policy';
 
 /** CloudEvents http-webhook §4 (abuse protection): the validation request and what answers mean. */
@@ -45,6 +46,21 @@ describe('a sink with access_token in its query (http-webhook §3.2)', () => {
     expect(carriesAccessToken('https://s.example/hook?p=q#&access_token=t')).toBe(false);
     // The query starts at the first `?`: this one's only parameter is `a`, whose value holds the text.
     expect(carriesAccessToken('https://s.example/hook?a=b?access_token=t')).toBe(false);
+  });
+});
+
+describe('a sink as log lines show it', () => {
+  it('hides every access_token value and a password, keeping the rest to tell the sink by', () => {
+    expect(sinkForLog('https://s.example/hook?access_token=t0k3n')).toBe('https://s.example/hook?access_token=***');
+    expect(sinkForLog('https://s.example/hook?p=q&access_token=t0k3n&r=s')).toBe('https://s.example/hook?p=q&access_token=***&r=s');
+    expect(sinkForLog('https://s.example/hook?access_token=a&access_token=b#f')).toBe(
+      'https://s.example/hook?access_token=***&access_token=***#f',
+    );
+    expect(sinkForLog('https://user:pw@s.example:8443/hook?x=1')).toBe('https://user:***@s.example:8443/hook?x=1');
+    expect(sinkForLog('http://127.0.0.1:9000/hooks/orders?my_access_token=kept')).toBe(
+      'http://127.0.0.1:9000/hooks/orders?my_access_token=kept',
+    );
+    expect(sinkForLog('https://s.example/hook#access_token=fragment')).toBe('https://s.example/hook#access_token=fragment');
   });
 });
 
