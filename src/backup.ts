@@ -60,7 +60,8 @@ export interface BackupManifest {
 
 /**
  * A backup inside the data dir it copies would be lost with it, and copied into itself by the next backup
- * (CLI probe: `herald backup $DIR/inside` was taken). Compared by real paths (a symlink is followed).
+ * (CLI probe: `herald backup $DIR/inside` was taken). Compared by real paths (a symlink is followed), with the
+ * data dir's and with its `wal/`'s, which may be a link to another disk.
  */
 function requireOutside(source: string, dest: string): void {
   const real = (p: string): string => {
@@ -70,10 +71,12 @@ function requireOutside(source: string, dest: string): void {
       return path.join(real(path.dirname(p)), path.basename(p)); // not there yet: its parent's real path
     }
   };
-  const from = real(source);
   const to = real(path.resolve(dest));
-  if (to === from || to.startsWith(from + path.sep))
-    throw new BackupError(`${dest} is inside the data dir ${source}: a backup there is lost with it; choose a directory outside it`);
+  // `wal/` may be a link to another disk (README: the free-space check watches it too): it is the data dir as well
+  // (ops probe: a backup into the linked directory was taken, written among the live segments).
+  for (const from of [real(source), real(path.join(source, 'wal'))])
+    if (to === from || to.startsWith(from + path.sep))
+      throw new BackupError(`${dest} is inside the data dir ${source}: a backup there is lost with it; choose a directory outside it`);
 }
 
 /** A backup or restore that cannot be done as asked: its message is the whole explanation. */

@@ -322,6 +322,22 @@ describe('herald backup / herald restore', () => {
     expect((await request(again.url).get('/subscriptions').expect(200)).body.subscriptions).toHaveLength(1);
   }, 60_000);
 
+  it("refuses a backup into the directory the data dir's wal/ links to, on another disk (ops probe: taken, among the live segments)", async () => {
+    const source = tmpDir();
+    const otherDisk = tmpDir();
+    fs.mkdirSync(path.join(otherDisk, 'wal'));
+    fs.symlinkSync(path.join(otherDisk, 'wal'), path.join(source, 'wal'));
+    const gw = await spawnGateway(env(source));
+    await postBatch(gw.url, [event('w-1')]);
+    const inside = path.join(otherDisk, 'wal', 'backup');
+    const refused = await runHerald(['backup', '--data-dir', source, inside]);
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/is inside the data dir .*: a backup there is lost with it/);
+    expect(fs.existsSync(inside)).toBe(false);
+    // Beside it on that disk is outside the data dir: taken.
+    expect(await runHerald(['backup', '--data-dir', source, path.join(otherDisk, 'backup')])).toMatchObject({ code: 0, stderr: '' });
+  }, 60_000);
+
   it('keeps a data dir it creates, a backup and a restore for its user alone (ops probe: herald.db, secrets and sink credentials in clear, was readable by every local user)', async () => {
     /** Every path under `root` (itself included) whose mode lets its group or others in. */
     const open = (root: string): string[] => {
