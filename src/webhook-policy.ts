@@ -95,7 +95,7 @@ export function sinkForLog(sink: string): string {
   const fragment = sink.indexOf('#');
   const head = fragment === -1 ? sink : sink.slice(0, fragment);
   const q = head.indexOf('?');
-  const beforeQuery = (q === -1 ? head : head.slice(0, q)).replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@]*?):[^/@]*@/i, '$1:***@');
+  const beforeQuery = (q === -1 ? head : head.slice(0, q)).replace(/^([a-z][a-z0-9+.-]*:\/\/[^/@:]*):[^/@]*@/i, '$1:***@');
   const query = q === -1 ? '' : head.slice(q).replace(/([?&]access_token=)[^&]*/g, '$1***');
   return beforeQuery + query + (fragment === -1 ? '' : sink.slice(fragment));
 }
