@@ -93,7 +93,7 @@ export function createWriteBehind(deps: {
       // subscription finishes out of order are passed by then), at once when a callback's answer waits for it,
       // and at once when this transaction deletes its written in-flight row: a crash between the two writes
       // left neither, and the restart sent the event again as a new one, attempt 1 (chaos soak: 3, then 1).
-      else if (urgent || at <= settledBefore || dirtyPending.get(key(subscriptionId, { ...row, redrive: false }))?.remove) {
+      else if (urgent || at <= settledBefore || dirtyPending.get(key(subscriptionId, row, false))?.remove) {
         stateRepo.saveFinished(subscriptionId, [row]);
         finishedDone.push(k);
       }
@@ -332,16 +332,16 @@ export function createWriteBehind(deps: {
   }
 
   // A redelivery and the partition's own delivery of the same offset are two deliveries (two rows).
-  const key = (subscriptionId: string, p: { partition: number; offset: number; redrive: boolean }) =>
-    `${subscriptionId}\u0000${p.partition}\u0000${p.offset}\u0000${p.redrive ? 1 : 0}`;
+  const key = (subscriptionId: string, p: { partition: number; offset: number }, redrive: boolean) =>
+    `${subscriptionId}\u0000${p.partition}\u0000${p.offset}\u0000${redrive ? 1 : 0}`;
 
   const persistence: StatePersistence = {
     savePending(subscriptionId, pending) {
-      dirtyPending.set(key(subscriptionId, pending), { subscriptionId, pending, remove: false });
+      dirtyPending.set(key(subscriptionId, pending, pending.redrive), { subscriptionId, pending, remove: false });
       scheduleFlush();
     },
     deletePending(subscriptionId, pending) {
-      const k = key(subscriptionId, pending);
+      const k = key(subscriptionId, pending, pending.redrive);
       // Started and finished within one flush window (the common, healthy case): SQLite never needs to hear of it.
       if (!pending.persisted) dirtyPending.delete(k);
       else dirtyPending.set(k, { subscriptionId, pending, remove: true });
