@@ -1,6 +1,6 @@
 import type { PendingRow, PendingState } from '../store/delivery-state-repo';
 import type { DeliveryOutcome } from './tally';
-import { classifyStatus, type Outcome } from './request';
+import { classifyStatus } from './request';
 import { parseRetryAfter, retryDelayMs, type RetryPolicy } from './retry';
 import type { AttemptOutcome, DeadLetterReason } from '../subscriptions/delivery-records';
 
@@ -175,8 +175,11 @@ export type AttemptEffect =
   | { kind: 'drop' }
   /** Count a delivery outcome (metrics). */
   | { kind: 'observe'; outcome: DeliveryOutcome }
-  /** The current attempt was answered, meaning `outcome` (logged). */
-  | { kind: 'answered'; outcome: Outcome | 'error' }
+  /**
+   * The current attempt was answered (or timed out): no worker action; `answerOutcome` reads it off the
+   * step for the attempt log (a step without it was a stale answer).
+   */
+  | { kind: 'answered' }
   /** For auto-disable: the answer was a 2xx, or a failure (410 is neither: it pauses anyway). */
   | { kind: 'health'; ok: true }
   | { kind: 'health'; ok: false; error: string }
@@ -300,6 +303,7 @@ const PERSIST: AttemptEffect = { kind: 'persist' };
 const COMMIT: AttemptEffect = { kind: 'commitOffset' };
 const HEALTHY: AttemptEffect = { kind: 'health', ok: true };
 const DELIVERED: AttemptEffect = { kind: 'observe', outcome: 'delivered' };
+const ANSWERED: AttemptEffect = { kind: 'answered' };
 
 function start(s: Ready | Scheduled, input: InputOf<'start'>, ctx: AttemptContext): Step {
   const attempt = s.attempt + 1;
@@ -349,7 +353,7 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
   const outcome = status === null ? 'error' : classifyStatus(status, s.sentUnder.ackMode);
   // An empty excerpt (a 500 with no body) says nothing: the status does (JetStream probe: `"lastError":""` in the pause's line).
   const failure = input.error || `HTTP ${status}`;
-  const answered: AttemptEffect[] = [{ kind: 'answered', outcome }];
+  const answered: AttemptEffect[] = [ANSWERED];
   if (status !== null && status >= 200 && status < 300) answered.push(HEALTHY);
   else if (status !== 410) answered.push({ kind: 'health', ok: false, error: failure });
   if (input.sinkNotAllowed) {
@@ -402,7 +406,7 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
 function timeout(s: Sending, input: InputOf<'timeout'>, ctx: AttemptContext): Step {
   const base: Attempts = { ...attempts(s), lastStatus: null };
   const answered: AttemptEffect[] = [
-    { kind: 'answered', outcome: 'error' },
+    ANSWERED,
     { kind: 'health', ok: false, error: input.error ?? 'HTTP null' },
     { kind: 'observe', outcome: 'timeout' },
   ];
