@@ -426,18 +426,15 @@ async function composeEngine(parts: {
     },
     async redeliver(id, ids) {
       entryOf(id);
-      if (!ids) {
-        const rows = await allDeadLetters(id);
-        for (let i = 0; i < rows.length; i += REDRIVE_BATCH) await redrive(id, rows.slice(i, i + REDRIVE_BATCH));
-        return rows.length;
-      }
-      // Each named once however often it is given: the answer counts the dead letters found (JetStream probe: [X, X, X] counted 3).
-      // Looked up a batch at a time, as they are published: 10,000 ids are not 10,000 requests to the servers at once.
-      const named = [...new Set(ids)];
+      // All of them, read first; or those named, each once however often it is given: the answer counts the dead
+      // letters found (JetStream probe: [X, X, X] counted 3). Named ones are looked up a batch at a time, as they are
+      // published: 10,000 ids are not 10,000 requests to the servers at once.
+      const wanted: readonly (DeadLetterRow | string)[] = ids ? [...new Set(ids)] : await allDeadLetters(id);
       let found = 0;
-      for (let i = 0; i < named.length; i += REDRIVE_BATCH) {
-        const batch = await Promise.all(named.slice(i, i + REDRIVE_BATCH).map((d) => ctx.deadLetters.get(id, d)));
-        const rows = batch.filter((r) => r !== undefined);
+      for (let i = 0; i < wanted.length; i += REDRIVE_BATCH) {
+        const batch = wanted.slice(i, i + REDRIVE_BATCH);
+        const looked = await Promise.all(batch.map((d) => (typeof d === 'string' ? ctx.deadLetters.get(id, d) : d)));
+        const rows = looked.filter((r) => r !== undefined);
         await redrive(id, rows);
         found += rows.length;
       }
