@@ -115,8 +115,7 @@ export function createWriteBehind(deps: {
 
   /** Writes everything buffered now; throws (the buffer kept, a retry scheduled unless closing) when SQLite fails. */
   function flushOrThrow(): void {
-    if (flushTimer) clearTimeout(flushTimer);
-    flushTimer = undefined;
+    cancelTimedFlush();
     const idle =
       dirtyPending.size === 0 &&
       dirtyOffsets.size === 0 &&
@@ -310,6 +309,12 @@ export function createWriteBehind(deps: {
     flushTimer ??= setTimeout(timedFlush, FLUSH_INTERVAL_MS);
   }
 
+  /** A write of the whole buffer made now (a flush, a seek) takes the timed flush's place. */
+  function cancelTimedFlush(): void {
+    clearTimeout(flushTimer);
+    flushTimer = undefined;
+  }
+
   /**
    * A flush the timer runs; while the checkpointer holds the write lock, put off to the next interval. A TRUNCATE
    * checkpoint through a slow fsync holds it for seconds, and each try waited its busy timeout (1 s) on the delivery
@@ -473,8 +478,7 @@ export function createWriteBehind(deps: {
      * and the buffer kept for the next flush, when SQLite fails.
      */
     seek(subscriptionId: string, positions: { partition: number; offset: number }[], generation: number): void {
-      if (flushTimer) clearTimeout(flushTimer);
-      flushTimer = undefined;
+      cancelTimedFlush();
       try {
         // Durably: the seek is answered as done, and a replay asked for must not be taken back by a power cut.
         durably(deps.db, () => writeSeek(subscriptionId, positions, generation));
