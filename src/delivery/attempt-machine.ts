@@ -1,6 +1,7 @@
 import type { PendingRow, PendingState } from '../store/delivery-state-repo';
 import type { DeliveryOutcome } from './tally';
 import { classifyStatus } from './request';
+import type { SendResult } from './http-sender';
 import { parseRetryAfter, retryDelayMs, type RetryPolicy } from './retry';
 import type { AttemptOutcome, DeadLetterReason } from '../subscriptions/delivery-records';
 
@@ -125,6 +126,22 @@ export type AttemptInput =
    * restart): not known bad, so it is tried again after `delayMs`, no attempt spent.
    */
   | { kind: 'unavailable'; delayMs: number };
+/**
+ * What the receiver's answer (or its absence) is to the machine, on either engine: no status within the
+ * timeout is a `timeout`, unless the sink's address was refused (an `answer` that dead-letters it).
+ */
+export function answerInput(attemptId: string, result: SendResult): AttemptInput {
+  if (result.status === null && result.timedOut && !result.sinkNotAllowed) return { kind: 'timeout', attemptId, error: result.error };
+  return {
+    kind: 'answer',
+    attemptId,
+    status: result.status,
+    retryAfter: result.retryAfter,
+    error: result.error,
+    sinkNotAllowed: result.sinkNotAllowed,
+  };
+}
+
 export type InputKind = AttemptInput['kind'];
 type InputOf<K extends InputKind> = Extract<AttemptInput, { kind: K }>;
 

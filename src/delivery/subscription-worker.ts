@@ -9,6 +9,7 @@ import type { DeliveryObserver } from './tally';
 import { AbortGroup, LOCAL_FAILURE_RETRY_MS, type HttpSender, type Outgoing } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';
 import {
+  answerInput,
   answerOutcome,
   initialState,
   shiftTimes,
@@ -750,18 +751,7 @@ export function createSubscriptionWorker(
     if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, clock() - storedAt);
     // An answer for an attempt that is no longer current (a callback settled it meanwhile, a newer
     // attempt started, a seek dropped it) changes nothing: the machine checks the attempt id and phase.
-    const input: AttemptInput =
-      result.status === null && result.timedOut && !result.sinkNotAllowed
-        ? { kind: 'timeout', attemptId, error: result.error }
-        : {
-            kind: 'answer',
-            attemptId,
-            status: result.status,
-            retryAfter: result.retryAfter,
-            error: result.error,
-            sinkNotAllowed: result.sinkNotAllowed,
-          };
-    const effects = step(pending, input);
+    const effects = step(pending, answerInput(attemptId, result));
     // The outcome the attempt log shows (`delivered`, `awaiting_ack`, `dead_lettered`, `stale`…): the debug line
     // said the machine's own words (`done`, `await_ack`, `dead`, `error`), which neither the API nor the docs use.
     const outcome = answerOutcome(pending.life, effects);

@@ -1,6 +1,13 @@
 import type { JetStreamManager, JsMsg, StoredMsg } from 'nats';
 import type { CloudEvent } from '../../cloudevents/event';
-import { answerOutcome, transition, type AttemptEffect, type AttemptInput, type AttemptState } from '../../delivery/attempt-machine';
+import {
+  answerInput,
+  answerOutcome,
+  transition,
+  type AttemptEffect,
+  type AttemptInput,
+  type AttemptState,
+} from '../../delivery/attempt-machine';
 import type { AbortGroup, SendResult } from '../../delivery/http-sender';
 import { requestFor } from '../../delivery/request';
 import { retryAfterHoldUntil } from '../../delivery/retry';
@@ -362,7 +369,7 @@ export async function handleMessage(
     // Closing: this node stopped watching the subscriptions, so a delete through another node is
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
-    decided = await decide(ctx, { deliveryId, key, count }, entry, revision, inputOf(deliveryId, result), close);
+    decided = await decide(ctx, { deliveryId, key, count }, entry, revision, answerInput(deliveryId, result), close);
     // Auto ack: an answer from a node that stalled long enough to have been overtaken settles nothing
     // (its signal would settle the later delivery), and a 202's entry is closed, when a later delivery
     // was started.
@@ -512,20 +519,6 @@ async function deadIfLastLapsed(ctx: EngineContext, sub: SubscriptionView, targe
 /** Whether the subscription was deleted (here or through another node); when that cannot be read, not. */
 async function deletedMeanwhile(sub: SubscriptionView): Promise<boolean> {
   return !(await sub.exists().catch(() => true));
-}
-
-/** What the receiver's answer (or its absence) is to the attempt machine. */
-function inputOf(deliveryId: string, result: SendResult): AttemptInput {
-  if (result.status === null && result.timedOut && !result.sinkNotAllowed)
-    return { kind: 'timeout', attemptId: deliveryId, error: result.error };
-  return {
-    kind: 'answer',
-    attemptId: deliveryId,
-    status: result.status,
-    retryAfter: result.retryAfter,
-    error: result.error,
-    sinkNotAllowed: result.sinkNotAllowed,
-  };
 }
 
 async function send(

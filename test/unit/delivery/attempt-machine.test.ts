@@ -1,5 +1,6 @@
 import {
   INPUT_KINDS,
+  answerInput,
   answerOutcome,
   PHASES,
   ROW_STATE,
@@ -542,5 +543,31 @@ describe('answerOutcome: what the attempt log says was done with an answer', () 
     ['an answer after a callback settled it', 'stale', awaiting, { kind: 'answer', attemptId: 'dlv_1', status: 204 }],
   ])('%s → %s', (_what, expected, state, input) => {
     expect(outcomeOf(state, input)).toBe(expected);
+  });
+});
+
+describe("answerInput: what the sender's result is to the machine (both engines)", () => {
+  it('no status within the timeout is a timeout, with the error', () => {
+    expect(answerInput('dlv_1', { status: null, timedOut: true, error: 'timed out' })).toEqual({
+      kind: 'timeout',
+      attemptId: 'dlv_1',
+      error: 'timed out',
+    });
+  });
+  it('a refused sink address is an answer, even when it took the whole timeout: it dead-letters, never retried', () => {
+    const input = answerInput('dlv_1', { status: null, timedOut: true, sinkNotAllowed: true, error: 'refused' });
+    expect(input).toMatchObject({ kind: 'answer', status: null, sinkNotAllowed: true });
+    expect(transition(sending, input, ctx()).state.phase).toBe('dead');
+  });
+  it('a status or a failed connection is an answer with what came with it', () => {
+    expect(answerInput('dlv_1', { status: 503, retryAfter: '7', error: 'busy' })).toEqual({
+      kind: 'answer',
+      attemptId: 'dlv_1',
+      status: 503,
+      retryAfter: '7',
+      error: 'busy',
+      sinkNotAllowed: undefined,
+    });
+    expect(answerInput('dlv_1', { status: null, error: 'ECONNREFUSED' })).toMatchObject({ kind: 'answer', status: null });
   });
 });
