@@ -6,7 +6,7 @@ import type { FinishedRow, OffsetRow, PendingRow } from '../store/delivery-state
 import type { SubscriptionRecord } from '../subscriptions/record';
 import type { Matcher } from '../filters/filter';
 import type { DeliveryObserver } from './tally';
-import { AbortGroup, LOCAL_FAILURE_RETRY_MS, type HttpSender, type Outgoing } from './http-sender';
+import { AbortGroup, LOCAL_FAILURE_RETRY_MS, type HttpSender, type Outgoing, type SendResult } from './http-sender';
 import { newDeliveryId, Pending, type CallbackRegistry, type RedriveItem, type StatePersistence, type SubscriptionWorker } from './pending';
 import {
   answerInput,
@@ -707,7 +707,7 @@ export function createSubscriptionWorker(
     const epoch = flow.epoch();
     openCount++;
     awaitingConnection.set(attemptId, pending);
-    let result: Awaited<ReturnType<HttpSender['send']>>;
+    let result: SendResult;
     try {
       result = await deps.sender.send(sub.sink, build, sub.delivery.timeoutMs, abortGroupOf(pending), subId);
     } finally {
@@ -717,25 +717,7 @@ export function createSubscriptionWorker(
       // Resolved here, run after this answer is handled below (a promise's callbacks wait for this function's turn to end).
       if (openCount === 0 && idleWaiters.length > 0) for (const resolve of idleWaiters.splice(0)) resolve();
     }
-    if (result.withdrawn) {
-      step(pending, { kind: 'withdraw', attemptId });
-      // Withdrawn for a new sink, not a pause: it goes again at once (a pause's resume makes it due).
-      if (!stopped && !quiescing) attempt(pending);
-      return;
-    }
-    if (result.localFailure) {
-      // Out of descriptors here (connect EMFILE): nothing left, and the receiver did nothing wrong. Counted as
-      // its failure, a burst of connections under a low `ulimit -n` dead-lettered events healthy receivers never saw.
-      step(pending, { kind: 'withdraw', attemptId });
-      localFailureLine((suppressed) =>
-        deps.log.error(
-          { subscription: subId, partition: pending.partition, offset: pending.offset, err: result.error, suppressed },
-          'delivery cannot open a connection (this process is out of file descriptors); the attempt waits and goes again, no attempt spent (logged once a minute)',
-        ),
-      );
-      if (!stopped && !quiescing) step(pending, { kind: 'unavailable', delayMs: LOCAL_FAILURE_RETRY_MS });
-      return;
-    }
+    if (result.withdrawn || result.localFailure) return notSent(pending, attemptId, result);
     const ms = Math.round(performance.now() - began);
     // Every answer informs the concurrency limit, even one that no longer matters to its event.
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
@@ -752,6 +734,36 @@ export function createSubscriptionWorker(
     // An answer for an attempt that is no longer current (a callback settled it meanwhile, a newer
     // attempt started, a seek dropped it) changes nothing: the machine checks the attempt id and phase.
     const effects = step(pending, answerInput(attemptId, result));
+    recordAnswer(pending, { attemptId, attemptNumber, startedAt, ms }, result, effects);
+  }
+
+  /** An attempt that never left (withdrawn, or no connection could be opened here): its number is not spent. */
+  function notSent(pending: Pending, attemptId: string, result: SendResult): void {
+    step(pending, { kind: 'withdraw', attemptId });
+    if (result.withdrawn) {
+      // Withdrawn for a new sink, not a pause: it goes again at once (a pause's resume makes it due).
+      if (!stopped && !quiescing) attempt(pending);
+      return;
+    }
+    // Out of descriptors here (connect EMFILE): nothing left, and the receiver did nothing wrong. Counted as
+    // its failure, a burst of connections under a low `ulimit -n` dead-lettered events healthy receivers never saw.
+    localFailureLine((suppressed) =>
+      deps.log.error(
+        { subscription: subId, partition: pending.partition, offset: pending.offset, err: result.error, suppressed },
+        'delivery cannot open a connection (this process is out of file descriptors); the attempt waits and goes again, no attempt spent (logged once a minute)',
+      ),
+    );
+    if (!stopped && !quiescing) step(pending, { kind: 'unavailable', delayMs: LOCAL_FAILURE_RETRY_MS });
+  }
+
+  /** The attempt log's row and the debug line of an answer the machine has stepped on (`effects`). */
+  function recordAnswer(
+    pending: Pending,
+    a: { attemptId: string; attemptNumber: number; startedAt: number; ms: number },
+    result: SendResult,
+    effects: readonly AttemptEffect[],
+  ): void {
+    const { attemptId, attemptNumber, startedAt, ms } = a;
     // The outcome the attempt log shows (`delivered`, `awaiting_ack`, `dead_lettered`, `stale`…): the debug line
     // said the machine's own words (`done`, `await_ack`, `dead`, `error`), which neither the API nor the docs use.
     const outcome = answerOutcome(pending.life, effects);
