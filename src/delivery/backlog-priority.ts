@@ -16,7 +16,7 @@ export interface Interval {
   committedGroups: number;
 }
 
-export const BACKLOG_PRIORITY_INTERVAL_MS = 250;
+const BACKLOG_PRIORITY_INTERVAL_MS = 250;
 /** Intervals without a backlog read under ingest before the thread returns to nice 0 (a page covers many events). */
 export const HOLD_INTERVALS = 4;
 

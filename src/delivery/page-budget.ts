@@ -9,7 +9,7 @@ export const CURSOR_PAGE_BYTES = 256 * 1024;
  * What the pages of one delivery thread's cursors may hold in all, charged as the decoded-record cache
  * charges an event (its memory: about twice its stored bytes plus 1 KiB).
  */
-export const PAGES_BUDGET = 64 * 1024 * 1024;
+const PAGES_BUDGET = 64 * 1024 * 1024;
 
 /** What a full page may be charged at most: a share this large reads one. */
 const FULL_PAGE_CHARGE = decodedCharge(CURSOR_PAGE_BYTES, CURSOR_PAGE_EVENTS);

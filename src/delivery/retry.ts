@@ -8,7 +8,7 @@ export { DEFAULT_RETRY, type RetryPolicy } from '../webhook-policy';
  * wait (http-webhook §2.2: the sender MUST observe it); a date years ahead is a clock or a bug, and a
  * day of silence is long enough for an operator to see it (`stats.throttled`).
  */
-export const RETRY_AFTER_CEILING_MS = 86_400_000;
+const RETRY_AFTER_CEILING_MS = 86_400_000;
 
 /** A receiver's `Retry-After` as the wait obeyed: at least 0, at most the ceiling (or `maxDelayMs` when longer). */
 export function obeyedRetryAfterMs(retryAfterMs: number, policy: Pick<RetryPolicy, 'maxDelayMs'>): number {

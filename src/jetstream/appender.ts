@@ -65,9 +65,9 @@ const MAX_CLAIM_ATTEMPTS = 3;
 /** Claims answered this long after they were asked are read again before their events are published (see `append`). */
 const LATE_CLAIM_MS = DUPLICATE_WINDOW_MS / 2;
 /** How long a publish may wait for its acknowledgement before the request is answered 503. */
-export const PUBLISH_TIMEOUT_MS = 5000;
+const PUBLISH_TIMEOUT_MS = 5000;
 /** NATS counts a message's headers (`Nats-Msg-Id`, `Nats-Expected-Stream`: about 150 bytes) toward `max_payload`. */
-export const HEADER_ALLOWANCE_BYTES = 1024;
+const HEADER_ALLOWANCE_BYTES = 1024;
 
 const encodeClaim = (claim: Claim) => JSON.stringify(claim);
 

@@ -6,7 +6,7 @@ import { clusterUnavailable, isStoreFailure, natsReason } from './nats-errors';
 import { throttledLine } from '../logger';
 
 /** How often the cluster's ability to take writes is checked (for `/readyz` and ingest's fast 503). */
-export const PROBE_INTERVAL_MS = 1000;
+const PROBE_INTERVAL_MS = 1000;
 
 /** Heads and first offsets of every partition, as the stream leaders report them. */
 export interface Bounds {
@@ -20,14 +20,14 @@ export interface Bounds {
  * live follower without the leader for 4 s (its shortest election timeout) starts an election.
  * Heartbeats come every second, so a healthy replica is seen well within it.
  */
-export const SILENT_REPLICA_NS = 4e9;
+const SILENT_REPLICA_NS = 4e9;
 
 /**
  * How long a stream's refusal of a write for want of storage keeps the node unready without another one (a write
  * it takes ends it at once). Ingest still tries such a stream (its own `503 storage_full` says so): readiness that
  * stayed down until a write succeeded would keep a load balancer from ever sending one once space is freed.
  */
-export const STORE_FULL_HOLD_MS = 30_000;
+const STORE_FULL_HOLD_MS = 30_000;
 
 /**
  * Whether a stream can take writes now: it has a leader, and the leader with the replicas it

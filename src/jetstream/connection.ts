@@ -17,7 +17,7 @@ function readSetting(file: string, variable: string): Buffer {
 }
 
 /** nats.js options from the HERALD_NATS_* settings; files are read now, so a bad path fails start-up with its variable named. */
-export function connectionOptions(nats: Readonly<NatsConfig>): ConnectionOptions {
+function connectionOptions(nats: Readonly<NatsConfig>): ConnectionOptions {
   const options: ConnectionOptions = {
     servers: nats.servers,
     name: 'herald',

@@ -30,7 +30,7 @@ export function ackWaitMs(delivery: Pick<Options, 'timeoutMs' | 'ackDeadlineMs'>
 }
 
 /** The settings of a consumer that can change after it is created (updated on every node's `update`). */
-export function leaseSettings(delivery: Options): Pick<ConsumerConfig, 'ack_wait' | 'max_deliver' | 'max_ack_pending'> {
+function leaseSettings(delivery: Options): Pick<ConsumerConfig, 'ack_wait' | 'max_deliver' | 'max_ack_pending'> {
   return {
     ack_wait: nanos(ackWaitMs(delivery)),
     max_deliver: -1,

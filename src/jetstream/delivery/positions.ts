@@ -67,7 +67,7 @@ export async function positionRecord(ctx: EngineContext, t: AttemptTarget): Prom
 }
 
 /** The partition's last matched offset before this event in its generation, or null (the first since the start or a seek). */
-export async function previousMatched(ctx: EngineContext, t: AttemptTarget): Promise<number | null> {
+async function previousMatched(ctx: EngineContext, t: AttemptTarget): Promise<number | null> {
   const value = await positionRecord(ctx, t);
   return value === undefined ? null : previousFrom(value, t.offset);
 }

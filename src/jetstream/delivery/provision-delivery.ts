@@ -5,7 +5,7 @@ import { streamInfo } from '../provision';
 import type { DeliveryNames } from './names';
 
 /** TTL of the ack map: longer than the longest lease (`ackDeadlineMs` ≤ 1 day, extended by ≤ 12 h), so a repeated callback is recognised. */
-export const ACK_MAP_TTL_MS = 2 * 86_400_000;
+const ACK_MAP_TTL_MS = 2 * 86_400_000;
 /** Newest attempts kept per subscription (as on the local engine). */
 export const ATTEMPTS_PER_SUBSCRIPTION = 1000;
 
