@@ -1,5 +1,5 @@
 import type { ComponentChildren } from 'preact';
-import { useRef, useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 
 export function Badge(props: { tone: 'ok' | 'warn' | 'bad' | 'info' | 'muted'; children: ComponentChildren; title?: string }) {
   return (
@@ -103,29 +103,47 @@ export function SecretField(props: { label: string; secret: string; onDone?: () 
   );
 }
 
-/** A button that asks again before acting: the first click shows the question, the second acts. */
+/**
+ * A button that asks again before acting: the first click shows the question, the second acts. The
+ * question takes the focus (on Cancel, so a second Enter does nothing harmful, inside a group named by
+ * the question, which a screen reader reads); Cancel gives it back to the button. Without that, the
+ * focused button vanished and the focus fell to the page's top, the question unread.
+ */
 export function ConfirmButton(props: { label: string; question: string; confirmLabel: string; onConfirm: () => void; disabled?: boolean }) {
   const [asking, setAsking] = useState(false);
+  // Set by the user's own click, so the first render does not take the focus.
+  const moved = useRef(false);
+  const button = useRef<HTMLButtonElement>(null);
+  const cancel = useRef<HTMLButtonElement>(null);
+  useEffect(() => {
+    if (!moved.current) return;
+    (asking ? cancel : button).current?.focus();
+  }, [asking]);
+  const ask = (next: boolean) => {
+    moved.current = true;
+    setAsking(next);
+  };
   if (!asking)
     return (
-      <button type="button" class="danger" disabled={props.disabled} onClick={() => setAsking(true)}>
+      <button type="button" class="danger" disabled={props.disabled} ref={button} onClick={() => ask(true)}>
         {props.label}
       </button>
     );
   return (
-    <span class="confirm">
+    <span class="confirm" role="group" aria-label={props.question}>
       <span>{props.question}</span>
       <button
         type="button"
         class="danger"
         onClick={() => {
+          moved.current = false;
           setAsking(false);
           props.onConfirm();
         }}
       >
         {props.confirmLabel}
       </button>
-      <button type="button" class="secondary" onClick={() => setAsking(false)}>
+      <button type="button" class="secondary" ref={cancel} onClick={() => ask(false)}>
         Cancel
       </button>
     </span>

@@ -206,7 +206,22 @@ function DeadLetterList(props: { subscriptionId: string }) {
                     onChange={() => toggle(d.id)}
                   />
                 </td>
-                <td class="num">{d.id}</td>
+                <td class="num">
+                  {/* The row opens on a click; this button opens it from the keyboard (and says whether it is open). */}
+                  <button
+                    type="button"
+                    class="link"
+                    aria-expanded={open === d.id}
+                    aria-controls="dead-letter-detail"
+                    aria-label={`open dead letter ${d.id}`}
+                    onClick={(e) => {
+                      e.stopPropagation();
+                      setOpen(open === d.id ? undefined : d.id);
+                    }}
+                  >
+                    {d.id}
+                  </button>
+                </td>
                 <td class="num mono">
                   {d.partition}:{d.offset}
                 </td>
@@ -264,7 +279,7 @@ function DeadLetterList(props: { subscriptionId: string }) {
 function DeadLetterDetail(props: { deadLetter: Row }) {
   const d = props.deadLetter;
   return (
-    <div class="subpanel" data-testid="dead-letter-detail">
+    <div class="subpanel" id="dead-letter-detail" data-testid="dead-letter-detail">
       <h3>
         Dead letter {d.id}: partition {d.partition}, offset {d.offset}
       </h3>

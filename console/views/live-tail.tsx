@@ -142,14 +142,12 @@ export function LiveTail() {
           {lines.map((l) => {
             const key = `${l.partition}:${l.offset}`;
             return (
-              <li
-                key={key}
-                data-event-id={l.id}
-                onClick={() => setOpen(open === key ? undefined : key)}
-                class={open === key ? 'selected' : ''}
-              >
-                <span class="dim">{formatTime(l.receivedAt)}</span> <span class="mono dim">{key}</span> <span class="mono">{l.type}</span>{' '}
-                <span class="dim">{l.source}</span> <span class="mono">{l.id}</span> <span class="mono dim">{l.preview}</span>
+              <li key={key} data-event-id={l.id} class={open === key ? 'selected' : ''}>
+                {/* A button, so a keyboard opens it too; a click in the opened event (selecting its text) does not close it. */}
+                <button type="button" class="line" aria-expanded={open === key} onClick={() => setOpen(open === key ? undefined : key)}>
+                  <span class="dim">{formatTime(l.receivedAt)}</span> <span class="mono dim">{key}</span> <span class="mono">{l.type}</span>{' '}
+                  <span class="dim">{l.source}</span> <span class="mono">{l.id}</span> <span class="mono dim">{l.preview}</span>
+                </button>
                 {open === key && <WholeEvent partition={l.partition} offset={l.offset} />}
               </li>
             );

@@ -142,15 +142,13 @@ function LatestEvents(props: { partition: PartitionInfo }) {
         {[...(page.data?.events ?? [])].reverse().map((e) => {
           const key = `${e.partition}:${e.offset}`;
           return (
-            <li
-              key={key}
-              data-event-id={clipped(e.event.id)}
-              class={open === key ? 'selected' : ''}
-              onClick={() => setOpen(open === key ? undefined : key)}
-            >
-              <span class="mono dim">{e.offset}</span> <span class="mono">{clipped(e.event.type)}</span>{' '}
-              <span class="dim">{clipped(e.event.source)}</span> <span class="mono">{clipped(e.event.id)}</span>{' '}
-              <span class="dim mono">{preview(e.event.data ?? e.event.data_base64, 80)}</span>
+            <li key={key} data-event-id={clipped(e.event.id)} class={open === key ? 'selected' : ''}>
+              {/* A button, so a keyboard opens it too; a click in the opened event (selecting its text) does not close it. */}
+              <button type="button" class="line" aria-expanded={open === key} onClick={() => setOpen(open === key ? undefined : key)}>
+                <span class="mono dim">{e.offset}</span> <span class="mono">{clipped(e.event.type)}</span>{' '}
+                <span class="dim">{clipped(e.event.source)}</span> <span class="mono">{clipped(e.event.id)}</span>{' '}
+                <span class="dim mono">{preview(e.event.data ?? e.event.data_base64, 80)}</span>
+              </button>
               {open === key && <JsonBlock value={e.event} />}
             </li>
           );

@@ -1,6 +1,6 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import type { Browser, Page, Request as BrowserRequest } from 'playwright-core';
+import type { Browser, Locator, Page, Request as BrowserRequest } from 'playwright-core';
 import { closeBrowser, launchChromium } from '../helpers/browser';
 import { startTestGateway, type Env, type TestGateway } from '../helpers/gateway';
 import { startReceiver, useReceivers, waitFor, type Receiver } from '../helpers/receiver';
@@ -490,5 +490,86 @@ describe('the overview', () => {
     // Readiness is read every 4 s: the next failed read must replace "ready" (and its checks).
     await page.locator('[data-testid=readiness] .badge', { hasText: /^unreachable$/ }).waitFor();
     expect(await page.locator('.checks').count()).toBe(0);
+  });
+});
+
+/**
+ * Presses Tab (at most `max` times) until the focus is on `target`, as a keyboard-only operator moves
+ * through the page; fails when it never gets there (the control cannot be reached without a mouse).
+ */
+async function tabTo(page: Page, target: Locator, max = 80): Promise<void> {
+  const handle = await target.elementHandle();
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press('Tab');
+    if (await handle!.evaluate((el) => el === el.ownerDocument.activeElement)) return;
+  }
+  throw new Error(`${max} presses of Tab never reached ${target.toString()}`);
+}
+
+/** Waits until `target` has the focus (the page moves it after rendering). */
+async function focused(target: Locator): Promise<void> {
+  const handle = await target.elementHandle();
+  await target.page().waitForFunction((el) => el === el.ownerDocument.activeElement, handle, { timeout: WAIT_MS });
+}
+
+describe('keyboard-only use', () => {
+  it("opens a partition's latest event, a tail line and a dead letter with Tab and Enter (were: mouse clicks only)", async () => {
+    const gw = await gateway();
+    const refusing = await receive(() => ({ status: 400, body: 'refused' }));
+    const id = await subscribe(gw, refusing.url);
+    await publish(gw, [{ id: 'kb-1', data: { mark: 'KB-ONE' } }]);
+    const page = await newPage(KEY);
+
+    await page.goto(`${gw.url}/console`);
+    await tabTo(page, page.locator('button:text-is("latest events")'));
+    await page.keyboard.press('Enter');
+    const latest = page.locator('[data-testid=latest-events] li[data-event-id=kb-1]');
+    await latest.waitFor();
+    await tabTo(page, latest.locator('button'));
+    await page.keyboard.press('Enter');
+    await latest.locator('pre', { hasText: 'KB-ONE' }).waitFor();
+    expect(await latest.locator('button').getAttribute('aria-expanded')).toBe('true');
+    // A click in the opened event (to select its text) leaves it open.
+    await latest.locator('pre').click();
+    expect(await latest.locator('pre').count()).toBe(1);
+
+    await page.goto(`${gw.url}/console#/tail`);
+    await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
+    await publish(gw, [{ id: 'kb-2', data: { mark: 'KB-TWO' } }]);
+    const line = page.locator('[data-testid=tail] li[data-event-id=kb-2]');
+    await line.waitFor();
+    await tabTo(page, line.locator('button'));
+    await page.keyboard.press('Enter');
+    await line.locator('pre', { hasText: 'KB-TWO' }).waitFor();
+
+    await page.goto(`${gw.url}/console#/dead-letters/${id}`);
+    const row = page.locator('[data-testid=dead-letters] tr[data-event-id=kb-2]');
+    await row.waitFor();
+    await tabTo(page, row.getByRole('button', { name: /^open dead letter/ }));
+    await page.keyboard.press('Enter');
+    await page.locator('[data-testid=dead-letter-detail] pre.json', { hasText: 'KB-TWO' }).waitFor();
+  });
+
+  it('moves the focus to a question asked again (Cancel, inside a group named by the question), and back after Cancel', async () => {
+    const gw = await gateway();
+    const id = await subscribe(gw, (await receive()).url);
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/subscriptions/${id}`);
+    const remove = page.locator('button:text-is("Delete…")');
+    await tabTo(page, remove);
+    await page.keyboard.press('Enter');
+    const question = page.getByRole('group', { name: 'Delete this subscription, its delivery state and dead letters?' });
+    // Was: the focus fell to the top of the page, and the question was never read out.
+    await focused(question.getByRole('button', { name: 'Cancel' }));
+    await page.keyboard.press('Enter'); // Cancel: nothing is deleted
+    await focused(remove);
+    expect((await fetch(`${gw.url}/subscriptions/${id}`, { headers: auth })).status).toBe(200);
+
+    await page.keyboard.press('Enter');
+    await focused(question.getByRole('button', { name: 'Cancel' }));
+    await page.keyboard.press('Shift+Tab'); // to "Delete"
+    await page.keyboard.press('Enter');
+    await page.locator('[data-testid=subscriptions-range]').waitFor();
+    expect((await fetch(`${gw.url}/subscriptions/${id}`, { headers: auth })).status).toBe(404);
   });
 });
