@@ -159,7 +159,7 @@ export function SubscriptionDetail(props: { id: string }) {
               )}
             </dd>
           </dl>
-          <Seek path={path} onDone={sub.reload} />
+          <Seek path={path} lag={t.lag} paused={s.state === 'paused'} onDone={sub.reload} />
         </Card>
       </div>
 
@@ -190,8 +190,12 @@ function LagBars(props: { partitions: PartitionDeliveryStats[] }) {
   );
 }
 
-/** `POST …/seek` with `to: earliest | latest` (redeliver everything stored, or skip the backlog). */
-function Seek(props: { path: string; onDone: () => void }) {
+/**
+ * `POST …/seek` with `to: earliest | latest` (redeliver everything stored, or skip the backlog). Both
+ * are asked again, as delete is: one click on the default (earliest) sent every stored event to the
+ * receiver again, and skipping a backlog cannot be undone.
+ */
+function Seek(props: { path: string; lag: number; paused: boolean; onDone: () => void }) {
   const [to, setTo] = useState('earliest');
   const [message, setMessage] = useState<string | undefined>();
   const [error, setError] = useState<string | undefined>();
@@ -200,7 +204,9 @@ function Seek(props: { path: string; onDone: () => void }) {
     setMessage(undefined);
     try {
       await api.post(`${props.path}/seek`, { to });
-      setMessage(to === 'earliest' ? 'Every stored event will be delivered again.' : 'The backlog is skipped.');
+      // A paused subscription stays paused at its new position.
+      const when = props.paused ? ' once it is resumed' : '';
+      setMessage(to === 'earliest' ? `Every stored event will be delivered again${when}.` : 'The backlog is skipped.');
       props.onDone();
     } catch (err) {
       setError((err as Error).message);
@@ -215,10 +221,21 @@ function Seek(props: { path: string; onDone: () => void }) {
           <option value="latest">to the head (skip the backlog)</option>
         </select>
       </label>
-      <button type="button" class="secondary" onClick={() => void seek()}>
-        Seek
-      </button>
-      {message && <span class="dim">{message}</span>}
+      <ConfirmButton
+        label="Seek…"
+        question={
+          to === 'earliest'
+            ? 'Deliver every stored event (that its filters match) again?'
+            : `Skip the backlog (${formatCount(props.lag)} not delivered yet)?`
+        }
+        confirmLabel="Seek"
+        onConfirm={() => void seek()}
+      />
+      {message && (
+        <span class="dim" role="status" data-testid="seek-result">
+          {message}
+        </span>
+      )}
       <ErrorNote message={error} />
     </div>
   );

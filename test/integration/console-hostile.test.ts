@@ -573,3 +573,39 @@ describe('keyboard-only use', () => {
     expect((await fetch(`${gw.url}/subscriptions/${id}`, { headers: auth })).status).toBe(404);
   });
 });
+
+describe('seeking a subscription', () => {
+  it('asks again before seeking (was: one click sent every stored event again), then says a paused one waits for resume', async () => {
+    const gw = await gateway();
+    const receiver = await receive();
+    const id = await subscribe(gw, receiver.url);
+    await publish(
+      gw,
+      Array.from({ length: 3 }, (_, i) => ({ id: `seek-${i}` })),
+    );
+    await waitFor(() => receiver.requests.length >= 3, { what: 'three deliveries' });
+    const page = await newPage(KEY);
+    const seeks: string[] = [];
+    page.on('request', (r) => {
+      if (new URL(r.url()).pathname.endsWith('/seek')) seeks.push(r.postData() ?? '');
+    });
+    await page.goto(`${gw.url}/console#/subscriptions/${id}`);
+    await page.click('button:text-is("Seek…")');
+    await page.getByRole('group', { name: 'Deliver every stored event (that its filters match) again?' }).waitFor();
+    await page.click('button:text-is("Cancel")');
+    expect(seeks).toEqual([]);
+
+    await page.click('button:text-is("Seek…")');
+    await page.click('.seek button:text-is("Seek")');
+    await page.locator('[data-testid=seek-result]', { hasText: 'Every stored event will be delivered again.' }).waitFor();
+    expect(seeks).toEqual([JSON.stringify({ to: 'earliest' })]);
+    await waitFor(() => receiver.requests.length >= 6, { what: 'the three events again' });
+
+    await page.click('button:text-is("Pause")');
+    await page.locator('.badge', { hasText: 'paused · user' }).waitFor();
+    await page.click('button:text-is("Seek…")');
+    await page.click('.seek button:text-is("Seek")');
+    // A paused subscription stays paused at its new position (the contract): nothing is delivered until it resumes.
+    await page.locator('[data-testid=seek-result]', { hasText: 'delivered again once it is resumed.' }).waitFor();
+  });
+});
