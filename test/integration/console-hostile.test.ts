@@ -313,6 +313,47 @@ describe('the dead letters view', () => {
   }, 90_000);
 });
 
+describe('the dead letters view, among many subscriptions', () => {
+  it('reads its choice of subscriptions (a page of 1,000 naming every partition) at opening and after an action, not every 5 s', async () => {
+    const gw = await gateway({ HERALD_PARTITIONS: '16' });
+    const refusing = await receive(() => ({ status: 400, body: 'refused' }));
+    const id = await subscribe(gw, refusing.url);
+    for (let i = 0; i < 20; i++) await subscribe(gw, `${refusing.url}/other-${i}`);
+    await publish(gw, [{ id: 'choice-1' }]);
+    const page = await newPage(KEY);
+    await page.clock.install(); // moved on 2 s at a time to the list's next poll, as above
+    const choiceReads: string[] = [];
+    page.on('request', (r) => {
+      const url = new URL(r.url());
+      if (url.pathname.endsWith('/subscriptions') && url.searchParams.get('limit') === '1000') choiceReads.push(url.search);
+    });
+    await page.goto(`${gw.url}/console#/dead-letters/${id}`);
+    await page.locator('[data-testid=dead-letters] tr[data-event-id=choice-1]').waitFor();
+    // Five polls of the chosen subscription's list (one every 2 s): ten seconds in which a poll of the choice
+    // every 5 s read its 1,000 subscriptions (2.3 MB on 16 partitions) twice more.
+    const listPoll = (req: BrowserRequest) => new URL(req.url()).pathname.endsWith(`/subscriptions/${id}`);
+    for (let poll = 0; poll < 5; poll++) {
+      let started = false;
+      const next = page.waitForRequest(listPoll).then(() => (started = true));
+      for (let jump = 0; jump < 50 && !started; jump++) {
+        await page.clock.fastForward(2000);
+        await Promise.race([next, new Promise((r) => setTimeout(r, 100))]);
+      }
+      await next;
+    }
+    expect(choiceReads).toHaveLength(1);
+
+    // After an action, the choice shows the new count.
+    const option = page.locator(`[data-testid=dead-letter-subscription] option[value="${id}"]`);
+    expect(await option.innerText()).toContain('(1)');
+    await page.locator('[data-testid=dead-letters] tr[data-event-id=choice-1] button:text-is("Delete")').click();
+    await page.click('button:text-is("Discard")');
+    await page.locator('[data-testid=no-dead-letters]').waitFor();
+    await page.waitForFunction((el) => el?.textContent?.includes('(0)'), await option.elementHandle());
+    expect(choiceReads).toHaveLength(2);
+  });
+});
+
 describe('the dead letters view, against what a receiver writes', () => {
   it('fits a 1280 px window however long the error and the event id, and shows bidi controls as escapes', async () => {
     const gw = await gateway();
