@@ -134,6 +134,12 @@ export function SubscriptionDetail(props: { id: string }) {
             <dd>{s.delivery.ordering}</dd>
             <dt>ack mode</dt>
             <dd>{s.delivery.ackMode}</dd>
+            <dt>ack deadline</dt>
+            <dd title="how long a callback may take after a 202">{formatAge(s.delivery.ackDeadlineMs)}</dd>
+            <dt>pauses after</dt>
+            <dd title="every attempt failing this long pauses it (stateReason: failing)">
+              {s.delivery.disableAfterFailingMs ? `${formatAge(s.delivery.disableAfterFailingMs)} of failures` : 'never (0)'}
+            </dd>
             <dt>retries</dt>
             <dd>up to {s.delivery.retry.maxAttempts} attempts</dd>
             <dt>timeout</dt>
@@ -148,6 +154,15 @@ export function SubscriptionDetail(props: { id: string }) {
               <>
                 <dt>sink allows</dt>
                 <dd>{s.allowedRate.perSecond} /s (the lower rate applies)</dd>
+              </>
+            )}
+            {s.delivery.headers && (
+              <>
+                <dt>headers</dt>
+                {/* Values are never returned (each is "***"): the names say what is sent. */}
+                <dd class="mono" data-testid="delivery-headers">
+                  {Object.keys(s.delivery.headers).join(', ')}
+                </dd>
               </>
             )}
             <dt>filters</dt>

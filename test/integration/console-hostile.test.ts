@@ -650,3 +650,37 @@ describe('seeking a subscription', () => {
     await page.locator('[data-testid=seek-result]', { hasText: 'delivered again once it is resumed.' }).waitFor();
   });
 });
+
+describe("a subscription's delivery options", () => {
+  const LONG_HEADER = `x-${'h'.repeat(60)}`;
+  it('shows the ack deadline, the auto-disable window and the names of extra headers (were: not shown at all)', async () => {
+    const gw = await gateway();
+    const receiver = await receive();
+    const res = await fetch(`${gw.url}/subscriptions`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({
+        sink: receiver.url,
+        delivery: {
+          ackMode: 'manual',
+          ackDeadlineMs: 45_000,
+          disableAfterFailingMs: 0,
+          headers: { 'x-tenant': 'acme', authorization: 'Bearer s3cret', [LONG_HEADER]: 'v' },
+        },
+      }),
+    });
+    expect(res.status).toBe(201);
+    const { id } = (await res.json()) as { id: string };
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/subscriptions/${id}`);
+    const facts = page.locator('dl.facts');
+    await facts.waitFor();
+    const text = await facts.innerText();
+    expect(text).toMatch(/ack deadline\s+45 s/);
+    expect(text).toMatch(/pauses after\s+never \(0\)/);
+    expect(await page.locator('[data-testid=delivery-headers]').innerText()).toBe(`x-tenant, authorization, ${LONG_HEADER}`);
+    // A long name wraps in its card: the page stays as wide as the window.
+    expect(await page.evaluate('document.documentElement.scrollWidth')).toBe(page.viewportSize()!.width);
+    expect(await page.locator('main').innerText()).not.toContain('s3cret'); // values are never returned
+  });
+});
