@@ -62,7 +62,12 @@ export function App() {
         </a>
         <nav>
           {NAV.map((item) => (
-            <a key={item.label} href={href(item.route)} class={item.active.includes(route.view) ? 'active' : ''}>
+            <a
+              key={item.label}
+              href={href(item.route)}
+              class={item.active.includes(route.view) ? 'active' : ''}
+              aria-current={item.active.includes(route.view) ? 'page' : undefined}
+            >
               {item.label}
             </a>
           ))}
@@ -72,7 +77,7 @@ export function App() {
           {access.kind === 'key' && (
             <>
               <span>API key set</span>
-              <ForgetKey class="link" label="forget" onForgot={check} />
+              <ForgetKey class="link" label="forget" name="forget the API key" onForgot={check} />
             </>
           )}
         </div>
@@ -112,11 +117,12 @@ export function App() {
 }
 
 /** Drops the stored key and checks access again (which asks for a key when one is needed). */
-function ForgetKey(props: { class: string; label: string; onForgot: () => Promise<void> }) {
+function ForgetKey(props: { class: string; label: string; name?: string; onForgot: () => Promise<void> }) {
   return (
     <button
       type="button"
       class={props.class}
+      aria-label={props.name}
       onClick={() => {
         forgetKey();
         void props.onForgot();

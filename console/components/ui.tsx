@@ -109,7 +109,15 @@ export function SecretField(props: { label: string; secret: string; onDone?: () 
  * the question, which a screen reader reads); Cancel gives it back to the button. Without that, the
  * focused button vanished and the focus fell to the page's top, the question unread.
  */
-export function ConfirmButton(props: { label: string; question: string; confirmLabel: string; onConfirm: () => void; disabled?: boolean }) {
+export function ConfirmButton(props: {
+  label: string;
+  /** The button's accessible name, when its label needs its row to make sense ("Delete" of which dead letter). */
+  name?: string;
+  question: string;
+  confirmLabel: string;
+  onConfirm: () => void;
+  disabled?: boolean;
+}) {
   const [asking, setAsking] = useState(false);
   // Set by the user's own click, so the first render does not take the focus.
   const moved = useRef(false);
@@ -125,7 +133,7 @@ export function ConfirmButton(props: { label: string; question: string; confirmL
   };
   if (!asking)
     return (
-      <button type="button" class="danger" disabled={props.disabled} ref={button} onClick={() => ask(true)}>
+      <button type="button" class="danger" disabled={props.disabled} aria-label={props.name} ref={button} onClick={() => ask(true)}>
         {props.label}
       </button>
     );

@@ -261,6 +261,7 @@ function DeadLetterList(props: { subscriptionId: string; onChanged: () => void }
                 <td onClick={(e) => e.stopPropagation()}>
                   <ConfirmButton
                     label="Delete"
+                    name={`delete dead letter ${d.id}`}
                     question="Discard it?"
                     confirmLabel="Discard"
                     onConfirm={() => void act(() => api.del(`${base}/${d.id}`))}

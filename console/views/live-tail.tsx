@@ -159,7 +159,16 @@ export function LiveTail() {
   );
 }
 
+/** In a live region: a screen reader says when the tail goes live, is paused or is cut off. */
 function TailStatus(props: { status: Status }) {
+  return (
+    <span role="status" data-testid="tail-status">
+      <TailBadge status={props.status} />
+    </span>
+  );
+}
+
+function TailBadge(props: { status: Status }) {
   switch (props.status.kind) {
     case 'live':
       return <Badge tone="ok">live</Badge>;

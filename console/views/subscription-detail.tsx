@@ -46,7 +46,7 @@ export function SubscriptionDetail(props: { id: string }) {
       <Card
         title={
           <span>
-            <a href={href({ view: 'subscriptions' })} class="back" title="all subscriptions">
+            <a href={href({ view: 'subscriptions' })} class="back" title="all subscriptions" aria-label="all subscriptions">
               ←
             </a>{' '}
             <span class="mono">{s.sink}</span>

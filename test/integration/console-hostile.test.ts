@@ -591,6 +591,40 @@ describe('keyboard-only use', () => {
     await page.locator('[data-testid=dead-letter-detail] pre.json', { hasText: 'KB-TWO' }).waitFor();
   });
 
+  it('names the main controls for a screen reader: the page in the navigation, the back link, forget, each Delete, the tail state', async () => {
+    const gw = await gateway();
+    const refusing = await receive(() => ({ status: 400, body: 'refused' }));
+    const id = await subscribe(gw, refusing.url);
+    await publish(gw, [{ id: 'named-1' }]);
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/subscriptions/${id}`);
+    // Were: "←", a bare "forget", and no way to tell which navigation link is the page shown.
+    await page.locator('[data-testid=total-lag]').waitFor();
+    await page.locator('.card-head').getByRole('link', { name: 'all subscriptions', exact: true }).waitFor();
+    await page.getByRole('button', { name: 'forget the API key', exact: true }).waitFor();
+    const current = page.locator('nav a[aria-current=page]');
+    expect(await current.innerText()).toBe('Subscriptions');
+
+    await page.goto(`${gw.url}/console#/dead-letters/${id}`);
+    const row = page.locator('[data-testid=dead-letters] tr[data-event-id=named-1]');
+    await row.waitFor();
+    const deadLetterId = await row.getAttribute('data-dead-letter');
+    // Was: a column of buttons all named "Delete".
+    await row.getByRole('button', { name: `delete dead letter ${deadLetterId}` }).waitFor();
+    expect(await current.innerText()).toBe('Dead letters');
+
+    await page.goto(`${gw.url}/console#/tail`);
+    await page
+      .getByRole('status')
+      .filter({ hasText: /^live$/ })
+      .waitFor();
+    await page.click('button:text-is("Pause")');
+    await page
+      .getByRole('status')
+      .filter({ hasText: /^paused$/ })
+      .waitFor();
+  });
+
   it('moves the focus to a question asked again (Cancel, inside a group named by the question), and back after Cancel', async () => {
     const gw = await gateway();
     const id = await subscribe(gw, (await receive()).url);
