@@ -124,9 +124,13 @@ function DeadLetterList(props: { subscriptionId: string; onChanged: () => void }
     setSelected((s) => (Array.from(s).every((id) => present.has(id)) ? s : new Set(Array.from(s).filter((id) => present.has(id)))));
   }, [page.data]);
 
+  // While an action is answered its buttons are off: a double click on "Redeliver all" queued every dead letter twice,
+  // so the receiver got each event twice (each is removed from the list only when its redelivery starts).
+  const [busy, setBusy] = useState(false);
   const act = async (action: () => Promise<string | void>) => {
     setError(undefined);
     setMessage(undefined);
+    setBusy(true);
     try {
       const said = await action();
       if (said) setMessage(said);
@@ -135,6 +139,8 @@ function DeadLetterList(props: { subscriptionId: string; onChanged: () => void }
       props.onChanged(); // and the counts in the choice of subscription
     } catch (err) {
       setError((err as Error).message);
+    } finally {
+      setBusy(false);
     }
   };
   const redeliver = (ids?: string[]) =>
@@ -155,10 +161,10 @@ function DeadLetterList(props: { subscriptionId: string; onChanged: () => void }
   return (
     <>
       <div class="toolbar">
-        <button type="button" disabled={selected.size === 0} onClick={() => void redeliver([...selected])}>
+        <button type="button" disabled={busy || selected.size === 0} onClick={() => void redeliver([...selected])}>
           Redeliver selected{selected.size ? ` (${selected.size})` : ''}
         </button>
-        <button type="button" class="secondary" disabled={rows.length === 0} onClick={() => void redeliver()}>
+        <button type="button" class="secondary" disabled={busy || rows.length === 0} onClick={() => void redeliver()}>
           Redeliver all
         </button>
         <a href={href({ view: 'subscription', id: props.subscriptionId })}>subscription details</a>
@@ -264,6 +270,7 @@ function DeadLetterList(props: { subscriptionId: string; onChanged: () => void }
                     name={`delete dead letter ${d.id}`}
                     question="Discard it?"
                     confirmLabel="Discard"
+                    disabled={busy}
                     onConfirm={() => void act(() => api.del(`${base}/${d.id}`))}
                   />
                 </td>

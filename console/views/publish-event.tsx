@@ -13,9 +13,12 @@ export function PublishEvent() {
   const [data, setData] = useState('{"hello": "world"}');
   const [result, setResult] = useState<string | undefined>();
   const [error, setError] = useState<string | undefined>();
+  // Off while a publish is answered: a double click stored two events (each gets its own random id).
+  const [busy, setBusy] = useState(false);
 
   const submit = async (e: Event) => {
     e.preventDefault();
+    if (busy) return;
     setError(undefined);
     setResult(undefined);
     let parsed: unknown;
@@ -28,6 +31,7 @@ export function PublishEvent() {
     const event: Record<string, unknown> = { specversion: '1.0', id: id.trim() || newEventId(), source, type };
     if (partitionKey.trim()) event.partitionkey = partitionKey.trim();
     if (parsed !== undefined) Object.assign(event, { datacontenttype: 'application/json', data: parsed });
+    setBusy(true);
     try {
       const answer = await api.post<{ results: AppendResult[] }>('events', event, 'application/cloudevents+json');
       const r = answer.results[0]!;
@@ -39,6 +43,8 @@ export function PublishEvent() {
       setId('');
     } catch (err) {
       setError((err as Error).message);
+    } finally {
+      setBusy(false);
     }
   };
 
@@ -66,7 +72,9 @@ export function PublishEvent() {
           <textarea name="data" rows={2} class="mono" value={data} onInput={(e) => setData(e.currentTarget.value)} />
         </label>
         <div class="form-actions">
-          <button type="submit">Publish</button>
+          <button type="submit" disabled={busy}>
+            Publish
+          </button>
           {result && (
             <span class="dim" role="status" data-testid="publish-result">
               {result}

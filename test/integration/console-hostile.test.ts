@@ -718,3 +718,28 @@ describe("a subscription's delivery options", () => {
     expect(await page.locator('main').innerText()).not.toContain('s3cret'); // values are never returned
   });
 });
+
+describe('a double click', () => {
+  it('redelivers every dead letter once and publishes one test event (were: twice each)', async () => {
+    const gw = await gateway();
+    const refusing = await receive(() => ({ status: 400, body: 'refused' }));
+    const id = await subscribe(gw, refusing.url);
+    await publish(gw, [{ id: 'twice-1' }, { id: 'twice-2' }]);
+    const page = await newPage(KEY);
+    const posts: string[] = [];
+    page.on('request', (r) => {
+      if (r.method() === 'POST') posts.push(new URL(r.url()).pathname);
+    });
+    await page.goto(`${gw.url}/console#/dead-letters/${id}`);
+    await page.locator('[data-testid=dead-letters] tr[data-event-id=twice-2]').waitFor();
+    await page.dblclick('button:text-is("Redeliver all")');
+    await page.locator('[role=status]', { hasText: 'queued for redelivery' }).waitFor();
+    // Each queued redelivery stays listed until it starts: a second request queued both again, and the receiver got each twice.
+    expect(posts.filter((p) => p.endsWith('/dead-letters/redeliver'))).toHaveLength(1);
+
+    await page.goto(`${gw.url}/console#/tail`);
+    await page.dblclick('[data-testid=publish-event] button[type=submit]');
+    await page.locator('[data-testid=publish-result]').waitFor();
+    expect(posts.filter((p) => p.endsWith('/events'))).toHaveLength(1);
+  });
+});
