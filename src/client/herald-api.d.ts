@@ -3833,7 +3833,8 @@ export interface operations {
             409: components["responses"]["WebhookRetry"];
             /**
              * @description Gone: the subscription is paused (`stateReason: gone`). The event is kept and retried first
-             *     when the subscription is resumed.
+             *     when the subscription is resumed. On the local engine, a 410 to a request sent before a PATCH
+             *     moved the sink elsewhere pauses nothing: its event is retried to the new sink.
              */
             410: {
                 headers: {

@@ -92,8 +92,19 @@ export type CallbackOutcome = 'acked' | 'nacked' | 'rejected' | 'expired' | 'fai
 export type AttemptInput =
   /** The worker has a slot and a token and the event: attempt `attempt + 1` starts under a fresh id. */
   | { kind: 'start'; newAttemptId: string }
-  /** The receiver's answer; `status` null: the request failed (no answer). */
-  | { kind: 'answer'; attemptId: string; status: number | null; retryAfter?: string; error?: string; sinkNotAllowed?: boolean }
+  /**
+   * The receiver's answer; `status` null: the request failed (no answer). `sinkMoved`: it came from a sink a
+   * PATCH has replaced since the request was sent (its 410 then says nothing of the subscription's sink).
+   */
+  | {
+      kind: 'answer';
+      attemptId: string;
+      status: number | null;
+      retryAfter?: string;
+      error?: string;
+      sinkNotAllowed?: boolean;
+      sinkMoved?: boolean;
+    }
   /** No complete answer within `timeoutMs`. */
   | { kind: 'timeout'; attemptId: string; error?: string }
   /**
@@ -130,7 +141,7 @@ export type AttemptInput =
  * What the receiver's answer (or its absence) is to the machine, on either engine: no status within the
  * timeout is a `timeout`, unless the sink's address was refused (an `answer` that dead-letters it).
  */
-export function answerInput(attemptId: string, result: SendResult): AttemptInput {
+export function answerInput(attemptId: string, result: SendResult, sinkMoved = false): AttemptInput {
   if (result.status === null && result.timedOut && !result.sinkNotAllowed) return { kind: 'timeout', attemptId, error: result.error };
   return {
     kind: 'answer',
@@ -139,6 +150,7 @@ export function answerInput(attemptId: string, result: SendResult): AttemptInput
     retryAfter: result.retryAfter,
     error: result.error,
     sinkNotAllowed: result.sinkNotAllowed,
+    ...(sinkMoved && { sinkMoved }),
   };
 }
 
@@ -395,6 +407,12 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
       };
     }
     case 'gone': {
+      // From a sink a PATCH replaced meanwhile: that URL is gone, not the subscription's sink. The event is retried,
+      // to the new sink, and the subscription is not paused (probe: a late 410 of the old receiver paused it, and
+      // nothing went to the new one until an operator resumed it).
+      if (input.sinkMoved) {
+        return fail(base, 'HTTP 410 from the sink a PATCH has replaced', ctx, [...answered, { kind: 'observe', outcome: 'retry' }]);
+      }
       // Keeps the event: it is tried again as soon as the subscription is resumed (no timer until then).
       const next = { ...base, lastError: input.error || 'subscriber answered 410 Gone' };
       return {

@@ -723,7 +723,8 @@ export function createSubscriptionWorker(
     if (flow.answered(result.status, result.timedOut === true, epoch)) schedulePump();
     // A 429 or 503 with Retry-After holds every request of the subscription (its own event's retry is the machine's),
     // when it came from the sink still in use: a late answer of one a PATCH moved away asks nothing of the new one.
-    const holdUntil = deps.subscription().sink === sub.sink ? retryAfterHoldUntil(result, clock(), options().retry) : undefined;
+    const sinkMoved = deps.subscription().sink !== sub.sink;
+    const holdUntil = sinkMoved ? undefined : retryAfterHoldUntil(result, clock(), options().retry);
     if (holdUntil !== undefined) flow.holdUntil(holdUntil);
     // A deleted subscription's late answers are not recorded: its series are gone (and its rows: a hold written
     // for it would fail the flush on its foreign key).
@@ -733,7 +734,7 @@ export function createSubscriptionWorker(
     if (result.status !== null && result.status >= 200 && result.status < 300) deps.observer?.succeeded(subId, clock() - storedAt);
     // An answer for an attempt that is no longer current (a callback settled it meanwhile, a newer
     // attempt started, a seek dropped it) changes nothing: the machine checks the attempt id and phase.
-    const effects = step(pending, answerInput(attemptId, result));
+    const effects = step(pending, answerInput(attemptId, result, sinkMoved));
     recordAnswer(pending, { attemptId, attemptNumber, startedAt, ms }, result, effects);
   }
 

@@ -22,10 +22,10 @@ export interface Reply {
 export type Responder = (req: ReceivedRequest, index: number) => Reply | Promise<Reply>;
 
 /**
- * A real webhook receiver on 127.0.0.1:0 that records every request and
+ * A real webhook receiver on 127.0.0.1:0 (or `port`) that records every request and
  * answers as the test says (`respond` can be swapped at any time).
  */
-export async function startReceiver(respond: Responder = () => ({ status: 204 })) {
+export async function startReceiver(respond: Responder = () => ({ status: 204 }), port = 0) {
   const requests: ReceivedRequest[] = [];
   const state = { respond };
   // Answers held back (`delayMs`): cleared at close, so a long one never keeps the test process alive after it.
@@ -60,10 +60,10 @@ export async function startReceiver(respond: Responder = () => ({ status: 204 })
       res.end(reply.body ?? '');
     });
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as AddressInfo).port;
+  await new Promise<void>((resolve) => server.listen(port, '127.0.0.1', resolve));
+  const listening = (server.address() as AddressInfo).port;
   return {
-    url: `http://127.0.0.1:${port}/hook`,
+    url: `http://127.0.0.1:${listening}/hook`,
     requests,
     setResponder(next: Responder) {
       state.respond = next;
