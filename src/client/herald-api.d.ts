@@ -3756,7 +3756,8 @@ export interface operations {
                 "herald-offset": string;
                 /**
                  * @description Offset of the previous event of this partition that matched this subscription; absent for
-                 *     the first one and on redeliveries.
+                 *     the first one and on redeliveries. Under `ordering: none` on JetStream: the partition's event
+                 *     whose delivery last finished before this attempt started (absent when none had).
                  * @example 37
                  */
                 "herald-previous-offset"?: string;

@@ -313,6 +313,25 @@ for (const engine of ENGINES) {
         expect(after.stats.partitions.every((p: { lag: number; inFlight: number }) => p.lag === 0 && p.inFlight === 0)).toBe(true);
       });
 
+      it('ordering none: a herald-previous-offset names an earlier event of the partition that the receiver gets (local: the previous one, even while open)', async () => {
+        // Held, so that the partition's events are all open at once (maxInFlight 4 on both engines: JetStream's is per partition).
+        receiver.setResponder(() => ({ status: 204, delayMs: 300 }));
+        const sub = await subscribe(typeOf('none-chain'), {}, { ordering: 'none', maxInFlight: 4 });
+        const stored = await publish('none-chain', ['nc1', 'nc2', 'nc3', 'nc4']);
+        await waitLag(sub.id, 0);
+        const got = requestsFor(sub.id);
+        const offsets = stored.map((s) => String(s.offset));
+        expect(got.map((q) => q.headers['herald-offset']).sort()).toEqual([...offsets].sort());
+        const previous = (offset: string) => got.find((q) => q.headers['herald-offset'] === offset)!.headers['herald-previous-offset'];
+        expect(previous(offsets[0]!)).toBeUndefined();
+        for (const offset of offsets.slice(1)) {
+          const prev = previous(offset);
+          // JetStream: the last one of the partition that had finished when the attempt started, none before that (README).
+          if (prev !== undefined) expect(offsets.slice(0, offsets.indexOf(offset))).toContain(prev);
+        }
+        if (engine === 'local') expect(offsets.slice(1).map(previous)).toEqual(offsets.slice(0, 3));
+      });
+
       it('202 holds the event until the ack callback; nack redelivers as attempt 2; reject dead-letters it', async () => {
         const sub = await subscribe(typeOf('manual'), {}, { ackDeadlineMs: 30_000 });
         receiver.setResponder(() => ({ status: 202 }));
