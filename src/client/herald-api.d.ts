@@ -1430,7 +1430,12 @@ export interface components {
              *     subscription's filters leave out count until delivery passes them.
              */
             lag: number;
-            /** @description Events of this partition started and not finished (sending, awaiting a callback, or waiting to retry), redeliveries of dead letters included. */
+            /**
+             * @description Events of this partition started and not finished (sending, awaiting a callback, or waiting to
+             *     retry), redeliveries of dead letters included. On JetStream, the partition consumer's
+             *     unacknowledged messages: redeliveries (a queue of their own) are not counted, and what a pull
+             *     was handed as the subscription paused is, whether or not it matches.
+             */
             inFlight: number;
             /**
              * @description Age of the oldest unfinished event of this partition: the one at `committedOffset`, or a
