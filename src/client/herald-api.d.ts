@@ -524,8 +524,9 @@ export interface paths {
         post?: never;
         /**
          * Discard a dead letter
-         * @description On the local engine a redelivery of it still waiting in the queue (the subscription paused, or
-         *     behind `maxInFlight`) is cancelled too.
+         * @description A redelivery of it still waiting in the queue (the subscription paused, or behind
+         *     `maxInFlight`) is cancelled too. On JetStream, one whose attempt is already open is too: that
+         *     attempt finishes, and no retry follows it.
          */
         delete: operations["deleteDeadLetter"];
         options?: never;

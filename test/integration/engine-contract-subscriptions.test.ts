@@ -425,6 +425,29 @@ for (const engine of ENGINES) {
         expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
       });
 
+      it('cancels a redelivery still waiting in the queue (paused) when its dead letter is deleted (parity probe: JetStream answered 404 and sent it)', async () => {
+        const sub = await subscribe(typeOf('dead-cancel'));
+        receiver.setResponder(() => ({ status: 400 }));
+        await publish('dead-cancel', ['dc1', 'dc2']);
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 2, { ...WAIT, what: '2 dead letters' });
+        const [first, second] = (await deadLetters(sub.id)).deadLetters.map((d: { id: string }) => d.id);
+        await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+        receiver.setResponder(() => ({ status: 204 }));
+        await request(gw.url)
+          .post(`/subscriptions/${sub.id}/dead-letters/redeliver`)
+          .send({ ids: [first, second] })
+          .expect(202, { redelivering: 2 });
+        await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${first}`).expect(204);
+        await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${first}`).expect(404);
+
+        await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+        const redelivered = () => requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
+        await waitFor(() => redelivered().length >= 1, { ...WAIT, what: 'dc2 redelivered' });
+        await sleep(300); // dc1, queued first, would have come by now
+        expect(redelivered().map((q) => q.headers['ce-id'])).toEqual([`${engine}-dc2`]);
+        expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
+      });
+
       it('redelivers all of 150 dead letters (JetStream: more than one batch of publishes and lookups) once each, and none stays listed', async () => {
         const sub = await subscribe(typeOf('dead-many'));
         receiver.setResponder(() => ({ status: 400 }));

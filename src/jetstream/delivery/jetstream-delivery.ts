@@ -75,7 +75,7 @@ import type { DeliveryControl, DeliveryStats, PartitionStats, SubscriptionEvents
 import type { SeekTarget } from '../../subscriptions/seek-schema';
 import { connectToCluster } from '../connection';
 import { removeCurrent } from '../kv-update';
-import { clusterUnavailable, natsReason } from '../nats-errors';
+import { clusterUnavailable, isNotFound, natsReason } from '../nats-errors';
 import { failed } from '../provision';
 import { jetStreamNames } from '../names';
 import { createAckMap } from './ack-map';
@@ -128,6 +128,8 @@ const CLOSE_GRACE_MS = 1000;
 const REDRIVE_PAGE = 1000;
 /** Dead letters whose redelivery is published at once (see `redrive`). */
 const REDRIVE_BATCH = 64;
+/** Queued redeliveries of one subscription looked through for the one a dead letter's DELETE cancels. */
+const CANCEL_SCAN_LIMIT = 10_000;
 /** See `JetStreamDeliveryDeps.leaseCheckMs`: a consumer info per consumer per minute and node. */
 const LEASE_CHECK_MS = 60_000;
 
@@ -442,7 +444,7 @@ async function composeEngine(parts: {
     },
     async deleteDeadLetter(id, deadLetterId) {
       entryOf(id);
-      return ctx.deadLetters.remove(id, deadLetterId);
+      return (await ctx.deadLetters.remove(id, deadLetterId)) || cancelQueuedRedelivery(id, deadLetterId);
     },
     callback,
     quiesce() {
@@ -485,6 +487,42 @@ async function composeEngine(parts: {
     await Promise.all(rows.filter((_, i) => published[i]!.status === 'fulfilled').map((row) => ctx.deadLetters.removeRow(row)));
     const failed = published.find((p): p is PromiseRejectedResult => p.status === 'rejected');
     if (failed) throw failed.reason;
+  }
+
+  /**
+   * A dead letter whose redelivery still waits in the queue (the subscription paused, or behind `maxInFlight`) left
+   * the list when it was queued; deleted, its redelivery is cancelled, as on the local engine (a parity probe: it
+   * answered 404 and was sent at the resume). Its message in the redrive queue (not acknowledged yet: a work queue
+   * keeps no other), found by the `Nats-Msg-Id` its `redrive` publish gave it, is deleted; a node holding it through
+   * a pause finds it gone before it sends it (`locate` in message-handler.ts). One whose attempt is already open
+   * ends with that attempt: no retry follows.
+   */
+  async function cancelQueuedRedelivery(id: string, deadLetterId: string): Promise<boolean> {
+    if (!/^[1-9][0-9]{0,15}$/.test(deadLetterId)) return false;
+    const msgId = `rd_${idToken(id)}_${deadLetterId}`;
+    const consumer = await ctx.jsm.consumers.info(names.redriveStream, names.redriveConsumer(id)).catch((err: unknown) => {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    });
+    if (!consumer) return false;
+    const subject = names.redriveSubject(id);
+    for (let seq = consumer.ack_floor.stream_seq + 1, looked = 0; looked < CANCEL_SCAN_LIMIT; looked++) {
+      const queued = await ctx.jsm.streams
+        .getMessage(names.redriveStream, { seq, next_by_subj: subject } as never)
+        .catch((err: unknown) => {
+          if (isNotFound(err)) return undefined;
+          throw err;
+        });
+      if (!queued) return false;
+      if (queued.header?.get('Nats-Msg-Id') === msgId) {
+        return ctx.jsm.streams.deleteMessage(names.redriveStream, queued.seq, false).catch((err: unknown) => {
+          if (isNotFound(err)) return false; // handed out and acknowledged meanwhile
+          throw err;
+        });
+      }
+      seq = queued.seq + 1;
+    }
+    return false;
   }
 
   async function allDeadLetters(id: string) {

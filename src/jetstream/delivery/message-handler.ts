@@ -66,7 +66,8 @@ const replyOf = (msg: JsMsg): string => (msg as JsMsg & { reply: string }).reply
 
 interface Located {
   target: AttemptTarget;
-  event: CloudEvent | 'corrupt' | 'missing' | 'newer';
+  /** `cancelled`: a redelivery whose message was deleted from the queue (its dead letter's DELETE). */
+  event: CloudEvent | 'corrupt' | 'missing' | 'newer' | 'cancelled';
   storedAt: number;
 }
 
@@ -91,6 +92,12 @@ async function locate(ctx: EngineContext, sub: SubscriptionView, msg: JsMsg, sou
     redrive: true,
     ...(filter === true ? { filter: true } : {}),
   };
+  // Still queued? A DELETE of its dead letter removes it from the queue, also while a node holds it through a pause.
+  const queued = await ctx.jsm.streams.getMessage(ctx.names.redriveStream, { seq: msg.info.streamSequence }).catch((err: unknown) => {
+    if (isNotFound(err)) return undefined;
+    throw err;
+  });
+  if (!queued) return { target, event: 'cancelled', storedAt: 0 };
   try {
     const stored = await (ctx.jsm as WithDirectGet).direct.getMessage(ctx.events.stream(partition), { seq: offset + 1 });
     return { target, event: decodeOr(stored.data, formatOf(stored.header)), storedAt: stored.time.getTime() };
@@ -150,6 +157,13 @@ export async function handleMessage(
   // Before anything is awaited: the nearest this node comes to when JetStream handed the message out.
   const openedAt = ctx.clock();
   const { target, event, storedAt } = await locate(ctx, sub, msg, source);
+  if (event === 'cancelled') {
+    ctx.log.info(
+      { subscription: sub.id, partition: target.partition, offset: target.offset },
+      'redelivery cancelled: its dead letter was deleted',
+    );
+    return msg.ack();
+  }
   const record = sub.record();
   // JetStream's delivery count, less the deliveries that were give-backs of a stopping node, not attempts.
   const count = msg.info.deliveryCount;
