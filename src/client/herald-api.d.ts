@@ -2086,7 +2086,8 @@ export interface components {
         /**
          * @description `gzip` (or `x-gzip`), `deflate` or `br`: the body is decoded before the event is read, so in
          *     binary mode the data is the decoded bytes. One coding; `identity` or none is the body as sent.
-         *     A body that is not valid in its coding is a 400 `invalid_request`; one that decodes past
+         *     A body that is not valid in its coding (cut short, or followed by bytes other than zero
+         *     padding after the end of its compressed data) is a 400 `invalid_request`; one that decodes past
          *     `HERALD_MAX_BODY_BYTES` is a 413. Decoded in the thread pool, off the event loop.
          * @example gzip
          */
@@ -2242,7 +2243,8 @@ export interface operations {
                 /**
                  * @description `gzip` (or `x-gzip`), `deflate` or `br`: the body is decoded before the event is read, so in
                  *     binary mode the data is the decoded bytes. One coding; `identity` or none is the body as sent.
-                 *     A body that is not valid in its coding is a 400 `invalid_request`; one that decodes past
+                 *     A body that is not valid in its coding (cut short, or followed by bytes other than zero
+                 *     padding after the end of its compressed data) is a 400 `invalid_request`; one that decodes past
                  *     `HERALD_MAX_BODY_BYTES` is a 413. Decoded in the thread pool, off the event loop.
                  * @example gzip
                  */

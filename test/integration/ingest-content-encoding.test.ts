@@ -70,4 +70,40 @@ describe('Content-Encoding on POST /events', () => {
     expect((await call(binary('r-5', 'gzip'), truncated)).status).toBe(400);
     expect(await partitionHeads(gw.url)).toEqual(before);
   });
+
+  it.each([
+    ['deflate', zlib.deflateSync],
+    ['br', zlib.brotliCompressSync],
+    ['gzip', zlib.gzipSync],
+  ] as const)(
+    '%s: bytes after the end of the compressed data are a 400, not dropped (probe: two deflate streams were stored as the first, with a 202)',
+    async (encoding, encode) => {
+      const before = await partitionHeads(gw.url);
+      const first = encode(Buffer.from('{"part":1}'));
+      const tails: [string, Buffer][] = [
+        [`t-${encoding}-1`, Buffer.from('trailing garbage')],
+        // gzip: zero padding, then a member that node dropped with it
+        [`t-${encoding}-2`, Buffer.concat([Buffer.alloc(4), encode(Buffer.from('{"part":2}'))])],
+      ];
+      // A second deflate or br stream (gzip members back to back are one body: below).
+      if (encoding !== 'gzip') tails.push([`t-${encoding}-3`, encode(Buffer.from('{"part":2}'))]);
+      for (const [id, tail] of tails) {
+        const res = await call(binary(id, encoding), Buffer.concat([first, tail]));
+        expect(res.status).toBe(400);
+        expect(res.body.detail).toBe(`the request body is not valid ${encoding}`);
+        expect((await lookupEvent(gw.url, { source: '/encoded', id })).status).toBe(404);
+      }
+      expect(await partitionHeads(gw.url)).toEqual(before);
+      // Zero padding alone (gzip tools write it, and read past it) is taken.
+      const padded = await call(binary(`t-${encoding}-padded`, encoding), Buffer.concat([first, Buffer.alloc(8)]));
+      expect(padded.status).toBe(202);
+      expect((await lookupEvent(gw.url, { source: '/encoded', id: `t-${encoding}-padded` })).body.event.data).toEqual({ part: 1 });
+    },
+  );
+
+  it('gzip members back to back are one body (RFC 1952 §2.2)', async () => {
+    const body = Buffer.concat([zlib.gzipSync(Buffer.from('{"a":')), zlib.gzipSync(Buffer.from('1}'))]);
+    expect((await call(binary('members', 'gzip'), body)).status).toBe(202);
+    expect((await lookupEvent(gw.url, { source: '/encoded', id: 'members' })).body.event.data).toEqual({ a: 1 });
+  });
 });
