@@ -3863,7 +3863,9 @@ export interface operations {
             "5XX": components["responses"]["WebhookRetry"];
             /**
              * @description Any other status (3xx, other 4xx): the event is dead-lettered at once (reason
-             *     `rejected_status`) and delivery moves on.
+             *     `rejected_status`) and delivery moves on. On the local engine, such an answer to a request
+             *     sent before a PATCH moved the sink elsewhere is a failed attempt instead: its event is retried
+             *     to the new sink.
              */
             default: {
                 headers: {

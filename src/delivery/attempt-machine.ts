@@ -94,7 +94,7 @@ export type AttemptInput =
   | { kind: 'start'; newAttemptId: string }
   /**
    * The receiver's answer; `status` null: the request failed (no answer). `sinkMoved`: it came from a sink a
-   * PATCH has replaced since the request was sent (its 410 then says nothing of the subscription's sink).
+   * PATCH has replaced since the request was sent (its 410, 4xx or 3xx, or refused address, then says nothing of the new sink).
    */
   | {
       kind: 'answer';
@@ -384,7 +384,15 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
   const failure = input.error || `HTTP ${status}`;
   const answered: AttemptEffect[] = [ANSWERED];
   if (status !== null && status >= 200 && status < 300) answered.push(HEALTHY);
-  else if (status !== 410) answered.push({ kind: 'health', ok: false, error: failure });
+  // A replaced sink's failures say nothing of the new one's health (its auto-disable window).
+  else if (status !== 410 && !input.sinkMoved) answered.push({ kind: 'health', ok: false, error: failure });
+  // From a sink a PATCH replaced meanwhile, an answer that would end the event or pause the subscription (a 410, a
+  // 4xx or 3xx, a refused address) speaks for that URL only: the event is retried, to the new sink (hostile-receiver
+  // probe: a late 410 of the old receiver paused the subscription, a late 404 dead-lettered an event the new one never saw).
+  if (input.sinkMoved && (input.sinkNotAllowed || outcome === 'gone' || outcome === 'dead')) {
+    const error = input.sinkNotAllowed ? (input.error ?? 'the sink address is not allowed') : failure;
+    return fail(base, `${error} from the sink a PATCH has replaced`, ctx, [...answered, { kind: 'observe', outcome: 'retry' }]);
+  }
   if (input.sinkNotAllowed) {
     // HERALD_SINK_ALLOW_PRIVATE=false refused the address at connect time: retrying cannot help.
     const next = { ...base, lastError: input.error ?? 'the sink address is not allowed' };
@@ -407,12 +415,6 @@ function answer(s: Sending, input: InputOf<'answer'>, ctx: AttemptContext): Step
       };
     }
     case 'gone': {
-      // From a sink a PATCH replaced meanwhile: that URL is gone, not the subscription's sink. The event is retried,
-      // to the new sink, and the subscription is not paused (probe: a late 410 of the old receiver paused it, and
-      // nothing went to the new one until an operator resumed it).
-      if (input.sinkMoved) {
-        return fail(base, 'HTTP 410 from the sink a PATCH has replaced', ctx, [...answered, { kind: 'observe', outcome: 'retry' }]);
-      }
       // Keeps the event: it is tried again as soon as the subscription is resumed (no timer until then).
       const next = { ...base, lastError: input.error || 'subscriber answered 410 Gone' };
       return {

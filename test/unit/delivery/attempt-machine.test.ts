@@ -218,6 +218,15 @@ const LEGAL: Row[] = [
   { name: 'a refused sink address dead-letters', from: sending, input: answer(null, { sinkNotAllowed: true }),
     to: { phase: 'dead', reason: 'sink_not_allowed', ...was({ lastError: 'the sink address is not allowed' }) },
     effects: [...answered('HTTP null'), settle('failed'), ...deadEffects('sink_not_allowed')] },
+  // From a sink a PATCH has replaced: that URL's answer does not end the event; it goes to the new sink (hostile-receiver probe).
+  { name: '400 of a sink a PATCH has replaced retries after the backoff, no dead letter', from: sending, input: answer(400, { sinkMoved: true }),
+    to: retryAt(NOW + 1000, 'HTTP 400 from the sink a PATCH has replaced', 400),
+    effects: [...answered(null), observe('retry'), settle('failed'), ...retryEffects(NOW + 1000)] },
+  { name: 'a refused address of a sink a PATCH has replaced retries', from: sending, input: answer(null, { sinkNotAllowed: true, sinkMoved: true }),
+    to: retryAt(NOW + 1000, 'the sink address is not allowed from the sink a PATCH has replaced'),
+    effects: [...answered(null), observe('retry'), settle('failed'), ...retryEffects(NOW + 1000)] },
+  { name: '500 of a sink a PATCH has replaced retries without a health failure', from: sending, input: answer(500, { sinkMoved: true }),
+    to: retryAt(NOW + 1000, 'HTTP 500', 500), effects: [...answered(null), observe('retry'), settle('failed'), ...retryEffects(NOW + 1000)] },
   { name: 'a timeout retries', from: sending, input: { kind: 'timeout', attemptId: 'dlv_1', error: 'timed out' },
     to: retryAt(NOW + 1000, 'timed out'), effects: [...answered('timed out'), observe('timeout'), settle('failed'), ...retryEffects(NOW + 1000)] },
   // Was: a request waiting for a connection went out after the pause (or a rotation) answered 200.
