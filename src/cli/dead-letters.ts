@@ -80,7 +80,7 @@ export function registerDeadLetters(program: Command, streams: CliStreams): void
         const skipped = listed - result.redelivering;
         problems.push(
           `herald: ${skipped} of the ${listed} dead letters found ${skipped === 1 ? 'was' : 'were'} not redelivered ` +
-            '(an event retention has deleted, or a dead letter redelivered or deleted meanwhile: see herald dead-letters list)',
+            '(an event retention has deleted, a redelivery already queued, or a dead letter redelivered or deleted meanwhile: see herald dead-letters list)',
         );
       }
       if (problems.length > 0) throw new ReportedError(problems.join('\n'));

@@ -3191,7 +3191,7 @@ export interface operations {
             };
         };
         responses: {
-            /** @description Queued; `redelivering` counts the dead letters found. */
+            /** @description Queued; `redelivering` counts the dead letters this request queued (one whose redelivery already waits in the queue, from an earlier request, is neither queued again nor counted). */
             202: {
                 headers: {
                     [name: string]: unknown;

@@ -353,7 +353,7 @@ export function createDispatcher(deps: DispatcherDeps) {
     },
     /**
      * Queues dead letters for delivery again with a fresh attempt count: those named (ids that are
-     * not this subscription's dead letters are skipped), or all of them; returns how many.
+     * not this subscription's dead letters are skipped), or all of them; returns how many were queued.
      */
     redeliver(subscriptionId: string, ids: string[] | undefined): number {
       const worker = workerOf(subscriptionId);
@@ -384,8 +384,9 @@ export function createDispatcher(deps: DispatcherDeps) {
           after = Number(rows[rows.length - 1]!.id);
         }
       }
-      worker.redrive(items);
-      return items.length;
+      // Counted as queued now: one already waiting (a second redeliver while paused) is neither queued again nor
+      // counted, as on JetStream, where a queued dead letter has left the list (parity and console probes).
+      return worker.redrive(items);
     },
     /** Deletes one dead letter of a subscription; false when it has none of that id. */
     deleteDeadLetter(subscriptionId: string, deadLetterId: string): boolean {

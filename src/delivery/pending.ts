@@ -131,7 +131,8 @@ export interface SubscriptionWorker {
   nack(pending: Pending, delayMs?: number): void;
   extend(pending: Pending, ms: number): number;
   reject(pending: Pending, reason?: string): void;
-  redrive(items: RedriveItem[]): void;
+  /** Queues dead letters for redelivery; returns how many were queued (one already waiting is not queued twice). */
+  redrive(items: RedriveItem[]): number;
   unqueueRedrive(deadLetterId: string): void;
   /**
    * The first step of a graceful close: starts no attempt any more, but answers and callbacks still

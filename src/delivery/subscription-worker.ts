@@ -999,13 +999,16 @@ export function createSubscriptionWorker(
     reject(pending: Pending, reason?: string): void {
       if (pending.deliveryId !== null) step(pending, { kind: 'reject', attemptId: pending.deliveryId, reason });
     },
-    redrive(items: RedriveItem[]): void {
+    redrive(items: RedriveItem[]): number {
+      let queued = 0;
       for (const item of items) {
         if (queuedDeadLetters.has(item.deadLetterId)) continue;
         queuedDeadLetters.add(item.deadLetterId);
         redriveQueue.push(item);
+        queued++;
       }
       schedulePump();
+      return queued;
     },
     /** A dead letter deleted while its redelivery waits in the queue: it is not redelivered. */
     unqueueRedrive(deadLetterId: string): void {

@@ -448,6 +448,29 @@ for (const engine of ENGINES) {
         expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
       });
 
+      it('queues a dead letter once when it is redelivered twice while paused: the second answer counts none, each event is sent once (console probe)', async () => {
+        const sub = await subscribe(typeOf('dead-twice'));
+        receiver.setResponder(() => ({ status: 400 }));
+        await publish('dead-twice', ['dt1', 'dt2']);
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 2, { ...WAIT, what: '2 dead letters' });
+        await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
+        receiver.setResponder(() => ({ status: 204 }));
+        const redeliver = () => request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({});
+        await redeliver().expect(202, { redelivering: 2 });
+        await redeliver().expect(202, { redelivering: 0 });
+
+        await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
+        const redelivered = () => requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
+        await waitFor(() => redelivered().length >= 2, { ...WAIT, what: '2 redeliveries' });
+        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { ...WAIT, what: 'no dead letter left' });
+        await sleep(300); // a second copy would come by now
+        expect(
+          redelivered()
+            .map((q) => q.headers['ce-id'])
+            .sort(),
+        ).toEqual([`${engine}-dt1`, `${engine}-dt2`]);
+      });
+
       it('redelivers all of 150 dead letters (JetStream: more than one batch of publishes and lookups) once each, and none stays listed', async () => {
         const sub = await subscribe(typeOf('dead-many'));
         receiver.setResponder(() => ({ status: 400 }));
