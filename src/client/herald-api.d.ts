@@ -3842,8 +3842,8 @@ export interface operations {
             409: components["responses"]["WebhookRetry"];
             /**
              * @description Gone: the subscription is paused (`stateReason: gone`). The event is kept and retried first
-             *     when the subscription is resumed. On the local engine, a 410 to a request sent before a PATCH
-             *     moved the sink elsewhere pauses nothing: its event is retried to the new sink.
+             *     when the subscription is resumed. A 410 to a request sent before a PATCH moved the sink
+             *     elsewhere pauses nothing: its event is retried to the new sink.
              */
             410: {
                 headers: {
@@ -3863,9 +3863,8 @@ export interface operations {
             "5XX": components["responses"]["WebhookRetry"];
             /**
              * @description Any other status (3xx, other 4xx): the event is dead-lettered at once (reason
-             *     `rejected_status`) and delivery moves on. On the local engine, such an answer to a request
-             *     sent before a PATCH moved the sink elsewhere is a failed attempt instead: its event is retried
-             *     to the new sink.
+             *     `rejected_status`) and delivery moves on. Such an answer to a request sent before a PATCH
+             *     moved the sink elsewhere is a failed attempt instead: its event is retried to the new sink.
              */
             default: {
                 headers: {

@@ -341,7 +341,8 @@ export async function handleMessage(
     if (ctx.clock() - openedAt >= recheckMs(entry) && (await overtaken(ctx, { deliveryId, key, count }, revision !== undefined))) {
       return logStale();
     }
-    result = await send(ctx, sub, target, event, { deliveryId, attempt, previousOffset }, group, requestBuilt);
+    let sentTo: string;
+    ({ result, sink: sentTo } = await send(ctx, sub, target, event, { deliveryId, attempt, previousOffset }, group, requestBuilt));
     // Never sent (paused or closing while it waited for a connection): its callback id is closed, and
     // the puller keeps the message for the resume, its delivery count unspent on a request.
     if (result.withdrawn) {
@@ -376,14 +377,17 @@ export async function handleMessage(
     // A 410 pauses here before anything is awaited: the sender hands the freed connection to a request
     // that waited for it one turn later, and that request must not go out after the 410 (deciding can
     // wait on the ack map for longer). Even an answer the ack map finds stale is the receiver's "gone".
-    if (result.status === 410) sub.gone();
+    // Unless it came from a sink a PATCH has replaced since: that URL is gone, not the subscription's sink, so the
+    // event is retried to the new one, as on the local engine (probe: a late 410 of the old receiver paused it).
+    const sinkMoved = sub.record().sink !== sentTo;
+    if (result.status === 410 && !sinkMoved) sub.gone();
     // Likewise a Retry-After: it holds this node's requests of the subscription (the event's own retry is the machine's -NAK).
-    const holdUntil = retryAfterHoldUntil(result, ctx.clock(), sub.record().delivery.retry);
+    const holdUntil = sinkMoved ? undefined : retryAfterHoldUntil(result, ctx.clock(), sub.record().delivery.retry);
     if (holdUntil !== undefined) sub.holdUntil(holdUntil);
     // Closing: this node stopped watching the subscriptions, so a delete through another node is
     // looked up; settling then would leave its dead letter and marks behind for no subscription.
     if (sub.closing() && (await deletedMeanwhile(sub))) return;
-    decided = await decide(ctx, { deliveryId, key, count }, entry, revision, answerInput(deliveryId, result), close);
+    decided = await decide(ctx, { deliveryId, key, count }, entry, revision, answerInput(deliveryId, result, sinkMoved), close);
     // Auto ack: an answer from a node that stalled long enough to have been overtaken settles nothing
     // (its signal would settle the later delivery), and a 202's entry is closed, when a later delivery
     // was started.
@@ -544,7 +548,7 @@ async function send(
   group: AbortGroup,
   /** Told when the request is built (its wall-clock time): what its duration is timed from, not the wait for a connection. */
   built: (at: number) => void,
-): Promise<SendResult> {
+): Promise<{ result: SendResult; sink: string }> {
   let sink = sub.record().sink;
   for (;;) {
     let moved = false;
@@ -573,7 +577,7 @@ async function send(
       return { headers: request.headers, body: request.body, timeoutMs: now.delivery.timeoutMs };
     };
     const result = await ctx.sender.send(sink, build, sub.record().delivery.timeoutMs, group, sub.id);
-    if (!moved) return result;
+    if (!moved) return { result, sink };
     sink = sub.record().sink;
   }
 }
