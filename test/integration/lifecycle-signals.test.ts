@@ -192,32 +192,42 @@ describe('graceful shutdown with a request in flight', () => {
   });
 });
 
+/**
+ * `node dist/main.js` as a JetStream node whose "NATS server" accepts and never speaks, so its start waits on
+ * it (10 s); resolves once it has connected, with its output so far and its exit. `close` stops the server.
+ */
+async function startWaitingForCluster(env: Record<string, string> = {}) {
+  const silent = net.createServer(() => undefined);
+  await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+  const child = spawn(process.execPath, [MAIN_JS], {
+    env: {
+      PATH: process.env.PATH,
+      HERALD_PORT: '0',
+      HERALD_STORE: 'jetstream',
+      HERALD_NATS_SERVERS: `nats://127.0.0.1:${(silent.address() as AddressInfo).port}`,
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output = { stdout: '', stderr: '' };
+  child.stdout!.on('data', (c: Buffer) => (output.stdout += c.toString()));
+  child.stderr!.on('data', (c: Buffer) => (output.stderr += c.toString()));
+  const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
+  await new Promise<void>((resolve) => silent.once('connection', () => resolve()));
+  return { child, output, exited, close: () => silent.close() };
+}
+
 describe('a signal during start-up', () => {
   it.each(['SIGTERM', 'SIGINT'] as const)(
     '%s while the gateway still starts: exit 0 saying so (was: killed by the signal)',
     async (signal) => {
-      // A "NATS server" that accepts and never speaks: the JetStream engine's start waits on it for 10 s.
-      const silent = net.createServer(() => undefined);
-      await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+      const node = await startWaitingForCluster();
       try {
-        const child = spawn(process.execPath, [MAIN_JS], {
-          env: {
-            PATH: process.env.PATH,
-            HERALD_PORT: '0',
-            HERALD_STORE: 'jetstream',
-            HERALD_NATS_SERVERS: `nats://127.0.0.1:${(silent.address() as AddressInfo).port}`,
-          },
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
-        let stderr = '';
-        child.stderr!.on('data', (c: Buffer) => (stderr += c.toString()));
-        const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
-        await new Promise<void>((resolve) => silent.once('connection', () => resolve()));
-        child.kill(signal);
-        expect(await exited).toBe(0);
-        expect(stderr).toContain(`stopped during start-up (${signal})`);
+        node.child.kill(signal);
+        expect(await node.exited).toBe(0);
+        expect(node.output.stderr).toContain(`stopped during start-up (${signal})`);
       } finally {
-        silent.close();
+        node.close();
       }
     },
   );
@@ -225,31 +235,16 @@ describe('a signal during start-up', () => {
 
 describe('configuration warnings', () => {
   it('are logged before the engine starts: a JetStream node waiting for its cluster already says what it ignores (README probe: said once connected)', async () => {
-    const silent = net.createServer(() => undefined);
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
+    const node = await startWaitingForCluster({ HERALD_RETENTION: '10s' });
     try {
-      const child = spawn(process.execPath, [MAIN_JS], {
-        env: {
-          PATH: process.env.PATH,
-          HERALD_PORT: '0',
-          HERALD_STORE: 'jetstream',
-          HERALD_NATS_SERVERS: `nats://127.0.0.1:${(silent.address() as AddressInfo).port}`,
-          HERALD_RETENTION: '10s',
-        },
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
-      let stdout = '';
-      child.stdout!.on('data', (c: Buffer) => (stdout += c.toString()));
-      const exited = new Promise<number | string>((resolve) => child.on('close', (code, sig) => resolve(code ?? sig ?? -1)));
-      await new Promise<void>((resolve) => silent.once('connection', () => resolve()));
       const warning = 'HERALD_RETENTION is set, but HERALD_STORE is jetstream: ignored';
-      for (let i = 0; i < 500 && !stdout.includes(warning); i++) await new Promise((r) => setTimeout(r, 10));
-      expect(stdout).toContain(warning);
-      expect(stdout).not.toContain('herald listening'); // the cluster never answered: not started
-      child.kill('SIGTERM');
-      expect(await exited).toBe(0);
+      for (let i = 0; i < 500 && !node.output.stdout.includes(warning); i++) await new Promise((r) => setTimeout(r, 10));
+      expect(node.output.stdout).toContain(warning);
+      expect(node.output.stdout).not.toContain('herald listening'); // the cluster never answered: not started
+      node.child.kill('SIGTERM');
+      expect(await node.exited).toBe(0);
     } finally {
-      silent.close();
+      node.close();
     }
   });
 });
