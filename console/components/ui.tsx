@@ -106,7 +106,7 @@ export function SecretField(props: { label: string; secret: string; onDone?: () 
 /**
  * A button that asks again before acting: the first click shows the question, the second acts. The
  * question takes the focus (on Cancel, so a second Enter does nothing harmful, inside a group named by
- * the question, which a screen reader reads); Cancel gives it back to the button. Without that, the
+ * the question, which a screen reader reads); Cancel and the answer give it back to the button. Without that, the
  * focused button vanished and the focus fell to the page's top, the question unread.
  */
 export function ConfirmButton(props: {
@@ -144,8 +144,8 @@ export function ConfirmButton(props: {
         type="button"
         class="danger"
         onClick={() => {
-          moved.current = false;
-          setAsking(false);
+          // The button comes back and takes the focus (was: it fell to <body>); when the action removes it, the focus goes where it goes.
+          ask(false);
           props.onConfirm();
         }}
       >

@@ -743,3 +743,20 @@ describe('a double click', () => {
     expect(posts.filter((p) => p.endsWith('/events'))).toHaveLength(1);
   });
 });
+
+describe('a question answered', () => {
+  it('gives the focus back to the button that asked it once Seek is confirmed (was: to <body>)', async () => {
+    const gw = await gateway();
+    const id = await subscribe(gw, (await receive()).url);
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/subscriptions/${id}`);
+    const seek = page.locator('button:text-is("Seek…")');
+    await tabTo(page, seek);
+    await page.keyboard.press('Enter');
+    await focused(page.getByRole('group', { name: /^Deliver every stored event/ }).getByRole('button', { name: 'Cancel' }));
+    await page.keyboard.press('Shift+Tab'); // to "Seek"
+    await page.keyboard.press('Enter');
+    await page.locator('[data-testid=seek-result]').waitFor();
+    await focused(seek);
+  });
+});
