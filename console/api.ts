@@ -105,7 +105,13 @@ export function problemMessage(problem: Problem, status: number): string {
   return details.length > 0 ? `${head} — ${details.join('; ')}` : head;
 }
 
-async function failure(res: Response): Promise<ApiError> {
+/** Whether `req` went with the key stored now: a 401 to a key already replaced (a poll sent before it was) asks for nothing. */
+function sentWithCurrentKey(req: Request): boolean {
+  const key = storedKey();
+  return req.headers.get('authorization') === (key ? `Bearer ${key}` : null);
+}
+
+async function failure(res: Response, req: Request): Promise<ApiError> {
   let problem: Problem = {};
   try {
     if (/json/.test(res.headers.get('content-type') ?? '')) problem = (await res.json()) as Problem;
@@ -113,7 +119,7 @@ async function failure(res: Response): Promise<ApiError> {
     // not JSON after all: the status says enough
   }
   const error = new ApiError(res.status, problemMessage(problem, res.status), problem.code);
-  if (res.status === 401) unauthorized?.(error);
+  if (res.status === 401 && sentWithCurrentKey(req)) unauthorized?.(error);
   return error;
 }
 
@@ -151,8 +157,9 @@ async function send(method: string, path: string, init: { body?: unknown; conten
     extra['content-type'] = init.contentType ?? 'application/json';
     body = JSON.stringify(init.body);
   }
-  const res = await reach(request(path, { method, headers: headers(extra), body, signal: init.signal }));
-  if (!res.ok) throw await failure(res);
+  const req = request(path, { method, headers: headers(extra), body, signal: init.signal });
+  const res = await reach(req);
+  if (!res.ok) throw await failure(res, req);
   return res;
 }
 
@@ -162,8 +169,9 @@ async function json<T>(res: Response): Promise<T> {
 
 /** `GET /readyz`: its 503 is a readiness answer (plain JSON), not a failure. */
 export async function readiness(): Promise<Readiness> {
-  const res = await reach(request('readyz', {}));
-  if (res.status !== 200 && res.status !== 503) throw await failure(res);
+  const req = request('readyz', {});
+  const res = await reach(req);
+  if (res.status !== 200 && res.status !== 503) throw await failure(res, req);
   return (await res.json()) as Readiness;
 }
 
@@ -187,8 +195,9 @@ export async function readEventStream(
   signal: AbortSignal,
 ): Promise<void> {
   const query = sql.trim() ? `?${new URLSearchParams({ sql: sql.trim() })}` : '';
-  const res = await reach(request(`events/stream${query}`, { headers: headers({ accept: 'text/event-stream' }), signal }));
-  if (!res.ok) throw await failure(res);
+  const req = request(`events/stream${query}`, { headers: headers({ accept: 'text/event-stream' }), signal });
+  const res = await reach(req);
+  if (!res.ok) throw await failure(res, req);
   if (!res.body) throw new ApiError(res.status, 'the browser gave no readable body for the stream');
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
   const parser = createSseParser();

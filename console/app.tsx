@@ -33,6 +33,11 @@ function refusal(e: ApiError, prefix: string): string {
 export function App() {
   const route = useRoute();
   const [access, setAccess] = useState<Access>({ kind: 'checking' });
+  const allowed = access.kind === 'open' || access.kind === 'key';
+  // Once shown, the view stays mounted (hidden) while a key is asked for again: a 401 in the middle of typing
+  // (a key revoked, a gateway restarted with other keys) no longer throws away what was typed in its forms.
+  const [shown, setShown] = useState(false);
+  if (allowed && !shown) setShown(true);
 
   /** Whether keys are needed: a read route answers 401 only when `HERALD_API_KEYS` is set. */
   const check = useCallback(async () => {
@@ -110,7 +115,11 @@ export function App() {
             This browser blocks session storage: the API key is kept only until you reload this page.
           </p>
         )}
-        {(access.kind === 'open' || access.kind === 'key') && <View route={route} />}
+        {shown && (
+          <div hidden={!allowed} data-testid="view">
+            <View route={route} />
+          </div>
+        )}
       </main>
     </>
   );

@@ -760,3 +760,29 @@ describe('a question answered', () => {
     await focused(seek);
   });
 });
+
+describe('a 401 while the operator types', () => {
+  it('asks for a key again and keeps what was typed in the new subscription form (was: the form was thrown away)', async () => {
+    const gw = await gateway();
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console#/subscriptions`);
+    const form = page.locator('[data-testid=create-subscription]');
+    await form.locator('input[name=sink]').fill('http://127.0.0.1:9/typed-sink');
+    await form.locator('textarea[name=filters]').fill('[{"exact": {"type": "typed.type"}}]');
+    await form.locator('select[name=ordering]').selectOption('none');
+    // The key stops working (revoked, or the gateway restarted with other keys): the next poll is answered 401.
+    await page.evaluate("sessionStorage.setItem('herald.apiKey', 'a-revoked-key')");
+    await page.locator('[data-testid=key-prompt]').waitFor();
+    await page.fill('input[name=api-key]', KEY);
+    await page.click('text=Use this key');
+    await page.locator('[data-testid=subscriptions-range]').waitFor();
+    expect(await form.locator('input[name=sink]').inputValue()).toBe('http://127.0.0.1:9/typed-sink');
+    expect(await form.locator('textarea[name=filters]').inputValue()).toBe('[{"exact": {"type": "typed.type"}}]');
+    expect(await form.locator('select[name=ordering]').inputValue()).toBe('none');
+    await form.locator('button[type=submit]').click();
+    await page.locator('[data-testid=secret]').waitFor();
+    const list = await fetch(`${gw.url}/subscriptions`, { headers: auth });
+    const { subscriptions } = (await list.json()) as { subscriptions: { sink: string; delivery: { ordering: string } }[] };
+    expect(subscriptions.map((s) => [s.sink, s.delivery.ordering])).toEqual([['http://127.0.0.1:9/typed-sink', 'none']]);
+  });
+});
