@@ -17,6 +17,11 @@ const MAX_SHOWN = 1000;
  * dead-letter list itself under 10 KB/s). The chosen subscription's list and count are read every 2 s.
  */
 const CHOICE_MS = 30_000;
+/**
+ * How long a new choice of subscription waits before it is shown: arrow keys on the closed choice change it at each
+ * press, and each change read that subscription's dead letters (a page of whole events) and added a history entry.
+ */
+const SETTLE_MS = 500;
 
 /** What a row keeps of its dead letter: never the event (up to ~1 MiB each), which opening the row reads. */
 type Row = Omit<DeadLetter, 'event'> & { event: { id: string; type: string } | null };
@@ -52,6 +57,18 @@ export function DeadLetters(props: { id?: string }) {
   // Without one in the address, the first subscription that has dead letters (else the first).
   const chosen = props.id ?? (list.find((s) => (s.stats?.deadLetters ?? 0) > 0) ?? list[0])?.id;
   const unlisted = chosen !== undefined && subs.data !== undefined && !list.some((s) => s.id === chosen);
+  // The choice being made (arrow keys pass through subscriptions), shown once it has stayed SETTLE_MS.
+  const [choosing, setChoosing] = useState<string | undefined>();
+  const settle = useRef<ReturnType<typeof setTimeout> | undefined>(undefined);
+  useEffect(() => () => clearTimeout(settle.current), []);
+  const choose = (id: string) => {
+    setChoosing(id);
+    clearTimeout(settle.current);
+    settle.current = setTimeout(() => {
+      setChoosing(undefined);
+      location.hash = href({ view: 'dead-letters', id });
+    }, SETTLE_MS);
+  };
   return (
     <div class="stack">
       <Card
@@ -59,11 +76,7 @@ export function DeadLetters(props: { id?: string }) {
         actions={
           <label class="inline">
             subscription{' '}
-            <select
-              data-testid="dead-letter-subscription"
-              value={chosen ?? ''}
-              onChange={(e) => (location.hash = href({ view: 'dead-letters', id: e.currentTarget.value }))}
-            >
+            <select data-testid="dead-letter-subscription" value={choosing ?? chosen ?? ''} onChange={(e) => choose(e.currentTarget.value)}>
               {unlisted && <option value={chosen}>{chosen}</option>}
               {list.map((s) => (
                 <option key={s.id} value={s.id}>

@@ -786,3 +786,36 @@ describe('a 401 while the operator types', () => {
     expect(subscriptions.map((s) => [s.sink, s.delivery.ordering])).toEqual([['http://127.0.0.1:9/typed-sink', 'none']]);
   });
 });
+
+describe('the dead letters choice of subscription', () => {
+  it('reads the dead letters of the subscription the arrow keys stop on, not of each one passed (was: a read per key press)', async () => {
+    const gw = await gateway();
+    const refusing = await receive(() => ({ status: 400, body: 'refused' }));
+    const ids: string[] = [];
+    for (let i = 0; i < 5; i++) ids.push(await subscribe(gw, `${refusing.url}/arrow-${i}`));
+    const page = await newPage(KEY);
+    await page.clock.install();
+    await page.goto(`${gw.url}/console#/dead-letters/${ids[0]}`);
+    await page.locator('[data-testid=no-dead-letters]').waitFor();
+    const read: string[] = [];
+    page.on('request', (r) => {
+      const m = /\/subscriptions\/([^/]+)\/dead-letters/.exec(new URL(r.url()).pathname);
+      if (m) read.push(m[1]!);
+    });
+    // From here the page's time moves only when the test moves it.
+    await page.clock.pauseAt(Date.now() + 1000);
+    await page.locator('[data-testid=dead-letter-subscription]').focus();
+    // Pressed as an operator does, a moment apart (the page's clock moved on 300 ms, the gateway given time to answer).
+    for (let i = 0; i < 4; i++) {
+      await page.keyboard.press('ArrowDown');
+      await page.clock.fastForward(300);
+      await page.waitForTimeout(200);
+    }
+    expect(await page.locator('[data-testid=dead-letter-subscription]').inputValue()).toBe(ids[4]);
+    await page.clock.fastForward(1000);
+    await page.waitForFunction(`location.hash.endsWith(${JSON.stringify(ids[4])})`);
+    await page.clock.resume();
+    await waitFor(() => read.includes(ids[4]!), { timeoutMs: WAIT_MS, what: 'the dead letters of the last subscription' });
+    expect(new Set(read)).toEqual(new Set([ids[4]]));
+  });
+});
