@@ -8,6 +8,11 @@ import type { PartitionInfo, StoredEvent } from '../types';
 const POLL_MS = 2000;
 /** The ingest rate is the growth of the summed head offsets over this window of successive reads. */
 const RATE_WINDOW_MS = 10_000;
+/**
+ * Partitions drawn at once. With 4,096 partitions the whole table, redrawn at every poll, was 61,570 DOM nodes and
+ * 2.37 s of work per 10 s (a probe); past a page the table pages on, and can list only the partitions holding events.
+ */
+const PARTITION_PAGE = 64;
 
 interface Sample {
   at: number;
@@ -22,6 +27,8 @@ export function Overview() {
   const readyNow = ready.error ? undefined : ready.data;
   const samples = useRef<Sample[]>([]);
   const [open, setOpen] = useState<number | null>(null);
+  const [pageStart, setPageStart] = useState(0);
+  const [onlyHolding, setOnlyHolding] = useState(false);
 
   const list = partitions.data?.partitions ?? [];
   const stored = list.reduce((n, p) => n + (p.headOffset - p.firstOffset), 0);
@@ -36,7 +43,15 @@ export function Overview() {
     return seconds >= 1 ? Math.max(0, heads - first.heads) / seconds : undefined;
   }, [partitions.data]);
   const openPartition = list.find((p) => p.partition === open);
-  const widest = Math.max(1, ...list.map((p) => p.headOffset - p.firstOffset));
+  const widest = list.reduce((w, p) => Math.max(w, p.headOffset - p.firstOffset), 1);
+  const paged = list.length > PARTITION_PAGE;
+  const pool = paged && onlyHolding ? list.filter((p) => p.headOffset > p.firstOffset) : list;
+  // A page past the end (fewer partitions holding events now) shows the last one.
+  const start = Math.min(pageStart, Math.max(0, Math.ceil(pool.length / PARTITION_PAGE) - 1) * PARTITION_PAGE);
+  const rows = pool.slice(start, start + PARTITION_PAGE);
+  const range = `${pool.length > PARTITION_PAGE ? `${formatCount(start + 1)}–${formatCount(start + rows.length)} of ` : ''}${
+    onlyHolding ? `${formatCount(pool.length)} of ` : ''
+  }${formatCount(list.length)}${onlyHolding ? ' holding events' : ''}`;
 
   return (
     <div class="stack">
@@ -78,7 +93,40 @@ export function Overview() {
         )}
       </Card>
 
-      <Card title="Partitions">
+      <Card
+        title="Partitions"
+        actions={
+          paged && (
+            <span class="pager">
+              <label class="inline">
+                <input
+                  type="checkbox"
+                  name="only-holding"
+                  checked={onlyHolding}
+                  onChange={(e) => {
+                    setOnlyHolding(e.currentTarget.checked);
+                    setPageStart(0);
+                  }}
+                />{' '}
+                only those holding events
+              </label>
+              <span class="dim" data-testid="partitions-range">
+                {range}
+              </span>
+              {start > 0 && (
+                <button type="button" class="secondary" onClick={() => setPageStart(Math.max(0, start - PARTITION_PAGE))}>
+                  ← previous
+                </button>
+              )}
+              {start + PARTITION_PAGE < pool.length && (
+                <button type="button" class="secondary" data-testid="partitions-next" onClick={() => setPageStart(start + PARTITION_PAGE)}>
+                  next →
+                </button>
+              )}
+            </span>
+          )
+        }
+      >
         <table class="table" data-testid="partitions">
           <thead>
             <tr>
@@ -91,8 +139,8 @@ export function Overview() {
             </tr>
           </thead>
           <tbody>
-            {list.map((p) => (
-              <tr key={p.partition}>
+            {rows.map((p) => (
+              <tr key={p.partition} data-partition={p.partition}>
                 <td class="num">{p.partition}</td>
                 <td class="num">{formatCount(p.firstOffset)}</td>
                 <td class="num">{formatCount(p.headOffset)}</td>

@@ -819,3 +819,26 @@ describe('the dead letters choice of subscription', () => {
     expect(new Set(read)).toEqual(new Set([ids[4]]));
   });
 });
+
+describe('the overview, with 4,096 partitions', () => {
+  it('draws a page of partitions with the total, pages on, and lists only those holding events on demand (was: all 4,096 every 2 s)', async () => {
+    const gw = await gateway({ HERALD_PARTITIONS: '4096' });
+    await publish(gw, [{ id: 'many-1' }]);
+    const found = await fetch(`${gw.url}/events?source=/console-hostile&id=many-1`, { headers: auth });
+    const { partition } = (await found.json()) as { partition: number };
+    const page = await newPage(KEY);
+    await page.goto(`${gw.url}/console`);
+    const rows = page.locator('[data-testid=partitions] tbody tr');
+    const shown = () => rows.evaluateAll((trs) => trs.map((tr) => Number(tr.getAttribute('data-partition'))));
+    await page.locator('[data-testid=partitions-range]', { hasText: '1–64 of 4,096' }).waitFor();
+    expect(await shown()).toEqual(Array.from({ length: 64 }, (_, i) => i));
+    await page.click('[data-testid=partitions-next]');
+    await page.locator('[data-testid=partitions-range]', { hasText: '65–128 of 4,096' }).waitFor();
+    expect(await shown()).toEqual(Array.from({ length: 64 }, (_, i) => 64 + i));
+    await page.check('input[name=only-holding]');
+    await page.locator('[data-testid=partitions-range]', { hasText: '1 of 4,096 holding events' }).waitFor();
+    expect(await shown()).toEqual([partition]);
+    await page.click('button:text-is("latest events")');
+    await page.locator('[data-testid=latest-events] li[data-event-id=many-1]').waitFor();
+  }, 60_000);
+});
