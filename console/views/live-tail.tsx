@@ -84,8 +84,10 @@ export function LiveTail() {
         (err: unknown) => {
           if ((err as Error).name === 'AbortError') return;
           setStatus({ kind: 'error', message: (err as Error).message });
-          // A refused filter or key will not get better by itself; a lost connection may.
-          if (!(err instanceof ApiError) || err.status === 0 || err.status >= 500) retry = setTimeout(connect, RECONNECT_MS);
+          // A refused filter will not get better by itself; a lost connection may, and a refused key once the page
+          // (kept behind the key prompt) has been given another.
+          if (!(err instanceof ApiError) || err.status === 0 || err.status === 401 || err.status >= 500)
+            retry = setTimeout(connect, RECONNECT_MS);
         },
       );
     };

@@ -3,6 +3,7 @@ import path from 'node:path';
 import type { Browser, Locator, Page, Request as BrowserRequest } from 'playwright-core';
 import { closeBrowser, launchChromium } from '../helpers/browser';
 import { startTestGateway, type Env, type TestGateway } from '../helpers/gateway';
+import { freePort } from '../helpers/nats-cluster';
 import { startReceiver, useReceivers, waitFor, type Receiver } from '../helpers/receiver';
 import { cleanupTmpDirs } from '../helpers/tmp';
 
@@ -784,6 +785,34 @@ describe('a 401 while the operator types', () => {
     const list = await fetch(`${gw.url}/subscriptions`, { headers: auth });
     const { subscriptions } = (await list.json()) as { subscriptions: { sink: string; delivery: { ordering: string } }[] };
     expect(subscriptions.map((s) => [s.sink, s.delivery.ordering])).toEqual([['http://127.0.0.1:9/typed-sink', 'none']]);
+  });
+});
+
+describe('a gateway restarted with other keys', () => {
+  it('asks for a key, and the live tail behind the prompt goes on with the new one (its 401 is not final)', async () => {
+    const port = String(await freePort());
+    // Closed by the test, then started again on its port with other keys.
+    const before = await startTestGateway({ HERALD_PARTITIONS: '1', HERALD_API_KEYS: `ops:${KEY}:admin+publish`, HERALD_PORT: port });
+    const page = await newPage(KEY);
+    try {
+      await page.goto(`${before.url}/console#/tail`);
+      await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
+    } finally {
+      await before.close();
+    }
+    const other = 'console-hostile-other-key';
+    const after = await gateway({ HERALD_PORT: port, HERALD_API_KEYS: `ops:${other}:admin+publish` });
+    await page.locator('[data-testid=key-prompt]').waitFor();
+    await page.fill('input[name=api-key]', other);
+    await page.click('text=Use this key');
+    await page.locator('[data-testid=tail][data-live-sql=""]').waitFor({ state: 'attached' });
+    const res = await fetch(`${after.url}/events`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${other}`, 'content-type': 'application/cloudevents+json' },
+      body: JSON.stringify({ specversion: '1.0', source: '/console-hostile', type: 'com.example.hostile', id: 'after-restart' }),
+    });
+    expect(res.status).toBe(202);
+    await page.locator('[data-testid=tail] li[data-event-id=after-restart]').waitFor();
   });
 });
 
