@@ -288,17 +288,7 @@ describe('the dead letters view', () => {
     page.on('requestfinished', count);
     // A poll (its first read: the subscription's count) starts 2 s after the one before settled, its reads included:
     // the fourth starting means three were done whole.
-    const listPoll = (req: BrowserRequest) => new URL(req.url()).pathname.endsWith(`/subscriptions/${id}`);
-    // The next timer is set only once a poll has settled: moved on 2 s at a time until the next poll starts.
-    for (let poll = 0; poll < 4; poll++) {
-      let started = false;
-      const next = page.waitForRequest(listPoll).then(() => (started = true));
-      for (let jump = 0; jump < 50 && !started; jump++) {
-        await page.clock.fastForward(2000);
-        await Promise.race([next, new Promise((r) => setTimeout(r, 100))]);
-      }
-      await next;
-    }
+    await untilListPolls(page, id, 4);
     page.off('requestfinished', count);
     expect(sizes.length).toBeGreaterThan(0); // it does poll
     expect((await Promise.all(sizes)).reduce((a, b) => a + b, 0)).toBeLessThan(50_000);
@@ -332,16 +322,7 @@ describe('the dead letters view, among many subscriptions', () => {
     await page.locator('[data-testid=dead-letters] tr[data-event-id=choice-1]').waitFor();
     // Five polls of the chosen subscription's list (one every 2 s): ten seconds in which a poll of the choice
     // every 5 s read its 1,000 subscriptions (2.3 MB on 16 partitions) twice more.
-    const listPoll = (req: BrowserRequest) => new URL(req.url()).pathname.endsWith(`/subscriptions/${id}`);
-    for (let poll = 0; poll < 5; poll++) {
-      let started = false;
-      const next = page.waitForRequest(listPoll).then(() => (started = true));
-      for (let jump = 0; jump < 50 && !started; jump++) {
-        await page.clock.fastForward(2000);
-        await Promise.race([next, new Promise((r) => setTimeout(r, 100))]);
-      }
-      await next;
-    }
+    await untilListPolls(page, id, 5);
     expect(choiceReads).toHaveLength(1);
 
     // After an action, the choice shows the new count.
@@ -539,6 +520,23 @@ describe('the overview', () => {
  * Presses Tab (at most `max` times) until the focus is on `target`, as a keyboard-only operator moves
  * through the page; fails when it never gets there (the control cannot be reached without a mouse).
  */
+/**
+ * Moves the page's installed clock on, 2 s at a time, until the dead letters list of subscription `id` has been
+ * polled `polls` times: the next poll's timer is set only once the one before has settled, reads included.
+ */
+async function untilListPolls(page: Page, id: string, polls: number): Promise<void> {
+  const listPoll = (req: BrowserRequest) => new URL(req.url()).pathname.endsWith(`/subscriptions/${id}`);
+  for (let poll = 0; poll < polls; poll++) {
+    let started = false;
+    const next = page.waitForRequest(listPoll).then(() => (started = true));
+    for (let jump = 0; jump < 50 && !started; jump++) {
+      await page.clock.fastForward(2000);
+      await Promise.race([next, new Promise((r) => setTimeout(r, 100))]);
+    }
+    await next;
+  }
+}
+
 async function tabTo(page: Page, target: Locator, max = 80): Promise<void> {
   const handle = await target.elementHandle();
   for (let i = 0; i < max; i++) {
