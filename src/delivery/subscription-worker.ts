@@ -283,6 +283,9 @@ export function createSubscriptionWorker(
     try {
       for (;;) {
         if (skipBudget <= 0 || !hasCapacity(part)) return false;
+        // Restored work finished before the cursor got here (committed moved on over finished offsets): everything
+        // below committed is done, and retention may have deleted some of it, which is not a loss to report.
+        if (part.cursor < part.committed) catchUp(part);
         const item = itemAtCursor(part, deps.store);
         if (!item) return false;
         skipBudget--; // given back when the item is started
@@ -293,10 +296,7 @@ export function createSubscriptionWorker(
         }
         const offset = item.kind === 'event' ? item.event.offset : item.offset;
         if (offset < part.committed) {
-          // Restored work finished before the cursor got here: everything below committed is done.
-          part.cursor = part.committed;
-          part.lastMatched = part.committedLastMatched;
-          clearBuffer(part);
+          catchUp(part);
           continue;
         }
         part.cursor++;
@@ -330,6 +330,13 @@ export function createSubscriptionWorker(
     } finally {
       saveSkipped(); // also when a read throws: what moved is saved
     }
+  }
+
+  /** Moves a cursor left behind committed up to it: everything below committed is done. */
+  function catchUp(part: PartitionCursor): void {
+    part.cursor = part.committed;
+    part.lastMatched = part.committedLastMatched;
+    clearBuffer(part);
   }
 
   function newPending(partition: number, offset: number, previousOffset: number | null, redrive = false): Pending {
