@@ -101,7 +101,6 @@ export function createLocalSubscription(
         await ctx.ackMap.giveBack(messageKey(msg, instance));
         msg.nak(delayMs);
       },
-      noteUnspent: (msg: JsMsg, instance: string) => ctx.ackMap.giveBack(messageKey(msg, instance)),
       onPullError: (err) => repair(channel, err),
       log,
     });

@@ -63,11 +63,6 @@ export interface PullerDeps {
    * delivery was no attempt (see `AckMap.giveBack`); resolves once it is given back.
    */
   giveBack: (msg: JsMsg, delayMs: number, instance: string) => Promise<void>;
-  /**
-   * Notes that a message this node kept unsent let its lease lapse (see `forfeit`): JetStream counts its
-   * redelivery, which is no attempt of this delivery's (as `giveBack` notes, without the `-NAK`).
-   */
-  noteUnspent?: (msg: JsMsg, instance: string) => Promise<void>;
   /** A pull failed (the consumer may have been deleted by a seek or a delete on another node): re-bind or recreate. */
   onPullError: (err: unknown) => Promise<void>;
   log: Logger;
@@ -145,43 +140,6 @@ export function createPuller(deps: PullerDeps) {
 
   /** Messages that arrived as the subscription paused, each with the timer that renews its lease. */
   const held = new Map<JsMsg, NodeJS.Timeout>();
-  /**
-   * When this node last started each message's lease (`performance.now()`: as it arrived, or as it renewed
-   * it), and the lease then in force (a PATCH that shortens it renews first, see `renewHeld`).
-   */
-  const leaseFrom = new WeakMap<JsMsg, { at: number; ms: number }>();
-  const renewEvery = (leaseMs = deps.leaseMs()) => Math.max(MIN_RENEW_MS, Math.floor(leaseMs / 3));
-  const started = (msg: JsMsg) => leaseFrom.set(msg, { at: performance.now(), ms: deps.leaseMs() });
-  /**
-   * Whether a kept message's lease may have run out: as long since it was last started as halfway from
-   * a renewal's due time to the lease's end (this node's clock starts it after JetStream's did). A
-   * renewal that late (the node stalled, or its timers ran late on a busy machine) does not take the
-   * message back: JetStream redelivers it at its next pull, so this copy must not be sent beside it.
-   */
-  const lapsed = (msg: JsMsg) => {
-    const lease = leaseFrom.get(msg);
-    return lease === undefined || performance.now() - lease.at >= (renewEvery(lease.ms) + lease.ms) / 2;
-  };
-  /**
-   * A kept message whose lease lapsed is forgotten: not sent (JetStream's redelivery is), and not given
-   * back either, since a `-NAK` on its ack subject could end a lease that redelivery holds on another
-   * node. Its delivery is noted as unspent, as a give-back's is, before this puller pulls again.
-   */
-  function forfeit(msg: JsMsg): Promise<void> | undefined {
-    clearTimeout(held.get(msg));
-    held.delete(msg);
-    deps.log.info(
-      { stream: deps.stream, consumer: deps.consumer, sequence: msg.seq },
-      'a message kept unsent outlived its lease (this node stalled or ran late): left to its redelivery, not sent',
-    );
-    if (!deps.noteUnspent) return undefined;
-    const p = deps
-      .noteUnspent(msg, instances.get(msg) ?? instance)
-      .catch((err: unknown) => deps.log.warn({ err, stream: deps.stream, consumer: deps.consumer }, 'could not note a lapsed message'))
-      .finally(() => open.delete(p));
-    open.add(p);
-    return p;
-  }
 
   /**
    * Keeps a message that arrived while the subscription is paused, unsent, its lease renewed (`+WPI`)
@@ -194,17 +152,13 @@ export function createPuller(deps: PullerDeps) {
     renewLater(msg);
   }
   /** Each renewal reads the lease again: a PATCH during the pause may shorten it (see `renewHeld` too). */
-  const renewLater = (msg: JsMsg) => held.set(msg, setTimeout(() => renewHeldNow(msg), renewEvery()).unref());
+  const renewLater = (msg: JsMsg) =>
+    held.set(msg, setTimeout(() => renewHeldNow(msg), Math.max(MIN_RENEW_MS, Math.floor(deps.leaseMs() / 3))).unref());
   function renewHeldNow(msg: JsMsg): void {
     if (!held.has(msg)) return;
-    if (lapsed(msg)) return void forfeit(msg);
     clearTimeout(held.get(msg));
-    renew(msg);
-    renewLater(msg);
-  }
-  function renew(msg: JsMsg): void {
     msg.working();
-    started(msg);
+    renewLater(msg);
   }
 
   /**
@@ -212,14 +166,9 @@ export function createPuller(deps: PullerDeps) {
    * spent on nothing), given back when stopping, sent again when the subscription is active again.
    */
   function keepUnsent(msg: JsMsg): Promise<void> | undefined {
-    // Its lease has run since it arrived or was last renewed, for as long as its handling took: renewed at once
-    // (was: a third of ack_wait after this, past its end when the handling took that long), unless it ran out.
-    if (lapsed(msg)) return forfeit(msg);
     if (state !== 'pulling' || deps.closing()) return giveBack(msg);
-    if (!deps.active()) {
-      hold(msg);
-      renewHeldNow(msg);
-    } else track(msg);
+    if (!deps.active()) hold(msg);
+    else track(msg);
     return undefined;
   }
 
@@ -240,11 +189,10 @@ export function createPuller(deps: PullerDeps) {
       if (timer === undefined) return; // sent or given back meanwhile
       clearTimeout(timer);
       held.delete(msg);
-      if (lapsed(msg)) return void forfeit(msg);
       if (performance.now() - (keptSince.get(msg) ?? 0) >= deps.leaseMs()) return void giveBack(msg);
       // The hold renews only after a third of the lease, which this wait never reaches: renewed here, or a
       // node starved longer than ack_wait let JetStream redeliver it, spending an attempt (dead-lettered).
-      renew(msg);
+      msg.working();
       void keepUnsent(msg);
     }, LOCAL_FAILURE_RETRY_MS).unref();
     return undefined;
@@ -260,20 +208,14 @@ export function createPuller(deps: PullerDeps) {
     return p;
   }
 
-  /**
-   * Sends what a pause held (the resume), or gives it back (a stop: another node sends it after IDLE_MS);
-   * one whose lease lapsed meanwhile is forfeited instead. Resolves once those are noted.
-   */
-  async function releaseHeld(send: boolean): Promise<void> {
-    const notes: Promise<void>[] = [];
-    for (const [msg, timer] of [...held]) {
+  /** Sends what a pause held (the resume), or gives it back (a stop: another node sends it after IDLE_MS). */
+  function releaseHeld(send: boolean): void {
+    for (const [msg, timer] of held) {
       clearTimeout(timer);
-      held.delete(msg);
-      if (lapsed(msg)) notes.push(forfeit(msg) ?? Promise.resolve());
-      else if (send) track(msg);
+      if (send) track(msg);
       else void giveBack(msg);
     }
-    await Promise.all(notes);
+    held.clear();
   }
 
   /** One pull session: consumes while the subscription is active; ends on a pause, a stop or a failed consumer (thrown). */
@@ -284,9 +226,7 @@ export function createPuller(deps: PullerDeps) {
     }
     // Stopped or paused while the consumer was looked up: no session (its pull would go unanswered).
     if (state !== 'pulling' || !deps.active()) return;
-    // Before the session pulls: a lapsed one's redelivery comes in it, and reads the note.
-    await releaseHeld(true);
-    if (state !== 'pulling' || !deps.active()) return;
+    releaseHeld(true);
     const capacity = capacityNow();
     const messages = await consumer.consume({
       max_messages: capacity,
@@ -330,7 +270,6 @@ export function createPuller(deps: PullerDeps) {
         health.life(Date.now());
         // Stopping: the message stays unacked; JetStream gives it to another node after ack_wait.
         if (state !== 'pulling') break;
-        started(msg);
         // Paused (here or, through the subscriptions bucket, on another node) while pulling: nothing
         // more is sent. The message stays here unsent until the resume (see `hold`).
         if (!deps.active()) {
@@ -384,7 +323,7 @@ export function createPuller(deps: PullerDeps) {
       if (state !== 'pulling') return;
       move('stop');
       session?.stop();
-      void releaseHeld(false);
+      releaseHeld(false);
       await done;
       if (open.size > 0) await Promise.race([Promise.all(open), sleep(graceMs)]);
       group.abort(reason);
