@@ -88,7 +88,7 @@ import { watchMaxDeliveries } from './max-deliveries';
 import { deliveryNames, idToken } from './names';
 import { provisionDelivery, ATTEMPTS_PER_SUBSCRIPTION } from './provision-delivery';
 import { bucketStream, type MadeStreams } from '../made-streams';
-import { createAttemptLog, createDeadLetters, createSequenceWatch } from './records';
+import { createAttemptLog, createDeadLetters, createSequenceWatch, leaderGet } from './records';
 import type { DeadLetterRow } from '../../subscriptions/delivery-records';
 import { recoverGenerations } from './recover-generations';
 import { seekStarts } from './seek-starts';
@@ -507,12 +507,7 @@ async function composeEngine(parts: {
     if (!consumer) return false;
     const subject = names.redriveSubject(id);
     for (let seq = consumer.ack_floor.stream_seq + 1, looked = 0; looked < CANCEL_SCAN_LIMIT; looked++) {
-      const queued = await ctx.jsm.streams
-        .getMessage(names.redriveStream, { seq, next_by_subj: subject } as never)
-        .catch((err: unknown) => {
-          if (isNotFound(err)) return undefined;
-          throw err;
-        });
+      const queued = await leaderGet(ctx.jsm, names.redriveStream, { seq, next_by_subj: subject });
       if (!queued) return false;
       if (queued.header?.get('Nats-Msg-Id') === msgId) {
         return ctx.jsm.streams.deleteMessage(names.redriveStream, queued.seq, false).catch((err: unknown) => {

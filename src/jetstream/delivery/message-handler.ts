@@ -18,6 +18,7 @@ import { NewerFormatError, decodeClaim, decodeEventMessage, formatOf, publishedA
 import { idempotencyKey } from '../names';
 import { DUPLICATE_WINDOW_MS } from '../provision';
 import { isNotFound } from '../nats-errors';
+import { leaderGet } from './records';
 import { ackWaitMs } from './consumer-config';
 import type { AttemptTarget, EngineContext } from './context';
 import { jsActionOf, settledOutcome, stateOfEntry, type AckEntry, type JsAction } from './outcome';
@@ -93,10 +94,7 @@ async function locate(ctx: EngineContext, sub: SubscriptionView, msg: JsMsg, sou
     ...(filter === true ? { filter: true } : {}),
   };
   // Still queued? A DELETE of its dead letter removes it from the queue, also while a node holds it through a pause.
-  const queued = await ctx.jsm.streams.getMessage(ctx.names.redriveStream, { seq: msg.info.streamSequence }).catch((err: unknown) => {
-    if (isNotFound(err)) return undefined;
-    throw err;
-  });
+  const queued = await leaderGet(ctx.jsm, ctx.names.redriveStream, { seq: msg.info.streamSequence });
   if (!queued) return { target, event: 'cancelled', storedAt: 0 };
   try {
     const stored = await (ctx.jsm as WithDirectGet).direct.getMessage(ctx.events.stream(partition), { seq: offset + 1 });

@@ -34,15 +34,16 @@ async function nextOf(jsm: JetStreamManager, stream: string, subject: string, se
 /**
  * A message asked of the stream's leader (`STREAM.MSG.GET`, which only the leader answers: not a
  * direct get, which any replica may, nor a stream info, which a replica without a leader answered
- * during a majority outage), or undefined.
+ * during a majority outage), or undefined. `next_by_subj`: the first of that subject at or after `seq`
+ * (the server takes it; nats.js's type does not list it).
  */
-async function leaderGet(
+export async function leaderGet(
   jsm: JetStreamManager,
   stream: string,
-  query: { seq: number } | { last_by_subj: string },
+  query: { seq: number; next_by_subj?: string } | { last_by_subj: string },
 ): Promise<StoredMsg | undefined> {
   try {
-    return await jsm.streams.getMessage(stream, query);
+    return await jsm.streams.getMessage(stream, query as Parameters<JetStreamManager['streams']['getMessage']>[1]);
   } catch (err) {
     if (isNotFound(err)) return undefined;
     throw err;
