@@ -62,6 +62,14 @@ for (const engine of ENGINES) {
         typeOf(name),
         ids.map((id) => `${engine}-${id}`),
       );
+    /** A subscription to events of `name` whose receiver answers 400, once the events `ids` are all its dead letters. */
+    async function deadLettered(name: string, ids: string[]) {
+      const sub = await subscribe(typeOf(name));
+      receiver.setResponder(() => ({ status: 400 }));
+      await publish(name, ids);
+      await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === ids.length, { ...WAIT, what: `${ids.length} dead letters` });
+      return sub;
+    }
     const getSub = async (id: string) => (await request(gw.url).get(`/subscriptions/${id}`).expect(200)).body;
     const lag = (sub: { stats: { partitions: { lag: number }[] } }) => sub.stats.partitions.reduce((n, p) => n + p.lag, 0);
     const waitLag = (id: string, want: number) => waitFor(async () => lag(await getSub(id)) === want, { ...WAIT, what: `lag ${want}` });
@@ -74,6 +82,8 @@ for (const engine of ENGINES) {
         { ...WAIT, what: `state ${state}` },
       );
     const requestsFor = (sub: string) => requestsForSubscription(receiver, sub);
+    /** The requests of a subscription that were redeliveries of dead letters. */
+    const redelivered = (sub: string) => requestsFor(sub).filter((q) => q.headers['herald-redelivery'] === 'true');
     const ceIds = (sub: string) => requestsFor(sub).map((q) => (q.headers['ce-id'] as string).replace(`${engine}-`, ''));
     const nth = (sub: string, n: number) => waitFor(() => requestsFor(sub)[n], { ...WAIT, what: `request #${n + 1}` });
     const callback = (q: ReceivedRequest, action: 'ack' | 'nack' | 'extend' | 'reject', body?: object) => {
@@ -390,10 +400,7 @@ for (const engine of ENGINES) {
       });
 
       it('dead-letters a 400, lists it with its event, redelivers it with a fresh attempt count, and deletes one', async () => {
-        const sub = await subscribe(typeOf('dead'));
-        receiver.setResponder(() => ({ status: 400 }));
-        await publish('dead', ['d1', 'd2']);
-        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 2, { ...WAIT, what: '2 dead letters' });
+        const sub = await deadLettered('dead', ['d1', 'd2']);
         const page = await deadLetters(sub.id);
         expect(
           page.deadLetters.map((d: { event: { id: string }; lastStatus: number; attempts: number }) => [
@@ -426,10 +433,7 @@ for (const engine of ENGINES) {
       });
 
       it('cancels a redelivery still waiting in the queue (paused) when its dead letter is deleted (parity probe: JetStream answered 404 and sent it)', async () => {
-        const sub = await subscribe(typeOf('dead-cancel'));
-        receiver.setResponder(() => ({ status: 400 }));
-        await publish('dead-cancel', ['dc1', 'dc2']);
-        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 2, { ...WAIT, what: '2 dead letters' });
+        const sub = await deadLettered('dead-cancel', ['dc1', 'dc2']);
         const [first, second] = (await deadLetters(sub.id)).deadLetters.map((d: { id: string }) => d.id);
         await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
         receiver.setResponder(() => ({ status: 204 }));
@@ -441,18 +445,14 @@ for (const engine of ENGINES) {
         await request(gw.url).delete(`/subscriptions/${sub.id}/dead-letters/${first}`).expect(404);
 
         await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
-        const redelivered = () => requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
-        await waitFor(() => redelivered().length >= 1, { ...WAIT, what: 'dc2 redelivered' });
+        await waitFor(() => redelivered(sub.id).length >= 1, { ...WAIT, what: 'dc2 redelivered' });
         await sleep(300); // dc1, queued first, would have come by now
-        expect(redelivered().map((q) => q.headers['ce-id'])).toEqual([`${engine}-dc2`]);
+        expect(redelivered(sub.id).map((q) => q.headers['ce-id'])).toEqual([`${engine}-dc2`]);
         expect((await deadLetters(sub.id)).deadLetters).toEqual([]);
       });
 
       it('queues a dead letter once when it is redelivered twice while paused: the second answer counts none, each event is sent once (console probe)', async () => {
-        const sub = await subscribe(typeOf('dead-twice'));
-        receiver.setResponder(() => ({ status: 400 }));
-        await publish('dead-twice', ['dt1', 'dt2']);
-        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 2, { ...WAIT, what: '2 dead letters' });
+        const sub = await deadLettered('dead-twice', ['dt1', 'dt2']);
         await request(gw.url).post(`/subscriptions/${sub.id}/pause`).expect(200);
         receiver.setResponder(() => ({ status: 204 }));
         const redeliver = () => request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({});
@@ -460,23 +460,19 @@ for (const engine of ENGINES) {
         await redeliver().expect(202, { redelivering: 0 });
 
         await request(gw.url).post(`/subscriptions/${sub.id}/resume`).expect(200);
-        const redelivered = () => requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
-        await waitFor(() => redelivered().length >= 2, { ...WAIT, what: '2 redeliveries' });
+        await waitFor(() => redelivered(sub.id).length >= 2, { ...WAIT, what: '2 redeliveries' });
         await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { ...WAIT, what: 'no dead letter left' });
         await sleep(300); // a second copy would come by now
         expect(
-          redelivered()
+          redelivered(sub.id)
             .map((q) => q.headers['ce-id'])
             .sort(),
         ).toEqual([`${engine}-dt1`, `${engine}-dt2`]);
       });
 
       it('redelivers all of 150 dead letters (JetStream: more than one batch of publishes and lookups) once each, and none stays listed', async () => {
-        const sub = await subscribe(typeOf('dead-many'));
-        receiver.setResponder(() => ({ status: 400 }));
         const ids = Array.from({ length: 150 }, (_, i) => `many${i}`);
-        await publish('dead-many', ids);
-        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 150, { ...WAIT, what: '150 dead letters' });
+        const sub = await deadLettered('dead-many', ids);
 
         receiver.setResponder(() => ({ status: 204 }));
         // 100 named (one twice, and an id that is none of them), then the other 50 as "all".
@@ -488,12 +484,11 @@ for (const engine of ENGINES) {
           .expect(202, { redelivering: 100 });
         await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 50, { ...WAIT, what: '50 dead letters left' });
         await request(gw.url).post(`/subscriptions/${sub.id}/dead-letters/redeliver`).send({}).expect(202, { redelivering: 50 });
-        const redelivered = () => requestsFor(sub.id).filter((q) => q.headers['herald-redelivery'] === 'true');
-        await waitFor(() => redelivered().length >= 150, { ...WAIT, what: '150 redeliveries' });
+        await waitFor(() => redelivered(sub.id).length >= 150, { ...WAIT, what: '150 redeliveries' });
         await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 0, { ...WAIT, what: 'no dead letter left' });
         await sleep(300); // a redelivery sent twice would come by now
         expect(
-          redelivered()
+          redelivered(sub.id)
             .map((q) => (q.headers['ce-id'] as string).replace(`${engine}-`, ''))
             .sort(),
         ).toEqual([...ids].sort());
@@ -642,10 +637,7 @@ for (const engine of ENGINES) {
 
     describe('a dead letter redelivered after a seek', () => {
       it("keeps the dead letter's webhook-id, while the seek's replay of the same offset has a new one (soak probe: the redelivery took the replay's)", async () => {
-        const sub = await subscribe(typeOf('dead-seek'));
-        receiver.setResponder(() => ({ status: 400 }));
-        await publish('dead-seek', ['w1']);
-        await waitFor(async () => (await getSub(sub.id)).stats.deadLetters === 1, { ...WAIT, what: 'a dead letter' });
+        const sub = await deadLettered('dead-seek', ['w1']);
         const deadId = requestsFor(sub.id)[0]!.headers['webhook-id'];
         receiver.setResponder(() => ({ status: 204 }));
         await request(gw.url).post(`/subscriptions/${sub.id}/seek`).send({ to: 'earliest' }).expect(200);
